@@ -1,0 +1,413 @@
+//! Adj-RIB-Out tests: coalescing, ordering, packing limits, End-of-RIB, refresh.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::*;
+use crate::codec::{DecodeContext, Frame, Ipv6NextHop, Update, decode_message, next_frame};
+
+pub(crate) fn negotiated(extended: bool, enhanced: bool, families: &[Family]) -> Negotiated {
+    Negotiated {
+        remote_asn: 65002,
+        remote_router_id: Ipv4Addr::new(10, 0, 0, 2),
+        hold_time: 90,
+        keepalive_interval: Some(Duration::from_secs(30)),
+        families: families.to_vec(),
+        four_octet_as: true,
+        extended_messages: extended,
+        route_refresh: true,
+        enhanced_route_refresh: enhanced,
+        peer_graceful_restart: None,
+        local_graceful_restart: true,
+        internal: false,
+    }
+}
+
+fn attributes(med: u32) -> Arc<PathAttributes> {
+    Arc::new(
+        PathAttributes {
+            next_hop: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            ipv6_next_hop: Some(Ipv6NextHop {
+                global: "2001:db8::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST),
+                link_local: Some("fe80::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST)),
+            }),
+            med: Some(med),
+            ..PathAttributes::default()
+        }
+        .with_as_sequence(vec![65001, 65001]),
+    )
+}
+
+fn prefix(text: &str) -> IpNet {
+    text.parse().unwrap_or_default()
+}
+
+/// Everything pending, as decoded messages; checks sizes.
+fn drain(rib: &mut AdjRibOut, max: usize) -> Vec<Message> {
+    let context = DecodeContext {
+        max_message_len: u16::MAX,
+        ..DecodeContext::default()
+    };
+    let mut messages = Vec::new();
+    while let Some(mut bytes) = rib.next_update(256 * 1024) {
+        while !bytes.is_empty() {
+            let Ok(Frame::Complete { length }) = next_frame(&bytes, u16::MAX) else {
+                panic!("broken frame");
+            };
+            assert!(length <= max, "message of {length} > {max}");
+            let message = bytes.split_to(length);
+            messages.push(decode_message(&message, &context).expect("decodes"));
+        }
+    }
+    messages
+}
+
+fn updates(messages: &[Message]) -> Vec<&Update> {
+    messages
+        .iter()
+        .filter_map(|message| match message {
+            Message::Update(update) => Some(update),
+            _ => None,
+        })
+        .collect()
+}
+
+fn updates_of(messages: &[Message]) -> usize {
+    updates(messages).len()
+}
+
+/// The peer's view after applying `messages` in order.
+fn peer_view(messages: &[Message], view: &mut BTreeMap<IpNet, PathAttributes>) {
+    for update in updates(messages) {
+        for prefix in &update.withdrawn {
+            view.remove(prefix);
+        }
+        for prefix in &update.announced {
+            view.insert(*prefix, update.attributes.clone());
+        }
+    }
+}
+
+#[test]
+fn nothing_is_sent_before_established() {
+    let mut rib = AdjRibOut::new();
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1)).expect("ok");
+    assert!(rib.next_update(4096).is_none());
+    assert!(!rib.has_pending());
+}
+
+#[test]
+fn rfc4724_2_end_of_rib_once_per_family_after_initial_sync() {
+    let mut rib = AdjRibOut::new();
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1)).expect("ok");
+    rib.announce(prefix("2001:db8::/48"), &attributes(1)).expect("ok");
+    rib.session_established(&negotiated(false, false, &Family::ALL));
+    let messages = drain(&mut rib, 4096);
+    let updates = updates(&messages);
+    assert_eq!(updates.len(), 4);
+    assert_eq!(updates[2].end_of_rib, Some(Family::Ipv4Unicast));
+    assert_eq!(updates[3].end_of_rib, Some(Family::Ipv6Unicast));
+    rib.announce(prefix("10.0.1.0/24"), &attributes(1)).expect("ok");
+    let messages = drain(&mut rib, 4096);
+    assert_eq!(updates_of(&messages), 1, "no second End-of-RIB");
+}
+
+#[test]
+fn coalescing_last_write_wins() {
+    let mut rib = AdjRibOut::new();
+    rib.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
+    drain(&mut rib, 4096);
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1)).expect("ok");
+    rib.announce(prefix("10.0.0.0/24"), &attributes(2)).expect("ok");
+    rib.announce(prefix("10.0.0.0/24"), &attributes(3)).expect("ok");
+    let messages = drain(&mut rib, 4096);
+    let updates = updates(&messages);
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].attributes.med, Some(3));
+    assert_eq!(rib.len(), 1);
+}
+
+#[test]
+fn coalescing_announce_then_withdraw_sends_nothing() {
+    let mut rib = AdjRibOut::new();
+    rib.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
+    drain(&mut rib, 4096);
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1)).expect("ok");
+    rib.withdraw(prefix("10.0.0.0/24"));
+    assert!(drain(&mut rib, 4096).is_empty());
+    assert!(rib.is_empty());
+}
+
+#[test]
+fn coalescing_withdraw_then_reannounce_same_attributes() {
+    let mut rib = AdjRibOut::new();
+    rib.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1)).expect("ok");
+    drain(&mut rib, 4096);
+    rib.withdraw(prefix("10.0.0.0/24"));
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1)).expect("ok");
+    let messages = drain(&mut rib, 4096);
+    let updates = updates(&messages);
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].announced, vec![prefix("10.0.0.0/24")]);
+    assert!(updates[0].withdrawn.is_empty());
+}
+
+#[test]
+fn withdrawals_go_first() {
+    let mut rib = AdjRibOut::new();
+    rib.session_established(&negotiated(false, false, &Family::ALL));
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1)).expect("ok");
+    rib.announce(prefix("2001:db8::/48"), &attributes(1)).expect("ok");
+    drain(&mut rib, 4096);
+    rib.announce(prefix("10.0.1.0/24"), &attributes(1)).expect("ok");
+    rib.withdraw(prefix("10.0.0.0/24"));
+    rib.withdraw(prefix("2001:db8::/48"));
+    let messages = drain(&mut rib, 4096);
+    let updates = updates(&messages);
+    assert_eq!(updates.len(), 3);
+    assert_eq!(updates[0].withdrawn, vec![prefix("10.0.0.0/24")]);
+    assert_eq!(updates[1].withdrawn, vec![prefix("2001:db8::/48")]);
+    assert_eq!(updates[2].announced, vec![prefix("10.0.1.0/24")]);
+}
+
+fn many_ipv4(count: u32) -> Vec<IpNet> {
+    (0..count)
+        .map(|index| {
+            IpNet::V4(
+                ipnet::Ipv4Net::new(Ipv4Addr::from((10u32 << 24) + (index << 8)), 24)
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn rfc4271_4_3_packing_fills_4096_octet_messages() {
+    let mut rib = AdjRibOut::new();
+    let shared = attributes(1);
+    for prefix in many_ipv4(10_000) {
+        rib.announce(prefix, &shared).expect("ok");
+    }
+    rib.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
+    let messages = drain(&mut rib, 4096);
+    let updates = updates(&messages);
+    let announced: usize = updates.iter().map(|update| update.announced.len()).sum();
+    assert_eq!(announced, 10_000);
+    // 4 octets per /24 and a ~40-octet attribute block: ~1008 prefixes per message.
+    assert_eq!(updates.len(), 10 + 1, "10 full UPDATEs and End-of-RIB");
+}
+
+#[test]
+fn rfc8654_packing_uses_65535_octet_messages_when_negotiated() {
+    let mut rib = AdjRibOut::new();
+    let shared = attributes(1);
+    for prefix in many_ipv4(100_000) {
+        rib.announce(prefix, &shared).expect("ok");
+    }
+    rib.session_established(&negotiated(true, false, &[Family::Ipv4Unicast]));
+    let messages = drain(&mut rib, 65535);
+    assert_eq!(updates_of(&messages), 7 + 1);
+}
+
+#[test]
+fn rfc4760_3_ipv6_in_mp_reach_with_link_local_next_hop() {
+    let mut rib = AdjRibOut::new();
+    let shared = attributes(1);
+    for index in 0..5000u128 {
+        let address = (0x2001_0db8u128 << 96) | (index << 80);
+        let net = ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(address), 48).unwrap_or_default();
+        rib.announce(IpNet::V6(net), &shared).expect("ok");
+    }
+    rib.session_established(&negotiated(false, false, &[Family::Ipv6Unicast]));
+    let messages = drain(&mut rib, 4096);
+    let updates = updates(&messages);
+    let announced: usize = updates.iter().map(|update| update.announced.len()).sum();
+    assert_eq!(announced, 5000);
+    let first = updates[0];
+    assert_eq!(first.attributes.ipv6_next_hop, shared.ipv6_next_hop);
+    assert_eq!(first.attributes.next_hop, None, "no NEXT_HOP for MP routes");
+    assert_eq!(
+        updates.last().and_then(|update| update.end_of_rib),
+        Some(Family::Ipv6Unicast)
+    );
+}
+
+#[test]
+fn rfc4760_families_not_negotiated_are_not_sent() {
+    let mut rib = AdjRibOut::new();
+    rib.announce(prefix("2001:db8::/48"), &attributes(1)).expect("ok");
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1)).expect("ok");
+    rib.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
+    let messages = drain(&mut rib, 4096);
+    let updates = updates(&messages);
+    assert_eq!(updates.len(), 2);
+    assert!(updates.iter().all(|update| update
+        .announced
+        .iter()
+        .all(|prefix| prefix.addr().is_ipv4())));
+}
+
+#[test]
+fn routes_sharing_attributes_share_messages() {
+    let mut rib = AdjRibOut::new();
+    rib.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
+    drain(&mut rib, 4096);
+    // Equal sets in different Arcs are interned together.
+    for (index, prefix) in many_ipv4(100).into_iter().enumerate() {
+        let set = attributes(u32::from(index % 2 == 0));
+        rib.announce(prefix, &set).expect("ok");
+    }
+    let messages = drain(&mut rib, 4096);
+    assert_eq!(updates_of(&messages), 2);
+}
+
+#[test]
+fn budget_limits_the_batch_to_one_message() {
+    let mut rib = AdjRibOut::new();
+    let shared = attributes(1);
+    for prefix in many_ipv4(5000) {
+        rib.announce(prefix, &shared).expect("ok");
+    }
+    rib.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
+    let bytes = rib.next_update(1).expect("one message");
+    assert!(bytes.len() <= 4096);
+    assert_eq!(
+        next_frame(&bytes, 4096),
+        Ok(Frame::Complete {
+            length: bytes.len()
+        })
+    );
+}
+
+#[test]
+fn session_down_then_up_resends_everything() {
+    let mut rib = AdjRibOut::new();
+    let shared = attributes(1);
+    for prefix in many_ipv4(300) {
+        rib.announce(prefix, &shared).expect("ok");
+    }
+    rib.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
+    drain(&mut rib, 4096);
+    rib.session_down();
+    rib.withdraw(prefix("10.0.0.0/24"));
+    assert!(rib.next_update(4096).is_none());
+    rib.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
+    let mut view = BTreeMap::new();
+    peer_view(&drain(&mut rib, 4096), &mut view);
+    assert_eq!(view.len(), 299);
+}
+
+#[test]
+fn rfc2918_route_refresh_resends_without_demarcation() {
+    let mut rib = AdjRibOut::new();
+    rib.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1)).expect("ok");
+    drain(&mut rib, 4096);
+    rib.route_refresh(Family::Ipv4Unicast);
+    let messages = drain(&mut rib, 4096);
+    assert_eq!(messages.len(), 1);
+    assert_eq!(updates(&messages)[0].announced, vec![prefix("10.0.0.0/24")]);
+}
+
+#[test]
+fn rfc7313_4_enhanced_route_refresh_wraps_resend_in_borr_eorr() {
+    let mut rib = AdjRibOut::new();
+    rib.session_established(&negotiated(false, true, &Family::ALL));
+    rib.announce(prefix("2001:db8::/48"), &attributes(1)).expect("ok");
+    drain(&mut rib, 4096);
+    rib.route_refresh(Family::Ipv6Unicast);
+    let messages = drain(&mut rib, 4096);
+    assert_eq!(messages.len(), 3);
+    assert!(matches!(
+        &messages[0],
+        Message::RouteRefresh(refresh) if refresh.subtype == RouteRefreshSubtype::Begin
+    ));
+    assert!(matches!(&messages[1], Message::Update(update) if update.announced.len() == 1));
+    assert!(matches!(
+        &messages[2],
+        Message::RouteRefresh(refresh) if refresh.subtype == RouteRefreshSubtype::End
+            && refresh.family() == Some(Family::Ipv6Unicast)
+    ));
+}
+
+#[test]
+fn missing_next_hop_is_refused() {
+    let mut rib = AdjRibOut::new();
+    let no_ipv6 = Arc::new(PathAttributes {
+        next_hop: Some(Ipv4Addr::new(192, 0, 2, 1)),
+        ..PathAttributes::default()
+    });
+    assert_eq!(
+        rib.announce(prefix("2001:db8::/48"), &no_ipv6),
+        Err(RibError::MissingNextHop(Family::Ipv6Unicast))
+    );
+    assert!(rib.announce(prefix("10.0.0.0/8"), &no_ipv6).is_ok());
+}
+
+#[test]
+fn rfc6793_two_octet_session_reencodes_attribute_blocks() {
+    let mut rib = AdjRibOut::new();
+    let shared = Arc::new(
+        PathAttributes {
+            next_hop: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            ..PathAttributes::default()
+        }
+        .with_as_sequence(vec![4_200_000_000]),
+    );
+    rib.announce(prefix("10.0.0.0/24"), &shared).expect("ok");
+    let mut two_octet = negotiated(false, false, &[Family::Ipv4Unicast]);
+    two_octet.four_octet_as = false;
+    rib.session_established(&two_octet);
+    let mut bytes = rib.next_update(1).expect("an update");
+    let Ok(Frame::Complete { length }) = next_frame(&bytes, 4096) else {
+        panic!("broken frame");
+    };
+    let first = bytes.split_to(length);
+    let decoded = decode_message(
+        &first,
+        &DecodeContext {
+            four_octet_as: false,
+            ..DecodeContext::default()
+        },
+    )
+    .expect("decodes");
+    let Message::Update(update) = decoded else {
+        panic!("not an update");
+    };
+    assert_eq!(update.attributes.as_path, shared.as_path, "AS4_PATH restores the path");
+}
+
+#[test]
+fn withdraw_all_empties_the_peer() {
+    let mut rib = AdjRibOut::new();
+    let shared = attributes(1);
+    for prefix in many_ipv4(2000) {
+        rib.announce(prefix, &shared).expect("ok");
+    }
+    rib.announce(prefix("2001:db8::/48"), &shared).expect("ok");
+    rib.session_established(&negotiated(true, false, &Family::ALL));
+    let mut view = BTreeMap::new();
+    peer_view(&drain(&mut rib, 65535), &mut view);
+    assert_eq!(view.len(), 2001);
+    rib.withdraw_all();
+    peer_view(&drain(&mut rib, 65535), &mut view);
+    assert!(view.is_empty());
+    assert!(rib.is_empty());
+}
+
+#[test]
+fn memory_per_route_is_bounded() {
+    let mut rib = AdjRibOut::new();
+    let shared = attributes(1);
+    for prefix in many_ipv4(100_000) {
+        rib.announce(prefix, &shared).expect("ok");
+    }
+    rib.session_established(&negotiated(true, false, &[Family::Ipv4Unicast]));
+    let per_route = rib.memory_estimate() / 100_000;
+    assert!(per_route <= 150, "{per_route} octets per route");
+}

@@ -1,0 +1,631 @@
+//! The daemon's own configuration file (`topologyd.toml`): which location this daemon is, its
+//! BGP identity, its peers, its listeners and where it keeps state. Parsed from TOML with unknown
+//! keys rejected and every value that a check can complain about kept with its span, so that all
+//! errors come out in one run as `file:line:column: error: … help: …`.
+//!
+//! Pure: takes a [`Source`] and returns a [`DaemonConfig`] or [`Diagnostics`]. Whether files it
+//! names exist (keys, certificates) is checked by the daemon when it loads them. Every default is
+//! a documented constant below. [`PeerConfig::session_reset_needed`] is the documented rule for
+//! which changes of a reload reset a BGP session and which apply in place.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::diagnostic::{Collector, Diagnostics};
+use crate::source::{Source, SourceMap, Span};
+
+/// The BGP port (RFC 4271 §8.2.1).
+pub const DEFAULT_BGP_PORT: u16 = 179;
+/// Hold time we propose, in seconds (RFC 4271 §10 suggests 90).
+pub const DEFAULT_HOLD_TIME_SECONDS: u16 = 90;
+/// Seconds between connection attempts to an active peer, before jitter and backoff.
+pub const DEFAULT_CONNECT_RETRY_SECONDS: u16 = 5;
+/// Graceful restart time we advertise (RFC 4724 §3), in seconds: how long a peer keeps our
+/// routes as stale after our session drops.
+pub const DEFAULT_RESTART_TIME_SECONDS: u16 = 120;
+/// How long a SIGTERM drain may take before the daemon exits anyway.
+pub const DEFAULT_SHUTDOWN_GRACE_SECONDS: u32 = 10;
+/// Previous generations kept in the state directory for rollback (last known good).
+pub const DEFAULT_RETAINED_GENERATIONS: usize = 10;
+/// Largest control-API request body: a topology bundle of 1,000,000 bindings fits.
+pub const DEFAULT_CONTROL_MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
+
+/// An address family we may announce to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+/// What a control-API client may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read-only: plan, status, routes.
+    Reader,
+    /// Everything a reader may do, plus apply and rollback.
+    Admin,
+}
+
+/// The whole daemon configuration, validated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DaemonConfig {
+    /// The location this daemon announces for; must exist in the topology's fleet.
+    pub location: String,
+    pub local_asn: u32,
+    pub router_id: Ipv4Addr,
+    pub state_dir: PathBuf,
+    /// Topology files compiled at first start, when the state directory holds no generation yet.
+    pub bootstrap_topology: Vec<PathBuf>,
+    pub retained_generations: usize,
+    /// Addresses on which the daemon accepts BGP connections (for passive peers and collisions).
+    pub bgp_listen: Vec<SocketAddr>,
+    pub graceful_restart: GracefulRestartConfig,
+    pub shutdown: ShutdownConfig,
+    pub admin: Option<AdminConfig>,
+    pub control: Option<ControlConfig>,
+    pub peers: Vec<PeerConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GracefulRestartConfig {
+    /// Advertise the graceful-restart capability (RFC 4724).
+    pub enabled: bool,
+    pub restart_time_seconds: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShutdownConfig {
+    pub grace_seconds: u32,
+    /// On SIGTERM withdraw every route before closing the sessions, instead of leaving the
+    /// routes at the peers through graceful restart.
+    pub withdraw_on_stop: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ControlConfig {
+    pub listen: SocketAddr,
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    /// CA that signs the client certificates; a client without one is refused in the handshake.
+    pub client_ca: PathBuf,
+    /// Client identity (certificate common name) → role. Unknown identities are refused.
+    pub roles: BTreeMap<String, Role>,
+    pub audit_log: PathBuf,
+    pub max_body_bytes: usize,
+}
+
+/// One BGP neighbor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerConfig {
+    pub name: String,
+    pub address: IpAddr,
+    pub port: u16,
+    pub asn: u32,
+    /// Source address for outgoing connections; also the default IPv4/IPv6 next hop.
+    pub local_address: Option<IpAddr>,
+    /// Never connect; wait for the peer (it must reach one of `bgp_listen`).
+    pub passive: bool,
+    pub hold_time_seconds: u16,
+    pub connect_retry_seconds: u16,
+    pub families: BTreeSet<Family>,
+    pub next_hop_ipv4: Option<Ipv4Addr>,
+    pub next_hop_ipv6: Option<Ipv6Addr>,
+    /// File holding the TCP-MD5 (RFC 2385) key; read by the daemon, never logged.
+    pub md5_key_file: Option<PathBuf>,
+    /// GTSM (RFC 5082): the largest number of hops the peer may be away (1 for a direct link).
+    pub ttl_security_hops: Option<u8>,
+    /// Tear the session down (Cease, subcode 1, RFC 4486) when the peer sends more prefixes.
+    pub max_prefix: Option<u64>,
+    /// Offer extended messages (RFC 8654).
+    pub extended_messages: bool,
+}
+
+impl PeerConfig {
+    /// The reload rule: a change of anything that the session's TCP connection or OPEN depends
+    /// on (address, port, ASNs, local address, passive/active, hold time, families, MD5 key
+    /// file, GTSM, extended messages) resets the session. Next hops, the connect-retry interval
+    /// and max-prefix apply in place: the routes are re-sent with the new next hop, and a new
+    /// max-prefix limit is checked against what the peer sends from then on.
+    pub fn session_reset_needed(&self, new: &PeerConfig) -> bool {
+        self.address != new.address
+            || self.port != new.port
+            || self.asn != new.asn
+            || self.local_address != new.local_address
+            || self.passive != new.passive
+            || self.hold_time_seconds != new.hold_time_seconds
+            || self.families != new.families
+            || self.md5_key_file != new.md5_key_file
+            || self.ttl_security_hops != new.ttl_security_hops
+            || self.extended_messages != new.extended_messages
+    }
+
+    /// The IPv4 next hop we announce to this peer.
+    pub fn ipv4_next_hop(&self) -> Option<Ipv4Addr> {
+        self.next_hop_ipv4.or(match self.local_address {
+            Some(IpAddr::V4(address)) => Some(address),
+            _ => None,
+        })
+    }
+
+    /// The IPv6 next hop we announce to this peer.
+    pub fn ipv6_next_hop(&self) -> Option<Ipv6Addr> {
+        self.next_hop_ipv6.or(match self.local_address {
+            Some(IpAddr::V6(address)) => Some(address),
+            _ => None,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DaemonFile {
+    location: Spanned<String>,
+    local_asn: Spanned<u32>,
+    router_id: Spanned<String>,
+    state_dir: Spanned<String>,
+    #[serde(default)]
+    bootstrap_topology: Vec<String>,
+    retained_generations: Option<Spanned<usize>>,
+    bgp: Option<BgpFile>,
+    graceful_restart: Option<GracefulRestartFile>,
+    shutdown: Option<ShutdownFile>,
+    admin: Option<AdminFile>,
+    control: Option<ControlFile>,
+    #[serde(default)]
+    peer: Vec<PeerFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BgpFile {
+    #[serde(default)]
+    listen: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GracefulRestartFile {
+    enabled: Option<bool>,
+    restart_time_seconds: Option<Spanned<u16>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShutdownFile {
+    grace_seconds: Option<u32>,
+    withdraw_on_stop: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminFile {
+    listen: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlFile {
+    listen: Spanned<String>,
+    certificate: String,
+    private_key: String,
+    client_ca: String,
+    #[serde(default)]
+    roles: BTreeMap<String, Role>,
+    audit_log: String,
+    max_body_bytes: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerFile {
+    name: Spanned<String>,
+    address: Spanned<String>,
+    port: Option<u16>,
+    asn: Spanned<u32>,
+    local_address: Option<Spanned<String>>,
+    #[serde(default)]
+    passive: bool,
+    hold_time_seconds: Option<Spanned<u16>>,
+    connect_retry_seconds: Option<Spanned<u16>>,
+    families: Option<Spanned<Vec<Family>>>,
+    next_hop_ipv4: Option<Spanned<String>>,
+    next_hop_ipv6: Option<Spanned<String>>,
+    md5_key_file: Option<String>,
+    ttl_security_hops: Option<Spanned<u8>>,
+    max_prefix: Option<u64>,
+    extended_messages: Option<bool>,
+}
+
+fn span_of<T>(spanned: &Spanned<T>) -> Span {
+    Span::new(0, spanned.span())
+}
+
+fn parse_value<T: std::str::FromStr>(
+    text: &Spanned<String>,
+    what: &str,
+    example: &str,
+    collector: &mut Collector,
+) -> Option<T> {
+    match text.get_ref().parse::<T>() {
+        Ok(value) => Some(value),
+        Err(_) => {
+            collector.error(
+                Some(span_of(text)),
+                format!("`{}` is not a valid {what}", text.get_ref()),
+                Some(format!("write it like \"{example}\"")),
+            );
+            None
+        }
+    }
+}
+
+/// Parses and validates a daemon configuration file. All errors are reported together.
+pub fn parse_daemon_config(source: &Source) -> Result<DaemonConfig, Diagnostics> {
+    let sources = SourceMap::new(vec![source.clone()]);
+    let mut collector = Collector::new();
+    let file: DaemonFile = match toml::from_str(&source.text) {
+        Ok(file) => file,
+        Err(failure) => {
+            let span = failure
+                .span()
+                .map_or(Span::new(0, 0..0), |range| Span::new(0, range));
+            let help = failure.message().contains("unknown field").then(|| {
+                "remove the key or fix its spelling; unknown keys are rejected".to_string()
+            });
+            collector.error(Some(span), failure.message().trim_end().to_string(), help);
+            return Err(collector.finish(&sources));
+        }
+    };
+    let config = convert(file, &mut collector);
+    if collector.has_errors() {
+        return Err(collector.finish(&sources));
+    }
+    config.ok_or_else(|| collector.finish(&sources))
+}
+
+fn convert(file: DaemonFile, collector: &mut Collector) -> Option<DaemonConfig> {
+    if file.location.get_ref().trim().is_empty() {
+        collector.error(
+            Some(span_of(&file.location)),
+            "`location` is empty",
+            Some("name the location of this daemon as the topology's fleet names it".into()),
+        );
+    }
+    if *file.local_asn.get_ref() == 0 || *file.local_asn.get_ref() == 23456 {
+        collector.error(
+            Some(span_of(&file.local_asn)),
+            format!("local_asn {} is reserved", file.local_asn.get_ref()),
+            Some("use the ASN this location speaks BGP with (not 0, not AS_TRANS 23456)".into()),
+        );
+    }
+    let router_id = parse_value::<Ipv4Addr>(&file.router_id, "router id", "192.0.2.1", collector);
+    if router_id == Some(Ipv4Addr::UNSPECIFIED) {
+        collector.error(
+            Some(span_of(&file.router_id)),
+            "router_id 0.0.0.0 is not allowed (RFC 6286)",
+            Some("use a unique non-zero IPv4 address of this router".into()),
+        );
+    }
+    let retained_generations = file
+        .retained_generations
+        .as_ref()
+        .map_or(DEFAULT_RETAINED_GENERATIONS, |value| *value.get_ref());
+    if let Some(value) = &file.retained_generations
+        && *value.get_ref() == 0
+    {
+        collector.error(
+            Some(span_of(value)),
+            "retained_generations must be at least 1",
+            Some("keep at least the last known good generation for rollback".into()),
+        );
+    }
+    let bgp_listen = file
+        .bgp
+        .map(|bgp| {
+            bgp.listen
+                .iter()
+                .filter_map(|text| {
+                    parse_value::<SocketAddr>(text, "socket address", "127.0.0.1:179", collector)
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let graceful_restart = match file.graceful_restart {
+        Some(section) => {
+            let restart_time = section
+                .restart_time_seconds
+                .as_ref()
+                .map_or(DEFAULT_RESTART_TIME_SECONDS, |value| *value.get_ref());
+            if let Some(value) = &section.restart_time_seconds
+                && *value.get_ref() > 4095
+            {
+                collector.error(
+                    Some(span_of(value)),
+                    format!("restart_time_seconds {} does not fit", value.get_ref()),
+                    Some("RFC 4724 §3 gives the restart time 12 bits: at most 4095".into()),
+                );
+            }
+            GracefulRestartConfig {
+                enabled: section.enabled.unwrap_or(true),
+                restart_time_seconds: restart_time,
+            }
+        }
+        None => GracefulRestartConfig {
+            enabled: true,
+            restart_time_seconds: DEFAULT_RESTART_TIME_SECONDS,
+        },
+    };
+    let shutdown = ShutdownConfig {
+        grace_seconds: file
+            .shutdown
+            .as_ref()
+            .and_then(|section| section.grace_seconds)
+            .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECONDS),
+        withdraw_on_stop: file
+            .shutdown
+            .as_ref()
+            .and_then(|section| section.withdraw_on_stop)
+            .unwrap_or(false),
+    };
+    let admin = file.admin.and_then(|admin| {
+        parse_value::<SocketAddr>(&admin.listen, "socket address", "127.0.0.1:9179", collector)
+            .map(|listen| AdminConfig { listen })
+    });
+    let control = file.control.and_then(|control| {
+        let listen = parse_value::<SocketAddr>(
+            &control.listen,
+            "socket address",
+            "127.0.0.1:9180",
+            collector,
+        )?;
+        if control.roles.is_empty() {
+            collector.error(
+                Some(span_of(&control.listen)),
+                "the control API has no [control.roles]: nobody could use it",
+                Some("add e.g. `roles = { \"sre-oncall\" = \"admin\" }` (certificate CN → role)".into()),
+            );
+        }
+        Some(ControlConfig {
+            listen,
+            certificate: control.certificate.into(),
+            private_key: control.private_key.into(),
+            client_ca: control.client_ca.into(),
+            roles: control.roles,
+            audit_log: control.audit_log.into(),
+            max_body_bytes: control
+                .max_body_bytes
+                .unwrap_or(DEFAULT_CONTROL_MAX_BODY_BYTES),
+        })
+    });
+    let mut peers = Vec::with_capacity(file.peer.len());
+    let mut names: BTreeMap<String, Span> = BTreeMap::new();
+    let mut addresses: BTreeMap<IpAddr, Span> = BTreeMap::new();
+    for peer in file.peer {
+        let name_span = span_of(&peer.name);
+        if names.insert(peer.name.get_ref().clone(), name_span).is_some() {
+            collector.error(
+                Some(name_span),
+                format!("peer `{}` is defined twice", peer.name.get_ref()),
+                Some("give every [[peer]] a unique name".into()),
+            );
+        }
+        if let Some(converted) = convert_peer(peer, &bgp_listen, collector) {
+            let address_span = name_span;
+            if addresses.insert(converted.address, address_span).is_some() {
+                collector.error(
+                    Some(address_span),
+                    format!("two peers have the address {}", converted.address),
+                    Some("one BGP session per neighbor address".into()),
+                );
+            }
+            peers.push(converted);
+        }
+    }
+    Some(DaemonConfig {
+        location: file.location.into_inner(),
+        local_asn: file.local_asn.into_inner(),
+        router_id: router_id?,
+        state_dir: file.state_dir.into_inner().into(),
+        bootstrap_topology: file.bootstrap_topology.into_iter().map(PathBuf::from).collect(),
+        retained_generations,
+        bgp_listen,
+        graceful_restart,
+        shutdown,
+        admin,
+        control,
+        peers,
+    })
+}
+
+fn convert_peer(
+    peer: PeerFile,
+    bgp_listen: &[SocketAddr],
+    collector: &mut Collector,
+) -> Option<PeerConfig> {
+    let address = parse_value::<IpAddr>(&peer.address, "IP address", "192.0.2.2", collector);
+    let local_address = peer
+        .local_address
+        .as_ref()
+        .and_then(|text| parse_value::<IpAddr>(text, "IP address", "192.0.2.1", collector));
+    let next_hop_ipv4 = peer
+        .next_hop_ipv4
+        .as_ref()
+        .and_then(|text| parse_value::<Ipv4Addr>(text, "IPv4 address", "192.0.2.1", collector));
+    let next_hop_ipv6 = peer
+        .next_hop_ipv6
+        .as_ref()
+        .and_then(|text| parse_value::<Ipv6Addr>(text, "IPv6 address", "2001:db8::1", collector));
+    let hold_time = peer
+        .hold_time_seconds
+        .as_ref()
+        .map_or(DEFAULT_HOLD_TIME_SECONDS, |value| *value.get_ref());
+    if let Some(value) = &peer.hold_time_seconds
+        && matches!(*value.get_ref(), 1 | 2)
+    {
+        collector.error(
+            Some(span_of(value)),
+            format!("hold_time_seconds {} is not allowed", value.get_ref()),
+            Some("RFC 4271 §4.2: the hold time is 0 or at least 3 seconds".into()),
+        );
+    }
+    let connect_retry = peer
+        .connect_retry_seconds
+        .as_ref()
+        .map_or(DEFAULT_CONNECT_RETRY_SECONDS, |value| *value.get_ref());
+    if let Some(value) = &peer.connect_retry_seconds
+        && *value.get_ref() == 0
+    {
+        collector.error(
+            Some(span_of(value)),
+            "connect_retry_seconds must be at least 1",
+            None,
+        );
+    }
+    let families: BTreeSet<Family> = match &peer.families {
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                collector.error(
+                    Some(span_of(list)),
+                    "a peer needs at least one family",
+                    Some("write families = [\"ipv4\", \"ipv6\"]".into()),
+                );
+            }
+            list.get_ref().iter().copied().collect()
+        }
+        None => [Family::Ipv4, Family::Ipv6].into_iter().collect(),
+    };
+    if let Some(value) = &peer.ttl_security_hops
+        && *value.get_ref() == 0
+    {
+        collector.error(
+            Some(span_of(value)),
+            "ttl_security_hops must be between 1 and 254",
+            Some("1 means the peer is directly connected (RFC 5082)".into()),
+        );
+    }
+    if peer.passive && bgp_listen.is_empty() {
+        collector.error(
+            Some(span_of(&peer.name)),
+            format!("peer `{}` is passive but the daemon listens nowhere", peer.name.get_ref()),
+            Some("add [bgp] listen = [\"ADDRESS:PORT\"] or make the peer active".into()),
+        );
+    }
+    let config = PeerConfig {
+        name: peer.name.get_ref().clone(),
+        address: address?,
+        port: peer.port.unwrap_or(DEFAULT_BGP_PORT),
+        asn: *peer.asn.get_ref(),
+        local_address,
+        passive: peer.passive,
+        hold_time_seconds: hold_time,
+        connect_retry_seconds: connect_retry,
+        families,
+        next_hop_ipv4,
+        next_hop_ipv6,
+        md5_key_file: peer.md5_key_file.map(PathBuf::from),
+        ttl_security_hops: peer.ttl_security_hops.as_ref().map(|value| *value.get_ref()),
+        max_prefix: peer.max_prefix,
+        extended_messages: peer.extended_messages.unwrap_or(true),
+    };
+    if *peer.asn.get_ref() == 0 {
+        collector.error(
+            Some(span_of(&peer.asn)),
+            "peer asn 0 is reserved (RFC 7607)",
+            None,
+        );
+    }
+    if config.families.contains(&Family::Ipv4) && config.ipv4_next_hop().is_none() {
+        collector.error(
+            Some(span_of(&peer.name)),
+            format!("peer `{}` announces IPv4 but has no IPv4 next hop", config.name),
+            Some("set next_hop_ipv4, or an IPv4 local_address".into()),
+        );
+    }
+    if config.families.contains(&Family::Ipv6) && config.ipv6_next_hop().is_none() {
+        collector.error(
+            Some(span_of(&peer.name)),
+            format!("peer `{}` announces IPv6 but has no IPv6 next hop", config.name),
+            Some("set next_hop_ipv6, an IPv6 local_address, or families = [\"ipv4\"]".into()),
+        );
+    }
+    Some(config)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+location = "ams01"
+local_asn = 64512
+router_id = "192.0.2.1"
+state_dir = "/var/lib/topologyd"
+
+[[peer]]
+name = "edge1"
+address = "127.0.0.2"
+asn = 64513
+local_address = "127.0.0.1"
+families = ["ipv4"]
+"#;
+
+    fn parse(text: &str) -> Result<DaemonConfig, Diagnostics> {
+        parse_daemon_config(&Source::new("topologyd.toml", text))
+    }
+
+    #[test]
+    fn minimal_config_takes_documented_defaults() {
+        let config = parse(MINIMAL).unwrap();
+        let peer = &config.peers[0];
+        assert_eq!(peer.port, DEFAULT_BGP_PORT);
+        assert_eq!(peer.hold_time_seconds, DEFAULT_HOLD_TIME_SECONDS);
+        assert_eq!(peer.ipv4_next_hop(), Some(Ipv4Addr::new(127, 0, 0, 1)));
+        assert!(config.graceful_restart.enabled);
+        assert_eq!(config.retained_generations, DEFAULT_RETAINED_GENERATIONS);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_position() {
+        let text = MINIMAL.replace("127.0.0.2", "not-an-address").replace(
+            "families = [\"ipv4\"]",
+            "families = [\"ipv4\", \"ipv6\"]\nhold_time_seconds = 2",
+        );
+        let diagnostics = parse(&text).unwrap_err();
+        let rendered = diagnostics.to_string();
+        assert!(rendered.contains("topologyd.toml:9:11: error: `not-an-address` is not a valid IP address"), "{rendered}");
+        assert!(rendered.contains("hold_time_seconds 2 is not allowed"), "{rendered}");
+        assert_eq!(diagnostics.errors().count(), 2, "{rendered}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_position() {
+        let diagnostics = parse(&format!("{MINIMAL}hold_tme = 3\n")).unwrap_err();
+        let rendered = diagnostics.to_string();
+        assert!(rendered.contains("topologyd.toml:"), "{rendered}");
+        assert!(rendered.contains("hold_tme"), "{rendered}");
+    }
+
+    #[test]
+    fn reload_rule_resets_only_for_session_parameters() {
+        let config = parse(MINIMAL).unwrap();
+        let old = config.peers[0].clone();
+        let mut new = old.clone();
+        new.max_prefix = Some(10);
+        new.next_hop_ipv4 = Some(Ipv4Addr::new(127, 0, 0, 9));
+        assert!(!old.session_reset_needed(&new));
+        new.hold_time_seconds = 30;
+        assert!(old.session_reset_needed(&new));
+    }
+}

@@ -1,0 +1,23 @@
+//! topologyd-config: parsing topologyd's topology files (TOML) into a span-carrying raw model.
+//!
+//! Pure and synchronous: the parser takes `(file name, text)` pairs ([`Source`]); the only file
+//! access is [`load_sources`]. Every value that a later check may complain about keeps a
+//! [`Span`], which [`SourceMap::locate`] turns into `file:line:column`. Unknown keys are
+//! rejected. Cross-file checks (references, overlaps, guards) belong to `topologyd-topology`.
+//!
+//! Modules: [`source`] (sources, spans, positions), [`diagnostic`] (errors and warnings with
+//! help), [`selector`] (topology selector AST and parser), [`model`] (the raw model and its
+//! documented defaults), [`parse`] (TOML to raw model).
+
+pub mod daemon;
+pub mod diagnostic;
+pub mod model;
+pub mod parse;
+pub mod selector;
+pub mod source;
+
+pub use diagnostic::{Collector, Diagnostic, Diagnostics, Severity};
+pub use model::*;
+pub use parse::{parse_topology_sources, parse_topology_sources_with_warnings};
+pub use selector::{Attribute, Selector, SelectorError, SelectorValue, parse_selector};
+pub use source::{LoadError, Source, SourceLocation, SourceMap, Span, load_sources};

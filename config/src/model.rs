@@ -1,0 +1,236 @@
+//! The raw topology model: what the files say, after syntax checks, with a [`Span`] on every
+//! value a later check may need to point at. Cross-references (does this service exist? do
+//! prefixes overlap?) are the topology compiler's job, not this module's.
+
+use std::fmt;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::selector::Selector;
+use crate::source::{SourceMap, Span};
+
+/// Shortest IPv4 route announced unless `[settings] ipv4_announce_lengths` says otherwise.
+pub const DEFAULT_IPV4_SHORTEST_ANNOUNCE: u8 = 8;
+/// Longest IPv4 route announced by default (a /24 is the longest most networks accept).
+pub const DEFAULT_IPV4_LONGEST_ANNOUNCE: u8 = 24;
+/// Shortest IPv6 route announced by default.
+pub const DEFAULT_IPV6_SHORTEST_ANNOUNCE: u8 = 16;
+/// Longest IPv6 route announced by default (a /48 is the longest most networks accept).
+pub const DEFAULT_IPV6_LONGEST_ANNOUNCE: u8 = 48;
+/// G4 default: a plan may withdraw at most this share of the announced route×location pairs.
+pub const DEFAULT_MAX_WITHDRAWN_PAIR_SHARE: f64 = 0.10;
+/// G4 default: a plan may make at most this share of announcing locations lose any route.
+pub const DEFAULT_MAX_AFFECTED_LOCATION_SHARE: f64 = 0.25;
+
+/// A value and where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+impl<T> Located<T> {
+    pub fn new(value: T, span: Span) -> Located<T> {
+        Located { value, span }
+    }
+}
+
+/// Location lifecycle: only `live` locations announce routes; `test` locations announce only the
+/// services that set `announce_at_test_locations`; `offline` and `draining` announce nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocationState {
+    Live,
+    Offline,
+    Test,
+    Draining,
+}
+
+impl LocationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocationState::Live => "live",
+            LocationState::Offline => "offline",
+            LocationState::Test => "test",
+            LocationState::Draining => "draining",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<LocationState> {
+        Some(match text {
+            "live" => LocationState::Live,
+            "offline" => LocationState::Offline,
+            "test" => LocationState::Test,
+            "draining" => LocationState::Draining,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for LocationState {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// Service lifecycle: a `pending` service announces nothing (its bindings may exist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifecycle {
+    Active,
+    Pending,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Active => "active",
+            Lifecycle::Pending => "pending",
+        }
+    }
+}
+
+/// A standard BGP community (RFC 1997), written `"ASN:VALUE"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Community(pub u16, pub u16);
+
+impl fmt::Display for Community {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}:{}", self.0, self.1)
+    }
+}
+
+/// A large BGP community (RFC 8092), written `"ASN:DATA1:DATA2"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LargeCommunity(pub u32, pub u32, pub u32);
+
+impl fmt::Display for LargeCommunity {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}:{}:{}", self.0, self.1, self.2)
+    }
+}
+
+/// How an onboarded prefix is announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnnounceMode {
+    /// The prefix itself.
+    Aggregate,
+    /// Every more-specific of this length inside the prefix.
+    Split(u8),
+}
+
+impl fmt::Display for AnnounceMode {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AnnounceMode::Aggregate => formatter.write_str("aggregate"),
+            AnnounceMode::Split(length) => write!(formatter, "split /{length}"),
+        }
+    }
+}
+
+/// An RPKI Route Origin Authorisation for a prefix: who may originate it, down to which length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Roa {
+    pub asn: u32,
+    pub max_length: u8,
+}
+
+/// Inclusive announce-length limits for one address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LengthLimits {
+    pub shortest: u8,
+    pub longest: u8,
+}
+
+/// Global settings, defaults filled in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub ipv4_announce_lengths: LengthLimits,
+    pub ipv6_announce_lengths: LengthLimits,
+    pub max_withdrawn_pair_share: f64,
+    pub max_affected_location_share: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            ipv4_announce_lengths: LengthLimits {
+                shortest: DEFAULT_IPV4_SHORTEST_ANNOUNCE,
+                longest: DEFAULT_IPV4_LONGEST_ANNOUNCE,
+            },
+            ipv6_announce_lengths: LengthLimits {
+                shortest: DEFAULT_IPV6_SHORTEST_ANNOUNCE,
+                longest: DEFAULT_IPV6_LONGEST_ANNOUNCE,
+            },
+            max_withdrawn_pair_share: DEFAULT_MAX_WITHDRAWN_PAIR_SHARE,
+            max_affected_location_share: DEFAULT_MAX_AFFECTED_LOCATION_SHARE,
+        }
+    }
+}
+
+impl Settings {
+    /// The limits for the family of `network`.
+    pub fn limits_for(&self, network: &IpNet) -> LengthLimits {
+        match network {
+            IpNet::V4(_) => self.ipv4_announce_lengths,
+            IpNet::V6(_) => self.ipv6_announce_lengths,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawLocation {
+    pub name: Located<String>,
+    pub region: Located<String>,
+    pub metro: Located<String>,
+    pub country: Located<String>,
+    pub tags: Vec<Located<String>>,
+    pub state: Located<LocationState>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawService {
+    pub name: Located<String>,
+    pub lifecycle: Located<Lifecycle>,
+    pub topology: Located<Selector>,
+    pub announce_at_test_locations: bool,
+    pub communities: Vec<Community>,
+    pub large_communities: Vec<LargeCommunity>,
+    pub med: Option<u32>,
+    pub as_path_prepend: u8,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawPrefix {
+    /// As written (host bits may be set; the compiler reports that).
+    pub cidr: Located<IpNet>,
+    pub origin_asn: Located<u32>,
+    pub owner: String,
+    pub advertise: bool,
+    pub announce: Located<AnnounceMode>,
+    pub roa: Option<Located<Roa>>,
+    pub irr_token: Option<String>,
+    pub rdns_token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawBinding {
+    /// As written (host bits may be set; the compiler reports that).
+    pub cidr: Located<IpNet>,
+    pub service: Located<String>,
+}
+
+/// Every file of a topology combined, in file order then declaration order.
+#[derive(Debug, Clone, Default)]
+pub struct RawTopology {
+    pub sources: SourceMap,
+    pub settings: Settings,
+    /// Where `[settings]` was written, if anywhere.
+    pub settings_span: Option<Span>,
+    pub locations: Vec<RawLocation>,
+    pub services: Vec<RawService>,
+    pub prefixes: Vec<RawPrefix>,
+    pub bindings: Vec<RawBinding>,
+}

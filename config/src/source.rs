@@ -1,0 +1,185 @@
+//! Source texts and positions: [`Source`] (a file name and its text), [`Span`] (byte range in
+//! one source), [`SourceLocation`] (`file:line:column`, what people read) and [`SourceMap`], which
+//! turns the first into the second. Owns no parsing and no validation; the only I/O in the crate
+//! is [`load_sources`], which reads files into [`Source`] values.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+/// One input file: its name as it appears in diagnostics, and its text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+impl Source {
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Source {
+        Source {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+}
+
+/// A failure to read a topology file.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path}: {error}")]
+pub struct LoadError {
+    pub path: String,
+    #[source]
+    pub error: std::io::Error,
+}
+
+/// Reads each path into a [`Source`] named by the path as given. The only file access in this
+/// crate; everything after it works on strings.
+pub fn load_sources<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Source>, LoadError> {
+    paths
+        .iter()
+        .map(|path| {
+            let path = path.as_ref();
+            std::fs::read_to_string(path)
+                .map(|text| Source::new(path.display().to_string(), text))
+                .map_err(|error| LoadError {
+                    path: path.display().to_string(),
+                    error,
+                })
+        })
+        .collect()
+}
+
+/// A byte range inside one source of a [`SourceMap`]. Small and `Copy` so that compiled items can
+/// keep one each without cost; it is turned into a [`SourceLocation`] only when reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Span {
+    /// Index of the source in the [`SourceMap`].
+    pub source: u32,
+    /// Byte offset of the first byte.
+    pub start: u32,
+    /// Byte offset one past the last byte.
+    pub end: u32,
+}
+
+impl Span {
+    pub fn new(source: u32, range: std::ops::Range<usize>) -> Span {
+        Span {
+            source,
+            start: u32::try_from(range.start).unwrap_or(u32::MAX),
+            end: u32::try_from(range.end).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The span of `length` bytes starting `offset` bytes after this span's start.
+    pub fn sub(self, offset: usize, length: usize) -> Span {
+        let start = self
+            .start
+            .saturating_add(u32::try_from(offset).unwrap_or(u32::MAX));
+        Span {
+            source: self.source,
+            start,
+            end: start.saturating_add(u32::try_from(length).unwrap_or(u32::MAX)),
+        }
+    }
+}
+
+/// A position people can read: file name, 1-based line and 1-based column (in characters).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SourceLocation {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl fmt::Display for SourceLocation {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// The sources of one topology, with a lazily built line index per source (built only when a
+/// position is reported, so a clean compile never pays for it).
+#[derive(Debug, Default)]
+pub struct SourceMap {
+    sources: Vec<Source>,
+    line_starts: Vec<OnceLock<Vec<u32>>>,
+}
+
+impl Clone for SourceMap {
+    fn clone(&self) -> SourceMap {
+        SourceMap::new(self.sources.clone())
+    }
+}
+
+impl SourceMap {
+    pub fn new(sources: Vec<Source>) -> SourceMap {
+        let line_starts = sources.iter().map(|_| OnceLock::new()).collect();
+        SourceMap {
+            sources,
+            line_starts,
+        }
+    }
+
+    /// The sources, in the order given.
+    pub fn sources(&self) -> &[Source] {
+        &self.sources
+    }
+
+    /// The text of source `index` (empty for an unknown index).
+    pub fn text(&self, index: u32) -> &str {
+        self.sources
+            .get(index as usize)
+            .map_or("", |source| source.text.as_str())
+    }
+
+    /// Converts a span's start into `file:line:column`.
+    pub fn locate(&self, span: Span) -> SourceLocation {
+        let Some(source) = self.sources.get(span.source as usize) else {
+            return SourceLocation {
+                file: String::from("<unknown>"),
+                line: 0,
+                column: 0,
+            };
+        };
+        let starts = self.line_starts[span.source as usize].get_or_init(|| {
+            std::iter::once(0)
+                .chain(
+                    source
+                        .text
+                        .bytes()
+                        .enumerate()
+                        .filter(|(_, byte)| *byte == b'\n')
+                        .map(|(offset, _)| u32::try_from(offset + 1).unwrap_or(u32::MAX)),
+                )
+                .collect()
+        });
+        let offset = span.start.min(u32::try_from(source.text.len()).unwrap_or(u32::MAX));
+        let line_index = starts.partition_point(|start| *start <= offset).saturating_sub(1);
+        let line_start = starts.get(line_index).copied().unwrap_or(0) as usize;
+        let column = source
+            .text
+            .get(line_start..offset as usize)
+            .map_or(0, |prefix| prefix.chars().count());
+        SourceLocation {
+            file: source.name.clone(),
+            line: u32::try_from(line_index + 1).unwrap_or(u32::MAX),
+            column: u32::try_from(column + 1).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locates_lines_and_columns_in_characters() {
+        let map = SourceMap::new(vec![Source::new("a.toml", "x = 1\ny = \"é\" z\n")]);
+        assert_eq!(map.locate(Span::new(0, 0..1)).to_string(), "a.toml:1:1");
+        assert_eq!(map.locate(Span::new(0, 6..7)).to_string(), "a.toml:2:1");
+        // "é" is two bytes but one column.
+        assert_eq!(map.locate(Span::new(0, 15..16)).to_string(), "a.toml:2:9");
+    }
+}

@@ -1,0 +1,270 @@
+//! The admin listener: plain HTTP/1.1 on a local address, serving `/metrics`, `/ready`, `/live`.
+//!
+//! Owns: the admin TCP listener, its per-connection tasks, and the readiness latch type.
+//! `/metrics` renders the shared `prometheus_client` registry (OpenMetrics text); `/ready`
+//! answers 200 only after the engine has released the [`Readiness`] latch (after the first
+//! convergence) and 503 before; `/live` answers 200 while the process serves HTTP at all.
+//!
+//! Must not touch: engine state (it reads snapshots only: the registry and the latch), the
+//! control API (mutations never go through this unauthenticated listener), TLS.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+/// How long a client may take to send its request head before the connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once; further ones are closed at accept.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Content type of the `/metrics` answer (`prometheus_client` encodes OpenMetrics text).
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A latch released once, by the engine after its first convergence; never re-armed.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// A latch that is not yet released.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Releases the latch: `/ready` answers 200 from now on.
+    pub fn release(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether the latch has been released.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A failure of the admin listener.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Binding the listen address failed.
+    #[error("admin listener: cannot bind {address}: {source}")]
+    Bind {
+        /// The configured address.
+        address: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Accepting a connection failed in a way that stops the listener.
+    #[error("admin listener on {address}: accept failed: {source}")]
+    Accept {
+        /// The listen address.
+        address: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The admin listener, bound and ready to serve.
+#[derive(Debug)]
+pub struct AdminServer {
+    listener: TcpListener,
+    address: SocketAddr,
+    registry: Arc<Registry>,
+    readiness: Readiness,
+    connections: Arc<tokio::sync::Semaphore>,
+}
+
+impl AdminServer {
+    /// Binds the admin address (port 0 picks a free port; see [`AdminServer::local_addr`]).
+    pub async fn bind(
+        address: SocketAddr,
+        registry: Arc<Registry>,
+        readiness: Readiness,
+    ) -> Result<Self, AdminError> {
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| AdminError::Bind { address, source })?;
+        let address = listener
+            .local_addr()
+            .map_err(|source| AdminError::Bind { address, source })?;
+        Ok(AdminServer {
+            listener,
+            address,
+            registry,
+            readiness,
+            connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Serves until `shutdown` completes. Connections in flight finish on their own tasks.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AdminError> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, remote) = tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) if is_transient_accept_error(&error) => {
+                        tracing::warn!(%error, "admin listener: accept failed, retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    Err(source) => return Err(AdminError::Accept { address: self.address, source }),
+                },
+            };
+            let Ok(permit) = Arc::clone(&self.connections).try_acquire_owned() else {
+                tracing::warn!(%remote, "admin listener: {MAX_CONNECTIONS} connections open, closing a new one");
+                continue;
+            };
+            let registry = Arc::clone(&self.registry);
+            let readiness = self.readiness.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let answer = respond(&request, &registry, &readiness);
+                    async move { Ok::<_, Infallible>(answer) }
+                });
+                let served = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                if let Err(error) = served {
+                    tracing::debug!(%error, %remote, "admin connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Accept errors that concern one connection (or a momentary resource shortage), not the
+/// listener: log and keep accepting.
+pub(crate) fn is_transient_accept_error(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+    ) || matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+fn respond(
+    request: &Request<Incoming>,
+    registry: &Registry,
+    readiness: &Readiness,
+) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+    }
+    match request.uri().path() {
+        "/metrics" => match crate::metrics::render(registry) {
+            Ok(body) => {
+                let mut response = Response::new(Full::new(Bytes::from(body)));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
+                response
+            }
+            Err(error) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cannot render metrics: {error}\n"),
+            ),
+        },
+        "/ready" if readiness.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/ready" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no convergence yet\n",
+        ),
+        "/live" => text(StatusCode::OK, "live\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /ready, /live\n",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::metrics::{Metrics, SessionState};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(address: SocketAddr, path: &str) -> (u16, String) {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        let status = answer[9..12].parse().unwrap();
+        let body = answer.split_once("\r\n\r\n").unwrap().1.to_owned();
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn serves_live_ready_after_latch_and_metrics() {
+        let metrics = Metrics::new();
+        metrics.set_session_state("127.0.0.2", SessionState::Established);
+        let readiness = Readiness::new();
+        let server = AdminServer::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            metrics.registry(),
+            readiness.clone(),
+        )
+        .await
+        .unwrap();
+        let address = server.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+
+        assert_eq!(get(address, "/live").await.0, 200);
+        assert_eq!(get(address, "/ready").await.0, 503);
+        readiness.release();
+        assert_eq!(get(address, "/ready").await.0, 200);
+        let (status, body) = get(address, "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(
+            body.contains("topologyd_bgp_session_state{peer=\"127.0.0.2\"} 6"),
+            "{body}"
+        );
+        assert_eq!(get(address, "/nope").await.0, 404);
+
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,199 @@
+//! The one place where topology announcements become BGP routes.
+//!
+//! Owns [`LocationRoutes`] (what this location announces in one generation, shared by every peer
+//! task through a `watch` channel) and the translation of a route's topology attributes into the
+//! path attributes one peer is sent ([`PeerRouteContext::path_attributes`]). `topology` and `bgp`
+//! never depend on each other; this module is the bridge.
+//!
+//! AS path rule: towards an external peer the path is our ASN, then the prefix's origin ASN when
+//! it differs from ours (a customer's BYOIP origin behind us), with the origin repeated
+//! `as_path_prepend` more times. Towards an internal peer our own ASN is not added and LOCAL_PREF
+//! 100 is sent (RFC 4271 §5.1.5).
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use topologyd_bgp::PathAttributes;
+use topologyd_bgp::codec::{Ipv6NextHop, LargeCommunity, Origin};
+use topologyd_topology::{DesiredRoute, RouteAttributes};
+
+/// LOCAL_PREF sent to internal peers.
+pub const INTERNAL_LOCAL_PREF: u32 = 100;
+
+/// The topology-level attributes of a route: what the service and the prefix say, before any
+/// peer-specific next hop or AS path is added.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteIntent {
+    pub origin_asn: u32,
+    pub attributes: RouteAttributes,
+}
+
+/// Everything this location announces in one generation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocationRoutes {
+    pub generation: u64,
+    /// Sorted by prefix, each with an index into `intents`.
+    pub routes: Vec<(IpNet, u32)>,
+    /// Distinct attribute sets; routes sharing one are packed together.
+    pub intents: Vec<RouteIntent>,
+}
+
+impl LocationRoutes {
+    /// Builds the set from a topology's desired routes for one location.
+    pub fn from_desired(generation: u64, desired: &[DesiredRoute<'_>]) -> LocationRoutes {
+        let mut index_of: HashMap<(u32, &RouteAttributes), u32> = HashMap::new();
+        let mut intents = Vec::new();
+        let mut routes = Vec::with_capacity(desired.len());
+        for route in desired {
+            let index = *index_of
+                .entry((route.origin_asn, route.attributes))
+                .or_insert_with(|| {
+                    intents.push(RouteIntent {
+                        origin_asn: route.origin_asn,
+                        attributes: route.attributes.clone(),
+                    });
+                    u32::try_from(intents.len() - 1).unwrap_or(u32::MAX)
+                });
+            routes.push((route.prefix, index));
+        }
+        routes.sort_unstable_by_key(|(prefix, _)| *prefix);
+        routes.dedup_by_key(|(prefix, _)| *prefix);
+        LocationRoutes {
+            generation,
+            routes,
+            intents,
+        }
+    }
+
+    /// Number of routes per family: (IPv4, IPv6).
+    pub fn count_by_family(&self) -> (u64, u64) {
+        let ipv4 = self
+            .routes
+            .iter()
+            .filter(|(prefix, _)| matches!(prefix, IpNet::V4(_)))
+            .count() as u64;
+        (ipv4, self.routes.len() as u64 - ipv4)
+    }
+
+    pub fn intent(&self, index: u32) -> Option<&RouteIntent> {
+        self.intents.get(index as usize)
+    }
+}
+
+/// What one peer needs to turn a [`RouteIntent`] into path attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRouteContext {
+    pub local_asn: u32,
+    pub peer_asn: u32,
+    pub ipv4_next_hop: Option<Ipv4Addr>,
+    pub ipv6_next_hop: Option<Ipv6Addr>,
+}
+
+impl PeerRouteContext {
+    pub fn internal(&self) -> bool {
+        self.local_asn == self.peer_asn
+    }
+
+    /// The path attributes this peer is sent for a route with `intent`.
+    pub fn path_attributes(&self, intent: &RouteIntent) -> PathAttributes {
+        let mut as_path = Vec::with_capacity(2 + usize::from(intent.attributes.as_path_prepend));
+        if !self.internal() {
+            as_path.push(self.local_asn);
+        }
+        let origin_repeats = 1 + usize::from(intent.attributes.as_path_prepend);
+        if intent.origin_asn != self.local_asn {
+            as_path.extend(std::iter::repeat_n(intent.origin_asn, origin_repeats));
+        } else {
+            // Our own origin: the first copy is the one above (or none towards iBGP).
+            as_path.extend(std::iter::repeat_n(
+                self.local_asn,
+                usize::from(intent.attributes.as_path_prepend),
+            ));
+        }
+        let attributes = PathAttributes {
+            origin: Origin::Igp,
+            next_hop: self.ipv4_next_hop,
+            ipv6_next_hop: self.ipv6_next_hop.map(|global| Ipv6NextHop {
+                global,
+                link_local: None,
+            }),
+            med: intent.attributes.med,
+            local_pref: self.internal().then_some(INTERNAL_LOCAL_PREF),
+            communities: intent
+                .attributes
+                .communities
+                .iter()
+                .map(|community| (u32::from(community.0) << 16) | u32::from(community.1))
+                .collect(),
+            large_communities: intent
+                .attributes
+                .large_communities
+                .iter()
+                .map(|community| LargeCommunity {
+                    global_administrator: community.0,
+                    local_data_1: community.1,
+                    local_data_2: community.2,
+                })
+                .collect(),
+            ..PathAttributes::default()
+        };
+        attributes.with_as_sequence(as_path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use topologyd_config::{Community, LargeCommunity as TopologyLargeCommunity};
+
+    fn intent(origin_asn: u32, prepend: u8) -> RouteIntent {
+        RouteIntent {
+            origin_asn,
+            attributes: RouteAttributes {
+                communities: vec![Community(13335, 100)],
+                large_communities: vec![TopologyLargeCommunity(13335, 1, 2)],
+                med: Some(10),
+                as_path_prepend: prepend,
+            },
+        }
+    }
+
+    fn context(peer_asn: u32) -> PeerRouteContext {
+        PeerRouteContext {
+            local_asn: 13335,
+            peer_asn,
+            ipv4_next_hop: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            ipv6_next_hop: None,
+        }
+    }
+
+    fn as_sequence(attributes: &PathAttributes) -> Vec<u32> {
+        attributes
+            .as_path
+            .iter()
+            .flat_map(|segment| match segment {
+                topologyd_bgp::codec::AsPathSegment::Sequence(asns)
+                | topologyd_bgp::codec::AsPathSegment::Set(asns) => asns.clone(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn external_peer_sees_our_asn_then_the_prepended_origin() {
+        let own = context(64512).path_attributes(&intent(13335, 2));
+        assert_eq!(as_sequence(&own), vec![13335, 13335, 13335]);
+        let byoip = context(64512).path_attributes(&intent(64999, 1));
+        assert_eq!(as_sequence(&byoip), vec![13335, 64999, 64999]);
+        assert_eq!(byoip.communities, vec![(13335 << 16) | 100]);
+        assert_eq!(byoip.local_pref, None);
+        assert_eq!(byoip.med, Some(10));
+    }
+
+    #[test]
+    fn internal_peer_gets_local_pref_and_no_own_asn() {
+        let attributes = context(13335).path_attributes(&intent(13335, 0));
+        assert!(as_sequence(&attributes).is_empty());
+        assert_eq!(attributes.local_pref, Some(INTERNAL_LOCAL_PREF));
+    }
+}

@@ -1,0 +1,2 @@
+//! `topoctl`: check, compile, plan and explain service topologies.
+fn main() {}

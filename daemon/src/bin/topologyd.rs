@@ -1,0 +1,303 @@
+//! `topologyd`: the per-location BGP route-advertisement daemon.
+//!
+//! Start-up order (nothing binds a socket before the configuration, the keys and the running
+//! generation are known good): parse and validate the config → read MD5 keys and TLS material →
+//! load the running generation from the state directory (or compile the bootstrap topology) →
+//! bind the BGP listeners, the admin and the control listeners → start the peers → serve.
+//! SIGHUP reloads the daemon configuration (peers added, removed or changed; see
+//! `PeerConfig::session_reset_needed` for which changes reset a session); SIGTERM and SIGINT
+//! drain within the configured grace time. systemd notifications (READY after the first
+//! convergence, RELOADING, STOPPING, WATCHDOG, STATUS) go to `$NOTIFY_SOCKET` when it is set.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot, watch};
+use topologyd::admin::{AdminServer, Readiness};
+use topologyd::control::{AuditLog, ControlServer, ControlSettings, Role};
+use topologyd::engine::{Engine, EngineEvent, read_md5_key};
+use topologyd::metrics::Metrics;
+use topologyd::sd_notify::{Notifier, watchdog_timeout};
+use topologyd::sockopt;
+use topologyd::tls::{TlsFiles, server_config};
+use topologyd_config::Source;
+use topologyd_config::daemon::{DaemonConfig, parse_daemon_config};
+use tracing::{error, info, warn};
+
+/// Exit code for an invalid configuration.
+const EXIT_CONFIG: u8 = 2;
+/// Exit code for a failure to start (state, sockets).
+const EXIT_START: u8 = 1;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "topologyd",
+    version,
+    about = "Announces this location's share of the service topology to its BGP peers.",
+    long_about = "Announces this location's share of the service topology to its BGP peers.\n\n\
+        Reads the daemon configuration (TOML), loads the last applied topology generation from \
+        the state directory (or compiles `bootstrap_topology` on first start), and keeps every \
+        peer's Adj-RIB-Out equal to what the running generation says this location announces."
+)]
+struct Arguments {
+    /// The daemon configuration file.
+    #[arg(long, short, default_value = "/etc/topologyd/topologyd.toml")]
+    config: PathBuf,
+    /// Validate the configuration and exit (0 when valid).
+    #[arg(long)]
+    check: bool,
+}
+
+fn load_config(path: &PathBuf) -> Result<DaemonConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    parse_daemon_config(&Source::new(path.display().to_string(), text))
+        .map_err(|diagnostics| diagnostics.to_string())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TOPOLOGYD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let arguments = Arguments::parse();
+    let config = match load_config(&arguments.config) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for peer in &config.peers {
+        if let Err(error) = read_md5_key(peer) {
+            eprintln!("{}: {error}", arguments.config.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    if arguments.check {
+        println!("{}: valid", arguments.config.display());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    match runtime.block_on(serve(arguments.config, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            error!("{message}");
+            ExitCode::from(EXIT_START)
+        }
+    }
+}
+
+async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String> {
+    let notifier = Notifier::from_env().map_err(|error| error.to_string())?;
+    let metrics = Metrics::new();
+    let readiness = Readiness::new();
+    let control_tls = match &config.control {
+        Some(control) => Some(
+            server_config(&TlsFiles {
+                certificate: control.certificate.clone(),
+                private_key: control.private_key.clone(),
+                ca: control.client_ca.clone(),
+            })
+            .map_err(|error| format!("control API TLS: {error}"))?,
+        ),
+        None => None,
+    };
+    let engine_config = config.clone();
+    let engine_metrics = metrics.clone();
+    let engine_readiness = readiness.clone();
+    let mut engine = tokio::task::spawn_blocking(move || {
+        Engine::start(engine_config, engine_metrics, engine_readiness)
+    })
+    .await
+    .map_err(|error| error.to_string())?
+    .map_err(|error| error.to_string())?;
+
+    let (shutdown_sender, shutdown) = watch::channel(false);
+    let (event_sender, events) = mpsc::channel::<EngineEvent>(64);
+    let (command_sender, commands) = mpsc::channel(16);
+
+    // BGP listeners, with the MD5 keys of every peer of the family installed before listen().
+    for address in &config.bgp_listen {
+        let keys: Vec<_> = config
+            .peers
+            .iter()
+            .filter(|peer| peer.address.is_ipv4() == address.is_ipv4())
+            .filter_map(|peer| {
+                read_md5_key(peer)
+                    .ok()
+                    .flatten()
+                    .map(|key| (peer.address, key))
+            })
+            .collect();
+        let gtsm = config
+            .peers
+            .iter()
+            .filter_map(|peer| peer.ttl_security_hops)
+            .max();
+        let listener = sockopt::bind_listener(*address, &keys, gtsm)
+            .map_err(|error| format!("BGP listener {address}: {error}"))?;
+        info!(%address, "BGP listener bound");
+        let events = event_sender.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, remote)) => {
+                            if events.send(EngineEvent::Inbound { stream, remote }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(error) => {
+                            warn!(%error, "BGP accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    },
+                }
+            }
+        });
+    }
+    if let Some(admin) = &config.admin {
+        let server = AdminServer::bind(admin.listen, metrics.registry(), readiness.clone())
+            .await
+            .map_err(|error| error.to_string())?;
+        info!(address = %server.local_addr(), "admin listener bound");
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(error) = server.run(wait_for(stop)).await {
+                error!(%error, "admin listener failed");
+            }
+        });
+    }
+    if let (Some(control), Some(tls)) = (&config.control, control_tls) {
+        let roles = control
+            .roles
+            .iter()
+            .map(|(identity, role)| {
+                let role = match role {
+                    topologyd_config::daemon::Role::Admin => Role::Admin,
+                    topologyd_config::daemon::Role::Reader => Role::Reader,
+                };
+                (identity.clone(), role)
+            })
+            .collect();
+        let audit_log = AuditLog::open(&control.audit_log).map_err(|error| error.to_string())?;
+        let server = ControlServer::bind(
+            control.listen,
+            tls,
+            ControlSettings {
+                roles,
+                body_limit: control.max_body_bytes as u64,
+                audit_log,
+            },
+            command_sender.clone(),
+        )
+        .await
+        .map_err(|error| error.to_string())?;
+        info!(address = %control.listen, "control API bound");
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(error) = server.run(wait_for(stop)).await {
+                error!(%error, "control API failed");
+            }
+        });
+    }
+    engine.start_peers().map_err(|error| error.to_string())?;
+    let engine_task = tokio::spawn(engine.run(commands, events));
+
+    let notifier = notifier.map(Arc::new);
+    if let Some(notifier) = notifier.clone() {
+        let readiness = readiness.clone();
+        let ready_notifier = notifier.clone();
+        tokio::spawn(async move {
+            while !readiness.is_ready() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = ready_notifier.ready("converged: every peer holds the running generation");
+        });
+        if let Some(timeout) = watchdog_timeout() {
+            let notifier = notifier.clone();
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(timeout / 2);
+                loop {
+                    ticker.tick().await;
+                    let _ = notifier.watchdog();
+                }
+            });
+        }
+    }
+
+    let mut hangup = signal(SignalKind::hangup()).map_err(|error| error.to_string())?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(|error| error.to_string())?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|error| error.to_string())?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                if let Some(notifier) = &notifier {
+                    let _ = notifier.reloading("reloading the daemon configuration");
+                }
+                match load_config(&config_path) {
+                    Ok(new_config) => {
+                        let (done, result) = oneshot::channel();
+                        if event_sender.send(EngineEvent::Reload { config: Box::new(new_config), done }).await.is_ok() {
+                            match result.await {
+                                Ok(Ok(report)) => info!(%report, "configuration reloaded"),
+                                Ok(Err(message)) => error!(%message, "reload refused; the running configuration stays"),
+                                Err(_) => error!("engine stopped during reload"),
+                            }
+                        }
+                    }
+                    Err(message) => error!("reload refused; the running configuration stays:\n{message}"),
+                }
+                if let Some(notifier) = &notifier {
+                    let _ = notifier.ready("reloaded");
+                }
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    info!("stopping");
+    if let Some(notifier) = &notifier {
+        let _ = notifier.stopping("draining BGP sessions");
+    }
+    let (done, drained) = oneshot::channel();
+    if event_sender
+        .send(EngineEvent::Shutdown { done })
+        .await
+        .is_ok()
+    {
+        let _ = drained.await;
+    }
+    let _ = shutdown_sender.send(true);
+    let _ = engine_task.await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,1071 @@
+//! The control API server: HTTPS with client-certificate authentication, JSON in and out.
+//!
+//! Owns: the control listener, the TLS handshake of each connection, the identity → role
+//! check, request parsing and size limits, the audit log file, and the translation of each
+//! request into an [`EngineCommand`] sent to the engine task (answer on a `oneshot`).
+//!
+//! Must not touch: what a plan, apply or rollback means (the engine decides; this file only
+//! carries requests and maps [`EngineError`] kinds to statuses), engine state, BGP.
+//!
+//! Endpoints: `POST /v1/plan`, `POST /v1/apply`, `POST /v1/rollback`, `GET /v1/status`,
+//! `GET /v1/routes[?peer=NAME]`.
+//!
+//! Authentication happens in the TLS handshake: the server config requires a client
+//! certificate chaining to the client CA, so a client without one never reaches a handler.
+//! Authorization: the certificate's subject CN is looked up in the configured role map;
+//! `reader` may plan (a dry run) and read, `admin` may also apply and roll back, and an
+//! identity that is not in the map gets 403 on everything. Every request to a mutating
+//! endpoint (apply, rollback), allowed or not, is appended to the audit log as one JSON line
+//! and fsync'd before the answer is sent.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::TlsAcceptor;
+
+use crate::engine_api::{EngineCommand, EngineError, MutationOutcome, Reply};
+use crate::state_store::SourceBundle;
+
+/// Default request body limit: 64 MiB (a large topology bundle is a few MiB).
+pub const DEFAULT_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// A client that has not finished the TLS handshake within this time is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client that has not sent its request head within this time is dropped.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once (handshakes included); further ones are closed at accept, so
+/// clients without a certificate cannot exhaust the daemon's file descriptors.
+pub const MAX_CONNECTIONS: usize = 128;
+
+/// What a client identity may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Plan, apply, roll back, read.
+    Admin,
+    /// Plan (dry run) and read only.
+    Reader,
+}
+
+/// `POST /v1/plan` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    /// The sources to plan.
+    pub bundle: SourceBundle,
+    /// Intent lines (free text, recorded with the generation).
+    #[serde(default)]
+    pub intent: Vec<String>,
+}
+
+/// `POST /v1/apply` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    /// The sources to apply.
+    pub bundle: SourceBundle,
+    /// Intent lines.
+    pub intent: Vec<String>,
+    /// Compare-and-swap: the generation the pusher planned against; 409 if it is not running.
+    pub expected_generation: Option<u64>,
+}
+
+/// `POST /v1/rollback` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The kept generation whose sources become the next generation.
+    pub generation: u64,
+    /// Compare-and-swap, as for apply.
+    #[serde(default)]
+    pub expected_generation: Option<u64>,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Unix seconds when the answer was decided.
+    pub time: u64,
+    /// The client certificate's identity.
+    pub who: String,
+    /// Its role, if it has one.
+    pub role: Option<Role>,
+    /// Client address.
+    pub remote: String,
+    /// `POST /v1/apply`, …
+    pub endpoint: String,
+    /// Running generation before, when known.
+    pub generation_before: Option<u64>,
+    /// Running generation after, when known.
+    pub generation_after: Option<u64>,
+    /// Hash of the plan applied or refused, when one was computed.
+    pub plan_hash: Option<String>,
+    /// `applied`, `invalid`, `refused`, `conflict`, `not_found`, `internal`, `forbidden`,
+    /// `rejected` (unreadable request), `unavailable` (engine not running).
+    pub verdict: String,
+    /// The HTTP status answered.
+    pub status: u16,
+    /// The error message, if any.
+    pub message: Option<String>,
+}
+
+/// A failure of the control server.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Binding the listen address failed.
+    #[error("control API: cannot bind {address}: {source}")]
+    Bind {
+        /// The configured address.
+        address: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Accepting failed in a way that stops the listener.
+    #[error("control API on {address}: accept failed: {source}")]
+    Accept {
+        /// The listen address.
+        address: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The audit log could not be opened or written.
+    #[error("control API: audit log {}: {source}", path.display())]
+    Audit {
+        /// The audit log file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The append-only audit log: one JSON object per line, fsync'd after each.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    path: PathBuf,
+    file: Arc<Mutex<File>>,
+}
+
+impl AuditLog {
+    /// Opens (creating with mode 0600) the audit log for appending.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, ControlError> {
+        let path = path.into();
+        let audit_error = |source| ControlError::Audit {
+            path: path.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(audit_error)?;
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            File::open(dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(audit_error)?;
+        }
+        Ok(AuditLog {
+            path,
+            file: Arc::new(Mutex::new(file)),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record and fsyncs (on a blocking thread).
+    pub async fn append(&self, record: &AuditRecord) -> Result<(), ControlError> {
+        let mut line = serde_json::to_vec(record).map_err(|error| ControlError::Audit {
+            path: self.path.clone(),
+            source: std::io::Error::other(error),
+        })?;
+        line.push(b'\n');
+        let file = Arc::clone(&self.file);
+        let written = tokio::task::spawn_blocking(move || {
+            // A poisoned lock only means another append panicked; the file is still usable.
+            let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            file.write_all(&line)?;
+            file.sync_data()
+        })
+        .await
+        .unwrap_or_else(|join_error| Err(std::io::Error::other(join_error)));
+        written.map_err(|source| ControlError::Audit {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// What the control server needs besides its socket and TLS config.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// Identity (client certificate subject CN) → role.
+    pub roles: HashMap<String, Role>,
+    /// Largest request body accepted; larger answers 413.
+    pub body_limit: u64,
+    /// Where mutations are recorded.
+    pub audit_log: AuditLog,
+}
+
+#[derive(Debug)]
+struct Shared {
+    settings: ControlSettings,
+    engine: mpsc::Sender<EngineCommand>,
+}
+
+/// The authenticated client of one connection.
+#[derive(Debug)]
+struct Caller {
+    identity: String,
+    role: Option<Role>,
+    remote: SocketAddr,
+}
+
+/// The control server, bound and ready to serve.
+#[derive(Debug)]
+pub struct ControlServer {
+    listener: TcpListener,
+    address: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    shared: Arc<Shared>,
+    connections: Arc<tokio::sync::Semaphore>,
+}
+
+impl ControlServer {
+    /// Binds the control address. `tls` must require client certificates
+    /// ([`crate::tls::server_config`] does).
+    pub async fn bind(
+        address: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        settings: ControlSettings,
+        engine: mpsc::Sender<EngineCommand>,
+    ) -> Result<Self, ControlError> {
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| ControlError::Bind { address, source })?;
+        let address = listener
+            .local_addr()
+            .map_err(|source| ControlError::Bind { address, source })?;
+        Ok(ControlServer {
+            listener,
+            address,
+            tls,
+            shared: Arc::new(Shared { settings, engine }),
+            connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Serves until `shutdown` completes; connections in flight finish on their own tasks.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ControlError> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, remote) = tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) if crate::admin::is_transient_accept_error(&error) => {
+                        tracing::warn!(%error, "control API: accept failed, retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    Err(source) => return Err(ControlError::Accept { address: self.address, source }),
+                },
+            };
+            let Ok(permit) = Arc::clone(&self.connections).try_acquire_owned() else {
+                tracing::warn!(%remote, "control API: {MAX_CONNECTIONS} connections open, closing a new one");
+                continue;
+            };
+            let acceptor = TlsAcceptor::from(Arc::clone(&self.tls));
+            let shared = Arc::clone(&self.shared);
+            tokio::spawn(async move {
+                serve_connection(acceptor, shared, stream, remote).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+async fn serve_connection(
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            tracing::warn!(%remote, %error, "control API: TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%remote, "control API: TLS handshake timed out");
+            return;
+        }
+    };
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first());
+    let identity = match leaf.map(crate::tls::certificate_identity) {
+        Some(Ok(identity)) => identity,
+        Some(Err(error)) => {
+            tracing::warn!(%remote, %error, "control API: client certificate refused");
+            return;
+        }
+        None => {
+            tracing::warn!(%remote, "control API: no client certificate after handshake");
+            return;
+        }
+    };
+    let role = shared.settings.roles.get(&identity).copied();
+    let caller = Arc::new(Caller {
+        identity,
+        role,
+        remote,
+    });
+    let service = service_fn(move |request| {
+        let shared = Arc::clone(&shared);
+        let caller = Arc::clone(&caller);
+        async move { Ok::<_, Infallible>(handle(&shared, &caller, request).await) }
+    });
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(tls), service)
+        .await;
+    if let Err(error) = served {
+        tracing::debug!(%remote, %error, "control API connection ended with an error");
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Plan,
+    Apply,
+    Rollback,
+    Status,
+    Routes,
+}
+
+impl Endpoint {
+    fn from_path(path: &str) -> Option<(Endpoint, Method)> {
+        Some(match path {
+            "/v1/plan" => (Endpoint::Plan, Method::POST),
+            "/v1/apply" => (Endpoint::Apply, Method::POST),
+            "/v1/rollback" => (Endpoint::Rollback, Method::POST),
+            "/v1/status" => (Endpoint::Status, Method::GET),
+            "/v1/routes" => (Endpoint::Routes, Method::GET),
+            _ => return None,
+        })
+    }
+
+    fn mutates(self) -> bool {
+        matches!(self, Endpoint::Apply | Endpoint::Rollback)
+    }
+}
+
+/// A decided answer plus what the audit log records about it.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    body: Value,
+    verdict: &'static str,
+    generation_before: Option<u64>,
+    generation_after: Option<u64>,
+    plan_hash: Option<String>,
+    message: Option<String>,
+}
+
+impl Answer {
+    fn ok(body: Value) -> Self {
+        Answer {
+            status: StatusCode::OK,
+            body,
+            verdict: "ok",
+            generation_before: None,
+            generation_after: None,
+            plan_hash: None,
+            message: None,
+        }
+    }
+
+    fn error(status: StatusCode, verdict: &'static str, message: String) -> Self {
+        Answer {
+            status,
+            body: json!({ "error": { "kind": verdict, "message": message, "detail": null } }),
+            verdict,
+            generation_before: None,
+            generation_after: None,
+            plan_hash: None,
+            message: Some(message),
+        }
+    }
+
+    fn applied(outcome: MutationOutcome) -> Self {
+        Answer {
+            status: StatusCode::OK,
+            verdict: "applied",
+            generation_before: Some(outcome.generation_before),
+            generation_after: Some(outcome.generation_after),
+            plan_hash: Some(outcome.plan_hash.clone()),
+            message: None,
+            body: serde_json::to_value(&outcome).unwrap_or(Value::Null),
+        }
+    }
+
+    fn engine_error(error: EngineError) -> Self {
+        let verdict = match error.kind {
+            crate::engine_api::EngineErrorKind::Invalid => "invalid",
+            crate::engine_api::EngineErrorKind::Refused => "refused",
+            crate::engine_api::EngineErrorKind::Conflict => "conflict",
+            crate::engine_api::EngineErrorKind::NotFound => "not_found",
+            crate::engine_api::EngineErrorKind::Internal => "internal",
+        };
+        Answer {
+            status: StatusCode::from_u16(error.kind.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body: json!({ "error": {
+                "kind": verdict,
+                "message": error.message,
+                "detail": error.detail,
+            } }),
+            verdict,
+            generation_before: error.generation,
+            generation_after: error.generation,
+            plan_hash: error.plan_hash,
+            message: Some(error.message),
+        }
+    }
+}
+
+async fn handle(
+    shared: &Shared,
+    caller: &Caller,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_owned();
+    let endpoint_name = format!("{} {path}", request.method());
+    let Some((endpoint, method)) = Endpoint::from_path(&path) else {
+        return respond(Answer::error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no endpoint {path}"),
+        ));
+    };
+    if request.method() != method {
+        return respond(Answer::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{path} takes {method}"),
+        ));
+    }
+    let answer = match caller.role {
+        None => Answer::error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("identity {:?} has no role on this daemon", caller.identity),
+        ),
+        Some(Role::Reader) if endpoint.mutates() => Answer::error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "identity {:?} has the reader role and may not {path}",
+                caller.identity
+            ),
+        ),
+        Some(_) => dispatch(shared, caller, endpoint, request).await,
+    };
+    if !endpoint.mutates() {
+        return respond(answer);
+    }
+    let record = AuditRecord {
+        time: unix_now(),
+        who: caller.identity.clone(),
+        role: caller.role,
+        remote: caller.remote.to_string(),
+        endpoint: endpoint_name,
+        generation_before: answer.generation_before,
+        generation_after: answer.generation_after,
+        plan_hash: answer.plan_hash.clone(),
+        verdict: answer.verdict.to_owned(),
+        status: answer.status.as_u16(),
+        message: answer.message.clone(),
+    };
+    match shared.settings.audit_log.append(&record).await {
+        Ok(()) => respond(answer),
+        Err(error) => {
+            tracing::error!(%error, ?record, "control API: audit log write failed");
+            let mut failed = Answer::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("{error}; the engine answered {}", answer.status),
+            );
+            failed.body["error"]["detail"] = answer.body;
+            respond(failed)
+        }
+    }
+}
+
+async fn dispatch(
+    shared: &Shared,
+    caller: &Caller,
+    endpoint: Endpoint,
+    request: Request<Incoming>,
+) -> Answer {
+    let limit = shared.settings.body_limit;
+    let engine = &shared.engine;
+    match endpoint {
+        Endpoint::Plan => {
+            let body: PlanRequest = match read_json(request, limit).await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            match ask(engine, |reply| EngineCommand::Plan {
+                bundle: body.bundle,
+                intent: body.intent,
+                reply,
+            })
+            .await
+            {
+                Ok(plan) => Answer::ok(plan),
+                Err(answer) => answer,
+            }
+        }
+        Endpoint::Apply => {
+            let body: ApplyRequest = match read_json(request, limit).await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            match ask(engine, |reply| EngineCommand::Apply {
+                bundle: body.bundle,
+                intent: body.intent,
+                expected_generation: body.expected_generation,
+                who: caller.identity.clone(),
+                reply,
+            })
+            .await
+            {
+                Ok(outcome) => Answer::applied(outcome),
+                Err(answer) => answer,
+            }
+        }
+        Endpoint::Rollback => {
+            let body: RollbackRequest = match read_json(request, limit).await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            match ask(engine, |reply| EngineCommand::Rollback {
+                generation: body.generation,
+                expected_generation: body.expected_generation,
+                who: caller.identity.clone(),
+                reply,
+            })
+            .await
+            {
+                Ok(outcome) => Answer::applied(outcome),
+                Err(answer) => answer,
+            }
+        }
+        Endpoint::Status => match ask(engine, |reply| EngineCommand::Status { reply }).await {
+            Ok(status) => Answer::ok(status),
+            Err(answer) => answer,
+        },
+        Endpoint::Routes => {
+            let peer = match query_parameter(request.uri().query(), "peer") {
+                Ok(peer) => peer,
+                Err(message) => return Answer::error(StatusCode::BAD_REQUEST, "invalid", message),
+            };
+            match ask(engine, |reply| EngineCommand::Routes { peer, reply }).await {
+                Ok(routes) => Answer::ok(routes),
+                Err(answer) => answer,
+            }
+        }
+    }
+}
+
+/// Sends a command to the engine and waits for its answer.
+async fn ask<T>(
+    engine: &mpsc::Sender<EngineCommand>,
+    command: impl FnOnce(Reply<T>) -> EngineCommand,
+) -> Result<T, Answer> {
+    let unavailable = || {
+        Answer::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the engine is not running (daemon starting or stopping)".to_owned(),
+        )
+    };
+    let (reply, answer) = oneshot::channel();
+    engine
+        .send(command(reply))
+        .await
+        .map_err(|_| unavailable())?;
+    match answer.await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(Answer::engine_error(error)),
+        Err(_) => Err(unavailable()),
+    }
+}
+
+/// Reads and parses a JSON body: 413 over the limit, 400 if unreadable or not the expected
+/// shape (the message carries serde's line and column).
+async fn read_json<T: DeserializeOwned>(
+    request: Request<Incoming>,
+    limit: u64,
+) -> Result<T, Answer> {
+    let too_large = || {
+        Answer::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "rejected",
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    let limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
+    let bytes = match Limited::new(request.into_body(), limit_bytes)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+        Err(error) => {
+            return Err(Answer::error(
+                StatusCode::BAD_REQUEST,
+                "rejected",
+                format!("cannot read request body: {error}"),
+            ));
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|error| {
+        Answer::error(
+            StatusCode::BAD_REQUEST,
+            "rejected",
+            format!("malformed JSON request body: {error}"),
+        )
+    })
+}
+
+/// The value of `name` in a query string, percent-decoded.
+fn query_parameter(query: Option<&str>, name: &str) -> Result<Option<String>, String> {
+    let Some(query) = query else { return Ok(None) };
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == name {
+            return percent_decode(value).map(Some).ok_or_else(|| {
+                format!("query parameter {name} is not valid percent-encoded UTF-8")
+            });
+        }
+    }
+    Ok(None)
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut input = text.bytes();
+    while let Some(byte) = input.next() {
+        if byte == b'%' {
+            let high = char::from(input.next()?).to_digit(16)?;
+            let low = char::from(input.next()?).to_digit(16)?;
+            bytes.push(u8::try_from(high * 16 + low).ok()?);
+        } else {
+            bytes.push(byte);
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+fn respond(answer: Answer) -> Response<Full<Bytes>> {
+    let mut body = serde_json::to_vec_pretty(&answer.body).unwrap_or_default();
+    body.push(b'\n');
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = answer.status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::control_client::{ClientError, ControlClient};
+    use crate::engine_api::EngineErrorKind;
+    use crate::state_store::SourceFile;
+    use crate::tls::{self, TlsFiles};
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    struct Identity {
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        certificate_pem: String,
+        key_pem: String,
+    }
+
+    struct Pki {
+        dir: tempfile::TempDir,
+        ca: CertificateDer<'static>,
+        ca_pem: String,
+        server: Identity,
+        admin: Identity,
+        reader: Identity,
+        stranger: Identity,
+        untrusted: Identity,
+    }
+
+    fn certificate_authority(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    }
+
+    fn issue(ca: &CertifiedIssuer<'static, KeyPair>, common_name: &str, dns: &[&str]) -> Identity {
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = dns.iter().map(|name| (*name).to_owned()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        let certificate = params.signed_by(&key, ca).unwrap();
+        Identity {
+            chain: vec![certificate.der().clone()],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            certificate_pem: certificate.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    fn pki() -> Pki {
+        let ca = certificate_authority("topologyd test CA");
+        let other_ca = certificate_authority("someone else's CA");
+        Pki {
+            dir: tempfile::tempdir().unwrap(),
+            ca: ca.der().clone(),
+            ca_pem: ca.pem(),
+            server: issue(&ca, "topologyd", &["localhost"]),
+            admin: issue(&ca, "alice", &[]),
+            reader: issue(&ca, "robot-reader", &[]),
+            stranger: issue(&ca, "mallory", &[]),
+            untrusted: issue(&other_ca, "alice", &[]),
+        }
+    }
+
+    /// A fake engine: answers every command and forwards a description of it to the test.
+    fn fake_engine() -> (mpsc::Sender<EngineCommand>, mpsc::UnboundedReceiver<String>) {
+        let (commands, mut receiver) = mpsc::channel::<EngineCommand>(8);
+        let (seen, seen_receiver) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(command) = receiver.recv().await {
+                match command {
+                    EngineCommand::Plan { bundle, reply, .. } => {
+                        let _ = seen.send(format!("plan {}", bundle.sources.len()));
+                        let _ = reply.send(Ok(json!({ "changes": 1 })));
+                    }
+                    EngineCommand::Apply {
+                        expected_generation,
+                        who,
+                        reply,
+                        ..
+                    } => {
+                        let _ = seen.send(format!("apply by {who}"));
+                        let answer = if expected_generation == Some(7) {
+                            Ok(MutationOutcome {
+                                generation_before: 7,
+                                generation_after: 8,
+                                plan_hash: "sha256:feed".to_owned(),
+                                detail: json!({}),
+                            })
+                        } else {
+                            let mut error = EngineError::new(
+                                EngineErrorKind::Conflict,
+                                "running generation is 7",
+                            );
+                            error.generation = Some(7);
+                            Err(error)
+                        };
+                        let _ = reply.send(answer);
+                    }
+                    EngineCommand::Rollback { reply, .. } => {
+                        let _ = reply.send(Err(EngineError::new(
+                            EngineErrorKind::NotFound,
+                            "generation 3 is not kept",
+                        )));
+                    }
+                    EngineCommand::Status { reply } => {
+                        let _ = seen.send("status".to_owned());
+                        let _ = reply.send(Ok(json!({ "generation": 7 })));
+                    }
+                    EngineCommand::Routes { peer, reply } => {
+                        let _ = seen.send(format!("routes {peer:?}"));
+                        let _ = reply.send(Ok(json!({ "routes": [] })));
+                    }
+                }
+            }
+        });
+        (commands, seen_receiver)
+    }
+
+    struct Running {
+        address: SocketAddr,
+        audit: PathBuf,
+        seen: mpsc::UnboundedReceiver<String>,
+    }
+
+    async fn start(pki: &Pki, body_limit: u64) -> Running {
+        // The server loads its material from PEM files, as the daemon does.
+        let write = |name: &str, pem: &str| {
+            let path = pki.dir.path().join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        let files = TlsFiles {
+            certificate: write("server.pem", &pki.server.certificate_pem),
+            private_key: write("server.key", &pki.server.key_pem),
+            ca: write("ca.pem", &pki.ca_pem),
+        };
+        let audit = pki.dir.path().join("audit.jsonl");
+        let settings = ControlSettings {
+            roles: HashMap::from([
+                ("alice".to_owned(), Role::Admin),
+                ("robot-reader".to_owned(), Role::Reader),
+            ]),
+            body_limit,
+            audit_log: AuditLog::open(&audit).unwrap(),
+        };
+        let (engine, seen) = fake_engine();
+        let server = ControlServer::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            tls::server_config(&files).unwrap(),
+            settings,
+            engine,
+        )
+        .await
+        .unwrap();
+        let address = server.local_addr();
+        tokio::spawn(server.run(std::future::pending()));
+        Running {
+            address,
+            audit,
+            seen,
+        }
+    }
+
+    fn client(pki: &Pki, running: &Running, identity: Option<&Identity>) -> ControlClient {
+        let identity = identity.map(|identity| (identity.chain.clone(), identity.key.clone_key()));
+        let config =
+            tls::client_config_from(identity, vec![pki.ca.clone()], Path::new("test CA")).unwrap();
+        ControlClient::new(running.address, "localhost", config).unwrap()
+    }
+
+    fn bundle() -> SourceBundle {
+        SourceBundle {
+            sources: vec![SourceFile {
+                name: "services.toml".to_owned(),
+                text: "[service.web]\n".to_owned(),
+            }],
+        }
+    }
+
+    fn status_of(error: &ClientError) -> Option<u16> {
+        match error {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn client_without_certificate_is_refused_in_the_handshake() {
+        let pki = pki();
+        let mut running = start(&pki, DEFAULT_BODY_LIMIT).await;
+        // TLS 1.3: the client learns of the refusal from the server's alert on its first read.
+        let error = client(&pki, &running, None).status().await.unwrap_err();
+        assert_eq!(status_of(&error), None, "{error}");
+        assert!(
+            format!("{error:?}").contains("CertificateRequired"),
+            "{error:?}"
+        );
+        let untrusted = client(&pki, &running, Some(&pki.untrusted));
+        let error = untrusted.status().await.unwrap_err();
+        assert_eq!(status_of(&error), None, "{error}");
+        assert!(format!("{error:?}").contains("UnknownCA"), "{error:?}");
+        assert!(running.seen.try_recv().is_err(), "a handler ran");
+        assert_eq!(std::fs::read_to_string(&running.audit).unwrap(), "");
+    }
+
+    #[tokio::test]
+    async fn reader_may_read_and_plan_but_not_apply() {
+        let pki = pki();
+        let mut running = start(&pki, DEFAULT_BODY_LIMIT).await;
+        let reader = client(&pki, &running, Some(&pki.reader));
+        assert_eq!(reader.status().await.unwrap(), json!({ "generation": 7 }));
+        assert_eq!(running.seen.recv().await.unwrap(), "status");
+        reader.routes(Some("192.0.2.1 x")).await.unwrap();
+        assert_eq!(
+            running.seen.recv().await.unwrap(),
+            "routes Some(\"192.0.2.1 x\")"
+        );
+        reader.plan(&bundle(), &[]).await.unwrap();
+        assert_eq!(running.seen.recv().await.unwrap(), "plan 1");
+        let error = reader
+            .apply(&bundle(), &["x".to_owned()], Some(7))
+            .await
+            .unwrap_err();
+        assert_eq!(status_of(&error), Some(403), "{error}");
+        assert!(running.seen.try_recv().is_err(), "apply reached the engine");
+        let audit = std::fs::read_to_string(&running.audit).unwrap();
+        let record: AuditRecord = serde_json::from_str(audit.trim()).unwrap();
+        assert_eq!(record.who, "robot-reader");
+        assert_eq!(record.verdict, "forbidden");
+
+        let stranger = client(&pki, &running, Some(&pki.stranger));
+        let error = stranger.status().await.unwrap_err();
+        assert_eq!(status_of(&error), Some(403), "{error}");
+    }
+
+    #[tokio::test]
+    async fn admin_apply_reaches_the_engine_and_is_audited() {
+        let pki = pki();
+        let mut running = start(&pki, DEFAULT_BODY_LIMIT).await;
+        // topoctl loads its material from PEM files.
+        let write = |name: &str, pem: &str| {
+            let path = pki.dir.path().join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        let files = TlsFiles {
+            certificate: write("alice.pem", &pki.admin.certificate_pem),
+            private_key: write("alice.key", &pki.admin.key_pem),
+            ca: write("ca.pem", &pki.ca_pem),
+        };
+        let admin = ControlClient::new(
+            running.address,
+            "localhost",
+            tls::client_config(&files).unwrap(),
+        )
+        .unwrap();
+        let outcome = admin
+            .apply(&bundle(), &["add web".to_owned()], Some(7))
+            .await
+            .unwrap();
+        assert_eq!(outcome["generation_after"], 8);
+        assert_eq!(running.seen.recv().await.unwrap(), "apply by alice");
+        let error = admin.apply(&bundle(), &[], Some(6)).await.unwrap_err();
+        assert_eq!(status_of(&error), Some(409), "{error}");
+        let error = admin.rollback(3, None).await.unwrap_err();
+        assert_eq!(status_of(&error), Some(404), "{error}");
+
+        let audit = std::fs::read_to_string(&running.audit).unwrap();
+        let records: Vec<AuditRecord> = audit
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(records.len(), 3, "{audit}");
+        assert_eq!(records[0].who, "alice");
+        assert_eq!(records[0].endpoint, "POST /v1/apply");
+        assert_eq!(records[0].verdict, "applied");
+        assert_eq!(records[0].generation_before, Some(7));
+        assert_eq!(records[0].generation_after, Some(8));
+        assert_eq!(records[0].plan_hash.as_deref(), Some("sha256:feed"));
+        assert_eq!(records[1].verdict, "conflict");
+        assert_eq!(records[1].status, 409);
+        assert_eq!(records[2].endpoint, "POST /v1/rollback");
+        assert_eq!(records[2].verdict, "not_found");
+    }
+
+    #[tokio::test]
+    async fn oversize_and_malformed_bodies_are_refused_before_the_engine() {
+        let pki = pki();
+        let mut running = start(&pki, 1024).await;
+        let admin = client(&pki, &running, Some(&pki.admin));
+        let mut large = bundle();
+        large.sources[0].text = "#".repeat(4096);
+        let error = admin.apply(&large, &[], Some(7)).await.unwrap_err();
+        assert_eq!(status_of(&error), Some(413), "{error}");
+
+        let (status, body) = admin
+            .raw(Method::POST, "/v1/apply", Some(b"{\"bundle\": [".to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(status, 400);
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("malformed JSON"), "{message}");
+        assert!(message.contains("column"), "{message}");
+
+        let (status, _) = admin
+            .raw(Method::POST, "/v1/apply", Some(b"{\"bundle\":{\"sources\":[]},\"intent\":[],\"expected_generation\":7,\"extra\":1}".to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(status, 400);
+        let (status, _) = admin.raw(Method::GET, "/v1/apply", None).await.unwrap();
+        assert_eq!(status, 405);
+        let (status, _) = admin.raw(Method::GET, "/v1/nothing", None).await.unwrap();
+        assert_eq!(status, 404);
+        assert!(
+            running.seen.try_recv().is_err(),
+            "a bad request reached the engine"
+        );
+    }
+
+    #[test]
+    fn query_parameters_are_percent_decoded() {
+        assert_eq!(
+            query_parameter(Some("a=1&peer=2001%3adb8%3A%3A1"), "peer").unwrap(),
+            Some("2001:db8::1".to_owned())
+        );
+        assert_eq!(query_parameter(None, "peer").unwrap(), None);
+        assert!(query_parameter(Some("peer=%zz"), "peer").is_err());
+    }
+}

@@ -1,0 +1,303 @@
+//! The control API client `topoctl` uses: HTTPS/1.1 with a client certificate, JSON answers.
+//!
+//! Owns: one TLS connection per call (a `topoctl` run makes one or two calls), request framing,
+//! and turning non-2xx answers into [`ClientError::Status`] with the server's JSON body.
+//!
+//! Must not touch: printing or exit codes (the `topoctl` binary decides), the daemon's state.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty, Full, combinators::BoxBody};
+use hyper::header::{ACCEPT, CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::control::{ApplyRequest, PlanRequest, RollbackRequest};
+use crate::state_store::SourceBundle;
+
+/// How long one call may take, connect to last byte, unless configured otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A failed control API call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server name is not a valid DNS name or IP address.
+    #[error("control client: invalid server name {name:?}")]
+    ServerName {
+        /// The name given.
+        name: String,
+    },
+    /// TCP connect failed.
+    #[error("control client: cannot connect to {address}: {source}")]
+    Connect {
+        /// The daemon's control address.
+        address: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed (wrong CA, refused client certificate, …).
+    #[error("control client: TLS handshake with {address} failed: {source}")]
+    Tls {
+        /// The daemon's control address.
+        address: SocketAddr,
+        /// The TLS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed (often: the server closed the connection after refusing the
+    /// client certificate).
+    #[error("control client: HTTP exchange with {address} failed: {source}")]
+    Http {
+        /// The daemon's control address.
+        address: SocketAddr,
+        /// The hyper error.
+        #[source]
+        source: hyper::Error,
+    },
+    /// The request could not be built (an invalid path).
+    #[error("control client: cannot build a request for {path}: {source}")]
+    Request {
+        /// The path.
+        path: String,
+        /// The builder's error.
+        #[source]
+        source: hyper::http::Error,
+    },
+    /// The call did not finish in time.
+    #[error("control client: {address} did not answer within {timeout:?}")]
+    Timeout {
+        /// The daemon's control address.
+        address: SocketAddr,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The answer is not JSON.
+    #[error("control client: {address} answered {status} with a body that is not JSON: {source}")]
+    Decode {
+        /// The daemon's control address.
+        address: SocketAddr,
+        /// The HTTP status.
+        status: u16,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The daemon answered with a non-2xx status; `body` is its JSON error document.
+    #[error("control API answered {status}: {}", body["error"]["message"].as_str().unwrap_or("(no message)"))]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// `{"error": {"kind", "message", "detail"}}`.
+        body: Value,
+    },
+}
+
+/// A client of one daemon's control API.
+#[derive(Debug, Clone)]
+pub struct ControlClient {
+    address: SocketAddr,
+    server_name: ServerName<'static>,
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+}
+
+impl ControlClient {
+    /// A client for the daemon at `address` whose certificate is valid for `server_name`.
+    /// `tls` comes from [`crate::tls::client_config`].
+    pub fn new(
+        address: SocketAddr,
+        server_name: &str,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Self, ClientError> {
+        let server_name =
+            ServerName::try_from(server_name.to_owned()).map_err(|_| ClientError::ServerName {
+                name: server_name.to_owned(),
+            })?;
+        Ok(ControlClient {
+            address,
+            server_name,
+            tls,
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// Changes the per-call time limit.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// `POST /v1/plan`: dry run.
+    pub async fn plan(
+        &self,
+        bundle: &SourceBundle,
+        intent: &[String],
+    ) -> Result<Value, ClientError> {
+        let request = PlanRequest {
+            bundle: bundle.clone(),
+            intent: intent.to_vec(),
+        };
+        self.call(Method::POST, "/v1/plan", Some(&request)).await
+    }
+
+    /// `POST /v1/apply` with compare-and-swap on `expected_generation`.
+    pub async fn apply(
+        &self,
+        bundle: &SourceBundle,
+        intent: &[String],
+        expected_generation: Option<u64>,
+    ) -> Result<Value, ClientError> {
+        let request = ApplyRequest {
+            bundle: bundle.clone(),
+            intent: intent.to_vec(),
+            expected_generation,
+        };
+        self.call(Method::POST, "/v1/apply", Some(&request)).await
+    }
+
+    /// `POST /v1/rollback` to a kept generation.
+    pub async fn rollback(
+        &self,
+        generation: u64,
+        expected_generation: Option<u64>,
+    ) -> Result<Value, ClientError> {
+        let request = RollbackRequest {
+            generation,
+            expected_generation,
+        };
+        self.call(Method::POST, "/v1/rollback", Some(&request))
+            .await
+    }
+
+    /// `GET /v1/status`.
+    pub async fn status(&self) -> Result<Value, ClientError> {
+        self.call::<()>(Method::GET, "/v1/status", None).await
+    }
+
+    /// `GET /v1/routes`, optionally for one peer.
+    pub async fn routes(&self, peer: Option<&str>) -> Result<Value, ClientError> {
+        let path = match peer {
+            Some(peer) => format!("/v1/routes?peer={}", percent_encode(peer)),
+            None => "/v1/routes".to_owned(),
+        };
+        self.call::<()>(Method::GET, &path, None).await
+    }
+
+    async fn call<T: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&T>,
+    ) -> Result<Value, ClientError> {
+        let body = body.map(|body| serde_json::to_vec(body).unwrap_or_default());
+        let (status, value) = self.raw(method, path, body).await?;
+        if (200..300).contains(&status) {
+            Ok(value)
+        } else {
+            Err(ClientError::Status {
+                status,
+                body: value,
+            })
+        }
+    }
+
+    /// One request with a raw body; answers the status and the JSON body (`null` if empty),
+    /// whatever the status.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Value), ClientError> {
+        let address = self.address;
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, self.exchange(method, path, body))
+            .await
+            .unwrap_or(Err(ClientError::Timeout { address, timeout }))
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Value), ClientError> {
+        let address = self.address;
+        let tcp = TcpStream::connect(address)
+            .await
+            .map_err(|source| ClientError::Connect { address, source })?;
+        let tls = TlsConnector::from(Arc::clone(&self.tls))
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|source| ClientError::Tls { address, source })?;
+        let http_error = |source| ClientError::Http { address, source };
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(http_error)?;
+        let driver = tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "control client connection ended with an error");
+            }
+        });
+        let has_body = body.is_some();
+        let payload: BoxBody<Bytes, std::convert::Infallible> = match body {
+            Some(body) => Full::new(Bytes::from(body)).boxed(),
+            None => Empty::new().boxed(),
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.server_name.to_str().as_ref())
+            .header(ACCEPT, "application/json");
+        if has_body {
+            request = request.header(CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(payload)
+            .map_err(|source| ClientError::Request {
+                path: path.to_owned(),
+                source,
+            })?;
+        let response = sender.send_request(request).await.map_err(http_error)?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(http_error)?
+            .to_bytes();
+        driver.abort();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+                address,
+                status,
+                source,
+            })?
+        };
+        Ok((status, value))
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986 §2.3).
+fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}

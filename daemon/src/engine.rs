@@ -1,0 +1,1009 @@
+//! The engine task: the one owner of the running generation, of what this location announces,
+//! and of the peer tasks. Everything else talks to it through [`EngineCommand`] (control API)
+//! and [`EngineEvent`] (listeners, signals, the main task); see the diagram in `engine_api.rs`.
+//!
+//! A push goes: compile → plan against the running generation → guards (G1 at compile, G2–G4
+//! on the plan) → the runtime guard on what is about to be sent ([`runtime_guard`], the last line
+//! of defence) → atomic commit to the state directory → publish to every peer at once through
+//! one `watch` channel. Any failure before the commit leaves the running generation untouched
+//! (fail static); the peers move to generation N+1 together or not at all.
+//!
+//! Must not touch: sockets (the peer tasks and listeners own them), HTTP framing, BGP encoding.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use topologyd_bgp::{GracefulRestartConfig, MaxPrefixes, SessionConfig};
+use topologyd_config::Source;
+use topologyd_config::daemon::{DaemonConfig, Family, PeerConfig};
+use topologyd_topology::{Intent, Plan, Topology, Verdict, compile, plan};
+use tracing::{error, info, warn};
+
+use crate::admin::Readiness;
+use crate::announce::{LocationRoutes, PeerRouteContext};
+use crate::engine_api::{
+    EngineCommand, EngineError, EngineErrorKind, MutationOutcome, SourceBundle, SourceFile,
+};
+use crate::metrics::{Direction as MetricDirection, Metrics, SessionState};
+use crate::peer::{PeerCommand, PeerHandle, PeerSpec, PeerStatus, spawn_peer};
+use crate::sockopt::SessionSecurity;
+use crate::state_store::{GenerationMeta, StateStore, StoredGeneration};
+
+/// How often peer snapshots are folded into the metrics and readiness is re-evaluated.
+pub const STATUS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Events from the daemon's other tasks.
+#[derive(Debug)]
+pub enum EngineEvent {
+    /// A BGP listener accepted a connection.
+    Inbound { stream: TcpStream, remote: SocketAddr },
+    /// SIGHUP: a new, already validated daemon configuration.
+    Reload {
+        config: Box<DaemonConfig>,
+        done: oneshot::Sender<Result<String, String>>,
+    },
+    /// SIGTERM: drain and stop; `done` fires when every peer task has finished.
+    Shutdown { done: oneshot::Sender<()> },
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("state directory: {0}")]
+    State(#[from] crate::state_store::StateError),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the bootstrap topology does not compile:\n{0}")]
+    Bootstrap(topologyd_topology::Diagnostics),
+    #[error(
+        "the state directory holds no generation and `bootstrap_topology` names no files: nothing to announce"
+    )]
+    NothingToAnnounce,
+    #[error("location `{0}` is not in the topology's fleet")]
+    UnknownLocation(String),
+    #[error("no stored generation compiles; last error:\n{0}")]
+    NoGoodGeneration(String),
+    #[error("peer `{peer}`: {message}")]
+    Peer { peer: String, message: String },
+}
+
+/// The running generation.
+struct Running {
+    topology: Arc<Topology>,
+    meta: GenerationMeta,
+    routes: Arc<LocationRoutes>,
+}
+
+/// The engine's state; owned by its task.
+pub struct Engine {
+    config: DaemonConfig,
+    store: Arc<StateStore>,
+    running: Running,
+    routes: watch::Sender<Arc<LocationRoutes>>,
+    peers: BTreeMap<String, PeerHandle>,
+    metrics: Metrics,
+    readiness: Readiness,
+    /// Per peer: the counters last folded into the metrics.
+    reported: HashMap<String, PeerStatus>,
+    /// The daemon came up from a stored generation: advertise the Restart State bit.
+    restarting: bool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Engine")
+            .field("location", &self.config.location)
+            .field("generation", &self.running.meta.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+fn to_sources(bundle: &SourceBundle) -> Vec<Source> {
+    bundle
+        .sources
+        .iter()
+        .map(|file| Source::new(file.name.clone(), file.text.clone()))
+        .collect()
+}
+
+fn to_bundle(sources: &[Source]) -> SourceBundle {
+    SourceBundle {
+        sources: sources
+            .iter()
+            .map(|source| SourceFile {
+                name: source.name.clone(),
+                text: source.text.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn diagnostics_json(diagnostics: &topologyd_topology::Diagnostics) -> Value {
+    serde_json::to_value(diagnostics).unwrap_or(Value::Null)
+}
+
+fn plan_json(plan: &Plan) -> Value {
+    serde_json::from_str(&plan.to_json()).unwrap_or(Value::Null)
+}
+
+fn plan_hash(plan: &Plan) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(plan.to_json().as_bytes());
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn parse_intent(lines: &[String]) -> Result<Intent, EngineError> {
+    let mut intent = Intent::default();
+    for line in lines {
+        let parsed = if line.starts_with("service:") {
+            intent.parse_arg(line)
+        } else {
+            intent.parse_override(line)
+        };
+        parsed.map_err(|error| EngineError {
+            kind: EngineErrorKind::Invalid,
+            message: error.to_string(),
+            detail: Value::Null,
+            generation: None,
+            plan_hash: None,
+        })?;
+    }
+    Ok(intent)
+}
+
+/// The routes `topology` makes `location` announce.
+fn location_routes(topology: &Topology, location: &str) -> Result<LocationRoutes, String> {
+    let desired = topology.desired(location).map_err(|error| error.to_string())?;
+    Ok(LocationRoutes::from_desired(topology.generation(), &desired))
+}
+
+/// The last line of defence, on what is about to be sent from this location: the routes that
+/// would change must be exactly the ones the plan (and so its guards) approved for this
+/// location, and every route announced must still have a binding covering all of it (G1).
+pub fn runtime_guard(
+    plan: &Plan,
+    location: &str,
+    before: &LocationRoutes,
+    after: &LocationRoutes,
+    topology: &Topology,
+) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    let delta = plan.delta(location);
+    let before_set: BTreeSet<IpNet> = before.routes.iter().map(|(prefix, _)| *prefix).collect();
+    let after_set: BTreeSet<IpNet> = after.routes.iter().map(|(prefix, _)| *prefix).collect();
+    let withdrawn: BTreeSet<IpNet> = before_set.difference(&after_set).copied().collect();
+    let announced: BTreeSet<IpNet> = after_set.difference(&before_set).copied().collect();
+    let planned_withdrawn: BTreeSet<IpNet> = delta.withdraw.iter().copied().collect();
+    let planned_announced: BTreeSet<IpNet> = delta.announce.iter().map(|route| route.prefix).collect();
+    for prefix in withdrawn.difference(&planned_withdrawn) {
+        problems.push(format!("G2/G3 runtime: {prefix} would be withdrawn here, but the plan approved no such withdrawal"));
+    }
+    for prefix in announced.difference(&planned_announced) {
+        problems.push(format!("runtime: {prefix} would be announced here, but the plan approved no such announcement"));
+    }
+    for (prefix, _) in &after.routes {
+        match topology.longest_binding(prefix) {
+            Some((binding, _)) if binding.contains(prefix) => {}
+            _ => problems.push(format!("G1 runtime: {prefix} has no binding covering all of it")),
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems) }
+}
+
+fn session_state_metric(state: &str) -> SessionState {
+    match state {
+        "Connect" => SessionState::Connect,
+        "Active" => SessionState::Active,
+        "OpenSent" => SessionState::OpenSent,
+        "OpenConfirm" => SessionState::OpenConfirm,
+        "Established" => SessionState::Established,
+        _ => SessionState::Idle,
+    }
+}
+
+/// Reads a peer's MD5 key file (trailing newline removed).
+pub fn read_md5_key(peer: &PeerConfig) -> Result<Option<Vec<u8>>, StartError> {
+    let Some(path) = &peer.md5_key_file else {
+        return Ok(None);
+    };
+    let mut key = std::fs::read(path).map_err(|source| StartError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    while key.last().is_some_and(|byte| *byte == b'\n' || *byte == b'\r') {
+        key.pop();
+    }
+    if key.is_empty() || key.len() > 80 {
+        return Err(StartError::Peer {
+            peer: peer.name.clone(),
+            message: format!(
+                "the MD5 key in {} must be 1 to 80 bytes (RFC 2385)",
+                path.display()
+            ),
+        });
+    }
+    Ok(Some(key))
+}
+
+impl Engine {
+    /// Loads the running generation (the last one applied, or the bootstrap topology on first
+    /// start) and computes what this location announces. Blocking: call before the runtime
+    /// serves anything, or from `spawn_blocking`.
+    pub fn start(
+        config: DaemonConfig,
+        metrics: Metrics,
+        readiness: Readiness,
+    ) -> Result<Engine, StartError> {
+        let store = StateStore::open(&config.state_dir, config.retained_generations)?;
+        let recovered = store.load_current()?;
+        for skipped in &recovered.skipped {
+            warn!(%skipped, "skipped an unreadable stored generation");
+        }
+        let (running, restarting) = match recovered.current {
+            Some(stored) => (Self::recover(&store, &config, stored)?, true),
+            None => (Self::bootstrap(&store, &config)?, false),
+        };
+        metrics.set_generation(running.meta.generation, &running.meta.hash);
+        let (routes, _) = watch::channel(running.routes.clone());
+        info!(
+            generation = running.meta.generation,
+            hash = %running.meta.hash,
+            routes = running.routes.routes.len(),
+            restarting,
+            "running generation loaded"
+        );
+        Ok(Engine {
+            config,
+            store: Arc::new(store),
+            running,
+            routes,
+            peers: BTreeMap::new(),
+            metrics,
+            readiness,
+            reported: HashMap::new(),
+            restarting,
+        })
+    }
+
+    fn running_from(
+        config: &DaemonConfig,
+        topology: Topology,
+        meta: GenerationMeta,
+    ) -> Result<Running, StartError> {
+        if topology.location(&config.location).is_none() {
+            return Err(StartError::UnknownLocation(config.location.clone()));
+        }
+        let routes = location_routes(&topology, &config.location)
+            .map_err(|_| StartError::UnknownLocation(config.location.clone()))?;
+        Ok(Running {
+            topology: Arc::new(topology),
+            meta,
+            routes: Arc::new(routes),
+        })
+    }
+
+    fn recover(
+        store: &StateStore,
+        config: &DaemonConfig,
+        stored: StoredGeneration,
+    ) -> Result<Running, StartError> {
+        // The newest generation first, then the older ones (last known good).
+        let mut candidates = vec![stored.meta.generation];
+        candidates.extend(
+            store
+                .list()?
+                .into_iter()
+                .map(|meta| meta.generation)
+                .filter(|generation| *generation != stored.meta.generation),
+        );
+        let mut last_error = String::new();
+        for generation in candidates {
+            let candidate = if generation == stored.meta.generation {
+                stored.clone()
+            } else {
+                match store.load(generation) {
+                    Ok(candidate) => candidate,
+                    Err(error) => {
+                        last_error = error.to_string();
+                        continue;
+                    }
+                }
+            };
+            match compile(&to_sources(&candidate.bundle), generation) {
+                Ok(topology) => {
+                    if generation != stored.meta.generation {
+                        warn!(
+                            generation,
+                            "fell back to an older stored generation (last known good)"
+                        );
+                    }
+                    return Self::running_from(config, topology, candidate.meta);
+                }
+                Err(diagnostics) => {
+                    error!(generation, %diagnostics, "stored generation does not compile");
+                    last_error = diagnostics.to_string();
+                }
+            }
+        }
+        Err(StartError::NoGoodGeneration(last_error))
+    }
+
+    fn bootstrap(store: &StateStore, config: &DaemonConfig) -> Result<Running, StartError> {
+        if config.bootstrap_topology.is_empty() {
+            return Err(StartError::NothingToAnnounce);
+        }
+        let sources = topologyd_config::load_sources(&config.bootstrap_topology).map_err(
+            |error| StartError::Read {
+                path: error.path.clone(),
+                source: error.error,
+            },
+        )?;
+        let topology = compile(&sources, 1).map_err(StartError::Bootstrap)?;
+        let meta = GenerationMeta {
+            generation: 1,
+            hash: topology.hash_hex(),
+            applied_at: unix_now(),
+            who: "bootstrap".into(),
+            intent: Vec::new(),
+        };
+        let running = Self::running_from(config, topology, meta.clone())?;
+        store.commit(&StoredGeneration {
+            meta,
+            bundle: to_bundle(&sources),
+        })?;
+        Ok(running)
+    }
+
+    /// The generation this engine runs.
+    pub fn generation(&self) -> u64 {
+        self.running.meta.generation
+    }
+
+    fn peer_spec(&self, peer: &PeerConfig) -> Result<PeerSpec, StartError> {
+        let families = peer
+            .families
+            .iter()
+            .map(|family| match family {
+                Family::Ipv4 => topologyd_bgp::Family::Ipv4Unicast,
+                Family::Ipv6 => topologyd_bgp::Family::Ipv6Unicast,
+            })
+            .collect();
+        let mut session = SessionConfig::new(self.config.local_asn, peer.asn, self.config.router_id);
+        session.hold_time = peer.hold_time_seconds;
+        session.passive = peer.passive;
+        session.families = families;
+        session.extended_messages = peer.extended_messages;
+        session.backoff.initial = Duration::from_secs(u64::from(peer.connect_retry_seconds));
+        session.max_prefixes = MaxPrefixes {
+            ipv4_unicast: peer.max_prefix.map(|limit| u32::try_from(limit).unwrap_or(u32::MAX)),
+            ipv6_unicast: peer.max_prefix.map(|limit| u32::try_from(limit).unwrap_or(u32::MAX)),
+        };
+        session.graceful_restart =
+            self.config
+                .graceful_restart
+                .enabled
+                .then_some(GracefulRestartConfig {
+                    restart_time: self.config.graceful_restart.restart_time_seconds,
+                    restarting: self.restarting,
+                    forwarding_preserved: true,
+                });
+        Ok(PeerSpec {
+            name: peer.name.clone(),
+            remote: SocketAddr::new(peer.address, peer.port),
+            local_address: peer.local_address,
+            session,
+            security: SessionSecurity {
+                md5_key: read_md5_key(peer)?,
+                gtsm_hops: peer.ttl_security_hops,
+            },
+            route_context: PeerRouteContext {
+                local_asn: self.config.local_asn,
+                peer_asn: peer.asn,
+                ipv4_next_hop: peer.ipv4_next_hop(),
+                ipv6_next_hop: peer.ipv6_next_hop(),
+            },
+        })
+    }
+
+    /// Starts the task of every configured peer.
+    pub fn start_peers(&mut self) -> Result<(), StartError> {
+        let peers = self.config.peers.clone();
+        for peer in &peers {
+            self.start_peer(peer)?;
+        }
+        Ok(())
+    }
+
+    fn start_peer(&mut self, peer: &PeerConfig) -> Result<(), StartError> {
+        let spec = self.peer_spec(peer)?;
+        let handle = spawn_peer(spec, self.routes.subscribe());
+        self.peers.insert(peer.name.clone(), handle);
+        Ok(())
+    }
+
+    /// Runs until a shutdown event has drained every peer.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<EngineCommand>,
+        mut events: mpsc::Receiver<EngineEvent>,
+    ) {
+        let mut ticker = tokio::time::interval(STATUS_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command).await,
+                    None => {
+                        // The control server is gone; keep running on events.
+                        std::future::pending::<()>().await;
+                    }
+                },
+                event = events.recv() => match event {
+                    Some(EngineEvent::Inbound { stream, remote }) => self.on_inbound(stream, remote).await,
+                    Some(EngineEvent::Reload { config, done }) => {
+                        let result = self.reload(*config).await;
+                        let _ = done.send(result);
+                    }
+                    Some(EngineEvent::Shutdown { done }) => {
+                        self.shutdown().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                },
+                _ = ticker.tick() => self.refresh_status(),
+            }
+        }
+    }
+
+    async fn on_inbound(&mut self, stream: TcpStream, remote: SocketAddr) {
+        let peer = self
+            .peers
+            .values()
+            .find(|peer| peer.address == remote.ip() || mapped_equal(peer.address, remote.ip()));
+        match peer {
+            Some(peer) => {
+                if peer.commands.send(PeerCommand::Inbound(stream)).await.is_err() {
+                    warn!(%remote, "peer task is gone; dropping the connection");
+                }
+            }
+            None => warn!(%remote, "BGP connection from an unconfigured address refused"),
+        }
+    }
+
+    async fn on_command(&mut self, command: EngineCommand) {
+        match command {
+            EngineCommand::Plan {
+                bundle,
+                intent,
+                reply,
+            } => {
+                let result = self.prepare(&bundle, &intent).await.map(|prepared| {
+                    json!({
+                        "verdict": prepared.plan.verdict(),
+                        "exit_code": prepared.plan.exit_code(),
+                        "plan": plan_json(&prepared.plan),
+                        "text": prepared.plan.render_text(),
+                        "location_delta": prepared.plan.delta(&self.config.location),
+                    })
+                });
+                let _ = reply.send(result);
+            }
+            EngineCommand::Apply {
+                bundle,
+                intent,
+                expected_generation,
+                who,
+                reply,
+            } => {
+                let result = self
+                    .apply(bundle, intent, expected_generation, who)
+                    .await;
+                let _ = reply.send(result);
+            }
+            EngineCommand::Rollback {
+                generation,
+                expected_generation,
+                who,
+                reply,
+            } => {
+                let result = self.rollback(generation, expected_generation, who).await;
+                let _ = reply.send(result);
+            }
+            EngineCommand::Status { reply } => {
+                let _ = reply.send(Ok(self.status_json()));
+            }
+            EngineCommand::Routes { peer, reply } => {
+                let _ = reply.send(self.routes_json(peer.as_deref()));
+            }
+        }
+    }
+
+    fn error(&self, kind: EngineErrorKind, message: impl Into<String>, detail: Value) -> EngineError {
+        EngineError {
+            kind,
+            message: message.into(),
+            detail,
+            generation: Some(self.running.meta.generation),
+            plan_hash: None,
+        }
+    }
+
+    /// Compile, plan and guard a push without changing anything.
+    async fn prepare(
+        &self,
+        bundle: &SourceBundle,
+        intent_lines: &[String],
+    ) -> Result<Prepared, EngineError> {
+        let intent = parse_intent(intent_lines)?;
+        let sources = to_sources(bundle);
+        let next_generation = self.next_generation();
+        let old = self.running.topology.clone();
+        let location = self.config.location.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let new = compile(&sources, next_generation)?;
+            let plan = plan(&old, &new, &intent);
+            let routes = location_routes(&new, &location);
+            Ok::<_, topologyd_topology::Diagnostics>((new, plan, routes, sources, intent))
+        })
+        .await
+        .map_err(|join| self.error(EngineErrorKind::Internal, format!("compile task failed: {join}"), Value::Null))?;
+        let (new, plan, routes, sources, intent) = prepared.map_err(|diagnostics| {
+            self.error(
+                EngineErrorKind::Invalid,
+                format!("the topology does not compile: {} error(s)", diagnostics.errors().count()),
+                json!({ "diagnostics": diagnostics_json(&diagnostics), "text": diagnostics.to_string() }),
+            )
+        })?;
+        let routes = routes.map_err(|message| {
+            self.error(
+                EngineErrorKind::Invalid,
+                format!("this daemon's location `{}` is not in the new topology: {message}", self.config.location),
+                Value::Null,
+            )
+        })?;
+        Ok(Prepared {
+            topology: new,
+            plan,
+            routes,
+            sources,
+            intent,
+        })
+    }
+
+    fn next_generation(&self) -> u64 {
+        self.running.meta.generation + 1
+    }
+
+    async fn apply(
+        &mut self,
+        bundle: SourceBundle,
+        intent: Vec<String>,
+        expected_generation: Option<u64>,
+        who: String,
+    ) -> Result<MutationOutcome, EngineError> {
+        self.check_expected(expected_generation)?;
+        let prepared = self.prepare(&bundle, &intent).await?;
+        self.commit(prepared, who).await
+    }
+
+    async fn rollback(
+        &mut self,
+        generation: u64,
+        expected_generation: Option<u64>,
+        who: String,
+    ) -> Result<MutationOutcome, EngineError> {
+        self.check_expected(expected_generation)?;
+        let store = self.store.clone();
+        let stored = tokio::task::spawn_blocking(move || store.load(generation))
+            .await
+            .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), Value::Null))?
+            .map_err(|error| {
+                self.error(
+                    EngineErrorKind::NotFound,
+                    format!("generation {generation} is not kept: {error}"),
+                    Value::Null,
+                )
+            })?;
+        // A rollback deliberately touches every service both generations have: name them all
+        // (G2), and allow it past the blast-radius budget (G4). G3 still applies.
+        let mut intent: Vec<String> = self
+            .running
+            .topology
+            .services()
+            .iter()
+            .map(|service| format!("service:{}", service.name))
+            .collect();
+        if let Ok(old) = compile(&to_sources(&stored.bundle), generation) {
+            intent.extend(old.services().iter().map(|service| format!("service:{}", service.name)));
+        }
+        intent.push("blast-radius".into());
+        intent.sort();
+        intent.dedup();
+        let prepared = self.prepare(&stored.bundle, &intent).await?;
+        self.commit(prepared, format!("{who} (rollback to {generation})")).await
+    }
+
+    fn check_expected(&self, expected: Option<u64>) -> Result<(), EngineError> {
+        match expected {
+            Some(expected) if expected != self.running.meta.generation => Err(self.error(
+                EngineErrorKind::Conflict,
+                format!(
+                    "the running generation is {}, not {expected}: plan again against it",
+                    self.running.meta.generation
+                ),
+                json!({ "running_generation": self.running.meta.generation }),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    async fn commit(&mut self, prepared: Prepared, who: String) -> Result<MutationOutcome, EngineError> {
+        let started = Instant::now();
+        let Prepared {
+            topology,
+            plan,
+            routes,
+            sources,
+            intent,
+        } = prepared;
+        let hash = plan_hash(&plan);
+        let generation_before = self.running.meta.generation;
+        if plan.verdict() == Verdict::Refused {
+            for violation in &plan.violations {
+                self.metrics
+                    .count_guard_refusals(&format!("{:?}", violation.guard()), 1);
+            }
+            return Err(EngineError {
+                kind: EngineErrorKind::Refused,
+                message: format!(
+                    "refused by the guards: {} violation(s)",
+                    plan.violations.len()
+                ),
+                detail: json!({ "plan": plan_json(&plan), "text": plan.render_text() }),
+                generation: Some(generation_before),
+                plan_hash: Some(hash),
+            });
+        }
+        if plan.verdict() == Verdict::NoChange && topology.hash_hex() == self.running.meta.hash {
+            return Ok(MutationOutcome {
+                generation_before,
+                generation_after: generation_before,
+                plan_hash: hash,
+                detail: json!({ "verdict": plan.verdict(), "text": plan.render_text() }),
+            });
+        }
+        if let Err(problems) = runtime_guard(
+            &plan,
+            &self.config.location,
+            &self.running.routes,
+            &routes,
+            &topology,
+        ) {
+            self.metrics.count_guard_refusals("runtime", problems.len() as u64);
+            error!(?problems, "runtime guard refused what was about to be sent");
+            return Err(EngineError {
+                kind: EngineErrorKind::Refused,
+                message: "refused by the runtime guard: what would be sent differs from the plan".into(),
+                detail: json!({ "problems": problems }),
+                generation: Some(generation_before),
+                plan_hash: Some(hash),
+            });
+        }
+        let meta = GenerationMeta {
+            generation: topology.generation(),
+            hash: topology.hash_hex(),
+            applied_at: unix_now(),
+            who,
+            intent: intent
+                .services
+                .iter()
+                .map(|service| format!("service:{service}"))
+                .chain(intent.overrides.iter().map(ToString::to_string))
+                .collect(),
+        };
+        let stored = StoredGeneration {
+            meta: meta.clone(),
+            bundle: to_bundle(&sources),
+        };
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.commit(&stored))
+            .await
+            .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), Value::Null))?
+            .map_err(|error| {
+                self.error(
+                    EngineErrorKind::Internal,
+                    format!("could not persist the generation, nothing was applied: {error}"),
+                    Value::Null,
+                )
+            })?;
+        let routes = Arc::new(routes);
+        self.running = Running {
+            topology: Arc::new(topology),
+            meta: meta.clone(),
+            routes: routes.clone(),
+        };
+        self.routes.send_replace(routes);
+        self.metrics.set_generation(meta.generation, &meta.hash);
+        self.metrics
+            .observe_apply(started.elapsed().as_secs_f64(), unix_now());
+        info!(generation = meta.generation, hash = %meta.hash, who = %meta.who, "generation applied");
+        Ok(MutationOutcome {
+            generation_before,
+            generation_after: meta.generation,
+            plan_hash: hash,
+            detail: json!({
+                "verdict": plan.verdict(),
+                "summary": plan.summary,
+                "text": plan.render_text(),
+            }),
+        })
+    }
+
+    fn peer_statuses(&self) -> Vec<PeerStatus> {
+        self.peers
+            .values()
+            .map(|peer| peer.status.borrow().clone())
+            .collect()
+    }
+
+    fn status_json(&self) -> Value {
+        let (ipv4, ipv6) = self.running.routes.count_by_family();
+        json!({
+            "location": self.config.location,
+            "generation": self.running.meta.generation,
+            "hash": self.running.meta.hash,
+            "applied_at": self.running.meta.applied_at,
+            "applied_by": self.running.meta.who,
+            "ready": self.readiness.is_ready(),
+            "routes": { "ipv4": ipv4, "ipv6": ipv6 },
+            "peers": self.peer_statuses(),
+        })
+    }
+
+    fn routes_json(&self, peer: Option<&str>) -> Result<Value, EngineError> {
+        let selected: Vec<&PeerConfig> = match peer {
+            Some(name) => {
+                let found: Vec<&PeerConfig> = self
+                    .config
+                    .peers
+                    .iter()
+                    .filter(|candidate| candidate.name == name || candidate.address.to_string() == name)
+                    .collect();
+                if found.is_empty() {
+                    return Err(self.error(
+                        EngineErrorKind::NotFound,
+                        format!("no peer named `{name}`"),
+                        Value::Null,
+                    ));
+                }
+                found
+            }
+            None => self.config.peers.iter().collect(),
+        };
+        let routes = &self.running.routes;
+        let mut peers = serde_json::Map::new();
+        for peer in selected {
+            let status = self.peers.get(&peer.name).map(|handle| handle.status.borrow().clone());
+            let context = PeerRouteContext {
+                local_asn: self.config.local_asn,
+                peer_asn: peer.asn,
+                ipv4_next_hop: peer.ipv4_next_hop(),
+                ipv6_next_hop: peer.ipv6_next_hop(),
+            };
+            let list: Vec<Value> = routes
+                .routes
+                .iter()
+                .filter(|(prefix, _)| match prefix {
+                    IpNet::V4(_) => peer.families.contains(&Family::Ipv4),
+                    IpNet::V6(_) => peer.families.contains(&Family::Ipv6),
+                })
+                .filter_map(|(prefix, index)| {
+                    let intent = routes.intent(*index)?;
+                    let attributes = context.path_attributes(intent);
+                    Some(json!({
+                        "prefix": prefix.to_string(),
+                        "as_path": attributes.as_path.iter().map(|segment| format!("{segment:?}")).collect::<Vec<_>>(),
+                        "med": attributes.med,
+                        "communities": intent.attributes.communities.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "large_communities": intent.attributes.large_communities.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    }))
+                })
+                .collect();
+            peers.insert(
+                peer.name.clone(),
+                json!({
+                    "established": status.as_ref().is_some_and(|status| status.established),
+                    "generation_synced": status.as_ref().and_then(|status| status.generation_synced),
+                    "routes": list,
+                }),
+            );
+        }
+        Ok(json!({ "generation": self.running.meta.generation, "peers": peers }))
+    }
+
+    /// Folds the peers' snapshots into the metrics and releases readiness after the first
+    /// convergence: every peer Established and holding the running generation.
+    fn refresh_status(&mut self) {
+        let started = Instant::now();
+        let generation = self.running.meta.generation;
+        let mut converged = !self.peers.is_empty();
+        for (name, handle) in &self.peers {
+            let status = handle.status.borrow().clone();
+            self.metrics
+                .set_session_state(name, session_state_metric(&status.state));
+            self.metrics
+                .set_routes_desired(name, "ipv4", status.routes_desired_ipv4);
+            self.metrics
+                .set_routes_desired(name, "ipv6", status.routes_desired_ipv6);
+            let synced = status.generation_synced == Some(generation);
+            let announced = |routes: u64| if status.established { routes } else { 0 };
+            self.metrics
+                .set_routes_announced(name, "ipv4", announced(if synced { status.routes_desired_ipv4 } else { 0 }));
+            self.metrics
+                .set_routes_announced(name, "ipv6", announced(if synced { status.routes_desired_ipv6 } else { 0 }));
+            let previous = self.reported.get(name).cloned().unwrap_or_default();
+            let sent_announced = status.prefixes_announced_sent.saturating_sub(previous.prefixes_announced_sent);
+            let sent_withdrawn = status.prefixes_withdrawn_sent.saturating_sub(previous.prefixes_withdrawn_sent);
+            let sent_updates = status.updates_sent.saturating_sub(previous.updates_sent);
+            if sent_updates > 0 || sent_announced > 0 || sent_withdrawn > 0 {
+                for _ in 0..sent_updates.saturating_sub(1) {
+                    self.metrics.count_update(name, MetricDirection::Sent, 0, 0);
+                }
+                self.metrics
+                    .count_update(name, MetricDirection::Sent, sent_announced, sent_withdrawn);
+            }
+            let received_updates = status.updates_received.saturating_sub(previous.updates_received);
+            let received_announced = (status.prefixes_received_ipv4 + status.prefixes_received_ipv6)
+                .saturating_sub(previous.prefixes_received_ipv4 + previous.prefixes_received_ipv6);
+            let received_withdrawn = status.withdrawals_received.saturating_sub(previous.withdrawals_received);
+            if received_updates > 0 {
+                for _ in 0..received_updates.saturating_sub(1) {
+                    self.metrics.count_update(name, MetricDirection::Received, 0, 0);
+                }
+                self.metrics.count_update(
+                    name,
+                    MetricDirection::Received,
+                    received_announced,
+                    received_withdrawn,
+                );
+            }
+            converged &= status.established && synced;
+            self.reported.insert(name.clone(), status);
+        }
+        if converged && !self.readiness.is_ready() {
+            info!(generation, "first convergence: every peer holds the running generation");
+            self.readiness.release();
+        }
+        self.metrics.observe_reconcile(started.elapsed().as_secs_f64());
+    }
+
+    async fn reload(&mut self, config: DaemonConfig) -> Result<String, String> {
+        if config.location != self.config.location || config.local_asn != self.config.local_asn || config.router_id != self.config.router_id || config.state_dir != self.config.state_dir {
+            return Err("location, local_asn, router_id and state_dir change only with a restart".into());
+        }
+        let old: BTreeMap<String, PeerConfig> = self
+            .config
+            .peers
+            .iter()
+            .map(|peer| (peer.name.clone(), peer.clone()))
+            .collect();
+        let new: BTreeMap<String, PeerConfig> = config
+            .peers
+            .iter()
+            .map(|peer| (peer.name.clone(), peer.clone()))
+            .collect();
+        let mut report = Vec::new();
+        let mut to_stop = Vec::new();
+        let mut to_start = Vec::new();
+        for (name, old_peer) in &old {
+            match new.get(name) {
+                None => {
+                    to_stop.push(name.clone());
+                    report.push(format!("removed {name}"));
+                }
+                Some(new_peer) if old_peer.session_reset_needed(new_peer) => {
+                    to_stop.push(name.clone());
+                    to_start.push(new_peer.clone());
+                    report.push(format!("reset {name}"));
+                }
+                Some(new_peer) if old_peer != new_peer => {
+                    to_stop.push(name.clone());
+                    to_start.push(new_peer.clone());
+                    report.push(format!("updated {name}"));
+                }
+                Some(_) => {}
+            }
+        }
+        for (name, new_peer) in &new {
+            if !old.contains_key(name) {
+                to_start.push(new_peer.clone());
+                report.push(format!("added {name}"));
+            }
+        }
+        // Validate keys of the peers to start before stopping anything.
+        for peer in &to_start {
+            read_md5_key(peer).map_err(|error| error.to_string())?;
+        }
+        for name in &to_stop {
+            if let Some(handle) = self.peers.remove(name) {
+                stop_peer(handle, true).await;
+                self.metrics.remove_peer(name);
+                self.reported.remove(name);
+            }
+        }
+        self.config = config;
+        for peer in &to_start {
+            self.start_peer(peer).map_err(|error| error.to_string())?;
+        }
+        if report.is_empty() {
+            report.push("no peer changed".into());
+        }
+        Ok(report.join(", "))
+    }
+
+    async fn shutdown(&mut self) {
+        let withdraw_first = self.config.shutdown.withdraw_on_stop;
+        let grace = Duration::from_secs(u64::from(self.config.shutdown.grace_seconds));
+        info!(withdraw_first, ?grace, "draining peers");
+        let mut stops = tokio::task::JoinSet::new();
+        for handle in std::mem::take(&mut self.peers).into_values() {
+            stops.spawn(stop_peer(handle, withdraw_first));
+        }
+        if tokio::time::timeout(grace, stops.join_all()).await.is_err() {
+            warn!("shutdown grace time over; exiting with peers still draining");
+        }
+    }
+}
+
+struct Prepared {
+    topology: Topology,
+    plan: Plan,
+    routes: LocationRoutes,
+    sources: Vec<Source>,
+    intent: Intent,
+}
+
+async fn stop_peer(handle: PeerHandle, withdraw_first: bool) {
+    let (done, finished) = oneshot::channel();
+    if handle
+        .commands
+        .send(PeerCommand::Shutdown {
+            withdraw_first,
+            done,
+        })
+        .await
+        .is_ok()
+    {
+        let _ = finished.await;
+    }
+    let _ = handle.task.await;
+}
+
+fn mapped_equal(configured: IpAddr, remote: IpAddr) -> bool {
+    match (configured, remote) {
+        (IpAddr::V4(v4), IpAddr::V6(v6)) | (IpAddr::V6(v6), IpAddr::V4(v4)) => {
+            v6.to_ipv4_mapped() == Some(v4)
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,191 @@
+//! The typed messages the engine task answers, and how its errors map onto HTTP statuses.
+//!
+//! Owns: [`EngineCommand`] (what the control API, and later the rollout and health tasks, may
+//! ask the engine), the reply payloads, and [`EngineError`]. Plan, status and routes bodies are
+//! `serde_json::Value` so this file does not depend on the topology types while they evolve.
+//!
+//! Must not touch: the semantics of a command (the engine, `engine.rs`, owns them), sockets,
+//! HTTP framing (see `control.rs`).
+//!
+//! ```text
+//!                       SIGHUP / SIGTERM
+//!   signal handler ───────────────────────┐
+//!                                         │ reload / drain-and-stop
+//!   control server (HTTPS, mTLS)          ▼
+//!     one task per connection ──EngineCommand──►┌──────────────────────────┐
+//!       └─ oneshot reply ◄──────────────────────│       engine task        │
+//!                                               │ owns: running generation,│
+//!   health prober (later) ──EngineCommand──────►│ what each peer was sent, │
+//!                                               │ rollout state, state dir │
+//!                                               └──┬──────────▲────────┬───┘
+//!                          per-peer Adj-RIB-Out    │          │ session│ metrics handles,
+//!                          deltas (mpsc, bounded)  ▼          │ events │ readiness latch,
+//!                                          ┌────────────────┐ │        ▼ sd_notify READY=1
+//!                                          │ BGP peer task  │─┘   admin server (HTTP):
+//!                                          │ one per peer:  │     /metrics /ready /live
+//!                                          │ TCP (MD5/GTSM),│     reads snapshots only
+//!                                          │ FSM, timers    │
+//!                                          └────────────────┘
+//! ```
+//!
+//! Every arrow into the engine is a bounded `tokio::sync::mpsc` channel; every reply is a
+//! `tokio::sync::oneshot`. Nothing but the engine task mutates its state.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub use crate::state_store::{SourceBundle, SourceFile};
+
+/// How a command's answer travels back.
+pub type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+/// A request to the engine task.
+#[derive(Debug)]
+pub enum EngineCommand {
+    /// Dry run: compile `bundle`, plan against what is announced, run the guards; change nothing.
+    Plan {
+        /// The pushed sources.
+        bundle: SourceBundle,
+        /// Intent lines the pusher gave.
+        intent: Vec<String>,
+        /// The plan and guard verdicts.
+        reply: Reply<Value>,
+    },
+    /// Compile, plan, guard and, if allowed, commit and send `bundle` as the next generation.
+    Apply {
+        /// The pushed sources.
+        bundle: SourceBundle,
+        /// Intent lines the pusher gave.
+        intent: Vec<String>,
+        /// Compare-and-swap: apply only if this is the running generation (`None`: don't check).
+        expected_generation: Option<u64>,
+        /// The pusher's identity from its client certificate.
+        who: String,
+        /// What was applied.
+        reply: Reply<MutationOutcome>,
+    },
+    /// Make a kept previous generation's sources the next generation.
+    Rollback {
+        /// The generation whose sources to restore.
+        generation: u64,
+        /// Compare-and-swap, as for apply.
+        expected_generation: Option<u64>,
+        /// The requester's identity.
+        who: String,
+        /// What was applied.
+        reply: Reply<MutationOutcome>,
+    },
+    /// Generation, hash, per-peer session state and route counts.
+    Status {
+        /// The status document.
+        reply: Reply<Value>,
+    },
+    /// The routes announced, to one peer or to all.
+    Routes {
+        /// Restrict to this peer (its configured name or address).
+        peer: Option<String>,
+        /// The routes document.
+        reply: Reply<Value>,
+    },
+}
+
+/// The answer to a mutation the engine carried out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MutationOutcome {
+    /// The running generation before.
+    pub generation_before: u64,
+    /// The running generation after (equal to before when nothing changed).
+    pub generation_after: u64,
+    /// Hash of the plan that was applied.
+    pub plan_hash: String,
+    /// Anything else the engine reports (plan summary, verdicts).
+    pub detail: Value,
+}
+
+/// Why the engine did not do what was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineErrorKind {
+    /// The request does not compile or is malformed (400).
+    Invalid,
+    /// A guard refused the plan (422).
+    Refused,
+    /// `expected_generation` does not match the running generation (409).
+    Conflict,
+    /// A named generation or peer does not exist (404).
+    NotFound,
+    /// Something broke inside the daemon (500).
+    Internal,
+}
+
+impl EngineErrorKind {
+    /// The HTTP status the control API answers with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            EngineErrorKind::Invalid => 400,
+            EngineErrorKind::Refused => 422,
+            EngineErrorKind::Conflict => 409,
+            EngineErrorKind::NotFound => 404,
+            EngineErrorKind::Internal => 500,
+        }
+    }
+}
+
+/// An engine refusal or failure, as values the client can act on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct EngineError {
+    /// The class of failure; decides the HTTP status.
+    pub kind: EngineErrorKind,
+    /// One line for humans.
+    pub message: String,
+    /// Structured detail: compile errors with `file:line:col`, guard violations, the running
+    /// generation on a conflict, …
+    pub detail: Value,
+    /// The running generation when the engine answered, if it knows (for the audit log).
+    #[serde(default)]
+    pub generation: Option<u64>,
+    /// The hash of the plan that was refused, if one was computed (for the audit log).
+    #[serde(default)]
+    pub plan_hash: Option<String>,
+}
+
+impl EngineError {
+    /// An error with no structured detail.
+    pub fn new(kind: EngineErrorKind, message: impl Into<String>) -> Self {
+        EngineError {
+            kind,
+            message: message.into(),
+            detail: Value::Null,
+            generation: None,
+            plan_hash: None,
+        }
+    }
+
+    /// Adds structured detail.
+    pub fn with_detail(mut self, detail: Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds_map_to_http_statuses() {
+        let statuses: Vec<u16> = [
+            EngineErrorKind::Invalid,
+            EngineErrorKind::Refused,
+            EngineErrorKind::Conflict,
+            EngineErrorKind::NotFound,
+            EngineErrorKind::Internal,
+        ]
+        .into_iter()
+        .map(EngineErrorKind::http_status)
+        .collect();
+        assert_eq!(statuses, vec![400, 422, 409, 404, 500]);
+    }
+}

@@ -1,0 +1,446 @@
+//! Metric definitions: every `topologyd_*` metric, its help text and unit, declared as constants
+//! beside the handle that records it.
+//!
+//! Owns: the `prometheus_client` registry and typed handles to each metric. Handles are cheap to
+//! clone (shared atomics), so the engine and the peer tasks each keep a `Metrics` clone and
+//! record directly; the admin listener only renders the registry.
+//!
+//! Must not touch: sockets, HTTP (see `admin`), or any state the engine owns — a metric is a
+//! report of that state, never a second copy that logic reads back.
+//!
+//! The text exposition is OpenMetrics: counters get a `_total` suffix and metrics registered with
+//! a unit get the unit as a suffix (`topologyd_apply_duration` → `topologyd_apply_duration_seconds`).
+
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// `topologyd_bgp_session_state{peer}`: numeric BGP FSM state (RFC 4271 §8.2.2).
+pub const SESSION_STATE: &str = "topologyd_bgp_session_state";
+/// Help for [`SESSION_STATE`].
+pub const SESSION_STATE_HELP: &str = "BGP session state per peer (RFC 4271 8.2.2): 1 Idle, 2 Connect, 3 Active, 4 OpenSent, 5 OpenConfirm, 6 Established";
+
+/// `topologyd_routes_desired{peer,family}`: routes the running generation wants at the peer.
+pub const ROUTES_DESIRED: &str = "topologyd_routes_desired";
+/// Help for [`ROUTES_DESIRED`].
+pub const ROUTES_DESIRED_HELP: &str =
+    "Routes the running generation wants announced to the peer, per address family";
+
+/// `topologyd_routes_announced{peer,family}`: routes the peer has been sent and not withdrawn.
+pub const ROUTES_ANNOUNCED: &str = "topologyd_routes_announced";
+/// Help for [`ROUTES_ANNOUNCED`].
+pub const ROUTES_ANNOUNCED_HELP: &str =
+    "Routes currently announced to the peer (sent and not withdrawn), per address family";
+
+/// `topologyd_bgp_update_messages_total{peer,direction}`.
+pub const UPDATE_MESSAGES: &str = "topologyd_bgp_update_messages";
+/// Help for [`UPDATE_MESSAGES`].
+pub const UPDATE_MESSAGES_HELP: &str = "BGP UPDATE messages sent to and received from the peer";
+
+/// `topologyd_bgp_prefixes_total{peer,direction,kind}`.
+pub const PREFIXES: &str = "topologyd_bgp_prefixes";
+/// Help for [`PREFIXES`].
+pub const PREFIXES_HELP: &str = "Prefixes carried in BGP UPDATE messages sent to and received from the peer, announced or withdrawn";
+
+/// `topologyd_guard_refusals_total{guard}`.
+pub const GUARD_REFUSALS: &str = "topologyd_guard_refusals";
+/// Help for [`GUARD_REFUSALS`].
+pub const GUARD_REFUSALS_HELP: &str = "Routes refused by a runtime guard (never sent), by guard";
+
+/// `topologyd_generation_info{generation,hash}`: always 1, labels name the running generation.
+pub const GENERATION_INFO: &str = "topologyd_generation_info";
+/// Help for [`GENERATION_INFO`].
+pub const GENERATION_INFO_HELP: &str =
+    "The running topology generation and its content hash (value is always 1)";
+
+/// `topologyd_generation`: the running generation number, for arithmetic and alerts.
+pub const GENERATION: &str = "topologyd_generation";
+/// Help for [`GENERATION`].
+pub const GENERATION_HELP: &str = "The running topology generation number";
+
+/// `topologyd_apply_duration_seconds`: histogram.
+pub const APPLY_DURATION: &str = "topologyd_apply_duration";
+/// Help for [`APPLY_DURATION`].
+pub const APPLY_DURATION_HELP: &str =
+    "Time from an apply request to the new generation being committed and handed to every peer";
+
+/// `topologyd_reconcile_duration_seconds`: histogram.
+pub const RECONCILE_DURATION: &str = "topologyd_reconcile_duration";
+/// Help for [`RECONCILE_DURATION`].
+pub const RECONCILE_DURATION_HELP: &str =
+    "Time to reconcile every peer's Adj-RIB-Out with the desired routes";
+
+/// `topologyd_last_successful_apply_timestamp_seconds`.
+pub const LAST_APPLY_TIMESTAMP: &str = "topologyd_last_successful_apply_timestamp";
+/// Help for [`LAST_APPLY_TIMESTAMP`].
+pub const LAST_APPLY_TIMESTAMP_HELP: &str = "Unix time of the last successful apply";
+
+/// Latency buckets shared by the histograms: 1 ms doubling up to about 32 s.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.001, 2.0, 16)
+}
+
+/// BGP FSM states as exported by [`SESSION_STATE`] (RFC 4271 §8.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i64)]
+pub enum SessionState {
+    /// Idle.
+    Idle = 1,
+    /// Connect.
+    Connect = 2,
+    /// Active.
+    Active = 3,
+    /// OpenSent.
+    OpenSent = 4,
+    /// OpenConfirm.
+    OpenConfirm = 5,
+    /// Established.
+    Established = 6,
+}
+
+/// Direction of BGP traffic.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Direction {
+    /// To the peer.
+    Sent,
+    /// From the peer.
+    Received,
+}
+
+/// Whether a prefix was announced or withdrawn.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum PrefixKind {
+    /// Announced (NLRI / MP_REACH_NLRI).
+    Announced,
+    /// Withdrawn (withdrawn routes / MP_UNREACH_NLRI).
+    Withdrawn,
+}
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+        encoder.write_str(match self {
+            Direction::Sent => "sent",
+            Direction::Received => "received",
+        })
+    }
+}
+
+impl EncodeLabelValue for PrefixKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+        encoder.write_str(match self {
+            PrefixKind::Announced => "announced",
+            PrefixKind::Withdrawn => "withdrawn",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    peer: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerFamilyLabels {
+    peer: String,
+    family: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerDirectionLabels {
+    peer: String,
+    direction: Direction,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PrefixLabels {
+    peer: String,
+    direction: Direction,
+    kind: PrefixKind,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GuardLabels {
+    guard: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GenerationLabels {
+    generation: String,
+    hash: String,
+}
+
+/// Typed handles to every metric plus the registry they are registered in.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    session_state: Family<PeerLabels, Gauge>,
+    routes_desired: Family<PeerFamilyLabels, Gauge>,
+    routes_announced: Family<PeerFamilyLabels, Gauge>,
+    update_messages: Family<PeerDirectionLabels, Counter>,
+    prefixes: Family<PrefixLabels, Counter>,
+    guard_refusals: Family<GuardLabels, Counter>,
+    generation_info: Family<GenerationLabels, Gauge>,
+    generation: Gauge,
+    apply_duration: Histogram,
+    reconcile_duration: Histogram,
+    last_apply_timestamp: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates every metric and registers it.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let session_state = Family::<PeerLabels, Gauge>::default();
+        registry.register(SESSION_STATE, SESSION_STATE_HELP, session_state.clone());
+        let routes_desired = Family::<PeerFamilyLabels, Gauge>::default();
+        registry.register(ROUTES_DESIRED, ROUTES_DESIRED_HELP, routes_desired.clone());
+        let routes_announced = Family::<PeerFamilyLabels, Gauge>::default();
+        registry.register(
+            ROUTES_ANNOUNCED,
+            ROUTES_ANNOUNCED_HELP,
+            routes_announced.clone(),
+        );
+        let update_messages = Family::<PeerDirectionLabels, Counter>::default();
+        registry.register(
+            UPDATE_MESSAGES,
+            UPDATE_MESSAGES_HELP,
+            update_messages.clone(),
+        );
+        let prefixes = Family::<PrefixLabels, Counter>::default();
+        registry.register(PREFIXES, PREFIXES_HELP, prefixes.clone());
+        let guard_refusals = Family::<GuardLabels, Counter>::default();
+        registry.register(GUARD_REFUSALS, GUARD_REFUSALS_HELP, guard_refusals.clone());
+        let generation_info = Family::<GenerationLabels, Gauge>::default();
+        registry.register(
+            GENERATION_INFO,
+            GENERATION_INFO_HELP,
+            generation_info.clone(),
+        );
+        let generation = Gauge::default();
+        registry.register(GENERATION, GENERATION_HELP, generation.clone());
+        let apply_duration = Histogram::new(latency_buckets());
+        registry.register_with_unit(
+            APPLY_DURATION,
+            APPLY_DURATION_HELP,
+            Unit::Seconds,
+            apply_duration.clone(),
+        );
+        let reconcile_duration = Histogram::new(latency_buckets());
+        registry.register_with_unit(
+            RECONCILE_DURATION,
+            RECONCILE_DURATION_HELP,
+            Unit::Seconds,
+            reconcile_duration.clone(),
+        );
+        let last_apply_timestamp = Gauge::default();
+        registry.register_with_unit(
+            LAST_APPLY_TIMESTAMP,
+            LAST_APPLY_TIMESTAMP_HELP,
+            Unit::Seconds,
+            last_apply_timestamp.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            session_state,
+            routes_desired,
+            routes_announced,
+            update_messages,
+            prefixes,
+            guard_refusals,
+            generation_info,
+            generation,
+            apply_duration,
+            reconcile_duration,
+            last_apply_timestamp,
+        }
+    }
+
+    /// The registry, for the admin listener to render.
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry)
+    }
+
+    /// Renders the OpenMetrics text exposition.
+    pub fn render(&self) -> Result<String, fmt::Error> {
+        render(&self.registry)
+    }
+
+    /// Records a peer's FSM state.
+    pub fn set_session_state(&self, peer: &str, state: SessionState) {
+        self.session_state
+            .get_or_create(&peer_labels(peer))
+            .set(state as i64);
+    }
+
+    /// Records routes desired at a peer for an address family (`ipv4-unicast`, `ipv6-unicast`).
+    pub fn set_routes_desired(&self, peer: &str, family: &str, routes: u64) {
+        self.routes_desired
+            .get_or_create(&peer_family_labels(peer, family))
+            .set(saturating_i64(routes));
+    }
+
+    /// Records routes currently announced to a peer for an address family.
+    pub fn set_routes_announced(&self, peer: &str, family: &str, routes: u64) {
+        self.routes_announced
+            .get_or_create(&peer_family_labels(peer, family))
+            .set(saturating_i64(routes));
+    }
+
+    /// Counts one UPDATE message and the prefixes it carried.
+    pub fn count_update(&self, peer: &str, direction: Direction, announced: u64, withdrawn: u64) {
+        self.update_messages
+            .get_or_create(&PeerDirectionLabels {
+                peer: peer.to_owned(),
+                direction,
+            })
+            .inc();
+        for (kind, count) in [
+            (PrefixKind::Announced, announced),
+            (PrefixKind::Withdrawn, withdrawn),
+        ] {
+            self.prefixes
+                .get_or_create(&PrefixLabels {
+                    peer: peer.to_owned(),
+                    direction,
+                    kind,
+                })
+                .inc_by(count);
+        }
+    }
+
+    /// Counts routes a guard refused (`G1`, `G2`, …).
+    pub fn count_guard_refusals(&self, guard: &str, routes: u64) {
+        self.guard_refusals
+            .get_or_create(&GuardLabels {
+                guard: guard.to_owned(),
+            })
+            .inc_by(routes);
+    }
+
+    /// Records the running generation; the info series of the previous one disappears.
+    pub fn set_generation(&self, generation: u64, hash: &str) {
+        self.generation_info.clear();
+        self.generation_info
+            .get_or_create(&GenerationLabels {
+                generation: generation.to_string(),
+                hash: hash.to_owned(),
+            })
+            .set(1);
+        self.generation.set(saturating_i64(generation));
+    }
+
+    /// Records a successful apply: its latency, and the time it finished (unix seconds).
+    pub fn observe_apply(&self, seconds: f64, finished_at_unix: u64) {
+        self.apply_duration.observe(seconds);
+        self.last_apply_timestamp
+            .set(saturating_i64(finished_at_unix));
+    }
+
+    /// Records one reconcile pass's latency.
+    pub fn observe_reconcile(&self, seconds: f64) {
+        self.reconcile_duration.observe(seconds);
+    }
+
+    /// Forgets every series of a removed peer.
+    pub fn remove_peer(&self, peer: &str) {
+        self.session_state.remove(&peer_labels(peer));
+        for family in ["ipv4-unicast", "ipv6-unicast"] {
+            self.routes_desired
+                .remove(&peer_family_labels(peer, family));
+            self.routes_announced
+                .remove(&peer_family_labels(peer, family));
+        }
+    }
+}
+
+/// Renders a registry as OpenMetrics text.
+pub fn render(registry: &Registry) -> Result<String, fmt::Error> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry)?;
+    Ok(text)
+}
+
+fn peer_labels(peer: &str) -> PeerLabels {
+    PeerLabels {
+        peer: peer.to_owned(),
+    }
+}
+
+fn peer_family_labels(peer: &str, family: &str) -> PeerFamilyLabels {
+    PeerFamilyLabels {
+        peer: peer.to_owned(),
+        family: family.to_owned(),
+    }
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_with_units_help_and_labels() {
+        let metrics = Metrics::new();
+        metrics.set_session_state("192.0.2.1", SessionState::Established);
+        metrics.set_routes_desired("192.0.2.1", "ipv4-unicast", 120);
+        metrics.set_routes_announced("192.0.2.1", "ipv4-unicast", 100);
+        metrics.count_update("192.0.2.1", Direction::Sent, 7, 2);
+        metrics.count_update("192.0.2.1", Direction::Received, 0, 0);
+        metrics.count_guard_refusals("G2", 3);
+        metrics.set_generation(41, "sha256:aaaa");
+        metrics.set_generation(42, "sha256:bbbb");
+        metrics.observe_apply(0.25, 1_700_000_000);
+        metrics.observe_reconcile(0.004);
+        let text = metrics.render().unwrap();
+        for expected in [
+            "# HELP topologyd_bgp_session_state BGP session state",
+            "topologyd_bgp_session_state{peer=\"192.0.2.1\"} 6",
+            "topologyd_routes_desired{peer=\"192.0.2.1\",family=\"ipv4-unicast\"} 120",
+            "topologyd_routes_announced{peer=\"192.0.2.1\",family=\"ipv4-unicast\"} 100",
+            "# TYPE topologyd_bgp_update_messages counter",
+            "topologyd_bgp_update_messages_total{peer=\"192.0.2.1\",direction=\"sent\"} 1",
+            "topologyd_bgp_prefixes_total{peer=\"192.0.2.1\",direction=\"sent\",kind=\"announced\"} 7",
+            "topologyd_bgp_prefixes_total{peer=\"192.0.2.1\",direction=\"sent\",kind=\"withdrawn\"} 2",
+            "topologyd_guard_refusals_total{guard=\"G2\"} 3",
+            "topologyd_generation_info{generation=\"42\",hash=\"sha256:bbbb\"} 1",
+            "topologyd_generation 42",
+            "# TYPE topologyd_apply_duration_seconds histogram",
+            "# UNIT topologyd_apply_duration_seconds seconds",
+            "topologyd_apply_duration_seconds_count 1",
+            "topologyd_reconcile_duration_seconds_count 1",
+            "topologyd_last_successful_apply_timestamp_seconds 1700000000",
+            "# EOF",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        assert!(
+            !text.contains("generation=\"41\""),
+            "stale generation info:\n{text}"
+        );
+    }
+
+    #[test]
+    fn removing_a_peer_drops_its_series() {
+        let metrics = Metrics::new();
+        metrics.set_session_state("peer-a", SessionState::Idle);
+        metrics.set_routes_desired("peer-a", "ipv6-unicast", 1);
+        metrics.remove_peer("peer-a");
+        assert!(!metrics.render().unwrap().contains("peer-a"));
+    }
+}

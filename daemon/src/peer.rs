@@ -1,0 +1,956 @@
+//! The tokio driver of one BGP peer: owns its TCP connection(s), timers, the sans-IO
+//! [`Session`] and the peer's [`AdjRibOut`]. It is the thin async shell around the pure core in
+//! `topologyd-bgp`: every protocol decision is the session's; this file moves bytes, arms
+//! timers and reconciles the Adj-RIB-Out with the routes the engine publishes.
+//!
+//! ```text
+//!  engine ──watch<Arc<LocationRoutes>>──► peer task ──► TCP ──► edge router
+//!  engine ──mpsc<PeerCommand> (inbound connection, shutdown)─┘
+//!  peer task ──watch<PeerStatus>──► engine / admin (snapshots only)
+//! ```
+//!
+//! Reconciling: when a new generation is published, the task walks the old and new route lists
+//! (both sorted) and tells the Adj-RIB-Out only what changed, so only the difference goes on the
+//! wire. UPDATEs are pulled from the Adj-RIB-Out while the output buffer is below
+//! [`OUTPUT_HIGH_WATER`]: a slow peer holds back the encoding, never grows a queue.
+//!
+//! Collisions (RFC 4271 §6.8): an inbound connection arriving while our outbound one is not yet
+//! Established is parked until the peer's OPEN tells us its BGP Identifier, then
+//! [`resolve_collision`] decides which connection lives. An inbound connection arriving while a
+//! session is Established replaces it (the peer restarted: RFC 4724 §4.2).
+//!
+//! Must not touch: topology compilation, state files, HTTP.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BytesMut};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot, watch};
+use topologyd_bgp::codec::Family as WireFamily;
+use topologyd_bgp::{
+    AdjRibOut, Direction, Frame, Input, Output, PathAttributes, Session, SessionConfig, State,
+    Timer, next_frame, resolve_collision,
+};
+use tracing::{debug, info, warn};
+
+use crate::announce::{LocationRoutes, PeerRouteContext};
+use crate::sockopt::{self, SessionSecurity};
+
+/// Stop pulling UPDATEs from the Adj-RIB-Out while this much is waiting to be written.
+pub const OUTPUT_HIGH_WATER: usize = 512 * 1024;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 64 * 1024;
+/// How long an outbound connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything a peer task needs to run.
+#[derive(Debug, Clone)]
+pub struct PeerSpec {
+    pub name: String,
+    pub remote: SocketAddr,
+    pub local_address: Option<IpAddr>,
+    pub session: SessionConfig,
+    pub security: SessionSecurity,
+    pub route_context: PeerRouteContext,
+}
+
+/// Requests to a peer task.
+#[derive(Debug)]
+pub enum PeerCommand {
+    /// The listener accepted a connection from this peer's address.
+    Inbound(TcpStream),
+    /// Ask the peer to re-send its routes (RFC 2918), when negotiated.
+    RequestRouteRefresh,
+    /// Stop. With `withdraw_first`, every route is withdrawn and the withdrawals flushed before
+    /// a Cease NOTIFICATION; otherwise the connection is closed without NOTIFICATION so that the
+    /// peer keeps our routes as stale for the graceful-restart time (RFC 4724 §4.2).
+    Shutdown {
+        withdraw_first: bool,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A snapshot of the peer, published after every change; read by the engine and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub address: String,
+    pub state: String,
+    pub established: bool,
+    /// Unix seconds when the session last became Established.
+    pub established_since: Option<u64>,
+    /// The generation whose routes have all been written to the socket (End-of-RIB included).
+    pub generation_synced: Option<u64>,
+    /// The generation the task reconciled its Adj-RIB-Out to.
+    pub generation_desired: u64,
+    pub routes_desired_ipv4: u64,
+    pub routes_desired_ipv6: u64,
+    pub updates_sent: u64,
+    pub prefixes_announced_sent: u64,
+    pub prefixes_withdrawn_sent: u64,
+    pub updates_received: u64,
+    pub prefixes_received_ipv4: u64,
+    pub prefixes_received_ipv6: u64,
+    pub withdrawals_received: u64,
+    pub last_error: Option<String>,
+}
+
+/// The engine's handle on a running peer task.
+#[derive(Debug)]
+pub struct PeerHandle {
+    pub name: String,
+    pub address: IpAddr,
+    pub commands: mpsc::Sender<PeerCommand>,
+    pub status: watch::Receiver<PeerStatus>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the task of one peer. It reconciles to `routes` from the start, so the first UPDATEs
+/// after Established already carry the current generation (what a graceful restart needs).
+pub fn spawn_peer(spec: PeerSpec, routes: watch::Receiver<Arc<LocationRoutes>>) -> PeerHandle {
+    let (commands, command_receiver) = mpsc::channel(16);
+    let initial = PeerStatus {
+        name: spec.name.clone(),
+        address: spec.remote.to_string(),
+        state: format!("{:?}", State::Idle),
+        ..PeerStatus::default()
+    };
+    let (status_sender, status) = watch::channel(initial);
+    let name = spec.name.clone();
+    let address = spec.remote.ip();
+    let driver = PeerDriver::new(spec, routes, status_sender);
+    let task = tokio::spawn(driver.run(command_receiver));
+    PeerHandle {
+        name,
+        address,
+        commands,
+        status,
+        task,
+    }
+}
+
+/// One TCP connection and its session.
+struct Connection {
+    session: Session,
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    input: BytesMut,
+    output: BytesMut,
+    timers: BTreeMap<Timer, Instant>,
+    /// Close once `output` is written.
+    closing: bool,
+    /// The peer's OPEN, once seen: (BGP Identifier, ASN).
+    remote_identity: Option<(Ipv4Addr, u32)>,
+}
+
+type ConnectFuture = Pin<Box<dyn Future<Output = Result<TcpStream, sockopt::SockoptError>> + Send>>;
+
+struct PeerDriver {
+    spec: PeerSpec,
+    routes: watch::Receiver<Arc<LocationRoutes>>,
+    status: watch::Sender<PeerStatus>,
+    rib: AdjRibOut,
+    /// The generation the Adj-RIB-Out holds, and its per-intent path attributes.
+    applied: Arc<LocationRoutes>,
+    applied_attributes: Vec<Arc<PathAttributes>>,
+    interned: HashMap<PathAttributes, Arc<PathAttributes>>,
+    connection: Option<Connection>,
+    /// An inbound connection waiting for collision resolution.
+    parked: Option<Connection>,
+    connecting: Option<ConnectFuture>,
+    /// Session-independent timer: when to retry an outbound connection.
+    idle_timers: BTreeMap<Timer, Instant>,
+    /// A session kept while no connection exists (Idle/Active/Connect).
+    idle_session: Option<Session>,
+    stopping: Option<oneshot::Sender<()>>,
+    jitter_seed: u64,
+    /// Whether the current session has sent everything the Adj-RIB-Out had (End-of-RIB included).
+    synced: bool,
+}
+
+impl PeerDriver {
+    fn new(
+        spec: PeerSpec,
+        routes: watch::Receiver<Arc<LocationRoutes>>,
+        status: watch::Sender<PeerStatus>,
+    ) -> PeerDriver {
+        let jitter_seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |elapsed| elapsed.as_nanos() as u64)
+            ^ u64::from(spec.remote.port());
+        let session = Session::new(spec.session.clone(), jitter_seed);
+        PeerDriver {
+            spec,
+            routes,
+            status,
+            rib: AdjRibOut::new(),
+            applied: Arc::new(LocationRoutes::default()),
+            applied_attributes: Vec::new(),
+            interned: HashMap::new(),
+            connection: None,
+            parked: None,
+            connecting: None,
+            idle_timers: BTreeMap::new(),
+            idle_session: Some(session),
+            stopping: None,
+            jitter_seed,
+            synced: false,
+        }
+    }
+
+    async fn run(mut self, mut commands: mpsc::Receiver<PeerCommand>) {
+        self.reconcile();
+        self.feed_idle(Input::ManualStart);
+        loop {
+            if self.stopping.is_some() && self.connection.is_none() {
+                break;
+            }
+            self.pull_updates();
+            let deadline = self.next_deadline();
+            let want_write = self
+                .connection
+                .as_ref()
+                .is_some_and(|connection| !connection.output.is_empty());
+            let closing_flushed = self
+                .connection
+                .as_ref()
+                .is_some_and(|connection| connection.closing && connection.output.is_empty());
+            if closing_flushed {
+                self.drop_connection("closed");
+                continue;
+            }
+            let has_connection = self.connection.is_some();
+            let has_parked = self.parked.is_some();
+            let connecting = self.connecting.is_some();
+            let Self {
+                connection,
+                parked,
+                connecting: connect_future,
+                routes,
+                ..
+            } = &mut self;
+            let (live_reader, live_writer) = split_halves(connection.as_mut());
+            let (parked_reader, _) = split_halves(parked.as_mut());
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => {
+                        self.on_command_shutdown(false);
+                    }
+                },
+                changed = routes.changed() => {
+                    if changed.is_ok() {
+                        self.reconcile();
+                    } else {
+                        // The engine is gone: keep what was sent (graceful restart).
+                        self.on_command_shutdown(false);
+                    }
+                },
+                read = read_some(live_reader), if has_connection => self.on_read(read, false),
+                read = read_some(parked_reader), if has_parked => self.on_read(read, true),
+                written = write_some(live_writer), if want_write => self.on_written(written),
+                connected = poll_connect(connect_future), if connecting => {
+                    self.connecting = None;
+                    self.on_connected(connected);
+                },
+                () = sleep_until(deadline), if deadline.is_some() => self.on_timers(),
+            }
+            self.publish_status();
+        }
+        if let Some(done) = self.stopping.take() {
+            let _ = done.send(());
+        }
+        self.publish_status();
+    }
+
+    // ----- inputs --------------------------------------------------------------------------
+
+    fn on_command(&mut self, command: PeerCommand) {
+        match command {
+            PeerCommand::Inbound(stream) => self.on_inbound(stream),
+            PeerCommand::RequestRouteRefresh => {
+                for family in [WireFamily::Ipv4Unicast, WireFamily::Ipv6Unicast] {
+                    self.feed(Input::RequestRouteRefresh(family), false);
+                }
+            }
+            PeerCommand::Shutdown {
+                withdraw_first,
+                done,
+            } => {
+                self.stopping = Some(done);
+                self.on_command_shutdown(withdraw_first);
+            }
+        }
+    }
+
+    fn on_command_shutdown(&mut self, withdraw_first: bool) {
+        self.connecting = None;
+        self.idle_timers.clear();
+        self.parked = None;
+        if self.stopping.is_none() {
+            let (done, _) = oneshot::channel();
+            self.stopping = Some(done);
+        }
+        if withdraw_first && self.is_established() {
+            self.rib.withdraw_all();
+            // Pull every withdrawal into the output buffer, then stop with a Cease.
+            while let Some(update) = self.rib.next_update(usize::MAX) {
+                if let Some(connection) = self.connection.as_mut() {
+                    connection.output.extend_from_slice(&update);
+                }
+            }
+            self.feed(Input::ManualStop, false);
+        } else if let Some(connection) = self.connection.as_mut() {
+            // No NOTIFICATION: the peer keeps our routes as stale (RFC 4724 §4.2).
+            connection.closing = true;
+            connection.output.clear();
+        }
+        self.idle_session = None;
+    }
+
+    fn on_inbound(&mut self, stream: TcpStream) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let mut session = Session::new(self.spec.session.clone(), self.next_seed());
+        let now = Instant::now();
+        let mut outputs = session.handle(Input::ManualStart, now);
+        outputs.extend(session.handle(Input::TcpConnected(Direction::Inbound), now));
+        let mut connection = Connection::new(session, stream);
+        let established = self.is_established();
+        let pending_outbound = self.connection.is_some() && !established;
+        if pending_outbound {
+            info!(peer = %self.spec.name, "connection collision: parking the inbound connection (RFC 4271 §6.8)");
+            connection.apply_outputs_detached(outputs);
+            self.parked = Some(connection);
+            self.try_resolve_collision();
+            return;
+        }
+        if established {
+            info!(peer = %self.spec.name, "new inbound connection while Established: the peer restarted, replacing the session (RFC 4724 §4.2)");
+            self.drop_connection("replaced by a new connection from the peer");
+        }
+        self.connecting = None;
+        self.idle_session = None;
+        self.idle_timers.clear();
+        self.connection = Some(connection);
+        self.apply_outputs(outputs, false);
+    }
+
+    fn on_connected(&mut self, connected: Result<TcpStream, sockopt::SockoptError>) {
+        match connected {
+            Ok(stream) => {
+                if self.connection.is_some() {
+                    // An inbound connection won meanwhile.
+                    return;
+                }
+                let _ = stream.set_nodelay(true);
+                let Some(session) = self.idle_session.take() else {
+                    return;
+                };
+                debug!(peer = %self.spec.name, "outbound connection established");
+                self.connection = Some(Connection::new(session, stream));
+                self.feed(Input::TcpConnected(Direction::Outbound), false);
+            }
+            Err(error) => {
+                debug!(peer = %self.spec.name, %error, "outbound connection failed");
+                self.set_error(error.to_string());
+                self.feed_idle(Input::TcpFailed);
+            }
+        }
+    }
+
+    fn on_read(&mut self, read: std::io::Result<usize>, parked: bool) {
+        match read {
+            Ok(0) | Err(_) => {
+                if let Err(error) = &read {
+                    self.set_error(format!("read: {error}"));
+                }
+                self.feed(Input::TcpClosed, parked);
+                if parked {
+                    self.parked = None;
+                } else {
+                    self.drop_connection("closed by the peer");
+                }
+            }
+            Ok(_) => loop {
+                let slot = if parked {
+                    self.parked.as_mut()
+                } else {
+                    self.connection.as_mut()
+                };
+                let Some(connection) = slot else { return };
+                let max_len = connection.session.max_message_len();
+                match next_frame(&connection.input, max_len) {
+                    Ok(Frame::Complete { length }) => {
+                        let message = connection.input.split_to(length).freeze();
+                        self.feed(Input::Message(message), parked);
+                    }
+                    Ok(Frame::NeedMore { .. }) => return,
+                    Err(error) => {
+                        self.feed(Input::ReceiveError(error), parked);
+                        return;
+                    }
+                }
+            },
+        }
+    }
+
+    fn on_written(&mut self, written: std::io::Result<usize>) {
+        match written {
+            Ok(count) => {
+                if let Some(connection) = self.connection.as_mut() {
+                    connection.output.advance(count);
+                }
+                self.feed(Input::SendProgress, false);
+                self.update_synced();
+            }
+            Err(error) => {
+                self.set_error(format!("write: {error}"));
+                self.feed(Input::TcpClosed, false);
+                self.drop_connection("write failed");
+            }
+        }
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<Timer> = self
+            .idle_timers
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(timer, _)| *timer)
+            .collect();
+        for timer in expired {
+            self.idle_timers.remove(&timer);
+            self.feed_idle(Input::TimerExpired(timer));
+        }
+        for parked in [false, true] {
+            let slot = if parked {
+                self.parked.as_mut()
+            } else {
+                self.connection.as_mut()
+            };
+            let Some(connection) = slot else { continue };
+            let expired: Vec<Timer> = connection
+                .timers
+                .iter()
+                .filter(|(_, deadline)| **deadline <= now)
+                .map(|(timer, _)| *timer)
+                .collect();
+            for timer in expired {
+                if let Some(connection) = if parked {
+                    self.parked.as_mut()
+                } else {
+                    self.connection.as_mut()
+                } {
+                    connection.timers.remove(&timer);
+                }
+                self.feed(Input::TimerExpired(timer), parked);
+            }
+        }
+    }
+
+    // ----- session plumbing ----------------------------------------------------------------
+
+    /// Feeds the session of the live (or parked) connection and carries out its outputs.
+    fn feed(&mut self, input: Input, parked: bool) {
+        let now = Instant::now();
+        let outputs = {
+            let slot = if parked {
+                self.parked.as_mut()
+            } else {
+                self.connection.as_mut()
+            };
+            match slot {
+                Some(connection) => connection.session.handle(input, now),
+                None => {
+                    if parked {
+                        return;
+                    }
+                    return self.feed_idle(input);
+                }
+            }
+        };
+        self.apply_outputs(outputs, parked);
+    }
+
+    /// Feeds the session that exists while no connection does (Idle / Connect / Active).
+    fn feed_idle(&mut self, input: Input) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let Some(session) = self.idle_session.as_mut() else {
+            return;
+        };
+        let outputs = session.handle(input, Instant::now());
+        for output in outputs {
+            match output {
+                Output::Connect => self.start_connect(),
+                Output::SetTimer(timer, deadline) => {
+                    self.idle_timers.insert(timer, deadline);
+                }
+                Output::CancelTimer(timer) => {
+                    self.idle_timers.remove(&timer);
+                }
+                Output::StateChanged { to, .. } => self.set_state(to),
+                other => debug!(peer = %self.spec.name, ?other, "output without a connection"),
+            }
+        }
+    }
+
+    fn apply_outputs(&mut self, outputs: Vec<Output>, parked: bool) {
+        for output in outputs {
+            match output {
+                Output::Connect => self.start_connect(),
+                Output::CloseConnection => {
+                    if let Some(connection) = self.slot(parked) {
+                        connection.closing = true;
+                    }
+                }
+                Output::Send(bytes) => {
+                    if let Some(connection) = self.slot(parked) {
+                        connection.output.extend_from_slice(&bytes);
+                    }
+                }
+                Output::SetTimer(timer, deadline) => {
+                    if let Some(connection) = self.slot(parked) {
+                        connection.timers.insert(timer, deadline);
+                    }
+                }
+                Output::CancelTimer(timer) => {
+                    if let Some(connection) = self.slot(parked) {
+                        connection.timers.remove(&timer);
+                    }
+                }
+                Output::StateChanged { from, to } => {
+                    info!(peer = %self.spec.name, ?from, ?to, parked, "session state");
+                    if !parked {
+                        self.set_state(to);
+                    }
+                }
+                Output::OpenReceived { router_id, asn } => {
+                    if let Some(connection) = self.slot(parked) {
+                        connection.remote_identity = Some((router_id, asn));
+                    }
+                    self.try_resolve_collision();
+                }
+                Output::Established(negotiated) => {
+                    if parked {
+                        // Resolved on OPEN already; a parked session never reaches here.
+                        continue;
+                    }
+                    self.rib.session_established(&negotiated);
+                    self.synced = false;
+                    let since = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |elapsed| elapsed.as_secs());
+                    self.status.send_modify(|status| {
+                        status.established = true;
+                        status.established_since = Some(since);
+                        status.last_error = None;
+                    });
+                    info!(peer = %self.spec.name, families = ?negotiated.families, "Established");
+                }
+                Output::SessionDown(reason) => {
+                    if !parked {
+                        info!(peer = %self.spec.name, ?reason, "session down");
+                        self.rib.session_down();
+                        self.synced = false;
+                        self.set_error(format!("{reason:?}"));
+                        self.status.send_modify(|status| {
+                            status.established = false;
+                            status.generation_synced = None;
+                        });
+                    }
+                }
+                Output::NotificationSent(notification) => {
+                    warn!(peer = %self.spec.name, ?notification, "NOTIFICATION sent");
+                }
+                Output::NotificationReceived(notification) => {
+                    warn!(peer = %self.spec.name, ?notification, "NOTIFICATION received");
+                }
+                Output::RouteRefreshRequested(family) => {
+                    info!(peer = %self.spec.name, ?family, "route refresh requested: re-sending");
+                    self.rib.route_refresh(family);
+                    self.synced = false;
+                }
+                Output::RouteRefreshDemarcation { family, begin } => {
+                    debug!(peer = %self.spec.name, ?family, begin, "route refresh demarcation");
+                }
+                Output::RoutesReceived(summary) => {
+                    self.status.send_modify(|status| {
+                        status.updates_received += 1;
+                        status.prefixes_received_ipv4 += summary.announced[0];
+                        status.prefixes_received_ipv6 += summary.announced[1];
+                        status.withdrawals_received += summary.withdrawn[0] + summary.withdrawn[1];
+                    });
+                }
+            }
+        }
+    }
+
+    fn slot(&mut self, parked: bool) -> Option<&mut Connection> {
+        if parked {
+            self.parked.as_mut()
+        } else {
+            self.connection.as_mut()
+        }
+    }
+
+    /// RFC 4271 §6.8: with both connections' OPENs known (or the live one's), keep the
+    /// connection initiated by the speaker with the higher BGP Identifier.
+    fn try_resolve_collision(&mut self) {
+        let (Some(live), Some(parked)) = (self.connection.as_ref(), self.parked.as_ref()) else {
+            return;
+        };
+        let identity = live.remote_identity.or(parked.remote_identity);
+        let Some((remote_router_id, remote_asn)) = identity else {
+            return;
+        };
+        let winner = resolve_collision(
+            self.spec.session.router_id,
+            self.spec.session.local_asn,
+            remote_router_id,
+            remote_asn,
+        );
+        let live_direction = live.session.direction();
+        if Some(winner) == live_direction {
+            info!(peer = %self.spec.name, "collision: keeping our outbound connection");
+            self.feed(Input::CollisionLost, true);
+            self.parked = None;
+        } else {
+            info!(peer = %self.spec.name, "collision: keeping the peer's inbound connection");
+            self.feed(Input::CollisionLost, false);
+            self.connection = self.parked.take();
+            self.rib.session_down();
+        }
+    }
+
+    fn start_connect(&mut self) {
+        if self.spec.session.passive || self.connecting.is_some() || self.connection.is_some() {
+            return;
+        }
+        let remote = self.spec.remote;
+        let local = self
+            .spec
+            .local_address
+            .map(|address| SocketAddr::new(address, 0));
+        let security = self.spec.security.clone();
+        self.connecting = Some(Box::pin(async move {
+            sockopt::connect(remote, local, &security, CONNECT_TIMEOUT).await
+        }));
+    }
+
+    fn drop_connection(&mut self, why: &str) {
+        if self.connection.take().is_some() {
+            debug!(peer = %self.spec.name, why, "connection dropped");
+            if self.is_established_status() {
+                self.rib.session_down();
+            }
+            self.status.send_modify(|status| {
+                status.established = false;
+                status.generation_synced = None;
+            });
+        }
+        self.synced = false;
+        if self.stopping.is_some() {
+            return;
+        }
+        // A fresh session takes over: it retries (active) or waits (passive).
+        let mut session = Session::new(self.spec.session.clone(), self.next_seed());
+        let now = Instant::now();
+        let outputs = session.handle(Input::ManualStart, now);
+        self.idle_session = Some(session);
+        self.idle_timers.clear();
+        // Do not reconnect at once: arm the retry timer via a TcpFailed on the new session.
+        let outputs: Vec<Output> = outputs
+            .into_iter()
+            .filter(|output| !matches!(output, Output::Connect))
+            .collect();
+        for output in outputs {
+            if let Output::SetTimer(timer, deadline) = output {
+                self.idle_timers.insert(timer, deadline);
+            }
+        }
+        if !self.spec.session.passive {
+            self.feed_idle(Input::TcpFailed);
+        }
+        self.set_state(State::Active);
+    }
+
+    // ----- routes --------------------------------------------------------------------------
+
+    /// Walks the applied and the newly published route lists and tells the Adj-RIB-Out only
+    /// what differs.
+    fn reconcile(&mut self) {
+        let new = self.routes.borrow_and_update().clone();
+        if Arc::ptr_eq(&new, &self.applied) {
+            return;
+        }
+        let new_attributes: Vec<Arc<PathAttributes>> = new
+            .intents
+            .iter()
+            .map(|intent| {
+                let attributes = self.spec.route_context.path_attributes(intent);
+                self.interned
+                    .entry(attributes.clone())
+                    .or_insert_with(|| Arc::new(attributes))
+                    .clone()
+            })
+            .collect();
+        let old = &self.applied;
+        let (mut old_index, mut new_index) = (0, 0);
+        let mut failures = 0u64;
+        let mut first_failure: Option<String> = None;
+        let mut announce = |rib: &mut AdjRibOut, prefix, attributes: &Arc<PathAttributes>| {
+            if let Err(error) = rib.announce(prefix, attributes) {
+                failures += 1;
+                first_failure.get_or_insert_with(|| format!("{prefix}: {error}"));
+            }
+        };
+        while old_index < old.routes.len() || new_index < new.routes.len() {
+            let old_route = old.routes.get(old_index);
+            let new_route = new.routes.get(new_index);
+            match (old_route, new_route) {
+                (Some((old_prefix, old_intent)), Some((new_prefix, new_intent))) => {
+                    if old_prefix == new_prefix {
+                        let before = self.applied_attributes.get(*old_intent as usize);
+                        let after = new_attributes.get(*new_intent as usize);
+                        if let Some(after) = after
+                            && before.is_none_or(|before| !Arc::ptr_eq(before, after))
+                        {
+                            announce(&mut self.rib, *new_prefix, after);
+                        }
+                        old_index += 1;
+                        new_index += 1;
+                    } else if old_prefix < new_prefix {
+                        self.rib.withdraw(*old_prefix);
+                        old_index += 1;
+                    } else {
+                        if let Some(after) = new_attributes.get(*new_intent as usize) {
+                            announce(&mut self.rib, *new_prefix, after);
+                        }
+                        new_index += 1;
+                    }
+                }
+                (Some((old_prefix, _)), None) => {
+                    self.rib.withdraw(*old_prefix);
+                    old_index += 1;
+                }
+                (None, Some((new_prefix, new_intent))) => {
+                    if let Some(after) = new_attributes.get(*new_intent as usize) {
+                        announce(&mut self.rib, *new_prefix, after);
+                    }
+                    new_index += 1;
+                }
+                (None, None) => break,
+            }
+        }
+        debug!(peer = %self.spec.name, generation = new.generation, routes = new.routes.len(), in_rib = self.rib.len(), failures, "reconciled");
+        if failures > 0 {
+            let first = first_failure.unwrap_or_default();
+            warn!(peer = %self.spec.name, failures, %first, "routes could not be announced");
+            self.set_error(format!("{failures} routes could not be announced; first: {first}"));
+        }
+        let (ipv4, ipv6) = new.count_by_family();
+        let generation = new.generation;
+        self.applied = new;
+        self.applied_attributes = new_attributes;
+        self.interned
+            .retain(|_, attributes| Arc::strong_count(attributes) > 1);
+        self.synced = false;
+        self.status.send_modify(|status| {
+            status.generation_desired = generation;
+            status.routes_desired_ipv4 = ipv4;
+            status.routes_desired_ipv6 = ipv6;
+        });
+    }
+
+    /// Moves UPDATEs from the Adj-RIB-Out into the output buffer while there is room.
+    fn pull_updates(&mut self) {
+        if !self.is_established() {
+            return;
+        }
+        let Some(connection) = self.connection.as_mut() else {
+            return;
+        };
+        if connection.closing {
+            return;
+        }
+        while connection.output.len() < OUTPUT_HIGH_WATER {
+            let budget = OUTPUT_HIGH_WATER - connection.output.len();
+            match self.rib.next_update(budget) {
+                Some(update) => connection.output.extend_from_slice(&update),
+                None => break,
+            }
+        }
+        self.update_synced();
+    }
+
+    fn update_synced(&mut self) {
+        let flushed = self
+            .connection
+            .as_ref()
+            .is_some_and(|connection| connection.output.is_empty());
+        if self.is_established() && flushed && !self.rib.has_pending() && !self.synced {
+            self.synced = true;
+            let generation = self.applied.generation;
+            let counters = self.rib.counters();
+            self.status.send_modify(|status| {
+                status.generation_synced = Some(generation);
+                status.updates_sent = counters.updates;
+                status.prefixes_announced_sent = counters.announced;
+                status.prefixes_withdrawn_sent = counters.withdrawn;
+            });
+        }
+    }
+
+    // ----- status --------------------------------------------------------------------------
+
+    fn is_established(&self) -> bool {
+        self.connection
+            .as_ref()
+            .is_some_and(|connection| connection.session.state() == State::Established)
+    }
+
+    fn is_established_status(&self) -> bool {
+        self.status.borrow().established
+    }
+
+    fn set_state(&mut self, state: State) {
+        self.status
+            .send_modify(|status| status.state = format!("{state:?}"));
+    }
+
+    fn set_error(&mut self, error: String) {
+        self.status
+            .send_modify(|status| status.last_error = Some(error));
+    }
+
+    fn publish_status(&mut self) {
+        let counters = self.rib.counters();
+        self.status.send_if_modified(|status| {
+            let changed = status.updates_sent != counters.updates
+                || status.prefixes_announced_sent != counters.announced
+                || status.prefixes_withdrawn_sent != counters.withdrawn;
+            status.updates_sent = counters.updates;
+            status.prefixes_announced_sent = counters.announced;
+            status.prefixes_withdrawn_sent = counters.withdrawn;
+            changed
+        });
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let connection_deadlines = [self.connection.as_ref(), self.parked.as_ref()]
+            .into_iter()
+            .flatten()
+            .flat_map(|connection| connection.timers.values().copied());
+        self.idle_timers
+            .values()
+            .copied()
+            .chain(connection_deadlines)
+            .min()
+    }
+
+    fn next_seed(&mut self) -> u64 {
+        self.jitter_seed = self
+            .jitter_seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.jitter_seed
+    }
+}
+
+impl Connection {
+    fn new(session: Session, stream: TcpStream) -> Connection {
+        let (reader, writer) = stream.into_split();
+        Connection {
+            session,
+            reader,
+            writer,
+            input: BytesMut::with_capacity(READ_CHUNK),
+            output: BytesMut::with_capacity(READ_CHUNK),
+            timers: BTreeMap::new(),
+            closing: false,
+            remote_identity: None,
+        }
+    }
+
+    /// Applies the outputs of a session that is not yet the driver's (a parked connection
+    /// before it is stored): buffers messages and timers.
+    fn apply_outputs_detached(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Send(bytes) => self.output.extend_from_slice(&bytes),
+                Output::SetTimer(timer, deadline) => {
+                    self.timers.insert(timer, deadline);
+                }
+                Output::CancelTimer(timer) => {
+                    self.timers.remove(&timer);
+                }
+                Output::CloseConnection => self.closing = true,
+                _ => {}
+            }
+        }
+    }
+}
+
+type ReadHalf<'a> = Option<(&'a mut OwnedReadHalf, &'a mut BytesMut)>;
+type WriteHalf<'a> = Option<(&'a mut OwnedWriteHalf, &'a BytesMut)>;
+
+/// Borrows a connection's read side and write side separately, so that one `select!` can wait
+/// on both.
+fn split_halves(connection: Option<&mut Connection>) -> (ReadHalf<'_>, WriteHalf<'_>) {
+    match connection {
+        Some(connection) => (
+            Some((&mut connection.reader, &mut connection.input)),
+            Some((&mut connection.writer, &connection.output)),
+        ),
+        None => (None, None),
+    }
+}
+
+async fn read_some(half: ReadHalf<'_>) -> std::io::Result<usize> {
+    match half {
+        Some((reader, input)) => {
+            if input.capacity() - input.len() < READ_CHUNK / 4 {
+                input.reserve(READ_CHUNK);
+            }
+            reader.read_buf(input).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_some(half: WriteHalf<'_>) -> std::io::Result<usize> {
+    match half {
+        Some((writer, output)) if !output.is_empty() => writer.write(output).await,
+        _ => std::future::pending().await,
+    }
+}
+
+async fn poll_connect(
+    future: &mut Option<ConnectFuture>,
+) -> Result<TcpStream, sockopt::SockoptError> {
+    match future {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await,
+        None => std::future::pending().await,
+    }
+}

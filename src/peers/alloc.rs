@@ -1,0 +1,75 @@
+//! Loopback address and port allocation, so that tests running in parallel (threads of one
+//! `cargo test` process, and other test processes) never hand two daemons the same BGP listener.
+//!
+//! IPv4: every call returns a new `127.a.b.c` address; `a` comes from the process id (1..=254, never
+//! 0 so `127.0.0.1` stays untouched) and `b.c` from a per-process counter. Linux routes all of
+//! `127.0.0.0/8` to `lo`, so these addresses work without configuration. IPv6 has only `::1`, so IPv6
+//! endpoints differ by port: ports come from the kernel (bind port 0) and are remembered so that
+//! this process never hands the same one out twice. Nothing here touches a non-loopback address.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use super::Transport;
+
+static NEXT_HOST: AtomicU32 = AtomicU32::new(0);
+static HANDED_OUT: Mutex<Option<HashSet<SocketAddr>>> = Mutex::new(None);
+
+/// A loopback address no other call in this process has returned.
+pub fn loopback_v4() -> Ipv4Addr {
+    // 254 usable values per last octet (1..=254) keep .0 and .255 out of the way.
+    let n = NEXT_HOST.fetch_add(1, Ordering::Relaxed);
+    let host = n % (254 * 256);
+    let second = u8::try_from(1 + std::process::id() % 254).unwrap_or(1);
+    let third = u8::try_from(host / 254).unwrap_or(0);
+    let fourth = u8::try_from(1 + host % 254).unwrap_or(1);
+    Ipv4Addr::new(127, second, third, fourth)
+}
+
+/// A port on `ip` that is free now and was never handed out by this process before.
+pub fn free_port(ip: IpAddr) -> u16 {
+    loop {
+        let candidate = TcpListener::bind(SocketAddr::new(ip, 0))
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            // Binding port 0 on loopback only fails when the ephemeral range is exhausted; fall
+            // back to a port derived from the counter rather than giving up.
+            .unwrap_or_else(|_| {
+                let n = NEXT_HOST.fetch_add(1, Ordering::Relaxed);
+                20_000 + u16::try_from(n % 20_000).unwrap_or(0)
+            });
+        let mut guard = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+        if guard.get_or_insert_with(HashSet::new).insert(SocketAddr::new(ip, candidate)) {
+            return candidate;
+        }
+    }
+}
+
+/// A fresh endpoint for a BGP listener of the given transport.
+pub fn endpoint(transport: Transport) -> SocketAddr {
+    let ip = match transport {
+        Transport::V4 => IpAddr::V4(loopback_v4()),
+        Transport::V6 => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    };
+    SocketAddr::new(ip, free_port(ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_distinct_loopback() {
+        let seen: HashSet<Ipv4Addr> = (0..1000).map(|_| loopback_v4()).collect();
+        assert_eq!(seen.len(), 1000);
+        assert!(seen.iter().all(|address| address.is_loopback() && address.octets()[1] != 0));
+    }
+
+    #[test]
+    fn v6_endpoints_never_share_a_port() {
+        let seen: HashSet<SocketAddr> = (0..50).map(|_| endpoint(Transport::V6)).collect();
+        assert_eq!(seen.len(), 50);
+    }
+}

@@ -1,0 +1,264 @@
+//! Synthetic service topologies for benchmarks and scale tests.
+//!
+//! Generates the TOML text of a fleet (locations in regions), services with a mix of selectors,
+//! onboarded IPv4 and IPv6 prefixes and their bindings, in the same files an operator would
+//! write: `fleet.toml`, `services.toml`, `prefixes.toml`, `bindings.toml`. Every generated
+//! topology is valid by construction (each advertised prefix has its default binding; the
+//! services of more-specific bindings are announced at least wherever the covering route is),
+//! so a benchmark measures the compiler's work, not its error path.
+//!
+//! Owns nothing but string building; it is deterministic for a given [`SynthSpec`].
+
+use std::fmt::Write as _;
+
+/// Number of regions the locations are spread over.
+const REGIONS: usize = 12;
+/// Every `GLOBAL_SERVICE_EVERY`-th service is announced at every live location; the services of
+/// more-specific bindings are drawn from these so that no binding is a blackhole by construction.
+const GLOBAL_SERVICE_EVERY: usize = 10;
+
+/// The size of a synthetic topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SynthSpec {
+    /// Live locations (plus one offline test location).
+    pub locations: usize,
+    /// Services; a tenth of them select every live location, the rest a region or a tag.
+    pub services: usize,
+    /// Onboarded prefixes; three quarters IPv4 /24, one quarter IPv6 /48.
+    pub prefixes: usize,
+    /// Bindings, at least one (the default binding) per prefix; the rest are more-specifics.
+    pub bindings: usize,
+}
+
+impl SynthSpec {
+    /// The benchmark size of the topology engine issue: 500 locations, 2,000 services,
+    /// 100,000 prefixes and 300,000 bindings.
+    pub const ISSUE_SCALE: SynthSpec = SynthSpec {
+        locations: 500,
+        services: 2_000,
+        prefixes: 100_000,
+        bindings: 300_000,
+    };
+
+    /// The same fleet with `bindings` bindings over proportionally many prefixes.
+    pub fn with_bindings(bindings: usize) -> SynthSpec {
+        SynthSpec {
+            prefixes: (bindings / 3).max(1),
+            bindings,
+            ..SynthSpec::ISSUE_SCALE
+        }
+    }
+}
+
+/// One generated file: its name and TOML text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SynthFile {
+    pub name: String,
+    pub text: String,
+}
+
+/// The files of a synthetic topology.
+pub fn generate(spec: &SynthSpec) -> Vec<SynthFile> {
+    generate_with_changes(spec, 0)
+}
+
+/// The files of a synthetic topology in which `changed_per_mille` ‰ of the more-specific
+/// bindings point at another global service than in [`generate`]: a change touching that share
+/// of the bindings, for plan benchmarks. Prefixes and locations are identical.
+pub fn generate_with_changes(spec: &SynthSpec, changed_per_mille: usize) -> Vec<SynthFile> {
+    vec![
+        SynthFile {
+            name: "fleet.toml".into(),
+            text: fleet(spec),
+        },
+        SynthFile {
+            name: "services.toml".into(),
+            text: services(spec),
+        },
+        SynthFile {
+            name: "prefixes.toml".into(),
+            text: prefixes(spec),
+        },
+        SynthFile {
+            name: "bindings.toml".into(),
+            text: bindings(spec, changed_per_mille),
+        },
+    ]
+}
+
+fn region_name(index: usize) -> String {
+    format!("region-{:02}", index % REGIONS)
+}
+
+fn location_name(index: usize) -> String {
+    format!("loc{index:04}")
+}
+
+fn service_name(index: usize) -> String {
+    format!("svc{index:04}")
+}
+
+fn fleet(spec: &SynthSpec) -> String {
+    let mut out = String::with_capacity(spec.locations * 160);
+    for index in 0..spec.locations {
+        let tag = if index % 7 == 0 { "canary" } else { "edge" };
+        let _ = write!(
+            out,
+            "[[location]]\nname = \"{}\"\nregion = \"{}\"\nmetro = \"M{:03}\"\ncountry = \"C{:02}\"\ntags = [\"{}\", \"tier-{}\"]\nstate = \"live\"\n\n",
+            location_name(index),
+            region_name(index),
+            index / 3,
+            index % 40,
+            tag,
+            index % 3
+        );
+    }
+    out.push_str(
+        "[[location]]\nname = \"test-offline\"\nregion = \"region-00\"\nmetro = \"TST\"\ncountry = \"C00\"\ntags = [\"test\"]\nstate = \"offline\"\n\n",
+    );
+    out
+}
+
+fn services(spec: &SynthSpec) -> String {
+    let mut out = String::with_capacity(spec.services * 160);
+    for index in 0..spec.services {
+        let topology = if index % GLOBAL_SERVICE_EVERY == 0 {
+            "all".to_string()
+        } else {
+            match index % 3 {
+                0 => format!("region = \\\"{}\\\"", region_name(index)),
+                1 => format!(
+                    "region in [\\\"{}\\\", \\\"{}\\\"] and not tag = \\\"canary\\\"",
+                    region_name(index),
+                    region_name(index + 1)
+                ),
+                _ => format!(
+                    "tag = \\\"tier-{}\\\" or region = \\\"{}\\\"",
+                    index % 3,
+                    region_name(index + 5)
+                ),
+            }
+        };
+        let _ = write!(
+            out,
+            "[[service]]\nname = \"{}\"\nlifecycle = \"active\"\ntopology = \"{}\"\ncommunities = [\"64500:{}\"]\nmed = {}\n\n",
+            service_name(index),
+            topology,
+            index % 65_000,
+            index % 100
+        );
+    }
+    out
+}
+
+/// The `index`-th prefix: IPv4 /24s from 11.0.0.0 for three quarters, IPv6 /48s under
+/// 2001:db8::/32 (documentation space) for the rest.
+fn prefix_cidr(index: usize) -> (String, bool) {
+    if index % 4 != 3 {
+        let n = (index / 4) * 3 + index % 4;
+        let base: u32 = (11 << 24) + ((n as u32) << 8);
+        let bytes = base.to_be_bytes();
+        (
+            format!("{}.{}.{}.0/24", bytes[0], bytes[1], bytes[2]),
+            true,
+        )
+    } else {
+        let n = index / 4;
+        (format!("2001:db8:{:x}::/48", n % 0x1_0000), false)
+    }
+}
+
+fn prefixes(spec: &SynthSpec) -> String {
+    let mut out = String::with_capacity(spec.prefixes * 100);
+    for index in 0..spec.prefixes {
+        let (cidr, _) = prefix_cidr(index);
+        let _ = write!(
+            out,
+            "[[prefix]]\ncidr = \"{cidr}\"\norigin_asn = 64500\nowner = \"customer-{}\"\nadvertise = true\n\n",
+            index % 5_000
+        );
+    }
+    out
+}
+
+/// The `which`-th more-specific cidr inside prefix `index` (a /28 in IPv4, a /64 in IPv6).
+fn more_specific_cidr(index: usize, which: usize) -> String {
+    let (cidr, is_v4) = prefix_cidr(index);
+    if is_v4 {
+        let base = cidr.trim_end_matches(".0/24");
+        format!("{base}.{}/28", (which % 16) * 16)
+    } else {
+        let base = cidr.trim_end_matches("::/48");
+        format!("{base}:{:x}::/64", which % 0x1_0000)
+    }
+}
+
+fn bindings(spec: &SynthSpec, changed_per_mille: usize) -> String {
+    let mut out = String::with_capacity(spec.bindings * 64);
+    let global_services = spec.services.div_ceil(GLOBAL_SERVICE_EVERY).max(1);
+    for index in 0..spec.prefixes.min(spec.bindings) {
+        let (cidr, _) = prefix_cidr(index);
+        let _ = write!(
+            out,
+            "[[binding]]\ncidr = \"{cidr}\"\nservice = \"{}\"\n\n",
+            service_name(index % spec.services)
+        );
+    }
+    let extra = spec.bindings.saturating_sub(spec.prefixes);
+    for n in 0..extra {
+        let prefix_index = n % spec.prefixes;
+        let which = n / spec.prefixes;
+        let mut global = (n * 7 + which) % global_services;
+        if changed_per_mille > 0 && (n * 7919) % 1000 < changed_per_mille {
+            global = (global + 1) % global_services;
+        }
+        let _ = write!(
+            out,
+            "[[binding]]\ncidr = \"{}\"\nservice = \"{}\"\n\n",
+            more_specific_cidr(prefix_index, which),
+            service_name(global * GLOBAL_SERVICE_EVERY)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_sizes_match_the_spec() {
+        let spec = SynthSpec {
+            locations: 20,
+            services: 30,
+            prefixes: 40,
+            bindings: 100,
+        };
+        let files = generate(&spec);
+        let count = |needle: &str| -> usize {
+            files.iter().map(|file| file.text.matches(needle).count()).sum()
+        };
+        assert_eq!(count("[[location]]"), 21);
+        assert_eq!(count("[[service]]"), 30);
+        assert_eq!(count("[[prefix]]"), 40);
+        assert_eq!(count("[[binding]]"), 100);
+    }
+
+    #[test]
+    fn a_change_moves_roughly_the_requested_share() {
+        let spec = SynthSpec {
+            locations: 10,
+            services: 100,
+            prefixes: 1_000,
+            bindings: 3_000,
+        };
+        let before = bindings(&spec, 0);
+        let after = bindings(&spec, 10);
+        let changed = before
+            .lines()
+            .zip(after.lines())
+            .filter(|(a, b)| a != b)
+            .count();
+        assert!((5..=60).contains(&changed), "changed {changed} of 2000");
+    }
+}

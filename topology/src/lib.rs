@@ -1,0 +1,27 @@
+//! topologyd-topology: the service-topology engine. Pure and synchronous (no I/O, no clock).
+//!
+//! ```text
+//! sources ─► compile (validate, LPM tries, per-service location bitsets) ─► Topology
+//! Topology ─► desired(location) / explain(address)
+//! (old Topology, new Topology, Intent) ─► plan ─► guards G2–G4 ─► Plan { verdict, … }
+//! ```
+//!
+//! Modules: `compile` (building and validation, G1 and blackhole checks), `model` (the
+//! compiled topology and its queries), `location_set` (the bitset), `plan` (diffs, causes,
+//! guards, verdicts and exit codes), `render` (the human-readable plan).
+
+mod compile;
+mod location_set;
+mod model;
+mod plan;
+mod render;
+
+pub use compile::{MAX_ROUTES_PER_PREFIX, SourceBundle, compile, compile_raw};
+pub use location_set::LocationSet;
+pub use model::{
+    AnnouncedRoute, DesiredRoute, Explanation, Location, Prefix, RouteAttributes, Service,
+    Topology, TopologyError,
+};
+pub use plan::*;
+pub use render::collapse_locations;
+pub use topologyd_config::{Diagnostic, Diagnostics, Severity, Source, SourceLocation};

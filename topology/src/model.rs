@@ -1,0 +1,460 @@
+//! The compiled topology ([`Topology`]) and its read-only queries: the routes each location must
+//! announce ([`Topology::desired`]), where a route is announced, and why an address is handled
+//! the way it is ([`Topology::explain`]). Building it is `compile.rs`'s job; comparing two is
+//! `plan.rs`'s.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use prefix_trie::PrefixMap;
+use serde::{Deserialize, Serialize};
+use topologyd_config::{
+    AnnounceMode, Community, Diagnostic, LargeCommunity, Lifecycle, LocationState, Roa, Settings,
+    Source, SourceLocation, SourceMap, Span,
+};
+
+use crate::location_set::LocationSet;
+
+/// A location of the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    pub name: String,
+    pub region: String,
+    pub metro: String,
+    pub country: String,
+    /// Sorted, without duplicates.
+    pub tags: Vec<String>,
+    pub state: LocationState,
+}
+
+/// The BGP attributes a service gives its routes (the origin ASN comes from the prefix).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct RouteAttributes {
+    /// Sorted, without duplicates.
+    pub communities: Vec<Community>,
+    /// Sorted, without duplicates.
+    pub large_communities: Vec<LargeCommunity>,
+    pub med: Option<u32>,
+    /// How many times the origin ASN is prepended (0–3).
+    pub as_path_prepend: u8,
+}
+
+/// A service and the locations its topology selects.
+#[derive(Debug, Clone, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub lifecycle: Lifecycle,
+    /// The selector in canonical form.
+    pub topology: String,
+    pub announce_at_test_locations: bool,
+    pub attributes: RouteAttributes,
+    /// Locations the selector matches, whatever their state.
+    #[serde(skip)]
+    pub(crate) matched: LocationSet,
+    /// Locations where this service's routes are announced: matched and live (or test, when
+    /// the service asks for it); empty for a pending service.
+    #[serde(skip)]
+    pub(crate) announcing: LocationSet,
+    #[serde(skip)]
+    pub(crate) span: Span,
+}
+
+impl Service {
+    /// Locations the topology selector matches, whatever their state.
+    pub fn matched(&self) -> &LocationSet {
+        &self.matched
+    }
+
+    /// Locations where this service's routes are announced.
+    pub fn announcing(&self) -> &LocationSet {
+        &self.announcing
+    }
+}
+
+/// An onboarded prefix.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prefix {
+    pub cidr: IpNet,
+    pub origin_asn: u32,
+    pub owner: String,
+    pub advertise: bool,
+    pub announce: AnnounceMode,
+    pub roa: Option<Roa>,
+    pub irr_token: Option<String>,
+    pub rdns_token: Option<String>,
+    #[serde(skip)]
+    pub(crate) span: Span,
+}
+
+/// A (cidr, service) binding; `service` and `prefix` are indices into the topology.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Binding {
+    pub(crate) cidr: IpNet,
+    pub(crate) service: u32,
+    pub(crate) prefix: u32,
+    pub(crate) span: Span,
+}
+
+/// One announced route: a prefix (the onboarded prefix or one of its split more-specifics) and
+/// the longest binding covering it, whose service decides where it is announced.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Route {
+    pub(crate) prefix: IpNet,
+    pub(crate) onboarded: u32,
+    pub(crate) binding: u32,
+    pub(crate) service: u32,
+}
+
+/// A route one location must announce, borrowed from the topology (cheap enough to list every
+/// location's routes of a large topology).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DesiredRoute<'t> {
+    pub prefix: IpNet,
+    pub origin_asn: u32,
+    pub attributes: &'t RouteAttributes,
+    /// The binding the route comes from (the longest binding covering it).
+    pub binding: IpNet,
+    pub service: &'t str,
+}
+
+impl DesiredRoute<'_> {
+    pub fn to_announced(&self) -> AnnouncedRoute {
+        AnnouncedRoute {
+            prefix: self.prefix,
+            origin_asn: self.origin_asn,
+            attributes: self.attributes.clone(),
+            binding: self.binding,
+            service: self.service.to_string(),
+        }
+    }
+}
+
+/// An owned [`DesiredRoute`], as carried by plans and applied by the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AnnouncedRoute {
+    pub prefix: IpNet,
+    pub origin_asn: u32,
+    pub attributes: RouteAttributes,
+    pub binding: IpNet,
+    pub service: String,
+}
+
+/// A failed query.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopologyError {
+    #[error("unknown location `{0}`")]
+    UnknownLocation(String),
+}
+
+/// Why an address is (or is not) announced and who handles it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    pub address: IpAddr,
+    /// The onboarded prefix containing the address.
+    pub prefix: Option<IpNet>,
+    pub advertised: bool,
+    /// The longest binding covering the address and its service: who handles the traffic.
+    pub binding: Option<IpNet>,
+    pub binding_location: Option<SourceLocation>,
+    pub service: Option<String>,
+    /// The route covering the address, the binding and service deciding where it is announced.
+    pub route: Option<IpNet>,
+    pub route_binding: Option<IpNet>,
+    pub route_service: Option<String>,
+    /// Locations announcing the route.
+    pub announced_at: Vec<String>,
+    /// Human-readable reasoning, in order.
+    pub reasons: Vec<String>,
+}
+
+/// A compiled, validated topology: generation `N` of the sources.
+#[derive(Debug)]
+pub struct Topology {
+    pub(crate) generation: u64,
+    pub(crate) hash: [u8; 32],
+    pub(crate) sources: SourceMap,
+    pub(crate) settings: Settings,
+    /// Sorted by name.
+    pub(crate) locations: Vec<Location>,
+    pub(crate) location_index: HashMap<String, u32>,
+    /// Locations in state `live`.
+    pub(crate) live: LocationSet,
+    /// Sorted by name.
+    pub(crate) services: Vec<Service>,
+    pub(crate) service_index: HashMap<String, u32>,
+    /// Sorted by cidr; disjoint.
+    pub(crate) prefixes: Vec<Prefix>,
+    /// Sorted by cidr.
+    pub(crate) bindings: Vec<Binding>,
+    pub(crate) bindings_v4: PrefixMap<Ipv4Net, u32>,
+    pub(crate) bindings_v6: PrefixMap<Ipv6Net, u32>,
+    /// Sorted by prefix; disjoint.
+    pub(crate) routes: Vec<Route>,
+    pub(crate) warnings: Vec<Diagnostic>,
+}
+
+/// The index of the last element of a sorted, disjoint list of networks containing `network`.
+pub(crate) fn find_containing<T>(
+    items: &[T],
+    network: &IpNet,
+    key: impl Fn(&T) -> IpNet,
+) -> Option<usize> {
+    let index = items
+        .partition_point(|item| key(item) <= *network)
+        .checked_sub(1)?;
+    key(&items[index]).contains(network).then_some(index)
+}
+
+impl Topology {
+    /// The generation number the caller gave [`crate::compile`].
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// SHA-256 over a canonical, sorted serialisation of the model (not the file text): the
+    /// same topology split differently over files, reordered, reformatted or commented has the
+    /// same hash. The generation is not part of it.
+    pub fn hash(&self) -> [u8; 32] {
+        self.hash
+    }
+
+    /// [`Topology::hash`] as lower-case hex.
+    pub fn hash_hex(&self) -> String {
+        self.hash.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    /// The sources this topology was compiled from (persist these, recompile on start).
+    pub fn sources(&self) -> &[Source] {
+        self.sources.sources()
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Warnings found while compiling.
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.warnings
+    }
+
+    /// Locations, sorted by name.
+    pub fn locations(&self) -> &[Location] {
+        &self.locations
+    }
+
+    pub fn location(&self, name: &str) -> Option<&Location> {
+        self.location_index
+            .get(name)
+            .map(|index| &self.locations[*index as usize])
+    }
+
+    /// Services, sorted by name.
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.service_index
+            .get(name)
+            .map(|index| &self.services[*index as usize])
+    }
+
+    /// Onboarded prefixes, sorted.
+    pub fn prefixes(&self) -> &[Prefix] {
+        &self.prefixes
+    }
+
+    /// Every binding as (cidr, service name), sorted by cidr.
+    pub fn bindings(&self) -> impl Iterator<Item = (IpNet, &str)> {
+        self.bindings.iter().map(|binding| {
+            (
+                binding.cidr,
+                self.services[binding.service as usize].name.as_str(),
+            )
+        })
+    }
+
+    /// Number of routes of advertised prefixes (announced somewhere or not).
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// The names of the locations in `set`.
+    pub fn location_names(&self, set: &LocationSet) -> Vec<&str> {
+        set.iter()
+            .filter_map(|index| self.locations.get(index).map(|location| location.name.as_str()))
+            .collect()
+    }
+
+    /// The longest binding covering `network` (equal or shorter), as (cidr, service name):
+    /// longest-prefix match in the binding trie.
+    pub fn longest_binding(&self, network: &IpNet) -> Option<(IpNet, &str)> {
+        self.longest_binding_index(network).map(|index| {
+            let binding = &self.bindings[index as usize];
+            (
+                binding.cidr,
+                self.services[binding.service as usize].name.as_str(),
+            )
+        })
+    }
+
+    pub(crate) fn longest_binding_index(&self, network: &IpNet) -> Option<u32> {
+        match network {
+            IpNet::V4(network) => self.bindings_v4.get_lpm(network).map(|(_, index)| *index),
+            IpNet::V6(network) => self.bindings_v6.get_lpm(network).map(|(_, index)| *index),
+        }
+    }
+
+    pub(crate) fn prefix_containing(&self, network: &IpNet) -> Option<usize> {
+        find_containing(&self.prefixes, network, |prefix| prefix.cidr)
+    }
+
+    pub(crate) fn route_index(&self, prefix: &IpNet) -> Option<usize> {
+        self.routes
+            .binary_search_by(|route| route.prefix.cmp(prefix))
+            .ok()
+    }
+
+    pub(crate) fn route_containing(&self, network: &IpNet) -> Option<usize> {
+        find_containing(&self.routes, network, |route| route.prefix)
+    }
+
+    pub(crate) fn desired_route(&self, route: &Route) -> DesiredRoute<'_> {
+        let service = &self.services[route.service as usize];
+        DesiredRoute {
+            prefix: route.prefix,
+            origin_asn: self.prefixes[route.onboarded as usize].origin_asn,
+            attributes: &service.attributes,
+            binding: self.bindings[route.binding as usize].cidr,
+            service: &service.name,
+        }
+    }
+
+    /// The routes `location` must announce, ordered by prefix (IPv4 before IPv6).
+    pub fn desired(&self, location: &str) -> Result<Vec<DesiredRoute<'_>>, TopologyError> {
+        let index = *self
+            .location_index
+            .get(location)
+            .ok_or_else(|| TopologyError::UnknownLocation(location.to_string()))?
+            as usize;
+        Ok(self
+            .routes
+            .iter()
+            .filter(|route| {
+                self.services[route.service as usize]
+                    .announcing
+                    .contains(index)
+            })
+            .map(|route| self.desired_route(route))
+            .collect())
+    }
+
+    /// Every route with the locations announcing it, ordered by prefix (routes announced
+    /// nowhere, such as those of pending services, included with an empty set).
+    pub fn routes(&self) -> impl Iterator<Item = (DesiredRoute<'_>, &LocationSet)> {
+        self.routes.iter().map(|route| {
+            (
+                self.desired_route(route),
+                &self.services[route.service as usize].announcing,
+            )
+        })
+    }
+
+    /// The names of the locations announcing the route `prefix`, or `None` if it is no route.
+    pub fn announced_locations(&self, prefix: &IpNet) -> Option<Vec<&str>> {
+        let route = &self.routes[self.route_index(prefix)?];
+        Some(self.location_names(&self.services[route.service as usize].announcing))
+    }
+
+    /// Which binding and service handle `address`, which route covers it, where that route is
+    /// announced, and why.
+    pub fn explain(&self, address: IpAddr) -> Explanation {
+        let host = IpNet::from(address);
+        let mut explanation = Explanation {
+            address,
+            prefix: None,
+            advertised: false,
+            binding: None,
+            binding_location: None,
+            service: None,
+            route: None,
+            route_binding: None,
+            route_service: None,
+            announced_at: Vec::new(),
+            reasons: Vec::new(),
+        };
+        let Some(prefix_index) = self.prefix_containing(&host) else {
+            explanation
+                .reasons
+                .push(format!("{address} is not inside any onboarded prefix"));
+            return explanation;
+        };
+        let prefix = &self.prefixes[prefix_index];
+        explanation.prefix = Some(prefix.cidr);
+        explanation.advertised = prefix.advertise;
+        explanation.reasons.push(format!(
+            "{address} is inside onboarded prefix {} (owner {}, origin AS{}, announced {})",
+            prefix.cidr, prefix.owner, prefix.origin_asn, prefix.announce
+        ));
+        if let Some(binding_index) = self.longest_binding_index(&host) {
+            let binding = &self.bindings[binding_index as usize];
+            let service = &self.services[binding.service as usize];
+            explanation.binding = Some(binding.cidr);
+            explanation.binding_location = Some(self.sources.locate(binding.span));
+            explanation.service = Some(service.name.clone());
+            explanation.reasons.push(format!(
+                "the longest binding covering it is {} ({}), so service `{}` handles its traffic",
+                binding.cidr,
+                self.sources.locate(binding.span),
+                service.name
+            ));
+        } else {
+            explanation
+                .reasons
+                .push("no binding covers it: no service would handle its traffic".to_string());
+        }
+        if !prefix.advertise {
+            explanation.reasons.push(format!(
+                "prefix {} has advertise = false, so no route covering it is announced",
+                prefix.cidr
+            ));
+            return explanation;
+        }
+        let Some(route_index) = self.route_containing(&host) else {
+            explanation.reasons.push(
+                "no route covers it (the prefix has no default binding and is not announced)"
+                    .to_string(),
+            );
+            return explanation;
+        };
+        let route = &self.routes[route_index];
+        let service = &self.services[route.service as usize];
+        let route_binding = self.bindings[route.binding as usize].cidr;
+        explanation.route = Some(route.prefix);
+        explanation.route_binding = Some(route_binding);
+        explanation.route_service = Some(service.name.clone());
+        explanation.announced_at = self
+            .location_names(&service.announcing)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let why = match service.lifecycle {
+            Lifecycle::Pending => format!(
+                "service `{}` is pending, so the route is announced nowhere",
+                service.name
+            ),
+            Lifecycle::Active => format!(
+                "service `{}` has topology `{}`, which selects {} location(s) that announce it",
+                service.name,
+                service.topology,
+                service.announcing.len()
+            ),
+        };
+        explanation.reasons.push(format!(
+            "route {} covers it; its longest covering binding is {route_binding}: {why}",
+            route.prefix
+        ));
+        explanation
+    }
+}

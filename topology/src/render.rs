@@ -1,0 +1,278 @@
+//! The human-readable form of a [`Plan`]: verdict and summary first, then callouts, then guard
+//! refusals with the argument that would satisfy each, then the changes per service with
+//! collapsed location lists (`ams01..ams09 (9), fra01`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::plan::{Callout, GuardViolation, Plan, RouteChange};
+
+/// Splits `ams012` into (`ams`, 12, 3 digits).
+fn split_number(name: &str) -> Option<(&str, u64, usize)> {
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    if digits == 0 || digits == name.len() {
+        return None;
+    }
+    let (stem, number) = name.split_at(name.len() - digits);
+    Some((stem, number.parse().ok()?, digits))
+}
+
+/// Collapses runs of consecutively numbered names: `ams01, ams02, ams03, fra01` becomes
+/// `ams01..ams03 (3), fra01`. Expects sorted names.
+pub fn collapse_locations<S: AsRef<str>>(names: &[S]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut index = 0;
+    while index < names.len() {
+        let first = names[index].as_ref();
+        let mut end = index;
+        if let Some((stem, number, width)) = split_number(first) {
+            while let Some(next) = names.get(end + 1) {
+                match split_number(next.as_ref()) {
+                    Some((next_stem, next_number, next_width))
+                        if next_stem == stem
+                            && next_width == width
+                            && next_number == number + (end + 1 - index) as u64 =>
+                    {
+                        end += 1;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let run = end - index + 1;
+        if run >= 3 {
+            parts.push(format!("{first}..{} ({run})", names[end].as_ref()));
+        } else {
+            for name in &names[index..=end] {
+                parts.push(name.as_ref().to_string());
+            }
+        }
+        index = end + 1;
+    }
+    if parts.is_empty() {
+        "(none)".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "0.0%".to_string()
+    } else {
+        format!("{:.1}%", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+impl Plan {
+    /// The plan for people: summary first, then callouts, refusals, and changes per service.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        let summary = &self.summary;
+        let _ = writeln!(
+            out,
+            "plan: generation {} ({}) -> {} ({}): {} (exit {})",
+            self.old_generation,
+            short(&self.old_hash),
+            self.new_generation,
+            short(&self.new_hash),
+            self.verdict(),
+            self.exit_code()
+        );
+        let _ = writeln!(
+            out,
+            "summary: {} route(s) change; route x location: {} announced, {} withdrawn, {} updated",
+            summary.routes_changed,
+            summary.announced_pairs,
+            summary.withdrawn_pairs,
+            summary.updated_pairs
+        );
+        let _ = writeln!(
+            out,
+            "blast radius: {} of {} announced pairs withdrawn ({}, budget {:.1}%); {} of {} announcing locations lose routes ({}, budget {:.1}%)",
+            summary.withdrawn_pairs,
+            summary.announced_pairs_before,
+            percent(summary.withdrawn_pairs, summary.announced_pairs_before),
+            summary.max_withdrawn_pair_share * 100.0,
+            summary.locations_losing_routes,
+            summary.announcing_locations_before,
+            percent(
+                summary.locations_losing_routes,
+                summary.announcing_locations_before
+            ),
+            summary.max_affected_location_share * 100.0
+        );
+        if !self.callouts.is_empty() {
+            let _ = writeln!(out, "\ncallouts:");
+            for callout in &self.callouts {
+                match callout {
+                    Callout::SelectorJump {
+                        service,
+                        live_before,
+                        live_after,
+                        live_fleet,
+                        lost,
+                        gained,
+                    } => {
+                        let _ = writeln!(
+                            out,
+                            "  ! topology of service `{service}` jumps from {live_before} to {live_after} live location(s) (of {live_fleet})"
+                        );
+                        if !lost.is_empty() {
+                            let _ = writeln!(out, "      loses: {}", collapse_locations(lost));
+                        }
+                        if !gained.is_empty() {
+                            let _ = writeln!(out, "      gains: {}", collapse_locations(gained));
+                        }
+                    }
+                    Callout::ServiceChangedHands { from, to, routes } => {
+                        let listed: Vec<String> =
+                            routes.iter().take(8).map(ToString::to_string).collect();
+                        let more = if routes.len() > 8 { ", …" } else { "" };
+                        let _ = writeln!(
+                            out,
+                            "  ! {} route(s) move from service `{from}` to `{to}`: {}{more}",
+                            routes.len(),
+                            listed.join(", ")
+                        );
+                    }
+                }
+            }
+        }
+        if !self.violations.is_empty() {
+            let _ = writeln!(out, "\nrefused:");
+            for violation in &self.violations {
+                let _ = writeln!(out, "  {}", describe_violation(violation));
+            }
+        }
+        let mut by_service: BTreeMap<&str, Vec<&RouteChange>> = BTreeMap::new();
+        for change in &self.changes {
+            by_service.entry(change.service()).or_default().push(change);
+        }
+        for (service, changes) in by_service {
+            let _ = writeln!(out, "\nservice `{service}`: {} route(s)", changes.len());
+            for change in changes {
+                let _ = writeln!(out, "  {}", change.prefix);
+                if !change.announce.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "    announce at {}",
+                        collapse_locations(&self.location_names(&change.announce))
+                    );
+                }
+                if !change.update.is_empty() {
+                    let what = match (&change.old, &change.new) {
+                        (Some(old), Some(new)) if old.service != new.service => {
+                            format!("service `{}` -> `{}`", old.service, new.service)
+                        }
+                        (Some(old), Some(new)) if old.binding != new.binding => {
+                            format!("binding {} -> {}", old.binding, new.binding)
+                        }
+                        _ => "attributes".to_string(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "    update ({what}) at {}",
+                        collapse_locations(&self.location_names(&change.update))
+                    );
+                }
+                for withdrawal in &change.withdrawals {
+                    let _ = writeln!(
+                        out,
+                        "    withdraw from {}: {}",
+                        collapse_locations(&self.location_names(&withdrawal.locations)),
+                        withdrawal.cause
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+fn describe_violation(violation: &GuardViolation) -> String {
+    match violation {
+        GuardViolation::UndeclaredWithdrawal {
+            route,
+            binding,
+            services,
+            missing_intent,
+            locations,
+        } => {
+            let arguments: Vec<String> = missing_intent
+                .iter()
+                .map(|service| format!("--intent service:{service}"))
+                .collect();
+            format!(
+                "G2 route {route}, still bound (via {binding}), would be withdrawn from {} live location(s): {}; the intent must name {}: {}",
+                locations.len(),
+                collapse_locations(locations),
+                services
+                    .iter()
+                    .map(|service| format!("`{service}`"))
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                arguments.join(" ")
+            )
+        }
+        GuardViolation::UndeclaredServiceChange {
+            route,
+            binding,
+            from,
+            to,
+            missing_intent,
+        } => {
+            let arguments: Vec<String> = missing_intent
+                .iter()
+                .map(|service| format!("--intent service:{service}"))
+                .collect();
+            format!(
+                "G2 route {route} (binding {binding}) would move from service `{from}` to `{to}`; declare it with {}",
+                arguments.join(" ")
+            )
+        }
+        GuardViolation::GlobalWithdrawal {
+            route,
+            binding,
+            service,
+            locations_lost,
+        } => format!(
+            "G3 route {route} (bound via {binding} to active service `{service}`) would be announced from no live location, losing {} location(s): {}; only --override global-withdrawal:{route} allows this",
+            locations_lost.len(),
+            collapse_locations(locations_lost)
+        ),
+        GuardViolation::BlastRadius {
+            withdrawn_pairs,
+            announced_pairs,
+            max_withdrawn_pair_share,
+            affected_locations,
+            announcing_locations,
+            max_affected_location_share,
+        } => format!(
+            "G4 blast radius: {withdrawn_pairs} of {announced_pairs} route x location pairs withdrawn ({}, budget {:.1}%), {affected_locations} of {announcing_locations} locations lose routes ({}, budget {:.1}%); split the change or pass --override blast-radius",
+            percent(*withdrawn_pairs, *announced_pairs),
+            max_withdrawn_pair_share * 100.0,
+            percent(*affected_locations, *announcing_locations),
+            max_affected_location_share * 100.0
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collapses_numbered_runs() {
+        let names = ["ams01", "ams02", "ams03", "fra01", "fra02", "lhr7", "tst"];
+        assert_eq!(
+            collapse_locations(&names),
+            "ams01..ams03 (3), fra01, fra02, lhr7, tst"
+        );
+        assert_eq!(collapse_locations::<&str>(&[]), "(none)");
+    }
+}
