@@ -62,9 +62,10 @@ pub fn generate(spec: &SynthSpec) -> Vec<SynthFile> {
     generate_with_changes(spec, 0)
 }
 
-/// The files of a synthetic topology in which `changed_per_mille` ‰ of the more-specific
-/// bindings point at another global service than in [`generate`]: a change touching that share
-/// of the bindings, for plan benchmarks. Prefixes and locations are identical.
+/// The files of a synthetic topology in which `changed_per_mille` ‰ of the bindings point at
+/// another service than in [`generate`] (default bindings move to the next service, so their
+/// routes move between locations; more-specifics to another global service): a change touching
+/// that share of the bindings, for plan benchmarks. Prefixes and locations are identical.
 pub fn generate_with_changes(spec: &SynthSpec, changed_per_mille: usize) -> Vec<SynthFile> {
     vec![
         SynthFile {
@@ -198,10 +199,14 @@ fn bindings(spec: &SynthSpec, changed_per_mille: usize) -> String {
     let global_services = spec.services.div_ceil(GLOBAL_SERVICE_EVERY).max(1);
     for index in 0..spec.prefixes.min(spec.bindings) {
         let (cidr, _) = prefix_cidr(index);
+        let mut service = index % spec.services;
+        if changed_per_mille > 0 && (index * 7919) % 1000 < changed_per_mille {
+            service = (service + 1) % spec.services;
+        }
         let _ = write!(
             out,
             "[[binding]]\ncidr = \"{cidr}\"\nservice = \"{}\"\n\n",
-            service_name(index % spec.services)
+            service_name(service)
         );
     }
     let extra = spec.bindings.saturating_sub(spec.prefixes);
@@ -259,6 +264,6 @@ mod tests {
             .zip(after.lines())
             .filter(|(a, b)| a != b)
             .count();
-        assert!((5..=60).contains(&changed), "changed {changed} of 2000");
+        assert!((10..=80).contains(&changed), "changed {changed} of 3000");
     }
 }

@@ -65,7 +65,11 @@ fn prefixes() -> Vec<IpNet> {
 }
 
 /// Announce everything into an established session's Adj-RIB-Out and drain it to bytes.
-fn announce_and_pack(prefixes: &[IpNet], shared: &Arc<PathAttributes>, extended: bool) -> (AdjRibOut, usize) {
+fn announce_and_pack(
+    prefixes: &[IpNet],
+    shared: &Arc<PathAttributes>,
+    extended: bool,
+) -> (AdjRibOut, usize) {
     let mut rib = AdjRibOut::new();
     rib.session_established(&negotiated(extended));
     for prefix in prefixes {

@@ -49,10 +49,10 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// Attribute-set index meaning "withdrawn".
 const NO_ATTRIBUTES: u32 = u32::MAX;
-/// Flag: the entry's current state has not been sent yet.
-const DIRTY: u8 = 1;
-/// Flag: the peer holds this prefix (we sent an announcement in this session).
-const ADVERTISED: u8 = 2;
+/// Flag: the key was put in a pending list (of its attribute set, or of withdrawals) and may
+/// not have been sent yet. Cleared only when a validated drain sends it; the fast drain of a
+/// clean list leaves it set, which is conservative (see `AttributeSlot::needs_validation`).
+const QUEUED: u8 = 1;
 
 /// A route cannot be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -83,6 +83,11 @@ struct AttributeSlot {
     pending_ipv4: Vec<u64>,
     pending_ipv6: Vec<(u128, u8)>,
     queued: bool,
+    /// Some key in the pending lists may be stale (its route moved to another set or was
+    /// withdrawn) or duplicated. While false, every listed key is known to be current and
+    /// unique, so the packer writes it without looking the route up — one random memory access
+    /// per route saved on the initial sync, which is most of the packer's cost.
+    needs_validation: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +157,13 @@ impl AdjRibOut {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Reserves room for `ipv4` more IPv4 and `ipv6` more IPv6 routes (avoids rehashing while
+    /// a large table is loaded).
+    pub fn reserve(&mut self, ipv4: usize, ipv6: usize) {
+        self.ipv4.reserve(ipv4);
+        self.ipv6.reserve(ipv6);
     }
 
     /// Number of routes (announced or pending announcement).
@@ -264,6 +276,7 @@ impl AdjRibOut {
             pending_ipv4: Vec::new(),
             pending_ipv6: Vec::new(),
             queued: false,
+            needs_validation: false,
         };
         let id = match self.free_slots.pop() {
             Some(id) => {
@@ -296,6 +309,7 @@ impl AdjRibOut {
             self.interner.remove(&slot.attributes);
             slot.pending_ipv4 = Vec::new();
             slot.pending_ipv6 = Vec::new();
+            slot.needs_validation = false;
             if self
                 .last_interned
                 .as_ref()
@@ -352,9 +366,9 @@ impl AdjRibOut {
                 if entry.attributes == id {
                     return Ok(());
                 }
-                let previous = entry.attributes;
+                let previous = (entry.attributes, entry.flags & QUEUED != 0);
                 entry.attributes = id;
-                entry.flags |= DIRTY;
+                entry.flags = if active { QUEUED } else { 0 };
                 if active {
                     self.queue_ipv4(id, key);
                 }
@@ -369,9 +383,9 @@ impl AdjRibOut {
                 if entry.attributes == id {
                     return Ok(());
                 }
-                let previous = entry.attributes;
+                let previous = (entry.attributes, entry.flags & QUEUED != 0);
                 entry.attributes = id;
-                entry.flags |= DIRTY;
+                entry.flags = if active { QUEUED } else { 0 };
                 if active {
                     self.queue_ipv6(id, key);
                 }
@@ -379,9 +393,7 @@ impl AdjRibOut {
             }
         };
         self.reference(id);
-        if previous != NO_ATTRIBUTES {
-            self.release(previous);
-        }
+        self.leave(previous.0, previous.1);
         Ok(())
     }
 
@@ -394,13 +406,16 @@ impl AdjRibOut {
                 let Some(entry) = self.ipv4.get_mut(&key) else {
                     return;
                 };
-                let previous = entry.attributes;
-                if previous == NO_ATTRIBUTES {
+                let previous = (entry.attributes, entry.flags & QUEUED != 0);
+                if previous.0 == NO_ATTRIBUTES {
                     return;
                 }
-                entry.attributes = NO_ATTRIBUTES;
-                if entry.flags & ADVERTISED != 0 && active {
-                    entry.flags |= DIRTY;
+                if active {
+                    // Whether the announcement already went out is not tracked (the fast
+                    // drain does not touch the map), so a withdrawal is always sent; for a
+                    // prefix the peer never saw it is a no-op (RFC 4271 §9.1.3 / §4.3).
+                    entry.attributes = NO_ATTRIBUTES;
+                    entry.flags = QUEUED;
                     self.withdraw_ipv4.push(key);
                 } else {
                     self.ipv4.remove(&key);
@@ -412,13 +427,13 @@ impl AdjRibOut {
                 let Some(entry) = self.ipv6.get_mut(&key) else {
                     return;
                 };
-                let previous = entry.attributes;
-                if previous == NO_ATTRIBUTES {
+                let previous = (entry.attributes, entry.flags & QUEUED != 0);
+                if previous.0 == NO_ATTRIBUTES {
                     return;
                 }
-                entry.attributes = NO_ATTRIBUTES;
-                if entry.flags & ADVERTISED != 0 && active {
-                    entry.flags |= DIRTY;
+                if active {
+                    entry.attributes = NO_ATTRIBUTES;
+                    entry.flags = QUEUED;
                     self.withdraw_ipv6.push(key);
                 } else {
                     self.ipv6.remove(&key);
@@ -426,7 +441,19 @@ impl AdjRibOut {
                 previous
             }
         };
-        self.release(released);
+        self.leave(released.0, released.1);
+    }
+
+    /// A route left attribute set `id`; if it may still be listed there, the list needs
+    /// validation when drained.
+    fn leave(&mut self, id: u32, was_queued: bool) {
+        if id == NO_ATTRIBUTES {
+            return;
+        }
+        if was_queued && let Some(slot) = self.slots.get_mut(id as usize) {
+            slot.needs_validation = true;
+        }
+        self.release(id);
     }
 
     /// Withdraws every route.
@@ -506,7 +533,7 @@ impl AdjRibOut {
         self.ipv6
             .retain(|_, entry| entry.attributes != NO_ATTRIBUTES);
         for entry in self.ipv4.values_mut().chain(self.ipv6.values_mut()) {
-            entry.flags = DIRTY;
+            entry.flags = 0;
         }
     }
 
@@ -515,6 +542,7 @@ impl AdjRibOut {
             slot.pending_ipv4.clear();
             slot.pending_ipv6.clear();
             slot.queued = false;
+            slot.needs_validation = false;
         }
         self.queue.clear();
         self.withdraw_ipv4.clear();
@@ -523,16 +551,22 @@ impl AdjRibOut {
 
     /// Marks every route of `family` for sending and queues it.
     fn requeue_family(&mut self, family: Family) {
+        // Keys already listed would be listed twice.
+        for slot in &mut self.slots {
+            if !slot.pending_ipv4.is_empty() || !slot.pending_ipv6.is_empty() {
+                slot.needs_validation = true;
+            }
+        }
         match family {
             Family::Ipv4Unicast => {
                 for (key, entry) in &mut self.ipv4 {
                     if entry.attributes == NO_ATTRIBUTES {
-                        if entry.flags & DIRTY != 0 {
+                        if entry.flags & QUEUED != 0 {
                             self.withdraw_ipv4.push(*key);
                         }
                         continue;
                     }
-                    entry.flags |= DIRTY;
+                    entry.flags = QUEUED;
                     if let Some(slot) = self.slots.get_mut(entry.attributes as usize) {
                         slot.pending_ipv4.push(*key);
                         if !slot.queued {
@@ -545,12 +579,12 @@ impl AdjRibOut {
             Family::Ipv6Unicast => {
                 for (key, entry) in &mut self.ipv6 {
                     if entry.attributes == NO_ATTRIBUTES {
-                        if entry.flags & DIRTY != 0 {
+                        if entry.flags & QUEUED != 0 {
                             self.withdraw_ipv6.push(*key);
                         }
                         continue;
                     }
-                    entry.flags |= DIRTY;
+                    entry.flags = QUEUED;
                     if let Some(slot) = self.slots.get_mut(entry.attributes as usize) {
                         slot.pending_ipv6.push(*key);
                         if !slot.queued {
@@ -682,7 +716,7 @@ impl AdjRibOut {
             let Some(entry) = self.ipv4.get(&key) else {
                 continue;
             };
-            if entry.attributes != NO_ATTRIBUTES || entry.flags & DIRTY == 0 {
+            if entry.attributes != NO_ATTRIBUTES || entry.flags & QUEUED == 0 {
                 continue;
             }
             let length = (key & 0xff) as u8;
@@ -693,6 +727,9 @@ impl AdjRibOut {
             put_ipv4_prefix(out, (key >> 8) as u32, length);
             self.ipv4.remove(&key);
             count += 1;
+        }
+        if self.withdraw_ipv4.is_empty() {
+            release_if_large(&mut self.withdraw_ipv4);
         }
         if count == 0 {
             out.truncate(start);
@@ -718,7 +755,7 @@ impl AdjRibOut {
             let Some(entry) = self.ipv6.get(&key) else {
                 continue;
             };
-            if entry.attributes != NO_ATTRIBUTES || entry.flags & DIRTY == 0 {
+            if entry.attributes != NO_ATTRIBUTES || entry.flags & QUEUED == 0 {
                 continue;
             }
             if out.len() + ipv6_prefix_wire_len(key.1) > limit {
@@ -728,6 +765,9 @@ impl AdjRibOut {
             put_ipv6_prefix(out, key.0, key.1);
             self.ipv6.remove(&key);
             count += 1;
+        }
+        if self.withdraw_ipv6.is_empty() {
+            release_if_large(&mut self.withdraw_ipv6);
         }
         if count == 0 {
             out.truncate(start);
@@ -764,21 +804,32 @@ impl AdjRibOut {
             out.put_u16(u16::try_from(block.len()).unwrap_or(0));
             out.put_slice(&block);
             let mut count = 0u64;
+            let validate = slot.needs_validation;
             while let Some(key) = slot.pending_ipv4.pop() {
-                let Some(entry) = self.ipv4.get_mut(&key) else {
-                    continue;
-                };
-                if entry.attributes != id || entry.flags & DIRTY == 0 {
-                    continue;
+                if validate {
+                    let Some(entry) = self.ipv4.get_mut(&key) else {
+                        continue;
+                    };
+                    if entry.attributes != id || entry.flags & QUEUED == 0 {
+                        continue;
+                    }
+                    entry.flags = 0;
                 }
                 let length = (key & 0xff) as u8;
                 if out.len() + ipv4_prefix_wire_len(length) > limit {
                     slot.pending_ipv4.push(key);
+                    if validate && let Some(entry) = self.ipv4.get_mut(&key) {
+                        entry.flags = QUEUED;
+                    }
                     break;
                 }
                 put_ipv4_prefix(out, (key >> 8) as u32, length);
-                entry.flags = ADVERTISED;
                 count += 1;
+            }
+            if slot.pending_ipv4.is_empty() && slot.pending_ipv6.is_empty() {
+                slot.needs_validation = false;
+                release_if_large(&mut slot.pending_ipv4);
+                release_if_large(&mut slot.pending_ipv6);
             }
             if count == 0 {
                 out.truncate(start);
@@ -810,20 +861,31 @@ impl AdjRibOut {
             out.put_u16(0);
             let mp_position = begin_mp_reach_ipv6(out, &next_hop);
             let mut count = 0u64;
+            let validate = slot.needs_validation;
             while let Some(key) = slot.pending_ipv6.pop() {
-                let Some(entry) = self.ipv6.get_mut(&key) else {
-                    continue;
-                };
-                if entry.attributes != id || entry.flags & DIRTY == 0 {
-                    continue;
+                if validate {
+                    let Some(entry) = self.ipv6.get_mut(&key) else {
+                        continue;
+                    };
+                    if entry.attributes != id || entry.flags & QUEUED == 0 {
+                        continue;
+                    }
+                    entry.flags = 0;
                 }
                 if out.len() + ipv6_prefix_wire_len(key.1) > limit {
                     slot.pending_ipv6.push(key);
+                    if validate && let Some(entry) = self.ipv6.get_mut(&key) {
+                        entry.flags = QUEUED;
+                    }
                     break;
                 }
                 put_ipv6_prefix(out, key.0, key.1);
-                entry.flags = ADVERTISED;
                 count += 1;
+            }
+            if slot.pending_ipv4.is_empty() && slot.pending_ipv6.is_empty() {
+                slot.needs_validation = false;
+                release_if_large(&mut slot.pending_ipv4);
+                release_if_large(&mut slot.pending_ipv6);
             }
             if count == 0 {
                 out.truncate(start);
@@ -840,6 +902,14 @@ impl AdjRibOut {
             return true;
         }
         false
+    }
+}
+
+/// After an initial sync the drained pending list of a large table would keep its capacity
+/// (8-32 octets per route); give it back.
+fn release_if_large<T>(list: &mut Vec<T>) {
+    if list.capacity() > 4096 {
+        *list = Vec::new();
     }
 }
 

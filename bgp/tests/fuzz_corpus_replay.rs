@@ -76,7 +76,12 @@ fn prefix(text: &str) -> IpNet {
 fn attributes() -> PathAttributes {
     PathAttributes {
         origin: Origin::Igp,
-        as_path: vec![AsPathSegment::Sequence(vec![65001, 65001, 65001, 4_200_000_000])],
+        as_path: vec![AsPathSegment::Sequence(vec![
+            65001,
+            65001,
+            65001,
+            4_200_000_000,
+        ])],
         next_hop: Some(Ipv4Addr::new(192, 0, 2, 1)),
         ipv6_next_hop: Some(Ipv6NextHop {
             global: "2001:db8::1".parse().unwrap_or(Ipv6Addr::LOCALHOST),
@@ -106,7 +111,9 @@ fn encode(message: &Message, extended: bool, four_octet: bool) -> Vec<u8> {
         max_message_len: if extended { u16::MAX } else { 4096 },
         four_octet_as: four_octet,
     };
-    encode_message(message, &context).map(|bytes| bytes.to_vec()).unwrap_or_default()
+    encode_message(message, &context)
+        .map(|bytes| bytes.to_vec())
+        .unwrap_or_default()
 }
 
 fn open(capabilities: Capabilities, asn_field: u16) -> Message {
@@ -141,7 +148,11 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     };
     let mixed = Update {
         withdrawn: vec![prefix("203.0.113.0/24"), prefix("2001:db8:ffff::/48")],
-        announced: vec![prefix("198.51.100.0/24"), prefix("2001:db8:1::/48"), prefix("0.0.0.0/0")],
+        announced: vec![
+            prefix("198.51.100.0/24"),
+            prefix("2001:db8:1::/48"),
+            prefix("0.0.0.0/0"),
+        ],
         attributes: attributes(),
         ..Update::default()
     };
@@ -155,7 +166,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut packer = AdjRibOut::new();
     let shared = Arc::new(attributes());
     for index in 0..300u32 {
-        let net = ipnet::Ipv4Net::new(Ipv4Addr::from((100u32 << 24) | (index << 8)), 24).unwrap_or_default();
+        let net = ipnet::Ipv4Net::new(Ipv4Addr::from((100u32 << 24) | (index << 8)), 24)
+            .unwrap_or_default();
         packer.announce(IpNet::V4(net), &shared).unwrap_or_default();
         let address = (0x2001_0db8u128 << 96) | (u128::from(index) << 80);
         let net = ipnet::Ipv6Net::new(Ipv6Addr::from(address), 48).unwrap_or_default();
@@ -175,7 +187,10 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         local_graceful_restart: true,
         internal: false,
     });
-    let stream = packer.next_update(1 << 20).map(|bytes| bytes.to_vec()).unwrap_or_default();
+    let stream = packer
+        .next_update(1 << 20)
+        .map(|bytes| bytes.to_vec())
+        .unwrap_or_default();
 
     let origin = [0x40u8, 1, 1, 0];
     let as_path = [0x40u8, 2, 6, 2, 1, 0, 0, 0xfd, 0xe9];
@@ -185,54 +200,271 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 
     vec![
         ("valid_keepalive", encode(&Message::Keepalive, false, true)),
-        ("valid_open_minimal", encode(&open(Capabilities::default(), 65001), false, true)),
-        ("valid_open_all_capabilities", encode(&open(all_capabilities.clone(), 23456), false, true)),
-        ("valid_notification_cease_shutdown", encode(&Message::Notification(Notification::new(6, 2, Bytes::from_static(b"\x05maint"))), false, true)),
-        ("valid_notification_max_prefixes", encode(&Message::Notification(Notification::max_prefixes(Family::Ipv6Unicast, 100)), false, true)),
-        ("valid_route_refresh_ipv4", encode(&Message::RouteRefresh(RouteRefresh::new(Family::Ipv4Unicast, RouteRefreshSubtype::Request)), false, true)),
-        ("valid_borr_ipv6", encode(&Message::RouteRefresh(RouteRefresh::new(Family::Ipv6Unicast, RouteRefreshSubtype::Begin)), false, true)),
-        ("valid_eorr_ipv6", encode(&Message::RouteRefresh(RouteRefresh::new(Family::Ipv6Unicast, RouteRefreshSubtype::End)), false, true)),
-        ("valid_update_mixed", encode(&Message::Update(mixed.clone()), false, true)),
-        ("valid_update_two_octet_as4_path", encode(&Message::Update(mixed), false, false)),
-        ("valid_update_withdraw_ipv4", encode(&Message::Update(Update { withdrawn: vec![prefix("10.1.0.0/16")], ..Update::default() }), false, true)),
-        ("valid_update_withdraw_ipv6", encode(&Message::Update(Update { withdrawn: vec![prefix("2001:db8::/32")], ..Update::default() }), false, true)),
-        ("valid_end_of_rib_ipv4", encode(&Message::Update(Update::end_of_rib(Family::Ipv4Unicast)), false, true)),
-        ("valid_end_of_rib_ipv6", encode(&Message::Update(Update::end_of_rib(Family::Ipv6Unicast)), false, true)),
-        ("valid_update_extended_8k", encode(&Message::Update(big), true, true)),
+        (
+            "valid_open_minimal",
+            encode(&open(Capabilities::default(), 65001), false, true),
+        ),
+        (
+            "valid_open_all_capabilities",
+            encode(&open(all_capabilities.clone(), 23456), false, true),
+        ),
+        (
+            "valid_notification_cease_shutdown",
+            encode(
+                &Message::Notification(Notification::new(6, 2, Bytes::from_static(b"\x05maint"))),
+                false,
+                true,
+            ),
+        ),
+        (
+            "valid_notification_max_prefixes",
+            encode(
+                &Message::Notification(Notification::max_prefixes(Family::Ipv6Unicast, 100)),
+                false,
+                true,
+            ),
+        ),
+        (
+            "valid_route_refresh_ipv4",
+            encode(
+                &Message::RouteRefresh(RouteRefresh::new(
+                    Family::Ipv4Unicast,
+                    RouteRefreshSubtype::Request,
+                )),
+                false,
+                true,
+            ),
+        ),
+        (
+            "valid_borr_ipv6",
+            encode(
+                &Message::RouteRefresh(RouteRefresh::new(
+                    Family::Ipv6Unicast,
+                    RouteRefreshSubtype::Begin,
+                )),
+                false,
+                true,
+            ),
+        ),
+        (
+            "valid_eorr_ipv6",
+            encode(
+                &Message::RouteRefresh(RouteRefresh::new(
+                    Family::Ipv6Unicast,
+                    RouteRefreshSubtype::End,
+                )),
+                false,
+                true,
+            ),
+        ),
+        (
+            "valid_update_mixed",
+            encode(&Message::Update(mixed.clone()), false, true),
+        ),
+        (
+            "valid_update_two_octet_as4_path",
+            encode(&Message::Update(mixed), false, false),
+        ),
+        (
+            "valid_update_withdraw_ipv4",
+            encode(
+                &Message::Update(Update {
+                    withdrawn: vec![prefix("10.1.0.0/16")],
+                    ..Update::default()
+                }),
+                false,
+                true,
+            ),
+        ),
+        (
+            "valid_update_withdraw_ipv6",
+            encode(
+                &Message::Update(Update {
+                    withdrawn: vec![prefix("2001:db8::/32")],
+                    ..Update::default()
+                }),
+                false,
+                true,
+            ),
+        ),
+        (
+            "valid_end_of_rib_ipv4",
+            encode(
+                &Message::Update(Update::end_of_rib(Family::Ipv4Unicast)),
+                false,
+                true,
+            ),
+        ),
+        (
+            "valid_end_of_rib_ipv6",
+            encode(
+                &Message::Update(Update::end_of_rib(Family::Ipv6Unicast)),
+                false,
+                true,
+            ),
+        ),
+        (
+            "valid_update_extended_8k",
+            encode(&Message::Update(big), true, true),
+        ),
         ("valid_packer_stream", stream),
-        ("valid_update_handmade", raw_update(&[], &mandatory, &[24, 10, 0, 0, 32, 10, 0, 0, 1])),
+        (
+            "valid_update_handmade",
+            raw_update(&[], &mandatory, &[24, 10, 0, 0, 32, 10, 0, 0, 1]),
+        ),
         ("malformed_empty", Vec::new()),
-        ("malformed_bad_marker", { let mut bytes = raw(4, &[]); bytes[0] = 0; bytes }),
+        ("malformed_bad_marker", {
+            let mut bytes = raw(4, &[]);
+            bytes[0] = 0;
+            bytes
+        }),
         ("malformed_length_18", header(18, 4).to_vec()),
-        ("malformed_length_4097", { let mut bytes = header(4097, 2).to_vec(); bytes.resize(4097, 0); bytes }),
+        ("malformed_length_4097", {
+            let mut bytes = header(4097, 2).to_vec();
+            bytes.resize(4097, 0);
+            bytes
+        }),
         ("malformed_unknown_type", raw(9, &[])),
         ("malformed_keepalive_with_body", raw(4, &[0])),
         ("malformed_notification_short", raw(3, &[6])),
         ("malformed_open_short", raw(1, &[4, 0, 1])),
-        ("malformed_open_version_3", raw(1, &[3, 0xfd, 0xe9, 0, 90, 10, 0, 0, 1, 0])),
-        ("malformed_open_optional_length", raw(1, &[4, 0xfd, 0xe9, 0, 90, 10, 0, 0, 1, 9, 2, 2])),
-        ("malformed_open_capability_truncated", raw(1, &[4, 0xfd, 0xe9, 0, 90, 10, 0, 0, 1, 4, 2, 2, 65, 4])),
+        (
+            "malformed_open_version_3",
+            raw(1, &[3, 0xfd, 0xe9, 0, 90, 10, 0, 0, 1, 0]),
+        ),
+        (
+            "malformed_open_optional_length",
+            raw(1, &[4, 0xfd, 0xe9, 0, 90, 10, 0, 0, 1, 9, 2, 2]),
+        ),
+        (
+            "malformed_open_capability_truncated",
+            raw(1, &[4, 0xfd, 0xe9, 0, 90, 10, 0, 0, 1, 4, 2, 2, 65, 4]),
+        ),
         ("malformed_borr_length", raw(5, &[0, 1, 1, 1, 0])),
         ("malformed_route_refresh_short", raw(5, &[0, 1])),
         ("malformed_update_withdrawn_overrun", raw(2, &[0, 50, 0, 0])),
-        ("malformed_update_attributes_overrun", raw(2, &[0, 0, 0, 50, 0x40, 1, 1, 0])),
-        ("malformed_update_attribute_length_overrun", raw_update(&[], &[0x40, 1, 9, 0], &[])),
-        ("malformed_update_bad_origin", raw_update(&[], &[[0x40, 1, 1, 7].as_slice(), as_path.as_slice(), next_hop.as_slice()].concat(), &[24, 10, 0, 0])),
-        ("malformed_update_missing_as_path", raw_update(&[], &[origin.as_slice(), next_hop.as_slice()].concat(), &[24, 10, 0, 0])),
-        ("malformed_update_nlri_length_33", raw_update(&[], &mandatory, &[33, 10, 0, 0, 0, 0])),
-        ("malformed_update_nlri_truncated", raw_update(&[], &mandatory, &[24, 10])),
-        ("malformed_update_mp_reach_truncated", raw_update(&[], &[origin.as_slice(), as_path.as_slice(), [0x80, 14, 5, 0, 2, 1, 16, 0].as_slice()].concat(), &[])),
-        ("malformed_update_mp_unreach_bad_prefix", raw_update(&[], &[0x80, 15, 5, 0, 2, 1, 129, 0], &[])),
-        ("malformed_update_duplicate_origin", raw_update(&[], &with(&origin), &[24, 10, 0, 0])),
-        ("malformed_update_as_path_bad_segment", raw_update(&[], &[origin.as_slice(), [0x40, 2, 6, 9, 1, 0, 0, 0xfd, 0xe9].as_slice(), next_hop.as_slice()].concat(), &[24, 10, 0, 0])),
-        ("malformed_update_as_set", raw_update(&[], &[origin.as_slice(), [0x40, 2, 6, 1, 1, 0, 0, 0xfd, 0xe9].as_slice(), next_hop.as_slice()].concat(), &[24, 10, 0, 0])),
-        ("malformed_update_next_hop_multicast", raw_update(&[], &[origin.as_slice(), as_path.as_slice(), [0x40, 3, 4, 224, 0, 0, 1].as_slice()].concat(), &[24, 10, 0, 0])),
-        ("malformed_update_atomic_aggregate_length", raw_update(&[], &with(&[0x40, 6, 1, 0]), &[24, 10, 0, 0])),
-        ("malformed_update_communities_length", raw_update(&[], &with(&[0xc0, 8, 3, 0, 0, 1]), &[24, 10, 0, 0])),
-        ("malformed_update_large_communities_length", raw_update(&[], &with(&[0xc0, 32, 5, 0, 0, 0, 0, 1]), &[24, 10, 0, 0])),
-        ("malformed_update_med_flags", raw_update(&[], &with(&[0x40, 4, 4, 0, 0, 0, 1]), &[24, 10, 0, 0])),
-        ("malformed_update_unknown_well_known", raw_update(&[], &with(&[0x40, 250, 1, 0]), &[24, 10, 0, 0])),
-        ("malformed_stream_truncated", { let mut bytes = encode(&Message::Keepalive, false, true); bytes.extend_from_slice(&raw(2, &[0, 0, 0, 0])[..10]); bytes }),
+        (
+            "malformed_update_attributes_overrun",
+            raw(2, &[0, 0, 0, 50, 0x40, 1, 1, 0]),
+        ),
+        (
+            "malformed_update_attribute_length_overrun",
+            raw_update(&[], &[0x40, 1, 9, 0], &[]),
+        ),
+        (
+            "malformed_update_bad_origin",
+            raw_update(
+                &[],
+                &[
+                    [0x40, 1, 1, 7].as_slice(),
+                    as_path.as_slice(),
+                    next_hop.as_slice(),
+                ]
+                .concat(),
+                &[24, 10, 0, 0],
+            ),
+        ),
+        (
+            "malformed_update_missing_as_path",
+            raw_update(
+                &[],
+                &[origin.as_slice(), next_hop.as_slice()].concat(),
+                &[24, 10, 0, 0],
+            ),
+        ),
+        (
+            "malformed_update_nlri_length_33",
+            raw_update(&[], &mandatory, &[33, 10, 0, 0, 0, 0]),
+        ),
+        (
+            "malformed_update_nlri_truncated",
+            raw_update(&[], &mandatory, &[24, 10]),
+        ),
+        (
+            "malformed_update_mp_reach_truncated",
+            raw_update(
+                &[],
+                &[
+                    origin.as_slice(),
+                    as_path.as_slice(),
+                    [0x80, 14, 5, 0, 2, 1, 16, 0].as_slice(),
+                ]
+                .concat(),
+                &[],
+            ),
+        ),
+        (
+            "malformed_update_mp_unreach_bad_prefix",
+            raw_update(&[], &[0x80, 15, 5, 0, 2, 1, 129, 0], &[]),
+        ),
+        (
+            "malformed_update_duplicate_origin",
+            raw_update(&[], &with(&origin), &[24, 10, 0, 0]),
+        ),
+        (
+            "malformed_update_as_path_bad_segment",
+            raw_update(
+                &[],
+                &[
+                    origin.as_slice(),
+                    [0x40, 2, 6, 9, 1, 0, 0, 0xfd, 0xe9].as_slice(),
+                    next_hop.as_slice(),
+                ]
+                .concat(),
+                &[24, 10, 0, 0],
+            ),
+        ),
+        (
+            "malformed_update_as_set",
+            raw_update(
+                &[],
+                &[
+                    origin.as_slice(),
+                    [0x40, 2, 6, 1, 1, 0, 0, 0xfd, 0xe9].as_slice(),
+                    next_hop.as_slice(),
+                ]
+                .concat(),
+                &[24, 10, 0, 0],
+            ),
+        ),
+        (
+            "malformed_update_next_hop_multicast",
+            raw_update(
+                &[],
+                &[
+                    origin.as_slice(),
+                    as_path.as_slice(),
+                    [0x40, 3, 4, 224, 0, 0, 1].as_slice(),
+                ]
+                .concat(),
+                &[24, 10, 0, 0],
+            ),
+        ),
+        (
+            "malformed_update_atomic_aggregate_length",
+            raw_update(&[], &with(&[0x40, 6, 1, 0]), &[24, 10, 0, 0]),
+        ),
+        (
+            "malformed_update_communities_length",
+            raw_update(&[], &with(&[0xc0, 8, 3, 0, 0, 1]), &[24, 10, 0, 0]),
+        ),
+        (
+            "malformed_update_large_communities_length",
+            raw_update(&[], &with(&[0xc0, 32, 5, 0, 0, 0, 0, 1]), &[24, 10, 0, 0]),
+        ),
+        (
+            "malformed_update_med_flags",
+            raw_update(&[], &with(&[0x40, 4, 4, 0, 0, 0, 1]), &[24, 10, 0, 0]),
+        ),
+        (
+            "malformed_update_unknown_well_known",
+            raw_update(&[], &with(&[0x40, 250, 1, 0]), &[24, 10, 0, 0]),
+        ),
+        ("malformed_stream_truncated", {
+            let mut bytes = encode(&Message::Keepalive, false, true);
+            bytes.extend_from_slice(&raw(2, &[0, 0, 0, 0])[..10]);
+            bytes
+        }),
     ]
 }
 
@@ -248,7 +480,8 @@ fn regenerate_corpus() {
         for directory in target {
             let path = corpus_root().join(directory).join(name);
             std::fs::create_dir_all(corpus_root().join(directory)).unwrap_or_default();
-            std::fs::write(&path, &bytes).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            std::fs::write(&path, &bytes)
+                .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
         }
     }
 }

@@ -12,20 +12,28 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
 use topologyd_bgp::codec::{
     AsPathSegment, DecodeContext, EncodeContext, Family, Frame, Ipv6NextHop, LargeCommunity,
-    Message, Notification, Origin, PathAttributes, RawAttribute, RouteRefresh,
-    RouteRefreshSubtype, Update, decode_message, encode_message, next_frame,
+    Message, Notification, Origin, PathAttributes, RawAttribute, RouteRefresh, RouteRefreshSubtype,
+    Update, decode_message, encode_message, next_frame,
 };
 use topologyd_bgp::{AdjRibOut, Negotiated};
 
 fn ipv4_prefix() -> impl Strategy<Value = IpNet> {
     (any::<u32>(), 0u8..=32).prop_map(|(address, length)| {
-        IpNet::V4(Ipv4Net::new(Ipv4Addr::from(address), length).map(|net| net.trunc()).unwrap_or_default())
+        IpNet::V4(
+            Ipv4Net::new(Ipv4Addr::from(address), length)
+                .map(|net| net.trunc())
+                .unwrap_or_default(),
+        )
     })
 }
 
 fn ipv6_prefix() -> impl Strategy<Value = IpNet> {
     (any::<u128>(), 0u8..=128).prop_map(|(address, length)| {
-        IpNet::V6(Ipv6Net::new(Ipv6Addr::from(address), length).map(|net| net.trunc()).unwrap_or_default())
+        IpNet::V6(
+            Ipv6Net::new(Ipv6Addr::from(address), length)
+                .map(|net| net.trunc())
+                .unwrap_or_default(),
+        )
     })
 }
 
@@ -35,7 +43,11 @@ fn prefix() -> impl Strategy<Value = IpNet> {
 
 fn attributes() -> impl Strategy<Value = PathAttributes> {
     (
-        prop_oneof![Just(Origin::Igp), Just(Origin::Egp), Just(Origin::Incomplete)],
+        prop_oneof![
+            Just(Origin::Igp),
+            Just(Origin::Egp),
+            Just(Origin::Incomplete)
+        ],
         prop::collection::vec(1u32..=u32::MAX, 0..8),
         any::<u32>(),
         proptest::option::of(any::<u32>()),
@@ -48,7 +60,19 @@ fn attributes() -> impl Strategy<Value = PathAttributes> {
         proptest::option::of(any::<u128>()),
     )
         .prop_map(
-            |(origin, path, next_hop, med, local_pref, communities, extended, large, unknown, global, link_local)| {
+            |(
+                origin,
+                path,
+                next_hop,
+                med,
+                local_pref,
+                communities,
+                extended,
+                large,
+                unknown,
+                global,
+                link_local,
+            )| {
                 PathAttributes {
                     origin,
                     as_path: if path.is_empty() {
@@ -58,9 +82,12 @@ fn attributes() -> impl Strategy<Value = PathAttributes> {
                     },
                     next_hop: Some(Ipv4Addr::from(0x0100_0000 + next_hop % 0x7e00_0000)),
                     ipv6_next_hop: Some(Ipv6NextHop {
-                        global: Ipv6Addr::from((global & !(0xffffu128 << 112)) | (0x2001u128 << 112)),
-                        link_local: link_local
-                            .map(|value| Ipv6Addr::from((0xfe80u128 << 112) | (value & 0xffff_ffff_ffff_ffff))),
+                        global: Ipv6Addr::from(
+                            (global & !(0xffffu128 << 112)) | (0x2001u128 << 112),
+                        ),
+                        link_local: link_local.map(|value| {
+                            Ipv6Addr::from((0xfe80u128 << 112) | (value & 0xffff_ffff_ffff_ffff))
+                        }),
                     }),
                     med,
                     local_pref,
@@ -70,11 +97,13 @@ fn attributes() -> impl Strategy<Value = PathAttributes> {
                     extended_communities: extended,
                     large_communities: large
                         .into_iter()
-                        .map(|(global_administrator, local_data_1, local_data_2)| LargeCommunity {
-                            global_administrator,
-                            local_data_1,
-                            local_data_2,
-                        })
+                        .map(
+                            |(global_administrator, local_data_1, local_data_2)| LargeCommunity {
+                                global_administrator,
+                                local_data_1,
+                                local_data_2,
+                            },
+                        )
                         .collect(),
                     unknown: unknown
                         .map(|value| {
@@ -180,8 +209,16 @@ fn negotiated(extended: bool) -> Negotiated {
 }
 
 /// Applies everything the RIB has to send to `view`; checks message sizes.
-fn apply(rib: &mut AdjRibOut, view: &mut BTreeMap<IpNet, PathAttributes>, max: usize, budget: usize) -> Result<(), TestCaseError> {
-    let context = DecodeContext { max_message_len: u16::MAX, ..DecodeContext::default() };
+fn apply(
+    rib: &mut AdjRibOut,
+    view: &mut BTreeMap<IpNet, PathAttributes>,
+    max: usize,
+    budget: usize,
+) -> Result<(), TestCaseError> {
+    let context = DecodeContext {
+        max_message_len: u16::MAX,
+        ..DecodeContext::default()
+    };
     while let Some(mut bytes) = rib.next_update(budget) {
         while !bytes.is_empty() {
             let Ok(Frame::Complete { length }) = next_frame(&bytes, u16::MAX) else {

@@ -393,7 +393,10 @@ fn convert(file: DaemonFile, collector: &mut Collector) -> Option<DaemonConfig> 
             collector.error(
                 Some(span_of(&control.listen)),
                 "the control API has no [control.roles]: nobody could use it",
-                Some("add e.g. `roles = { \"sre-oncall\" = \"admin\" }` (certificate CN → role)".into()),
+                Some(
+                    "add e.g. `roles = { \"sre-oncall\" = \"admin\" }` (certificate CN → role)"
+                        .into(),
+                ),
             );
         }
         Some(ControlConfig {
@@ -413,7 +416,10 @@ fn convert(file: DaemonFile, collector: &mut Collector) -> Option<DaemonConfig> 
     let mut addresses: BTreeMap<IpAddr, Span> = BTreeMap::new();
     for peer in file.peer {
         let name_span = span_of(&peer.name);
-        if names.insert(peer.name.get_ref().clone(), name_span).is_some() {
+        if names
+            .insert(peer.name.get_ref().clone(), name_span)
+            .is_some()
+        {
             collector.error(
                 Some(name_span),
                 format!("peer `{}` is defined twice", peer.name.get_ref()),
@@ -437,7 +443,11 @@ fn convert(file: DaemonFile, collector: &mut Collector) -> Option<DaemonConfig> 
         local_asn: file.local_asn.into_inner(),
         router_id: router_id?,
         state_dir: file.state_dir.into_inner().into(),
-        bootstrap_topology: file.bootstrap_topology.into_iter().map(PathBuf::from).collect(),
+        bootstrap_topology: file
+            .bootstrap_topology
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
         retained_generations,
         bgp_listen,
         graceful_restart,
@@ -517,7 +527,10 @@ fn convert_peer(
     if peer.passive && bgp_listen.is_empty() {
         collector.error(
             Some(span_of(&peer.name)),
-            format!("peer `{}` is passive but the daemon listens nowhere", peer.name.get_ref()),
+            format!(
+                "peer `{}` is passive but the daemon listens nowhere",
+                peer.name.get_ref()
+            ),
             Some("add [bgp] listen = [\"ADDRESS:PORT\"] or make the peer active".into()),
         );
     }
@@ -534,7 +547,10 @@ fn convert_peer(
         next_hop_ipv4,
         next_hop_ipv6,
         md5_key_file: peer.md5_key_file.map(PathBuf::from),
-        ttl_security_hops: peer.ttl_security_hops.as_ref().map(|value| *value.get_ref()),
+        ttl_security_hops: peer
+            .ttl_security_hops
+            .as_ref()
+            .map(|value| *value.get_ref()),
         max_prefix: peer.max_prefix,
         extended_messages: peer.extended_messages.unwrap_or(true),
     };
@@ -548,14 +564,20 @@ fn convert_peer(
     if config.families.contains(&Family::Ipv4) && config.ipv4_next_hop().is_none() {
         collector.error(
             Some(span_of(&peer.name)),
-            format!("peer `{}` announces IPv4 but has no IPv4 next hop", config.name),
+            format!(
+                "peer `{}` announces IPv4 but has no IPv4 next hop",
+                config.name
+            ),
             Some("set next_hop_ipv4, or an IPv4 local_address".into()),
         );
     }
     if config.families.contains(&Family::Ipv6) && config.ipv6_next_hop().is_none() {
         collector.error(
             Some(span_of(&peer.name)),
-            format!("peer `{}` announces IPv6 but has no IPv6 next hop", config.name),
+            format!(
+                "peer `{}` announces IPv6 but has no IPv6 next hop",
+                config.name
+            ),
             Some("set next_hop_ipv6, an IPv6 local_address, or families = [\"ipv4\"]".into()),
         );
     }
@@ -604,8 +626,15 @@ families = ["ipv4"]
         );
         let diagnostics = parse(&text).unwrap_err();
         let rendered = diagnostics.to_string();
-        assert!(rendered.contains("topologyd.toml:9:11: error: `not-an-address` is not a valid IP address"), "{rendered}");
-        assert!(rendered.contains("hold_time_seconds 2 is not allowed"), "{rendered}");
+        assert!(
+            rendered
+                .contains("topologyd.toml:9:11: error: `not-an-address` is not a valid IP address"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("hold_time_seconds 2 is not allowed"),
+            "{rendered}"
+        );
         assert_eq!(diagnostics.errors().count(), 2, "{rendered}");
     }
 

@@ -113,7 +113,12 @@ impl Collector {
     }
 
     /// A warning at `span` with an optional fix.
-    pub fn warning(&mut self, span: Option<Span>, message: impl Into<String>, help: Option<String>) {
+    pub fn warning(
+        &mut self,
+        span: Option<Span>,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
         self.pending
             .push((Severity::Warning, span, message.into(), help));
     }

@@ -11,6 +11,7 @@
 
 pub mod daemon;
 pub mod diagnostic;
+mod fast;
 pub mod model;
 pub mod parse;
 pub mod selector;
@@ -18,6 +19,8 @@ pub mod source;
 
 pub use diagnostic::{Collector, Diagnostic, Diagnostics, Severity};
 pub use model::*;
-pub use parse::{parse_topology_sources, parse_topology_sources_with_warnings};
+pub use parse::{
+    parse_topology_sources, parse_topology_sources_owned, parse_topology_sources_with_warnings,
+};
 pub use selector::{Attribute, Selector, SelectorError, SelectorValue, parse_selector};
 pub use source::{LoadError, Source, SourceLocation, SourceMap, Span, load_sources};

@@ -16,21 +16,21 @@ use crate::source::{Source, SourceMap, Span};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileModel {
-    settings: Option<Spanned<SettingsFile>>,
+pub(crate) struct FileModel {
+    pub(crate) settings: Option<Spanned<SettingsFile>>,
     #[serde(default)]
-    location: Vec<LocationFile>,
+    pub(crate) location: Vec<LocationFile>,
     #[serde(default)]
-    service: Vec<ServiceFile>,
+    pub(crate) service: Vec<ServiceFile>,
     #[serde(default)]
-    prefix: Vec<PrefixFile>,
+    pub(crate) prefix: Vec<PrefixFile>,
     #[serde(default)]
-    binding: Vec<BindingFile>,
+    pub(crate) binding: Vec<BindingFile>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SettingsFile {
+pub(crate) struct SettingsFile {
     ipv4_announce_lengths: Option<LengthLimitsFile>,
     ipv6_announce_lengths: Option<LengthLimitsFile>,
     blast_radius: Option<BlastRadiusFile>,
@@ -38,21 +38,21 @@ struct SettingsFile {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LengthLimitsFile {
+pub(crate) struct LengthLimitsFile {
     shortest: u8,
     longest: u8,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BlastRadiusFile {
+pub(crate) struct BlastRadiusFile {
     max_withdrawn_pair_share: Option<Spanned<f64>>,
     max_affected_location_share: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LocationFile {
+pub(crate) struct LocationFile {
     name: Spanned<String>,
     region: Spanned<String>,
     metro: Spanned<String>,
@@ -64,7 +64,7 @@ struct LocationFile {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ServiceFile {
+pub(crate) struct ServiceFile {
     name: Spanned<String>,
     lifecycle: Option<Spanned<Lifecycle>>,
     topology: Spanned<String>,
@@ -80,33 +80,33 @@ struct ServiceFile {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PrefixFile {
-    cidr: Spanned<String>,
-    origin_asn: Spanned<u32>,
-    owner: String,
-    advertise: bool,
-    announce: Option<Spanned<AnnounceFile>>,
-    roa: Option<Spanned<RoaFile>>,
-    irr_token: Option<String>,
-    rdns_token: Option<String>,
+pub(crate) struct PrefixFile {
+    pub(crate) cidr: Spanned<String>,
+    pub(crate) origin_asn: Spanned<u32>,
+    pub(crate) owner: String,
+    pub(crate) advertise: bool,
+    pub(crate) announce: Option<Spanned<AnnounceFile>>,
+    pub(crate) roa: Option<Spanned<RoaFile>>,
+    pub(crate) irr_token: Option<String>,
+    pub(crate) rdns_token: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RoaFile {
+pub(crate) struct RoaFile {
     asn: u32,
     max_length: u8,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BindingFile {
-    cidr: Spanned<String>,
-    service: Spanned<String>,
+pub(crate) struct BindingFile {
+    pub(crate) cidr: Spanned<String>,
+    pub(crate) service: Spanned<String>,
 }
 
 /// `announce = "aggregate"` or `announce = { split = 24 }`; written by hand for clear errors.
-struct AnnounceFile(AnnounceMode);
+pub(crate) struct AnnounceFile(pub(crate) AnnounceMode);
 
 impl<'de> Deserialize<'de> for AnnounceFile {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -141,7 +141,9 @@ impl<'de> Deserialize<'de> for AnnounceFile {
                 }
                 split
                     .map(|length| AnnounceFile(AnnounceMode::Split(length)))
-                    .ok_or_else(|| serde::de::Error::custom("announce table needs `split = LENGTH`"))
+                    .ok_or_else(|| {
+                        serde::de::Error::custom("announce table needs `split = LENGTH`")
+                    })
             }
         }
         deserializer.deserialize_any(Visitor)
@@ -284,7 +286,10 @@ fn convert_service(
             }
         }
     }
-    let prepend = file.as_path_prepend.as_ref().map_or(0, |value| *value.get_ref());
+    let prepend = file
+        .as_path_prepend
+        .as_ref()
+        .map_or(0, |value| *value.get_ref());
     if let Some(spanned) = file.as_path_prepend.as_ref().filter(|_| prepend > 3) {
         valid = false;
         collector.error(
@@ -315,8 +320,14 @@ fn located_string(source: u32, value: Spanned<String>) -> Located<String> {
     Located::new(value.into_inner(), span)
 }
 
-/// Parses every source; reports every syntax and shape error of every file in one run.
+/// Parses every source; reports every syntax and shape error of every file in one run. The
+/// result keeps a copy of the sources (see [`parse_topology_sources_owned`] to move them).
 pub fn parse_topology_sources(sources: &[Source]) -> Result<RawTopology, Diagnostics> {
+    parse_topology_sources_owned(sources.to_vec())
+}
+
+/// [`parse_topology_sources`] taking the sources by value (no copy of large texts).
+pub fn parse_topology_sources_owned(sources: Vec<Source>) -> Result<RawTopology, Diagnostics> {
     let (raw, diagnostics) = parse_topology_sources_with_warnings(sources);
     if diagnostics.has_errors() {
         Err(diagnostics)
@@ -327,13 +338,23 @@ pub fn parse_topology_sources(sources: &[Source]) -> Result<RawTopology, Diagnos
 
 /// Like [`parse_topology_sources`], but always returns what parsed (items with errors left out)
 /// together with the diagnostics.
-pub fn parse_topology_sources_with_warnings(sources: &[Source]) -> (RawTopology, Diagnostics) {
+pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopology, Diagnostics) {
     let mut collector = Collector::new();
     let mut raw = RawTopology::default();
     let mut settings_seen: Option<Span> = None;
     for (index, source) in sources.iter().enumerate() {
         let source_id = u32::try_from(index).unwrap_or(u32::MAX);
-        let file: FileModel = match toml::from_str(&source.text) {
+        let fast =
+            crate::fast::parse_prefixes_and_bindings(&source.text).map(|(prefix, binding)| {
+                FileModel {
+                    settings: None,
+                    location: Vec::new(),
+                    service: Vec::new(),
+                    prefix,
+                    binding,
+                }
+            });
+        let file: FileModel = match fast.map_or_else(|| toml::from_str(&source.text), Ok) {
             Ok(file) => file,
             Err(failure) => {
                 let span = failure
@@ -345,11 +366,7 @@ pub fn parse_topology_sources_with_warnings(sources: &[Source]) -> (RawTopology,
                      cannot silently change the topology"
                         .to_string()
                 });
-                collector.error(
-                    Some(span),
-                    failure.message().trim_end().to_string(),
-                    help,
-                );
+                collector.error(Some(span), failure.message().trim_end().to_string(), help);
                 continue;
             }
         };
@@ -487,7 +504,7 @@ pub fn parse_topology_sources_with_warnings(sources: &[Source]) -> (RawTopology,
         }
     }
     raw.settings_span = settings_seen;
-    raw.sources = SourceMap::new(sources.to_vec());
+    raw.sources = SourceMap::new(sources);
     let diagnostics = collector.finish(&raw.sources);
     (raw, diagnostics)
 }
@@ -548,13 +565,28 @@ mod tests {
         ]))
         .unwrap_err();
         let text = failure.to_string();
-        assert!(text.contains("a.toml:3:1: error: unknown field `colour`"), "{text}");
+        assert!(
+            text.contains("a.toml:3:1: error: unknown field `colour`"),
+            "{text}"
+        );
         // Escaped string: points at the string start.
-        assert!(text.contains("b.toml:3:12: error: invalid topology selector"), "{text}");
+        assert!(
+            text.contains("b.toml:3:12: error: invalid topology selector"),
+            "{text}"
+        );
         // Verbatim string: points inside it, at `regoin`.
-        assert!(text.contains("b.toml:7:31: error: invalid topology selector"), "{text}");
-        assert!(text.contains("b.toml:8:16: error: invalid community"), "{text}");
-        assert!(text.contains("c.toml:2:8: error: invalid binding CIDR"), "{text}");
+        assert!(
+            text.contains("b.toml:7:31: error: invalid topology selector"),
+            "{text}"
+        );
+        assert!(
+            text.contains("b.toml:8:16: error: invalid community"),
+            "{text}"
+        );
+        assert!(
+            text.contains("c.toml:2:8: error: invalid binding CIDR"),
+            "{text}"
+        );
         assert!(text.contains("help: add the prefix length"), "{text}");
         assert_eq!(failure.errors().count(), 5, "{text}");
     }

@@ -119,7 +119,12 @@ impl fmt::Display for Selector {
             } => {
                 if let [single] = values.as_slice() {
                     let operator = if *negated { "!=" } else { "=" };
-                    write!(formatter, "{} {operator} \"{}\"", attribute.keyword(), single.value)
+                    write!(
+                        formatter,
+                        "{} {operator} \"{}\"",
+                        attribute.keyword(),
+                        single.value
+                    )
                 } else {
                     if *negated {
                         formatter.write_str("not ")?;
@@ -482,7 +487,9 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Selector, SelectorError> {
-        parse_selector(text, &|offset, length| Span::new(0, offset..offset + length))
+        parse_selector(text, &|offset, length| {
+            Span::new(0, offset..offset + length)
+        })
     }
 
     #[test]

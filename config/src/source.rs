@@ -155,8 +155,12 @@ impl SourceMap {
                 )
                 .collect()
         });
-        let offset = span.start.min(u32::try_from(source.text.len()).unwrap_or(u32::MAX));
-        let line_index = starts.partition_point(|start| *start <= offset).saturating_sub(1);
+        let offset = span
+            .start
+            .min(u32::try_from(source.text.len()).unwrap_or(u32::MAX));
+        let line_index = starts
+            .partition_point(|start| *start <= offset)
+            .saturating_sub(1);
         let line_start = starts.get(line_index).copied().unwrap_or(0) as usize;
         let column = source
             .text

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use topologyd_bgp::{GracefulRestartConfig, MaxPrefixes, SessionConfig};
 use topologyd_config::Source;
 use topologyd_config::daemon::{DaemonConfig, Family, PeerConfig};
-use topologyd_topology::{Intent, Plan, Topology, Verdict, compile, plan};
+use topologyd_topology::{Intent, Plan, Topology, Verdict, compile_owned, plan};
 use tracing::{error, info, warn};
 
 use crate::admin::Readiness;
@@ -325,7 +325,7 @@ impl Engine {
                     }
                 }
             };
-            match compile(&to_sources(&candidate.bundle), generation) {
+            match compile_owned(to_sources(&candidate.bundle), generation) {
                 Ok(topology) => {
                     if generation != stored.meta.generation {
                         warn!(
@@ -354,7 +354,7 @@ impl Engine {
                 source: error.error,
             },
         )?;
-        let topology = compile(&sources, 1).map_err(StartError::Bootstrap)?;
+        let topology = compile_owned(sources, 1).map_err(StartError::Bootstrap)?;
         let meta = GenerationMeta {
             generation: 1,
             hash: topology.hash_hex(),
@@ -362,11 +362,9 @@ impl Engine {
             who: "bootstrap".into(),
             intent: Vec::new(),
         };
+        let bundle = to_bundle(topology.sources());
         let running = Self::running_from(config, topology, meta.clone())?;
-        store.commit(&StoredGeneration {
-            meta,
-            bundle: to_bundle(&sources),
-        })?;
+        store.commit(&StoredGeneration { meta, bundle })?;
         Ok(running)
     }
 
@@ -560,14 +558,14 @@ impl Engine {
         let old = self.running.topology.clone();
         let location = self.config.location.clone();
         let prepared = tokio::task::spawn_blocking(move || {
-            let new = compile(&sources, next_generation)?;
+            let new = compile_owned(sources, next_generation)?;
             let plan = plan(&old, &new, &intent);
             let routes = location_routes(&new, &location);
-            Ok::<_, topologyd_topology::Diagnostics>((new, plan, routes, sources, intent))
+            Ok::<_, topologyd_topology::Diagnostics>((new, plan, routes, intent))
         })
         .await
         .map_err(|join| self.error(EngineErrorKind::Internal, format!("compile task failed: {join}"), Value::Null))?;
-        let (new, plan, routes, sources, intent) = prepared.map_err(|diagnostics| {
+        let (new, plan, routes, intent) = prepared.map_err(|diagnostics| {
             self.error(
                 EngineErrorKind::Invalid,
                 format!("the topology does not compile: {} error(s)", diagnostics.errors().count()),
@@ -585,7 +583,6 @@ impl Engine {
             topology: new,
             plan,
             routes,
-            sources,
             intent,
         })
     }
@@ -633,7 +630,7 @@ impl Engine {
             .iter()
             .map(|service| format!("service:{}", service.name))
             .collect();
-        if let Ok(old) = compile(&to_sources(&stored.bundle), generation) {
+        if let Ok(old) = compile_owned(to_sources(&stored.bundle), generation) {
             intent.extend(old.services().iter().map(|service| format!("service:{}", service.name)));
         }
         intent.push("blast-radius".into());
@@ -663,7 +660,6 @@ impl Engine {
             topology,
             plan,
             routes,
-            sources,
             intent,
         } = prepared;
         let hash = plan_hash(&plan);
@@ -723,7 +719,7 @@ impl Engine {
         };
         let stored = StoredGeneration {
             meta: meta.clone(),
-            bundle: to_bundle(&sources),
+            bundle: to_bundle(topology.sources()),
         };
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.commit(&stored))
@@ -979,7 +975,6 @@ struct Prepared {
     topology: Topology,
     plan: Plan,
     routes: LocationRoutes,
-    sources: Vec<Source>,
     intent: Intent,
 }
 

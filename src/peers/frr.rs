@@ -47,9 +47,11 @@ const EXPORT_DENY_SEQUENCE: u32 = 65535;
 #[derive(Debug)]
 pub struct FrrPeer {
     spec: PeerSpec,
-    /// Originated routes with the route-map sequence number each one uses.
-    originated: BTreeMap<IpNet, (u32, Route)>,
-    next_sequence: u32,
+    /// Route-map sequence number of every prefix ever configured; its policy entries stay after
+    /// a withdrawal and are reused.
+    sequences: BTreeMap<IpNet, u32>,
+    /// Routes currently announced (with a `network` statement).
+    announced: BTreeMap<IpNet, Route>,
     process: DaemonProcess,
     bgpd_log: PathBuf,
     directory: tempfile::TempDir,
@@ -70,13 +72,14 @@ impl FrrPeer {
         let config = directory.path().join("bgpd.conf");
         let log = directory.path().join("daemon.log");
         let bgpd_log = directory.path().join("bgpd.log");
-        let mut originated = BTreeMap::new();
-        let mut next_sequence = 1;
+        let mut sequences = BTreeMap::new();
+        let mut announced = BTreeMap::new();
         for route in &spec.originate {
-            originated.insert(route.prefix, (next_sequence, route.clone()));
-            next_sequence += 1;
+            let next = u32::try_from(sequences.len() + 1).unwrap_or(u32::MAX);
+            sequences.entry(route.prefix).or_insert(next);
+            announced.insert(route.prefix, route.clone());
         }
-        process::write_file(DAEMON, &config, &render_config(&spec, &originated, &bgpd_log))?;
+        process::write_file(DAEMON, &config, &render_config(&spec, &sequences, &announced, &bgpd_log))?;
         let mut command = Command::new(BGPD);
         command
             .arg("-f")
@@ -93,8 +96,8 @@ impl FrrPeer {
         let process = DaemonProcess::spawn(DAEMON, command, &log)?;
         let mut peer = FrrPeer {
             spec,
-            originated,
-            next_sequence,
+            sequences,
+            announced,
             process,
             bgpd_log,
             directory,
@@ -213,34 +216,39 @@ impl BgpPeer for FrrPeer {
     fn announce(&mut self, routes: &[Route]) -> Result<()> {
         let mut commands = vec!["configure terminal".to_string()];
         for route in routes {
-            let sequence = match self.originated.get(&route.prefix) {
-                Some((sequence, _)) => *sequence,
-                None => {
-                    let sequence = self.next_sequence;
-                    self.next_sequence += 1;
-                    sequence
+            let next = u32::try_from(self.sequences.len() + 1).unwrap_or(u32::MAX);
+            let sequence = match self.sequences.get(&route.prefix) {
+                Some(sequence) => {
+                    // Replace the old attributes rather than add to them.
+                    commands.push(format!("no route-map ORIGINATE-{sequence}"));
+                    commands.push(format!("no route-map EXPORT permit {sequence}"));
+                    *sequence
                 }
+                None => next,
             };
-            if self.originated.contains_key(&route.prefix) {
-                commands.push(format!("no route-map ORIGINATE-{sequence}"));
-                commands.push(format!("no route-map EXPORT permit {sequence}"));
-            }
+            self.sequences.insert(route.prefix, sequence);
             commands.extend(policy_lines(route, sequence));
             commands.push(format!("router bgp {}", self.spec.local_asn));
             commands.push(format!("address-family {} unicast", afi(route.family())));
             commands.push(format!("network {} route-map ORIGINATE-{sequence}", route.prefix));
             commands.push("exit-address-family".to_string());
             commands.push("exit".to_string());
-            self.originated.insert(route.prefix, (sequence, route.clone()));
         }
         commands.push("end".to_string());
-        self.vtysh(&commands.iter().map(String::as_str).collect::<Vec<_>>()).map(drop)
+        self.vtysh(&commands.iter().map(String::as_str).collect::<Vec<_>>())?;
+        for route in routes {
+            self.announced.insert(route.prefix, route.clone());
+        }
+        Ok(())
     }
 
     fn withdraw(&mut self, prefixes: &[IpNet]) -> Result<()> {
+        // Only the `network` statement goes: deleting the route-maps in the same breath races with
+        // the withdrawal (FRR 8.4 then sometimes never sends it). The unused policy entries stay
+        // and are replaced if the prefix is announced again.
         let mut commands = vec!["configure terminal".to_string()];
         for prefix in prefixes {
-            let Some((sequence, route)) = self.originated.remove(prefix) else {
+            let (Some(route), Some(sequence)) = (self.announced.get(prefix), self.sequences.get(prefix)) else {
                 continue;
             };
             commands.push(format!("router bgp {}", self.spec.local_asn));
@@ -248,12 +256,13 @@ impl BgpPeer for FrrPeer {
             commands.push(format!("no network {prefix} route-map ORIGINATE-{sequence}"));
             commands.push("exit-address-family".to_string());
             commands.push("exit".to_string());
-            commands.push(format!("no route-map EXPORT permit {sequence}"));
-            commands.push(format!("no route-map ORIGINATE-{sequence}"));
-            commands.push(format!("no {} prefix-list ORIGINATE-{sequence}", ip_keyword(route.family())));
         }
         commands.push("end".to_string());
-        self.vtysh(&commands.iter().map(String::as_str).collect::<Vec<_>>()).map(drop)
+        self.vtysh(&commands.iter().map(String::as_str).collect::<Vec<_>>())?;
+        for prefix in prefixes {
+            self.announced.remove(prefix);
+        }
+        Ok(())
     }
 
     fn log_tail(&self) -> String {
@@ -341,12 +350,21 @@ fn policy_lines(route: &Route, sequence: u32) -> Vec<String> {
     lines
 }
 
-fn render_config(spec: &PeerSpec, originated: &BTreeMap<IpNet, (u32, Route)>, bgpd_log: &Path) -> String {
+fn render_config(
+    spec: &PeerSpec,
+    sequences: &BTreeMap<IpNet, u32>,
+    announced: &BTreeMap<IpNet, Route>,
+    bgpd_log: &Path,
+) -> String {
+    let originated: Vec<(u32, &Route)> = announced
+        .values()
+        .filter_map(|route| Some((*sequences.get(&route.prefix)?, route)))
+        .collect();
     let neighbor = spec.neighbor.ip();
     let mut config = String::new();
     let _ = writeln!(config, "log file {} debugging", bgpd_log.display());
-    config.push_str("debug bgp updates in\ndebug bgp neighbor-events\nbgp route-map delay-timer 1\n!\n");
-    for (sequence, route) in originated.values() {
+    config.push_str("debug bgp updates in\ndebug bgp updates out\ndebug bgp neighbor-events\nbgp route-map delay-timer 1\n!\n");
+    for (sequence, route) in &originated {
         for line in policy_lines(route, *sequence) {
             let _ = writeln!(config, "{line}");
         }
@@ -360,7 +378,9 @@ fn render_config(spec: &PeerSpec, originated: &BTreeMap<IpNet, (u32, Route)>, bg
     );
     match spec.graceful_restart {
         Some(graceful_restart) => {
-            config.push_str(" bgp graceful-restart\n");
+            // Helper mode is FRR's default. `bgp graceful-restart` (restarting mode) would also
+            // make a freshly started bgpd defer best-path selection, and withdrawals made during
+            // that window were never sent.
             let _ = writeln!(config, " bgp graceful-restart restart-time {}", graceful_restart.restart_time);
             let _ = writeln!(config, " bgp graceful-restart stalepath-time {}", graceful_restart.stale_time);
         }
@@ -391,7 +411,7 @@ fn render_config(spec: &PeerSpec, originated: &BTreeMap<IpNet, (u32, Route)>, bg
         let _ = writeln!(config, "  neighbor {neighbor} activate");
         let _ = writeln!(config, "  neighbor {neighbor} route-map IMPORT in");
         let _ = writeln!(config, "  neighbor {neighbor} route-map EXPORT out");
-        for (sequence, route) in originated.values().filter(|(_, route)| route.family() == family) {
+        for (sequence, route) in originated.iter().filter(|(_, route)| route.family() == family) {
             let _ = writeln!(config, "  network {} route-map ORIGINATE-{sequence}", route.prefix);
         }
         config.push_str(" exit-address-family\n");

@@ -15,7 +15,7 @@ use prefix_trie::PrefixMap;
 use sha2::{Digest, Sha256};
 use topologyd_config::{
     AnnounceMode, Attribute, Collector, Diagnostics, Lifecycle, Located, LocationState,
-    RawTopology, Selector, Source, parse_topology_sources,
+    RawTopology, Selector, Source, Span, parse_topology_sources_owned,
 };
 
 use crate::location_set::LocationSet;
@@ -26,9 +26,61 @@ pub const MAX_ROUTES_PER_PREFIX: u32 = 65_536;
 /// At most this many location names are listed in one diagnostic.
 const LISTED_NAMES: usize = 8;
 
+/// Anything [`compile`] accepts as sources: a `Vec<Source>` (moved in, no copy) or a borrowed
+/// slice, vector or array (copied; the compiled topology keeps its sources).
+pub trait IntoSources {
+    fn into_sources(self) -> Vec<Source>;
+}
+
+impl IntoSources for Vec<Source> {
+    fn into_sources(self) -> Vec<Source> {
+        self
+    }
+}
+
+impl IntoSources for &Vec<Source> {
+    fn into_sources(self) -> Vec<Source> {
+        self.clone()
+    }
+}
+
+impl IntoSources for &[Source] {
+    fn into_sources(self) -> Vec<Source> {
+        self.to_vec()
+    }
+}
+
+impl<const N: usize> IntoSources for &[Source; N] {
+    fn into_sources(self) -> Vec<Source> {
+        self.to_vec()
+    }
+}
+
 /// Parses and compiles `sources` into generation `generation` of the topology.
-pub fn compile(sources: &[Source], generation: u64) -> Result<Topology, Diagnostics> {
-    compile_raw(parse_topology_sources(sources)?, generation)
+pub fn compile(sources: impl IntoSources, generation: u64) -> Result<Topology, Diagnostics> {
+    compile_raw(
+        parse_topology_sources_owned(sources.into_sources())?,
+        generation,
+    )
+}
+
+/// [`compile`] for an owned `Vec<Source>`, spelled out for callers that want to make the move
+/// (no copy of large texts) explicit.
+pub fn compile_owned(sources: Vec<Source>, generation: u64) -> Result<Topology, Diagnostics> {
+    compile(sources, generation)
+}
+
+/// A sort key ordering networks exactly like `IpNet`'s `Ord` (IPv4 first, then by address,
+/// then by length), but compared as plain integers.
+fn network_key(network: &IpNet) -> (u8, u128, u8) {
+    match network {
+        IpNet::V4(network) => (
+            4,
+            u128::from(u32::from(network.addr())),
+            network.prefix_len(),
+        ),
+        IpNet::V6(network) => (6, u128::from(network.addr()), network.prefix_len()),
+    }
 }
 
 fn family_bits(network: &IpNet) -> u8 {
@@ -61,7 +113,11 @@ fn levenshtein(left: &str, right: &str) -> usize {
 }
 
 /// "did you mean `x`?" or the list of known names.
-fn suggestion<'a>(wanted: &str, known: impl Iterator<Item = &'a str> + Clone, kind: &str) -> String {
+fn suggestion<'a>(
+    wanted: &str,
+    known: impl Iterator<Item = &'a str> + Clone,
+    kind: &str,
+) -> String {
     let best = known
         .clone()
         .map(|name| (levenshtein(wanted, name), name))
@@ -156,7 +212,9 @@ impl AttributeIndex {
                     set
                 }
             }
-            Selector::Not(inner) => LocationSet::full(self.capacity).difference(&self.evaluate(inner)),
+            Selector::Not(inner) => {
+                LocationSet::full(self.capacity).difference(&self.evaluate(inner))
+            }
             Selector::And(items) => items
                 .iter()
                 .fold(LocationSet::full(self.capacity), |set, item| {
@@ -205,13 +263,15 @@ impl CanonicalHasher {
     fn number(&mut self, number: u64) {
         self.0.update(number.to_le_bytes());
     }
+
+    fn network(&mut self, network: &IpNet) {
+        let (family, address, length) = network_key(network);
+        self.0.update([family, length]);
+        self.0.update(address.to_le_bytes());
+    }
 }
 
-fn validate_network(
-    network: &Located<IpNet>,
-    what: &str,
-    collector: &mut Collector,
-) -> IpNet {
+fn validate_network(network: &Located<IpNet>, what: &str, collector: &mut Collector) -> IpNet {
     let truncated = network.value.trunc();
     if truncated != network.value {
         collector.error(
@@ -312,7 +372,9 @@ pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagno
                 };
                 if !known {
                     let help = match attribute {
-                        Attribute::State => "states are live, offline, test and draining".to_string(),
+                        Attribute::State => {
+                            "states are live, offline, test and draining".to_string()
+                        }
                         _ => suggestion(
                             &value.value,
                             attribute_index.known(attribute),
@@ -498,7 +560,7 @@ pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagno
             span: raw_prefix.cidr.span,
         });
     }
-    prefix_candidates.sort_by_key(|prefix| (prefix.cidr, prefix.span));
+    prefix_candidates.sort_unstable_by_key(|prefix| (network_key(&prefix.cidr), prefix.span));
     let mut prefixes: Vec<Prefix> = Vec::with_capacity(prefix_candidates.len());
     for prefix in prefix_candidates {
         if let Some(last) = prefixes.last()
@@ -526,8 +588,9 @@ pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagno
         prefixes.push(prefix);
     }
 
-    // Bindings.
-    let mut binding_candidates: Vec<Binding> = Vec::with_capacity(raw.bindings.len());
+    // Bindings: resolve services, sort once, then find each binding's onboarded prefix with a
+    // single merge sweep over the (also sorted, disjoint) prefixes.
+    let mut binding_candidates: Vec<(u32, Span, IpNet)> = Vec::with_capacity(raw.bindings.len());
     for raw_binding in &raw.bindings {
         let cidr = validate_network(&raw_binding.cidr, "binding", &mut collector);
         let Some(service) = service_index.get(&raw_binding.service.value) else {
@@ -545,43 +608,20 @@ pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagno
             );
             continue;
         };
-        let Some(prefix) = crate::model::find_containing(&prefixes, &cidr, |prefix| prefix.cidr)
-        else {
-            let inside = prefixes
-                .iter()
-                .find(|prefix| cidr.contains(&prefix.cidr))
-                .map(|prefix| prefix.cidr);
-            let help = match inside {
-                Some(inside) => format!(
-                    "{cidr} is wider than the onboarded prefix {inside}; bind {inside} (or a more-specific) instead"
-                ),
-                None => "onboard a [[prefix]] containing it first, or fix the cidr".to_string(),
-            };
-            collector.error(
-                Some(raw_binding.cidr.span),
-                format!("binding {cidr} is outside every onboarded prefix"),
-                Some(help),
-            );
-            continue;
-        };
-        binding_candidates.push(Binding {
-            cidr,
-            service: *service,
-            prefix: prefix as u32,
-            span: raw_binding.cidr.span,
-        });
+        binding_candidates.push((*service, raw_binding.cidr.span, cidr));
     }
-    binding_candidates.sort_by_key(|binding| (binding.cidr, binding.span));
+    binding_candidates.sort_unstable_by_key(|(_, span, cidr)| (network_key(cidr), *span));
     let mut bindings: Vec<Binding> = Vec::with_capacity(binding_candidates.len());
-    for binding in binding_candidates {
+    let mut prefix_cursor = 0_usize;
+    for (service, span, cidr) in binding_candidates {
         if let Some(last) = bindings.last()
-            && last.cidr == binding.cidr
+            && last.cidr == cidr
         {
             collector.error(
-                Some(binding.span),
+                Some(span),
                 format!(
-                    "{} is bound twice: already bound to service `{}`",
-                    binding.cidr, services[last.service as usize].name
+                    "{cidr} is bound twice: already bound to service `{}`",
+                    services[last.service as usize].name
                 ),
                 Some(format!(
                     "the first binding is at {}; a cidr has exactly one service, so remove one (bind a more-specific cidr to layer another service)",
@@ -590,7 +630,40 @@ pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagno
             );
             continue;
         }
-        bindings.push(binding);
+        let key = network_key(&cidr);
+        while prefix_cursor + 1 < prefixes.len()
+            && network_key(&prefixes[prefix_cursor + 1].cidr) <= key
+        {
+            prefix_cursor += 1;
+        }
+        let containing = prefixes
+            .get(prefix_cursor)
+            .filter(|prefix| prefix.cidr.contains(&cidr));
+        if containing.is_none() {
+            let first_after = prefixes.partition_point(|prefix| network_key(&prefix.cidr) < key);
+            let inside = prefixes
+                .get(first_after)
+                .filter(|prefix| cidr.contains(&prefix.cidr))
+                .map(|prefix| prefix.cidr);
+            let help = match inside {
+                Some(inside) => format!(
+                    "{cidr} is wider than the onboarded prefix {inside}; bind {inside} (or a more-specific) instead"
+                ),
+                None => "onboard a [[prefix]] containing it first, or fix the cidr".to_string(),
+            };
+            collector.error(
+                Some(span),
+                format!("binding {cidr} is outside every onboarded prefix"),
+                Some(help),
+            );
+            continue;
+        }
+        bindings.push(Binding {
+            cidr,
+            service,
+            prefix: prefix_cursor as u32,
+            span,
+        });
     }
     let mut bindings_v4 = PrefixMap::new();
     let mut bindings_v6 = PrefixMap::new();
@@ -634,7 +707,10 @@ pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagno
                 .filter(|binding| binding.prefix as usize == prefix_index)
                 .take(3)
                 .map(|binding| {
-                    format!("{} → {}", binding.cidr, services[binding.service as usize].name)
+                    format!(
+                        "{} → {}",
+                        binding.cidr, services[binding.service as usize].name
+                    )
                 })
                 .collect();
             let detail = if layered.is_empty() {
@@ -643,7 +719,11 @@ pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagno
                 format!(
                     "it has only more-specific bindings ({}{})",
                     layered.join(", "),
-                    if more_specific_count[prefix_index] > 3 { ", …" } else { "" }
+                    if more_specific_count[prefix_index] > 3 {
+                        ", …"
+                    } else {
+                        ""
+                    }
                 )
             };
             collector.error(
@@ -688,6 +768,8 @@ pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagno
             }
             routes.push(Route {
                 prefix: piece,
+                binding_cidr: bindings[binding as usize].cidr,
+                origin_asn: prefix.origin_asn,
                 onboarded: prefix_index as u32,
                 binding,
                 service,
@@ -698,9 +780,9 @@ pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagno
     // Blackholes by construction: a layered binding whose service is absent where the route
     // covering it is announced.
     for binding in &bindings {
-        let Some(route_index) = crate::model::find_containing(&routes, &binding.cidr, |route| {
-            route.prefix
-        }) else {
+        let Some(route_index) =
+            crate::model::find_containing(&routes, &binding.cidr, |route| route.prefix)
+        else {
             continue;
         };
         let route = &routes[route_index];
@@ -730,7 +812,9 @@ pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagno
             );
             continue;
         }
-        let missing = route_service.announcing.difference(&layered_service.matched);
+        let missing = route_service
+            .announcing
+            .difference(&layered_service.matched);
         if !missing.is_empty() {
             let names: Vec<&str> = missing
                 .iter()
@@ -806,6 +890,7 @@ pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagno
         return Err(diagnostics);
     }
     let hash = canonical_hash(&settings, &locations, &services, &prefixes, &bindings);
+    let route_services = routes.iter().map(|route| route.service).collect();
     Ok(Topology {
         generation,
         hash,
@@ -821,6 +906,7 @@ pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagno
         bindings_v4,
         bindings_v6,
         routes,
+        route_services,
         warnings: diagnostics.items,
     })
 }
@@ -834,7 +920,10 @@ fn canonical_hash(
 ) -> [u8; 32] {
     let mut hasher = CanonicalHasher(Sha256::new());
     hasher.text("topologyd-topology-v1");
-    for limits in [settings.ipv4_announce_lengths, settings.ipv6_announce_lengths] {
+    for limits in [
+        settings.ipv4_announce_lengths,
+        settings.ipv6_announce_lengths,
+    ] {
         hasher.number(u64::from(limits.shortest));
         hasher.number(u64::from(limits.longest));
     }
@@ -877,7 +966,7 @@ fn canonical_hash(
     }
     hasher.number(prefixes.len() as u64);
     for prefix in prefixes {
-        hasher.text(&prefix.cidr.to_string());
+        hasher.network(&prefix.cidr);
         hasher.number(u64::from(prefix.origin_asn));
         hasher.text(&prefix.owner);
         hasher.number(u64::from(prefix.advertise));
@@ -897,7 +986,7 @@ fn canonical_hash(
     }
     hasher.number(bindings.len() as u64);
     for binding in bindings {
-        hasher.text(&binding.cidr.to_string());
+        hasher.network(&binding.cidr);
         hasher.text(&services[binding.service as usize].name);
     }
     hasher.0.finalize().into()
@@ -962,8 +1051,11 @@ state = "test"
         ];
         match compile(&sources, 1) {
             Ok(topology) => {
-                let warnings: Vec<String> =
-                    topology.warnings().iter().map(ToString::to_string).collect();
+                let warnings: Vec<String> = topology
+                    .warnings()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 format!("OK\n{}", warnings.join("\n"))
             }
             Err(diagnostics) => diagnostics.to_string(),
@@ -1046,7 +1138,8 @@ service = "web"
 
     #[test]
     fn unknown_selector_values_point_inside_the_string() {
-        let services = "[[service]]\nname = \"web\"\ntopology = 'region = \"eu\" or tag = \"canry\"'\n";
+        let services =
+            "[[service]]\nname = \"web\"\ntopology = 'region = \"eu\" or tag = \"canry\"'\n";
         let text = errors(services, "");
         assert!(
             text.contains("services.toml:3:37: error: unknown tag \"canry\" in the topology of service `web`\n  help: did you mean `canary`?"),
@@ -1070,16 +1163,28 @@ cidr = "192.0.2.0/23"
 service = "web"
 "#;
         let text = errors(SERVICES, prefixes);
-        assert!(text.contains("RPKI-invalid: the ROA of 192.0.2.0/23 authorises AS64501"), "{text}");
-        assert!(text.contains("RPKI-invalid: routes of 192.0.2.0/23 are /24"), "{text}");
+        assert!(
+            text.contains("RPKI-invalid: the ROA of 192.0.2.0/23 authorises AS64501"),
+            "{text}"
+        );
+        assert!(
+            text.contains("RPKI-invalid: routes of 192.0.2.0/23 are /24"),
+            "{text}"
+        );
     }
 
     #[test]
     fn a_service_matching_nothing_with_bound_routes_is_an_error() {
-        let services = "[[service]]\nname = \"web\"\ntopology = 'region = \"eu\" and region = \"us\"'\n";
+        let services =
+            "[[service]]\nname = \"web\"\ntopology = 'region = \"eu\" and region = \"us\"'\n";
         let prefixes = "[[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n[[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"web\"\n";
         let text = errors(services, prefixes);
-        assert!(text.contains("services.toml:2:8: error: active service `web` has bound routes but its topology"), "{text}");
+        assert!(
+            text.contains(
+                "services.toml:2:8: error: active service `web` has bound routes but its topology"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
@@ -1104,8 +1209,14 @@ service = "later"
 "#;
         let text = errors(&services, prefixes);
         assert!(text.starts_with("OK"), "{text}");
-        assert!(text.contains("warning: service `eu-only` has no bindings"), "{text}");
-        assert!(text.contains("warning: binding 192.0.2.64/26 is bound to pending service `later`"), "{text}");
+        assert!(
+            text.contains("warning: service `eu-only` has no bindings"),
+            "{text}"
+        );
+        assert!(
+            text.contains("warning: binding 192.0.2.64/26 is bound to pending service `later`"),
+            "{text}"
+        );
     }
 
     #[test]

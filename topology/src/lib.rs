@@ -16,7 +16,9 @@ mod model;
 mod plan;
 mod render;
 
-pub use compile::{MAX_ROUTES_PER_PREFIX, SourceBundle, compile, compile_raw};
+pub use compile::{
+    IntoSources, MAX_ROUTES_PER_PREFIX, SourceBundle, compile, compile_owned, compile_raw,
+};
 pub use location_set::LocationSet;
 pub use model::{
     AnnouncedRoute, DesiredRoute, Explanation, Location, Prefix, RouteAttributes, Service,

@@ -140,7 +140,10 @@ mod tests {
             right.insert(index);
         }
         assert_eq!(left.len(), 4);
-        assert_eq!(left.intersection(&right).iter().collect::<Vec<_>>(), [5, 64]);
+        assert_eq!(
+            left.intersection(&right).iter().collect::<Vec<_>>(),
+            [5, 64]
+        );
         assert_eq!(left.difference(&right).iter().collect::<Vec<_>>(), [0, 129]);
         assert_eq!(left.intersection_len(&right), 2);
         assert!(!left.is_subset(&right));

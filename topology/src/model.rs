@@ -101,6 +101,9 @@ pub(crate) struct Binding {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Route {
     pub(crate) prefix: IpNet,
+    /// The cidr of `binding`, kept here so that listing routes touches one array.
+    pub(crate) binding_cidr: IpNet,
+    pub(crate) origin_asn: u32,
     pub(crate) onboarded: u32,
     pub(crate) binding: u32,
     pub(crate) service: u32,
@@ -191,6 +194,8 @@ pub struct Topology {
     pub(crate) bindings_v6: PrefixMap<Ipv6Net, u32>,
     /// Sorted by prefix; disjoint.
     pub(crate) routes: Vec<Route>,
+    /// `routes[i].service`, densely, for the per-location scan of [`Topology::desired`].
+    pub(crate) route_services: Vec<u32>,
     pub(crate) warnings: Vec<Diagnostic>,
 }
 
@@ -283,7 +288,11 @@ impl Topology {
     /// The names of the locations in `set`.
     pub fn location_names(&self, set: &LocationSet) -> Vec<&str> {
         set.iter()
-            .filter_map(|index| self.locations.get(index).map(|location| location.name.as_str()))
+            .filter_map(|index| {
+                self.locations
+                    .get(index)
+                    .map(|location| location.name.as_str())
+            })
             .collect()
     }
 
@@ -324,9 +333,9 @@ impl Topology {
         let service = &self.services[route.service as usize];
         DesiredRoute {
             prefix: route.prefix,
-            origin_asn: self.prefixes[route.onboarded as usize].origin_asn,
+            origin_asn: route.origin_asn,
             attributes: &service.attributes,
-            binding: self.bindings[route.binding as usize].cidr,
+            binding: route.binding_cidr,
             service: &service.name,
         }
     }
@@ -338,15 +347,17 @@ impl Topology {
             .get(location)
             .ok_or_else(|| TopologyError::UnknownLocation(location.to_string()))?
             as usize;
-        Ok(self
-            .routes
+        let present: Vec<bool> = self
+            .services
             .iter()
-            .filter(|route| {
-                self.services[route.service as usize]
-                    .announcing
-                    .contains(index)
-            })
-            .map(|route| self.desired_route(route))
+            .map(|service| service.announcing.contains(index))
+            .collect();
+        Ok(self
+            .route_services
+            .iter()
+            .enumerate()
+            .filter(|(_, service)| present[**service as usize])
+            .map(|(route, _)| self.desired_route(&self.routes[route]))
             .collect())
     }
 

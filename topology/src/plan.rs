@@ -140,7 +140,8 @@ impl Intent {
                 let route: IpNet = cidr
                     .parse()
                     .map_err(|_| IntentError::Override(argument.to_string()))?;
-                self.overrides.insert(Override::GlobalWithdrawal(route.trunc()));
+                self.overrides
+                    .insert(Override::GlobalWithdrawal(route.trunc()));
                 Ok(())
             }
             _ => Err(IntentError::Override(argument.to_string())),
@@ -204,7 +205,10 @@ impl fmt::Display for WithdrawalCause {
                 write!(formatter, "service `{service}` became pending")
             }
             WithdrawalCause::ServiceTopologyChanged { service } => {
-                write!(formatter, "topology of service `{service}` no longer selects it")
+                write!(
+                    formatter,
+                    "topology of service `{service}` no longer selects it"
+                )
             }
             WithdrawalCause::LocationStateChanged { from, to } => match to {
                 Some(to) => write!(formatter, "location state changed from {from} to {to}"),
@@ -254,6 +258,16 @@ impl RouteChange {
             .or(self.old.as_ref())
             .map_or("", |route| route.service.as_str())
     }
+}
+
+/// A binding added, removed, or moved to another service. Bindings more specific than the
+/// routes they sit under change no announcement, but they change which service receives the
+/// traffic, so plans list them too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingChange {
+    pub cidr: IpNet,
+    pub old_service: Option<String>,
+    pub new_service: Option<String>,
 }
 
 /// Which guard a violation belongs to.
@@ -377,6 +391,8 @@ pub struct Plan {
     pub callouts: Vec<Callout>,
     /// Ordered by prefix.
     pub changes: Vec<RouteChange>,
+    /// Ordered by cidr.
+    pub binding_changes: Vec<BindingChange>,
     pub violations: Vec<GuardViolation>,
     pub summary: PlanSummary,
     pub intent: Intent,
@@ -461,7 +477,8 @@ impl Plan {
 
     /// The JSON form (pretty-printed).
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"))
+        serde_json::to_string_pretty(self)
+            .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"))
     }
 }
 
@@ -495,6 +512,7 @@ struct PlanView<'a> {
     callouts: &'a [Callout],
     violations: &'a [GuardViolation],
     changes: Vec<RouteChangeView<'a>>,
+    binding_changes: &'a [BindingChange],
 }
 
 impl Serialize for Plan {
@@ -530,6 +548,7 @@ impl Serialize for Plan {
                         .collect(),
                 })
                 .collect(),
+            binding_changes: &self.binding_changes,
         }
         .serialize(serializer)
     }
@@ -552,9 +571,21 @@ impl Universe {
             .collect();
         names.sort_unstable();
         names.dedup();
-        let position = |name: &str| names.binary_search_by(|item| item.as_str().cmp(name)).unwrap_or(0);
-        let old_map = old.locations.iter().map(|location| position(&location.name)).collect();
-        let new_map = new.locations.iter().map(|location| position(&location.name)).collect();
+        let position = |name: &str| {
+            names
+                .binary_search_by(|item| item.as_str().cmp(name))
+                .unwrap_or(0)
+        };
+        let old_map = old
+            .locations
+            .iter()
+            .map(|location| position(&location.name))
+            .collect();
+        let new_map = new
+            .locations
+            .iter()
+            .map(|location| position(&location.name))
+            .collect();
         Universe {
             names,
             old_map,
@@ -649,7 +680,10 @@ impl Context<'_> {
         {
             return true;
         }
-        let start = self.new.routes.partition_point(|route| route.prefix < *prefix);
+        let start = self
+            .new
+            .routes
+            .partition_point(|route| route.prefix < *prefix);
         self.new.routes[start..]
             .iter()
             .take_while(|route| prefix.contains(&route.prefix))
@@ -884,7 +918,10 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
                 .entry((before.service.clone(), after.service.clone()))
                 .or_default()
                 .push(prefix);
-            let kept_live = old_set.intersection(new_set).intersection_len(&context.old_live) > 0;
+            let kept_live = old_set
+                .intersection(new_set)
+                .intersection_len(&context.old_live)
+                > 0;
             let missing_intent: Vec<String> = [&before.service, &after.service]
                 .into_iter()
                 .filter(|service| !intent.services.contains(*service))
@@ -970,10 +1007,11 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
     }
 
     violations.sort_by_key(|violation| (violation.guard(), violation.route()));
+    let binding_changes = binding_changes(&context);
     let callouts = callouts(&context, hands);
     let verdict = if !violations.is_empty() {
         Verdict::Refused
-    } else if changes.is_empty() {
+    } else if changes.is_empty() && binding_changes.is_empty() {
         Verdict::NoChange
     } else {
         Verdict::ChangesAllowed
@@ -986,11 +1024,56 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
         locations: context.universe.names,
         callouts,
         changes,
+        binding_changes,
         violations,
         summary,
         intent: intent.clone(),
         verdict,
     }
+}
+
+fn binding_changes(context: &Context<'_>) -> Vec<BindingChange> {
+    let (old, new) = (context.old, context.new);
+    let name = |topology: &Topology, service: u32| topology.services[service as usize].name.clone();
+    let mut result = Vec::new();
+    let (mut old_position, mut new_position) = (0, 0);
+    loop {
+        match (
+            old.bindings.get(old_position),
+            new.bindings.get(new_position),
+        ) {
+            (None, None) => break,
+            (Some(left), Some(right)) if left.cidr == right.cidr => {
+                old_position += 1;
+                new_position += 1;
+                if context.old_to_new[left.service as usize] != Some(right.service) {
+                    result.push(BindingChange {
+                        cidr: left.cidr,
+                        old_service: Some(name(old, left.service)),
+                        new_service: Some(name(new, right.service)),
+                    });
+                }
+            }
+            (Some(left), right) if right.is_none_or(|right| left.cidr < right.cidr) => {
+                old_position += 1;
+                result.push(BindingChange {
+                    cidr: left.cidr,
+                    old_service: Some(name(old, left.service)),
+                    new_service: None,
+                });
+            }
+            (_, Some(right)) => {
+                new_position += 1;
+                result.push(BindingChange {
+                    cidr: right.cidr,
+                    old_service: None,
+                    new_service: Some(name(new, right.service)),
+                });
+            }
+            (Some(_), None) => break,
+        }
+    }
+    result
 }
 
 fn callouts(context: &Context<'_>, hands: BTreeMap<(String, String), Vec<IpNet>>) -> Vec<Callout> {
@@ -1033,4 +1116,109 @@ fn callouts(context: &Context<'_>, hands: BTreeMap<(String, String), Vec<IpNet>>
         callouts.push(Callout::ServiceChangedHands { from, to, routes });
     }
     callouts
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::compile::compile;
+    use topologyd_config::Source;
+
+    fn topology(states: [&str; 3], split: bool, generation: u64) -> Topology {
+        let mut text = String::new();
+        for (index, state) in states.iter().enumerate() {
+            text += &format!(
+                "[[location]]\nname = \"edge{index:02}\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"{state}\"\n"
+            );
+        }
+        text += "[[service]]\nname = \"web\"\ntopology = \"all\"\n";
+        text += &format!(
+            "[[prefix]]\ncidr = \"192.0.2.0/23\"\norigin_asn = 64500\nowner = \"o\"\nadvertise = true\nannounce = {}\n",
+            if split {
+                "{ split = 24 }"
+            } else {
+                "\"aggregate\""
+            }
+        );
+        text += "[[binding]]\ncidr = \"192.0.2.0/23\"\nservice = \"web\"\n";
+        compile(&[Source::new("t.toml", text)], generation).unwrap()
+    }
+
+    #[test]
+    fn intent_arguments_parse() {
+        let mut intent = Intent::default();
+        intent.parse_arg("service:dls").unwrap();
+        intent
+            .parse_override("global-withdrawal:1.1.1.0/24")
+            .unwrap();
+        intent.parse_override("blast-radius").unwrap();
+        assert!(intent.services.contains("dls"));
+        assert!(intent.overrides.contains(&Override::BlastRadius));
+        assert!(
+            intent
+                .overrides
+                .contains(&Override::GlobalWithdrawal("1.1.1.0/24".parse().unwrap()))
+        );
+        assert!(intent.parse_arg("dls").is_err());
+        assert!(intent.parse_arg("service:").is_err());
+        assert!(intent.parse_override("global-withdrawal:nonsense").is_err());
+        assert_eq!(Verdict::Refused.exit_code(), EXIT_REFUSED);
+    }
+
+    #[test]
+    fn identical_topologies_plan_no_change() {
+        let result = plan(
+            &topology(["live"; 3], false, 1),
+            &topology(["live"; 3], false, 2),
+            &Intent::default(),
+        );
+        assert_eq!(result.verdict(), Verdict::NoChange);
+        assert_eq!(result.exit_code(), EXIT_NO_CHANGE);
+        assert!(result.render_text().contains("no change"));
+    }
+
+    #[test]
+    fn draining_a_location_is_caused_by_its_state_and_needs_no_intent() {
+        let result = plan(
+            &topology(["live"; 3], false, 1),
+            &topology(["live", "live", "draining"], false, 2),
+            &Intent::default(),
+        );
+        let change = &result.changes[0];
+        assert_eq!(
+            change.withdrawals[0].cause,
+            WithdrawalCause::LocationStateChanged {
+                from: LocationState::Live,
+                to: Some(LocationState::Draining)
+            }
+        );
+        // G2 applies to locations live before and after; one location of three losing its
+        // routes exceeds the default 25 % location budget (G4).
+        assert_eq!(result.violations_of(Guard::G2).count(), 0);
+        assert_eq!(result.violations_of(Guard::G4).count(), 1);
+        assert_eq!(result.delta("edge02").withdraw.len(), 1);
+    }
+
+    #[test]
+    fn splitting_an_aggregate_keeps_the_addresses_reachable() {
+        let result = plan(
+            &topology(["live"; 3], false, 1),
+            &topology(["live"; 3], true, 2),
+            &Intent::default().with_service("web"),
+        );
+        // The /23 is withdrawn (announce mode changed) while both /24s are announced: no G3.
+        assert_eq!(result.violations_of(Guard::G3).count(), 0);
+        assert_eq!(result.changes.len(), 3);
+        assert_eq!(
+            result.changes[0].withdrawals[0].cause,
+            WithdrawalCause::AnnounceModeChanged
+        );
+        let json: serde_json::Value = serde_json::from_str(&result.to_json()).unwrap();
+        assert_eq!(
+            json["changes"][0]["withdrawals"][0]["cause"]["kind"],
+            "announce_mode_changed"
+        );
+        assert_eq!(json["changes"][1]["announce"].as_array().unwrap().len(), 3);
+    }
 }

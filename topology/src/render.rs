@@ -7,6 +7,9 @@ use std::fmt::Write as _;
 
 use crate::plan::{Callout, GuardViolation, Plan, RouteChange};
 
+/// At most this many binding changes are listed in the text form.
+const LISTED_BINDINGS: usize = 20;
+
 /// Splits `ams012` into (`ams`, 12, 3 digits).
 fn split_number(name: &str) -> Option<(&str, u64, usize)> {
     let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
@@ -147,6 +150,26 @@ impl Plan {
             let _ = writeln!(out, "\nrefused:");
             for violation in &self.violations {
                 let _ = writeln!(out, "  {}", describe_violation(violation));
+            }
+        }
+        if !self.binding_changes.is_empty() {
+            let _ = writeln!(out, "\nbindings: {} change(s)", self.binding_changes.len());
+            for change in self.binding_changes.iter().take(LISTED_BINDINGS) {
+                let _ = match (&change.old_service, &change.new_service) {
+                    (Some(old), Some(new)) => {
+                        writeln!(out, "  {} moves from `{old}` to `{new}`", change.cidr)
+                    }
+                    (Some(old), None) => writeln!(out, "  {} (`{old}`) removed", change.cidr),
+                    (None, Some(new)) => writeln!(out, "  {} bound to `{new}`", change.cidr),
+                    (None, None) => Ok(()),
+                };
+            }
+            if self.binding_changes.len() > LISTED_BINDINGS {
+                let _ = writeln!(
+                    out,
+                    "  … and {} more (see --json)",
+                    self.binding_changes.len() - LISTED_BINDINGS
+                );
             }
         }
         let mut by_service: BTreeMap<&str, Vec<&RouteChange>> = BTreeMap::new();

@@ -25,7 +25,11 @@ fn example() -> topologyd_topology::Topology {
 #[test]
 fn example_compiles_cleanly() {
     let topology = example();
-    let warnings: Vec<String> = topology.warnings().iter().map(ToString::to_string).collect();
+    let warnings: Vec<String> = topology
+        .warnings()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert!(warnings.is_empty(), "{warnings:#?}");
     assert_eq!(topology.locations().len(), 11);
     assert_eq!(topology.services().len(), 5);
@@ -85,7 +89,12 @@ fn example_explains_addresses() {
     let explanation = topology.explain("203.0.113.9".parse::<IpAddr>().unwrap());
     assert_eq!(explanation.service.as_deref(), Some("dls-eu"));
     assert!(explanation.route.is_none());
-    assert!(explanation.reasons.iter().any(|reason| reason.contains("advertise = false")));
+    assert!(
+        explanation
+            .reasons
+            .iter()
+            .any(|reason| reason.contains("advertise = false"))
+    );
     let explanation = topology.explain("10.0.0.1".parse::<IpAddr>().unwrap());
     assert!(explanation.prefix.is_none());
 }

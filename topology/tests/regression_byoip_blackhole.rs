@@ -28,9 +28,8 @@ fn base_prefixes() -> String {
 
 #[test]
 fn a_prefix_with_only_more_specific_bindings_is_never_announced() {
-    let prefixes = base_prefixes()
-        + &prefix("192.0.2.0/24", true)
-        + &binding("192.0.2.128/25", "cdn");
+    let prefixes =
+        base_prefixes() + &prefix("192.0.2.0/24", true) + &binding("192.0.2.128/25", "cdn");
     let failure = compile(
         &sources(&[
             ("fleet.toml", fleet_text()),
@@ -48,7 +47,10 @@ fn a_prefix_with_only_more_specific_bindings_is_never_announced() {
         ),
         "{text}"
     );
-    assert!(text.contains("help: add [[binding]] cidr = \"192.0.2.0/24\""), "{text}");
+    assert!(
+        text.contains("help: add [[binding]] cidr = \"192.0.2.0/24\""),
+        "{text}"
+    );
 }
 
 #[test]
@@ -84,9 +86,17 @@ fn adding_the_default_binding_makes_it_announceable() {
     }
     let explanation = after.explain("192.0.2.130".parse().unwrap());
     assert_eq!(explanation.service.as_deref(), Some("cdn"));
-    assert_eq!(explanation.route.map(|route| route.to_string()).as_deref(), Some("192.0.2.0/24"));
+    assert_eq!(
+        explanation.route.map(|route| route.to_string()).as_deref(),
+        Some("192.0.2.0/24")
+    );
     let result = plan(&before, &after, &Intent::default());
-    assert_eq!(result.verdict(), Verdict::ChangesAllowed, "{}", result.render_text());
+    assert_eq!(
+        result.verdict(),
+        Verdict::ChangesAllowed,
+        "{}",
+        result.render_text()
+    );
     assert_eq!(result.summary.announced_pairs, 4);
 }
 

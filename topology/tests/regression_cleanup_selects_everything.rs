@@ -12,7 +12,8 @@ fn files(unadvertised: usize) -> Vec<(&'static str, String)> {
     let locations: Vec<_> = (1..=12)
         .map(|number| location(&format!("edge{number:02}"), "eu", &[], "live"))
         .collect();
-    let services = service("web", "active", "all", "64500:1") + &service("mail", "active", "all", "64500:2");
+    let services =
+        service("web", "active", "all", "64500:1") + &service("mail", "active", "all", "64500:2");
     let mut prefixes = String::new();
     for index in 0..40 {
         let cidr = format!("198.18.{index}.0/24");
@@ -37,12 +38,21 @@ fn unadvertising_a_quarter_of_all_prefixes_is_refused_by_g4() {
         ));
     }
     let result = plan(&before, &after, &intent);
-    assert_eq!(result.verdict(), Verdict::Refused, "{}", result.render_text());
+    assert_eq!(
+        result.verdict(),
+        Verdict::Refused,
+        "{}",
+        result.render_text()
+    );
     let violations: Vec<&GuardViolation> = result.violations.iter().collect();
     assert_eq!(violations.len(), 1, "{violations:?}");
     assert!(matches!(
         violations[0],
-        GuardViolation::BlastRadius { withdrawn_pairs: 120, announced_pairs: 480, .. }
+        GuardViolation::BlastRadius {
+            withdrawn_pairs: 120,
+            announced_pairs: 480,
+            ..
+        }
     ));
     assert!(result.render_text().contains("G4 blast radius: 120 of 480"));
     for change in &result.changes {
@@ -59,7 +69,11 @@ fn unadvertising_a_quarter_of_all_prefixes_is_refused_by_g4() {
     assert_eq!(bare.violations_of(Guard::G4).count(), 1);
 
     // The override lets the deliberate clean-up through.
-    let allowed = plan(&before, &after, &intent.with_override(Override::BlastRadius));
+    let allowed = plan(
+        &before,
+        &after,
+        &intent.with_override(Override::BlastRadius),
+    );
     assert_eq!(allowed.verdict(), Verdict::ChangesAllowed);
     assert_eq!(allowed.exit_code(), 2);
 }

@@ -79,7 +79,10 @@ fn files(resolver_binding: &str, dls_topology: &str) -> Vec<(&'static str, Strin
 }
 
 fn resolver_routes() -> Vec<IpNet> {
-    let mut routes: Vec<IpNet> = RESOLVER_PREFIXES.iter().map(|cidr| cidr.parse().unwrap()).collect();
+    let mut routes: Vec<IpNet> = RESOLVER_PREFIXES
+        .iter()
+        .map(|cidr| cidr.parse().unwrap())
+        .collect();
     routes.sort();
     routes
 }
@@ -94,10 +97,16 @@ fn named_routes<'a>(violations: impl Iterator<Item = &'a GuardViolation>) -> Vec
 #[test]
 fn before_the_incident_the_resolver_is_announced_everywhere_live() {
     let base = compiled(&files("resolver", "tag = \"dls-eu\""), 1);
-    let live = base.locations().iter().filter(|location| location.name != "tst01");
+    let live = base
+        .locations()
+        .iter()
+        .filter(|location| location.name != "tst01");
     for location in live {
         let desired = base.desired(&location.name).unwrap();
-        let resolver = desired.iter().filter(|route| route.service == "resolver").count();
+        let resolver = desired
+            .iter()
+            .filter(|route| route.service == "resolver")
+            .count();
         assert_eq!(resolver, RESOLVER_PREFIXES.len(), "{}", location.name);
     }
     assert!(base.desired("tst01").unwrap().is_empty());
@@ -108,7 +117,12 @@ fn change_1_linking_the_resolver_prefixes_to_dls_is_flagged_at_plan_time() {
     let base = compiled(&files("resolver", "tag = \"dls-eu\""), 1);
     let change_1 = compiled(&files("dls", "tag = \"dls-eu\""), 2);
     let result = plan(&base, &change_1, &Intent::default());
-    assert_eq!(result.verdict(), Verdict::Refused, "{}", result.render_text());
+    assert_eq!(
+        result.verdict(),
+        Verdict::Refused,
+        "{}",
+        result.render_text()
+    );
     // Called out at the top: the resolver's routes change hands.
     assert!(result.callouts.iter().any(|callout| matches!(
         callout,
@@ -116,7 +130,10 @@ fn change_1_linking_the_resolver_prefixes_to_dls_is_flagged_at_plan_time() {
             if from == "resolver" && to == "dls" && routes.len() == RESOLVER_PREFIXES.len()
     )));
     // G2 names every resolver prefix, both services, and the 36 non-EU locations lost.
-    assert_eq!(named_routes(result.violations_of(Guard::G2)), resolver_routes());
+    assert_eq!(
+        named_routes(result.violations_of(Guard::G2)),
+        resolver_routes()
+    );
     for violation in result.violations_of(Guard::G2) {
         let GuardViolation::UndeclaredWithdrawal {
             services,
@@ -133,8 +150,14 @@ fn change_1_linking_the_resolver_prefixes_to_dls_is_flagged_at_plan_time() {
     assert_eq!(result.violations_of(Guard::G3).count(), 0);
     assert_eq!(result.violations_of(Guard::G4).count(), 1);
     let text = result.render_text();
-    assert!(text.contains("move from service `resolver` to `dls`"), "{text}");
-    assert!(text.contains("--intent service:resolver --intent service:dls"), "{text}");
+    assert!(
+        text.contains("move from service `resolver` to `dls`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--intent service:resolver --intent service:dls"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -142,16 +165,27 @@ fn change_2_attaching_the_test_location_is_refused_by_g2_and_g3() {
     let change_1 = compiled(&files("dls", "tag = \"dls-eu\""), 2);
     let change_2 = compiled(&files("dls", "location = \"tst01\""), 3);
     // The compiler already warns that dls is announced nowhere.
-    assert!(change_2.warnings().iter().any(|warning| warning.severity == Severity::Warning
-        && warning.message.contains("matches no live location")));
+    assert!(
+        change_2
+            .warnings()
+            .iter()
+            .any(|warning| warning.severity == Severity::Warning
+                && warning.message.contains("matches no live location"))
+    );
 
     let result = plan(&change_1, &change_2, &Intent::default());
     assert_eq!(result.verdict(), Verdict::Refused);
     let mut every_dls_route = resolver_routes();
     every_dls_route.push(DLS_PREFIX.parse().unwrap());
     every_dls_route.sort();
-    assert_eq!(named_routes(result.violations_of(Guard::G2)), every_dls_route);
-    assert_eq!(named_routes(result.violations_of(Guard::G3)), every_dls_route);
+    assert_eq!(
+        named_routes(result.violations_of(Guard::G2)),
+        every_dls_route
+    );
+    assert_eq!(
+        named_routes(result.violations_of(Guard::G3)),
+        every_dls_route
+    );
     let eu: Vec<String> = ["ams", "fra", "lhr"]
         .iter()
         .flat_map(|metro| (1..=6).map(move |number| format!("{metro}{number:02}")))
@@ -176,31 +210,51 @@ fn change_2_attaching_the_test_location_is_refused_by_g2_and_g3() {
     )));
     let text = result.render_text();
     assert!(text.contains("G3 route 1.1.1.0/24"), "{text}");
-    assert!(text.contains("ams01..ams06 (6), fra01..fra06 (6), lhr01..lhr06 (6)"), "{text}");
+    assert!(
+        text.contains("ams01..ams06 (6), fra01..fra06 (6), lhr01..lhr06 (6)"),
+        "{text}"
+    );
 
     // Declaring the DLS service satisfies G2 but not G3.
     let declared = plan(&change_1, &change_2, &Intent::default().with_service("dls"));
     assert_eq!(declared.verdict(), Verdict::Refused);
     assert_eq!(declared.violations_of(Guard::G2).count(), 0);
-    assert_eq!(named_routes(declared.violations_of(Guard::G3)), every_dls_route);
+    assert_eq!(
+        named_routes(declared.violations_of(Guard::G3)),
+        every_dls_route
+    );
 
     // Only naming every route (and the blast radius) would let it through.
-    let mut forced = Intent::default().with_service("dls").with_override(Override::BlastRadius);
+    let mut forced = Intent::default()
+        .with_service("dls")
+        .with_override(Override::BlastRadius);
     for route in &every_dls_route {
         forced = forced.with_override(Override::GlobalWithdrawal(*route));
     }
-    assert_eq!(plan(&change_1, &change_2, &forced).verdict(), Verdict::ChangesAllowed);
+    assert_eq!(
+        plan(&change_1, &change_2, &forced).verdict(),
+        Verdict::ChangesAllowed
+    );
 }
 
 #[test]
 fn both_changes_at_once_are_refused_for_every_resolver_prefix_at_every_live_location() {
     let base = compiled(&files("resolver", "tag = \"dls-eu\""), 1);
     let both = compiled(&files("dls", "location = \"tst01\""), 3);
-    let result = plan(&base, &both, &Intent::default().with_service("dls").with_service("resolver"));
+    let result = plan(
+        &base,
+        &both,
+        &Intent::default()
+            .with_service("dls")
+            .with_service("resolver"),
+    );
     assert_eq!(result.verdict(), Verdict::Refused);
     let g3: Vec<&GuardViolation> = result.violations_of(Guard::G3).collect();
     for route in resolver_routes() {
-        let violation = g3.iter().find(|violation| violation.route() == Some(route)).unwrap();
+        let violation = g3
+            .iter()
+            .find(|violation| violation.route() == Some(route))
+            .unwrap();
         let GuardViolation::GlobalWithdrawal { locations_lost, .. } = violation else {
             panic!("unexpected {violation:?}");
         };

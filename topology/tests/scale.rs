@@ -11,7 +11,13 @@ use std::time::Instant;
 
 use topologyd_topology::{Intent, Source, compile, plan};
 
-fn generate(locations: usize, services: usize, prefixes: usize, bindings: usize, moved_every: usize) -> Vec<Source> {
+fn generate(
+    locations: usize,
+    services: usize,
+    prefixes: usize,
+    bindings: usize,
+    moved_every: usize,
+) -> Vec<Source> {
     let mut fleet = String::new();
     for index in 0..locations {
         let _ = write!(
@@ -28,7 +34,11 @@ fn generate(locations: usize, services: usize, prefixes: usize, bindings: usize,
         let topology = if index % 10 == 0 {
             "all".to_string()
         } else {
-            format!("region in [\\\"region-{:02}\\\", \\\"region-{:02}\\\"] and not tag = \\\"canary\\\"", index % 12, (index + 1) % 12)
+            format!(
+                "region in [\\\"region-{:02}\\\", \\\"region-{:02}\\\"] and not tag = \\\"canary\\\"",
+                index % 12,
+                (index + 1) % 12
+            )
         };
         let _ = write!(
             service_text,
@@ -43,7 +53,10 @@ fn generate(locations: usize, services: usize, prefixes: usize, bindings: usize,
             let bytes = base.to_be_bytes();
             (format!("{}.{}.{}.0/24", bytes[0], bytes[1], bytes[2]), true)
         } else {
-            (format!("2001:{:x}:{:x}::/48", 0xdb8 + (index >> 16), index & 0xffff), false)
+            (
+                format!("2001:{:x}:{:x}::/48", 0xdb8 + (index >> 16), index & 0xffff),
+                false,
+            )
         }
     };
     let mut prefix_text = String::new();
@@ -55,14 +68,22 @@ fn generate(locations: usize, services: usize, prefixes: usize, bindings: usize,
             "[[prefix]]\ncidr = \"{network}\"\norigin_asn = 64500\nowner = \"customer-{}\"\nadvertise = true\n\n",
             index % 5_000
         );
-        let _ = write!(binding_text, "[[binding]]\ncidr = \"{network}\"\nservice = \"svc{:04}\"\n\n", index % services);
+        let _ = write!(
+            binding_text,
+            "[[binding]]\ncidr = \"{network}\"\nservice = \"svc{:04}\"\n\n",
+            index % services
+        );
     }
     for extra in 0..bindings.saturating_sub(prefixes) {
         let prefix_index = extra % prefixes;
         let which = extra / prefixes;
         let (network, v4) = cidr(prefix_index);
         let layered = if v4 {
-            format!("{}.{}/28", network.trim_end_matches(".0/24"), (which % 16) * 16)
+            format!(
+                "{}.{}/28",
+                network.trim_end_matches(".0/24"),
+                (which % 16) * 16
+            )
         } else {
             format!("{}:{:x}::/64", network.trim_end_matches("::/48"), which)
         };
@@ -70,7 +91,11 @@ fn generate(locations: usize, services: usize, prefixes: usize, bindings: usize,
         if moved_every > 0 && extra % moved_every == 0 {
             global = (global + 1) % (services / 10);
         }
-        let _ = write!(binding_text, "[[binding]]\ncidr = \"{layered}\"\nservice = \"svc{:04}\"\n\n", global * 10);
+        let _ = write!(
+            binding_text,
+            "[[binding]]\ncidr = \"{layered}\"\nservice = \"svc{:04}\"\n\n",
+            global * 10
+        );
     }
     vec![
         Source::new("fleet.toml", fleet),
@@ -86,7 +111,7 @@ fn issue_scale_compile_desired_and_plan() {
     let sources = generate(500, 2_000, 100_000, 300_000, 0);
     let bytes: usize = sources.iter().map(|source| source.text.len()).sum();
     let started = Instant::now();
-    let parsed = topologyd_config::parse_topology_sources(&sources).unwrap();
+    let parsed = topologyd_config::parse_topology_sources_owned(sources).unwrap();
     let parse_time = started.elapsed();
     let old = topologyd_topology::compile_raw(parsed, 1).unwrap();
     let compile_time = started.elapsed();
@@ -100,31 +125,32 @@ fn issue_scale_compile_desired_and_plan() {
         compile_time - parse_time,
         total - compile_time
     );
-    let new = compile(&generate(500, 2_000, 100_000, 300_000, 100), 2).unwrap();
+    let new = compile(generate(500, 2_000, 100_000, 300_000, 100), 2).unwrap();
     let started = Instant::now();
     let result = plan(&old, &new, &Intent::default());
     println!(
-        "plan of a 1% change: {:?}, {} route changes, verdict {}",
+        "plan of a 1% change: {:?}, {} route changes, {} binding changes, verdict {}",
         started.elapsed(),
         result.changes.len(),
+        result.binding_changes.len(),
         result.verdict()
     );
 }
 
 #[test]
-#[ignore = "measurement"]
-fn where_parse_time_goes() {
-    let sources = generate(500, 2_000, 100_000, 300_000, 0);
+#[ignore = "scale run; use --release --ignored"]
+fn one_million_bindings() {
+    let sources = generate(500, 2_000, 333_333, 1_000_000, 0);
     let started = Instant::now();
-    for source in &sources {
-        let table = toml::de::DeTable::parse(&source.text).unwrap();
-        std::hint::black_box(table);
-    }
-    println!("DeTable::parse {:?}", started.elapsed());
-    let started = Instant::now();
-    for source in &sources {
-        let table: toml::Table = toml::from_str(&source.text).unwrap();
-        std::hint::black_box(table);
-    }
-    println!("from_str::<Table> {:?}", started.elapsed());
+    let topology = compile(sources, 1).unwrap();
+    let compiled = started.elapsed();
+    let routes: usize = topology
+        .locations()
+        .iter()
+        .map(|location| topology.desired(&location.name).unwrap().len())
+        .sum();
+    println!(
+        "1,000,000 bindings: compile {compiled:?}, + every location's desired set {:?} ({routes} location routes)",
+        started.elapsed() - compiled
+    );
 }

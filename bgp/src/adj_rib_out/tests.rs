@@ -32,7 +32,9 @@ fn attributes(med: u32) -> Arc<PathAttributes> {
         PathAttributes {
             next_hop: Some(Ipv4Addr::new(192, 0, 2, 1)),
             ipv6_next_hop: Some(Ipv6NextHop {
-                global: "2001:db8::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST),
+                global: "2001:db8::1"
+                    .parse()
+                    .unwrap_or(std::net::Ipv6Addr::LOCALHOST),
                 link_local: Some("fe80::1".parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST)),
             }),
             med: Some(med),
@@ -95,7 +97,8 @@ fn peer_view(messages: &[Message], view: &mut BTreeMap<IpNet, PathAttributes>) {
 #[test]
 fn nothing_is_sent_before_established() {
     let mut rib = AdjRibOut::new();
-    rib.announce(prefix("10.0.0.0/24"), &attributes(1)).expect("ok");
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1))
+        .expect("ok");
     assert!(rib.next_update(4096).is_none());
     assert!(!rib.has_pending());
 }
@@ -103,15 +106,18 @@ fn nothing_is_sent_before_established() {
 #[test]
 fn rfc4724_2_end_of_rib_once_per_family_after_initial_sync() {
     let mut rib = AdjRibOut::new();
-    rib.announce(prefix("10.0.0.0/24"), &attributes(1)).expect("ok");
-    rib.announce(prefix("2001:db8::/48"), &attributes(1)).expect("ok");
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1))
+        .expect("ok");
+    rib.announce(prefix("2001:db8::/48"), &attributes(1))
+        .expect("ok");
     rib.session_established(&negotiated(false, false, &Family::ALL));
     let messages = drain(&mut rib, 4096);
     let updates = updates(&messages);
     assert_eq!(updates.len(), 4);
     assert_eq!(updates[2].end_of_rib, Some(Family::Ipv4Unicast));
     assert_eq!(updates[3].end_of_rib, Some(Family::Ipv6Unicast));
-    rib.announce(prefix("10.0.1.0/24"), &attributes(1)).expect("ok");
+    rib.announce(prefix("10.0.1.0/24"), &attributes(1))
+        .expect("ok");
     let messages = drain(&mut rib, 4096);
     assert_eq!(updates_of(&messages), 1, "no second End-of-RIB");
 }
@@ -121,9 +127,12 @@ fn coalescing_last_write_wins() {
     let mut rib = AdjRibOut::new();
     rib.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
     drain(&mut rib, 4096);
-    rib.announce(prefix("10.0.0.0/24"), &attributes(1)).expect("ok");
-    rib.announce(prefix("10.0.0.0/24"), &attributes(2)).expect("ok");
-    rib.announce(prefix("10.0.0.0/24"), &attributes(3)).expect("ok");
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1))
+        .expect("ok");
+    rib.announce(prefix("10.0.0.0/24"), &attributes(2))
+        .expect("ok");
+    rib.announce(prefix("10.0.0.0/24"), &attributes(3))
+        .expect("ok");
     let messages = drain(&mut rib, 4096);
     let updates = updates(&messages);
     assert_eq!(updates.len(), 1);
@@ -132,24 +141,60 @@ fn coalescing_last_write_wins() {
 }
 
 #[test]
-fn coalescing_announce_then_withdraw_sends_nothing() {
+fn coalescing_announce_then_withdraw_sends_no_announcement() {
     let mut rib = AdjRibOut::new();
     rib.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
     drain(&mut rib, 4096);
-    rib.announce(prefix("10.0.0.0/24"), &attributes(1)).expect("ok");
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1))
+        .expect("ok");
     rib.withdraw(prefix("10.0.0.0/24"));
-    assert!(drain(&mut rib, 4096).is_empty());
+    let messages = drain(&mut rib, 4096);
+    // Only a (harmless) withdrawal: whether the announcement already left is not tracked.
+    let updates = updates(&messages);
+    assert_eq!(updates.len(), 1);
+    assert!(updates[0].announced.is_empty());
     assert!(rib.is_empty());
+}
+
+#[test]
+fn not_established_withdraw_forgets_silently() {
+    let mut rib = AdjRibOut::new();
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1))
+        .expect("ok");
+    rib.withdraw(prefix("10.0.0.0/24"));
+    rib.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
+    let messages = drain(&mut rib, 4096);
+    assert_eq!(updates(&messages).len(), 1, "End-of-RIB only");
+}
+
+#[test]
+fn churn_between_sets_is_validated_not_duplicated() {
+    let mut rib = AdjRibOut::new();
+    rib.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
+    drain(&mut rib, 4096);
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1))
+        .expect("ok");
+    rib.announce(prefix("10.0.0.0/24"), &attributes(2))
+        .expect("ok");
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1))
+        .expect("ok");
+    let messages = drain(&mut rib, 4096);
+    let updates = updates(&messages);
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].announced.len(), 1);
+    assert_eq!(updates[0].attributes.med, Some(1));
 }
 
 #[test]
 fn coalescing_withdraw_then_reannounce_same_attributes() {
     let mut rib = AdjRibOut::new();
     rib.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
-    rib.announce(prefix("10.0.0.0/24"), &attributes(1)).expect("ok");
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1))
+        .expect("ok");
     drain(&mut rib, 4096);
     rib.withdraw(prefix("10.0.0.0/24"));
-    rib.announce(prefix("10.0.0.0/24"), &attributes(1)).expect("ok");
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1))
+        .expect("ok");
     let messages = drain(&mut rib, 4096);
     let updates = updates(&messages);
     assert_eq!(updates.len(), 1);
@@ -161,10 +206,13 @@ fn coalescing_withdraw_then_reannounce_same_attributes() {
 fn withdrawals_go_first() {
     let mut rib = AdjRibOut::new();
     rib.session_established(&negotiated(false, false, &Family::ALL));
-    rib.announce(prefix("10.0.0.0/24"), &attributes(1)).expect("ok");
-    rib.announce(prefix("2001:db8::/48"), &attributes(1)).expect("ok");
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1))
+        .expect("ok");
+    rib.announce(prefix("2001:db8::/48"), &attributes(1))
+        .expect("ok");
     drain(&mut rib, 4096);
-    rib.announce(prefix("10.0.1.0/24"), &attributes(1)).expect("ok");
+    rib.announce(prefix("10.0.1.0/24"), &attributes(1))
+        .expect("ok");
     rib.withdraw(prefix("10.0.0.0/24"));
     rib.withdraw(prefix("2001:db8::/48"));
     let messages = drain(&mut rib, 4096);
@@ -240,16 +288,20 @@ fn rfc4760_3_ipv6_in_mp_reach_with_link_local_next_hop() {
 #[test]
 fn rfc4760_families_not_negotiated_are_not_sent() {
     let mut rib = AdjRibOut::new();
-    rib.announce(prefix("2001:db8::/48"), &attributes(1)).expect("ok");
-    rib.announce(prefix("10.0.0.0/24"), &attributes(1)).expect("ok");
+    rib.announce(prefix("2001:db8::/48"), &attributes(1))
+        .expect("ok");
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1))
+        .expect("ok");
     rib.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
     let messages = drain(&mut rib, 4096);
     let updates = updates(&messages);
     assert_eq!(updates.len(), 2);
-    assert!(updates.iter().all(|update| update
-        .announced
-        .iter()
-        .all(|prefix| prefix.addr().is_ipv4())));
+    assert!(updates.iter().all(|update| {
+        update
+            .announced
+            .iter()
+            .all(|prefix| prefix.addr().is_ipv4())
+    }));
 }
 
 #[test]
@@ -306,7 +358,8 @@ fn session_down_then_up_resends_everything() {
 fn rfc2918_route_refresh_resends_without_demarcation() {
     let mut rib = AdjRibOut::new();
     rib.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
-    rib.announce(prefix("10.0.0.0/24"), &attributes(1)).expect("ok");
+    rib.announce(prefix("10.0.0.0/24"), &attributes(1))
+        .expect("ok");
     drain(&mut rib, 4096);
     rib.route_refresh(Family::Ipv4Unicast);
     let messages = drain(&mut rib, 4096);
@@ -318,7 +371,8 @@ fn rfc2918_route_refresh_resends_without_demarcation() {
 fn rfc7313_4_enhanced_route_refresh_wraps_resend_in_borr_eorr() {
     let mut rib = AdjRibOut::new();
     rib.session_established(&negotiated(false, true, &Family::ALL));
-    rib.announce(prefix("2001:db8::/48"), &attributes(1)).expect("ok");
+    rib.announce(prefix("2001:db8::/48"), &attributes(1))
+        .expect("ok");
     drain(&mut rib, 4096);
     rib.route_refresh(Family::Ipv6Unicast);
     let messages = drain(&mut rib, 4096);
@@ -379,7 +433,10 @@ fn rfc6793_two_octet_session_reencodes_attribute_blocks() {
     let Message::Update(update) = decoded else {
         panic!("not an update");
     };
-    assert_eq!(update.attributes.as_path, shared.as_path, "AS4_PATH restores the path");
+    assert_eq!(
+        update.attributes.as_path, shared.as_path,
+        "AS4_PATH restores the path"
+    );
 }
 
 #[test]

@@ -201,13 +201,17 @@ pub(crate) fn encode_attributes(
             || global.is_loopback()
             || global.is_unicast_link_local()
         {
-            return Err(EncodeError::Invalid("IPv6 next hop is not a global unicast address"));
+            return Err(EncodeError::Invalid(
+                "IPv6 next hop is not a global unicast address",
+            ));
         }
         if next_hop
             .link_local
             .is_some_and(|link_local| !link_local.is_unicast_link_local())
         {
-            return Err(EncodeError::Invalid("IPv6 link-local next hop is not fe80::/10"));
+            return Err(EncodeError::Invalid(
+                "IPv6 link-local next hop is not fe80::/10",
+            ));
         }
     }
     if attributes

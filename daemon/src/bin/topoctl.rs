@@ -1,2 +1,488 @@
-//! `topoctl`: check, compile, plan and explain service topologies.
-fn main() {}
+//! `topoctl`: check, compile, plan and explain service topologies offline, and push, plan,
+//! roll back and inspect a running topologyd over its mTLS control API.
+//!
+//! Exit codes (documented in README): 0 no change / valid, 1 usage or connection error,
+//! 2 changes allowed, 3 refused by a guard, 4 invalid topology.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+use topologyd::control_client::{ClientError, ControlClient};
+use topologyd::engine_api::{SourceBundle, SourceFile};
+use topologyd::tls::{TlsFiles, client_config};
+use topologyd_config::{Source, load_sources};
+use topologyd_topology::{
+    Diagnostics, EXIT_CHANGES_ALLOWED, EXIT_INVALID, EXIT_NO_CHANGE, EXIT_REFUSED, EXIT_USAGE,
+    Intent, Topology, collapse_locations, compile_owned, plan,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "topoctl",
+    version,
+    about = "Check, compile, plan and explain service topologies; push them to topologyd.",
+    after_help = "Exit codes: 0 no change (or valid), 1 usage or connection error, \
+                  2 changes allowed, 3 refused by a guard, 4 invalid topology.\n\
+                  Topology files may be given in any order; together they form one topology."
+)]
+struct Arguments {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate topology files: every error with file:line:column and how to fix it.
+    Check {
+        /// The topology files (fleet, services, prefixes, bindings).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print the diagnostics as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The routes a location announces, with the binding and service each comes from.
+    Compile {
+        /// The location (a [[location]] name).
+        #[arg(long, short)]
+        location: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What changes between two topologies, per route and location, and the guards' verdict.
+    Plan {
+        /// The running topology's files.
+        #[arg(long, num_args = 1.., required = true)]
+        old: Vec<PathBuf>,
+        /// The proposed topology's files.
+        #[arg(long, num_args = 1.., required = true)]
+        new: Vec<PathBuf>,
+        #[command(flatten)]
+        intent: IntentArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which binding and service handle an address, where it is announced, and why.
+    Explain {
+        address: IpAddr,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Push topology files to a running daemon (plan first with --dry-run).
+    Push {
+        #[command(flatten)]
+        daemon: DaemonArguments,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        intent: IntentArguments,
+        /// Apply only if the daemon runs this generation (compare-and-swap).
+        #[arg(long)]
+        expect_generation: Option<u64>,
+        /// Ask the daemon for the plan and verdict; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a kept previous generation the running one again.
+    Rollback {
+        #[command(flatten)]
+        daemon: DaemonArguments,
+        /// The generation whose topology to restore.
+        generation: u64,
+        #[arg(long)]
+        expect_generation: Option<u64>,
+    },
+    /// The daemon's generation, peers and route counts.
+    Status {
+        #[command(flatten)]
+        daemon: DaemonArguments,
+    },
+    /// The routes the daemon announces, per peer.
+    Routes {
+        #[command(flatten)]
+        daemon: DaemonArguments,
+        /// Only this peer (name or address).
+        #[arg(long)]
+        peer: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct IntentArguments {
+    /// A service the change deliberately affects (G2): `service:NAME`. Repeatable.
+    #[arg(long = "intent", value_name = "service:NAME")]
+    intents: Vec<String>,
+    /// A guard exception: `global-withdrawal:CIDR` (G3) or `blast-radius` (G4). Repeatable.
+    #[arg(long = "override", value_name = "OVERRIDE")]
+    overrides: Vec<String>,
+}
+
+impl IntentArguments {
+    fn intent(&self) -> Result<Intent, String> {
+        let mut intent = Intent::default();
+        for argument in &self.intents {
+            intent.parse_arg(argument).map_err(|error| error.to_string())?;
+        }
+        for argument in &self.overrides {
+            intent
+                .parse_override(argument)
+                .map_err(|error| error.to_string())?;
+        }
+        Ok(intent)
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.intents.iter().chain(&self.overrides).cloned().collect()
+    }
+}
+
+#[derive(Args, Debug)]
+struct DaemonArguments {
+    /// The daemon's control API address.
+    #[arg(long, env = "TOPOCTL_DAEMON", default_value = "127.0.0.1:9180")]
+    daemon: SocketAddr,
+    /// The name in the daemon's certificate.
+    #[arg(long, env = "TOPOCTL_SERVER_NAME", default_value = "localhost")]
+    server_name: String,
+    /// Our client certificate (PEM).
+    #[arg(long, env = "TOPOCTL_CERT")]
+    cert: PathBuf,
+    /// Our client private key (PEM).
+    #[arg(long, env = "TOPOCTL_KEY")]
+    key: PathBuf,
+    /// The CA that signed the daemon's certificate (PEM).
+    #[arg(long, env = "TOPOCTL_CA")]
+    ca: PathBuf,
+}
+
+impl DaemonArguments {
+    fn client(&self) -> Result<ControlClient, String> {
+        let tls = client_config(&TlsFiles {
+            certificate: self.cert.clone(),
+            private_key: self.key.clone(),
+            ca: self.ca.clone(),
+        })
+        .map_err(|error| error.to_string())?;
+        ControlClient::new(self.daemon, &self.server_name, tls).map_err(|error| error.to_string())
+    }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn main() -> ExitCode {
+    let arguments = match Arguments::try_parse() {
+        Ok(arguments) => arguments,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                exit(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(arguments.command) {
+        Ok(code) => exit(code),
+        Err(message) => {
+            eprintln!("topoctl: {message}");
+            exit(EXIT_USAGE)
+        }
+    }
+}
+
+fn read(files: &[PathBuf]) -> Result<Vec<Source>, String> {
+    load_sources(files).map_err(|error| error.to_string())
+}
+
+/// Compiles, printing diagnostics; `Err(code)` when it does not compile.
+fn compile_or_report(sources: Vec<Source>, generation: u64, json: bool) -> Result<Topology, i32> {
+    match compile_owned(sources, generation) {
+        Ok(topology) => {
+            if !json {
+                for warning in topology.warnings() {
+                    eprintln!("{warning}");
+                }
+            }
+            Ok(topology)
+        }
+        Err(diagnostics) => {
+            report_diagnostics(&diagnostics, json);
+            Err(EXIT_INVALID)
+        }
+    }
+}
+
+fn report_diagnostics(diagnostics: &Diagnostics, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "valid": false, "diagnostics": diagnostics }))
+                .unwrap_or_default()
+        );
+    } else {
+        eprint!("{diagnostics}");
+        if !diagnostics.to_string().ends_with('\n') {
+            eprintln!();
+        }
+    }
+}
+
+fn run(command: Command) -> Result<i32, String> {
+    match command {
+        Command::Check { files, json } => {
+            let sources = read(&files)?;
+            match compile_or_report(sources, 0, json) {
+                Ok(topology) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&json!({
+                                "valid": true,
+                                "hash": topology.hash_hex(),
+                                "warnings": topology.warnings(),
+                                "locations": topology.locations().len(),
+                                "services": topology.services().len(),
+                                "prefixes": topology.prefixes().len(),
+                                "routes": topology.route_count(),
+                            }))
+                            .unwrap_or_default()
+                        );
+                    } else {
+                        println!(
+                            "valid: {} locations, {} services, {} prefixes, {} routes; hash {}",
+                            topology.locations().len(),
+                            topology.services().len(),
+                            topology.prefixes().len(),
+                            topology.route_count(),
+                            topology.hash_hex()
+                        );
+                    }
+                    Ok(EXIT_NO_CHANGE)
+                }
+                Err(code) => Ok(code),
+            }
+        }
+        Command::Compile {
+            location,
+            files,
+            json,
+        } => {
+            let sources = read(&files)?;
+            let topology = match compile_or_report(sources, 0, json) {
+                Ok(topology) => topology,
+                Err(code) => return Ok(code),
+            };
+            let desired = topology.desired(&location).map_err(|error| error.to_string())?;
+            if json {
+                let routes: Vec<_> = desired.iter().map(|route| route.to_announced()).collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "location": location,
+                        "hash": topology.hash_hex(),
+                        "routes": routes,
+                    }))
+                    .unwrap_or_default()
+                );
+            } else {
+                println!("{} routes announced at {location}:", desired.len());
+                for route in &desired {
+                    let communities: Vec<String> = route
+                        .attributes
+                        .communities
+                        .iter()
+                        .map(ToString::to_string)
+                        .chain(route.attributes.large_communities.iter().map(ToString::to_string))
+                        .collect();
+                    println!(
+                        "  {:<22} service {:<14} binding {:<22} origin AS{} prepend {} med {} communities [{}]",
+                        route.prefix.to_string(),
+                        route.service,
+                        route.binding.to_string(),
+                        route.origin_asn,
+                        route.attributes.as_path_prepend,
+                        route
+                            .attributes
+                            .med
+                            .map_or_else(|| "-".to_string(), |med| med.to_string()),
+                        communities.join(" ")
+                    );
+                }
+            }
+            Ok(EXIT_NO_CHANGE)
+        }
+        Command::Plan {
+            old,
+            new,
+            intent,
+            json,
+        } => {
+            let intent = intent.intent()?;
+            let old = match compile_or_report(read(&old)?, 0, json) {
+                Ok(topology) => topology,
+                Err(code) => return Ok(code),
+            };
+            let new = match compile_or_report(read(&new)?, 1, json) {
+                Ok(topology) => topology,
+                Err(code) => return Ok(code),
+            };
+            let plan = plan(&old, &new, &intent);
+            if json {
+                println!("{}", plan.to_json());
+            } else {
+                print!("{}", plan.render_text());
+            }
+            Ok(plan.exit_code())
+        }
+        Command::Explain {
+            address,
+            files,
+            json,
+        } => {
+            let topology = match compile_or_report(read(&files)?, 0, json) {
+                Ok(topology) => topology,
+                Err(code) => return Ok(code),
+            };
+            let explanation = topology.explain(address);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&explanation).unwrap_or_default()
+                );
+            } else {
+                println!("{address}:");
+                for reason in &explanation.reasons {
+                    println!("  - {reason}");
+                }
+                if !explanation.announced_at.is_empty() {
+                    println!(
+                        "  announced at {} location(s): {}",
+                        explanation.announced_at.len(),
+                        collapse_locations(&explanation.announced_at)
+                    );
+                }
+            }
+            Ok(EXIT_NO_CHANGE)
+        }
+        Command::Push {
+            daemon,
+            files,
+            intent,
+            expect_generation,
+            dry_run,
+            json,
+        } => {
+            intent.intent()?;
+            let bundle = bundle_of(&files)?;
+            let client = daemon.client()?;
+            let runtime = runtime()?;
+            if dry_run {
+                let answer = runtime.block_on(client.plan(&bundle, &intent.lines()));
+                return Ok(print_answer(answer, json, true));
+            }
+            let answer =
+                runtime.block_on(client.apply(&bundle, &intent.lines(), expect_generation));
+            Ok(print_answer(answer, json, false))
+        }
+        Command::Rollback {
+            daemon,
+            generation,
+            expect_generation,
+        } => {
+            let client = daemon.client()?;
+            let answer = runtime()?.block_on(client.rollback(generation, expect_generation));
+            Ok(print_answer(answer, true, false))
+        }
+        Command::Status { daemon } => {
+            let client = daemon.client()?;
+            let answer = runtime()?.block_on(client.status());
+            Ok(print_answer(answer, true, false))
+        }
+        Command::Routes { daemon, peer } => {
+            let client = daemon.client()?;
+            let answer = runtime()?.block_on(client.routes(peer.as_deref()));
+            Ok(print_answer(answer, true, false))
+        }
+    }
+}
+
+fn bundle_of(files: &[PathBuf]) -> Result<SourceBundle, String> {
+    let sources = read(files)?;
+    Ok(SourceBundle {
+        sources: sources
+            .into_iter()
+            .map(|source| SourceFile {
+                name: Path::new(&source.name)
+                    .file_name()
+                    .map_or(source.name.clone(), |name| name.to_string_lossy().into_owned()),
+                text: source.text,
+            })
+            .collect(),
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| error.to_string())
+}
+
+/// Prints a daemon answer and maps it to an exit code.
+fn print_answer(answer: Result<Value, ClientError>, json: bool, dry_run: bool) -> i32 {
+    match answer {
+        Ok(value) => {
+            let text = value.get("text").and_then(Value::as_str).map(str::to_string);
+            match (json, text) {
+                (false, Some(text)) => print!("{text}"),
+                _ => println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default()),
+            }
+            if dry_run {
+                value
+                    .get("exit_code")
+                    .and_then(Value::as_i64)
+                    .and_then(|code| i32::try_from(code).ok())
+                    .unwrap_or(EXIT_CHANGES_ALLOWED)
+            } else {
+                EXIT_NO_CHANGE
+            }
+        }
+        Err(ClientError::Status { status, body }) => {
+            let text = body
+                .get("detail")
+                .and_then(|detail| detail.get("text"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            match (json, text) {
+                (false, Some(text)) => {
+                    eprintln!(
+                        "topoctl: the daemon answered {status}: {}",
+                        body.get("message").and_then(Value::as_str).unwrap_or("")
+                    );
+                    eprint!("{text}");
+                }
+                _ => println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default()),
+            }
+            match status {
+                422 => EXIT_REFUSED,
+                400 => EXIT_INVALID,
+                _ => EXIT_USAGE,
+            }
+        }
+        Err(error) => {
+            eprintln!("topoctl: {error}");
+            EXIT_USAGE
+        }
+    }
+}

@@ -25,13 +25,20 @@ pub fn location(name: &str, region: &str, tags: &[&str], state: &str) -> Locatio
 pub fn fleet(locations: &[LocationSpec]) -> String {
     let mut out = String::new();
     for location in locations {
-        let tags: Vec<String> = location.tags.iter().map(|tag| format!("\"{tag}\"")).collect();
+        let tags: Vec<String> = location
+            .tags
+            .iter()
+            .map(|tag| format!("\"{tag}\""))
+            .collect();
         let _ = write!(
             out,
             "[[location]]\nname = \"{}\"\nregion = \"{}\"\nmetro = \"{}\"\ncountry = \"XX\"\ntags = [{}]\nstate = \"{}\"\n\n",
             location.name,
             location.region,
-            location.name.trim_end_matches(|c: char| c.is_ascii_digit()).to_uppercase(),
+            location
+                .name
+                .trim_end_matches(|c: char| c.is_ascii_digit())
+                .to_uppercase(),
             tags.join(", "),
             location.state
         );

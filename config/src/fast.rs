@@ -1,0 +1,290 @@
+//! A fast path for the bulk of large topologies: files made only of `[[prefix]]` and
+//! `[[binding]]` tables whose values are simple scalars. Such files hold nearly all the bytes of
+//! a 300,000-binding topology, and a general TOML parser spends most of the compile budget on
+//! them. This scanner accepts a strict subset of TOML — bare keys, basic strings without
+//! escapes, literal strings, decimal integers, booleans, comments — and returns `None` for
+//! anything else (another table, an inline table, an escape, a duplicate or unknown key, a
+//! missing required key), in which case the caller parses the file with `toml` as usual. It
+//! never reports errors itself, so every diagnostic still comes from the one TOML parser, and
+//! whatever it accepts it reads exactly as `toml` would (a unit test compares the two).
+
+use toml::Spanned;
+
+use crate::model::AnnounceMode;
+use crate::parse::{AnnounceFile, BindingFile, PrefixFile};
+
+enum Value<'a> {
+    Text(&'a str),
+    Integer(u64),
+    Boolean(bool),
+}
+
+#[derive(Default)]
+struct PrefixFields {
+    cidr: Option<Spanned<String>>,
+    origin_asn: Option<Spanned<u32>>,
+    owner: Option<String>,
+    advertise: Option<bool>,
+    announce: Option<Spanned<AnnounceFile>>,
+    irr_token: Option<String>,
+    rdns_token: Option<String>,
+}
+
+#[derive(Default)]
+struct BindingFields {
+    cidr: Option<Spanned<String>>,
+    service: Option<Spanned<String>>,
+}
+
+enum Table {
+    None,
+    Prefix(PrefixFields),
+    Binding(BindingFields),
+}
+
+fn set<T>(slot: &mut Option<T>, value: T) -> Option<()> {
+    if slot.is_some() {
+        return None;
+    }
+    *slot = Some(value);
+    Some(())
+}
+
+fn finish(
+    table: Table,
+    prefixes: &mut Vec<PrefixFile>,
+    bindings: &mut Vec<BindingFile>,
+) -> Option<()> {
+    match table {
+        Table::None => {}
+        Table::Prefix(fields) => prefixes.push(PrefixFile {
+            cidr: fields.cidr?,
+            origin_asn: fields.origin_asn?,
+            owner: fields.owner?,
+            advertise: fields.advertise?,
+            announce: fields.announce,
+            roa: None,
+            irr_token: fields.irr_token,
+            rdns_token: fields.rdns_token,
+        }),
+        Table::Binding(fields) => bindings.push(BindingFile {
+            cidr: fields.cidr?,
+            service: fields.service?,
+        }),
+    }
+    Some(())
+}
+
+/// Whether `rest` (after a value) is only whitespace and an optional comment.
+fn ends_line(rest: &str) -> bool {
+    let rest = rest.trim_start_matches([' ', '\t']);
+    rest.is_empty() || rest.starts_with('#')
+}
+
+/// Parses one value at the start of `text`; returns it with its length in bytes.
+fn value(text: &str) -> Option<(Value<'_>, usize)> {
+    let first = *text.as_bytes().first()?;
+    match first {
+        b'"' => {
+            let close = text[1..].find('"')? + 1;
+            let content = &text[1..close];
+            if content.contains('\\') || text.starts_with("\"\"\"") {
+                return None;
+            }
+            Some((Value::Text(content), close + 1))
+        }
+        b'\'' => {
+            if text.starts_with("'''") {
+                return None;
+            }
+            let close = text[1..].find('\'')? + 1;
+            Some((Value::Text(&text[1..close]), close + 1))
+        }
+        b't' if text.starts_with("true") => Some((Value::Boolean(true), 4)),
+        b'f' if text.starts_with("false") => Some((Value::Boolean(false), 5)),
+        b'0'..=b'9' => {
+            let length = text.bytes().take_while(u8::is_ascii_digit).count();
+            if length > 1 && first == b'0' {
+                return None;
+            }
+            Some((Value::Integer(text[..length].parse().ok()?), length))
+        }
+        _ => None,
+    }
+}
+
+/// Reads `text` if it is made only of `[[prefix]]` and `[[binding]]` tables in the simple
+/// subset described in the module comment; `None` means "parse it with `toml`".
+pub(crate) fn parse_prefixes_and_bindings(
+    text: &str,
+) -> Option<(Vec<PrefixFile>, Vec<BindingFile>)> {
+    // Control characters other than tab are invalid almost everywhere in TOML, and a carriage
+    // return must end a line: leave such files to the full parser.
+    let bytes = text.as_bytes();
+    for (index, byte) in bytes.iter().enumerate() {
+        let invalid = match byte {
+            b'\r' => bytes.get(index + 1) != Some(&b'\n'),
+            b'\t' | b'\n' => false,
+            0x00..=0x1f | 0x7f => true,
+            _ => false,
+        };
+        if invalid {
+            return None;
+        }
+    }
+    let mut prefixes = Vec::new();
+    let mut bindings = Vec::new();
+    let mut table = Table::None;
+    let mut line_start = 0;
+    for raw_line in text.split_inclusive('\n') {
+        let start = line_start;
+        line_start += raw_line.len();
+        let line = raw_line
+            .strip_suffix('\n')
+            .map_or(raw_line, |line| line.strip_suffix('\r').unwrap_or(line));
+        let content = line.trim_start_matches([' ', '\t']);
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        if let Some(header) = content.strip_prefix("[[") {
+            let close = header.find("]]")?;
+            if !ends_line(&header[close + 2..]) {
+                return None;
+            }
+            finish(
+                std::mem::replace(&mut table, Table::None),
+                &mut prefixes,
+                &mut bindings,
+            )?;
+            table = match header[..close].trim_matches([' ', '\t']) {
+                "prefix" => Table::Prefix(PrefixFields::default()),
+                "binding" => Table::Binding(BindingFields::default()),
+                _ => return None,
+            };
+            continue;
+        }
+        let key_length = content
+            .bytes()
+            .take_while(|byte| byte.is_ascii_alphanumeric() || *byte == b'_')
+            .count();
+        let key = &content[..key_length];
+        let after_key = content[key_length..].trim_start_matches([' ', '\t']);
+        let after_equals = after_key.strip_prefix('=')?.trim_start_matches([' ', '\t']);
+        let value_start = start + (line.len() - after_equals.len());
+        let (parsed, length) = value(after_equals)?;
+        if !ends_line(&after_equals[length..]) {
+            return None;
+        }
+        let span = value_start..value_start + length;
+        match (&mut table, key, parsed) {
+            (Table::Prefix(fields), "cidr", Value::Text(text)) => {
+                set(&mut fields.cidr, Spanned::new(span, text.to_string()))?;
+            }
+            (Table::Prefix(fields), "origin_asn", Value::Integer(number)) => {
+                let number = u32::try_from(number).ok()?;
+                set(&mut fields.origin_asn, Spanned::new(span, number))?;
+            }
+            (Table::Prefix(fields), "owner", Value::Text(text)) => {
+                set(&mut fields.owner, text.to_string())?;
+            }
+            (Table::Prefix(fields), "advertise", Value::Boolean(flag)) => {
+                set(&mut fields.advertise, flag)?;
+            }
+            (Table::Prefix(fields), "announce", Value::Text("aggregate")) => {
+                set(
+                    &mut fields.announce,
+                    Spanned::new(span, AnnounceFile(AnnounceMode::Aggregate)),
+                )?;
+            }
+            (Table::Prefix(fields), "irr_token", Value::Text(text)) => {
+                set(&mut fields.irr_token, text.to_string())?;
+            }
+            (Table::Prefix(fields), "rdns_token", Value::Text(text)) => {
+                set(&mut fields.rdns_token, text.to_string())?;
+            }
+            (Table::Binding(fields), "cidr", Value::Text(text)) => {
+                set(&mut fields.cidr, Spanned::new(span, text.to_string()))?;
+            }
+            (Table::Binding(fields), "service", Value::Text(text)) => {
+                set(&mut fields.service, Spanned::new(span, text.to_string()))?;
+            }
+            _ => return None,
+        }
+    }
+    finish(table, &mut prefixes, &mut bindings)?;
+    Some((prefixes, bindings))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::parse::FileModel;
+
+    fn describe(prefixes: &[PrefixFile], bindings: &[BindingFile]) -> String {
+        let mut out = String::new();
+        for prefix in prefixes {
+            out += &format!(
+                "prefix {:?}@{:?} {:?}@{:?} {} {} {:?} {:?} {:?}\n",
+                prefix.cidr.get_ref(),
+                prefix.cidr.span(),
+                prefix.origin_asn.get_ref(),
+                prefix.origin_asn.span(),
+                prefix.owner,
+                prefix.advertise,
+                prefix
+                    .announce
+                    .as_ref()
+                    .map(|announce| (announce.get_ref().0, announce.span())),
+                prefix.irr_token,
+                prefix.rdns_token
+            );
+        }
+        for binding in bindings {
+            out += &format!(
+                "binding {:?}@{:?} {:?}@{:?}\n",
+                binding.cidr.get_ref(),
+                binding.cidr.span(),
+                binding.service.get_ref(),
+                binding.service.span()
+            );
+        }
+        out
+    }
+
+    fn same_as_toml(text: &str) {
+        let (prefixes, bindings) = parse_prefixes_and_bindings(text).unwrap();
+        let model: FileModel = toml::from_str(text).unwrap();
+        assert_eq!(
+            describe(&prefixes, &bindings),
+            describe(&model.prefix, &model.binding)
+        );
+    }
+
+    #[test]
+    fn reads_the_simple_subset_exactly_like_toml() {
+        same_as_toml(
+            "# bindings\r\n[[prefix]]   # first\r\ncidr = \"192.0.2.0/24\"\r\norigin_asn=13335\r\nowner = 'acme é'\r\nadvertise = true # yes\r\nannounce = \"aggregate\"\r\nirr_token = \"t\"\r\n\r\n  [[binding]]\n\tcidr   =   \"192.0.2.0/24\"\nservice = \"cdn\"\n[[binding]]\ncidr = \"198.51.100.0/24\"\nservice = \"x\"",
+        );
+        same_as_toml("");
+    }
+
+    #[test]
+    fn leaves_everything_else_to_toml() {
+        for text in [
+            "[[service]]\nname = \"x\"\n",
+            "[[binding]]\ncidr = \"a\\u0041\"\nservice = \"x\"\n",
+            "[[binding]]\ncidr = \"a\"\ncidr = \"b\"\nservice = \"x\"\n",
+            "[[binding]]\ncidr = \"a\"\n",
+            "[[binding]]\ncidr = \"a\"\nservice = \"x\"\ncolour = \"red\"\n",
+            "[[prefix]]\ncidr = \"a\"\norigin_asn = 01\nowner = \"o\"\nadvertise = true\n",
+            "[[prefix]]\ncidr = \"a\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nannounce = { split = 24 }\n",
+            "[[binding]]\ncidr = \"a\" service = \"x\"\n",
+            "cidr = \"a\"\n",
+            "[[binding]]\r cidr = \"a\"\nservice = \"x\"\n",
+            "[[prefix]]\ncidr = \"a\"\norigin_asn = 4294967296\nowner = \"o\"\nadvertise = true\n",
+        ] {
+            assert!(parse_prefixes_and_bindings(text).is_none(), "{text:?}");
+        }
+    }
+}
