@@ -5,7 +5,13 @@
 //! The binary is built with a nested `cargo build -p topologyd --bins`: the outer `cargo test`
 //! does not hold the build lock while tests run, and integration tests of this package cannot
 //! see another package's `CARGO_BIN_EXE_*`.
+//!
+//! Also here: [`ControlPki`] (a throw-away CA, the daemon's server certificate and client
+//! certificates, generated with rcgen for the mTLS control API), [`ControlSection`] (the
+//! daemon's `[control]` table) and [`Topoctl`] (runs the real `topoctl` binary against a
+//! daemon as one client identity).
 
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
@@ -71,6 +77,9 @@ pub struct NeighborConfig {
     pub address: SocketAddr,
     pub asn: u32,
     pub families: Vec<&'static str>,
+    /// The IPv4 next hop announced; the daemon's default is the session's local address, a
+    /// loopback address here, which GoBGP treats as withdraw and FRR calls martian.
+    pub next_hop_ipv4: Option<Ipv4Addr>,
     pub next_hop_ipv6: Option<Ipv6Addr>,
     pub md5_key: Option<String>,
     pub ttl_security_hops: Option<u8>,
@@ -86,6 +95,7 @@ impl NeighborConfig {
             address,
             asn,
             families: vec!["ipv4", "ipv6"],
+            next_hop_ipv4: None,
             next_hop_ipv6: Some(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
             md5_key: None,
             ttl_security_hops: None,
@@ -107,8 +117,55 @@ pub struct DaemonConfig {
     pub neighbors: Vec<NeighborConfig>,
     pub withdraw_on_stop: bool,
     pub restart_time_seconds: u16,
-    /// Extra TOML appended verbatim (e.g. a `[control]` section).
+    /// The mTLS control API, if any.
+    pub control: Option<ControlSection>,
+    /// Extra TOML appended verbatim after the other top-level tables.
     pub extra: String,
+}
+
+/// The daemon's `[control]` table: the mTLS control API.
+#[derive(Debug, Clone)]
+pub struct ControlSection {
+    pub listen: SocketAddr,
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    pub client_ca: PathBuf,
+    /// Certificate common name → `admin` or `reader`.
+    pub roles: Vec<(String, String)>,
+    pub audit_log: PathBuf,
+}
+
+impl ControlSection {
+    /// The control API on a free port of `address`, with the daemon's material from `pki` and
+    /// the audit log in the PKI's directory.
+    pub fn new(address: IpAddr, pki: &ControlPki, roles: &[(&str, &str)]) -> ControlSection {
+        ControlSection {
+            listen: SocketAddr::new(address, crate::peers::alloc::free_port(address)),
+            certificate: pki.server.certificate.clone(),
+            private_key: pki.server.private_key.clone(),
+            client_ca: pki.ca.clone(),
+            roles: roles
+                .iter()
+                .map(|(identity, role)| ((*identity).to_string(), (*role).to_string()))
+                .collect(),
+            audit_log: pki.directory().join("audit.jsonl"),
+        }
+    }
+
+    fn render(&self, text: &mut String) {
+        let _ = writeln!(text, "[control]");
+        let _ = writeln!(text, "listen = \"{}\"", self.listen);
+        let _ = writeln!(text, "certificate = \"{}\"", self.certificate.display());
+        let _ = writeln!(text, "private_key = \"{}\"", self.private_key.display());
+        let _ = writeln!(text, "client_ca = \"{}\"", self.client_ca.display());
+        let _ = writeln!(text, "audit_log = \"{}\"", self.audit_log.display());
+        let roles: Vec<String> = self
+            .roles
+            .iter()
+            .map(|(identity, role)| format!("\"{identity}\" = \"{role}\""))
+            .collect();
+        let _ = writeln!(text, "roles = {{ {} }}", roles.join(", "));
+    }
 }
 
 impl DaemonConfig {
@@ -132,6 +189,7 @@ impl DaemonConfig {
             neighbors: Vec::new(),
             withdraw_on_stop: false,
             restart_time_seconds: 120,
+            control: None,
             extra: String::new(),
         }
     }
@@ -159,6 +217,9 @@ impl DaemonConfig {
             self.withdraw_on_stop
         );
         let _ = writeln!(text, "[admin]\nlisten = \"{}\"", self.admin);
+        if let Some(control) = &self.control {
+            control.render(&mut text);
+        }
         text.push_str(&self.extra);
         text.push('\n');
         for neighbor in &self.neighbors {
@@ -174,6 +235,9 @@ impl DaemonConfig {
                 .map(|family| format!("\"{family}\""))
                 .collect();
             let _ = writeln!(text, "families = [{}]", families.join(", "));
+            if let Some(next_hop) = neighbor.next_hop_ipv4 {
+                let _ = writeln!(text, "next_hop_ipv4 = \"{next_hop}\"");
+            }
             if let Some(next_hop) = neighbor.next_hop_ipv6 {
                 let _ = writeln!(text, "next_hop_ipv6 = \"{next_hop}\"");
             }
@@ -204,12 +268,26 @@ pub struct Topologyd {
     directory: tempfile::TempDir,
     config_path: PathBuf,
     log_path: PathBuf,
+    environment: Vec<(String, String)>,
     child: Option<Child>,
 }
 
 impl Topologyd {
     /// Writes the configuration and the topology files (`(name, text)`), then starts the daemon.
-    pub fn start(config: DaemonConfig, topology: &[(&str, &str)]) -> Result<Topologyd, LaunchError> {
+    pub fn start(
+        config: DaemonConfig,
+        topology: &[(&str, &str)],
+    ) -> Result<Topologyd, LaunchError> {
+        Topologyd::start_with_environment(config, topology, &[])
+    }
+
+    /// [`Topologyd::start`], with extra environment variables for the daemon (e.g.
+    /// `NOTIFY_SOCKET`); they are kept for later [`Topologyd::spawn`]s.
+    pub fn start_with_environment(
+        config: DaemonConfig,
+        topology: &[(&str, &str)],
+        environment: &[(&str, &str)],
+    ) -> Result<Topologyd, LaunchError> {
         let directory = tempfile::Builder::new()
             .prefix("topologyd-test-")
             .tempdir()
@@ -225,11 +303,8 @@ impl Topologyd {
         let state_dir = directory.path().join("state");
         for neighbor in &config.neighbors {
             if let Some(key) = &neighbor.md5_key {
-                std::fs::write(
-                    directory.path().join(format!("{}.md5", neighbor.name)),
-                    key,
-                )
-                .map_err(io_error("writing an MD5 key"))?;
+                std::fs::write(directory.path().join(format!("{}.md5", neighbor.name)), key)
+                    .map_err(io_error("writing an MD5 key"))?;
             }
         }
         let config_path = directory.path().join("topologyd.toml");
@@ -241,6 +316,10 @@ impl Topologyd {
             directory,
             config_path,
             log_path,
+            environment: environment
+                .iter()
+                .map(|(name, value)| ((*name).to_string(), (*value).to_string()))
+                .collect(),
             child: None,
         };
         daemon.spawn()?;
@@ -267,6 +346,7 @@ impl Topologyd {
             .arg(&self.config_path)
             .env("TOPOLOGYD_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(self.environment.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_for_stderr)
@@ -327,7 +407,10 @@ impl Topologyd {
         };
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Some(status) = child.try_wait().map_err(io_error("waiting for topologyd"))? {
+            if let Some(status) = child
+                .try_wait()
+                .map_err(io_error("waiting for topologyd"))?
+            {
                 return Ok(status.code());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -357,6 +440,11 @@ impl Topologyd {
                 log,
             }),
         }
+    }
+
+    /// The whole log of the daemon (every run on this directory).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     /// The last lines of the daemon's log.
@@ -433,4 +521,254 @@ pub fn http_get(address: SocketAddr, path: &str) -> Result<(u16, String), Launch
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, body)| body.to_string());
     Ok((status, body))
+}
+
+/// Polls `probe` every 100 ms until it returns `Ok(value)`; on timeout, the last `Err` is
+/// returned with what was awaited.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe() {
+            Ok(value) => return Ok(value),
+            Err(last) if Instant::now() >= deadline => {
+                return Err(format!(
+                    "timed out after {timeout:?} waiting for {what}: {last}"
+                ));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// A failure to generate or write TLS material.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("generating {what}: {source}")]
+    Generate { what: String, source: rcgen::Error },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+/// A certificate and its private key, as PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsIdentity {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+}
+
+/// Throw-away TLS material for the control API: a CA, the daemon's server certificate (for
+/// `localhost`), and any number of client certificates whose subject CN is the identity the
+/// daemon maps to a role. [`ControlPki::foreign_client`] issues a certificate from a second CA
+/// the daemon does not trust.
+#[derive(Debug)]
+pub struct ControlPki {
+    directory: tempfile::TempDir,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    foreign_issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    /// The CA certificate (PEM): the daemon's `client_ca` and topoctl's `--ca`.
+    pub ca: PathBuf,
+    /// The daemon's certificate, for the name `localhost`.
+    pub server: TlsIdentity,
+}
+
+fn generate_error(what: &str) -> impl FnOnce(rcgen::Error) -> PkiError {
+    let what = what.to_string();
+    move |source| PkiError::Generate { what, source }
+}
+
+fn certificate_authority(
+    name: &str,
+) -> Result<rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, PkiError> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .map_err(generate_error("CA parameters"))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let key = rcgen::KeyPair::generate().map_err(generate_error("a CA key"))?;
+    rcgen::CertifiedIssuer::self_signed(params, key).map_err(generate_error("a CA certificate"))
+}
+
+impl ControlPki {
+    /// Generates the CA and the daemon's certificate into a new temporary directory.
+    pub fn generate() -> Result<ControlPki, PkiError> {
+        let directory = tempfile::Builder::new()
+            .prefix("topologyd-pki-")
+            .tempdir()
+            .map_err(|source| PkiError::Io {
+                context: "creating the PKI directory".into(),
+                source,
+            })?;
+        let issuer = certificate_authority("topologyd test CA")?;
+        let foreign_issuer = certificate_authority("an untrusted CA")?;
+        let ca = directory.path().join("ca.pem");
+        write_pem(&ca, &issuer.pem())?;
+        let mut pki = ControlPki {
+            server: TlsIdentity {
+                certificate: PathBuf::new(),
+                private_key: PathBuf::new(),
+            },
+            directory,
+            issuer,
+            foreign_issuer,
+            ca,
+        };
+        pki.server = pki.issue("server", "topologyd", &["localhost"], false)?;
+        Ok(pki)
+    }
+
+    /// The directory holding every PEM file (and, by default, the audit log).
+    pub fn directory(&self) -> &Path {
+        self.directory.path()
+    }
+
+    /// A client certificate with subject CN `identity`, signed by the trusted CA.
+    pub fn client(&self, identity: &str) -> Result<TlsIdentity, PkiError> {
+        self.issue(&format!("client-{identity}"), identity, &[], false)
+    }
+
+    /// A client certificate with subject CN `identity`, signed by a CA the daemon does not
+    /// trust.
+    pub fn foreign_client(&self, identity: &str) -> Result<TlsIdentity, PkiError> {
+        self.issue(&format!("foreign-{identity}"), identity, &[], true)
+    }
+
+    fn issue(
+        &self,
+        file_stem: &str,
+        common_name: &str,
+        dns_names: &[&str],
+        foreign: bool,
+    ) -> Result<TlsIdentity, PkiError> {
+        let names: Vec<String> = dns_names.iter().map(|name| (*name).to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names)
+            .map_err(generate_error("certificate parameters"))?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        let key = rcgen::KeyPair::generate().map_err(generate_error("a key"))?;
+        let issuer = if foreign {
+            &self.foreign_issuer
+        } else {
+            &self.issuer
+        };
+        let certificate = params
+            .signed_by(&key, issuer)
+            .map_err(generate_error(common_name))?;
+        let identity = TlsIdentity {
+            certificate: self.directory.path().join(format!("{file_stem}.pem")),
+            private_key: self.directory.path().join(format!("{file_stem}.key")),
+        };
+        write_pem(&identity.certificate, &certificate.pem())?;
+        write_pem(&identity.private_key, &key.serialize_pem())?;
+        Ok(identity)
+    }
+}
+
+fn write_pem(path: &Path, pem: &str) -> Result<(), PkiError> {
+    std::fs::write(path, pem).map_err(|source| PkiError::Io {
+        context: format!("writing {}", path.display()),
+        source,
+    })
+}
+
+/// Writes `(name, text)` files into `directory` and returns their paths, in order.
+pub fn write_files(directory: &Path, files: &[(&str, &str)]) -> Result<Vec<PathBuf>, LaunchError> {
+    std::fs::create_dir_all(directory)
+        .map_err(io_error(format!("creating {}", directory.display())))?;
+    files
+        .iter()
+        .map(|(name, text)| {
+            let path = directory.join(name);
+            std::fs::write(&path, text).map_err(io_error(format!("writing {}", path.display())))?;
+            Ok(path)
+        })
+        .collect()
+}
+
+/// What one `topoctl` run printed and how it exited.
+#[derive(Debug, Clone)]
+pub struct TopoctlOutput {
+    /// The exit code (`None` when killed by a signal).
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl TopoctlOutput {
+    /// stdout as JSON (the daemon commands print the daemon's JSON answer).
+    pub fn json(&self) -> Result<serde_json::Value, String> {
+        serde_json::from_str(&self.stdout)
+            .map_err(|error| format!("topoctl printed no JSON ({error}): {self}"))
+    }
+}
+
+impl std::fmt::Display for TopoctlOutput {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// The real `topoctl` binary, talking to one daemon's control API as one client identity.
+#[derive(Debug, Clone)]
+pub struct Topoctl {
+    pub daemon: SocketAddr,
+    pub ca: PathBuf,
+    pub identity: TlsIdentity,
+}
+
+impl Topoctl {
+    /// A client of the daemon at `daemon` that trusts `ca` and presents `identity`.
+    pub fn new(daemon: SocketAddr, ca: &Path, identity: TlsIdentity) -> Topoctl {
+        Topoctl {
+            daemon,
+            ca: ca.to_path_buf(),
+            identity,
+        }
+    }
+
+    /// Runs `topoctl SUBCOMMAND --daemon … --cert … --key … --ca … ARGUMENTS…`.
+    pub fn run<S: AsRef<OsStr>>(
+        &self,
+        subcommand: &str,
+        arguments: &[S],
+    ) -> Result<TopoctlOutput, LaunchError> {
+        let binary = binaries()?.join("topoctl");
+        let output = Command::new(binary)
+            .arg(subcommand)
+            .arg("--daemon")
+            .arg(self.daemon.to_string())
+            .arg("--cert")
+            .arg(&self.identity.certificate)
+            .arg("--key")
+            .arg(&self.identity.private_key)
+            .arg("--ca")
+            .arg(&self.ca)
+            .args(arguments)
+            .env_remove("TOPOCTL_DAEMON")
+            .env_remove("TOPOCTL_SERVER_NAME")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io_error("running topoctl"))?;
+        Ok(TopoctlOutput {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use topologyd_suite::peers::{
-    BgpPeer, BirdPeer, ExabgpPeer, Family, FrrPeer, GobgpPeer, ImportCounters, Origin, PeerSpec, Prometheus, ReceivedRoute,
-    Result, Route, Transport, TtlProbe, ttl_probe,
+    BgpPeer, BirdPeer, Error, ExabgpPeer, Family, FrrPeer, GobgpPeer, ImportCounters, Origin,
+    PeerSpec, Prometheus, ReceivedRoute, Result, Route, Transport, TtlProbe, ttl_probe,
 };
 
 /// Upper bound for anything to happen; polling returns as soon as it does.
@@ -48,10 +48,18 @@ fn assert_same_attributes(received: &ReceivedRoute, sent: &Route, sender_asn: u3
     as_path.extend(&sent.as_path);
     assert_eq!(received.prefix, sent.prefix);
     assert_eq!(received.as_path, as_path, "AS path of {}", sent.prefix);
-    assert_eq!(received.next_hop, sent.next_hop, "next hop of {}", sent.prefix);
+    assert_eq!(
+        received.next_hop, sent.next_hop,
+        "next hop of {}",
+        sent.prefix
+    );
     assert_eq!(received.origin, sent.origin, "origin of {}", sent.prefix);
     assert_eq!(received.med, sent.med, "MED of {}", sent.prefix);
-    assert_eq!(received.communities, sent.communities, "communities of {}", sent.prefix);
+    assert_eq!(
+        received.communities, sent.communities,
+        "communities of {}",
+        sent.prefix
+    );
     assert_eq!(
         received.large_communities, sent.large_communities,
         "large communities of {}",
@@ -70,7 +78,12 @@ fn only_route<'a>(routes: &'a [ReceivedRoute], wanted: &IpNet) -> &'a ReceivedRo
 /// Runs the full exchange between two started daemons: both see the session Established, `a`'s
 /// rich route reaches `b` intact and `b`'s plain route reaches `a`; then both withdraw, the routes
 /// disappear, and the withdrawal counters move by one.
-fn exchange(a: &mut impl BgpPeer, b: &mut impl BgpPeer, a_route: &Route, b_route: &Route) -> Result<()> {
+fn exchange(
+    a: &mut impl BgpPeer,
+    b: &mut impl BgpPeer,
+    a_route: &Route,
+    b_route: &Route,
+) -> Result<()> {
     a.wait_established(TIMEOUT)?;
     b.wait_established(TIMEOUT)?;
     let a_asn = a.spec().local_asn;
@@ -153,8 +166,11 @@ fn ipv6_routes_over_ipv4_transport_with_mp_bgp() -> Result<()> {
     let families = vec![Family::Ipv4Unicast, Family::Ipv6Unicast];
     let (a, b) = PeerSpec::pair(ASN_A, ASN_B, Transport::V4);
     let v6_route = rich_route("2001:db8:300::/48");
-    let v4_route = plain_route("192.0.2.0/24");
-    let mut bird = BirdPeer::start(a.families(families.clone()).originate(vec![v6_route.clone()]))?;
+    let v4_route = plain_route("198.51.100.0/24");
+    let mut bird = BirdPeer::start(
+        a.families(families.clone())
+            .originate(vec![v6_route.clone()]),
+    )?;
     let mut frr = FrrPeer::start(b.families(families).originate(vec![v4_route.clone()]))?;
     exchange(&mut bird, &mut frr, &v6_route, &v4_route)
 }
@@ -191,7 +207,12 @@ fn graceful_restart_helpers_keep_stale_routes() -> Result<()> {
     let frr = std::thread::spawn(|| helper_keeps_stale_routes(FrrPeer::start));
     let gobgp = std::thread::spawn(|| helper_keeps_stale_routes(GobgpPeer::start));
     let exabgp = std::thread::spawn(|| helper_keeps_stale_routes(ExabgpPeer::start));
-    for (name, handle) in [("BIRD", bird), ("FRR", frr), ("GoBGP", gobgp), ("ExaBGP", exabgp)] {
+    for (name, handle) in [
+        ("BIRD", bird),
+        ("FRR", frr),
+        ("GoBGP", gobgp),
+        ("ExaBGP", exabgp),
+    ] {
         match handle.join() {
             Ok(result) => result?,
             Err(_) => panic!("{name} helper test panicked"),
@@ -200,22 +221,49 @@ fn graceful_restart_helpers_keep_stale_routes() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn gtsm_refuses_a_ttl_254_sender() -> Result<()> {
-    for transport in [Transport::V4, Transport::V6] {
+/// Starts a passive daemon with GTSM on each transport and probes it at TTL 255 and 254.
+fn gtsm_refuses_ttl_254<P: BgpPeer>(
+    start: impl Fn(PeerSpec) -> Result<P>,
+    transports: &[Transport],
+) -> Result<()> {
+    for &transport in transports {
         let (a, _) = PeerSpec::pair(ASN_A, ASN_B, transport);
         let spec = a.ttl_security(true).passive(true);
-        let bird = BirdPeer::start(spec.clone())?;
+        let peer = start(spec.clone())?;
         let probe_timeout = Duration::from_secs(3);
+        let daemon = peer.daemon();
         assert_eq!(
-            ttl_probe(bird.daemon(), &spec, 255, probe_timeout)?,
+            ttl_probe(daemon, &spec, 255, probe_timeout)?,
             TtlProbe::Accepted,
-            "{transport:?}: TTL 255 must pass"
+            "{daemon} {transport:?}: TTL 255 must pass"
         );
+        let refused = ttl_probe(daemon, &spec, 254, probe_timeout)?;
         assert!(
-            matches!(ttl_probe(bird.daemon(), &spec, 254, probe_timeout)?, TtlProbe::Refused(_)),
-            "{transport:?}: TTL 254 must be refused"
+            matches!(refused, TtlProbe::Refused(_)),
+            "{daemon} {transport:?}: TTL 254 must be refused, got {refused:?}"
         );
+    }
+    Ok(())
+}
+
+#[test]
+fn gtsm_refuses_a_ttl_254_sender() -> Result<()> {
+    let both = [Transport::V4, Transport::V6];
+    let bird = std::thread::spawn(move || gtsm_refuses_ttl_254(BirdPeer::start, &both));
+    let frr = std::thread::spawn(move || gtsm_refuses_ttl_254(FrrPeer::start, &both));
+    let gobgp = std::thread::spawn(move || gtsm_refuses_ttl_254(GobgpPeer::start, &both));
+    // ExaBGP 4.2 applies `incoming-ttl` to IPv4 listeners only: over IPv6 a TTL-254 sender gets in.
+    let exabgp = std::thread::spawn(|| gtsm_refuses_ttl_254(ExabgpPeer::start, &[Transport::V4]));
+    for (name, handle) in [
+        ("BIRD", bird),
+        ("FRR", frr),
+        ("GoBGP", gobgp),
+        ("ExaBGP", exabgp),
+    ] {
+        match handle.join() {
+            Ok(result) => result?,
+            Err(_) => panic!("{name} GTSM test panicked"),
+        }
     }
     Ok(())
 }
@@ -231,8 +279,15 @@ fn md5_needs_the_right_key() -> Result<()> {
     right_a.wait_established(TIMEOUT)?;
     right_b.wait_established(TIMEOUT)?;
     // The wrong-key pair has been trying for as long as the right pair needed, and a little more.
-    assert!(wrong_c.wait_established(Duration::from_secs(3)).is_err());
-    assert!(!wrong_d.session_state()?.is_established());
+    match wrong_c.wait_established(Duration::from_secs(3)) {
+        Err(Error::Timeout { .. }) => {}
+        other => panic!("a session with mismatched MD5 keys: {other:?}"),
+    }
+    let state = wrong_d.session_state()?;
+    assert!(
+        !state.is_established(),
+        "mismatched MD5 keys, yet {state:?}"
+    );
     Ok(())
 }
 

@@ -12,6 +12,8 @@
 //! - [`adj_rib_out`]: per-peer coalesced outbound state and the UPDATE packer, End-of-RIB
 //!   (RFC 4724 §2), route refresh re-send with BoRR/EoRR (RFC 2918, RFC 7313).
 //! - [`inbound`]: per-family counting of what the peer sends; nothing is imported.
+//! - [`fuzz_entry`]: the never-panic and round-trip properties, shared by the cargo-fuzz
+//!   targets in `fuzz/` and the stable corpus replay in `tests/fuzz_corpus_replay.rs`.
 //!
 //! Must not touch: topology, config, sockets (the driver in `daemon/` owns them).
 //!
@@ -59,6 +61,6 @@ pub use codec::{
 };
 pub use inbound::{FamilyCounters, MaxPrefixes, UpdateSummary};
 pub use session::{
-    Direction, DownReason, GracefulRestartConfig, Input, Negotiated, Output, Session,
+    ConfigError, Direction, DownReason, GracefulRestartConfig, Input, Negotiated, Output, Session,
     SessionConfig, State, Timer, resolve_collision,
 };

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 pub use negotiation::{
-    Backoff, GracefulRestartConfig, Negotiated, SessionConfig, negotiate, resolve_collision,
+    Backoff, ConfigError, GracefulRestartConfig, Negotiated, SessionConfig, negotiate,
+    resolve_collision,
 };
 
 use crate::codec::{

@@ -1,7 +1,8 @@
 //! Replays the cargo-fuzz seed corpus (`fuzz/corpus/*/*`) on stable through the same entry
 //! points the fuzz targets use (`topologyd_bgp::fuzz_entry`): no input may panic, and every
-//! `valid_*` seed must decode. `cargo test -p topologyd-bgp --test fuzz_corpus_replay --
-//! --ignored regenerate_corpus` rewrites the seeds.
+//! `valid_*` seed must decode, and the committed seeds must be the ones `seeds()` generates
+//! (`REGENERATE_CORPUS=1 cargo test -p topologyd-bgp --test fuzz_corpus_replay` rewrites them,
+//! like a golden file).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -43,6 +44,40 @@ fn replay_fuzz_corpus_without_panics() {
         }
     }
     assert!(files >= 40, "only {files} corpus files");
+}
+
+/// A poor man's fuzzer on stable: every seed with one bit flipped per octet (the bit rotates
+/// with the position), every truncation, and a few length-field rewrites.
+#[test]
+fn mutated_corpus_never_panics() {
+    let mut runs = 0usize;
+    for target in ["decode_message", "decode_update_roundtrip"] {
+        let Ok(entries) = std::fs::read_dir(corpus_root().join(target)) else {
+            panic!("missing corpus directory");
+        };
+        for entry in entries.flatten() {
+            let seed = std::fs::read(entry.path()).unwrap_or_default();
+            let limit = seed.len().min(600);
+            for position in 0..limit {
+                let mut mutated = seed.clone();
+                mutated[position] ^= 1 << (position % 8);
+                decode_stream(&mutated);
+                decode_update_roundtrip(&mutated);
+                decode_stream(&seed[..position]);
+                runs += 2;
+            }
+            for length in [0u16, 18, 19, 23, 4096, 4097, u16::MAX] {
+                if seed.len() >= 19 {
+                    let mut mutated = seed.clone();
+                    mutated[16..18].copy_from_slice(&length.to_be_bytes());
+                    decode_stream(&mutated);
+                    decode_update_roundtrip(&mutated);
+                    runs += 1;
+                }
+            }
+        }
+    }
+    assert!(runs > 1000);
 }
 
 fn header(length: usize, kind: u8) -> BytesMut {
@@ -469,8 +504,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 #[test]
-#[ignore = "rewrites fuzz/corpus; run by hand after changing the seeds"]
-fn regenerate_corpus() {
+fn committed_corpus_matches_the_generated_seeds() {
+    let regenerate = std::env::var_os("REGENERATE_CORPUS").is_some();
     for (name, bytes) in seeds() {
         let target = if name.starts_with("valid_update") || name.starts_with("malformed_update") {
             vec!["decode_message", "decode_update_roundtrip"]
@@ -479,9 +514,21 @@ fn regenerate_corpus() {
         };
         for directory in target {
             let path = corpus_root().join(directory).join(name);
-            std::fs::create_dir_all(corpus_root().join(directory)).unwrap_or_default();
-            std::fs::write(&path, &bytes)
-                .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            if regenerate {
+                std::fs::create_dir_all(corpus_root().join(directory)).unwrap_or_default();
+                std::fs::write(&path, &bytes)
+                    .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            } else {
+                let committed = std::fs::read(&path).unwrap_or_else(|error| {
+                    panic!("{}: {error} (REGENERATE_CORPUS=1 writes it)", path.display())
+                });
+                assert_eq!(
+                    committed,
+                    bytes.to_vec(),
+                    "{} differs from its generator (REGENERATE_CORPUS=1 rewrites it)",
+                    path.display()
+                );
+            }
         }
     }
 }

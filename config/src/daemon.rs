@@ -135,8 +135,8 @@ impl PeerConfig {
     /// The reload rule: a change of anything that the session's TCP connection or OPEN depends
     /// on (address, port, ASNs, local address, passive/active, hold time, families, MD5 key
     /// file, GTSM, extended messages) resets the session. Next hops, the connect-retry interval
-    /// and max-prefix apply in place: the routes are re-sent with the new next hop, and a new
-    /// max-prefix limit is checked against what the peer sends from then on.
+    /// and max-prefix apply without a reset: the routes are re-sent with the new next hop at
+    /// once; a new max-prefix limit and retry interval take effect from the next session on.
     pub fn session_reset_needed(&self, new: &PeerConfig) -> bool {
         self.address != new.address
             || self.port != new.port

@@ -287,4 +287,73 @@ mod tests {
             assert!(parse_prefixes_and_bindings(text).is_none(), "{text:?}");
         }
     }
+
+    /// A file of `[[prefix]]`/`[[binding]]` tables in varied formatting, sometimes with a line
+    /// the fast path must refuse; built from the numbers proptest draws.
+    fn varied_file(tables: &[(bool, usize, usize, usize, u8)], crlf: bool) -> String {
+        const HEADERS: [&str; 3] = ["[[{}]]", "  [[ {} ]]   # table", "[[{}]]\t"];
+        const SPACING: [&str; 3] = [" = ", "=", " \t=  "];
+        const EXTRA: [&str; 5] = ["", "# note", "   ", "colour = \"red\"", "cidr = \"dup\""];
+        let ending = if crlf { "\r\n" } else { "\n" };
+        let mut out = String::new();
+        for (index, (is_prefix, header, spacing, extra, rotation)) in tables.iter().enumerate() {
+            let name = if *is_prefix { "prefix" } else { "binding" };
+            out += &HEADERS[*header].replace("{}", name);
+            out += ending;
+            let equals = SPACING[*spacing];
+            let mut keys: Vec<String> = if *is_prefix {
+                vec![
+                    format!("cidr{equals}\"192.0.{index}.0/24\""),
+                    format!("origin_asn{equals}{}", 13335 + index),
+                    format!("owner{equals}'owner #{index}'"),
+                    format!("advertise{equals}{}", index % 2 == 0),
+                    format!("announce{equals}\"aggregate\" # default"),
+                ]
+            } else {
+                vec![
+                    format!("cidr{equals}\"10.{index}.0.0/16\""),
+                    format!("service{equals}\"svc-{index}\""),
+                ]
+            };
+            let length = keys.len();
+            keys.rotate_left(*rotation as usize % length);
+            for key in keys {
+                out += &key;
+                out += ending;
+            }
+            out += EXTRA[*extra % EXTRA.len()];
+            out += ending;
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Whatever the fast path accepts, `toml` accepts and reads identically; and it accepts
+        /// the well-formed files.
+        #[test]
+        fn accepted_files_read_like_toml(
+            tables in proptest::collection::vec(
+                (proptest::bool::ANY, 0..3_usize, 0..3_usize, 0..8_usize, proptest::num::u8::ANY),
+                0..8,
+            ),
+            crlf in proptest::bool::ANY,
+        ) {
+            let text = varied_file(&tables, crlf);
+            let well_formed = tables.iter().all(|table| table.3 % 5 < 3);
+            let parsed = parse_prefixes_and_bindings(&text);
+            proptest::prop_assert_eq!(parsed.is_some(), well_formed, "{:?}", text);
+            if let Some((prefixes, bindings)) = parsed {
+                let model: Result<FileModel, _> = toml::from_str(&text);
+                proptest::prop_assert!(model.is_ok(), "toml rejects {:?}: {:?}", text, model.err());
+                if let Ok(model) = model {
+                    proptest::prop_assert_eq!(
+                        describe(&prefixes, &bindings),
+                        describe(&model.prefix, &model.binding)
+                    );
+                }
+            }
+        }
+    }
 }

@@ -7,7 +7,9 @@
 //!
 //! Modules: [`source`] (sources, spans, positions), [`diagnostic`] (errors and warnings with
 //! help), [`selector`] (topology selector AST and parser), [`model`] (the raw model and its
-//! documented defaults), [`parse`] (TOML to raw model).
+//! documented defaults), [`parse`] (TOML to raw model; a private fast path reads the bulk
+//! `[[prefix]]`/`[[binding]]` files of large topologies), [`daemon`] (the daemon's own
+//! `topologyd.toml`).
 
 pub mod daemon;
 pub mod diagnostic;

@@ -213,21 +213,6 @@ fn parse_cidr(
     }
 }
 
-fn parse_community(text: &str) -> Option<Community> {
-    let (high, low) = text.split_once(':')?;
-    Some(Community(high.parse().ok()?, low.parse().ok()?))
-}
-
-fn parse_large_community(text: &str) -> Option<LargeCommunity> {
-    let mut parts = text.split(':');
-    let community = LargeCommunity(
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-    );
-    parts.next().is_none().then_some(community)
-}
-
 fn convert_service(
     source: u32,
     text: &str,
@@ -256,7 +241,7 @@ fn convert_service(
     };
     let mut communities = Vec::with_capacity(file.communities.len());
     for community in &file.communities {
-        match parse_community(community.get_ref()) {
+        match Community::parse(community.get_ref()) {
             Some(parsed) => communities.push(parsed),
             None => {
                 valid = false;
@@ -274,7 +259,7 @@ fn convert_service(
     }
     let mut large_communities = Vec::with_capacity(file.large_communities.len());
     for community in &file.large_communities {
-        match parse_large_community(community.get_ref()) {
+        match LargeCommunity::parse(community.get_ref()) {
             Some(parsed) => large_communities.push(parsed),
             None => {
                 valid = false;

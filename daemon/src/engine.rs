@@ -30,7 +30,9 @@ use crate::announce::{LocationRoutes, PeerRouteContext};
 use crate::engine_api::{
     EngineCommand, EngineError, EngineErrorKind, MutationOutcome, SourceBundle, SourceFile,
 };
-use crate::metrics::{Direction as MetricDirection, Metrics, SessionState};
+use crate::metrics::{
+    Direction as MetricDirection, FAMILY_IPV4_UNICAST, FAMILY_IPV6_UNICAST, Metrics, SessionState,
+};
 use crate::peer::{PeerCommand, PeerHandle, PeerSpec, PeerStatus, spawn_peer};
 use crate::sockopt::SessionSecurity;
 use crate::state_store::{GenerationMeta, StateStore, StoredGeneration};
@@ -848,15 +850,15 @@ impl Engine {
             self.metrics
                 .set_session_state(name, session_state_metric(&status.state));
             self.metrics
-                .set_routes_desired(name, "ipv4", status.routes_desired_ipv4);
+                .set_routes_desired(name, FAMILY_IPV4_UNICAST, status.routes_desired_ipv4);
             self.metrics
-                .set_routes_desired(name, "ipv6", status.routes_desired_ipv6);
+                .set_routes_desired(name, FAMILY_IPV6_UNICAST, status.routes_desired_ipv6);
             let synced = status.generation_synced == Some(generation);
             let announced = |routes: u64| if status.established { routes } else { 0 };
             self.metrics
-                .set_routes_announced(name, "ipv4", announced(if synced { status.routes_desired_ipv4 } else { 0 }));
+                .set_routes_announced(name, FAMILY_IPV4_UNICAST, announced(if synced { status.routes_desired_ipv4 } else { 0 }));
             self.metrics
-                .set_routes_announced(name, "ipv6", announced(if synced { status.routes_desired_ipv6 } else { 0 }));
+                .set_routes_announced(name, FAMILY_IPV6_UNICAST, announced(if synced { status.routes_desired_ipv6 } else { 0 }));
             let previous = self.reported.get(name).cloned().unwrap_or_default();
             let sent_announced = status.prefixes_announced_sent.saturating_sub(previous.prefixes_announced_sent);
             let sent_withdrawn = status.prefixes_withdrawn_sent.saturating_sub(previous.prefixes_withdrawn_sent);
@@ -911,6 +913,7 @@ impl Engine {
         let mut report = Vec::new();
         let mut to_stop = Vec::new();
         let mut to_start = Vec::new();
+        let mut to_update = Vec::new();
         for (name, old_peer) in &old {
             match new.get(name) {
                 None => {
@@ -923,17 +926,10 @@ impl Engine {
                     report.push(format!("reset {name}"));
                 }
                 Some(new_peer) if old_peer != new_peer => {
-                    to_stop.push(name.clone());
-                    to_start.push(new_peer.clone());
-                    report.push(format!("updated {name}"));
+                    to_update.push(new_peer.clone());
+                    report.push(format!("updated {name} in place"));
                 }
                 Some(_) => {}
-            }
-        }
-        for (name, new_peer) in &new {
-            if !old.contains_key(name) {
-                to_start.push(new_peer.clone());
-                report.push(format!("added {name}"));
             }
         }
         // Validate keys of the peers to start before stopping anything.
@@ -950,6 +946,15 @@ impl Engine {
         self.config = config;
         for peer in &to_start {
             self.start_peer(peer).map_err(|error| error.to_string())?;
+        }
+        for peer in &to_update {
+            let spec = self.peer_spec(peer).map_err(|error| error.to_string())?;
+            if let Some(handle) = self.peers.get(&peer.name) {
+                let _ = handle
+                    .commands
+                    .send(PeerCommand::Reconfigure(Box::new(spec)))
+                    .await;
+            }
         }
         if report.is_empty() {
             report.push("no peer changed".into());

@@ -81,6 +81,11 @@ pub const LAST_APPLY_TIMESTAMP: &str = "topologyd_last_successful_apply_timestam
 /// Help for [`LAST_APPLY_TIMESTAMP`].
 pub const LAST_APPLY_TIMESTAMP_HELP: &str = "Unix time of the last successful apply";
 
+/// The `family` label of the per-family metrics for IPv4 unicast (AFI 1, SAFI 1).
+pub const FAMILY_IPV4_UNICAST: &str = "ipv4-unicast";
+/// The `family` label of the per-family metrics for IPv6 unicast (AFI 2, SAFI 1).
+pub const FAMILY_IPV6_UNICAST: &str = "ipv6-unicast";
+
 /// Latency buckets shared by the histograms: 1 ms doubling up to about 32 s.
 fn latency_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.001, 2.0, 16)
@@ -356,7 +361,7 @@ impl Metrics {
     /// Forgets every series of a removed peer.
     pub fn remove_peer(&self, peer: &str) {
         self.session_state.remove(&peer_labels(peer));
-        for family in ["ipv4-unicast", "ipv6-unicast"] {
+        for family in [FAMILY_IPV4_UNICAST, FAMILY_IPV6_UNICAST] {
             self.routes_desired
                 .remove(&peer_family_labels(peer, family));
             self.routes_announced

@@ -69,6 +69,10 @@ pub enum PeerCommand {
     Inbound(TcpStream),
     /// Ask the peer to re-send its routes (RFC 2918), when negotiated.
     RequestRouteRefresh,
+    /// A reload changed only what applies in place (next hops, max-prefix, connect retry):
+    /// the routes are re-sent with the new attributes; the session parameters take effect
+    /// from the next session on.
+    Reconfigure(Box<PeerSpec>),
     /// Stop. With `withdraw_first`, every route is withdrawn and the withdrawals flushed before
     /// a Cease NOTIFICATION; otherwise the connection is closed without NOTIFICATION so that the
     /// peer keeps our routes as stale for the graceful-restart time (RFC 4724 §4.2).
@@ -276,6 +280,7 @@ impl PeerDriver {
     fn on_command(&mut self, command: PeerCommand) {
         match command {
             PeerCommand::Inbound(stream) => self.on_inbound(stream),
+            PeerCommand::Reconfigure(spec) => self.reconfigure(*spec),
             PeerCommand::RequestRouteRefresh => {
                 for family in [WireFamily::Ipv4Unicast, WireFamily::Ipv6Unicast] {
                     self.feed(Input::RequestRouteRefresh(family), false);
@@ -288,6 +293,18 @@ impl PeerDriver {
                 self.stopping = Some(done);
                 self.on_command_shutdown(withdraw_first);
             }
+        }
+    }
+
+    fn reconfigure(&mut self, spec: PeerSpec) {
+        let context_changed = spec.route_context != self.spec.route_context;
+        self.spec = spec;
+        if context_changed {
+            // Re-translate every route: a reconcile from nothing announces each prefix with its
+            // new attributes; prefixes whose attributes are unchanged are not re-sent.
+            self.applied = Arc::new(LocationRoutes::default());
+            self.applied_attributes.clear();
+            self.reconcile();
         }
     }
 

@@ -41,7 +41,10 @@ pub fn free_port(ip: IpAddr) -> u16 {
                 20_000 + u16::try_from(n % 20_000).unwrap_or(0)
             });
         let mut guard = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
-        if guard.get_or_insert_with(HashSet::new).insert(SocketAddr::new(ip, candidate)) {
+        if guard
+            .get_or_insert_with(HashSet::new)
+            .insert(SocketAddr::new(ip, candidate))
+        {
             return candidate;
         }
     }
@@ -64,7 +67,10 @@ mod tests {
     fn addresses_are_distinct_loopback() {
         let seen: HashSet<Ipv4Addr> = (0..1000).map(|_| loopback_v4()).collect();
         assert_eq!(seen.len(), 1000);
-        assert!(seen.iter().all(|address| address.is_loopback() && address.octets()[1] != 0));
+        assert!(
+            seen.iter()
+                .all(|address| address.is_loopback() && address.octets()[1] != 0)
+        );
     }
 
     #[test]

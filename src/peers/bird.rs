@@ -36,8 +36,8 @@ use ipnet::IpNet;
 
 use super::process::{self, DaemonProcess};
 use super::{
-    BgpPeer, COMMAND_TIMEOUT, DEFAULT_NEXT_HOP_V6, Daemon, Error, Family, ImportCounters, Origin, PeerSpec,
-    ReceivedRoute, Result, Route, STARTUP_TIMEOUT, SessionState,
+    BgpPeer, COMMAND_TIMEOUT, DEFAULT_NEXT_HOP_V6, Daemon, Error, Family, ImportCounters, Origin,
+    PeerSpec, ReceivedRoute, Result, Route, STARTUP_TIMEOUT, SessionState,
 };
 
 const DAEMON: Daemon = Daemon::Bird;
@@ -71,8 +71,11 @@ impl BirdPeer {
         let config = directory.path().join("bird.conf");
         let socket = directory.path().join("bird.ctl");
         let log = directory.path().join("daemon.log");
-        let originated: BTreeMap<IpNet, Route> =
-            spec.originate.iter().map(|route| (route.prefix, route.clone())).collect();
+        let originated: BTreeMap<IpNet, Route> = spec
+            .originate
+            .iter()
+            .map(|route| (route.prefix, route.clone()))
+            .collect();
         process::write_file(DAEMON, &config, &render_config(&spec, &originated, &log))?;
         let mut command = Command::new("bird");
         command
@@ -98,22 +101,32 @@ impl BirdPeer {
 
     fn wait_until_up(&mut self) -> Result<()> {
         let log = self.directory.path().join("daemon.log");
-        super::poll(DAEMON, "the control socket", STARTUP_TIMEOUT, || process::file_tail(&log), || {
-            self.process.check_running()?;
-            Ok(match self.birdc(&["show", "status"]) {
-                Ok(output) if output.contains("Daemon is up and running") => Ok(()),
-                Ok(output) => Err(output),
-                Err(error) => Err(error.to_string()),
-            })
-        })
+        super::poll(
+            DAEMON,
+            "the control socket",
+            STARTUP_TIMEOUT,
+            || process::file_tail(&log),
+            || {
+                self.process.check_running()?;
+                Ok(match self.birdc(&["show", "status"]) {
+                    Ok(output) if output.contains("Daemon is up and running") => Ok(()),
+                    Ok(output) => Err(output),
+                    Err(error) => Err(error.to_string()),
+                })
+            },
+        )
     }
 
     /// Runs one `birdc` command and returns its output without the greeting line.
     pub fn birdc(&self, arguments: &[&str]) -> Result<String> {
+        // A dead daemon explains a failing control command better than the command does.
+        self.process.check_running()?;
         let mut command = Command::new("birdc");
         command.arg("-s").arg(&self.socket).args(arguments);
         let output = process::run(DAEMON, &mut command, COMMAND_TIMEOUT)?;
-        if output.contains("Unable to connect to server") || output.lines().any(|line| line.contains("syntax error")) {
+        if output.contains("Unable to connect to server")
+            || output.lines().any(|line| line.contains("syntax error"))
+        {
             return Err(Error::Command {
                 daemon: DAEMON,
                 command: process::describe(&command),
@@ -121,7 +134,11 @@ impl BirdPeer {
                 stderr: output,
             });
         }
-        Ok(output.lines().filter(|line| !line.starts_with("BIRD ")).collect::<Vec<_>>().join("\n"))
+        Ok(output
+            .lines()
+            .filter(|line| !line.starts_with("BIRD "))
+            .collect::<Vec<_>>()
+            .join("\n"))
     }
 
     /// The temporary directory holding `bird.conf`, the control socket and `daemon.log`.
@@ -131,7 +148,11 @@ impl BirdPeer {
 
     fn reconfigure(&mut self) -> Result<()> {
         let log = self.directory.path().join("daemon.log");
-        process::write_file(DAEMON, &self.config, &render_config(&self.spec, &self.originated, &log))?;
+        process::write_file(
+            DAEMON,
+            &self.config,
+            &render_config(&self.spec, &self.originated, &log),
+        )?;
         let config = self.config.to_string_lossy().into_owned();
         let output = self.birdc(&["configure", &format!("\"{config}\"")])?;
         if output.contains("Reconfigured") || output.contains("Reconfiguration in progress") {
@@ -175,11 +196,17 @@ impl BgpPeer for BirdPeer {
     }
 
     fn routes(&self) -> Result<Vec<ReceivedRoute>> {
-        let stale = self.protocol_details()?.contains("Neighbor graceful restart active");
+        let stale = self
+            .protocol_details()?
+            .contains("Neighbor graceful restart active");
         let mut routes = Vec::new();
-        for (family, table) in [(Family::Ipv4Unicast, "master4"), (Family::Ipv6Unicast, "master6")] {
+        for (family, table) in [
+            (Family::Ipv4Unicast, "master4"),
+            (Family::Ipv6Unicast, "master6"),
+        ] {
             if self.spec.has_family(family) {
-                let output = self.birdc(&["show", "route", "table", table, "protocol", PROTOCOL, "all"])?;
+                let output =
+                    self.birdc(&["show", "route", "table", table, "protocol", PROTOCOL, "all"])?;
                 routes.extend(parse_routes(&output, stale)?);
             }
         }
@@ -230,7 +257,11 @@ fn quoted(text: &str) -> String {
     format!("\"{text}\"")
 }
 
-fn render_config(spec: &PeerSpec, originated: &BTreeMap<IpNet, Route>, log: &std::path::Path) -> String {
+fn render_config(
+    spec: &PeerSpec,
+    originated: &BTreeMap<IpNet, Route>,
+    log: &std::path::Path,
+) -> String {
     let mut config = String::new();
     let _ = writeln!(config, "log {} all;", quoted(&log.to_string_lossy()));
     let _ = writeln!(config, "router id {};", spec.router_id);
@@ -241,7 +272,10 @@ fn render_config(spec: &PeerSpec, originated: &BTreeMap<IpNet, Route>, log: &std
         "filter export_originated {\n  if source != RTS_STATIC then reject;\n  if defined(bgp_med) then bgp_med = bgp_med;\n  accept;\n}\n",
     );
     for (family, channel) in [(Family::Ipv4Unicast, "ipv4"), (Family::Ipv6Unicast, "ipv6")] {
-        let _ = writeln!(config, "protocol static originate_{channel} {{\n  {channel};");
+        let _ = writeln!(
+            config,
+            "protocol static originate_{channel} {{\n  {channel};"
+        );
         for route in originated.values().filter(|route| route.family() == family) {
             let _ = writeln!(config, "  route {} blackhole {{", route.prefix);
             let _ = writeln!(config, "    bgp_next_hop = {};", route.next_hop);
@@ -264,14 +298,23 @@ fn render_config(spec: &PeerSpec, originated: &BTreeMap<IpNet, Route>, log: &std
                 let _ = writeln!(config, "    bgp_community.add(({high},{low}));");
             }
             for (global, first, second) in &route.large_communities {
-                let _ = writeln!(config, "    bgp_large_community.add(({global},{first},{second}));");
+                let _ = writeln!(
+                    config,
+                    "    bgp_large_community.add(({global},{first},{second}));"
+                );
             }
             config.push_str("  };\n");
         }
         config.push_str("}\n");
     }
     let _ = writeln!(config, "protocol bgp {PROTOCOL} {{");
-    let _ = writeln!(config, "  local {} port {} as {};", spec.local.ip(), spec.local.port(), spec.local_asn);
+    let _ = writeln!(
+        config,
+        "  local {} port {} as {};",
+        spec.local.ip(),
+        spec.local.port(),
+        spec.local_asn
+    );
     let _ = writeln!(
         config,
         "  neighbor {} port {} as {};",
@@ -283,7 +326,11 @@ fn render_config(spec: &PeerSpec, originated: &BTreeMap<IpNet, Route>, log: &std
     let _ = writeln!(config, "  hold time {};", spec.hold_time);
     // Retry fast: tests start both ends at about the same time.
     config.push_str("  connect delay time 1;\n  connect retry time 2;\n  error wait time 1, 4;\n");
-    let _ = writeln!(config, "  passive {};", if spec.passive { "yes" } else { "no" });
+    let _ = writeln!(
+        config,
+        "  passive {};",
+        if spec.passive { "yes" } else { "no" }
+    );
     if let Some(password) = &spec.md5_password {
         let _ = writeln!(config, "  password {};", quoted(password));
     }
@@ -304,7 +351,10 @@ fn render_config(spec: &PeerSpec, originated: &BTreeMap<IpNet, Route>, log: &std
         if !spec.has_family(family) {
             continue;
         }
-        let _ = write!(config, "  {channel} {{ import all; export filter export_originated; next hop keep;");
+        let _ = write!(
+            config,
+            "  {channel} {{ import all; export filter export_originated; next hop keep;"
+        );
         if family == Family::Ipv6Unicast && spec.neighbor.is_ipv4() {
             let next_hop = originated
                 .values()
@@ -344,10 +394,12 @@ fn parse_routes(output: &str, stale: bool) -> Result<Vec<ReceivedRoute>> {
         if !line.starts_with(' ') {
             let token = line.split_whitespace().next().unwrap_or_default();
             current_prefix = Some(
-                IpNet::from_str(token).map_err(|_| parse_error("show route", "bad prefix", line))?,
+                IpNet::from_str(token)
+                    .map_err(|_| parse_error("show route", "bad prefix", line))?,
             );
         }
-        let prefix = current_prefix.ok_or_else(|| parse_error("show route", "route without a prefix", line))?;
+        let prefix = current_prefix
+            .ok_or_else(|| parse_error("show route", "route without a prefix", line))?;
         let unspecified = match prefix {
             IpNet::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             IpNet::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
@@ -392,7 +444,9 @@ fn apply_attribute(route: &mut ReceivedRoute, key: &str, value: &str, line: &str
             route.next_hop = first.parse().map_err(|_| bad("bad next hop"))?;
         }
         "BGP.med" => route.med = Some(value.parse().map_err(|_| bad("bad MED"))?),
-        "BGP.local_pref" => route.local_pref = Some(value.parse().map_err(|_| bad("bad local preference"))?),
+        "BGP.local_pref" => {
+            route.local_pref = Some(value.parse().map_err(|_| bad("bad local preference"))?)
+        }
         "BGP.community" => {
             for group in value.split(')').filter(|group| group.contains('(')) {
                 match numbers::<u16>(group).as_slice() {
@@ -404,7 +458,9 @@ fn apply_attribute(route: &mut ReceivedRoute, key: &str, value: &str, line: &str
         "BGP.large_community" => {
             for group in value.split(')').filter(|group| group.contains('(')) {
                 match numbers::<u32>(group).as_slice() {
-                    [global, first, second] => route.large_communities.push((*global, *first, *second)),
+                    [global, first, second] => {
+                        route.large_communities.push((*global, *first, *second))
+                    }
                     _ => return Err(bad("bad large community")),
                 }
             }
@@ -448,7 +504,11 @@ fn parse_counters(details: &str) -> Result<ImportCounters> {
     if seen {
         Ok(counters)
     } else {
-        Err(parse_error("show protocols all", "no `Import updates` rows", details))
+        Err(parse_error(
+            "show protocols all",
+            "no `Import updates` rows",
+            details,
+        ))
     }
 }
 

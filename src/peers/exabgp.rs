@@ -94,14 +94,20 @@ impl ExabgpPeer {
 
     fn wait_until_up(&mut self, log: &Path) -> Result<()> {
         let received = self.received.clone();
-        super::poll(DAEMON, "the API process", STARTUP_TIMEOUT, || process::file_tail(log), || {
-            self.process.check_running()?;
-            Ok(if received.exists() {
-                Ok(())
-            } else {
-                Err("received.jsonl not created yet".to_string())
-            })
-        })
+        super::poll(
+            DAEMON,
+            "the API process",
+            STARTUP_TIMEOUT,
+            || process::file_tail(log),
+            || {
+                self.process.check_running()?;
+                Ok(if received.exists() {
+                    Ok(())
+                } else {
+                    Err("received.jsonl not created yet".to_string())
+                })
+            },
+        )
     }
 
     /// The temporary directory holding the configuration, the API files and `daemon.log`.
@@ -110,6 +116,7 @@ impl ExabgpPeer {
     }
 
     fn replay(&self) -> Result<Replay> {
+        self.process.check_running()?;
         let text = std::fs::read_to_string(&self.received).map_err(|source| Error::Io {
             daemon: DAEMON,
             context: format!("read {}", self.received.display()),
@@ -177,7 +184,10 @@ impl BgpPeer for ExabgpPeer {
     }
 
     fn withdraw(&mut self, prefixes: &[IpNet]) -> Result<()> {
-        let lines: Vec<String> = prefixes.iter().map(|prefix| format!("withdraw route {prefix}")).collect();
+        let lines: Vec<String> = prefixes
+            .iter()
+            .map(|prefix| format!("withdraw route {prefix}"))
+            .collect();
         self.send(&lines)
     }
 
@@ -204,10 +214,12 @@ fn shell_quoted(path: &Path) -> String {
 
 fn make_executable(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(|source| Error::Io {
-        daemon: DAEMON,
-        context: format!("chmod {}", path.display()),
-        source,
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(|source| {
+        Error::Io {
+            daemon: DAEMON,
+            context: format!("chmod {}", path.display()),
+            source,
+        }
     })
 }
 
@@ -234,7 +246,11 @@ fn route_text(spec: &PeerSpec, route: &Route) -> String {
         let _ = write!(text, " local-preference {local_pref}");
     }
     if !route.communities.is_empty() {
-        let communities: Vec<String> = route.communities.iter().map(|(high, low)| format!("{high}:{low}")).collect();
+        let communities: Vec<String> = route
+            .communities
+            .iter()
+            .map(|(high, low)| format!("{high}:{low}"))
+            .collect();
         let _ = write!(text, " community [ {} ]", communities.join(" "));
     }
     if !route.large_communities.is_empty() {
@@ -279,7 +295,11 @@ fn render_config(spec: &PeerSpec, script: &Path) -> String {
     }
     config.push_str("  }\n");
     if let Some(graceful_restart) = spec.graceful_restart {
-        let _ = writeln!(config, "  capability {{\n    graceful-restart {};\n  }}", graceful_restart.restart_time);
+        let _ = writeln!(
+            config,
+            "  capability {{\n    graceful-restart {};\n  }}",
+            graceful_restart.restart_time
+        );
     }
     config.push_str("  api {\n    processes [ harness ];\n    neighbor-changes;\n    receive {\n      parsed;\n      update;\n    }\n  }\n");
     if !spec.originate.is_empty() {
@@ -363,12 +383,18 @@ impl Replay {
         for by_next_hop in announcements.values().filter_map(Value::as_object) {
             for (next_hop_text, nlris) in by_next_hop {
                 // An IPv6 next hop may be "global,link-local".
-                let Ok(next_hop) = next_hop_text.split(',').next().unwrap_or_default().parse::<IpAddr>() else {
+                let Ok(next_hop) = next_hop_text
+                    .split(',')
+                    .next()
+                    .unwrap_or_default()
+                    .parse::<IpAddr>()
+                else {
                     continue;
                 };
                 for nlri in nlris.as_array().map(Vec::as_slice).unwrap_or_default() {
                     if let Some(prefix) = nlri_prefix(nlri) {
-                        self.routes.insert(prefix, route_from(prefix, next_hop, &attributes));
+                        self.routes
+                            .insert(prefix, route_from(prefix, next_hop, &attributes));
                         self.announced += 1;
                     }
                 }

@@ -12,7 +12,11 @@
 //!   and, on loopback, `disable-connected-check`.
 //! - Per-route attributes come from one route-map per originated prefix (`network P route-map
 //!   ORIGINATE-n`); the next hop is set per prefix by the outbound route-map `EXPORT`, which denies
-//!   everything else. Route-map edits take effect after `bgp route-map delay-timer` (set to 1 s).
+//!   everything else. `bgp route-map delay-timer 0` turns off FRR's deferred re-evaluation of
+//!   route-maps: with it on, the first evaluation after start-up fired just after the session came
+//!   up, re-announced the routes ahead of the update group's coalesce timer, and a withdrawal made
+//!   in that window was never sent. Re-announcing a prefix therefore replaces its route-map and
+//!   re-issues its `network` statement, which re-evaluates it at once.
 //! - A `network` route always carries MED (0 unless the route-map sets one).
 //! - FRR honours NO_EXPORT on its own routes: a route given community 65535:65281 is not sent
 //!   over eBGP at all.
@@ -34,8 +38,8 @@ use serde_json::Value;
 
 use super::process::{self, DaemonProcess};
 use super::{
-    BgpPeer, COMMAND_TIMEOUT, Daemon, Error, Family, ImportCounters, Origin, PeerSpec, ReceivedRoute, Result,
-    Route, STARTUP_TIMEOUT, SessionState,
+    BgpPeer, COMMAND_TIMEOUT, Daemon, Error, Family, ImportCounters, Origin, PeerSpec,
+    ReceivedRoute, Result, Route, STARTUP_TIMEOUT, SessionState,
 };
 
 const DAEMON: Daemon = Daemon::Frr;
@@ -79,7 +83,11 @@ impl FrrPeer {
             sequences.entry(route.prefix).or_insert(next);
             announced.insert(route.prefix, route.clone());
         }
-        process::write_file(DAEMON, &config, &render_config(&spec, &sequences, &announced, &bgpd_log))?;
+        process::write_file(
+            DAEMON,
+            &config,
+            &render_config(&spec, &sequences, &announced, &bgpd_log),
+        )?;
         let mut command = Command::new(BGPD);
         command
             .arg("-f")
@@ -107,20 +115,31 @@ impl FrrPeer {
     }
 
     fn wait_until_up(&mut self, log: &Path) -> Result<()> {
-        super::poll(DAEMON, "vtysh", STARTUP_TIMEOUT, || process::file_tail(log), || {
-            self.process.check_running()?;
-            Ok(match self.vtysh(&["show bgp neighbors json"]) {
-                Ok(output) if output.trim_start().starts_with('{') => Ok(()),
-                Ok(output) => Err(output),
-                Err(error) => Err(error.to_string()),
-            })
-        })
+        super::poll(
+            DAEMON,
+            "vtysh",
+            STARTUP_TIMEOUT,
+            || process::file_tail(log),
+            || {
+                self.process.check_running()?;
+                Ok(match self.vtysh(&["show bgp neighbors json"]) {
+                    Ok(output) if output.trim_start().starts_with('{') => Ok(()),
+                    Ok(output) => Err(output),
+                    Err(error) => Err(error.to_string()),
+                })
+            },
+        )
     }
 
     /// Runs vtysh commands in one session (configuration context carries over) and returns stdout.
     pub fn vtysh(&self, commands: &[&str]) -> Result<String> {
+        // A dead daemon explains a failing control command better than the command does.
+        self.process.check_running()?;
         let mut command = Command::new("vtysh");
-        command.arg("--vty_socket").arg(self.directory.path()).args(["-d", "bgpd"]);
+        command
+            .arg("--vty_socket")
+            .arg(self.directory.path())
+            .args(["-d", "bgpd"]);
         for line in commands {
             command.arg("-c").arg(line);
         }
@@ -179,7 +198,10 @@ impl BgpPeer for FrrPeer {
         Ok(if state == "Established" {
             SessionState::Established
         } else {
-            let detail = neighbor.get("bgpStateIs").and_then(Value::as_str).unwrap_or_default();
+            let detail = neighbor
+                .get("bgpStateIs")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             SessionState::NotEstablished(format!("{state} {detail}").trim().to_string())
         })
     }
@@ -200,7 +222,13 @@ impl BgpPeer for FrrPeer {
         let updates = neighbor
             .pointer("/messageStats/updatesRecv")
             .and_then(Value::as_u64)
-            .ok_or_else(|| parse_error("show bgp neighbors json", "no messageStats.updatesRecv", &neighbor))?;
+            .ok_or_else(|| {
+                parse_error(
+                    "show bgp neighbors json",
+                    "no messageStats.updatesRecv",
+                    &neighbor,
+                )
+            })?;
         let log = std::fs::read_to_string(&self.bgpd_log).map_err(|source| Error::Io {
             daemon: DAEMON,
             context: format!("read {}", self.bgpd_log.display()),
@@ -230,7 +258,10 @@ impl BgpPeer for FrrPeer {
             commands.extend(policy_lines(route, sequence));
             commands.push(format!("router bgp {}", self.spec.local_asn));
             commands.push(format!("address-family {} unicast", afi(route.family())));
-            commands.push(format!("network {} route-map ORIGINATE-{sequence}", route.prefix));
+            commands.push(format!(
+                "network {} route-map ORIGINATE-{sequence}",
+                route.prefix
+            ));
             commands.push("exit-address-family".to_string());
             commands.push("exit".to_string());
         }
@@ -248,12 +279,16 @@ impl BgpPeer for FrrPeer {
         // and are replaced if the prefix is announced again.
         let mut commands = vec!["configure terminal".to_string()];
         for prefix in prefixes {
-            let (Some(route), Some(sequence)) = (self.announced.get(prefix), self.sequences.get(prefix)) else {
+            let (Some(route), Some(sequence)) =
+                (self.announced.get(prefix), self.sequences.get(prefix))
+            else {
                 continue;
             };
             commands.push(format!("router bgp {}", self.spec.local_asn));
             commands.push(format!("address-family {} unicast", afi(route.family())));
-            commands.push(format!("no network {prefix} route-map ORIGINATE-{sequence}"));
+            commands.push(format!(
+                "no network {prefix} route-map ORIGINATE-{sequence}"
+            ));
             commands.push("exit-address-family".to_string());
             commands.push("exit".to_string());
         }
@@ -325,7 +360,11 @@ fn policy_lines(route: &Route, sequence: u32) -> Vec<String> {
         lines.push(format!("set local-preference {local_pref}"));
     }
     if !route.communities.is_empty() {
-        let communities: Vec<String> = route.communities.iter().map(|(high, low)| format!("{high}:{low}")).collect();
+        let communities: Vec<String> = route
+            .communities
+            .iter()
+            .map(|(high, low)| format!("{high}:{low}"))
+            .collect();
         lines.push(format!("set community {}", communities.join(" ")));
     }
     if !route.large_communities.is_empty() {
@@ -363,7 +402,7 @@ fn render_config(
     let neighbor = spec.neighbor.ip();
     let mut config = String::new();
     let _ = writeln!(config, "log file {} debugging", bgpd_log.display());
-    config.push_str("debug bgp updates in\ndebug bgp updates out\ndebug bgp neighbor-events\nbgp route-map delay-timer 1\n!\n");
+    config.push_str("debug bgp updates in\ndebug bgp updates out\ndebug bgp neighbor-events\nbgp route-map delay-timer 0\n!\n");
     for (sequence, route) in &originated {
         for line in policy_lines(route, *sequence) {
             let _ = writeln!(config, "{line}");
@@ -381,17 +420,37 @@ fn render_config(
             // Helper mode is FRR's default. `bgp graceful-restart` (restarting mode) would also
             // make a freshly started bgpd defer best-path selection, and withdrawals made during
             // that window were never sent.
-            let _ = writeln!(config, " bgp graceful-restart restart-time {}", graceful_restart.restart_time);
-            let _ = writeln!(config, " bgp graceful-restart stalepath-time {}", graceful_restart.stale_time);
+            let _ = writeln!(
+                config,
+                " bgp graceful-restart restart-time {}",
+                graceful_restart.restart_time
+            );
+            let _ = writeln!(
+                config,
+                " bgp graceful-restart stalepath-time {}",
+                graceful_restart.stale_time
+            );
         }
         None => config.push_str(" bgp graceful-restart-disable\n"),
     }
-    let _ = writeln!(config, " neighbor {neighbor} remote-as {}", spec.neighbor_asn);
+    let _ = writeln!(
+        config,
+        " neighbor {neighbor} remote-as {}",
+        spec.neighbor_asn
+    );
     let _ = writeln!(config, " neighbor {neighbor} port {}", spec.neighbor.port());
-    let _ = writeln!(config, " neighbor {neighbor} update-source {}", spec.local.ip());
+    let _ = writeln!(
+        config,
+        " neighbor {neighbor} update-source {}",
+        spec.local.ip()
+    );
     let _ = writeln!(config, " neighbor {neighbor} disable-connected-check");
     let keepalive = (spec.hold_time / 3).max(1);
-    let _ = writeln!(config, " neighbor {neighbor} timers {keepalive} {}", spec.hold_time);
+    let _ = writeln!(
+        config,
+        " neighbor {neighbor} timers {keepalive} {}",
+        spec.hold_time
+    );
     let _ = writeln!(config, " neighbor {neighbor} timers connect 1");
     let _ = writeln!(config, " neighbor {neighbor} advertisement-interval 0");
     if spec.passive {
@@ -411,8 +470,15 @@ fn render_config(
         let _ = writeln!(config, "  neighbor {neighbor} activate");
         let _ = writeln!(config, "  neighbor {neighbor} route-map IMPORT in");
         let _ = writeln!(config, "  neighbor {neighbor} route-map EXPORT out");
-        for (sequence, route) in originated.iter().filter(|(_, route)| route.family() == family) {
-            let _ = writeln!(config, "  network {} route-map ORIGINATE-{sequence}", route.prefix);
+        for (sequence, route) in originated
+            .iter()
+            .filter(|(_, route)| route.family() == family)
+        {
+            let _ = writeln!(
+                config,
+                "  network {} route-map ORIGINATE-{sequence}",
+                route.prefix
+            );
         }
         config.push_str(" exit-address-family\n");
     }
@@ -457,8 +523,14 @@ fn parse_routes(command: &str, value: &Value) -> Result<Vec<ReceivedRoute>> {
             .parse()
             .map_err(|_| parse_error(command, "bad prefix", &Value::String(prefix_text.clone())))?;
         let paths = entries.as_array().map(Vec::as_slice).unwrap_or_default();
-        for path in paths.iter().filter(|path| path.get("aspath").is_some() || path.get("nexthops").is_some()) {
-            let sourced = path.get("sourced").and_then(Value::as_bool).unwrap_or(false)
+        for path in paths
+            .iter()
+            .filter(|path| path.get("aspath").is_some() || path.get("nexthops").is_some())
+        {
+            let sourced = path
+                .get("sourced")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
                 || path.get("local").and_then(Value::as_bool).unwrap_or(false);
             if sourced {
                 continue;
@@ -487,9 +559,9 @@ fn parse_path(command: &str, prefix: IpNet, path: &Value) -> Result<ReceivedRout
         .get("nexthops")
         .and_then(Value::as_array)
         .and_then(|next_hops| {
-            next_hops
-                .iter()
-                .find(|next_hop| next_hop.get("scope").and_then(Value::as_str) != Some("link-local"))
+            next_hops.iter().find(|next_hop| {
+                next_hop.get("scope").and_then(Value::as_str) != Some("link-local")
+            })
         })
         .and_then(|next_hop| next_hop.get("ip").and_then(Value::as_str))
         .and_then(|text| text.parse::<IpAddr>().ok())
@@ -509,7 +581,13 @@ fn parse_path(command: &str, prefix: IpNet, path: &Value) -> Result<ReceivedRout
         path.get(key)
             .and_then(|value| value.get("list"))
             .and_then(Value::as_array)
-            .map(|items| items.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let communities = list("community")

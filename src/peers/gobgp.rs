@@ -29,8 +29,8 @@ use serde_json::Value;
 
 use super::process::{self, DaemonProcess};
 use super::{
-    BgpPeer, COMMAND_TIMEOUT, Daemon, Error, Family, ImportCounters, Origin, PeerSpec, ReceivedRoute, Result,
-    Route, STARTUP_TIMEOUT, SessionState,
+    BgpPeer, COMMAND_TIMEOUT, Daemon, Error, Family, ImportCounters, Origin, PeerSpec,
+    ReceivedRoute, Result, Route, STARTUP_TIMEOUT, SessionState,
 };
 
 const DAEMON: Daemon = Daemon::Gobgp;
@@ -79,20 +79,31 @@ impl GobgpPeer {
 
     fn wait_until_up(&mut self) -> Result<()> {
         let log = self.log.clone();
-        super::poll(DAEMON, "the gRPC API", STARTUP_TIMEOUT, || process::file_tail(&log), || {
-            self.process.check_running()?;
-            Ok(match self.gobgp(&["neighbor", "-j"]) {
-                Ok(output) if output.trim_start().starts_with('[') => Ok(()),
-                Ok(output) => Err(output),
-                Err(error) => Err(error.to_string()),
-            })
-        })
+        super::poll(
+            DAEMON,
+            "the gRPC API",
+            STARTUP_TIMEOUT,
+            || process::file_tail(&log),
+            || {
+                self.process.check_running()?;
+                Ok(match self.gobgp(&["neighbor", "-j"]) {
+                    Ok(output) if output.trim_start().starts_with('[') => Ok(()),
+                    Ok(output) => Err(output),
+                    Err(error) => Err(error.to_string()),
+                })
+            },
+        )
     }
 
     /// Runs one `gobgp` CLI command against this daemon and returns stdout.
     pub fn gobgp(&self, arguments: &[&str]) -> Result<String> {
+        // A dead daemon explains a failing control command better than the command does.
+        self.process.check_running()?;
         let mut command = Command::new("gobgp");
-        command.arg("--target").arg(&self.api_target).args(arguments);
+        command
+            .arg("--target")
+            .arg(&self.api_target)
+            .args(arguments);
         process::run(DAEMON, &mut command, COMMAND_TIMEOUT)
     }
 
@@ -235,7 +246,14 @@ fn add_arguments(route: &Route) -> Vec<String> {
     );
     if !route.as_path.is_empty() {
         arguments.push("aspath".to_string());
-        arguments.push(route.as_path.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+        arguments.push(
+            route
+                .as_path
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
     }
     if let Some(med) = route.med {
         arguments.push("med".to_string());
@@ -294,23 +312,38 @@ fn render_config(spec: &PeerSpec) -> String {
     let _ = writeln!(config, "    passive-mode = {}", spec.passive);
     config.push_str("  [neighbors.timers.config]\n");
     let _ = writeln!(config, "    hold-time = {}", spec.hold_time);
-    let _ = writeln!(config, "    keepalive-interval = {}", (spec.hold_time / 3).max(1));
+    let _ = writeln!(
+        config,
+        "    keepalive-interval = {}",
+        (spec.hold_time / 3).max(1)
+    );
     config.push_str("    connect-retry = 1\n    idle-hold-time-after-reset = 1\n");
     if spec.ttl_security {
-        config.push_str("  [neighbors.ttl-security.config]\n    enabled = true\n    ttl-min = 255\n");
+        config
+            .push_str("  [neighbors.ttl-security.config]\n    enabled = true\n    ttl-min = 255\n");
     }
     if let Some(graceful_restart) = spec.graceful_restart {
         config.push_str("  [neighbors.graceful-restart.config]\n    enabled = true\n");
-        let _ = writeln!(config, "    restart-time = {}", graceful_restart.restart_time);
+        let _ = writeln!(
+            config,
+            "    restart-time = {}",
+            graceful_restart.restart_time
+        );
     }
     for family in [Family::Ipv4Unicast, Family::Ipv6Unicast] {
         if !spec.has_family(family) {
             continue;
         }
         config.push_str("  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n");
-        let _ = writeln!(config, "      afi-safi-name = \"{}-unicast\"", family_name(family));
+        let _ = writeln!(
+            config,
+            "      afi-safi-name = \"{}-unicast\"",
+            family_name(family)
+        );
         if spec.graceful_restart.is_some() {
-            config.push_str("    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n");
+            config.push_str(
+                "    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n",
+            );
         }
     }
     config
@@ -369,7 +402,10 @@ fn parse_path(prefix: IpNet, path: &Value) -> Result<ReceivedRoute> {
         large_communities: Vec::new(),
         stale: path.get("stale").and_then(Value::as_bool).unwrap_or(false),
     };
-    let attributes = path.get("attrs").and_then(Value::as_array).ok_or_else(|| bad("no attrs"))?;
+    let attributes = path
+        .get("attrs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("no attrs"))?;
     for attribute in attributes {
         match attribute.get("type").and_then(Value::as_u64) {
             Some(1) => {
@@ -464,6 +500,9 @@ mod tests {
         assert_eq!(routes[0].communities, vec![(65002, 9)]);
         assert_eq!(routes[0].large_communities, vec![(65002, 9, 9)]);
         assert_eq!(routes[0].med, Some(7));
-        assert_eq!(routes[0].next_hop, "192.0.2.2".parse::<IpAddr>().expect("address"));
+        assert_eq!(
+            routes[0].next_hop,
+            "192.0.2.2".parse::<IpAddr>().expect("address")
+        );
     }
 }

@@ -10,8 +10,8 @@
 //! dropped and `connect` times out; when it is set only on the accepted socket the handshake
 //! completes and later segments vanish. Either way the daemon never *answers our OPEN*: its own OPEN
 //! may arrive, but never the KEEPALIVE or NOTIFICATION that follows processing ours. So the probe
-//! sends a valid OPEN and reports [`TtlProbe::Accepted`] only if a KEEPALIVE or NOTIFICATION comes
-//! back before the timeout.
+//! sends a valid OPEN and reports [`TtlProbe::Accepted`] only if a KEEPALIVE (or a NOTIFICATION
+//! complaining about that OPEN) comes back before the timeout.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -24,7 +24,7 @@ use super::{Daemon, Error, Family, PeerSpec, Result};
 /// What a daemon did with a connection from the probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TtlProbe {
-    /// The daemon answered our OPEN (with KEEPALIVE or NOTIFICATION): our packets reached it.
+    /// The daemon answered our OPEN (KEEPALIVE, or an OPEN Message Error): our packets reached it.
     Accepted,
     /// Nothing proved that our packets reached the daemon; the text says what was observed.
     Refused(String),
@@ -35,6 +35,8 @@ const AS_TRANS: u16 = 23456;
 const MESSAGE_OPEN: u8 = 1;
 const MESSAGE_NOTIFICATION: u8 = 3;
 const MESSAGE_KEEPALIVE: u8 = 4;
+/// NOTIFICATION error code 2, OPEN Message Error (RFC 4271 §6.2).
+const NOTIFICATION_OPEN_ERROR: u8 = 2;
 /// How long the probe waits for the daemon's OPEN before sending its own anyway.
 const OPEN_WAIT: Duration = Duration::from_secs(1);
 
@@ -80,38 +82,56 @@ pub fn ttl_probe(daemon: Daemon, spec: &PeerSpec, ttl: u32, timeout: Duration) -
         if remaining.is_zero() {
             return Ok(TtlProbe::Refused("no answer to our OPEN".to_string()));
         }
-        let wait = if sent_open { remaining } else { remaining.min(OPEN_WAIT) };
-        stream.set_read_timeout(Some(wait)).map_err(io_error("set read timeout"))?;
-        let message_type = match read_message(&mut stream) {
-            Ok(message_type) => Some(message_type),
-            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+        let wait = if sent_open {
+            remaining
+        } else {
+            remaining.min(OPEN_WAIT)
+        };
+        stream
+            .set_read_timeout(Some(wait))
+            .map_err(io_error("set read timeout"))?;
+        let message = match read_message(&mut stream) {
+            Ok(message) => Some(message),
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                None
+            }
             Err(error) => return Ok(TtlProbe::Refused(format!("connection ended: {error}"))),
         };
         match message_type {
             None if sent_open => return Ok(TtlProbe::Refused("no answer to our OPEN".to_string())),
             None | Some(MESSAGE_OPEN) => {
                 if !sent_open {
-                    stream.write_all(&open_message(spec)).map_err(io_error("send OPEN"))?;
+                    stream
+                        .write_all(&open_message(spec))
+                        .map_err(io_error("send OPEN"))?;
                     sent_open = true;
                 }
             }
-            Some(MESSAGE_KEEPALIVE | MESSAGE_NOTIFICATION) if sent_open => return Ok(TtlProbe::Accepted),
-            Some(MESSAGE_NOTIFICATION) => {
-                return Ok(TtlProbe::Refused("NOTIFICATION before our OPEN".to_string()));
+            Some(MESSAGE_KEEPALIVE | MESSAGE_NOTIFICATION) if sent_open => {
+                return Ok(TtlProbe::Accepted);
             }
-            Some(other) => return Ok(TtlProbe::Refused(format!("unexpected message type {other}"))),
+            Some(MESSAGE_NOTIFICATION) => {
+                return Ok(TtlProbe::Refused(
+                    "NOTIFICATION before our OPEN".to_string(),
+                ));
+            }
+            Some(other) => {
+                return Ok(TtlProbe::Refused(format!(
+                    "unexpected message type {other}"
+                )));
+            }
         }
     }
 }
 
-/// Reads one BGP message and returns its type.
-fn read_message(stream: &mut TcpStream) -> std::io::Result<u8> {
+/// Reads one BGP message and returns its type and body.
+fn read_message(stream: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
     let mut header = [0u8; 19];
     stream.read_exact(&mut header)?;
     let length = usize::from(u16::from_be_bytes([header[16], header[17]]));
     let mut body = vec![0u8; length.saturating_sub(header.len())];
     stream.read_exact(&mut body)?;
-    Ok(header[18])
+    Ok((header[18], body))
 }
 
 /// A BGP OPEN (RFC 4271 §4.2) with multiprotocol (RFC 4760) and 4-octet ASN (RFC 6793)
@@ -141,7 +161,11 @@ fn open_message(spec: &PeerSpec) -> Vec<u8> {
     body.push(u8::try_from(parameters.len()).unwrap_or(u8::MAX));
     body.extend(parameters);
     let mut message = vec![0xFF; 16];
-    message.extend(u16::try_from(19 + body.len()).unwrap_or(u16::MAX).to_be_bytes());
+    message.extend(
+        u16::try_from(19 + body.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
     message.push(MESSAGE_OPEN);
     message.extend(body);
     message
@@ -155,7 +179,10 @@ mod tests {
     fn open_message_has_consistent_lengths() {
         let (spec, _) = PeerSpec::pair(4_200_000_000, 65002, super::super::Transport::V4);
         let message = open_message(&spec);
-        assert_eq!(usize::from(u16::from_be_bytes([message[16], message[17]])), message.len());
+        assert_eq!(
+            usize::from(u16::from_be_bytes([message[16], message[17]])),
+            message.len()
+        );
         assert_eq!(message[18], MESSAGE_OPEN);
         // Optional parameters length matches what follows it.
         assert_eq!(usize::from(message[28]), message.len() - 29);

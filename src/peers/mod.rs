@@ -389,7 +389,12 @@ pub struct PeerSpec {
 
 impl PeerSpec {
     /// A spec for a session between `local` (the daemon) and `neighbor`.
-    pub fn new(local_asn: u32, local: SocketAddr, neighbor_asn: u32, neighbor: SocketAddr) -> PeerSpec {
+    pub fn new(
+        local_asn: u32,
+        local: SocketAddr,
+        neighbor_asn: u32,
+        neighbor: SocketAddr,
+    ) -> PeerSpec {
         let families = match neighbor.ip() {
             IpAddr::V4(_) => vec![Family::Ipv4Unicast],
             IpAddr::V6(_) => vec![Family::Ipv6Unicast],
@@ -419,7 +424,10 @@ impl PeerSpec {
     pub fn pair(asn_a: u32, asn_b: u32, transport: Transport) -> (PeerSpec, PeerSpec) {
         let a = alloc::endpoint(transport);
         let b = alloc::endpoint(transport);
-        (PeerSpec::new(asn_a, a, asn_b, b), PeerSpec::new(asn_b, b, asn_a, a))
+        (
+            PeerSpec::new(asn_a, a, asn_b, b),
+            PeerSpec::new(asn_b, b, asn_a, a),
+        )
     }
 
     /// Sets the BGP identifier.
@@ -522,14 +530,20 @@ pub trait BgpPeer {
 
     /// Polls until the session is Established.
     fn wait_established(&self, timeout: Duration) -> Result<()> {
-        poll(self.daemon(), "session Established", timeout, || self.log_tail(), || {
-            let state = self.session_state()?;
-            Ok(if state.is_established() {
-                Ok(())
-            } else {
-                Err(format!("{state:?}"))
-            })
-        })
+        poll(
+            self.daemon(),
+            "session Established",
+            timeout,
+            || self.log_tail(),
+            || {
+                let state = self.session_state()?;
+                Ok(if state.is_established() {
+                    Ok(())
+                } else {
+                    Err(format!("{state:?}"))
+                })
+            },
+        )
     }
 
     /// Polls [`BgpPeer::routes`] until `predicate` holds, and returns the routes that satisfied it.
@@ -541,14 +555,20 @@ pub trait BgpPeer {
     where
         Self: Sized,
     {
-        poll(self.daemon(), "a route predicate", timeout, || self.log_tail(), || {
-            let routes = self.routes()?;
-            Ok(if predicate(&routes) {
-                Ok(routes)
-            } else {
-                Err(format!("{} routes: {routes:?}", routes.len()))
-            })
-        })
+        poll(
+            self.daemon(),
+            "a route predicate",
+            timeout,
+            || self.log_tail(),
+            || {
+                let routes = self.routes()?;
+                Ok(if predicate(&routes) {
+                    Ok(routes)
+                } else {
+                    Err(format!("{} routes: {routes:?}", routes.len()))
+                })
+            },
+        )
     }
 
     /// Polls [`BgpPeer::counters`] until `predicate` holds.
@@ -560,14 +580,20 @@ pub trait BgpPeer {
     where
         Self: Sized,
     {
-        poll(self.daemon(), "a counter predicate", timeout, || self.log_tail(), || {
-            let counters = self.counters()?;
-            Ok(if predicate(&counters) {
-                Ok(counters)
-            } else {
-                Err(format!("{counters:?}"))
-            })
-        })
+        poll(
+            self.daemon(),
+            "a counter predicate",
+            timeout,
+            || self.log_tail(),
+            || {
+                let counters = self.counters()?;
+                Ok(if predicate(&counters) {
+                    Ok(counters)
+                } else {
+                    Err(format!("{counters:?}"))
+                })
+            },
+        )
     }
 }
 
@@ -618,7 +644,7 @@ pub(crate) fn parse_large_community(text: &str) -> Option<(u32, u32, u32)> {
 
 /// Sorts routes by prefix so that daemon output order never matters to a test.
 pub(crate) fn sorted(mut routes: Vec<ReceivedRoute>) -> Vec<ReceivedRoute> {
-    routes.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+    routes.sort_by_key(|route| route.prefix);
     routes
 }
 
@@ -630,7 +656,10 @@ mod tests {
     fn communities_parse_and_reject_garbage() {
         assert_eq!(parse_community("65000:1"), Some((65000, 1)));
         assert_eq!(parse_community("70000:1"), None);
-        assert_eq!(parse_large_community("4200000000:1:2"), Some((4_200_000_000, 1, 2)));
+        assert_eq!(
+            parse_large_community("4200000000:1:2"),
+            Some((4_200_000_000, 1, 2))
+        );
         assert_eq!(parse_large_community("1:2:3:4"), None);
     }
 }

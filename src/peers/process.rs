@@ -9,6 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{Daemon, Error, Result};
@@ -22,13 +23,18 @@ const LOG_TAIL_BYTES: u64 = 4000;
 #[derive(Debug)]
 pub(crate) struct DaemonProcess {
     daemon: Daemon,
-    child: Option<Child>,
+    /// Behind a mutex so that `check_running` works through `&self` (queries take `&self`).
+    child: Mutex<Option<Child>>,
     log_path: PathBuf,
 }
 
 impl DaemonProcess {
     /// Starts `command` in its own process group with stdout and stderr appended to `log_path`.
-    pub(crate) fn spawn(daemon: Daemon, mut command: Command, log_path: &Path) -> Result<DaemonProcess> {
+    pub(crate) fn spawn(
+        daemon: Daemon,
+        mut command: Command,
+        log_path: &Path,
+    ) -> Result<DaemonProcess> {
         use std::os::unix::process::CommandExt;
         let io_error = |context: String| {
             move |source| Error::Io {
@@ -57,15 +63,16 @@ impl DaemonProcess {
         })?;
         Ok(DaemonProcess {
             daemon,
-            child: Some(child),
+            child: Mutex::new(Some(child)),
             log_path: log_path.to_path_buf(),
         })
     }
 
     /// Fails with the log tail if the daemon has exited.
-    pub(crate) fn check_running(&mut self) -> Result<()> {
+    pub(crate) fn check_running(&self) -> Result<()> {
         let daemon = self.daemon;
-        let Some(child) = self.child.as_mut() else {
+        let mut guard = self.child.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(child) = guard.as_mut() else {
             return Err(Error::Exited {
                 daemon,
                 status: "stopped by the harness".to_string(),
@@ -89,7 +96,7 @@ impl DaemonProcess {
 
     /// SIGTERM to the group, then SIGKILL if it has not exited after a grace period.
     pub(crate) fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
+        let Some(mut child) = self.take_child() else {
             return Ok(());
         };
         signal_group(&child, "TERM");
@@ -107,10 +114,17 @@ impl DaemonProcess {
 
     /// SIGKILL to the whole group at once.
     pub(crate) fn kill(&mut self) -> Result<()> {
-        match self.child.take() {
+        match self.take_child() {
             Some(child) => self.kill_child(child),
             None => Ok(()),
         }
+    }
+
+    fn take_child(&mut self) -> Option<Child> {
+        self.child
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     fn kill_child(&self, mut child: Child) -> Result<()> {
@@ -189,7 +203,11 @@ pub(crate) struct Output {
 }
 
 /// Like [`run`], but returns the exit status instead of failing on it.
-pub(crate) fn run_unchecked(daemon: Daemon, command: &mut Command, timeout: Duration) -> Result<Output> {
+pub(crate) fn run_unchecked(
+    daemon: Daemon,
+    command: &mut Command,
+    timeout: Duration,
+) -> Result<Output> {
     let described = describe(command);
     let mut child = command
         .stdin(Stdio::null())
@@ -208,7 +226,9 @@ pub(crate) fn run_unchecked(daemon: Daemon, command: &mut Command, timeout: Dura
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() < timeout => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) if started.elapsed() < timeout => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -244,7 +264,9 @@ fn read_on_thread(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHand
 }
 
 fn join_reader(handle: std::thread::JoinHandle<String>) -> String {
-    handle.join().unwrap_or_else(|_| "<reader thread panicked>".to_string())
+    handle
+        .join()
+        .unwrap_or_else(|_| "<reader thread panicked>".to_string())
 }
 
 /// A shell-like rendering of a command for error messages.

@@ -49,7 +49,10 @@ impl Prometheus {
         let mut command = Command::new("prometheus");
         command
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", directory.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                directory.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={address}"));
         let process = DaemonProcess::spawn(DAEMON, command, &log)?;
         let mut prometheus = Prometheus {
@@ -63,14 +66,20 @@ impl Prometheus {
 
     fn wait_until_ready(&mut self, log: &Path) -> Result<()> {
         let address = self.address;
-        super::poll(DAEMON, "/-/ready", STARTUP_TIMEOUT, || process::file_tail(log), || {
-            self.process.check_running()?;
-            Ok(match http_get(address, "/-/ready") {
-                Ok((200, _)) => Ok(()),
-                Ok((status, body)) => Err(format!("HTTP {status}: {body}")),
-                Err(error) => Err(error.to_string()),
-            })
-        })
+        super::poll(
+            DAEMON,
+            "/-/ready",
+            STARTUP_TIMEOUT,
+            || process::file_tail(log),
+            || {
+                self.process.check_running()?;
+                Ok(match http_get(address, "/-/ready") {
+                    Ok((200, _)) => Ok(()),
+                    Ok((status, body)) => Err(format!("HTTP {status}: {body}")),
+                    Err(error) => Err(error.to_string()),
+                })
+            },
+        )
     }
 
     /// Where the web UI and API listen.
@@ -86,6 +95,7 @@ impl Prometheus {
     /// Evaluates an instant PromQL query: each sample's labels and value (a scalar result has no
     /// labels).
     pub fn query(&self, promql: &str) -> Result<Vec<(Labels, f64)>> {
+        self.process.check_running()?;
         let path = format!("/api/v1/query?query={}", percent_encode(promql));
         let (status, body) = http_get(self.address, &path)?;
         let bad = |message: String| Error::Parse {
@@ -93,8 +103,8 @@ impl Prometheus {
             command: format!("GET {path}"),
             message,
         };
-        let value: Value =
-            serde_json::from_str(&body).map_err(|error| bad(format!("HTTP {status}: {error} in: {body}")))?;
+        let value: Value = serde_json::from_str(&body)
+            .map_err(|error| bad(format!("HTTP {status}: {error} in: {body}")))?;
         if value.get("status").and_then(Value::as_str) != Some("success") {
             return Err(Error::Command {
                 daemon: DAEMON,
@@ -103,7 +113,9 @@ impl Prometheus {
                 stderr: body,
             });
         }
-        let data = value.get("data").ok_or_else(|| bad(format!("no data in: {body}")))?;
+        let data = value
+            .get("data")
+            .ok_or_else(|| bad(format!("no data in: {body}")))?;
         let sample_value = |pair: Option<&Value>| -> Result<f64> {
             pair.and_then(|pair| pair.get(1))
                 .and_then(Value::as_str)
@@ -124,7 +136,9 @@ impl Prometheus {
                         .map(|labels| {
                             labels
                                 .iter()
-                                .map(|(name, value)| (name.clone(), value.as_str().unwrap_or_default().to_string()))
+                                .map(|(name, value)| {
+                                    (name.clone(), value.as_str().unwrap_or_default().to_string())
+                                })
                                 .collect()
                         })
                         .unwrap_or_default();
@@ -139,14 +153,20 @@ impl Prometheus {
     /// Polls until `up{instance="TARGET"}` is 1, i.e. Prometheus scraped the target successfully.
     pub fn wait_for_target_up(&self, target: SocketAddr, timeout: Duration) -> Result<()> {
         let promql = format!("up{{instance=\"{target}\"}}");
-        super::poll(DAEMON, &format!("target {target} up"), timeout, || self.process.log_tail(), || {
-            let samples = self.query(&promql)?;
-            Ok(if samples.iter().any(|(_, value)| *value == 1.0) {
-                Ok(())
-            } else {
-                Err(format!("{samples:?}"))
-            })
-        })
+        super::poll(
+            DAEMON,
+            &format!("target {target} up"),
+            timeout,
+            || self.process.log_tail(),
+            || {
+                let samples = self.query(&promql)?;
+                Ok(if samples.iter().any(|(_, value)| *value == 1.0) {
+                    Ok(())
+                } else {
+                    Err(format!("{samples:?}"))
+                })
+            },
+        )
     }
 
     /// Stops Prometheus (SIGTERM, then SIGKILL).
@@ -198,12 +218,21 @@ fn http_get(address: SocketAddr, path: &str) -> Result<(u16, String)> {
             source,
         }
     };
-    let mut stream = TcpStream::connect_timeout(&address, HTTP_TIMEOUT).map_err(io_error("connect"))?;
-    stream.set_read_timeout(Some(HTTP_TIMEOUT)).map_err(io_error("set timeout"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).map_err(io_error("send"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&address, HTTP_TIMEOUT).map_err(io_error("connect"))?;
+    stream
+        .set_read_timeout(Some(HTTP_TIMEOUT))
+        .map_err(io_error("set timeout"))?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(io_error("send"))?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).map_err(io_error("receive"))?;
+    stream
+        .read_to_end(&mut response)
+        .map_err(io_error("receive"))?;
     let text = String::from_utf8_lossy(&response).into_owned();
     let bad = |message: &str| Error::Parse {
         daemon: DAEMON,
@@ -261,6 +290,9 @@ mod tests {
             dechunk(b"4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\n\r\n").as_deref(),
             Some(&b"Wikipedia"[..])
         );
-        assert_eq!(percent_encode("up{job=\"a b\"}"), "up%7Bjob%3D%22a%20b%22%7D");
+        assert_eq!(
+            percent_encode("up{job=\"a b\"}"),
+            "up%7Bjob%3D%22a%20b%22%7D"
+        );
     }
 }

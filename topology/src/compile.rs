@@ -3,6 +3,21 @@
 //! service's location set as a bitset, enumerates the announced routes, and builds the binding
 //! tries used for longest-prefix match.
 //!
+//! Errors: duplicate location, service or prefix names; unknown services, regions, metros,
+//! countries, locations, states or tags (with "did you mean"); host bits set; split lengths or
+//! ROA lengths that do not fit the family; announce lengths outside `[settings]` (default
+//! /8–/24, /16–/48); RPKI-invalid routes (ROA origin or max_length); overlapping onboarded
+//! prefixes; bindings outside every onboarded prefix; a cidr bound twice; **G1** (an advertised
+//! prefix without a default binding is never announced); **blackholes by construction** (a
+//! more-specific binding whose service is absent at a location announcing the covering route);
+//! an active service with bound routes whose topology matches no location at all.
+//! Warnings: a service without bindings; a binding to a pending service under an announced
+//! route; an advertised prefix whose routes belong to a pending service; an active service with
+//! bound routes whose topology matches locations but no live one. That last case is a warning,
+//! not an error, on purpose: it is how a topology change withdraws routes that are announced
+//! today (the resolver incident), and refusing that is the plan's job (G3), which names every
+//! route and location lost; a compile error would hide the plan.
+//!
 //! Cost model (so large topologies stay fast): selectors are evaluated as bitset algebra over
 //! per-attribute location sets; prefixes, bindings and routes are sorted once and searched by
 //! binary search; a route stores only its governing service, whose bitset says where it is

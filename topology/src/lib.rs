@@ -22,7 +22,7 @@ pub use compile::{
 pub use location_set::LocationSet;
 pub use model::{
     AnnouncedRoute, DesiredRoute, Explanation, Location, Prefix, RouteAttributes, Service,
-    Topology, TopologyError,
+    Topology, TopologyError, TopologySummary,
 };
 pub use plan::*;
 pub use render::collapse_locations;

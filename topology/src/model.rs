@@ -171,6 +171,20 @@ pub struct Explanation {
     pub reasons: Vec<String>,
 }
 
+/// The headline numbers of a compiled topology (for status endpoints and logs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopologySummary {
+    pub generation: u64,
+    pub hash: String,
+    pub locations: usize,
+    pub live_locations: usize,
+    pub services: usize,
+    pub prefixes: usize,
+    pub bindings: usize,
+    pub routes: usize,
+    pub warnings: usize,
+}
+
 /// A compiled, validated topology: generation `N` of the sources.
 #[derive(Debug)]
 pub struct Topology {
@@ -222,6 +236,20 @@ impl Topology {
     /// same hash. The generation is not part of it.
     pub fn hash(&self) -> [u8; 32] {
         self.hash
+    }
+
+    pub fn summary(&self) -> TopologySummary {
+        TopologySummary {
+            generation: self.generation,
+            hash: self.hash_hex(),
+            locations: self.locations.len(),
+            live_locations: self.live.len(),
+            services: self.services.len(),
+            prefixes: self.prefixes.len(),
+            bindings: self.bindings.len(),
+            routes: self.routes.len(),
+            warnings: self.warnings.len(),
+        }
     }
 
     /// [`Topology::hash`] as lower-case hex.

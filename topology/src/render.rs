@@ -5,10 +5,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::plan::{Callout, GuardViolation, Plan, RouteChange};
+use crate::plan::{Callout, Guard, GuardViolation, Plan, RouteChange};
 
 /// At most this many binding changes are listed in the text form.
 const LISTED_BINDINGS: usize = 20;
+/// At most this many refusals per guard are listed in the text form.
+const LISTED_VIOLATIONS: usize = 50;
+/// At most this many routes per service are listed in the text form.
+const LISTED_ROUTES: usize = 100;
 
 /// Splits `ams012` into (`ams`, 12, 3 digits).
 fn split_number(name: &str) -> Option<(&str, u64, usize)> {
@@ -96,10 +100,10 @@ impl Plan {
         );
         let _ = writeln!(
             out,
-            "blast radius: {} of {} announced pairs withdrawn ({}, budget {:.1}%); {} of {} announcing locations lose routes ({}, budget {:.1}%)",
-            summary.withdrawn_pairs,
+            "blast radius: {} of {} announced pairs lost ({}, budget {:.1}%); {} of {} announcing locations lose routes ({}, budget {:.1}%)",
+            summary.lost_pairs,
             summary.announced_pairs_before,
-            percent(summary.withdrawn_pairs, summary.announced_pairs_before),
+            percent(summary.lost_pairs, summary.announced_pairs_before),
             summary.max_withdrawn_pair_share * 100.0,
             summary.locations_losing_routes,
             summary.announcing_locations_before,
@@ -148,8 +152,22 @@ impl Plan {
         }
         if !self.violations.is_empty() {
             let _ = writeln!(out, "\nrefused:");
+            let mut shown: BTreeMap<Guard, usize> = BTreeMap::new();
             for violation in &self.violations {
-                let _ = writeln!(out, "  {}", describe_violation(violation));
+                let count = shown.entry(violation.guard()).or_default();
+                *count += 1;
+                if *count <= LISTED_VIOLATIONS {
+                    let _ = writeln!(out, "  {}", describe_violation(violation));
+                }
+            }
+            for (guard, count) in shown {
+                if count > LISTED_VIOLATIONS {
+                    let _ = writeln!(
+                        out,
+                        "  … and {} more {guard:?} refusals (see --json)",
+                        count - LISTED_VIOLATIONS
+                    );
+                }
             }
         }
         if !self.binding_changes.is_empty() {
@@ -178,7 +196,10 @@ impl Plan {
         }
         for (service, changes) in by_service {
             let _ = writeln!(out, "\nservice `{service}`: {} route(s)", changes.len());
-            for change in changes {
+            if changes.len() > LISTED_ROUTES {
+                let _ = writeln!(out, "  (first {LISTED_ROUTES} listed; see --json for all)");
+            }
+            for change in changes.into_iter().take(LISTED_ROUTES) {
                 let _ = writeln!(out, "  {}", change.prefix);
                 if !change.announce.is_empty() {
                     let _ = writeln!(

@@ -68,6 +68,13 @@ fn example_desired_routes_per_location() {
         .unwrap();
     assert_eq!(route.attributes.as_path_prepend, 2);
     assert_eq!(route.origin_asn, 13335);
+    let json = serde_json::to_string(&topology.desired("ams01").unwrap()[1]).unwrap();
+    assert_eq!(
+        json,
+        r#"{"prefix":"1.1.1.0/24","origin_asn":13335,"attributes":{"communities":["13335:10000"],"large_communities":["13335:1:100"],"med":null,"as_path_prepend":0},"binding":"1.1.1.0/24","service":"resolver"}"#
+    );
+    let back: topologyd_topology::AnnouncedRoute = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, topology.desired("ams01").unwrap()[1].to_announced());
 }
 
 #[test]

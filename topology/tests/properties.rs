@@ -180,7 +180,7 @@ fn sources_of(items: &[String], files: usize) -> Vec<Source> {
 }
 
 fn build(spec: &Spec) -> Option<Topology> {
-    compile(&sources_of(&items(spec), 1), 1).ok()
+    compile(sources_of(&items(spec), 1), 1).ok()
 }
 
 fn desired_map(topology: &Topology, location: &str) -> BTreeMap<IpNet, AnnouncedRoute> {
@@ -323,15 +323,15 @@ proptest! {
         rotation in any::<usize>(),
     ) {
         let items = items(&spec);
-        let Ok(first) = compile(&sources_of(&items, 1), 1) else {
+        let Ok(first) = compile(sources_of(&items, 1), 1) else {
             return Ok(());
         };
-        let second = compile(&sources_of(&items, 1), 1).unwrap();
+        let second = compile(sources_of(&items, 1), 1).unwrap();
         prop_assert_eq!(first.hash(), second.hash());
         let mut rotated = items.clone();
         let length = rotated.len();
         rotated.rotate_left(rotation % length.max(1));
-        let reshuffled = compile(&sources_of(&rotated, files), 2).unwrap();
+        let reshuffled = compile(sources_of(&rotated, files), 2).unwrap();
         prop_assert_eq!(first.hash(), reshuffled.hash());
         for location in first.locations() {
             prop_assert_eq!(

@@ -31,7 +31,7 @@ fn a_prefix_with_only_more_specific_bindings_is_never_announced() {
     let prefixes =
         base_prefixes() + &prefix("192.0.2.0/24", true) + &binding("192.0.2.128/25", "cdn");
     let failure = compile(
-        &sources(&[
+        sources(&[
             ("fleet.toml", fleet_text()),
             ("services.toml", services_text("all")),
             ("prefixes.toml", prefixes),
@@ -107,7 +107,7 @@ fn a_layered_service_absent_where_the_covering_route_is_announced_is_a_blackhole
         + &binding("192.0.2.0/24", "spectrum")
         + &binding("192.0.2.128/25", "cdn");
     let failure = compile(
-        &sources(&[
+        sources(&[
             ("fleet.toml", fleet_text()),
             ("services.toml", services_text("region = \"eu\"")),
             ("prefixes.toml", prefixes),

@@ -109,6 +109,35 @@ impl SessionConfig {
         }
     }
 
+    /// Checks the values RFC 4271 and RFC 4724 constrain. Call before creating the session.
+    ///
+    /// # Errors
+    ///
+    /// The first invalid setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if matches!(self.hold_time, 1 | 2) {
+            return Err(ConfigError::HoldTime(self.hold_time));
+        }
+        if self.router_id.is_unspecified() {
+            return Err(ConfigError::RouterId);
+        }
+        if self.local_asn == 0 || self.remote_asn == 0 {
+            return Err(ConfigError::AsNumber);
+        }
+        if self.families.is_empty() {
+            return Err(ConfigError::NoFamily);
+        }
+        if let Some(restart) = self.graceful_restart
+            && restart.restart_time > 4095
+        {
+            return Err(ConfigError::RestartTime(restart.restart_time));
+        }
+        if self.backoff.initial.is_zero() || self.backoff.maximum < self.backoff.initial {
+            return Err(ConfigError::Backoff);
+        }
+        Ok(())
+    }
+
     /// Whether the session is internal (same AS).
     #[must_use]
     pub fn internal(&self) -> bool {
@@ -147,6 +176,29 @@ impl SessionConfig {
             },
         }
     }
+}
+
+/// An invalid [`SessionConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// RFC 4271 §4.2: the hold time is 0 or at least 3 seconds.
+    #[error("hold time {0} s: must be 0 or at least 3 (RFC 4271 §4.2)")]
+    HoldTime(u16),
+    /// RFC 6286 §2.1: the BGP Identifier is non-zero.
+    #[error("router id 0.0.0.0 is not a valid BGP Identifier (RFC 6286)")]
+    RouterId,
+    /// RFC 7607: AS 0 is reserved.
+    #[error("AS 0 is reserved (RFC 7607)")]
+    AsNumber,
+    /// Nothing to negotiate.
+    #[error("no address family configured")]
+    NoFamily,
+    /// RFC 4724 §3: the restart time has 12 bits.
+    #[error("restart time {0} s exceeds 4095 (RFC 4724 §3)")]
+    RestartTime(u16),
+    /// Backoff must start above zero and not exceed its maximum.
+    #[error("connect-retry backoff: initial must be > 0 and ≤ maximum")]
+    Backoff,
 }
 
 /// What both sides agreed on (RFC 4271 §4.2, RFC 5492).

@@ -971,3 +971,112 @@ fn virtual_time_runs_from_start() {
     net.run_for(Duration::from_secs(10));
     assert_eq!(net.now - net.start, Duration::from_secs(10));
 }
+
+#[test]
+fn rfc4724_4_restarted_speaker_resends_routes_and_peer_sees_no_withdrawals() {
+    let mut net = established_net(config_a(), config_b());
+    let attributes = attributes();
+    for text in ["10.0.0.0/24", "10.0.1.0/24", "2001:db8:1::/48"] {
+        net.a
+            .rib
+            .announce(prefix(text), &attributes)
+            .unwrap_or_default();
+    }
+    net.pump(Side::A);
+    net.drain();
+    // SIGKILL of A: the transport just breaks, no NOTIFICATION.
+    net.link_up = false;
+    net.input(Side::B, Input::TcpClosed);
+    // A restarts with the same routes and the Restart State bit.
+    let mut restarted = config_a();
+    restarted.graceful_restart = Some(GracefulRestartConfig {
+        restart_time: 120,
+        restarting: true,
+        forwarding_preserved: true,
+    });
+    net.a = Peer {
+        session: Session::new(restarted, 9),
+        timers: BTreeMap::new(),
+        log: Vec::new(),
+        rib: AdjRibOut::new(),
+        progress: true,
+    };
+    for text in ["10.0.0.0/24", "10.0.1.0/24", "2001:db8:1::/48"] {
+        net.a
+            .rib
+            .announce(prefix(text), &attributes)
+            .unwrap_or_default();
+    }
+    net.input(Side::A, Input::ManualStart);
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(net.b.session.state(), State::Established);
+    let restart = net
+        .b
+        .session
+        .negotiated()
+        .and_then(|negotiated| negotiated.peer_graceful_restart.clone())
+        .unwrap_or_else(|| panic!("no GR capability"));
+    assert!(restart.restart_state);
+    let ipv4 = net.b.session.inbound(Family::Ipv4Unicast);
+    let ipv6 = net.b.session.inbound(Family::Ipv6Unicast);
+    assert_eq!((ipv4.current, ipv4.withdrawn, ipv4.end_of_rib), (2, 0, 2));
+    assert_eq!((ipv6.current, ipv6.withdrawn, ipv6.end_of_rib), (1, 0, 2));
+}
+
+#[test]
+fn rfc4271_6_8_driver_resolves_collision_between_two_sessions() {
+    let now = Instant::now();
+    let mut outbound = Session::new(config_a(), 1);
+    outbound.handle(Input::ManualStart, now);
+    outbound.handle(Input::TcpConnected(Direction::Outbound), now);
+    let mut inbound = Session::new(config_a(), 2);
+    inbound.handle(Input::ManualStart, now);
+    inbound.handle(Input::TcpConnected(Direction::Inbound), now);
+    let open = peer_open(Capabilities::default(), 65002);
+    let mut seen = Vec::new();
+    for session in [&mut outbound, &mut inbound] {
+        for output in session.handle(Input::Message(open.clone()), now) {
+            if let Output::OpenReceived { router_id, asn } = output {
+                seen.push((router_id, asn));
+            }
+        }
+    }
+    assert_eq!(seen.len(), 2, "both connections reached OpenConfirm");
+    let (remote_id, remote_asn) = seen[0];
+    let keep = resolve_collision(A_ID, 65001, remote_id, remote_asn);
+    assert_eq!(
+        keep,
+        Direction::Inbound,
+        "the peer has the higher identifier"
+    );
+    let outputs = outbound.handle(Input::CollisionLost, now);
+    assert!(outputs.iter().any(|output| matches!(
+        output,
+        Output::NotificationSent(notification) if (notification.code, notification.subcode) == (6, 7)
+    )));
+    let outputs = inbound.handle(Input::Message(keepalive_bytes()), now);
+    assert!(
+        outputs
+            .iter()
+            .any(|output| matches!(output, Output::Established(_)))
+    );
+    assert_eq!(outbound.state(), State::Idle);
+}
+
+#[test]
+fn rfc4271_4_2_config_validation() {
+    assert_eq!(config_a().validate(), Ok(()));
+    let mut config = config_a();
+    config.hold_time = 2;
+    assert_eq!(config.validate(), Err(ConfigError::HoldTime(2)));
+    let mut config = config_a();
+    config.graceful_restart = Some(GracefulRestartConfig {
+        restart_time: 5000,
+        restarting: false,
+        forwarding_preserved: true,
+    });
+    assert_eq!(config.validate(), Err(ConfigError::RestartTime(5000)));
+    let mut config = config_a();
+    config.router_id = Ipv4Addr::UNSPECIFIED;
+    assert_eq!(config.validate(), Err(ConfigError::RouterId));
+}

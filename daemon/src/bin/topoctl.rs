@@ -459,30 +459,57 @@ fn print_answer(answer: Result<Value, ClientError>, json: bool, dry_run: bool) -
             }
         }
         Err(ClientError::Status { status, body }) => {
-            let text = body
-                .get("detail")
-                .and_then(|detail| detail.get("text"))
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            match (json, text) {
-                (false, Some(text)) => {
-                    eprintln!(
-                        "topoctl: the daemon answered {status}: {}",
-                        body.get("message").and_then(Value::as_str).unwrap_or("")
-                    );
-                    eprint!("{text}");
+            // The body is `{"error": {"kind", "message", "detail"}}`; a compile error or a
+            // guard refusal carries its rendered text (file:line:column, violations) in
+            // `detail.text`.
+            let error = &body["error"];
+            if json {
+                println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+            } else {
+                eprintln!(
+                    "topoctl: the daemon answered {status} ({}): {}",
+                    error["kind"].as_str().unwrap_or("error"),
+                    error["message"].as_str().unwrap_or("")
+                );
+                match error["detail"]["text"].as_str() {
+                    Some(text) => {
+                        eprint!("{text}");
+                        if !text.ends_with('\n') {
+                            eprintln!();
+                        }
+                    }
+                    None if !error["detail"].is_null() => eprintln!(
+                        "{}",
+                        serde_json::to_string_pretty(&error["detail"]).unwrap_or_default()
+                    ),
+                    None => {}
                 }
-                _ => println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default()),
             }
             match status {
                 422 => EXIT_REFUSED,
-                400 => EXIT_INVALID,
+                400 if error["kind"] == "invalid" => EXIT_INVALID,
                 _ => EXIT_USAGE,
             }
         }
         Err(error) => {
-            eprintln!("topoctl: {error}");
+            eprintln!("topoctl: {}", error_chain(&error));
             EXIT_USAGE
         }
     }
+}
+
+/// An error and its sources, outermost first: a refused TLS handshake shows up as an HTTP
+/// error whose source says why (`received fatal alert: UnknownCA`).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -71,7 +71,7 @@ pub fn sources(files: &[(&str, String)]) -> Vec<Source> {
 }
 
 pub fn compiled(files: &[(&str, String)], generation: u64) -> Topology {
-    match compile(&sources(files), generation) {
+    match compile(sources(files), generation) {
         Ok(topology) => topology,
         Err(diagnostics) => panic!("does not compile:\n{diagnostics}"),
     }

@@ -1,0 +1,45 @@
+//! Interoperability with a real BIRD 2 (Debian's 2.0.12), through the generic scenarios of
+//! `tests/interop_common`, for what `tests/daemon_bird.rs` does not cover already: a pushed
+//! withdrawal and the IPv6 transport, route refresh (`birdc reload in`), TCP-MD5 (RFC 2385)
+//! and GTSM (RFC 5082, `ttl security yes`). Attributes, SIGKILL + restart and the stop modes
+//! against BIRD are in `tests/daemon_bird.rs`.
+
+mod interop_common;
+
+use interop_common::PeerKind;
+use topologyd_suite::peers::{BirdPeer, Result, Transport};
+
+const BIRD: PeerKind<BirdPeer> = PeerKind {
+    start: BirdPeer::start,
+    request_refresh: Some(request_refresh),
+};
+
+/// `birdc reload in PROTOCOL`: BIRD sends ROUTE-REFRESH for every channel.
+fn request_refresh(bird: &BirdPeer) -> Result<()> {
+    bird.birdc(&["reload", "in", "peer"]).map(drop)
+}
+
+#[test]
+fn bird_learns_exact_attributes_then_a_push_withdraws_over_ipv4() {
+    interop_common::attributes_then_withdrawal(&BIRD, Transport::V4);
+}
+
+#[test]
+fn bird_learns_exact_attributes_then_a_push_withdraws_over_ipv6() {
+    interop_common::attributes_then_withdrawal(&BIRD, Transport::V6);
+}
+
+#[test]
+fn rfc2918_bird_route_refresh_resends_every_route() {
+    interop_common::route_refresh_resends(&BIRD);
+}
+
+#[test]
+fn rfc2385_bird_md5_right_key_establishes_wrong_key_never() {
+    interop_common::md5_right_key_establishes_wrong_key_never(&BIRD);
+}
+
+#[test]
+fn rfc5082_bird_gtsm_establishes_and_a_ttl_254_sender_is_refused() {
+    interop_common::gtsm_peer_establishes_ttl_254_refused(&BIRD);
+}

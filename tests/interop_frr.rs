@@ -1,0 +1,51 @@
+//! Interoperability with a real FRR `bgpd` (Debian's FRR 8.4), through the generic scenarios
+//! of `tests/interop_common`: exact attributes then withdrawal (IPv4 and IPv6 transport), route
+//! refresh (`clear bgp ... soft in`), graceful restart after a SIGKILL (RFC 4724), TCP-MD5
+//! (RFC 2385) and GTSM (RFC 5082, `ttl-security hops 1`).
+
+mod interop_common;
+
+use interop_common::PeerKind;
+use topologyd_suite::peers::{BgpPeer, FrrPeer, Result, Transport};
+
+const FRR: PeerKind<FrrPeer> = PeerKind {
+    start: FrrPeer::start,
+    request_refresh: Some(request_refresh),
+};
+
+/// `clear bgp NEIGHBOR soft in`: FRR sends ROUTE-REFRESH for every negotiated family.
+fn request_refresh(frr: &FrrPeer) -> Result<()> {
+    let neighbor = frr.spec().neighbor.ip();
+    frr.vtysh(&[&format!("clear bgp {neighbor} soft in")])
+        .map(drop)
+}
+
+#[test]
+fn frr_learns_exact_attributes_then_a_push_withdraws_over_ipv4() {
+    interop_common::attributes_then_withdrawal(&FRR, Transport::V4);
+}
+
+#[test]
+fn frr_learns_exact_attributes_then_a_push_withdraws_over_ipv6() {
+    interop_common::attributes_then_withdrawal(&FRR, Transport::V6);
+}
+
+#[test]
+fn rfc2918_frr_route_refresh_resends_every_route() {
+    interop_common::route_refresh_resends(&FRR);
+}
+
+#[test]
+fn rfc4724_frr_keeps_stale_routes_across_sigkill_and_sees_no_withdrawal() {
+    interop_common::graceful_restart_after_sigkill(&FRR);
+}
+
+#[test]
+fn rfc2385_frr_md5_right_key_establishes_wrong_key_never() {
+    interop_common::md5_right_key_establishes_wrong_key_never(&FRR);
+}
+
+#[test]
+fn rfc5082_frr_gtsm_establishes_and_a_ttl_254_sender_is_refused() {
+    interop_common::gtsm_peer_establishes_ttl_254_refused(&FRR);
+}
