@@ -153,7 +153,7 @@ fn services(spec: &SynthSpec) -> String {
 }
 
 /// The `index`-th prefix: IPv4 /24s from 11.0.0.0 for three quarters, IPv6 /48s under
-/// 2001:db8::/32 (documentation space) for the rest.
+/// 3fff::/20 (documentation space, RFC 9637: room for 2^28 /48s) for the rest.
 fn prefix_cidr(index: usize) -> (String, bool) {
     if index % 4 != 3 {
         let n = (index / 4) * 3 + index % 4;
@@ -165,7 +165,7 @@ fn prefix_cidr(index: usize) -> (String, bool) {
         )
     } else {
         let n = index / 4;
-        (format!("2001:db8:{:x}::/48", n % 0x1_0000), false)
+        (format!("3fff:{:x}:{:x}::/48", n >> 16, n & 0xffff), false)
     }
 }
 

@@ -3,7 +3,8 @@
 //! `NOTIFY_SOCKET` with `WATCHDOG_USEC`, and runs the real `topologyd`:
 //!
 //! - `READY=1` only after the first convergence: BIRD starts *after* topologyd, and no READY
-//!   arrives while it is down; once it is up, READY arrives and BIRD holds every route;
+//!   arrives while it is down, not even after a SIGHUP reload (`RELOADING=1`); once BIRD is
+//!   up, READY arrives and BIRD holds every route;
 //! - `WATCHDOG=1` pings at least every half `WATCHDOG_USEC`, before and after READY;
 //! - SIGTERM sends `STOPPING=1` and the daemon exits 0.
 
@@ -131,8 +132,15 @@ fn ready_only_after_first_convergence_then_watchdog_pings_and_stopping_on_sigter
     );
 
     // BIRD is not running: the daemon is alive (watchdog pings) but not ready.
+    // A reload meanwhile (RELOADING=1) must not end the start-up with a READY=1 either.
     let started = Instant::now();
     notify.wait_for("WATCHDOG=1", WAIT);
+    check(topologyd.signal("HUP"), "SIGHUP");
+    let reloading = notify.wait_for("RELOADING=1", WAIT);
+    assert!(
+        reloading.text.contains("MONOTONIC_USEC="),
+        "RELOADING=1 needs MONOTONIC_USEC: {reloading:?}"
+    );
     notify.receive_for(Duration::from_secs(2));
     check(topologyd.check_running(), "topologyd");
     assert_eq!(

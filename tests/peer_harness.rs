@@ -252,14 +252,9 @@ fn gtsm_refuses_a_ttl_254_sender() -> Result<()> {
     let bird = std::thread::spawn(move || gtsm_refuses_ttl_254(BirdPeer::start, &both));
     let frr = std::thread::spawn(move || gtsm_refuses_ttl_254(FrrPeer::start, &both));
     let gobgp = std::thread::spawn(move || gtsm_refuses_ttl_254(GobgpPeer::start, &both));
-    // ExaBGP 4.2 applies `incoming-ttl` to IPv4 listeners only: over IPv6 a TTL-254 sender gets in.
-    let exabgp = std::thread::spawn(|| gtsm_refuses_ttl_254(ExabgpPeer::start, &[Transport::V4]));
-    for (name, handle) in [
-        ("BIRD", bird),
-        ("FRR", frr),
-        ("GoBGP", gobgp),
-        ("ExaBGP", exabgp),
-    ] {
+    // ExaBGP 4.2 is left out: its `incoming-ttl` is not dependable on the accepting side (a
+    // TTL-254 sender sometimes gets a KEEPALIVE over IPv4, always over IPv6).
+    for (name, handle) in [("BIRD", bird), ("FRR", frr), ("GoBGP", gobgp)] {
         match handle.join() {
             Ok(result) => result?,
             Err(_) => panic!("{name} GTSM test panicked"),

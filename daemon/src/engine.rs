@@ -932,6 +932,12 @@ impl Engine {
                 Some(_) => {}
             }
         }
+        for (name, new_peer) in &new {
+            if !old.contains_key(name) {
+                to_start.push(new_peer.clone());
+                report.push(format!("added {name}"));
+            }
+        }
         // Validate keys of the peers to start before stopping anything.
         for peer in &to_start {
             read_md5_key(peer).map_err(|error| error.to_string())?;

@@ -124,10 +124,21 @@ struct Process {
 }
 
 impl Process {
+    /// Starts `command` with stderr (and stdout, unless the caller piped it) into `log`.
     fn spawn(name: &str, mut command: Command, log: &Path, pids: Option<&Path>) -> Result<Process> {
+        Process::spawn_with(name, command.stdout(Stdio::null()), log, pids, false)
+    }
+
+    fn spawn_with(
+        name: &str,
+        command: &mut Command,
+        log: &Path,
+        pids: Option<&Path>,
+        stdout_piped: bool,
+    ) -> Result<Process> {
         let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
-        if command.get_program() != "bgp_blaster" && !command.get_program().to_string_lossy().ends_with("bgp_blaster") {
+        if !stdout_piped {
             command.stdout(out);
         }
         let child = command
@@ -406,6 +417,7 @@ struct Receiver {
 }
 
 impl Receiver {
+
     /// A BIRD with `sessions` passive eBGP sessions (IPv4 + IPv6 unicast over IPv4 transport,
     /// import everything, export nothing, no graceful restart), all expecting `sender`.
     fn start(sessions: usize, sender: Ipv4Addr, pids: Option<&Path>) -> Result<Receiver> {
@@ -414,7 +426,7 @@ impl Receiver {
             .tempdir()
             .map_err(|e| e.to_string())?;
         let mut config = String::new();
-        let _ = writeln!(config, "log \"{}\" {{ info, warning, error, fatal }};", directory.path().join("bird.log").display());
+        let _ = writeln!(config, "log \"{}\" all;", directory.path().join("bird.log").display());
         config.push_str("router id 10.255.255.254;\ntimeformat protocol iso long ms;\nprotocol device {}\n");
         let mut endpoints = Vec::new();
         for index in 0..sessions {
@@ -423,8 +435,9 @@ impl Receiver {
             endpoints.push(endpoint);
             let _ = writeln!(
                 config,
-                "protocol bgp r{index} {{\n  local {address} port {} as {RECEIVER_ASN};\n  neighbor {sender} as {SENDER_ASN};\n  strict bind yes;\n  multihop 1;\n  passive yes;\n  hold time 240;\n  graceful restart no;\n  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}",
-                endpoint.port()
+                "protocol bgp r{index} {{\n  local {address} port {} as {RECEIVER_ASN};\n  neighbor {sender} as {SENDER_ASN};\n  strict bind yes;\n  multihop 1;\n  passive yes;\n  hold time 240;\n  graceful restart no;\n  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n{}}}",
+                endpoint.port(),
+                ""
             );
         }
         let conf = directory.path().join("bird.conf");
@@ -505,11 +518,12 @@ impl Blaster {
                 .args(["--ipv4", &setup.ipv4.to_string(), "--ipv6", &setup.ipv6.to_string()])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped());
-            let mut process = Process::spawn(
+            let mut process = Process::spawn_with(
                 "blaster",
-                command,
+                &mut command,
                 &setup.directory.join(format!("blaster{index}.log")),
                 setup.pids.as_deref(),
+                true,
             )?;
             let stdin = process.child.stdin.take().ok_or("blaster stdin")?;
             let stdout = process.child.stdout.take().ok_or("blaster stdout")?;
@@ -1161,6 +1175,7 @@ struct RunResult {
     withdraw_s: f64,
     peak_rss_bytes: u64,
     withdrawals_received: u64,
+    session_closed: bool,
     setup_s: f64,
     method: String,
 }
@@ -1240,9 +1255,13 @@ fn run_once(options: &Options, name: &str, case: &str, run: usize, peers: usize,
         let trigger_ms = unix_ms();
         sender.withdraw_all()?;
         let deadline = Instant::now() + options.timeout;
+        let mut most_withdrawals = 0;
         let (empty_ms, after) = loop {
             let sessions = receiver.control.sessions()?;
             let now = unix_ms();
+            if sessions.values().all(|session| session.established) {
+                most_withdrawals = most_withdrawals.max(sessions.values().map(|session| session.withdraws_received).sum::<u64>() - withdrawals_before);
+            }
             if sessions.values().all(|session| session.imported == 0) {
                 break (now, sessions);
             }
@@ -1257,6 +1276,17 @@ fn run_once(options: &Options, name: &str, case: &str, run: usize, peers: usize,
         };
         peak(&groups, &mut rss);
         let withdrawals: u64 = after.values().map(|session| session.withdraws_received).sum::<u64>() - withdrawals_before;
+        // The receiver's counters restart with the session: for a sender that closes the
+        // session right after its withdrawals (topologyd's SIGTERM), the evidence that they were
+        // sent is the most the receiver had counted while the session was still up.
+        let closed = !after.values().all(|session| session.established);
+        let withdrawals = if closed { most_withdrawals } else { withdrawals };
+        if withdrawals < expected * peers as u64 && !(closed && withdrawals > 0) {
+            return Err(format!(
+                "{name}: the receiver emptied after {withdrawals} withdrawals of {}; session closed: {closed}",
+                expected * peers as u64
+            ));
+        }
         Ok(RunResult {
             sender: name.to_string(),
             case: case.to_string(),
@@ -1267,6 +1297,7 @@ fn run_once(options: &Options, name: &str, case: &str, run: usize, peers: usize,
             withdraw_s: (empty_ms - trigger_ms) as f64 / 1000.0,
             peak_rss_bytes: rss,
             withdrawals_received: withdrawals,
+            session_closed: closed,
             setup_s,
             method: sender.method(),
         })
@@ -1356,7 +1387,7 @@ fn report(options: &Options, results: &[RunResult], failures: &[String]) -> Resu
         .iter()
         .map(|run| {
             format!(
-                "{{\"case\":{},\"sender\":{},\"run\":{},\"peers\":{},\"routes\":{},\"announce_s\":{},\"withdraw_s\":{},\"peak_rss_bytes\":{},\"withdrawals_received\":{},\"setup_s\":{}}}",
+                "{{\"case\":{},\"sender\":{},\"run\":{},\"peers\":{},\"routes\":{},\"announce_s\":{},\"withdraw_s\":{},\"peak_rss_bytes\":{},\"withdrawals_received\":{},\"session_closed_after_withdraw\":{},\"setup_s\":{}}}",
                 json_string(&run.case),
                 json_string(&run.sender),
                 run.run,
@@ -1366,6 +1397,7 @@ fn report(options: &Options, results: &[RunResult], failures: &[String]) -> Resu
                 run.withdraw_s,
                 run.peak_rss_bytes,
                 run.withdrawals_received,
+                run.session_closed,
                 run.setup_s
             )
         })

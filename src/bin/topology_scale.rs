@@ -38,6 +38,13 @@ fn write_files(dir: &PathBuf, files: &[topologyd_suite::synth::SynthFile]) -> Re
         .collect()
 }
 
+/// The first lines of a compile failure (a broken generator would otherwise print megabytes).
+fn first_lines(error: impl std::fmt::Display) -> String {
+    let text = error.to_string();
+    let lines: Vec<&str> = text.lines().take(10).collect();
+    lines.join("\n")
+}
+
 fn main() -> Result<(), String> {
     let mut arguments = std::env::args().skip(1);
     let bindings: usize = arguments
@@ -65,7 +72,7 @@ fn main() -> Result<(), String> {
 
     let started = Instant::now();
     let sources = load_sources(&old_paths).map_err(|error| error.to_string())?;
-    let old = compile_owned(sources, 1).map_err(|error| error.to_string())?;
+    let old = compile_owned(sources, 1).map_err(first_lines)?;
     let desired: usize = old
         .locations()
         .iter()
@@ -84,7 +91,7 @@ fn main() -> Result<(), String> {
     drop(sources);
 
     let new_sources = load_sources(&new_paths).map_err(|error| error.to_string())?;
-    let new = compile_owned(new_sources, 2).map_err(|error| error.to_string())?;
+    let new = compile_owned(new_sources, 2).map_err(first_lines)?;
     let started = Instant::now();
     let plan = plan(&old, &new, &Intent::default());
     let plan_seconds = started.elapsed().as_secs_f64();

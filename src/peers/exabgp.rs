@@ -14,6 +14,9 @@
 //!   launcher prepends `local_asn` itself to keep [`Route::as_path`] meaning the same everywhere.
 //! - Running as root it wants to drop to `nobody`; `exabgp.daemon.user=root` keeps it root. The
 //!   interactive CLI's named pipes are disabled (`exabgp.api.cli=false`).
+//! - GTSM (`outgoing-ttl 255; incoming-ttl 255;`) is not dependable when ExaBGP accepts the
+//!   connection: a TTL-254 sender sometimes gets its OPEN answered over IPv4, and always over IPv6.
+//!   Test GTSM against BIRD, FRR or GoBGP.
 //! - It has no control socket: "up" means the API process has started, i.e. the configuration
 //!   parsed and the reactor runs.
 //!

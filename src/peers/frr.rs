@@ -20,6 +20,9 @@
 //! - A `network` route always carries MED (0 unless the route-map sets one).
 //! - FRR honours NO_EXPORT on its own routes: a route given community 65535:65281 is not sent
 //!   over eBGP at all.
+//! - Graceful restart runs in FRR's default helper mode only: `bgp graceful-restart` (restarting
+//!   mode) makes a freshly started bgpd defer best-path selection. So FRR keeps a restarting
+//!   neighbor's routes as stale, but its own routes are not preserved at its neighbors if FRR dies.
 //! - The password is written unquoted after `neighbor X password`, so it cannot contain spaces.
 //!
 //! Stale routes: `"stale": true` on the path in the JSON detail output (plus

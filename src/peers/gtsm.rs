@@ -97,9 +97,9 @@ pub fn ttl_probe(daemon: Daemon, spec: &PeerSpec, ttl: u32, timeout: Duration) -
             }
             Err(error) => return Ok(TtlProbe::Refused(format!("connection ended: {error}"))),
         };
-        match message_type {
+        match message {
             None if sent_open => return Ok(TtlProbe::Refused("no answer to our OPEN".to_string())),
-            None | Some(MESSAGE_OPEN) => {
+            None | Some((MESSAGE_OPEN, _)) => {
                 if !sent_open {
                     stream
                         .write_all(&open_message(spec))
@@ -107,15 +107,21 @@ pub fn ttl_probe(daemon: Daemon, spec: &PeerSpec, ttl: u32, timeout: Duration) -
                     sent_open = true;
                 }
             }
-            Some(MESSAGE_KEEPALIVE | MESSAGE_NOTIFICATION) if sent_open => {
+            Some((MESSAGE_KEEPALIVE, _)) if sent_open => return Ok(TtlProbe::Accepted),
+            // Only a complaint about our OPEN proves it arrived; a Cease (e.g. a collision with
+            // the previous probe's connection) can be sent without reading anything from us.
+            Some((MESSAGE_NOTIFICATION, body))
+                if sent_open && body.first() == Some(&NOTIFICATION_OPEN_ERROR) =>
+            {
                 return Ok(TtlProbe::Accepted);
             }
-            Some(MESSAGE_NOTIFICATION) => {
-                return Ok(TtlProbe::Refused(
-                    "NOTIFICATION before our OPEN".to_string(),
-                ));
+            Some((MESSAGE_NOTIFICATION, body)) => {
+                return Ok(TtlProbe::Refused(format!(
+                    "NOTIFICATION {:?} that does not answer our OPEN",
+                    body.get(..2).unwrap_or_default()
+                )));
             }
-            Some(other) => {
+            Some((other, _)) => {
                 return Ok(TtlProbe::Refused(format!(
                     "unexpected message type {other}"
                 )));

@@ -540,9 +540,7 @@ pub fn gtsm_peer_establishes_ttl_254_refused<P: BgpPeer>(kind: &PeerKind<P>) {
         .router_id(daemon.router_id);
     // `/ready` waits for every peer, and the probe's never comes up: watch the routes instead.
     let (topologyd, _pki, _admin) = start_topologyd(daemon);
-    let started = Instant::now();
     wait_for_exactly(&peer, &expected_routes(true));
-    eprintln!("DEBUG routes after {:?}", started.elapsed());
     let low = check(
         ttl_probe(peer.daemon(), &probe_spec, 254, Duration::from_secs(3)),
         "the TTL 254 probe",

@@ -222,7 +222,7 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
         });
     }
     engine.start_peers().map_err(|error| error.to_string())?;
-    let engine_task = tokio::spawn(engine.run(commands, events));
+    let mut engine_task = tokio::spawn(engine.run(commands, events));
 
     let notifier = notifier.map(Arc::new);
     if let Some(notifier) = notifier.clone() {
@@ -268,9 +268,25 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
                     }
                     Err(message) => error!("reload refused; the running configuration stays:\n{message}"),
                 }
+                // Before the first convergence READY=1 is still the readiness task's to send:
+                // systemd must not consider the start finished because of a reload.
                 if let Some(notifier) = &notifier {
-                    let _ = notifier.ready("reloaded");
+                    let _ = if readiness.is_ready() {
+                        notifier.ready("reloaded")
+                    } else {
+                        notifier.status("reloaded; waiting for the first convergence")
+                    };
                 }
+            }
+            // The engine only returns after a Shutdown event; anything else (a panic) leaves
+            // a daemon that can no longer apply, reload or drain: exit, so that systemd
+            // restarts it and the peers keep the routes through graceful restart.
+            ended = &mut engine_task => {
+                let _ = shutdown_sender.send(true);
+                return Err(match ended {
+                    Ok(()) => "the engine task ended unexpectedly".to_string(),
+                    Err(error) => format!("the engine task failed: {error}"),
+                });
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
