@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use daemon_common::{
-    AMS01_ROUTES, FLEET, LOCAL_ASN, PREFIXES, SERVICES, WAIT, check, prefix, start_bird, topology,
-    wait_for_routes,
+    AMS01_IPV4_ROUTES, AMS01_IPV6_ROUTES, AMS01_ROUTES, FLEET, LOCAL_ASN, PREFIXES, SERVICES, WAIT,
+    check, prefix, start_bird, topology, wait_for_routes,
 };
 use serde_json::Value;
 use topologyd_suite::peers::{BgpPeer, BirdPeer};
@@ -76,7 +76,7 @@ fn start() -> Setup {
     let (bird, neighbor) = start_bird(&daemon, "edge-bird");
     daemon.neighbors.push(neighbor);
     let mut topologyd = check(Topologyd::start(daemon, &topology()), "starting topologyd");
-    check(topologyd.wait_ready(WAIT), "topologyd never converged");
+    daemon_common::wait_converged(&mut topologyd, &[&bird]);
     wait_for_routes(&bird, AMS01_ROUTES);
     let admin = client(&topologyd, &pki, ADMIN);
     let bundles = check(tempfile::tempdir(), "a directory for pushed bundles");
@@ -391,7 +391,20 @@ fn roles_and_client_certificates_are_enforced() {
         "topoctl status",
     );
     assert_eq!(status.code, EXIT_OK, "{status}");
-    assert_eq!(check(status.json(), "status")["generation"], 1);
+    let status = check(status.json(), "status");
+    assert_eq!(status["generation"], 1);
+    assert_eq!(status["routes"]["ipv4"], AMS01_IPV4_ROUTES, "{status}");
+    assert_eq!(status["routes"]["ipv6"], AMS01_IPV6_ROUTES, "{status}");
+    let routes = check(
+        reader.run("routes", &["--peer".to_string(), "edge-bird".to_string()]),
+        "topoctl routes",
+    );
+    assert_eq!(routes.code, EXIT_OK, "{routes}");
+    let routes = check(routes.json(), "routes");
+    let announced = routes["peers"]["edge-bird"]["routes"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(announced, AMS01_ROUTES, "{routes}");
     let plan = check(
         reader.run("push", &with(paths(&added), &["--dry-run"])),
         "topoctl push --dry-run",

@@ -34,7 +34,7 @@ fn a_stored_generation_wins_over_invalid_bootstrap_files_on_restart() {
     let (bird, neighbor) = start_bird(&daemon, "edge-bird");
     daemon.neighbors.push(neighbor);
     let mut topologyd = check(Topologyd::start(daemon, &topology()), "starting topologyd");
-    check(topologyd.wait_ready(WAIT), "topologyd never converged");
+    daemon_common::wait_converged(&mut topologyd, &[&bird]);
     wait_for_routes(&bird, AMS01_ROUTES);
 
     let bundle = check(tempfile::tempdir(), "a bundle directory");

@@ -51,7 +51,7 @@ fn prometheus_scrapes_session_state_routes_generation_and_apply_latency() {
     let (bird, neighbor) = start_bird(&daemon, PEER);
     daemon.neighbors.push(neighbor);
     let mut topologyd = check(Topologyd::start(daemon, &topology()), "starting topologyd");
-    check(topologyd.wait_ready(WAIT), "topologyd never converged");
+    daemon_common::wait_converged(&mut topologyd, &[&bird]);
     wait_for_routes(&bird, AMS01_ROUTES);
 
     let admin_address = topologyd.config.admin;

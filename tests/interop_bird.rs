@@ -7,7 +7,7 @@
 mod interop_common;
 
 use interop_common::PeerKind;
-use topologyd_suite::peers::{BirdPeer, Result, Transport};
+use topologyd_suite::peers::{BirdPeer, Family, Result, Transport};
 
 const BIRD: PeerKind<BirdPeer> = PeerKind {
     start: BirdPeer::start,
@@ -42,4 +42,34 @@ fn rfc2385_bird_md5_right_key_establishes_wrong_key_never() {
 #[test]
 fn rfc5082_bird_gtsm_establishes_and_a_ttl_254_sender_is_refused() {
     interop_common::gtsm_peer_establishes_ttl_254_refused(&BIRD);
+}
+
+#[test]
+fn rfc4271_6_8_bird_connection_collision_settles_on_one_session() {
+    interop_common::collision_settles_on_one_session(&BIRD);
+}
+
+#[test]
+fn bird_announcements_and_withdrawals_are_counted_not_imported() {
+    interop_common::inbound_routes_are_counted(&BIRD);
+}
+
+#[test]
+fn bird_restart_gets_every_route_again() {
+    interop_common::peer_restart_gets_every_route_again(&BIRD);
+}
+
+#[test]
+fn bird_accepts_8192_packed_routes_and_their_withdrawal() {
+    interop_common::many_routes_are_packed_and_all_arrive(&BIRD);
+}
+
+#[test]
+fn rfc4760_bird_offering_only_ipv4_gets_only_ipv4_routes() {
+    interop_common::single_family_peer_gets_only_its_family(&BIRD, Family::Ipv4Unicast);
+}
+
+#[test]
+fn rfc4760_bird_offering_only_ipv6_gets_only_ipv6_routes() {
+    interop_common::single_family_peer_gets_only_its_family(&BIRD, Family::Ipv6Unicast);
 }

@@ -1,16 +1,16 @@
 //! Interoperability with a real ExaBGP (Debian's 4.2), through the generic scenarios of
-//! `tests/interop_common`: exact attributes then withdrawal (IPv4 and IPv6 transport),
-//! graceful restart after a SIGKILL (RFC 4724; ExaBGP keeps no RIB, the harness replays its
+//! `tests/interop_common`: exact attributes then withdrawal (IPv4 and IPv6 transport), route
+//! refresh (`announce route-refresh` on ExaBGP's API), graceful restart after a SIGKILL (RFC 4724; ExaBGP keeps no RIB, the harness replays its
 //! JSON stream as a helper would), TCP-MD5 (RFC 2385) and GTSM (RFC 5082).
 
 mod interop_common;
 
 use interop_common::PeerKind;
-use topologyd_suite::peers::{ExabgpPeer, Transport};
+use topologyd_suite::peers::{ExabgpPeer, Family, Transport};
 
 const EXABGP: PeerKind<ExabgpPeer> = PeerKind {
     start: ExabgpPeer::start,
-    request_refresh: None,
+    request_refresh: Some(ExabgpPeer::request_route_refresh),
 };
 
 #[test]
@@ -21,6 +21,11 @@ fn exabgp_learns_exact_attributes_then_a_push_withdraws_over_ipv4() {
 #[test]
 fn exabgp_learns_exact_attributes_then_a_push_withdraws_over_ipv6() {
     interop_common::attributes_then_withdrawal(&EXABGP, Transport::V6);
+}
+
+#[test]
+fn rfc2918_exabgp_route_refresh_resends_every_route() {
+    interop_common::route_refresh_resends(&EXABGP);
 }
 
 #[test]
@@ -36,4 +41,34 @@ fn rfc2385_exabgp_md5_right_key_establishes_wrong_key_never() {
 #[test]
 fn rfc5082_exabgp_gtsm_establishes_and_a_ttl_254_sender_is_refused() {
     interop_common::gtsm_peer_establishes_ttl_254_refused(&EXABGP);
+}
+
+#[test]
+fn rfc4271_6_8_exabgp_connection_collision_settles_on_one_session() {
+    interop_common::collision_settles_on_one_session(&EXABGP);
+}
+
+#[test]
+fn exabgp_announcements_and_withdrawals_are_counted_not_imported() {
+    interop_common::inbound_routes_are_counted(&EXABGP);
+}
+
+#[test]
+fn exabgp_restart_gets_every_route_again() {
+    interop_common::peer_restart_gets_every_route_again(&EXABGP);
+}
+
+#[test]
+fn exabgp_accepts_8192_packed_routes_and_their_withdrawal() {
+    interop_common::many_routes_are_packed_and_all_arrive(&EXABGP);
+}
+
+#[test]
+fn rfc4760_exabgp_offering_only_ipv4_gets_only_ipv4_routes() {
+    interop_common::single_family_peer_gets_only_its_family(&EXABGP, Family::Ipv4Unicast);
+}
+
+#[test]
+fn rfc4760_exabgp_offering_only_ipv6_gets_only_ipv6_routes() {
+    interop_common::single_family_peer_gets_only_its_family(&EXABGP, Family::Ipv6Unicast);
 }

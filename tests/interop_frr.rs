@@ -6,7 +6,7 @@
 mod interop_common;
 
 use interop_common::PeerKind;
-use topologyd_suite::peers::{BgpPeer, FrrPeer, Result, Transport};
+use topologyd_suite::peers::{BgpPeer, Family, FrrPeer, Result, Transport};
 
 const FRR: PeerKind<FrrPeer> = PeerKind {
     start: FrrPeer::start,
@@ -48,4 +48,34 @@ fn rfc2385_frr_md5_right_key_establishes_wrong_key_never() {
 #[test]
 fn rfc5082_frr_gtsm_establishes_and_a_ttl_254_sender_is_refused() {
     interop_common::gtsm_peer_establishes_ttl_254_refused(&FRR);
+}
+
+#[test]
+fn rfc4271_6_8_frr_connection_collision_settles_on_one_session() {
+    interop_common::collision_settles_on_one_session(&FRR);
+}
+
+#[test]
+fn frr_announcements_and_withdrawals_are_counted_not_imported() {
+    interop_common::inbound_routes_are_counted(&FRR);
+}
+
+#[test]
+fn frr_restart_gets_every_route_again() {
+    interop_common::peer_restart_gets_every_route_again(&FRR);
+}
+
+#[test]
+fn frr_accepts_8192_packed_routes_and_their_withdrawal() {
+    interop_common::many_routes_are_packed_and_all_arrive(&FRR);
+}
+
+#[test]
+fn rfc4760_frr_offering_only_ipv4_gets_only_ipv4_routes() {
+    interop_common::single_family_peer_gets_only_its_family(&FRR, Family::Ipv4Unicast);
+}
+
+#[test]
+fn rfc4760_frr_offering_only_ipv6_gets_only_ipv6_routes() {
+    interop_common::single_family_peer_gets_only_its_family(&FRR, Family::Ipv6Unicast);
 }

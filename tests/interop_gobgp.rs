@@ -10,7 +10,7 @@
 mod interop_common;
 
 use interop_common::PeerKind;
-use topologyd_suite::peers::{GobgpPeer, Transport};
+use topologyd_suite::peers::{Family, GobgpPeer, Transport};
 
 const GOBGP: PeerKind<GobgpPeer> = PeerKind {
     start: GobgpPeer::start,
@@ -40,4 +40,34 @@ fn rfc2385_gobgp_md5_right_key_establishes_wrong_key_never() {
 #[test]
 fn rfc5082_gobgp_gtsm_establishes_and_a_ttl_254_sender_is_refused() {
     interop_common::gtsm_peer_establishes_ttl_254_refused(&GOBGP);
+}
+
+#[test]
+fn rfc4271_6_8_gobgp_connection_collision_settles_on_one_session() {
+    interop_common::collision_settles_on_one_session(&GOBGP);
+}
+
+#[test]
+fn gobgp_announcements_and_withdrawals_are_counted_not_imported() {
+    interop_common::inbound_routes_are_counted(&GOBGP);
+}
+
+#[test]
+fn gobgp_restart_gets_every_route_again() {
+    interop_common::peer_restart_gets_every_route_again(&GOBGP);
+}
+
+#[test]
+fn gobgp_accepts_8192_packed_routes_and_their_withdrawal() {
+    interop_common::many_routes_are_packed_and_all_arrive(&GOBGP);
+}
+
+#[test]
+fn rfc4760_gobgp_offering_only_ipv4_gets_only_ipv4_routes() {
+    interop_common::single_family_peer_gets_only_its_family(&GOBGP, Family::Ipv4Unicast);
+}
+
+#[test]
+fn rfc4760_gobgp_offering_only_ipv6_gets_only_ipv6_routes() {
+    interop_common::single_family_peer_gets_only_its_family(&GOBGP, Family::Ipv6Unicast);
 }

@@ -37,6 +37,9 @@ use crate::peer::{PeerCommand, PeerHandle, PeerSpec, PeerStatus, spawn_peer};
 use crate::sockopt::SessionSecurity;
 use crate::state_store::{GenerationMeta, StateStore, StoredGeneration};
 
+/// The connect-retry backoff stops growing at this multiple of `connect_retry_seconds`.
+pub const CONNECT_RETRY_BACKOFF_FACTOR: u32 = 4;
+
 /// How often peer snapshots are folded into the metrics and readiness is re-evaluated.
 pub const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -390,6 +393,9 @@ impl Engine {
         session.families = families;
         session.extended_messages = peer.extended_messages;
         session.backoff.initial = Duration::from_secs(u64::from(peer.connect_retry_seconds));
+        // Back off at most to four times the configured interval: a router that comes back is
+        // found within seconds, not minutes.
+        session.backoff.maximum = session.backoff.initial * CONNECT_RETRY_BACKOFF_FACTOR;
         session.max_prefixes = MaxPrefixes {
             ipv4_unicast: peer.max_prefix.map(|limit| u32::try_from(limit).unwrap_or(u32::MAX)),
             ipv6_unicast: peer.max_prefix.map(|limit| u32::try_from(limit).unwrap_or(u32::MAX)),
@@ -911,17 +917,22 @@ impl Engine {
             .map(|peer| (peer.name.clone(), peer.clone()))
             .collect();
         let mut report = Vec::new();
-        let mut to_stop = Vec::new();
+        // (peer, withdraw first): a removed peer, or one that becomes another router (address,
+        // ASN), has our routes withdrawn; a session reset for the same router closes without a
+        // NOTIFICATION, so the router keeps the routes through graceful restart meanwhile.
+        let mut to_stop: Vec<(String, bool)> = Vec::new();
         let mut to_start = Vec::new();
         let mut to_update = Vec::new();
         for (name, old_peer) in &old {
             match new.get(name) {
                 None => {
-                    to_stop.push(name.clone());
+                    to_stop.push((name.clone(), true));
                     report.push(format!("removed {name}"));
                 }
                 Some(new_peer) if old_peer.session_reset_needed(new_peer) => {
-                    to_stop.push(name.clone());
+                    let other_router =
+                        old_peer.address != new_peer.address || old_peer.asn != new_peer.asn;
+                    to_stop.push((name.clone(), other_router));
                     to_start.push(new_peer.clone());
                     report.push(format!("reset {name}"));
                 }
@@ -942,9 +953,19 @@ impl Engine {
         for peer in &to_start {
             read_md5_key(peer).map_err(|error| error.to_string())?;
         }
-        for name in &to_stop {
+        // A peer that cannot take its withdrawals (a full TCP window) must not hold the engine,
+        // and with it every push and the next reload, for longer than the stop grace time.
+        let grace = Duration::from_secs(u64::from(self.config.shutdown.grace_seconds));
+        for (name, withdraw_first) in &to_stop {
             if let Some(handle) = self.peers.remove(name) {
-                stop_peer(handle, true).await;
+                let task = handle.task.abort_handle();
+                if tokio::time::timeout(grace, stop_peer(handle, *withdraw_first))
+                    .await
+                    .is_err()
+                {
+                    warn!(peer = %name, ?grace, "peer did not stop within the grace time; aborting its task");
+                    task.abort();
+                }
                 self.metrics.remove_peer(name);
                 self.reported.remove(name);
             }

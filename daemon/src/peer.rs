@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BytesMut};
+use ipnet::IpNet;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -157,6 +158,25 @@ struct Connection {
 
 type ConnectFuture = Pin<Box<dyn Future<Output = Result<TcpStream, sockopt::SockoptError>> + Send>>;
 
+/// One intent's path attributes for its IPv4 routes and for its IPv6 routes. Each set carries
+/// only its own family's next hop (the other is never encoded for that family), so a reload
+/// that changes one family's next hop leaves the other family's attribute sets, and so its
+/// routes in the Adj-RIB-Out, untouched: only the routes whose UPDATE changes are re-sent.
+#[derive(Debug, Clone)]
+struct FamilyAttributes {
+    ipv4: Arc<PathAttributes>,
+    ipv6: Arc<PathAttributes>,
+}
+
+impl FamilyAttributes {
+    fn of(&self, prefix: &IpNet) -> &Arc<PathAttributes> {
+        match prefix {
+            IpNet::V4(_) => &self.ipv4,
+            IpNet::V6(_) => &self.ipv6,
+        }
+    }
+}
+
 struct PeerDriver {
     spec: PeerSpec,
     routes: watch::Receiver<Arc<LocationRoutes>>,
@@ -164,7 +184,7 @@ struct PeerDriver {
     rib: AdjRibOut,
     /// The generation the Adj-RIB-Out holds, and its per-intent path attributes.
     applied: Arc<LocationRoutes>,
-    applied_attributes: Vec<Arc<PathAttributes>>,
+    applied_attributes: Vec<FamilyAttributes>,
     interned: HashMap<PathAttributes, Arc<PathAttributes>>,
     connection: Option<Connection>,
     /// An inbound connection waiting for collision resolution.
@@ -714,15 +734,28 @@ impl PeerDriver {
         if Arc::ptr_eq(&new, &self.applied) {
             return;
         }
-        let new_attributes: Vec<Arc<PathAttributes>> = new
+        let interned = &mut self.interned;
+        let mut intern = |attributes: PathAttributes| {
+            interned
+                .entry(attributes.clone())
+                .or_insert_with(|| Arc::new(attributes))
+                .clone()
+        };
+        let new_attributes: Vec<FamilyAttributes> = new
             .intents
             .iter()
             .map(|intent| {
                 let attributes = self.spec.route_context.path_attributes(intent);
-                self.interned
-                    .entry(attributes.clone())
-                    .or_insert_with(|| Arc::new(attributes))
-                    .clone()
+                FamilyAttributes {
+                    ipv4: intern(PathAttributes {
+                        ipv6_next_hop: None,
+                        ..attributes.clone()
+                    }),
+                    ipv6: intern(PathAttributes {
+                        next_hop: None,
+                        ..attributes
+                    }),
+                }
             })
             .collect();
         let old = &self.applied;
@@ -741,8 +774,13 @@ impl PeerDriver {
             match (old_route, new_route) {
                 (Some((old_prefix, old_intent)), Some((new_prefix, new_intent))) => {
                     if old_prefix == new_prefix {
-                        let before = self.applied_attributes.get(*old_intent as usize);
-                        let after = new_attributes.get(*new_intent as usize);
+                        let before = self
+                            .applied_attributes
+                            .get(*old_intent as usize)
+                            .map(|attributes| attributes.of(old_prefix));
+                        let after = new_attributes
+                            .get(*new_intent as usize)
+                            .map(|attributes| attributes.of(new_prefix));
                         if let Some(after) = after
                             && before.is_none_or(|before| !Arc::ptr_eq(before, after))
                         {
@@ -755,7 +793,7 @@ impl PeerDriver {
                         old_index += 1;
                     } else {
                         if let Some(after) = new_attributes.get(*new_intent as usize) {
-                            announce(&mut self.rib, *new_prefix, after);
+                            announce(&mut self.rib, *new_prefix, after.of(new_prefix));
                         }
                         new_index += 1;
                     }
@@ -766,7 +804,7 @@ impl PeerDriver {
                 }
                 (None, Some((new_prefix, new_intent))) => {
                     if let Some(after) = new_attributes.get(*new_intent as usize) {
-                        announce(&mut self.rib, *new_prefix, after);
+                        announce(&mut self.rib, *new_prefix, after.of(new_prefix));
                     }
                     new_index += 1;
                 }

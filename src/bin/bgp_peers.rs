@@ -33,6 +33,10 @@ const POLL: Duration = Duration::from_millis(20);
 /// The senders' peak RSS is sampled every this many polls (and at the end of every phase).
 const RSS_EVERY: u32 = 5;
 const ALL_SENDERS: &[&str] = &["blaster", "topologyd", "bird", "frr", "gobgp", "exabgp"];
+/// The default senders: GoBGP is left out (see the script's header).
+const DEFAULT_SENDERS: &[&str] = &["blaster", "topologyd", "bird", "frr", "exabgp"];
+/// Senders that take minutes per run at full size; `--slow-runs` limits their repetitions.
+const SLOW_SENDERS: &[&str] = &["gobgp", "exabgp"];
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -41,6 +45,7 @@ struct Options {
     ipv4: u32,
     ipv6: u32,
     runs: usize,
+    slow_runs: usize,
     senders: Vec<String>,
     multi_peers: usize,
     multi_routes: u32,
@@ -55,7 +60,8 @@ fn parse_options() -> Result<Options> {
         ipv4: 1_000_000,
         ipv6: 200_000,
         runs: 1,
-        senders: ALL_SENDERS.iter().map(ToString::to_string).collect(),
+        senders: DEFAULT_SENDERS.iter().map(ToString::to_string).collect(),
+        slow_runs: usize::MAX,
         multi_peers: 10,
         multi_routes: 100_000,
         out: PathBuf::from("target/bench/bgp_peers.json"),
@@ -73,6 +79,7 @@ fn parse_options() -> Result<Options> {
             "--ipv4" => options.ipv4 = u32::try_from(number(&value)?).map_err(|e| e.to_string())?,
             "--ipv6" => options.ipv6 = u32::try_from(number(&value)?).map_err(|e| e.to_string())?,
             "--runs" => options.runs = number(&value)? as usize,
+            "--slow-runs" => options.slow_runs = number(&value)? as usize,
             "--senders" => options.senders = value.split(',').map(str::to_string).collect(),
             "--multi-peers" => options.multi_peers = number(&value)? as usize,
             "--multi-routes" => {
@@ -163,27 +170,12 @@ impl Process {
         self.child.id()
     }
 
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
+    /// Sends `signal` (a name such as `TERM`) to the whole process group.
     fn signal(&self, signal: &str) {
         let _ = Command::new("kill")
             .args([format!("-{signal}"), "--".into(), format!("-{}", self.pid())])
             .stderr(Stdio::null())
             .status();
-    }
-
-    /// Waits up to `timeout` for the leader to exit.
-    fn wait_exit(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if !self.running() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
     }
 }
 
@@ -238,6 +230,11 @@ fn run_command(program: &str, arguments: &[&str], timeout: Duration) -> Result<S
 
 /// Peak resident set (VmHWM) summed over every process of the process group `group`.
 fn group_peak_rss(group: u32) -> u64 {
+    group_status(group, "VmHWM:")
+}
+
+/// `field` (a `kB` line of /proc/PID/status) summed over every process of the group `group`.
+fn group_status(group: u32, field: &str) -> u64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };
@@ -261,13 +258,37 @@ fn group_peak_rss(group: u32) -> u64 {
         if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
             total += status
                 .lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .find_map(|line| line.strip_prefix(field))
                 .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
                 .unwrap_or(0)
                 * 1024;
         }
     }
     total
+}
+
+/// Kills every process whose command line mentions `directory` (helpers that left their
+/// process group, such as ExaBGP's API process).
+fn kill_mentioning(directory: &Path) {
+    let needle = directory.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|name| name.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(command_line) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&command_line).contains(&needle) {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+        }
+    }
 }
 
 fn unix_ms() -> i64 {
@@ -420,7 +441,7 @@ impl Receiver {
 
     /// A BIRD with `sessions` passive eBGP sessions (IPv4 + IPv6 unicast over IPv4 transport,
     /// import everything, export nothing, no graceful restart), all expecting `sender`.
-    fn start(sessions: usize, sender: Ipv4Addr, pids: Option<&Path>) -> Result<Receiver> {
+    fn start(senders: &[Ipv4Addr], pids: Option<&Path>) -> Result<Receiver> {
         let directory = tempfile::Builder::new()
             .prefix("bgp-bench-receiver-")
             .tempdir()
@@ -429,7 +450,9 @@ impl Receiver {
         let _ = writeln!(config, "log \"{}\" all;", directory.path().join("bird.log").display());
         config.push_str("router id 10.255.255.254;\ntimeformat protocol iso long ms;\nprotocol device {}\n");
         let mut endpoints = Vec::new();
-        for index in 0..sessions {
+        // BIRD matches an incoming connection to a session by the neighbor's address, so every
+        // session has its own sender address.
+        for (index, sender) in senders.iter().enumerate() {
             let address = loopback_v4();
             let endpoint = SocketAddr::new(IpAddr::V4(address), free_port(IpAddr::V4(address)));
             endpoints.push(endpoint);
@@ -478,6 +501,8 @@ impl Receiver {
 #[derive(Debug, Clone)]
 struct SenderSetup {
     address: Ipv4Addr,
+    /// The source address of each session (the first is `address`).
+    sources: Vec<Ipv4Addr>,
     receivers: Vec<SocketAddr>,
     ipv4: u32,
     ipv6: u32,
@@ -512,7 +537,7 @@ impl Blaster {
         for (index, receiver) in setup.receivers.iter().enumerate() {
             let mut command = Command::new(setup.bin.join("bgp_blaster"));
             command
-                .args(["--local", &setup.address.to_string()])
+                .args(["--local", &setup.sources[index].to_string()])
                 .args(["--remote", &receiver.to_string()])
                 .args(["--asn", &SENDER_ASN.to_string()])
                 .args(["--ipv4", &setup.ipv4.to_string(), "--ipv6", &setup.ipv6.to_string()])
@@ -628,7 +653,7 @@ impl Topologyd {
                 "[[peer]]\nname = \"r{index}\"\naddress = \"{}\"\nport = {}\nasn = {RECEIVER_ASN}\nlocal_address = \"{}\"\nfamilies = [\"ipv4\", \"ipv6\"]\nnext_hop_ipv4 = \"{NEXT_HOP_V4}\"\nnext_hop_ipv6 = \"{NEXT_HOP_V6}\"\nhold_time_seconds = 240\nconnect_retry_seconds = 1\npassive = false",
                 receiver.ip(),
                 receiver.port(),
-                setup.address
+                setup.sources[index]
             );
         }
         let path = directory.join("topologyd.toml");
@@ -676,7 +701,7 @@ impl BirdSender {
     fn start(setup: &SenderSetup) -> Result<BirdSender> {
         let directory = &setup.directory;
         let mut config = String::with_capacity((setup.ipv4 + setup.ipv6) as usize * 40);
-        let _ = writeln!(config, "log \"{}\" {{ info, warning, error, fatal }};", directory.join("bird.log").display());
+        let _ = writeln!(config, "log \"{}\" all;", directory.join("bird.log").display());
         let _ = writeln!(config, "router id {};\nprotocol device {{}}", setup.address);
         config.push_str("protocol static st4 {\n  ipv4;\n");
         for index in 0..setup.ipv4 {
@@ -691,10 +716,11 @@ impl BirdSender {
             let port = free_port(IpAddr::V4(setup.address));
             let _ = writeln!(
                 config,
-                "protocol bgp s{index} {{\n  disabled yes;\n  local {} port {port} as {SENDER_ASN};\n  neighbor {} port {} as {RECEIVER_ASN};\n  strict bind yes;\n  multihop 1;\n  hold time 240;\n  connect delay time 1;\n  connect retry time 2;\n  graceful restart no;\n  ipv4 {{ import none; export all; next hop address {NEXT_HOP_V4}; }};\n  ipv6 {{ import none; export all; next hop address {NEXT_HOP_V6}; }};\n}}",
+                "protocol bgp s{index} {{\n  disabled yes;\n  local {} port {port} as {SENDER_ASN};\n  neighbor {} port {} as {RECEIVER_ASN};\n  strict bind yes;\n  multihop 1;\n  hold time 240;\n  connect delay time 1;\n  connect retry time 2;\n  graceful restart no;\n{}  ipv4 {{ import none; export all; next hop address {NEXT_HOP_V4}; }};\n  ipv6 {{ import none; export all; next hop address {NEXT_HOP_V6}; }};\n}}",
                 setup.address,
                 receiver.ip(),
-                receiver.port()
+                receiver.port(),
+                if std::env::var_os("BGP_PEERS_DEBUG").is_some() { "  debug all;\n" } else { "" }
             );
         }
         let conf = directory.join("bird.conf");
@@ -882,7 +908,9 @@ impl Sender for Frr {
             "route-map OUT4 deny 5",
             "exit",
             "route-map OUT6 deny 5",
-            "exit",
+            "end",
+            "clear bgp ipv4 unicast * soft out",
+            "clear bgp ipv6 unicast * soft out",
         ])
         .map(|_| ())
     }
@@ -930,8 +958,11 @@ fn mrt_file(path: &Path, ipv4: u32, ipv6: u32) -> Result<()> {
     let mut attributes_v6 = Vec::new();
     attributes_v6.extend_from_slice(&origin);
     attributes_v6.extend_from_slice(&as_path);
-    attributes_v6.extend_from_slice(&[0x80, 14, 17, 16]);
+    // GoBGP's MRT reader takes MP_REACH_NLRI in its full UPDATE form (AFI, SAFI, next hop,
+    // reserved octet, no NLRI), not RFC 6396 §4.3.4's abbreviated one.
+    attributes_v6.extend_from_slice(&[0x80, 14, 21, 0, 2, 1, 16]);
     attributes_v6.extend_from_slice(&NEXT_HOP_V6.octets());
+    attributes_v6.push(0);
     let entry = |body: &mut Vec<u8>, attributes: &[u8]| {
         body.extend_from_slice(&1u16.to_be_bytes());
         body.extend_from_slice(&0u16.to_be_bytes());
@@ -1005,6 +1036,9 @@ impl Gobgp {
         let mrt_path = mrt.to_string_lossy().into_owned();
         gobgp.gobgp(&["mrt", "inject", "global", &mrt_path])?;
         let expected = u64::from(setup.ipv4 + setup.ipv6);
+        // The server applies injected paths asynchronously: wait until the RIB holds them all.
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        loop {
         let count: u64 = ["ipv4", "ipv6"]
             .iter()
             .map(|afi| {
@@ -1019,8 +1053,13 @@ impl Gobgp {
                     .unwrap_or(0)
             })
             .sum();
-        if count < expected {
+        if count >= expected {
+            break;
+        }
+        if Instant::now() > deadline {
             return Err(format!("GoBGP holds {count} of {expected} injected routes"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
         }
         Ok(gobgp)
     }
@@ -1073,6 +1112,7 @@ def prefixes():
     v6 = [str(ipaddress.IPv6Address((0x3fff << 112) | (i << 80))) + "/48" for i in range(ipv6)]
     return v4, v6
 v4, v6 = prefixes()
+static = os.environ.get("BENCH_STATIC") == "1"
 def lines(verb):
     out = []
     for family, hop in ((v4, "192.0.2.1"), (v6, "2001:db8::1")):
@@ -1082,7 +1122,7 @@ def lines(verb):
 announce, withdraw = lines("announce"), lines("withdraw")
 open(os.path.join(directory, "ready"), "w").close()
 up.wait()
-for line in announce:
+for line in ([] if static else announce):
     sys.stdout.write(line)
     sys.stdout.flush()
 while not os.path.exists(os.path.join(directory, "withdraw.go")):
@@ -1103,7 +1143,8 @@ impl Exabgp {
         write_file(
             &runner,
             &format!(
-                "#!/bin/sh\nexec python3 {} {} {} {}\n",
+                "#!/bin/sh\nBENCH_STATIC={} exec python3 {} {} {} {}\n",
+                u8::from(std::env::var_os("BGP_PEERS_EXABGP_API").is_none()),
                 script.display(),
                 setup.ipv4,
                 setup.ipv6,
@@ -1122,6 +1163,22 @@ impl Exabgp {
                 receiver.port()
             );
         }
+        let static_routes = std::env::var_os("BGP_PEERS_EXABGP_API").is_none();
+        if static_routes {
+            // Every route in the configuration instead: ExaBGP parses them at startup and
+            // sends them once the session is up.
+            let position = config.rfind("  api {").unwrap_or(config.len());
+            let mut routes = String::with_capacity((setup.ipv4 + setup.ipv6) as usize * 48);
+            routes.push_str("  static {\n");
+            for index in 0..setup.ipv4 {
+                let _ = writeln!(routes, "    route {} next-hop {NEXT_HOP_V4} origin igp;", ipv4_prefix(index));
+            }
+            for index in 0..setup.ipv6 {
+                let _ = writeln!(routes, "    route {} next-hop {NEXT_HOP_V6} origin igp;", ipv6_prefix(index));
+            }
+            routes.push_str("  }\n");
+            config.insert_str(position, &routes);
+        }
         let conf = directory.join("exabgp.conf");
         write_file(&conf, &config)?;
         let mut command = Command::new("exabgp");
@@ -1134,7 +1191,8 @@ impl Exabgp {
             .env("exabgp.api.ack", "false")
             .env("exabgp.tcp.bind", "")
             .env("exabgp.log.destination", "stdout")
-            .env("exabgp.log.level", "WARNING");
+            .env("exabgp.log.level", "WARNING")
+            .env("exabgp.reactor.speed", std::env::var("BGP_PEERS_EXABGP_SPEED").unwrap_or_else(|_| "0.1".into()));
         let process = Process::spawn("ExaBGP", command, &directory.join("daemon.log"), setup.pids.as_deref())?;
         Ok(Exabgp {
             process,
@@ -1157,7 +1215,7 @@ impl Sender for Exabgp {
     }
 
     fn method(&self) -> String {
-        "API process (python) writing `announce attributes origin igp next-hop NH nlri P1 … P1000` lines once the neighbor is up (ExaBGP keeps no RIB: the clock includes parsing them); withdraw = the same lines with `withdraw`; RSS = exabgp + API process".into()
+        "every route in the neighbor's `static` block (`route P next-hop NH origin igp;`), parsed at startup, sent once the session is up (BGP_PEERS_EXABGP_API=1: announced by the API process instead); withdraw = API process writing `withdraw attributes origin igp next-hop NH nlri P1 … P1000` lines; exabgp.reactor.speed 0.1; RSS = exabgp + API process".into()
     }
 }
 
@@ -1174,6 +1232,8 @@ struct RunResult {
     announce_s: f64,
     withdraw_s: f64,
     peak_rss_bytes: u64,
+    /// Resident set when the receiver first held every route.
+    rss_after_announce_bytes: u64,
     withdrawals_received: u64,
     session_closed: bool,
     setup_s: f64,
@@ -1198,14 +1258,16 @@ fn peak(groups: &[u32], best: &mut u64) {
 }
 
 fn run_once(options: &Options, name: &str, case: &str, run: usize, peers: usize, ipv4: u32, ipv6: u32) -> Result<RunResult> {
-    let sender_address = loopback_v4();
-    let mut receiver = Receiver::start(peers, sender_address, options.pids.as_deref())?;
+    let sources: Vec<Ipv4Addr> = (0..peers).map(|_| loopback_v4()).collect();
+    let sender_address = sources[0];
+    let mut receiver = Receiver::start(&sources, options.pids.as_deref())?;
     let directory = tempfile::Builder::new()
         .prefix(&format!("bgp-bench-{name}-"))
         .tempdir()
         .map_err(|e| e.to_string())?;
     let setup = SenderSetup {
         address: sender_address,
+        sources: sources.clone(),
         receivers: receiver.endpoints.clone(),
         ipv4,
         ipv6,
@@ -1213,6 +1275,13 @@ fn run_once(options: &Options, name: &str, case: &str, run: usize, peers: usize,
         bin: options.bin.clone(),
         pids: options.pids.clone(),
     };
+    if let Some(pids) = &options.pids {
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(pids.with_extension("dirs"))
+            .and_then(|mut file| writeln!(file, "{}", directory.path().display()));
+    }
     let expected = u64::from(ipv4 + ipv6);
     let started = Instant::now();
     let result = (|| -> Result<RunResult> {
@@ -1250,6 +1319,7 @@ fn run_once(options: &Options, name: &str, case: &str, run: usize, peers: usize,
             std::thread::sleep(POLL);
         };
         peak(&groups, &mut rss);
+        let rss_after_announce: u64 = groups.iter().map(|group| group_status(*group, "VmRSS:")).sum();
         let before = receiver.control.sessions()?;
         let withdrawals_before: u64 = before.values().map(|session| session.withdraws_received).sum();
         let trigger_ms = unix_ms();
@@ -1281,7 +1351,7 @@ fn run_once(options: &Options, name: &str, case: &str, run: usize, peers: usize,
         // sent is the most the receiver had counted while the session was still up.
         let closed = !after.values().all(|session| session.established);
         let withdrawals = if closed { most_withdrawals } else { withdrawals };
-        if withdrawals < expected * peers as u64 && !(closed && withdrawals > 0) {
+        if withdrawals < expected * peers as u64 && !closed {
             return Err(format!(
                 "{name}: the receiver emptied after {withdrawals} withdrawals of {}; session closed: {closed}",
                 expected * peers as u64
@@ -1296,12 +1366,20 @@ fn run_once(options: &Options, name: &str, case: &str, run: usize, peers: usize,
             announce_s: (full_ms - established_ms) as f64 / 1000.0,
             withdraw_s: (empty_ms - trigger_ms) as f64 / 1000.0,
             peak_rss_bytes: rss,
+            rss_after_announce_bytes: rss_after_announce,
             withdrawals_received: withdrawals,
             session_closed: closed,
             setup_s,
             method: sender.method(),
         })
     })();
+    kill_mentioning(directory.path());
+    if result.is_ok() && std::env::var_os("BGP_PEERS_KEEP").is_some() {
+        let kept = directory.keep();
+        let receiver_dir = std::mem::replace(&mut receiver.directory, tempfile::tempdir().map_err(|e| e.to_string())?).keep();
+        eprintln!("bgp_peers: kept {} {}", kept.display(), receiver_dir.display());
+        return result;
+    }
     if let Err(error) = &result {
         // Keep the logs of a failed run for inspection.
         let kept = directory.keep();
@@ -1337,7 +1415,7 @@ fn report(options: &Options, results: &[RunResult], failures: &[String]) -> Resu
         }
         groups.entry(key).or_default().push(result);
     }
-    let summary = |key: &(String, String)| -> (f64, f64, f64, usize, &RunResult) {
+    let summary = |key: &(String, String)| -> (f64, f64, f64, usize, &RunResult, f64) {
         let runs = &groups[key];
         (
             median(runs.iter().map(|run| run.announce_s).collect()),
@@ -1345,13 +1423,14 @@ fn report(options: &Options, results: &[RunResult], failures: &[String]) -> Resu
             median(runs.iter().map(|run| run.peak_rss_bytes as f64).collect()),
             runs.len(),
             runs[0],
+            median(runs.iter().map(|run| run.rss_after_announce_bytes as f64).collect()),
         )
     };
     let mut table = String::new();
-    table.push_str("| case | sender | runs | announce s | × blaster | withdraw-all s | × blaster | sender peak RSS MB | bytes / route / peer | withdrawals seen |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    table.push_str("| case | sender | runs | announce s | × blaster | withdraw-all s | × blaster | sender peak RSS MB | peak bytes / route / peer | RSS after announce MB | bytes / route / peer | withdrawals seen |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut json_rows = Vec::new();
     for key in &order {
-        let (announce, withdraw, rss, runs, first) = summary(key);
+        let (announce, withdraw, rss, runs, first, steady) = summary(key);
         let baseline = groups
             .get(&(key.0.clone(), "blaster".to_string()))
             .map(|_| summary(&(key.0.clone(), "blaster".to_string())));
@@ -1360,18 +1439,20 @@ fn report(options: &Options, results: &[RunResult], failures: &[String]) -> Resu
             _ => "—".into(),
         };
         let per_route = rss / (first.routes as f64 * first.peers as f64);
+        let steady_per_route = steady / (first.routes as f64 * first.peers as f64);
         let withdrawals = median(groups[key].iter().map(|run| run.withdrawals_received as f64).collect());
         let _ = writeln!(
             table,
-            "| {} | {} | {runs} | {announce:.2} | {} | {withdraw:.2} | {} | {:.0} | {per_route:.0} | {withdrawals:.0} |",
+            "| {} | {} | {runs} | {announce:.2} | {} | {withdraw:.2} | {} | {:.0} | {per_route:.0} | {:.0} | {steady_per_route:.0} | {withdrawals:.0} |",
             key.0,
             key.1,
             ratio(announce, baseline.map(|b| b.0)),
             ratio(withdraw, baseline.map(|b| b.1)),
-            rss / 1e6
+            rss / 1e6,
+            steady / 1e6
         );
         json_rows.push(format!(
-            "{{\"case\":{},\"sender\":{},\"runs\":{runs},\"announce_s_median\":{announce},\"withdraw_s_median\":{withdraw},\"peak_rss_bytes_median\":{rss},\"rss_bytes_per_route_per_peer\":{per_route},\"announce_vs_blaster\":{},\"withdraw_vs_blaster\":{},\"method\":{}}}",
+            "{{\"case\":{},\"sender\":{},\"runs\":{runs},\"announce_s_median\":{announce},\"withdraw_s_median\":{withdraw},\"peak_rss_bytes_median\":{rss},\"rss_bytes_per_route_per_peer\":{per_route},\"rss_after_announce_bytes_median\":{steady},\"rss_after_announce_bytes_per_route_per_peer\":{steady_per_route},\"announce_vs_blaster\":{},\"withdraw_vs_blaster\":{},\"method\":{}}}",
             json_string(&key.0),
             json_string(&key.1),
             baseline.map_or("null".into(), |b| format!("{}", announce / b.0)),
@@ -1387,7 +1468,7 @@ fn report(options: &Options, results: &[RunResult], failures: &[String]) -> Resu
         .iter()
         .map(|run| {
             format!(
-                "{{\"case\":{},\"sender\":{},\"run\":{},\"peers\":{},\"routes\":{},\"announce_s\":{},\"withdraw_s\":{},\"peak_rss_bytes\":{},\"withdrawals_received\":{},\"session_closed_after_withdraw\":{},\"setup_s\":{}}}",
+                "{{\"case\":{},\"sender\":{},\"run\":{},\"peers\":{},\"routes\":{},\"announce_s\":{},\"withdraw_s\":{},\"peak_rss_bytes\":{},\"rss_after_announce_bytes\":{},\"withdrawals_received\":{},\"session_closed_after_withdraw\":{},\"setup_s\":{}}}",
                 json_string(&run.case),
                 json_string(&run.sender),
                 run.run,
@@ -1396,6 +1477,7 @@ fn report(options: &Options, results: &[RunResult], failures: &[String]) -> Resu
                 run.announce_s,
                 run.withdraw_s,
                 run.peak_rss_bytes,
+                run.rss_after_announce_bytes,
                 run.withdrawals_received,
                 run.session_closed,
                 run.setup_s
@@ -1437,6 +1519,9 @@ fn main() {
     let mut plan: Vec<(String, String, usize, u32, u32)> = Vec::new();
     for run in 1..=options.runs {
         for sender in &options.senders {
+            if run > options.slow_runs && SLOW_SENDERS.contains(&sender.as_str()) {
+                continue;
+            }
             plan.push((sender.clone(), single.clone(), 1, options.ipv4, options.ipv6));
         }
         if options.multi_peers > 0 {
@@ -1446,7 +1531,6 @@ fn main() {
                 }
             }
         }
-        let _ = run;
     }
     let mut run_numbers: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (sender, case, peers, ipv4, ipv6) in plan {

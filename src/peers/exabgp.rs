@@ -113,6 +113,17 @@ impl ExabgpPeer {
         )
     }
 
+    /// Sends ROUTE-REFRESH (RFC 2918) for every family of the session, through the API.
+    pub fn request_route_refresh(&self) -> Result<()> {
+        let mut lines = Vec::new();
+        for (family, name) in [(Family::Ipv4Unicast, "ipv4"), (Family::Ipv6Unicast, "ipv6")] {
+            if self.spec.has_family(family) {
+                lines.push(format!("announce route-refresh {name} unicast"));
+            }
+        }
+        self.send(&lines)
+    }
+
     /// The temporary directory holding the configuration, the API files and `daemon.log`.
     pub fn directory(&self) -> &Path {
         self.directory.path()
@@ -297,13 +308,16 @@ fn render_config(spec: &PeerSpec, script: &Path) -> String {
         config.push_str("    ipv6 unicast;\n");
     }
     config.push_str("  }\n");
+    // Route refresh (RFC 2918) is offered so that [`ExabgpPeer::request_route_refresh`] works.
+    config.push_str("  capability {\n    route-refresh;\n");
     if let Some(graceful_restart) = spec.graceful_restart {
         let _ = writeln!(
             config,
-            "  capability {{\n    graceful-restart {};\n  }}",
+            "    graceful-restart {};",
             graceful_restart.restart_time
         );
     }
+    config.push_str("  }\n");
     config.push_str("  api {\n    processes [ harness ];\n    neighbor-changes;\n    receive {\n      parsed;\n      update;\n    }\n  }\n");
     if !spec.originate.is_empty() {
         config.push_str("  static {\n");

@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use topologyd_suite::peers::{BgpPeer, BirdPeer, Family, GracefulRestart, PeerSpec, ReceivedRoute};
-use topologyd_suite::topologyd::{DaemonConfig, NeighborConfig};
+use topologyd_suite::topologyd::{DaemonConfig, NeighborConfig, Topologyd};
 
 pub const LOCAL_ASN: u32 = 13335;
 pub const BIRD_ASN: u32 = 64512;
-/// Generous: a loaded CI machine runs many daemons at once.
-pub const WAIT: Duration = Duration::from_secs(30);
+/// Generous: a loaded CI machine runs many daemons (and compilers) at once, and topologyd's
+/// connect retries back off exponentially (1 s, 2 s, 4 s, … after `connect_retry_seconds = 1`).
+pub const WAIT: Duration = Duration::from_secs(60);
 
 pub const FLEET: &str = r#"
 [[location]]
@@ -163,4 +164,22 @@ pub fn wait_for_routes(bird: &BirdPeer, count: usize) -> BTreeMap<IpNet, Receive
         &format!("BIRD never held {count} routes"),
     );
     by_prefix(check(bird.routes(), "BIRD routes"))
+}
+
+/// Waits for topologyd's first convergence; on failure the panic shows what each BIRD thinks
+/// of the session, next to topologyd's log.
+pub fn wait_converged(topologyd: &mut Topologyd, birds: &[&BirdPeer]) {
+    if let Err(error) = topologyd.wait_ready(WAIT) {
+        let mut report = format!("topologyd never converged: {error}");
+        for bird in birds {
+            let protocol = bird
+                .birdc(&["show", "protocols", "all"])
+                .unwrap_or_else(|error| error.to_string());
+            report.push_str(&format!(
+                "\n--- BIRD show protocols all\n{protocol}\n--- BIRD log\n{}",
+                bird.log_tail()
+            ));
+        }
+        panic!("{report}");
+    }
 }

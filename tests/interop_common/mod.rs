@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use topologyd_suite::peers::{
     BgpPeer, DEFAULT_NEXT_HOP_V4, DEFAULT_NEXT_HOP_V6, Family, GracefulRestart, Origin, PeerSpec,
-    ReceivedRoute, Result, Transport, TtlProbe, alloc, ttl_probe,
+    ReceivedRoute, Result, Route, Transport, TtlProbe, alloc, ttl_probe,
 };
 use topologyd_suite::topologyd::{
     ControlPki, ControlSection, DaemonConfig, NeighborConfig, Topoctl, Topologyd, wait_until,
@@ -75,6 +75,14 @@ pub struct Options {
     /// GTSM (RFC 5082) on both sides, one hop.
     pub ttl_security: bool,
     pub withdraw_on_stop: bool,
+    /// The peer connects too (both sides active: RFC 4271 §6.8 collisions).
+    pub peer_active: bool,
+    /// Routes the peer announces to topologyd from the start.
+    pub peer_routes: Vec<Route>,
+    /// More `[[prefix]]` / `[[binding]]` TOML for the initial topology.
+    pub more_prefixes: String,
+    /// The families the peer daemon offers; both when empty.
+    pub peer_families: Vec<Family>,
 }
 
 impl Default for Options {
@@ -85,6 +93,10 @@ impl Default for Options {
             md5_peer: None,
             ttl_security: false,
             withdraw_on_stop: false,
+            peer_active: false,
+            peer_routes: Vec::new(),
+            more_prefixes: String::new(),
+            peer_families: Vec::new(),
         }
     }
 }
@@ -99,14 +111,18 @@ pub struct Interop<P> {
     bundles: tempfile::TempDir,
 }
 
-/// The topology files topologyd boots with: the example topology plus [`EXTRA_PREFIX`].
-fn initial_topology() -> Vec<(&'static str, String)> {
+/// The topology files topologyd boots with: the example topology plus [`EXTRA_PREFIX`] and
+/// `more_prefixes` (TOML).
+fn initial_topology(more_prefixes: &str) -> Vec<(&'static str, String)> {
     vec![
         ("fleet.toml", daemon_common::FLEET.to_string()),
         ("services.toml", daemon_common::SERVICES.to_string()),
         (
             "prefixes.toml",
-            format!("{}{EXTRA_PREFIX_TOML}", daemon_common::PREFIXES),
+            format!(
+                "{}{EXTRA_PREFIX_TOML}{more_prefixes}",
+                daemon_common::PREFIXES
+            ),
         ),
     ]
 }
@@ -143,14 +159,22 @@ pub fn daemon_config(transport: Transport) -> DaemonConfig {
 }
 
 /// Starts topologyd with `daemon` (a control API is added) on the initial topology.
-pub fn start_topologyd(mut daemon: DaemonConfig) -> (Topologyd, ControlPki, Topoctl) {
+pub fn start_topologyd(daemon: DaemonConfig) -> (Topologyd, ControlPki, Topoctl) {
+    start_topologyd_with(daemon, "")
+}
+
+/// [`start_topologyd`] with `more_prefixes` (TOML) added to the initial topology.
+pub fn start_topologyd_with(
+    mut daemon: DaemonConfig,
+    more_prefixes: &str,
+) -> (Topologyd, ControlPki, Topoctl) {
     let pki = check(ControlPki::generate(), "generating the PKI");
     daemon.control = Some(ControlSection::new(
         IpAddr::V4(Ipv4Addr::LOCALHOST),
         &pki,
         &[(ADMIN, "admin")],
     ));
-    let files = initial_topology();
+    let files = initial_topology(more_prefixes);
     let files: Vec<(&str, &str)> = files
         .iter()
         .map(|(name, text)| (*name, text.as_str()))
@@ -170,21 +194,61 @@ pub fn start_topologyd(mut daemon: DaemonConfig) -> (Topologyd, ControlPki, Topo
     (topologyd, pki, admin)
 }
 
+/// Starts a peer daemon and waits until its BGP port listens: ExaBGP's launcher returns before
+/// its listener exists, and topologyd's connect-retry backoff would then grow (1 s, 2 s, 4 s…).
+pub fn start_peer<P: BgpPeer>(kind: &PeerKind<P>, spec: PeerSpec) -> P {
+    let endpoint = spec.local;
+    let peer = check((kind.start)(spec), "starting the peer daemon");
+    check(
+        wait_until(&format!("{endpoint} listening"), WAIT, || {
+            if listening(endpoint.port()) {
+                Ok(())
+            } else {
+                Err(peer.log_tail())
+            }
+        }),
+        "the peer's listener",
+    );
+    peer
+}
+
+/// Whether a TCP socket listens on `port` (`/proc/net/tcp*`, state `0A`); no packet is sent.
+fn listening(port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.get(1).is_some_and(|local| local.ends_with(&wanted))
+                    && fields.get(3) == Some(&"0A")
+            })
+    })
+}
+
 /// Starts the peer daemon (passive) and topologyd (connecting to it).
 pub fn start<P: BgpPeer>(kind: &PeerKind<P>, options: &Options) -> Interop<P> {
     let mut daemon = daemon_config(options.transport);
     daemon.withdraw_on_stop = options.withdraw_on_stop;
     let peer_endpoint = endpoint(options.transport);
-    let mut spec = peer_spec(&daemon, peer_endpoint).ttl_security(options.ttl_security);
+    let mut spec = peer_spec(&daemon, peer_endpoint)
+        .ttl_security(options.ttl_security)
+        .passive(!options.peer_active)
+        .originate(options.peer_routes.clone());
+    if !options.peer_families.is_empty() {
+        spec = spec.families(options.peer_families.clone());
+    }
     if let Some(key) = &options.md5_peer {
         spec = spec.md5_password(key.clone());
     }
-    let peer = check((kind.start)(spec), "starting the peer daemon");
+    let peer = start_peer(kind, spec);
     let mut neighbor = neighbor(PEER_NAME, peer_endpoint);
     neighbor.md5_key = options.md5_ours.clone();
     neighbor.ttl_security_hops = options.ttl_security.then_some(1);
     daemon.neighbors.push(neighbor);
-    let (topologyd, pki, admin) = start_topologyd(daemon);
+    let (topologyd, pki, admin) = start_topologyd_with(daemon, &options.more_prefixes);
     Interop {
         peer,
         topologyd,
@@ -475,13 +539,13 @@ pub fn md5_right_key_establishes_wrong_key_never<P: BgpPeer>(kind: &PeerKind<P>)
     let mut daemon = daemon_config(Transport::V4);
     let right_endpoint = endpoint(Transport::V4);
     let wrong_endpoint = endpoint(Transport::V4);
-    let right = check(
-        (kind.start)(peer_spec(&daemon, right_endpoint).md5_password("correct-horse")),
-        "starting the peer with the right key",
+    let right = start_peer(
+        kind,
+        peer_spec(&daemon, right_endpoint).md5_password("correct-horse"),
     );
-    let wrong = check(
-        (kind.start)(peer_spec(&daemon, wrong_endpoint).md5_password("battery-staple")),
-        "starting the peer with a wrong key",
+    let wrong = start_peer(
+        kind,
+        peer_spec(&daemon, wrong_endpoint).md5_password("battery-staple"),
     );
     for (name, endpoint) in [("right-key", right_endpoint), ("wrong-key", wrong_endpoint)] {
         let mut neighbor = neighbor(name, endpoint);
@@ -516,14 +580,8 @@ pub fn gtsm_peer_establishes_ttl_254_refused<P: BgpPeer>(kind: &PeerKind<P>) {
     let mut daemon = daemon_config(Transport::V4);
     let peer_endpoint = endpoint(Transport::V4);
     let plain_endpoint = endpoint(Transport::V4);
-    let peer = check(
-        (kind.start)(peer_spec(&daemon, peer_endpoint).ttl_security(true)),
-        "starting the GTSM peer",
-    );
-    let plain = check(
-        (kind.start)(peer_spec(&daemon, plain_endpoint)),
-        "starting the peer without GTSM",
-    );
+    let peer = start_peer(kind, peer_spec(&daemon, peer_endpoint).ttl_security(true));
+    let plain = start_peer(kind, peer_spec(&daemon, plain_endpoint));
     for (name, endpoint) in [(PEER_NAME, peer_endpoint), ("plain", plain_endpoint)] {
         let mut neighbor = neighbor(name, endpoint);
         neighbor.ttl_security_hops = Some(1);
@@ -568,6 +626,241 @@ pub fn gtsm_peer_establishes_ttl_254_refused<P: BgpPeer>(kind: &PeerKind<P>) {
     assert!(
         check(plain.routes(), "the plain peer's routes").is_empty(),
         "routes crossed a session that GTSM must refuse"
+    );
+}
+
+/// RFC 4271 §6.8: both sides connect, so connections collide; exactly one session survives,
+/// the routes arrive, and the session then stays up without flapping.
+pub fn collision_settles_on_one_session<P: BgpPeer>(kind: &PeerKind<P>) {
+    let mut interop = start(
+        kind,
+        &Options {
+            peer_active: true,
+            ..Options::default()
+        },
+    );
+    let expected = interop.converge();
+    let sent = updates(&interop.topologyd, PEER_NAME, "sent");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        assert!(
+            check(interop.peer.session_state(), "the peer's state").is_established(),
+            "the session went down after the collision was resolved\n{}",
+            interop.peer.log_tail()
+        );
+        assert_eq!(session_state(&interop.topologyd, PEER_NAME), 6.0);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    wait_for_exactly(&interop.peer, &expected);
+    let established = interop
+        .topologyd
+        .log()
+        .matches(&format!("Established peer={PEER_NAME}"))
+        .count();
+    assert_eq!(
+        established, 1,
+        "topologyd established more than one session"
+    );
+    assert!(
+        updates(&interop.topologyd, PEER_NAME, "sent") <= sent + 1.0,
+        "topologyd re-sent its routes: a second session"
+    );
+}
+
+/// `topologyd_bgp_prefixes_total` received from one peer, of one kind.
+pub fn prefixes_received(topologyd: &Topologyd, peer: &str, kind: &str) -> f64 {
+    metric(
+        topologyd,
+        &format!(
+            "topologyd_bgp_prefixes_total{{peer=\"{peer}\",direction=\"received\",kind=\"{kind}\"}}"
+        ),
+    )
+}
+
+/// Waits until topologyd counted `announced` and `withdrawn` prefixes from the peer.
+pub fn wait_prefixes_received(topologyd: &Topologyd, peer: &str, announced: f64, withdrawn: f64) {
+    check(
+        wait_until("the received prefixes counted", WAIT, || {
+            let now = (
+                prefixes_received(topologyd, peer, "announced"),
+                prefixes_received(topologyd, peer, "withdrawn"),
+            );
+            if now == (announced, withdrawn) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "(announced, withdrawn) = {now:?}, expected ({announced}, {withdrawn})"
+                ))
+            }
+        }),
+        "topologyd's inbound counters",
+    );
+}
+
+/// Inbound: what the peer daemon announces (4-octet AS path, MED, communities, large
+/// communities, both families) is parsed and counted, a withdrawal is counted, and nothing
+/// disturbs the session or what topologyd announces (nothing is imported: RFC 8212 spirit).
+pub fn inbound_routes_are_counted<P: BgpPeer>(kind: &PeerKind<P>) {
+    let rich = |text: &str| {
+        Route::new(prefix(text))
+            .as_path(vec![64999, 4_200_000_123])
+            .med(20)
+            .community(65000, 7)
+            .large_community(4_200_000_000, 1, 2)
+    };
+    let peer_routes = vec![rich("192.0.2.128/25"), rich("2001:db8:1::/48")];
+    let mut interop = start(
+        kind,
+        &Options {
+            peer_routes: peer_routes.clone(),
+            ..Options::default()
+        },
+    );
+    let expected = interop.converge();
+    wait_prefixes_received(&interop.topologyd, PEER_NAME, 2.0, 0.0);
+    check(
+        interop.peer.withdraw(&[peer_routes[0].prefix]),
+        "withdrawing at the peer",
+    );
+    wait_prefixes_received(&interop.topologyd, PEER_NAME, 2.0, 1.0);
+    assert!(
+        check(interop.peer.session_state(), "the peer's state").is_established(),
+        "the session went down"
+    );
+    wait_for_exactly(&interop.peer, &expected);
+}
+
+/// The peer daemon crashes (SIGKILL) and comes back with the same configuration: topologyd
+/// reconnects and the new instance holds exactly the routes again.
+pub fn peer_restart_gets_every_route_again<P: BgpPeer>(kind: &PeerKind<P>) {
+    let mut interop = start(kind, &Options::default());
+    let expected = interop.converge();
+    let spec = interop.peer.spec().clone();
+    check(interop.peer.kill(), "SIGKILL the peer");
+    interop.peer = start_peer(kind, spec);
+    wait_for_exactly(&interop.peer, &expected);
+    wait_established_here(&interop.topologyd, PEER_NAME);
+}
+
+/// 4,096 IPv4 /24s and 4,096 IPv6 /48s (two split prefixes of the cdn service): the packer's
+/// UPDATEs (shared attributes, IPv4 NLRI, IPv6 MP_REACH with a two-octet attribute length) are
+/// accepted whole, every route arrives with the cdn attributes, and a withdrawing stop
+/// (MP_UNREACH too) removes them all.
+pub fn many_routes_are_packed_and_all_arrive<P: BgpPeer>(kind: &PeerKind<P>) {
+    const MANY: &str = r#"
+[[prefix]]
+cidr = "20.0.0.0/12"
+origin_asn = 64999
+owner = "byoip-customer"
+advertise = true
+announce = { split = 24 }
+
+[[binding]]
+cidr = "20.0.0.0/12"
+service = "cdn"
+
+[[prefix]]
+cidr = "2001:db8::/36"
+origin_asn = 64999
+owner = "byoip-customer"
+advertise = true
+announce = { split = 48 }
+
+[[binding]]
+cidr = "2001:db8::/36"
+service = "cdn"
+"#;
+    let total = expected_routes(true).len() + 2 * 4096;
+    let mut interop = start(
+        kind,
+        &Options {
+            more_prefixes: MANY.to_string(),
+            withdraw_on_stop: true,
+            ..Options::default()
+        },
+    );
+    check(
+        interop.topologyd.wait_ready(WAIT),
+        "topologyd never converged",
+    );
+    let routes = check(
+        interop
+            .peer
+            .wait_for(|routes| routes.len() >= total, Duration::from_secs(60)),
+        "the peer never held every route",
+    );
+    assert_eq!(routes.len(), total);
+    let cdn = |route: &ReceivedRoute| {
+        route.as_path == [LOCAL_ASN, 64999, 64999, 64999]
+            && route.med == Some(50)
+            && route.communities == [(13335, 20000), (65000, 1)]
+            && !route.stale
+    };
+    let split: Vec<&ReceivedRoute> = routes
+        .iter()
+        .filter(|route| {
+            let text = route.prefix.to_string();
+            text.starts_with("20.") || text.starts_with("2001:db8:")
+        })
+        .collect();
+    assert_eq!(split.len(), 2 * 4096);
+    if let Some(wrong) = split.iter().find(|route| !cdn(route)) {
+        panic!("a split route with the wrong attributes: {wrong:?}");
+    }
+    let exit = check(interop.topologyd.terminate(WAIT), "stopping topologyd");
+    assert_eq!(exit, Some(0));
+    check(
+        interop
+            .peer
+            .wait_for(|routes| routes.is_empty(), Duration::from_secs(60)),
+        "routes stayed after a withdrawing stop",
+    );
+}
+
+/// RFC 4760 §8 / RFC 5492: the peer offers one family only (IPv4 unicast over `127.a.b.c`,
+/// or IPv6 unicast over `::1`); topologyd offers both, negotiates down to that family, sends
+/// only its routes, and the session stays up on its first connection.
+pub fn single_family_peer_gets_only_its_family<P: BgpPeer>(kind: &PeerKind<P>, family: Family) {
+    let transport = match family {
+        Family::Ipv4Unicast => Transport::V4,
+        Family::Ipv6Unicast => Transport::V6,
+    };
+    let mut interop = start(
+        kind,
+        &Options {
+            transport,
+            peer_families: vec![family],
+            ..Options::default()
+        },
+    );
+    check(
+        interop.topologyd.wait_ready(WAIT),
+        "topologyd never converged",
+    );
+    let expected: BTreeMap<IpNet, ReceivedRoute> = expected_routes(true)
+        .into_iter()
+        .filter(|(prefix, _)| Family::of(prefix) == family)
+        .collect();
+    wait_for_exactly(&interop.peer, &expected);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        assert!(
+            check(interop.peer.session_state(), "the peer's state").is_established(),
+            "the session went down\n{}",
+            interop.peer.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let established = interop
+        .topologyd
+        .log()
+        .matches(&format!("Established peer={PEER_NAME}"))
+        .count();
+    assert_eq!(
+        established,
+        1,
+        "the session was reset\n{}",
+        interop.topologyd.log_tail()
     );
 }
 

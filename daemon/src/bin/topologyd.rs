@@ -7,7 +7,8 @@
 //! SIGHUP reloads the daemon configuration (peers added, removed or changed; see
 //! `PeerConfig::session_reset_needed` for which changes reset a session); SIGTERM and SIGINT
 //! drain within the configured grace time. systemd notifications (READY after the first
-//! convergence, RELOADING, STOPPING, WATCHDOG, STATUS) go to `$NOTIFY_SOCKET` when it is set.
+//! convergence, RELOADING, STOPPING, WATCHDOG, STATUS) go to `$NOTIFY_SOCKET` when it is set;
+//! WATCHDOG pings only while the engine task answers.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use topologyd::admin::{AdminServer, Readiness};
 use topologyd::control::{AuditLog, ControlServer, ControlSettings, Role};
 use topologyd::engine::{Engine, EngineEvent, read_md5_key};
+use topologyd::engine_api::EngineCommand;
 use topologyd::metrics::Metrics;
 use topologyd::sd_notify::{Notifier, watchdog_timeout};
 use topologyd::sockopt;
@@ -235,14 +237,7 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
             let _ = ready_notifier.ready("converged: every peer holds the running generation");
         });
         if let Some(timeout) = watchdog_timeout() {
-            let notifier = notifier.clone();
-            tokio::spawn(async move {
-                let mut ticker = tokio::time::interval(timeout / 2);
-                loop {
-                    ticker.tick().await;
-                    let _ = notifier.watchdog();
-                }
-            });
+            tokio::spawn(watchdog(notifier.clone(), command_sender.clone(), timeout));
         }
     }
 
@@ -308,6 +303,33 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
     let _ = engine_task.await;
     info!("stopped");
     Ok(())
+}
+
+/// Pings the systemd watchdog every half `timeout`, but only when the engine task answers a
+/// status request: a wedged engine (nothing can be applied, reloaded or drained) stops the
+/// pings, and systemd restarts the daemon, which comes back on its stored generation as a
+/// graceful-restart speaker. A slow command (a large apply) only delays a ping; systemd acts
+/// when no ping came for the whole `timeout`.
+async fn watchdog(notifier: Arc<Notifier>, engine: mpsc::Sender<EngineCommand>, timeout: Duration) {
+    let mut ticker = tokio::time::interval(timeout / 2);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let (reply, answer) = oneshot::channel();
+        if engine.send(EngineCommand::Status { reply }).await.is_err() {
+            return;
+        }
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(_)) => {
+                let _ = notifier.watchdog();
+            }
+            Ok(Err(_)) => return,
+            Err(_) => warn!(
+                ?timeout,
+                "the engine did not answer within the watchdog time"
+            ),
+        }
+    }
 }
 
 async fn wait_for(mut stop: watch::Receiver<bool>) {
