@@ -566,9 +566,19 @@ impl Engine {
         let old = self.running.topology.clone();
         let location = self.config.location.clone();
         let prepared = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let new = compile_owned(sources, next_generation)?;
+            let compiled = started.elapsed();
             let plan = plan(&old, &new, &intent);
+            let planned = started.elapsed() - compiled;
             let routes = location_routes(&new, &location);
+            info!(
+                generation = next_generation,
+                compile_ms = compiled.as_millis() as u64,
+                plan_ms = planned.as_millis() as u64,
+                routes_ms = (started.elapsed() - compiled - planned).as_millis() as u64,
+                "push compiled and planned"
+            );
             Ok::<_, topologyd_topology::Diagnostics>((new, plan, routes, intent))
         })
         .await
@@ -606,9 +616,10 @@ impl Engine {
         expected_generation: Option<u64>,
         who: String,
     ) -> Result<MutationOutcome, EngineError> {
+        let started = Instant::now();
         self.check_expected(expected_generation)?;
         let prepared = self.prepare(&bundle, &intent).await?;
-        self.commit(prepared, who).await
+        self.commit(prepared, who, started).await
     }
 
     async fn rollback(
@@ -644,8 +655,10 @@ impl Engine {
         intent.push("blast-radius".into());
         intent.sort();
         intent.dedup();
+        let started = Instant::now();
         let prepared = self.prepare(&stored.bundle, &intent).await?;
-        self.commit(prepared, format!("{who} (rollback to {generation})")).await
+        self.commit(prepared, format!("{who} (rollback to {generation})"), started)
+            .await
     }
 
     fn check_expected(&self, expected: Option<u64>) -> Result<(), EngineError> {
@@ -662,8 +675,14 @@ impl Engine {
         }
     }
 
-    async fn commit(&mut self, prepared: Prepared, who: String) -> Result<MutationOutcome, EngineError> {
-        let started = Instant::now();
+    /// Guards, persists and publishes a prepared push; `started` is when the request reached
+    /// the engine (the apply latency metric covers compile, plan, guards and the commit).
+    async fn commit(
+        &mut self,
+        prepared: Prepared,
+        who: String,
+        started: Instant,
+    ) -> Result<MutationOutcome, EngineError> {
         let Prepared {
             topology,
             plan,
@@ -750,7 +769,13 @@ impl Engine {
         self.metrics.set_generation(meta.generation, &meta.hash);
         self.metrics
             .observe_apply(started.elapsed().as_secs_f64(), unix_now());
-        info!(generation = meta.generation, hash = %meta.hash, who = %meta.who, "generation applied");
+        info!(
+            generation = meta.generation,
+            hash = %meta.hash,
+            who = %meta.who,
+            apply_ms = started.elapsed().as_millis() as u64,
+            "generation applied"
+        );
         Ok(MutationOutcome {
             generation_before,
             generation_after: meta.generation,

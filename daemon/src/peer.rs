@@ -198,6 +198,9 @@ struct PeerDriver {
     jitter_seed: u64,
     /// Whether the current session has sent everything the Adj-RIB-Out had (End-of-RIB included).
     synced: bool,
+    /// A generation reconciled while Established whose first UPDATE is not yet written, and
+    /// when it was reconciled: for the publish-to-wire latency log line.
+    first_write_pending: Option<(u64, Instant)>,
 }
 
 impl PeerDriver {
@@ -227,6 +230,7 @@ impl PeerDriver {
             stopping: None,
             jitter_seed,
             synced: false,
+            first_write_pending: None,
         }
     }
 
@@ -447,6 +451,14 @@ impl PeerDriver {
             Ok(count) => {
                 if let Some(connection) = self.connection.as_mut() {
                     connection.output.advance(count);
+                }
+                if let Some((generation, since)) = self.first_write_pending.take() {
+                    info!(
+                        peer = %self.spec.name,
+                        generation,
+                        publish_to_wire_us = since.elapsed().as_micros() as u64,
+                        "first UPDATE of the generation written"
+                    );
                 }
                 self.feed(Input::SendProgress, false);
                 self.update_synced();
@@ -730,6 +742,7 @@ impl PeerDriver {
     /// Walks the applied and the newly published route lists and tells the Adj-RIB-Out only
     /// what differs.
     fn reconcile(&mut self) {
+        let reconcile_started = Instant::now();
         let new = self.routes.borrow_and_update().clone();
         if Arc::ptr_eq(&new, &self.applied) {
             return;
@@ -824,6 +837,9 @@ impl PeerDriver {
         self.interned
             .retain(|_, attributes| Arc::strong_count(attributes) > 1);
         self.synced = false;
+        if self.rib.has_pending() && self.is_established() {
+            self.first_write_pending = Some((generation, reconcile_started));
+        }
         self.status.send_modify(|status| {
             status.generation_desired = generation;
             status.routes_desired_ipv4 = ipv4;
