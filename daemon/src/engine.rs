@@ -149,7 +149,7 @@ fn plan_json(plan: &Plan) -> Value {
 
 fn plan_hash(plan: &Plan) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(plan.to_json().as_bytes());
+    let digest = Sha256::digest(serde_json::to_vec(plan).unwrap_or_default());
     digest.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
@@ -895,23 +895,23 @@ impl Engine {
             let sent_withdrawn = status.prefixes_withdrawn_sent.saturating_sub(previous.prefixes_withdrawn_sent);
             let sent_updates = status.updates_sent.saturating_sub(previous.updates_sent);
             if sent_updates > 0 || sent_announced > 0 || sent_withdrawn > 0 {
-                for _ in 0..sent_updates.saturating_sub(1) {
-                    self.metrics.count_update(name, MetricDirection::Sent, 0, 0);
-                }
-                self.metrics
-                    .count_update(name, MetricDirection::Sent, sent_announced, sent_withdrawn);
+                self.metrics.count_updates(
+                    name,
+                    MetricDirection::Sent,
+                    sent_updates,
+                    sent_announced,
+                    sent_withdrawn,
+                );
             }
             let received_updates = status.updates_received.saturating_sub(previous.updates_received);
             let received_announced = (status.prefixes_received_ipv4 + status.prefixes_received_ipv6)
                 .saturating_sub(previous.prefixes_received_ipv4 + previous.prefixes_received_ipv6);
             let received_withdrawn = status.withdrawals_received.saturating_sub(previous.withdrawals_received);
             if received_updates > 0 {
-                for _ in 0..received_updates.saturating_sub(1) {
-                    self.metrics.count_update(name, MetricDirection::Received, 0, 0);
-                }
-                self.metrics.count_update(
+                self.metrics.count_updates(
                     name,
                     MetricDirection::Received,
+                    received_updates,
                     received_announced,
                     received_withdrawn,
                 );

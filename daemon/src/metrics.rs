@@ -303,14 +303,21 @@ impl Metrics {
             .set(saturating_i64(routes));
     }
 
-    /// Counts one UPDATE message and the prefixes it carried.
-    pub fn count_update(&self, peer: &str, direction: Direction, announced: u64, withdrawn: u64) {
+    /// Counts `messages` UPDATE messages and the prefixes they carried.
+    pub fn count_updates(
+        &self,
+        peer: &str,
+        direction: Direction,
+        messages: u64,
+        announced: u64,
+        withdrawn: u64,
+    ) {
         self.update_messages
             .get_or_create(&PeerDirectionLabels {
                 peer: peer.to_owned(),
                 direction,
             })
-            .inc();
+            .inc_by(messages);
         for (kind, count) in [
             (PrefixKind::Announced, announced),
             (PrefixKind::Withdrawn, withdrawn),
@@ -405,8 +412,8 @@ mod tests {
         metrics.set_session_state("192.0.2.1", SessionState::Established);
         metrics.set_routes_desired("192.0.2.1", "ipv4-unicast", 120);
         metrics.set_routes_announced("192.0.2.1", "ipv4-unicast", 100);
-        metrics.count_update("192.0.2.1", Direction::Sent, 7, 2);
-        metrics.count_update("192.0.2.1", Direction::Received, 0, 0);
+        metrics.count_updates("192.0.2.1", Direction::Sent, 1, 7, 2);
+        metrics.count_updates("192.0.2.1", Direction::Received, 1, 0, 0);
         metrics.count_guard_refusals("G2", 3);
         metrics.set_generation(41, "sha256:aaaa");
         metrics.set_generation(42, "sha256:bbbb");
