@@ -195,6 +195,9 @@ struct PeerDriver {
     /// A session kept while no connection exists (Idle/Active/Connect).
     idle_session: Option<Session>,
     stopping: Option<oneshot::Sender<()>>,
+    /// A stop with `withdraw_first` is streaming its withdrawals: once the Adj-RIB-Out has
+    /// nothing left to send, the session is stopped with a Cease.
+    withdrawing_then_stop: bool,
     jitter_seed: u64,
     /// Whether the current session has sent everything the Adj-RIB-Out had (End-of-RIB included).
     synced: bool,
@@ -231,6 +234,7 @@ impl PeerDriver {
             jitter_seed,
             synced: false,
             first_write_pending: None,
+            withdrawing_then_stop: false,
         }
     }
 
@@ -242,6 +246,7 @@ impl PeerDriver {
                 break;
             }
             self.pull_updates();
+            self.stop_when_withdrawn();
             let deadline = self.next_deadline();
             let want_write = self
                 .connection
@@ -341,14 +346,11 @@ impl PeerDriver {
             self.stopping = Some(done);
         }
         if withdraw_first && self.is_established() {
+            // The withdrawals are pulled like any UPDATE (below the output high-water mark), so
+            // encoding overlaps with the peer reading them; the Cease follows the last one
+            // (`stop_when_withdrawn`).
             self.rib.withdraw_all();
-            // Pull every withdrawal into the output buffer, then stop with a Cease.
-            while let Some(update) = self.rib.next_update(usize::MAX) {
-                if let Some(connection) = self.connection.as_mut() {
-                    connection.output.extend_from_slice(&update);
-                }
-            }
-            self.feed(Input::ManualStop, false);
+            self.withdrawing_then_stop = true;
         } else if let Some(connection) = self.connection.as_mut() {
             // No NOTIFICATION: the peer keeps our routes as stale (RFC 4724 §4.2).
             connection.closing = true;
@@ -744,7 +746,8 @@ impl PeerDriver {
     fn reconcile(&mut self) {
         let reconcile_started = Instant::now();
         let new = self.routes.borrow_and_update().clone();
-        if Arc::ptr_eq(&new, &self.applied) {
+        // A stopping peer sends no new routes (its withdrawals may still be streaming).
+        if Arc::ptr_eq(&new, &self.applied) || self.stopping.is_some() {
             return;
         }
         let interned = &mut self.interned;
@@ -845,6 +848,15 @@ impl PeerDriver {
             status.routes_desired_ipv4 = ipv4;
             status.routes_desired_ipv6 = ipv6;
         });
+    }
+
+    /// After a stop with `withdraw_first`: once every withdrawal is in the output buffer (or
+    /// the session is gone), stop the session with a Cease; it is written after them.
+    fn stop_when_withdrawn(&mut self) {
+        if self.withdrawing_then_stop && !(self.is_established() && self.rib.has_pending()) {
+            self.withdrawing_then_stop = false;
+            self.feed(Input::ManualStop, false);
+        }
     }
 
     /// Moves UPDATEs from the Adj-RIB-Out into the output buffer while there is room.

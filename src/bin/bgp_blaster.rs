@@ -111,8 +111,11 @@ fn negotiated(remote_asn: u32) -> Negotiated {
     }
 }
 
+/// UPDATE bytes in socket-sized chunks.
+type Chunks = Vec<Vec<u8>>;
+
 /// Encodes every announcement, then every withdrawal, into socket-sized chunks.
-fn encode(arguments: &Arguments) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), String> {
+fn encode(arguments: &Arguments) -> Result<(Chunks, Chunks), String> {
     let shared = Arc::new(
         PathAttributes {
             next_hop: Some(arguments.next_hop_v4),
@@ -191,7 +194,11 @@ fn run() -> Result<(), String> {
     let arguments = parse_arguments()?;
     let (announce, withdraw) = encode(&arguments)?;
     let total = |chunks: &[Vec<u8>]| chunks.iter().map(Vec::len).sum::<usize>();
-    say(&format!("encoded {} {}", total(&announce), total(&withdraw)));
+    say(&format!(
+        "encoded {} {}",
+        total(&announce),
+        total(&withdraw)
+    ));
 
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(arguments.remote),
@@ -206,7 +213,9 @@ fn run() -> Result<(), String> {
         .connect(&arguments.remote.into())
         .map_err(|error| format!("connect {}: {error}", arguments.remote))?;
     let stream: TcpStream = socket.into();
-    stream.set_nodelay(true).map_err(|error| error.to_string())?;
+    stream
+        .set_nodelay(true)
+        .map_err(|error| error.to_string())?;
     let reader = stream.try_clone().map_err(|error| error.to_string())?;
     let established = Arc::new(AtomicBool::new(false));
     let reader_established = Arc::clone(&established);

@@ -71,9 +71,13 @@ fn parse_options() -> Result<Options> {
     };
     let mut words = std::env::args().skip(1);
     while let Some(flag) = words.next() {
-        let value = words.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let value = words
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value"))?;
         let number = |value: &str| -> Result<u64> {
-            value.parse().map_err(|error| format!("{flag} {value}: {error}"))
+            value
+                .parse()
+                .map_err(|error| format!("{flag} {value}: {error}"))
         };
         match flag.as_str() {
             "--ipv4" => options.ipv4 = u32::try_from(number(&value)?).map_err(|e| e.to_string())?,
@@ -126,14 +130,13 @@ fn ipv6_octets(index: u32) -> [u8; 6] {
 /// A child process leading its own process group; the group is killed on drop.
 #[derive(Debug)]
 struct Process {
-    name: String,
     child: Child,
 }
 
 impl Process {
     /// Starts `command` with stderr (and stdout, unless the caller piped it) into `log`.
     fn spawn(name: &str, mut command: Command, log: &Path, pids: Option<&Path>) -> Result<Process> {
-        Process::spawn_with(name, command.stdout(Stdio::null()), log, pids, false)
+        Process::spawn_with(name, &mut command, log, pids, false)
     }
 
     fn spawn_with(
@@ -160,10 +163,7 @@ impl Process {
                 .open(pids)
                 .and_then(|mut file| writeln!(file, "{}", child.id()));
         }
-        Ok(Process {
-            name: name.to_string(),
-            child,
-        })
+        Ok(Process { child })
     }
 
     fn pid(&self) -> u32 {
@@ -173,7 +173,11 @@ impl Process {
     /// Sends `signal` (a name such as `TERM`) to the whole process group.
     fn signal(&self, signal: &str) {
         let _ = Command::new("kill")
-            .args([format!("-{signal}"), "--".into(), format!("-{}", self.pid())])
+            .args([
+                format!("-{signal}"),
+                "--".into(),
+                format!("-{}", self.pid()),
+            ])
             .stderr(Stdio::null())
             .status();
     }
@@ -183,7 +187,6 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.signal("KILL");
         let _ = self.child.wait();
-        let _ = &self.name;
     }
 }
 
@@ -222,7 +225,9 @@ fn run_command(program: &str, arguments: &[&str], timeout: Duration) -> Result<S
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("{program} {arguments:?}: timed out after {timeout:?}"));
+                return Err(format!(
+                    "{program} {arguments:?}: timed out after {timeout:?}"
+                ));
             }
         }
     }
@@ -251,7 +256,10 @@ fn group_status(group: u32, field: &str) -> u64 {
         let Some(after) = stat.rsplit_once(')').map(|(_, after)| after) else {
             continue;
         };
-        let pgrp = after.split_whitespace().nth(2).and_then(|field| field.parse::<u32>().ok());
+        let pgrp = after
+            .split_whitespace()
+            .nth(2)
+            .and_then(|field| field.parse::<u32>().ok());
         if pgrp != Some(group) {
             continue;
         }
@@ -259,7 +267,14 @@ fn group_status(group: u32, field: &str) -> u64 {
             total += status
                 .lines()
                 .find_map(|line| line.strip_prefix(field))
-                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .and_then(|value| {
+                    value
+                        .trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
                 .unwrap_or(0)
                 * 1024;
         }
@@ -286,7 +301,10 @@ fn kill_mentioning(directory: &Path) {
             continue;
         };
         if String::from_utf8_lossy(&command_line).contains(&needle) {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
@@ -322,7 +340,8 @@ struct BirdControl {
 
 impl BirdControl {
     fn connect(socket: &Path) -> Result<BirdControl> {
-        let stream = UnixStream::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+        let stream =
+            UnixStream::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .map_err(|e| e.to_string())?;
@@ -340,7 +359,10 @@ impl BirdControl {
         let mut lines = Vec::new();
         loop {
             let mut line = String::new();
-            let read = self.reader.read_line(&mut line).map_err(|e| format!("birdc: {e}"))?;
+            let read = self
+                .reader
+                .read_line(&mut line)
+                .map_err(|e| format!("birdc: {e}"))?;
             if read == 0 {
                 return Err("BIRD closed its control socket".into());
             }
@@ -376,7 +398,10 @@ impl BirdControl {
             let words: Vec<&str> = line.split_whitespace().collect();
             if words.len() >= 2 && words[1] == "BGP" && !line.starts_with(' ') {
                 let name = words[0].to_string();
-                let since = words.get(4).zip(words.get(5)).and_then(|(d, t)| parse_time(d, t));
+                let since = words
+                    .get(4)
+                    .zip(words.get(5))
+                    .and_then(|(d, t)| parse_time(d, t));
                 sessions.insert(
                     name.clone(),
                     Session {
@@ -438,7 +463,6 @@ struct Receiver {
 }
 
 impl Receiver {
-
     /// A BIRD with `sessions` passive eBGP sessions (IPv4 + IPv6 unicast over IPv4 transport,
     /// import everything, export nothing, no graceful restart), all expecting `sender`.
     fn start(senders: &[Ipv4Addr], pids: Option<&Path>) -> Result<Receiver> {
@@ -447,8 +471,14 @@ impl Receiver {
             .tempdir()
             .map_err(|e| e.to_string())?;
         let mut config = String::new();
-        let _ = writeln!(config, "log \"{}\" all;", directory.path().join("bird.log").display());
-        config.push_str("router id 10.255.255.254;\ntimeformat protocol iso long ms;\nprotocol device {}\n");
+        let _ = writeln!(
+            config,
+            "log \"{}\" all;",
+            directory.path().join("bird.log").display()
+        );
+        config.push_str(
+            "router id 10.255.255.254;\ntimeformat protocol iso long ms;\nprotocol device {}\n",
+        );
         let mut endpoints = Vec::new();
         // BIRD matches an incoming connection to a session by the neighbor's address, so every
         // session has its own sender address.
@@ -458,9 +488,8 @@ impl Receiver {
             endpoints.push(endpoint);
             let _ = writeln!(
                 config,
-                "protocol bgp r{index} {{\n  local {address} port {} as {RECEIVER_ASN};\n  neighbor {sender} as {SENDER_ASN};\n  strict bind yes;\n  multihop 1;\n  passive yes;\n  hold time 240;\n  graceful restart no;\n  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n{}}}",
+                "protocol bgp r{index} {{\n  local {address} port {} as {RECEIVER_ASN};\n  neighbor {sender} as {SENDER_ASN};\n  strict bind yes;\n  multihop 1;\n  passive yes;\n  hold time 240;\n  graceful restart no;\n  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}",
                 endpoint.port(),
-                ""
             );
         }
         let conf = directory.path().join("bird.conf");
@@ -476,12 +505,19 @@ impl Receiver {
             .arg("-P")
             .arg(directory.path().join("bird.pid"))
             .env("TZ", "UTC");
-        let process = Process::spawn("receiver BIRD", command, &directory.path().join("daemon.log"), pids)?;
+        let process = Process::spawn(
+            "receiver BIRD",
+            command,
+            &directory.path().join("daemon.log"),
+            pids,
+        )?;
         let deadline = Instant::now() + Duration::from_secs(20);
         let control = loop {
             match BirdControl::connect(&socket) {
                 Ok(control) => break control,
-                Err(error) if Instant::now() > deadline => return Err(format!("receiver: {error}")),
+                Err(error) if Instant::now() > deadline => {
+                    return Err(format!("receiver: {error}"));
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         };
@@ -540,7 +576,12 @@ impl Blaster {
                 .args(["--local", &setup.sources[index].to_string()])
                 .args(["--remote", &receiver.to_string()])
                 .args(["--asn", &SENDER_ASN.to_string()])
-                .args(["--ipv4", &setup.ipv4.to_string(), "--ipv6", &setup.ipv6.to_string()])
+                .args([
+                    "--ipv4",
+                    &setup.ipv4.to_string(),
+                    "--ipv6",
+                    &setup.ipv6.to_string(),
+                ])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped());
             let mut process = Process::spawn_with(
@@ -554,7 +595,10 @@ impl Blaster {
             let stdout = process.child.stdout.take().ok_or("blaster stdout")?;
             let tx = tx.clone();
             std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(std::result::Result::ok) {
+                for line in BufReader::new(stdout)
+                    .lines()
+                    .map_while(std::result::Result::ok)
+                {
                     let _ = tx.send(line);
                 }
             });
@@ -594,7 +638,10 @@ impl Sender for Blaster {
     }
 
     fn groups(&self) -> Vec<u32> {
-        self.processes.iter().map(|(process, _)| process.pid()).collect()
+        self.processes
+            .iter()
+            .map(|(process, _)| process.pid())
+            .collect()
     }
 
     fn method(&self) -> String {
@@ -622,7 +669,9 @@ impl Topologyd {
             "[[service]]\nname = \"anycast\"\ntopology = \"all\"\n",
         )?;
         let mut prefixes = String::with_capacity((setup.ipv4 + setup.ipv6) as usize * 140);
-        let cidrs = (0..setup.ipv4).map(ipv4_prefix).chain((0..setup.ipv6).map(ipv6_prefix));
+        let cidrs = (0..setup.ipv4)
+            .map(ipv4_prefix)
+            .chain((0..setup.ipv6).map(ipv6_prefix));
         for cidr in cidrs {
             let _ = write!(
                 prefixes,
@@ -631,11 +680,25 @@ impl Topologyd {
         }
         write_file(&topology.join("prefixes.toml"), &prefixes)?;
         drop(prefixes);
-        let admin = SocketAddr::new(IpAddr::V4(setup.address), free_port(IpAddr::V4(setup.address)));
-        let listen = SocketAddr::new(IpAddr::V4(setup.address), free_port(IpAddr::V4(setup.address)));
+        let admin = SocketAddr::new(
+            IpAddr::V4(setup.address),
+            free_port(IpAddr::V4(setup.address)),
+        );
+        let listen = SocketAddr::new(
+            IpAddr::V4(setup.address),
+            free_port(IpAddr::V4(setup.address)),
+        );
         let mut config = String::new();
-        let _ = writeln!(config, "location = \"bench01\"\nlocal_asn = {SENDER_ASN}\nrouter_id = \"{}\"", setup.address);
-        let _ = writeln!(config, "state_dir = \"{}\"", directory.join("state").display());
+        let _ = writeln!(
+            config,
+            "location = \"bench01\"\nlocal_asn = {SENDER_ASN}\nrouter_id = \"{}\"",
+            setup.address
+        );
+        let _ = writeln!(
+            config,
+            "state_dir = \"{}\"",
+            directory.join("state").display()
+        );
         let _ = writeln!(
             config,
             "bootstrap_topology = [\"{}\", \"{}\", \"{}\"]",
@@ -665,7 +728,12 @@ impl Topologyd {
             .env("TOPOLOGYD_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
-        let process = Process::spawn("topologyd", command, &directory.join("topologyd.log"), setup.pids.as_deref())?;
+        let process = Process::spawn(
+            "topologyd",
+            command,
+            &directory.join("topologyd.log"),
+            setup.pids.as_deref(),
+        )?;
         Ok(Topologyd { process })
     }
 }
@@ -701,7 +769,11 @@ impl BirdSender {
     fn start(setup: &SenderSetup) -> Result<BirdSender> {
         let directory = &setup.directory;
         let mut config = String::with_capacity((setup.ipv4 + setup.ipv6) as usize * 40);
-        let _ = writeln!(config, "log \"{}\" all;", directory.join("bird.log").display());
+        let _ = writeln!(
+            config,
+            "log \"{}\" all;",
+            directory.join("bird.log").display()
+        );
         let _ = writeln!(config, "router id {};\nprotocol device {{}}", setup.address);
         config.push_str("protocol static st4 {\n  ipv4;\n");
         for index in 0..setup.ipv4 {
@@ -720,7 +792,11 @@ impl BirdSender {
                 setup.address,
                 receiver.ip(),
                 receiver.port(),
-                if std::env::var_os("BGP_PEERS_DEBUG").is_some() { "  debug all;\n" } else { "" }
+                if std::env::var_os("BGP_PEERS_DEBUG").is_some() {
+                    "  debug all;\n"
+                } else {
+                    ""
+                }
             );
         }
         let conf = directory.join("bird.conf");
@@ -737,13 +813,20 @@ impl BirdSender {
             .arg("-P")
             .arg(directory.join("bird.pid"))
             .env("TZ", "UTC");
-        let process = Process::spawn("sender BIRD", command, &directory.join("daemon.log"), setup.pids.as_deref())?;
+        let process = Process::spawn(
+            "sender BIRD",
+            command,
+            &directory.join("daemon.log"),
+            setup.pids.as_deref(),
+        )?;
         let group = process.pid();
         let deadline = Instant::now() + Duration::from_secs(600);
         let mut control = loop {
             match BirdControl::connect(&socket) {
                 Ok(control) => break control,
-                Err(error) if Instant::now() > deadline => return Err(format!("sender BIRD: {error}")),
+                Err(error) if Instant::now() > deadline => {
+                    return Err(format!("sender BIRD: {error}"));
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         };
@@ -760,7 +843,9 @@ impl BirdSender {
                 break;
             }
             if Instant::now() > deadline {
-                return Err(format!("sender BIRD loaded only {imported} of {expected} static routes"));
+                return Err(format!(
+                    "sender BIRD loaded only {imported} of {expected} static routes"
+                ));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -813,29 +898,52 @@ impl Frr {
         let directory = setup.directory.clone();
         let mut config = String::with_capacity((setup.ipv4 + setup.ipv6) as usize * 32);
         config.push_str("bgp route-map delay-timer 0\n!\n");
-        let _ = writeln!(config, "route-map OUT4 permit 10\n set ip next-hop {NEXT_HOP_V4}\nexit");
-        let _ = writeln!(config, "route-map OUT6 permit 10\n set ipv6 next-hop global {NEXT_HOP_V6}\nexit");
-        let _ = writeln!(config, "router bgp {SENDER_ASN}\n bgp router-id {}", setup.address);
+        let _ = writeln!(
+            config,
+            "route-map OUT4 permit 10\n set ip next-hop {NEXT_HOP_V4}\nexit"
+        );
+        let _ = writeln!(
+            config,
+            "route-map OUT6 permit 10\n set ipv6 next-hop global {NEXT_HOP_V6}\nexit"
+        );
+        let _ = writeln!(
+            config,
+            "router bgp {SENDER_ASN}\n bgp router-id {}",
+            setup.address
+        );
         config.push_str(" no bgp ebgp-requires-policy\n no bgp network import-check\n no bgp default ipv4-unicast\n bgp allow-martian-nexthop\n bgp graceful-restart-disable\n");
         for receiver in &setup.receivers {
             let neighbor = receiver.ip();
             let _ = writeln!(config, " neighbor {neighbor} remote-as {RECEIVER_ASN}");
             let _ = writeln!(config, " neighbor {neighbor} port {}", receiver.port());
-            let _ = writeln!(config, " neighbor {neighbor} update-source {}", setup.address);
+            let _ = writeln!(
+                config,
+                " neighbor {neighbor} update-source {}",
+                setup.address
+            );
             let _ = writeln!(config, " neighbor {neighbor} disable-connected-check");
             let _ = writeln!(config, " neighbor {neighbor} timers 80 240");
             let _ = writeln!(config, " neighbor {neighbor} timers connect 1");
             let _ = writeln!(config, " neighbor {neighbor} advertisement-interval 0");
             let _ = writeln!(config, " neighbor {neighbor} shutdown");
         }
-        for (afi, count, route_map) in [("ipv4", setup.ipv4, "OUT4"), ("ipv6", setup.ipv6, "OUT6")] {
+        for (afi, count, route_map) in [("ipv4", setup.ipv4, "OUT4"), ("ipv6", setup.ipv6, "OUT6")]
+        {
             let _ = writeln!(config, " address-family {afi} unicast");
             for receiver in &setup.receivers {
                 let _ = writeln!(config, "  neighbor {} activate", receiver.ip());
-                let _ = writeln!(config, "  neighbor {} route-map {route_map} out", receiver.ip());
+                let _ = writeln!(
+                    config,
+                    "  neighbor {} route-map {route_map} out",
+                    receiver.ip()
+                );
             }
             for index in 0..count {
-                let prefix = if afi == "ipv4" { ipv4_prefix(index) } else { ipv6_prefix(index) };
+                let prefix = if afi == "ipv4" {
+                    ipv4_prefix(index)
+                } else {
+                    ipv6_prefix(index)
+                };
                 let _ = writeln!(config, "  network {prefix}");
             }
             config.push_str(" exit-address-family\n");
@@ -855,7 +963,12 @@ impl Frr {
             .args(["-Z", "-S", "-u", "root", "-g", "root", "-P", "0", "-l"])
             .arg(setup.address.to_string())
             .args(["-p", "0"]);
-        let process = Process::spawn("FRR bgpd", command, &directory.join("daemon.log"), setup.pids.as_deref())?;
+        let process = Process::spawn(
+            "FRR bgpd",
+            command,
+            &directory.join("daemon.log"),
+            setup.pids.as_deref(),
+        )?;
         let frr = Frr {
             process,
             directory,
@@ -871,8 +984,11 @@ impl Frr {
                     frr.vtysh(&[&format!("show bgp {afi} unicast statistics")])
                         .ok()
                         .and_then(|text| {
-                            text.lines()
-                                .find_map(|line| line.trim().strip_prefix("Total Prefixes").map(first_number_after_colon))
+                            text.lines().find_map(|line| {
+                                line.trim()
+                                    .strip_prefix("Total Prefixes")
+                                    .map(first_number_after_colon)
+                            })
                         })
                         .unwrap_or(0)
                 })
@@ -894,7 +1010,10 @@ fn first_number_after_colon(text: &str) -> u64 {
 
 impl Sender for Frr {
     fn connect(&mut self) -> Result<()> {
-        let mut lines = vec!["configure terminal".to_string(), format!("router bgp {SENDER_ASN}")];
+        let mut lines = vec![
+            "configure terminal".to_string(),
+            format!("router bgp {SENDER_ASN}"),
+        ];
         for neighbor in &self.neighbors {
             lines.push(format!("no neighbor {} shutdown", neighbor.ip()));
         }
@@ -999,7 +1118,11 @@ impl Gobgp {
     fn start(setup: &SenderSetup) -> Result<Gobgp> {
         let directory = &setup.directory;
         let mut config = String::new();
-        let _ = writeln!(config, "[global.config]\n  as = {SENDER_ASN}\n  router-id = \"{}\"\n  port = -1", setup.address);
+        let _ = writeln!(
+            config,
+            "[global.config]\n  as = {SENDER_ASN}\n  router-id = \"{}\"\n  port = -1",
+            setup.address
+        );
         for receiver in &setup.receivers {
             let _ = writeln!(
                 config,
@@ -1020,7 +1143,12 @@ impl Gobgp {
             .arg(&conf)
             .args(["-t", "toml", "-p", "--pprof-disable"])
             .arg(format!("--api-hosts={api}"));
-        let process = Process::spawn("gobgpd", command, &directory.join("daemon.log"), setup.pids.as_deref())?;
+        let process = Process::spawn(
+            "gobgpd",
+            command,
+            &directory.join("daemon.log"),
+            setup.pids.as_deref(),
+        )?;
         let gobgp = Gobgp {
             process,
             api,
@@ -1039,27 +1167,27 @@ impl Gobgp {
         // The server applies injected paths asynchronously: wait until the RIB holds them all.
         let deadline = Instant::now() + Duration::from_secs(1800);
         loop {
-        let count: u64 = ["ipv4", "ipv6"]
-            .iter()
-            .map(|afi| {
-                gobgp
-                    .gobgp(&["global", "rib", "summary", "-a", afi])
-                    .map(|text| {
-                        text.split(|c: char| !c.is_ascii_digit())
-                            .filter_map(|word| word.parse::<u64>().ok())
-                            .max()
-                            .unwrap_or(0)
-                    })
-                    .unwrap_or(0)
-            })
-            .sum();
-        if count >= expected {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(format!("GoBGP holds {count} of {expected} injected routes"));
-        }
-        std::thread::sleep(Duration::from_millis(500));
+            let count: u64 = ["ipv4", "ipv6"]
+                .iter()
+                .map(|afi| {
+                    gobgp
+                        .gobgp(&["global", "rib", "summary", "-a", afi])
+                        .map(|text| {
+                            text.split(|c: char| !c.is_ascii_digit())
+                                .filter_map(|word| word.parse::<u64>().ok())
+                                .max()
+                                .unwrap_or(0)
+                        })
+                        .unwrap_or(0)
+                })
+                .sum();
+            if count >= expected {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("GoBGP holds {count} of {expected} injected routes"));
+            }
+            std::thread::sleep(Duration::from_millis(500));
         }
         Ok(gobgp)
     }
@@ -1151,8 +1279,15 @@ impl Exabgp {
                 directory.display()
             ),
         )?;
-        run_command("chmod", &["+x", &runner.to_string_lossy()], Duration::from_secs(5))?;
-        let mut config = format!("process bench {{\n  run {};\n  encoder json;\n}}\n", runner.display());
+        run_command(
+            "chmod",
+            &["+x", &runner.to_string_lossy()],
+            Duration::from_secs(5),
+        )?;
+        let mut config = format!(
+            "process bench {{\n  run {};\n  encoder json;\n}}\n",
+            runner.display()
+        );
         for receiver in &setup.receivers {
             let _ = writeln!(
                 config,
@@ -1171,10 +1306,18 @@ impl Exabgp {
             let mut routes = String::with_capacity((setup.ipv4 + setup.ipv6) as usize * 48);
             routes.push_str("  static {\n");
             for index in 0..setup.ipv4 {
-                let _ = writeln!(routes, "    route {} next-hop {NEXT_HOP_V4} origin igp;", ipv4_prefix(index));
+                let _ = writeln!(
+                    routes,
+                    "    route {} next-hop {NEXT_HOP_V4} origin igp;",
+                    ipv4_prefix(index)
+                );
             }
             for index in 0..setup.ipv6 {
-                let _ = writeln!(routes, "    route {} next-hop {NEXT_HOP_V6} origin igp;", ipv6_prefix(index));
+                let _ = writeln!(
+                    routes,
+                    "    route {} next-hop {NEXT_HOP_V6} origin igp;",
+                    ipv6_prefix(index)
+                );
             }
             routes.push_str("  }\n");
             config.insert_str(position, &routes);
@@ -1192,8 +1335,16 @@ impl Exabgp {
             .env("exabgp.tcp.bind", "")
             .env("exabgp.log.destination", "stdout")
             .env("exabgp.log.level", "WARNING")
-            .env("exabgp.reactor.speed", std::env::var("BGP_PEERS_EXABGP_SPEED").unwrap_or_else(|_| "0.1".into()));
-        let process = Process::spawn("ExaBGP", command, &directory.join("daemon.log"), setup.pids.as_deref())?;
+            .env(
+                "exabgp.reactor.speed",
+                std::env::var("BGP_PEERS_EXABGP_SPEED").unwrap_or_else(|_| "0.1".into()),
+            );
+        let process = Process::spawn(
+            "ExaBGP",
+            command,
+            &directory.join("daemon.log"),
+            setup.pids.as_deref(),
+        )?;
         Ok(Exabgp {
             process,
             go: directory.join("withdraw.go"),
@@ -1232,6 +1383,8 @@ struct RunResult {
     announce_s: f64,
     withdraw_s: f64,
     peak_rss_bytes: u64,
+    /// From the withdraw trigger until the receiver was first seen holding fewer routes.
+    withdraw_first_effect_s: f64,
     /// Resident set when the receiver first held every route.
     rss_after_announce_bytes: u64,
     withdrawals_received: u64,
@@ -1257,7 +1410,15 @@ fn peak(groups: &[u32], best: &mut u64) {
     *best = (*best).max(now);
 }
 
-fn run_once(options: &Options, name: &str, case: &str, run: usize, peers: usize, ipv4: u32, ipv6: u32) -> Result<RunResult> {
+fn run_once(
+    options: &Options,
+    name: &str,
+    case: &str,
+    run: usize,
+    peers: usize,
+    ipv4: u32,
+    ipv6: u32,
+) -> Result<RunResult> {
     let sources: Vec<Ipv4Addr> = (0..peers).map(|_| loopback_v4()).collect();
     let sender_address = sources[0];
     let mut receiver = Receiver::start(&sources, options.pids.as_deref())?;
@@ -1294,7 +1455,11 @@ fn run_once(options: &Options, name: &str, case: &str, run: usize, peers: usize,
         let established_ms = loop {
             let sessions = receiver.control.sessions()?;
             if sessions.len() == peers && sessions.values().all(|session| session.established) {
-                break sessions.values().filter_map(|session| session.since_ms).min().unwrap_or_else(unix_ms);
+                break sessions
+                    .values()
+                    .filter_map(|session| session.since_ms)
+                    .min()
+                    .unwrap_or_else(unix_ms);
             }
             if Instant::now() > deadline {
                 return Err(format!("{name}: sessions never Established: {sessions:?}"));
@@ -1306,51 +1471,83 @@ fn run_once(options: &Options, name: &str, case: &str, run: usize, peers: usize,
         let full_ms = loop {
             let sessions = receiver.control.sessions()?;
             let now = unix_ms();
-            if sessions.values().all(|session| session.imported >= expected) {
+            if sessions
+                .values()
+                .all(|session| session.imported >= expected)
+            {
                 break now;
             }
             if Instant::now() > deadline {
-                return Err(format!("{name}: the receiver never held every route: {sessions:?}"));
+                return Err(format!(
+                    "{name}: the receiver never held every route: {sessions:?}"
+                ));
             }
             polls += 1;
-            if polls % RSS_EVERY == 0 {
+            if polls.is_multiple_of(RSS_EVERY) {
                 peak(&groups, &mut rss);
             }
             std::thread::sleep(POLL);
         };
         peak(&groups, &mut rss);
-        let rss_after_announce: u64 = groups.iter().map(|group| group_status(*group, "VmRSS:")).sum();
+        let rss_after_announce: u64 = groups
+            .iter()
+            .map(|group| group_status(*group, "VmRSS:"))
+            .sum();
         let before = receiver.control.sessions()?;
-        let withdrawals_before: u64 = before.values().map(|session| session.withdraws_received).sum();
+        let withdrawals_before: u64 = before
+            .values()
+            .map(|session| session.withdraws_received)
+            .sum();
         let trigger_ms = unix_ms();
         sender.withdraw_all()?;
         let deadline = Instant::now() + options.timeout;
         let mut most_withdrawals = 0;
+        let mut first_effect_ms = None;
         let (empty_ms, after) = loop {
             let sessions = receiver.control.sessions()?;
             let now = unix_ms();
+            let held: u64 = sessions.values().map(|session| session.imported).sum();
+            if first_effect_ms.is_none() && held < expected * peers as u64 {
+                first_effect_ms = Some(now);
+            }
             if sessions.values().all(|session| session.established) {
-                most_withdrawals = most_withdrawals.max(sessions.values().map(|session| session.withdraws_received).sum::<u64>() - withdrawals_before);
+                most_withdrawals = most_withdrawals.max(
+                    sessions
+                        .values()
+                        .map(|session| session.withdraws_received)
+                        .sum::<u64>()
+                        - withdrawals_before,
+                );
             }
             if sessions.values().all(|session| session.imported == 0) {
                 break (now, sessions);
             }
             if Instant::now() > deadline {
-                return Err(format!("{name}: the receiver still holds routes: {sessions:?}"));
+                return Err(format!(
+                    "{name}: the receiver still holds routes: {sessions:?}"
+                ));
             }
             polls += 1;
-            if polls % RSS_EVERY == 0 {
+            if polls.is_multiple_of(RSS_EVERY) {
                 peak(&groups, &mut rss);
             }
             std::thread::sleep(POLL);
         };
         peak(&groups, &mut rss);
-        let withdrawals: u64 = after.values().map(|session| session.withdraws_received).sum::<u64>() - withdrawals_before;
+        let withdrawals: u64 = after
+            .values()
+            .map(|session| session.withdraws_received)
+            .sum::<u64>()
+            - withdrawals_before;
         // The receiver's counters restart with the session: for a sender that closes the
         // session right after its withdrawals (topologyd's SIGTERM), the evidence that they were
         // sent is the most the receiver had counted while the session was still up.
         let closed = !after.values().all(|session| session.established);
-        let withdrawals = if closed { most_withdrawals } else { withdrawals };
+        let withdrawals = if closed {
+            most_withdrawals
+        } else {
+            withdrawals
+        };
         if withdrawals < expected * peers as u64 && !closed {
             return Err(format!(
                 "{name}: the receiver emptied after {withdrawals} withdrawals of {}; session closed: {closed}",
@@ -1367,6 +1564,8 @@ fn run_once(options: &Options, name: &str, case: &str, run: usize, peers: usize,
             withdraw_s: (empty_ms - trigger_ms) as f64 / 1000.0,
             peak_rss_bytes: rss,
             rss_after_announce_bytes: rss_after_announce,
+            withdraw_first_effect_s: (first_effect_ms.unwrap_or(empty_ms) - trigger_ms) as f64
+                / 1000.0,
             withdrawals_received: withdrawals,
             session_closed: closed,
             setup_s,
@@ -1376,15 +1575,31 @@ fn run_once(options: &Options, name: &str, case: &str, run: usize, peers: usize,
     kill_mentioning(directory.path());
     if result.is_ok() && std::env::var_os("BGP_PEERS_KEEP").is_some() {
         let kept = directory.keep();
-        let receiver_dir = std::mem::replace(&mut receiver.directory, tempfile::tempdir().map_err(|e| e.to_string())?).keep();
-        eprintln!("bgp_peers: kept {} {}", kept.display(), receiver_dir.display());
+        let receiver_dir = std::mem::replace(
+            &mut receiver.directory,
+            tempfile::tempdir().map_err(|e| e.to_string())?,
+        )
+        .keep();
+        eprintln!(
+            "bgp_peers: kept {} {}",
+            kept.display(),
+            receiver_dir.display()
+        );
         return result;
     }
     if let Err(error) = &result {
         // Keep the logs of a failed run for inspection.
         let kept = directory.keep();
-        let receiver_dir = std::mem::replace(&mut receiver.directory, tempfile::tempdir().map_err(|e| e.to_string())?).keep();
-        eprintln!("bgp_peers: {name} run {run} failed: {error}\n  logs: {} {}", kept.display(), receiver_dir.display());
+        let receiver_dir = std::mem::replace(
+            &mut receiver.directory,
+            tempfile::tempdir().map_err(|e| e.to_string())?,
+        )
+        .keep();
+        eprintln!(
+            "bgp_peers: {name} run {run} failed: {error}\n  logs: {} {}",
+            kept.display(),
+            receiver_dir.display()
+        );
     }
     result
 }
@@ -1423,7 +1638,11 @@ fn report(options: &Options, results: &[RunResult], failures: &[String]) -> Resu
             median(runs.iter().map(|run| run.peak_rss_bytes as f64).collect()),
             runs.len(),
             runs[0],
-            median(runs.iter().map(|run| run.rss_after_announce_bytes as f64).collect()),
+            median(
+                runs.iter()
+                    .map(|run| run.rss_after_announce_bytes as f64)
+                    .collect(),
+            ),
         )
     };
     let mut table = String::new();
@@ -1440,7 +1659,12 @@ fn report(options: &Options, results: &[RunResult], failures: &[String]) -> Resu
         };
         let per_route = rss / (first.routes as f64 * first.peers as f64);
         let steady_per_route = steady / (first.routes as f64 * first.peers as f64);
-        let withdrawals = median(groups[key].iter().map(|run| run.withdrawals_received as f64).collect());
+        let withdrawals = median(
+            groups[key]
+                .iter()
+                .map(|run| run.withdrawals_received as f64)
+                .collect(),
+        );
         let _ = writeln!(
             table,
             "| {} | {} | {runs} | {announce:.2} | {} | {withdraw:.2} | {} | {:.0} | {per_route:.0} | {:.0} | {steady_per_route:.0} | {withdrawals:.0} |",
@@ -1468,7 +1692,7 @@ fn report(options: &Options, results: &[RunResult], failures: &[String]) -> Resu
         .iter()
         .map(|run| {
             format!(
-                "{{\"case\":{},\"sender\":{},\"run\":{},\"peers\":{},\"routes\":{},\"announce_s\":{},\"withdraw_s\":{},\"peak_rss_bytes\":{},\"rss_after_announce_bytes\":{},\"withdrawals_received\":{},\"session_closed_after_withdraw\":{},\"setup_s\":{}}}",
+                "{{\"case\":{},\"sender\":{},\"run\":{},\"peers\":{},\"routes\":{},\"announce_s\":{},\"withdraw_s\":{},\"peak_rss_bytes\":{},\"rss_after_announce_bytes\":{},\"withdraw_first_effect_s\":{},\"withdrawals_received\":{},\"session_closed_after_withdraw\":{},\"setup_s\":{}}}",
                 json_string(&run.case),
                 json_string(&run.sender),
                 run.run,
@@ -1478,13 +1702,17 @@ fn report(options: &Options, results: &[RunResult], failures: &[String]) -> Resu
                 run.withdraw_s,
                 run.peak_rss_bytes,
                 run.rss_after_announce_bytes,
+                run.withdraw_first_effect_s,
                 run.withdrawals_received,
                 run.session_closed,
                 run.setup_s
             )
         })
         .collect();
-    let failures: Vec<String> = failures.iter().map(|failure| json_string(failure)).collect();
+    let failures: Vec<String> = failures
+        .iter()
+        .map(|failure| json_string(failure))
+        .collect();
     let json = format!(
         "{{\"ipv4\":{},\"ipv6\":{},\"multi_peers\":{},\"multi_routes\":{},\"summary\":[{}],\"runs\":[{}],\"failures\":[{}],\"markdown\":{}}}\n",
         options.ipv4,
@@ -1515,19 +1743,34 @@ fn main() {
     let single = format!("1 peer × {} routes", options.ipv4 + options.ipv6);
     let multi_ipv4 = options.multi_routes - options.multi_routes / 6;
     let multi_ipv6 = options.multi_routes / 6;
-    let multi = format!("{} peers × {} routes", options.multi_peers, options.multi_routes);
+    let multi = format!(
+        "{} peers × {} routes",
+        options.multi_peers, options.multi_routes
+    );
     let mut plan: Vec<(String, String, usize, u32, u32)> = Vec::new();
     for run in 1..=options.runs {
         for sender in &options.senders {
             if run > options.slow_runs && SLOW_SENDERS.contains(&sender.as_str()) {
                 continue;
             }
-            plan.push((sender.clone(), single.clone(), 1, options.ipv4, options.ipv6));
+            plan.push((
+                sender.clone(),
+                single.clone(),
+                1,
+                options.ipv4,
+                options.ipv6,
+            ));
         }
         if options.multi_peers > 0 {
             for sender in ["blaster", "topologyd"] {
                 if options.senders.iter().any(|name| name == sender) {
-                    plan.push((sender.to_string(), multi.clone(), options.multi_peers, multi_ipv4, multi_ipv6));
+                    plan.push((
+                        sender.to_string(),
+                        multi.clone(),
+                        options.multi_peers,
+                        multi_ipv4,
+                        multi_ipv6,
+                    ));
                 }
             }
         }
@@ -1535,7 +1778,9 @@ fn main() {
     let mut run_numbers: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (sender, case, peers, ipv4, ipv6) in plan {
         let run = {
-            let counter = run_numbers.entry((sender.clone(), case.clone())).or_insert(0);
+            let counter = run_numbers
+                .entry((sender.clone(), case.clone()))
+                .or_insert(0);
             *counter += 1;
             *counter
         };
