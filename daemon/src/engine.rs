@@ -265,6 +265,7 @@ impl Engine {
             None => (Self::bootstrap(&store, &config)?, false),
         };
         metrics.set_generation(running.meta.generation, &running.meta.hash);
+        crate::memory::release_free_memory();
         let (routes, _) = watch::channel(running.routes.clone());
         info!(
             generation = running.meta.generation,
@@ -766,6 +767,7 @@ impl Engine {
             routes: routes.clone(),
         };
         self.routes.send_replace(routes);
+        crate::memory::release_free_memory();
         self.metrics.set_generation(meta.generation, &meta.hash);
         self.metrics
             .observe_apply(started.elapsed().as_secs_f64(), unix_now());

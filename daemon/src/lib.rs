@@ -11,3 +11,4 @@ pub mod tls;
 pub mod announce;
 pub mod peer;
 pub mod engine;
+pub mod memory;
