@@ -25,7 +25,11 @@ fn every_location_desired(topology: &Topology) -> usize {
     topology
         .locations()
         .iter()
-        .map(|location| topology.desired(&location.name).map_or(0, |routes| routes.len()))
+        .map(|location| {
+            topology
+                .desired(&location.name)
+                .map_or(0, |routes| routes.len())
+        })
         .sum()
 }
 
@@ -35,7 +39,11 @@ fn compile_full(criterion: &mut Criterion) {
     group.measurement_time(Duration::from_secs(20));
     for bindings in [100_000usize, 300_000, 1_000_000] {
         let spec = SynthSpec::with_bindings(bindings);
-        let spec = if bindings == 300_000 { SynthSpec::ISSUE_SCALE } else { spec };
+        let spec = if bindings == 300_000 {
+            SynthSpec::ISSUE_SCALE
+        } else {
+            spec
+        };
         let sources = sources(generate(&spec));
         group.bench_with_input(
             BenchmarkId::new("baseline_toml_parse", bindings),
@@ -54,7 +62,8 @@ fn compile_full(criterion: &mut Criterion) {
             &sources,
             |bencher, sources| {
                 bencher.iter(|| {
-                    let topology = compile(black_box(sources), 1).map_err(|error| error.to_string());
+                    let topology =
+                        compile(black_box(sources), 1).map_err(|error| error.to_string());
                     black_box(topology.map(|topology| every_location_desired(&topology)))
                 });
             },

@@ -159,10 +159,7 @@ fn prefix_cidr(index: usize) -> (String, bool) {
         let n = (index / 4) * 3 + index % 4;
         let base: u32 = (11 << 24) + ((n as u32) << 8);
         let bytes = base.to_be_bytes();
-        (
-            format!("{}.{}.{}.0/24", bytes[0], bytes[1], bytes[2]),
-            true,
-        )
+        (format!("{}.{}.{}.0/24", bytes[0], bytes[1], bytes[2]), true)
     } else {
         let n = index / 4;
         (format!("3fff:{:x}:{:x}::/48", n >> 16, n & 0xffff), false)
@@ -241,7 +238,10 @@ mod tests {
         };
         let files = generate(&spec);
         let count = |needle: &str| -> usize {
-            files.iter().map(|file| file.text.matches(needle).count()).sum()
+            files
+                .iter()
+                .map(|file| file.text.matches(needle).count())
+                .sum()
         };
         assert_eq!(count("[[location]]"), 21);
         assert_eq!(count("[[service]]"), 30);

@@ -134,7 +134,10 @@ fn start_pair(configure: impl FnOnce(&mut DaemonConfig)) -> (BirdPeer, Topologyd
 }
 
 fn by_prefix(routes: Vec<ReceivedRoute>) -> BTreeMap<IpNet, ReceivedRoute> {
-    routes.into_iter().map(|route| (route.prefix, route)).collect()
+    routes
+        .into_iter()
+        .map(|route| (route.prefix, route))
+        .collect()
 }
 
 fn wait_for_routes(bird: &BirdPeer, count: usize) -> BTreeMap<IpNet, ReceivedRoute> {
@@ -144,7 +147,8 @@ fn wait_for_routes(bird: &BirdPeer, count: usize) -> BTreeMap<IpNet, ReceivedRou
 }
 
 fn prefix(text: &str) -> IpNet {
-    text.parse().unwrap_or_else(|error| panic!("{text}: {error}"))
+    text.parse()
+        .unwrap_or_else(|error| panic!("{text}: {error}"))
 }
 
 #[test]
@@ -155,7 +159,10 @@ fn bird_learns_exactly_the_routes_and_attributes_of_the_location() {
         .unwrap_or_else(|error| panic!("{error}"));
     // ams01: the resolver (v4 + v6) and the four /24s of the split BYOIP /22; not fra-only.
     let routes = wait_for_routes(&bird, 6);
-    assert!(!routes.contains_key(&prefix("203.0.113.0/24")), "fra-only must not be announced at ams01");
+    assert!(
+        !routes.contains_key(&prefix("203.0.113.0/24")),
+        "fra-only must not be announced at ams01"
+    );
 
     let resolver = &routes[&prefix("1.1.1.0/24")];
     assert_eq!(resolver.as_path, vec![LOCAL_ASN]);
@@ -166,12 +173,21 @@ fn bird_learns_exactly_the_routes_and_attributes_of_the_location() {
 
     let resolver_v6 = &routes[&prefix("2606:4700:4700::/48")];
     assert_eq!(resolver_v6.as_path, vec![LOCAL_ASN]);
-    assert_eq!(resolver_v6.next_hop, "2001:db8::1".parse::<IpAddr>().unwrap_or(IpAddr::from([0u8; 16])));
+    assert_eq!(
+        resolver_v6.next_hop,
+        "2001:db8::1"
+            .parse::<IpAddr>()
+            .unwrap_or(IpAddr::from([0u8; 16]))
+    );
 
     for index in 0..4 {
         let split = &routes[&prefix(&format!("198.51.{}.0/24", 100 + index))];
         // Our ASN, then the BYOIP origin prepended twice more.
-        assert_eq!(split.as_path, vec![LOCAL_ASN, 64999, 64999, 64999], "{split:?}");
+        assert_eq!(
+            split.as_path,
+            vec![LOCAL_ASN, 64999, 64999, 64999],
+            "{split:?}"
+        );
         assert_eq!(split.med, Some(50));
         assert_eq!(split.communities, vec![(13335, 20000), (65000, 1)]);
     }

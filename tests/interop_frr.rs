@@ -1,7 +1,6 @@
-//! Interoperability with a real FRR `bgpd` (Debian's FRR 8.4), through the generic scenarios
-//! of `tests/interop_common`: exact attributes then withdrawal (IPv4 and IPv6 transport), route
-//! refresh (`clear bgp ... soft in`), graceful restart after a SIGKILL (RFC 4724), TCP-MD5
-//! (RFC 2385) and GTSM (RFC 5082, `ttl-security hops 1`).
+//! Interoperability with a real FRR `bgpd` (Debian's FRR 8.4): every generic scenario of
+//! `tests/interop_common` (listed there), FRR asking for route refresh with
+//! `clear bgp NEIGHBOR soft in` and running GTSM as `ttl-security hops 1`.
 
 mod interop_common;
 
@@ -66,7 +65,7 @@ fn frr_restart_gets_every_route_again() {
 }
 
 #[test]
-fn frr_accepts_8192_packed_routes_and_their_withdrawal() {
+fn frr_accepts_2048_packed_routes_and_their_withdrawal() {
     interop_common::many_routes_are_packed_and_all_arrive(&FRR);
 }
 
@@ -78,4 +77,9 @@ fn rfc4760_frr_offering_only_ipv4_gets_only_ipv4_routes() {
 #[test]
 fn rfc4760_frr_offering_only_ipv6_gets_only_ipv6_routes() {
     interop_common::single_family_peer_gets_only_its_family(&FRR, Family::Ipv6Unicast);
+}
+
+#[test]
+fn rfc4271_4_2_frr_short_hold_time_is_negotiated_and_kept_alive() {
+    interop_common::short_hold_time_is_negotiated(&FRR);
 }

@@ -1,7 +1,5 @@
-//! Interoperability with a real GoBGP (`gobgpd`, Debian's 3.10), through the generic scenarios
-//! of `tests/interop_common`: exact attributes then withdrawal (IPv4 and IPv6 transport),
-//! graceful restart after a SIGKILL (RFC 4724), TCP-MD5 (RFC 2385) and GTSM (RFC 5082,
-//! `ttl-security`).
+//! Interoperability with a real GoBGP (`gobgpd`, Debian's 3.10): every generic scenario of
+//! `tests/interop_common` (listed there) but route refresh.
 //!
 //! No route-refresh test: GoBGP keeps every received path in its Adj-RIB-In, and
 //! `gobgp neighbor ADDR softresetin` only re-runs its import policy over it; it never sends a
@@ -58,7 +56,7 @@ fn gobgp_restart_gets_every_route_again() {
 }
 
 #[test]
-fn gobgp_accepts_8192_packed_routes_and_their_withdrawal() {
+fn gobgp_accepts_2048_packed_routes_and_their_withdrawal() {
     interop_common::many_routes_are_packed_and_all_arrive(&GOBGP);
 }
 
@@ -70,4 +68,9 @@ fn rfc4760_gobgp_offering_only_ipv4_gets_only_ipv4_routes() {
 #[test]
 fn rfc4760_gobgp_offering_only_ipv6_gets_only_ipv6_routes() {
     interop_common::single_family_peer_gets_only_its_family(&GOBGP, Family::Ipv6Unicast);
+}
+
+#[test]
+fn rfc4271_4_2_gobgp_short_hold_time_is_negotiated_and_kept_alive() {
+    interop_common::short_hold_time_is_negotiated(&GOBGP);
 }

@@ -520,7 +520,10 @@ fn committed_corpus_matches_the_generated_seeds() {
                     .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
             } else {
                 let committed = std::fs::read(&path).unwrap_or_else(|error| {
-                    panic!("{}: {error} (REGENERATE_CORPUS=1 writes it)", path.display())
+                    panic!(
+                        "{}: {error} (REGENERATE_CORPUS=1 writes it)",
+                        path.display()
+                    )
                 });
                 assert_eq!(
                     committed,

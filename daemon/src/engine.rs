@@ -47,7 +47,10 @@ pub const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 pub enum EngineEvent {
     /// A BGP listener accepted a connection.
-    Inbound { stream: TcpStream, remote: SocketAddr },
+    Inbound {
+        stream: TcpStream,
+        remote: SocketAddr,
+    },
     /// SIGHUP: a new, already validated daemon configuration.
     Reload {
         config: Box<DaemonConfig>,
@@ -174,8 +177,13 @@ fn parse_intent(lines: &[String]) -> Result<Intent, EngineError> {
 
 /// The routes `topology` makes `location` announce.
 fn location_routes(topology: &Topology, location: &str) -> Result<LocationRoutes, String> {
-    let desired = topology.desired(location).map_err(|error| error.to_string())?;
-    Ok(LocationRoutes::from_desired(topology.generation(), &desired))
+    let desired = topology
+        .desired(location)
+        .map_err(|error| error.to_string())?;
+    Ok(LocationRoutes::from_desired(
+        topology.generation(),
+        &desired,
+    ))
 }
 
 /// The last line of defence, on what is about to be sent from this location: the routes that
@@ -195,20 +203,29 @@ pub fn runtime_guard(
     let withdrawn: BTreeSet<IpNet> = before_set.difference(&after_set).copied().collect();
     let announced: BTreeSet<IpNet> = after_set.difference(&before_set).copied().collect();
     let planned_withdrawn: BTreeSet<IpNet> = delta.withdraw.iter().copied().collect();
-    let planned_announced: BTreeSet<IpNet> = delta.announce.iter().map(|route| route.prefix).collect();
+    let planned_announced: BTreeSet<IpNet> =
+        delta.announce.iter().map(|route| route.prefix).collect();
     for prefix in withdrawn.difference(&planned_withdrawn) {
         problems.push(format!("G2/G3 runtime: {prefix} would be withdrawn here, but the plan approved no such withdrawal"));
     }
     for prefix in announced.difference(&planned_announced) {
-        problems.push(format!("runtime: {prefix} would be announced here, but the plan approved no such announcement"));
+        problems.push(format!(
+            "runtime: {prefix} would be announced here, but the plan approved no such announcement"
+        ));
     }
     for (prefix, _) in &after.routes {
         match topology.longest_binding(prefix) {
             Some((binding, _)) if binding.contains(prefix) => {}
-            _ => problems.push(format!("G1 runtime: {prefix} has no binding covering all of it")),
+            _ => problems.push(format!(
+                "G1 runtime: {prefix} has no binding covering all of it"
+            )),
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
 }
 
 fn session_state_metric(state: &str) -> SessionState {
@@ -231,7 +248,10 @@ pub fn read_md5_key(peer: &PeerConfig) -> Result<Option<Vec<u8>>, StartError> {
         path: path.display().to_string(),
         source,
     })?;
-    while key.last().is_some_and(|byte| *byte == b'\n' || *byte == b'\r') {
+    while key
+        .last()
+        .is_some_and(|byte| *byte == b'\n' || *byte == b'\r')
+    {
         key.pop();
     }
     if key.is_empty() || key.len() > 80 {
@@ -354,12 +374,13 @@ impl Engine {
         if config.bootstrap_topology.is_empty() {
             return Err(StartError::NothingToAnnounce);
         }
-        let sources = topologyd_config::load_sources(&config.bootstrap_topology).map_err(
-            |error| StartError::Read {
-                path: error.path.clone(),
-                source: error.error,
-            },
-        )?;
+        let sources =
+            topologyd_config::load_sources(&config.bootstrap_topology).map_err(|error| {
+                StartError::Read {
+                    path: error.path.clone(),
+                    source: error.error,
+                }
+            })?;
         let topology = compile_owned(sources, 1).map_err(StartError::Bootstrap)?;
         let meta = GenerationMeta {
             generation: 1,
@@ -388,7 +409,8 @@ impl Engine {
                 Family::Ipv6 => topologyd_bgp::Family::Ipv6Unicast,
             })
             .collect();
-        let mut session = SessionConfig::new(self.config.local_asn, peer.asn, self.config.router_id);
+        let mut session =
+            SessionConfig::new(self.config.local_asn, peer.asn, self.config.router_id);
         session.hold_time = peer.hold_time_seconds;
         session.passive = peer.passive;
         session.families = families;
@@ -398,8 +420,12 @@ impl Engine {
         // found within seconds, not minutes.
         session.backoff.maximum = session.backoff.initial * CONNECT_RETRY_BACKOFF_FACTOR;
         session.max_prefixes = MaxPrefixes {
-            ipv4_unicast: peer.max_prefix.map(|limit| u32::try_from(limit).unwrap_or(u32::MAX)),
-            ipv6_unicast: peer.max_prefix.map(|limit| u32::try_from(limit).unwrap_or(u32::MAX)),
+            ipv4_unicast: peer
+                .max_prefix
+                .map(|limit| u32::try_from(limit).unwrap_or(u32::MAX)),
+            ipv6_unicast: peer
+                .max_prefix
+                .map(|limit| u32::try_from(limit).unwrap_or(u32::MAX)),
         };
         session.graceful_restart =
             self.config
@@ -489,7 +515,12 @@ impl Engine {
             .find(|peer| peer.address == remote.ip() || mapped_equal(peer.address, remote.ip()));
         match peer {
             Some(peer) => {
-                if peer.commands.send(PeerCommand::Inbound(stream)).await.is_err() {
+                if peer
+                    .commands
+                    .send(PeerCommand::Inbound(stream))
+                    .await
+                    .is_err()
+                {
                     warn!(%remote, "peer task is gone; dropping the connection");
                 }
             }
@@ -522,9 +553,7 @@ impl Engine {
                 who,
                 reply,
             } => {
-                let result = self
-                    .apply(bundle, intent, expected_generation, who)
-                    .await;
+                let result = self.apply(bundle, intent, expected_generation, who).await;
                 let _ = reply.send(result);
             }
             EngineCommand::Rollback {
@@ -545,7 +574,12 @@ impl Engine {
         }
     }
 
-    fn error(&self, kind: EngineErrorKind, message: impl Into<String>, detail: Value) -> EngineError {
+    fn error(
+        &self,
+        kind: EngineErrorKind,
+        message: impl Into<String>,
+        detail: Value,
+    ) -> EngineError {
         EngineError {
             kind,
             message: message.into(),
@@ -583,7 +617,13 @@ impl Engine {
             Ok::<_, topologyd_topology::Diagnostics>((new, plan, routes, intent))
         })
         .await
-        .map_err(|join| self.error(EngineErrorKind::Internal, format!("compile task failed: {join}"), Value::Null))?;
+        .map_err(|join| {
+            self.error(
+                EngineErrorKind::Internal,
+                format!("compile task failed: {join}"),
+                Value::Null,
+            )
+        })?;
         let (new, plan, routes, intent) = prepared.map_err(|diagnostics| {
             self.error(
                 EngineErrorKind::Invalid,
@@ -594,7 +634,10 @@ impl Engine {
         let routes = routes.map_err(|message| {
             self.error(
                 EngineErrorKind::Invalid,
-                format!("this daemon's location `{}` is not in the new topology: {message}", self.config.location),
+                format!(
+                    "this daemon's location `{}` is not in the new topology: {message}",
+                    self.config.location
+                ),
                 Value::Null,
             )
         })?;
@@ -651,15 +694,23 @@ impl Engine {
             .map(|service| format!("service:{}", service.name))
             .collect();
         if let Ok(old) = compile_owned(to_sources(&stored.bundle), generation) {
-            intent.extend(old.services().iter().map(|service| format!("service:{}", service.name)));
+            intent.extend(
+                old.services()
+                    .iter()
+                    .map(|service| format!("service:{}", service.name)),
+            );
         }
         intent.push("blast-radius".into());
         intent.sort();
         intent.dedup();
         let started = Instant::now();
         let prepared = self.prepare(&stored.bundle, &intent).await?;
-        self.commit(prepared, format!("{who} (rollback to {generation})"), started)
-            .await
+        self.commit(
+            prepared,
+            format!("{who} (rollback to {generation})"),
+            started,
+        )
+        .await
     }
 
     fn check_expected(&self, expected: Option<u64>) -> Result<(), EngineError> {
@@ -723,11 +774,13 @@ impl Engine {
             &routes,
             &topology,
         ) {
-            self.metrics.count_guard_refusals("runtime", problems.len() as u64);
+            self.metrics
+                .count_guard_refusals("runtime", problems.len() as u64);
             error!(?problems, "runtime guard refused what was about to be sent");
             return Err(EngineError {
                 kind: EngineErrorKind::Refused,
-                message: "refused by the runtime guard: what would be sent differs from the plan".into(),
+                message: "refused by the runtime guard: what would be sent differs from the plan"
+                    .into(),
                 detail: json!({ "problems": problems }),
                 generation: Some(generation_before),
                 plan_hash: Some(hash),
@@ -818,7 +871,9 @@ impl Engine {
                     .config
                     .peers
                     .iter()
-                    .filter(|candidate| candidate.name == name || candidate.address.to_string() == name)
+                    .filter(|candidate| {
+                        candidate.name == name || candidate.address.to_string() == name
+                    })
                     .collect();
                 if found.is_empty() {
                     return Err(self.error(
@@ -834,7 +889,10 @@ impl Engine {
         let routes = &self.running.routes;
         let mut peers = serde_json::Map::new();
         for peer in selected {
-            let status = self.peers.get(&peer.name).map(|handle| handle.status.borrow().clone());
+            let status = self
+                .peers
+                .get(&peer.name)
+                .map(|handle| handle.status.borrow().clone());
             let context = PeerRouteContext {
                 local_asn: self.config.local_asn,
                 peer_asn: peer.asn,
@@ -888,13 +946,31 @@ impl Engine {
                 .set_routes_desired(name, FAMILY_IPV6_UNICAST, status.routes_desired_ipv6);
             let synced = status.generation_synced == Some(generation);
             let announced = |routes: u64| if status.established { routes } else { 0 };
-            self.metrics
-                .set_routes_announced(name, FAMILY_IPV4_UNICAST, announced(if synced { status.routes_desired_ipv4 } else { 0 }));
-            self.metrics
-                .set_routes_announced(name, FAMILY_IPV6_UNICAST, announced(if synced { status.routes_desired_ipv6 } else { 0 }));
+            self.metrics.set_routes_announced(
+                name,
+                FAMILY_IPV4_UNICAST,
+                announced(if synced {
+                    status.routes_desired_ipv4
+                } else {
+                    0
+                }),
+            );
+            self.metrics.set_routes_announced(
+                name,
+                FAMILY_IPV6_UNICAST,
+                announced(if synced {
+                    status.routes_desired_ipv6
+                } else {
+                    0
+                }),
+            );
             let previous = self.reported.get(name).cloned().unwrap_or_default();
-            let sent_announced = status.prefixes_announced_sent.saturating_sub(previous.prefixes_announced_sent);
-            let sent_withdrawn = status.prefixes_withdrawn_sent.saturating_sub(previous.prefixes_withdrawn_sent);
+            let sent_announced = status
+                .prefixes_announced_sent
+                .saturating_sub(previous.prefixes_announced_sent);
+            let sent_withdrawn = status
+                .prefixes_withdrawn_sent
+                .saturating_sub(previous.prefixes_withdrawn_sent);
             let sent_updates = status.updates_sent.saturating_sub(previous.updates_sent);
             if sent_updates > 0 || sent_announced > 0 || sent_withdrawn > 0 {
                 self.metrics.count_updates(
@@ -905,10 +981,15 @@ impl Engine {
                     sent_withdrawn,
                 );
             }
-            let received_updates = status.updates_received.saturating_sub(previous.updates_received);
-            let received_announced = (status.prefixes_received_ipv4 + status.prefixes_received_ipv6)
+            let received_updates = status
+                .updates_received
+                .saturating_sub(previous.updates_received);
+            let received_announced = (status.prefixes_received_ipv4
+                + status.prefixes_received_ipv6)
                 .saturating_sub(previous.prefixes_received_ipv4 + previous.prefixes_received_ipv6);
-            let received_withdrawn = status.withdrawals_received.saturating_sub(previous.withdrawals_received);
+            let received_withdrawn = status
+                .withdrawals_received
+                .saturating_sub(previous.withdrawals_received);
             if received_updates > 0 {
                 self.metrics.count_updates(
                     name,
@@ -922,15 +1003,25 @@ impl Engine {
             self.reported.insert(name.clone(), status);
         }
         if converged && !self.readiness.is_ready() {
-            info!(generation, "first convergence: every peer holds the running generation");
+            info!(
+                generation,
+                "first convergence: every peer holds the running generation"
+            );
             self.readiness.release();
         }
-        self.metrics.observe_reconcile(started.elapsed().as_secs_f64());
+        self.metrics
+            .observe_reconcile(started.elapsed().as_secs_f64());
     }
 
     async fn reload(&mut self, config: DaemonConfig) -> Result<String, String> {
-        if config.location != self.config.location || config.local_asn != self.config.local_asn || config.router_id != self.config.router_id || config.state_dir != self.config.state_dir {
-            return Err("location, local_asn, router_id and state_dir change only with a restart".into());
+        if config.location != self.config.location
+            || config.local_asn != self.config.local_asn
+            || config.router_id != self.config.router_id
+            || config.state_dir != self.config.state_dir
+        {
+            return Err(
+                "location, local_asn, router_id and state_dir change only with a restart".into(),
+            );
         }
         let old: BTreeMap<String, PeerConfig> = self
             .config

@@ -831,7 +831,9 @@ impl PeerDriver {
         if failures > 0 {
             let first = first_failure.unwrap_or_default();
             warn!(peer = %self.spec.name, failures, %first, "routes could not be announced");
-            self.set_error(format!("{failures} routes could not be announced; first: {first}"));
+            self.set_error(format!(
+                "{failures} routes could not be announced; first: {first}"
+            ));
         }
         let (ipv4, ipv6) = new.count_by_family();
         let generation = new.generation;

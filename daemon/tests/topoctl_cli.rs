@@ -48,7 +48,11 @@ fn example_prefixes() -> String {
 fn check_accepts_the_example_and_exits_zero() {
     let output = topoctl(&["check"], &example_files());
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    assert!(text(&output.stdout).starts_with("valid:"), "{}", text(&output.stdout));
+    assert!(
+        text(&output.stdout).starts_with("valid:"),
+        "{}",
+        text(&output.stdout)
+    );
 }
 
 #[test]
@@ -64,7 +68,10 @@ fn check_reports_every_error_with_file_line_column_and_exits_four() {
     let errors = text(&output.stderr);
     let lines = example_prefixes().lines().count();
     // Both problems of the one binding are reported, each at its own position.
-    assert!(errors.contains(&format!("prefixes.toml:{}:8: error", lines + 3)), "{errors}");
+    assert!(
+        errors.contains(&format!("prefixes.toml:{}:8: error", lines + 3)),
+        "{errors}"
+    );
     assert!(errors.contains("no-such-service"), "{errors}");
     assert!(errors.contains("help:"), "{errors}");
 }
@@ -74,7 +81,11 @@ fn plan_exit_codes_follow_the_verdict() {
     let directory = scratch();
     let files = example_files();
     let same = topoctl(&["plan", "--old"], &files);
-    assert_eq!(same.status.code(), Some(1), "--new is required: usage error");
+    assert_eq!(
+        same.status.code(),
+        Some(1),
+        "--new is required: usage error"
+    );
 
     let mut arguments: Vec<String> = vec!["plan".into(), "--old".into()];
     arguments.extend(files.iter().map(|path| path.display().to_string()));
@@ -82,7 +93,12 @@ fn plan_exit_codes_follow_the_verdict() {
     arguments.extend(files.iter().map(|path| path.display().to_string()));
     let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
     let unchanged = topoctl(&arguments, &[]);
-    assert_eq!(unchanged.status.code(), Some(0), "{}", text(&unchanged.stdout));
+    assert_eq!(
+        unchanged.status.code(),
+        Some(0),
+        "{}",
+        text(&unchanged.stdout)
+    );
 
     // Un-advertising the resolver's 1.1.1.0/24 withdraws a bound route everywhere: G2 and G3.
     let withdrawn = example_prefixes().replacen("advertise = true", "advertise = false", 1);
@@ -94,7 +110,11 @@ fn plan_exit_codes_follow_the_verdict() {
     let borrowed: Vec<&str> = arguments.iter().map(String::as_str).collect();
     let refused = topoctl(&borrowed, &[]);
     assert_eq!(refused.status.code(), Some(3), "{}", text(&refused.stdout));
-    assert!(text(&refused.stdout).contains("1.1.1.0/24"), "{}", text(&refused.stdout));
+    assert!(
+        text(&refused.stdout).contains("1.1.1.0/24"),
+        "{}",
+        text(&refused.stdout)
+    );
 
     let mut json = arguments.clone();
     json.push("--json".into());
@@ -112,7 +132,10 @@ fn explain_names_the_binding_service_and_locations() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(stdout.contains("resolver"), "{stdout}");
-    assert!(stdout.contains("prefixes.toml:"), "the binding's position is shown: {stdout}");
+    assert!(
+        stdout.contains("prefixes.toml:"),
+        "the binding's position is shown: {stdout}"
+    );
     assert!(stdout.contains("announced at"), "{stdout}");
 }
 
@@ -123,5 +146,9 @@ fn compile_lists_the_routes_of_a_location_and_rejects_unknown_ones() {
     assert!(text(&output.stdout).contains("1.1.1.0/24"));
     let unknown = topoctl(&["compile", "--location", "nowhere"], &example_files());
     assert_ne!(unknown.status.code(), Some(0));
-    assert!(text(&unknown.stderr).contains("nowhere"), "{}", text(&unknown.stderr));
+    assert!(
+        text(&unknown.stderr).contains("nowhere"),
+        "{}",
+        text(&unknown.stderr)
+    );
 }

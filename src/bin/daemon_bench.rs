@@ -113,7 +113,10 @@ fn push(
         Instant::now().elapsed().as_nanos() + u128::from(std::process::id())
     ));
     let paths = write_files(&directory, files).map_err(|error| error.to_string())?;
-    let mut arguments: Vec<String> = paths.iter().map(|path| path.display().to_string()).collect();
+    let mut arguments: Vec<String> = paths
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect();
     arguments.extend(intents.iter().cloned());
     let started = Instant::now();
     let output = topoctl
@@ -166,12 +169,20 @@ fn bench_push() -> Result<(), String> {
 
     let (wall_ms, code) = push(&topologyd, &topoctl, &new_files, &intents)?;
     if code != Some(0) {
-        return Err(format!("the 1% push was not applied (exit {code:?}):\n{}", topologyd.log_tail()));
+        return Err(format!(
+            "the 1% push was not applied (exit {code:?}):\n{}",
+            topologyd.log_tail()
+        ));
     }
     wait_until("every peer to write the new generation", || {
         let log = topologyd.log();
         (0..PEERS).all(|index| {
-            log_field(&log, "first UPDATE of the generation written", Some(&format!("edge{index}")), "generation") == Some(2)
+            log_field(
+                &log,
+                "first UPDATE of the generation written",
+                Some(&format!("edge{index}")),
+                "generation",
+            ) == Some(2)
         })
     })?;
     let log = topologyd.log();
@@ -181,7 +192,12 @@ fn bench_push() -> Result<(), String> {
     let mut wire = String::new();
     for index in 0..PEERS {
         let peer = format!("edge{index}");
-        let micros = log_field(&log, "first UPDATE of the generation written", Some(&peer), "publish_to_wire_us");
+        let micros = log_field(
+            &log,
+            "first UPDATE of the generation written",
+            Some(&peer),
+            "publish_to_wire_us",
+        );
         let _ = write!(wire, "\"{peer}\":{},", micros.unwrap_or(0));
     }
     wire.pop();
@@ -202,7 +218,9 @@ fn bench_push() -> Result<(), String> {
 
 fn flat_topology(routes: usize) -> Vec<(String, String)> {
     let fleet = "[[location]]\nname = \"loc0000\"\nregion = \"r\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n".to_string();
-    let services = "[[service]]\nname = \"anycast\"\ntopology = \"all\"\ncommunities = [\"13335:1\"]\n".to_string();
+    let services =
+        "[[service]]\nname = \"anycast\"\ntopology = \"all\"\ncommunities = [\"13335:1\"]\n"
+            .to_string();
     let mut prefixes = String::with_capacity(routes * 120);
     for index in 0..routes {
         let base = (11u32 << 24) + ((index as u32) << 8);
@@ -228,7 +246,8 @@ fn bench_memory(routes: usize) -> Result<(), String> {
 
     // Baseline: the same daemon and topology with no peer.
     let baseline_config = DaemonConfig::new("loc0000", LOCAL_ASN);
-    let baseline = Topologyd::start(baseline_config, &borrowed).map_err(|error| error.to_string())?;
+    let baseline =
+        Topologyd::start(baseline_config, &borrowed).map_err(|error| error.to_string())?;
     let baseline_pid = baseline.pid().unwrap_or(0);
     wait_until("the baseline daemon to load its generation", || {
         baseline.log().contains("running generation loaded")
@@ -248,7 +267,8 @@ fn bench_memory(routes: usize) -> Result<(), String> {
     let pid = topologyd.pid().unwrap_or(0);
     let rss = process_memory_kib(pid, "VmRSS:");
     let peak = process_memory_kib(pid, "VmHWM:");
-    let per_route_per_peer = (rss.saturating_sub(baseline_rss) * 1024) as f64 / (routes * PEERS) as f64;
+    let per_route_per_peer =
+        (rss.saturating_sub(baseline_rss) * 1024) as f64 / (routes * PEERS) as f64;
     println!(
         "{{\"bench\":\"memory\",\"routes\":{routes},\"peers\":{PEERS},\"start_to_all_peers_converged_s\":{converged:.2},\"baseline_rss_no_peers_mib\":{},\"rss_mib\":{},\"peak_rss_mib\":{},\"bytes_per_route_total\":{:.0},\"bytes_per_route_per_peer_above_baseline\":{per_route_per_peer:.0}}}",
         baseline_rss / 1024,

@@ -26,7 +26,10 @@ fn peak_resident_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn write_files(dir: &PathBuf, files: &[topologyd_suite::synth::SynthFile]) -> Result<Vec<PathBuf>, String> {
+fn write_files(
+    dir: &PathBuf,
+    files: &[topologyd_suite::synth::SynthFile],
+) -> Result<Vec<PathBuf>, String> {
     std::fs::create_dir_all(dir).map_err(|error| error.to_string())?;
     files
         .iter()

@@ -3,12 +3,18 @@
 //! trait, so that every daemon runs exactly the same assertions. Each `interop_<daemon>.rs` file
 //! only names its launcher and how that daemon asks for a route refresh.
 //!
-//! Every scenario starts its own peer daemon (passive, on a fresh `127.a.b.c` address or `::1`)
-//! and its own topologyd (active towards it), with the example topology of
-//! `tests/daemon_common` plus one extra resolver prefix, [`EXTRA_PREFIX`], that a control-API
-//! push later withdraws. Peers check what they received in their own view (`routes()`), which
-//! the harness reads from the daemon itself. Announced next hops are documentation addresses:
+//! Every scenario starts its own peer daemon (passive unless a collision is wanted, on a fresh
+//! `127.a.b.c` address or `::1`) and its own topologyd (active towards it, with an mTLS control
+//! API), with the example topology of `tests/daemon_common` plus one extra resolver prefix,
+//! [`EXTRA_PREFIX`], that a `topoctl push` later withdraws. Peers check what they received in
+//! their own view (`routes()`), which the harness reads from the daemon itself; what topologyd
+//! did is read from its `/metrics` and log. Announced next hops are documentation addresses:
 //! loopback next hops are refused by GoBGP and FRR (see `src/peers/mod.rs`).
+//!
+//! Scenarios: exact attributes then a pushed withdrawal and a withdrawing stop (IPv4 or IPv6
+//! transport); route refresh (RFC 2918); SIGKILL and restart under graceful restart (RFC 4724);
+//! TCP-MD5 (RFC 2385); GTSM (RFC 5082); connection collision (RFC 4271 §6.8); single-family
+//! peers (RFC 4760); inbound counting; a peer restart; 2,048 routes packed into full UPDATEs.
 //!
 //! Each file includes it with `mod interop_common;`; not every file uses every item.
 #![allow(dead_code)]
@@ -17,7 +23,7 @@
 mod daemon_common;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -40,7 +46,7 @@ pub const PEER_NAME: &str = "edge";
 /// A resolver prefix that the initial topology announces and a later push removes.
 pub const EXTRA_PREFIX: &str = "198.18.0.0/24";
 /// How long a session that must never come up is watched.
-pub const NEVER_WINDOW: Duration = Duration::from_secs(6);
+pub const NEVER_WINDOW: Duration = Duration::from_secs(4);
 const ADMIN: &str = "interop-admin";
 /// Exit code of `topoctl push` when the change was applied.
 const EXIT_APPLIED: Option<i32> = Some(0);
@@ -69,11 +75,6 @@ pub struct PeerKind<P> {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub transport: Transport,
-    /// TCP-MD5 key on our side and on the peer's side (RFC 2385).
-    pub md5_ours: Option<String>,
-    pub md5_peer: Option<String>,
-    /// GTSM (RFC 5082) on both sides, one hop.
-    pub ttl_security: bool,
     pub withdraw_on_stop: bool,
     /// The peer connects too (both sides active: RFC 4271 §6.8 collisions).
     pub peer_active: bool,
@@ -83,20 +84,20 @@ pub struct Options {
     pub more_prefixes: String,
     /// The families the peer daemon offers; both when empty.
     pub peer_families: Vec<Family>,
+    /// The hold time the peer daemon proposes (topologyd proposes 30 s).
+    pub peer_hold_time: u16,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             transport: Transport::V4,
-            md5_ours: None,
-            md5_peer: None,
-            ttl_security: false,
             withdraw_on_stop: false,
             peer_active: false,
             peer_routes: Vec::new(),
             more_prefixes: String::new(),
             peer_families: Vec::new(),
+            peer_hold_time: 30,
         }
     }
 }
@@ -106,7 +107,8 @@ impl Default for Options {
 pub struct Interop<P> {
     pub peer: P,
     pub topologyd: Topologyd,
-    pki: ControlPki,
+    /// Kept alive: the control API's certificates live in its directory.
+    _pki: ControlPki,
     admin: Topoctl,
     bundles: tempfile::TempDir,
 }
@@ -228,31 +230,25 @@ fn listening(port: u16) -> bool {
     })
 }
 
-/// Starts the peer daemon (passive) and topologyd (connecting to it).
+/// Starts the peer daemon (passive unless `peer_active`) and topologyd (connecting to it).
 pub fn start<P: BgpPeer>(kind: &PeerKind<P>, options: &Options) -> Interop<P> {
     let mut daemon = daemon_config(options.transport);
     daemon.withdraw_on_stop = options.withdraw_on_stop;
     let peer_endpoint = endpoint(options.transport);
     let mut spec = peer_spec(&daemon, peer_endpoint)
-        .ttl_security(options.ttl_security)
         .passive(!options.peer_active)
+        .hold_time(options.peer_hold_time)
         .originate(options.peer_routes.clone());
     if !options.peer_families.is_empty() {
         spec = spec.families(options.peer_families.clone());
     }
-    if let Some(key) = &options.md5_peer {
-        spec = spec.md5_password(key.clone());
-    }
     let peer = start_peer(kind, spec);
-    let mut neighbor = neighbor(PEER_NAME, peer_endpoint);
-    neighbor.md5_key = options.md5_ours.clone();
-    neighbor.ttl_security_hops = options.ttl_security.then_some(1);
-    daemon.neighbors.push(neighbor);
+    daemon.neighbors.push(neighbor(PEER_NAME, peer_endpoint));
     let (topologyd, pki, admin) = start_topologyd_with(daemon, &options.more_prefixes);
     Interop {
         peer,
         topologyd,
-        pki,
+        _pki: pki,
         admin,
         bundles: check(tempfile::tempdir(), "a directory for pushed bundles"),
     }
@@ -323,7 +319,7 @@ pub fn wait_for_exactly<P: BgpPeer>(peer: &P, expected: &BTreeMap<IpNet, Receive
                 .filter(|(prefix, route)| expected.get(*prefix) != Some(*route))
                 .collect();
             panic!(
-                "the peer never held exactly the expected routes\nexpected but not held: {missing:#?}\nheld but not expected: {unexpected:#?}\n--- peer log ---\n{}\n--- topologyd log ---\n",
+                "the peer never held exactly the expected routes\nexpected but not held: {missing:#?}\nheld but not expected: {unexpected:#?}\n--- peer log ---\n{}",
                 peer.log_tail()
             );
         }
@@ -381,6 +377,15 @@ pub fn wait_established_here(topologyd: &Topologyd, peer: &str) {
     );
 }
 
+/// Fails unless topologyd established exactly one session with the peer so far.
+pub fn assert_one_session(topologyd: &Topologyd, what: &str) {
+    let established = topologyd
+        .log()
+        .matches(&format!("Established peer={PEER_NAME}"))
+        .count();
+    assert_eq!(established, 1, "{what}\n{}", topologyd.log_tail());
+}
+
 impl<P: BgpPeer> Interop<P> {
     /// Waits until topologyd converged and the peer holds exactly the initial routes.
     pub fn converge(&mut self) -> BTreeMap<IpNet, ReceivedRoute> {
@@ -419,11 +424,6 @@ impl<P: BgpPeer> Interop<P> {
         ]);
         let output = check(self.admin.run("push", &arguments), "running topoctl push");
         assert_eq!(output.code, EXIT_APPLIED, "topoctl push: {output}");
-    }
-
-    /// The PKI, kept alive for the control API's files.
-    pub fn pki(&self) -> &ControlPki {
-        &self.pki
     }
 }
 
@@ -506,6 +506,7 @@ pub fn route_refresh_resends<P: BgpPeer>(kind: &PeerKind<P>) {
         after.withdrawals, counters.withdrawals,
         "a route refresh must not withdraw"
     );
+    assert_one_session(&interop.topologyd, "the route refresh reset the session");
 }
 
 /// RFC 4724: after a SIGKILL of topologyd the peer keeps every route as stale; once topologyd
@@ -652,14 +653,9 @@ pub fn collision_settles_on_one_session<P: BgpPeer>(kind: &PeerKind<P>) {
         std::thread::sleep(Duration::from_millis(300));
     }
     wait_for_exactly(&interop.peer, &expected);
-    let established = interop
-        .topologyd
-        .log()
-        .matches(&format!("Established peer={PEER_NAME}"))
-        .count();
-    assert_eq!(
-        established, 1,
-        "topologyd established more than one session"
+    assert_one_session(
+        &interop.topologyd,
+        "topologyd established more than one session",
     );
     assert!(
         updates(&interop.topologyd, PEER_NAME, "sent") <= sent + 1.0,
@@ -742,35 +738,37 @@ pub fn peer_restart_gets_every_route_again<P: BgpPeer>(kind: &PeerKind<P>) {
     wait_established_here(&interop.topologyd, PEER_NAME);
 }
 
-/// 4,096 IPv4 /24s and 4,096 IPv6 /48s (two split prefixes of the cdn service): the packer's
+/// 1,024 IPv4 /24s and 1,024 IPv6 /48s (two split prefixes of the cdn service): the packer's
 /// UPDATEs (shared attributes, IPv4 NLRI, IPv6 MP_REACH with a two-octet attribute length) are
 /// accepted whole, every route arrives with the cdn attributes, and a withdrawing stop
 /// (MP_UNREACH too) removes them all.
 pub fn many_routes_are_packed_and_all_arrive<P: BgpPeer>(kind: &PeerKind<P>) {
     const MANY: &str = r#"
 [[prefix]]
-cidr = "20.0.0.0/12"
+cidr = "20.0.0.0/14"
 origin_asn = 64999
 owner = "byoip-customer"
 advertise = true
 announce = { split = 24 }
 
 [[binding]]
-cidr = "20.0.0.0/12"
+cidr = "20.0.0.0/14"
 service = "cdn"
 
 [[prefix]]
-cidr = "2001:db8::/36"
+cidr = "2001:db8::/38"
 origin_asn = 64999
 owner = "byoip-customer"
 advertise = true
 announce = { split = 48 }
 
 [[binding]]
-cidr = "2001:db8::/36"
+cidr = "2001:db8::/38"
 service = "cdn"
 "#;
-    let total = expected_routes(true).len() + 2 * 4096;
+    // Several full 4,096-octet UPDATEs per family (about 570 /48s or 800 /24s fit in one).
+    const ROUTES_PER_FAMILY: usize = 1024;
+    let total = expected_routes(true).len() + 2 * ROUTES_PER_FAMILY;
     let mut interop = start(
         kind,
         &Options {
@@ -803,7 +801,7 @@ service = "cdn"
             text.starts_with("20.") || text.starts_with("2001:db8:")
         })
         .collect();
-    assert_eq!(split.len(), 2 * 4096);
+    assert_eq!(split.len(), 2 * ROUTES_PER_FAMILY);
     if let Some(wrong) = split.iter().find(|route| !cdn(route)) {
         panic!("a split route with the wrong attributes: {wrong:?}");
     }
@@ -851,17 +849,32 @@ pub fn single_family_peer_gets_only_its_family<P: BgpPeer>(kind: &PeerKind<P>, f
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    let established = interop
-        .topologyd
-        .log()
-        .matches(&format!("Established peer={PEER_NAME}"))
-        .count();
-    assert_eq!(
-        established,
-        1,
-        "the session was reset\n{}",
-        interop.topologyd.log_tail()
+    assert_one_session(&interop.topologyd, "the session was reset");
+}
+
+/// RFC 4271 §4.2 / §10: the peer proposes a 3 s hold time, the smaller one wins, so topologyd
+/// must send KEEPALIVEs at least every 3 s (it should every 1 s); the session stays up on its
+/// first connection for more than twice the hold time.
+pub fn short_hold_time_is_negotiated<P: BgpPeer>(kind: &PeerKind<P>) {
+    let mut interop = start(
+        kind,
+        &Options {
+            peer_hold_time: 3,
+            ..Options::default()
+        },
     );
+    let expected = interop.converge();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(7) {
+        assert!(
+            check(interop.peer.session_state(), "the peer's state").is_established(),
+            "the peer dropped the session: its hold timer expired?\n{}",
+            interop.peer.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    wait_for_exactly(&interop.peer, &expected);
+    assert_one_session(&interop.topologyd, "the session was reset");
 }
 
 /// The IPv6 transport: topologyd and the peer both on `::1`; an IPv6 session carrying both
@@ -879,9 +892,4 @@ pub fn ipv6_transport_carries_both_families<P: BgpPeer>(kind: &PeerKind<P>) {
         check(interop.peer.session_state(), "the peer's state").is_established(),
         "the IPv6 session is not Established"
     );
-}
-
-/// `::1` as an [`IpAddr`].
-pub fn ipv6_loopback() -> IpAddr {
-    IpAddr::V6(Ipv6Addr::LOCALHOST)
 }

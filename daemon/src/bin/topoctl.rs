@@ -130,7 +130,9 @@ impl IntentArguments {
     fn intent(&self) -> Result<Intent, String> {
         let mut intent = Intent::default();
         for argument in &self.intents {
-            intent.parse_arg(argument).map_err(|error| error.to_string())?;
+            intent
+                .parse_arg(argument)
+                .map_err(|error| error.to_string())?;
         }
         for argument in &self.overrides {
             intent
@@ -141,7 +143,11 @@ impl IntentArguments {
     }
 
     fn lines(&self) -> Vec<String> {
-        self.intents.iter().chain(&self.overrides).cloned().collect()
+        self.intents
+            .iter()
+            .chain(&self.overrides)
+            .cloned()
+            .collect()
     }
 }
 
@@ -283,7 +289,9 @@ fn run(command: Command) -> Result<i32, String> {
                 Ok(topology) => topology,
                 Err(code) => return Ok(code),
             };
-            let desired = topology.desired(&location).map_err(|error| error.to_string())?;
+            let desired = topology
+                .desired(&location)
+                .map_err(|error| error.to_string())?;
             if json {
                 let routes: Vec<_> = desired.iter().map(|route| route.to_announced()).collect();
                 println!(
@@ -303,7 +311,13 @@ fn run(command: Command) -> Result<i32, String> {
                         .communities
                         .iter()
                         .map(ToString::to_string)
-                        .chain(route.attributes.large_communities.iter().map(ToString::to_string))
+                        .chain(
+                            route
+                                .attributes
+                                .large_communities
+                                .iter()
+                                .map(ToString::to_string),
+                        )
                         .collect();
                     println!(
                         "  {:<22} service {:<14} binding {:<22} origin AS{} prepend {} med {} communities [{}]",
@@ -425,7 +439,9 @@ fn bundle_of(files: &[PathBuf]) -> Result<SourceBundle, String> {
             .map(|source| SourceFile {
                 name: Path::new(&source.name)
                     .file_name()
-                    .map_or(source.name.clone(), |name| name.to_string_lossy().into_owned()),
+                    .map_or(source.name.clone(), |name| {
+                        name.to_string_lossy().into_owned()
+                    }),
                 text: source.text,
             })
             .collect(),
@@ -443,10 +459,16 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 fn print_answer(answer: Result<Value, ClientError>, json: bool, dry_run: bool) -> i32 {
     match answer {
         Ok(value) => {
-            let text = value.get("text").and_then(Value::as_str).map(str::to_string);
+            let text = value
+                .get("text")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             match (json, text) {
                 (false, Some(text)) => print!("{text}"),
-                _ => println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default()),
+                _ => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&value).unwrap_or_default()
+                ),
             }
             if dry_run {
                 value
@@ -464,7 +486,10 @@ fn print_answer(answer: Result<Value, ClientError>, json: bool, dry_run: bool) -
             // `detail.text`.
             let error = &body["error"];
             if json {
-                println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&body).unwrap_or_default()
+                );
             } else {
                 eprintln!(
                     "topoctl: the daemon answered {status} ({}): {}",
