@@ -4,8 +4,19 @@
 # against real BIRD, FRR, GoBGP, ExaBGP and Prometheus on loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$(date +%s)
 bash scripts/setup.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 bash systemd/check.sh
-cargo test --workspace --locked
+mkdir -p target
+set +e
+cargo test --workspace --locked 2>&1 | tee target/test-output.log
+status=${PIPESTATUS[0]}
+set -e
+echo "test.sh: finished in $(( $(date +%s) - started )) s"
+# One closing line for the whole run (cargo's last "test result" is the doc tests').
+awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' \
+  target/test-output.log
+exit "$status"

@@ -196,18 +196,21 @@ pub fn start_topologyd_with(
     (topologyd, pki, admin)
 }
 
-/// Starts a peer daemon and waits until its BGP port listens: ExaBGP's launcher returns before
-/// its listener exists, and topologyd's connect-retry backoff would then grow (1 s, 2 s, 4 s…).
+/// Starts a peer daemon and waits until its BGP port listens and it knows its neighbor:
+/// ExaBGP's launcher returns before its listener exists, and GoBGP listens a moment before its
+/// neighbor is configured (it closes connections from unknown addresses). Every refused attempt
+/// would double topologyd's connect-retry delay (1 s, 2 s, 4 s…).
 pub fn start_peer<P: BgpPeer>(kind: &PeerKind<P>, spec: PeerSpec) -> P {
     let endpoint = spec.local;
     let peer = check((kind.start)(spec), "starting the peer daemon");
     check(
         wait_until(&format!("{endpoint} listening"), WAIT, || {
-            if listening(endpoint.port()) {
-                Ok(())
-            } else {
-                Err(peer.log_tail())
+            if !listening(endpoint.port()) {
+                return Err(format!("not listening\n{}", peer.log_tail()));
             }
+            peer.session_state()
+                .map(drop)
+                .map_err(|error| error.to_string())
         }),
         "the peer's listener",
     );
