@@ -8,157 +8,36 @@
 //! - a SIGTERM with `withdraw_on_stop` withdraws every route before the session closes; without
 //!   it (the default) the routes stay at BIRD as stale, for the restart to refresh.
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+mod daemon_common;
+
+use std::net::IpAddr;
 use std::time::Duration;
 
-use ipnet::IpNet;
-use topologyd_suite::peers::{BgpPeer, BirdPeer, Family, GracefulRestart, PeerSpec, ReceivedRoute};
-use topologyd_suite::topologyd::{DaemonConfig, NeighborConfig, Topologyd};
+use daemon_common::{
+    AMS01_ROUTES, LOCAL_ASN, by_prefix, check, prefix, start_bird, topology, wait_converged,
+    wait_for_routes,
+};
+use topologyd_suite::peers::{BgpPeer, BirdPeer};
+use topologyd_suite::topologyd::{DaemonConfig, Topologyd};
 
-const LOCAL_ASN: u32 = 13335;
-const BIRD_ASN: u32 = 64512;
-const WAIT: Duration = Duration::from_secs(30);
-
-const FLEET: &str = r#"
-[[location]]
-name = "ams01"
-region = "eu"
-metro = "AMS"
-country = "NL"
-tags = ["canary"]
-state = "live"
-
-[[location]]
-name = "fra01"
-region = "eu"
-metro = "FRA"
-country = "DE"
-state = "live"
-"#;
-
-const SERVICES: &str = r#"
-[[service]]
-name = "resolver"
-topology = "all"
-communities = ["13335:10000"]
-large_communities = ["13335:1:100"]
-
-[[service]]
-name = "cdn"
-topology = "region = \"eu\""
-communities = ["13335:20000", "65000:1"]
-med = 50
-as_path_prepend = 2
-
-[[service]]
-name = "fra-only"
-topology = "location = \"fra01\""
-"#;
-
-const PREFIXES: &str = r#"
-[[prefix]]
-cidr = "1.1.1.0/24"
-origin_asn = 13335
-owner = "resolver"
-advertise = true
-
-[[binding]]
-cidr = "1.1.1.0/24"
-service = "resolver"
-
-[[prefix]]
-cidr = "2606:4700:4700::/48"
-origin_asn = 13335
-owner = "resolver"
-advertise = true
-
-[[binding]]
-cidr = "2606:4700:4700::/48"
-service = "resolver"
-
-[[prefix]]
-cidr = "198.51.100.0/22"
-origin_asn = 64999
-owner = "byoip-customer"
-advertise = true
-announce = { split = 24 }
-
-[[binding]]
-cidr = "198.51.100.0/22"
-service = "cdn"
-
-[[prefix]]
-cidr = "203.0.113.0/24"
-origin_asn = 13335
-owner = "ops"
-advertise = true
-
-[[binding]]
-cidr = "203.0.113.0/24"
-service = "fra-only"
-"#;
-
-fn topology() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("fleet.toml", FLEET),
-        ("services.toml", SERVICES),
-        ("prefixes.toml", PREFIXES),
-    ]
-}
+const WAIT: Duration = daemon_common::WAIT;
 
 /// BIRD waits for topologyd (passive); topologyd connects to it.
 fn start_pair(configure: impl FnOnce(&mut DaemonConfig)) -> (BirdPeer, Topologyd) {
     let mut daemon = DaemonConfig::new("ams01", LOCAL_ASN);
-    let bird_address = topologyd_suite::peers::alloc::loopback_v4();
-    let bird_endpoint = SocketAddr::new(
-        IpAddr::V4(bird_address),
-        topologyd_suite::peers::alloc::free_port(IpAddr::V4(bird_address)),
-    );
-    let spec = PeerSpec::new(BIRD_ASN, bird_endpoint, LOCAL_ASN, daemon.local)
-        .families(vec![Family::Ipv4Unicast, Family::Ipv6Unicast])
-        .passive(true)
-        .hold_time(30)
-        .graceful_restart(Some(GracefulRestart {
-            restart_time: 120,
-            stale_time: 360,
-        }));
-    let bird = BirdPeer::start(spec).unwrap_or_else(|error| panic!("BIRD: {error}"));
-    daemon
-        .neighbors
-        .push(NeighborConfig::new("edge-bird", bird_endpoint, BIRD_ASN));
+    let (bird, neighbor) = start_bird(&daemon, "edge-bird");
+    daemon.neighbors.push(neighbor);
     configure(&mut daemon);
-    let topologyd =
-        Topologyd::start(daemon, &topology()).unwrap_or_else(|error| panic!("topologyd: {error}"));
+    let mut topologyd = check(Topologyd::start(daemon, &topology()), "starting topologyd");
+    wait_converged(&mut topologyd, &[&bird]);
     (bird, topologyd)
-}
-
-fn by_prefix(routes: Vec<ReceivedRoute>) -> BTreeMap<IpNet, ReceivedRoute> {
-    routes
-        .into_iter()
-        .map(|route| (route.prefix, route))
-        .collect()
-}
-
-fn wait_for_routes(bird: &BirdPeer, count: usize) -> BTreeMap<IpNet, ReceivedRoute> {
-    bird.wait_for(|routes| routes.len() == count, WAIT)
-        .unwrap_or_else(|error| panic!("BIRD never held {count} routes: {error}"));
-    by_prefix(bird.routes().unwrap_or_else(|error| panic!("{error}")))
-}
-
-fn prefix(text: &str) -> IpNet {
-    text.parse()
-        .unwrap_or_else(|error| panic!("{text}: {error}"))
 }
 
 #[test]
 fn bird_learns_exactly_the_routes_and_attributes_of_the_location() {
-    let (bird, mut topologyd) = start_pair(|_| {});
-    topologyd
-        .wait_ready(WAIT)
-        .unwrap_or_else(|error| panic!("{error}"));
+    let (bird, topologyd) = start_pair(|_| {});
     // ams01: the resolver (v4 + v6) and the four /24s of the split BYOIP /22; not fra-only.
-    let routes = wait_for_routes(&bird, 6);
+    let routes = wait_for_routes(&bird, AMS01_ROUTES);
     assert!(
         !routes.contains_key(&prefix("203.0.113.0/24")),
         "fra-only must not be announced at ams01"
@@ -201,16 +80,13 @@ fn bird_learns_exactly_the_routes_and_attributes_of_the_location() {
 #[test]
 fn rfc4724_sigkill_and_restart_cause_no_withdrawal_at_bird() {
     let (bird, mut topologyd) = start_pair(|_| {});
-    topologyd
-        .wait_ready(WAIT)
-        .unwrap_or_else(|error| panic!("{error}"));
-    let before = wait_for_routes(&bird, 6);
+    let before = wait_for_routes(&bird, AMS01_ROUTES);
     let counters_before = bird.counters().unwrap_or_else(|error| panic!("{error}"));
 
     topologyd.kill().unwrap_or_else(|error| panic!("{error}"));
     // The session is gone; BIRD keeps every route as stale (graceful restart helper).
     bird.wait_for(
-        |routes| routes.len() == 6 && routes.iter().all(|route| route.stale),
+        |routes| routes.len() == AMS01_ROUTES && routes.iter().all(|route| route.stale),
         WAIT,
     )
     .unwrap_or_else(|error| panic!("BIRD did not keep the routes as stale: {error}"));
@@ -220,7 +96,7 @@ fn rfc4724_sigkill_and_restart_cause_no_withdrawal_at_bird() {
         .wait_ready(WAIT)
         .unwrap_or_else(|error| panic!("restarted topologyd never converged: {error}"));
     bird.wait_for(
-        |routes| routes.len() == 6 && routes.iter().all(|route| !route.stale),
+        |routes| routes.len() == AMS01_ROUTES && routes.iter().all(|route| !route.stale),
         WAIT,
     )
     .unwrap_or_else(|error| panic!("routes never became fresh again: {error}"));
@@ -240,10 +116,7 @@ fn rfc4724_sigkill_and_restart_cause_no_withdrawal_at_bird() {
 #[test]
 fn sigterm_with_withdraw_on_stop_withdraws_everything_first() {
     let (bird, mut topologyd) = start_pair(|daemon| daemon.withdraw_on_stop = true);
-    topologyd
-        .wait_ready(WAIT)
-        .unwrap_or_else(|error| panic!("{error}"));
-    wait_for_routes(&bird, 6);
+    wait_for_routes(&bird, AMS01_ROUTES);
     let exit = topologyd
         .terminate(WAIT)
         .unwrap_or_else(|error| panic!("{error}"));
@@ -255,16 +128,13 @@ fn sigterm_with_withdraw_on_stop_withdraws_everything_first() {
 #[test]
 fn sigterm_by_default_leaves_the_routes_at_bird_as_stale() {
     let (bird, mut topologyd) = start_pair(|_| {});
-    topologyd
-        .wait_ready(WAIT)
-        .unwrap_or_else(|error| panic!("{error}"));
-    wait_for_routes(&bird, 6);
+    wait_for_routes(&bird, AMS01_ROUTES);
     let exit = topologyd
         .terminate(WAIT)
         .unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(exit, Some(0));
     bird.wait_for(
-        |routes| routes.len() == 6 && routes.iter().all(|route| route.stale),
+        |routes| routes.len() == AMS01_ROUTES && routes.iter().all(|route| route.stale),
         WAIT,
     )
     .unwrap_or_else(|error| panic!("a graceful stop must leave the routes as stale: {error}"));
