@@ -40,6 +40,9 @@ use crate::state_store::{GenerationMeta, StateStore, StoredGeneration};
 /// The connect-retry backoff stops growing at this multiple of `connect_retry_seconds`.
 pub const CONNECT_RETRY_BACKOFF_FACTOR: u32 = 4;
 
+/// How long after a publish the freed heap is returned to the kernel.
+pub const TRIM_AFTER_PUBLISH: Duration = Duration::from_secs(2);
+
 /// How often peer snapshots are folded into the metrics and readiness is re-evaluated.
 pub const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -803,6 +806,7 @@ impl Engine {
             bundle: to_bundle(topology.sources()),
         };
         let store = self.store.clone();
+        let persist_started = Instant::now();
         tokio::task::spawn_blocking(move || store.commit(&stored))
             .await
             .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), Value::Null))?
@@ -819,8 +823,14 @@ impl Engine {
             meta: meta.clone(),
             routes: routes.clone(),
         };
+        let persist_ms = persist_started.elapsed().as_millis() as u64;
         self.routes.send_replace(routes);
-        crate::memory::release_free_memory();
+        // Give the compile's freed pages back once the peers have sent the change: a trim
+        // holds the allocator's locks, which the peer tasks need right after a publish.
+        tokio::spawn(async {
+            tokio::time::sleep(TRIM_AFTER_PUBLISH).await;
+            let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
+        });
         self.metrics.set_generation(meta.generation, &meta.hash);
         self.metrics
             .observe_apply(started.elapsed().as_secs_f64(), unix_now());
@@ -829,6 +839,7 @@ impl Engine {
             hash = %meta.hash,
             who = %meta.who,
             apply_ms = started.elapsed().as_millis() as u64,
+            persist_ms,
             "generation applied"
         );
         Ok(MutationOutcome {

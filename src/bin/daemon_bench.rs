@@ -189,6 +189,7 @@ fn bench_push() -> Result<(), String> {
     let compile_ms = log_field(&log, "push compiled and planned", None, "compile_ms");
     let plan_ms = log_field(&log, "push compiled and planned", None, "plan_ms");
     let apply_ms = log_field(&log, "generation applied", None, "apply_ms");
+    let persist_ms = log_field(&log, "generation applied", None, "persist_ms");
     let mut wire = String::new();
     for index in 0..PEERS {
         let peer = format!("edge{index}");
@@ -203,13 +204,14 @@ fn bench_push() -> Result<(), String> {
     wire.pop();
     let pid = topologyd.pid().unwrap_or(0);
     println!(
-        "{{\"bench\":\"push_1_percent\",\"bindings\":{},\"routes_at_location\":{routes},\"peers\":{PEERS},\"baseline_unchanged_push_wall_ms\":{baseline_wall_ms:.0},\"baseline_exit\":{},\"baseline_compile_ms\":{},\"push_wall_ms\":{wall_ms:.0},\"compile_ms\":{},\"plan_ms\":{},\"apply_ms\":{},\"publish_to_first_update_us\":{{{wire}}},\"daemon_rss_mib\":{},\"daemon_peak_rss_mib\":{}}}",
+        "{{\"bench\":\"push_1_percent\",\"bindings\":{},\"routes_at_location\":{routes},\"peers\":{PEERS},\"baseline_unchanged_push_wall_ms\":{baseline_wall_ms:.0},\"baseline_exit\":{},\"baseline_compile_ms\":{},\"push_wall_ms\":{wall_ms:.0},\"compile_ms\":{},\"plan_ms\":{},\"apply_ms\":{},\"persist_ms\":{},\"publish_to_first_update_us\":{{{wire}}},\"daemon_rss_mib\":{},\"daemon_peak_rss_mib\":{}}}",
         spec.bindings,
         baseline_code.unwrap_or(-1),
         baseline_compile.unwrap_or(0),
         compile_ms.unwrap_or(0),
         plan_ms.unwrap_or(0),
         apply_ms.unwrap_or(0),
+        persist_ms.unwrap_or(0),
         process_memory_kib(pid, "VmRSS:") / 1024,
         process_memory_kib(pid, "VmHWM:") / 1024,
     );
