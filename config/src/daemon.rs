@@ -69,7 +69,47 @@ pub struct DaemonConfig {
     pub shutdown: ShutdownConfig,
     pub admin: Option<AdminConfig>,
     pub control: Option<ControlConfig>,
+    pub health: HealthConfig,
     pub peers: Vec<PeerConfig>,
+}
+
+/// Fail-static share default: more than half of a location's checked services unhealthy at once
+/// means the checker, not the services, is most likely broken.
+pub const DEFAULT_FAIL_STATIC_SHARE: f64 = 0.5;
+/// Fail static needs at least this many unhealthy services (one service down is just down).
+pub const DEFAULT_FAIL_STATIC_MIN_SERVICES: usize = 2;
+/// Health withdraws a service here only while at least this many other live locations announce
+/// it according to the topology (the floor).
+pub const DEFAULT_HEALTH_MIN_OTHER_LOCATIONS: usize = 1;
+
+/// `[health]`: the location-wide health-check policy (per-service checks are in the topology).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthConfig {
+    /// Run the topology's health checks at all (`false`: every service counts as healthy).
+    pub enabled: bool,
+    /// Fail static when more than this share of the checked services is unhealthy, or when the
+    /// probes of more than this share could not run (timeouts, the runner failing).
+    pub fail_static_share: f64,
+    pub fail_static_min_services: usize,
+    /// The floor: see [`DEFAULT_HEALTH_MIN_OTHER_LOCATIONS`].
+    pub min_other_locations: usize,
+    /// Values for `{name}` placeholders in probe targets (beside location, region, metro, country).
+    pub vars: BTreeMap<String, String>,
+    /// Bind services' `local_addresses` on this interface through netlink (None: do not bind).
+    pub address_interface: Option<String>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> HealthConfig {
+        HealthConfig {
+            enabled: true,
+            fail_static_share: DEFAULT_FAIL_STATIC_SHARE,
+            fail_static_min_services: DEFAULT_FAIL_STATIC_MIN_SERVICES,
+            min_other_locations: DEFAULT_HEALTH_MIN_OTHER_LOCATIONS,
+            vars: BTreeMap::new(),
+            address_interface: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -454,6 +494,7 @@ fn convert(file: DaemonFile, collector: &mut Collector) -> Option<DaemonConfig> 
         shutdown,
         admin,
         control,
+        health: HealthConfig::default(),
         peers,
     })
 }

@@ -14,6 +14,7 @@
 pub mod daemon;
 pub mod diagnostic;
 mod fast;
+pub mod health;
 pub mod model;
 pub mod parse;
 pub mod selector;

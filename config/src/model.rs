@@ -243,6 +243,10 @@ pub struct RawService {
     pub large_communities: Vec<LargeCommunity>,
     pub med: Option<u32>,
     pub as_path_prepend: u8,
+    /// `[service.health]`, defaults filled in.
+    pub health: Option<Located<crate::health::HealthSpec>>,
+    /// Addresses the daemon binds on a local interface while the service is announced here.
+    pub local_addresses: Vec<Located<IpNet>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -297,6 +297,8 @@ fn convert_service(
         large_communities,
         med: file.med,
         as_path_prepend: prepend,
+        health: None,
+        local_addresses: Vec::new(),
     })
 }
 

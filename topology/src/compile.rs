@@ -433,6 +433,12 @@ pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagno
                 med: raw_service.med,
                 as_path_prepend: raw_service.as_path_prepend,
             },
+            health: raw_service.health.as_ref().map(|health| health.value.clone()),
+            local_addresses: raw_service
+                .local_addresses
+                .iter()
+                .map(|address| address.value)
+                .collect(),
             matched,
             announcing,
             span: raw_service.name.span,

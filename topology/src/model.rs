@@ -49,6 +49,10 @@ pub struct Service {
     pub topology: String,
     pub announce_at_test_locations: bool,
     pub attributes: RouteAttributes,
+    /// Local health checks (`[service.health]`); none: always healthy.
+    pub health: Option<topologyd_config::health::HealthSpec>,
+    /// Addresses bound on a local interface while the service is announced at a location.
+    pub local_addresses: Vec<IpNet>,
     /// Locations the selector matches, whatever their state.
     #[serde(skip)]
     pub(crate) matched: LocationSet,
