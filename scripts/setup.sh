@@ -7,9 +7,11 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 $SUDO apt-get update -qq
 # bird2, frr, gobgpd, exabgp: real BGP peers for the interop suite; prometheus: the real scraper;
-# iproute2: network namespaces; systemd: systemd-analyze for the unit; dnsutils/netcat: probes.
+# iproute2: network namespaces; systemd: systemd-analyze for the unit; busybox (httpd) and
+# dnsmasq-base: the real local HTTP and DNS services the health-check tests probe.
 $SUDO apt-get install -y -qq --no-install-recommends \
-  bird2 frr gobgpd exabgp prometheus iproute2 procps ca-certificates systemd >/dev/null
+  bird2 frr gobgpd exabgp prometheus iproute2 procps ca-certificates systemd \
+  busybox dnsmasq-base >/dev/null
 # The Debian packages try to start their own instances where an init system runs; the tests start
 # and stop their own, so make sure none of the packaged ones hold a port.
 for unit in bird frr prometheus; do

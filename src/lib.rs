@@ -1,4 +1,7 @@
-//! Shared harness for the end-to-end tests and benchmarks: peer-daemon launchers and a synthetic topology generator.
+//! Shared harness for the end-to-end tests and benchmarks: peer-daemon launchers, the fleet harness for rollouts and a synthetic topology generator.
+pub mod fleet;
+pub mod netns;
 pub mod peers;
+pub mod services;
 pub mod synth;
 pub mod topologyd;

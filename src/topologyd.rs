@@ -8,8 +8,8 @@
 //!
 //! Also here: [`ControlPki`] (a throw-away CA, the daemon's server certificate and client
 //! certificates, generated with rcgen for the mTLS control API), [`ControlSection`] (the
-//! daemon's `[control]` table) and [`Topoctl`] (runs the real `topoctl` binary against a
-//! daemon as one client identity).
+//! daemon's `[control]` table), [`HealthSection`] (its `[health]` table) and [`Topoctl`] (runs
+//! the real `topoctl` binary against a daemon as one client identity).
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -75,6 +75,32 @@ pub fn binaries() -> Result<PathBuf, LaunchError> {
         .map_err(LaunchError::Build)
 }
 
+/// Builds one example of the daemon crate (`daemon/examples/NAME.rs`; once per process and
+/// name) and returns its path, beside [`binaries`] in `examples/`. With `TOPOLOGYD_BIN_DIR`
+/// set, the example must already be built there.
+pub fn example(name: &str) -> Result<PathBuf, LaunchError> {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let directory = binaries()?.join("examples");
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if std::env::var_os("TOPOLOGYD_BIN_DIR").is_none() && !built.iter().any(|done| done == name) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let output = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "topologyd", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .map_err(io_error(format!("running cargo build --example {name}")))?;
+        if !output.status.success() {
+            return Err(LaunchError::Build(
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            ));
+        }
+        built.push(name.to_string());
+    }
+    Ok(directory.join(name))
+}
+
 /// One BGP neighbor of the daemon under test.
 #[derive(Debug, Clone)]
 pub struct NeighborConfig {
@@ -124,8 +150,61 @@ pub struct DaemonConfig {
     pub restart_time_seconds: u16,
     /// The mTLS control API, if any.
     pub control: Option<ControlSection>,
+    /// The `[health]` table, if any (the daemon's defaults apply without it).
+    pub health: Option<HealthSection>,
     /// Extra TOML appended verbatim after the other top-level tables.
     pub extra: String,
+}
+
+/// The daemon's `[health]` table: the location-wide health-check policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSection {
+    pub enabled: bool,
+    pub fail_static_share: Option<f64>,
+    pub fail_static_min_services: Option<usize>,
+    pub min_other_locations: Option<usize>,
+    pub address_interface: Option<String>,
+    /// `[health.vars]`: values for `{name}` placeholders in probe targets, in order.
+    pub vars: Vec<(String, String)>,
+}
+
+impl Default for HealthSection {
+    /// Enabled, every policy value left to the daemon's default, no vars.
+    fn default() -> HealthSection {
+        HealthSection {
+            enabled: true,
+            fail_static_share: None,
+            fail_static_min_services: None,
+            min_other_locations: None,
+            address_interface: None,
+            vars: Vec::new(),
+        }
+    }
+}
+
+impl HealthSection {
+    fn render(&self, text: &mut String) {
+        let _ = writeln!(text, "[health]");
+        let _ = writeln!(text, "enabled = {}", self.enabled);
+        if let Some(share) = self.fail_static_share {
+            let _ = writeln!(text, "fail_static_share = {share:?}");
+        }
+        if let Some(count) = self.fail_static_min_services {
+            let _ = writeln!(text, "fail_static_min_services = {count}");
+        }
+        if let Some(count) = self.min_other_locations {
+            let _ = writeln!(text, "min_other_locations = {count}");
+        }
+        if let Some(interface) = &self.address_interface {
+            let _ = writeln!(text, "address_interface = {interface:?}");
+        }
+        if !self.vars.is_empty() {
+            let _ = writeln!(text, "[health.vars]");
+            for (name, value) in &self.vars {
+                let _ = writeln!(text, "{name} = {value:?}");
+            }
+        }
+    }
 }
 
 /// The daemon's `[control]` table: the mTLS control API.
@@ -195,6 +274,7 @@ impl DaemonConfig {
             withdraw_on_stop: false,
             restart_time_seconds: 120,
             control: None,
+            health: None,
             extra: String::new(),
         }
     }
@@ -224,6 +304,9 @@ impl DaemonConfig {
         let _ = writeln!(text, "[admin]\nlisten = \"{}\"", self.admin);
         if let Some(control) = &self.control {
             control.render(&mut text);
+        }
+        if let Some(health) = &self.health {
+            health.render(&mut text);
         }
         text.push_str(&self.extra);
         text.push('\n');

@@ -1,5 +1,6 @@
 //! The daemon's own configuration file (`topologyd.toml`): which location this daemon is, its
-//! BGP identity, its peers, its listeners and where it keeps state. Parsed from TOML with unknown
+//! BGP identity, its peers, its listeners, where it keeps state and its health-check policy
+//! (`[health]`, `[health.vars]`). Parsed from TOML with unknown
 //! keys rejected and every value that a check can complain about kept with its span, so that all
 //! errors come out in one run as `file:line:column: error: … help: …`.
 //!
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::diagnostic::{Collector, Diagnostics};
+use crate::health::{BUILTIN_PLACEHOLDERS, is_placeholder_name};
 use crate::source::{Source, SourceMap, Span};
 
 /// The BGP port (RFC 4271 §8.2.1).
@@ -222,8 +224,21 @@ struct DaemonFile {
     shutdown: Option<ShutdownFile>,
     admin: Option<AdminFile>,
     control: Option<ControlFile>,
+    health: Option<HealthFile>,
     #[serde(default)]
     peer: Vec<PeerFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthFile {
+    enabled: Option<bool>,
+    fail_static_share: Option<Spanned<f64>>,
+    fail_static_min_services: Option<Spanned<usize>>,
+    min_other_locations: Option<usize>,
+    address_interface: Option<Spanned<String>>,
+    #[serde(default)]
+    vars: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -494,9 +509,125 @@ fn convert(file: DaemonFile, collector: &mut Collector) -> Option<DaemonConfig> 
         shutdown,
         admin,
         control,
-        health: HealthConfig::default(),
+        health: file
+            .health
+            .map(|health| convert_health(health, collector))
+            .unwrap_or_default(),
         peers,
     })
+}
+
+/// Linux network interface names are at most this long (`IFNAMSIZ` 16, with the NUL).
+pub const MAX_INTERFACE_NAME_LENGTH: usize = 15;
+
+/// `[health]` and `[health.vars]`, defaults filled in.
+fn convert_health(file: HealthFile, collector: &mut Collector) -> HealthConfig {
+    let defaults = HealthConfig::default();
+    let fail_static_share = file
+        .fail_static_share
+        .as_ref()
+        .map_or(defaults.fail_static_share, |value| *value.get_ref());
+    if let Some(value) = &file.fail_static_share
+        && !(fail_static_share > 0.0 && fail_static_share <= 1.0)
+    {
+        collector.error(
+            Some(span_of(value)),
+            format!("fail_static_share = {fail_static_share} is outside 0 < share ≤ 1"),
+            Some(format!(
+                "write a share such as {DEFAULT_FAIL_STATIC_SHARE} (fail static when more than \
+                 half of the checked services are unhealthy at once)"
+            )),
+        );
+    }
+    let fail_static_min_services = file
+        .fail_static_min_services
+        .as_ref()
+        .map_or(defaults.fail_static_min_services, |value| *value.get_ref());
+    if let Some(value) = &file.fail_static_min_services
+        && fail_static_min_services == 0
+    {
+        collector.error(
+            Some(span_of(value)),
+            "fail_static_min_services must be at least 1",
+            Some(format!(
+                "write fail_static_min_services = {DEFAULT_FAIL_STATIC_MIN_SERVICES} (the \
+                 default): one unhealthy service alone is just down"
+            )),
+        );
+    }
+    let address_interface = file.address_interface.and_then(|name| {
+        let problem = if name.get_ref().is_empty() {
+            Some("address_interface is empty".to_string())
+        } else if name.get_ref().len() > MAX_INTERFACE_NAME_LENGTH {
+            Some(format!(
+                "interface name `{}` is longer than {MAX_INTERFACE_NAME_LENGTH} bytes",
+                name.get_ref()
+            ))
+        } else if matches!(name.get_ref().as_str(), "." | "..")
+            || name
+                .get_ref()
+                .contains(|character: char| character == '/' || character.is_whitespace())
+        {
+            Some(format!(
+                "`{}` is not a valid interface name",
+                name.get_ref()
+            ))
+        } else {
+            None
+        };
+        match problem {
+            Some(message) => {
+                collector.error(
+                    Some(span_of(&name)),
+                    message,
+                    Some(
+                        "name the interface that receives the services' local addresses, such \
+                         as \"lo\" (Linux names are 1 to 15 bytes without / or spaces); leave \
+                         address_interface out to bind nothing"
+                            .into(),
+                    ),
+                );
+                None
+            }
+            None => Some(name.into_inner()),
+        }
+    });
+    let mut vars = BTreeMap::new();
+    for (key, value) in file.vars {
+        let name = key.get_ref();
+        if !is_placeholder_name(name) {
+            collector.error(
+                Some(span_of(&key)),
+                format!("`{name}` is not a valid placeholder name"),
+                Some(
+                    "use lower-case letters, digits and _, such as probe_host; probe targets \
+                     write it as {probe_host}"
+                        .into(),
+                ),
+            );
+        } else if BUILTIN_PLACEHOLDERS.contains(&name.as_str()) {
+            collector.error(
+                Some(span_of(&key)),
+                format!("`{name}` is filled from the topology's location and cannot be set here"),
+                Some(format!(
+                    "{{{name}}} is always this location's {name}; pick another name, such as \
+                     probe_{name}"
+                )),
+            );
+        } else {
+            vars.insert(key.into_inner(), value.into_inner());
+        }
+    }
+    HealthConfig {
+        enabled: file.enabled.unwrap_or(defaults.enabled),
+        fail_static_share,
+        fail_static_min_services,
+        min_other_locations: file
+            .min_other_locations
+            .unwrap_or(defaults.min_other_locations),
+        vars,
+        address_interface,
+    }
 }
 
 fn convert_peer(
@@ -697,5 +828,127 @@ families = ["ipv4"]
         assert!(!old.session_reset_needed(&new));
         new.hold_time_seconds = 30;
         assert!(old.session_reset_needed(&new));
+    }
+
+    #[test]
+    fn health_section_takes_documented_defaults() {
+        assert_eq!(parse(MINIMAL).unwrap().health, HealthConfig::default());
+        let config = parse(&format!("{MINIMAL}\n[health]\nenabled = false\n")).unwrap();
+        assert_eq!(
+            config.health,
+            HealthConfig {
+                enabled: false,
+                ..HealthConfig::default()
+            }
+        );
+        let config = parse(&format!(
+            "{MINIMAL}\n[health]\nenabled = true\nfail_static_share = 1.0\nfail_static_min_services = 3\nmin_other_locations = 0\naddress_interface = \"topologyd-vips\"\n\n[health.vars]\nprobe_host = \"127.0.0.5\"\nanycast_v6 = \"::1\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.health,
+            HealthConfig {
+                enabled: true,
+                fail_static_share: 1.0,
+                fail_static_min_services: 3,
+                min_other_locations: 0,
+                vars: [("anycast_v6", "::1"), ("probe_host", "127.0.0.5")]
+                    .into_iter()
+                    .map(|(key, value)| (key.to_string(), value.to_string()))
+                    .collect(),
+                address_interface: Some("topologyd-vips".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn bad_health_settings_are_errors_at_their_value() {
+        // The appended text starts on line 15 of the file.
+        for (health, expected, help) in [
+            (
+                "fail_static_share = 0.0\n",
+                "topologyd.toml:15:21: error: fail_static_share = 0 is outside 0 < share ≤ 1",
+                "write a share such as 0.5",
+            ),
+            (
+                "fail_static_share = 1.5\n",
+                "topologyd.toml:15:21: error: fail_static_share = 1.5 is outside 0 < share ≤ 1",
+                "write a share such as 0.5",
+            ),
+            (
+                "fail_static_share = nan\n",
+                "topologyd.toml:15:21: error: fail_static_share = NaN is outside 0 < share ≤ 1",
+                "write a share such as 0.5",
+            ),
+            (
+                "fail_static_min_services = 0\n",
+                "topologyd.toml:15:28: error: fail_static_min_services must be at least 1",
+                "fail_static_min_services = 2 (the default)",
+            ),
+            (
+                "address_interface = \"\"\n",
+                "topologyd.toml:15:21: error: address_interface is empty",
+                "such as \"lo\"",
+            ),
+            (
+                "address_interface = \"sixteen-bytes-xx\"\n",
+                "topologyd.toml:15:21: error: interface name `sixteen-bytes-xx` is longer than 15 bytes",
+                "1 to 15 bytes",
+            ),
+            (
+                "address_interface = \"eth 0\"\n",
+                "topologyd.toml:15:21: error: `eth 0` is not a valid interface name",
+                "without / or spaces",
+            ),
+            (
+                "[health.vars]\nProbe-Host = \"127.0.0.5\"\n",
+                "topologyd.toml:16:1: error: `Probe-Host` is not a valid placeholder name",
+                "lower-case letters, digits and _",
+            ),
+            (
+                "[health.vars]\nregion = \"eu-west\"\n",
+                "topologyd.toml:16:1: error: `region` is filled from the topology's location and cannot be set here",
+                "such as probe_region",
+            ),
+            (
+                "[health.vars]\nprobe_port = 53\n",
+                "topologyd.toml:16:14: error: invalid type: integer `53`, expected a string",
+                "",
+            ),
+            (
+                "enable = true\n",
+                "topologyd.toml:15:1: error: unknown field `enable`",
+                "remove the key or fix its spelling",
+            ),
+        ] {
+            let diagnostics = parse(&format!("{MINIMAL}\n[health]\n{health}")).unwrap_err();
+            let rendered = diagnostics.to_string();
+            assert!(
+                rendered.contains(expected),
+                "missing {expected:?} in\n{rendered}"
+            );
+            assert!(
+                rendered.contains(help),
+                "missing help {help:?} in\n{rendered}"
+            );
+            assert_eq!(diagnostics.errors().count(), 1, "{rendered}");
+        }
+    }
+
+    #[test]
+    fn the_example_configuration_parses() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/daemon/topologyd.toml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let config = match parse_daemon_config(&Source::new(path, text)) {
+            Ok(config) => config,
+            Err(diagnostics) => panic!("{diagnostics}"),
+        };
+        assert_eq!(config.location, "ams01");
+        assert!(config.health.enabled);
+        assert_eq!(config.health.address_interface, None);
+        assert!(config.health.vars.contains_key("probe_host"));
     }
 }

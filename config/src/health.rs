@@ -93,3 +93,19 @@ pub struct HealthSpec {
     pub on_unhealthy: UnhealthyAction,
     pub checks: Vec<ProbeSpec>,
 }
+
+/// The shortest interval between two probe rounds (ten rounds a second at most).
+pub const MIN_HEALTH_INTERVAL_MS: u64 = 100;
+/// A degraded route carries at most this many prepends in all (the service's plus `degrade`'s).
+pub const MAX_TOTAL_AS_PATH_PREPEND: u8 = 10;
+/// Placeholders every location fills from the topology; `[health.vars]` may not redefine them.
+pub const BUILTIN_PLACEHOLDERS: [&str; 4] = ["location", "region", "metro", "country"];
+
+/// Whether `name` may be a `{name}` placeholder (and so a `[health.vars]` key): one or more of
+/// `a-z`, `0-9` and `_`.
+pub fn is_placeholder_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_')
+}

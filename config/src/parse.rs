@@ -2,11 +2,19 @@
 //! `toml::Spanned`) into the [`RawTopology`]. Checks syntax and value shapes (CIDR text,
 //! communities, selector expressions); leaves every cross-reference to the compiler.
 
+use std::net::IpAddr;
+
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::diagnostic::{Collector, Diagnostics};
+use crate::health::{
+    DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEALTH_RISE,
+    DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_HOLD_DOWN_MS, DEFAULT_HTTP_EXPECT_STATUS,
+    DEFAULT_MAX_HOLD_DOWN_MS, DegradeAttributes, DnsRecordType, HealthSpec,
+    MAX_TOTAL_AS_PATH_PREPEND, MIN_HEALTH_INTERVAL_MS, ProbeSpec, UnhealthyAction,
+};
 use crate::model::{
     AnnounceMode, Community, LargeCommunity, LengthLimits, Lifecycle, Located, LocationState,
     RawBinding, RawLocation, RawPrefix, RawService, RawTopology, Roa,
@@ -76,6 +84,51 @@ pub(crate) struct ServiceFile {
     large_communities: Vec<Spanned<String>>,
     med: Option<u32>,
     as_path_prepend: Option<Spanned<u8>>,
+    #[serde(default)]
+    local_addresses: Vec<Spanned<String>>,
+    health: Option<Spanned<HealthFile>>,
+}
+
+/// `[service.health]`: every key optional except at least one `[[service.health.check]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthFile {
+    interval_ms: Option<Spanned<u64>>,
+    timeout_ms: Option<Spanned<u64>>,
+    rise: Option<Spanned<u32>>,
+    fall: Option<Spanned<u32>>,
+    hold_down_ms: Option<Spanned<u64>>,
+    max_hold_down_ms: Option<Spanned<u64>>,
+    on_unhealthy: Option<Spanned<String>>,
+    degrade: Option<Spanned<DegradeFile>>,
+    #[serde(default)]
+    check: Vec<Spanned<CheckFile>>,
+}
+
+/// `degrade = { as_path_prepend = 3, med = 1000, communities = ["13335:666"] }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DegradeFile {
+    as_path_prepend: Option<Spanned<u8>>,
+    med: Option<u32>,
+    #[serde(default)]
+    communities: Vec<Spanned<String>>,
+}
+
+/// One `[[service.health.check]]`. Flat rather than a tagged enum so that every value keeps its
+/// span and a key of the wrong kind gets its own error (serde's tagged enums lose both).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckFile {
+    kind: Spanned<String>,
+    url: Option<Spanned<String>>,
+    expect_status: Option<Spanned<u16>>,
+    address: Option<Spanned<String>>,
+    server: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
+    record_type: Option<Spanned<String>>,
+    expect: Option<Spanned<String>>,
+    command: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -287,6 +340,50 @@ fn convert_service(
         Some(lifecycle) => (*lifecycle.get_ref(), span_of(source, lifecycle)),
         None => (Lifecycle::Active, span_of(source, &file.name)),
     };
+    let mut local_addresses = Vec::with_capacity(file.local_addresses.len());
+    for address in &file.local_addresses {
+        match address.get_ref().parse::<IpNet>() {
+            Ok(network) => local_addresses.push(Located::new(network, span_of(source, address))),
+            Err(_) => {
+                valid = false;
+                let help = match address.get_ref().parse::<IpAddr>() {
+                    Ok(IpAddr::V4(_)) => format!(
+                        "add the prefix length: \"{}/32\" for the address alone",
+                        address.get_ref()
+                    ),
+                    Ok(IpAddr::V6(_)) => format!(
+                        "add the prefix length: \"{}/128\" for the address alone",
+                        address.get_ref()
+                    ),
+                    Err(_) => "write an address with its prefix length, such as \"192.0.2.53/32\" \
+                               or \"2001:db8::53/128\""
+                        .to_string(),
+                };
+                collector.error(
+                    Some(span_of(source, address)),
+                    format!(
+                        "invalid local address \"{}\" of service `{}`",
+                        address.get_ref(),
+                        file.name.get_ref()
+                    ),
+                    Some(help),
+                );
+            }
+        }
+    }
+    let health = file.health.as_ref().and_then(|health| {
+        let mut checker = Checker {
+            source,
+            text,
+            collector: &mut *collector,
+            valid: true,
+        };
+        let converted = convert_health(&mut checker, file.name.get_ref(), prepend, health);
+        if !checker.valid {
+            valid = false;
+        }
+        converted
+    });
     let topology = topology?;
     valid.then(|| RawService {
         name: Located::new(file.name.get_ref().clone(), span_of(source, &file.name)),
@@ -297,9 +394,743 @@ fn convert_service(
         large_communities,
         med: file.med,
         as_path_prepend: prepend,
-        health: None,
-        local_addresses: Vec::new(),
+        health,
+        local_addresses,
     })
+}
+
+/// Reports errors while converting `[service.health]`, remembering whether there was any.
+struct Checker<'a> {
+    source: u32,
+    text: &'a str,
+    collector: &'a mut Collector,
+    valid: bool,
+}
+
+impl Checker<'_> {
+    fn span<T>(&self, spanned: &Spanned<T>) -> Span {
+        span_of(self.source, spanned)
+    }
+
+    fn error(&mut self, span: Span, message: String, help: String) {
+        self.valid = false;
+        self.collector.error(Some(span), message, Some(help));
+    }
+
+    /// Checks the `{name}` placeholders of the probe target `key`; `Some(true)` when it has
+    /// any (then nothing else about it can be checked before the daemon expands it).
+    fn target(&mut self, key: &str, value: &Spanned<String>) -> Option<bool> {
+        match scan_placeholders(value.get_ref()) {
+            Ok(found) => Some(found),
+            Err(failure) => {
+                self.target_error(key, value, failure);
+                None
+            }
+        }
+    }
+
+    fn target_error(&mut self, key: &str, value: &Spanned<String>, failure: TargetError) {
+        let positions = StringPositions::new(self.text, self.span(value), value.get_ref());
+        self.error(
+            positions.locate(failure.offset, failure.length),
+            format!("invalid {key} \"{}\": {}", value.get_ref(), failure.message),
+            failure.help,
+        );
+    }
+}
+
+/// What is wrong inside a probe target, as a byte range of the decoded string.
+struct TargetError {
+    offset: usize,
+    length: usize,
+    message: String,
+    help: String,
+}
+
+impl TargetError {
+    fn new(
+        offset: usize,
+        length: usize,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) -> Self {
+        TargetError {
+            offset,
+            length,
+            message: message.into(),
+            help: help.into(),
+        }
+    }
+}
+
+const PLACEHOLDER_HELP: &str = "a placeholder is {name} with a name of lower-case letters, digits \
+                                and _: {location}, {region}, {metro}, {country} or a key of the \
+                                daemon's [health.vars]";
+
+/// Checks that every `{` opens a well-formed `{name}` placeholder; returns whether there is any.
+fn scan_placeholders(value: &str) -> Result<bool, TargetError> {
+    let mut found = false;
+    let mut open: Option<usize> = None;
+    for (index, character) in value.char_indices() {
+        match (character, open) {
+            ('{', None) => open = Some(index),
+            ('{', Some(start)) => {
+                return Err(TargetError::new(
+                    start,
+                    index - start,
+                    "a placeholder `{` is not closed",
+                    PLACEHOLDER_HELP,
+                ));
+            }
+            ('}', Some(start)) => {
+                let name = &value[start + 1..index];
+                if !crate::health::is_placeholder_name(name) {
+                    return Err(TargetError::new(
+                        start,
+                        index + 1 - start,
+                        format!("`{{{name}}}` is not a valid placeholder"),
+                        PLACEHOLDER_HELP,
+                    ));
+                }
+                found = true;
+                open = None;
+            }
+            ('}', None) => {
+                return Err(TargetError::new(
+                    index,
+                    1,
+                    "`}` closes no placeholder",
+                    PLACEHOLDER_HELP,
+                ));
+            }
+            _ => {}
+        }
+    }
+    match open {
+        Some(start) => Err(TargetError::new(
+            start,
+            value.len() - start,
+            "a placeholder `{` is not closed",
+            PLACEHOLDER_HELP,
+        )),
+        None => Ok(found),
+    }
+}
+
+/// Checks the shape `host:port` or `[v6]:port` of a probe target without resolving anything;
+/// either part may be (or contain) a placeholder.
+fn host_port_error(value: &str) -> Option<TargetError> {
+    const HELP: &str = "write HOST:PORT, such as \"{probe_host}:53\", \"192.0.2.1:53\" or \
+                        \"[2001:db8::1]:53\"";
+    let (host, host_offset, port, port_offset, bracketed) =
+        if let Some(inner) = value.strip_prefix('[') {
+            let Some(close) = inner.find(']') else {
+                return Some(TargetError::new(
+                    0,
+                    value.len(),
+                    "`[` is never closed",
+                    HELP,
+                ));
+            };
+            let after = &inner[close + 1..];
+            let Some(port) = after.strip_prefix(':') else {
+                return Some(TargetError::new(
+                    close + 2,
+                    after.len(),
+                    "no :PORT after the bracketed address",
+                    HELP,
+                ));
+            };
+            (&inner[..close], 1, port, close + 3, true)
+        } else {
+            let Some((host, port)) = value.rsplit_once(':') else {
+                return Some(TargetError::new(0, value.len(), "no :PORT", HELP));
+            };
+            if host.contains(':') {
+                return Some(TargetError::new(
+                    0,
+                    value.len(),
+                    "an IPv6 address needs brackets before the port",
+                    format!("write \"[{host}]:{port}\""),
+                ));
+            }
+            (host, 0, port, host.len() + 1, false)
+        };
+    if host.is_empty() {
+        return Some(TargetError::new(host_offset, 0, "no host", HELP));
+    }
+    if host.contains(|character: char| character.is_whitespace() || character == '/') {
+        return Some(TargetError::new(
+            host_offset,
+            host.len(),
+            format!("`{host}` is not a host name or address"),
+            HELP,
+        ));
+    }
+    if bracketed && !host.contains('{') && host.parse::<std::net::Ipv6Addr>().is_err() {
+        return Some(TargetError::new(
+            host_offset,
+            host.len(),
+            format!("`{host}` is not an IPv6 address"),
+            "brackets are for IPv6 addresses only; write other hosts without them",
+        ));
+    }
+    if !port.contains('{') && !matches!(port.parse::<u16>(), Ok(number) if number > 0) {
+        return Some(TargetError::new(
+            port_offset,
+            port.len(),
+            format!("port `{port}` is not a number from 1 to 65535"),
+            HELP,
+        ));
+    }
+    None
+}
+
+fn value_or<T: Copy>(value: &Option<Spanned<T>>, default: T) -> T {
+    value.as_ref().map_or(default, |value| *value.get_ref())
+}
+
+/// `[service.health]` → [`HealthSpec`] with the defaults of `health.rs`, every error reported.
+fn convert_health(
+    checker: &mut Checker<'_>,
+    service: &str,
+    service_prepend: u8,
+    health: &Spanned<HealthFile>,
+) -> Option<Located<HealthSpec>> {
+    let span = checker.span(health);
+    let file = health.get_ref();
+    let interval_ms = value_or(&file.interval_ms, DEFAULT_HEALTH_INTERVAL_MS);
+    let timeout_ms = value_or(&file.timeout_ms, DEFAULT_HEALTH_TIMEOUT_MS);
+    let interval_valid = interval_ms >= MIN_HEALTH_INTERVAL_MS;
+    if let Some(value) = file.interval_ms.as_ref().filter(|_| !interval_valid) {
+        checker.error(
+            checker.span(value),
+            format!("interval_ms = {interval_ms} is shorter than {MIN_HEALTH_INTERVAL_MS} ms"),
+            format!(
+                "probe at most ten times a second: interval_ms = {MIN_HEALTH_INTERVAL_MS} or \
+                 more (the default is {DEFAULT_HEALTH_INTERVAL_MS})"
+            ),
+        );
+    }
+    if let Some(value) = file.timeout_ms.as_ref().filter(|_| timeout_ms == 0) {
+        checker.error(
+            checker.span(value),
+            "timeout_ms = 0 leaves a probe no time to run".into(),
+            "set timeout_ms to at least 1 and below interval_ms".into(),
+        );
+    } else if interval_valid && timeout_ms >= interval_ms {
+        let at = file
+            .timeout_ms
+            .as_ref()
+            .or(file.interval_ms.as_ref())
+            .map_or(span, |value| checker.span(value));
+        let timeout_note = if file.timeout_ms.is_none() {
+            " (the default)"
+        } else {
+            ""
+        };
+        checker.error(
+            at,
+            format!(
+                "timeout_ms = {timeout_ms}{timeout_note} is not shorter than interval_ms = \
+                 {interval_ms}"
+            ),
+            format!(
+                "a probe must end before the next round starts: set timeout_ms below \
+                 interval_ms, such as timeout_ms = {}",
+                interval_ms / 2
+            ),
+        );
+    }
+    for (key, value) in [("rise", &file.rise), ("fall", &file.fall)] {
+        if let Some(value) = value.as_ref().filter(|value| *value.get_ref() == 0) {
+            checker.error(
+                checker.span(value),
+                format!("{key} = 0 is not allowed"),
+                format!(
+                    "{key} counts consecutive rounds before the service changes state: write \
+                     {key} = 1 or more (the default is {})",
+                    if key == "rise" {
+                        DEFAULT_HEALTH_RISE
+                    } else {
+                        DEFAULT_HEALTH_FALL
+                    }
+                ),
+            );
+        }
+    }
+    let hold_down_ms = value_or(&file.hold_down_ms, DEFAULT_HOLD_DOWN_MS);
+    let max_hold_down_ms = value_or(&file.max_hold_down_ms, DEFAULT_MAX_HOLD_DOWN_MS);
+    if max_hold_down_ms < hold_down_ms {
+        let at = file
+            .max_hold_down_ms
+            .as_ref()
+            .or(file.hold_down_ms.as_ref())
+            .map_or(span, |value| checker.span(value));
+        checker.error(
+            at,
+            format!(
+                "max_hold_down_ms = {max_hold_down_ms} is shorter than hold_down_ms = \
+                 {hold_down_ms}"
+            ),
+            "the hold-down doubles on every flap up to max_hold_down_ms: make it at least \
+             hold_down_ms"
+                .into(),
+        );
+    }
+    let degrade_wanted = match &file.on_unhealthy {
+        None => Some(false),
+        Some(value) => match value.get_ref().as_str() {
+            "withdraw" => Some(false),
+            "degrade" => Some(true),
+            other => {
+                checker.error(
+                    checker.span(value),
+                    format!("unknown on_unhealthy action \"{other}\""),
+                    "write on_unhealthy = \"withdraw\" (the default: stop announcing here) or \
+                     \"degrade\" (keep announcing with the degrade attributes)"
+                        .into(),
+                );
+                None
+            }
+        },
+    };
+    let on_unhealthy = match (degrade_wanted, &file.degrade) {
+        (Some(true), Some(degrade)) => {
+            convert_degrade(checker, service_prepend, degrade).map(UnhealthyAction::Degrade)
+        }
+        (Some(true), None) => {
+            let at = file
+                .on_unhealthy
+                .as_ref()
+                .map_or(span, |value| checker.span(value));
+            checker.error(
+                at,
+                "on_unhealthy = \"degrade\" needs a degrade table".into(),
+                "add degrade = { as_path_prepend = 3, med = 1000, communities = [\"13335:666\"] } \
+                 (any of the three) to say how the routes are made less preferred"
+                    .into(),
+            );
+            None
+        }
+        (Some(false), Some(degrade)) => {
+            checker.error(
+                checker.span(degrade),
+                "degrade is set but on_unhealthy is \"withdraw\"".into(),
+                "write on_unhealthy = \"degrade\" to keep announcing degraded routes, or remove \
+                 degrade"
+                    .into(),
+            );
+            None
+        }
+        (Some(false), None) => Some(UnhealthyAction::Withdraw),
+        (None, _) => None,
+    };
+    if file.check.is_empty() {
+        checker.error(
+            span,
+            format!("[service.health] of service `{service}` has no checks"),
+            "add at least one [[service.health.check]], such as kind = \"tcp\" with address = \
+             \"{probe_host}:853\""
+                .into(),
+        );
+    }
+    let checks: Vec<Option<ProbeSpec>> = file
+        .check
+        .iter()
+        .map(|check| convert_check(checker, check.get_ref()))
+        .collect();
+    let checks: Option<Vec<ProbeSpec>> = checks.into_iter().collect();
+    Some(Located::new(
+        HealthSpec {
+            interval_ms,
+            timeout_ms,
+            rise: value_or(&file.rise, DEFAULT_HEALTH_RISE),
+            fall: value_or(&file.fall, DEFAULT_HEALTH_FALL),
+            hold_down_ms,
+            max_hold_down_ms,
+            on_unhealthy: on_unhealthy?,
+            checks: checks?,
+        },
+        span,
+    ))
+}
+
+fn convert_degrade(
+    checker: &mut Checker<'_>,
+    service_prepend: u8,
+    degrade: &Spanned<DegradeFile>,
+) -> Option<DegradeAttributes> {
+    let file = degrade.get_ref();
+    let mut valid = true;
+    let prepend = value_or(&file.as_path_prepend, 0);
+    if let Some(value) = &file.as_path_prepend
+        && u16::from(prepend) + u16::from(service_prepend) > u16::from(MAX_TOTAL_AS_PATH_PREPEND)
+    {
+        valid = false;
+        checker.error(
+            checker.span(value),
+            format!(
+                "degrade as_path_prepend = {prepend} and the service's as_path_prepend = \
+                 {service_prepend} make {} prepends, more than {MAX_TOTAL_AS_PATH_PREPEND}",
+                u16::from(prepend) + u16::from(service_prepend)
+            ),
+            format!(
+                "write as_path_prepend = {} or less here",
+                MAX_TOTAL_AS_PATH_PREPEND.saturating_sub(service_prepend)
+            ),
+        );
+    }
+    let mut communities = Vec::with_capacity(file.communities.len());
+    for community in &file.communities {
+        match Community::parse(community.get_ref()) {
+            Some(parsed) => communities.push(parsed),
+            None => {
+                valid = false;
+                checker.error(
+                    checker.span(community),
+                    format!("invalid community \"{}\"", community.get_ref()),
+                    "a community is two 16-bit numbers, \"ASN:VALUE\", such as \"13335:666\""
+                        .into(),
+                );
+            }
+        }
+    }
+    communities.sort_unstable();
+    communities.dedup();
+    if valid && prepend == 0 && file.med.is_none() && communities.is_empty() {
+        valid = false;
+        checker.error(
+            checker.span(degrade),
+            "degrade makes the routes no less preferred".into(),
+            "set as_path_prepend, med or communities (the edge can match a \"last resort\" \
+             community)"
+                .into(),
+        );
+    }
+    valid.then_some(DegradeAttributes {
+        as_path_prepend: prepend,
+        med: file.med,
+        communities,
+    })
+}
+
+const CHECK_KINDS_HELP: &str = "kind is \"http\" (url, expect_status), \"tcp\" (address), \"dns\" \
+                                (server, name, record_type, expect) or \"exec\" (command)";
+
+/// One `[[service.health.check]]` → [`ProbeSpec`].
+fn convert_check(checker: &mut Checker<'_>, file: &CheckFile) -> Option<ProbeSpec> {
+    let kind = file.kind.get_ref().as_str();
+    let kind_span = checker.span(&file.kind);
+    let allowed: &[&str] = match kind {
+        "http" => &["url", "expect_status"],
+        "tcp" => &["address"],
+        "dns" => &["server", "name", "record_type", "expect"],
+        "exec" => &["command"],
+        other => {
+            checker.error(
+                kind_span,
+                format!("unknown check kind \"{other}\""),
+                CHECK_KINDS_HELP.into(),
+            );
+            return None;
+        }
+    };
+    let present = [
+        ("url", file.url.as_ref().map(|value| checker.span(value))),
+        (
+            "expect_status",
+            file.expect_status.as_ref().map(|value| checker.span(value)),
+        ),
+        (
+            "address",
+            file.address.as_ref().map(|value| checker.span(value)),
+        ),
+        (
+            "server",
+            file.server.as_ref().map(|value| checker.span(value)),
+        ),
+        ("name", file.name.as_ref().map(|value| checker.span(value))),
+        (
+            "record_type",
+            file.record_type.as_ref().map(|value| checker.span(value)),
+        ),
+        (
+            "expect",
+            file.expect.as_ref().map(|value| checker.span(value)),
+        ),
+        (
+            "command",
+            file.command.as_ref().map(|value| checker.span(value)),
+        ),
+    ];
+    let mut valid = true;
+    for (key, span) in present {
+        if let Some(span) = span
+            && !allowed.contains(&key)
+        {
+            valid = false;
+            checker.error(
+                span,
+                format!("`{key}` is not a key of {kind} checks"),
+                format!(
+                    "a {kind} check takes {}; remove `{key}` or change kind",
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
+    let required = |checker: &mut Checker<'_>, present: bool, key: &str, example: &str| {
+        if !present {
+            checker.error(
+                kind_span,
+                format!("this {kind} check has no `{key}`"),
+                format!("add {key} = {example}"),
+            );
+        }
+        present
+    };
+    let probe = match kind {
+        "http" => {
+            let url = file.url.as_ref();
+            let present = required(
+                checker,
+                url.is_some(),
+                "url",
+                "\"http://{probe_host}:8080/health\"",
+            );
+            let url = url.filter(|_| present).and_then(|url| {
+                checker.target("url", url)?;
+                http_url_error(url.get_ref())
+                    .map(|failure| checker.target_error("url", url, failure))
+                    .is_none()
+                    .then(|| url.get_ref().clone())
+            });
+            let expect_status = value_or(&file.expect_status, DEFAULT_HTTP_EXPECT_STATUS);
+            if let Some(value) = file
+                .expect_status
+                .as_ref()
+                .filter(|_| !(100..=599).contains(&expect_status))
+            {
+                checker.error(
+                    checker.span(value),
+                    format!("expect_status = {expect_status} is not an HTTP status"),
+                    format!(
+                        "write a status from 100 to 599 (the default is \
+                         {DEFAULT_HTTP_EXPECT_STATUS})"
+                    ),
+                );
+                valid = false;
+            }
+            ProbeSpec::Http {
+                url: url?,
+                expect_status,
+            }
+        }
+        "tcp" => {
+            let present = required(
+                checker,
+                file.address.is_some(),
+                "address",
+                "\"{probe_host}:853\"",
+            );
+            let address = file.address.as_ref().filter(|_| present)?;
+            let address = checker.host_port("address", address)?;
+            ProbeSpec::Tcp { address }
+        }
+        "dns" => {
+            let server = required(
+                checker,
+                file.server.is_some(),
+                "server",
+                "\"{probe_host}:53\"",
+            );
+            let name = required(checker, file.name.is_some(), "name", "\"example.com\"");
+            let record_type = required(
+                checker,
+                file.record_type.is_some(),
+                "record_type",
+                "\"A\" (or \"AAAA\")",
+            );
+            let server = file
+                .server
+                .as_ref()
+                .filter(|_| server)
+                .and_then(|server| checker.host_port("server", server));
+            let name = file.name.as_ref().filter(|_| name).and_then(|name| {
+                checker.target("name", name)?;
+                if name.get_ref().trim().is_empty() {
+                    checker.error(
+                        checker.span(name),
+                        "the dns check's name is empty".into(),
+                        "write the name to query, such as name = \"example.com\"".into(),
+                    );
+                    return None;
+                }
+                Some(name.get_ref().clone())
+            });
+            let record_type =
+                file.record_type
+                    .as_ref()
+                    .filter(|_| record_type)
+                    .and_then(|record_type| match record_type.get_ref().as_str() {
+                        "A" => Some(DnsRecordType::A),
+                        "AAAA" => Some(DnsRecordType::Aaaa),
+                        other => {
+                            checker.error(
+                                checker.span(record_type),
+                                format!("unsupported record_type \"{other}\""),
+                                "write record_type = \"A\" or \"AAAA\"".into(),
+                            );
+                            None
+                        }
+                    });
+            let expect = match &file.expect {
+                None => Some(None),
+                Some(expect) => checker.target("expect", expect).and_then(|placeholders| {
+                    if placeholders {
+                        return Some(Some(expect.get_ref().clone()));
+                    }
+                    let expected = expect.get_ref().parse::<IpAddr>();
+                    let family_matches = match (&expected, record_type) {
+                        (Ok(IpAddr::V4(_)), Some(DnsRecordType::Aaaa))
+                        | (Ok(IpAddr::V6(_)), Some(DnsRecordType::A)) => false,
+                        _ => true,
+                    };
+                    if expected.is_err() {
+                        checker.error(
+                            checker.span(expect),
+                            format!("expect = \"{}\" is not an IP address", expect.get_ref()),
+                            "write the address the answer must hold, such as \"192.0.2.1\" \
+                             for A or \"2001:db8::1\" for AAAA"
+                                .into(),
+                        );
+                        None
+                    } else if !family_matches {
+                        let (family, wanted) = match record_type {
+                            Some(DnsRecordType::A) => ("IPv6", "AAAA"),
+                            _ => ("IPv4", "A"),
+                        };
+                        checker.error(
+                            checker.span(expect),
+                            format!(
+                                "expect = \"{}\" is an {family} address, but record_type is not \
+                                 {wanted}",
+                                expect.get_ref()
+                            ),
+                            format!(
+                                "write record_type = \"{wanted}\", or expect an address of the \
+                                 record type's family"
+                            ),
+                        );
+                        None
+                    } else {
+                        Some(Some(expect.get_ref().clone()))
+                    }
+                }),
+            };
+            ProbeSpec::Dns {
+                server: server?,
+                name: name?,
+                record_type: record_type?,
+                expect: expect?,
+            }
+        }
+        _ => {
+            let present = required(
+                checker,
+                file.command.is_some(),
+                "command",
+                "[\"/usr/local/bin/check\", \"--quick\"]",
+            );
+            let command = file.command.as_ref().filter(|_| present)?;
+            match command.get_ref().first() {
+                None => {
+                    checker.error(
+                        checker.span(command),
+                        "the exec check's command is empty".into(),
+                        "write the program and its arguments, such as command = \
+                         [\"/usr/local/bin/check\", \"--quick\"] (run directly, no shell)"
+                            .into(),
+                    );
+                    return None;
+                }
+                Some(program) if program.get_ref().trim().is_empty() => {
+                    checker.error(
+                        checker.span(program),
+                        "the exec check's program is empty".into(),
+                        "the first element of command is the program to run, such as \
+                         \"/usr/local/bin/check\""
+                            .into(),
+                    );
+                    return None;
+                }
+                Some(_) => {}
+            }
+            ProbeSpec::Exec {
+                command: command
+                    .get_ref()
+                    .iter()
+                    .map(|argument| argument.get_ref().clone())
+                    .collect(),
+            }
+        }
+    };
+    valid.then_some(probe)
+}
+
+/// `http://HOST[:PORT][/PATH]`: plain HTTP only.
+fn http_url_error(url: &str) -> Option<TargetError> {
+    const HELP: &str = "write it like \"http://{probe_host}:8080/health\"";
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Some(TargetError::new(
+            0,
+            "https".len(),
+            "https is not supported: the http check speaks plain HTTP/1.1",
+            "probe a plain-HTTP health endpoint (http://…), or check the TLS port with a tcp check",
+        ));
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Some(TargetError::new(
+            0,
+            url.find("://").map_or(url.len(), |end| end + 3),
+            "the url must start with http://",
+            HELP,
+        ));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() {
+        return Some(TargetError::new(
+            "http://".len(),
+            0,
+            "the url has no host",
+            HELP,
+        ));
+    }
+    if let Some(offset) = url.find(char::is_whitespace) {
+        return Some(TargetError::new(
+            offset,
+            1,
+            "a url cannot contain white space",
+            "percent-encode it (%20)",
+        ));
+    }
+    None
+}
+
+impl Checker<'_> {
+    /// A `host:port` probe target, its placeholders and shape checked.
+    fn host_port(&mut self, key: &str, value: &Spanned<String>) -> Option<String> {
+        self.target(key, value)?;
+        match host_port_error(value.get_ref()) {
+            Some(failure) => {
+                self.target_error(key, value, failure);
+                None
+            }
+            None => Some(value.get_ref().clone()),
+        }
+    }
 }
 
 fn located_string(source: u32, value: Spanned<String>) -> Located<String> {
@@ -348,11 +1179,17 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
                     .span()
                     .map(|range| Span::new(source_id, range))
                     .unwrap_or(Span::new(source_id, 0..0));
-                let help = failure.message().contains("unknown field").then(|| {
-                    "remove the key or fix its spelling; unknown keys are rejected so that typos \
-                     cannot silently change the topology"
-                        .to_string()
-                });
+                let help = if failure.message().contains("unknown field") {
+                    Some(
+                        "remove the key or fix its spelling; unknown keys are rejected so that \
+                         typos cannot silently change the topology"
+                            .to_string(),
+                    )
+                } else if failure.message().contains("missing field `kind`") {
+                    Some(CHECK_KINDS_HELP.to_string())
+                } else {
+                    None
+                };
                 collector.error(Some(span), failure.message().trim_end().to_string(), help);
                 continue;
             }
@@ -586,5 +1423,522 @@ mod tests {
         )]))
         .unwrap_err();
         assert!(failure.to_string().contains("a.toml:6:12"), "{failure}");
+    }
+
+    /// The contract's example, one key per line.
+    const HEALTHY_SERVICE: &str = r#"[[service]]
+name = "resolver"
+topology = "all"
+as_path_prepend = 1
+local_addresses = ["192.0.2.53/32", "2001:db8::53/128"]
+
+[service.health]
+interval_ms = 500
+timeout_ms = 300
+rise = 2
+fall = 2
+hold_down_ms = 3000
+max_hold_down_ms = 60000
+on_unhealthy = "degrade"
+degrade = { as_path_prepend = 3, med = 1000, communities = ["13335:666", "13335:1"] }
+
+[[service.health.check]]
+kind = "http"
+url = "http://{probe_host}:8080/health"
+expect_status = 204
+
+[[service.health.check]]
+kind = "tcp"
+address = "{probe_host}:853"
+
+[[service.health.check]]
+kind = "dns"
+server = "[::1]:53"
+name = "{location}.example.test"
+record_type = "AAAA"
+expect = "2001:db8::1"
+
+[[service.health.check]]
+kind = "exec"
+command = ["/bin/true", "--quiet"]
+
+[[service.health.check]]
+kind = "dns"
+server = "127.0.0.1:{dns_port}"
+name = "example.test"
+record_type = "A"
+expect = "{expected}"
+"#;
+
+    #[test]
+    fn health_and_local_addresses_round_trip() {
+        let raw = parse_topology_sources(&sources(&[("s.toml", HEALTHY_SERVICE)])).unwrap();
+        let service = &raw.services[0];
+        let addresses: Vec<String> = service
+            .local_addresses
+            .iter()
+            .map(|address| address.value.to_string())
+            .collect();
+        assert_eq!(addresses, ["192.0.2.53/32", "2001:db8::53/128"]);
+        assert_eq!(
+            raw.sources
+                .locate(service.local_addresses[1].span)
+                .to_string(),
+            "s.toml:5:37"
+        );
+        let health = service.health.as_ref().unwrap();
+        assert_eq!(raw.sources.locate(health.span).to_string(), "s.toml:7:1");
+        assert_eq!(
+            health.value,
+            HealthSpec {
+                interval_ms: 500,
+                timeout_ms: 300,
+                rise: 2,
+                fall: 2,
+                hold_down_ms: 3000,
+                max_hold_down_ms: 60000,
+                on_unhealthy: UnhealthyAction::Degrade(DegradeAttributes {
+                    as_path_prepend: 3,
+                    med: Some(1000),
+                    communities: vec![Community(13335, 1), Community(13335, 666)],
+                }),
+                checks: vec![
+                    ProbeSpec::Http {
+                        url: "http://{probe_host}:8080/health".into(),
+                        expect_status: 204,
+                    },
+                    ProbeSpec::Tcp {
+                        address: "{probe_host}:853".into(),
+                    },
+                    ProbeSpec::Dns {
+                        server: "[::1]:53".into(),
+                        name: "{location}.example.test".into(),
+                        record_type: DnsRecordType::Aaaa,
+                        expect: Some("2001:db8::1".into()),
+                    },
+                    ProbeSpec::Exec {
+                        command: vec!["/bin/true".into(), "--quiet".into()],
+                    },
+                    ProbeSpec::Dns {
+                        server: "127.0.0.1:{dns_port}".into(),
+                        name: "example.test".into(),
+                        record_type: DnsRecordType::A,
+                        expect: Some("{expected}".into()),
+                    },
+                ],
+            }
+        );
+    }
+
+    #[test]
+    fn health_takes_the_documented_defaults() {
+        let text = "[[service]]\nname = \"web\"\ntopology = \"all\"\n[service.health]\n[[service.health.check]]\nkind = \"http\"\nurl = \"http://127.0.0.1/\"\n[[service.health.check]]\nkind = \"dns\"\nserver = \"h:53\"\nname = \"n\"\nrecord_type = \"A\"\n";
+        let raw = parse_topology_sources(&sources(&[("s.toml", text)])).unwrap();
+        assert!(raw.services[0].local_addresses.is_empty());
+        let health = &raw.services[0].health.as_ref().unwrap().value;
+        assert_eq!(
+            health,
+            &HealthSpec {
+                interval_ms: DEFAULT_HEALTH_INTERVAL_MS,
+                timeout_ms: DEFAULT_HEALTH_TIMEOUT_MS,
+                rise: DEFAULT_HEALTH_RISE,
+                fall: DEFAULT_HEALTH_FALL,
+                hold_down_ms: DEFAULT_HOLD_DOWN_MS,
+                max_hold_down_ms: DEFAULT_MAX_HOLD_DOWN_MS,
+                on_unhealthy: UnhealthyAction::Withdraw,
+                checks: vec![
+                    ProbeSpec::Http {
+                        url: "http://127.0.0.1/".into(),
+                        expect_status: DEFAULT_HTTP_EXPECT_STATUS,
+                    },
+                    ProbeSpec::Dns {
+                        server: "h:53".into(),
+                        name: "n".into(),
+                        record_type: DnsRecordType::A,
+                        expect: None,
+                    },
+                ],
+            }
+        );
+        // A service without [service.health] has none.
+        let raw = parse_topology_sources(&sources(&[(
+            "s.toml",
+            "[[service]]\nname = \"web\"\ntopology = \"all\"\n",
+        )]))
+        .unwrap();
+        assert!(raw.services[0].health.is_none());
+    }
+
+    #[test]
+    fn files_with_services_take_the_full_parser() {
+        // The fast path only reads [[prefix]]/[[binding]] files; anything with a service (and so
+        // any health block) must be left to `toml`, or the health keys would be lost.
+        let mixed = format!(
+            "[[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n\n{HEALTHY_SERVICE}"
+        );
+        assert!(crate::fast::parse_prefixes_and_bindings(HEALTHY_SERVICE).is_none());
+        assert!(crate::fast::parse_prefixes_and_bindings(&mixed).is_none());
+        let raw = parse_topology_sources(&sources(&[("mixed.toml", mixed.as_str())])).unwrap();
+        assert_eq!(raw.prefixes.len(), 1);
+        assert_eq!(raw.services[0].local_addresses.len(), 2);
+        assert_eq!(
+            raw.services[0].health.as_ref().unwrap().value.checks.len(),
+            5
+        );
+    }
+
+    /// Parses a service (as_path_prepend = 2) whose `[service.health]` (line 6) is followed by
+    /// `health` (from line 7); expects exactly one error.
+    fn health_error(health: &str) -> String {
+        let text = format!(
+            "[[service]]\nname = \"dns\"\ntopology = \"all\"\nas_path_prepend = 2\n\n[service.health]\n{health}"
+        );
+        let failure = parse_topology_sources(&sources(&[("s.toml", text.as_str())])).unwrap_err();
+        assert_eq!(failure.errors().count(), 1, "{failure}");
+        let rendered = failure.to_string();
+        assert!(rendered.contains("\n  help: "), "no help in {rendered}");
+        rendered
+    }
+
+    const TCP_CHECK: &str =
+        "[[service.health.check]]\nkind = \"tcp\"\naddress = \"127.0.0.1:53\"\n";
+
+    #[test]
+    fn bad_health_settings_are_errors_at_their_value() {
+        for (health, expected, help) in [
+            (
+                "rise = 0\n",
+                "s.toml:7:8: error: rise = 0 is not allowed",
+                "rise = 1 or more",
+            ),
+            (
+                "fall = 0\n",
+                "s.toml:7:8: error: fall = 0 is not allowed",
+                "fall = 1 or more",
+            ),
+            (
+                "interval_ms = 99\n",
+                "s.toml:7:15: error: interval_ms = 99 is shorter than 100 ms",
+                "interval_ms = 100 or more",
+            ),
+            (
+                "timeout_ms = 0\n",
+                "s.toml:7:14: error: timeout_ms = 0 leaves a probe no time to run",
+                "at least 1 and below interval_ms",
+            ),
+            (
+                "interval_ms = 500\ntimeout_ms = 500\n",
+                "s.toml:8:14: error: timeout_ms = 500 is not shorter than interval_ms = 500",
+                "such as timeout_ms = 250",
+            ),
+            (
+                "interval_ms = 500\n",
+                "s.toml:7:15: error: timeout_ms = 1000 (the default) is not shorter than interval_ms = 500",
+                "set timeout_ms below interval_ms",
+            ),
+            (
+                "hold_down_ms = 5000\nmax_hold_down_ms = 4000\n",
+                "s.toml:8:20: error: max_hold_down_ms = 4000 is shorter than hold_down_ms = 5000",
+                "at least hold_down_ms",
+            ),
+            (
+                "hold_down_ms = 400000\n",
+                "s.toml:7:16: error: max_hold_down_ms = 300000 is shorter than hold_down_ms = 400000",
+                "at least hold_down_ms",
+            ),
+            (
+                "on_unhealthy = \"drop\"\n",
+                "s.toml:7:16: error: unknown on_unhealthy action \"drop\"",
+                "\"withdraw\" (the default",
+            ),
+            (
+                "on_unhealthy = \"degrade\"\n",
+                "s.toml:7:16: error: on_unhealthy = \"degrade\" needs a degrade table",
+                "add degrade = {",
+            ),
+            (
+                "degrade = { med = 5 }\n",
+                "s.toml:7:11: error: degrade is set but on_unhealthy is \"withdraw\"",
+                "write on_unhealthy = \"degrade\"",
+            ),
+            (
+                "on_unhealthy = \"withdraw\"\ndegrade = { med = 5 }\n",
+                "s.toml:8:11: error: degrade is set but on_unhealthy is \"withdraw\"",
+                "or remove degrade",
+            ),
+            (
+                "on_unhealthy = \"degrade\"\ndegrade = { as_path_prepend = 9 }\n",
+                "s.toml:8:31: error: degrade as_path_prepend = 9 and the service's as_path_prepend = 2 make 11 prepends, more than 10",
+                "as_path_prepend = 8 or less",
+            ),
+            (
+                "on_unhealthy = \"degrade\"\ndegrade = {}\n",
+                "s.toml:8:11: error: degrade makes the routes no less preferred",
+                "as_path_prepend, med or communities",
+            ),
+            (
+                "on_unhealthy = \"degrade\"\ndegrade = { communities = [\"13335\"] }\n",
+                "s.toml:8:28: error: invalid community \"13335\"",
+                "\"ASN:VALUE\"",
+            ),
+            (
+                "on_unhealthy = \"degrade\"\ndegrade = { prepend = 1 }\n",
+                "s.toml:8:13: error: unknown field `prepend`",
+                "remove the key or fix its spelling",
+            ),
+            (
+                "rize = 2\n",
+                "s.toml:7:1: error: unknown field `rize`",
+                "remove the key or fix its spelling",
+            ),
+        ] {
+            let rendered = health_error(&format!("{health}{TCP_CHECK}"));
+            assert!(
+                rendered.contains(expected),
+                "missing {expected:?} in\n{rendered}"
+            );
+            assert!(
+                rendered.contains(help),
+                "missing help {help:?} in\n{rendered}"
+            );
+        }
+        let rendered = health_error("rise = 2\n");
+        assert!(
+            rendered.contains("s.toml:6:1: error: [service.health] of service `dns` has no checks"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("add at least one [[service.health.check]]"),
+            "{rendered}"
+        );
+    }
+
+    #[test]
+    fn bad_checks_are_errors_at_their_value() {
+        // The check's keys start on line 8.
+        for (check, expected, help) in [
+            (
+                "kind = \"ping\"\n",
+                "s.toml:8:8: error: unknown check kind \"ping\"",
+                "kind is \"http\" (url, expect_status), \"tcp\"",
+            ),
+            (
+                "url = \"http://h/\"\n",
+                "error: missing field `kind`",
+                "kind is \"http\"",
+            ),
+            (
+                "kind = \"tcp\"\naddress = \"h:1\"\nurl = \"http://h/\"\n",
+                "s.toml:10:7: error: `url` is not a key of tcp checks",
+                "a tcp check takes address; remove `url` or change kind",
+            ),
+            (
+                "kind = \"http\"\nurl = \"http://h/\"\ncolour = 1\n",
+                "s.toml:10:1: error: unknown field `colour`",
+                "remove the key",
+            ),
+            (
+                "kind = \"http\"\n",
+                "s.toml:8:8: error: this http check has no `url`",
+                "add url = \"http://{probe_host}:8080/health\"",
+            ),
+            (
+                "kind = \"http\"\nurl = \"https://h/health\"\n",
+                "s.toml:9:8: error: invalid url \"https://h/health\": https is not supported",
+                "plain-HTTP health endpoint",
+            ),
+            (
+                "kind = \"http\"\nurl = \"h:80/health\"\n",
+                "s.toml:9:8: error: invalid url \"h:80/health\": the url must start with http://",
+                "http://{probe_host}:8080/health",
+            ),
+            (
+                "kind = \"http\"\nurl = \"http:///health\"\n",
+                "s.toml:9:15: error: invalid url \"http:///health\": the url has no host",
+                "write it like",
+            ),
+            (
+                "kind = \"http\"\nurl = \"http://h/a b\"\n",
+                "s.toml:9:18: error: invalid url \"http://h/a b\": a url cannot contain white space",
+                "%20",
+            ),
+            (
+                "kind = \"http\"\nurl = \"http://h/\"\nexpect_status = 42\n",
+                "s.toml:10:17: error: expect_status = 42 is not an HTTP status",
+                "from 100 to 599",
+            ),
+            (
+                "kind = \"http\"\nurl = \"http://{probe host}/\"\n",
+                "s.toml:9:15: error: invalid url \"http://{probe host}/\": `{probe host}` is not a valid placeholder",
+                "lower-case letters, digits",
+            ),
+            (
+                "kind = \"http\"\nurl = \"http://{probe_host/\"\n",
+                "s.toml:9:15: error: invalid url \"http://{probe_host/\": a placeholder `{` is not closed",
+                "{location}",
+            ),
+            (
+                "kind = \"http\"\nurl = \"http://h}/\"\n",
+                "s.toml:9:16: error: invalid url \"http://h}/\": `}` closes no placeholder",
+                "{location}",
+            ),
+            (
+                "kind = \"tcp\"\n",
+                "s.toml:8:8: error: this tcp check has no `address`",
+                "add address = \"{probe_host}:853\"",
+            ),
+            (
+                "kind = \"tcp\"\naddress = \"localhost\"\n",
+                "s.toml:9:12: error: invalid address \"localhost\": no :PORT",
+                "write HOST:PORT",
+            ),
+            (
+                "kind = \"tcp\"\naddress = \"h:99999\"\n",
+                "s.toml:9:14: error: invalid address \"h:99999\": port `99999` is not a number from 1 to 65535",
+                "write HOST:PORT",
+            ),
+            (
+                "kind = \"tcp\"\naddress = \"h:0\"\n",
+                "s.toml:9:14: error: invalid address \"h:0\": port `0` is not a number",
+                "write HOST:PORT",
+            ),
+            (
+                "kind = \"tcp\"\naddress = \"2001:db8::1:53\"\n",
+                "s.toml:9:12: error: invalid address \"2001:db8::1:53\": an IPv6 address needs brackets",
+                "write \"[2001:db8::1]:53\"",
+            ),
+            (
+                "kind = \"tcp\"\naddress = \"[::1]53\"\n",
+                "s.toml:9:17: error: invalid address \"[::1]53\": no :PORT after the bracketed address",
+                "write HOST:PORT",
+            ),
+            (
+                "kind = \"tcp\"\naddress = \"[::1:53\"\n",
+                "s.toml:9:12: error: invalid address \"[::1:53\": `[` is never closed",
+                "write HOST:PORT",
+            ),
+            (
+                "kind = \"tcp\"\naddress = \"[example.test]:53\"\n",
+                "s.toml:9:13: error: invalid address \"[example.test]:53\": `example.test` is not an IPv6 address",
+                "brackets are for IPv6 addresses only",
+            ),
+            (
+                "kind = \"tcp\"\naddress = \":53\"\n",
+                "s.toml:9:12: error: invalid address \":53\": no host",
+                "write HOST:PORT",
+            ),
+            (
+                "kind = \"tcp\"\naddress = \"a b:53\"\n",
+                "s.toml:9:12: error: invalid address \"a b:53\": `a b` is not a host name or address",
+                "write HOST:PORT",
+            ),
+            (
+                "kind = \"dns\"\nserver = \"h\"\nname = \"n\"\nrecord_type = \"A\"\n",
+                "s.toml:9:11: error: invalid server \"h\": no :PORT",
+                "write HOST:PORT",
+            ),
+            (
+                "kind = \"dns\"\nserver = \"h:53\"\nname = \"n\"\nrecord_type = \"MX\"\n",
+                "s.toml:11:15: error: unsupported record_type \"MX\"",
+                "write record_type = \"A\" or \"AAAA\"",
+            ),
+            (
+                "kind = \"dns\"\nserver = \"h:53\"\nname = \"n\"\nrecord_type = \"A\"\nexpect = \"2001:db8::1\"\n",
+                "s.toml:12:10: error: expect = \"2001:db8::1\" is an IPv6 address, but record_type is not AAAA",
+                "write record_type = \"AAAA\"",
+            ),
+            (
+                "kind = \"dns\"\nserver = \"h:53\"\nname = \"n\"\nrecord_type = \"AAAA\"\nexpect = \"192.0.2.1\"\n",
+                "s.toml:12:10: error: expect = \"192.0.2.1\" is an IPv4 address, but record_type is not A",
+                "write record_type = \"A\"",
+            ),
+            (
+                "kind = \"dns\"\nserver = \"h:53\"\nname = \"n\"\nrecord_type = \"A\"\nexpect = \"localhost\"\n",
+                "s.toml:12:10: error: expect = \"localhost\" is not an IP address",
+                "such as \"192.0.2.1\"",
+            ),
+            (
+                "kind = \"dns\"\nserver = \"h:53\"\nname = \" \"\nrecord_type = \"A\"\n",
+                "s.toml:10:8: error: the dns check's name is empty",
+                "name = \"example.com\"",
+            ),
+            (
+                "kind = \"dns\"\nserver = \"h:53\"\nname = \"{x\"\nrecord_type = \"A\"\n",
+                "s.toml:10:9: error: invalid name \"{x\": a placeholder `{` is not closed",
+                "{location}",
+            ),
+            (
+                "kind = \"dns\"\nserver = \"h:53\"\nname = \"n\"\n",
+                "s.toml:8:8: error: this dns check has no `record_type`",
+                "add record_type = \"A\" (or \"AAAA\")",
+            ),
+            (
+                "kind = \"exec\"\n",
+                "s.toml:8:8: error: this exec check has no `command`",
+                "add command = [",
+            ),
+            (
+                "kind = \"exec\"\ncommand = []\n",
+                "s.toml:9:11: error: the exec check's command is empty",
+                "no shell",
+            ),
+            (
+                "kind = \"exec\"\ncommand = [\"\", \"x\"]\n",
+                "s.toml:9:12: error: the exec check's program is empty",
+                "the first element of command is the program",
+            ),
+        ] {
+            let rendered = health_error(&format!("[[service.health.check]]\n{check}"));
+            assert!(
+                rendered.contains(expected),
+                "missing {expected:?} in\n{rendered}"
+            );
+            assert!(
+                rendered.contains(help),
+                "missing help {help:?} in\n{rendered}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_check_error_is_reported_at_once() {
+        let text = format!(
+            "[[service]]\nname = \"dns\"\ntopology = \"all\"\n[service.health]\nrise = 0\n[[service.health.check]]\nkind = \"dns\"\nserver = \"h:53\"\n[[service.health.check]]\nkind = \"tcp\"\naddress = \"h\"\n"
+        );
+        let failure = parse_topology_sources(&sources(&[("s.toml", text.as_str())])).unwrap_err();
+        let rendered = failure.to_string();
+        for expected in [
+            "s.toml:5:8: error: rise = 0",
+            "s.toml:7:8: error: this dns check has no `name`",
+            "s.toml:7:8: error: this dns check has no `record_type`",
+            "s.toml:11:12: error: invalid address \"h\": no :PORT",
+        ] {
+            assert!(
+                rendered.contains(expected),
+                "missing {expected:?} in\n{rendered}"
+            );
+        }
+        assert_eq!(failure.errors().count(), 4, "{rendered}");
+    }
+
+    #[test]
+    fn bad_local_addresses_are_errors_with_help() {
+        let failure = parse_topology_sources(&sources(&[(
+            "s.toml",
+            "[[service]]\nname = \"dns\"\ntopology = \"all\"\nlocal_addresses = [\"192.0.2.53\", \"2001:db8::53\", \"resolver\"]\n",
+        )]))
+        .unwrap_err();
+        let rendered = failure.to_string();
+        for expected in [
+            "s.toml:4:20: error: invalid local address \"192.0.2.53\" of service `dns`\n  help: add the prefix length: \"192.0.2.53/32\"",
+            "s.toml:4:34: error: invalid local address \"2001:db8::53\" of service `dns`\n  help: add the prefix length: \"2001:db8::53/128\"",
+            "s.toml:4:50: error: invalid local address \"resolver\" of service `dns`\n  help: write an address with its prefix length",
+        ] {
+            assert!(
+                rendered.contains(expected),
+                "missing {expected:?} in\n{rendered}"
+            );
+        }
+        assert_eq!(failure.errors().count(), 3, "{rendered}");
     }
 }

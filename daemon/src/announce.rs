@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use topologyd_bgp::PathAttributes;
@@ -27,12 +28,19 @@ pub const INTERNAL_LOCAL_PREF: u32 = 100;
 pub struct RouteIntent {
     pub origin_asn: u32,
     pub attributes: RouteAttributes,
+    /// The service the routes belong to (health and drains act per service).
+    pub service: Arc<str>,
+    /// Health made the service less preferred here (see `overlay.rs`).
+    pub degraded: bool,
 }
 
 /// Everything this location announces in one generation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LocationRoutes {
     pub generation: u64,
+    /// Publication counter: bumps on every publish, also when health or a drain changes what
+    /// is announced within one generation (peers report the version they have sent).
+    pub version: u64,
     /// Sorted by prefix, each with an index into `intents`.
     pub routes: Vec<(IpNet, u32)>,
     /// Distinct attribute sets; routes sharing one are packed together.
@@ -42,16 +50,23 @@ pub struct LocationRoutes {
 impl LocationRoutes {
     /// Builds the set from a topology's desired routes for one location.
     pub fn from_desired(generation: u64, desired: &[DesiredRoute<'_>]) -> LocationRoutes {
-        let mut index_of: HashMap<(u32, &RouteAttributes), u32> = HashMap::new();
+        let mut index_of: HashMap<(u32, &RouteAttributes, &str), u32> = HashMap::new();
+        let mut names: HashMap<&str, Arc<str>> = HashMap::new();
         let mut intents = Vec::new();
         let mut routes = Vec::with_capacity(desired.len());
         for route in desired {
             let index = *index_of
-                .entry((route.origin_asn, route.attributes))
+                .entry((route.origin_asn, route.attributes, route.service))
                 .or_insert_with(|| {
+                    let service = names
+                        .entry(route.service)
+                        .or_insert_with(|| Arc::from(route.service))
+                        .clone();
                     intents.push(RouteIntent {
                         origin_asn: route.origin_asn,
                         attributes: route.attributes.clone(),
+                        service,
+                        degraded: false,
                     });
                     u32::try_from(intents.len() - 1).unwrap_or(u32::MAX)
                 });
@@ -61,6 +76,7 @@ impl LocationRoutes {
         routes.dedup_by_key(|(prefix, _)| *prefix);
         LocationRoutes {
             generation,
+            version: 0,
             routes,
             intents,
         }
@@ -156,6 +172,8 @@ mod tests {
                 med: Some(10),
                 as_path_prepend: prepend,
             },
+            service: Arc::from("cdn"),
+            degraded: false,
         }
     }
 

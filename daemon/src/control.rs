@@ -8,14 +8,14 @@
 //! carries requests and maps [`EngineError`] kinds to statuses), engine state, BGP.
 //!
 //! Endpoints: `POST /v1/plan`, `POST /v1/apply`, `POST /v1/rollback`, `GET /v1/status`,
-//! `GET /v1/routes[?peer=NAME]`.
+//! `GET /v1/routes[?peer=NAME]`, `GET /v1/health`, `POST /v1/drain`, `GET /v1/topology`.
 //!
 //! Authentication happens in the TLS handshake: the server config requires a client
 //! certificate chaining to the client CA, so a client without one never reaches a handler.
 //! Authorization: the certificate's subject CN is looked up in the configured role map;
 //! `reader` may plan (a dry run) and read, `admin` may also apply and roll back, and an
 //! identity that is not in the map gets 403 on everything. Every request to a mutating
-//! endpoint (apply, rollback), allowed or not, is appended to the audit log as one JSON line
+//! endpoint (apply, rollback, drain), allowed or not, is appended to the audit log as one JSON line
 //! and fsync'd before the answer is sent.
 
 use std::collections::HashMap;
@@ -102,6 +102,23 @@ pub struct RollbackRequest {
     /// Compare-and-swap, as for apply.
     #[serde(default)]
     pub expected_generation: Option<u64>,
+}
+
+/// `POST /v1/drain` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// The service to drain; absent for the whole location.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// `true` drains, `false` undrains.
+    pub drain: bool,
+    /// Withdraw even where no other live location announces the service (past the floor).
+    #[serde(default)]
+    pub force: bool,
+    /// Why, for the record.
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// One line of the audit log.
@@ -379,6 +396,9 @@ enum Endpoint {
     Rollback,
     Status,
     Routes,
+    Health,
+    Drain,
+    Topology,
 }
 
 impl Endpoint {
@@ -389,12 +409,15 @@ impl Endpoint {
             "/v1/rollback" => (Endpoint::Rollback, Method::POST),
             "/v1/status" => (Endpoint::Status, Method::GET),
             "/v1/routes" => (Endpoint::Routes, Method::GET),
+            "/v1/health" => (Endpoint::Health, Method::GET),
+            "/v1/drain" => (Endpoint::Drain, Method::POST),
+            "/v1/topology" => (Endpoint::Topology, Method::GET),
             _ => return None,
         })
     }
 
     fn mutates(self) -> bool {
-        matches!(self, Endpoint::Apply | Endpoint::Rollback)
+        matches!(self, Endpoint::Apply | Endpoint::Rollback | Endpoint::Drain)
     }
 }
 
@@ -611,6 +634,37 @@ async fn dispatch(
             };
             match ask(engine, |reply| EngineCommand::Routes { peer, reply }).await {
                 Ok(routes) => Answer::ok(routes),
+                Err(answer) => answer,
+            }
+        }
+        Endpoint::Health => match ask(engine, |reply| EngineCommand::Health { reply }).await {
+            Ok(health) => Answer::ok(health),
+            Err(answer) => answer,
+        },
+        Endpoint::Topology => match ask(engine, |reply| EngineCommand::Topology { reply }).await {
+            Ok(topology) => Answer::ok(topology),
+            Err(answer) => answer,
+        },
+        Endpoint::Drain => {
+            let body: DrainRequest = match read_json(request, limit).await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            match ask(engine, |reply| EngineCommand::Drain {
+                service: body.service,
+                drain: body.drain,
+                force: body.force,
+                reason: body.reason,
+                who: caller.identity.clone(),
+                reply,
+            })
+            .await
+            {
+                Ok(result) => {
+                    let mut answer = Answer::ok(result);
+                    answer.verdict = "applied";
+                    answer
+                }
                 Err(answer) => answer,
             }
         }
@@ -851,6 +905,9 @@ mod tests {
                     EngineCommand::Routes { peer, reply } => {
                         let _ = seen.send(format!("routes {peer:?}"));
                         let _ = reply.send(Ok(json!({ "routes": [] })));
+                    }
+                    other => {
+                        let _ = seen.send(format!("{other:?}"));
                     }
                 }
             }

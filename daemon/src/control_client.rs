@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::control::{ApplyRequest, PlanRequest, RollbackRequest};
+use crate::control::{ApplyRequest, DrainRequest, PlanRequest, RollbackRequest};
 use crate::state_store::SourceBundle;
 
 /// How long one call may take, connect to last byte, unless configured otherwise.
@@ -190,6 +190,33 @@ impl ControlClient {
             None => "/v1/routes".to_owned(),
         };
         self.call::<()>(Method::GET, &path, None).await
+    }
+
+    /// `GET /v1/health`: per-service health, drains and actions at this location.
+    pub async fn health(&self) -> Result<Value, ClientError> {
+        self.call::<()>(Method::GET, "/v1/health", None).await
+    }
+
+    /// `GET /v1/topology`: the running generation's sources.
+    pub async fn topology(&self) -> Result<Value, ClientError> {
+        self.call::<()>(Method::GET, "/v1/topology", None).await
+    }
+
+    /// `POST /v1/drain`: drain (`drain = true`) or undrain a service, or the whole location.
+    pub async fn drain(
+        &self,
+        service: Option<&str>,
+        drain: bool,
+        force: bool,
+        reason: &str,
+    ) -> Result<Value, ClientError> {
+        let request = DrainRequest {
+            service: service.map(str::to_owned),
+            drain,
+            force,
+            reason: reason.to_owned(),
+        };
+        self.call(Method::POST, "/v1/drain", Some(&request)).await
     }
 
     async fn call<T: Serialize>(

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use topologyd_bgp::{GracefulRestartConfig, MaxPrefixes, SessionConfig};
 use topologyd_config::Source;
 use topologyd_config::daemon::{DaemonConfig, Family, PeerConfig};
+use topologyd_config::health::HealthSpec;
 use topologyd_topology::{Intent, Plan, Topology, Verdict, compile_owned, plan};
 use tracing::{error, info, warn};
 
@@ -33,9 +34,14 @@ use crate::engine_api::{
 use crate::metrics::{
     Direction as MetricDirection, FAMILY_IPV4_UNICAST, FAMILY_IPV6_UNICAST, Metrics, SessionState,
 };
+use crate::addresses::{AddressBinder, BindOutcome};
+use crate::control::{AuditLog, AuditRecord};
+use crate::health::{CheckResult, HealthEventKind, HealthView, expand};
+use crate::metrics::ServiceReport;
+use crate::overlay::{self, OverlayInput, ServiceAction, ServiceDecision};
 use crate::peer::{PeerCommand, PeerHandle, PeerSpec, PeerStatus, spawn_peer};
 use crate::sockopt::SessionSecurity;
-use crate::state_store::{GenerationMeta, StateStore, StoredGeneration};
+use crate::state_store::{DrainState, GenerationMeta, ServiceDrain, StateStore, StoredGeneration};
 
 /// The connect-retry backoff stops growing at this multiple of `connect_retry_seconds`.
 pub const CONNECT_RETRY_BACKOFF_FACTOR: u32 = 4;
@@ -45,6 +51,19 @@ pub const TRIM_AFTER_PUBLISH: Duration = Duration::from_secs(2);
 
 /// How often peer snapshots are folded into the metrics and readiness is re-evaluated.
 pub const STATUS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// An address is unbound only after the peers have sent the withdrawal of its routes, or after
+/// this long if a peer does not finish sending.
+pub const UNBIND_AFTER_WITHDRAWAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A local address waiting for its routes' withdrawal to reach the peers.
+#[derive(Debug, Clone)]
+struct PendingUnbind {
+    address: IpNet,
+    /// The publication that withdrew the routes.
+    version: u64,
+    deadline: Instant,
+}
 
 /// Events from the daemon's other tasks.
 #[derive(Debug)]
@@ -85,6 +104,8 @@ pub enum StartError {
     NoGoodGeneration(String),
     #[error("peer `{peer}`: {message}")]
     Peer { peer: String, message: String },
+    #[error("local service addresses: {0}")]
+    Addresses(String),
 }
 
 /// The running generation.
@@ -99,7 +120,38 @@ pub struct Engine {
     config: DaemonConfig,
     store: Arc<StateStore>,
     running: Running,
+    /// What the peers are sent: the running routes after health and drains (`overlay.rs`).
     routes: watch::Sender<Arc<LocationRoutes>>,
+    /// Publication counter of `routes` ([`LocationRoutes::version`]).
+    publish_version: u64,
+    /// Manual drains, persisted in the state directory.
+    drains: DrainState,
+    /// The health verdict of each checked service (frozen by the health board under fail static).
+    health_verdicts: BTreeMap<String, bool>,
+    /// The health board's last view, as the API shows it.
+    health_view: Value,
+    health_fail_static: bool,
+    /// The expanded checks of the services announced here, for the health task.
+    health_specs: watch::Sender<Arc<BTreeMap<String, HealthSpec>>>,
+    /// The health task's view (`None` until [`Engine::run`] starts the task).
+    health: Option<watch::Receiver<Arc<HealthView>>>,
+    /// The last health event handled, and each service's probe rounds counted so far.
+    health_event_seen: u64,
+    probe_rounds_seen: HashMap<String, u64>,
+    /// The overlay's decision per service announced here.
+    decisions: BTreeMap<String, ServiceDecision>,
+    /// Health transitions and fail-static changes are recorded here (the control API's log).
+    audit: Option<AuditLog>,
+    /// Routes the runtime guard refused since start.
+    runtime_guard_refusals: u64,
+    /// Binds services' local addresses (`[health] address_interface`), if configured.
+    addresses: Option<AddressBinder>,
+    /// The service addresses bound by us and still wanted or awaiting their unbind.
+    bound_addresses: BTreeSet<IpNet>,
+    /// Addresses to unbind once every peer has sent the publication withdrawing their routes.
+    pending_unbind: Vec<PendingUnbind>,
+    /// The last failure to bind or unbind, per address.
+    address_errors: BTreeMap<IpNet, String>,
     peers: BTreeMap<String, PeerHandle>,
     metrics: Metrics,
     readiness: Readiness,
@@ -187,6 +239,48 @@ fn location_routes(topology: &Topology, location: &str) -> Result<LocationRoutes
         topology.generation(),
         &desired,
     ))
+}
+
+/// The health checks of every service `topology` announces at `location`, with their
+/// `{placeholders}` expanded from the location's attributes and the daemon's `[health.vars]`;
+/// every expansion failure as one line naming the service, the check and the placeholder.
+pub fn expanded_health_specs(
+    topology: &Topology,
+    config: &DaemonConfig,
+) -> (BTreeMap<String, HealthSpec>, Vec<String>) {
+    let mut specs = BTreeMap::new();
+    let mut errors = Vec::new();
+    if !config.health.enabled {
+        return (specs, errors);
+    }
+    let Some(index) = topology
+        .locations()
+        .iter()
+        .position(|location| location.name == config.location)
+    else {
+        return (specs, errors);
+    };
+    let location = &topology.locations()[index];
+    let mut vars = config.health.vars.clone();
+    vars.insert("location".into(), location.name.clone());
+    vars.insert("region".into(), location.region.clone());
+    vars.insert("metro".into(), location.metro.clone());
+    vars.insert("country".into(), location.country.clone());
+    for service in topology.services() {
+        let Some(spec) = &service.health else {
+            continue;
+        };
+        if !service.announcing().contains(index) {
+            continue;
+        }
+        match expand(&service.name, spec, &vars) {
+            Ok(expanded) => {
+                specs.insert(service.name.clone(), expanded);
+            }
+            Err(error) => errors.push(error.to_string()),
+        }
+    }
+    (specs, errors)
 }
 
 /// The last line of defence, on what is about to be sent from this location: the routes that
@@ -289,6 +383,14 @@ impl Engine {
         };
         metrics.set_generation(running.meta.generation, &running.meta.hash);
         crate::memory::release_free_memory();
+        let drains = store.load_drain()?;
+        if drains.drained || !drains.services.is_empty() {
+            warn!(
+                location_drained = drains.drained,
+                services = ?drains.services.keys().collect::<Vec<_>>(),
+                "starting drained (persisted by topoctl drain)"
+            );
+        }
         let (routes, _) = watch::channel(running.routes.clone());
         info!(
             generation = running.meta.generation,
@@ -302,11 +404,494 @@ impl Engine {
             store: Arc::new(store),
             running,
             routes,
+            publish_version: 0,
+            drains,
+            health_verdicts: BTreeMap::new(),
+            health_view: Value::Null,
+            health_fail_static: false,
+            health_specs: watch::channel(Arc::new(BTreeMap::new())).0,
+            health: None,
+            health_event_seen: 0,
+            probe_rounds_seen: HashMap::new(),
+            decisions: BTreeMap::new(),
+            audit: None,
+            runtime_guard_refusals: 0,
+            addresses: None,
+            bound_addresses: BTreeSet::new(),
+            pending_unbind: Vec::new(),
+            address_errors: BTreeMap::new(),
             peers: BTreeMap::new(),
             metrics,
             readiness,
             reported: HashMap::new(),
             restarting,
+        })
+        .map(|mut engine| {
+            if let Some(next) = engine.next_publication() {
+                engine.publish_version = next.version;
+                engine.routes.send_replace(Arc::new(next));
+            }
+            engine.report_services();
+            engine
+        })
+    }
+
+    /// Opens the netlink binder of `[health] address_interface` and brings the addresses we
+    /// bound (found by their marker, also from an earlier run) to what is announced now.
+    /// Call before the peers start: nothing is announced yet, so stale addresses go at once.
+    pub async fn start_addresses(&mut self) -> Result<(), StartError> {
+        let Some(interface) = self.config.health.address_interface.clone() else {
+            return Ok(());
+        };
+        let binder = AddressBinder::new(&interface)
+            .await
+            .map_err(|error| StartError::Addresses(error.to_string()))?;
+        let desired = self.desired_addresses();
+        let (bound, unbound) = binder
+            .reconcile(&desired)
+            .await
+            .map_err(|error| StartError::Addresses(error.to_string()))?;
+        for (address, outcome) in &bound {
+            info!(%address, %interface, outcome = outcome.as_str(), "service address bound");
+        }
+        for address in &unbound {
+            info!(%address, %interface, "stale service address unbound");
+        }
+        self.bound_addresses = bound
+            .into_iter()
+            .filter(|(_, outcome)| !matches!(outcome, BindOutcome::Foreign { .. }))
+            .map(|(address, _)| address)
+            .collect();
+        self.bound_addresses.extend(binder.owned().await.unwrap_or_default());
+        self.addresses = Some(binder);
+        self.metrics
+            .set_local_addresses_bound(self.bound_addresses.len());
+        Ok(())
+    }
+
+    /// The local addresses of every service this location announces now (announced or
+    /// degraded, not withdrawn).
+    fn desired_addresses(&self) -> BTreeSet<IpNet> {
+        self.decisions
+            .iter()
+            .filter(|(_, decision)| decision.action != ServiceAction::Withdraw)
+            .filter_map(|(name, _)| self.running.topology.service(name))
+            .flat_map(|service| service.local_addresses.iter().copied())
+            .collect()
+    }
+
+    /// Binds the wanted addresses that are not bound yet (before their routes are announced).
+    async fn bind_missing(&mut self, desired: &BTreeSet<IpNet>) {
+        let Some(binder) = &self.addresses else {
+            return;
+        };
+        for address in desired {
+            // Wanted again before its unbind: keep it.
+            self.pending_unbind.retain(|pending| pending.address != *address);
+            if self.bound_addresses.contains(address) {
+                continue;
+            }
+            match binder.bind(*address).await {
+                Ok(outcome) => {
+                    info!(%address, interface = binder.interface(), outcome = outcome.as_str(), "service address bound");
+                    self.address_errors.remove(address);
+                    if !matches!(outcome, BindOutcome::Foreign { .. }) {
+                        self.bound_addresses.insert(*address);
+                    }
+                }
+                Err(error) => {
+                    error!(%address, %error, "could not bind a service address; its routes are announced anyway");
+                    self.address_errors.insert(*address, error.to_string());
+                }
+            }
+        }
+        self.metrics
+            .set_local_addresses_bound(self.bound_addresses.len());
+    }
+
+    /// Queues the bound addresses no longer wanted for unbinding after the withdrawal is sent.
+    fn schedule_unbind(&mut self, desired: &BTreeSet<IpNet>) {
+        let deadline = Instant::now() + UNBIND_AFTER_WITHDRAWAL_TIMEOUT;
+        for address in self.bound_addresses.difference(desired) {
+            if !self
+                .pending_unbind
+                .iter()
+                .any(|pending| pending.address == *address)
+            {
+                self.pending_unbind.push(PendingUnbind {
+                    address: *address,
+                    version: self.publish_version,
+                    deadline,
+                });
+            }
+        }
+    }
+
+    /// Unbinds the queued addresses whose withdrawal every Established peer has sent.
+    async fn unbind_withdrawn(&mut self) {
+        if self.pending_unbind.is_empty() {
+            return;
+        }
+        let Some(binder) = &self.addresses else {
+            self.pending_unbind.clear();
+            return;
+        };
+        let statuses = self.peer_statuses();
+        let now = Instant::now();
+        let (ready, waiting): (Vec<PendingUnbind>, Vec<PendingUnbind>) =
+            std::mem::take(&mut self.pending_unbind)
+                .into_iter()
+                .partition(|pending| {
+                    now >= pending.deadline
+                        || statuses.iter().all(|status| {
+                            !status.established
+                                || status
+                                    .version_synced
+                                    .is_some_and(|synced| synced >= pending.version)
+                        })
+                });
+        self.pending_unbind = waiting;
+        for pending in ready {
+            match binder.unbind(pending.address).await {
+                Ok(outcome) => {
+                    info!(address = %pending.address, outcome = outcome.as_str(), "service address unbound after its withdrawal");
+                    self.bound_addresses.remove(&pending.address);
+                    self.address_errors.remove(&pending.address);
+                }
+                Err(error) => {
+                    error!(address = %pending.address, %error, "could not unbind a service address; retrying");
+                    self.address_errors
+                        .insert(pending.address, error.to_string());
+                    self.pending_unbind.push(PendingUnbind {
+                        deadline: now,
+                        ..pending
+                    });
+                }
+            }
+        }
+        self.metrics
+            .set_local_addresses_bound(self.bound_addresses.len());
+    }
+
+    /// Starts the health task on the running generation's checks.
+    fn start_health(&mut self) {
+        self.update_health_specs();
+        let (view, _task) = crate::health_task::spawn_health_task(
+            self.health_specs.subscribe(),
+            self.config.health.clone(),
+        );
+        self.health = Some(view);
+    }
+
+    /// Hands the health task the checks of the running generation (and daemon config).
+    fn update_health_specs(&mut self) {
+        let (specs, errors) = expanded_health_specs(&self.running.topology, &self.config);
+        for error in errors {
+            error!(%error, "a health check cannot be expanded; the service counts as healthy here");
+        }
+        if **self.health_specs.borrow() != specs {
+            self.health_specs.send_replace(Arc::new(specs));
+        }
+    }
+
+    /// A new view from the health task: record its events, then republish.
+    async fn on_health(&mut self) {
+        let Some(view) = self.health.as_mut().map(|health| health.borrow_and_update().clone())
+        else {
+            return;
+        };
+        let (events, lost) = view.events_after(self.health_event_seen);
+        if lost > 0 {
+            warn!(lost, "health events were missed");
+        }
+        let mut audits = Vec::new();
+        for event in events {
+            match &event.kind {
+                HealthEventKind::Transition {
+                    service,
+                    from,
+                    to,
+                    reason,
+                } => {
+                    self.metrics.count_health_transition(service, to.as_str());
+                    audits.push((
+                        "health",
+                        to.as_str().to_owned(),
+                        format!("service {service}: {from} -> {to}: {reason}"),
+                    ));
+                }
+                HealthEventKind::FailStaticEngaged { reason } => {
+                    audits.push(("health", "fail_static".to_owned(), reason.clone()));
+                }
+                HealthEventKind::FailStaticDisengaged { reason } => {
+                    audits.push(("health", "fail_static_cleared".to_owned(), reason.clone()));
+                }
+            }
+        }
+        self.health_event_seen = view.last_event_seq().max(self.health_event_seen);
+        for (endpoint, verdict, message) in audits {
+            self.audit(endpoint, &verdict, message);
+        }
+        for (service, state) in &view.services {
+            let seen = self.probe_rounds_seen.entry(service.clone()).or_default();
+            if state.rounds > *seen {
+                let result = if state
+                    .last_round
+                    .iter()
+                    .any(|check| check.result == CheckResult::Error)
+                {
+                    "error"
+                } else if state
+                    .last_round
+                    .iter()
+                    .all(|check| check.result == CheckResult::Pass)
+                {
+                    "pass"
+                } else {
+                    "fail"
+                };
+                self.metrics
+                    .count_probe_rounds(service, result, state.rounds - *seen);
+                *seen = state.rounds;
+            }
+        }
+        self.health_verdicts = view
+            .services
+            .iter()
+            .map(|(name, state)| (name.clone(), state.healthy))
+            .collect();
+        self.health_fail_static = view.fail_static;
+        self.health_view = serde_json::to_value(&*view).unwrap_or(Value::Null);
+        self.republish().await;
+    }
+
+    /// Records health transitions and fail-static changes in the control API's audit log.
+    pub fn set_audit_log(&mut self, audit: AuditLog) {
+        self.audit = Some(audit);
+    }
+
+    /// Recomputes what this location announces from the running routes, health and drains,
+    /// and publishes it to the peers if it changed: addresses are bound before their routes
+    /// are announced, and unbound only after the withdrawal has been sent.
+    async fn republish(&mut self) {
+        let next = self.next_publication();
+        let desired = self.desired_addresses();
+        self.bind_missing(&desired).await;
+        if let Some(next) = next {
+            self.publish_version = next.version;
+            self.routes.send_replace(Arc::new(next));
+        }
+        self.schedule_unbind(&desired);
+        self.report_services();
+    }
+
+    /// Decides every service's action and returns the routes to publish, if they changed.
+    fn next_publication(&mut self) -> Option<LocationRoutes> {
+        let decisions = overlay::decide(&OverlayInput {
+            topology: &self.running.topology,
+            location: &self.config.location,
+            health: &self.health_verdicts,
+            drains: &self.drains,
+            min_other_locations: self.config.health.min_other_locations,
+        });
+        for (service, decision) in &decisions {
+            let before = self.decisions.get(service);
+            if before.map(|before| (before.action, before.floor_held))
+                != Some((decision.action, decision.floor_held))
+            {
+                if decision.floor_held {
+                    warn!(%service, other_live_locations = decision.other_live_locations, "withdrawal held by the floor: too few other live locations announce the service");
+                } else if before.is_some() || decision.action != ServiceAction::Announce {
+                    info!(%service, action = decision.action.as_str(), drained = decision.drained, healthy = ?decision.healthy, "service action here changed");
+                }
+            }
+        }
+        let current = self.routes.borrow().clone();
+        let next = overlay::apply(
+            &self.running.routes,
+            &self.running.topology,
+            &decisions,
+            self.publish_version + 1,
+        );
+        self.decisions = decisions;
+        if next.generation == current.generation
+            && next.routes == current.routes
+            && next.intents == current.intents
+        {
+            return None;
+        }
+        Some(next)
+    }
+
+    /// Folds the per-service state into the metrics.
+    fn report_services(&self) {
+        let published = self.routes.borrow().clone();
+        let counts = overlay::routes_per_service(&published);
+        let reports: Vec<ServiceReport> = self
+            .decisions
+            .iter()
+            .map(|(service, decision)| ServiceReport {
+                service: service.clone(),
+                healthy: decision.healthy,
+                action: decision.action.as_str(),
+                drained: decision.drained,
+                routes_announced: counts.get(service.as_str()).copied().unwrap_or(0),
+            })
+            .collect();
+        self.metrics.set_services(&reports);
+        self.metrics.set_location_drained(self.drains.drained);
+        self.metrics.set_fail_static(self.health_fail_static);
+    }
+
+    /// Appends an engine-side record (health, drains) to the audit log, if there is one.
+    fn audit(&self, endpoint: &str, verdict: &str, message: String) {
+        let Some(audit) = self.audit.clone() else {
+            return;
+        };
+        let record = AuditRecord {
+            time: unix_now(),
+            who: "topologyd".into(),
+            role: None,
+            remote: String::new(),
+            endpoint: endpoint.into(),
+            generation_before: Some(self.running.meta.generation),
+            generation_after: Some(self.running.meta.generation),
+            plan_hash: None,
+            verdict: verdict.into(),
+            status: 0,
+            message: Some(message),
+        };
+        tokio::spawn(async move {
+            if let Err(error) = audit.append(&record).await {
+                warn!(%error, "could not write the audit log");
+            }
+        });
+    }
+
+    /// Drains or undrains a service, or the whole location; persisted before it takes effect.
+    async fn drain(
+        &mut self,
+        service: Option<String>,
+        drain: bool,
+        force: bool,
+        reason: String,
+        who: String,
+    ) -> Result<Value, EngineError> {
+        if let Some(name) = &service
+            && self.running.topology.service(name).is_none()
+            && !self.drains.services.contains_key(name)
+        {
+            return Err(self.error(
+                EngineErrorKind::NotFound,
+                format!("no service named `{name}` in the running topology"),
+                Value::Null,
+            ));
+        }
+        let mut next = self.drains.clone();
+        let now = unix_now();
+        match &service {
+            Some(name) if drain => {
+                next.services.insert(
+                    name.clone(),
+                    ServiceDrain {
+                        who: who.clone(),
+                        reason: reason.clone(),
+                        changed_at: now,
+                        force,
+                    },
+                );
+            }
+            Some(name) => {
+                next.services.remove(name);
+            }
+            None => {
+                next.drained = drain;
+                next.force = drain && force;
+                next.who = who.clone();
+                next.reason = reason.clone();
+                next.changed_at = now;
+            }
+        }
+        let store = self.store.clone();
+        let stored = next.clone();
+        tokio::task::spawn_blocking(move || store.store_drain(&stored))
+            .await
+            .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), Value::Null))?
+            .map_err(|error| {
+                self.error(
+                    EngineErrorKind::Internal,
+                    format!("could not persist the drain state, nothing changed: {error}"),
+                    Value::Null,
+                )
+            })?;
+        self.drains = next;
+        let target = service.clone().unwrap_or_else(|| "location".into());
+        info!(%target, drain, force, %who, %reason, "drain state changed");
+        self.republish().await;
+        let held: Vec<&String> = self
+            .decisions
+            .iter()
+            .filter(|(name, decision)| {
+                decision.floor_held
+                    && decision.drained
+                    && service.as_ref().is_none_or(|wanted| wanted == *name)
+            })
+            .map(|(name, _)| name)
+            .collect();
+        Ok(json!({
+            "location": self.config.location,
+            "target": target,
+            "drained": drain,
+            "floor_held": held,
+            "services": self.decisions,
+        }))
+    }
+
+    /// The health document of `GET /v1/health`.
+    fn health_json(&self) -> Value {
+        let published = self.routes.borrow().clone();
+        let counts = overlay::routes_per_service(&published);
+        let view_services = self.health_view.get("services");
+        let services: serde_json::Map<String, Value> = self
+            .decisions
+            .iter()
+            .map(|(name, decision)| {
+                let view = view_services.and_then(|services| services.get(name));
+                let mut entry = json!({
+                    "checked": decision.healthy.is_some(),
+                    "healthy": decision.healthy.unwrap_or(true),
+                    "action": decision.action.as_str(),
+                    "drained": decision.drained,
+                    "floor_held": decision.floor_held,
+                    "other_live_locations": decision.other_live_locations,
+                    "routes_announced": counts.get(name.as_str()).copied().unwrap_or(0),
+                    "state": if decision.healthy.is_some() { "unknown" } else { "unchecked" },
+                });
+                if let (Some(Value::Object(view)), Value::Object(entry)) = (view, &mut entry) {
+                    for (key, value) in view {
+                        entry.entry(key.clone()).or_insert_with(|| value.clone());
+                        if key == "state" {
+                            entry.insert(key.clone(), value.clone());
+                        }
+                    }
+                }
+                (name.clone(), entry)
+            })
+            .collect();
+        json!({
+            "location": self.config.location,
+            "generation": self.running.meta.generation,
+            "enabled": self.config.health.enabled,
+            "fail_static": self.health_fail_static,
+            "fail_static_reason": self.health_view.get("fail_static_reason").cloned().unwrap_or(Value::Null),
+            "location_drained": self.drains.drained,
+            "drains": self.drains,
+            "min_other_locations": self.config.health.min_other_locations,
+            "address_interface": self.config.health.address_interface,
+            "addresses_bound": self.bound_addresses,
+            "addresses_pending_unbind": self.pending_unbind.iter().map(|pending| pending.address).collect::<Vec<_>>(),
+            "address_errors": self.address_errors.iter().map(|(address, error)| (address.to_string(), error.clone())).collect::<BTreeMap<_, _>>(),
+            "services": services,
         })
     }
 
@@ -481,8 +1066,23 @@ impl Engine {
     ) {
         let mut ticker = tokio::time::interval(STATUS_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.start_health();
         loop {
+            let health_changed = async {
+                match self.health.as_mut() {
+                    Some(health) => health.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                alive = health_changed => {
+                    if alive {
+                        self.on_health().await;
+                    } else {
+                        error!("the health task stopped; keeping the last health verdicts (fail static)");
+                        self.health = None;
+                    }
+                }
                 command = commands.recv() => match command {
                     Some(command) => self.on_command(command).await,
                     None => {
@@ -506,7 +1106,10 @@ impl Engine {
                         return;
                     }
                 },
-                _ = ticker.tick() => self.refresh_status(),
+                _ = ticker.tick() => {
+                    self.refresh_status();
+                    self.unbind_withdrawn().await;
+                }
             }
         }
     }
@@ -573,6 +1176,27 @@ impl Engine {
             }
             EngineCommand::Routes { peer, reply } => {
                 let _ = reply.send(self.routes_json(peer.as_deref()));
+            }
+            EngineCommand::Drain {
+                service,
+                drain,
+                force,
+                reason,
+                who,
+                reply,
+            } => {
+                let result = self.drain(service, drain, force, reason, who).await;
+                let _ = reply.send(result);
+            }
+            EngineCommand::Health { reply } => {
+                let _ = reply.send(Ok(self.health_json()));
+            }
+            EngineCommand::Topology { reply } => {
+                let _ = reply.send(Ok(json!({
+                    "generation": self.running.meta.generation,
+                    "hash": self.running.meta.hash,
+                    "bundle": to_bundle(self.running.topology.sources()),
+                })));
             }
         }
     }
@@ -644,6 +1268,18 @@ impl Engine {
                 Value::Null,
             )
         })?;
+        let (_, health_errors) = expanded_health_specs(&new, &self.config);
+        if !health_errors.is_empty() {
+            return Err(self.error(
+                EngineErrorKind::Invalid,
+                format!(
+                    "health checks cannot run at location `{}`: {}; define the placeholder in this daemon's [health.vars] or fix the check",
+                    self.config.location,
+                    health_errors.join("; ")
+                ),
+                json!({ "health_errors": health_errors }),
+            ));
+        }
         Ok(Prepared {
             topology: new,
             plan,
@@ -779,6 +1415,7 @@ impl Engine {
         ) {
             self.metrics
                 .count_guard_refusals("runtime", problems.len() as u64);
+            self.runtime_guard_refusals += problems.len() as u64;
             error!(?problems, "runtime guard refused what was about to be sent");
             return Err(EngineError {
                 kind: EngineErrorKind::Refused,
@@ -824,7 +1461,9 @@ impl Engine {
             routes: routes.clone(),
         };
         let persist_ms = persist_started.elapsed().as_millis() as u64;
-        self.routes.send_replace(routes);
+        drop(routes);
+        self.update_health_specs();
+        self.republish().await;
         // Give the compile's freed pages back once the peers have sent the change: a trim
         // holds the allocator's locks, which the peer tasks need right after a publish.
         tokio::spawn(async {
@@ -862,7 +1501,8 @@ impl Engine {
     }
 
     fn status_json(&self) -> Value {
-        let (ipv4, ipv6) = self.running.routes.count_by_family();
+        let (ipv4, ipv6) = self.routes.borrow().count_by_family();
+        let (topology_ipv4, topology_ipv6) = self.running.routes.count_by_family();
         json!({
             "location": self.config.location,
             "generation": self.running.meta.generation,
@@ -871,6 +1511,17 @@ impl Engine {
             "applied_by": self.running.meta.who,
             "ready": self.readiness.is_ready(),
             "routes": { "ipv4": ipv4, "ipv6": ipv6 },
+            "routes_topology": { "ipv4": topology_ipv4, "ipv6": topology_ipv6 },
+            "published_version": self.publish_version,
+            "runtime_guard_refusals": self.runtime_guard_refusals,
+            "health": {
+                "fail_static": self.health_fail_static,
+                "location_drained": self.drains.drained,
+                "unhealthy": self.decisions.iter().filter(|(_, decision)| decision.healthy == Some(false)).map(|(name, _)| name.clone()).collect::<Vec<_>>(),
+                "drained": self.decisions.iter().filter(|(_, decision)| decision.drained).map(|(name, _)| name.clone()).collect::<Vec<_>>(),
+                "withdrawn": self.decisions.iter().filter(|(_, decision)| decision.action == ServiceAction::Withdraw).map(|(name, _)| name.clone()).collect::<Vec<_>>(),
+                "degraded": self.decisions.iter().filter(|(_, decision)| decision.action == ServiceAction::Degrade).map(|(name, _)| name.clone()).collect::<Vec<_>>(),
+            },
             "peers": self.peer_statuses(),
         })
     }
@@ -897,7 +1548,7 @@ impl Engine {
             }
             None => self.config.peers.iter().collect(),
         };
-        let routes = &self.running.routes;
+        let routes = self.routes.borrow().clone();
         let mut peers = serde_json::Map::new();
         for peer in selected {
             let status = self
@@ -922,6 +1573,8 @@ impl Engine {
                     let attributes = context.path_attributes(intent);
                     Some(json!({
                         "prefix": prefix.to_string(),
+                        "service": intent.service.as_ref(),
+                        "degraded": intent.degraded,
                         "as_path": attributes.as_path.iter().map(|segment| format!("{segment:?}")).collect::<Vec<_>>(),
                         "med": attributes.med,
                         "communities": intent.attributes.communities.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -1099,6 +1752,21 @@ impl Engine {
                 self.reported.remove(name);
             }
         }
+        let health_restart_needed = config.health.enabled != self.config.health.enabled
+            || config.health.fail_static_share != self.config.health.fail_static_share
+            || config.health.fail_static_min_services
+                != self.config.health.fail_static_min_services
+            || config.health.address_interface != self.config.health.address_interface;
+        let mut config = config;
+        if health_restart_needed {
+            config.health.enabled = self.config.health.enabled;
+            config.health.fail_static_share = self.config.health.fail_static_share;
+            config.health.fail_static_min_services = self.config.health.fail_static_min_services;
+            config
+                .health
+                .address_interface
+                .clone_from(&self.config.health.address_interface);
+        }
         self.config = config;
         for peer in &to_start {
             self.start_peer(peer).map_err(|error| error.to_string())?;
@@ -1115,6 +1783,13 @@ impl Engine {
         if report.is_empty() {
             report.push("no peer changed".into());
         }
+        // `[health] vars` and `min_other_locations` apply now; the fail-static policy, `enabled`
+        // and `address_interface` belong to tasks started once, and apply at the next start.
+        if health_restart_needed {
+            report.push("[health] enabled, fail-static policy or address_interface changed: applies at the next restart".into());
+        }
+        self.update_health_specs();
+        self.republish().await;
         Ok(report.join(", "))
     }
 

@@ -88,6 +88,31 @@ pub enum EngineCommand {
         /// The routes document.
         reply: Reply<Value>,
     },
+    /// Drain (withdraw here by hand) or undrain a service, or the whole location; persisted.
+    Drain {
+        /// The service; `None` for the whole location.
+        service: Option<String>,
+        /// `true` drains, `false` undrains.
+        drain: bool,
+        /// Withdraw even services no other live location announces (past the floor).
+        force: bool,
+        /// Why, for the record.
+        reason: String,
+        /// The requester's identity.
+        who: String,
+        /// The per-service decisions after the change.
+        reply: Reply<Value>,
+    },
+    /// Per-service health, drains and what this location does with each service.
+    Health {
+        /// The health document.
+        reply: Reply<Value>,
+    },
+    /// The running generation's sources, as `Apply` takes them (for rollout controllers).
+    Topology {
+        /// `{generation, hash, bundle}`.
+        reply: Reply<Value>,
+    },
 }
 
 /// The answer to a mutation the engine carried out.

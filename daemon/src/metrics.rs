@@ -81,6 +81,55 @@ pub const LAST_APPLY_TIMESTAMP: &str = "topologyd_last_successful_apply_timestam
 /// Help for [`LAST_APPLY_TIMESTAMP`].
 pub const LAST_APPLY_TIMESTAMP_HELP: &str = "Unix time of the last successful apply";
 
+/// `topologyd_service_healthy{service}`: 1 healthy, 0 unhealthy (the verdict acted on).
+pub const SERVICE_HEALTHY: &str = "topologyd_service_healthy";
+/// Help for [`SERVICE_HEALTHY`].
+pub const SERVICE_HEALTHY_HELP: &str = "Whether the service's local health checks pass at this location (1) or not (0); only services with checks";
+
+/// `topologyd_service_health_transitions_total{service,to}`.
+pub const SERVICE_HEALTH_TRANSITIONS: &str = "topologyd_service_health_transitions";
+/// Help for [`SERVICE_HEALTH_TRANSITIONS`].
+pub const SERVICE_HEALTH_TRANSITIONS_HELP: &str =
+    "Health state changes of the service at this location, by the state entered";
+
+/// `topologyd_probe_rounds_total{service,result}`: probe rounds by outcome (pass, fail, error).
+pub const PROBE_ROUNDS: &str = "topologyd_probe_rounds";
+/// Help for [`PROBE_ROUNDS`].
+pub const PROBE_ROUNDS_HELP: &str = "Health-check rounds of the service, by outcome: pass, fail (a check failed), error (a check could not run)";
+
+/// `topologyd_health_fail_static`: 1 while the health checker is presumed broken.
+pub const HEALTH_FAIL_STATIC: &str = "topologyd_health_fail_static";
+/// Help for [`HEALTH_FAIL_STATIC`].
+pub const HEALTH_FAIL_STATIC_HELP: &str = "1 while health-driven changes are frozen because too many services look unhealthy at once or the probes cannot run (fail static); alert on it";
+
+/// `topologyd_service_routes_announced{service}`: routes of the service announced from here,
+/// after health and drains.
+pub const SERVICE_ROUTES_ANNOUNCED: &str = "topologyd_service_routes_announced";
+/// Help for [`SERVICE_ROUTES_ANNOUNCED`].
+pub const SERVICE_ROUTES_ANNOUNCED_HELP: &str = "Routes of the service this location announces, after health checks and drains (degraded routes included)";
+
+/// `topologyd_service_state{service,state}`: 1 for the service's current action here.
+pub const SERVICE_ACTION: &str = "topologyd_service_action";
+/// Help for [`SERVICE_ACTION`].
+pub const SERVICE_ACTION_HELP: &str = "What this location does with the service's routes: 1 on the current action (announce, withdraw, degrade), 0 on the others";
+
+/// `topologyd_service_drained{service}` and `topologyd_location_drained`.
+pub const SERVICE_DRAINED: &str = "topologyd_service_drained";
+/// Help for [`SERVICE_DRAINED`].
+pub const SERVICE_DRAINED_HELP: &str =
+    "1 while the service is drained at this location by hand (topoctl drain)";
+/// `topologyd_location_drained`.
+pub const LOCATION_DRAINED: &str = "topologyd_location_drained";
+/// Help for [`LOCATION_DRAINED`].
+pub const LOCATION_DRAINED_HELP: &str =
+    "1 while the whole location is drained by hand (topoctl drain without --service)";
+
+/// `topologyd_local_addresses_bound`: service addresses bound on the local interface.
+pub const LOCAL_ADDRESSES_BOUND: &str = "topologyd_local_addresses_bound";
+/// Help for [`LOCAL_ADDRESSES_BOUND`].
+pub const LOCAL_ADDRESSES_BOUND_HELP: &str =
+    "Service addresses topologyd has bound on its local interface";
+
 /// The `family` label of the per-family metrics for IPv4 unicast (AFI 1, SAFI 1).
 pub const FAMILY_IPV4_UNICAST: &str = "ipv4-unicast";
 /// The `family` label of the per-family metrics for IPv6 unicast (AFI 2, SAFI 1).
@@ -170,6 +219,29 @@ struct PrefixLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceToLabels {
+    service: String,
+    to: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceResultLabels {
+    service: String,
+    result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceActionLabels {
+    service: String,
+    action: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GuardLabels {
     guard: String,
 }
@@ -195,6 +267,15 @@ pub struct Metrics {
     apply_duration: Histogram,
     reconcile_duration: Histogram,
     last_apply_timestamp: Gauge,
+    service_healthy: Family<ServiceLabels, Gauge>,
+    service_health_transitions: Family<ServiceToLabels, Counter>,
+    probe_rounds: Family<ServiceResultLabels, Counter>,
+    health_fail_static: Gauge,
+    service_routes_announced: Family<ServiceLabels, Gauge>,
+    service_action: Family<ServiceActionLabels, Gauge>,
+    service_drained: Family<ServiceLabels, Gauge>,
+    location_drained: Gauge,
+    local_addresses_bound: Gauge,
 }
 
 impl Default for Metrics {
@@ -256,7 +337,62 @@ impl Metrics {
             Unit::Seconds,
             last_apply_timestamp.clone(),
         );
+        let service_healthy = Family::<ServiceLabels, Gauge>::default();
+        registry.register(
+            SERVICE_HEALTHY,
+            SERVICE_HEALTHY_HELP,
+            service_healthy.clone(),
+        );
+        let service_health_transitions = Family::<ServiceToLabels, Counter>::default();
+        registry.register(
+            SERVICE_HEALTH_TRANSITIONS,
+            SERVICE_HEALTH_TRANSITIONS_HELP,
+            service_health_transitions.clone(),
+        );
+        let probe_rounds = Family::<ServiceResultLabels, Counter>::default();
+        registry.register(PROBE_ROUNDS, PROBE_ROUNDS_HELP, probe_rounds.clone());
+        let health_fail_static = Gauge::default();
+        registry.register(
+            HEALTH_FAIL_STATIC,
+            HEALTH_FAIL_STATIC_HELP,
+            health_fail_static.clone(),
+        );
+        let service_routes_announced = Family::<ServiceLabels, Gauge>::default();
+        registry.register(
+            SERVICE_ROUTES_ANNOUNCED,
+            SERVICE_ROUTES_ANNOUNCED_HELP,
+            service_routes_announced.clone(),
+        );
+        let service_action = Family::<ServiceActionLabels, Gauge>::default();
+        registry.register(SERVICE_ACTION, SERVICE_ACTION_HELP, service_action.clone());
+        let service_drained = Family::<ServiceLabels, Gauge>::default();
+        registry.register(
+            SERVICE_DRAINED,
+            SERVICE_DRAINED_HELP,
+            service_drained.clone(),
+        );
+        let location_drained = Gauge::default();
+        registry.register(
+            LOCATION_DRAINED,
+            LOCATION_DRAINED_HELP,
+            location_drained.clone(),
+        );
+        let local_addresses_bound = Gauge::default();
+        registry.register(
+            LOCAL_ADDRESSES_BOUND,
+            LOCAL_ADDRESSES_BOUND_HELP,
+            local_addresses_bound.clone(),
+        );
         Metrics {
+            service_healthy,
+            service_health_transitions,
+            probe_rounds,
+            health_fail_static,
+            service_routes_announced,
+            service_action,
+            service_drained,
+            location_drained,
+            local_addresses_bound,
             registry: Arc::new(registry),
             session_state,
             routes_desired,
@@ -365,6 +501,74 @@ impl Metrics {
         self.reconcile_duration.observe(seconds);
     }
 
+    /// Records the per-service state of this location: health verdicts (checked services only),
+    /// actions, drains and routes announced. Series of services no longer listed disappear.
+    pub fn set_services(&self, services: &[ServiceReport]) {
+        self.service_healthy.clear();
+        self.service_routes_announced.clear();
+        self.service_action.clear();
+        self.service_drained.clear();
+        for report in services {
+            let labels = ServiceLabels {
+                service: report.service.clone(),
+            };
+            if let Some(healthy) = report.healthy {
+                self.service_healthy
+                    .get_or_create(&labels)
+                    .set(i64::from(healthy));
+            }
+            self.service_routes_announced
+                .get_or_create(&labels)
+                .set(saturating_i64(report.routes_announced));
+            self.service_drained
+                .get_or_create(&labels)
+                .set(i64::from(report.drained));
+            for action in ["announce", "withdraw", "degrade"] {
+                self.service_action
+                    .get_or_create(&ServiceActionLabels {
+                        service: report.service.clone(),
+                        action: action.to_owned(),
+                    })
+                    .set(i64::from(action == report.action));
+            }
+        }
+    }
+
+    /// Counts a health transition of `service` into state `to`.
+    pub fn count_health_transition(&self, service: &str, to: &str) {
+        self.service_health_transitions
+            .get_or_create(&ServiceToLabels {
+                service: service.to_owned(),
+                to: to.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts probe rounds of `service` by `result` (`pass`, `fail`, `error`).
+    pub fn count_probe_rounds(&self, service: &str, result: &str, rounds: u64) {
+        self.probe_rounds
+            .get_or_create(&ServiceResultLabels {
+                service: service.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc_by(rounds);
+    }
+
+    /// Records whether health is failing static.
+    pub fn set_fail_static(&self, engaged: bool) {
+        self.health_fail_static.set(i64::from(engaged));
+    }
+
+    /// Records whether the whole location is drained.
+    pub fn set_location_drained(&self, drained: bool) {
+        self.location_drained.set(i64::from(drained));
+    }
+
+    /// Records how many service addresses are bound locally.
+    pub fn set_local_addresses_bound(&self, bound: usize) {
+        self.local_addresses_bound.set(saturating_i64(bound as u64));
+    }
+
     /// Forgets every series of a removed peer.
     pub fn remove_peer(&self, peer: &str) {
         self.session_state.remove(&peer_labels(peer));
@@ -375,6 +579,18 @@ impl Metrics {
                 .remove(&peer_family_labels(peer, family));
         }
     }
+}
+
+/// One service's line in [`Metrics::set_services`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceReport {
+    pub service: String,
+    /// `None`: the service has no health checks.
+    pub healthy: Option<bool>,
+    /// `announce`, `withdraw` or `degrade`.
+    pub action: &'static str,
+    pub drained: bool,
+    pub routes_announced: u64,
 }
 
 /// Renders a registry as OpenMetrics text.
@@ -419,6 +635,16 @@ mod tests {
         metrics.set_generation(42, "sha256:bbbb");
         metrics.observe_apply(0.25, 1_700_000_000);
         metrics.observe_reconcile(0.004);
+        metrics.set_services(&[ServiceReport {
+            service: "resolver".into(),
+            healthy: Some(true),
+            action: "announce",
+            drained: false,
+            routes_announced: 4,
+        }]);
+        metrics.count_health_transition("resolver", "unhealthy");
+        metrics.count_probe_rounds("resolver", "pass", 3);
+        metrics.set_fail_static(true);
         let text = metrics.render().unwrap();
         for expected in [
             "# HELP topologyd_bgp_session_state BGP session state",
@@ -437,6 +663,13 @@ mod tests {
             "topologyd_apply_duration_seconds_count 1",
             "topologyd_reconcile_duration_seconds_count 1",
             "topologyd_last_successful_apply_timestamp_seconds 1700000000",
+            "topologyd_service_healthy{service=\"resolver\"} 1",
+            "topologyd_service_routes_announced{service=\"resolver\"} 4",
+            "topologyd_service_action{service=\"resolver\",action=\"announce\"} 1",
+            "topologyd_service_action{service=\"resolver\",action=\"withdraw\"} 0",
+            "topologyd_service_health_transitions_total{service=\"resolver\",to=\"unhealthy\"} 1",
+            "topologyd_probe_rounds_total{service=\"resolver\",result=\"pass\"} 3",
+            "topologyd_health_fail_static 1",
             "# EOF",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");

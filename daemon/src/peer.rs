@@ -96,6 +96,8 @@ pub struct PeerStatus {
     pub generation_synced: Option<u64>,
     /// The generation the task reconciled its Adj-RIB-Out to.
     pub generation_desired: u64,
+    /// The publication ([`LocationRoutes::version`]) whose routes have all been written.
+    pub version_synced: Option<u64>,
     pub routes_desired_ipv4: u64,
     pub routes_desired_ipv6: u64,
     pub updates_sent: u64,
@@ -621,6 +623,7 @@ impl PeerDriver {
                         self.status.send_modify(|status| {
                             status.established = false;
                             status.generation_synced = None;
+                            status.version_synced = None;
                         });
                     }
                 }
@@ -711,6 +714,7 @@ impl PeerDriver {
             self.status.send_modify(|status| {
                 status.established = false;
                 status.generation_synced = None;
+                status.version_synced = None;
             });
         }
         self.synced = false;
@@ -890,9 +894,11 @@ impl PeerDriver {
         if self.is_established() && flushed && !self.rib.has_pending() && !self.synced {
             self.synced = true;
             let generation = self.applied.generation;
+            let version = self.applied.version;
             let counters = self.rib.counters();
             self.status.send_modify(|status| {
                 status.generation_synced = Some(generation);
+                status.version_synced = Some(version);
                 status.updates_sent = counters.updates;
                 status.prefixes_announced_sent = counters.announced;
                 status.prefixes_withdrawn_sent = counters.withdrawn;

@@ -24,6 +24,7 @@
 //! is committed by the engine as a new generation carrying an older generation's sources. The
 //! current generation and the `keep_previous` ones before it (last known good) are kept.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -93,18 +94,37 @@ struct GenerationFile {
     bundle: SourceBundle,
 }
 
-/// The persisted drain state: whether this location withdraws (or de-prefers) everything.
+/// The persisted drain state: whether this location, or some of its services, are drained
+/// (withdrawn here by hand). Survives restarts; see `overlay.rs` for what it does.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DrainState {
-    /// True while the location is drained.
+    /// True while the whole location is drained.
     pub drained: bool,
-    /// Who changed it last.
+    /// Who changed the location drain last.
     pub who: String,
     /// Why.
     pub reason: String,
     /// When it was changed, in unix seconds (0 if never).
     pub changed_at: u64,
+    /// The location drain withdraws even services no other live location announces.
+    #[serde(default)]
+    pub force: bool,
+    /// Drained services, by name.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceDrain>,
+}
+
+/// One drained service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDrain {
+    pub who: String,
+    pub reason: String,
+    pub changed_at: u64,
+    /// Withdraw even when no other live location announces the service (past the floor).
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// What `load_current` found: the newest intact generation, and every newer file that had to
@@ -646,6 +666,7 @@ mod tests {
             who: "bob".to_owned(),
             reason: "maintenance".to_owned(),
             changed_at: 1_700_000_123,
+            ..DrainState::default()
         };
         store.store_drain(&drained).unwrap();
         assert_eq!(store.load_drain().unwrap(), drained);

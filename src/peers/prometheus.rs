@@ -1,5 +1,6 @@
 //! Prometheus launcher: writes `prometheus.yml` scraping the given loopback targets every second
-//! (plus Prometheus itself), runs `prometheus` with its TSDB in the instance directory and its web
+//! (plus Prometheus itself; each target may carry static labels, e.g. the fleet harness's
+//! `location`), runs `prometheus` with its TSDB in the instance directory and its web
 //! listener on a fresh loopback address, and queries it through the HTTP API.
 //!
 //! The HTTP client is a dozen lines of HTTP/1.1 GET over `std::net::TcpStream`: the harness needs
@@ -41,6 +42,16 @@ impl Prometheus {
     /// Starts Prometheus scraping `targets` (job `targets`, path `/metrics`) and waits until it is
     /// ready.
     pub fn start(targets: &[SocketAddr]) -> Result<Prometheus> {
+        let labeled: Vec<(SocketAddr, Labels)> = targets
+            .iter()
+            .map(|target| (*target, Labels::new()))
+            .collect();
+        Prometheus::start_labeled(&labeled)
+    }
+
+    /// Like [`Prometheus::start`], with static labels per target (one `static_configs` entry
+    /// each), so that every sample scraped from a target carries them (e.g. `location`).
+    pub fn start_labeled(targets: &[(SocketAddr, Labels)]) -> Result<Prometheus> {
         let directory = process::temp_dir(DAEMON, "topologyd-prometheus-")?;
         let address = alloc::endpoint(Transport::V4);
         let config = directory.path().join("prometheus.yml");
@@ -175,7 +186,7 @@ impl Prometheus {
     }
 }
 
-fn render_config(own: SocketAddr, targets: &[SocketAddr]) -> String {
+fn render_config(own: SocketAddr, targets: &[(SocketAddr, Labels)]) -> String {
     let mut config = String::new();
     let _ = writeln!(
         config,
@@ -186,12 +197,18 @@ fn render_config(own: SocketAddr, targets: &[SocketAddr]) -> String {
         "scrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['{own}']"
     );
     if !targets.is_empty() {
-        let list: Vec<String> = targets.iter().map(|target| format!("'{target}'")).collect();
-        let _ = writeln!(
-            config,
-            "  - job_name: targets\n    static_configs:\n      - targets: [{}]",
-            list.join(", ")
-        );
+        let _ = writeln!(config, "  - job_name: targets\n    static_configs:");
+        for (target, labels) in targets {
+            let _ = writeln!(config, "      - targets: ['{target}']");
+            if !labels.is_empty() {
+                // Single-quoted YAML scalars: a quote is written twice.
+                let labels: Vec<String> = labels
+                    .iter()
+                    .map(|(name, value)| format!("{name}: '{}'", value.replace('\'', "''")))
+                    .collect();
+                let _ = writeln!(config, "        labels: {{ {} }}", labels.join(", "));
+            }
+        }
     }
     config
 }
@@ -293,6 +310,24 @@ mod tests {
         assert_eq!(
             percent_encode("up{job=\"a b\"}"),
             "up%7Bjob%3D%22a%20b%22%7D"
+        );
+    }
+
+    #[test]
+    fn renders_one_static_config_per_target_with_its_labels() {
+        let own: SocketAddr = "127.0.0.9:9090".parse().expect("address");
+        let target: SocketAddr = "127.0.0.10:9180".parse().expect("address");
+        let labels: Labels = [("location".to_string(), "ams01".to_string())].into();
+        let config = render_config(own, &[(target, labels), (own, Labels::new())]);
+        assert!(
+            config.contains(
+                "      - targets: ['127.0.0.10:9180']\n        labels: { location: 'ams01' }\n"
+            ),
+            "{config}"
+        );
+        assert!(
+            config.contains("      - targets: ['127.0.0.9:9090']\n"),
+            "{config}"
         );
     }
 }

@@ -10,7 +10,8 @@
 //! prefixes; bindings outside every onboarded prefix; a cidr bound twice; **G1** (an advertised
 //! prefix without a default binding is never announced); **blackholes by construction** (a
 //! more-specific binding whose service is absent at a location announcing the covering route);
-//! an active service with bound routes whose topology matches no location at all.
+//! an active service with bound routes whose topology matches no location at all; a service's
+//! local address that no binding of the service itself covers (all of it, by longest match).
 //! Warnings: a service without bindings; a binding to a pending service under an announced
 //! route; an advertised prefix whose routes belong to a pending service; an active service with
 //! bound routes whose topology matches locations but no live one. That last case is a warning,
@@ -28,6 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use ipnet::IpNet;
 use prefix_trie::PrefixMap;
 use sha2::{Digest, Sha256};
+use topologyd_config::health::{DnsRecordType, ProbeSpec, UnhealthyAction};
 use topologyd_config::{
     AnnounceMode, Attribute, Collector, Diagnostics, Lifecycle, Located, LocationState,
     RawTopology, Selector, Source, Span, parse_topology_sources_owned,
@@ -433,12 +435,20 @@ pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagno
                 med: raw_service.med,
                 as_path_prepend: raw_service.as_path_prepend,
             },
-            health: raw_service.health.as_ref().map(|health| health.value.clone()),
-            local_addresses: raw_service
-                .local_addresses
-                .iter()
-                .map(|address| address.value)
-                .collect(),
+            health: raw_service
+                .health
+                .as_ref()
+                .map(|health| health.value.clone()),
+            local_addresses: {
+                let mut addresses: Vec<IpNet> = raw_service
+                    .local_addresses
+                    .iter()
+                    .map(|address| address.value)
+                    .collect();
+                addresses.sort_unstable_by_key(network_key);
+                addresses.dedup();
+                addresses
+            },
             matched,
             announcing,
             span: raw_service.name.span,
@@ -798,6 +808,58 @@ pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagno
         }
     }
 
+    // Local addresses: the longest binding covering each must be one of the service's own,
+    // and cover all of it, or the address would take traffic another service handles.
+    for (index, raw_index) in service_order.iter().enumerate() {
+        let raw_service = &raw.services[*raw_index];
+        for address in &raw_service.local_addresses {
+            let network = address.value.trunc();
+            let host = IpNet::from(address.value.addr());
+            let service = &services[index].name;
+            match longest(&host).map(|binding| &bindings[binding as usize]) {
+                None => collector.error(
+                    Some(address.span),
+                    format!(
+                        "local address {} of service `{service}` is inside no binding",
+                        address.value
+                    ),
+                    Some(format!(
+                        "bind a cidr containing it to `{service}` (inside an onboarded \
+                         [[prefix]]), or remove it from local_addresses"
+                    )),
+                ),
+                Some(binding) if binding.service as usize != index => collector.error(
+                    Some(address.span),
+                    format!(
+                        "local address {} of service `{service}` is handled by service `{}`: \
+                         the longest binding covering it is {} ({})",
+                        address.value,
+                        services[binding.service as usize].name,
+                        binding.cidr,
+                        sources.locate(binding.span)
+                    ),
+                    Some(format!(
+                        "a service binds only addresses of its own bindings: bind a cidr \
+                         containing {} to `{service}`, or remove the address",
+                        address.value.addr()
+                    )),
+                ),
+                Some(binding) if !binding.cidr.contains(&network) => collector.error(
+                    Some(address.span),
+                    format!(
+                        "local address {} of service `{service}` is wider than its binding {}",
+                        address.value, binding.cidr
+                    ),
+                    Some(format!(
+                        "write the address alone, \"{}\"",
+                        IpNet::from(address.value.addr())
+                    )),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+
     // Blackholes by construction: a layered binding whose service is absent where the route
     // covering it is announced.
     for binding in &bindings {
@@ -984,6 +1046,7 @@ fn canonical_hash(
         }
         hasher.number(attributes.med.map_or(u64::MAX, u64::from));
         hasher.number(u64::from(attributes.as_path_prepend));
+        hash_health(&mut hasher, service);
     }
     hasher.number(prefixes.len() as u64);
     for prefix in prefixes {
@@ -1011,6 +1074,95 @@ fn canonical_hash(
         hasher.text(&services[binding.service as usize].name);
     }
     hasher.0.finalize().into()
+}
+
+/// Marks the optional health part of a service in the canonical form. Services without health
+/// checks or local addresses add nothing, so their hashes are those of before health checks
+/// existed; the marker cannot be mistaken for what may follow a service (the length of the next
+/// service's name, or the number of prefixes).
+const HEALTH_MARKER: u64 = u64::MAX - 1;
+
+/// The health checks and local addresses of `service`, in canonical form: every field of the
+/// spec, the checks in their written order (that is the order a round reports them in), the
+/// local addresses sorted.
+fn hash_health(hasher: &mut CanonicalHasher, service: &Service) {
+    if service.health.is_none() && service.local_addresses.is_empty() {
+        return;
+    }
+    hasher.number(HEALTH_MARKER);
+    hasher.number(service.local_addresses.len() as u64);
+    for address in &service.local_addresses {
+        hasher.network(address);
+    }
+    let Some(health) = &service.health else {
+        hasher.number(0);
+        return;
+    };
+    hasher.number(1);
+    for number in [
+        health.interval_ms,
+        health.timeout_ms,
+        u64::from(health.rise),
+        u64::from(health.fall),
+        health.hold_down_ms,
+        health.max_hold_down_ms,
+    ] {
+        hasher.number(number);
+    }
+    match &health.on_unhealthy {
+        UnhealthyAction::Withdraw => hasher.number(0),
+        UnhealthyAction::Degrade(degrade) => {
+            hasher.number(1);
+            hasher.number(u64::from(degrade.as_path_prepend));
+            hasher.number(degrade.med.map_or(u64::MAX, u64::from));
+            hasher.number(degrade.communities.len() as u64);
+            for community in &degrade.communities {
+                hasher.number(u64::from(community.0) << 16 | u64::from(community.1));
+            }
+        }
+    }
+    hasher.number(health.checks.len() as u64);
+    for check in &health.checks {
+        match check {
+            ProbeSpec::Http { url, expect_status } => {
+                hasher.text("http");
+                hasher.text(url);
+                hasher.number(u64::from(*expect_status));
+            }
+            ProbeSpec::Tcp { address } => {
+                hasher.text("tcp");
+                hasher.text(address);
+            }
+            ProbeSpec::Dns {
+                server,
+                name,
+                record_type,
+                expect,
+            } => {
+                hasher.text("dns");
+                hasher.text(server);
+                hasher.text(name);
+                hasher.text(match record_type {
+                    DnsRecordType::A => "A",
+                    DnsRecordType::Aaaa => "AAAA",
+                });
+                match expect {
+                    Some(expect) => {
+                        hasher.number(1);
+                        hasher.text(expect);
+                    }
+                    None => hasher.number(0),
+                }
+            }
+            ProbeSpec::Exec { command } => {
+                hasher.text("exec");
+                hasher.number(command.len() as u64);
+                for argument in command {
+                    hasher.text(argument);
+                }
+            }
+        }
+    }
 }
 
 /// The sources of a compiled topology, serialisable so that the daemon can persist them and
@@ -1271,5 +1423,230 @@ service = "later"
         let json = serde_json::to_string(&bundle).unwrap();
         let restored: SourceBundle = serde_json::from_str(&json).unwrap();
         assert_eq!(restored.compile().unwrap().hash(), one.hash());
+    }
+
+    const HEALTH_PREFIXES: &str = r#"
+[[prefix]]
+cidr = "192.0.2.0/24"
+origin_asn = 64500
+owner = "o"
+advertise = true
+
+[[binding]]
+cidr = "192.0.2.0/24"
+service = "web"
+
+[[binding]]
+cidr = "192.0.2.128/25"
+service = "api"
+
+[[prefix]]
+cidr = "2001:db8::/48"
+origin_asn = 64500
+owner = "o"
+advertise = true
+
+[[binding]]
+cidr = "2001:db8::/48"
+service = "web"
+"#;
+
+    /// Two services, `web` with `web_addresses` and a health block, `api` with `api_addresses`.
+    fn health_services(web_addresses: &str, api_addresses: &str, check: &str) -> String {
+        format!(
+            "[[service]]\nname = \"web\"\ntopology = \"all\"\nlocal_addresses = [{web_addresses}]\n\n[service.health]\ninterval_ms = 1000\ntimeout_ms = 500\n\n[[service.health.check]]\n{check}\n\n[[service]]\nname = \"api\"\ntopology = \"all\"\nlocal_addresses = [{api_addresses}]\n"
+        )
+    }
+
+    const TCP_CHECK: &str = "kind = \"tcp\"\naddress = \"{location}.example.test:80\"";
+
+    fn compile_health(services: &str) -> Result<Topology, Diagnostics> {
+        compile(
+            &[
+                Source::new("fleet.toml", FLEET),
+                Source::new("services.toml", services),
+                Source::new("prefixes.toml", HEALTH_PREFIXES),
+            ],
+            1,
+        )
+    }
+
+    #[test]
+    fn health_and_local_addresses_reach_the_service() {
+        let topology = compile_health(&health_services(
+            "\"2001:db8::10/128\", \"192.0.2.10/32\", \"192.0.2.10/32\"",
+            "\"192.0.2.130/32\", \"192.0.2.128/25\"",
+            TCP_CHECK,
+        ))
+        .unwrap_or_else(|diagnostics| panic!("{diagnostics}"));
+        let web = topology.service("web").unwrap();
+        let addresses: Vec<String> = web
+            .local_addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(addresses, ["192.0.2.10/32", "2001:db8::10/128"]);
+        let health = web.health.as_ref().unwrap();
+        assert_eq!(health.interval_ms, 1000);
+        assert_eq!(
+            health.checks,
+            [ProbeSpec::Tcp {
+                address: "{location}.example.test:80".into()
+            }]
+        );
+        let api = topology.service("api").unwrap();
+        assert!(api.health.is_none());
+        assert_eq!(api.local_addresses.len(), 2);
+        // What `topoctl` and the control API print.
+        let json = serde_json::to_value(web).unwrap();
+        assert_eq!(
+            json["local_addresses"],
+            serde_json::json!(["192.0.2.10/32", "2001:db8::10/128"])
+        );
+        assert_eq!(
+            json["health"]["on_unhealthy"],
+            serde_json::json!({"action": "withdraw"})
+        );
+        assert_eq!(
+            json["health"]["checks"],
+            serde_json::json!([{"kind": "tcp", "address": "{location}.example.test:80"}])
+        );
+        assert_eq!(
+            serde_json::to_value(api).unwrap()["health"],
+            serde_json::Value::Null
+        );
+    }
+
+    #[test]
+    fn local_addresses_must_lie_in_the_services_own_bindings() {
+        let text = match compile_health(&health_services(
+            "\"192.0.2.10/32\", \"192.0.2.200/32\", \"198.51.100.1/32\"",
+            "\"192.0.2.130/24\"",
+            TCP_CHECK,
+        )) {
+            Ok(_) => panic!("compiled"),
+            Err(diagnostics) => diagnostics.to_string(),
+        };
+        for expected in [
+            "services.toml:4:37: error: local address 192.0.2.200/32 of service `web` is handled by service `api`: the longest binding covering it is 192.0.2.128/25 (prefixes.toml:13:8)\n  help: a service binds only addresses of its own bindings: bind a cidr containing 192.0.2.200 to `web`, or remove the address",
+            "services.toml:4:55: error: local address 198.51.100.1/32 of service `web` is inside no binding\n  help: bind a cidr containing it to `web`",
+            "services.toml:17:20: error: local address 192.0.2.130/24 of service `api` is wider than its binding 192.0.2.128/25\n  help: write the address alone, \"192.0.2.130/32\"",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        assert!(text.contains("3 error(s)"), "{text}");
+    }
+
+    #[test]
+    fn hash_covers_health_and_local_addresses_but_not_their_layout() {
+        let hash = |web: &str, check: &str| -> [u8; 32] {
+            compile_health(&health_services(web, "", check))
+                .unwrap_or_else(|diagnostics| panic!("{diagnostics}"))
+                .hash()
+        };
+        let base = hash("\"192.0.2.10/32\", \"2001:db8::10/128\"", TCP_CHECK);
+        // Order and duplicates of the local addresses, and file layout, do not matter.
+        assert_eq!(
+            base,
+            hash(
+                "\"2001:db8::10/128\", \"192.0.2.10/32\", \"2001:db8::10/128\"",
+                TCP_CHECK
+            )
+        );
+        let split = compile(
+            &[
+                Source::new("prefixes.toml", format!("# moved\n{HEALTH_PREFIXES}")),
+                Source::new(
+                    "all.toml",
+                    format!(
+                        "{}\n{FLEET}",
+                        health_services(
+                            "\"192.0.2.10/32\",\n  \"2001:db8::10/128\"",
+                            "",
+                            "address = \"{location}.example.test:80\"   # the same check\nkind = 'tcp'"
+                        )
+                    ),
+                ),
+            ],
+            2,
+        )
+        .unwrap_or_else(|diagnostics| panic!("{diagnostics}"));
+        assert_eq!(base, split.hash());
+        // Any change of the health spec or the addresses changes it.
+        for (web, check) in [
+            ("\"192.0.2.10/32\"", TCP_CHECK),
+            ("\"192.0.2.11/32\", \"2001:db8::10/128\"", TCP_CHECK),
+            (
+                "\"192.0.2.10/32\", \"2001:db8::10/128\"",
+                "kind = \"tcp\"\naddress = \"{location}.example.test:81\"",
+            ),
+            (
+                "\"192.0.2.10/32\", \"2001:db8::10/128\"",
+                "kind = \"http\"\nurl = \"http://{location}.example.test:80/\"",
+            ),
+            (
+                "\"192.0.2.10/32\", \"2001:db8::10/128\"",
+                "kind = \"dns\"\nserver = \"{location}.example.test:80\"\nname = \"n\"\nrecord_type = \"A\"",
+            ),
+            (
+                "\"192.0.2.10/32\", \"2001:db8::10/128\"",
+                "kind = \"dns\"\nserver = \"{location}.example.test:80\"\nname = \"n\"\nrecord_type = \"A\"\nexpect = \"192.0.2.1\"",
+            ),
+            (
+                "\"192.0.2.10/32\", \"2001:db8::10/128\"",
+                &format!(
+                    "{TCP_CHECK}\n[[service.health.check]]\nkind = \"exec\"\ncommand = [\"/bin/true\"]"
+                ),
+            ),
+            (
+                "\"192.0.2.10/32\", \"2001:db8::10/128\"",
+                &format!("{TCP_CHECK}\n[service.health.degrade]\nmed = 5"),
+            ),
+        ] {
+            let changed = if check.contains("degrade") {
+                let services = health_services(web, "", check).replace(
+                    "timeout_ms = 500\n",
+                    "timeout_ms = 500\non_unhealthy = \"degrade\"\n",
+                );
+                compile_health(&services)
+                    .unwrap_or_else(|diagnostics| panic!("{diagnostics}"))
+                    .hash()
+            } else {
+                hash(web, check)
+            };
+            assert_ne!(base, changed, "{web} {check}");
+        }
+        for (from, to) in [
+            ("interval_ms = 1000", "interval_ms = 1001"),
+            ("timeout_ms = 500", "timeout_ms = 501"),
+            ("timeout_ms = 500", "timeout_ms = 500\nrise = 2"),
+            ("timeout_ms = 500", "timeout_ms = 500\nfall = 2"),
+            ("timeout_ms = 500", "timeout_ms = 500\nhold_down_ms = 1"),
+            (
+                "timeout_ms = 500",
+                "timeout_ms = 500\nmax_hold_down_ms = 300001",
+            ),
+        ] {
+            let services =
+                health_services("\"192.0.2.10/32\", \"2001:db8::10/128\"", "", TCP_CHECK)
+                    .replacen(from, to, 1);
+            let changed = compile_health(&services)
+                .unwrap_or_else(|diagnostics| panic!("{diagnostics}"))
+                .hash();
+            assert_ne!(base, changed, "{to}");
+        }
+        // Without health and local addresses, a service hashes as before they existed.
+        let without = compile_health(
+            "[[service]]\nname = \"web\"\ntopology = \"all\"\n[[service]]\nname = \"api\"\ntopology = \"all\"\n",
+        )
+        .unwrap();
+        assert_ne!(base, without.hash());
+        let mut plain = CanonicalHasher(Sha256::new());
+        plain.text("web");
+        let mut marked = CanonicalHasher(Sha256::new());
+        marked.text("web");
+        hash_health(&mut marked, &without.services()[1]);
+        assert_eq!(without.services()[1].name, "web");
+        assert_eq!(plain.0.finalize(), marked.0.finalize());
     }
 }

@@ -114,6 +114,29 @@ enum Command {
         #[arg(long)]
         peer: Option<String>,
     },
+    /// Per-service health checks, drains and what the location does with each service.
+    Health {
+        #[command(flatten)]
+        daemon: DaemonArguments,
+    },
+    /// Withdraw a service (or, without --service, every service) at this location by hand;
+    /// persisted across restarts until `--undrain`. The floor still holds unless --force.
+    Drain {
+        #[command(flatten)]
+        daemon: DaemonArguments,
+        /// The service to drain; without it, the whole location.
+        #[arg(long)]
+        service: Option<String>,
+        /// Undo a drain.
+        #[arg(long)]
+        undrain: bool,
+        /// Withdraw even services no other live location announces.
+        #[arg(long)]
+        force: bool,
+        /// Why (kept in the drain state and the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -426,6 +449,23 @@ fn run(command: Command) -> Result<i32, String> {
         Command::Routes { daemon, peer } => {
             let client = daemon.client()?;
             let answer = runtime()?.block_on(client.routes(peer.as_deref()));
+            Ok(print_answer(answer, true, false))
+        }
+        Command::Health { daemon } => {
+            let client = daemon.client()?;
+            let answer = runtime()?.block_on(client.health());
+            Ok(print_answer(answer, true, false))
+        }
+        Command::Drain {
+            daemon,
+            service,
+            undrain,
+            force,
+            reason,
+        } => {
+            let client = daemon.client()?;
+            let answer =
+                runtime()?.block_on(client.drain(service.as_deref(), !undrain, force, &reason));
             Ok(print_answer(answer, true, false))
         }
     }

@@ -203,13 +203,14 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
             })
             .collect();
         let audit_log = AuditLog::open(&control.audit_log).map_err(|error| error.to_string())?;
+        engine.set_audit_log(audit_log.clone());
         let server = ControlServer::bind(
             control.listen,
             tls,
             ControlSettings {
                 roles,
                 body_limit: control.max_body_bytes as u64,
-                audit_log,
+                audit_log: audit_log.clone(),
             },
             command_sender.clone(),
         )
@@ -223,6 +224,10 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
             }
         });
     }
+    engine
+        .start_addresses()
+        .await
+        .map_err(|error| error.to_string())?;
     engine.start_peers().map_err(|error| error.to_string())?;
     let mut engine_task = tokio::spawn(engine.run(commands, events));
 

@@ -1,0 +1,1497 @@
+//! The health-check state machine of a location (issue #6): pure and synchronous, no tokio, no
+//! clock of its own — every call takes the time as `now_ms`, milliseconds on any monotonic clock
+//! the caller chooses (the health task uses milliseconds since it started; tests use virtual time).
+//!
+//! Owns:
+//! - [`ProbeOutcome`], the result of one probe, and [`probe_label`], the text that names a check;
+//! - [`ServiceHealth`], one service's rise/fall/hold-down tracker with flap damping;
+//! - [`HealthBoard`], every tracker of the location plus fail static, the *published* verdicts the
+//!   engine acts on, the transition events, and the serialisable [`HealthView`];
+//! - [`expand`], the `{name}` placeholder expansion of probe targets.
+//!
+//! Must not touch: sockets, processes, tasks (probes are `probe.rs`, scheduling is
+//! `health_task.rs`), routes and announcements (the engine reads the view and decides).
+//!
+//! ## Rules
+//! - A round runs every check of a service; it passes when all pass. An [`ProbeOutcome::Error`]
+//!   (the probe could not run) counts as a failed round for rise and fall.
+//! - A tracker starts [`HealthState::Unknown`], which counts as healthy (announced): a daemon
+//!   restart, or a new topology generation, must not withdraw every checked service until the
+//!   first rounds have come back. Unknown turns Healthy after `rise` passing rounds and Unhealthy
+//!   after `fall` failing ones.
+//! - Healthy → Unhealthy after `fall` consecutive failed rounds. Unhealthy → Healthy after `rise`
+//!   consecutive passing rounds *and* once the hold-down has elapsed since the turn to unhealthy;
+//!   [`HealthState::HeldDown`] is "rise reached, hold-down not over" (still unhealthy).
+//! - Flap damping: a turn to unhealthy within [`FLAP_WINDOW_FACTOR`] × the current hold-down
+//!   after the last recovery doubles the hold-down (capped at `max_hold_down_ms`); a service that
+//!   stays healthy for that long gets `hold_down_ms` back.
+//! - A *transition* is a change of the observed verdict (healthy ↔ unhealthy). Unknown → Healthy
+//!   and Unhealthy ↔ HeldDown change the state, not the verdict, and are not transitions.
+//!
+//! ## Published verdicts
+//! What the engine acts on is [`ServiceView::healthy`], not the tracker's observation:
+//! - **Corroboration.** A turn to unhealthy is published only once every *other* checked
+//!   service has *settled* since: completed a round after the turn that either passed or left it
+//!   unhealthy (not one midway between its first failure and `fall`). So a location-wide failure
+//!   (every service killed at once, the checker broken) is seen as a whole — and fail static
+//!   engages — before the first service to reach `fall` is withdrawn, even when the services'
+//!   rounds are out of phase or their `fall` counts differ. A real single-service withdrawal is
+//!   delayed by one round of the slowest other service (up to `fall` rounds of one that is itself
+//!   failing). Recoveries are published at once.
+//! - **Fail static.** After each round, if (unhealthy services ≥ `fail_static_min_services` and
+//!   unhealthy / checked > `fail_static_share`) or (services whose last round had an Error ≥
+//!   `fail_static_min_services` and their share > `fail_static_share`), the published verdicts
+//!   freeze at what they were just before that round; a reason names the rule and the services.
+//!   It disengages when neither rule holds any more, and verdicts follow the trackers again.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+
+use serde::Serialize;
+use thiserror::Error;
+use topologyd_config::daemon::HealthConfig;
+use topologyd_config::health::{
+    DnsRecordType, FLAP_WINDOW_FACTOR, HealthSpec, ProbeSpec, UnhealthyAction, is_placeholder_name,
+};
+use topologyd_topology::Location;
+
+/// How many events the view keeps for late readers (see [`HealthView::events_after`]).
+pub const EVENT_RING: usize = 256;
+
+/// The result of one probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// The service answered as expected.
+    Pass,
+    /// The service answered wrongly, or refused: it is down here.
+    Fail { detail: String },
+    /// The probe could not run (timeout, spawn failure, runner broken): says little about the
+    /// service, much about the checker. Counts as a failed round; feeds the fail-static rule.
+    Error { detail: String },
+}
+
+impl ProbeOutcome {
+    pub fn is_pass(&self) -> bool {
+        matches!(self, ProbeOutcome::Pass)
+    }
+
+    pub fn is_error(&self) -> bool {
+        matches!(self, ProbeOutcome::Error { .. })
+    }
+
+    /// `pass`, `fail` or `error`.
+    pub fn result(&self) -> CheckResult {
+        match self {
+            ProbeOutcome::Pass => CheckResult::Pass,
+            ProbeOutcome::Fail { .. } => CheckResult::Fail,
+            ProbeOutcome::Error { .. } => CheckResult::Error,
+        }
+    }
+
+    /// The detail text (empty for a pass).
+    pub fn detail(&self) -> &str {
+        match self {
+            ProbeOutcome::Pass => "",
+            ProbeOutcome::Fail { detail } | ProbeOutcome::Error { detail } => detail,
+        }
+    }
+}
+
+/// [`ProbeOutcome`] without its detail, as the view shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckResult {
+    Pass,
+    Fail,
+    Error,
+}
+
+/// One check's result in a round: the check's [`probe_label`] and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRecord {
+    pub check: String,
+    pub outcome: ProbeOutcome,
+}
+
+/// The text that names a check in the view and the logs: `http URL`, `tcp ADDRESS`,
+/// `dns NAME TYPE @SERVER`, `exec ARGV…`.
+pub fn probe_label(probe: &ProbeSpec) -> String {
+    match probe {
+        ProbeSpec::Http { url, .. } => format!("http {url}"),
+        ProbeSpec::Tcp { address } => format!("tcp {address}"),
+        ProbeSpec::Dns {
+            server,
+            name,
+            record_type,
+            ..
+        } => {
+            let record_type = match record_type {
+                DnsRecordType::A => "A",
+                DnsRecordType::Aaaa => "AAAA",
+            };
+            format!("dns {name} {record_type} @{server}")
+        }
+        ProbeSpec::Exec { command } => format!("exec {}", command.join(" ")),
+    }
+}
+
+/// A tracker's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    /// No verdict yet (after start or a changed spec); counts as healthy, see the module docs.
+    Unknown,
+    Healthy,
+    Unhealthy,
+    /// `rise` passing rounds reached, the hold-down not over yet: still unhealthy.
+    HeldDown,
+}
+
+impl HealthState {
+    /// Whether this state counts as healthy (announced).
+    pub fn is_healthy(self) -> bool {
+        matches!(self, HealthState::Unknown | HealthState::Healthy)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Unknown => "unknown",
+            HealthState::Healthy => "healthy",
+            HealthState::Unhealthy => "unhealthy",
+            HealthState::HeldDown => "held_down",
+        }
+    }
+}
+
+impl fmt::Display for HealthState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A change of a tracker's observed verdict, as [`ServiceHealth::record_round`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub from: HealthState,
+    pub to: HealthState,
+    pub reason: String,
+}
+
+/// One service's rise/fall/hold-down tracker. See the module docs for the rules.
+#[derive(Debug, Clone)]
+pub struct ServiceHealth {
+    spec: HealthSpec,
+    state: HealthState,
+    consecutive_passes: u32,
+    consecutive_failures: u32,
+    transitions: u64,
+    rounds: u64,
+    /// The current hold-down (doubled by flaps).
+    hold_down_ms: u64,
+    unhealthy_since_ms: Option<u64>,
+    last_recovery_ms: Option<u64>,
+    last_round: Vec<CheckRecord>,
+}
+
+impl ServiceHealth {
+    pub fn new(spec: HealthSpec) -> ServiceHealth {
+        ServiceHealth {
+            hold_down_ms: spec.hold_down_ms,
+            spec,
+            state: HealthState::Unknown,
+            consecutive_passes: 0,
+            consecutive_failures: 0,
+            transitions: 0,
+            rounds: 0,
+            unhealthy_since_ms: None,
+            last_recovery_ms: None,
+            last_round: Vec::new(),
+        }
+    }
+
+    pub fn spec(&self) -> &HealthSpec {
+        &self.spec
+    }
+
+    pub fn state(&self) -> HealthState {
+        self.state
+    }
+
+    /// The tracker's own verdict (Unknown and Healthy count as healthy).
+    pub fn observed_healthy(&self) -> bool {
+        self.state.is_healthy()
+    }
+
+    pub fn consecutive_passes(&self) -> u32 {
+        self.consecutive_passes
+    }
+
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+
+    /// Verdict changes so far (healthy ↔ unhealthy).
+    pub fn transitions(&self) -> u64 {
+        self.transitions
+    }
+
+    pub fn rounds(&self) -> u64 {
+        self.rounds
+    }
+
+    /// The current hold-down (the configured one, or more after flaps).
+    pub fn hold_down_ms(&self) -> u64 {
+        self.hold_down_ms
+    }
+
+    /// How long the hold-down still keeps the service unhealthy (0 when healthy or over).
+    pub fn hold_down_remaining_ms(&self, now_ms: u64) -> u64 {
+        match (self.state, self.unhealthy_since_ms) {
+            (HealthState::Unhealthy | HealthState::HeldDown, Some(since)) => since
+                .saturating_add(self.hold_down_ms)
+                .saturating_sub(now_ms),
+            _ => 0,
+        }
+    }
+
+    pub fn last_round(&self) -> &[CheckRecord] {
+        &self.last_round
+    }
+
+    /// Whether the last round had a check that could not run.
+    pub fn last_round_errored(&self) -> bool {
+        self.last_round
+            .iter()
+            .any(|record| record.outcome.is_error())
+    }
+
+    fn rise(&self) -> u32 {
+        self.spec.rise.max(1)
+    }
+
+    fn fall(&self) -> u32 {
+        self.spec.fall.max(1)
+    }
+
+    fn flap_window_ms(&self) -> u64 {
+        self.hold_down_ms
+            .saturating_mul(u64::from(FLAP_WINDOW_FACTOR))
+    }
+
+    /// Folds one round in. Returns the transition when the observed verdict changed.
+    pub fn record_round(&mut self, now_ms: u64, results: Vec<CheckRecord>) -> Option<Transition> {
+        let passed = results.iter().all(|record| record.outcome.is_pass());
+        self.rounds = self.rounds.saturating_add(1);
+        if passed {
+            self.consecutive_passes = self.consecutive_passes.saturating_add(1);
+            self.consecutive_failures = 0;
+        } else {
+            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+            self.consecutive_passes = 0;
+        }
+        let first_failure = results
+            .iter()
+            .find(|record| !record.outcome.is_pass())
+            .map(|record| {
+                format!(
+                    "{} {}: {}",
+                    record.check,
+                    match record.outcome.result() {
+                        CheckResult::Error => "error",
+                        _ => "failed",
+                    },
+                    record.outcome.detail()
+                )
+            });
+        self.last_round = results;
+
+        // A stable period gives the configured hold-down back.
+        if self.state == HealthState::Healthy
+            && let Some(recovered) = self.last_recovery_ms
+            && now_ms.saturating_sub(recovered) >= self.flap_window_ms()
+        {
+            self.hold_down_ms = self.spec.hold_down_ms;
+        }
+
+        match self.state {
+            HealthState::Unknown | HealthState::Healthy => {
+                if !passed && self.consecutive_failures >= self.fall() {
+                    let flapped = self.last_recovery_ms.is_some_and(|recovered| {
+                        now_ms.saturating_sub(recovered) < self.flap_window_ms()
+                    });
+                    let previous_hold_down = self.hold_down_ms;
+                    if flapped {
+                        let cap = self.spec.max_hold_down_ms.max(self.spec.hold_down_ms);
+                        self.hold_down_ms = self.hold_down_ms.saturating_mul(2).min(cap);
+                    } else {
+                        self.hold_down_ms = self.spec.hold_down_ms;
+                    }
+                    let mut reason = format!(
+                        "{} consecutive failed rounds ({})",
+                        self.consecutive_failures,
+                        first_failure.unwrap_or_default()
+                    );
+                    if flapped {
+                        reason.push_str(&format!(
+                            "; flapping: hold-down {} ms -> {} ms",
+                            previous_hold_down, self.hold_down_ms
+                        ));
+                    }
+                    return Some(self.turn(HealthState::Unhealthy, now_ms, reason));
+                }
+                if self.state == HealthState::Unknown
+                    && passed
+                    && self.consecutive_passes >= self.rise()
+                {
+                    self.state = HealthState::Healthy;
+                }
+                None
+            }
+            HealthState::Unhealthy | HealthState::HeldDown => {
+                if !passed {
+                    self.state = HealthState::Unhealthy;
+                    return None;
+                }
+                if self.consecutive_passes < self.rise() {
+                    return None;
+                }
+                let since = self.unhealthy_since_ms.unwrap_or(now_ms);
+                if now_ms.saturating_sub(since) >= self.hold_down_ms {
+                    let reason = format!(
+                        "{} consecutive passing rounds, hold-down of {} ms over",
+                        self.consecutive_passes, self.hold_down_ms
+                    );
+                    Some(self.turn(HealthState::Healthy, now_ms, reason))
+                } else {
+                    self.state = HealthState::HeldDown;
+                    None
+                }
+            }
+        }
+    }
+
+    fn turn(&mut self, to: HealthState, now_ms: u64, reason: String) -> Transition {
+        let from = self.state;
+        self.state = to;
+        self.transitions = self.transitions.saturating_add(1);
+        if to.is_healthy() {
+            self.last_recovery_ms = Some(now_ms);
+        } else {
+            self.unhealthy_since_ms = Some(now_ms);
+        }
+        Transition { from, to, reason }
+    }
+}
+
+/// The fail-static thresholds (from `[health]` in the daemon configuration).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FailStaticPolicy {
+    pub share: f64,
+    pub min_services: usize,
+}
+
+impl From<&HealthConfig> for FailStaticPolicy {
+    fn from(config: &HealthConfig) -> FailStaticPolicy {
+        FailStaticPolicy {
+            share: config.fail_static_share,
+            min_services: config.fail_static_min_services,
+        }
+    }
+}
+
+/// A health event, numbered for readers that may miss some (see [`HealthView::events_after`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthEvent {
+    /// 1, 2, 3… over the board's life.
+    pub seq: u64,
+    /// The board clock when it happened.
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub kind: HealthEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum HealthEventKind {
+    /// A service's observed verdict changed (healthy ↔ unhealthy). The published verdict may
+    /// follow later (corroboration) or not at all (fail static).
+    Transition {
+        service: String,
+        from: HealthState,
+        to: HealthState,
+        reason: String,
+    },
+    FailStaticEngaged {
+        reason: String,
+    },
+    FailStaticDisengaged {
+        reason: String,
+    },
+}
+
+/// One check's line in the view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckView {
+    pub check: String,
+    pub result: CheckResult,
+    pub detail: String,
+}
+
+/// One service in the view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceView {
+    /// Always true for services in the view (a service without checks is not in it).
+    pub checked: bool,
+    /// The verdict to act on: frozen under fail static, delayed by corroboration.
+    pub healthy: bool,
+    pub state: HealthState,
+    /// The tracker's own verdict.
+    pub observed_healthy: bool,
+    /// Observed unhealthy, published still healthy: waiting for the other services to settle.
+    pub withdrawal_pending: bool,
+    pub transitions: u64,
+    pub consecutive_passes: u32,
+    pub consecutive_failures: u32,
+    pub rounds: u64,
+    /// The current hold-down (doubled by flaps).
+    pub hold_down_ms: u64,
+    /// As of the view's `as_of_ms`.
+    pub hold_down_remaining_ms: u64,
+    pub last_round: Vec<CheckView>,
+    pub on_unhealthy: UnhealthyAction,
+}
+
+/// Everything the engine, the control API and the metrics read about the location's health.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthView {
+    /// Bumped by every change the board makes; a reader can skip views it has seen.
+    pub version: u64,
+    /// False when `[health] enabled = false`: no service is checked, all count as healthy.
+    pub enabled: bool,
+    /// The board clock when the view was taken.
+    pub as_of_ms: u64,
+    pub fail_static: bool,
+    pub fail_static_reason: Option<String>,
+    /// Only services with health checks; any other service counts as healthy.
+    pub services: BTreeMap<String, ServiceView>,
+    /// The last [`EVENT_RING`] events, oldest first.
+    pub recent_events: Vec<HealthEvent>,
+}
+
+impl HealthView {
+    /// The view of a location that checks nothing (`enabled = false`, or before the first specs).
+    pub fn disabled() -> HealthView {
+        HealthView {
+            version: 0,
+            enabled: false,
+            as_of_ms: 0,
+            fail_static: false,
+            fail_static_reason: None,
+            services: BTreeMap::new(),
+            recent_events: Vec::new(),
+        }
+    }
+
+    /// The verdict to act on for `service`: true when it has no checks here.
+    pub fn is_healthy(&self, service: &str) -> bool {
+        self.services
+            .get(service)
+            .is_none_or(|service| service.healthy)
+    }
+
+    /// Names of the services whose published verdict is unhealthy.
+    pub fn unhealthy(&self) -> Vec<String> {
+        self.services
+            .iter()
+            .filter(|(_, service)| !service.healthy)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The highest event number so far (0: none).
+    pub fn last_event_seq(&self) -> u64 {
+        self.recent_events.last().map_or(0, |event| event.seq)
+    }
+
+    /// Events newer than `seen` (the last seq the reader handled), and how many of those fell
+    /// out of the ring before the reader came back (0 normally).
+    pub fn events_after(&self, seen: u64) -> (&[HealthEvent], u64) {
+        let start = self
+            .recent_events
+            .partition_point(|event| event.seq <= seen);
+        let events = &self.recent_events[start..];
+        let lost = events
+            .first()
+            .map_or(0, |first| first.seq.saturating_sub(seen.saturating_add(1)));
+        (events, lost)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Tracked {
+    health: ServiceHealth,
+    /// The verdict the board publishes outside fail static.
+    published: bool,
+    /// The board's round number of this service's last round (0: none yet).
+    last_round_seq: u64,
+    /// Observed unhealthy, not yet published (see the module docs: corroboration).
+    pending: Option<PendingWithdrawal>,
+}
+
+#[derive(Debug, Clone)]
+struct PendingWithdrawal {
+    /// The board round in which the service turned unhealthy.
+    since_seq: u64,
+    /// The other services that have not settled since.
+    waiting: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone)]
+struct FailStatic {
+    reason: String,
+    /// The published verdicts at the moment it engaged; services missing here count healthy.
+    frozen: BTreeMap<String, bool>,
+}
+
+/// Every tracker of a location, fail static, the published verdicts and the events.
+#[derive(Debug, Clone)]
+pub struct HealthBoard {
+    policy: FailStaticPolicy,
+    services: BTreeMap<String, Tracked>,
+    fail_static: Option<FailStatic>,
+    round_seq: u64,
+    version: u64,
+    event_seq: u64,
+    undrained: Vec<HealthEvent>,
+    recent: VecDeque<HealthEvent>,
+}
+
+impl HealthBoard {
+    pub fn new(policy: FailStaticPolicy) -> HealthBoard {
+        HealthBoard {
+            policy,
+            services: BTreeMap::new(),
+            fail_static: None,
+            round_seq: 0,
+            version: 1,
+            event_seq: 0,
+            undrained: Vec::new(),
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Bumped by every change; equal versions mean equal views (apart from `as_of_ms` and the
+    /// hold-down countdown).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn fail_static(&self) -> bool {
+        self.fail_static.is_some()
+    }
+
+    pub fn fail_static_reason(&self) -> Option<&str> {
+        self.fail_static.as_ref().map(|fail| fail.reason.as_str())
+    }
+
+    pub fn tracker(&self, service: &str) -> Option<&ServiceHealth> {
+        self.services.get(service).map(|tracked| &tracked.health)
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.services.keys().map(String::as_str)
+    }
+
+    /// The verdict to act on; `None` for a service without checks here.
+    pub fn verdict(&self, service: &str) -> Option<bool> {
+        let tracked = self.services.get(service)?;
+        Some(self.published_of(service, tracked))
+    }
+
+    fn published_of(&self, service: &str, tracked: &Tracked) -> bool {
+        match &self.fail_static {
+            Some(fail) => fail.frozen.get(service).copied().unwrap_or(true),
+            None => tracked.published,
+        }
+    }
+
+    fn published_verdicts(&self) -> BTreeMap<String, bool> {
+        self.services
+            .iter()
+            .map(|(name, tracked)| (name.clone(), self.published_of(name, tracked)))
+            .collect()
+    }
+
+    /// Replaces the set of checked services (a new topology generation): a service whose spec is
+    /// unchanged keeps its tracker; a new or changed one starts Unknown; a missing one leaves.
+    pub fn set_specs(&mut self, now_ms: u64, specs: &BTreeMap<String, HealthSpec>) {
+        let before = self.published_verdicts();
+        let mut changed = false;
+        self.services.retain(|name, tracked| {
+            let keep = specs.get(name) == Some(tracked.health.spec());
+            changed |= !keep;
+            keep
+        });
+        for (name, spec) in specs {
+            if !self.services.contains_key(name) {
+                changed = true;
+                self.services.insert(
+                    name.clone(),
+                    Tracked {
+                        health: ServiceHealth::new(spec.clone()),
+                        published: true,
+                        last_round_seq: 0,
+                        pending: None,
+                    },
+                );
+            }
+        }
+        if let Some(fail) = &mut self.fail_static {
+            fail.frozen.retain(|name, _| specs.contains_key(name));
+        }
+        if changed {
+            self.version += 1;
+            self.settle(now_ms, before);
+        }
+    }
+
+    /// Folds one round of `service` in (ignored for a service the board does not check).
+    /// Returns whether the view changed.
+    pub fn record_round(&mut self, service: &str, now_ms: u64, results: Vec<CheckRecord>) -> bool {
+        if !self.services.contains_key(service) {
+            return false;
+        }
+        let before = self.published_verdicts();
+        self.round_seq += 1;
+        let round_seq = self.round_seq;
+        let Some(tracked) = self.services.get_mut(service) else {
+            return false;
+        };
+        let transition = tracked.health.record_round(now_ms, results);
+        tracked.last_round_seq = round_seq;
+        if tracked.health.observed_healthy() {
+            tracked.published = true;
+            tracked.pending = None;
+        } else if tracked.published && tracked.pending.is_none() {
+            tracked.pending = Some(PendingWithdrawal {
+                since_seq: round_seq,
+                waiting: BTreeSet::new(),
+            });
+            let others: BTreeSet<String> = self
+                .services
+                .keys()
+                .filter(|name| name.as_str() != service)
+                .cloned()
+                .collect();
+            if let Some(pending) = self
+                .services
+                .get_mut(service)
+                .and_then(|tracked| tracked.pending.as_mut())
+            {
+                pending.waiting = others;
+            }
+        }
+        if let Some(transition) = transition {
+            self.push_event(
+                now_ms,
+                HealthEventKind::Transition {
+                    service: service.to_string(),
+                    from: transition.from,
+                    to: transition.to,
+                    reason: transition.reason,
+                },
+            );
+        }
+        // Every round changes at least the counters or the round count.
+        self.version += 1;
+        self.settle(now_ms, before);
+        true
+    }
+
+    /// Publishes corroborated withdrawals, then re-evaluates fail static against `before` (the
+    /// published verdicts before the change being folded in).
+    fn settle(&mut self, now_ms: u64, before: BTreeMap<String, bool>) {
+        // A service has settled when its last round passed or left it unhealthy.
+        let settled: BTreeMap<String, (u64, bool)> = self
+            .services
+            .iter()
+            .map(|(name, tracked)| {
+                let health = &tracked.health;
+                let settled = health.consecutive_failures() == 0 || !health.observed_healthy();
+                (name.clone(), (tracked.last_round_seq, settled))
+            })
+            .collect();
+        for tracked in self.services.values_mut() {
+            let Some(pending) = &mut tracked.pending else {
+                continue;
+            };
+            let since = pending.since_seq;
+            pending.waiting.retain(|other| {
+                settled
+                    .get(other)
+                    .is_some_and(|(last, settled)| !(*last > since && *settled))
+            });
+            if pending.waiting.is_empty() {
+                tracked.published = false;
+                tracked.pending = None;
+            }
+        }
+
+        let reasons = self.fail_static_reasons();
+        match (&mut self.fail_static, reasons) {
+            (None, Some(reason)) => {
+                self.fail_static = Some(FailStatic {
+                    reason: reason.clone(),
+                    frozen: before,
+                });
+                self.version += 1;
+                self.push_event(now_ms, HealthEventKind::FailStaticEngaged { reason });
+            }
+            (Some(fail), Some(reason)) => {
+                if fail.reason != reason {
+                    fail.reason = reason;
+                    self.version += 1;
+                }
+            }
+            (Some(_), None) => {
+                let reason = format!(
+                    "{} of {} checked services unhealthy, {} with probes that could not run: \
+                     below the thresholds",
+                    self.services
+                        .values()
+                        .filter(|tracked| !tracked.health.observed_healthy())
+                        .count(),
+                    self.services.len(),
+                    self.services
+                        .values()
+                        .filter(|tracked| tracked.health.last_round_errored())
+                        .count(),
+                );
+                self.fail_static = None;
+                self.version += 1;
+                self.push_event(now_ms, HealthEventKind::FailStaticDisengaged { reason });
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// The rules that hold now, as a reason; `None` when neither does.
+    fn fail_static_reasons(&self) -> Option<String> {
+        let checked = self.services.len();
+        if checked == 0 {
+            return None;
+        }
+        let unhealthy: Vec<&str> = self
+            .services
+            .iter()
+            .filter(|(_, tracked)| !tracked.health.observed_healthy())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let errored: Vec<&str> = self
+            .services
+            .iter()
+            .filter(|(_, tracked)| tracked.health.last_round_errored())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let share_percent = self.policy.share * 100.0;
+        let mut reasons = Vec::new();
+        if self.exceeds(unhealthy.len(), checked) {
+            reasons.push(format!(
+                "{} of {} checked services unhealthy at once (more than {share_percent}% and at \
+                 least {}): {}",
+                unhealthy.len(),
+                checked,
+                self.policy.min_services,
+                unhealthy.join(", ")
+            ));
+        }
+        if self.exceeds(errored.len(), checked) {
+            reasons.push(format!(
+                "the probes of {} of {} checked services could not run (more than \
+                 {share_percent}% and at least {}): {}",
+                errored.len(),
+                checked,
+                self.policy.min_services,
+                errored.join(", ")
+            ));
+        }
+        if reasons.is_empty() {
+            None
+        } else {
+            Some(reasons.join("; "))
+        }
+    }
+
+    fn exceeds(&self, count: usize, checked: usize) -> bool {
+        // Service counts are far below 2^52: the division is exact enough.
+        let share = count as f64 / checked as f64;
+        count >= self.policy.min_services && share > self.policy.share
+    }
+
+    fn push_event(&mut self, now_ms: u64, kind: HealthEventKind) {
+        self.event_seq += 1;
+        let event = HealthEvent {
+            seq: self.event_seq,
+            at_ms: now_ms,
+            kind,
+        };
+        self.undrained.push(event.clone());
+        if self.recent.len() == EVENT_RING {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(event);
+    }
+
+    /// The events since the last drain (for logs, audit, metrics), oldest first.
+    pub fn drain_events(&mut self) -> Vec<HealthEvent> {
+        std::mem::take(&mut self.undrained)
+    }
+
+    /// The view as of `now_ms`.
+    pub fn view(&self, now_ms: u64) -> HealthView {
+        let services = self
+            .services
+            .iter()
+            .map(|(name, tracked)| {
+                let health = &tracked.health;
+                let view = ServiceView {
+                    checked: true,
+                    healthy: self.published_of(name, tracked),
+                    state: health.state(),
+                    observed_healthy: health.observed_healthy(),
+                    withdrawal_pending: tracked.pending.is_some(),
+                    transitions: health.transitions(),
+                    consecutive_passes: health.consecutive_passes(),
+                    consecutive_failures: health.consecutive_failures(),
+                    rounds: health.rounds(),
+                    hold_down_ms: health.hold_down_ms(),
+                    hold_down_remaining_ms: health.hold_down_remaining_ms(now_ms),
+                    last_round: health
+                        .last_round()
+                        .iter()
+                        .map(|record| CheckView {
+                            check: record.check.clone(),
+                            result: record.outcome.result(),
+                            detail: record.outcome.detail().to_string(),
+                        })
+                        .collect(),
+                    on_unhealthy: health.spec().on_unhealthy.clone(),
+                };
+                (name.clone(), view)
+            })
+            .collect();
+        HealthView {
+            version: self.version,
+            enabled: true,
+            as_of_ms: now_ms,
+            fail_static: self.fail_static.is_some(),
+            fail_static_reason: self.fail_static.as_ref().map(|fail| fail.reason.clone()),
+            services,
+            recent_events: self.recent.iter().cloned().collect(),
+        }
+    }
+}
+
+/// A probe target names a placeholder nobody defines.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error(
+    "service `{service}`: health check {check} ({label}) names the unknown placeholder \
+     `{{{placeholder}}}` (known: {known})"
+)]
+pub struct ExpandError {
+    pub service: String,
+    /// 1-based position of the check in the service's list.
+    pub check: usize,
+    pub label: String,
+    pub placeholder: String,
+    pub known: String,
+}
+
+/// Replaces every `{name}` in the probe targets of `spec` (HTTP url, TCP address, DNS server,
+/// name and expected address, exec argv) with `vars[name]`. A `{` not followed by a placeholder
+/// name ([`is_placeholder_name`]: `a-z`, `0-9`, `_`) and `}` is kept as written; an unknown name
+/// is an error that names it and the service. `vars` holds `location`, `region`, `metro`,
+/// `country` and the daemon's `[health.vars]`: see [`placeholder_vars`].
+pub fn expand(
+    service: &str,
+    spec: &HealthSpec,
+    vars: &BTreeMap<String, String>,
+) -> Result<HealthSpec, ExpandError> {
+    let mut expanded = spec.clone();
+    for (index, check) in expanded.checks.iter_mut().enumerate() {
+        let label = probe_label(check);
+        let fail = |placeholder: String| ExpandError {
+            service: service.to_string(),
+            check: index + 1,
+            label: label.clone(),
+            placeholder,
+            known: if vars.is_empty() {
+                "none".to_string()
+            } else {
+                vars.keys().cloned().collect::<Vec<_>>().join(", ")
+            },
+        };
+        let one = |text: &mut String| -> Result<(), ExpandError> {
+            *text = expand_text(text, vars).map_err(fail)?;
+            Ok(())
+        };
+        match check {
+            ProbeSpec::Http { url, .. } => one(url)?,
+            ProbeSpec::Tcp { address } => one(address)?,
+            ProbeSpec::Dns {
+                server,
+                name,
+                expect,
+                ..
+            } => {
+                one(server)?;
+                one(name)?;
+                if let Some(expect) = expect {
+                    one(expect)?;
+                }
+            }
+            ProbeSpec::Exec { command } => {
+                for argument in command {
+                    one(argument)?;
+                }
+            }
+        }
+    }
+    Ok(expanded)
+}
+
+/// The values of the placeholders at `location`: its `location` (name), `region`, `metro` and
+/// `country`, plus the daemon's `[health.vars]` (which the configuration parser keeps from
+/// redefining those four; should one slip through, the location's value wins).
+pub fn placeholder_vars(
+    location: &Location,
+    vars: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut all = vars.clone();
+    all.insert("location".to_string(), location.name.clone());
+    all.insert("region".to_string(), location.region.clone());
+    all.insert("metro".to_string(), location.metro.clone());
+    all.insert("country".to_string(), location.country.clone());
+    all
+}
+
+/// Expands one string; `Err(name)` for the first unknown placeholder.
+fn expand_text(text: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let placeholder = after
+            .find('}')
+            .map(|close| &after[..close])
+            .filter(|name| is_placeholder_name(name));
+        if let Some(name) = placeholder {
+            let name_len = name.len();
+            let value = vars.get(name).ok_or_else(|| name.to_string())?;
+            out.push_str(value);
+            rest = &after[name_len + 1..];
+        } else {
+            out.push('{');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn spec(rise: u32, fall: u32, hold_down_ms: u64, max_hold_down_ms: u64) -> HealthSpec {
+        HealthSpec {
+            interval_ms: 1_000,
+            timeout_ms: 500,
+            rise,
+            fall,
+            hold_down_ms,
+            max_hold_down_ms,
+            on_unhealthy: UnhealthyAction::Withdraw,
+            checks: vec![ProbeSpec::Tcp {
+                address: "127.0.0.1:1".to_string(),
+            }],
+        }
+    }
+
+    fn pass() -> Vec<CheckRecord> {
+        vec![CheckRecord {
+            check: "tcp 127.0.0.1:1".to_string(),
+            outcome: ProbeOutcome::Pass,
+        }]
+    }
+
+    fn fail() -> Vec<CheckRecord> {
+        vec![CheckRecord {
+            check: "tcp 127.0.0.1:1".to_string(),
+            outcome: ProbeOutcome::Fail {
+                detail: "connection refused".to_string(),
+            },
+        }]
+    }
+
+    fn error() -> Vec<CheckRecord> {
+        vec![CheckRecord {
+            check: "tcp 127.0.0.1:1".to_string(),
+            outcome: ProbeOutcome::Error {
+                detail: "timed out after 500 ms".to_string(),
+            },
+        }]
+    }
+
+    fn policy() -> FailStaticPolicy {
+        FailStaticPolicy {
+            share: 0.5,
+            min_services: 2,
+        }
+    }
+
+    #[test]
+    fn unknown_counts_healthy_and_confirms_after_rise() {
+        let mut health = ServiceHealth::new(spec(2, 2, 0, 0));
+        assert_eq!(health.state(), HealthState::Unknown);
+        assert!(health.observed_healthy());
+        assert_eq!(health.record_round(0, pass()), None);
+        assert_eq!(health.state(), HealthState::Unknown);
+        assert_eq!(health.record_round(1_000, pass()), None);
+        assert_eq!(health.state(), HealthState::Healthy);
+        assert_eq!(health.transitions(), 0);
+    }
+
+    #[test]
+    fn falls_after_fall_failures_and_alternation_never_transitions() {
+        let mut health = ServiceHealth::new(spec(2, 2, 0, 0));
+        let mut now = 0;
+        for round in 0..40 {
+            let results = if round % 2 == 0 { fail() } else { pass() };
+            assert_eq!(health.record_round(now, results), None, "round {round}");
+            now += 1_000;
+        }
+        assert!(health.observed_healthy());
+        assert_eq!(health.transitions(), 0);
+
+        assert_eq!(health.record_round(now, fail()), None);
+        now += 1_000;
+        let transition = health.record_round(now, fail()).expect("turns unhealthy");
+        assert_eq!(transition.to, HealthState::Unhealthy);
+        assert!(
+            transition.reason.contains("connection refused"),
+            "{}",
+            transition.reason
+        );
+        assert_eq!(health.transitions(), 1);
+        assert_eq!(health.consecutive_failures(), 2);
+    }
+
+    #[test]
+    fn rises_after_recovery() {
+        let mut health = ServiceHealth::new(spec(3, 1, 0, 0));
+        assert!(health.record_round(0, fail()).is_some());
+        assert_eq!(health.record_round(1_000, pass()), None);
+        assert_eq!(health.record_round(2_000, pass()), None);
+        assert_eq!(health.state(), HealthState::Unhealthy);
+        let transition = health.record_round(3_000, pass()).expect("recovers");
+        assert_eq!(transition.from, HealthState::Unhealthy);
+        assert_eq!(transition.to, HealthState::Healthy);
+        assert_eq!(health.transitions(), 2);
+    }
+
+    #[test]
+    fn hold_down_holds() {
+        let mut health = ServiceHealth::new(spec(1, 1, 10_000, 60_000));
+        assert!(health.record_round(0, fail()).is_some());
+        assert_eq!(health.hold_down_remaining_ms(4_000), 6_000);
+        assert_eq!(health.record_round(1_000, pass()), None);
+        assert_eq!(health.state(), HealthState::HeldDown);
+        assert!(!health.observed_healthy());
+        assert_eq!(health.record_round(5_000, fail()), None);
+        assert_eq!(health.state(), HealthState::Unhealthy);
+        assert_eq!(health.record_round(9_999, pass()), None);
+        assert_eq!(health.state(), HealthState::HeldDown);
+        let transition = health.record_round(10_000, pass()).expect("hold-down over");
+        assert_eq!(transition.from, HealthState::HeldDown);
+        assert_eq!(health.state(), HealthState::Healthy);
+        assert_eq!(health.hold_down_remaining_ms(10_000), 0);
+    }
+
+    #[test]
+    fn flaps_double_the_hold_down_up_to_the_cap_and_stability_resets_it() {
+        let mut health = ServiceHealth::new(spec(1, 1, 1_000, 5_000));
+        let mut now = 0;
+        // First turn: no recovery before, configured hold-down.
+        assert!(health.record_round(now, fail()).is_some());
+        assert_eq!(health.hold_down_ms(), 1_000);
+        let mut expected = [2_000, 4_000, 5_000, 5_000].into_iter();
+        for _ in 0..4 {
+            now += health.hold_down_ms();
+            assert!(
+                health.record_round(now, pass()).is_some(),
+                "recovers at {now}"
+            );
+            now += 100;
+            let transition = health.record_round(now, fail()).expect("flaps");
+            let want = expected.next().expect("four flaps");
+            assert_eq!(health.hold_down_ms(), want);
+            assert!(
+                transition.reason.contains("flapping"),
+                "{}",
+                transition.reason
+            );
+        }
+        // Stay healthy longer than FLAP_WINDOW_FACTOR × 5 s: the hold-down is reset.
+        now += health.hold_down_ms();
+        assert!(health.record_round(now, pass()).is_some());
+        now += u64::from(FLAP_WINDOW_FACTOR) * 5_000;
+        assert_eq!(health.record_round(now, pass()), None);
+        assert_eq!(health.hold_down_ms(), 1_000);
+        now += 1_000;
+        let transition = health.record_round(now, fail()).expect("falls");
+        assert!(!transition.reason.contains("flapping"));
+        assert_eq!(health.hold_down_ms(), 1_000);
+    }
+
+    fn board_with(services: &[&str], rise: u32, fall: u32) -> HealthBoard {
+        let mut board = HealthBoard::new(policy());
+        let specs = services
+            .iter()
+            .map(|name| (name.to_string(), spec(rise, fall, 0, 0)))
+            .collect();
+        board.set_specs(0, &specs);
+        board
+    }
+
+    #[test]
+    fn single_failing_service_among_three_is_withdrawn_after_corroboration() {
+        let mut board = board_with(&["a", "b", "c"], 1, 2);
+        let mut now = 0;
+        for _ in 0..2 {
+            board.record_round("a", now, fail());
+            board.record_round("b", now, pass());
+            board.record_round("c", now, pass());
+            now += 1_000;
+        }
+        // a turned unhealthy in its second round; b and c have reported since.
+        assert!(!board.fail_static());
+        assert_eq!(board.verdict("a"), Some(false));
+        assert_eq!(board.verdict("b"), Some(true));
+        let view = board.view(now);
+        assert_eq!(view.unhealthy(), vec!["a".to_string()]);
+        let events = board.drain_events();
+        assert_eq!(events.len(), 1);
+        assert!(matches!(
+            &events[0].kind,
+            HealthEventKind::Transition { service, to: HealthState::Unhealthy, .. } if service == "a"
+        ));
+    }
+
+    #[test]
+    fn withdrawal_waits_for_the_other_services_round() {
+        let mut board = board_with(&["a", "b", "c"], 1, 1);
+        board.record_round("b", 0, pass());
+        board.record_round("c", 0, pass());
+        board.record_round("a", 10, fail());
+        let view = board.view(10);
+        assert!(!view.services["a"].observed_healthy);
+        assert!(view.services["a"].healthy);
+        assert!(view.services["a"].withdrawal_pending);
+        board.record_round("b", 20, pass());
+        assert_eq!(board.verdict("a"), Some(true));
+        board.record_round("c", 30, pass());
+        assert_eq!(board.verdict("a"), Some(false));
+    }
+
+    #[test]
+    fn withdrawal_waits_while_the_others_are_midway_failing() {
+        // a falls after one round, b and c after three: all die at once.
+        let mut board = HealthBoard::new(policy());
+        let mut specs = BTreeMap::new();
+        specs.insert("a".to_string(), spec(1, 1, 0, 0));
+        specs.insert("b".to_string(), spec(1, 3, 0, 0));
+        specs.insert("c".to_string(), spec(1, 3, 0, 0));
+        board.set_specs(0, &specs);
+        for name in ["a", "b", "c"] {
+            board.record_round(name, 0, pass());
+        }
+        let mut now = 1_000;
+        for _ in 0..3 {
+            for name in ["a", "b", "c"] {
+                board.record_round(name, now, fail());
+                now += 10;
+                assert_eq!(board.verdict("a"), Some(true), "a never withdrawn");
+            }
+            now += 1_000;
+        }
+        assert!(board.fail_static());
+        assert!(board.view(now).unhealthy().is_empty());
+    }
+
+    #[test]
+    fn fail_static_engages_when_everything_fails_at_once_and_freezes_verdicts() {
+        let mut board = board_with(&["a", "b", "c"], 1, 2);
+        let mut now = 0;
+        for _ in 0..3 {
+            for name in ["a", "b", "c"] {
+                board.record_round(name, now, pass());
+            }
+            now += 1_000;
+        }
+        for _ in 0..4 {
+            for name in ["a", "b", "c"] {
+                board.record_round(name, now, fail());
+                now += 10;
+            }
+            now += 1_000;
+        }
+        assert!(board.fail_static());
+        let reason = board.fail_static_reason().expect("reason");
+        assert!(reason.contains("unhealthy"), "{reason}");
+        let view = board.view(now);
+        for name in ["a", "b", "c"] {
+            assert!(view.services[name].healthy, "{name} stays announced");
+            assert!(!view.services[name].observed_healthy);
+        }
+        assert!(view.fail_static);
+        let events = board.drain_events();
+        assert!(
+            events
+                .iter()
+                .any(|event| matches!(event.kind, HealthEventKind::FailStaticEngaged { .. }))
+        );
+
+        // Two recover: 1 of 3 unhealthy is below the share, fail static disengages and the one
+        // still failing is withdrawn.
+        for _ in 0..2 {
+            board.record_round("a", now, pass());
+            board.record_round("b", now, pass());
+            board.record_round("c", now, fail());
+            now += 1_000;
+        }
+        assert!(!board.fail_static());
+        assert_eq!(board.verdict("a"), Some(true));
+        assert_eq!(board.verdict("b"), Some(true));
+        assert_eq!(board.verdict("c"), Some(false));
+        let events = board.drain_events();
+        assert!(
+            events
+                .iter()
+                .any(|event| matches!(event.kind, HealthEventKind::FailStaticDisengaged { .. }))
+        );
+    }
+
+    #[test]
+    fn fail_static_freezes_an_already_published_withdrawal() {
+        let mut board = board_with(&["a", "b", "c", "d"], 1, 1);
+        for name in ["a", "b", "c", "d"] {
+            board.record_round(name, 0, pass());
+        }
+        board.record_round("a", 10, fail());
+        for name in ["b", "c", "d"] {
+            board.record_round(name, 20, pass());
+        }
+        assert_eq!(board.verdict("a"), Some(false));
+        // Now b, c fail too: 3 of 4 unhealthy.
+        board.record_round("b", 30, fail());
+        board.record_round("c", 40, fail());
+        assert!(board.fail_static());
+        assert_eq!(board.verdict("a"), Some(false), "frozen as it was");
+        assert_eq!(board.verdict("b"), Some(true));
+        assert_eq!(board.verdict("c"), Some(true));
+        assert_eq!(board.verdict("d"), Some(true));
+    }
+
+    #[test]
+    fn errors_everywhere_engage_fail_static() {
+        // fall = 5: nobody is unhealthy yet, but no probe could run.
+        let mut board = board_with(&["a", "b", "c"], 1, 5);
+        board.record_round("a", 0, error());
+        assert!(!board.fail_static());
+        board.record_round("b", 10, error());
+        assert!(board.fail_static());
+        let reason = board.fail_static_reason().expect("reason");
+        assert!(reason.contains("could not run"), "{reason}");
+        assert!(reason.contains("a, b"), "{reason}");
+        for _ in 0..5 {
+            for name in ["a", "b", "c"] {
+                board.record_round(name, 100, error());
+            }
+        }
+        assert!(board.fail_static());
+        for name in ["a", "b", "c"] {
+            assert_eq!(board.verdict(name), Some(true));
+        }
+        // The runner comes back: probes run again and pass.
+        for name in ["a", "b", "c"] {
+            board.record_round(name, 200, pass());
+        }
+        assert!(!board.fail_static());
+    }
+
+    #[test]
+    fn single_failing_service_does_not_engage_fail_static() {
+        let mut board = board_with(&["a", "b", "c"], 1, 1);
+        for round in 0..5 {
+            board.record_round("a", round * 1_000, error());
+            board.record_round("b", round * 1_000, pass());
+            board.record_round("c", round * 1_000, pass());
+        }
+        assert!(!board.fail_static());
+        assert_eq!(board.verdict("a"), Some(false));
+    }
+
+    #[test]
+    fn set_specs_keeps_unchanged_trackers() {
+        let mut board = board_with(&["a", "b"], 1, 1);
+        board.record_round("a", 0, fail());
+        board.record_round("b", 0, pass());
+        board.record_round("a", 10, fail());
+        assert_eq!(board.verdict("a"), Some(false));
+        let mut specs = BTreeMap::new();
+        specs.insert("a".to_string(), spec(1, 1, 0, 0));
+        specs.insert("b".to_string(), spec(2, 2, 0, 0));
+        specs.insert("c".to_string(), spec(1, 1, 0, 0));
+        let version = board.version();
+        board.set_specs(20, &specs);
+        assert!(board.version() > version);
+        assert_eq!(board.verdict("a"), Some(false));
+        assert_eq!(board.tracker("a").map(ServiceHealth::transitions), Some(1));
+        assert_eq!(board.tracker("b").map(ServiceHealth::rounds), Some(0));
+        assert_eq!(board.verdict("c"), Some(true));
+        specs.remove("a");
+        board.set_specs(30, &specs);
+        assert_eq!(board.verdict("a"), None);
+        assert!(board.view(30).is_healthy("a"));
+    }
+
+    #[test]
+    fn events_after_reports_losses() {
+        let mut board = board_with(&["a"], 1, 1);
+        for round in 0..(EVENT_RING as u64 + 11) {
+            let results = if round % 2 == 0 { fail() } else { pass() };
+            board.record_round("a", round * 1_000, results);
+        }
+        let view = board.view(0);
+        assert_eq!(view.recent_events.len(), EVENT_RING);
+        let last = view.last_event_seq();
+        let (events, lost) = view.events_after(last - 3);
+        assert_eq!((events.len(), lost), (3, 0));
+        let (events, lost) = view.events_after(0);
+        assert_eq!(events.len(), EVENT_RING);
+        assert_eq!(lost, last - EVENT_RING as u64);
+        let json = serde_json::to_value(&view).expect("serialises");
+        assert_eq!(json["services"]["a"]["state"], "unhealthy");
+        assert_eq!(json["services"]["a"]["last_round"][0]["result"], "fail");
+        assert_eq!(json["recent_events"][0]["event"], "transition");
+    }
+
+    #[test]
+    fn expand_replaces_placeholders_and_names_unknown_ones() {
+        let mut vars = BTreeMap::new();
+        vars.insert("probe_host".to_string(), "127.0.0.5".to_string());
+        vars.insert("location".to_string(), "ams01".to_string());
+        let mut health = spec(1, 1, 0, 0);
+        health.checks = vec![
+            ProbeSpec::Http {
+                url: "http://{probe_host}:8080/health?at={location}".to_string(),
+                expect_status: 200,
+            },
+            ProbeSpec::Dns {
+                server: "{probe_host}:53".to_string(),
+                name: "{location}.example.test".to_string(),
+                record_type: DnsRecordType::A,
+                expect: Some("{probe_host}".to_string()),
+            },
+            ProbeSpec::Exec {
+                command: vec![
+                    "/usr/bin/awk".to_string(),
+                    "{print $1}".to_string(),
+                    "{}".to_string(),
+                    "{location}".to_string(),
+                ],
+            },
+        ];
+        let expanded = expand("resolver", &health, &vars).expect("expands");
+        assert_eq!(
+            expanded.checks[0],
+            ProbeSpec::Http {
+                url: "http://127.0.0.5:8080/health?at=ams01".to_string(),
+                expect_status: 200,
+            }
+        );
+        assert_eq!(
+            expanded.checks[1],
+            ProbeSpec::Dns {
+                server: "127.0.0.5:53".to_string(),
+                name: "ams01.example.test".to_string(),
+                record_type: DnsRecordType::A,
+                expect: Some("127.0.0.5".to_string()),
+            }
+        );
+        assert_eq!(
+            expanded.checks[2],
+            ProbeSpec::Exec {
+                command: vec![
+                    "/usr/bin/awk".to_string(),
+                    "{print $1}".to_string(),
+                    "{}".to_string(),
+                    "ams01".to_string(),
+                ],
+            }
+        );
+
+        health.checks = vec![ProbeSpec::Tcp {
+            address: "{probe_hots}:853".to_string(),
+        }];
+        let error = expand("resolver", &health, &vars).expect_err("unknown placeholder");
+        assert_eq!(error.placeholder, "probe_hots");
+        let text = error.to_string();
+        assert!(text.contains("resolver"), "{text}");
+        assert!(text.contains("{probe_hots}"), "{text}");
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Round {
+        Pass,
+        Fail,
+        Error,
+    }
+
+    fn round_strategy() -> impl Strategy<Value = Round> {
+        prop_oneof![Just(Round::Pass), Just(Round::Fail), Just(Round::Error)]
+    }
+
+    proptest! {
+        #[test]
+        fn transitions_are_at_least_min_rise_fall_rounds_apart(
+            rise in 1u32..5,
+            fall in 1u32..5,
+            hold_down_ms in 0u64..5_000,
+            rounds in proptest::collection::vec(round_strategy(), 0..200),
+        ) {
+            let mut health = ServiceHealth::new(spec(rise, fall, hold_down_ms, 20_000));
+            let mut last_transition: Option<usize> = None;
+            for (index, round) in rounds.iter().enumerate() {
+                let results = match round {
+                    Round::Pass => pass(),
+                    Round::Fail => fail(),
+                    Round::Error => error(),
+                };
+                let now = index as u64 * 1_000;
+                if health.record_round(now, results).is_some() {
+                    if let Some(previous) = last_transition {
+                        prop_assert!(
+                            index - previous >= rise.min(fall) as usize,
+                            "transitions at rounds {previous} and {index}"
+                        );
+                    }
+                    last_transition = Some(index);
+                }
+            }
+        }
+    }
+}
