@@ -859,4 +859,25 @@ impl Topoctl {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         })
     }
+
+    /// `topoctl drain [--service NAME] [--undrain] [--reason TEXT]`: drains `service` (the
+    /// whole location with `None`), or undrains it with `undrain`.
+    pub fn drain(
+        &self,
+        service: Option<&str>,
+        undrain: bool,
+        reason: &str,
+    ) -> Result<TopoctlOutput, LaunchError> {
+        let mut arguments = Vec::new();
+        if let Some(service) = service {
+            arguments.extend(["--service", service]);
+        }
+        if undrain {
+            arguments.push("--undrain");
+        }
+        if !reason.is_empty() {
+            arguments.extend(["--reason", reason]);
+        }
+        self.run("drain", &arguments)
+    }
 }

@@ -1,6 +1,8 @@
 //! Parsing topology files: TOML (via `toml` + serde, unknown keys rejected, spans kept with
 //! `toml::Spanned`) into the [`RawTopology`]. Checks syntax and value shapes (CIDR text,
-//! communities, selector expressions); leaves every cross-reference to the compiler.
+//! communities, selector expressions, `[service.health]` settings and the shape of probe
+//! targets, whose `{name}` placeholders stay unexpanded); leaves every cross-reference to the
+//! compiler.
 
 use std::net::IpAddr;
 
@@ -343,7 +345,25 @@ fn convert_service(
     let mut local_addresses = Vec::with_capacity(file.local_addresses.len());
     for address in &file.local_addresses {
         match address.get_ref().parse::<IpNet>() {
-            Ok(network) => local_addresses.push(Located::new(network, span_of(source, address))),
+            Ok(network) if network.prefix_len() == network.max_prefix_len() => {
+                local_addresses.push(Located::new(network, span_of(source, address)));
+            }
+            Ok(network) => {
+                valid = false;
+                collector.error(
+                    Some(span_of(source, address)),
+                    format!(
+                        "local address \"{}\" of service `{}` is a network, not one address",
+                        address.get_ref(),
+                        file.name.get_ref()
+                    ),
+                    Some(format!(
+                        "a local address is bound on an interface as one host address: write \"{}/{}\"",
+                        network.addr(),
+                        network.max_prefix_len()
+                    )),
+                );
+            }
             Err(_) => {
                 valid = false;
                 let help = match address.get_ref().parse::<IpAddr>() {
@@ -426,6 +446,18 @@ impl Checker<'_> {
                 self.target_error(key, value, failure);
                 None
             }
+        }
+    }
+
+    /// A `host:port` probe target, its placeholders and shape checked.
+    fn host_port(&mut self, key: &str, value: &Spanned<String>) -> Option<String> {
+        self.target(key, value)?;
+        match host_port_error(value.get_ref()) {
+            Some(failure) => {
+                self.target_error(key, value, failure);
+                None
+            }
+            None => Some(value.get_ref().clone()),
         }
     }
 
@@ -992,11 +1024,11 @@ fn convert_check(checker: &mut Checker<'_>, file: &CheckFile) -> Option<ProbeSpe
                         return Some(Some(expect.get_ref().clone()));
                     }
                     let expected = expect.get_ref().parse::<IpAddr>();
-                    let family_matches = match (&expected, record_type) {
+                    let family_matches = !matches!(
+                        (&expected, record_type),
                         (Ok(IpAddr::V4(_)), Some(DnsRecordType::Aaaa))
-                        | (Ok(IpAddr::V6(_)), Some(DnsRecordType::A)) => false,
-                        _ => true,
-                    };
+                            | (Ok(IpAddr::V6(_)), Some(DnsRecordType::A))
+                    );
                     if expected.is_err() {
                         checker.error(
                             checker.span(expect),
@@ -1117,20 +1149,6 @@ fn http_url_error(url: &str) -> Option<TargetError> {
         ));
     }
     None
-}
-
-impl Checker<'_> {
-    /// A `host:port` probe target, its placeholders and shape checked.
-    fn host_port(&mut self, key: &str, value: &Spanned<String>) -> Option<String> {
-        self.target(key, value)?;
-        match host_port_error(value.get_ref()) {
-            Some(failure) => {
-                self.target_error(key, value, failure);
-                None
-            }
-            None => Some(value.get_ref().clone()),
-        }
-    }
 }
 
 fn located_string(source: u32, value: Spanned<String>) -> Located<String> {
@@ -1902,10 +1920,8 @@ expect = "{expected}"
 
     #[test]
     fn every_check_error_is_reported_at_once() {
-        let text = format!(
-            "[[service]]\nname = \"dns\"\ntopology = \"all\"\n[service.health]\nrise = 0\n[[service.health.check]]\nkind = \"dns\"\nserver = \"h:53\"\n[[service.health.check]]\nkind = \"tcp\"\naddress = \"h\"\n"
-        );
-        let failure = parse_topology_sources(&sources(&[("s.toml", text.as_str())])).unwrap_err();
+        let text = "[[service]]\nname = \"dns\"\ntopology = \"all\"\n[service.health]\nrise = 0\n[[service.health.check]]\nkind = \"dns\"\nserver = \"h:53\"\n[[service.health.check]]\nkind = \"tcp\"\naddress = \"h\"\n";
+        let failure = parse_topology_sources(&sources(&[("s.toml", text)])).unwrap_err();
         let rendered = failure.to_string();
         for expected in [
             "s.toml:5:8: error: rise = 0",

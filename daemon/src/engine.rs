@@ -655,14 +655,19 @@ impl Engine {
                 *seen = state.rounds;
             }
         }
-        self.health_verdicts = view
+        let verdicts: BTreeMap<String, bool> = view
             .services
             .iter()
             .map(|(name, state)| (name.clone(), state.healthy))
             .collect();
+        let changed = verdicts != self.health_verdicts || view.fail_static != self.health_fail_static;
+        self.health_verdicts = verdicts;
         self.health_fail_static = view.fail_static;
         self.health_view = serde_json::to_value(&*view).unwrap_or(Value::Null);
-        self.republish().await;
+        // Most views only count another passing round: recompute the routes only on a change.
+        if changed {
+            self.republish().await;
+        }
     }
 
     /// Records health transitions and fail-static changes in the control API's audit log.
@@ -1585,6 +1590,7 @@ impl Engine {
             peers.insert(
                 peer.name.clone(),
                 json!({
+                    "families": peer.families,
                     "established": status.as_ref().is_some_and(|status| status.established),
                     "generation_synced": status.as_ref().and_then(|status| status.generation_synced),
                     "routes": list,

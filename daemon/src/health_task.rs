@@ -50,10 +50,11 @@ use crate::probe::run_probe;
 /// Service name → expanded health spec, for one topology generation.
 pub type HealthSpecs = Arc<BTreeMap<String, HealthSpec>>;
 
-/// Shortest interval the task honours (guards against a busy loop on `interval_ms = 0`).
+/// Shortest interval the task honours: a guard against a busy loop on `interval_ms = 0` (the
+/// topology parser already refuses less than `MIN_HEALTH_INTERVAL_MS`).
 pub const MIN_INTERVAL_MS: u64 = 10;
 
-/// Share of the interval the first round is delayed by, at most (in tenths: 10%).
+/// The first round of a service is delayed by up to interval / this (10%).
 const FIRST_ROUND_JITTER_DIVISOR: u64 = 10;
 
 /// Starts the health task. Returns the view channel (it holds an empty view until the first

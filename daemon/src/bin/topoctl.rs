@@ -1,5 +1,6 @@
 //! `topoctl`: check, compile, plan and explain service topologies offline, and push, plan,
-//! roll back and inspect a running topologyd over its mTLS control API.
+//! roll back and inspect a running topologyd over its mTLS control API; roll a change out to a
+//! fleet in gated waves (`topoctl rollout`, docs/rollouts.md, exit codes of its own).
 //!
 //! Exit codes (documented in README): 0 no change / valid, 1 usage or connection error,
 //! 2 changes allowed, 3 refused by a guard, 4 invalid topology.
@@ -12,6 +13,8 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 use topologyd::control_client::{ClientError, ControlClient};
 use topologyd::engine_api::{SourceBundle, SourceFile};
+use topologyd::rollout::commands as rollout;
+use topologyd::rollout::journal::Command as RolloutControl;
 use topologyd::tls::{TlsFiles, client_config};
 use topologyd_config::{Source, load_sources};
 use topologyd_topology::{
@@ -137,6 +140,120 @@ enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Deploy a topology change to a fleet in gated canary waves (docs/rollouts.md).
+    #[command(
+        subcommand,
+        after_help = "Exit codes: 0 completed, 1 error, 2 refused by the plan guards, \
+                      3 a gate failed and everything was rolled back, 4 paused or aborted."
+    )]
+    Rollout(RolloutCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum RolloutCommand {
+    /// Plan fleet-wide (every location converged, guards), then apply wave by wave.
+    Start {
+        /// The fleet file: locations, credentials, waves, gates.
+        #[arg(long)]
+        fleet: PathBuf,
+        /// Where the journal, lock and control file live.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The new topology's files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        intent: IntentArguments,
+        /// Print every wave with its locations and their deltas; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        run: RolloutRunArguments,
+    },
+    /// Continue a rollout: tell the running controller, or take over its journal here.
+    Resume {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[command(flatten)]
+        run: RolloutRunArguments,
+    },
+    /// Stop applying and gating until `resume` (needs a running controller).
+    Pause {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Skip the rest of the current wave's bake; its gates must still pass.
+    Promote {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Roll back every location already changed, in reverse order, and stop.
+    Abort {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[command(flatten)]
+        run: RolloutRunArguments,
+    },
+    /// The rollout's state from its journal.
+    Status {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RolloutRunArguments {
+    /// One JSON event per line on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Exit with code 4 when the rollout pauses instead of waiting for `resume`.
+    #[arg(long)]
+    exit_on_pause: bool,
+    /// Serve the rollout's metrics (GET /metrics) on this address.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+}
+
+impl RolloutRunArguments {
+    fn flags(&self) -> rollout::RunFlags {
+        rollout::RunFlags {
+            json: self.json,
+            exit_on_pause: self.exit_on_pause,
+            metrics_listen: self.metrics_listen,
+        }
+    }
+}
+
+fn run_rollout(command: RolloutCommand) -> i32 {
+    match command {
+        RolloutCommand::Start {
+            fleet,
+            state_dir,
+            files,
+            intent,
+            dry_run,
+            run,
+        } => rollout::start(rollout::StartOptions {
+            fleet,
+            state_dir,
+            files,
+            intents: intent.intents,
+            overrides: intent.overrides,
+            dry_run,
+            json: run.json,
+            exit_on_pause: run.exit_on_pause,
+            metrics_listen: run.metrics_listen,
+        }),
+        RolloutCommand::Resume { state_dir, run } => rollout::resume(&state_dir, &run.flags()),
+        RolloutCommand::Pause { state_dir } => rollout::control(&state_dir, RolloutControl::Pause),
+        RolloutCommand::Promote { state_dir } => {
+            rollout::control(&state_dir, RolloutControl::Promote)
+        }
+        RolloutCommand::Abort { state_dir, run } => rollout::abort(&state_dir, &run.flags()),
+        RolloutCommand::Status { state_dir, json } => rollout::status(&state_dir, json),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -269,6 +386,7 @@ fn report_diagnostics(diagnostics: &Diagnostics, json: bool) {
 
 fn run(command: Command) -> Result<i32, String> {
     match command {
+        Command::Rollout(command) => Ok(run_rollout(command)),
         Command::Check { files, json } => {
             let sources = read(&files)?;
             match compile_or_report(sources, 0, json) {

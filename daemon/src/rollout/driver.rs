@@ -23,7 +23,7 @@ use topologyd_topology::{AnnouncedRoute, Topology, compile_owned};
 
 use super::fleet::{FleetLocation, GateKind};
 use super::gates::{self, GateVerdict, HealthView};
-use super::journal::{Command, Journal, Outcome, Record, Started};
+use super::journal::{Command, Journal, Record, Started};
 use super::machine::{Effect, Event, Machine, MachinePlan, Output};
 use super::progress::{Progress, RolloutMetrics};
 use super::{EXIT_ERROR, EXIT_PAUSED, exit_code_of};
@@ -717,7 +717,11 @@ fn interrupted(
     let record = Record::Paused {
         reason: format!("interrupted by {signal}; continue with `topoctl rollout resume`"),
     };
-    if !machine.is_finished() && machine.paused().is_none() {
+    let active = matches!(
+        machine.phase(),
+        super::machine::Phase::Applying | super::machine::Phase::Baking
+    );
+    if active && machine.paused().is_none() {
         machine.apply_record(&record, now);
         if let Ok(line) = journal.append(&record) {
             context.progress.record(&line, machine, now);
@@ -727,12 +731,7 @@ fn interrupted(
     EXIT_PAUSED
 }
 
-/// Maps a journal's final outcome (if any) to the exit code.
-pub fn outcome_code(outcome: Option<Outcome>) -> Option<i32> {
-    outcome.map(exit_code_of)
-}
-
-/// The JSON `--dry-run` / status helpers share: a location's delta.
+/// A location's delta as `--dry-run --json` shows it.
 pub fn delta_json(delta: &topologyd_topology::LocationDelta) -> Value {
     json!({
         "location": delta.location,

@@ -135,13 +135,13 @@ impl HealthView {
         })
     }
 
-    /// Whether the daemon withdrew `service` for health or drain.
+    /// Whether the daemon withdrew `service` for health or drain. The daemon's `action` is
+    /// authoritative: a drain or an unhealthy verdict the floor holds back (`floor_held`)
+    /// leaves the service announced, and a location drain shows in every service's action.
     pub fn withdrawn(&self, service: &str) -> bool {
-        self.location_drained
-            || self
-                .services
-                .get(service)
-                .is_some_and(|health| health.drained || health.action == "withdraw")
+        self.services
+            .get(service)
+            .is_some_and(|health| health.action == "withdraw")
     }
 
     /// Whether the daemon announces `service` with degraded attributes.
@@ -801,6 +801,18 @@ mod tests {
             check_probes(&health, &["resolver".to_string()]).result,
             GateResultKind::Fail
         );
+    }
+
+    #[test]
+    fn a_drain_the_floor_holds_back_stays_announced() {
+        let expected = vec![route("192.0.2.0/24", "resolver", None)];
+        let health = HealthView::parse(&json!({
+            "fail_static": false, "location_drained": true,
+            "services": {"resolver": {"checked": false, "healthy": true, "action": "announce", "drained": true, "floor_held": true}}
+        }))
+        .unwrap();
+        let routes = routes_document(json!({"edge": {"routes": [entry("192.0.2.0/24", None)]}}));
+        assert_eq!(compare_routes(&expected, &health, &routes), Ok(()));
     }
 
     #[test]

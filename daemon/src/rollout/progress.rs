@@ -224,6 +224,9 @@ impl Mode {
     }
 }
 
+/// Longest event line the terminal view shows (longer ones are cut).
+const RECENT_WIDTH: usize = 150;
+
 #[derive(Debug, Default)]
 struct View {
     drawn_lines: usize,
@@ -238,6 +241,8 @@ pub struct Progress {
     rollout: String,
     waves: Vec<String>,
     gates: Vec<String>,
+    /// Location → the name of its wave.
+    wave_of: std::collections::BTreeMap<String, String>,
     view: Mutex<View>,
 }
 
@@ -253,6 +258,15 @@ impl Progress {
             rollout: started.rollout.clone(),
             waves: started.waves.iter().map(|wave| wave.name.clone()).collect(),
             gates: started.gates.iter().map(|gate| gate.name.clone()).collect(),
+            wave_of: started
+                .waves
+                .iter()
+                .flat_map(|wave| {
+                    wave.locations
+                        .iter()
+                        .map(move |location| (location.clone(), wave.name.clone()))
+                })
+                .collect(),
             view: Mutex::new(View::default()),
         }
     }
@@ -282,6 +296,7 @@ impl Progress {
                                 "locations": wave.locations,
                                 "bake_seconds": wave.bake_seconds,
                                 "gates": wave.gates.iter().filter_map(|index| self.gates.get(*index)).collect::<Vec<_>>(),
+                                "skipped_gates": wave.skipped_gates.iter().filter_map(|index| self.gates.get(*index)).collect::<Vec<_>>(),
                             }))
                             .collect::<Vec<_>>()
                     ),
@@ -300,6 +315,13 @@ impl Progress {
                             object.insert("wave".into(), json!(self.wave_name(index)));
                             object.insert("index".into(), json!(index));
                             continue;
+                        }
+                        if key == "location"
+                            && let Some(wave) = value
+                                .as_str()
+                                .and_then(|location| self.wave_of.get(location))
+                        {
+                            object.insert("wave".into(), json!(wave));
                         }
                         object.insert(key, value);
                     }
@@ -427,7 +449,16 @@ impl Progress {
             Mode::Terminal => {
                 let text = self.describe(&line.record, machine);
                 if let Ok(mut view) = self.view.lock() {
-                    view.recent.push(text);
+                    // One screen line each, so that the redraw moves up by the right count.
+                    let mut line: String = text
+                        .replace('\n', " / ")
+                        .chars()
+                        .take(RECENT_WIDTH)
+                        .collect();
+                    if line.len() < text.len() {
+                        line.push('…');
+                    }
+                    view.recent.push(line);
                     let excess = view.recent.len().saturating_sub(6);
                     view.recent.drain(..excess);
                 }
@@ -522,6 +553,10 @@ pub fn render_view(
         }
         (Phase::RollingBack, None) => "ROLLING BACK".into(),
     };
+    let mut state: String = state.replace('\n', " / ");
+    if state.chars().count() > RECENT_WIDTH {
+        state = state.chars().take(RECENT_WIDTH).collect::<String>() + "…";
+    }
     let _ = writeln!(text, "rollout {rollout}: {state}");
     for (index, wave) in machine.plan().waves.iter().enumerate() {
         let marker = if index == machine.wave() && !machine.is_finished() {
@@ -571,4 +606,183 @@ pub fn render_view(
         let _ = writeln!(text, "  {line}");
     }
     text
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::rollout::fleet::{GateKind, GateSpec};
+    use crate::rollout::journal::GateResultKind;
+    use crate::rollout::machine::{Event, MachinePlan};
+    use crate::rollout::waves::Wave;
+    use crate::state_store::SourceBundle;
+
+    fn started() -> Started {
+        Started {
+            rollout: "r1".into(),
+            old_hash: "old".into(),
+            new_hash: "new".into(),
+            intent: vec![],
+            waves: vec![
+                Wave {
+                    name: "canary".into(),
+                    base: "canary".into(),
+                    locations: vec!["ams01".into()],
+                    bake_seconds: 10,
+                    gates: vec![0],
+                    skipped_gates: vec![],
+                },
+                Wave {
+                    name: "rest-1".into(),
+                    base: "rest".into(),
+                    locations: vec!["fra01".into(), "iad01".into()],
+                    bake_seconds: 1,
+                    gates: vec![0],
+                    skipped_gates: vec![],
+                },
+            ],
+            gates: vec![GateSpec {
+                name: "daemons".into(),
+                kind: GateKind::Daemon,
+                interval_ms: 100,
+                count: 2,
+                failure_limit: 1,
+                inconclusive_limit: 3,
+                waves: None,
+            }],
+            locations: vec![],
+            timeout_seconds: 30,
+            before: [("ams01", 1), ("fra01", 1), ("iad01", 1)]
+                .into_iter()
+                .map(|(location, generation)| {
+                    (
+                        location.to_string(),
+                        crate::rollout::journal::LocationBefore {
+                            generation,
+                            runtime_guard_refusals: 0,
+                        },
+                    )
+                })
+                .collect(),
+            old_bundle: SourceBundle { sources: vec![] },
+            new_bundle: SourceBundle { sources: vec![] },
+        }
+    }
+
+    fn machine(started: &Started) -> Machine {
+        Machine::new(MachinePlan {
+            waves: started.waves.clone(),
+            gates: started.gates.clone(),
+            before: started
+                .before
+                .iter()
+                .map(|(location, before)| (location.clone(), before.generation))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn json_events_name_waves_and_the_wave_of_each_location() {
+        let started = started();
+        let progress = Progress::new(Mode::Json, &started);
+        let line = |record| Line { time: 1.5, record };
+        let event = progress.event_json(&line(Record::Applied {
+            location: "iad01".into(),
+            generation: 2,
+        }));
+        assert_eq!(
+            event,
+            json!({"event": "location_applied", "time": 1.5, "rollout": "r1", "location": "iad01", "wave": "rest-1", "generation": 2})
+        );
+        let event = progress.event_json(&line(Record::WavePassed { wave: 0 }));
+        assert_eq!(event["wave"], "canary");
+        assert_eq!(event["index"], 0);
+        let event = progress.event_json(&line(Record::Finished {
+            outcome: Outcome::RolledBack,
+        }));
+        assert_eq!(event["event"], "rolled_back");
+        let event = progress.event_json(&line(Record::Started(Box::new(started.clone()))));
+        assert_eq!(event["event"], "planned");
+        assert_eq!(event["waves"][1]["locations"], json!(["fra01", "iad01"]));
+        assert_eq!(event["waves"][1]["gates"], json!(["daemons"]));
+        assert!(event.get("old_bundle").is_none());
+    }
+
+    #[test]
+    fn the_view_shows_every_wave_and_the_gates_of_the_current_one() {
+        let started = started();
+        let mut machine = machine(&started);
+        machine.handle(Event::Start, 0);
+        machine.handle(
+            Event::Applied {
+                location: "ams01".into(),
+                generation: 2,
+            },
+            0,
+        );
+        let view = render_view("r1", &machine, 4000, &["daemons".to_string()], &[]);
+        assert_eq!(
+            view,
+            "rollout r1: baking, 6.0s left\n\
+             ▶ canary       ✓ams01\n    gate daemons              0/2 passes, 0/1 failures, 0/3 inconclusive\n\
+             \x20 rest-1       ·fra01 ·iad01\n"
+        );
+    }
+
+    #[test]
+    fn metrics_follow_the_records() {
+        let started = started();
+        let mut machine = machine(&started);
+        let metrics = RolloutMetrics::new();
+        let mut outputs = machine.handle(Event::Start, 0);
+        outputs.extend(machine.handle(
+            Event::Applied {
+                location: "ams01".into(),
+                generation: 2,
+            },
+            0,
+        ));
+        let evaluations = machine.handle(Event::Tick, 100);
+        let epoch = evaluations
+            .iter()
+            .find_map(|output| match output {
+                crate::rollout::machine::Output::Effect(
+                    crate::rollout::machine::Effect::Evaluate { epoch, .. },
+                ) => Some(*epoch),
+                _ => None,
+            })
+            .unwrap();
+        outputs.extend(machine.handle(
+            Event::GateEvaluated {
+                wave: 0,
+                gate: 0,
+                epoch,
+                result: GateResultKind::Pass,
+                detail: String::new(),
+            },
+            100,
+        ));
+        for output in &outputs {
+            if let crate::rollout::machine::Output::Record(record) = output {
+                metrics.observe(record, &machine);
+            }
+        }
+        let text = crate::metrics::render(&metrics.registry()).unwrap();
+        assert!(text.contains("topoctl_rollout_state 2\n"), "{text}");
+        assert!(
+            text.contains("topoctl_rollout_locations_applied 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "topoctl_rollout_gate_evaluations_total{gate=\"daemons\",result=\"pass\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("topoctl_rollout_rollbacks_total 0\n"),
+            "{text}"
+        );
+    }
 }

@@ -725,9 +725,9 @@ enum Action {
 
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
-        8 => (any::<usize>(), 0u8..10, prop::bool::weighted(0.03), prop::bool::weighted(0.1), prop::bool::weighted(0.03))
+        8 => (any::<usize>(), 0u8..30, prop::bool::weighted(0.03), prop::bool::weighted(0.1), prop::bool::weighted(0.03))
             .prop_map(|(index, result, refuse, lose, rollback_fails)| Action::Step { index, result, refuse, lose, rollback_fails }),
-        4 => (1u64..400).prop_map(Action::Tick),
+        4 => (1u64..1500).prop_map(Action::Tick),
         1 => (0u8..4).prop_map(Action::Command),
         1 => Just(Action::Crash),
     ]
