@@ -348,6 +348,11 @@ impl Site {
         metric_value(&body, name, labels)
     }
 
+    /// The control API's audit log (drains, health transitions, fail static).
+    fn audit_log(&self) -> PathBuf {
+        self._pki.directory().join("audit.jsonl")
+    }
+
     fn withdrawals(&self) -> u64 {
         check(self.bird.counters(), "BIRD counters").withdrawals
     }
@@ -688,6 +693,7 @@ fn a_dead_service_is_withdrawn_after_fall_failures_and_back_after_rise_passes() 
         "exactly one withdrawal: {web_absences:?}"
     );
     let absence = web_absences[0];
+    assert!(absence.back_by.is_some(), "never re-announced: {absence:?}");
     eprintln!(
         "web killed at {killed_at:?}, restarted at {restarted_at:?}; at BIRD: {absence:?}; \
          /v1/health between the first and the last failure: {early_check:?}"
@@ -1028,13 +1034,31 @@ fn a_drain_survives_a_restart_and_undrain_brings_the_service_back() {
         Some(0.0)
     );
 
-    // The whole location. `local` is announced from ams01 only: draining it is a global
-    // withdrawal, which takes --force.
-    site.topoctl("drain", &["--force", "--reason", "location maintenance"]);
-    site.wait_routes("nothing", |routes| routes.is_empty());
+    // The whole location. `local` is announced from ams01 only: the floor keeps it, unless
+    // --force (a global withdrawal).
+    site.topoctl("drain", &["--reason", "location maintenance"]);
+    site.wait_routes("only local", |routes| {
+        routes.len() == 1 && routes.contains_key(&prefix(LOCAL))
+    });
     let health = site.health().unwrap_or(Value::Null);
     assert_eq!(health["location_drained"], true, "{health}");
+    assert_eq!(service(&health, "local")["floor_held"], true, "{health}");
+    assert_eq!(service(&health, "dns")["drained"], true, "{health}");
     assert_eq!(site.metric("topologyd_location_drained", &[]), Some(1.0));
+    site.topoctl(
+        "drain",
+        &["--force", "--reason", "location maintenance, local too"],
+    );
+    site.wait_routes("nothing", |routes| routes.is_empty());
+    let health = site.health().unwrap_or(Value::Null);
+    assert_eq!(service(&health, "local")["action"], "withdraw", "{health}");
+    let audit = std::fs::read_to_string(site.audit_log()).unwrap_or_default();
+    for reason in ["\"maintenance\"", "location maintenance, local too"] {
+        assert!(
+            audit.contains(reason),
+            "no drain with reason {reason} in the audit log:\n{audit}"
+        );
+    }
     site.topoctl("drain", &["--undrain"]);
     site.wait_routes("every route back", |routes| routes.len() == 4);
     let health = site.health().unwrap_or(Value::Null);

@@ -56,6 +56,9 @@ pub const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 /// this long if a peer does not finish sending.
 pub const UNBIND_AFTER_WITHDRAWAL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often the bound service addresses are compared with the interface's.
+pub const ADDRESS_VERIFY_INTERVAL: Duration = Duration::from_secs(2);
+
 /// A local address waiting for its routes' withdrawal to reach the peers.
 #[derive(Debug, Clone)]
 struct PendingUnbind {
@@ -152,6 +155,11 @@ pub struct Engine {
     pending_unbind: Vec<PendingUnbind>,
     /// The last failure to bind or unbind, per address.
     address_errors: BTreeMap<IpNet, String>,
+    /// Wanted addresses already on the interface without our marker (an operator's): usable,
+    /// never bound or unbound by us.
+    foreign_addresses: BTreeSet<IpNet>,
+    /// When the bound addresses were last compared with the kernel's.
+    addresses_verified: Instant,
     peers: BTreeMap<String, PeerHandle>,
     metrics: Metrics,
     readiness: Readiness,
@@ -420,6 +428,8 @@ impl Engine {
             bound_addresses: BTreeSet::new(),
             pending_unbind: Vec::new(),
             address_errors: BTreeMap::new(),
+            foreign_addresses: BTreeSet::new(),
+            addresses_verified: Instant::now(),
             peers: BTreeMap::new(),
             metrics,
             readiness,
@@ -457,11 +467,13 @@ impl Engine {
         for address in &unbound {
             info!(%address, %interface, "stale service address unbound");
         }
-        self.bound_addresses = bound
-            .into_iter()
-            .filter(|(_, outcome)| !matches!(outcome, BindOutcome::Foreign { .. }))
-            .map(|(address, _)| address)
-            .collect();
+        for (address, outcome) in &bound {
+            if matches!(outcome, BindOutcome::Foreign { .. }) {
+                self.foreign_addresses.insert(*address);
+            } else {
+                self.bound_addresses.insert(*address);
+            }
+        }
         self.bound_addresses.extend(binder.owned().await.unwrap_or_default());
         self.addresses = Some(binder);
         self.metrics
@@ -488,18 +500,23 @@ impl Engine {
         for address in desired {
             // Wanted again before its unbind: keep it.
             self.pending_unbind.retain(|pending| pending.address != *address);
-            if self.bound_addresses.contains(address) {
+            if self.bound_addresses.contains(address) || self.foreign_addresses.contains(address) {
                 continue;
             }
             match binder.bind(*address).await {
                 Ok(outcome) => {
                     info!(%address, interface = binder.interface(), outcome = outcome.as_str(), "service address bound");
                     self.address_errors.remove(address);
-                    if !matches!(outcome, BindOutcome::Foreign { .. }) {
+                    if matches!(outcome, BindOutcome::Foreign { .. }) {
+                        self.foreign_addresses.insert(*address);
+                    } else {
                         self.bound_addresses.insert(*address);
                     }
                 }
                 Err(error) => {
+                    // Withdrawing here would let a netlink hiccup take every service down at
+                    // once (the failure fail static guards against); the error is in
+                    // /v1/health and the log, and the next verification retries.
                     error!(%address, %error, "could not bind a service address; its routes are announced anyway");
                     self.address_errors.insert(*address, error.to_string());
                 }
@@ -509,9 +526,52 @@ impl Engine {
             .set_local_addresses_bound(self.bound_addresses.len());
     }
 
+    /// Every [`ADDRESS_VERIFY_INTERVAL`]: re-binds wanted addresses that disappeared from the
+    /// interface (removed from outside), and retries failed binds.
+    async fn verify_addresses(&mut self) {
+        if self.addresses.is_none() || self.addresses_verified.elapsed() < ADDRESS_VERIFY_INTERVAL
+        {
+            return;
+        }
+        self.addresses_verified = Instant::now();
+        let Some(binder) = &self.addresses else {
+            return;
+        };
+        let present = match binder.bound().await {
+            Ok(present) => present,
+            Err(error) => {
+                warn!(%error, "could not list the interface's addresses");
+                return;
+            }
+        };
+        let pending: BTreeSet<IpNet> = self
+            .pending_unbind
+            .iter()
+            .map(|pending| pending.address)
+            .collect();
+        let vanished: Vec<IpNet> = self
+            .bound_addresses
+            .iter()
+            .chain(self.foreign_addresses.iter())
+            .filter(|address| !present.contains(address) && !pending.contains(address))
+            .copied()
+            .collect();
+        for address in &vanished {
+            error!(%address, interface = binder.interface(), "a bound service address was removed from outside; binding it again");
+            self.bound_addresses.remove(address);
+            self.foreign_addresses.remove(address);
+        }
+        if !vanished.is_empty() || !self.address_errors.is_empty() {
+            let desired = self.desired_addresses();
+            self.bind_missing(&desired).await;
+        }
+    }
+
     /// Queues the bound addresses no longer wanted for unbinding after the withdrawal is sent.
     fn schedule_unbind(&mut self, desired: &BTreeSet<IpNet>) {
         let deadline = Instant::now() + UNBIND_AFTER_WITHDRAWAL_TIMEOUT;
+        // An operator's address is never ours to unbind; forget it once no service wants it.
+        self.foreign_addresses.retain(|address| desired.contains(address));
         for address in self.bound_addresses.difference(desired) {
             if !self
                 .pending_unbind
@@ -542,10 +602,12 @@ impl Engine {
             std::mem::take(&mut self.pending_unbind)
                 .into_iter()
                 .partition(|pending| {
+                    // A peer whose session is down may still hold our routes as stale
+                    // (graceful restart): it counts as not synced, so the timeout applies.
                     now >= pending.deadline
                         || statuses.iter().all(|status| {
-                            !status.established
-                                || status
+                            status.established
+                                && status
                                     .version_synced
                                     .is_some_and(|synced| synced >= pending.version)
                         })
@@ -894,6 +956,7 @@ impl Engine {
             "min_other_locations": self.config.health.min_other_locations,
             "address_interface": self.config.health.address_interface,
             "addresses_bound": self.bound_addresses,
+            "addresses_foreign": self.foreign_addresses,
             "addresses_pending_unbind": self.pending_unbind.iter().map(|pending| pending.address).collect::<Vec<_>>(),
             "address_errors": self.address_errors.iter().map(|(address, error)| (address.to_string(), error.clone())).collect::<BTreeMap<_, _>>(),
             "services": services,
@@ -1114,6 +1177,7 @@ impl Engine {
                 _ = ticker.tick() => {
                     self.refresh_status();
                     self.unbind_withdrawn().await;
+                    self.verify_addresses().await;
                 }
             }
         }
