@@ -157,7 +157,7 @@ pub enum Isolation {
 /// top-level test in `tests/NAME.rs`), matched with `--exact`. Fails with the child's output
 /// if the re-run fails or runs no test.
 ///
-/// ```ignore
+/// ```text
 /// #[test]
 /// fn binds_inside_a_namespace() {
 ///     let Isolation::Inside(_) = check(isolate("binds_inside_a_namespace")) else {

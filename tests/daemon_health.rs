@@ -26,7 +26,8 @@
 //!    the servers back one by one (dnsmasq restarted too): fail static ends once two of four are
 //!    back, then the still-down `api` is degraded and `local` held by the floor; no withdrawal;
 //! 4. `topoctl drain --service web` withdraws it and survives a daemon restart; `--undrain`
-//!    brings it back; the whole location drains and undrains;
+//!    brings it back; a location drain keeps `local` (the floor) until `--force`; every drain is
+//!    in the audit log;
 //! 5. `degrade`: the `api` route stays at BIRD with the longer AS path, MED and community, and
 //!    gets its normal attributes back when healthy;
 //! 6. the floor: `local`, announced from ams01 only, is never withdrawn by health
@@ -757,6 +758,12 @@ fn a_dead_service_is_withdrawn_after_fall_failures_and_back_after_rise_passes() 
         Some(1.0)
     );
     assert_eq!(site.metric("topologyd_health_fail_static", &[]), Some(0.0));
+    let audit = std::fs::read_to_string(site.audit_log()).unwrap_or_default();
+    let transitions: Vec<&str> = audit
+        .lines()
+        .filter(|line| line.contains("\"endpoint\":\"health\"") && line.contains("service web"))
+        .collect();
+    assert_eq!(transitions.len(), 2, "both transitions audited:\n{audit}");
 }
 
 #[test]
@@ -911,6 +918,11 @@ fn killing_every_service_at_once_fails_static_without_a_withdrawal() {
         assert_ne!(checked["action"], "withdraw", "{name}: {still}");
     }
     assert_eq!(site.metric("topologyd_health_fail_static", &[]), Some(1.0));
+    let audit = std::fs::read_to_string(site.audit_log()).unwrap_or_default();
+    assert!(
+        audit.contains("\"verdict\":\"fail_static\""),
+        "fail static not in the audit log:\n{audit}"
+    );
     let status = site.topoctl("status", &[]);
     assert_eq!(status["health"]["fail_static"], true, "{status}");
     let routes = by_prefix(check(site.bird.routes(), "BIRD routes"));
@@ -1052,13 +1064,17 @@ fn a_drain_survives_a_restart_and_undrain_brings_the_service_back() {
     site.wait_routes("nothing", |routes| routes.is_empty());
     let health = site.health().unwrap_or(Value::Null);
     assert_eq!(service(&health, "local")["action"], "withdraw", "{health}");
+    assert_eq!(
+        health["drains"]["reason"], "location maintenance, local too",
+        "{health}"
+    );
+    assert_eq!(health["drains"]["who"], "sre-admin", "{health}");
     let audit = std::fs::read_to_string(site.audit_log()).unwrap_or_default();
-    for reason in ["\"maintenance\"", "location maintenance, local too"] {
-        assert!(
-            audit.contains(reason),
-            "no drain with reason {reason} in the audit log:\n{audit}"
-        );
-    }
+    let drains = audit
+        .lines()
+        .filter(|line| line.contains("\"POST /v1/drain\"") && line.contains("\"sre-admin\""))
+        .count();
+    assert_eq!(drains, 4, "every drain and undrain is audited:\n{audit}");
     site.topoctl("drain", &["--undrain"]);
     site.wait_routes("every route back", |routes| routes.len() == 4);
     let health = site.health().unwrap_or(Value::Null);

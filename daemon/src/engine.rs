@@ -26,18 +26,18 @@ use topologyd_config::health::HealthSpec;
 use topologyd_topology::{Intent, Plan, Topology, Verdict, compile_owned, plan};
 use tracing::{error, info, warn};
 
+use crate::addresses::{AddressBinder, BindOutcome};
 use crate::admin::Readiness;
 use crate::announce::{LocationRoutes, PeerRouteContext};
+use crate::control::{AuditLog, AuditRecord};
 use crate::engine_api::{
     EngineCommand, EngineError, EngineErrorKind, MutationOutcome, SourceBundle, SourceFile,
 };
+use crate::health::{CheckResult, HealthEventKind, HealthView, expand};
+use crate::metrics::ServiceReport;
 use crate::metrics::{
     Direction as MetricDirection, FAMILY_IPV4_UNICAST, FAMILY_IPV6_UNICAST, Metrics, SessionState,
 };
-use crate::addresses::{AddressBinder, BindOutcome};
-use crate::control::{AuditLog, AuditRecord};
-use crate::health::{CheckResult, HealthEventKind, HealthView, expand};
-use crate::metrics::ServiceReport;
 use crate::overlay::{self, OverlayInput, ServiceAction, ServiceDecision};
 use crate::peer::{PeerCommand, PeerHandle, PeerSpec, PeerStatus, spawn_peer};
 use crate::sockopt::SessionSecurity;
@@ -474,7 +474,8 @@ impl Engine {
                 self.bound_addresses.insert(*address);
             }
         }
-        self.bound_addresses.extend(binder.owned().await.unwrap_or_default());
+        self.bound_addresses
+            .extend(binder.owned().await.unwrap_or_default());
         self.addresses = Some(binder);
         self.metrics
             .set_local_addresses_bound(self.bound_addresses.len());
@@ -499,7 +500,8 @@ impl Engine {
         };
         for address in desired {
             // Wanted again before its unbind: keep it.
-            self.pending_unbind.retain(|pending| pending.address != *address);
+            self.pending_unbind
+                .retain(|pending| pending.address != *address);
             if self.bound_addresses.contains(address) || self.foreign_addresses.contains(address) {
                 continue;
             }
@@ -529,8 +531,7 @@ impl Engine {
     /// Every [`ADDRESS_VERIFY_INTERVAL`]: re-binds wanted addresses that disappeared from the
     /// interface (removed from outside), and retries failed binds.
     async fn verify_addresses(&mut self) {
-        if self.addresses.is_none() || self.addresses_verified.elapsed() < ADDRESS_VERIFY_INTERVAL
-        {
+        if self.addresses.is_none() || self.addresses_verified.elapsed() < ADDRESS_VERIFY_INTERVAL {
             return;
         }
         self.addresses_verified = Instant::now();
@@ -571,7 +572,8 @@ impl Engine {
     fn schedule_unbind(&mut self, desired: &BTreeSet<IpNet>) {
         let deadline = Instant::now() + UNBIND_AFTER_WITHDRAWAL_TIMEOUT;
         // An operator's address is never ours to unbind; forget it once no service wants it.
-        self.foreign_addresses.retain(|address| desired.contains(address));
+        self.foreign_addresses
+            .retain(|address| desired.contains(address));
         for address in self.bound_addresses.difference(desired) {
             if !self
                 .pending_unbind
@@ -658,7 +660,10 @@ impl Engine {
 
     /// A new view from the health task: record its events, then republish.
     async fn on_health(&mut self) {
-        let Some(view) = self.health.as_mut().map(|health| health.borrow_and_update().clone())
+        let Some(view) = self
+            .health
+            .as_mut()
+            .map(|health| health.borrow_and_update().clone())
         else {
             return;
         };
@@ -722,7 +727,8 @@ impl Engine {
             .iter()
             .map(|(name, state)| (name.clone(), state.healthy))
             .collect();
-        let changed = verdicts != self.health_verdicts || view.fail_static != self.health_fail_static;
+        let changed =
+            verdicts != self.health_verdicts || view.fail_static != self.health_fail_static;
         self.health_verdicts = verdicts;
         self.health_fail_static = view.fail_static;
         self.health_view = serde_json::to_value(&*view).unwrap_or(Value::Null);
