@@ -14,10 +14,14 @@
 //!   the first generation restores the bindings together with the routes.
 //! - Addresses an operator bound by hand are never removed: one no service wants, and one the
 //!   service lists too (topologyd finds it foreign and leaves it, also when the service goes).
-//! - Throughout, a sampler reads `lo`, then `birdc show route`, then `lo` again every 50 ms and
-//!   fails the test if BIRD ever holds a service route while its address is missing from `lo`
-//!   on both reads (bound before announced, withdrawn before unbound), or if an operator's
-//!   address is missing.
+//! - Until the last phase, a sampler reads `lo`, then `birdc show route`, then `lo` again every
+//!   50 ms and fails the test if BIRD ever holds a service route while its address is missing
+//!   from `lo` on both reads (bound before announced, withdrawn before unbound), or if an
+//!   operator's address is missing.
+//! - Last, a service address deleted by hand (`ip address del`) is bound again by the engine's
+//!   periodic check within [`REBIND_WITHIN`], and `addresses_bound` lists it again. The sampler
+//!   is stopped and its findings asserted before this phase: the deletion breaks its rule on
+//!   purpose (the routes stay announced while the address is missing).
 
 mod daemon_common;
 
@@ -70,6 +74,10 @@ const SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
 /// (`UNBIND_AFTER_WITHDRAWAL_TIMEOUT`), even if a peer never sent it. Unbinding within this
 /// much of the command's answer shows that the peer's sync released the address, not the timer.
 const UNBIND_WITHIN: Duration = Duration::from_secs(4);
+/// The engine looks for bound addresses removed from outside every 2 s
+/// (`ADDRESS_VERIFY_INTERVAL`, on its 250 ms status tick): one removed just after a check is
+/// bound again within about 2.25 s; this leaves room for a loaded machine.
+const REBIND_WITHIN: Duration = Duration::from_secs(4);
 /// How many samples [`Sampler::settle`] waits for in each steady state.
 const SETTLE_SAMPLES: usize = 3;
 
@@ -690,6 +698,9 @@ fn service_addresses_are_bound_before_announcing_and_unbound_after_withdrawing()
     assert_eq!(owned(&binder), service_addresses);
     sampler.settle();
 
+    // The sampler stops here and its findings are asserted now: the last phase deletes a bound
+    // address by hand while BIRD holds its route, the very state the sampler reports as a
+    // violation (topologyd does not withdraw when an address vanishes; it binds it again).
     let report = sampler.finish();
     let mut summary = String::new();
     let _ = writeln!(
@@ -720,6 +731,49 @@ fn service_addresses_are_bound_before_announcing_and_unbound_after_withdrawing()
         report.announced >= settled && report.withdrawn >= settled,
         "{summary}"
     );
+
+    // (5) Last: a bound service address removed from outside is bound again by the engine's
+    // periodic check and is ours (marked) again; the routes are still announced afterwards.
+    ip(&["address", "del", DNS_V4_ADDRESS, "dev", "lo"]);
+    let removed_at = Instant::now();
+    site.wait_lo(
+        &everything_bound,
+        "topologyd to bind the removed dns address again",
+    );
+    let rebound_after = removed_at.elapsed();
+    println!("{DNS_V4_ADDRESS} removed from outside, bound again after {rebound_after:?}");
+    assert!(
+        rebound_after < REBIND_WITHIN,
+        "{DNS_V4_ADDRESS} was bound again {rebound_after:?} after its removal, not within \
+         {REBIND_WITHIN:?}"
+    );
+    assert_eq!(
+        owned(&binder),
+        service_addresses,
+        "the address bound again carries the ownership marker"
+    );
+    let log = site.topologyd.log();
+    assert!(
+        log.lines().any(|line| {
+            line.contains("a bound service address was removed from outside")
+                && line.contains(DNS_V4_ADDRESS)
+        }),
+        "no log line for the removal of {DNS_V4_ADDRESS}:\n{log}"
+    );
+    site.wait_health_bound(&service_addresses);
+    assert_eq!(
+        check(bird_routes(&site.socket), "BIRD's routes"),
+        all_routes,
+        "the routes stay announced while the address is bound again"
+    );
+    assert_eq!(
+        check(
+            site.topologyd.metric("topologyd_local_addresses_bound"),
+            "metrics"
+        ),
+        Some(2.0)
+    );
+
     check(site.topologyd.check_running(), "topologyd");
     let log = site.topologyd.log();
     let address_lines: Vec<&str> = log
