@@ -650,11 +650,26 @@ async fn dispatch(
                 Ok(body) => body,
                 Err(answer) => return answer,
             };
-            match ask(engine, |reply| EngineCommand::Drain {
-                service: body.service,
+            // The audit line says what was asked, whatever the answer.
+            let what = format!(
+                "{} {}{}: {}",
+                if body.drain { "drain" } else { "undrain" },
+                body.service.as_deref().map_or_else(
+                    || "the location".to_owned(),
+                    |service| format!("service {service}")
+                ),
+                if body.force { " (force)" } else { "" },
+                if body.reason.is_empty() {
+                    "no reason given"
+                } else {
+                    body.reason.as_str()
+                },
+            );
+            let mut answer = match ask(engine, |reply| EngineCommand::Drain {
+                service: body.service.clone(),
                 drain: body.drain,
                 force: body.force,
-                reason: body.reason,
+                reason: body.reason.clone(),
                 who: caller.identity.clone(),
                 reply,
             })
@@ -666,7 +681,12 @@ async fn dispatch(
                     answer
                 }
                 Err(answer) => answer,
-            }
+            };
+            answer.message = Some(match answer.message.take() {
+                Some(error) => format!("{what}; {error}"),
+                None => what,
+            });
+            answer
         }
     }
 }

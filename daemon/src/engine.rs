@@ -33,7 +33,7 @@ use crate::control::{AuditLog, AuditRecord};
 use crate::engine_api::{
     EngineCommand, EngineError, EngineErrorKind, MutationOutcome, SourceBundle, SourceFile,
 };
-use crate::health::{CheckResult, HealthEventKind, HealthView, expand};
+use crate::health::{HealthEventKind, HealthView, RoundCounts, expand};
 use crate::metrics::ServiceReport;
 use crate::metrics::{
     Direction as MetricDirection, FAMILY_IPV4_UNICAST, FAMILY_IPV6_UNICAST, Metrics, SessionState,
@@ -140,7 +140,7 @@ pub struct Engine {
     health: Option<watch::Receiver<Arc<HealthView>>>,
     /// The last health event handled, and each service's probe rounds counted so far.
     health_event_seen: u64,
-    probe_rounds_seen: HashMap<String, u64>,
+    probe_rounds_seen: HashMap<String, RoundCounts>,
     /// The overlay's decision per service announced here.
     decisions: BTreeMap<String, ServiceDecision>,
     /// Health transitions and fail-static changes are recorded here (the control API's log).
@@ -700,27 +700,19 @@ impl Engine {
             self.audit(endpoint, &verdict, message);
         }
         for (service, state) in &view.services {
+            let counts = state.rounds_by_result;
             let seen = self.probe_rounds_seen.entry(service.clone()).or_default();
-            if state.rounds > *seen {
-                let result = if state
-                    .last_round
-                    .iter()
-                    .any(|check| check.result == CheckResult::Error)
-                {
-                    "error"
-                } else if state
-                    .last_round
-                    .iter()
-                    .all(|check| check.result == CheckResult::Pass)
-                {
-                    "pass"
-                } else {
-                    "fail"
-                };
-                self.metrics
-                    .count_probe_rounds(service, result, state.rounds - *seen);
-                *seen = state.rounds;
+            for (result, now, before) in [
+                ("pass", counts.passed, seen.passed),
+                ("fail", counts.failed, seen.failed),
+                ("error", counts.errored, seen.errored),
+            ] {
+                if now > before {
+                    self.metrics
+                        .count_probe_rounds(service, result, now - before);
+                }
             }
+            *seen = counts;
         }
         let verdicts: BTreeMap<String, bool> = view
             .services

@@ -186,6 +186,9 @@ pub struct ServiceHealth {
     consecutive_failures: u32,
     transitions: u64,
     rounds: u64,
+    /// Rounds with a check that could not run, and rounds that failed otherwise.
+    rounds_errored: u64,
+    rounds_failed: u64,
     /// The current hold-down (doubled by flaps).
     hold_down_ms: u64,
     unhealthy_since_ms: Option<u64>,
@@ -203,6 +206,8 @@ impl ServiceHealth {
             consecutive_failures: 0,
             transitions: 0,
             rounds: 0,
+            rounds_errored: 0,
+            rounds_failed: 0,
             unhealthy_since_ms: None,
             last_recovery_ms: None,
             last_round: Vec::new(),
@@ -237,6 +242,13 @@ impl ServiceHealth {
 
     pub fn rounds(&self) -> u64 {
         self.rounds
+    }
+
+    /// Rounds by outcome so far: (passed, failed, errored). An errored round had a check that
+    /// could not run; a failed one had a check that ran and failed.
+    pub fn rounds_by_result(&self) -> (u64, u64, u64) {
+        let passed = self.rounds - self.rounds_failed - self.rounds_errored;
+        (passed, self.rounds_failed, self.rounds_errored)
     }
 
     /// The current hold-down (the configured one, or more after flaps).
@@ -282,6 +294,11 @@ impl ServiceHealth {
     pub fn record_round(&mut self, now_ms: u64, results: Vec<CheckRecord>) -> Option<Transition> {
         let passed = results.iter().all(|record| record.outcome.is_pass());
         self.rounds = self.rounds.saturating_add(1);
+        if results.iter().any(|record| record.outcome.is_error()) {
+            self.rounds_errored += 1;
+        } else if !passed {
+            self.rounds_failed += 1;
+        }
         if passed {
             self.consecutive_passes = self.consecutive_passes.saturating_add(1);
             self.consecutive_failures = 0;
@@ -453,12 +470,22 @@ pub struct ServiceView {
     pub consecutive_passes: u32,
     pub consecutive_failures: u32,
     pub rounds: u64,
+    /// Rounds so far by outcome.
+    pub rounds_by_result: RoundCounts,
     /// The current hold-down (doubled by flaps).
     pub hold_down_ms: u64,
     /// As of the view's `as_of_ms`.
     pub hold_down_remaining_ms: u64,
     pub last_round: Vec<CheckView>,
     pub on_unhealthy: UnhealthyAction,
+}
+
+/// Probe rounds of a service by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RoundCounts {
+    pub passed: u64,
+    pub failed: u64,
+    pub errored: u64,
 }
 
 /// Everything the engine, the control API and the metrics read about the location's health.
@@ -672,7 +699,12 @@ impl HealthBoard {
         if tracked.health.observed_healthy() {
             tracked.published = true;
             tracked.pending = None;
-        } else if tracked.published && tracked.pending.is_none() {
+        } else if tracked.published
+            && tracked.pending.is_none()
+            && tracked.health.consecutive_failures() > 0
+        {
+            // Only a failing round starts a withdrawal: a service left announced while it
+            // recovers (see the end of fail static in `settle`) keeps its routes while it passes.
             tracked.pending = Some(PendingWithdrawal {
                 since_seq: round_seq,
                 waiting: BTreeSet::new(),
@@ -753,7 +785,20 @@ impl HealthBoard {
                     self.version += 1;
                 }
             }
-            (Some(_), None) => {
+            (Some(fail), None) => {
+                // A service that was announced when fail static began and whose last round
+                // passed is recovering: it stays announced rather than flapping now and coming
+                // back `rise` rounds later. One that still fails takes its action at once.
+                let frozen = std::mem::take(&mut fail.frozen);
+                for (name, tracked) in &mut self.services {
+                    if frozen.get(name).copied().unwrap_or(true)
+                        && !tracked.published
+                        && tracked.health.consecutive_failures() == 0
+                    {
+                        tracked.published = true;
+                        tracked.pending = None;
+                    }
+                }
                 let reason = format!(
                     "{} of {} checked services unhealthy, {} with probes that could not run: \
                      below the thresholds",
@@ -864,6 +909,14 @@ impl HealthBoard {
                     consecutive_passes: health.consecutive_passes(),
                     consecutive_failures: health.consecutive_failures(),
                     rounds: health.rounds(),
+                    rounds_by_result: {
+                        let (passed, failed, errored) = health.rounds_by_result();
+                        RoundCounts {
+                            passed,
+                            failed,
+                            errored,
+                        }
+                    },
                     hold_down_ms: health.hold_down_ms(),
                     hold_down_remaining_ms: health.hold_down_remaining_ms(now_ms),
                     last_round: health
@@ -1282,6 +1335,75 @@ mod tests {
                 .iter()
                 .any(|event| matches!(event.kind, HealthEventKind::FailStaticDisengaged { .. }))
         );
+    }
+
+    #[test]
+    fn services_recovering_when_fail_static_ends_stay_announced() {
+        // rise 3: when fail static ends, b has passed twice and is not healthy yet.
+        let mut board = board_with(&["a", "b", "c", "d"], 3, 2);
+        let mut now = 0;
+        for _ in 0..3 {
+            for name in ["a", "b", "c", "d"] {
+                board.record_round(name, now, fail());
+                now += 10;
+            }
+            now += 1_000;
+        }
+        assert!(board.fail_static());
+        // The services come back one after the other; d stays down.
+        let mut withdrawn_while_recovering = Vec::new();
+        for (round, passing) in [
+            ["a"].as_slice(),
+            &["a", "b"],
+            &["a", "b", "c"],
+            &["a", "b", "c"],
+        ]
+        .iter()
+        .enumerate()
+        {
+            for name in ["a", "b", "c", "d"] {
+                let result = if passing.contains(&name) {
+                    pass()
+                } else {
+                    fail()
+                };
+                board.record_round(name, now, result);
+                now += 10;
+                for recovering in passing.iter() {
+                    if board.verdict(recovering) == Some(false) {
+                        withdrawn_while_recovering.push((round, *recovering));
+                    }
+                }
+            }
+            now += 1_000;
+        }
+        assert!(!board.fail_static());
+        assert!(
+            withdrawn_while_recovering.is_empty(),
+            "no recovering service is withdrawn: {withdrawn_while_recovering:?}"
+        );
+        assert_eq!(
+            board.verdict("d"),
+            Some(false),
+            "the one still failing is withdrawn"
+        );
+        assert_eq!(
+            board.tracker("b").map(ServiceHealth::state),
+            Some(HealthState::Healthy)
+        );
+        // c has passed twice (below rise), announced while it recovers: a failing round
+        // withdraws it again once the others have reported.
+        assert_eq!(board.verdict("c"), Some(true));
+        assert!(
+            !board
+                .tracker("c")
+                .is_some_and(ServiceHealth::observed_healthy)
+        );
+        board.record_round("c", now, fail());
+        for name in ["a", "b", "d"] {
+            board.record_round(name, now + 10, if name == "d" { fail() } else { pass() });
+        }
+        assert_eq!(board.verdict("c"), Some(false));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! probe could not run: timeout, spawn failure, a target that does not resolve, a broken runner).
 //!
 //! Owns: the probe sockets (HTTP/1.1 over TCP through hyper, TCP connect, DNS over UDP through
-//! `simple-dns`) and the processes of exec probes (`kill_on_drop`, so a timeout kills them).
+//! `simple-dns`) and the processes of exec probes (each in its own process group, killed with
+//! everything it started when the probe ends or times out).
 //!
 //! Must not touch: rise/fall and verdicts (`health.rs`), scheduling (`health_task.rs`).
 
@@ -293,12 +294,20 @@ async fn exec(command: &[String]) -> ProbeOutcome {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so that a timeout also kills what it started (`sh -c`).
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
     {
         Ok(child) => child,
         Err(err) => return error(format!("cannot run {program}: {err}")),
     };
+    let _group = ProcessGroupGuard(
+        child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(rustix::process::Pid::from_raw),
+    );
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let (stdout, stderr, status) =
@@ -320,6 +329,19 @@ async fn exec(command: &[String]) -> ProbeOutcome {
         fail(format!("{program}: {status}"))
     } else {
         fail(format!("{program}: {status}: {output}"))
+    }
+}
+
+/// Kills an exec probe's whole process group when the probe ends, by completion or by its
+/// timeout dropping the future: nothing a health check starts outlives it.
+struct ProcessGroupGuard(Option<rustix::process::Pid>);
+
+impl Drop for ProcessGroupGuard {
+    fn drop(&mut self) {
+        if let Some(group) = self.0 {
+            // ESRCH (the group is already gone) is the normal case.
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
     }
 }
 
@@ -616,6 +638,38 @@ mod tests {
         };
         assert!(detail.contains("exit status: 3"), "{detail}");
         assert!(detail.len() < EXEC_DETAIL_BYTES + 100, "{detail}");
+    }
+
+    #[tokio::test]
+    async fn exec_timeout_kills_what_the_command_started() {
+        let dir = std::env::temp_dir().join(format!("probe-group-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let pid_file = dir.join("grandchild.pid");
+        let script = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
+        let outcome = run_probe(
+            &exec_probe(&["/bin/sh", "-c", &script]),
+            Duration::from_millis(300),
+        )
+        .await;
+        assert!(matches!(outcome, ProbeOutcome::Error { .. }), "{outcome:?}");
+        let pid = std::fs::read_to_string(&pid_file).expect("the script wrote its child's pid");
+        let proc_path = std::path::PathBuf::from(format!("/proc/{}", pid.trim()));
+        // SIGKILL is asynchronous: give the kernel a moment to reap it (a zombie has no cmdline).
+        let mut alive = true;
+        for _ in 0..50 {
+            let cmdline = std::fs::read(proc_path.join("cmdline")).unwrap_or_default();
+            if cmdline.is_empty() {
+                alive = false;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            !alive,
+            "the grandchild {} outlived the probe's timeout",
+            pid.trim()
+        );
     }
 
     #[tokio::test]
