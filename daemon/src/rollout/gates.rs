@@ -82,6 +82,10 @@ pub struct ServiceHealth {
     pub checked: bool,
     pub healthy: bool,
     pub state: String,
+    /// Probe rounds run since the service's checks (re)started at this location.
+    pub rounds: u64,
+    /// The last round ran and every check of it passed.
+    pub last_round_passed: bool,
     /// `announce`, `withdraw` or `degrade`.
     pub action: String,
     pub drained: bool,
@@ -112,6 +116,11 @@ impl HealthView {
                         checked: service["checked"].as_bool().unwrap_or(false),
                         healthy: service["healthy"].as_bool().unwrap_or(false),
                         state: service["state"].as_str().unwrap_or("unknown").to_string(),
+                        rounds: service["rounds"].as_u64().unwrap_or(0),
+                        last_round_passed: service["last_round"].as_array().is_some_and(|checks| {
+                            !checks.is_empty()
+                                && checks.iter().all(|check| check["result"] == "pass")
+                        }),
                         action: service["action"].as_str().unwrap_or("announce").to_string(),
                         drained: service["drained"].as_bool().unwrap_or(false),
                     },
@@ -397,6 +406,15 @@ pub fn check_probes(health: &HealthView, services: &[String]) -> GateVerdict {
             Some(report) if !report.checked => unchecked.push(service.clone()),
             Some(report) if !report.healthy => {
                 unhealthy.push(format!("{service} ({})", report.state));
+            }
+            // A service starts `unknown`, which the daemon counts as healthy so that a restart
+            // withdraws nothing; a gate needs evidence: no round yet is no data, and a failed
+            // last round that has not reached `fall` is not a pass either.
+            Some(report) if report.rounds == 0 => {
+                unchecked.push(format!("{service} (no probe round yet)"));
+            }
+            Some(report) if !report.last_round_passed => {
+                unchecked.push(format!("{service} (last round did not pass)"));
             }
             Some(_) => {}
         }
@@ -870,11 +888,41 @@ mod tests {
             check_probes(&health, &services).result,
             GateResultKind::Inconclusive
         );
+        // Checked, counted healthy, but not probed yet (state unknown): no data.
         health.services.insert(
             "resolver".into(),
             ServiceHealth {
                 checked: true,
                 healthy: true,
+                ..ServiceHealth::default()
+            },
+        );
+        assert_eq!(
+            check_probes(&health, &services).result,
+            GateResultKind::Inconclusive
+        );
+        // Probed, still counted healthy, but the last round failed: not a pass.
+        health.services.insert(
+            "resolver".into(),
+            ServiceHealth {
+                checked: true,
+                healthy: true,
+                rounds: 1,
+                last_round_passed: false,
+                ..ServiceHealth::default()
+            },
+        );
+        assert_eq!(
+            check_probes(&health, &services).result,
+            GateResultKind::Inconclusive
+        );
+        health.services.insert(
+            "resolver".into(),
+            ServiceHealth {
+                checked: true,
+                healthy: true,
+                rounds: 2,
+                last_round_passed: true,
                 ..ServiceHealth::default()
             },
         );
