@@ -332,6 +332,18 @@ impl TestFleet {
             .collect()
     }
 
+    /// How many `POST /v1/apply` requests the daemon at `name` applied (from its audit log).
+    pub fn applied_pushes(&self, name: &str) -> Result<usize, FleetError> {
+        Ok(self
+            .audit(name)?
+            .iter()
+            .filter(|record| {
+                event_field(record, "endpoint").contains("/v1/apply")
+                    && event_field(record, "verdict") == "applied"
+            })
+            .count())
+    }
+
     /// The audit log of the daemon at `name`, one JSON value per line.
     pub fn audit(&self, name: &str) -> Result<Vec<Value>, FleetError> {
         let path = &self.location(name)?.audit_log;
@@ -935,6 +947,34 @@ impl Drop for RolloutRun {
 
 /// Processes whose command line contains one of `markers` (see
 /// [`TestFleet::process_markers`]), as `pid: command line`. Reads `/proc`.
+/// The JSON events of `topoctl rollout --json` output, one per line (other lines skipped).
+pub fn rollout_events(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// An event's `event` name (empty if absent).
+pub fn event_name(event: &Value) -> &str {
+    event_field(event, "event")
+}
+
+/// A string field of an event or audit record (empty if absent or not a string).
+pub fn event_field<'a>(event: &'a Value, name: &str) -> &'a str {
+    event.get(name).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The last record of a rollout state directory's journal (empty if there is none).
+pub fn journal_tail(state_dir: &Path) -> String {
+    std::fs::read_to_string(state_dir.join("journal.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
 pub fn leftover_processes(markers: &[String]) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();

@@ -37,12 +37,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use serde_json::Value;
-use topologyd_suite::fleet::{Generation, TestFleet, leftover_processes};
+use topologyd_suite::fleet::{
+    Generation, TestFleet, event_field, event_name, journal_tail, leftover_processes,
+    rollout_events,
+};
 use topologyd_suite::peers::alloc;
 
 /// How long one rollout may run before the test gives up on it.
@@ -268,27 +270,12 @@ fn all_names() -> Vec<&'static str> {
     LOCATIONS.iter().map(|(name, _, _)| *name).collect()
 }
 
-fn event_name(event: &Value) -> &str {
-    event.get("event").and_then(Value::as_str).unwrap_or("")
-}
-
-fn field<'a>(event: &'a Value, name: &str) -> &'a str {
-    event.get(name).and_then(Value::as_str).unwrap_or("")
-}
-
-fn events_of(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
-}
-
 /// The `time` of the first event named `name` (and matching `wave`, if given).
 fn event_time(events: &[Value], name: &str, wave: Option<&str>) -> f64 {
     events
         .iter()
         .find(|event| {
-            event_name(event) == name && wave.is_none_or(|wave| field(event, "wave") == wave)
+            event_name(event) == name && wave.is_none_or(|wave| event_field(event, "wave") == wave)
         })
         .and_then(|event| event.get("time").and_then(Value::as_f64))
         .unwrap_or(f64::NAN)
@@ -299,31 +286,12 @@ fn planned_hash(events: &[Value]) -> String {
     events
         .iter()
         .find(|event| event_name(event) == "planned")
-        .map(|event| field(event, "new_hash").to_string())
+        .map(|event| event_field(event, "new_hash").to_string())
         .unwrap_or_else(|| panic!("no `planned` event in {events:?}"))
 }
 
 fn generations(fleet: &TestFleet) -> BTreeMap<String, Generation> {
     check(fleet.generations(), "reading every generation")
-}
-
-/// Applied `POST /v1/apply` records in a daemon's audit log.
-fn applied_pushes(fleet: &TestFleet, name: &str) -> usize {
-    check(fleet.audit(name), "reading an audit log")
-        .iter()
-        .filter(|record| {
-            field(record, "endpoint").contains("/v1/apply") && field(record, "verdict") == "applied"
-        })
-        .count()
-}
-
-fn journal_tail(state_dir: &Path) -> String {
-    std::fs::read_to_string(state_dir.join("journal.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -396,7 +364,7 @@ fn rollouts_promote_good_changes_roll_back_the_resolver_incident_resume_and_paus
     arguments.extend(files_a.iter().map(String::as_str));
     let output = check(fleet.rollout(&arguments, ROLLOUT_TIMEOUT), "rollout a");
     assert_eq!(output.code, EXIT_COMPLETED, "{output}\n{}", fleet.report());
-    let events = events_of(&output.stdout);
+    let events = rollout_events(&output.stdout);
     assert_eq!(events.last().map(event_name), Some("completed"), "{output}");
     let hash_a = planned_hash(&events);
     // Waves in order, each location applied once, never before the previous wave passed.
@@ -405,7 +373,7 @@ fn rollouts_promote_good_changes_roll_back_the_resolver_incident_resume_and_paus
     for event in &events {
         match event_name(event) {
             "location_applied" => {
-                let wave = field(event, "wave");
+                let wave = event_field(event, "wave");
                 let expected_previous = match wave {
                     "canary" => None,
                     "eu" => Some("canary"),
@@ -419,9 +387,9 @@ fn rollouts_promote_good_changes_roll_back_the_resolver_incident_resume_and_paus
                         "{wave} applied before {previous} passed: {output}"
                     );
                 }
-                applied.push(field(event, "location").to_string());
+                applied.push(event_field(event, "location").to_string());
             }
-            "wave_passed" => passed.push(field(event, "wave").to_string()),
+            "wave_passed" => passed.push(event_field(event, "wave").to_string()),
             _ => {}
         }
     }
@@ -451,7 +419,11 @@ fn rollouts_promote_good_changes_roll_back_the_resolver_incident_resume_and_paus
     for (name, generation) in &after_a {
         assert_eq!(generation.hash, hash_a, "{name}: {after_a:?}");
         assert_eq!(generation.number, 2, "{name}: {after_a:?}");
-        assert_eq!(applied_pushes(&fleet, name), 1, "{name}");
+        assert_eq!(
+            check(fleet.applied_pushes(name), "reading an audit log"),
+            1,
+            "{name}"
+        );
     }
     assert!(
         journal_tail(&state_a).contains("completed"),
@@ -545,7 +517,7 @@ fn rollouts_promote_good_changes_roll_back_the_resolver_incident_resume_and_paus
         "{output}\n{}",
         fleet.report()
     );
-    let events = events_of(&output.stdout);
+    let events = rollout_events(&output.stdout);
     let hash_b = planned_hash(&events);
     let applied_at = event_time(&events, "location_applied", None);
     eprintln!(
@@ -555,8 +527,8 @@ fn rollouts_promote_good_changes_roll_back_the_resolver_incident_resume_and_paus
     );
     assert!(
         events.iter().any(|event| event_name(event) == "gate_failed"
-            && field(event, "wave") == "canary"
-            && field(event, "gate") == "resolver-vs-control"),
+            && event_field(event, "wave") == "canary"
+            && event_field(event, "gate") == "resolver-vs-control"),
         "the canary-versus-control gate fails in the canary wave: {output}"
     );
     assert!(
@@ -568,13 +540,13 @@ fn rollouts_promote_good_changes_roll_back_the_resolver_incident_resume_and_paus
     let applied_b: BTreeSet<&str> = events
         .iter()
         .filter(|event| event_name(event) == "location_applied")
-        .map(|event| field(event, "location"))
+        .map(|event| event_field(event, "location"))
         .collect();
     assert_eq!(applied_b, CANARY.into_iter().collect(), "{output}");
     let rolled_back: BTreeSet<&str> = events
         .iter()
         .filter(|event| event_name(event) == "location_rolled_back")
-        .map(|event| field(event, "location"))
+        .map(|event| event_field(event, "location"))
         .collect();
     assert_eq!(rolled_back, CANARY.into_iter().collect(), "{output}");
     assert_eq!(
@@ -645,7 +617,12 @@ fn rollouts_promote_good_changes_roll_back_the_resolver_incident_resume_and_paus
     let before_c = generations(&fleet);
     let pushes_before: BTreeMap<&str, usize> = all_names()
         .into_iter()
-        .map(|name| (name, applied_pushes(&fleet, name)))
+        .map(|name| {
+            (
+                name,
+                check(fleet.applied_pushes(name), "reading an audit log"),
+            )
+        })
         .collect();
     let mut arguments = vec![
         "start",
@@ -659,7 +636,7 @@ fn rollouts_promote_good_changes_roll_back_the_resolver_incident_resume_and_paus
     let mut run = check(fleet.spawn_rollout(&arguments), "starting rollout c");
     check(
         run.wait_event("the bake of wave 1", ROLLOUT_TIMEOUT, |event| {
-            event_name(event) == "baking" && field(event, "wave") == "eu"
+            event_name(event) == "baking" && event_field(event, "wave") == "eu"
         }),
         "rollout c",
     );
@@ -691,7 +668,7 @@ fn rollouts_promote_good_changes_roll_back_the_resolver_incident_resume_and_paus
         "{resumed}\n{}",
         fleet.report()
     );
-    events.extend(events_of(&resumed.stdout));
+    events.extend(rollout_events(&resumed.stdout));
     assert_eq!(
         events.last().map(event_name),
         Some("completed"),
@@ -707,15 +684,15 @@ fn rollouts_promote_good_changes_roll_back_the_resolver_incident_resume_and_paus
             "{name}: exactly one new generation: {before_c:?} → {after_c:?}"
         );
         assert_eq!(
-            applied_pushes(&fleet, name),
+            check(fleet.applied_pushes(name), "reading an audit log"),
             pushes_before[name] + 1,
             "{name}: exactly one applied push in the audit log"
         );
         let last_apply = check(fleet.audit(name), "reading an audit log")
             .into_iter()
             .rfind(|record| {
-                field(record, "endpoint").contains("/v1/apply")
-                    && field(record, "verdict") == "applied"
+                event_field(record, "endpoint").contains("/v1/apply")
+                    && event_field(record, "verdict") == "applied"
             })
             .and_then(|record| record.get("generation_after").and_then(Value::as_u64));
         assert_eq!(
@@ -819,14 +796,14 @@ fn rollouts_promote_good_changes_roll_back_the_resolver_incident_resume_and_paus
     );
     assert!(
         events.iter().any(|event| event_name(event) == "gate_result"
-            && field(event, "gate") == "resolver-vs-control"
-            && field(event, "result") == "inconclusive"),
+            && event_field(event, "gate") == "resolver-vs-control"
+            && event_field(event, "result") == "inconclusive"),
         "{output}"
     );
     assert!(
         !events.iter().any(|event| event_name(event) == "gate_result"
-            && field(event, "gate") == "resolver-vs-control"
-            && field(event, "result") == "pass"),
+            && event_field(event, "gate") == "resolver-vs-control"
+            && event_field(event, "result") == "pass"),
         "no data is never a pass: {output}"
     );
     assert_eq!(events.last().map(event_name), Some("aborted"), "{output}");

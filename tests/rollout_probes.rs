@@ -34,7 +34,10 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use serde_json::Value;
-use topologyd_suite::fleet::{Generation, TestFleet, WatchReport, leftover_processes};
+use topologyd_suite::fleet::{
+    Generation, TestFleet, WatchReport, event_field, event_name, journal_tail, leftover_processes,
+    rollout_events,
+};
 
 /// How long one rollout may run before the test gives up on it.
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -161,21 +164,6 @@ fn generations(fleet: &TestFleet) -> BTreeMap<String, Generation> {
     check(fleet.generations(), "reading every generation")
 }
 
-fn event_name(event: &Value) -> &str {
-    event.get("event").and_then(Value::as_str).unwrap_or("")
-}
-
-fn field<'a>(event: &'a Value, name: &str) -> &'a str {
-    event.get(name).and_then(Value::as_str).unwrap_or("")
-}
-
-fn events_of(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
-}
-
 fn named<'a>(events: &'a [Value], name: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
     events.iter().filter(move |event| event_name(event) == name)
 }
@@ -183,7 +171,7 @@ fn named<'a>(events: &'a [Value], name: &'a str) -> impl Iterator<Item = &'a Val
 /// The `locations` of the events named `name`, in order.
 fn locations_of(events: &[Value], name: &str) -> Vec<String> {
     named(events, name)
-        .map(|event| field(event, "location").to_string())
+        .map(|event| event_field(event, "location").to_string())
         .collect()
 }
 
@@ -216,7 +204,7 @@ fn check_plan(events: &[Value], output: &impl Display) -> (String, String) {
                     .collect()
             };
             (
-                field(wave, "name").to_string(),
+                event_field(wave, "name").to_string(),
                 strings("locations"),
                 strings("gates"),
             )
@@ -239,32 +227,13 @@ fn check_plan(events: &[Value], output: &impl Display) -> (String, String) {
         ],
         "the wave plan: {output}"
     );
-    let old_hash = field(planned, "old_hash").to_string();
-    let new_hash = field(planned, "new_hash").to_string();
+    let old_hash = event_field(planned, "old_hash").to_string();
+    let new_hash = event_field(planned, "new_hash").to_string();
     assert!(
         !old_hash.is_empty() && !new_hash.is_empty() && old_hash != new_hash,
         "{planned}"
     );
     (old_hash, new_hash)
-}
-
-/// Applied `POST /v1/apply` records in a daemon's audit log.
-fn applied_pushes(fleet: &TestFleet, name: &str) -> usize {
-    check(fleet.audit(name), "reading an audit log")
-        .iter()
-        .filter(|record| {
-            field(record, "endpoint").contains("/v1/apply") && field(record, "verdict") == "applied"
-        })
-        .count()
-}
-
-fn journal_tail(state_dir: &Path) -> String {
-    std::fs::read_to_string(state_dir.join("journal.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// `topoctl health` at `name`: the daemon's `GET /v1/health`.
@@ -359,7 +328,7 @@ fn the_probes_gate_rolls_back_a_failing_probe_and_promotes_a_passing_one() {
         "{output}\n{}",
         fleet.report()
     );
-    let events = events_of(&output.stdout);
+    let events = rollout_events(&output.stdout);
     let (old_hash, bad_hash) = check_plan(&events, &output);
     assert_eq!(old_hash, base_hash, "{output}");
     assert_eq!(
@@ -369,33 +338,37 @@ fn the_probes_gate_rolls_back_a_failing_probe_and_promotes_a_passing_one() {
     );
     // The probes gate failed in the canary wave, on ams01's `time` probe.
     let probe_failures: Vec<&Value> = named(&events, "gate_result")
-        .filter(|event| field(event, "gate") == "probes" && field(event, "result") == "fail")
+        .filter(|event| {
+            event_field(event, "gate") == "probes" && event_field(event, "result") == "fail"
+        })
         .collect();
     assert!(
         probe_failures
             .iter()
-            .all(|event| field(event, "wave") == "canary")
+            .all(|event| event_field(event, "wave") == "canary")
             && !probe_failures.is_empty(),
         "a failing probes gate_result in the canary wave: {output}"
     );
     let gate_failed: Vec<&Value> = named(&events, "gate_failed").collect();
     assert_eq!(gate_failed.len(), 1, "{output}");
     let failed = gate_failed[0];
-    assert_eq!(field(failed, "gate"), "probes", "{output}");
-    assert_eq!(field(failed, "wave"), "canary", "{output}");
-    let detail = field(failed, "detail");
+    assert_eq!(event_field(failed, "gate"), "probes", "{output}");
+    assert_eq!(event_field(failed, "wave"), "canary", "{output}");
+    let detail = event_field(failed, "detail");
     assert!(
         detail.contains(CANARY) && detail.contains("time") && detail.contains("unhealthy"),
         "the failure names the location and the service: {detail}"
     );
     // The daemon gate accepts a route withdrawn by health: it never fails.
     assert!(
-        !named(&events, "gate_result")
-            .any(|event| field(event, "gate") == "daemons" && field(event, "result") == "fail"),
+        !named(&events, "gate_result").any(|event| event_field(event, "gate") == "daemons"
+            && event_field(event, "result") == "fail"),
         "{output}"
     );
     let early_passes = named(&events, "gate_result")
-        .filter(|event| field(event, "gate") == "probes" && field(event, "result") == "pass")
+        .filter(|event| {
+            event_field(event, "gate") == "probes" && event_field(event, "result") == "pass"
+        })
         .count();
     if early_passes > 0 {
         eprintln!(
@@ -404,7 +377,7 @@ fn the_probes_gate_rolls_back_a_failing_probe_and_promotes_a_passing_one() {
     }
     assert_eq!(named(&events, "wave_passed").count(), 0, "{output}");
     let started_waves: Vec<&str> = named(&events, "wave_started")
-        .map(|event| field(event, "wave"))
+        .map(|event| event_field(event, "wave"))
         .collect();
     assert_eq!(started_waves, ["canary"], "{output}");
     assert_eq!(
@@ -452,12 +425,16 @@ fn the_probes_gate_rolls_back_a_failing_probe_and_promotes_a_passing_one() {
     for name in REST {
         assert_eq!(after_bad[name], before[name], "{name} never applied");
         assert_eq!(
-            applied_pushes(&fleet, name),
+            check(fleet.applied_pushes(name), "reading an audit log"),
             0,
             "{name}: no apply in its audit"
         );
     }
-    assert_eq!(applied_pushes(&fleet, CANARY), 1, "{CANARY}'s audit");
+    assert_eq!(
+        check(fleet.applied_pushes(CANARY), "reading an audit log"),
+        1,
+        "{CANARY}'s audit"
+    );
     let canary_health = health(&fleet, CANARY);
     assert!(
         canary_health["services"].get("time").is_none(),
@@ -518,7 +495,7 @@ fn the_probes_gate_rolls_back_a_failing_probe_and_promotes_a_passing_one() {
     let state_good = check(fleet.state_dir("rollout-good"), "a state directory");
     let output = start_rollout(&fleet, &fleet_file, &state_good, &files_good);
     assert_eq!(output.code, EXIT_COMPLETED, "{output}\n{}", fleet.report());
-    let events = events_of(&output.stdout);
+    let events = rollout_events(&output.stdout);
     let (old_hash, good_hash) = check_plan(&events, &output);
     assert_eq!(old_hash, base_hash, "{output}");
     assert_ne!(good_hash, bad_hash, "the probe command is part of the hash");
@@ -529,8 +506,8 @@ fn the_probes_gate_rolls_back_a_failing_probe_and_promotes_a_passing_one() {
     let mut sequence: Vec<String> = Vec::new();
     for event in &events {
         match event_name(event) {
-            "location_applied" => sequence.push(field(event, "location").to_string()),
-            "wave_passed" => sequence.push(format!("passed {}", field(event, "wave"))),
+            "location_applied" => sequence.push(event_field(event, "location").to_string()),
+            "wave_passed" => sequence.push(format!("passed {}", event_field(event, "wave"))),
             _ => {}
         }
     }
@@ -541,9 +518,9 @@ fn the_probes_gate_rolls_back_a_failing_probe_and_promotes_a_passing_one() {
     );
     for wave in ["canary", "rest"] {
         assert!(
-            named(&events, "gate_result").any(|event| field(event, "wave") == wave
-                && field(event, "gate") == "probes"
-                && field(event, "result") == "pass"),
+            named(&events, "gate_result").any(|event| event_field(event, "wave") == wave
+                && event_field(event, "gate") == "probes"
+                && event_field(event, "result") == "pass"),
             "the probes gate passed in {wave}: {output}"
         );
     }
