@@ -11,8 +11,9 @@
 //! The text exposition is OpenMetrics: counters get a `_total` suffix and metrics registered with
 //! a unit get the unit as a suffix (`topologyd_apply_duration` → `topologyd_apply_duration_seconds`).
 
+use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -276,6 +277,8 @@ pub struct Metrics {
     service_drained: Family<ServiceLabels, Gauge>,
     location_drained: Gauge,
     local_addresses_bound: Gauge,
+    /// The services [`Metrics::set_services`] last reported.
+    known_services: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Default for Metrics {
@@ -393,6 +396,7 @@ impl Metrics {
             service_drained,
             location_drained,
             local_addresses_bound,
+            known_services: Arc::new(Mutex::new(BTreeSet::new())),
             registry: Arc::new(registry),
             session_state,
             routes_desired,
@@ -504,18 +508,49 @@ impl Metrics {
     /// Records the per-service state of this location: health verdicts (checked services only),
     /// actions, drains and routes announced. Series of services no longer listed disappear.
     pub fn set_services(&self, services: &[ServiceReport]) {
-        self.service_healthy.clear();
-        self.service_routes_announced.clear();
-        self.service_action.clear();
-        self.service_drained.clear();
+        // Series are updated in place and only departed services' series removed: clearing
+        // first would let a scrape in between see a service without its series.
+        let current: BTreeSet<String> = services
+            .iter()
+            .map(|report| report.service.clone())
+            .collect();
+        let departed: Vec<String> = {
+            // A poisoned lock only means another update panicked; the set is still usable.
+            let mut known = self
+                .known_services
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let departed = known.difference(&current).cloned().collect();
+            known.clone_from(&current);
+            departed
+        };
+        for service in departed {
+            let labels = ServiceLabels {
+                service: service.clone(),
+            };
+            self.service_healthy.remove(&labels);
+            self.service_routes_announced.remove(&labels);
+            self.service_drained.remove(&labels);
+            for action in ["announce", "withdraw", "degrade"] {
+                self.service_action.remove(&ServiceActionLabels {
+                    service: service.clone(),
+                    action: action.to_owned(),
+                });
+            }
+        }
         for report in services {
             let labels = ServiceLabels {
                 service: report.service.clone(),
             };
-            if let Some(healthy) = report.healthy {
-                self.service_healthy
-                    .get_or_create(&labels)
-                    .set(i64::from(healthy));
+            match report.healthy {
+                Some(healthy) => {
+                    self.service_healthy
+                        .get_or_create(&labels)
+                        .set(i64::from(healthy));
+                }
+                None => {
+                    self.service_healthy.remove(&labels);
+                }
             }
             self.service_routes_announced
                 .get_or_create(&labels)
@@ -678,6 +713,27 @@ mod tests {
             !text.contains("generation=\"41\""),
             "stale generation info:\n{text}"
         );
+    }
+
+    #[test]
+    fn departed_services_lose_their_series_and_present_ones_keep_them() {
+        let metrics = Metrics::new();
+        let report = |service: &str, healthy| ServiceReport {
+            service: service.into(),
+            healthy,
+            action: "announce",
+            drained: false,
+            routes_announced: 1,
+        };
+        metrics.set_services(&[report("web", Some(true)), report("dns", None)]);
+        let text = metrics.render().unwrap();
+        assert!(text.contains("topologyd_service_healthy{service=\"web\"} 1"));
+        assert!(!text.contains("topologyd_service_healthy{service=\"dns\"}"));
+        assert!(text.contains("topologyd_service_routes_announced{service=\"dns\"} 1"));
+        metrics.set_services(&[report("web", Some(false))]);
+        let text = metrics.render().unwrap();
+        assert!(text.contains("topologyd_service_healthy{service=\"web\"} 0"));
+        assert!(!text.contains("service=\"dns\""), "{text}");
     }
 
     #[test]
