@@ -61,6 +61,26 @@ pub struct SourceBundle {
     pub sources: Vec<SourceFile>,
 }
 
+impl SourceBundle {
+    /// The bundle a pusher sends for files read from disk: each named by its file name alone
+    /// (the daemon's diagnostics then say `services.toml:3:1`, not the pusher's paths).
+    pub fn from_files(sources: Vec<topologyd_config::Source>) -> SourceBundle {
+        SourceBundle {
+            sources: sources
+                .into_iter()
+                .map(|source| SourceFile {
+                    name: Path::new(&source.name)
+                        .file_name()
+                        .map_or(source.name.clone(), |name| {
+                            name.to_string_lossy().into_owned()
+                        }),
+                    text: source.text,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// What is recorded about an applied generation besides its sources.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenerationMeta {

@@ -125,6 +125,18 @@ pub struct Intent {
 }
 
 impl Intent {
+    /// An intent from `--intent` arguments (`service:NAME`) and `--override` arguments.
+    pub fn from_arguments(intents: &[String], overrides: &[String]) -> Result<Intent, IntentError> {
+        let mut intent = Intent::default();
+        for argument in intents {
+            intent.parse_arg(argument)?;
+        }
+        for argument in overrides {
+            intent.parse_override(argument)?;
+        }
+        Ok(intent)
+    }
+
     /// Adds one `--intent` argument: `service:NAME`.
     pub fn parse_arg(&mut self, argument: &str) -> Result<(), IntentError> {
         match argument.split_once(':') {

@@ -6,13 +6,13 @@
 //! 2 changes allowed, 3 refused by a guard, 4 invalid topology.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 use topologyd::control_client::{ClientError, ControlClient};
-use topologyd::engine_api::{SourceBundle, SourceFile};
+use topologyd::engine_api::SourceBundle;
 use topologyd::rollout::commands as rollout;
 use topologyd::rollout::journal::Command as RolloutControl;
 use topologyd::tls::{TlsFiles, client_config};
@@ -268,18 +268,7 @@ struct IntentArguments {
 
 impl IntentArguments {
     fn intent(&self) -> Result<Intent, String> {
-        let mut intent = Intent::default();
-        for argument in &self.intents {
-            intent
-                .parse_arg(argument)
-                .map_err(|error| error.to_string())?;
-        }
-        for argument in &self.overrides {
-            intent
-                .parse_override(argument)
-                .map_err(|error| error.to_string())?;
-        }
-        Ok(intent)
+        Intent::from_arguments(&self.intents, &self.overrides).map_err(|error| error.to_string())
     }
 
     fn lines(&self) -> Vec<String> {
@@ -590,20 +579,7 @@ fn run(command: Command) -> Result<i32, String> {
 }
 
 fn bundle_of(files: &[PathBuf]) -> Result<SourceBundle, String> {
-    let sources = read(files)?;
-    Ok(SourceBundle {
-        sources: sources
-            .into_iter()
-            .map(|source| SourceFile {
-                name: Path::new(&source.name)
-                    .file_name()
-                    .map_or(source.name.clone(), |name| {
-                        name.to_string_lossy().into_owned()
-                    }),
-                text: source.text,
-            })
-            .collect(),
-    })
+    Ok(SourceBundle::from_files(read(files)?))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {

@@ -34,7 +34,7 @@ use super::waves::assign_waves;
 use super::{EXIT_COMPLETED, EXIT_ERROR, EXIT_REFUSED, exit_code_of};
 use crate::admin::{AdminServer, Readiness};
 use crate::control_client::ControlClient;
-use crate::state_store::{SourceBundle, SourceFile};
+use crate::state_store::SourceBundle;
 
 /// The lock file a running controller holds (`flock`) in the state directory.
 pub const LOCK_FILE: &str = "lock";
@@ -115,35 +115,13 @@ pub fn start(options: StartOptions) -> i32 {
 }
 
 fn parse_intent(intents: &[String], overrides: &[String]) -> Result<(Intent, Vec<String>), String> {
-    let mut intent = Intent::default();
-    for argument in intents {
-        intent
-            .parse_arg(argument)
-            .map_err(|error| error.to_string())?;
-    }
-    for argument in overrides {
-        intent
-            .parse_override(argument)
-            .map_err(|error| error.to_string())?;
-    }
+    let intent = Intent::from_arguments(intents, overrides).map_err(|error| error.to_string())?;
     Ok((intent, intents.iter().chain(overrides).cloned().collect()))
 }
 
 fn bundle_of(files: &[PathBuf]) -> Result<SourceBundle, String> {
     let sources = load_sources(files).map_err(|error| error.to_string())?;
-    Ok(SourceBundle {
-        sources: sources
-            .into_iter()
-            .map(|source| SourceFile {
-                name: Path::new(&source.name)
-                    .file_name()
-                    .map_or(source.name.clone(), |name| {
-                        name.to_string_lossy().into_owned()
-                    }),
-                text: source.text,
-            })
-            .collect(),
-    })
+    Ok(SourceBundle::from_files(sources))
 }
 
 /// `GET /v1/status` of every location, concurrently.
