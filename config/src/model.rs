@@ -18,10 +18,15 @@ pub const DEFAULT_IPV4_LONGEST_ANNOUNCE: u8 = 24;
 pub const DEFAULT_IPV6_SHORTEST_ANNOUNCE: u8 = 16;
 /// Longest IPv6 route announced by default (a /48 is the longest most networks accept).
 pub const DEFAULT_IPV6_LONGEST_ANNOUNCE: u8 = 48;
-/// G4 default: a plan may withdraw at most this share of the announced route×location pairs.
+/// G4 default: a plan may lose at most this share of the announced route×location pairs, and a
+/// location is *hit* when it loses more than this share of its own pairs.
 pub const DEFAULT_MAX_WITHDRAWN_PAIR_SHARE: f64 = 0.10;
-/// G4 default: a plan may make at most this share of announcing locations lose any route.
+/// G4 default: a plan may hit (see [`DEFAULT_MAX_WITHDRAWN_PAIR_SHARE`]) at most this share of
+/// the announcing locations.
 pub const DEFAULT_MAX_AFFECTED_LOCATION_SHARE: f64 = 0.25;
+/// G4 default: a change that loses at most this many routes (anywhere), or that loses routes at
+/// one location only, is well-scoped: the two shares above do not apply to it.
+pub const DEFAULT_SMALL_CHANGE_ROUTES: u64 = 8;
 
 /// A value and where it was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +199,7 @@ pub struct Settings {
     pub ipv6_announce_lengths: LengthLimits,
     pub max_withdrawn_pair_share: f64,
     pub max_affected_location_share: f64,
+    pub small_change_routes: u64,
 }
 
 impl Default for Settings {
@@ -209,6 +215,7 @@ impl Default for Settings {
             },
             max_withdrawn_pair_share: DEFAULT_MAX_WITHDRAWN_PAIR_SHARE,
             max_affected_location_share: DEFAULT_MAX_AFFECTED_LOCATION_SHARE,
+            small_change_routes: DEFAULT_SMALL_CHANGE_ROUTES,
         }
     }
 }

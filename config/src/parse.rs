@@ -58,6 +58,7 @@ pub(crate) struct LengthLimitsFile {
 pub(crate) struct BlastRadiusFile {
     max_withdrawn_pair_share: Option<Spanned<f64>>,
     max_affected_location_share: Option<Spanned<f64>>,
+    small_change_routes: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -1254,6 +1255,9 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
                 }
             }
             if let Some(blast_radius) = settings.blast_radius {
+                if let Some(routes) = &blast_radius.small_change_routes {
+                    raw.settings.small_change_routes = *routes.get_ref();
+                }
                 for (value, target) in [
                     (
                         blast_radius.max_withdrawn_pair_share,

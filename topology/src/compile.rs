@@ -12,8 +12,10 @@
 //! more-specific binding whose service is absent at a location announcing the covering route);
 //! an active service with bound routes whose topology matches no location at all; a service's
 //! local address that no binding of the service itself covers (all of it, by longest match).
-//! Warnings: a service without bindings; a binding to a pending service under an announced
-//! route; an advertised prefix whose routes belong to a pending service; an active service with
+//! A more-specific binding to a *pending* service under an announced route is a blackhole by
+//! construction too: a pending service runs nowhere.
+//! Warnings: a service without bindings; location attribute values that differ only in case
+//! (`eu` and `EU` select different locations); an advertised prefix whose routes belong to a pending service; an active service with
 //! bound routes whose topology matches locations but no live one. That last case is a warning,
 //! not an error, on purpose: it is how a topology change withdraws routes that are announced
 //! today (the resolver incident), and refusing that is the plan's job (G3), which names every
@@ -87,6 +89,30 @@ pub fn compile_owned(sources: Vec<Source>, generation: u64) -> Result<Topology, 
     compile(sources, generation)
 }
 
+/// [`compile`] for a change to `baseline` (the topology running today): findings that involve
+/// two places, such as a cidr bound twice, are reported at the place the change added, with the
+/// place that was already there named in the help line.
+pub fn compile_against(
+    sources: impl IntoSources,
+    generation: u64,
+    baseline: &Topology,
+) -> Result<Topology, Diagnostics> {
+    compile_raw_with(
+        parse_topology_sources_owned(sources.into_sources())?,
+        generation,
+        Some(baseline),
+    )
+}
+
+/// Whether `baseline` binds exactly `cidr` to the service called `service`.
+fn baseline_binds(baseline: Option<&Topology>, cidr: &IpNet, service: &str) -> bool {
+    baseline.is_some_and(|baseline| {
+        baseline
+            .longest_binding(cidr)
+            .is_some_and(|(bound, name)| bound == *cidr && name == service)
+    })
+}
+
 /// A sort key ordering networks exactly like `IpNet`'s `Ord` (IPv4 first, then by address,
 /// then by length), but compared as plain integers.
 fn network_key(network: &IpNet) -> (u8, u128, u8) {
@@ -114,7 +140,7 @@ fn family_name(network: &IpNet) -> &'static str {
     }
 }
 
-fn levenshtein(left: &str, right: &str) -> usize {
+pub(crate) fn levenshtein(left: &str, right: &str) -> usize {
     let right: Vec<char> = right.chars().collect();
     let mut row: Vec<usize> = (0..=right.len()).collect();
     for (index, left_char) in left.chars().enumerate() {
@@ -300,8 +326,65 @@ fn validate_network(network: &Located<IpNet>, what: &str, collector: &mut Collec
     truncated
 }
 
+/// Warns about location attribute values that differ only in case (`eu` and `EU`): selectors
+/// compare exactly, so one of them is almost certainly a slip that silently changes what a
+/// selector matches. Reported at the first use of each less common spelling.
+fn warn_case_variants(raw: &RawTopology, location_order: &[usize], collector: &mut Collector) {
+    type Field = fn(&topologyd_config::RawLocation) -> Vec<&Located<String>>;
+    let fields: [(&str, Field); 4] = [
+        ("region", |location| vec![&location.region]),
+        ("metro", |location| vec![&location.metro]),
+        ("country", |location| vec![&location.country]),
+        ("tag", |location| location.tags.iter().collect()),
+    ];
+    for (attribute, values_of) in fields {
+        // lower-cased value -> spelling -> (uses, first use)
+        let mut spellings: BTreeMap<String, BTreeMap<&str, (usize, &Located<String>)>> =
+            BTreeMap::new();
+        for index in location_order {
+            for value in values_of(&raw.locations[*index]) {
+                let entry = spellings
+                    .entry(value.value.to_lowercase())
+                    .or_default()
+                    .entry(value.value.as_str())
+                    .or_insert((0, value));
+                entry.0 += 1;
+            }
+        }
+        for variants in spellings.values().filter(|variants| variants.len() > 1) {
+            let Some((common, (common_uses, _))) =
+                variants.iter().max_by_key(|(_, (uses, _))| *uses)
+            else {
+                continue;
+            };
+            for (spelling, (uses, first)) in variants {
+                if spelling == common {
+                    continue;
+                }
+                collector.warning(
+                    Some(first.span),
+                    format!(
+                        "{attribute} `{}` ({uses} location(s)) differs only in case from `{}` ({common_uses} location(s)); selectors compare exactly, so they select different locations",
+                        spelling.escape_debug(),
+                        common.escape_debug()
+                    ),
+                    Some(format!("write `{}` if it is the same {attribute}", common.escape_debug())),
+                );
+            }
+        }
+    }
+}
+
 /// Compiles a parsed topology into generation `generation`.
 pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagnostics> {
+    compile_raw_with(raw, generation, None)
+}
+
+fn compile_raw_with(
+    raw: RawTopology,
+    generation: u64,
+    baseline: Option<&Topology>,
+) -> Result<Topology, Diagnostics> {
     let mut collector = Collector::new();
     let sources = &raw.sources;
     let settings = raw.settings.clone();
@@ -358,6 +441,7 @@ pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagno
         }
     }
     let attribute_index = AttributeIndex::new(&locations);
+    warn_case_variants(&raw, &location_order, &mut collector);
 
     // Services.
     let service_order = sort_and_deduplicate(
@@ -645,18 +729,29 @@ pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagno
     let mut bindings: Vec<Binding> = Vec::with_capacity(binding_candidates.len());
     let mut prefix_cursor = 0_usize;
     for (service, span, cidr) in binding_candidates {
-        if let Some(last) = bindings.last()
+        if let Some(last) = bindings.last_mut()
             && last.cidr == cidr
         {
+            // Report the binding the change added; the one already running is named in help.
+            let (kept, added) = if baseline_binds(baseline, &cidr, &services[service as usize].name)
+                && !baseline_binds(baseline, &cidr, &services[last.service as usize].name)
+            {
+                let replaced = (last.service, last.span);
+                last.service = service;
+                last.span = span;
+                ((service, span), replaced)
+            } else {
+                ((last.service, last.span), (service, span))
+            };
             collector.error(
-                Some(span),
+                Some(added.1),
                 format!(
                     "{cidr} is bound twice: already bound to service `{}`",
-                    services[last.service as usize].name
+                    services[kept.0 as usize].name
                 ),
                 Some(format!(
-                    "the first binding is at {}; a cidr has exactly one service, so remove one (bind a more-specific cidr to layer another service)",
-                    sources.locate(last.span)
+                    "the other binding is at {}; a cidr has exactly one service, so remove one (bind a more-specific cidr to layer another service)",
+                    sources.locate(kept.1)
                 )),
             );
             continue;
@@ -878,18 +973,20 @@ pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagno
             continue;
         }
         if layered_service.lifecycle == Lifecycle::Pending {
-            collector.warning(
+            // A pending service runs nowhere: the binding's addresses would arrive with the
+            // covering route and find no service to handle them.
+            collector.error(
                 Some(binding.span),
                 format!(
-                    "binding {} is bound to pending service `{}` under route {}, which is announced at {} location(s): its traffic arrives where `{}` does not run yet",
+                    "blackhole by construction: binding {} is bound to pending service `{}` under route {} (service `{}`), which is announced at {} location(s): its traffic would arrive where no service handles it",
                     binding.cidr,
                     layered_service.name,
                     route.prefix,
+                    route_service.name,
                     route_service.announcing.len(),
-                    layered_service.name
                 ),
                 Some(format!(
-                    "activate `{}` or add the binding when the service is ready",
+                    "activate `{}` first (lifecycle = \"active\", with a topology covering those locations), or add the binding when the service is ready",
                     layered_service.name
                 )),
             );
@@ -1012,6 +1109,12 @@ fn canonical_hash(
     }
     hasher.number(settings.max_withdrawn_pair_share.to_bits());
     hasher.number(settings.max_affected_location_share.to_bits());
+    // Hashed only when set, so that topologies written before the setting existed keep their
+    // hash (daemons of two releases must agree on it during a rollout).
+    if settings.small_change_routes != topologyd_config::DEFAULT_SMALL_CHANGE_ROUTES {
+        hasher.text("small_change_routes");
+        hasher.number(settings.small_change_routes);
+    }
     hasher.number(locations.len() as u64);
     for location in locations {
         for text in [
@@ -1361,7 +1464,7 @@ service = "web"
     }
 
     #[test]
-    fn warns_about_unused_and_pending_services() {
+    fn a_pending_service_under_an_announced_route_is_a_blackhole() {
         let services = format!(
             "{SERVICES}\n[[service]]\nname = \"later\"\nlifecycle = \"pending\"\ntopology = \"all\"\n"
         );
@@ -1381,14 +1484,42 @@ cidr = "192.0.2.64/26"
 service = "later"
 "#;
         let text = errors(&services, prefixes);
+        assert!(
+            text.contains("prefixes.toml:13:8: error: blackhole by construction: binding 192.0.2.64/26 is bound to pending service `later` under route 192.0.2.0/24"),
+            "{text}"
+        );
+        assert!(text.contains("activate `later` first"), "{text}");
+        // Not advertised: nothing arrives, so nothing is blackholed; only the unused service
+        // is worth a warning.
+        let text = errors(
+            &services,
+            &prefixes.replace("advertise = true", "advertise = false"),
+        );
         assert!(text.starts_with("OK"), "{text}");
         assert!(
             text.contains("warning: service `eu-only` has no bindings"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn attribute_values_differing_only_in_case_are_warned_about() {
+        let fleet = "[[location]]\nname = \"a1\"\nregion = \"eu\"\nmetro = \"AMS\"\ncountry = \"NL\"\nstate = \"live\"\n\
+                     [[location]]\nname = \"a2\"\nregion = \"eu\"\nmetro = \"AMS\"\ncountry = \"NL\"\nstate = \"live\"\n\
+                     [[location]]\nname = \"a3\"\nregion = \"EU\"\nmetro = \"AMS\"\ncountry = \"NL\"\nstate = \"live\"\n\
+                     [[service]]\nname = \"web\"\ntopology = \"all\"\n\
+                     [[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n\
+                     [[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"web\"\n";
+        let topology = compile(&[Source::new("t.toml", fleet)], 1).unwrap();
+        let warnings: Vec<String> = topology
+            .warnings()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
-            text.contains("warning: binding 192.0.2.64/26 is bound to pending service `later`"),
-            "{text}"
+            warnings[0].starts_with("t.toml:15:10: warning: region `EU` (1 location(s)) differs only in case from `eu` (2 location(s))"),
+            "{warnings:?}"
         );
     }
 

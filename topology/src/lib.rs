@@ -17,7 +17,8 @@ mod plan;
 mod render;
 
 pub use compile::{
-    IntoSources, MAX_ROUTES_PER_PREFIX, SourceBundle, compile, compile_owned, compile_raw,
+    IntoSources, MAX_ROUTES_PER_PREFIX, SourceBundle, compile, compile_against, compile_owned,
+    compile_raw,
 };
 pub use location_set::LocationSet;
 pub use model::{

@@ -34,6 +34,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use topologyd_config::{Lifecycle, LocationState};
 
+use topologyd_config::Diagnostic;
+
 use crate::location_set::LocationSet;
 use crate::model::{AnnouncedRoute, Route, Topology};
 
@@ -48,12 +50,20 @@ pub const EXIT_REFUSED: i32 = 3;
 /// Exit code: a topology does not compile (no plan could be made).
 pub const EXIT_INVALID: i32 = 4;
 
-/// A service whose live match set shrinks to a quarter or less (from at least
-/// `SELECTOR_JUMP_MINIMUM` locations), or grows fourfold or more (to at least that many), is
-/// called out.
+/// A service whose match set over live and test locations shrinks to a quarter or less (from at
+/// least `SELECTOR_JUMP_MINIMUM` locations), or grows fourfold or more (to at least that many),
+/// is called out.
 pub const SELECTOR_JUMP_FACTOR: usize = 4;
 /// See [`SELECTOR_JUMP_FACTOR`].
 pub const SELECTOR_JUMP_MINIMUM: usize = 4;
+/// G4: a route still announced somewhere whose live reach shrinks to less than
+/// `1 / CONCENTRATION_FACTOR` of at least `CONCENTRATION_MINIMUM` live locations is a blast
+/// radius by itself, however few routes change: the traffic of the locations it leaves lands on
+/// the fewer that keep it (the resolver incident's first change moved seven routes from 54
+/// locations to 18).
+pub const CONCENTRATION_FACTOR: u64 = 2;
+/// See [`CONCENTRATION_FACTOR`].
+pub const CONCENTRATION_MINIMUM: u64 = 4;
 
 /// The outcome of a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -354,7 +364,7 @@ impl NameCache<'_> {
 }
 
 /// Which guard a violation belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Guard {
     G2,
     G3,
@@ -385,23 +395,71 @@ pub enum GuardViolation {
         to: String,
         missing_intent: Vec<String>,
     },
-    /// G3: a route bound to an active service is left announced from no live location.
+    /// G3: a route announced from at least one live location before the change would have
+    /// addresses announced from no live location after it, whatever the cause.
     GlobalWithdrawal {
         route: IpNet,
-        binding: IpNet,
+        /// The service announcing it before.
         service: String,
+        /// The binding deciding its addresses after the change, if any is left.
+        binding: Option<IpNet>,
+        /// That binding's service.
+        bound_to: Option<String>,
+        /// Why the route leaves the live locations (the causes of its withdrawals).
+        causes: Vec<WithdrawalCause>,
         /// Live locations announcing it before.
         locations_lost: LocationNames,
     },
-    /// G4: withdrawals beyond the blast-radius budget.
+    /// G4: withdrawals beyond the blast-radius budget (see [`PlanSummary`] for the rule).
     BlastRadius {
         withdrawn_pairs: u64,
         announced_pairs: u64,
         max_withdrawn_pair_share: f64,
+        /// Locations that lose more than `max_withdrawn_pair_share` of their own pairs.
         affected_locations: u64,
         announcing_locations: u64,
         max_affected_location_share: f64,
+        /// Routes losing at least one location, and the well-scoped floor.
+        lost_routes: u64,
+        small_change_routes: u64,
+        /// Locations losing at least one route.
+        locations_losing_routes: u64,
+        /// Whether the shares were exceeded by a change that is not well-scoped.
+        over_shares: bool,
+        /// Routes whose live reach shrinks to less than half (never exempt by scope).
+        concentrated: Vec<ConcentratedRoute>,
     },
+}
+
+/// A route whose traffic would concentrate on less than half of the live locations that
+/// announced it (from at least [`CONCENTRATION_MINIMUM`]; see [`CONCENTRATION_FACTOR`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConcentratedRoute {
+    pub route: IpNet,
+    pub live_before: u64,
+    pub live_after: u64,
+}
+
+/// How a refusal can be lifted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnlockKind {
+    /// `--intent service:NAME` (G2).
+    Intent,
+    /// `--override blast-radius` (G4).
+    Override,
+    /// `--override global-withdrawal:CIDR`, one per route (G3); nothing else lifts it.
+    PerRouteOverride,
+}
+
+/// What would lift one refusal, and whether that would be enough.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unlock {
+    pub by: UnlockKind,
+    /// The command-line arguments that lift this refusal.
+    pub arguments: Vec<String>,
+    /// The plan is refused by G3 as well: these arguments alone never make it pass.
+    pub still_refused_by_g3: bool,
 }
 
 impl GuardViolation {
@@ -429,12 +487,17 @@ impl GuardViolation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Callout {
-    /// A service's live match set shrinks to a quarter or less, or grows fourfold or more.
+    /// A service's match set over live and test locations shrinks to a quarter or less, or
+    /// grows fourfold or more.
     SelectorJump {
         service: String,
+        /// Live and test locations matched before and after.
+        before: usize,
+        after: usize,
+        /// Live and test locations of the new fleet.
+        fleet: usize,
         live_before: usize,
         live_after: usize,
-        live_fleet: usize,
         lost: Vec<String>,
         gained: Vec<String>,
     },
@@ -443,6 +506,22 @@ pub enum Callout {
         from: String,
         to: String,
         routes: Vec<IpNet>,
+    },
+    /// Routes announced before are now bound to a pending service, which announces nothing.
+    BoundToPendingService { service: String, routes: Vec<IpNet> },
+    /// A production service (announced at live locations before) is newly announced at test
+    /// locations.
+    ProductionAtTestLocations {
+        service: String,
+        locations: Vec<String>,
+    },
+    /// A location attribute value that the old fleet did not use, and that differs only in case
+    /// or by one edit from one it did: likely a typo that changes what selectors match.
+    SimilarAttributeValue {
+        location: String,
+        attribute: String,
+        value: String,
+        similar: String,
     },
 }
 
@@ -463,6 +542,15 @@ pub struct PlanSummary {
     pub announcing_locations_before: u64,
     pub max_withdrawn_pair_share: f64,
     pub max_affected_location_share: f64,
+    /// Routes losing at least one location (what the well-scoped floor counts).
+    pub lost_routes: u64,
+    /// Locations losing more than `max_withdrawn_pair_share` of their own pairs.
+    pub locations_hit: u64,
+    /// The well-scoped floor: a change losing at most this many routes, or losing routes at
+    /// one location only, is not held to the two shares.
+    pub small_change_routes: u64,
+    /// Routes whose live reach shrinks to less than half.
+    pub concentrated_routes: u64,
 }
 
 /// The difference between two topologies with the guards' verdict.
@@ -482,6 +570,8 @@ pub struct Plan {
     pub violations: Vec<GuardViolation>,
     pub summary: PlanSummary,
     pub intent: Intent,
+    /// The new topology's compile warnings (with `file:line:column`).
+    pub warnings: Vec<Diagnostic>,
     verdict: Verdict,
 }
 
@@ -561,6 +651,54 @@ impl Plan {
         delta
     }
 
+    /// Whether G3 refuses the plan: then no intent and no `blast-radius` override can make it
+    /// pass, only one `global-withdrawal` override per route.
+    pub fn refused_by_g3(&self) -> bool {
+        self.violations_of(Guard::G3).next().is_some()
+    }
+
+    /// What would lift `violation`, and whether that alone would be enough.
+    pub fn unlock(&self, violation: &GuardViolation) -> Unlock {
+        let still_refused_by_g3 = self.refused_by_g3();
+        match violation {
+            GuardViolation::UndeclaredWithdrawal { missing_intent, .. }
+            | GuardViolation::UndeclaredServiceChange { missing_intent, .. } => Unlock {
+                by: UnlockKind::Intent,
+                arguments: missing_intent
+                    .iter()
+                    .map(|service| format!("--intent service:{service}"))
+                    .collect(),
+                still_refused_by_g3,
+            },
+            GuardViolation::GlobalWithdrawal { route, .. } => Unlock {
+                by: UnlockKind::PerRouteOverride,
+                arguments: vec![format!("--override global-withdrawal:{route}")],
+                still_refused_by_g3: false,
+            },
+            GuardViolation::BlastRadius { .. } => Unlock {
+                by: UnlockKind::Override,
+                arguments: vec!["--override blast-radius".to_string()],
+                still_refused_by_g3,
+            },
+        }
+    }
+
+    /// Every argument that lifts a refusal, by kind, without duplicates.
+    pub fn unlock_arguments(&self) -> BTreeMap<UnlockKind, Vec<String>> {
+        let mut arguments: BTreeMap<UnlockKind, BTreeSet<String>> = BTreeMap::new();
+        for violation in &self.violations {
+            let unlock = self.unlock(violation);
+            arguments
+                .entry(unlock.by)
+                .or_default()
+                .extend(unlock.arguments);
+        }
+        arguments
+            .into_iter()
+            .map(|(kind, arguments)| (kind, arguments.into_iter().collect()))
+            .collect()
+    }
+
     /// The JSON form (pretty-printed).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self)
@@ -586,6 +724,26 @@ struct RouteChangeView<'a> {
 }
 
 #[derive(Serialize)]
+struct ViolationView<'a> {
+    guard: Guard,
+    #[serde(flatten)]
+    violation: &'a GuardViolation,
+    unlock: Unlock,
+}
+
+/// The plan's refusals at a glance: what lifts them, and whether intent and `blast-radius`
+/// could ever be enough.
+#[derive(Serialize)]
+struct RefusalView {
+    /// False when G3 refuses: only per-route overrides lift it.
+    unlockable_without_per_route_overrides: bool,
+    intent: Vec<String>,
+    overrides: Vec<String>,
+    per_route_overrides: Vec<String>,
+    message: String,
+}
+
+#[derive(Serialize)]
 struct PlanView<'a> {
     verdict: Verdict,
     exit_code: i32,
@@ -594,9 +752,11 @@ struct PlanView<'a> {
     old_hash: &'a str,
     new_hash: &'a str,
     intent: &'a Intent,
+    warnings: &'a [Diagnostic],
     summary: &'a PlanSummary,
     callouts: &'a [Callout],
-    violations: &'a [GuardViolation],
+    refusal: Option<RefusalView>,
+    violations: Vec<ViolationView<'a>>,
     changes: Vec<RouteChangeView<'a>>,
     binding_changes: &'a [BindingChange],
 }
@@ -611,9 +771,31 @@ impl Serialize for Plan {
             old_hash: &self.old_hash,
             new_hash: &self.new_hash,
             intent: &self.intent,
+            warnings: &self.warnings,
             summary: &self.summary,
             callouts: &self.callouts,
-            violations: &self.violations,
+            refusal: (!self.violations.is_empty()).then(|| {
+                let mut arguments = self.unlock_arguments();
+                let per_route = arguments
+                    .remove(&UnlockKind::PerRouteOverride)
+                    .unwrap_or_default();
+                RefusalView {
+                    unlockable_without_per_route_overrides: per_route.is_empty(),
+                    intent: arguments.remove(&UnlockKind::Intent).unwrap_or_default(),
+                    overrides: arguments.remove(&UnlockKind::Override).unwrap_or_default(),
+                    message: self.refusal_message(),
+                    per_route_overrides: per_route,
+                }
+            }),
+            violations: self
+                .violations
+                .iter()
+                .map(|violation| ViolationView {
+                    guard: violation.guard(),
+                    violation,
+                    unlock: self.unlock(violation),
+                })
+                .collect(),
             changes: self
                 .changes
                 .iter()
@@ -754,37 +936,6 @@ impl Context<'_> {
         }
     }
 
-    /// G3 for a route announced from live locations before: refused if no live location
-    /// announces its addresses afterwards while they are still bound to an active service,
-    /// unless an override names the route.
-    fn global_withdrawal(
-        &self,
-        old_route: &Route,
-        intent: &Intent,
-        name_cache: &mut NameCache<'_>,
-    ) -> Option<GuardViolation> {
-        let prefix = old_route.prefix;
-        if self.still_reachable(&prefix)
-            || intent
-                .overrides
-                .contains(&Override::GlobalWithdrawal(prefix))
-        {
-            return None;
-        }
-        let binding = self.new.bindings[self.new.longest_binding_index(&prefix)? as usize];
-        let service = &self.new.services[binding.service as usize];
-        if service.lifecycle != Lifecycle::Active {
-            return None;
-        }
-        let lost = self.old_sets[old_route.service as usize].intersection(&self.old_live);
-        Some(GuardViolation::GlobalWithdrawal {
-            route: prefix,
-            binding: binding.cidr,
-            service: service.name.clone(),
-            locations_lost: name_cache.get(&lost),
-        })
-    }
-
     /// Where the new topology announces routes overlapping `prefix` other than `prefix` itself.
     fn replacement(&self, prefix: &IpNet) -> LocationSet {
         let mut locations = LocationSet::empty(self.universe.names.len());
@@ -807,30 +958,6 @@ impl Context<'_> {
             add(route);
         }
         locations
-    }
-
-    /// Whether some route of the new topology overlapping `prefix` is announced at a live
-    /// location.
-    fn still_reachable(&self, prefix: &IpNet) -> bool {
-        let live = |route: &Route| {
-            self.new.services[route.service as usize]
-                .announcing
-                .intersection_len(&self.new.live)
-                > 0
-        };
-        if let Some(index) = self.new.route_containing(prefix)
-            && live(&self.new.routes[index])
-        {
-            return true;
-        }
-        let start = self
-            .new
-            .routes
-            .partition_point(|route| route.prefix < *prefix);
-        self.new.routes[start..]
-            .iter()
-            .take_while(|route| prefix.contains(&route.prefix))
-            .any(live)
     }
 }
 
@@ -898,6 +1025,7 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
     let mut changes: Vec<RouteChange> = Vec::new();
     let mut violations: Vec<GuardViolation> = Vec::new();
     let mut hands: BTreeMap<(String, String), Vec<IpNet>> = BTreeMap::new();
+    let mut to_pending: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
     let old_service_live: Vec<bool> = context
         .old_sets
         .iter()
@@ -909,6 +1037,10 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
         .map(|set| set.intersection_len(&context.new_live) > 0)
         .collect();
     let mut effective_withdrawn_pairs = 0_u64;
+    let mut lost_routes = 0_u64;
+    // Lost pairs grouped by location set, so that no (route, location) pair is materialised.
+    let mut lost_by_set: HashMap<LocationSet, u64> = HashMap::new();
+    let mut concentrated: Vec<ConcentratedRoute> = Vec::new();
     let mut name_cache = NameCache {
         names: &context.universe.names,
         cache: HashMap::new(),
@@ -938,17 +1070,6 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
                 (None, Some(right))
             }
         };
-        // G3: announced from live locations before, from none after (by this route or an
-        // overlapping one), still bound to an active service. Checked before the unchanged
-        // fast path: a location changing state can leave a route's announcing set unchanged
-        // while it stops being live.
-        if let Some(left) = old_route
-            && old_service_live[left.service as usize]
-            && new_route.is_none_or(|right| !new_service_live[right.service as usize])
-            && let Some(violation) = context.global_withdrawal(left, intent, &mut name_cache)
-        {
-            violations.push(violation);
-        }
         if let (Some(left), Some(right)) = (old_route, new_route)
             && context.old_to_new[left.service as usize] == Some(right.service)
             && context.service_unchanged[left.service as usize]
@@ -957,6 +1078,17 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
                 == new.prefixes[right.onboarded as usize].origin_asn
         {
             continue;
+        }
+        if let Some(right) = new_route {
+            let service = &new.services[right.service as usize];
+            let was_announced =
+                old_route.is_some_and(|left| !context.old_sets[left.service as usize].is_empty());
+            if service.lifecycle == Lifecycle::Pending && was_announced {
+                to_pending
+                    .entry(service.name.clone())
+                    .or_default()
+                    .push(right.prefix);
+            }
         }
         let old_set = old_route.map_or(&empty, |route| &context.old_sets[route.service as usize]);
         let new_set = new_route.map_or(&empty, |route| &context.new_sets[route.service as usize]);
@@ -1004,9 +1136,30 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
                 .collect();
             // Locations that announce an overlapping route instead (an aggregate split into
             // more-specifics, or the reverse) lose no addresses: G2 and G4 do not count them.
-            let lost = withdrawn.difference(&context.replacement(&prefix));
-            effective_withdrawn_pairs += lost.len() as u64;
-            losing.union_with(&lost);
+            let replacement = context.replacement(&prefix);
+            let lost = withdrawn.difference(&replacement);
+            if !lost.is_empty() {
+                effective_withdrawn_pairs += lost.len() as u64;
+                lost_routes += 1;
+                losing.union_with(&lost);
+                *lost_by_set.entry(lost.clone()).or_default() += 1;
+            }
+            // G4's concentration: the route stays live somewhere, on less than half of the
+            // live locations that announced it.
+            let live_before = old_set.intersection_len(&context.old_live) as u64;
+            let mut reach_after = new_set.clone();
+            reach_after.union_with(&replacement);
+            let live_after = reach_after.intersection_len(&context.new_live) as u64;
+            if live_before >= CONCENTRATION_MINIMUM
+                && live_after > 0
+                && live_after * CONCENTRATION_FACTOR < live_before
+            {
+                concentrated.push(ConcentratedRoute {
+                    route: prefix,
+                    live_before,
+                    live_after,
+                });
+            }
 
             // G2: still-bound route leaving live locations.
             let lost_live = lost.intersection(&live_both);
@@ -1094,6 +1247,16 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
         });
     }
 
+    // G3: one invariant over the announced address space, whatever the cause.
+    violations.extend(global_withdrawals(
+        &context,
+        &old_service_live,
+        &new_service_live,
+        &changes,
+        intent,
+        &mut name_cache,
+    ));
+
     // G4 and the summary.
     let mut summary = PlanSummary {
         routes_changed: changes.len() as u64,
@@ -1105,6 +1268,10 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
             .settings
             .max_affected_location_share
             .min(new.settings.max_affected_location_share),
+        small_change_routes: old
+            .settings
+            .small_change_routes
+            .min(new.settings.small_change_routes),
         ..PlanSummary::default()
     };
     let mut routes_per_service = vec![0_u64; old.services.len()];
@@ -1112,12 +1279,29 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
         routes_per_service[route.service as usize] += 1;
     }
     let mut announcing_before = LocationSet::empty(capacity);
+    let mut pairs_before = vec![0_u64; capacity];
     for (index, count) in routes_per_service.iter().enumerate() {
         if *count > 0 {
             summary.announced_pairs_before += count * context.old_sets[index].len() as u64;
             announcing_before.union_with(&context.old_sets[index]);
+            for location in context.old_sets[index].iter() {
+                pairs_before[location] += count;
+            }
         }
     }
+    let mut lost_at = vec![0_u64; capacity];
+    for (set, count) in &lost_by_set {
+        for location in set.iter() {
+            lost_at[location] += count;
+        }
+    }
+    summary.locations_hit = lost_at
+        .iter()
+        .zip(&pairs_before)
+        .filter(|(lost, before)| {
+            **lost > 0 && **lost as f64 > summary.max_withdrawn_pair_share * **before as f64
+        })
+        .count() as u64;
     summary.announcing_locations_before = announcing_before.len() as u64;
     for change in &changes {
         summary.announced_pairs += change.announce.len() as u64;
@@ -1127,7 +1311,9 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
         }
     }
     summary.lost_pairs = effective_withdrawn_pairs;
+    summary.lost_routes = lost_routes;
     summary.locations_losing_routes = losing.len() as u64;
+    summary.concentrated_routes = concentrated.len() as u64;
     let share = |part: u64, whole: u64| {
         if whole == 0 {
             0.0
@@ -1135,26 +1321,34 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
             part as f64 / whole as f64
         }
     };
-    let over_budget = share(summary.lost_pairs, summary.announced_pairs_before)
-        > summary.max_withdrawn_pair_share
-        || share(
-            summary.locations_losing_routes,
-            summary.announcing_locations_before,
-        ) > summary.max_affected_location_share;
-    if over_budget && !intent.overrides.contains(&Override::BlastRadius) {
+    let well_scoped =
+        summary.lost_routes <= summary.small_change_routes || summary.locations_losing_routes <= 1;
+    let over_shares = !well_scoped
+        && (share(summary.lost_pairs, summary.announced_pairs_before)
+            > summary.max_withdrawn_pair_share
+            || share(summary.locations_hit, summary.announcing_locations_before)
+                > summary.max_affected_location_share);
+    if (over_shares || !concentrated.is_empty())
+        && !intent.overrides.contains(&Override::BlastRadius)
+    {
         violations.push(GuardViolation::BlastRadius {
             withdrawn_pairs: summary.lost_pairs,
             announced_pairs: summary.announced_pairs_before,
             max_withdrawn_pair_share: summary.max_withdrawn_pair_share,
-            affected_locations: summary.locations_losing_routes,
+            affected_locations: summary.locations_hit,
             announcing_locations: summary.announcing_locations_before,
             max_affected_location_share: summary.max_affected_location_share,
+            lost_routes: summary.lost_routes,
+            small_change_routes: summary.small_change_routes,
+            locations_losing_routes: summary.locations_losing_routes,
+            over_shares,
+            concentrated,
         });
     }
 
     violations.sort_by_key(|violation| (violation.guard(), violation.route()));
     let binding_changes = binding_changes(&context);
-    let callouts = callouts(&context, hands);
+    let callouts = callouts(&context, hands, to_pending);
     let verdict = if !violations.is_empty() {
         Verdict::Refused
     } else if changes.is_empty() && binding_changes.is_empty() {
@@ -1174,8 +1368,109 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
         violations,
         summary,
         intent: intent.clone(),
+        warnings: new.warnings.clone(),
         verdict,
     }
+}
+
+/// The first and last address of `network`, as numbers.
+fn address_range(network: &IpNet) -> (u128, u128) {
+    match network {
+        IpNet::V4(network) => (
+            u128::from(u32::from(network.network())),
+            u128::from(u32::from(network.broadcast())),
+        ),
+        IpNet::V6(network) => (
+            u128::from(network.network()),
+            u128::from(network.broadcast()),
+        ),
+    }
+}
+
+/// Whether every address of `prefix` is announced from a live location by some route of the
+/// new topology: the route itself, one containing it, or more-specifics that cover it all.
+fn covered_after(new: &Topology, new_service_live: &[bool], prefix: &IpNet) -> bool {
+    let live = |route: &Route| new_service_live[route.service as usize];
+    if let Some(index) = new.route_containing(prefix)
+        && live(&new.routes[index])
+    {
+        return true;
+    }
+    let (first, last) = address_range(prefix);
+    // The first address not yet known to be covered; `None` once past the last address.
+    let mut next = Some(first);
+    let start = new.routes.partition_point(|route| route.prefix < *prefix);
+    for route in new.routes[start..]
+        .iter()
+        .take_while(|route| prefix.contains(&route.prefix))
+        .filter(|route| live(route))
+    {
+        let Some(needed) = next else {
+            break;
+        };
+        let (route_first, route_last) = address_range(&route.prefix);
+        if route_first > needed {
+            return false;
+        }
+        next = match route_last.checked_add(1) {
+            Some(after) => Some(after.max(needed)),
+            None => None,
+        };
+    }
+    next.is_none_or(|needed| needed > last)
+}
+
+/// G3, written once over the announced sets before and after: a route announced from at least
+/// one live location before the change, some of whose addresses are announced from no live
+/// location after it, is refused — whatever caused it (a binding moved to any service, a
+/// service made pending or removed, a selector, location states, `advertise = false`, an
+/// offboarded prefix, a split length) — unless an override names that exact route. Intent and
+/// `blast-radius` never lift it.
+fn global_withdrawals(
+    context: &Context<'_>,
+    old_service_live: &[bool],
+    new_service_live: &[bool],
+    changes: &[RouteChange],
+    intent: &Intent,
+    name_cache: &mut NameCache<'_>,
+) -> Vec<GuardViolation> {
+    let (old, new) = (context.old, context.new);
+    let mut violations = Vec::new();
+    for old_route in &old.routes {
+        let prefix = old_route.prefix;
+        if !old_service_live[old_route.service as usize]
+            || covered_after(new, new_service_live, &prefix)
+            || intent
+                .overrides
+                .contains(&Override::GlobalWithdrawal(prefix))
+        {
+            continue;
+        }
+        let binding = new
+            .longest_binding_index(&prefix)
+            .map(|index| new.bindings[index as usize]);
+        let causes: BTreeSet<WithdrawalCause> = changes
+            .binary_search_by(|change| change.prefix.cmp(&prefix))
+            .ok()
+            .map(|index| {
+                changes[index]
+                    .withdrawals
+                    .iter()
+                    .map(|withdrawal| withdrawal.cause.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let lost = context.old_sets[old_route.service as usize].intersection(&context.old_live);
+        violations.push(GuardViolation::GlobalWithdrawal {
+            route: prefix,
+            service: old.services[old_route.service as usize].name.clone(),
+            binding: binding.map(|binding| binding.cidr),
+            bound_to: binding.map(|binding| new.services[binding.service as usize].name.clone()),
+            causes: causes.into_iter().collect(),
+            locations_lost: name_cache.get(&lost),
+        });
+    }
+    violations
 }
 
 fn binding_changes(context: &Context<'_>) -> Vec<BindingChange> {
@@ -1222,44 +1517,143 @@ fn binding_changes(context: &Context<'_>) -> Vec<BindingChange> {
     result
 }
 
-fn callouts(context: &Context<'_>, hands: BTreeMap<(String, String), Vec<IpNet>>) -> Vec<Callout> {
+/// Locations of `topology` in `state`, as a plan location set.
+fn in_state(
+    context: &Context<'_>,
+    topology: &Topology,
+    map: &[usize],
+    state: LocationState,
+) -> LocationSet {
+    let mut set = LocationSet::empty(context.universe.names.len());
+    for (index, location) in topology.locations.iter().enumerate() {
+        if location.state == state {
+            set.insert(map[index]);
+        }
+    }
+    set
+}
+
+/// Whether two attribute values are one slip apart: equal but for case, or (for values of at
+/// least [`SIMILAR_VALUE_MINIMUM_LENGTH`] characters) one edit apart.
+fn similar_values(left: &str, right: &str) -> bool {
+    if left == right {
+        return false;
+    }
+    if left.to_lowercase() == right.to_lowercase() {
+        return true;
+    }
+    left.chars().count() >= SIMILAR_VALUE_MINIMUM_LENGTH
+        && right.chars().count() >= SIMILAR_VALUE_MINIMUM_LENGTH
+        && crate::compile::levenshtein(left, right) == 1
+}
+
+/// Shorter values (country codes, metro codes) are often one edit from another real one, so
+/// only a difference in case is called out for them.
+pub const SIMILAR_VALUE_MINIMUM_LENGTH: usize = 4;
+
+fn callouts(
+    context: &Context<'_>,
+    hands: BTreeMap<(String, String), Vec<IpNet>>,
+    to_pending: BTreeMap<String, Vec<IpNet>>,
+) -> Vec<Callout> {
     let mut callouts = Vec::new();
+    let names = |set: &LocationSet| -> Vec<String> {
+        set.iter()
+            .map(|index| context.universe.names[index].clone())
+            .collect()
+    };
+    let old_test = in_state(
+        context,
+        context.old,
+        &context.universe.old_map,
+        LocationState::Test,
+    );
+    let new_test = in_state(
+        context,
+        context.new,
+        &context.universe.new_map,
+        LocationState::Test,
+    );
+    let mut old_counted = context.old_live.clone();
+    old_counted.union_with(&old_test);
+    let mut new_counted = context.new_live.clone();
+    new_counted.union_with(&new_test);
     for (old_index, service) in context.old.services.iter().enumerate() {
         let Some(new_index) = context.old_to_new[old_index] else {
             continue;
         };
         let new_service = &context.new.services[new_index as usize];
-        let before = context
+        let matched_before = context
             .universe
-            .map(&service.matched, &context.universe.old_map)
-            .intersection(&context.old_live);
-        let after = context
+            .map(&service.matched, &context.universe.old_map);
+        let matched_after = context
             .universe
-            .map(&new_service.matched, &context.universe.new_map)
-            .intersection(&context.new_live);
+            .map(&new_service.matched, &context.universe.new_map);
+        let before = matched_before.intersection(&old_counted);
+        let after = matched_after.intersection(&new_counted);
         let (count_before, count_after) = (before.len(), after.len());
         let shrank = count_before >= SELECTOR_JUMP_MINIMUM
             && count_after * SELECTOR_JUMP_FACTOR <= count_before;
         let grew = count_after >= SELECTOR_JUMP_MINIMUM
             && count_before * SELECTOR_JUMP_FACTOR <= count_after;
         if shrank || grew {
-            let names = |set: &LocationSet| -> Vec<String> {
-                set.iter()
-                    .map(|index| context.universe.names[index].clone())
-                    .collect()
-            };
             callouts.push(Callout::SelectorJump {
                 service: service.name.clone(),
-                live_before: count_before,
-                live_after: count_after,
-                live_fleet: context.new_live.len(),
+                before: count_before,
+                after: count_after,
+                fleet: new_counted.len(),
+                live_before: matched_before.intersection_len(&context.old_live),
+                live_after: matched_after.intersection_len(&context.new_live),
                 lost: names(&before.difference(&after)),
                 gained: names(&after.difference(&before)),
             });
         }
+        // A production service newly announced at test locations.
+        let was_production = context.old_sets[old_index].intersection_len(&context.old_live) > 0;
+        if was_production && new_service.lifecycle == Lifecycle::Active {
+            let newly_at_test = context.new_sets[new_index as usize]
+                .intersection(&new_test)
+                .difference(&context.old_sets[old_index]);
+            if !newly_at_test.is_empty() {
+                callouts.push(Callout::ProductionAtTestLocations {
+                    service: service.name.clone(),
+                    locations: names(&newly_at_test),
+                });
+            }
+        }
     }
     for ((from, to), routes) in hands {
         callouts.push(Callout::ServiceChangedHands { from, to, routes });
+    }
+    for (service, routes) in to_pending {
+        callouts.push(Callout::BoundToPendingService { service, routes });
+    }
+    // Attribute values the old fleet did not use, one slip from one it did.
+    type Attribute = fn(&crate::model::Location) -> &str;
+    let attributes: [(&str, Attribute); 3] = [
+        ("region", |location| location.region.as_str()),
+        ("metro", |location| location.metro.as_str()),
+        ("country", |location| location.country.as_str()),
+    ];
+    for (attribute, value_of) in attributes {
+        let known: BTreeSet<&str> = context.old.locations.iter().map(value_of).collect();
+        if known.is_empty() {
+            continue;
+        }
+        for location in &context.new.locations {
+            let value = value_of(location);
+            if known.contains(value) {
+                continue;
+            }
+            if let Some(similar) = known.iter().find(|known| similar_values(value, known)) {
+                callouts.push(Callout::SimilarAttributeValue {
+                    location: location.name.clone(),
+                    attribute: attribute.to_string(),
+                    value: value.to_string(),
+                    similar: (*similar).to_string(),
+                });
+            }
+        }
     }
     callouts
 }
@@ -1339,11 +1733,23 @@ mod tests {
                 to: Some(LocationState::Draining)
             }
         );
-        // G2 applies to locations live before and after; one location of three losing its
-        // routes exceeds the default 25 % location budget (G4).
+        // G2 applies to locations live before and after; a change at one location is
+        // well-scoped, so G4 lets a third of a three-location fleet drain.
         assert_eq!(result.violations_of(Guard::G2).count(), 0);
-        assert_eq!(result.violations_of(Guard::G4).count(), 1);
+        assert_eq!(result.violations_of(Guard::G4).count(), 0);
+        assert_eq!(result.verdict(), Verdict::ChangesAllowed);
         assert_eq!(result.delta("edge02").withdraw.len(), 1);
+        // Two of three at once is no longer well-scoped.
+        let two = plan(
+            &topology(["live"; 3], false, 1),
+            &topology(["live", "draining", "draining"], false, 2),
+            &Intent::default(),
+        );
+        assert_eq!(
+            two.violations_of(Guard::G4).count(),
+            0,
+            "one route is a small change"
+        );
     }
 
     #[test]

@@ -1,11 +1,15 @@
-//! The human-readable form of a [`Plan`]: verdict and summary first, then callouts, then guard
-//! refusals with the argument that would satisfy each, then the changes per service with
+//! The human-readable form of a [`Plan`]: verdict, compile warnings and summary first, then
+//! callouts, then guard refusals with the argument that would lift each (G3 first: when it
+//! refuses, every other hint says that it is not enough), then the changes per service with
 //! collapsed location lists (`ams01..ams09 (9), fra01`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::plan::{Callout, Guard, GuardViolation, Plan, RouteChange};
+
+/// At most this many routes are named in one sentence.
+const NAMED_ROUTES: usize = 8;
 
 /// At most this many binding changes are listed in the text form.
 const LISTED_BINDINGS: usize = 20;
@@ -90,6 +94,9 @@ impl Plan {
             self.verdict(),
             self.exit_code()
         );
+        for warning in &self.warnings {
+            let _ = writeln!(out, "{warning}");
+        }
         let _ = writeln!(
             out,
             "summary: {} route(s) change; route x location: {} announced, {} withdrawn, {} updated",
@@ -100,18 +107,28 @@ impl Plan {
         );
         let _ = writeln!(
             out,
-            "blast radius: {} of {} announced pairs lost ({}, budget {:.1}%); {} of {} announcing locations lose routes ({}, budget {:.1}%)",
+            "blast radius: {} route(s) lose locations; {} of {} announced pairs lost ({}, budget {:.1}%); {} of {} announcing locations lose more than {:.1}% of their routes ({}, budget {:.1}%); {} route(s) concentrate on less than half of their live locations{}",
+            summary.lost_routes,
             summary.lost_pairs,
             summary.announced_pairs_before,
             percent(summary.lost_pairs, summary.announced_pairs_before),
             summary.max_withdrawn_pair_share * 100.0,
-            summary.locations_losing_routes,
+            summary.locations_hit,
             summary.announcing_locations_before,
-            percent(
-                summary.locations_losing_routes,
-                summary.announcing_locations_before
-            ),
-            summary.max_affected_location_share * 100.0
+            summary.max_withdrawn_pair_share * 100.0,
+            percent(summary.locations_hit, summary.announcing_locations_before),
+            summary.max_affected_location_share * 100.0,
+            summary.concentrated_routes,
+            if summary.lost_routes <= summary.small_change_routes
+                || summary.locations_losing_routes <= 1
+            {
+                format!(
+                    "; well-scoped (at most {} routes, or one location), so the shares do not apply",
+                    summary.small_change_routes
+                )
+            } else {
+                String::new()
+            }
         );
         if !self.callouts.is_empty() {
             let _ = writeln!(out, "\ncallouts:");
@@ -119,15 +136,17 @@ impl Plan {
                 match callout {
                     Callout::SelectorJump {
                         service,
+                        before,
+                        after,
+                        fleet,
                         live_before,
                         live_after,
-                        live_fleet,
                         lost,
                         gained,
                     } => {
                         let _ = writeln!(
                             out,
-                            "  ! topology of service `{service}` jumps from {live_before} to {live_after} live location(s) (of {live_fleet})"
+                            "  ! topology of service `{service}` jumps from {before} to {after} live and test location(s) (of {fleet}; live: {live_before} -> {live_after})"
                         );
                         if !lost.is_empty() {
                             let _ = writeln!(out, "      loses: {}", collapse_locations(lost));
@@ -147,17 +166,46 @@ impl Plan {
                             listed.join(", ")
                         );
                     }
+                    Callout::BoundToPendingService { service, routes } => {
+                        let _ = writeln!(
+                            out,
+                            "  ! {} route(s) announced today become bound to pending service `{service}`, which announces nothing: {}",
+                            routes.len(),
+                            name_routes(routes)
+                        );
+                    }
+                    Callout::ProductionAtTestLocations { service, locations } => {
+                        let _ = writeln!(
+                            out,
+                            "  ! production service `{service}` is newly announced at test location(s): {}",
+                            collapse_locations(locations)
+                        );
+                    }
+                    Callout::SimilarAttributeValue {
+                        location,
+                        attribute,
+                        value,
+                        similar,
+                    } => {
+                        let _ = writeln!(
+                            out,
+                            "  ! location `{location}` has {attribute} `{value}`, which the fleet did not use, and which is one slip from `{similar}`: selectors matching `{similar}` will not match it",
+                        );
+                    }
                 }
             }
         }
         if !self.violations.is_empty() {
-            let _ = writeln!(out, "\nrefused:");
+            let _ = writeln!(out, "\nrefused: {}", self.refusal_message());
             let mut shown: BTreeMap<Guard, usize> = BTreeMap::new();
-            for violation in &self.violations {
+            // G3 first: it decides whether any other hint can help.
+            let mut ordered: Vec<&GuardViolation> = self.violations.iter().collect();
+            ordered.sort_by_key(|violation| violation.guard() != Guard::G3);
+            for violation in ordered {
                 let count = shown.entry(violation.guard()).or_default();
                 *count += 1;
                 if *count <= LISTED_VIOLATIONS {
-                    let _ = writeln!(out, "  {}", describe_violation(violation));
+                    let _ = writeln!(out, "  {}", self.describe_violation(violation));
                 }
             }
             for (guard, count) in shown {
@@ -238,71 +286,175 @@ impl Plan {
     }
 }
 
-fn describe_violation(violation: &GuardViolation) -> String {
-    match violation {
-        GuardViolation::UndeclaredWithdrawal {
-            route,
-            binding,
-            services,
-            missing_intent,
-            locations,
-        } => {
-            let arguments: Vec<String> = missing_intent
-                .iter()
-                .map(|service| format!("--intent service:{service}"))
-                .collect();
+fn name_routes(routes: &[ipnet::IpNet]) -> String {
+    let listed: Vec<String> = routes
+        .iter()
+        .take(NAMED_ROUTES)
+        .map(ToString::to_string)
+        .collect();
+    let more = if routes.len() > NAMED_ROUTES {
+        format!(" and {} more", routes.len() - NAMED_ROUTES)
+    } else {
+        String::new()
+    };
+    format!("{}{more}", listed.join(", "))
+}
+
+impl Plan {
+    /// One sentence on what lifts the refusals, G3 first.
+    pub fn refusal_message(&self) -> String {
+        let g3: Vec<ipnet::IpNet> = self
+            .violations_of(Guard::G3)
+            .filter_map(GuardViolation::route)
+            .collect();
+        if !g3.is_empty() {
+            return format!(
+                "G3 refuses {} route(s) that would be announced from no live location ({}); no --intent and no --override blast-radius lifts that: each such route needs its own --override global-withdrawal:CIDR, given only if its withdrawal from every location is meant",
+                g3.len(),
+                name_routes(&g3)
+            );
+        }
+        let arguments: Vec<String> = self.unlock_arguments().into_values().flatten().collect();
+        format!(
+            "every refusal is lifted by intent or override; check each before adding: {}",
+            arguments.join(" ")
+        )
+    }
+
+    /// The G3 warning that opens every other hint when G3 refuses too.
+    fn g3_prefix(&self, what: &str) -> String {
+        let count = self.violations_of(Guard::G3).count();
+        if count == 0 {
+            String::new()
+        } else {
             format!(
-                "G2 route {route}, still bound (via {binding}), would be withdrawn from {} live location(s): {}; the intent must name {}: {}",
-                locations.len(),
-                collapse_locations(locations),
-                services
+                "even with {what} the change is refused by G3 ({count} route(s) announced from no live location, see above); "
+            )
+        }
+    }
+
+    fn describe_violation(&self, violation: &GuardViolation) -> String {
+        match violation {
+            GuardViolation::UndeclaredWithdrawal {
+                route,
+                binding,
+                services,
+                missing_intent,
+                locations,
+            } => {
+                let arguments: Vec<String> = missing_intent
                     .iter()
-                    .map(|service| format!("`{service}`"))
-                    .collect::<Vec<_>>()
-                    .join(" and "),
-                arguments.join(" ")
-            )
+                    .map(|service| format!("--intent service:{service}"))
+                    .collect();
+                format!(
+                    "G2 route {route}, still bound (via {binding}), would be withdrawn from {} live location(s): {}; {}the intent must name {}: {}",
+                    locations.len(),
+                    collapse_locations(locations),
+                    self.g3_prefix("this intent"),
+                    services
+                        .iter()
+                        .map(|service| format!("`{service}`"))
+                        .collect::<Vec<_>>()
+                        .join(" and "),
+                    arguments.join(" ")
+                )
+            }
+            GuardViolation::UndeclaredServiceChange {
+                route,
+                binding,
+                from,
+                to,
+                missing_intent,
+            } => {
+                let arguments: Vec<String> = missing_intent
+                    .iter()
+                    .map(|service| format!("--intent service:{service}"))
+                    .collect();
+                format!(
+                    "G2 route {route} (binding {binding}) would move from service `{from}` to `{to}`; {}declare it with {}",
+                    self.g3_prefix("this intent"),
+                    arguments.join(" ")
+                )
+            }
+            GuardViolation::GlobalWithdrawal {
+                route,
+                service,
+                binding,
+                bound_to,
+                causes,
+                locations_lost,
+            } => {
+                let bound = match (binding, bound_to) {
+                    (Some(binding), Some(bound_to)) => {
+                        format!("still bound via {binding} to `{bound_to}`")
+                    }
+                    _ => "no longer bound".to_string(),
+                };
+                let causes: Vec<String> = causes.iter().map(ToString::to_string).collect();
+                format!(
+                    "G3 route {route} (service `{service}`, {bound}) would be announced from no live location, losing {} location(s): {}{}; neither intent nor blast-radius lifts this, only --override global-withdrawal:{route}",
+                    locations_lost.len(),
+                    collapse_locations(locations_lost),
+                    if causes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (because: {})", causes.join("; "))
+                    }
+                )
+            }
+            GuardViolation::BlastRadius {
+                withdrawn_pairs,
+                announced_pairs,
+                max_withdrawn_pair_share,
+                affected_locations,
+                announcing_locations,
+                max_affected_location_share,
+                lost_routes,
+                small_change_routes,
+                locations_losing_routes,
+                over_shares,
+                concentrated,
+            } => {
+                let mut reasons = Vec::new();
+                if *over_shares {
+                    reasons.push(format!(
+                        "{withdrawn_pairs} of {announced_pairs} route x location pairs lost ({}, budget {:.1}%), {affected_locations} of {announcing_locations} locations lose more than {:.1}% of their routes ({}, budget {:.1}%), and the change is not well-scoped ({lost_routes} routes > {small_change_routes}, at {locations_losing_routes} locations)",
+                        percent(*withdrawn_pairs, *announced_pairs),
+                        max_withdrawn_pair_share * 100.0,
+                        max_withdrawn_pair_share * 100.0,
+                        percent(*affected_locations, *announcing_locations),
+                        max_affected_location_share * 100.0
+                    ));
+                }
+                if !concentrated.is_empty() {
+                    let routes: Vec<String> = concentrated
+                        .iter()
+                        .take(NAMED_ROUTES)
+                        .map(|item| {
+                            format!(
+                                "{} ({} -> {} live locations)",
+                                item.route, item.live_before, item.live_after
+                            )
+                        })
+                        .collect();
+                    let more = if concentrated.len() > NAMED_ROUTES {
+                        format!(" and {} more", concentrated.len() - NAMED_ROUTES)
+                    } else {
+                        String::new()
+                    };
+                    reasons.push(format!(
+                        "{} route(s) would concentrate on less than half of their live locations: {}{more}",
+                        concentrated.len(),
+                        routes.join(", ")
+                    ));
+                }
+                format!(
+                    "G4 blast radius: {}; {}split the change or pass --override blast-radius",
+                    reasons.join("; "),
+                    self.g3_prefix("--override blast-radius")
+                )
+            }
         }
-        GuardViolation::UndeclaredServiceChange {
-            route,
-            binding,
-            from,
-            to,
-            missing_intent,
-        } => {
-            let arguments: Vec<String> = missing_intent
-                .iter()
-                .map(|service| format!("--intent service:{service}"))
-                .collect();
-            format!(
-                "G2 route {route} (binding {binding}) would move from service `{from}` to `{to}`; declare it with {}",
-                arguments.join(" ")
-            )
-        }
-        GuardViolation::GlobalWithdrawal {
-            route,
-            binding,
-            service,
-            locations_lost,
-        } => format!(
-            "G3 route {route} (bound via {binding} to active service `{service}`) would be announced from no live location, losing {} location(s): {}; only --override global-withdrawal:{route} allows this",
-            locations_lost.len(),
-            collapse_locations(locations_lost)
-        ),
-        GuardViolation::BlastRadius {
-            withdrawn_pairs,
-            announced_pairs,
-            max_withdrawn_pair_share,
-            affected_locations,
-            announcing_locations,
-            max_affected_location_share,
-        } => format!(
-            "G4 blast radius: {withdrawn_pairs} of {announced_pairs} route x location pairs withdrawn ({}, budget {:.1}%), {affected_locations} of {announcing_locations} locations lose routes ({}, budget {:.1}%); split the change or pass --override blast-radius",
-            percent(*withdrawn_pairs, *announced_pairs),
-            max_withdrawn_pair_share * 100.0,
-            percent(*affected_locations, *announcing_locations),
-            max_affected_location_share * 100.0
-        ),
     }
 }
 

@@ -19,7 +19,7 @@ use topologyd::tls::{TlsFiles, client_config};
 use topologyd_config::{Source, load_sources};
 use topologyd_topology::{
     Diagnostics, EXIT_CHANGES_ALLOWED, EXIT_INVALID, EXIT_NO_CHANGE, EXIT_REFUSED, EXIT_USAGE,
-    Intent, Topology, collapse_locations, compile_owned, plan,
+    Intent, Topology, collapse_locations, compile_against, compile_owned, plan,
 };
 
 #[derive(Parser, Debug)]
@@ -473,13 +473,22 @@ fn run(command: Command) -> Result<i32, String> {
             json,
         } => {
             let intent = intent.intent()?;
-            let old = match compile_or_report(read(&old)?, 0, json) {
+            // The old topology's warnings are today's; the plan carries the new one's.
+            let old = match compile_owned(read(&old)?, 0) {
                 Ok(topology) => topology,
-                Err(code) => return Ok(code),
+                Err(diagnostics) => {
+                    report_diagnostics(&diagnostics, json);
+                    return Ok(EXIT_INVALID);
+                }
             };
-            let new = match compile_or_report(read(&new)?, 1, json) {
+            // Compiled against the old topology, so that a finding involving two places is
+            // reported at the one the change added. Its warnings are part of the plan.
+            let new = match compile_against(read(&new)?, 1, &old) {
                 Ok(topology) => topology,
-                Err(code) => return Ok(code),
+                Err(diagnostics) => {
+                    report_diagnostics(&diagnostics, json);
+                    return Ok(EXIT_INVALID);
+                }
             };
             let plan = plan(&old, &new, &intent);
             if json {
