@@ -1412,10 +1412,7 @@ fn covered_after(new: &Topology, new_service_live: &[bool], prefix: &IpNet) -> b
         if route_first > needed {
             return false;
         }
-        next = match route_last.checked_add(1) {
-            Some(after) => Some(after.max(needed)),
-            None => None,
-        };
+        next = route_last.checked_add(1).map(|after| after.max(needed));
     }
     next.is_none_or(|needed| needed > last)
 }
@@ -1534,7 +1531,7 @@ fn in_state(
 }
 
 /// Whether two attribute values are one slip apart: equal but for case, or (for values of at
-/// least [`SIMILAR_VALUE_MINIMUM_LENGTH`] characters) one edit apart.
+/// least [`SIMILAR_VALUE_MINIMUM_LENGTH`] characters) one edit or one swap of neighbours apart.
 fn similar_values(left: &str, right: &str) -> bool {
     if left == right {
         return false;
@@ -1544,7 +1541,20 @@ fn similar_values(left: &str, right: &str) -> bool {
     }
     left.chars().count() >= SIMILAR_VALUE_MINIMUM_LENGTH
         && right.chars().count() >= SIMILAR_VALUE_MINIMUM_LENGTH
-        && crate::compile::levenshtein(left, right) == 1
+        && (crate::compile::levenshtein(left, right) == 1 || one_swap_apart(left, right))
+}
+
+/// Whether swapping two neighbouring characters of `left` gives `right` (`eruope`, `europe`).
+fn one_swap_apart(left: &str, right: &str) -> bool {
+    let (left, right): (Vec<char>, Vec<char>) = (left.chars().collect(), right.chars().collect());
+    if left.len() != right.len() {
+        return false;
+    }
+    let differing: Vec<usize> = (0..left.len())
+        .filter(|&index| left[index] != right[index])
+        .collect();
+    matches!(differing.as_slice(), [first, second]
+        if *second == first + 1 && left[*first] == right[*second] && left[*second] == right[*first])
 }
 
 /// Shorter values (country codes, metro codes) are often one edit from another real one, so
@@ -1780,5 +1790,83 @@ mod tests {
             "announce_mode_changed"
         );
         assert_eq!(json["changes"][1]["announce"].as_array().unwrap().len(), 3);
+    }
+
+    fn fleet(locations: &[(&str, &str, &str)], web_topology: &str) -> Topology {
+        let mut text = String::new();
+        for (name, region, state) in locations {
+            text += &format!(
+                "[[location]]\nname = \"{name}\"\nregion = \"{region}\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"{state}\"\n"
+            );
+        }
+        text += &format!("[[service]]\nname = \"web\"\ntopology = '{web_topology}'\n");
+        text += "[[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 64500\nowner = \"o\"\nadvertise = true\n";
+        text += "[[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"web\"\n";
+        compile(&[Source::new("t.toml", text)], 1).unwrap()
+    }
+
+    #[test]
+    fn a_new_attribute_value_one_slip_from_a_known_one_is_called_out() {
+        let old = fleet(&[("a1", "europe", "live"), ("a2", "europe", "live")], "all");
+        let new = fleet(
+            &[
+                ("a1", "europe", "live"),
+                ("a2", "europe", "live"),
+                ("a3", "eruope", "live"),
+                ("a4", "Europe", "live"),
+                ("a5", "asia", "live"),
+            ],
+            "all",
+        );
+        let result = plan(&old, &new, &Intent::default());
+        let similar: Vec<(&str, &str)> = result
+            .callouts
+            .iter()
+            .filter_map(|callout| match callout {
+                Callout::SimilarAttributeValue {
+                    location, value, ..
+                } => Some((location.as_str(), value.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(similar, [("a3", "eruope"), ("a4", "Europe")]);
+        assert!(
+            result
+                .render_text()
+                .contains("location `a4` has region `Europe`")
+        );
+        // Short codes are only compared without case: `NL` and `NO` are both real.
+        assert!(!similar_values("NL", "NO"));
+        assert!(similar_values("nl", "NL"));
+    }
+
+    #[test]
+    fn selector_jumps_count_test_locations_too() {
+        let mut locations: Vec<(String, &str, &str)> = (0..4)
+            .map(|index| (format!("t{index}"), "eu", "test"))
+            .collect();
+        locations.push(("live1".to_string(), "us", "live"));
+        let borrowed: Vec<(&str, &str, &str)> = locations
+            .iter()
+            .map(|(name, region, state)| (name.as_str(), *region, *state))
+            .collect();
+        let old = fleet(&borrowed, "all");
+        let new = fleet(&borrowed, "region = \"us\"");
+        let result = plan(&old, &new, &Intent::default());
+        // Live locations alone: 1 -> 1, no jump; over live and test: 5 -> 1.
+        assert!(
+            result.callouts.iter().any(|callout| matches!(
+                callout,
+                Callout::SelectorJump {
+                    before: 5,
+                    after: 1,
+                    live_before: 1,
+                    live_after: 1,
+                    ..
+                }
+            )),
+            "{:?}",
+            result.callouts
+        );
     }
 }
