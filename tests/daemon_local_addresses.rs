@@ -9,8 +9,8 @@
 //! - `topoctl drain --service dns` withdraws the routes at BIRD, then unbinds the addresses,
 //!   released by the peer having sent the withdrawal (well before the engine's 5 s fallback);
 //!   `--undrain` binds them again, then announces. The same for a drain of the whole location.
-//! - A push that offboards the service's prefixes, bindings and addresses (refused by G4
-//!   without `--override blast-radius`) unbinds them after the withdrawal; `topoctl rollback` to
+//! - A push that offboards the service's prefixes, bindings and addresses (refused by G3
+//!   until an override names each route) unbinds them after the withdrawal; `topoctl rollback` to
 //!   the first generation restores the bindings together with the routes.
 //! - Addresses an operator bound by hand are never removed: one no service wants, and one the
 //!   service lists too (topologyd finds it foreign and leaves it, also when the service goes).
@@ -660,11 +660,11 @@ fn service_addresses_are_bound_before_announcing_and_unbound_after_withdrawing()
     let offboarded: Vec<&str> = offboarded.iter().map(String::as_str).collect();
     let refused = site.topoctl("push", &offboarded);
     assert_eq!(refused.code, EXIT_REFUSED, "{refused}");
-    // Offboarding (prefixes and bindings removed) is not G2's or G3's business; losing every
-    // dns route at both locations is beyond G4's blast-radius budget.
+    // Offboarding withdraws the dns routes from every live location: G3 refuses it until an
+    // override names each route (the blast-radius override would not do).
     assert!(
-        refused.stderr.contains("G4 blast radius"),
-        "the refusal names G4: {refused}"
+        refused.stderr.contains("G3 refuses 2 route(s)"),
+        "the refusal names G3: {refused}"
     );
     assert_eq!(
         site.generation(),
@@ -673,6 +673,15 @@ fn service_addresses_are_bound_before_announcing_and_unbound_after_withdrawing()
     );
     let mut push = offboarded.clone();
     push.extend(["--override", "blast-radius"]);
+    let still_refused = site.topoctl("push", &push);
+    assert_eq!(still_refused.code, EXIT_REFUSED, "{still_refused}");
+    let overrides = [
+        format!("global-withdrawal:{DNS_V4_ROUTE}"),
+        format!("global-withdrawal:{DNS_V6_ROUTE}"),
+    ];
+    for route in &overrides {
+        push.extend(["--override", route.as_str()]);
+    }
     let pushed = site.topoctl("push", &push);
     assert_eq!(pushed.code, EXIT_OK, "{pushed}");
     let pushed_at = Instant::now();

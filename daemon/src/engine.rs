@@ -23,7 +23,9 @@ use topologyd_bgp::{GracefulRestartConfig, MaxPrefixes, SessionConfig};
 use topologyd_config::Source;
 use topologyd_config::daemon::{DaemonConfig, Family, PeerConfig};
 use topologyd_config::health::HealthSpec;
-use topologyd_topology::{Intent, Plan, Topology, Verdict, compile_owned, plan};
+use topologyd_topology::{
+    Intent, Plan, Topology, Verdict, compile_owned, plan, rollback_overrides,
+};
 use tracing::{error, info, warn};
 
 use crate::addresses::{AddressBinder, BindOutcome};
@@ -1391,7 +1393,9 @@ impl Engine {
                 )
             })?;
         // A rollback deliberately touches every service both generations have: name them all
-        // (G2), and allow it past the blast-radius budget (G4). G3 still applies.
+        // (G2), and allow it past the blast-radius budget (G4). G3 still applies, except to
+        // routes the target generation does not bind to an active service at all: undoing an
+        // onboarding or an activation withdraws those by design (see `rollback_overrides`).
         let mut intent: Vec<String> = self
             .running
             .topology
@@ -1404,6 +1408,11 @@ impl Engine {
                 old.services()
                     .iter()
                     .map(|service| format!("service:{}", service.name)),
+            );
+            intent.extend(
+                rollback_overrides(&self.running.topology, &old)
+                    .iter()
+                    .map(ToString::to_string),
             );
         }
         intent.push("blast-radius".into());

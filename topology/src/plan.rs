@@ -1373,6 +1373,35 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
     }
 }
 
+/// The G3 overrides a rollback from `running` to `target` carries by itself: one per route that
+/// G3 would refuse and that `target` does not bind to an active service (its prefix is not
+/// onboarded or not advertised there, or its binding belongs to a pending service). Returning to
+/// such a generation withdraws them by design: it undoes the onboarding or activation that
+/// announced them. Routes `target` still binds to an active service stay refused: a rollback to
+/// a generation that would leave them announced nowhere is the incident again.
+pub fn rollback_overrides(running: &Topology, target: &Topology) -> Vec<Override> {
+    let probe = plan(running, target, &Intent::default());
+    probe
+        .violations_of(Guard::G3)
+        .filter_map(|violation| match violation {
+            GuardViolation::GlobalWithdrawal {
+                route, bound_to, ..
+            } => {
+                let active = bound_to.as_ref().is_some_and(|service| {
+                    target
+                        .service(service)
+                        .is_some_and(|service| service.lifecycle == Lifecycle::Active)
+                });
+                let announced_there = target
+                    .prefix_containing(route)
+                    .is_some_and(|index| target.prefixes[index].advertise);
+                (!active || !announced_there).then_some(Override::GlobalWithdrawal(*route))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The first and last address of `network`, as numbers.
 fn address_range(network: &IpNet) -> (u128, u128) {
     match network {
@@ -1867,6 +1896,60 @@ mod tests {
             )),
             "{:?}",
             result.callouts
+        );
+    }
+
+    #[test]
+    fn a_rollback_withdraws_what_it_undoes_but_not_what_the_target_still_binds() {
+        let fleet = "[[location]]\nname = \"a1\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n\
+                     [[location]]\nname = \"t1\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"test\"\n";
+        let build = |services: &str, prefixes: &str| {
+            compile(
+                &[Source::new(
+                    "t.toml",
+                    format!("{fleet}{services}{prefixes}"),
+                )],
+                1,
+            )
+            .unwrap()
+        };
+        let services = "[[service]]\nname = \"web\"\ntopology = \"all\"\n\
+                        [[service]]\nname = \"later\"\nlifecycle = \"pending\"\ntopology = \"all\"\n";
+        let base = "[[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n\
+                    [[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"web\"\n";
+        let extra = |service: &str| {
+            format!(
+                "[[prefix]]\ncidr = \"198.51.100.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n\
+                 [[binding]]\ncidr = \"198.51.100.0/24\"\nservice = \"{service}\"\n"
+            )
+        };
+        let running = build(services, &format!("{base}{}", extra("web")));
+        let extra_route = Override::GlobalWithdrawal("198.51.100.0/24".parse().unwrap());
+        // Undoing an onboarding, and undoing an activation: withdrawn by design.
+        assert_eq!(
+            rollback_overrides(&running, &build(services, base)),
+            [extra_route.clone()]
+        );
+        assert_eq!(
+            rollback_overrides(
+                &running,
+                &build(services, &format!("{base}{}", extra("later")))
+            ),
+            [extra_route]
+        );
+        // A target that binds the route to an active service announced nowhere live: refused.
+        let test_only = services.replacen(
+            "topology = \"all\"",
+            "topology = \"state = 'test'\"\nannounce_at_test_locations = true",
+            1,
+        );
+        let target = build(&test_only, &format!("{base}{}", extra("web")));
+        assert!(rollback_overrides(&running, &target).is_empty());
+        assert_eq!(
+            plan(&running, &target, &Intent::default())
+                .violations_of(Guard::G3)
+                .count(),
+            2
         );
     }
 }
