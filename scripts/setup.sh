@@ -9,16 +9,21 @@ $SUDO apt-get update -qq
 # bird2, frr, gobgpd, exabgp: real BGP peers for the interop suite; prometheus: the real scraper;
 # iproute2: network namespaces; systemd: systemd-analyze for the unit; busybox (httpd) and
 # dnsmasq-base: the real local HTTP and DNS services the health-check tests probe.
+# The packages' own instances are not wanted (the tests start and stop their own): while
+# installing, a policy-rc.d that refuses every start keeps them from starting, so that nothing
+# this script did not start has to be stopped. An existing policy-rc.d is left as it is.
+policy=/usr/sbin/policy-rc.d
+ours=""
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+  $SUDO chmod 755 "$policy"
+  ours=1
+fi
+status=0
 $SUDO apt-get install -y -qq --no-install-recommends \
   bird2 frr gobgpd exabgp prometheus iproute2 procps ca-certificates systemd \
-  busybox dnsmasq-base >/dev/null
-# The Debian packages try to start their own instances where an init system runs; the tests start
-# and stop their own, so make sure none of the packaged ones hold a port.
-for unit in bird frr prometheus; do
-  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$unit" 2>/dev/null; then
-    $SUDO systemctl stop "$unit" || true
-  fi
-done
-pkill -x bird 2>/dev/null || true
+  busybox dnsmasq-base >/dev/null || status=$?
+if [ -n "$ours" ]; then $SUDO rm -f "$policy"; fi
+[ "$status" = 0 ] || { echo "setup: apt-get install failed ($status)" >&2; exit "$status"; }
 command -v cargo >/dev/null || { echo "setup: cargo is missing: install Rust with rustup" >&2; exit 1; }
 echo "setup: bird $(bird --version 2>&1 | awk '{print $3}'), $(gobgpd --version), exabgp $(exabgp --version 2>&1 | awk '/ExaBGP/{print $3}'), $(prometheus --version 2>&1 | head -1 | awk '{print $3}')"
