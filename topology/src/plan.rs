@@ -570,6 +570,12 @@ pub struct Plan {
     pub violations: Vec<GuardViolation>,
     pub summary: PlanSummary,
     pub intent: Intent,
+    /// Routes this change leaves on no live location because an override names them: allowed,
+    /// and shown first.
+    pub global_withdrawals_overridden: Vec<IpNet>,
+    /// `global-withdrawal` overrides naming no route this change leaves on no live location
+    /// (a typo, or a change that no longer does what the override was written for).
+    pub unused_overrides: Vec<Override>,
     /// The new topology's compile warnings (with `file:line:column`).
     pub warnings: Vec<Diagnostic>,
     verdict: Verdict,
@@ -752,6 +758,8 @@ struct PlanView<'a> {
     old_hash: &'a str,
     new_hash: &'a str,
     intent: &'a Intent,
+    global_withdrawals_overridden: &'a [IpNet],
+    unused_overrides: &'a [Override],
     warnings: &'a [Diagnostic],
     summary: &'a PlanSummary,
     callouts: &'a [Callout],
@@ -771,6 +779,8 @@ impl Serialize for Plan {
             old_hash: &self.old_hash,
             new_hash: &self.new_hash,
             intent: &self.intent,
+            global_withdrawals_overridden: &self.global_withdrawals_overridden,
+            unused_overrides: &self.unused_overrides,
             warnings: &self.warnings,
             summary: &self.summary,
             callouts: &self.callouts,
@@ -1248,6 +1258,7 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
     }
 
     // G3: one invariant over the announced address space, whatever the cause.
+    let mut overridden = Vec::new();
     violations.extend(global_withdrawals(
         &context,
         &old_service_live,
@@ -1255,7 +1266,17 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
         &changes,
         intent,
         &mut name_cache,
+        &mut overridden,
     ));
+    let unused_overrides: Vec<Override> = intent
+        .overrides
+        .iter()
+        .filter(|item| match item {
+            Override::GlobalWithdrawal(route) => overridden.binary_search(route).is_err(),
+            Override::BlastRadius => false,
+        })
+        .cloned()
+        .collect();
 
     // G4 and the summary.
     let mut summary = PlanSummary {
@@ -1368,6 +1389,8 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
         violations,
         summary,
         intent: intent.clone(),
+        global_withdrawals_overridden: overridden,
+        unused_overrides,
         warnings: new.warnings.clone(),
         verdict,
     }
@@ -1459,6 +1482,7 @@ fn global_withdrawals(
     changes: &[RouteChange],
     intent: &Intent,
     name_cache: &mut NameCache<'_>,
+    overridden: &mut Vec<IpNet>,
 ) -> Vec<GuardViolation> {
     let (old, new) = (context.old, context.new);
     let mut violations = Vec::new();
@@ -1466,10 +1490,14 @@ fn global_withdrawals(
         let prefix = old_route.prefix;
         if !old_service_live[old_route.service as usize]
             || covered_after(new, new_service_live, &prefix)
-            || intent
-                .overrides
-                .contains(&Override::GlobalWithdrawal(prefix))
         {
+            continue;
+        }
+        if intent
+            .overrides
+            .contains(&Override::GlobalWithdrawal(prefix))
+        {
+            overridden.push(prefix);
             continue;
         }
         let binding = new

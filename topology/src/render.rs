@@ -97,6 +97,20 @@ impl Plan {
         for warning in &self.warnings {
             let _ = writeln!(out, "{warning}");
         }
+        if !self.global_withdrawals_overridden.is_empty() {
+            let _ = writeln!(
+                out,
+                "GLOBAL WITHDRAWAL: {} route(s) will be announced from no live location, allowed by --override global-withdrawal: {}",
+                self.global_withdrawals_overridden.len(),
+                name_routes(&self.global_withdrawals_overridden)
+            );
+        }
+        for unused in &self.unused_overrides {
+            let _ = writeln!(
+                out,
+                "note: --override {unused} names no route this change leaves on no live location; it is ignored"
+            );
+        }
         let _ = writeln!(
             out,
             "summary: {} route(s) change; route x location: {} announced, {} withdrawn, {} updated",

@@ -249,6 +249,30 @@ fn assert_global_withdrawal(cause: &str, base: &Knobs, changed: &Knobs, lost: &[
         "{cause}:\n{}",
         allowed.render_text()
     );
+    // What the overrides let through is shown first, and named.
+    let overridden: BTreeSet<IpNet> = allowed
+        .global_withdrawals_overridden
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!(overridden, expected, "{cause}");
+    assert!(
+        allowed
+            .render_text()
+            .contains(&format!("GLOBAL WITHDRAWAL: {} route(s)", expected.len())),
+        "{cause}"
+    );
+    // An override naming another route is reported as unused, and lifts nothing.
+    let typo = Override::GlobalWithdrawal("192.0.2.128/25".parse().unwrap());
+    let mistyped = plan(&old, &new, &every_intent().with_override(typo.clone()));
+    assert_eq!(mistyped.unused_overrides, [typo], "{cause}");
+    assert!(
+        mistyped
+            .render_text()
+            .contains("note: --override global-withdrawal:192.0.2.128/25 names no route"),
+        "{cause}"
+    );
+    assert_eq!(g3_routes(&mistyped), expected, "{cause}");
 }
 
 fn fleet300() -> Knobs {
