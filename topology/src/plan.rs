@@ -1956,7 +1956,7 @@ mod tests {
         // Undoing an onboarding, and undoing an activation: withdrawn by design.
         assert_eq!(
             rollback_overrides(&running, &build(services, base)),
-            [extra_route.clone()]
+            std::slice::from_ref(&extra_route)
         );
         assert_eq!(
             rollback_overrides(
