@@ -1,0 +1,169 @@
+//! The bindings phase of the compiler: each binding's service resolved, a cidr bound twice
+//! reported (at the binding a change added, when compiling against the running topology), each
+//! binding placed in its onboarded prefix by one merge sweep, and the longest-match tries built.
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use prefix_trie::PrefixMap;
+use topologyd_config::{Collector, RawTopology, Span};
+
+use super::services::Catalogue;
+use super::{baseline_binds, network_key, suggestion, validate_network};
+use crate::model::{Binding, Prefix, Topology};
+
+/// The compiled bindings and the indexes the later phases use.
+pub(super) struct BindingTable {
+    /// Sorted by cidr, one per cidr.
+    pub(super) bindings: Vec<Binding>,
+    pub(super) bindings_v4: PrefixMap<Ipv4Net, u32>,
+    pub(super) bindings_v6: PrefixMap<Ipv6Net, u32>,
+    /// Per prefix: the binding of exactly its cidr, if any.
+    pub(super) default_binding: Vec<Option<u32>>,
+    /// Per prefix: how many more-specific bindings it holds.
+    pub(super) more_specific_count: Vec<u32>,
+    /// Per service: how many bindings name it.
+    pub(super) service_binding_count: Vec<u32>,
+}
+
+impl BindingTable {
+    /// The index of the longest binding covering `network`.
+    pub(super) fn longest(&self, network: &IpNet) -> Option<u32> {
+        match network {
+            IpNet::V4(network) => self.bindings_v4.get_lpm(network).map(|(_, index)| *index),
+            IpNet::V6(network) => self.bindings_v6.get_lpm(network).map(|(_, index)| *index),
+        }
+    }
+}
+
+/// Bindings: services resolved, sorted once, placed in their onboarded prefixes.
+pub(super) fn compile_bindings(
+    raw: &RawTopology,
+    catalogue: &Catalogue,
+    prefixes: &[Prefix],
+    baseline: Option<&Topology>,
+    collector: &mut Collector,
+) -> BindingTable {
+    let sources = &raw.sources;
+    let Catalogue {
+        services,
+        service_index,
+        ..
+    } = catalogue;
+    // Bindings: resolve services, sort once, then find each binding's onboarded prefix with a
+    // single merge sweep over the (also sorted, disjoint) prefixes.
+    let mut binding_candidates: Vec<(u32, Span, IpNet)> = Vec::with_capacity(raw.bindings.len());
+    for raw_binding in &raw.bindings {
+        let cidr = validate_network(&raw_binding.cidr, "binding", collector);
+        let Some(service) = service_index.get(&raw_binding.service.value) else {
+            collector.error(
+                Some(raw_binding.service.span),
+                format!(
+                    "binding {cidr} names unknown service `{}`",
+                    raw_binding.service.value
+                ),
+                Some(suggestion(
+                    &raw_binding.service.value,
+                    services.iter().map(|service| service.name.as_str()),
+                    "service",
+                )),
+            );
+            continue;
+        };
+        binding_candidates.push((*service, raw_binding.cidr.span, cidr));
+    }
+    binding_candidates.sort_unstable_by_key(|(_, span, cidr)| (network_key(cidr), *span));
+    let mut bindings: Vec<Binding> = Vec::with_capacity(binding_candidates.len());
+    let mut prefix_cursor = 0_usize;
+    for (service, span, cidr) in binding_candidates {
+        if let Some(last) = bindings.last_mut()
+            && last.cidr == cidr
+        {
+            // Report the binding the change added; the one already running is named in help.
+            let (kept, added) = if baseline_binds(baseline, &cidr, &services[service as usize].name)
+                && !baseline_binds(baseline, &cidr, &services[last.service as usize].name)
+            {
+                let replaced = (last.service, last.span);
+                last.service = service;
+                last.span = span;
+                ((service, span), replaced)
+            } else {
+                ((last.service, last.span), (service, span))
+            };
+            collector.error(
+                Some(added.1),
+                format!(
+                    "{cidr} is bound twice: already bound to service `{}`",
+                    services[kept.0 as usize].name
+                ),
+                Some(format!(
+                    "the other binding is at {}; a cidr has exactly one service, so remove one (bind a more-specific cidr to layer another service)",
+                    sources.locate(kept.1)
+                )),
+            );
+            continue;
+        }
+        let key = network_key(&cidr);
+        while prefix_cursor + 1 < prefixes.len()
+            && network_key(&prefixes[prefix_cursor + 1].cidr) <= key
+        {
+            prefix_cursor += 1;
+        }
+        let containing = prefixes
+            .get(prefix_cursor)
+            .filter(|prefix| prefix.cidr.contains(&cidr));
+        if containing.is_none() {
+            let first_after = prefixes.partition_point(|prefix| network_key(&prefix.cidr) < key);
+            let inside = prefixes
+                .get(first_after)
+                .filter(|prefix| cidr.contains(&prefix.cidr))
+                .map(|prefix| prefix.cidr);
+            let help = match inside {
+                Some(inside) => format!(
+                    "{cidr} is wider than the onboarded prefix {inside}; bind {inside} (or a more-specific) instead"
+                ),
+                None => "onboard a [[prefix]] containing it first, or fix the cidr".to_string(),
+            };
+            collector.error(
+                Some(span),
+                format!("binding {cidr} is outside every onboarded prefix"),
+                Some(help),
+            );
+            continue;
+        }
+        bindings.push(Binding {
+            cidr,
+            service,
+            prefix: prefix_cursor as u32,
+            span,
+        });
+    }
+    let mut bindings_v4 = PrefixMap::new();
+    let mut bindings_v6 = PrefixMap::new();
+    let mut default_binding: Vec<Option<u32>> = vec![None; prefixes.len()];
+    let mut more_specific_count: Vec<u32> = vec![0; prefixes.len()];
+    let mut service_binding_count: Vec<u32> = vec![0; services.len()];
+    for (index, binding) in bindings.iter().enumerate() {
+        match binding.cidr {
+            IpNet::V4(network) => {
+                bindings_v4.insert(network, index as u32);
+            }
+            IpNet::V6(network) => {
+                bindings_v6.insert(network, index as u32);
+            }
+        }
+        service_binding_count[binding.service as usize] += 1;
+        if prefixes[binding.prefix as usize].cidr == binding.cidr {
+            default_binding[binding.prefix as usize] = Some(index as u32);
+        } else {
+            more_specific_count[binding.prefix as usize] += 1;
+        }
+    }
+
+    BindingTable {
+        bindings,
+        bindings_v4,
+        bindings_v6,
+        default_binding,
+        more_specific_count,
+        service_binding_count,
+    }
+}

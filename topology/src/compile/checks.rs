@@ -1,0 +1,206 @@
+//! The checks that need the whole compiled picture: service local addresses inside the
+//! service's own bindings, **blackholes by construction** (a more-specific binding whose service
+//! is absent, or pending, where the covering route is announced), and service-level findings
+//! (no bindings; an active service with bound routes matching no location, or no live one).
+
+use ipnet::IpNet;
+use topologyd_config::{Collector, Lifecycle, RawTopology};
+
+use super::bindings::BindingTable;
+use super::fleet::Fleet;
+use super::list_names;
+use super::services::Catalogue;
+use crate::model::{Binding, Location, Route, Service};
+
+/// Local addresses: the longest binding covering each must be one of the service's own, and
+/// cover all of it, or the address would take traffic another service handles.
+pub(super) fn local_addresses(
+    raw: &RawTopology,
+    catalogue: &Catalogue,
+    table: &BindingTable,
+    collector: &mut Collector,
+) {
+    let sources = &raw.sources;
+    let Catalogue {
+        services,
+        service_order,
+        ..
+    } = catalogue;
+    let bindings = &table.bindings;
+    let longest = |network: &IpNet| table.longest(network);
+    for (index, raw_index) in service_order.iter().enumerate() {
+        let raw_service = &raw.services[*raw_index];
+        for address in &raw_service.local_addresses {
+            let network = address.value.trunc();
+            let host = IpNet::from(address.value.addr());
+            let service = &services[index].name;
+            match longest(&host).map(|binding| &bindings[binding as usize]) {
+                None => collector.error(
+                    Some(address.span),
+                    format!(
+                        "local address {} of service `{service}` is inside no binding",
+                        address.value
+                    ),
+                    Some(format!(
+                        "bind a cidr containing it to `{service}` (inside an onboarded \
+                         [[prefix]]), or remove it from local_addresses"
+                    )),
+                ),
+                Some(binding) if binding.service as usize != index => collector.error(
+                    Some(address.span),
+                    format!(
+                        "local address {} of service `{service}` is handled by service `{}`: \
+                         the longest binding covering it is {} ({})",
+                        address.value,
+                        services[binding.service as usize].name,
+                        binding.cidr,
+                        sources.locate(binding.span)
+                    ),
+                    Some(format!(
+                        "a service binds only addresses of its own bindings: bind a cidr \
+                         containing {} to `{service}`, or remove the address",
+                        address.value.addr()
+                    )),
+                ),
+                Some(binding) if !binding.cidr.contains(&network) => collector.error(
+                    Some(address.span),
+                    format!(
+                        "local address {} of service `{service}` is wider than its binding {}",
+                        address.value, binding.cidr
+                    ),
+                    Some(format!(
+                        "write the address alone, \"{}\"",
+                        IpNet::from(address.value.addr())
+                    )),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// Blackholes by construction: a layered binding whose service is absent where the route
+/// covering it is announced.
+pub(super) fn blackholes(
+    routes: &[Route],
+    services: &[Service],
+    bindings: &[Binding],
+    locations: &[Location],
+    collector: &mut Collector,
+) {
+    for binding in bindings {
+        let Some(route_index) =
+            crate::model::find_containing(routes, &binding.cidr, |route| route.prefix)
+        else {
+            continue;
+        };
+        let route = &routes[route_index];
+        if route.prefix == binding.cidr {
+            continue;
+        }
+        let route_service = &services[route.service as usize];
+        let layered_service = &services[binding.service as usize];
+        if route_service.announcing.is_empty() || route.service == binding.service {
+            continue;
+        }
+        if layered_service.lifecycle == Lifecycle::Pending {
+            // A pending service runs nowhere: the binding's addresses would arrive with the
+            // covering route and find no service to handle them.
+            collector.error(
+                Some(binding.span),
+                format!(
+                    "blackhole by construction: binding {} is bound to pending service `{}` under route {} (service `{}`), which is announced at {} location(s): its traffic would arrive where no service handles it",
+                    binding.cidr,
+                    layered_service.name,
+                    route.prefix,
+                    route_service.name,
+                    route_service.announcing.len(),
+                ),
+                Some(format!(
+                    "activate `{}` first (lifecycle = \"active\", with a topology covering those locations), or add the binding when the service is ready",
+                    layered_service.name
+                )),
+            );
+            continue;
+        }
+        let missing = route_service
+            .announcing
+            .difference(&layered_service.matched);
+        if !missing.is_empty() {
+            let names: Vec<&str> = missing
+                .iter()
+                .map(|index| locations[index].name.as_str())
+                .collect();
+            collector.error(
+                Some(binding.span),
+                format!(
+                    "blackhole by construction: binding {} (service `{}`) lies under route {} (service `{}`), which is announced at {} location(s) where `{}` is absent: {}",
+                    binding.cidr,
+                    layered_service.name,
+                    route.prefix,
+                    route_service.name,
+                    names.len(),
+                    layered_service.name,
+                    list_names(&names)
+                ),
+                Some(format!(
+                    "widen the topology of `{}` to those locations, narrow `{}`, or remove the binding",
+                    layered_service.name, route_service.name
+                )),
+            );
+        }
+    }
+}
+
+/// Service-level findings.
+pub(super) fn service_findings(
+    services: &[Service],
+    service_binding_count: &[u32],
+    service_routes: &[u32],
+    fleet: &Fleet,
+    collector: &mut Collector,
+) {
+    let (live, locations) = (&fleet.live, &fleet.locations);
+    for (index, service) in services.iter().enumerate() {
+        if service_binding_count[index] == 0 {
+            collector.warning(
+                Some(service.span),
+                format!("service `{}` has no bindings", service.name),
+                Some("bind a cidr to it, or remove it".into()),
+            );
+            continue;
+        }
+        if service.lifecycle == Lifecycle::Active
+            && service_routes[index] > 0
+            && service.matched.intersection(live).is_empty()
+        {
+            if service.matched.is_empty() {
+                collector.error(
+                    Some(service.span),
+                    format!(
+                        "active service `{}` has bound routes but its topology `{}` matches no location",
+                        service.name, service.topology
+                    ),
+                    Some("fix the selector so that it selects live locations, or make the service pending".into()),
+                );
+            } else {
+                let names: Vec<String> = service
+                    .matched
+                    .iter()
+                    .map(|index| format!("{} ({})", locations[index].name, locations[index].state))
+                    .collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                collector.warning(
+                    Some(service.span),
+                    format!(
+                        "active service `{}` has bound routes but its topology `{}` matches no live location (only {}): its routes are announced nowhere",
+                        service.name,
+                        service.topology,
+                        list_names(&names)
+                    ),
+                    Some("a plan that withdraws routes announced today this way is refused (G3)".into()),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The canonical content hash of a compiled topology: SHA-256 over a length-prefixed,
+//! canonical serialisation, so that file order and formatting do not change it and content
+//! does.
+
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+use topologyd_config::AnnounceMode;
+use topologyd_config::health::{DnsRecordType, ProbeSpec, UnhealthyAction};
+
+use super::network_key;
+use crate::model::{Binding, Location, Prefix, Service};
+
+/// Feeds a canonical, length-prefixed serialisation into SHA-256.
+pub(super) struct CanonicalHasher(pub(super) Sha256);
+
+impl CanonicalHasher {
+    pub(super) fn text(&mut self, text: &str) {
+        self.0.update((text.len() as u64).to_le_bytes());
+        self.0.update(text.as_bytes());
+    }
+
+    fn number(&mut self, number: u64) {
+        self.0.update(number.to_le_bytes());
+    }
+
+    fn network(&mut self, network: &IpNet) {
+        let (family, address, length) = network_key(network);
+        self.0.update([family, length]);
+        self.0.update(address.to_le_bytes());
+    }
+}
+
+pub(super) fn canonical_hash(
+    settings: &topologyd_config::Settings,
+    locations: &[Location],
+    services: &[Service],
+    prefixes: &[Prefix],
+    bindings: &[Binding],
+) -> [u8; 32] {
+    let mut hasher = CanonicalHasher(Sha256::new());
+    hasher.text("topologyd-topology-v1");
+    for limits in [
+        settings.ipv4_announce_lengths,
+        settings.ipv6_announce_lengths,
+    ] {
+        hasher.number(u64::from(limits.shortest));
+        hasher.number(u64::from(limits.longest));
+    }
+    hasher.number(settings.max_withdrawn_pair_share.to_bits());
+    hasher.number(settings.max_affected_location_share.to_bits());
+    // Hashed only when set, so that topologies written before the setting existed keep their
+    // hash (daemons of two releases must agree on it during a rollout).
+    if settings.small_change_routes != topologyd_config::DEFAULT_SMALL_CHANGE_ROUTES {
+        hasher.text("small_change_routes");
+        hasher.number(settings.small_change_routes);
+    }
+    hasher.number(locations.len() as u64);
+    for location in locations {
+        for text in [
+            &location.name,
+            &location.region,
+            &location.metro,
+            &location.country,
+        ] {
+            hasher.text(text);
+        }
+        hasher.text(location.state.as_str());
+        hasher.number(location.tags.len() as u64);
+        for tag in &location.tags {
+            hasher.text(tag);
+        }
+    }
+    hasher.number(services.len() as u64);
+    for service in services {
+        hasher.text(&service.name);
+        hasher.text(service.lifecycle.as_str());
+        hasher.text(&service.topology);
+        hasher.number(u64::from(service.announce_at_test_locations));
+        let attributes = &service.attributes;
+        hasher.number(attributes.communities.len() as u64);
+        for community in &attributes.communities {
+            hasher.number(u64::from(community.0) << 16 | u64::from(community.1));
+        }
+        hasher.number(attributes.large_communities.len() as u64);
+        for community in &attributes.large_communities {
+            hasher.number(u64::from(community.0));
+            hasher.number(u64::from(community.1) << 32 | u64::from(community.2));
+        }
+        hasher.number(attributes.med.map_or(u64::MAX, u64::from));
+        hasher.number(u64::from(attributes.as_path_prepend));
+        hash_health(&mut hasher, service);
+    }
+    hasher.number(prefixes.len() as u64);
+    for prefix in prefixes {
+        hasher.network(&prefix.cidr);
+        hasher.number(u64::from(prefix.origin_asn));
+        hasher.text(&prefix.owner);
+        hasher.number(u64::from(prefix.advertise));
+        hasher.number(match prefix.announce {
+            AnnounceMode::Aggregate => 0,
+            AnnounceMode::Split(length) => u64::from(length) + 1,
+        });
+        match prefix.roa {
+            Some(roa) => {
+                hasher.number(u64::from(roa.asn));
+                hasher.number(u64::from(roa.max_length));
+            }
+            None => hasher.number(u64::MAX),
+        }
+        hasher.text(prefix.irr_token.as_deref().unwrap_or(""));
+        hasher.text(prefix.rdns_token.as_deref().unwrap_or(""));
+    }
+    hasher.number(bindings.len() as u64);
+    for binding in bindings {
+        hasher.network(&binding.cidr);
+        hasher.text(&services[binding.service as usize].name);
+    }
+    hasher.0.finalize().into()
+}
+
+/// Marks the optional health part of a service in the canonical form. Services without health
+/// checks or local addresses add nothing, so their hashes are those of before health checks
+/// existed; the marker cannot be mistaken for what may follow a service (the length of the next
+/// service's name, or the number of prefixes).
+const HEALTH_MARKER: u64 = u64::MAX - 1;
+
+/// The health checks and local addresses of `service`, in canonical form: every field of the
+/// spec, the checks in their written order (that is the order a round reports them in), the
+/// local addresses sorted.
+pub(super) fn hash_health(hasher: &mut CanonicalHasher, service: &Service) {
+    if service.health.is_none() && service.local_addresses.is_empty() {
+        return;
+    }
+    hasher.number(HEALTH_MARKER);
+    hasher.number(service.local_addresses.len() as u64);
+    for address in &service.local_addresses {
+        hasher.network(address);
+    }
+    let Some(health) = &service.health else {
+        hasher.number(0);
+        return;
+    };
+    hasher.number(1);
+    for number in [
+        health.interval_ms,
+        health.timeout_ms,
+        u64::from(health.rise),
+        u64::from(health.fall),
+        health.hold_down_ms,
+        health.max_hold_down_ms,
+    ] {
+        hasher.number(number);
+    }
+    match &health.on_unhealthy {
+        UnhealthyAction::Withdraw => hasher.number(0),
+        UnhealthyAction::Degrade(degrade) => {
+            hasher.number(1);
+            hasher.number(u64::from(degrade.as_path_prepend));
+            hasher.number(degrade.med.map_or(u64::MAX, u64::from));
+            hasher.number(degrade.communities.len() as u64);
+            for community in &degrade.communities {
+                hasher.number(u64::from(community.0) << 16 | u64::from(community.1));
+            }
+        }
+    }
+    hasher.number(health.checks.len() as u64);
+    for check in &health.checks {
+        match check {
+            ProbeSpec::Http { url, expect_status } => {
+                hasher.text("http");
+                hasher.text(url);
+                hasher.number(u64::from(*expect_status));
+            }
+            ProbeSpec::Tcp { address } => {
+                hasher.text("tcp");
+                hasher.text(address);
+            }
+            ProbeSpec::Dns {
+                server,
+                name,
+                record_type,
+                expect,
+            } => {
+                hasher.text("dns");
+                hasher.text(server);
+                hasher.text(name);
+                hasher.text(match record_type {
+                    DnsRecordType::A => "A",
+                    DnsRecordType::Aaaa => "AAAA",
+                });
+                match expect {
+                    Some(expect) => {
+                        hasher.number(1);
+                        hasher.text(expect);
+                    }
+                    None => hasher.number(0),
+                }
+            }
+            ProbeSpec::Exec { command } => {
+                hasher.text("exec");
+                hasher.number(command.len() as u64);
+                for argument in command {
+                    hasher.text(argument);
+                }
+            }
+        }
+    }
+}

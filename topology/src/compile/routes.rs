@@ -1,0 +1,111 @@
+//! The routes phase of the compiler: **G1** (an advertised prefix without a default binding is
+//! an error and is never announced) and the announced routes (the prefix itself, or its split
+//! more-specifics), each governed by the longest binding covering it.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use topologyd_config::{AnnounceMode, Collector, Lifecycle};
+
+use super::bindings::BindingTable;
+use crate::model::{Prefix, Route, Service};
+
+/// Routes in prefix order, and per service how many routes it governs.
+pub(super) fn compile_routes(
+    prefixes: &[Prefix],
+    services: &[Service],
+    table: &BindingTable,
+    collector: &mut Collector,
+) -> (Vec<Route>, Vec<u32>) {
+    let BindingTable {
+        bindings,
+        default_binding,
+        more_specific_count,
+        ..
+    } = table;
+    let longest = |network: &IpNet| table.longest(network);
+    let mut routes: Vec<Route> = Vec::with_capacity(prefixes.len());
+    let mut service_routes: Vec<u32> = vec![0; services.len()];
+    let mut pending_warned: BTreeMap<(usize, u32), ()> = BTreeMap::new();
+    for (prefix_index, prefix) in prefixes.iter().enumerate() {
+        if !prefix.advertise {
+            continue;
+        }
+        let Some(default) = default_binding[prefix_index] else {
+            let layered: Vec<String> = bindings
+                .iter()
+                .filter(|binding| binding.prefix as usize == prefix_index)
+                .take(3)
+                .map(|binding| {
+                    format!(
+                        "{} → {}",
+                        binding.cidr, services[binding.service as usize].name
+                    )
+                })
+                .collect();
+            let detail = if layered.is_empty() {
+                "it has no bindings at all".to_string()
+            } else {
+                format!(
+                    "it has only more-specific bindings ({}{})",
+                    layered.join(", "),
+                    if more_specific_count[prefix_index] > 3 {
+                        ", …"
+                    } else {
+                        ""
+                    }
+                )
+            };
+            collector.error(
+                Some(prefix.span),
+                format!(
+                    "G1: prefix {} is advertised but has no default binding, so it is not announced: {detail}",
+                    prefix.cidr
+                ),
+                Some(format!(
+                    "add [[binding]] cidr = \"{}\" with the service that receives the rest of the prefix's traffic, or set advertise = false until it exists",
+                    prefix.cidr
+                )),
+            );
+            continue;
+        };
+        let pieces: Box<dyn Iterator<Item = IpNet>> = match prefix.announce {
+            AnnounceMode::Aggregate => Box::new(std::iter::once(prefix.cidr)),
+            AnnounceMode::Split(length) => match prefix.cidr.subnets(length) {
+                Ok(subnets) => Box::new(subnets),
+                Err(_) => Box::new(std::iter::once(prefix.cidr)),
+            },
+        };
+        for piece in pieces {
+            let binding = if piece == prefix.cidr {
+                default
+            } else {
+                longest(&piece).unwrap_or(default)
+            };
+            let service = bindings[binding as usize].service;
+            service_routes[service as usize] += 1;
+            if services[service as usize].lifecycle == Lifecycle::Pending
+                && pending_warned.insert((prefix_index, service), ()).is_none()
+            {
+                collector.warning(
+                    Some(prefix.span),
+                    format!(
+                        "prefix {} is advertised, but its route(s) are bound to pending service `{}` and are not announced",
+                        prefix.cidr, services[service as usize].name
+                    ),
+                    Some("activate the service (lifecycle = \"active\") when it is ready".into()),
+                );
+            }
+            routes.push(Route {
+                prefix: piece,
+                binding_cidr: bindings[binding as usize].cidr,
+                origin_asn: prefix.origin_asn,
+                onboarded: prefix_index as u32,
+                binding,
+                service,
+            });
+        }
+    }
+
+    (routes, service_routes)
+}
