@@ -1,0 +1,228 @@
+//! The plan's view of two topologies: one location space for both (the [`Universe`]), each
+//! service's announcing set in it, the locations' states before and after, and the queries the
+//! diff and the guards share (a route's announcement, the cause of its withdrawal, where an
+//! overlapping route replaces it).
+
+use ipnet::IpNet;
+use topologyd_config::{Lifecycle, LocationState};
+
+use super::WithdrawalCause;
+use crate::location_set::LocationSet;
+use crate::model::{AnnouncedRoute, Route, Topology};
+
+/// Maps one topology's location indices into the plan's location list.
+pub(super) struct Universe {
+    pub(super) names: Vec<String>,
+    pub(super) old_map: Vec<usize>,
+    pub(super) new_map: Vec<usize>,
+}
+
+impl Universe {
+    fn new(old: &Topology, new: &Topology) -> Universe {
+        let mut names: Vec<String> = old
+            .locations
+            .iter()
+            .chain(&new.locations)
+            .map(|location| location.name.clone())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let position = |name: &str| {
+            names
+                .binary_search_by(|item| item.as_str().cmp(name))
+                .unwrap_or(0)
+        };
+        let old_map = old
+            .locations
+            .iter()
+            .map(|location| position(&location.name))
+            .collect();
+        let new_map = new
+            .locations
+            .iter()
+            .map(|location| position(&location.name))
+            .collect();
+        Universe {
+            names,
+            old_map,
+            new_map,
+        }
+    }
+
+    pub(super) fn map(&self, set: &LocationSet, map: &[usize]) -> LocationSet {
+        let mut mapped = LocationSet::empty(self.names.len());
+        for index in set.iter() {
+            if let Some(target) = map.get(index) {
+                mapped.insert(*target);
+            }
+        }
+        mapped
+    }
+}
+
+pub(super) struct Context<'a> {
+    pub(super) old: &'a Topology,
+    pub(super) new: &'a Topology,
+    pub(super) universe: Universe,
+    pub(super) old_sets: Vec<LocationSet>,
+    pub(super) new_sets: Vec<LocationSet>,
+    pub(super) old_live: LocationSet,
+    pub(super) new_live: LocationSet,
+    /// Per old service: the new service with the same name, if any.
+    pub(super) old_to_new: Vec<Option<u32>>,
+    /// Per old service: same name, attributes and announcing set in the new topology.
+    pub(super) service_unchanged: Vec<bool>,
+    /// Per plan location: its state before and after.
+    pub(super) old_states: Vec<Option<LocationState>>,
+    pub(super) new_states: Vec<Option<LocationState>>,
+    /// Plan locations that existed before and changed state or were removed.
+    pub(super) state_changed: LocationSet,
+    /// Per service: whether it announces at a live location, before and after.
+    pub(super) old_service_live: Vec<bool>,
+    pub(super) new_service_live: Vec<bool>,
+}
+
+impl<'a> Context<'a> {
+    /// Everything the diff and the guards look up, in the plan's location space.
+    pub(super) fn new(old: &'a Topology, new: &'a Topology) -> Context<'a> {
+        let universe = Universe::new(old, new);
+        let old_sets: Vec<LocationSet> = old
+            .services
+            .iter()
+            .map(|service| universe.map(&service.announcing, &universe.old_map))
+            .collect();
+        let new_sets: Vec<LocationSet> = new
+            .services
+            .iter()
+            .map(|service| universe.map(&service.announcing, &universe.new_map))
+            .collect();
+        let old_to_new: Vec<Option<u32>> = old
+            .services
+            .iter()
+            .map(|service| new.service_index.get(&service.name).copied())
+            .collect();
+        let service_unchanged = old
+            .services
+            .iter()
+            .enumerate()
+            .map(|(index, service)| {
+                old_to_new[index].is_some_and(|new_index| {
+                    new.services[new_index as usize].attributes == service.attributes
+                        && new_sets[new_index as usize] == old_sets[index]
+                })
+            })
+            .collect();
+        let mut old_states = vec![None; universe.names.len()];
+        for (index, location) in old.locations.iter().enumerate() {
+            old_states[universe.old_map[index]] = Some(location.state);
+        }
+        let mut new_states = vec![None; universe.names.len()];
+        for (index, location) in new.locations.iter().enumerate() {
+            new_states[universe.new_map[index]] = Some(location.state);
+        }
+        let mut state_changed = LocationSet::empty(universe.names.len());
+        for (index, (before, after)) in old_states.iter().zip(&new_states).enumerate() {
+            if before.is_some() && before != after {
+                state_changed.insert(index);
+            }
+        }
+        let old_live = universe.map(&old.live, &universe.old_map);
+        let new_live = universe.map(&new.live, &universe.new_map);
+        let old_service_live = old_sets
+            .iter()
+            .map(|set| set.intersection_len(&old_live) > 0)
+            .collect();
+        let new_service_live = new_sets
+            .iter()
+            .map(|set| set.intersection_len(&new_live) > 0)
+            .collect();
+        Context {
+            state_changed,
+            old_live,
+            new_live,
+            old_service_live,
+            new_service_live,
+            universe,
+            old,
+            new,
+            old_sets,
+            new_sets,
+            old_to_new,
+            service_unchanged,
+            old_states,
+            new_states,
+        }
+    }
+
+    pub(super) fn announced(&self, route: &Route, topology: &Topology) -> AnnouncedRoute {
+        topology.desired_route(route).to_announced()
+    }
+
+    /// The cause shared by every location losing `route` whose state did not change.
+    pub(super) fn route_cause(
+        &self,
+        old_route: &Route,
+        new_route: Option<&Route>,
+    ) -> WithdrawalCause {
+        let old_binding = self.old.bindings[old_route.binding as usize].cidr;
+        let old_service = &self.old.services[old_route.service as usize];
+        let Some(new_route) = new_route else {
+            return match self.new.prefix_containing(&old_route.prefix) {
+                None => WithdrawalCause::PrefixOffboarded,
+                Some(index) if !self.new.prefixes[index].advertise => WithdrawalCause::AdvertiseOff,
+                Some(_) => WithdrawalCause::AnnounceModeChanged,
+            };
+        };
+        let new_service = &self.new.services[new_route.service as usize];
+        let binding_kept = self
+            .new
+            .longest_binding_index(&old_binding)
+            .is_some_and(|index| self.new.bindings[index as usize].cidr == old_binding);
+        if !binding_kept {
+            WithdrawalCause::BindingRemoved {
+                binding: old_binding,
+                service: old_service.name.clone(),
+            }
+        } else if new_service.name != old_service.name {
+            WithdrawalCause::BindingMoved {
+                binding: self.new.bindings[new_route.binding as usize].cidr,
+                from: old_service.name.clone(),
+                to: new_service.name.clone(),
+            }
+        } else if new_service.lifecycle == Lifecycle::Pending
+            && old_service.lifecycle == Lifecycle::Active
+        {
+            WithdrawalCause::ServiceBecamePending {
+                service: new_service.name.clone(),
+            }
+        } else {
+            WithdrawalCause::ServiceTopologyChanged {
+                service: new_service.name.clone(),
+            }
+        }
+    }
+
+    /// Where the new topology announces routes overlapping `prefix` other than `prefix` itself.
+    pub(super) fn replacement(&self, prefix: &IpNet) -> LocationSet {
+        let mut locations = LocationSet::empty(self.universe.names.len());
+        let mut add = |route: &Route| {
+            if route.prefix != *prefix {
+                locations.union_with(&self.new_sets[route.service as usize]);
+            }
+        };
+        if let Some(index) = self.new.route_containing(prefix) {
+            add(&self.new.routes[index]);
+        }
+        let start = self
+            .new
+            .routes
+            .partition_point(|route| route.prefix < *prefix);
+        for route in self.new.routes[start..]
+            .iter()
+            .take_while(|route| prefix.contains(&route.prefix))
+        {
+            add(route);
+        }
+        locations
+    }
+}

@@ -1,0 +1,340 @@
+//! The guards, judged on the diff (each violation is a typed value naming routes, bindings,
+//! services and locations; see the module comment of `plan` for the rules):
+//! - G2 ([`undeclared_changes`]): a still-bound route leaving live locations, or moving to
+//!   another service, without the intent naming both services;
+//! - G3 ([`global_withdrawals`]): one invariant over the announced address space before and
+//!   after, whatever the cause;
+//! - G4 ([`blast_radius`]): the well-scoped floor, the two shares, and route concentration.
+//!
+//! Also [`rollback_overrides`], the G3 overrides a rollback carries by itself.
+
+use std::collections::{BTreeSet, HashMap};
+
+use ipnet::IpNet;
+use topologyd_config::Lifecycle;
+
+use super::context::Context;
+use super::diff::{RouteDiff, find};
+use super::{
+    CONCENTRATION_FACTOR, CONCENTRATION_MINIMUM, ConcentratedRoute, Guard, GuardViolation, Intent,
+    NameCache, Override, PlanSummary, WithdrawalCause, plan,
+};
+use crate::location_set::LocationSet;
+use crate::model::{Route, Topology};
+
+/// G2: withdrawing a still-bound route from locations live before and after, or moving a
+/// route that stays announced to another service, needs the intent to name the service it
+/// leaves and the one it goes to.
+pub(super) fn undeclared_changes(
+    context: &Context<'_>,
+    diffs: &[RouteDiff],
+    intent: &Intent,
+    name_cache: &mut NameCache<'_>,
+) -> Vec<GuardViolation> {
+    let (old, new) = (context.old, context.new);
+    let live_both = context.old_live.intersection(&context.new_live);
+    let mut violations = Vec::new();
+    for diff in diffs {
+        let prefix = diff.change.prefix;
+        let lost_live = diff.lost.intersection(&live_both);
+        if let Some(old_service) = diff.old_service
+            && !lost_live.is_empty()
+            && let Some(bound) = new.longest_binding_index(&prefix)
+        {
+            let binding = new.bindings[bound as usize];
+            let mut services = vec![old.services[old_service as usize].name.clone()];
+            let now = new.services[binding.service as usize].name.clone();
+            if !services.contains(&now) {
+                services.push(now);
+            }
+            let missing_intent = missing(intent, &services);
+            if !missing_intent.is_empty() {
+                violations.push(GuardViolation::UndeclaredWithdrawal {
+                    route: prefix,
+                    binding: binding.cidr,
+                    services,
+                    missing_intent,
+                    locations: name_cache.get(&lost_live),
+                });
+                // The service-change check would repeat the same intent request.
+                continue;
+            }
+        }
+        if let (Some(before), Some(after)) = (&diff.change.old, &diff.change.new)
+            && before.service != after.service
+            && diff.kept_live
+        {
+            let missing_intent = missing(intent, &[before.service.clone(), after.service.clone()]);
+            if !missing_intent.is_empty() {
+                violations.push(GuardViolation::UndeclaredServiceChange {
+                    route: prefix,
+                    binding: after.binding,
+                    from: before.service.clone(),
+                    to: after.service.clone(),
+                    missing_intent,
+                });
+            }
+        }
+    }
+    violations
+}
+
+/// Those of `services` the intent does not name.
+fn missing(intent: &Intent, services: &[String]) -> Vec<String> {
+    services
+        .iter()
+        .filter(|service| !intent.services.contains(*service))
+        .cloned()
+        .collect()
+}
+
+/// G4 and the plan's counts. The change is **well-scoped** when it loses at most
+/// `small_change_routes` routes, or loses routes at one location only; a change that is not is
+/// refused beyond either share (lost pairs of the announced pairs; locations losing more than
+/// that share of their own pairs, of the announcing locations). Whatever its scope, a route
+/// left on less than half of the (at least four) live locations that announced it is refused
+/// (concentration).
+pub(super) fn blast_radius(
+    context: &Context<'_>,
+    diffs: &[RouteDiff],
+    intent: &Intent,
+) -> (PlanSummary, Option<GuardViolation>) {
+    let (old, new) = (context.old, context.new);
+    let capacity = context.universe.names.len();
+    let mut summary = PlanSummary {
+        routes_changed: diffs.len() as u64,
+        max_withdrawn_pair_share: old
+            .settings
+            .max_withdrawn_pair_share
+            .min(new.settings.max_withdrawn_pair_share),
+        max_affected_location_share: old
+            .settings
+            .max_affected_location_share
+            .min(new.settings.max_affected_location_share),
+        small_change_routes: old
+            .settings
+            .small_change_routes
+            .min(new.settings.small_change_routes),
+        ..PlanSummary::default()
+    };
+    // Pairs before, per location.
+    let mut routes_per_service = vec![0_u64; old.services.len()];
+    for route in &old.routes {
+        routes_per_service[route.service as usize] += 1;
+    }
+    let mut announcing_before = LocationSet::empty(capacity);
+    let mut pairs_before = vec![0_u64; capacity];
+    for (index, count) in routes_per_service.iter().enumerate() {
+        if *count > 0 {
+            summary.announced_pairs_before += count * context.old_sets[index].len() as u64;
+            announcing_before.union_with(&context.old_sets[index]);
+            for location in context.old_sets[index].iter() {
+                pairs_before[location] += count;
+            }
+        }
+    }
+    summary.announcing_locations_before = announcing_before.len() as u64;
+    // Lost pairs grouped by location set, so that no (route, location) pair is materialised.
+    let mut lost_by_set: HashMap<&LocationSet, u64> = HashMap::new();
+    let mut losing = LocationSet::empty(capacity);
+    let mut concentrated = Vec::new();
+    for diff in diffs {
+        let change = &diff.change;
+        summary.announced_pairs += change.announce.len() as u64;
+        summary.updated_pairs += change.update.len() as u64;
+        for withdrawal in &change.withdrawals {
+            summary.withdrawn_pairs += withdrawal.locations.len() as u64;
+        }
+        if !diff.lost.is_empty() {
+            summary.lost_pairs += diff.lost.len() as u64;
+            summary.lost_routes += 1;
+            losing.union_with(&diff.lost);
+            *lost_by_set.entry(&diff.lost).or_default() += 1;
+        }
+        if diff.live_before >= CONCENTRATION_MINIMUM
+            && diff.live_after > 0
+            && diff.live_after * CONCENTRATION_FACTOR < diff.live_before
+        {
+            concentrated.push(ConcentratedRoute {
+                route: change.prefix,
+                live_before: diff.live_before,
+                live_after: diff.live_after,
+            });
+        }
+    }
+    let mut lost_at = vec![0_u64; capacity];
+    for (set, count) in &lost_by_set {
+        for location in set.iter() {
+            lost_at[location] += count;
+        }
+    }
+    summary.locations_hit = lost_at
+        .iter()
+        .zip(&pairs_before)
+        .filter(|(lost, before)| {
+            **lost > 0 && **lost as f64 > summary.max_withdrawn_pair_share * **before as f64
+        })
+        .count() as u64;
+    summary.locations_losing_routes = losing.len() as u64;
+    summary.concentrated_routes = concentrated.len() as u64;
+    let share = |part: u64, whole: u64| {
+        if whole == 0 {
+            0.0
+        } else {
+            part as f64 / whole as f64
+        }
+    };
+    let well_scoped =
+        summary.lost_routes <= summary.small_change_routes || summary.locations_losing_routes <= 1;
+    let over_shares = !well_scoped
+        && (share(summary.lost_pairs, summary.announced_pairs_before)
+            > summary.max_withdrawn_pair_share
+            || share(summary.locations_hit, summary.announcing_locations_before)
+                > summary.max_affected_location_share);
+    let violation = ((over_shares || !concentrated.is_empty())
+        && !intent.overrides.contains(&Override::BlastRadius))
+    .then_some(GuardViolation::BlastRadius {
+        withdrawn_pairs: summary.lost_pairs,
+        announced_pairs: summary.announced_pairs_before,
+        max_withdrawn_pair_share: summary.max_withdrawn_pair_share,
+        affected_locations: summary.locations_hit,
+        announcing_locations: summary.announcing_locations_before,
+        max_affected_location_share: summary.max_affected_location_share,
+        lost_routes: summary.lost_routes,
+        small_change_routes: summary.small_change_routes,
+        locations_losing_routes: summary.locations_losing_routes,
+        over_shares,
+        concentrated,
+    });
+    (summary, violation)
+}
+
+/// The G3 overrides a rollback from `running` to `target` carries by itself: one per route that
+/// G3 would refuse and that `target` does not bind to an active service (its prefix is not
+/// onboarded or not advertised there, or its binding belongs to a pending service). Returning to
+/// such a generation withdraws them by design: it undoes the onboarding or activation that
+/// announced them. Routes `target` still binds to an active service stay refused: a rollback to
+/// a generation that would leave them announced nowhere is the incident again.
+pub fn rollback_overrides(running: &Topology, target: &Topology) -> Vec<Override> {
+    let probe = plan(running, target, &Intent::default());
+    probe
+        .violations_of(Guard::G3)
+        .filter_map(|violation| match violation {
+            GuardViolation::GlobalWithdrawal {
+                route, bound_to, ..
+            } => {
+                let active = bound_to.as_ref().is_some_and(|service| {
+                    target
+                        .service(service)
+                        .is_some_and(|service| service.lifecycle == Lifecycle::Active)
+                });
+                let announced_there = target
+                    .prefix_containing(route)
+                    .is_some_and(|index| target.prefixes[index].advertise);
+                (!active || !announced_there).then_some(Override::GlobalWithdrawal(*route))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The first and last address of `network`, as numbers.
+fn address_range(network: &IpNet) -> (u128, u128) {
+    match network {
+        IpNet::V4(network) => (
+            u128::from(u32::from(network.network())),
+            u128::from(u32::from(network.broadcast())),
+        ),
+        IpNet::V6(network) => (
+            u128::from(network.network()),
+            u128::from(network.broadcast()),
+        ),
+    }
+}
+
+/// Whether every address of `prefix` is announced from a live location by some route of the
+/// new topology: the route itself, one containing it, or more-specifics that cover it all.
+fn covered_after(new: &Topology, new_service_live: &[bool], prefix: &IpNet) -> bool {
+    let live = |route: &Route| new_service_live[route.service as usize];
+    if let Some(index) = new.route_containing(prefix)
+        && live(&new.routes[index])
+    {
+        return true;
+    }
+    let (first, last) = address_range(prefix);
+    // The first address not yet known to be covered; `None` once past the last address.
+    let mut next = Some(first);
+    let start = new.routes.partition_point(|route| route.prefix < *prefix);
+    for route in new.routes[start..]
+        .iter()
+        .take_while(|route| prefix.contains(&route.prefix))
+        .filter(|route| live(route))
+    {
+        let Some(needed) = next else {
+            break;
+        };
+        let (route_first, route_last) = address_range(&route.prefix);
+        if route_first > needed {
+            return false;
+        }
+        next = route_last.checked_add(1).map(|after| after.max(needed));
+    }
+    next.is_none_or(|needed| needed > last)
+}
+
+/// G3, written once over the announced sets before and after: a route announced from at least
+/// one live location before the change, some of whose addresses are announced from no live
+/// location after it, is refused — whatever caused it (a binding moved to any service, a
+/// service made pending or removed, a selector, location states, `advertise = false`, an
+/// offboarded prefix, a split length) — unless an override names that exact route. Intent and
+/// `blast-radius` never lift it.
+pub(super) fn global_withdrawals(
+    context: &Context<'_>,
+    diffs: &[RouteDiff],
+    intent: &Intent,
+    name_cache: &mut NameCache<'_>,
+    overridden: &mut Vec<IpNet>,
+) -> Vec<GuardViolation> {
+    let (old_service_live, new_service_live) =
+        (&context.old_service_live, &context.new_service_live);
+    let (old, new) = (context.old, context.new);
+    let mut violations = Vec::new();
+    for old_route in &old.routes {
+        let prefix = old_route.prefix;
+        if !old_service_live[old_route.service as usize]
+            || covered_after(new, new_service_live, &prefix)
+        {
+            continue;
+        }
+        if intent
+            .overrides
+            .contains(&Override::GlobalWithdrawal(prefix))
+        {
+            overridden.push(prefix);
+            continue;
+        }
+        let binding = new
+            .longest_binding_index(&prefix)
+            .map(|index| new.bindings[index as usize]);
+        let causes: BTreeSet<WithdrawalCause> = find(diffs, &prefix)
+            .map(|index| {
+                diffs[index]
+                    .change
+                    .withdrawals
+                    .iter()
+                    .map(|withdrawal| withdrawal.cause.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let lost = context.old_sets[old_route.service as usize].intersection(&context.old_live);
+        violations.push(GuardViolation::GlobalWithdrawal {
+            route: prefix,
+            service: old.services[old_route.service as usize].name.clone(),
+            binding: binding.map(|binding| binding.cidr),
+            bound_to: binding.map(|binding| new.services[binding.service as usize].name.clone()),
+            causes: causes.into_iter().collect(),
+            locations_lost: name_cache.get(&lost),
+        });
+    }
+    violations
+}

@@ -1,0 +1,787 @@
+//! Plans: the difference between two compiled topologies, per route and per location
+//! (announce, withdraw with its cause, update), and the guards evaluated on it.
+//!
+//! Guards (each violation is a [`GuardViolation`] value naming routes, bindings, services and
+//! locations):
+//! - **G2 — a bound route changes only with intent.** Withdrawing a route from a location that
+//!   is live before and after the change, while the route's addresses are still bound to a
+//!   service, needs the intent to name the route's old service and its new one (both, when a
+//!   binding moved or was removed: the service losing the traffic and the one receiving it must
+//!   both be meant). A route that stays announced but moves to another service needs the same.
+//!   Locations changing state (draining, going offline) are not G2's business: the state
+//!   change is the intent; G3 and G4 still apply.
+//! - **G3 — no global withdrawal.** A route announced from at least one live location before the
+//!   change, whose addresses are afterwards announced from no live location (by it or an
+//!   overlapping route) while still bound to an active service, is refused whatever the intent
+//!   unless an override names that route (`global-withdrawal:CIDR`). Un-advertising a prefix
+//!   that is still bound is such a change; offboarding it (removing prefix and bindings) is not.
+//! - **G4 — blast radius.** Lost (route, location) pairs beyond a share of the announced pairs,
+//!   or locations losing any route beyond a share of the announcing locations, are refused
+//!   unless overridden (`blast-radius`). The budgets are the stricter of the old and new
+//!   topologies' `[settings]` (defaults 10 % and 25 %). A withdrawal is not lost when the same
+//!   location announces an overlapping route instead (an aggregate split into more-specifics
+//!   or the reverse); G2 does not count those either.
+//!
+//! Files: `context` (both topologies in one location space), `diff` (what changes, with
+//! causes), `guards` (G2, G3, G4 on the diff), `callouts`, `view` (the JSON form); this file holds
+//! the types and the entry point.
+//!
+//! Not a guard but shown first: [`Callout`]s for selectors whose match set jumps and for routes
+//! that move from one service to another.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use topologyd_config::{Diagnostic, LocationState};
+
+use crate::location_set::LocationSet;
+use crate::model::{AnnouncedRoute, Topology};
+
+mod callouts;
+mod context;
+mod diff;
+mod guards;
+#[cfg(test)]
+mod tests;
+mod view;
+
+pub use callouts::SIMILAR_VALUE_MINIMUM_LENGTH;
+pub use guards::rollback_overrides;
+
+use context::Context;
+
+/// Exit code: the plan changes nothing.
+pub const EXIT_NO_CHANGE: i32 = 0;
+/// Exit code for callers: bad usage or unreadable files (never produced by a plan).
+pub const EXIT_USAGE: i32 = 1;
+/// Exit code: the plan changes routes and every guard allows it.
+pub const EXIT_CHANGES_ALLOWED: i32 = 2;
+/// Exit code: a guard refuses the plan.
+pub const EXIT_REFUSED: i32 = 3;
+/// Exit code: a topology does not compile (no plan could be made).
+pub const EXIT_INVALID: i32 = 4;
+
+/// A service whose match set over live and test locations shrinks to a quarter or less (from at
+/// least `SELECTOR_JUMP_MINIMUM` locations), or grows fourfold or more (to at least that many),
+/// is called out.
+pub const SELECTOR_JUMP_FACTOR: usize = 4;
+/// See [`SELECTOR_JUMP_FACTOR`].
+pub const SELECTOR_JUMP_MINIMUM: usize = 4;
+/// G4: a route still announced somewhere whose live reach shrinks to less than
+/// `1 / CONCENTRATION_FACTOR` of at least `CONCENTRATION_MINIMUM` live locations is a blast
+/// radius by itself, however few routes change: the traffic of the locations it leaves lands on
+/// the fewer that keep it (the resolver incident's first change moved seven routes from 54
+/// locations to 18).
+pub const CONCENTRATION_FACTOR: u64 = 2;
+/// See [`CONCENTRATION_FACTOR`].
+pub const CONCENTRATION_MINIMUM: u64 = 4;
+
+/// The outcome of a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    NoChange,
+    ChangesAllowed,
+    Refused,
+    /// For callers whose topology did not compile; [`plan`] never returns it.
+    Invalid,
+}
+
+impl Verdict {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::NoChange => EXIT_NO_CHANGE,
+            Verdict::ChangesAllowed => EXIT_CHANGES_ALLOWED,
+            Verdict::Refused => EXIT_REFUSED,
+            Verdict::Invalid => EXIT_INVALID,
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            Verdict::NoChange => "no change",
+            Verdict::ChangesAllowed => "changes allowed",
+            Verdict::Refused => "REFUSED",
+            Verdict::Invalid => "invalid",
+        })
+    }
+}
+
+/// An explicit exception to a guard.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Override {
+    /// G3: allow this route to be withdrawn from every live location.
+    GlobalWithdrawal(IpNet),
+    /// G4: allow a change beyond the blast-radius budget.
+    BlastRadius,
+}
+
+impl fmt::Display for Override {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Override::GlobalWithdrawal(route) => write!(formatter, "global-withdrawal:{route}"),
+            Override::BlastRadius => formatter.write_str("blast-radius"),
+        }
+    }
+}
+
+/// An intent or override argument that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntentError {
+    #[error("invalid intent `{0}`: expected service:NAME")]
+    Intent(String),
+    #[error("invalid override `{0}`: expected global-withdrawal:CIDR or blast-radius")]
+    Override(String),
+}
+
+/// What a change means to do: the services it deliberately affects (G2) and the guard
+/// exceptions it asks for (G3, G4).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    pub services: BTreeSet<String>,
+    pub overrides: BTreeSet<Override>,
+}
+
+impl Intent {
+    /// An intent from `--intent` arguments (`service:NAME`) and `--override` arguments.
+    pub fn from_arguments(intents: &[String], overrides: &[String]) -> Result<Intent, IntentError> {
+        let mut intent = Intent::default();
+        for argument in intents {
+            intent.parse_arg(argument)?;
+        }
+        for argument in overrides {
+            intent.parse_override(argument)?;
+        }
+        Ok(intent)
+    }
+
+    /// Adds one `--intent` argument: `service:NAME`.
+    pub fn parse_arg(&mut self, argument: &str) -> Result<(), IntentError> {
+        match argument.split_once(':') {
+            Some(("service", name)) if !name.is_empty() => {
+                self.services.insert(name.to_string());
+                Ok(())
+            }
+            _ => Err(IntentError::Intent(argument.to_string())),
+        }
+    }
+
+    /// Adds one `--override` argument: `global-withdrawal:CIDR` or `blast-radius`.
+    pub fn parse_override(&mut self, argument: &str) -> Result<(), IntentError> {
+        if argument == "blast-radius" {
+            self.overrides.insert(Override::BlastRadius);
+            return Ok(());
+        }
+        match argument.split_once(':') {
+            Some(("global-withdrawal", cidr)) => {
+                let route: IpNet = cidr
+                    .parse()
+                    .map_err(|_| IntentError::Override(argument.to_string()))?;
+                self.overrides
+                    .insert(Override::GlobalWithdrawal(route.trunc()));
+                Ok(())
+            }
+            _ => Err(IntentError::Override(argument.to_string())),
+        }
+    }
+
+    pub fn with_service(mut self, name: &str) -> Intent {
+        self.services.insert(name.to_string());
+        self
+    }
+
+    pub fn with_override(mut self, item: Override) -> Intent {
+        self.overrides.insert(item);
+        self
+    }
+}
+
+/// Why a route stops being announced at a location.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum WithdrawalCause {
+    /// The onboarded prefix was removed.
+    PrefixOffboarded,
+    /// The prefix now has `advertise = false`.
+    AdvertiseOff,
+    /// The prefix is announced differently (aggregate / split length), so this route is gone.
+    AnnounceModeChanged,
+    /// The binding the route came from was removed (a shorter one now decides).
+    BindingRemoved { binding: IpNet, service: String },
+    /// The route's binding now belongs to another service.
+    BindingMoved {
+        binding: IpNet,
+        from: String,
+        to: String,
+    },
+    /// The route's service became pending.
+    ServiceBecamePending { service: String },
+    /// The service's topology no longer selects the location (its selector changed, or the
+    /// attributes of the location did).
+    ServiceTopologyChanged { service: String },
+    /// The location changed state (or was removed: `to` is `None`).
+    LocationStateChanged {
+        from: LocationState,
+        to: Option<LocationState>,
+    },
+}
+
+impl fmt::Display for WithdrawalCause {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WithdrawalCause::PrefixOffboarded => formatter.write_str("prefix offboarded"),
+            WithdrawalCause::AdvertiseOff => formatter.write_str("advertise turned off"),
+            WithdrawalCause::AnnounceModeChanged => formatter.write_str("announce mode changed"),
+            WithdrawalCause::BindingRemoved { binding, service } => {
+                write!(formatter, "binding {binding} (`{service}`) removed")
+            }
+            WithdrawalCause::BindingMoved { binding, from, to } => {
+                write!(formatter, "binding {binding} moved from `{from}` to `{to}`")
+            }
+            WithdrawalCause::ServiceBecamePending { service } => {
+                write!(formatter, "service `{service}` became pending")
+            }
+            WithdrawalCause::ServiceTopologyChanged { service } => {
+                write!(
+                    formatter,
+                    "topology of service `{service}` no longer selects it"
+                )
+            }
+            WithdrawalCause::LocationStateChanged { from, to } => match to {
+                Some(to) => write!(formatter, "location state changed from {from} to {to}"),
+                None => write!(formatter, "location removed (was {from})"),
+            },
+        }
+    }
+}
+
+/// Locations losing a route for one cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withdrawal {
+    pub cause: WithdrawalCause,
+    /// Indices into [`Plan::locations`].
+    pub locations: LocationSet,
+}
+
+/// Everything that changes about one route. Location sets index [`Plan::locations`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteChange {
+    pub prefix: IpNet,
+    /// The route as announced before (absent if it did not exist).
+    pub old: Option<AnnouncedRoute>,
+    /// The route as announced after (absent if it no longer exists).
+    pub new: Option<AnnouncedRoute>,
+    /// Locations that start announcing it.
+    pub announce: LocationSet,
+    /// Locations that keep announcing it with new attributes, binding or service.
+    pub update: LocationSet,
+    pub withdrawals: Vec<Withdrawal>,
+}
+
+impl RouteChange {
+    /// All locations that stop announcing it.
+    pub fn withdrawn(&self) -> LocationSet {
+        let mut all = LocationSet::default();
+        for withdrawal in &self.withdrawals {
+            all.union_with(&withdrawal.locations);
+        }
+        all
+    }
+
+    /// The service the change is listed under (the new one if any, else the old one).
+    pub fn service(&self) -> &str {
+        self.new
+            .as_ref()
+            .or(self.old.as_ref())
+            .map_or("", |route| route.service.as_str())
+    }
+}
+
+/// A binding added, removed, or moved to another service. Bindings more specific than the
+/// routes they sit under change no announcement, but they change which service receives the
+/// traffic, so plans list them too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingChange {
+    pub cidr: IpNet,
+    pub old_service: Option<String>,
+    pub new_service: Option<String>,
+}
+
+/// A sorted list of location names. Violations naming the same locations share one list, so a
+/// plan refusing 25,000 routes at 500 locations stays small.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LocationNames(Arc<[String]>);
+
+impl LocationNames {
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl Deref for LocationNames {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl From<Vec<String>> for LocationNames {
+    fn from(names: Vec<String>) -> LocationNames {
+        LocationNames(names.into())
+    }
+}
+
+impl PartialEq<Vec<String>> for LocationNames {
+    fn eq(&self, other: &Vec<String>) -> bool {
+        self.0.as_ref() == other.as_slice()
+    }
+}
+
+impl Serialize for LocationNames {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.as_ref().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for LocationNames {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::<String>::deserialize(deserializer).map(LocationNames::from)
+    }
+}
+
+/// Turns plan location sets into shared name lists, once per distinct set.
+struct NameCache<'a> {
+    names: &'a [String],
+    cache: HashMap<LocationSet, LocationNames>,
+}
+
+impl NameCache<'_> {
+    fn get(&mut self, set: &LocationSet) -> LocationNames {
+        if let Some(names) = self.cache.get(set) {
+            return names.clone();
+        }
+        let names: LocationNames = set
+            .iter()
+            .map(|index| self.names[index].clone())
+            .collect::<Vec<_>>()
+            .into();
+        self.cache.insert(set.clone(), names.clone());
+        names
+    }
+}
+
+/// Which guard a violation belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Guard {
+    G2,
+    G3,
+    G4,
+}
+
+/// A guard refusing (part of) a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum GuardViolation {
+    /// G2: a still-bound route is withdrawn from live locations without intent.
+    UndeclaredWithdrawal {
+        route: IpNet,
+        /// The binding that now decides the route's addresses.
+        binding: IpNet,
+        /// The services the intent must name (old and new).
+        services: Vec<String>,
+        /// Those of `services` the intent does not name.
+        missing_intent: Vec<String>,
+        /// Live locations losing the route.
+        locations: LocationNames,
+    },
+    /// G2: a route stays announced but moves to another service without intent.
+    UndeclaredServiceChange {
+        route: IpNet,
+        binding: IpNet,
+        from: String,
+        to: String,
+        missing_intent: Vec<String>,
+    },
+    /// G3: a route announced from at least one live location before the change would have
+    /// addresses announced from no live location after it, whatever the cause.
+    GlobalWithdrawal {
+        route: IpNet,
+        /// The service announcing it before.
+        service: String,
+        /// The binding deciding its addresses after the change, if any is left.
+        binding: Option<IpNet>,
+        /// That binding's service.
+        bound_to: Option<String>,
+        /// Why the route leaves the live locations (the causes of its withdrawals).
+        causes: Vec<WithdrawalCause>,
+        /// Live locations announcing it before.
+        locations_lost: LocationNames,
+    },
+    /// G4: withdrawals beyond the blast-radius budget (see [`PlanSummary`] for the rule).
+    BlastRadius {
+        withdrawn_pairs: u64,
+        announced_pairs: u64,
+        max_withdrawn_pair_share: f64,
+        /// Locations that lose more than `max_withdrawn_pair_share` of their own pairs.
+        affected_locations: u64,
+        announcing_locations: u64,
+        max_affected_location_share: f64,
+        /// Routes losing at least one location, and the well-scoped floor.
+        lost_routes: u64,
+        small_change_routes: u64,
+        /// Locations losing at least one route.
+        locations_losing_routes: u64,
+        /// Whether the shares were exceeded by a change that is not well-scoped.
+        over_shares: bool,
+        /// Routes whose live reach shrinks to less than half (never exempt by scope).
+        concentrated: Vec<ConcentratedRoute>,
+    },
+}
+
+/// A route whose traffic would concentrate on less than half of the live locations that
+/// announced it (from at least [`CONCENTRATION_MINIMUM`]; see [`CONCENTRATION_FACTOR`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConcentratedRoute {
+    pub route: IpNet,
+    pub live_before: u64,
+    pub live_after: u64,
+}
+
+/// How a refusal can be lifted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnlockKind {
+    /// `--intent service:NAME` (G2).
+    Intent,
+    /// `--override blast-radius` (G4).
+    Override,
+    /// `--override global-withdrawal:CIDR`, one per route (G3); nothing else lifts it.
+    PerRouteOverride,
+}
+
+/// What would lift one refusal, and whether that would be enough.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unlock {
+    pub by: UnlockKind,
+    /// The command-line arguments that lift this refusal.
+    pub arguments: Vec<String>,
+    /// The plan is refused by G3 as well: these arguments alone never make it pass.
+    pub still_refused_by_g3: bool,
+}
+
+impl GuardViolation {
+    pub fn guard(&self) -> Guard {
+        match self {
+            GuardViolation::UndeclaredWithdrawal { .. }
+            | GuardViolation::UndeclaredServiceChange { .. } => Guard::G2,
+            GuardViolation::GlobalWithdrawal { .. } => Guard::G3,
+            GuardViolation::BlastRadius { .. } => Guard::G4,
+        }
+    }
+
+    /// The route named, if the violation is about one.
+    pub fn route(&self) -> Option<IpNet> {
+        match self {
+            GuardViolation::UndeclaredWithdrawal { route, .. }
+            | GuardViolation::UndeclaredServiceChange { route, .. }
+            | GuardViolation::GlobalWithdrawal { route, .. } => Some(*route),
+            GuardViolation::BlastRadius { .. } => None,
+        }
+    }
+}
+
+/// Something a reviewer must see first, though no guard refuses it by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Callout {
+    /// A service's match set over live and test locations shrinks to a quarter or less, or
+    /// grows fourfold or more.
+    SelectorJump {
+        service: String,
+        /// Live and test locations matched before and after.
+        before: usize,
+        after: usize,
+        /// Live and test locations of the new fleet.
+        fleet: usize,
+        live_before: usize,
+        live_after: usize,
+        lost: Vec<String>,
+        gained: Vec<String>,
+    },
+    /// Routes move from one service to another.
+    ServiceChangedHands {
+        from: String,
+        to: String,
+        routes: Vec<IpNet>,
+    },
+    /// Routes announced before are now bound to a pending service, which announces nothing.
+    BoundToPendingService { service: String, routes: Vec<IpNet> },
+    /// A production service (announced at live locations before) is newly announced at test
+    /// locations.
+    ProductionAtTestLocations {
+        service: String,
+        locations: Vec<String>,
+    },
+    /// A location attribute value that the old fleet did not use, and that differs only in case
+    /// or by one edit from one it did: likely a typo that changes what selectors match.
+    SimilarAttributeValue {
+        location: String,
+        attribute: String,
+        value: String,
+        similar: String,
+    },
+}
+
+/// Counts for the summary line and G4.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlanSummary {
+    pub routes_changed: u64,
+    pub announced_pairs: u64,
+    pub withdrawn_pairs: u64,
+    /// Withdrawn pairs whose location announces no overlapping route instead: what G4 counts.
+    pub lost_pairs: u64,
+    pub updated_pairs: u64,
+    /// Route×location pairs announced before the change.
+    pub announced_pairs_before: u64,
+    /// Locations with lost pairs.
+    pub locations_losing_routes: u64,
+    /// Locations announcing at least one route before the change.
+    pub announcing_locations_before: u64,
+    pub max_withdrawn_pair_share: f64,
+    pub max_affected_location_share: f64,
+    /// Routes losing at least one location (what the well-scoped floor counts).
+    pub lost_routes: u64,
+    /// Locations losing more than `max_withdrawn_pair_share` of their own pairs.
+    pub locations_hit: u64,
+    /// The well-scoped floor: a change losing at most this many routes, or losing routes at
+    /// one location only, is not held to the two shares.
+    pub small_change_routes: u64,
+    /// Routes whose live reach shrinks to less than half.
+    pub concentrated_routes: u64,
+}
+
+/// The difference between two topologies with the guards' verdict.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub old_generation: u64,
+    pub new_generation: u64,
+    pub old_hash: String,
+    pub new_hash: String,
+    /// Every location of either topology, sorted; location sets in the plan index this.
+    pub locations: Vec<String>,
+    pub callouts: Vec<Callout>,
+    /// Ordered by prefix.
+    pub changes: Vec<RouteChange>,
+    /// Ordered by cidr.
+    pub binding_changes: Vec<BindingChange>,
+    pub violations: Vec<GuardViolation>,
+    pub summary: PlanSummary,
+    pub intent: Intent,
+    /// Routes this change leaves on no live location because an override names them: allowed,
+    /// and shown first.
+    pub global_withdrawals_overridden: Vec<IpNet>,
+    /// `global-withdrawal` overrides naming no route this change leaves on no live location
+    /// (a typo, or a change that no longer does what the override was written for).
+    pub unused_overrides: Vec<Override>,
+    /// The new topology's compile warnings (with `file:line:column`).
+    pub warnings: Vec<Diagnostic>,
+    verdict: Verdict,
+}
+
+/// What one location must do to go from the old topology's routes to the new one's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocationDelta {
+    pub location: String,
+    pub announce: Vec<AnnouncedRoute>,
+    pub update: Vec<AnnouncedRoute>,
+    pub withdraw: Vec<IpNet>,
+}
+
+impl LocationDelta {
+    /// Applies the delta to a location's announced routes (keyed by prefix).
+    pub fn apply(&self, routes: &mut BTreeMap<IpNet, AnnouncedRoute>) {
+        for prefix in &self.withdraw {
+            routes.remove(prefix);
+        }
+        for route in self.announce.iter().chain(&self.update) {
+            routes.insert(route.prefix, route.clone());
+        }
+    }
+}
+
+impl Plan {
+    pub fn verdict(&self) -> Verdict {
+        self.verdict
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        self.verdict.exit_code()
+    }
+
+    /// Names of the locations in a plan location set.
+    pub fn location_names(&self, set: &LocationSet) -> Vec<&str> {
+        set.iter()
+            .filter_map(|index| self.locations.get(index).map(String::as_str))
+            .collect()
+    }
+
+    /// The violations of one guard.
+    pub fn violations_of(&self, guard: Guard) -> impl Iterator<Item = &GuardViolation> {
+        self.violations
+            .iter()
+            .filter(move |violation| violation.guard() == guard)
+    }
+
+    /// What `location` must announce, update and withdraw.
+    pub fn delta(&self, location: &str) -> LocationDelta {
+        let mut delta = LocationDelta {
+            location: location.to_string(),
+            ..LocationDelta::default()
+        };
+        let Ok(index) = self
+            .locations
+            .binary_search_by(|name| name.as_str().cmp(location))
+        else {
+            return delta;
+        };
+        for change in &self.changes {
+            if let Some(new) = &change.new {
+                if change.announce.contains(index) {
+                    delta.announce.push(new.clone());
+                }
+                if change.update.contains(index) {
+                    delta.update.push(new.clone());
+                }
+            }
+            if change
+                .withdrawals
+                .iter()
+                .any(|withdrawal| withdrawal.locations.contains(index))
+            {
+                delta.withdraw.push(change.prefix);
+            }
+        }
+        delta
+    }
+
+    /// Whether G3 refuses the plan: then no intent and no `blast-radius` override can make it
+    /// pass, only one `global-withdrawal` override per route.
+    pub fn refused_by_g3(&self) -> bool {
+        self.violations_of(Guard::G3).next().is_some()
+    }
+
+    /// What would lift `violation`, and whether that alone would be enough.
+    pub fn unlock(&self, violation: &GuardViolation) -> Unlock {
+        let still_refused_by_g3 = self.refused_by_g3();
+        match violation {
+            GuardViolation::UndeclaredWithdrawal { missing_intent, .. }
+            | GuardViolation::UndeclaredServiceChange { missing_intent, .. } => Unlock {
+                by: UnlockKind::Intent,
+                arguments: missing_intent
+                    .iter()
+                    .map(|service| format!("--intent service:{service}"))
+                    .collect(),
+                still_refused_by_g3,
+            },
+            GuardViolation::GlobalWithdrawal { route, .. } => Unlock {
+                by: UnlockKind::PerRouteOverride,
+                arguments: vec![format!("--override global-withdrawal:{route}")],
+                still_refused_by_g3: false,
+            },
+            GuardViolation::BlastRadius { .. } => Unlock {
+                by: UnlockKind::Override,
+                arguments: vec!["--override blast-radius".to_string()],
+                still_refused_by_g3,
+            },
+        }
+    }
+
+    /// Every argument that lifts a refusal, by kind, without duplicates.
+    pub fn unlock_arguments(&self) -> BTreeMap<UnlockKind, Vec<String>> {
+        let mut arguments: BTreeMap<UnlockKind, BTreeSet<String>> = BTreeMap::new();
+        for violation in &self.violations {
+            let unlock = self.unlock(violation);
+            arguments
+                .entry(unlock.by)
+                .or_default()
+                .extend(unlock.arguments);
+        }
+        arguments
+            .into_iter()
+            .map(|(kind, arguments)| (kind, arguments.into_iter().collect()))
+            .collect()
+    }
+
+    /// The JSON form (pretty-printed).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self)
+            .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"))
+    }
+}
+
+/// Compares `old` and `new` and evaluates the guards under `intent`: the diff first, then G2,
+/// G3 and G4 on it, then the call-outs.
+pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
+    let context = Context::new(old, new);
+    let diffs = diff::diff_routes(&context);
+    let mut name_cache = NameCache {
+        names: &context.universe.names,
+        cache: HashMap::new(),
+    };
+    let mut violations = guards::undeclared_changes(&context, &diffs, intent, &mut name_cache);
+    let mut overridden = Vec::new();
+    violations.extend(guards::global_withdrawals(
+        &context,
+        &diffs,
+        intent,
+        &mut name_cache,
+        &mut overridden,
+    ));
+    let (summary, blast_radius) = guards::blast_radius(&context, &diffs, intent);
+    violations.extend(blast_radius);
+    violations.sort_by_key(|violation| (violation.guard(), violation.route()));
+    let unused_overrides: Vec<Override> = intent
+        .overrides
+        .iter()
+        .filter(|item| match item {
+            Override::GlobalWithdrawal(route) => overridden.binary_search(route).is_err(),
+            Override::BlastRadius => false,
+        })
+        .cloned()
+        .collect();
+    let binding_changes = callouts::binding_changes(&context);
+    let callouts = callouts::callouts(&context, &diffs);
+    let changes: Vec<RouteChange> = diffs.into_iter().map(|diff| diff.change).collect();
+    let verdict = if !violations.is_empty() {
+        Verdict::Refused
+    } else if changes.is_empty() && binding_changes.is_empty() {
+        Verdict::NoChange
+    } else {
+        Verdict::ChangesAllowed
+    };
+    Plan {
+        old_generation: old.generation,
+        new_generation: new.generation,
+        old_hash: old.hash_hex(),
+        new_hash: new.hash_hex(),
+        locations: context.universe.names,
+        callouts,
+        changes,
+        binding_changes,
+        violations,
+        summary,
+        intent: intent.clone(),
+        global_withdrawals_overridden: overridden,
+        unused_overrides,
+        warnings: new.warnings.clone(),
+        verdict,
+    }
+}

@@ -1,0 +1,257 @@
+//! Plan unit tests: intents, causes, the well-scoped G4, call-outs and rollback overrides.
+
+#![allow(clippy::unwrap_used)]
+
+use super::callouts::similar_values;
+use super::*;
+use crate::compile::compile;
+use topologyd_config::Source;
+
+fn topology(states: [&str; 3], split: bool, generation: u64) -> Topology {
+    let mut text = String::new();
+    for (index, state) in states.iter().enumerate() {
+        text += &format!(
+            "[[location]]\nname = \"edge{index:02}\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"{state}\"\n"
+        );
+    }
+    text += "[[service]]\nname = \"web\"\ntopology = \"all\"\n";
+    text += &format!(
+        "[[prefix]]\ncidr = \"192.0.2.0/23\"\norigin_asn = 64500\nowner = \"o\"\nadvertise = true\nannounce = {}\n",
+        if split {
+            "{ split = 24 }"
+        } else {
+            "\"aggregate\""
+        }
+    );
+    text += "[[binding]]\ncidr = \"192.0.2.0/23\"\nservice = \"web\"\n";
+    compile(&[Source::new("t.toml", text)], generation).unwrap()
+}
+
+#[test]
+fn intent_arguments_parse() {
+    let mut intent = Intent::default();
+    intent.parse_arg("service:dls").unwrap();
+    intent
+        .parse_override("global-withdrawal:1.1.1.0/24")
+        .unwrap();
+    intent.parse_override("blast-radius").unwrap();
+    assert!(intent.services.contains("dls"));
+    assert!(intent.overrides.contains(&Override::BlastRadius));
+    assert!(
+        intent
+            .overrides
+            .contains(&Override::GlobalWithdrawal("1.1.1.0/24".parse().unwrap()))
+    );
+    assert!(intent.parse_arg("dls").is_err());
+    assert!(intent.parse_arg("service:").is_err());
+    assert!(intent.parse_override("global-withdrawal:nonsense").is_err());
+    assert_eq!(Verdict::Refused.exit_code(), EXIT_REFUSED);
+}
+
+#[test]
+fn identical_topologies_plan_no_change() {
+    let result = plan(
+        &topology(["live"; 3], false, 1),
+        &topology(["live"; 3], false, 2),
+        &Intent::default(),
+    );
+    assert_eq!(result.verdict(), Verdict::NoChange);
+    assert_eq!(result.exit_code(), EXIT_NO_CHANGE);
+    assert!(result.render_text().contains("no change"));
+}
+
+#[test]
+fn draining_a_location_is_caused_by_its_state_and_needs_no_intent() {
+    let result = plan(
+        &topology(["live"; 3], false, 1),
+        &topology(["live", "live", "draining"], false, 2),
+        &Intent::default(),
+    );
+    let change = &result.changes[0];
+    assert_eq!(
+        change.withdrawals[0].cause,
+        WithdrawalCause::LocationStateChanged {
+            from: LocationState::Live,
+            to: Some(LocationState::Draining)
+        }
+    );
+    // G2 applies to locations live before and after; a change at one location is
+    // well-scoped, so G4 lets a third of a three-location fleet drain.
+    assert_eq!(result.violations_of(Guard::G2).count(), 0);
+    assert_eq!(result.violations_of(Guard::G4).count(), 0);
+    assert_eq!(result.verdict(), Verdict::ChangesAllowed);
+    assert_eq!(result.delta("edge02").withdraw.len(), 1);
+    // Two of three at once is no longer well-scoped.
+    let two = plan(
+        &topology(["live"; 3], false, 1),
+        &topology(["live", "draining", "draining"], false, 2),
+        &Intent::default(),
+    );
+    assert_eq!(
+        two.violations_of(Guard::G4).count(),
+        0,
+        "one route is a small change"
+    );
+}
+
+#[test]
+fn splitting_an_aggregate_keeps_the_addresses_reachable() {
+    let result = plan(
+        &topology(["live"; 3], false, 1),
+        &topology(["live"; 3], true, 2),
+        &Intent::default(),
+    );
+    // The /23 is withdrawn (announce mode changed) while both /24s are announced at the
+    // same locations: no address is lost, so no guard objects.
+    assert_eq!(
+        result.verdict(),
+        Verdict::ChangesAllowed,
+        "{}",
+        result.render_text()
+    );
+    assert_eq!(result.summary.withdrawn_pairs, 3);
+    assert_eq!(result.summary.lost_pairs, 0);
+    assert_eq!(result.changes.len(), 3);
+    assert_eq!(
+        result.changes[0].withdrawals[0].cause,
+        WithdrawalCause::AnnounceModeChanged
+    );
+    let json: serde_json::Value = serde_json::from_str(&result.to_json()).unwrap();
+    assert_eq!(
+        json["changes"][0]["withdrawals"][0]["cause"]["kind"],
+        "announce_mode_changed"
+    );
+    assert_eq!(json["changes"][1]["announce"].as_array().unwrap().len(), 3);
+}
+
+fn fleet(locations: &[(&str, &str, &str)], web_topology: &str) -> Topology {
+    let mut text = String::new();
+    for (name, region, state) in locations {
+        text += &format!(
+            "[[location]]\nname = \"{name}\"\nregion = \"{region}\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"{state}\"\n"
+        );
+    }
+    text += &format!("[[service]]\nname = \"web\"\ntopology = '{web_topology}'\n");
+    text += "[[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 64500\nowner = \"o\"\nadvertise = true\n";
+    text += "[[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"web\"\n";
+    compile(&[Source::new("t.toml", text)], 1).unwrap()
+}
+
+#[test]
+fn a_new_attribute_value_one_slip_from_a_known_one_is_called_out() {
+    let old = fleet(&[("a1", "europe", "live"), ("a2", "europe", "live")], "all");
+    let new = fleet(
+        &[
+            ("a1", "europe", "live"),
+            ("a2", "europe", "live"),
+            ("a3", "eruope", "live"),
+            ("a4", "Europe", "live"),
+            ("a5", "asia", "live"),
+        ],
+        "all",
+    );
+    let result = plan(&old, &new, &Intent::default());
+    let similar: Vec<(&str, &str)> = result
+        .callouts
+        .iter()
+        .filter_map(|callout| match callout {
+            Callout::SimilarAttributeValue {
+                location, value, ..
+            } => Some((location.as_str(), value.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(similar, [("a3", "eruope"), ("a4", "Europe")]);
+    assert!(
+        result
+            .render_text()
+            .contains("location `a4` has region `Europe`")
+    );
+    // Short codes are only compared without case: `NL` and `NO` are both real.
+    assert!(!similar_values("NL", "NO"));
+    assert!(similar_values("nl", "NL"));
+}
+
+#[test]
+fn selector_jumps_count_test_locations_too() {
+    let mut locations: Vec<(String, &str, &str)> = (0..4)
+        .map(|index| (format!("t{index}"), "eu", "test"))
+        .collect();
+    locations.push(("live1".to_string(), "us", "live"));
+    let borrowed: Vec<(&str, &str, &str)> = locations
+        .iter()
+        .map(|(name, region, state)| (name.as_str(), *region, *state))
+        .collect();
+    let old = fleet(&borrowed, "all");
+    let new = fleet(&borrowed, "region = \"us\"");
+    let result = plan(&old, &new, &Intent::default());
+    // Live locations alone: 1 -> 1, no jump; over live and test: 5 -> 1.
+    assert!(
+        result.callouts.iter().any(|callout| matches!(
+            callout,
+            Callout::SelectorJump {
+                before: 5,
+                after: 1,
+                live_before: 1,
+                live_after: 1,
+                ..
+            }
+        )),
+        "{:?}",
+        result.callouts
+    );
+}
+
+#[test]
+fn a_rollback_withdraws_what_it_undoes_but_not_what_the_target_still_binds() {
+    let fleet = "[[location]]\nname = \"a1\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n\
+                 [[location]]\nname = \"t1\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"test\"\n";
+    let build = |services: &str, prefixes: &str| {
+        compile(
+            &[Source::new(
+                "t.toml",
+                format!("{fleet}{services}{prefixes}"),
+            )],
+            1,
+        )
+        .unwrap()
+    };
+    let services = "[[service]]\nname = \"web\"\ntopology = \"all\"\n\
+                    [[service]]\nname = \"later\"\nlifecycle = \"pending\"\ntopology = \"all\"\n";
+    let base = "[[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n\
+                [[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"web\"\n";
+    let extra = |service: &str| {
+        format!(
+            "[[prefix]]\ncidr = \"198.51.100.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n\
+             [[binding]]\ncidr = \"198.51.100.0/24\"\nservice = \"{service}\"\n"
+        )
+    };
+    let running = build(services, &format!("{base}{}", extra("web")));
+    let extra_route = Override::GlobalWithdrawal("198.51.100.0/24".parse().unwrap());
+    // Undoing an onboarding, and undoing an activation: withdrawn by design.
+    assert_eq!(
+        rollback_overrides(&running, &build(services, base)),
+        std::slice::from_ref(&extra_route)
+    );
+    assert_eq!(
+        rollback_overrides(
+            &running,
+            &build(services, &format!("{base}{}", extra("later")))
+        ),
+        [extra_route]
+    );
+    // A target that binds the route to an active service announced nowhere live: refused.
+    let test_only = services.replacen(
+        "topology = \"all\"",
+        "topology = \"state = 'test'\"\nannounce_at_test_locations = true",
+        1,
+    );
+    let target = build(&test_only, &format!("{base}{}", extra("web")));
+    assert!(rollback_overrides(&running, &target).is_empty());
+    assert_eq!(
+        plan(&running, &target, &Intent::default())
+            .violations_of(Guard::G3)
+            .count(),
+        2
+    );
+}

@@ -1,0 +1,132 @@
+//! The JSON form of a [`Plan`]: location sets as names, each violation with what lifts it, and
+//! the refusal at a glance.
+
+use ipnet::IpNet;
+use serde::Serialize;
+use topologyd_config::Diagnostic;
+
+use super::{
+    BindingChange, Callout, Guard, GuardViolation, Intent, Override, Plan, PlanSummary, Unlock,
+    UnlockKind, Verdict, WithdrawalCause,
+};
+use crate::model::AnnouncedRoute;
+
+#[derive(Serialize)]
+struct WithdrawalView<'a> {
+    cause: &'a WithdrawalCause,
+    locations: Vec<&'a str>,
+}
+
+#[derive(Serialize)]
+struct RouteChangeView<'a> {
+    prefix: IpNet,
+    service: &'a str,
+    old: &'a Option<AnnouncedRoute>,
+    new: &'a Option<AnnouncedRoute>,
+    announce: Vec<&'a str>,
+    update: Vec<&'a str>,
+    withdrawals: Vec<WithdrawalView<'a>>,
+}
+
+#[derive(Serialize)]
+struct ViolationView<'a> {
+    guard: Guard,
+    #[serde(flatten)]
+    violation: &'a GuardViolation,
+    unlock: Unlock,
+}
+
+/// The plan's refusals at a glance: what lifts them, and whether intent and `blast-radius`
+/// could ever be enough.
+#[derive(Serialize)]
+struct RefusalView {
+    /// False when G3 refuses: only per-route overrides lift it.
+    unlockable_without_per_route_overrides: bool,
+    intent: Vec<String>,
+    overrides: Vec<String>,
+    per_route_overrides: Vec<String>,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct PlanView<'a> {
+    verdict: Verdict,
+    exit_code: i32,
+    old_generation: u64,
+    new_generation: u64,
+    old_hash: &'a str,
+    new_hash: &'a str,
+    intent: &'a Intent,
+    global_withdrawals_overridden: &'a [IpNet],
+    unused_overrides: &'a [Override],
+    warnings: &'a [Diagnostic],
+    summary: &'a PlanSummary,
+    callouts: &'a [Callout],
+    refusal: Option<RefusalView>,
+    violations: Vec<ViolationView<'a>>,
+    changes: Vec<RouteChangeView<'a>>,
+    binding_changes: &'a [BindingChange],
+}
+
+impl Serialize for Plan {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        PlanView {
+            verdict: self.verdict,
+            exit_code: self.exit_code(),
+            old_generation: self.old_generation,
+            new_generation: self.new_generation,
+            old_hash: &self.old_hash,
+            new_hash: &self.new_hash,
+            intent: &self.intent,
+            global_withdrawals_overridden: &self.global_withdrawals_overridden,
+            unused_overrides: &self.unused_overrides,
+            warnings: &self.warnings,
+            summary: &self.summary,
+            callouts: &self.callouts,
+            refusal: (!self.violations.is_empty()).then(|| {
+                let mut arguments = self.unlock_arguments();
+                let per_route = arguments
+                    .remove(&UnlockKind::PerRouteOverride)
+                    .unwrap_or_default();
+                RefusalView {
+                    unlockable_without_per_route_overrides: per_route.is_empty(),
+                    intent: arguments.remove(&UnlockKind::Intent).unwrap_or_default(),
+                    overrides: arguments.remove(&UnlockKind::Override).unwrap_or_default(),
+                    message: self.refusal_message(),
+                    per_route_overrides: per_route,
+                }
+            }),
+            violations: self
+                .violations
+                .iter()
+                .map(|violation| ViolationView {
+                    guard: violation.guard(),
+                    violation,
+                    unlock: self.unlock(violation),
+                })
+                .collect(),
+            changes: self
+                .changes
+                .iter()
+                .map(|change| RouteChangeView {
+                    prefix: change.prefix,
+                    service: change.service(),
+                    old: &change.old,
+                    new: &change.new,
+                    announce: self.location_names(&change.announce),
+                    update: self.location_names(&change.update),
+                    withdrawals: change
+                        .withdrawals
+                        .iter()
+                        .map(|withdrawal| WithdrawalView {
+                            cause: &withdrawal.cause,
+                            locations: self.location_names(&withdrawal.locations),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            binding_changes: &self.binding_changes,
+        }
+        .serialize(serializer)
+    }
+}
