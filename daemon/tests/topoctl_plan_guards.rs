@@ -239,3 +239,68 @@ fn a_production_service_moved_onto_a_test_location_is_called_out() {
         "{value}"
     );
 }
+
+#[test]
+fn vrps_at_plan_time_refuse_an_invalid_split_and_check_names_invalid_routes() {
+    let directory = scratch();
+    // The example announces 198.51.100.0/23 as /24s; a ROA up to /23 only makes them invalid.
+    let vrps = directory.path().join("vrps.json");
+    std::fs::write(
+        &vrps,
+        r#"{"metadata":{"buildtime":"2026-12-04T00:00:00Z"},"roas":[
+            {"prefix":"198.51.100.0/23","maxLength":24,"asn":13335,"ta":"test","expires":1},
+            {"prefix":"1.1.1.0/24","maxLength":24,"asn":13335,"ta":"test","expires":1}]}"#,
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let strict = directory.path().join("strict.json");
+    std::fs::write(
+        &strict,
+        r#"{"roas":[{"prefix":"198.51.100.0/23","maxLength":23,"asn":13335}]}"#,
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let check = |file: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_topoctl"))
+            .arg("check")
+            .arg("--vrps")
+            .arg(file)
+            .args(example_files())
+            .output()
+            .unwrap_or_else(|error| panic!("{error}"))
+    };
+    let valid = check(&vrps);
+    assert_eq!(valid.status.code(), Some(0), "{}", text(&valid.stdout));
+    assert!(
+        text(&valid.stdout).contains("rpki: 2 VRPs"),
+        "{}",
+        text(&valid.stdout)
+    );
+    let invalid = check(&strict);
+    assert_eq!(invalid.status.code(), Some(3), "{}", text(&invalid.stdout));
+    assert!(
+        text(&invalid.stdout).contains("G5 route 198.51.100.0/24 from AS13335"),
+        "{}",
+        text(&invalid.stdout)
+    );
+    // Plan: the same topology changes nothing, so nothing is newly invalid.
+    let unchanged = plan(
+        &example_files(),
+        &example_files(),
+        &["--vrps", &strict.display().to_string()],
+    );
+    assert_eq!(
+        unchanged.status.code(),
+        Some(0),
+        "{}",
+        text(&unchanged.stdout)
+    );
+    // A broken VRP file is a usage error that says where.
+    let broken = directory.path().join("broken.json");
+    std::fs::write(&broken, "{\"roas\": [}").unwrap_or_else(|error| panic!("{error}"));
+    let output = check(&broken);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("broken.json:1:"),
+        "{}",
+        text(&output.stderr)
+    );
+}

@@ -15,6 +15,7 @@ mod location_set;
 mod model;
 mod plan;
 mod render;
+mod rpki;
 
 pub use compile::{
     IntoSources, MAX_ROUTES_PER_PREFIX, SourceBundle, compile, compile_against, compile_owned,
@@ -27,4 +28,5 @@ pub use model::{
 };
 pub use plan::*;
 pub use render::collapse_locations;
+pub use rpki::{RpkiState, Validation, Vrp, VrpFileError, VrpSet};
 pub use topologyd_config::{Diagnostic, Diagnostics, Severity, Source, SourceLocation};

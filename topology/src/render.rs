@@ -144,6 +144,29 @@ impl Plan {
                 String::new()
             }
         );
+        if let Some(rpki) = &self.rpki {
+            let _ = writeln!(
+                out,
+                "rpki: {} VRPs; announced routes after the change: {} valid, {} invalid, {} not found",
+                rpki.vrps, rpki.valid, rpki.invalid, rpki.not_found
+            );
+            if !rpki.invalid_kept.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  ! {} route(s) announced RPKI-invalid before and after this change (not refused, fix them): {}",
+                    rpki.invalid_kept.len(),
+                    name_routes(&rpki.invalid_kept)
+                );
+            }
+            if !rpki.not_found_new.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  note: {} newly announced route(s) are not found in the RPKI (no covering ROA): {}",
+                    rpki.not_found_new.len(),
+                    name_routes(&rpki.not_found_new)
+                );
+            }
+        }
         if !self.callouts.is_empty() {
             let _ = writeln!(out, "\ncallouts:");
             for callout in &self.callouts {
@@ -193,6 +216,16 @@ impl Plan {
                             out,
                             "  ! production service `{service}` is newly announced at test location(s): {}",
                             collapse_locations(locations)
+                        );
+                    }
+                    Callout::DeclaredRoaNotInRpki {
+                        prefix,
+                        asn,
+                        max_length,
+                    } => {
+                        let _ = writeln!(
+                            out,
+                            "  ! prefix {prefix} declares roa {{ asn = {asn}, max_length = {max_length} }}, but no VRP covering it authorises AS{asn} up to /{max_length}: the RPKI does not hold that ROA"
                         );
                     }
                     Callout::SimilarAttributeValue {
@@ -326,6 +359,17 @@ impl Plan {
                 "G3 refuses {} route(s) that would be announced from no live location ({}); no --intent and no --override blast-radius lifts that: each such route needs its own --override global-withdrawal:CIDR, given only if its withdrawal from every location is meant",
                 g3.len(),
                 name_routes(&g3)
+            );
+        }
+        let g5: Vec<ipnet::IpNet> = self
+            .violations_of(Guard::G5)
+            .filter_map(GuardViolation::route)
+            .collect();
+        if !g5.is_empty() {
+            return format!(
+                "G5 refuses {} route(s) that would be announced RPKI-invalid ({}); no argument lifts that: publish ROAs that authorise them first",
+                g5.len(),
+                name_routes(&g5)
             );
         }
         let arguments: Vec<String> = self.unlock_arguments().into_values().flatten().collect();
@@ -466,6 +510,25 @@ impl Plan {
                     "G4 blast radius: {}; {}split the change or pass --override blast-radius",
                     reasons.join("; "),
                     self.g3_prefix("--override blast-radius")
+                )
+            }
+            GuardViolation::RpkiInvalid {
+                route,
+                origin_asn,
+                state,
+                covering,
+                locations,
+            } => {
+                let vrps: Vec<String> = covering
+                    .iter()
+                    .take(NAMED_ROUTES)
+                    .map(ToString::to_string)
+                    .collect();
+                format!(
+                    "G5 route {route} from AS{origin_asn} would be RPKI-{state} at {} location(s) where it was not before: {}; covering VRPs: {}; no argument lifts this: publish a ROA authorising AS{origin_asn} for {route}, or do not announce it",
+                    locations.len(),
+                    collapse_locations(locations),
+                    vrps.join(", ")
                 )
             }
         }

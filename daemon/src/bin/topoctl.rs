@@ -19,7 +19,8 @@ use topologyd::tls::{TlsFiles, client_config};
 use topologyd_config::{Source, load_sources};
 use topologyd_topology::{
     Diagnostics, EXIT_CHANGES_ALLOWED, EXIT_INVALID, EXIT_NO_CHANGE, EXIT_REFUSED, EXIT_USAGE,
-    Intent, Topology, collapse_locations, compile_against, compile_owned, plan,
+    Guard, GuardViolation, Intent, Topology, VrpSet, collapse_locations, compile_against,
+    compile_owned, plan_with_vrps,
 };
 
 #[derive(Parser, Debug)]
@@ -43,6 +44,10 @@ enum Command {
         /// The topology files (fleet, services, prefixes, bindings).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Validate every announced route's origin (RFC 6811) against these VRPs
+        /// (rpki-client JSON); an RPKI-invalid route exits 3.
+        #[arg(long, value_name = "FILE")]
+        vrps: Option<PathBuf>,
         /// Print the diagnostics as JSON.
         #[arg(long)]
         json: bool,
@@ -67,6 +72,10 @@ enum Command {
         new: Vec<PathBuf>,
         #[command(flatten)]
         intent: IntentArguments,
+        /// Guard G5: refuse routes the change would announce RPKI-invalid against these VRPs
+        /// (rpki-client JSON).
+        #[arg(long, value_name = "FILE")]
+        vrps: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -336,6 +345,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// Reads an rpki-client JSON VRP file.
+fn read_vrps(path: &std::path::Path) -> Result<VrpSet, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("reading the VRPs {}: {error}", path.display()))?;
+    VrpSet::from_rpki_client_json(&path.display().to_string(), &text)
+        .map_err(|error| error.to_string())
+}
+
 fn read(files: &[PathBuf]) -> Result<Vec<Source>, String> {
     load_sources(files).map_err(|error| error.to_string())
 }
@@ -376,9 +393,55 @@ fn report_diagnostics(diagnostics: &Diagnostics, json: bool) {
 fn run(command: Command) -> Result<i32, String> {
     match command {
         Command::Rollout(command) => Ok(run_rollout(command)),
-        Command::Check { files, json } => {
+        Command::Check { files, vrps, json } => {
             let sources = read(&files)?;
+            let vrps = vrps.as_deref().map(read_vrps).transpose()?;
             match compile_or_report(sources, 0, json) {
+                Ok(topology) if vrps.is_some() => {
+                    // Every announced route is judged as if newly announced: a plan from an
+                    // empty topology, so G5 names each invalid one.
+                    let empty = compile_owned(Vec::new(), 0).map_err(|error| error.to_string())?;
+                    let judged =
+                        plan_with_vrps(&empty, &topology, &Intent::default(), vrps.as_ref());
+                    let invalid: Vec<&GuardViolation> = judged.violations_of(Guard::G5).collect();
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&json!({
+                                "valid": true,
+                                "hash": topology.hash_hex(),
+                                "warnings": topology.warnings(),
+                                "rpki": judged.rpki,
+                                "rpki_invalid": invalid,
+                                "callouts": judged.callouts,
+                            }))
+                            .unwrap_or_default()
+                        );
+                    } else {
+                        let text = judged.render_text();
+                        for line in text.lines().filter(|line| {
+                            line.starts_with("rpki:")
+                                || line.contains("G5 route")
+                                || line.contains("declares roa")
+                                || line.contains("not found in the RPKI")
+                        }) {
+                            println!("{}", line.trim_start());
+                        }
+                        println!(
+                            "valid: {} locations, {} services, {} prefixes, {} routes; hash {}",
+                            topology.locations().len(),
+                            topology.services().len(),
+                            topology.prefixes().len(),
+                            topology.route_count(),
+                            topology.hash_hex()
+                        );
+                    }
+                    Ok(if invalid.is_empty() {
+                        EXIT_NO_CHANGE
+                    } else {
+                        EXIT_REFUSED
+                    })
+                }
                 Ok(topology) => {
                     if json {
                         println!(
@@ -470,9 +533,11 @@ fn run(command: Command) -> Result<i32, String> {
             old,
             new,
             intent,
+            vrps,
             json,
         } => {
             let intent = intent.intent()?;
+            let vrps = vrps.as_deref().map(read_vrps).transpose()?;
             // The old topology's warnings are today's; the plan carries the new one's.
             let old = match compile_owned(read(&old)?, 0) {
                 Ok(topology) => topology,
@@ -490,7 +555,7 @@ fn run(command: Command) -> Result<i32, String> {
                     return Ok(EXIT_INVALID);
                 }
             };
-            let plan = plan(&old, &new, &intent);
+            let plan = plan_with_vrps(&old, &new, &intent, vrps.as_ref());
             if json {
                 println!("{}", plan.to_json());
             } else {

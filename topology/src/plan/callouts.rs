@@ -13,6 +13,7 @@ use super::diff::RouteDiff;
 use super::{BindingChange, Callout, SELECTOR_JUMP_FACTOR, SELECTOR_JUMP_MINIMUM};
 use crate::location_set::LocationSet;
 use crate::model::Topology;
+use crate::rpki::VrpSet;
 
 pub(super) fn binding_changes(context: &Context<'_>) -> Vec<BindingChange> {
     let (old, new) = (context.old, context.new);
@@ -230,4 +231,25 @@ pub(super) fn callouts(context: &Context<'_>, diffs: &[RouteDiff]) -> Vec<Callou
         }
     }
     callouts
+}
+
+/// Declared ROAs (`roa = { asn, max_length }` on a prefix) that the RPKI does not hold: no VRP
+/// covering the prefix names that ASN with at least that max-length.
+pub(super) fn declared_roas_not_in_rpki(topology: &Topology, vrps: &VrpSet) -> Vec<Callout> {
+    topology
+        .prefixes
+        .iter()
+        .filter_map(|prefix| {
+            let roa = prefix.roa?;
+            let held = vrps
+                .covering(&prefix.cidr)
+                .iter()
+                .any(|vrp| vrp.asn == roa.asn && vrp.max_length >= roa.max_length);
+            (!held).then_some(Callout::DeclaredRoaNotInRpki {
+                prefix: prefix.cidr,
+                asn: roa.asn,
+                max_length: roa.max_length,
+            })
+        })
+        .collect()
 }

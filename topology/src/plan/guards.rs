@@ -17,10 +17,11 @@ use super::context::Context;
 use super::diff::{RouteDiff, find};
 use super::{
     CONCENTRATION_FACTOR, CONCENTRATION_MINIMUM, ConcentratedRoute, Guard, GuardViolation, Intent,
-    NameCache, Override, PlanSummary, WithdrawalCause, plan,
+    NameCache, Override, PlanSummary, RpkiSummary, WithdrawalCause, plan,
 };
 use crate::location_set::LocationSet;
 use crate::model::{Route, Topology};
+use crate::rpki::{RpkiState, VrpSet};
 
 /// G2: withdrawing a still-bound route from locations live before and after, or moving a
 /// route that stays announced to another service, needs the intent to name the service it
@@ -337,4 +338,68 @@ pub(super) fn global_withdrawals(
         });
     }
     violations
+}
+
+/// G5: origin validation of every route the new topology announces (at any location). A route
+/// that is invalid is refused at the locations that would announce it invalid and did not
+/// before — newly announced, or made invalid by the change (another origin, a longer split).
+/// One announced invalid before and kept as it is is reported, not refused: refusing it would
+/// block every change, the one that fixes it included.
+pub(super) fn rpki_invalid(
+    context: &Context<'_>,
+    vrps: &VrpSet,
+    name_cache: &mut NameCache<'_>,
+) -> (Vec<GuardViolation>, RpkiSummary) {
+    let (old, new) = (context.old, context.new);
+    let empty = LocationSet::empty(context.universe.names.len());
+    let mut summary = RpkiSummary {
+        vrps: vrps.len(),
+        ..RpkiSummary::default()
+    };
+    let mut violations = Vec::new();
+    for route in &new.routes {
+        let announced = &context.new_sets[route.service as usize];
+        if announced.is_empty() {
+            continue;
+        }
+        let validation = vrps.validate(&route.prefix, route.origin_asn);
+        let before = old
+            .route_index(&route.prefix)
+            .map(|index| &old.routes[index]);
+        let announced_before =
+            before.map_or(&empty, |before| &context.old_sets[before.service as usize]);
+        match validation.state {
+            RpkiState::Valid => summary.valid += 1,
+            RpkiState::NotFound => {
+                summary.not_found += 1;
+                if announced_before.is_empty() {
+                    summary.not_found_new.push(route.prefix);
+                }
+            }
+            RpkiState::InvalidOrigin | RpkiState::InvalidLength => {
+                summary.invalid += 1;
+                let invalid_before = before.filter(|before| {
+                    vrps.validate(&before.prefix, before.origin_asn)
+                        .state
+                        .is_invalid()
+                });
+                let newly = match invalid_before {
+                    Some(_) => announced.difference(announced_before),
+                    None => announced.clone(),
+                };
+                if newly.is_empty() {
+                    summary.invalid_kept.push(route.prefix);
+                } else {
+                    violations.push(GuardViolation::RpkiInvalid {
+                        route: route.prefix,
+                        origin_asn: route.origin_asn,
+                        state: validation.state,
+                        covering: validation.covering,
+                        locations: name_cache.get(&newly),
+                    });
+                }
+            }
+        }
+    }
+    (violations, summary)
 }

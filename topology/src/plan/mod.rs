@@ -40,6 +40,7 @@ use topologyd_config::{Diagnostic, LocationState};
 
 use crate::location_set::LocationSet;
 use crate::model::{AnnouncedRoute, Topology};
+use crate::rpki::{RpkiState, Vrp, VrpSet};
 
 mod callouts;
 mod context;
@@ -384,6 +385,7 @@ pub enum Guard {
     G2,
     G3,
     G4,
+    G5,
 }
 
 /// A guard refusing (part of) a plan.
@@ -444,6 +446,17 @@ pub enum GuardViolation {
         /// Routes whose live reach shrinks to less than half (never exempt by scope).
         concentrated: Vec<ConcentratedRoute>,
     },
+    /// G5: a route would be announced RPKI-invalid where it was not before (newly announced,
+    /// or made invalid by the change).
+    RpkiInvalid {
+        route: IpNet,
+        origin_asn: u32,
+        state: RpkiState,
+        /// The VRPs covering it.
+        covering: Vec<Vrp>,
+        /// Locations that would announce it invalid and did not before.
+        locations: LocationNames,
+    },
 }
 
 /// A route whose traffic would concentrate on less than half of the live locations that
@@ -465,6 +478,8 @@ pub enum UnlockKind {
     Override,
     /// `--override global-withdrawal:CIDR`, one per route (G3); nothing else lifts it.
     PerRouteOverride,
+    /// No argument: a ROA authorising the route must be published first (G5).
+    PublishRoa,
 }
 
 /// What would lift one refusal, and whether that would be enough.
@@ -484,6 +499,7 @@ impl GuardViolation {
             | GuardViolation::UndeclaredServiceChange { .. } => Guard::G2,
             GuardViolation::GlobalWithdrawal { .. } => Guard::G3,
             GuardViolation::BlastRadius { .. } => Guard::G4,
+            GuardViolation::RpkiInvalid { .. } => Guard::G5,
         }
     }
 
@@ -494,6 +510,7 @@ impl GuardViolation {
             | GuardViolation::UndeclaredServiceChange { route, .. }
             | GuardViolation::GlobalWithdrawal { route, .. } => Some(*route),
             GuardViolation::BlastRadius { .. } => None,
+            GuardViolation::RpkiInvalid { route, .. } => Some(*route),
         }
     }
 }
@@ -529,6 +546,13 @@ pub enum Callout {
     ProductionAtTestLocations {
         service: String,
         locations: Vec<String>,
+    },
+    /// A prefix's declared `roa` that the RPKI does not hold (no VRP covering it names that ASN
+    /// with at least that max-length).
+    DeclaredRoaNotInRpki {
+        prefix: IpNet,
+        asn: u32,
+        max_length: u8,
     },
     /// A location attribute value that the old fleet did not use, and that differs only in case
     /// or by one edit from one it did: likely a typo that changes what selectors match.
@@ -593,7 +617,23 @@ pub struct Plan {
     pub unused_overrides: Vec<Override>,
     /// The new topology's compile warnings (with `file:line:column`).
     pub warnings: Vec<Diagnostic>,
+    /// Origin validation of the new topology's routes, when the plan was given VRPs.
+    pub rpki: Option<RpkiSummary>,
     verdict: Verdict,
+}
+
+/// Origin validation (RFC 6811) of the routes a plan leaves announced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RpkiSummary {
+    pub vrps: usize,
+    pub valid: u64,
+    pub invalid: u64,
+    pub not_found: u64,
+    /// Invalid routes announced before the change as they are after it (not refused: refusing
+    /// would block the change that fixes them; shown so that they are fixed).
+    pub invalid_kept: Vec<IpNet>,
+    /// Routes the change newly announces that no VRP covers.
+    pub not_found_new: Vec<IpNet>,
 }
 
 /// What one location must do to go from the old topology's routes to the new one's.
@@ -701,6 +741,11 @@ impl Plan {
                 arguments: vec!["--override blast-radius".to_string()],
                 still_refused_by_g3,
             },
+            GuardViolation::RpkiInvalid { .. } => Unlock {
+                by: UnlockKind::PublishRoa,
+                arguments: Vec::new(),
+                still_refused_by_g3,
+            },
         }
     }
 
@@ -730,6 +775,18 @@ impl Plan {
 /// Compares `old` and `new` and evaluates the guards under `intent`: the diff first, then G2,
 /// G3 and G4 on it, then the call-outs.
 pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
+    plan_with_vrps(old, new, intent, None)
+}
+
+/// [`plan`], with origin validation against `vrps` when given: G5 refuses a route that would
+/// be announced RPKI-invalid at a location where it was not before, and declared ROAs the RPKI
+/// does not hold are called out.
+pub fn plan_with_vrps(
+    old: &Topology,
+    new: &Topology,
+    intent: &Intent,
+    vrps: Option<&VrpSet>,
+) -> Plan {
     let context = Context::new(old, new);
     let diffs = diff::diff_routes(&context);
     let mut name_cache = NameCache {
@@ -747,6 +804,11 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
     ));
     let (summary, blast_radius) = guards::blast_radius(&context, &diffs, intent);
     violations.extend(blast_radius);
+    let rpki = vrps.map(|vrps| {
+        let (invalid, summary) = guards::rpki_invalid(&context, vrps, &mut name_cache);
+        violations.extend(invalid);
+        summary
+    });
     violations.sort_by_key(|violation| (violation.guard(), violation.route()));
     let unused_overrides: Vec<Override> = intent
         .overrides
@@ -758,7 +820,10 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
         .cloned()
         .collect();
     let binding_changes = callouts::binding_changes(&context);
-    let callouts = callouts::callouts(&context, &diffs);
+    let mut callouts = callouts::callouts(&context, &diffs);
+    if let Some(vrps) = vrps {
+        callouts.extend(callouts::declared_roas_not_in_rpki(new, vrps));
+    }
     let changes: Vec<RouteChange> = diffs.into_iter().map(|diff| diff.change).collect();
     let verdict = if !violations.is_empty() {
         Verdict::Refused
@@ -782,6 +847,7 @@ pub fn plan(old: &Topology, new: &Topology, intent: &Intent) -> Plan {
         global_withdrawals_overridden: overridden,
         unused_overrides,
         warnings: new.warnings.clone(),
+        rpki,
         verdict,
     }
 }

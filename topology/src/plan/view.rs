@@ -6,8 +6,8 @@ use serde::Serialize;
 use topologyd_config::Diagnostic;
 
 use super::{
-    BindingChange, Callout, Guard, GuardViolation, Intent, Override, Plan, PlanSummary, Unlock,
-    UnlockKind, Verdict, WithdrawalCause,
+    BindingChange, Callout, Guard, GuardViolation, Intent, Override, Plan, PlanSummary,
+    RpkiSummary, Unlock, UnlockKind, Verdict, WithdrawalCause,
 };
 use crate::model::AnnouncedRoute;
 
@@ -42,9 +42,13 @@ struct ViolationView<'a> {
 struct RefusalView {
     /// False when G3 refuses: only per-route overrides lift it.
     unlockable_without_per_route_overrides: bool,
+    /// False when G5 refuses: no argument lifts it (a ROA must be published first).
+    unlockable: bool,
     intent: Vec<String>,
     overrides: Vec<String>,
     per_route_overrides: Vec<String>,
+    /// Routes refused by G5.
+    rpki_invalid: Vec<IpNet>,
     message: String,
 }
 
@@ -62,6 +66,7 @@ struct PlanView<'a> {
     warnings: &'a [Diagnostic],
     summary: &'a PlanSummary,
     callouts: &'a [Callout],
+    rpki: &'a Option<RpkiSummary>,
     refusal: Option<RefusalView>,
     violations: Vec<ViolationView<'a>>,
     changes: Vec<RouteChangeView<'a>>,
@@ -83,13 +88,20 @@ impl Serialize for Plan {
             warnings: &self.warnings,
             summary: &self.summary,
             callouts: &self.callouts,
+            rpki: &self.rpki,
             refusal: (!self.violations.is_empty()).then(|| {
                 let mut arguments = self.unlock_arguments();
                 let per_route = arguments
                     .remove(&UnlockKind::PerRouteOverride)
                     .unwrap_or_default();
+                let rpki_invalid: Vec<IpNet> = self
+                    .violations_of(Guard::G5)
+                    .filter_map(GuardViolation::route)
+                    .collect();
                 RefusalView {
                     unlockable_without_per_route_overrides: per_route.is_empty(),
+                    unlockable: rpki_invalid.is_empty(),
+                    rpki_invalid,
                     intent: arguments.remove(&UnlockKind::Intent).unwrap_or_default(),
                     overrides: arguments.remove(&UnlockKind::Override).unwrap_or_default(),
                     message: self.refusal_message(),
