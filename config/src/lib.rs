@@ -12,6 +12,7 @@
 //! `topologyd.toml`).
 
 pub mod daemon;
+pub mod bounds;
 pub mod diagnostic;
 mod fast;
 pub mod health;
@@ -26,4 +27,4 @@ pub use parse::{
     parse_topology_sources, parse_topology_sources_owned, parse_topology_sources_with_warnings,
 };
 pub use selector::{Attribute, Selector, SelectorError, SelectorValue, parse_selector};
-pub use source::{LoadError, Source, SourceLocation, SourceMap, Span, load_sources};
+pub use source::{LoadError, Source, SourceLocation, SourceMap, Span, decode_source, load_sources};

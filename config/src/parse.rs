@@ -10,7 +10,8 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::diagnostic::{Collector, Diagnostics};
+use crate::bounds;
+use crate::diagnostic::{Collector, Diagnostics, escape_text};
 use crate::health::{
     DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEALTH_RISE,
     DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_HOLD_DOWN_MS, DEFAULT_HTTP_EXPECT_STATUS,
@@ -21,7 +22,7 @@ use crate::model::{
     AnnounceMode, Community, LargeCommunity, LengthLimits, Lifecycle, Located, LocationState,
     RawBinding, RawLocation, RawPrefix, RawService, RawTopology, Roa,
 };
-use crate::selector::parse_selector;
+use crate::selector::{is_forbidden_in_name, parse_selector};
 use crate::source::{Source, SourceMap, Span};
 
 #[derive(Deserialize)]
@@ -1151,6 +1152,24 @@ fn http_url_error(url: &str) -> Option<TargetError> {
     None
 }
 
+/// Reports a name (of a location, region, metro, country, tag, service, owner or token) that
+/// holds a control character or a bidirectional formatting character — written as a TOML escape,
+/// since [`bounds::scan_file`] already refuses them raw. Such a name could make a plan or a
+/// diagnostic display something other than what it says.
+fn check_name(span: Span, what: &str, value: &str, collector: &mut Collector) {
+    if let Some(character) = value.chars().find(|character| is_forbidden_in_name(*character)) {
+        collector.error(
+            Some(span),
+            format!(
+                "{what} \"{}\" contains the invisible or control character {}",
+                escape_text(value),
+                character.escape_unicode()
+            ),
+            Some("names are plain text: remove the escape sequence that writes the character".into()),
+        );
+    }
+}
+
 fn located_string(source: u32, value: Spanned<String>) -> Located<String> {
     let span = span_of(source, &value);
     Located::new(value.into_inner(), span)
@@ -1178,8 +1197,16 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
     let mut collector = Collector::new();
     let mut raw = RawTopology::default();
     let mut settings_seen: Option<Span> = None;
+    if !bounds::check_total_size(sources.iter().map(|source| source.text.len()), &mut collector) {
+        raw.sources = SourceMap::new(sources);
+        let diagnostics = collector.finish(&raw.sources);
+        return (raw, diagnostics);
+    }
     for (index, source) in sources.iter().enumerate() {
         let source_id = u32::try_from(index).unwrap_or(u32::MAX);
+        let Some(scan) = bounds::scan_file(source_id, &source.text, &mut collector) else {
+            continue;
+        };
         let fast =
             crate::fast::parse_prefixes_and_bindings(&source.text).map(|(prefix, binding)| {
                 FileModel {
@@ -1190,6 +1217,11 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
                     binding,
                 }
             });
+        if fast.is_none()
+            && !bounds::check_parse_cost(source_id, source.text.len(), scan, &mut collector)
+        {
+            continue;
+        }
         let file: FileModel = match fast.map_or_else(|| toml::from_str(&source.text), Ok) {
             Ok(file) => file,
             Err(failure) => {
@@ -1280,6 +1312,29 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
             }
         }
         for location in file.location {
+            for (what, value) in [
+                ("location name", &location.name),
+                ("region", &location.region),
+                ("metro", &location.metro),
+                ("country", &location.country),
+            ]
+            .into_iter()
+            .chain(location.tags.iter().map(|tag| ("tag", tag)))
+            {
+                check_name(span_of(source_id, value), what, value.get_ref(), &mut collector);
+            }
+            if location.tags.len() > bounds::MAX_TAGS_PER_LOCATION {
+                collector.error(
+                    Some(span_of(source_id, &location.name)),
+                    format!(
+                        "location `{}` has {} tags, more than the limit of {}",
+                        escape_text(location.name.get_ref()),
+                        location.tags.len(),
+                        bounds::MAX_TAGS_PER_LOCATION
+                    ),
+                    Some("tag locations by role; a selector can combine tags".into()),
+                );
+            }
             raw.locations.push(RawLocation {
                 name: located_string(source_id, location.name),
                 region: located_string(source_id, location.region),
@@ -1297,12 +1352,24 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
             });
         }
         for service in file.service {
+            check_name(
+                span_of(source_id, &service.name),
+                "service name",
+                service.name.get_ref(),
+                &mut collector,
+            );
             if let Some(service) = convert_service(source_id, &source.text, service, &mut collector)
             {
                 raw.services.push(service);
             }
         }
         for prefix in file.prefix {
+            // `owner` and the tokens keep no span of their own: reported at the prefix's cidr.
+            let prefix_span = span_of(source_id, &prefix.cidr);
+            check_name(prefix_span, "owner", &prefix.owner, &mut collector);
+            for token in [&prefix.irr_token, &prefix.rdns_token].into_iter().flatten() {
+                check_name(prefix_span, "token", token, &mut collector);
+            }
             let Some(cidr) = parse_cidr(source_id, &prefix.cidr, "prefix", &mut collector) else {
                 continue;
             };
@@ -1336,6 +1403,12 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
         }
         raw.bindings.reserve(file.binding.len());
         for binding in file.binding {
+            check_name(
+                span_of(source_id, &binding.service),
+                "service name",
+                binding.service.get_ref(),
+                &mut collector,
+            );
             let Some(cidr) = parse_cidr(source_id, &binding.cidr, "binding", &mut collector) else {
                 continue;
             };
@@ -1344,6 +1417,23 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
                 service: located_string(source_id, binding.service),
             });
         }
+    }
+    if raw.locations.len() > bounds::MAX_LOCATIONS {
+        collector.error(
+            raw.locations
+                .get(bounds::MAX_LOCATIONS)
+                .map(|location| location.name.span),
+            format!(
+                "the topology has {} locations, more than the limit of {}",
+                raw.locations.len(),
+                bounds::MAX_LOCATIONS
+            ),
+            Some(
+                "the limit keeps each compile's per-location sets small; split the fleet into \
+                 several topologies"
+                    .into(),
+            ),
+        );
     }
     raw.settings_span = settings_seen;
     raw.sources = SourceMap::new(sources);
