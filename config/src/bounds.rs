@@ -19,31 +19,43 @@ use crate::source::Span;
 pub const MAX_TOPOLOGY_BYTES: usize = 64 << 20;
 
 /// The most locations a topology may have. A compile keeps one bitset over all locations per
-/// attribute value, so memory grows with locations × distinct values; at 4,096 locations that
-/// stays in the low tens of MiB. (A fleet of 300 locations is large.)
-pub const MAX_LOCATIONS: usize = 4096;
+/// attribute value, so memory grows with locations × distinct values; at 2,048 locations with
+/// 32 distinct tags each that is under 20 MiB. (A fleet of 300 locations is large.)
+pub const MAX_LOCATIONS: usize = 2048;
 
 /// The most tags one location may carry (each distinct tag costs one bitset over all locations).
 pub const MAX_TAGS_PER_LOCATION: usize = 32;
+
+/// The longest name (location, region, metro, country, tag, service, owner, token) accepted.
+pub const MAX_NAME_BYTES: usize = 255;
 
 /// The deepest nesting of arrays, inline tables and dotted keys accepted in a topology file.
 /// The topology schema needs three (`[service.health]` with a `degrade = { communities = [..] }`).
 pub const MAX_TOML_NESTING: usize = 16;
 
-/// Estimated parse cost of one value (a key's value, an array element) in the general TOML parser
-/// (its tokens, events and the value), in bytes; measured with a counting allocator, rounded up.
-pub const PARSE_BYTES_PER_VALUE: usize = 256;
+/// Estimated bytes the general TOML parser (`toml` 1.x: tokens, events, its document tree)
+/// allocates per `key = value`. This and the three weights below were measured with a counting
+/// allocator (topology/tests/compile_memory.rs) on files made of one construct each, and rounded
+/// up; that test fails if the parser starts to cost more than the estimate allows.
+pub const PARSE_BYTES_PER_KEY: usize = 416;
 
-/// Estimated parse cost of one table (`[..]` header, inline `{..}`, array `[..]`, or dotted-key
-/// level), in bytes; measured with a counting allocator, rounded up.
-pub const PARSE_BYTES_PER_TABLE: usize = 2048;
+/// Estimated bytes per further array element or inline-table entry (a `,`).
+pub const PARSE_BYTES_PER_ELEMENT: usize = 176;
+
+/// Estimated bytes per `[` (an array, or a table header).
+pub const PARSE_BYTES_PER_BRACKET: usize = 416;
+
+/// Estimated bytes per table opened by an inline `{` or by a dot in a key.
+pub const PARSE_BYTES_PER_TABLE: usize = 1400;
 
 /// A file parsed by the general TOML parser may cost at most this many times its size…
 pub const PARSE_BYTES_PER_INPUT_BYTE: usize = 8;
 
-/// …plus this allowance (16 MiB), so that ordinary fleet and service files, whose tables are
-/// small, always fit.
-pub const PARSE_ALLOWANCE_BYTES: usize = 16 << 20;
+/// …plus this allowance (32 MiB) per file, so that ordinary files fit: a fleet file of 2,048
+/// locations costs about 10 MiB, a file of 5,000 `[[prefix]]` tables with `roa = { .. }` about
+/// 25 MiB. Larger lists go in several files or, for prefixes and bindings, in the plain form the
+/// fast path reads.
+pub const PARSE_ALLOWANCE_BYTES: usize = 32 << 20;
 
 /// Reports an error when the sources together exceed [`MAX_TOPOLOGY_BYTES`]; true when within.
 pub fn check_total_size(sizes: impl Iterator<Item = usize>, collector: &mut Collector) -> bool {
@@ -69,16 +81,29 @@ pub fn check_total_size(sizes: impl Iterator<Item = usize>, collector: &mut Coll
 /// What the scan of one file found: its estimated general-parser cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scan {
-    pub values: usize,
+    /// `=` signs: keys with a value.
+    pub keys: usize,
+    /// `,` outside strings: further array elements and inline-table entries.
+    pub elements: usize,
+    /// `[` outside strings: arrays and table headers.
+    pub brackets: usize,
+    /// `{` and dots in keys: inline and dotted tables.
     pub tables: usize,
 }
 
 impl Scan {
     /// The estimated bytes the general TOML parser allocates for this file.
     pub fn parse_cost(&self) -> usize {
-        self.values
-            .saturating_mul(PARSE_BYTES_PER_VALUE)
-            .saturating_add(self.tables.saturating_mul(PARSE_BYTES_PER_TABLE))
+        [
+            (self.keys, PARSE_BYTES_PER_KEY),
+            (self.elements, PARSE_BYTES_PER_ELEMENT),
+            (self.brackets, PARSE_BYTES_PER_BRACKET),
+            (self.tables, PARSE_BYTES_PER_TABLE),
+        ]
+        .into_iter()
+        .fold(0usize, |total, (count, weight)| {
+            total.saturating_add(count.saturating_mul(weight))
+        })
     }
 }
 
@@ -94,10 +119,12 @@ pub fn check_parse_cost(source: u32, length: usize, scan: Scan, collector: &mut 
     collector.error(
         Some(Span::new(source, 0..0)),
         format!(
-            "the file holds {} values and {} tables in {length} bytes: parsing it would take \
-             about {} MiB, more than the {} MiB allowed for a file of its size",
-            scan.values,
-            scan.tables,
+            "the file holds {} keys, {} further values and {} arrays and tables in {length} \
+             bytes: parsing it would take about {} MiB, more than the {} MiB allowed for a file \
+             of its size",
+            scan.keys,
+            scan.elements,
+            scan.brackets + scan.tables,
             scan.parse_cost() >> 20,
             budget >> 20
         ),
@@ -138,7 +165,9 @@ pub fn scan_file(source: u32, text: &str, collector: &mut Collector) -> Option<S
     }
     let bytes = text.as_bytes();
     let mut scan = Scan {
-        values: 0,
+        keys: 0,
+        elements: 0,
+        brackets: 0,
         tables: 0,
     };
     // Open containers: true for an array (its commas separate values), false for an inline
@@ -164,12 +193,12 @@ pub fn scan_file(source: u32, text: &str, collector: &mut Collector) -> Option<S
                 key_dots = 0;
             }
             b'=' => {
-                scan.values += 1;
+                scan.keys += 1;
                 in_key = false;
                 key_dots = 0;
             }
             b',' => {
-                scan.values += 1;
+                scan.elements += 1;
                 if containers.last() == Some(&false) {
                     in_key = true;
                     key_dots = 0;
@@ -180,7 +209,11 @@ pub fn scan_file(source: u32, text: &str, collector: &mut Collector) -> Option<S
                 scan.tables += 1;
             }
             b'[' | b'{' => {
-                scan.tables += 1;
+                if byte == b'[' {
+                    scan.brackets += 1;
+                } else {
+                    scan.tables += 1;
+                }
                 // A `[` in key position opens a table header (`[a.b]`, `[[a.b]]`), whose dots
                 // count like a dotted key's; one after `=` opens an array of values.
                 containers.push(byte == b'[');
@@ -261,9 +294,8 @@ mod tests {
     fn scan(text: &str) -> Result<Scan, String> {
         let mut collector = Collector::new();
         let result = scan_file(0, text, &mut collector);
-        let sources = crate::source::SourceMap::new(vec![crate::source::Source::new(
-            "t.toml", text,
-        )]);
+        let sources =
+            crate::source::SourceMap::new(vec![crate::source::Source::new("t.toml", text)]);
         result.ok_or_else(|| collector.finish(&sources).to_string())
     }
 
@@ -274,8 +306,8 @@ mod tests {
              [service.health]\ndegrade = { communities = [\"1:2\"] }\n",
         )
         .unwrap();
-        assert_eq!(counted.values, 5);
-        assert!(counted.tables >= 5, "{counted:?}");
+        assert_eq!((counted.keys, counted.elements), (4, 1), "{counted:?}");
+        assert_eq!((counted.brackets, counted.tables), (5, 2), "{counted:?}");
     }
 
     #[test]
@@ -289,7 +321,12 @@ mod tests {
         let error = scan(&format!("[{}]\n", vec!["a"; 40].join("."))).unwrap_err();
         assert!(error.contains("nest deeper than 16"), "{error}");
         // Dots in values and strings are not keys.
-        scan(&format!("x = [{}]\ny = \"{}\"\n", "1.5,".repeat(100), ".".repeat(100))).unwrap();
+        scan(&format!(
+            "x = [{}]\ny = \"{}\"\n",
+            "1.5,".repeat(100),
+            ".".repeat(100)
+        ))
+        .unwrap();
     }
 
     #[test]

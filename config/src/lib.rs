@@ -11,8 +11,8 @@
 //! `[[prefix]]`/`[[binding]]` files of large topologies), [`daemon`] (the daemon's own
 //! `topologyd.toml`).
 
-pub mod daemon;
 pub mod bounds;
+pub mod daemon;
 pub mod diagnostic;
 mod fast;
 pub mod health;

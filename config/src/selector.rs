@@ -640,7 +640,11 @@ mod tests {
         let refused = format!("{}all{}", "(".repeat(3000), ")".repeat(3000));
         let failure = parse(&refused[..MAX_SELECTOR_BYTES]).unwrap_err();
         assert_eq!(failure.offset, MAX_SELECTOR_DEPTH);
-        assert!(failure.message.contains("deeper than 64"), "{}", failure.message);
+        assert!(
+            failure.message.contains("deeper than 64"),
+            "{}",
+            failure.message
+        );
         assert!(failure.help.unwrap().contains("redundant parentheses"));
         let negations = format!("{}all", "not ".repeat(1000));
         let failure = parse(&negations).unwrap_err();
@@ -657,7 +661,11 @@ mod tests {
         let long = format!("tag = \"{}\"", "é".repeat(MAX_SELECTOR_BYTES));
         let failure = parse(&long).unwrap_err();
         assert!(failure.offset <= MAX_SELECTOR_BYTES && long.is_char_boundary(failure.offset));
-        assert!(failure.message.contains("limit of 4096 bytes"), "{}", failure.message);
+        assert!(
+            failure.message.contains("limit of 4096 bytes"),
+            "{}",
+            failure.message
+        );
         assert!(failure.help.is_some());
     }
 

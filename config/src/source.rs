@@ -226,7 +226,8 @@ mod tests {
 
     #[test]
     fn non_utf8_bytes_are_located_by_line_and_character_column() {
-        let failure = decode_source("a.toml", b"x = 1\ny = \"\xC3\xA9\xFF\"\n".to_vec()).unwrap_err();
+        let failure =
+            decode_source("a.toml", b"x = 1\ny = \"\xC3\xA9\xFF\"\n".to_vec()).unwrap_err();
         assert_eq!(failure.location.unwrap().to_string(), "a.toml:2:7");
         assert!(failure.message.contains("0xFF"), "{}", failure.message);
         let failure = decode_source("b.toml", vec![0x80]).unwrap_err();
