@@ -751,6 +751,23 @@ async fn read_json<T: DeserializeOwned>(
             ));
         }
     };
+    if let Some(diagnostic) = crate::bundle::undecodable_file(&bytes) {
+        // A file of the bundle is not UTF-8: an invalid topology (exit 4 at topoctl), reported
+        // at the file's line and column like a compile error.
+        let diagnostics = topologyd_config::Diagnostics {
+            items: vec![diagnostic],
+        };
+        let mut answer = Answer::error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "the topology does not compile: 1 error(s)".into(),
+        );
+        answer.body["error"]["detail"] = json!({
+            "diagnostics": serde_json::to_value(&diagnostics).unwrap_or(Value::Null),
+            "text": diagnostics.to_string(),
+        });
+        return Err(answer);
+    }
     serde_json::from_slice(&bytes).map_err(|error| {
         Answer::error(
             StatusCode::BAD_REQUEST,

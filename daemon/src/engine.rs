@@ -29,6 +29,7 @@ use tracing::{error, info, warn};
 use crate::addresses::{AddressBinder, BindOutcome};
 use crate::admin::Readiness;
 use crate::announce::{LocationRoutes, PeerRouteContext};
+use crate::bundle::compile_bundle;
 use crate::control::{AuditLog, AuditRecord};
 use crate::engine_api::{
     EngineCommand, EngineError, EngineErrorKind, MutationOutcome, SourceBundle, SourceFile,
@@ -183,14 +184,6 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
-}
-
-fn to_sources(bundle: &SourceBundle) -> Vec<Source> {
-    bundle
-        .sources
-        .iter()
-        .map(|file| Source::new(file.name.clone(), file.text.clone()))
-        .collect()
 }
 
 fn to_bundle(sources: &[Source]) -> SourceBundle {
@@ -1005,7 +998,7 @@ impl Engine {
                     }
                 }
             };
-            match compile_owned(to_sources(&candidate.bundle), generation) {
+            match compile_bundle(&candidate.bundle, generation) {
                 Ok(topology) => {
                     if generation != stored.meta.generation {
                         warn!(
@@ -1290,13 +1283,13 @@ impl Engine {
         intent_lines: &[String],
     ) -> Result<Prepared, EngineError> {
         let intent = parse_intent(intent_lines)?;
-        let sources = to_sources(bundle);
+        let bundle = bundle.clone();
         let next_generation = self.next_generation();
         let old = self.running.topology.clone();
         let location = self.config.location.clone();
         let prepared = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let new = compile_owned(sources, next_generation)?;
+            let new = compile_bundle(&bundle, next_generation)?;
             let compiled = started.elapsed();
             let plan = plan(&old, &new, &intent);
             let planned = started.elapsed() - compiled;
@@ -1399,7 +1392,7 @@ impl Engine {
             .iter()
             .map(|service| format!("service:{}", service.name))
             .collect();
-        if let Ok(old) = compile_owned(to_sources(&stored.bundle), generation) {
+        if let Ok(old) = compile_bundle(&stored.bundle, generation) {
             intent.extend(
                 old.services()
                     .iter()

@@ -328,16 +328,44 @@ fn main() -> ExitCode {
         }
     };
     match run(arguments.command) {
-        Ok(code) => exit(code),
-        Err(message) => {
+        Ok(code) | Err(Stop::Exit(code)) => exit(code),
+        Err(Stop::Usage(message)) => {
             eprintln!("topoctl: {message}");
             exit(EXIT_USAGE)
         }
     }
 }
 
-fn read(files: &[PathBuf]) -> Result<Vec<Source>, String> {
-    load_sources(files).map_err(|error| error.to_string())
+/// Why a command stopped early: a usage or connection error (exit 1, message printed by
+/// `main`), or an exit code whose report is already printed.
+#[derive(Debug)]
+enum Stop {
+    Usage(String),
+    Exit(i32),
+}
+
+impl From<String> for Stop {
+    fn from(message: String) -> Stop {
+        Stop::Usage(message)
+    }
+}
+
+/// Reads topology files. A file that cannot be read is a usage error (exit 1); a file that is
+/// not UTF-8 is an invalid topology, reported at `file:line:column` of its first bad byte
+/// (exit 4), as the daemon reports it for a pushed bundle.
+fn read(files: &[PathBuf], json: bool) -> Result<Vec<Source>, Stop> {
+    load_sources(files).map_err(|error| match error.invalid {
+        Some(diagnostic) => {
+            report_diagnostics(
+                &Diagnostics {
+                    items: vec![diagnostic],
+                },
+                json,
+            );
+            Stop::Exit(EXIT_INVALID)
+        }
+        None => Stop::Usage(error.to_string()),
+    })
 }
 
 /// Compiles, printing diagnostics; `Err(code)` when it does not compile.
@@ -373,11 +401,11 @@ fn report_diagnostics(diagnostics: &Diagnostics, json: bool) {
     }
 }
 
-fn run(command: Command) -> Result<i32, String> {
+fn run(command: Command) -> Result<i32, Stop> {
     match command {
         Command::Rollout(command) => Ok(run_rollout(command)),
         Command::Check { files, json } => {
-            let sources = read(&files)?;
+            let sources = read(&files, json)?;
             match compile_or_report(sources, 0, json) {
                 Ok(topology) => {
                     if json {
@@ -414,7 +442,7 @@ fn run(command: Command) -> Result<i32, String> {
             files,
             json,
         } => {
-            let sources = read(&files)?;
+            let sources = read(&files, json)?;
             let topology = match compile_or_report(sources, 0, json) {
                 Ok(topology) => topology,
                 Err(code) => return Ok(code),
@@ -473,11 +501,11 @@ fn run(command: Command) -> Result<i32, String> {
             json,
         } => {
             let intent = intent.intent()?;
-            let old = match compile_or_report(read(&old)?, 0, json) {
+            let old = match compile_or_report(read(&old, json)?, 0, json) {
                 Ok(topology) => topology,
                 Err(code) => return Ok(code),
             };
-            let new = match compile_or_report(read(&new)?, 1, json) {
+            let new = match compile_or_report(read(&new, json)?, 1, json) {
                 Ok(topology) => topology,
                 Err(code) => return Ok(code),
             };
@@ -494,7 +522,7 @@ fn run(command: Command) -> Result<i32, String> {
             files,
             json,
         } => {
-            let topology = match compile_or_report(read(&files)?, 0, json) {
+            let topology = match compile_or_report(read(&files, json)?, 0, json) {
                 Ok(topology) => topology,
                 Err(code) => return Ok(code),
             };
@@ -528,7 +556,7 @@ fn run(command: Command) -> Result<i32, String> {
             json,
         } => {
             intent.intent()?;
-            let bundle = bundle_of(&files)?;
+            let bundle = bundle_of(&files, json)?;
             let client = daemon.client()?;
             let runtime = runtime()?;
             if dry_run {
@@ -578,8 +606,8 @@ fn run(command: Command) -> Result<i32, String> {
     }
 }
 
-fn bundle_of(files: &[PathBuf]) -> Result<SourceBundle, String> {
-    Ok(SourceBundle::from_files(read(files)?))
+fn bundle_of(files: &[PathBuf], json: bool) -> Result<SourceBundle, Stop> {
+    Ok(SourceBundle::from_files(read(files, json)?))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
