@@ -9,12 +9,14 @@
 //! help), [`selector`] (topology selector AST and parser), [`model`] (the raw model and its
 //! documented defaults), [`parse`] (TOML to raw model; a private fast path reads the bulk
 //! `[[prefix]]`/`[[binding]]` files of large topologies), [`daemon`] (the daemon's own
-//! `topologyd.toml`).
+//! `topologyd.toml`), [`bounds`] (size, nesting and character limits checked before parsing),
+//! [`fuzz_entry`] (the selector parser's properties, shared by the fuzz target and its replay).
 
 pub mod bounds;
 pub mod daemon;
 pub mod diagnostic;
 mod fast;
+pub mod fuzz_entry;
 pub mod health;
 pub mod model;
 pub mod parse;
