@@ -24,9 +24,15 @@ pub fn bundle_sources(bundle: &SourceBundle) -> Vec<Source> {
         .collect()
 }
 
-/// Compiles a pushed bundle into generation `generation`.
-pub fn compile_bundle(bundle: &SourceBundle, generation: u64) -> Result<Topology, Diagnostics> {
-    compile_owned(bundle_sources(bundle), generation)
+/// Compiles a pushed bundle into generation `generation`. Takes the bundle by value so that its
+/// texts move into the compiled topology without another copy.
+pub fn compile_bundle(bundle: SourceBundle, generation: u64) -> Result<Topology, Diagnostics> {
+    let sources = bundle
+        .sources
+        .into_iter()
+        .map(|file| Source::new(file.name, file.text))
+        .collect();
+    compile_owned(sources, generation)
 }
 
 /// A plan or apply request seen only for its files, with each text kept as raw bytes (JSON

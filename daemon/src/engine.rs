@@ -998,7 +998,7 @@ impl Engine {
                     }
                 }
             };
-            match compile_bundle(&candidate.bundle, generation) {
+            match compile_bundle(candidate.bundle.clone(), generation) {
                 Ok(topology) => {
                     if generation != stored.meta.generation {
                         warn!(
@@ -1289,7 +1289,7 @@ impl Engine {
         let location = self.config.location.clone();
         let prepared = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let new = compile_bundle(&bundle, next_generation)?;
+            let new = compile_bundle(bundle, next_generation)?;
             let compiled = started.elapsed();
             let plan = plan(&old, &new, &intent);
             let planned = started.elapsed() - compiled;
@@ -1392,7 +1392,7 @@ impl Engine {
             .iter()
             .map(|service| format!("service:{}", service.name))
             .collect();
-        if let Ok(old) = compile_bundle(&stored.bundle, generation) {
+        if let Ok(old) = compile_bundle(stored.bundle.clone(), generation) {
             intent.extend(
                 old.services()
                     .iter()
