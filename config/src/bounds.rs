@@ -6,7 +6,8 @@
 //! whole file into a token vector and an event vector (about 50 bytes per token, and every `[`
 //! is a token), and its tables cost over a kilobyte each, so 20 MB of `[[[[…` or of `{a=1},`
 //! costs gigabytes before the first error. The scan below counts nesting, values and tables
-//! outside strings and comments in one pass without allocating, and refuses a file whose parse
+//! outside strings and comments in one pass (its only state is the stack of open brackets,
+//! bounded by the nesting limit), and refuses a file whose parse
 //! would cost more than [`PARSE_BYTES_PER_INPUT_BYTE`] times its size plus
 //! [`PARSE_ALLOWANCE_BYTES`] before the parser starts.
 

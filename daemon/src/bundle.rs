@@ -1,5 +1,6 @@
-//! The one way a pushed bundle becomes a topology: [`compile_bundle`] (the engine's push, plan,
-//! restart and rollback paths and the rollout controller all call it) and
+//! The one way a pushed bundle becomes a topology: [`compile_bundle`] (the engine's push and plan,
+//! its restart from stored generations and its rollback all call it; the rollout controller
+//! converts with [`bundle_sources`]) and
 //! [`undecodable_file`], which the control API uses when a request body is not UTF-8 to report
 //! the file and `line:column` of the first bad byte exactly as `topoctl check` reports it for a
 //! file on disk (both go through `topologyd_config::decode_source`). Pure: no I/O, no tasks.
