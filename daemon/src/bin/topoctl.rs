@@ -16,6 +16,7 @@ use topologyd::engine_api::SourceBundle;
 use topologyd::rollout::commands as rollout;
 use topologyd::rollout::journal::Command as RolloutControl;
 use topologyd::tls::{TlsFiles, client_config};
+use topologyd_config::diagnostic::escape_text;
 use topologyd_config::{Source, load_sources};
 use topologyd_topology::{
     Diagnostics, EXIT_CHANGES_ALLOWED, EXIT_INVALID, EXIT_NO_CHANGE, EXIT_REFUSED, EXIT_USAGE,
@@ -617,6 +618,15 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|error| error.to_string())
 }
 
+/// A daemon's text made safe for a terminal: line by line, control and bidirectional characters
+/// escaped (an answer may echo what a client sent, such as an intent line).
+fn inert(text: &str) -> String {
+    text.split('\n')
+        .map(escape_text)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Prints a daemon answer and maps it to an exit code.
 fn print_answer(answer: Result<Value, ClientError>, json: bool, dry_run: bool) -> i32 {
     match answer {
@@ -626,7 +636,7 @@ fn print_answer(answer: Result<Value, ClientError>, json: bool, dry_run: bool) -
                 .and_then(Value::as_str)
                 .map(str::to_string);
             match (json, text) {
-                (false, Some(text)) => print!("{text}"),
+                (false, Some(text)) => print!("{}", inert(&text)),
                 _ => println!(
                     "{}",
                     serde_json::to_string_pretty(&value).unwrap_or_default()
@@ -655,11 +665,12 @@ fn print_answer(answer: Result<Value, ClientError>, json: bool, dry_run: bool) -
             } else {
                 eprintln!(
                     "topoctl: the daemon answered {status} ({}): {}",
-                    error["kind"].as_str().unwrap_or("error"),
-                    error["message"].as_str().unwrap_or("")
+                    inert(error["kind"].as_str().unwrap_or("error")),
+                    inert(error["message"].as_str().unwrap_or(""))
                 );
                 match error["detail"]["text"].as_str() {
                     Some(text) => {
+                        let text = inert(text);
                         eprint!("{text}");
                         if !text.ends_with('\n') {
                             eprintln!();
@@ -699,4 +710,21 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inert;
+
+    #[test]
+    fn daemon_text_keeps_its_lines_and_loses_its_escape_sequences() {
+        assert_eq!(
+            inert("a.toml:1:1: error: x\n  help: y\n"),
+            "a.toml:1:1: error: x\n  help: y\n"
+        );
+        assert_eq!(
+            inert("unknown intent `\u{1b}[2J\u{202e}`\r"),
+            "unknown intent `\\u{1b}[2J\\u{202e}`\\r"
+        );
+    }
 }
