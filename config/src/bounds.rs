@@ -338,6 +338,11 @@ mod tests {
         assert!(!error.contains('\u{202E}'));
         let error = scan("a = 1\nname = \"\u{1b}[2J\"\n").unwrap_err();
         assert!(error.starts_with("t.toml:2:9:"), "{error}");
+        for mark in [
+            '\u{200E}', '\u{200F}', '\u{061C}', '\u{2066}', '\u{2069}', '\u{202A}',
+        ] {
+            assert!(scan(&format!("a = 'x{mark}'\n")).is_err(), "{mark:?}");
+        }
         scan("a = 1\r\n\tb = 'é'\n").unwrap();
     }
 }

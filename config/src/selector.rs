@@ -566,17 +566,18 @@ pub fn parse_selector(
 
 /// Whether `character` may not appear in a name, a tag or a selector value: a control
 /// character, or a Unicode bidirectional override, isolate or mark, which can make text display
-/// differently from what it is (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F).
+/// differently from what it is (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C).
 pub fn is_forbidden_in_name(character: char) -> bool {
     character.is_control() || is_bidirectional_control(character)
 }
 
 /// Unicode bidirectional formatting characters: embeddings and overrides (U+202A–U+202E),
-/// isolates (U+2066–U+2069) and the left-to-right and right-to-left marks (U+200E, U+200F).
+/// isolates (U+2066–U+2069) and the left-to-right, right-to-left and Arabic letter marks
+/// (U+200E, U+200F, U+061C).
 pub fn is_bidirectional_control(character: char) -> bool {
     matches!(
         character,
-        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}'
+        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}'
     )
 }
 
