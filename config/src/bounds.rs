@@ -53,9 +53,10 @@ pub const PARSE_BYTES_PER_TABLE: usize = 1400;
 pub const PARSE_BYTES_PER_INPUT_BYTE: usize = 8;
 
 /// …plus this allowance (32 MiB) per file, so that ordinary files fit: a fleet file of 2,048
-/// locations costs about 10 MiB, a file of 5,000 `[[prefix]]` tables with `roa = { .. }` about
-/// 25 MiB. Larger lists go in several files or, for prefixes and bindings, in the plain form the
-/// fast path reads.
+/// locations, or up to about 5,000 `[[prefix]]` tables with `announce = { split = .. }` and
+/// `roa = { .. }` in one file (the general parser costs some 45 times such a file's size).
+/// Longer lists go in several files (the allowance is per file, and files are parsed one after
+/// the other) or, for prefixes and bindings, in the plain form the fast path reads.
 pub const PARSE_ALLOWANCE_BYTES: usize = 32 << 20;
 
 /// Reports an error when the sources together exceed [`MAX_TOPOLOGY_BYTES`]; true when within.
