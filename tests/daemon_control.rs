@@ -463,3 +463,42 @@ fn roles_and_client_certificates_are_enforced() {
     assert_eq!(records[0]["verdict"], "forbidden");
     assert_eq!(records[0]["status"], 403);
 }
+
+/// The incident of issue 10: a reader-role client sent `/v1/plan` with a selector nested
+/// thousands of parentheses deep and the daemon died of a stack overflow. Now the push is
+/// invalid (exit 4) with `file:line:column` inside the selector, and the daemon keeps running
+/// generation 1 and its session.
+#[test]
+fn a_reader_cannot_crash_the_daemon_with_a_deeply_nested_selector() {
+    let setup = start();
+    let reader = client(&setup.topologyd, &setup.pki, READER);
+    let routes_before = check(setup.bird.routes(), "BIRD routes");
+    for (name, open) in [("depth", 1000), ("length", 3000)] {
+        let services = format!(
+            "{SERVICES}\n[[service]]\nname = \"deep\"\ntopology = \"{}all{}\"\n",
+            "(".repeat(open),
+            ")".repeat(open)
+        );
+        let line = services.lines().count();
+        let bundle = setup.bundle(name, &services, PREFIXES);
+        let plan = check(
+            reader.run("push", &with(paths(&bundle), &["--dry-run"])),
+            "topoctl push --dry-run",
+        );
+        assert_eq!(plan.code, EXIT_INVALID, "{plan}");
+        let expected = if open == 1000 {
+            format!(
+                "services.toml:{line}:77: error: invalid topology selector of service `deep`: \
+                 selector nests deeper than 64 levels"
+            )
+        } else {
+            format!(
+                "services.toml:{line}:4109: error: invalid topology selector of service `deep`: \
+                 selector is 6003 bytes long, more than the limit of 4096 bytes"
+            )
+        };
+        assert!(plan.stderr.contains(&expected), "{plan}");
+    }
+    assert_eq!(setup.generation(), 1);
+    assert_eq!(check(setup.bird.routes(), "BIRD routes"), routes_before);
+}

@@ -1,12 +1,45 @@
 //! Diagnostics: what is wrong, where (`file:line:column`), and how to fix it. [`Collector`]
 //! gathers them with cheap [`Span`]s during parsing and validation and resolves the positions
 //! once at the end; [`Diagnostics`] is the sorted result, printed one after the other.
+//!
+//! Diagnostics echo what they complain about, and that text comes from whoever wrote or pushed
+//! the files. [`escape_text`] turns control and bidirectional-formatting characters into visible
+//! escapes; messages quote values through it, and [`Collector::finish`] passes every message,
+//! help line and file name through it once more, so no diagnostic can move a terminal's cursor
+//! or reorder what is displayed. A run reports at most [`MAX_REPORTED_DIAGNOSTICS`] findings
+//! (then one line counting the rest), so a hostile file cannot grow the report without bound.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::selector::is_bidirectional_control;
 use crate::source::{SourceLocation, SourceMap, Span};
+
+/// At most this many findings are kept per run; the rest are counted in one last line.
+pub const MAX_REPORTED_DIAGNOSTICS: usize = 1000;
+
+/// `text` with every control character and every bidirectional-formatting character written as
+/// a Rust escape (`\n`, `\u{1b}`, `\u{202e}`); everything else, including non-ASCII letters, is
+/// kept as is.
+pub fn escape_text(text: &str) -> String {
+    if !text.chars().any(needs_escape) {
+        return text.to_string();
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for character in text.chars() {
+        if needs_escape(character) {
+            escaped.extend(character.escape_debug());
+        } else {
+            escaped.push(character);
+        }
+    }
+    escaped
+}
+
+fn needs_escape(character: char) -> bool {
+    character.is_control() || is_bidirectional_control(character)
+}
 
 /// How bad a diagnostic is: errors stop a compile, warnings do not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -99,6 +132,9 @@ impl std::error::Error for Diagnostics {}
 #[derive(Debug, Default)]
 pub struct Collector {
     pending: Vec<(Severity, Option<Span>, String, Option<String>)>,
+    /// Findings past [`MAX_REPORTED_DIAGNOSTICS`]: counted, not kept.
+    dropped_errors: usize,
+    dropped_warnings: usize,
 }
 
 impl Collector {
@@ -108,6 +144,10 @@ impl Collector {
 
     /// An error at `span` with an optional fix.
     pub fn error(&mut self, span: Option<Span>, message: impl Into<String>, help: Option<String>) {
+        if self.pending.len() >= MAX_REPORTED_DIAGNOSTICS {
+            self.dropped_errors += 1;
+            return;
+        }
         self.pending
             .push((Severity::Error, span, message.into(), help));
     }
@@ -119,14 +159,20 @@ impl Collector {
         message: impl Into<String>,
         help: Option<String>,
     ) {
+        if self.pending.len() >= MAX_REPORTED_DIAGNOSTICS {
+            self.dropped_warnings += 1;
+            return;
+        }
         self.pending
             .push((Severity::Warning, span, message.into(), help));
     }
 
     pub fn has_errors(&self) -> bool {
-        self.pending
-            .iter()
-            .any(|(severity, ..)| *severity == Severity::Error)
+        self.dropped_errors > 0
+            || self
+                .pending
+                .iter()
+                .any(|(severity, ..)| *severity == Severity::Error)
     }
 
     /// Resolves every span and sorts by source order, then position; findings without a
@@ -138,22 +184,43 @@ impl Collector {
             .enumerate()
             .map(|(order, (severity, span, message, help))| {
                 let key = span.map_or((u32::MAX, 0, 0), |span| (span.source, span.start, span.end));
-                let location = span.map(|span| sources.locate(span));
+                let location = span.map(|span| {
+                    let mut location = sources.locate(span);
+                    location.file = escape_text(&location.file);
+                    location
+                });
+                // Line breaks too are escaped: a message and its help are one line each, so a
+                // quoted value cannot forge another diagnostic line.
                 (
                     key,
                     order,
                     Diagnostic {
                         severity,
                         location,
-                        message,
-                        help,
+                        message: escape_text(&message),
+                        help: help.map(|help| escape_text(&help)),
                     },
                 )
             })
             .collect();
         keyed.sort_by_key(|item| (item.0, item.1));
-        Diagnostics {
-            items: keyed.into_iter().map(|(_, _, item)| item).collect(),
+        let mut items: Vec<Diagnostic> = keyed.into_iter().map(|(_, _, item)| item).collect();
+        if self.dropped_errors + self.dropped_warnings > 0 {
+            items.push(Diagnostic {
+                severity: if self.dropped_errors > 0 {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                },
+                location: None,
+                message: format!(
+                    "{} more error(s) and {} more warning(s) not shown (at most \
+                     {MAX_REPORTED_DIAGNOSTICS} findings are reported per run)",
+                    self.dropped_errors, self.dropped_warnings
+                ),
+                help: Some("fix the findings above and check again".into()),
+            });
         }
+        Diagnostics { items }
     }
 }

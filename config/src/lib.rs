@@ -9,11 +9,14 @@
 //! help), [`selector`] (topology selector AST and parser), [`model`] (the raw model and its
 //! documented defaults), [`parse`] (TOML to raw model; a private fast path reads the bulk
 //! `[[prefix]]`/`[[binding]]` files of large topologies), [`daemon`] (the daemon's own
-//! `topologyd.toml`).
+//! `topologyd.toml`), [`bounds`] (size, nesting and character limits checked before parsing),
+//! [`fuzz_entry`] (the selector parser's properties, shared by the fuzz target and its replay).
 
+pub mod bounds;
 pub mod daemon;
 pub mod diagnostic;
 mod fast;
+pub mod fuzz_entry;
 pub mod health;
 pub mod model;
 pub mod parse;
@@ -26,4 +29,4 @@ pub use parse::{
     parse_topology_sources, parse_topology_sources_owned, parse_topology_sources_with_warnings,
 };
 pub use selector::{Attribute, Selector, SelectorError, SelectorValue, parse_selector};
-pub use source::{LoadError, Source, SourceLocation, SourceMap, Span, load_sources};
+pub use source::{LoadError, Source, SourceLocation, SourceMap, Span, decode_source, load_sources};

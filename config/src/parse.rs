@@ -10,7 +10,8 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::diagnostic::{Collector, Diagnostics};
+use crate::bounds;
+use crate::diagnostic::{Collector, Diagnostics, escape_text};
 use crate::health::{
     DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEALTH_RISE,
     DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_HOLD_DOWN_MS, DEFAULT_HTTP_EXPECT_STATUS,
@@ -21,7 +22,7 @@ use crate::model::{
     AnnounceMode, Community, LargeCommunity, LengthLimits, Lifecycle, Located, LocationState,
     RawBinding, RawLocation, RawPrefix, RawService, RawTopology, Roa,
 };
-use crate::selector::parse_selector;
+use crate::selector::{is_forbidden_in_name, parse_selector};
 use crate::source::{Source, SourceMap, Span};
 
 #[derive(Deserialize)]
@@ -1152,6 +1153,46 @@ fn http_url_error(url: &str) -> Option<TargetError> {
     None
 }
 
+/// Reports a name (of a location, region, metro, country, tag, service, owner or token) longer
+/// than [`bounds::MAX_NAME_BYTES`] or that holds a control character or a bidirectional formatting character — written as a TOML escape,
+/// since [`bounds::scan_file`] already refuses them raw. Such a name could make a plan or a
+/// diagnostic display something other than what it says.
+fn check_name(span: Span, what: &str, value: &str, collector: &mut Collector) {
+    if value.len() > bounds::MAX_NAME_BYTES {
+        let mut shown = bounds::MAX_NAME_BYTES.min(40);
+        while !value.is_char_boundary(shown) {
+            shown -= 1;
+        }
+        collector.error(
+            Some(span),
+            format!(
+                "{what} \"{}…\" is {} bytes long, more than the limit of {}",
+                escape_text(&value[..shown]),
+                value.len(),
+                bounds::MAX_NAME_BYTES
+            ),
+            Some("use a short name; describe the thing in a comment".into()),
+        );
+        return;
+    }
+    if let Some(character) = value
+        .chars()
+        .find(|character| is_forbidden_in_name(*character))
+    {
+        collector.error(
+            Some(span),
+            format!(
+                "{what} \"{}\" contains the invisible or control character {}",
+                escape_text(value),
+                character.escape_unicode()
+            ),
+            Some(
+                "names are plain text: remove the escape sequence that writes the character".into(),
+            ),
+        );
+    }
+}
+
 fn located_string(source: u32, value: Spanned<String>) -> Located<String> {
     let span = span_of(source, &value);
     Located::new(value.into_inner(), span)
@@ -1179,8 +1220,19 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
     let mut collector = Collector::new();
     let mut raw = RawTopology::default();
     let mut settings_seen: Option<Span> = None;
+    if !bounds::check_total_size(
+        sources.iter().map(|source| source.text.len()),
+        &mut collector,
+    ) {
+        raw.sources = SourceMap::new(sources);
+        let diagnostics = collector.finish(&raw.sources);
+        return (raw, diagnostics);
+    }
     for (index, source) in sources.iter().enumerate() {
         let source_id = u32::try_from(index).unwrap_or(u32::MAX);
+        let Some(scan) = bounds::scan_file(source_id, &source.text, &mut collector) else {
+            continue;
+        };
         let fast =
             crate::fast::parse_prefixes_and_bindings(&source.text).map(|(prefix, binding)| {
                 FileModel {
@@ -1191,6 +1243,11 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
                     binding,
                 }
             });
+        if fast.is_none()
+            && !bounds::check_parse_cost(source_id, source.text.len(), scan, &mut collector)
+        {
+            continue;
+        }
         let file: FileModel = match fast.map_or_else(|| toml::from_str(&source.text), Ok) {
             Ok(file) => file,
             Err(failure) => {
@@ -1284,6 +1341,34 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
             }
         }
         for location in file.location {
+            for (what, value) in [
+                ("location name", &location.name),
+                ("region", &location.region),
+                ("metro", &location.metro),
+                ("country", &location.country),
+            ]
+            .into_iter()
+            .chain(location.tags.iter().map(|tag| ("tag", tag)))
+            {
+                check_name(
+                    span_of(source_id, value),
+                    what,
+                    value.get_ref(),
+                    &mut collector,
+                );
+            }
+            if location.tags.len() > bounds::MAX_TAGS_PER_LOCATION {
+                collector.error(
+                    Some(span_of(source_id, &location.name)),
+                    format!(
+                        "location `{}` has {} tags, more than the limit of {}",
+                        escape_text(location.name.get_ref()),
+                        location.tags.len(),
+                        bounds::MAX_TAGS_PER_LOCATION
+                    ),
+                    Some("tag locations by role; a selector can combine tags".into()),
+                );
+            }
             raw.locations.push(RawLocation {
                 name: located_string(source_id, location.name),
                 region: located_string(source_id, location.region),
@@ -1301,12 +1386,27 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
             });
         }
         for service in file.service {
+            check_name(
+                span_of(source_id, &service.name),
+                "service name",
+                service.name.get_ref(),
+                &mut collector,
+            );
             if let Some(service) = convert_service(source_id, &source.text, service, &mut collector)
             {
                 raw.services.push(service);
             }
         }
         for prefix in file.prefix {
+            // `owner` and the tokens keep no span of their own: reported at the prefix's cidr.
+            let prefix_span = span_of(source_id, &prefix.cidr);
+            check_name(prefix_span, "owner", &prefix.owner, &mut collector);
+            for token in [&prefix.irr_token, &prefix.rdns_token]
+                .into_iter()
+                .flatten()
+            {
+                check_name(prefix_span, "token", token, &mut collector);
+            }
             let Some(cidr) = parse_cidr(source_id, &prefix.cidr, "prefix", &mut collector) else {
                 continue;
             };
@@ -1340,6 +1440,12 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
         }
         raw.bindings.reserve(file.binding.len());
         for binding in file.binding {
+            check_name(
+                span_of(source_id, &binding.service),
+                "service name",
+                binding.service.get_ref(),
+                &mut collector,
+            );
             let Some(cidr) = parse_cidr(source_id, &binding.cidr, "binding", &mut collector) else {
                 continue;
             };
@@ -1348,6 +1454,23 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
                 service: located_string(source_id, binding.service),
             });
         }
+    }
+    if raw.locations.len() > bounds::MAX_LOCATIONS {
+        collector.error(
+            raw.locations
+                .get(bounds::MAX_LOCATIONS)
+                .map(|location| location.name.span),
+            format!(
+                "the topology has {} locations, more than the limit of {}",
+                raw.locations.len(),
+                bounds::MAX_LOCATIONS
+            ),
+            Some(
+                "the limit keeps each compile's per-location sets small; split the fleet into \
+                 several topologies"
+                    .into(),
+            ),
+        );
     }
     raw.settings_span = settings_seen;
     raw.sources = SourceMap::new(sources);
@@ -1960,5 +2083,144 @@ expect = "{expected}"
             );
         }
         assert_eq!(failure.errors().count(), 3, "{rendered}");
+    }
+
+    #[test]
+    fn names_with_control_or_bidirectional_escapes_are_errors_that_echo_them_escaped() {
+        let failure = parse_topology_sources(&sources(&[(
+            "f.toml",
+            "[[location]]\nname = \"ams\\u202Eten\"\nregion = \"eu\"\nmetro = \"AMS\"\ncountry = \"NL\"\n\
+             tags = [\"ok\", \"a\\u001b[2Jb\"]\nstate = \"live\"\n\n\
+             [[service]]\nname = \"dns\\nf.toml:9:9: error: forged\"\ntopology = \"all\"\n\n\
+             [[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\\u2067\"\nadvertise = true\n\n\
+             [[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"x\\u200F\"\n",
+        )]))
+        .unwrap_err();
+        let rendered = failure.to_string();
+        for expected in [
+            "f.toml:2:8: error: location name \"ams\\u{202e}ten\" contains the invisible or control character \\u{202e}",
+            "f.toml:6:15: error: tag \"a\\u{1b}[2Jb\" contains",
+            "f.toml:10:8: error: service name \"dns\\nf.toml:9:9: error: forged\" contains",
+            "f.toml:14:8: error: owner \"o\\u{2067}\" contains",
+            "f.toml:21:11: error: service name \"x\\u{200f}\" contains",
+        ] {
+            assert!(
+                rendered.contains(expected),
+                "missing {expected:?} in\n{rendered}"
+            );
+        }
+        assert!(
+            !rendered
+                .chars()
+                .any(|character| (character.is_control() && character != '\n')
+                    || crate::selector::is_bidirectional_control(character)),
+            "{rendered:?}"
+        );
+        assert_eq!(
+            rendered
+                .lines()
+                .filter(|line| line.contains("forged"))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn names_longer_than_the_limit_are_errors() {
+        let failure = parse_topology_sources(&sources(&[(
+            "f.toml",
+            &format!(
+                "[[location]]\nname = \"{}\"\nregion = \"eu\"\nmetro = \"AMS\"\ncountry = \"NL\"\nstate = \"live\"\n",
+                "a".repeat(bounds::MAX_NAME_BYTES + 1)
+            ),
+        )]))
+        .unwrap_err();
+        assert!(
+            failure
+                .to_string()
+                .contains("f.toml:2:8: error: location name \"aaaa"),
+            "{failure}"
+        );
+        assert!(
+            failure
+                .to_string()
+                .contains("256 bytes long, more than the limit of 255")
+        );
+    }
+
+    #[test]
+    fn fleets_larger_than_the_limit_are_errors_at_the_first_location_over() {
+        let fleet: String = (0..=bounds::MAX_LOCATIONS)
+            .map(|index| {
+                format!(
+                    "[[location]]\nname = \"l{index}\"\nregion = \"eu\"\nmetro = \"AMS\"\ncountry = \"NL\"\nstate = \"live\"\n"
+                )
+            })
+            .collect();
+        let failure = parse_topology_sources(&sources(&[("f.toml", &fleet)])).unwrap_err();
+        let line = 6 * bounds::MAX_LOCATIONS + 2;
+        assert!(
+            failure.to_string().starts_with(&format!(
+                "f.toml:{line}:8: error: the topology has 2049 locations, more than the limit of 2048"
+            )),
+            "{failure}"
+        );
+    }
+
+    #[test]
+    fn topologies_larger_than_the_limit_are_one_error() {
+        let big = "# padding\n".repeat(bounds::MAX_TOPOLOGY_BYTES / 20 + 1);
+        let failure =
+            parse_topology_sources(&sources(&[("a.toml", &big), ("b.toml", &big)])).unwrap_err();
+        assert_eq!(failure.len(), 1, "{failure}");
+        assert!(
+            failure
+                .to_string()
+                .contains("more than the limit of 67108864 bytes (64 MiB)")
+        );
+    }
+
+    #[test]
+    fn deep_toml_and_dense_files_are_errors_without_parsing() {
+        let failure = parse_topology_sources(&sources(&[(
+            "a.toml",
+            &format!("x = {}", "[".repeat(100_000)),
+        )]))
+        .unwrap_err();
+        assert!(
+            failure
+                .to_string()
+                .starts_with("a.toml:1:21: error: arrays, inline tables"),
+            "{failure}"
+        );
+        let failure = parse_topology_sources(&sources(&[(
+            "a.toml",
+            &format!("x = [{}]", "{a=1},".repeat(1_000_000)),
+        )]))
+        .unwrap_err();
+        assert!(
+            failure
+                .to_string()
+                .starts_with("a.toml:1:1: error: the file holds 1000001 keys"),
+            "{failure}"
+        );
+    }
+
+    #[test]
+    fn diagnostics_beyond_the_cap_are_counted_in_one_line() {
+        let bindings = "[[binding]]\ncidr = \"x\"\nservice = \"s\"\n".repeat(5000);
+        let failure = parse_topology_sources(&sources(&[("b.toml", &bindings)])).unwrap_err();
+        assert_eq!(
+            failure.len(),
+            crate::diagnostic::MAX_REPORTED_DIAGNOSTICS + 1
+        );
+        let last = failure.items.last().unwrap();
+        assert_eq!(last.severity, crate::Severity::Error);
+        assert!(
+            last.message
+                .starts_with("4000 more error(s) and 0 more warning(s) not shown"),
+            "{}",
+            last.message
+        );
     }
 }

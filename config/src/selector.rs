@@ -18,12 +18,28 @@
 //!             | "tag:" name                      (shorthand for tag = "name")
 //! attribute  := "region" | "metro" | "country" | "location" | "state" | "tag"
 //! ```
+//!
+//! Bounded on every input: an expression longer than [`MAX_SELECTOR_BYTES`] or nested deeper
+//! than [`MAX_SELECTOR_DEPTH`] (parentheses and `not` both count) is an error at the byte where
+//! the limit is crossed, so the recursion below never runs deeper than the limit, whatever a
+//! pushed bundle contains. Control characters and bidirectional-override characters are errors
+//! too, and every error message escapes what it quotes.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::diagnostic::escape_text;
 use crate::source::Span;
+
+/// The longest selector expression accepted, in bytes. A real topology selector is a line or
+/// two; this bound keeps the token list and the parse of a hostile bundle small.
+pub const MAX_SELECTOR_BYTES: usize = 4096;
+
+/// The deepest nesting accepted: every `(` and every `not` opens one level. The parser recurses
+/// once or a few times per level, so this bounds its stack use on every thread (the daemon
+/// compiles pushes on small-stack worker threads).
+pub const MAX_SELECTOR_DEPTH: usize = 64;
 
 /// A location attribute a selector can test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -187,7 +203,7 @@ enum Token<'a> {
 fn describe(token: &Token<'_>) -> String {
     match token {
         Token::Word(word) => format!("`{word}`"),
-        Token::String(text) => format!("the string \"{text}\""),
+        Token::String(text) => format!("the string \"{}\"", escape_text(text)),
         Token::Equals => "`=`".into(),
         Token::NotEquals => "`!=`".into(),
         Token::Colon => "`:`".into(),
@@ -244,6 +260,21 @@ fn tokenize(text: &str) -> Result<Vec<(Token<'_>, usize, usize)>, SelectorError>
                     )
                 })?;
                 let content = &text[index + 1..index + 1 + close];
+                if let Some((position, character)) = content
+                    .char_indices()
+                    .find(|(_, character)| is_forbidden_in_name(*character))
+                {
+                    return Err(error(
+                        index + 1 + position,
+                        character.len_utf8(),
+                        format!(
+                            "selector value \"{}\" contains the invisible or control character {}",
+                            escape_text(content),
+                            character.escape_unicode()
+                        ),
+                        Some("remove the character; names are plain text"),
+                    ));
+                }
                 tokens.push((Token::String(content), index, close + 2));
                 index += close + 2;
                 continue;
@@ -264,7 +295,10 @@ fn tokenize(text: &str) -> Result<Vec<(Token<'_>, usize, usize)>, SelectorError>
                 return Err(error(
                     index,
                     character.len_utf8(),
-                    format!("unexpected character `{character}` in selector"),
+                    format!(
+                        "unexpected character `{}` in selector",
+                        character.escape_debug()
+                    ),
                     Some("selectors use words, quoted strings, =, !=, in [..], and, or, not, ( )"),
                 ));
             }
@@ -278,6 +312,8 @@ fn tokenize(text: &str) -> Result<Vec<(Token<'_>, usize, usize)>, SelectorError>
 struct Parser<'a, 'l> {
     tokens: Vec<(Token<'a>, usize, usize)>,
     position: usize,
+    /// Open levels (`(` and `not`) around the current token; at most [`MAX_SELECTOR_DEPTH`].
+    depth: usize,
     locate: &'l dyn Fn(usize, usize) -> Span,
 }
 
@@ -303,6 +339,28 @@ impl<'a> Parser<'a, '_> {
             format!("expected {expected}, found {}", describe(token)),
             help,
         )
+    }
+
+    /// Opens one nesting level at the current token (a `(` or a `not`), or fails there when it
+    /// would cross [`MAX_SELECTOR_DEPTH`].
+    fn enter(&mut self) -> Result<(), SelectorError> {
+        if self.depth >= MAX_SELECTOR_DEPTH {
+            let (_, offset, length) = self.peek();
+            return Err(error(
+                *offset,
+                *length,
+                format!(
+                    "selector nests deeper than {MAX_SELECTOR_DEPTH} levels (each `(` and each \
+                     `not` is a level)"
+                ),
+                Some(
+                    "remove redundant parentheses and double negations (`not not X` is X), or \
+                     tag the locations and select by tag:NAME",
+                ),
+            ));
+        }
+        self.depth += 1;
+        Ok(())
     }
 
     fn expression(&mut self) -> Result<Selector, SelectorError> {
@@ -333,8 +391,11 @@ impl<'a> Parser<'a, '_> {
 
     fn negation(&mut self) -> Result<Selector, SelectorError> {
         if self.peek().0 == Token::Word("not") {
+            self.enter()?;
             self.advance();
-            return Ok(Selector::Not(Box::new(self.negation()?)));
+            let inner = self.negation()?;
+            self.depth -= 1;
+            return Ok(Selector::Not(Box::new(inner)));
         }
         self.primary()
     }
@@ -359,12 +420,14 @@ impl<'a> Parser<'a, '_> {
         let (token, offset, length) = self.peek().clone();
         match token {
             Token::OpenParen => {
+                self.enter()?;
                 self.advance();
                 let inner = self.expression()?;
                 if self.peek().0 != Token::CloseParen {
                     return Err(self.unexpected("`)`", Some("close every `(` with a `)`")));
                 }
                 self.advance();
+                self.depth -= 1;
                 Ok(inner)
             }
             Token::Word("all") => {
@@ -380,7 +443,7 @@ impl<'a> Parser<'a, '_> {
                     return Err(error(
                         offset,
                         length,
-                        format!("unknown selector attribute `{word}`"),
+                        format!("unknown selector attribute `{}`", escape_text(word)),
                         Some(
                             "use all, none, region, metro, country, location, state or tag \
                              (for example region = \"eu\" or tag:canary)",
@@ -465,10 +528,30 @@ pub fn parse_selector(
     text: &str,
     locate: &dyn Fn(usize, usize) -> Span,
 ) -> Result<Selector, SelectorError> {
+    if text.len() > MAX_SELECTOR_BYTES {
+        let mut boundary = MAX_SELECTOR_BYTES;
+        while !text.is_char_boundary(boundary) {
+            boundary -= 1;
+        }
+        return Err(error(
+            boundary,
+            1,
+            format!(
+                "selector is {} bytes long, more than the limit of {MAX_SELECTOR_BYTES} bytes \
+                 (the limit is crossed here)",
+                text.len()
+            ),
+            Some(
+                "shorten the expression: tag the locations it lists and select by tag:NAME, or \
+                 use one `in [..]` list instead of many `or` terms",
+            ),
+        ));
+    }
     let tokens = tokenize(text)?;
     let mut parser = Parser {
         tokens,
         position: 0,
+        depth: 0,
         locate,
     };
     let selector = parser.expression()?;
@@ -479,6 +562,23 @@ pub fn parse_selector(
         ));
     }
     Ok(selector)
+}
+
+/// Whether `character` may not appear in a name, a tag or a selector value: a control
+/// character, or a Unicode bidirectional override, isolate or mark, which can make text display
+/// differently from what it is (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C).
+pub fn is_forbidden_in_name(character: char) -> bool {
+    character.is_control() || is_bidirectional_control(character)
+}
+
+/// Unicode bidirectional formatting characters: embeddings and overrides (U+202A–U+202E),
+/// isolates (U+2066–U+2069) and the left-to-right, right-to-left and Arabic letter marks
+/// (U+200E, U+200F, U+061C).
+pub fn is_bidirectional_control(character: char) -> bool {
+    matches!(
+        character,
+        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}'
+    )
 }
 
 #[cfg(test)]
@@ -531,5 +631,54 @@ mod tests {
         assert_eq!(failure.offset, 4);
         let failure = parse("tag = \"x").unwrap_err();
         assert_eq!(failure.offset, 6);
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_an_error_at_the_crossing_token() {
+        let inside = MAX_SELECTOR_DEPTH;
+        let accepted = format!("{}all{}", "(".repeat(inside), ")".repeat(inside));
+        assert_eq!(parse(&accepted).unwrap(), Selector::All);
+        let refused = format!("{}all{}", "(".repeat(3000), ")".repeat(3000));
+        let failure = parse(&refused[..MAX_SELECTOR_BYTES]).unwrap_err();
+        assert_eq!(failure.offset, MAX_SELECTOR_DEPTH);
+        assert!(
+            failure.message.contains("deeper than 64"),
+            "{}",
+            failure.message
+        );
+        assert!(failure.help.unwrap().contains("redundant parentheses"));
+        let negations = format!("{}all", "not ".repeat(1000));
+        let failure = parse(&negations).unwrap_err();
+        assert_eq!(failure.offset, 4 * MAX_SELECTOR_DEPTH);
+        let mixed = format!("{}all{}", "not (".repeat(40), ")".repeat(40));
+        assert!(parse(&mixed).unwrap_err().message.contains("deeper"));
+        // Long flat chains are not nesting.
+        let chain = vec!["tag:a"; 400].join(" or ");
+        assert!(matches!(parse(&chain).unwrap(), Selector::Or(items) if items.len() == 400));
+    }
+
+    #[test]
+    fn longer_than_the_limit_is_an_error_where_it_is_crossed() {
+        let long = format!("tag = \"{}\"", "é".repeat(MAX_SELECTOR_BYTES));
+        let failure = parse(&long).unwrap_err();
+        assert!(failure.offset <= MAX_SELECTOR_BYTES && long.is_char_boundary(failure.offset));
+        assert!(
+            failure.message.contains("limit of 4096 bytes"),
+            "{}",
+            failure.message
+        );
+        assert!(failure.help.is_some());
+    }
+
+    #[test]
+    fn control_and_bidirectional_characters_are_refused_and_escaped() {
+        let failure = parse("tag = \"ab\u{202E}cd\"").unwrap_err();
+        assert_eq!(failure.offset, 9);
+        assert!(failure.message.contains("\\u{202e}"), "{}", failure.message);
+        assert!(!failure.message.contains('\u{202E}'));
+        let failure = parse("tag = \"\u{1b}[2J\"").unwrap_err();
+        assert!(!failure.message.contains('\u{1b}'), "{}", failure.message);
+        let failure = parse("tag:x \u{2066}and all").unwrap_err();
+        assert!(!failure.message.contains('\u{2066}'), "{}", failure.message);
     }
 }

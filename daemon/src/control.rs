@@ -751,6 +751,23 @@ async fn read_json<T: DeserializeOwned>(
             ));
         }
     };
+    if let Some(diagnostic) = crate::bundle::undecodable_file(&bytes) {
+        // A file of the bundle is not UTF-8: an invalid topology (exit 4 at topoctl), reported
+        // at the file's line and column like a compile error.
+        let diagnostics = topologyd_config::Diagnostics {
+            items: vec![diagnostic],
+        };
+        let mut answer = Answer::error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "the topology does not compile: 1 error(s)".into(),
+        );
+        answer.body["error"]["detail"] = json!({
+            "diagnostics": serde_json::to_value(&diagnostics).unwrap_or(Value::Null),
+            "text": diagnostics.to_string(),
+        });
+        return Err(answer);
+    }
     serde_json::from_slice(&bytes).map_err(|error| {
         Answer::error(
             StatusCode::BAD_REQUEST,
@@ -1133,6 +1150,37 @@ mod tests {
         assert!(
             running.seen.try_recv().is_err(),
             "a bad request reached the engine"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pushed_file_that_is_not_utf8_is_invalid_at_its_line_and_column() {
+        let pki = pki();
+        let mut running = start(&pki, 1 << 20).await;
+        let reader = client(&pki, &running, Some(&pki.reader));
+        let mut body =
+            br#"{"bundle":{"sources":[{"name":"fleet.toml","text":"[[location]]\nname = \"z"#
+                .to_vec();
+        body.push(0xFC);
+        body.extend_from_slice(br#"rich\"\n"}]},"intent":[]}"#);
+        let (status, answer) = reader
+            .raw(Method::POST, "/v1/plan", Some(body))
+            .await
+            .unwrap();
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["kind"], "invalid", "{answer}");
+        let text = answer["error"]["detail"]["text"].as_str().unwrap();
+        assert!(
+            text.starts_with("fleet.toml:2:10: error: the file is not UTF-8: byte 0xFC"),
+            "{text}"
+        );
+        assert_eq!(
+            answer["error"]["detail"]["diagnostics"]["items"][0]["location"]["line"],
+            2
+        );
+        assert!(
+            running.seen.try_recv().is_err(),
+            "an undecodable bundle reached the engine"
         );
     }
 

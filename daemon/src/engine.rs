@@ -31,6 +31,7 @@ use tracing::{error, info, warn};
 use crate::addresses::{AddressBinder, BindOutcome};
 use crate::admin::Readiness;
 use crate::announce::{LocationRoutes, PeerRouteContext};
+use crate::bundle::{compile_bundle, compile_bundle_against};
 use crate::control::{AuditLog, AuditRecord};
 use crate::engine_api::{
     EngineCommand, EngineError, EngineErrorKind, MutationOutcome, SourceBundle, SourceFile,
@@ -185,14 +186,6 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
-}
-
-fn to_sources(bundle: &SourceBundle) -> Vec<Source> {
-    bundle
-        .sources
-        .iter()
-        .map(|file| Source::new(file.name.clone(), file.text.clone()))
-        .collect()
 }
 
 fn to_bundle(sources: &[Source]) -> SourceBundle {
@@ -1007,7 +1000,7 @@ impl Engine {
                     }
                 }
             };
-            match compile_owned(to_sources(&candidate.bundle), generation) {
+            match compile_bundle(candidate.bundle.clone(), generation) {
                 Ok(topology) => {
                     if generation != stored.meta.generation {
                         warn!(
@@ -1292,13 +1285,13 @@ impl Engine {
         intent_lines: &[String],
     ) -> Result<Prepared, EngineError> {
         let intent = parse_intent(intent_lines)?;
-        let sources = to_sources(bundle);
+        let bundle = bundle.clone();
         let next_generation = self.next_generation();
         let old = self.running.topology.clone();
         let location = self.config.location.clone();
         let prepared = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let new = compile_owned(sources, next_generation)?;
+            let new = compile_bundle_against(bundle, next_generation, &old)?;
             let compiled = started.elapsed();
             let plan = plan(&old, &new, &intent);
             let planned = started.elapsed() - compiled;
@@ -1403,7 +1396,7 @@ impl Engine {
             .iter()
             .map(|service| format!("service:{}", service.name))
             .collect();
-        if let Ok(old) = compile_owned(to_sources(&stored.bundle), generation) {
+        if let Ok(old) = compile_bundle(stored.bundle.clone(), generation) {
             intent.extend(
                 old.services()
                     .iter()

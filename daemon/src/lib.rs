@@ -2,6 +2,7 @@
 pub mod addresses;
 pub mod admin;
 pub mod announce;
+pub mod bundle;
 pub mod control;
 pub mod control_client;
 pub mod engine;

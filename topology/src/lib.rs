@@ -8,9 +8,11 @@
 //!
 //! Modules: `compile` (building and validation, G1 and blackhole checks), `model` (the
 //! compiled topology and its queries), `location_set` (the bitset), `plan` (diffs, causes,
-//! guards, verdicts and exit codes), `render` (the human-readable plan).
+//! guards, verdicts and exit codes), `render` (the human-readable plan), [`fuzz_entry`] (the
+//! compile path's properties on arbitrary bytes, shared by the fuzz target and its replay).
 
 mod compile;
+pub mod fuzz_entry;
 mod location_set;
 mod model;
 mod plan;

@@ -16,6 +16,7 @@ use topologyd::engine_api::SourceBundle;
 use topologyd::rollout::commands as rollout;
 use topologyd::rollout::journal::Command as RolloutControl;
 use topologyd::tls::{TlsFiles, client_config};
+use topologyd_config::diagnostic::escape_text;
 use topologyd_config::{Source, load_sources};
 use topologyd_topology::{
     Diagnostics, EXIT_CHANGES_ALLOWED, EXIT_INVALID, EXIT_NO_CHANGE, EXIT_REFUSED, EXIT_USAGE,
@@ -337,8 +338,8 @@ fn main() -> ExitCode {
         }
     };
     match run(arguments.command) {
-        Ok(code) => exit(code),
-        Err(message) => {
+        Ok(code) | Err(Stop::Exit(code)) => exit(code),
+        Err(Stop::Usage(message)) => {
             eprintln!("topoctl: {message}");
             exit(EXIT_USAGE)
         }
@@ -353,8 +354,36 @@ fn read_vrps(path: &std::path::Path) -> Result<VrpSet, String> {
         .map_err(|error| error.to_string())
 }
 
-fn read(files: &[PathBuf]) -> Result<Vec<Source>, String> {
-    load_sources(files).map_err(|error| error.to_string())
+/// Why a command stopped early: a usage or connection error (exit 1, message printed by
+/// `main`), or an exit code whose report is already printed.
+#[derive(Debug)]
+enum Stop {
+    Usage(String),
+    Exit(i32),
+}
+
+impl From<String> for Stop {
+    fn from(message: String) -> Stop {
+        Stop::Usage(message)
+    }
+}
+
+/// Reads topology files. A file that cannot be read is a usage error (exit 1); a file that is
+/// not UTF-8 is an invalid topology, reported at `file:line:column` of its first bad byte
+/// (exit 4), as the daemon reports it for a pushed bundle.
+fn read(files: &[PathBuf], json: bool) -> Result<Vec<Source>, Stop> {
+    load_sources(files).map_err(|error| match error.invalid {
+        Some(diagnostic) => {
+            report_diagnostics(
+                &Diagnostics {
+                    items: vec![diagnostic],
+                },
+                json,
+            );
+            Stop::Exit(EXIT_INVALID)
+        }
+        None => Stop::Usage(error.to_string()),
+    })
 }
 
 /// Compiles, printing diagnostics; `Err(code)` when it does not compile.
@@ -390,11 +419,11 @@ fn report_diagnostics(diagnostics: &Diagnostics, json: bool) {
     }
 }
 
-fn run(command: Command) -> Result<i32, String> {
+fn run(command: Command) -> Result<i32, Stop> {
     match command {
         Command::Rollout(command) => Ok(run_rollout(command)),
         Command::Check { files, vrps, json } => {
-            let sources = read(&files)?;
+            let sources = read(&files, json)?;
             let vrps = vrps.as_deref().map(read_vrps).transpose()?;
             match compile_or_report(sources, 0, json) {
                 Ok(topology) if vrps.is_some() => {
@@ -477,7 +506,7 @@ fn run(command: Command) -> Result<i32, String> {
             files,
             json,
         } => {
-            let sources = read(&files)?;
+            let sources = read(&files, json)?;
             let topology = match compile_or_report(sources, 0, json) {
                 Ok(topology) => topology,
                 Err(code) => return Ok(code),
@@ -539,7 +568,7 @@ fn run(command: Command) -> Result<i32, String> {
             let intent = intent.intent()?;
             let vrps = vrps.as_deref().map(read_vrps).transpose()?;
             // The old topology's warnings are today's; the plan carries the new one's.
-            let old = match compile_owned(read(&old)?, 0) {
+            let old = match compile_owned(read(&old, json)?, 0) {
                 Ok(topology) => topology,
                 Err(diagnostics) => {
                     report_diagnostics(&diagnostics, json);
@@ -548,7 +577,7 @@ fn run(command: Command) -> Result<i32, String> {
             };
             // Compiled against the old topology, so that a finding involving two places is
             // reported at the one the change added. Its warnings are part of the plan.
-            let new = match compile_against(read(&new)?, 1, &old) {
+            let new = match compile_against(read(&new, json)?, 1, &old) {
                 Ok(topology) => topology,
                 Err(diagnostics) => {
                     report_diagnostics(&diagnostics, json);
@@ -568,7 +597,7 @@ fn run(command: Command) -> Result<i32, String> {
             files,
             json,
         } => {
-            let topology = match compile_or_report(read(&files)?, 0, json) {
+            let topology = match compile_or_report(read(&files, json)?, 0, json) {
                 Ok(topology) => topology,
                 Err(code) => return Ok(code),
             };
@@ -602,7 +631,7 @@ fn run(command: Command) -> Result<i32, String> {
             json,
         } => {
             intent.intent()?;
-            let bundle = bundle_of(&files)?;
+            let bundle = bundle_of(&files, json)?;
             let client = daemon.client()?;
             let runtime = runtime()?;
             if dry_run {
@@ -652,8 +681,8 @@ fn run(command: Command) -> Result<i32, String> {
     }
 }
 
-fn bundle_of(files: &[PathBuf]) -> Result<SourceBundle, String> {
-    Ok(SourceBundle::from_files(read(files)?))
+fn bundle_of(files: &[PathBuf], json: bool) -> Result<SourceBundle, Stop> {
+    Ok(SourceBundle::from_files(read(files, json)?))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -661,6 +690,15 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .enable_all()
         .build()
         .map_err(|error| error.to_string())
+}
+
+/// A daemon's text made safe for a terminal: line by line, control and bidirectional characters
+/// escaped (an answer may echo what a client sent, such as an intent line).
+fn inert(text: &str) -> String {
+    text.split('\n')
+        .map(escape_text)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Prints a daemon answer and maps it to an exit code.
@@ -672,7 +710,7 @@ fn print_answer(answer: Result<Value, ClientError>, json: bool, dry_run: bool) -
                 .and_then(Value::as_str)
                 .map(str::to_string);
             match (json, text) {
-                (false, Some(text)) => print!("{text}"),
+                (false, Some(text)) => print!("{}", inert(&text)),
                 _ => println!(
                     "{}",
                     serde_json::to_string_pretty(&value).unwrap_or_default()
@@ -701,11 +739,12 @@ fn print_answer(answer: Result<Value, ClientError>, json: bool, dry_run: bool) -
             } else {
                 eprintln!(
                     "topoctl: the daemon answered {status} ({}): {}",
-                    error["kind"].as_str().unwrap_or("error"),
-                    error["message"].as_str().unwrap_or("")
+                    inert(error["kind"].as_str().unwrap_or("error")),
+                    inert(error["message"].as_str().unwrap_or(""))
                 );
                 match error["detail"]["text"].as_str() {
                     Some(text) => {
+                        let text = inert(text);
                         eprint!("{text}");
                         if !text.ends_with('\n') {
                             eprintln!();
@@ -745,4 +784,21 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inert;
+
+    #[test]
+    fn daemon_text_keeps_its_lines_and_loses_its_escape_sequences() {
+        assert_eq!(
+            inert("a.toml:1:1: error: x\n  help: y\n"),
+            "a.toml:1:1: error: x\n  help: y\n"
+        );
+        assert_eq!(
+            inert("unknown intent `\u{1b}[2J\u{202e}`\r"),
+            "unknown intent `\\u{1b}[2J\\u{202e}`\\r"
+        );
+    }
 }

@@ -53,13 +53,9 @@ pub struct Context {
     pub progress: Arc<Progress>,
 }
 
-/// Turns a control-API bundle into topology sources.
+/// Turns a control-API bundle into topology sources (the daemon's own conversion).
 pub fn sources_of(bundle: &SourceBundle) -> Vec<Source> {
-    bundle
-        .sources
-        .iter()
-        .map(|file| Source::new(file.name.clone(), file.text.clone()))
-        .collect()
+    crate::bundle::bundle_sources(bundle)
 }
 
 /// A client for each location (TLS configurations shared between locations with the same files).

@@ -1,0 +1,129 @@
+//! The one way a pushed bundle becomes a topology: [`compile_bundle`] (the engine's push and plan,
+//! its restart from stored generations and its rollback all call it; the rollout controller
+//! converts with [`bundle_sources`]) and
+//! [`undecodable_file`], which the control API uses when a request body is not UTF-8 to report
+//! the file and `line:column` of the first bad byte exactly as `topoctl check` reports it for a
+//! file on disk (both go through `topologyd_config::decode_source`). Pure: no I/O, no tasks.
+//!
+//! `topoctl check` and the daemon agree on validity because both end in the same pure
+//! `topologyd_topology::compile_owned`, which applies every input bound of `topologyd_config`
+//! (sizes, nesting, selector limits, names) before anything else; this module only turns a
+//! bundle into its sources.
+
+use serde::Deserialize;
+use topologyd_config::{Diagnostic, Source, decode_source};
+use topologyd_topology::{Diagnostics, Topology, compile_against, compile_owned};
+
+use crate::state_store::SourceBundle;
+
+/// The bundle's files as compiler sources, in the order pushed, named as pushed.
+pub fn bundle_sources(bundle: &SourceBundle) -> Vec<Source> {
+    bundle
+        .sources
+        .iter()
+        .map(|file| Source::new(file.name.clone(), file.text.clone()))
+        .collect()
+}
+
+/// Compiles a pushed bundle into generation `generation`. Takes the bundle by value so that its
+/// texts move into the compiled topology without another copy.
+pub fn compile_bundle(bundle: SourceBundle, generation: u64) -> Result<Topology, Diagnostics> {
+    let sources = bundle
+        .sources
+        .into_iter()
+        .map(|file| Source::new(file.name, file.text))
+        .collect();
+    compile_owned(sources, generation)
+}
+
+/// [`compile_bundle`] for a push onto `running`: a finding that involves two places (a cidr bound
+/// twice) is reported at the place the push added, as `topoctl plan` reports it.
+pub fn compile_bundle_against(
+    bundle: SourceBundle,
+    generation: u64,
+    running: &Topology,
+) -> Result<Topology, Diagnostics> {
+    let sources: Vec<Source> = bundle
+        .sources
+        .into_iter()
+        .map(|file| Source::new(file.name, file.text))
+        .collect();
+    compile_against(sources, generation, running)
+}
+
+/// A plan or apply request seen only for its files, with each text kept as raw bytes (JSON
+/// strings are read without the UTF-8 check that `String` needs).
+#[derive(Deserialize)]
+struct RawRequest {
+    bundle: RawBundle,
+}
+
+#[derive(Deserialize)]
+struct RawBundle {
+    sources: Vec<RawFile>,
+}
+
+#[derive(Deserialize)]
+struct RawFile {
+    name: String,
+    text: RawText,
+}
+
+struct RawText(Vec<u8>);
+
+impl<'de> Deserialize<'de> for RawText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawText;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a file's text")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<RawText, E> {
+                Ok(RawText(bytes.to_vec()))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawText, E> {
+                Ok(RawText(text.as_bytes().to_vec()))
+            }
+        }
+        deserializer.deserialize_bytes(Visitor)
+    }
+}
+
+/// For a plan or apply request body that is not UTF-8: the error at the first bad byte of the
+/// first file whose text is not UTF-8 (`name:line:column`, as `topoctl check` says it). `None`
+/// when the body is UTF-8, or when the bad bytes are outside the files' texts (then the body is
+/// simply malformed JSON).
+pub fn undecodable_file(body: &[u8]) -> Option<Diagnostic> {
+    if std::str::from_utf8(body).is_ok() {
+        return None;
+    }
+    let request: RawRequest = serde_json::from_slice(body).ok()?;
+    request
+        .bundle
+        .sources
+        .into_iter()
+        .find_map(|file| decode_source(&file.name, file.text.0).err())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_with_a_file_that_is_not_utf8_names_the_file_line_and_column() {
+        let mut body = br#"{"bundle":{"sources":[{"name":"a.toml","text":"x = 1\n"},{"name":"b.toml","text":"y = 2\nz = \"caf"#.to_vec();
+        body.push(0xE9);
+        body.extend_from_slice(br#"\"\n"}]},"intent":[]}"#);
+        let diagnostic = undecodable_file(&body).unwrap();
+        assert_eq!(diagnostic.location.unwrap().to_string(), "b.toml:2:9");
+        assert!(
+            diagnostic.message.contains("0xE9"),
+            "{}",
+            diagnostic.message
+        );
+        let valid = br#"{"bundle":{"sources":[{"name":"a.toml","text":"x = \"\u00e9\"\n"}]}}"#;
+        assert!(undecodable_file(valid).is_none());
+    }
+}

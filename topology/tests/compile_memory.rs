@@ -1,0 +1,339 @@
+//! The memory bound of a compile, measured deterministically: a counting global allocator
+//! records the peak of bytes allocated while [`compile_owned`] runs (the function topoctl check
+//! and the daemon's push both call), and every input — adversarial 20 MB files, files at the edge
+//! of the parse budget, a large valid topology — must stay within
+//! `MEMORY_PER_INPUT_BYTE × input + MEMORY_ALLOWANCE`. Counting bytes, not time or resident
+//! memory, makes the figure the same on every run and machine. One test function, so that no
+//! other test allocates while a case is measured.
+
+// A global allocator is an `unsafe impl` by definition; it forwards to `System` unchanged.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use topologyd_config::bounds::{
+    MAX_LOCATIONS, MAX_TAGS_PER_LOCATION, PARSE_ALLOWANCE_BYTES, PARSE_BYTES_PER_INPUT_BYTE,
+    scan_file,
+};
+use topologyd_config::{Collector, Source};
+use topologyd_topology::compile_owned;
+
+/// The bound under test: a compile allocates at most ten times its input…
+const MEMORY_PER_INPUT_BYTE: usize = 10;
+/// …plus 64 MiB (the per-file parse allowance and the per-location sets of the largest fleet).
+const MEMORY_ALLOWANCE: usize = 64 << 20;
+
+const TWENTY_MB: usize = 20 << 20;
+
+struct CountingAllocator;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(bytes: usize) {
+    let now = CURRENT.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments; the counters only
+// observe the sizes.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `alloc`'s contract; forwarded unchanged.
+        let pointer = unsafe { System.alloc(layout) };
+        if !pointer.is_null() {
+            grew(layout.size());
+        }
+        pointer
+    }
+
+    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
+        // SAFETY: `pointer` was allocated by `System` with `layout` (see `alloc`).
+        unsafe { System.dealloc(pointer, layout) };
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller upholds `realloc`'s contract; forwarded unchanged.
+        let moved = unsafe { System.realloc(pointer, layout, new_size) };
+        if !moved.is_null() {
+            if new_size >= layout.size() {
+                grew(new_size - layout.size());
+            } else {
+                CURRENT.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        moved
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// Named file texts.
+type Files = Vec<(&'static str, String)>;
+
+struct Measured {
+    input: usize,
+    peak: usize,
+    valid: bool,
+    first: String,
+}
+
+/// Compiles `files` and returns the peak of bytes allocated on top of the inputs themselves.
+fn measure(files: Files) -> Measured {
+    let input = files.iter().map(|(_, text)| text.len()).sum();
+    let sources: Vec<Source> = files
+        .into_iter()
+        .map(|(name, text)| Source::new(name, text))
+        .collect();
+    let base = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let result = compile_owned(sources, 0);
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+    let (valid, first) = match &result {
+        Ok(_) => (true, String::new()),
+        Err(diagnostics) => (
+            false,
+            diagnostics
+                .items
+                .first()
+                .map(|item| item.to_string().chars().take(110).collect())
+                .unwrap_or_default(),
+        ),
+    };
+    drop(result);
+    Measured {
+        input,
+        peak,
+        valid,
+        first,
+    }
+}
+
+fn within_parse_budget(text: &str) -> bool {
+    let mut collector = Collector::new();
+    scan_file(0, text, &mut collector).is_some_and(|scan| {
+        scan.parse_cost() <= text.len() * PARSE_BYTES_PER_INPUT_BYTE + PARSE_ALLOWANCE_BYTES
+    })
+}
+
+/// The largest repetition count whose file still passes the parse budget (so that the general
+/// TOML parser really runs on it): the worst accepted file of that shape.
+fn largest_accepted(make: &dyn Fn(usize) -> String) -> String {
+    let (mut accepted, mut refused) = (1usize, 2usize);
+    while within_parse_budget(&make(refused)) {
+        accepted = refused;
+        refused *= 2;
+    }
+    while refused - accepted > 1 {
+        let middle = accepted + (refused - accepted) / 2;
+        if within_parse_budget(&make(middle)) {
+            accepted = middle;
+        } else {
+            refused = middle;
+        }
+    }
+    make(accepted)
+}
+
+fn locations(count: usize, tags: usize) -> String {
+    (0..count)
+        .map(|index| {
+            let tags: Vec<String> = (0..tags).map(|tag| format!("\"t{index}x{tag}\"")).collect();
+            format!(
+                "[[location]]\nname = \"l{index}\"\nregion = \"r{index}\"\nmetro = \"m{index}\"\n\
+                 country = \"c{index}\"\nstate = \"live\"\ntags = [{}]\n",
+                tags.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// A valid topology at the limits: the largest fleet, each location with the most tags (all
+/// distinct), a service per region selector, and `bindings` /24 bindings under /8 prefixes.
+fn large_valid_topology(bindings: usize) -> Files {
+    let fleet = locations(MAX_LOCATIONS, MAX_TAGS_PER_LOCATION);
+    let mut services = String::new();
+    for index in 0..64 {
+        services.push_str(&format!(
+            "[[service]]\nname = \"s{index}\"\ntopology = \"region = 'r{index}' or tag:t{index}x1 \
+             or not (metro in ['m1', 'm2'] and state = 'live')\"\n\n"
+        ));
+    }
+    let slash8s = bindings.div_ceil(65_536);
+    let mut prefixes = String::new();
+    let mut binding_text = String::new();
+    for octet in 0..slash8s {
+        prefixes.push_str(&format!(
+            "[[prefix]]\ncidr = \"{}.0.0.0/8\"\norigin_asn = 64500\nowner = \"o\"\nadvertise = true\n\n\
+             [[binding]]\ncidr = \"{}.0.0.0/8\"\nservice = \"s0\"\n\n",
+            octet + 10,
+            octet + 10
+        ));
+    }
+    for index in 0..bindings {
+        binding_text.push_str(&format!(
+            "[[binding]]\ncidr = \"{}.{}.{}.0/24\"\nservice = \"s{}\"\n\n",
+            index / 65_536 + 10,
+            (index / 256) % 256,
+            index % 256,
+            index % 64
+        ));
+    }
+    vec![
+        ("fleet.toml", fleet),
+        ("services.toml", services),
+        ("prefixes.toml", prefixes),
+        ("bindings.toml", binding_text),
+    ]
+}
+
+#[test]
+fn compile_memory_stays_within_ten_times_the_input_plus_a_constant() {
+    let cases: Vec<(&str, Files, bool)> = vec![
+        (
+            "20 MB of nested arrays",
+            vec![("a.toml", format!("x = {}", "[".repeat(TWENTY_MB)))],
+            false,
+        ),
+        (
+            "20 MB of nested inline tables",
+            vec![("a.toml", format!("x = {}", "{a=".repeat(TWENTY_MB / 3)))],
+            false,
+        ),
+        (
+            "20 MB array of small inline tables",
+            vec![(
+                "a.toml",
+                format!("x = [{}]", "{a=1},".repeat(TWENTY_MB / 6)),
+            )],
+            false,
+        ),
+        (
+            "20 MB flat array of integers",
+            vec![("a.toml", format!("x = [{}]", "1,".repeat(TWENTY_MB / 2)))],
+            false,
+        ),
+        (
+            "20 MB string",
+            vec![(
+                "a.toml",
+                format!(
+                    "[[location]]\nname = \"{}\"\nregion = \"r\"\nmetro = \"m\"\ncountry = \"c\"\n\
+                     state = \"live\"\n",
+                    "a".repeat(TWENTY_MB)
+                ),
+            )],
+            false,
+        ),
+        (
+            "20 MB of invalid bindings (fast path, capped diagnostics)",
+            vec![(
+                "a.toml",
+                "[[binding]]\ncidr = \"x\"\nservice = \"s\"\n".repeat(TWENTY_MB / 40),
+            )],
+            false,
+        ),
+        (
+            "20 MB of services with 3,000-deep selectors",
+            vec![(
+                "a.toml",
+                (0..TWENTY_MB / 6_100)
+                    .map(|index| {
+                        format!(
+                            "[[service]]\nname = \"s{index}\"\ntopology = \"{}all{}\"\n",
+                            "(".repeat(3000),
+                            ")".repeat(3000)
+                        )
+                    })
+                    .collect(),
+            )],
+            false,
+        ),
+        (
+            "widest accepted array of inline tables",
+            vec![(
+                "a.toml",
+                largest_accepted(&|count| format!("x = [{}]", "{a=1},".repeat(count))),
+            )],
+            false,
+        ),
+        (
+            "widest accepted dotted keys",
+            vec![(
+                "a.toml",
+                largest_accepted(&|count| {
+                    (0..count)
+                        .map(|index| format!("a{index}.b.c.d=1\n"))
+                        .collect()
+                }),
+            )],
+            false,
+        ),
+        (
+            "most accepted keys",
+            vec![(
+                "a.toml",
+                largest_accepted(&|count| {
+                    (0..count).map(|index| format!("k{index}=1\n")).collect()
+                }),
+            )],
+            false,
+        ),
+        (
+            "most accepted array tables",
+            vec![("a.toml", largest_accepted(&|count| "[[a]]\n".repeat(count)))],
+            false,
+        ),
+        (
+            "most accepted prefixes with roa",
+            vec![(
+                "a.toml",
+                largest_accepted(&|count| {
+                    (0..count)
+                        .map(|index| {
+                            format!(
+                                "[[prefix]]\ncidr = \"10.{}.{}.0/24\"\norigin_asn = 1\nowner = \"o\"\n\
+                                 advertise = false\nroa = {{ asn = 1, max_length = 24 }}\n",
+                                index / 256 % 256,
+                                index % 256
+                            )
+                        })
+                        .collect()
+                }),
+            )],
+            true,
+        ),
+        (
+            "largest fleet, 32 distinct tags per location, 300,000 bindings",
+            large_valid_topology(300_000),
+            true,
+        ),
+    ];
+    let mut report = String::new();
+    let mut failures = Vec::new();
+    for (name, files, expect_valid) in cases {
+        let measured = measure(files);
+        let bound = MEMORY_PER_INPUT_BYTE * measured.input + MEMORY_ALLOWANCE;
+        let line = format!(
+            "{name}: input {} B, peak {} B ({:.1}x input), bound {} B, valid {} {}\n",
+            measured.input,
+            measured.peak,
+            measured.peak as f64 / measured.input as f64,
+            bound,
+            measured.valid,
+            measured.first
+        );
+        report.push_str(&line);
+        if measured.peak > bound {
+            failures.push(format!("over the bound: {line}"));
+        }
+        if measured.valid != expect_valid {
+            failures.push(format!("validity {}: {line}", measured.valid));
+        }
+    }
+    eprint!("{report}");
+    assert!(failures.is_empty(), "{failures:#?}");
+}
