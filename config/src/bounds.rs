@@ -131,9 +131,10 @@ pub fn check_parse_cost(source: u32, length: usize, scan: Scan, collector: &mut 
             budget >> 20
         ),
         Some(
-            "write large [[prefix]] and [[binding]] lists as plain tables of strings, numbers \
-             and booleans (read by the fast path), and keep other files to what the topology \
-             needs; dense arrays and inline tables are refused"
+            "move the [[prefix]] and [[binding]] tables into a file of their own: such a file \
+             is read by a fast path without this budget (plain values, announce = { split = N } \
+             and roa = { asn = N, max_length = N } included); a file holding other tables is \
+             parsed in full and may cost at most 8 times its size plus 32 MiB"
                 .into(),
         ),
     );

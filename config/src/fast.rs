@@ -2,22 +2,29 @@
 //! `[[binding]]` tables whose values are simple scalars. Such files hold nearly all the bytes of
 //! a 300,000-binding topology, and a general TOML parser spends most of the compile budget on
 //! them. This scanner accepts a strict subset of TOML — bare keys, basic strings without
-//! escapes, literal strings, decimal integers, booleans, comments — and returns `None` for
-//! anything else (another table, an inline table, an escape, a duplicate or unknown key, a
-//! missing required key), in which case the caller parses the file with `toml` as usual. It
+//! escapes, literal strings, decimal integers, booleans, comments, and the two one-line inline
+//! tables of integers a prefix uses (`announce = { split = 24 }`, `roa = { asn = 13335,
+//! max_length = 24 }`) — and returns `None` for anything else (another table, any other inline
+//! table, an escape, a duplicate or unknown key, a missing required key), in which case the
+//! caller parses the file with `toml` as usual. It
 //! never reports errors itself, so every diagnostic still comes from the one TOML parser, and
 //! whatever it accepts it reads exactly as `toml` would (a unit test compares the two).
 
 use toml::Spanned;
 
 use crate::model::AnnounceMode;
-use crate::parse::{AnnounceFile, BindingFile, PrefixFile};
+use crate::parse::{AnnounceFile, BindingFile, PrefixFile, RoaFile};
 
 enum Value<'a> {
     Text(&'a str),
     Integer(u64),
     Boolean(bool),
+    /// A one-line inline table of integers, keys in written order.
+    Integers(Vec<(&'a str, u64)>),
 }
+
+/// At most this many keys in an inline table the fast path reads (a prefix uses two).
+const MAX_INLINE_KEYS: usize = 4;
 
 #[derive(Default)]
 struct PrefixFields {
@@ -26,6 +33,7 @@ struct PrefixFields {
     owner: Option<String>,
     advertise: Option<bool>,
     announce: Option<Spanned<AnnounceFile>>,
+    roa: Option<Spanned<RoaFile>>,
     irr_token: Option<String>,
     rdns_token: Option<String>,
 }
@@ -63,7 +71,7 @@ fn finish(
             owner: fields.owner?,
             advertise: fields.advertise?,
             announce: fields.announce,
-            roa: None,
+            roa: fields.roa,
             irr_token: fields.irr_token,
             rdns_token: fields.rdns_token,
         }),
@@ -103,13 +111,58 @@ fn value(text: &str) -> Option<(Value<'_>, usize)> {
         b't' if text.starts_with("true") => Some((Value::Boolean(true), 4)),
         b'f' if text.starts_with("false") => Some((Value::Boolean(false), 5)),
         b'0'..=b'9' => {
-            let length = text.bytes().take_while(u8::is_ascii_digit).count();
-            if length > 1 && first == b'0' {
-                return None;
-            }
-            Some((Value::Integer(text[..length].parse().ok()?), length))
+            let (number, length) = integer(text)?;
+            Some((Value::Integer(number), length))
         }
+        b'{' => inline_integers(text),
         _ => None,
+    }
+}
+
+/// A decimal integer at the start of `text` (no sign, no leading zero, no underscores).
+fn integer(text: &str) -> Option<(u64, usize)> {
+    let length = text.bytes().take_while(u8::is_ascii_digit).count();
+    if length == 0 || (length > 1 && text.starts_with('0')) {
+        return None;
+    }
+    Some((text[..length].parse().ok()?, length))
+}
+
+/// `{ key = INTEGER, key = INTEGER }` on one line: bare keys, single spaces or tabs, commas
+/// between pairs, none after the last (a trailing comma and newlines are left to `toml`).
+fn inline_integers(text: &str) -> Option<(Value<'_>, usize)> {
+    let blank = |rest: &str| rest.len() - rest.trim_start_matches([' ', '\t']).len();
+    let mut position = 1;
+    let mut pairs: Vec<(&str, u64)> = Vec::new();
+    loop {
+        position += blank(&text[position..]);
+        if pairs.is_empty() && text[position..].starts_with('}') {
+            return None;
+        }
+        let key_length = text[position..]
+            .bytes()
+            .take_while(|byte| byte.is_ascii_alphanumeric() || *byte == b'_')
+            .count();
+        if key_length == 0 {
+            return None;
+        }
+        let key = &text[position..position + key_length];
+        position += key_length;
+        position += blank(&text[position..]);
+        position += text[position..].strip_prefix('=').map(|_| 1)?;
+        position += blank(&text[position..]);
+        let (number, length) = integer(&text[position..])?;
+        position += length;
+        if pairs.iter().any(|(seen, _)| *seen == key) || pairs.len() == MAX_INLINE_KEYS {
+            return None;
+        }
+        pairs.push((key, number));
+        position += blank(&text[position..]);
+        match text.as_bytes().get(position)? {
+            b',' => position += 1,
+            b'}' => return Some((Value::Integers(pairs), position + 1)),
+            _ => return None,
+        }
     }
 }
 
@@ -196,6 +249,32 @@ pub(crate) fn parse_prefixes_and_bindings(
                     Spanned::new(span, AnnounceFile(AnnounceMode::Aggregate)),
                 )?;
             }
+            (Table::Prefix(fields), "announce", Value::Integers(pairs)) => match pairs.as_slice() {
+                [("split", length)] => {
+                    let length = u8::try_from(*length).ok()?;
+                    set(
+                        &mut fields.announce,
+                        Spanned::new(span, AnnounceFile(AnnounceMode::Split(length))),
+                    )?;
+                }
+                _ => return None,
+            },
+            (Table::Prefix(fields), "roa", Value::Integers(pairs)) => {
+                let find = |name: &str| {
+                    pairs
+                        .iter()
+                        .find(|(key, _)| *key == name)
+                        .map(|(_, value)| *value)
+                };
+                if pairs.len() != 2 {
+                    return None;
+                }
+                let roa = RoaFile {
+                    asn: u32::try_from(find("asn")?).ok()?,
+                    max_length: u8::try_from(find("max_length")?).ok()?,
+                };
+                set(&mut fields.roa, Spanned::new(span, roa))?;
+            }
             (Table::Prefix(fields), "irr_token", Value::Text(text)) => {
                 set(&mut fields.irr_token, text.to_string())?;
             }
@@ -225,7 +304,7 @@ mod tests {
         let mut out = String::new();
         for prefix in prefixes {
             out += &format!(
-                "prefix {:?}@{:?} {:?}@{:?} {} {} {:?} {:?} {:?}\n",
+                "prefix {:?}@{:?} {:?}@{:?} {} {} {:?} {:?} {:?} {:?}\n",
                 prefix.cidr.get_ref(),
                 prefix.cidr.span(),
                 prefix.origin_asn.get_ref(),
@@ -236,6 +315,11 @@ mod tests {
                     .announce
                     .as_ref()
                     .map(|announce| (announce.get_ref().0, announce.span())),
+                prefix.roa.as_ref().map(|roa| (
+                    roa.get_ref().asn,
+                    roa.get_ref().max_length,
+                    roa.span()
+                )),
                 prefix.irr_token,
                 prefix.rdns_token
             );
@@ -278,7 +362,13 @@ mod tests {
             "[[binding]]\ncidr = \"a\"\n",
             "[[binding]]\ncidr = \"a\"\nservice = \"x\"\ncolour = \"red\"\n",
             "[[prefix]]\ncidr = \"a\"\norigin_asn = 01\nowner = \"o\"\nadvertise = true\n",
-            "[[prefix]]\ncidr = \"a\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nannounce = { split = 24 }\n",
+            "[[prefix]]\ncidr = \"a\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nannounce = { split = 24, }\n",
+            "[[prefix]]\ncidr = \"a\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nannounce = { split = 24, extra = 1 }\n",
+            "[[prefix]]\ncidr = \"a\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nroa = { asn = 1 }\n",
+            "[[prefix]]\ncidr = \"a\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nroa = { asn = 1, asn = 2 }\n",
+            "[[prefix]]\ncidr = \"a\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nroa = { asn = 1, max_length = 24, colour = 3 }\n",
+            "[[prefix]]\ncidr = \"a\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nroa = { asn = \"1\", max_length = 24 }\n",
+            "[[prefix]]\ncidr = \"a\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nroa = {}\n",
             "[[binding]]\ncidr = \"a\" service = \"x\"\n",
             "cidr = \"a\"\n",
             "[[binding]]\r cidr = \"a\"\nservice = \"x\"\n",
@@ -307,7 +397,22 @@ mod tests {
                     format!("origin_asn{equals}{}", 13335 + index),
                     format!("owner{equals}'owner #{index}'"),
                     format!("advertise{equals}{}", index % 2 == 0),
-                    format!("announce{equals}\"aggregate\" # default"),
+                    if index % 3 == 0 {
+                        format!("announce{equals}\"aggregate\" # default")
+                    } else {
+                        format!("announce{equals}{{ split{equals}{} }}", 24 + index % 2)
+                    },
+                    if index % 2 == 0 {
+                        format!(
+                            "roa{equals}{{asn{equals}{}, max_length = 24}} # declared",
+                            13335 + index
+                        )
+                    } else {
+                        format!(
+                            "roa = {{ max_length{equals}24 ,\tasn = {} }}",
+                            13335 + index
+                        )
+                    },
                 ]
             } else {
                 vec![

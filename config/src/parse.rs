@@ -151,8 +151,8 @@ pub(crate) struct PrefixFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RoaFile {
-    asn: u32,
-    max_length: u8,
+    pub(crate) asn: u32,
+    pub(crate) max_length: u8,
 }
 
 #[derive(Deserialize)]
