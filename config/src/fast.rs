@@ -12,8 +12,8 @@
 
 use toml::Spanned;
 
+use crate::file::{AnnounceFile, BindingFile, PrefixFile, RoaFile};
 use crate::model::AnnounceMode;
-use crate::parse::{AnnounceFile, BindingFile, PrefixFile, RoaFile};
 
 enum Value<'a> {
     Text(&'a str),
@@ -298,7 +298,7 @@ pub(crate) fn parse_prefixes_and_bindings(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::parse::FileModel;
+    use crate::file::FileModel;
 
     fn describe(prefixes: &[PrefixFile], bindings: &[BindingFile]) -> String {
         let mut out = String::new();

@@ -7,15 +7,18 @@
 //!
 //! Modules: [`source`] (sources, spans, positions), [`diagnostic`] (errors and warnings with
 //! help), [`selector`] (topology selector AST and parser), [`model`] (the raw model and its
-//! documented defaults), [`parse`] (TOML to raw model; a private fast path reads the bulk
-//! `[[prefix]]`/`[[binding]]` files of large topologies), [`daemon`] (the daemon's own
+//! documented defaults), [`parse`] (TOML to raw model through the private `file` schema; a
+//! private fast path reads the bulk `[[prefix]]`/`[[binding]]` files of large topologies),
+//! [`health`] (health-check declarations and their conversion), [`daemon`] (the daemon's own
 //! `topologyd.toml`), [`bounds`] (size, nesting and character limits checked before parsing),
 //! [`fuzz_entry`] (the selector parser's properties, shared by the fuzz target and its replay).
 
 pub mod bounds;
+mod community;
 pub mod daemon;
 pub mod diagnostic;
 mod fast;
+mod file;
 pub mod fuzz_entry;
 pub mod health;
 pub mod model;

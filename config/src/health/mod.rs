@@ -2,7 +2,7 @@
 //! `[[service.health.check]]`), with every default a documented constant.
 //!
 //! Owns the data types only: what to probe, how often, and what an unhealthy service does at a
-//! location. Parsing lives in `parse.rs`; running the probes and the rise/fall state machine live
+//! location. Parsing lives in `health/parse.rs`; running the probes and the rise/fall state machine live
 //! in the daemon (`daemon/src/health.rs`, `daemon/src/probe.rs`).
 //!
 //! Targets may name per-location values as `{name}`: `{location}`, `{region}`, `{metro}`,
@@ -11,7 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Community;
+use crate::community::Community;
+
+pub(crate) mod parse;
 
 /// Milliseconds between two probe rounds of a service.
 pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 2_000;
