@@ -477,6 +477,7 @@ impl Answer {
             crate::engine_api::EngineErrorKind::Conflict => "conflict",
             crate::engine_api::EngineErrorKind::NotFound => "not_found",
             crate::engine_api::EngineErrorKind::Internal => "internal",
+            crate::engine_api::EngineErrorKind::NoSpace => "no_space",
         };
         Answer {
             status: StatusCode::from_u16(error.kind.http_status())

@@ -380,10 +380,18 @@ impl Engine {
         metrics: Metrics,
         readiness: Readiness,
     ) -> Result<Engine, StartError> {
-        let store = StateStore::open(&config.state_dir, config.retained_generations)?;
+        let store = StateStore::open(&config.state_dir, config.retained_generations)?
+            .with_quarantine_counter(metrics.state_quarantined_counter());
         let recovered = store.load_current()?;
         for skipped in &recovered.skipped {
             warn!(%skipped, "skipped an unreadable stored generation");
+        }
+        if !recovered.skipped.is_empty() {
+            warn!(
+                quarantined = ?recovered.quarantined,
+                next_generation = store.next_generation(),
+                "fell back past unreadable generations; pushes and rollbacks continue from the next free number"
+            );
         }
         let (running, restarting) = match recovered.current {
             Some(stored) => (Self::recover(&store, &config, stored)?, true),
@@ -882,13 +890,7 @@ impl Engine {
         tokio::task::spawn_blocking(move || store.store_drain(&stored))
             .await
             .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), Value::Null))?
-            .map_err(|error| {
-                self.error(
-                    EngineErrorKind::Internal,
-                    format!("could not persist the drain state, nothing changed: {error}"),
-                    Value::Null,
-                )
-            })?;
+            .map_err(|error| self.state_write_error(error, "the drain state"))?;
         self.drains = next;
         let target = service.clone().unwrap_or_else(|| "location".into());
         info!(%target, drain, force, %who, %reason, "drain state changed");
@@ -1355,8 +1357,31 @@ impl Engine {
         })
     }
 
+    /// The running generation + 1, or past any higher number on disk (a newer file that could
+    /// not be read and was quarantined keeps its number).
     fn next_generation(&self) -> u64 {
-        self.running.meta.generation + 1
+        (self.running.meta.generation + 1).max(self.store.next_generation())
+    }
+
+    /// The engine error for a failed write to the state directory: a full file system is its own
+    /// kind (HTTP 507) whose message and detail name what could be pruned.
+    fn state_write_error(&self, error: crate::state_store::StateError, what: &str) -> EngineError {
+        let kind = if error.is_no_space() {
+            EngineErrorKind::NoSpace
+        } else {
+            EngineErrorKind::Internal
+        };
+        let detail = match &error {
+            crate::state_store::StateError::NoSpace { prunable, .. } => {
+                json!({ "prunable": prunable })
+            }
+            _ => Value::Null,
+        };
+        self.error(
+            kind,
+            format!("could not persist {what}, nothing changed: {error}"),
+            detail,
+        )
     }
 
     async fn apply(
@@ -1369,7 +1394,7 @@ impl Engine {
         let started = Instant::now();
         self.check_expected(expected_generation)?;
         let prepared = self.prepare(&bundle, &intent).await?;
-        self.commit(prepared, who, started).await
+        self.commit(prepared, who, started, None).await
     }
 
     async fn rollback(
@@ -1415,6 +1440,7 @@ impl Engine {
             prepared,
             format!("{who} (rollback to {generation})"),
             started,
+            Some(generation),
         )
         .await
     }
@@ -1435,11 +1461,13 @@ impl Engine {
 
     /// Guards, persists and publishes a prepared push; `started` is when the request reached
     /// the engine (the apply latency metric covers compile, plan, guards and the commit).
+    /// `rollback_of` names a rollback's target, which a full-disk error never offers to prune.
     async fn commit(
         &mut self,
         prepared: Prepared,
         who: String,
         started: Instant,
+        rollback_of: Option<u64>,
     ) -> Result<MutationOutcome, EngineError> {
         let Prepared {
             topology,
@@ -1511,16 +1539,19 @@ impl Engine {
         };
         let store = self.store.clone();
         let persist_started = Instant::now();
-        tokio::task::spawn_blocking(move || store.commit(&stored))
-            .await
-            .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), Value::Null))?
-            .map_err(|error| {
-                self.error(
-                    EngineErrorKind::Internal,
-                    format!("could not persist the generation, nothing was applied: {error}"),
-                    Value::Null,
-                )
-            })?;
+        let needed: Vec<u64> = rollback_of.into_iter().collect();
+        tokio::task::spawn_blocking(move || {
+            store
+                .commit(&stored)
+                .map_err(|error| store.with_prunable(error, &needed))
+        })
+        .await
+        .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), Value::Null))?
+        .map_err(|error| {
+            let mut error = self.state_write_error(error, "the generation");
+            error.plan_hash = Some(hash.clone());
+            error
+        })?;
         let routes = Arc::new(routes);
         self.running = Running {
             topology: Arc::new(topology),

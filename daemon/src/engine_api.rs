@@ -142,6 +142,8 @@ pub enum EngineErrorKind {
     NotFound,
     /// Something broke inside the daemon (500).
     Internal,
+    /// The state directory's (or audit log's) file system is full: nothing changed (507).
+    NoSpace,
 }
 
 impl EngineErrorKind {
@@ -153,6 +155,7 @@ impl EngineErrorKind {
             EngineErrorKind::Conflict => 409,
             EngineErrorKind::NotFound => 404,
             EngineErrorKind::Internal => 500,
+            EngineErrorKind::NoSpace => 507,
         }
     }
 }
@@ -207,10 +210,11 @@ mod tests {
             EngineErrorKind::Conflict,
             EngineErrorKind::NotFound,
             EngineErrorKind::Internal,
+            EngineErrorKind::NoSpace,
         ]
         .into_iter()
         .map(EngineErrorKind::http_status)
         .collect();
-        assert_eq!(statuses, vec![400, 422, 409, 404, 500]);
+        assert_eq!(statuses, vec![400, 422, 409, 404, 500, 507]);
     }
 }

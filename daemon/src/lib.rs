@@ -17,4 +17,6 @@ pub mod rollout;
 pub mod sd_notify;
 pub mod sockopt;
 pub mod state_store;
+#[cfg(test)]
+mod test_support;
 pub mod tls;
