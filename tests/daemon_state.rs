@@ -7,7 +7,10 @@
 //!   generation number (no "generation N is already stored" wedge);
 //! - the state directory on a tmpfs filled to the last byte: a push and a rollback are refused
 //!   with `topoctl` exit code 5 and a message naming what could be pruned, nothing changes at
-//!   BIRD, and once room is made the same push applies.
+//!   BIRD, and once room is made the same push applies;
+//! - write-ahead audit: with the audit log on a full tmpfs, a push, a rollback and a drain are
+//!   refused (exit 5, "nothing changed") and BIRD sees nothing; with room, every mutation's
+//!   `intent` record (identity, request, plan hash, intended verdict) precedes its `outcome`.
 
 mod daemon_common;
 
@@ -77,9 +80,17 @@ struct Setup {
 }
 
 fn start() -> Setup {
+    start_with_audit_dir(None)
+}
+
+/// [`start`], with the audit log in `audit_dir` instead of the PKI's directory.
+fn start_with_audit_dir(audit_dir: Option<&Path>) -> Setup {
     let pki = check(ControlPki::generate(), "generating the PKI");
     let mut daemon = DaemonConfig::new("ams01", LOCAL_ASN);
-    let control = ControlSection::new(daemon.local.ip(), &pki, &[(ADMIN, "admin")]);
+    let mut control = ControlSection::new(daemon.local.ip(), &pki, &[(ADMIN, "admin")]);
+    if let Some(directory) = audit_dir {
+        control.audit_log = directory.join("audit.jsonl");
+    }
     let address = control.listen;
     daemon.control = Some(control);
     let (bird, neighbor) = start_bird(&daemon, "edge-bird");
@@ -322,6 +333,97 @@ fn full_state_disk_refuses_push_and_rollback_with_exit_5_naming_what_to_prune() 
         "topologyd",
     );
     wait_for_routes(&setup.bird, AMS01_ROUTES + 3);
+    check(setup.topologyd.terminate(WAIT), "stopping topologyd");
+    drop(tmpfs);
+}
+
+fn audit_records(path: &Path) -> Vec<Value> {
+    check(std::fs::read_to_string(path), "reading the audit log")
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| check(serde_json::from_str(line), "an audit line"))
+        .collect()
+}
+
+#[test]
+fn mutations_are_refused_when_their_audit_record_cannot_be_written() {
+    let tmpfs = check(SmallTmpfs::mount(64 * 1024), "mounting a tmpfs");
+    let audit_log = tmpfs.path().join("audit.jsonl");
+    let setup = start_with_audit_dir(Some(tmpfs.path()));
+    let pushed = setup.push("a", &format!("{PREFIXES}{ADDED_A}"));
+    assert_eq!(pushed.code, EXIT_OK, "{pushed}");
+    wait_for_routes(&setup.bird, AMS01_ROUTES + 1);
+    assert_eq!(setup.generation(), 2);
+    let counters = check(setup.bird.counters(), "BIRD counters");
+    let lines_before = audit_records(&audit_log).len();
+
+    // tmpfs allocates whole pages: pad the log's last page (blank lines) so that the next
+    // record needs a new one, then take every free page.
+    let size = check(std::fs::metadata(&audit_log), "the audit log's size").len();
+    let padding = (4096 - size % 4096) % 4096;
+    let mut log = check(
+        std::fs::OpenOptions::new().append(true).open(&audit_log),
+        "opening the audit log",
+    );
+    check(
+        std::io::Write::write_all(&mut log, &vec![b'\n'; padding as usize]),
+        "padding the audit log",
+    );
+    drop(log);
+    let filler = check(tmpfs.fill(), "filling the tmpfs");
+    let pushed = setup.push("ab", &format!("{PREFIXES}{ADDED_A}{ADDED_B}"));
+    assert_eq!(pushed.code, EXIT_NO_SPACE, "{pushed}");
+    assert!(
+        pushed.stderr.contains("audit record could not be written"),
+        "{pushed}"
+    );
+    assert!(pushed.stderr.contains("nothing changed"), "{pushed}");
+    let rolled_back = setup.rollback(1);
+    assert_eq!(rolled_back.code, EXIT_NO_SPACE, "{rolled_back}");
+    let drained = check(
+        setup.admin.drain(Some("resolver"), false, "maintenance"),
+        "topoctl drain",
+    );
+    assert_eq!(drained.code, EXIT_NO_SPACE, "{drained}");
+
+    // Nothing took effect: same generation, no drain, BIRD saw nothing.
+    assert_eq!(setup.generation(), 2);
+    let health = check(
+        setup.admin.run("health", &Vec::<String>::new()),
+        "topoctl health",
+    );
+    let health: Value = check(health.json(), "health");
+    assert!(
+        health["drains"]["services"]
+            .as_object()
+            .is_none_or(serde_json::Map::is_empty),
+        "a drain took effect: {health}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(check(setup.bird.counters(), "BIRD counters"), counters);
+    assert_eq!(audit_records(&audit_log).len(), lines_before);
+
+    // With room: the intent record, then the change, then the outcome record.
+    check(std::fs::remove_file(filler), "removing the filler");
+    let pushed = setup.push("ab", &format!("{PREFIXES}{ADDED_A}{ADDED_B}"));
+    assert_eq!(pushed.code, EXIT_OK, "{pushed}");
+    wait_for_routes(&setup.bird, AMS01_ROUTES + 2);
+    let records = audit_records(&audit_log);
+    let new: Vec<&Value> = records[lines_before..].iter().collect();
+    assert_eq!(new.len(), 2, "{new:#?}");
+    let (intent, outcome) = (new[0], new[1]);
+    assert_eq!(intent["phase"], "intent", "{intent}");
+    assert_eq!(intent["who"], ADMIN);
+    assert_eq!(intent["endpoint"], "POST /v1/apply");
+    assert_eq!(intent["intended_verdict"], "changes_allowed");
+    assert_eq!(intent["generation_before"], 2);
+    assert_eq!(intent["generation_after"], 3);
+    assert!(intent["request"]["bundle_sha256"].is_string(), "{intent}");
+    assert_eq!(outcome["phase"], "outcome");
+    assert_eq!(outcome["verdict"], "applied");
+    assert_eq!(outcome["id"], intent["id"]);
+    assert_eq!(outcome["plan_hash"], intent["plan_hash"]);
+    let mut setup = setup;
     check(setup.topologyd.terminate(WAIT), "stopping topologyd");
     drop(tmpfs);
 }

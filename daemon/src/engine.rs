@@ -32,6 +32,7 @@ use crate::announce::{LocationRoutes, PeerRouteContext};
 use crate::control::{AuditLog, AuditRecord};
 use crate::engine_api::{
     EngineCommand, EngineError, EngineErrorKind, MutationOutcome, SourceBundle, SourceFile,
+    WriteAhead,
 };
 use crate::health::{HealthEventKind, HealthView, RoundCounts, expand};
 use crate::metrics::ServiceReport;
@@ -823,10 +824,14 @@ impl Engine {
         };
         let record = AuditRecord {
             time: unix_now(),
+            id: None,
+            phase: None,
             who: "topologyd".into(),
             role: None,
             remote: String::new(),
             endpoint: endpoint.into(),
+            request: None,
+            intended_verdict: None,
             generation_before: Some(self.running.meta.generation),
             generation_after: Some(self.running.meta.generation),
             plan_hash: None,
@@ -849,6 +854,7 @@ impl Engine {
         force: bool,
         reason: String,
         who: String,
+        write_ahead: Option<WriteAhead>,
     ) -> Result<Value, EngineError> {
         if let Some(name) = &service
             && self.running.topology.service(name).is_none()
@@ -884,6 +890,18 @@ impl Engine {
                 next.reason = reason.clone();
                 next.changed_at = now;
             }
+        }
+        if let Some(write_ahead) = &write_ahead {
+            let generation = self.running.meta.generation;
+            write_ahead
+                .record(
+                    generation,
+                    generation,
+                    None,
+                    if drain { "drain" } else { "undrain" },
+                )
+                .await
+                .map_err(|error| self.audit_error(error))?;
         }
         let store = self.store.clone();
         let stored = next.clone();
@@ -1226,18 +1244,24 @@ impl Engine {
                 intent,
                 expected_generation,
                 who,
+                write_ahead,
                 reply,
             } => {
-                let result = self.apply(bundle, intent, expected_generation, who).await;
+                let result = self
+                    .apply(bundle, intent, expected_generation, who, write_ahead)
+                    .await;
                 let _ = reply.send(result);
             }
             EngineCommand::Rollback {
                 generation,
                 expected_generation,
                 who,
+                write_ahead,
                 reply,
             } => {
-                let result = self.rollback(generation, expected_generation, who).await;
+                let result = self
+                    .rollback(generation, expected_generation, who, write_ahead)
+                    .await;
                 let _ = reply.send(result);
             }
             EngineCommand::Status { reply } => {
@@ -1252,9 +1276,12 @@ impl Engine {
                 force,
                 reason,
                 who,
+                write_ahead,
                 reply,
             } => {
-                let result = self.drain(service, drain, force, reason, who).await;
+                let result = self
+                    .drain(service, drain, force, reason, who, write_ahead)
+                    .await;
                 let _ = reply.send(result);
             }
             EngineCommand::Health { reply } => {
@@ -1363,6 +1390,24 @@ impl Engine {
         (self.running.meta.generation + 1).max(self.store.next_generation())
     }
 
+    /// The engine error for an intent record that could not be written: the mutation is
+    /// refused (507 when the audit log's file system is full).
+    fn audit_error(&self, error: crate::control::ControlError) -> EngineError {
+        let kind = if error.is_no_space() {
+            EngineErrorKind::NoSpace
+        } else {
+            EngineErrorKind::Internal
+        };
+        error!(%error, "the audit record could not be written ahead of a change; refused");
+        self.error(
+            kind,
+            format!(
+                "the audit record could not be written before the change, so it was refused and nothing changed: {error}"
+            ),
+            Value::Null,
+        )
+    }
+
     /// The engine error for a failed write to the state directory: a full file system is its own
     /// kind (HTTP 507) whose message and detail name what could be pruned.
     fn state_write_error(&self, error: crate::state_store::StateError, what: &str) -> EngineError {
@@ -1390,11 +1435,12 @@ impl Engine {
         intent: Vec<String>,
         expected_generation: Option<u64>,
         who: String,
+        write_ahead: Option<WriteAhead>,
     ) -> Result<MutationOutcome, EngineError> {
         let started = Instant::now();
         self.check_expected(expected_generation)?;
         let prepared = self.prepare(&bundle, &intent).await?;
-        self.commit(prepared, who, started, None).await
+        self.commit(prepared, who, started, None, write_ahead).await
     }
 
     async fn rollback(
@@ -1402,6 +1448,7 @@ impl Engine {
         generation: u64,
         expected_generation: Option<u64>,
         who: String,
+        write_ahead: Option<WriteAhead>,
     ) -> Result<MutationOutcome, EngineError> {
         self.check_expected(expected_generation)?;
         let store = self.store.clone();
@@ -1441,6 +1488,7 @@ impl Engine {
             format!("{who} (rollback to {generation})"),
             started,
             Some(generation),
+            write_ahead,
         )
         .await
     }
@@ -1468,6 +1516,7 @@ impl Engine {
         who: String,
         started: Instant,
         rollback_of: Option<u64>,
+        write_ahead: Option<WriteAhead>,
     ) -> Result<MutationOutcome, EngineError> {
         let Prepared {
             topology,
@@ -1537,6 +1586,25 @@ impl Engine {
             meta: meta.clone(),
             bundle: to_bundle(topology.sources()),
         };
+        if let Some(write_ahead) = &write_ahead {
+            let intended = serde_json::to_value(plan.verdict())
+                .ok()
+                .and_then(|verdict| verdict.as_str().map(str::to_owned))
+                .unwrap_or_else(|| format!("{:?}", plan.verdict()));
+            write_ahead
+                .record(
+                    generation_before,
+                    meta.generation,
+                    Some(hash.clone()),
+                    &intended,
+                )
+                .await
+                .map_err(|error| {
+                    let mut error = self.audit_error(error);
+                    error.plan_hash = Some(hash.clone());
+                    error
+                })?;
+        }
         let store = self.store.clone();
         let persist_started = Instant::now();
         let needed: Vec<u64> = rollback_of.into_iter().collect();

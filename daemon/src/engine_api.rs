@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+pub use crate::control::WriteAhead;
 pub use crate::state_store::{SourceBundle, SourceFile};
 
 /// How a command's answer travels back.
@@ -62,6 +63,9 @@ pub enum EngineCommand {
         expected_generation: Option<u64>,
         /// The pusher's identity from its client certificate.
         who: String,
+        /// The audit record to write (and fsync) before the change takes effect; `None` when
+        /// no audit log is configured.
+        write_ahead: Option<WriteAhead>,
         /// What was applied.
         reply: Reply<MutationOutcome>,
     },
@@ -73,6 +77,8 @@ pub enum EngineCommand {
         expected_generation: Option<u64>,
         /// The requester's identity.
         who: String,
+        /// As for apply.
+        write_ahead: Option<WriteAhead>,
         /// What was applied.
         reply: Reply<MutationOutcome>,
     },
@@ -100,6 +106,8 @@ pub enum EngineCommand {
         reason: String,
         /// The requester's identity.
         who: String,
+        /// As for apply.
+        write_ahead: Option<WriteAhead>,
         /// The per-service decisions after the change.
         reply: Reply<Value>,
     },
