@@ -52,20 +52,35 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 
 use crate::engine_api::{EngineCommand, EngineError, MutationOutcome, Reply};
+use crate::listener_limits::{Admission, BusyMarker, ConnectionCaps, ConnectionLimiter};
 use crate::state_store::SourceBundle;
 
 /// Default request body limit: 64 MiB (a large topology bundle is a few MiB).
 pub const DEFAULT_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// A client that has not finished the TLS handshake within this time is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A client that has not sent its request head within this time is dropped.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connections served at once (handshakes included); further ones are closed at accept, so
-/// clients without a certificate cannot exhaust the daemon's file descriptors.
-pub const MAX_CONNECTIONS: usize = 128;
+/// A request body must have arrived completely within this time (408 otherwise).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// After [`BODY_RATE_GRACE`], a request body must keep arriving at this many bytes per second
+/// on average (408 otherwise): a client trickling a body cannot hold a connection for long.
+pub const MIN_BODY_BYTES_PER_SECOND: u64 = 64 * 1024;
+
+/// How long a body may arrive at any rate before [`MIN_BODY_BYTES_PER_SECOND`] applies.
+pub const BODY_RATE_GRACE: Duration = Duration::from_secs(5);
+
+/// Connection caps of the control API (handshakes included): a newcomer displaces the oldest
+/// idle connection (`listener_limits.rs`), so idle or handshaking clients cannot lock anyone
+/// out, and connections busy with a request are bounded per source address.
+pub const CONNECTION_CAPS: ConnectionCaps = ConnectionCaps {
+    total: 256,
+    per_source: 32,
+};
 
 /// What a client identity may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,8 +340,10 @@ impl AuditLog {
 pub struct ControlSettings {
     /// Identity (client certificate subject CN) → role.
     pub roles: HashMap<String, Role>,
-    /// Largest request body accepted; larger answers 413.
+    /// Largest request body accepted from an `admin`; larger answers 413.
     pub body_limit: u64,
+    /// Largest request body accepted from a `reader` (its plans); larger answers 413.
+    pub reader_body_limit: u64,
     /// Where mutations are recorded.
     pub audit_log: AuditLog,
 }
@@ -352,7 +369,7 @@ pub struct ControlServer {
     address: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
     shared: Arc<Shared>,
-    connections: Arc<tokio::sync::Semaphore>,
+    connections: Arc<ConnectionLimiter>,
 }
 
 impl ControlServer {
@@ -375,7 +392,7 @@ impl ControlServer {
             address,
             tls,
             shared: Arc::new(Shared { settings, engine }),
-            connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+            connections: ConnectionLimiter::new(CONNECTION_CAPS),
         })
     }
 
@@ -400,16 +417,33 @@ impl ControlServer {
                     Err(source) => return Err(ControlError::Accept { address: self.address, source }),
                 },
             };
-            let Ok(permit) = Arc::clone(&self.connections).try_acquire_owned() else {
-                tracing::warn!(%remote, "control API: {MAX_CONNECTIONS} connections open, closing a new one");
-                continue;
+            let admission = match self.connections.admit(remote.ip()) {
+                Ok(admission) => admission,
+                Err(refused) => {
+                    tracing::warn!(%remote, %refused, "control API: closing a new connection");
+                    continue;
+                }
             };
             let acceptor = TlsAcceptor::from(Arc::clone(&self.tls));
             let shared = Arc::clone(&self.shared);
-            tokio::spawn(async move {
-                serve_connection(acceptor, shared, stream, remote).await;
-                drop(permit);
-            });
+            tokio::spawn(serve_admitted(acceptor, shared, stream, remote, admission));
+        }
+    }
+}
+
+/// Serves one admitted connection until it ends or a newcomer displaces it while idle.
+async fn serve_admitted(
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    mut admission: Admission,
+) {
+    let marker = admission.marker();
+    tokio::select! {
+        () = serve_connection(acceptor, shared, stream, remote, marker) => {}
+        _ = &mut admission.evicted => {
+            tracing::debug!(%remote, "control API: closed an idle connection to make room");
         }
     }
 }
@@ -419,6 +453,7 @@ async fn serve_connection(
     shared: Arc<Shared>,
     stream: tokio::net::TcpStream,
     remote: SocketAddr,
+    marker: BusyMarker,
 ) {
     let (handshake, refused_identity) = crate::tls::record_refused_identity(tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -480,7 +515,13 @@ async fn serve_connection(
     let service = service_fn(move |request| {
         let shared = Arc::clone(&shared);
         let caller = Arc::clone(&caller);
-        async move { Ok::<_, Infallible>(handle(&shared, &caller, request).await) }
+        // Busy (not displaceable) while a request is handled; bounded by the body deadlines.
+        let busy = marker.busy();
+        async move {
+            let response = handle(&shared, &caller, request).await;
+            drop(busy);
+            Ok::<_, Infallible>(response)
+        }
     });
     let served = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -586,6 +627,8 @@ impl Answer {
             crate::engine_api::EngineErrorKind::NotFound => "not_found",
             crate::engine_api::EngineErrorKind::Internal => "internal",
             crate::engine_api::EngineErrorKind::NoSpace => "no_space",
+            crate::engine_api::EngineErrorKind::TooLarge => "too_large",
+            crate::engine_api::EngineErrorKind::Busy => "busy",
         };
         Answer {
             status: StatusCode::from_u16(error.kind.http_status())
@@ -745,7 +788,10 @@ async fn dispatch(
             ..base.clone()
         },
     };
-    let limit = shared.settings.body_limit;
+    let limit = match caller.role {
+        Some(Role::Admin) => shared.settings.body_limit,
+        _ => shared.settings.reader_body_limit,
+    };
     let engine = &shared.engine;
     match endpoint {
         Endpoint::Plan => {
@@ -912,7 +958,7 @@ async fn ask<T>(
 
 /// Reads and parses a JSON body: 413 over the limit, 400 if unreadable or not the expected
 /// shape (the message carries serde's line and column).
-async fn read_json<T: DeserializeOwned>(
+async fn read_json<T: DeserializeOwned + Send + 'static>(
     request: Request<Incoming>,
     limit: u64,
 ) -> Result<T, Answer> {
@@ -932,28 +978,86 @@ async fn read_json<T: DeserializeOwned>(
         return Err(too_large());
     }
     let limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
-    let bytes = match Limited::new(request.into_body(), limit_bytes)
-        .collect()
+    let bytes = read_body(Limited::new(request.into_body(), limit_bytes))
         .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
-        Err(error) => {
-            return Err(Answer::error(
+        .map_err(|failure| match failure {
+            BodyFailure::TooLarge => too_large(),
+            BodyFailure::TooSlow(message) => {
+                Answer::error(StatusCode::REQUEST_TIMEOUT, "rejected", message)
+            }
+            BodyFailure::Unreadable(message) => Answer::error(
                 StatusCode::BAD_REQUEST,
                 "rejected",
-                format!("cannot read request body: {error}"),
-            ));
-        }
+                format!("cannot read request body: {message}"),
+            ),
+        })?;
+    let small = bytes.len() <= PARSE_INLINE_BYTES;
+    let parse = move || {
+        serde_json::from_slice::<T>(&bytes)
+            .map_err(|error| format!("malformed JSON request body: {error}"))
     };
-    serde_json::from_slice(&bytes).map_err(|error| {
-        Answer::error(
-            StatusCode::BAD_REQUEST,
-            "rejected",
-            format!("malformed JSON request body: {error}"),
-        )
-    })
+    let parsed = if small {
+        parse()
+    } else {
+        // A large body takes a while to parse: not on a runtime worker the engine shares.
+        tokio::task::spawn_blocking(parse)
+            .await
+            .unwrap_or_else(|join| Err(format!("parsing the request body failed: {join}")))
+    };
+    parsed.map_err(|message| Answer::error(StatusCode::BAD_REQUEST, "rejected", message))
 }
+
+enum BodyFailure {
+    TooLarge,
+    TooSlow(String),
+    Unreadable(String),
+}
+
+/// Reads a body within [`BODY_READ_TIMEOUT`], at [`MIN_BODY_BYTES_PER_SECOND`] on average once
+/// [`BODY_RATE_GRACE`] has passed.
+async fn read_body(mut body: Limited<Incoming>) -> Result<Bytes, BodyFailure> {
+    let started = tokio::time::Instant::now();
+    let mut received: Vec<u8> = Vec::new();
+    loop {
+        let elapsed = started.elapsed();
+        if elapsed >= BODY_READ_TIMEOUT {
+            return Err(BodyFailure::TooSlow(format!(
+                "the request body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            )));
+        }
+        let required = elapsed.saturating_sub(BODY_RATE_GRACE).as_secs_f64()
+            * MIN_BODY_BYTES_PER_SECOND as f64;
+        if (received.len() as f64) < required {
+            return Err(BodyFailure::TooSlow(format!(
+                "the request body arrives at less than {MIN_BODY_BYTES_PER_SECOND} bytes per second ({} bytes in {:.1} s)",
+                received.len(),
+                elapsed.as_secs_f64()
+            )));
+        }
+        // Check the rate at least every 250 ms while waiting for the next frame.
+        let frame = tokio::time::timeout(Duration::from_millis(250), body.frame()).await;
+        match frame {
+            Err(_) => continue,
+            Ok(None) => return Ok(Bytes::from(received)),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    received.extend_from_slice(&data);
+                }
+            }
+            Ok(Some(Err(error))) => {
+                return Err(if error.downcast_ref::<LengthLimitError>().is_some() {
+                    BodyFailure::TooLarge
+                } else {
+                    BodyFailure::Unreadable(error.to_string())
+                });
+            }
+        }
+    }
+}
+
+/// Bodies up to this size are parsed on the connection's task; larger ones on the blocking pool.
+const PARSE_INLINE_BYTES: usize = 64 * 1024;
 
 /// The value of `name` in a query string, percent-decoded.
 fn query_parameter(query: Option<&str>, name: &str) -> Result<Option<String>, String> {
@@ -1179,6 +1283,7 @@ mod tests {
                 ("robot-reader".to_owned(), Role::Reader),
             ]),
             body_limit,
+            reader_body_limit: body_limit,
             audit_log: AuditLog::open(&audit).unwrap(),
         };
         let (engine, seen) = fake_engine();

@@ -29,6 +29,7 @@ use tracing::{error, info, warn};
 use crate::addresses::{AddressBinder, BindOutcome};
 use crate::admin::Readiness;
 use crate::announce::{LocationRoutes, PeerRouteContext};
+use crate::compile::{BudgetError, CompileBudget, Reservation};
 use crate::control::{AuditLog, AuditRecord};
 use crate::engine_api::{
     EngineCommand, EngineError, EngineErrorKind, MutationOutcome, SourceBundle, SourceFile,
@@ -168,6 +169,11 @@ pub struct Engine {
     reported: HashMap<String, PeerStatus>,
     /// The daemon came up from a stored generation: advertise the Restart State bit.
     restarting: bool,
+    /// The memory the compiles in flight may use together (`compile.rs`).
+    compile_budget: Arc<CompileBudget>,
+    /// Where compile jobs on the blocking pool hand back a prepared apply or rollback.
+    compiled_sender: mpsc::UnboundedSender<Compiled>,
+    compiled: Option<mpsc::UnboundedReceiver<Compiled>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -409,6 +415,8 @@ impl Engine {
             );
         }
         let (routes, _) = watch::channel(running.routes.clone());
+        let (compiled_sender, compiled) = mpsc::unbounded_channel();
+        let config_for_budget = config.control.clone();
         info!(
             generation = running.meta.generation,
             hash = %running.meta.hash,
@@ -444,6 +452,9 @@ impl Engine {
             readiness,
             reported: HashMap::new(),
             restarting,
+            compile_budget: CompileBudget::new(compile_memory_bytes(&config_for_budget)),
+            compiled_sender,
+            compiled: Some(compiled),
         })
         .map(|mut engine| {
             if let Some(next) = engine.next_publication() {
@@ -1153,6 +1164,10 @@ impl Engine {
         let mut ticker = tokio::time::interval(STATUS_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.start_health();
+        let Some(mut compiled) = self.compiled.take() else {
+            error!("the engine runs only once");
+            return;
+        };
         loop {
             let health_changed = async {
                 match self.health.as_mut() {
@@ -1169,6 +1184,7 @@ impl Engine {
                         self.health = None;
                     }
                 }
+                Some(done) = compiled.recv() => self.on_compiled(done).await,
                 command = commands.recv() => match command {
                     Some(command) => self.on_command(command).await,
                     None => {
@@ -1228,16 +1244,21 @@ impl Engine {
                 intent,
                 reply,
             } => {
-                let result = self.prepare(&bundle, &intent).await.map(|prepared| {
-                    json!({
-                        "verdict": prepared.plan.verdict(),
-                        "exit_code": prepared.plan.exit_code(),
-                        "plan": plan_json(&prepared.plan),
-                        "text": prepared.plan.render_text(),
-                        "location_delta": prepared.plan.delta(&self.config.location),
-                    })
+                // Compiled, planned and rendered on the blocking pool, answered from there.
+                let job = self.compile_job(CompileInput::Bundle { bundle, intent });
+                tokio::task::spawn_blocking(move || {
+                    let location = job.location.clone();
+                    let result = job.run().map(|prepared| {
+                        json!({
+                            "verdict": prepared.plan.verdict(),
+                            "exit_code": prepared.plan.exit_code(),
+                            "plan": prepared.plan_json,
+                            "text": prepared.text,
+                            "location_delta": prepared.plan.delta(&location),
+                        })
+                    });
+                    let _ = reply.send(result);
                 });
-                let _ = reply.send(result);
             }
             EngineCommand::Apply {
                 bundle,
@@ -1247,10 +1268,14 @@ impl Engine {
                 write_ahead,
                 reply,
             } => {
-                let result = self
-                    .apply(bundle, intent, expected_generation, who, write_ahead)
-                    .await;
-                let _ = reply.send(result);
+                self.start_mutation(MutationRequest {
+                    input: CompileInput::Bundle { bundle, intent },
+                    expected_generation,
+                    who,
+                    write_ahead,
+                    reply,
+                    started: Instant::now(),
+                });
             }
             EngineCommand::Rollback {
                 generation,
@@ -1259,10 +1284,14 @@ impl Engine {
                 write_ahead,
                 reply,
             } => {
-                let result = self
-                    .rollback(generation, expected_generation, who, write_ahead)
-                    .await;
-                let _ = reply.send(result);
+                self.start_mutation(MutationRequest {
+                    input: CompileInput::Rollback { generation },
+                    expected_generation,
+                    who,
+                    write_ahead,
+                    reply,
+                    started: Instant::now(),
+                });
             }
             EngineCommand::Status { reply } => {
                 let _ = reply.send(Ok(self.status_json()));
@@ -1312,76 +1341,78 @@ impl Engine {
         }
     }
 
-    /// Compile, plan and guard a push without changing anything.
-    async fn prepare(
-        &self,
-        bundle: &SourceBundle,
-        intent_lines: &[String],
-    ) -> Result<Prepared, EngineError> {
-        let intent = parse_intent(intent_lines)?;
-        let sources = to_sources(bundle);
-        let next_generation = self.next_generation();
-        let old = self.running.topology.clone();
-        let location = self.config.location.clone();
-        let prepared = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let new = compile_owned(sources, next_generation)?;
-            let compiled = started.elapsed();
-            let plan = plan(&old, &new, &intent);
-            let planned = started.elapsed() - compiled;
-            let routes = location_routes(&new, &location);
-            info!(
-                generation = next_generation,
-                compile_ms = compiled.as_millis() as u64,
-                plan_ms = planned.as_millis() as u64,
-                routes_ms = (started.elapsed() - compiled - planned).as_millis() as u64,
-                "push compiled and planned"
-            );
-            Ok::<_, topologyd_topology::Diagnostics>((new, plan, routes, intent))
-        })
-        .await
-        .map_err(|join| {
-            self.error(
-                EngineErrorKind::Internal,
-                format!("compile task failed: {join}"),
-                Value::Null,
-            )
-        })?;
-        let (new, plan, routes, intent) = prepared.map_err(|diagnostics| {
-            self.error(
-                EngineErrorKind::Invalid,
-                format!("the topology does not compile: {} error(s)", diagnostics.errors().count()),
-                json!({ "diagnostics": diagnostics_json(&diagnostics), "text": diagnostics.to_string() }),
-            )
-        })?;
-        let routes = routes.map_err(|message| {
-            self.error(
-                EngineErrorKind::Invalid,
-                format!(
-                    "this daemon's location `{}` is not in the new topology: {message}",
-                    self.config.location
-                ),
-                Value::Null,
-            )
-        })?;
-        let (_, health_errors) = expanded_health_specs(&new, &self.config);
-        if !health_errors.is_empty() {
-            return Err(self.error(
-                EngineErrorKind::Invalid,
-                format!(
-                    "health checks cannot run at location `{}`: {}; define the placeholder in this daemon's [health.vars] or fix the check",
-                    self.config.location,
-                    health_errors.join("; ")
-                ),
-                json!({ "health_errors": health_errors }),
-            ));
+    /// What a compile job needs from the engine: snapshots, nothing borrowed.
+    fn compile_job(&self, input: CompileInput) -> CompileJob {
+        CompileJob {
+            input,
+            old: Arc::clone(&self.running.topology),
+            old_routes: Arc::clone(&self.running.routes),
+            base_generation: self.running.meta.generation,
+            next_generation: self.next_generation(),
+            location: self.config.location.clone(),
+            config: self.config.clone(),
+            store: Arc::clone(&self.store),
+            budget: Arc::clone(&self.compile_budget),
         }
-        Ok(Prepared {
-            topology: new,
-            plan,
-            routes,
-            intent,
-        })
+    }
+
+    /// Checks an apply's or rollback's compare-and-swap, then compiles it on the blocking pool;
+    /// [`Engine::on_compiled`] commits it. The engine keeps serving meanwhile.
+    fn start_mutation(&mut self, request: MutationRequest) {
+        if let Err(error) = self.check_expected(request.expected_generation) {
+            let _ = request.reply.send(Err(error));
+            return;
+        }
+        let job = self.compile_job(request.input.clone());
+        let sender = self.compiled_sender.clone();
+        tokio::task::spawn_blocking(move || {
+            let base_generation = job.base_generation;
+            let result = job.run();
+            let _ = sender.send(Compiled {
+                base_generation,
+                result,
+                request,
+            });
+        });
+    }
+
+    /// A mutation's compile finished: commit it if the running generation is still the one it
+    /// was planned against; otherwise plan it again against the new one (or answer the
+    /// compare-and-swap conflict).
+    async fn on_compiled(&mut self, done: Compiled) {
+        let Compiled {
+            base_generation,
+            result,
+            request,
+        } = done;
+        if base_generation != self.running.meta.generation {
+            drop(result);
+            self.start_mutation(request);
+            return;
+        }
+        let MutationRequest {
+            input,
+            who,
+            write_ahead,
+            reply,
+            started,
+            ..
+        } = request;
+        let answer = match result {
+            Ok(prepared) => {
+                let (who, rollback_of) = match input {
+                    CompileInput::Rollback { generation } => (
+                        format!("{who} (rollback to {generation})"),
+                        Some(generation),
+                    ),
+                    CompileInput::Bundle { .. } => (who, None),
+                };
+                self.commit(prepared, who, started, rollback_of, write_ahead)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        let _ = reply.send(answer);
     }
 
     /// The running generation + 1, or past any higher number on disk (a newer file that could
@@ -1429,70 +1460,6 @@ impl Engine {
         )
     }
 
-    async fn apply(
-        &mut self,
-        bundle: SourceBundle,
-        intent: Vec<String>,
-        expected_generation: Option<u64>,
-        who: String,
-        write_ahead: Option<WriteAhead>,
-    ) -> Result<MutationOutcome, EngineError> {
-        let started = Instant::now();
-        self.check_expected(expected_generation)?;
-        let prepared = self.prepare(&bundle, &intent).await?;
-        self.commit(prepared, who, started, None, write_ahead).await
-    }
-
-    async fn rollback(
-        &mut self,
-        generation: u64,
-        expected_generation: Option<u64>,
-        who: String,
-        write_ahead: Option<WriteAhead>,
-    ) -> Result<MutationOutcome, EngineError> {
-        self.check_expected(expected_generation)?;
-        let store = self.store.clone();
-        let stored = tokio::task::spawn_blocking(move || store.load(generation))
-            .await
-            .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), Value::Null))?
-            .map_err(|error| {
-                self.error(
-                    EngineErrorKind::NotFound,
-                    format!("generation {generation} is not kept: {error}"),
-                    Value::Null,
-                )
-            })?;
-        // A rollback deliberately touches every service both generations have: name them all
-        // (G2), and allow it past the blast-radius budget (G4). G3 still applies.
-        let mut intent: Vec<String> = self
-            .running
-            .topology
-            .services()
-            .iter()
-            .map(|service| format!("service:{}", service.name))
-            .collect();
-        if let Ok(old) = compile_owned(to_sources(&stored.bundle), generation) {
-            intent.extend(
-                old.services()
-                    .iter()
-                    .map(|service| format!("service:{}", service.name)),
-            );
-        }
-        intent.push("blast-radius".into());
-        intent.sort();
-        intent.dedup();
-        let started = Instant::now();
-        let prepared = self.prepare(&stored.bundle, &intent).await?;
-        self.commit(
-            prepared,
-            format!("{who} (rollback to {generation})"),
-            started,
-            Some(generation),
-            write_ahead,
-        )
-        .await
-    }
-
     fn check_expected(&self, expected: Option<u64>) -> Result<(), EngineError> {
         match expected {
             Some(expected) if expected != self.running.meta.generation => Err(self.error(
@@ -1523,8 +1490,12 @@ impl Engine {
             plan,
             routes,
             intent,
+            plan_json,
+            text,
+            hash,
+            runtime_guard: runtime_verdict,
+            bundle,
         } = prepared;
-        let hash = plan_hash(&plan);
         let generation_before = self.running.meta.generation;
         if plan.verdict() == Verdict::Refused {
             for violation in &plan.violations {
@@ -1537,7 +1508,7 @@ impl Engine {
                     "refused by the guards: {} violation(s)",
                     plan.violations.len()
                 ),
-                detail: json!({ "plan": plan_json(&plan), "text": plan.render_text() }),
+                detail: json!({ "plan": plan_json, "text": text }),
                 generation: Some(generation_before),
                 plan_hash: Some(hash),
             });
@@ -1547,16 +1518,10 @@ impl Engine {
                 generation_before,
                 generation_after: generation_before,
                 plan_hash: hash,
-                detail: json!({ "verdict": plan.verdict(), "text": plan.render_text() }),
+                detail: json!({ "verdict": plan.verdict(), "text": text }),
             });
         }
-        if let Err(problems) = runtime_guard(
-            &plan,
-            &self.config.location,
-            &self.running.routes,
-            &routes,
-            &topology,
-        ) {
+        if let Err(problems) = runtime_verdict {
             self.metrics
                 .count_guard_refusals("runtime", problems.len() as u64);
             self.runtime_guard_refusals += problems.len() as u64;
@@ -1584,7 +1549,7 @@ impl Engine {
         };
         let stored = StoredGeneration {
             meta: meta.clone(),
-            bundle: to_bundle(topology.sources()),
+            bundle,
         };
         if let Some(write_ahead) = &write_ahead {
             let intended = serde_json::to_value(plan.verdict())
@@ -1621,11 +1586,16 @@ impl Engine {
             error
         })?;
         let routes = Arc::new(routes);
-        self.running = Running {
-            topology: Arc::new(topology),
-            meta: meta.clone(),
-            routes: routes.clone(),
-        };
+        let previous = std::mem::replace(
+            &mut self.running,
+            Running {
+                topology: Arc::new(topology),
+                meta: meta.clone(),
+                routes: routes.clone(),
+            },
+        );
+        // Freeing a large topology takes time too: not on the engine task.
+        tokio::task::spawn_blocking(move || drop(previous));
         let persist_ms = persist_started.elapsed().as_millis() as u64;
         drop(routes);
         self.update_health_specs();
@@ -1654,7 +1624,7 @@ impl Engine {
             detail: json!({
                 "verdict": plan.verdict(),
                 "summary": plan.summary,
-                "text": plan.render_text(),
+                "text": text,
             }),
         })
     }
@@ -1935,6 +1905,8 @@ impl Engine {
                 .clone_from(&self.config.health.address_interface);
         }
         self.config = config;
+        self.compile_budget
+            .set_limit(compile_memory_bytes(&self.config.control));
         for peer in &to_start {
             self.start_peer(peer).map_err(|error| error.to_string())?;
         }
@@ -1974,11 +1946,187 @@ impl Engine {
     }
 }
 
+/// A compiled, planned and guarded push, ready to commit; everything expensive (compile,
+/// plan, rendering, hashing, the runtime guard, the bundle copy) is done on the blocking pool.
 struct Prepared {
     topology: Topology,
     plan: Plan,
     routes: LocationRoutes,
     intent: Intent,
+    plan_json: Value,
+    text: String,
+    hash: String,
+    /// The runtime guard's verdict against the routes the plan was made against.
+    runtime_guard: Result<(), Vec<String>>,
+    /// The sources as stored.
+    bundle: SourceBundle,
+}
+
+/// What a compile job compiles.
+#[derive(Debug, Clone)]
+enum CompileInput {
+    /// A pushed bundle and its intent lines.
+    Bundle {
+        bundle: SourceBundle,
+        intent: Vec<String>,
+    },
+    /// The sources of a kept generation (a rollback).
+    Rollback { generation: u64 },
+}
+
+/// An apply or rollback waiting for its compile.
+struct MutationRequest {
+    input: CompileInput,
+    expected_generation: Option<u64>,
+    who: String,
+    write_ahead: Option<WriteAhead>,
+    reply: crate::engine_api::Reply<MutationOutcome>,
+    /// When the request reached the engine (the apply latency metric starts here).
+    started: Instant,
+}
+
+/// A finished compile of a mutation, back on the engine task.
+struct Compiled {
+    /// The running generation it was planned against.
+    base_generation: u64,
+    result: Result<Prepared, EngineError>,
+    request: MutationRequest,
+}
+
+/// A compile on the blocking pool, with snapshots of what it needs from the engine.
+struct CompileJob {
+    input: CompileInput,
+    old: Arc<Topology>,
+    old_routes: Arc<LocationRoutes>,
+    base_generation: u64,
+    next_generation: u64,
+    location: String,
+    config: DaemonConfig,
+    store: Arc<StateStore>,
+    budget: Arc<CompileBudget>,
+}
+
+/// The compile memory budget configured for the control API's compiles.
+fn compile_memory_bytes(control: &Option<topologyd_config::daemon::ControlConfig>) -> u64 {
+    control.as_ref().map_or(
+        topologyd_config::daemon::DEFAULT_COMPILE_MEMORY_BYTES,
+        |control| control.compile_memory_bytes,
+    )
+}
+
+impl CompileJob {
+    fn error(&self, kind: EngineErrorKind, message: String, detail: Value) -> EngineError {
+        EngineError {
+            kind,
+            message,
+            detail,
+            generation: Some(self.base_generation),
+            plan_hash: None,
+        }
+    }
+
+    fn reserve(&self, bundle: &SourceBundle) -> Result<Reservation, EngineError> {
+        let bytes: u64 = bundle
+            .sources
+            .iter()
+            .map(|source| (source.name.len() + source.text.len()) as u64)
+            .sum();
+        self.budget.reserve(bytes).map_err(|error| {
+            let kind = match error {
+                BudgetError::TooLarge { .. } => EngineErrorKind::TooLarge,
+                BudgetError::Busy { .. } => EngineErrorKind::Busy,
+            };
+            self.error(kind, error.to_string(), Value::Null)
+        })
+    }
+
+    /// Compile, plan, render and guard; blocking (runs on the blocking pool).
+    fn run(self) -> Result<Prepared, EngineError> {
+        let started = Instant::now();
+        let (bundle, intent_lines, rollback_of) = match &self.input {
+            CompileInput::Bundle { bundle, intent } => (bundle.clone(), intent.clone(), None),
+            CompileInput::Rollback { generation } => {
+                let stored = self.store.load(*generation).map_err(|error| {
+                    self.error(
+                        EngineErrorKind::NotFound,
+                        format!("generation {generation} is not kept: {error}"),
+                        Value::Null,
+                    )
+                })?;
+                (stored.bundle, Vec::new(), Some(*generation))
+            }
+        };
+        let _reservation = self.reserve(&bundle)?;
+        let mut intent = parse_intent(&intent_lines)?;
+        let new = compile_owned(to_sources(&bundle), self.next_generation).map_err(|diagnostics| {
+            self.error(
+                EngineErrorKind::Invalid,
+                format!("the topology does not compile: {} error(s)", diagnostics.errors().count()),
+                json!({ "diagnostics": diagnostics_json(&diagnostics), "text": diagnostics.to_string() }),
+            )
+        })?;
+        drop(bundle);
+        let compiled = started.elapsed();
+        if rollback_of.is_some() {
+            // A rollback deliberately touches every service both generations have: name them
+            // all (G2), and allow it past the blast-radius budget (G4). G3 still applies.
+            let mut lines: Vec<String> = self
+                .old
+                .services()
+                .iter()
+                .chain(new.services().iter())
+                .map(|service| format!("service:{}", service.name))
+                .collect();
+            lines.push("blast-radius".into());
+            lines.sort();
+            lines.dedup();
+            intent = parse_intent(&lines)?;
+        }
+        let plan = plan(&self.old, &new, &intent);
+        let planned = started.elapsed() - compiled;
+        let routes = location_routes(&new, &self.location).map_err(|message| {
+            self.error(
+                EngineErrorKind::Invalid,
+                format!(
+                    "this daemon's location `{}` is not in the new topology: {message}",
+                    self.location
+                ),
+                Value::Null,
+            )
+        })?;
+        let (_, health_errors) = expanded_health_specs(&new, &self.config);
+        if !health_errors.is_empty() {
+            return Err(self.error(
+                EngineErrorKind::Invalid,
+                format!(
+                    "health checks cannot run at location `{}`: {}; define the placeholder in this daemon's [health.vars] or fix the check",
+                    self.location,
+                    health_errors.join("; ")
+                ),
+                json!({ "health_errors": health_errors }),
+            ));
+        }
+        let runtime_guard = runtime_guard(&plan, &self.location, &self.old_routes, &routes, &new);
+        let prepared = Prepared {
+            plan_json: plan_json(&plan),
+            text: plan.render_text(),
+            hash: plan_hash(&plan),
+            bundle: to_bundle(new.sources()),
+            runtime_guard,
+            topology: new,
+            plan,
+            routes,
+            intent,
+        };
+        info!(
+            generation = self.next_generation,
+            compile_ms = compiled.as_millis() as u64,
+            plan_ms = planned.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "push compiled and planned (off the engine task)"
+        );
+        Ok(prepared)
+    }
 }
 
 async fn stop_peer(handle: PeerHandle, withdraw_first: bool) {

@@ -152,6 +152,10 @@ pub enum EngineErrorKind {
     Internal,
     /// The state directory's (or audit log's) file system is full: nothing changed (507).
     NoSpace,
+    /// The bundle's compile would exceed the compile memory budget on its own (413).
+    TooLarge,
+    /// The compiles in flight use the compile memory budget; retry later (503).
+    Busy,
 }
 
 impl EngineErrorKind {
@@ -164,6 +168,8 @@ impl EngineErrorKind {
             EngineErrorKind::NotFound => 404,
             EngineErrorKind::Internal => 500,
             EngineErrorKind::NoSpace => 507,
+            EngineErrorKind::TooLarge => 413,
+            EngineErrorKind::Busy => 503,
         }
     }
 }
@@ -219,10 +225,12 @@ mod tests {
             EngineErrorKind::NotFound,
             EngineErrorKind::Internal,
             EngineErrorKind::NoSpace,
+            EngineErrorKind::TooLarge,
+            EngineErrorKind::Busy,
         ]
         .into_iter()
         .map(EngineErrorKind::http_status)
         .collect();
-        assert_eq!(statuses, vec![400, 422, 409, 404, 500, 507]);
+        assert_eq!(statuses, vec![400, 422, 409, 404, 500, 507, 413, 503]);
     }
 }

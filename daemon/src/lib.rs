@@ -2,12 +2,14 @@
 pub mod addresses;
 pub mod admin;
 pub mod announce;
+pub mod compile;
 pub mod control;
 pub mod control_client;
 pub mod engine;
 pub mod engine_api;
 pub mod health;
 pub mod health_task;
+pub mod listener_limits;
 pub mod memory;
 pub mod metrics;
 pub mod overlay;

@@ -210,6 +210,7 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
             ControlSettings {
                 roles,
                 body_limit: control.max_body_bytes as u64,
+                reader_body_limit: control.max_reader_body_bytes as u64,
                 audit_log: audit_log.clone(),
             },
             command_sender.clone(),
