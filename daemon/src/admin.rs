@@ -103,8 +103,7 @@ impl AdminServer {
         registry: Arc<Registry>,
         readiness: Readiness,
     ) -> Result<Self, AdminError> {
-        let listener = TcpListener::bind(address)
-            .await
+        let listener = crate::listener_limits::bind_listener(address)
             .map_err(|source| AdminError::Bind { address, source })?;
         let address = listener
             .local_addr()
@@ -143,6 +142,7 @@ impl AdminServer {
                 Ok(admission) => admission,
                 Err(refused) => {
                     tracing::warn!(%remote, %refused, "admin listener: closing a new connection");
+                    crate::listener_limits::refuse(stream);
                     continue;
                 }
             };

@@ -381,8 +381,7 @@ impl ControlServer {
         settings: ControlSettings,
         engine: mpsc::Sender<EngineCommand>,
     ) -> Result<Self, ControlError> {
-        let listener = TcpListener::bind(address)
-            .await
+        let listener = crate::listener_limits::bind_listener(address)
             .map_err(|source| ControlError::Bind { address, source })?;
         let address = listener
             .local_addr()
@@ -421,6 +420,7 @@ impl ControlServer {
                 Ok(admission) => admission,
                 Err(refused) => {
                     tracing::warn!(%remote, %refused, "control API: closing a new connection");
+                    crate::listener_limits::refuse(stream);
                     continue;
                 }
             };

@@ -3,6 +3,9 @@
 //! in the middle of a request: a half-open socket, a TLS handshake that has not finished, a
 //! keep-alive connection between requests) rather than being turned away.
 //!
+//! When the listener is full, the idle connection displaced is the oldest of the source that
+//! holds the most idle connections, so a flood from a few addresses displaces itself.
+//!
 //! Owns: the table of open connections per listener and the eviction rule. With it, idle
 //! connections — however many a client opens — can never keep a scrape or an operator out;
 //! only connections busy with a request hold their slot, and those are bounded by the
@@ -14,7 +17,31 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
+
+/// The listen backlog of the control and admin listeners: under a connection flood a new
+/// client's SYN must still find room while the accept loop displaces idle connections.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a TCP listener with [`LISTEN_BACKLOG`].
+pub fn bind_listener(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Closes a connection refused at accept with a reset: nothing was sent on it, and no
+/// TIME_WAIT state is left behind by a flood.
+pub fn refuse(stream: TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+    drop(stream);
+}
 
 /// The caps of one listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,10 +150,26 @@ impl ConnectionLimiter {
             }
         }
         if connections.len() >= self.caps.total {
-            let oldest_idle = connections
+            // Fair share: the oldest idle connection of the source holding the most idle ones,
+            // so a flood from a few addresses displaces itself, never a lone client.
+            // The newcomer counts for its own source.
+            let mut idle_by_source: BTreeMap<IpAddr, usize> = BTreeMap::new();
+            for entry in connections.values().filter(|entry| !entry.busy) {
+                *idle_by_source.entry(entry.source).or_default() += 1;
+            }
+            if let Some(own) = idle_by_source.get_mut(&source) {
+                *own += 1;
+            }
+            let heaviest = idle_by_source
                 .iter()
-                .find(|(_, entry)| !entry.busy)
-                .map(|(id, _)| *id);
+                .max_by_key(|(candidate, idle)| (**idle, **candidate == source))
+                .map(|(source, _)| *source);
+            let oldest_idle = heaviest.and_then(|heaviest| {
+                connections
+                    .iter()
+                    .find(|(_, entry)| entry.source == heaviest && !entry.busy)
+                    .map(|(id, _)| *id)
+            });
             match oldest_idle {
                 Some(id) => evict(connections, id),
                 None => {
@@ -250,11 +293,16 @@ mod tests {
             limiter.admit(source(1)).unwrap_err(),
             Refused::PerSource { per_source: 2 }
         );
-        // Other sources fill the listener; then the oldest idle of all makes room.
+        // Other sources fill the listener; then the source with the most idle connections
+        // (source 2, two of them) gives up its oldest, not the lone client of source 3.
         let mut other = limiter.admit(source(2)).unwrap();
-        let _another = limiter.admit(source(3)).unwrap();
-        let _newest = limiter.admit(source(4)).unwrap();
+        let mut lone = limiter.admit(source(3)).unwrap();
+        let _newest = limiter.admit(source(2)).unwrap();
         assert!(other.evicted.try_recv().is_ok());
+        assert!(
+            lone.evicted.try_recv().is_err(),
+            "a lone client was displaced"
+        );
         assert_eq!(limiter.open(), 4);
         drop(first);
         assert_eq!(limiter.open(), 4, "an evicted slot is not freed twice");
