@@ -1265,6 +1265,15 @@ mod tests {
     }
 
     async fn start_with_audit(pki: &Pki, body_limit: u64, audit_dir: &Path) -> Running {
+        start_with(pki, body_limit, body_limit, audit_dir).await
+    }
+
+    async fn start_with(
+        pki: &Pki,
+        body_limit: u64,
+        reader_body_limit: u64,
+        audit_dir: &Path,
+    ) -> Running {
         // The server loads its material from PEM files, as the daemon does.
         let write = |name: &str, pem: &str| {
             let path = pki.dir.path().join(name);
@@ -1283,7 +1292,7 @@ mod tests {
                 ("robot-reader".to_owned(), Role::Reader),
             ]),
             body_limit,
-            reader_body_limit: body_limit,
+            reader_body_limit,
             audit_log: AuditLog::open(&audit).unwrap(),
         };
         let (engine, seen) = fake_engine();
@@ -1541,6 +1550,86 @@ mod tests {
             ]
         );
         assert!(records.iter().all(|record| record.who == "alice"));
+    }
+
+    #[tokio::test]
+    async fn readers_have_a_smaller_body_limit_than_admins() {
+        let pki = pki();
+        let mut running = start_with(&pki, 64 * 1024, 4 * 1024, pki.dir.path()).await;
+        let mut medium = bundle();
+        medium.sources[0].text = "#".repeat(16 * 1024);
+        let reader = client(&pki, &running, Some(&pki.reader));
+        let error = reader.plan(&medium, &[]).await.unwrap_err();
+        assert_eq!(status_of(&error), Some(413), "{error}");
+        assert!(
+            running.seen.try_recv().is_err(),
+            "the reader's plan reached the engine"
+        );
+        let admin = client(&pki, &running, Some(&pki.admin));
+        admin.plan(&medium, &[]).await.unwrap();
+        assert_eq!(running.seen.recv().await.unwrap(), "plan 1");
+        // The reader's 413 is audited (a 413 on any path is).
+        let records = wait_for_records(&running.audit, 1).await;
+        assert_eq!(records[0].who, "robot-reader");
+        assert_eq!(records[0].status, 413);
+    }
+
+    #[tokio::test]
+    async fn a_body_trickling_below_the_minimum_rate_is_cut_off_with_408() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let pki = pki();
+        let mut running = start(&pki, DEFAULT_BODY_LIMIT).await;
+        let config = tls::client_config_from(
+            Some((pki.admin.chain.clone(), pki.admin.key.clone_key())),
+            vec![pki.ca.clone()],
+            Path::new("test CA"),
+        )
+        .unwrap();
+        let stream = tokio::net::TcpStream::connect(running.address)
+            .await
+            .unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        stream
+            .write_all(
+                b"POST /v1/apply HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n{",
+            )
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let reader = async {
+            let mut buffer = [0_u8; 4096];
+            loop {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => {
+                        answer.extend_from_slice(&buffer[..read]);
+                        if answer.windows(4).any(|window| window == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                }
+                // One byte per half second keeps the client "sending".
+                let _ = stream.write_all(b" ").await;
+            }
+        };
+        tokio::time::timeout(BODY_RATE_GRACE + Duration::from_secs(10), reader)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(
+            started.elapsed() >= BODY_RATE_GRACE,
+            "cut off before the grace period"
+        );
+        assert!(
+            running.seen.try_recv().is_err(),
+            "the apply reached the engine"
+        );
     }
 
     #[test]
