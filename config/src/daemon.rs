@@ -832,6 +832,36 @@ families = ["ipv4"]
     }
 
     #[test]
+    fn control_body_and_compile_limits_default_and_can_be_set() {
+        let control = r#"
+[control]
+listen = "127.0.0.1:9180"
+certificate = "server.pem"
+private_key = "server.key"
+client_ca = "ca.pem"
+audit_log = "audit.jsonl"
+roles = { "sre" = "admin" }
+"#;
+        let with_control = MINIMAL.replacen("[[peer]]", &format!("{control}\n[[peer]]"), 1);
+        let config = parse(&with_control).unwrap();
+        let limits = config.control.unwrap();
+        assert_eq!(limits.max_body_bytes, DEFAULT_CONTROL_MAX_BODY_BYTES);
+        assert_eq!(
+            limits.max_reader_body_bytes,
+            DEFAULT_CONTROL_MAX_READER_BODY_BYTES
+        );
+        assert!(limits.max_reader_body_bytes < limits.max_body_bytes);
+        assert_eq!(limits.compile_memory_bytes, DEFAULT_COMPILE_MEMORY_BYTES);
+        let set = with_control.replace(
+            "audit_log = \"audit.jsonl\"",
+            "audit_log = \"audit.jsonl\"\nmax_reader_body_bytes = 1024\ncompile_memory_bytes = 67108864",
+        );
+        let limits = parse(&set).unwrap().control.unwrap();
+        assert_eq!(limits.max_reader_body_bytes, 1024);
+        assert_eq!(limits.compile_memory_bytes, 64 * 1024 * 1024);
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_their_position() {
         let diagnostics = parse(&format!("{MINIMAL}hold_tme = 3\n")).unwrap_err();
         let rendered = diagnostics.to_string();
