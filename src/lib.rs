@@ -4,4 +4,5 @@ pub mod netns;
 pub mod peers;
 pub mod services;
 pub mod synth;
+pub mod tmpfs;
 pub mod topologyd;

@@ -9,9 +9,10 @@
 //!   `topologyd_guard_refusals_total`; an invalid push exits 4 with `file:line:column` inside the
 //!   pushed bundle; a stale `--expect-generation` is a conflict and applies nothing;
 //! - `rollback 1` restores generation 1's routes at BIRD (the new route withdrawn);
-//! - every mutation is one JSON line in the audit log, with the certificate's identity;
+//! - every mutation request is an `outcome` line in the audit log, with the certificate's
+//!   identity, and each that took effect has an `intent` line (same id, plan hash) before it;
 //! - the reader role may read but not push; an identity with no role gets 403; a certificate
-//!   from an untrusted CA is refused in the TLS handshake.
+//!   from an untrusted CA is refused in the TLS handshake (and audited under the name it claims).
 
 mod daemon_common;
 
@@ -352,8 +353,29 @@ fn push_plan_guard_refusal_conflict_rollback_and_audit_through_topoctl() {
         "a rollback re-sent unchanged routes"
     );
 
-    // One audit line per mutation, with who did it.
-    let records = setup.audit_records();
+    // One outcome line per mutation request, with who did it; the two that took effect have
+    // an intent line (written before the change) under the same id just before their outcome.
+    let all = setup.audit_records();
+    let phases: Vec<&str> = all
+        .iter()
+        .map(|record| record["phase"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "intent", "outcome", "outcome", "outcome", "outcome", "outcome", "intent", "outcome"
+        ],
+        "{all:#?}"
+    );
+    for intent in [0, 6] {
+        assert_eq!(all[intent]["id"], all[intent + 1]["id"], "{all:#?}");
+        assert_eq!(all[intent]["plan_hash"], all[intent + 1]["plan_hash"]);
+        assert_eq!(all[intent]["intended_verdict"], "changes_allowed");
+    }
+    let records: Vec<Value> = all
+        .into_iter()
+        .filter(|record| record["phase"] == "outcome")
+        .collect();
     let verdicts: Vec<&str> = records
         .iter()
         .map(|record| record["verdict"].as_str().unwrap_or(""))
@@ -455,13 +477,18 @@ fn roles_and_client_certificates_are_enforced() {
     let records = setup.audit_records();
     assert_eq!(
         records.len(),
-        1,
-        "only the reader's push reached a handler: {records:#?}"
+        2,
+        "the reader's push and the impostor's handshake: {records:#?}"
     );
     assert_eq!(records[0]["who"], READER);
     assert_eq!(records[0]["role"], "reader");
     assert_eq!(records[0]["verdict"], "forbidden");
     assert_eq!(records[0]["status"], 403);
+    // The impostor got far enough to name someone: recorded, as a claim.
+    assert_eq!(records[1]["who"], ADMIN);
+    assert_eq!(records[1]["role"], Value::Null);
+    assert_eq!(records[1]["endpoint"], "TLS handshake");
+    assert_eq!(records[1]["verdict"], "handshake_refused");
 }
 
 /// The incident of issue 10: a reader-role client sent `/v1/plan` with a selector nested

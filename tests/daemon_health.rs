@@ -1072,7 +1072,11 @@ fn a_drain_survives_a_restart_and_undrain_brings_the_service_back() {
     let audit = std::fs::read_to_string(site.audit_log()).unwrap_or_default();
     let drains = audit
         .lines()
-        .filter(|line| line.contains("\"POST /v1/drain\"") && line.contains("\"sre-admin\""))
+        .filter(|line| {
+            line.contains("\"POST /v1/drain\"")
+                && line.contains("\"sre-admin\"")
+                && line.contains("\"phase\":\"outcome\"")
+        })
         .count();
     assert_eq!(drains, 4, "every drain and undrain is audited:\n{audit}");
     site.topoctl("drain", &["--undrain"]);

@@ -33,8 +33,16 @@ pub const DEFAULT_RESTART_TIME_SECONDS: u16 = 120;
 pub const DEFAULT_SHUTDOWN_GRACE_SECONDS: u32 = 10;
 /// Previous generations kept in the state directory for rollback (last known good).
 pub const DEFAULT_RETAINED_GENERATIONS: usize = 10;
-/// Largest control-API request body: a topology bundle of 1,000,000 bindings fits.
+/// Largest control-API request body from an `admin` (apply, rollback, drain, and its own
+/// plans): a topology bundle of 1,000,000 bindings fits.
 pub const DEFAULT_CONTROL_MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
+/// Largest control-API request body from a `reader` (its plans): small, so that read-only
+/// credentials cannot make the daemon hold and compile large bundles.
+pub const DEFAULT_CONTROL_MAX_READER_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// The memory the compiles in flight (plan, apply, rollback) may use together, estimated from
+/// their input size (the daemon's `compile.rs` documents the estimate: 8 bytes per source byte,
+/// so the default admits one bundle of [`DEFAULT_CONTROL_MAX_BODY_BYTES`]).
+pub const DEFAULT_COMPILE_MEMORY_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// An address family we may announce to a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -144,7 +152,12 @@ pub struct ControlConfig {
     /// Client identity (certificate common name) → role. Unknown identities are refused.
     pub roles: BTreeMap<String, Role>,
     pub audit_log: PathBuf,
+    /// Request body limit for `admin` identities.
     pub max_body_bytes: usize,
+    /// Request body limit for `reader` identities.
+    pub max_reader_body_bytes: usize,
+    /// See [`DEFAULT_COMPILE_MEMORY_BYTES`].
+    pub compile_memory_bytes: u64,
 }
 
 /// One BGP neighbor.
@@ -279,6 +292,8 @@ struct ControlFile {
     roles: BTreeMap<String, Role>,
     audit_log: String,
     max_body_bytes: Option<usize>,
+    max_reader_body_bytes: Option<usize>,
+    compile_memory_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -464,6 +479,12 @@ fn convert(file: DaemonFile, collector: &mut Collector) -> Option<DaemonConfig> 
             max_body_bytes: control
                 .max_body_bytes
                 .unwrap_or(DEFAULT_CONTROL_MAX_BODY_BYTES),
+            max_reader_body_bytes: control
+                .max_reader_body_bytes
+                .unwrap_or(DEFAULT_CONTROL_MAX_READER_BODY_BYTES),
+            compile_memory_bytes: control
+                .compile_memory_bytes
+                .unwrap_or(DEFAULT_COMPILE_MEMORY_BYTES),
         })
     });
     let mut peers = Vec::with_capacity(file.peer.len());
@@ -808,6 +829,36 @@ families = ["ipv4"]
             "{rendered}"
         );
         assert_eq!(diagnostics.errors().count(), 2, "{rendered}");
+    }
+
+    #[test]
+    fn control_body_and_compile_limits_default_and_can_be_set() {
+        let control = r#"
+[control]
+listen = "127.0.0.1:9180"
+certificate = "server.pem"
+private_key = "server.key"
+client_ca = "ca.pem"
+audit_log = "audit.jsonl"
+roles = { "sre" = "admin" }
+"#;
+        let with_control = MINIMAL.replacen("[[peer]]", &format!("{control}\n[[peer]]"), 1);
+        let config = parse(&with_control).unwrap();
+        let limits = config.control.unwrap();
+        assert_eq!(limits.max_body_bytes, DEFAULT_CONTROL_MAX_BODY_BYTES);
+        assert_eq!(
+            limits.max_reader_body_bytes,
+            DEFAULT_CONTROL_MAX_READER_BODY_BYTES
+        );
+        assert!(limits.max_reader_body_bytes < limits.max_body_bytes);
+        assert_eq!(limits.compile_memory_bytes, DEFAULT_COMPILE_MEMORY_BYTES);
+        let set = with_control.replace(
+            "audit_log = \"audit.jsonl\"",
+            "audit_log = \"audit.jsonl\"\nmax_reader_body_bytes = 1024\ncompile_memory_bytes = 67108864",
+        );
+        let limits = parse(&set).unwrap().control.unwrap();
+        assert_eq!(limits.max_reader_body_bytes, 1024);
+        assert_eq!(limits.compile_memory_bytes, 64 * 1024 * 1024);
     }
 
     #[test]

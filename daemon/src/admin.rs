@@ -26,11 +26,18 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-/// How long a client may take to send its request head before the connection is closed.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::listener_limits::{ConnectionCaps, ConnectionLimiter};
 
-/// Connections served at once; further ones are closed at accept.
-pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send its request head before the connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The admin listener's own connection caps: a newcomer displaces the oldest idle connection
+/// (`listener_limits.rs`), so idle clients can never keep a scrape out. Requests here are
+/// answered from snapshots at once, so a busy connection frees its slot quickly.
+pub const CONNECTION_CAPS: ConnectionCaps = ConnectionCaps {
+    total: 128,
+    per_source: 16,
+};
 
 /// Content type of the `/metrics` answer (`prometheus_client` encodes OpenMetrics text).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -86,7 +93,7 @@ pub struct AdminServer {
     address: SocketAddr,
     registry: Arc<Registry>,
     readiness: Readiness,
-    connections: Arc<tokio::sync::Semaphore>,
+    connections: Arc<ConnectionLimiter>,
 }
 
 impl AdminServer {
@@ -96,8 +103,7 @@ impl AdminServer {
         registry: Arc<Registry>,
         readiness: Readiness,
     ) -> Result<Self, AdminError> {
-        let listener = TcpListener::bind(address)
-            .await
+        let listener = crate::listener_limits::bind_listener(address)
             .map_err(|source| AdminError::Bind { address, source })?;
         let address = listener
             .local_addr()
@@ -107,7 +113,7 @@ impl AdminServer {
             address,
             registry,
             readiness,
-            connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+            connections: ConnectionLimiter::new(CONNECTION_CAPS),
         })
     }
 
@@ -132,26 +138,38 @@ impl AdminServer {
                     Err(source) => return Err(AdminError::Accept { address: self.address, source }),
                 },
             };
-            let Ok(permit) = Arc::clone(&self.connections).try_acquire_owned() else {
-                tracing::warn!(%remote, "admin listener: {MAX_CONNECTIONS} connections open, closing a new one");
-                continue;
+            let mut admission = match self.connections.admit(remote.ip()) {
+                Ok(admission) => admission,
+                Err(refused) => {
+                    tracing::warn!(%remote, %refused, "admin listener: closing a new connection");
+                    crate::listener_limits::refuse(stream);
+                    continue;
+                }
             };
             let registry = Arc::clone(&self.registry);
             let readiness = self.readiness.clone();
+            let marker = admission.marker();
             tokio::spawn(async move {
                 let service = service_fn(move |request| {
+                    let busy = marker.busy();
                     let answer = respond(&request, &registry, &readiness);
+                    drop(busy);
                     async move { Ok::<_, Infallible>(answer) }
                 });
-                let served = http1::Builder::new()
+                let serve = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-                if let Err(error) = served {
-                    tracing::debug!(%error, %remote, "admin connection ended with an error");
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    served = serve => {
+                        if let Err(error) = served {
+                            tracing::debug!(%error, %remote, "admin connection ended with an error");
+                        }
+                    }
+                    _ = &mut admission.evicted => {
+                        tracing::debug!(%remote, "admin listener: closed an idle connection to make room");
+                    }
                 }
-                drop(permit);
             });
         }
     }

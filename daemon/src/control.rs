@@ -14,9 +14,15 @@
 //! certificate chaining to the client CA, so a client without one never reaches a handler.
 //! Authorization: the certificate's subject CN is looked up in the configured role map;
 //! `reader` may plan (a dry run) and read, `admin` may also apply and roll back, and an
-//! identity that is not in the map gets 403 on everything. Every request to a mutating
-//! endpoint (apply, rollback, drain), allowed or not, is appended to the audit log as one JSON line
-//! and fsync'd before the answer is sent.
+//! identity that is not in the map gets 403 on everything.
+//!
+//! Audit, write-ahead: a mutation (apply, rollback, drain) carries a [`WriteAhead`] to the
+//! engine, which appends and fsyncs an `intent` record (identity, request, plan hash, intended
+//! verdict) *before* the change takes effect; if that record cannot be written the mutation is
+//! refused and nothing changes. The `outcome` record (same `id`) is appended after. Every other
+//! request to a mutation path — refused by role, malformed, 413 — and every 404, 405 and 413 on
+//! any path gets an `outcome` record, as does a TLS handshake refused after the client presented
+//! a certificate naming an identity (`endpoint: "TLS handshake"`).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -26,6 +32,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,20 +52,35 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 
 use crate::engine_api::{EngineCommand, EngineError, MutationOutcome, Reply};
+use crate::listener_limits::{Admission, BusyMarker, ConnectionCaps, ConnectionLimiter};
 use crate::state_store::SourceBundle;
 
 /// Default request body limit: 64 MiB (a large topology bundle is a few MiB).
 pub const DEFAULT_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// A client that has not finished the TLS handshake within this time is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A client that has not sent its request head within this time is dropped.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connections served at once (handshakes included); further ones are closed at accept, so
-/// clients without a certificate cannot exhaust the daemon's file descriptors.
-pub const MAX_CONNECTIONS: usize = 128;
+/// A request body must have arrived completely within this time (408 otherwise).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// After [`BODY_RATE_GRACE`], a request body must keep arriving at this many bytes per second
+/// on average (408 otherwise): a client trickling a body cannot hold a connection for long.
+pub const MIN_BODY_BYTES_PER_SECOND: u64 = 64 * 1024;
+
+/// How long a body may arrive at any rate before [`MIN_BODY_BYTES_PER_SECOND`] applies.
+pub const BODY_RATE_GRACE: Duration = Duration::from_secs(5);
+
+/// Connection caps of the control API (handshakes included): a newcomer displaces the oldest
+/// idle connection (`listener_limits.rs`), so idle or handshaking clients cannot lock anyone
+/// out, and connections busy with a request are bounded per source address.
+pub const CONNECTION_CAPS: ConnectionCaps = ConnectionCaps {
+    total: 256,
+    per_source: 32,
+};
 
 /// What a client identity may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,11 +143,23 @@ pub struct DrainRequest {
     pub reason: String,
 }
 
+/// `phase` of the record written before a mutation takes effect.
+pub const PHASE_INTENT: &str = "intent";
+/// `phase` of the record written once the answer is decided.
+pub const PHASE_OUTCOME: &str = "outcome";
+
 /// One line of the audit log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
-    /// Unix seconds when the answer was decided.
+    /// Unix seconds when the record was written.
     pub time: u64,
+    /// Ties a mutation's `intent` record to its `outcome` record.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// `intent` (written and fsync'd before a mutation takes effect) or `outcome`; absent on
+    /// the engine's own records (health transitions).
+    #[serde(default)]
+    pub phase: Option<String>,
     /// The client certificate's identity.
     pub who: String,
     /// Its role, if it has one.
@@ -134,14 +168,23 @@ pub struct AuditRecord {
     pub remote: String,
     /// `POST /v1/apply`, …
     pub endpoint: String,
+    /// What was asked: for an apply the bundle's SHA-256, size, file names, intent and
+    /// expected generation; for a rollback the generation; for a drain its arguments.
+    #[serde(default)]
+    pub request: Option<Value>,
     /// Running generation before, when known.
     pub generation_before: Option<u64>,
     /// Running generation after, when known.
     pub generation_after: Option<u64>,
     /// Hash of the plan applied or refused, when one was computed.
     pub plan_hash: Option<String>,
-    /// `applied`, `invalid`, `refused`, `conflict`, `not_found`, `internal`, `forbidden`,
-    /// `rejected` (unreadable request), `unavailable` (engine not running).
+    /// On an `intent` record: the plan's verdict the change goes ahead on
+    /// (`changes_allowed`, `drain`, `undrain`).
+    #[serde(default)]
+    pub intended_verdict: Option<String>,
+    /// `intent` on an intent record; otherwise `applied`, `invalid`, `refused`, `conflict`,
+    /// `not_found`, `internal`, `no_space`, `forbidden`, `rejected` (unreadable request or
+    /// too large), `method_not_allowed`, `handshake_refused`, `unavailable` (engine not running).
     pub verdict: String,
     /// The HTTP status answered.
     pub status: u16,
@@ -179,6 +222,57 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl ControlError {
+    /// True when the audit log's file system is full (the mutation is answered 507).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, ControlError::Audit { source, .. } if crate::state_store::is_storage_full(source))
+    }
+}
+
+/// The write-ahead half of a mutation's audit: what the control API knows (identity, request),
+/// completed by the engine with the plan hash and intended verdict and written, fsync'd, before
+/// the change takes effect.
+#[derive(Debug, Clone)]
+pub struct WriteAhead {
+    log: AuditLog,
+    record: AuditRecord,
+}
+
+impl WriteAhead {
+    /// Appends and fsyncs the `intent` record. An `Err` means the mutation must not happen.
+    pub async fn record(
+        &self,
+        generation_before: u64,
+        generation_after: u64,
+        plan_hash: Option<String>,
+        intended_verdict: &str,
+    ) -> Result<(), ControlError> {
+        let mut record = self.record.clone();
+        record.time = unix_now();
+        record.phase = Some(PHASE_INTENT.to_owned());
+        record.generation_before = Some(generation_before);
+        record.generation_after = Some(generation_after);
+        record.plan_hash = plan_hash;
+        record.intended_verdict = Some(intended_verdict.to_owned());
+        record.verdict = PHASE_INTENT.to_owned();
+        self.log.append(&record).await
+    }
+}
+
+static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A request id unique within this daemon's audit log: start time of the process's counter
+/// (nanoseconds) and a sequence number.
+fn request_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    format!(
+        "{nanos:x}-{}",
+        REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The append-only audit log: one JSON object per line, fsync'd after each.
@@ -246,8 +340,10 @@ impl AuditLog {
 pub struct ControlSettings {
     /// Identity (client certificate subject CN) → role.
     pub roles: HashMap<String, Role>,
-    /// Largest request body accepted; larger answers 413.
+    /// Largest request body accepted from an `admin`; larger answers 413.
     pub body_limit: u64,
+    /// Largest request body accepted from a `reader` (its plans); larger answers 413.
+    pub reader_body_limit: u64,
     /// Where mutations are recorded.
     pub audit_log: AuditLog,
 }
@@ -273,7 +369,7 @@ pub struct ControlServer {
     address: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
     shared: Arc<Shared>,
-    connections: Arc<tokio::sync::Semaphore>,
+    connections: Arc<ConnectionLimiter>,
 }
 
 impl ControlServer {
@@ -285,8 +381,7 @@ impl ControlServer {
         settings: ControlSettings,
         engine: mpsc::Sender<EngineCommand>,
     ) -> Result<Self, ControlError> {
-        let listener = TcpListener::bind(address)
-            .await
+        let listener = crate::listener_limits::bind_listener(address)
             .map_err(|source| ControlError::Bind { address, source })?;
         let address = listener
             .local_addr()
@@ -296,7 +391,7 @@ impl ControlServer {
             address,
             tls,
             shared: Arc::new(Shared { settings, engine }),
-            connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+            connections: ConnectionLimiter::new(CONNECTION_CAPS),
         })
     }
 
@@ -321,16 +416,34 @@ impl ControlServer {
                     Err(source) => return Err(ControlError::Accept { address: self.address, source }),
                 },
             };
-            let Ok(permit) = Arc::clone(&self.connections).try_acquire_owned() else {
-                tracing::warn!(%remote, "control API: {MAX_CONNECTIONS} connections open, closing a new one");
-                continue;
+            let admission = match self.connections.admit(remote.ip()) {
+                Ok(admission) => admission,
+                Err(refused) => {
+                    tracing::warn!(%remote, %refused, "control API: closing a new connection");
+                    crate::listener_limits::refuse(stream);
+                    continue;
+                }
             };
             let acceptor = TlsAcceptor::from(Arc::clone(&self.tls));
             let shared = Arc::clone(&self.shared);
-            tokio::spawn(async move {
-                serve_connection(acceptor, shared, stream, remote).await;
-                drop(permit);
-            });
+            tokio::spawn(serve_admitted(acceptor, shared, stream, remote, admission));
+        }
+    }
+}
+
+/// Serves one admitted connection until it ends or a newcomer displaces it while idle.
+async fn serve_admitted(
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    mut admission: Admission,
+) {
+    let marker = admission.marker();
+    tokio::select! {
+        () = serve_connection(acceptor, shared, stream, remote, marker) => {}
+        _ = &mut admission.evicted => {
+            tracing::debug!(%remote, "control API: closed an idle connection to make room");
         }
     }
 }
@@ -340,11 +453,36 @@ async fn serve_connection(
     shared: Arc<Shared>,
     stream: tokio::net::TcpStream,
     remote: SocketAddr,
+    marker: BusyMarker,
 ) {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    let (handshake, refused_identity) = crate::tls::record_refused_identity(tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        acceptor.accept(stream),
+    ))
+    .await;
+    let tls = match handshake {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
-            tracing::warn!(%remote, %error, "control API: TLS handshake failed");
+            tracing::warn!(%remote, %error, claimed_identity = ?refused_identity, "control API: TLS handshake failed");
+            if let Some(identity) = refused_identity {
+                // Far enough to name someone: audited, though the name is only claimed.
+                let caller = Caller {
+                    identity,
+                    role: None,
+                    remote,
+                };
+                let record = AuditRecord {
+                    phase: Some(PHASE_OUTCOME.to_owned()),
+                    verdict: "handshake_refused".to_owned(),
+                    message: Some(format!(
+                        "client certificate refused in the TLS handshake (identity as claimed, not verified): {error}"
+                    )),
+                    ..base_record(&caller, "TLS handshake".to_owned())
+                };
+                if let Err(error) = shared.settings.audit_log.append(&record).await {
+                    tracing::error!(%error, ?record, "control API: audit log write failed");
+                }
+            }
             return;
         }
         Err(_) => {
@@ -377,7 +515,13 @@ async fn serve_connection(
     let service = service_fn(move |request| {
         let shared = Arc::clone(&shared);
         let caller = Arc::clone(&caller);
-        async move { Ok::<_, Infallible>(handle(&shared, &caller, request).await) }
+        // Busy (not displaceable) while a request is handled; bounded by the body deadlines.
+        let busy = marker.busy();
+        async move {
+            let response = handle(&shared, &caller, request).await;
+            drop(busy);
+            Ok::<_, Infallible>(response)
+        }
     });
     let served = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -431,6 +575,8 @@ struct Answer {
     generation_after: Option<u64>,
     plan_hash: Option<String>,
     message: Option<String>,
+    /// What was asked, for the audit record (mutations whose body could be read).
+    request: Option<Value>,
 }
 
 impl Answer {
@@ -443,6 +589,7 @@ impl Answer {
             generation_after: None,
             plan_hash: None,
             message: None,
+            request: None,
         }
     }
 
@@ -455,6 +602,7 @@ impl Answer {
             generation_after: None,
             plan_hash: None,
             message: Some(message),
+            request: None,
         }
     }
 
@@ -466,6 +614,7 @@ impl Answer {
             generation_after: Some(outcome.generation_after),
             plan_hash: Some(outcome.plan_hash.clone()),
             message: None,
+            request: None,
             body: serde_json::to_value(&outcome).unwrap_or(Value::Null),
         }
     }
@@ -477,6 +626,9 @@ impl Answer {
             crate::engine_api::EngineErrorKind::Conflict => "conflict",
             crate::engine_api::EngineErrorKind::NotFound => "not_found",
             crate::engine_api::EngineErrorKind::Internal => "internal",
+            crate::engine_api::EngineErrorKind::NoSpace => "no_space",
+            crate::engine_api::EngineErrorKind::TooLarge => "too_large",
+            crate::engine_api::EngineErrorKind::Busy => "busy",
         };
         Answer {
             status: StatusCode::from_u16(error.kind.http_status())
@@ -491,7 +643,29 @@ impl Answer {
             generation_after: error.generation,
             plan_hash: error.plan_hash,
             message: Some(error.message),
+            request: None,
         }
+    }
+}
+
+/// The audit record of one request before anything is known about its answer.
+fn base_record(caller: &Caller, endpoint: String) -> AuditRecord {
+    AuditRecord {
+        time: unix_now(),
+        id: Some(request_id()),
+        phase: None,
+        who: caller.identity.clone(),
+        role: caller.role,
+        remote: caller.remote.to_string(),
+        endpoint,
+        request: None,
+        generation_before: None,
+        generation_after: None,
+        plan_hash: None,
+        intended_verdict: None,
+        verdict: String::new(),
+        status: 0,
+        message: None,
     }
 }
 
@@ -501,66 +675,103 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_owned();
-    let endpoint_name = format!("{} {path}", request.method());
-    let Some((endpoint, method)) = Endpoint::from_path(&path) else {
-        return respond(Answer::error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no endpoint {path}"),
-        ));
-    };
-    if request.method() != method {
-        return respond(Answer::error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("{path} takes {method}"),
-        ));
-    }
-    let answer = match caller.role {
-        None => Answer::error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("identity {:?} has no role on this daemon", caller.identity),
-        ),
-        Some(Role::Reader) if endpoint.mutates() => Answer::error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "identity {:?} has the reader role and may not {path}",
-                caller.identity
+    let base = base_record(caller, format!("{} {path}", request.method()));
+    let (answer, audited) = match Endpoint::from_path(&path) {
+        None => (
+            Answer::error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no endpoint {path}"),
             ),
+            true,
         ),
-        Some(_) => dispatch(shared, caller, endpoint, request).await,
+        Some((_, method)) if request.method() != method => (
+            Answer::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{path} takes {method}"),
+            ),
+            true,
+        ),
+        Some((endpoint, _)) => {
+            let answer = match caller.role {
+                None => Answer::error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("identity {:?} has no role on this daemon", caller.identity),
+                ),
+                Some(Role::Reader) if endpoint.mutates() => Answer::error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!(
+                        "identity {:?} has the reader role and may not {path}",
+                        caller.identity
+                    ),
+                ),
+                Some(_) => dispatch(shared, caller, endpoint, request, &base).await,
+            };
+            (answer, endpoint.mutates())
+        }
     };
-    if !endpoint.mutates() {
+    if !audited && answer.status != StatusCode::PAYLOAD_TOO_LARGE {
         return respond(answer);
     }
     let record = AuditRecord {
         time: unix_now(),
-        who: caller.identity.clone(),
-        role: caller.role,
-        remote: caller.remote.to_string(),
-        endpoint: endpoint_name,
+        phase: Some(PHASE_OUTCOME.to_owned()),
+        request: answer.request.clone(),
         generation_before: answer.generation_before,
         generation_after: answer.generation_after,
         plan_hash: answer.plan_hash.clone(),
         verdict: answer.verdict.to_owned(),
         status: answer.status.as_u16(),
         message: answer.message.clone(),
+        ..base
     };
     match shared.settings.audit_log.append(&record).await {
         Ok(()) => respond(answer),
         Err(error) => {
+            // A mutation that took effect has its intent record on disk already (or it would
+            // have been refused); the answer stands, with the failure said out loud.
             tracing::error!(%error, ?record, "control API: audit log write failed");
-            let mut failed = Answer::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("{error}; the engine answered {}", answer.status),
-            );
-            failed.body["error"]["detail"] = answer.body;
-            respond(failed)
+            let mut answer = answer;
+            if let Some(body) = answer.body.as_object_mut() {
+                body.insert(
+                    "audit_warning".to_owned(),
+                    Value::String(format!(
+                        "the outcome of this request could not be appended to the audit log: {error}"
+                    )),
+                );
+            }
+            respond(answer)
         }
     }
+}
+
+/// What an apply asked for, as the audit log records it: the bundle's hash, not its text.
+fn apply_summary(body: &ApplyRequest) -> Value {
+    use sha2::{Digest as _, Sha256};
+    let mut hasher = Sha256::new();
+    let mut bytes = 0;
+    for source in &body.bundle.sources {
+        hasher.update(source.name.as_bytes());
+        hasher.update([0]);
+        hasher.update(source.text.as_bytes());
+        hasher.update([0]);
+        bytes += source.text.len();
+    }
+    let digest: String = hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    json!({
+        "bundle_sha256": digest,
+        "bundle_bytes": bytes,
+        "sources": body.bundle.sources.iter().map(|source| source.name.as_str()).collect::<Vec<_>>(),
+        "intent": body.intent,
+        "expected_generation": body.expected_generation,
+    })
 }
 
 async fn dispatch(
@@ -568,8 +779,19 @@ async fn dispatch(
     caller: &Caller,
     endpoint: Endpoint,
     request: Request<Incoming>,
+    base: &AuditRecord,
 ) -> Answer {
-    let limit = shared.settings.body_limit;
+    let write_ahead = |summary: &Value| WriteAhead {
+        log: shared.settings.audit_log.clone(),
+        record: AuditRecord {
+            request: Some(summary.clone()),
+            ..base.clone()
+        },
+    };
+    let limit = match caller.role {
+        Some(Role::Admin) => shared.settings.body_limit,
+        _ => shared.settings.reader_body_limit,
+    };
     let engine = &shared.engine;
     match endpoint {
         Endpoint::Plan => {
@@ -593,35 +815,46 @@ async fn dispatch(
                 Ok(body) => body,
                 Err(answer) => return answer,
             };
-            match ask(engine, |reply| EngineCommand::Apply {
+            let summary = apply_summary(&body);
+            let mut answer = match ask(engine, |reply| EngineCommand::Apply {
                 bundle: body.bundle,
                 intent: body.intent,
                 expected_generation: body.expected_generation,
                 who: caller.identity.clone(),
+                write_ahead: Some(write_ahead(&summary)),
                 reply,
             })
             .await
             {
                 Ok(outcome) => Answer::applied(outcome),
                 Err(answer) => answer,
-            }
+            };
+            answer.request = Some(summary);
+            answer
         }
         Endpoint::Rollback => {
             let body: RollbackRequest = match read_json(request, limit).await {
                 Ok(body) => body,
                 Err(answer) => return answer,
             };
-            match ask(engine, |reply| EngineCommand::Rollback {
+            let summary = json!({
+                "generation": body.generation,
+                "expected_generation": body.expected_generation,
+            });
+            let mut answer = match ask(engine, |reply| EngineCommand::Rollback {
                 generation: body.generation,
                 expected_generation: body.expected_generation,
                 who: caller.identity.clone(),
+                write_ahead: Some(write_ahead(&summary)),
                 reply,
             })
             .await
             {
                 Ok(outcome) => Answer::applied(outcome),
                 Err(answer) => answer,
-            }
+            };
+            answer.request = Some(summary);
+            answer
         }
         Endpoint::Status => match ask(engine, |reply| EngineCommand::Status { reply }).await {
             Ok(status) => Answer::ok(status),
@@ -665,12 +898,19 @@ async fn dispatch(
                     body.reason.as_str()
                 },
             );
+            let summary = json!({
+                "service": body.service,
+                "drain": body.drain,
+                "force": body.force,
+                "reason": body.reason,
+            });
             let mut answer = match ask(engine, |reply| EngineCommand::Drain {
                 service: body.service.clone(),
                 drain: body.drain,
                 force: body.force,
                 reason: body.reason.clone(),
                 who: caller.identity.clone(),
+                write_ahead: Some(write_ahead(&summary)),
                 reply,
             })
             .await
@@ -686,6 +926,7 @@ async fn dispatch(
                 Some(error) => format!("{what}; {error}"),
                 None => what,
             });
+            answer.request = Some(summary);
             answer
         }
     }
@@ -717,7 +958,7 @@ async fn ask<T>(
 
 /// Reads and parses a JSON body: 413 over the limit, 400 if unreadable or not the expected
 /// shape (the message carries serde's line and column).
-async fn read_json<T: DeserializeOwned>(
+async fn read_json<T: DeserializeOwned + Send + 'static>(
     request: Request<Incoming>,
     limit: u64,
 ) -> Result<T, Answer> {
@@ -737,45 +978,122 @@ async fn read_json<T: DeserializeOwned>(
         return Err(too_large());
     }
     let limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
-    let bytes = match Limited::new(request.into_body(), limit_bytes)
-        .collect()
+    let bytes = read_body(Limited::new(request.into_body(), limit_bytes))
         .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
-        Err(error) => {
-            return Err(Answer::error(
+        .map_err(|failure| match failure {
+            BodyFailure::TooLarge => too_large(),
+            BodyFailure::TooSlow(message) => {
+                Answer::error(StatusCode::REQUEST_TIMEOUT, "rejected", message)
+            }
+            BodyFailure::Unreadable(message) => Answer::error(
                 StatusCode::BAD_REQUEST,
                 "rejected",
-                format!("cannot read request body: {error}"),
-            ));
+                format!("cannot read request body: {message}"),
+            ),
+        })?;
+    let small = bytes.len() <= PARSE_INLINE_BYTES;
+    // A file of the bundle that is not UTF-8 is an invalid topology (exit 4 at topoctl),
+    // reported at the file's line and column like a compile error; anything else that does not
+    // parse is a malformed request.
+    let parse = move || {
+        if let Some(diagnostic) = crate::bundle::undecodable_file(&bytes) {
+            return Err(BodyError::Undecodable(diagnostic));
         }
+        serde_json::from_slice::<T>(&bytes)
+            .map_err(|error| BodyError::Malformed(format!("malformed JSON request body: {error}")))
     };
-    if let Some(diagnostic) = crate::bundle::undecodable_file(&bytes) {
-        // A file of the bundle is not UTF-8: an invalid topology (exit 4 at topoctl), reported
-        // at the file's line and column like a compile error.
-        let diagnostics = topologyd_config::Diagnostics {
-            items: vec![diagnostic],
-        };
-        let mut answer = Answer::error(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            "the topology does not compile: 1 error(s)".into(),
-        );
-        answer.body["error"]["detail"] = json!({
-            "diagnostics": serde_json::to_value(&diagnostics).unwrap_or(Value::Null),
-            "text": diagnostics.to_string(),
-        });
-        return Err(answer);
-    }
-    serde_json::from_slice(&bytes).map_err(|error| {
-        Answer::error(
-            StatusCode::BAD_REQUEST,
-            "rejected",
-            format!("malformed JSON request body: {error}"),
-        )
+    let parsed = if small {
+        parse()
+    } else {
+        // A large body takes a while to parse: not on a runtime worker the engine shares.
+        tokio::task::spawn_blocking(parse)
+            .await
+            .unwrap_or_else(|join| {
+                Err(BodyError::Malformed(format!(
+                    "parsing the request body failed: {join}"
+                )))
+            })
+    };
+    parsed.map_err(|failure| match failure {
+        BodyError::Undecodable(diagnostic) => {
+            let diagnostics = topologyd_config::Diagnostics {
+                items: vec![diagnostic],
+            };
+            let mut answer = Answer::error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "the topology does not compile: 1 error(s)".into(),
+            );
+            answer.body["error"]["detail"] = json!({
+                "diagnostics": serde_json::to_value(&diagnostics).unwrap_or(Value::Null),
+                "text": diagnostics.to_string(),
+            });
+            answer
+        }
+        BodyError::Malformed(message) => {
+            Answer::error(StatusCode::BAD_REQUEST, "rejected", message)
+        }
     })
 }
+
+/// Why a request body that arrived whole cannot be used.
+enum BodyError {
+    /// A file of the bundle is not UTF-8.
+    Undecodable(topologyd_config::Diagnostic),
+    Malformed(String),
+}
+
+enum BodyFailure {
+    TooLarge,
+    TooSlow(String),
+    Unreadable(String),
+}
+
+/// Reads a body within [`BODY_READ_TIMEOUT`], at [`MIN_BODY_BYTES_PER_SECOND`] on average once
+/// [`BODY_RATE_GRACE`] has passed.
+async fn read_body(mut body: Limited<Incoming>) -> Result<Bytes, BodyFailure> {
+    let started = tokio::time::Instant::now();
+    let mut received: Vec<u8> = Vec::new();
+    loop {
+        let elapsed = started.elapsed();
+        if elapsed >= BODY_READ_TIMEOUT {
+            return Err(BodyFailure::TooSlow(format!(
+                "the request body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            )));
+        }
+        let required = elapsed.saturating_sub(BODY_RATE_GRACE).as_secs_f64()
+            * MIN_BODY_BYTES_PER_SECOND as f64;
+        if (received.len() as f64) < required {
+            return Err(BodyFailure::TooSlow(format!(
+                "the request body arrives at less than {MIN_BODY_BYTES_PER_SECOND} bytes per second ({} bytes in {:.1} s)",
+                received.len(),
+                elapsed.as_secs_f64()
+            )));
+        }
+        // Check the rate at least every 250 ms while waiting for the next frame.
+        let frame = tokio::time::timeout(Duration::from_millis(250), body.frame()).await;
+        match frame {
+            Err(_) => continue,
+            Ok(None) => return Ok(Bytes::from(received)),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    received.extend_from_slice(&data);
+                }
+            }
+            Ok(Some(Err(error))) => {
+                return Err(if error.downcast_ref::<LengthLimitError>().is_some() {
+                    BodyFailure::TooLarge
+                } else {
+                    BodyFailure::Unreadable(error.to_string())
+                });
+            }
+        }
+    }
+}
+
+/// Bodies up to this size are parsed on the connection's task; larger ones on the blocking pool.
+const PARSE_INLINE_BYTES: usize = 64 * 1024;
 
 /// The value of `name` in a query string, percent-decoded.
 fn query_parameter(query: Option<&str>, name: &str) -> Result<Option<String>, String> {
@@ -908,11 +1226,31 @@ mod tests {
                     EngineCommand::Apply {
                         expected_generation,
                         who,
+                        write_ahead,
                         reply,
                         ..
                     } => {
                         let _ = seen.send(format!("apply by {who}"));
-                        let answer = if expected_generation == Some(7) {
+                        // As the engine does: the intent record first, or no change.
+                        let recorded = match (&write_ahead, expected_generation) {
+                            (Some(write_ahead), Some(7)) => write_ahead
+                                .record(7, 8, Some("sha256:feed".to_owned()), "changes_allowed")
+                                .await
+                                .map_err(|error| {
+                                    EngineError::new(
+                                        if error.is_no_space() {
+                                            EngineErrorKind::NoSpace
+                                        } else {
+                                            EngineErrorKind::Internal
+                                        },
+                                        format!("refused, nothing changed: {error}"),
+                                    )
+                                }),
+                            _ => Ok(()),
+                        };
+                        let answer = if let Err(error) = recorded {
+                            Err(error)
+                        } else if expected_generation == Some(7) {
                             Ok(MutationOutcome {
                                 generation_before: 7,
                                 generation_after: 8,
@@ -959,6 +1297,19 @@ mod tests {
     }
 
     async fn start(pki: &Pki, body_limit: u64) -> Running {
+        start_with_audit(pki, body_limit, pki.dir.path()).await
+    }
+
+    async fn start_with_audit(pki: &Pki, body_limit: u64, audit_dir: &Path) -> Running {
+        start_with(pki, body_limit, body_limit, audit_dir).await
+    }
+
+    async fn start_with(
+        pki: &Pki,
+        body_limit: u64,
+        reader_body_limit: u64,
+        audit_dir: &Path,
+    ) -> Running {
         // The server loads its material from PEM files, as the daemon does.
         let write = |name: &str, pem: &str| {
             let path = pki.dir.path().join(name);
@@ -970,13 +1321,14 @@ mod tests {
             private_key: write("server.key", &pki.server.key_pem),
             ca: write("ca.pem", &pki.ca_pem),
         };
-        let audit = pki.dir.path().join("audit.jsonl");
+        let audit = audit_dir.join("audit.jsonl");
         let settings = ControlSettings {
             roles: HashMap::from([
                 ("alice".to_owned(), Role::Admin),
                 ("robot-reader".to_owned(), Role::Reader),
             ]),
             body_limit,
+            reader_body_limit,
             audit_log: AuditLog::open(&audit).unwrap(),
         };
         let (engine, seen) = fake_engine();
@@ -1036,7 +1388,32 @@ mod tests {
         assert_eq!(status_of(&error), None, "{error}");
         assert!(format!("{error:?}").contains("UnknownCA"), "{error:?}");
         assert!(running.seen.try_recv().is_err(), "a handler ran");
-        assert_eq!(std::fs::read_to_string(&running.audit).unwrap(), "");
+        // No certificate names no one; the untrusted one names "alice" (as claimed): audited.
+        let records = wait_for_records(&running.audit, 1).await;
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0].who, "alice");
+        assert_eq!(records[0].endpoint, "TLS handshake");
+        assert_eq!(records[0].verdict, "handshake_refused");
+        assert_eq!(records[0].role, None);
+        let message = records[0].message.as_deref().unwrap_or("");
+        assert!(message.contains("not verified"), "{message}");
+    }
+
+    /// The audit log's records once it holds at least `count` (the server appends after it
+    /// answers, or after a handshake fails).
+    async fn wait_for_records(audit: &Path, count: usize) -> Vec<AuditRecord> {
+        for _ in 0..100 {
+            let text = std::fs::read_to_string(audit).unwrap();
+            let records: Vec<AuditRecord> = text
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect();
+            if records.len() >= count {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the audit log never held {count} records");
     }
 
     #[tokio::test]
@@ -1106,17 +1483,58 @@ mod tests {
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect();
-        assert_eq!(records.len(), 3, "{audit}");
+        assert_eq!(records.len(), 4, "{audit}");
+        // Write-ahead: the intent (identity, request, plan hash, intended verdict), then the
+        // outcome under the same id.
+        assert_eq!(records[0].phase.as_deref(), Some(PHASE_INTENT));
         assert_eq!(records[0].who, "alice");
         assert_eq!(records[0].endpoint, "POST /v1/apply");
-        assert_eq!(records[0].verdict, "applied");
-        assert_eq!(records[0].generation_before, Some(7));
-        assert_eq!(records[0].generation_after, Some(8));
         assert_eq!(records[0].plan_hash.as_deref(), Some("sha256:feed"));
-        assert_eq!(records[1].verdict, "conflict");
-        assert_eq!(records[1].status, 409);
-        assert_eq!(records[2].endpoint, "POST /v1/rollback");
-        assert_eq!(records[2].verdict, "not_found");
+        assert_eq!(
+            records[0].intended_verdict.as_deref(),
+            Some("changes_allowed")
+        );
+        let request = records[0].request.clone().unwrap();
+        assert_eq!(request["intent"], json!(["add web"]));
+        assert_eq!(request["sources"], json!(["services.toml"]));
+        assert_eq!(request["expected_generation"], 7);
+        assert!(request["bundle_sha256"].as_str().unwrap().len() == 64);
+        assert_eq!(records[1].phase.as_deref(), Some(PHASE_OUTCOME));
+        assert_eq!(records[1].id, records[0].id);
+        assert_eq!(records[1].verdict, "applied");
+        assert_eq!(records[1].generation_before, Some(7));
+        assert_eq!(records[1].generation_after, Some(8));
+        assert_eq!(records[1].plan_hash.as_deref(), Some("sha256:feed"));
+        assert_eq!(records[2].verdict, "conflict");
+        assert_eq!(records[2].status, 409);
+        assert_ne!(records[2].id, records[1].id);
+        assert_eq!(records[3].endpoint, "POST /v1/rollback");
+        assert_eq!(records[3].verdict, "not_found");
+        assert_eq!(records[3].request.clone().unwrap()["generation"], 3);
+    }
+
+    #[tokio::test]
+    async fn a_full_audit_file_system_refuses_the_mutation() {
+        let pki = pki();
+        let tmpfs = crate::test_support::SmallTmpfs::mount(64 * 1024);
+        let running = start_with_audit(&pki, DEFAULT_BODY_LIMIT, tmpfs.path()).await;
+        let admin = client(&pki, &running, Some(&pki.admin));
+        let filler = tmpfs.fill();
+        let error = admin.apply(&bundle(), &[], Some(7)).await.unwrap_err();
+        assert_eq!(status_of(&error), Some(507), "{error}");
+        let ClientError::Status { body, .. } = &error else {
+            unreachable!()
+        };
+        assert_eq!(body["error"]["kind"], "no_space", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("nothing changed"), "{message}");
+        assert!(body["audit_warning"].is_string(), "{body}");
+        std::fs::remove_file(filler).unwrap();
+        admin.apply(&bundle(), &[], Some(7)).await.unwrap();
+        let records = wait_for_records(&running.audit, 2).await;
+        assert_eq!(records[0].phase.as_deref(), Some(PHASE_INTENT));
+        assert_eq!(records[1].verdict, "applied");
+        drop(running);
     }
 
     #[tokio::test]
@@ -1150,6 +1568,103 @@ mod tests {
         assert!(
             running.seen.try_recv().is_err(),
             "a bad request reached the engine"
+        );
+        // Every one of them is audited, 405 and 404 included.
+        let records = wait_for_records(&running.audit, 5).await;
+        let seen: Vec<(u16, &str)> = records
+            .iter()
+            .map(|record| (record.status, record.endpoint.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (413, "POST /v1/apply"),
+                (400, "POST /v1/apply"),
+                (400, "POST /v1/apply"),
+                (405, "GET /v1/apply"),
+                (404, "GET /v1/nothing"),
+            ]
+        );
+        assert!(records.iter().all(|record| record.who == "alice"));
+    }
+
+    #[tokio::test]
+    async fn readers_have_a_smaller_body_limit_than_admins() {
+        let pki = pki();
+        let mut running = start_with(&pki, 64 * 1024, 4 * 1024, pki.dir.path()).await;
+        let mut medium = bundle();
+        medium.sources[0].text = "#".repeat(16 * 1024);
+        let reader = client(&pki, &running, Some(&pki.reader));
+        let error = reader.plan(&medium, &[]).await.unwrap_err();
+        assert_eq!(status_of(&error), Some(413), "{error}");
+        assert!(
+            running.seen.try_recv().is_err(),
+            "the reader's plan reached the engine"
+        );
+        let admin = client(&pki, &running, Some(&pki.admin));
+        admin.plan(&medium, &[]).await.unwrap();
+        assert_eq!(running.seen.recv().await.unwrap(), "plan 1");
+        // The reader's 413 is audited (a 413 on any path is).
+        let records = wait_for_records(&running.audit, 1).await;
+        assert_eq!(records[0].who, "robot-reader");
+        assert_eq!(records[0].status, 413);
+    }
+
+    #[tokio::test]
+    async fn a_body_trickling_below_the_minimum_rate_is_cut_off_with_408() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let pki = pki();
+        let mut running = start(&pki, DEFAULT_BODY_LIMIT).await;
+        let config = tls::client_config_from(
+            Some((pki.admin.chain.clone(), pki.admin.key.clone_key())),
+            vec![pki.ca.clone()],
+            Path::new("test CA"),
+        )
+        .unwrap();
+        let stream = tokio::net::TcpStream::connect(running.address)
+            .await
+            .unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        stream
+            .write_all(
+                b"POST /v1/apply HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n{",
+            )
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let reader = async {
+            let mut buffer = [0_u8; 4096];
+            loop {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => {
+                        answer.extend_from_slice(&buffer[..read]);
+                        if answer.windows(4).any(|window| window == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                }
+                // One byte per half second keeps the client "sending".
+                let _ = stream.write_all(b" ").await;
+            }
+        };
+        tokio::time::timeout(BODY_RATE_GRACE + Duration::from_secs(10), reader)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(
+            started.elapsed() >= BODY_RATE_GRACE,
+            "cut off before the grace period"
+        );
+        assert!(
+            running.seen.try_recv().is_err(),
+            "the apply reached the engine"
         );
     }
 

@@ -32,9 +32,11 @@ use crate::addresses::{AddressBinder, BindOutcome};
 use crate::admin::Readiness;
 use crate::announce::{LocationRoutes, PeerRouteContext};
 use crate::bundle::{compile_bundle, compile_bundle_against};
+use crate::compile::{BudgetError, CompileBudget, Reservation};
 use crate::control::{AuditLog, AuditRecord};
 use crate::engine_api::{
     EngineCommand, EngineError, EngineErrorKind, MutationOutcome, SourceBundle, SourceFile,
+    WriteAhead,
 };
 use crate::health::{HealthEventKind, HealthView, RoundCounts, expand};
 use crate::metrics::ServiceReport;
@@ -170,6 +172,11 @@ pub struct Engine {
     reported: HashMap<String, PeerStatus>,
     /// The daemon came up from a stored generation: advertise the Restart State bit.
     restarting: bool,
+    /// The memory the compiles in flight may use together (`compile.rs`).
+    compile_budget: Arc<CompileBudget>,
+    /// Where compile jobs on the blocking pool hand back a prepared apply or rollback.
+    compiled_sender: mpsc::UnboundedSender<Compiled>,
+    compiled: Option<mpsc::UnboundedReceiver<Compiled>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -375,10 +382,18 @@ impl Engine {
         metrics: Metrics,
         readiness: Readiness,
     ) -> Result<Engine, StartError> {
-        let store = StateStore::open(&config.state_dir, config.retained_generations)?;
+        let store = StateStore::open(&config.state_dir, config.retained_generations)?
+            .with_quarantine_counter(metrics.state_quarantined_counter());
         let recovered = store.load_current()?;
         for skipped in &recovered.skipped {
             warn!(%skipped, "skipped an unreadable stored generation");
+        }
+        if !recovered.skipped.is_empty() {
+            warn!(
+                quarantined = ?recovered.quarantined,
+                next_generation = store.next_generation(),
+                "fell back past unreadable generations; pushes and rollbacks continue from the next free number"
+            );
         }
         let (running, restarting) = match recovered.current {
             Some(stored) => (Self::recover(&store, &config, stored)?, true),
@@ -395,6 +410,8 @@ impl Engine {
             );
         }
         let (routes, _) = watch::channel(running.routes.clone());
+        let (compiled_sender, compiled) = mpsc::unbounded_channel();
+        let config_for_budget = config.control.clone();
         info!(
             generation = running.meta.generation,
             hash = %running.meta.hash,
@@ -430,6 +447,9 @@ impl Engine {
             readiness,
             reported: HashMap::new(),
             restarting,
+            compile_budget: CompileBudget::new(compile_memory_bytes(&config_for_budget)),
+            compiled_sender,
+            compiled: Some(compiled),
         })
         .map(|mut engine| {
             if let Some(next) = engine.next_publication() {
@@ -810,10 +830,14 @@ impl Engine {
         };
         let record = AuditRecord {
             time: unix_now(),
+            id: None,
+            phase: None,
             who: "topologyd".into(),
             role: None,
             remote: String::new(),
             endpoint: endpoint.into(),
+            request: None,
+            intended_verdict: None,
             generation_before: Some(self.running.meta.generation),
             generation_after: Some(self.running.meta.generation),
             plan_hash: None,
@@ -836,6 +860,7 @@ impl Engine {
         force: bool,
         reason: String,
         who: String,
+        write_ahead: Option<WriteAhead>,
     ) -> Result<Value, EngineError> {
         if let Some(name) = &service
             && self.running.topology.service(name).is_none()
@@ -872,18 +897,24 @@ impl Engine {
                 next.changed_at = now;
             }
         }
+        if let Some(write_ahead) = &write_ahead {
+            let generation = self.running.meta.generation;
+            write_ahead
+                .record(
+                    generation,
+                    generation,
+                    None,
+                    if drain { "drain" } else { "undrain" },
+                )
+                .await
+                .map_err(|error| self.audit_error(error))?;
+        }
         let store = self.store.clone();
         let stored = next.clone();
         tokio::task::spawn_blocking(move || store.store_drain(&stored))
             .await
             .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), Value::Null))?
-            .map_err(|error| {
-                self.error(
-                    EngineErrorKind::Internal,
-                    format!("could not persist the drain state, nothing changed: {error}"),
-                    Value::Null,
-                )
-            })?;
+            .map_err(|error| self.state_write_error(error, "the drain state"))?;
         self.drains = next;
         let target = service.clone().unwrap_or_else(|| "location".into());
         info!(%target, drain, force, %who, %reason, "drain state changed");
@@ -1128,6 +1159,10 @@ impl Engine {
         let mut ticker = tokio::time::interval(STATUS_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.start_health();
+        let Some(mut compiled) = self.compiled.take() else {
+            error!("the engine runs only once");
+            return;
+        };
         loop {
             let health_changed = async {
                 match self.health.as_mut() {
@@ -1144,6 +1179,7 @@ impl Engine {
                         self.health = None;
                     }
                 }
+                Some(done) = compiled.recv() => self.on_compiled(done).await,
                 command = commands.recv() => match command {
                     Some(command) => self.on_command(command).await,
                     None => {
@@ -1203,35 +1239,54 @@ impl Engine {
                 intent,
                 reply,
             } => {
-                let result = self.prepare(&bundle, &intent).await.map(|prepared| {
-                    json!({
-                        "verdict": prepared.plan.verdict(),
-                        "exit_code": prepared.plan.exit_code(),
-                        "plan": plan_json(&prepared.plan),
-                        "text": prepared.plan.render_text(),
-                        "location_delta": prepared.plan.delta(&self.config.location),
-                    })
+                // Compiled, planned and rendered on the blocking pool, answered from there.
+                let job = self.compile_job(CompileInput::Bundle { bundle, intent });
+                tokio::task::spawn_blocking(move || {
+                    let location = job.location.clone();
+                    let result = job.run().map(|prepared| {
+                        json!({
+                            "verdict": prepared.plan.verdict(),
+                            "exit_code": prepared.plan.exit_code(),
+                            "plan": prepared.plan_json,
+                            "text": prepared.text,
+                            "location_delta": prepared.plan.delta(&location),
+                        })
+                    });
+                    let _ = reply.send(result);
                 });
-                let _ = reply.send(result);
             }
             EngineCommand::Apply {
                 bundle,
                 intent,
                 expected_generation,
                 who,
+                write_ahead,
                 reply,
             } => {
-                let result = self.apply(bundle, intent, expected_generation, who).await;
-                let _ = reply.send(result);
+                self.start_mutation(MutationRequest {
+                    input: CompileInput::Bundle { bundle, intent },
+                    expected_generation,
+                    who,
+                    write_ahead,
+                    reply,
+                    started: Instant::now(),
+                });
             }
             EngineCommand::Rollback {
                 generation,
                 expected_generation,
                 who,
+                write_ahead,
                 reply,
             } => {
-                let result = self.rollback(generation, expected_generation, who).await;
-                let _ = reply.send(result);
+                self.start_mutation(MutationRequest {
+                    input: CompileInput::Rollback { generation },
+                    expected_generation,
+                    who,
+                    write_ahead,
+                    reply,
+                    started: Instant::now(),
+                });
             }
             EngineCommand::Status { reply } => {
                 let _ = reply.send(Ok(self.status_json()));
@@ -1245,9 +1300,12 @@ impl Engine {
                 force,
                 reason,
                 who,
+                write_ahead,
                 reply,
             } => {
-                let result = self.drain(service, drain, force, reason, who).await;
+                let result = self
+                    .drain(service, drain, force, reason, who, write_ahead)
+                    .await;
                 let _ = reply.send(result);
             }
             EngineCommand::Health { reply } => {
@@ -1278,147 +1336,123 @@ impl Engine {
         }
     }
 
-    /// Compile, plan and guard a push without changing anything.
-    async fn prepare(
-        &self,
-        bundle: &SourceBundle,
-        intent_lines: &[String],
-    ) -> Result<Prepared, EngineError> {
-        let intent = parse_intent(intent_lines)?;
-        let bundle = bundle.clone();
-        let next_generation = self.next_generation();
-        let old = self.running.topology.clone();
-        let location = self.config.location.clone();
-        let prepared = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let new = compile_bundle_against(bundle, next_generation, &old)?;
-            let compiled = started.elapsed();
-            let plan = plan(&old, &new, &intent);
-            let planned = started.elapsed() - compiled;
-            let routes = location_routes(&new, &location);
-            info!(
-                generation = next_generation,
-                compile_ms = compiled.as_millis() as u64,
-                plan_ms = planned.as_millis() as u64,
-                routes_ms = (started.elapsed() - compiled - planned).as_millis() as u64,
-                "push compiled and planned"
-            );
-            Ok::<_, topologyd_topology::Diagnostics>((new, plan, routes, intent))
-        })
-        .await
-        .map_err(|join| {
-            self.error(
-                EngineErrorKind::Internal,
-                format!("compile task failed: {join}"),
-                Value::Null,
-            )
-        })?;
-        let (new, plan, routes, intent) = prepared.map_err(|diagnostics| {
-            self.error(
-                EngineErrorKind::Invalid,
-                format!("the topology does not compile: {} error(s)", diagnostics.errors().count()),
-                json!({ "diagnostics": diagnostics_json(&diagnostics), "text": diagnostics.to_string() }),
-            )
-        })?;
-        let routes = routes.map_err(|message| {
-            self.error(
-                EngineErrorKind::Invalid,
-                format!(
-                    "this daemon's location `{}` is not in the new topology: {message}",
-                    self.config.location
-                ),
-                Value::Null,
-            )
-        })?;
-        let (_, health_errors) = expanded_health_specs(&new, &self.config);
-        if !health_errors.is_empty() {
-            return Err(self.error(
-                EngineErrorKind::Invalid,
-                format!(
-                    "health checks cannot run at location `{}`: {}; define the placeholder in this daemon's [health.vars] or fix the check",
-                    self.config.location,
-                    health_errors.join("; ")
-                ),
-                json!({ "health_errors": health_errors }),
-            ));
+    /// What a compile job needs from the engine: snapshots, nothing borrowed.
+    fn compile_job(&self, input: CompileInput) -> CompileJob {
+        CompileJob {
+            input,
+            old: Arc::clone(&self.running.topology),
+            old_routes: Arc::clone(&self.running.routes),
+            base_generation: self.running.meta.generation,
+            next_generation: self.next_generation(),
+            location: self.config.location.clone(),
+            config: self.config.clone(),
+            store: Arc::clone(&self.store),
+            budget: Arc::clone(&self.compile_budget),
         }
-        Ok(Prepared {
-            topology: new,
-            plan,
-            routes,
-            intent,
-        })
     }
 
-    fn next_generation(&self) -> u64 {
-        self.running.meta.generation + 1
-    }
-
-    async fn apply(
-        &mut self,
-        bundle: SourceBundle,
-        intent: Vec<String>,
-        expected_generation: Option<u64>,
-        who: String,
-    ) -> Result<MutationOutcome, EngineError> {
-        let started = Instant::now();
-        self.check_expected(expected_generation)?;
-        let prepared = self.prepare(&bundle, &intent).await?;
-        self.commit(prepared, who, started).await
-    }
-
-    async fn rollback(
-        &mut self,
-        generation: u64,
-        expected_generation: Option<u64>,
-        who: String,
-    ) -> Result<MutationOutcome, EngineError> {
-        self.check_expected(expected_generation)?;
-        let store = self.store.clone();
-        let stored = tokio::task::spawn_blocking(move || store.load(generation))
-            .await
-            .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), Value::Null))?
-            .map_err(|error| {
-                self.error(
-                    EngineErrorKind::NotFound,
-                    format!("generation {generation} is not kept: {error}"),
-                    Value::Null,
-                )
-            })?;
-        // A rollback deliberately touches every service both generations have: name them all
-        // (G2), and allow it past the blast-radius budget (G4). G3 still applies, except to
-        // routes the target generation does not bind to an active service at all: undoing an
-        // onboarding or an activation withdraws those by design (see `rollback_overrides`).
-        let mut intent: Vec<String> = self
-            .running
-            .topology
-            .services()
-            .iter()
-            .map(|service| format!("service:{}", service.name))
-            .collect();
-        if let Ok(old) = compile_bundle(stored.bundle.clone(), generation) {
-            intent.extend(
-                old.services()
-                    .iter()
-                    .map(|service| format!("service:{}", service.name)),
-            );
-            intent.extend(
-                rollback_overrides(&self.running.topology, &old)
-                    .iter()
-                    .map(ToString::to_string),
-            );
+    /// Checks an apply's or rollback's compare-and-swap, then compiles it on the blocking pool;
+    /// [`Engine::on_compiled`] commits it. The engine keeps serving meanwhile.
+    fn start_mutation(&mut self, request: MutationRequest) {
+        if let Err(error) = self.check_expected(request.expected_generation) {
+            let _ = request.reply.send(Err(error));
+            return;
         }
-        intent.push("blast-radius".into());
-        intent.sort();
-        intent.dedup();
-        let started = Instant::now();
-        let prepared = self.prepare(&stored.bundle, &intent).await?;
-        self.commit(
-            prepared,
-            format!("{who} (rollback to {generation})"),
+        let job = self.compile_job(request.input.clone());
+        let sender = self.compiled_sender.clone();
+        tokio::task::spawn_blocking(move || {
+            let base_generation = job.base_generation;
+            let result = job.run();
+            let _ = sender.send(Compiled {
+                base_generation,
+                result,
+                request,
+            });
+        });
+    }
+
+    /// A mutation's compile finished: commit it if the running generation is still the one it
+    /// was planned against; otherwise plan it again against the new one (or answer the
+    /// compare-and-swap conflict).
+    async fn on_compiled(&mut self, done: Compiled) {
+        let Compiled {
+            base_generation,
+            result,
+            request,
+        } = done;
+        if base_generation != self.running.meta.generation {
+            drop(result);
+            self.start_mutation(request);
+            return;
+        }
+        let MutationRequest {
+            input,
+            who,
+            write_ahead,
+            reply,
             started,
+            ..
+        } = request;
+        let answer = match result {
+            Ok(prepared) => {
+                let (who, rollback_of) = match input {
+                    CompileInput::Rollback { generation } => (
+                        format!("{who} (rollback to {generation})"),
+                        Some(generation),
+                    ),
+                    CompileInput::Bundle { .. } => (who, None),
+                };
+                self.commit(prepared, who, started, rollback_of, write_ahead)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// The running generation + 1, or past any higher number on disk (a newer file that could
+    /// not be read and was quarantined keeps its number).
+    fn next_generation(&self) -> u64 {
+        (self.running.meta.generation + 1).max(self.store.next_generation())
+    }
+
+    /// The engine error for an intent record that could not be written: the mutation is
+    /// refused (507 when the audit log's file system is full).
+    fn audit_error(&self, error: crate::control::ControlError) -> EngineError {
+        let kind = if error.is_no_space() {
+            EngineErrorKind::NoSpace
+        } else {
+            EngineErrorKind::Internal
+        };
+        error!(%error, "the audit record could not be written ahead of a change; refused");
+        self.error(
+            kind,
+            format!(
+                "the audit record could not be written before the change, so it was refused and nothing changed: {error}"
+            ),
+            Value::Null,
         )
-        .await
+    }
+
+    /// The engine error for a failed write to the state directory: a full file system is its own
+    /// kind (HTTP 507) whose message and detail name what could be pruned.
+    fn state_write_error(&self, error: crate::state_store::StateError, what: &str) -> EngineError {
+        let kind = if error.is_no_space() {
+            EngineErrorKind::NoSpace
+        } else {
+            EngineErrorKind::Internal
+        };
+        let detail = match &error {
+            crate::state_store::StateError::NoSpace { prunable, .. } => {
+                json!({ "prunable": prunable })
+            }
+            _ => Value::Null,
+        };
+        self.error(
+            kind,
+            format!("could not persist {what}, nothing changed: {error}"),
+            detail,
+        )
     }
 
     fn check_expected(&self, expected: Option<u64>) -> Result<(), EngineError> {
@@ -1437,19 +1471,26 @@ impl Engine {
 
     /// Guards, persists and publishes a prepared push; `started` is when the request reached
     /// the engine (the apply latency metric covers compile, plan, guards and the commit).
+    /// `rollback_of` names a rollback's target, which a full-disk error never offers to prune.
     async fn commit(
         &mut self,
         prepared: Prepared,
         who: String,
         started: Instant,
+        rollback_of: Option<u64>,
+        write_ahead: Option<WriteAhead>,
     ) -> Result<MutationOutcome, EngineError> {
         let Prepared {
             topology,
             plan,
             routes,
             intent,
+            plan_json,
+            text,
+            hash,
+            runtime_guard: runtime_verdict,
+            bundle,
         } = prepared;
-        let hash = plan_hash(&plan);
         let generation_before = self.running.meta.generation;
         if plan.verdict() == Verdict::Refused {
             for violation in &plan.violations {
@@ -1462,7 +1503,7 @@ impl Engine {
                     "refused by the guards: {} violation(s)",
                     plan.violations.len()
                 ),
-                detail: json!({ "plan": plan_json(&plan), "text": plan.render_text() }),
+                detail: json!({ "plan": plan_json, "text": text }),
                 generation: Some(generation_before),
                 plan_hash: Some(hash),
             });
@@ -1472,16 +1513,10 @@ impl Engine {
                 generation_before,
                 generation_after: generation_before,
                 plan_hash: hash,
-                detail: json!({ "verdict": plan.verdict(), "text": plan.render_text() }),
+                detail: json!({ "verdict": plan.verdict(), "text": text }),
             });
         }
-        if let Err(problems) = runtime_guard(
-            &plan,
-            &self.config.location,
-            &self.running.routes,
-            &routes,
-            &topology,
-        ) {
+        if let Err(problems) = runtime_verdict {
             self.metrics
                 .count_guard_refusals("runtime", problems.len() as u64);
             self.runtime_guard_refusals += problems.len() as u64;
@@ -1509,26 +1544,53 @@ impl Engine {
         };
         let stored = StoredGeneration {
             meta: meta.clone(),
-            bundle: to_bundle(topology.sources()),
+            bundle,
         };
+        if let Some(write_ahead) = &write_ahead {
+            let intended = serde_json::to_value(plan.verdict())
+                .ok()
+                .and_then(|verdict| verdict.as_str().map(str::to_owned))
+                .unwrap_or_else(|| format!("{:?}", plan.verdict()));
+            write_ahead
+                .record(
+                    generation_before,
+                    meta.generation,
+                    Some(hash.clone()),
+                    &intended,
+                )
+                .await
+                .map_err(|error| {
+                    let mut error = self.audit_error(error);
+                    error.plan_hash = Some(hash.clone());
+                    error
+                })?;
+        }
         let store = self.store.clone();
         let persist_started = Instant::now();
-        tokio::task::spawn_blocking(move || store.commit(&stored))
-            .await
-            .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), Value::Null))?
-            .map_err(|error| {
-                self.error(
-                    EngineErrorKind::Internal,
-                    format!("could not persist the generation, nothing was applied: {error}"),
-                    Value::Null,
-                )
-            })?;
+        let needed: Vec<u64> = rollback_of.into_iter().collect();
+        tokio::task::spawn_blocking(move || {
+            store
+                .commit(&stored)
+                .map_err(|error| store.with_prunable(error, &needed))
+        })
+        .await
+        .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), Value::Null))?
+        .map_err(|error| {
+            let mut error = self.state_write_error(error, "the generation");
+            error.plan_hash = Some(hash.clone());
+            error
+        })?;
         let routes = Arc::new(routes);
-        self.running = Running {
-            topology: Arc::new(topology),
-            meta: meta.clone(),
-            routes: routes.clone(),
-        };
+        let previous = std::mem::replace(
+            &mut self.running,
+            Running {
+                topology: Arc::new(topology),
+                meta: meta.clone(),
+                routes: routes.clone(),
+            },
+        );
+        // Freeing a large topology takes time too: not on the engine task.
+        tokio::task::spawn_blocking(move || drop(previous));
         let persist_ms = persist_started.elapsed().as_millis() as u64;
         drop(routes);
         self.update_health_specs();
@@ -1557,7 +1619,7 @@ impl Engine {
             detail: json!({
                 "verdict": plan.verdict(),
                 "summary": plan.summary,
-                "text": plan.render_text(),
+                "text": text,
             }),
         })
     }
@@ -1838,6 +1900,8 @@ impl Engine {
                 .clone_from(&self.config.health.address_interface);
         }
         self.config = config;
+        self.compile_budget
+            .set_limit(compile_memory_bytes(&self.config.control));
         for peer in &to_start {
             self.start_peer(peer).map_err(|error| error.to_string())?;
         }
@@ -1877,11 +1941,202 @@ impl Engine {
     }
 }
 
+/// A compiled, planned and guarded push, ready to commit; everything expensive (compile,
+/// plan, rendering, hashing, the runtime guard, the bundle copy) is done on the blocking pool.
 struct Prepared {
     topology: Topology,
     plan: Plan,
     routes: LocationRoutes,
     intent: Intent,
+    plan_json: Value,
+    text: String,
+    hash: String,
+    /// The runtime guard's verdict against the routes the plan was made against.
+    runtime_guard: Result<(), Vec<String>>,
+    /// The sources as stored.
+    bundle: SourceBundle,
+}
+
+/// What a compile job compiles.
+#[derive(Debug, Clone)]
+enum CompileInput {
+    /// A pushed bundle and its intent lines.
+    Bundle {
+        bundle: SourceBundle,
+        intent: Vec<String>,
+    },
+    /// The sources of a kept generation (a rollback).
+    Rollback { generation: u64 },
+}
+
+/// An apply or rollback waiting for its compile.
+struct MutationRequest {
+    input: CompileInput,
+    expected_generation: Option<u64>,
+    who: String,
+    write_ahead: Option<WriteAhead>,
+    reply: crate::engine_api::Reply<MutationOutcome>,
+    /// When the request reached the engine (the apply latency metric starts here).
+    started: Instant,
+}
+
+/// A finished compile of a mutation, back on the engine task.
+struct Compiled {
+    /// The running generation it was planned against.
+    base_generation: u64,
+    result: Result<Prepared, EngineError>,
+    request: MutationRequest,
+}
+
+/// A compile on the blocking pool, with snapshots of what it needs from the engine.
+struct CompileJob {
+    input: CompileInput,
+    old: Arc<Topology>,
+    old_routes: Arc<LocationRoutes>,
+    base_generation: u64,
+    next_generation: u64,
+    location: String,
+    config: DaemonConfig,
+    store: Arc<StateStore>,
+    budget: Arc<CompileBudget>,
+}
+
+/// The compile memory budget configured for the control API's compiles.
+fn compile_memory_bytes(control: &Option<topologyd_config::daemon::ControlConfig>) -> u64 {
+    control.as_ref().map_or(
+        topologyd_config::daemon::DEFAULT_COMPILE_MEMORY_BYTES,
+        |control| control.compile_memory_bytes,
+    )
+}
+
+impl CompileJob {
+    fn error(&self, kind: EngineErrorKind, message: String, detail: Value) -> EngineError {
+        EngineError {
+            kind,
+            message,
+            detail,
+            generation: Some(self.base_generation),
+            plan_hash: None,
+        }
+    }
+
+    fn reserve(&self, bundle: &SourceBundle) -> Result<Reservation, EngineError> {
+        let bytes: u64 = bundle
+            .sources
+            .iter()
+            .map(|source| (source.name.len() + source.text.len()) as u64)
+            .sum();
+        self.budget.reserve(bytes).map_err(|error| {
+            let kind = match error {
+                BudgetError::TooLarge { .. } => EngineErrorKind::TooLarge,
+                BudgetError::Busy { .. } => EngineErrorKind::Busy,
+            };
+            self.error(kind, error.to_string(), Value::Null)
+        })
+    }
+
+    /// Compile, plan, render and guard; blocking (runs on the blocking pool).
+    fn run(self) -> Result<Prepared, EngineError> {
+        let started = Instant::now();
+        let (bundle, intent_lines, rollback_of) = match &self.input {
+            CompileInput::Bundle { bundle, intent } => (bundle.clone(), intent.clone(), None),
+            CompileInput::Rollback { generation } => {
+                let stored = self.store.load(*generation).map_err(|error| {
+                    self.error(
+                        EngineErrorKind::NotFound,
+                        format!("generation {generation} is not kept: {error}"),
+                        Value::Null,
+                    )
+                })?;
+                (stored.bundle, Vec::new(), Some(*generation))
+            }
+        };
+        let _reservation = self.reserve(&bundle)?;
+        let mut intent = parse_intent(&intent_lines)?;
+        // Compiled against the running topology, so that a finding involving two places (a
+        // cidr bound twice) is reported at the one the push added, as `topoctl plan` does. The
+        // bundle moves into the topology.
+        let new = compile_bundle_against(bundle, self.next_generation, &self.old).map_err(
+            |diagnostics| {
+                self.error(
+                    EngineErrorKind::Invalid,
+                    format!(
+                        "the topology does not compile: {} error(s)",
+                        diagnostics.errors().count()
+                    ),
+                    json!({ "diagnostics": diagnostics_json(&diagnostics), "text": diagnostics.to_string() }),
+                )
+            },
+        )?;
+        let compiled = started.elapsed();
+        if rollback_of.is_some() {
+            // A rollback deliberately touches every service both generations have: name them
+            // all (G2), and allow it past the blast-radius budget (G4). G3 still applies, except
+            // to routes the target generation does not bind to an active service at all:
+            // undoing an onboarding or an activation withdraws those by design (see
+            // `rollback_overrides`).
+            let mut lines: Vec<String> = self
+                .old
+                .services()
+                .iter()
+                .chain(new.services().iter())
+                .map(|service| format!("service:{}", service.name))
+                .collect();
+            lines.extend(
+                rollback_overrides(&self.old, &new)
+                    .iter()
+                    .map(ToString::to_string),
+            );
+            lines.push("blast-radius".into());
+            lines.sort();
+            lines.dedup();
+            intent = parse_intent(&lines)?;
+        }
+        let plan = plan(&self.old, &new, &intent);
+        let planned = started.elapsed() - compiled;
+        let routes = location_routes(&new, &self.location).map_err(|message| {
+            self.error(
+                EngineErrorKind::Invalid,
+                format!(
+                    "this daemon's location `{}` is not in the new topology: {message}",
+                    self.location
+                ),
+                Value::Null,
+            )
+        })?;
+        let (_, health_errors) = expanded_health_specs(&new, &self.config);
+        if !health_errors.is_empty() {
+            return Err(self.error(
+                EngineErrorKind::Invalid,
+                format!(
+                    "health checks cannot run at location `{}`: {}; define the placeholder in this daemon's [health.vars] or fix the check",
+                    self.location,
+                    health_errors.join("; ")
+                ),
+                json!({ "health_errors": health_errors }),
+            ));
+        }
+        let runtime_guard = runtime_guard(&plan, &self.location, &self.old_routes, &routes, &new);
+        let prepared = Prepared {
+            plan_json: plan_json(&plan),
+            text: plan.render_text(),
+            hash: plan_hash(&plan),
+            bundle: to_bundle(new.sources()),
+            runtime_guard,
+            topology: new,
+            plan,
+            routes,
+            intent,
+        };
+        info!(
+            generation = self.next_generation,
+            compile_ms = compiled.as_millis() as u64,
+            plan_ms = planned.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "push compiled and planned (off the engine task)"
+        );
+        Ok(prepared)
+    }
 }
 
 async fn stop_peer(handle: PeerHandle, withdraw_first: bool) {

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+pub use crate::control::WriteAhead;
 pub use crate::state_store::{SourceBundle, SourceFile};
 
 /// How a command's answer travels back.
@@ -62,6 +63,9 @@ pub enum EngineCommand {
         expected_generation: Option<u64>,
         /// The pusher's identity from its client certificate.
         who: String,
+        /// The audit record to write (and fsync) before the change takes effect; `None` when
+        /// no audit log is configured.
+        write_ahead: Option<WriteAhead>,
         /// What was applied.
         reply: Reply<MutationOutcome>,
     },
@@ -73,6 +77,8 @@ pub enum EngineCommand {
         expected_generation: Option<u64>,
         /// The requester's identity.
         who: String,
+        /// As for apply.
+        write_ahead: Option<WriteAhead>,
         /// What was applied.
         reply: Reply<MutationOutcome>,
     },
@@ -100,6 +106,8 @@ pub enum EngineCommand {
         reason: String,
         /// The requester's identity.
         who: String,
+        /// As for apply.
+        write_ahead: Option<WriteAhead>,
         /// The per-service decisions after the change.
         reply: Reply<Value>,
     },
@@ -142,6 +150,12 @@ pub enum EngineErrorKind {
     NotFound,
     /// Something broke inside the daemon (500).
     Internal,
+    /// The state directory's (or audit log's) file system is full: nothing changed (507).
+    NoSpace,
+    /// The bundle's compile would exceed the compile memory budget on its own (413).
+    TooLarge,
+    /// The compiles in flight use the compile memory budget; retry later (503).
+    Busy,
 }
 
 impl EngineErrorKind {
@@ -153,6 +167,9 @@ impl EngineErrorKind {
             EngineErrorKind::Conflict => 409,
             EngineErrorKind::NotFound => 404,
             EngineErrorKind::Internal => 500,
+            EngineErrorKind::NoSpace => 507,
+            EngineErrorKind::TooLarge => 413,
+            EngineErrorKind::Busy => 503,
         }
     }
 }
@@ -207,10 +224,13 @@ mod tests {
             EngineErrorKind::Conflict,
             EngineErrorKind::NotFound,
             EngineErrorKind::Internal,
+            EngineErrorKind::NoSpace,
+            EngineErrorKind::TooLarge,
+            EngineErrorKind::Busy,
         ]
         .into_iter()
         .map(EngineErrorKind::http_status)
         .collect();
-        assert_eq!(statuses, vec![400, 422, 409, 404, 500]);
+        assert_eq!(statuses, vec![400, 422, 409, 404, 500, 507, 413, 503]);
     }
 }

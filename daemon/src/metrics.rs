@@ -131,6 +131,11 @@ pub const LOCAL_ADDRESSES_BOUND: &str = "topologyd_local_addresses_bound";
 pub const LOCAL_ADDRESSES_BOUND_HELP: &str =
     "Service addresses topologyd has bound on its local interface";
 
+/// `topologyd_state_quarantined_total`: unreadable generation files moved to quarantine.
+pub const STATE_QUARANTINED: &str = "topologyd_state_quarantined";
+/// Help for [`STATE_QUARANTINED`].
+pub const STATE_QUARANTINED_HELP: &str = "Stored generation files that could not be read or parsed and were moved to the state directory's quarantine/ (kept, never deleted); alert on any increase";
+
 /// The `family` label of the per-family metrics for IPv4 unicast (AFI 1, SAFI 1).
 pub const FAMILY_IPV4_UNICAST: &str = "ipv4-unicast";
 /// The `family` label of the per-family metrics for IPv6 unicast (AFI 2, SAFI 1).
@@ -277,6 +282,7 @@ pub struct Metrics {
     service_drained: Family<ServiceLabels, Gauge>,
     location_drained: Gauge,
     local_addresses_bound: Gauge,
+    state_quarantined: Counter,
     /// The services [`Metrics::set_services`] last reported.
     known_services: Arc<Mutex<BTreeSet<String>>>,
 }
@@ -386,7 +392,14 @@ impl Metrics {
             LOCAL_ADDRESSES_BOUND_HELP,
             local_addresses_bound.clone(),
         );
+        let state_quarantined = Counter::default();
+        registry.register(
+            STATE_QUARANTINED,
+            STATE_QUARANTINED_HELP,
+            state_quarantined.clone(),
+        );
         Metrics {
+            state_quarantined,
             service_healthy,
             service_health_transitions,
             probe_rounds,
@@ -410,6 +423,11 @@ impl Metrics {
             reconcile_duration,
             last_apply_timestamp,
         }
+    }
+
+    /// The counter of quarantined state files, for the state store to increment.
+    pub fn state_quarantined_counter(&self) -> Counter {
+        self.state_quarantined.clone()
     }
 
     /// The registry, for the admin listener to render.

@@ -16,6 +16,7 @@
 //! ```text
 //! <state dir>/lock                                 held (flock) while the store is open
 //! <state dir>/generations/00000000000000000042.json  one per kept generation
+//! <state dir>/quarantine/00000000000000000042.json.<unix seconds>[.<n>]  moved-aside corrupt files
 //! <state dir>/drain.json                           persisted drain state
 //! <state dir>/.tmp-*                               leftovers of a crash, removed on open
 //! ```
@@ -27,9 +28,11 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 
 /// How many generations before the current one are kept when none is configured.
@@ -39,7 +42,12 @@ pub const DEFAULT_KEEP_PREVIOUS: usize = 10;
 /// corrupt rather than misread.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The mode of every file the store writes (owner read and write only).
+pub const FILE_MODE: u32 = 0o600;
+
 const GENERATIONS_DIR: &str = "generations";
+/// Where unreadable generation files are moved aside.
+pub const QUARANTINE_DIR: &str = "quarantine";
 const LOCK_FILE: &str = "lock";
 const DRAIN_FILE: &str = "drain.json";
 const TEMP_PREFIX: &str = ".tmp-";
@@ -156,6 +164,19 @@ pub struct Recovered {
     /// The newer generation files that were skipped, newest first. Non-empty means the daemon
     /// fell back to an older generation and must say so loudly.
     pub skipped: Vec<StateError>,
+    /// Where each skipped file that could be moved aside now is (under `quarantine/`).
+    pub quarantined: Vec<PathBuf>,
+}
+
+/// A file that could be deleted to make room, as a full-disk error lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Prunable {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Why it may go (`quarantined`, `kept generation N`).
+    pub what: String,
 }
 
 /// A failure of the state store; every variant names the file or directory involved.
@@ -194,6 +215,21 @@ pub enum StateError {
         /// The generations directory.
         dir: PathBuf,
     },
+    /// The file system holding the state dir is full (ENOSPC) or over quota (EDQUOT).
+    #[error(
+        "state store: no space left on the file system of {} while {what} (nothing was changed); free space, for example by removing {}",
+        path.display(),
+        describe_prunable(prunable)
+    )]
+    NoSpace {
+        /// What was being done.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// Files that could go to make room, largest first (quarantined files, then generations
+        /// the current one and a rollback target do not need).
+        prunable: Vec<Prunable>,
+    },
     /// A commit whose generation number does not exceed the newest stored one.
     #[error("state store: cannot commit generation {new}: generation {newest} is already stored")]
     NotNewer {
@@ -204,14 +240,79 @@ pub enum StateError {
     },
 }
 
+impl StateError {
+    /// True for a full file system; the caller reports it as such (HTTP 507, its own exit code).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StateError::NoSpace { .. })
+    }
+}
+
+fn describe_prunable(prunable: &[Prunable]) -> String {
+    if prunable.is_empty() {
+        return "files outside the state directory (nothing in it can go)".to_owned();
+    }
+    prunable
+        .iter()
+        .map(|file| {
+            format!(
+                "{} ({}, {} bytes)",
+                file.path.display(),
+                file.what,
+                file.bytes
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// True when `error` says the file system is full or the quota is exhausted.
+pub fn is_storage_full(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || matches!(error.raw_os_error(), Some(code) if code == libc::ENOSPC || code == libc::EDQUOT)
+}
+
 fn io_error<'path>(
     what: &'static str,
     path: &'path Path,
 ) -> impl FnOnce(io::Error) -> StateError + 'path {
-    move |source| StateError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        if is_storage_full(&source) {
+            StateError::NoSpace {
+                what,
+                path: path.to_path_buf(),
+                prunable: Vec::new(),
+            }
+        } else {
+            StateError::Io {
+                what,
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    }
+}
+
+/// The generation number a file name under `generations/` or `quarantine/` stands for.
+fn generation_of(name: &str) -> Option<u64> {
+    let number = name.get(..20)?;
+    if !number.bytes().all(|byte| byte.is_ascii_digit()) || !name[20..].starts_with(".json") {
+        return None;
+    }
+    number.parse().ok()
+}
+
+/// True for errors that say the file itself is bad (not that the system is short of something
+/// for a moment): those files are moved aside.
+fn is_quarantinable(error: &StateError) -> bool {
+    match error {
+        StateError::Corrupt { .. } => true,
+        StateError::Io { source, .. } => !matches!(
+            source.raw_os_error(),
+            Some(code) if code == libc::EMFILE || code == libc::ENFILE || code == libc::ENOMEM || code == libc::EINTR || code == libc::EAGAIN
+        ),
+        _ => false,
     }
 }
 
@@ -220,10 +321,15 @@ fn io_error<'path>(
 pub struct StateStore {
     dir: PathBuf,
     generations: PathBuf,
+    quarantine: PathBuf,
     keep_previous: usize,
     // Held for the lifetime of the store: the OS releases the lock when it is closed.
     _lock: File,
     temp_counter: AtomicU64,
+    /// The highest generation number seen on disk, in `generations/` or `quarantine/`.
+    highest: AtomicU64,
+    /// Counts files moved to quarantine (the daemon registers it as a metric).
+    quarantined: Counter,
 }
 
 impl StateStore {
@@ -253,16 +359,51 @@ impl StateStore {
                 });
             }
         }
+        let quarantine = dir.join(QUARANTINE_DIR);
         let store = StateStore {
             dir,
             generations,
+            quarantine,
             keep_previous,
             _lock: lock,
             temp_counter: AtomicU64::new(0),
+            highest: AtomicU64::new(0),
+            quarantined: Counter::default(),
         };
         store.remove_temp_files(&store.dir)?;
         store.remove_temp_files(&store.generations)?;
+        for (generation, path) in store.generation_files()? {
+            // Files written by older versions (or restored by hand) may be world-readable.
+            if let Ok(metadata) = fs::metadata(&path)
+                && metadata.permissions().mode() & 0o777 != FILE_MODE
+            {
+                fs::set_permissions(&path, fs::Permissions::from_mode(FILE_MODE))
+                    .map_err(io_error("restricting the mode of", &path))?;
+            }
+            store.highest.fetch_max(generation, Ordering::Relaxed);
+        }
+        for (generation, _) in store.quarantined_files()? {
+            store.highest.fetch_max(generation, Ordering::Relaxed);
+        }
         Ok(store)
+    }
+
+    /// Counts quarantined files in `counter` (a registered metric) instead of a private one.
+    pub fn with_quarantine_counter(mut self, counter: Counter) -> Self {
+        counter.inc_by(self.quarantined.get());
+        self.quarantined = counter;
+        self
+    }
+
+    /// How many files this store has moved to quarantine since it was opened.
+    pub fn quarantined_count(&self) -> u64 {
+        self.quarantined.get()
+    }
+
+    /// The number the next commit must use: the highest generation ever seen on disk + 1
+    /// (quarantined files included, so a number is never used twice).
+    pub fn next_generation(&self) -> u64 {
+        self.highest.load(Ordering::Relaxed).saturating_add(1)
     }
 
     /// The state dir.
@@ -275,37 +416,49 @@ impl StateStore {
     /// returns `Err` only when the generations directory itself cannot be listed.
     pub fn load_current(&self) -> Result<Recovered, StateError> {
         let mut skipped = Vec::new();
+        let mut quarantined = Vec::new();
         for (generation, path) in self.generation_files()?.into_iter().rev() {
             match read_generation(&path, generation) {
                 Ok(stored) => {
                     return Ok(Recovered {
                         current: Some(stored),
                         skipped,
+                        quarantined,
                     });
                 }
-                Err(error) => skipped.push(error),
+                Err(error) => {
+                    if let Some(moved) = self.quarantine_after(&path, &error) {
+                        quarantined.push(moved);
+                    }
+                    skipped.push(error);
+                }
             }
         }
         Ok(Recovered {
             current: None,
             skipped,
+            quarantined,
         })
     }
 
     /// The metadata of every kept generation that loads, newest first. Unreadable files are
-    /// left out (and logged).
+    /// moved to quarantine (and logged).
     pub fn list(&self) -> Result<Vec<GenerationMeta>, StateError> {
         let mut listed = Vec::new();
         for (generation, path) in self.generation_files()?.into_iter().rev() {
             match read_generation(&path, generation) {
                 Ok(stored) => listed.push(stored.meta),
-                Err(error) => tracing::warn!(%error, "skipping unreadable generation"),
+                Err(error) => {
+                    tracing::warn!(%error, "skipping unreadable generation");
+                    self.quarantine_after(&path, &error);
+                }
             }
         }
         Ok(listed)
     }
 
-    /// Loads one kept generation.
+    /// Loads one kept generation. A file that cannot be read is moved to quarantine and the
+    /// error says where it went.
     pub fn load(&self, generation: u64) -> Result<StoredGeneration, StateError> {
         let path = self.generation_path(generation);
         if !path.exists() {
@@ -314,19 +467,125 @@ impl StateStore {
                 dir: self.generations.clone(),
             });
         }
-        read_generation(&path, generation)
+        read_generation(&path, generation).map_err(|error| {
+            match self.quarantine_after(&path, &error) {
+                Some(moved) => StateError::Corrupt {
+                    path: moved,
+                    reason: format!("{error}; moved to quarantine"),
+                },
+                None => error,
+            }
+        })
+    }
+
+    /// Moves an unreadable generation file aside (if `error` says the file is bad), logs it and
+    /// counts it; returns where it went. Never deletes: a failure to move is logged and the
+    /// file stays (the next generation number skips past it anyway).
+    fn quarantine_after(&self, path: &Path, error: &StateError) -> Option<PathBuf> {
+        if !is_quarantinable(error) {
+            return None;
+        }
+        match self.quarantine(path) {
+            Ok(moved) => {
+                self.quarantined.inc();
+                tracing::error!(
+                    %error,
+                    quarantined = %moved.display(),
+                    "moved an unreadable stored generation to quarantine (kept for inspection; never deleted)"
+                );
+                Some(moved)
+            }
+            Err(move_error) => {
+                tracing::error!(%error, %move_error, "could not move an unreadable stored generation to quarantine");
+                None
+            }
+        }
+    }
+
+    fn quarantine(&self, path: &Path) -> Result<PathBuf, StateError> {
+        fs::create_dir_all(&self.quarantine).map_err(io_error("creating", &self.quarantine))?;
+        let name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        let mut target = self.quarantine.join(format!("{name}.{stamp}"));
+        let mut attempt = 1;
+        while target.exists() {
+            target = self.quarantine.join(format!("{name}.{stamp}.{attempt}"));
+            attempt += 1;
+        }
+        fs::rename(path, &target).map_err(io_error("moving to quarantine", path))?;
+        sync_dir(&self.quarantine)?;
+        sync_dir(&self.generations)?;
+        Ok(target)
+    }
+
+    /// The files under `quarantine/` that name a generation, oldest first.
+    fn quarantined_files(&self) -> Result<Vec<(u64, PathBuf)>, StateError> {
+        let entries = match fs::read_dir(&self.quarantine) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(io_error("listing", &self.quarantine)(source)),
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_error("listing", &self.quarantine))?;
+            if let Some(generation) = entry.file_name().to_str().and_then(generation_of) {
+                files.push((generation, entry.path()));
+            }
+        }
+        files.sort_unstable();
+        Ok(files)
+    }
+
+    /// What could be deleted to make room, largest first: every quarantined file, then every
+    /// kept generation not in `needed` (the running one, a rollback target).
+    pub fn prunable(&self, needed: &[u64]) -> Vec<Prunable> {
+        let size = |path: &Path| fs::metadata(path).map_or(0, |metadata| metadata.len());
+        let mut quarantined: Vec<Prunable> = self
+            .quarantined_files()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, path)| Prunable {
+                bytes: size(&path),
+                what: "quarantined".to_owned(),
+                path,
+            })
+            .collect();
+        let mut generations: Vec<Prunable> = self
+            .generation_files()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(generation, _)| !needed.contains(generation))
+            .map(|(generation, path)| Prunable {
+                bytes: size(&path),
+                what: format!("kept generation {generation}"),
+                path,
+            })
+            .collect();
+        quarantined.sort_by_key(|file| std::cmp::Reverse(file.bytes));
+        generations.sort_by_key(|file| std::cmp::Reverse(file.bytes));
+        quarantined.extend(generations);
+        quarantined
     }
 
     /// Durably records `new` as the current generation, then prunes all but the newest
-    /// `keep_previous + 1`. When this returns `Ok`, the generation survives a crash.
+    /// `keep_previous + 1`. When this returns `Ok`, the generation survives a crash. A full
+    /// file system is [`StateError::NoSpace`], listing what could go except the generations in
+    /// `needed` and `new`'s predecessor.
     pub fn commit(&self, new: &StoredGeneration) -> Result<(), StateError> {
         let files = self.generation_files()?;
-        if let Some((newest, _)) = files.last()
-            && *newest >= new.meta.generation
-        {
+        let newest = files
+            .last()
+            .map_or(0, |(newest, _)| *newest)
+            .max(self.highest.load(Ordering::Relaxed));
+        if newest >= new.meta.generation {
             return Err(StateError::NotNewer {
                 new: new.meta.generation,
-                newest: *newest,
+                newest,
             });
         }
         let file = GenerationFile {
@@ -338,8 +597,30 @@ impl StateStore {
             path: self.generation_path(new.meta.generation),
             reason: format!("cannot serialise: {error}"),
         })?;
-        self.write_atomically(&self.generation_path(new.meta.generation), &bytes)?;
+        self.write_atomically(&self.generation_path(new.meta.generation), &bytes)
+            .map_err(|error| self.with_prunable(error, &[]))?;
+        self.highest
+            .fetch_max(new.meta.generation, Ordering::Relaxed);
         self.prune()
+    }
+
+    /// Fills in what could be pruned on a [`StateError::NoSpace`]; the newest intact
+    /// generation (the running one) and `needed` are never listed.
+    pub fn with_prunable(&self, error: StateError, needed: &[u64]) -> StateError {
+        match error {
+            StateError::NoSpace { what, path, .. } => {
+                let mut keep = needed.to_vec();
+                if let Some((newest, _)) = self.generation_files().unwrap_or_default().last() {
+                    keep.push(*newest);
+                }
+                StateError::NoSpace {
+                    what,
+                    path,
+                    prunable: self.prunable(&keep),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Loads the persisted drain state; the default (not drained) if none was ever stored.
@@ -367,6 +648,7 @@ impl StateStore {
             reason: format!("cannot serialise: {error}"),
         })?;
         self.write_atomically(&path, &bytes)
+            .map_err(|error| self.with_prunable(error, &[]))
     }
 
     fn generation_path(&self, generation: u64) -> PathBuf {
@@ -383,17 +665,17 @@ impl StateStore {
             let entry = entry.map_err(io_error("listing", &self.generations))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let Some(number) = name.strip_suffix(".json") else {
-                continue;
-            };
-            if number.len() != 20 || !number.bytes().all(|byte| byte.is_ascii_digit()) {
+            if name.len() != 25 {
                 continue;
             }
-            if let Ok(generation) = number.parse::<u64>() {
+            if let Some(generation) = generation_of(name) {
                 files.push((generation, entry.path()));
             }
         }
         files.sort_unstable_by_key(|(generation, _)| *generation);
+        if let Some((newest, _)) = files.last() {
+            self.highest.fetch_max(*newest, Ordering::Relaxed);
+        }
         Ok(files)
     }
 
@@ -443,8 +725,12 @@ impl StateStore {
             let mut file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(FILE_MODE)
                 .open(&temp)
                 .map_err(io_error("creating", &temp))?;
+            // The umask may have taken bits away from the mode; set it exactly.
+            file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+                .map_err(io_error("setting the mode of", &temp))?;
             file.write_all(bytes).map_err(io_error("writing", &temp))?;
             file.sync_all().map_err(io_error("syncing", &temp))?;
             drop(file);
@@ -455,7 +741,15 @@ impl StateStore {
             // Best effort: a leftover is also removed on the next open.
             let _ = fs::remove_file(&temp);
         }
-        result
+        result.map_err(|error| match error {
+            // Name the file being written, not its temp file (gone by now).
+            StateError::NoSpace { what, prunable, .. } => StateError::NoSpace {
+                what,
+                path: target.to_path_buf(),
+                prunable,
+            },
+            other => other,
+        })
     }
 }
 
@@ -604,7 +898,8 @@ mod tests {
         let message = recovered.skipped[0].to_string();
         assert!(message.contains("00000000000000000002.json"), "{message}");
         assert!(message.contains("corrupt"), "{message}");
-        assert!(matches!(store.load(2), Err(StateError::Corrupt { .. })));
+        // Moved to quarantine: no longer among the kept generations.
+        assert!(matches!(store.load(2), Err(StateError::NotFound { .. })));
         assert_eq!(store.list().unwrap().len(), 1);
     }
 
@@ -674,6 +969,247 @@ mod tests {
             StateStore::open(dir.path(), 3),
             Err(StateError::Locked { .. })
         ));
+    }
+
+    fn generation_file(dir: &Path, number: u64) -> PathBuf {
+        dir.join(GENERATIONS_DIR).join(format!("{number:020}.json"))
+    }
+
+    fn quarantine_entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir.join(QUARANTINE_DIR))
+            .map(|entries| {
+                entries
+                    .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn corrupt_newest_generation_is_quarantined_and_commits_continue_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = StateStore::open(dir.path(), 3).unwrap();
+            store.commit(&generation(1)).unwrap();
+            store.commit(&generation(2)).unwrap();
+        }
+        fs::write(generation_file(dir.path(), 2), b"{\"format\":1,\"me").unwrap();
+        let store = StateStore::open(dir.path(), 3).unwrap();
+        let recovered = store.load_current().unwrap();
+        assert_eq!(recovered.current.unwrap().meta.generation, 1);
+        assert_eq!(recovered.skipped.len(), 1);
+        assert_eq!(recovered.quarantined.len(), 1);
+        // Moved aside, not deleted: the bytes are still there for inspection.
+        assert!(!generation_file(dir.path(), 2).exists());
+        assert_eq!(
+            fs::read(&recovered.quarantined[0]).unwrap(),
+            b"{\"format\":1,\"me"
+        );
+        assert_eq!(quarantine_entries(dir.path()).len(), 1);
+        assert!(quarantine_entries(dir.path())[0].starts_with("00000000000000000002.json."));
+        assert_eq!(store.quarantined_count(), 1);
+        // The next number skips the quarantined one; a push (generation 3) commits.
+        assert_eq!(store.next_generation(), 3);
+        store.commit(&generation(3)).unwrap();
+        assert!(matches!(
+            store.commit(&generation(2)),
+            Err(StateError::NotNewer { newest: 3, .. })
+        ));
+        drop(store);
+        // After a restart the quarantined number still counts, even if every kept file is older.
+        fs::remove_file(generation_file(dir.path(), 3)).unwrap();
+        let store = StateStore::open(dir.path(), 3).unwrap();
+        assert_eq!(store.next_generation(), 3);
+        assert_eq!(
+            store
+                .load_current()
+                .unwrap()
+                .current
+                .unwrap()
+                .meta
+                .generation,
+            1
+        );
+        assert!(matches!(
+            store.commit(&generation(2)),
+            Err(StateError::NotNewer { newest: 2, .. })
+        ));
+        store.commit(&generation(3)).unwrap();
+    }
+
+    #[test]
+    fn corrupt_older_generation_is_quarantined_when_listed_or_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = Counter::default();
+        let store = StateStore::open(dir.path(), 5)
+            .unwrap()
+            .with_quarantine_counter(counter.clone());
+        for number in 1..=4 {
+            store.commit(&generation(number)).unwrap();
+        }
+        fs::write(generation_file(dir.path(), 2), b"not json").unwrap();
+        fs::write(generation_file(dir.path(), 3), b"[]").unwrap();
+        let error = store.load(3).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("quarantine"), "{message}");
+        assert!(!generation_file(dir.path(), 3).exists());
+        let listed: Vec<u64> = store
+            .list()
+            .unwrap()
+            .iter()
+            .map(|meta| meta.generation)
+            .collect();
+        assert_eq!(listed, vec![4, 1]);
+        assert!(!generation_file(dir.path(), 2).exists());
+        assert_eq!(quarantine_entries(dir.path()).len(), 2);
+        assert_eq!(counter.get(), 2);
+        // Quarantining the same number twice never overwrites the first copy.
+        fs::write(generation_file(dir.path(), 2), b"again").unwrap();
+        assert!(store.load(2).is_err());
+        assert_eq!(quarantine_entries(dir.path()).len(), 3);
+        assert_eq!(counter.get(), 3);
+    }
+
+    #[test]
+    fn unreadable_generation_is_quarantined_like_a_corrupt_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path(), 3).unwrap();
+        store.commit(&generation(1)).unwrap();
+        // A directory where the file should be: reading it fails (EISDIR), it is not data.
+        fs::create_dir(generation_file(dir.path(), 2)).unwrap();
+        let recovered = store.load_current().unwrap();
+        assert_eq!(recovered.current.unwrap().meta.generation, 1);
+        assert!(matches!(recovered.skipped[0], StateError::Io { .. }));
+        assert_eq!(recovered.quarantined.len(), 1);
+        assert_eq!(store.next_generation(), 3);
+    }
+
+    /// Sets the process umask for the closure's duration (other tests' files are unaffected
+    /// beyond their mode bits, which no test here checks but this one).
+    fn with_umask<T>(mask: u32, body: impl FnOnce() -> T) -> T {
+        let previous = rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask));
+        let result = body();
+        rustix::process::umask(previous);
+        result
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn files_are_written_0600_whatever_the_umask() {
+        for mask in [0o000, 0o022, 0o277] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = StateStore::open(dir.path(), 3).unwrap();
+            with_umask(mask, || {
+                store.commit(&generation(1)).unwrap();
+                store.store_drain(&DrainState::default()).unwrap();
+            });
+            assert_eq!(
+                mode_of(&generation_file(dir.path(), 1)),
+                0o600,
+                "umask {mask:o}"
+            );
+            assert_eq!(
+                mode_of(&dir.path().join(DRAIN_FILE)),
+                0o600,
+                "umask {mask:o}"
+            );
+        }
+        // A generation file left world-readable (older version, restored by hand) is tightened.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = StateStore::open(dir.path(), 3).unwrap();
+            store.commit(&generation(1)).unwrap();
+        }
+        let path = generation_file(dir.path(), 1);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let _store = StateStore::open(dir.path(), 3).unwrap();
+        assert_eq!(mode_of(&path), 0o600);
+    }
+
+    fn big_generation(number: u64, bytes: usize) -> StoredGeneration {
+        let mut stored = generation(number);
+        stored.bundle.sources[0].text.push_str(&"#".repeat(bytes));
+        stored
+    }
+
+    #[test]
+    fn full_disk_is_its_own_error_names_what_to_prune_and_changes_nothing() {
+        let tmpfs = crate::test_support::SmallTmpfs::mount(256 * 1024);
+        let store = StateStore::open(tmpfs.path(), 5).unwrap();
+        for number in 1..=3 {
+            store.commit(&big_generation(number, 20_000)).unwrap();
+        }
+        let filler = tmpfs.fill();
+        let error = store.commit(&big_generation(4, 20_000)).unwrap_err();
+        assert!(error.is_no_space(), "{error}");
+        let message = error.to_string();
+        assert!(message.contains("no space left"), "{message}");
+        let StateError::NoSpace { prunable, .. } = &error else {
+            unreachable!()
+        };
+        // The running generation (3) is never offered; older ones are, with their sizes.
+        let offered: Vec<&Path> = prunable.iter().map(|file| file.path.as_path()).collect();
+        assert!(
+            offered.contains(&generation_file(tmpfs.path(), 1).as_path()),
+            "{message}"
+        );
+        assert!(
+            offered.contains(&generation_file(tmpfs.path(), 2).as_path()),
+            "{message}"
+        );
+        assert!(
+            !offered.contains(&generation_file(tmpfs.path(), 3).as_path()),
+            "{message}"
+        );
+        assert!(prunable.iter().all(|file| file.bytes > 20_000));
+        // A rollback to 1 needs 1: only 2 is offered.
+        let for_rollback = store.with_prunable(
+            StateError::NoSpace {
+                what: "writing",
+                path: tmpfs.path().to_path_buf(),
+                prunable: Vec::new(),
+            },
+            &[1],
+        );
+        let StateError::NoSpace { prunable, .. } = &for_rollback else {
+            unreachable!()
+        };
+        let offered: Vec<PathBuf> = prunable.iter().map(|file| file.path.clone()).collect();
+        assert_eq!(offered, vec![generation_file(tmpfs.path(), 2)]);
+        assert!(for_rollback.to_string().contains("kept generation 2"));
+        // Nothing changed: 3 is current, no temp file left, 4 is not there.
+        assert_eq!(
+            store
+                .load_current()
+                .unwrap()
+                .current
+                .unwrap()
+                .meta
+                .generation,
+            3
+        );
+        let leftovers: Vec<String> = fs::read_dir(tmpfs.path().join(GENERATIONS_DIR))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with(TEMP_PREFIX))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert!(matches!(store.load(4), Err(StateError::NotFound { .. })));
+        assert!(
+            store
+                .store_drain(&DrainState::default())
+                .unwrap_err()
+                .is_no_space()
+        );
+        // Once room is made, the same commit works.
+        fs::remove_file(filler).unwrap();
+        store.commit(&big_generation(4, 20_000)).unwrap();
+        drop(store);
     }
 
     #[test]

@@ -12,16 +12,106 @@
 //! through rustls) parses the certificate and hands out the raw subject `Name`; the few lines
 //! below walk that `Name` (RFC 5280 §4.1.2.6: SEQUENCE OF SET OF {OID, value}) to find the CN,
 //! which is lighter than pulling in a general X.509 parser. It only ever runs on a certificate
-//! rustls has already verified against the client CA.
+//! rustls has already verified against the client CA — except in [`RecordingVerifier`], which
+//! reads the *claimed* identity of a certificate the handshake refuses, only for the audit log.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+
+tokio::task_local! {
+    /// Where [`RecordingVerifier`] leaves the identity a refused client certificate claims,
+    /// for the connection whose handshake runs inside [`record_refused_identity`].
+    static REFUSED_IDENTITY: Arc<Mutex<Option<String>>>;
+}
+
+/// Runs a server handshake and returns its result with the identity (subject CN) of the client
+/// certificate, if one was presented and the verifier refused it. The identity is unverified:
+/// it is what the refused certificate says, for the audit log only.
+pub async fn record_refused_identity<T>(
+    handshake: impl std::future::Future<Output = T>,
+) -> (T, Option<String>) {
+    let slot = Arc::new(Mutex::new(None));
+    let result = REFUSED_IDENTITY.scope(Arc::clone(&slot), handshake).await;
+    let identity = slot.lock().map_or(None, |mut identity| identity.take());
+    (result, identity)
+}
+
+/// The client verifier: webpki's, plus a note of the claimed identity of a refused certificate
+/// (see [`record_refused_identity`]). The refusal itself, and its alert, are webpki's.
+#[derive(Debug)]
+struct RecordingVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for RecordingVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now);
+        if verified.is_err()
+            && let Ok(identity) = certificate_identity(end_entity)
+        {
+            let _ = REFUSED_IDENTITY.try_with(|slot| {
+                if let Ok(mut slot) = slot.lock() {
+                    *slot = Some(identity);
+                }
+            });
+        }
+        verified
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner
+            .verify_tls12_signature(message, certificate, signature)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner
+            .verify_tls13_signature(message, certificate, signature)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
 
 /// ALPN protocol spoken on the control API.
 pub const ALPN_HTTP1: &[u8] = b"http/1.1";
@@ -158,7 +248,7 @@ pub fn server_config_from(
             context: "server protocol versions".to_owned(),
             source,
         })?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(RecordingVerifier { inner: verifier }))
         .with_single_cert(chain, key)
         .map_err(|source| TlsError::Rustls {
             context: "server certificate and key".to_owned(),

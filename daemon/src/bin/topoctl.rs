@@ -3,7 +3,8 @@
 //! fleet in gated waves (`topoctl rollout`, docs/rollouts.md, exit codes of its own).
 //!
 //! Exit codes (documented in README): 0 no change / valid, 1 usage or connection error,
-//! 2 changes allowed, 3 refused by a guard, 4 invalid topology.
+//! 2 changes allowed, 3 refused by a guard, 4 invalid topology, 5 the daemon's disk is full
+//! (nothing changed; the message names what could be pruned).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -24,13 +25,18 @@ use topologyd_topology::{
     compile_owned, plan_with_vrps,
 };
 
+/// The daemon answered 507: its state directory's or audit log's file system is full and
+/// nothing changed.
+const EXIT_NO_SPACE: i32 = 5;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "topoctl",
     version,
     about = "Check, compile, plan and explain service topologies; push them to topologyd.",
     after_help = "Exit codes: 0 no change (or valid), 1 usage or connection error, \
-                  2 changes allowed, 3 refused by a guard, 4 invalid topology.\n\
+                  2 changes allowed, 3 refused by a guard, 4 invalid topology, \
+                  5 the daemon's state or audit file system is full (nothing changed).\n\
                   Topology files may be given in any order; together they form one topology."
 )]
 struct Arguments {
@@ -759,6 +765,7 @@ fn print_answer(answer: Result<Value, ClientError>, json: bool, dry_run: bool) -
             }
             match status {
                 422 => EXIT_REFUSED,
+                507 => EXIT_NO_SPACE,
                 400 if error["kind"] == "invalid" => EXIT_INVALID,
                 _ => EXIT_USAGE,
             }

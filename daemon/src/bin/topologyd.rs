@@ -61,6 +61,10 @@ fn load_config(path: &PathBuf) -> Result<DaemonConfig, String> {
         .map_err(|diagnostics| diagnostics.to_string())
 }
 
+/// Threads of the blocking pool (compiles, state and audit writes, large body parses). The
+/// compile memory budget, not this, bounds concurrent compiles; systemd's `TasksMax=` is 256.
+const MAX_BLOCKING_THREADS: usize = 64;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -89,6 +93,8 @@ fn main() -> ExitCode {
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Compiles, file writes and large body parses; well below the unit's TasksMax.
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
     {
@@ -210,6 +216,7 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
             ControlSettings {
                 roles,
                 body_limit: control.max_body_bytes as u64,
+                reader_body_limit: control.max_reader_body_bytes as u64,
                 audit_log: audit_log.clone(),
             },
             command_sender.clone(),
