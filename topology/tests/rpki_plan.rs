@@ -2,7 +2,7 @@
 //! against a VRP set. A split beyond a ROA's max-length and a change of origin are refused,
 //! naming the route and the covering VRPs; no intent or override lifts it; a route invalid
 //! before and kept as it is is reported, not refused, unless the change announces it at more
-//! locations; declared ROAs the RPKI does not hold are called out. And, over random changes and
+//! locations or gives it another origin; declared ROAs the RPKI does not hold are called out. And, over random changes and
 //! VRP sets, G5 names exactly the (route, location) pairs an oracle computes from `desired`.
 
 #![allow(clippy::unwrap_used)]
@@ -204,13 +204,13 @@ fn naive_invalid(vrps: &[(IpNet, u8, u32)], route: &IpNet, origin: u32) -> bool 
         })
 }
 
-/// (route, location) pairs announced invalid, from `desired` alone.
-fn invalid_pairs(topology: &Topology, vrps: &[(IpNet, u8, u32)]) -> BTreeSet<(IpNet, String)> {
+/// (route, location, origin) announced invalid, from `desired` alone.
+fn invalid_pairs(topology: &Topology, vrps: &[(IpNet, u8, u32)]) -> BTreeSet<(IpNet, String, u32)> {
     let mut pairs = BTreeSet::new();
     for location in topology.locations() {
         for route in topology.desired(&location.name).unwrap() {
             if naive_invalid(vrps, &route.prefix, route.origin_asn) {
-                pairs.insert((route.prefix, location.name.clone()));
+                pairs.insert((route.prefix, location.name.clone(), route.origin_asn));
             }
         }
     }
@@ -254,9 +254,11 @@ proptest! {
             .into_iter()
             .map(|(prefix, max_length, asn)| (prefix, max_length.min(32), asn))
             .collect();
+        // Invalid after and not invalid before with the same origin: another origin is a new
+        // announcement of the route, even if it was invalid before too.
         let expected: BTreeSet<(IpNet, String)> = invalid_pairs(&new, &entries)
             .difference(&invalid_pairs(&old, &entries))
-            .cloned()
+            .map(|(route, location, _)| (*route, location.clone()))
             .collect();
         let result = plan_with_vrps(&old, &new, &everything(), Some(&set));
         let named: BTreeSet<(IpNet, String)> = g5(&result)
@@ -270,4 +272,14 @@ proptest! {
             prop_assert_eq!(result.verdict(), Verdict::Refused);
         }
     }
+}
+
+#[test]
+fn moving_from_one_invalid_origin_to_another_is_refused() {
+    let set = vrps(&[("198.51.100.0/22", 22, 13335)]);
+    let old = topology(&prefix("198.51.100.0/22", 64500, "\"aggregate\""), "all");
+    let new = topology(&prefix("198.51.100.0/22", 64501, "\"aggregate\""), "all");
+    let result = plan_with_vrps(&old, &new, &everything(), Some(&set));
+    assert_eq!(g5(&result).len(), 1, "{}", result.render_text());
+    assert_eq!(result.verdict(), Verdict::Refused);
 }

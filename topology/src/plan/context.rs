@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use topologyd_config::{Lifecycle, LocationState};
 
 use super::WithdrawalCause;
+use super::guards::address_range;
 use crate::location_set::LocationSet;
 use crate::model::{AnnouncedRoute, Route, Topology};
 
@@ -202,17 +203,25 @@ impl<'a> Context<'a> {
         }
     }
 
-    /// Where the new topology announces routes overlapping `prefix` other than `prefix` itself.
+    /// Where the new topology announces, by routes other than `prefix` itself, **every**
+    /// address of `prefix`: where a route containing it is announced, or where more-specifics
+    /// that together cover all of it are all announced. A location announcing only part of the
+    /// addresses replaces nothing (its other addresses are lost there).
     pub(super) fn replacement(&self, prefix: &IpNet) -> LocationSet {
-        let mut locations = LocationSet::empty(self.universe.names.len());
-        let mut add = |route: &Route| {
-            if route.prefix != *prefix {
-                locations.union_with(&self.new_sets[route.service as usize]);
-            }
-        };
+        let capacity = self.universe.names.len();
         if let Some(index) = self.new.route_containing(prefix) {
-            add(&self.new.routes[index]);
+            let route = &self.new.routes[index];
+            return if route.prefix == *prefix {
+                LocationSet::empty(capacity)
+            } else {
+                self.new_sets[route.service as usize].clone()
+            };
         }
+        // Routes of one topology are disjoint: the more-specifics tile `prefix` only if they
+        // leave no gap, and then the locations announcing all of them replace it.
+        let (first, last) = address_range(prefix);
+        let mut next = Some(first);
+        let mut everywhere: Option<LocationSet> = None;
         let start = self
             .new
             .routes
@@ -221,8 +230,23 @@ impl<'a> Context<'a> {
             .iter()
             .take_while(|route| prefix.contains(&route.prefix))
         {
-            add(route);
+            let Some(needed) = next else {
+                break;
+            };
+            let (route_first, route_last) = address_range(&route.prefix);
+            if route_first > needed {
+                return LocationSet::empty(capacity);
+            }
+            next = route_last.checked_add(1).map(|after| after.max(needed));
+            let set = &self.new_sets[route.service as usize];
+            everywhere = Some(match everywhere {
+                None => set.clone(),
+                Some(so_far) => so_far.intersection(set),
+            });
         }
-        locations
+        match (next, everywhere) {
+            (next, Some(everywhere)) if next.is_none_or(|needed| needed > last) => everywhere,
+            _ => LocationSet::empty(capacity),
+        }
     }
 }

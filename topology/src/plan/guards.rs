@@ -240,7 +240,7 @@ pub fn rollback_overrides(running: &Topology, target: &Topology) -> Vec<Override
 }
 
 /// The first and last address of `network`, as numbers.
-fn address_range(network: &IpNet) -> (u128, u128) {
+pub(super) fn address_range(network: &IpNet) -> (u128, u128) {
     match network {
         IpNet::V4(network) => (
             u128::from(u32::from(network.network())),
@@ -378,10 +378,14 @@ pub(super) fn rpki_invalid(
             }
             RpkiState::InvalidOrigin | RpkiState::InvalidLength => {
                 summary.invalid += 1;
+                // Invalid before with the same origin: the change did not make it so. Another
+                // origin (even another invalid one) is a new announcement of the route.
                 let invalid_before = before.filter(|before| {
-                    vrps.validate(&before.prefix, before.origin_asn)
-                        .state
-                        .is_invalid()
+                    before.origin_asn == route.origin_asn
+                        && vrps
+                            .validate(&before.prefix, before.origin_asn)
+                            .state
+                            .is_invalid()
                 });
                 let newly = match invalid_before {
                     Some(_) => announced.difference(announced_before),

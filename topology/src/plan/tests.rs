@@ -255,3 +255,51 @@ fn a_rollback_withdraws_what_it_undoes_but_not_what_the_target_still_binds() {
         2
     );
 }
+
+#[test]
+fn a_split_that_rebinds_most_of_a_prefix_is_judged_on_every_address() {
+    // The /16 leaves 19 of 20 locations: 255 of its 256 /24s now belong to a service at one
+    // location. One /24 still announced everywhere does not make the others reachable.
+    let mut fleet = String::new();
+    for index in 0..20 {
+        fleet += &format!(
+            "[[location]]\nname = \"l{index:02}\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n"
+        );
+    }
+    let services = "[[service]]\nname = \"cdn\"\ntopology = \"all\"\n[[service]]\nname = \"one\"\ntopology = 'location = \"l00\"'\n";
+    let old = compile(
+        &[Source::new(
+            "t.toml",
+            format!(
+                "{fleet}{services}[[prefix]]\ncidr = \"10.0.0.0/16\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n[[binding]]\ncidr = \"10.0.0.0/16\"\nservice = \"cdn\"\n"
+            ),
+        )],
+        1,
+    )
+    .unwrap();
+    let new = compile(
+        &[Source::new(
+            "t.toml",
+            format!(
+                "{fleet}{services}[[prefix]]\ncidr = \"10.0.0.0/16\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nannounce = {{ split = 24 }}\n[[binding]]\ncidr = \"10.0.0.0/16\"\nservice = \"one\"\n[[binding]]\ncidr = \"10.0.0.0/24\"\nservice = \"cdn\"\n"
+            ),
+        )],
+        2,
+    )
+    .unwrap();
+    let result = plan(&old, &new, &Intent::default());
+    let text = result.render_text();
+    assert!(
+        result.violations.iter().any(|violation| matches!(
+            violation,
+            GuardViolation::UndeclaredWithdrawal { route, locations, .. }
+                if route.to_string() == "10.0.0.0/16" && locations.len() == 19
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("10.0.0.0/16 (20 -> 1 live locations)"),
+        "concentration: {text}"
+    );
+    assert_eq!(result.summary.lost_pairs, 19, "{text}");
+}
