@@ -121,11 +121,19 @@ impl Plan {
         );
         let _ = writeln!(
             out,
-            "blast radius: {} route(s) lose locations; {} of {} announced pairs lost ({}, budget {:.1}%); {} of {} announcing locations lose more than {:.1}% of their routes ({}, budget {:.1}%); {} route(s) concentrate on less than half of their live locations{}",
+            "blast radius: {} route(s) lose locations ({} withdrawn everywhere{}); reach lost: {} of {} announced pairs ({}, budget {:.1}%); {} of {} announcing locations lose, net, more than {:.1}% of their routes ({}, budget {:.1}%); {} route(s) concentrate on less than half of their live locations{}",
             summary.lost_routes,
-            summary.lost_pairs,
+            summary.withdrawn_everywhere,
+            if summary.withdrawn_everywhere > 0
+                && summary.withdrawn_everywhere <= summary.small_change_routes
+            {
+                format!(", not counted: at most {}", summary.small_change_routes)
+            } else {
+                String::new()
+            },
+            summary.reach_lost_pairs,
             summary.announced_pairs_before,
-            percent(summary.lost_pairs, summary.announced_pairs_before),
+            percent(summary.reach_lost_pairs, summary.announced_pairs_before),
             summary.max_withdrawn_pair_share * 100.0,
             summary.locations_hit,
             summary.announcing_locations_before,
@@ -133,15 +141,10 @@ impl Plan {
             percent(summary.locations_hit, summary.announcing_locations_before),
             summary.max_affected_location_share * 100.0,
             summary.concentrated_routes,
-            if summary.lost_routes <= summary.small_change_routes
-                || summary.locations_losing_routes <= 1
-            {
-                format!(
-                    "; well-scoped (at most {} routes, or one location), so the shares do not apply",
-                    summary.small_change_routes
-                )
+            if summary.locations_losing_routes == 1 {
+                "; reach is lost at one location only, so the shares do not apply"
             } else {
-                String::new()
+                ""
             }
         );
         if let Some(rpki) = &self.rpki {
@@ -476,7 +479,7 @@ impl Plan {
                 let mut reasons = Vec::new();
                 if *over_shares {
                     reasons.push(format!(
-                        "{withdrawn_pairs} of {announced_pairs} route x location pairs lost ({}, budget {:.1}%), {affected_locations} of {announcing_locations} locations lose more than {:.1}% of their routes ({}, budget {:.1}%), and the change is not well-scoped ({lost_routes} routes > {small_change_routes}, at {locations_losing_routes} locations)",
+                        "reach lost: {withdrawn_pairs} of {announced_pairs} route x location pairs ({}, budget {:.1}%); {affected_locations} of {announcing_locations} locations lose, net, more than {:.1}% of their routes ({}, budget {:.1}%); {lost_routes} route(s) lose locations at {locations_losing_routes} locations (withdrawals from every location count beyond {small_change_routes})",
                         percent(*withdrawn_pairs, *announced_pairs),
                         max_withdrawn_pair_share * 100.0,
                         max_withdrawn_pair_share * 100.0,

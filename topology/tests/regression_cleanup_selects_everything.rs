@@ -54,7 +54,13 @@ fn unadvertising_a_quarter_of_all_prefixes_is_refused_by_g4() {
             ..
         }
     ));
-    assert!(result.render_text().contains("G4 blast radius: 120 of 480"));
+    assert!(
+        result
+            .render_text()
+            .contains("G4 blast radius: reach lost: 120 of 480"),
+        "{}",
+        result.render_text()
+    );
     for change in &result.changes {
         assert_eq!(
             change.withdrawals[0].cause,

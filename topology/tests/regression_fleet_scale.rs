@@ -617,3 +617,101 @@ fn large_changes_still_need_the_blast_radius_override() {
         result.render_text()
     );
 }
+
+/// A fleet of `counts` live locations per region, and `routes` /24s per service
+/// (`service name`, `selector`).
+fn small_topology(
+    counts: &[(&str, usize)],
+    services: &[(&str, &str, usize)],
+    drained: &str,
+) -> Topology {
+    let mut text = String::new();
+    for (region, count) in counts {
+        for number in 0..*count {
+            text += &format!(
+                "[[location]]\nname = \"{region}{number:02}\"\nregion = \"{region}\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"{}\"\n",
+                if *region == drained {
+                    "draining"
+                } else {
+                    "live"
+                }
+            );
+        }
+    }
+    let mut third = 0;
+    for (name, selector, routes) in services {
+        text += &format!("[[service]]\nname = \"{name}\"\ntopology = '{selector}'\n");
+        for _ in 0..*routes {
+            let cidr = format!("10.1.{third}.0/24");
+            third += 1;
+            text += &format!(
+                "[[prefix]]\ncidr = \"{cidr}\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n[[binding]]\ncidr = \"{cidr}\"\nservice = \"{name}\"\n"
+            );
+        }
+    }
+    compile(&[Source::new("topology.toml", text)], 1).unwrap()
+}
+
+#[test]
+fn reach_lost_at_many_locations_needs_the_override_however_few_the_routes() {
+    // Draining every EU location (4 of 9) of a three-route topology loses 44 % of the reach.
+    let fleet = [("eu", 4), ("us", 5)];
+    let services = [("web", "all", 3)];
+    let result = plan(
+        &small_topology(&fleet, &services, ""),
+        &small_topology(&fleet, &services, "eu"),
+        &Intent::default(),
+    );
+    assert_eq!(
+        result.violations_of(Guard::G4).count(),
+        1,
+        "{}",
+        result.render_text()
+    );
+}
+
+#[test]
+fn moving_a_service_between_regions_of_equal_size_loses_no_reach() {
+    // 20 locations; a regional service of 20 routes moves from 5 EU locations to 5 US ones.
+    let fleet = [("eu", 5), ("us", 5), ("ap", 10)];
+    let before = [("regional", "region = \"eu\"", 20), ("web", "all", 5)];
+    let after = [("regional", "region = \"us\"", 20), ("web", "all", 5)];
+    let result = plan(
+        &small_topology(&fleet, &before, ""),
+        &small_topology(&fleet, &after, ""),
+        &Intent::default().with_service("regional"),
+    );
+    assert_eq!(
+        result.summary.reach_lost_pairs,
+        0,
+        "{}",
+        result.render_text()
+    );
+    assert_eq!(
+        result.verdict(),
+        Verdict::ChangesAllowed,
+        "{}",
+        result.render_text()
+    );
+    // Three locations: a nine-route service moved from one location to another.
+    let fleet = [("a", 1), ("b", 1), ("c", 1)];
+    let result = plan(
+        &small_topology(
+            &fleet,
+            &[("svc", "region = \"a\"", 9), ("web", "all", 2)],
+            "",
+        ),
+        &small_topology(
+            &fleet,
+            &[("svc", "region = \"b\"", 9), ("web", "all", 2)],
+            "",
+        ),
+        &Intent::default().with_service("svc"),
+    );
+    assert_eq!(
+        result.verdict(),
+        Verdict::ChangesAllowed,
+        "{}",
+        result.render_text()
+    );
+}

@@ -27,6 +27,10 @@ pub(super) struct RouteDiff {
     /// overlapping route after (G4's concentration).
     pub(super) live_before: u64,
     pub(super) live_after: u64,
+    /// Locations announcing it (or overlapping routes covering all of it) before and after,
+    /// whatever their state: what G4's reach counts.
+    pub(super) reach_before: u64,
+    pub(super) reach_after: u64,
     /// Whether a location live before keeps announcing it (G2's service change).
     pub(super) kept_live: bool,
 }
@@ -96,6 +100,8 @@ pub(super) fn diff_routes(context: &Context<'_>) -> Vec<RouteDiff> {
             lost: LocationSet::empty(capacity),
             live_before: old_set.intersection_len(&context.old_live) as u64,
             live_after: 0,
+            reach_before: old_set.len() as u64,
+            reach_after: new_set.len() as u64,
             kept_live: old_set
                 .intersection(new_set)
                 .intersection_len(&context.old_live)
@@ -112,6 +118,7 @@ pub(super) fn diff_routes(context: &Context<'_>) -> Vec<RouteDiff> {
             let mut reach_after = new_set.clone();
             reach_after.union_with(&replacement);
             diff.live_after = reach_after.intersection_len(&context.new_live) as u64;
+            diff.reach_after = reach_after.len() as u64;
         }
         diffs.push(diff);
     }

@@ -89,12 +89,15 @@ fn missing(intent: &Intent, services: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// G4 and the plan's counts. The change is **well-scoped** when it loses at most
-/// `small_change_routes` routes, or loses routes at one location only; a change that is not is
-/// refused beyond either share (lost pairs of the announced pairs; locations losing more than
-/// that share of their own pairs, of the announcing locations). Whatever its scope, a route
-/// left on less than half of the (at least four) live locations that announced it is refused
-/// (concentration).
+/// G4 and the plan's counts. G4 judges **reach lost**, not churn: a route moved from some
+/// locations to as many others loses nothing, a route drained from four locations loses four
+/// pairs. Routes withdrawn from every location (G3 asks for each by name) count only when the
+/// change withdraws more than `small_change_routes` of them. Then G4 refuses
+/// - when reach is lost at more than one location and either share is exceeded: the reach
+///   lost, of the announced route×location pairs; or the announcing locations that each lose
+///   (net of what they gain) more than that share of their own routes;
+/// - whatever the scope, when a route still announced somewhere is left on less than half of
+///   the (at least four) live locations that announced it (concentration).
 pub(super) fn blast_radius(
     context: &Context<'_>,
     diffs: &[RouteDiff],
@@ -135,9 +138,16 @@ pub(super) fn blast_radius(
         }
     }
     summary.announcing_locations_before = announcing_before.len() as u64;
-    // Lost pairs grouped by location set, so that no (route, location) pair is materialised.
+    let withdrawn_everywhere = |diff: &RouteDiff| !diff.lost.is_empty() && diff.reach_after == 0;
+    summary.withdrawn_everywhere = diffs
+        .iter()
+        .filter(|diff| withdrawn_everywhere(diff))
+        .count() as u64;
+    let count_everywhere = summary.withdrawn_everywhere > summary.small_change_routes;
+    // Pairs lost and gained, grouped by location set, so that no (route, location) pair is
+    // materialised.
     let mut lost_by_set: HashMap<&LocationSet, u64> = HashMap::new();
-    let mut losing = LocationSet::empty(capacity);
+    let mut gained_by_set: HashMap<&LocationSet, u64> = HashMap::new();
     let mut concentrated = Vec::new();
     for diff in diffs {
         let change = &diff.change;
@@ -146,12 +156,19 @@ pub(super) fn blast_radius(
         for withdrawal in &change.withdrawals {
             summary.withdrawn_pairs += withdrawal.locations.len() as u64;
         }
-        if !diff.lost.is_empty() {
-            summary.lost_pairs += diff.lost.len() as u64;
-            summary.lost_routes += 1;
-            losing.union_with(&diff.lost);
-            *lost_by_set.entry(&diff.lost).or_default() += 1;
+        if !change.announce.is_empty() {
+            *gained_by_set.entry(&change.announce).or_default() += 1;
         }
+        if diff.lost.is_empty() {
+            continue;
+        }
+        summary.lost_pairs += diff.lost.len() as u64;
+        summary.lost_routes += 1;
+        if withdrawn_everywhere(diff) && !count_everywhere {
+            continue;
+        }
+        summary.reach_lost_pairs += diff.reach_before.saturating_sub(diff.reach_after);
+        *lost_by_set.entry(&diff.lost).or_default() += 1;
         if diff.live_before >= CONCENTRATION_MINIMUM
             && diff.live_after > 0
             && diff.live_after * CONCENTRATION_FACTOR < diff.live_before
@@ -163,20 +180,25 @@ pub(super) fn blast_radius(
             });
         }
     }
-    let mut lost_at = vec![0_u64; capacity];
+    let mut net_loss = vec![0_i64; capacity];
     for (set, count) in &lost_by_set {
         for location in set.iter() {
-            lost_at[location] += count;
+            net_loss[location] += *count as i64;
         }
     }
-    summary.locations_hit = lost_at
+    for (set, count) in &gained_by_set {
+        for location in set.iter() {
+            net_loss[location] -= *count as i64;
+        }
+    }
+    summary.locations_losing_routes = net_loss.iter().filter(|loss| **loss > 0).count() as u64;
+    summary.locations_hit = net_loss
         .iter()
         .zip(&pairs_before)
-        .filter(|(lost, before)| {
-            **lost > 0 && **lost as f64 > summary.max_withdrawn_pair_share * **before as f64
+        .filter(|(loss, before)| {
+            **loss > 0 && **loss as f64 > summary.max_withdrawn_pair_share * **before as f64
         })
         .count() as u64;
-    summary.locations_losing_routes = losing.len() as u64;
     summary.concentrated_routes = concentrated.len() as u64;
     let share = |part: u64, whole: u64| {
         if whole == 0 {
@@ -185,17 +207,15 @@ pub(super) fn blast_radius(
             part as f64 / whole as f64
         }
     };
-    let well_scoped =
-        summary.lost_routes <= summary.small_change_routes || summary.locations_losing_routes <= 1;
-    let over_shares = !well_scoped
-        && (share(summary.lost_pairs, summary.announced_pairs_before)
+    let over_shares = summary.locations_losing_routes > 1
+        && (share(summary.reach_lost_pairs, summary.announced_pairs_before)
             > summary.max_withdrawn_pair_share
             || share(summary.locations_hit, summary.announcing_locations_before)
                 > summary.max_affected_location_share);
     let violation = ((over_shares || !concentrated.is_empty())
         && !intent.overrides.contains(&Override::BlastRadius))
     .then_some(GuardViolation::BlastRadius {
-        withdrawn_pairs: summary.lost_pairs,
+        withdrawn_pairs: summary.reach_lost_pairs,
         announced_pairs: summary.announced_pairs_before,
         max_withdrawn_pair_share: summary.max_withdrawn_pair_share,
         affected_locations: summary.locations_hit,

@@ -10,24 +10,27 @@
 //!   both be meant). A route that stays announced but moves to another service needs the same.
 //!   Locations changing state (draining, going offline) are not G2's business: the state
 //!   change is the intent; G3 and G4 still apply.
-//! - **G3 — no global withdrawal.** A route announced from at least one live location before the
-//!   change, whose addresses are afterwards announced from no live location (by it or an
-//!   overlapping route) while still bound to an active service, is refused whatever the intent
-//!   unless an override names that route (`global-withdrawal:CIDR`). Un-advertising a prefix
-//!   that is still bound is such a change; offboarding it (removing prefix and bindings) is not.
-//! - **G4 — blast radius.** Lost (route, location) pairs beyond a share of the announced pairs,
-//!   or locations losing any route beyond a share of the announcing locations, are refused
-//!   unless overridden (`blast-radius`). The budgets are the stricter of the old and new
-//!   topologies' `[settings]` (defaults 10 % and 25 %). A withdrawal is not lost when the same
-//!   location announces an overlapping route instead (an aggregate split into more-specifics
-//!   or the reverse); G2 does not count those either.
+//! - **G3 — no global withdrawal, whatever the cause.** A route announced from at least one
+//!   live location before the change, some of whose addresses are announced from no live
+//!   location after it (by it or overlapping routes), is refused unless an override names that
+//!   exact route (`global-withdrawal:CIDR`). Intent and `blast-radius` never lift it. Written
+//!   once over the announced sets before and after, not per cause.
+//! - **G4 — blast radius.** Judges reach lost, not churn (see [`guards`]): beyond a share of the
+//!   announced route×location pairs, or of the announcing locations each losing (net) more
+//!   than that share of their routes, when reach is lost at more than one location; and any
+//!   route left on less than half of its live locations. Up to `small_change_routes` routes
+//!   withdrawn everywhere (each named by a G3 override) do not count. Lifted by `blast-radius`.
+//!   A location replaces a withdrawn route only where overlapping routes cover all of it.
+//! - **G5 — RPKI**, when the plan is given VRPs: a route newly announced invalid, or given
+//!   another origin while invalid, at any location. Nothing lifts it.
 //!
 //! Files: `context` (both topologies in one location space), `diff` (what changes, with
 //! causes), `guards` (G2, G3, G4 on the diff), `callouts`, `view` (the JSON form); this file holds
 //! the types and the entry point.
 //!
-//! Not a guard but shown first: [`Callout`]s for selectors whose match set jumps and for routes
-//! that move from one service to another.
+//! Not a guard but shown first: [`Callout`]s (selector jumps, routes changing hands or bound to
+//! a pending service, production services at test locations, attribute values one slip from a
+//! known one, declared ROAs the RPKI lacks).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -432,16 +435,17 @@ pub enum GuardViolation {
         withdrawn_pairs: u64,
         announced_pairs: u64,
         max_withdrawn_pair_share: f64,
-        /// Locations that lose more than `max_withdrawn_pair_share` of their own pairs.
+        /// Locations that lose, net, more than `max_withdrawn_pair_share` of their own pairs.
         affected_locations: u64,
         announcing_locations: u64,
         max_affected_location_share: f64,
-        /// Routes losing at least one location, and the well-scoped floor.
+        /// Routes losing at least one location, and how many withdrawals from every location
+        /// the shares forgive.
         lost_routes: u64,
         small_change_routes: u64,
-        /// Locations losing at least one route.
+        /// Locations losing more routes than they gain.
         locations_losing_routes: u64,
-        /// Whether the shares were exceeded by a change that is not well-scoped.
+        /// Whether a share was exceeded by a change losing reach at more than one location.
         over_shares: bool,
         /// Routes whose live reach shrinks to less than half (never exempt by scope).
         concentrated: Vec<ConcentratedRoute>,
@@ -570,23 +574,31 @@ pub struct PlanSummary {
     pub routes_changed: u64,
     pub announced_pairs: u64,
     pub withdrawn_pairs: u64,
-    /// Withdrawn pairs whose location announces no overlapping route instead: what G4 counts.
+    /// Withdrawn pairs whose location announces no overlapping routes covering all of the
+    /// route instead.
     pub lost_pairs: u64,
     pub updated_pairs: u64,
     /// Route×location pairs announced before the change.
     pub announced_pairs_before: u64,
-    /// Locations with lost pairs.
+    /// Locations that lose more routes than they gain.
     pub locations_losing_routes: u64,
     /// Locations announcing at least one route before the change.
     pub announcing_locations_before: u64,
     pub max_withdrawn_pair_share: f64,
     pub max_affected_location_share: f64,
-    /// Routes losing at least one location (what the well-scoped floor counts).
+    /// Routes losing at least one location.
     pub lost_routes: u64,
-    /// Locations losing more than `max_withdrawn_pair_share` of their own pairs.
+    /// Route×location pairs of reach lost (per route: locations before minus after), what G4's
+    /// pair share counts; routes withdrawn everywhere only when more than
+    /// `small_change_routes` are.
+    pub reach_lost_pairs: u64,
+    /// Routes withdrawn from every location.
+    pub withdrawn_everywhere: u64,
+    /// Locations losing, net of what they gain, more than `max_withdrawn_pair_share` of their
+    /// own pairs.
     pub locations_hit: u64,
-    /// The well-scoped floor: a change losing at most this many routes, or losing routes at
-    /// one location only, is not held to the two shares.
+    /// Routes withdrawn from every location count in G4's shares only when more than this
+    /// many are.
     pub small_change_routes: u64,
     /// Routes whose live reach shrinks to less than half.
     pub concentrated_routes: u64,
