@@ -20,8 +20,8 @@ mod render;
 mod rpki;
 
 pub use compile::{
-    IntoSources, MAX_ROUTES_PER_PREFIX, SourceBundle, compile, compile_against, compile_owned,
-    compile_raw,
+    INPUT_BYTES_PER_EXTRA_ROUTE, IntoSources, MAX_ROUTES_PER_PREFIX, ROUTE_ALLOWANCE, SourceBundle,
+    compile, compile_against, compile_owned, compile_raw,
 };
 pub use location_set::LocationSet;
 pub use model::{

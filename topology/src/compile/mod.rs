@@ -51,6 +51,10 @@ mod services;
 
 /// An onboarded prefix may be split into at most this many routes.
 pub const MAX_ROUTES_PER_PREFIX: u32 = 65_536;
+/// A topology may announce this many routes whatever its size...
+pub const ROUTE_ALLOWANCE: u64 = 1_000_000;
+/// ...plus one route per this many bytes of its text.
+pub const INPUT_BYTES_PER_EXTRA_ROUTE: u64 = 8;
 /// At most this many location names are listed in one diagnostic.
 const LISTED_NAMES: usize = 8;
 
@@ -253,8 +257,17 @@ fn compile_raw_with(
     let catalogue = services::compile_services(&raw, &fleet, &mut collector);
     let prefixes = prefixes::compile_prefixes(&raw, &settings, &mut collector);
     let table = bindings::compile_bindings(&raw, &catalogue, &prefixes, baseline, &mut collector);
-    let (routes, service_routes) =
-        routes::compile_routes(&prefixes, &catalogue.services, &table, &mut collector);
+    let (routes, service_routes) = routes::compile_routes(
+        &prefixes,
+        &catalogue.services,
+        &table,
+        raw.sources
+            .sources()
+            .iter()
+            .map(|source| source.text.len())
+            .sum(),
+        &mut collector,
+    );
     checks::local_addresses(&raw, &catalogue, &table, &mut collector);
     checks::blackholes(
         &routes,
@@ -828,5 +841,28 @@ service = "web"
         hash_health(&mut marked, &without.services()[1]);
         assert_eq!(without.services()[1].name, "web");
         assert_eq!(plain.0.finalize(), marked.0.finalize());
+    }
+
+    #[test]
+    fn splitting_cannot_multiply_routes_beyond_the_input_s_allowance() {
+        // 256 IPv6 /32s split into /48s: 16.7 million routes from 35 KB of text.
+        let mut text = String::from(
+            "[[location]]\nname = \"a\"\nregion = \"r\"\nmetro = \"m\"\ncountry = \"c\"\nstate = \"live\"\n[[service]]\nname = \"web\"\ntopology = \"all\"\n",
+        );
+        for index in 0..256 {
+            text += &format!(
+                "[[prefix]]\ncidr = \"2001:{index:x}::/32\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nannounce = {{ split = 48 }}\n[[binding]]\ncidr = \"2001:{index:x}::/32\"\nservice = \"web\"\n"
+            );
+        }
+        let error = compile(&[Source::new("t.toml", text.clone())], 1).unwrap_err();
+        let first = error.errors().next().unwrap().to_string();
+        // 15 prefixes (983,040 routes) fit; the 16th would pass 1,000,000 plus one per 8 bytes.
+        assert!(
+            first.contains(
+                "announcing prefix 2001:f::/32 as 65536 route(s) would bring the topology past"
+            ),
+            "{first}"
+        );
+        assert!(first.contains("help: announce shorter routes"), "{first}");
     }
 }
