@@ -28,7 +28,10 @@ pub fn escape_text(text: &str) -> String {
     }
     let mut escaped = String::with_capacity(text.len() + 8);
     for character in text.chars() {
-        if needs_escape(character) {
+        if crate::selector::is_invisible(character) {
+            // `escape_debug` prints some of these as they are (U+00AD).
+            escaped.extend(character.escape_unicode());
+        } else if needs_escape(character) {
             escaped.extend(character.escape_debug());
         } else {
             escaped.push(character);
@@ -38,7 +41,9 @@ pub fn escape_text(text: &str) -> String {
 }
 
 fn needs_escape(character: char) -> bool {
-    character.is_control() || is_bidirectional_control(character)
+    character.is_control()
+        || is_bidirectional_control(character)
+        || crate::selector::is_invisible(character)
 }
 
 /// How bad a diagnostic is: errors stop a compile, warnings do not.

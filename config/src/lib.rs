@@ -26,7 +26,7 @@ pub mod parse;
 pub mod selector;
 pub mod source;
 
-pub use diagnostic::{Collector, Diagnostic, Diagnostics, Severity};
+pub use diagnostic::{Collector, Diagnostic, Diagnostics, Severity, escape_text};
 pub use model::*;
 pub use parse::{
     parse_topology_sources, parse_topology_sources_owned, parse_topology_sources_with_warnings,

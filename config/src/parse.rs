@@ -1132,6 +1132,30 @@ expect = "{expected}"
     }
 
     #[test]
+    fn names_with_invisible_characters_are_errors() {
+        // U+200B written raw, U+2028 and U+FEFF as escapes: each would make a name look like
+        // another one.
+        let failure = parse_topology_sources(&sources(&[(
+            "f.toml",
+            "[[service]]\nname = \"cdn\u{200B}\"\ntopology = \"all\"\n\
+             [[service]]\nname = \"web\\u2028\"\ntopology = \"all\"\n\
+             [[service]]\nname = \"\\uFEFFdns\"\ntopology = \"all\"\n",
+        )]))
+        .unwrap_err();
+        let rendered = failure.to_string();
+        for expected in [
+            "f.toml:2:8: error: service name \"cdn\\u{200b}\" contains the invisible or control character \\u{200b}",
+            "f.toml:5:8: error: service name \"web\\u{2028}\" contains",
+            "f.toml:8:8: error: service name \"\\u{feff}dns\" contains",
+        ] {
+            assert!(
+                rendered.contains(expected),
+                "missing {expected:?} in\n{rendered}"
+            );
+        }
+    }
+
+    #[test]
     fn names_with_control_or_bidirectional_escapes_are_errors_that_echo_them_escaped() {
         let failure = parse_topology_sources(&sources(&[(
             "f.toml",

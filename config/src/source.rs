@@ -48,11 +48,49 @@ pub fn load_sources<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Source>, LoadErro
         .map(|path| {
             let path = path.as_ref();
             let name = path.display().to_string();
-            let bytes = std::fs::read(path).map_err(|error| LoadError {
-                path: name.clone(),
-                error,
-                invalid: None,
-            })?;
+            // Read at most one byte past the limit: a huge file (or /dev/zero) is refused
+            // without being read whole.
+            let limit = crate::bounds::MAX_TOPOLOGY_BYTES;
+            let mut bytes = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|file| {
+                    std::io::Read::read_to_end(
+                        &mut std::io::Read::take(file, limit as u64 + 1),
+                        &mut bytes,
+                    )
+                })
+                .map_err(|error| LoadError {
+                    path: name.clone(),
+                    error,
+                    invalid: None,
+                })?;
+            if bytes.len() > limit {
+                let diagnostic = Diagnostic {
+                    severity: Severity::Error,
+                    location: Some(SourceLocation {
+                        file: escape_text(&name),
+                        line: 1,
+                        column: 1,
+                    }),
+                    message: format!(
+                        "the file holds more than {} MiB, the most a whole topology may hold",
+                        limit >> 20
+                    ),
+                    help: Some(
+                        "check that this is the topology file meant; a topology larger than that \
+                         is refused"
+                            .to_string(),
+                    ),
+                };
+                return Err(LoadError {
+                    path: name.clone(),
+                    error: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        diagnostic.to_string(),
+                    ),
+                    invalid: Some(diagnostic),
+                });
+            }
             decode_source(&name, bytes).map_err(|diagnostic| LoadError {
                 path: name.clone(),
                 error: std::io::Error::new(std::io::ErrorKind::InvalidData, diagnostic.to_string()),

@@ -304,3 +304,17 @@ fn vrps_at_plan_time_refuse_an_invalid_split_and_check_names_invalid_routes() {
         text(&output.stderr)
     );
 }
+
+#[test]
+fn a_file_larger_than_a_topology_is_refused_without_being_read_whole() {
+    let output = Command::new(env!("CARGO_BIN_EXE_topoctl"))
+        .args(["check", "/dev/zero"])
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(output.status.code(), Some(4));
+    assert!(
+        text(&output.stderr).contains("/dev/zero:1:1: error: the file holds more than 64 MiB"),
+        "{}",
+        text(&output.stderr)
+    );
+}

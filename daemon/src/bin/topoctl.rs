@@ -463,7 +463,15 @@ fn run(command: Command) -> Result<i32, Stop> {
                             println!("{}", line.trim_start());
                         }
                         println!(
-                            "valid: {} locations, {} services, {} prefixes, {} routes; hash {}",
+                            "{}: {} locations, {} services, {} prefixes, {} routes; hash {}",
+                            if invalid.is_empty() {
+                                "valid".to_string()
+                            } else {
+                                format!(
+                                    "compiles, but {} route(s) would be announced RPKI-invalid",
+                                    invalid.len()
+                                )
+                            },
                             topology.locations().len(),
                             topology.services().len(),
                             topology.prefixes().len(),

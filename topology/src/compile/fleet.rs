@@ -154,6 +154,12 @@ pub(super) fn compile_locations(raw: &RawTopology, collector: &mut Collector) ->
     }
     let attribute_index = AttributeIndex::new(&locations);
     warn_case_variants(raw, &location_order, collector);
+    super::warn_names_differing_in_case(
+        raw.locations.iter().map(|location| &location.name),
+        "location",
+        sources,
+        collector,
+    );
 
     Fleet {
         locations,

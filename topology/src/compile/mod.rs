@@ -36,7 +36,7 @@
 
 use ipnet::IpNet;
 use topologyd_config::{
-    Collector, Diagnostics, Located, RawTopology, Source, parse_topology_sources_owned,
+    Collector, Diagnostics, Located, RawTopology, Source, escape_text, parse_topology_sources_owned,
 };
 
 use crate::model::Topology;
@@ -227,6 +227,44 @@ fn sort_and_deduplicate<K: Ord + Clone, T>(
         kept.push(index);
     }
     kept
+}
+
+/// Warns about names of one kind that differ only in case (`ams01` and `AMS01`): a selector or
+/// a binding naming one silently misses the other. Reported at the later one.
+fn warn_names_differing_in_case<'a>(
+    names: impl Iterator<Item = &'a Located<String>>,
+    what: &str,
+    sources: &topologyd_config::SourceMap,
+    collector: &mut Collector,
+) {
+    let mut seen: std::collections::HashMap<String, &Located<String>> =
+        std::collections::HashMap::new();
+    let mut names: Vec<&Located<String>> = names.collect();
+    names.sort_by_key(|name| name.span);
+    for name in names {
+        match seen.entry(name.value.to_lowercase()) {
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(name);
+            }
+            std::collections::hash_map::Entry::Occupied(entry)
+                if entry.get().value != name.value =>
+            {
+                collector.warning(
+                    Some(name.span),
+                    format!(
+                        "{what} `{}` differs only in case from {what} `{}`",
+                        escape_text(&name.value),
+                        escape_text(&entry.get().value)
+                    ),
+                    Some(format!(
+                        "names compare exactly, so these are two {what}s; the other is at {}: rename one if they are meant to be the same",
+                        sources.locate(entry.get().span)
+                    )),
+                );
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {}
+        }
+    }
 }
 
 fn validate_network(network: &Located<IpNet>, what: &str, collector: &mut Collector) -> IpNet {
@@ -864,5 +902,35 @@ service = "web"
             "{first}"
         );
         assert!(first.contains("help: announce shorter routes"), "{first}");
+    }
+
+    #[test]
+    fn names_differing_only_in_case_are_warned_about() {
+        let text = "[[location]]\nname = \"ams01\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n\
+                    [[location]]\nname = \"AMS01\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n\
+                    [[service]]\nname = \"cdn\"\ntopology = \"all\"\n[[service]]\nname = \"CDN\"\ntopology = \"all\"\n\
+                    [[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n\
+                    [[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"cdn\"\n\
+                    [[prefix]]\ncidr = \"198.51.100.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n\
+                    [[binding]]\ncidr = \"198.51.100.0/24\"\nservice = \"CDN\"\n";
+        let topology = compile(&[Source::new("t.toml", text)], 1).unwrap();
+        let warnings: Vec<String> = topology
+            .warnings()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            warnings.iter().any(|warning| warning.starts_with(
+                "t.toml:8:8: warning: location `AMS01` differs only in case from location `ams01`"
+            )),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings
+                .iter()
+                .any(|warning| warning
+                    .contains("service `CDN` differs only in case from service `cdn`")),
+            "{warnings:?}"
+        );
     }
 }

@@ -36,6 +36,12 @@ pub(super) fn compile_services(
         ..
     } = fleet;
     let capacity = locations.len();
+    super::warn_names_differing_in_case(
+        raw.services.iter().map(|service| &service.name),
+        "service",
+        sources,
+        collector,
+    );
     let service_order = sort_and_deduplicate(
         &raw.services,
         |service| service.name.value.clone(),
