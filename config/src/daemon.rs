@@ -24,6 +24,9 @@ use crate::source::{Source, SourceMap, Span};
 pub const DEFAULT_BGP_PORT: u16 = 179;
 /// Hold time we propose, in seconds (RFC 4271 §10 suggests 90).
 pub const DEFAULT_HOLD_TIME_SECONDS: u16 = 90;
+/// The send hold time (RFC 9687 §3) when none is configured: the greater of 8 minutes and twice
+/// the negotiated hold time. A peer that takes no message from us for this long is disconnected.
+pub const DEFAULT_SEND_HOLD_TIME_MINIMUM_SECONDS: u32 = 480;
 /// Seconds between connection attempts to an active peer, before jitter and backoff.
 pub const DEFAULT_CONNECT_RETRY_SECONDS: u16 = 5;
 /// Graceful restart time we advertise (RFC 4724 §3), in seconds: how long a peer keeps our
@@ -159,6 +162,10 @@ pub struct PeerConfig {
     /// Never connect; wait for the peer (it must reach one of `bgp_listen`).
     pub passive: bool,
     pub hold_time_seconds: u16,
+    /// RFC 9687 send hold time: close the connection when the peer has taken no message for
+    /// this long. `None`: [`DEFAULT_SEND_HOLD_TIME_MINIMUM_SECONDS`] or twice the negotiated
+    /// hold time, whichever is greater.
+    pub send_hold_time_seconds: Option<u32>,
     pub connect_retry_seconds: u16,
     pub families: BTreeSet<Family>,
     pub next_hop_ipv4: Option<Ipv4Addr>,
@@ -176,9 +183,10 @@ pub struct PeerConfig {
 impl PeerConfig {
     /// The reload rule: a change of anything that the session's TCP connection or OPEN depends
     /// on (address, port, ASNs, local address, passive/active, hold time, families, MD5 key
-    /// file, GTSM, extended messages) resets the session. Next hops, the connect-retry interval
-    /// and max-prefix apply without a reset: the routes are re-sent with the new next hop at
-    /// once; a new max-prefix limit and retry interval take effect from the next session on.
+    /// file, GTSM, extended messages) resets the session. Next hops, the connect-retry interval,
+    /// max-prefix and the send hold time apply without a reset: the routes are re-sent with the
+    /// new next hop at once; a new max-prefix limit, retry interval and send hold time take
+    /// effect from the next session on.
     pub fn session_reset_needed(&self, new: &PeerConfig) -> bool {
         self.address != new.address
             || self.port != new.port
@@ -292,6 +300,7 @@ struct PeerFile {
     #[serde(default)]
     passive: bool,
     hold_time_seconds: Option<Spanned<u16>>,
+    send_hold_time_seconds: Option<Spanned<u32>>,
     connect_retry_seconds: Option<Spanned<u16>>,
     families: Option<Spanned<Vec<Family>>>,
     next_hop_ipv4: Option<Spanned<String>>,
@@ -661,6 +670,29 @@ fn convert_peer(
             Some("RFC 4271 §4.2: the hold time is 0 or at least 3 seconds".into()),
         );
     }
+    if let Some(value) = &peer.send_hold_time_seconds
+        && (hold_time == 0 || *value.get_ref() <= u32::from(hold_time))
+    {
+        collector.error(
+            Some(span_of(value)),
+            if hold_time == 0 {
+                format!(
+                    "send_hold_time_seconds {} has no effect with hold_time_seconds = 0",
+                    value.get_ref()
+                )
+            } else {
+                format!(
+                    "send_hold_time_seconds {} is not greater than hold_time_seconds {hold_time}",
+                    value.get_ref()
+                )
+            },
+            Some(format!(
+                "RFC 9687 §3: the send hold time must be greater than the hold time; leave it out \
+                 for the default (the greater of {DEFAULT_SEND_HOLD_TIME_MINIMUM_SECONDS} s and \
+                 twice the hold time)"
+            )),
+        );
+    }
     let connect_retry = peer
         .connect_retry_seconds
         .as_ref()
@@ -714,6 +746,10 @@ fn convert_peer(
         local_address,
         passive: peer.passive,
         hold_time_seconds: hold_time,
+        send_hold_time_seconds: peer
+            .send_hold_time_seconds
+            .as_ref()
+            .map(|value| *value.get_ref()),
         connect_retry_seconds: connect_retry,
         families,
         next_hop_ipv4,
@@ -816,6 +852,43 @@ families = ["ipv4"]
         let rendered = diagnostics.to_string();
         assert!(rendered.contains("topologyd.toml:"), "{rendered}");
         assert!(rendered.contains("hold_tme"), "{rendered}");
+    }
+
+    #[test]
+    fn send_hold_time_must_exceed_the_hold_time() {
+        let config = parse(&MINIMAL.replace(
+            "families = [\"ipv4\"]",
+            "families = [\"ipv4\"]\nhold_time_seconds = 3\nsend_hold_time_seconds = 4",
+        ))
+        .unwrap();
+        assert_eq!(config.peers[0].send_hold_time_seconds, Some(4));
+        assert_eq!(
+            parse(MINIMAL).unwrap().peers[0].send_hold_time_seconds,
+            None
+        );
+        for (settings, expected) in [
+            (
+                "hold_time_seconds = 30\nsend_hold_time_seconds = 30",
+                "topologyd.toml:14:26: error: send_hold_time_seconds 30 is not greater than hold_time_seconds 30",
+            ),
+            (
+                "send_hold_time_seconds = 60",
+                "topologyd.toml:13:26: error: send_hold_time_seconds 60 is not greater than hold_time_seconds 90",
+            ),
+            (
+                "hold_time_seconds = 0\nsend_hold_time_seconds = 600",
+                "topologyd.toml:14:26: error: send_hold_time_seconds 600 has no effect with hold_time_seconds = 0",
+            ),
+        ] {
+            let diagnostics = parse(&MINIMAL.replace(
+                "families = [\"ipv4\"]",
+                &format!("families = [\"ipv4\"]\n{settings}"),
+            ))
+            .unwrap_err();
+            let rendered = diagnostics.to_string();
+            assert!(rendered.contains(expected), "{rendered}");
+            assert!(rendered.contains("RFC 9687"), "{rendered}");
+        }
     }
 
     #[test]

@@ -1066,6 +1066,9 @@ impl Engine {
         let mut session =
             SessionConfig::new(self.config.local_asn, peer.asn, self.config.router_id);
         session.hold_time = peer.hold_time_seconds;
+        session.send_hold_time = peer
+            .send_hold_time_seconds
+            .map(|seconds| Duration::from_secs(u64::from(seconds)));
         session.passive = peer.passive;
         session.families = families;
         session.extended_messages = peer.extended_messages;

@@ -21,14 +21,14 @@
 //!
 //! Must not touch: topology compilation, state files, HTTP.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use ipnet::IpNet;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,8 +37,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 use topologyd_bgp::codec::Family as WireFamily;
 use topologyd_bgp::{
-    AdjRibOut, Direction, Frame, Input, Output, PathAttributes, Session, SessionConfig, State,
-    Timer, next_frame, resolve_collision,
+    AdjRibOut, Direction, Frame, Input, Output, PathAttributes, RibCounters, Session,
+    SessionConfig, State, Timer, next_frame, resolve_collision,
 };
 use tracing::{debug, info, warn};
 
@@ -100,6 +100,7 @@ pub struct PeerStatus {
     pub version_synced: Option<u64>,
     pub routes_desired_ipv4: u64,
     pub routes_desired_ipv6: u64,
+    /// UPDATEs and prefixes written to the socket (what is only queued is not counted).
     pub updates_sent: u64,
     pub prefixes_announced_sent: u64,
     pub prefixes_withdrawn_sent: u64,
@@ -152,6 +153,17 @@ struct Connection {
     input: BytesMut,
     output: BytesMut,
     timers: BTreeMap<Timer, Instant>,
+    /// Octets ever queued into `output` and ever written from it, on this connection.
+    queued_octets: u64,
+    written_octets: u64,
+    /// Stream offsets where queued messages end, not yet reached by `written_octets`.
+    message_ends: VecDeque<u64>,
+    /// The stream offset of the last message end written (the stream is at a message boundary
+    /// when `written_octets` equals it).
+    last_message_end: u64,
+    /// UPDATE counters of queued Adj-RIB-Out chunks, credited once the chunk ending at the
+    /// offset is written.
+    queued_counters: VecDeque<(u64, RibCounters)>,
     /// Close once `output` is written.
     closing: bool,
     /// The peer's OPEN, once seen: (BGP Identifier, ASN).
@@ -184,6 +196,8 @@ struct PeerDriver {
     routes: watch::Receiver<Arc<LocationRoutes>>,
     status: watch::Sender<PeerStatus>,
     rib: AdjRibOut,
+    /// What has been written to the socket, over all connections (the "sent" counters).
+    written: RibCounters,
     /// The generation the Adj-RIB-Out holds, and its per-intent path attributes.
     applied: Arc<LocationRoutes>,
     applied_attributes: Vec<FamilyAttributes>,
@@ -224,6 +238,7 @@ impl PeerDriver {
             routes,
             status,
             rib: AdjRibOut::new(),
+            written: RibCounters::default(),
             applied: Arc::new(LocationRoutes::default()),
             applied_attributes: Vec::new(),
             interned: HashMap::new(),
@@ -356,7 +371,7 @@ impl PeerDriver {
         } else if let Some(connection) = self.connection.as_mut() {
             // No NOTIFICATION: the peer keeps our routes as stale (RFC 4724 §4.2).
             connection.closing = true;
-            connection.output.clear();
+            connection.discard_queue();
         }
         self.idle_session = None;
     }
@@ -453,10 +468,16 @@ impl PeerDriver {
     fn on_written(&mut self, written: std::io::Result<usize>) {
         match written {
             Ok(count) => {
-                if let Some(connection) = self.connection.as_mut() {
-                    connection.output.advance(count);
-                }
-                if let Some((generation, since)) = self.first_write_pending.take() {
+                let Some(connection) = self.connection.as_mut() else {
+                    return;
+                };
+                let (message_written, counters) = connection.written(count);
+                self.written.updates += counters.updates;
+                self.written.announced += counters.announced;
+                self.written.withdrawn += counters.withdrawn;
+                if counters.updates > 0
+                    && let Some((generation, since)) = self.first_write_pending.take()
+                {
                     info!(
                         peer = %self.spec.name,
                         generation,
@@ -464,7 +485,9 @@ impl PeerDriver {
                         "first UPDATE of the generation written"
                     );
                 }
-                self.feed(Input::SendProgress, false);
+                if message_written {
+                    self.feed(Input::SendProgress, false);
+                }
                 self.update_synced();
             }
             Err(error) => {
@@ -570,9 +593,16 @@ impl PeerDriver {
                         connection.closing = true;
                     }
                 }
+                Output::AbortConnection { notification } => {
+                    let name = self.spec.name.clone();
+                    if let Some(connection) = self.slot(parked) {
+                        let discarded = connection.abort(notification);
+                        warn!(peer = %name, discarded_octets = discarded, "connection reset: the peer took no message for the send hold time (RFC 9687)");
+                    }
+                }
                 Output::Send(bytes) => {
                     if let Some(connection) = self.slot(parked) {
-                        connection.output.extend_from_slice(&bytes);
+                        connection.queue(&bytes, RibCounters::default());
                     }
                 }
                 Output::SetTimer(timer, deadline) => {
@@ -878,8 +908,20 @@ impl PeerDriver {
         }
         while connection.output.len() < OUTPUT_HIGH_WATER {
             let budget = OUTPUT_HIGH_WATER - connection.output.len();
+            let before = self.rib.counters();
             match self.rib.next_update(budget) {
-                Some(update) => connection.output.extend_from_slice(&update),
+                Some(update) => {
+                    let after = self.rib.counters();
+                    connection.queue(
+                        &update,
+                        RibCounters {
+                            updates: after.updates - before.updates,
+                            announced: after.announced - before.announced,
+                            withdrawn: after.withdrawn - before.withdrawn,
+                            unencodable: 0,
+                        },
+                    );
+                }
                 None => break,
             }
         }
@@ -895,7 +937,7 @@ impl PeerDriver {
             self.synced = true;
             let generation = self.applied.generation;
             let version = self.applied.version;
-            let counters = self.rib.counters();
+            let counters = self.written;
             self.status.send_modify(|status| {
                 status.generation_synced = Some(generation);
                 status.version_synced = Some(version);
@@ -929,7 +971,7 @@ impl PeerDriver {
     }
 
     fn publish_status(&mut self) {
-        let counters = self.rib.counters();
+        let counters = self.written;
         self.status.send_if_modified(|status| {
             let changed = status.updates_sent != counters.updates
                 || status.prefixes_announced_sent != counters.announced
@@ -972,9 +1014,91 @@ impl Connection {
             input: BytesMut::with_capacity(READ_CHUNK),
             output: BytesMut::with_capacity(READ_CHUNK),
             timers: BTreeMap::new(),
+            queued_octets: 0,
+            written_octets: 0,
+            message_ends: VecDeque::new(),
+            last_message_end: 0,
+            queued_counters: VecDeque::new(),
             closing: false,
             remote_identity: None,
         }
+    }
+
+    /// Queues whole messages for writing; `counters` are the UPDATE counts they carry, credited
+    /// when their last octet is written.
+    fn queue(&mut self, messages: &[u8], counters: RibCounters) {
+        let start = self.queued_octets;
+        let mut offset = 0usize;
+        // Every message's end is a point of progress (RFC 9687 §3); the BGP header's length
+        // field (octets 16-17, RFC 4271 §4.1) says where it is.
+        while let Some(header) = messages.get(offset..offset + 19) {
+            let length = usize::from(u16::from_be_bytes([header[16], header[17]]));
+            if length < 19 {
+                break;
+            }
+            offset += length;
+            if offset < messages.len() {
+                self.message_ends.push_back(start + offset as u64);
+            }
+        }
+        self.output.extend_from_slice(messages);
+        self.queued_octets += messages.len() as u64;
+        self.message_ends.push_back(self.queued_octets);
+        if counters.updates > 0 || counters.announced > 0 || counters.withdrawn > 0 {
+            self.queued_counters
+                .push_back((self.queued_octets, counters));
+        }
+    }
+
+    /// `count` octets of `output` were written: whether that completed at least one message,
+    /// and the UPDATE counters of the chunks now fully written.
+    fn written(&mut self, count: usize) -> (bool, RibCounters) {
+        self.output.advance(count);
+        self.written_octets += count as u64;
+        let mut message_written = false;
+        while let Some(end) = self.message_ends.front().copied()
+            && end <= self.written_octets
+        {
+            self.message_ends.pop_front();
+            self.last_message_end = end;
+            message_written = true;
+        }
+        let mut counters = RibCounters::default();
+        while let Some((end, chunk)) = self.queued_counters.front().copied()
+            && end <= self.written_octets
+        {
+            self.queued_counters.pop_front();
+            counters.updates += chunk.updates;
+            counters.announced += chunk.announced;
+            counters.withdrawn += chunk.withdrawn;
+        }
+        (message_written, counters)
+    }
+
+    /// Drops everything queued and not yet written (never counted as sent).
+    fn discard_queue(&mut self) -> usize {
+        let discarded = self.output.len();
+        self.output.clear();
+        self.message_ends.clear();
+        self.queued_counters.clear();
+        self.queued_octets = self.written_octets;
+        discarded
+    }
+
+    /// RFC 9687 §4: drop the queue, attempt `notification` once without waiting (only at a
+    /// message boundary: behind a partly written message it would not parse), then close with
+    /// a reset (SO_LINGER 0), so that the kernel's send queue goes too and the connection is
+    /// gone at once, not left in FIN-WAIT behind a window the peer never opens. Returns the
+    /// octets discarded.
+    fn abort(&mut self, notification: Option<Bytes>) -> usize {
+        let at_boundary = self.written_octets == self.last_message_end;
+        let discarded = self.discard_queue();
+        if at_boundary && let Some(notification) = notification {
+            let _ = self.writer.try_write(&notification);
+        }
+        let _ = socket2::SockRef::from(self.writer.as_ref()).set_linger(Some(Duration::ZERO));
+        self.closing = true;
+        discarded
     }
 
     /// Applies the outputs of a session that is not yet the driver's (a parked connection
@@ -982,7 +1106,7 @@ impl Connection {
     fn apply_outputs_detached(&mut self, outputs: Vec<Output>) {
         for output in outputs {
             match output {
-                Output::Send(bytes) => self.output.extend_from_slice(&bytes),
+                Output::Send(bytes) => self.queue(&bytes, RibCounters::default()),
                 Output::SetTimer(timer, deadline) => {
                     self.timers.insert(timer, deadline);
                 }
@@ -990,6 +1114,9 @@ impl Connection {
                     self.timers.remove(&timer);
                 }
                 Output::CloseConnection => self.closing = true,
+                Output::AbortConnection { notification } => {
+                    self.abort(notification);
+                }
                 _ => {}
             }
         }
