@@ -55,7 +55,7 @@ pub mod fuzz_entry;
 pub mod inbound;
 pub mod session;
 
-pub use adj_rib_out::{AdjRibOut, RibCounters, RibError};
+pub use adj_rib_out::{AdjRibOut, RibCounters, RibError, check_encodable};
 pub use codec::{
     DecodeContext, EncodeContext, Family, Frame, Message, MessageError, Notification,
     PathAttributes, decode_message, encode_message, next_frame,

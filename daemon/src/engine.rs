@@ -1580,6 +1580,7 @@ impl Engine {
             "applied_at": self.running.meta.applied_at,
             "applied_by": self.running.meta.who,
             "ready": self.readiness.is_ready(),
+            "ready_reason": self.readiness.state().reason,
             "routes": { "ipv4": ipv4, "ipv6": ipv6 },
             "routes_topology": { "ipv4": topology_ipv4, "ipv6": topology_ipv6 },
             "published_version": self.publish_version,
@@ -1665,14 +1666,16 @@ impl Engine {
         Ok(json!({ "generation": self.running.meta.generation, "peers": peers }))
     }
 
-    /// Folds the peers' snapshots into the metrics and releases readiness after the first
-    /// convergence: every peer Established and holding the running generation.
+    /// Folds the peers' snapshots into the metrics and re-evaluates readiness (`[readiness]`:
+    /// enough peers hold the running generation; see `readiness.rs`).
     fn refresh_status(&mut self) {
         let started = Instant::now();
         let generation = self.running.meta.generation;
-        let mut converged = !self.peers.is_empty();
+        let mut statuses = Vec::with_capacity(self.peers.len());
         for (name, handle) in &self.peers {
             let status = handle.status.borrow().clone();
+            self.metrics
+                .set_routes_unencodable(name, status.routes_unencodable);
             self.metrics
                 .set_session_state(name, session_state_metric(&status.state));
             self.metrics
@@ -1734,15 +1737,18 @@ impl Engine {
                     received_withdrawn,
                 );
             }
-            converged &= status.established && synced;
+            statuses.push(status.clone());
             self.reported.insert(name.clone(), status);
         }
-        if converged && !self.readiness.is_ready() {
-            info!(
-                generation,
-                "first convergence: every peer holds the running generation"
-            );
-            self.readiness.release();
+        let state = crate::readiness::evaluate(&self.config.readiness, generation, &statuses);
+        self.metrics.set_readiness(state.ready, state.holding);
+        let reason = state.reason.clone();
+        if self.readiness.set(state) {
+            if self.readiness.is_ready() {
+                info!(generation, %reason, "ready");
+            } else {
+                warn!(generation, %reason, "not ready any more");
+            }
         }
         self.metrics
             .observe_reconcile(started.elapsed().as_secs_f64());

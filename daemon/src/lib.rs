@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod overlay;
 pub mod peer;
 pub mod probe;
+pub mod readiness;
 pub mod rollout;
 pub mod sd_notify;
 pub mod sockopt;

@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use topologyd_bgp::codec::Family as WireFamily;
 use topologyd_bgp::{
     AdjRibOut, Direction, Frame, Input, Output, PathAttributes, RibCounters, Session,
-    SessionConfig, State, Timer, next_frame, resolve_collision,
+    SessionConfig, State, Timer, check_encodable, next_frame, resolve_collision,
 };
 use tracing::{debug, info, warn};
 
@@ -108,6 +108,11 @@ pub struct PeerStatus {
     pub prefixes_received_ipv4: u64,
     pub prefixes_received_ipv6: u64,
     pub withdrawals_received: u64,
+    /// Routes of the generation, in a family the peer carries, that cannot be encoded for it
+    /// (never sent): such a peer does not hold the generation.
+    pub routes_unencodable: u64,
+    /// The first of them and why; kept while the session is up (unlike `last_error`).
+    pub encode_error: Option<String>,
     pub last_error: Option<String>,
 }
 
@@ -808,14 +813,29 @@ impl PeerDriver {
                 }
             })
             .collect();
+        // Routes of a family the peer does not carry are not its routes: never announced,
+        // never counted, never warned about.
+        let carries = [
+            self.spec
+                .session
+                .families
+                .contains(&WireFamily::Ipv4Unicast),
+            self.spec
+                .session
+                .families
+                .contains(&WireFamily::Ipv6Unicast),
+        ];
+        let carried = |prefix: &IpNet| match prefix {
+            IpNet::V4(_) => carries[0],
+            IpNet::V6(_) => carries[1],
+        };
+        let (unencodable, encode_error) = count_unencodable(&new, &new_attributes, carried);
         let old = &self.applied;
         let (mut old_index, mut new_index) = (0, 0);
-        let mut failures = 0u64;
-        let mut first_failure: Option<String> = None;
-        let mut announce = |rib: &mut AdjRibOut, prefix, attributes: &Arc<PathAttributes>| {
-            if let Err(error) = rib.announce(prefix, attributes) {
-                failures += 1;
-                first_failure.get_or_insert_with(|| format!("{prefix}: {error}"));
+        let announce = |rib: &mut AdjRibOut, prefix, attributes: &Arc<PathAttributes>| {
+            if carried(&prefix) {
+                // An unencodable route fails here; it is counted above, over the generation.
+                let _ = rib.announce(prefix, attributes);
             }
         };
         while old_index < old.routes.len() || new_index < new.routes.len() {
@@ -861,13 +881,13 @@ impl PeerDriver {
                 (None, None) => break,
             }
         }
-        debug!(peer = %self.spec.name, generation = new.generation, routes = new.routes.len(), in_rib = self.rib.len(), failures, "reconciled");
-        if failures > 0 {
-            let first = first_failure.unwrap_or_default();
-            warn!(peer = %self.spec.name, failures, %first, "routes could not be announced");
-            self.set_error(format!(
-                "{failures} routes could not be announced; first: {first}"
-            ));
+        debug!(peer = %self.spec.name, generation = new.generation, routes = new.routes.len(), in_rib = self.rib.len(), unencodable, "reconciled");
+        let previous = self.status.borrow().routes_unencodable;
+        if unencodable > 0 && unencodable != previous {
+            let first = encode_error.clone().unwrap_or_default();
+            warn!(peer = %self.spec.name, unencodable, %first, "routes cannot be encoded for this peer: they are not sent, and the peer does not hold the generation");
+        } else if unencodable == 0 && previous > 0 {
+            info!(peer = %self.spec.name, "every route can be encoded for this peer again");
         }
         let (ipv4, ipv6) = new.count_by_family();
         let generation = new.generation;
@@ -883,6 +903,10 @@ impl PeerDriver {
             status.generation_desired = generation;
             status.routes_desired_ipv4 = ipv4;
             status.routes_desired_ipv6 = ipv6;
+            status.routes_unencodable = unencodable;
+            status.encode_error = encode_error.map(|first| {
+                format!("{unencodable} routes cannot be encoded for this peer; first: {first}")
+            });
         });
     }
 
@@ -1123,6 +1147,51 @@ impl Connection {
     }
 }
 
+/// Counts the routes of `routes` in a `carried` family whose intent's attributes cannot be
+/// encoded; returns the count and the first such route with the reason. One encoding check per
+/// intent and family, then one pass over the routes.
+fn count_unencodable(
+    routes: &LocationRoutes,
+    attributes: &[FamilyAttributes],
+    carried: impl Fn(&IpNet) -> bool,
+) -> (u64, Option<String>) {
+    let problems: Vec<[Option<String>; 2]> = attributes
+        .iter()
+        .map(|family| {
+            [
+                check_encodable(&family.ipv4, WireFamily::Ipv4Unicast)
+                    .err()
+                    .map(|error| error.to_string()),
+                check_encodable(&family.ipv6, WireFamily::Ipv6Unicast)
+                    .err()
+                    .map(|error| error.to_string()),
+            ]
+        })
+        .collect();
+    if problems
+        .iter()
+        .all(|problem| problem[0].is_none() && problem[1].is_none())
+    {
+        return (0, None);
+    }
+    let mut count = 0u64;
+    let mut first = None;
+    for (prefix, intent) in &routes.routes {
+        if !carried(prefix) {
+            continue;
+        }
+        let index = usize::from(matches!(prefix, IpNet::V6(_)));
+        if let Some(problem) = problems
+            .get(*intent as usize)
+            .and_then(|problem| problem[index].as_ref())
+        {
+            count += 1;
+            first.get_or_insert_with(|| format!("{prefix}: {problem}"));
+        }
+    }
+    (count, first)
+}
+
 type ReadHalf<'a> = Option<(&'a mut OwnedReadHalf, &'a mut BytesMut)>;
 type WriteHalf<'a> = Option<(&'a mut OwnedWriteHalf, &'a BytesMut)>;
 
@@ -1170,5 +1239,133 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::net::Ipv6Addr;
+
+    use topologyd_config::daemon::ipv6_next_hop_problem;
+
+    use super::*;
+    use crate::announce::RouteIntent;
+    use topologyd_topology::RouteAttributes;
+
+    fn routes() -> LocationRoutes {
+        let intent = RouteIntent {
+            origin_asn: 13335,
+            attributes: RouteAttributes::default(),
+            service: Arc::from("resolver"),
+            degraded: false,
+        };
+        let mut routes: Vec<(IpNet, u32)> = [
+            "192.0.2.0/24",
+            "198.51.100.0/24",
+            "2001:db8:1::/48",
+            "2001:db8:2::/48",
+            "2001:db8:3::/48",
+        ]
+        .iter()
+        .map(|prefix| (prefix.parse().unwrap(), 0))
+        .collect();
+        routes.sort();
+        LocationRoutes {
+            generation: 1,
+            version: 1,
+            routes,
+            intents: vec![intent],
+        }
+    }
+
+    /// A passive peer (it never connects): only the reconcile runs.
+    fn spec(families: Vec<WireFamily>, ipv6_next_hop: Option<Ipv6Addr>) -> PeerSpec {
+        let mut session = SessionConfig::new(13335, 64512, Ipv4Addr::new(192, 0, 2, 1));
+        session.passive = true;
+        session.families = families;
+        PeerSpec {
+            name: "edge".into(),
+            remote: "127.0.0.2:179".parse().unwrap(),
+            local_address: None,
+            session,
+            security: SessionSecurity::default(),
+            route_context: PeerRouteContext {
+                local_asn: 13335,
+                peer_asn: 64512,
+                ipv4_next_hop: Some(Ipv4Addr::new(192, 0, 2, 1)),
+                ipv6_next_hop,
+            },
+        }
+    }
+
+    async fn reconciled(spec: PeerSpec) -> PeerStatus {
+        let (_routes, receiver) = watch::channel(Arc::new(routes()));
+        let handle = spawn_peer(spec, receiver);
+        let mut status = handle.status.clone();
+        let settled = status
+            .wait_for(|status| status.generation_desired == 1)
+            .await
+            .unwrap()
+            .clone();
+        handle.task.abort();
+        settled
+    }
+
+    /// Issue seen in the field: an IPv6 session over ::1 with the default next hop (::1) had
+    /// every IPv6 route fail to encode while the peer looked healthy. The failures are counted
+    /// over the whole generation and kept in the status.
+    #[tokio::test]
+    async fn routes_that_cannot_be_encoded_are_counted_and_kept_in_the_status() {
+        let status = reconciled(spec(
+            vec![WireFamily::Ipv4Unicast, WireFamily::Ipv6Unicast],
+            Some(Ipv6Addr::LOCALHOST),
+        ))
+        .await;
+        assert_eq!(status.routes_unencodable, 3);
+        let error = status.encode_error.unwrap();
+        assert!(
+            error.starts_with("3 routes cannot be encoded for this peer; first: 2001:db8:1::/48"),
+            "{error}"
+        );
+    }
+
+    /// A peer that does not carry IPv6 is not told (nor warned) about the IPv6 routes.
+    #[tokio::test]
+    async fn routes_of_a_family_the_peer_does_not_carry_are_not_failures() {
+        let status = reconciled(spec(vec![WireFamily::Ipv4Unicast], None)).await;
+        assert_eq!(status.routes_unencodable, 0);
+        assert_eq!(status.encode_error, None);
+        assert_eq!(status.last_error, None);
+    }
+
+    /// The configuration refuses exactly the IPv6 next hops the codec can never encode, so
+    /// `--check` catches them before a session comes up with no routes.
+    #[test]
+    fn the_configuration_check_matches_the_codec() {
+        for text in [
+            "::",
+            "::1",
+            "fe80::1",
+            "ff02::1",
+            "2001:db8::1",
+            "fd00::1",
+            "::ffff:192.0.2.1",
+        ] {
+            let address: Ipv6Addr = text.parse().unwrap();
+            let attributes = PeerRouteContext {
+                local_asn: 13335,
+                peer_asn: 64512,
+                ipv4_next_hop: None,
+                ipv6_next_hop: Some(address),
+            }
+            .path_attributes(&routes().intents[0]);
+            let codec = check_encodable(&attributes, WireFamily::Ipv6Unicast).is_ok();
+            let config = ipv6_next_hop_problem(address).is_none();
+            assert_eq!(
+                codec, config,
+                "{address}: codec {codec}, configuration {config}"
+            );
+        }
     }
 }

@@ -6,9 +6,11 @@
 //! bind the BGP listeners, the admin and the control listeners → start the peers → serve.
 //! SIGHUP reloads the daemon configuration (peers added, removed or changed; see
 //! `PeerConfig::session_reset_needed` for which changes reset a session); SIGTERM and SIGINT
-//! drain within the configured grace time. systemd notifications (READY after the first
-//! convergence, RELOADING, STOPPING, WATCHDOG, STATUS) go to `$NOTIFY_SOCKET` when it is set;
-//! WATCHDOG pings only while the engine task answers.
+//! drain within the configured grace time. systemd notifications go to `$NOTIFY_SOCKET` when it
+//! is set: READY=1 once the running generation is loaded, the listeners are bound and the peer
+//! tasks are started (never gated on remote routers: `/ready` tells whether enough peers hold
+//! the generation), STATUS= with how many peers are up whenever that changes, RELOADING,
+//! STOPPING, and WATCHDOG only while the engine task answers.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -229,18 +231,17 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
         .await
         .map_err(|error| error.to_string())?;
     engine.start_peers().map_err(|error| error.to_string())?;
+    let generation = engine.generation();
     let mut engine_task = tokio::spawn(engine.run(commands, events));
 
     let notifier = notifier.map(Arc::new);
     if let Some(notifier) = notifier.clone() {
-        let readiness = readiness.clone();
-        let ready_notifier = notifier.clone();
-        tokio::spawn(async move {
-            while !readiness.is_ready() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let _ = ready_notifier.ready("converged: every peer holds the running generation");
-        });
+        // Started: systemd's start job is done whatever the routers do.
+        let _ = notifier.ready(&format!(
+            "generation {generation} loaded, {} peers starting",
+            config.peers.len()
+        ));
+        tokio::spawn(report_status(notifier.clone(), readiness.subscribe()));
         if let Some(timeout) = watchdog_timeout() {
             tokio::spawn(watchdog(notifier.clone(), command_sender.clone(), timeout));
         }
@@ -268,14 +269,8 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
                     }
                     Err(message) => error!("reload refused; the running configuration stays:\n{message}"),
                 }
-                // Before the first convergence READY=1 is still the readiness task's to send:
-                // systemd must not consider the start finished because of a reload.
                 if let Some(notifier) = &notifier {
-                    let _ = if readiness.is_ready() {
-                        notifier.ready("reloaded")
-                    } else {
-                        notifier.status("reloaded; waiting for the first convergence")
-                    };
+                    let _ = notifier.ready(&format!("reloaded; {}", readiness.state().reason));
                 }
             }
             // The engine only returns after a Shutdown event; anything else (a panic) leaves
@@ -333,6 +328,24 @@ async fn watchdog(notifier: Arc<Notifier>, engine: mpsc::Sender<EngineCommand>, 
                 ?timeout,
                 "the engine did not answer within the watchdog time"
             ),
+        }
+    }
+}
+
+/// Sends STATUS= (how many peers are up, ready or not) whenever it changes.
+async fn report_status(
+    notifier: Arc<Notifier>,
+    mut readiness: watch::Receiver<topologyd::readiness::ReadinessState>,
+) {
+    let mut last = String::new();
+    loop {
+        let line = readiness.borrow_and_update().status_line();
+        if line != last {
+            let _ = notifier.status(&line);
+            last = line;
+        }
+        if readiness.changed().await.is_err() {
+            return;
         }
     }
 }
