@@ -12,6 +12,7 @@ pub mod memory;
 pub mod metrics;
 pub mod overlay;
 pub mod peer;
+pub mod preflight;
 pub mod probe;
 pub mod readiness;
 pub mod rollout;

@@ -496,6 +496,24 @@ fn read_generation(path: &Path, generation: u64) -> Result<StoredGeneration, Sta
     })
 }
 
+/// Whether the state directory `dir` holds at least one generation file (read-only: opens
+/// nothing, creates nothing; for `topologyd --check`, where start-up would use it instead of
+/// the bootstrap topology).
+pub fn holds_generation(dir: &Path) -> bool {
+    let Ok(entries) = fs::read_dir(dir.join(GENERATIONS_DIR)) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.strip_suffix(".json"))
+            .is_some_and(|number| {
+                number.len() == 20 && number.bytes().all(|byte| byte.is_ascii_digit())
+            })
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

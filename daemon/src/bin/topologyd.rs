@@ -1,7 +1,9 @@
 //! `topologyd`: the per-location BGP route-advertisement daemon.
 //!
 //! Start-up order (nothing binds a socket before the configuration, the keys and the running
-//! generation are known good): parse and validate the config → read MD5 keys and TLS material →
+//! generation are known good): parse and validate the config → the start-up checks that need no
+//! socket (`preflight.rs`: state directory, bootstrap topology and location, TLS material, audit
+//! log, listener collisions, MD5 keys; `--check` runs exactly these and stops) →
 //! load the running generation from the state directory (or compile the bootstrap topology) →
 //! bind the BGP listeners, the admin and the control listeners → start the peers → serve.
 //! SIGHUP reloads the daemon configuration (peers added, removed or changed; see
@@ -25,11 +27,13 @@ use topologyd::control::{AuditLog, ControlServer, ControlSettings, Role};
 use topologyd::engine::{Engine, EngineEvent, read_md5_key};
 use topologyd::engine_api::EngineCommand;
 use topologyd::metrics::Metrics;
+use topologyd::preflight;
 use topologyd::sd_notify::{Notifier, watchdog_timeout};
 use topologyd::sockopt;
 use topologyd::tls::{TlsFiles, server_config};
 use topologyd_config::Source;
 use topologyd_config::daemon::{DaemonConfig, parse_daemon_config};
+use topologyd_config::startup::locate;
 use tracing::{error, info, warn};
 
 /// Exit code for an invalid configuration.
@@ -51,15 +55,23 @@ struct Arguments {
     /// The daemon configuration file.
     #[arg(long, short, default_value = "/etc/topologyd/topologyd.toml")]
     config: PathBuf,
-    /// Validate the configuration and exit (0 when valid).
+    /// Run every start-up check that needs no socket (configuration, state directory,
+    /// bootstrap topology and location, TLS material, audit log, listener addresses, MD5 keys)
+    /// and exit: 0 when start-up would get past them, 2 with the errors otherwise.
     #[arg(long)]
     check: bool,
 }
 
 fn load_config(path: &PathBuf) -> Result<DaemonConfig, String> {
+    load_config_source(path).map(|(config, _)| config)
+}
+
+fn load_config_source(path: &PathBuf) -> Result<(DaemonConfig, Source), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-    parse_daemon_config(&Source::new(path.display().to_string(), text))
+    let source = Source::new(path.display().to_string(), text);
+    parse_daemon_config(&source)
+        .map(|config| (config, source))
         .map_err(|diagnostics| diagnostics.to_string())
 }
 
@@ -72,19 +84,20 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let arguments = Arguments::parse();
-    let config = match load_config(&arguments.config) {
-        Ok(config) => config,
+    let config = match load_config_source(&arguments.config) {
+        Ok((config, source)) => {
+            let findings = preflight::check(&config);
+            if !findings.is_empty() {
+                eprintln!("{}", locate(&source, &findings));
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            config
+        }
         Err(message) => {
             eprintln!("{message}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    for peer in &config.peers {
-        if let Err(error) = read_md5_key(peer) {
-            eprintln!("{}: {error}", arguments.config.display());
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    }
     if arguments.check {
         println!("{}: valid", arguments.config.display());
         return ExitCode::SUCCESS;
@@ -120,7 +133,7 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
                 private_key: control.private_key.clone(),
                 ca: control.client_ca.clone(),
             })
-            .map_err(|error| format!("control API TLS: {error}"))?,
+            .map_err(|error| format!("control API {error}"))?,
         ),
         None => None,
     };
