@@ -553,7 +553,8 @@ impl Topologyd {
         http_get(self.config.admin, path)
     }
 
-    /// Waits until `/ready` answers 200 (the first convergence).
+    /// Waits until `/ready` answers 200 (by default: at least one peer holds the running
+    /// generation; `[readiness]`).
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), LaunchError> {
         let deadline = Instant::now() + timeout;
         loop {
