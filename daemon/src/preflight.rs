@@ -272,11 +272,13 @@ fn check_audit_log(path: &Path, findings: &mut Vec<Finding>) {
     }
 }
 
-/// Two listeners collide when they share a port and an address (or one of them listens on
-/// every address of the port).
+/// Two listeners collide when they share a family, a port and an address (or one of them
+/// listens on every address of the family). Across families they do not: the BGP listeners are
+/// IPV6_V6ONLY, so `0.0.0.0:179` beside `[::]:179` is the usual dual-stack setup.
 fn collide(left: SocketAddr, right: SocketAddr) -> bool {
     left.port() != 0
         && left.port() == right.port()
+        && left.is_ipv4() == right.is_ipv4()
         && (left.ip() == right.ip() || left.ip().is_unspecified() || right.ip().is_unspecified())
 }
 
@@ -322,7 +324,8 @@ mod tests {
             address("127.0.0.1:9179")
         ));
         assert!(collide(address("0.0.0.0:9179"), address("127.0.0.1:9179")));
-        assert!(collide(address("[::]:179"), address("127.0.0.1:179")));
+        assert!(collide(address("[::]:179"), address("[::1]:179")));
+        assert!(!collide(address("[::]:179"), address("0.0.0.0:179")));
         assert!(!collide(
             address("127.0.0.1:9179"),
             address("127.0.0.1:9180")
