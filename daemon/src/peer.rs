@@ -931,9 +931,10 @@ impl PeerDriver {
             return;
         }
         while connection.output.len() < OUTPUT_HIGH_WATER {
-            let budget = OUTPUT_HIGH_WATER - connection.output.len();
+            // One UPDATE per pull: its prefixes are counted as sent once its last octet is
+            // written, so the counters follow the socket message by message.
             let before = self.rib.counters();
-            match self.rib.next_update(budget) {
+            match self.rib.next_update(1) {
                 Some(update) => {
                     let after = self.rib.counters();
                     connection.queue(
