@@ -17,6 +17,7 @@ pub mod probe;
 pub mod readiness;
 pub mod rollout;
 pub mod sd_notify;
+pub mod send_ledger;
 pub mod sockopt;
 pub mod state_store;
 pub mod tls;

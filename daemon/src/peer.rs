@@ -21,7 +21,7 @@
 //!
 //! Must not touch: topology compilation, state files, HTTP.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -43,6 +43,7 @@ use topologyd_bgp::{
 use tracing::{debug, info, warn};
 
 use crate::announce::{LocationRoutes, PeerRouteContext};
+use crate::send_ledger::SendLedger;
 use crate::sockopt::{self, SessionSecurity};
 
 /// Stop pulling UPDATEs from the Adj-RIB-Out while this much is waiting to be written.
@@ -158,17 +159,8 @@ struct Connection {
     input: BytesMut,
     output: BytesMut,
     timers: BTreeMap<Timer, Instant>,
-    /// Octets ever queued into `output` and ever written from it, on this connection.
-    queued_octets: u64,
-    written_octets: u64,
-    /// Stream offsets where queued messages end, not yet reached by `written_octets`.
-    message_ends: VecDeque<u64>,
-    /// The stream offset of the last message end written (the stream is at a message boundary
-    /// when `written_octets` equals it).
-    last_message_end: u64,
-    /// UPDATE counters of queued Adj-RIB-Out chunks, credited once the chunk ending at the
-    /// offset is written.
-    queued_counters: VecDeque<(u64, RibCounters)>,
+    /// Where `output`'s messages end and what they count, against what was written.
+    ledger: SendLedger,
     /// Close once `output` is written.
     closing: bool,
     /// The peer's OPEN, once seen: (BGP Identifier, ASN).
@@ -1039,11 +1031,7 @@ impl Connection {
             input: BytesMut::with_capacity(READ_CHUNK),
             output: BytesMut::with_capacity(READ_CHUNK),
             timers: BTreeMap::new(),
-            queued_octets: 0,
-            written_octets: 0,
-            message_ends: VecDeque::new(),
-            last_message_end: 0,
-            queued_counters: VecDeque::new(),
+            ledger: SendLedger::default(),
             closing: false,
             remote_identity: None,
         }
@@ -1052,61 +1040,22 @@ impl Connection {
     /// Queues whole messages for writing; `counters` are the UPDATE counts they carry, credited
     /// when their last octet is written.
     fn queue(&mut self, messages: &[u8], counters: RibCounters) {
-        let start = self.queued_octets;
-        let mut offset = 0usize;
-        // Every message's end is a point of progress (RFC 9687 §3); the BGP header's length
-        // field (octets 16-17, RFC 4271 §4.1) says where it is.
-        while let Some(header) = messages.get(offset..offset + 19) {
-            let length = usize::from(u16::from_be_bytes([header[16], header[17]]));
-            if length < 19 {
-                break;
-            }
-            offset += length;
-            if offset < messages.len() {
-                self.message_ends.push_back(start + offset as u64);
-            }
-        }
         self.output.extend_from_slice(messages);
-        self.queued_octets += messages.len() as u64;
-        self.message_ends.push_back(self.queued_octets);
-        if counters.updates > 0 || counters.announced > 0 || counters.withdrawn > 0 {
-            self.queued_counters
-                .push_back((self.queued_octets, counters));
-        }
+        self.ledger.queued(messages, counters);
     }
 
     /// `count` octets of `output` were written: whether that completed at least one message,
-    /// and the UPDATE counters of the chunks now fully written.
+    /// and the UPDATE counters now fully written.
     fn written(&mut self, count: usize) -> (bool, RibCounters) {
         self.output.advance(count);
-        self.written_octets += count as u64;
-        let mut message_written = false;
-        while let Some(end) = self.message_ends.front().copied()
-            && end <= self.written_octets
-        {
-            self.message_ends.pop_front();
-            self.last_message_end = end;
-            message_written = true;
-        }
-        let mut counters = RibCounters::default();
-        while let Some((end, chunk)) = self.queued_counters.front().copied()
-            && end <= self.written_octets
-        {
-            self.queued_counters.pop_front();
-            counters.updates += chunk.updates;
-            counters.announced += chunk.announced;
-            counters.withdrawn += chunk.withdrawn;
-        }
-        (message_written, counters)
+        self.ledger.written(count)
     }
 
     /// Drops everything queued and not yet written (never counted as sent).
     fn discard_queue(&mut self) -> usize {
         let discarded = self.output.len();
         self.output.clear();
-        self.message_ends.clear();
-        self.queued_counters.clear();
-        self.queued_octets = self.written_octets;
+        self.ledger.discard();
         discarded
     }
 
@@ -1116,7 +1065,7 @@ impl Connection {
     /// gone at once, not left in FIN-WAIT behind a window the peer never opens. Returns the
     /// octets discarded.
     fn abort(&mut self, notification: Option<Bytes>) -> usize {
-        let at_boundary = self.written_octets == self.last_message_end;
+        let at_boundary = self.ledger.at_message_boundary();
         let discarded = self.discard_queue();
         if at_boundary && let Some(notification) = notification {
             let _ = self.writer.try_write(&notification);
