@@ -430,3 +430,66 @@ fn check_refuses_what_start_up_refuses_with_the_same_message() {
         );
     }
 }
+
+/// With a generation stored, start-up runs it and never reads the bootstrap topology: `--check`
+/// then checks the stored generation instead (it loads, compiles and has this location), and a
+/// missing bootstrap file is no error, as it is none at start-up.
+#[test]
+fn with_a_stored_generation_check_looks_at_it_as_start_up_does() {
+    let world = World::new();
+    let valid = world.valid_config();
+    let path = world.write_config(&valid);
+    let config = path.display().to_string();
+    // A first start stores generation 1 (compiled from the bootstrap topology); then it is
+    // killed, as a crash would.
+    let binary = check(binaries(), "building topologyd").join("topologyd");
+    let mut first = check(
+        Command::new(binary)
+            .args(["--config", &config])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn(),
+        "starting topologyd",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !world.path("state/generations").is_dir()
+        || check(
+            std::fs::read_dir(world.path("state/generations")),
+            "listing generations",
+        )
+        .count()
+            == 0
+    {
+        assert!(Instant::now() < deadline, "no generation stored");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = first.kill();
+    let _ = first.wait();
+
+    // The bootstrap topology is gone: start-up would not read it, --check does not either.
+    for file in &world.topology {
+        check(
+            std::fs::remove_file(file),
+            "removing the bootstrap topology",
+        );
+    }
+    let (code, stderr) = run(&["--check", "--config", &config]);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // A location the stored generation does not have: refused at the key, with the message
+    // start-up gives when it loads the generation.
+    let text = replace_line(&valid, "location", "location = \"lhr01\"");
+    let path = world.write_config(&text);
+    let message = "location `lhr01` is not in the topology's fleet";
+    let (code, checked) = run(&["--check", "--config", &config]);
+    assert_eq!(code, Some(2), "{checked}");
+    let expected = format!(
+        "{}: error: {message}",
+        position(&path, &text, "location = ")
+    );
+    assert!(checked.contains(&expected), "{expected}\nin\n{checked}");
+    let (code, started) = run(&["--config", &config]);
+    assert_eq!(code, Some(1), "{started}");
+    assert!(started.contains(message), "{started}");
+}

@@ -185,7 +185,7 @@ fn unix_now() -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
-fn to_sources(bundle: &SourceBundle) -> Vec<Source> {
+pub(crate) fn to_sources(bundle: &SourceBundle) -> Vec<Source> {
     bundle
         .sources
         .iter()

@@ -7,8 +7,9 @@
 //! - the state directory exists and is writable (or can be created: its nearest existing
 //!   ancestor is a writable directory);
 //! - when it holds no generation yet: the bootstrap topology files exist, compile, and name this
-//!   location in their fleet (a stored generation is recovered at start-up, with fallback to
-//!   older ones);
+//!   location in their fleet; when it does (with `--check` only: start-up makes this check as it
+//!   loads the generation, and compiling twice would slow every restart): a stored generation
+//!   reads and compiles, newest first as start-up falls back, and names this location;
 //! - the control API's certificate, key and client CA load and the certificate matches the key;
 //!   the audit log's directory exists and the log can be appended to;
 //! - no two listeners (`[bgp] listen`, `[admin]`, `[control]`) share an address and port;
@@ -29,12 +30,24 @@ use topologyd_topology::compile_owned;
 use crate::engine::{StartError, read_md5_key};
 use crate::tls::{load_certificates, load_private_key, server_config_from};
 
+/// Who asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `topologyd --check`: also reads and compiles the stored generation start-up would run.
+    Check,
+    /// Start-up, which loads the stored generation itself right after.
+    Start,
+}
+
 /// Every start-up finding for `config` (empty: start-up will get past these checks).
-pub fn check(config: &DaemonConfig) -> Vec<Finding> {
+pub fn check(config: &DaemonConfig, mode: Mode) -> Vec<Finding> {
     let mut findings = Vec::new();
     let state_dir_usable = check_state_dir(&config.state_dir, &mut findings);
-    if state_dir_usable && !crate::state_store::holds_generation(&config.state_dir) {
+    let stored = crate::state_store::stored_generations(&config.state_dir);
+    if state_dir_usable && stored.is_empty() {
         check_bootstrap(config, &mut findings);
+    } else if state_dir_usable && mode == Mode::Check {
+        check_stored(config, &stored, &mut findings);
     }
     check_control(config, &mut findings);
     check_listeners(config, &mut findings);
@@ -192,6 +205,41 @@ fn check_bootstrap(config: &DaemonConfig, findings: &mut Vec<Finding>) {
             }
         }
     }
+}
+
+/// The generation start-up would recover (the newest that reads and compiles) has this
+/// location.
+fn check_stored(config: &DaemonConfig, stored: &[(u64, PathBuf)], findings: &mut Vec<Finding>) {
+    let mut last_error = String::new();
+    for (generation, path) in stored {
+        let candidate = match crate::state_store::read_stored_generation(path, *generation) {
+            Ok(candidate) => candidate,
+            Err(error) => {
+                last_error = error.to_string();
+                continue;
+            }
+        };
+        match compile_owned(crate::engine::to_sources(&candidate.bundle), *generation) {
+            Ok(topology) => {
+                if topology.location(&config.location).is_none() {
+                    findings.push(finding(
+                        Key::Location,
+                        StartError::UnknownLocation(config.location.clone()).to_string(),
+                        "name this daemon's location as the stored generation's fleet does \
+                         ([[location]] name), or push a topology that has it",
+                    ));
+                }
+                return;
+            }
+            Err(diagnostics) => last_error = diagnostics.to_string(),
+        }
+    }
+    findings.push(finding(
+        Key::StateDir,
+        StartError::NoGoodGeneration(last_error).to_string(),
+        "restore a good generation file into the state directory, or move the state directory \
+         aside to start from bootstrap_topology",
+    ));
 }
 
 /// TLS material loads and matches; the audit log can be appended to.

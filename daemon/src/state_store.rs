@@ -496,22 +496,34 @@ fn read_generation(path: &Path, generation: u64) -> Result<StoredGeneration, Sta
     })
 }
 
-/// Whether the state directory `dir` holds at least one generation file (read-only: opens
-/// nothing, creates nothing; for `topologyd --check`, where start-up would use it instead of
-/// the bootstrap topology).
-pub fn holds_generation(dir: &Path) -> bool {
+/// The generation files of the state directory `dir`, newest first, found without opening the
+/// store (no lock taken, nothing created or moved): for `topologyd --check`, which looks at what
+/// start-up would recover. Read one with [`read_stored_generation`].
+pub fn stored_generations(dir: &Path) -> Vec<(u64, PathBuf)> {
     let Ok(entries) = fs::read_dir(dir.join(GENERATIONS_DIR)) else {
-        return false;
+        return Vec::new();
     };
-    entries.flatten().any(|entry| {
-        entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.strip_suffix(".json"))
-            .is_some_and(|number| {
-                number.len() == 20 && number.bytes().all(|byte| byte.is_ascii_digit())
-            })
-    })
+    let mut files: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let number = name.to_str()?.strip_suffix(".json")?;
+            if number.len() != 20 || !number.bytes().all(|byte| byte.is_ascii_digit()) {
+                return None;
+            }
+            Some((number.parse().ok()?, entry.path()))
+        })
+        .collect();
+    files.sort_unstable_by(|left, right| right.0.cmp(&left.0));
+    files
+}
+
+/// Reads one generation file found by [`stored_generations`] (read-only).
+pub fn read_stored_generation(
+    path: &Path,
+    generation: u64,
+) -> Result<StoredGeneration, StateError> {
+    read_generation(path, generation)
 }
 
 #[cfg(test)]

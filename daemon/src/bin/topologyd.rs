@@ -86,7 +86,12 @@ fn main() -> ExitCode {
     let arguments = Arguments::parse();
     let config = match load_config_source(&arguments.config) {
         Ok((config, source)) => {
-            let findings = preflight::check(&config);
+            let mode = if arguments.check {
+                preflight::Mode::Check
+            } else {
+                preflight::Mode::Start
+            };
+            let findings = preflight::check(&config, mode);
             if !findings.is_empty() {
                 eprintln!("{}", locate(&source, &findings));
                 return ExitCode::from(EXIT_CONFIG);
