@@ -514,7 +514,7 @@ pub fn stored_generations(dir: &Path) -> Vec<(u64, PathBuf)> {
             Some((number.parse().ok()?, entry.path()))
         })
         .collect();
-    files.sort_unstable_by(|left, right| right.0.cmp(&left.0));
+    files.sort_unstable_by_key(|(generation, _)| std::cmp::Reverse(*generation));
     files
 }
 
