@@ -14,6 +14,12 @@
 //! wire. UPDATEs are pulled from the Adj-RIB-Out while the output buffer is below
 //! [`OUTPUT_HIGH_WATER`]: a slow peer holds back the encoding, never grows a queue.
 //!
+//! Writing (`send_ledger.rs` keeps the account): only a whole message written restarts the
+//! RFC 9687 send hold timer; on its expiry the queue is dropped and the socket reset at once
+//! (`Output::AbortConnection`). The "sent" counters count what was written, UPDATE by UPDATE.
+//! Routes of a family the peer does not carry are not its routes; routes whose attributes cannot
+//! be encoded for it are counted over the whole generation (`routes_unencodable`).
+//!
 //! Collisions (RFC 4271 §6.8): an inbound connection arriving while our outbound one is not yet
 //! Established is parked until the peer's OPEN tells us its BGP Identifier, then
 //! [`resolve_collision`] decides which connection lives. An inbound connection arriving while a
