@@ -115,6 +115,8 @@ pub struct NeighborConfig {
     pub md5_key: Option<String>,
     pub ttl_security_hops: Option<u8>,
     pub hold_time_seconds: u16,
+    /// RFC 9687 send hold time; `None` leaves the daemon's default.
+    pub send_hold_time_seconds: Option<u32>,
     pub passive: bool,
 }
 
@@ -131,6 +133,7 @@ impl NeighborConfig {
             md5_key: None,
             ttl_security_hops: None,
             hold_time_seconds: 30,
+            send_hold_time_seconds: None,
             passive: false,
         }
     }
@@ -330,6 +333,9 @@ impl DaemonConfig {
                 let _ = writeln!(text, "next_hop_ipv6 = \"{next_hop}\"");
             }
             let _ = writeln!(text, "hold_time_seconds = {}", neighbor.hold_time_seconds);
+            if let Some(seconds) = neighbor.send_hold_time_seconds {
+                let _ = writeln!(text, "send_hold_time_seconds = {seconds}");
+            }
             let _ = writeln!(text, "connect_retry_seconds = 1");
             let _ = writeln!(text, "passive = {}", neighbor.passive);
             if let Some(hops) = neighbor.ttl_security_hops {
@@ -547,7 +553,8 @@ impl Topologyd {
         http_get(self.config.admin, path)
     }
 
-    /// Waits until `/ready` answers 200 (the first convergence).
+    /// Waits until `/ready` answers 200 (by default: at least one peer holds the running
+    /// generation; `[readiness]`).
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), LaunchError> {
         let deadline = Instant::now() + timeout;
         loop {

@@ -907,6 +907,26 @@ impl AdjRibOut {
 
 /// After an initial sync the drained pending list of a large table would keep its capacity
 /// (8-32 octets per route); give it back.
+/// Whether routes of `family` can be announced with `attributes`: the check
+/// [`AdjRibOut::announce`] makes, without an Adj-RIB-Out (for counting routes that never can
+/// be sent to a peer).
+///
+/// # Errors
+///
+/// [`RibError`] when the attribute set lacks the family's next hop or cannot be encoded.
+pub fn check_encodable(attributes: &PathAttributes, family: Family) -> Result<(), RibError> {
+    let (ipv4, ipv6) = encode_blocks(attributes, true)?;
+    let present = match family {
+        Family::Ipv4Unicast => ipv4.is_some(),
+        Family::Ipv6Unicast => ipv6.is_some(),
+    };
+    if present {
+        Ok(())
+    } else {
+        Err(RibError::MissingNextHop(family))
+    }
+}
+
 fn release_if_large<T>(list: &mut Vec<T>) {
     if list.capacity() > 4096 {
         *list = Vec::new();

@@ -30,13 +30,14 @@
 //!  │ socket readable: buf += bytes; loop { match next_frame(&buf, s.max_message_len()) {  │
 //!  │     Complete{length} => handle(Message(buf.split_to(length).freeze())),             │
 //!  │     NeedMore{..} => break, Err(e) => handle(ReceiveError(e)) } }                     │
-//!  │ Output::Send(bytes)           → write_all (then handle(SendProgress))                │
+//!  │ Output::Send(bytes)           → write it (a whole message written: SendProgress)     │
 //!  │ Output::SetTimer(t, deadline) → (re)arm sleep_until(deadline); on fire:              │
 //!  │                                 handle(TimerExpired(t)) ; CancelTimer(t) → disarm    │
 //!  │ Output::Established(neg)      → rib.session_established(&neg)                        │
 //!  │ Output::RouteRefreshRequested(f) → rib.route_refresh(f)                              │
 //!  │ Output::SessionDown(_)        → rib.session_down()                                   │
-//!  │ Output::CloseConnection       → shut the socket down                                 │
+//!  │ Output::CloseConnection       → shut the socket down once the queue is written       │
+//!  │ Output::AbortConnection{..}   → drop the queue, try the NOTIFICATION, reset socket   │
 //!  │ Output::OpenReceived{..}      → with two connections: resolve_collision(..) and      │
 //!  │                                 handle(CollisionLost) on the loser                   │
 //!  │ socket writable && Established: while let Some(bytes) = rib.next_update(budget) {    │
@@ -54,7 +55,7 @@ pub mod fuzz_entry;
 pub mod inbound;
 pub mod session;
 
-pub use adj_rib_out::{AdjRibOut, RibCounters, RibError};
+pub use adj_rib_out::{AdjRibOut, RibCounters, RibError, check_encodable};
 pub use codec::{
     DecodeContext, EncodeContext, Family, Frame, Message, MessageError, Notification,
     PathAttributes, decode_message, encode_message, next_frame,

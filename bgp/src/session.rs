@@ -92,7 +92,9 @@ pub enum Input {
     ReceiveError(MessageError),
     /// A timer the session armed has expired.
     TimerExpired(Timer),
-    /// The driver wrote bytes to the socket (RFC 9687: restarts the send hold timer).
+    /// The driver finished writing at least one whole message to the socket (RFC 9687 §3:
+    /// "each time the local system sends a KEEPALIVE, UPDATE, and/or NOTIFICATION message" the
+    /// send hold timer restarts). A partly written message is not progress.
     SendProgress,
     /// The driver resolved a collision (§6.8) against this connection.
     CollisionLost,
@@ -126,6 +128,15 @@ pub enum Output {
     Connect,
     /// Close the transport connection (after writing anything queued before this output).
     CloseConnection,
+    /// Close the transport connection now, discarding whatever is queued and not yet written
+    /// (RFC 9687 §4: the peer is not reading, so waiting for the queue to drain would keep the
+    /// connection, and its buffers, forever). `notification` is attempted first without
+    /// waiting, only where the stream is at a message boundary; the connection closes whether
+    /// or not it could be written.
+    AbortConnection {
+        /// The encoded NOTIFICATION to attempt.
+        notification: Option<Bytes>,
+    },
     /// Write one encoded message.
     Send(Bytes),
     /// Arm (or re-arm) a timer.
@@ -501,6 +512,35 @@ impl Session {
         if was != State::Idle {
             out.push(Output::CloseConnection);
         }
+        self.leave_connected(now, was, reason, out);
+    }
+
+    /// RFC 9687 §4 (SendHoldTimer_Expires): the peer has not taken a message for the whole send
+    /// hold time, so the NOTIFICATION is only attempted and the connection is dropped with
+    /// whatever is still queued; it never waits behind the queue.
+    fn abort(&mut self, now: Instant, notification: Notification, out: &mut Vec<Output>) {
+        let was = self.state;
+        let encoded = encode_message(
+            &Message::Notification(notification.clone()),
+            &self.encode_context(),
+        )
+        .ok();
+        out.push(Output::NotificationSent(notification));
+        out.push(Output::AbortConnection {
+            notification: encoded,
+        });
+        self.leave_connected(now, was, DownReason::SendHoldTimerExpired, out);
+    }
+
+    /// The common tail of [`Session::down`] and [`Session::abort`]: timers off, Idle, and the
+    /// automatic restart unless manually stopped.
+    fn leave_connected(
+        &mut self,
+        now: Instant,
+        was: State,
+        reason: DownReason,
+        out: &mut Vec<Output>,
+    ) {
         for timer in [
             Timer::ConnectRetry,
             Timer::Hold,
@@ -553,15 +593,10 @@ impl Session {
             }
             (Timer::SendHold, State::Established) => {
                 // RFC 9687 §4: the NOTIFICATION is attempted, but the connection closes
-                // regardless of whether it can be written.
+                // regardless of whether it can be written, and regardless of what is queued.
                 let notification =
                     Notification::new(error_code::SEND_HOLD_TIMER_EXPIRED, 0, Bytes::new());
-                self.down(
-                    now,
-                    Some(notification),
-                    DownReason::SendHoldTimerExpired,
-                    out,
-                );
+                self.abort(now, notification, out);
             }
             // A timer that fires in a state where it no longer matters (the driver raced a
             // cancellation) is ignored.

@@ -24,6 +24,9 @@ use crate::source::{Source, SourceMap, Span};
 pub const DEFAULT_BGP_PORT: u16 = 179;
 /// Hold time we propose, in seconds (RFC 4271 §10 suggests 90).
 pub const DEFAULT_HOLD_TIME_SECONDS: u16 = 90;
+/// The send hold time (RFC 9687 §3) when none is configured: the greater of 8 minutes and twice
+/// the negotiated hold time. A peer that takes no message from us for this long is disconnected.
+pub const DEFAULT_SEND_HOLD_TIME_MINIMUM_SECONDS: u32 = 480;
 /// Seconds between connection attempts to an active peer, before jitter and backoff.
 pub const DEFAULT_CONNECT_RETRY_SECONDS: u16 = 5;
 /// Graceful restart time we advertise (RFC 4724 §3), in seconds: how long a peer keeps our
@@ -33,6 +36,9 @@ pub const DEFAULT_RESTART_TIME_SECONDS: u16 = 120;
 pub const DEFAULT_SHUTDOWN_GRACE_SECONDS: u32 = 10;
 /// Previous generations kept in the state directory for rollback (last known good).
 pub const DEFAULT_RETAINED_GENERATIONS: usize = 10;
+/// `/ready` (and the STATUS= line) wants at least this many peers holding the running
+/// generation (capped at the number of peers: a daemon without peers is ready).
+pub const DEFAULT_READY_MIN_ESTABLISHED: usize = 1;
 /// Largest control-API request body from an `admin` (apply, rollback, drain, and its own
 /// plans): a topology bundle of 1,000,000 bindings fits.
 pub const DEFAULT_CONTROL_MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
@@ -80,7 +86,39 @@ pub struct DaemonConfig {
     pub admin: Option<AdminConfig>,
     pub control: Option<ControlConfig>,
     pub health: HealthConfig,
+    pub readiness: ReadinessConfig,
     pub peers: Vec<PeerConfig>,
+}
+
+/// `[readiness]`: when `/ready` answers 200. A peer *holds* the running generation when its
+/// session is Established, every route of the generation has been written to it and none of
+/// them failed to encode. Readiness never gates the start (systemd's READY=1); it can be lost
+/// again when peers go down.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReadinessConfig {
+    /// At least this many peers hold the running generation (0: readiness ignores the peers).
+    pub min_established: usize,
+    /// And at least this share of the peers (rounded up), when set: 0 < share ≤ 1.
+    pub min_established_share: Option<f64>,
+}
+
+impl Default for ReadinessConfig {
+    fn default() -> ReadinessConfig {
+        ReadinessConfig {
+            min_established: DEFAULT_READY_MIN_ESTABLISHED,
+            min_established_share: None,
+        }
+    }
+}
+
+impl ReadinessConfig {
+    /// How many of `peers` must hold the running generation.
+    pub fn required(&self, peers: usize) -> usize {
+        let by_share = self
+            .min_established_share
+            .map_or(0, |share| (share * peers as f64).ceil() as usize);
+        self.min_established.min(peers).max(by_share.min(peers))
+    }
 }
 
 /// Fail-static share default: more than half of a location's checked services unhealthy at once
@@ -172,6 +210,10 @@ pub struct PeerConfig {
     /// Never connect; wait for the peer (it must reach one of `bgp_listen`).
     pub passive: bool,
     pub hold_time_seconds: u16,
+    /// RFC 9687 send hold time: close the connection when the peer has taken no message for
+    /// this long. `None`: [`DEFAULT_SEND_HOLD_TIME_MINIMUM_SECONDS`] or twice the negotiated
+    /// hold time, whichever is greater.
+    pub send_hold_time_seconds: Option<u32>,
     pub connect_retry_seconds: u16,
     pub families: BTreeSet<Family>,
     pub next_hop_ipv4: Option<Ipv4Addr>,
@@ -189,9 +231,10 @@ pub struct PeerConfig {
 impl PeerConfig {
     /// The reload rule: a change of anything that the session's TCP connection or OPEN depends
     /// on (address, port, ASNs, local address, passive/active, hold time, families, MD5 key
-    /// file, GTSM, extended messages) resets the session. Next hops, the connect-retry interval
-    /// and max-prefix apply without a reset: the routes are re-sent with the new next hop at
-    /// once; a new max-prefix limit and retry interval take effect from the next session on.
+    /// file, GTSM, extended messages) resets the session. Next hops, the connect-retry interval,
+    /// max-prefix and the send hold time apply without a reset: the routes are re-sent with the
+    /// new next hop at once; a new max-prefix limit, retry interval and send hold time take
+    /// effect from the next session on.
     pub fn session_reset_needed(&self, new: &PeerConfig) -> bool {
         self.address != new.address
             || self.port != new.port
@@ -238,8 +281,16 @@ struct DaemonFile {
     admin: Option<AdminFile>,
     control: Option<ControlFile>,
     health: Option<HealthFile>,
+    readiness: Option<ReadinessFile>,
     #[serde(default)]
     peer: Vec<PeerFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadinessFile {
+    min_established: Option<Spanned<usize>>,
+    min_established_share: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -307,6 +358,7 @@ struct PeerFile {
     #[serde(default)]
     passive: bool,
     hold_time_seconds: Option<Spanned<u16>>,
+    send_hold_time_seconds: Option<Spanned<u32>>,
     connect_retry_seconds: Option<Spanned<u16>>,
     families: Option<Spanned<Vec<Family>>>,
     next_hop_ipv4: Option<Spanned<String>>,
@@ -487,6 +539,11 @@ fn convert(file: DaemonFile, collector: &mut Collector) -> Option<DaemonConfig> 
                 .unwrap_or(DEFAULT_COMPILE_MEMORY_BYTES),
         })
     });
+    let peer_count = file.peer.len();
+    let readiness = file
+        .readiness
+        .map(|readiness| convert_readiness(readiness, peer_count, collector))
+        .unwrap_or_default();
     let mut peers = Vec::with_capacity(file.peer.len());
     let mut names: BTreeMap<String, Span> = BTreeMap::new();
     let mut addresses: BTreeMap<IpAddr, Span> = BTreeMap::new();
@@ -534,8 +591,67 @@ fn convert(file: DaemonFile, collector: &mut Collector) -> Option<DaemonConfig> 
             .health
             .map(|health| convert_health(health, collector))
             .unwrap_or_default(),
+        readiness,
         peers,
     })
+}
+
+/// `[readiness]`, defaults filled in.
+fn convert_readiness(
+    file: ReadinessFile,
+    peer_count: usize,
+    collector: &mut Collector,
+) -> ReadinessConfig {
+    let defaults = ReadinessConfig::default();
+    let min_established = file
+        .min_established
+        .as_ref()
+        .map_or(defaults.min_established, |value| *value.get_ref());
+    if let Some(value) = &file.min_established
+        && min_established > peer_count
+    {
+        collector.error(
+            Some(span_of(value)),
+            format!(
+                "min_established = {min_established} but only {peer_count} peer(s) are configured: \
+                 the daemon could never be ready"
+            ),
+            Some(format!(
+                "write at most {peer_count}, or min_established_share = 1.0 for \"every peer\""
+            )),
+        );
+    }
+    let share = file.min_established_share.as_ref().map(|value| {
+        let share = *value.get_ref();
+        if !(share > 0.0 && share <= 1.0) {
+            collector.error(
+                Some(span_of(value)),
+                format!("min_established_share = {share} is outside 0 < share ≤ 1"),
+                Some("write a share of the peers such as 0.5 (half of them, rounded up)".into()),
+            );
+        }
+        share
+    });
+    ReadinessConfig {
+        min_established,
+        min_established_share: share,
+    }
+}
+
+/// Why an IPv6 next hop can never be encoded (RFC 4760 §3, RFC 2545 §3: a global unicast
+/// address in MP_REACH_NLRI); the BGP codec refuses the same addresses.
+pub fn ipv6_next_hop_problem(address: Ipv6Addr) -> Option<&'static str> {
+    if address.is_unspecified() {
+        Some("the unspecified address")
+    } else if address.is_loopback() {
+        Some("the loopback address")
+    } else if address.is_multicast() {
+        Some("a multicast address")
+    } else if address.is_unicast_link_local() {
+        Some("a link-local address")
+    } else {
+        None
+    }
 }
 
 /// Linux network interface names are at most this long (`IFNAMSIZ` 16, with the NUL).
@@ -682,6 +798,29 @@ fn convert_peer(
             Some("RFC 4271 §4.2: the hold time is 0 or at least 3 seconds".into()),
         );
     }
+    if let Some(value) = &peer.send_hold_time_seconds
+        && (hold_time == 0 || *value.get_ref() <= u32::from(hold_time))
+    {
+        collector.error(
+            Some(span_of(value)),
+            if hold_time == 0 {
+                format!(
+                    "send_hold_time_seconds {} has no effect with hold_time_seconds = 0",
+                    value.get_ref()
+                )
+            } else {
+                format!(
+                    "send_hold_time_seconds {} is not greater than hold_time_seconds {hold_time}",
+                    value.get_ref()
+                )
+            },
+            Some(format!(
+                "RFC 9687 §3: the send hold time must be greater than the hold time; leave it out \
+                 for the default (the greater of {DEFAULT_SEND_HOLD_TIME_MINIMUM_SECONDS} s and \
+                 twice the hold time)"
+            )),
+        );
+    }
     let connect_retry = peer
         .connect_retry_seconds
         .as_ref()
@@ -735,6 +874,10 @@ fn convert_peer(
         local_address,
         passive: peer.passive,
         hold_time_seconds: hold_time,
+        send_hold_time_seconds: peer
+            .send_hold_time_seconds
+            .as_ref()
+            .map(|value| *value.get_ref()),
         connect_retry_seconds: connect_retry,
         families,
         next_hop_ipv4,
@@ -762,6 +905,29 @@ fn convert_peer(
                 config.name
             ),
             Some("set next_hop_ipv4, or an IPv4 local_address".into()),
+        );
+    }
+    if config.families.contains(&Family::Ipv6)
+        && let Some(next_hop) = config.ipv6_next_hop()
+        && let Some(problem) = ipv6_next_hop_problem(next_hop)
+    {
+        let (span, origin) = match (&peer.next_hop_ipv6, &peer.local_address) {
+            (Some(text), _) => (span_of(text), "next_hop_ipv6"),
+            (None, Some(text)) => (span_of(text), "the default next hop (local_address)"),
+            (None, None) => (span_of(&peer.name), "the next hop"),
+        };
+        collector.error(
+            Some(span),
+            format!(
+                "peer `{}`: {origin} {next_hop} is {problem}, which an IPv6 route can never carry \
+                 as its next hop (RFC 4760 §3): every IPv6 route to this peer would fail",
+                config.name
+            ),
+            Some(
+                "set next_hop_ipv6 to a global unicast address of this router, or families = \
+                 [\"ipv4\"]"
+                    .into(),
+            ),
         );
     }
     if config.families.contains(&Family::Ipv6) && config.ipv6_next_hop().is_none() {
@@ -867,6 +1033,116 @@ roles = { "sre" = "admin" }
         let rendered = diagnostics.to_string();
         assert!(rendered.contains("topologyd.toml:"), "{rendered}");
         assert!(rendered.contains("hold_tme"), "{rendered}");
+    }
+
+    #[test]
+    fn send_hold_time_must_exceed_the_hold_time() {
+        let config = parse(&MINIMAL.replace(
+            "families = [\"ipv4\"]",
+            "families = [\"ipv4\"]\nhold_time_seconds = 3\nsend_hold_time_seconds = 4",
+        ))
+        .unwrap();
+        assert_eq!(config.peers[0].send_hold_time_seconds, Some(4));
+        assert_eq!(
+            parse(MINIMAL).unwrap().peers[0].send_hold_time_seconds,
+            None
+        );
+        for (settings, expected) in [
+            (
+                "hold_time_seconds = 30\nsend_hold_time_seconds = 30",
+                "topologyd.toml:14:26: error: send_hold_time_seconds 30 is not greater than hold_time_seconds 30",
+            ),
+            (
+                "send_hold_time_seconds = 60",
+                "topologyd.toml:13:26: error: send_hold_time_seconds 60 is not greater than hold_time_seconds 90",
+            ),
+            (
+                "hold_time_seconds = 0\nsend_hold_time_seconds = 600",
+                "topologyd.toml:14:26: error: send_hold_time_seconds 600 has no effect with hold_time_seconds = 0",
+            ),
+        ] {
+            let diagnostics = parse(&MINIMAL.replace(
+                "families = [\"ipv4\"]",
+                &format!("families = [\"ipv4\"]\n{settings}"),
+            ))
+            .unwrap_err();
+            let rendered = diagnostics.to_string();
+            assert!(rendered.contains(expected), "{rendered}");
+            assert!(rendered.contains("RFC 9687"), "{rendered}");
+        }
+    }
+
+    #[test]
+    fn an_ipv6_next_hop_that_can_never_be_encoded_is_an_error() {
+        let ipv6_peer = |settings: &str| {
+            MINIMAL
+                .replace("address = \"127.0.0.2\"", "address = \"::1\"")
+                .replace(
+                    "local_address = \"127.0.0.1\"\nfamilies = [\"ipv4\"]",
+                    settings,
+                )
+        };
+        for (settings, expected) in [
+            (
+                "local_address = \"::1\"\nfamilies = [\"ipv6\"]",
+                "topologyd.toml:11:17: error: peer `edge1`: the default next hop (local_address) ::1 is the loopback address",
+            ),
+            (
+                "local_address = \"::1\"\nnext_hop_ipv6 = \"fe80::1\"\nfamilies = [\"ipv6\"]",
+                "topologyd.toml:12:17: error: peer `edge1`: next_hop_ipv6 fe80::1 is a link-local address",
+            ),
+            (
+                "next_hop_ipv6 = \"::\"\nfamilies = [\"ipv6\"]",
+                "topologyd.toml:11:17: error: peer `edge1`: next_hop_ipv6 :: is the unspecified address",
+            ),
+        ] {
+            let rendered = parse(&ipv6_peer(settings)).unwrap_err().to_string();
+            assert!(rendered.contains(expected), "{rendered}");
+            assert!(rendered.contains("global unicast"), "{rendered}");
+        }
+        // A global next hop is fine; an IPv4-only peer over ::1 needs no IPv6 next hop.
+        parse(&ipv6_peer(
+            "local_address = \"::1\"\nnext_hop_ipv6 = \"2001:db8::1\"\nfamilies = [\"ipv6\"]",
+        ))
+        .unwrap();
+        parse(&ipv6_peer(
+            "local_address = \"::1\"\nnext_hop_ipv4 = \"192.0.2.1\"\nfamilies = [\"ipv4\"]",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn readiness_takes_documented_defaults_and_rejects_impossible_settings() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.readiness, ReadinessConfig::default());
+        assert_eq!(config.readiness.required(3), 1);
+        assert_eq!(config.readiness.required(0), 0);
+        let config = parse(&format!(
+            "{MINIMAL}\n[readiness]\nmin_established = 1\nmin_established_share = 0.5\n"
+        ))
+        .unwrap();
+        assert_eq!(config.readiness.required(3), 2);
+        assert_eq!(config.readiness.required(4), 2);
+        assert_eq!(config.readiness.required(1), 1);
+        for (settings, expected) in [
+            (
+                "min_established = 2\n",
+                "topologyd.toml:15:19: error: min_established = 2 but only 1 peer(s) are configured",
+            ),
+            (
+                "min_established_share = 0.0\n",
+                "topologyd.toml:15:25: error: min_established_share = 0 is outside 0 < share ≤ 1",
+            ),
+            (
+                "min_peers = 1\n",
+                "topologyd.toml:15:1: error: unknown field `min_peers`",
+            ),
+        ] {
+            let rendered = parse(&format!("{MINIMAL}\n[readiness]\n{settings}"))
+                .unwrap_err()
+                .to_string();
+            assert!(rendered.contains(expected), "{rendered}");
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod model;
 pub mod parse;
 pub mod selector;
 pub mod source;
+pub mod startup;
 
 pub use diagnostic::{Collector, Diagnostic, Diagnostics, Severity, escape_text};
 pub use model::*;

@@ -1,9 +1,10 @@
 //! The admin listener: plain HTTP/1.1 on a local address, serving `/metrics`, `/ready`, `/live`.
 //!
-//! Owns: the admin TCP listener, its per-connection tasks, and the readiness latch type.
-//! `/metrics` renders the shared `prometheus_client` registry (OpenMetrics text); `/ready`
-//! answers 200 only after the engine has released the [`Readiness`] latch (after the first
-//! convergence) and 503 before; `/live` answers 200 while the process serves HTTP at all.
+//! Owns: the admin TCP listener and its per-connection tasks. `/metrics` renders the shared
+//! `prometheus_client` registry (OpenMetrics text); `/ready` answers 200 while the engine's
+//! [`Readiness`] verdict says enough peers hold the running generation, and 503 with the
+//! reason otherwise (before the first convergence, and again when peers are lost); `/live`
+//! answers 200 while the process serves HTTP at all.
 //!
 //! Must not touch: engine state (it reads snapshots only: the registry and the latch), the
 //! control API (mutations never go through this unauthenticated listener), TLS.
@@ -12,7 +13,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,26 +42,7 @@ pub const CONNECTION_CAPS: ConnectionCaps = ConnectionCaps {
 /// Content type of the `/metrics` answer (`prometheus_client` encodes OpenMetrics text).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// A latch released once, by the engine after its first convergence; never re-armed.
-#[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    /// A latch that is not yet released.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Releases the latch: `/ready` answers 200 from now on.
-    pub fn release(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-
-    /// Whether the latch has been released.
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
+pub use crate::readiness::Readiness;
 
 /// A failure of the admin listener.
 #[derive(Debug, thiserror::Error)]
@@ -210,11 +191,15 @@ fn respond(
                 &format!("cannot render metrics: {error}\n"),
             ),
         },
-        "/ready" if readiness.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/ready" => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no convergence yet\n",
-        ),
+        "/ready" => {
+            let state = readiness.state();
+            let status = if state.ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            text(status, &format!("{}\n", state.reason))
+        }
         "/live" => text(StatusCode::OK, "live\n"),
         _ => text(
             StatusCode::NOT_FOUND,

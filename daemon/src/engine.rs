@@ -195,6 +195,14 @@ fn unix_now() -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
+pub(crate) fn to_sources(bundle: &SourceBundle) -> Vec<Source> {
+    bundle
+        .sources
+        .iter()
+        .map(|file| Source::new(file.name.clone(), file.text.clone()))
+        .collect()
+}
+
 fn to_bundle(sources: &[Source]) -> SourceBundle {
     SourceBundle {
         sources: sources
@@ -1092,6 +1100,9 @@ impl Engine {
         let mut session =
             SessionConfig::new(self.config.local_asn, peer.asn, self.config.router_id);
         session.hold_time = peer.hold_time_seconds;
+        session.send_hold_time = peer
+            .send_hold_time_seconds
+            .map(|seconds| Duration::from_secs(u64::from(seconds)));
         session.passive = peer.passive;
         session.families = families;
         session.extended_messages = peer.extended_messages;
@@ -1641,6 +1652,7 @@ impl Engine {
             "applied_at": self.running.meta.applied_at,
             "applied_by": self.running.meta.who,
             "ready": self.readiness.is_ready(),
+            "ready_reason": self.readiness.state().reason,
             "routes": { "ipv4": ipv4, "ipv6": ipv6 },
             "routes_topology": { "ipv4": topology_ipv4, "ipv6": topology_ipv6 },
             "published_version": self.publish_version,
@@ -1726,14 +1738,16 @@ impl Engine {
         Ok(json!({ "generation": self.running.meta.generation, "peers": peers }))
     }
 
-    /// Folds the peers' snapshots into the metrics and releases readiness after the first
-    /// convergence: every peer Established and holding the running generation.
+    /// Folds the peers' snapshots into the metrics and re-evaluates readiness (`[readiness]`:
+    /// enough peers hold the running generation; see `readiness.rs`).
     fn refresh_status(&mut self) {
         let started = Instant::now();
         let generation = self.running.meta.generation;
-        let mut converged = !self.peers.is_empty();
+        let mut statuses = Vec::with_capacity(self.peers.len());
         for (name, handle) in &self.peers {
             let status = handle.status.borrow().clone();
+            self.metrics
+                .set_routes_unencodable(name, status.routes_unencodable);
             self.metrics
                 .set_session_state(name, session_state_metric(&status.state));
             self.metrics
@@ -1795,15 +1809,18 @@ impl Engine {
                     received_withdrawn,
                 );
             }
-            converged &= status.established && synced;
+            statuses.push(status.clone());
             self.reported.insert(name.clone(), status);
         }
-        if converged && !self.readiness.is_ready() {
-            info!(
-                generation,
-                "first convergence: every peer holds the running generation"
-            );
-            self.readiness.release();
+        let state = crate::readiness::evaluate(&self.config.readiness, generation, &statuses);
+        self.metrics.set_readiness(state.ready, state.holding);
+        let reason = state.reason.clone();
+        if self.readiness.set(state) {
+            if self.readiness.is_ready() {
+                info!(generation, %reason, "ready");
+            } else {
+                warn!(generation, %reason, "not ready any more");
+            }
         }
         self.metrics
             .observe_reconcile(started.elapsed().as_secs_f64());

@@ -19,8 +19,8 @@
 //!                                               │ rollout state, state dir │
 //!                                               └──┬──────────▲────────┬───┘
 //!                          per-peer Adj-RIB-Out    │          │ session│ metrics handles,
-//!                          deltas (mpsc, bounded)  ▼          │ events │ readiness latch,
-//!                                          ┌────────────────┐ │        ▼ sd_notify READY=1
+//!                          deltas (mpsc, bounded)  ▼          │ events │ readiness verdict,
+//!                                          ┌────────────────┐ │        ▼ sd_notify STATUS=
 //!                                          │ BGP peer task  │─┘   admin server (HTTP):
 //!                                          │ one per peer:  │     /metrics /ready /live
 //!                                          │ TCP (MD5/GTSM),│     reads snapshots only

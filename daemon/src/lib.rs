@@ -15,9 +15,12 @@ pub mod memory;
 pub mod metrics;
 pub mod overlay;
 pub mod peer;
+pub mod preflight;
 pub mod probe;
+pub mod readiness;
 pub mod rollout;
 pub mod sd_notify;
+pub mod send_ledger;
 pub mod sockopt;
 pub mod state_store;
 #[cfg(test)]

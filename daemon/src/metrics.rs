@@ -39,6 +39,23 @@ pub const ROUTES_ANNOUNCED: &str = "topologyd_routes_announced";
 pub const ROUTES_ANNOUNCED_HELP: &str =
     "Routes currently announced to the peer (sent and not withdrawn), per address family";
 
+/// `topologyd_routes_unencodable{peer}`: routes of the running generation that could not be
+/// encoded for the peer (never sent; such a peer does not hold the generation).
+pub const ROUTES_UNENCODABLE: &str = "topologyd_routes_unencodable";
+/// Help for [`ROUTES_UNENCODABLE`].
+pub const ROUTES_UNENCODABLE_HELP: &str = "Routes the running generation wants at the peer that could not be encoded for it (never sent); a peer with any does not hold the generation";
+
+/// `topologyd_ready`: 1 while `/ready` answers 200.
+pub const READY: &str = "topologyd_ready";
+/// Help for [`READY`].
+pub const READY_HELP: &str =
+    "1 while /ready answers 200: enough peers hold the running generation ([readiness])";
+
+/// `topologyd_peers_holding_generation`: peers Established with the running generation written.
+pub const PEERS_HOLDING: &str = "topologyd_peers_holding_generation";
+/// Help for [`PEERS_HOLDING`].
+pub const PEERS_HOLDING_HELP: &str = "Peers whose session is Established with every route of the running generation written and none failing to encode";
+
 /// `topologyd_bgp_update_messages_total{peer,direction}`.
 pub const UPDATE_MESSAGES: &str = "topologyd_bgp_update_messages";
 /// Help for [`UPDATE_MESSAGES`].
@@ -265,6 +282,9 @@ pub struct Metrics {
     session_state: Family<PeerLabels, Gauge>,
     routes_desired: Family<PeerFamilyLabels, Gauge>,
     routes_announced: Family<PeerFamilyLabels, Gauge>,
+    routes_unencodable: Family<PeerLabels, Gauge>,
+    ready: Gauge,
+    peers_holding: Gauge,
     update_messages: Family<PeerDirectionLabels, Counter>,
     prefixes: Family<PrefixLabels, Counter>,
     guard_refusals: Family<GuardLabels, Counter>,
@@ -307,6 +327,16 @@ impl Metrics {
             ROUTES_ANNOUNCED_HELP,
             routes_announced.clone(),
         );
+        let routes_unencodable = Family::<PeerLabels, Gauge>::default();
+        registry.register(
+            ROUTES_UNENCODABLE,
+            ROUTES_UNENCODABLE_HELP,
+            routes_unencodable.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(READY, READY_HELP, ready.clone());
+        let peers_holding = Gauge::default();
+        registry.register(PEERS_HOLDING, PEERS_HOLDING_HELP, peers_holding.clone());
         let update_messages = Family::<PeerDirectionLabels, Counter>::default();
         registry.register(
             UPDATE_MESSAGES,
@@ -414,6 +444,9 @@ impl Metrics {
             session_state,
             routes_desired,
             routes_announced,
+            routes_unencodable,
+            ready,
+            peers_holding,
             update_messages,
             prefixes,
             guard_refusals,
@@ -617,6 +650,19 @@ impl Metrics {
         self.location_drained.set(i64::from(drained));
     }
 
+    /// Records how many of a peer's routes could not be encoded for it.
+    pub fn set_routes_unencodable(&self, peer: &str, routes: u64) {
+        self.routes_unencodable
+            .get_or_create(&peer_labels(peer))
+            .set(saturating_i64(routes));
+    }
+
+    /// Records the readiness verdict and how many peers hold the running generation.
+    pub fn set_readiness(&self, ready: bool, peers_holding: usize) {
+        self.ready.set(i64::from(ready));
+        self.peers_holding.set(saturating_i64(peers_holding as u64));
+    }
+
     /// Records how many service addresses are bound locally.
     pub fn set_local_addresses_bound(&self, bound: usize) {
         self.local_addresses_bound.set(saturating_i64(bound as u64));
@@ -625,6 +671,7 @@ impl Metrics {
     /// Forgets every series of a removed peer.
     pub fn remove_peer(&self, peer: &str) {
         self.session_state.remove(&peer_labels(peer));
+        self.routes_unencodable.remove(&peer_labels(peer));
         for family in [FAMILY_IPV4_UNICAST, FAMILY_IPV6_UNICAST] {
             self.routes_desired
                 .remove(&peer_family_labels(peer, family));

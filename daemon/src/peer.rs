@@ -14,6 +14,12 @@
 //! wire. UPDATEs are pulled from the Adj-RIB-Out while the output buffer is below
 //! [`OUTPUT_HIGH_WATER`]: a slow peer holds back the encoding, never grows a queue.
 //!
+//! Writing (`send_ledger.rs` keeps the account): only a whole message written restarts the
+//! RFC 9687 send hold timer; on its expiry the queue is dropped and the socket reset at once
+//! (`Output::AbortConnection`). The "sent" counters count what was written, UPDATE by UPDATE.
+//! Routes of a family the peer does not carry are not its routes; routes whose attributes cannot
+//! be encoded for it are counted over the whole generation (`routes_unencodable`).
+//!
 //! Collisions (RFC 4271 §6.8): an inbound connection arriving while our outbound one is not yet
 //! Established is parked until the peer's OPEN tells us its BGP Identifier, then
 //! [`resolve_collision`] decides which connection lives. An inbound connection arriving while a
@@ -28,7 +34,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use ipnet::IpNet;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,12 +43,13 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 use topologyd_bgp::codec::Family as WireFamily;
 use topologyd_bgp::{
-    AdjRibOut, Direction, Frame, Input, Output, PathAttributes, Session, SessionConfig, State,
-    Timer, next_frame, resolve_collision,
+    AdjRibOut, Direction, Frame, Input, Output, PathAttributes, RibCounters, Session,
+    SessionConfig, State, Timer, check_encodable, next_frame, resolve_collision,
 };
 use tracing::{debug, info, warn};
 
 use crate::announce::{LocationRoutes, PeerRouteContext};
+use crate::send_ledger::SendLedger;
 use crate::sockopt::{self, SessionSecurity};
 
 /// Stop pulling UPDATEs from the Adj-RIB-Out while this much is waiting to be written.
@@ -100,6 +107,7 @@ pub struct PeerStatus {
     pub version_synced: Option<u64>,
     pub routes_desired_ipv4: u64,
     pub routes_desired_ipv6: u64,
+    /// UPDATEs and prefixes written to the socket (what is only queued is not counted).
     pub updates_sent: u64,
     pub prefixes_announced_sent: u64,
     pub prefixes_withdrawn_sent: u64,
@@ -107,6 +115,11 @@ pub struct PeerStatus {
     pub prefixes_received_ipv4: u64,
     pub prefixes_received_ipv6: u64,
     pub withdrawals_received: u64,
+    /// Routes of the generation, in a family the peer carries, that cannot be encoded for it
+    /// (never sent): such a peer does not hold the generation.
+    pub routes_unencodable: u64,
+    /// The first of them and why; kept while the session is up (unlike `last_error`).
+    pub encode_error: Option<String>,
     pub last_error: Option<String>,
 }
 
@@ -152,6 +165,8 @@ struct Connection {
     input: BytesMut,
     output: BytesMut,
     timers: BTreeMap<Timer, Instant>,
+    /// Where `output`'s messages end and what they count, against what was written.
+    ledger: SendLedger,
     /// Close once `output` is written.
     closing: bool,
     /// The peer's OPEN, once seen: (BGP Identifier, ASN).
@@ -184,6 +199,8 @@ struct PeerDriver {
     routes: watch::Receiver<Arc<LocationRoutes>>,
     status: watch::Sender<PeerStatus>,
     rib: AdjRibOut,
+    /// What has been written to the socket, over all connections (the "sent" counters).
+    written: RibCounters,
     /// The generation the Adj-RIB-Out holds, and its per-intent path attributes.
     applied: Arc<LocationRoutes>,
     applied_attributes: Vec<FamilyAttributes>,
@@ -224,6 +241,7 @@ impl PeerDriver {
             routes,
             status,
             rib: AdjRibOut::new(),
+            written: RibCounters::default(),
             applied: Arc::new(LocationRoutes::default()),
             applied_attributes: Vec::new(),
             interned: HashMap::new(),
@@ -356,7 +374,7 @@ impl PeerDriver {
         } else if let Some(connection) = self.connection.as_mut() {
             // No NOTIFICATION: the peer keeps our routes as stale (RFC 4724 §4.2).
             connection.closing = true;
-            connection.output.clear();
+            connection.discard_queue();
         }
         self.idle_session = None;
     }
@@ -453,10 +471,16 @@ impl PeerDriver {
     fn on_written(&mut self, written: std::io::Result<usize>) {
         match written {
             Ok(count) => {
-                if let Some(connection) = self.connection.as_mut() {
-                    connection.output.advance(count);
-                }
-                if let Some((generation, since)) = self.first_write_pending.take() {
+                let Some(connection) = self.connection.as_mut() else {
+                    return;
+                };
+                let (message_written, counters) = connection.written(count);
+                self.written.updates += counters.updates;
+                self.written.announced += counters.announced;
+                self.written.withdrawn += counters.withdrawn;
+                if counters.updates > 0
+                    && let Some((generation, since)) = self.first_write_pending.take()
+                {
                     info!(
                         peer = %self.spec.name,
                         generation,
@@ -464,7 +488,9 @@ impl PeerDriver {
                         "first UPDATE of the generation written"
                     );
                 }
-                self.feed(Input::SendProgress, false);
+                if message_written {
+                    self.feed(Input::SendProgress, false);
+                }
                 self.update_synced();
             }
             Err(error) => {
@@ -570,9 +596,16 @@ impl PeerDriver {
                         connection.closing = true;
                     }
                 }
+                Output::AbortConnection { notification } => {
+                    let name = self.spec.name.clone();
+                    if let Some(connection) = self.slot(parked) {
+                        let discarded = connection.abort(notification);
+                        warn!(peer = %name, discarded_octets = discarded, "connection reset: the peer took no message for the send hold time (RFC 9687)");
+                    }
+                }
                 Output::Send(bytes) => {
                     if let Some(connection) = self.slot(parked) {
-                        connection.output.extend_from_slice(&bytes);
+                        connection.queue(&bytes, RibCounters::default());
                     }
                 }
                 Output::SetTimer(timer, deadline) => {
@@ -778,14 +811,29 @@ impl PeerDriver {
                 }
             })
             .collect();
+        // Routes of a family the peer does not carry are not its routes: never announced,
+        // never counted, never warned about.
+        let carries = [
+            self.spec
+                .session
+                .families
+                .contains(&WireFamily::Ipv4Unicast),
+            self.spec
+                .session
+                .families
+                .contains(&WireFamily::Ipv6Unicast),
+        ];
+        let carried = |prefix: &IpNet| match prefix {
+            IpNet::V4(_) => carries[0],
+            IpNet::V6(_) => carries[1],
+        };
+        let (unencodable, encode_error) = count_unencodable(&new, &new_attributes, carried);
         let old = &self.applied;
         let (mut old_index, mut new_index) = (0, 0);
-        let mut failures = 0u64;
-        let mut first_failure: Option<String> = None;
-        let mut announce = |rib: &mut AdjRibOut, prefix, attributes: &Arc<PathAttributes>| {
-            if let Err(error) = rib.announce(prefix, attributes) {
-                failures += 1;
-                first_failure.get_or_insert_with(|| format!("{prefix}: {error}"));
+        let announce = |rib: &mut AdjRibOut, prefix, attributes: &Arc<PathAttributes>| {
+            if carried(&prefix) {
+                // An unencodable route fails here; it is counted above, over the generation.
+                let _ = rib.announce(prefix, attributes);
             }
         };
         while old_index < old.routes.len() || new_index < new.routes.len() {
@@ -831,13 +879,13 @@ impl PeerDriver {
                 (None, None) => break,
             }
         }
-        debug!(peer = %self.spec.name, generation = new.generation, routes = new.routes.len(), in_rib = self.rib.len(), failures, "reconciled");
-        if failures > 0 {
-            let first = first_failure.unwrap_or_default();
-            warn!(peer = %self.spec.name, failures, %first, "routes could not be announced");
-            self.set_error(format!(
-                "{failures} routes could not be announced; first: {first}"
-            ));
+        debug!(peer = %self.spec.name, generation = new.generation, routes = new.routes.len(), in_rib = self.rib.len(), unencodable, "reconciled");
+        let previous = self.status.borrow().routes_unencodable;
+        if unencodable > 0 && unencodable != previous {
+            let first = encode_error.clone().unwrap_or_default();
+            warn!(peer = %self.spec.name, unencodable, %first, "routes cannot be encoded for this peer: they are not sent, and the peer does not hold the generation");
+        } else if unencodable == 0 && previous > 0 {
+            info!(peer = %self.spec.name, "every route can be encoded for this peer again");
         }
         let (ipv4, ipv6) = new.count_by_family();
         let generation = new.generation;
@@ -853,6 +901,10 @@ impl PeerDriver {
             status.generation_desired = generation;
             status.routes_desired_ipv4 = ipv4;
             status.routes_desired_ipv6 = ipv6;
+            status.routes_unencodable = unencodable;
+            status.encode_error = encode_error.map(|first| {
+                format!("{unencodable} routes cannot be encoded for this peer; first: {first}")
+            });
         });
     }
 
@@ -877,9 +929,22 @@ impl PeerDriver {
             return;
         }
         while connection.output.len() < OUTPUT_HIGH_WATER {
-            let budget = OUTPUT_HIGH_WATER - connection.output.len();
-            match self.rib.next_update(budget) {
-                Some(update) => connection.output.extend_from_slice(&update),
+            // One UPDATE per pull: its prefixes are counted as sent once its last octet is
+            // written, so the counters follow the socket message by message.
+            let before = self.rib.counters();
+            match self.rib.next_update(1) {
+                Some(update) => {
+                    let after = self.rib.counters();
+                    connection.queue(
+                        &update,
+                        RibCounters {
+                            updates: after.updates - before.updates,
+                            announced: after.announced - before.announced,
+                            withdrawn: after.withdrawn - before.withdrawn,
+                            unencodable: 0,
+                        },
+                    );
+                }
                 None => break,
             }
         }
@@ -895,7 +960,7 @@ impl PeerDriver {
             self.synced = true;
             let generation = self.applied.generation;
             let version = self.applied.version;
-            let counters = self.rib.counters();
+            let counters = self.written;
             self.status.send_modify(|status| {
                 status.generation_synced = Some(generation);
                 status.version_synced = Some(version);
@@ -929,7 +994,7 @@ impl PeerDriver {
     }
 
     fn publish_status(&mut self) {
-        let counters = self.rib.counters();
+        let counters = self.written;
         self.status.send_if_modified(|status| {
             let changed = status.updates_sent != counters.updates
                 || status.prefixes_announced_sent != counters.announced
@@ -972,9 +1037,48 @@ impl Connection {
             input: BytesMut::with_capacity(READ_CHUNK),
             output: BytesMut::with_capacity(READ_CHUNK),
             timers: BTreeMap::new(),
+            ledger: SendLedger::default(),
             closing: false,
             remote_identity: None,
         }
+    }
+
+    /// Queues whole messages for writing; `counters` are the UPDATE counts they carry, credited
+    /// when their last octet is written.
+    fn queue(&mut self, messages: &[u8], counters: RibCounters) {
+        self.output.extend_from_slice(messages);
+        self.ledger.queued(messages, counters);
+    }
+
+    /// `count` octets of `output` were written: whether that completed at least one message,
+    /// and the UPDATE counters now fully written.
+    fn written(&mut self, count: usize) -> (bool, RibCounters) {
+        self.output.advance(count);
+        self.ledger.written(count)
+    }
+
+    /// Drops everything queued and not yet written (never counted as sent).
+    fn discard_queue(&mut self) -> usize {
+        let discarded = self.output.len();
+        self.output.clear();
+        self.ledger.discard();
+        discarded
+    }
+
+    /// RFC 9687 §4: drop the queue, attempt `notification` once without waiting (only at a
+    /// message boundary: behind a partly written message it would not parse), then close with
+    /// a reset (SO_LINGER 0), so that the kernel's send queue goes too and the connection is
+    /// gone at once, not left in FIN-WAIT behind a window the peer never opens. Returns the
+    /// octets discarded.
+    fn abort(&mut self, notification: Option<Bytes>) -> usize {
+        let at_boundary = self.ledger.at_message_boundary();
+        let discarded = self.discard_queue();
+        if at_boundary && let Some(notification) = notification {
+            let _ = self.writer.try_write(&notification);
+        }
+        let _ = socket2::SockRef::from(self.writer.as_ref()).set_linger(Some(Duration::ZERO));
+        self.closing = true;
+        discarded
     }
 
     /// Applies the outputs of a session that is not yet the driver's (a parked connection
@@ -982,7 +1086,7 @@ impl Connection {
     fn apply_outputs_detached(&mut self, outputs: Vec<Output>) {
         for output in outputs {
             match output {
-                Output::Send(bytes) => self.output.extend_from_slice(&bytes),
+                Output::Send(bytes) => self.queue(&bytes, RibCounters::default()),
                 Output::SetTimer(timer, deadline) => {
                     self.timers.insert(timer, deadline);
                 }
@@ -990,10 +1094,58 @@ impl Connection {
                     self.timers.remove(&timer);
                 }
                 Output::CloseConnection => self.closing = true,
+                Output::AbortConnection { notification } => {
+                    self.abort(notification);
+                }
                 _ => {}
             }
         }
     }
+}
+
+/// Counts the routes of `routes` in a `carried` family whose intent's attributes cannot be
+/// encoded; returns the count and the first such route with the reason. One encoding check per
+/// intent and family, then one pass over the routes.
+fn count_unencodable(
+    routes: &LocationRoutes,
+    attributes: &[FamilyAttributes],
+    carried: impl Fn(&IpNet) -> bool,
+) -> (u64, Option<String>) {
+    let problems: Vec<[Option<String>; 2]> = attributes
+        .iter()
+        .map(|family| {
+            [
+                check_encodable(&family.ipv4, WireFamily::Ipv4Unicast)
+                    .err()
+                    .map(|error| error.to_string()),
+                check_encodable(&family.ipv6, WireFamily::Ipv6Unicast)
+                    .err()
+                    .map(|error| error.to_string()),
+            ]
+        })
+        .collect();
+    if problems
+        .iter()
+        .all(|problem| problem[0].is_none() && problem[1].is_none())
+    {
+        return (0, None);
+    }
+    let mut count = 0u64;
+    let mut first = None;
+    for (prefix, intent) in &routes.routes {
+        if !carried(prefix) {
+            continue;
+        }
+        let index = usize::from(matches!(prefix, IpNet::V6(_)));
+        if let Some(problem) = problems
+            .get(*intent as usize)
+            .and_then(|problem| problem[index].as_ref())
+        {
+            count += 1;
+            first.get_or_insert_with(|| format!("{prefix}: {problem}"));
+        }
+    }
+    (count, first)
 }
 
 type ReadHalf<'a> = Option<(&'a mut OwnedReadHalf, &'a mut BytesMut)>;
@@ -1043,5 +1195,133 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::net::Ipv6Addr;
+
+    use topologyd_config::daemon::ipv6_next_hop_problem;
+
+    use super::*;
+    use crate::announce::RouteIntent;
+    use topologyd_topology::RouteAttributes;
+
+    fn routes() -> LocationRoutes {
+        let intent = RouteIntent {
+            origin_asn: 13335,
+            attributes: RouteAttributes::default(),
+            service: Arc::from("resolver"),
+            degraded: false,
+        };
+        let mut routes: Vec<(IpNet, u32)> = [
+            "192.0.2.0/24",
+            "198.51.100.0/24",
+            "2001:db8:1::/48",
+            "2001:db8:2::/48",
+            "2001:db8:3::/48",
+        ]
+        .iter()
+        .map(|prefix| (prefix.parse().unwrap(), 0))
+        .collect();
+        routes.sort();
+        LocationRoutes {
+            generation: 1,
+            version: 1,
+            routes,
+            intents: vec![intent],
+        }
+    }
+
+    /// A passive peer (it never connects): only the reconcile runs.
+    fn spec(families: Vec<WireFamily>, ipv6_next_hop: Option<Ipv6Addr>) -> PeerSpec {
+        let mut session = SessionConfig::new(13335, 64512, Ipv4Addr::new(192, 0, 2, 1));
+        session.passive = true;
+        session.families = families;
+        PeerSpec {
+            name: "edge".into(),
+            remote: "127.0.0.2:179".parse().unwrap(),
+            local_address: None,
+            session,
+            security: SessionSecurity::default(),
+            route_context: PeerRouteContext {
+                local_asn: 13335,
+                peer_asn: 64512,
+                ipv4_next_hop: Some(Ipv4Addr::new(192, 0, 2, 1)),
+                ipv6_next_hop,
+            },
+        }
+    }
+
+    async fn reconciled(spec: PeerSpec) -> PeerStatus {
+        let (_routes, receiver) = watch::channel(Arc::new(routes()));
+        let handle = spawn_peer(spec, receiver);
+        let mut status = handle.status.clone();
+        let settled = status
+            .wait_for(|status| status.generation_desired == 1)
+            .await
+            .unwrap()
+            .clone();
+        handle.task.abort();
+        settled
+    }
+
+    /// Issue seen in the field: an IPv6 session over ::1 with the default next hop (::1) had
+    /// every IPv6 route fail to encode while the peer looked healthy. The failures are counted
+    /// over the whole generation and kept in the status.
+    #[tokio::test]
+    async fn routes_that_cannot_be_encoded_are_counted_and_kept_in_the_status() {
+        let status = reconciled(spec(
+            vec![WireFamily::Ipv4Unicast, WireFamily::Ipv6Unicast],
+            Some(Ipv6Addr::LOCALHOST),
+        ))
+        .await;
+        assert_eq!(status.routes_unencodable, 3);
+        let error = status.encode_error.unwrap();
+        assert!(
+            error.starts_with("3 routes cannot be encoded for this peer; first: 2001:db8:1::/48"),
+            "{error}"
+        );
+    }
+
+    /// A peer that does not carry IPv6 is not told (nor warned) about the IPv6 routes.
+    #[tokio::test]
+    async fn routes_of_a_family_the_peer_does_not_carry_are_not_failures() {
+        let status = reconciled(spec(vec![WireFamily::Ipv4Unicast], None)).await;
+        assert_eq!(status.routes_unencodable, 0);
+        assert_eq!(status.encode_error, None);
+        assert_eq!(status.last_error, None);
+    }
+
+    /// The configuration refuses exactly the IPv6 next hops the codec can never encode, so
+    /// `--check` catches them before a session comes up with no routes.
+    #[test]
+    fn the_configuration_check_matches_the_codec() {
+        for text in [
+            "::",
+            "::1",
+            "fe80::1",
+            "ff02::1",
+            "2001:db8::1",
+            "fd00::1",
+            "::ffff:192.0.2.1",
+        ] {
+            let address: Ipv6Addr = text.parse().unwrap();
+            let attributes = PeerRouteContext {
+                local_asn: 13335,
+                peer_asn: 64512,
+                ipv4_next_hop: None,
+                ipv6_next_hop: Some(address),
+            }
+            .path_attributes(&routes().intents[0]);
+            let codec = check_encodable(&attributes, WireFamily::Ipv6Unicast).is_ok();
+            let config = ipv6_next_hop_problem(address).is_none();
+            assert_eq!(
+                codec, config,
+                "{address}: codec {codec}, configuration {config}"
+            );
+        }
     }
 }

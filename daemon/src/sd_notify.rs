@@ -18,7 +18,7 @@ use std::time::Duration;
 /// One notification field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State<'a> {
-    /// `READY=1`: start-up finished (for topologyd: first convergence).
+    /// `READY=1`: start-up finished (for topologyd: serving; never gated on the routers).
     Ready,
     /// `RELOADING=1`: a configuration reload started; send [`State::Ready`] when it is done.
     Reloading,

@@ -790,6 +790,36 @@ fn read_generation(path: &Path, generation: u64) -> Result<StoredGeneration, Sta
     })
 }
 
+/// The generation files of the state directory `dir`, newest first, found without opening the
+/// store (no lock taken, nothing created or moved): for `topologyd --check`, which looks at what
+/// start-up would recover. Read one with [`read_stored_generation`].
+pub fn stored_generations(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(entries) = fs::read_dir(dir.join(GENERATIONS_DIR)) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let number = name.to_str()?.strip_suffix(".json")?;
+            if number.len() != 20 || !number.bytes().all(|byte| byte.is_ascii_digit()) {
+                return None;
+            }
+            Some((number.parse().ok()?, entry.path()))
+        })
+        .collect();
+    files.sort_unstable_by_key(|(generation, _)| std::cmp::Reverse(*generation));
+    files
+}
+
+/// Reads one generation file found by [`stored_generations`] (read-only).
+pub fn read_stored_generation(
+    path: &Path,
+    generation: u64,
+) -> Result<StoredGeneration, StateError> {
+    read_generation(path, generation)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

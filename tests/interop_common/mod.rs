@@ -556,7 +556,7 @@ pub fn md5_right_key_establishes_wrong_key_never<P: BgpPeer>(kind: &PeerKind<P>)
         neighbor.md5_key = Some("correct-horse".to_string());
         daemon.neighbors.push(neighbor);
     }
-    // `/ready` waits for every peer, and one of them never comes up: watch the routes instead.
+    // One of the peers never comes up: watch the routes of the other.
     let (topologyd, _pki, _admin) = start_topologyd(daemon);
     wait_for_exactly(&right, &expected_routes(true));
     wait_established_here(&topologyd, "right-key");
@@ -600,7 +600,7 @@ pub fn gtsm_peer_establishes_ttl_254_refused<P: BgpPeer>(kind: &PeerKind<P>) {
     let probe_spec = PeerSpec::new(LOCAL_ASN, daemon.local, PEER_ASN, probe_endpoint)
         .families(vec![Family::Ipv4Unicast, Family::Ipv6Unicast])
         .router_id(daemon.router_id);
-    // `/ready` waits for every peer, and the probe's never comes up: watch the routes instead.
+    // The probe's session never comes up by itself: watch the routes of the peer.
     let (topologyd, _pki, _admin) = start_topologyd(daemon);
     wait_for_exactly(&peer, &expected_routes(true));
     let low = check(

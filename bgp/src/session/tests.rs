@@ -152,7 +152,7 @@ impl Net {
             Output::CancelTimer(timer) => {
                 self.peer(side).timers.remove(&timer);
             }
-            Output::CloseConnection if self.link_up => {
+            Output::CloseConnection | Output::AbortConnection { .. } if self.link_up => {
                 self.link_up = false;
                 self.events.push_back((side.other(), Input::TcpClosed));
             }
@@ -380,6 +380,92 @@ fn rfc9687_send_hold_timer_expiry_closes_session() {
         output,
         Output::SessionDown(DownReason::SendHoldTimerExpired)
     )));
+}
+
+/// RFC 9687 §4: however much is queued for the peer, the expiry closes the connection at once
+/// (`AbortConnection`: the queue is dropped, the NOTIFICATION only attempted), never a
+/// `CloseConnection` that would wait for the queue to drain, and never a NOTIFICATION queued
+/// behind it.
+#[test]
+fn rfc9687_send_hold_expiry_aborts_the_connection_whatever_is_queued() {
+    let mut a = config_a();
+    a.hold_time = 3;
+    a.send_hold_time = Some(Duration::from_secs(4));
+    let mut b = config_b();
+    b.hold_time = 3;
+    let mut net = established_net(a, b);
+    // A stops making progress (its socket never drains) while its Adj-RIB-Out is full.
+    net.a.progress = false;
+    for index in 0..2000u32 {
+        let prefix = IpNet::V4(
+            ipnet::Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (index << 8)), 24).unwrap_or_default(),
+        );
+        let _ = net.a.rib.announce(prefix, &attributes());
+    }
+    assert!(net.a.rib.has_pending());
+    let established_at = net.now;
+    net.run_for(Duration::from_secs(5));
+    let aborts: Vec<usize> = net
+        .a
+        .log
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, output))| matches!(output, Output::AbortConnection { .. }))
+        .map(|(index, _)| index)
+        .collect();
+    assert_eq!(aborts.len(), 1, "{:?}", net.a.log);
+    let (aborted_at, abort) = &net.a.log[aborts[0]];
+    // Keepalives were sent but never progressed, so the timer runs from Established.
+    assert_eq!(*aborted_at - established_at, Duration::from_secs(4));
+    let Output::AbortConnection {
+        notification: Some(bytes),
+    } = abort
+    else {
+        panic!("the NOTIFICATION is attempted: {abort:?}")
+    };
+    let decoded = decode_message(bytes, &DecodeContext::default());
+    assert!(
+        matches!(&decoded, Ok(Message::Notification(notification)) if notification.code == 8),
+        "{decoded:?}"
+    );
+    // Nothing waits for the queue: no graceful close and no NOTIFICATION behind the queue.
+    let after: Vec<&Output> = net.a.log[aborts[0]..]
+        .iter()
+        .map(|(_, output)| output)
+        .collect();
+    assert!(
+        !after
+            .iter()
+            .any(|output| matches!(output, Output::CloseConnection | Output::Send(_))),
+        "{after:?}"
+    );
+    assert!(after.iter().any(|output| matches!(
+        output,
+        Output::SessionDown(DownReason::SendHoldTimerExpired)
+    )));
+    assert_eq!(net.a.session.state(), State::Idle);
+    // RFC 9687 §3 says the session restarts like after any error: the retry timer is armed.
+    assert!(net.a.timers.contains_key(&Timer::ConnectRetry));
+}
+
+/// RFC 9687 §3: each message sent restarts the timer, so a peer that takes a message within
+/// every send hold time keeps the session, however slow it is otherwise.
+#[test]
+fn rfc9687_send_hold_restarts_on_each_message_written() {
+    let mut a = config_a();
+    a.hold_time = 3;
+    a.send_hold_time = Some(Duration::from_secs(4));
+    let mut b = config_b();
+    b.hold_time = 3;
+    let mut net = established_net(a, b);
+    net.a.progress = false;
+    for _ in 0..10 {
+        net.run_for(Duration::from_secs(3));
+        net.input(Side::A, Input::SendProgress);
+    }
+    assert_eq!(net.a.session.state(), State::Established);
+    net.run_for(Duration::from_secs(4));
+    assert_eq!(net.a.session.state(), State::Idle);
 }
 
 #[test]

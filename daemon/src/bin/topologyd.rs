@@ -1,14 +1,18 @@
 //! `topologyd`: the per-location BGP route-advertisement daemon.
 //!
 //! Start-up order (nothing binds a socket before the configuration, the keys and the running
-//! generation are known good): parse and validate the config → read MD5 keys and TLS material →
+//! generation are known good): parse and validate the config → the start-up checks that need no
+//! socket (`preflight.rs`: state directory, bootstrap topology and location, TLS material, audit
+//! log, listener collisions, MD5 keys; `--check` runs exactly these and stops) →
 //! load the running generation from the state directory (or compile the bootstrap topology) →
 //! bind the BGP listeners, the admin and the control listeners → start the peers → serve.
 //! SIGHUP reloads the daemon configuration (peers added, removed or changed; see
 //! `PeerConfig::session_reset_needed` for which changes reset a session); SIGTERM and SIGINT
-//! drain within the configured grace time. systemd notifications (READY after the first
-//! convergence, RELOADING, STOPPING, WATCHDOG, STATUS) go to `$NOTIFY_SOCKET` when it is set;
-//! WATCHDOG pings only while the engine task answers.
+//! drain within the configured grace time. systemd notifications go to `$NOTIFY_SOCKET` when it
+//! is set: READY=1 once the running generation is loaded, the listeners are bound and the peer
+//! tasks are started (never gated on remote routers: `/ready` tells whether enough peers hold
+//! the generation), STATUS= with how many peers are up whenever that changes, RELOADING,
+//! STOPPING, and WATCHDOG only while the engine task answers.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,11 +27,13 @@ use topologyd::control::{AuditLog, ControlServer, ControlSettings, Role};
 use topologyd::engine::{Engine, EngineEvent, read_md5_key};
 use topologyd::engine_api::EngineCommand;
 use topologyd::metrics::Metrics;
+use topologyd::preflight;
 use topologyd::sd_notify::{Notifier, watchdog_timeout};
 use topologyd::sockopt;
 use topologyd::tls::{TlsFiles, server_config};
 use topologyd_config::Source;
 use topologyd_config::daemon::{DaemonConfig, parse_daemon_config};
+use topologyd_config::startup::locate;
 use tracing::{error, info, warn};
 
 /// Exit code for an invalid configuration.
@@ -49,15 +55,23 @@ struct Arguments {
     /// The daemon configuration file.
     #[arg(long, short, default_value = "/etc/topologyd/topologyd.toml")]
     config: PathBuf,
-    /// Validate the configuration and exit (0 when valid).
+    /// Run every start-up check that needs no socket (configuration, state directory,
+    /// bootstrap topology and location, TLS material, audit log, listener addresses, MD5 keys)
+    /// and exit: 0 when start-up would get past them, 2 with the errors otherwise.
     #[arg(long)]
     check: bool,
 }
 
 fn load_config(path: &PathBuf) -> Result<DaemonConfig, String> {
+    load_config_source(path).map(|(config, _)| config)
+}
+
+fn load_config_source(path: &PathBuf) -> Result<(DaemonConfig, Source), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-    parse_daemon_config(&Source::new(path.display().to_string(), text))
+    let source = Source::new(path.display().to_string(), text);
+    parse_daemon_config(&source)
+        .map(|config| (config, source))
         .map_err(|diagnostics| diagnostics.to_string())
 }
 
@@ -74,19 +88,25 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let arguments = Arguments::parse();
-    let config = match load_config(&arguments.config) {
-        Ok(config) => config,
+    let config = match load_config_source(&arguments.config) {
+        Ok((config, source)) => {
+            let mode = if arguments.check {
+                preflight::Mode::Check
+            } else {
+                preflight::Mode::Start
+            };
+            let findings = preflight::check(&config, mode);
+            if !findings.is_empty() {
+                eprintln!("{}", locate(&source, &findings));
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            config
+        }
         Err(message) => {
             eprintln!("{message}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    for peer in &config.peers {
-        if let Err(error) = read_md5_key(peer) {
-            eprintln!("{}: {error}", arguments.config.display());
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    }
     if arguments.check {
         println!("{}: valid", arguments.config.display());
         return ExitCode::SUCCESS;
@@ -124,7 +144,7 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
                 private_key: control.private_key.clone(),
                 ca: control.client_ca.clone(),
             })
-            .map_err(|error| format!("control API TLS: {error}"))?,
+            .map_err(|error| format!("control API {error}"))?,
         ),
         None => None,
     };
@@ -236,18 +256,17 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
         .await
         .map_err(|error| error.to_string())?;
     engine.start_peers().map_err(|error| error.to_string())?;
+    let generation = engine.generation();
     let mut engine_task = tokio::spawn(engine.run(commands, events));
 
     let notifier = notifier.map(Arc::new);
     if let Some(notifier) = notifier.clone() {
-        let readiness = readiness.clone();
-        let ready_notifier = notifier.clone();
-        tokio::spawn(async move {
-            while !readiness.is_ready() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let _ = ready_notifier.ready("converged: every peer holds the running generation");
-        });
+        // Started: systemd's start job is done whatever the routers do.
+        let _ = notifier.ready(&format!(
+            "generation {generation} loaded, {} peers starting",
+            config.peers.len()
+        ));
+        tokio::spawn(report_status(notifier.clone(), readiness.subscribe()));
         if let Some(timeout) = watchdog_timeout() {
             tokio::spawn(watchdog(notifier.clone(), command_sender.clone(), timeout));
         }
@@ -275,14 +294,8 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
                     }
                     Err(message) => error!("reload refused; the running configuration stays:\n{message}"),
                 }
-                // Before the first convergence READY=1 is still the readiness task's to send:
-                // systemd must not consider the start finished because of a reload.
                 if let Some(notifier) = &notifier {
-                    let _ = if readiness.is_ready() {
-                        notifier.ready("reloaded")
-                    } else {
-                        notifier.status("reloaded; waiting for the first convergence")
-                    };
+                    let _ = notifier.ready(&format!("reloaded; {}", readiness.state().reason));
                 }
             }
             // The engine only returns after a Shutdown event; anything else (a panic) leaves
@@ -340,6 +353,24 @@ async fn watchdog(notifier: Arc<Notifier>, engine: mpsc::Sender<EngineCommand>, 
                 ?timeout,
                 "the engine did not answer within the watchdog time"
             ),
+        }
+    }
+}
+
+/// Sends STATUS= (how many peers are up, ready or not) whenever it changes.
+async fn report_status(
+    notifier: Arc<Notifier>,
+    mut readiness: watch::Receiver<topologyd::readiness::ReadinessState>,
+) {
+    let mut last = String::new();
+    loop {
+        let line = readiness.borrow_and_update().status_line();
+        if line != last {
+            let _ = notifier.status(&line);
+            last = line;
+        }
+        if readiness.changed().await.is_err() {
+            return;
         }
     }
 }
