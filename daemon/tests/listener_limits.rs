@@ -26,7 +26,8 @@ use topologyd_suite::topologyd::{
 
 const ADMIN: &str = "sre-admin";
 const READER: &str = "sre-reader";
-const WINDOW: Duration = Duration::from_secs(15);
+/// The issue asks for 60 s of flood with `status` and scrapes succeeding 99 % of the time.
+const WINDOW: Duration = Duration::from_secs(60);
 const HALF_OPEN_CONTROL: usize = 1_000;
 const HALF_OPEN_ADMIN: usize = 200;
 const SLOW_BODIES: usize = 128;
