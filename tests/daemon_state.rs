@@ -246,6 +246,25 @@ fn corrupt_newest_generation_is_quarantined_counted_and_pushes_and_rollbacks_con
     let pushed = setup.push("a-again", &format!("{PREFIXES}{ADDED_A}"));
     assert_eq!(pushed.code, EXIT_OK, "{pushed}");
     assert_eq!(setup.generation(), 5);
+
+    // Every kept generation damaged: the daemon starts from its bootstrap topology, under the
+    // next number past the quarantined ones (not generation 1 again, which the store refuses).
+    check(setup.topologyd.terminate(WAIT), "stopping topologyd");
+    for name in file_names(&setup.state_dir().join("generations")) {
+        if name.ends_with(".json") {
+            check(
+                std::fs::write(
+                    setup.state_dir().join("generations").join(&name),
+                    b"garbage",
+                ),
+                "corrupting a generation",
+            );
+        }
+    }
+    check(setup.topologyd.spawn(), "starting topologyd again");
+    daemon_common::wait_converged(&mut setup.topologyd, &[&setup.bird]);
+    assert_eq!(setup.generation(), 6);
+    wait_for_routes(&setup.bird, AMS01_ROUTES);
     check(setup.topologyd.check_running(), "topologyd");
 }
 

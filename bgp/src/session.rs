@@ -515,10 +515,17 @@ impl Session {
         self.leave_connected(now, was, reason, out);
     }
 
-    /// RFC 9687 §4 (SendHoldTimer_Expires): the peer has not taken a message for the whole send
-    /// hold time, so the NOTIFICATION is only attempted and the connection is dropped with
-    /// whatever is still queued; it never waits behind the queue.
-    fn abort(&mut self, now: Instant, notification: Notification, out: &mut Vec<Output>) {
+    /// RFC 9687 §4 (SendHoldTimer_Expires), and the hold timer's expiry: the peer has not taken
+    /// a message for the whole send hold time (or said nothing for the whole hold time), so the
+    /// NOTIFICATION is only attempted and the connection is dropped with whatever is still
+    /// queued; it never waits behind the queue.
+    fn abort(
+        &mut self,
+        now: Instant,
+        notification: Notification,
+        reason: DownReason,
+        out: &mut Vec<Output>,
+    ) {
         let was = self.state;
         let encoded = encode_message(
             &Message::Notification(notification.clone()),
@@ -529,7 +536,7 @@ impl Session {
         out.push(Output::AbortConnection {
             notification: encoded,
         });
-        self.leave_connected(now, was, DownReason::SendHoldTimerExpired, out);
+        self.leave_connected(now, was, reason, out);
     }
 
     /// The common tail of [`Session::down`] and [`Session::abort`]: timers off, Idle, and the
@@ -582,10 +589,13 @@ impl Session {
                 self.arm_connect_retry(now, out);
             }
             (Timer::Hold, State::OpenSent | State::OpenConfirm | State::Established) => {
-                // RFC 4271 §6.5.
+                // RFC 4271 §6.5. A peer silent for the whole hold time has most likely stopped
+                // reading too (a hung BGP process): like the send hold timer, the NOTIFICATION
+                // is only attempted and the connection dropped with whatever is queued, never
+                // kept waiting behind a queue the peer will not take.
                 let notification =
                     Notification::new(error_code::HOLD_TIMER_EXPIRED, 0, Bytes::new());
-                self.down(now, Some(notification), DownReason::HoldTimerExpired, out);
+                self.abort(now, notification, DownReason::HoldTimerExpired, out);
             }
             (Timer::Keepalive, State::OpenConfirm | State::Established) => {
                 self.send(&Message::Keepalive, out);
@@ -596,7 +606,7 @@ impl Session {
                 // regardless of whether it can be written, and regardless of what is queued.
                 let notification =
                     Notification::new(error_code::SEND_HOLD_TIMER_EXPIRED, 0, Bytes::new());
-                self.abort(now, notification, out);
+                self.abort(now, notification, DownReason::SendHoldTimerExpired, out);
             }
             // A timer that fires in a state where it no longer matters (the driver raced a
             // cancellation) is ignored.

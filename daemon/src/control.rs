@@ -352,6 +352,47 @@ pub struct ControlSettings {
 struct Shared {
     settings: ControlSettings,
     engine: mpsc::Sender<EngineCommand>,
+    refused_handshakes: std::sync::Mutex<RefusedHandshakeAudit>,
+}
+
+/// Refused handshakes are audited one by one up to [`REFUSED_HANDSHAKE_AUDITS_PER_MINUTE`] per
+/// source address and minute; beyond that they are counted, and the count is audited once with
+/// the source's next refusal in a later minute. Anyone can present a self-signed certificate
+/// with any name: without this, a handshake flood would grow the audit log (fsync'd) without
+/// bound until the disk is full, and then every mutation is refused.
+pub const REFUSED_HANDSHAKE_AUDITS_PER_MINUTE: u32 = 10;
+/// At most this many source addresses are tracked; past it the oldest windows are forgotten.
+const REFUSED_HANDSHAKE_SOURCES: usize = 4096;
+
+#[derive(Debug, Default)]
+struct RefusedHandshakeAudit {
+    /// Per source: the start of its current minute, refusals in it, and those not audited.
+    sources: std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u32, u64)>,
+}
+
+impl RefusedHandshakeAudit {
+    /// Whether to audit this refusal, and how many earlier ones from the source were counted
+    /// without a record of their own.
+    fn admit(&mut self, source: std::net::IpAddr, now: std::time::Instant) -> (bool, u64) {
+        let minute = std::time::Duration::from_secs(60);
+        if self.sources.len() >= REFUSED_HANDSHAKE_SOURCES && !self.sources.contains_key(&source) {
+            self.sources
+                .retain(|_, (started, _, _)| now.duration_since(*started) < minute);
+        }
+        let entry = self.sources.entry(source).or_insert((now, 0, 0));
+        if now.duration_since(entry.0) >= minute {
+            let suppressed = entry.2;
+            *entry = (now, 1, 0);
+            return (true, suppressed);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        if entry.1 <= REFUSED_HANDSHAKE_AUDITS_PER_MINUTE {
+            (true, 0)
+        } else {
+            entry.2 = entry.2.saturating_add(1);
+            (false, 0)
+        }
+    }
 }
 
 /// The authenticated client of one connection.
@@ -390,7 +431,11 @@ impl ControlServer {
             listener,
             address,
             tls,
-            shared: Arc::new(Shared { settings, engine }),
+            shared: Arc::new(Shared {
+                settings,
+                engine,
+                refused_handshakes: std::sync::Mutex::new(RefusedHandshakeAudit::default()),
+            }),
             connections: ConnectionLimiter::new(CONNECTION_CAPS),
         })
     }
@@ -463,6 +508,13 @@ async fn serve_connection(
     let tls = match handshake {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
+            let (audit, suppressed) = match shared.refused_handshakes.lock() {
+                Ok(mut limiter) => limiter.admit(remote.ip(), std::time::Instant::now()),
+                Err(_) => (true, 0),
+            };
+            if !audit {
+                return;
+            }
             tracing::warn!(%remote, %error, claimed_identity = ?refused_identity, "control API: TLS handshake failed");
             if let Some(identity) = refused_identity {
                 // Far enough to name someone: audited, though the name is only claimed.
@@ -474,9 +526,15 @@ async fn serve_connection(
                 let record = AuditRecord {
                     phase: Some(PHASE_OUTCOME.to_owned()),
                     verdict: "handshake_refused".to_owned(),
-                    message: Some(format!(
-                        "client certificate refused in the TLS handshake (identity as claimed, not verified): {error}"
-                    )),
+                    message: Some(if suppressed == 0 {
+                        format!(
+                            "client certificate refused in the TLS handshake (identity as claimed, not verified): {error}"
+                        )
+                    } else {
+                        format!(
+                            "client certificate refused in the TLS handshake (identity as claimed, not verified): {error}; {suppressed} earlier refusal(s) from this address were over {REFUSED_HANDSHAKE_AUDITS_PER_MINUTE} a minute and not audited one by one"
+                        )
+                    }),
                     ..base_record(&caller, "TLS handshake".to_owned())
                 };
                 if let Err(error) = shared.settings.audit_log.append(&record).await {
@@ -1697,6 +1755,26 @@ mod tests {
             running.seen.try_recv().is_err(),
             "an undecodable bundle reached the engine"
         );
+    }
+
+    #[test]
+    fn refused_handshakes_are_audited_up_to_a_rate_per_source_then_counted() {
+        let mut limiter = RefusedHandshakeAudit::default();
+        let start = std::time::Instant::now();
+        let flood: std::net::IpAddr = "127.9.9.9"
+            .parse()
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        let other: std::net::IpAddr = "127.9.9.10"
+            .parse()
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        let admitted = (0..1000).filter(|_| limiter.admit(flood, start).0).count();
+        assert_eq!(admitted, REFUSED_HANDSHAKE_AUDITS_PER_MINUTE as usize);
+        // Another source is not held back by the flood.
+        assert_eq!(limiter.admit(other, start), (true, 0));
+        // A minute later: audited again, with the count of those that were not.
+        let later = start + std::time::Duration::from_secs(61);
+        assert_eq!(limiter.admit(flood, later), (true, 990));
+        assert_eq!(limiter.admit(flood, later), (true, 0));
     }
 
     #[test]

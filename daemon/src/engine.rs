@@ -1069,9 +1069,12 @@ impl Engine {
                     source: error.error,
                 }
             })?;
-        let topology = compile_owned(sources, 1).map_err(StartError::Bootstrap)?;
+        // Generation 1 on a first start; after every stored generation was quarantined, the next
+        // number past them (the store refuses to reuse one).
+        let generation = store.next_generation();
+        let topology = compile_owned(sources, generation).map_err(StartError::Bootstrap)?;
         let meta = GenerationMeta {
-            generation: 1,
+            generation,
             hash: topology.hash_hex(),
             applied_at: unix_now(),
             who: "bootstrap".into(),
@@ -1745,7 +1748,14 @@ impl Engine {
         let generation = self.running.meta.generation;
         let mut statuses = Vec::with_capacity(self.peers.len());
         for (name, handle) in &self.peers {
-            let status = handle.status.borrow().clone();
+            let mut status = handle.status.borrow().clone();
+            if handle.task.is_finished() {
+                // A peer task that ended (it should not) holds no session, whatever its last
+                // published status said: readiness and metrics must not count it.
+                status.established = false;
+                status.generation_synced = None;
+                status.state = "task ended".into();
+            }
             self.metrics
                 .set_routes_unencodable(name, status.routes_unencodable);
             self.metrics

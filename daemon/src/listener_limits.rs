@@ -24,12 +24,15 @@ use tokio::sync::oneshot;
 /// client's SYN must still find room while the accept loop displaces idle connections.
 pub const LISTEN_BACKLOG: u32 = 4096;
 
-/// Binds a TCP listener with [`LISTEN_BACKLOG`].
+/// Binds a TCP listener with [`LISTEN_BACKLOG`]. An IPv6 listener is IPv6-only (as the BGP
+/// listeners are), so `[::]:P` beside `0.0.0.0:P` is two listeners, as `--check` judges them.
 pub fn bind_listener(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if address.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
-        TcpSocket::new_v6()?
+        let socket = TcpSocket::new_v6()?;
+        socket2::SockRef::from(&socket).set_only_v6(true)?;
+        socket
     };
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;

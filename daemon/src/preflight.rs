@@ -167,20 +167,22 @@ fn check_bootstrap(config: &DaemonConfig, findings: &mut Vec<Finding>) {
         ));
         return;
     }
+    // Read as start-up reads them: at most one byte past the topology limit, and a file that is
+    // not UTF-8 reported at its line and column.
     let mut sources = Vec::new();
     for (index, path) in config.bootstrap_topology.iter().enumerate() {
-        match std::fs::read_to_string(path) {
-            Ok(text) => sources.push(topologyd_config::Source::new(
-                path.display().to_string(),
-                text,
-            )),
-            Err(source) => findings.push(finding(
+        match topologyd_config::load_sources(std::slice::from_ref(path)) {
+            Ok(mut loaded) => sources.append(&mut loaded),
+            Err(error) => findings.push(finding(
                 Key::BootstrapTopology(index),
-                StartError::Read {
-                    path: path.display().to_string(),
-                    source,
-                }
-                .to_string(),
+                match &error.invalid {
+                    Some(diagnostic) => diagnostic.to_string(),
+                    None => StartError::Read {
+                        path: error.path.clone(),
+                        source: error.error,
+                    }
+                    .to_string(),
+                },
                 "fix the path, or make the file readable by topologyd",
             )),
         }

@@ -601,7 +601,12 @@ impl StateStore {
             .map_err(|error| self.with_prunable(error, &[]))?;
         self.highest
             .fetch_max(new.meta.generation, Ordering::Relaxed);
-        self.prune()
+        // The generation is durable now: a failed prune only leaves old files behind, and
+        // must not report the commit as failed (a restart would run it).
+        if let Err(error) = self.prune() {
+            tracing::warn!(%error, "old generations could not be pruned; they stay on disk");
+        }
+        Ok(())
     }
 
     /// Fills in what could be pruned on a [`StateError::NoSpace`]; the newest intact

@@ -1166,3 +1166,45 @@ fn rfc4271_4_2_config_validation() {
     config.router_id = Ipv4Addr::UNSPECIFIED;
     assert_eq!(config.validate(), Err(ConfigError::RouterId));
 }
+
+/// A peer silent for the whole hold time has most likely stopped reading as well: the expiry
+/// aborts the connection whatever is queued, like the send hold timer, instead of queuing the
+/// NOTIFICATION behind routes the peer will never take (the connection would stay forever).
+#[test]
+fn rfc4271_6_5_hold_expiry_aborts_the_connection_whatever_is_queued() {
+    let mut net = established_net(config_a(), config_b());
+    net.blackhole = Some(Side::B);
+    net.a.progress = false;
+    for index in 0..2000u32 {
+        let prefix = IpNet::V4(
+            ipnet::Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (index << 8)), 24).unwrap_or_default(),
+        );
+        let _ = net.a.rib.announce(prefix, &attributes());
+    }
+    net.run_for(Duration::from_secs(91));
+    let aborts: Vec<usize> = net
+        .a
+        .log
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, output))| matches!(output, Output::AbortConnection { .. }))
+        .map(|(index, _)| index)
+        .collect();
+    assert_eq!(aborts.len(), 1, "{:?}", net.a.log);
+    let after: Vec<&Output> = net.a.log[aborts[0]..]
+        .iter()
+        .map(|(_, output)| output)
+        .collect();
+    assert!(
+        !after
+            .iter()
+            .any(|output| matches!(output, Output::CloseConnection)),
+        "{after:?}"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|output| matches!(output, Output::SessionDown(DownReason::HoldTimerExpired)))
+    );
+    assert_eq!(net.a.session.state(), State::Idle);
+}
