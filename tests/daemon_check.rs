@@ -249,8 +249,9 @@ fn cases() -> Vec<Case> {
             }),
             marker: "bootstrap_topology = [",
             message: Box::new(|world| {
+                // The compile errors follow at their own positions, after the finding's help.
                 format!(
-                    "the bootstrap topology does not compile:\n{}:2:8: error",
+                    "the bootstrap topology does not compile:\n  help: fix the topology (`topoctl check` shows the same errors)\n{}:2:8: error",
                     world.path("broken.toml").display()
                 )
             }),

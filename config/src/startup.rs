@@ -39,6 +39,9 @@ pub struct Finding {
     pub key: Key,
     pub message: String,
     pub help: Option<String>,
+    /// Findings of another file that explain this one (the bootstrap topology's compile
+    /// errors), listed after it with their own positions.
+    pub nested: Vec<crate::diagnostic::Diagnostic>,
 }
 
 #[derive(Deserialize)]
@@ -122,7 +125,11 @@ pub fn locate(source: &Source, findings: &[Finding]) -> Diagnostics {
             finding.help.clone(),
         );
     }
-    collector.finish(&SourceMap::new(vec![source.clone()]))
+    let mut diagnostics = collector.finish(&SourceMap::new(vec![source.clone()]));
+    for finding in findings {
+        diagnostics.items.extend(finding.nested.iter().cloned());
+    }
+    diagnostics
 }
 
 #[cfg(test)]
@@ -138,6 +145,7 @@ mod tests {
             key,
             message: "something".into(),
             help: Some("fix it".into()),
+            nested: Vec::new(),
         };
         let rendered = locate(
             &source,

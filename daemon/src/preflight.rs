@@ -61,6 +61,7 @@ pub fn check(config: &DaemonConfig, mode: Mode) -> Vec<Finding> {
                      trailing newline is ignored)"
                         .into(),
                 ),
+                nested: Vec::new(),
             });
         }
     }
@@ -72,6 +73,7 @@ fn finding(key: Key, message: String, help: &str) -> Finding {
         key,
         message,
         help: Some(help.to_string()),
+        nested: Vec::new(),
     }
 }
 
@@ -191,11 +193,16 @@ fn check_bootstrap(config: &DaemonConfig, findings: &mut Vec<Finding>) {
         return;
     }
     match compile_owned(sources, 1) {
-        Err(diagnostics) => findings.push(finding(
-            Key::BootstrapTopology(0),
-            StartError::Bootstrap(diagnostics).to_string(),
-            "fix the topology (`topoctl check` shows the same errors)",
-        )),
+        // The compile errors follow on their own lines, at their own positions (a message
+        // holding them would have its line breaks escaped).
+        Err(diagnostics) => findings.push(Finding {
+            nested: diagnostics.items,
+            ..finding(
+                Key::BootstrapTopology(0),
+                "the bootstrap topology does not compile:".to_string(),
+                "fix the topology (`topoctl check` shows the same errors)",
+            )
+        }),
         Ok(topology) => {
             if topology.location(&config.location).is_none() {
                 findings.push(finding(
