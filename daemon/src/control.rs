@@ -576,7 +576,20 @@ async fn serve_connection(
         // Busy (not displaceable) while a request is handled; bounded by the body deadlines.
         let busy = marker.busy();
         async move {
-            let response = handle(&shared, &caller, request).await;
+            // On its own task: if the client goes away while a mutation is under way, hyper
+            // drops this future, but the mutation and its audit outcome record still finish.
+            let handled = tokio::spawn(async move { handle(&shared, &caller, request).await });
+            let response = match handled.await {
+                Ok(response) => response,
+                Err(error) => {
+                    tracing::error!(%error, "control API: request handler failed");
+                    respond(Answer::error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "the request handler failed".into(),
+                    ))
+                }
+            };
             drop(busy);
             Ok::<_, Infallible>(response)
         }
