@@ -395,18 +395,16 @@ impl Plan {
     }
 
     fn describe_violation(&self, violation: &GuardViolation) -> String {
+        // The arguments that lift it, as `Plan::unlock` (and the JSON form) gives them.
+        let arguments = self.unlock(violation).arguments;
         match violation {
             GuardViolation::UndeclaredWithdrawal {
                 route,
                 binding,
                 services,
-                missing_intent,
                 locations,
+                ..
             } => {
-                let arguments: Vec<String> = missing_intent
-                    .iter()
-                    .map(|service| format!("--intent service:{service}"))
-                    .collect();
                 format!(
                     "G2 route {route}, still bound (via {binding}), would be withdrawn from {} live location(s): {}; {}the intent must name {}: {}",
                     locations.len(),
@@ -425,12 +423,8 @@ impl Plan {
                 binding,
                 from,
                 to,
-                missing_intent,
+                ..
             } => {
-                let arguments: Vec<String> = missing_intent
-                    .iter()
-                    .map(|service| format!("--intent service:{service}"))
-                    .collect();
                 format!(
                     "G2 route {route} (binding {binding}) would move from service `{from}` to `{to}`; {}declare it with {}",
                     self.g3_prefix("this intent"),
