@@ -275,9 +275,6 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
     }
     for (index, source) in sources.iter().enumerate() {
         let source_id = u32::try_from(index).unwrap_or(u32::MAX);
-        let Some(scan) = bounds::scan_file(source_id, &source.text, &mut collector) else {
-            continue;
-        };
         let fast =
             crate::fast::parse_prefixes_and_bindings(&source.text).map(|(prefix, binding)| {
                 FileModel {
@@ -288,10 +285,20 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
                     binding,
                 }
             });
-        if fast.is_none()
-            && !bounds::check_parse_cost(source_id, source.text.len(), scan, &mut collector)
-        {
-            continue;
+        // The pre-scan looks for forbidden characters, nesting and parse cost. A file the fast
+        // path read has no nesting and no parse-cost budget, and the fast path refuses control
+        // characters; if it is also ASCII it can hold no bidirectional or invisible character,
+        // so the scan (a pass over what are most of a large topology's bytes) has nothing to
+        // find.
+        if fast.is_none() || !source.text.is_ascii() {
+            let Some(scan) = bounds::scan_file(source_id, &source.text, &mut collector) else {
+                continue;
+            };
+            if fast.is_none()
+                && !bounds::check_parse_cost(source_id, source.text.len(), scan, &mut collector)
+            {
+                continue;
+            }
         }
         let file: FileModel = match fast.map_or_else(|| toml::from_str(&source.text), Ok) {
             Ok(file) => file,

@@ -320,11 +320,25 @@ pub(super) fn global_withdrawals(
         (&context.old_service_live, &context.new_service_live);
     let (old, new) = (context.old, context.new);
     let mut violations = Vec::new();
+    // Both route lists are sorted: walk them together, so that the common case — the same
+    // route announced live after — costs one comparison, not a search.
+    let mut new_position = 0;
     for old_route in &old.routes {
         let prefix = old_route.prefix;
-        if !old_service_live[old_route.service as usize]
-            || covered_after(new, new_service_live, &prefix)
+        if !old_service_live[old_route.service as usize] {
+            continue;
+        }
+        while new
+            .routes
+            .get(new_position)
+            .is_some_and(|route| route.prefix < prefix)
         {
+            new_position += 1;
+        }
+        let same_route_live = new.routes.get(new_position).is_some_and(|route| {
+            route.prefix == prefix && new_service_live[route.service as usize]
+        });
+        if same_route_live || covered_after(new, new_service_live, &prefix) {
             continue;
         }
         if intent
