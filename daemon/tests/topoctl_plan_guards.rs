@@ -318,3 +318,28 @@ fn a_file_larger_than_a_topology_is_refused_without_being_read_whole() {
         text(&output.stderr)
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_topoctl_quietly() {
+    // `topoctl plan --json | head -c 0`: the pipe's reader is gone before topoctl writes.
+    let directory = scratch();
+    let new = rebound_to_pending(directory.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_topoctl"))
+        .arg("plan")
+        .arg("--old")
+        .args(example_files())
+        .arg("--new")
+        .args(&new)
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{error}"));
+    drop(child.stdout.take());
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let stderr = text(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+}

@@ -331,7 +331,31 @@ fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
+/// The exit status of a program ended by SIGPIPE (128 + 13), what shells expect of a reader
+/// that went away (`topoctl plan --json | head`).
+const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// `print!` panics when stdout is a pipe whose reader has gone (Rust ignores SIGPIPE, and
+/// restoring it needs `unsafe`): end quietly with [`EXIT_BROKEN_PIPE`] instead of a panic
+/// message and exit 101. Any other panic goes to the default hook.
+fn exit_quietly_on_broken_pipe() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
+        default_hook(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    exit_quietly_on_broken_pipe();
     let arguments = match Arguments::try_parse() {
         Ok(arguments) => arguments,
         Err(error) => {
