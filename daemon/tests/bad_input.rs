@@ -15,11 +15,9 @@
 // A global allocator is an `unsafe impl` by definition; it forwards to `System` unchanged.
 #![allow(unsafe_code)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 use topologyd::bundle::{compile_bundle, undecodable_file};
@@ -27,70 +25,18 @@ use topologyd::control::PlanRequest;
 use topologyd_config::load_sources;
 use topologyd_topology::compile_owned;
 
-/// A compile allocates at most this many times its input…
-const MEMORY_PER_INPUT_BYTE: usize = 10;
-/// …plus this (see topology/tests/compile_memory.rs for the figures).
-const MEMORY_ALLOWANCE: usize = 64 << 20;
+#[path = "../../topology/tests/support/counting_allocator.rs"]
+mod counting_allocator;
 
-struct CountingAllocator;
+use counting_allocator::{MEMORY_ALLOWANCE, MEMORY_PER_INPUT_BYTE, measured};
 
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
 /// Serialises the tests of this binary, so that a measured compile has the counters to itself.
 static MEASURING: Mutex<()> = Mutex::new(());
-
-fn grew(bytes: usize) {
-    let now = CURRENT.fetch_add(bytes, Ordering::Relaxed) + bytes;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments; the counters only
-// observe the sizes.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `alloc`'s contract; forwarded unchanged.
-        let pointer = unsafe { System.alloc(layout) };
-        if !pointer.is_null() {
-            grew(layout.size());
-        }
-        pointer
-    }
-
-    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
-        // SAFETY: `pointer` was allocated by `System` with `layout` (see `alloc`).
-        unsafe { System.dealloc(pointer, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller upholds `realloc`'s contract; forwarded unchanged.
-        let moved = unsafe { System.realloc(pointer, layout, new_size) };
-        if !moved.is_null() {
-            if new_size >= layout.size() {
-                grew(new_size - layout.size());
-            } else {
-                CURRENT.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-            }
-        }
-        moved
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
     MEASURING
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Runs `work` and returns its result with the peak of bytes it allocated.
-fn measured<T>(work: impl FnOnce() -> T) -> (T, usize) {
-    let base = CURRENT.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    let result = work();
-    (result, PEAK.load(Ordering::Relaxed).saturating_sub(base))
 }
 
 const FLEET: &str = r#"
