@@ -1253,7 +1253,7 @@ expect = "{expected}"
         assert!(
             failure
                 .to_string()
-                .contains("more than the limit of 67108864 bytes (64 MiB)")
+                .contains("more than the limit of 268435456 bytes (256 MiB)")
         );
     }
 

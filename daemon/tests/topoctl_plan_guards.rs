@@ -313,7 +313,7 @@ fn a_file_larger_than_a_topology_is_refused_without_being_read_whole() {
         .unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(output.status.code(), Some(4));
     assert!(
-        text(&output.stderr).contains("/dev/zero:1:1: error: the file holds more than 64 MiB"),
+        text(&output.stderr).contains("/dev/zero:1:1: error: the file holds more than 256 MiB"),
         "{}",
         text(&output.stderr)
     );
