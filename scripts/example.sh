@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --locked -p topologyd --bins
+cargo build --locked -p topologyd -p topoctl --bins
 work=$(mktemp -d)
 bird_pid=""
 topologyd_pid=""

@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod diagnostic;
 mod fast;
 mod file;
+pub mod fleet;
 pub mod fuzz_entry;
 pub mod health;
 pub mod model;

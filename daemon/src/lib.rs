@@ -18,7 +18,6 @@ pub mod peer;
 pub mod preflight;
 pub mod probe;
 pub mod readiness;
-pub mod rollout;
 pub mod sd_notify;
 pub mod send_ledger;
 pub mod sockopt;

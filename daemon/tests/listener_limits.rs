@@ -7,7 +7,7 @@
 //! Established. The attackers come from their own loopback addresses, as they would from
 //! their own hosts. The window is 15 s (the 60 s, shortened to keep CI fast).
 
-#[path = "../../tests/daemon_common/mod.rs"]
+#[path = "../../harness/tests/daemon_common/mod.rs"]
 mod daemon_common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -19,8 +19,8 @@ use daemon_common::{AMS01_ROUTES, LOCAL_ASN, check, start_bird, topology, wait_f
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpSocket, TcpStream};
 use topologyd::tls::{TlsFiles, client_config};
-use topologyd_suite::peers::BgpPeer;
-use topologyd_suite::topologyd::{
+use topologyd_harness::peers::BgpPeer;
+use topologyd_harness::topologyd::{
     ControlPki, ControlSection, DaemonConfig, Topoctl, Topologyd, http_get,
 };
 

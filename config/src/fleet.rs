@@ -1,0 +1,910 @@
+//! The fleet file of `topoctl rollout` (format: `docs/rollouts.md`): each location's control
+//! endpoint and client credentials, the wave specifications and the gates.
+//!
+//! Owns: parsing (TOML with spans, unknown keys rejected), validation with every error reported
+//! at `file:line:column` with a help line (as `config/src/daemon.rs` does), documented defaults,
+//! and the resolved, serialisable result the journal records.
+//!
+//! Must not touch: which locations end up in which wave (`waves.rs`, it needs the topology),
+//! files named by the fleet (the driver loads certificates), HTTP.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::{Collector, Diagnostics, Selector, Source, SourceMap, Span, parse_selector};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// Default name the daemons' certificates are checked against.
+pub const DEFAULT_SERVER_NAME: &str = "localhost";
+/// Default time limit of one control-API call, in seconds.
+pub const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
+/// Default bake time of a wave, in seconds.
+pub const DEFAULT_BAKE_SECONDS: u64 = 60;
+/// Default gate evaluation period, in milliseconds.
+pub const DEFAULT_INTERVAL_MS: u64 = 1000;
+/// Default number of consecutive passes a gate needs.
+pub const DEFAULT_COUNT: u32 = 3;
+/// Default number of failed evaluations (per wave) that fail a gate.
+pub const DEFAULT_FAILURE_LIMIT: u32 = 1;
+/// Default number of consecutive inconclusive evaluations that pause the rollout.
+pub const DEFAULT_INCONCLUSIVE_LIMIT: u32 = 5;
+/// Shortest gate interval accepted, in milliseconds.
+pub const MINIMUM_INTERVAL_MS: u64 = 10;
+
+/// Client TLS files for one location.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientTls {
+    pub ca: PathBuf,
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+}
+
+/// One location's daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetLocation {
+    pub name: String,
+    pub control: SocketAddr,
+    pub server_name: String,
+    pub tls: ClientTls,
+}
+
+/// A `[[wave]]` as written (before the topology assigns locations to it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaveSpec {
+    pub name: String,
+    /// `None`: every location still unassigned.
+    pub select: Option<Selector>,
+    /// Fraction of the candidates taken, rounded up.
+    pub share: f64,
+    pub bake_seconds: u64,
+    pub max_locations: Option<usize>,
+}
+
+/// What a gate looks at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GateKind {
+    /// What each daemon of the wave reports: sessions, sync, Adj-RIB-Out, runtime guard.
+    Daemon,
+    /// The services' health as each daemon of the wave probes it.
+    Probes { services: Vec<String> },
+    /// A PromQL instant query with bounds.
+    Promql {
+        /// Base URL, `http://host:port`.
+        prometheus: String,
+        query: String,
+        min: Option<f64>,
+        max: Option<f64>,
+    },
+}
+
+/// A `[[gate]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateSpec {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: GateKind,
+    pub interval_ms: u64,
+    pub count: u32,
+    pub failure_limit: u32,
+    pub inconclusive_limit: u32,
+    /// Only in these waves (by name, or the base name of a split wave); `None`: every wave.
+    pub waves: Option<Vec<String>>,
+}
+
+impl GateSpec {
+    /// Whether the gate applies to a wave called `name` whose unsplit name is `base`.
+    pub fn applies_to(&self, name: &str, base: &str) -> bool {
+        self.waves.as_ref().is_none_or(|waves| {
+            waves
+                .iter()
+                .any(|wave| wave.as_str() == name || wave.as_str() == base)
+        })
+    }
+
+    /// Whether the gate compares against the control group (`{control}` in its query).
+    pub fn uses_control(&self) -> bool {
+        matches!(&self.kind, GateKind::Promql { query, .. } if query.contains("{control}"))
+    }
+}
+
+/// The parsed, validated fleet file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fleet {
+    pub locations: Vec<FleetLocation>,
+    pub waves: Vec<WaveSpec>,
+    pub gates: Vec<GateSpec>,
+    pub timeout_seconds: u64,
+}
+
+impl Fleet {
+    /// The location called `name`.
+    pub fn location(&self, name: &str) -> Option<&FleetLocation> {
+        self.locations.iter().find(|location| location.name == name)
+    }
+}
+
+/// Why a fleet file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("cannot read the fleet file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    defaults: Option<RawDefaults>,
+    #[serde(default)]
+    location: Vec<RawLocation>,
+    #[serde(default)]
+    wave: Vec<RawWave>,
+    #[serde(default)]
+    gate: Vec<RawGate>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    ca: Option<Spanned<String>>,
+    certificate: Option<Spanned<String>>,
+    private_key: Option<Spanned<String>>,
+    server_name: Option<Spanned<String>>,
+    timeout_seconds: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocation {
+    name: Spanned<String>,
+    control: Spanned<String>,
+    server_name: Option<Spanned<String>>,
+    ca: Option<Spanned<String>>,
+    certificate: Option<Spanned<String>>,
+    private_key: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWave {
+    name: Spanned<String>,
+    select: Option<Spanned<String>>,
+    share: Option<Spanned<f64>>,
+    bake_seconds: Option<Spanned<u64>>,
+    max_locations: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGate {
+    name: Spanned<String>,
+    kind: Spanned<String>,
+    interval_ms: Option<Spanned<u64>>,
+    count: Option<Spanned<u32>>,
+    failure_limit: Option<Spanned<u32>>,
+    inconclusive_limit: Option<Spanned<u32>>,
+    waves: Option<Spanned<Vec<String>>>,
+    services: Option<Spanned<Vec<String>>>,
+    prometheus: Option<Spanned<String>>,
+    query: Option<Spanned<String>>,
+    min: Option<Spanned<f64>>,
+    max: Option<Spanned<f64>>,
+}
+
+fn span_of<T>(spanned: &Spanned<T>) -> Span {
+    Span::new(0, spanned.span())
+}
+
+/// Reads and parses a fleet file; relative paths are resolved against its directory.
+pub fn load_fleet(path: &Path) -> Result<Fleet, FleetError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FleetError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let base = std::fs::canonicalize(&base).unwrap_or(base);
+    parse_fleet(&Source::new(path.display().to_string(), text), &base).map_err(FleetError::Invalid)
+}
+
+/// Parses and validates a fleet file's text; every error is reported together.
+pub fn parse_fleet(source: &Source, base: &Path) -> Result<Fleet, Diagnostics> {
+    let sources = SourceMap::new(vec![source.clone()]);
+    let mut collector = Collector::new();
+    let raw: RawFleet = match toml::from_str(&source.text) {
+        Ok(raw) => raw,
+        Err(failure) => {
+            let span = failure
+                .span()
+                .map_or(Span::new(0, 0..0), |range| Span::new(0, range));
+            let help = failure.message().contains("unknown field").then(|| {
+                "remove the key or fix its spelling; unknown keys are rejected (see docs/rollouts.md)"
+                    .to_string()
+            });
+            collector.error(Some(span), failure.message().trim_end().to_string(), help);
+            return Err(collector.finish(&sources));
+        }
+    };
+    let fleet = convert(raw, &source.text, base, &mut collector);
+    if collector.has_errors() {
+        return Err(collector.finish(&sources));
+    }
+    Ok(fleet)
+}
+
+fn resolve(base: &Path, text: &str) -> PathBuf {
+    let path = Path::new(text);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+fn check_name(
+    name: &Spanned<String>,
+    what: &str,
+    seen: &mut BTreeSet<String>,
+    collector: &mut Collector,
+) {
+    let text = name.get_ref();
+    if text.trim().is_empty() {
+        collector.error(
+            Some(span_of(name)),
+            format!("the {what} name is empty"),
+            Some(format!("give every {what} a name")),
+        );
+    } else if !seen.insert(text.clone()) {
+        collector.error(
+            Some(span_of(name)),
+            format!("duplicate {what} name `{text}`"),
+            Some(format!("{what} names must be unique")),
+        );
+    }
+}
+
+fn convert(raw: RawFleet, text: &str, base: &Path, collector: &mut Collector) -> Fleet {
+    let defaults = raw.defaults.unwrap_or_default();
+    let timeout_seconds = match &defaults.timeout_seconds {
+        Some(timeout) if *timeout.get_ref() == 0 => {
+            collector.error(
+                Some(span_of(timeout)),
+                "timeout_seconds must be at least 1",
+                Some("the time limit of one control-API call, in seconds".into()),
+            );
+            DEFAULT_TIMEOUT_SECONDS
+        }
+        Some(timeout) => *timeout.get_ref(),
+        None => DEFAULT_TIMEOUT_SECONDS,
+    };
+    let locations = convert_locations(&raw.location, &defaults, base, collector);
+    let waves = convert_waves(&raw.wave, text, collector);
+    let gates = convert_gates(&raw.gate, &waves, collector);
+    Fleet {
+        locations,
+        waves,
+        gates,
+        timeout_seconds,
+    }
+}
+
+fn convert_locations(
+    raw: &[RawLocation],
+    defaults: &RawDefaults,
+    base: &Path,
+    collector: &mut Collector,
+) -> Vec<FleetLocation> {
+    if raw.is_empty() {
+        collector.error(
+            None,
+            "the fleet file has no [[location]]",
+            Some("add one [[location]] with name and control per daemon".into()),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    let mut controls = BTreeSet::new();
+    let mut locations = Vec::with_capacity(raw.len());
+    for location in raw {
+        check_name(&location.name, "location", &mut seen, collector);
+        let control = match location.control.get_ref().parse::<SocketAddr>() {
+            Ok(control) => {
+                if !controls.insert(control) {
+                    collector.error(
+                        Some(span_of(&location.control)),
+                        format!("control address {control} is used by two locations"),
+                        Some("every location has its own daemon".into()),
+                    );
+                }
+                Some(control)
+            }
+            Err(_) => {
+                collector.error(
+                    Some(span_of(&location.control)),
+                    format!(
+                        "`{}` is not a control address (IP address and port)",
+                        location.control.get_ref()
+                    ),
+                    Some("write it like \"127.0.0.11:9443\" or \"[::1]:9443\"".into()),
+                );
+                None
+            }
+        };
+        let mut file = |own: &Option<Spanned<String>>,
+                        default: &Option<Spanned<String>>,
+                        key: &str| {
+            match own.as_ref().or(default.as_ref()) {
+                Some(path) if !path.get_ref().is_empty() => Some(resolve(base, path.get_ref())),
+                Some(path) => {
+                    collector.error(
+                        Some(span_of(path)),
+                        format!("`{key}` is empty"),
+                        Some("name a PEM file".into()),
+                    );
+                    None
+                }
+                None => {
+                    collector.error(
+                        Some(span_of(&location.name)),
+                        format!("location `{}` has no `{key}`", location.name.get_ref()),
+                        Some(format!("set `{key}` in [defaults] or in this [[location]]")),
+                    );
+                    None
+                }
+            }
+        };
+        let ca = file(&location.ca, &defaults.ca, "ca");
+        let certificate = file(&location.certificate, &defaults.certificate, "certificate");
+        let private_key = file(&location.private_key, &defaults.private_key, "private_key");
+        let server_name = location
+            .server_name
+            .as_ref()
+            .or(defaults.server_name.as_ref())
+            .map_or_else(
+                || DEFAULT_SERVER_NAME.to_string(),
+                |name| name.get_ref().clone(),
+            );
+        if let (Some(control), Some(ca), Some(certificate), Some(private_key)) =
+            (control, ca, certificate, private_key)
+        {
+            locations.push(FleetLocation {
+                name: location.name.get_ref().clone(),
+                control,
+                server_name,
+                tls: ClientTls {
+                    ca,
+                    certificate,
+                    private_key,
+                },
+            });
+        }
+    }
+    locations
+}
+
+/// The span of `offset..offset + length` inside a TOML string value whose whole literal
+/// (quotes included) is `literal`; the literal's start when escapes make the mapping unsure.
+fn inside_string(text: &str, literal: Span, value: &str, offset: usize, length: usize) -> Span {
+    let start = literal.start as usize;
+    let end = literal.end as usize;
+    let body = text.get(start + 1..end.saturating_sub(1));
+    if body == Some(value) {
+        Span::new(0, start + 1 + offset..start + 1 + offset + length)
+    } else {
+        literal
+    }
+}
+
+fn convert_waves(raw: &[RawWave], text: &str, collector: &mut Collector) -> Vec<WaveSpec> {
+    if raw.is_empty() {
+        collector.error(
+            None,
+            "the fleet file has no [[wave]]",
+            Some("add at least one [[wave]], e.g. name = \"all\" and share = 1.0".into()),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    let mut waves = Vec::with_capacity(raw.len());
+    for wave in raw {
+        check_name(&wave.name, "wave", &mut seen, collector);
+        let select = wave.select.as_ref().and_then(|select| {
+            let literal = span_of(select);
+            match parse_selector(select.get_ref(), &|offset, length| {
+                inside_string(text, literal, select.get_ref(), offset, length)
+            }) {
+                Ok(selector) => Some(selector),
+                Err(failure) => {
+                    collector.error(
+                        Some(inside_string(
+                            text,
+                            literal,
+                            select.get_ref(),
+                            failure.offset,
+                            failure.length,
+                        )),
+                        format!(
+                            "invalid selector of wave `{}`: {}",
+                            wave.name.get_ref(),
+                            failure.message
+                        ),
+                        failure.help,
+                    );
+                    None
+                }
+            }
+        });
+        let share = match &wave.share {
+            Some(share) if !(*share.get_ref() > 0.0 && *share.get_ref() <= 1.0) => {
+                collector.error(
+                    Some(span_of(share)),
+                    format!("share {} is outside (0, 1]", share.get_ref()),
+                    Some("the fraction of the still unassigned locations, e.g. 0.5 or 1.0".into()),
+                );
+                1.0
+            }
+            Some(share) => *share.get_ref(),
+            None => 1.0,
+        };
+        let max_locations = match &wave.max_locations {
+            Some(max) if *max.get_ref() < 1 => {
+                collector.error(
+                    Some(span_of(max)),
+                    format!("max_locations {} must be at least 1", max.get_ref()),
+                    Some("remove it for no limit".into()),
+                );
+                None
+            }
+            Some(max) => usize::try_from(*max.get_ref()).ok(),
+            None => None,
+        };
+        waves.push(WaveSpec {
+            name: wave.name.get_ref().clone(),
+            select,
+            share,
+            bake_seconds: wave
+                .bake_seconds
+                .as_ref()
+                .map_or(DEFAULT_BAKE_SECONDS, |bake| *bake.get_ref()),
+            max_locations,
+        });
+    }
+    waves
+}
+
+fn convert_gates(raw: &[RawGate], waves: &[WaveSpec], collector: &mut Collector) -> Vec<GateSpec> {
+    let mut seen = BTreeSet::new();
+    let mut gates = Vec::with_capacity(raw.len());
+    for gate in raw {
+        check_name(&gate.name, "gate", &mut seen, collector);
+        let name = gate.name.get_ref();
+        let not_for = |field: Option<Span>, key: &str, kind: &str, collector: &mut Collector| {
+            if let Some(span) = field {
+                collector.error(
+                    Some(span),
+                    format!("`{key}` does not apply to a gate of kind {kind}"),
+                    Some("remove it".into()),
+                );
+            }
+        };
+        let kind = match gate.kind.get_ref().as_str() {
+            "daemon" => {
+                not_for(
+                    gate.services.as_ref().map(span_of),
+                    "services",
+                    "daemon",
+                    collector,
+                );
+                not_for(
+                    gate.prometheus.as_ref().map(span_of),
+                    "prometheus",
+                    "daemon",
+                    collector,
+                );
+                not_for(
+                    gate.query.as_ref().map(span_of),
+                    "query",
+                    "daemon",
+                    collector,
+                );
+                not_for(gate.min.as_ref().map(span_of), "min", "daemon", collector);
+                not_for(gate.max.as_ref().map(span_of), "max", "daemon", collector);
+                Some(GateKind::Daemon)
+            }
+            "probes" => {
+                not_for(
+                    gate.prometheus.as_ref().map(span_of),
+                    "prometheus",
+                    "probes",
+                    collector,
+                );
+                not_for(
+                    gate.query.as_ref().map(span_of),
+                    "query",
+                    "probes",
+                    collector,
+                );
+                not_for(gate.min.as_ref().map(span_of), "min", "probes", collector);
+                not_for(gate.max.as_ref().map(span_of), "max", "probes", collector);
+                match &gate.services {
+                    Some(services) if !services.get_ref().is_empty() => Some(GateKind::Probes {
+                        services: services.get_ref().clone(),
+                    }),
+                    Some(services) => {
+                        collector.error(
+                            Some(span_of(services)),
+                            format!("probes gate `{name}` lists no services"),
+                            Some("name the services whose probes must pass".into()),
+                        );
+                        None
+                    }
+                    None => {
+                        collector.error(
+                            Some(span_of(&gate.kind)),
+                            format!("probes gate `{name}` has no `services`"),
+                            Some("add services = [\"resolver\"]".into()),
+                        );
+                        None
+                    }
+                }
+            }
+            "promql" => {
+                not_for(
+                    gate.services.as_ref().map(span_of),
+                    "services",
+                    "promql",
+                    collector,
+                );
+                promql_kind(gate, collector)
+            }
+            other => {
+                collector.error(
+                    Some(span_of(&gate.kind)),
+                    format!("unknown gate kind `{other}`"),
+                    Some("use \"daemon\", \"probes\" or \"promql\"".into()),
+                );
+                None
+            }
+        };
+        let interval_ms = gate
+            .interval_ms
+            .as_ref()
+            .map_or(DEFAULT_INTERVAL_MS, |interval| *interval.get_ref());
+        if let Some(interval) = &gate.interval_ms
+            && *interval.get_ref() < MINIMUM_INTERVAL_MS
+        {
+            collector.error(
+                Some(span_of(interval)),
+                format!(
+                    "interval_ms {} is below {MINIMUM_INTERVAL_MS}",
+                    interval.get_ref()
+                ),
+                Some("evaluate a gate at most every 10 ms".into()),
+            );
+        }
+        let at_least_one =
+            |value: &Option<Spanned<u32>>, key: &str, default: u32, collector: &mut Collector| {
+                match value {
+                    Some(value) if *value.get_ref() == 0 => {
+                        collector.error(
+                            Some(span_of(value)),
+                            format!("`{key}` must be at least 1"),
+                            None,
+                        );
+                        default
+                    }
+                    Some(value) => *value.get_ref(),
+                    None => default,
+                }
+            };
+        let count = at_least_one(&gate.count, "count", DEFAULT_COUNT, collector);
+        let failure_limit = at_least_one(
+            &gate.failure_limit,
+            "failure_limit",
+            DEFAULT_FAILURE_LIMIT,
+            collector,
+        );
+        let inconclusive_limit = at_least_one(
+            &gate.inconclusive_limit,
+            "inconclusive_limit",
+            DEFAULT_INCONCLUSIVE_LIMIT,
+            collector,
+        );
+        if let Some(names) = &gate.waves {
+            for wave in names.get_ref() {
+                if !waves.iter().any(|spec| &spec.name == wave) {
+                    collector.error(
+                        Some(span_of(names)),
+                        format!("gate `{name}` names an unknown wave `{wave}`"),
+                        Some("use the name of a [[wave]]".into()),
+                    );
+                }
+            }
+        }
+        if let Some(kind) = kind {
+            gates.push(GateSpec {
+                name: name.clone(),
+                kind,
+                interval_ms,
+                count,
+                failure_limit,
+                inconclusive_limit,
+                waves: gate.waves.as_ref().map(|waves| waves.get_ref().clone()),
+            });
+        }
+    }
+    gates
+}
+
+fn promql_kind(gate: &RawGate, collector: &mut Collector) -> Option<GateKind> {
+    let name = gate.name.get_ref();
+    let Some(prometheus) = &gate.prometheus else {
+        collector.error(
+            Some(span_of(&gate.kind)),
+            format!("promql gate `{name}` has no `prometheus`"),
+            Some("add prometheus = \"127.0.0.1:9090\"".into()),
+        );
+        return None;
+    };
+    let base = prometheus_base(prometheus.get_ref());
+    if base.is_none() {
+        collector.error(
+            Some(span_of(prometheus)),
+            format!("`{}` is not a Prometheus address", prometheus.get_ref()),
+            Some("write host:port or http://host:port (plain HTTP)".into()),
+        );
+    }
+    let Some(query) = &gate.query else {
+        collector.error(
+            Some(span_of(&gate.kind)),
+            format!("promql gate `{name}` has no `query`"),
+            Some("add query = '…' (an instant query; {wave} and {control} expand to location regexes)".into()),
+        );
+        return None;
+    };
+    if query.get_ref().trim().is_empty() {
+        collector.error(Some(span_of(query)), "the query is empty", None);
+    }
+    let min = gate.min.as_ref().map(|min| *min.get_ref());
+    let max = gate.max.as_ref().map(|max| *max.get_ref());
+    if min.is_none() && max.is_none() {
+        collector.error(
+            Some(span_of(&gate.kind)),
+            format!("promql gate `{name}` has neither `min` nor `max`"),
+            Some("a sample passes when it is ≥ min and ≤ max; give at least one".into()),
+        );
+        return None;
+    }
+    if let (Some(low), Some(high), Some(span)) = (min, max, gate.max.as_ref().map(span_of))
+        && low > high
+    {
+        collector.error(Some(span), format!("max {high} is below min {low}"), None);
+    }
+    Some(GateKind::Promql {
+        prometheus: base?,
+        query: query.get_ref().clone(),
+        min,
+        max,
+    })
+}
+
+/// `host:port` or `http://host:port[/]` → `http://host:port`; `None` if neither.
+pub fn prometheus_base(text: &str) -> Option<String> {
+    let rest = text.strip_prefix("http://").unwrap_or(text);
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') || text.starts_with("https://") {
+        return None;
+    }
+    let (host, port) = rest.rsplit_once(':')?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return None;
+    }
+    Some(format!("http://{rest}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Fleet, String> {
+        parse_fleet(&Source::new("fleet.toml", text), Path::new("/etc/fleet"))
+            .map_err(|diagnostics| diagnostics.to_string())
+    }
+
+    const GOOD: &str = r#"
+[defaults]
+ca = "pki/ca.pem"
+certificate = "pki/admin.pem"
+private_key = "/abs/admin.key"
+
+[[location]]
+name = "ams01"
+control = "127.0.0.11:9443"
+
+[[location]]
+name = "fra01"
+control = "127.0.0.12:9443"
+server_name = "topologyd"
+ca = "other-ca.pem"
+
+[[wave]]
+name = "canary"
+select = "state = 'test' or tag:canary"
+bake_seconds = 10
+max_locations = 3
+
+[[wave]]
+name = "rest"
+share = 1.0
+
+[[gate]]
+name = "daemons"
+kind = "daemon"
+interval_ms = 500
+count = 2
+
+[[gate]]
+name = "probes"
+kind = "probes"
+services = ["resolver"]
+waves = ["canary"]
+
+[[gate]]
+name = "promql"
+kind = "promql"
+prometheus = "127.0.0.1:9090"
+query = 'sum(up{location=~"{wave}"})'
+min = 1
+"#;
+
+    #[test]
+    fn a_complete_fleet_file_parses_with_defaults_and_resolved_paths() {
+        let fleet = parse(GOOD).unwrap();
+        assert_eq!(fleet.locations.len(), 2);
+        let ams = &fleet.locations[0];
+        assert_eq!(ams.server_name, DEFAULT_SERVER_NAME);
+        assert_eq!(ams.tls.ca, PathBuf::from("/etc/fleet/pki/ca.pem"));
+        assert_eq!(ams.tls.private_key, PathBuf::from("/abs/admin.key"));
+        let fra = &fleet.locations[1];
+        assert_eq!(fra.server_name, "topologyd");
+        assert_eq!(fra.tls.ca, PathBuf::from("/etc/fleet/other-ca.pem"));
+        assert_eq!(fleet.waves[0].max_locations, Some(3));
+        assert_eq!(fleet.waves[1].bake_seconds, DEFAULT_BAKE_SECONDS);
+        assert_eq!(fleet.gates[0].count, 2);
+        assert_eq!(fleet.gates[0].failure_limit, DEFAULT_FAILURE_LIMIT);
+        assert_eq!(
+            fleet.gates[2].kind,
+            GateKind::Promql {
+                prometheus: "http://127.0.0.1:9090".into(),
+                query: "sum(up{location=~\"{wave}\"})".into(),
+                min: Some(1.0),
+                max: None
+            }
+        );
+        assert!(fleet.gates[1].applies_to("canary-2", "canary"));
+        assert!(!fleet.gates[1].applies_to("rest", "rest"));
+        assert_eq!(fleet.timeout_seconds, DEFAULT_TIMEOUT_SECONDS);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_at_their_position() {
+        let error = parse("[[location]]\nname = \"a\"\ncontrl = \"x\"\n").unwrap_err();
+        assert!(
+            error.starts_with("fleet.toml:3:1: error: unknown field `contrl`"),
+            "{error}"
+        );
+        assert!(error.contains("help: remove the key"), "{error}");
+    }
+
+    #[test]
+    fn selector_errors_point_inside_the_string() {
+        let text = GOOD.replace(
+            "state = 'test' or tag:canary",
+            "state = 'test' oor tag:canary",
+        );
+        let error = parse(&text).unwrap_err();
+        let line = text.lines().position(|line| line.contains("oor")).unwrap() + 1;
+        // `select = "state = 'test' oor` : the bad token starts at column 26.
+        assert!(
+            error.contains(&format!(
+                "fleet.toml:{line}:26: error: invalid selector of wave `canary`"
+            )),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported_in_one_run() {
+        let text = r#"
+[[location]]
+name = "a"
+control = "not-an-address"
+
+[[location]]
+name = "a"
+control = "127.0.0.1:1"
+ca = "ca.pem"
+certificate = "c.pem"
+private_key = "k.pem"
+
+[[wave]]
+name = "w"
+share = 1.5
+max_locations = 0
+
+[[gate]]
+name = "g"
+kind = "promql"
+query = "up"
+
+[[gate]]
+name = "p"
+kind = "probes"
+count = 0
+waves = ["nope"]
+
+[[gate]]
+name = "x"
+kind = "magic"
+"#;
+        let error = parse(text).unwrap_err();
+        for expected in [
+            "fleet.toml:4:11: error: `not-an-address` is not a control address",
+            "fleet.toml:3:8: error: location `a` has no `ca`",
+            "fleet.toml:7:8: error: duplicate location name `a`",
+            "fleet.toml:15:9: error: share 1.5 is outside (0, 1]",
+            "fleet.toml:16:17: error: max_locations 0 must be at least 1",
+            "fleet.toml:20:8: error: promql gate `g` has no `prometheus`",
+            "fleet.toml:25:8: error: probes gate `p` has no `services`",
+            "fleet.toml:26:9: error: `count` must be at least 1",
+            "fleet.toml:27:9: error: gate `p` names an unknown wave `nope`",
+            "fleet.toml:31:8: error: unknown gate kind `magic`",
+        ] {
+            assert!(
+                error.contains(expected),
+                "missing {expected:?} in:\n{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_fleet_files_say_what_is_missing() {
+        let error = parse("").unwrap_err();
+        assert!(error.contains("no [[location]]"), "{error}");
+        assert!(error.contains("no [[wave]]"), "{error}");
+    }
+
+    #[test]
+    fn fields_of_another_gate_kind_are_rejected() {
+        let text = "[[location]]\nname = \"a\"\ncontrol = \"127.0.0.1:1\"\nca = \"c\"\ncertificate = \"c\"\nprivate_key = \"k\"\n[[wave]]\nname = \"w\"\n[[gate]]\nname = \"d\"\nkind = \"daemon\"\nmin = 1.0\n";
+        let error = parse(text).unwrap_err();
+        assert!(
+            error.contains("fleet.toml:12:7: error: `min` does not apply to a gate of kind daemon"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn prometheus_addresses() {
+        assert_eq!(
+            prometheus_base("127.0.0.1:9090").as_deref(),
+            Some("http://127.0.0.1:9090")
+        );
+        assert_eq!(
+            prometheus_base("http://[::1]:9090/").as_deref(),
+            Some("http://[::1]:9090")
+        );
+        assert_eq!(prometheus_base("https://x:1"), None);
+        assert_eq!(prometheus_base("localhost"), None);
+        assert_eq!(prometheus_base("h:1/api"), None);
+    }
+}

@@ -1,0 +1,300 @@
+//! `daemon_bench`: the daemon's benchmarks (the daemon issue, item 10), with real BIRD peers on
+//! loopback, printed as JSON lines.
+//!
+//! - `push`: topologyd for location `loc0000` of the synthetic 300,000-binding topology
+//!   (`synth::SynthSpec::ISSUE_SCALE`), four BIRD peers. A change touching 1% of the bindings is
+//!   pushed with `topoctl push`; from topologyd's log come the compile and plan time, the apply
+//!   time (request in the engine → committed and published) and, per peer, the time from the
+//!   publish to the first UPDATE of the new generation written to the socket. The baseline,
+//!   measured in the same run, is a push of the unchanged topology (compile + plan + no-op).
+//! - `memory ROUTES`: one location announcing ROUTES IPv4 /24s to four BIRD peers; topologyd's
+//!   resident memory once every peer holds every route, as bytes per route and per route per
+//!   peer. The baseline is the same daemon with the same topology and no peer.
+//!
+//! Run: `cargo run --release -p topologyd-harness --bin daemon_bench -- push` (or `memory 1000000`).
+//! The debug daemon binary is used (the one the tests build) unless `TOPOLOGYD_BIN_DIR` names
+//! another directory: for figures, point it at `target/release` after
+//! `cargo build --release -p topologyd --bins`.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use topologyd_harness::peers::{BgpPeer, BirdPeer, Family, GracefulRestart, PeerSpec};
+use topologyd_harness::synth::{SynthSpec, generate, generate_with_changes};
+use topologyd_harness::topologyd::{
+    ControlPki, ControlSection, DaemonConfig, NeighborConfig, Topoctl, Topologyd, write_files,
+};
+
+const LOCAL_ASN: u32 = 13335;
+const BIRD_ASN: u32 = 64512;
+const PEERS: usize = 4;
+const WAIT: Duration = Duration::from_secs(600);
+
+fn start_birds(daemon: &mut DaemonConfig) -> Result<Vec<BirdPeer>, String> {
+    let mut birds = Vec::new();
+    for index in 0..PEERS {
+        let address = topologyd_harness::peers::alloc::loopback_v4();
+        let endpoint = std::net::SocketAddr::new(
+            address.into(),
+            topologyd_harness::peers::alloc::free_port(address.into()),
+        );
+        let spec = PeerSpec::new(BIRD_ASN, endpoint, LOCAL_ASN, daemon.local)
+            .families(vec![Family::Ipv4Unicast, Family::Ipv6Unicast])
+            .passive(true)
+            .hold_time(90)
+            .graceful_restart(Some(GracefulRestart::default()));
+        birds.push(BirdPeer::start(spec).map_err(|error| error.to_string())?);
+        let mut neighbor = NeighborConfig::new(&format!("edge{index}"), endpoint, BIRD_ASN);
+        neighbor.hold_time_seconds = 90;
+        daemon.neighbors.push(neighbor);
+    }
+    Ok(birds)
+}
+
+/// The number of routes BIRD holds from its one BGP session (cheap: no route dump).
+fn route_count(bird: &BirdPeer) -> u64 {
+    bird.birdc(&["show", "route", "count"])
+        .ok()
+        .and_then(|output| {
+            output
+                .lines()
+                .find(|line| line.contains("of") && line.contains("routes"))
+                .and_then(|line| line.split_whitespace().next().map(str::to_string))
+        })
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0)
+}
+
+fn process_memory_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with(field))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|value| value.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The value of `key=` on the last log line containing `message` (and `peer=PEER` if given).
+fn log_field(log: &str, message: &str, peer: Option<&str>, key: &str) -> Option<u64> {
+    log.lines()
+        .rev()
+        .filter(|line| line.contains(message))
+        .find(|line| peer.is_none_or(|peer| line.contains(&format!("peer={peer} "))))
+        .and_then(|line| {
+            line.split_whitespace()
+                .find_map(|field| field.strip_prefix(&format!("{key}=")))
+                .and_then(|value| value.parse().ok())
+        })
+}
+
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + WAIT;
+    while !condition() {
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn push(
+    topologyd: &Topologyd,
+    topoctl: &Topoctl,
+    files: &[(&str, &str)],
+    intents: &[String],
+) -> Result<(f64, Option<i32>), String> {
+    let directory = topologyd.directory().join(format!(
+        "push-{}",
+        Instant::now().elapsed().as_nanos() + u128::from(std::process::id())
+    ));
+    let paths = write_files(&directory, files).map_err(|error| error.to_string())?;
+    let mut arguments: Vec<String> = paths
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect();
+    arguments.extend(intents.iter().cloned());
+    let started = Instant::now();
+    let output = topoctl
+        .run("push", &arguments)
+        .map_err(|error| error.to_string())?;
+    Ok((started.elapsed().as_secs_f64() * 1000.0, output.code))
+}
+
+fn bench_push() -> Result<(), String> {
+    let spec = SynthSpec::ISSUE_SCALE;
+    let old = generate(&spec);
+    let new = generate_with_changes(&spec, 10);
+    let old_files: Vec<(&str, &str)> = old
+        .iter()
+        .map(|file| (file.name.as_str(), file.text.as_str()))
+        .collect();
+    let new_files: Vec<(&str, &str)> = new
+        .iter()
+        .map(|file| (file.name.as_str(), file.text.as_str()))
+        .collect();
+    let pki = ControlPki::generate().map_err(|error| error.to_string())?;
+    let mut daemon = DaemonConfig::new("loc0000", LOCAL_ASN);
+    daemon.control = Some(ControlSection::new(
+        daemon.local.ip(),
+        &pki,
+        &[("bench", "admin")],
+    ));
+    let birds = start_birds(&mut daemon)?;
+    let control_address = daemon
+        .control
+        .as_ref()
+        .map(|control| control.listen)
+        .ok_or("no control section")?;
+    let mut topologyd = Topologyd::start(daemon, &old_files).map_err(|error| error.to_string())?;
+    topologyd
+        .wait_ready(WAIT)
+        .map_err(|error| error.to_string())?;
+    let routes = birds.first().map(route_count).unwrap_or(0);
+    let identity = pki.client("bench").map_err(|error| error.to_string())?;
+    let topoctl = Topoctl::new(control_address, &pki.ca, identity);
+    let mut intents: Vec<String> = (0..spec.services)
+        .flat_map(|index| ["--intent".to_string(), format!("service:svc{index:04}")])
+        .collect();
+    intents.extend(["--override".to_string(), "blast-radius".to_string()]);
+
+    // Baseline: the unchanged topology (compile and plan, nothing to send).
+    let (baseline_wall_ms, baseline_code) = push(&topologyd, &topoctl, &old_files, &intents)?;
+    let log = topologyd.log();
+    let baseline_compile = log_field(&log, "push compiled and planned", None, "compile_ms");
+
+    let (wall_ms, code) = push(&topologyd, &topoctl, &new_files, &intents)?;
+    if code != Some(0) {
+        return Err(format!(
+            "the 1% push was not applied (exit {code:?}):\n{}",
+            topologyd.log_tail()
+        ));
+    }
+    wait_until("every peer to write the new generation", || {
+        let log = topologyd.log();
+        (0..PEERS).all(|index| {
+            log_field(
+                &log,
+                "first UPDATE of the generation written",
+                Some(&format!("edge{index}")),
+                "generation",
+            ) == Some(2)
+        })
+    })?;
+    let log = topologyd.log();
+    let compile_ms = log_field(&log, "push compiled and planned", None, "compile_ms");
+    let plan_ms = log_field(&log, "push compiled and planned", None, "plan_ms");
+    let apply_ms = log_field(&log, "generation applied", None, "apply_ms");
+    let persist_ms = log_field(&log, "generation applied", None, "persist_ms");
+    let mut wire = String::new();
+    for index in 0..PEERS {
+        let peer = format!("edge{index}");
+        let micros = log_field(
+            &log,
+            "first UPDATE of the generation written",
+            Some(&peer),
+            "publish_to_wire_us",
+        );
+        let _ = write!(wire, "\"{peer}\":{},", micros.unwrap_or(0));
+    }
+    wire.pop();
+    let pid = topologyd.pid().unwrap_or(0);
+    println!(
+        "{{\"bench\":\"push_1_percent\",\"bindings\":{},\"routes_at_location\":{routes},\"peers\":{PEERS},\"baseline_unchanged_push_wall_ms\":{baseline_wall_ms:.0},\"baseline_exit\":{},\"baseline_compile_ms\":{},\"push_wall_ms\":{wall_ms:.0},\"compile_ms\":{},\"plan_ms\":{},\"apply_ms\":{},\"persist_ms\":{},\"publish_to_first_update_us\":{{{wire}}},\"daemon_rss_mib\":{},\"daemon_peak_rss_mib\":{}}}",
+        spec.bindings,
+        baseline_code.unwrap_or(-1),
+        baseline_compile.unwrap_or(0),
+        compile_ms.unwrap_or(0),
+        plan_ms.unwrap_or(0),
+        apply_ms.unwrap_or(0),
+        persist_ms.unwrap_or(0),
+        process_memory_kib(pid, "VmRSS:") / 1024,
+        process_memory_kib(pid, "VmHWM:") / 1024,
+    );
+    Ok(())
+}
+
+fn flat_topology(routes: usize) -> Vec<(String, String)> {
+    let fleet = "[[location]]\nname = \"loc0000\"\nregion = \"r\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n".to_string();
+    let services =
+        "[[service]]\nname = \"anycast\"\ntopology = \"all\"\ncommunities = [\"13335:1\"]\n"
+            .to_string();
+    let mut prefixes = String::with_capacity(routes * 120);
+    for index in 0..routes {
+        let base = (11u32 << 24) + ((index as u32) << 8);
+        let [a, b, c, _] = base.to_be_bytes();
+        let _ = write!(
+            prefixes,
+            "[[prefix]]\ncidr = \"{a}.{b}.{c}.0/24\"\norigin_asn = 13335\nowner = \"o\"\nadvertise = true\n\n[[binding]]\ncidr = \"{a}.{b}.{c}.0/24\"\nservice = \"anycast\"\n\n"
+        );
+    }
+    vec![
+        ("fleet.toml".into(), fleet),
+        ("services.toml".into(), services),
+        ("prefixes.toml".into(), prefixes),
+    ]
+}
+
+fn bench_memory(routes: usize) -> Result<(), String> {
+    let files = flat_topology(routes);
+    let borrowed: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(name, text)| (name.as_str(), text.as_str()))
+        .collect();
+
+    // Baseline: the same daemon and topology with no peer.
+    let baseline_config = DaemonConfig::new("loc0000", LOCAL_ASN);
+    let baseline =
+        Topologyd::start(baseline_config, &borrowed).map_err(|error| error.to_string())?;
+    let baseline_pid = baseline.pid().unwrap_or(0);
+    wait_until("the baseline daemon to load its generation", || {
+        baseline.log().contains("running generation loaded")
+    })?;
+    std::thread::sleep(Duration::from_secs(1));
+    let baseline_rss = process_memory_kib(baseline_pid, "VmRSS:");
+    drop(baseline);
+
+    let mut daemon = DaemonConfig::new("loc0000", LOCAL_ASN);
+    let birds = start_birds(&mut daemon)?;
+    let started = Instant::now();
+    let topologyd = Topologyd::start(daemon, &borrowed).map_err(|error| error.to_string())?;
+    wait_until("every peer to hold every route", || {
+        birds.iter().all(|bird| route_count(bird) >= routes as u64)
+    })?;
+    let converged = started.elapsed().as_secs_f64();
+    let pid = topologyd.pid().unwrap_or(0);
+    let rss = process_memory_kib(pid, "VmRSS:");
+    let peak = process_memory_kib(pid, "VmHWM:");
+    let per_route_per_peer =
+        (rss.saturating_sub(baseline_rss) * 1024) as f64 / (routes * PEERS) as f64;
+    println!(
+        "{{\"bench\":\"memory\",\"routes\":{routes},\"peers\":{PEERS},\"start_to_all_peers_converged_s\":{converged:.2},\"baseline_rss_no_peers_mib\":{},\"rss_mib\":{},\"peak_rss_mib\":{},\"bytes_per_route_total\":{:.0},\"bytes_per_route_per_peer_above_baseline\":{per_route_per_peer:.0}}}",
+        baseline_rss / 1024,
+        rss / 1024,
+        peak / 1024,
+        (rss * 1024) as f64 / routes as f64,
+    );
+    for bird in &birds {
+        let _ = bird.session_state();
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), String> {
+    let mut arguments = std::env::args().skip(1);
+    match arguments.next().as_deref() {
+        Some("push") => bench_push(),
+        Some("memory") => {
+            let routes = arguments
+                .next()
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(1_000_000);
+            bench_memory(routes)
+        }
+        _ => Err("usage: daemon_bench push | memory [ROUTES]".into()),
+    }
+}

@@ -1,0 +1,115 @@
+//! `topology_scale BINDINGS [DIR]`: one measurement of the topology engine at a given size, in
+//! its own process so that its peak resident memory (VmHWM) is its own. Generates the synthetic
+//! topology (see `synth`), writes it to files, then times, in this order: a baseline parse of
+//! the full compile from the files (read, validate, tries, every location's desired set) and its
+//! peak RSS, a baseline parse of the same files into untyped TOML tables (after the compile, so
+//! it does not count in the compile's peak), and a plan of a change touching 1% of the bindings.
+//! Prints one JSON line. `benches/topology_scale.sh` runs it for the growth curve.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use topologyd_config::load_sources;
+use topologyd_harness::synth::{SynthSpec, generate, generate_with_changes};
+use topologyd_topology::{Intent, compile_owned, plan};
+
+fn peak_resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|value| value.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn write_files(
+    dir: &PathBuf,
+    files: &[topologyd_harness::synth::SynthFile],
+) -> Result<Vec<PathBuf>, String> {
+    std::fs::create_dir_all(dir).map_err(|error| error.to_string())?;
+    files
+        .iter()
+        .map(|file| {
+            let path = dir.join(&file.name);
+            std::fs::write(&path, &file.text).map_err(|error| error.to_string())?;
+            Ok(path)
+        })
+        .collect()
+}
+
+/// The first lines of a compile failure (a broken generator would otherwise print megabytes).
+fn first_lines(error: impl std::fmt::Display) -> String {
+    let text = error.to_string();
+    let lines: Vec<&str> = text.lines().take(10).collect();
+    lines.join("\n")
+}
+
+fn main() -> Result<(), String> {
+    let mut arguments = std::env::args().skip(1);
+    let bindings: usize = arguments
+        .next()
+        .and_then(|value| value.parse().ok())
+        .ok_or("usage: topology_scale BINDINGS [DIR]")?;
+    let dir = PathBuf::from(
+        arguments
+            .next()
+            .unwrap_or_else(|| format!("target/topology-scale/{bindings}")),
+    );
+    let spec = if bindings == SynthSpec::ISSUE_SCALE.bindings {
+        SynthSpec::ISSUE_SCALE
+    } else {
+        SynthSpec::with_bindings(bindings)
+    };
+    let old_paths = write_files(&dir.join("old"), &generate(&spec))?;
+    let new_paths = write_files(&dir.join("new"), &generate_with_changes(&spec, 10))?;
+    let input_bytes: u64 = old_paths
+        .iter()
+        .filter_map(|path| std::fs::metadata(path).ok())
+        .map(|metadata| metadata.len())
+        .sum();
+    let resident_before = peak_resident_kib();
+
+    let started = Instant::now();
+    let sources = load_sources(&old_paths).map_err(|error| error.to_string())?;
+    let old = compile_owned(sources, 1).map_err(first_lines)?;
+    let desired: usize = old
+        .locations()
+        .iter()
+        .map(|location| old.desired(&location.name).map_or(0, |routes| routes.len()))
+        .sum();
+    let compile_seconds = started.elapsed().as_secs_f64();
+    let peak_after_compile = peak_resident_kib();
+
+    let started = Instant::now();
+    let sources = load_sources(&old_paths).map_err(|error| error.to_string())?;
+    for source in &sources {
+        let table: toml::Table = source.text.parse().map_err(|error| format!("{error}"))?;
+        std::hint::black_box(table);
+    }
+    let baseline_seconds = started.elapsed().as_secs_f64();
+    drop(sources);
+
+    let new_sources = load_sources(&new_paths).map_err(|error| error.to_string())?;
+    let new = compile_owned(new_sources, 2).map_err(first_lines)?;
+    let started = Instant::now();
+    let plan = plan(&old, &new, &Intent::default());
+    let plan_seconds = started.elapsed().as_secs_f64();
+
+    println!(
+        "{{\"bindings\":{bindings},\"prefixes\":{},\"locations\":{},\"services\":{},\"input_mib\":{:.1},\"baseline_toml_parse_s\":{baseline_seconds:.3},\"compile_s\":{compile_seconds:.3},\"ratio_compile_to_parse\":{:.2},\"route_location_pairs\":{desired},\"peak_rss_after_compile_mib\":{:.0},\"resident_before_mib\":{:.0},\"plan_1pct_s\":{plan_seconds:.3},\"plan_changes\":{},\"plan_verdict\":\"{}\"}}",
+        spec.prefixes,
+        spec.locations + 1,
+        spec.services,
+        input_bytes as f64 / 1_048_576.0,
+        compile_seconds / baseline_seconds.max(1e-9),
+        peak_after_compile as f64 / 1024.0,
+        resident_before as f64 / 1024.0,
+        plan.changes.len(),
+        plan.verdict(),
+    );
+    Ok(())
+}

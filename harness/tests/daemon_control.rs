@@ -1,0 +1,531 @@
+//! End to end: the control API over mTLS, driven by the real `topoctl` binary against the real
+//! `topologyd` peering with a real BIRD 2, all on loopback, with certificates generated per test.
+//!
+//! - `status` reports generation 1 and the peer Established;
+//! - `push --dry-run` prints the plan, exits 2 (changes allowed) and changes nothing;
+//! - `push` applies a change and BIRD receives exactly the difference (one new route; the
+//!   unchanged routes are not sent again: BIRD's per-route import counter grows by one);
+//! - a push refused by guard G2 exits 3, changes nothing at BIRD and moves
+//!   `topologyd_guard_refusals_total`; an invalid push exits 4 with `file:line:column` inside the
+//!   pushed bundle; a stale `--expect-generation` is a conflict and applies nothing;
+//! - `rollback 1` restores generation 1's routes at BIRD (the new route withdrawn);
+//! - every mutation request is an `outcome` line in the audit log, with the certificate's
+//!   identity, and each that took effect has an `intent` line (same id, plan hash) before it;
+//! - the reader role may read but not push; an identity with no role gets 403; a certificate
+//!   from an untrusted CA is refused in the TLS handshake (and audited under the name it claims).
+
+mod daemon_common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use daemon_common::{
+    AMS01_IPV4_ROUTES, AMS01_IPV6_ROUTES, AMS01_ROUTES, FLEET, LOCAL_ASN, PREFIXES, SERVICES, WAIT,
+    check, prefix, start_bird, topology, wait_for_routes,
+};
+use serde_json::Value;
+use topologyd_harness::peers::{BgpPeer, BirdPeer};
+use topologyd_harness::topologyd::{
+    ControlPki, ControlSection, DaemonConfig, Topoctl, TopoctlOutput, Topologyd, wait_until,
+    write_files,
+};
+
+const ADMIN: &str = "sre-admin";
+const READER: &str = "sre-reader";
+
+/// topoctl's exit codes (README): 0 no change, 1 usage or connection error, 2 changes
+/// allowed, 3 refused by a guard, 4 invalid topology.
+const EXIT_OK: Option<i32> = Some(0);
+const EXIT_ERROR: Option<i32> = Some(1);
+const EXIT_CHANGES_ALLOWED: Option<i32> = Some(2);
+const EXIT_REFUSED: Option<i32> = Some(3);
+const EXIT_INVALID: Option<i32> = Some(4);
+
+/// A resolver route added to the prefixes file: announced at every location.
+const ADDED_PREFIX: &str = r#"
+[[prefix]]
+cidr = "192.0.2.0/24"
+origin_asn = 13335
+owner = "resolver"
+advertise = true
+
+[[binding]]
+cidr = "192.0.2.0/24"
+service = "resolver"
+"#;
+
+struct Setup {
+    bird: BirdPeer,
+    topologyd: Topologyd,
+    pki: ControlPki,
+    admin: Topoctl,
+    audit_log: PathBuf,
+    bundles: tempfile::TempDir,
+}
+
+fn start() -> Setup {
+    let pki = check(ControlPki::generate(), "generating the PKI");
+    let mut daemon = DaemonConfig::new("ams01", LOCAL_ASN);
+    let control = ControlSection::new(
+        daemon.local.ip(),
+        &pki,
+        &[(ADMIN, "admin"), (READER, "reader")],
+    );
+    let audit_log = control.audit_log.clone();
+    daemon.control = Some(control);
+    let (bird, neighbor) = start_bird(&daemon, "edge-bird");
+    daemon.neighbors.push(neighbor);
+    let mut topologyd = check(Topologyd::start(daemon, &topology()), "starting topologyd");
+    daemon_common::wait_converged(&mut topologyd, &[&bird]);
+    wait_for_routes(&bird, AMS01_ROUTES);
+    let admin = client(&topologyd, &pki, ADMIN);
+    let bundles = check(tempfile::tempdir(), "a directory for pushed bundles");
+    Setup {
+        bird,
+        topologyd,
+        pki,
+        admin,
+        audit_log,
+        bundles,
+    }
+}
+
+fn control_address(topologyd: &Topologyd) -> SocketAddr {
+    topologyd
+        .config
+        .control
+        .as_ref()
+        .map(|control| control.listen)
+        .unwrap_or_else(|| panic!("no [control] configured"))
+}
+
+fn client(topologyd: &Topologyd, pki: &ControlPki, identity: &str) -> Topoctl {
+    let certificate = check(pki.client(identity), "issuing a client certificate");
+    Topoctl::new(control_address(topologyd), &pki.ca, certificate)
+}
+
+impl Setup {
+    /// Writes a bundle (fleet, services, the given prefixes file) into its own directory.
+    fn bundle(&self, name: &str, services: &str, prefixes: &str) -> Vec<PathBuf> {
+        check(
+            write_files(
+                &self.bundles.path().join(name),
+                &[
+                    ("fleet.toml", FLEET),
+                    ("services.toml", services),
+                    ("prefixes.toml", prefixes),
+                ],
+            ),
+            "writing a bundle",
+        )
+    }
+
+    fn topoctl(&self, subcommand: &str, arguments: &[String]) -> TopoctlOutput {
+        check(self.admin.run(subcommand, arguments), "running topoctl")
+    }
+
+    fn status(&self) -> Value {
+        let output = self.topoctl("status", &[]);
+        assert_eq!(output.code, EXIT_OK, "{output}");
+        check(output.json(), "topoctl status")
+    }
+
+    fn generation(&self) -> u64 {
+        self.status()["generation"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no generation in the status"))
+    }
+
+    /// Waits until the peer reports the running generation written out (End-of-RIB included).
+    fn wait_synced(&self, generation: u64) {
+        check(
+            wait_until("the peer to hold the generation", WAIT, || {
+                let status = self.status();
+                let synced = status["peers"][0]["generation_synced"].as_u64();
+                if synced == Some(generation) {
+                    Ok(())
+                } else {
+                    Err(format!("{status}"))
+                }
+            }),
+            "topologyd",
+        );
+    }
+
+    fn guard_refusals(&self) -> f64 {
+        let (_, metrics) = check(self.topologyd.admin_get("/metrics"), "GET /metrics");
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("topologyd_guard_refusals_total"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn audit_records(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.audit_log).unwrap_or_default();
+        text.lines()
+            .map(|line| check(serde_json::from_str(line), &format!("audit line {line}")))
+            .collect()
+    }
+}
+
+fn paths(files: &[PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect()
+}
+
+fn with(mut arguments: Vec<String>, extra: &[&str]) -> Vec<String> {
+    arguments.extend(extra.iter().map(|argument| (*argument).to_string()));
+    arguments
+}
+
+/// BIRD's import counters stay at `expected` for a second (what must *not* arrive).
+fn assert_counters_stay(bird: &BirdPeer, expected: topologyd_harness::peers::ImportCounters) {
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        let counters = check(bird.counters(), "BIRD counters");
+        assert_eq!(counters, expected, "BIRD received something unexpected");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn push_plan_guard_refusal_conflict_rollback_and_audit_through_topoctl() {
+    let mut setup = start();
+    let status = setup.status();
+    assert_eq!(status["generation"], 1, "{status}");
+    check(
+        wait_until("the peer Established in the status", WAIT, || {
+            let status = setup.status();
+            let peer = &status["peers"][0];
+            if peer["name"] == "edge-bird"
+                && peer["state"] == "Established"
+                && peer["established"] == true
+            {
+                Ok(())
+            } else {
+                Err(format!("{status}"))
+            }
+        }),
+        "status",
+    );
+    let before = check(setup.bird.routes(), "BIRD routes");
+    let counters_start = check(setup.bird.counters(), "BIRD counters");
+
+    // Dry run: the plan, exit 2, nothing applied.
+    let added = setup.bundle("added", SERVICES, &format!("{PREFIXES}{ADDED_PREFIX}"));
+    let dry_run = setup.topoctl("push", &with(paths(&added), &["--dry-run"]));
+    assert_eq!(dry_run.code, EXIT_CHANGES_ALLOWED, "{dry_run}");
+    assert!(
+        dry_run.stdout.contains("192.0.2.0/24"),
+        "the plan names the new route: {dry_run}"
+    );
+    assert_eq!(setup.generation(), 1, "a dry run changed the generation");
+    assert_eq!(
+        check(setup.bird.routes(), "BIRD routes"),
+        before,
+        "a dry run changed BIRD's routes"
+    );
+
+    // Apply: BIRD gets exactly the new route.
+    let applied = setup.topoctl("push", &with(paths(&added), &["--expect-generation", "1"]));
+    assert_eq!(applied.code, EXIT_OK, "{applied}");
+    let routes = wait_for_routes(&setup.bird, AMS01_ROUTES + 1);
+    let new_route = &routes[&prefix("192.0.2.0/24")];
+    assert_eq!(new_route.as_path, vec![LOCAL_ASN]);
+    assert_eq!(new_route.communities, vec![(13335, 10000)]);
+    assert_eq!(setup.generation(), 2);
+    setup.wait_synced(2);
+    let counters_applied = check(setup.bird.counters(), "BIRD counters");
+    assert_eq!(
+        counters_applied.updates,
+        counters_start.updates + 1,
+        "BIRD counts received routes: only the one new route may have been sent"
+    );
+    assert_eq!(counters_applied.withdrawals, counters_start.withdrawals);
+    assert_counters_stay(&setup.bird, counters_applied);
+
+    // G2: the resolver leaves ams01 while its prefixes stay bound, without intent.
+    let refusals_before = setup.guard_refusals();
+    let moved_services = SERVICES.replace(
+        "topology = \"all\"",
+        "topology = \"location = \\\"fra01\\\"\"",
+    );
+    let withdrawn = setup.bundle(
+        "withdrawn",
+        &moved_services,
+        &format!("{PREFIXES}{ADDED_PREFIX}"),
+    );
+    let refused = setup.topoctl("push", &paths(&withdrawn));
+    assert_eq!(refused.code, EXIT_REFUSED, "{refused}");
+    assert!(
+        format!("{}{}", refused.stdout, refused.stderr).contains("G2"),
+        "the refusal names the guard: {refused}"
+    );
+    assert!(
+        setup.guard_refusals() > refusals_before,
+        "topologyd_guard_refusals_total did not move"
+    );
+    assert_eq!(
+        setup.generation(),
+        2,
+        "a refused push changed the generation"
+    );
+    assert_counters_stay(&setup.bird, counters_applied);
+
+    // Invalid: an unknown service and a syntax error, each located inside the pushed bundle.
+    let unknown_service = format!(
+        "{PREFIXES}{}",
+        ADDED_PREFIX.replace("service = \"resolver\"", "service = \"nonexistent\"")
+    );
+    let line = unknown_service
+        .lines()
+        .position(|text| text.contains("nonexistent"))
+        .map_or(0, |index| index + 1);
+    let invalid = setup.bundle("unknown-service", SERVICES, &unknown_service);
+    let answer = setup.topoctl("push", &paths(&invalid));
+    assert_eq!(answer.code, EXIT_INVALID, "{answer}");
+    let location = format!("prefixes.toml:{line}:11");
+    assert!(
+        answer.stderr.contains(&location),
+        "expected {location} in: {answer}"
+    );
+    assert!(answer.stderr.contains("nonexistent"), "{answer}");
+
+    let broken = setup.bundle(
+        "syntax",
+        "[[service]\nname = \"resolver\"\n",
+        &format!("{PREFIXES}{ADDED_PREFIX}"),
+    );
+    let answer = setup.topoctl("push", &paths(&broken));
+    assert_eq!(answer.code, EXIT_INVALID, "{answer}");
+    assert!(
+        answer.stderr.contains("services.toml:1:"),
+        "expected services.toml:1:COLUMN in: {answer}"
+    );
+    assert_eq!(
+        setup.generation(),
+        2,
+        "an invalid push changed the generation"
+    );
+
+    // Compare-and-swap: planned against generation 1, but 2 runs.
+    let stale = setup.bundle("stale", SERVICES, PREFIXES);
+    let conflict = setup.topoctl(
+        "push",
+        &with(paths(&stale), &["--expect-generation", "1", "--json"]),
+    );
+    assert_eq!(conflict.code, EXIT_ERROR, "{conflict}");
+    assert_eq!(
+        check(conflict.json(), "conflict")["error"]["kind"],
+        "conflict",
+        "{conflict}"
+    );
+    assert_eq!(
+        setup.generation(),
+        2,
+        "a conflicting push changed the generation"
+    );
+    assert_counters_stay(&setup.bird, counters_applied);
+
+    // Rollback to generation 1: the new route is withdrawn, the others stay.
+    let rollback = setup.topoctl("rollback", &["1".to_string()]);
+    assert_eq!(rollback.code, EXIT_OK, "{rollback}");
+    let routes = wait_for_routes(&setup.bird, AMS01_ROUTES);
+    assert_eq!(
+        routes.into_values().collect::<Vec<_>>(),
+        before,
+        "rollback restores generation 1's routes"
+    );
+    assert_eq!(setup.generation(), 3);
+    setup.wait_synced(3);
+    let counters_rolled_back = check(setup.bird.counters(), "BIRD counters");
+    assert_eq!(
+        counters_rolled_back.withdrawals,
+        counters_applied.withdrawals + 1,
+        "only the new route is withdrawn"
+    );
+    assert_eq!(
+        counters_rolled_back.updates, counters_applied.updates,
+        "a rollback re-sent unchanged routes"
+    );
+
+    // One outcome line per mutation request, with who did it; the two that took effect have
+    // an intent line (written before the change) under the same id just before their outcome.
+    let all = setup.audit_records();
+    let phases: Vec<&str> = all
+        .iter()
+        .map(|record| record["phase"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "intent", "outcome", "outcome", "outcome", "outcome", "outcome", "intent", "outcome"
+        ],
+        "{all:#?}"
+    );
+    for intent in [0, 6] {
+        assert_eq!(all[intent]["id"], all[intent + 1]["id"], "{all:#?}");
+        assert_eq!(all[intent]["plan_hash"], all[intent + 1]["plan_hash"]);
+        assert_eq!(all[intent]["intended_verdict"], "changes_allowed");
+    }
+    let records: Vec<Value> = all
+        .into_iter()
+        .filter(|record| record["phase"] == "outcome")
+        .collect();
+    let verdicts: Vec<&str> = records
+        .iter()
+        .map(|record| record["verdict"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            "applied", "refused", "invalid", "invalid", "conflict", "applied"
+        ],
+        "{records:#?}"
+    );
+    assert!(
+        records.iter().all(|record| record["who"] == ADMIN),
+        "{records:#?}"
+    );
+    assert_eq!(records[0]["generation_before"], 1);
+    assert_eq!(records[0]["generation_after"], 2);
+    assert!(records[0]["plan_hash"].is_string(), "{records:#?}");
+    assert_eq!(records[5]["endpoint"], "POST /v1/rollback");
+    assert_eq!(records[5]["generation_after"], 3);
+    check(setup.topologyd.check_running(), "topologyd");
+    drop(setup.pki);
+}
+
+#[test]
+fn roles_and_client_certificates_are_enforced() {
+    let setup = start();
+    let routes_before = check(setup.bird.routes(), "BIRD routes");
+    let added = setup.bundle("added", SERVICES, &format!("{PREFIXES}{ADDED_PREFIX}"));
+
+    // A reader reads and plans, but may not push.
+    let reader = client(&setup.topologyd, &setup.pki, READER);
+    let status = check(
+        reader.run("status", &Vec::<String>::new()),
+        "topoctl status",
+    );
+    assert_eq!(status.code, EXIT_OK, "{status}");
+    let status = check(status.json(), "status");
+    assert_eq!(status["generation"], 1);
+    assert_eq!(status["routes"]["ipv4"], AMS01_IPV4_ROUTES, "{status}");
+    assert_eq!(status["routes"]["ipv6"], AMS01_IPV6_ROUTES, "{status}");
+    let routes = check(
+        reader.run("routes", &["--peer".to_string(), "edge-bird".to_string()]),
+        "topoctl routes",
+    );
+    assert_eq!(routes.code, EXIT_OK, "{routes}");
+    let routes = check(routes.json(), "routes");
+    let announced = routes["peers"]["edge-bird"]["routes"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(announced, AMS01_ROUTES, "{routes}");
+    let plan = check(
+        reader.run("push", &with(paths(&added), &["--dry-run"])),
+        "topoctl push --dry-run",
+    );
+    assert_eq!(plan.code, EXIT_CHANGES_ALLOWED, "{plan}");
+    let push = check(
+        reader.run("push", &with(paths(&added), &["--json"])),
+        "topoctl push",
+    );
+    assert_eq!(push.code, EXIT_ERROR, "{push}");
+    assert_eq!(
+        check(push.json(), "push")["error"]["kind"],
+        "forbidden",
+        "{push}"
+    );
+
+    // A certificate from the trusted CA whose identity has no role.
+    let stranger = client(&setup.topologyd, &setup.pki, "mallory");
+    let status = check(
+        stranger.run("status", &Vec::<String>::new()),
+        "topoctl status",
+    );
+    assert_eq!(status.code, EXIT_ERROR, "{status}");
+    assert!(status.stdout.contains("forbidden"), "{status}");
+
+    // The admin's name, but signed by a CA the daemon does not trust: refused in the handshake.
+    let impostor = Topoctl::new(
+        control_address(&setup.topologyd),
+        &setup.pki.ca,
+        check(
+            setup.pki.foreign_client(ADMIN),
+            "issuing a foreign certificate",
+        ),
+    );
+    let push = check(impostor.run("push", &paths(&added)), "topoctl push");
+    assert_eq!(push.code, EXIT_ERROR, "{push}");
+    assert!(
+        push.stderr.contains("UnknownCA") || push.stderr.to_lowercase().contains("certificate"),
+        "{push}"
+    );
+
+    assert_eq!(
+        setup.generation(),
+        1,
+        "a refused client changed the generation"
+    );
+    assert_eq!(check(setup.bird.routes(), "BIRD routes"), routes_before);
+    let records = setup.audit_records();
+    assert_eq!(
+        records.len(),
+        2,
+        "the reader's push and the impostor's handshake: {records:#?}"
+    );
+    assert_eq!(records[0]["who"], READER);
+    assert_eq!(records[0]["role"], "reader");
+    assert_eq!(records[0]["verdict"], "forbidden");
+    assert_eq!(records[0]["status"], 403);
+    // The impostor got far enough to name someone: recorded, as a claim.
+    assert_eq!(records[1]["who"], ADMIN);
+    assert_eq!(records[1]["role"], Value::Null);
+    assert_eq!(records[1]["endpoint"], "TLS handshake");
+    assert_eq!(records[1]["verdict"], "handshake_refused");
+}
+
+/// The incident of issue 10: a reader-role client sent `/v1/plan` with a selector nested
+/// thousands of parentheses deep and the daemon died of a stack overflow. Now the push is
+/// invalid (exit 4) with `file:line:column` inside the selector, and the daemon keeps running
+/// generation 1 and its session.
+#[test]
+fn a_reader_cannot_crash_the_daemon_with_a_deeply_nested_selector() {
+    let setup = start();
+    let reader = client(&setup.topologyd, &setup.pki, READER);
+    let routes_before = check(setup.bird.routes(), "BIRD routes");
+    for (name, open) in [("depth", 1000), ("length", 3000)] {
+        let services = format!(
+            "{SERVICES}\n[[service]]\nname = \"deep\"\ntopology = \"{}all{}\"\n",
+            "(".repeat(open),
+            ")".repeat(open)
+        );
+        let line = services.lines().count();
+        let bundle = setup.bundle(name, &services, PREFIXES);
+        let plan = check(
+            reader.run("push", &with(paths(&bundle), &["--dry-run"])),
+            "topoctl push --dry-run",
+        );
+        assert_eq!(plan.code, EXIT_INVALID, "{plan}");
+        let expected = if open == 1000 {
+            format!(
+                "services.toml:{line}:77: error: invalid topology selector of service `deep`: \
+                 selector nests deeper than 64 levels"
+            )
+        } else {
+            format!(
+                "services.toml:{line}:4109: error: invalid topology selector of service `deep`: \
+                 selector is 6003 bytes long, more than the limit of 4096 bytes"
+            )
+        };
+        assert!(plan.stderr.contains(&expected), "{plan}");
+    }
+    assert_eq!(setup.generation(), 1);
+    assert_eq!(check(setup.bird.routes(), "BIRD routes"), routes_before);
+}

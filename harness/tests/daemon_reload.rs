@@ -1,0 +1,266 @@
+//! End to end: SIGHUP reloads the daemon configuration without disturbing what did not change.
+//!
+//! - two BIRD peers; the configuration is rewritten to add a third and remove one, then
+//!   SIGHUP: the new peer gets every route, the removed one loses its session (and, as the
+//!   peer is gone for good, its routes), and the untouched peer's session is not reset (BIRD's
+//!   state-change time is unchanged) and it has received nothing: no withdrawal, no re-sent
+//!   route;
+//! - an invalid configuration on SIGHUP is refused with the error in the log, and everything
+//!   keeps running as before;
+//! - the reload rule (`PeerConfig::session_reset_needed`): a next-hop change applies in place
+//!   (the session stays, only the routes of that family are sent again), a hold-time change
+//!   resets the session, which comes back with every route.
+
+mod daemon_common;
+
+use std::time::Duration;
+
+use daemon_common::{AMS01_ROUTES, LOCAL_ASN, WAIT, check, start_bird, topology, wait_for_routes};
+use topologyd_harness::peers::{BgpPeer, BirdPeer};
+use topologyd_harness::topologyd::{DaemonConfig, Topologyd, wait_until};
+
+/// BIRD's `show protocols` line of the BGP session: its `Since` column is the time of the last
+/// state change, so an unchanged line means the session was not reset.
+fn protocol_line(bird: &BirdPeer) -> String {
+    let output = check(bird.birdc(&["show", "protocols"]), "birdc show protocols");
+    output
+        .lines()
+        .find(|line| line.split_whitespace().nth(1) == Some("BGP"))
+        .unwrap_or_else(|| panic!("no BGP protocol in:\n{output}"))
+        .to_string()
+}
+
+fn config_file(topologyd: &Topologyd) -> std::path::PathBuf {
+    topologyd.directory().join("topologyd.toml")
+}
+
+#[test]
+fn sighup_adds_and_removes_peers_without_resetting_the_others() {
+    let mut daemon = DaemonConfig::new("ams01", LOCAL_ASN);
+    let (kept, kept_neighbor) = start_bird(&daemon, "kept");
+    let (removed, removed_neighbor) = start_bird(&daemon, "removed");
+    let (added, added_neighbor) = start_bird(&daemon, "added");
+    daemon.neighbors = vec![kept_neighbor.clone(), removed_neighbor];
+    let mut topologyd = check(
+        Topologyd::start(daemon.clone(), &topology()),
+        "starting topologyd",
+    );
+    daemon_common::wait_converged(&mut topologyd, &[&kept, &removed]);
+    wait_for_routes(&kept, AMS01_ROUTES);
+    wait_for_routes(&removed, AMS01_ROUTES);
+    let kept_line = protocol_line(&kept);
+    let kept_counters = check(kept.counters(), "BIRD counters");
+
+    daemon.neighbors = vec![kept_neighbor, added_neighbor];
+    check(
+        topologyd.rewrite_config(daemon),
+        "rewriting the configuration",
+    );
+    check(topologyd.signal("HUP"), "SIGHUP");
+
+    check(
+        wait_until("the added peer to get every route", WAIT, || {
+            match added.routes() {
+                Ok(routes) if routes.len() == AMS01_ROUTES => Ok(()),
+                other => Err(format!(
+                    "{other:?}; topologyd log:\n{}",
+                    topologyd.log_tail()
+                )),
+            }
+        }),
+        "BIRD",
+    );
+    check(
+        wait_until(
+            "the removed peer's session to close",
+            WAIT,
+            || match removed.session_state() {
+                Ok(state) if !state.is_established() => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        ),
+        "BIRD",
+    );
+    wait_for_routes(&removed, 0);
+    check(
+        wait_until("the reload to be logged", WAIT, || {
+            if topologyd.log().contains("configuration reloaded") {
+                Ok(())
+            } else {
+                Err(topologyd.log_tail())
+            }
+        }),
+        "topologyd",
+    );
+    assert_eq!(
+        protocol_line(&kept),
+        kept_line,
+        "the untouched peer's session was reset"
+    );
+    assert!(
+        !topologyd.log().contains("session down peer=kept"),
+        "the untouched peer's session went down:\n{}",
+        topologyd.log()
+    );
+    assert_eq!(
+        check(kept.counters(), "BIRD counters"),
+        kept_counters,
+        "the untouched peer received something"
+    );
+    assert_eq!(check(kept.routes(), "BIRD routes").len(), AMS01_ROUTES);
+    let (_, metrics) = check(topologyd.admin_get("/metrics"), "GET /metrics");
+    // The gauges of a removed peer go (a stale session state would page someone); its
+    // counters may stay until the next restart.
+    for gauge in [
+        "topologyd_bgp_session_state{peer=\"removed\"",
+        "topologyd_routes_desired{peer=\"removed\"",
+        "topologyd_routes_announced{peer=\"removed\"",
+    ] {
+        assert!(!metrics.contains(gauge), "{gauge} stayed:\n{metrics}");
+    }
+    // Peer snapshots reach the metrics on the engine's status tick.
+    check(
+        wait_until("the added peer's session state metric", WAIT, || {
+            let (_, metrics) = topologyd
+                .admin_get("/metrics")
+                .map_err(|error| error.to_string())?;
+            if metrics.contains("topologyd_bgp_session_state{peer=\"added\"} 6") {
+                Ok(())
+            } else {
+                Err(metrics)
+            }
+        }),
+        "topologyd",
+    );
+
+    // An invalid configuration: refused, logged, nothing changes.
+    let added_line = protocol_line(&added);
+    check(
+        std::fs::write(
+            config_file(&topologyd),
+            "location = \"ams01\"\nlocal_asn = \"not a number\"\n",
+        ),
+        "writing a broken configuration",
+    );
+    check(topologyd.signal("HUP"), "SIGHUP");
+    check(
+        wait_until("the refused reload to be logged", WAIT, || {
+            if topologyd.log().contains("reload refused") {
+                Ok(())
+            } else {
+                Err(topologyd.log_tail())
+            }
+        }),
+        "topologyd",
+    );
+    let log = topologyd.log();
+    assert!(
+        log.contains("topologyd.toml:2:"),
+        "the error names file:line:column:\n{log}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    check(
+        topologyd.check_running(),
+        "topologyd after a refused reload",
+    );
+    assert_eq!(protocol_line(&kept), kept_line);
+    assert_eq!(protocol_line(&added), added_line);
+    assert_eq!(check(kept.counters(), "BIRD counters"), kept_counters);
+    assert_eq!(check(added.routes(), "BIRD routes").len(), AMS01_ROUTES);
+    let (status, _) = check(topologyd.admin_get("/ready"), "GET /ready");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn sighup_applies_a_next_hop_change_in_place_and_resets_on_a_hold_time_change() {
+    let mut daemon = DaemonConfig::new("ams01", LOCAL_ASN);
+    let (bird, mut neighbor) = start_bird(&daemon, "edge-bird");
+    daemon.neighbors = vec![neighbor.clone()];
+    let mut topologyd = check(
+        Topologyd::start(daemon.clone(), &topology()),
+        "starting topologyd",
+    );
+    daemon_common::wait_converged(&mut topologyd, &[&bird]);
+    wait_for_routes(&bird, AMS01_ROUTES);
+    let line = protocol_line(&bird);
+    let counters = check(bird.counters(), "BIRD counters");
+
+    // The next hop applies in place (PeerConfig::session_reset_needed): the one IPv6 route is
+    // sent again with the new next hop; the session stays; nothing is withdrawn.
+    let new_next_hop = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+    neighbor.next_hop_ipv6 = Some(new_next_hop);
+    daemon.neighbors = vec![neighbor.clone()];
+    check(
+        topologyd.rewrite_config(daemon.clone()),
+        "rewriting the configuration",
+    );
+    check(topologyd.signal("HUP"), "SIGHUP");
+    check(
+        wait_until("the new IPv6 next hop at BIRD", WAIT, || {
+            let routes = bird.routes().map_err(|error| error.to_string())?;
+            let moved = routes
+                .iter()
+                .filter(|route| route.prefix.addr().is_ipv6())
+                .all(|route| route.next_hop == std::net::IpAddr::V6(new_next_hop));
+            if moved && routes.len() == AMS01_ROUTES {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{routes:?}; topologyd log:\n{}",
+                    topologyd.log_tail()
+                ))
+            }
+        }),
+        "BIRD",
+    );
+    assert_eq!(
+        protocol_line(&bird),
+        line,
+        "a next-hop change reset the session"
+    );
+    let after = check(bird.counters(), "BIRD counters");
+    assert_eq!(
+        after.withdrawals, counters.withdrawals,
+        "a next-hop change withdrew routes"
+    );
+    assert_eq!(after.removed, counters.removed);
+    assert_eq!(
+        after.updates,
+        counters.updates + 1,
+        "only the IPv6 route's next hop changed"
+    );
+
+    // The hold time is negotiated in the OPEN: the session is reset (closed without a
+    // NOTIFICATION, so BIRD keeps the routes through graceful restart), and comes back with
+    // every route.
+    neighbor.hold_time_seconds = 60;
+    daemon.neighbors = vec![neighbor];
+    check(
+        topologyd.rewrite_config(daemon),
+        "rewriting the configuration",
+    );
+    check(topologyd.signal("HUP"), "SIGHUP");
+    check(
+        wait_until(
+            "the session to be reset and Established again",
+            WAIT,
+            || {
+                let log = topologyd.log();
+                let reset = log.contains("reset edge-bird")
+                    && log.matches("Established peer=edge-bird").count() >= 2;
+                if reset
+                    && bird
+                        .session_state()
+                        .is_ok_and(|state| state.is_established())
+                {
+                    Ok(())
+                } else {
+                    Err(topologyd.log_tail())
+                }
+            },
+        ),
+        "topologyd",
+    );
+    wait_for_routes(&bird, AMS01_ROUTES);
+    check(topologyd.check_running(), "topologyd");
+}

@@ -1,0 +1,448 @@
+//! End to end: the state directory heals and reports a full disk, driven by the real `topoctl`
+//! against the real `topologyd` peering with a real BIRD 2 on loopback.
+//!
+//! - a corrupt newest generation file: the daemon falls back to the one before, moves the file
+//!   to `state/quarantine/` (kept, not deleted), counts it in
+//!   `topologyd_state_quarantined_total`, and later pushes and rollbacks take the next free
+//!   generation number (no "generation N is already stored" wedge);
+//! - the state directory on a tmpfs filled to the last byte: a push and a rollback are refused
+//!   with `topoctl` exit code 5 and a message naming what could be pruned, nothing changes at
+//!   BIRD, and once room is made the same push applies;
+//! - write-ahead audit: with the audit log on a full tmpfs, a push, a rollback and a drain are
+//!   refused (exit 5, "nothing changed") and BIRD sees nothing; with room, every mutation's
+//!   `intent` record (identity, request, plan hash, intended verdict) precedes its `outcome`.
+
+mod daemon_common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use daemon_common::{
+    AMS01_ROUTES, FLEET, LOCAL_ASN, PREFIXES, SERVICES, WAIT, check, start_bird, topology,
+    wait_for_routes,
+};
+use serde_json::Value;
+use topologyd_harness::peers::{BgpPeer, BirdPeer};
+use topologyd_harness::tmpfs::SmallTmpfs;
+use topologyd_harness::topologyd::{
+    ControlPki, ControlSection, DaemonConfig, Topoctl, TopoctlOutput, Topologyd, wait_until,
+    write_files,
+};
+
+const ADMIN: &str = "sre-admin";
+const EXIT_OK: Option<i32> = Some(0);
+/// topoctl: the daemon's state (or audit) file system is full, nothing changed.
+const EXIT_NO_SPACE: Option<i32> = Some(5);
+
+/// Two more resolver routes, announced at every location.
+const ADDED_A: &str = r#"
+[[prefix]]
+cidr = "192.0.2.0/24"
+origin_asn = 13335
+owner = "resolver"
+advertise = true
+
+[[binding]]
+cidr = "192.0.2.0/24"
+service = "resolver"
+"#;
+
+const ADDED_B: &str = r#"
+[[prefix]]
+cidr = "198.18.0.0/24"
+origin_asn = 13335
+owner = "resolver"
+advertise = true
+
+[[binding]]
+cidr = "198.18.0.0/24"
+service = "resolver"
+"#;
+
+const ADDED_C: &str = r#"
+[[prefix]]
+cidr = "198.18.1.0/24"
+origin_asn = 13335
+owner = "resolver"
+advertise = true
+
+[[binding]]
+cidr = "198.18.1.0/24"
+service = "resolver"
+"#;
+
+struct Setup {
+    bird: BirdPeer,
+    topologyd: Topologyd,
+    admin: Topoctl,
+    bundles: tempfile::TempDir,
+    _pki: ControlPki,
+}
+
+fn start() -> Setup {
+    start_with_audit_dir(None)
+}
+
+/// [`start`], with the audit log in `audit_dir` instead of the PKI's directory.
+fn start_with_audit_dir(audit_dir: Option<&Path>) -> Setup {
+    let pki = check(ControlPki::generate(), "generating the PKI");
+    let mut daemon = DaemonConfig::new("ams01", LOCAL_ASN);
+    let mut control = ControlSection::new(daemon.local.ip(), &pki, &[(ADMIN, "admin")]);
+    if let Some(directory) = audit_dir {
+        control.audit_log = directory.join("audit.jsonl");
+    }
+    let address = control.listen;
+    daemon.control = Some(control);
+    let (bird, neighbor) = start_bird(&daemon, "edge-bird");
+    daemon.neighbors.push(neighbor);
+    let mut topologyd = check(Topologyd::start(daemon, &topology()), "starting topologyd");
+    daemon_common::wait_converged(&mut topologyd, &[&bird]);
+    wait_for_routes(&bird, AMS01_ROUTES);
+    let admin = Topoctl::new(
+        address,
+        &pki.ca,
+        check(pki.client(ADMIN), "issuing a client certificate"),
+    );
+    Setup {
+        bird,
+        topologyd,
+        admin,
+        bundles: check(tempfile::tempdir(), "a directory for bundles"),
+        _pki: pki,
+    }
+}
+
+impl Setup {
+    fn push(&self, name: &str, prefixes: &str) -> TopoctlOutput {
+        let files = check(
+            write_files(
+                &self.bundles.path().join(name),
+                &[
+                    ("fleet.toml", FLEET),
+                    ("services.toml", SERVICES),
+                    ("prefixes.toml", prefixes),
+                ],
+            ),
+            "writing a bundle",
+        );
+        let arguments: Vec<String> = files
+            .iter()
+            .map(|path| path.display().to_string())
+            .collect();
+        check(self.admin.run("push", &arguments), "topoctl push")
+    }
+
+    fn rollback(&self, generation: u64) -> TopoctlOutput {
+        check(
+            self.admin.run("rollback", &[generation.to_string()]),
+            "topoctl rollback",
+        )
+    }
+
+    fn generation(&self) -> u64 {
+        let output = check(
+            self.admin.run("status", &Vec::<String>::new()),
+            "topoctl status",
+        );
+        assert_eq!(output.code, EXIT_OK, "{output}");
+        let status: Value = check(output.json(), "status");
+        status["generation"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no generation in {status}"))
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.topologyd.directory().join("state")
+    }
+
+    fn restart(&mut self) {
+        check(self.topologyd.terminate(WAIT), "stopping topologyd");
+        check(self.topologyd.spawn(), "starting topologyd again");
+        daemon_common::wait_converged(&mut self.topologyd, &[&self.bird]);
+    }
+}
+
+fn generation_file(state_dir: &Path, generation: u64) -> PathBuf {
+    state_dir
+        .join("generations")
+        .join(format!("{generation:020}.json"))
+}
+
+fn file_names(directory: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(directory)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn corrupt_newest_generation_is_quarantined_counted_and_pushes_and_rollbacks_continue() {
+    let mut setup = start();
+    let pushed = setup.push("a", &format!("{PREFIXES}{ADDED_A}"));
+    assert_eq!(pushed.code, EXIT_OK, "{pushed}");
+    wait_for_routes(&setup.bird, AMS01_ROUTES + 1);
+    assert_eq!(setup.generation(), 2);
+
+    // The newest generation file is damaged while the daemon is down.
+    check(setup.topologyd.terminate(WAIT), "stopping topologyd");
+    let newest = generation_file(&setup.state_dir(), 2);
+    check(
+        std::fs::write(&newest, b"{\"format\":1,\"meta\":"),
+        "corrupting generation 2",
+    );
+    check(setup.topologyd.spawn(), "starting topologyd again");
+    daemon_common::wait_converged(&mut setup.topologyd, &[&setup.bird]);
+
+    // Fell back to 1, moved 2 aside (its bytes kept), counted it.
+    assert_eq!(setup.generation(), 1);
+    wait_for_routes(&setup.bird, AMS01_ROUTES);
+    assert!(
+        !newest.exists(),
+        "the corrupt file is still among the generations"
+    );
+    let quarantined = file_names(&setup.state_dir().join("quarantine"));
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert!(
+        quarantined[0].starts_with("00000000000000000002.json."),
+        "{quarantined:?}"
+    );
+    let kept = check(
+        std::fs::read(setup.state_dir().join("quarantine").join(&quarantined[0])),
+        "reading the quarantined file",
+    );
+    assert_eq!(kept, b"{\"format\":1,\"meta\":");
+    assert_eq!(
+        check(
+            setup.topologyd.metric("topologyd_state_quarantined_total"),
+            "metrics"
+        ),
+        Some(1.0)
+    );
+    let log = setup.topologyd.log();
+    assert!(
+        log.contains("quarantine"),
+        "the quarantine is not logged:\n{log}"
+    );
+
+    // Pushes and rollbacks continue past the quarantined number.
+    let pushed = setup.push("b", &format!("{PREFIXES}{ADDED_B}"));
+    assert_eq!(pushed.code, EXIT_OK, "{pushed}");
+    assert_eq!(setup.generation(), 3);
+    wait_for_routes(&setup.bird, AMS01_ROUTES + 1);
+    let rolled_back = setup.rollback(1);
+    assert_eq!(rolled_back.code, EXIT_OK, "{rolled_back}");
+    assert_eq!(setup.generation(), 4);
+    wait_for_routes(&setup.bird, AMS01_ROUTES);
+
+    // And after another restart, the numbering still moves on.
+    setup.restart();
+    assert_eq!(setup.generation(), 4);
+    let pushed = setup.push("a-again", &format!("{PREFIXES}{ADDED_A}"));
+    assert_eq!(pushed.code, EXIT_OK, "{pushed}");
+    assert_eq!(setup.generation(), 5);
+
+    // Every kept generation damaged: the daemon starts from its bootstrap topology, under the
+    // next number past the quarantined ones (not generation 1 again, which the store refuses).
+    check(setup.topologyd.terminate(WAIT), "stopping topologyd");
+    for name in file_names(&setup.state_dir().join("generations")) {
+        if name.ends_with(".json") {
+            check(
+                std::fs::write(
+                    setup.state_dir().join("generations").join(&name),
+                    b"garbage",
+                ),
+                "corrupting a generation",
+            );
+        }
+    }
+    check(setup.topologyd.spawn(), "starting topologyd again");
+    daemon_common::wait_converged(&mut setup.topologyd, &[&setup.bird]);
+    assert_eq!(setup.generation(), 6);
+    wait_for_routes(&setup.bird, AMS01_ROUTES);
+    check(setup.topologyd.check_running(), "topologyd");
+}
+
+#[test]
+fn full_state_disk_refuses_push_and_rollback_with_exit_5_naming_what_to_prune() {
+    let mut setup = start();
+    for (name, prefixes, generation) in [
+        ("a", format!("{PREFIXES}{ADDED_A}"), 2),
+        ("ab", format!("{PREFIXES}{ADDED_A}{ADDED_B}"), 3),
+    ] {
+        let pushed = setup.push(name, &prefixes);
+        assert_eq!(pushed.code, EXIT_OK, "{pushed}");
+        assert_eq!(setup.generation(), generation);
+    }
+    wait_for_routes(&setup.bird, AMS01_ROUTES + 2);
+
+    // Move the state directory onto a 1 MiB tmpfs while the daemon is down.
+    check(setup.topologyd.terminate(WAIT), "stopping topologyd");
+    let state = setup.state_dir();
+    let saved = setup.topologyd.directory().join("state-saved");
+    check(
+        std::fs::rename(&state, &saved),
+        "moving the state directory",
+    );
+    check(std::fs::create_dir(&state), "creating the mount point");
+    let tmpfs = check(
+        SmallTmpfs::mount_at(&state, 1024 * 1024),
+        "mounting a tmpfs",
+    );
+    let copied = check(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", saved.display()))
+            .arg(&state)
+            .status(),
+        "copying the state directory",
+    );
+    assert!(copied.success(), "cp failed: {copied}");
+    check(setup.topologyd.spawn(), "starting topologyd on the tmpfs");
+    daemon_common::wait_converged(&mut setup.topologyd, &[&setup.bird]);
+    assert_eq!(setup.generation(), 3);
+    let counters = check(setup.bird.counters(), "BIRD counters");
+
+    let filler = check(tmpfs.fill(), "filling the tmpfs");
+    let abc = format!("{PREFIXES}{ADDED_A}{ADDED_B}{ADDED_C}");
+    let pushed = setup.push("abc", &abc);
+    assert_eq!(pushed.code, EXIT_NO_SPACE, "{pushed}");
+    assert!(pushed.stderr.contains("no space left"), "{pushed}");
+    // An apply keeps only the running generation: 1 and 2 may go.
+    for generation in [1, 2] {
+        let name = format!("{generation:020}.json");
+        assert!(
+            pushed.stderr.contains(&name),
+            "{name} not offered: {pushed}"
+        );
+    }
+    assert!(
+        !pushed.stderr.contains("00000000000000000003.json"),
+        "{pushed}"
+    );
+
+    // A rollback to 1 needs 1 (and 3 runs): only 2 is offered.
+    let rolled_back = setup.rollback(1);
+    assert_eq!(rolled_back.code, EXIT_NO_SPACE, "{rolled_back}");
+    let said = format!("{}{}", rolled_back.stdout, rolled_back.stderr);
+    assert!(said.contains("00000000000000000002.json"), "{rolled_back}");
+    assert!(!said.contains("00000000000000000001.json"), "{rolled_back}");
+    assert!(!said.contains("00000000000000000003.json"), "{rolled_back}");
+
+    // Nothing changed anywhere.
+    assert_eq!(setup.generation(), 3);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(check(setup.bird.counters(), "BIRD counters"), counters);
+    assert!(!generation_file(&state, 4).exists());
+
+    // Room made: the same push applies.
+    check(std::fs::remove_file(filler), "removing the filler");
+    let pushed = setup.push("abc", &abc);
+    assert_eq!(pushed.code, EXIT_OK, "{pushed}");
+    check(
+        wait_until("generation 4", WAIT, || match setup.generation() {
+            4 => Ok(()),
+            other => Err(format!("generation {other}")),
+        }),
+        "topologyd",
+    );
+    wait_for_routes(&setup.bird, AMS01_ROUTES + 3);
+    check(setup.topologyd.terminate(WAIT), "stopping topologyd");
+    drop(tmpfs);
+}
+
+fn audit_records(path: &Path) -> Vec<Value> {
+    check(std::fs::read_to_string(path), "reading the audit log")
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| check(serde_json::from_str(line), "an audit line"))
+        .collect()
+}
+
+#[test]
+fn mutations_are_refused_when_their_audit_record_cannot_be_written() {
+    let tmpfs = check(SmallTmpfs::mount(64 * 1024), "mounting a tmpfs");
+    let audit_log = tmpfs.path().join("audit.jsonl");
+    let setup = start_with_audit_dir(Some(tmpfs.path()));
+    let pushed = setup.push("a", &format!("{PREFIXES}{ADDED_A}"));
+    assert_eq!(pushed.code, EXIT_OK, "{pushed}");
+    wait_for_routes(&setup.bird, AMS01_ROUTES + 1);
+    assert_eq!(setup.generation(), 2);
+    let counters = check(setup.bird.counters(), "BIRD counters");
+    let lines_before = audit_records(&audit_log).len();
+
+    // tmpfs allocates whole pages: pad the log's last page (blank lines) so that the next
+    // record needs a new one, then take every free page.
+    let size = check(std::fs::metadata(&audit_log), "the audit log's size").len();
+    let padding = (4096 - size % 4096) % 4096;
+    let mut log = check(
+        std::fs::OpenOptions::new().append(true).open(&audit_log),
+        "opening the audit log",
+    );
+    check(
+        std::io::Write::write_all(&mut log, &vec![b'\n'; padding as usize]),
+        "padding the audit log",
+    );
+    drop(log);
+    let filler = check(tmpfs.fill(), "filling the tmpfs");
+    let pushed = setup.push("ab", &format!("{PREFIXES}{ADDED_A}{ADDED_B}"));
+    assert_eq!(pushed.code, EXIT_NO_SPACE, "{pushed}");
+    assert!(
+        pushed.stderr.contains("audit record could not be written"),
+        "{pushed}"
+    );
+    assert!(pushed.stderr.contains("nothing changed"), "{pushed}");
+    let rolled_back = setup.rollback(1);
+    assert_eq!(rolled_back.code, EXIT_NO_SPACE, "{rolled_back}");
+    let drained = check(
+        setup.admin.drain(Some("resolver"), false, "maintenance"),
+        "topoctl drain",
+    );
+    assert_eq!(drained.code, EXIT_NO_SPACE, "{drained}");
+
+    // Nothing took effect: same generation, no drain, BIRD saw nothing.
+    assert_eq!(setup.generation(), 2);
+    let health = check(
+        setup.admin.run("health", &Vec::<String>::new()),
+        "topoctl health",
+    );
+    let health: Value = check(health.json(), "health");
+    assert!(
+        health["drains"]["services"]
+            .as_object()
+            .is_none_or(serde_json::Map::is_empty),
+        "a drain took effect: {health}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(check(setup.bird.counters(), "BIRD counters"), counters);
+    assert_eq!(audit_records(&audit_log).len(), lines_before);
+
+    // With room: the intent record, then the change, then the outcome record.
+    check(std::fs::remove_file(filler), "removing the filler");
+    let pushed = setup.push("ab", &format!("{PREFIXES}{ADDED_A}{ADDED_B}"));
+    assert_eq!(pushed.code, EXIT_OK, "{pushed}");
+    wait_for_routes(&setup.bird, AMS01_ROUTES + 2);
+    let records = audit_records(&audit_log);
+    let new: Vec<&Value> = records[lines_before..].iter().collect();
+    assert_eq!(new.len(), 2, "{new:#?}");
+    let (intent, outcome) = (new[0], new[1]);
+    assert_eq!(intent["phase"], "intent", "{intent}");
+    assert_eq!(intent["who"], ADMIN);
+    assert_eq!(intent["endpoint"], "POST /v1/apply");
+    assert_eq!(intent["intended_verdict"], "changes_allowed");
+    assert_eq!(intent["generation_before"], 2);
+    assert_eq!(intent["generation_after"], 3);
+    assert!(intent["request"]["bundle_sha256"].is_string(), "{intent}");
+    assert_eq!(outcome["phase"], "outcome");
+    assert_eq!(outcome["verdict"], "applied");
+    assert_eq!(outcome["id"], intent["id"]);
+    assert_eq!(outcome["plan_hash"], intent["plan_hash"]);
+    let mut setup = setup;
+    check(setup.topologyd.terminate(WAIT), "stopping topologyd");
+    drop(tmpfs);
+}

@@ -1,0 +1,843 @@
+//! `topoctl`: check, compile, plan and explain service topologies offline, and push, plan,
+//! roll back and inspect a running topologyd over its mTLS control API; roll a change out to a
+//! fleet in gated waves (`topoctl rollout`, docs/rollouts.md, exit codes of its own).
+//!
+//! Exit codes (documented in README): 0 no change / valid, 1 usage or connection error,
+//! 2 changes allowed, 3 refused by a guard, 4 invalid topology, 5 the daemon's disk is full
+//! (nothing changed; the message names what could be pruned).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+use topoctl::rollout::commands as rollout;
+use topoctl::rollout::journal::Command as RolloutControl;
+use topologyd::control_client::{ClientError, ControlClient};
+use topologyd::engine_api::SourceBundle;
+use topologyd::tls::{TlsFiles, client_config};
+use topologyd_config::diagnostic::escape_text;
+use topologyd_config::{Source, load_sources};
+use topologyd_topology::{
+    Diagnostics, EXIT_CHANGES_ALLOWED, EXIT_INVALID, EXIT_NO_CHANGE, EXIT_REFUSED, EXIT_USAGE,
+    Guard, GuardViolation, Intent, Topology, VrpSet, collapse_locations, compile_against,
+    compile_owned, plan_with_vrps,
+};
+
+/// The daemon answered 507: its state directory's or audit log's file system is full and
+/// nothing changed.
+const EXIT_NO_SPACE: i32 = 5;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "topoctl",
+    version,
+    about = "Check, compile, plan and explain service topologies; push them to topologyd.",
+    after_help = "Exit codes: 0 no change (or valid), 1 usage or connection error, \
+                  2 changes allowed, 3 refused by a guard, 4 invalid topology, \
+                  5 the daemon's state or audit file system is full (nothing changed).\n\
+                  Topology files may be given in any order; together they form one topology."
+)]
+struct Arguments {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate topology files: every error with file:line:column and how to fix it.
+    Check {
+        /// The topology files (fleet, services, prefixes, bindings).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Validate every announced route's origin (RFC 6811) against these VRPs
+        /// (rpki-client JSON); an RPKI-invalid route exits 3.
+        #[arg(long, value_name = "FILE")]
+        vrps: Option<PathBuf>,
+        /// Print the diagnostics as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The routes a location announces, with the binding and service each comes from.
+    Compile {
+        /// The location (a [[location]] name).
+        #[arg(long, short)]
+        location: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What changes between two topologies, per route and location, and the guards' verdict.
+    Plan {
+        /// The running topology's files.
+        #[arg(long, num_args = 1.., required = true)]
+        old: Vec<PathBuf>,
+        /// The proposed topology's files.
+        #[arg(long, num_args = 1.., required = true)]
+        new: Vec<PathBuf>,
+        #[command(flatten)]
+        intent: IntentArguments,
+        /// Guard G5: refuse routes the change would announce RPKI-invalid against these VRPs
+        /// (rpki-client JSON).
+        #[arg(long, value_name = "FILE")]
+        vrps: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which binding and service handle an address, where it is announced, and why.
+    Explain {
+        address: IpAddr,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Push topology files to a running daemon (plan first with --dry-run).
+    Push {
+        #[command(flatten)]
+        daemon: DaemonArguments,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        intent: IntentArguments,
+        /// Apply only if the daemon runs this generation (compare-and-swap).
+        #[arg(long)]
+        expect_generation: Option<u64>,
+        /// Ask the daemon for the plan and verdict; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a kept previous generation the running one again.
+    Rollback {
+        #[command(flatten)]
+        daemon: DaemonArguments,
+        /// The generation whose topology to restore.
+        generation: u64,
+        #[arg(long)]
+        expect_generation: Option<u64>,
+    },
+    /// The daemon's generation, peers and route counts.
+    Status {
+        #[command(flatten)]
+        daemon: DaemonArguments,
+    },
+    /// The routes the daemon announces, per peer.
+    Routes {
+        #[command(flatten)]
+        daemon: DaemonArguments,
+        /// Only this peer (name or address).
+        #[arg(long)]
+        peer: Option<String>,
+    },
+    /// Per-service health checks, drains and what the location does with each service.
+    Health {
+        #[command(flatten)]
+        daemon: DaemonArguments,
+    },
+    /// Withdraw a service (or, without --service, every service) at this location by hand;
+    /// persisted across restarts until `--undrain`. The floor still holds unless --force.
+    Drain {
+        #[command(flatten)]
+        daemon: DaemonArguments,
+        /// The service to drain; without it, the whole location.
+        #[arg(long)]
+        service: Option<String>,
+        /// Undo a drain.
+        #[arg(long)]
+        undrain: bool,
+        /// Withdraw even services no other live location announces.
+        #[arg(long)]
+        force: bool,
+        /// Why (kept in the drain state and the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Deploy a topology change to a fleet in gated canary waves (docs/rollouts.md).
+    #[command(
+        subcommand,
+        after_help = "Exit codes: 0 completed, 1 error, 2 refused by the plan guards, \
+                      3 a gate failed and everything was rolled back, 4 paused or aborted."
+    )]
+    Rollout(RolloutCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum RolloutCommand {
+    /// Plan fleet-wide (every location converged, guards), then apply wave by wave.
+    Start {
+        /// The fleet file: locations, credentials, waves, gates.
+        #[arg(long)]
+        fleet: PathBuf,
+        /// Where the journal, lock and control file live.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The new topology's files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        intent: IntentArguments,
+        /// Print every wave with its locations and their deltas; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        run: RolloutRunArguments,
+    },
+    /// Continue a rollout: tell the running controller, or take over its journal here.
+    Resume {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[command(flatten)]
+        run: RolloutRunArguments,
+    },
+    /// Stop applying and gating until `resume` (needs a running controller).
+    Pause {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Skip the rest of the current wave's bake; its gates must still pass.
+    Promote {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Roll back every location already changed, in reverse order, and stop.
+    Abort {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[command(flatten)]
+        run: RolloutRunArguments,
+    },
+    /// The rollout's state from its journal.
+    Status {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RolloutRunArguments {
+    /// One JSON event per line on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Exit with code 4 when the rollout pauses instead of waiting for `resume`.
+    #[arg(long)]
+    exit_on_pause: bool,
+    /// Serve the rollout's metrics (GET /metrics) on this address.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+}
+
+impl RolloutRunArguments {
+    fn flags(&self) -> rollout::RunFlags {
+        rollout::RunFlags {
+            json: self.json,
+            exit_on_pause: self.exit_on_pause,
+            metrics_listen: self.metrics_listen,
+        }
+    }
+}
+
+fn run_rollout(command: RolloutCommand) -> i32 {
+    match command {
+        RolloutCommand::Start {
+            fleet,
+            state_dir,
+            files,
+            intent,
+            dry_run,
+            run,
+        } => rollout::start(rollout::StartOptions {
+            fleet,
+            state_dir,
+            files,
+            intents: intent.intents,
+            overrides: intent.overrides,
+            dry_run,
+            json: run.json,
+            exit_on_pause: run.exit_on_pause,
+            metrics_listen: run.metrics_listen,
+        }),
+        RolloutCommand::Resume { state_dir, run } => rollout::resume(&state_dir, &run.flags()),
+        RolloutCommand::Pause { state_dir } => rollout::control(&state_dir, RolloutControl::Pause),
+        RolloutCommand::Promote { state_dir } => {
+            rollout::control(&state_dir, RolloutControl::Promote)
+        }
+        RolloutCommand::Abort { state_dir, run } => rollout::abort(&state_dir, &run.flags()),
+        RolloutCommand::Status { state_dir, json } => rollout::status(&state_dir, json),
+    }
+}
+
+#[derive(Args, Debug)]
+struct IntentArguments {
+    /// A service the change deliberately affects (G2): `service:NAME`. Repeatable.
+    #[arg(long = "intent", value_name = "service:NAME")]
+    intents: Vec<String>,
+    /// A guard exception: `global-withdrawal:CIDR` (G3) or `blast-radius` (G4). Repeatable.
+    #[arg(long = "override", value_name = "OVERRIDE")]
+    overrides: Vec<String>,
+}
+
+impl IntentArguments {
+    fn intent(&self) -> Result<Intent, String> {
+        Intent::from_arguments(&self.intents, &self.overrides).map_err(|error| error.to_string())
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.intents
+            .iter()
+            .chain(&self.overrides)
+            .cloned()
+            .collect()
+    }
+}
+
+#[derive(Args, Debug)]
+struct DaemonArguments {
+    /// The daemon's control API address.
+    #[arg(long, env = "TOPOCTL_DAEMON", default_value = "127.0.0.1:9180")]
+    daemon: SocketAddr,
+    /// The name in the daemon's certificate.
+    #[arg(long, env = "TOPOCTL_SERVER_NAME", default_value = "localhost")]
+    server_name: String,
+    /// Our client certificate (PEM).
+    #[arg(long, env = "TOPOCTL_CERT")]
+    cert: PathBuf,
+    /// Our client private key (PEM).
+    #[arg(long, env = "TOPOCTL_KEY")]
+    key: PathBuf,
+    /// The CA that signed the daemon's certificate (PEM).
+    #[arg(long, env = "TOPOCTL_CA")]
+    ca: PathBuf,
+}
+
+impl DaemonArguments {
+    fn client(&self) -> Result<ControlClient, String> {
+        let tls = client_config(&TlsFiles {
+            certificate: self.cert.clone(),
+            private_key: self.key.clone(),
+            ca: self.ca.clone(),
+        })
+        .map_err(|error| error.to_string())?;
+        ControlClient::new(self.daemon, &self.server_name, tls).map_err(|error| error.to_string())
+    }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// The exit status of a program ended by SIGPIPE (128 + 13), what shells expect of a reader
+/// that went away (`topoctl plan --json | head`).
+const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// `print!` panics when stdout is a pipe whose reader has gone (Rust ignores SIGPIPE, and
+/// restoring it needs `unsafe`): end quietly with [`EXIT_BROKEN_PIPE`] instead of a panic
+/// message and exit 101. Any other panic goes to the default hook.
+fn exit_quietly_on_broken_pipe() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
+        default_hook(info);
+    }));
+}
+
+fn main() -> ExitCode {
+    exit_quietly_on_broken_pipe();
+    let arguments = match Arguments::try_parse() {
+        Ok(arguments) => arguments,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                exit(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(arguments.command) {
+        Ok(code) | Err(Stop::Exit(code)) => exit(code),
+        Err(Stop::Usage(message)) => {
+            eprintln!("topoctl: {message}");
+            exit(EXIT_USAGE)
+        }
+    }
+}
+
+/// Reads an rpki-client JSON VRP file.
+fn read_vrps(path: &std::path::Path) -> Result<VrpSet, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("reading the VRPs {}: {error}", path.display()))?;
+    VrpSet::from_rpki_client_json(&path.display().to_string(), &text)
+        .map_err(|error| error.to_string())
+}
+
+/// Why a command stopped early: a usage or connection error (exit 1, message printed by
+/// `main`), or an exit code whose report is already printed.
+#[derive(Debug)]
+enum Stop {
+    Usage(String),
+    Exit(i32),
+}
+
+impl From<String> for Stop {
+    fn from(message: String) -> Stop {
+        Stop::Usage(message)
+    }
+}
+
+/// Reads topology files. A file that cannot be read is a usage error (exit 1); a file that is
+/// not UTF-8 is an invalid topology, reported at `file:line:column` of its first bad byte
+/// (exit 4), as the daemon reports it for a pushed bundle.
+fn read(files: &[PathBuf], json: bool) -> Result<Vec<Source>, Stop> {
+    load_sources(files).map_err(|error| match error.invalid {
+        Some(diagnostic) => {
+            report_diagnostics(
+                &Diagnostics {
+                    items: vec![diagnostic],
+                },
+                json,
+            );
+            Stop::Exit(EXIT_INVALID)
+        }
+        None => Stop::Usage(error.to_string()),
+    })
+}
+
+/// Compiles, printing diagnostics; `Err(code)` when it does not compile.
+fn compile_or_report(sources: Vec<Source>, generation: u64, json: bool) -> Result<Topology, i32> {
+    match compile_owned(sources, generation) {
+        Ok(topology) => {
+            if !json {
+                for warning in topology.warnings() {
+                    eprintln!("{warning}");
+                }
+            }
+            Ok(topology)
+        }
+        Err(diagnostics) => {
+            report_diagnostics(&diagnostics, json);
+            Err(EXIT_INVALID)
+        }
+    }
+}
+
+fn report_diagnostics(diagnostics: &Diagnostics, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "valid": false, "diagnostics": diagnostics }))
+                .unwrap_or_default()
+        );
+    } else {
+        eprint!("{diagnostics}");
+        if !diagnostics.to_string().ends_with('\n') {
+            eprintln!();
+        }
+    }
+}
+
+fn run(command: Command) -> Result<i32, Stop> {
+    match command {
+        Command::Rollout(command) => Ok(run_rollout(command)),
+        Command::Check { files, vrps, json } => {
+            let sources = read(&files, json)?;
+            let vrps = vrps.as_deref().map(read_vrps).transpose()?;
+            match compile_or_report(sources, 0, json) {
+                Ok(topology) if vrps.is_some() => {
+                    // Every announced route is judged as if newly announced: a plan from an
+                    // empty topology, so G5 names each invalid one.
+                    let empty = compile_owned(Vec::new(), 0).map_err(|error| error.to_string())?;
+                    let judged =
+                        plan_with_vrps(&empty, &topology, &Intent::default(), vrps.as_ref());
+                    let invalid: Vec<&GuardViolation> = judged.violations_of(Guard::G5).collect();
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&json!({
+                                "valid": true,
+                                "hash": topology.hash_hex(),
+                                "warnings": topology.warnings(),
+                                "rpki": judged.rpki,
+                                "rpki_invalid": invalid,
+                                "callouts": judged.callouts,
+                            }))
+                            .unwrap_or_default()
+                        );
+                    } else {
+                        let text = judged.render_text();
+                        for line in text.lines().filter(|line| {
+                            line.starts_with("rpki:")
+                                || line.contains("G5 route")
+                                || line.contains("declares roa")
+                                || line.contains("not found in the RPKI")
+                        }) {
+                            println!("{}", line.trim_start());
+                        }
+                        println!(
+                            "{}: {} locations, {} services, {} prefixes, {} routes; hash {}",
+                            if invalid.is_empty() {
+                                "valid".to_string()
+                            } else {
+                                format!(
+                                    "compiles, but {} route(s) would be announced RPKI-invalid",
+                                    invalid.len()
+                                )
+                            },
+                            topology.locations().len(),
+                            topology.services().len(),
+                            topology.prefixes().len(),
+                            topology.route_count(),
+                            topology.hash_hex()
+                        );
+                    }
+                    Ok(if invalid.is_empty() {
+                        EXIT_NO_CHANGE
+                    } else {
+                        EXIT_REFUSED
+                    })
+                }
+                Ok(topology) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&json!({
+                                "valid": true,
+                                "hash": topology.hash_hex(),
+                                "warnings": topology.warnings(),
+                                "locations": topology.locations().len(),
+                                "services": topology.services().len(),
+                                "prefixes": topology.prefixes().len(),
+                                "routes": topology.route_count(),
+                            }))
+                            .unwrap_or_default()
+                        );
+                    } else {
+                        println!(
+                            "valid: {} locations, {} services, {} prefixes, {} routes; hash {}",
+                            topology.locations().len(),
+                            topology.services().len(),
+                            topology.prefixes().len(),
+                            topology.route_count(),
+                            topology.hash_hex()
+                        );
+                    }
+                    Ok(EXIT_NO_CHANGE)
+                }
+                Err(code) => Ok(code),
+            }
+        }
+        Command::Compile {
+            location,
+            files,
+            json,
+        } => {
+            let sources = read(&files, json)?;
+            let topology = match compile_or_report(sources, 0, json) {
+                Ok(topology) => topology,
+                Err(code) => return Ok(code),
+            };
+            let desired = topology
+                .desired(&location)
+                .map_err(|error| error.to_string())?;
+            if json {
+                let routes: Vec<_> = desired.iter().map(|route| route.to_announced()).collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "location": location,
+                        "hash": topology.hash_hex(),
+                        "routes": routes,
+                    }))
+                    .unwrap_or_default()
+                );
+            } else {
+                println!("{} routes announced at {location}:", desired.len());
+                for route in &desired {
+                    let communities: Vec<String> = route
+                        .attributes
+                        .communities
+                        .iter()
+                        .map(ToString::to_string)
+                        .chain(
+                            route
+                                .attributes
+                                .large_communities
+                                .iter()
+                                .map(ToString::to_string),
+                        )
+                        .collect();
+                    println!(
+                        "  {:<22} service {:<14} binding {:<22} origin AS{} prepend {} med {} communities [{}]",
+                        route.prefix.to_string(),
+                        route.service,
+                        route.binding.to_string(),
+                        route.origin_asn,
+                        route.attributes.as_path_prepend,
+                        route
+                            .attributes
+                            .med
+                            .map_or_else(|| "-".to_string(), |med| med.to_string()),
+                        communities.join(" ")
+                    );
+                }
+            }
+            Ok(EXIT_NO_CHANGE)
+        }
+        Command::Plan {
+            old,
+            new,
+            intent,
+            vrps,
+            json,
+        } => {
+            let intent = intent.intent()?;
+            let vrps = vrps.as_deref().map(read_vrps).transpose()?;
+            // The old topology's warnings are today's; the plan carries the new one's.
+            let old = match compile_owned(read(&old, json)?, 0) {
+                Ok(topology) => topology,
+                Err(diagnostics) => {
+                    report_diagnostics(&diagnostics, json);
+                    return Ok(EXIT_INVALID);
+                }
+            };
+            // Compiled against the old topology, so that a finding involving two places is
+            // reported at the one the change added. Its warnings are part of the plan.
+            let new = match compile_against(read(&new, json)?, 1, &old) {
+                Ok(topology) => topology,
+                Err(diagnostics) => {
+                    report_diagnostics(&diagnostics, json);
+                    return Ok(EXIT_INVALID);
+                }
+            };
+            let plan = plan_with_vrps(&old, &new, &intent, vrps.as_ref());
+            if json {
+                println!("{}", plan.to_json());
+            } else {
+                print!("{}", plan.render_text());
+            }
+            Ok(plan.exit_code())
+        }
+        Command::Explain {
+            address,
+            files,
+            json,
+        } => {
+            let topology = match compile_or_report(read(&files, json)?, 0, json) {
+                Ok(topology) => topology,
+                Err(code) => return Ok(code),
+            };
+            let explanation = topology.explain(address);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&explanation).unwrap_or_default()
+                );
+            } else {
+                println!("{address}:");
+                for reason in &explanation.reasons {
+                    println!("  - {reason}");
+                }
+                if !explanation.announced_at.is_empty() {
+                    println!(
+                        "  announced at {} location(s): {}",
+                        explanation.announced_at.len(),
+                        collapse_locations(&explanation.announced_at)
+                    );
+                }
+            }
+            Ok(EXIT_NO_CHANGE)
+        }
+        Command::Push {
+            daemon,
+            files,
+            intent,
+            expect_generation,
+            dry_run,
+            json,
+        } => {
+            intent.intent()?;
+            let bundle = bundle_of(&files, json)?;
+            let client = daemon.client()?;
+            let runtime = runtime()?;
+            if dry_run {
+                let answer = runtime.block_on(client.plan(&bundle, &intent.lines()));
+                return Ok(print_answer(answer, json, true));
+            }
+            let answer =
+                runtime.block_on(client.apply(&bundle, &intent.lines(), expect_generation));
+            Ok(print_answer(answer, json, false))
+        }
+        Command::Rollback {
+            daemon,
+            generation,
+            expect_generation,
+        } => {
+            let client = daemon.client()?;
+            let answer = runtime()?.block_on(client.rollback(generation, expect_generation));
+            Ok(print_answer(answer, true, false))
+        }
+        Command::Status { daemon } => {
+            let client = daemon.client()?;
+            let answer = runtime()?.block_on(client.status());
+            Ok(print_answer(answer, true, false))
+        }
+        Command::Routes { daemon, peer } => {
+            let client = daemon.client()?;
+            let answer = runtime()?.block_on(client.routes(peer.as_deref()));
+            Ok(print_answer(answer, true, false))
+        }
+        Command::Health { daemon } => {
+            let client = daemon.client()?;
+            let answer = runtime()?.block_on(client.health());
+            Ok(print_answer(answer, true, false))
+        }
+        Command::Drain {
+            daemon,
+            service,
+            undrain,
+            force,
+            reason,
+        } => {
+            let client = daemon.client()?;
+            let answer =
+                runtime()?.block_on(client.drain(service.as_deref(), !undrain, force, &reason));
+            Ok(print_answer(answer, true, false))
+        }
+    }
+}
+
+fn bundle_of(files: &[PathBuf], json: bool) -> Result<SourceBundle, Stop> {
+    Ok(SourceBundle::from_files(read(files, json)?))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| error.to_string())
+}
+
+/// A daemon's text made safe for a terminal: line by line, control and bidirectional characters
+/// escaped (an answer may echo what a client sent, such as an intent line).
+fn inert(text: &str) -> String {
+    text.split('\n')
+        .map(escape_text)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Prints a daemon answer and maps it to an exit code.
+fn print_answer(answer: Result<Value, ClientError>, json: bool, dry_run: bool) -> i32 {
+    match answer {
+        Ok(value) => {
+            let text = value
+                .get("text")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            match (json, text) {
+                (false, Some(text)) => print!("{}", inert(&text)),
+                _ => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&value).unwrap_or_default()
+                ),
+            }
+            if dry_run {
+                value
+                    .get("exit_code")
+                    .and_then(Value::as_i64)
+                    .and_then(|code| i32::try_from(code).ok())
+                    .unwrap_or(EXIT_CHANGES_ALLOWED)
+            } else {
+                EXIT_NO_CHANGE
+            }
+        }
+        Err(ClientError::Status { status, body }) => {
+            // The body is `{"error": {"kind", "message", "detail"}}`; a compile error or a
+            // guard refusal carries its rendered text (file:line:column, violations) in
+            // `detail.text`.
+            let error = &body["error"];
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&body).unwrap_or_default()
+                );
+            } else {
+                eprintln!(
+                    "topoctl: the daemon answered {status} ({}): {}",
+                    inert(error["kind"].as_str().unwrap_or("error")),
+                    inert(error["message"].as_str().unwrap_or(""))
+                );
+                match error["detail"]["text"].as_str() {
+                    Some(text) => {
+                        let text = inert(text);
+                        eprint!("{text}");
+                        if !text.ends_with('\n') {
+                            eprintln!();
+                        }
+                    }
+                    None if !error["detail"].is_null() => eprintln!(
+                        "{}",
+                        serde_json::to_string_pretty(&error["detail"]).unwrap_or_default()
+                    ),
+                    None => {}
+                }
+            }
+            match status {
+                422 => EXIT_REFUSED,
+                507 => EXIT_NO_SPACE,
+                400 if error["kind"] == "invalid" => EXIT_INVALID,
+                _ => EXIT_USAGE,
+            }
+        }
+        Err(error) => {
+            eprintln!("topoctl: {}", error_chain(&error));
+            EXIT_USAGE
+        }
+    }
+}
+
+/// An error and its sources, outermost first: a refused TLS handshake shows up as an HTTP
+/// error whose source says why (`received fatal alert: UnknownCA`).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inert;
+
+    #[test]
+    fn daemon_text_keeps_its_lines_and_loses_its_escape_sequences() {
+        assert_eq!(
+            inert("a.toml:1:1: error: x\n  help: y\n"),
+            "a.toml:1:1: error: x\n  help: y\n"
+        );
+        assert_eq!(
+            inert("unknown intent `\u{1b}[2J\u{202e}`\r"),
+            "unknown intent `\\u{1b}[2J\\u{202e}`\\r"
+        );
+    }
+}

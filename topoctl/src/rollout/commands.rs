@@ -1,0 +1,896 @@
+//! The `topoctl rollout` subcommands: `start` (plan before anything moves, then run),
+//! `resume` and `abort` (through a running controller, or by taking over its journal),
+//! `pause` and `promote` (through the control file), `status` (from the journal).
+//!
+//! Owns: the preflight (every location's status and hash, the running bundle, local compile,
+//! plan and guards, the wave plan, `--dry-run`), the state directory's lock and control file
+//! protocol as seen by the commands, and exit codes (see [`super`]).
+//!
+//! Must not touch: rollout decisions (`machine.rs`), effects (`driver.rs`), argument parsing
+//! (`topoctl.rs` owns the clap definitions).
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use topologyd_config::load_sources;
+use topologyd_topology::{Intent, Verdict, compile_owned, plan};
+
+use super::driver::{
+    self, CONTROL_FILE, Context, ControlLine, RunOptions, clients_for, delta_json, sources_of,
+};
+use super::journal::{
+    Command, Journal, JournalError, LocationBefore, Record, Started, read_journal, unix_time,
+};
+use super::machine::{Event, LocationState, Machine, Phase};
+use super::progress::{Mode, Progress, RolloutMetrics};
+use super::waves::assign_waves;
+use super::{EXIT_COMPLETED, EXIT_ERROR, EXIT_REFUSED, exit_code_of};
+use topologyd::admin::{AdminServer, Readiness};
+use topologyd::control_client::ControlClient;
+use topologyd::state_store::SourceBundle;
+use topologyd_config::fleet::{Fleet, FleetError, load_fleet};
+
+/// The lock file a running controller holds (`flock`) in the state directory.
+pub const LOCK_FILE: &str = "lock";
+/// How long a control command waits for the controller to journal it.
+pub const ACKNOWLEDGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `topoctl rollout start`.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    pub fleet: PathBuf,
+    pub state_dir: PathBuf,
+    pub files: Vec<PathBuf>,
+    pub intents: Vec<String>,
+    pub overrides: Vec<String>,
+    pub dry_run: bool,
+    pub json: bool,
+    pub exit_on_pause: bool,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// How a takeover run shows progress and behaves.
+#[derive(Debug, Clone)]
+pub struct RunFlags {
+    pub json: bool,
+    pub exit_on_pause: bool,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| error.to_string())
+}
+
+/// Prints an error (and a JSON error event with `--json`) and answers [`EXIT_ERROR`].
+fn fail(json: bool, message: &str) -> i32 {
+    if json {
+        println!(
+            "{}",
+            json!({"event": "error", "time": unix_time(), "message": message})
+        );
+    }
+    eprintln!("topoctl: {message}");
+    EXIT_ERROR
+}
+
+/// Tries to take the state directory's lock: `Some(file)` (hold it), `None` if a controller
+/// holds it.
+fn try_lock(dir: &Path) -> Result<Option<File>, String> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(error)) => Err(format!("{}: {error}", path.display())),
+    }
+}
+
+/// Whether a controller is running in `dir`.
+pub fn controller_running(dir: &Path) -> bool {
+    matches!(try_lock(dir), Ok(None))
+}
+
+/// `topoctl rollout start`.
+pub fn start(options: StartOptions) -> i32 {
+    let json = options.json;
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(message) => return fail(json, &message),
+    };
+    runtime.block_on(start_async(options))
+}
+
+fn parse_intent(intents: &[String], overrides: &[String]) -> Result<(Intent, Vec<String>), String> {
+    let intent = Intent::from_arguments(intents, overrides).map_err(|error| error.to_string())?;
+    Ok((intent, intents.iter().chain(overrides).cloned().collect()))
+}
+
+fn bundle_of(files: &[PathBuf]) -> Result<SourceBundle, String> {
+    let sources = load_sources(files).map_err(|error| error.to_string())?;
+    Ok(SourceBundle::from_files(sources))
+}
+
+/// `GET /v1/status` of every location, concurrently.
+async fn statuses(
+    clients: &BTreeMap<String, ControlClient>,
+) -> BTreeMap<String, Result<Value, String>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (name, client) in clients {
+        let name = name.clone();
+        let client = client.clone();
+        tasks.spawn(async move {
+            let answer = client.status().await.map_err(|error| {
+                let mut text = error.to_string();
+                let mut source = std::error::Error::source(&error);
+                while let Some(cause) = source {
+                    let cause_text = cause.to_string();
+                    if !text.contains(&cause_text) {
+                        text.push_str(": ");
+                        text.push_str(&cause_text);
+                    }
+                    source = cause.source();
+                }
+                text
+            });
+            (name, answer)
+        });
+    }
+    let mut answers = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((name, answer)) = joined {
+            answers.insert(name, answer);
+        }
+    }
+    answers
+}
+
+async fn start_async(options: StartOptions) -> i32 {
+    let json = options.json;
+    let fleet: Fleet = match load_fleet(&options.fleet) {
+        Ok(fleet) => fleet,
+        Err(FleetError::Invalid(diagnostics)) => {
+            return fail(json, &format!("invalid fleet file:\n{diagnostics}"));
+        }
+        Err(error) => return fail(json, &error.to_string()),
+    };
+    let (intent, intent_lines) = match parse_intent(&options.intents, &options.overrides) {
+        Ok(parsed) => parsed,
+        Err(message) => return fail(json, &message),
+    };
+    let new_bundle = match bundle_of(&options.files) {
+        Ok(bundle) => bundle,
+        Err(message) => return fail(json, &message),
+    };
+    let new = match compile_owned(sources_of(&new_bundle), 1) {
+        Ok(topology) => topology,
+        Err(diagnostics) => {
+            return fail(
+                json,
+                &format!("the new topology is invalid:\n{diagnostics}"),
+            );
+        }
+    };
+    let timeout = Duration::from_secs(fleet.timeout_seconds);
+    let clients = match clients_for(&fleet.locations, timeout) {
+        Ok(clients) => clients,
+        Err(message) => return fail(json, &message),
+    };
+    // 1. Every location answers and runs the same topology.
+    let answers = statuses(&clients).await;
+    let mut unreachable = Vec::new();
+    let mut by_hash: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut before = BTreeMap::new();
+    for location in &fleet.locations {
+        match answers.get(&location.name) {
+            Some(Ok(status)) => {
+                let hash = status["hash"].as_str().unwrap_or("").to_string();
+                by_hash.entry(hash).or_default().push(location.name.clone());
+                before.insert(
+                    location.name.clone(),
+                    LocationBefore {
+                        generation: status["generation"].as_u64().unwrap_or(0),
+                        runtime_guard_refusals: status["runtime_guard_refusals"]
+                            .as_u64()
+                            .unwrap_or(0),
+                    },
+                );
+            }
+            Some(Err(error)) => unreachable.push(format!("{}: {error}", location.name)),
+            None => unreachable.push(format!("{}: no answer", location.name)),
+        }
+    }
+    if !unreachable.is_empty() {
+        return fail(
+            json,
+            &format!(
+                "{} location(s) did not answer; nothing was applied:\n  {}",
+                unreachable.len(),
+                unreachable.join("\n  ")
+            ),
+        );
+    }
+    if by_hash.len() != 1 {
+        let groups: Vec<String> = by_hash
+            .iter()
+            .map(|(hash, locations)| format!("{hash}: {}", locations.join(", ")))
+            .collect();
+        return fail(
+            json,
+            &format!(
+                "the fleet is not converged (locations run different topologies); nothing was applied:\n  {}",
+                groups.join("\n  ")
+            ),
+        );
+    }
+    let fleet_hash = by_hash.keys().next().cloned().unwrap_or_default();
+    // 2. The running bundle, from the first location.
+    let Some(first) = fleet.locations.first() else {
+        return fail(json, "the fleet has no location");
+    };
+    let Some(first_client) = clients.get(&first.name) else {
+        return fail(json, "the fleet has no location");
+    };
+    let running = match first_client.topology().await {
+        Ok(running) => running,
+        Err(error) => {
+            return fail(
+                json,
+                &format!(
+                    "cannot read the running topology from {} (GET /v1/topology): {error}",
+                    first.name
+                ),
+            );
+        }
+    };
+    let old_bundle: SourceBundle = match serde_json::from_value(running["bundle"].clone()) {
+        Ok(bundle) => bundle,
+        Err(error) => {
+            return fail(
+                json,
+                &format!(
+                    "{}: GET /v1/topology has no readable bundle: {error}",
+                    first.name
+                ),
+            );
+        }
+    };
+    let old = match compile_owned(sources_of(&old_bundle), 0) {
+        Ok(topology) => topology,
+        Err(diagnostics) => {
+            return fail(
+                json,
+                &format!("the running topology does not compile here:\n{diagnostics}"),
+            );
+        }
+    };
+    if old.hash_hex() != fleet_hash {
+        return fail(
+            json,
+            &format!(
+                "the running topology from {} compiles to hash {}, but the fleet reports {fleet_hash}",
+                first.name,
+                old.hash_hex()
+            ),
+        );
+    }
+    // 3. The fleet-wide plan and its guards.
+    let fleet_plan = plan(&old, &new, &intent);
+    if fleet_plan.verdict() == Verdict::Refused {
+        if json {
+            let plan_value: Value =
+                serde_json::from_str(&fleet_plan.to_json()).unwrap_or(Value::Null);
+            println!(
+                "{}",
+                json!({"event": "refused", "time": unix_time(), "plan": plan_value})
+            );
+        }
+        eprint!("{}", fleet_plan.render_text());
+        eprintln!("topoctl: the plan guards refused the change; nothing was applied");
+        return EXIT_REFUSED;
+    }
+    if old.hash_hex() == new.hash_hex() {
+        if json {
+            println!(
+                "{}",
+                json!({"event": "no_change", "time": unix_time(), "hash": new.hash_hex()})
+            );
+        } else {
+            println!(
+                "the fleet already runs this topology ({}); nothing to roll out",
+                new.hash_hex()
+            );
+        }
+        return EXIT_COMPLETED;
+    }
+    // 4. Waves.
+    let fleet_names: Vec<String> = fleet
+        .locations
+        .iter()
+        .map(|location| location.name.clone())
+        .collect();
+    let (waves, warnings) =
+        match assign_waves(&fleet.waves, &fleet.gates, &fleet_names, new.locations()) {
+            Ok(assigned) => assigned,
+            Err(error) => return fail(json, &error.to_string()),
+        };
+    for warning in &warnings {
+        eprintln!("topoctl: warning: {warning}");
+    }
+    let gate_names = |indices: &[usize]| -> Vec<String> {
+        indices
+            .iter()
+            .filter_map(|index| fleet.gates.get(*index).map(|gate| gate.name.clone()))
+            .collect()
+    };
+    if options.dry_run {
+        if json {
+            let waves_json: Vec<Value> = waves
+                .iter()
+                .map(|wave| {
+                    json!({
+                        "name": wave.name,
+                        "bake_seconds": wave.bake_seconds,
+                        "gates": gate_names(&wave.gates),
+                        "skipped_gates": gate_names(&wave.skipped_gates),
+                        "locations": wave.locations.iter().map(|location| delta_json(&fleet_plan.delta(location))).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "old_hash": old.hash_hex(),
+                    "new_hash": new.hash_hex(),
+                    "verdict": fleet_plan.verdict(),
+                    "warnings": warnings,
+                    "waves": waves_json,
+                }))
+                .unwrap_or_default()
+            );
+        } else {
+            print!("{}", fleet_plan.render_text());
+            println!();
+            println!(
+                "rollout plan: {} → {}, {} wave(s), {} location(s)",
+                old.hash_hex(),
+                new.hash_hex(),
+                waves.len(),
+                fleet_names.len()
+            );
+            for (index, wave) in waves.iter().enumerate() {
+                let skipped = gate_names(&wave.skipped_gates);
+                println!(
+                    "wave {index} {} — bake {} s, gates: {}{}",
+                    wave.name,
+                    wave.bake_seconds,
+                    if wave.gates.is_empty() {
+                        "none".to_string()
+                    } else {
+                        gate_names(&wave.gates).join(", ")
+                    },
+                    if skipped.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (skipped here: {})", skipped.join(", "))
+                    }
+                );
+                for location in &wave.locations {
+                    let delta = fleet_plan.delta(location);
+                    println!(
+                        "  {location}: {} announce, {} update, {} withdraw (generation {})",
+                        delta.announce.len(),
+                        delta.update.len(),
+                        delta.withdraw.len(),
+                        before.get(location).map_or(0, |before| before.generation)
+                    );
+                    for route in &delta.announce {
+                        println!("    + {} ({})", route.prefix, route.service);
+                    }
+                    for route in &delta.update {
+                        println!("    ~ {} ({})", route.prefix, route.service);
+                    }
+                    for prefix in &delta.withdraw {
+                        println!("    - {prefix}");
+                    }
+                }
+            }
+        }
+        return EXIT_COMPLETED;
+    }
+    // 5. The state directory, its lock and the journal.
+    if let Err(error) = std::fs::create_dir_all(&options.state_dir) {
+        return fail(
+            json,
+            &format!("cannot create {}: {error}", options.state_dir.display()),
+        );
+    }
+    let lock = match try_lock(&options.state_dir) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            return fail(
+                json,
+                &format!(
+                    "a controller is already running in {}",
+                    options.state_dir.display()
+                ),
+            );
+        }
+        Err(message) => return fail(json, &message),
+    };
+    let mut journal = match Journal::create(&options.state_dir) {
+        Ok(journal) => journal,
+        Err(error) => return fail(json, &error.to_string()),
+    };
+    let started = Box::new(Started {
+        rollout: format!(
+            "{}-{}",
+            unix_time() as u64,
+            new.hash_hex().get(..8).unwrap_or("")
+        ),
+        old_hash: old.hash_hex(),
+        new_hash: new.hash_hex(),
+        intent: intent_lines,
+        waves,
+        gates: fleet.gates.clone(),
+        locations: fleet.locations.clone(),
+        timeout_seconds: fleet.timeout_seconds,
+        before,
+        old_bundle,
+        new_bundle,
+    });
+    let progress = Arc::new(Progress::new(Mode::detect(json), &started));
+    let context = match Context::new(started.clone(), Arc::clone(&progress)) {
+        Ok(context) => Arc::new(context),
+        Err(message) => return fail(json, &message),
+    };
+    let record = Record::Started(started);
+    let line = match journal.append(&record) {
+        Ok(line) => line,
+        Err(error) => return fail(json, &error.to_string()),
+    };
+    let mut machine = Machine::new(context.machine_plan());
+    progress.record(&line, &machine, 0);
+    let metrics = match serve_metrics(options.metrics_listen).await {
+        Ok(metrics) => metrics,
+        Err(message) => return fail(json, &message),
+    };
+    let initial = machine.handle(Event::Start, 0);
+    let code = driver::run(
+        context,
+        machine,
+        journal,
+        initial,
+        metrics,
+        RunOptions {
+            state_dir: options.state_dir.clone(),
+            exit_on_pause: options.exit_on_pause,
+        },
+    )
+    .await;
+    drop(lock);
+    code
+}
+
+/// Starts the metrics listener when asked for.
+async fn serve_metrics(listen: Option<SocketAddr>) -> Result<Option<RolloutMetrics>, String> {
+    let Some(address) = listen else {
+        return Ok(None);
+    };
+    let metrics = RolloutMetrics::new();
+    let readiness = Readiness::new();
+    readiness.release();
+    let server = AdminServer::bind(address, metrics.registry(), readiness)
+        .await
+        .map_err(|error| error.to_string())?;
+    tokio::spawn(async move {
+        if let Err(error) = server.run(std::future::pending()).await {
+            eprintln!("topoctl: metrics listener stopped: {error}");
+        }
+    });
+    Ok(Some(metrics))
+}
+
+/// Replays the journal of `dir` and continues it here (the lock must be free).
+fn take_over(dir: &Path, abort: bool, flags: &RunFlags) -> i32 {
+    let json = flags.json;
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(message) => return fail(json, &message),
+    };
+    let lock = match try_lock(dir) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            return fail(
+                json,
+                &format!("a controller is already running in {}", dir.display()),
+            );
+        }
+        Err(message) => return fail(json, &message),
+    };
+    let (started, lines) = match read_journal(dir) {
+        Ok(read) => read,
+        Err(error) => return fail(json, &error.to_string()),
+    };
+    let progress = Arc::new(Progress::new(Mode::detect(json), &started));
+    let context = match Context::new(started, Arc::clone(&progress)) {
+        Ok(context) => Arc::new(context),
+        Err(message) => return fail(json, &message),
+    };
+    let mut machine = Machine::restore(context.machine_plan(), &lines);
+    if let Phase::Finished(outcome) = machine.phase() {
+        if json {
+            println!(
+                "{}",
+                json!({"event": "finished_already", "time": unix_time(), "rollout": context.started.rollout, "outcome": outcome.as_str()})
+            );
+        } else {
+            println!(
+                "rollout {} already finished: {}",
+                context.started.rollout,
+                outcome.as_str()
+            );
+        }
+        return exit_code_of(outcome);
+    }
+    let journal = match Journal::open(dir) {
+        Ok(journal) => journal,
+        Err(error) => return fail(json, &error.to_string()),
+    };
+    let code = runtime.block_on(async {
+        let metrics = match serve_metrics(flags.metrics_listen).await {
+            Ok(metrics) => metrics,
+            Err(message) => return fail(json, &message),
+        };
+        let initial = machine.resume(0, abort);
+        driver::run(
+            context,
+            machine,
+            journal,
+            initial,
+            metrics,
+            RunOptions {
+                state_dir: dir.to_path_buf(),
+                exit_on_pause: flags.exit_on_pause,
+            },
+        )
+        .await
+    });
+    drop(lock);
+    code
+}
+
+/// Appends a command to the control file and waits for the controller to journal it.
+fn send_command(dir: &Path, command: Command) -> Result<(), String> {
+    let id = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos())
+    );
+    let line = serde_json::to_string(&ControlLine {
+        id: id.clone(),
+        command,
+    })
+    .map_err(|error| error.to_string())?;
+    let path = dir.join(CONTROL_FILE);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    file.write_all(format!("{line}\n").as_bytes())
+        .and_then(|()| file.sync_data())
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    let deadline = Instant::now() + ACKNOWLEDGE_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok((_, lines)) = read_journal(dir)
+            && lines
+                .iter()
+                .any(|line| matches!(&line.record, Record::Command { id: seen, .. } if *seen == id))
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "the controller in {} did not acknowledge `{}` within {ACKNOWLEDGE_TIMEOUT:?}",
+        dir.display(),
+        command.as_str()
+    ))
+}
+
+/// `topoctl rollout pause|promote` (and `resume`/`abort` through a running controller).
+pub fn control(dir: &Path, command: Command) -> i32 {
+    if !dir.join(super::journal::JOURNAL_FILE).exists() {
+        return fail(
+            false,
+            &format!("{} holds no rollout journal", dir.display()),
+        );
+    }
+    if !controller_running(dir) {
+        return fail(
+            false,
+            &format!(
+                "no controller is running in {}; `topoctl rollout resume --state-dir {}` continues the rollout, `abort` rolls it back",
+                dir.display(),
+                dir.display()
+            ),
+        );
+    }
+    match send_command(dir, command) {
+        Ok(()) => {
+            println!("{}: acknowledged by the controller", command.as_str());
+            EXIT_COMPLETED
+        }
+        Err(message) => fail(false, &message),
+    }
+}
+
+/// `topoctl rollout resume`: through the running controller, or by taking over the journal.
+pub fn resume(dir: &Path, flags: &RunFlags) -> i32 {
+    if controller_running(dir) {
+        return control(dir, Command::Resume);
+    }
+    take_over(dir, false, flags)
+}
+
+/// `topoctl rollout abort`: through the running controller (answers once it has journaled
+/// the command; the controller then rolls back and exits 4), or by taking over the journal and
+/// rolling back here.
+pub fn abort(dir: &Path, flags: &RunFlags) -> i32 {
+    if controller_running(dir) {
+        return control(dir, Command::Abort);
+    }
+    take_over(dir, true, flags)
+}
+
+/// `topoctl rollout status`.
+pub fn status(dir: &Path, json: bool) -> i32 {
+    let (started, lines) = match read_journal(dir) {
+        Ok(read) => read,
+        Err(JournalError::Io { source, path }) => {
+            return fail(json, &format!("{}: {source}", path.display()));
+        }
+        Err(error) => return fail(json, &error.to_string()),
+    };
+    let plan = super::machine::MachinePlan {
+        waves: started.waves.clone(),
+        gates: started.gates.clone(),
+        before: started
+            .before
+            .iter()
+            .map(|(location, before)| (location.clone(), before.generation))
+            .collect(),
+    };
+    let machine = Machine::restore(plan, &lines);
+    let running = controller_running(dir);
+    let state = match (machine.phase(), machine.paused()) {
+        (Phase::Finished(outcome), _) => outcome.as_str().to_string(),
+        (_, Some(_)) => "paused".to_string(),
+        (Phase::Planned, None) => "planned".into(),
+        (Phase::Applying, None) => "applying".into(),
+        (Phase::Baking, None) => "baking".into(),
+        (Phase::RollingBack, None) => "rolling_back".into(),
+    };
+    let mut last_gates: BTreeMap<String, Value> = BTreeMap::new();
+    for line in &lines {
+        if let Record::GateResult {
+            wave,
+            gate,
+            result,
+            detail,
+            passes,
+            failures,
+            inconclusive,
+        } = &line.record
+        {
+            last_gates.insert(
+                gate.clone(),
+                json!({
+                    "wave": started.waves.get(*wave).map(|wave| wave.name.clone()),
+                    "result": result.as_str(),
+                    "detail": detail,
+                    "passes": passes,
+                    "failures": failures,
+                    "inconclusive": inconclusive,
+                    "time": line.time,
+                }),
+            );
+        }
+    }
+    let locations: BTreeMap<String, Value> = started
+        .before
+        .iter()
+        .map(|(location, before)| {
+            let state = machine.location(location).unwrap_or(LocationState::Pending);
+            (
+                location.clone(),
+                json!({
+                    "before": before.generation,
+                    "state": state,
+                }),
+            )
+        })
+        .collect();
+    let wave = started
+        .waves
+        .get(machine.wave())
+        .map(|wave| wave.name.clone());
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "rollout": started.rollout,
+                "old_hash": started.old_hash,
+                "new_hash": started.new_hash,
+                "state": state,
+                "paused": machine.paused(),
+                "rollback_reason": machine.rollback_reason(),
+                "wave": wave,
+                "wave_index": machine.wave(),
+                "controller_running": running,
+                "waves": started.waves.iter().map(|wave| json!({"name": wave.name, "locations": wave.locations, "bake_seconds": wave.bake_seconds})).collect::<Vec<_>>(),
+                "locations": locations,
+                "gates": last_gates,
+                "records": lines.len(),
+            }))
+            .unwrap_or_default()
+        );
+    } else {
+        let gates: Vec<String> = started.gates.iter().map(|gate| gate.name.clone()).collect();
+        // The live view's rendering, without the recent events.
+        print!(
+            "{}",
+            super::progress::render_view(&started.rollout, &machine, 0, &gates, &[])
+        );
+        println!("state: {state}");
+        if let Some(reason) = machine.paused() {
+            println!("paused: {reason}");
+        }
+        println!(
+            "controller: {}",
+            if running { "running" } else { "not running" }
+        );
+        if let Some(reason) = machine.rollback_reason() {
+            println!("rollback: {reason}");
+        }
+        for (gate, last) in &last_gates {
+            println!(
+                "last {gate}: {} — {}",
+                last["result"].as_str().unwrap_or(""),
+                last["detail"].as_str().unwrap_or("")
+            );
+        }
+    }
+    EXIT_COMPLETED
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::rollout::journal::Outcome;
+
+    #[test]
+    fn the_lock_tells_whether_a_controller_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!controller_running(dir.path()));
+        let held = try_lock(dir.path()).unwrap().unwrap();
+        assert!(controller_running(dir.path()));
+        assert!(try_lock(dir.path()).unwrap().is_none());
+        drop(held);
+        assert!(!controller_running(dir.path()));
+    }
+
+    #[test]
+    fn control_commands_need_a_journal_and_a_controller() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(control(dir.path(), Command::Pause), EXIT_ERROR);
+        let mut journal = Journal::create(dir.path()).unwrap();
+        journal
+            .append(&Record::Started(Box::new(Started {
+                rollout: "r".into(),
+                old_hash: "a".into(),
+                new_hash: "b".into(),
+                intent: vec![],
+                waves: vec![],
+                gates: vec![],
+                locations: vec![],
+                timeout_seconds: 1,
+                before: BTreeMap::new(),
+                old_bundle: SourceBundle { sources: vec![] },
+                new_bundle: SourceBundle { sources: vec![] },
+            })))
+            .unwrap();
+        assert_eq!(control(dir.path(), Command::Promote), EXIT_ERROR);
+        journal
+            .append(&Record::Finished {
+                outcome: Outcome::Completed,
+            })
+            .unwrap();
+        assert_eq!(status(dir.path(), true), EXIT_COMPLETED);
+        assert_eq!(status(dir.path(), false), EXIT_COMPLETED);
+    }
+
+    #[test]
+    fn a_running_controller_acknowledges_through_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let mut journal = Journal::create(&path).unwrap();
+        journal
+            .append(&Record::Started(Box::new(Started {
+                rollout: "r".into(),
+                old_hash: "a".into(),
+                new_hash: "b".into(),
+                intent: vec![],
+                waves: vec![],
+                gates: vec![],
+                locations: vec![],
+                timeout_seconds: 1,
+                before: BTreeMap::new(),
+                old_bundle: SourceBundle { sources: vec![] },
+                new_bundle: SourceBundle { sources: vec![] },
+            })))
+            .unwrap();
+        let lock = try_lock(&path).unwrap().unwrap();
+        // A stand-in controller: reads the control file, journals what it reads.
+        let controller_dir = path.clone();
+        let controller = std::thread::spawn(move || {
+            let control_path = controller_dir.join(CONTROL_FILE);
+            let mut offset = 0;
+            for _ in 0..200 {
+                let (commands, next) = driver::read_control(&control_path, offset);
+                offset = next;
+                if let Some(line) = commands.into_iter().next() {
+                    journal
+                        .append(&Record::Command {
+                            id: line.id,
+                            command: line.command,
+                        })
+                        .unwrap();
+                    return line.command;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Command::Resume
+        });
+        assert_eq!(control(&path, Command::Pause), EXIT_COMPLETED);
+        assert_eq!(controller.join().unwrap(), Command::Pause);
+        drop(lock);
+    }
+
+    #[test]
+    fn intent_lines_are_checked_and_kept_in_order() {
+        let (intent, lines) = parse_intent(
+            &["service:resolver".into()],
+            &["blast-radius".into(), "global-withdrawal:1.1.1.0/24".into()],
+        )
+        .unwrap();
+        assert!(intent.services.contains("resolver"));
+        assert_eq!(
+            lines,
+            [
+                "service:resolver",
+                "blast-radius",
+                "global-withdrawal:1.1.1.0/24"
+            ]
+        );
+        assert!(parse_intent(&["resolver".into()], &[]).is_err());
+        assert!(parse_intent(&[], &["everything".into()]).is_err());
+    }
+}

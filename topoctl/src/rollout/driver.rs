@@ -1,0 +1,767 @@
+//! The rollout controller's tokio shell: runs the [`Machine`], carries out its effects over
+//! the daemons' control API ([`ControlClient`]) and against Prometheus, writes the journal
+//! before acting, polls the control file of the state directory for operator commands, and
+//! reports progress (a live view, plain lines or a JSON event stream) and metrics.
+//!
+//! Owns: the effect implementations (apply with compare-and-swap, settle an apply or rollback
+//! in doubt from `GET /v1/status`, rollback plus route verification, gate evaluation), retries
+//! of transport errors, the control file protocol, signals, the event loop.
+//!
+//! Must not touch: rollout decisions (`machine.rs`), gate verdict rules (`gates.rs`), the
+//! journal format (`journal.rs`), the CLI surface (`commands.rs`, `topoctl`).
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use topologyd_config::Source;
+use topologyd_topology::{AnnouncedRoute, Topology, compile_owned};
+
+use super::gates::{self, GateVerdict, HealthView};
+use super::journal::{Command, Journal, Record, Started};
+use super::machine::{Effect, Event, Machine, MachinePlan, Output};
+use super::progress::{Progress, RolloutMetrics};
+use super::{EXIT_ERROR, EXIT_PAUSED, exit_code_of};
+use topologyd::control_client::{ClientError, ControlClient};
+use topologyd::state_store::SourceBundle;
+use topologyd::tls::{TlsFiles, client_config};
+use topologyd_config::fleet::{FleetLocation, GateKind};
+
+/// The control file in the state directory: one JSON command per line.
+pub const CONTROL_FILE: &str = "control";
+/// How often the control file is read and the machine ticked.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a rollback waits for the routes to be back before it reports them unverified.
+pub const ROLLBACK_VERIFY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause between two route checks while verifying a rollback.
+pub const VERIFY_INTERVAL: Duration = Duration::from_millis(250);
+/// Longest pause between two attempts to reach an unreachable daemon.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// Everything an effect needs, shared by the tasks that carry them out.
+#[derive(Debug)]
+pub struct Context {
+    pub started: Box<Started>,
+    pub clients: BTreeMap<String, ControlClient>,
+    pub expected_new: BTreeMap<String, Vec<AnnouncedRoute>>,
+    pub expected_old: BTreeMap<String, Vec<AnnouncedRoute>>,
+    pub timeout: Duration,
+    pub progress: Arc<Progress>,
+}
+
+/// Turns a control-API bundle into topology sources (the daemon's own conversion).
+pub fn sources_of(bundle: &SourceBundle) -> Vec<Source> {
+    topologyd::bundle::bundle_sources(bundle)
+}
+
+/// A client for each location (TLS configurations shared between locations with the same files).
+pub fn clients_for(
+    locations: &[FleetLocation],
+    timeout: Duration,
+) -> Result<BTreeMap<String, ControlClient>, String> {
+    let mut configs: BTreeMap<(PathBuf, PathBuf, PathBuf), Arc<rustls::ClientConfig>> =
+        BTreeMap::new();
+    let mut clients = BTreeMap::new();
+    for location in locations {
+        let key = (
+            location.tls.certificate.clone(),
+            location.tls.private_key.clone(),
+            location.tls.ca.clone(),
+        );
+        let config = match configs.get(&key) {
+            Some(config) => Arc::clone(config),
+            None => {
+                let config = client_config(&TlsFiles {
+                    certificate: key.0.clone(),
+                    private_key: key.1.clone(),
+                    ca: key.2.clone(),
+                })
+                .map_err(|error| format!("location {}: {error}", location.name))?;
+                configs.insert(key, Arc::clone(&config));
+                config
+            }
+        };
+        let client = ControlClient::new(location.control, &location.server_name, config)
+            .map_err(|error| format!("location {}: {error}", location.name))?
+            .with_timeout(timeout);
+        clients.insert(location.name.clone(), client);
+    }
+    Ok(clients)
+}
+
+/// Each location's desired routes in a topology.
+pub fn desired_routes(
+    topology: &Topology,
+    locations: &[FleetLocation],
+) -> Result<BTreeMap<String, Vec<AnnouncedRoute>>, String> {
+    locations
+        .iter()
+        .map(|location| {
+            topology
+                .desired(&location.name)
+                .map(|routes| {
+                    (
+                        location.name.clone(),
+                        routes.iter().map(|route| route.to_announced()).collect(),
+                    )
+                })
+                .map_err(|error| error.to_string())
+        })
+        .collect()
+}
+
+impl Context {
+    /// Builds the context of a journaled rollout: compiles both bundles, makes the clients.
+    pub fn new(started: Box<Started>, progress: Arc<Progress>) -> Result<Context, String> {
+        let timeout = Duration::from_secs(started.timeout_seconds.max(1));
+        let old = compile_owned(sources_of(&started.old_bundle), 0).map_err(|diagnostics| {
+            format!("the running topology does not compile:\n{diagnostics}")
+        })?;
+        let new = compile_owned(sources_of(&started.new_bundle), 1)
+            .map_err(|diagnostics| format!("the new topology does not compile:\n{diagnostics}"))?;
+        let expected_new = desired_routes(&new, &started.locations)?;
+        let expected_old = desired_routes(&old, &started.locations).unwrap_or_default();
+        let clients = clients_for(&started.locations, timeout)?;
+        Ok(Context {
+            started,
+            clients,
+            expected_new,
+            expected_old,
+            timeout,
+            progress,
+        })
+    }
+
+    /// The machine's view of the plan.
+    pub fn machine_plan(&self) -> MachinePlan {
+        MachinePlan {
+            waves: self.started.waves.clone(),
+            gates: self.started.gates.clone(),
+            before: self
+                .started
+                .before
+                .iter()
+                .map(|(location, before)| (location.clone(), before.generation))
+                .collect(),
+        }
+    }
+
+    fn client(&self, location: &str) -> Result<&ControlClient, String> {
+        self.clients
+            .get(location)
+            .ok_or_else(|| format!("location {location} is not in the fleet"))
+    }
+}
+
+/// Whether an error is worth retrying (the daemon may not have received or answered the call).
+fn transient(error: &ClientError) -> bool {
+    match error {
+        ClientError::Status { status, .. } => *status == 503,
+        ClientError::ServerName { .. } | ClientError::Request { .. } => false,
+        _ => true,
+    }
+}
+
+/// The message of a daemon's error answer, with its rendered detail when there is one.
+fn describe(error: &ClientError) -> String {
+    match error {
+        ClientError::Status { status, body } => {
+            let error = &body["error"];
+            let mut text = format!(
+                "{status} {}: {}",
+                error["kind"].as_str().unwrap_or("error"),
+                error["message"].as_str().unwrap_or("")
+            );
+            if let Some(detail) = error["detail"]["text"].as_str() {
+                let first: Vec<&str> = detail.lines().take(6).collect();
+                text.push_str(" — ");
+                text.push_str(&first.join(" / "));
+            }
+            text
+        }
+        other => {
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                let cause_text = cause.to_string();
+                if !text.contains(&cause_text) {
+                    text.push_str(": ");
+                    text.push_str(&cause_text);
+                }
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+/// `GET /v1/status`, retried until the daemon answers (a decision in doubt needs its answer).
+async fn status_until_answered(context: &Context, location: &str) -> Result<Value, String> {
+    let client = context.client(location)?;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match client.status().await {
+            Ok(status) => return Ok(status),
+            Err(error) if transient(&error) => {
+                context.progress.warn(&format!(
+                    "{location}: cannot read the status ({}); retrying in {delay:?}",
+                    describe(&error)
+                ));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+            Err(error) => return Err(describe(&error)),
+        }
+    }
+}
+
+async fn settle_apply(context: &Context, location: &str, expected_generation: u64) -> Event {
+    let status = match status_until_answered(context, location).await {
+        Ok(status) => status,
+        Err(reason) => {
+            return Event::ApplyFailed {
+                location: location.into(),
+                reason,
+            };
+        }
+    };
+    let generation = status["generation"].as_u64().unwrap_or(0);
+    let hash = status["hash"].as_str().unwrap_or("");
+    if hash == context.started.new_hash && generation > expected_generation {
+        Event::Applied {
+            location: location.into(),
+            generation,
+        }
+    } else if generation == expected_generation {
+        Event::ApplyNotDone {
+            location: location.into(),
+        }
+    } else {
+        Event::ApplyFailed {
+            location: location.into(),
+            reason: format!(
+                "the daemon runs generation {generation} (hash {hash}), neither the one we planned against ({expected_generation}) nor the new topology: someone else changed it"
+            ),
+        }
+    }
+}
+
+async fn apply(context: &Context, location: &str, expected_generation: u64) -> Event {
+    let client = match context.client(location) {
+        Ok(client) => client,
+        Err(reason) => {
+            return Event::ApplyFailed {
+                location: location.into(),
+                reason,
+            };
+        }
+    };
+    let answer = client
+        .apply(
+            &context.started.new_bundle,
+            &context.started.intent,
+            Some(expected_generation),
+        )
+        .await;
+    match answer {
+        Ok(outcome) => match outcome["generation_after"].as_u64() {
+            Some(generation) => Event::Applied {
+                location: location.into(),
+                generation,
+            },
+            None => settle_apply(context, location, expected_generation).await,
+        },
+        Err(ClientError::Status { status: 409, .. }) => {
+            settle_apply(context, location, expected_generation).await
+        }
+        Err(error) if transient(&error) => {
+            context.progress.warn(&format!(
+                "{location}: apply answer lost ({}); asking the daemon what it runs",
+                describe(&error)
+            ));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            settle_apply(context, location, expected_generation).await
+        }
+        Err(error) => Event::ApplyFailed {
+            location: location.into(),
+            reason: describe(&error),
+        },
+    }
+}
+
+/// Waits until `location` announces what the old topology desires there, every peer synced
+/// to `generation`.
+async fn verify_rollback(context: &Context, location: &str, generation: u64) -> bool {
+    let Ok(client) = context.client(location) else {
+        return false;
+    };
+    let Some(expected) = context.expected_old.get(location) else {
+        return false;
+    };
+    let deadline = Instant::now() + ROLLBACK_VERIFY_TIMEOUT;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let outcome = async {
+            let status = client.status().await.map_err(|error| describe(&error))?;
+            gates::check_sessions(&status, generation).map_err(|verdict| verdict.detail)?;
+            let health = read_health(client).await?;
+            let routes = client
+                .routes(None)
+                .await
+                .map_err(|error| describe(&error))?;
+            gates::compare_routes(expected, &health, &routes)
+        }
+        .await;
+        match outcome {
+            Ok(()) => return true,
+            Err(problem) => last = problem,
+        }
+        tokio::time::sleep(VERIFY_INTERVAL).await;
+    }
+    context.progress.warn(&format!(
+        "{location}: routes not verified back within {ROLLBACK_VERIFY_TIMEOUT:?}: {last}"
+    ));
+    false
+}
+
+async fn settle_rollback(context: &Context, location: &str, expected_generation: u64) -> Event {
+    let status = match status_until_answered(context, location).await {
+        Ok(status) => status,
+        Err(reason) => {
+            return Event::RollbackFailed {
+                location: location.into(),
+                reason,
+            };
+        }
+    };
+    let generation = status["generation"].as_u64().unwrap_or(0);
+    let hash = status["hash"].as_str().unwrap_or("");
+    if hash == context.started.old_hash && generation > expected_generation {
+        let verified = verify_rollback(context, location, generation).await;
+        Event::RolledBack {
+            location: location.into(),
+            generation,
+            verified,
+        }
+    } else if generation == expected_generation {
+        Event::RollbackNotDone {
+            location: location.into(),
+        }
+    } else {
+        Event::RollbackFailed {
+            location: location.into(),
+            reason: format!(
+                "the daemon runs generation {generation} (hash {hash}), not the one we applied ({expected_generation}): someone else changed it"
+            ),
+        }
+    }
+}
+
+async fn rollback(
+    context: &Context,
+    location: &str,
+    to_generation: u64,
+    expected_generation: u64,
+) -> Event {
+    let client = match context.client(location) {
+        Ok(client) => client,
+        Err(reason) => {
+            return Event::RollbackFailed {
+                location: location.into(),
+                reason,
+            };
+        }
+    };
+    match client
+        .rollback(to_generation, Some(expected_generation))
+        .await
+    {
+        Ok(outcome) => match outcome["generation_after"].as_u64() {
+            Some(generation) => {
+                let verified = verify_rollback(context, location, generation).await;
+                Event::RolledBack {
+                    location: location.into(),
+                    generation,
+                    verified,
+                }
+            }
+            None => settle_rollback(context, location, expected_generation).await,
+        },
+        Err(ClientError::Status { status: 409, .. }) => {
+            settle_rollback(context, location, expected_generation).await
+        }
+        Err(error) if transient(&error) => {
+            context.progress.warn(&format!(
+                "{location}: rollback answer lost ({}); asking the daemon what it runs",
+                describe(&error)
+            ));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            settle_rollback(context, location, expected_generation).await
+        }
+        Err(error) => Event::RollbackFailed {
+            location: location.into(),
+            reason: describe(&error),
+        },
+    }
+}
+
+/// `GET /v1/health`; a daemon without the endpoint (404) reports everything announced.
+async fn read_health(client: &ControlClient) -> Result<HealthView, String> {
+    match client.health().await {
+        Ok(value) => HealthView::parse(&value),
+        Err(ClientError::Status { status: 404, .. }) => Ok(HealthView::default()),
+        Err(error) => Err(describe(&error)),
+    }
+}
+
+async fn daemon_gate_at(context: &Context, location: &str) -> GateVerdict {
+    let client = match context.client(location) {
+        Ok(client) => client,
+        Err(reason) => return GateVerdict::inconclusive(reason),
+    };
+    let status = match client.status().await {
+        Ok(status) => status,
+        Err(error) => return GateVerdict::inconclusive(describe(&error)),
+    };
+    let health = match read_health(client).await {
+        Ok(health) => health,
+        Err(error) => return GateVerdict::inconclusive(error),
+    };
+    let routes = match client.routes(None).await {
+        Ok(routes) => routes,
+        Err(error) => return GateVerdict::inconclusive(describe(&error)),
+    };
+    let refusals_before = context
+        .started
+        .before
+        .get(location)
+        .map_or(0, |before| before.runtime_guard_refusals);
+    let expected = context
+        .expected_new
+        .get(location)
+        .map_or(&[][..], Vec::as_slice);
+    gates::check_daemon(
+        &status,
+        &routes,
+        &health,
+        expected,
+        &context.started.new_hash,
+        refusals_before,
+    )
+}
+
+async fn probes_gate_at(context: &Context, location: &str, services: &[String]) -> GateVerdict {
+    let client = match context.client(location) {
+        Ok(client) => client,
+        Err(reason) => return GateVerdict::inconclusive(reason),
+    };
+    match client.health().await {
+        Ok(value) => match HealthView::parse(&value) {
+            Ok(health) => gates::check_probes(&health, services),
+            Err(error) => GateVerdict::inconclusive(error),
+        },
+        Err(error) => GateVerdict::inconclusive(describe(&error)),
+    }
+}
+
+/// Evaluates gate `gate` of wave `wave`.
+async fn evaluate(context: Arc<Context>, wave: usize, gate: usize) -> GateVerdict {
+    let (Some(wave_plan), Some(spec)) = (
+        context.started.waves.get(wave),
+        context.started.gates.get(gate),
+    ) else {
+        return GateVerdict::inconclusive("unknown wave or gate");
+    };
+    let locations = wave_plan.locations.clone();
+    match &spec.kind {
+        GateKind::Daemon | GateKind::Probes { .. } => {
+            let mut tasks = tokio::task::JoinSet::new();
+            for location in locations {
+                let context = Arc::clone(&context);
+                let kind = spec.kind.clone();
+                tasks.spawn(async move {
+                    let verdict = match &kind {
+                        GateKind::Probes { services } => {
+                            probes_gate_at(&context, &location, services).await
+                        }
+                        _ => daemon_gate_at(&context, &location).await,
+                    };
+                    (location, verdict)
+                });
+            }
+            let mut verdicts = Vec::new();
+            while let Some(joined) = tasks.join_next().await {
+                match joined {
+                    Ok(verdict) => verdicts.push(verdict),
+                    Err(error) => verdicts.push((
+                        "?".to_string(),
+                        GateVerdict::inconclusive(format!("evaluation task failed: {error}")),
+                    )),
+                }
+            }
+            verdicts.sort_by(|left, right| left.0.cmp(&right.0));
+            gates::combine(verdicts)
+        }
+        GateKind::Promql {
+            prometheus,
+            query,
+            min,
+            max,
+        } => {
+            let control: Vec<String> = context
+                .started
+                .locations
+                .iter()
+                .map(|location| location.name.clone())
+                .filter(|name| !locations.contains(name))
+                .collect();
+            gates::evaluate_promql(
+                prometheus,
+                query,
+                &locations,
+                &control,
+                *min,
+                *max,
+                context.timeout,
+            )
+            .await
+        }
+    }
+}
+
+/// Carries out one effect and answers with the event it leads to.
+async fn carry_out(context: Arc<Context>, effect: Effect) -> Event {
+    match effect {
+        Effect::Apply {
+            location,
+            expected_generation,
+        } => apply(&context, &location, expected_generation).await,
+        Effect::SettleApply {
+            location,
+            expected_generation,
+        } => settle_apply(&context, &location, expected_generation).await,
+        Effect::Rollback {
+            location,
+            to_generation,
+            expected_generation,
+        } => rollback(&context, &location, to_generation, expected_generation).await,
+        Effect::SettleRollback {
+            location,
+            expected_generation,
+            ..
+        } => settle_rollback(&context, &location, expected_generation).await,
+        Effect::Evaluate { wave, gate, epoch } => {
+            let verdict = evaluate(Arc::clone(&context), wave, gate).await;
+            Event::GateEvaluated {
+                wave,
+                gate,
+                epoch,
+                result: verdict.result,
+                detail: verdict.detail,
+            }
+        }
+    }
+}
+
+/// A command line of the control file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ControlLine {
+    pub id: String,
+    pub command: Command,
+}
+
+/// Reads the control file from `offset`; answers the complete lines and the new offset.
+pub fn read_control(path: &Path, offset: u64) -> (Vec<ControlLine>, u64) {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return (Vec::new(), offset);
+    };
+    if file.seek(SeekFrom::Start(offset)).is_err() {
+        return (Vec::new(), offset);
+    }
+    let mut text = String::new();
+    if file.read_to_string(&mut text).is_err() {
+        return (Vec::new(), offset);
+    }
+    let Some(end) = text.rfind('\n') else {
+        return (Vec::new(), offset);
+    };
+    let commands = text[..end]
+        .lines()
+        .filter_map(|line| serde_json::from_str::<ControlLine>(line).ok())
+        .collect();
+    (commands, offset + end as u64 + 1)
+}
+
+/// Options of a controller run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub state_dir: PathBuf,
+    pub exit_on_pause: bool,
+}
+
+/// Runs the machine until the rollout finishes (or pauses with `exit_on_pause`, or a signal
+/// stops it). Answers the exit code.
+pub async fn run(
+    context: Arc<Context>,
+    mut machine: Machine,
+    mut journal: Journal,
+    initial: Vec<Output>,
+    metrics: Option<RolloutMetrics>,
+    options: RunOptions,
+) -> i32 {
+    let clock = Instant::now();
+    let now = |clock: Instant| u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let (events, mut incoming) = mpsc::channel::<Event>(64);
+    let control_path = options.state_dir.join(CONTROL_FILE);
+    let mut control_offset = std::fs::metadata(&control_path).map_or(0, |meta| meta.len());
+    let mut ticker = tokio::time::interval(POLL_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut interrupt =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                context
+                    .progress
+                    .error(&format!("cannot handle SIGINT: {error}"));
+                return EXIT_ERROR;
+            }
+        };
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                context
+                    .progress
+                    .error(&format!("cannot handle SIGTERM: {error}"));
+                return EXIT_ERROR;
+            }
+        };
+    let mut outputs = initial;
+    let mut mutations_in_flight = 0usize;
+    loop {
+        for output in std::mem::take(&mut outputs) {
+            match output {
+                Output::Record(record) => match journal.append(&record) {
+                    Ok(line) => {
+                        context.progress.record(&line, &machine, now(clock));
+                        if let Some(metrics) = &metrics {
+                            metrics.observe(&line.record, &machine);
+                        }
+                    }
+                    Err(error) => {
+                        context.progress.error(&format!(
+                            "{error}; stopping (nothing further is done without the journal)"
+                        ));
+                        return EXIT_ERROR;
+                    }
+                },
+                Output::Effect(effect) => {
+                    if !matches!(effect, Effect::Evaluate { .. }) {
+                        mutations_in_flight += 1;
+                    }
+                    let context = Arc::clone(&context);
+                    let events = events.clone();
+                    tokio::spawn(async move {
+                        let event = carry_out(context, effect).await;
+                        let _ = events.send(event).await;
+                    });
+                }
+            }
+        }
+        if let super::machine::Phase::Finished(outcome) = machine.phase() {
+            context.progress.finish(&machine, now(clock));
+            return exit_code_of(outcome);
+        }
+        if options.exit_on_pause && machine.paused().is_some() && mutations_in_flight == 0 {
+            context.progress.finish(&machine, now(clock));
+            return EXIT_PAUSED;
+        }
+        tokio::select! {
+            Some(event) = incoming.recv() => {
+                if !matches!(event, Event::GateEvaluated { .. }) {
+                    mutations_in_flight = mutations_in_flight.saturating_sub(1);
+                }
+                outputs = machine.handle(event, now(clock));
+            }
+            _ = ticker.tick() => {
+                let (commands, offset) = read_control(&control_path, control_offset);
+                control_offset = offset;
+                for line in commands {
+                    outputs.push(Output::Record(Record::Command { id: line.id, command: line.command }));
+                    outputs.extend(machine.handle(Event::Command(line.command), now(clock)));
+                }
+                outputs.extend(machine.handle(Event::Tick, now(clock)));
+                context.progress.tick(&machine, now(clock));
+            }
+            _ = interrupt.recv() => return interrupted(&context, &mut machine, &mut journal, "SIGINT", now(clock)),
+            _ = terminate.recv() => return interrupted(&context, &mut machine, &mut journal, "SIGTERM", now(clock)),
+        }
+    }
+}
+
+fn interrupted(
+    context: &Context,
+    machine: &mut Machine,
+    journal: &mut Journal,
+    signal: &str,
+    now: u64,
+) -> i32 {
+    let record = Record::Paused {
+        reason: format!("interrupted by {signal}; continue with `topoctl rollout resume`"),
+    };
+    let active = matches!(
+        machine.phase(),
+        super::machine::Phase::Applying | super::machine::Phase::Baking
+    );
+    if active && machine.paused().is_none() {
+        machine.apply_record(&record, now);
+        if let Ok(line) = journal.append(&record) {
+            context.progress.record(&line, machine, now);
+        }
+    }
+    context.progress.finish(machine, now);
+    EXIT_PAUSED
+}
+
+/// A location's delta as `--dry-run --json` shows it.
+pub fn delta_json(delta: &topologyd_topology::LocationDelta) -> Value {
+    json!({
+        "location": delta.location,
+        "announce": delta.announce.iter().map(|route| route.prefix.to_string()).collect::<Vec<_>>(),
+        "update": delta.update.iter().map(|route| route.prefix.to_string()).collect::<Vec<_>>(),
+        "withdraw": delta.withdraw.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn control_lines_are_read_once_and_partial_lines_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONTROL_FILE);
+        assert_eq!(read_control(&path, 0), (vec![], 0));
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(b"{\"id\":\"1\",\"command\":\"pause\"}\n{\"id\":\"2\",\"comm")
+            .unwrap();
+        let (commands, offset) = read_control(&path, 0);
+        assert_eq!(
+            commands,
+            vec![ControlLine {
+                id: "1".into(),
+                command: Command::Pause
+            }]
+        );
+        file.write_all(b"and\":\"abort\"}\n").unwrap();
+        let (commands, end) = read_control(&path, offset);
+        assert_eq!(commands[0].command, Command::Abort);
+        assert_eq!(read_control(&path, end), (vec![], end));
+    }
+}

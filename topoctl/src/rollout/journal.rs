@@ -1,0 +1,459 @@
+//! The rollout journal: append-only JSON lines in the state directory (`journal.jsonl`), one
+//! [`Record`] per line, each fsync'd before the controller acts on it; the directory is fsync'd
+//! when the file is created. Replaying it ([`read_journal`], then `Machine::restore`) lets a
+//! controller killed at any moment resume without applying anything twice.
+//!
+//! Owns: the record types (also the source of the `--json` event stream), the file format,
+//! durable appends, and tolerant reading (a torn last line from a crash is ignored).
+//!
+//! Must not touch: what a record means for the rollout (`machine.rs` applies them), HTTP.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::waves::Wave;
+use topologyd::state_store::SourceBundle;
+use topologyd_config::fleet::{FleetLocation, GateSpec};
+
+/// The journal's file name inside the state directory.
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+
+/// What a location ran before the rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocationBefore {
+    pub generation: u64,
+    /// `runtime_guard_refusals` from `/v1/status` (0 when the daemon does not report it).
+    pub runtime_guard_refusals: u64,
+}
+
+/// Everything a resumed controller needs: the plan, the fleet and both bundles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Started {
+    pub rollout: String,
+    pub old_hash: String,
+    pub new_hash: String,
+    /// Intent and override lines, as sent with every apply.
+    pub intent: Vec<String>,
+    pub waves: Vec<Wave>,
+    pub gates: Vec<GateSpec>,
+    pub locations: Vec<FleetLocation>,
+    pub timeout_seconds: u64,
+    pub before: BTreeMap<String, LocationBefore>,
+    pub old_bundle: SourceBundle,
+    pub new_bundle: SourceBundle,
+}
+
+/// The result of one gate evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateResultKind {
+    Pass,
+    Fail,
+    Inconclusive,
+}
+
+impl GateResultKind {
+    /// `pass`, `fail`, `inconclusive` (metric labels, output).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateResultKind::Pass => "pass",
+            GateResultKind::Fail => "fail",
+            GateResultKind::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// A control command given through the state directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    Pause,
+    Resume,
+    Abort,
+    Promote,
+}
+
+impl Command {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::Abort => "abort",
+            Command::Promote => "promote",
+        }
+    }
+}
+
+/// How a rollout ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every wave passed.
+    Completed,
+    /// A gate failed or an apply was refused; every applied location was rolled back.
+    RolledBack,
+    /// Aborted by hand; every applied location was rolled back.
+    Aborted,
+    /// A rollback failed at some location (it still runs the new topology).
+    RollbackIncomplete,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::Aborted => "aborted",
+            Outcome::RollbackIncomplete => "rollback_incomplete",
+        }
+    }
+}
+
+/// One journal line (also one `--json` event, see [`Record::event_name`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum Record {
+    Started(Box<Started>),
+    WaveStarted {
+        wave: usize,
+    },
+    Applying {
+        location: String,
+        expected_generation: u64,
+    },
+    Applied {
+        location: String,
+        generation: u64,
+    },
+    ApplyFailed {
+        location: String,
+        reason: String,
+    },
+    Baking {
+        wave: usize,
+    },
+    GateResult {
+        wave: usize,
+        gate: String,
+        result: GateResultKind,
+        detail: String,
+        passes: u32,
+        failures: u32,
+        inconclusive: u32,
+    },
+    GateFailed {
+        wave: usize,
+        gate: String,
+        detail: String,
+    },
+    WavePassed {
+        wave: usize,
+    },
+    Promoted {
+        wave: usize,
+    },
+    Paused {
+        reason: String,
+    },
+    Resumed,
+    Command {
+        id: String,
+        command: Command,
+    },
+    RollbackStarted {
+        reason: String,
+        abort: bool,
+        /// In the order they will be rolled back.
+        locations: Vec<String>,
+    },
+    RollingBack {
+        location: String,
+        to_generation: u64,
+        expected_generation: u64,
+    },
+    RolledBack {
+        location: String,
+        generation: u64,
+        verified: bool,
+    },
+    RollbackFailed {
+        location: String,
+        reason: String,
+    },
+    Finished {
+        outcome: Outcome,
+    },
+}
+
+impl Record {
+    /// The name of the `--json` event this record is shown as.
+    pub fn event_name(&self) -> &'static str {
+        match self {
+            Record::Started(_) => "planned",
+            Record::WaveStarted { .. } => "wave_started",
+            Record::Applying { .. } => "location_applying",
+            Record::Applied { .. } => "location_applied",
+            Record::ApplyFailed { .. } => "apply_failed",
+            Record::Baking { .. } => "baking",
+            Record::GateResult { .. } => "gate_result",
+            Record::GateFailed { .. } => "gate_failed",
+            Record::WavePassed { .. } => "wave_passed",
+            Record::Promoted { .. } => "promoted",
+            Record::Paused { .. } => "paused",
+            Record::Resumed => "resumed",
+            Record::Command { .. } => "command",
+            Record::RollbackStarted { .. } => "rollback_started",
+            Record::RollingBack { .. } => "location_rolling_back",
+            Record::RolledBack { .. } => "location_rolled_back",
+            Record::RollbackFailed { .. } => "rollback_failed",
+            Record::Finished { outcome } => outcome.as_str(),
+        }
+    }
+}
+
+/// A journal line: the record and when it was written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Line {
+    /// Unix seconds.
+    pub time: f64,
+    #[serde(flatten)]
+    pub record: Record,
+}
+
+/// A journal that cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("journal {}: line {line} is not a journal record: {message}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("journal {}: the first record is not `started`", path.display())]
+    NoStart { path: PathBuf },
+    #[error(
+        "{} already holds a rollout journal; use `topoctl rollout resume --state-dir` or another state directory",
+        path.display()
+    )]
+    Exists { path: PathBuf },
+}
+
+/// The current time in unix seconds.
+pub fn unix_time() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+}
+
+/// An open journal, appending.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+}
+
+impl Journal {
+    /// Creates the journal in `dir` (which must not hold one) and fsyncs the directory.
+    pub fn create(dir: &Path) -> Result<Journal, JournalError> {
+        let path = dir.join(JOURNAL_FILE);
+        let io = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = match OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(JournalError::Exists {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Err(error) => return Err(io(error)),
+        };
+        File::open(dir).and_then(|dir| dir.sync_all()).map_err(io)?;
+        Ok(Journal { path, file })
+    }
+
+    /// Opens an existing journal for appending.
+    pub fn open(dir: &Path) -> Result<Journal, JournalError> {
+        let path = dir.join(JOURNAL_FILE);
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|source| JournalError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Journal { path, file })
+    }
+
+    /// Appends one record and fsyncs it; returns the line written.
+    pub fn append(&mut self, record: &Record) -> Result<Line, JournalError> {
+        let line = Line {
+            time: unix_time(),
+            record: record.clone(),
+        };
+        let mut bytes = serde_json::to_vec(&line).map_err(|error| JournalError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(error),
+        })?;
+        bytes.push(b'\n');
+        self.file
+            .write_all(&bytes)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|source| JournalError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(line)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Parses journal text. A last line without its newline (a torn write) is ignored; any other
+/// unreadable line is an error.
+pub fn parse_journal(text: &str, path: &Path) -> Result<(Box<Started>, Vec<Line>), JournalError> {
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    let mut lines = Vec::new();
+    for (number, line) in complete.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed: Line = serde_json::from_str(line).map_err(|error| JournalError::Corrupt {
+            path: path.to_path_buf(),
+            line: number + 1,
+            message: error.to_string(),
+        })?;
+        lines.push(parsed);
+    }
+    let started = match lines.first().map(|line| &line.record) {
+        Some(Record::Started(started)) => started.clone(),
+        _ => {
+            return Err(JournalError::NoStart {
+                path: path.to_path_buf(),
+            });
+        }
+    };
+    Ok((started, lines))
+}
+
+/// Reads the journal of a state directory.
+pub fn read_journal(dir: &Path) -> Result<(Box<Started>, Vec<Line>), JournalError> {
+    let path = dir.join(JOURNAL_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|source| JournalError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    parse_journal(&text, &path)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn started() -> Started {
+        Started {
+            rollout: "r1".into(),
+            old_hash: "old".into(),
+            new_hash: "new".into(),
+            intent: vec!["service:resolver".into()],
+            waves: vec![],
+            gates: vec![],
+            locations: vec![],
+            timeout_seconds: 30,
+            before: BTreeMap::new(),
+            old_bundle: SourceBundle { sources: vec![] },
+            new_bundle: SourceBundle { sources: vec![] },
+        }
+    }
+
+    #[test]
+    fn records_round_trip_through_the_file_and_a_torn_tail_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::create(dir.path()).unwrap();
+        let records = vec![
+            Record::Started(Box::new(started())),
+            Record::WaveStarted { wave: 0 },
+            Record::Applying {
+                location: "ams01".into(),
+                expected_generation: 4,
+            },
+            Record::Applied {
+                location: "ams01".into(),
+                generation: 5,
+            },
+            Record::Finished {
+                outcome: Outcome::Completed,
+            },
+        ];
+        for record in &records {
+            journal.append(record).unwrap();
+        }
+        let (started_record, lines) = read_journal(dir.path()).unwrap();
+        assert_eq!(started_record.rollout, "r1");
+        let read: Vec<Record> = lines.into_iter().map(|line| line.record).collect();
+        assert_eq!(read, records);
+        let mut text = std::fs::read_to_string(dir.path().join(JOURNAL_FILE)).unwrap();
+        text.push_str("{\"time\":1.0,\"record\":\"appl");
+        let (_, lines) = parse_journal(&text, Path::new("j")).unwrap();
+        assert_eq!(lines.len(), records.len());
+        assert!(matches!(
+            Journal::create(dir.path()),
+            Err(JournalError::Exists { .. })
+        ));
+    }
+
+    #[test]
+    fn a_corrupt_line_in_the_middle_is_an_error_and_the_first_record_must_be_started() {
+        let text = "{\"time\":1.0,\"record\":\"resumed\"}\n";
+        assert!(matches!(
+            parse_journal(text, Path::new("j")),
+            Err(JournalError::NoStart { .. })
+        ));
+        let text = "garbage\n{\"time\":1.0,\"record\":\"resumed\"}\n";
+        assert!(matches!(
+            parse_journal(text, Path::new("j")),
+            Err(JournalError::Corrupt { line: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn the_json_form_is_flat_and_tagged() {
+        let line = Line {
+            time: 2.5,
+            record: Record::Applied {
+                location: "ams01".into(),
+                generation: 7,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&line).unwrap(),
+            r#"{"time":2.5,"record":"applied","location":"ams01","generation":7}"#
+        );
+        assert_eq!(line.record.event_name(), "location_applied");
+    }
+}

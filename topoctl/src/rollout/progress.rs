@@ -1,0 +1,788 @@
+//! What a running rollout shows: a live per-wave view redrawn in place on a terminal, plain
+//! lines when stdout is not one, or one JSON event per line (`--json`); and the rollout's
+//! Prometheus metrics (`--metrics-listen`).
+//!
+//! Owns: rendering journal records for people and programs, metric names and help texts.
+//!
+//! Must not touch: decisions (`machine.rs`), the journal file (`journal.rs`), HTTP to daemons.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal as _, Write as _};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use serde_json::{Map, Value, json};
+
+use super::journal::{Line, Outcome, Record, Started};
+use super::machine::{LocationState, Machine, Phase};
+
+/// `topoctl_rollout_state`: see [`STATE_HELP`].
+pub const STATE: &str = "topoctl_rollout_state";
+pub const STATE_HELP: &str = "Rollout state: 0 planned, 1 applying, 2 baking, 3 paused, 4 rolling back, 5 completed, 6 rolled back, 7 aborted, 8 rollback incomplete";
+/// `topoctl_rollout_wave`: the current wave's index.
+pub const WAVE: &str = "topoctl_rollout_wave";
+pub const WAVE_HELP: &str = "Index of the current wave (0 = the first)";
+/// `topoctl_rollout_gate_evaluations_total{gate,result}`.
+pub const GATE_EVALUATIONS: &str = "topoctl_rollout_gate_evaluations";
+pub const GATE_EVALUATIONS_HELP: &str =
+    "Gate evaluations by gate and result (pass, fail, inconclusive)";
+/// `topoctl_rollout_locations_applied`.
+pub const LOCATIONS_APPLIED: &str = "topoctl_rollout_locations_applied";
+pub const LOCATIONS_APPLIED_HELP: &str =
+    "Locations the new topology was applied to by this rollout";
+/// `topoctl_rollout_rollbacks_total`.
+pub const ROLLBACKS: &str = "topoctl_rollout_rollbacks";
+pub const ROLLBACKS_HELP: &str = "Locations rolled back by this rollout";
+/// `topoctl_rollout_wave_duration_seconds`: histogram.
+pub const WAVE_DURATION: &str = "topoctl_rollout_wave_duration";
+pub const WAVE_DURATION_HELP: &str =
+    "Time from a wave's start to its passing (applies, bake and gates)";
+/// `topoctl_rollout_rollback_duration_seconds`: histogram.
+pub const ROLLBACK_DURATION: &str = "topoctl_rollout_rollback_duration";
+pub const ROLLBACK_DURATION_HELP: &str =
+    "Time from the decision to roll back to the last location rolled back";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GateLabels {
+    gate: String,
+    result: String,
+}
+
+/// The numeric state of [`STATE`].
+pub fn state_number(machine: &Machine) -> i64 {
+    if machine.paused().is_some() && !machine.is_finished() {
+        return 3;
+    }
+    match machine.phase() {
+        Phase::Planned => 0,
+        Phase::Applying => 1,
+        Phase::Baking => 2,
+        Phase::RollingBack => 4,
+        Phase::Finished(Outcome::Completed) => 5,
+        Phase::Finished(Outcome::RolledBack) => 6,
+        Phase::Finished(Outcome::Aborted) => 7,
+        Phase::Finished(Outcome::RollbackIncomplete) => 8,
+    }
+}
+
+/// The rollout's metrics.
+#[derive(Debug, Clone)]
+pub struct RolloutMetrics {
+    registry: Arc<Registry>,
+    state: Gauge,
+    wave: Gauge,
+    gate_evaluations: Family<GateLabels, Counter>,
+    locations_applied: Gauge,
+    rollbacks: Counter,
+    wave_duration: Histogram,
+    rollback_duration: Histogram,
+    wave_started: Arc<Mutex<Option<Instant>>>,
+    rollback_started: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Default for RolloutMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RolloutMetrics {
+    pub fn new() -> RolloutMetrics {
+        let mut registry = Registry::default();
+        let state = Gauge::default();
+        registry.register(STATE, STATE_HELP, state.clone());
+        let wave = Gauge::default();
+        registry.register(WAVE, WAVE_HELP, wave.clone());
+        let gate_evaluations = Family::<GateLabels, Counter>::default();
+        registry.register(
+            GATE_EVALUATIONS,
+            GATE_EVALUATIONS_HELP,
+            gate_evaluations.clone(),
+        );
+        let locations_applied = Gauge::default();
+        registry.register(
+            LOCATIONS_APPLIED,
+            LOCATIONS_APPLIED_HELP,
+            locations_applied.clone(),
+        );
+        let rollbacks = Counter::default();
+        registry.register(ROLLBACKS, ROLLBACKS_HELP, rollbacks.clone());
+        let wave_duration = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        registry.register_with_unit(
+            WAVE_DURATION,
+            WAVE_DURATION_HELP,
+            Unit::Seconds,
+            wave_duration.clone(),
+        );
+        let rollback_duration = Histogram::new(exponential_buckets(0.25, 2.0, 14));
+        registry.register_with_unit(
+            ROLLBACK_DURATION,
+            ROLLBACK_DURATION_HELP,
+            Unit::Seconds,
+            rollback_duration.clone(),
+        );
+        RolloutMetrics {
+            registry: Arc::new(registry),
+            state,
+            wave,
+            gate_evaluations,
+            locations_applied,
+            rollbacks,
+            wave_duration,
+            rollback_duration,
+            wave_started: Arc::new(Mutex::new(None)),
+            rollback_started: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry)
+    }
+
+    /// Folds a journaled record (already applied to `machine`) into the metrics.
+    pub fn observe(&self, record: &Record, machine: &Machine) {
+        let lock = |slot: &Arc<Mutex<Option<Instant>>>| {
+            slot.lock()
+                .map(|mut guard| guard.take())
+                .unwrap_or_default()
+        };
+        match record {
+            Record::GateResult { gate, result, .. } => {
+                self.gate_evaluations
+                    .get_or_create(&GateLabels {
+                        gate: gate.clone(),
+                        result: result.as_str().to_string(),
+                    })
+                    .inc();
+            }
+            Record::WaveStarted { .. } => {
+                if let Ok(mut started) = self.wave_started.lock() {
+                    *started = Some(Instant::now());
+                }
+            }
+            Record::WavePassed { .. } => {
+                if let Some(started) = lock(&self.wave_started) {
+                    self.wave_duration.observe(started.elapsed().as_secs_f64());
+                }
+            }
+            Record::RollbackStarted { .. } => {
+                if let Ok(mut started) = self.rollback_started.lock() {
+                    *started = Some(Instant::now());
+                }
+            }
+            Record::RolledBack { .. } => {
+                self.rollbacks.inc();
+            }
+            Record::Finished { .. } => {
+                if let Some(started) = lock(&self.rollback_started) {
+                    self.rollback_duration
+                        .observe(started.elapsed().as_secs_f64());
+                }
+            }
+            _ => {}
+        }
+        self.state.set(state_number(machine));
+        self.wave
+            .set(i64::try_from(machine.wave()).unwrap_or(i64::MAX));
+        let applied = machine
+            .locations()
+            .values()
+            .filter(|state| matches!(state, LocationState::Applied { .. }))
+            .count();
+        self.locations_applied
+            .set(i64::try_from(applied).unwrap_or(i64::MAX));
+    }
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One JSON object per line on stdout.
+    Json,
+    /// A view redrawn in place.
+    Terminal,
+    /// One line per event.
+    Plain,
+}
+
+impl Mode {
+    /// `--json`, else a terminal view when stdout is one.
+    pub fn detect(json: bool) -> Mode {
+        if json {
+            Mode::Json
+        } else if std::io::stdout().is_terminal() {
+            Mode::Terminal
+        } else {
+            Mode::Plain
+        }
+    }
+}
+
+/// Longest event line the terminal view shows (longer ones are cut).
+const RECENT_WIDTH: usize = 150;
+
+#[derive(Debug, Default)]
+struct View {
+    drawn_lines: usize,
+    recent: Vec<String>,
+    last_draw_ms: u64,
+}
+
+/// The progress reporter of one controller run.
+#[derive(Debug)]
+pub struct Progress {
+    mode: Mode,
+    rollout: String,
+    waves: Vec<String>,
+    gates: Vec<String>,
+    /// Location → the name of its wave.
+    wave_of: std::collections::BTreeMap<String, String>,
+    view: Mutex<View>,
+}
+
+/// Seconds with one decimal.
+fn seconds(milliseconds: u64) -> String {
+    format!("{:.1}s", milliseconds as f64 / 1000.0)
+}
+
+impl Progress {
+    pub fn new(mode: Mode, started: &Started) -> Progress {
+        Progress {
+            mode,
+            rollout: started.rollout.clone(),
+            waves: started.waves.iter().map(|wave| wave.name.clone()).collect(),
+            gates: started.gates.iter().map(|gate| gate.name.clone()).collect(),
+            wave_of: started
+                .waves
+                .iter()
+                .flat_map(|wave| {
+                    wave.locations
+                        .iter()
+                        .map(move |location| (location.clone(), wave.name.clone()))
+                })
+                .collect(),
+            view: Mutex::new(View::default()),
+        }
+    }
+
+    fn wave_name(&self, index: usize) -> &str {
+        self.waves.get(index).map_or("?", String::as_str)
+    }
+
+    /// The JSON event of a journal line.
+    pub fn event_json(&self, line: &Line) -> Value {
+        let mut object = Map::new();
+        object.insert("event".into(), json!(line.record.event_name()));
+        object.insert("time".into(), json!(line.time));
+        object.insert("rollout".into(), json!(self.rollout));
+        match &line.record {
+            Record::Started(started) => {
+                object.insert("old_hash".into(), json!(started.old_hash));
+                object.insert("new_hash".into(), json!(started.new_hash));
+                object.insert(
+                    "waves".into(),
+                    json!(
+                        started
+                            .waves
+                            .iter()
+                            .map(|wave| json!({
+                                "name": wave.name,
+                                "locations": wave.locations,
+                                "bake_seconds": wave.bake_seconds,
+                                "gates": wave.gates.iter().filter_map(|index| self.gates.get(*index)).collect::<Vec<_>>(),
+                                "skipped_gates": wave.skipped_gates.iter().filter_map(|index| self.gates.get(*index)).collect::<Vec<_>>(),
+                            }))
+                            .collect::<Vec<_>>()
+                    ),
+                );
+            }
+            record => {
+                if let Ok(Value::Object(fields)) = serde_json::to_value(record) {
+                    for (key, value) in fields {
+                        if key == "record" {
+                            continue;
+                        }
+                        if key == "wave"
+                            && let Some(index) = value.as_u64()
+                        {
+                            let index = usize::try_from(index).unwrap_or(usize::MAX);
+                            object.insert("wave".into(), json!(self.wave_name(index)));
+                            object.insert("index".into(), json!(index));
+                            continue;
+                        }
+                        if key == "location"
+                            && let Some(wave) = value
+                                .as_str()
+                                .and_then(|location| self.wave_of.get(location))
+                        {
+                            object.insert("wave".into(), json!(wave));
+                        }
+                        object.insert(key, value);
+                    }
+                }
+            }
+        }
+        Value::Object(object)
+    }
+
+    /// One line for people.
+    pub fn describe(&self, record: &Record, machine: &Machine) -> String {
+        match record {
+            Record::Started(started) => format!(
+                "rollout {}: {} → {}, {} wave(s)",
+                started.rollout,
+                short(&started.old_hash),
+                short(&started.new_hash),
+                started.waves.len()
+            ),
+            Record::WaveStarted { wave } => {
+                let locations = machine
+                    .plan()
+                    .waves
+                    .get(*wave)
+                    .map(|wave| wave.locations.join(", "))
+                    .unwrap_or_default();
+                format!("wave {} started: {locations}", self.wave_name(*wave))
+            }
+            Record::Applying {
+                location,
+                expected_generation,
+            } => format!("applying at {location} (expected generation {expected_generation})"),
+            Record::Applied {
+                location,
+                generation,
+            } => format!("applied at {location}: generation {generation}"),
+            Record::ApplyFailed { location, reason } => {
+                format!("apply at {location} FAILED: {reason}")
+            }
+            Record::Baking { wave } => {
+                let bake = machine
+                    .plan()
+                    .waves
+                    .get(*wave)
+                    .map_or(0, |wave| wave.bake_seconds);
+                format!(
+                    "wave {} baking ({bake} s) and gating",
+                    self.wave_name(*wave)
+                )
+            }
+            Record::GateResult {
+                gate,
+                result,
+                detail,
+                passes,
+                failures,
+                inconclusive,
+                ..
+            } => format!(
+                "gate {gate}: {} ({passes} pass, {failures} fail, {inconclusive} inconclusive) — {detail}",
+                result.as_str()
+            ),
+            Record::GateFailed { wave, gate, detail } => {
+                format!(
+                    "gate {gate} FAILED in wave {}: {detail}",
+                    self.wave_name(*wave)
+                )
+            }
+            Record::WavePassed { wave } => format!("wave {} passed", self.wave_name(*wave)),
+            Record::Promoted { wave } => {
+                format!("wave {} promoted (bake skipped)", self.wave_name(*wave))
+            }
+            Record::Paused { reason } => format!("PAUSED: {reason}"),
+            Record::Resumed => "resumed".into(),
+            Record::Command { command, .. } => format!("command received: {}", command.as_str()),
+            Record::RollbackStarted {
+                reason, locations, ..
+            } => format!(
+                "ROLLING BACK ({reason}): {}",
+                if locations.is_empty() {
+                    "nothing was applied".to_string()
+                } else {
+                    locations.join(", ")
+                }
+            ),
+            Record::RollingBack {
+                location,
+                to_generation,
+                expected_generation,
+            } => format!(
+                "rolling back {location} to generation {to_generation} (expected generation {expected_generation})"
+            ),
+            Record::RolledBack {
+                location,
+                generation,
+                verified,
+            } => format!(
+                "rolled back {location}: generation {generation}{}",
+                if *verified {
+                    ", routes verified"
+                } else {
+                    ", routes NOT verified"
+                }
+            ),
+            Record::RollbackFailed { location, reason } => {
+                format!("rollback at {location} FAILED: {reason}")
+            }
+            Record::Finished { outcome } => format!("finished: {}", outcome.as_str()),
+        }
+    }
+
+    /// Shows a journaled record.
+    pub fn record(&self, line: &Line, machine: &Machine, now: u64) {
+        match self.mode {
+            Mode::Json => {
+                let mut event = self.event_json(line);
+                if let Record::WaveStarted { wave } = &line.record
+                    && let Some(plan) = machine.plan().waves.get(*wave)
+                {
+                    event["locations"] = json!(plan.locations);
+                }
+                print_line(&event.to_string());
+            }
+            Mode::Plain => print_line(&self.describe(&line.record, machine)),
+            Mode::Terminal => {
+                let text = self.describe(&line.record, machine);
+                if let Ok(mut view) = self.view.lock() {
+                    // One screen line each, so that the redraw moves up by the right count.
+                    let mut line: String = text
+                        .replace('\n', " / ")
+                        .chars()
+                        .take(RECENT_WIDTH)
+                        .collect();
+                    if line.len() < text.len() {
+                        line.push('…');
+                    }
+                    view.recent.push(line);
+                    let excess = view.recent.len().saturating_sub(6);
+                    view.recent.drain(..excess);
+                }
+                self.draw(machine, now, true);
+            }
+        }
+    }
+
+    /// Redraws the live view (at most every 250 ms).
+    pub fn tick(&self, machine: &Machine, now: u64) {
+        if self.mode == Mode::Terminal {
+            self.draw(machine, now, false);
+        }
+    }
+
+    /// A problem worth telling, that does not stop the rollout.
+    pub fn warn(&self, message: &str) {
+        match self.mode {
+            Mode::Json => print_line(
+                &json!({"event": "warning", "time": super::journal::unix_time(), "rollout": self.rollout, "message": message}).to_string(),
+            ),
+            _ => eprintln!("topoctl: warning: {message}"),
+        }
+    }
+
+    /// An error that stops the controller.
+    pub fn error(&self, message: &str) {
+        match self.mode {
+            Mode::Json => print_line(
+                &json!({"event": "error", "time": super::journal::unix_time(), "rollout": self.rollout, "message": message}).to_string(),
+            ),
+            _ => eprintln!("topoctl: {message}"),
+        }
+    }
+
+    /// Final redraw.
+    pub fn finish(&self, machine: &Machine, now: u64) {
+        if self.mode == Mode::Terminal {
+            self.draw(machine, now, true);
+        }
+    }
+
+    fn draw(&self, machine: &Machine, now: u64, force: bool) {
+        let Ok(mut view) = self.view.lock() else {
+            return;
+        };
+        if !force && now.saturating_sub(view.last_draw_ms) < 250 {
+            return;
+        }
+        view.last_draw_ms = now;
+        let mut text = String::new();
+        if view.drawn_lines > 0 {
+            // Up to the first line of the previous view, clear to the end of the screen.
+            let _ = write!(text, "\x1b[{}F\x1b[J", view.drawn_lines);
+        }
+        let body = render_view(&self.rollout, machine, now, &self.gates, &view.recent);
+        view.drawn_lines = body.lines().count();
+        text.push_str(&body);
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(text.as_bytes());
+        let _ = stdout.flush();
+    }
+}
+
+fn print_line(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}");
+    let _ = stdout.flush();
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+/// The per-wave view: one line per wave with its locations' states, the gates of the current
+/// wave, and the latest events.
+pub fn render_view(
+    rollout: &str,
+    machine: &Machine,
+    now: u64,
+    gates: &[String],
+    recent: &[String],
+) -> String {
+    let mut text = String::new();
+    let state = match (machine.phase(), machine.paused()) {
+        (Phase::Finished(outcome), _) => outcome.as_str().to_uppercase(),
+        (_, Some(reason)) => format!("PAUSED ({reason})"),
+        (Phase::Planned, None) => "planned".into(),
+        (Phase::Applying, None) => "applying".into(),
+        (Phase::Baking, None) => {
+            format!("baking, {} left", seconds(machine.bake_remaining_ms(now)))
+        }
+        (Phase::RollingBack, None) => "ROLLING BACK".into(),
+    };
+    let mut state: String = state.replace('\n', " / ");
+    if state.chars().count() > RECENT_WIDTH {
+        state = state.chars().take(RECENT_WIDTH).collect::<String>() + "…";
+    }
+    let _ = writeln!(text, "rollout {rollout}: {state}");
+    for (index, wave) in machine.plan().waves.iter().enumerate() {
+        let marker = if index == machine.wave() && !machine.is_finished() {
+            "▶"
+        } else {
+            " "
+        };
+        let locations: Vec<String> = wave
+            .locations
+            .iter()
+            .map(|location| {
+                let symbol = match machine.location(location) {
+                    Some(LocationState::Pending) | None => "·",
+                    Some(LocationState::Applying { .. }) => "…",
+                    Some(LocationState::Applied { .. }) => "✓",
+                    Some(LocationState::ApplyFailed) => "✗",
+                    Some(LocationState::RollingBack { .. }) => "↺",
+                    Some(LocationState::RolledBack { .. }) => "↩",
+                    Some(LocationState::RollbackFailed) => "!",
+                };
+                format!("{symbol}{location}")
+            })
+            .collect();
+        let _ = writeln!(text, "{marker} {:<12} {}", wave.name, locations.join(" "));
+        if index == machine.wave() && machine.phase() == Phase::Baking {
+            for gate in &wave.gates {
+                if let (Some(name), Some(progress), Some(spec)) = (
+                    gates.get(*gate),
+                    machine.gate_progress(*gate),
+                    machine.plan().gates.get(*gate),
+                ) {
+                    let _ = writeln!(
+                        text,
+                        "    gate {name:<20} {}/{} passes, {}/{} failures, {}/{} inconclusive",
+                        progress.passes.min(spec.count),
+                        spec.count,
+                        progress.failures,
+                        spec.failure_limit,
+                        progress.inconclusive,
+                        spec.inconclusive_limit
+                    );
+                }
+            }
+        }
+    }
+    for line in recent {
+        let _ = writeln!(text, "  {line}");
+    }
+    text
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::rollout::journal::GateResultKind;
+    use crate::rollout::machine::{Event, MachinePlan};
+    use crate::rollout::waves::Wave;
+    use topologyd::state_store::SourceBundle;
+    use topologyd_config::fleet::{GateKind, GateSpec};
+
+    fn started() -> Started {
+        Started {
+            rollout: "r1".into(),
+            old_hash: "old".into(),
+            new_hash: "new".into(),
+            intent: vec![],
+            waves: vec![
+                Wave {
+                    name: "canary".into(),
+                    base: "canary".into(),
+                    locations: vec!["ams01".into()],
+                    bake_seconds: 10,
+                    gates: vec![0],
+                    skipped_gates: vec![],
+                },
+                Wave {
+                    name: "rest-1".into(),
+                    base: "rest".into(),
+                    locations: vec!["fra01".into(), "iad01".into()],
+                    bake_seconds: 1,
+                    gates: vec![0],
+                    skipped_gates: vec![],
+                },
+            ],
+            gates: vec![GateSpec {
+                name: "daemons".into(),
+                kind: GateKind::Daemon,
+                interval_ms: 100,
+                count: 2,
+                failure_limit: 1,
+                inconclusive_limit: 3,
+                waves: None,
+            }],
+            locations: vec![],
+            timeout_seconds: 30,
+            before: [("ams01", 1), ("fra01", 1), ("iad01", 1)]
+                .into_iter()
+                .map(|(location, generation)| {
+                    (
+                        location.to_string(),
+                        crate::rollout::journal::LocationBefore {
+                            generation,
+                            runtime_guard_refusals: 0,
+                        },
+                    )
+                })
+                .collect(),
+            old_bundle: SourceBundle { sources: vec![] },
+            new_bundle: SourceBundle { sources: vec![] },
+        }
+    }
+
+    fn machine(started: &Started) -> Machine {
+        Machine::new(MachinePlan {
+            waves: started.waves.clone(),
+            gates: started.gates.clone(),
+            before: started
+                .before
+                .iter()
+                .map(|(location, before)| (location.clone(), before.generation))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn json_events_name_waves_and_the_wave_of_each_location() {
+        let started = started();
+        let progress = Progress::new(Mode::Json, &started);
+        let line = |record| Line { time: 1.5, record };
+        let event = progress.event_json(&line(Record::Applied {
+            location: "iad01".into(),
+            generation: 2,
+        }));
+        assert_eq!(
+            event,
+            json!({"event": "location_applied", "time": 1.5, "rollout": "r1", "location": "iad01", "wave": "rest-1", "generation": 2})
+        );
+        let event = progress.event_json(&line(Record::WavePassed { wave: 0 }));
+        assert_eq!(event["wave"], "canary");
+        assert_eq!(event["index"], 0);
+        let event = progress.event_json(&line(Record::Finished {
+            outcome: Outcome::RolledBack,
+        }));
+        assert_eq!(event["event"], "rolled_back");
+        let event = progress.event_json(&line(Record::Started(Box::new(started.clone()))));
+        assert_eq!(event["event"], "planned");
+        assert_eq!(event["waves"][1]["locations"], json!(["fra01", "iad01"]));
+        assert_eq!(event["waves"][1]["gates"], json!(["daemons"]));
+        assert!(event.get("old_bundle").is_none());
+    }
+
+    #[test]
+    fn the_view_shows_every_wave_and_the_gates_of_the_current_one() {
+        let started = started();
+        let mut machine = machine(&started);
+        machine.handle(Event::Start, 0);
+        machine.handle(
+            Event::Applied {
+                location: "ams01".into(),
+                generation: 2,
+            },
+            0,
+        );
+        let view = render_view("r1", &machine, 4000, &["daemons".to_string()], &[]);
+        assert_eq!(
+            view,
+            "rollout r1: baking, 6.0s left\n\
+             ▶ canary       ✓ams01\n    gate daemons              0/2 passes, 0/1 failures, 0/3 inconclusive\n\
+             \x20 rest-1       ·fra01 ·iad01\n"
+        );
+    }
+
+    #[test]
+    fn metrics_follow_the_records() {
+        let started = started();
+        let mut machine = machine(&started);
+        let metrics = RolloutMetrics::new();
+        let mut outputs = machine.handle(Event::Start, 0);
+        outputs.extend(machine.handle(
+            Event::Applied {
+                location: "ams01".into(),
+                generation: 2,
+            },
+            0,
+        ));
+        let evaluations = machine.handle(Event::Tick, 100);
+        let epoch = evaluations
+            .iter()
+            .find_map(|output| match output {
+                crate::rollout::machine::Output::Effect(
+                    crate::rollout::machine::Effect::Evaluate { epoch, .. },
+                ) => Some(*epoch),
+                _ => None,
+            })
+            .unwrap();
+        outputs.extend(machine.handle(
+            Event::GateEvaluated {
+                wave: 0,
+                gate: 0,
+                epoch,
+                result: GateResultKind::Pass,
+                detail: String::new(),
+            },
+            100,
+        ));
+        for output in &outputs {
+            if let crate::rollout::machine::Output::Record(record) = output {
+                metrics.observe(record, &machine);
+            }
+        }
+        let text = topologyd::metrics::render(&metrics.registry()).unwrap();
+        assert!(text.contains("topoctl_rollout_state 2\n"), "{text}");
+        assert!(
+            text.contains("topoctl_rollout_locations_applied 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "topoctl_rollout_gate_evaluations_total{gate=\"daemons\",result=\"pass\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("topoctl_rollout_rollbacks_total 0\n"),
+            "{text}"
+        );
+    }
+}

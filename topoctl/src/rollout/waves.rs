@@ -1,0 +1,424 @@
+//! The wave plan: which fleet locations each wave of a rollout changes, from the wave
+//! specifications of the fleet file and the location attributes of the topology being rolled
+//! out. Pure.
+//!
+//! Owns: selector evaluation against one location, `share` (rounded up, in name order),
+//! `max_locations` splitting into `NAME-1`, `NAME-2`, …, which gates apply to each wave, and
+//! the errors (a fleet location unknown to the topology, locations no wave takes).
+//!
+//! Must not touch: parsing (`fleet.rs`), running waves (`machine.rs`).
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use topologyd_config::{Attribute, Selector};
+use topologyd_topology::Location;
+
+use topologyd_config::fleet::{GateSpec, WaveSpec};
+
+/// One wave of the plan, as the machine runs it and the journal records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wave {
+    /// `canary`, or `canary-2` for the second part of a split wave.
+    pub name: String,
+    /// The `[[wave]]` name it comes from.
+    pub base: String,
+    /// In application order.
+    pub locations: Vec<String>,
+    pub bake_seconds: u64,
+    /// Indices into the plan's gates evaluated in this wave.
+    pub gates: Vec<usize>,
+    /// Gates that would apply but are skipped here (`{control}` with no other location).
+    pub skipped_gates: Vec<usize>,
+}
+
+/// A wave plan that cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaveError {
+    #[error(
+        "fleet location `{0}` is not a location of the new topology (a daemon refuses a topology without its own location)"
+    )]
+    UnknownLocation(String),
+    #[error("{} fleet location(s) are in no wave: {}; add a last [[wave]] with share = 1.0", .0.len(), .0.join(", "))]
+    Unassigned(Vec<String>),
+}
+
+/// Whether `selector` matches `location`.
+pub fn matches(selector: &Selector, location: &Location) -> bool {
+    match selector {
+        Selector::All => true,
+        Selector::None => false,
+        Selector::Match {
+            attribute,
+            values,
+            negated,
+        } => {
+            let any = values.iter().any(|value| {
+                let value = value.value.as_str();
+                match attribute {
+                    Attribute::Region => location.region == value,
+                    Attribute::Metro => location.metro == value,
+                    Attribute::Country => location.country == value,
+                    Attribute::Location => location.name == value,
+                    Attribute::State => location.state.as_str() == value,
+                    Attribute::Tag => location.tags.iter().any(|tag| tag == value),
+                }
+            });
+            any != *negated
+        }
+        Selector::Not(inner) => !matches(inner, location),
+        Selector::And(items) => items.iter().all(|item| matches(item, location)),
+        Selector::Or(items) => items.iter().any(|item| matches(item, location)),
+    }
+}
+
+/// Assigns the fleet's locations to waves. Returns the waves and warnings (dropped empty waves,
+/// topology locations the fleet file does not list).
+pub fn assign_waves(
+    specs: &[WaveSpec],
+    gates: &[GateSpec],
+    fleet: &[String],
+    topology: &[Location],
+) -> Result<(Vec<Wave>, Vec<String>), WaveError> {
+    let mut warnings = Vec::new();
+    let mut remaining: Vec<&Location> = Vec::with_capacity(fleet.len());
+    for name in fleet {
+        let location = topology
+            .iter()
+            .find(|location| &location.name == name)
+            .ok_or_else(|| WaveError::UnknownLocation(name.clone()))?;
+        remaining.push(location);
+    }
+    remaining.sort_by(|left, right| left.name.cmp(&right.name));
+    let listed: BTreeSet<&str> = fleet.iter().map(String::as_str).collect();
+    let missing: Vec<&str> = topology
+        .iter()
+        .map(|location| location.name.as_str())
+        .filter(|name| !listed.contains(name))
+        .collect();
+    if !missing.is_empty() {
+        warnings.push(format!(
+            "{} topology location(s) are not in the fleet file and are not rolled out to: {}",
+            missing.len(),
+            missing.join(", ")
+        ));
+    }
+    let all: Vec<String> = remaining
+        .iter()
+        .map(|location| location.name.clone())
+        .collect();
+    let mut waves = Vec::new();
+    for spec in specs {
+        let candidates: Vec<&Location> = remaining
+            .iter()
+            .copied()
+            .filter(|location| {
+                spec.select
+                    .as_ref()
+                    .is_none_or(|select| matches(select, location))
+            })
+            .collect();
+        let take = share_count(candidates.len(), spec.share);
+        let taken: Vec<String> = candidates
+            .iter()
+            .take(take)
+            .map(|location| location.name.clone())
+            .collect();
+        if taken.is_empty() {
+            warnings.push(format!(
+                "wave `{}` selects no location and is dropped",
+                spec.name
+            ));
+            continue;
+        }
+        remaining.retain(|location| !taken.contains(&location.name));
+        let chunk = spec.max_locations.unwrap_or(taken.len()).max(1);
+        let parts: Vec<&[String]> = taken.chunks(chunk).collect();
+        let split = parts.len() > 1;
+        for (number, part) in parts.into_iter().enumerate() {
+            let name = if split {
+                format!("{}-{}", spec.name, number + 1)
+            } else {
+                spec.name.clone()
+            };
+            let has_control = all.iter().any(|location| !part.contains(location));
+            let mut applicable = Vec::new();
+            let mut skipped = Vec::new();
+            for (index, gate) in gates.iter().enumerate() {
+                if !gate.applies_to(&name, &spec.name) {
+                    continue;
+                }
+                if gate.uses_control() && !has_control {
+                    skipped.push(index);
+                } else {
+                    applicable.push(index);
+                }
+            }
+            waves.push(Wave {
+                name,
+                base: spec.name.clone(),
+                locations: part.to_vec(),
+                bake_seconds: spec.bake_seconds,
+                gates: applicable,
+                skipped_gates: skipped,
+            });
+        }
+    }
+    if !remaining.is_empty() {
+        return Err(WaveError::Unassigned(
+            remaining
+                .iter()
+                .map(|location| location.name.clone())
+                .collect(),
+        ));
+    }
+    Ok((waves, warnings))
+}
+
+/// `ceil(candidates × share)`, at most `candidates`.
+fn share_count(candidates: usize, share: f64) -> usize {
+    if share >= 1.0 {
+        return candidates;
+    }
+    // Float products like 10 × 0.3 = 3.0000000000000004 must not round up to 4.
+    let exact = candidates as f64 * share;
+    let rounded = (exact - 1e-9).ceil().max(0.0);
+    (rounded as usize).min(candidates)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use topologyd_config::fleet::GateKind;
+    use topologyd_config::{LocationState, Span, parse_selector};
+
+    fn location(name: &str, region: &str, state: LocationState, tags: &[&str]) -> Location {
+        Location {
+            name: name.into(),
+            region: region.into(),
+            metro: name[..3].to_uppercase(),
+            country: "XX".into(),
+            tags: tags.iter().map(|tag| (*tag).to_string()).collect(),
+            state,
+        }
+    }
+
+    fn topology() -> Vec<Location> {
+        vec![
+            location("ams01", "eu", LocationState::Live, &["canary"]),
+            location("fra01", "eu", LocationState::Live, &[]),
+            location("lhr01", "eu", LocationState::Live, &[]),
+            location("ord01", "us", LocationState::Live, &[]),
+            location("sfo01", "us", LocationState::Live, &[]),
+            location("sin01", "ap", LocationState::Live, &[]),
+            location("tst01", "eu", LocationState::Test, &[]),
+        ]
+    }
+
+    fn spec(name: &str, select: Option<&str>, share: f64, max: Option<usize>) -> WaveSpec {
+        WaveSpec {
+            name: name.into(),
+            select: select.map(|text| parse_selector(text, &|_, _| Span::default()).unwrap()),
+            share,
+            bake_seconds: 5,
+            max_locations: max,
+        }
+    }
+
+    fn gate(name: &str, query: Option<&str>, waves: Option<Vec<&str>>) -> GateSpec {
+        GateSpec {
+            name: name.into(),
+            kind: match query {
+                Some(query) => GateKind::Promql {
+                    prometheus: "http://127.0.0.1:9090".into(),
+                    query: query.into(),
+                    min: Some(1.0),
+                    max: None,
+                },
+                None => GateKind::Daemon,
+            },
+            interval_ms: 100,
+            count: 1,
+            failure_limit: 1,
+            inconclusive_limit: 3,
+            waves: waves.map(|waves| waves.into_iter().map(String::from).collect()),
+        }
+    }
+
+    fn names(topology: &[Location]) -> Vec<String> {
+        topology
+            .iter()
+            .map(|location| location.name.clone())
+            .collect()
+    }
+
+    fn plan(specs: &[WaveSpec], gates: &[GateSpec]) -> Vec<(String, Vec<String>)> {
+        let topology = topology();
+        let (waves, _) = assign_waves(specs, gates, &names(&topology), &topology).unwrap();
+        waves
+            .into_iter()
+            .map(|wave| (wave.name, wave.locations))
+            .collect()
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|item| (*item).to_string()).collect()
+    }
+
+    #[test]
+    fn canary_then_region_then_the_rest() {
+        let waves = plan(
+            &[
+                spec("canary", Some("state = 'test' or tag:canary"), 1.0, None),
+                spec("eu", Some("region = 'eu'"), 1.0, None),
+                spec("rest", None, 1.0, None),
+            ],
+            &[],
+        );
+        assert_eq!(
+            waves,
+            vec![
+                ("canary".into(), strings(&["ams01", "tst01"])),
+                ("eu".into(), strings(&["fra01", "lhr01"])),
+                ("rest".into(), strings(&["ord01", "sfo01", "sin01"])),
+            ]
+        );
+    }
+
+    #[test]
+    fn share_rounds_up_and_max_locations_splits() {
+        let waves = plan(
+            &[
+                spec("half", None, 0.5, None),
+                spec("rest", None, 1.0, Some(2)),
+            ],
+            &[],
+        );
+        assert_eq!(
+            waves,
+            vec![
+                (
+                    "half".into(),
+                    strings(&["ams01", "fra01", "lhr01", "ord01"])
+                ),
+                ("rest-1".into(), strings(&["sfo01", "sin01"])),
+                ("rest-2".into(), strings(&["tst01"])),
+            ]
+        );
+        assert_eq!(share_count(10, 0.3), 3);
+        assert_eq!(share_count(10, 0.31), 4);
+        assert_eq!(share_count(1, 0.01), 1);
+        assert_eq!(share_count(0, 0.5), 0);
+    }
+
+    #[test]
+    fn empty_waves_are_dropped_with_a_warning_and_leftovers_are_an_error() {
+        let topology = topology();
+        let (waves, warnings) = assign_waves(
+            &[
+                spec("mars", Some("region = 'mars'"), 1.0, None),
+                spec("all", Some("all"), 1.0, None),
+            ],
+            &[],
+            &names(&topology),
+            &topology,
+        )
+        .unwrap();
+        assert_eq!(waves.len(), 1);
+        assert_eq!(
+            warnings,
+            vec!["wave `mars` selects no location and is dropped"]
+        );
+        let error = assign_waves(
+            &[spec("us", Some("region = 'us'"), 1.0, None)],
+            &[],
+            &names(&topology),
+            &topology,
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "5 fleet location(s) are in no wave: ams01, fra01, lhr01, sin01, tst01; add a last [[wave]] with share = 1.0"
+        );
+    }
+
+    #[test]
+    fn fleet_locations_must_exist_and_unlisted_ones_are_reported() {
+        let topology = topology();
+        let error = assign_waves(
+            &[spec("all", None, 1.0, None)],
+            &[],
+            &strings(&["ams01", "xyz01"]),
+            &topology,
+        )
+        .unwrap_err();
+        assert_eq!(error, WaveError::UnknownLocation("xyz01".into()));
+        let (_, warnings) = assign_waves(
+            &[spec("all", None, 1.0, None)],
+            &[],
+            &strings(&["ams01", "fra01"]),
+            &topology,
+        )
+        .unwrap();
+        assert!(warnings[0].starts_with("5 topology location(s) are not in the fleet file"));
+    }
+
+    #[test]
+    fn gates_follow_their_wave_filter_and_control_gates_need_a_control_group() {
+        let topology = topology();
+        let gates = [
+            gate("daemon", None, None),
+            gate("canary-only", None, Some(vec!["canary"])),
+            gate("vs-control", Some("x{control}"), None),
+        ];
+        let (waves, _) = assign_waves(
+            &[
+                spec("canary", Some("tag:canary"), 1.0, None),
+                spec("rest", None, 1.0, Some(3)),
+            ],
+            &gates,
+            &names(&topology),
+            &topology,
+        )
+        .unwrap();
+        assert_eq!(waves[0].gates, vec![0, 1, 2]);
+        assert_eq!(waves[1].name, "rest-1");
+        assert_eq!(waves[1].gates, vec![0, 2]);
+        let (single, _) = assign_waves(
+            &[spec("everything", None, 1.0, None)],
+            &gates,
+            &names(&topology),
+            &topology,
+        )
+        .unwrap();
+        assert_eq!(single[0].gates, vec![0]);
+        assert_eq!(single[0].skipped_gates, vec![2]);
+    }
+
+    #[test]
+    fn selector_semantics() {
+        let topology = topology();
+        let select = |text: &str| {
+            let selector = parse_selector(text, &|_, _| Span::default()).unwrap();
+            topology
+                .iter()
+                .filter(|location| matches(&selector, location))
+                .map(|location| location.name.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            select("region in ['us', 'ap']"),
+            ["ord01", "sfo01", "sin01"]
+        );
+        assert_eq!(
+            select("not region = 'eu' and metro != 'SFO'"),
+            ["ord01", "sin01"]
+        );
+        assert_eq!(
+            select("location = 'lhr01' or tag = 'canary'"),
+            ["ams01", "lhr01"]
+        );
+        assert_eq!(select("none"), Vec::<&str>::new());
+    }
+}
