@@ -26,7 +26,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::listener_limits::{ConnectionCaps, ConnectionLimiter};
+use crate::listener_limits::{BusyMarker, ConnectionCaps, ConnectionLimiter};
 
 /// How long a client may take to send its request head before the connection is closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -105,68 +105,51 @@ impl AdminServer {
 
     /// Serves until `shutdown` completes. Connections in flight finish on their own tasks.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AdminError> {
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let (stream, remote) = tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                accepted = self.listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) if is_transient_accept_error(&error) => {
-                        tracing::warn!(%error, "admin listener: accept failed, retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                    Err(source) => return Err(AdminError::Accept { address: self.address, source }),
-                },
-            };
-            let mut admission = match self.connections.admit(remote.ip()) {
-                Ok(admission) => admission,
-                Err(refused) => {
-                    tracing::warn!(%remote, %refused, "admin listener: closing a new connection");
-                    crate::listener_limits::refuse(stream);
-                    continue;
-                }
-            };
-            let registry = Arc::clone(&self.registry);
-            let readiness = self.readiness.clone();
-            let marker = admission.marker();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let busy = marker.busy();
-                    let answer = respond(&request, &registry, &readiness);
-                    drop(busy);
-                    async move { Ok::<_, Infallible>(answer) }
-                });
-                let serve = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service);
-                tokio::select! {
-                    served = serve => {
-                        if let Err(error) = served {
-                            tracing::debug!(%error, %remote, "admin connection ended with an error");
-                        }
-                    }
-                    _ = &mut admission.evicted => {
-                        tracing::debug!(%remote, "admin listener: closed an idle connection to make room");
-                    }
-                }
-            });
-        }
+        let AdminServer {
+            listener,
+            address,
+            registry,
+            readiness,
+            connections,
+        } = self;
+        crate::listener_limits::accept_loop(
+            &listener,
+            &connections,
+            "admin listener",
+            shutdown,
+            |stream, remote, marker| {
+                let registry = Arc::clone(&registry);
+                let readiness = readiness.clone();
+                serve_connection(stream, remote, marker, registry, readiness)
+            },
+        )
+        .await
+        .map_err(|source| AdminError::Accept { address, source })
     }
 }
 
-/// Accept errors that concern one connection (or a momentary resource shortage), not the
-/// listener: log and keep accepting.
-pub(crate) fn is_transient_accept_error(error: &std::io::Error) -> bool {
-    use std::io::ErrorKind;
-    matches!(
-        error.kind(),
-        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
-    ) || matches!(
-        error.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
+/// Serves one admitted admin connection until it ends.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    marker: BusyMarker,
+    registry: Arc<Registry>,
+    readiness: Readiness,
+) {
+    let service = service_fn(move |request| {
+        let busy = marker.busy();
+        let answer = respond(&request, &registry, &readiness);
+        drop(busy);
+        async move { Ok::<_, Infallible>(answer) }
+    });
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(error) = served {
+        tracing::debug!(%error, %remote, "admin connection ended with an error");
+    }
 }
 
 fn respond(

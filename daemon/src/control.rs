@@ -453,7 +453,7 @@ impl ControlServer {
                 () = &mut shutdown => return Ok(()),
                 accepted = self.listener.accept() => match accepted {
                     Ok(accepted) => accepted,
-                    Err(error) if crate::admin::is_transient_accept_error(&error) => {
+                    Err(error) if crate::listener_limits::is_transient_accept_error(&error) => {
                         tracing::warn!(%error, "control API: accept failed, retrying");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod engine_api;
 pub mod health;
 pub mod health_task;
+pub mod http_client;
 pub mod listener_limits;
 pub mod memory;
 pub mod metrics;

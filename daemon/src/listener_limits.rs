@@ -11,11 +11,16 @@
 //! only connections busy with a request hold their slot, and those are bounded by the
 //! listeners' header and body deadlines.
 //!
-//! Must not touch: sockets (the listeners accept and close), HTTP, TLS.
+//! Also owns the accept loop both listeners run ([`accept_loop`]): admission, the reset of a
+//! refused connection, one task per admitted connection, and closing it when displaced.
+//!
+//! Must not touch: HTTP and TLS (the listeners' per-connection `serve` functions do those).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
@@ -44,6 +49,69 @@ pub fn bind_listener(address: std::net::SocketAddr) -> std::io::Result<TcpListen
 pub fn refuse(stream: TcpStream) {
     let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
     drop(stream);
+}
+
+/// Accept errors that concern one connection (or a momentary resource shortage), not the
+/// listener: log and keep accepting.
+pub fn is_transient_accept_error(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+    ) || matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Accepts connections on `listener` until `shutdown` completes. Each connection the
+/// `limiter` admits is served by `serve` on its own task (which marks it busy per request
+/// through the [`BusyMarker`]) and closed when a newcomer displaces it while idle; a refused
+/// one is reset at once. Transient accept errors are logged and retried; any other ends the
+/// loop with that error. Connections in flight finish on their own tasks.
+pub async fn accept_loop<Serve, Served>(
+    listener: &TcpListener,
+    limiter: &Arc<ConnectionLimiter>,
+    name: &'static str,
+    shutdown: impl Future<Output = ()>,
+    mut serve: Serve,
+) -> std::io::Result<()>
+where
+    Serve: FnMut(TcpStream, SocketAddr, BusyMarker) -> Served,
+    Served: Future<Output = ()> + Send + 'static,
+{
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) if is_transient_accept_error(&error) => {
+                    tracing::warn!(%error, "{name}: accept failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            },
+        };
+        let mut admission = match limiter.admit(remote.ip()) {
+            Ok(admission) => admission,
+            Err(refused) => {
+                tracing::warn!(%remote, %refused, "{name}: closing a new connection");
+                refuse(stream);
+                continue;
+            }
+        };
+        let served = serve(stream, remote, admission.marker());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = served => {}
+                _ = &mut admission.evicted => {
+                    tracing::debug!(%remote, "{name}: closed an idle connection to make room");
+                }
+            }
+        });
+    }
 }
 
 /// The caps of one listener.

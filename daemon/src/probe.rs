@@ -13,11 +13,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Stdio;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper::header::{CONNECTION, HOST, USER_AGENT};
-use hyper::{Method, Request, Uri};
-use hyper_util::rt::TokioIo;
+use hyper::Uri;
+use hyper::header::{CONNECTION, USER_AGENT};
 use simple_dns::rdata::RData;
 use simple_dns::{CLASS, Name, Packet, PacketFlag, QCLASS, QTYPE, Question, RCODE, TYPE};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -26,6 +23,7 @@ use tokio::process::Command;
 use topologyd_config::health::{DnsRecordType, ProbeSpec};
 
 use crate::health::ProbeOutcome;
+use crate::http_client::{ExchangeError, OneShot, exchange};
 
 /// How much of an exec probe's output (stderr, else stdout) a failure's detail keeps.
 pub const EXEC_DETAIL_BYTES: usize = 200;
@@ -129,41 +127,23 @@ async fn http(url: &str, expect_status: u16) -> ProbeOutcome {
         Ok(stream) => stream,
         Err(outcome) => return outcome,
     };
-    let (mut sender, connection) =
-        match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-            Ok(pair) => pair,
-            Err(err) => return fail(format!("HTTP handshake with {target}: {err}")),
-        };
     let path = uri
         .path_and_query()
         .map_or("/", |path_and_query| path_and_query.as_str());
-    let request = match Request::builder()
-        .method(Method::GET)
-        .uri(path)
-        .header(HOST, authority.as_str())
-        .header(USER_AGENT, "topologyd-health")
-        .header(CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
-    {
-        Ok(request) => request,
-        Err(err) => return error(format!("{url}: cannot build the request: {err}")),
+    let request = OneShot {
+        body_limit: None,
+        ..OneShot::get(authority.as_str(), path)
+            .header(USER_AGENT, "topologyd-health")
+            .header(CONNECTION, "close")
     };
-    let mut connection = std::pin::pin!(connection);
-    let mut send = std::pin::pin!(sender.send_request(request));
-    let response = tokio::select! {
-        biased;
-        response = &mut send => response,
-        ended = &mut connection => match ended {
-            Err(err) => return fail(format!("GET {url}: {err}")),
-            Ok(()) => (&mut send).await,
-        },
-    };
-    match response {
-        Ok(response) if response.status().as_u16() == expect_status => ProbeOutcome::Pass,
-        Ok(response) => fail(format!(
+    match exchange(stream, request).await {
+        Ok(answer) if answer.status.as_u16() == expect_status => ProbeOutcome::Pass,
+        Ok(answer) => fail(format!(
             "GET {url}: status {}, expected {expect_status}",
-            response.status().as_u16()
+            answer.status.as_u16()
         )),
+        Err(ExchangeError::Handshake(err)) => fail(format!("HTTP handshake with {target}: {err}")),
+        Err(err @ ExchangeError::Build { .. }) => error(format!("{url}: {err}")),
         Err(err) => fail(format!("GET {url}: {err}")),
     }
 }
@@ -370,11 +350,13 @@ mod tests {
     use super::*;
     use std::convert::Infallible;
 
+    use bytes::Bytes;
     use http_body_util::Full;
     use hyper::body::Incoming;
     use hyper::server::conn::http1;
     use hyper::service::service_fn;
-    use hyper::{Response, StatusCode};
+    use hyper::{Request, Response, StatusCode};
+    use hyper_util::rt::TokioIo;
     use simple_dns::ResourceRecord;
     use simple_dns::rdata::{A, AAAA};
     use tokio::net::TcpListener;
