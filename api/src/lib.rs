@@ -23,7 +23,7 @@ pub use intent::{
 pub use request::{ApplyRequest, DrainRequest, PlanRequest, RollbackRequest};
 pub use source::{SourceBundle, SourceFile};
 pub use view::{
-    Document, DrainView, ErrorBody, ErrorDetail, ErrorView, HealthView, MutationOutcome,
+    Document, RouteCounts, StatusHealth, DrainView, ErrorBody, ErrorDetail, ErrorView, HealthView, MutationOutcome,
     OutcomeDetail, PeerRoutesView, PeerStatus, PlanView, RouteView, RoutesView, ServiceAction,
     ServiceDecisionView, ServiceHealthView, StatusView, TopologyView,
 };
