@@ -168,7 +168,6 @@ impl Intent {
     }
 }
 
-
 /// Serde for an [`Intent`] in its wire form, a list of lines (`#[serde(with = "lines")]`).
 pub mod lines {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -203,9 +202,11 @@ mod tests {
         assert_eq!(intent.services, BTreeSet::from(["web".to_string()]));
         assert!(intent.overrides.contains(&Override::BlastRadius));
         // The override's route is truncated to its network once, here.
-        assert!(intent.overrides.contains(&Override::GlobalWithdrawal(
-            "192.0.2.0/24".parse().unwrap()
-        )));
+        assert!(
+            intent
+                .overrides
+                .contains(&Override::GlobalWithdrawal("192.0.2.0/24".parse().unwrap()))
+        );
         assert_eq!(
             intent.to_lines(),
             vec![

@@ -23,7 +23,7 @@ pub use intent::{
 pub use request::{ApplyRequest, DrainRequest, PlanRequest, RollbackRequest};
 pub use source::{SourceBundle, SourceFile};
 pub use view::{
-    Document, RouteCounts, StatusHealth, DrainView, ErrorBody, ErrorDetail, ErrorView, HealthView, MutationOutcome,
-    OutcomeDetail, PeerRoutesView, PeerStatus, PlanView, RouteView, RoutesView, ServiceAction,
-    ServiceDecisionView, ServiceHealthView, StatusView, TopologyView,
+    Document, DrainView, ErrorBody, ErrorDetail, ErrorView, HealthView, MutationOutcome,
+    OutcomeDetail, PeerRoutesView, PeerStatus, PlanView, RouteCounts, RouteView, RoutesView,
+    ServiceAction, ServiceDecisionView, ServiceHealthView, StatusHealth, StatusView, TopologyView,
 };

@@ -104,7 +104,10 @@ mod tests {
             "bundle": bundle, "intent": ["bogus"],
         }))
         .unwrap_err();
-        assert!(error.to_string().contains("invalid override `bogus`"), "{error}");
+        assert!(
+            error.to_string().contains("invalid override `bogus`"),
+            "{error}"
+        );
     }
 
     #[test]

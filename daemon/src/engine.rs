@@ -29,28 +29,28 @@ use topologyd_topology::{
 use tracing::{error, info, warn};
 
 use crate::addresses::{AddressBinder, BindOutcome};
-use crate::readiness::Readiness;
 use crate::announce::{LocationRoutes, PeerRouteContext};
+use crate::audit::{AuditError, AuditLog, AuditRecord};
 use crate::bundle::{compile_bundle, compile_bundle_against};
 use crate::compile::{BudgetError, CompileBudget, Reservation};
-use crate::audit::{AuditError, AuditLog, AuditRecord};
 use crate::engine_api::{
     EngineCommand, EngineError, EngineErrorKind, MutationOutcome, SourceBundle, SourceFile,
     WriteAhead,
 };
 use crate::health::{HealthEventKind, HealthView, RoundCounts, expand};
-use topologyd_api::{
-    Document, DrainView, OutcomeDetail, PeerRoutesView, PlanView, RouteCounts, RouteView,
-    RoutesView, StatusHealth, StatusView, TopologyView,
-};
 use crate::metrics::ServiceReport;
 use crate::metrics::{
     Direction as MetricDirection, FAMILY_IPV4_UNICAST, FAMILY_IPV6_UNICAST, Metrics, SessionState,
 };
 use crate::overlay::{self, OverlayInput, ServiceAction, ServiceDecision};
 use crate::peer::{PeerCommand, PeerHandle, PeerSpec, PeerStatus, spawn_peer};
+use crate::readiness::Readiness;
 use crate::sockopt::SessionSecurity;
 use crate::state_store::{DrainState, GenerationMeta, ServiceDrain, StateStore, StoredGeneration};
+use topologyd_api::{
+    Document, DrainView, OutcomeDetail, PeerRoutesView, PlanView, RouteCounts, RouteView,
+    RoutesView, StatusHealth, StatusView, TopologyView,
+};
 
 /// The connect-retry backoff stops growing at this multiple of `connect_retry_seconds`.
 pub const CONNECT_RETRY_BACKOFF_FACTOR: u32 = 4;
@@ -1717,10 +1717,24 @@ impl Engine {
                         prefix: prefix.to_string(),
                         service: intent.service.to_string(),
                         degraded: intent.degraded,
-                        as_path: attributes.as_path.iter().map(|segment| format!("{segment:?}")).collect(),
+                        as_path: attributes
+                            .as_path
+                            .iter()
+                            .map(|segment| format!("{segment:?}"))
+                            .collect(),
                         med: attributes.med,
-                        communities: intent.attributes.communities.iter().map(ToString::to_string).collect(),
-                        large_communities: intent.attributes.large_communities.iter().map(ToString::to_string).collect(),
+                        communities: intent
+                            .attributes
+                            .communities
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect(),
+                        large_communities: intent
+                            .attributes
+                            .large_communities
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect(),
                     })
                 })
                 .collect();
@@ -1994,7 +2008,10 @@ struct Prepared {
 #[derive(Debug, Clone)]
 enum CompileInput {
     /// A pushed bundle and its intent.
-    Bundle { bundle: SourceBundle, intent: Intent },
+    Bundle {
+        bundle: SourceBundle,
+        intent: Intent,
+    },
     /// The sources of a kept generation (a rollback).
     Rollback { generation: u64 },
 }

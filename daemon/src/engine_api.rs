@@ -35,7 +35,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::oneshot;
-use topologyd_api::{DrainView, HealthView, Intent, PlanView, RoutesView, StatusView, TopologyView};
+use topologyd_api::{
+    DrainView, HealthView, Intent, PlanView, RoutesView, StatusView, TopologyView,
+};
 
 pub use crate::audit::WriteAhead;
 pub use crate::state_store::{SourceBundle, SourceFile};

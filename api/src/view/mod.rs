@@ -19,8 +19,8 @@ pub use answers::{
     ServiceAction, ServiceDecisionView, TopologyView,
 };
 pub use health::{
-    CheckResult, CheckView, DrainState, HealthStateView, HealthView, ProbeStateView,
-    RoundCounts, ServiceDrain, ServiceHealthView, UnhealthyActionView,
+    CheckResult, CheckView, DrainState, HealthStateView, HealthView, ProbeStateView, RoundCounts,
+    ServiceDrain, ServiceHealthView, UnhealthyActionView,
 };
 pub use routes::{PeerRoutesView, RouteView, RoutesView};
 pub use status::{PeerStatus, RouteCounts, StatusHealth, StatusView};

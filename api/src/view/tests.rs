@@ -198,9 +198,15 @@ fn error_bodies_round_trip_with_each_detail_shape() {
     for (index, detail) in details.into_iter().enumerate() {
         let wire = json!({ "error": { "kind": "invalid", "message": "m", "detail": detail } });
         let body: ErrorBody = round_trip(&wire);
-        assert!(!matches!(body.error.detail, Some(ErrorDetail::Other(_))), "{wire}");
+        assert!(
+            !matches!(body.error.detail, Some(ErrorDetail::Other(_))),
+            "{wire}"
+        );
         if let Some(text) = expected_text.get(index) {
-            assert_eq!(body.error.detail.as_ref().and_then(ErrorDetail::text), *text);
+            assert_eq!(
+                body.error.detail.as_ref().and_then(ErrorDetail::text),
+                *text
+            );
         }
     }
     let missing = json!({ "error": { "kind": "invalid", "detail": null } });

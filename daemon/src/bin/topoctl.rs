@@ -11,12 +11,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 use topologyd::control_client::{ClientError, ControlClient};
 use topologyd::engine_api::SourceBundle;
 use topologyd::rollout::commands as rollout;
 use topologyd::rollout::journal::Command as RolloutControl;
 use topologyd::tls::{TlsFiles, client_config};
+use topologyd_api::{DrainView, HealthView, MutationOutcome, PlanView, RoutesView, StatusView};
 use topologyd_config::diagnostic::escape_text;
 use topologyd_config::{Source, load_sources};
 use topologyd_topology::{
@@ -285,14 +287,6 @@ struct IntentArguments {
 impl IntentArguments {
     fn intent(&self) -> Result<Intent, String> {
         Intent::from_arguments(&self.intents, &self.overrides).map_err(|error| error.to_string())
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.intents
-            .iter()
-            .chain(&self.overrides)
-            .cloned()
-            .collect()
     }
 }
 
@@ -668,16 +662,15 @@ fn run(command: Command) -> Result<i32, Stop> {
             dry_run,
             json,
         } => {
-            intent.intent()?;
+            let intent = intent.intent()?;
             let bundle = bundle_of(&files, json)?;
             let client = daemon.client()?;
             let runtime = runtime()?;
             if dry_run {
-                let answer = runtime.block_on(client.plan(&bundle, &intent.lines()));
+                let answer = runtime.block_on(client.plan(&bundle, &intent));
                 return Ok(print_answer(answer, json, true));
             }
-            let answer =
-                runtime.block_on(client.apply(&bundle, &intent.lines(), expect_generation));
+            let answer = runtime.block_on(client.apply(&bundle, &intent, expect_generation));
             Ok(print_answer(answer, json, false))
         }
         Command::Rollback {
@@ -739,66 +732,86 @@ fn inert(text: &str) -> String {
         .join("\n")
 }
 
+/// What `topoctl` shows of a daemon's answer: its text, if it has one (otherwise its JSON), and
+/// for a dry run the exit code the daemon's plan gives.
+trait Shown: Serialize {
+    fn text(&self) -> Option<&str> {
+        None
+    }
+
+    fn exit_code(&self) -> Option<i32> {
+        None
+    }
+}
+
+impl Shown for PlanView {
+    fn text(&self) -> Option<&str> {
+        Some(&self.text)
+    }
+
+    fn exit_code(&self) -> Option<i32> {
+        Some(self.exit_code)
+    }
+}
+
+impl Shown for MutationOutcome {}
+impl Shown for StatusView {}
+impl Shown for RoutesView {}
+impl Shown for HealthView {}
+impl Shown for DrainView {}
+
+/// A view as pretty JSON, keys in order (as the daemon writes it).
+fn pretty<T: Serialize>(view: &T) -> String {
+    serde_json::to_value(view)
+        .and_then(|value| serde_json::to_string_pretty(&value))
+        .unwrap_or_default()
+}
+
 /// Prints a daemon answer and maps it to an exit code.
-fn print_answer(answer: Result<Value, ClientError>, json: bool, dry_run: bool) -> i32 {
+fn print_answer<V: Shown>(answer: Result<V, ClientError>, json: bool, dry_run: bool) -> i32 {
     match answer {
-        Ok(value) => {
-            let text = value
-                .get("text")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            match (json, text) {
-                (false, Some(text)) => print!("{}", inert(&text)),
-                _ => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&value).unwrap_or_default()
-                ),
+        Ok(view) => {
+            match (json, view.text()) {
+                (false, Some(text)) => print!("{}", inert(text)),
+                _ => println!("{}", pretty(&view)),
             }
             if dry_run {
-                value
-                    .get("exit_code")
-                    .and_then(Value::as_i64)
-                    .and_then(|code| i32::try_from(code).ok())
-                    .unwrap_or(EXIT_CHANGES_ALLOWED)
+                view.exit_code().unwrap_or(EXIT_CHANGES_ALLOWED)
             } else {
                 EXIT_NO_CHANGE
             }
         }
         Err(ClientError::Status { status, body }) => {
-            // The body is `{"error": {"kind", "message", "detail"}}`; a compile error or a
-            // guard refusal carries its rendered text (file:line:column, violations) in
-            // `detail.text`.
-            let error = &body["error"];
+            // A compile error or a guard refusal carries its rendered text (file:line:column,
+            // violations) in `detail.text`.
+            let error = &body.error;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&body).unwrap_or_default()
-                );
+                println!("{}", pretty(&body));
             } else {
                 eprintln!(
                     "topoctl: the daemon answered {status} ({}): {}",
-                    inert(error["kind"].as_str().unwrap_or("error")),
-                    inert(error["message"].as_str().unwrap_or(""))
+                    inert(&error.kind),
+                    inert(&error.message)
                 );
-                match error["detail"]["text"].as_str() {
-                    Some(text) => {
+                match (
+                    error.detail.as_ref(),
+                    error.detail.as_ref().and_then(|detail| detail.text()),
+                ) {
+                    (_, Some(text)) => {
                         let text = inert(text);
                         eprint!("{text}");
                         if !text.ends_with('\n') {
                             eprintln!();
                         }
                     }
-                    None if !error["detail"].is_null() => eprintln!(
-                        "{}",
-                        serde_json::to_string_pretty(&error["detail"]).unwrap_or_default()
-                    ),
-                    None => {}
+                    (Some(detail), None) => eprintln!("{}", pretty(detail)),
+                    (None, None) => {}
                 }
             }
             match status {
                 422 => EXIT_REFUSED,
                 507 => EXIT_NO_SPACE,
-                400 if error["kind"] == "invalid" => EXIT_INVALID,
+                400 if error.kind == "invalid" => EXIT_INVALID,
                 _ => EXIT_USAGE,
             }
         }

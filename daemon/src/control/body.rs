@@ -194,7 +194,6 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-
 /// When a plan or apply body does not parse: the intent line that does not, if that is why.
 fn intent_problem(bytes: &[u8]) -> Option<IntentError> {
     let lines: IntentLines = serde_json::from_slice(bytes).ok()?;

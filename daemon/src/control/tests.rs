@@ -3,14 +3,23 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::path::{Path, PathBuf};
+
+use hyper::Method;
+use serde_json::json;
+use topologyd_api::view::{RouteCounts, StatusHealth};
+use topologyd_api::{
+    Document, Intent, OutcomeDetail, PlanView, RoutesView, SourceBundle, StatusView, Verdict,
+};
+
+use super::body::query_parameter;
 use super::*;
 use crate::control_client::{ClientError, ControlClient};
-use crate::engine_api::EngineErrorKind;
+use crate::engine_api::{EngineError, EngineErrorKind, MutationOutcome};
 use crate::state_store::SourceFile;
 use crate::tls::{self, TlsFiles};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -71,6 +80,37 @@ fn pki() -> Pki {
     }
 }
 
+/// A status view of `generation`, no peers.
+fn status_view(generation: u64) -> StatusView {
+    let counts = RouteCounts { ipv4: 0, ipv6: 0 };
+    StatusView {
+        location: "ams01".into(),
+        generation,
+        hash: "sha256:feed".into(),
+        applied_at: 0,
+        applied_by: "local".into(),
+        ready: true,
+        ready_reason: "ready".into(),
+        routes: counts,
+        routes_topology: counts,
+        published_version: 1,
+        runtime_guard_refusals: 0,
+        health: StatusHealth {
+            fail_static: false,
+            location_drained: false,
+            unhealthy: vec![],
+            drained: vec![],
+            withdrawn: vec![],
+            degraded: vec![],
+        },
+        peers: vec![],
+    }
+}
+
+fn intent(lines: &[&str]) -> Intent {
+    Intent::from_lines(lines).unwrap()
+}
+
 /// A fake engine: answers every command and forwards a description of it to the test.
 fn fake_engine() -> (mpsc::Sender<EngineCommand>, mpsc::UnboundedReceiver<String>) {
     let (commands, mut receiver) = mpsc::channel::<EngineCommand>(8);
@@ -80,7 +120,13 @@ fn fake_engine() -> (mpsc::Sender<EngineCommand>, mpsc::UnboundedReceiver<String
             match command {
                 EngineCommand::Plan { bundle, reply, .. } => {
                     let _ = seen.send(format!("plan {}", bundle.sources.len()));
-                    let _ = reply.send(Ok(json!({ "changes": 1 })));
+                    let _ = reply.send(Ok(PlanView {
+                        verdict: Verdict::ChangesAllowed,
+                        exit_code: 2,
+                        plan: Document(json!({ "changes": 1 })),
+                        text: String::new(),
+                        location_delta: Document::default(),
+                    }));
                 }
                 EngineCommand::Apply {
                     expected_generation,
@@ -114,13 +160,16 @@ fn fake_engine() -> (mpsc::Sender<EngineCommand>, mpsc::UnboundedReceiver<String
                             generation_before: 7,
                             generation_after: 8,
                             plan_hash: "sha256:feed".to_owned(),
-                            detail: json!({}),
+                            detail: OutcomeDetail {
+                                verdict: Verdict::ChangesAllowed,
+                                summary: None,
+                                text: String::new(),
+                            },
+                            audit_warning: None,
                         })
                     } else {
-                        let mut error = EngineError::new(
-                            EngineErrorKind::Conflict,
-                            "running generation is 7",
-                        );
+                        let mut error =
+                            EngineError::new(EngineErrorKind::Conflict, "running generation is 7");
                         error.generation = Some(7);
                         Err(error)
                     };
@@ -134,11 +183,14 @@ fn fake_engine() -> (mpsc::Sender<EngineCommand>, mpsc::UnboundedReceiver<String
                 }
                 EngineCommand::Status { reply } => {
                     let _ = seen.send("status".to_owned());
-                    let _ = reply.send(Ok(json!({ "generation": 7 })));
+                    let _ = reply.send(Ok(status_view(7)));
                 }
                 EngineCommand::Routes { peer, reply } => {
                     let _ = seen.send(format!("routes {peer:?}"));
-                    let _ = reply.send(Ok(json!({ "routes": [] })));
+                    let _ = reply.send(Ok(RoutesView {
+                        generation: 7,
+                        peers: Default::default(),
+                    }));
                 }
                 other => {
                     let _ = seen.send(format!("{other:?}"));
@@ -280,17 +332,17 @@ async fn reader_may_read_and_plan_but_not_apply() {
     let pki = pki();
     let mut running = start(&pki, DEFAULT_BODY_LIMIT).await;
     let reader = client(&pki, &running, Some(&pki.reader));
-    assert_eq!(reader.status().await.unwrap(), json!({ "generation": 7 }));
+    assert_eq!(reader.status().await.unwrap(), status_view(7));
     assert_eq!(running.seen.recv().await.unwrap(), "status");
     reader.routes(Some("192.0.2.1 x")).await.unwrap();
     assert_eq!(
         running.seen.recv().await.unwrap(),
         "routes Some(\"192.0.2.1 x\")"
     );
-    reader.plan(&bundle(), &[]).await.unwrap();
+    reader.plan(&bundle(), &Intent::default()).await.unwrap();
     assert_eq!(running.seen.recv().await.unwrap(), "plan 1");
     let error = reader
-        .apply(&bundle(), &["x".to_owned()], Some(7))
+        .apply(&bundle(), &intent(&["service:x"]), Some(7))
         .await
         .unwrap_err();
     assert_eq!(status_of(&error), Some(403), "{error}");
@@ -327,12 +379,15 @@ async fn admin_apply_reaches_the_engine_and_is_audited() {
     )
     .unwrap();
     let outcome = admin
-        .apply(&bundle(), &["add web".to_owned()], Some(7))
+        .apply(&bundle(), &intent(&["service:web"]), Some(7))
         .await
         .unwrap();
-    assert_eq!(outcome["generation_after"], 8);
+    assert_eq!(outcome.generation_after, 8);
     assert_eq!(running.seen.recv().await.unwrap(), "apply by alice");
-    let error = admin.apply(&bundle(), &[], Some(6)).await.unwrap_err();
+    let error = admin
+        .apply(&bundle(), &Intent::default(), Some(6))
+        .await
+        .unwrap_err();
     assert_eq!(status_of(&error), Some(409), "{error}");
     let error = admin.rollback(3, None).await.unwrap_err();
     assert_eq!(status_of(&error), Some(404), "{error}");
@@ -354,7 +409,7 @@ async fn admin_apply_reaches_the_engine_and_is_audited() {
         Some("changes_allowed")
     );
     let request = records[0].request.clone().unwrap();
-    assert_eq!(request["intent"], json!(["add web"]));
+    assert_eq!(request["intent"], json!(["service:web"]));
     assert_eq!(request["sources"], json!(["services.toml"]));
     assert_eq!(request["expected_generation"], 7);
     assert!(request["bundle_sha256"].as_str().unwrap().len() == 64);
@@ -379,17 +434,23 @@ async fn a_full_audit_file_system_refuses_the_mutation() {
     let running = start_with_audit(&pki, DEFAULT_BODY_LIMIT, tmpfs.path()).await;
     let admin = client(&pki, &running, Some(&pki.admin));
     let filler = tmpfs.fill();
-    let error = admin.apply(&bundle(), &[], Some(7)).await.unwrap_err();
+    let error = admin
+        .apply(&bundle(), &Intent::default(), Some(7))
+        .await
+        .unwrap_err();
     assert_eq!(status_of(&error), Some(507), "{error}");
     let ClientError::Status { body, .. } = &error else {
         unreachable!()
     };
-    assert_eq!(body["error"]["kind"], "no_space", "{body}");
-    let message = body["error"]["message"].as_str().unwrap();
+    assert_eq!(body.error.kind, "no_space", "{body:?}");
+    let message = &body.error.message;
     assert!(message.contains("nothing changed"), "{message}");
-    assert!(body["audit_warning"].is_string(), "{body}");
+    assert!(body.audit_warning.is_some(), "{body:?}");
     std::fs::remove_file(filler).unwrap();
-    admin.apply(&bundle(), &[], Some(7)).await.unwrap();
+    admin
+        .apply(&bundle(), &Intent::default(), Some(7))
+        .await
+        .unwrap();
     let records = wait_for_records(&running.audit, 2).await;
     assert_eq!(records[0].phase.as_deref(), Some(PHASE_INTENT));
     assert_eq!(records[1].verdict, "applied");
@@ -403,7 +464,10 @@ async fn oversize_and_malformed_bodies_are_refused_before_the_engine() {
     let admin = client(&pki, &running, Some(&pki.admin));
     let mut large = bundle();
     large.sources[0].text = "#".repeat(4096);
-    let error = admin.apply(&large, &[], Some(7)).await.unwrap_err();
+    let error = admin
+        .apply(&large, &Intent::default(), Some(7))
+        .await
+        .unwrap_err();
     assert_eq!(status_of(&error), Some(413), "{error}");
 
     let (status, body) = admin
@@ -420,6 +484,24 @@ async fn oversize_and_malformed_bodies_are_refused_before_the_engine() {
         .await
         .unwrap();
     assert_eq!(status, 400);
+    // An intent line that does not parse is an invalid request, answered here.
+    let (status, body) = admin
+        .raw(
+            Method::POST,
+            "/v1/apply",
+            Some(
+                b"{\"bundle\":{\"sources\":[]},\"intent\":[\"add web\"],\"expected_generation\":7}"
+                    .to_vec(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["kind"], "invalid", "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "invalid override `add web`: expected global-withdrawal:CIDR or blast-radius"
+    );
     let (status, _) = admin.raw(Method::GET, "/v1/apply", None).await.unwrap();
     assert_eq!(status, 405);
     let (status, _) = admin.raw(Method::GET, "/v1/nothing", None).await.unwrap();
@@ -429,7 +511,7 @@ async fn oversize_and_malformed_bodies_are_refused_before_the_engine() {
         "a bad request reached the engine"
     );
     // Every one of them is audited, 405 and 404 included.
-    let records = wait_for_records(&running.audit, 5).await;
+    let records = wait_for_records(&running.audit, 6).await;
     let seen: Vec<(u16, &str)> = records
         .iter()
         .map(|record| (record.status, record.endpoint.as_str()))
@@ -438,6 +520,7 @@ async fn oversize_and_malformed_bodies_are_refused_before_the_engine() {
         seen,
         vec![
             (413, "POST /v1/apply"),
+            (400, "POST /v1/apply"),
             (400, "POST /v1/apply"),
             (400, "POST /v1/apply"),
             (405, "GET /v1/apply"),
@@ -454,14 +537,14 @@ async fn readers_have_a_smaller_body_limit_than_admins() {
     let mut medium = bundle();
     medium.sources[0].text = "#".repeat(16 * 1024);
     let reader = client(&pki, &running, Some(&pki.reader));
-    let error = reader.plan(&medium, &[]).await.unwrap_err();
+    let error = reader.plan(&medium, &Intent::default()).await.unwrap_err();
     assert_eq!(status_of(&error), Some(413), "{error}");
     assert!(
         running.seen.try_recv().is_err(),
         "the reader's plan reached the engine"
     );
     let admin = client(&pki, &running, Some(&pki.admin));
-    admin.plan(&medium, &[]).await.unwrap();
+    admin.plan(&medium, &Intent::default()).await.unwrap();
     assert_eq!(running.seen.recv().await.unwrap(), "plan 1");
     // The reader's 413 is audited (a 413 on any path is).
     let records = wait_for_records(&running.audit, 1).await;
@@ -490,9 +573,7 @@ async fn a_body_trickling_below_the_minimum_rate_is_cut_off_with_408() {
         .unwrap();
     let started = std::time::Instant::now();
     stream
-        .write_all(
-            b"POST /v1/apply HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n{",
-        )
+        .write_all(b"POST /v1/apply HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n{")
         .await
         .unwrap();
     let mut answer = Vec::new();
@@ -533,8 +614,7 @@ async fn a_pushed_file_that_is_not_utf8_is_invalid_at_its_line_and_column() {
     let mut running = start(&pki, 1 << 20).await;
     let reader = client(&pki, &running, Some(&pki.reader));
     let mut body =
-        br#"{"bundle":{"sources":[{"name":"fleet.toml","text":"[[location]]\nname = \"z"#
-            .to_vec();
+        br#"{"bundle":{"sources":[{"name":"fleet.toml","text":"[[location]]\nname = \"z"#.to_vec();
     body.push(0xFC);
     body.extend_from_slice(br#"rich\"\n"}]},"intent":[]}"#);
     let (status, answer) = reader

@@ -34,8 +34,8 @@ use super::waves::assign_waves;
 use super::{EXIT_COMPLETED, EXIT_ERROR, EXIT_REFUSED, exit_code_of};
 use crate::admin::{AdminServer, Readiness};
 use crate::control_client::ControlClient;
-use topologyd_api::StatusView;
 use crate::state_store::SourceBundle;
+use topologyd_api::StatusView;
 
 /// The lock file a running controller holds (`flock`) in the state directory.
 pub const LOCK_FILE: &str = "lock";

@@ -28,9 +28,9 @@ use super::machine::{Effect, Event, Machine, MachinePlan, Output};
 use super::progress::{Progress, RolloutMetrics};
 use super::{EXIT_ERROR, EXIT_PAUSED, exit_code_of};
 use crate::control_client::{ClientError, ControlClient};
-use topologyd_api::StatusView;
 use crate::state_store::SourceBundle;
 use crate::tls::{TlsFiles, client_config};
+use topologyd_api::StatusView;
 
 /// The control file in the state directory: one JSON command per line.
 pub const CONTROL_FILE: &str = "control";

@@ -79,7 +79,10 @@ fn health_document(location_drained: bool, services: Value) -> Value {
             ("other_live_locations", json!(1)),
             ("routes_announced", json!(0)),
             ("rounds", json!(3)),
-            ("last_round", json!([{ "check": "tcp 127.0.0.1:53", "result": "fail", "detail": "" }])),
+            (
+                "last_round",
+                json!([{ "check": "tcp 127.0.0.1:53", "result": "fail", "detail": "" }]),
+            ),
         ] {
             service.entry(key).or_insert(value);
         }
@@ -442,8 +445,18 @@ fn a_health_view_missing_a_field_is_never_a_pass() {
                      "last_round": [{ "check": "tcp 127.0.0.1:53", "result": "pass", "detail": "" }]}
     });
     let health = HealthView::parse(&health_document(false, passing.clone())).unwrap();
-    assert_eq!(check_probes(&health, &services).result, GateResultKind::Pass);
-    for field in ["healthy", "checked", "state", "action", "rounds", "last_round"] {
+    assert_eq!(
+        check_probes(&health, &services).result,
+        GateResultKind::Pass
+    );
+    for field in [
+        "healthy",
+        "checked",
+        "state",
+        "action",
+        "rounds",
+        "last_round",
+    ] {
         let mut document = health_document(false, passing.clone());
         document["services"]["resolver"]
             .as_object_mut()
@@ -456,7 +469,10 @@ fn a_health_view_missing_a_field_is_never_a_pass() {
     ill_typed["services"]["resolver"]["healthy"] = json!("true");
     assert!(HealthView::parse(&ill_typed).is_err());
     let mut no_fail_static = health_document(false, json!({}));
-    no_fail_static.as_object_mut().unwrap().remove("fail_static");
+    no_fail_static
+        .as_object_mut()
+        .unwrap()
+        .remove("fail_static");
     let error = HealthView::parse(&no_fail_static).unwrap_err();
     assert!(error.contains("fail_static"), "{error}");
 }
