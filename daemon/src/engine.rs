@@ -944,7 +944,7 @@ impl Engine {
             .decisions
             .iter()
             .map(|(name, decision)| {
-                let routes = counts.get(name.as_str()).copied().unwrap_or(0) as u64;
+                let routes = counts.get(name.as_str()).copied().unwrap_or(0);
                 let board = self.health_view.services.get(name);
                 let view = crate::api_views::service_health_view(decision, routes, board);
                 (name.clone(), view)
@@ -1507,11 +1507,7 @@ impl Engine {
                 generation_before,
                 generation_after: generation_before,
                 plan_hash: hash,
-                detail: OutcomeDetail {
-                    verdict: plan.verdict(),
-                    summary: None,
-                    text,
-                },
+                detail: OutcomeDetail::new(plan.verdict(), None, text),
                 audit_warning: None,
             });
         }
@@ -1615,11 +1611,7 @@ impl Engine {
             generation_before,
             generation_after: meta.generation,
             plan_hash: hash,
-            detail: OutcomeDetail {
-                verdict: plan.verdict(),
-                summary: Some(Document::of(&plan.summary)),
-                text,
-            },
+            detail: OutcomeDetail::new(plan.verdict(), Some(Document::of(&plan.summary)), text),
             audit_warning: None,
         })
     }

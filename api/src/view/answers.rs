@@ -52,6 +52,17 @@ pub struct OutcomeDetail {
     pub text: String,
 }
 
+impl OutcomeDetail {
+    /// The detail of a plan with `verdict`, its counts if anything changed, and its text.
+    pub fn new(verdict: Verdict, summary: Option<Document>, text: String) -> Self {
+        OutcomeDetail {
+            verdict,
+            summary,
+            text,
+        }
+    }
+}
+
 /// What this location does with one service's routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
