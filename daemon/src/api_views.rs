@@ -6,25 +6,16 @@ use topologyd_api::view::{
     CheckResult as CheckResultView, CheckView as CheckLineView, HealthStateView, ProbeStateView,
     RoundCounts as RoundCountsView, UnhealthyActionView,
 };
-use topologyd_api::{ServiceAction as ActionView, ServiceDecisionView, ServiceHealthView};
+use topologyd_api::{ServiceDecisionView, ServiceHealthView};
 use topologyd_config::health::UnhealthyAction;
 
 use crate::health::{CheckResult, HealthState, ServiceView};
-use crate::overlay::{ServiceAction, ServiceDecision};
-
-/// What this location does with a service's routes.
-pub fn action_view(action: ServiceAction) -> ActionView {
-    match action {
-        ServiceAction::Announce => ActionView::Announce,
-        ServiceAction::Withdraw => ActionView::Withdraw,
-        ServiceAction::Degrade => ActionView::Degrade,
-    }
-}
+use crate::overlay::ServiceDecision;
 
 /// One service's decision, as the drain answer lists it.
 pub fn decision_view(decision: &ServiceDecision) -> ServiceDecisionView {
     ServiceDecisionView {
-        action: action_view(decision.action),
+        action: decision.action,
         healthy: decision.healthy,
         drained: decision.drained,
         floor_held: decision.floor_held,
@@ -48,7 +39,7 @@ pub fn service_health_view(
     ServiceHealthView {
         checked,
         healthy: decision.healthy.unwrap_or(true),
-        action: action_view(decision.action),
+        action: decision.action,
         drained: decision.drained,
         floor_held: decision.floor_held,
         other_live_locations: decision.other_live_locations as u64,
@@ -120,6 +111,7 @@ mod tests {
 
     use super::*;
     use crate::health::{CheckView, RoundCounts};
+    use crate::overlay::ServiceAction;
 
     fn decision(healthy: Option<bool>) -> ServiceDecision {
         ServiceDecision {

@@ -13,7 +13,7 @@ use super::answer::Answer;
 use super::body::{query_parameter, read_json};
 use super::{Caller, Endpoint, Role, Shared};
 use crate::audit::{AuditRecord, WriteAhead};
-use crate::engine_api::{EngineCommand, Reply};
+use crate::engine_api::{EngineCommand, MutationOutcome, Reply};
 
 /// What one request needs besides its body: who asks, the body limit of their role, the
 /// engine, and the audit record so far (for a mutation's write-ahead).
@@ -107,21 +107,17 @@ async fn apply(call: &Call<'_>, request: Request<Incoming>) -> Answer {
         Err(answer) => return answer,
     };
     let summary = apply_summary(&body);
-    let mut answer = match ask(call.engine(), |reply| EngineCommand::Apply {
-        bundle: body.bundle,
-        intent: body.intent,
-        expected_generation: body.expected_generation,
-        who: call.caller.identity.clone(),
-        write_ahead: call.write_ahead(&summary),
-        reply,
+    mutation(call, summary, |who, write_ahead, reply| {
+        EngineCommand::Apply {
+            bundle: body.bundle,
+            intent: body.intent,
+            expected_generation: body.expected_generation,
+            who,
+            write_ahead,
+            reply,
+        }
     })
     .await
-    {
-        Ok(outcome) => Answer::applied(outcome),
-        Err(answer) => answer,
-    };
-    answer.request = Some(summary);
-    answer
 }
 
 async fn rollback(call: &Call<'_>, request: Request<Incoming>) -> Answer {
@@ -133,15 +129,28 @@ async fn rollback(call: &Call<'_>, request: Request<Incoming>) -> Answer {
         "generation": body.generation,
         "expected_generation": body.expected_generation,
     });
-    let mut answer = match ask(call.engine(), |reply| EngineCommand::Rollback {
-        generation: body.generation,
-        expected_generation: body.expected_generation,
-        who: call.caller.identity.clone(),
-        write_ahead: call.write_ahead(&summary),
-        reply,
+    mutation(call, summary, |who, write_ahead, reply| {
+        EngineCommand::Rollback {
+            generation: body.generation,
+            expected_generation: body.expected_generation,
+            who,
+            write_ahead,
+            reply,
+        }
     })
     .await
-    {
+}
+
+/// An apply or rollback: asked with its write-ahead, answered with what was applied, and
+/// audited with `summary` whatever the answer.
+async fn mutation(
+    call: &Call<'_>,
+    summary: Value,
+    command: impl FnOnce(String, Option<WriteAhead>, Reply<MutationOutcome>) -> EngineCommand,
+) -> Answer {
+    let who = call.caller.identity.clone();
+    let write_ahead = call.write_ahead(&summary);
+    let mut answer = match ask(call.engine(), |reply| command(who, write_ahead, reply)).await {
         Ok(outcome) => Answer::applied(outcome),
         Err(answer) => answer,
     };

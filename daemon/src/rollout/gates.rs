@@ -270,31 +270,38 @@ fn compare_attributes(
             route.med, want.attributes.med
         ));
     }
-    let communities = sorted(&route.communities);
-    let mut planned: Vec<String> = want
-        .attributes
-        .communities
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    planned.sort();
-    if communities != planned {
-        problems.push(format!(
-            "peer {peer}: {prefix} has communities {communities:?}, the plan says {planned:?}"
-        ));
-    }
-    let large = sorted(&route.large_communities);
-    let mut planned_large: Vec<String> = want
-        .attributes
-        .large_communities
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    planned_large.sort();
-    if large != planned_large {
-        problems.push(format!(
-            "peer {peer}: {prefix} has large communities {large:?}, the plan says {planned_large:?}"
-        ));
+    let planned = |values: Vec<String>| sorted(&values);
+    let lists = [
+        (
+            "communities",
+            &route.communities,
+            planned(
+                want.attributes
+                    .communities
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
+        ),
+        (
+            "large communities",
+            &route.large_communities,
+            planned(
+                want.attributes
+                    .large_communities
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
+        ),
+    ];
+    for (what, announced, planned) in lists {
+        let announced = sorted(announced);
+        if announced != planned {
+            problems.push(format!(
+                "peer {peer}: {prefix} has {what} {announced:?}, the plan says {planned:?}"
+            ));
+        }
     }
 }
 
