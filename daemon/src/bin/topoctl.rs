@@ -7,7 +7,7 @@
 //! (nothing changed; the message names what could be pruned).
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -443,153 +443,158 @@ fn report_diagnostics(diagnostics: &Diagnostics, json: bool) {
     }
 }
 
-fn run(command: Command) -> Result<i32, Stop> {
-    match command {
-        Command::Rollout(command) => Ok(run_rollout(command)),
-        Command::Check { files, vrps, json } => {
-            let sources = read(&files, json)?;
-            let vrps = vrps.as_deref().map(read_vrps).transpose()?;
-            match compile_or_report(sources, 0, json) {
-                Ok(topology) if vrps.is_some() => {
-                    // Every announced route is judged as if newly announced: a plan from an
-                    // empty topology, so G5 names each invalid one.
-                    let empty = compile_owned(Vec::new(), 0).map_err(|error| error.to_string())?;
-                    let judged =
-                        plan_with_vrps(&empty, &topology, &Intent::default(), vrps.as_ref());
-                    let invalid: Vec<&GuardViolation> = judged.violations_of(Guard::G5).collect();
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&json!({
-                                "valid": true,
-                                "hash": topology.hash_hex(),
-                                "warnings": topology.warnings(),
-                                "rpki": judged.rpki,
-                                "rpki_invalid": invalid,
-                                "callouts": judged.callouts,
-                            }))
-                            .unwrap_or_default()
-                        );
-                    } else {
-                        let text = judged.render_text();
-                        for line in text.lines().filter(|line| {
-                            line.starts_with("rpki:")
-                                || line.contains("G5 route")
-                                || line.contains("declares roa")
-                                || line.contains("not found in the RPKI")
-                        }) {
-                            println!("{}", line.trim_start());
-                        }
-                        println!(
-                            "{}: {} locations, {} services, {} prefixes, {} routes; hash {}",
-                            if invalid.is_empty() {
-                                "valid".to_string()
-                            } else {
-                                format!(
-                                    "compiles, but {} route(s) would be announced RPKI-invalid",
-                                    invalid.len()
-                                )
-                            },
-                            topology.locations().len(),
-                            topology.services().len(),
-                            topology.prefixes().len(),
-                            topology.route_count(),
-                            topology.hash_hex()
-                        );
-                    }
-                    Ok(if invalid.is_empty() {
-                        EXIT_NO_CHANGE
-                    } else {
-                        EXIT_REFUSED
-                    })
-                }
-                Ok(topology) => {
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&json!({
-                                "valid": true,
-                                "hash": topology.hash_hex(),
-                                "warnings": topology.warnings(),
-                                "locations": topology.locations().len(),
-                                "services": topology.services().len(),
-                                "prefixes": topology.prefixes().len(),
-                                "routes": topology.route_count(),
-                            }))
-                            .unwrap_or_default()
-                        );
-                    } else {
-                        println!(
-                            "valid: {} locations, {} services, {} prefixes, {} routes; hash {}",
-                            topology.locations().len(),
-                            topology.services().len(),
-                            topology.prefixes().len(),
-                            topology.route_count(),
-                            topology.hash_hex()
-                        );
-                    }
-                    Ok(EXIT_NO_CHANGE)
-                }
-                Err(code) => Ok(code),
-            }
-        }
-        Command::Compile {
-            location,
-            files,
-            json,
-        } => {
-            let sources = read(&files, json)?;
-            let topology = match compile_or_report(sources, 0, json) {
-                Ok(topology) => topology,
-                Err(code) => return Ok(code),
-            };
-            let desired = topology
-                .desired(&location)
-                .map_err(|error| error.to_string())?;
+/// `topoctl check`: the files compile (and, given VRPs, no announced route is RPKI-invalid).
+fn check(files: &[PathBuf], vrps: Option<&Path>, json: bool) -> Result<i32, Stop> {
+    let sources = read(files, json)?;
+    let vrps = vrps.map(read_vrps).transpose()?;
+    match compile_or_report(sources, 0, json) {
+        Ok(topology) if vrps.is_some() => {
+            // Every announced route is judged as if newly announced: a plan from an
+            // empty topology, so G5 names each invalid one.
+            let empty = compile_owned(Vec::new(), 0).map_err(|error| error.to_string())?;
+            let judged = plan_with_vrps(&empty, &topology, &Intent::default(), vrps.as_ref());
+            let invalid: Vec<&GuardViolation> = judged.violations_of(Guard::G5).collect();
             if json {
-                let routes: Vec<_> = desired.iter().map(|route| route.to_announced()).collect();
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&json!({
-                        "location": location,
+                        "valid": true,
                         "hash": topology.hash_hex(),
-                        "routes": routes,
+                        "warnings": topology.warnings(),
+                        "rpki": judged.rpki,
+                        "rpki_invalid": invalid,
+                        "callouts": judged.callouts,
                     }))
                     .unwrap_or_default()
                 );
             } else {
-                println!("{} routes announced at {location}:", desired.len());
-                for route in &desired {
-                    let communities: Vec<String> = route
-                        .attributes
-                        .communities
-                        .iter()
-                        .map(ToString::to_string)
-                        .chain(
-                            route
-                                .attributes
-                                .large_communities
-                                .iter()
-                                .map(ToString::to_string),
-                        )
-                        .collect();
-                    println!(
-                        "  {:<22} service {:<14} binding {:<22} origin AS{} prepend {} med {} communities [{}]",
-                        route.prefix.to_string(),
-                        route.service,
-                        route.binding.to_string(),
-                        route.origin_asn,
-                        route.attributes.as_path_prepend,
-                        route
-                            .attributes
-                            .med
-                            .map_or_else(|| "-".to_string(), |med| med.to_string()),
-                        communities.join(" ")
-                    );
+                let text = judged.render_text();
+                for line in text.lines().filter(|line| {
+                    line.starts_with("rpki:")
+                        || line.contains("G5 route")
+                        || line.contains("declares roa")
+                        || line.contains("not found in the RPKI")
+                }) {
+                    println!("{}", line.trim_start());
                 }
+                println!(
+                    "{}: {} locations, {} services, {} prefixes, {} routes; hash {}",
+                    if invalid.is_empty() {
+                        "valid".to_string()
+                    } else {
+                        format!(
+                            "compiles, but {} route(s) would be announced RPKI-invalid",
+                            invalid.len()
+                        )
+                    },
+                    topology.locations().len(),
+                    topology.services().len(),
+                    topology.prefixes().len(),
+                    topology.route_count(),
+                    topology.hash_hex()
+                );
+            }
+            Ok(if invalid.is_empty() {
+                EXIT_NO_CHANGE
+            } else {
+                EXIT_REFUSED
+            })
+        }
+        Ok(topology) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "valid": true,
+                        "hash": topology.hash_hex(),
+                        "warnings": topology.warnings(),
+                        "locations": topology.locations().len(),
+                        "services": topology.services().len(),
+                        "prefixes": topology.prefixes().len(),
+                        "routes": topology.route_count(),
+                    }))
+                    .unwrap_or_default()
+                );
+            } else {
+                println!(
+                    "valid: {} locations, {} services, {} prefixes, {} routes; hash {}",
+                    topology.locations().len(),
+                    topology.services().len(),
+                    topology.prefixes().len(),
+                    topology.route_count(),
+                    topology.hash_hex()
+                );
             }
             Ok(EXIT_NO_CHANGE)
         }
+        Err(code) => Ok(code),
+    }
+}
+
+/// `topoctl compile`: the routes `location` announces, with where each comes from.
+fn compile_location(location: &str, files: &[PathBuf], json: bool) -> Result<i32, Stop> {
+    let sources = read(files, json)?;
+    let topology = match compile_or_report(sources, 0, json) {
+        Ok(topology) => topology,
+        Err(code) => return Ok(code),
+    };
+    let desired = topology
+        .desired(&location)
+        .map_err(|error| error.to_string())?;
+    if json {
+        let routes: Vec<_> = desired.iter().map(|route| route.to_announced()).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "location": location,
+                "hash": topology.hash_hex(),
+                "routes": routes,
+            }))
+            .unwrap_or_default()
+        );
+    } else {
+        println!("{} routes announced at {location}:", desired.len());
+        for route in &desired {
+            let communities: Vec<String> = route
+                .attributes
+                .communities
+                .iter()
+                .map(ToString::to_string)
+                .chain(
+                    route
+                        .attributes
+                        .large_communities
+                        .iter()
+                        .map(ToString::to_string),
+                )
+                .collect();
+            println!(
+                "  {:<22} service {:<14} binding {:<22} origin AS{} prepend {} med {} communities [{}]",
+                route.prefix.to_string(),
+                route.service,
+                route.binding.to_string(),
+                route.origin_asn,
+                route.attributes.as_path_prepend,
+                route
+                    .attributes
+                    .med
+                    .map_or_else(|| "-".to_string(), |med| med.to_string()),
+                communities.join(" ")
+            );
+        }
+    }
+    Ok(EXIT_NO_CHANGE)
+}
+
+fn run(command: Command) -> Result<i32, Stop> {
+    match command {
+        Command::Rollout(command) => Ok(run_rollout(command)),
+        Command::Check { files, vrps, json } => check(&files, vrps.as_deref(), json),
+        Command::Compile {
+            location,
+            files,
+            json,
+        } => compile_location(&location, &files, json),
         Command::Plan {
             old,
             new,
