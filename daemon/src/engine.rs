@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use topologyd_bgp::{GracefulRestartConfig, MaxPrefixes, SessionConfig};
@@ -48,8 +48,8 @@ use crate::readiness::Readiness;
 use crate::sockopt::SessionSecurity;
 use crate::state_store::{DrainState, GenerationMeta, ServiceDrain, StateStore, StoredGeneration};
 use topologyd_api::{
-    Document, DrainView, OutcomeDetail, PeerRoutesView, PlanView, RouteCounts, RouteView,
-    RoutesView, StatusHealth, StatusView, TopologyView,
+    Document, DrainView, ErrorDetail, OutcomeDetail, PeerRoutesView, PlanView, RouteCounts,
+    RouteView, RoutesView, StatusHealth, StatusView, TopologyView,
 };
 
 /// The connect-retry backoff stops growing at this multiple of `connect_retry_seconds`.
@@ -217,10 +217,6 @@ fn to_bundle(sources: &[Source]) -> SourceBundle {
             })
             .collect(),
     }
-}
-
-fn diagnostics_json(diagnostics: &topologyd_topology::Diagnostics) -> Value {
-    serde_json::to_value(diagnostics).unwrap_or(Value::Null)
 }
 
 fn plan_json(plan: &Plan) -> Value {
@@ -862,7 +858,7 @@ impl Engine {
             return Err(self.error(
                 EngineErrorKind::NotFound,
                 format!("no service named `{name}` in the running topology"),
-                Value::Null,
+                None,
             ));
         }
         let mut next = self.drains.clone();
@@ -906,7 +902,7 @@ impl Engine {
         let stored = next.clone();
         tokio::task::spawn_blocking(move || store.store_drain(&stored))
             .await
-            .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), Value::Null))?
+            .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), None))?
             .map_err(|error| self.state_write_error(error, "the drain state"))?;
         self.drains = next;
         let target = service.clone().unwrap_or_else(|| "location".into());
@@ -1319,7 +1315,7 @@ impl Engine {
         &self,
         kind: EngineErrorKind,
         message: impl Into<String>,
-        detail: Value,
+        detail: Option<ErrorDetail>,
     ) -> EngineError {
         EngineError {
             kind,
@@ -1424,7 +1420,7 @@ impl Engine {
             format!(
                 "the audit record could not be written before the change, so it was refused and nothing changed: {error}"
             ),
-            Value::Null,
+            None,
         )
     }
 
@@ -1438,9 +1434,11 @@ impl Engine {
         };
         let detail = match &error {
             crate::state_store::StateError::NoSpace { prunable, .. } => {
-                json!({ "prunable": prunable })
+                Some(ErrorDetail::NoSpace {
+                    prunable: Document::of(prunable),
+                })
             }
-            _ => Value::Null,
+            _ => None,
         };
         self.error(
             kind,
@@ -1457,7 +1455,9 @@ impl Engine {
                     "the running generation is {}, not {expected}: plan again against it",
                     self.running.meta.generation
                 ),
-                json!({ "running_generation": self.running.meta.generation }),
+                Some(ErrorDetail::Conflict {
+                    running_generation: self.running.meta.generation,
+                }),
             )),
             _ => Ok(()),
         }
@@ -1497,7 +1497,10 @@ impl Engine {
                     "refused by the guards: {} violation(s)",
                     plan.violations.len()
                 ),
-                detail: json!({ "plan": plan_json, "text": text }),
+                detail: Some(ErrorDetail::Refused {
+                    plan: Document(plan_json),
+                    text,
+                }),
                 generation: Some(generation_before),
                 plan_hash: Some(hash),
             });
@@ -1520,7 +1523,7 @@ impl Engine {
                 kind: EngineErrorKind::Refused,
                 message: "refused by the runtime guard: what would be sent differs from the plan"
                     .into(),
-                detail: json!({ "problems": problems }),
+                detail: Some(ErrorDetail::RuntimeGuard { problems }),
                 generation: Some(generation_before),
                 plan_hash: Some(hash),
             });
@@ -1569,7 +1572,7 @@ impl Engine {
                 .map_err(|error| store.with_prunable(error, &needed))
         })
         .await
-        .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), Value::Null))?
+        .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), None))?
         .map_err(|error| {
             let mut error = self.state_write_error(error, "the generation");
             error.plan_hash = Some(hash.clone());
@@ -1675,7 +1678,7 @@ impl Engine {
                     return Err(self.error(
                         EngineErrorKind::NotFound,
                         format!("no peer named `{name}`"),
-                        Value::Null,
+                        None,
                     ));
                 }
                 found
@@ -2049,7 +2052,12 @@ fn compile_memory_bytes(control: &Option<topologyd_config::daemon::ControlConfig
 }
 
 impl CompileJob {
-    fn error(&self, kind: EngineErrorKind, message: String, detail: Value) -> EngineError {
+    fn error(
+        &self,
+        kind: EngineErrorKind,
+        message: String,
+        detail: Option<ErrorDetail>,
+    ) -> EngineError {
         EngineError {
             kind,
             message,
@@ -2070,7 +2078,7 @@ impl CompileJob {
                 BudgetError::TooLarge { .. } => EngineErrorKind::TooLarge,
                 BudgetError::Busy { .. } => EngineErrorKind::Busy,
             };
-            self.error(kind, error.to_string(), Value::Null)
+            self.error(kind, error.to_string(), None)
         })
     }
 
@@ -2084,7 +2092,7 @@ impl CompileJob {
                     self.error(
                         EngineErrorKind::NotFound,
                         format!("generation {generation} is not kept: {error}"),
-                        Value::Null,
+                        None,
                     )
                 })?;
                 (stored.bundle, Intent::default(), Some(*generation))
@@ -2102,7 +2110,10 @@ impl CompileJob {
                         "the topology does not compile: {} error(s)",
                         diagnostics.errors().count()
                     ),
-                    json!({ "diagnostics": diagnostics_json(&diagnostics), "text": diagnostics.to_string() }),
+                    Some(ErrorDetail::Compile {
+                        diagnostics: Document::of(&diagnostics),
+                        text: diagnostics.to_string(),
+                    }),
                 )
             },
         )?;
@@ -2131,7 +2142,7 @@ impl CompileJob {
                     "this daemon's location `{}` is not in the new topology: {message}",
                     self.location
                 ),
-                Value::Null,
+                None,
             )
         })?;
         let (_, health_errors) = expanded_health_specs(&new, &self.config);
@@ -2143,7 +2154,7 @@ impl CompileJob {
                     self.location,
                     health_errors.join("; ")
                 ),
-                json!({ "health_errors": health_errors }),
+                Some(ErrorDetail::HealthChecks { health_errors }),
             ));
         }
         let runtime_guard = runtime_guard(&plan, &self.location, &self.old_routes, &routes, &new);

@@ -33,10 +33,9 @@
 //! `tokio::sync::oneshot`. Nothing but the engine task mutates its state.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::sync::oneshot;
 use topologyd_api::{
-    DrainView, HealthView, Intent, PlanView, RoutesView, StatusView, TopologyView,
+    DrainView, ErrorDetail, HealthView, Intent, PlanView, RoutesView, StatusView, TopologyView,
 };
 
 pub use crate::audit::WriteAhead;
@@ -175,8 +174,8 @@ pub struct EngineError {
     /// One line for humans.
     pub message: String,
     /// Structured detail: compile errors with `file:line:col`, guard violations, the running
-    /// generation on a conflict, …
-    pub detail: Value,
+    /// generation on a conflict, … (`None`: written as `null`).
+    pub detail: Option<ErrorDetail>,
     /// The running generation when the engine answered, if it knows (for the audit log).
     #[serde(default)]
     pub generation: Option<u64>,
@@ -191,15 +190,15 @@ impl EngineError {
         EngineError {
             kind,
             message: message.into(),
-            detail: Value::Null,
+            detail: None,
             generation: None,
             plan_hash: None,
         }
     }
 
     /// Adds structured detail.
-    pub fn with_detail(mut self, detail: Value) -> Self {
-        self.detail = detail;
+    pub fn with_detail(mut self, detail: ErrorDetail) -> Self {
+        self.detail = Some(detail);
         self
     }
 }

@@ -102,16 +102,13 @@ impl Answer {
             EngineErrorKind::TooLarge => "too_large",
             EngineErrorKind::Busy => "busy",
         };
-        // Every detail the engine writes has a shape of `ErrorDetail` (one it does not know
-        // would be carried as `Other`, whole).
-        let detail = serde_json::from_value::<Option<ErrorDetail>>(error.detail).unwrap_or(None);
         let status = StatusCode::from_u16(error.kind.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         Answer {
             generation_before: error.generation,
             generation_after: error.generation,
             plan_hash: error.plan_hash,
-            ..Self::error_with(status, verdict, error.message, detail)
+            ..Self::error_with(status, verdict, error.message, error.detail)
         }
     }
 
