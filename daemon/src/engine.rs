@@ -1320,7 +1320,7 @@ impl Engine {
         EngineError {
             kind,
             message: message.into(),
-            detail,
+            detail: detail.map(Box::new),
             generation: Some(self.running.meta.generation),
             plan_hash: None,
         }
@@ -1497,10 +1497,10 @@ impl Engine {
                     "refused by the guards: {} violation(s)",
                     plan.violations.len()
                 ),
-                detail: Some(ErrorDetail::Refused {
+                detail: Some(Box::new(ErrorDetail::Refused {
                     plan: Document(plan_json),
                     text,
-                }),
+                })),
                 generation: Some(generation_before),
                 plan_hash: Some(hash),
             });
@@ -1523,7 +1523,7 @@ impl Engine {
                 kind: EngineErrorKind::Refused,
                 message: "refused by the runtime guard: what would be sent differs from the plan"
                     .into(),
-                detail: Some(ErrorDetail::RuntimeGuard { problems }),
+                detail: Some(Box::new(ErrorDetail::RuntimeGuard { problems })),
                 generation: Some(generation_before),
                 plan_hash: Some(hash),
             });
@@ -2061,7 +2061,7 @@ impl CompileJob {
         EngineError {
             kind,
             message,
-            detail,
+            detail: detail.map(Box::new),
             generation: Some(self.base_generation),
             plan_hash: None,
         }

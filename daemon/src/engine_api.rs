@@ -175,7 +175,7 @@ pub struct EngineError {
     pub message: String,
     /// Structured detail: compile errors with `file:line:col`, guard violations, the running
     /// generation on a conflict, … (`None`: written as `null`).
-    pub detail: Option<ErrorDetail>,
+    pub detail: Option<Box<ErrorDetail>>,
     /// The running generation when the engine answered, if it knows (for the audit log).
     #[serde(default)]
     pub generation: Option<u64>,
@@ -198,7 +198,7 @@ impl EngineError {
 
     /// Adds structured detail.
     pub fn with_detail(mut self, detail: ErrorDetail) -> Self {
-        self.detail = Some(detail);
+        self.detail = Some(Box::new(detail));
         self
     }
 }

@@ -539,7 +539,7 @@ fn compile_location(location: &str, files: &[PathBuf], json: bool) -> Result<i32
         Err(code) => return Ok(code),
     };
     let desired = topology
-        .desired(&location)
+        .desired(location)
         .map_err(|error| error.to_string())?;
     if json {
         let routes: Vec<_> = desired.iter().map(|route| route.to_announced()).collect();

@@ -108,7 +108,12 @@ impl Answer {
             generation_before: error.generation,
             generation_after: error.generation,
             plan_hash: error.plan_hash,
-            ..Self::error_with(status, verdict, error.message, error.detail)
+            ..Self::error_with(
+                status,
+                verdict,
+                error.message,
+                error.detail.map(|detail| *detail),
+            )
         }
     }
 
