@@ -1497,10 +1497,7 @@ impl Engine {
                     "refused by the guards: {} violation(s)",
                     plan.violations.len()
                 ),
-                detail: Some(Box::new(ErrorDetail::Refused {
-                    plan: Document(plan_json),
-                    text,
-                })),
+                detail: Some(Box::new(ErrorDetail::refused(Document(plan_json), text))),
                 generation: Some(generation_before),
                 plan_hash: Some(hash),
             });

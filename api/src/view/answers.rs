@@ -197,6 +197,11 @@ pub enum ErrorDetail {
 }
 
 impl ErrorDetail {
+    /// The detail of a plan the guards refused.
+    pub fn refused(plan: Document, text: String) -> Self {
+        ErrorDetail::Refused { plan, text }
+    }
+
     /// The detail's text form, where it has one.
     pub fn text(&self) -> Option<&str> {
         match self {
