@@ -12,21 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::{Diagnostic, Severity, escape_text};
 
-/// One input file: its name as it appears in diagnostics, and its text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Source {
-    pub name: String,
-    pub text: String,
-}
-
-impl Source {
-    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Source {
-        Source {
-            name: name.into(),
-            text: text.into(),
-        }
-    }
-}
+/// One input file: its name as it appears in diagnostics, and its text (the control API's
+/// named TOML source, shared by every crate that handles topology files).
+pub use topologyd_api::SourceFile as Source;
 
 /// A failure to read a topology file: the file cannot be read, or (with `invalid` set) its
 /// bytes are not UTF-8, which is an invalid topology rather than an I/O failure.

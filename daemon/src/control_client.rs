@@ -1,7 +1,9 @@
 //! The control API client `topoctl` uses: HTTPS/1.1 with a client certificate, JSON answers.
 //!
 //! Owns: one TLS connection per call (a `topoctl` run makes one or two calls), request framing,
-//! and turning non-2xx answers into [`ClientError::Status`] with the server's JSON body.
+//! reading each answer as its typed view (`topologyd_api`; a missing or ill-typed field is a
+//! [`ClientError::View`] naming it) and non-2xx answers as [`ClientError::Status`] with the
+//! server's typed error body.
 //!
 //! Must not touch: printing or exit codes (the `topoctl` binary decides), the daemon's state.
 
@@ -15,13 +17,17 @@ use hyper::header::{ACCEPT, CONTENT_TYPE, HOST};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
+use serde::Deserialize as _;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::control::{ApplyRequest, DrainRequest, PlanRequest, RollbackRequest};
-use crate::state_store::SourceBundle;
+use topologyd_api::{
+    ApplyRequest, DrainRequest, DrainView, ErrorBody, HealthView, Intent, MutationOutcome,
+    PlanRequest, PlanView, RollbackRequest, RoutesView, SourceBundle, StatusView, TopologyView,
+};
 
 /// How long one call may take, connect to last byte, unless configured otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -91,13 +97,25 @@ pub enum ClientError {
         #[source]
         source: serde_json::Error,
     },
-    /// The daemon answered with a non-2xx status; `body` is its JSON error document.
-    #[error("control API answered {status}: {}", body["error"]["message"].as_str().unwrap_or("(no message)"))]
+    /// The answer is JSON but not the view the endpoint answers with (a field missing or of
+    /// another type): the message names the field.
+    #[error("control client: {address} answered {path} with a body that is not its view: {source}")]
+    View {
+        /// The daemon's control address.
+        address: SocketAddr,
+        /// The endpoint.
+        path: String,
+        /// What is missing or ill-typed.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The daemon answered with a non-2xx status; `body` is its error document.
+    #[error("control API answered {status}: {}", body.error.message)]
     Status {
         /// The HTTP status.
         status: u16,
         /// `{"error": {"kind", "message", "detail"}}`.
-        body: Value,
+        body: Box<ErrorBody>,
     },
 }
 
@@ -140,11 +158,11 @@ impl ControlClient {
     pub async fn plan(
         &self,
         bundle: &SourceBundle,
-        intent: &[String],
-    ) -> Result<Value, ClientError> {
+        intent: &Intent,
+    ) -> Result<PlanView, ClientError> {
         let request = PlanRequest {
             bundle: bundle.clone(),
-            intent: intent.to_vec(),
+            intent: intent.clone(),
         };
         self.call(Method::POST, "/v1/plan", Some(&request)).await
     }
@@ -153,12 +171,12 @@ impl ControlClient {
     pub async fn apply(
         &self,
         bundle: &SourceBundle,
-        intent: &[String],
+        intent: &Intent,
         expected_generation: Option<u64>,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<MutationOutcome, ClientError> {
         let request = ApplyRequest {
             bundle: bundle.clone(),
-            intent: intent.to_vec(),
+            intent: intent.clone(),
             expected_generation,
         };
         self.call(Method::POST, "/v1/apply", Some(&request)).await
@@ -169,7 +187,7 @@ impl ControlClient {
         &self,
         generation: u64,
         expected_generation: Option<u64>,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<MutationOutcome, ClientError> {
         let request = RollbackRequest {
             generation,
             expected_generation,
@@ -179,27 +197,27 @@ impl ControlClient {
     }
 
     /// `GET /v1/status`.
-    pub async fn status(&self) -> Result<Value, ClientError> {
-        self.call::<()>(Method::GET, "/v1/status", None).await
+    pub async fn status(&self) -> Result<StatusView, ClientError> {
+        self.call::<(), _>(Method::GET, "/v1/status", None).await
     }
 
     /// `GET /v1/routes`, optionally for one peer.
-    pub async fn routes(&self, peer: Option<&str>) -> Result<Value, ClientError> {
+    pub async fn routes(&self, peer: Option<&str>) -> Result<RoutesView, ClientError> {
         let path = match peer {
             Some(peer) => format!("/v1/routes?peer={}", percent_encode(peer)),
             None => "/v1/routes".to_owned(),
         };
-        self.call::<()>(Method::GET, &path, None).await
+        self.call::<(), _>(Method::GET, &path, None).await
     }
 
     /// `GET /v1/health`: per-service health, drains and actions at this location.
-    pub async fn health(&self) -> Result<Value, ClientError> {
-        self.call::<()>(Method::GET, "/v1/health", None).await
+    pub async fn health(&self) -> Result<HealthView, ClientError> {
+        self.call::<(), _>(Method::GET, "/v1/health", None).await
     }
 
     /// `GET /v1/topology`: the running generation's sources.
-    pub async fn topology(&self) -> Result<Value, ClientError> {
-        self.call::<()>(Method::GET, "/v1/topology", None).await
+    pub async fn topology(&self) -> Result<TopologyView, ClientError> {
+        self.call::<(), _>(Method::GET, "/v1/topology", None).await
     }
 
     /// `POST /v1/drain`: drain (`drain = true`) or undrain a service, or the whole location.
@@ -209,7 +227,7 @@ impl ControlClient {
         drain: bool,
         force: bool,
         reason: &str,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<DrainView, ClientError> {
         let request = DrainRequest {
             service: service.map(str::to_owned),
             drain,
@@ -219,20 +237,27 @@ impl ControlClient {
         self.call(Method::POST, "/v1/drain", Some(&request)).await
     }
 
-    async fn call<T: Serialize>(
+    /// One call: the 2xx answer read as the endpoint's view `V`, any other as the error body.
+    async fn call<T: Serialize, V: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&T>,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<V, ClientError> {
         let body = body.map(|body| serde_json::to_vec(body).unwrap_or_default());
         let (status, value) = self.raw(method, path, body).await?;
+        let view_error = |source| ClientError::View {
+            address: self.address,
+            path: path.to_owned(),
+            source,
+        };
         if (200..300).contains(&status) {
-            Ok(value)
+            V::deserialize(value).map_err(view_error)
         } else {
+            let body = ErrorBody::deserialize(value).map_err(view_error)?;
             Err(ClientError::Status {
                 status,
-                body: value,
+                body: Box::new(body),
             })
         }
     }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use topologyd_bgp::{GracefulRestartConfig, MaxPrefixes, SessionConfig};
@@ -29,11 +29,10 @@ use topologyd_topology::{
 use tracing::{error, info, warn};
 
 use crate::addresses::{AddressBinder, BindOutcome};
-use crate::admin::Readiness;
 use crate::announce::{LocationRoutes, PeerRouteContext};
+use crate::audit::{AuditError, AuditLog, AuditRecord};
 use crate::bundle::{compile_bundle, compile_bundle_against};
 use crate::compile::{BudgetError, CompileBudget, Reservation};
-use crate::control::{AuditLog, AuditRecord};
 use crate::engine_api::{
     EngineCommand, EngineError, EngineErrorKind, MutationOutcome, SourceBundle, SourceFile,
     WriteAhead,
@@ -45,8 +44,13 @@ use crate::metrics::{
 };
 use crate::overlay::{self, OverlayInput, ServiceAction, ServiceDecision};
 use crate::peer::{PeerCommand, PeerHandle, PeerSpec, PeerStatus, spawn_peer};
+use crate::readiness::Readiness;
 use crate::sockopt::SessionSecurity;
 use crate::state_store::{DrainState, GenerationMeta, ServiceDrain, StateStore, StoredGeneration};
+use topologyd_api::{
+    Document, DrainView, ErrorDetail, OutcomeDetail, PeerRoutesView, PlanView, RouteCounts,
+    RouteView, RoutesView, StatusHealth, StatusView, TopologyView,
+};
 
 /// The connect-retry backoff stops growing at this multiple of `connect_retry_seconds`.
 pub const CONNECT_RETRY_BACKOFF_FACTOR: u32 = 4;
@@ -137,7 +141,7 @@ pub struct Engine {
     /// The health verdict of each checked service (frozen by the health board under fail static).
     health_verdicts: BTreeMap<String, bool>,
     /// The health board's last view, as the API shows it.
-    health_view: Value,
+    health_view: Arc<HealthView>,
     health_fail_static: bool,
     /// The expanded checks of the services announced here, for the health task.
     health_specs: watch::Sender<Arc<BTreeMap<String, HealthSpec>>>,
@@ -215,10 +219,6 @@ fn to_bundle(sources: &[Source]) -> SourceBundle {
     }
 }
 
-fn diagnostics_json(diagnostics: &topologyd_topology::Diagnostics) -> Value {
-    serde_json::to_value(diagnostics).unwrap_or(Value::Null)
-}
-
 fn plan_json(plan: &Plan) -> Value {
     serde_json::from_str(&plan.to_json()).unwrap_or(Value::Null)
 }
@@ -227,25 +227,6 @@ fn plan_hash(plan: &Plan) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(serde_json::to_vec(plan).unwrap_or_default());
     digest.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-fn parse_intent(lines: &[String]) -> Result<Intent, EngineError> {
-    let mut intent = Intent::default();
-    for line in lines {
-        let parsed = if line.starts_with("service:") {
-            intent.parse_arg(line)
-        } else {
-            intent.parse_override(line)
-        };
-        parsed.map_err(|error| EngineError {
-            kind: EngineErrorKind::Invalid,
-            message: error.to_string(),
-            detail: Value::Null,
-            generation: None,
-            plan_hash: None,
-        })?;
-    }
-    Ok(intent)
 }
 
 /// The routes `topology` makes `location` announce.
@@ -435,7 +416,7 @@ impl Engine {
             publish_version: 0,
             drains,
             health_verdicts: BTreeMap::new(),
-            health_view: Value::Null,
+            health_view: Arc::new(HealthView::disabled()),
             health_fail_static: false,
             health_specs: watch::channel(Arc::new(BTreeMap::new())).0,
             health: None,
@@ -746,7 +727,7 @@ impl Engine {
             verdicts != self.health_verdicts || view.fail_static != self.health_fail_static;
         self.health_verdicts = verdicts;
         self.health_fail_static = view.fail_static;
-        self.health_view = serde_json::to_value(&*view).unwrap_or(Value::Null);
+        self.health_view = view;
         // Most views only count another passing round: recompute the routes only on a change.
         if changed {
             self.republish().await;
@@ -869,7 +850,7 @@ impl Engine {
         reason: String,
         who: String,
         write_ahead: Option<WriteAhead>,
-    ) -> Result<Value, EngineError> {
+    ) -> Result<DrainView, EngineError> {
         if let Some(name) = &service
             && self.running.topology.service(name).is_none()
             && !self.drains.services.contains_key(name)
@@ -877,7 +858,7 @@ impl Engine {
             return Err(self.error(
                 EngineErrorKind::NotFound,
                 format!("no service named `{name}` in the running topology"),
-                Value::Null,
+                None,
             ));
         }
         let mut next = self.drains.clone();
@@ -921,13 +902,13 @@ impl Engine {
         let stored = next.clone();
         tokio::task::spawn_blocking(move || store.store_drain(&stored))
             .await
-            .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), Value::Null))?
+            .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), None))?
             .map_err(|error| self.state_write_error(error, "the drain state"))?;
         self.drains = next;
         let target = service.clone().unwrap_or_else(|| "location".into());
         info!(%target, drain, force, %who, %reason, "drain state changed");
         self.republish().await;
-        let held: Vec<&String> = self
+        let held: Vec<String> = self
             .decisions
             .iter()
             .filter(|(name, decision)| {
@@ -935,64 +916,61 @@ impl Engine {
                     && decision.drained
                     && service.as_ref().is_none_or(|wanted| wanted == *name)
             })
-            .map(|(name, _)| name)
+            .map(|(name, _)| name.clone())
             .collect();
-        Ok(json!({
-            "location": self.config.location,
-            "target": target,
-            "drained": drain,
-            "floor_held": held,
-            "services": self.decisions,
-        }))
+        Ok(DrainView {
+            location: self.config.location.clone(),
+            target,
+            drained: drain,
+            floor_held: held,
+            services: self
+                .decisions
+                .iter()
+                .map(|(name, decision)| (name.clone(), crate::api_views::decision_view(decision)))
+                .collect(),
+            audit_warning: None,
+        })
     }
 
     /// The health document of `GET /v1/health`.
-    fn health_json(&self) -> Value {
+    fn health_json(&self) -> topologyd_api::HealthView {
         let published = self.routes.borrow().clone();
         let counts = overlay::routes_per_service(&published);
-        let view_services = self.health_view.get("services");
-        let services: serde_json::Map<String, Value> = self
+        let services = self
             .decisions
             .iter()
             .map(|(name, decision)| {
-                let view = view_services.and_then(|services| services.get(name));
-                let mut entry = json!({
-                    "checked": decision.healthy.is_some(),
-                    "healthy": decision.healthy.unwrap_or(true),
-                    "action": decision.action.as_str(),
-                    "drained": decision.drained,
-                    "floor_held": decision.floor_held,
-                    "other_live_locations": decision.other_live_locations,
-                    "routes_announced": counts.get(name.as_str()).copied().unwrap_or(0),
-                    "state": if decision.healthy.is_some() { "unknown" } else { "unchecked" },
-                });
-                if let (Some(Value::Object(view)), Value::Object(entry)) = (view, &mut entry) {
-                    for (key, value) in view {
-                        entry.entry(key.clone()).or_insert_with(|| value.clone());
-                        if key == "state" {
-                            entry.insert(key.clone(), value.clone());
-                        }
-                    }
-                }
-                (name.clone(), entry)
+                let routes = counts.get(name.as_str()).copied().unwrap_or(0);
+                let board = self.health_view.services.get(name);
+                let view = crate::api_views::service_health_view(decision, routes, board);
+                (name.clone(), view)
             })
             .collect();
-        json!({
-            "location": self.config.location,
-            "generation": self.running.meta.generation,
-            "enabled": self.config.health.enabled,
-            "fail_static": self.health_fail_static,
-            "fail_static_reason": self.health_view.get("fail_static_reason").cloned().unwrap_or(Value::Null),
-            "location_drained": self.drains.drained,
-            "drains": self.drains,
-            "min_other_locations": self.config.health.min_other_locations,
-            "address_interface": self.config.health.address_interface,
-            "addresses_bound": self.bound_addresses,
-            "addresses_foreign": self.foreign_addresses,
-            "addresses_pending_unbind": self.pending_unbind.iter().map(|pending| pending.address).collect::<Vec<_>>(),
-            "address_errors": self.address_errors.iter().map(|(address, error)| (address.to_string(), error.clone())).collect::<BTreeMap<_, _>>(),
-            "services": services,
-        })
+        let addresses = |addresses: &mut dyn Iterator<Item = &IpNet>| -> Vec<String> {
+            addresses.map(ToString::to_string).collect()
+        };
+        topologyd_api::HealthView {
+            location: self.config.location.clone(),
+            generation: self.running.meta.generation,
+            enabled: self.config.health.enabled,
+            fail_static: self.health_fail_static,
+            fail_static_reason: self.health_view.fail_static_reason.clone(),
+            location_drained: self.drains.drained,
+            drains: self.drains.clone(),
+            min_other_locations: self.config.health.min_other_locations as u64,
+            address_interface: self.config.health.address_interface.clone(),
+            addresses_bound: addresses(&mut self.bound_addresses.iter()),
+            addresses_foreign: addresses(&mut self.foreign_addresses.iter()),
+            addresses_pending_unbind: addresses(
+                &mut self.pending_unbind.iter().map(|pending| &pending.address),
+            ),
+            address_errors: self
+                .address_errors
+                .iter()
+                .map(|(address, error)| (address.to_string(), error.clone()))
+                .collect(),
+            services,
+        }
     }
 
     fn running_from(
@@ -1257,14 +1235,12 @@ impl Engine {
                 let job = self.compile_job(CompileInput::Bundle { bundle, intent });
                 tokio::task::spawn_blocking(move || {
                     let location = job.location.clone();
-                    let result = job.run().map(|prepared| {
-                        json!({
-                            "verdict": prepared.plan.verdict(),
-                            "exit_code": prepared.plan.exit_code(),
-                            "plan": prepared.plan_json,
-                            "text": prepared.text,
-                            "location_delta": prepared.plan.delta(&location),
-                        })
+                    let result = job.run().map(|prepared| PlanView {
+                        verdict: prepared.plan.verdict(),
+                        exit_code: prepared.plan.exit_code(),
+                        location_delta: Document::of(&prepared.plan.delta(&location)),
+                        plan: Document(prepared.plan_json),
+                        text: prepared.text,
                     });
                     let _ = reply.send(result);
                 });
@@ -1326,11 +1302,11 @@ impl Engine {
                 let _ = reply.send(Ok(self.health_json()));
             }
             EngineCommand::Topology { reply } => {
-                let _ = reply.send(Ok(json!({
-                    "generation": self.running.meta.generation,
-                    "hash": self.running.meta.hash,
-                    "bundle": to_bundle(self.running.topology.sources()),
-                })));
+                let _ = reply.send(Ok(TopologyView {
+                    generation: self.running.meta.generation,
+                    hash: self.running.meta.hash.clone(),
+                    bundle: to_bundle(self.running.topology.sources()),
+                }));
             }
         }
     }
@@ -1339,12 +1315,12 @@ impl Engine {
         &self,
         kind: EngineErrorKind,
         message: impl Into<String>,
-        detail: Value,
+        detail: Option<ErrorDetail>,
     ) -> EngineError {
         EngineError {
             kind,
             message: message.into(),
-            detail,
+            detail: detail.map(Box::new),
             generation: Some(self.running.meta.generation),
             plan_hash: None,
         }
@@ -1432,7 +1408,7 @@ impl Engine {
 
     /// The engine error for an intent record that could not be written: the mutation is
     /// refused (507 when the audit log's file system is full).
-    fn audit_error(&self, error: crate::control::ControlError) -> EngineError {
+    fn audit_error(&self, error: AuditError) -> EngineError {
         let kind = if error.is_no_space() {
             EngineErrorKind::NoSpace
         } else {
@@ -1444,7 +1420,7 @@ impl Engine {
             format!(
                 "the audit record could not be written before the change, so it was refused and nothing changed: {error}"
             ),
-            Value::Null,
+            None,
         )
     }
 
@@ -1458,9 +1434,11 @@ impl Engine {
         };
         let detail = match &error {
             crate::state_store::StateError::NoSpace { prunable, .. } => {
-                json!({ "prunable": prunable })
+                Some(ErrorDetail::NoSpace {
+                    prunable: Document::of(prunable),
+                })
             }
-            _ => Value::Null,
+            _ => None,
         };
         self.error(
             kind,
@@ -1477,7 +1455,9 @@ impl Engine {
                     "the running generation is {}, not {expected}: plan again against it",
                     self.running.meta.generation
                 ),
-                json!({ "running_generation": self.running.meta.generation }),
+                Some(ErrorDetail::Conflict {
+                    running_generation: self.running.meta.generation,
+                }),
             )),
             _ => Ok(()),
         }
@@ -1517,7 +1497,7 @@ impl Engine {
                     "refused by the guards: {} violation(s)",
                     plan.violations.len()
                 ),
-                detail: json!({ "plan": plan_json, "text": text }),
+                detail: Some(Box::new(ErrorDetail::refused(Document(plan_json), text))),
                 generation: Some(generation_before),
                 plan_hash: Some(hash),
             });
@@ -1527,7 +1507,8 @@ impl Engine {
                 generation_before,
                 generation_after: generation_before,
                 plan_hash: hash,
-                detail: json!({ "verdict": plan.verdict(), "text": text }),
+                detail: OutcomeDetail::new(plan.verdict(), None, text),
+                audit_warning: None,
             });
         }
         if let Err(problems) = runtime_verdict {
@@ -1539,7 +1520,7 @@ impl Engine {
                 kind: EngineErrorKind::Refused,
                 message: "refused by the runtime guard: what would be sent differs from the plan"
                     .into(),
-                detail: json!({ "problems": problems }),
+                detail: Some(Box::new(ErrorDetail::RuntimeGuard { problems })),
                 generation: Some(generation_before),
                 plan_hash: Some(hash),
             });
@@ -1588,7 +1569,7 @@ impl Engine {
                 .map_err(|error| store.with_prunable(error, &needed))
         })
         .await
-        .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), Value::Null))?
+        .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), None))?
         .map_err(|error| {
             let mut error = self.state_write_error(error, "the generation");
             error.plan_hash = Some(hash.clone());
@@ -1630,11 +1611,8 @@ impl Engine {
             generation_before,
             generation_after: meta.generation,
             plan_hash: hash,
-            detail: json!({
-                "verdict": plan.verdict(),
-                "summary": plan.summary,
-                "text": text,
-            }),
+            detail: OutcomeDetail::new(plan.verdict(), Some(Document::of(&plan.summary)), text),
+            audit_warning: None,
         })
     }
 
@@ -1645,34 +1623,44 @@ impl Engine {
             .collect()
     }
 
-    fn status_json(&self) -> Value {
+    fn status_json(&self) -> StatusView {
         let (ipv4, ipv6) = self.routes.borrow().count_by_family();
         let (topology_ipv4, topology_ipv6) = self.running.routes.count_by_family();
-        json!({
-            "location": self.config.location,
-            "generation": self.running.meta.generation,
-            "hash": self.running.meta.hash,
-            "applied_at": self.running.meta.applied_at,
-            "applied_by": self.running.meta.who,
-            "ready": self.readiness.is_ready(),
-            "ready_reason": self.readiness.state().reason,
-            "routes": { "ipv4": ipv4, "ipv6": ipv6 },
-            "routes_topology": { "ipv4": topology_ipv4, "ipv6": topology_ipv6 },
-            "published_version": self.publish_version,
-            "runtime_guard_refusals": self.runtime_guard_refusals,
-            "health": {
-                "fail_static": self.health_fail_static,
-                "location_drained": self.drains.drained,
-                "unhealthy": self.decisions.iter().filter(|(_, decision)| decision.healthy == Some(false)).map(|(name, _)| name.clone()).collect::<Vec<_>>(),
-                "drained": self.decisions.iter().filter(|(_, decision)| decision.drained).map(|(name, _)| name.clone()).collect::<Vec<_>>(),
-                "withdrawn": self.decisions.iter().filter(|(_, decision)| decision.action == ServiceAction::Withdraw).map(|(name, _)| name.clone()).collect::<Vec<_>>(),
-                "degraded": self.decisions.iter().filter(|(_, decision)| decision.action == ServiceAction::Degrade).map(|(name, _)| name.clone()).collect::<Vec<_>>(),
+        let services_where = |wanted: &dyn Fn(&ServiceDecision) -> bool| -> Vec<String> {
+            self.decisions
+                .iter()
+                .filter(|(_, decision)| wanted(decision))
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        StatusView {
+            location: self.config.location.clone(),
+            generation: self.running.meta.generation,
+            hash: self.running.meta.hash.clone(),
+            applied_at: self.running.meta.applied_at,
+            applied_by: self.running.meta.who.clone(),
+            ready: self.readiness.is_ready(),
+            ready_reason: self.readiness.state().reason,
+            routes: RouteCounts { ipv4, ipv6 },
+            routes_topology: RouteCounts {
+                ipv4: topology_ipv4,
+                ipv6: topology_ipv6,
             },
-            "peers": self.peer_statuses(),
-        })
+            published_version: self.publish_version,
+            runtime_guard_refusals: self.runtime_guard_refusals,
+            health: StatusHealth {
+                fail_static: self.health_fail_static,
+                location_drained: self.drains.drained,
+                unhealthy: services_where(&|decision| decision.healthy == Some(false)),
+                drained: services_where(&|decision| decision.drained),
+                withdrawn: services_where(&|decision| decision.action == ServiceAction::Withdraw),
+                degraded: services_where(&|decision| decision.action == ServiceAction::Degrade),
+            },
+            peers: self.peer_statuses(),
+        }
     }
 
-    fn routes_json(&self, peer: Option<&str>) -> Result<Value, EngineError> {
+    fn routes_json(&self, peer: Option<&str>) -> Result<RoutesView, EngineError> {
         let selected: Vec<&PeerConfig> = match peer {
             Some(name) => {
                 let found: Vec<&PeerConfig> = self
@@ -1687,7 +1675,7 @@ impl Engine {
                     return Err(self.error(
                         EngineErrorKind::NotFound,
                         format!("no peer named `{name}`"),
-                        Value::Null,
+                        None,
                     ));
                 }
                 found
@@ -1695,7 +1683,7 @@ impl Engine {
             None => self.config.peers.iter().collect(),
         };
         let routes = self.routes.borrow().clone();
-        let mut peers = serde_json::Map::new();
+        let mut peers = BTreeMap::new();
         for peer in selected {
             let status = self
                 .peers
@@ -1707,7 +1695,7 @@ impl Engine {
                 ipv4_next_hop: peer.ipv4_next_hop(),
                 ipv6_next_hop: peer.ipv6_next_hop(),
             };
-            let list: Vec<Value> = routes
+            let list: Vec<RouteView> = routes
                 .routes
                 .iter()
                 .filter(|(prefix, _)| match prefix {
@@ -1717,28 +1705,52 @@ impl Engine {
                 .filter_map(|(prefix, index)| {
                     let intent = routes.intent(*index)?;
                     let attributes = context.path_attributes(intent);
-                    Some(json!({
-                        "prefix": prefix.to_string(),
-                        "service": intent.service.as_ref(),
-                        "degraded": intent.degraded,
-                        "as_path": attributes.as_path.iter().map(|segment| format!("{segment:?}")).collect::<Vec<_>>(),
-                        "med": attributes.med,
-                        "communities": intent.attributes.communities.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                        "large_communities": intent.attributes.large_communities.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    }))
+                    Some(RouteView {
+                        prefix: prefix.to_string(),
+                        service: intent.service.to_string(),
+                        degraded: intent.degraded,
+                        as_path: attributes
+                            .as_path
+                            .iter()
+                            .map(|segment| format!("{segment:?}"))
+                            .collect(),
+                        med: attributes.med,
+                        communities: intent
+                            .attributes
+                            .communities
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect(),
+                        large_communities: intent
+                            .attributes
+                            .large_communities
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect(),
+                    })
                 })
                 .collect();
             peers.insert(
                 peer.name.clone(),
-                json!({
-                    "families": peer.families,
-                    "established": status.as_ref().is_some_and(|status| status.established),
-                    "generation_synced": status.as_ref().and_then(|status| status.generation_synced),
-                    "routes": list,
-                }),
+                PeerRoutesView {
+                    families: peer
+                        .families
+                        .iter()
+                        .map(|family| match family {
+                            Family::Ipv4 => "ipv4".to_owned(),
+                            Family::Ipv6 => "ipv6".to_owned(),
+                        })
+                        .collect(),
+                    established: status.as_ref().is_some_and(|status| status.established),
+                    generation_synced: status.as_ref().and_then(|status| status.generation_synced),
+                    routes: list,
+                },
             );
         }
-        Ok(json!({ "generation": self.running.meta.generation, "peers": peers }))
+        Ok(RoutesView {
+            generation: self.running.meta.generation,
+            peers,
+        })
     }
 
     /// Folds the peers' snapshots into the metrics and re-evaluates readiness (`[readiness]`:
@@ -1987,10 +1999,10 @@ struct Prepared {
 /// What a compile job compiles.
 #[derive(Debug, Clone)]
 enum CompileInput {
-    /// A pushed bundle and its intent lines.
+    /// A pushed bundle and its intent.
     Bundle {
         bundle: SourceBundle,
-        intent: Vec<String>,
+        intent: Intent,
     },
     /// The sources of a kept generation (a rollback).
     Rollback { generation: u64 },
@@ -2037,11 +2049,16 @@ fn compile_memory_bytes(control: &Option<topologyd_config::daemon::ControlConfig
 }
 
 impl CompileJob {
-    fn error(&self, kind: EngineErrorKind, message: String, detail: Value) -> EngineError {
+    fn error(
+        &self,
+        kind: EngineErrorKind,
+        message: String,
+        detail: Option<ErrorDetail>,
+    ) -> EngineError {
         EngineError {
             kind,
             message,
-            detail,
+            detail: detail.map(Box::new),
             generation: Some(self.base_generation),
             plan_hash: None,
         }
@@ -2058,28 +2075,27 @@ impl CompileJob {
                 BudgetError::TooLarge { .. } => EngineErrorKind::TooLarge,
                 BudgetError::Busy { .. } => EngineErrorKind::Busy,
             };
-            self.error(kind, error.to_string(), Value::Null)
+            self.error(kind, error.to_string(), None)
         })
     }
 
     /// Compile, plan, render and guard; blocking (runs on the blocking pool).
     fn run(self) -> Result<Prepared, EngineError> {
         let started = Instant::now();
-        let (bundle, intent_lines, rollback_of) = match &self.input {
+        let (bundle, mut intent, rollback_of) = match &self.input {
             CompileInput::Bundle { bundle, intent } => (bundle.clone(), intent.clone(), None),
             CompileInput::Rollback { generation } => {
                 let stored = self.store.load(*generation).map_err(|error| {
                     self.error(
                         EngineErrorKind::NotFound,
                         format!("generation {generation} is not kept: {error}"),
-                        Value::Null,
+                        None,
                     )
                 })?;
-                (stored.bundle, Vec::new(), Some(*generation))
+                (stored.bundle, Intent::default(), Some(*generation))
             }
         };
         let _reservation = self.reserve(&bundle)?;
-        let mut intent = parse_intent(&intent_lines)?;
         // Compiled against the running topology, so that a finding involving two places (a
         // cidr bound twice) is reported at the one the push added, as `topoctl plan` does. The
         // bundle moves into the topology.
@@ -2091,7 +2107,10 @@ impl CompileJob {
                         "the topology does not compile: {} error(s)",
                         diagnostics.errors().count()
                     ),
-                    json!({ "diagnostics": diagnostics_json(&diagnostics), "text": diagnostics.to_string() }),
+                    Some(ErrorDetail::Compile {
+                        diagnostics: Document::of(&diagnostics),
+                        text: diagnostics.to_string(),
+                    }),
                 )
             },
         )?;
@@ -2102,22 +2121,14 @@ impl CompileJob {
             // to routes the target generation does not bind to an active service at all:
             // undoing an onboarding or an activation withdraws those by design (see
             // `rollback_overrides`).
-            let mut lines: Vec<String> = self
-                .old
-                .services()
-                .iter()
-                .chain(new.services().iter())
-                .map(|service| format!("service:{}", service.name))
-                .collect();
-            lines.extend(
-                rollback_overrides(&self.old, &new)
-                    .iter()
-                    .map(ToString::to_string),
-            );
-            lines.push("blast-radius".into());
-            lines.sort();
-            lines.dedup();
-            intent = parse_intent(&lines)?;
+            intent = Intent::default();
+            for service in self.old.services().iter().chain(new.services().iter()) {
+                intent = intent.with_service(&service.name);
+            }
+            for item in rollback_overrides(&self.old, &new) {
+                intent = intent.with_override(item);
+            }
+            intent = intent.with_override(topologyd_topology::Override::BlastRadius);
         }
         let plan = plan(&self.old, &new, &intent);
         let planned = started.elapsed() - compiled;
@@ -2128,7 +2139,7 @@ impl CompileJob {
                     "this daemon's location `{}` is not in the new topology: {message}",
                     self.location
                 ),
-                Value::Null,
+                None,
             )
         })?;
         let (_, health_errors) = expanded_health_specs(&new, &self.config);
@@ -2140,7 +2151,7 @@ impl CompileJob {
                     self.location,
                     health_errors.join("; ")
                 ),
-                json!({ "health_errors": health_errors }),
+                Some(ErrorDetail::HealthChecks { health_errors }),
             ));
         }
         let runtime_guard = runtime_guard(&plan, &self.location, &self.old_routes, &routes, &new);

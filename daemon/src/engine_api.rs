@@ -1,8 +1,9 @@
 //! The typed messages the engine task answers, and how its errors map onto HTTP statuses.
 //!
 //! Owns: [`EngineCommand`] (what the control API, and later the rollout and health tasks, may
-//! ask the engine), the reply payloads, and [`EngineError`]. Plan, status and routes bodies are
-//! `serde_json::Value` so this file does not depend on the topology types while they evolve.
+//! ask the engine) and [`EngineError`]. Requests arrive parsed (typed [`Intent`]); the reply
+//! payloads are the control API's views (`topologyd_api`), which the control server serialises
+//! and its clients read back with every field required.
 //!
 //! Must not touch: the semantics of a command (the engine, `engine.rs`, owns them), sockets,
 //! HTTP framing (see `control.rs`).
@@ -32,11 +33,14 @@
 //! `tokio::sync::oneshot`. Nothing but the engine task mutates its state.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::sync::oneshot;
+use topologyd_api::{
+    DrainView, ErrorDetail, HealthView, Intent, PlanView, RoutesView, StatusView, TopologyView,
+};
 
-pub use crate::control::WriteAhead;
+pub use crate::audit::WriteAhead;
 pub use crate::state_store::{SourceBundle, SourceFile};
+pub use topologyd_api::MutationOutcome;
 
 /// How a command's answer travels back.
 pub type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
@@ -48,17 +52,17 @@ pub enum EngineCommand {
     Plan {
         /// The pushed sources.
         bundle: SourceBundle,
-        /// Intent lines the pusher gave.
-        intent: Vec<String>,
+        /// What the pusher means to do, parsed where the request arrived.
+        intent: Intent,
         /// The plan and guard verdicts.
-        reply: Reply<Value>,
+        reply: Reply<PlanView>,
     },
     /// Compile, plan, guard and, if allowed, commit and send `bundle` as the next generation.
     Apply {
         /// The pushed sources.
         bundle: SourceBundle,
-        /// Intent lines the pusher gave.
-        intent: Vec<String>,
+        /// What the pusher means to do, parsed where the request arrived.
+        intent: Intent,
         /// Compare-and-swap: apply only if this is the running generation (`None`: don't check).
         expected_generation: Option<u64>,
         /// The pusher's identity from its client certificate.
@@ -85,14 +89,14 @@ pub enum EngineCommand {
     /// Generation, hash, per-peer session state and route counts.
     Status {
         /// The status document.
-        reply: Reply<Value>,
+        reply: Reply<StatusView>,
     },
     /// The routes announced, to one peer or to all.
     Routes {
         /// Restrict to this peer (its configured name or address).
         peer: Option<String>,
         /// The routes document.
-        reply: Reply<Value>,
+        reply: Reply<RoutesView>,
     },
     /// Drain (withdraw here by hand) or undrain a service, or the whole location; persisted.
     Drain {
@@ -109,31 +113,18 @@ pub enum EngineCommand {
         /// As for apply.
         write_ahead: Option<WriteAhead>,
         /// The per-service decisions after the change.
-        reply: Reply<Value>,
+        reply: Reply<DrainView>,
     },
     /// Per-service health, drains and what this location does with each service.
     Health {
         /// The health document.
-        reply: Reply<Value>,
+        reply: Reply<HealthView>,
     },
     /// The running generation's sources, as `Apply` takes them (for rollout controllers).
     Topology {
         /// `{generation, hash, bundle}`.
-        reply: Reply<Value>,
+        reply: Reply<TopologyView>,
     },
-}
-
-/// The answer to a mutation the engine carried out.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MutationOutcome {
-    /// The running generation before.
-    pub generation_before: u64,
-    /// The running generation after (equal to before when nothing changed).
-    pub generation_after: u64,
-    /// Hash of the plan that was applied.
-    pub plan_hash: String,
-    /// Anything else the engine reports (plan summary, verdicts).
-    pub detail: Value,
 }
 
 /// Why the engine did not do what was asked.
@@ -183,8 +174,8 @@ pub struct EngineError {
     /// One line for humans.
     pub message: String,
     /// Structured detail: compile errors with `file:line:col`, guard violations, the running
-    /// generation on a conflict, …
-    pub detail: Value,
+    /// generation on a conflict, … (`None`: written as `null`).
+    pub detail: Option<Box<ErrorDetail>>,
     /// The running generation when the engine answered, if it knows (for the audit log).
     #[serde(default)]
     pub generation: Option<u64>,
@@ -199,15 +190,15 @@ impl EngineError {
         EngineError {
             kind,
             message: message.into(),
-            detail: Value::Null,
+            detail: None,
             generation: None,
             plan_hash: None,
         }
     }
 
     /// Adds structured detail.
-    pub fn with_detail(mut self, detail: Value) -> Self {
-        self.detail = detail;
+    pub fn with_detail(mut self, detail: ErrorDetail) -> Self {
+        self.detail = Some(Box::new(detail));
         self
     }
 }

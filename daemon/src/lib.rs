@@ -2,6 +2,8 @@
 pub mod addresses;
 pub mod admin;
 pub mod announce;
+pub mod api_views;
+pub mod audit;
 pub mod bundle;
 pub mod compile;
 pub mod control;

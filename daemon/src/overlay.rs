@@ -25,24 +25,8 @@ use crate::state_store::DrainState;
 /// The largest total AS-path prepend a degraded route gets.
 pub const MAX_DEGRADED_PREPEND: u8 = 10;
 
-/// What this location does with one service's routes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ServiceAction {
-    Announce,
-    Withdraw,
-    Degrade,
-}
-
-impl ServiceAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceAction::Announce => "announce",
-            ServiceAction::Withdraw => "withdraw",
-            ServiceAction::Degrade => "degrade",
-        }
-    }
-}
+/// What this location does with one service's routes (the control API's views show it as is).
+pub use topologyd_api::ServiceAction;
 
 /// The decision for one service the topology announces at this location.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -36,7 +36,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
 use ipnet::IpNet;
-use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -90,38 +89,9 @@ pub enum PeerCommand {
     },
 }
 
-/// A snapshot of the peer, published after every change; read by the engine and metrics.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct PeerStatus {
-    pub name: String,
-    pub address: String,
-    pub state: String,
-    pub established: bool,
-    /// Unix seconds when the session last became Established.
-    pub established_since: Option<u64>,
-    /// The generation whose routes have all been written to the socket (End-of-RIB included).
-    pub generation_synced: Option<u64>,
-    /// The generation the task reconciled its Adj-RIB-Out to.
-    pub generation_desired: u64,
-    /// The publication ([`LocationRoutes::version`]) whose routes have all been written.
-    pub version_synced: Option<u64>,
-    pub routes_desired_ipv4: u64,
-    pub routes_desired_ipv6: u64,
-    /// UPDATEs and prefixes written to the socket (what is only queued is not counted).
-    pub updates_sent: u64,
-    pub prefixes_announced_sent: u64,
-    pub prefixes_withdrawn_sent: u64,
-    pub updates_received: u64,
-    pub prefixes_received_ipv4: u64,
-    pub prefixes_received_ipv6: u64,
-    pub withdrawals_received: u64,
-    /// Routes of the generation, in a family the peer carries, that cannot be encoded for it
-    /// (never sent): such a peer does not hold the generation.
-    pub routes_unencodable: u64,
-    /// The first of them and why; kept while the session is up (unlike `last_error`).
-    pub encode_error: Option<String>,
-    pub last_error: Option<String>,
-}
+/// A snapshot of the peer, published after every change; read by the engine and metrics, and
+/// shown as it is by `GET /v1/status`.
+pub use topologyd_api::PeerStatus;
 
 /// The engine's handle on a running peer task.
 #[derive(Debug)]

@@ -25,7 +25,6 @@
 //! is committed by the engine as a new generation carrying an older generation's sources. The
 //! current generation and the `keep_previous` ones before it (last known good) are kept.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -52,42 +51,8 @@ const LOCK_FILE: &str = "lock";
 const DRAIN_FILE: &str = "drain.json";
 const TEMP_PREFIX: &str = ".tmp-";
 
-/// One named TOML source of a pushed bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceFile {
-    /// The name the pushing client gave it (used in `file:line:col` diagnostics).
-    pub name: String,
-    /// The TOML text.
-    pub text: String,
-}
-
-/// The sources one generation was compiled from, in the order they were pushed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceBundle {
-    /// The TOML sources.
-    pub sources: Vec<SourceFile>,
-}
-
-impl SourceBundle {
-    /// The bundle a pusher sends for files read from disk: each named by its file name alone
-    /// (the daemon's diagnostics then say `services.toml:3:1`, not the pusher's paths).
-    pub fn from_files(sources: Vec<topologyd_config::Source>) -> SourceBundle {
-        SourceBundle {
-            sources: sources
-                .into_iter()
-                .map(|source| SourceFile {
-                    name: Path::new(&source.name)
-                        .file_name()
-                        .map_or(source.name.clone(), |name| {
-                            name.to_string_lossy().into_owned()
-                        }),
-                    text: source.text,
-                })
-                .collect(),
-        }
-    }
-}
+// The named TOML sources of a bundle are the control API's types (one type across crates).
+pub use topologyd_api::{SourceBundle, SourceFile};
 
 /// What is recorded about an applied generation besides its sources.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,38 +87,9 @@ struct GenerationFile {
     bundle: SourceBundle,
 }
 
-/// The persisted drain state: whether this location, or some of its services, are drained
-/// (withdrawn here by hand). Survives restarts; see `overlay.rs` for what it does.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DrainState {
-    /// True while the whole location is drained.
-    pub drained: bool,
-    /// Who changed the location drain last.
-    pub who: String,
-    /// Why.
-    pub reason: String,
-    /// When it was changed, in unix seconds (0 if never).
-    pub changed_at: u64,
-    /// The location drain withdraws even services no other live location announces.
-    #[serde(default)]
-    pub force: bool,
-    /// Drained services, by name.
-    #[serde(default)]
-    pub services: BTreeMap<String, ServiceDrain>,
-}
-
-/// One drained service.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceDrain {
-    pub who: String,
-    pub reason: String,
-    pub changed_at: u64,
-    /// Withdraw even when no other live location announces the service (past the floor).
-    #[serde(default)]
-    pub force: bool,
-}
+/// The persisted drain state (whether this location, or some of its services, are drained; see
+/// `overlay.rs` for what it does) is kept in the form `GET /v1/health` shows it.
+pub use topologyd_api::view::{DrainState, ServiceDrain};
 
 /// What `load_current` found: the newest intact generation, and every newer file that had to
 /// be skipped because it could not be read (each a `Corrupt` or `Io` error naming the file).

@@ -20,6 +20,7 @@ use rcgen::{
 use topologyd::control_client::ControlClient;
 use topologyd::engine_api::{SourceBundle, SourceFile};
 use topologyd::tls::{TlsFiles, client_config};
+use topologyd_api::Intent;
 
 /// The size of the planned bundle, as in the issue.
 const PLAN_BYTES: usize = 20 * 1024 * 1024;
@@ -266,7 +267,7 @@ fn status_health_and_watchdog_stay_prompt_while_a_20_mb_plan_compiles() {
         wait_for_control(&client).await;
         let planner = client.clone();
         let plan_started = Instant::now();
-        let mut plan = tokio::spawn(async move { planner.plan(&bundle, &[]).await });
+        let mut plan = tokio::spawn(async move { planner.plan(&bundle, &Intent::default()).await });
         // Let the request body arrive and the compile start.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let window_started = Instant::now();
@@ -288,7 +289,7 @@ fn status_health_and_watchdog_stay_prompt_while_a_20_mb_plan_compiles() {
         };
         let planned = planned.expect("the plan task");
         let plan = planned.expect("the plan answer");
-        assert!(plan["verdict"].is_string(), "{plan}");
+        assert_eq!(plan.exit_code, plan.verdict.exit_code(), "{plan:?}");
         (
             status_latencies,
             health_latencies,
@@ -352,7 +353,7 @@ fn a_compile_over_the_memory_budget_is_refused_with_a_clear_error() {
         // 4 MiB of sources need an estimated 32 MiB: over the 16 MiB budget.
         let error = running
             .client
-            .plan(&large_bundle(4 * 1024 * 1024), &[])
+            .plan(&large_bundle(4 * 1024 * 1024), &Intent::default())
             .await
             .expect_err("a plan over the budget");
         let text = format!("{error:?}");
@@ -362,10 +363,10 @@ fn a_compile_over_the_memory_budget_is_refused_with_a_clear_error() {
         // A small one still plans, and the engine still answers.
         let plan = running
             .client
-            .plan(&large_bundle(64 * 1024), &[])
+            .plan(&large_bundle(64 * 1024), &Intent::default())
             .await
             .expect("a small plan");
-        assert!(plan["verdict"].is_string(), "{plan}");
+        assert_eq!(plan.exit_code, plan.verdict.exit_code(), "{plan:?}");
         running.client.status().await.expect("status");
     });
     running

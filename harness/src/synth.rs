@@ -50,12 +50,8 @@ impl SynthSpec {
     }
 }
 
-/// One generated file: its name and TOML text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SynthFile {
-    pub name: String,
-    pub text: String,
-}
+/// One generated file, its name and TOML text: the one named-TOML-source type of the workspace.
+pub type SynthFile = topologyd_config::Source;
 
 /// The files of a synthetic topology.
 pub fn generate(spec: &SynthSpec) -> Vec<SynthFile> {

@@ -7,16 +7,18 @@
 //! (nothing changed; the message names what could be pruned).
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 use topoctl::rollout::commands as rollout;
 use topoctl::rollout::journal::Command as RolloutControl;
 use topologyd::control_client::{ClientError, ControlClient};
 use topologyd::engine_api::SourceBundle;
 use topologyd::tls::{TlsFiles, client_config};
+use topologyd_api::{DrainView, HealthView, MutationOutcome, PlanView, RoutesView, StatusView};
 use topologyd_config::diagnostic::escape_text;
 use topologyd_config::{Source, load_sources};
 use topologyd_topology::{
@@ -286,14 +288,6 @@ impl IntentArguments {
     fn intent(&self) -> Result<Intent, String> {
         Intent::from_arguments(&self.intents, &self.overrides).map_err(|error| error.to_string())
     }
-
-    fn lines(&self) -> Vec<String> {
-        self.intents
-            .iter()
-            .chain(&self.overrides)
-            .cloned()
-            .collect()
-    }
 }
 
 #[derive(Args, Debug)]
@@ -449,153 +443,158 @@ fn report_diagnostics(diagnostics: &Diagnostics, json: bool) {
     }
 }
 
-fn run(command: Command) -> Result<i32, Stop> {
-    match command {
-        Command::Rollout(command) => Ok(run_rollout(command)),
-        Command::Check { files, vrps, json } => {
-            let sources = read(&files, json)?;
-            let vrps = vrps.as_deref().map(read_vrps).transpose()?;
-            match compile_or_report(sources, 0, json) {
-                Ok(topology) if vrps.is_some() => {
-                    // Every announced route is judged as if newly announced: a plan from an
-                    // empty topology, so G5 names each invalid one.
-                    let empty = compile_owned(Vec::new(), 0).map_err(|error| error.to_string())?;
-                    let judged =
-                        plan_with_vrps(&empty, &topology, &Intent::default(), vrps.as_ref());
-                    let invalid: Vec<&GuardViolation> = judged.violations_of(Guard::G5).collect();
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&json!({
-                                "valid": true,
-                                "hash": topology.hash_hex(),
-                                "warnings": topology.warnings(),
-                                "rpki": judged.rpki,
-                                "rpki_invalid": invalid,
-                                "callouts": judged.callouts,
-                            }))
-                            .unwrap_or_default()
-                        );
-                    } else {
-                        let text = judged.render_text();
-                        for line in text.lines().filter(|line| {
-                            line.starts_with("rpki:")
-                                || line.contains("G5 route")
-                                || line.contains("declares roa")
-                                || line.contains("not found in the RPKI")
-                        }) {
-                            println!("{}", line.trim_start());
-                        }
-                        println!(
-                            "{}: {} locations, {} services, {} prefixes, {} routes; hash {}",
-                            if invalid.is_empty() {
-                                "valid".to_string()
-                            } else {
-                                format!(
-                                    "compiles, but {} route(s) would be announced RPKI-invalid",
-                                    invalid.len()
-                                )
-                            },
-                            topology.locations().len(),
-                            topology.services().len(),
-                            topology.prefixes().len(),
-                            topology.route_count(),
-                            topology.hash_hex()
-                        );
-                    }
-                    Ok(if invalid.is_empty() {
-                        EXIT_NO_CHANGE
-                    } else {
-                        EXIT_REFUSED
-                    })
-                }
-                Ok(topology) => {
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&json!({
-                                "valid": true,
-                                "hash": topology.hash_hex(),
-                                "warnings": topology.warnings(),
-                                "locations": topology.locations().len(),
-                                "services": topology.services().len(),
-                                "prefixes": topology.prefixes().len(),
-                                "routes": topology.route_count(),
-                            }))
-                            .unwrap_or_default()
-                        );
-                    } else {
-                        println!(
-                            "valid: {} locations, {} services, {} prefixes, {} routes; hash {}",
-                            topology.locations().len(),
-                            topology.services().len(),
-                            topology.prefixes().len(),
-                            topology.route_count(),
-                            topology.hash_hex()
-                        );
-                    }
-                    Ok(EXIT_NO_CHANGE)
-                }
-                Err(code) => Ok(code),
-            }
-        }
-        Command::Compile {
-            location,
-            files,
-            json,
-        } => {
-            let sources = read(&files, json)?;
-            let topology = match compile_or_report(sources, 0, json) {
-                Ok(topology) => topology,
-                Err(code) => return Ok(code),
-            };
-            let desired = topology
-                .desired(&location)
-                .map_err(|error| error.to_string())?;
+/// `topoctl check`: the files compile (and, given VRPs, no announced route is RPKI-invalid).
+fn check(files: &[PathBuf], vrps: Option<&Path>, json: bool) -> Result<i32, Stop> {
+    let sources = read(files, json)?;
+    let vrps = vrps.map(read_vrps).transpose()?;
+    match compile_or_report(sources, 0, json) {
+        Ok(topology) if vrps.is_some() => {
+            // Every announced route is judged as if newly announced: a plan from an
+            // empty topology, so G5 names each invalid one.
+            let empty = compile_owned(Vec::new(), 0).map_err(|error| error.to_string())?;
+            let judged = plan_with_vrps(&empty, &topology, &Intent::default(), vrps.as_ref());
+            let invalid: Vec<&GuardViolation> = judged.violations_of(Guard::G5).collect();
             if json {
-                let routes: Vec<_> = desired.iter().map(|route| route.to_announced()).collect();
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&json!({
-                        "location": location,
+                        "valid": true,
                         "hash": topology.hash_hex(),
-                        "routes": routes,
+                        "warnings": topology.warnings(),
+                        "rpki": judged.rpki,
+                        "rpki_invalid": invalid,
+                        "callouts": judged.callouts,
                     }))
                     .unwrap_or_default()
                 );
             } else {
-                println!("{} routes announced at {location}:", desired.len());
-                for route in &desired {
-                    let communities: Vec<String> = route
-                        .attributes
-                        .communities
-                        .iter()
-                        .map(ToString::to_string)
-                        .chain(
-                            route
-                                .attributes
-                                .large_communities
-                                .iter()
-                                .map(ToString::to_string),
-                        )
-                        .collect();
-                    println!(
-                        "  {:<22} service {:<14} binding {:<22} origin AS{} prepend {} med {} communities [{}]",
-                        route.prefix.to_string(),
-                        route.service,
-                        route.binding.to_string(),
-                        route.origin_asn,
-                        route.attributes.as_path_prepend,
-                        route
-                            .attributes
-                            .med
-                            .map_or_else(|| "-".to_string(), |med| med.to_string()),
-                        communities.join(" ")
-                    );
+                let text = judged.render_text();
+                for line in text.lines().filter(|line| {
+                    line.starts_with("rpki:")
+                        || line.contains("G5 route")
+                        || line.contains("declares roa")
+                        || line.contains("not found in the RPKI")
+                }) {
+                    println!("{}", line.trim_start());
                 }
+                println!(
+                    "{}: {} locations, {} services, {} prefixes, {} routes; hash {}",
+                    if invalid.is_empty() {
+                        "valid".to_string()
+                    } else {
+                        format!(
+                            "compiles, but {} route(s) would be announced RPKI-invalid",
+                            invalid.len()
+                        )
+                    },
+                    topology.locations().len(),
+                    topology.services().len(),
+                    topology.prefixes().len(),
+                    topology.route_count(),
+                    topology.hash_hex()
+                );
+            }
+            Ok(if invalid.is_empty() {
+                EXIT_NO_CHANGE
+            } else {
+                EXIT_REFUSED
+            })
+        }
+        Ok(topology) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "valid": true,
+                        "hash": topology.hash_hex(),
+                        "warnings": topology.warnings(),
+                        "locations": topology.locations().len(),
+                        "services": topology.services().len(),
+                        "prefixes": topology.prefixes().len(),
+                        "routes": topology.route_count(),
+                    }))
+                    .unwrap_or_default()
+                );
+            } else {
+                println!(
+                    "valid: {} locations, {} services, {} prefixes, {} routes; hash {}",
+                    topology.locations().len(),
+                    topology.services().len(),
+                    topology.prefixes().len(),
+                    topology.route_count(),
+                    topology.hash_hex()
+                );
             }
             Ok(EXIT_NO_CHANGE)
         }
+        Err(code) => Ok(code),
+    }
+}
+
+/// `topoctl compile`: the routes `location` announces, with where each comes from.
+fn compile_location(location: &str, files: &[PathBuf], json: bool) -> Result<i32, Stop> {
+    let sources = read(files, json)?;
+    let topology = match compile_or_report(sources, 0, json) {
+        Ok(topology) => topology,
+        Err(code) => return Ok(code),
+    };
+    let desired = topology
+        .desired(location)
+        .map_err(|error| error.to_string())?;
+    if json {
+        let routes: Vec<_> = desired.iter().map(|route| route.to_announced()).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "location": location,
+                "hash": topology.hash_hex(),
+                "routes": routes,
+            }))
+            .unwrap_or_default()
+        );
+    } else {
+        println!("{} routes announced at {location}:", desired.len());
+        for route in &desired {
+            let communities: Vec<String> = route
+                .attributes
+                .communities
+                .iter()
+                .map(ToString::to_string)
+                .chain(
+                    route
+                        .attributes
+                        .large_communities
+                        .iter()
+                        .map(ToString::to_string),
+                )
+                .collect();
+            println!(
+                "  {:<22} service {:<14} binding {:<22} origin AS{} prepend {} med {} communities [{}]",
+                route.prefix.to_string(),
+                route.service,
+                route.binding.to_string(),
+                route.origin_asn,
+                route.attributes.as_path_prepend,
+                route
+                    .attributes
+                    .med
+                    .map_or_else(|| "-".to_string(), |med| med.to_string()),
+                communities.join(" ")
+            );
+        }
+    }
+    Ok(EXIT_NO_CHANGE)
+}
+
+fn run(command: Command) -> Result<i32, Stop> {
+    match command {
+        Command::Rollout(command) => Ok(run_rollout(command)),
+        Command::Check { files, vrps, json } => check(&files, vrps.as_deref(), json),
+        Command::Compile {
+            location,
+            files,
+            json,
+        } => compile_location(&location, &files, json),
         Command::Plan {
             old,
             new,
@@ -668,16 +667,15 @@ fn run(command: Command) -> Result<i32, Stop> {
             dry_run,
             json,
         } => {
-            intent.intent()?;
+            let intent = intent.intent()?;
             let bundle = bundle_of(&files, json)?;
             let client = daemon.client()?;
             let runtime = runtime()?;
             if dry_run {
-                let answer = runtime.block_on(client.plan(&bundle, &intent.lines()));
+                let answer = runtime.block_on(client.plan(&bundle, &intent));
                 return Ok(print_answer(answer, json, true));
             }
-            let answer =
-                runtime.block_on(client.apply(&bundle, &intent.lines(), expect_generation));
+            let answer = runtime.block_on(client.apply(&bundle, &intent, expect_generation));
             Ok(print_answer(answer, json, false))
         }
         Command::Rollback {
@@ -739,66 +737,86 @@ fn inert(text: &str) -> String {
         .join("\n")
 }
 
+/// What `topoctl` shows of a daemon's answer: its text, if it has one (otherwise its JSON), and
+/// for a dry run the exit code the daemon's plan gives.
+trait Shown: Serialize {
+    fn text(&self) -> Option<&str> {
+        None
+    }
+
+    fn exit_code(&self) -> Option<i32> {
+        None
+    }
+}
+
+impl Shown for PlanView {
+    fn text(&self) -> Option<&str> {
+        Some(&self.text)
+    }
+
+    fn exit_code(&self) -> Option<i32> {
+        Some(self.exit_code)
+    }
+}
+
+impl Shown for MutationOutcome {}
+impl Shown for StatusView {}
+impl Shown for RoutesView {}
+impl Shown for HealthView {}
+impl Shown for DrainView {}
+
+/// A view as pretty JSON, keys in order (as the daemon writes it).
+fn pretty<T: Serialize>(view: &T) -> String {
+    serde_json::to_value(view)
+        .and_then(|value| serde_json::to_string_pretty(&value))
+        .unwrap_or_default()
+}
+
 /// Prints a daemon answer and maps it to an exit code.
-fn print_answer(answer: Result<Value, ClientError>, json: bool, dry_run: bool) -> i32 {
+fn print_answer<V: Shown>(answer: Result<V, ClientError>, json: bool, dry_run: bool) -> i32 {
     match answer {
-        Ok(value) => {
-            let text = value
-                .get("text")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            match (json, text) {
-                (false, Some(text)) => print!("{}", inert(&text)),
-                _ => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&value).unwrap_or_default()
-                ),
+        Ok(view) => {
+            match (json, view.text()) {
+                (false, Some(text)) => print!("{}", inert(text)),
+                _ => println!("{}", pretty(&view)),
             }
             if dry_run {
-                value
-                    .get("exit_code")
-                    .and_then(Value::as_i64)
-                    .and_then(|code| i32::try_from(code).ok())
-                    .unwrap_or(EXIT_CHANGES_ALLOWED)
+                view.exit_code().unwrap_or(EXIT_CHANGES_ALLOWED)
             } else {
                 EXIT_NO_CHANGE
             }
         }
         Err(ClientError::Status { status, body }) => {
-            // The body is `{"error": {"kind", "message", "detail"}}`; a compile error or a
-            // guard refusal carries its rendered text (file:line:column, violations) in
-            // `detail.text`.
-            let error = &body["error"];
+            // A compile error or a guard refusal carries its rendered text (file:line:column,
+            // violations) in `detail.text`.
+            let error = &body.error;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&body).unwrap_or_default()
-                );
+                println!("{}", pretty(&body));
             } else {
                 eprintln!(
                     "topoctl: the daemon answered {status} ({}): {}",
-                    inert(error["kind"].as_str().unwrap_or("error")),
-                    inert(error["message"].as_str().unwrap_or(""))
+                    inert(&error.kind),
+                    inert(&error.message)
                 );
-                match error["detail"]["text"].as_str() {
-                    Some(text) => {
+                match (
+                    error.detail.as_ref(),
+                    error.detail.as_ref().and_then(|detail| detail.text()),
+                ) {
+                    (_, Some(text)) => {
                         let text = inert(text);
                         eprint!("{text}");
                         if !text.ends_with('\n') {
                             eprintln!();
                         }
                     }
-                    None if !error["detail"].is_null() => eprintln!(
-                        "{}",
-                        serde_json::to_string_pretty(&error["detail"]).unwrap_or_default()
-                    ),
-                    None => {}
+                    (Some(detail), None) => eprintln!("{}", pretty(detail)),
+                    (None, None) => {}
                 }
             }
             match status {
                 422 => EXIT_REFUSED,
                 507 => EXIT_NO_SPACE,
-                400 if error["kind"] == "invalid" => EXIT_INVALID,
+                400 if error.kind == "invalid" => EXIT_INVALID,
                 _ => EXIT_USAGE,
             }
         }

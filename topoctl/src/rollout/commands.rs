@@ -34,6 +34,7 @@ use super::{EXIT_COMPLETED, EXIT_ERROR, EXIT_REFUSED, exit_code_of};
 use topologyd::admin::{AdminServer, Readiness};
 use topologyd::control_client::ControlClient;
 use topologyd::state_store::SourceBundle;
+use topologyd_api::StatusView;
 use topologyd_config::fleet::{Fleet, FleetError, load_fleet};
 
 /// The lock file a running controller holds (`flock`) in the state directory.
@@ -127,7 +128,7 @@ fn bundle_of(files: &[PathBuf]) -> Result<SourceBundle, String> {
 /// `GET /v1/status` of every location, concurrently.
 async fn statuses(
     clients: &BTreeMap<String, ControlClient>,
-) -> BTreeMap<String, Result<Value, String>> {
+) -> BTreeMap<String, Result<StatusView, String>> {
     let mut tasks = tokio::task::JoinSet::new();
     for (name, client) in clients {
         let name = name.clone();
@@ -197,15 +198,15 @@ async fn start_async(options: StartOptions) -> i32 {
     for location in &fleet.locations {
         match answers.get(&location.name) {
             Some(Ok(status)) => {
-                let hash = status["hash"].as_str().unwrap_or("").to_string();
-                by_hash.entry(hash).or_default().push(location.name.clone());
+                by_hash
+                    .entry(status.hash.clone())
+                    .or_default()
+                    .push(location.name.clone());
                 before.insert(
                     location.name.clone(),
                     LocationBefore {
-                        generation: status["generation"].as_u64().unwrap_or(0),
-                        runtime_guard_refusals: status["runtime_guard_refusals"]
-                            .as_u64()
-                            .unwrap_or(0),
+                        generation: status.generation,
+                        runtime_guard_refusals: status.runtime_guard_refusals,
                     },
                 );
             }
@@ -256,18 +257,7 @@ async fn start_async(options: StartOptions) -> i32 {
             );
         }
     };
-    let old_bundle: SourceBundle = match serde_json::from_value(running["bundle"].clone()) {
-        Ok(bundle) => bundle,
-        Err(error) => {
-            return fail(
-                json,
-                &format!(
-                    "{}: GET /v1/topology has no readable bundle: {error}",
-                    first.name
-                ),
-            );
-        }
-    };
+    let old_bundle: SourceBundle = running.bundle;
     let old = match compile_owned(sources_of(&old_bundle), 0) {
         Ok(topology) => topology,
         Err(diagnostics) => {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use topologyd_config::Source;
-use topologyd_topology::{AnnouncedRoute, Topology, compile_owned};
+use topologyd_topology::{AnnouncedRoute, Intent, Topology, compile_owned};
 
 use super::gates::{self, GateVerdict, HealthView};
 use super::journal::{Command, Journal, Record, Started};
@@ -29,6 +29,7 @@ use super::{EXIT_ERROR, EXIT_PAUSED, exit_code_of};
 use topologyd::control_client::{ClientError, ControlClient};
 use topologyd::state_store::SourceBundle;
 use topologyd::tls::{TlsFiles, client_config};
+use topologyd_api::StatusView;
 use topologyd_config::fleet::{FleetLocation, GateKind};
 
 /// The control file in the state directory: one JSON command per line.
@@ -49,6 +50,8 @@ pub struct Context {
     pub clients: BTreeMap<String, ControlClient>,
     pub expected_new: BTreeMap<String, Vec<AnnouncedRoute>>,
     pub expected_old: BTreeMap<String, Vec<AnnouncedRoute>>,
+    /// The journaled intent lines, parsed once here.
+    pub intent: Intent,
     pub timeout: Duration,
     pub progress: Arc<Progress>,
 }
@@ -126,11 +129,14 @@ impl Context {
         let expected_new = desired_routes(&new, &started.locations)?;
         let expected_old = desired_routes(&old, &started.locations).unwrap_or_default();
         let clients = clients_for(&started.locations, timeout)?;
+        let intent = Intent::from_lines(&started.intent)
+            .map_err(|error| format!("the journaled intent does not parse: {error}"))?;
         Ok(Context {
             started,
             clients,
             expected_new,
             expected_old,
+            intent,
             timeout,
             progress,
         })
@@ -161,7 +167,10 @@ impl Context {
 fn transient(error: &ClientError) -> bool {
     match error {
         ClientError::Status { status, .. } => *status == 503,
-        ClientError::ServerName { .. } | ClientError::Request { .. } => false,
+        // An answer that is not its view would be the same again.
+        ClientError::ServerName { .. } | ClientError::Request { .. } | ClientError::View { .. } => {
+            false
+        }
         _ => true,
     }
 }
@@ -170,13 +179,9 @@ fn transient(error: &ClientError) -> bool {
 fn describe(error: &ClientError) -> String {
     match error {
         ClientError::Status { status, body } => {
-            let error = &body["error"];
-            let mut text = format!(
-                "{status} {}: {}",
-                error["kind"].as_str().unwrap_or("error"),
-                error["message"].as_str().unwrap_or("")
-            );
-            if let Some(detail) = error["detail"]["text"].as_str() {
+            let error = &body.error;
+            let mut text = format!("{status} {}: {}", error.kind, error.message);
+            if let Some(detail) = error.detail.as_ref().and_then(|detail| detail.text()) {
                 let first: Vec<&str> = detail.lines().take(6).collect();
                 text.push_str(" — ");
                 text.push_str(&first.join(" / "));
@@ -200,7 +205,7 @@ fn describe(error: &ClientError) -> String {
 }
 
 /// `GET /v1/status`, retried until the daemon answers (a decision in doubt needs its answer).
-async fn status_until_answered(context: &Context, location: &str) -> Result<Value, String> {
+async fn status_until_answered(context: &Context, location: &str) -> Result<StatusView, String> {
     let client = context.client(location)?;
     let mut delay = Duration::from_millis(200);
     loop {
@@ -229,8 +234,8 @@ async fn settle_apply(context: &Context, location: &str, expected_generation: u6
             };
         }
     };
-    let generation = status["generation"].as_u64().unwrap_or(0);
-    let hash = status["hash"].as_str().unwrap_or("");
+    let generation = status.generation;
+    let hash = status.hash.as_str();
     if hash == context.started.new_hash && generation > expected_generation {
         Event::Applied {
             location: location.into(),
@@ -263,17 +268,14 @@ async fn apply(context: &Context, location: &str, expected_generation: u64) -> E
     let answer = client
         .apply(
             &context.started.new_bundle,
-            &context.started.intent,
+            &context.intent,
             Some(expected_generation),
         )
         .await;
     match answer {
-        Ok(outcome) => match outcome["generation_after"].as_u64() {
-            Some(generation) => Event::Applied {
-                location: location.into(),
-                generation,
-            },
-            None => settle_apply(context, location, expected_generation).await,
+        Ok(outcome) => Event::Applied {
+            location: location.into(),
+            generation: outcome.generation_after,
         },
         Err(ClientError::Status { status: 409, .. }) => {
             settle_apply(context, location, expected_generation).await
@@ -338,8 +340,8 @@ async fn settle_rollback(context: &Context, location: &str, expected_generation:
             };
         }
     };
-    let generation = status["generation"].as_u64().unwrap_or(0);
-    let hash = status["hash"].as_str().unwrap_or("");
+    let generation = status.generation;
+    let hash = status.hash.as_str();
     if hash == context.started.old_hash && generation > expected_generation {
         let verified = verify_rollback(context, location, generation).await;
         Event::RolledBack {
@@ -380,17 +382,15 @@ async fn rollback(
         .rollback(to_generation, Some(expected_generation))
         .await
     {
-        Ok(outcome) => match outcome["generation_after"].as_u64() {
-            Some(generation) => {
-                let verified = verify_rollback(context, location, generation).await;
-                Event::RolledBack {
-                    location: location.into(),
-                    generation,
-                    verified,
-                }
+        Ok(outcome) => {
+            let generation = outcome.generation_after;
+            let verified = verify_rollback(context, location, generation).await;
+            Event::RolledBack {
+                location: location.into(),
+                generation,
+                verified,
             }
-            None => settle_rollback(context, location, expected_generation).await,
-        },
+        }
         Err(ClientError::Status { status: 409, .. }) => {
             settle_rollback(context, location, expected_generation).await
         }
@@ -412,7 +412,7 @@ async fn rollback(
 /// `GET /v1/health`; a daemon without the endpoint (404) reports everything announced.
 async fn read_health(client: &ControlClient) -> Result<HealthView, String> {
     match client.health().await {
-        Ok(value) => HealthView::parse(&value),
+        Ok(view) => HealthView::from_view(&view),
         Err(ClientError::Status { status: 404, .. }) => Ok(HealthView::default()),
         Err(error) => Err(describe(&error)),
     }
@@ -460,7 +460,7 @@ async fn probes_gate_at(context: &Context, location: &str, services: &[String]) 
         Err(reason) => return GateVerdict::inconclusive(reason),
     };
     match client.health().await {
-        Ok(value) => match HealthView::parse(&value) {
+        Ok(view) => match HealthView::from_view(&view) {
             Ok(health) => gates::check_probes(&health, services),
             Err(error) => GateVerdict::inconclusive(error),
         },

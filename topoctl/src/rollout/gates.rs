@@ -8,7 +8,8 @@
 //! response parsing, and the plain-HTTP Prometheus query.
 //!
 //! Must not touch: when gates are evaluated or what a result leads to (`machine.rs`), the
-//! daemons' control API client (`control_client.rs`; the driver fetches and passes JSON in).
+//! daemons' control API client (`control_client.rs`; the driver fetches and passes the typed
+//! views in: a view missing a field never gets here, it is an inconclusive gate naming the field).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -18,7 +19,10 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::Request;
 use hyper::header::{ACCEPT, HOST};
 use hyper_util::rt::TokioIo;
+use serde::Deserialize as _;
 use serde_json::Value;
+use topologyd_api::view::CheckResult;
+use topologyd_api::{HealthView as HealthDocument, RouteView, RoutesView, StatusView};
 use topologyd_topology::AnnouncedRoute;
 
 use super::journal::GateResultKind;
@@ -76,7 +80,7 @@ pub fn combine(verdicts: Vec<(String, GateVerdict)>) -> GateVerdict {
     GateVerdict::pass(format!("{} location(s) ok", verdicts.len()))
 }
 
-/// One service in a daemon's health report.
+/// One service in a daemon's health report, as the gates judge it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceHealth {
     pub checked: bool,
@@ -91,7 +95,7 @@ pub struct ServiceHealth {
     pub drained: bool,
 }
 
-/// A daemon's `GET /v1/health`.
+/// A daemon's `GET /v1/health`, as the gates judge it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HealthView {
     pub fail_static: bool,
@@ -101,47 +105,56 @@ pub struct HealthView {
 }
 
 impl HealthView {
-    /// Parses `GET /v1/health`; `None` (the daemon has no health endpoint) means "everything
-    /// announced".
-    pub fn parse(value: &Value) -> Result<HealthView, String> {
-        let object = value
-            .as_object()
-            .ok_or_else(|| "the health report is not a JSON object".to_string())?;
+    /// Reads the typed `GET /v1/health` answer. A checked service whose probe state is missing
+    /// is an error naming the service and the field, never a default: *no data is never a pass*.
+    pub fn from_view(view: &HealthDocument) -> Result<HealthView, String> {
         let mut services = BTreeMap::new();
-        if let Some(map) = object.get("services").and_then(Value::as_object) {
-            for (name, service) in map {
-                services.insert(
-                    name.clone(),
-                    ServiceHealth {
-                        checked: service["checked"].as_bool().unwrap_or(false),
-                        healthy: service["healthy"].as_bool().unwrap_or(false),
-                        state: service["state"].as_str().unwrap_or("unknown").to_string(),
-                        rounds: service["rounds"].as_u64().unwrap_or(0),
-                        last_round_passed: service["last_round"].as_array().is_some_and(|checks| {
-                            !checks.is_empty()
-                                && checks.iter().all(|check| check["result"] == "pass")
-                        }),
-                        action: service["action"].as_str().unwrap_or("announce").to_string(),
-                        drained: service["drained"].as_bool().unwrap_or(false),
-                    },
-                );
-            }
+        for (name, service) in &view.services {
+            let missing = |field: &str| {
+                format!("the health report's service `{name}` is checked but has no `{field}`")
+            };
+            let (rounds, last_round_passed) = if service.checked {
+                let rounds = service.probes.rounds.ok_or_else(|| missing("rounds"))?;
+                let last_round = service
+                    .probes
+                    .last_round
+                    .as_ref()
+                    .ok_or_else(|| missing("last_round"))?;
+                let passed = !last_round.is_empty()
+                    && last_round
+                        .iter()
+                        .all(|check| check.result == CheckResult::Pass);
+                (rounds, passed)
+            } else {
+                (0, false)
+            };
+            services.insert(
+                name.clone(),
+                ServiceHealth {
+                    checked: service.checked,
+                    healthy: service.healthy,
+                    state: service.state.as_str().to_string(),
+                    rounds,
+                    last_round_passed,
+                    action: service.action.as_str().to_string(),
+                    drained: service.drained,
+                },
+            );
         }
         Ok(HealthView {
-            fail_static: object
-                .get("fail_static")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            fail_static_reason: object
-                .get("fail_static_reason")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            location_drained: object
-                .get("location_drained")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            fail_static: view.fail_static,
+            fail_static_reason: view.fail_static_reason.clone(),
+            location_drained: view.location_drained,
             services,
         })
+    }
+
+    /// Reads a `GET /v1/health` answer from JSON: a missing or ill-typed field is an error
+    /// naming it.
+    pub fn parse(value: &Value) -> Result<HealthView, String> {
+        let view = HealthDocument::deserialize(value)
+            .map_err(|error| format!("the health report is not a health view: {error}"))?;
+        HealthView::from_view(&view)
     }
 
     /// Whether the daemon withdrew `service` for health or drain. The daemon's `action` is
@@ -161,16 +174,8 @@ impl HealthView {
     }
 }
 
-fn strings(value: &Value) -> Vec<String> {
-    let mut items: Vec<String> = value
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|item| item.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+fn sorted(items: &[String]) -> Vec<String> {
+    let mut items = items.to_vec();
     items.sort();
     items
 }
@@ -181,42 +186,29 @@ fn is_ipv6(prefix: &str) -> bool {
 
 /// Compares every peer's routes (`GET /v1/routes`) with `expected` minus the services `health`
 /// says are withdrawn. Degraded routes (the route's `degraded` flag, or the service's action)
-/// are compared by prefix only. A family a peer carries no route of while `expected` has
-/// some is only accepted when the routes document lists the peer's families without it.
+/// are compared by prefix only. A planned route of a family the peer does not carry (its
+/// `families`) is not missing.
 pub fn compare_routes(
     expected: &[AnnouncedRoute],
     health: &HealthView,
-    routes: &Value,
+    routes: &RoutesView,
 ) -> Result<(), String> {
     let wanted: BTreeMap<String, &AnnouncedRoute> = expected
         .iter()
         .filter(|route| !health.withdrawn(&route.service))
         .map(|route| (route.prefix.to_string(), route))
         .collect();
-    let peers = routes["peers"]
-        .as_object()
-        .ok_or_else(|| "the routes document has no peers object".to_string())?;
     let mut problems = Vec::new();
-    for (peer, view) in peers {
-        let list = view["routes"].as_array().cloned().unwrap_or_default();
-        let families: Option<BTreeSet<String>> = view["families"].as_array().map(|families| {
-            families
-                .iter()
-                .filter_map(|family| family.as_str().map(str::to_lowercase))
-                .collect()
-        });
-        let carries = |ipv6: bool| -> bool {
-            match &families {
-                Some(families) => families.contains(if ipv6 { "ipv6" } else { "ipv4" }),
-                None => true,
-            }
-        };
+    for (peer, view) in &routes.peers {
+        let families: BTreeSet<String> = view
+            .families
+            .iter()
+            .map(|family| family.to_lowercase())
+            .collect();
+        let carries = |ipv6: bool| families.contains(if ipv6 { "ipv6" } else { "ipv4" });
         let mut seen = BTreeSet::new();
-        for route in &list {
-            let Some(prefix) = route["prefix"].as_str() else {
-                problems.push(format!("peer {peer}: a route without a prefix"));
-                continue;
-            };
+        for route in &view.routes {
+            let prefix = route.prefix.as_str();
             seen.insert(prefix.to_string());
             let Some(want) = wanted.get(prefix) else {
                 problems.push(format!(
@@ -224,57 +216,14 @@ pub fn compare_routes(
                 ));
                 continue;
             };
-            let degraded =
-                route["degraded"].as_bool().unwrap_or(false) || health.degraded(&want.service);
-            if degraded {
+            if route.degraded || health.degraded(&want.service) {
                 continue;
             }
-            let med = route["med"]
-                .as_u64()
-                .and_then(|med| u32::try_from(med).ok());
-            if med != want.attributes.med {
-                problems.push(format!(
-                    "peer {peer}: {prefix} has MED {med:?}, the plan says {:?}",
-                    want.attributes.med
-                ));
-            }
-            let communities = strings(&route["communities"]);
-            let mut planned: Vec<String> = want
-                .attributes
-                .communities
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            planned.sort();
-            if communities != planned {
-                problems.push(format!(
-                    "peer {peer}: {prefix} has communities {communities:?}, the plan says {planned:?}"
-                ));
-            }
-            let large = strings(&route["large_communities"]);
-            let mut planned_large: Vec<String> = want
-                .attributes
-                .large_communities
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            planned_large.sort();
-            if large != planned_large {
-                problems.push(format!(
-                    "peer {peer}: {prefix} has large communities {large:?}, the plan says {planned_large:?}"
-                ));
-            }
+            compare_attributes(&mut problems, peer, route, want);
         }
-        let has_family = |ipv6: bool| seen.iter().any(|prefix| is_ipv6(prefix) == ipv6);
         let missing: Vec<&String> = wanted
             .keys()
-            .filter(|prefix| !seen.contains(*prefix))
-            .filter(|prefix| {
-                let ipv6 = is_ipv6(prefix);
-                // Without a families list, a peer with no route at all of a family is taken
-                // not to carry that family (single-family sessions).
-                carries(ipv6) && (families.is_some() || has_family(ipv6))
-            })
+            .filter(|prefix| !seen.contains(*prefix) && carries(is_ipv6(prefix)))
             .collect();
         if !missing.is_empty() {
             let shown: Vec<&str> = missing
@@ -307,24 +256,68 @@ pub fn compare_routes(
     }
 }
 
+/// A route that is not degraded carries exactly the planned MED and communities.
+fn compare_attributes(
+    problems: &mut Vec<String>,
+    peer: &str,
+    route: &RouteView,
+    want: &AnnouncedRoute,
+) {
+    let prefix = &route.prefix;
+    if route.med != want.attributes.med {
+        problems.push(format!(
+            "peer {peer}: {prefix} has MED {:?}, the plan says {:?}",
+            route.med, want.attributes.med
+        ));
+    }
+    let planned = |values: Vec<String>| sorted(&values);
+    let lists = [
+        (
+            "communities",
+            &route.communities,
+            planned(
+                want.attributes
+                    .communities
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
+        ),
+        (
+            "large communities",
+            &route.large_communities,
+            planned(
+                want.attributes
+                    .large_communities
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
+        ),
+    ];
+    for (what, announced, planned) in lists {
+        let announced = sorted(announced);
+        if announced != planned {
+            problems.push(format!(
+                "peer {peer}: {prefix} has {what} {announced:?}, the plan says {planned:?}"
+            ));
+        }
+    }
+}
+
 /// Sessions and sync from `GET /v1/status`: every peer Established and holding `generation`.
 /// `Err(verdict)` when not.
-pub fn check_sessions(status: &Value, generation: u64) -> Result<(), GateVerdict> {
-    let peers = status["peers"].as_array().cloned().unwrap_or_default();
+pub fn check_sessions(status: &StatusView, generation: u64) -> Result<(), GateVerdict> {
     let mut down = Vec::new();
     let mut unsynced = Vec::new();
-    for peer in &peers {
-        let name = peer["name"].as_str().unwrap_or("?");
-        if !peer["established"].as_bool().unwrap_or(false) {
-            down.push(format!(
-                "{name} ({})",
-                peer["state"].as_str().unwrap_or("not established")
-            ));
-        } else if peer["generation_synced"].as_u64() != Some(generation) {
+    for peer in &status.peers {
+        let name = &peer.name;
+        if !peer.established {
+            down.push(format!("{name} ({})", peer.state));
+        } else if peer.generation_synced != Some(generation) {
             unsynced.push(format!(
                 "{name} (synced {})",
-                peer["generation_synced"]
-                    .as_u64()
+                peer.generation_synced
                     .map_or_else(|| "nothing".to_string(), |synced| synced.to_string())
             ));
         }
@@ -346,14 +339,14 @@ pub fn check_sessions(status: &Value, generation: u64) -> Result<(), GateVerdict
 
 /// The `daemon` gate at one location.
 pub fn check_daemon(
-    status: &Value,
-    routes: &Value,
+    status: &StatusView,
+    routes: &RoutesView,
     health: &HealthView,
     expected: &[AnnouncedRoute],
     new_hash: &str,
     refusals_before: u64,
 ) -> GateVerdict {
-    let hash = status["hash"].as_str().unwrap_or("");
+    let hash = status.hash.as_str();
     if hash != new_hash {
         return GateVerdict::fail(format!(
             "runs topology {}, not the new one {}",
@@ -361,10 +354,8 @@ pub fn check_daemon(
             short(new_hash)
         ));
     }
-    let Some(generation) = status["generation"].as_u64() else {
-        return GateVerdict::inconclusive("the status has no generation");
-    };
-    let refusals = status["runtime_guard_refusals"].as_u64().unwrap_or(0);
+    let generation = status.generation;
+    let refusals = status.runtime_guard_refusals;
     if refusals > refusals_before {
         return GateVerdict::fail(format!(
             "runtime guard refusals rose from {refusals_before} to {refusals}"
@@ -373,10 +364,7 @@ pub fn check_daemon(
     if let Err(verdict) = check_sessions(status, generation) {
         return verdict;
     }
-    if routes["generation"]
-        .as_u64()
-        .is_some_and(|routes_generation| routes_generation != generation)
-    {
+    if routes.generation != generation {
         return GateVerdict::inconclusive("the generation changed between two reads");
     }
     match compare_routes(expected, health, routes) {
@@ -656,358 +644,4 @@ pub async fn evaluate_promql(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-    use topologyd_topology::RouteAttributes;
-
-    fn route(prefix: &str, service: &str, med: Option<u32>) -> AnnouncedRoute {
-        AnnouncedRoute {
-            prefix: prefix.parse().unwrap(),
-            origin_asn: 13335,
-            attributes: RouteAttributes {
-                communities: vec![],
-                large_communities: vec![],
-                med,
-                as_path_prepend: 0,
-            },
-            binding: prefix.parse().unwrap(),
-            service: service.into(),
-        }
-    }
-
-    fn routes_document(peers: Value) -> Value {
-        json!({ "generation": 5, "peers": peers })
-    }
-
-    fn entry(prefix: &str, med: Option<u32>) -> Value {
-        json!({ "prefix": prefix, "as_path": [], "med": med, "communities": [], "large_communities": [] })
-    }
-
-    #[test]
-    fn promql_vectors_scalars_and_errors() {
-        let vector = json!({"status": "success", "data": {"resultType": "vector", "result": [
-            {"metric": {"location": "ams01"}, "value": [1700000000.1, "0.5"]},
-            {"metric": {}, "value": [1700000000.1, "NaN"]}
-        ]}});
-        let samples = parse_promql(&vector).unwrap();
-        assert_eq!(samples.len(), 2);
-        assert_eq!(samples[0].labels["location"], "ams01");
-        assert_eq!(samples[0].value, 0.5);
-        assert!(samples[1].value.is_nan());
-        let scalar =
-            json!({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "+Inf"]}});
-        assert_eq!(parse_promql(&scalar).unwrap()[0].value, f64::INFINITY);
-        let error =
-            json!({"status": "error", "errorType": "bad_data", "error": "parse error at char 3"});
-        assert_eq!(
-            parse_promql(&error).unwrap_err(),
-            "Prometheus: bad_data: parse error at char 3"
-        );
-        let matrix = json!({"status": "success", "data": {"resultType": "matrix", "result": []}});
-        assert!(parse_promql(&matrix).unwrap_err().contains("matrix"));
-        assert!(parse_promql(&json!({"data": 1})).is_err());
-        let bad_value = json!({"status": "success", "data": {"resultType": "vector", "result": [
-            {"metric": {}, "value": [1.0, "many"]}]}});
-        assert!(
-            parse_promql(&bad_value)
-                .unwrap_err()
-                .contains("not a number")
-        );
-    }
-
-    #[test]
-    fn no_data_is_never_a_pass() {
-        assert_eq!(
-            judge_promql(&[], Some(1.0), None).result,
-            GateResultKind::Inconclusive
-        );
-        let nan = Sample {
-            labels: BTreeMap::new(),
-            value: f64::NAN,
-        };
-        assert_eq!(
-            judge_promql(&[nan], Some(1.0), None).result,
-            GateResultKind::Inconclusive
-        );
-    }
-
-    #[test]
-    fn every_sample_must_be_within_the_bounds() {
-        let sample = |value| Sample {
-            labels: BTreeMap::from([("location".to_string(), "ams01".to_string())]),
-            value,
-        };
-        assert_eq!(
-            judge_promql(&[sample(1.0), sample(0.995)], Some(0.99), None).result,
-            GateResultKind::Pass
-        );
-        let verdict = judge_promql(&[sample(1.0), sample(0.5)], Some(0.99), Some(1.0));
-        assert_eq!(verdict.result, GateResultKind::Fail);
-        assert_eq!(
-            verdict.detail,
-            "outside [0.99, 1]: {location=\"ams01\"} 0.5"
-        );
-        assert_eq!(
-            judge_promql(&[sample(2.0)], None, Some(1.0)).result,
-            GateResultKind::Fail
-        );
-    }
-
-    #[test]
-    fn placeholders_expand_to_escaped_alternations() {
-        let wave = vec!["ams01".to_string(), "fra.01".to_string()];
-        let control = vec!["ord01".to_string()];
-        assert_eq!(
-            expand_query(
-                "x{location=~\"{wave}\"} / y{location=~\"{control}\"}",
-                &wave,
-                &control
-            ),
-            "x{location=~\"ams01|fra\\\\.01\"} / y{location=~\"ord01\"}"
-        );
-    }
-
-    #[test]
-    fn routes_equal_to_the_plan_pass_and_differences_are_named() {
-        let expected = vec![
-            route("192.0.2.0/24", "resolver", Some(10)),
-            route("198.51.100.0/24", "cdn", None),
-        ];
-        let health = HealthView::default();
-        let good = routes_document(
-            json!({"edge": {"established": true, "generation_synced": 5, "routes": [
-            entry("192.0.2.0/24", Some(10)), entry("198.51.100.0/24", None)]}}),
-        );
-        assert_eq!(compare_routes(&expected, &health, &good), Ok(()));
-        let bad = routes_document(json!({"edge": {"routes": [
-            entry("192.0.2.0/24", Some(20)), entry("203.0.113.0/24", None)]}}));
-        let error = compare_routes(&expected, &health, &bad).unwrap_err();
-        assert!(
-            error.contains("192.0.2.0/24 has MED Some(20), the plan says Some(10)"),
-            "{error}"
-        );
-        assert!(
-            error.contains("203.0.113.0/24 is announced but not planned"),
-            "{error}"
-        );
-        assert!(
-            error.contains("1 planned route(s) missing: 198.51.100.0/24"),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn health_withdrawals_and_degradations_are_taken_into_account() {
-        let expected = vec![
-            route("192.0.2.0/24", "resolver", Some(10)),
-            route("198.51.100.0/24", "cdn", None),
-        ];
-        let health = HealthView::parse(&json!({
-            "location": "ams01", "fail_static": false, "location_drained": false,
-            "services": {
-                "resolver": {"checked": true, "healthy": false, "state": "unhealthy", "action": "withdraw", "drained": false},
-                "cdn": {"checked": true, "healthy": false, "state": "unhealthy", "action": "degrade", "drained": false}
-            }
-        }))
-        .unwrap();
-        let routes = routes_document(json!({"edge": {"routes": [
-            {"prefix": "198.51.100.0/24", "med": 1000, "communities": ["13335:666"], "large_communities": [], "degraded": true}]}}));
-        assert_eq!(compare_routes(&expected, &health, &routes), Ok(()));
-        assert_eq!(
-            check_probes(&health, &["resolver".to_string()]).result,
-            GateResultKind::Fail
-        );
-    }
-
-    #[test]
-    fn a_drain_the_floor_holds_back_stays_announced() {
-        let expected = vec![route("192.0.2.0/24", "resolver", None)];
-        let health = HealthView::parse(&json!({
-            "fail_static": false, "location_drained": true,
-            "services": {"resolver": {"checked": false, "healthy": true, "action": "announce", "drained": true, "floor_held": true}}
-        }))
-        .unwrap();
-        let routes = routes_document(json!({"edge": {"routes": [entry("192.0.2.0/24", None)]}}));
-        assert_eq!(compare_routes(&expected, &health, &routes), Ok(()));
-    }
-
-    #[test]
-    fn single_family_peers_and_declared_families() {
-        let expected = vec![
-            route("192.0.2.0/24", "resolver", None),
-            route("2001:db8::/48", "resolver", None),
-        ];
-        let health = HealthView::default();
-        let ipv4_only = routes_document(json!({"v4": {"routes": [entry("192.0.2.0/24", None)]}}));
-        assert_eq!(compare_routes(&expected, &health, &ipv4_only), Ok(()));
-        let declared = routes_document(
-            json!({"v4": {"families": ["ipv4", "ipv6"], "routes": [entry("192.0.2.0/24", None)]}}),
-        );
-        assert!(compare_routes(&expected, &health, &declared).is_err());
-    }
-
-    #[test]
-    fn daemon_gate_verdicts() {
-        let expected = vec![route("192.0.2.0/24", "resolver", None)];
-        let status = |hash: &str, established: bool, synced: u64, refusals: u64| {
-            json!({"generation": 5, "hash": hash, "runtime_guard_refusals": refusals, "peers": [
-                {"name": "edge", "established": established, "state": "Established", "generation_synced": synced}]})
-        };
-        let routes = routes_document(json!({"edge": {"routes": [entry("192.0.2.0/24", None)]}}));
-        let health = HealthView::default();
-        let check =
-            |status: &Value| check_daemon(status, &routes, &health, &expected, "new", 2).result;
-        assert_eq!(check(&status("new", true, 5, 2)), GateResultKind::Pass);
-        assert_eq!(check(&status("old", true, 5, 2)), GateResultKind::Fail);
-        assert_eq!(check(&status("new", false, 5, 2)), GateResultKind::Fail);
-        assert_eq!(
-            check(&status("new", true, 4, 2)),
-            GateResultKind::Inconclusive
-        );
-        assert_eq!(check(&status("new", true, 5, 3)), GateResultKind::Fail);
-    }
-
-    #[test]
-    fn probes_gate_verdicts() {
-        let mut health = HealthView::default();
-        let services = vec!["resolver".to_string()];
-        assert_eq!(
-            check_probes(&health, &services).result,
-            GateResultKind::Fail
-        );
-        health.services.insert(
-            "resolver".into(),
-            ServiceHealth {
-                checked: false,
-                ..ServiceHealth::default()
-            },
-        );
-        assert_eq!(
-            check_probes(&health, &services).result,
-            GateResultKind::Inconclusive
-        );
-        // Checked, counted healthy, but not probed yet (state unknown): no data.
-        health.services.insert(
-            "resolver".into(),
-            ServiceHealth {
-                checked: true,
-                healthy: true,
-                ..ServiceHealth::default()
-            },
-        );
-        assert_eq!(
-            check_probes(&health, &services).result,
-            GateResultKind::Inconclusive
-        );
-        // Probed, still counted healthy, but the last round failed: not a pass.
-        health.services.insert(
-            "resolver".into(),
-            ServiceHealth {
-                checked: true,
-                healthy: true,
-                rounds: 1,
-                last_round_passed: false,
-                ..ServiceHealth::default()
-            },
-        );
-        assert_eq!(
-            check_probes(&health, &services).result,
-            GateResultKind::Inconclusive
-        );
-        health.services.insert(
-            "resolver".into(),
-            ServiceHealth {
-                checked: true,
-                healthy: true,
-                rounds: 2,
-                last_round_passed: true,
-                ..ServiceHealth::default()
-            },
-        );
-        assert_eq!(
-            check_probes(&health, &services).result,
-            GateResultKind::Pass
-        );
-        health.fail_static = true;
-        assert_eq!(
-            check_probes(&health, &services).result,
-            GateResultKind::Inconclusive
-        );
-    }
-
-    #[test]
-    fn combining_locations() {
-        let verdicts = vec![
-            ("a".to_string(), GateVerdict::pass("ok")),
-            ("b".to_string(), GateVerdict::inconclusive("no answer")),
-        ];
-        assert_eq!(
-            combine(verdicts.clone()).result,
-            GateResultKind::Inconclusive
-        );
-        let mut with_failure = verdicts;
-        with_failure.push(("c".into(), GateVerdict::fail("down")));
-        let combined = combine(with_failure);
-        assert_eq!(combined.result, GateResultKind::Fail);
-        assert_eq!(combined.detail, "c: down");
-        assert_eq!(combine(vec![]).result, GateResultKind::Inconclusive);
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_prometheus_is_inconclusive() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        drop(listener);
-        let verdict = evaluate_promql(
-            &format!("http://{address}"),
-            "up",
-            &[],
-            &[],
-            Some(1.0),
-            None,
-            Duration::from_secs(2),
-        )
-        .await;
-        assert_eq!(verdict.result, GateResultKind::Inconclusive);
-    }
-
-    #[tokio::test]
-    async fn a_real_http_answer_is_parsed() {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut buffer = vec![0u8; 4096];
-            let read = stream.read(&mut buffer).await.unwrap();
-            let request = String::from_utf8_lossy(&buffer[..read]).to_string();
-            let body = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"1"]}]}}"#;
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            stream.write_all(response.as_bytes()).await.unwrap();
-            request
-        });
-        let verdict = evaluate_promql(
-            &format!("http://{address}"),
-            "min(up{location=~\"{wave}\"})",
-            &["ams01".to_string()],
-            &[],
-            Some(1.0),
-            None,
-            Duration::from_secs(5),
-        )
-        .await;
-        assert_eq!(verdict.result, GateResultKind::Pass, "{}", verdict.detail);
-        let request = server.await.unwrap();
-        assert!(
-            request.starts_with(
-                "GET /api/v1/query?query=min%28up%7Blocation%3D~%22ams01%22%7D%29 HTTP/1.1"
-            ),
-            "{request}"
-        );
-    }
-}
+mod tests;

@@ -54,20 +54,14 @@ mod tests;
 mod view;
 
 pub use callouts::SIMILAR_VALUE_MINIMUM_LENGTH;
+// The plan vocabulary a request carries (intent, overrides, verdicts) is the control API's.
 pub use guards::rollback_overrides;
+pub use topologyd_api::{
+    EXIT_CHANGES_ALLOWED, EXIT_INVALID, EXIT_NO_CHANGE, EXIT_REFUSED, EXIT_USAGE, Intent,
+    IntentError, Override, Verdict,
+};
 
 use context::Context;
-
-/// Exit code: the plan changes nothing.
-pub const EXIT_NO_CHANGE: i32 = 0;
-/// Exit code for callers: bad usage or unreadable files (never produced by a plan).
-pub const EXIT_USAGE: i32 = 1;
-/// Exit code: the plan changes routes and every guard allows it.
-pub const EXIT_CHANGES_ALLOWED: i32 = 2;
-/// Exit code: a guard refuses the plan.
-pub const EXIT_REFUSED: i32 = 3;
-/// Exit code: a topology does not compile (no plan could be made).
-pub const EXIT_INVALID: i32 = 4;
 
 /// A service whose match set over live and test locations shrinks to a quarter or less (from at
 /// least `SELECTOR_JUMP_MINIMUM` locations), or grows fourfold or more (to at least that many),
@@ -83,129 +77,6 @@ pub const SELECTOR_JUMP_MINIMUM: usize = 4;
 pub const CONCENTRATION_FACTOR: u64 = 2;
 /// See [`CONCENTRATION_FACTOR`].
 pub const CONCENTRATION_MINIMUM: u64 = 4;
-
-/// The outcome of a plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    NoChange,
-    ChangesAllowed,
-    Refused,
-    /// For callers whose topology did not compile; [`plan`] never returns it.
-    Invalid,
-}
-
-impl Verdict {
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Verdict::NoChange => EXIT_NO_CHANGE,
-            Verdict::ChangesAllowed => EXIT_CHANGES_ALLOWED,
-            Verdict::Refused => EXIT_REFUSED,
-            Verdict::Invalid => EXIT_INVALID,
-        }
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(match self {
-            Verdict::NoChange => "no change",
-            Verdict::ChangesAllowed => "changes allowed",
-            Verdict::Refused => "REFUSED",
-            Verdict::Invalid => "invalid",
-        })
-    }
-}
-
-/// An explicit exception to a guard.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Override {
-    /// G3: allow this route to be withdrawn from every live location.
-    GlobalWithdrawal(IpNet),
-    /// G4: allow a change beyond the blast-radius budget.
-    BlastRadius,
-}
-
-impl fmt::Display for Override {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Override::GlobalWithdrawal(route) => write!(formatter, "global-withdrawal:{route}"),
-            Override::BlastRadius => formatter.write_str("blast-radius"),
-        }
-    }
-}
-
-/// An intent or override argument that does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IntentError {
-    #[error("invalid intent `{0}`: expected service:NAME")]
-    Intent(String),
-    #[error("invalid override `{0}`: expected global-withdrawal:CIDR or blast-radius")]
-    Override(String),
-}
-
-/// What a change means to do: the services it deliberately affects (G2) and the guard
-/// exceptions it asks for (G3, G4).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Intent {
-    pub services: BTreeSet<String>,
-    pub overrides: BTreeSet<Override>,
-}
-
-impl Intent {
-    /// An intent from `--intent` arguments (`service:NAME`) and `--override` arguments.
-    pub fn from_arguments(intents: &[String], overrides: &[String]) -> Result<Intent, IntentError> {
-        let mut intent = Intent::default();
-        for argument in intents {
-            intent.parse_arg(argument)?;
-        }
-        for argument in overrides {
-            intent.parse_override(argument)?;
-        }
-        Ok(intent)
-    }
-
-    /// Adds one `--intent` argument: `service:NAME`.
-    pub fn parse_arg(&mut self, argument: &str) -> Result<(), IntentError> {
-        match argument.split_once(':') {
-            Some(("service", name)) if !name.is_empty() => {
-                self.services.insert(name.to_string());
-                Ok(())
-            }
-            _ => Err(IntentError::Intent(argument.to_string())),
-        }
-    }
-
-    /// Adds one `--override` argument: `global-withdrawal:CIDR` or `blast-radius`.
-    pub fn parse_override(&mut self, argument: &str) -> Result<(), IntentError> {
-        if argument == "blast-radius" {
-            self.overrides.insert(Override::BlastRadius);
-            return Ok(());
-        }
-        match argument.split_once(':') {
-            Some(("global-withdrawal", cidr)) => {
-                let route: IpNet = cidr
-                    .parse()
-                    .map_err(|_| IntentError::Override(argument.to_string()))?;
-                self.overrides
-                    .insert(Override::GlobalWithdrawal(route.trunc()));
-                Ok(())
-            }
-            _ => Err(IntentError::Override(argument.to_string())),
-        }
-    }
-
-    pub fn with_service(mut self, name: &str) -> Intent {
-        self.services.insert(name.to_string());
-        self
-    }
-
-    pub fn with_override(mut self, item: Override) -> Intent {
-        self.overrides.insert(item);
-        self
-    }
-}
 
 /// Why a route stops being announced at a location.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

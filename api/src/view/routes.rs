@@ -1,0 +1,48 @@
+//! `GET /v1/routes[?peer=]`: per peer, the routes it is sent with their path attributes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The routes document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoutesView {
+    /// The running generation.
+    pub generation: u64,
+    /// By peer name.
+    pub peers: BTreeMap<String, PeerRoutesView>,
+}
+
+/// One peer's routes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerRoutesView {
+    /// The families the peer carries (`ipv4`, `ipv6`).
+    pub families: Vec<String>,
+    /// The session is Established.
+    pub established: bool,
+    /// The generation whose routes have all been written to it.
+    #[serde(deserialize_with = "super::required")]
+    pub generation_synced: Option<u64>,
+    /// The routes it is sent.
+    pub routes: Vec<RouteView>,
+}
+
+/// One route as a peer is sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteView {
+    /// The prefix.
+    pub prefix: String,
+    /// The service it belongs to.
+    pub service: String,
+    /// Announced with the service's degrade attributes.
+    pub degraded: bool,
+    /// AS_PATH segments as text.
+    pub as_path: Vec<String>,
+    /// MULTI_EXIT_DISC.
+    #[serde(deserialize_with = "super::required")]
+    pub med: Option<u32>,
+    /// Standard communities (`ASN:VALUE`).
+    pub communities: Vec<String>,
+    /// Large communities (`ASN:DATA1:DATA2`).
+    pub large_communities: Vec<String>,
+}

@@ -1,0 +1,261 @@
+//! What each control API endpoint does once the caller may call it: read the typed request,
+//! ask the engine ([`EngineCommand`], answer on a `oneshot`), and turn the typed view or the
+//! engine's error into an [`Answer`]; mutations carry a [`WriteAhead`] describing who asked
+//! what, which the engine writes before the change takes effect.
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use topologyd_api::{ApplyRequest, DrainRequest, PlanRequest, RollbackRequest};
+
+use super::answer::Answer;
+use super::body::{query_parameter, read_json};
+use super::{Caller, Endpoint, Role, Shared};
+use crate::audit::{AuditRecord, WriteAhead};
+use crate::engine_api::{EngineCommand, MutationOutcome, Reply};
+
+/// What one request needs besides its body: who asks, the body limit of their role, the
+/// engine, and the audit record so far (for a mutation's write-ahead).
+struct Call<'a> {
+    shared: &'a Shared,
+    caller: &'a Caller,
+    base: &'a AuditRecord,
+    limit: u64,
+}
+
+impl Call<'_> {
+    fn engine(&self) -> &mpsc::Sender<EngineCommand> {
+        &self.shared.engine
+    }
+
+    /// The write-ahead of a mutation asking `summary`.
+    fn write_ahead(&self, summary: &Value) -> Option<WriteAhead> {
+        Some(WriteAhead::new(
+            self.shared.settings.audit_log.clone(),
+            AuditRecord {
+                request: Some(summary.clone()),
+                ..self.base.clone()
+            },
+        ))
+    }
+}
+
+/// Serves one request of a caller whose role allows `endpoint`.
+pub(super) async fn dispatch(
+    shared: &Shared,
+    caller: &Caller,
+    endpoint: Endpoint,
+    request: Request<Incoming>,
+    base: &AuditRecord,
+) -> Answer {
+    let limit = match caller.role {
+        Some(Role::Admin) => shared.settings.body_limit,
+        _ => shared.settings.reader_body_limit,
+    };
+    let call = Call {
+        shared,
+        caller,
+        base,
+        limit,
+    };
+    let engine = call.engine();
+    match endpoint {
+        Endpoint::Plan => plan(&call, request).await,
+        Endpoint::Apply => apply(&call, request).await,
+        Endpoint::Rollback => rollback(&call, request).await,
+        Endpoint::Drain => drain(&call, request).await,
+        Endpoint::Status => answer(ask(engine, |reply| EngineCommand::Status { reply }).await),
+        Endpoint::Routes => {
+            let peer = match query_parameter(request.uri().query(), "peer") {
+                Ok(peer) => peer,
+                Err(message) => return Answer::error(StatusCode::BAD_REQUEST, "invalid", message),
+            };
+            answer(ask(engine, |reply| EngineCommand::Routes { peer, reply }).await)
+        }
+        Endpoint::Health => answer(ask(engine, |reply| EngineCommand::Health { reply }).await),
+        Endpoint::Topology => answer(ask(engine, |reply| EngineCommand::Topology { reply }).await),
+    }
+}
+
+/// The answer of a read: the view, or the error.
+fn answer<T: serde::Serialize>(result: Result<T, Answer>) -> Answer {
+    match result {
+        Ok(view) => Answer::ok(&view),
+        Err(answer) => answer,
+    }
+}
+
+async fn plan(call: &Call<'_>, request: Request<Incoming>) -> Answer {
+    let body: PlanRequest = match read_json(request, call.limit).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
+    answer(
+        ask(call.engine(), |reply| EngineCommand::Plan {
+            bundle: body.bundle,
+            intent: body.intent,
+            reply,
+        })
+        .await,
+    )
+}
+
+async fn apply(call: &Call<'_>, request: Request<Incoming>) -> Answer {
+    let body: ApplyRequest = match read_json(request, call.limit).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
+    let summary = apply_summary(&body);
+    mutation(call, summary, |who, write_ahead, reply| {
+        EngineCommand::Apply {
+            bundle: body.bundle,
+            intent: body.intent,
+            expected_generation: body.expected_generation,
+            who,
+            write_ahead,
+            reply,
+        }
+    })
+    .await
+}
+
+async fn rollback(call: &Call<'_>, request: Request<Incoming>) -> Answer {
+    let body: RollbackRequest = match read_json(request, call.limit).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
+    let summary = json!({
+        "generation": body.generation,
+        "expected_generation": body.expected_generation,
+    });
+    mutation(call, summary, |who, write_ahead, reply| {
+        EngineCommand::Rollback {
+            generation: body.generation,
+            expected_generation: body.expected_generation,
+            who,
+            write_ahead,
+            reply,
+        }
+    })
+    .await
+}
+
+/// An apply or rollback: asked with its write-ahead, answered with what was applied, and
+/// audited with `summary` whatever the answer.
+async fn mutation(
+    call: &Call<'_>,
+    summary: Value,
+    command: impl FnOnce(String, Option<WriteAhead>, Reply<MutationOutcome>) -> EngineCommand,
+) -> Answer {
+    let who = call.caller.identity.clone();
+    let write_ahead = call.write_ahead(&summary);
+    let mut answer = match ask(call.engine(), |reply| command(who, write_ahead, reply)).await {
+        Ok(outcome) => Answer::applied(outcome),
+        Err(answer) => answer,
+    };
+    answer.request = Some(summary);
+    answer
+}
+
+async fn drain(call: &Call<'_>, request: Request<Incoming>) -> Answer {
+    let body: DrainRequest = match read_json(request, call.limit).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
+    // The audit line says what was asked, whatever the answer.
+    let what = format!(
+        "{} {}{}: {}",
+        if body.drain { "drain" } else { "undrain" },
+        body.service.as_deref().map_or_else(
+            || "the location".to_owned(),
+            |service| format!("service {service}")
+        ),
+        if body.force { " (force)" } else { "" },
+        if body.reason.is_empty() {
+            "no reason given"
+        } else {
+            body.reason.as_str()
+        },
+    );
+    let summary = json!({
+        "service": body.service,
+        "drain": body.drain,
+        "force": body.force,
+        "reason": body.reason,
+    });
+    let mut answer = match ask(call.engine(), |reply| EngineCommand::Drain {
+        service: body.service.clone(),
+        drain: body.drain,
+        force: body.force,
+        reason: body.reason.clone(),
+        who: call.caller.identity.clone(),
+        write_ahead: call.write_ahead(&summary),
+        reply,
+    })
+    .await
+    {
+        Ok(result) => {
+            let mut answer = Answer::ok(&result);
+            answer.verdict = "applied";
+            answer
+        }
+        Err(answer) => answer,
+    };
+    answer.message = Some(match answer.message.take() {
+        Some(error) => format!("{what}; {error}"),
+        None => what,
+    });
+    answer.request = Some(summary);
+    answer
+}
+
+/// What an apply asked for, as the audit log records it: the bundle's hash, not its text.
+fn apply_summary(body: &ApplyRequest) -> Value {
+    use sha2::{Digest as _, Sha256};
+    let mut hasher = Sha256::new();
+    let mut bytes = 0;
+    for source in &body.bundle.sources {
+        hasher.update(source.name.as_bytes());
+        hasher.update([0]);
+        hasher.update(source.text.as_bytes());
+        hasher.update([0]);
+        bytes += source.text.len();
+    }
+    let digest: String = hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    json!({
+        "bundle_sha256": digest,
+        "bundle_bytes": bytes,
+        "sources": body.bundle.sources.iter().map(|source| source.name.as_str()).collect::<Vec<_>>(),
+        "intent": body.intent.to_lines(),
+        "expected_generation": body.expected_generation,
+    })
+}
+
+/// Sends a command to the engine and waits for its answer.
+async fn ask<T>(
+    engine: &mpsc::Sender<EngineCommand>,
+    command: impl FnOnce(Reply<T>) -> EngineCommand,
+) -> Result<T, Answer> {
+    let unavailable = || {
+        Answer::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the engine is not running (daemon starting or stopping)".to_owned(),
+        )
+    };
+    let (reply, answer) = oneshot::channel();
+    engine
+        .send(command(reply))
+        .await
+        .map_err(|_| unavailable())?;
+    match answer.await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(Answer::engine_error(error)),
+        Err(_) => Err(unavailable()),
+    }
+}
