@@ -83,7 +83,18 @@ impl Plan {
     /// The plan for people: summary first, then callouts, refusals, and changes per service.
     pub fn render_text(&self) -> String {
         let mut out = String::new();
-        let summary = &self.summary;
+        self.write_verdict(&mut out);
+        self.write_summary(&mut out);
+        self.write_rpki(&mut out);
+        self.write_callouts(&mut out);
+        self.write_refusals(&mut out);
+        self.write_binding_changes(&mut out);
+        self.write_changes_per_service(&mut out);
+        out
+    }
+
+    /// The verdict line, compile warnings, and the overrides that allowed or did nothing.
+    fn write_verdict(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "plan: generation {} ({}) -> {} ({}): {} (exit {})",
@@ -111,6 +122,11 @@ impl Plan {
                 "note: --override {unused} names no route this change leaves on no live location; it is ignored"
             );
         }
+    }
+
+    /// How many routes and route x location pairs change, and the blast radius of the change.
+    fn write_summary(&self, out: &mut String) {
+        let summary = &self.summary;
         let _ = writeln!(
             out,
             "summary: {} route(s) change; route x location: {} announced, {} withdrawn, {} updated",
@@ -147,6 +163,10 @@ impl Plan {
                 ""
             }
         );
+    }
+
+    /// RPKI validation of the routes announced after the change, when VRPs were given.
+    fn write_rpki(&self, out: &mut String) {
         if let Some(rpki) = &self.rpki {
             let _ = writeln!(
                 out,
@@ -170,6 +190,10 @@ impl Plan {
                 );
             }
         }
+    }
+
+    /// Callouts: changes that are allowed but deserve a second look.
+    fn write_callouts(&self, out: &mut String) {
         if !self.callouts.is_empty() {
             let _ = writeln!(out, "\ncallouts:");
             for callout in &self.callouts {
@@ -245,6 +269,10 @@ impl Plan {
                 }
             }
         }
+    }
+
+    /// Guard refusals, G3 first, at most `LISTED_VIOLATIONS` per guard.
+    fn write_refusals(&self, out: &mut String) {
         if !self.violations.is_empty() {
             let _ = writeln!(out, "\nrefused: {}", self.refusal_message());
             let mut shown: BTreeMap<Guard, usize> = BTreeMap::new();
@@ -268,6 +296,10 @@ impl Plan {
                 }
             }
         }
+    }
+
+    /// Binding changes, at most `LISTED_BINDINGS` of them.
+    fn write_binding_changes(&self, out: &mut String) {
         if !self.binding_changes.is_empty() {
             let _ = writeln!(out, "\nbindings: {} change(s)", self.binding_changes.len());
             for change in self.binding_changes.iter().take(LISTED_BINDINGS) {
@@ -288,6 +320,10 @@ impl Plan {
                 );
             }
         }
+    }
+
+    /// Route changes grouped by service, at most `LISTED_ROUTES` per service.
+    fn write_changes_per_service(&self, out: &mut String) {
         let mut by_service: BTreeMap<&str, Vec<&RouteChange>> = BTreeMap::new();
         for change in &self.changes {
             by_service.entry(change.service()).or_default().push(change);
@@ -332,7 +368,6 @@ impl Plan {
                 }
             }
         }
-        out
     }
 }
 
