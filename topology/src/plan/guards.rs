@@ -6,7 +6,10 @@
 //!   after, whatever the cause;
 //! - G4 ([`blast_radius`]): the well-scoped floor, the two shares, and route concentration.
 //!
-//! Also [`rollback_overrides`], the G3 overrides a rollback carries by itself.
+//! - G5 ([`rpki_invalid`]): routes newly announced RPKI-invalid, when VRPs are given.
+//!
+//! [`judge`] runs them all into one [`GuardFindings`], the plan's only guard accumulator. Also
+//! [`rollback_overrides`], the G3 overrides a rollback carries by itself.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -17,11 +20,89 @@ use super::context::Context;
 use super::diff::{RouteDiff, find};
 use super::{
     CONCENTRATION_FACTOR, CONCENTRATION_MINIMUM, ConcentratedRoute, Guard, GuardViolation, Intent,
-    NameCache, Override, PlanSummary, RpkiSummary, WithdrawalCause, plan,
+    LocationNames, Override, PlanSummary, RpkiSummary, WithdrawalCause, plan,
 };
 use crate::location_set::LocationSet;
 use crate::model::{Route, Topology};
 use crate::rpki::{RpkiState, VrpSet};
+
+/// Turns plan location sets into shared name lists, once per distinct set.
+pub(super) struct NameCache<'a> {
+    names: &'a [String],
+    cache: HashMap<LocationSet, LocationNames>,
+}
+
+impl NameCache<'_> {
+    pub(super) fn get(&mut self, set: &LocationSet) -> LocationNames {
+        if let Some(names) = self.cache.get(set) {
+            return names.clone();
+        }
+        let names: LocationNames = set
+            .iter()
+            .map(|index| self.names[index].clone())
+            .collect::<Vec<_>>()
+            .into();
+        self.cache.insert(set.clone(), names.clone());
+        names
+    }
+}
+
+/// What the guards conclude about one diff: the refusals, the figures G4 judged, and the
+/// overrides that allowed a global withdrawal (or named nothing). The diff never holds these.
+pub(super) struct GuardFindings {
+    /// Ordered by guard, then route.
+    pub(super) violations: Vec<GuardViolation>,
+    pub(super) summary: PlanSummary,
+    pub(super) rpki: Option<RpkiSummary>,
+    pub(super) global_withdrawals_overridden: Vec<IpNet>,
+    pub(super) unused_overrides: Vec<Override>,
+}
+
+/// Judges `diffs` with G2, G3 and G4 under `intent`, and with G5 when `vrps` are given.
+pub(super) fn judge(
+    context: &Context<'_>,
+    diffs: &[RouteDiff],
+    intent: &Intent,
+    vrps: Option<&VrpSet>,
+) -> GuardFindings {
+    let mut name_cache = NameCache {
+        names: &context.universe.names,
+        cache: HashMap::new(),
+    };
+    let mut violations = undeclared_changes(context, diffs, intent, &mut name_cache);
+    let mut overridden = Vec::new();
+    violations.extend(global_withdrawals(
+        context,
+        diffs,
+        intent,
+        &mut name_cache,
+        &mut overridden,
+    ));
+    let (summary, blast_radius) = blast_radius(context, diffs, intent);
+    violations.extend(blast_radius);
+    let rpki = vrps.map(|vrps| {
+        let (invalid, summary) = rpki_invalid(context, vrps, &mut name_cache);
+        violations.extend(invalid);
+        summary
+    });
+    violations.sort_by_key(|violation| (violation.guard(), violation.route()));
+    let unused_overrides: Vec<Override> = intent
+        .overrides
+        .iter()
+        .filter(|item| match item {
+            Override::GlobalWithdrawal(route) => overridden.binary_search(route).is_err(),
+            Override::BlastRadius => false,
+        })
+        .cloned()
+        .collect();
+    GuardFindings {
+        violations,
+        summary,
+        rpki,
+        global_withdrawals_overridden: overridden,
+        unused_overrides,
+    }
+}
 
 /// G2: withdrawing a still-bound route from locations live before and after, or moving a
 /// route that stays announced to another service, needs the intent to name the service it
