@@ -108,14 +108,11 @@ impl Plan {
         for warning in &self.warnings {
             let _ = writeln!(out, "{warning}");
         }
-        if !self.global_withdrawals_overridden.is_empty() {
-            let _ = writeln!(
-                out,
-                "GLOBAL WITHDRAWAL: {} route(s) will be announced from no live location, allowed by --override global-withdrawal: {}",
-                self.global_withdrawals_overridden.len(),
-                name_routes(&self.global_withdrawals_overridden)
-            );
-        }
+        write_route_sentence(out, &self.global_withdrawals_overridden, |count, names| {
+            format!(
+                "GLOBAL WITHDRAWAL: {count} route(s) will be announced from no live location, allowed by --override global-withdrawal: {names}"
+            )
+        });
         for unused in &self.unused_overrides {
             let _ = writeln!(
                 out,
@@ -173,22 +170,16 @@ impl Plan {
                 "rpki: {} VRPs; announced routes after the change: {} valid, {} invalid, {} not found",
                 rpki.vrps, rpki.valid, rpki.invalid, rpki.not_found
             );
-            if !rpki.invalid_kept.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "  ! {} route(s) announced RPKI-invalid before and after this change (not refused, fix them): {}",
-                    rpki.invalid_kept.len(),
-                    name_routes(&rpki.invalid_kept)
-                );
-            }
-            if !rpki.not_found_new.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "  note: {} newly announced route(s) are not found in the RPKI (no covering ROA): {}",
-                    rpki.not_found_new.len(),
-                    name_routes(&rpki.not_found_new)
-                );
-            }
+            write_route_sentence(out, &rpki.invalid_kept, |count, names| {
+                format!(
+                    "  ! {count} route(s) announced RPKI-invalid before and after this change (not refused, fix them): {names}"
+                )
+            });
+            write_route_sentence(out, &rpki.not_found_new, |count, names| {
+                format!(
+                    "  note: {count} newly announced route(s) are not found in the RPKI (no covering ROA): {names}"
+                )
+            });
         }
     }
 
@@ -372,13 +363,26 @@ impl Plan {
 }
 
 fn name_routes(routes: &[ipnet::IpNet]) -> String {
-    let listed: Vec<String> = routes
-        .iter()
-        .take(NAMED_ROUTES)
-        .map(ToString::to_string)
-        .collect();
-    let more = if routes.len() > NAMED_ROUTES {
-        format!(" and {} more", routes.len() - NAMED_ROUTES)
+    name_first(routes, ToString::to_string)
+}
+
+/// Writes the line `sentence` makes of how many `routes` there are and their first names, unless
+/// there are none.
+fn write_route_sentence(
+    out: &mut String,
+    routes: &[ipnet::IpNet],
+    sentence: impl FnOnce(usize, String) -> String,
+) {
+    if !routes.is_empty() {
+        let _ = writeln!(out, "{}", sentence(routes.len(), name_routes(routes)));
+    }
+}
+
+/// The first `NAMED_ROUTES` of `items`, shown by `show`, and how many more there are.
+fn name_first<T>(items: &[T], show: impl Fn(&T) -> String) -> String {
+    let listed: Vec<String> = items.iter().take(NAMED_ROUTES).map(show).collect();
+    let more = if items.len() > NAMED_ROUTES {
+        format!(" and {} more", items.len() - NAMED_ROUTES)
     } else {
         String::new()
     };
@@ -388,27 +392,25 @@ fn name_routes(routes: &[ipnet::IpNet]) -> String {
 impl Plan {
     /// One sentence on what lifts the refusals, G3 first.
     pub fn refusal_message(&self) -> String {
-        let g3: Vec<ipnet::IpNet> = self
-            .violations_of(Guard::G3)
-            .filter_map(GuardViolation::route)
-            .collect();
-        if !g3.is_empty() {
-            return format!(
-                "G3 refuses {} route(s) that would be announced from no live location ({}); no --intent and no --override blast-radius lifts that: each such route needs its own --override global-withdrawal:CIDR, given only if its withdrawal from every location is meant",
-                g3.len(),
-                name_routes(&g3)
-            );
-        }
-        let g5: Vec<ipnet::IpNet> = self
-            .violations_of(Guard::G5)
-            .filter_map(GuardViolation::route)
-            .collect();
-        if !g5.is_empty() {
-            return format!(
-                "G5 refuses {} route(s) that would be announced RPKI-invalid ({}); no argument lifts that: publish ROAs that authorise them first",
-                g5.len(),
-                name_routes(&g5)
-            );
+        // G3 and G5 are lifted by no intent and no blast-radius override: they speak alone.
+        for guard in [Guard::G3, Guard::G5] {
+            let routes: Vec<ipnet::IpNet> = self
+                .violations_of(guard)
+                .filter_map(GuardViolation::route)
+                .collect();
+            if routes.is_empty() {
+                continue;
+            }
+            let (count, names) = (routes.len(), name_routes(&routes));
+            return if guard == Guard::G3 {
+                format!(
+                    "G3 refuses {count} route(s) that would be announced from no live location ({names}); no --intent and no --override blast-radius lifts that: each such route needs its own --override global-withdrawal:CIDR, given only if its withdrawal from every location is meant"
+                )
+            } else {
+                format!(
+                    "G5 refuses {count} route(s) that would be announced RPKI-invalid ({names}); no argument lifts that: publish ROAs that authorise them first"
+                )
+            };
         }
         let arguments: Vec<String> = self.unlock_arguments().into_values().flatten().collect();
         format!(
@@ -517,25 +519,15 @@ impl Plan {
                     ));
                 }
                 if !concentrated.is_empty() {
-                    let routes: Vec<String> = concentrated
-                        .iter()
-                        .take(NAMED_ROUTES)
-                        .map(|item| {
-                            format!(
-                                "{} ({} -> {} live locations)",
-                                item.route, item.live_before, item.live_after
-                            )
-                        })
-                        .collect();
-                    let more = if concentrated.len() > NAMED_ROUTES {
-                        format!(" and {} more", concentrated.len() - NAMED_ROUTES)
-                    } else {
-                        String::new()
-                    };
+                    let routes = name_first(concentrated, |item| {
+                        format!(
+                            "{} ({} -> {} live locations)",
+                            item.route, item.live_before, item.live_after
+                        )
+                    });
                     reasons.push(format!(
-                        "{} route(s) would concentrate on less than half of their live locations: {}{more}",
-                        concentrated.len(),
-                        routes.join(", ")
+                        "{} route(s) would concentrate on less than half of their live locations: {routes}",
+                        concentrated.len()
                     ));
                 }
                 format!(

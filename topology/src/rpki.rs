@@ -199,28 +199,8 @@ impl VrpSet {
     /// Every VRP covering `prefix`, sorted.
     pub fn covering(&self, prefix: &IpNet) -> Vec<Vrp> {
         let mut covering: Vec<Vrp> = match prefix {
-            IpNet::V4(prefix) => self
-                .ipv4
-                .cover(prefix)
-                .flat_map(|(network, list)| {
-                    list.iter().map(move |(asn, max_length)| Vrp {
-                        prefix: IpNet::V4(network),
-                        max_length: *max_length,
-                        asn: *asn,
-                    })
-                })
-                .collect(),
-            IpNet::V6(prefix) => self
-                .ipv6
-                .cover(prefix)
-                .flat_map(|(network, list)| {
-                    list.iter().map(move |(asn, max_length)| Vrp {
-                        prefix: IpNet::V6(network),
-                        max_length: *max_length,
-                        asn: *asn,
-                    })
-                })
-                .collect(),
+            IpNet::V4(prefix) => covering_in(&self.ipv4, prefix),
+            IpNet::V6(prefix) => covering_in(&self.ipv6, prefix),
         };
         covering.sort_unstable();
         covering
@@ -243,6 +223,24 @@ impl VrpSet {
         };
         Validation { state, covering }
     }
+}
+
+/// The VRPs one family's trie holds for `prefix` and every prefix containing it.
+fn covering_in<P>(trie: &PrefixMap<P, Vec<(u32, u8)>>, prefix: &P) -> Vec<Vrp>
+where
+    P: prefix_trie::Prefix,
+    IpNet: From<P>,
+{
+    trie.cover(prefix)
+        .flat_map(|(network, list)| {
+            let network = IpNet::from(network);
+            list.iter().map(move |(asn, max_length)| Vrp {
+                prefix: network,
+                max_length: *max_length,
+                asn: *asn,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -36,7 +36,8 @@
 
 use ipnet::IpNet;
 use topologyd_config::{
-    Collector, Diagnostics, Located, RawTopology, Source, escape_text, parse_topology_sources_owned,
+    Collector, Diagnostics, Located, RawLocation, RawService, RawTopology, Source, escape_text,
+    parse_topology_sources_owned,
 };
 
 use crate::model::Topology;
@@ -229,17 +230,58 @@ fn sort_and_deduplicate<K: Ord + Clone, T>(
     kept
 }
 
+/// A named definition: a location or a service.
+trait Definition {
+    fn name(&self) -> &Located<String>;
+}
+
+impl Definition for RawLocation {
+    fn name(&self) -> &Located<String> {
+        &self.name
+    }
+}
+
+impl Definition for RawService {
+    fn name(&self) -> &Located<String> {
+        &self.name
+    }
+}
+
+/// Sorts definitions of one kind (`location`, `service`) by name and reports every later one
+/// whose name is already defined; returns the indices of the first of each name, in name order.
+fn deduplicate_definitions<T: Definition>(
+    items: &[T],
+    what: &str,
+    sources: &topologyd_config::SourceMap,
+    collector: &mut Collector,
+) -> Vec<usize> {
+    sort_and_deduplicate(
+        items,
+        |item| item.name().value.clone(),
+        |duplicate, first| {
+            collector.error(
+                Some(duplicate.name().span),
+                format!("{what} `{}` is defined twice", duplicate.name().value),
+                Some(format!(
+                    "it is first defined at {}; rename or remove one",
+                    sources.locate(first.name().span)
+                )),
+            );
+        },
+    )
+}
+
 /// Warns about names of one kind that differ only in case (`ams01` and `AMS01`): a selector or
 /// a binding naming one silently misses the other. Reported at the later one.
-fn warn_names_differing_in_case<'a>(
-    names: impl Iterator<Item = &'a Located<String>>,
+fn warn_names_differing_in_case<T: Definition>(
+    items: &[T],
     what: &str,
     sources: &topologyd_config::SourceMap,
     collector: &mut Collector,
 ) {
     let mut seen: std::collections::HashMap<String, &Located<String>> =
         std::collections::HashMap::new();
-    let mut names: Vec<&Located<String>> = names.collect();
+    let mut names: Vec<&Located<String>> = items.iter().map(Definition::name).collect();
     names.sort_by_key(|name| name.span);
     for name in names {
         match seen.entry(name.value.to_lowercase()) {
