@@ -5,7 +5,6 @@
 //! - G3 ([`global_withdrawals`]): one invariant over the announced address space before and
 //!   after, whatever the cause;
 //! - G4 ([`blast_radius`]): the well-scoped floor, the two shares, and route concentration.
-//!
 //! - G5 ([`rpki_invalid`]): routes newly announced RPKI-invalid, when VRPs are given.
 //!
 //! [`judge`] runs them all into one [`GuardFindings`], the plan's only guard accumulator. Also
@@ -27,13 +26,13 @@ use crate::model::{Route, Topology};
 use crate::rpki::{RpkiState, VrpSet};
 
 /// Turns plan location sets into shared name lists, once per distinct set.
-pub(super) struct NameCache<'a> {
+struct NameCache<'a> {
     names: &'a [String],
     cache: HashMap<LocationSet, LocationNames>,
 }
 
 impl NameCache<'_> {
-    pub(super) fn get(&mut self, set: &LocationSet) -> LocationNames {
+    fn get(&mut self, set: &LocationSet) -> LocationNames {
         if let Some(names) = self.cache.get(set) {
             return names.clone();
         }
@@ -107,7 +106,7 @@ pub(super) fn judge(
 /// G2: withdrawing a still-bound route from locations live before and after, or moving a
 /// route that stays announced to another service, needs the intent to name the service it
 /// leaves and the one it goes to.
-pub(super) fn undeclared_changes(
+fn undeclared_changes(
     context: &Context<'_>,
     diffs: &[RouteDiff],
     intent: &Intent,
@@ -179,7 +178,7 @@ fn missing(intent: &Intent, services: &[String]) -> Vec<String> {
 ///   (net of what they gain) more than that share of their own routes;
 /// - whatever the scope, when a route still announced somewhere is left on less than half of
 ///   the (at least four) live locations that announced it (concentration).
-pub(super) fn blast_radius(
+fn blast_radius(
     context: &Context<'_>,
     diffs: &[RouteDiff],
     intent: &Intent,
@@ -390,7 +389,7 @@ fn covered_after(new: &Topology, new_service_live: &[bool], prefix: &IpNet) -> b
 /// service made pending or removed, a selector, location states, `advertise = false`, an
 /// offboarded prefix, a split length) — unless an override names that exact route. Intent and
 /// `blast-radius` never lift it.
-pub(super) fn global_withdrawals(
+fn global_withdrawals(
     context: &Context<'_>,
     diffs: &[RouteDiff],
     intent: &Intent,
@@ -460,7 +459,7 @@ pub(super) fn global_withdrawals(
 /// before — newly announced, or made invalid by the change (another origin, a longer split).
 /// One announced invalid before and kept as it is is reported, not refused: refusing it would
 /// block every change, the one that fixes it included.
-pub(super) fn rpki_invalid(
+fn rpki_invalid(
     context: &Context<'_>,
     vrps: &VrpSet,
     name_cache: &mut NameCache<'_>,
