@@ -83,7 +83,18 @@ impl Plan {
     /// The plan for people: summary first, then callouts, refusals, and changes per service.
     pub fn render_text(&self) -> String {
         let mut out = String::new();
-        let summary = &self.summary;
+        self.write_verdict(&mut out);
+        self.write_summary(&mut out);
+        self.write_rpki(&mut out);
+        self.write_callouts(&mut out);
+        self.write_refusals(&mut out);
+        self.write_binding_changes(&mut out);
+        self.write_changes_per_service(&mut out);
+        out
+    }
+
+    /// The verdict line, compile warnings, and the overrides that allowed or did nothing.
+    fn write_verdict(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "plan: generation {} ({}) -> {} ({}): {} (exit {})",
@@ -97,20 +108,22 @@ impl Plan {
         for warning in &self.warnings {
             let _ = writeln!(out, "{warning}");
         }
-        if !self.global_withdrawals_overridden.is_empty() {
-            let _ = writeln!(
-                out,
-                "GLOBAL WITHDRAWAL: {} route(s) will be announced from no live location, allowed by --override global-withdrawal: {}",
-                self.global_withdrawals_overridden.len(),
-                name_routes(&self.global_withdrawals_overridden)
-            );
-        }
+        write_route_sentence(out, &self.global_withdrawals_overridden, |count, names| {
+            format!(
+                "GLOBAL WITHDRAWAL: {count} route(s) will be announced from no live location, allowed by --override global-withdrawal: {names}"
+            )
+        });
         for unused in &self.unused_overrides {
             let _ = writeln!(
                 out,
                 "note: --override {unused} names no route this change leaves on no live location; it is ignored"
             );
         }
+    }
+
+    /// How many routes and route x location pairs change, and the blast radius of the change.
+    fn write_summary(&self, out: &mut String) {
+        let summary = &self.summary;
         let _ = writeln!(
             out,
             "summary: {} route(s) change; route x location: {} announced, {} withdrawn, {} updated",
@@ -147,29 +160,31 @@ impl Plan {
                 ""
             }
         );
+    }
+
+    /// RPKI validation of the routes announced after the change, when VRPs were given.
+    fn write_rpki(&self, out: &mut String) {
         if let Some(rpki) = &self.rpki {
             let _ = writeln!(
                 out,
                 "rpki: {} VRPs; announced routes after the change: {} valid, {} invalid, {} not found",
                 rpki.vrps, rpki.valid, rpki.invalid, rpki.not_found
             );
-            if !rpki.invalid_kept.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "  ! {} route(s) announced RPKI-invalid before and after this change (not refused, fix them): {}",
-                    rpki.invalid_kept.len(),
-                    name_routes(&rpki.invalid_kept)
-                );
-            }
-            if !rpki.not_found_new.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "  note: {} newly announced route(s) are not found in the RPKI (no covering ROA): {}",
-                    rpki.not_found_new.len(),
-                    name_routes(&rpki.not_found_new)
-                );
-            }
+            write_route_sentence(out, &rpki.invalid_kept, |count, names| {
+                format!(
+                    "  ! {count} route(s) announced RPKI-invalid before and after this change (not refused, fix them): {names}"
+                )
+            });
+            write_route_sentence(out, &rpki.not_found_new, |count, names| {
+                format!(
+                    "  note: {count} newly announced route(s) are not found in the RPKI (no covering ROA): {names}"
+                )
+            });
         }
+    }
+
+    /// Callouts: changes that are allowed but deserve a second look.
+    fn write_callouts(&self, out: &mut String) {
         if !self.callouts.is_empty() {
             let _ = writeln!(out, "\ncallouts:");
             for callout in &self.callouts {
@@ -245,6 +260,10 @@ impl Plan {
                 }
             }
         }
+    }
+
+    /// Guard refusals, G3 first, at most `LISTED_VIOLATIONS` per guard.
+    fn write_refusals(&self, out: &mut String) {
         if !self.violations.is_empty() {
             let _ = writeln!(out, "\nrefused: {}", self.refusal_message());
             let mut shown: BTreeMap<Guard, usize> = BTreeMap::new();
@@ -268,6 +287,10 @@ impl Plan {
                 }
             }
         }
+    }
+
+    /// Binding changes, at most `LISTED_BINDINGS` of them.
+    fn write_binding_changes(&self, out: &mut String) {
         if !self.binding_changes.is_empty() {
             let _ = writeln!(out, "\nbindings: {} change(s)", self.binding_changes.len());
             for change in self.binding_changes.iter().take(LISTED_BINDINGS) {
@@ -288,6 +311,10 @@ impl Plan {
                 );
             }
         }
+    }
+
+    /// Route changes grouped by service, at most `LISTED_ROUTES` per service.
+    fn write_changes_per_service(&self, out: &mut String) {
         let mut by_service: BTreeMap<&str, Vec<&RouteChange>> = BTreeMap::new();
         for change in &self.changes {
             by_service.entry(change.service()).or_default().push(change);
@@ -332,18 +359,30 @@ impl Plan {
                 }
             }
         }
-        out
     }
 }
 
 fn name_routes(routes: &[ipnet::IpNet]) -> String {
-    let listed: Vec<String> = routes
-        .iter()
-        .take(NAMED_ROUTES)
-        .map(ToString::to_string)
-        .collect();
-    let more = if routes.len() > NAMED_ROUTES {
-        format!(" and {} more", routes.len() - NAMED_ROUTES)
+    name_first(routes, ToString::to_string)
+}
+
+/// Writes the line `sentence` makes of how many `routes` there are and their first names, unless
+/// there are none.
+fn write_route_sentence(
+    out: &mut String,
+    routes: &[ipnet::IpNet],
+    sentence: impl FnOnce(usize, String) -> String,
+) {
+    if !routes.is_empty() {
+        let _ = writeln!(out, "{}", sentence(routes.len(), name_routes(routes)));
+    }
+}
+
+/// The first `NAMED_ROUTES` of `items`, shown by `show`, and how many more there are.
+fn name_first<T>(items: &[T], show: impl Fn(&T) -> String) -> String {
+    let listed: Vec<String> = items.iter().take(NAMED_ROUTES).map(show).collect();
+    let more = if items.len() > NAMED_ROUTES {
+        format!(" and {} more", items.len() - NAMED_ROUTES)
     } else {
         String::new()
     };
@@ -353,27 +392,25 @@ fn name_routes(routes: &[ipnet::IpNet]) -> String {
 impl Plan {
     /// One sentence on what lifts the refusals, G3 first.
     pub fn refusal_message(&self) -> String {
-        let g3: Vec<ipnet::IpNet> = self
-            .violations_of(Guard::G3)
-            .filter_map(GuardViolation::route)
-            .collect();
-        if !g3.is_empty() {
-            return format!(
-                "G3 refuses {} route(s) that would be announced from no live location ({}); no --intent and no --override blast-radius lifts that: each such route needs its own --override global-withdrawal:CIDR, given only if its withdrawal from every location is meant",
-                g3.len(),
-                name_routes(&g3)
-            );
-        }
-        let g5: Vec<ipnet::IpNet> = self
-            .violations_of(Guard::G5)
-            .filter_map(GuardViolation::route)
-            .collect();
-        if !g5.is_empty() {
-            return format!(
-                "G5 refuses {} route(s) that would be announced RPKI-invalid ({}); no argument lifts that: publish ROAs that authorise them first",
-                g5.len(),
-                name_routes(&g5)
-            );
+        // G3 and G5 are lifted by no intent and no blast-radius override: they speak alone.
+        for guard in [Guard::G3, Guard::G5] {
+            let routes: Vec<ipnet::IpNet> = self
+                .violations_of(guard)
+                .filter_map(GuardViolation::route)
+                .collect();
+            if routes.is_empty() {
+                continue;
+            }
+            let (count, names) = (routes.len(), name_routes(&routes));
+            return if guard == Guard::G3 {
+                format!(
+                    "G3 refuses {count} route(s) that would be announced from no live location ({names}); no --intent and no --override blast-radius lifts that: each such route needs its own --override global-withdrawal:CIDR, given only if its withdrawal from every location is meant"
+                )
+            } else {
+                format!(
+                    "G5 refuses {count} route(s) that would be announced RPKI-invalid ({names}); no argument lifts that: publish ROAs that authorise them first"
+                )
+            };
         }
         let arguments: Vec<String> = self.unlock_arguments().into_values().flatten().collect();
         format!(
@@ -482,25 +519,15 @@ impl Plan {
                     ));
                 }
                 if !concentrated.is_empty() {
-                    let routes: Vec<String> = concentrated
-                        .iter()
-                        .take(NAMED_ROUTES)
-                        .map(|item| {
-                            format!(
-                                "{} ({} -> {} live locations)",
-                                item.route, item.live_before, item.live_after
-                            )
-                        })
-                        .collect();
-                    let more = if concentrated.len() > NAMED_ROUTES {
-                        format!(" and {} more", concentrated.len() - NAMED_ROUTES)
-                    } else {
-                        String::new()
-                    };
+                    let routes = name_first(concentrated, |item| {
+                        format!(
+                            "{} ({} -> {} live locations)",
+                            item.route, item.live_before, item.live_after
+                        )
+                    });
                     reasons.push(format!(
-                        "{} route(s) would concentrate on less than half of their live locations: {}{more}",
-                        concentrated.len(),
-                        routes.join(", ")
+                        "{} route(s) would concentrate on less than half of their live locations: {routes}",
+                        concentrated.len()
                     ));
                 }
                 format!(

@@ -43,11 +43,7 @@ pub(super) fn compile_bindings(
     collector: &mut Collector,
 ) -> BindingTable {
     let sources = &raw.sources;
-    let Catalogue {
-        services,
-        service_index,
-        ..
-    } = catalogue;
+    let (services, service_index) = (&catalogue.services, &catalogue.service_index);
     // Bindings: resolve services, sort once, then find each binding's onboarded prefix with a
     // single merge sweep over the (also sorted, disjoint) prefixes.
     let mut binding_candidates: Vec<(u32, Span, IpNet)> = Vec::with_capacity(raw.bindings.len());

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use topologyd_config::{Attribute, Collector, Located, LocationState, RawTopology, Selector};
 
-use super::sort_and_deduplicate;
+use super::deduplicate_definitions;
 use crate::location_set::LocationSet;
 use crate::model::Location;
 
@@ -102,20 +102,7 @@ impl AttributeIndex {
 pub(super) fn compile_locations(raw: &RawTopology, collector: &mut Collector) -> Fleet {
     let sources = &raw.sources;
     // Locations.
-    let location_order = sort_and_deduplicate(
-        &raw.locations,
-        |location| location.name.value.clone(),
-        |duplicate, first| {
-            collector.error(
-                Some(duplicate.name.span),
-                format!("location `{}` is defined twice", duplicate.name.value),
-                Some(format!(
-                    "it is first defined at {}; rename or remove one",
-                    sources.locate(first.name.span)
-                )),
-            );
-        },
-    );
+    let location_order = deduplicate_definitions(&raw.locations, "location", sources, collector);
     let locations: Vec<Location> = location_order
         .iter()
         .map(|index| {
@@ -154,12 +141,7 @@ pub(super) fn compile_locations(raw: &RawTopology, collector: &mut Collector) ->
     }
     let attribute_index = AttributeIndex::new(&locations);
     warn_case_variants(raw, &location_order, collector);
-    super::warn_names_differing_in_case(
-        raw.locations.iter().map(|location| &location.name),
-        "location",
-        sources,
-        collector,
-    );
+    super::warn_names_differing_in_case(&raw.locations, "location", sources, collector);
 
     Fleet {
         locations,

@@ -1,7 +1,8 @@
 //! The prefixes phase of the compiler: host bits, origin ASN, announce lengths against the
 //! `[settings]` limits, the ROA's origin and max-length, and overlapping onboarded prefixes.
 
-use topologyd_config::{AnnounceMode, Collector, RawTopology, Settings};
+use ipnet::IpNet;
+use topologyd_config::{AnnounceMode, Collector, LengthLimits, RawPrefix, RawTopology, Settings};
 
 use super::{MAX_ROUTES_PER_PREFIX, family_bits, family_name, network_key, validate_network};
 use crate::model::Prefix;
@@ -12,140 +13,180 @@ pub(super) fn compile_prefixes(
     settings: &Settings,
     collector: &mut Collector,
 ) -> Vec<Prefix> {
-    let sources = &raw.sources;
-    let mut prefix_candidates: Vec<Prefix> = Vec::with_capacity(raw.prefixes.len());
-    for raw_prefix in &raw.prefixes {
-        let cidr = validate_network(&raw_prefix.cidr, "prefix", collector);
-        let bits = family_bits(&cidr);
-        let limits = settings.limits_for(&cidr);
-        if raw_prefix.origin_asn.value == 0 {
-            collector.error(
-                Some(raw_prefix.origin_asn.span),
-                format!("prefix {cidr} has origin AS0, which may never be announced (RFC 7607)"),
-                Some("set origin_asn to the ASN that originates the prefix".into()),
-            );
-        }
-        let route_length = match raw_prefix.announce.value {
-            AnnounceMode::Aggregate => cidr.prefix_len(),
-            AnnounceMode::Split(length) => {
-                if length > bits {
-                    collector.error(
-                        Some(raw_prefix.announce.span),
-                        format!(
-                            "family mismatch: split = {length} is longer than an {} address ({bits} bits)",
-                            family_name(&cidr)
-                        ),
-                        Some(format!(
-                            "use at most {} for {}",
-                            limits.longest,
-                            family_name(&cidr)
-                        )),
-                    );
-                    cidr.prefix_len()
-                } else if length < cidr.prefix_len() {
-                    collector.error(
-                        Some(raw_prefix.announce.span),
-                        format!("split = {length} is shorter than the prefix {cidr} itself"),
-                        Some(format!(
-                            "split into lengths between /{} and /{}, or announce = \"aggregate\"",
-                            cidr.prefix_len(),
-                            limits.longest
-                        )),
-                    );
-                    cidr.prefix_len()
-                } else if length - cidr.prefix_len() > MAX_ROUTES_PER_PREFIX.trailing_zeros() as u8
-                {
-                    collector.error(
-                        Some(raw_prefix.announce.span),
-                        format!(
-                            "splitting {cidr} into /{length}s makes more than {MAX_ROUTES_PER_PREFIX} routes"
-                        ),
-                        Some("onboard smaller prefixes, or split into shorter routes".into()),
-                    );
-                    cidr.prefix_len()
-                } else {
-                    length
-                }
-            }
-        };
-        if route_length < limits.shortest || route_length > limits.longest {
-            let how = if route_length > limits.longest {
-                format!(
-                    "routes longer than /{} are filtered by most networks; raise [settings] {}_announce_lengths.longest only if your peers accept them",
-                    limits.longest,
-                    family_name(&cidr).to_lowercase()
-                )
-            } else {
-                format!(
-                    "announce it as {{ split = {} }} or onboard it as smaller prefixes",
-                    limits.shortest
-                )
-            };
-            collector.error(
-                Some(raw_prefix.announce.span),
-                format!(
-                    "prefix {cidr} would be announced as /{route_length} routes, outside the {} limits /{}–/{}",
-                    family_name(&cidr),
-                    limits.shortest,
-                    limits.longest
-                ),
-                Some(how),
-            );
-        }
-        if let Some(roa) = &raw_prefix.roa {
-            if roa.value.asn != raw_prefix.origin_asn.value {
-                collector.error(
-                    Some(roa.span),
-                    format!(
-                        "RPKI-invalid: the ROA of {cidr} authorises AS{}, but the prefix is originated by AS{}",
-                        roa.value.asn, raw_prefix.origin_asn.value
-                    ),
-                    Some("fix origin_asn, or publish a ROA for the originating ASN".into()),
-                );
-            }
-            if roa.value.max_length > bits {
-                collector.error(
-                    Some(roa.span),
-                    format!(
-                        "family mismatch: ROA max_length {} is longer than an {} address",
-                        roa.value.max_length,
-                        family_name(&cidr)
-                    ),
-                    None,
-                );
-            } else if roa.value.max_length < route_length {
-                collector.error(
-                    Some(roa.span),
-                    format!(
-                        "RPKI-invalid: routes of {cidr} are /{route_length}, longer than the ROA's max_length {}",
-                        roa.value.max_length
-                    ),
-                    Some(format!(
-                        "publish a ROA with max_length ≥ {route_length}, or announce shorter routes"
-                    )),
-                );
-            }
-        }
-        prefix_candidates.push(Prefix {
-            cidr,
-            origin_asn: raw_prefix.origin_asn.value,
-            owner: raw_prefix.owner.clone(),
-            advertise: raw_prefix.advertise,
-            announce: match raw_prefix.announce.value {
-                AnnounceMode::Split(length) if length == route_length => {
-                    AnnounceMode::Split(length)
-                }
-                _ => AnnounceMode::Aggregate,
-            },
-            roa: raw_prefix.roa.as_ref().map(|roa| roa.value),
-            irr_token: raw_prefix.irr_token.clone(),
-            rdns_token: raw_prefix.rdns_token.clone(),
-            span: raw_prefix.cidr.span,
-        });
-    }
+    let mut prefix_candidates: Vec<Prefix> = raw
+        .prefixes
+        .iter()
+        .map(|raw_prefix| compile_prefix(raw_prefix, settings, collector))
+        .collect();
     prefix_candidates.sort_unstable_by_key(|prefix| (network_key(&prefix.cidr), prefix.span));
-    let mut prefixes: Vec<Prefix> = Vec::with_capacity(prefix_candidates.len());
-    for prefix in prefix_candidates {
+    drop_overlapping_prefixes(raw, prefix_candidates, collector)
+}
+
+/// One onboarded prefix, every problem with it reported (the prefix is kept, for later phases).
+fn compile_prefix(
+    raw_prefix: &RawPrefix,
+    settings: &Settings,
+    collector: &mut Collector,
+) -> Prefix {
+    let cidr = validate_network(&raw_prefix.cidr, "prefix", collector);
+    let limits = settings.limits_for(&cidr);
+    if raw_prefix.origin_asn.value == 0 {
+        collector.error(
+            Some(raw_prefix.origin_asn.span),
+            format!("prefix {cidr} has origin AS0, which may never be announced (RFC 7607)"),
+            Some("set origin_asn to the ASN that originates the prefix".into()),
+        );
+    }
+    let route_length = route_length(raw_prefix, &cidr, limits, collector);
+    check_announce_limits(raw_prefix, &cidr, route_length, limits, collector);
+    check_roa(raw_prefix, &cidr, route_length, collector);
+    Prefix {
+        cidr,
+        origin_asn: raw_prefix.origin_asn.value,
+        owner: raw_prefix.owner.clone(),
+        advertise: raw_prefix.advertise,
+        announce: match raw_prefix.announce.value {
+            AnnounceMode::Split(length) if length == route_length => AnnounceMode::Split(length),
+            _ => AnnounceMode::Aggregate,
+        },
+        roa: raw_prefix.roa.as_ref().map(|roa| roa.value),
+        irr_token: raw_prefix.irr_token.clone(),
+        rdns_token: raw_prefix.rdns_token.clone(),
+        span: raw_prefix.cidr.span,
+    }
+}
+
+/// The length of the routes the prefix is announced as: its own length, or the split length when
+/// that is valid (an invalid split is reported and the prefix falls back to its own length).
+fn route_length(
+    raw_prefix: &RawPrefix,
+    cidr: &IpNet,
+    limits: LengthLimits,
+    collector: &mut Collector,
+) -> u8 {
+    let AnnounceMode::Split(length) = raw_prefix.announce.value else {
+        return cidr.prefix_len();
+    };
+    let bits = family_bits(cidr);
+    let problem = if length > bits {
+        Some((
+            format!(
+                "family mismatch: split = {length} is longer than an {} address ({bits} bits)",
+                family_name(cidr)
+            ),
+            format!("use at most {} for {}", limits.longest, family_name(cidr)),
+        ))
+    } else if length < cidr.prefix_len() {
+        Some((
+            format!("split = {length} is shorter than the prefix {cidr} itself"),
+            format!(
+                "split into lengths between /{} and /{}, or announce = \"aggregate\"",
+                cidr.prefix_len(),
+                limits.longest
+            ),
+        ))
+    } else if length - cidr.prefix_len() > MAX_ROUTES_PER_PREFIX.trailing_zeros() as u8 {
+        Some((
+            format!(
+                "splitting {cidr} into /{length}s makes more than {MAX_ROUTES_PER_PREFIX} routes"
+            ),
+            "onboard smaller prefixes, or split into shorter routes".to_string(),
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some((message, fix)) => {
+            collector.error(Some(raw_prefix.announce.span), message, Some(fix));
+            cidr.prefix_len()
+        }
+        None => length,
+    }
+}
+
+/// Routes must fall inside the `[settings]` announce-length limits of their family.
+fn check_announce_limits(
+    raw_prefix: &RawPrefix,
+    cidr: &IpNet,
+    route_length: u8,
+    limits: LengthLimits,
+    collector: &mut Collector,
+) {
+    if route_length >= limits.shortest && route_length <= limits.longest {
+        return;
+    }
+    let how = if route_length > limits.longest {
+        format!(
+            "routes longer than /{} are filtered by most networks; raise [settings] {}_announce_lengths.longest only if your peers accept them",
+            limits.longest,
+            family_name(cidr).to_lowercase()
+        )
+    } else {
+        format!(
+            "announce it as {{ split = {} }} or onboard it as smaller prefixes",
+            limits.shortest
+        )
+    };
+    collector.error(
+        Some(raw_prefix.announce.span),
+        format!(
+            "prefix {cidr} would be announced as /{route_length} routes, outside the {} limits /{}–/{}",
+            family_name(cidr),
+            limits.shortest,
+            limits.longest
+        ),
+        Some(how),
+    );
+}
+
+/// The ROA, when there is one, must authorise the origin ASN and the announced route length.
+fn check_roa(raw_prefix: &RawPrefix, cidr: &IpNet, route_length: u8, collector: &mut Collector) {
+    let Some(roa) = &raw_prefix.roa else {
+        return;
+    };
+    if roa.value.asn != raw_prefix.origin_asn.value {
+        collector.error(
+            Some(roa.span),
+            format!(
+                "RPKI-invalid: the ROA of {cidr} authorises AS{}, but the prefix is originated by AS{}",
+                roa.value.asn, raw_prefix.origin_asn.value
+            ),
+            Some("fix origin_asn, or publish a ROA for the originating ASN".into()),
+        );
+    }
+    if roa.value.max_length > family_bits(cidr) {
+        collector.error(
+            Some(roa.span),
+            format!(
+                "family mismatch: ROA max_length {} is longer than an {} address",
+                roa.value.max_length,
+                family_name(cidr)
+            ),
+            None,
+        );
+    } else if roa.value.max_length < route_length {
+        collector.error(
+            Some(roa.span),
+            format!(
+                "RPKI-invalid: routes of {cidr} are /{route_length}, longer than the ROA's max_length {}",
+                roa.value.max_length
+            ),
+            Some(format!(
+                "publish a ROA with max_length ≥ {route_length}, or announce shorter routes"
+            )),
+        );
+    }
+}
+
+/// Keeps the first of overlapping prefixes (sorted by network, then by where they were written)
+/// and reports each later one that repeats or sits inside it.
+fn drop_overlapping_prefixes(
+    raw: &RawTopology,
+    sorted_candidates: Vec<Prefix>,
+    collector: &mut Collector,
+) -> Vec<Prefix> {
+    let mut prefixes: Vec<Prefix> = Vec::with_capacity(sorted_candidates.len());
+    for prefix in sorted_candidates {
         if let Some(last) = prefixes.last()
             && last.cidr.contains(&prefix.cidr)
         {
@@ -163,13 +204,12 @@ pub(super) fn compile_prefixes(
                 Some(format!(
                     "{} is onboarded at {}; onboard each address once (use bindings to give part of a prefix to another service)",
                     last.cidr,
-                    sources.locate(last.span)
+                    raw.sources.locate(last.span)
                 )),
             );
             continue;
         }
         prefixes.push(prefix);
     }
-
     prefixes
 }

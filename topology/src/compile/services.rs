@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use topologyd_config::{Attribute, Collector, Lifecycle, LocationState, RawTopology};
 
 use super::fleet::Fleet;
-use super::{network_key, sort_and_deduplicate, suggestion};
+use super::{deduplicate_definitions, network_key, suggestion};
 use crate::location_set::LocationSet;
 use crate::model::{RouteAttributes, Service};
 
@@ -36,26 +36,8 @@ pub(super) fn compile_services(
         ..
     } = fleet;
     let capacity = locations.len();
-    super::warn_names_differing_in_case(
-        raw.services.iter().map(|service| &service.name),
-        "service",
-        sources,
-        collector,
-    );
-    let service_order = sort_and_deduplicate(
-        &raw.services,
-        |service| service.name.value.clone(),
-        |duplicate, first| {
-            collector.error(
-                Some(duplicate.name.span),
-                format!("service `{}` is defined twice", duplicate.name.value),
-                Some(format!(
-                    "it is first defined at {}; rename or remove one",
-                    sources.locate(first.name.span)
-                )),
-            );
-        },
-    );
+    super::warn_names_differing_in_case(&raw.services, "service", sources, collector);
+    let service_order = deduplicate_definitions(&raw.services, "service", sources, collector);
     let mut services: Vec<Service> = Vec::with_capacity(service_order.len());
     for index in &service_order {
         let raw_service = &raw.services[*index];

@@ -5,8 +5,10 @@
 //! - G3 ([`global_withdrawals`]): one invariant over the announced address space before and
 //!   after, whatever the cause;
 //! - G4 ([`blast_radius`]): the well-scoped floor, the two shares, and route concentration.
+//! - G5 ([`rpki_invalid`]): routes newly announced RPKI-invalid, when VRPs are given.
 //!
-//! Also [`rollback_overrides`], the G3 overrides a rollback carries by itself.
+//! [`judge`] runs them all into one [`GuardFindings`], the plan's only guard accumulator. Also
+//! [`rollback_overrides`], the G3 overrides a rollback carries by itself.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -17,16 +19,94 @@ use super::context::Context;
 use super::diff::{RouteDiff, find};
 use super::{
     CONCENTRATION_FACTOR, CONCENTRATION_MINIMUM, ConcentratedRoute, Guard, GuardViolation, Intent,
-    NameCache, Override, PlanSummary, RpkiSummary, WithdrawalCause, plan,
+    LocationNames, Override, PlanSummary, RpkiSummary, WithdrawalCause, plan,
 };
 use crate::location_set::LocationSet;
 use crate::model::{Route, Topology};
 use crate::rpki::{RpkiState, VrpSet};
 
+/// Turns plan location sets into shared name lists, once per distinct set.
+struct NameCache<'a> {
+    names: &'a [String],
+    cache: HashMap<LocationSet, LocationNames>,
+}
+
+impl NameCache<'_> {
+    fn get(&mut self, set: &LocationSet) -> LocationNames {
+        if let Some(names) = self.cache.get(set) {
+            return names.clone();
+        }
+        let names: LocationNames = set
+            .iter()
+            .map(|index| self.names[index].clone())
+            .collect::<Vec<_>>()
+            .into();
+        self.cache.insert(set.clone(), names.clone());
+        names
+    }
+}
+
+/// What the guards conclude about one diff: the refusals, the figures G4 judged, and the
+/// overrides that allowed a global withdrawal (or named nothing). The diff never holds these.
+pub(super) struct GuardFindings {
+    /// Ordered by guard, then route.
+    pub(super) violations: Vec<GuardViolation>,
+    pub(super) summary: PlanSummary,
+    pub(super) rpki: Option<RpkiSummary>,
+    pub(super) global_withdrawals_overridden: Vec<IpNet>,
+    pub(super) unused_overrides: Vec<Override>,
+}
+
+/// Judges `diffs` with G2, G3 and G4 under `intent`, and with G5 when `vrps` are given.
+pub(super) fn judge(
+    context: &Context<'_>,
+    diffs: &[RouteDiff],
+    intent: &Intent,
+    vrps: Option<&VrpSet>,
+) -> GuardFindings {
+    let mut name_cache = NameCache {
+        names: &context.universe.names,
+        cache: HashMap::new(),
+    };
+    let mut violations = undeclared_changes(context, diffs, intent, &mut name_cache);
+    let mut overridden = Vec::new();
+    violations.extend(global_withdrawals(
+        context,
+        diffs,
+        intent,
+        &mut name_cache,
+        &mut overridden,
+    ));
+    let (summary, blast_radius) = blast_radius(context, diffs, intent);
+    violations.extend(blast_radius);
+    let rpki = vrps.map(|vrps| {
+        let (invalid, summary) = rpki_invalid(context, vrps, &mut name_cache);
+        violations.extend(invalid);
+        summary
+    });
+    violations.sort_by_key(|violation| (violation.guard(), violation.route()));
+    let unused_overrides: Vec<Override> = intent
+        .overrides
+        .iter()
+        .filter(|item| match item {
+            Override::GlobalWithdrawal(route) => overridden.binary_search(route).is_err(),
+            Override::BlastRadius => false,
+        })
+        .cloned()
+        .collect();
+    GuardFindings {
+        violations,
+        summary,
+        rpki,
+        global_withdrawals_overridden: overridden,
+        unused_overrides,
+    }
+}
+
 /// G2: withdrawing a still-bound route from locations live before and after, or moving a
 /// route that stays announced to another service, needs the intent to name the service it
 /// leaves and the one it goes to.
-pub(super) fn undeclared_changes(
+fn undeclared_changes(
     context: &Context<'_>,
     diffs: &[RouteDiff],
     intent: &Intent,
@@ -98,7 +178,7 @@ fn missing(intent: &Intent, services: &[String]) -> Vec<String> {
 ///   (net of what they gain) more than that share of their own routes;
 /// - whatever the scope, when a route still announced somewhere is left on less than half of
 ///   the (at least four) live locations that announced it (concentration).
-pub(super) fn blast_radius(
+fn blast_radius(
     context: &Context<'_>,
     diffs: &[RouteDiff],
     intent: &Intent,
@@ -309,7 +389,7 @@ fn covered_after(new: &Topology, new_service_live: &[bool], prefix: &IpNet) -> b
 /// service made pending or removed, a selector, location states, `advertise = false`, an
 /// offboarded prefix, a split length) — unless an override names that exact route. Intent and
 /// `blast-radius` never lift it.
-pub(super) fn global_withdrawals(
+fn global_withdrawals(
     context: &Context<'_>,
     diffs: &[RouteDiff],
     intent: &Intent,
@@ -379,7 +459,7 @@ pub(super) fn global_withdrawals(
 /// before — newly announced, or made invalid by the change (another origin, a longer split).
 /// One announced invalid before and kept as it is is reported, not refused: refusing it would
 /// block every change, the one that fixes it included.
-pub(super) fn rpki_invalid(
+fn rpki_invalid(
     context: &Context<'_>,
     vrps: &VrpSet,
     name_cache: &mut NameCache<'_>,

@@ -25,14 +25,14 @@
 //!   another origin while invalid, at any location. Nothing lifts it.
 //!
 //! Files: `context` (both topologies in one location space), `diff` (what changes, with
-//! causes), `guards` (G2, G3, G4 on the diff), `callouts`, `view` (the JSON form); this file holds
-//! the types and the entry point.
+//! causes), `guards` (G2 to G5 judged on the diff, their findings kept apart from it),
+//! `callouts`, `view` (the JSON form); this file holds the types and the entry point.
 //!
 //! Not a guard but shown first: [`Callout`]s (selector jumps, routes changing hands or bound to
 //! a pending service, production services at test locations, attribute values one slip from a
 //! known one, declared ROAs the RPKI lacks).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -229,27 +229,6 @@ impl Serialize for LocationNames {
 impl<'de> Deserialize<'de> for LocationNames {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Vec::<String>::deserialize(deserializer).map(LocationNames::from)
-    }
-}
-
-/// Turns plan location sets into shared name lists, once per distinct set.
-struct NameCache<'a> {
-    names: &'a [String],
-    cache: HashMap<LocationSet, LocationNames>,
-}
-
-impl NameCache<'_> {
-    fn get(&mut self, set: &LocationSet) -> LocationNames {
-        if let Some(names) = self.cache.get(set) {
-            return names.clone();
-        }
-        let names: LocationNames = set
-            .iter()
-            .map(|index| self.names[index].clone())
-            .collect::<Vec<_>>()
-            .into();
-        self.cache.insert(set.clone(), names.clone());
-        names
     }
 }
 
@@ -671,38 +650,17 @@ pub fn plan_with_vrps(
     vrps: Option<&VrpSet>,
 ) -> Plan {
     let context = Context::new(old, new);
+    // What changes: per route and per location, with causes.
     let diffs = diff::diff_routes(&context);
-    let mut name_cache = NameCache {
-        names: &context.universe.names,
-        cache: HashMap::new(),
-    };
-    let mut violations = guards::undeclared_changes(&context, &diffs, intent, &mut name_cache);
-    let mut overridden = Vec::new();
-    violations.extend(guards::global_withdrawals(
-        &context,
-        &diffs,
-        intent,
-        &mut name_cache,
-        &mut overridden,
-    ));
-    let (summary, blast_radius) = guards::blast_radius(&context, &diffs, intent);
-    violations.extend(blast_radius);
-    let rpki = vrps.map(|vrps| {
-        let (invalid, summary) = guards::rpki_invalid(&context, vrps, &mut name_cache);
-        violations.extend(invalid);
-        summary
-    });
-    violations.sort_by_key(|violation| (violation.guard(), violation.route()));
-    let unused_overrides: Vec<Override> = intent
-        .overrides
-        .iter()
-        .filter(|item| match item {
-            Override::GlobalWithdrawal(route) => overridden.binary_search(route).is_err(),
-            Override::BlastRadius => false,
-        })
-        .cloned()
-        .collect();
     let binding_changes = callouts::binding_changes(&context);
+    // What is refused: the guards judge the diff, and nothing else writes their findings.
+    let guards::GuardFindings {
+        violations,
+        summary,
+        rpki,
+        global_withdrawals_overridden,
+        unused_overrides,
+    } = guards::judge(&context, &diffs, intent, vrps);
     let mut callouts = callouts::callouts(&context, &diffs);
     if let Some(vrps) = vrps {
         callouts.extend(callouts::declared_roas_not_in_rpki(new, vrps));
@@ -727,7 +685,7 @@ pub fn plan_with_vrps(
         violations,
         summary,
         intent: intent.clone(),
-        global_withdrawals_overridden: overridden,
+        global_withdrawals_overridden,
         unused_overrides,
         warnings: new.warnings.clone(),
         rpki,

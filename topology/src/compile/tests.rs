@@ -1,0 +1,544 @@
+//! Compiler unit tests: every error of a run at once, positions, ROAs, blackholes, case warnings,
+//! the canonical hash, health and local addresses, and the route allowance.
+
+#![allow(clippy::unwrap_used)]
+
+use super::hash::{CanonicalHasher, hash_health};
+use super::*;
+use sha2::{Digest, Sha256};
+use topologyd_config::health::ProbeSpec;
+
+const FLEET: &str = r#"
+[[location]]
+name = "ams01"
+region = "eu"
+metro = "AMS"
+country = "NL"
+tags = ["canary"]
+state = "live"
+
+[[location]]
+name = "iad01"
+region = "us"
+metro = "IAD"
+country = "US"
+state = "live"
+
+[[location]]
+name = "tst01"
+region = "eu"
+metro = "AMS"
+country = "NL"
+state = "test"
+"#;
+
+fn errors(services: &str, prefixes: &str) -> String {
+    let sources = vec![
+        Source::new("fleet.toml", FLEET),
+        Source::new("services.toml", services),
+        Source::new("prefixes.toml", prefixes),
+    ];
+    match compile(&sources, 1) {
+        Ok(topology) => {
+            let warnings: Vec<String> = topology
+                .warnings()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            format!("OK\n{}", warnings.join("\n"))
+        }
+        Err(diagnostics) => diagnostics.to_string(),
+    }
+}
+
+const SERVICES: &str = r#"
+[[service]]
+name = "web"
+topology = "all"
+
+[[service]]
+name = "eu-only"
+topology = 'region = "eu"'
+"#;
+
+#[test]
+fn reports_every_error_at_once_with_positions() {
+    let prefixes = r#"
+[[prefix]]
+cidr = "192.0.2.1/24"
+origin_asn = 64500
+owner = "o"
+advertise = true
+
+[[prefix]]
+cidr = "192.0.2.0/25"
+origin_asn = 64500
+owner = "o"
+advertise = true
+
+[[prefix]]
+cidr = "10.0.0.0/7"
+origin_asn = 64500
+owner = "o"
+advertise = true
+
+[[prefix]]
+cidr = "2001:db8::/32"
+origin_asn = 64500
+owner = "o"
+advertise = true
+announce = { split = 64 }
+
+[[binding]]
+cidr = "192.0.2.0/24"
+service = "webb"
+
+[[binding]]
+cidr = "198.51.100.0/24"
+service = "web"
+
+[[binding]]
+cidr = "10.0.0.0/7"
+service = "web"
+
+[[binding]]
+cidr = "10.0.0.0/7"
+service = "eu-only"
+
+[[binding]]
+cidr = "2001:db8::/32"
+service = "web"
+"#;
+    let text = errors(SERVICES, prefixes);
+    for expected in [
+        "prefixes.toml:3:8: error: prefix 192.0.2.1/24 has host bits set\n  help: did you mean \"192.0.2.0/24\"?",
+        "prefixes.toml:9:8: error: onboarded prefix 192.0.2.0/25 overlaps onboarded prefix 192.0.2.0/24",
+        "prefixes.toml:15:8: error: prefix 10.0.0.0/7 would be announced as /7 routes, outside the IPv4 limits /8–/24",
+        "prefixes.toml:25:12: error: splitting 2001:db8::/32 into /64s makes more than 65536 routes",
+        "prefixes.toml:9:8: error: prefix 192.0.2.0/25 would be announced as /25 routes, outside the IPv4 limits /8–/24",
+        "prefixes.toml:29:11: error: binding 192.0.2.0/24 names unknown service `webb`\n  help: did you mean `web`?",
+        "prefixes.toml:32:8: error: binding 198.51.100.0/24 is outside every onboarded prefix",
+        "prefixes.toml:40:8: error: 10.0.0.0/7 is bound twice: already bound to service `web`",
+        "G1: prefix 192.0.2.0/24 is advertised but has no default binding",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+}
+
+#[test]
+fn unknown_selector_values_point_inside_the_string() {
+    let services = "[[service]]\nname = \"web\"\ntopology = 'region = \"eu\" or tag = \"canry\"'\n";
+    let text = errors(services, "");
+    assert!(
+        text.contains("services.toml:3:37: error: unknown tag \"canry\" in the topology of service `web`\n  help: did you mean `canary`?"),
+        "{text}"
+    );
+}
+
+#[test]
+fn roa_must_authorise_every_announced_route() {
+    let prefixes = r#"
+[[prefix]]
+cidr = "192.0.2.0/23"
+origin_asn = 64500
+owner = "o"
+advertise = true
+announce = { split = 24 }
+roa = { asn = 64501, max_length = 23 }
+
+[[binding]]
+cidr = "192.0.2.0/23"
+service = "web"
+"#;
+    let text = errors(SERVICES, prefixes);
+    assert!(
+        text.contains("RPKI-invalid: the ROA of 192.0.2.0/23 authorises AS64501"),
+        "{text}"
+    );
+    assert!(
+        text.contains("RPKI-invalid: routes of 192.0.2.0/23 are /24"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_service_matching_nothing_with_bound_routes_is_an_error() {
+    let services =
+        "[[service]]\nname = \"web\"\ntopology = 'region = \"eu\" and region = \"us\"'\n";
+    let prefixes = "[[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n[[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"web\"\n";
+    let text = errors(services, prefixes);
+    assert!(
+        text.contains(
+            "services.toml:2:8: error: active service `web` has bound routes but its topology"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_pending_service_under_an_announced_route_is_a_blackhole() {
+    let services = format!(
+        "{SERVICES}\n[[service]]\nname = \"later\"\nlifecycle = \"pending\"\ntopology = \"all\"\n"
+    );
+    let prefixes = r#"
+[[prefix]]
+cidr = "192.0.2.0/24"
+origin_asn = 64500
+owner = "o"
+advertise = true
+
+[[binding]]
+cidr = "192.0.2.0/24"
+service = "web"
+
+[[binding]]
+cidr = "192.0.2.64/26"
+service = "later"
+"#;
+    let text = errors(&services, prefixes);
+    assert!(
+        text.contains("prefixes.toml:13:8: error: blackhole by construction: binding 192.0.2.64/26 is bound to pending service `later` under route 192.0.2.0/24"),
+        "{text}"
+    );
+    assert!(text.contains("activate `later` first"), "{text}");
+    // Not advertised: nothing arrives, so nothing is blackholed; only the unused service
+    // is worth a warning.
+    let text = errors(
+        &services,
+        &prefixes.replace("advertise = true", "advertise = false"),
+    );
+    assert!(text.starts_with("OK"), "{text}");
+    assert!(
+        text.contains("warning: service `eu-only` has no bindings"),
+        "{text}"
+    );
+}
+
+#[test]
+fn attribute_values_differing_only_in_case_are_warned_about() {
+    let fleet = "[[location]]\nname = \"a1\"\nregion = \"eu\"\nmetro = \"AMS\"\ncountry = \"NL\"\nstate = \"live\"\n\
+                 [[location]]\nname = \"a2\"\nregion = \"eu\"\nmetro = \"AMS\"\ncountry = \"NL\"\nstate = \"live\"\n\
+                 [[location]]\nname = \"a3\"\nregion = \"EU\"\nmetro = \"AMS\"\ncountry = \"NL\"\nstate = \"live\"\n\
+                 [[service]]\nname = \"web\"\ntopology = \"all\"\n\
+                 [[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n\
+                 [[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"web\"\n";
+    let topology = compile(&[Source::new("t.toml", fleet)], 1).unwrap();
+    let warnings: Vec<String> = topology
+        .warnings()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("t.toml:15:10: warning: region `EU` (1 location(s)) differs only in case from `eu` (2 location(s))"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn hash_ignores_file_order_and_formatting_but_not_content() {
+    let prefixes = "[[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n[[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"web\"\n";
+    let compile_files = |files: Vec<(&str, String)>| {
+        let sources: Vec<Source> = files
+            .into_iter()
+            .map(|(name, text)| Source::new(name, text))
+            .collect();
+        compile(&sources, 7).unwrap()
+    };
+    let one = compile_files(vec![
+        ("fleet.toml", FLEET.into()),
+        ("services.toml", SERVICES.into()),
+        ("prefixes.toml", prefixes.into()),
+    ]);
+    let reordered = compile_files(vec![
+        ("prefixes.toml", format!("# comment\n{prefixes}")),
+        ("all.toml", format!("{SERVICES}\n{FLEET}")),
+    ]);
+    assert_eq!(one.hash(), reordered.hash());
+    assert_eq!(one.generation(), 7);
+    let changed = compile_files(vec![
+        ("fleet.toml", FLEET.into()),
+        ("services.toml", SERVICES.replace("\"all\"", "'tag:canary'")),
+        ("prefixes.toml", prefixes.into()),
+    ]);
+    assert_ne!(one.hash(), changed.hash());
+    let bundle = SourceBundle::of(&one);
+    let json = serde_json::to_string(&bundle).unwrap();
+    let restored: SourceBundle = serde_json::from_str(&json).unwrap();
+    assert_eq!(restored.compile().unwrap().hash(), one.hash());
+}
+
+const HEALTH_PREFIXES: &str = r#"
+[[prefix]]
+cidr = "192.0.2.0/24"
+origin_asn = 64500
+owner = "o"
+advertise = true
+
+[[binding]]
+cidr = "192.0.2.0/24"
+service = "web"
+
+[[binding]]
+cidr = "192.0.2.128/25"
+service = "api"
+
+[[prefix]]
+cidr = "2001:db8::/48"
+origin_asn = 64500
+owner = "o"
+advertise = true
+
+[[binding]]
+cidr = "2001:db8::/48"
+service = "web"
+"#;
+
+/// Two services, `web` with `web_addresses` and a health block, `api` with `api_addresses`.
+fn health_services(web_addresses: &str, api_addresses: &str, check: &str) -> String {
+    format!(
+        "[[service]]\nname = \"web\"\ntopology = \"all\"\nlocal_addresses = [{web_addresses}]\n\n[service.health]\ninterval_ms = 1000\ntimeout_ms = 500\n\n[[service.health.check]]\n{check}\n\n[[service]]\nname = \"api\"\ntopology = \"all\"\nlocal_addresses = [{api_addresses}]\n"
+    )
+}
+
+const TCP_CHECK: &str = "kind = \"tcp\"\naddress = \"{location}.example.test:80\"";
+
+fn compile_health(services: &str) -> Result<Topology, Diagnostics> {
+    compile(
+        &[
+            Source::new("fleet.toml", FLEET),
+            Source::new("services.toml", services),
+            Source::new("prefixes.toml", HEALTH_PREFIXES),
+        ],
+        1,
+    )
+}
+
+#[test]
+fn health_and_local_addresses_reach_the_service() {
+    let topology = compile_health(&health_services(
+        "\"2001:db8::10/128\", \"192.0.2.10/32\", \"192.0.2.10/32\"",
+        "\"192.0.2.130/32\", \"192.0.2.131/32\"",
+        TCP_CHECK,
+    ))
+    .unwrap_or_else(|diagnostics| panic!("{diagnostics}"));
+    let web = topology.service("web").unwrap();
+    let addresses: Vec<String> = web
+        .local_addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(addresses, ["192.0.2.10/32", "2001:db8::10/128"]);
+    let health = web.health.as_ref().unwrap();
+    assert_eq!(health.interval_ms, 1000);
+    assert_eq!(
+        health.checks,
+        [ProbeSpec::Tcp {
+            address: "{location}.example.test:80".into()
+        }]
+    );
+    let api = topology.service("api").unwrap();
+    assert!(api.health.is_none());
+    assert_eq!(api.local_addresses.len(), 2);
+    // What `topoctl` and the control API print.
+    let json = serde_json::to_value(web).unwrap();
+    assert_eq!(
+        json["local_addresses"],
+        serde_json::json!(["192.0.2.10/32", "2001:db8::10/128"])
+    );
+    assert_eq!(
+        json["health"]["on_unhealthy"],
+        serde_json::json!({"action": "withdraw"})
+    );
+    assert_eq!(
+        json["health"]["checks"],
+        serde_json::json!([{"kind": "tcp", "address": "{location}.example.test:80"}])
+    );
+    assert_eq!(
+        serde_json::to_value(api).unwrap()["health"],
+        serde_json::Value::Null
+    );
+}
+
+#[test]
+fn local_addresses_must_lie_in_the_services_own_bindings() {
+    let text = match compile_health(&health_services(
+        "\"192.0.2.10/32\", \"192.0.2.200/32\", \"198.51.100.1/32\"",
+        "\"192.0.2.130/32\"",
+        TCP_CHECK,
+    )) {
+        Ok(_) => panic!("compiled"),
+        Err(diagnostics) => diagnostics.to_string(),
+    };
+    for expected in [
+        "services.toml:4:37: error: local address 192.0.2.200/32 of service `web` is handled by service `api`: the longest binding covering it is 192.0.2.128/25 (prefixes.toml:13:8)\n  help: a service binds only addresses of its own bindings: bind a cidr containing 192.0.2.200 to `web`, or remove the address",
+        "services.toml:4:55: error: local address 198.51.100.1/32 of service `web` is inside no binding\n  help: bind a cidr containing it to `web`",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    assert!(text.contains("2 error(s)"), "{text}");
+}
+
+#[test]
+fn hash_covers_health_and_local_addresses_but_not_their_layout() {
+    let hash = |web: &str, check: &str| -> [u8; 32] {
+        compile_health(&health_services(web, "", check))
+            .unwrap_or_else(|diagnostics| panic!("{diagnostics}"))
+            .hash()
+    };
+    let base = hash("\"192.0.2.10/32\", \"2001:db8::10/128\"", TCP_CHECK);
+    // Order and duplicates of the local addresses, and file layout, do not matter.
+    assert_eq!(
+        base,
+        hash(
+            "\"2001:db8::10/128\", \"192.0.2.10/32\", \"2001:db8::10/128\"",
+            TCP_CHECK
+        )
+    );
+    let split = compile(
+        &[
+            Source::new("prefixes.toml", format!("# moved\n{HEALTH_PREFIXES}")),
+            Source::new(
+                "all.toml",
+                format!(
+                    "{}\n{FLEET}",
+                    health_services(
+                        "\"192.0.2.10/32\",\n  \"2001:db8::10/128\"",
+                        "",
+                        "address = \"{location}.example.test:80\"   # the same check\nkind = 'tcp'"
+                    )
+                ),
+            ),
+        ],
+        2,
+    )
+    .unwrap_or_else(|diagnostics| panic!("{diagnostics}"));
+    assert_eq!(base, split.hash());
+    // Any change of the health spec or the addresses changes it.
+    for (web, check) in [
+        ("\"192.0.2.10/32\"", TCP_CHECK),
+        ("\"192.0.2.11/32\", \"2001:db8::10/128\"", TCP_CHECK),
+        (
+            "\"192.0.2.10/32\", \"2001:db8::10/128\"",
+            "kind = \"tcp\"\naddress = \"{location}.example.test:81\"",
+        ),
+        (
+            "\"192.0.2.10/32\", \"2001:db8::10/128\"",
+            "kind = \"http\"\nurl = \"http://{location}.example.test:80/\"",
+        ),
+        (
+            "\"192.0.2.10/32\", \"2001:db8::10/128\"",
+            "kind = \"dns\"\nserver = \"{location}.example.test:80\"\nname = \"n\"\nrecord_type = \"A\"",
+        ),
+        (
+            "\"192.0.2.10/32\", \"2001:db8::10/128\"",
+            "kind = \"dns\"\nserver = \"{location}.example.test:80\"\nname = \"n\"\nrecord_type = \"A\"\nexpect = \"192.0.2.1\"",
+        ),
+        (
+            "\"192.0.2.10/32\", \"2001:db8::10/128\"",
+            &format!(
+                "{TCP_CHECK}\n[[service.health.check]]\nkind = \"exec\"\ncommand = [\"/bin/true\"]"
+            ),
+        ),
+        (
+            "\"192.0.2.10/32\", \"2001:db8::10/128\"",
+            &format!("{TCP_CHECK}\n[service.health.degrade]\nmed = 5"),
+        ),
+    ] {
+        let changed = if check.contains("degrade") {
+            let services = health_services(web, "", check).replace(
+                "timeout_ms = 500\n",
+                "timeout_ms = 500\non_unhealthy = \"degrade\"\n",
+            );
+            compile_health(&services)
+                .unwrap_or_else(|diagnostics| panic!("{diagnostics}"))
+                .hash()
+        } else {
+            hash(web, check)
+        };
+        assert_ne!(base, changed, "{web} {check}");
+    }
+    for (from, to) in [
+        ("interval_ms = 1000", "interval_ms = 1001"),
+        ("timeout_ms = 500", "timeout_ms = 501"),
+        ("timeout_ms = 500", "timeout_ms = 500\nrise = 2"),
+        ("timeout_ms = 500", "timeout_ms = 500\nfall = 2"),
+        ("timeout_ms = 500", "timeout_ms = 500\nhold_down_ms = 1"),
+        (
+            "timeout_ms = 500",
+            "timeout_ms = 500\nmax_hold_down_ms = 300001",
+        ),
+    ] {
+        let services = health_services("\"192.0.2.10/32\", \"2001:db8::10/128\"", "", TCP_CHECK)
+            .replacen(from, to, 1);
+        let changed = compile_health(&services)
+            .unwrap_or_else(|diagnostics| panic!("{diagnostics}"))
+            .hash();
+        assert_ne!(base, changed, "{to}");
+    }
+    // Without health and local addresses, a service hashes as before they existed.
+    let without = compile_health(
+        "[[service]]\nname = \"web\"\ntopology = \"all\"\n[[service]]\nname = \"api\"\ntopology = \"all\"\n",
+    )
+    .unwrap();
+    assert_ne!(base, without.hash());
+    let mut plain = CanonicalHasher(Sha256::new());
+    plain.text("web");
+    let mut marked = CanonicalHasher(Sha256::new());
+    marked.text("web");
+    hash_health(&mut marked, &without.services()[1]);
+    assert_eq!(without.services()[1].name, "web");
+    assert_eq!(plain.0.finalize(), marked.0.finalize());
+}
+
+#[test]
+fn splitting_cannot_multiply_routes_beyond_the_input_s_allowance() {
+    // 256 IPv6 /32s split into /48s: 16.7 million routes from 35 KB of text.
+    let mut text = String::from(
+        "[[location]]\nname = \"a\"\nregion = \"r\"\nmetro = \"m\"\ncountry = \"c\"\nstate = \"live\"\n[[service]]\nname = \"web\"\ntopology = \"all\"\n",
+    );
+    for index in 0..256 {
+        text += &format!(
+            "[[prefix]]\ncidr = \"2001:{index:x}::/32\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nannounce = {{ split = 48 }}\n[[binding]]\ncidr = \"2001:{index:x}::/32\"\nservice = \"web\"\n"
+        );
+    }
+    let error = compile(&[Source::new("t.toml", text.clone())], 1).unwrap_err();
+    let first = error.errors().next().unwrap().to_string();
+    // 15 prefixes (983,040 routes) fit; the 16th would pass 1,000,000 plus one per 8 bytes.
+    assert!(
+        first.contains(
+            "announcing prefix 2001:f::/32 as 65536 route(s) would bring the topology past"
+        ),
+        "{first}"
+    );
+    assert!(first.contains("help: announce shorter routes"), "{first}");
+}
+
+#[test]
+fn names_differing_only_in_case_are_warned_about() {
+    let text = "[[location]]\nname = \"ams01\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n\
+                [[location]]\nname = \"AMS01\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n\
+                [[service]]\nname = \"cdn\"\ntopology = \"all\"\n[[service]]\nname = \"CDN\"\ntopology = \"all\"\n\
+                [[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n\
+                [[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"cdn\"\n\
+                [[prefix]]\ncidr = \"198.51.100.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n\
+                [[binding]]\ncidr = \"198.51.100.0/24\"\nservice = \"CDN\"\n";
+    let topology = compile(&[Source::new("t.toml", text)], 1).unwrap();
+    let warnings: Vec<String> = topology
+        .warnings()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        warnings.iter().any(|warning| warning.starts_with(
+            "t.toml:8:8: warning: location `AMS01` differs only in case from location `ams01`"
+        )),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(
+            |warning| warning.contains("service `CDN` differs only in case from service `cdn`")
+        ),
+        "{warnings:?}"
+    );
+}
