@@ -11,14 +11,14 @@ use toml::Spanned;
 
 use crate::bounds;
 use crate::diagnostic::{Collector, Diagnostics, escape_text};
-use crate::file::{FileModel, ServiceFile, StringPositions, span_of};
+use crate::file::{FileModel, ServiceFile};
 use crate::health::parse::{CHECK_KINDS_HELP, Checker, convert_health};
 use crate::model::{
     AnnounceMode, Community, LargeCommunity, LengthLimits, Lifecycle, Located, RawBinding,
     RawLocation, RawPrefix, RawService, RawTopology, Roa,
 };
 use crate::selector::{is_forbidden_in_name, parse_selector};
-use crate::source::{Source, SourceMap, Span};
+use crate::source::{Source, SourceMap, Span, StringPositions, span_of};
 
 fn parse_cidr(
     source: u32,
@@ -1190,7 +1190,7 @@ expect = "{expected}"
             !rendered
                 .chars()
                 .any(|character| (character.is_control() && character != '\n')
-                    || crate::selector::is_bidirectional_control(character)),
+                    || crate::text::is_bidirectional_control(character)),
             "{rendered:?}"
         );
         assert_eq!(

@@ -2,8 +2,9 @@
 //! `[[service.health.check]]`), with every default a documented constant.
 //!
 //! Owns the data types only: what to probe, how often, and what an unhealthy service does at a
-//! location. Parsing lives in `health/parse.rs`; running the probes and the rise/fall state machine live
-//! in the daemon (`daemon/src/health.rs`, `daemon/src/probe.rs`).
+//! location. Its TOML schema is `health/file.rs` and its conversion `health/parse.rs`; running the
+//! probes and the rise/fall state machine live in the daemon (`daemon/src/health.rs`,
+//! `daemon/src/probe.rs`).
 //!
 //! Targets may name per-location values as `{name}`: `{location}`, `{region}`, `{metro}`,
 //! `{country}` come from the topology's location; any other `{name}` from the daemon's
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::community::Community;
 
+pub(crate) mod file;
 pub(crate) mod parse;
 
 /// Milliseconds between two probe rounds of a service.

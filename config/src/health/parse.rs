@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use toml::Spanned;
 
+use super::file::{CheckFile, DegradeFile, HealthFile};
 use super::{
     DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEALTH_RISE,
     DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_HOLD_DOWN_MS, DEFAULT_HTTP_EXPECT_STATUS,
@@ -15,9 +16,8 @@ use super::{
 };
 use crate::community::Community;
 use crate::diagnostic::Collector;
-use crate::file::{CheckFile, DegradeFile, HealthFile, StringPositions, span_of};
-use crate::model::Located;
-use crate::source::Span;
+
+use crate::source::{Located, Span, StringPositions, span_of};
 
 /// Reports errors while converting `[service.health]`, remembering whether there was any.
 pub(crate) struct Checker<'a> {
