@@ -2,9 +2,10 @@
 //! `[[service.health.check]]`), with every default a documented constant.
 //!
 //! Owns the data types only: what to probe, how often, and what an unhealthy service does at a
-//! location. Its TOML schema is `health/file.rs` and its conversion `health/parse.rs`; running the
-//! probes and the rise/fall state machine live in the daemon (`daemon/src/health.rs`,
-//! `daemon/src/probe.rs`).
+//! location. Its TOML schema is `health/file.rs`; its conversion is `health/parse.rs` (the
+//! section), `health/check.rs` (one check) and `health/checker.rs` (error reporting and probe
+//! target shapes). Running the probes and the rise/fall state machine live in the daemon
+//! (`daemon/src/health.rs`, `daemon/src/probe.rs`).
 //!
 //! Targets may name per-location values as `{name}`: `{location}`, `{region}`, `{metro}`,
 //! `{country}` come from the topology's location; any other `{name}` from the daemon's
@@ -14,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::community::Community;
 
+mod check;
+mod checker;
 pub(crate) mod file;
 pub(crate) mod parse;
 
