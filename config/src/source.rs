@@ -199,6 +199,11 @@ pub(crate) fn span_of<T>(source: u32, spanned: &Spanned<T>) -> Span {
     Span::new(source, spanned.span())
 }
 
+/// The value of an optional spanned setting, or `default` when it is absent.
+pub(crate) fn value_or<T: Copy>(value: &Option<Spanned<T>>, default: T) -> T {
+    value.as_ref().map_or(default, |value| *value.get_ref())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::file::{
     BgpFile, ControlFile, DaemonFile, GracefulRestartFile, ReadinessFile, ShutdownFile,
-    parse_value, span_of,
+    checked_value, parse_value, span_of,
 };
 use super::health_policy::convert_health;
 use super::model::*;
@@ -39,11 +39,24 @@ pub fn parse_daemon_config(source: &Source) -> Result<DaemonConfig, Diagnostics>
     config.ok_or_else(|| collector.finish(&sources))
 }
 
-/// The whole file, section by section in the file's order of concerns; `None` when a value
-/// every daemon needs (the router id, a control listener) did not parse.
+/// The whole file, section by section, every error reported; `None` when the router id did not
+/// parse.
 fn convert(file: DaemonFile, collector: &mut Collector) -> Option<DaemonConfig> {
     let router_id = check_identity(&file, collector);
-    let retained_generations = convert_retained_generations(&file, collector);
+    // At least 1: the last known good generation, for rollback.
+    let retained_generations = checked_value(
+        &file.retained_generations,
+        DEFAULT_RETAINED_GENERATIONS,
+        collector,
+        |retained_generations| {
+            (retained_generations == 0).then(|| {
+                (
+                    "retained_generations must be at least 1",
+                    Some("keep at least the last known good generation for rollback".into()),
+                )
+            })
+        },
+    );
     let bgp_listen = file
         .bgp
         .map(|bgp| convert_bgp_listen(&bgp, collector))
@@ -115,24 +128,6 @@ fn check_identity(file: &DaemonFile, collector: &mut Collector) -> Option<Ipv4Ad
     router_id
 }
 
-/// `retained_generations`, at least 1 (the last known good generation).
-fn convert_retained_generations(file: &DaemonFile, collector: &mut Collector) -> usize {
-    let retained_generations = file
-        .retained_generations
-        .as_ref()
-        .map_or(DEFAULT_RETAINED_GENERATIONS, |value| *value.get_ref());
-    if let Some(value) = &file.retained_generations
-        && *value.get_ref() == 0
-    {
-        collector.error(
-            Some(span_of(value)),
-            "retained_generations must be at least 1",
-            Some("keep at least the last known good generation for rollback".into()),
-        );
-    }
-    retained_generations
-}
-
 /// `[bgp] listen`: the addresses that parse (each one that does not is an error).
 fn convert_bgp_listen(bgp: &BgpFile, collector: &mut Collector) -> Vec<SocketAddr> {
     bgp.listen
@@ -154,19 +149,19 @@ fn convert_graceful_restart(
             restart_time_seconds: DEFAULT_RESTART_TIME_SECONDS,
         };
     };
-    let restart_time = section
-        .restart_time_seconds
-        .as_ref()
-        .map_or(DEFAULT_RESTART_TIME_SECONDS, |value| *value.get_ref());
-    if let Some(value) = &section.restart_time_seconds
-        && *value.get_ref() > 4095
-    {
-        collector.error(
-            Some(span_of(value)),
-            format!("restart_time_seconds {} does not fit", value.get_ref()),
-            Some("RFC 4724 §3 gives the restart time 12 bits: at most 4095".into()),
-        );
-    }
+    let restart_time = checked_value(
+        &section.restart_time_seconds,
+        DEFAULT_RESTART_TIME_SECONDS,
+        collector,
+        |restart_time| {
+            (restart_time > 4095).then(|| {
+                (
+                    format!("restart_time_seconds {} does not fit", restart_time),
+                    Some("RFC 4724 §3 gives the restart time 12 bits: at most 4095".into()),
+                )
+            })
+        },
+    );
     GracefulRestartConfig {
         enabled: section.enabled.unwrap_or(true),
         restart_time_seconds: restart_time,
@@ -228,15 +223,13 @@ fn convert_readiness(
     collector: &mut Collector,
 ) -> ReadinessConfig {
     let defaults = ReadinessConfig::default();
-    let min_established = file
-        .min_established
-        .as_ref()
-        .map_or(defaults.min_established, |value| *value.get_ref());
-    if let Some(value) = &file.min_established
-        && min_established > peer_count
-    {
-        collector.error(
-            Some(span_of(value)),
+    let min_established = checked_value(
+        &file.min_established,
+        defaults.min_established,
+        collector,
+        |min_established| {
+            (min_established > peer_count).then(|| {
+            (
             format!(
                 "min_established = {min_established} but only {peer_count} peer(s) are configured: \
                  the daemon could never be ready"
@@ -244,8 +237,10 @@ fn convert_readiness(
             Some(format!(
                 "write at most {peer_count}, or min_established_share = 1.0 for \"every peer\""
             )),
-        );
-    }
+            )
+        })
+        },
+    );
     let share = file.min_established_share.as_ref().map(|value| {
         let share = *value.get_ref();
         if !(share > 0.0 && share <= 1.0) {

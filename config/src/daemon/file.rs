@@ -137,3 +137,21 @@ pub(super) fn parse_value<T: std::str::FromStr>(
         }
     }
 }
+
+/// The value of an optional setting, or `default` when it is absent. When it is present and
+/// `problem` finds something wrong with it (a message and help), that is an error at the value.
+pub(super) fn checked_value<T: Copy, M: Into<String>>(
+    value: &Option<Spanned<T>>,
+    default: T,
+    collector: &mut Collector,
+    problem: impl FnOnce(T) -> Option<(M, Option<String>)>,
+) -> T {
+    let Some(spanned) = value else {
+        return default;
+    };
+    let inner = *spanned.get_ref();
+    if let Some((message, help)) = problem(inner) {
+        collector.error(Some(span_of(spanned)), message, help);
+    }
+    inner
+}

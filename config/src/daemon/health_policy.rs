@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use toml::Spanned;
 
-use super::file::{HealthFile, span_of};
+use super::file::{HealthFile, checked_value, span_of};
 use super::model::{DEFAULT_FAIL_STATIC_MIN_SERVICES, DEFAULT_FAIL_STATIC_SHARE, HealthConfig};
 use crate::diagnostic::Collector;
 use crate::health::{BUILTIN_PLACEHOLDERS, is_placeholder_name};
@@ -17,38 +17,38 @@ pub const MAX_INTERFACE_NAME_LENGTH: usize = 15;
 /// `[health]` and `[health.vars]`, defaults filled in.
 pub(super) fn convert_health(file: HealthFile, collector: &mut Collector) -> HealthConfig {
     let defaults = HealthConfig::default();
-    let fail_static_share = file
-        .fail_static_share
-        .as_ref()
-        .map_or(defaults.fail_static_share, |value| *value.get_ref());
-    if let Some(value) = &file.fail_static_share
-        && !(fail_static_share > 0.0 && fail_static_share <= 1.0)
-    {
-        collector.error(
-            Some(span_of(value)),
+    let fail_static_share = checked_value(
+        &file.fail_static_share,
+        defaults.fail_static_share,
+        collector,
+        |fail_static_share| {
+            (!(fail_static_share > 0.0 && fail_static_share <= 1.0)).then(|| {
+            (
             format!("fail_static_share = {fail_static_share} is outside 0 < share ≤ 1"),
             Some(format!(
                 "write a share such as {DEFAULT_FAIL_STATIC_SHARE} (fail static when more than \
                  half of the checked services are unhealthy at once)"
             )),
-        );
-    }
-    let fail_static_min_services = file
-        .fail_static_min_services
-        .as_ref()
-        .map_or(defaults.fail_static_min_services, |value| *value.get_ref());
-    if let Some(value) = &file.fail_static_min_services
-        && fail_static_min_services == 0
-    {
-        collector.error(
-            Some(span_of(value)),
-            "fail_static_min_services must be at least 1",
-            Some(format!(
-                "write fail_static_min_services = {DEFAULT_FAIL_STATIC_MIN_SERVICES} (the \
+            )
+        })
+        },
+    );
+    let fail_static_min_services = checked_value(
+        &file.fail_static_min_services,
+        defaults.fail_static_min_services,
+        collector,
+        |fail_static_min_services| {
+            (fail_static_min_services == 0).then(|| {
+                (
+                    "fail_static_min_services must be at least 1",
+                    Some(format!(
+                        "write fail_static_min_services = {DEFAULT_FAIL_STATIC_MIN_SERVICES} (the \
                  default): one unhealthy service alone is just down"
-            )),
-        );
-    }
+                    )),
+                )
+            })
+        },
+    );
     let address_interface = file
         .address_interface
         .and_then(|name| check_address_interface(name, collector));

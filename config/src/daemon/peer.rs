@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
-use super::file::{PeerFile, parse_value, span_of};
+use super::file::{PeerFile, checked_value, parse_value, span_of};
 use super::model::*;
 use crate::diagnostic::Collector;
 use crate::source::Span;
@@ -139,19 +139,19 @@ fn parse_addresses(peer: &PeerFile, collector: &mut Collector) -> PeerAddresses 
 /// The hold time (RFC 4271 §4.2), the send hold time (RFC 9687 §3) and the connect-retry
 /// interval: `(hold time, connect retry)`, defaults filled in.
 fn check_timers(peer: &PeerFile, collector: &mut Collector) -> (u16, u16) {
-    let hold_time = peer
-        .hold_time_seconds
-        .as_ref()
-        .map_or(DEFAULT_HOLD_TIME_SECONDS, |value| *value.get_ref());
-    if let Some(value) = &peer.hold_time_seconds
-        && matches!(*value.get_ref(), 1 | 2)
-    {
-        collector.error(
-            Some(span_of(value)),
-            format!("hold_time_seconds {} is not allowed", value.get_ref()),
-            Some("RFC 4271 §4.2: the hold time is 0 or at least 3 seconds".into()),
-        );
-    }
+    let hold_time = checked_value(
+        &peer.hold_time_seconds,
+        DEFAULT_HOLD_TIME_SECONDS,
+        collector,
+        |hold_time| {
+            (matches!(hold_time, 1 | 2)).then(|| {
+                (
+                    format!("hold_time_seconds {} is not allowed", hold_time),
+                    Some("RFC 4271 §4.2: the hold time is 0 or at least 3 seconds".into()),
+                )
+            })
+        },
+    );
     if let Some(value) = &peer.send_hold_time_seconds
         && (hold_time == 0 || *value.get_ref() <= u32::from(hold_time))
     {
@@ -175,19 +175,14 @@ fn check_timers(peer: &PeerFile, collector: &mut Collector) -> (u16, u16) {
             )),
         );
     }
-    let connect_retry = peer
-        .connect_retry_seconds
-        .as_ref()
-        .map_or(DEFAULT_CONNECT_RETRY_SECONDS, |value| *value.get_ref());
-    if let Some(value) = &peer.connect_retry_seconds
-        && *value.get_ref() == 0
-    {
-        collector.error(
-            Some(span_of(value)),
-            "connect_retry_seconds must be at least 1",
-            None,
-        );
-    }
+    let connect_retry = checked_value(
+        &peer.connect_retry_seconds,
+        DEFAULT_CONNECT_RETRY_SECONDS,
+        collector,
+        |connect_retry| {
+            (connect_retry == 0).then_some(("connect_retry_seconds must be at least 1", None))
+        },
+    );
     (hold_time, connect_retry)
 }
 
@@ -234,16 +229,14 @@ fn check_session_options(peer: &PeerFile, bgp_listen: &[SocketAddr], collector: 
 /// Each announced family needs a next hop, and an IPv6 next hop must be one that an IPv6 route
 /// can carry (RFC 4760 §3).
 fn check_next_hops(config: &PeerConfig, peer: &PeerFile, collector: &mut Collector) {
-    if config.families.contains(&Family::Ipv4) && config.ipv4_next_hop().is_none() {
-        collector.error(
-            Some(span_of(&peer.name)),
-            format!(
-                "peer `{}` announces IPv4 but has no IPv4 next hop",
-                config.name
-            ),
-            Some("set next_hop_ipv4, or an IPv4 local_address".into()),
-        );
-    }
+    require_next_hop(
+        config,
+        peer,
+        Family::Ipv4,
+        config.ipv4_next_hop().is_some(),
+        "set next_hop_ipv4, or an IPv4 local_address",
+        collector,
+    );
     if config.families.contains(&Family::Ipv6)
         && let Some(next_hop) = config.ipv6_next_hop()
         && let Some(problem) = ipv6_next_hop_problem(next_hop)
@@ -267,14 +260,37 @@ fn check_next_hops(config: &PeerConfig, peer: &PeerFile, collector: &mut Collect
             ),
         );
     }
-    if config.families.contains(&Family::Ipv6) && config.ipv6_next_hop().is_none() {
+    require_next_hop(
+        config,
+        peer,
+        Family::Ipv6,
+        config.ipv6_next_hop().is_some(),
+        "set next_hop_ipv6, an IPv6 local_address, or families = [\"ipv4\"]",
+        collector,
+    );
+}
+
+/// A peer that announces `family` needs a next hop of that family (`has_next_hop`).
+fn require_next_hop(
+    config: &PeerConfig,
+    peer: &PeerFile,
+    family: Family,
+    has_next_hop: bool,
+    help: &str,
+    collector: &mut Collector,
+) {
+    if config.families.contains(&family) && !has_next_hop {
+        let family = match family {
+            Family::Ipv4 => "IPv4",
+            Family::Ipv6 => "IPv6",
+        };
         collector.error(
             Some(span_of(&peer.name)),
             format!(
-                "peer `{}` announces IPv6 but has no IPv6 next hop",
+                "peer `{}` announces {family} but has no {family} next hop",
                 config.name
             ),
-            Some("set next_hop_ipv6, an IPv6 local_address, or families = [\"ipv4\"]".into()),
+            Some(help.into()),
         );
     }
 }

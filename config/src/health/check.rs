@@ -6,10 +6,10 @@ use std::net::IpAddr;
 
 use toml::Spanned;
 
-use super::checker::{Checker, http_url_error, value_or};
+use super::checker::{Checker, http_url_error};
 use super::file::CheckFile;
 use super::{DEFAULT_HTTP_EXPECT_STATUS, DnsRecordType, ProbeSpec};
-use crate::source::Span;
+use crate::source::{Span, value_or};
 
 pub(crate) const CHECK_KINDS_HELP: &str = "kind is \"http\" (url, expect_status), \"tcp\" \
                                            (address), \"dns\" (server, name, record_type, \
@@ -23,16 +23,22 @@ struct Kind<'a> {
 }
 
 impl Kind<'_> {
-    /// Whether the key the kind needs is present; an error at the kind when it is not.
-    fn require(self, checker: &mut Checker<'_>, present: bool, key: &str, example: &str) -> bool {
-        if !present {
+    /// The value of a key the kind needs; an error at the kind when it is absent.
+    fn require<'value, T>(
+        self,
+        checker: &mut Checker<'_>,
+        value: Option<&'value T>,
+        key: &str,
+        example: &str,
+    ) -> Option<&'value T> {
+        if value.is_none() {
             checker.error(
                 self.span,
                 format!("this {} check has no `{key}`", self.name),
                 format!("add {key} = {example}"),
             );
         }
-        present
+        value
     }
 }
 
@@ -118,14 +124,13 @@ fn check_keys(
 
 /// `kind = "http"`: a plain-HTTP url and the status it must answer with.
 fn convert_http(checker: &mut Checker<'_>, file: &CheckFile, kind: Kind<'_>) -> Option<ProbeSpec> {
-    let url = file.url.as_ref();
-    let present = kind.require(
+    let url = kind.require(
         checker,
-        url.is_some(),
+        file.url.as_ref(),
         "url",
         "\"http://{probe_host}:8080/health\"",
     );
-    let url = url.filter(|_| present).and_then(|url| {
+    let url = url.and_then(|url| {
         checker.target("url", url)?;
         http_url_error(url.get_ref())
             .map(|failure| checker.target_error("url", url, failure))
@@ -155,13 +160,12 @@ fn convert_http(checker: &mut Checker<'_>, file: &CheckFile, kind: Kind<'_>) -> 
 
 /// `kind = "tcp"`: the `host:port` to connect to.
 fn convert_tcp(checker: &mut Checker<'_>, file: &CheckFile, kind: Kind<'_>) -> Option<ProbeSpec> {
-    let present = kind.require(
+    let address = kind.require(
         checker,
-        file.address.is_some(),
+        file.address.as_ref(),
         "address",
         "\"{probe_host}:853\"",
-    );
-    let address = file.address.as_ref().filter(|_| present)?;
+    )?;
     let address = checker.host_port("address", address)?;
     Some(ProbeSpec::Tcp { address })
 }
@@ -171,32 +175,20 @@ fn convert_tcp(checker: &mut Checker<'_>, file: &CheckFile, kind: Kind<'_>) -> O
 fn convert_dns(checker: &mut Checker<'_>, file: &CheckFile, kind: Kind<'_>) -> Option<ProbeSpec> {
     let server = kind.require(
         checker,
-        file.server.is_some(),
+        file.server.as_ref(),
         "server",
         "\"{probe_host}:53\"",
     );
-    let name = kind.require(checker, file.name.is_some(), "name", "\"example.com\"");
+    let name = kind.require(checker, file.name.as_ref(), "name", "\"example.com\"");
     let record_type = kind.require(
         checker,
-        file.record_type.is_some(),
+        file.record_type.as_ref(),
         "record_type",
         "\"A\" (or \"AAAA\")",
     );
-    let server = file
-        .server
-        .as_ref()
-        .filter(|_| server)
-        .and_then(|server| checker.host_port("server", server));
-    let name = file
-        .name
-        .as_ref()
-        .filter(|_| name)
-        .and_then(|name| dns_name(checker, name));
-    let record_type = file
-        .record_type
-        .as_ref()
-        .filter(|_| record_type)
-        .and_then(|record_type| dns_record_type(checker, record_type));
+    let server = server.and_then(|server| checker.host_port("server", server));
+    let name = name.and_then(|name| dns_name(checker, name));
+    let record_type = record_type.and_then(|record_type| dns_record_type(checker, record_type));
     let expect = match &file.expect {
         None => Some(None),
         Some(expect) => dns_expect(checker, expect, record_type),
@@ -292,13 +284,12 @@ fn dns_expect(
 
 /// `kind = "exec"`: a program (not empty) and its arguments, run directly.
 fn convert_exec(checker: &mut Checker<'_>, file: &CheckFile, kind: Kind<'_>) -> Option<ProbeSpec> {
-    let present = kind.require(
+    let command = kind.require(
         checker,
-        file.command.is_some(),
+        file.command.as_ref(),
         "command",
         "[\"/usr/local/bin/check\", \"--quick\"]",
-    );
-    let command = file.command.as_ref().filter(|_| present)?;
+    )?;
     match command.get_ref().first() {
         None => {
             checker.error(

@@ -252,8 +252,3 @@ pub(super) fn http_url_error(url: &str) -> Option<TargetError> {
     }
     None
 }
-
-/// The value of an optional spanned setting, or `default`.
-pub(super) fn value_or<T: Copy>(value: &Option<Spanned<T>>, default: T) -> T {
-    value.as_ref().map_or(default, |value| *value.get_ref())
-}

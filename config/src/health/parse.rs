@@ -8,7 +8,6 @@ use toml::Spanned;
 pub(crate) use super::check::CHECK_KINDS_HELP;
 use super::check::convert_check;
 pub(crate) use super::checker::Checker;
-use super::checker::value_or;
 use super::file::{DegradeFile, HealthFile};
 use super::{
     DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEALTH_RISE,
@@ -16,7 +15,7 @@ use super::{
     HealthSpec, MAX_TOTAL_AS_PATH_PREPEND, MIN_HEALTH_INTERVAL_MS, ProbeSpec, UnhealthyAction,
 };
 use crate::community::Community;
-use crate::source::{Located, Span};
+use crate::source::{Located, Span, value_or};
 
 /// `[service.health]` → [`HealthSpec`] with the defaults of `health.rs`, every error reported.
 pub(crate) fn convert_health(

@@ -1,6 +1,6 @@
 //! `[[location]]` tables: every name and tag checked (length, characters), the tag count bounded.
 
-use super::values::{check_name, located_string};
+use super::values::{check_spanned_name, located_string};
 use crate::bounds;
 use crate::diagnostic::Collector;
 use crate::file::LocationFile;
@@ -25,7 +25,7 @@ pub(super) fn convert_locations(
         .into_iter()
         .chain(location.tags.iter().map(|tag| ("tag", tag)))
         {
-            check_name(span_of(source_id, value), what, value.get_ref(), collector);
+            check_spanned_name(source_id, what, value, collector);
         }
         if location.tags.len() > bounds::MAX_TAGS_PER_LOCATION {
             collector.error(

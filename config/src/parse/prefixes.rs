@@ -1,7 +1,7 @@
 //! `[[prefix]]` and `[[binding]]` tables, the bulk of a large topology (the fast path reads most of
 //! them): CIDR text, announce modes, ROAs, and the owner, token and service names checked.
 
-use super::values::{check_name, located_string, parse_cidr};
+use super::values::{check_name, check_spanned_name, located_string, parse_cidr};
 use crate::diagnostic::Collector;
 use crate::file::{BindingFile, PrefixFile};
 use crate::model::{AnnounceMode, Located, RawBinding, RawPrefix, Roa};
@@ -66,12 +66,7 @@ pub(super) fn convert_bindings(
 ) {
     bindings.reserve(files.len());
     for binding in files {
-        check_name(
-            span_of(source_id, &binding.service),
-            "service name",
-            binding.service.get_ref(),
-            collector,
-        );
+        check_spanned_name(source_id, "service name", &binding.service, collector);
         let Some(cidr) = parse_cidr(source_id, &binding.cidr, "binding", collector) else {
             continue;
         };

@@ -7,14 +7,14 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use toml::Spanned;
 
-use super::values::check_name;
+use super::values::check_spanned_name;
 use crate::diagnostic::Collector;
 use crate::file::ServiceFile;
 use crate::health::HealthSpec;
 use crate::health::parse::{Checker, convert_health};
 use crate::model::{Community, LargeCommunity, Lifecycle, Located, RawService};
 use crate::selector::{Selector, parse_selector};
-use crate::source::{Span, StringPositions, span_of};
+use crate::source::{Span, StringPositions, span_of, value_or};
 
 /// Appends one file's services to `services`; a service with an error is left out.
 pub(super) fn convert_services(
@@ -25,12 +25,7 @@ pub(super) fn convert_services(
     collector: &mut Collector,
 ) {
     for service in files {
-        check_name(
-            span_of(source_id, &service.name),
-            "service name",
-            service.name.get_ref(),
-            collector,
-        );
+        check_spanned_name(source_id, "service name", &service.name, collector);
         if let Some(service) = convert_service(source_id, text, service, collector) {
             services.push(service);
         }
@@ -152,10 +147,7 @@ fn parse_each<T>(
 
 /// `as_path_prepend` (0 when absent) and whether it is valid (0 to 3).
 fn check_prepend(source: u32, file: &ServiceFile, collector: &mut Collector) -> (u8, bool) {
-    let prepend = file
-        .as_path_prepend
-        .as_ref()
-        .map_or(0, |value| *value.get_ref());
+    let prepend = value_or(&file.as_path_prepend, 0);
     if let Some(spanned) = file.as_path_prepend.as_ref().filter(|_| prepend > 3) {
         collector.error(
             Some(span_of(source, spanned)),

@@ -78,6 +78,16 @@ pub(super) fn check_name(span: Span, what: &str, value: &str, collector: &mut Co
     }
 }
 
+/// [`check_name`] of a name written as a TOML string, reported at the string.
+pub(super) fn check_spanned_name(
+    source_id: u32,
+    what: &str,
+    value: &Spanned<String>,
+    collector: &mut Collector,
+) {
+    check_name(span_of(source_id, value), what, value.get_ref(), collector);
+}
+
 /// A spanned TOML string as a [`Located`] one.
 pub(super) fn located_string(source: u32, value: Spanned<String>) -> Located<String> {
     let span = span_of(source, &value);
