@@ -7,9 +7,10 @@
 //!
 //! Modules: [`source`] (sources, spans, positions), [`load`] (reading files into sources),
 //! [`text`] (escaping and classifying characters that must not reach a terminal),
-//! [`diagnostic`] (errors and warnings with help), [`selector`] (topology selector AST and parser), [`model`] (the raw model and its
-//! documented defaults), [`parse`] (TOML to raw model through the private `file` schema; a
-//! private fast path reads the bulk `[[prefix]]`/`[[binding]]` files of large topologies),
+//! [`diagnostic`] (errors and warnings with help), [`selector`] (topology selector AST and
+//! parser), [`model`] (the raw model and its documented defaults), [`parse`] (TOML to raw model
+//! through the private `file` schema; a private fast path reads the bulk
+//! `[[prefix]]`/`[[binding]]` files of large topologies),
 //! [`health`] (health-check declarations and their conversion), [`daemon`] (the daemon's own
 //! `topologyd.toml`), [`bounds`] (size, nesting and character limits checked before parsing),
 //! [`fuzz_entry`] (the selector parser's properties, shared by the fuzz target and its replay).
