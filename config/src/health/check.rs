@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::checker::{Checker, http_url_error};
 use super::file::CheckFile;
-use super::{DEFAULT_HTTP_EXPECT_STATUS, DnsRecordType, ProbeSpec};
+use super::spec::{DEFAULT_HTTP_EXPECT_STATUS, DnsRecordType, ProbeSpec};
 use crate::source::{Span, value_or};
 
 pub(crate) const CHECK_KINDS_HELP: &str = "kind is \"http\" (url, expect_status), \"tcp\" \

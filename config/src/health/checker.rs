@@ -5,7 +5,7 @@
 
 use toml::Spanned;
 
-use super::is_placeholder_name;
+use super::spec::is_placeholder_name;
 use crate::diagnostic::Collector;
 use crate::source::{Span, StringPositions, span_of};
 

@@ -9,7 +9,7 @@ pub(crate) use super::check::CHECK_KINDS_HELP;
 use super::check::convert_check;
 pub(crate) use super::checker::Checker;
 use super::file::{DegradeFile, HealthFile};
-use super::{
+use super::spec::{
     DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEALTH_RISE,
     DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_HOLD_DOWN_MS, DEFAULT_MAX_HOLD_DOWN_MS, DegradeAttributes,
     HealthSpec, MAX_TOTAL_AS_PATH_PREPEND, MIN_HEALTH_INTERVAL_MS, ProbeSpec, UnhealthyAction,
