@@ -14,7 +14,7 @@ use super::spec::{
     DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_HOLD_DOWN_MS, DEFAULT_MAX_HOLD_DOWN_MS, DegradeAttributes,
     HealthSpec, MAX_TOTAL_AS_PATH_PREPEND, MIN_HEALTH_INTERVAL_MS, ProbeSpec, UnhealthyAction,
 };
-use crate::community::Community;
+use crate::community::{Community, parse_communities};
 use crate::source::{Located, Span, value_or};
 
 /// `[service.health]` → [`HealthSpec`] with the defaults of `health.rs`, every error reported.
@@ -244,21 +244,20 @@ fn convert_degrade(
             ),
         );
     }
-    let mut communities = Vec::with_capacity(file.communities.len());
-    for community in &file.communities {
-        match Community::parse(community.get_ref()) {
-            Some(parsed) => communities.push(parsed),
-            None => {
-                valid = false;
-                checker.error(
-                    checker.span(community),
-                    format!("invalid community \"{}\"", community.get_ref()),
-                    "a community is two 16-bit numbers, \"ASN:VALUE\", such as \"13335:666\""
-                        .into(),
-                );
-            }
-        }
-    }
+    let source = checker.source;
+    let mut communities = parse_communities(
+        source,
+        &file.communities,
+        Community::parse,
+        "community",
+        "a community is two 16-bit numbers, \"ASN:VALUE\", such as \"13335:666\"",
+        checker.collector,
+    )
+    .unwrap_or_else(|| {
+        valid = false;
+        checker.valid = false;
+        Vec::new()
+    });
     communities.sort_unstable();
     communities.dedup();
     if valid && prepend == 0 && file.med.is_none() && communities.is_empty() {

@@ -5,9 +5,9 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use toml::Spanned;
 
 use super::values::check_spanned_name;
+use crate::community::parse_communities;
 use crate::diagnostic::Collector;
 use crate::file::ServiceFile;
 use crate::health::HealthSpec;
@@ -42,7 +42,7 @@ fn convert_service(
 ) -> Option<RawService> {
     let topology_span = span_of(source, &file.topology);
     let topology = parse_topology_selector(text, &file, topology_span, collector);
-    let communities = parse_each(
+    let communities = parse_communities(
         source,
         &file.communities,
         Community::parse,
@@ -51,7 +51,7 @@ fn convert_service(
          large_communities for 32-bit ASNs",
         collector,
     );
-    let large_communities = parse_each(
+    let large_communities = parse_communities(
         source,
         &file.large_communities,
         LargeCommunity::parse,
@@ -115,34 +115,6 @@ fn parse_topology_selector(
             None
         }
     }
-}
-
-/// Every value of `values` parsed with `parse`; `None` when any does not parse (each one that
-/// does not is an error at the value: "invalid {what}", with `help`).
-fn parse_each<T>(
-    source: u32,
-    values: &[Spanned<String>],
-    parse: fn(&str) -> Option<T>,
-    what: &str,
-    help: &str,
-    collector: &mut Collector,
-) -> Option<Vec<T>> {
-    let mut parsed = Vec::with_capacity(values.len());
-    let mut valid = true;
-    for value in values {
-        match parse(value.get_ref()) {
-            Some(item) => parsed.push(item),
-            None => {
-                valid = false;
-                collector.error(
-                    Some(span_of(source, value)),
-                    format!("invalid {what} \"{}\"", value.get_ref()),
-                    Some(help.into()),
-                );
-            }
-        }
-    }
-    valid.then_some(parsed)
 }
 
 /// `as_path_prepend` (0 when absent) and whether it is valid (0 to 3).
