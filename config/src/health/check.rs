@@ -15,6 +15,15 @@ pub(crate) const CHECK_KINDS_HELP: &str = "kind is \"http\" (url, expect_status)
                                            (address), \"dns\" (server, name, record_type, \
                                            expect) or \"exec\" (command)";
 
+/// A key a check kind needs, and an example of its value for the error that says it is missing.
+type RequiredKey = (&'static str, &'static str);
+const URL: RequiredKey = ("url", "\"http://{probe_host}:8080/health\"");
+const ADDRESS: RequiredKey = ("address", "\"{probe_host}:853\"");
+const SERVER: RequiredKey = ("server", "\"{probe_host}:53\"");
+const NAME: RequiredKey = ("name", "\"example.com\"");
+const RECORD_TYPE: RequiredKey = ("record_type", "\"A\" (or \"AAAA\")");
+const COMMAND: RequiredKey = ("command", "[\"/usr/local/bin/check\", \"--quick\"]");
+
 /// A check's kind and where it is written, for the errors about its keys.
 #[derive(Clone, Copy)]
 struct Kind<'a> {
@@ -28,8 +37,7 @@ impl Kind<'_> {
         self,
         checker: &mut Checker<'_>,
         value: Option<&'value T>,
-        key: &str,
-        example: &str,
+        (key, example): RequiredKey,
     ) -> Option<&'value T> {
         if value.is_none() {
             checker.error(
@@ -124,12 +132,7 @@ fn check_keys(
 
 /// `kind = "http"`: a plain-HTTP url and the status it must answer with.
 fn convert_http(checker: &mut Checker<'_>, file: &CheckFile, kind: Kind<'_>) -> Option<ProbeSpec> {
-    let url = kind.require(
-        checker,
-        file.url.as_ref(),
-        "url",
-        "\"http://{probe_host}:8080/health\"",
-    );
+    let url = kind.require(checker, file.url.as_ref(), URL);
     let url = url.and_then(|url| {
         checker.target("url", url)?;
         http_url_error(url.get_ref())
@@ -160,12 +163,7 @@ fn convert_http(checker: &mut Checker<'_>, file: &CheckFile, kind: Kind<'_>) -> 
 
 /// `kind = "tcp"`: the `host:port` to connect to.
 fn convert_tcp(checker: &mut Checker<'_>, file: &CheckFile, kind: Kind<'_>) -> Option<ProbeSpec> {
-    let address = kind.require(
-        checker,
-        file.address.as_ref(),
-        "address",
-        "\"{probe_host}:853\"",
-    )?;
+    let address = kind.require(checker, file.address.as_ref(), ADDRESS)?;
     let address = checker.host_port("address", address)?;
     Some(ProbeSpec::Tcp { address })
 }
@@ -173,19 +171,9 @@ fn convert_tcp(checker: &mut Checker<'_>, file: &CheckFile, kind: Kind<'_>) -> O
 /// `kind = "dns"`: the server, the name and record type to ask for, and optionally the address
 /// the answer must hold.
 fn convert_dns(checker: &mut Checker<'_>, file: &CheckFile, kind: Kind<'_>) -> Option<ProbeSpec> {
-    let server = kind.require(
-        checker,
-        file.server.as_ref(),
-        "server",
-        "\"{probe_host}:53\"",
-    );
-    let name = kind.require(checker, file.name.as_ref(), "name", "\"example.com\"");
-    let record_type = kind.require(
-        checker,
-        file.record_type.as_ref(),
-        "record_type",
-        "\"A\" (or \"AAAA\")",
-    );
+    let server = kind.require(checker, file.server.as_ref(), SERVER);
+    let name = kind.require(checker, file.name.as_ref(), NAME);
+    let record_type = kind.require(checker, file.record_type.as_ref(), RECORD_TYPE);
     let server = server.and_then(|server| checker.host_port("server", server));
     let name = name.and_then(|name| dns_name(checker, name));
     let record_type = record_type.and_then(|record_type| dns_record_type(checker, record_type));
@@ -284,12 +272,7 @@ fn dns_expect(
 
 /// `kind = "exec"`: a program (not empty) and its arguments, run directly.
 fn convert_exec(checker: &mut Checker<'_>, file: &CheckFile, kind: Kind<'_>) -> Option<ProbeSpec> {
-    let command = kind.require(
-        checker,
-        file.command.as_ref(),
-        "command",
-        "[\"/usr/local/bin/check\", \"--quick\"]",
-    )?;
+    let command = kind.require(checker, file.command.as_ref(), COMMAND)?;
     match command.get_ref().first() {
         None => {
             checker.error(
