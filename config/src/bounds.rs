@@ -12,8 +12,8 @@
 //! [`PARSE_ALLOWANCE_BYTES`] before the parser starts.
 
 use crate::diagnostic::Collector;
-use crate::selector::is_bidirectional_control;
 use crate::source::Span;
+use crate::text::is_bidirectional_control;
 
 /// The largest topology accepted, all files together: 256 MiB. A 300,000-binding topology is
 /// about 26 MiB, the 1,000,000-binding one of the benchmarks 86 MiB, and the BGP benchmark's

@@ -13,38 +13,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::selector::is_bidirectional_control;
 use crate::source::{SourceLocation, SourceMap, Span};
+pub use crate::text::escape_text;
 
 /// At most this many findings are kept per run; the rest are counted in one last line.
 pub const MAX_REPORTED_DIAGNOSTICS: usize = 1000;
-
-/// `text` with every control character and every bidirectional-formatting character written as
-/// a Rust escape (`\n`, `\u{1b}`, `\u{202e}`); everything else, including non-ASCII letters, is
-/// kept as is.
-pub fn escape_text(text: &str) -> String {
-    if !text.chars().any(needs_escape) {
-        return text.to_string();
-    }
-    let mut escaped = String::with_capacity(text.len() + 8);
-    for character in text.chars() {
-        if crate::selector::is_invisible(character) {
-            // `escape_debug` prints some of these as they are (U+00AD).
-            escaped.extend(character.escape_unicode());
-        } else if needs_escape(character) {
-            escaped.extend(character.escape_debug());
-        } else {
-            escaped.push(character);
-        }
-    }
-    escaped
-}
-
-fn needs_escape(character: char) -> bool {
-    character.is_control()
-        || is_bidirectional_control(character)
-        || crate::selector::is_invisible(character)
-}
 
 /// How bad a diagnostic is: errors stop a compile, warnings do not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -1,13 +1,13 @@
 //! The topology files' TOML schema, as serde reads it: one struct per table, unknown keys
-//! rejected, values kept `Spanned` so that later checks point at them; and the helpers that turn
-//! those spans (and offsets inside a string value) into [`Span`]s. Shared by the full parser
-//! (`parse`), its fast path (`fast`) and the health-check conversion (`health::parse`).
+//! rejected, values kept `Spanned` so that later checks point at them. Shared by the full parser
+//! (`parse`) and its fast path (`fast`); the `[service.health]` tables' schema is the health
+//! module's own (`health::file`).
 
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::health::file::HealthFile;
 use crate::model::{AnnounceMode, Lifecycle, LocationState};
-use crate::source::Span;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,48 +75,6 @@ pub(crate) struct ServiceFile {
     #[serde(default)]
     pub(crate) local_addresses: Vec<Spanned<String>>,
     pub(crate) health: Option<Spanned<HealthFile>>,
-}
-
-/// `[service.health]`: every key optional except at least one `[[service.health.check]]`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct HealthFile {
-    pub(crate) interval_ms: Option<Spanned<u64>>,
-    pub(crate) timeout_ms: Option<Spanned<u64>>,
-    pub(crate) rise: Option<Spanned<u32>>,
-    pub(crate) fall: Option<Spanned<u32>>,
-    pub(crate) hold_down_ms: Option<Spanned<u64>>,
-    pub(crate) max_hold_down_ms: Option<Spanned<u64>>,
-    pub(crate) on_unhealthy: Option<Spanned<String>>,
-    pub(crate) degrade: Option<Spanned<DegradeFile>>,
-    #[serde(default)]
-    pub(crate) check: Vec<Spanned<CheckFile>>,
-}
-
-/// `degrade = { as_path_prepend = 3, med = 1000, communities = ["13335:666"] }`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DegradeFile {
-    pub(crate) as_path_prepend: Option<Spanned<u8>>,
-    pub(crate) med: Option<u32>,
-    #[serde(default)]
-    pub(crate) communities: Vec<Spanned<String>>,
-}
-
-/// One `[[service.health.check]]`. Flat rather than a tagged enum so that every value keeps its
-/// span and a key of the wrong kind gets its own error (serde's tagged enums lose both).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CheckFile {
-    pub(crate) kind: Spanned<String>,
-    pub(crate) url: Option<Spanned<String>>,
-    pub(crate) expect_status: Option<Spanned<u16>>,
-    pub(crate) address: Option<Spanned<String>>,
-    pub(crate) server: Option<Spanned<String>>,
-    pub(crate) name: Option<Spanned<String>>,
-    pub(crate) record_type: Option<Spanned<String>>,
-    pub(crate) expect: Option<Spanned<String>>,
-    pub(crate) command: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -189,40 +147,4 @@ impl<'de> Deserialize<'de> for AnnounceFile {
         }
         deserializer.deserialize_any(Visitor)
     }
-}
-
-/// Maps byte offsets inside a TOML string's decoded value back to the source. Exact when the
-/// value appears verbatim after the opening quote (no escapes, no line continuations); otherwise
-/// every offset conservatively maps to the opening quote.
-pub(crate) struct StringPositions {
-    pub(crate) span: Span,
-    pub(crate) content_start: Option<usize>,
-}
-
-impl StringPositions {
-    pub(crate) fn new(text: &str, span: Span, value: &str) -> StringPositions {
-        let raw = text.get(span.start as usize..).unwrap_or("");
-        let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
-            3
-        } else {
-            1
-        };
-        let start = span.start as usize + quote;
-        let content_start = (text.get(start..start + value.len()) == Some(value)).then_some(start);
-        StringPositions {
-            span,
-            content_start,
-        }
-    }
-
-    pub(crate) fn locate(&self, offset: usize, length: usize) -> Span {
-        match self.content_start {
-            Some(start) => Span::new(self.span.source, start + offset..start + offset + length),
-            None => self.span,
-        }
-    }
-}
-
-pub(crate) fn span_of<T>(source: u32, spanned: &Spanned<T>) -> Span {
-    Span::new(source, spanned.span())
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::community::{Community, LargeCommunity};
 use crate::selector::Selector;
+pub use crate::source::Located;
 use crate::source::{SourceMap, Span};
 
 /// Shortest IPv4 route announced unless `[settings] ipv4_announce_lengths` says otherwise.
@@ -28,19 +29,6 @@ pub const DEFAULT_MAX_AFFECTED_LOCATION_SHARE: f64 = 0.25;
 /// G4 default: a change that loses at most this many routes (anywhere), or that loses routes at
 /// one location only, is well-scoped: the two shares above do not apply to it.
 pub const DEFAULT_SMALL_CHANGE_ROUTES: u64 = 8;
-
-/// A value and where it was written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Located<T> {
-    pub value: T,
-    pub span: Span,
-}
-
-impl<T> Located<T> {
-    pub fn new(value: T, span: Span) -> Located<T> {
-        Located { value, span }
-    }
-}
 
 /// Location lifecycle: only `live` locations announce routes; `test` locations announce only the
 /// services that set `announce_at_test_locations`; `offline` and `draining` announce nothing.

@@ -1,126 +1,19 @@
 //! Source texts and positions: [`Source`] (a file name and its text), [`Span`] (byte range in
 //! one source), [`SourceLocation`] (`file:line:column`, what people read) and [`SourceMap`], which
-//! turns the first into the second. Owns no parsing and no validation; the only I/O in the crate
-//! is [`load_sources`], which reads files into [`Source`] values, and [`decode_source`], which
-//! turns bytes into a [`Source`] or says where the first byte that is not UTF-8 is.
+//! turns the first into the second; [`Located`] (a value and its span) and the crate-internal
+//! helpers that turn a TOML value's span (and offsets inside a string value) into a [`Span`].
+//! Owns no parsing, no validation and no I/O (reading files is `load`). A leaf module: everything
+//! else in the crate points into sources through it.
 
 use std::fmt;
-use std::path::Path;
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
-
-use crate::diagnostic::{Diagnostic, Severity, escape_text};
+use toml::Spanned;
 
 /// One input file: its name as it appears in diagnostics, and its text (the control API's
 /// named TOML source, shared by every crate that handles topology files).
 pub use topologyd_api::SourceFile as Source;
-
-/// A failure to read a topology file: the file cannot be read, or (with `invalid` set) its
-/// bytes are not UTF-8, which is an invalid topology rather than an I/O failure.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot read {path}: {error}")]
-pub struct LoadError {
-    pub path: String,
-    #[source]
-    pub error: std::io::Error,
-    /// Set when the file was read but is not UTF-8: the error at its first bad byte.
-    pub invalid: Option<Diagnostic>,
-}
-
-/// Reads each path into a [`Source`] named by the path as given. The only file access in this
-/// crate; everything after it works on strings.
-pub fn load_sources<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Source>, LoadError> {
-    paths
-        .iter()
-        .map(|path| {
-            let path = path.as_ref();
-            let name = path.display().to_string();
-            // Read at most one byte past the limit: a huge file (or /dev/zero) is refused
-            // without being read whole.
-            let limit = crate::bounds::MAX_TOPOLOGY_BYTES;
-            let mut bytes = Vec::new();
-            std::fs::File::open(path)
-                .and_then(|file| {
-                    std::io::Read::read_to_end(
-                        &mut std::io::Read::take(file, limit as u64 + 1),
-                        &mut bytes,
-                    )
-                })
-                .map_err(|error| LoadError {
-                    path: name.clone(),
-                    error,
-                    invalid: None,
-                })?;
-            if bytes.len() > limit {
-                let diagnostic = Diagnostic {
-                    severity: Severity::Error,
-                    location: Some(SourceLocation {
-                        file: escape_text(&name),
-                        line: 1,
-                        column: 1,
-                    }),
-                    message: format!(
-                        "the file holds more than {} MiB, the most a whole topology may hold",
-                        limit >> 20
-                    ),
-                    help: Some(
-                        "check that this is the topology file meant; a topology larger than that \
-                         is refused"
-                            .to_string(),
-                    ),
-                };
-                return Err(LoadError {
-                    path: name.clone(),
-                    error: std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        diagnostic.to_string(),
-                    ),
-                    invalid: Some(diagnostic),
-                });
-            }
-            decode_source(&name, bytes).map_err(|diagnostic| LoadError {
-                path: name.clone(),
-                error: std::io::Error::new(std::io::ErrorKind::InvalidData, diagnostic.to_string()),
-                invalid: Some(diagnostic),
-            })
-        })
-        .collect()
-}
-
-/// The [`Source`] `name` with text `bytes`, or an error at `file:line:column` of the first byte
-/// that is not UTF-8 (the column counts the characters before it on its line).
-pub fn decode_source(name: &str, bytes: Vec<u8>) -> Result<Source, Diagnostic> {
-    match String::from_utf8(bytes) {
-        Ok(text) => Ok(Source::new(name, text)),
-        Err(failure) => {
-            let bytes = failure.as_bytes();
-            let offset = failure.utf8_error().valid_up_to();
-            let valid = String::from_utf8_lossy(&bytes[..offset]);
-            let line_start = valid.rfind('\n').map_or(0, |newline| newline + 1);
-            let line = valid.matches('\n').count() + 1;
-            let column = valid[line_start..].chars().count() + 1;
-            Err(Diagnostic {
-                severity: Severity::Error,
-                location: Some(SourceLocation {
-                    file: escape_text(name),
-                    line: u32::try_from(line).unwrap_or(u32::MAX),
-                    column: u32::try_from(column).unwrap_or(u32::MAX),
-                }),
-                message: format!(
-                    "the file is not UTF-8: byte 0x{:02X} at byte offset {offset} does not \
-                     start or continue a UTF-8 character",
-                    bytes[offset]
-                ),
-                help: Some(
-                    "topology files must be UTF-8: convert the file (for example with \
-                     `iconv -f LATIN1 -t UTF-8`) or remove the stray byte"
-                        .into(),
-                ),
-            })
-        }
-    }
-}
 
 /// A byte range inside one source of a [`SourceMap`]. Small and `Copy` so that compiled items can
 /// keep one each without cost; it is turned into a [`SourceLocation`] only when reported.
@@ -245,21 +138,64 @@ impl SourceMap {
     }
 }
 
+/// A value and where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+impl<T> Located<T> {
+    pub fn new(value: T, span: Span) -> Located<T> {
+        Located { value, span }
+    }
+}
+
+/// Maps byte offsets inside a TOML string's decoded value back to the source. Exact when the
+/// value appears verbatim after the opening quote (no escapes, no line continuations); otherwise
+/// every offset conservatively maps to the opening quote.
+pub(crate) struct StringPositions {
+    pub(crate) span: Span,
+    pub(crate) content_start: Option<usize>,
+}
+
+impl StringPositions {
+    pub(crate) fn new(text: &str, span: Span, value: &str) -> StringPositions {
+        let raw = text.get(span.start as usize..).unwrap_or("");
+        let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
+            3
+        } else {
+            1
+        };
+        let start = span.start as usize + quote;
+        let content_start = (text.get(start..start + value.len()) == Some(value)).then_some(start);
+        StringPositions {
+            span,
+            content_start,
+        }
+    }
+
+    pub(crate) fn locate(&self, offset: usize, length: usize) -> Span {
+        match self.content_start {
+            Some(start) => Span::new(self.span.source, start + offset..start + offset + length),
+            None => self.span,
+        }
+    }
+}
+
+pub(crate) fn span_of<T>(source: u32, spanned: &Spanned<T>) -> Span {
+    Span::new(source, spanned.span())
+}
+
+/// The value of an optional spanned setting, or `default` when it is absent.
+pub(crate) fn value_or<T: Copy>(value: &Option<Spanned<T>>, default: T) -> T {
+    value.as_ref().map_or(default, |value| *value.get_ref())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn non_utf8_bytes_are_located_by_line_and_character_column() {
-        let failure =
-            decode_source("a.toml", b"x = 1\ny = \"\xC3\xA9\xFF\"\n".to_vec()).unwrap_err();
-        assert_eq!(failure.location.unwrap().to_string(), "a.toml:2:7");
-        assert!(failure.message.contains("0xFF"), "{}", failure.message);
-        let failure = decode_source("b.toml", vec![0x80]).unwrap_err();
-        assert_eq!(failure.location.unwrap().to_string(), "b.toml:1:1");
-        assert_eq!(decode_source("c.toml", b"ok".to_vec()).unwrap().text, "ok");
-    }
 
     #[test]
     fn locates_lines_and_columns_in_characters() {

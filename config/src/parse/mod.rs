@@ -1,0 +1,158 @@
+//! Parsing topology files: TOML (via `toml` + serde, unknown keys rejected, spans kept with
+//! `toml::Spanned`) into the [`RawTopology`]. Checks syntax and value shapes (CIDR text,
+//! communities, selector expressions, `[service.health]` settings and the shape of probe
+//! targets, whose `{name}` placeholders stay unexpanded); leaves every cross-reference to the
+//! compiler.
+//!
+//! Split by table: `settings`, `locations`, `service`, `prefixes` (prefixes and bindings), with
+//! the value checks they share in `values`; this module reads each file (pre-scan, fast path or
+//! TOML) and hands its tables on.
+
+mod locations;
+mod prefixes;
+mod service;
+mod settings;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
+mod values;
+
+use self::locations::convert_locations;
+use self::prefixes::{convert_bindings, convert_prefixes};
+use self::service::convert_services;
+use self::settings::convert_settings;
+use crate::bounds;
+use crate::diagnostic::{Collector, Diagnostics};
+use crate::file::FileModel;
+use crate::health::parse::CHECK_KINDS_HELP;
+use crate::model::{RawLocation, RawTopology};
+use crate::source::{Source, SourceMap, Span};
+
+/// Parses every source; reports every syntax and shape error of every file in one run. The
+/// result keeps a copy of the sources (see [`parse_topology_sources_owned`] to move them).
+pub fn parse_topology_sources(sources: &[Source]) -> Result<RawTopology, Diagnostics> {
+    parse_topology_sources_owned(sources.to_vec())
+}
+
+/// [`parse_topology_sources`] taking the sources by value (no copy of large texts).
+pub fn parse_topology_sources_owned(sources: Vec<Source>) -> Result<RawTopology, Diagnostics> {
+    let (raw, diagnostics) = parse_topology_sources_with_warnings(sources);
+    if diagnostics.has_errors() {
+        Err(diagnostics)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Like [`parse_topology_sources`], but always returns what parsed (items with errors left out)
+/// together with the diagnostics.
+pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopology, Diagnostics) {
+    let mut collector = Collector::new();
+    let mut raw = RawTopology::default();
+    let mut settings_seen: Option<Span> = None;
+    if !bounds::check_total_size(
+        sources.iter().map(|source| source.text.len()),
+        &mut collector,
+    ) {
+        raw.sources = SourceMap::new(sources);
+        let diagnostics = collector.finish(&raw.sources);
+        return (raw, diagnostics);
+    }
+    for (index, source) in sources.iter().enumerate() {
+        let source_id = u32::try_from(index).unwrap_or(u32::MAX);
+        let Some(file) = read_file(source_id, &source.text, &mut collector) else {
+            continue;
+        };
+        if let Some(settings) = file.settings {
+            convert_settings(
+                source_id,
+                settings,
+                &mut settings_seen,
+                &mut raw.settings,
+                &mut collector,
+            );
+        }
+        convert_locations(source_id, file.location, &mut raw.locations, &mut collector);
+        convert_services(
+            source_id,
+            &source.text,
+            file.service,
+            &mut raw.services,
+            &mut collector,
+        );
+        convert_prefixes(source_id, file.prefix, &mut raw.prefixes, &mut collector);
+        convert_bindings(source_id, file.binding, &mut raw.bindings, &mut collector);
+    }
+    check_location_count(&raw.locations, &mut collector);
+    raw.settings_span = settings_seen;
+    raw.sources = SourceMap::new(sources);
+    let diagnostics = collector.finish(&raw.sources);
+    (raw, diagnostics)
+}
+
+/// One file's tables: through the fast path when it can read the file (bulk prefixes and
+/// bindings), else through TOML after the pre-scan; `None` (with the errors reported) when the
+/// file is refused or is not valid TOML for the schema.
+fn read_file(source_id: u32, text: &str, collector: &mut Collector) -> Option<FileModel> {
+    let fast = crate::fast::parse_prefixes_and_bindings(text).map(|(prefix, binding)| FileModel {
+        settings: None,
+        location: Vec::new(),
+        service: Vec::new(),
+        prefix,
+        binding,
+    });
+    // The pre-scan looks for forbidden characters, nesting and parse cost. A file the fast
+    // path read has no nesting and no parse-cost budget, and the fast path refuses control
+    // characters; if it is also ASCII it can hold no bidirectional or invisible character,
+    // so the scan (a pass over what are most of a large topology's bytes) has nothing to
+    // find.
+    if fast.is_none() || !text.is_ascii() {
+        let scan = bounds::scan_file(source_id, text, collector)?;
+        if fast.is_none() && !bounds::check_parse_cost(source_id, text.len(), scan, collector) {
+            return None;
+        }
+    }
+    match fast.map_or_else(|| toml::from_str(text), Ok) {
+        Ok(file) => Some(file),
+        Err(failure) => {
+            let span = failure
+                .span()
+                .map(|range| Span::new(source_id, range))
+                .unwrap_or(Span::new(source_id, 0..0));
+            let help = if failure.message().contains("unknown field") {
+                Some(
+                    "remove the key or fix its spelling; unknown keys are rejected so that \
+                     typos cannot silently change the topology"
+                        .to_string(),
+                )
+            } else if failure.message().contains("missing field `kind`") {
+                Some(CHECK_KINDS_HELP.to_string())
+            } else {
+                None
+            };
+            collector.error(Some(span), failure.message().trim_end().to_string(), help);
+            None
+        }
+    }
+}
+
+/// The whole fleet may hold at most [`bounds::MAX_LOCATIONS`] locations.
+fn check_location_count(locations: &[RawLocation], collector: &mut Collector) {
+    if locations.len() > bounds::MAX_LOCATIONS {
+        collector.error(
+            locations
+                .get(bounds::MAX_LOCATIONS)
+                .map(|location| location.name.span),
+            format!(
+                "the topology has {} locations, more than the limit of {}",
+                locations.len(),
+                bounds::MAX_LOCATIONS
+            ),
+            Some(
+                "the limit keeps each compile's per-location sets small; split the fleet into \
+                 several topologies"
+                    .into(),
+            ),
+        );
+    }
+}
