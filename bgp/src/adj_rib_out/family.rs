@@ -6,13 +6,17 @@
 //! framing the packer fills: IPv4 in the Withdrawn Routes and NLRI fields (RFC 4271 §4.3), IPv6
 //! in MP_UNREACH_NLRI / MP_REACH_NLRI (RFC 4760 §3-4). Must not touch: the attribute sets'
 //! interning (see `attribute_sets`), the session's send order.
+//!
+//! The maps hash with FxHash (`rustc-hash`): keys are prefixes chosen by us or by a configured
+//! peer and every map is per peer, so hash flooding is not a concern, and SipHash would cost
+//! about a third of the packer's time at a million routes.
 
-use std::collections::HashMap;
 use std::fmt::Debug;
-use std::hash::{BuildHasherDefault, Hash};
+use std::hash::Hash;
 
 use bytes::{BufMut, BytesMut};
 use ipnet::{Ipv4Net, Ipv6Net};
+use rustc_hash::FxHashMap;
 
 use super::attribute_sets::{AttributeSets, AttributeSlot};
 use super::{NO_ATTRIBUTES, QUEUED, RibCounters, release_if_large};
@@ -24,9 +28,6 @@ use crate::codec::update::{
     UPDATE_FIXED_LEN, begin_message, begin_mp_reach_ipv6, begin_mp_unreach_ipv6, finish_message,
     mp_reach_overhead, patch_u16,
 };
-use crate::fast_hash::FastHasher;
-
-pub(super) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// One route's state: its attribute-set index (or [`NO_ATTRIBUTES`]) and flags.
 #[derive(Debug, Clone, Copy)]
@@ -246,14 +247,14 @@ impl RouteKey for Ipv6Key {
 /// The routes of one family and the withdrawals still to send.
 #[derive(Debug)]
 pub(super) struct FamilyTable<K> {
-    pub(super) routes: FastMap<K, Entry>,
+    pub(super) routes: FxHashMap<K, Entry>,
     pub(super) withdrawals: Vec<K>,
 }
 
 impl<K> Default for FamilyTable<K> {
     fn default() -> Self {
         Self {
-            routes: FastMap::default(),
+            routes: FxHashMap::default(),
             withdrawals: Vec::new(),
         }
     }
