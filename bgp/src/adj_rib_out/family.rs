@@ -21,9 +21,7 @@ use rustc_hash::FxHashMap;
 use super::attribute_sets::{AttributeSets, AttributeSlot};
 use super::{NO_ATTRIBUTES, QUEUED, RibCounters, release_if_large};
 use crate::codec::Family;
-use crate::codec::nlri::{
-    ipv4_prefix_wire_len, ipv6_prefix_wire_len, put_ipv4_prefix, put_ipv6_prefix,
-};
+use crate::codec::nlri::{prefix_wire_len, put_ipv4_prefix, put_ipv6_prefix};
 use crate::codec::update::{
     UPDATE_FIXED_LEN, begin_message, begin_mp_reach_ipv6, begin_mp_unreach_ipv6, finish_message,
     mp_reach_overhead, patch_u16,
@@ -104,7 +102,7 @@ impl RouteKey for Ipv4Key {
     const FAMILY: Family = Family::Ipv4Unicast;
 
     fn wire_len(self) -> usize {
-        ipv4_prefix_wire_len((self.0 & 0xff) as u8)
+        prefix_wire_len((self.0 & 0xff) as u8)
     }
 
     fn put(self, out: &mut BytesMut) {
@@ -171,7 +169,7 @@ impl RouteKey for Ipv6Key {
     const FAMILY: Family = Family::Ipv6Unicast;
 
     fn wire_len(self) -> usize {
-        ipv6_prefix_wire_len(self.1)
+        prefix_wire_len(self.1)
     }
 
     fn put(self, out: &mut BytesMut) {
