@@ -20,6 +20,10 @@
 //! - pending announcements are lists of keys per attribute set (lazy: an entry that changed
 //!   again since it was queued is skipped when its list is drained), so a burst of changes to
 //!   one prefix costs one list slot each and a single UPDATE entry at most;
+//! - order: pending lists drain first in, first out (deltas go out in the order the caller made
+//!   them); a full-table send (session up, re-sync, route refresh) and a withdraw-all go out in
+//!   ascending prefix order per family and attribute set, because receivers ingest ordered
+//!   prefixes much faster than hash order;
 //! - prefixes are written straight into the output `BytesMut` (see `codec::nlri`).
 //!
 //! Layout: this file holds the public API and the send order; `family` the per-family route
@@ -29,6 +33,7 @@
 mod attribute_sets;
 mod family;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -237,7 +242,7 @@ impl AdjRibOut {
     }
 
     fn withdraw_all_of<K: RouteKey>(&mut self) {
-        for key in K::table(&mut self.tables).announced_keys() {
+        for key in K::table(&mut self.tables).announced_keys_ascending() {
             self.withdraw_key(key);
         }
     }
@@ -421,9 +426,9 @@ pub fn check_encodable(attributes: &PathAttributes, family: Family) -> Result<()
 
 /// After an initial sync the drained pending list of a large table would keep its capacity
 /// (8-32 octets per route); give it back.
-fn release_if_large<T>(list: &mut Vec<T>) {
+fn release_if_large<T>(list: &mut VecDeque<T>) {
     if list.capacity() > 4096 {
-        *list = Vec::new();
+        *list = VecDeque::new();
     }
 }
 

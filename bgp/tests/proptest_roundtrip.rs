@@ -250,6 +250,8 @@ enum Change {
     Withdraw(IpNet),
     Drain,
     Refresh(Family),
+    /// The session goes down (the peer forgets our routes) and comes up again: a full re-send.
+    Resync,
 }
 
 fn change(pool: Vec<IpNet>) -> impl Strategy<Value = Change> {
@@ -260,6 +262,7 @@ fn change(pool: Vec<IpNet>) -> impl Strategy<Value = Change> {
         3 => (0..size).prop_map(move |index| Change::Withdraw(pool2[index])),
         1 => Just(Change::Drain),
         1 => prop_oneof![Just(Family::Ipv4Unicast), Just(Family::Ipv6Unicast)].prop_map(Change::Refresh),
+        1 => Just(Change::Resync),
     ]
 }
 
@@ -279,6 +282,7 @@ proptest! {
         let mut rib = AdjRibOut::new();
         let mut expected: BTreeMap<IpNet, PathAttributes> = BTreeMap::new();
         let mut view = BTreeMap::new();
+        let mut established = false;
         let (first, rest) = changes.split_at(changes.len() / 3);
         for batch in [first, rest] {
             for change in batch {
@@ -299,10 +303,17 @@ proptest! {
                     }
                     Change::Drain => apply(&mut rib, &mut view, max, budget)?,
                     Change::Refresh(family) => rib.route_refresh(*family),
+                    Change::Resync if established => {
+                        rib.session_down();
+                        view.clear();
+                        rib.session_established(&negotiated(extended));
+                    }
+                    Change::Resync => {}
                 }
             }
             if view.is_empty() && !rib.has_pending() {
                 rib.session_established(&negotiated(extended));
+                established = true;
             }
         }
         apply(&mut rib, &mut view, max, budget)?;

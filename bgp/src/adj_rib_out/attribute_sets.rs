@@ -26,8 +26,8 @@ pub(super) struct AttributeSlot {
     /// AS-number width in `encoded_four_octet`; `None` without a next hop for the family.
     encoded: [Option<Bytes>; 2],
     encoded_four_octet: bool,
-    pub(super) pending_ipv4: Vec<Ipv4Key>,
-    pub(super) pending_ipv6: Vec<Ipv6Key>,
+    pub(super) pending_ipv4: VecDeque<Ipv4Key>,
+    pub(super) pending_ipv6: VecDeque<Ipv6Key>,
     queued: bool,
     /// Some key in the pending lists may be stale (its route moved to another set or was
     /// withdrawn) or duplicated. While false, every listed key is known to be current and
@@ -138,8 +138,8 @@ impl AttributeSets {
             references: 0,
             encoded: encode_blocks(attributes, four_octet_as)?,
             encoded_four_octet: four_octet_as,
-            pending_ipv4: Vec::new(),
-            pending_ipv6: Vec::new(),
+            pending_ipv4: VecDeque::new(),
+            pending_ipv6: VecDeque::new(),
             queued: false,
             needs_validation: false,
         };
@@ -172,8 +172,8 @@ impl AttributeSets {
         slot.references = slot.references.saturating_sub(1);
         if slot.references == 0 {
             self.interner.remove(&slot.attributes);
-            slot.pending_ipv4 = Vec::new();
-            slot.pending_ipv6 = Vec::new();
+            slot.pending_ipv4 = VecDeque::new();
+            slot.pending_ipv6 = VecDeque::new();
             slot.needs_validation = false;
             if self
                 .last_interned
@@ -201,10 +201,20 @@ impl AttributeSets {
     /// Lists `key` as a pending announcement of set `id`.
     pub(super) fn queue<K: RouteKey>(&mut self, id: u32, key: K) {
         if let Some(slot) = self.slots.get_mut(id as usize) {
-            K::pending(slot).push(key);
+            K::pending(slot).push_back(key);
             if !slot.queued {
                 slot.queued = true;
                 self.queue.push_back(id);
+            }
+        }
+    }
+
+    /// Sorts every pending list of family `K` into ascending prefix order (drained front first).
+    pub(super) fn sort_pending<K: RouteKey>(&mut self) {
+        for slot in &mut self.slots {
+            let pending = K::pending(slot);
+            if pending.len() > 1 {
+                pending.make_contiguous().sort_unstable();
             }
         }
     }

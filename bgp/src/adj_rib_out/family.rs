@@ -11,6 +11,7 @@
 //! peer and every map is per peer, so hash flooding is not a concern, and SipHash would cost
 //! about a third of the packer's time at a million routes.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::hash::Hash;
 
@@ -80,7 +81,7 @@ pub(super) trait RouteKey: Copy + Eq + Hash + Ord + Debug {
     /// This family's table.
     fn table(tables: &mut FamilyTables) -> &mut FamilyTable<Self>;
     /// This family's pending announcements of a slot.
-    fn pending(slot: &mut AttributeSlot) -> &mut Vec<Self>;
+    fn pending(slot: &mut AttributeSlot) -> &mut VecDeque<Self>;
 
     /// Starts an UPDATE that withdraws prefixes of this family.
     fn begin_withdrawals(out: &mut BytesMut, max_message_len: usize) -> Framing;
@@ -113,7 +114,7 @@ impl RouteKey for Ipv4Key {
         &mut tables.ipv4
     }
 
-    fn pending(slot: &mut AttributeSlot) -> &mut Vec<Self> {
+    fn pending(slot: &mut AttributeSlot) -> &mut VecDeque<Self> {
         &mut slot.pending_ipv4
     }
 
@@ -180,7 +181,7 @@ impl RouteKey for Ipv6Key {
         &mut tables.ipv6
     }
 
-    fn pending(slot: &mut AttributeSlot) -> &mut Vec<Self> {
+    fn pending(slot: &mut AttributeSlot) -> &mut VecDeque<Self> {
         &mut slot.pending_ipv6
     }
 
@@ -246,14 +247,14 @@ impl RouteKey for Ipv6Key {
 #[derive(Debug)]
 pub(super) struct FamilyTable<K> {
     pub(super) routes: FxHashMap<K, Entry>,
-    pub(super) withdrawals: Vec<K>,
+    pub(super) withdrawals: VecDeque<K>,
 }
 
 impl<K> Default for FamilyTable<K> {
     fn default() -> Self {
         Self {
             routes: FxHashMap::default(),
-            withdrawals: Vec::new(),
+            withdrawals: VecDeque::new(),
         }
     }
 }
@@ -307,20 +308,23 @@ impl<K: RouteKey> FamilyTable<K> {
             // saw it is a no-op (RFC 4271 §9.1.3 / §4.3).
             entry.attributes = NO_ATTRIBUTES;
             entry.flags = QUEUED;
-            self.withdrawals.push(key);
+            self.withdrawals.push_back(key);
         } else {
             self.routes.remove(&key);
         }
         Some(previous)
     }
 
-    /// Keys of every announced route.
-    pub(super) fn announced_keys(&self) -> Vec<K> {
-        self.routes
+    /// Keys of every announced route, ascending (so a withdraw-all goes out in prefix order).
+    pub(super) fn announced_keys_ascending(&self) -> Vec<K> {
+        let mut keys: Vec<K> = self
+            .routes
             .iter()
             .filter(|(_, entry)| entry.attributes != NO_ATTRIBUTES)
             .map(|(key, _)| *key)
-            .collect()
+            .collect();
+        keys.sort_unstable();
+        keys
     }
 
     /// Session down: withdrawn routes are forgotten and nothing is marked as queued.
@@ -333,18 +337,23 @@ impl<K: RouteKey> FamilyTable<K> {
         self.withdrawals.clear();
     }
 
-    /// Marks every route for sending and queues it (withdrawals still owed, too).
+    /// Marks every route for sending and queues it (withdrawals still owed, too), each list in
+    /// ascending prefix order: the map is walked in hash order, then the lists are sorted.
+    /// Receivers ingest a table sent in prefix order much faster (their own tables are ordered),
+    /// and sorting the keys costs far less than the UPDATEs they go into.
     pub(super) fn requeue(&mut self, sets: &mut AttributeSets) {
         for (key, entry) in &mut self.routes {
             if entry.attributes == NO_ATTRIBUTES {
                 if entry.flags & QUEUED != 0 {
-                    self.withdrawals.push(*key);
+                    self.withdrawals.push_back(*key);
                 }
                 continue;
             }
             entry.flags = QUEUED;
             sets.queue(entry.attributes, *key);
         }
+        self.withdrawals.make_contiguous().sort_unstable();
+        sets.sort_pending::<K>();
     }
 
     /// Packs one UPDATE of pending withdrawals (nothing when none is still owed).
@@ -356,7 +365,7 @@ impl<K: RouteKey> FamilyTable<K> {
     ) {
         let framing = K::begin_withdrawals(out, max_message_len);
         let mut count = 0u64;
-        while let Some(key) = self.withdrawals.pop() {
+        while let Some(key) = self.withdrawals.pop_front() {
             let Some(entry) = self.routes.get(&key) else {
                 continue;
             };
@@ -364,7 +373,7 @@ impl<K: RouteKey> FamilyTable<K> {
                 continue;
             }
             if out.len() + key.wire_len() > framing.limit {
-                self.withdrawals.push(key);
+                self.withdrawals.push_front(key);
                 break;
             }
             key.put(out);
@@ -405,7 +414,7 @@ impl<K: RouteKey> FamilyTable<K> {
         let validate = slot.needs_validation;
         let pending = K::pending(slot);
         let mut count = 0u64;
-        while let Some(key) = pending.pop() {
+        while let Some(key) = pending.pop_front() {
             if validate {
                 let Some(entry) = self.routes.get_mut(&key) else {
                     continue;
@@ -416,7 +425,7 @@ impl<K: RouteKey> FamilyTable<K> {
                 entry.flags = 0;
             }
             if out.len() + key.wire_len() > framing.limit {
-                pending.push(key);
+                pending.push_front(key);
                 if validate && let Some(entry) = self.routes.get_mut(&key) {
                     entry.flags = QUEUED;
                 }
