@@ -235,16 +235,12 @@ impl AdjRibOut {
         self.sets.leave(id, was_queued);
     }
 
-    /// Withdraws every route.
+    /// Withdraws every route; the withdrawals go out in ascending prefix order per family.
     pub fn withdraw_all(&mut self) {
-        self.withdraw_all_of::<Ipv4Key>();
-        self.withdraw_all_of::<Ipv6Key>();
-    }
-
-    fn withdraw_all_of<K: RouteKey>(&mut self) {
-        for key in K::table(&mut self.tables).announced_keys_ascending() {
-            self.withdraw_key(key);
-        }
+        let active = self.family_active(Family::Ipv4Unicast);
+        self.tables.ipv4.withdraw_all(active, &mut self.sets);
+        let active = self.family_active(Family::Ipv6Unicast);
+        self.tables.ipv6.withdraw_all(active, &mut self.sets);
     }
 
     /// The session reached Established: everything is (re)sent for the negotiated families,
@@ -282,13 +278,12 @@ impl AdjRibOut {
 
     fn reset_pending(&mut self) {
         self.sets.clear_pending();
-        self.tables.ipv4.withdrawals.clear();
-        self.tables.ipv6.withdrawals.clear();
+        self.tables.ipv4.clear_withdrawals();
+        self.tables.ipv6.clear_withdrawals();
     }
 
     /// Marks every route of `family` for sending and queues it.
     fn requeue_family(&mut self, family: Family) {
-        self.sets.expect_duplicates();
         match family {
             Family::Ipv4Unicast => self.tables.ipv4.requeue(&mut self.sets),
             Family::Ipv6Unicast => self.tables.ipv6.requeue(&mut self.sets),

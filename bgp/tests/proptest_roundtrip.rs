@@ -252,6 +252,8 @@ enum Change {
     Refresh(Family),
     /// The session goes down (the peer forgets our routes) and comes up again: a full re-send.
     Resync,
+    /// Every route withdrawn at once (sent in prefix order, swept from the map once sent).
+    WithdrawAll,
 }
 
 fn change(pool: Vec<IpNet>) -> impl Strategy<Value = Change> {
@@ -263,6 +265,7 @@ fn change(pool: Vec<IpNet>) -> impl Strategy<Value = Change> {
         1 => Just(Change::Drain),
         1 => prop_oneof![Just(Family::Ipv4Unicast), Just(Family::Ipv6Unicast)].prop_map(Change::Refresh),
         1 => Just(Change::Resync),
+        1 => Just(Change::WithdrawAll),
     ]
 }
 
@@ -309,6 +312,10 @@ proptest! {
                         rib.session_established(&negotiated(extended));
                     }
                     Change::Resync => {}
+                    Change::WithdrawAll => {
+                        rib.withdraw_all();
+                        expected.clear();
+                    }
                 }
             }
             if view.is_empty() && !rib.has_pending() {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::family::{Ipv4Key, Ipv6Key, RouteKey};
+use super::family::{Ipv4Key, Ipv6Key, RouteKey, sort_ascending};
 use super::{NO_ATTRIBUTES, RibError, release_if_large, slot_index};
 use crate::codec::attributes::{NextHopPlacement, encode_attributes};
 use crate::codec::update::{UPDATE_FIXED_LEN, mp_reach_overhead};
@@ -38,6 +38,7 @@ pub(super) struct AttributeSlot {
 
 impl AttributeSlot {
     /// The attribute block for `family`, if the set has its next hop.
+    #[inline]
     pub(super) fn encoded(&self, family: Family) -> Option<&Bytes> {
         self.encoded[slot_index(family)].as_ref()
     }
@@ -98,6 +99,7 @@ impl AttributeSets {
     }
 
     /// Interns an attribute set (validating it once) and returns its slot index.
+    #[inline]
     pub(super) fn intern(
         &mut self,
         attributes: &Arc<PathAttributes>,
@@ -159,6 +161,7 @@ impl AttributeSets {
         Ok(id)
     }
 
+    #[inline]
     pub(super) fn reference(&mut self, id: u32) {
         if let Some(slot) = self.slots.get_mut(id as usize) {
             slot.references += 1;
@@ -188,6 +191,7 @@ impl AttributeSets {
 
     /// A route left attribute set `id`; if it may still be listed there, the list needs
     /// validation when drained.
+    #[inline]
     pub(super) fn leave(&mut self, id: u32, was_queued: bool) {
         if id == NO_ATTRIBUTES {
             return;
@@ -199,6 +203,7 @@ impl AttributeSets {
     }
 
     /// Lists `key` as a pending announcement of set `id`.
+    #[inline]
     pub(super) fn queue<K: RouteKey>(&mut self, id: u32, key: K) {
         if let Some(slot) = self.slots.get_mut(id as usize) {
             K::pending(slot).push_back(key);
@@ -214,16 +219,19 @@ impl AttributeSets {
         for slot in &mut self.slots {
             let pending = K::pending(slot);
             if pending.len() > 1 {
-                pending.make_contiguous().sort_unstable();
+                sort_ascending(pending.make_contiguous());
             }
         }
     }
 
-    /// Before every route of a family is listed again: keys already listed would be listed
-    /// twice, so non-empty lists need validation.
-    pub(super) fn expect_duplicates(&mut self) {
+    /// Before every route of family `K` is listed again: keys of `K` already listed would be
+    /// listed twice, so slots with a non-empty `K` list need validation. (The other family's
+    /// list cannot hold duplicates of these keys, so it alone does not make a slot validate:
+    /// a validated drain looks every route up, in list order, and sorted lists turn those
+    /// look-ups into random memory accesses.)
+    pub(super) fn expect_duplicates<K: RouteKey>(&mut self) {
         for slot in &mut self.slots {
-            if !slot.is_drained() {
+            if !K::pending(slot).is_empty() {
                 slot.needs_validation = true;
             }
         }

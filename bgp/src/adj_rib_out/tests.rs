@@ -595,3 +595,42 @@ proptest::proptest! {
         proptest::prop_assert_eq!(all, expected.keys().copied().collect::<Vec<_>>());
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// The radix sort of the full-table sends orders keys as `Ord` does (both families, short
+    /// lists that fall back to a comparison sort and long ones, shared and differing octets).
+    #[test]
+    fn radix_sort_orders_keys_as_ord(
+        ipv4 in proptest::collection::vec((proptest::prelude::any::<u32>(), 0u8..=32), 0..3000),
+        ipv6 in proptest::collection::vec((proptest::prelude::any::<u64>(), 0u8..=128), 0..3000),
+        shared_high in proptest::prelude::any::<bool>(),
+    ) {
+        use super::family::{Ipv4Key, Ipv6Key, sort_ascending};
+        let mut ipv4: Vec<Ipv4Key> = ipv4
+            .into_iter()
+            .filter_map(|(address, length)| {
+                let address = if shared_high { address & 0x00ff_ffff | 0x0a00_0000 } else { address };
+                ipnet::Ipv4Net::new(Ipv4Addr::from(address), length).ok()
+            })
+            .map(|net| Ipv4Key::from(&net.trunc()))
+            .collect();
+        let mut expected = ipv4.clone();
+        expected.sort_unstable();
+        sort_ascending(&mut ipv4);
+        proptest::prop_assert_eq!(ipv4, expected);
+        let mut ipv6: Vec<Ipv6Key> = ipv6
+            .into_iter()
+            .filter_map(|(bits, length)| {
+                let address = (0x2001_0db8_u128 << 96) | (u128::from(bits) << 16);
+                ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(address), length).ok()
+            })
+            .map(|net| Ipv6Key::from(&net))
+            .collect();
+        let mut expected = ipv6.clone();
+        expected.sort_unstable();
+        sort_ascending(&mut ipv6);
+        proptest::prop_assert_eq!(ipv6, expected);
+    }
+}
