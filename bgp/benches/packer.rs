@@ -1,6 +1,8 @@
 //! Criterion benchmarks of the Adj-RIB-Out packer against a "blaster" baseline (copying the
 //! same pre-encoded UPDATE bytes), for the workload: 1,000,000 IPv4 /24 and 200,000
-//! IPv6 /48 routes sharing one attribute set; and withdrawing them all.
+//! IPv6 /48 routes sharing one attribute set; and withdrawing them all. Also the full-table
+//! sends: the table loaded first and the session brought up (session-up and graceful-restart
+//! re-sync), and a route refresh of both families.
 //!
 //! Run: `cargo bench -p topologyd-bgp --bench packer`.
 
@@ -12,7 +14,9 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use topologyd_bgp::codec::{Family, Ipv6NextHop, PathAttributes};
-use topologyd_bgp::{AdjRibOut, Negotiated};
+use topologyd_bgp::{
+    AdjRibOut, DecodeContext, Frame, Message, Negotiated, decode_message, next_frame,
+};
 
 const IPV4_ROUTES: u32 = 1_000_000;
 const IPV6_ROUTES: u32 = 200_000;
@@ -83,6 +87,53 @@ fn announce_and_pack(
     (rib, total)
 }
 
+/// The table loaded while no session is up (as a daemon starts), not yet sent.
+fn loaded(prefixes: &[IpNet], shared: &Arc<PathAttributes>) -> AdjRibOut {
+    let mut rib = AdjRibOut::new();
+    rib.reserve(IPV4_ROUTES as usize, IPV6_ROUTES as usize);
+    for prefix in prefixes {
+        let _ = rib.announce(*prefix, shared);
+    }
+    rib
+}
+
+fn drain_all(rib: &mut AdjRibOut) -> usize {
+    let mut total = 0;
+    while let Some(bytes) = rib.next_update(BUDGET) {
+        total += bytes.len();
+        black_box(&bytes);
+    }
+    total
+}
+
+/// Share of adjacent announced prefixes (per family) that go out in ascending order.
+fn ascending_share(chunks: &[bytes::Bytes]) -> f64 {
+    let context = DecodeContext {
+        max_message_len: u16::MAX,
+        ..DecodeContext::default()
+    };
+    let (mut ascending, mut pairs) = (0usize, 0usize);
+    let mut last: [Option<IpNet>; 2] = [None, None];
+    for chunk in chunks {
+        let mut rest = chunk.clone();
+        while let Ok(Frame::Complete { length }) = next_frame(&rest, u16::MAX) {
+            let message = rest.split_to(length);
+            let Ok(Message::Update(update)) = decode_message(&message, &context) else {
+                continue;
+            };
+            for prefix in update.announced {
+                let family = usize::from(matches!(prefix, IpNet::V6(_)));
+                if let Some(previous) = last[family] {
+                    pairs += 1;
+                    ascending += usize::from(previous < prefix);
+                }
+                last[family] = Some(prefix);
+            }
+        }
+    }
+    ascending as f64 / pairs.max(1) as f64
+}
+
 fn bench(criterion: &mut Criterion) {
     let prefixes = prefixes();
     let shared = attributes();
@@ -100,6 +151,17 @@ fn bench(criterion: &mut Criterion) {
         prefixes.len(),
         wire_bytes,
         rib.memory_estimate() / prefixes.len()
+    );
+    let mut session_up = loaded(&prefixes, &shared);
+    session_up.session_established(&negotiated(false));
+    let mut session_up_chunks = Vec::new();
+    while let Some(bytes) = session_up.next_update(BUDGET) {
+        session_up_chunks.push(bytes);
+    }
+    eprintln!(
+        "adjacent prefixes in ascending order: session up {:.1} %, route refresh {:.1} %",
+        100.0 * ascending_share(&session_up_chunks),
+        100.0 * ascending_share(&chunks)
     );
 
     let mut group = criterion.benchmark_group("adj_rib_out_1m_ipv4_200k_ipv6");
@@ -119,6 +181,27 @@ fn bench(criterion: &mut Criterion) {
     });
     group.bench_function("announce_and_pack_65535", |bencher| {
         bencher.iter(|| black_box(announce_and_pack(&prefixes, &shared, true).1));
+    });
+    group.bench_function("session_up_full_table_4096", |bencher| {
+        bencher.iter_batched(
+            || loaded(&prefixes, &shared),
+            |mut rib| {
+                rib.session_established(&negotiated(false));
+                black_box(drain_all(&mut rib))
+            },
+            criterion::BatchSize::PerIteration,
+        );
+    });
+    group.bench_function("route_refresh_full_table_4096", |bencher| {
+        bencher.iter_batched(
+            || announce_and_pack(&prefixes, &shared, false).0,
+            |mut rib| {
+                rib.route_refresh(Family::Ipv4Unicast);
+                rib.route_refresh(Family::Ipv6Unicast);
+                black_box(drain_all(&mut rib))
+            },
+            criterion::BatchSize::PerIteration,
+        );
     });
     group.bench_function("withdraw_all_and_pack_4096", |bencher| {
         bencher.iter_batched(

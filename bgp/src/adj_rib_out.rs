@@ -20,32 +20,34 @@
 //! - pending announcements are lists of keys per attribute set (lazy: an entry that changed
 //!   again since it was queued is skipped when its list is drained), so a burst of changes to
 //!   one prefix costs one list slot each and a single UPDATE entry at most;
+//! - order: pending lists drain first in, first out (deltas go out in the order the caller made
+//!   them); a full-table send (session up, re-sync, route refresh) and a withdraw-all go out in
+//!   ascending prefix order per family and attribute set, because receivers ingest ordered
+//!   prefixes much faster than hash order;
 //! - prefixes are written straight into the output `BytesMut` (see `codec::nlri`).
+//!
+//! Layout: this file holds the public API and the send order; `family` the per-family route
+//! tables and UPDATE framing, generic over the address family (one implementation of the
+//! bookkeeping for IPv4 and IPv6); `attribute_sets` the interned attribute sets and their queue.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasherDefault;
+mod attribute_sets;
+mod family;
+
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ipnet::IpNet;
 use thiserror::Error;
 
-use crate::codec::attributes::{NextHopPlacement, encode_attributes};
-use crate::codec::nlri::{
-    ipv4_prefix_wire_len, ipv6_prefix_wire_len, put_ipv4_prefix, put_ipv6_prefix,
-};
-use crate::codec::update::{
-    UPDATE_FIXED_LEN, begin_message, begin_mp_reach_ipv6, begin_mp_unreach_ipv6, finish_message,
-    mp_reach_overhead, patch_u16, put_end_of_rib,
-};
+use self::attribute_sets::{AttributeSets, encode_blocks};
+use self::family::{Entry, FamilyTables, Ipv4Key, Ipv6Key, Previous, RouteKey};
+use crate::codec::update::put_end_of_rib;
 use crate::codec::{
-    EncodeContext, EncodeError, Family, MAX_MESSAGE_LEN, Message, PathAttributes, RouteRefresh,
-    RouteRefreshSubtype, encode_message,
+    EncodeContext, EncodeError, Family, Message, PathAttributes, RouteRefresh, RouteRefreshSubtype,
+    encode_message,
 };
-use crate::fast_hash::FastHasher;
 use crate::session::Negotiated;
-
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// Attribute-set index meaning "withdrawn".
 const NO_ATTRIBUTES: u32 = u32::MAX;
@@ -63,31 +65,6 @@ pub enum RibError {
     /// The attribute set cannot be encoded or is too large for a 4096-octet UPDATE.
     #[error("attribute set cannot be encoded: {0}")]
     Encode(#[from] EncodeError),
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    attributes: u32,
-    flags: u8,
-}
-
-#[derive(Debug)]
-struct AttributeSlot {
-    attributes: Arc<PathAttributes>,
-    references: u32,
-    /// Encoded attribute block for IPv4 (with NEXT_HOP) and for IPv6 (without), for the
-    /// AS-number width in `encoded_four_octet`.
-    encoded_ipv4: Option<Bytes>,
-    encoded_ipv6: Option<Bytes>,
-    encoded_four_octet: bool,
-    pending_ipv4: Vec<u64>,
-    pending_ipv6: Vec<(u128, u8)>,
-    queued: bool,
-    /// Some key in the pending lists may be stale (its route moved to another set or was
-    /// withdrawn) or duplicated. While false, every listed key is known to be current and
-    /// unique, so the packer writes it without looking the route up — one random memory access
-    /// per route saved on the initial sync, which is most of the packer's cost.
-    needs_validation: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,14 +92,6 @@ const fn slot_index(family: Family) -> usize {
     }
 }
 
-fn ipv4_key(prefix: &ipnet::Ipv4Net) -> u64 {
-    (u64::from(u32::from(prefix.network())) << 8) | u64::from(prefix.prefix_len())
-}
-
-fn ipv6_key(prefix: &ipnet::Ipv6Net) -> (u128, u8) {
-    (u128::from(prefix.network()), prefix.prefix_len())
-}
-
 /// Counters for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RibCounters {
@@ -139,15 +108,8 @@ pub struct RibCounters {
 /// Adj-RIB-Out of one peer.
 #[derive(Debug, Default)]
 pub struct AdjRibOut {
-    ipv4: FastMap<u64, Entry>,
-    ipv6: FastMap<(u128, u8), Entry>,
-    slots: Vec<AttributeSlot>,
-    free_slots: Vec<u32>,
-    interner: HashMap<Arc<PathAttributes>, u32>,
-    last_interned: Option<(Arc<PathAttributes>, u32)>,
-    withdraw_ipv4: Vec<u64>,
-    withdraw_ipv6: Vec<(u128, u8)>,
-    queue: VecDeque<u32>,
+    tables: FamilyTables,
+    sets: AttributeSets,
     sending: Option<Sending>,
     counters: RibCounters,
 }
@@ -162,14 +124,14 @@ impl AdjRibOut {
     /// Reserves room for `ipv4` more IPv4 and `ipv6` more IPv6 routes (avoids rehashing while
     /// a large table is loaded).
     pub fn reserve(&mut self, ipv4: usize, ipv6: usize) {
-        self.ipv4.reserve(ipv4);
-        self.ipv6.reserve(ipv6);
+        self.tables.ipv4.routes.reserve(ipv4);
+        self.tables.ipv6.routes.reserve(ipv6);
     }
 
     /// Number of routes (announced or pending announcement).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.slots.iter().map(|slot| slot.references as usize).sum()
+        self.sets.routes()
     }
 
     /// Whether there are no routes.
@@ -187,22 +149,12 @@ impl AdjRibOut {
     /// Approximate heap use in octets (maps, pending lists, attribute sets).
     #[must_use]
     pub fn memory_estimate(&self) -> usize {
-        let entry = std::mem::size_of::<Entry>();
-        let ipv4 = self.ipv4.capacity() * (std::mem::size_of::<u64>() + entry + 1);
-        let ipv6 = self.ipv6.capacity() * (std::mem::size_of::<(u128, u8)>() + entry + 1);
-        let lists: usize = self
-            .slots
-            .iter()
-            .map(|slot| {
-                slot.pending_ipv4.capacity() * 8
-                    + slot.pending_ipv6.capacity() * 32
-                    + slot.encoded_ipv4.as_ref().map_or(0, Bytes::len)
-                    + slot.encoded_ipv6.as_ref().map_or(0, Bytes::len)
-                    + std::mem::size_of::<AttributeSlot>()
-                    + std::mem::size_of::<PathAttributes>()
-            })
-            .sum();
-        ipv4 + ipv6 + lists + self.withdraw_ipv4.capacity() * 8 + self.withdraw_ipv6.capacity() * 32
+        fn table<K>(table: &family::FamilyTable<K>) -> usize {
+            let key = std::mem::size_of::<K>();
+            table.routes.capacity() * (key + std::mem::size_of::<Entry>() + 1)
+                + table.withdrawals.capacity() * key
+        }
+        table(&self.tables.ipv4) + table(&self.tables.ipv6) + self.sets.memory_estimate()
     }
 
     /// Whether anything (routes, End-of-RIB, BoRR/EoRR) is waiting to be sent.
@@ -211,9 +163,9 @@ impl AdjRibOut {
         let Some(sending) = &self.sending else {
             return false;
         };
-        !self.withdraw_ipv4.is_empty()
-            || !self.withdraw_ipv6.is_empty()
-            || !self.queue.is_empty()
+        !self.tables.ipv4.withdrawals.is_empty()
+            || !self.tables.ipv6.withdrawals.is_empty()
+            || self.sets.has_queued()
             || sending.end_of_rib_pending.iter().any(|pending| *pending)
             || sending
                 .refresh
@@ -225,120 +177,6 @@ impl AdjRibOut {
         self.sending
             .as_ref()
             .is_some_and(|sending| sending.families[slot_index(family)])
-    }
-
-    /// Interns an attribute set (validating it once) and returns its slot index.
-    fn intern(
-        &mut self,
-        attributes: &Arc<PathAttributes>,
-        family: Family,
-    ) -> Result<u32, RibError> {
-        let id = match &self.last_interned {
-            Some((last, id)) if Arc::ptr_eq(last, attributes) => *id,
-            _ => {
-                let id = match self.interner.get(attributes) {
-                    Some(id) => *id,
-                    None => self.new_slot(attributes)?,
-                };
-                self.last_interned = Some((Arc::clone(attributes), id));
-                id
-            }
-        };
-        let slot = self
-            .slots
-            .get(id as usize)
-            .ok_or(RibError::Encode(EncodeError::Invalid(
-                "attribute slot lost",
-            )))?;
-        let has_next_hop = match family {
-            Family::Ipv4Unicast => slot.encoded_ipv4.is_some(),
-            Family::Ipv6Unicast => slot.encoded_ipv6.is_some(),
-        };
-        if has_next_hop {
-            Ok(id)
-        } else {
-            Err(RibError::MissingNextHop(family))
-        }
-    }
-
-    fn new_slot(&mut self, attributes: &Arc<PathAttributes>) -> Result<u32, RibError> {
-        let four_octet_as = self
-            .sending
-            .as_ref()
-            .is_none_or(|sending| sending.four_octet_as);
-        let (ipv4, ipv6) = encode_blocks(attributes, four_octet_as)?;
-        let slot = AttributeSlot {
-            attributes: Arc::clone(attributes),
-            references: 0,
-            encoded_ipv4: ipv4,
-            encoded_ipv6: ipv6,
-            encoded_four_octet: four_octet_as,
-            pending_ipv4: Vec::new(),
-            pending_ipv6: Vec::new(),
-            queued: false,
-            needs_validation: false,
-        };
-        let id = match self.free_slots.pop() {
-            Some(id) => {
-                if let Some(place) = self.slots.get_mut(id as usize) {
-                    *place = slot;
-                }
-                id
-            }
-            None => {
-                self.slots.push(slot);
-                u32::try_from(self.slots.len() - 1).unwrap_or(NO_ATTRIBUTES - 1)
-            }
-        };
-        self.interner.insert(Arc::clone(attributes), id);
-        Ok(id)
-    }
-
-    fn reference(&mut self, id: u32) {
-        if let Some(slot) = self.slots.get_mut(id as usize) {
-            slot.references += 1;
-        }
-    }
-
-    fn release(&mut self, id: u32) {
-        let Some(slot) = self.slots.get_mut(id as usize) else {
-            return;
-        };
-        slot.references = slot.references.saturating_sub(1);
-        if slot.references == 0 {
-            self.interner.remove(&slot.attributes);
-            slot.pending_ipv4 = Vec::new();
-            slot.pending_ipv6 = Vec::new();
-            slot.needs_validation = false;
-            if self
-                .last_interned
-                .as_ref()
-                .is_some_and(|(_, last)| *last == id)
-            {
-                self.last_interned = None;
-            }
-            self.free_slots.push(id);
-        }
-    }
-
-    fn queue_ipv4(&mut self, id: u32, key: u64) {
-        if let Some(slot) = self.slots.get_mut(id as usize) {
-            slot.pending_ipv4.push(key);
-            if !slot.queued {
-                slot.queued = true;
-                self.queue.push_back(id);
-            }
-        }
-    }
-
-    fn queue_ipv6(&mut self, id: u32, key: (u128, u8)) {
-        if let Some(slot) = self.slots.get_mut(id as usize) {
-            slot.pending_ipv6.push(key);
-            if !slot.queued {
-                slot.queued = true;
-                self.queue.push_back(id);
-            }
-        }
     }
 
     /// Announces `prefix` with `attributes` (replacing any previous announcement). Pass the
@@ -353,136 +191,56 @@ impl AdjRibOut {
         prefix: IpNet,
         attributes: &Arc<PathAttributes>,
     ) -> Result<(), RibError> {
-        let family = Family::of(&prefix);
-        let id = self.intern(attributes, family)?;
-        let active = self.family_active(family);
-        let previous = match prefix {
-            IpNet::V4(net) => {
-                let key = ipv4_key(&net);
-                let entry = self.ipv4.entry(key).or_insert(Entry {
-                    attributes: NO_ATTRIBUTES,
-                    flags: 0,
-                });
-                if entry.attributes == id {
-                    return Ok(());
-                }
-                let previous = (entry.attributes, entry.flags & QUEUED != 0);
-                entry.attributes = id;
-                entry.flags = if active { QUEUED } else { 0 };
-                if active {
-                    self.queue_ipv4(id, key);
-                }
-                previous
-            }
-            IpNet::V6(net) => {
-                let key = ipv6_key(&net);
-                let entry = self.ipv6.entry(key).or_insert(Entry {
-                    attributes: NO_ATTRIBUTES,
-                    flags: 0,
-                });
-                if entry.attributes == id {
-                    return Ok(());
-                }
-                let previous = (entry.attributes, entry.flags & QUEUED != 0);
-                entry.attributes = id;
-                entry.flags = if active { QUEUED } else { 0 };
-                if active {
-                    self.queue_ipv6(id, key);
-                }
-                previous
-            }
-        };
-        self.reference(id);
-        self.leave(previous.0, previous.1);
+        match prefix {
+            IpNet::V4(net) => self.announce_key(Ipv4Key::from(&net), attributes),
+            IpNet::V6(net) => self.announce_key(Ipv6Key::from(&net), attributes),
+        }
+    }
+
+    fn announce_key<K: RouteKey>(
+        &mut self,
+        key: K,
+        attributes: &Arc<PathAttributes>,
+    ) -> Result<(), RibError> {
+        let four_octet_as = self
+            .sending
+            .as_ref()
+            .is_none_or(|sending| sending.four_octet_as);
+        let id = self.sets.intern(attributes, K::FAMILY, four_octet_as)?;
+        let active = self.family_active(K::FAMILY);
+        if let Some(previous) = K::table(&mut self.tables).announce(key, id, active, &mut self.sets)
+        {
+            self.sets.reference(id);
+            self.leave(previous);
+        }
         Ok(())
     }
 
     /// Withdraws `prefix` (no-op when absent).
     pub fn withdraw(&mut self, prefix: IpNet) {
-        let active = self.family_active(Family::of(&prefix));
-        let released = match prefix {
-            IpNet::V4(net) => {
-                let key = ipv4_key(&net);
-                let Some(entry) = self.ipv4.get_mut(&key) else {
-                    return;
-                };
-                let previous = (entry.attributes, entry.flags & QUEUED != 0);
-                if previous.0 == NO_ATTRIBUTES {
-                    return;
-                }
-                if active {
-                    // Whether the announcement already went out is not tracked (the fast
-                    // drain does not touch the map), so a withdrawal is always sent; for a
-                    // prefix the peer never saw it is a no-op (RFC 4271 §9.1.3 / §4.3).
-                    entry.attributes = NO_ATTRIBUTES;
-                    entry.flags = QUEUED;
-                    self.withdraw_ipv4.push(key);
-                } else {
-                    self.ipv4.remove(&key);
-                }
-                previous
-            }
-            IpNet::V6(net) => {
-                let key = ipv6_key(&net);
-                let Some(entry) = self.ipv6.get_mut(&key) else {
-                    return;
-                };
-                let previous = (entry.attributes, entry.flags & QUEUED != 0);
-                if previous.0 == NO_ATTRIBUTES {
-                    return;
-                }
-                if active {
-                    entry.attributes = NO_ATTRIBUTES;
-                    entry.flags = QUEUED;
-                    self.withdraw_ipv6.push(key);
-                } else {
-                    self.ipv6.remove(&key);
-                }
-                previous
-            }
-        };
-        self.leave(released.0, released.1);
+        match prefix {
+            IpNet::V4(net) => self.withdraw_key(Ipv4Key::from(&net)),
+            IpNet::V6(net) => self.withdraw_key(Ipv6Key::from(&net)),
+        }
     }
 
-    /// A route left attribute set `id`; if it may still be listed there, the list needs
-    /// validation when drained.
-    fn leave(&mut self, id: u32, was_queued: bool) {
-        if id == NO_ATTRIBUTES {
-            return;
+    fn withdraw_key<K: RouteKey>(&mut self, key: K) {
+        let active = self.family_active(K::FAMILY);
+        if let Some(previous) = K::table(&mut self.tables).withdraw(key, active) {
+            self.leave(previous);
         }
-        if was_queued && let Some(slot) = self.slots.get_mut(id as usize) {
-            slot.needs_validation = true;
-        }
-        self.release(id);
     }
 
-    /// Withdraws every route.
+    fn leave(&mut self, (id, was_queued): Previous) {
+        self.sets.leave(id, was_queued);
+    }
+
+    /// Withdraws every route; the withdrawals go out in ascending prefix order per family.
     pub fn withdraw_all(&mut self) {
-        let ipv4: Vec<u64> = self
-            .ipv4
-            .iter()
-            .filter(|(_, entry)| entry.attributes != NO_ATTRIBUTES)
-            .map(|(key, _)| *key)
-            .collect();
-        for key in ipv4 {
-            if let Ok(net) = ipnet::Ipv4Net::new(
-                std::net::Ipv4Addr::from((key >> 8) as u32),
-                (key & 0xff) as u8,
-            ) {
-                self.withdraw(IpNet::V4(net));
-            }
-        }
-        let ipv6: Vec<(u128, u8)> = self
-            .ipv6
-            .iter()
-            .filter(|(_, entry)| entry.attributes != NO_ATTRIBUTES)
-            .map(|(key, _)| *key)
-            .collect();
-        for (address, length) in ipv6 {
-            if let Ok(net) = ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(address), length) {
-                self.withdraw(IpNet::V6(net));
-            }
-        }
+        let active = self.family_active(Family::Ipv4Unicast);
+        self.tables.ipv4.withdraw_all(active, &mut self.sets);
+        let active = self.family_active(Family::Ipv6Unicast);
+        self.tables.ipv6.withdraw_all(active, &mut self.sets);
     }
 
     /// The session reached Established: everything is (re)sent for the negotiated families,
@@ -501,21 +259,7 @@ impl AdjRibOut {
             enhanced_route_refresh: negotiated.enhanced_route_refresh,
             refresh: [Refresh::Idle; 2],
         });
-        for slot in &mut self.slots {
-            if slot.encoded_four_octet != negotiated.four_octet_as && slot.references > 0 {
-                match encode_blocks(&slot.attributes, negotiated.four_octet_as) {
-                    Ok((ipv4, ipv6)) => {
-                        slot.encoded_ipv4 = ipv4;
-                        slot.encoded_ipv6 = ipv6;
-                    }
-                    Err(_) => {
-                        slot.encoded_ipv4 = None;
-                        slot.encoded_ipv6 = None;
-                    }
-                }
-                slot.encoded_four_octet = negotiated.four_octet_as;
-            }
-        }
+        self.sets.encode_for(negotiated.four_octet_as);
         self.reset_pending();
         for family in Family::ALL {
             if families[slot_index(family)] {
@@ -527,73 +271,22 @@ impl AdjRibOut {
     /// The session went down: nothing is advertised any more; routes stay for the next session.
     pub fn session_down(&mut self) {
         self.sending = None;
-        self.reset_pending();
-        self.ipv4
-            .retain(|_, entry| entry.attributes != NO_ATTRIBUTES);
-        self.ipv6
-            .retain(|_, entry| entry.attributes != NO_ATTRIBUTES);
-        for entry in self.ipv4.values_mut().chain(self.ipv6.values_mut()) {
-            entry.flags = 0;
-        }
+        self.sets.clear_pending();
+        self.tables.ipv4.forget_sent_state();
+        self.tables.ipv6.forget_sent_state();
     }
 
     fn reset_pending(&mut self) {
-        for slot in &mut self.slots {
-            slot.pending_ipv4.clear();
-            slot.pending_ipv6.clear();
-            slot.queued = false;
-            slot.needs_validation = false;
-        }
-        self.queue.clear();
-        self.withdraw_ipv4.clear();
-        self.withdraw_ipv6.clear();
+        self.sets.clear_pending();
+        self.tables.ipv4.clear_withdrawals();
+        self.tables.ipv6.clear_withdrawals();
     }
 
     /// Marks every route of `family` for sending and queues it.
     fn requeue_family(&mut self, family: Family) {
-        // Keys already listed would be listed twice.
-        for slot in &mut self.slots {
-            if !slot.pending_ipv4.is_empty() || !slot.pending_ipv6.is_empty() {
-                slot.needs_validation = true;
-            }
-        }
         match family {
-            Family::Ipv4Unicast => {
-                for (key, entry) in &mut self.ipv4 {
-                    if entry.attributes == NO_ATTRIBUTES {
-                        if entry.flags & QUEUED != 0 {
-                            self.withdraw_ipv4.push(*key);
-                        }
-                        continue;
-                    }
-                    entry.flags = QUEUED;
-                    if let Some(slot) = self.slots.get_mut(entry.attributes as usize) {
-                        slot.pending_ipv4.push(*key);
-                        if !slot.queued {
-                            slot.queued = true;
-                            self.queue.push_back(entry.attributes);
-                        }
-                    }
-                }
-            }
-            Family::Ipv6Unicast => {
-                for (key, entry) in &mut self.ipv6 {
-                    if entry.attributes == NO_ATTRIBUTES {
-                        if entry.flags & QUEUED != 0 {
-                            self.withdraw_ipv6.push(*key);
-                        }
-                        continue;
-                    }
-                    entry.flags = QUEUED;
-                    if let Some(slot) = self.slots.get_mut(entry.attributes as usize) {
-                        slot.pending_ipv6.push(*key);
-                        if !slot.queued {
-                            slot.queued = true;
-                            self.queue.push_back(entry.attributes);
-                        }
-                    }
-                }
-            }
+            Family::Ipv4Unicast => self.tables.ipv4.requeue(&mut self.sets),
+            Family::Ipv6Unicast => self.tables.ipv6.requeue(&mut self.sets),
         }
     }
 
@@ -644,35 +337,27 @@ impl AdjRibOut {
                 return true;
             }
         }
-        if !self.withdraw_ipv4.is_empty() {
-            self.pack_ipv4_withdrawals(sending, out);
+        let max_message_len = sending.max_message_len;
+        if !self.tables.ipv4.withdrawals.is_empty() {
+            (self.tables.ipv4).pack_withdrawals(max_message_len, out, &mut self.counters);
             if out.len() > start {
                 return true;
             }
         }
-        if !self.withdraw_ipv6.is_empty() {
-            self.pack_ipv6_withdrawals(sending, out);
+        if !self.tables.ipv6.withdrawals.is_empty() {
+            (self.tables.ipv6).pack_withdrawals(max_message_len, out, &mut self.counters);
             if out.len() > start {
                 return true;
             }
         }
-        while let Some(&id) = self.queue.front() {
-            let written = self.pack_announcements(id, sending, out);
-            let drained = self
-                .slots
-                .get(id as usize)
-                .is_none_or(|slot| slot.pending_ipv4.is_empty() && slot.pending_ipv6.is_empty());
-            if drained {
-                self.queue.pop_front();
-                if let Some(slot) = self.slots.get_mut(id as usize) {
-                    slot.queued = false;
-                }
-            }
+        while self.sets.has_queued() {
+            let written = self.pack_announcements(max_message_len, out);
+            self.sets.dequeue_if_drained();
             if written {
                 return true;
             }
         }
-        if !self.withdraw_ipv4.is_empty() || !self.withdraw_ipv6.is_empty() {
+        if !self.tables.ipv4.withdrawals.is_empty() || !self.tables.ipv6.withdrawals.is_empty() {
             return false;
         }
         for family in Family::ALL {
@@ -699,214 +384,25 @@ impl AdjRibOut {
         false
     }
 
+    /// Packs one UPDATE of pending announcements of the first queued slot (IPv4 first, then
+    /// IPv6); false when nothing was written.
+    fn pack_announcements(&mut self, max_message_len: usize, out: &mut BytesMut) -> bool {
+        let Some((id, slot)) = self.sets.front() else {
+            return false;
+        };
+        let counters = &mut self.counters;
+        (self.tables.ipv4).pack_announcements(id, slot, max_message_len, out, counters)
+            || (self.tables.ipv6).pack_announcements(id, slot, max_message_len, out, counters)
+    }
+
     fn put_refresh(&mut self, family: Family, subtype: RouteRefreshSubtype, out: &mut BytesMut) {
         let message = Message::RouteRefresh(RouteRefresh::new(family, subtype));
         if let Ok(bytes) = encode_message(&message, &EncodeContext::default()) {
             out.put_slice(&bytes);
         }
     }
-
-    fn pack_ipv4_withdrawals(&mut self, sending: &Sending, out: &mut BytesMut) {
-        let start = begin_message(out);
-        let limit = start + sending.max_message_len - 2;
-        let length_position = out.len();
-        out.put_u16(0);
-        let mut count = 0u64;
-        while let Some(key) = self.withdraw_ipv4.pop() {
-            let Some(entry) = self.ipv4.get(&key) else {
-                continue;
-            };
-            if entry.attributes != NO_ATTRIBUTES || entry.flags & QUEUED == 0 {
-                continue;
-            }
-            let length = (key & 0xff) as u8;
-            if out.len() + ipv4_prefix_wire_len(length) > limit {
-                self.withdraw_ipv4.push(key);
-                break;
-            }
-            put_ipv4_prefix(out, (key >> 8) as u32, length);
-            self.ipv4.remove(&key);
-            count += 1;
-        }
-        if self.withdraw_ipv4.is_empty() {
-            release_if_large(&mut self.withdraw_ipv4);
-        }
-        if count == 0 {
-            out.truncate(start);
-            return;
-        }
-        let withdrawn_len = out.len() - length_position - 2;
-        patch_u16(out, length_position, withdrawn_len);
-        out.put_u16(0);
-        finish_message(out, start);
-        self.counters.updates += 1;
-        self.counters.withdrawn += count;
-    }
-
-    fn pack_ipv6_withdrawals(&mut self, sending: &Sending, out: &mut BytesMut) {
-        let start = begin_message(out);
-        let limit = start + sending.max_message_len;
-        out.put_u16(0);
-        let attributes_position = out.len();
-        out.put_u16(0);
-        let mp_position = begin_mp_unreach_ipv6(out);
-        let mut count = 0u64;
-        while let Some(key) = self.withdraw_ipv6.pop() {
-            let Some(entry) = self.ipv6.get(&key) else {
-                continue;
-            };
-            if entry.attributes != NO_ATTRIBUTES || entry.flags & QUEUED == 0 {
-                continue;
-            }
-            if out.len() + ipv6_prefix_wire_len(key.1) > limit {
-                self.withdraw_ipv6.push(key);
-                break;
-            }
-            put_ipv6_prefix(out, key.0, key.1);
-            self.ipv6.remove(&key);
-            count += 1;
-        }
-        if self.withdraw_ipv6.is_empty() {
-            release_if_large(&mut self.withdraw_ipv6);
-        }
-        if count == 0 {
-            out.truncate(start);
-            return;
-        }
-        let mp_len = out.len() - mp_position - 2;
-        patch_u16(out, mp_position, mp_len);
-        let attributes_len = out.len() - attributes_position - 2;
-        patch_u16(out, attributes_position, attributes_len);
-        finish_message(out, start);
-        self.counters.updates += 1;
-        self.counters.withdrawn += count;
-    }
-
-    /// Packs one UPDATE of pending announcements of slot `id` (IPv4 first, then IPv6).
-    fn pack_announcements(&mut self, id: u32, sending: &Sending, out: &mut BytesMut) -> bool {
-        let Some(slot) = self.slots.get_mut(id as usize) else {
-            return false;
-        };
-        if !slot.pending_ipv4.is_empty() {
-            let Some(block) = slot.encoded_ipv4.clone() else {
-                self.counters.unencodable += slot.pending_ipv4.len() as u64;
-                slot.pending_ipv4.clear();
-                return false;
-            };
-            if UPDATE_FIXED_LEN + block.len() + 5 > sending.max_message_len {
-                self.counters.unencodable += slot.pending_ipv4.len() as u64;
-                slot.pending_ipv4.clear();
-                return false;
-            }
-            let start = begin_message(out);
-            let limit = start + sending.max_message_len;
-            out.put_u16(0);
-            out.put_u16(u16::try_from(block.len()).unwrap_or(0));
-            out.put_slice(&block);
-            let mut count = 0u64;
-            let validate = slot.needs_validation;
-            while let Some(key) = slot.pending_ipv4.pop() {
-                if validate {
-                    let Some(entry) = self.ipv4.get_mut(&key) else {
-                        continue;
-                    };
-                    if entry.attributes != id || entry.flags & QUEUED == 0 {
-                        continue;
-                    }
-                    entry.flags = 0;
-                }
-                let length = (key & 0xff) as u8;
-                if out.len() + ipv4_prefix_wire_len(length) > limit {
-                    slot.pending_ipv4.push(key);
-                    if validate && let Some(entry) = self.ipv4.get_mut(&key) {
-                        entry.flags = QUEUED;
-                    }
-                    break;
-                }
-                put_ipv4_prefix(out, (key >> 8) as u32, length);
-                count += 1;
-            }
-            if slot.pending_ipv4.is_empty() && slot.pending_ipv6.is_empty() {
-                slot.needs_validation = false;
-                release_if_large(&mut slot.pending_ipv4);
-                release_if_large(&mut slot.pending_ipv6);
-            }
-            if count == 0 {
-                out.truncate(start);
-            } else {
-                finish_message(out, start);
-                self.counters.updates += 1;
-                self.counters.announced += count;
-                return true;
-            }
-        }
-        if !slot.pending_ipv6.is_empty() {
-            let next_hop = slot.attributes.ipv6_next_hop;
-            let (Some(block), Some(next_hop)) = (slot.encoded_ipv6.clone(), next_hop) else {
-                self.counters.unencodable += slot.pending_ipv6.len() as u64;
-                slot.pending_ipv6.clear();
-                return false;
-            };
-            if UPDATE_FIXED_LEN + mp_reach_overhead(&next_hop) + block.len() + 17
-                > sending.max_message_len
-            {
-                self.counters.unencodable += slot.pending_ipv6.len() as u64;
-                slot.pending_ipv6.clear();
-                return false;
-            }
-            let start = begin_message(out);
-            let limit = start + sending.max_message_len - block.len();
-            out.put_u16(0);
-            let attributes_position = out.len();
-            out.put_u16(0);
-            let mp_position = begin_mp_reach_ipv6(out, &next_hop);
-            let mut count = 0u64;
-            let validate = slot.needs_validation;
-            while let Some(key) = slot.pending_ipv6.pop() {
-                if validate {
-                    let Some(entry) = self.ipv6.get_mut(&key) else {
-                        continue;
-                    };
-                    if entry.attributes != id || entry.flags & QUEUED == 0 {
-                        continue;
-                    }
-                    entry.flags = 0;
-                }
-                if out.len() + ipv6_prefix_wire_len(key.1) > limit {
-                    slot.pending_ipv6.push(key);
-                    if validate && let Some(entry) = self.ipv6.get_mut(&key) {
-                        entry.flags = QUEUED;
-                    }
-                    break;
-                }
-                put_ipv6_prefix(out, key.0, key.1);
-                count += 1;
-            }
-            if slot.pending_ipv4.is_empty() && slot.pending_ipv6.is_empty() {
-                slot.needs_validation = false;
-                release_if_large(&mut slot.pending_ipv4);
-                release_if_large(&mut slot.pending_ipv6);
-            }
-            if count == 0 {
-                out.truncate(start);
-                return false;
-            }
-            let mp_len = out.len() - mp_position - 2;
-            patch_u16(out, mp_position, mp_len);
-            out.put_slice(&block);
-            let attributes_len = out.len() - attributes_position - 2;
-            patch_u16(out, attributes_position, attributes_len);
-            finish_message(out, start);
-            self.counters.updates += 1;
-            self.counters.announced += count;
-            return true;
-        }
-        false
-    }
 }
 
-/// After an initial sync the drained pending list of a large table would keep its capacity
-/// (8-32 octets per route); give it back.
 /// Whether routes of `family` can be announced with `attributes`: the check
 /// [`AdjRibOut::announce`] makes, without an Adj-RIB-Out (for counting routes that never can
 /// be sent to a peer).
@@ -915,64 +411,20 @@ impl AdjRibOut {
 ///
 /// [`RibError`] when the attribute set lacks the family's next hop or cannot be encoded.
 pub fn check_encodable(attributes: &PathAttributes, family: Family) -> Result<(), RibError> {
-    let (ipv4, ipv6) = encode_blocks(attributes, true)?;
-    let present = match family {
-        Family::Ipv4Unicast => ipv4.is_some(),
-        Family::Ipv6Unicast => ipv6.is_some(),
-    };
-    if present {
+    let blocks = encode_blocks(attributes, true)?;
+    if blocks[slot_index(family)].is_some() {
         Ok(())
     } else {
         Err(RibError::MissingNextHop(family))
     }
 }
 
-fn release_if_large<T>(list: &mut Vec<T>) {
+/// After an initial sync the drained pending list of a large table would keep its capacity
+/// (8-32 octets per route); give it back.
+fn release_if_large<T>(list: &mut VecDeque<T>) {
     if list.capacity() > 4096 {
-        *list = Vec::new();
+        *list = VecDeque::new();
     }
-}
-
-/// Encodes the attribute blocks of a set: IPv4 (with NEXT_HOP) and IPv6 (without), each `None`
-/// when the set has no next hop for that family. Refuses sets too large for a 4096-octet UPDATE
-/// with at least one prefix (so every set works with every peer).
-fn encode_blocks(
-    attributes: &PathAttributes,
-    four_octet_as: bool,
-) -> Result<(Option<Bytes>, Option<Bytes>), RibError> {
-    let room = usize::from(MAX_MESSAGE_LEN) - UPDATE_FIXED_LEN;
-    let ipv4 = match attributes.next_hop {
-        Some(_) => {
-            let block =
-                encode_attributes(attributes, NextHopPlacement::ClassicIpv4, four_octet_as)?;
-            if block.len() + 5 > room {
-                return Err(RibError::Encode(EncodeError::MessageTooLong {
-                    size: block.len() + 5 + UPDATE_FIXED_LEN,
-                    limit: usize::from(MAX_MESSAGE_LEN),
-                }));
-            }
-            Some(Bytes::from(block))
-        }
-        None => None,
-    };
-    let ipv6 = match attributes.ipv6_next_hop {
-        Some(next_hop) => {
-            let block = encode_attributes(attributes, NextHopPlacement::Omitted, four_octet_as)?;
-            if block.len() + mp_reach_overhead(&next_hop) + 17 > room {
-                return Err(RibError::Encode(EncodeError::MessageTooLong {
-                    size: block.len() + mp_reach_overhead(&next_hop) + 17 + UPDATE_FIXED_LEN,
-                    limit: usize::from(MAX_MESSAGE_LEN),
-                }));
-            }
-            Some(Bytes::from(block))
-        }
-        None => None,
-    };
-    if ipv4.is_none() && ipv6.is_none() {
-        // Validate the rest of the set even without a next hop, so errors surface early.
-        encode_attributes(attributes, NextHopPlacement::Omitted, four_octet_as)?;
-    }
-    Ok((ipv4, ipv6))
 }
 
 #[cfg(test)]

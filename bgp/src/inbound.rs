@@ -5,15 +5,13 @@
 //!
 //! Owns: the set of prefixes each peer currently announces (compact keys, so an edge router's
 //! full table costs ~16-40 octets per prefix) and the counters derived from it.
-//! Must not touch: attributes (not stored), sessions, timers.
-
-use std::collections::HashSet;
-use std::hash::BuildHasherDefault;
+//! Must not touch: attributes (not stored), sessions, timers. The sets hash with FxHash
+//! (`rustc-hash`), as the Adj-RIB-Out's maps do.
 
 use ipnet::IpNet;
+use rustc_hash::FxHashSet;
 
 use crate::codec::{Family, Update};
-use crate::fast_hash::FastHasher;
 
 /// Counters for one family of one peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,13 +61,11 @@ pub struct UpdateSummary {
     pub end_of_rib: Option<Family>,
 }
 
-type FastSet<T> = HashSet<T, BuildHasherDefault<FastHasher>>;
-
 /// Prefixes a peer announces, and counters.
 #[derive(Debug, Default)]
 pub struct InboundRoutes {
-    ipv4: FastSet<u64>,
-    ipv6: FastSet<(u128, u8)>,
+    ipv4: FxHashSet<u64>,
+    ipv6: FxHashSet<(u128, u8)>,
     counters: [FamilyCounters; 2],
 }
 
@@ -89,8 +85,8 @@ impl InboundRoutes {
 
     /// Forgets all prefixes (session down; counters of totals are kept, `current` resets).
     pub fn clear(&mut self) {
-        self.ipv4 = FastSet::default();
-        self.ipv6 = FastSet::default();
+        self.ipv4 = FxHashSet::default();
+        self.ipv6 = FxHashSet::default();
         for counters in &mut self.counters {
             counters.current = 0;
         }

@@ -50,7 +50,6 @@
 
 pub mod adj_rib_out;
 pub mod codec;
-mod fast_hash;
 pub mod fuzz_entry;
 pub mod inbound;
 pub mod session;

@@ -250,6 +250,10 @@ enum Change {
     Withdraw(IpNet),
     Drain,
     Refresh(Family),
+    /// The session goes down (the peer forgets our routes) and comes up again: a full re-send.
+    Resync,
+    /// Every route withdrawn at once (sent in prefix order, swept from the map once sent).
+    WithdrawAll,
 }
 
 fn change(pool: Vec<IpNet>) -> impl Strategy<Value = Change> {
@@ -260,6 +264,8 @@ fn change(pool: Vec<IpNet>) -> impl Strategy<Value = Change> {
         3 => (0..size).prop_map(move |index| Change::Withdraw(pool2[index])),
         1 => Just(Change::Drain),
         1 => prop_oneof![Just(Family::Ipv4Unicast), Just(Family::Ipv6Unicast)].prop_map(Change::Refresh),
+        1 => Just(Change::Resync),
+        1 => Just(Change::WithdrawAll),
     ]
 }
 
@@ -279,6 +285,7 @@ proptest! {
         let mut rib = AdjRibOut::new();
         let mut expected: BTreeMap<IpNet, PathAttributes> = BTreeMap::new();
         let mut view = BTreeMap::new();
+        let mut established = false;
         let (first, rest) = changes.split_at(changes.len() / 3);
         for batch in [first, rest] {
             for change in batch {
@@ -299,10 +306,21 @@ proptest! {
                     }
                     Change::Drain => apply(&mut rib, &mut view, max, budget)?,
                     Change::Refresh(family) => rib.route_refresh(*family),
+                    Change::Resync if established => {
+                        rib.session_down();
+                        view.clear();
+                        rib.session_established(&negotiated(extended));
+                    }
+                    Change::Resync => {}
+                    Change::WithdrawAll => {
+                        rib.withdraw_all();
+                        expected.clear();
+                    }
                 }
             }
             if view.is_empty() && !rib.has_pending() {
                 rib.session_established(&negotiated(extended));
+                established = true;
             }
         }
         apply(&mut rib, &mut view, max, budget)?;

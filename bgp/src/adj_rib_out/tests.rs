@@ -468,3 +468,169 @@ fn memory_per_route_is_bounded() {
     let per_route = rib.memory_estimate() / 100_000;
     assert!(per_route <= 150, "{per_route} octets per route");
 }
+
+/// How the whole table comes to be sent again.
+#[derive(Debug, Clone, Copy)]
+enum FullSend {
+    /// The first session comes up with the routes already loaded.
+    SessionUp,
+    /// The session goes down and up again (graceful restart re-sync, RFC 4724 §4.2).
+    Resync,
+    /// The peer asks for a route refresh of both families (RFC 2918 §4).
+    RouteRefresh,
+}
+
+/// Announced prefixes of each (family, attribute set) in the order they went out, and every
+/// announced prefix with the MED of its set.
+type Sent = (
+    BTreeMap<(bool, Option<u32>), Vec<IpNet>>,
+    BTreeMap<IpNet, Option<u32>>,
+);
+
+fn sent_announcements(messages: &[Message]) -> Sent {
+    let mut order: BTreeMap<(bool, Option<u32>), Vec<IpNet>> = BTreeMap::new();
+    let mut table = BTreeMap::new();
+    for update in updates(messages) {
+        for prefix in &update.announced {
+            let group = (matches!(prefix, IpNet::V6(_)), update.attributes.med);
+            order.entry(group).or_default().push(*prefix);
+            table.insert(*prefix, update.attributes.med);
+        }
+    }
+    (order, table)
+}
+
+fn strictly_ascending(prefixes: &[IpNet]) -> bool {
+    prefixes.windows(2).all(|pair| pair[0] < pair[1])
+}
+
+fn full_send() -> impl proptest::strategy::Strategy<Value = FullSend> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(FullSend::SessionUp),
+        Just(FullSend::Resync),
+        Just(FullSend::RouteRefresh)
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+    /// Issue 15: a full-table send (session up, re-sync, route refresh) goes out in ascending
+    /// prefix order per family and attribute set (one set: the whole family ascending), sends
+    /// every route of the table exactly once, and a withdraw-all is ascending too.
+    #[test]
+    fn full_table_send_is_ascending_and_equals_the_table(
+        ipv4 in proptest::collection::vec((proptest::prelude::any::<u32>(), 8u8..=32, 0u32..3), 0..400),
+        ipv6 in proptest::collection::vec((proptest::prelude::any::<u128>(), 16u8..=128, 0u32..3), 0..200),
+        withdrawn in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..40),
+        one_set in proptest::prelude::any::<bool>(),
+        extended in proptest::prelude::any::<bool>(),
+        how in full_send(),
+    ) {
+        let sets = [attributes(1), attributes(2), attributes(3)];
+        let mut rib = AdjRibOut::new();
+        let mut expected: BTreeMap<IpNet, Option<u32>> = BTreeMap::new();
+        let ipv4 = ipv4.into_iter().filter_map(|(address, length, set)| {
+            let net = ipnet::Ipv4Net::new(Ipv4Addr::from(address), length).ok()?;
+            Some((IpNet::V4(net.trunc()), set))
+        });
+        let ipv6 = ipv6.into_iter().filter_map(|(address, length, set)| {
+            let net = ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(address), length).ok()?;
+            Some((IpNet::V6(net.trunc()), set))
+        });
+        let routes: Vec<(IpNet, u32)> = ipv4.chain(ipv6).collect();
+        for (prefix, set) in &routes {
+            let set = if one_set { 0 } else { *set };
+            rib.announce(*prefix, &sets[set as usize]).expect("valid");
+            expected.insert(*prefix, Some(set + 1));
+        }
+        if !routes.is_empty() {
+            for index in &withdrawn {
+                let prefix = routes[index.index(routes.len())].0;
+                rib.withdraw(prefix);
+                expected.remove(&prefix);
+            }
+        }
+        let max = if extended { 65535 } else { 4096 };
+        let session = negotiated(extended, true, &Family::ALL);
+        rib.session_established(&session);
+        match how {
+            FullSend::SessionUp => {}
+            FullSend::Resync => {
+                drain(&mut rib, max);
+                rib.session_down();
+                rib.session_established(&session);
+            }
+            FullSend::RouteRefresh => {
+                drain(&mut rib, max);
+                rib.route_refresh(Family::Ipv4Unicast);
+                rib.route_refresh(Family::Ipv6Unicast);
+            }
+        }
+        let messages = drain(&mut rib, max);
+        let (order, table) = sent_announcements(&messages);
+        for ((ipv6, med), prefixes) in &order {
+            proptest::prop_assert!(
+                strictly_ascending(prefixes),
+                "IPv6: {ipv6}, MED {med:?}: {prefixes:?} not ascending"
+            );
+        }
+        let sent: usize = order.values().map(Vec::len).sum();
+        proptest::prop_assert_eq!(sent, expected.len(), "each route sent exactly once");
+        proptest::prop_assert_eq!(table, expected.clone());
+
+        rib.withdraw_all();
+        let messages = drain(&mut rib, max);
+        let mut withdrawn_order: [Vec<IpNet>; 2] = [Vec::new(), Vec::new()];
+        for update in updates(&messages) {
+            for prefix in &update.withdrawn {
+                withdrawn_order[usize::from(matches!(prefix, IpNet::V6(_)))].push(*prefix);
+            }
+        }
+        for prefixes in &withdrawn_order {
+            proptest::prop_assert!(strictly_ascending(prefixes), "withdraw-all not ascending");
+        }
+        let all: Vec<IpNet> = withdrawn_order.concat();
+        proptest::prop_assert_eq!(all, expected.keys().copied().collect::<Vec<_>>());
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// The radix sort of the full-table sends orders keys as `Ord` does (both families, short
+    /// lists that fall back to a comparison sort and long ones, shared and differing octets).
+    #[test]
+    fn radix_sort_orders_keys_as_ord(
+        ipv4 in proptest::collection::vec((proptest::prelude::any::<u32>(), 0u8..=32), 0..3000),
+        ipv6 in proptest::collection::vec((proptest::prelude::any::<u64>(), 0u8..=128), 0..3000),
+        shared_high in proptest::prelude::any::<bool>(),
+    ) {
+        use super::family::{Ipv4Key, Ipv6Key, sort_ascending};
+        let mut ipv4: Vec<Ipv4Key> = ipv4
+            .into_iter()
+            .filter_map(|(address, length)| {
+                let address = if shared_high { address & 0x00ff_ffff | 0x0a00_0000 } else { address };
+                ipnet::Ipv4Net::new(Ipv4Addr::from(address), length).ok()
+            })
+            .map(|net| Ipv4Key::from(&net.trunc()))
+            .collect();
+        let mut expected = ipv4.clone();
+        expected.sort_unstable();
+        sort_ascending(&mut ipv4);
+        proptest::prop_assert_eq!(ipv4, expected);
+        let mut ipv6: Vec<Ipv6Key> = ipv6
+            .into_iter()
+            .filter_map(|(bits, length)| {
+                let address = (0x2001_0db8_u128 << 96) | (u128::from(bits) << 16);
+                ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(address), length).ok()
+            })
+            .map(|net| Ipv6Key::from(&net))
+            .collect();
+        let mut expected = ipv6.clone();
+        expected.sort_unstable();
+        sort_ascending(&mut ipv6);
+        proptest::prop_assert_eq!(ipv6, expected);
+    }
+}

@@ -12,15 +12,10 @@
 
 use bytes::BufMut;
 
-/// Bytes one IPv4 prefix of `length` bits occupies in an NLRI field (length octet included).
+/// Bytes one prefix of `length` bits occupies in an NLRI field (length octet included), for
+/// either family.
 #[must_use]
-pub const fn ipv4_prefix_wire_len(length: u8) -> usize {
-    1 + (length as usize).div_ceil(8)
-}
-
-/// Bytes one IPv6 prefix of `length` bits occupies in an NLRI field (length octet included).
-#[must_use]
-pub const fn ipv6_prefix_wire_len(length: u8) -> usize {
+pub const fn prefix_wire_len(length: u8) -> usize {
     1 + (length as usize).div_ceil(8)
 }
 
@@ -28,21 +23,22 @@ pub const fn ipv6_prefix_wire_len(length: u8) -> usize {
 /// `length` must be ≤ 32 (the Adj-RIB-Out only stores validated prefixes); larger values are
 /// clamped so this never panics.
 pub fn put_ipv4_prefix(buffer: &mut impl BufMut, address: u32, length: u8) {
-    let length = length.min(32);
-    buffer.put_u8(length);
-    let octets = address.to_be_bytes();
-    let significant = usize::from(length).div_ceil(8);
-    buffer.put_slice(octets.get(..significant).unwrap_or(&octets));
+    put_prefix(buffer, &address.to_be_bytes(), length);
 }
 
 /// Appends one IPv6 prefix (RFC 4760 §5 with the RFC 4271 §4.3 layout). `length` is clamped to
 /// 128.
 pub fn put_ipv6_prefix(buffer: &mut impl BufMut, address: u128, length: u8) {
-    let length = length.min(128);
-    buffer.put_u8(length);
-    let octets = address.to_be_bytes();
-    let significant = usize::from(length).div_ceil(8);
-    buffer.put_slice(octets.get(..significant).unwrap_or(&octets));
+    put_prefix(buffer, &address.to_be_bytes(), length);
+}
+
+/// The layout shared by both families; `length` is clamped to the address width.
+#[inline]
+fn put_prefix(buffer: &mut impl BufMut, octets: &[u8], length: u8) {
+    let length = usize::from(length).min(octets.len() * 8);
+    buffer.put_u8(length as u8);
+    let significant = length.div_ceil(8);
+    buffer.put_slice(octets.get(..significant).unwrap_or(octets));
 }
 
 #[cfg(test)]
@@ -57,8 +53,8 @@ mod tests {
         buffer.clear();
         put_ipv4_prefix(&mut buffer, 0, 0);
         assert_eq!(buffer, [0]);
-        assert_eq!(ipv4_prefix_wire_len(24), 4);
-        assert_eq!(ipv4_prefix_wire_len(25), 5);
+        assert_eq!(prefix_wire_len(24), 4);
+        assert_eq!(prefix_wire_len(25), 5);
     }
 
     #[test]
@@ -66,7 +62,7 @@ mod tests {
         let mut buffer = Vec::new();
         put_ipv6_prefix(&mut buffer, 0x2001_0db8_0001_u128 << 80, 48);
         assert_eq!(buffer, [48, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x01]);
-        assert_eq!(ipv6_prefix_wire_len(48), 7);
-        assert_eq!(ipv6_prefix_wire_len(128), 17);
+        assert_eq!(prefix_wire_len(48), 7);
+        assert_eq!(prefix_wire_len(128), 17);
     }
 }

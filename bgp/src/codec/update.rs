@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use rustbgpd_wire as wire;
 
 use super::attributes::{self, NextHopPlacement};
-use super::nlri::{ipv4_prefix_wire_len, ipv6_prefix_wire_len, put_ipv4_prefix, put_ipv6_prefix};
+use super::nlri::{put_ipv4_prefix, put_ipv6_prefix};
 use super::{
     EncodeContext, EncodeError, Family, HEADER_LEN, MessageError, Notification, Update,
     UpdateErrorHandling, error_code, ipv4_net, ipv6_net, message_type,
@@ -180,31 +180,11 @@ pub(crate) fn encode_update(
             .ipv6_next_hop
             .ok_or(EncodeError::Invalid("IPv6 route without an IPv6 next hop"))?;
         let position = begin_mp_reach_ipv6(out, &next_hop);
-        for (address, length) in &announced_v6 {
-            put_ipv6_prefix(out, *address, *length);
-        }
-        let value_len = out.len() - position - 2;
-        if value_len > usize::from(u16::MAX) {
-            return Err(EncodeError::AttributeTooLong {
-                attribute: "MP_REACH_NLRI",
-                length: value_len,
-            });
-        }
-        patch_u16(out, position, value_len);
+        put_multiprotocol_prefixes(out, position, &announced_v6, "MP_REACH_NLRI")?;
     }
     if !withdrawn_v6.is_empty() {
         let position = begin_mp_unreach_ipv6(out);
-        for (address, length) in &withdrawn_v6 {
-            put_ipv6_prefix(out, *address, *length);
-        }
-        let value_len = out.len() - position - 2;
-        if value_len > usize::from(u16::MAX) {
-            return Err(EncodeError::AttributeTooLong {
-                attribute: "MP_UNREACH_NLRI",
-                length: value_len,
-            });
-        }
-        patch_u16(out, position, value_len);
+        put_multiprotocol_prefixes(out, position, &withdrawn_v6, "MP_UNREACH_NLRI")?;
     }
     out.put_slice(&blob);
     let attributes_len = out.len() - attributes_position - 2;
@@ -224,16 +204,26 @@ pub(crate) fn encode_update(
     Ok(())
 }
 
-/// Size of an UPDATE with `prefixes` IPv4 /`length`s; used by tests and sizing.
-#[must_use]
-pub fn ipv4_prefixes_len(lengths: impl IntoIterator<Item = u8>) -> usize {
-    lengths.into_iter().map(ipv4_prefix_wire_len).sum()
-}
-
-/// Size of IPv6 prefixes in NLRI encoding.
-#[must_use]
-pub fn ipv6_prefixes_len(lengths: impl IntoIterator<Item = u8>) -> usize {
-    lengths.into_iter().map(ipv6_prefix_wire_len).sum()
+/// Appends IPv6 prefixes to the MP_REACH_NLRI / MP_UNREACH_NLRI attribute whose length field
+/// is at `position` (RFC 4760 §3-4) and patches that length.
+fn put_multiprotocol_prefixes(
+    out: &mut BytesMut,
+    position: usize,
+    prefixes: &[(u128, u8)],
+    attribute: &'static str,
+) -> Result<(), EncodeError> {
+    for (address, length) in prefixes {
+        put_ipv6_prefix(out, *address, *length);
+    }
+    let value_len = out.len() - position - 2;
+    if value_len > usize::from(u16::MAX) {
+        return Err(EncodeError::AttributeTooLong {
+            attribute,
+            length: value_len,
+        });
+    }
+    patch_u16(out, position, value_len);
+    Ok(())
 }
 
 fn update_error(subcode: u8, data: Vec<u8>, detail: String) -> MessageError {
