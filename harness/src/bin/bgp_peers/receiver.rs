@@ -186,40 +186,55 @@ impl Receiver {
                 endpoint.port(),
             );
         }
-        let conf = directory.path().join("bird.conf");
-        write_file(&conf, &config)?;
-        let socket = directory.path().join("bird.ctl");
-        let mut command = Command::new("bird");
-        command
-            .arg("-f")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-s")
-            .arg(&socket)
-            .arg("-P")
-            .arg(directory.path().join("bird.pid"))
-            .env("TZ", "UTC");
-        let process = Process::spawn(
+        let (process, control) = launch_bird(
             "receiver BIRD",
-            command,
-            &directory.path().join("daemon.log"),
+            directory.path(),
+            config,
             pids,
+            Duration::from_secs(20),
+            Duration::from_millis(50),
         )?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let control = loop {
-            match BirdControl::connect(&socket) {
-                Ok(control) => break control,
-                Err(error) if Instant::now() > deadline => {
-                    return Err(format!("receiver: {error}"));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        };
         Ok(Receiver {
             directory,
             _process: process,
             control,
             endpoints,
         })
+    }
+}
+
+/// Writes `config` to `directory/bird.conf`, starts BIRD on it (TZ=UTC, control socket
+/// `directory/bird.ctl`, log `directory/daemon.log`) and connects to its control socket, trying
+/// every `retry` for up to `wait`.
+pub(crate) fn launch_bird(
+    name: &str,
+    directory: &Path,
+    config: String,
+    pids: Option<&Path>,
+    wait: Duration,
+    retry: Duration,
+) -> Result<(Process, BirdControl)> {
+    let conf = directory.join("bird.conf");
+    write_file(&conf, &config)?;
+    drop(config);
+    let socket = directory.join("bird.ctl");
+    let mut command = Command::new("bird");
+    command
+        .arg("-f")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-s")
+        .arg(&socket)
+        .arg("-P")
+        .arg(directory.join("bird.pid"))
+        .env("TZ", "UTC");
+    let process = Process::spawn(name, command, &directory.join("daemon.log"), pids)?;
+    let deadline = Instant::now() + wait;
+    loop {
+        match BirdControl::connect(&socket) {
+            Ok(control) => return Ok((process, control)),
+            Err(error) if Instant::now() > deadline => return Err(format!("{name}: {error}")),
+            Err(_) => std::thread::sleep(retry),
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! until it holds every route (announce), then the withdrawal triggered and the receiver polled
 //! until it holds none (withdraw-all), with the sender's peak RSS sampled along the way.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use topologyd_harness::peers::alloc::loopback_v4;
 
 use crate::process::{group_peak_rss, group_status, kill_mentioning, unix_ms};
-use crate::receiver::Receiver;
+use crate::receiver::{Receiver, Session};
 use crate::senders::{Sender, SenderSetup, start_sender};
 use crate::{Options, Result};
 
@@ -275,12 +276,7 @@ fn withdraw_all(
     timeout: Duration,
     rss: &mut RssPeak,
 ) -> Result<Withdrawal> {
-    let withdrawals_before: u64 = receiver
-        .control
-        .sessions()?
-        .values()
-        .map(|session| session.withdraws_received)
-        .sum();
+    let withdrawals_before = withdraws_received(&receiver.control.sessions()?);
     let trigger_ms = unix_ms();
     sender.withdraw_all()?;
     let deadline = Instant::now() + timeout;
@@ -294,13 +290,8 @@ fn withdraw_all(
             first_effect_ms = Some(now);
         }
         if sessions.values().all(|session| session.established) {
-            most_withdrawals = most_withdrawals.max(
-                sessions
-                    .values()
-                    .map(|session| session.withdraws_received)
-                    .sum::<u64>()
-                    - withdrawals_before,
-            );
+            most_withdrawals =
+                most_withdrawals.max(withdraws_received(&sessions) - withdrawals_before);
         }
         if sessions.values().all(|session| session.imported == 0) {
             break (now, sessions);
@@ -322,11 +313,7 @@ fn withdraw_all(
     let withdrawals = if closed {
         most_withdrawals
     } else {
-        after
-            .values()
-            .map(|session| session.withdraws_received)
-            .sum::<u64>()
-            - withdrawals_before
+        withdraws_received(&after) - withdrawals_before
     };
     if withdrawals < case.routes_on_every_session() && !closed {
         return Err(format!(
@@ -342,4 +329,12 @@ fn withdraw_all(
         withdrawals,
         closed,
     })
+}
+
+/// The withdrawals the receiver counted, summed over its sessions.
+fn withdraws_received(sessions: &BTreeMap<String, Session>) -> u64 {
+    sessions
+        .values()
+        .map(|session| session.withdraws_received)
+        .sum()
 }

@@ -3,15 +3,14 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use topologyd_harness::peers::alloc::free_port;
 
 use super::{Sender, SenderSetup};
 use crate::Result;
-use crate::process::{Process, write_file};
-use crate::receiver::{BirdControl, first_number};
+use crate::process::Process;
+use crate::receiver::{BirdControl, first_number, launch_bird};
 use crate::routes::{NEXT_HOP_V4, NEXT_HOP_V6, RECEIVER_ASN, SENDER_ASN, ipv4_prefix, ipv6_prefix};
 
 pub(crate) struct BirdSender {
@@ -54,37 +53,17 @@ impl BirdSender {
                 }
             );
         }
-        let conf = directory.join("bird.conf");
-        write_file(&conf, &config)?;
-        drop(config);
-        let socket = directory.join("bird.ctl");
-        let mut command = Command::new("bird");
-        command
-            .arg("-f")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-s")
-            .arg(&socket)
-            .arg("-P")
-            .arg(directory.join("bird.pid"))
-            .env("TZ", "UTC");
-        let process = Process::spawn(
+        let wait = Duration::from_secs(600);
+        let (process, mut control) = launch_bird(
             "sender BIRD",
-            command,
-            &directory.join("daemon.log"),
+            directory,
+            config,
             setup.pids.as_deref(),
+            wait,
+            Duration::from_millis(100),
         )?;
         let group = process.pid();
-        let deadline = Instant::now() + Duration::from_secs(600);
-        let mut control = loop {
-            match BirdControl::connect(&socket) {
-                Ok(control) => break control,
-                Err(error) if Instant::now() > deadline => {
-                    return Err(format!("sender BIRD: {error}"));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        };
+        let deadline = Instant::now() + wait;
         // Wait until both static protocols have put every route into the tables.
         let expected = u64::from(setup.ipv4 + setup.ipv6);
         loop {

@@ -132,12 +132,7 @@ impl Exabgp {
                 "exabgp.reactor.speed",
                 std::env::var("BGP_PEERS_EXABGP_SPEED").unwrap_or_else(|_| "0.1".into()),
             );
-        let process = Process::spawn(
-            "ExaBGP",
-            command,
-            &directory.join("daemon.log"),
-            setup.pids.as_deref(),
-        )?;
+        let process = setup.spawn("ExaBGP", command, "daemon.log")?;
         Ok(Exabgp {
             process,
             go: directory.join("withdraw.go"),

@@ -99,12 +99,7 @@ impl Frr {
             .args(["-Z", "-S", "-u", "root", "-g", "root", "-P", "0", "-l"])
             .arg(setup.address.to_string())
             .args(["-p", "0"]);
-        let process = Process::spawn(
-            "FRR bgpd",
-            command,
-            &directory.join("daemon.log"),
-            setup.pids.as_deref(),
-        )?;
+        let process = setup.spawn("FRR bgpd", command, "daemon.log")?;
         let frr = Frr {
             process,
             directory,

@@ -112,12 +112,7 @@ impl Gobgp {
             .arg(&conf)
             .args(["-t", "toml", "-p", "--pprof-disable"])
             .arg(format!("--api-hosts={api}"));
-        let process = Process::spawn(
-            "gobgpd",
-            command,
-            &directory.join("daemon.log"),
-            setup.pids.as_deref(),
-        )?;
+        let process = setup.spawn("gobgpd", command, "daemon.log")?;
         let gobgp = Gobgp {
             process,
             api,

@@ -11,7 +11,10 @@ mod topologyd;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+use std::process::Command;
+
 use crate::Result;
+use crate::process::Process;
 
 /// What every sender is told.
 #[derive(Debug, Clone)]
@@ -25,6 +28,18 @@ pub(crate) struct SenderSetup {
     pub(crate) directory: PathBuf,
     pub(crate) bin: PathBuf,
     pub(crate) pids: Option<PathBuf>,
+}
+
+impl SenderSetup {
+    /// Starts a sender daemon with its stdout and stderr in `log` in the run's directory.
+    fn spawn(&self, name: &str, command: Command, log: &str) -> Result<Process> {
+        Process::spawn(
+            name,
+            command,
+            &self.directory.join(log),
+            self.pids.as_deref(),
+        )
+    }
 }
 
 pub(crate) trait Sender {

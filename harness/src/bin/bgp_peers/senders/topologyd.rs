@@ -89,12 +89,7 @@ impl Topologyd {
             .env("TOPOLOGYD_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
-        let process = Process::spawn(
-            "topologyd",
-            command,
-            &directory.join("topologyd.log"),
-            setup.pids.as_deref(),
-        )?;
+        let process = setup.spawn("topologyd", command, "topologyd.log")?;
         Ok(Topologyd { process })
     }
 }
