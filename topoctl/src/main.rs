@@ -532,29 +532,46 @@ fn check(files: &[PathBuf], vrps: Option<&Path>, json: bool) -> Result<i32, Stop
 /// A valid topology's summary: its hash, warnings and sizes.
 fn report_valid(topology: &Topology, json: bool) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "valid": true,
-                "hash": topology.hash_hex(),
-                "warnings": topology.warnings(),
+        print_valid_json(
+            topology,
+            json!({
                 "locations": topology.locations().len(),
                 "services": topology.services().len(),
                 "prefixes": topology.prefixes().len(),
                 "routes": topology.route_count(),
-            }))
-            .unwrap_or_default()
+            }),
         );
     } else {
-        println!(
-            "valid: {} locations, {} services, {} prefixes, {} routes; hash {}",
-            topology.locations().len(),
-            topology.services().len(),
-            topology.prefixes().len(),
-            topology.route_count(),
-            topology.hash_hex()
-        );
+        println!("valid: {}", sizes(topology));
     }
+}
+
+/// `N locations, N services, N prefixes, N routes; hash H`.
+fn sizes(topology: &Topology) -> String {
+    format!(
+        "{} locations, {} services, {} prefixes, {} routes; hash {}",
+        topology.locations().len(),
+        topology.services().len(),
+        topology.prefixes().len(),
+        topology.route_count(),
+        topology.hash_hex()
+    )
+}
+
+/// `{"valid": true, "hash", "warnings"}` and `fields`, pretty-printed.
+fn print_valid_json(topology: &Topology, fields: Value) {
+    let mut value = json!({
+        "valid": true,
+        "hash": topology.hash_hex(),
+        "warnings": topology.warnings(),
+    });
+    if let (Some(object), Value::Object(fields)) = (value.as_object_mut(), fields) {
+        object.extend(fields);
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    );
 }
 
 /// `topoctl check --vrps`: every announced route is judged as if newly announced (a plan from
@@ -564,17 +581,13 @@ fn check_rpki(topology: &Topology, vrps: &VrpSet, json: bool) -> Result<i32, Sto
     let judged = plan_with_vrps(&empty, topology, &Intent::default(), Some(vrps));
     let invalid: Vec<&GuardViolation> = judged.violations_of(Guard::G5).collect();
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "valid": true,
-                "hash": topology.hash_hex(),
-                "warnings": topology.warnings(),
+        print_valid_json(
+            topology,
+            json!({
                 "rpki": judged.rpki,
                 "rpki_invalid": invalid,
                 "callouts": judged.callouts,
-            }))
-            .unwrap_or_default()
+            }),
         );
     } else {
         let text = judged.render_text();
@@ -586,22 +599,15 @@ fn check_rpki(topology: &Topology, vrps: &VrpSet, json: bool) -> Result<i32, Sto
         }) {
             println!("{}", line.trim_start());
         }
-        println!(
-            "{}: {} locations, {} services, {} prefixes, {} routes; hash {}",
-            if invalid.is_empty() {
-                "valid".to_string()
-            } else {
-                format!(
-                    "compiles, but {} route(s) would be announced RPKI-invalid",
-                    invalid.len()
-                )
-            },
-            topology.locations().len(),
-            topology.services().len(),
-            topology.prefixes().len(),
-            topology.route_count(),
-            topology.hash_hex()
-        );
+        let verdict = if invalid.is_empty() {
+            "valid".to_string()
+        } else {
+            format!(
+                "compiles, but {} route(s) would be announced RPKI-invalid",
+                invalid.len()
+            )
+        };
+        println!("{verdict}: {}", sizes(topology));
     }
     Ok(if invalid.is_empty() {
         EXIT_NO_CHANGE
