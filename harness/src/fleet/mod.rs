@@ -38,18 +38,16 @@ pub use rollout_run::{
 use watcher::bird_prefixes;
 pub use watcher::{MissingRoute, RouteWatcher, WatchReport};
 
-use crate::peers::{
-    BgpPeer, BirdPeer, Family, GracefulRestart, Labels, PeerSpec, Prometheus, ReceivedRoute, alloc,
-};
+use crate::peers::{BgpPeer, BirdPeer, Labels, Prometheus, ReceivedRoute, alloc};
 use crate::topologyd::{
     ControlPki, ControlSection, DaemonConfig, LaunchError, NeighborConfig, PkiError, TlsIdentity,
     Topoctl, TopoctlOutput, Topologyd, binaries,
 };
 
-/// The daemons' ASN.
-pub const LOCAL_ASN: u32 = 13335;
-/// Every BIRD's ASN.
-pub const BIRD_ASN: u32 = 64512;
+use crate::daemon_fixture::bird_spec;
+/// The daemons' ASN and every BIRD's: the daemon fixture's, whose passive BIRD (with graceful
+/// restart) each location peers with.
+pub use crate::daemon_fixture::{BIRD_ASN, LOCAL_ASN};
 /// The BIRD neighbor's name in each daemon's configuration.
 pub const PEER_NAME: &str = "edge-bird";
 /// The common name of the controller's client certificate (role `admin` at every daemon).
@@ -513,15 +511,8 @@ fn start_location(
         IpAddr::V4(bird_address),
         alloc::free_port(IpAddr::V4(bird_address)),
     );
-    let spec = PeerSpec::new(BIRD_ASN, endpoint, LOCAL_ASN, config.local)
-        .families(vec![Family::Ipv4Unicast, Family::Ipv6Unicast])
-        .passive(true)
-        .hold_time(30)
-        .graceful_restart(Some(GracefulRestart {
-            restart_time: 120,
-            stale_time: 360,
-        }));
-    let bird = BirdPeer::start(spec).map_err(peer_error(format!("{name}: starting BIRD")))?;
+    let bird = BirdPeer::start(bird_spec(&config, endpoint))
+        .map_err(peer_error(format!("{name}: starting BIRD")))?;
     config
         .neighbors
         .push(NeighborConfig::new(PEER_NAME, endpoint, BIRD_ASN));

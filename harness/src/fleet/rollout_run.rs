@@ -143,13 +143,7 @@ impl RolloutRun {
     /// SIGKILL to the controller's process group: a crash, as far as the controller knows.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg("--")
-                .arg(format!("-{}", child.id()))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            crate::peers::process::signal_group(&child, "KILL");
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -51,7 +51,7 @@ mod exabgp;
 mod frr;
 mod gobgp;
 mod gtsm;
-mod process;
+pub(crate) mod process;
 mod prometheus;
 
 use std::fmt;
