@@ -597,6 +597,19 @@ pub trait BgpPeer {
     }
 }
 
+/// A [`poll`] attempt on a daemon's control command: done once it answers with JSON opening
+/// with `opening` (`{` or `[`); otherwise what it said, for the timeout's message.
+pub(crate) fn answers_json(
+    answer: Result<String>,
+    opening: char,
+) -> std::result::Result<(), String> {
+    match answer {
+        Ok(output) if output.trim_start().starts_with(opening) => Ok(()),
+        Ok(output) => Err(output),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 /// Polls `attempt` until it yields `Ok(Ok(value))`, with a short, growing interval. `Ok(Err(why))`
 /// means "not yet"; `Err` aborts at once (the daemon died, a command failed).
 pub(crate) fn poll<T>(
