@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 
 pub use bird::BirdPeer;
-pub use exabgp::ExabgpPeer;
+pub use exabgp::{ExabgpPeer, exabgp_command};
 pub use frr::FrrPeer;
 pub use gobgp::GobgpPeer;
 pub use gtsm::{TtlProbe, ttl_probe};

@@ -3,8 +3,9 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
+
+use topologyd_harness::peers::exabgp_command;
 
 use super::{Sender, SenderSetup};
 use crate::Result;
@@ -117,21 +118,11 @@ impl Exabgp {
         }
         let conf = directory.join("exabgp.conf");
         write_file(&conf, &config)?;
-        let mut command = Command::new("exabgp");
-        command
-            .arg(&conf)
-            .env("exabgp.daemon.user", "root")
-            .env("exabgp.daemon.daemonize", "false")
-            .env("exabgp.daemon.drop", "false")
-            .env("exabgp.api.cli", "false")
-            .env("exabgp.api.ack", "false")
-            .env("exabgp.tcp.bind", "")
-            .env("exabgp.log.destination", "stdout")
-            .env("exabgp.log.level", "WARNING")
-            .env(
-                "exabgp.reactor.speed",
-                std::env::var("BGP_PEERS_EXABGP_SPEED").unwrap_or_else(|_| "0.1".into()),
-            );
+        let mut command = exabgp_command(&conf);
+        command.env("exabgp.log.level", "WARNING").env(
+            "exabgp.reactor.speed",
+            std::env::var("BGP_PEERS_EXABGP_SPEED").unwrap_or_else(|_| "0.1".into()),
+        );
         let process = setup.spawn("ExaBGP", command, "daemon.log")?;
         Ok(Exabgp {
             process,
