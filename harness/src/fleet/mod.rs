@@ -29,19 +29,22 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use serde_json::Value;
 
+mod error;
 mod rollout_run;
 mod watcher;
 
+pub use error::FleetError;
+use error::{io_error, peer_error};
 pub use rollout_run::{
     RolloutRun, event_field, event_name, journal_tail, leftover_processes, rollout_events,
 };
 use watcher::bird_prefixes;
-pub use watcher::{MissingRoute, RouteWatcher, WatchReport};
+pub use watcher::{MissingRoute, RouteWatcher, WATCH_INTERVAL, WatchReport};
 
 use crate::peers::{BgpPeer, BirdPeer, Labels, Prometheus, ReceivedRoute, alloc};
 use crate::topologyd::{
-    ControlPki, ControlSection, DaemonConfig, LaunchError, NeighborConfig, PkiError, TlsIdentity,
-    Topoctl, TopoctlOutput, Topologyd, binaries,
+    ControlPki, ControlSection, DaemonConfig, NeighborConfig, TlsIdentity, Topoctl, TopoctlOutput,
+    Topologyd, binaries,
 };
 
 use crate::daemon_fixture::bird_spec;
@@ -57,47 +60,6 @@ pub const SERVER_NAME: &str = "localhost";
 /// How long the fleet may take to converge, and the default wait of the helpers: generous,
 /// because a loaded 2-core machine runs many daemons (and compilers) at once.
 pub const WAIT: Duration = Duration::from_secs(60);
-/// How often the [`RouteWatcher`] samples every watched BIRD.
-pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
-/// How long one `birdc` call may take.
-const BIRDC_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A failure of the fleet harness, with what it was doing.
-#[derive(Debug, thiserror::Error)]
-pub enum FleetError {
-    #[error("{location}: {source}")]
-    Launch {
-        location: String,
-        source: LaunchError,
-    },
-    #[error("{context}: {source}")]
-    Peer {
-        context: String,
-        source: crate::peers::Error,
-    },
-    #[error("TLS material: {0}")]
-    Pki(#[from] PkiError),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
-    #[error("no location `{0}` in the fleet")]
-    UnknownLocation(String),
-    #[error("{0}")]
-    Failed(String),
-}
-
-fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> FleetError {
-    let context = context.into();
-    move |source| FleetError::Io { context, source }
-}
-
-fn peer_error(context: impl Into<String>) -> impl FnOnce(crate::peers::Error) -> FleetError {
-    let context = context.into();
-    move |source| FleetError::Peer { context, source }
-}
-
 /// One location of the fleet: its daemon and the BIRD it peers with.
 #[derive(Debug)]
 pub struct FleetLocation {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{FleetError, io_error};
+use super::error::{FleetError, io_error};
 use crate::topologyd::{TopoctlOutput, binaries};
 
 /// One `topoctl rollout …` process: its stdout lines (JSON events with `--json`) are collected

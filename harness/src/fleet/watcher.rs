@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use super::{BIRDC_TIMEOUT, WATCH_INTERVAL};
+/// How often the [`RouteWatcher`] samples every watched BIRD.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+/// How long one `birdc` call may take.
+const BIRDC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `birdc -s SOCKET ARGUMENTS…` with a timeout and returns its stdout.
 pub(super) fn birdc(socket: &Path, arguments: &[&str]) -> Result<String, String> {
