@@ -485,126 +485,8 @@ fn convert_gates(raw: &[RawGate], waves: &[WaveSpec], collector: &mut Collector)
     let mut gates = Vec::with_capacity(raw.len());
     for gate in raw {
         check_name(&gate.name, "gate", &mut seen, collector);
-        let name = gate.name.get_ref();
-        let not_for = |field: Option<Span>, key: &str, kind: &str, collector: &mut Collector| {
-            if let Some(span) = field {
-                collector.error(
-                    Some(span),
-                    format!("`{key}` does not apply to a gate of kind {kind}"),
-                    Some("remove it".into()),
-                );
-            }
-        };
-        let kind = match gate.kind.get_ref().as_str() {
-            "daemon" => {
-                not_for(
-                    gate.services.as_ref().map(span_of),
-                    "services",
-                    "daemon",
-                    collector,
-                );
-                not_for(
-                    gate.prometheus.as_ref().map(span_of),
-                    "prometheus",
-                    "daemon",
-                    collector,
-                );
-                not_for(
-                    gate.query.as_ref().map(span_of),
-                    "query",
-                    "daemon",
-                    collector,
-                );
-                not_for(gate.min.as_ref().map(span_of), "min", "daemon", collector);
-                not_for(gate.max.as_ref().map(span_of), "max", "daemon", collector);
-                Some(GateKind::Daemon)
-            }
-            "probes" => {
-                not_for(
-                    gate.prometheus.as_ref().map(span_of),
-                    "prometheus",
-                    "probes",
-                    collector,
-                );
-                not_for(
-                    gate.query.as_ref().map(span_of),
-                    "query",
-                    "probes",
-                    collector,
-                );
-                not_for(gate.min.as_ref().map(span_of), "min", "probes", collector);
-                not_for(gate.max.as_ref().map(span_of), "max", "probes", collector);
-                match &gate.services {
-                    Some(services) if !services.get_ref().is_empty() => Some(GateKind::Probes {
-                        services: services.get_ref().clone(),
-                    }),
-                    Some(services) => {
-                        collector.error(
-                            Some(span_of(services)),
-                            format!("probes gate `{name}` lists no services"),
-                            Some("name the services whose probes must pass".into()),
-                        );
-                        None
-                    }
-                    None => {
-                        collector.error(
-                            Some(span_of(&gate.kind)),
-                            format!("probes gate `{name}` has no `services`"),
-                            Some("add services = [\"resolver\"]".into()),
-                        );
-                        None
-                    }
-                }
-            }
-            "promql" => {
-                not_for(
-                    gate.services.as_ref().map(span_of),
-                    "services",
-                    "promql",
-                    collector,
-                );
-                promql_kind(gate, collector)
-            }
-            other => {
-                collector.error(
-                    Some(span_of(&gate.kind)),
-                    format!("unknown gate kind `{other}`"),
-                    Some("use \"daemon\", \"probes\" or \"promql\"".into()),
-                );
-                None
-            }
-        };
-        let interval_ms = gate
-            .interval_ms
-            .as_ref()
-            .map_or(DEFAULT_INTERVAL_MS, |interval| *interval.get_ref());
-        if let Some(interval) = &gate.interval_ms
-            && *interval.get_ref() < MINIMUM_INTERVAL_MS
-        {
-            collector.error(
-                Some(span_of(interval)),
-                format!(
-                    "interval_ms {} is below {MINIMUM_INTERVAL_MS}",
-                    interval.get_ref()
-                ),
-                Some("evaluate a gate at most every 10 ms".into()),
-            );
-        }
-        let at_least_one =
-            |value: &Option<Spanned<u32>>, key: &str, default: u32, collector: &mut Collector| {
-                match value {
-                    Some(value) if *value.get_ref() == 0 => {
-                        collector.error(
-                            Some(span_of(value)),
-                            format!("`{key}` must be at least 1"),
-                            None,
-                        );
-                        default
-                    }
-                    Some(value) => *value.get_ref(),
-                    None => default,
-                }
-            };
+        let kind = gate_kind(gate, collector);
+        let interval_ms = gate_interval_ms(gate, collector);
         let count = at_least_one(&gate.count, "count", DEFAULT_COUNT, collector);
         let failure_limit = at_least_one(
             &gate.failure_limit,
@@ -618,20 +500,10 @@ fn convert_gates(raw: &[RawGate], waves: &[WaveSpec], collector: &mut Collector)
             DEFAULT_INCONCLUSIVE_LIMIT,
             collector,
         );
-        if let Some(names) = &gate.waves {
-            for wave in names.get_ref() {
-                if !waves.iter().any(|spec| &spec.name == wave) {
-                    collector.error(
-                        Some(span_of(names)),
-                        format!("gate `{name}` names an unknown wave `{wave}`"),
-                        Some("use the name of a [[wave]]".into()),
-                    );
-                }
-            }
-        }
+        check_gate_waves(gate, waves, collector);
         if let Some(kind) = kind {
             gates.push(GateSpec {
-                name: name.clone(),
+                name: gate.name.get_ref().clone(),
                 kind,
                 interval_ms,
                 count,
@@ -642,6 +514,145 @@ fn convert_gates(raw: &[RawGate], waves: &[WaveSpec], collector: &mut Collector)
         }
     }
     gates
+}
+
+/// A gate's kind with its own keys; a key of another kind is an error at that key.
+fn gate_kind(gate: &RawGate, collector: &mut Collector) -> Option<GateKind> {
+    match gate.kind.get_ref().as_str() {
+        "daemon" => {
+            reject_keys(
+                gate,
+                &["services", "prometheus", "query", "min", "max"],
+                collector,
+            );
+            Some(GateKind::Daemon)
+        }
+        "probes" => {
+            reject_keys(gate, &["prometheus", "query", "min", "max"], collector);
+            probes_kind(gate, collector)
+        }
+        "promql" => {
+            reject_keys(gate, &["services"], collector);
+            promql_kind(gate, collector)
+        }
+        other => {
+            collector.error(
+                Some(span_of(&gate.kind)),
+                format!("unknown gate kind `{other}`"),
+                Some("use \"daemon\", \"probes\" or \"promql\"".into()),
+            );
+            None
+        }
+    }
+}
+
+/// An error at each of `keys` the gate sets: they do not apply to its kind.
+fn reject_keys(gate: &RawGate, keys: &[&str], collector: &mut Collector) {
+    for key in keys {
+        let span = match *key {
+            "services" => gate.services.as_ref().map(span_of),
+            "prometheus" => gate.prometheus.as_ref().map(span_of),
+            "query" => gate.query.as_ref().map(span_of),
+            "min" => gate.min.as_ref().map(span_of),
+            "max" => gate.max.as_ref().map(span_of),
+            _ => None,
+        };
+        if let Some(span) = span {
+            collector.error(
+                Some(span),
+                format!(
+                    "`{key}` does not apply to a gate of kind {}",
+                    gate.kind.get_ref()
+                ),
+                Some("remove it".into()),
+            );
+        }
+    }
+}
+
+/// A probes gate: the services whose probes must pass (at least one).
+fn probes_kind(gate: &RawGate, collector: &mut Collector) -> Option<GateKind> {
+    let name = gate.name.get_ref();
+    match &gate.services {
+        Some(services) if !services.get_ref().is_empty() => Some(GateKind::Probes {
+            services: services.get_ref().clone(),
+        }),
+        Some(services) => {
+            collector.error(
+                Some(span_of(services)),
+                format!("probes gate `{name}` lists no services"),
+                Some("name the services whose probes must pass".into()),
+            );
+            None
+        }
+        None => {
+            collector.error(
+                Some(span_of(&gate.kind)),
+                format!("probes gate `{name}` has no `services`"),
+                Some("add services = [\"resolver\"]".into()),
+            );
+            None
+        }
+    }
+}
+
+/// How often the gate is evaluated; below [`MINIMUM_INTERVAL_MS`] is an error.
+fn gate_interval_ms(gate: &RawGate, collector: &mut Collector) -> u64 {
+    if let Some(interval) = &gate.interval_ms
+        && *interval.get_ref() < MINIMUM_INTERVAL_MS
+    {
+        collector.error(
+            Some(span_of(interval)),
+            format!(
+                "interval_ms {} is below {MINIMUM_INTERVAL_MS}",
+                interval.get_ref()
+            ),
+            Some("evaluate a gate at most every 10 ms".into()),
+        );
+    }
+    gate.interval_ms
+        .as_ref()
+        .map_or(DEFAULT_INTERVAL_MS, |interval| *interval.get_ref())
+}
+
+/// A count that must be at least 1, or `default` when not given (or given as 0, an error).
+fn at_least_one(
+    value: &Option<Spanned<u32>>,
+    key: &str,
+    default: u32,
+    collector: &mut Collector,
+) -> u32 {
+    match value {
+        Some(value) if *value.get_ref() == 0 => {
+            collector.error(
+                Some(span_of(value)),
+                format!("`{key}` must be at least 1"),
+                None,
+            );
+            default
+        }
+        Some(value) => *value.get_ref(),
+        None => default,
+    }
+}
+
+/// Every wave a gate names must be a `[[wave]]`.
+fn check_gate_waves(gate: &RawGate, waves: &[WaveSpec], collector: &mut Collector) {
+    let Some(names) = &gate.waves else {
+        return;
+    };
+    for wave in names.get_ref() {
+        if !waves.iter().any(|spec| &spec.name == wave) {
+            collector.error(
+                Some(span_of(names)),
+                format!(
+                    "gate `{}` names an unknown wave `{wave}`",
+                    gate.name.get_ref()
+                ),
+                Some("use the name of a [[wave]]".into()),
+            );
+        }
+    }
 }
 
 fn promql_kind(gate: &RawGate, collector: &mut Collector) -> Option<GateKind> {

@@ -7,15 +7,14 @@
 //! Established. The attackers come from their own loopback addresses, as they would from
 //! their own hosts. The window is 15 s (the 60 s, shortened to keep CI fast).
 
-#[path = "../../harness/tests/daemon_common/mod.rs"]
-mod daemon_common;
+use topologyd_harness::daemon_fixture;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use daemon_common::{AMS01_ROUTES, LOCAL_ASN, check, start_bird, topology, wait_for_routes};
+use daemon_fixture::{AMS01_ROUTES, LOCAL_ASN, check, start_bird, topology, wait_for_routes};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpSocket, TcpStream};
 use topologyd::tls::{TlsFiles, client_config};
@@ -151,7 +150,7 @@ fn status_and_scrapes_succeed_while_listeners_are_flooded() {
     let (bird, neighbor) = start_bird(&daemon, "edge-bird");
     daemon.neighbors.push(neighbor);
     let mut topologyd = check(Topologyd::start(daemon, &topology()), "starting topologyd");
-    daemon_common::wait_converged(&mut topologyd, &[&bird]);
+    daemon_fixture::wait_converged(&mut topologyd, &[&bird]);
     wait_for_routes(&bird, AMS01_ROUTES);
     let admin_address = topologyd.config.admin;
     let topoctl = Topoctl::new(

@@ -155,13 +155,7 @@ impl Supervised {
         };
         // The child leads its own group, so its pid is the group id; busybox httpd forks one
         // process per connection, which the group signal reaches too.
-        let _ = Command::new("kill")
-            .arg("-KILL")
-            .arg("--")
-            .arg(format!("-{}", child.id()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        crate::peers::process::signal_group(&child, "KILL");
         let _ = child.kill();
         child
             .wait()

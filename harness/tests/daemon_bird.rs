@@ -8,19 +8,19 @@
 //! - a SIGTERM with `withdraw_on_stop` withdraws every route before the session closes; without
 //!   it (the default) the routes stay at BIRD as stale, for the restart to refresh.
 
-mod daemon_common;
+use topologyd_harness::daemon_fixture;
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use daemon_common::{
+use daemon_fixture::{
     AMS01_ROUTES, LOCAL_ASN, by_prefix, check, prefix, start_bird, topology, wait_converged,
     wait_for_routes,
 };
 use topologyd_harness::peers::{BgpPeer, BirdPeer};
 use topologyd_harness::topologyd::{DaemonConfig, Topologyd};
 
-const WAIT: Duration = daemon_common::WAIT;
+const WAIT: Duration = daemon_fixture::WAIT;
 
 /// BIRD waits for topologyd (passive); topologyd connects to it.
 fn start_pair(configure: impl FnOnce(&mut DaemonConfig)) -> (BirdPeer, Topologyd) {

@@ -14,13 +14,13 @@
 //! - the reader role may read but not push; an identity with no role gets 403; a certificate
 //!   from an untrusted CA is refused in the TLS handshake (and audited under the name it claims).
 
-mod daemon_common;
+use topologyd_harness::daemon_fixture;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use daemon_common::{
+use daemon_fixture::{
     AMS01_IPV4_ROUTES, AMS01_IPV6_ROUTES, AMS01_ROUTES, FLEET, LOCAL_ASN, PREFIXES, SERVICES, WAIT,
     check, prefix, start_bird, topology, wait_for_routes,
 };
@@ -77,7 +77,7 @@ fn start() -> Setup {
     let (bird, neighbor) = start_bird(&daemon, "edge-bird");
     daemon.neighbors.push(neighbor);
     let mut topologyd = check(Topologyd::start(daemon, &topology()), "starting topologyd");
-    daemon_common::wait_converged(&mut topologyd, &[&bird]);
+    daemon_fixture::wait_converged(&mut topologyd, &[&bird]);
     wait_for_routes(&bird, AMS01_ROUTES);
     let admin = client(&topologyd, &pki, ADMIN);
     let bundles = check(tempfile::tempdir(), "a directory for pushed bundles");

@@ -7,9 +7,9 @@
 //! is started again: it comes up on generation 2 and BIRD keeps all seven routes without a
 //! single withdrawal.
 
-mod daemon_common;
+use topologyd_harness::daemon_fixture;
 
-use daemon_common::{
+use daemon_fixture::{
     AMS01_ROUTES, FLEET, LOCAL_ASN, PREFIXES, SERVICES, WAIT, check, start_bird, topology,
     wait_for_routes,
 };
@@ -34,7 +34,7 @@ fn a_stored_generation_wins_over_invalid_bootstrap_files_on_restart() {
     let (bird, neighbor) = start_bird(&daemon, "edge-bird");
     daemon.neighbors.push(neighbor);
     let mut topologyd = check(Topologyd::start(daemon, &topology()), "starting topologyd");
-    daemon_common::wait_converged(&mut topologyd, &[&bird]);
+    daemon_fixture::wait_converged(&mut topologyd, &[&bird]);
     wait_for_routes(&bird, AMS01_ROUTES);
 
     let bundle = check(tempfile::tempdir(), "a bundle directory");
@@ -89,7 +89,7 @@ fn a_stored_generation_wins_over_invalid_bootstrap_files_on_restart() {
         }),
         "BIRD",
     );
-    let after = daemon_common::by_prefix(check(bird.routes(), "BIRD routes"));
+    let after = daemon_fixture::by_prefix(check(bird.routes(), "BIRD routes"));
     assert_eq!(after, before, "the restarted daemon announces generation 2");
     let counters_after = check(bird.counters(), "BIRD counters");
     assert_eq!(counters_after.withdrawals, counters_before.withdrawals);

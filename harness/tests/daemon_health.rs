@@ -37,7 +37,7 @@
 //! daemon tests run one at a time (a lock): their timing bounds are generous, but six daemons,
 //! six BIRDs and twenty-four servers at once on a two-core machine would stretch them needlessly.
 
-mod daemon_common;
+use topologyd_harness::daemon_fixture;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use daemon_common::{LOCAL_ASN, WAIT, by_prefix, check, prefix, start_bird, wait_converged};
+use daemon_fixture::{LOCAL_ASN, WAIT, by_prefix, check, prefix, start_bird, wait_converged};
 use ipnet::IpNet;
 use serde_json::Value;
 use topologyd_harness::peers::{BgpPeer, BirdPeer, ReceivedRoute};
@@ -263,7 +263,7 @@ impl Site {
         daemon.neighbors.push(neighbor);
         let services = services_toml(&api_flag);
         let topology = [
-            ("fleet.toml", daemon_common::FLEET),
+            ("fleet.toml", daemon_fixture::FLEET),
             ("services.toml", services.as_str()),
             ("prefixes.toml", PREFIXES_TOML),
         ];

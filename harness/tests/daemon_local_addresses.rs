@@ -23,7 +23,7 @@
 //!   is stopped and its findings asserted before this phase: the deletion breaks its rule on
 //!   purpose (the routes stay announced while the address is missing).
 
-mod daemon_common;
+use topologyd_harness::daemon_fixture;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use daemon_common::{FLEET, LOCAL_ASN, WAIT, check, prefix, start_bird, wait_converged};
+use daemon_fixture::{FLEET, LOCAL_ASN, WAIT, check, prefix, start_bird, wait_converged};
 use ipnet::IpNet;
 use serde_json::Value;
 use topologyd_harness::netns::{self, Isolation};

@@ -10,9 +10,9 @@
 //!   generation moves to 2, the per-family counts follow, the last-apply time is set, and the
 //!   prefix counters say one more route was sent.
 
-mod daemon_common;
+use topologyd_harness::daemon_fixture;
 
-use daemon_common::{
+use daemon_fixture::{
     AMS01_IPV4_ROUTES, AMS01_IPV6_ROUTES, AMS01_ROUTES, FLEET, LOCAL_ASN, PREFIXES, SERVICES, WAIT,
     check, start_bird, topology, wait_for_routes,
 };
@@ -51,7 +51,7 @@ fn prometheus_scrapes_session_state_routes_generation_and_apply_latency() {
     let (bird, neighbor) = start_bird(&daemon, PEER);
     daemon.neighbors.push(neighbor);
     let mut topologyd = check(Topologyd::start(daemon, &topology()), "starting topologyd");
-    daemon_common::wait_converged(&mut topologyd, &[&bird]);
+    daemon_fixture::wait_converged(&mut topologyd, &[&bird]);
     wait_for_routes(&bird, AMS01_ROUTES);
 
     let admin_address = topologyd.config.admin;

@@ -12,13 +12,13 @@
 //! - `WATCHDOG=1` pings at least every half `WATCHDOG_USEC` throughout;
 //! - SIGTERM sends `STOPPING=1` and the daemon exits 0.
 
-mod daemon_common;
+use topologyd_harness::daemon_fixture;
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use daemon_common::{AMS01_ROUTES, LOCAL_ASN, WAIT, bird_spec, check, topology, wait_for_routes};
+use daemon_fixture::{AMS01_ROUTES, LOCAL_ASN, WAIT, bird_spec, check, topology, wait_for_routes};
 use topologyd_harness::peers::{BirdPeer, PeerSpec};
 use topologyd_harness::topologyd::{DaemonConfig, NeighborConfig, Topologyd, wait_until};
 
@@ -160,14 +160,14 @@ fn ready_once_serving_with_a_router_down_unready_when_all_are_down_watchdog_and_
         daemon.neighbors.push(NeighborConfig::new(
             &format!("edge-bird-{index}"),
             *endpoint,
-            daemon_common::BIRD_ASN,
+            daemon_fixture::BIRD_ASN,
         ));
     }
     // Nothing ever listens here: the router down for maintenance.
     daemon.neighbors.push(NeighborConfig::new(
         "edge-maintenance",
         bird_endpoint(),
-        daemon_common::BIRD_ASN,
+        daemon_fixture::BIRD_ASN,
     ));
     let specs: Vec<PeerSpec> = endpoints
         .iter()

@@ -11,11 +11,11 @@
 //!   (the session stays, only the routes of that family are sent again), a hold-time change
 //!   resets the session, which comes back with every route.
 
-mod daemon_common;
+use topologyd_harness::daemon_fixture;
 
 use std::time::Duration;
 
-use daemon_common::{AMS01_ROUTES, LOCAL_ASN, WAIT, check, start_bird, topology, wait_for_routes};
+use daemon_fixture::{AMS01_ROUTES, LOCAL_ASN, WAIT, check, start_bird, topology, wait_for_routes};
 use topologyd_harness::peers::{BgpPeer, BirdPeer};
 use topologyd_harness::topologyd::{DaemonConfig, Topologyd, wait_until};
 
@@ -45,7 +45,7 @@ fn sighup_adds_and_removes_peers_without_resetting_the_others() {
         Topologyd::start(daemon.clone(), &topology()),
         "starting topologyd",
     );
-    daemon_common::wait_converged(&mut topologyd, &[&kept, &removed]);
+    daemon_fixture::wait_converged(&mut topologyd, &[&kept, &removed]);
     wait_for_routes(&kept, AMS01_ROUTES);
     wait_for_routes(&removed, AMS01_ROUTES);
     let kept_line = protocol_line(&kept);
@@ -180,7 +180,7 @@ fn sighup_applies_a_next_hop_change_in_place_and_resets_on_a_hold_time_change() 
         Topologyd::start(daemon.clone(), &topology()),
         "starting topologyd",
     );
-    daemon_common::wait_converged(&mut topologyd, &[&bird]);
+    daemon_fixture::wait_converged(&mut topologyd, &[&bird]);
     wait_for_routes(&bird, AMS01_ROUTES);
     let line = protocol_line(&bird);
     let counters = check(bird.counters(), "BIRD counters");

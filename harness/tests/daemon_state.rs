@@ -12,12 +12,12 @@
 //!   refused (exit 5, "nothing changed") and BIRD sees nothing; with room, every mutation's
 //!   `intent` record (identity, request, plan hash, intended verdict) precedes its `outcome`.
 
-mod daemon_common;
+use topologyd_harness::daemon_fixture;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use daemon_common::{
+use daemon_fixture::{
     AMS01_ROUTES, FLEET, LOCAL_ASN, PREFIXES, SERVICES, WAIT, check, start_bird, topology,
     wait_for_routes,
 };
@@ -96,7 +96,7 @@ fn start_with_audit_dir(audit_dir: Option<&Path>) -> Setup {
     let (bird, neighbor) = start_bird(&daemon, "edge-bird");
     daemon.neighbors.push(neighbor);
     let mut topologyd = check(Topologyd::start(daemon, &topology()), "starting topologyd");
-    daemon_common::wait_converged(&mut topologyd, &[&bird]);
+    daemon_fixture::wait_converged(&mut topologyd, &[&bird]);
     wait_for_routes(&bird, AMS01_ROUTES);
     let admin = Topoctl::new(
         address,
@@ -158,7 +158,7 @@ impl Setup {
     fn restart(&mut self) {
         check(self.topologyd.terminate(WAIT), "stopping topologyd");
         check(self.topologyd.spawn(), "starting topologyd again");
-        daemon_common::wait_converged(&mut self.topologyd, &[&self.bird]);
+        daemon_fixture::wait_converged(&mut self.topologyd, &[&self.bird]);
     }
 }
 
@@ -197,7 +197,7 @@ fn corrupt_newest_generation_is_quarantined_counted_and_pushes_and_rollbacks_con
         "corrupting generation 2",
     );
     check(setup.topologyd.spawn(), "starting topologyd again");
-    daemon_common::wait_converged(&mut setup.topologyd, &[&setup.bird]);
+    daemon_fixture::wait_converged(&mut setup.topologyd, &[&setup.bird]);
 
     // Fell back to 1, moved 2 aside (its bytes kept), counted it.
     assert_eq!(setup.generation(), 1);
@@ -262,7 +262,7 @@ fn corrupt_newest_generation_is_quarantined_counted_and_pushes_and_rollbacks_con
         }
     }
     check(setup.topologyd.spawn(), "starting topologyd again");
-    daemon_common::wait_converged(&mut setup.topologyd, &[&setup.bird]);
+    daemon_fixture::wait_converged(&mut setup.topologyd, &[&setup.bird]);
     assert_eq!(setup.generation(), 6);
     wait_for_routes(&setup.bird, AMS01_ROUTES);
     check(setup.topologyd.check_running(), "topologyd");
@@ -304,7 +304,7 @@ fn full_state_disk_refuses_push_and_rollback_with_exit_5_naming_what_to_prune() 
     );
     assert!(copied.success(), "cp failed: {copied}");
     check(setup.topologyd.spawn(), "starting topologyd on the tmpfs");
-    daemon_common::wait_converged(&mut setup.topologyd, &[&setup.bird]);
+    daemon_fixture::wait_converged(&mut setup.topologyd, &[&setup.bird]);
     assert_eq!(setup.generation(), 3);
     let counters = check(setup.bird.counters(), "BIRD counters");
 

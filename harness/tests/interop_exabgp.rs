@@ -1,11 +1,11 @@
 //! Interoperability with a real ExaBGP (Debian's 4.2): every generic scenario of
-//! `tests/interop_common` (listed there), ExaBGP asking for route refresh with
+//! `topologyd_harness::interop` (listed there), ExaBGP asking for route refresh with
 //! `announce route-refresh` on its API. ExaBGP keeps no RIB: for graceful restart the harness
 //! replays its JSON stream as a helper would (see `src/peers/exabgp.rs`).
 
-mod interop_common;
+use topologyd_harness::interop;
 
-use interop_common::PeerKind;
+use interop::PeerKind;
 use topologyd_harness::peers::{ExabgpPeer, Family, Transport};
 
 const EXABGP: PeerKind<ExabgpPeer> = PeerKind {
@@ -15,65 +15,65 @@ const EXABGP: PeerKind<ExabgpPeer> = PeerKind {
 
 #[test]
 fn exabgp_learns_exact_attributes_then_a_push_withdraws_over_ipv4() {
-    interop_common::attributes_then_withdrawal(&EXABGP, Transport::V4);
+    interop::attributes_then_withdrawal(&EXABGP, Transport::V4);
 }
 
 #[test]
 fn exabgp_learns_exact_attributes_then_a_push_withdraws_over_ipv6() {
-    interop_common::attributes_then_withdrawal(&EXABGP, Transport::V6);
+    interop::attributes_then_withdrawal(&EXABGP, Transport::V6);
 }
 
 #[test]
 fn rfc2918_exabgp_route_refresh_resends_every_route() {
-    interop_common::route_refresh_resends(&EXABGP);
+    interop::route_refresh_resends(&EXABGP);
 }
 
 #[test]
 fn rfc4724_exabgp_keeps_stale_routes_across_sigkill_and_sees_no_withdrawal() {
-    interop_common::graceful_restart_after_sigkill(&EXABGP);
+    interop::graceful_restart_after_sigkill(&EXABGP);
 }
 
 #[test]
 fn rfc2385_exabgp_md5_right_key_establishes_wrong_key_never() {
-    interop_common::md5_right_key_establishes_wrong_key_never(&EXABGP);
+    interop::md5_right_key_establishes_wrong_key_never(&EXABGP);
 }
 
 #[test]
 fn rfc5082_exabgp_gtsm_establishes_and_a_ttl_254_sender_is_refused() {
-    interop_common::gtsm_peer_establishes_ttl_254_refused(&EXABGP);
+    interop::gtsm_peer_establishes_ttl_254_refused(&EXABGP);
 }
 
 #[test]
 fn rfc4271_6_8_exabgp_connection_collision_settles_on_one_session() {
-    interop_common::collision_settles_on_one_session(&EXABGP);
+    interop::collision_settles_on_one_session(&EXABGP);
 }
 
 #[test]
 fn exabgp_announcements_and_withdrawals_are_counted_not_imported() {
-    interop_common::inbound_routes_are_counted(&EXABGP);
+    interop::inbound_routes_are_counted(&EXABGP);
 }
 
 #[test]
 fn exabgp_restart_gets_every_route_again() {
-    interop_common::peer_restart_gets_every_route_again(&EXABGP);
+    interop::peer_restart_gets_every_route_again(&EXABGP);
 }
 
 #[test]
 fn exabgp_accepts_2048_packed_routes_and_their_withdrawal() {
-    interop_common::many_routes_are_packed_and_all_arrive(&EXABGP);
+    interop::many_routes_are_packed_and_all_arrive(&EXABGP);
 }
 
 #[test]
 fn rfc4760_exabgp_offering_only_ipv4_gets_only_ipv4_routes() {
-    interop_common::single_family_peer_gets_only_its_family(&EXABGP, Family::Ipv4Unicast);
+    interop::single_family_peer_gets_only_its_family(&EXABGP, Family::Ipv4Unicast);
 }
 
 #[test]
 fn rfc4760_exabgp_offering_only_ipv6_gets_only_ipv6_routes() {
-    interop_common::single_family_peer_gets_only_its_family(&EXABGP, Family::Ipv6Unicast);
+    interop::single_family_peer_gets_only_its_family(&EXABGP, Family::Ipv6Unicast);
 }
 
 #[test]
 fn rfc4271_4_2_exabgp_short_hold_time_is_negotiated_and_kept_alive() {
-    interop_common::short_hold_time_is_negotiated(&EXABGP);
+    interop::short_hold_time_is_negotiated(&EXABGP);
 }

@@ -9,13 +9,13 @@
 //! - RFC 4271 §6.1 a header whose marker is not all ones: NOTIFICATION Message Header Error /
 //!   Connection Not Synchronized, and only that session closes.
 
-mod interop_common;
+use topologyd_harness::interop;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use interop_common::{
+use interop::{
     LOCAL_ASN, PEER_ASN, PEER_NAME, WAIT, check, expected_routes, metric, neighbor, peer_spec,
     session_state, start_topologyd, wait_established_here, wait_for_exactly,
 };
@@ -238,7 +238,7 @@ fn frr_connections(frr: &FrrPeer) -> (u64, u64) {
 
 #[test]
 fn rfc7606_malformed_updates_get_their_action_and_other_sessions_stay_up() {
-    let mut daemon = interop_common::daemon_config(Transport::V4);
+    let mut daemon = interop::daemon_config(Transport::V4);
     let frr_endpoint = alloc::endpoint(Transport::V4);
     let frr = check(
         FrrPeer::start(peer_spec(&daemon, frr_endpoint)),

@@ -2,3 +2,19 @@
 //! (`main.rs`) and by the end-to-end tests. The per-location daemon lives in `daemon/`; topoctl
 //! talks to it only through the control API.
 pub mod rollout;
+
+/// An error and its sources, outermost first: a refused TLS handshake shows up as an HTTP
+/// error whose source says why (`received fatal alert: UnknownCA`).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

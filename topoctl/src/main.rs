@@ -12,7 +12,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
+use topoctl::error_chain;
 use topoctl::rollout::commands as rollout;
 use topoctl::rollout::journal::Command as RolloutControl;
 use topologyd::control_client::{ClientError, ControlClient};
@@ -371,7 +372,7 @@ fn main() -> ExitCode {
 }
 
 /// Reads an rpki-client JSON VRP file.
-fn read_vrps(path: &std::path::Path) -> Result<VrpSet, String> {
+fn read_vrps(path: &Path) -> Result<VrpSet, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| format!("reading the VRPs {}: {error}", path.display()))?;
     VrpSet::from_rpki_client_json(&path.display().to_string(), &text)
@@ -443,98 +444,175 @@ fn report_diagnostics(diagnostics: &Diagnostics, json: bool) {
     }
 }
 
-/// `topoctl check`: the files compile (and, given VRPs, no announced route is RPKI-invalid).
-fn check(files: &[PathBuf], vrps: Option<&Path>, json: bool) -> Result<i32, Stop> {
-    let sources = read(files, json)?;
-    let vrps = vrps.map(read_vrps).transpose()?;
-    match compile_or_report(sources, 0, json) {
-        Ok(topology) if vrps.is_some() => {
-            // Every announced route is judged as if newly announced: a plan from an
-            // empty topology, so G5 names each invalid one.
-            let empty = compile_owned(Vec::new(), 0).map_err(|error| error.to_string())?;
-            let judged = plan_with_vrps(&empty, &topology, &Intent::default(), vrps.as_ref());
-            let invalid: Vec<&GuardViolation> = judged.violations_of(Guard::G5).collect();
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({
-                        "valid": true,
-                        "hash": topology.hash_hex(),
-                        "warnings": topology.warnings(),
-                        "rpki": judged.rpki,
-                        "rpki_invalid": invalid,
-                        "callouts": judged.callouts,
-                    }))
-                    .unwrap_or_default()
-                );
-            } else {
-                let text = judged.render_text();
-                for line in text.lines().filter(|line| {
-                    line.starts_with("rpki:")
-                        || line.contains("G5 route")
-                        || line.contains("declares roa")
-                        || line.contains("not found in the RPKI")
-                }) {
-                    println!("{}", line.trim_start());
-                }
-                println!(
-                    "{}: {} locations, {} services, {} prefixes, {} routes; hash {}",
-                    if invalid.is_empty() {
-                        "valid".to_string()
-                    } else {
-                        format!(
-                            "compiles, but {} route(s) would be announced RPKI-invalid",
-                            invalid.len()
-                        )
-                    },
-                    topology.locations().len(),
-                    topology.services().len(),
-                    topology.prefixes().len(),
-                    topology.route_count(),
-                    topology.hash_hex()
-                );
-            }
-            Ok(if invalid.is_empty() {
-                EXIT_NO_CHANGE
-            } else {
-                EXIT_REFUSED
-            })
+fn run(command: Command) -> Result<i32, Stop> {
+    match command {
+        Command::Rollout(command) => Ok(run_rollout(command)),
+        Command::Check { files, vrps, json } => check(&files, vrps.as_deref(), json),
+        Command::Compile {
+            location,
+            files,
+            json,
+        } => compile(&location, &files, json),
+        Command::Plan {
+            old,
+            new,
+            intent,
+            vrps,
+            json,
+        } => plan(&old, &new, &intent, vrps.as_deref(), json),
+        Command::Explain {
+            address,
+            files,
+            json,
+        } => explain(address, &files, json),
+        Command::Push {
+            daemon,
+            files,
+            intent,
+            expect_generation,
+            dry_run,
+            json,
+        } => push(&daemon, &files, &intent, expect_generation, dry_run, json),
+        Command::Rollback {
+            daemon,
+            generation,
+            expect_generation,
+        } => ask_daemon(&daemon, |client| async move {
+            client.rollback(generation, expect_generation).await
+        }),
+        Command::Status { daemon } => {
+            ask_daemon(&daemon, |client| async move { client.status().await })
         }
-        Ok(topology) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({
-                        "valid": true,
-                        "hash": topology.hash_hex(),
-                        "warnings": topology.warnings(),
-                        "locations": topology.locations().len(),
-                        "services": topology.services().len(),
-                        "prefixes": topology.prefixes().len(),
-                        "routes": topology.route_count(),
-                    }))
-                    .unwrap_or_default()
-                );
-            } else {
-                println!(
-                    "valid: {} locations, {} services, {} prefixes, {} routes; hash {}",
-                    topology.locations().len(),
-                    topology.services().len(),
-                    topology.prefixes().len(),
-                    topology.route_count(),
-                    topology.hash_hex()
-                );
-            }
-            Ok(EXIT_NO_CHANGE)
+        Command::Routes { daemon, peer } => ask_daemon(&daemon, |client| async move {
+            client.routes(peer.as_deref()).await
+        }),
+        Command::Health { daemon } => {
+            ask_daemon(&daemon, |client| async move { client.health().await })
         }
-        Err(code) => Ok(code),
+        Command::Drain {
+            daemon,
+            service,
+            undrain,
+            force,
+            reason,
+        } => ask_daemon(&daemon, |client| async move {
+            client
+                .drain(service.as_deref(), !undrain, force, &reason)
+                .await
+        }),
     }
 }
 
-/// `topoctl compile`: the routes `location` announces, with where each comes from.
-fn compile_location(location: &str, files: &[PathBuf], json: bool) -> Result<i32, Stop> {
+/// Reads and compiles topology files, printing diagnostics; `Err(code)` when they do not
+/// compile.
+fn read_and_compile(files: &[PathBuf], json: bool) -> Result<Result<Topology, i32>, Stop> {
+    Ok(compile_or_report(read(files, json)?, 0, json))
+}
+
+/// `topoctl check`: validate, and with `--vrps` judge every announced route's origin.
+fn check(files: &[PathBuf], vrps: Option<&Path>, json: bool) -> Result<i32, Stop> {
     let sources = read(files, json)?;
-    let topology = match compile_or_report(sources, 0, json) {
+    let vrps = vrps.map(read_vrps).transpose()?;
+    match (compile_or_report(sources, 0, json), vrps) {
+        (Ok(topology), Some(vrps)) => check_rpki(&topology, &vrps, json),
+        (Ok(topology), None) => {
+            report_valid(&topology, json);
+            Ok(EXIT_NO_CHANGE)
+        }
+        (Err(code), _) => Ok(code),
+    }
+}
+
+/// A valid topology's summary: its hash, warnings and sizes.
+fn report_valid(topology: &Topology, json: bool) {
+    if json {
+        print_valid_json(
+            topology,
+            json!({
+                "locations": topology.locations().len(),
+                "services": topology.services().len(),
+                "prefixes": topology.prefixes().len(),
+                "routes": topology.route_count(),
+            }),
+        );
+    } else {
+        println!("valid: {}", sizes(topology));
+    }
+}
+
+/// `N locations, N services, N prefixes, N routes; hash H`.
+fn sizes(topology: &Topology) -> String {
+    format!(
+        "{} locations, {} services, {} prefixes, {} routes; hash {}",
+        topology.locations().len(),
+        topology.services().len(),
+        topology.prefixes().len(),
+        topology.route_count(),
+        topology.hash_hex()
+    )
+}
+
+/// `{"valid": true, "hash", "warnings"}` and `fields`, pretty-printed.
+fn print_valid_json(topology: &Topology, fields: Value) {
+    let mut value = json!({
+        "valid": true,
+        "hash": topology.hash_hex(),
+        "warnings": topology.warnings(),
+    });
+    if let (Some(object), Value::Object(fields)) = (value.as_object_mut(), fields) {
+        object.extend(fields);
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    );
+}
+
+/// `topoctl check --vrps`: every announced route is judged as if newly announced (a plan from
+/// an empty topology), so G5 names each RPKI-invalid one; any such route exits 3.
+fn check_rpki(topology: &Topology, vrps: &VrpSet, json: bool) -> Result<i32, Stop> {
+    let empty = compile_owned(Vec::new(), 0).map_err(|error| error.to_string())?;
+    let judged = plan_with_vrps(&empty, topology, &Intent::default(), Some(vrps));
+    let invalid: Vec<&GuardViolation> = judged.violations_of(Guard::G5).collect();
+    if json {
+        print_valid_json(
+            topology,
+            json!({
+                "rpki": judged.rpki,
+                "rpki_invalid": invalid,
+                "callouts": judged.callouts,
+            }),
+        );
+    } else {
+        let text = judged.render_text();
+        for line in text.lines().filter(|line| {
+            line.starts_with("rpki:")
+                || line.contains("G5 route")
+                || line.contains("declares roa")
+                || line.contains("not found in the RPKI")
+        }) {
+            println!("{}", line.trim_start());
+        }
+        let verdict = if invalid.is_empty() {
+            "valid".to_string()
+        } else {
+            format!(
+                "compiles, but {} route(s) would be announced RPKI-invalid",
+                invalid.len()
+            )
+        };
+        println!("{verdict}: {}", sizes(topology));
+    }
+    Ok(if invalid.is_empty() {
+        EXIT_NO_CHANGE
+    } else {
+        EXIT_REFUSED
+    })
+}
+
+/// `topoctl compile`: the routes a location announces.
+fn compile(location: &str, files: &[PathBuf], json: bool) -> Result<i32, Stop> {
+    let topology = match read_and_compile(files, json)? {
         Ok(topology) => topology,
         Err(code) => return Ok(code),
     };
@@ -586,135 +664,106 @@ fn compile_location(location: &str, files: &[PathBuf], json: bool) -> Result<i32
     Ok(EXIT_NO_CHANGE)
 }
 
-fn run(command: Command) -> Result<i32, Stop> {
-    match command {
-        Command::Rollout(command) => Ok(run_rollout(command)),
-        Command::Check { files, vrps, json } => check(&files, vrps.as_deref(), json),
-        Command::Compile {
-            location,
-            files,
-            json,
-        } => compile_location(&location, &files, json),
-        Command::Plan {
-            old,
-            new,
-            intent,
-            vrps,
-            json,
-        } => {
-            let intent = intent.intent()?;
-            let vrps = vrps.as_deref().map(read_vrps).transpose()?;
-            // The old topology's warnings are today's; the plan carries the new one's.
-            let old = match compile_owned(read(&old, json)?, 0) {
-                Ok(topology) => topology,
-                Err(diagnostics) => {
-                    report_diagnostics(&diagnostics, json);
-                    return Ok(EXIT_INVALID);
-                }
-            };
-            // Compiled against the old topology, so that a finding involving two places is
-            // reported at the one the change added. Its warnings are part of the plan.
-            let new = match compile_against(read(&new, json)?, 1, &old) {
-                Ok(topology) => topology,
-                Err(diagnostics) => {
-                    report_diagnostics(&diagnostics, json);
-                    return Ok(EXIT_INVALID);
-                }
-            };
-            let plan = plan_with_vrps(&old, &new, &intent, vrps.as_ref());
-            if json {
-                println!("{}", plan.to_json());
-            } else {
-                print!("{}", plan.render_text());
-            }
-            Ok(plan.exit_code())
+/// `topoctl plan`: what changes between two topologies and the guards' verdict.
+fn plan(
+    old: &[PathBuf],
+    new: &[PathBuf],
+    intent: &IntentArguments,
+    vrps: Option<&Path>,
+    json: bool,
+) -> Result<i32, Stop> {
+    let intent = intent.intent()?;
+    let vrps = vrps.map(read_vrps).transpose()?;
+    // The old topology's warnings are today's; the plan carries the new one's.
+    let old = match compile_owned(read(old, json)?, 0) {
+        Ok(topology) => topology,
+        Err(diagnostics) => {
+            report_diagnostics(&diagnostics, json);
+            return Ok(EXIT_INVALID);
         }
-        Command::Explain {
-            address,
-            files,
-            json,
-        } => {
-            let topology = match compile_or_report(read(&files, json)?, 0, json) {
-                Ok(topology) => topology,
-                Err(code) => return Ok(code),
-            };
-            let explanation = topology.explain(address);
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&explanation).unwrap_or_default()
-                );
-            } else {
-                println!("{address}:");
-                for reason in &explanation.reasons {
-                    println!("  - {reason}");
-                }
-                if !explanation.announced_at.is_empty() {
-                    println!(
-                        "  announced at {} location(s): {}",
-                        explanation.announced_at.len(),
-                        collapse_locations(&explanation.announced_at)
-                    );
-                }
-            }
-            Ok(EXIT_NO_CHANGE)
+    };
+    // Compiled against the old topology, so that a finding involving two places is
+    // reported at the one the change added. Its warnings are part of the plan.
+    let new = match compile_against(read(new, json)?, 1, &old) {
+        Ok(topology) => topology,
+        Err(diagnostics) => {
+            report_diagnostics(&diagnostics, json);
+            return Ok(EXIT_INVALID);
         }
-        Command::Push {
-            daemon,
-            files,
-            intent,
-            expect_generation,
-            dry_run,
-            json,
-        } => {
-            let intent = intent.intent()?;
-            let bundle = bundle_of(&files, json)?;
-            let client = daemon.client()?;
-            let runtime = runtime()?;
-            if dry_run {
-                let answer = runtime.block_on(client.plan(&bundle, &intent));
-                return Ok(print_answer(answer, json, true));
-            }
-            let answer = runtime.block_on(client.apply(&bundle, &intent, expect_generation));
-            Ok(print_answer(answer, json, false))
+    };
+    let plan = plan_with_vrps(&old, &new, &intent, vrps.as_ref());
+    if json {
+        println!("{}", plan.to_json());
+    } else {
+        print!("{}", plan.render_text());
+    }
+    Ok(plan.exit_code())
+}
+
+/// `topoctl explain`: which binding and service handle an address, and where it is announced.
+fn explain(address: IpAddr, files: &[PathBuf], json: bool) -> Result<i32, Stop> {
+    let topology = match read_and_compile(files, json)? {
+        Ok(topology) => topology,
+        Err(code) => return Ok(code),
+    };
+    let explanation = topology.explain(address);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&explanation).unwrap_or_default()
+        );
+    } else {
+        println!("{address}:");
+        for reason in &explanation.reasons {
+            println!("  - {reason}");
         }
-        Command::Rollback {
-            daemon,
-            generation,
-            expect_generation,
-        } => {
-            let client = daemon.client()?;
-            let answer = runtime()?.block_on(client.rollback(generation, expect_generation));
-            Ok(print_answer(answer, true, false))
-        }
-        Command::Status { daemon } => {
-            let client = daemon.client()?;
-            let answer = runtime()?.block_on(client.status());
-            Ok(print_answer(answer, true, false))
-        }
-        Command::Routes { daemon, peer } => {
-            let client = daemon.client()?;
-            let answer = runtime()?.block_on(client.routes(peer.as_deref()));
-            Ok(print_answer(answer, true, false))
-        }
-        Command::Health { daemon } => {
-            let client = daemon.client()?;
-            let answer = runtime()?.block_on(client.health());
-            Ok(print_answer(answer, true, false))
-        }
-        Command::Drain {
-            daemon,
-            service,
-            undrain,
-            force,
-            reason,
-        } => {
-            let client = daemon.client()?;
-            let answer =
-                runtime()?.block_on(client.drain(service.as_deref(), !undrain, force, &reason));
-            Ok(print_answer(answer, true, false))
+        if !explanation.announced_at.is_empty() {
+            println!(
+                "  announced at {} location(s): {}",
+                explanation.announced_at.len(),
+                collapse_locations(&explanation.announced_at)
+            );
         }
     }
+    Ok(EXIT_NO_CHANGE)
+}
+
+/// `topoctl push`: apply topology files on a running daemon, or with `--dry-run` ask for its
+/// plan and verdict.
+fn push(
+    daemon: &DaemonArguments,
+    files: &[PathBuf],
+    intent: &IntentArguments,
+    expect_generation: Option<u64>,
+    dry_run: bool,
+    json: bool,
+) -> Result<i32, Stop> {
+    let intent = intent.intent()?;
+    let bundle = bundle_of(files, json)?;
+    let client = daemon.client()?;
+    let runtime = runtime()?;
+    if dry_run {
+        let answer = runtime.block_on(client.plan(&bundle, &intent));
+        return Ok(print_answer(answer, json, true));
+    }
+    let answer = runtime.block_on(client.apply(&bundle, &intent, expect_generation));
+    Ok(print_answer(answer, json, false))
+}
+
+/// The daemon commands that send one request and print its JSON answer (rollback, status,
+/// routes, health, drain).
+fn ask_daemon<Request, Answer, View>(
+    daemon: &DaemonArguments,
+    request: Request,
+) -> Result<i32, Stop>
+where
+    Request: FnOnce(ControlClient) -> Answer,
+    Answer: Future<Output = Result<View, ClientError>>,
+    View: Shown,
+{
+    let client = daemon.client()?;
+    let answer = runtime()?.block_on(request(client));
+    Ok(print_answer(answer, true, false))
 }
 
 fn bundle_of(files: &[PathBuf], json: bool) -> Result<SourceBundle, Stop> {
@@ -825,22 +874,6 @@ fn print_answer<V: Shown>(answer: Result<V, ClientError>, json: bool, dry_run: b
             EXIT_USAGE
         }
     }
-}
-
-/// An error and its sources, outermost first: a refused TLS handshake shows up as an HTTP
-/// error whose source says why (`received fatal alert: UnknownCA`).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -73,17 +73,7 @@ impl ExabgpPeer {
         )?;
         make_executable(&script)?;
         process::write_file(DAEMON, &config, &render_config(&spec, &script))?;
-        let mut command = Command::new("exabgp");
-        command
-            .arg(&config)
-            .env("exabgp.daemon.user", "root")
-            .env("exabgp.daemon.daemonize", "false")
-            .env("exabgp.daemon.drop", "false")
-            .env("exabgp.api.cli", "false")
-            .env("exabgp.api.ack", "false")
-            .env("exabgp.tcp.bind", "")
-            .env("exabgp.log.destination", "stdout");
-        let process = DaemonProcess::spawn(DAEMON, command, &log)?;
+        let process = DaemonProcess::spawn(DAEMON, exabgp_command(&config), &log)?;
         let mut peer = ExabgpPeer {
             spec,
             process,
@@ -487,6 +477,22 @@ fn route_from(prefix: IpNet, next_hop: IpAddr, attributes: &Value) -> ReceivedRo
             .collect(),
         stale: false,
     }
+}
+
+/// ExaBGP on `config` in the foreground, as root, with its API (no CLI, no acknowledgements),
+/// no listener of its own and its log on stdout: how the launcher and the BGP benchmark run it.
+pub fn exabgp_command(config: &Path) -> Command {
+    let mut command = Command::new("exabgp");
+    command
+        .arg(config)
+        .env("exabgp.daemon.user", "root")
+        .env("exabgp.daemon.daemonize", "false")
+        .env("exabgp.daemon.drop", "false")
+        .env("exabgp.api.cli", "false")
+        .env("exabgp.api.ack", "false")
+        .env("exabgp.tcp.bind", "")
+        .env("exabgp.log.destination", "stdout");
+    command
 }
 
 #[cfg(test)]

@@ -125,11 +125,10 @@ impl FrrPeer {
             || process::file_tail(log),
             || {
                 self.process.check_running()?;
-                Ok(match self.vtysh(&["show bgp neighbors json"]) {
-                    Ok(output) if output.trim_start().starts_with('{') => Ok(()),
-                    Ok(output) => Err(output),
-                    Err(error) => Err(error.to_string()),
-                })
+                Ok(super::answers_json(
+                    self.vtysh(&["show bgp neighbors json"]),
+                    '{',
+                ))
             },
         )
     }

@@ -86,11 +86,7 @@ impl GobgpPeer {
             || process::file_tail(&log),
             || {
                 self.process.check_running()?;
-                Ok(match self.gobgp(&["neighbor", "-j"]) {
-                    Ok(output) if output.trim_start().starts_with('[') => Ok(()),
-                    Ok(output) => Err(output),
-                    Err(error) => Err(error.to_string()),
-                })
+                Ok(super::answers_json(self.gobgp(&["neighbor", "-j"]), '['))
             },
         )
     }

@@ -51,7 +51,7 @@ mod exabgp;
 mod frr;
 mod gobgp;
 mod gtsm;
-mod process;
+pub(crate) mod process;
 mod prometheus;
 
 use std::fmt;
@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 
 pub use bird::BirdPeer;
-pub use exabgp::ExabgpPeer;
+pub use exabgp::{ExabgpPeer, exabgp_command};
 pub use frr::FrrPeer;
 pub use gobgp::GobgpPeer;
 pub use gtsm::{TtlProbe, ttl_probe};
@@ -594,6 +594,19 @@ pub trait BgpPeer {
                 })
             },
         )
+    }
+}
+
+/// A [`poll`] attempt on a daemon's control command: done once it answers with JSON opening
+/// with `opening` (`{` or `[`); otherwise what it said, for the timeout's message.
+pub(crate) fn answers_json(
+    answer: Result<String>,
+    opening: char,
+) -> std::result::Result<(), String> {
+    match answer {
+        Ok(output) if output.trim_start().starts_with(opening) => Ok(()),
+        Ok(output) => Err(output),
+        Err(error) => Err(error.to_string()),
     }
 }
 

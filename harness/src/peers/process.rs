@@ -150,7 +150,8 @@ impl Drop for DaemonProcess {
     }
 }
 
-fn signal_group(child: &Child, signal: &str) {
+/// Sends `signal` (a name such as `KILL`) to the process group `child` leads.
+pub(crate) fn signal_group(child: &Child, signal: &str) {
     // The child is its own group leader, so its pid is the group id.
     let _ = Command::new("kill")
         .arg(format!("-{signal}"))

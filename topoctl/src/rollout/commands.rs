@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use topologyd_config::load_sources;
-use topologyd_topology::{Intent, Verdict, compile_owned, plan};
+use topologyd_topology::{Intent, Plan, Topology, Verdict, compile_owned, plan};
 
 use super::driver::{
     self, CONTROL_FILE, Context, ControlLine, RunOptions, clients_for, delta_json, sources_of,
@@ -29,7 +29,7 @@ use super::journal::{
 };
 use super::machine::{Event, LocationState, Machine, Phase};
 use super::progress::{Mode, Progress, RolloutMetrics};
-use super::waves::assign_waves;
+use super::waves::{Wave, assign_waves};
 use super::{EXIT_COMPLETED, EXIT_ERROR, EXIT_REFUSED, exit_code_of};
 use topologyd::admin::{AdminServer, Readiness};
 use topologyd::control_client::ControlClient;
@@ -134,19 +134,10 @@ async fn statuses(
         let name = name.clone();
         let client = client.clone();
         tasks.spawn(async move {
-            let answer = client.status().await.map_err(|error| {
-                let mut text = error.to_string();
-                let mut source = std::error::Error::source(&error);
-                while let Some(cause) = source {
-                    let cause_text = cause.to_string();
-                    if !text.contains(&cause_text) {
-                        text.push_str(": ");
-                        text.push_str(&cause_text);
-                    }
-                    source = cause.source();
-                }
-                text
-            });
+            let answer = client
+                .status()
+                .await
+                .map_err(|error| crate::error_chain(&error));
             (name, answer)
         });
     }
@@ -159,39 +150,125 @@ async fn statuses(
     answers
 }
 
+/// Why `rollout start` ended before driving the rollout: an error (printed by [`fail`]) or an
+/// exit code whose report is already printed (refused, no change, dry run).
+#[derive(Debug)]
+enum Ended {
+    Error(String),
+    Exit(i32),
+}
+
+impl From<String> for Ended {
+    fn from(message: String) -> Ended {
+        Ended::Error(message)
+    }
+}
+
 async fn start_async(options: StartOptions) -> i32 {
     let json = options.json;
+    match start_checked(options).await {
+        Ok(code) | Err(Ended::Exit(code)) => code,
+        Err(Ended::Error(message)) => fail(json, &message),
+    }
+}
+
+/// `rollout start`, phase by phase: load the inputs, check the fleet (preflight), plan and
+/// guard, assign waves (and stop there with `--dry-run`), open the journal, drive.
+async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
+    let inputs = load_inputs(&options)?;
+    let preflight = preflight(&inputs.fleet, &inputs.clients).await?;
+    let (old_bundle, old) = running_topology(&inputs.fleet, &inputs.clients, &preflight).await?;
+    let fleet_plan = guard_plan(&old, &inputs.new, &inputs.intent, options.json)?;
+    let (waves, warnings) = plan_waves(&inputs.fleet, &inputs.new)?;
+    if options.dry_run {
+        let report = DryRun {
+            fleet: &inputs.fleet,
+            old: &old,
+            new: &inputs.new,
+            plan: &fleet_plan,
+            waves: &waves,
+            warnings: &warnings,
+            before: &preflight.before,
+        };
+        if options.json {
+            report.print_json();
+        } else {
+            report.print_text();
+        }
+        return Ok(EXIT_COMPLETED);
+    }
+    let (lock, journal) = open_state(&options.state_dir)?;
+    let started = Box::new(Started {
+        rollout: format!(
+            "{}-{}",
+            unix_time() as u64,
+            inputs.new.hash_hex().get(..8).unwrap_or("")
+        ),
+        old_hash: old.hash_hex(),
+        new_hash: inputs.new.hash_hex(),
+        intent: inputs.intent_lines,
+        waves,
+        gates: inputs.fleet.gates.clone(),
+        locations: inputs.fleet.locations.clone(),
+        timeout_seconds: inputs.fleet.timeout_seconds,
+        before: preflight.before,
+        old_bundle,
+        new_bundle: inputs.new_bundle,
+    });
+    let code = drive_started(started, journal, &options).await?;
+    drop(lock);
+    Ok(code)
+}
+
+/// What `rollout start` reads before asking the fleet anything.
+struct StartInputs {
+    fleet: Fleet,
+    intent: Intent,
+    intent_lines: Vec<String>,
+    new_bundle: SourceBundle,
+    new: Topology,
+    clients: BTreeMap<String, ControlClient>,
+}
+
+/// Phase 1: the fleet file, the intent, the new topology (compiled here) and a control client
+/// per location.
+fn load_inputs(options: &StartOptions) -> Result<StartInputs, String> {
     let fleet: Fleet = match load_fleet(&options.fleet) {
         Ok(fleet) => fleet,
         Err(FleetError::Invalid(diagnostics)) => {
-            return fail(json, &format!("invalid fleet file:\n{diagnostics}"));
+            return Err(format!("invalid fleet file:\n{diagnostics}"));
         }
-        Err(error) => return fail(json, &error.to_string()),
+        Err(error) => return Err(error.to_string()),
     };
-    let (intent, intent_lines) = match parse_intent(&options.intents, &options.overrides) {
-        Ok(parsed) => parsed,
-        Err(message) => return fail(json, &message),
-    };
-    let new_bundle = match bundle_of(&options.files) {
-        Ok(bundle) => bundle,
-        Err(message) => return fail(json, &message),
-    };
-    let new = match compile_owned(sources_of(&new_bundle), 1) {
-        Ok(topology) => topology,
-        Err(diagnostics) => {
-            return fail(
-                json,
-                &format!("the new topology is invalid:\n{diagnostics}"),
-            );
-        }
-    };
+    let (intent, intent_lines) = parse_intent(&options.intents, &options.overrides)?;
+    let new_bundle = bundle_of(&options.files)?;
+    let new = compile_owned(sources_of(&new_bundle), 1)
+        .map_err(|diagnostics| format!("the new topology is invalid:\n{diagnostics}"))?;
     let timeout = Duration::from_secs(fleet.timeout_seconds);
-    let clients = match clients_for(&fleet.locations, timeout) {
-        Ok(clients) => clients,
-        Err(message) => return fail(json, &message),
-    };
-    // 1. Every location answers and runs the same topology.
-    let answers = statuses(&clients).await;
+    let clients = clients_for(&fleet.locations, timeout)?;
+    Ok(StartInputs {
+        fleet,
+        intent,
+        intent_lines,
+        new_bundle,
+        new,
+        clients,
+    })
+}
+
+/// What the preflight learnt: every location's state before the rollout, and the one
+/// topology hash they all run.
+struct Preflight {
+    before: BTreeMap<String, LocationBefore>,
+    fleet_hash: String,
+}
+
+/// Phase 2: every location answers and runs the same topology; nothing is applied otherwise.
+async fn preflight(
+    fleet: &Fleet,
+    clients: &BTreeMap<String, ControlClient>,
+) -> Result<Preflight, String> {
+    let answers = statuses(clients).await;
     let mut unreachable = Vec::new();
     let mut by_hash: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut before = BTreeMap::new();
@@ -215,70 +292,65 @@ async fn start_async(options: StartOptions) -> i32 {
         }
     }
     if !unreachable.is_empty() {
-        return fail(
-            json,
-            &format!(
-                "{} location(s) did not answer; nothing was applied:\n  {}",
-                unreachable.len(),
-                unreachable.join("\n  ")
-            ),
-        );
+        return Err(format!(
+            "{} location(s) did not answer; nothing was applied:\n  {}",
+            unreachable.len(),
+            unreachable.join("\n  ")
+        ));
     }
     if by_hash.len() != 1 {
         let groups: Vec<String> = by_hash
             .iter()
             .map(|(hash, locations)| format!("{hash}: {}", locations.join(", ")))
             .collect();
-        return fail(
-            json,
-            &format!(
-                "the fleet is not converged (locations run different topologies); nothing was applied:\n  {}",
-                groups.join("\n  ")
-            ),
-        );
+        return Err(format!(
+            "the fleet is not converged (locations run different topologies); nothing was applied:\n  {}",
+            groups.join("\n  ")
+        ));
     }
     let fleet_hash = by_hash.keys().next().cloned().unwrap_or_default();
-    // 2. The running bundle, from the first location.
-    let Some(first) = fleet.locations.first() else {
-        return fail(json, "the fleet has no location");
-    };
-    let Some(first_client) = clients.get(&first.name) else {
-        return fail(json, "the fleet has no location");
-    };
-    let running = match first_client.topology().await {
-        Ok(running) => running,
-        Err(error) => {
-            return fail(
-                json,
-                &format!(
-                    "cannot read the running topology from {} (GET /v1/topology): {error}",
-                    first.name
-                ),
-            );
-        }
-    };
+    Ok(Preflight { before, fleet_hash })
+}
+
+/// Phase 2, continued: the running bundle, from the first location, compiled here to the hash
+/// the fleet reports.
+async fn running_topology(
+    fleet: &Fleet,
+    clients: &BTreeMap<String, ControlClient>,
+    preflight: &Preflight,
+) -> Result<(SourceBundle, Topology), String> {
+    let first = fleet
+        .locations
+        .first()
+        .ok_or_else(|| "the fleet has no location".to_string())?;
+    let first_client = clients
+        .get(&first.name)
+        .ok_or_else(|| "the fleet has no location".to_string())?;
+    let running = first_client.topology().await.map_err(|error| {
+        format!(
+            "cannot read the running topology from {} (GET /v1/topology): {error}",
+            first.name
+        )
+    })?;
     let old_bundle: SourceBundle = running.bundle;
-    let old = match compile_owned(sources_of(&old_bundle), 0) {
-        Ok(topology) => topology,
-        Err(diagnostics) => {
-            return fail(
-                json,
-                &format!("the running topology does not compile here:\n{diagnostics}"),
-            );
-        }
-    };
-    if old.hash_hex() != fleet_hash {
-        return fail(
-            json,
-            &format!(
-                "the running topology from {} compiles to hash {}, but the fleet reports {fleet_hash}",
-                first.name,
-                old.hash_hex()
-            ),
-        );
+    let old = compile_owned(sources_of(&old_bundle), 0).map_err(|diagnostics| {
+        format!("the running topology does not compile here:\n{diagnostics}")
+    })?;
+    if old.hash_hex() != preflight.fleet_hash {
+        return Err(format!(
+            "the running topology from {} compiles to hash {}, but the fleet reports {}",
+            first.name,
+            old.hash_hex(),
+            preflight.fleet_hash
+        ));
     }
-    // 3. The fleet-wide plan and its guards.
-    let fleet_plan = plan(&old, &new, &intent);
+    Ok((old_bundle, old))
+}
+
+/// Phase 3: the fleet-wide plan and its guards. A refused plan ends with [`EXIT_REFUSED`], a
+/// change to the topology the fleet already runs with [`EXIT_COMPLETED`].
+fn guard_plan(old: &Topology, new: &Topology, intent: &Intent, json: bool) -> Result<Plan, Ended> {
+    let fleet_plan = plan(old, new, intent);
     if fleet_plan.verdict() == Verdict::Refused {
         if json {
             let plan_value: Value =
@@ -290,7 +362,7 @@ async fn start_async(options: StartOptions) -> i32 {
         }
         eprint!("{}", fleet_plan.render_text());
         eprintln!("topoctl: the plan guards refused the change; nothing was applied");
-        return EXIT_REFUSED;
+        return Err(Ended::Exit(EXIT_REFUSED));
     }
     if old.hash_hex() == new.hash_hex() {
         if json {
@@ -304,162 +376,154 @@ async fn start_async(options: StartOptions) -> i32 {
                 new.hash_hex()
             );
         }
-        return EXIT_COMPLETED;
+        return Err(Ended::Exit(EXIT_COMPLETED));
     }
-    // 4. Waves.
+    Ok(fleet_plan)
+}
+
+/// Phase 4: the waves, with the wave planner's warnings printed.
+fn plan_waves(fleet: &Fleet, new: &Topology) -> Result<(Vec<Wave>, Vec<String>), String> {
     let fleet_names: Vec<String> = fleet
         .locations
         .iter()
         .map(|location| location.name.clone())
         .collect();
-    let (waves, warnings) =
-        match assign_waves(&fleet.waves, &fleet.gates, &fleet_names, new.locations()) {
-            Ok(assigned) => assigned,
-            Err(error) => return fail(json, &error.to_string()),
-        };
+    let (waves, warnings) = assign_waves(&fleet.waves, &fleet.gates, &fleet_names, new.locations())
+        .map_err(|error| error.to_string())?;
     for warning in &warnings {
         eprintln!("topoctl: warning: {warning}");
     }
-    let gate_names = |indices: &[usize]| -> Vec<String> {
+    Ok((waves, warnings))
+}
+
+/// `rollout start --dry-run`: every wave with its gates, locations and their deltas.
+struct DryRun<'a> {
+    fleet: &'a Fleet,
+    old: &'a Topology,
+    new: &'a Topology,
+    plan: &'a Plan,
+    waves: &'a [Wave],
+    warnings: &'a [String],
+    before: &'a BTreeMap<String, LocationBefore>,
+}
+
+impl DryRun<'_> {
+    fn gate_names(&self, indices: &[usize]) -> Vec<String> {
         indices
             .iter()
-            .filter_map(|index| fleet.gates.get(*index).map(|gate| gate.name.clone()))
+            .filter_map(|index| self.fleet.gates.get(*index).map(|gate| gate.name.clone()))
             .collect()
-    };
-    if options.dry_run {
-        if json {
-            let waves_json: Vec<Value> = waves
-                .iter()
-                .map(|wave| {
-                    json!({
-                        "name": wave.name,
-                        "bake_seconds": wave.bake_seconds,
-                        "gates": gate_names(&wave.gates),
-                        "skipped_gates": gate_names(&wave.skipped_gates),
-                        "locations": wave.locations.iter().map(|location| delta_json(&fleet_plan.delta(location))).collect::<Vec<_>>(),
-                    })
-                })
-                .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({
-                    "old_hash": old.hash_hex(),
-                    "new_hash": new.hash_hex(),
-                    "verdict": fleet_plan.verdict(),
-                    "warnings": warnings,
-                    "waves": waves_json,
-                }))
-                .unwrap_or_default()
-            );
-        } else {
-            print!("{}", fleet_plan.render_text());
-            println!();
-            println!(
-                "rollout plan: {} → {}, {} wave(s), {} location(s)",
-                old.hash_hex(),
-                new.hash_hex(),
-                waves.len(),
-                fleet_names.len()
-            );
-            for (index, wave) in waves.iter().enumerate() {
-                let skipped = gate_names(&wave.skipped_gates);
-                println!(
-                    "wave {index} {} — bake {} s, gates: {}{}",
-                    wave.name,
-                    wave.bake_seconds,
-                    if wave.gates.is_empty() {
-                        "none".to_string()
-                    } else {
-                        gate_names(&wave.gates).join(", ")
-                    },
-                    if skipped.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (skipped here: {})", skipped.join(", "))
-                    }
-                );
-                for location in &wave.locations {
-                    let delta = fleet_plan.delta(location);
-                    println!(
-                        "  {location}: {} announce, {} update, {} withdraw (generation {})",
-                        delta.announce.len(),
-                        delta.update.len(),
-                        delta.withdraw.len(),
-                        before.get(location).map_or(0, |before| before.generation)
-                    );
-                    for route in &delta.announce {
-                        println!("    + {} ({})", route.prefix, route.service);
-                    }
-                    for route in &delta.update {
-                        println!("    ~ {} ({})", route.prefix, route.service);
-                    }
-                    for prefix in &delta.withdraw {
-                        println!("    - {prefix}");
-                    }
-                }
-            }
-        }
-        return EXIT_COMPLETED;
     }
-    // 5. The state directory, its lock and the journal.
-    if let Err(error) = std::fs::create_dir_all(&options.state_dir) {
-        return fail(
-            json,
-            &format!("cannot create {}: {error}", options.state_dir.display()),
+
+    fn print_json(&self) {
+        let waves_json: Vec<Value> = self
+            .waves
+            .iter()
+            .map(|wave| {
+                json!({
+                    "name": wave.name,
+                    "bake_seconds": wave.bake_seconds,
+                    "gates": self.gate_names(&wave.gates),
+                    "skipped_gates": self.gate_names(&wave.skipped_gates),
+                    "locations": wave.locations.iter().map(|location| delta_json(&self.plan.delta(location))).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "old_hash": self.old.hash_hex(),
+                "new_hash": self.new.hash_hex(),
+                "verdict": self.plan.verdict(),
+                "warnings": self.warnings,
+                "waves": waves_json,
+            }))
+            .unwrap_or_default()
         );
     }
-    let lock = match try_lock(&options.state_dir) {
-        Ok(Some(lock)) => lock,
-        Ok(None) => {
-            return fail(
-                json,
-                &format!(
-                    "a controller is already running in {}",
-                    options.state_dir.display()
-                ),
+
+    fn print_text(&self) {
+        print!("{}", self.plan.render_text());
+        println!();
+        println!(
+            "rollout plan: {} → {}, {} wave(s), {} location(s)",
+            self.old.hash_hex(),
+            self.new.hash_hex(),
+            self.waves.len(),
+            self.fleet.locations.len()
+        );
+        for (index, wave) in self.waves.iter().enumerate() {
+            let skipped = self.gate_names(&wave.skipped_gates);
+            println!(
+                "wave {index} {} — bake {} s, gates: {}{}",
+                wave.name,
+                wave.bake_seconds,
+                if wave.gates.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.gate_names(&wave.gates).join(", ")
+                },
+                if skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (skipped here: {})", skipped.join(", "))
+                }
             );
+            for location in &wave.locations {
+                self.print_location(location);
+            }
         }
-        Err(message) => return fail(json, &message),
-    };
-    let mut journal = match Journal::create(&options.state_dir) {
-        Ok(journal) => journal,
-        Err(error) => return fail(json, &error.to_string()),
-    };
-    let started = Box::new(Started {
-        rollout: format!(
-            "{}-{}",
-            unix_time() as u64,
-            new.hash_hex().get(..8).unwrap_or("")
-        ),
-        old_hash: old.hash_hex(),
-        new_hash: new.hash_hex(),
-        intent: intent_lines,
-        waves,
-        gates: fleet.gates.clone(),
-        locations: fleet.locations.clone(),
-        timeout_seconds: fleet.timeout_seconds,
-        before,
-        old_bundle,
-        new_bundle,
-    });
-    let progress = Arc::new(Progress::new(Mode::detect(json), &started));
-    let context = match Context::new(started.clone(), Arc::clone(&progress)) {
-        Ok(context) => Arc::new(context),
-        Err(message) => return fail(json, &message),
-    };
-    let record = Record::Started(started);
-    let line = match journal.append(&record) {
-        Ok(line) => line,
-        Err(error) => return fail(json, &error.to_string()),
-    };
+    }
+
+    fn print_location(&self, location: &str) {
+        let delta = self.plan.delta(location);
+        println!(
+            "  {location}: {} announce, {} update, {} withdraw (generation {})",
+            delta.announce.len(),
+            delta.update.len(),
+            delta.withdraw.len(),
+            self.before
+                .get(location)
+                .map_or(0, |before| before.generation)
+        );
+        for route in &delta.announce {
+            println!("    + {} ({})", route.prefix, route.service);
+        }
+        for route in &delta.update {
+            println!("    ~ {} ({})", route.prefix, route.service);
+        }
+        for prefix in &delta.withdraw {
+            println!("    - {prefix}");
+        }
+    }
+}
+
+/// Phase 5: the state directory, its lock (held until the rollout ends) and a new journal.
+fn open_state(state_dir: &Path) -> Result<(File, Journal), String> {
+    std::fs::create_dir_all(state_dir)
+        .map_err(|error| format!("cannot create {}: {error}", state_dir.display()))?;
+    let lock = try_lock(state_dir)?
+        .ok_or_else(|| format!("a controller is already running in {}", state_dir.display()))?;
+    let journal = Journal::create(state_dir).map_err(|error| error.to_string())?;
+    Ok((lock, journal))
+}
+
+/// Phase 6: journal `started`, serve the metrics and drive the machine to its end.
+async fn drive_started(
+    started: Box<Started>,
+    mut journal: Journal,
+    options: &StartOptions,
+) -> Result<i32, String> {
+    let progress = Arc::new(Progress::new(Mode::detect(options.json), &started));
+    let context = Arc::new(Context::new(started.clone(), Arc::clone(&progress))?);
+    let line = journal
+        .append(&Record::Started(started))
+        .map_err(|error| error.to_string())?;
     let mut machine = Machine::new(context.machine_plan());
     progress.record(&line, &machine, 0);
-    let metrics = match serve_metrics(options.metrics_listen).await {
-        Ok(metrics) => metrics,
-        Err(message) => return fail(json, &message),
-    };
+    let metrics = serve_metrics(options.metrics_listen).await?;
     let initial = machine.handle(Event::Start, 0);
-    let code = driver::run(
+    Ok(driver::run(
         context,
         machine,
         journal,
@@ -470,9 +534,7 @@ async fn start_async(options: StartOptions) -> i32 {
             exit_on_pause: options.exit_on_pause,
         },
     )
-    .await;
-    drop(lock);
-    code
+    .await)
 }
 
 /// Starts the metrics listener when asked for.
@@ -772,115 +834,4 @@ pub fn status(dir: &Path, json: bool) -> i32 {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::rollout::journal::Outcome;
-
-    #[test]
-    fn the_lock_tells_whether_a_controller_runs() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(!controller_running(dir.path()));
-        let held = try_lock(dir.path()).unwrap().unwrap();
-        assert!(controller_running(dir.path()));
-        assert!(try_lock(dir.path()).unwrap().is_none());
-        drop(held);
-        assert!(!controller_running(dir.path()));
-    }
-
-    #[test]
-    fn control_commands_need_a_journal_and_a_controller() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(control(dir.path(), Command::Pause), EXIT_ERROR);
-        let mut journal = Journal::create(dir.path()).unwrap();
-        journal
-            .append(&Record::Started(Box::new(Started {
-                rollout: "r".into(),
-                old_hash: "a".into(),
-                new_hash: "b".into(),
-                intent: vec![],
-                waves: vec![],
-                gates: vec![],
-                locations: vec![],
-                timeout_seconds: 1,
-                before: BTreeMap::new(),
-                old_bundle: SourceBundle { sources: vec![] },
-                new_bundle: SourceBundle { sources: vec![] },
-            })))
-            .unwrap();
-        assert_eq!(control(dir.path(), Command::Promote), EXIT_ERROR);
-        journal
-            .append(&Record::Finished {
-                outcome: Outcome::Completed,
-            })
-            .unwrap();
-        assert_eq!(status(dir.path(), true), EXIT_COMPLETED);
-        assert_eq!(status(dir.path(), false), EXIT_COMPLETED);
-    }
-
-    #[test]
-    fn a_running_controller_acknowledges_through_the_journal() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().to_path_buf();
-        let mut journal = Journal::create(&path).unwrap();
-        journal
-            .append(&Record::Started(Box::new(Started {
-                rollout: "r".into(),
-                old_hash: "a".into(),
-                new_hash: "b".into(),
-                intent: vec![],
-                waves: vec![],
-                gates: vec![],
-                locations: vec![],
-                timeout_seconds: 1,
-                before: BTreeMap::new(),
-                old_bundle: SourceBundle { sources: vec![] },
-                new_bundle: SourceBundle { sources: vec![] },
-            })))
-            .unwrap();
-        let lock = try_lock(&path).unwrap().unwrap();
-        // A stand-in controller: reads the control file, journals what it reads.
-        let controller_dir = path.clone();
-        let controller = std::thread::spawn(move || {
-            let control_path = controller_dir.join(CONTROL_FILE);
-            let mut offset = 0;
-            for _ in 0..200 {
-                let (commands, next) = driver::read_control(&control_path, offset);
-                offset = next;
-                if let Some(line) = commands.into_iter().next() {
-                    journal
-                        .append(&Record::Command {
-                            id: line.id,
-                            command: line.command,
-                        })
-                        .unwrap();
-                    return line.command;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Command::Resume
-        });
-        assert_eq!(control(&path, Command::Pause), EXIT_COMPLETED);
-        assert_eq!(controller.join().unwrap(), Command::Pause);
-        drop(lock);
-    }
-
-    #[test]
-    fn intent_lines_are_checked_and_kept_in_order() {
-        let (intent, lines) = parse_intent(
-            &["service:resolver".into()],
-            &["blast-radius".into(), "global-withdrawal:1.1.1.0/24".into()],
-        )
-        .unwrap();
-        assert!(intent.services.contains("resolver"));
-        assert_eq!(
-            lines,
-            [
-                "service:resolver",
-                "blast-radius",
-                "global-withdrawal:1.1.1.0/24"
-            ]
-        );
-        assert!(parse_intent(&["resolver".into()], &[]).is_err());
-        assert!(parse_intent(&[], &["everything".into()]).is_err());
-    }
-}
+mod tests;

@@ -766,156 +766,164 @@ impl Machine {
     /// Moves the rollout forward as far as it can go without waiting for an answer.
     fn advance(&mut self, now: u64, out: &mut Vec<Output>) {
         loop {
-            match self.phase {
-                Phase::Planned | Phase::Finished(_) => return,
-                Phase::RollingBack => {
-                    if self.any_location(|state| {
-                        matches!(
-                            state,
-                            LocationState::Applying { .. } | LocationState::RollingBack { .. }
-                        )
-                    }) {
-                        return;
-                    }
-                    let Some(rollback) = self.rollback.clone() else {
-                        return;
-                    };
-                    match rollback.queue.front() {
-                        Some(location) => {
-                            let location = location.clone();
-                            let to_generation =
-                                self.plan.before.get(&location).copied().unwrap_or(0);
-                            let Some(LocationState::Applied { generation }) =
-                                self.location(&location)
-                            else {
-                                // Not applied after all: nothing to roll back there.
-                                if let Some(rollback) = &mut self.rollback {
-                                    rollback.queue.pop_front();
-                                }
-                                continue;
-                            };
-                            self.commit(
-                                Record::RollingBack {
-                                    location: location.clone(),
-                                    to_generation,
-                                    expected_generation: generation,
-                                },
-                                now,
-                                out,
-                            );
-                            out.push(Output::Effect(Effect::Rollback {
-                                location,
-                                to_generation,
-                                expected_generation: generation,
-                            }));
-                            return;
-                        }
-                        None => {
-                            let outcome = if rollback.failed {
-                                Outcome::RollbackIncomplete
-                            } else if rollback.abort {
-                                Outcome::Aborted
-                            } else {
-                                Outcome::RolledBack
-                            };
-                            self.commit(Record::Finished { outcome }, now, out);
-                            return;
-                        }
-                    }
-                }
-                Phase::Applying => {
-                    if self.paused.is_some()
-                        || self
-                            .any_location(|state| matches!(state, LocationState::Applying { .. }))
-                    {
-                        return;
-                    }
-                    let Some(wave) = self.plan.waves.get(self.wave) else {
-                        return;
-                    };
-                    let next = wave
-                        .locations
-                        .iter()
-                        .find(|location| {
-                            matches!(self.location(location), Some(LocationState::Pending))
-                        })
-                        .cloned();
-                    match next {
-                        Some(location) => {
-                            let expected_generation =
-                                self.plan.before.get(&location).copied().unwrap_or(0);
-                            self.commit(
-                                Record::Applying {
-                                    location: location.clone(),
-                                    expected_generation,
-                                },
-                                now,
-                                out,
-                            );
-                            out.push(Output::Effect(Effect::Apply {
-                                location,
-                                expected_generation,
-                            }));
-                            return;
-                        }
-                        None => {
-                            self.commit(Record::Baking { wave: self.wave }, now, out);
-                        }
-                    }
-                }
-                Phase::Baking => {
-                    if self.paused.is_some() {
-                        return;
-                    }
-                    let Some(wave) = self.plan.waves.get(self.wave).cloned() else {
-                        return;
-                    };
-                    let all_passed = wave.gates.iter().all(|index| {
-                        match (self.gates.get(*index), self.plan.gates.get(*index)) {
-                            (Some(progress), Some(spec)) => progress.passes >= spec.count,
-                            _ => true,
-                        }
-                    });
-                    let baked = self.promoted || now >= self.bake_started_ms + self.bake_ms();
-                    if all_passed && baked {
-                        self.commit(Record::WavePassed { wave: self.wave }, now, out);
-                        if self.wave + 1 < self.plan.waves.len() {
-                            self.commit(
-                                Record::WaveStarted {
-                                    wave: self.wave + 1,
-                                },
-                                now,
-                                out,
-                            );
-                            continue;
-                        }
-                        self.commit(
-                            Record::Finished {
-                                outcome: Outcome::Completed,
-                            },
-                            now,
-                            out,
-                        );
-                        return;
-                    }
-                    for index in &wave.gates {
-                        if let Some(progress) = self.gates.get_mut(*index)
-                            && !progress.in_flight
-                            && now >= progress.next_due_ms
-                        {
-                            progress.in_flight = true;
-                            out.push(Output::Effect(Effect::Evaluate {
-                                wave: self.wave,
-                                gate: *index,
-                                epoch: self.epoch,
-                            }));
-                        }
-                    }
-                    return;
-                }
+            let step = match self.phase {
+                Phase::Planned | Phase::Finished(_) => Step::Wait,
+                Phase::RollingBack => self.advance_rollback(now, out),
+                Phase::Applying => self.advance_apply(now, out),
+                Phase::Baking => self.advance_bake(now, out),
+            };
+            if step == Step::Wait {
+                return;
             }
         }
     }
+
+    /// Rolling back: the next location in the queue (one at a time), or the end.
+    fn advance_rollback(&mut self, now: u64, out: &mut Vec<Output>) -> Step {
+        if self.any_location(|state| {
+            matches!(
+                state,
+                LocationState::Applying { .. } | LocationState::RollingBack { .. }
+            )
+        }) {
+            return Step::Wait;
+        }
+        let Some(rollback) = self.rollback.clone() else {
+            return Step::Wait;
+        };
+        let Some(location) = rollback.queue.front() else {
+            let outcome = if rollback.failed {
+                Outcome::RollbackIncomplete
+            } else if rollback.abort {
+                Outcome::Aborted
+            } else {
+                Outcome::RolledBack
+            };
+            self.commit(Record::Finished { outcome }, now, out);
+            return Step::Wait;
+        };
+        let location = location.clone();
+        let to_generation = self.plan.before.get(&location).copied().unwrap_or(0);
+        let Some(LocationState::Applied { generation }) = self.location(&location) else {
+            // Not applied after all: nothing to roll back there.
+            if let Some(rollback) = &mut self.rollback {
+                rollback.queue.pop_front();
+            }
+            return Step::Again;
+        };
+        self.commit(
+            Record::RollingBack {
+                location: location.clone(),
+                to_generation,
+                expected_generation: generation,
+            },
+            now,
+            out,
+        );
+        out.push(Output::Effect(Effect::Rollback {
+            location,
+            to_generation,
+            expected_generation: generation,
+        }));
+        Step::Wait
+    }
+
+    /// Applying a wave: the next pending location (one at a time), or the bake once every
+    /// location of the wave is applied.
+    fn advance_apply(&mut self, now: u64, out: &mut Vec<Output>) -> Step {
+        if self.paused.is_some()
+            || self.any_location(|state| matches!(state, LocationState::Applying { .. }))
+        {
+            return Step::Wait;
+        }
+        let Some(wave) = self.plan.waves.get(self.wave) else {
+            return Step::Wait;
+        };
+        let next = wave
+            .locations
+            .iter()
+            .find(|location| matches!(self.location(location), Some(LocationState::Pending)))
+            .cloned();
+        let Some(location) = next else {
+            self.commit(Record::Baking { wave: self.wave }, now, out);
+            return Step::Again;
+        };
+        let expected_generation = self.plan.before.get(&location).copied().unwrap_or(0);
+        self.commit(
+            Record::Applying {
+                location: location.clone(),
+                expected_generation,
+            },
+            now,
+            out,
+        );
+        out.push(Output::Effect(Effect::Apply {
+            location,
+            expected_generation,
+        }));
+        Step::Wait
+    }
+
+    /// Baking a wave: pass it (and start the next, or finish) once its gates have passed and
+    /// its bake time is over (or it was promoted); otherwise evaluate the gates that are due.
+    fn advance_bake(&mut self, now: u64, out: &mut Vec<Output>) -> Step {
+        if self.paused.is_some() {
+            return Step::Wait;
+        }
+        let Some(wave) = self.plan.waves.get(self.wave).cloned() else {
+            return Step::Wait;
+        };
+        let all_passed = wave.gates.iter().all(|index| {
+            match (self.gates.get(*index), self.plan.gates.get(*index)) {
+                (Some(progress), Some(spec)) => progress.passes >= spec.count,
+                _ => true,
+            }
+        });
+        let baked = self.promoted || now >= self.bake_started_ms + self.bake_ms();
+        if all_passed && baked {
+            self.commit(Record::WavePassed { wave: self.wave }, now, out);
+            if self.wave + 1 < self.plan.waves.len() {
+                self.commit(
+                    Record::WaveStarted {
+                        wave: self.wave + 1,
+                    },
+                    now,
+                    out,
+                );
+                return Step::Again;
+            }
+            self.commit(
+                Record::Finished {
+                    outcome: Outcome::Completed,
+                },
+                now,
+                out,
+            );
+            return Step::Wait;
+        }
+        for index in &wave.gates {
+            if let Some(progress) = self.gates.get_mut(*index)
+                && !progress.in_flight
+                && now >= progress.next_due_ms
+            {
+                progress.in_flight = true;
+                out.push(Output::Effect(Effect::Evaluate {
+                    wave: self.wave,
+                    gate: *index,
+                    epoch: self.epoch,
+                }));
+            }
+        }
+        Step::Wait
+    }
+}
+
+/// What one step of [`Machine::advance`] leaves: the phase moved on and may go further, or the
+/// machine waits for an answer or for time to pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Again,
+    Wait,
 }
 
 #[cfg(test)]

@@ -1,20 +1,16 @@
-//! Shared by the `tests/daemon_*.rs` end-to-end tests: the example topology (two locations,
-//! three services, a split BYOIP prefix), BIRD launched as a passive neighbor of the daemon
-//! under test, and small helpers that turn harness errors into test failures with context.
-//!
-//! Each test file includes it with `mod daemon_common;`; not every file uses every item.
-#![allow(dead_code)]
+//! The fixture of the `tests/daemon_*.rs` end-to-end tests (and of the interoperability
+//! scenarios, [`crate::interop`]): the example topology (two locations, three services, a split
+//! BYOIP prefix), BIRD launched as a passive neighbor of the daemon under test, and small helpers
+//! that turn harness errors into test failures with context.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::peers::{BgpPeer, BirdPeer, Family, GracefulRestart, PeerSpec, ReceivedRoute};
+use crate::topologyd::{DaemonConfig, NeighborConfig, Topologyd};
 use ipnet::IpNet;
-use topologyd_harness::peers::{
-    BgpPeer, BirdPeer, Family, GracefulRestart, PeerSpec, ReceivedRoute,
-};
-use topologyd_harness::topologyd::{DaemonConfig, NeighborConfig, Topologyd};
 
 pub const LOCAL_ASN: u32 = 13335;
 pub const BIRD_ASN: u32 = 64512;
@@ -135,10 +131,10 @@ pub fn by_prefix(routes: Vec<ReceivedRoute>) -> BTreeMap<IpNet, ReceivedRoute> {
 /// A BIRD waiting (passive) for `daemon` to connect, and the neighbor entry for the daemon's
 /// configuration (named `name`). The neighbor is not added to `daemon`.
 pub fn start_bird(daemon: &DaemonConfig, name: &str) -> (BirdPeer, NeighborConfig) {
-    let address = topologyd_harness::peers::alloc::loopback_v4();
+    let address = crate::peers::alloc::loopback_v4();
     let endpoint = SocketAddr::new(
         IpAddr::V4(address),
-        topologyd_harness::peers::alloc::free_port(IpAddr::V4(address)),
+        crate::peers::alloc::free_port(IpAddr::V4(address)),
     );
     let bird = check(
         BirdPeer::start(bird_spec(daemon, endpoint)),

@@ -1,11 +1,11 @@
-//! Shared by the `tests/interop_*.rs` files: one body per interoperability scenario, generic over
+//! The interoperability scenarios of the `tests/interop_*.rs` files: one body per interoperability scenario, generic over
 //! the real peer daemon (BIRD 2, FRR bgpd, GoBGP, ExaBGP) through the harness's [`BgpPeer`]
 //! trait, so that every daemon runs exactly the same assertions. Each `interop_<daemon>.rs` file
 //! only names its launcher and how that daemon asks for a route refresh.
 //!
 //! Every scenario starts its own peer daemon (passive unless a collision is wanted, on a fresh
 //! `127.a.b.c` address or `::1`) and its own topologyd (active towards it, with an mTLS control
-//! API), with the example topology of `tests/daemon_common` plus one extra resolver prefix,
+//! API), with the example topology of [`crate::daemon_fixture`] plus one extra resolver prefix,
 //! [`EXTRA_PREFIX`], that a `topoctl push` later withdraws. Peers check what they received in
 //! their own view (`routes()`), which the harness reads from the daemon itself; what topologyd
 //! did is read from its `/metrics` and log. Announced next hops are documentation addresses:
@@ -15,29 +15,23 @@
 //! transport); route refresh (RFC 2918); SIGKILL and restart under graceful restart (RFC 4724);
 //! TCP-MD5 (RFC 2385); GTSM (RFC 5082); connection collision (RFC 4271 §6.8); single-family
 //! peers (RFC 4760); inbound counting; a peer restart; 2,048 routes packed into full UPDATEs.
-//!
-//! Each file includes it with `mod interop_common;`; not every file uses every item.
-#![allow(dead_code)]
-
-#[path = "../daemon_common/mod.rs"]
-mod daemon_common;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ipnet::IpNet;
-use topologyd_harness::peers::{
+use crate::peers::{
     BgpPeer, DEFAULT_NEXT_HOP_V4, DEFAULT_NEXT_HOP_V6, Family, GracefulRestart, Origin, PeerSpec,
     ReceivedRoute, Result, Route, Transport, TtlProbe, alloc, ttl_probe,
 };
-use topologyd_harness::topologyd::{
+use crate::topologyd::{
     ControlPki, ControlSection, DaemonConfig, NeighborConfig, Topoctl, Topologyd, wait_until,
     write_files,
 };
+use ipnet::IpNet;
 
-pub use daemon_common::{LOCAL_ASN, WAIT, by_prefix, check, prefix};
+pub use crate::daemon_fixture::{LOCAL_ASN, WAIT, by_prefix, check, prefix};
 
 /// The peer daemons' ASN: 4-octet, so every session negotiates RFC 6793 (we are 2-octet).
 pub const PEER_ASN: u32 = 4_200_000_001;
@@ -117,13 +111,13 @@ pub struct Interop<P> {
 /// `more_prefixes` (TOML).
 fn initial_topology(more_prefixes: &str) -> Vec<(&'static str, String)> {
     vec![
-        ("fleet.toml", daemon_common::FLEET.to_string()),
-        ("services.toml", daemon_common::SERVICES.to_string()),
+        ("fleet.toml", crate::daemon_fixture::FLEET.to_string()),
+        ("services.toml", crate::daemon_fixture::SERVICES.to_string()),
         (
             "prefixes.toml",
             format!(
                 "{}{EXTRA_PREFIX_TOML}{more_prefixes}",
-                daemon_common::PREFIXES
+                crate::daemon_fixture::PREFIXES
             ),
         ),
     ]
@@ -404,9 +398,9 @@ impl<P: BgpPeer> Interop<P> {
             write_files(
                 &self.bundles.path().join("without-extra"),
                 &[
-                    ("fleet.toml", daemon_common::FLEET),
-                    ("services.toml", daemon_common::SERVICES),
-                    ("prefixes.toml", daemon_common::PREFIXES),
+                    ("fleet.toml", crate::daemon_fixture::FLEET),
+                    ("services.toml", crate::daemon_fixture::SERVICES),
+                    ("prefixes.toml", crate::daemon_fixture::PREFIXES),
                 ],
             ),
             "writing a bundle",

@@ -1,0 +1,234 @@
+//! Tests of `waves.rs`.
+
+use super::*;
+use topologyd_config::fleet::GateKind;
+use topologyd_config::{LocationState, Span, parse_selector};
+
+fn location(name: &str, region: &str, state: LocationState, tags: &[&str]) -> Location {
+    Location {
+        name: name.into(),
+        region: region.into(),
+        metro: name[..3].to_uppercase(),
+        country: "XX".into(),
+        tags: tags.iter().map(|tag| (*tag).to_string()).collect(),
+        state,
+    }
+}
+
+fn topology() -> Vec<Location> {
+    vec![
+        location("ams01", "eu", LocationState::Live, &["canary"]),
+        location("fra01", "eu", LocationState::Live, &[]),
+        location("lhr01", "eu", LocationState::Live, &[]),
+        location("ord01", "us", LocationState::Live, &[]),
+        location("sfo01", "us", LocationState::Live, &[]),
+        location("sin01", "ap", LocationState::Live, &[]),
+        location("tst01", "eu", LocationState::Test, &[]),
+    ]
+}
+
+fn spec(name: &str, select: Option<&str>, share: f64, max: Option<usize>) -> WaveSpec {
+    WaveSpec {
+        name: name.into(),
+        select: select.map(|text| parse_selector(text, &|_, _| Span::default()).unwrap()),
+        share,
+        bake_seconds: 5,
+        max_locations: max,
+    }
+}
+
+fn gate(name: &str, query: Option<&str>, waves: Option<Vec<&str>>) -> GateSpec {
+    GateSpec {
+        name: name.into(),
+        kind: match query {
+            Some(query) => GateKind::Promql {
+                prometheus: "http://127.0.0.1:9090".into(),
+                query: query.into(),
+                min: Some(1.0),
+                max: None,
+            },
+            None => GateKind::Daemon,
+        },
+        interval_ms: 100,
+        count: 1,
+        failure_limit: 1,
+        inconclusive_limit: 3,
+        waves: waves.map(|waves| waves.into_iter().map(String::from).collect()),
+    }
+}
+
+fn names(topology: &[Location]) -> Vec<String> {
+    topology
+        .iter()
+        .map(|location| location.name.clone())
+        .collect()
+}
+
+fn plan(specs: &[WaveSpec], gates: &[GateSpec]) -> Vec<(String, Vec<String>)> {
+    let topology = topology();
+    let (waves, _) = assign_waves(specs, gates, &names(&topology), &topology).unwrap();
+    waves
+        .into_iter()
+        .map(|wave| (wave.name, wave.locations))
+        .collect()
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|item| (*item).to_string()).collect()
+}
+
+#[test]
+fn canary_then_region_then_the_rest() {
+    let waves = plan(
+        &[
+            spec("canary", Some("state = 'test' or tag:canary"), 1.0, None),
+            spec("eu", Some("region = 'eu'"), 1.0, None),
+            spec("rest", None, 1.0, None),
+        ],
+        &[],
+    );
+    assert_eq!(
+        waves,
+        vec![
+            ("canary".into(), strings(&["ams01", "tst01"])),
+            ("eu".into(), strings(&["fra01", "lhr01"])),
+            ("rest".into(), strings(&["ord01", "sfo01", "sin01"])),
+        ]
+    );
+}
+
+#[test]
+fn share_rounds_up_and_max_locations_splits() {
+    let waves = plan(
+        &[
+            spec("half", None, 0.5, None),
+            spec("rest", None, 1.0, Some(2)),
+        ],
+        &[],
+    );
+    assert_eq!(
+        waves,
+        vec![
+            (
+                "half".into(),
+                strings(&["ams01", "fra01", "lhr01", "ord01"])
+            ),
+            ("rest-1".into(), strings(&["sfo01", "sin01"])),
+            ("rest-2".into(), strings(&["tst01"])),
+        ]
+    );
+    assert_eq!(share_count(10, 0.3), 3);
+    assert_eq!(share_count(10, 0.31), 4);
+    assert_eq!(share_count(1, 0.01), 1);
+    assert_eq!(share_count(0, 0.5), 0);
+}
+
+#[test]
+fn empty_waves_are_dropped_with_a_warning_and_leftovers_are_an_error() {
+    let topology = topology();
+    let (waves, warnings) = assign_waves(
+        &[
+            spec("mars", Some("region = 'mars'"), 1.0, None),
+            spec("all", Some("all"), 1.0, None),
+        ],
+        &[],
+        &names(&topology),
+        &topology,
+    )
+    .unwrap();
+    assert_eq!(waves.len(), 1);
+    assert_eq!(
+        warnings,
+        vec!["wave `mars` selects no location and is dropped"]
+    );
+    let error = assign_waves(
+        &[spec("us", Some("region = 'us'"), 1.0, None)],
+        &[],
+        &names(&topology),
+        &topology,
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "5 fleet location(s) are in no wave: ams01, fra01, lhr01, sin01, tst01; add a last [[wave]] with share = 1.0"
+    );
+}
+
+#[test]
+fn fleet_locations_must_exist_and_unlisted_ones_are_reported() {
+    let topology = topology();
+    let error = assign_waves(
+        &[spec("all", None, 1.0, None)],
+        &[],
+        &strings(&["ams01", "xyz01"]),
+        &topology,
+    )
+    .unwrap_err();
+    assert_eq!(error, WaveError::UnknownLocation("xyz01".into()));
+    let (_, warnings) = assign_waves(
+        &[spec("all", None, 1.0, None)],
+        &[],
+        &strings(&["ams01", "fra01"]),
+        &topology,
+    )
+    .unwrap();
+    assert!(warnings[0].starts_with("5 topology location(s) are not in the fleet file"));
+}
+
+#[test]
+fn gates_follow_their_wave_filter_and_control_gates_need_a_control_group() {
+    let topology = topology();
+    let gates = [
+        gate("daemon", None, None),
+        gate("canary-only", None, Some(vec!["canary"])),
+        gate("vs-control", Some("x{control}"), None),
+    ];
+    let (waves, _) = assign_waves(
+        &[
+            spec("canary", Some("tag:canary"), 1.0, None),
+            spec("rest", None, 1.0, Some(3)),
+        ],
+        &gates,
+        &names(&topology),
+        &topology,
+    )
+    .unwrap();
+    assert_eq!(waves[0].gates, vec![0, 1, 2]);
+    assert_eq!(waves[1].name, "rest-1");
+    assert_eq!(waves[1].gates, vec![0, 2]);
+    let (single, _) = assign_waves(
+        &[spec("everything", None, 1.0, None)],
+        &gates,
+        &names(&topology),
+        &topology,
+    )
+    .unwrap();
+    assert_eq!(single[0].gates, vec![0]);
+    assert_eq!(single[0].skipped_gates, vec![2]);
+}
+
+#[test]
+fn selector_semantics() {
+    let topology = topology();
+    let select = |text: &str| {
+        let selector = parse_selector(text, &|_, _| Span::default()).unwrap();
+        topology
+            .iter()
+            .filter(|location| matches(&selector, location))
+            .map(|location| location.name.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        select("region in ['us', 'ap']"),
+        ["ord01", "sfo01", "sin01"]
+    );
+    assert_eq!(
+        select("not region = 'eu' and metro != 'SFO'"),
+        ["ord01", "sin01"]
+    );
+    assert_eq!(
+        select("location = 'lhr01' or tag = 'canary'"),
+        ["ams01", "lhr01"]
+    );
+    assert_eq!(select("none"), Vec::<&str>::new());
+}
