@@ -45,7 +45,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 use crate::engine_api::EngineCommand;
-use crate::listener_limits::{Admission, BusyMarker, ConnectionCaps, ConnectionLimiter};
+use crate::listener_limits::{BusyMarker, ConnectionCaps, ConnectionLimiter};
 use answer::{Answer, respond};
 
 mod answer;
@@ -247,49 +247,19 @@ impl ControlServer {
 
     /// Serves until `shutdown` completes; connections in flight finish on their own tasks.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ControlError> {
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let (stream, remote) = tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                accepted = self.listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) if crate::listener_limits::is_transient_accept_error(&error) => {
-                        tracing::warn!(%error, "control API: accept failed, retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                    Err(source) => return Err(ControlError::Accept { address: self.address, source }),
-                },
-            };
-            let admission = match self.connections.admit(remote.ip()) {
-                Ok(admission) => admission,
-                Err(refused) => {
-                    tracing::warn!(%remote, %refused, "control API: closing a new connection");
-                    crate::listener_limits::refuse(stream);
-                    continue;
-                }
-            };
-            let acceptor = TlsAcceptor::from(Arc::clone(&self.tls));
-            let shared = Arc::clone(&self.shared);
-            tokio::spawn(serve_admitted(acceptor, shared, stream, remote, admission));
-        }
-    }
-}
-
-/// Serves one admitted connection until it ends or a newcomer displaces it while idle.
-async fn serve_admitted(
-    acceptor: TlsAcceptor,
-    shared: Arc<Shared>,
-    stream: tokio::net::TcpStream,
-    remote: SocketAddr,
-    mut admission: Admission,
-) {
-    let marker = admission.marker();
-    tokio::select! {
-        () = serve_connection(acceptor, shared, stream, remote, marker) => {}
-        _ = &mut admission.evicted => {
-            tracing::debug!(%remote, "control API: closed an idle connection to make room");
-        }
+        let address = self.address;
+        crate::listener_limits::accept_loop(
+            &self.listener,
+            &self.connections,
+            "control API",
+            shutdown,
+            |stream, remote, marker| {
+                let acceptor = TlsAcceptor::from(Arc::clone(&self.tls));
+                serve_connection(acceptor, Arc::clone(&self.shared), stream, remote, marker)
+            },
+        )
+        .await
+        .map_err(|source| ControlError::Accept { address, source })
     }
 }
 

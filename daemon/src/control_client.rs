@@ -12,10 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty, Full, combinators::BoxBody};
-use hyper::header::{ACCEPT, CONTENT_TYPE, HOST};
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
+use hyper::Method;
+use hyper::header::{ACCEPT, CONTENT_TYPE};
+use percent_encoding::utf8_percent_encode;
 use rustls_pki_types::ServerName;
 use serde::Deserialize as _;
 use serde::Serialize;
@@ -23,6 +22,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+use crate::http_client::{ExchangeError, OneShot, exchange};
 
 use topologyd_api::{
     ApplyRequest, DrainRequest, DrainView, ErrorBody, HealthView, Intent, MutationOutcome,
@@ -65,9 +66,9 @@ pub enum ClientError {
     Http {
         /// The daemon's control address.
         address: SocketAddr,
-        /// The hyper error.
+        /// The step that failed.
         #[source]
-        source: hyper::Error,
+        source: ExchangeError,
     },
     /// The request could not be built (an invalid path).
     #[error("control client: cannot build a request for {path}: {source}")]
@@ -204,7 +205,10 @@ impl ControlClient {
     /// `GET /v1/routes`, optionally for one peer.
     pub async fn routes(&self, peer: Option<&str>) -> Result<RoutesView, ClientError> {
         let path = match peer {
-            Some(peer) => format!("/v1/routes?peer={}", percent_encode(peer)),
+            Some(peer) => format!(
+                "/v1/routes?peer={}",
+                utf8_percent_encode(peer, crate::http_client::QUERY_VALUE)
+            ),
             None => "/v1/routes".to_owned(),
         };
         self.call::<(), _>(Method::GET, &path, None).await
@@ -291,43 +295,21 @@ impl ControlClient {
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|source| ClientError::Tls { address, source })?;
-        let http_error = |source| ClientError::Http { address, source };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(http_error)?;
-        let driver = tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "control client connection ended with an error");
-            }
-        });
-        let has_body = body.is_some();
-        let payload: BoxBody<Bytes, std::convert::Infallible> = match body {
-            Some(body) => Full::new(Bytes::from(body)).boxed(),
-            None => Empty::new().boxed(),
-        };
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, self.server_name.to_str().as_ref())
-            .header(ACCEPT, "application/json");
-        if has_body {
+        let mut request = OneShot {
+            method,
+            body: body.map(Bytes::from),
+            ..OneShot::get(self.server_name.to_str().as_ref(), path)
+        }
+        .header(ACCEPT, "application/json");
+        if request.body.is_some() {
             request = request.header(CONTENT_TYPE, "application/json");
         }
-        let request = request
-            .body(payload)
-            .map_err(|source| ClientError::Request {
-                path: path.to_owned(),
-                source,
-            })?;
-        let response = sender.send_request(request).await.map_err(http_error)?;
-        let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(http_error)?
-            .to_bytes();
-        driver.abort();
+        let answer = exchange(tls, request).await.map_err(|error| match error {
+            ExchangeError::Build { path, source } => ClientError::Request { path, source },
+            source => ClientError::Http { address, source },
+        })?;
+        let status = answer.status.as_u16();
+        let bytes = answer.body;
         let value = if bytes.is_empty() {
             Value::Null
         } else {
@@ -339,17 +321,4 @@ impl ControlClient {
         };
         Ok((status, value))
     }
-}
-
-/// Percent-encodes everything but unreserved characters (RFC 3986 §2.3).
-fn percent_encode(text: &str) -> String {
-    let mut encoded = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
 }

@@ -13,7 +13,15 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HOST, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What a query-string value keeps unencoded: the unreserved characters of RFC 3986 §2.3.
+pub const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Largest answer body an exchange reads unless the caller says otherwise: control-API answers
 /// (plans of large topologies) and PromQL vectors fit; a server streaming without end does not

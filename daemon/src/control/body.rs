@@ -179,6 +179,9 @@ pub(super) fn query_parameter(query: Option<&str>, name: &str) -> Result<Option<
     Ok(None)
 }
 
+/// Strict percent-decoding: a malformed escape (`%zz`, a lone `%`) is an error the caller
+/// reports. Written here because the `percent-encoding` crate passes malformed escapes through
+/// as text, which would turn a typo in `?peer=` into a silent "no such peer".
 fn percent_decode(text: &str) -> Option<String> {
     let mut bytes = Vec::with_capacity(text.len());
     let mut input = text.bytes();

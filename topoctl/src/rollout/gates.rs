@@ -14,13 +14,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty};
-use hyper::Request;
-use hyper::header::{ACCEPT, HOST};
-use hyper_util::rt::TokioIo;
+use hyper::header::ACCEPT;
+use percent_encoding::utf8_percent_encode;
 use serde::Deserialize as _;
 use serde_json::Value;
+use topologyd::http_client::{self, OneShot, QUERY_VALUE};
 use topologyd_api::view::CheckResult;
 use topologyd_api::{HealthView as HealthDocument, RouteView, RoutesView, StatusView};
 use topologyd_topology::AnnouncedRoute;
@@ -520,7 +518,7 @@ pub fn parse_promql(body: &Value) -> Result<Vec<Sample>, String> {
     }
 }
 
-/// Judges samples against the bounds: every sample within them passes; empty or NaN is
+/// Judges samples against the bounds: every sample within them passes; empty, NaN or ±Inf is
 /// inconclusive.
 pub fn judge_promql(samples: &[Sample], min: Option<f64>, max: Option<f64>) -> GateVerdict {
     if samples.is_empty() {
@@ -538,8 +536,18 @@ pub fn judge_promql(samples: &[Sample], min: Option<f64>, max: Option<f64>) -> G
             format!("{{{}}} {}", labels.join(","), sample.value)
         }
     };
-    if let Some(sample) = samples.iter().find(|sample| sample.value.is_nan()) {
-        return GateVerdict::inconclusive(format!("NaN sample: {}", describe(sample)));
+    // NaN and ±Inf are never a pass, whatever the bounds: a ratio whose denominator fell to 0
+    // is +Inf, and "+Inf ≥ 0.99" must not send a change to the whole fleet.
+    if let Some(sample) = samples.iter().find(|sample| !sample.value.is_finite()) {
+        return GateVerdict::inconclusive(format!(
+            "{} sample (no data is never a pass): {}",
+            if sample.value.is_nan() {
+                "NaN"
+            } else {
+                "infinite"
+            },
+            describe(sample)
+        ));
     }
     let out_of_bounds: Vec<String> = samples
         .iter()
@@ -562,55 +570,26 @@ pub fn judge_promql(samples: &[Sample], min: Option<f64>, max: Option<f64>) -> G
     }
 }
 
-/// Percent-encodes a query-string value (RFC 3986 §2.3 unreserved characters kept).
-fn percent_encode(text: &str) -> String {
-    let mut encoded = String::with_capacity(text.len() * 2);
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
-}
-
 /// `GET {base}/api/v1/query?query=…` over plain HTTP/1.1; the JSON answer (also for 4xx/5xx
 /// answers that carry Prometheus' error document).
 pub async fn query_prometheus(base: &str, query: &str, timeout: Duration) -> Result<Value, String> {
     let authority = base.strip_prefix("http://").unwrap_or(base).to_string();
-    let path = format!("/api/v1/query?query={}", percent_encode(query));
+    let path = format!(
+        "/api/v1/query?query={}",
+        utf8_percent_encode(query, QUERY_VALUE)
+    );
     let exchange = async {
         let tcp = tokio::net::TcpStream::connect(authority.as_str())
             .await
             .map_err(|error| format!("cannot connect to Prometheus at {authority}: {error}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        let request = OneShot::get(authority.as_str(), path).header(ACCEPT, "application/json");
+        let answer = http_client::exchange(tcp, request)
             .await
             .map_err(|error| format!("Prometheus at {authority}: {error}"))?;
-        let driver = tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let request = Request::builder()
-            .uri(path.as_str())
-            .header(HOST, authority.as_str())
-            .header(ACCEPT, "application/json")
-            .body(Empty::<Bytes>::new())
-            .map_err(|error| format!("cannot build the Prometheus request: {error}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|error| format!("Prometheus at {authority}: {error}"))?;
-        let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|error| format!("Prometheus at {authority}: {error}"))?
-            .to_bytes();
-        driver.abort();
-        serde_json::from_slice::<Value>(&bytes).map_err(|error| {
+        serde_json::from_slice::<Value>(&answer.body).map_err(|error| {
             format!(
-                "Prometheus at {authority} answered {status} with a body that is not JSON: {error}"
+                "Prometheus at {authority} answered {} with a body that is not JSON: {error}",
+                answer.status.as_u16()
             )
         })
     };

@@ -149,6 +149,32 @@ fn no_data_is_never_a_pass() {
     );
 }
 
+proptest::proptest! {
+    /// Whatever the bounds (none, one, both, any values) and whatever finite samples sit
+    /// beside it, a NaN or ±Inf sample — as Prometheus sends them, parsed by `parse_promql` — is
+    /// never a pass: a canary/control ratio whose denominator fell to 0 must not promote a change.
+    #[test]
+    fn a_nan_or_infinite_sample_is_never_a_pass(
+        min in proptest::option::of(-1e9f64..1e9),
+        max in proptest::option::of(-1e9f64..1e9),
+        finite in proptest::collection::vec(-1e9f64..1e9, 0..4),
+        special in 0usize..3,
+        position in 0usize..4,
+    ) {
+        let text = ["NaN", "+Inf", "-Inf"][special];
+        let mut result: Vec<serde_json::Value> = finite
+            .iter()
+            .map(|value| json!({"metric": {}, "value": [1700000000.1, value.to_string()]}))
+            .collect();
+        let at = position.min(result.len());
+        result.insert(at, json!({"metric": {"location": "ams01"}, "value": [1700000000.1, text]}));
+        let body = json!({"status": "success", "data": {"resultType": "vector", "result": result}});
+        let samples = parse_promql(&body).map_err(proptest::test_runner::TestCaseError::fail)?;
+        let verdict = judge_promql(&samples, min, max);
+        proptest::prop_assert_eq!(verdict.result, GateResultKind::Inconclusive, "{}", verdict.detail);
+    }
+}
+
 #[test]
 fn every_sample_must_be_within_the_bounds() {
     let sample = |value| Sample {
