@@ -23,7 +23,7 @@
 //!
 //! Must not touch: sockets (the peer tasks and listeners own them), HTTP framing, BGP encoding.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -35,39 +35,38 @@ use topologyd_bgp::{GracefulRestartConfig, MaxPrefixes, SessionConfig};
 use topologyd_config::Source;
 use topologyd_config::daemon::{DaemonConfig, Family, PeerConfig};
 use topologyd_config::health::HealthSpec;
-use topologyd_topology::{Topology, compile_owned};
 use tracing::{error, info, warn};
 
-use crate::addresses::{AddressBinder, BindOutcome};
+use crate::addresses::AddressBinder;
 use crate::admin::Readiness;
 use crate::announce::{LocationRoutes, PeerRouteContext};
-use crate::bundle::compile_bundle;
 use crate::compile::CompileBudget;
 use crate::control::{AuditLog, AuditRecord};
 use crate::engine_api::{EngineCommand, EngineError, EngineErrorKind, SourceBundle, WriteAhead};
 use crate::health::{HealthEventKind, HealthView, RoundCounts};
+use crate::metrics::Metrics;
 use crate::metrics::ServiceReport;
-use crate::metrics::{
-    Direction as MetricDirection, FAMILY_IPV4_UNICAST, FAMILY_IPV6_UNICAST, Metrics, SessionState,
-};
 use crate::overlay;
 use crate::peer::{PeerCommand, PeerHandle, PeerSpec, PeerStatus, spawn_peer};
 use crate::sockopt::SessionSecurity;
-use crate::state_store::{GenerationMeta, ServiceDrain, StateStore, StoredGeneration};
+use crate::state_store::{ServiceDrain, StateStore};
 
 pub mod core;
 mod effects;
 pub mod peer_set;
 pub mod prepare;
+mod startup;
+mod status;
 mod views;
 
 pub use self::core::{ADDRESS_VERIFY_INTERVAL, UNBIND_AFTER_WITHDRAWAL_TIMEOUT};
-use self::core::{EngineCore, Event, Now, PeerSync, RequestId, Running};
+use self::core::{EngineCore, Event, Now, RequestId};
 pub use self::effects::TRIM_AFTER_PUBLISH;
 use self::effects::{Compiled, MutationRequest};
 use self::peer_set::peer_set_diff;
-use self::prepare::{CompileInput, CompileJob, compile_memory_bytes, location_routes, to_bundle};
+use self::prepare::{CompileInput, CompileJob, compile_memory_bytes, to_bundle};
 pub use self::prepare::{expanded_health_specs, runtime_guard};
+pub use self::startup::{StartError, read_md5_key};
 
 /// The connect-retry backoff stops growing at this multiple of `connect_retry_seconds`.
 pub const CONNECT_RETRY_BACKOFF_FACTOR: u32 = 4;
@@ -90,32 +89,6 @@ pub enum EngineEvent {
     },
     /// SIGTERM: drain and stop; `done` fires when every peer task has finished.
     Shutdown { done: oneshot::Sender<()> },
-}
-
-/// Why the engine could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("state directory: {0}")]
-    State(#[from] crate::state_store::StateError),
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("the bootstrap topology does not compile:\n{0}")]
-    Bootstrap(topologyd_topology::Diagnostics),
-    #[error(
-        "the state directory holds no generation and `bootstrap_topology` names no files: nothing to announce"
-    )]
-    NothingToAnnounce,
-    #[error("location `{0}` is not in the topology's fleet")]
-    UnknownLocation(String),
-    #[error("no stored generation compiles; last error:\n{0}")]
-    NoGoodGeneration(String),
-    #[error("peer `{peer}`: {message}")]
-    Peer { peer: String, message: String },
-    #[error("local service addresses: {0}")]
-    Addresses(String),
 }
 
 /// The engine's state; owned by its task.
@@ -196,175 +169,13 @@ pub(crate) fn to_sources(bundle: &SourceBundle) -> Vec<Source> {
         .collect()
 }
 
-fn session_state_metric(state: &str) -> SessionState {
-    match state {
-        "Connect" => SessionState::Connect,
-        "Active" => SessionState::Active,
-        "OpenSent" => SessionState::OpenSent,
-        "OpenConfirm" => SessionState::OpenConfirm,
-        "Established" => SessionState::Established,
-        _ => SessionState::Idle,
-    }
-}
-
-/// Reads a peer's MD5 key file (trailing newline removed).
-pub fn read_md5_key(peer: &PeerConfig) -> Result<Option<Vec<u8>>, StartError> {
-    let Some(path) = &peer.md5_key_file else {
-        return Ok(None);
-    };
-    let mut key = std::fs::read(path).map_err(|source| StartError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    while key
-        .last()
-        .is_some_and(|byte| *byte == b'\n' || *byte == b'\r')
-    {
-        key.pop();
-    }
-    if key.is_empty() || key.len() > 80 {
-        return Err(StartError::Peer {
-            peer: peer.name.clone(),
-            message: format!(
-                "the MD5 key in {} must be 1 to 80 bytes (RFC 2385)",
-                path.display()
-            ),
-        });
-    }
-    Ok(Some(key))
-}
-
 impl Engine {
-    /// Loads the running generation (the last one applied, or the bootstrap topology on first
-    /// start) and computes what this location announces. Blocking: call before the runtime
-    /// serves anything, or from `spawn_blocking`.
-    pub fn start(
-        config: DaemonConfig,
-        metrics: Metrics,
-        readiness: Readiness,
-    ) -> Result<Engine, StartError> {
-        let store = StateStore::open(&config.state_dir, config.retained_generations)?
-            .with_quarantine_counter(metrics.state_quarantined_counter());
-        let recovered = store.load_current()?;
-        for skipped in &recovered.skipped {
-            warn!(%skipped, "skipped an unreadable stored generation");
-        }
-        if !recovered.skipped.is_empty() {
-            warn!(
-                quarantined = ?recovered.quarantined,
-                next_generation = store.next_generation(),
-                "fell back past unreadable generations; pushes and rollbacks continue from the next free number"
-            );
-        }
-        let (running, restarting) = match recovered.current {
-            Some(stored) => (Self::recover(&store, &config, stored)?, true),
-            None => (Self::bootstrap(&store, &config)?, false),
-        };
-        metrics.set_generation(running.meta.generation, &running.meta.hash);
-        crate::memory::release_free_memory();
-        let drains = store.load_drain()?;
-        if drains.drained || !drains.services.is_empty() {
-            warn!(
-                location_drained = drains.drained,
-                services = ?drains.services.keys().collect::<Vec<_>>(),
-                "starting drained (persisted by topoctl drain)"
-            );
-        }
-        let (routes, _) = watch::channel(running.routes.clone());
-        let (compiled_sender, compiled) = mpsc::unbounded_channel();
-        let config_for_budget = config.control.clone();
-        info!(
-            generation = running.meta.generation,
-            hash = %running.meta.hash,
-            routes = running.routes.routes.len(),
-            restarting,
-            "running generation loaded"
-        );
-        let core = EngineCore::new(
-            config.location.clone(),
-            config.health.min_other_locations,
-            running,
-            drains,
-        );
-        let mut engine = Engine {
-            config,
-            store: Arc::new(store),
-            core,
-            epoch: Instant::now(),
-            routes,
-            health_view: Value::Null,
-            health_specs: watch::channel(Arc::new(BTreeMap::new())).0,
-            health: None,
-            health_event_seen: 0,
-            probe_rounds_seen: HashMap::new(),
-            audit: None,
-            addresses: None,
-            peers: BTreeMap::new(),
-            metrics,
-            readiness,
-            reported: HashMap::new(),
-            restarting,
-            compile_budget: CompileBudget::new(compile_memory_bytes(&config_for_budget)),
-            compiled_sender,
-            compiled: Some(compiled),
-            mutations: HashMap::new(),
-            next_request: 0,
-            reload_grace: Duration::ZERO,
-            reload_answer: None,
-        };
-        let now = engine.now();
-        for effect in engine.core.start(now) {
-            // Only a publication, the service report and their log lines: nothing to await.
-            engine.run_local_effect(effect);
-        }
-        Ok(engine)
-    }
-
     /// The current time, as the core takes it.
     fn now(&self) -> Now {
         Now {
             monotonic: self.epoch.elapsed(),
             unix_seconds: unix_now(),
         }
-    }
-
-    /// Opens the netlink binder of `[health] address_interface` and brings the addresses we
-    /// bound (found by their marker, also from an earlier run) to what is announced now.
-    /// Call before the peers start: nothing is announced yet, so stale addresses go at once.
-    pub async fn start_addresses(&mut self) -> Result<(), StartError> {
-        let Some(interface) = self.config.health.address_interface.clone() else {
-            return Ok(());
-        };
-        let binder = AddressBinder::new(&interface)
-            .await
-            .map_err(|error| StartError::Addresses(error.to_string()))?;
-        let desired = self.desired_addresses();
-        let (bound, unbound) = binder
-            .reconcile(&desired)
-            .await
-            .map_err(|error| StartError::Addresses(error.to_string()))?;
-        for (address, outcome) in &bound {
-            info!(%address, %interface, outcome = outcome.as_str(), "service address bound");
-        }
-        for address in &unbound {
-            info!(%address, %interface, "stale service address unbound");
-        }
-        let mut owned = BTreeSet::new();
-        let mut foreign = BTreeSet::new();
-        for (address, outcome) in &bound {
-            if matches!(outcome, BindOutcome::Foreign { .. }) {
-                foreign.insert(*address);
-            } else {
-                owned.insert(*address);
-            }
-        }
-        owned.extend(binder.owned().await.unwrap_or_default());
-        self.addresses = Some(binder);
-        let now = self.now();
-        self.core.manage_addresses(owned, foreign, now);
-        self.metrics
-            .set_local_addresses_bound(self.core.bound_addresses.len());
-        Ok(())
     }
 
     /// Starts the health task on the running generation's checks.
@@ -593,97 +404,6 @@ impl Engine {
             "floor_held": held,
             "services": self.decisions,
         }))
-    }
-
-    fn running_from(
-        config: &DaemonConfig,
-        topology: Topology,
-        meta: GenerationMeta,
-    ) -> Result<Running, StartError> {
-        if topology.location(&config.location).is_none() {
-            return Err(StartError::UnknownLocation(config.location.clone()));
-        }
-        let routes = location_routes(&topology, &config.location)
-            .map_err(|_| StartError::UnknownLocation(config.location.clone()))?;
-        Ok(Running {
-            topology: Arc::new(topology),
-            meta,
-            routes: Arc::new(routes),
-        })
-    }
-
-    fn recover(
-        store: &StateStore,
-        config: &DaemonConfig,
-        stored: StoredGeneration,
-    ) -> Result<Running, StartError> {
-        // The newest generation first, then the older ones (last known good).
-        let mut candidates = vec![stored.meta.generation];
-        candidates.extend(
-            store
-                .list()?
-                .into_iter()
-                .map(|meta| meta.generation)
-                .filter(|generation| *generation != stored.meta.generation),
-        );
-        let mut last_error = String::new();
-        for generation in candidates {
-            let candidate = if generation == stored.meta.generation {
-                stored.clone()
-            } else {
-                match store.load(generation) {
-                    Ok(candidate) => candidate,
-                    Err(error) => {
-                        last_error = error.to_string();
-                        continue;
-                    }
-                }
-            };
-            match compile_bundle(candidate.bundle.clone(), generation) {
-                Ok(topology) => {
-                    if generation != stored.meta.generation {
-                        warn!(
-                            generation,
-                            "fell back to an older stored generation (last known good)"
-                        );
-                    }
-                    return Self::running_from(config, topology, candidate.meta);
-                }
-                Err(diagnostics) => {
-                    error!(generation, %diagnostics, "stored generation does not compile");
-                    last_error = diagnostics.to_string();
-                }
-            }
-        }
-        Err(StartError::NoGoodGeneration(last_error))
-    }
-
-    fn bootstrap(store: &StateStore, config: &DaemonConfig) -> Result<Running, StartError> {
-        if config.bootstrap_topology.is_empty() {
-            return Err(StartError::NothingToAnnounce);
-        }
-        let sources =
-            topologyd_config::load_sources(&config.bootstrap_topology).map_err(|error| {
-                StartError::Read {
-                    path: error.path.clone(),
-                    source: error.error,
-                }
-            })?;
-        // Generation 1 on a first start; after every stored generation was quarantined, the next
-        // number past them (the store refuses to reuse one).
-        let generation = store.next_generation();
-        let topology = compile_owned(sources, generation).map_err(StartError::Bootstrap)?;
-        let meta = GenerationMeta {
-            generation,
-            hash: topology.hash_hex(),
-            applied_at: unix_now(),
-            who: "bootstrap".into(),
-            intent: Vec::new(),
-        };
-        let bundle = to_bundle(topology.sources());
-        let running = Self::running_from(config, topology, meta.clone())?;
-        store.commit(&StoredGeneration { meta, bundle })?;
-        Ok(running)
     }
 
     /// The generation this engine runs.
@@ -1052,118 +772,6 @@ impl Engine {
             format!("could not persist {what}, nothing changed: {error}"),
             detail,
         )
-    }
-
-    fn peer_statuses(&self) -> Vec<PeerStatus> {
-        self.peers
-            .values()
-            .map(|peer| peer.status.borrow().clone())
-            .collect()
-    }
-
-    /// Folds the peers' snapshots into the metrics and re-evaluates readiness (`[readiness]`:
-    /// enough peers hold the running generation; see `readiness.rs`).
-    /// Returns what each peer reports having sent, for the core's address unbinding.
-    fn refresh_status(&mut self) -> Vec<(String, PeerSync)> {
-        let started = Instant::now();
-        let generation = self.running.meta.generation;
-        let mut statuses = Vec::with_capacity(self.peers.len());
-        let mut synced = Vec::with_capacity(self.peers.len());
-        for (name, handle) in &self.peers {
-            let mut status = handle.status.borrow().clone();
-            synced.push((
-                name.clone(),
-                PeerSync {
-                    established: status.established,
-                    version_synced: status.version_synced,
-                },
-            ));
-            if handle.task.is_finished() {
-                // A peer task that ended (it should not) holds no session, whatever its last
-                // published status said: readiness and metrics must not count it.
-                status.established = false;
-                status.generation_synced = None;
-                status.state = "task ended".into();
-            }
-            self.metrics
-                .set_routes_unencodable(name, status.routes_unencodable);
-            self.metrics
-                .set_session_state(name, session_state_metric(&status.state));
-            self.metrics
-                .set_routes_desired(name, FAMILY_IPV4_UNICAST, status.routes_desired_ipv4);
-            self.metrics
-                .set_routes_desired(name, FAMILY_IPV6_UNICAST, status.routes_desired_ipv6);
-            let synced = status.generation_synced == Some(generation);
-            let announced = |routes: u64| if status.established { routes } else { 0 };
-            self.metrics.set_routes_announced(
-                name,
-                FAMILY_IPV4_UNICAST,
-                announced(if synced {
-                    status.routes_desired_ipv4
-                } else {
-                    0
-                }),
-            );
-            self.metrics.set_routes_announced(
-                name,
-                FAMILY_IPV6_UNICAST,
-                announced(if synced {
-                    status.routes_desired_ipv6
-                } else {
-                    0
-                }),
-            );
-            let previous = self.reported.get(name).cloned().unwrap_or_default();
-            let sent_announced = status
-                .prefixes_announced_sent
-                .saturating_sub(previous.prefixes_announced_sent);
-            let sent_withdrawn = status
-                .prefixes_withdrawn_sent
-                .saturating_sub(previous.prefixes_withdrawn_sent);
-            let sent_updates = status.updates_sent.saturating_sub(previous.updates_sent);
-            if sent_updates > 0 || sent_announced > 0 || sent_withdrawn > 0 {
-                self.metrics.count_updates(
-                    name,
-                    MetricDirection::Sent,
-                    sent_updates,
-                    sent_announced,
-                    sent_withdrawn,
-                );
-            }
-            let received_updates = status
-                .updates_received
-                .saturating_sub(previous.updates_received);
-            let received_announced = (status.prefixes_received_ipv4
-                + status.prefixes_received_ipv6)
-                .saturating_sub(previous.prefixes_received_ipv4 + previous.prefixes_received_ipv6);
-            let received_withdrawn = status
-                .withdrawals_received
-                .saturating_sub(previous.withdrawals_received);
-            if received_updates > 0 {
-                self.metrics.count_updates(
-                    name,
-                    MetricDirection::Received,
-                    received_updates,
-                    received_announced,
-                    received_withdrawn,
-                );
-            }
-            statuses.push(status.clone());
-            self.reported.insert(name.clone(), status);
-        }
-        let state = crate::readiness::evaluate(&self.config.readiness, generation, &statuses);
-        self.metrics.set_readiness(state.ready, state.holding);
-        let reason = state.reason.clone();
-        if self.readiness.set(state) {
-            if self.readiness.is_ready() {
-                info!(generation, %reason, "ready");
-            } else {
-                warn!(generation, %reason, "not ready any more");
-            }
-        }
-        self.metrics
-            .observe_reconcile(started.elapsed().as_secs_f64());
-        synced
     }
 
     /// SIGHUP: checks what only a restart may change and the key files of the peers to start,
