@@ -6,7 +6,8 @@
 //! ```text
 //!  engine ──watch<Arc<LocationRoutes>>──► peer task ──► TCP ──► edge router
 //!  engine ──mpsc<PeerCommand> (inbound connection, shutdown)─┘
-//!  peer task ──watch<PeerStatus>──► engine / admin (snapshots only)
+//!  peer task ──watch<PeerStatus>──► engine / admin (snapshots: counters, state)
+//!  peer task ──mpsc<PeerReport> (Established, publication N sent)──► engine
 //! ```
 //!
 //! Reconciling: when a new generation is published, the task hands the old and new route lists
@@ -29,16 +30,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, Bytes, BytesMut};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 use topologyd_bgp::codec::Family as WireFamily;
 use topologyd_bgp::{
@@ -49,8 +47,13 @@ use tracing::{debug, info, warn};
 
 use crate::announce::{LocationRoutes, PeerRouteContext};
 use crate::reconcile::{self, Carried, FamilyAttributes, Interned, Side};
-use crate::send_ledger::SendLedger;
 use crate::sockopt::{self, SessionSecurity};
+
+mod connection;
+
+use self::connection::{
+    Connection, poll_connect, read_some, sleep_until, split_halves, write_some,
+};
 
 /// Stop pulling UPDATEs from the Adj-RIB-Out while this much is waiting to be written.
 pub const OUTPUT_HIGH_WATER: usize = 512 * 1024;
@@ -123,10 +126,38 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
 }
 
+/// What a peer task tells the engine, as a message, whenever it changes: whether its session is
+/// Established and which publication it has sent completely. The engine decides readiness and
+/// address unbinding from these, without polling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerSynced {
+    pub established: bool,
+    /// The publication ([`LocationRoutes::version`]) whose routes have all been written.
+    pub version_synced: Option<u64>,
+    pub generation_synced: Option<u64>,
+}
+
+/// A [`PeerSynced`] from one peer task.
+#[derive(Debug, Clone)]
+pub struct PeerReport {
+    pub peer: String,
+    /// Which task of the peer sent it (a reset peer's old task may still have reports queued).
+    pub incarnation: u64,
+    pub synced: PeerSynced,
+}
+
+/// Where a peer task sends its [`PeerReport`]s, and which incarnation it is.
+#[derive(Debug, Clone)]
+pub struct ReportTo {
+    pub sender: mpsc::UnboundedSender<PeerReport>,
+    pub incarnation: u64,
+}
+
 /// The engine's handle on a running peer task.
 #[derive(Debug)]
 pub struct PeerHandle {
     pub name: String,
+    pub incarnation: u64,
     pub address: IpAddr,
     pub commands: mpsc::Sender<PeerCommand>,
     pub status: watch::Receiver<PeerStatus>,
@@ -135,7 +166,11 @@ pub struct PeerHandle {
 
 /// Starts the task of one peer. It reconciles to `routes` from the start, so the first UPDATEs
 /// after Established already carry the current generation (what a graceful restart needs).
-pub fn spawn_peer(spec: PeerSpec, routes: watch::Receiver<Arc<LocationRoutes>>) -> PeerHandle {
+pub fn spawn_peer(
+    spec: PeerSpec,
+    routes: watch::Receiver<Arc<LocationRoutes>>,
+    reports: ReportTo,
+) -> PeerHandle {
     let (commands, command_receiver) = mpsc::channel(16);
     let initial = PeerStatus {
         name: spec.name.clone(),
@@ -146,31 +181,17 @@ pub fn spawn_peer(spec: PeerSpec, routes: watch::Receiver<Arc<LocationRoutes>>) 
     let (status_sender, status) = watch::channel(initial);
     let name = spec.name.clone();
     let address = spec.remote.ip();
-    let driver = PeerDriver::new(spec, routes, status_sender);
+    let incarnation = reports.incarnation;
+    let driver = PeerDriver::new(spec, routes, status_sender, reports);
     let task = tokio::spawn(driver.run(command_receiver));
     PeerHandle {
         name,
+        incarnation,
         address,
         commands,
         status,
         task,
     }
-}
-
-/// One TCP connection and its session.
-struct Connection {
-    session: Session,
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
-    input: BytesMut,
-    output: BytesMut,
-    timers: BTreeMap<Timer, Instant>,
-    /// Where `output`'s messages end and what they count, against what was written.
-    ledger: SendLedger,
-    /// Close once `output` is written.
-    closing: bool,
-    /// The peer's OPEN, once seen: (BGP Identifier, ASN).
-    remote_identity: Option<(Ipv4Addr, u32)>,
 }
 
 type ConnectFuture = Pin<Box<dyn Future<Output = Result<TcpStream, sockopt::SockoptError>> + Send>>;
@@ -179,6 +200,9 @@ struct PeerDriver {
     spec: PeerSpec,
     routes: watch::Receiver<Arc<LocationRoutes>>,
     status: watch::Sender<PeerStatus>,
+    /// Where changes of [`PeerSynced`] go, and the last one sent.
+    reports: ReportTo,
+    reported: Option<PeerSynced>,
     rib: AdjRibOut,
     /// What has been written to the socket, over all connections (the "sent" counters).
     written: RibCounters,
@@ -211,6 +235,7 @@ impl PeerDriver {
         spec: PeerSpec,
         routes: watch::Receiver<Arc<LocationRoutes>>,
         status: watch::Sender<PeerStatus>,
+        reports: ReportTo,
     ) -> PeerDriver {
         let jitter_seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -221,6 +246,8 @@ impl PeerDriver {
             spec,
             routes,
             status,
+            reports,
+            reported: None,
             rib: AdjRibOut::new(),
             written: RibCounters::default(),
             applied: Arc::new(LocationRoutes::default()),
@@ -909,6 +936,29 @@ impl PeerDriver {
             status.prefixes_withdrawn_sent = counters.withdrawn;
             changed
         });
+        self.report_synced();
+    }
+
+    /// Tells the engine when the session came up or went down, or a publication was sent
+    /// completely.
+    fn report_synced(&mut self) {
+        let synced = {
+            let status = self.status.borrow();
+            PeerSynced {
+                established: status.established,
+                version_synced: status.version_synced,
+                generation_synced: status.generation_synced,
+            }
+        };
+        if self.reported != Some(synced) {
+            self.reported = Some(synced);
+            // The engine gone means the daemon is stopping: nobody to tell.
+            let _ = self.reports.sender.send(PeerReport {
+                peer: self.spec.name.clone(),
+                incarnation: self.reports.incarnation,
+                synced,
+            });
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -929,132 +979,6 @@ impl PeerDriver {
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
         self.jitter_seed
-    }
-}
-
-impl Connection {
-    fn new(session: Session, stream: TcpStream) -> Connection {
-        let (reader, writer) = stream.into_split();
-        Connection {
-            session,
-            reader,
-            writer,
-            input: BytesMut::with_capacity(READ_CHUNK),
-            output: BytesMut::with_capacity(READ_CHUNK),
-            timers: BTreeMap::new(),
-            ledger: SendLedger::default(),
-            closing: false,
-            remote_identity: None,
-        }
-    }
-
-    /// Queues whole messages for writing; `counters` are the UPDATE counts they carry, credited
-    /// when their last octet is written.
-    fn queue(&mut self, messages: &[u8], counters: RibCounters) {
-        self.output.extend_from_slice(messages);
-        self.ledger.queued(messages, counters);
-    }
-
-    /// `count` octets of `output` were written: whether that completed at least one message,
-    /// and the UPDATE counters now fully written.
-    fn written(&mut self, count: usize) -> (bool, RibCounters) {
-        self.output.advance(count);
-        self.ledger.written(count)
-    }
-
-    /// Drops everything queued and not yet written (never counted as sent).
-    fn discard_queue(&mut self) -> usize {
-        let discarded = self.output.len();
-        self.output.clear();
-        self.ledger.discard();
-        discarded
-    }
-
-    /// RFC 9687 §4: drop the queue, attempt `notification` once without waiting (only at a
-    /// message boundary: behind a partly written message it would not parse), then close with
-    /// a reset (SO_LINGER 0), so that the kernel's send queue goes too and the connection is
-    /// gone at once, not left in FIN-WAIT behind a window the peer never opens. Returns the
-    /// octets discarded.
-    fn abort(&mut self, notification: Option<Bytes>) -> usize {
-        let at_boundary = self.ledger.at_message_boundary();
-        let discarded = self.discard_queue();
-        if at_boundary && let Some(notification) = notification {
-            let _ = self.writer.try_write(&notification);
-        }
-        let _ = socket2::SockRef::from(self.writer.as_ref()).set_linger(Some(Duration::ZERO));
-        self.closing = true;
-        discarded
-    }
-
-    /// Applies the outputs of a session that is not yet the driver's (a parked connection
-    /// before it is stored): buffers messages and timers.
-    fn apply_outputs_detached(&mut self, outputs: Vec<Output>) {
-        for output in outputs {
-            match output {
-                Output::Send(bytes) => self.queue(&bytes, RibCounters::default()),
-                Output::SetTimer(timer, deadline) => {
-                    self.timers.insert(timer, deadline);
-                }
-                Output::CancelTimer(timer) => {
-                    self.timers.remove(&timer);
-                }
-                Output::CloseConnection => self.closing = true,
-                Output::AbortConnection { notification } => {
-                    self.abort(notification);
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-type ReadHalf<'a> = Option<(&'a mut OwnedReadHalf, &'a mut BytesMut)>;
-type WriteHalf<'a> = Option<(&'a mut OwnedWriteHalf, &'a BytesMut)>;
-
-/// Borrows a connection's read side and write side separately, so that one `select!` can wait
-/// on both.
-fn split_halves(connection: Option<&mut Connection>) -> (ReadHalf<'_>, WriteHalf<'_>) {
-    match connection {
-        Some(connection) => (
-            Some((&mut connection.reader, &mut connection.input)),
-            Some((&mut connection.writer, &connection.output)),
-        ),
-        None => (None, None),
-    }
-}
-
-async fn read_some(half: ReadHalf<'_>) -> std::io::Result<usize> {
-    match half {
-        Some((reader, input)) => {
-            if input.capacity() - input.len() < READ_CHUNK / 4 {
-                input.reserve(READ_CHUNK);
-            }
-            reader.read_buf(input).await
-        }
-        None => std::future::pending().await,
-    }
-}
-
-async fn write_some(half: WriteHalf<'_>) -> std::io::Result<usize> {
-    match half {
-        Some((writer, output)) if !output.is_empty() => writer.write(output).await,
-        _ => std::future::pending().await,
-    }
-}
-
-async fn poll_connect(
-    future: &mut Option<ConnectFuture>,
-) -> Result<TcpStream, sockopt::SockoptError> {
-    match future {
-        Some(future) => future.await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -438,8 +438,11 @@ impl EngineCore {
                 self.republish(now, &mut effects);
             }
             Event::PeerReported { peer, sync } => {
-                // Recorded; the next tick decides what can be unbound.
-                self.peer_sync.insert(peer, sync);
+                // Only a running peer's report counts (see `peer_started`).
+                if let Some(known) = self.peer_sync.get_mut(&peer) {
+                    *known = sync;
+                    self.unbind_withdrawn(now, &mut effects);
+                }
             }
             Event::Reload {
                 request,

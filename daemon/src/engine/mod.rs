@@ -47,7 +47,9 @@ use crate::health::{HealthEventKind, HealthView, RoundCounts};
 use crate::metrics::Metrics;
 use crate::metrics::ServiceReport;
 use crate::overlay;
-use crate::peer::{PeerCommand, PeerHandle, PeerSpec, PeerStatus, spawn_peer};
+use crate::peer::{
+    PeerCommand, PeerHandle, PeerReport, PeerSpec, PeerStatus, ReportTo, spawn_peer,
+};
 use crate::sockopt::SessionSecurity;
 use crate::state_store::{ServiceDrain, StateStore};
 
@@ -127,6 +129,11 @@ pub struct Engine {
     /// Where compile jobs on the blocking pool hand back a prepared apply or rollback.
     compiled_sender: mpsc::UnboundedSender<Compiled>,
     compiled: Option<mpsc::UnboundedReceiver<Compiled>>,
+    /// Where the peer tasks report sessions and publications sent ([`PeerReport`]), and the
+    /// number of the last peer task started.
+    peer_report_sender: mpsc::UnboundedSender<PeerReport>,
+    peer_reports: Option<mpsc::UnboundedReceiver<PeerReport>>,
+    next_incarnation: u64,
     /// Applies and rollbacks in flight, by the id the core knows them by.
     mutations: HashMap<RequestId, MutationRequest>,
     next_request: RequestId,
@@ -479,7 +486,12 @@ impl Engine {
 
     fn start_peer(&mut self, peer: &PeerConfig) -> Result<(), StartError> {
         let spec = self.peer_spec(peer)?;
-        let handle = spawn_peer(spec, self.routes.subscribe());
+        self.next_incarnation += 1;
+        let reports = ReportTo {
+            sender: self.peer_report_sender.clone(),
+            incarnation: self.next_incarnation,
+        };
+        let handle = spawn_peer(spec, self.routes.subscribe(), reports);
         self.peers.insert(peer.name.clone(), handle);
         self.core.peer_started(&peer.name);
         Ok(())
@@ -494,7 +506,9 @@ impl Engine {
         let mut ticker = tokio::time::interval(STATUS_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.start_health();
-        let Some(mut compiled) = self.compiled.take() else {
+        let (Some(mut compiled), Some(mut peer_reports)) =
+            (self.compiled.take(), self.peer_reports.take())
+        else {
             error!("the engine runs only once");
             return;
         };
@@ -538,12 +552,9 @@ impl Engine {
                         return;
                     }
                 },
+                Some(report) = peer_reports.recv() => self.on_peer_report(report).await,
                 _ = ticker.tick() => {
-                    let now = self.now();
-                    for (peer, sync) in self.refresh_status() {
-                        // Recorded only: the tick below decides.
-                        let _ = self.core.handle(Event::PeerReported { peer, sync }, now);
-                    }
+                    self.refresh_status();
                     self.handle(Event::Tick).await;
                 }
             }

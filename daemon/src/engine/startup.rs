@@ -116,6 +116,7 @@ impl Engine {
         }
         let (routes, _) = watch::channel(running.routes.clone());
         let (compiled_sender, compiled) = mpsc::unbounded_channel();
+        let (peer_report_sender, peer_reports) = mpsc::unbounded_channel();
         let config_for_budget = config.control.clone();
         info!(
             generation = running.meta.generation,
@@ -151,6 +152,9 @@ impl Engine {
             compile_budget: CompileBudget::new(compile_memory_bytes(&config_for_budget)),
             compiled_sender,
             compiled: Some(compiled),
+            peer_report_sender,
+            peer_reports: Some(peer_reports),
+            next_incarnation: 0,
             mutations: HashMap::new(),
             next_request: 0,
             reload_grace: Duration::ZERO,

@@ -1,5 +1,6 @@
-//! The peers' snapshots folded into the metrics and readiness (`[readiness]`: enough peers hold
-//! the running generation; see `readiness.rs`), every `STATUS_INTERVAL`.
+//! The peers' reports ("Established", "publication N sent", as messages) handed to the core and
+//! turned into readiness at once; their snapshots (counters, session states) folded into the
+//! metrics every `STATUS_INTERVAL`.
 //!
 //! Must not touch: the core's decisions (it only reports what each peer has sent).
 
@@ -8,11 +9,11 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::Engine;
-use super::core::PeerSync;
+use super::core::{Event, PeerSync};
 use crate::metrics::{
     Direction as MetricDirection, FAMILY_IPV4_UNICAST, FAMILY_IPV6_UNICAST, SessionState,
 };
-use crate::peer::PeerStatus;
+use crate::peer::{PeerReport, PeerStatus};
 
 fn session_state_metric(state: &str) -> SessionState {
     match state {
@@ -33,23 +34,69 @@ impl Engine {
             .collect()
     }
 
-    /// Folds the peers' snapshots into the metrics and re-evaluates readiness (`[readiness]`:
-    /// enough peers hold the running generation; see `readiness.rs`).
-    /// Returns what each peer reports having sent, for the core's address unbinding.
-    pub(super) fn refresh_status(&mut self) -> Vec<(String, PeerSync)> {
+    /// A peer task reported a session change or a publication sent: the core decides what
+    /// that allows (an address unbind), and readiness is evaluated at once.
+    pub(super) async fn on_peer_report(&mut self, report: PeerReport) {
+        let current = self
+            .peers
+            .get(&report.peer)
+            .is_some_and(|handle| handle.incarnation == report.incarnation);
+        if !current {
+            // From a task already stopped (a reload reset or removed the peer).
+            return;
+        }
+        self.handle(Event::PeerReported {
+            peer: report.peer,
+            sync: PeerSync {
+                established: report.synced.established,
+                version_synced: report.synced.version_synced,
+            },
+        })
+        .await;
+        let statuses = self.peer_statuses_for_readiness();
+        self.update_readiness(&statuses);
+    }
+
+    /// Every peer's snapshot, a task that ended counted as holding nothing.
+    fn peer_statuses_for_readiness(&self) -> Vec<PeerStatus> {
+        self.peers
+            .values()
+            .map(|handle| {
+                let mut status = handle.status.borrow().clone();
+                if handle.task.is_finished() {
+                    status.established = false;
+                    status.generation_synced = None;
+                    status.state = "task ended".into();
+                }
+                status
+            })
+            .collect()
+    }
+
+    /// Readiness (`[readiness]`: enough peers hold the running generation; see
+    /// `readiness.rs`) from the peers' statuses.
+    fn update_readiness(&mut self, statuses: &[PeerStatus]) {
+        let generation = self.running.meta.generation;
+        let state = crate::readiness::evaluate(&self.config.readiness, generation, statuses);
+        self.metrics.set_readiness(state.ready, state.holding);
+        let reason = state.reason.clone();
+        if self.readiness.set(state) {
+            if self.readiness.is_ready() {
+                info!(generation, %reason, "ready");
+            } else {
+                warn!(generation, %reason, "not ready any more");
+            }
+        }
+    }
+
+    /// Folds the peers' snapshots (counters, session states) into the metrics and re-evaluates
+    /// readiness, every `STATUS_INTERVAL` (the peers' reports re-evaluate it at once too).
+    pub(super) fn refresh_status(&mut self) {
         let started = Instant::now();
         let generation = self.running.meta.generation;
         let mut statuses = Vec::with_capacity(self.peers.len());
-        let mut synced = Vec::with_capacity(self.peers.len());
         for (name, handle) in &self.peers {
             let mut status = handle.status.borrow().clone();
-            synced.push((
-                name.clone(),
-                PeerSync {
-                    established: status.established,
-                    version_synced: status.version_synced,
-                },
-            ));
             if handle.task.is_finished() {
                 // A peer task that ended (it should not) holds no session, whatever its last
                 // published status said: readiness and metrics must not count it.
@@ -123,18 +170,8 @@ impl Engine {
             statuses.push(status.clone());
             self.reported.insert(name.clone(), status);
         }
-        let state = crate::readiness::evaluate(&self.config.readiness, generation, &statuses);
-        self.metrics.set_readiness(state.ready, state.holding);
-        let reason = state.reason.clone();
-        if self.readiness.set(state) {
-            if self.readiness.is_ready() {
-                info!(generation, %reason, "ready");
-            } else {
-                warn!(generation, %reason, "not ready any more");
-            }
-        }
+        self.update_readiness(&statuses);
         self.metrics
             .observe_reconcile(started.elapsed().as_secs_f64());
-        synced
     }
 }

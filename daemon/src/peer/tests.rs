@@ -2,7 +2,7 @@
 //! it reports.
 #![allow(clippy::unwrap_used)]
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use topologyd_config::daemon::ipv6_next_hop_problem;
 
@@ -60,7 +60,15 @@ fn spec(families: Vec<WireFamily>, ipv6_next_hop: Option<Ipv6Addr>) -> PeerSpec 
 
 async fn reconciled(spec: PeerSpec) -> PeerStatus {
     let (_routes, receiver) = watch::channel(Arc::new(routes()));
-    let handle = spawn_peer(spec, receiver);
+    let (sender, _reports) = mpsc::unbounded_channel();
+    let handle = spawn_peer(
+        spec,
+        receiver,
+        ReportTo {
+            sender,
+            incarnation: 0,
+        },
+    );
     let mut status = handle.status.clone();
     let settled = status
         .wait_for(|status| status.generation_desired == 1)
