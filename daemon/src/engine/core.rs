@@ -517,7 +517,7 @@ impl EngineCore {
     fn on_prepared(
         &mut self,
         request: RequestId,
-        prepared: Prepared,
+        mut prepared: Prepared,
         who: String,
         rollback_of: Option<u64>,
         now: Now,
@@ -606,7 +606,8 @@ impl EngineCore {
             request,
             stored: Box::new(StoredGeneration {
                 meta: meta.clone(),
-                bundle: prepared.bundle.clone(),
+                // Moved, not copied: a pushed bundle can be tens of megabytes.
+                bundle: std::mem::take(&mut prepared.bundle),
             }),
             generation_before,
             plan_hash: prepared.hash.clone(),
