@@ -472,7 +472,8 @@ impl EngineCore {
         effects
     }
 
-    fn error(
+    /// An engine error naming the running generation.
+    pub fn error(
         &self,
         kind: EngineErrorKind,
         message: impl Into<String>,

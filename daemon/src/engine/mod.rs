@@ -674,19 +674,14 @@ impl Engine {
         }
     }
 
+    /// An engine error naming the running generation.
     fn error(
         &self,
         kind: EngineErrorKind,
         message: impl Into<String>,
         detail: Value,
     ) -> EngineError {
-        EngineError {
-            kind,
-            message: message.into(),
-            detail,
-            generation: Some(self.running.meta.generation),
-            plan_hash: None,
-        }
+        self.core.error(kind, message, detail)
     }
 
     /// What a compile job needs from the engine: snapshots, nothing borrowed.

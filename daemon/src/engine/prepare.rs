@@ -229,13 +229,7 @@ pub(crate) fn compile_memory_bytes(
 
 impl CompileJob {
     fn error(&self, kind: EngineErrorKind, message: String, detail: Value) -> EngineError {
-        EngineError {
-            kind,
-            message,
-            detail,
-            generation: Some(self.base_generation),
-            plan_hash: None,
-        }
+        base_error(self.base_generation, kind, message, detail)
     }
 
     fn reserve(&self, bundle: &SourceBundle) -> Result<Reservation, EngineError> {
@@ -301,13 +295,23 @@ pub struct PrepareContext<'a> {
 
 impl PrepareContext<'_> {
     fn error(&self, kind: EngineErrorKind, message: String, detail: Value) -> EngineError {
-        EngineError {
-            kind,
-            message,
-            detail,
-            generation: Some(self.base_generation),
-            plan_hash: None,
-        }
+        base_error(self.base_generation, kind, message, detail)
+    }
+}
+
+/// An error of a compile planned against `base_generation`.
+fn base_error(
+    base_generation: u64,
+    kind: EngineErrorKind,
+    message: String,
+    detail: Value,
+) -> EngineError {
+    EngineError {
+        kind,
+        message,
+        detail,
+        generation: Some(base_generation),
+        plan_hash: None,
     }
 }
 
