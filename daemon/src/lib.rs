@@ -21,6 +21,7 @@ pub mod peer;
 pub mod preflight;
 pub mod probe;
 pub mod readiness;
+pub mod reconcile;
 pub mod sd_notify;
 pub mod send_ledger;
 pub mod sockopt;

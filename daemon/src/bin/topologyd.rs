@@ -162,48 +162,7 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
     let (event_sender, events) = mpsc::channel::<EngineEvent>(64);
     let (command_sender, commands) = mpsc::channel(16);
 
-    // BGP listeners, with the MD5 keys of every peer of the family installed before listen().
-    for address in &config.bgp_listen {
-        let keys: Vec<_> = config
-            .peers
-            .iter()
-            .filter(|peer| peer.address.is_ipv4() == address.is_ipv4())
-            .filter_map(|peer| {
-                read_md5_key(peer)
-                    .ok()
-                    .flatten()
-                    .map(|key| (peer.address, key))
-            })
-            .collect();
-        let gtsm = config
-            .peers
-            .iter()
-            .filter_map(|peer| peer.ttl_security_hops)
-            .max();
-        let listener = sockopt::bind_listener(*address, &keys, gtsm)
-            .map_err(|error| format!("BGP listener {address}: {error}"))?;
-        info!(%address, "BGP listener bound");
-        let events = event_sender.clone();
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, remote)) => {
-                            if events.send(EngineEvent::Inbound { stream, remote }).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(error) => {
-                            warn!(%error, "BGP accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    },
-                }
-            }
-        });
-    }
+    bind_bgp_listeners(&config, &event_sender, &shutdown)?;
     if let Some(admin) = &config.admin {
         let server = AdminServer::bind(admin.listen, metrics.registry(), readiness.clone())
             .await
@@ -217,39 +176,7 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
         });
     }
     if let (Some(control), Some(tls)) = (&config.control, control_tls) {
-        let roles = control
-            .roles
-            .iter()
-            .map(|(identity, role)| {
-                let role = match role {
-                    topologyd_config::daemon::Role::Admin => Role::Admin,
-                    topologyd_config::daemon::Role::Reader => Role::Reader,
-                };
-                (identity.clone(), role)
-            })
-            .collect();
-        let audit_log = AuditLog::open(&control.audit_log).map_err(|error| error.to_string())?;
-        engine.set_audit_log(audit_log.clone());
-        let server = ControlServer::bind(
-            control.listen,
-            tls,
-            ControlSettings {
-                roles,
-                body_limit: control.max_body_bytes as u64,
-                reader_body_limit: control.max_reader_body_bytes as u64,
-                audit_log: audit_log.clone(),
-            },
-            command_sender.clone(),
-        )
-        .await
-        .map_err(|error| error.to_string())?;
-        info!(address = %control.listen, "control API bound");
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(error) = server.run(wait_for(stop)).await {
-                error!(%error, "control API failed");
-            }
-        });
+        start_control(control, tls, &mut engine, &command_sender, &shutdown).await?;
     }
     engine
         .start_addresses()
@@ -327,6 +254,101 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
     let _ = shutdown_sender.send(true);
     let _ = engine_task.await;
     info!("stopped");
+    Ok(())
+}
+
+/// Binds the BGP listeners, with the MD5 keys of every peer of the family installed before
+/// listen(); each hands its accepted connections to the engine until `shutdown`.
+fn bind_bgp_listeners(
+    config: &DaemonConfig,
+    event_sender: &mpsc::Sender<EngineEvent>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), String> {
+    for address in &config.bgp_listen {
+        let keys: Vec<_> = config
+            .peers
+            .iter()
+            .filter(|peer| peer.address.is_ipv4() == address.is_ipv4())
+            .filter_map(|peer| {
+                read_md5_key(peer)
+                    .ok()
+                    .flatten()
+                    .map(|key| (peer.address, key))
+            })
+            .collect();
+        let gtsm = config
+            .peers
+            .iter()
+            .filter_map(|peer| peer.ttl_security_hops)
+            .max();
+        let listener = sockopt::bind_listener(*address, &keys, gtsm)
+            .map_err(|error| format!("BGP listener {address}: {error}"))?;
+        info!(%address, "BGP listener bound");
+        let events = event_sender.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, remote)) => {
+                            if events.send(EngineEvent::Inbound { stream, remote }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(error) => {
+                            warn!(%error, "BGP accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    },
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Opens the audit log and binds the control API (mTLS), serving until `shutdown`.
+async fn start_control(
+    control: &topologyd_config::daemon::ControlConfig,
+    tls: Arc<rustls::ServerConfig>,
+    engine: &mut Engine,
+    command_sender: &mpsc::Sender<EngineCommand>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), String> {
+    let roles = control
+        .roles
+        .iter()
+        .map(|(identity, role)| {
+            let role = match role {
+                topologyd_config::daemon::Role::Admin => Role::Admin,
+                topologyd_config::daemon::Role::Reader => Role::Reader,
+            };
+            (identity.clone(), role)
+        })
+        .collect();
+    let audit_log = AuditLog::open(&control.audit_log).map_err(|error| error.to_string())?;
+    engine.set_audit_log(audit_log.clone());
+    let server = ControlServer::bind(
+        control.listen,
+        tls,
+        ControlSettings {
+            roles,
+            body_limit: control.max_body_bytes as u64,
+            reader_body_limit: control.max_reader_body_bytes as u64,
+            audit_log: audit_log.clone(),
+        },
+        command_sender.clone(),
+    )
+    .await
+    .map_err(|error| error.to_string())?;
+    info!(address = %control.listen, "control API bound");
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(error) = server.run(wait_for(stop)).await {
+            error!(%error, "control API failed");
+        }
+    });
     Ok(())
 }
 

@@ -1,0 +1,372 @@
+//! The async shell's half of the engine: runs the [`Effect`]s the pure core
+//! (`engine/core.rs`) decides, in order — compiles on the blocking pool, fsync'd commits,
+//! publications to the peers, netlink binds and unbinds, peer tasks started and stopped,
+//! replies — and feeds every result back to the core as an [`Event`].
+//!
+//! Must not touch: decisions (what to publish, when to unbind, whether to commit): those are
+//! the core's.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use super::core::{Answer, Effect, Event, RequestId};
+use super::prepare::{CompileInput, Prepared};
+use super::{Engine, stop_peer, unix_now};
+use crate::addresses::BindOutcome;
+use crate::engine_api::{EngineError, EngineErrorKind, MutationOutcome, WriteAhead};
+use crate::overlay::ServiceAction;
+use crate::peer::PeerCommand;
+use crate::state_store::StoredGeneration;
+
+/// How long after a publish the freed heap is returned to the kernel.
+pub const TRIM_AFTER_PUBLISH: Duration = Duration::from_secs(2);
+
+/// An apply or rollback waiting for its compile and commit.
+pub(super) struct MutationRequest {
+    pub input: CompileInput,
+    pub expected_generation: Option<u64>,
+    pub who: String,
+    pub write_ahead: Option<WriteAhead>,
+    pub reply: crate::engine_api::Reply<MutationOutcome>,
+    /// When the request reached the engine (the apply latency metric starts here).
+    pub started: Instant,
+    /// How long its commit took to write and fsync.
+    pub persist_ms: u64,
+}
+
+/// A finished compile of a mutation, back on the engine task.
+pub(super) struct Compiled {
+    pub request: RequestId,
+    /// The running generation it was planned against.
+    pub base_generation: u64,
+    pub result: Result<Prepared, EngineError>,
+}
+
+impl Engine {
+    /// Hands `event` to the core and runs the effects it decides.
+    pub(super) async fn handle(&mut self, event: Event) {
+        let now = self.now();
+        let effects = self.core.handle(event, now);
+        self.run_effects(effects).await;
+    }
+
+    /// Runs `effects` in order; an effect's result goes back to the core at once, and the
+    /// effects it decides run before the rest.
+    async fn run_effects(&mut self, effects: Vec<Effect>) {
+        let mut queue: VecDeque<Effect> = effects.into();
+        let mut addresses_changed = false;
+        while let Some(effect) = queue.pop_front() {
+            addresses_changed |= matches!(effect, Effect::Bind { .. } | Effect::Unbind { .. });
+            let Some(effect) = self.run_local_effect(effect) else {
+                continue;
+            };
+            if let Some(event) = self.run_async_effect(effect).await {
+                let now = self.now();
+                for more in self.core.handle(event, now).into_iter().rev() {
+                    queue.push_front(more);
+                }
+            }
+        }
+        if addresses_changed {
+            self.metrics
+                .set_local_addresses_bound(self.core.bound_addresses.len());
+        }
+    }
+
+    /// Runs an effect that needs no waiting; hands back the others.
+    pub(super) fn run_local_effect(&mut self, effect: Effect) -> Option<Effect> {
+        match effect {
+            Effect::Publish(routes) => {
+                self.routes.send_replace(routes);
+            }
+            Effect::ReportServices => self.report_services(),
+            Effect::UpdateHealthSpecs => self.update_health_specs(),
+            Effect::CountGuardRefusals { guard, count } => {
+                if guard == "runtime" {
+                    error!(count, "runtime guard refused what was about to be sent");
+                }
+                self.metrics.count_guard_refusals(&guard, count);
+            }
+            Effect::Release(previous) => {
+                // Freeing a large topology takes time too: not on the engine task.
+                tokio::task::spawn_blocking(move || drop(previous));
+            }
+            Effect::ServiceChanged {
+                service,
+                decision,
+                first,
+            } => {
+                if decision.floor_held {
+                    warn!(%service, other_live_locations = decision.other_live_locations, "withdrawal held by the floor: too few other live locations announce the service");
+                } else if !first || decision.action != ServiceAction::Announce {
+                    info!(%service, action = decision.action.as_str(), drained = decision.drained, healthy = ?decision.healthy, "service action here changed");
+                }
+            }
+            Effect::AddressVanished { address } => {
+                let interface = self
+                    .addresses
+                    .as_ref()
+                    .map(|binder| binder.interface().to_owned());
+                error!(%address, ?interface, "a bound service address was removed from outside; binding it again");
+            }
+            Effect::Compile {
+                request,
+                base_generation,
+            } => self.spawn_compile(request, base_generation),
+            Effect::GenerationApplied { request, meta } => {
+                // Give the compile's freed pages back once the peers have sent the change: a
+                // trim holds the allocator's locks, which the peer tasks need right after a
+                // publish.
+                tokio::spawn(async {
+                    tokio::time::sleep(TRIM_AFTER_PUBLISH).await;
+                    let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
+                });
+                self.metrics.set_generation(meta.generation, &meta.hash);
+                let (started, persist_ms) = self.mutations.get(&request).map_or_else(
+                    || (Instant::now(), 0),
+                    |request| (request.started, request.persist_ms),
+                );
+                self.metrics
+                    .observe_apply(started.elapsed().as_secs_f64(), unix_now());
+                info!(
+                    generation = meta.generation,
+                    hash = %meta.hash,
+                    who = %meta.who,
+                    apply_ms = started.elapsed().as_millis() as u64,
+                    persist_ms,
+                    "generation applied"
+                );
+            }
+            Effect::Reply { request, answer } => self.reply(request, answer),
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// Runs an effect that waits on I/O; returns the event that reports its result.
+    async fn run_async_effect(&mut self, effect: Effect) -> Option<Event> {
+        match effect {
+            Effect::Commit {
+                request,
+                stored,
+                generation_before,
+                plan_hash,
+                intended_verdict,
+                rollback_of,
+            } => {
+                let write_ahead = self
+                    .mutations
+                    .get(&request)
+                    .and_then(|request| request.write_ahead.clone());
+                let result = self
+                    .commit(
+                        *stored,
+                        write_ahead,
+                        generation_before,
+                        plan_hash,
+                        &intended_verdict,
+                        rollback_of,
+                    )
+                    .await;
+                if let (Ok(persist_ms), Some(mutation)) =
+                    (&result, self.mutations.get_mut(&request))
+                {
+                    mutation.persist_ms = *persist_ms;
+                }
+                Some(Event::Committed {
+                    request,
+                    result: result.map(|_| ()),
+                })
+            }
+            Effect::Bind { address } => {
+                let binder = self.addresses.as_ref()?;
+                let result = match binder.bind(address).await {
+                    Ok(outcome) => {
+                        info!(%address, interface = binder.interface(), outcome = outcome.as_str(), "service address bound");
+                        Ok(matches!(outcome, BindOutcome::Foreign { .. }))
+                    }
+                    Err(error) => {
+                        error!(%address, %error, "could not bind a service address; its routes are announced anyway");
+                        Err(error.to_string())
+                    }
+                };
+                Some(Event::AddressBound { address, result })
+            }
+            Effect::Unbind { address } => {
+                let binder = self.addresses.as_ref()?;
+                let result = match binder.unbind(address).await {
+                    Ok(outcome) => {
+                        info!(%address, outcome = outcome.as_str(), "service address unbound after its withdrawal");
+                        Ok(())
+                    }
+                    Err(error) => {
+                        error!(%address, %error, "could not unbind a service address; retrying");
+                        Err(error.to_string())
+                    }
+                };
+                Some(Event::AddressUnbound { address, result })
+            }
+            Effect::ListAddresses => {
+                let binder = self.addresses.as_ref()?;
+                match binder.bound().await {
+                    Ok(present) => Some(Event::AddressesListed { present }),
+                    Err(error) => {
+                        warn!(%error, "could not list the interface's addresses");
+                        None
+                    }
+                }
+            }
+            Effect::StopPeer {
+                peer,
+                withdraw_first,
+            } => {
+                self.stop_one_peer(&peer, withdraw_first).await;
+                None
+            }
+            Effect::StartPeer { peer } => {
+                let config = self
+                    .config
+                    .peers
+                    .iter()
+                    .find(|config| config.name == peer)?;
+                let config = config.clone();
+                if let Err(error) = self.start_peer(&config) {
+                    self.reload_answer = Some(Err(error.to_string()));
+                }
+                None
+            }
+            Effect::ReconfigurePeer { peer } => {
+                let config = self
+                    .config
+                    .peers
+                    .iter()
+                    .find(|config| config.name == peer)?;
+                match self.peer_spec(config) {
+                    Ok(spec) => {
+                        if let Some(handle) = self.peers.get(&peer) {
+                            let _ = handle
+                                .commands
+                                .send(PeerCommand::Reconfigure(Box::new(spec)))
+                                .await;
+                        }
+                    }
+                    Err(error) => self.reload_answer = Some(Err(error.to_string())),
+                }
+                None
+            }
+            other => {
+                error!(?other, "an effect the shell does not run");
+                None
+            }
+        }
+    }
+
+    /// Compiles a mutation's input against the running generation on the blocking pool.
+    fn spawn_compile(&mut self, request: RequestId, base_generation: u64) {
+        let Some(input) = self
+            .mutations
+            .get(&request)
+            .map(|request| request.input.clone())
+        else {
+            return;
+        };
+        let job = self.compile_job(input);
+        debug_assert_eq!(job.base_generation, base_generation);
+        let sender = self.compiled_sender.clone();
+        tokio::task::spawn_blocking(move || {
+            let base_generation = job.base_generation;
+            let result = job.run();
+            let _ = sender.send(Compiled {
+                request,
+                base_generation,
+                result,
+            });
+        });
+    }
+
+    /// Sends a request its answer.
+    fn reply(&mut self, request: RequestId, answer: Result<Answer, EngineError>) {
+        match answer {
+            Ok(Answer::Reload(report)) => self.reload_answer = Some(Ok(report)),
+            Ok(Answer::Mutation(outcome)) => {
+                if let Some(mutation) = self.mutations.remove(&request) {
+                    let _ = mutation.reply.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                if let Some(mutation) = self.mutations.remove(&request) {
+                    let _ = mutation.reply.send(Err(error));
+                } else {
+                    self.reload_answer = Some(Err(error.message));
+                }
+            }
+        }
+    }
+
+    /// Writes the intent record ahead (if any), then the generation, fsync'd, off the engine
+    /// task. `rollback_of` names a rollback's target, which a full-disk error never offers to
+    /// prune.
+    async fn commit(
+        &self,
+        stored: StoredGeneration,
+        write_ahead: Option<WriteAhead>,
+        generation_before: u64,
+        plan_hash: String,
+        intended_verdict: &str,
+        rollback_of: Option<u64>,
+    ) -> Result<u64, EngineError> {
+        if let Some(write_ahead) = &write_ahead {
+            write_ahead
+                .record(
+                    generation_before,
+                    stored.meta.generation,
+                    Some(plan_hash.clone()),
+                    intended_verdict,
+                )
+                .await
+                .map_err(|error| {
+                    let mut error = self.audit_error(error);
+                    error.plan_hash = Some(plan_hash.clone());
+                    error
+                })?;
+        }
+        let store = self.store.clone();
+        let persist_started = Instant::now();
+        let needed: Vec<u64> = rollback_of.into_iter().collect();
+        tokio::task::spawn_blocking(move || {
+            store
+                .commit(&stored)
+                .map_err(|error| store.with_prunable(error, &needed))
+        })
+        .await
+        .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), None))?
+        .map_err(|error| {
+            let mut error = self.state_write_error(error, "the generation");
+            error.plan_hash = Some(plan_hash.clone());
+            error
+        })?;
+        Ok(persist_started.elapsed().as_millis() as u64)
+    }
+
+    /// Stops one peer task (a reload): a peer that cannot take its withdrawals (a full TCP
+    /// window) must not hold the engine, and with it every push and the next reload, for longer
+    /// than the stop grace time.
+    async fn stop_one_peer(&mut self, name: &str, withdraw_first: bool) {
+        let Some(handle) = self.peers.remove(name) else {
+            return;
+        };
+        let grace = self.reload_grace;
+        let task = handle.task.abort_handle();
+        if tokio::time::timeout(grace, stop_peer(handle, withdraw_first))
+            .await
+            .is_err()
+        {
+            warn!(peer = %name, ?grace, "peer did not stop within the grace time; aborting its task");
+            task.abort();
+        }
+        self.metrics.remove_peer(name);
+        self.reported.remove(name);
+    }
+}

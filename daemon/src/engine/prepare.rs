@@ -1,0 +1,394 @@
+//! Preparing a push or a rollback: compile, plan against the running generation, render, hash
+//! and run the runtime guard — everything expensive, done off the engine task (the shell runs
+//! [`CompileJob::run`] on the blocking pool for applies and rollbacks alike). [`prepare`] is
+//! pure; the job adds the state-store read of a rollback's sources and the compile memory
+//! reservation.
+//!
+//! Must not touch: the running generation, the peers, the state directory's writes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ipnet::IpNet;
+use serde_json::Value;
+use topologyd_config::Source;
+use topologyd_config::daemon::DaemonConfig;
+use topologyd_config::health::HealthSpec;
+use topologyd_topology::{Intent, Plan, Topology, plan, rollback_overrides};
+use tracing::info;
+
+use crate::announce::LocationRoutes;
+use crate::bundle::compile_bundle_against;
+use crate::compile::{BudgetError, CompileBudget, Reservation};
+use crate::engine_api::{EngineError, EngineErrorKind, SourceBundle, SourceFile};
+use crate::health::expand;
+use crate::state_store::StateStore;
+use topologyd_api::{Document, ErrorDetail};
+
+pub(crate) fn to_bundle(sources: &[Source]) -> SourceBundle {
+    SourceBundle {
+        sources: sources
+            .iter()
+            .map(|source| SourceFile {
+                name: source.name.clone(),
+                text: source.text.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn plan_json(plan: &Plan) -> Value {
+    serde_json::from_str(&plan.to_json()).unwrap_or(Value::Null)
+}
+
+fn plan_hash(plan: &Plan) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(serde_json::to_vec(plan).unwrap_or_default());
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The routes `topology` makes `location` announce.
+pub fn location_routes(topology: &Topology, location: &str) -> Result<LocationRoutes, String> {
+    let desired = topology
+        .desired(location)
+        .map_err(|error| error.to_string())?;
+    Ok(LocationRoutes::from_desired(
+        topology.generation(),
+        &desired,
+    ))
+}
+
+/// The health checks of every service `topology` announces at `location`, with their
+/// `{placeholders}` expanded from the location's attributes and the daemon's `[health.vars]`;
+/// every expansion failure as one line naming the service, the check and the placeholder.
+pub fn expanded_health_specs(
+    topology: &Topology,
+    config: &DaemonConfig,
+) -> (BTreeMap<String, HealthSpec>, Vec<String>) {
+    let mut specs = BTreeMap::new();
+    let mut errors = Vec::new();
+    if !config.health.enabled {
+        return (specs, errors);
+    }
+    let Some(index) = topology
+        .locations()
+        .iter()
+        .position(|location| location.name == config.location)
+    else {
+        return (specs, errors);
+    };
+    let location = &topology.locations()[index];
+    let mut vars = config.health.vars.clone();
+    vars.insert("location".into(), location.name.clone());
+    vars.insert("region".into(), location.region.clone());
+    vars.insert("metro".into(), location.metro.clone());
+    vars.insert("country".into(), location.country.clone());
+    for service in topology.services() {
+        let Some(spec) = &service.health else {
+            continue;
+        };
+        if !service.announcing().contains(index) {
+            continue;
+        }
+        match expand(&service.name, spec, &vars) {
+            Ok(expanded) => {
+                specs.insert(service.name.clone(), expanded);
+            }
+            Err(error) => errors.push(error.to_string()),
+        }
+    }
+    (specs, errors)
+}
+
+/// The last line of defence, on what is about to be sent from this location: the routes that
+/// would change must be exactly the ones the plan (and so its guards) approved for this
+/// location, and every route announced must still have a binding covering all of it (G1).
+pub fn runtime_guard(
+    plan: &Plan,
+    location: &str,
+    before: &LocationRoutes,
+    after: &LocationRoutes,
+    topology: &Topology,
+) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    let delta = plan.delta(location);
+    let before_set: BTreeSet<IpNet> = before.routes.iter().map(|(prefix, _)| *prefix).collect();
+    let after_set: BTreeSet<IpNet> = after.routes.iter().map(|(prefix, _)| *prefix).collect();
+    let withdrawn: BTreeSet<IpNet> = before_set.difference(&after_set).copied().collect();
+    let announced: BTreeSet<IpNet> = after_set.difference(&before_set).copied().collect();
+    let planned_withdrawn: BTreeSet<IpNet> = delta.withdraw.iter().copied().collect();
+    let planned_announced: BTreeSet<IpNet> =
+        delta.announce.iter().map(|route| route.prefix).collect();
+    for prefix in withdrawn.difference(&planned_withdrawn) {
+        problems.push(format!("G2/G3 runtime: {prefix} would be withdrawn here, but the plan approved no such withdrawal"));
+    }
+    for prefix in announced.difference(&planned_announced) {
+        problems.push(format!(
+            "runtime: {prefix} would be announced here, but the plan approved no such announcement"
+        ));
+    }
+    for (prefix, _) in &after.routes {
+        match topology.longest_binding(prefix) {
+            Some((binding, _)) if binding.contains(prefix) => {}
+            _ => problems.push(format!(
+                "G1 runtime: {prefix} has no binding covering all of it"
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// A compiled, planned and guarded push, ready to commit; everything expensive (compile,
+/// plan, rendering, hashing, the runtime guard, the bundle copy) is done on the blocking pool.
+pub struct Prepared {
+    pub topology: Topology,
+    pub plan: Plan,
+    pub routes: LocationRoutes,
+    pub intent: Intent,
+    pub plan_json: Value,
+    pub text: String,
+    pub hash: String,
+    /// The runtime guard's verdict against the routes the plan was made against.
+    pub runtime_guard: Result<(), Vec<String>>,
+    /// The sources as stored.
+    pub bundle: SourceBundle,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Prepared")
+            .field("generation", &self.topology.generation())
+            .field("verdict", &self.plan.verdict())
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a compile job compiles.
+#[derive(Debug, Clone)]
+pub(crate) enum CompileInput {
+    /// A pushed bundle and its intent.
+    Bundle {
+        bundle: SourceBundle,
+        intent: Intent,
+    },
+    /// The sources of a kept generation (a rollback).
+    Rollback { generation: u64 },
+}
+
+/// A compile on the blocking pool, with snapshots of what it needs from the engine.
+pub(crate) struct CompileJob {
+    pub input: CompileInput,
+    pub old: Arc<Topology>,
+    pub old_routes: Arc<LocationRoutes>,
+    pub base_generation: u64,
+    pub next_generation: u64,
+    pub location: String,
+    pub config: DaemonConfig,
+    pub store: Arc<StateStore>,
+    pub budget: Arc<CompileBudget>,
+}
+
+/// The compile memory budget configured for the control API's compiles.
+pub(crate) fn compile_memory_bytes(
+    control: &Option<topologyd_config::daemon::ControlConfig>,
+) -> u64 {
+    control.as_ref().map_or(
+        topologyd_config::daemon::DEFAULT_COMPILE_MEMORY_BYTES,
+        |control| control.compile_memory_bytes,
+    )
+}
+
+impl CompileJob {
+    fn error(
+        &self,
+        kind: EngineErrorKind,
+        message: String,
+        detail: Option<ErrorDetail>,
+    ) -> EngineError {
+        base_error(self.base_generation, kind, message, detail)
+    }
+
+    fn reserve(&self, bundle: &SourceBundle) -> Result<Reservation, EngineError> {
+        let bytes: u64 = bundle
+            .sources
+            .iter()
+            .map(|source| (source.name.len() + source.text.len()) as u64)
+            .sum();
+        self.budget.reserve(bytes).map_err(|error| {
+            let kind = match error {
+                BudgetError::TooLarge { .. } => EngineErrorKind::TooLarge,
+                BudgetError::Busy { .. } => EngineErrorKind::Busy,
+            };
+            self.error(kind, error.to_string(), None)
+        })
+    }
+
+    /// Loads a rollback's sources, reserves the compile memory, then [`prepare`]s; blocking
+    /// (runs on the blocking pool).
+    pub fn run(self) -> Result<Prepared, EngineError> {
+        let (bundle, intent, rollback_of) = match &self.input {
+            CompileInput::Bundle { bundle, intent } => (bundle.clone(), intent.clone(), None),
+            CompileInput::Rollback { generation } => {
+                let stored = self.store.load(*generation).map_err(|error| {
+                    self.error(
+                        EngineErrorKind::NotFound,
+                        format!("generation {generation} is not kept: {error}"),
+                        None,
+                    )
+                })?;
+                (stored.bundle, Intent::default(), Some(*generation))
+            }
+        };
+        let _reservation = self.reserve(&bundle)?;
+        prepare(
+            &PrepareContext {
+                old: &self.old,
+                old_routes: &self.old_routes,
+                base_generation: self.base_generation,
+                next_generation: self.next_generation,
+                location: &self.location,
+                config: &self.config,
+            },
+            bundle,
+            intent,
+            rollback_of,
+        )
+    }
+}
+
+/// What a push is compiled, planned and guarded against.
+#[derive(Debug, Clone, Copy)]
+pub struct PrepareContext<'a> {
+    /// The running topology and the routes it has this location announce.
+    pub old: &'a Topology,
+    pub old_routes: &'a LocationRoutes,
+    pub base_generation: u64,
+    /// The number the new generation gets.
+    pub next_generation: u64,
+    pub location: &'a str,
+    pub config: &'a DaemonConfig,
+}
+
+impl PrepareContext<'_> {
+    fn error(
+        &self,
+        kind: EngineErrorKind,
+        message: String,
+        detail: Option<ErrorDetail>,
+    ) -> EngineError {
+        base_error(self.base_generation, kind, message, detail)
+    }
+}
+
+/// An error of a compile planned against `base_generation`.
+fn base_error(
+    base_generation: u64,
+    kind: EngineErrorKind,
+    message: String,
+    detail: Option<ErrorDetail>,
+) -> EngineError {
+    EngineError {
+        kind,
+        message,
+        detail: detail.map(Box::new),
+        generation: Some(base_generation),
+        plan_hash: None,
+    }
+}
+
+/// Compiles `bundle` (a push, or the sources of generation `rollback_of`), plans it against the
+/// running generation, renders the plan and runs the runtime guard on it. Pure (and slow: call
+/// it off the engine task).
+pub fn prepare(
+    context: &PrepareContext<'_>,
+    bundle: SourceBundle,
+    mut intent: Intent,
+    rollback_of: Option<u64>,
+) -> Result<Prepared, EngineError> {
+    let started = Instant::now();
+    // Compiled against the running topology, so that a finding involving two places (a
+    // cidr bound twice) is reported at the one the push added, as `topoctl plan` does. The
+    // bundle moves into the topology.
+    let new = compile_bundle_against(bundle, context.next_generation, context.old).map_err(
+        |diagnostics| {
+            context.error(
+                EngineErrorKind::Invalid,
+                format!(
+                    "the topology does not compile: {} error(s)",
+                    diagnostics.errors().count()
+                ),
+                Some(ErrorDetail::Compile {
+                    diagnostics: Document::of(&diagnostics),
+                    text: diagnostics.to_string(),
+                }),
+            )
+        },
+    )?;
+    let compiled = started.elapsed();
+    if rollback_of.is_some() {
+        // A rollback deliberately touches every service both generations have: name them
+        // all (G2), and allow it past the blast-radius budget (G4). G3 still applies, except
+        // to routes the target generation does not bind to an active service at all:
+        // undoing an onboarding or an activation withdraws those by design (see
+        // `rollback_overrides`).
+        intent = Intent::default();
+        for service in context.old.services().iter().chain(new.services().iter()) {
+            intent = intent.with_service(&service.name);
+        }
+        for item in rollback_overrides(context.old, &new) {
+            intent = intent.with_override(item);
+        }
+        intent = intent.with_override(topologyd_topology::Override::BlastRadius);
+    }
+    let plan = plan(context.old, &new, &intent);
+    let planned = started.elapsed() - compiled;
+    let routes = location_routes(&new, context.location).map_err(|message| {
+        context.error(
+            EngineErrorKind::Invalid,
+            format!(
+                "this daemon's location `{}` is not in the new topology: {message}",
+                context.location
+            ),
+            None,
+        )
+    })?;
+    let (_, health_errors) = expanded_health_specs(&new, context.config);
+    if !health_errors.is_empty() {
+        return Err(context.error(
+            EngineErrorKind::Invalid,
+            format!(
+                "health checks cannot run at location `{}`: {}; define the placeholder in this daemon's [health.vars] or fix the check",
+                context.location,
+                health_errors.join("; ")
+            ),
+            Some(ErrorDetail::HealthChecks { health_errors }),
+        ));
+    }
+    let runtime_guard = runtime_guard(&plan, context.location, context.old_routes, &routes, &new);
+    let prepared = Prepared {
+        plan_json: plan_json(&plan),
+        text: plan.render_text(),
+        hash: plan_hash(&plan),
+        bundle: to_bundle(new.sources()),
+        runtime_guard,
+        topology: new,
+        plan,
+        routes,
+        intent,
+    };
+    info!(
+        generation = context.next_generation,
+        compile_ms = compiled.as_millis() as u64,
+        plan_ms = planned.as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        "push compiled and planned (off the engine task)"
+    );
+    Ok(prepared)
+}

@@ -1,0 +1,189 @@
+//! The engine's answers to the control API's read-only queries (`GET /v1/status`,
+//! `/v1/routes`, `/v1/health`): typed views (`topologyd-api`) over the engine's state, built on
+//! the engine task.
+//!
+//! Must not touch: the engine's state (these only read it).
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use topologyd_api::{PeerRoutesView, RouteCounts, RouteView, RoutesView, StatusHealth, StatusView};
+use topologyd_config::daemon::{Family, PeerConfig};
+
+use super::Engine;
+use crate::announce::PeerRouteContext;
+use crate::engine_api::{EngineError, EngineErrorKind};
+use crate::overlay::{self, ServiceAction, ServiceDecision};
+
+impl Engine {
+    pub(super) fn status_json(&self) -> StatusView {
+        let (ipv4, ipv6) = self.routes.borrow().count_by_family();
+        let (topology_ipv4, topology_ipv6) = self.running.routes.count_by_family();
+        let services_where = |wanted: &dyn Fn(&ServiceDecision) -> bool| -> Vec<String> {
+            self.decisions
+                .iter()
+                .filter(|(_, decision)| wanted(decision))
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        StatusView {
+            location: self.config.location.clone(),
+            generation: self.running.meta.generation,
+            hash: self.running.meta.hash.clone(),
+            applied_at: self.running.meta.applied_at,
+            applied_by: self.running.meta.who.clone(),
+            ready: self.readiness.is_ready(),
+            ready_reason: self.readiness.state().reason,
+            routes: RouteCounts { ipv4, ipv6 },
+            routes_topology: RouteCounts {
+                ipv4: topology_ipv4,
+                ipv6: topology_ipv6,
+            },
+            published_version: self.publish_version,
+            runtime_guard_refusals: self.runtime_guard_refusals,
+            health: StatusHealth {
+                fail_static: self.health_fail_static,
+                location_drained: self.drains.drained,
+                unhealthy: services_where(&|decision| decision.healthy == Some(false)),
+                drained: services_where(&|decision| decision.drained),
+                withdrawn: services_where(&|decision| decision.action == ServiceAction::Withdraw),
+                degraded: services_where(&|decision| decision.action == ServiceAction::Degrade),
+            },
+            peers: self.peer_statuses(),
+        }
+    }
+
+    pub(super) fn routes_json(&self, peer: Option<&str>) -> Result<RoutesView, EngineError> {
+        let selected: Vec<&PeerConfig> = match peer {
+            Some(name) => {
+                let found: Vec<&PeerConfig> = self
+                    .config
+                    .peers
+                    .iter()
+                    .filter(|candidate| {
+                        candidate.name == name || candidate.address.to_string() == name
+                    })
+                    .collect();
+                if found.is_empty() {
+                    return Err(self.error(
+                        EngineErrorKind::NotFound,
+                        format!("no peer named `{name}`"),
+                        None,
+                    ));
+                }
+                found
+            }
+            None => self.config.peers.iter().collect(),
+        };
+        let routes = self.routes.borrow().clone();
+        let mut peers = BTreeMap::new();
+        for peer in selected {
+            let status = self
+                .peers
+                .get(&peer.name)
+                .map(|handle| handle.status.borrow().clone());
+            let context = PeerRouteContext {
+                local_asn: self.config.local_asn,
+                peer_asn: peer.asn,
+                ipv4_next_hop: peer.ipv4_next_hop(),
+                ipv6_next_hop: peer.ipv6_next_hop(),
+            };
+            let list: Vec<RouteView> = routes
+                .routes
+                .iter()
+                .filter(|(prefix, _)| match prefix {
+                    IpNet::V4(_) => peer.families.contains(&Family::Ipv4),
+                    IpNet::V6(_) => peer.families.contains(&Family::Ipv6),
+                })
+                .filter_map(|(prefix, index)| {
+                    let intent = routes.intent(*index)?;
+                    let attributes = context.path_attributes(intent);
+                    Some(RouteView {
+                        prefix: prefix.to_string(),
+                        service: intent.service.to_string(),
+                        degraded: intent.degraded,
+                        as_path: attributes
+                            .as_path
+                            .iter()
+                            .map(|segment| format!("{segment:?}"))
+                            .collect(),
+                        med: attributes.med,
+                        communities: intent
+                            .attributes
+                            .communities
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect(),
+                        large_communities: intent
+                            .attributes
+                            .large_communities
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect(),
+                    })
+                })
+                .collect();
+            peers.insert(
+                peer.name.clone(),
+                PeerRoutesView {
+                    families: peer
+                        .families
+                        .iter()
+                        .map(|family| match family {
+                            Family::Ipv4 => "ipv4".to_owned(),
+                            Family::Ipv6 => "ipv6".to_owned(),
+                        })
+                        .collect(),
+                    established: status.as_ref().is_some_and(|status| status.established),
+                    generation_synced: status.as_ref().and_then(|status| status.generation_synced),
+                    routes: list,
+                },
+            );
+        }
+        Ok(RoutesView {
+            generation: self.running.meta.generation,
+            peers,
+        })
+    }
+
+    /// The health document of `GET /v1/health`.
+    pub(super) fn health_json(&self) -> topologyd_api::HealthView {
+        let published = self.routes.borrow().clone();
+        let counts = overlay::routes_per_service(&published);
+        let services = self
+            .decisions
+            .iter()
+            .map(|(name, decision)| {
+                let routes = counts.get(name.as_str()).copied().unwrap_or(0);
+                let board = self.health_view.services.get(name);
+                let view = crate::api_views::service_health_view(decision, routes, board);
+                (name.clone(), view)
+            })
+            .collect();
+        let addresses = |addresses: &mut dyn Iterator<Item = &IpNet>| -> Vec<String> {
+            addresses.map(ToString::to_string).collect()
+        };
+        topologyd_api::HealthView {
+            location: self.config.location.clone(),
+            generation: self.running.meta.generation,
+            enabled: self.config.health.enabled,
+            fail_static: self.health_fail_static,
+            fail_static_reason: self.health_view.fail_static_reason.clone(),
+            location_drained: self.drains.drained,
+            drains: self.drains.clone(),
+            min_other_locations: self.config.health.min_other_locations as u64,
+            address_interface: self.config.health.address_interface.clone(),
+            addresses_bound: addresses(&mut self.bound_addresses.iter()),
+            addresses_foreign: addresses(&mut self.foreign_addresses.iter()),
+            addresses_pending_unbind: addresses(
+                &mut self.pending_unbind.iter().map(|pending| &pending.address),
+            ),
+            address_errors: self
+                .address_errors
+                .iter()
+                .map(|(address, error)| (address.to_string(), error.clone()))
+                .collect(),
+            services,
+        }
+    }
+}
