@@ -26,8 +26,9 @@ use tokio_rustls::TlsConnector;
 use crate::http_client::{ExchangeError, OneShot, exchange};
 
 use topologyd_api::{
-    ApplyRequest, DrainRequest, DrainView, ErrorBody, HealthView, Intent, MutationOutcome,
-    PlanRequest, PlanView, RollbackRequest, RoutesView, SourceBundle, StatusView, TopologyView,
+    ApplyRequest, DrainRequest, DrainView, ErrorBody, ErrorView, HealthView, Intent,
+    MutationOutcome, PlanRequest, PlanView, RollbackRequest, RoutesView, SourceBundle, StatusView,
+    TopologyView,
 };
 
 /// How long one call may take, connect to last byte, unless configured otherwise.
@@ -258,7 +259,16 @@ impl ControlClient {
         if (200..300).contains(&status) {
             V::deserialize(value).map_err(view_error)
         } else {
-            let body = ErrorBody::deserialize(value).map_err(view_error)?;
+            // An answer that is not the API's error body (an empty body from the HTTP layer, a
+            // proxy's page) keeps its status: a 503 stays transient for the rollout driver.
+            let body = ErrorBody::deserialize(value).unwrap_or_else(|error| ErrorBody {
+                error: ErrorView {
+                    kind: "unknown".to_owned(),
+                    message: format!("HTTP {status} without the API's error body ({error})"),
+                    detail: None,
+                },
+                audit_warning: None,
+            });
             Err(ClientError::Status {
                 status,
                 body: Box::new(body),
@@ -298,6 +308,9 @@ impl ControlClient {
         let mut request = OneShot {
             method,
             body: body.map(Bytes::from),
+            // The daemon's answers (plans, the running bundle) grow with the topology, which the
+            // daemon's own body limit bounds; the client does not cap them again.
+            body_limit: Some(usize::MAX),
             ..OneShot::get(self.server_name.to_str().as_ref(), path)
         }
         .header(ACCEPT, "application/json");

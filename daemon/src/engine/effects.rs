@@ -233,6 +233,8 @@ impl Engine {
                     .find(|config| config.name == peer)?;
                 let config = config.clone();
                 if let Err(error) = self.start_peer(&config) {
+                    // Not running: it must not hold back address unbinding forever.
+                    self.core.peer_sync.remove(&peer);
                     self.reload_answer = Some(Err(error.to_string()));
                 }
                 None
@@ -289,7 +291,11 @@ impl Engine {
     /// Sends a request its answer.
     fn reply(&mut self, request: RequestId, answer: Result<Answer, EngineError>) {
         match answer {
-            Ok(Answer::Reload(report)) => self.reload_answer = Some(Ok(report)),
+            Ok(Answer::Reload(report)) => {
+                // A peer that failed to start or be reconfigured during this reload has set an
+                // error already: the reload's answer is that error, not the report.
+                self.reload_answer.get_or_insert(Ok(report));
+            }
             Ok(Answer::Mutation(outcome)) => {
                 if let Some(mutation) = self.mutations.remove(&request) {
                     let _ = mutation.reply.send(Ok(outcome));

@@ -267,12 +267,13 @@ impl Engine {
             .iter()
             .map(|(name, state)| (name.clone(), state.healthy))
             .collect();
+        let fail_static = view.fail_static;
+        self.health_view = view;
         self.handle(Event::HealthVerdicts {
             verdicts,
-            fail_static: view.fail_static,
+            fail_static,
         })
         .await;
-        self.health_view = view;
     }
 
     /// Records health transitions and fail-static changes in the control API's audit log.
