@@ -646,7 +646,13 @@ pub fn collision_settles_on_one_session<P: BgpPeer>(kind: &PeerKind<P>) {
             "the session went down after the collision was resolved\n{}",
             interop.peer.log_tail()
         );
-        assert_eq!(session_state(&interop.topologyd, PEER_NAME), 6.0);
+        assert_eq!(
+            session_state(&interop.topologyd, PEER_NAME),
+            6.0,
+            "topologyd's session is not Established in /metrics after the collision was resolved\ntopologyd:\n{}\npeer:\n{}",
+            interop.topologyd.log_tail(),
+            interop.peer.log_tail()
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     wait_for_exactly(&interop.peer, &expected);

@@ -518,6 +518,7 @@ impl Engine {
             error!("the engine runs only once");
             return;
         };
+        let mut commands_open = true;
         loop {
             let health_changed = async {
                 match self.health.as_mut() {
@@ -535,12 +536,12 @@ impl Engine {
                     }
                 }
                 Some(done) = compiled.recv() => self.on_compiled(done).await,
-                command = commands.recv() => match command {
+                command = commands.recv(), if commands_open => match command {
                     Some(command) => self.on_command(command).await,
-                    None => {
-                        // The control server is gone; keep running on events.
-                        std::future::pending::<()>().await;
-                    }
+                    // No control API (none configured, or it stopped): keep serving everything
+                    // else. Waiting here instead would stop the whole engine loop — peers'
+                    // reports, health, metrics, reloads and shutdown with it.
+                    None => commands_open = false,
                 },
                 event = events.recv() => match event {
                     Some(EngineEvent::Inbound { stream, remote }) => self.on_inbound(stream, remote).await,

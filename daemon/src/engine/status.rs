@@ -53,24 +53,10 @@ impl Engine {
             },
         })
         .await;
-        let statuses = self.peer_statuses_for_readiness();
-        self.update_readiness(&statuses);
-    }
-
-    /// Every peer's snapshot, a task that ended counted as holding nothing.
-    fn peer_statuses_for_readiness(&self) -> Vec<PeerStatus> {
-        self.peers
-            .values()
-            .map(|handle| {
-                let mut status = handle.status.borrow().clone();
-                if handle.task.is_finished() {
-                    status.established = false;
-                    status.generation_synced = None;
-                    status.state = "task ended".into();
-                }
-                status
-            })
-            .collect()
+        // Readiness and the metrics follow the report at once: a scrape right after a session
+        // came up (or a publication went out) must not show the state of up to
+        // `STATUS_INTERVAL` ago while `/ready` already shows the new one.
+        self.refresh_status();
     }
 
     /// Readiness (`[readiness]`: enough peers hold the running generation; see
