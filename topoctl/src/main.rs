@@ -15,6 +15,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use topoctl::error_chain;
 use topoctl::rollout::commands as rollout;
+use topoctl::rollout::etcd::EtcdOptions;
+use topoctl::rollout::etcd::commands as etcd;
 use topoctl::rollout::journal::Command as RolloutControl;
 use topologyd::control_client::{ClientError, ControlClient};
 use topologyd::engine_api::SourceBundle;
@@ -175,9 +177,8 @@ enum RolloutCommand {
         /// The fleet file: locations, credentials, waves, gates.
         #[arg(long)]
         fleet: PathBuf,
-        /// Where the journal, lock and control file live.
-        #[arg(long)]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        store: RolloutStoreArguments,
         /// The new topology's files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -191,35 +192,71 @@ enum RolloutCommand {
     },
     /// Continue a rollout: tell the running controller, or take over its journal here.
     Resume {
-        #[arg(long)]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        store: RolloutStoreArguments,
+        /// With --etcd: wait while another controller leads, and take over when its lease ends.
+        #[arg(long, requires = "etcd")]
+        standby: bool,
         #[command(flatten)]
         run: RolloutRunArguments,
     },
     /// Stop applying and gating until `resume` (needs a running controller).
     Pause {
-        #[arg(long)]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        store: RolloutStoreArguments,
     },
     /// Skip the rest of the current wave's bake; its gates must still pass.
     Promote {
-        #[arg(long)]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        store: RolloutStoreArguments,
     },
     /// Roll back every location already changed, in reverse order, and stop.
     Abort {
-        #[arg(long)]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        store: RolloutStoreArguments,
         #[command(flatten)]
         run: RolloutRunArguments,
     },
     /// The rollout's state from its journal.
     Status {
-        #[arg(long)]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        store: RolloutStoreArguments,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Where a rollout's journal, control commands and controller lock live.
+#[derive(Args, Debug)]
+struct RolloutStoreArguments {
+    /// A local state directory: journal, lock and control file (the default mode).
+    #[arg(long, required_unless_present = "etcd", conflicts_with = "etcd")]
+    state_dir: Option<PathBuf>,
+    /// The etcd mode: journal, control commands and leadership in this etcd cluster
+    /// (host:port[,host:port...]); a standby controller can take over (docs/rollouts.md).
+    #[arg(long)]
+    etcd: Option<String>,
+    /// The key prefix of the rollout in etcd (one rollout at a time per prefix).
+    #[arg(long, default_value = "/topoctl/rollout")]
+    etcd_prefix: String,
+}
+
+/// A rollout's store, from its arguments.
+enum RolloutStore {
+    Directory(PathBuf),
+    Etcd(EtcdOptions),
+}
+
+impl RolloutStoreArguments {
+    fn store(&self) -> Result<RolloutStore, String> {
+        match (&self.etcd, &self.state_dir) {
+            (Some(endpoints), _) => EtcdOptions::parse(endpoints, &self.etcd_prefix)
+                .map(RolloutStore::Etcd)
+                .map_err(|error| error.to_string()),
+            (None, Some(dir)) => Ok(RolloutStore::Directory(dir.clone())),
+            (None, None) => Err("give --state-dir or --etcd".into()),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -246,32 +283,80 @@ impl RolloutRunArguments {
 }
 
 fn run_rollout(command: RolloutCommand) -> i32 {
-    match command {
-        RolloutCommand::Start {
-            fleet,
-            state_dir,
-            files,
-            intent,
-            dry_run,
-            run,
-        } => rollout::start(rollout::StartOptions {
-            fleet,
-            state_dir,
-            files,
-            intents: intent.intents,
-            overrides: intent.overrides,
-            dry_run,
-            json: run.json,
-            exit_on_pause: run.exit_on_pause,
-            metrics_listen: run.metrics_listen,
-        }),
-        RolloutCommand::Resume { state_dir, run } => rollout::resume(&state_dir, &run.flags()),
-        RolloutCommand::Pause { state_dir } => rollout::control(&state_dir, RolloutControl::Pause),
-        RolloutCommand::Promote { state_dir } => {
-            rollout::control(&state_dir, RolloutControl::Promote)
+    let store = match &command {
+        RolloutCommand::Start { store, .. }
+        | RolloutCommand::Resume { store, .. }
+        | RolloutCommand::Pause { store }
+        | RolloutCommand::Promote { store }
+        | RolloutCommand::Abort { store, .. }
+        | RolloutCommand::Status { store, .. } => store.store(),
+    };
+    let store = match store {
+        Ok(store) => store,
+        Err(message) => {
+            eprintln!("topoctl: {message}");
+            return 1;
         }
-        RolloutCommand::Abort { state_dir, run } => rollout::abort(&state_dir, &run.flags()),
-        RolloutCommand::Status { state_dir, json } => rollout::status(&state_dir, json),
+    };
+    match (command, store) {
+        (
+            RolloutCommand::Start {
+                fleet,
+                files,
+                intent,
+                dry_run,
+                run,
+                ..
+            },
+            store,
+        ) => {
+            let (state_dir, etcd) = match store {
+                RolloutStore::Directory(dir) => (dir, None),
+                RolloutStore::Etcd(options) => (PathBuf::new(), Some(options)),
+            };
+            rollout::start(rollout::StartOptions {
+                fleet,
+                state_dir,
+                files,
+                intents: intent.intents,
+                overrides: intent.overrides,
+                dry_run,
+                json: run.json,
+                exit_on_pause: run.exit_on_pause,
+                metrics_listen: run.metrics_listen,
+                etcd,
+            })
+        }
+        (RolloutCommand::Resume { run, .. }, RolloutStore::Directory(dir)) => {
+            rollout::resume(&dir, &run.flags())
+        }
+        (RolloutCommand::Resume { run, standby, .. }, RolloutStore::Etcd(options)) => {
+            etcd::resume(&options, standby, &run.flags())
+        }
+        (RolloutCommand::Pause { .. }, RolloutStore::Directory(dir)) => {
+            rollout::control(&dir, RolloutControl::Pause)
+        }
+        (RolloutCommand::Pause { .. }, RolloutStore::Etcd(options)) => {
+            etcd::control(&options, RolloutControl::Pause)
+        }
+        (RolloutCommand::Promote { .. }, RolloutStore::Directory(dir)) => {
+            rollout::control(&dir, RolloutControl::Promote)
+        }
+        (RolloutCommand::Promote { .. }, RolloutStore::Etcd(options)) => {
+            etcd::control(&options, RolloutControl::Promote)
+        }
+        (RolloutCommand::Abort { run, .. }, RolloutStore::Directory(dir)) => {
+            rollout::abort(&dir, &run.flags())
+        }
+        (RolloutCommand::Abort { run, .. }, RolloutStore::Etcd(options)) => {
+            etcd::abort(&options, &run.flags())
+        }
+        (RolloutCommand::Status { json, .. }, RolloutStore::Directory(dir)) => {
+            rollout::status(&dir, json)
+        }
+        (RolloutCommand::Status { json, .. }, RolloutStore::Etcd(options)) => {
+            etcd::status(&options, json)
+        }
     }
 }
 

@@ -54,6 +54,9 @@ pub struct StartOptions {
     pub json: bool,
     pub exit_on_pause: bool,
     pub metrics_listen: Option<SocketAddr>,
+    /// Keep the journal, the control commands and the leadership in etcd instead of
+    /// `state_dir` (the etcd mode).
+    pub etcd: Option<super::etcd::EtcdOptions>,
 }
 
 /// How a takeover run shows progress and behaves.
@@ -64,7 +67,7 @@ pub struct RunFlags {
     pub metrics_listen: Option<SocketAddr>,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -72,7 +75,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 /// Prints an error (and a JSON error event with `--json`) and answers [`EXIT_ERROR`].
-fn fail(json: bool, message: &str) -> i32 {
+pub(crate) fn fail(json: bool, message: &str) -> i32 {
     if json {
         println!(
             "{}",
@@ -197,7 +200,13 @@ async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
         }
         return Ok(EXIT_COMPLETED);
     }
-    let (lock, journal) = open_state(&options.state_dir)?;
+    let (lock, journal) = match &options.etcd {
+        Some(etcd) => (
+            None,
+            super::etcd::commands::open_for_start(etcd, options.json)?,
+        ),
+        None => open_state(&options.state_dir).map(|(lock, journal)| (Some(lock), journal))?,
+    };
     let started = Box::new(Started {
         rollout: format!(
             "{}-{}",
@@ -559,10 +568,6 @@ async fn serve_metrics(listen: Option<SocketAddr>) -> Result<Option<RolloutMetri
 /// Replays the journal of `dir` and continues it here (the lock must be free).
 fn take_over(dir: &Path, abort: bool, flags: &RunFlags) -> i32 {
     let json = flags.json;
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(message) => return fail(json, &message),
-    };
     let lock = match try_lock(dir) {
         Ok(Some(lock)) => lock,
         Ok(None) => {
@@ -577,12 +582,37 @@ fn take_over(dir: &Path, abort: bool, flags: &RunFlags) -> i32 {
         Ok(read) => read,
         Err(error) => return fail(json, &error.to_string()),
     };
+    let code = continue_rollout(
+        started,
+        &lines,
+        || Journal::open(dir).map_err(|error| error.to_string()),
+        abort,
+        flags,
+    );
+    drop(lock);
+    code
+}
+
+/// Restores the machine from a journal's lines and drives the rollout to its end here, the
+/// journal opened by `open_journal` (once it is clear something is left to do).
+pub fn continue_rollout(
+    started: Box<Started>,
+    lines: &[super::journal::Line],
+    open_journal: impl FnOnce() -> Result<Journal, String>,
+    abort: bool,
+    flags: &RunFlags,
+) -> i32 {
+    let json = flags.json;
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(message) => return fail(json, &message),
+    };
     let progress = Arc::new(Progress::new(Mode::detect(json), &started));
     let context = match Context::new(started, Arc::clone(&progress)) {
         Ok(context) => Arc::new(context),
         Err(message) => return fail(json, &message),
     };
-    let mut machine = Machine::restore(context.machine_plan(), &lines);
+    let mut machine = Machine::restore(context.machine_plan(), lines);
     if let Phase::Finished(outcome) = machine.phase() {
         if json {
             println!(
@@ -598,11 +628,11 @@ fn take_over(dir: &Path, abort: bool, flags: &RunFlags) -> i32 {
         }
         return exit_code_of(outcome);
     }
-    let journal = match Journal::open(dir) {
+    let journal = match open_journal() {
         Ok(journal) => journal,
-        Err(error) => return fail(json, &error.to_string()),
+        Err(message) => return fail(json, &message),
     };
-    let code = runtime.block_on(async {
+    runtime.block_on(async {
         let metrics = match serve_metrics(flags.metrics_listen).await {
             Ok(metrics) => metrics,
             Err(message) => return fail(json, &message),
@@ -615,14 +645,12 @@ fn take_over(dir: &Path, abort: bool, flags: &RunFlags) -> i32 {
             initial,
             metrics,
             RunOptions {
-                state_dir: dir.to_path_buf(),
+                state_dir: PathBuf::new(),
                 exit_on_pause: flags.exit_on_pause,
             },
         )
         .await
-    });
-    drop(lock);
-    code
+    })
 }
 
 /// Appends a command to the control file and waits for the controller to journal it.
@@ -720,6 +748,19 @@ pub fn status(dir: &Path, json: bool) -> i32 {
         }
         Err(error) => return fail(json, &error.to_string()),
     };
+    let running = controller_running(dir);
+    report_status(&started, &lines, running, None, json)
+}
+
+/// Prints a rollout's state from its journal lines; `leader` describes the controller when
+/// the journal is elsewhere than in a state directory.
+pub fn report_status(
+    started: &Started,
+    lines: &[super::journal::Line],
+    running: bool,
+    leader: Option<&str>,
+    json: bool,
+) -> i32 {
     let plan = super::machine::MachinePlan {
         waves: started.waves.clone(),
         gates: started.gates.clone(),
@@ -729,8 +770,7 @@ pub fn status(dir: &Path, json: bool) -> i32 {
             .map(|(location, before)| (location.clone(), before.generation))
             .collect(),
     };
-    let machine = Machine::restore(plan, &lines);
-    let running = controller_running(dir);
+    let machine = Machine::restore(plan, lines);
     let state = match (machine.phase(), machine.paused()) {
         (Phase::Finished(outcome), _) => outcome.as_str().to_string(),
         (_, Some(_)) => "paused".to_string(),
@@ -740,7 +780,7 @@ pub fn status(dir: &Path, json: bool) -> i32 {
         (Phase::RollingBack, None) => "rolling_back".into(),
     };
     let mut last_gates: BTreeMap<String, Value> = BTreeMap::new();
-    for line in &lines {
+    for line in lines {
         if let Record::GateResult {
             wave,
             gate,
@@ -796,6 +836,7 @@ pub fn status(dir: &Path, json: bool) -> i32 {
                 "wave": wave,
                 "wave_index": machine.wave(),
                 "controller_running": running,
+                "leader": leader,
                 "waves": started.waves.iter().map(|wave| json!({"name": wave.name, "locations": wave.locations, "bake_seconds": wave.bake_seconds})).collect::<Vec<_>>(),
                 "locations": locations,
                 "gates": last_gates,
@@ -816,7 +857,11 @@ pub fn status(dir: &Path, json: bool) -> i32 {
         }
         println!(
             "controller: {}",
-            if running { "running" } else { "not running" }
+            match (running, leader) {
+                (_, Some(leader)) => leader,
+                (true, None) => "running",
+                (false, None) => "not running",
+            }
         );
         if let Some(reason) = machine.rollback_reason() {
             println!("rollback: {reason}");

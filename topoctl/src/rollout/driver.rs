@@ -604,8 +604,6 @@ pub async fn run(
     let clock = Instant::now();
     let now = |clock: Instant| u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
     let (events, mut incoming) = mpsc::channel::<Event>(64);
-    let control_path = options.state_dir.join(CONTROL_FILE);
-    let mut control_offset = std::fs::metadata(&control_path).map_or(0, |meta| meta.len());
     let mut ticker = tokio::time::interval(POLL_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut interrupt =
@@ -676,9 +674,7 @@ pub async fn run(
                 outputs = machine.handle(event, now(clock));
             }
             _ = ticker.tick() => {
-                let (commands, offset) = read_control(&control_path, control_offset);
-                control_offset = offset;
-                for line in commands {
+                for line in journal.poll_control() {
                     outputs.push(Output::Record(Record::Command { id: line.id, command: line.command }));
                     outputs.extend(machine.handle(Event::Command(line.command), now(clock)));
                 }

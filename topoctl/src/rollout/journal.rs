@@ -17,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::driver::{CONTROL_FILE, ControlLine, read_control};
 use super::waves::Wave;
 use topologyd::state_store::SourceBundle;
 use topologyd_config::fleet::{FleetLocation, GateSpec};
@@ -248,6 +249,32 @@ pub enum JournalError {
         path.display()
     )]
     Exists { path: PathBuf },
+    #[error("journal {store}: {message}")]
+    Remote { store: String, message: String },
+}
+
+/// A journal kept elsewhere than in a local file (the etcd mode): appends are durable when
+/// they return, and control commands come from the same store.
+pub trait RemoteJournal: Send + std::fmt::Debug {
+    /// Appends one line durably (or stops the process when this controller may no longer write).
+    fn append_line(&mut self, line: &Line) -> Result<(), JournalError>;
+    /// Control commands given since the last call.
+    fn poll_control(&mut self) -> Vec<ControlLine>;
+    /// Where the journal is, for messages.
+    fn describe(&self) -> String;
+}
+
+/// Where an open journal appends.
+#[derive(Debug)]
+enum Backend {
+    /// `journal.jsonl` in the state directory, and the control file next to it read from
+    /// `control_offset` on.
+    File {
+        file: File,
+        control: PathBuf,
+        control_offset: u64,
+    },
+    Remote(Box<dyn RemoteJournal>),
 }
 
 /// The current time in unix seconds.
@@ -261,7 +288,7 @@ pub fn unix_time() -> f64 {
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
-    file: File,
+    backend: Backend,
 }
 
 impl Journal {
@@ -287,7 +314,7 @@ impl Journal {
             Err(error) => return Err(io(error)),
         };
         File::open(dir).and_then(|dir| dir.sync_all()).map_err(io)?;
-        Ok(Journal { path, file })
+        Ok(Journal::file(path, file, dir))
     }
 
     /// Opens an existing journal for appending.
@@ -300,7 +327,45 @@ impl Journal {
                 path: path.clone(),
                 source,
             })?;
-        Ok(Journal { path, file })
+        Ok(Journal::file(path, file, dir))
+    }
+
+    fn file(path: PathBuf, file: File, dir: &Path) -> Journal {
+        let control = dir.join(CONTROL_FILE);
+        let control_offset = std::fs::metadata(&control).map_or(0, |meta| meta.len());
+        Journal {
+            path,
+            backend: Backend::File {
+                file,
+                control,
+                control_offset,
+            },
+        }
+    }
+
+    /// A journal kept in `remote` (the etcd mode).
+    pub fn remote(remote: Box<dyn RemoteJournal>) -> Journal {
+        Journal {
+            path: PathBuf::from(remote.describe()),
+            backend: Backend::Remote(remote),
+        }
+    }
+
+    /// The control commands given since the last call (from the control file next to a local
+    /// journal, or from the remote store).
+    pub fn poll_control(&mut self) -> Vec<ControlLine> {
+        match &mut self.backend {
+            Backend::File {
+                control,
+                control_offset,
+                ..
+            } => {
+                let (commands, offset) = read_control(control, *control_offset);
+                *control_offset = offset;
+                commands
+            }
+            Backend::Remote(remote) => remote.poll_control(),
+        }
     }
 
     /// Appends one record and fsyncs it; returns the line written.
@@ -309,14 +374,20 @@ impl Journal {
             time: unix_time(),
             record: record.clone(),
         };
+        let file = match &mut self.backend {
+            Backend::File { file, .. } => file,
+            Backend::Remote(remote) => {
+                remote.append_line(&line)?;
+                return Ok(line);
+            }
+        };
         let mut bytes = serde_json::to_vec(&line).map_err(|error| JournalError::Io {
             path: self.path.clone(),
             source: std::io::Error::other(error),
         })?;
         bytes.push(b'\n');
-        self.file
-            .write_all(&bytes)
-            .and_then(|()| self.file.sync_data())
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_data())
             .map_err(|source| JournalError::Io {
                 path: self.path.clone(),
                 source,

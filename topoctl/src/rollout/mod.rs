@@ -20,6 +20,7 @@
 
 pub mod commands;
 pub mod driver;
+pub mod etcd;
 pub mod gates;
 pub mod journal;
 pub mod machine;

@@ -1,0 +1,195 @@
+//! A real etcd cluster on loopback for the etcd-mode rollout tests: three (or any number of)
+//! Debian `etcd` processes on 127.0.0.1, each with its own client and peer port and its data
+//! directory in one temporary directory, started together as a new cluster. Members can be
+//! killed one by one (to take the quorum away); every member still running is killed when the
+//! cluster is dropped.
+
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::peers::alloc::free_port;
+
+/// How long the cluster may take to elect its first raft leader.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the cluster could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcd: {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("etcd member {member} is not healthy after {timeout:?}; log tail:\n{log}")]
+    NotReady {
+        member: String,
+        timeout: Duration,
+        log: String,
+    },
+    #[error("etcd member {0} does not exist")]
+    NoMember(usize),
+}
+
+fn io_error(context: &str) -> impl FnOnce(std::io::Error) -> EtcdError + '_ {
+    move |source| EtcdError::Io {
+        context: context.to_string(),
+        source,
+    }
+}
+
+/// One member process.
+#[derive(Debug)]
+struct Member {
+    name: String,
+    client_port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+/// A running etcd cluster on 127.0.0.1.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    directory: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    /// Starts `size` members as a new cluster and waits until every one reports healthy.
+    pub fn start(size: usize) -> Result<EtcdCluster, EtcdError> {
+        let directory = tempfile::Builder::new()
+            .prefix("topologyd-etcd-")
+            .tempdir()
+            .map_err(io_error("creating the data directory"))?;
+        let loopback = Ipv4Addr::LOCALHOST.into();
+        let ports: Vec<(u16, u16)> = (0..size)
+            .map(|_| (free_port(loopback), free_port(loopback)))
+            .collect();
+        let initial_cluster: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(index, (_, peer))| format!("member{index}=http://127.0.0.1:{peer}"))
+            .collect();
+        let mut cluster = EtcdCluster {
+            members: Vec::new(),
+            directory,
+        };
+        for (index, (client, peer)) in ports.iter().enumerate() {
+            let name = format!("member{index}");
+            let data = cluster.directory.path().join(&name);
+            let log = cluster.directory.path().join(format!("{name}.log"));
+            let log_file = std::fs::File::create(&log).map_err(io_error("creating a log"))?;
+            let child = Command::new("etcd")
+                .arg(format!("--name={name}"))
+                .arg(format!("--data-dir={}", data.display()))
+                .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
+                .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+                .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+                .arg(format!(
+                    "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+                ))
+                .arg(format!("--initial-cluster={}", initial_cluster.join(",")))
+                .arg("--initial-cluster-state=new")
+                .arg(format!(
+                    "--initial-cluster-token=test-{}",
+                    std::process::id()
+                ))
+                .arg("--heartbeat-interval=50")
+                .arg("--election-timeout=500")
+                .arg("--logger=zap")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log_file)
+                .process_group(0)
+                .spawn()
+                .map_err(io_error("starting etcd (Debian package etcd-server)"))?;
+            cluster.members.push(Member {
+                name,
+                client_port: *client,
+                child: Some(child),
+                log,
+            });
+        }
+        for index in 0..size {
+            cluster.wait_healthy(index, READY_TIMEOUT)?;
+        }
+        Ok(cluster)
+    }
+
+    /// `127.0.0.1:PORT,…` of every member (running or not), as `topoctl --etcd` takes them.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|member| format!("127.0.0.1:{}", member.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The data directory (also the marker of its processes in `/proc`).
+    pub fn directory(&self) -> &Path {
+        self.directory.path()
+    }
+
+    /// Waits until member `index` answers `GET /health` with a healthy cluster.
+    pub fn wait_healthy(&self, index: usize, timeout: Duration) -> Result<(), EtcdError> {
+        let member = self.members.get(index).ok_or(EtcdError::NoMember(index))?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if health(member.client_port).is_some_and(|body| body.contains("\"true\"")) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(EtcdError::NotReady {
+            member: member.name.clone(),
+            timeout,
+            log: self.log_tail(index),
+        })
+    }
+
+    /// SIGKILL to member `index` (it stays dead).
+    pub fn kill(&mut self, index: usize) -> Result<(), EtcdError> {
+        let member = self
+            .members
+            .get_mut(index)
+            .ok_or(EtcdError::NoMember(index))?;
+        if let Some(mut child) = member.child.take() {
+            crate::peers::process::signal_group(&child, "KILL");
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
+    /// The last lines of member `index`'s log.
+    pub fn log_tail(&self, index: usize) -> String {
+        self.members.get(index).map_or_else(String::new, |member| {
+            crate::peers::process::file_tail(&member.log)
+        })
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for index in 0..self.members.len() {
+            let _ = self.kill(index);
+        }
+    }
+}
+
+/// The body of `GET /health` on a member's client port, if it answers.
+fn health(port: u16) -> Option<String> {
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.split("\r\n\r\n").nth(1).map(str::to_string)
+}
