@@ -38,6 +38,41 @@ pub const WATCHDOG_INTERVAL: Duration = Duration::from_millis(50);
 /// How often the leader reads new control commands.
 pub const CONTROL_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Calls `call` until it answers, it fails otherwise than by the member being unreachable, or
+/// [`REQUEST_TIMEOUT`] has passed. The client balances requests over every endpoint, including
+/// a member that is down: a request it sent there is sent again (to another member).
+async fn retrying<T, Fut>(what: &str, mut call: impl FnMut() -> Fut) -> Result<T, String>
+where
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, call()).await {
+            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(error)) if unreachable(&error) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(Err(error)) => return Err(format!("{what}: {error}")),
+            Err(_) => {
+                return Err(format!(
+                    "{what}: etcd did not answer within {REQUEST_TIMEOUT:?}"
+                ));
+            }
+        }
+    }
+}
+
+/// Whether an error says the member could not be reached (another member may answer).
+fn unreachable(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        // gRPC codes Unknown (2), DeadlineExceeded (4), Unavailable (14).
+        etcd_client::Error::GRpcStatus(status) => matches!(status.code() as i32, 2 | 4 | 14),
+        _ => false,
+    }
+}
+
 fn lease_ttl() -> Duration {
     Duration::from_secs(LEASE_TTL_SECONDS.unsigned_abs())
 }
@@ -229,16 +264,20 @@ impl Session {
     /// Every journal line under the prefix, in order (empty when there is no journal), and the
     /// revision the read was made at.
     pub fn read_journal(&self) -> Result<(Vec<Line>, i64), String> {
-        let mut client = self.client.clone();
+        let client = self.client.clone();
         let keys = self.keys.clone();
         self.run(async move {
-            let answer = tokio::time::timeout(
-                REQUEST_TIMEOUT,
-                client.get(keys.journal_prefix(), Some(GetOptions::new().with_prefix())),
-            )
-            .await
-            .map_err(|_| "etcd did not answer the journal read in time".to_string())?
-            .map_err(|error| format!("cannot read the journal from etcd: {error}"))?;
+            let prefix = keys.journal_prefix();
+            let answer = retrying("cannot read the journal from etcd", || {
+                let mut client = client.clone();
+                let prefix = prefix.clone();
+                async move {
+                    client
+                        .get(prefix, Some(GetOptions::new().with_prefix()))
+                        .await
+                }
+            })
+            .await?;
             let revision = answer.header().map_or(0, |header| header.revision());
             let entries: Vec<(String, Vec<u8>)> = answer
                 .kvs()
@@ -258,13 +297,15 @@ impl Session {
 
     /// The current leader, if any (the key exists only while its lease lives).
     pub fn leader(&self) -> Result<Option<LeaderInfo>, String> {
-        let mut client = self.client.clone();
+        let client = self.client.clone();
         let key = self.keys.leader();
         self.run(async move {
-            let answer = tokio::time::timeout(REQUEST_TIMEOUT, client.get(key, None))
-                .await
-                .map_err(|_| "etcd did not answer in time".to_string())?
-                .map_err(|error| format!("cannot read the leader key from etcd: {error}"))?;
+            let answer = retrying("cannot read the leader key from etcd", || {
+                let mut client = client.clone();
+                let key = key.clone();
+                async move { client.get(key, None).await }
+            })
+            .await?;
             Ok(answer.kvs().first().map(|kv| LeaderInfo {
                 holder: serde_json::from_slice::<LeaderValue>(kv.value())
                     .map_or_else(|_| "?".to_string(), |value| value.holder),
@@ -275,14 +316,16 @@ impl Session {
 
     /// Puts control command `line` for the leader to pick up.
     pub fn put_control(&self, line: &ControlLine) -> Result<(), String> {
-        let mut client = self.client.clone();
+        let client = self.client.clone();
         let key = self.keys.control(&line.id);
         let value = serde_json::to_vec(line).map_err(|error| error.to_string())?;
         self.run(async move {
-            tokio::time::timeout(REQUEST_TIMEOUT, client.put(key, value, None))
-                .await
-                .map_err(|_| "etcd did not answer in time".to_string())?
-                .map_err(|error| format!("cannot write the command to etcd: {error}"))?;
+            retrying("cannot write the command to etcd", || {
+                let mut client = client.clone();
+                let (key, value) = (key.clone(), value.clone());
+                async move { client.put(key, value, None).await }
+            })
+            .await?;
             Ok(())
         })
     }
@@ -297,16 +340,14 @@ impl Session {
                 .map_or_else(|_| "?".to_string(), |name| name.trim().to_string()),
             std::process::id()
         );
-        let mut client = self.client.clone();
+        let client = self.client.clone();
         let lease = self
             .run(async move {
-                let granted = tokio::time::timeout(
-                    REQUEST_TIMEOUT,
-                    client.lease_grant(LEASE_TTL_SECONDS, None),
-                )
-                .await
-                .map_err(|_| "etcd did not grant a lease in time".to_string())?
-                .map_err(|error| format!("etcd did not grant a lease: {error}"))?;
+                let granted = retrying("etcd did not grant a lease", || {
+                    let mut client = client.clone();
+                    async move { client.lease_grant(LEASE_TTL_SECONDS, None).await }
+                })
+                .await?;
                 Ok(granted.id())
             })
             .map_err(CampaignError::Etcd)?;
@@ -345,10 +386,13 @@ impl Session {
 
     /// Gives the lease up (best effort): the leader key goes with it, a standby takes over.
     pub fn revoke(&self, lease: i64) {
-        let mut client = self.client.clone();
+        let client = self.client.clone();
         let _ = self.run(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, client.lease_revoke(lease)).await;
-            Ok(())
+            retrying("cannot give the lease up", || {
+                let mut client = client.clone();
+                async move { client.lease_revoke(lease).await }
+            })
+            .await
         });
     }
 
@@ -494,15 +538,16 @@ async fn elect(
                 Some(PutOptions::new().with_lease(lease)),
             )])
             .or_else(vec![TxnOp::get(leader.as_str(), None)]);
-        let answer = match tokio::time::timeout(REQUEST_TIMEOUT, client.txn(txn)).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(error)) if !wait => return Err(CampaignError::Etcd(error.to_string())),
-            Err(_) if !wait => {
-                return Err(CampaignError::Etcd(
-                    "etcd did not answer the campaign in time".into(),
-                ));
-            }
-            _ => {
+        let answer = match retrying("the campaign for the leadership", || {
+            let mut client = client.clone();
+            let txn = txn.clone();
+            async move { client.txn(txn).await }
+        })
+        .await
+        {
+            Ok(answer) => answer,
+            Err(message) if !wait => return Err(CampaignError::Etcd(message)),
+            Err(_) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -510,6 +555,21 @@ async fn elect(
         let revision = answer.header().map_or(0, |header| header.revision());
         if answer.succeeded() {
             return Ok(revision);
+        }
+        // An earlier attempt of ours that landed before its answer was lost.
+        let ours = answer
+            .op_responses()
+            .iter()
+            .find_map(|response| match response {
+                TxnOpResponse::Get(get) => get
+                    .kvs()
+                    .first()
+                    .filter(|kv| kv.lease() == lease)
+                    .map(etcd_client::KeyValue::create_revision),
+                _ => None,
+            });
+        if let Some(token) = ours {
+            return Ok(token);
         }
         let current = answer
             .op_responses()
@@ -568,7 +628,11 @@ async fn keep_alive(mut client: Client, lease: i64, state: Arc<LeaseState>) {
                 Ok(Err(etcd_client::Error::LeaseKeepAliveError(message))) => {
                     state.mark_lost(format!("etcd no longer knows the lease: {message}"));
                 }
-                _ => {}
+                _ => {
+                    // Perhaps a member that is down: try again soon (another member).
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             }
         } else if let Some((keeper, answers)) = stream.as_mut() {
             let confirmed = tokio::time::timeout(interval, async {
@@ -581,7 +645,10 @@ async fn keep_alive(mut client: Client, lease: i64, state: Arc<LeaseState>) {
                     state.confirm(asked + Duration::from_secs(answer.ttl().unsigned_abs()));
                 }
                 Ok(Ok(Some(_))) => state.mark_lost("the etcd lease expired".into()),
-                _ => stream = None,
+                _ => {
+                    stream = None;
+                    continue;
+                }
             }
         }
         tokio::time::sleep_until((asked + interval).into()).await;
