@@ -12,6 +12,7 @@
 //! whole as [`Document`]s: the API passes them on and never reads inside them.
 
 pub mod intent;
+pub mod lease;
 pub mod request;
 pub mod source;
 pub mod view;
@@ -20,6 +21,7 @@ pub use intent::{
     EXIT_CHANGES_ALLOWED, EXIT_INVALID, EXIT_NO_CHANGE, EXIT_REFUSED, EXIT_USAGE, Intent,
     IntentError, Override, Verdict,
 };
+pub use lease::{LeaseAction, LeaseClaim, LeaseRequest, LeaseView};
 pub use request::{ApplyRequest, DrainRequest, PlanRequest, RollbackRequest};
 pub use source::{SourceBundle, SourceFile};
 pub use view::{

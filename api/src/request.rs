@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::intent::{Intent, lines};
+use crate::lease::LeaseClaim;
 use crate::source::SourceBundle;
 
 /// `POST /v1/plan` body.
@@ -29,6 +30,9 @@ pub struct ApplyRequest {
     pub intent: Intent,
     /// Compare-and-swap: the generation the pusher planned against; 409 if it is not running.
     pub expected_generation: Option<u64>,
+    /// The fleet lock claim of whoever acts (absent: no claim; refused while a lease is held).
+    #[serde(default)]
+    pub lease: Option<LeaseClaim>,
 }
 
 /// `POST /v1/rollback` body.
@@ -40,6 +44,9 @@ pub struct RollbackRequest {
     /// Compare-and-swap, as for apply.
     #[serde(default)]
     pub expected_generation: Option<u64>,
+    /// The fleet lock claim, as for apply.
+    #[serde(default)]
+    pub lease: Option<LeaseClaim>,
 }
 
 /// `POST /v1/drain` body.
@@ -98,6 +105,7 @@ mod tests {
             "bundle": bundle,
             "intent": ["service:web"],
             "expected_generation": 7,
+            "lease": { "holder": "r-1", "token": 1 },
         }));
         assert_eq!(apply.expected_generation, Some(7));
         let error = serde_json::from_value::<PlanRequest>(json!({
@@ -113,7 +121,7 @@ mod tests {
     #[test]
     fn rollback_and_drain_bodies_keep_their_wire_shape() {
         let rollback: RollbackRequest =
-            round_trip(json!({ "generation": 3, "expected_generation": null }));
+            round_trip(json!({ "generation": 3, "expected_generation": null, "lease": null }));
         assert_eq!(rollback.generation, 3);
         let drain: DrainRequest = round_trip(json!({
             "service": "web", "drain": true, "force": false, "reason": "maintenance",

@@ -26,9 +26,9 @@ use tokio_rustls::TlsConnector;
 use crate::http_client::{ExchangeError, OneShot, exchange};
 
 use topologyd_api::{
-    ApplyRequest, DrainRequest, DrainView, ErrorBody, ErrorView, HealthView, Intent,
-    MutationOutcome, PlanRequest, PlanView, RollbackRequest, RoutesView, SourceBundle, StatusView,
-    TopologyView,
+    ApplyRequest, DrainRequest, DrainView, ErrorBody, ErrorView, HealthView, Intent, LeaseClaim,
+    LeaseRequest, LeaseView, MutationOutcome, PlanRequest, PlanView, RollbackRequest, RoutesView,
+    SourceBundle, StatusView, TopologyView,
 };
 
 /// How long one call may take, connect to last byte, unless configured otherwise.
@@ -169,33 +169,44 @@ impl ControlClient {
         self.call(Method::POST, "/v1/plan", Some(&request)).await
     }
 
-    /// `POST /v1/apply` with compare-and-swap on `expected_generation`.
+    /// `POST /v1/apply` with compare-and-swap on `expected_generation`, carrying the fleet
+    /// lock claim `lease` of whoever acts (if any).
     pub async fn apply(
         &self,
         bundle: &SourceBundle,
         intent: &Intent,
         expected_generation: Option<u64>,
+        lease: Option<&LeaseClaim>,
     ) -> Result<MutationOutcome, ClientError> {
         let request = ApplyRequest {
             bundle: bundle.clone(),
             intent: intent.clone(),
             expected_generation,
+            lease: lease.cloned(),
         };
         self.call(Method::POST, "/v1/apply", Some(&request)).await
     }
 
-    /// `POST /v1/rollback` to a kept generation.
+    /// `POST /v1/rollback` to a kept generation, carrying the fleet lock claim (if any).
     pub async fn rollback(
         &self,
         generation: u64,
         expected_generation: Option<u64>,
+        lease: Option<&LeaseClaim>,
     ) -> Result<MutationOutcome, ClientError> {
         let request = RollbackRequest {
             generation,
             expected_generation,
+            lease: lease.cloned(),
         };
         self.call(Method::POST, "/v1/rollback", Some(&request))
             .await
+    }
+
+    /// `POST /v1/lease`: acquire, release or break the fleet lock's lease at this daemon. The
+    /// answer is the lease held afterwards (`None` after a release or a break).
+    pub async fn lease(&self, request: &LeaseRequest) -> Result<Option<LeaseView>, ClientError> {
+        self.call(Method::POST, "/v1/lease", Some(request)).await
     }
 
     /// `GET /v1/status`.

@@ -563,7 +563,7 @@ fn run(command: Command) -> Result<i32, Stop> {
             generation,
             expect_generation,
         } => ask_daemon(&daemon, |client| async move {
-            client.rollback(generation, expect_generation).await
+            client.rollback(generation, expect_generation, None).await
         }),
         Command::Status { daemon } => {
             ask_daemon(&daemon, |client| async move { client.status().await })
@@ -831,7 +831,7 @@ fn push(
         let answer = runtime.block_on(client.plan(&bundle, &intent));
         return Ok(print_answer(answer, json, true));
     }
-    let answer = runtime.block_on(client.apply(&bundle, &intent, expect_generation));
+    let answer = runtime.block_on(client.apply(&bundle, &intent, expect_generation, None));
     Ok(print_answer(answer, json, false))
 }
 

@@ -1,5 +1,5 @@
 //! `GET /v1/status`: the running generation, readiness, route counts, the health summary and
-//! one [`PeerStatus`] per peer.
+//! one [`PeerStatus`] per peer, and the fleet lock's lease.
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,10 @@ pub struct StatusView {
     pub health: StatusHealth,
     /// Every configured peer's session and counters.
     pub peers: Vec<PeerStatus>,
+    /// The fleet lock lease this daemon holds, if a live one. Written only when held, and read
+    /// as `None` when absent, so answers of daemons that predate the lock still parse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<crate::lease::LeaseView>,
 }
 
 /// Routes by family.

@@ -56,7 +56,17 @@ fn status() -> Value {
 fn status_round_trips_and_requires_its_fields() {
     let view: StatusView = round_trip(&status());
     assert_eq!(view.peers[0].generation_synced, Some(4));
+    assert_eq!(view.lease, None);
     each_field_is_required::<StatusView>(&status());
+    // A daemon holding the fleet lock's lease says so; without one (or before the lock
+    // existed) the key is absent and reads as no lease.
+    let mut leased = status();
+    leased["lease"] = json!({
+        "holder": "r-1", "token": 2, "ttl_seconds": 60,
+        "expires_unix_ms": 1_700_000_060_000u64, "remaining_ms": 59_000,
+    });
+    let view: StatusView = round_trip(&leased);
+    assert_eq!(view.lease.map(|lease| lease.holder), Some("r-1".to_owned()));
     each_field_is_required::<PeerStatus>(&peer());
 }
 

@@ -104,6 +104,7 @@ fn status_view(generation: u64) -> StatusView {
             degraded: vec![],
         },
         peers: vec![],
+        lease: None,
     }
 }
 
@@ -342,7 +343,7 @@ async fn reader_may_read_and_plan_but_not_apply() {
     reader.plan(&bundle(), &Intent::default()).await.unwrap();
     assert_eq!(running.seen.recv().await.unwrap(), "plan 1");
     let error = reader
-        .apply(&bundle(), &intent(&["service:x"]), Some(7))
+        .apply(&bundle(), &intent(&["service:x"]), Some(7), None)
         .await
         .unwrap_err();
     assert_eq!(status_of(&error), Some(403), "{error}");
@@ -379,17 +380,17 @@ async fn admin_apply_reaches_the_engine_and_is_audited() {
     )
     .unwrap();
     let outcome = admin
-        .apply(&bundle(), &intent(&["service:web"]), Some(7))
+        .apply(&bundle(), &intent(&["service:web"]), Some(7), None)
         .await
         .unwrap();
     assert_eq!(outcome.generation_after, 8);
     assert_eq!(running.seen.recv().await.unwrap(), "apply by alice");
     let error = admin
-        .apply(&bundle(), &Intent::default(), Some(6))
+        .apply(&bundle(), &Intent::default(), Some(6), None)
         .await
         .unwrap_err();
     assert_eq!(status_of(&error), Some(409), "{error}");
-    let error = admin.rollback(3, None).await.unwrap_err();
+    let error = admin.rollback(3, None, None).await.unwrap_err();
     assert_eq!(status_of(&error), Some(404), "{error}");
 
     let audit = std::fs::read_to_string(&running.audit).unwrap();
@@ -435,7 +436,7 @@ async fn a_full_audit_file_system_refuses_the_mutation() {
     let admin = client(&pki, &running, Some(&pki.admin));
     let filler = tmpfs.fill();
     let error = admin
-        .apply(&bundle(), &Intent::default(), Some(7))
+        .apply(&bundle(), &Intent::default(), Some(7), None)
         .await
         .unwrap_err();
     assert_eq!(status_of(&error), Some(507), "{error}");
@@ -448,7 +449,7 @@ async fn a_full_audit_file_system_refuses_the_mutation() {
     assert!(body.audit_warning.is_some(), "{body:?}");
     std::fs::remove_file(filler).unwrap();
     admin
-        .apply(&bundle(), &Intent::default(), Some(7))
+        .apply(&bundle(), &Intent::default(), Some(7), None)
         .await
         .unwrap();
     let records = wait_for_records(&running.audit, 2).await;
@@ -465,7 +466,7 @@ async fn oversize_and_malformed_bodies_are_refused_before_the_engine() {
     let mut large = bundle();
     large.sources[0].text = "#".repeat(4096);
     let error = admin
-        .apply(&large, &Intent::default(), Some(7))
+        .apply(&large, &Intent::default(), Some(7), None)
         .await
         .unwrap_err();
     assert_eq!(status_of(&error), Some(413), "{error}");

@@ -50,6 +50,7 @@ impl Engine {
                 degraded: services_where(&|decision| decision.action == ServiceAction::Degrade),
             },
             peers: self.peer_statuses(),
+            lease: None,
         }
     }
 

@@ -258,6 +258,7 @@ async fn apply(context: &Context, location: &str, expected_generation: u64) -> E
             &context.started.new_bundle,
             &context.intent,
             Some(expected_generation),
+            None,
         )
         .await;
     match answer {
@@ -367,7 +368,7 @@ async fn rollback(
         }
     };
     match client
-        .rollback(to_generation, Some(expected_generation))
+        .rollback(to_generation, Some(expected_generation), None)
         .await
     {
         Ok(outcome) => {

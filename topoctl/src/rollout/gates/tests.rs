@@ -33,6 +33,7 @@ fn status_view() -> StatusView {
             degraded: vec![],
         },
         peers: vec![],
+        lease: None,
     }
 }
 
