@@ -10,7 +10,9 @@
 //!   the leader is SIGKILLed in the canary's bake. The standby takes over within the lease TTL
 //!   (5 s) plus a margin, completes (exit 0), and no location was applied twice (every daemon
 //!   at generation 2, one applied push in each audit). The takeover time (kill → the standby's
-//!   first journal write) is printed.
+//!   first journal write) is printed. While the standby leads, `rollout status --etcd` names
+//!   it (its pid) as a living leader and `rollout promote --etcd` is acknowledged (journaled);
+//!   at the end `status` says `completed`, no controller running.
 //! - (b) The next change: the leader is stopped (SIGSTOP) in the canary's bake; a standby takes
 //!   over after the lease expires; the old leader is resumed (SIGCONT): it stops with exit 4
 //!   and "leadership lost", journals nothing after its resumption (every journal record
@@ -238,6 +240,26 @@ fn assert_applied_once(fleet: &TestFleet, number: u64, pushes: usize, context: &
     }
 }
 
+/// `topoctl rollout status --etcd … --json`.
+fn etcd_status(fleet: &TestFleet, etcd: &EtcdCluster, prefix: &str) -> Value {
+    let output = check(
+        fleet.rollout(
+            &[
+                "status",
+                "--etcd",
+                &etcd.endpoints(),
+                "--etcd-prefix",
+                prefix,
+                "--json",
+            ],
+            WAIT,
+        ),
+        "topoctl rollout status --etcd",
+    );
+    assert_eq!(output.code, EXIT_COMPLETED, "{output}");
+    check(output.json(), "the status document")
+}
+
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -276,6 +298,34 @@ fn controller_crash_and_partition() {
         takeover > 0.0 && takeover < TAKEOVER_BOUND.as_secs_f64(),
         "takeover took {takeover:.2}s"
     );
+    // The new leader answers the controls through etcd, and `status` names it.
+    let status = etcd_status(&fleet, &etcd, "/rollouts/a");
+    assert_eq!(
+        status["controller_running"],
+        Value::Bool(true),
+        "{status:#}"
+    );
+    let standby_pid = standby.pid().unwrap_or_default().to_string();
+    assert!(
+        status["leader"]
+            .as_str()
+            .is_some_and(|leader| leader.contains(&format!("/{standby_pid} "))),
+        "{status:#}"
+    );
+    let promoted = check(
+        fleet.rollout(
+            &[
+                "promote",
+                "--etcd",
+                &etcd.endpoints(),
+                "--etcd-prefix",
+                "/rollouts/a",
+            ],
+            WAIT,
+        ),
+        "topoctl rollout promote --etcd",
+    );
+    assert_eq!(promoted.code, EXIT_COMPLETED, "{promoted}");
     let output = check(standby.wait(ROLLOUT_TIMEOUT), "the standby's rollout");
     assert_eq!(output.code, EXIT_COMPLETED, "{output}\n{}", fleet.report());
     assert!(
@@ -284,7 +334,20 @@ fn controller_crash_and_partition() {
     );
     let events = standby.events();
     assert_eq!(events.last().map(event_name), Some("completed"), "{output}");
+    assert!(
+        events
+            .iter()
+            .any(|event| event_name(event) == "command" && event["command"] == "promote"),
+        "the promote was journaled: {output}"
+    );
     assert_applied_once(&fleet, 2, 1, "(a)");
+    let status = etcd_status(&fleet, &etcd, "/rollouts/a");
+    assert_eq!(status["state"], "completed", "{status:#}");
+    assert_eq!(
+        status["controller_running"],
+        Value::Bool(false),
+        "{status:#}"
+    );
 
     // (b) SIGSTOP the leader, let a standby take over, SIGCONT: the old leader stops. --------
     let files = write_topology(&fleet, "topology-2", 2);
