@@ -1,8 +1,9 @@
 //! A real etcd cluster on loopback for the etcd-mode rollout tests: three (or any number of)
-//! Debian `etcd` processes on 127.0.0.1, each with its own client and peer port and its data
-//! directory in one temporary directory, started together as a new cluster. Members can be
-//! killed one by one (to take the quorum away); every member still running is killed when the
-//! cluster is dropped.
+//! Debian `etcd` processes on 127.0.0.1, each with its own client, peer and metrics port and its
+//! data directory in one temporary directory, started together as a new cluster; optionally
+//! with TLS and client certificates on the client port ([`EtcdCluster::start_tls`]). Members
+//! can be killed one by one (to take the quorum away); every member still running is killed
+//! when the cluster is dropped. Readiness is read from `GET /health` on the plain metrics port.
 
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -12,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::peers::alloc::free_port;
+use crate::topologyd::{ControlPki, TlsIdentity};
 
 /// How long the cluster may take to elect its first raft leader.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,6 +35,16 @@ pub enum EtcdError {
     },
     #[error("etcd member {0} does not exist")]
     NoMember(usize),
+    #[error("etcd TLS material: {0}")]
+    Pki(String),
+}
+
+/// The TLS material of a cluster started with [`EtcdCluster::start_tls`].
+#[derive(Debug)]
+struct ClusterTls {
+    pki: ControlPki,
+    server: TlsIdentity,
+    client: TlsIdentity,
 }
 
 fn io_error(context: &str) -> impl FnOnce(std::io::Error) -> EtcdError + '_ {
@@ -47,6 +59,7 @@ fn io_error(context: &str) -> impl FnOnce(std::io::Error) -> EtcdError + '_ {
 struct Member {
     name: String,
     client_port: u16,
+    metrics_port: u16,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -55,39 +68,84 @@ struct Member {
 #[derive(Debug)]
 pub struct EtcdCluster {
     members: Vec<Member>,
+    tls: Option<ClusterTls>,
     directory: tempfile::TempDir,
 }
 
 impl EtcdCluster {
-    /// Starts `size` members as a new cluster and waits until every one reports healthy.
+    /// Starts `size` members as a new cluster (plain HTTP) and waits until every one reports
+    /// healthy.
     pub fn start(size: usize) -> Result<EtcdCluster, EtcdError> {
+        EtcdCluster::launch(size, None)
+    }
+
+    /// Starts `size` members whose client port speaks TLS only and asks for a client
+    /// certificate from the cluster's own throw-away CA ([`EtcdCluster::arguments`] names the
+    /// CA and a client certificate for topoctl).
+    pub fn start_tls(size: usize) -> Result<EtcdCluster, EtcdError> {
+        let pki = ControlPki::generate().map_err(|error| EtcdError::Pki(error.to_string()))?;
+        let server = pki
+            .server_certificate("etcd-server", &["127.0.0.1", "localhost"])
+            .map_err(|error| EtcdError::Pki(error.to_string()))?;
+        let client = pki
+            .client("topoctl")
+            .map_err(|error| EtcdError::Pki(error.to_string()))?;
+        EtcdCluster::launch(
+            size,
+            Some(ClusterTls {
+                pki,
+                server,
+                client,
+            }),
+        )
+    }
+
+    fn launch(size: usize, tls: Option<ClusterTls>) -> Result<EtcdCluster, EtcdError> {
         let directory = tempfile::Builder::new()
             .prefix("topologyd-etcd-")
             .tempdir()
             .map_err(io_error("creating the data directory"))?;
         let loopback = Ipv4Addr::LOCALHOST.into();
-        let ports: Vec<(u16, u16)> = (0..size)
-            .map(|_| (free_port(loopback), free_port(loopback)))
+        let ports: Vec<(u16, u16, u16)> = (0..size)
+            .map(|_| {
+                (
+                    free_port(loopback),
+                    free_port(loopback),
+                    free_port(loopback),
+                )
+            })
             .collect();
         let initial_cluster: Vec<String> = ports
             .iter()
             .enumerate()
-            .map(|(index, (_, peer))| format!("member{index}=http://127.0.0.1:{peer}"))
+            .map(|(index, (_, peer, _))| format!("member{index}=http://127.0.0.1:{peer}"))
             .collect();
         let mut cluster = EtcdCluster {
             members: Vec::new(),
+            tls,
             directory,
         };
-        for (index, (client, peer)) in ports.iter().enumerate() {
+        let scheme = if cluster.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        for (index, (client, peer, metrics)) in ports.iter().enumerate() {
             let name = format!("member{index}");
             let data = cluster.directory.path().join(&name);
             let log = cluster.directory.path().join(format!("{name}.log"));
             let log_file = std::fs::File::create(&log).map_err(io_error("creating a log"))?;
-            let child = Command::new("etcd")
+            let mut command = Command::new("etcd");
+            command
                 .arg(format!("--name={name}"))
                 .arg(format!("--data-dir={}", data.display()))
-                .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
-                .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+                .arg(format!(
+                    "--listen-client-urls={scheme}://127.0.0.1:{client}"
+                ))
+                .arg(format!(
+                    "--advertise-client-urls={scheme}://127.0.0.1:{client}"
+                ))
+                .arg(format!("--listen-metrics-urls=http://127.0.0.1:{metrics}"))
                 .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
                 .arg(format!(
                     "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
@@ -100,7 +158,15 @@ impl EtcdCluster {
                 ))
                 .arg("--heartbeat-interval=50")
                 .arg("--election-timeout=500")
-                .arg("--logger=zap")
+                .arg("--logger=zap");
+            if let Some(tls) = &cluster.tls {
+                command
+                    .arg(format!("--cert-file={}", tls.server.certificate.display()))
+                    .arg(format!("--key-file={}", tls.server.private_key.display()))
+                    .arg(format!("--trusted-ca-file={}", tls.pki.ca.display()))
+                    .arg("--client-cert-auth");
+            }
+            let child = command
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log_file)
@@ -110,6 +176,7 @@ impl EtcdCluster {
             cluster.members.push(Member {
                 name,
                 client_port: *client,
+                metrics_port: *metrics,
                 child: Some(child),
                 log,
             });
@@ -118,6 +185,23 @@ impl EtcdCluster {
             cluster.wait_healthy(index, READY_TIMEOUT)?;
         }
         Ok(cluster)
+    }
+
+    /// The `topoctl rollout` arguments that name this cluster: `--etcd ENDPOINTS`, and with
+    /// TLS `--etcd-ca`, `--etcd-cert`, `--etcd-key`.
+    pub fn arguments(&self) -> Vec<String> {
+        let mut arguments = vec!["--etcd".to_string(), self.endpoints()];
+        if let Some(tls) = &self.tls {
+            for (flag, path) in [
+                ("--etcd-ca", &tls.pki.ca),
+                ("--etcd-cert", &tls.client.certificate),
+                ("--etcd-key", &tls.client.private_key),
+            ] {
+                arguments.push(flag.to_string());
+                arguments.push(path.display().to_string());
+            }
+        }
+        arguments
     }
 
     /// `127.0.0.1:PORT,…` of every member (running or not), as `topoctl --etcd` takes them.
@@ -139,7 +223,7 @@ impl EtcdCluster {
         let member = self.members.get(index).ok_or(EtcdError::NoMember(index))?;
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if health(member.client_port).is_some_and(|body| body.contains("\"true\"")) {
+            if health(member.metrics_port).is_some_and(|body| body.contains("\"true\"")) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -181,7 +265,7 @@ impl Drop for EtcdCluster {
     }
 }
 
-/// The body of `GET /health` on a member's client port, if it answers.
+/// The body of `GET /health` on a member's metrics port, if it answers.
 fn health(port: u16) -> Option<String> {
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500)).ok()?;

@@ -736,6 +736,16 @@ impl ControlPki {
         self.directory.path()
     }
 
+    /// A server certificate for `names` (DNS names or IP addresses), signed by the trusted CA
+    /// (e.g. for the etcd members the etcd-mode tests start).
+    pub fn server_certificate(
+        &self,
+        file_stem: &str,
+        names: &[&str],
+    ) -> Result<TlsIdentity, PkiError> {
+        self.issue(file_stem, file_stem, names, false)
+    }
+
     /// A client certificate with subject CN `identity`, signed by the trusted CA.
     pub fn client(&self, identity: &str) -> Result<TlsIdentity, PkiError> {
         self.issue(&format!("client-{identity}"), identity, &[], false)

@@ -19,7 +19,8 @@
 //!   written by it precedes the standby's first), and no location is applied twice (every
 //!   daemon at generation 3).
 //!
-//! `etcd_member_and_quorum_loss`:
+//! `etcd_member_and_quorum_loss` (the cluster speaks TLS only and asks for client
+//! certificates: topoctl's `--etcd-ca`, `--etcd-cert`, `--etcd-key`):
 //! - (c) One etcd member SIGKILLed in the canary's bake: the rollout completes (exit 0).
 //! - (d) The next change, with that member still dead: a second member SIGKILLed in the
 //!   canary's bake (quorum lost): the controller exits 4 with "leadership lost" within the TTL
@@ -137,6 +138,22 @@ fn generations(fleet: &TestFleet) -> BTreeMap<String, Generation> {
     check(fleet.generations(), "reading every generation")
 }
 
+/// `topoctl rollout ARGUMENTS… --etcd … --etcd-prefix PREFIX` arguments.
+fn with_etcd(arguments: &[&str], etcd: &EtcdCluster, prefix: &str) -> Vec<String> {
+    let mut all: Vec<String> = arguments
+        .iter()
+        .map(|argument| argument.to_string())
+        .collect();
+    all.extend(etcd.arguments());
+    all.push("--etcd-prefix".into());
+    all.push(prefix.into());
+    all
+}
+
+fn strs(arguments: &[String]) -> Vec<&str> {
+    arguments.iter().map(String::as_str).collect()
+}
+
 /// Starts `topoctl rollout start --etcd … --json FILES`.
 fn spawn_start(
     fleet: &TestFleet,
@@ -145,34 +162,19 @@ fn spawn_start(
     fleet_file: &str,
     files: &[String],
 ) -> RolloutRun {
-    let endpoints = etcd.endpoints();
-    let mut arguments = vec![
-        "start",
-        "--fleet",
-        fleet_file,
-        "--etcd",
-        &endpoints,
-        "--etcd-prefix",
-        prefix,
-        "--json",
-    ];
-    arguments.extend(files.iter().map(String::as_str));
-    check(fleet.spawn_rollout(&arguments), "starting topoctl rollout")
+    let mut arguments = with_etcd(&["start", "--fleet", fleet_file, "--json"], etcd, prefix);
+    arguments.extend(files.iter().cloned());
+    check(
+        fleet.spawn_rollout(&strs(&arguments)),
+        "starting topoctl rollout",
+    )
 }
 
 /// Starts a standby: `topoctl rollout resume --etcd … --standby --json`.
 fn spawn_standby(fleet: &TestFleet, etcd: &EtcdCluster, prefix: &str) -> RolloutRun {
-    let endpoints = etcd.endpoints();
+    let arguments = with_etcd(&["resume", "--standby", "--json"], etcd, prefix);
     check(
-        fleet.spawn_rollout(&[
-            "resume",
-            "--etcd",
-            &endpoints,
-            "--etcd-prefix",
-            prefix,
-            "--standby",
-            "--json",
-        ]),
+        fleet.spawn_rollout(&strs(&arguments)),
         "starting a standby controller",
     )
 }
@@ -242,18 +244,9 @@ fn assert_applied_once(fleet: &TestFleet, number: u64, pushes: usize, context: &
 
 /// `topoctl rollout status --etcd … --json`.
 fn etcd_status(fleet: &TestFleet, etcd: &EtcdCluster, prefix: &str) -> Value {
+    let arguments = with_etcd(&["status", "--json"], etcd, prefix);
     let output = check(
-        fleet.rollout(
-            &[
-                "status",
-                "--etcd",
-                &etcd.endpoints(),
-                "--etcd-prefix",
-                prefix,
-                "--json",
-            ],
-            WAIT,
-        ),
+        fleet.rollout(&strs(&arguments), WAIT),
         "topoctl rollout status --etcd",
     );
     assert_eq!(output.code, EXIT_COMPLETED, "{output}");
@@ -312,17 +305,9 @@ fn controller_crash_and_partition() {
             .is_some_and(|leader| leader.contains(&format!("/{standby_pid} "))),
         "{status:#}"
     );
+    let arguments = with_etcd(&["promote"], &etcd, "/rollouts/a");
     let promoted = check(
-        fleet.rollout(
-            &[
-                "promote",
-                "--etcd",
-                &etcd.endpoints(),
-                "--etcd-prefix",
-                "/rollouts/a",
-            ],
-            WAIT,
-        ),
+        fleet.rollout(&strs(&arguments), WAIT),
         "topoctl rollout promote --etcd",
     );
     assert_eq!(promoted.code, EXIT_COMPLETED, "{promoted}");
@@ -391,7 +376,10 @@ fn controller_crash_and_partition() {
 
 #[test]
 fn etcd_member_and_quorum_loss() {
-    let mut etcd = check(EtcdCluster::start(3), "starting a 3-member etcd cluster");
+    let mut etcd = check(
+        EtcdCluster::start_tls(3),
+        "starting a 3-member etcd cluster with TLS",
+    );
     let base = topology(0);
     let fleet = check(
         TestFleet::start(&all_names(), &borrow(&base)),

@@ -239,6 +239,15 @@ struct RolloutStoreArguments {
     /// The key prefix of the rollout in etcd (one rollout at a time per prefix).
     #[arg(long, default_value = "/topoctl/rollout")]
     etcd_prefix: String,
+    /// TLS to etcd: the CA its members' certificates are checked against (PEM).
+    #[arg(long, requires = "etcd")]
+    etcd_ca: Option<PathBuf>,
+    /// TLS to etcd: a client certificate (PEM), with --etcd-key.
+    #[arg(long, requires_all = ["etcd_ca", "etcd_key"])]
+    etcd_cert: Option<PathBuf>,
+    /// TLS to etcd: the client certificate's private key (PEM).
+    #[arg(long, requires_all = ["etcd_ca", "etcd_cert"])]
+    etcd_key: Option<PathBuf>,
 }
 
 /// A rollout's store, from its arguments.
@@ -251,6 +260,13 @@ impl RolloutStoreArguments {
     fn store(&self) -> Result<RolloutStore, String> {
         match (&self.etcd, &self.state_dir) {
             (Some(endpoints), _) => EtcdOptions::parse(endpoints, &self.etcd_prefix)
+                .and_then(|options| {
+                    options.with_tls(
+                        self.etcd_ca.clone(),
+                        self.etcd_cert.clone(),
+                        self.etcd_key.clone(),
+                    )
+                })
                 .map(RolloutStore::Etcd)
                 .map_err(|error| error.to_string()),
             (None, Some(dir)) => Ok(RolloutStore::Directory(dir.clone())),

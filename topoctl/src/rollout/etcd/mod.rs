@@ -36,6 +36,17 @@ pub struct EtcdOptions {
     pub endpoints: Vec<String>,
     /// The key prefix (one rollout at a time per prefix), without a trailing slash.
     pub prefix: String,
+    /// TLS to the members (`--etcd-ca`, and a client certificate when they ask for one).
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS material for talking to etcd (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// The CA the members' certificates are checked against.
+    pub ca: std::path::PathBuf,
+    /// A client certificate and its key (`--client-cert-auth` members ask for one).
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Options that do not name a usable cluster.
@@ -47,6 +58,8 @@ pub enum OptionsError {
     Endpoint(String),
     #[error("--etcd-prefix must not be empty or `/`")]
     Prefix,
+    #[error("--etcd-cert and --etcd-key go together, and with --etcd-ca")]
+    Identity,
 }
 
 impl EtcdOptions {
@@ -59,13 +72,14 @@ impl EtcdOptions {
             }
             let bare = endpoint
                 .strip_prefix("http://")
+                .or_else(|| endpoint.strip_prefix("https://"))
                 .unwrap_or(endpoint)
                 .trim_end_matches('/');
             let port = bare
                 .rsplit_once(':')
                 .map(|(host, port)| (host, port.parse::<u16>()));
             match port {
-                Some((host, Ok(_))) if !host.is_empty() => parsed.push(format!("http://{bare}")),
+                Some((host, Ok(_))) if !host.is_empty() => parsed.push(bare.to_string()),
                 _ => return Err(OptionsError::Endpoint(endpoint.to_string())),
             }
         }
@@ -79,7 +93,27 @@ impl EtcdOptions {
         Ok(EtcdOptions {
             endpoints: parsed,
             prefix: prefix.to_string(),
+            tls: None,
         })
+    }
+
+    /// Adds TLS (`--etcd-ca`, `--etcd-cert`, `--etcd-key`); none of them: plain HTTP/2.
+    pub fn with_tls(
+        mut self,
+        ca: Option<std::path::PathBuf>,
+        certificate: Option<std::path::PathBuf>,
+        private_key: Option<std::path::PathBuf>,
+    ) -> Result<EtcdOptions, OptionsError> {
+        self.tls = match (ca, certificate, private_key) {
+            (None, None, None) => None,
+            (Some(ca), None, None) => Some(EtcdTls { ca, identity: None }),
+            (Some(ca), Some(certificate), Some(key)) => Some(EtcdTls {
+                ca,
+                identity: Some((certificate, key)),
+            }),
+            _ => return Err(OptionsError::Identity),
+        };
+        Ok(self)
     }
 
     /// The key layout under this prefix.

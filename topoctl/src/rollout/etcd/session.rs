@@ -18,14 +18,14 @@ use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use serde_json::json;
 
 use super::{
-    Condition, EtcdOptions, Fence, Keys, LEASE_TTL_SECONDS, LeaderValue, campaign_conditions,
-    decode_lines, encode_line,
+    Condition, EtcdOptions, EtcdTls, Fence, Keys, LEASE_TTL_SECONDS, LeaderValue,
+    campaign_conditions, decode_lines, encode_line,
 };
 use crate::rollout::EXIT_PAUSED;
 use crate::rollout::driver::ControlLine;
@@ -84,6 +84,18 @@ fn compare_of(condition: &Condition) -> Compare {
         }
         Condition::Lease { key, lease } => Compare::lease(key.as_str(), CompareOp::Equal, *lease),
     }
+}
+
+/// The client's TLS configuration from the PEM files.
+fn tls_options(tls: &EtcdTls) -> Result<TlsOptions, String> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|error| format!("--etcd TLS: {}: {error}", path.display()))
+    };
+    let mut options = TlsOptions::new().ca_certificate(Certificate::from_pem(read(&tls.ca)?));
+    if let Some((certificate, key)) = &tls.identity {
+        options = options.identity(Identity::from_pem(read(certificate)?, read(key)?));
+    }
+    Ok(options)
 }
 
 /// A connection to an etcd cluster under one prefix.
@@ -213,10 +225,13 @@ impl Session {
             .build()
             .map_err(|error| format!("cannot start the etcd client: {error}"))?;
         let endpoints = options.endpoints.clone();
-        let connect_options = ConnectOptions::new()
+        let mut connect_options = ConnectOptions::new()
             .with_connect_timeout(REQUEST_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(1), REQUEST_TIMEOUT);
+        if let Some(tls) = &options.tls {
+            connect_options = connect_options.with_tls(tls_options(tls)?);
+        }
         let (sender, receiver) = std_mpsc::channel();
         runtime.spawn(async move {
             let _ = sender.send(Client::connect(endpoints, Some(connect_options)).await);

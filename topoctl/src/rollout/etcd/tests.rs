@@ -18,11 +18,7 @@ fn options_parse_endpoints_and_prefix() {
         EtcdOptions::parse("10.0.0.1:2379, etcd-2:2379,http://etcd-3:2379/", "/a/").unwrap();
     assert_eq!(
         options.endpoints,
-        [
-            "http://10.0.0.1:2379",
-            "http://etcd-2:2379",
-            "http://etcd-3:2379"
-        ]
+        ["10.0.0.1:2379", "etcd-2:2379", "etcd-3:2379"]
     );
     assert_eq!(options.prefix, "/a");
     assert_eq!(EtcdOptions::parse("", "/a"), Err(OptionsError::NoEndpoint));
@@ -39,6 +35,29 @@ fn options_parse_endpoints_and_prefix() {
         Err(OptionsError::Endpoint("etcd-1:http".into()))
     );
     assert_eq!(EtcdOptions::parse("e:1", "/"), Err(OptionsError::Prefix));
+    let plain = EtcdOptions::parse("e:1", "/a").unwrap();
+    assert_eq!(plain.clone().with_tls(None, None, None).unwrap().tls, None);
+    let tls = plain
+        .clone()
+        .with_tls(
+            Some("ca.pem".into()),
+            Some("c.pem".into()),
+            Some("c.key".into()),
+        )
+        .unwrap()
+        .tls
+        .unwrap();
+    assert_eq!(tls.identity, Some(("c.pem".into(), "c.key".into())));
+    assert_eq!(
+        plain
+            .clone()
+            .with_tls(None, Some("c.pem".into()), Some("c.key".into())),
+        Err(OptionsError::Identity)
+    );
+    assert_eq!(
+        plain.with_tls(Some("ca.pem".into()), Some("c.pem".into()), None),
+        Err(OptionsError::Identity)
+    );
 }
 
 #[test]
