@@ -736,3 +736,7 @@ impl RemoteJournal for EtcdJournal {
         self.session.keys().describe()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
