@@ -249,6 +249,36 @@ impl EtcdCluster {
         Ok(())
     }
 
+    /// Deletes `key` through the first running member's JSON gateway (`POST
+    /// /v3/kv/deleterange`; plain-HTTP clusters only): what an operator's `etcdctl del` does.
+    pub fn delete(&self, key: &str) -> Result<String, EtcdError> {
+        let failed = |message: String| EtcdError::Io {
+            context: format!("deleting {key}"),
+            source: std::io::Error::other(message),
+        };
+        if self.tls.is_some() {
+            return Err(failed("the JSON gateway is not used with TLS".into()));
+        }
+        let member = self
+            .members
+            .iter()
+            .find(|member| member.child.is_some())
+            .ok_or_else(|| failed("no member is running".into()))?;
+        let body = format!("{{\"key\":\"{}\"}}", base64(key.as_bytes()));
+        let answer = http(
+            member.client_port,
+            &format!(
+                "POST /v3/kv/deleterange HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+        .ok_or_else(|| failed("the member did not answer".into()))?;
+        if !answer.contains("\"deleted\":\"1\"") {
+            return Err(failed(format!("nothing deleted: {answer}")));
+        }
+        Ok(answer)
+    }
+
     /// The last lines of member `index`'s log.
     pub fn log_tail(&self, index: usize) -> String {
         self.members.get(index).map_or_else(String::new, |member| {
@@ -267,13 +297,51 @@ impl Drop for EtcdCluster {
 
 /// The body of `GET /health` on a member's metrics port, if it answers.
 fn health(port: u16) -> Option<String> {
+    http(port, "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+}
+
+/// Standard base64 (the JSON gateway's encoding of keys).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut text = String::new();
+    for chunk in bytes.chunks(3) {
+        let group = chunk.iter().enumerate().fold(0u32, |group, (index, byte)| {
+            group | (u32::from(*byte) << (16 - 8 * index))
+        });
+        for index in 0..4 {
+            if index <= chunk.len() {
+                let sextet = (group >> (18 - 6 * index)) & 63;
+                text.push(char::from(ALPHABET[sextet as usize]));
+            } else {
+                text.push('=');
+            }
+        }
+    }
+    text
+}
+
+/// Sends one HTTP/1.0 request to 127.0.0.1:`port`; answers the body.
+fn http(port: u16, request: &str) -> Option<String> {
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream
-        .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
     answer.split("\r\n\r\n").nth(1).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_is_the_standard_encoding() {
+        assert_eq!(super::base64(b""), "");
+        assert_eq!(super::base64(b"f"), "Zg==");
+        assert_eq!(super::base64(b"fo"), "Zm8=");
+        assert_eq!(super::base64(b"foo"), "Zm9v");
+        assert_eq!(
+            super::base64(b"/rollouts/e/leader"),
+            "L3JvbGxvdXRzL2UvbGVhZGVy"
+        );
+    }
 }

@@ -18,6 +18,10 @@
 //!   and "leadership lost", journals nothing after its resumption (every journal record
 //!   written by it precedes the standby's first), and no location is applied twice (every
 //!   daemon at generation 3).
+//! - (e) The next change: the leader key is deleted under a live leader (as `etcdctl del`
+//!   would; its lease is still alive, so only the journal fence can notice): its next journal
+//!   write is refused, it exits 4 naming the refusal; a standby then completes the rollout,
+//!   every daemon at generation 4.
 //!
 //! `etcd_member_and_quorum_loss` (the cluster speaks TLS only and asks for client
 //! certificates: topoctl's `--etcd-ca`, `--etcd-cert`, `--etcd-key`):
@@ -348,6 +352,7 @@ fn controller_crash_and_partition() {
     );
     signal(&leader, "CONT");
     let old = check(leader.wait(WAIT), "the old leader after SIGCONT");
+    eprintln!("[b] the old leader after SIGCONT: {}", old.stderr.trim());
     assert_eq!(old.code, EXIT_PAUSED, "{old}");
     assert!(old.stderr.contains("leadership lost"), "{old}");
     let late: Vec<Value> = leader
@@ -367,6 +372,24 @@ fn controller_crash_and_partition() {
     let output = check(standby.wait(ROLLOUT_TIMEOUT), "the standby's rollout");
     assert_eq!(output.code, EXIT_COMPLETED, "{output}\n{}", fleet.report());
     assert_applied_once(&fleet, 3, 2, "(b)");
+
+    // (e) The leader key taken away under a live leader (its lease still alive): its next
+    // journal write is refused by the fence, it stops; a standby completes. -----------------
+    let files = write_topology(&fleet, "topology-3", 3);
+    let mut leader = spawn_start(&fleet, &etcd, "/rollouts/e", &fleet_file, &files);
+    wait_canary_baking(&mut leader);
+    check(etcd.delete("/rollouts/e/leader"), "deleting the leader key");
+    let old = check(leader.wait(WAIT), "the leader without its key");
+    eprintln!("[e] the leader without its key: {}", old.stderr.trim());
+    assert_eq!(old.code, EXIT_PAUSED, "{old}");
+    assert!(
+        old.stderr.contains("leadership lost") && old.stderr.contains("was refused"),
+        "the fenced journal write was refused: {old}"
+    );
+    let mut standby = spawn_standby(&fleet, &etcd, "/rollouts/e");
+    let output = check(standby.wait(ROLLOUT_TIMEOUT), "the standby's rollout");
+    assert_eq!(output.code, EXIT_COMPLETED, "{output}\n{}", fleet.report());
+    assert_applied_once(&fleet, 4, 3, "(e)");
 
     drop(fleet);
     drop(etcd);

@@ -170,7 +170,7 @@ impl LeaseState {
             .map_or_else(|_| Instant::now(), |until| *until);
         if Instant::now() >= until {
             return Err(format!(
-                "the etcd lease could not be confirmed within its TTL ({LEASE_TTL_SECONDS} s): etcd is unreachable or has lost its quorum"
+                "the etcd lease could not be confirmed within its TTL ({LEASE_TTL_SECONDS} s): etcd is unreachable or has lost its quorum, or this process was not running (stopped, frozen)"
             ));
         }
         Ok(())
