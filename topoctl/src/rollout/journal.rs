@@ -262,6 +262,8 @@ pub trait RemoteJournal: Send + std::fmt::Debug {
     fn poll_control(&mut self) -> Vec<ControlLine>;
     /// Where the journal is, for messages.
     fn describe(&self) -> String;
+    /// The fencing token of the controller writing it (its claim at the daemons' fleet lock).
+    fn fencing_token(&self) -> u64;
 }
 
 /// Where an open journal appends.
@@ -348,6 +350,15 @@ impl Journal {
         Journal {
             path: PathBuf::from(remote.describe()),
             backend: Backend::Remote(remote),
+        }
+    }
+
+    /// The fencing token the writer of a remote journal presents to the daemons (`None` for
+    /// a local journal: the local controller's own token applies).
+    pub fn fencing_token(&self) -> Option<u64> {
+        match &self.backend {
+            Backend::File { .. } => None,
+            Backend::Remote(remote) => Some(remote.fencing_token()),
         }
     }
 

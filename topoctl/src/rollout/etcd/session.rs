@@ -697,10 +697,6 @@ impl EtcdJournal {
         }
     }
 
-    /// The leader's fence (its token is the claim it presents to the daemons).
-    pub fn fence(&self) -> Fence {
-        self.leadership.fence
-    }
 }
 
 impl Drop for EtcdJournal {
@@ -734,6 +730,10 @@ impl RemoteJournal for EtcdJournal {
 
     fn describe(&self) -> String {
         self.session.keys().describe()
+    }
+
+    fn fencing_token(&self) -> u64 {
+        self.leadership.fence.token.unsigned_abs()
     }
 }
 
