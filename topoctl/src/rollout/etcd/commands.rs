@@ -38,7 +38,7 @@ pub fn open_for_start(options: &EtcdOptions, json: bool) -> Result<Journal, Stri
     };
     let (lines, revision) = session.read_journal()?;
     if !lines.is_empty() {
-        session.revoke(leadership.fence.lease);
+        session.resign(&leadership);
         return Err(format!(
             "{} already holds a rollout journal; use `topoctl rollout resume --etcd` or another --etcd-prefix",
             session.keys().describe()
@@ -89,7 +89,7 @@ fn take_over(session: Session, abort: bool, standby: bool, flags: &RunFlags) -> 
     let ((started, lines), revision) = match read {
         Ok(read) => read,
         Err(message) => {
-            session.revoke(leadership.fence.lease);
+            session.resign(&leadership);
             return fail(json, &message);
         }
     };

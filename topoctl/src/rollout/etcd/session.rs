@@ -399,8 +399,15 @@ impl Session {
         }
     }
 
+    /// Gives the leadership up on purpose: the watchdog stands down first, then the lease is
+    /// revoked (the leader key goes with it; a standby takes over).
+    pub fn resign(&self, leadership: &Leadership) {
+        leadership.state.armed.store(false, Ordering::SeqCst);
+        self.revoke(leadership.fence.lease);
+    }
+
     /// Gives the lease up (best effort): the leader key goes with it, a standby takes over.
-    pub fn revoke(&self, lease: i64) {
+    fn revoke(&self, lease: i64) {
         let client = self.client.clone();
         let _ = self.run(async move {
             retrying("cannot give the lease up", || {
@@ -701,8 +708,7 @@ impl EtcdJournal {
 
 impl Drop for EtcdJournal {
     fn drop(&mut self) {
-        self.leadership.state.armed.store(false, Ordering::SeqCst);
-        self.session.revoke(self.leadership.fence.lease);
+        self.session.resign(&self.leadership);
     }
 }
 
