@@ -12,7 +12,8 @@
 //!   at generation 2, one applied push in each audit). The takeover time (kill → the standby's
 //!   first journal write) is printed. While the standby leads, `rollout status --etcd` names
 //!   it (its pid) as a living leader and `rollout promote --etcd` is acknowledged (journaled);
-//!   at the end `status` says `completed`, no controller running.
+//!   at the end `status` says `completed`, no controller running, and a new `start` on the
+//!   prefix is refused (it holds a journal) with nothing applied.
 //! - (b) The next change: the leader is stopped (SIGSTOP) in the canary's bake; a standby takes
 //!   over after the lease expires; the old leader is resumed (SIGCONT): it stops with exit 4
 //!   and "leadership lost", journals nothing after its resumption (every journal record
@@ -337,6 +338,21 @@ fn controller_crash_and_partition() {
         Value::Bool(false),
         "{status:#}"
     );
+    // The prefix holds that rollout's journal: a new `start` there is refused (before
+    // anything is applied).
+    let next_files = write_topology(&fleet, "topology-2", 2);
+    let mut second = with_etcd(&["start", "--fleet", &fleet_file], &etcd, "/rollouts/a");
+    second.extend(next_files.iter().cloned());
+    let reused = check(
+        fleet.rollout(&strs(&second), WAIT),
+        "topoctl rollout start on a used prefix",
+    );
+    assert_eq!(reused.code, Some(1), "{reused}");
+    assert!(
+        reused.stderr.contains("already holds a rollout journal"),
+        "{reused}"
+    );
+    assert_applied_once(&fleet, 2, 1, "(a) after the refused start");
 
     // (b) SIGSTOP the leader, let a standby take over, SIGCONT: the old leader stops. --------
     let files = write_topology(&fleet, "topology-2", 2);

@@ -703,7 +703,6 @@ impl EtcdJournal {
             commands,
         }
     }
-
 }
 
 impl Drop for EtcdJournal {
