@@ -429,6 +429,18 @@ impl Progress {
             Record::RollbackFailed { location, reason } => {
                 format!("rollback at {location} FAILED: {reason}")
             }
+            Record::ApplyNotDone { location } => {
+                format!("{location} did not apply (settled); it is pending again")
+            }
+            Record::Stalled {
+                location,
+                reason,
+                stall_seconds,
+            } => format!("{location} STALLED: no answer within {stall_seconds} s ({reason})"),
+            Record::RollbackPending { locations } => format!(
+                "ROLLBACK PENDING at {}: never answered; run `topoctl rollout abort` again once they are reachable",
+                locations.join(", ")
+            ),
             Record::Finished { outcome } => format!("finished: {}", outcome.as_str()),
         }
     }

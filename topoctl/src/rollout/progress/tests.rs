@@ -5,7 +5,7 @@ use crate::rollout::journal::GateResultKind;
 use crate::rollout::machine::{Event, MachinePlan};
 use crate::rollout::waves::Wave;
 use topologyd::state_store::SourceBundle;
-use topologyd_config::fleet::{GateKind, GateSpec};
+use topologyd_config::fleet::{GateKind, GateSpec, OnStall};
 
 fn started() -> Started {
     Started {
@@ -21,6 +21,8 @@ fn started() -> Started {
                 bake_seconds: 10,
                 gates: vec![0],
                 skipped_gates: vec![],
+                stall_seconds: 120,
+                on_stall: OnStall::Pause,
             },
             Wave {
                 name: "rest-1".into(),
@@ -29,6 +31,8 @@ fn started() -> Started {
                 bake_seconds: 1,
                 gates: vec![0],
                 skipped_gates: vec![],
+                stall_seconds: 120,
+                on_stall: OnStall::Pause,
             },
         ],
         gates: vec![GateSpec {

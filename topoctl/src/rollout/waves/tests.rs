@@ -1,7 +1,7 @@
 //! Tests of `waves.rs`.
 
 use super::*;
-use topologyd_config::fleet::GateKind;
+use topologyd_config::fleet::{GateKind, OnStall};
 use topologyd_config::{LocationState, Span, parse_selector};
 
 fn location(name: &str, region: &str, state: LocationState, tags: &[&str]) -> Location {
@@ -34,6 +34,8 @@ fn spec(name: &str, select: Option<&str>, share: f64, max: Option<usize>) -> Wav
         share,
         bake_seconds: 5,
         max_locations: max,
+        stall_seconds: 7,
+        on_stall: OnStall::Rollback,
     }
 }
 
