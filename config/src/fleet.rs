@@ -459,8 +459,15 @@ fn stall_seconds(value: &Option<Spanned<u64>>, default: u64, collector: &mut Col
 }
 
 /// `on_stall = "pause" | "rollback"`, else an error at the value (and `default`).
-fn on_stall(value: &Option<Spanned<String>>, default: OnStall, collector: &mut Collector) -> OnStall {
-    match value.as_ref().map(|value| (value, value.get_ref().as_str())) {
+fn on_stall(
+    value: &Option<Spanned<String>>,
+    default: OnStall,
+    collector: &mut Collector,
+) -> OnStall {
+    match value
+        .as_ref()
+        .map(|value| (value, value.get_ref().as_str()))
+    {
         Some((_, "pause")) => OnStall::Pause,
         Some((_, "rollback")) => OnStall::Rollback,
         Some((value, other)) => {
@@ -1014,7 +1021,10 @@ kind = "magic"
             "fleet.toml:12:12: error: unknown on_stall `abort`",
             "help: use \"pause\" (the default) or \"rollback\"",
         ] {
-            assert!(error.contains(expected), "missing {expected:?} in:\n{error}");
+            assert!(
+                error.contains(expected),
+                "missing {expected:?} in:\n{error}"
+            );
         }
     }
 

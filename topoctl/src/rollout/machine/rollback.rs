@@ -12,7 +12,13 @@ use crate::rollout::waves::Wave;
 use topologyd_config::fleet::OnStall;
 
 impl Machine {
-    pub(super) fn start_rollback(&mut self, reason: String, abort: bool, now: u64, out: &mut Vec<Output>) {
+    pub(super) fn start_rollback(
+        &mut self,
+        reason: String,
+        abort: bool,
+        now: u64,
+        out: &mut Vec<Output>,
+    ) {
         let locations: Vec<String> = self
             .applied_order
             .iter()
@@ -68,7 +74,13 @@ impl Machine {
 
     /// A location in doubt stalled: journal it, then pause or roll back per its wave's
     /// `on_stall` (while rolling back it is left for the end of the rollback to report).
-    pub(super) fn stalled_at(&mut self, location: String, reason: String, now: u64, out: &mut Vec<Output>) {
+    pub(super) fn stalled_at(
+        &mut self,
+        location: String,
+        reason: String,
+        now: u64,
+        out: &mut Vec<Output>,
+    ) {
         let in_doubt = matches!(
             self.location(&location),
             Some(LocationState::Applying { .. } | LocationState::RollingBack { .. })
@@ -76,9 +88,10 @@ impl Machine {
         if !in_doubt || self.is_finished() || self.stalled.contains(&location) {
             return;
         }
-        let (stall_seconds, on_stall) = self
-            .wave_of(&location)
-            .map_or((0, OnStall::Pause), |wave| (wave.stall_seconds, wave.on_stall));
+        let (stall_seconds, on_stall) =
+            self.wave_of(&location).map_or((0, OnStall::Pause), |wave| {
+                (wave.stall_seconds, wave.on_stall)
+            });
         self.commit(
             Record::Stalled {
                 location: location.clone(),
@@ -175,5 +188,4 @@ impl Machine {
         self.commit(Record::Finished { outcome }, now, out);
         Step::Wait
     }
-
 }

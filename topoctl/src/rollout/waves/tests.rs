@@ -126,6 +126,32 @@ fn share_rounds_up_and_max_locations_splits() {
 }
 
 #[test]
+fn every_part_of_a_split_wave_keeps_its_stall_bound() {
+    let topology = topology();
+    let (waves, _) = assign_waves(
+        &[spec("rest", None, 1.0, Some(3))],
+        &[],
+        &names(&topology),
+        &topology,
+    )
+    .unwrap();
+    assert_eq!(waves.len(), 3);
+    assert!(
+        waves
+            .iter()
+            .all(|wave| wave.stall_seconds == 7 && wave.on_stall == OnStall::Rollback)
+    );
+    // A journal written before the stall bound existed reads with the defaults.
+    let mut old = serde_json::to_value(&waves[0]).unwrap();
+    let object = old.as_object_mut().unwrap();
+    object.remove("stall_seconds");
+    object.remove("on_stall");
+    let read: Wave = serde_json::from_value(old).unwrap();
+    assert_eq!(read.stall_seconds, DEFAULT_STALL_SECONDS);
+    assert_eq!(read.on_stall, OnStall::Pause);
+}
+
+#[test]
 fn empty_waves_are_dropped_with_a_warning_and_leftovers_are_an_error() {
     let topology = topology();
     let (waves, warnings) = assign_waves(
