@@ -65,7 +65,7 @@ fn plan(stall_seconds: u64, on_stall: &str) -> String {
 [[wave]]
 name = "canary"
 select = "tag:canary"
-bake_seconds = 1
+bake_seconds = 2
 
 [[wave]]
 name = "rest"
@@ -283,9 +283,9 @@ impl Scenario<'_> {
     fn pause_then_abort(&self) {
         let fleet_file = self.fleet_file("fleet-pause.toml", 4, "pause");
         let state_dir = self.state_dir("rollout-pause");
-        let stopped = Stopped::new(self.fleet, STOPPED);
         let arguments = start_arguments(&fleet_file, &state_dir, self.files, &["--exit-on-pause"]);
-        let output = run(self.fleet, &arguments);
+        let (mut controller, stopped) = self.start_then_stop(&arguments);
+        let output = check(controller.wait(ROLLOUT_TIMEOUT), "the controller");
         assert_eq!(output.code, EXIT_PAUSED_OR_ABORTED, "{output}");
         let events = rollout_events(&output.stdout);
         let stalled = named(&events, "location_stalled");
@@ -349,6 +349,19 @@ impl Scenario<'_> {
         abort_again_ends_consistent(self.fleet, &state_dir, self.base_hash);
     }
 
+    /// Starts the controller and stops iad01 once the canary is applied (the controller's
+    /// pre-flight needs every daemon).
+    fn start_then_stop(&self, arguments: &[&str]) -> (RolloutRun, Stopped<'_>) {
+        let mut controller = check(self.fleet.spawn_rollout(arguments), "topoctl rollout");
+        check(
+            controller.wait_event("the canary applied", ROLLOUT_TIMEOUT, |event| {
+                event_name(event) == "location_applied"
+            }),
+            "the canary",
+        );
+        (controller, Stopped::new(self.fleet, STOPPED))
+    }
+
     /// Waits for ams01 and fra01 to be rolled back (events of `run`).
     fn wait_rolled_back(&self, run: &mut RolloutRun, scenario: &str) {
         let mut rolled_back = BTreeSet::new();
@@ -369,9 +382,8 @@ impl Scenario<'_> {
     fn rollback_on_stall(&self) {
         let fleet_file = self.fleet_file("fleet-rollback.toml", 3, "rollback");
         let state_dir = self.state_dir("rollout-rollback");
-        let stopped = Stopped::new(self.fleet, STOPPED);
         let arguments = start_arguments(&fleet_file, &state_dir, self.files, &[]);
-        let mut controller = check(self.fleet.spawn_rollout(&arguments), "topoctl rollout");
+        let (mut controller, stopped) = self.start_then_stop(&arguments);
         let started = check(
             controller.wait_event("rollback_started", ROLLOUT_TIMEOUT, |event| {
                 event_name(event) == "rollback_started"
@@ -395,9 +407,8 @@ impl Scenario<'_> {
     fn abort_mid_wave(&self) {
         let fleet_file = self.fleet_file("fleet-abort.toml", 12, "pause");
         let state_dir = self.state_dir("rollout-abort");
-        let stopped = Stopped::new(self.fleet, STOPPED);
         let arguments = start_arguments(&fleet_file, &state_dir, self.files, &[]);
-        let mut controller = check(self.fleet.spawn_rollout(&arguments), "topoctl rollout");
+        let (mut controller, stopped) = self.start_then_stop(&arguments);
         check(
             controller.wait_event("iad01 applying", ROLLOUT_TIMEOUT, |event| {
                 event_name(event) == "location_applying"
