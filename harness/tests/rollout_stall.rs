@@ -421,7 +421,9 @@ impl Scenario<'_> {
         assert_eq!(output.code, EXIT_COMPLETED, "{output}");
         self.wait_rolled_back(&mut controller, "(3)");
         let prompt = apply_started.elapsed();
-        eprintln!("[3] ams01 and fra01 rolled back {prompt:.2?} after abort, {STOPPED} in flight");
+        eprintln!(
+            "[3] ams01 and fra01 rolled back {prompt:.2?} after {STOPPED}'s apply started (abort included), {STOPPED} in flight"
+        );
         assert!(prompt < Duration::from_secs(10), "not at once: {prompt:?}");
         assert_old_topology_at(self.fleet, &REACHABLE, self.base_hash);
         assert!(controller.pid().is_some());
