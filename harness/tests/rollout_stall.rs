@@ -488,7 +488,6 @@ fn an_unreachable_location_pauses_or_rolls_back_after_its_stall_bound_and_abort_
         step();
         eprintln!("==== {name}: done in {:.1?}", started.elapsed());
     }
-    drop(scenario);
     drop(fleet);
     let left = leftover_processes(&markers);
     assert!(left.is_empty(), "processes left behind: {left:?}");
