@@ -322,6 +322,14 @@ impl Scenario<'_> {
             at_stopped("applying") && !at_stopped("applied"),
             "{records:?}"
         );
+        let status = run(self.fleet, &["status", "--state-dir", &state_dir, "--json"]);
+        let status: Value = check(serde_json::from_str(&status.stdout), "status --json");
+        assert_eq!(status["state"], "paused", "{status}");
+        assert_eq!(
+            status["locations"][STOPPED]["state"]["state"], "applying",
+            "{status}"
+        );
+        assert_eq!(status["locations"][STOPPED]["stalled"], true, "{status}");
 
         // abort with no controller running, iad01 still stopped.
         let abort_started = Instant::now();

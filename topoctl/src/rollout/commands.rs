@@ -780,6 +780,8 @@ pub fn status(dir: &Path, json: bool) -> i32 {
                 json!({
                     "before": before.generation,
                     "state": state,
+                    // Its last call got no answer within the stall bound (in doubt).
+                    "stalled": machine.stalled().contains(location),
                 }),
             )
         })
