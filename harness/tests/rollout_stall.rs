@@ -21,6 +21,9 @@
 //!   within the stall bound, asserted at their BIRDs and daemons while iad01 is still stopped —
 //!   and the controller exits 1 naming iad01 once its bound is over; SIGCONT and `abort` again
 //!   end it `aborted`.
+//! - (4) `--exit-on-pause` and `topoctl rollout pause` while iad01's apply is in flight
+//!   (`stall_seconds = 30`): the controller exits 4 at once, its journal ends with `paused` and
+//!   nothing is written to it afterwards; after SIGCONT, `abort` settles iad01 and ends it.
 //!
 //! After each scenario every daemon runs the old topology and every BIRD holds exactly the
 //! resolver's routes. Afterwards no process the fleet started is left (checked through `/proc`).
@@ -411,6 +414,47 @@ impl Scenario<'_> {
         abort_again_ends_consistent(self.fleet, &state_dir, self.base_hash);
     }
 
+    /// (4) `pause` by hand with `--exit-on-pause` while iad01's apply is in flight: the
+    /// controller exits at once (not one stall bound later) and journals nothing afterwards.
+    fn exit_on_pause_with_a_call_in_flight(&self) {
+        let fleet_file = self.fleet_file("fleet-in-flight.toml", 30, "pause");
+        let state_dir = self.state_dir("rollout-in-flight");
+        let arguments = start_arguments(&fleet_file, &state_dir, self.files, &["--exit-on-pause"]);
+        let (mut controller, stopped) = self.start_then_stop(&arguments);
+        check(
+            controller.wait_event("iad01 applying", ROLLOUT_TIMEOUT, |event| {
+                event_name(event) == "location_applying"
+                    && event_field(event, "location") == STOPPED
+            }),
+            "(4)",
+        );
+        let pause_started = Instant::now();
+        let output = run(self.fleet, &["pause", "--state-dir", &state_dir]);
+        assert_eq!(output.code, EXIT_COMPLETED, "{output}");
+        let output = check(controller.wait(ROLLOUT_TIMEOUT), "the controller");
+        let exited = pause_started.elapsed();
+        eprintln!("[4] exited {exited:.2?} after `pause` with {STOPPED}'s apply in flight");
+        assert_eq!(output.code, EXIT_PAUSED_OR_ABORTED, "{output}");
+        assert!(
+            exited < Duration::from_secs(10),
+            "waited for the call: {exited:?}"
+        );
+        let records = journal(Path::new(&state_dir));
+        assert_eq!(
+            records.last().map(|record| event_field(record, "record")),
+            Some("paused"),
+            "{records:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(
+            journal(Path::new(&state_dir)),
+            records,
+            "written after the exit"
+        );
+        drop(stopped);
+        abort_again_ends_consistent(self.fleet, &state_dir, self.base_hash);
+    }
+
     /// (3) `abort` through the running controller while iad01's apply is in flight.
     fn abort_mid_wave(&self) {
         let fleet_file = self.fleet_file("fleet-abort.toml", 12, "pause");
@@ -483,12 +527,15 @@ fn an_unreachable_location_pauses_or_rolls_back_after_its_stall_bound_and_abort_
         files: &files,
         base_hash: &base_hash,
     };
-    let steps: [(&str, &dyn Fn()); 3] = [
+    let steps: [(&str, &dyn Fn()); 4] = [
         ("1: pause on stall, exit on pause, abort", &|| {
             scenario.pause_then_abort()
         }),
         ("2: on_stall = rollback", &|| scenario.rollback_on_stall()),
         ("3: abort mid-wave", &|| scenario.abort_mid_wave()),
+        ("4: exit on pause with a call in flight", &|| {
+            scenario.exit_on_pause_with_a_call_in_flight()
+        }),
     ];
     for (name, step) in steps {
         let started = Instant::now();

@@ -1109,11 +1109,18 @@ proptest! {
             }
             prop_assert_eq!(replayed, live);
         }
-        // Wind down: abort if still running, and let everything settle; a rollback that ended
-        // with locations unanswered is aborted again (they answer now).
+        // Wind down: abort if still running, and let everything settle; every location still
+        // changed is reported by name. A rollback that ended with locations unanswered is
+        // then aborted again (they answer now).
         if !harness.machine.is_finished() {
             harness.handle(Event::Command(Command::Abort));
             harness.run_to_end(GateResultKind::Pass);
+        }
+        if harness.outcome() == Some(Outcome::RollbackIncomplete) {
+            let reported = reported(&harness.journal);
+            for (location, daemon) in &harness.daemons {
+                prop_assert!(!daemon.new || reported.contains(location), "{} still runs the change, unreported", location);
+            }
         }
         for _ in 0..3 {
             if harness.outcome() == Some(Outcome::RollbackIncomplete) {
