@@ -12,6 +12,8 @@ use crate::rollout::waves::Wave;
 use topologyd_config::fleet::OnStall;
 
 impl Machine {
+    /// Starts rolling back every applied location (listed in reverse order of application)
+    /// and settles again every stalled location.
     pub(super) fn start_rollback(
         &mut self,
         reason: String,
