@@ -295,6 +295,8 @@ impl Progress {
                                 "name": wave.name,
                                 "locations": wave.locations,
                                 "bake_seconds": wave.bake_seconds,
+                                "stall_seconds": wave.stall_seconds,
+                                "on_stall": wave.on_stall.as_str(),
                                 "gates": wave.gates.iter().filter_map(|index| self.gates.get(*index)).collect::<Vec<_>>(),
                                 "skipped_gates": wave.skipped_gates.iter().filter_map(|index| self.gates.get(*index)).collect::<Vec<_>>(),
                             }))

@@ -99,7 +99,21 @@ fn json_events_name_waves_and_the_wave_of_each_location() {
     assert_eq!(event["event"], "planned");
     assert_eq!(event["waves"][1]["locations"], json!(["fra01", "iad01"]));
     assert_eq!(event["waves"][1]["gates"], json!(["daemons"]));
+    assert_eq!(event["waves"][1]["stall_seconds"], 120);
+    assert_eq!(event["waves"][1]["on_stall"], "pause");
     assert!(event.get("old_bundle").is_none());
+    let event = progress.event_json(&line(Record::Stalled {
+        location: "iad01".into(),
+        reason: "no answer".into(),
+        stall_seconds: 120,
+    }));
+    assert_eq!(event["event"], "location_stalled");
+    assert_eq!(event["wave"], "rest-1");
+    let event = progress.event_json(&line(Record::RollbackPending {
+        locations: vec!["iad01".into()],
+    }));
+    assert_eq!(event["event"], "rollback_pending");
+    assert_eq!(event["locations"], json!(["iad01"]));
 }
 
 #[test]
