@@ -24,6 +24,10 @@
 //! - (4) `--exit-on-pause` and `topoctl rollout pause` while iad01's apply is in flight
 //!   (`stall_seconds = 30`): the controller exits 4 at once, its journal ends with `paused` and
 //!   nothing is written to it afterwards; after SIGCONT, `abort` settles iad01 and ends it.
+//! - (5) iad01 applied, then stopped during the rest wave's bake (its gate cannot pass), and
+//!   `abort`: the rollbacks are issued at once in reverse order (iad01, fra01, ams01); ams01 and
+//!   fra01 are back at once, iad01 is reported (`rollback_pending`) after its bound, exit 1;
+//!   after SIGCONT, `abort` again settles its rollback (not done), rolls it back, `aborted`.
 //!
 //! After each scenario every daemon runs the old topology and every BIRD holds exactly the
 //! resolver's routes. Afterwards no process the fleet started is left (checked through `/proc`).
@@ -455,6 +459,51 @@ impl Scenario<'_> {
         abort_again_ends_consistent(self.fleet, &state_dir, self.base_hash);
     }
 
+    /// (5) `abort` while iad01, applied, has stopped answering (its bake's gate cannot pass):
+    /// ams01 and fra01 are rolled back at once, iad01's rollback is reported after its bound,
+    /// and `abort` again (SIGCONT) rolls it back.
+    fn abort_with_an_applied_location_unreachable(&self) {
+        let fleet_file = self.fleet_file("fleet-applied.toml", 4, "pause");
+        let state_dir = self.state_dir("rollout-applied");
+        let arguments = start_arguments(&fleet_file, &state_dir, self.files, &[]);
+        let mut controller = check(self.fleet.spawn_rollout(&arguments), "topoctl rollout");
+        check(
+            controller.wait_event("iad01 applied", ROLLOUT_TIMEOUT, |event| {
+                event_name(event) == "location_applied" && event_field(event, "location") == STOPPED
+            }),
+            "(5)",
+        );
+        let stopped = Stopped::new(self.fleet, STOPPED);
+        let abort_started = Instant::now();
+        let output = run(self.fleet, &["abort", "--state-dir", &state_dir]);
+        assert_eq!(output.code, EXIT_COMPLETED, "{output}");
+        self.wait_rolled_back(&mut controller, "(5)");
+        eprintln!(
+            "[5] ams01 and fra01 rolled back {:.2?} after abort, {STOPPED} (applied) stopped",
+            abort_started.elapsed()
+        );
+        assert_old_topology_at(self.fleet, &REACHABLE, self.base_hash);
+        let output = check(controller.wait(ROLLOUT_TIMEOUT), "the controller");
+        assert_eq!(output.code, EXIT_ERROR, "{output}");
+        let events = rollout_events(&output.stdout);
+        assert_eq!(pending_locations(&events), [STOPPED], "{output}");
+        let started = named(&events, "rollback_started");
+        assert_eq!(started.len(), 1, "{output}");
+        assert_eq!(
+            started[0]["locations"],
+            serde_json::json!([STOPPED, "fra01", "ams01"]),
+            "in reverse order of application: {output}"
+        );
+        assert!(
+            !named(&events, "location_rolled_back")
+                .iter()
+                .any(|event| event_field(event, "location") == STOPPED),
+            "{output}"
+        );
+        drop(stopped);
+        abort_again_ends_consistent(self.fleet, &state_dir, self.base_hash);
+    }
+
     /// (3) `abort` through the running controller while iad01's apply is in flight.
     fn abort_mid_wave(&self) {
         let fleet_file = self.fleet_file("fleet-abort.toml", 12, "pause");
@@ -527,7 +576,7 @@ fn an_unreachable_location_pauses_or_rolls_back_after_its_stall_bound_and_abort_
         files: &files,
         base_hash: &base_hash,
     };
-    let steps: [(&str, &dyn Fn()); 4] = [
+    let steps: [(&str, &dyn Fn()); 5] = [
         ("1: pause on stall, exit on pause, abort", &|| {
             scenario.pause_then_abort()
         }),
@@ -535,6 +584,9 @@ fn an_unreachable_location_pauses_or_rolls_back_after_its_stall_bound_and_abort_
         ("3: abort mid-wave", &|| scenario.abort_mid_wave()),
         ("4: exit on pause with a call in flight", &|| {
             scenario.exit_on_pause_with_a_call_in_flight()
+        }),
+        ("5: abort with an applied location unreachable", &|| {
+            scenario.abort_with_an_applied_location_unreachable()
         }),
     ];
     for (name, step) in steps {
