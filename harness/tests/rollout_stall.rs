@@ -19,8 +19,8 @@
 //! - (3) `abort` mid-wave, `stall_seconds = 12`: while iad01's apply is in flight, `topoctl
 //!   rollout abort` through the running controller rolls ams01 and fra01 back at once — well
 //!   within the stall bound, asserted at their BIRDs and daemons while iad01 is still stopped —
-//!   and the controller exits 1 naming iad01 once its bound is over; SIGCONT and `abort` again
-//!   end it `aborted`.
+//!   and the controller exits 1 naming iad01 once its bound is over (`warning`s name it while
+//!   it waits); SIGCONT and `abort` again end it `aborted`.
 //! - (4) `--exit-on-pause` and `topoctl rollout pause` while iad01's apply is in flight
 //!   (`stall_seconds = 30`): the controller exits 4 at once, its journal ends with `paused` and
 //!   nothing is written to it afterwards; after SIGCONT, `abort` settles iad01 and ends it.
@@ -539,6 +539,12 @@ impl Scenario<'_> {
         assert_eq!(output.code, EXIT_ERROR, "{output}");
         let events = rollout_events(&output.stdout);
         assert_eq!(pending_locations(&events), [STOPPED], "{output}");
+        // While it is retried, warnings name it.
+        let warned = named(&events, "warning")
+            .iter()
+            .filter(|event| event_field(event, "message").starts_with(&format!("{STOPPED}: ")))
+            .count();
+        assert!(warned >= 1, "no warning names {STOPPED}: {output}");
         let waited = apply_started.elapsed();
         assert!(
             waited >= Duration::from_secs(11),

@@ -211,6 +211,31 @@ fn stall_deadline(context: &Context, location: &str) -> Instant {
     Instant::now() + Duration::from_secs(seconds.max(1))
 }
 
+/// Awaits `call` to `location` until `deadline`, with a `warning` every [`MAX_RETRY_DELAY`]
+/// while it has no answer; `None` at the deadline (the call is dropped: in doubt).
+async fn answer_by<T>(
+    context: &Context,
+    location: &str,
+    what: &str,
+    deadline: Instant,
+    call: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let started = Instant::now();
+    let mut call = std::pin::pin!(call);
+    loop {
+        let next = (Instant::now() + MAX_RETRY_DELAY).min(deadline);
+        match tokio::time::timeout_at(tokio::time::Instant::from_std(next), call.as_mut()).await {
+            Ok(answer) => return Some(answer),
+            Err(_) if next >= deadline => return None,
+            Err(_) => context.progress.warn(&format!(
+                "{location}: no answer to the {what} after {:.1?}; waiting {:.1?} more (stall bound)",
+                started.elapsed(),
+                deadline.saturating_duration_since(Instant::now())
+            )),
+        }
+    }
+}
+
 /// Why a status read gave no usable answer.
 enum Unanswered {
     /// The daemon answered with an error that would be the same again.
@@ -241,15 +266,15 @@ async fn status_until_answered(
 ) -> Result<StatusView, Unanswered> {
     let client = context.client(location).map_err(Unanswered::Error)?;
     let mut delay = Duration::from_millis(200);
-    let deadline = tokio::time::Instant::from_std(deadline);
     loop {
-        let error = match tokio::time::timeout_at(deadline, client.status()).await {
-            Ok(Ok(status)) => return Ok(status),
-            Ok(Err(error)) if transient(&error) => describe(&error),
-            Ok(Err(error)) => return Err(Unanswered::Error(describe(&error))),
-            Err(_) => "no answer".to_string(),
-        };
-        let now = tokio::time::Instant::now();
+        let error =
+            match answer_by(context, location, "status read", deadline, client.status()).await {
+                Some(Ok(status)) => return Ok(status),
+                Some(Err(error)) if transient(&error) => describe(&error),
+                Some(Err(error)) => return Err(Unanswered::Error(describe(&error))),
+                None => "no answer".to_string(),
+            };
+        let now = Instant::now();
         if now + delay >= deadline {
             return Err(Unanswered::Stalled(format!(
                 "cannot read its status: {error}"
@@ -315,16 +340,12 @@ async fn apply(
             };
         }
     };
-    let answer = tokio::time::timeout_at(
-        tokio::time::Instant::from_std(deadline),
-        client.apply(
-            &context.started.new_bundle,
-            &context.intent,
-            Some(expected_generation),
-        ),
-    )
-    .await;
-    let Ok(answer) = answer else {
+    let call = client.apply(
+        &context.started.new_bundle,
+        &context.intent,
+        Some(expected_generation),
+    );
+    let Some(answer) = answer_by(context, location, "apply", deadline, call).await else {
         return Event::Stalled {
             location: location.into(),
             reason: "the apply got no answer".into(),
@@ -442,12 +463,8 @@ async fn rollback(
             };
         }
     };
-    let answer = tokio::time::timeout_at(
-        tokio::time::Instant::from_std(deadline),
-        client.rollback(to_generation, Some(expected_generation)),
-    )
-    .await;
-    let Ok(answer) = answer else {
+    let call = client.rollback(to_generation, Some(expected_generation));
+    let Some(answer) = answer_by(context, location, "rollback", deadline, call).await else {
         return Event::Stalled {
             location: location.into(),
             reason: "the rollback got no answer".into(),
