@@ -583,6 +583,8 @@ pub fn render_view(
             .iter()
             .map(|location| {
                 let symbol = match machine.location(location) {
+                    // In doubt, its last call unanswered within the stall bound.
+                    _ if machine.stalled().contains(location) => "?",
                     Some(LocationState::Pending) | None => "·",
                     Some(LocationState::Applying { .. }) => "…",
                     Some(LocationState::Applied { .. }) => "✓",

@@ -138,6 +138,26 @@ fn the_view_shows_every_wave_and_the_gates_of_the_current_one() {
 }
 
 #[test]
+fn a_stalled_location_is_shown_in_doubt() {
+    let started = started();
+    let mut machine = machine(&started);
+    machine.handle(Event::Start, 0);
+    machine.handle(
+        Event::Stalled {
+            location: "ams01".into(),
+            reason: "no answer".into(),
+        },
+        0,
+    );
+    let view = render_view("r1", &machine, 0, &["daemons".to_string()], &[]);
+    assert!(view.contains("?ams01"), "{view}");
+    assert!(
+        view.starts_with("rollout r1: PAUSED (ams01 did not answer"),
+        "{view}"
+    );
+}
+
+#[test]
 fn metrics_follow_the_records() {
     let started = started();
     let mut machine = machine(&started);
