@@ -583,7 +583,12 @@ fn take_over(dir: &Path, abort: bool, flags: &RunFlags) -> i32 {
         Err(message) => return fail(json, &message),
     };
     let mut machine = Machine::restore(context.machine_plan(), &lines);
-    if let Phase::Finished(outcome) = machine.phase() {
+    // `abort` after a rollback that ended incomplete retries the locations it left.
+    let retry =
+        abort && machine.phase() == Phase::Finished(super::journal::Outcome::RollbackIncomplete);
+    if let Phase::Finished(outcome) = machine.phase()
+        && !retry
+    {
         if json {
             println!(
                 "{}",
@@ -775,6 +780,8 @@ pub fn status(dir: &Path, json: bool) -> i32 {
                 json!({
                     "before": before.generation,
                     "state": state,
+                    // Its last call got no answer within the stall bound (in doubt).
+                    "stalled": machine.stalled().contains(location),
                 }),
             )
         })
