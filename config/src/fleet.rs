@@ -32,6 +32,29 @@ pub const DEFAULT_FAILURE_LIMIT: u32 = 1;
 pub const DEFAULT_INCONCLUSIVE_LIMIT: u32 = 5;
 /// Shortest gate interval accepted, in milliseconds.
 pub const MINIMUM_INTERVAL_MS: u64 = 10;
+/// Default stall bound: how long an unreachable location is retried during a wave, in seconds.
+pub const DEFAULT_STALL_SECONDS: u64 = 120;
+
+/// What the rollout does when a location stays unreachable for the stall bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStall {
+    /// Pause with the reason (the default): an operator decides.
+    #[default]
+    Pause,
+    /// Roll back every changed location.
+    Rollback,
+}
+
+impl OnStall {
+    /// `pause` or `rollback`, as written in the fleet file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnStall::Pause => "pause",
+            OnStall::Rollback => "rollback",
+        }
+    }
+}
 
 /// Client TLS files for one location.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +83,10 @@ pub struct WaveSpec {
     pub share: f64,
     pub bake_seconds: u64,
     pub max_locations: Option<usize>,
+    /// The stall bound of this wave (its own, or `[defaults]`).
+    pub stall_seconds: u64,
+    /// What a stall does in this wave (its own, or `[defaults]`).
+    pub on_stall: OnStall,
 }
 
 /// What a gate looks at.
@@ -159,6 +186,8 @@ struct RawDefaults {
     private_key: Option<Spanned<String>>,
     server_name: Option<Spanned<String>>,
     timeout_seconds: Option<Spanned<u64>>,
+    stall_seconds: Option<Spanned<u64>>,
+    on_stall: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -180,6 +209,8 @@ struct RawWave {
     share: Option<Spanned<f64>>,
     bake_seconds: Option<Spanned<u64>>,
     max_locations: Option<Spanned<i64>>,
+    stall_seconds: Option<Spanned<u64>>,
+    on_stall: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -288,7 +319,11 @@ fn convert(raw: RawFleet, text: &str, base: &Path, collector: &mut Collector) ->
         None => DEFAULT_TIMEOUT_SECONDS,
     };
     let locations = convert_locations(&raw.location, &defaults, base, collector);
-    let waves = convert_waves(&raw.wave, text, collector);
+    let stall = (
+        stall_seconds(&defaults.stall_seconds, DEFAULT_STALL_SECONDS, collector),
+        on_stall(&defaults.on_stall, OnStall::default(), collector),
+    );
+    let waves = convert_waves(&raw.wave, text, stall, collector);
     let gates = convert_gates(&raw.gate, &waves, collector);
     Fleet {
         locations,
@@ -404,7 +439,55 @@ fn inside_string(text: &str, literal: Span, value: &str, offset: usize, length: 
     }
 }
 
-fn convert_waves(raw: &[RawWave], text: &str, collector: &mut Collector) -> Vec<WaveSpec> {
+/// A stall bound: more than 0 seconds, else an error at the key (and `default`).
+fn stall_seconds(value: &Option<Spanned<u64>>, default: u64, collector: &mut Collector) -> u64 {
+    match value {
+        Some(value) if *value.get_ref() == 0 => {
+            collector.error(
+                Some(span_of(value)),
+                "stall_seconds must be at least 1",
+                Some(
+                    "how long an unreachable location is retried before the rollout pauses or rolls back, in seconds"
+                        .into(),
+                ),
+            );
+            default
+        }
+        Some(value) => *value.get_ref(),
+        None => default,
+    }
+}
+
+/// `on_stall = "pause" | "rollback"`, else an error at the value (and `default`).
+fn on_stall(
+    value: &Option<Spanned<String>>,
+    default: OnStall,
+    collector: &mut Collector,
+) -> OnStall {
+    match value
+        .as_ref()
+        .map(|value| (value, value.get_ref().as_str()))
+    {
+        Some((_, "pause")) => OnStall::Pause,
+        Some((_, "rollback")) => OnStall::Rollback,
+        Some((value, other)) => {
+            collector.error(
+                Some(span_of(value)),
+                format!("unknown on_stall `{other}`"),
+                Some("use \"pause\" (the default) or \"rollback\"".into()),
+            );
+            default
+        }
+        None => default,
+    }
+}
+
+fn convert_waves(
+    raw: &[RawWave],
+    text: &str,
+    stall: (u64, OnStall),
+    collector: &mut Collector,
+) -> Vec<WaveSpec> {
     if raw.is_empty() {
         collector.error(
             None,
@@ -475,6 +558,8 @@ fn convert_waves(raw: &[RawWave], text: &str, collector: &mut Collector) -> Vec<
                 .as_ref()
                 .map_or(DEFAULT_BAKE_SECONDS, |bake| *bake.get_ref()),
             max_locations,
+            stall_seconds: stall_seconds(&wave.stall_seconds, stall.0, collector),
+            on_stall: on_stall(&wave.on_stall, stall.1, collector),
         });
     }
     waves
@@ -902,6 +987,45 @@ kind = "magic"
             error.contains("fleet.toml:12:7: error: `min` does not apply to a gate of kind daemon"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn stall_bounds_default_and_are_overridden_per_wave() {
+        let fleet = parse(GOOD).unwrap();
+        assert!(fleet.waves.iter().all(|wave| {
+            wave.stall_seconds == DEFAULT_STALL_SECONDS && wave.on_stall == OnStall::Pause
+        }));
+        let text = GOOD
+            .replace(
+                "private_key = \"/abs/admin.key\"\n",
+                "private_key = \"/abs/admin.key\"\nstall_seconds = 30\non_stall = \"rollback\"\n",
+            )
+            .replace(
+                "max_locations = 3\n",
+                "max_locations = 3\nstall_seconds = 5\non_stall = \"pause\"\n",
+            );
+        let fleet = parse(&text).unwrap();
+        assert_eq!(fleet.waves[0].stall_seconds, 5);
+        assert_eq!(fleet.waves[0].on_stall, OnStall::Pause);
+        assert_eq!(fleet.waves[1].stall_seconds, 30);
+        assert_eq!(fleet.waves[1].on_stall, OnStall::Rollback);
+    }
+
+    #[test]
+    fn bad_stall_settings_are_errors_at_their_value() {
+        let text = "[defaults]\nstall_seconds = 0\non_stall = \"retry\"\nca = \"c\"\ncertificate = \"c\"\nprivate_key = \"k\"\n[[location]]\nname = \"a\"\ncontrol = \"127.0.0.1:1\"\n[[wave]]\nname = \"w\"\non_stall = \"abort\"\n";
+        let error = parse(text).unwrap_err();
+        for expected in [
+            "fleet.toml:2:17: error: stall_seconds must be at least 1",
+            "fleet.toml:3:12: error: unknown on_stall `retry`",
+            "fleet.toml:12:12: error: unknown on_stall `abort`",
+            "help: use \"pause\" (the default) or \"rollback\"",
+        ] {
+            assert!(
+                error.contains(expected),
+                "missing {expected:?} in:\n{error}"
+            );
+        }
     }
 
     #[test]

@@ -210,7 +210,8 @@ enum RolloutCommand {
         #[command(flatten)]
         store: RolloutStoreArguments,
     },
-    /// Roll back every location already changed, in reverse order, and stop.
+    /// Roll back every location already changed, at once in reverse order, and stop; again
+    /// after `rollback_incomplete`, retry the locations that did not answer.
     Abort {
         #[command(flatten)]
         store: RolloutStoreArguments,
@@ -280,7 +281,8 @@ struct RolloutRunArguments {
     /// One JSON event per line on stdout.
     #[arg(long)]
     json: bool,
-    /// Exit with code 4 when the rollout pauses instead of waiting for `resume`.
+    /// Exit with code 4 as soon as the rollout pauses (a call in flight stays in doubt in the
+    /// journal; `resume` settles it) instead of waiting for `resume`.
     #[arg(long)]
     exit_on_pause: bool,
     /// Serve the rollout's metrics (GET /metrics) on this address.

@@ -586,6 +586,7 @@ fn take_over(dir: &Path, abort: bool, flags: &RunFlags) -> i32 {
         started,
         &lines,
         || Journal::open(dir).map_err(|error| error.to_string()),
+        dir,
         abort,
         flags,
     );
@@ -599,6 +600,7 @@ pub fn continue_rollout(
     started: Box<Started>,
     lines: &[super::journal::Line],
     open_journal: impl FnOnce() -> Result<Journal, String>,
+    state_dir: &Path,
     abort: bool,
     flags: &RunFlags,
 ) -> i32 {
@@ -613,7 +615,12 @@ pub fn continue_rollout(
         Err(message) => return fail(json, &message),
     };
     let mut machine = Machine::restore(context.machine_plan(), lines);
-    if let Phase::Finished(outcome) = machine.phase() {
+    // `abort` after a rollback that ended incomplete retries the locations it left.
+    let retry =
+        abort && machine.phase() == Phase::Finished(super::journal::Outcome::RollbackIncomplete);
+    if let Phase::Finished(outcome) = machine.phase()
+        && !retry
+    {
         if json {
             println!(
                 "{}",
@@ -645,7 +652,7 @@ pub fn continue_rollout(
             initial,
             metrics,
             RunOptions {
-                state_dir: PathBuf::new(),
+                state_dir: state_dir.to_path_buf(),
                 exit_on_pause: flags.exit_on_pause,
             },
         )
@@ -815,6 +822,8 @@ pub fn report_status(
                 json!({
                     "before": before.generation,
                     "state": state,
+                    // Its last call got no answer within the stall bound (in doubt).
+                    "stalled": machine.stalled().contains(location),
                 }),
             )
         })

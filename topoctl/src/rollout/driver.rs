@@ -5,7 +5,13 @@
 //!
 //! Owns: the effect implementations (apply with compare-and-swap, settle an apply or rollback
 //! in doubt from `GET /v1/status`, rollback plus route verification, gate evaluation), retries
-//! of transport errors, the control file protocol, signals, the event loop.
+//! of transport errors bounded by the wave's stall bound (then [`Event::Stalled`]), the
+//! control file protocol, signals, the event loop.
+//!
+//! Only the event loop writes the journal; the tasks carrying out effects answer with events.
+//! When the loop returns (finished, paused with `--exit-on-pause`, interrupted) it drops the
+//! tasks still in flight, so nothing is journaled after the exit: a call left in flight is in
+//! doubt in the journal, and the next controller settles it.
 //!
 //! Must not touch: rollout decisions (`machine.rs`), gate verdict rules (`gates.rs`), the
 //! journal format (`journal.rs`), the CLI surface (`commands.rs`, `topoctl`).
@@ -192,34 +198,110 @@ fn describe(error: &ClientError) -> String {
     }
 }
 
-/// `GET /v1/status`, retried until the daemon answers (a decision in doubt needs its answer).
-async fn status_until_answered(context: &Context, location: &str) -> Result<StatusView, String> {
-    let client = context.client(location)?;
-    let mut delay = Duration::from_millis(200);
+/// When a call at `location` gives up: its wave's stall bound from now.
+fn stall_deadline(context: &Context, location: &str) -> Instant {
+    let seconds = context
+        .started
+        .waves
+        .iter()
+        .find(|wave| wave.locations.iter().any(|name| name == location))
+        .map_or(topologyd_config::fleet::DEFAULT_STALL_SECONDS, |wave| {
+            wave.stall_seconds
+        });
+    Instant::now() + Duration::from_secs(seconds.max(1))
+}
+
+/// Awaits `call` to `location` until `deadline`, with a `warning` every [`MAX_RETRY_DELAY`]
+/// while it has no answer; `None` at the deadline (the call is dropped: in doubt).
+async fn answer_by<T>(
+    context: &Context,
+    location: &str,
+    what: &str,
+    deadline: Instant,
+    call: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let started = Instant::now();
+    let mut call = std::pin::pin!(call);
     loop {
-        match client.status().await {
-            Ok(status) => return Ok(status),
-            Err(error) if transient(&error) => {
-                context.progress.warn(&format!(
-                    "{location}: cannot read the status ({}); retrying in {delay:?}",
-                    describe(&error)
-                ));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_RETRY_DELAY);
-            }
-            Err(error) => return Err(describe(&error)),
+        let next = (Instant::now() + MAX_RETRY_DELAY).min(deadline);
+        match tokio::time::timeout_at(tokio::time::Instant::from_std(next), call.as_mut()).await {
+            Ok(answer) => return Some(answer),
+            Err(_) if next >= deadline => return None,
+            Err(_) => context.progress.warn(&format!(
+                "{location}: no answer to the {what} after {:.1?}; waiting {:.1?} more (stall bound)",
+                started.elapsed(),
+                deadline.saturating_duration_since(Instant::now())
+            )),
         }
     }
 }
 
-async fn settle_apply(context: &Context, location: &str, expected_generation: u64) -> Event {
-    let status = match status_until_answered(context, location).await {
-        Ok(status) => status,
-        Err(reason) => {
-            return Event::ApplyFailed {
+/// Why a status read gave no usable answer.
+enum Unanswered {
+    /// The daemon answered with an error that would be the same again.
+    Error(String),
+    /// No answer before the deadline (the last error).
+    Stalled(String),
+}
+
+impl Unanswered {
+    /// The event for `location`: a stall, or `failed` with the error.
+    fn event(self, location: &str, failed: impl FnOnce(String) -> Event) -> Event {
+        match self {
+            Unanswered::Error(reason) => failed(reason),
+            Unanswered::Stalled(reason) => Event::Stalled {
                 location: location.into(),
                 reason,
+            },
+        }
+    }
+}
+
+/// `GET /v1/status`, retried with backoff until the daemon answers (a decision in doubt needs
+/// its answer) or `deadline` passes.
+async fn status_until_answered(
+    context: &Context,
+    location: &str,
+    deadline: Instant,
+) -> Result<StatusView, Unanswered> {
+    let client = context.client(location).map_err(Unanswered::Error)?;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let error =
+            match answer_by(context, location, "status read", deadline, client.status()).await {
+                Some(Ok(status)) => return Ok(status),
+                Some(Err(error)) if transient(&error) => describe(&error),
+                Some(Err(error)) => return Err(Unanswered::Error(describe(&error))),
+                None => "no answer".to_string(),
             };
+        let now = Instant::now();
+        if now + delay >= deadline {
+            return Err(Unanswered::Stalled(format!(
+                "cannot read its status: {error}"
+            )));
+        }
+        context.progress.warn(&format!(
+            "{location}: cannot read the status ({error}); retrying in {delay:?}, for {:?} more",
+            deadline.duration_since(now)
+        ));
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(MAX_RETRY_DELAY);
+    }
+}
+
+async fn settle_apply(
+    context: &Context,
+    location: &str,
+    expected_generation: u64,
+    deadline: Instant,
+) -> Event {
+    let status = match status_until_answered(context, location, deadline).await {
+        Ok(status) => status,
+        Err(unanswered) => {
+            return unanswered.event(location, |reason| Event::ApplyFailed {
+                location: location.into(),
+                reason,
+            });
         }
     };
     let generation = status.generation;
@@ -243,7 +325,12 @@ async fn settle_apply(context: &Context, location: &str, expected_generation: u6
     }
 }
 
-async fn apply(context: &Context, location: &str, expected_generation: u64) -> Event {
+async fn apply(
+    context: &Context,
+    location: &str,
+    expected_generation: u64,
+    deadline: Instant,
+) -> Event {
     let client = match context.client(location) {
         Ok(client) => client,
         Err(reason) => {
@@ -253,21 +340,25 @@ async fn apply(context: &Context, location: &str, expected_generation: u64) -> E
             };
         }
     };
-    let answer = client
-        .apply(
-            &context.started.new_bundle,
-            &context.intent,
-            Some(expected_generation),
-            None,
-        )
-        .await;
+    let call = client.apply(
+        &context.started.new_bundle,
+        &context.intent,
+        Some(expected_generation),
+        None,
+    );
+    let Some(answer) = answer_by(context, location, "apply", deadline, call).await else {
+        return Event::Stalled {
+            location: location.into(),
+            reason: "the apply got no answer".into(),
+        };
+    };
     match answer {
         Ok(outcome) => Event::Applied {
             location: location.into(),
             generation: outcome.generation_after,
         },
         Err(ClientError::Status { status: 409, .. }) => {
-            settle_apply(context, location, expected_generation).await
+            settle_apply(context, location, expected_generation, deadline).await
         }
         Err(error) if transient(&error) => {
             context.progress.warn(&format!(
@@ -275,7 +366,7 @@ async fn apply(context: &Context, location: &str, expected_generation: u64) -> E
                 describe(&error)
             ));
             tokio::time::sleep(Duration::from_millis(200)).await;
-            settle_apply(context, location, expected_generation).await
+            settle_apply(context, location, expected_generation, deadline).await
         }
         Err(error) => Event::ApplyFailed {
             location: location.into(),
@@ -319,14 +410,19 @@ async fn verify_rollback(context: &Context, location: &str, generation: u64) -> 
     false
 }
 
-async fn settle_rollback(context: &Context, location: &str, expected_generation: u64) -> Event {
-    let status = match status_until_answered(context, location).await {
+async fn settle_rollback(
+    context: &Context,
+    location: &str,
+    expected_generation: u64,
+    deadline: Instant,
+) -> Event {
+    let status = match status_until_answered(context, location, deadline).await {
         Ok(status) => status,
-        Err(reason) => {
-            return Event::RollbackFailed {
+        Err(unanswered) => {
+            return unanswered.event(location, |reason| Event::RollbackFailed {
                 location: location.into(),
                 reason,
-            };
+            });
         }
     };
     let generation = status.generation;
@@ -357,6 +453,7 @@ async fn rollback(
     location: &str,
     to_generation: u64,
     expected_generation: u64,
+    deadline: Instant,
 ) -> Event {
     let client = match context.client(location) {
         Ok(client) => client,
@@ -367,10 +464,14 @@ async fn rollback(
             };
         }
     };
-    match client
-        .rollback(to_generation, Some(expected_generation), None)
-        .await
-    {
+    let call = client.rollback(to_generation, Some(expected_generation), None);
+    let Some(answer) = answer_by(context, location, "rollback", deadline, call).await else {
+        return Event::Stalled {
+            location: location.into(),
+            reason: "the rollback got no answer".into(),
+        };
+    };
+    match answer {
         Ok(outcome) => {
             let generation = outcome.generation_after;
             let verified = verify_rollback(context, location, generation).await;
@@ -381,7 +482,7 @@ async fn rollback(
             }
         }
         Err(ClientError::Status { status: 409, .. }) => {
-            settle_rollback(context, location, expected_generation).await
+            settle_rollback(context, location, expected_generation, deadline).await
         }
         Err(error) if transient(&error) => {
             context.progress.warn(&format!(
@@ -389,7 +490,7 @@ async fn rollback(
                 describe(&error)
             ));
             tokio::time::sleep(Duration::from_millis(200)).await;
-            settle_rollback(context, location, expected_generation).await
+            settle_rollback(context, location, expected_generation, deadline).await
         }
         Err(error) => Event::RollbackFailed {
             location: location.into(),
@@ -522,27 +623,47 @@ async fn evaluate(context: Arc<Context>, wave: usize, gate: usize) -> GateVerdic
     }
 }
 
-/// Carries out one effect and answers with the event it leads to.
+/// Carries out one effect and answers with the event it leads to; a call to a location gives
+/// up after its wave's stall bound ([`Event::Stalled`]).
 async fn carry_out(context: Arc<Context>, effect: Effect) -> Event {
     match effect {
         Effect::Apply {
             location,
             expected_generation,
-        } => apply(&context, &location, expected_generation).await,
+        } => {
+            let deadline = stall_deadline(&context, &location);
+            apply(&context, &location, expected_generation, deadline).await
+        }
         Effect::SettleApply {
             location,
             expected_generation,
-        } => settle_apply(&context, &location, expected_generation).await,
+        } => {
+            let deadline = stall_deadline(&context, &location);
+            settle_apply(&context, &location, expected_generation, deadline).await
+        }
         Effect::Rollback {
             location,
             to_generation,
             expected_generation,
-        } => rollback(&context, &location, to_generation, expected_generation).await,
+        } => {
+            let deadline = stall_deadline(&context, &location);
+            rollback(
+                &context,
+                &location,
+                to_generation,
+                expected_generation,
+                deadline,
+            )
+            .await
+        }
         Effect::SettleRollback {
             location,
             expected_generation,
             ..
-        } => settle_rollback(&context, &location, expected_generation).await,
+        } => {
+            let deadline = stall_deadline(&context, &location);
+            settle_rollback(&context, &location, expected_generation, deadline).await
+        }
         Effect::Evaluate { wave, gate, epoch } => {
             let verdict = evaluate(Arc::clone(&context), wave, gate).await;
             Event::GateEvaluated {
@@ -628,7 +749,8 @@ pub async fn run(
             }
         };
     let mut outputs = initial;
-    let mut mutations_in_flight = 0usize;
+    // Every effect in flight; dropped (aborted) when this function returns.
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
         for output in std::mem::take(&mut outputs) {
             match output {
@@ -647,12 +769,9 @@ pub async fn run(
                     }
                 },
                 Output::Effect(effect) => {
-                    if !matches!(effect, Effect::Evaluate { .. }) {
-                        mutations_in_flight += 1;
-                    }
                     let context = Arc::clone(&context);
                     let events = events.clone();
-                    tokio::spawn(async move {
+                    tasks.spawn(async move {
                         let event = carry_out(context, effect).await;
                         let _ = events.send(event).await;
                     });
@@ -663,17 +782,17 @@ pub async fn run(
             context.progress.finish(&machine, now(clock));
             return exit_code_of(outcome);
         }
-        if options.exit_on_pause && machine.paused().is_some() && mutations_in_flight == 0 {
+        // At once, even with a call in flight (to a daemon that may never answer): the journal
+        // holds that location in doubt, and `resume` settles it.
+        if options.exit_on_pause && machine.paused().is_some() {
             context.progress.finish(&machine, now(clock));
             return EXIT_PAUSED;
         }
         tokio::select! {
             Some(event) = incoming.recv() => {
-                if !matches!(event, Event::GateEvaluated { .. }) {
-                    mutations_in_flight = mutations_in_flight.saturating_sub(1);
-                }
                 outputs = machine.handle(event, now(clock));
             }
+            Some(_) = tasks.join_next() => {}
             _ = ticker.tick() => {
                 for line in journal.poll_control() {
                     outputs.push(Output::Record(Record::Command { id: line.id, command: line.command }));

@@ -101,7 +101,8 @@ pub enum Outcome {
     RolledBack,
     /// Aborted by hand; every applied location was rolled back.
     Aborted,
-    /// A rollback failed at some location (it still runs the new topology).
+    /// A rollback failed at some location (it still runs the new topology), or some location
+    /// never answered within its stall bound (`rollback_pending` names them).
     RollbackIncomplete,
 }
 
@@ -135,6 +136,17 @@ pub enum Record {
     ApplyFailed {
         location: String,
         reason: String,
+    },
+    /// An apply in doubt was settled as not done: the location is pending again.
+    ApplyNotDone {
+        location: String,
+    },
+    /// A location did not answer within its wave's stall bound; its apply or rollback stays in
+    /// doubt (a later settle decides it).
+    Stalled {
+        location: String,
+        reason: String,
+        stall_seconds: u64,
     },
     Baking {
         wave: usize,
@@ -187,6 +199,11 @@ pub enum Record {
         location: String,
         reason: String,
     },
+    /// The rollback ends with these locations unanswered (in doubt or not rolled back);
+    /// `rollout abort` retries them.
+    RollbackPending {
+        locations: Vec<String>,
+    },
     Finished {
         outcome: Outcome,
     },
@@ -201,6 +218,8 @@ impl Record {
             Record::Applying { .. } => "location_applying",
             Record::Applied { .. } => "location_applied",
             Record::ApplyFailed { .. } => "apply_failed",
+            Record::ApplyNotDone { .. } => "location_not_applied",
+            Record::Stalled { .. } => "location_stalled",
             Record::Baking { .. } => "baking",
             Record::GateResult { .. } => "gate_result",
             Record::GateFailed { .. } => "gate_failed",
@@ -213,6 +232,7 @@ impl Record {
             Record::RollingBack { .. } => "location_rolling_back",
             Record::RolledBack { .. } => "location_rolled_back",
             Record::RollbackFailed { .. } => "rollback_failed",
+            Record::RollbackPending { .. } => "rollback_pending",
             Record::Finished { outcome } => outcome.as_str(),
         }
     }

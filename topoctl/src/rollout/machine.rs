@@ -7,7 +7,14 @@
 //!                 └──┴──────────── resume ──────────────────────┴┘
 //!   gate failed / apply refused ─► rolling back (reverse order of application) ─► rolled back
 //!   abort (any time before the end) ─► rolling back ─► aborted
+//!   a location unanswered for its wave's stall bound ─► paused (or rolling back, `on_stall`)
+//!   rolling back with locations that never answer ─► rollback pending ─► rollback incomplete
+//!     └─ abort again (no controller running) ─► rolling back …
 //! ```
+//!
+//! A rollback issues every rollback at once, in reverse order of application, and never waits
+//! for a location whose apply or rollback is in doubt: that one is settled when it answers (an
+//! apply that happened is then rolled back too), or reported when it stalls.
 //!
 //! The caller feeds [`Event`]s (a location applied, a gate result, an operator command, a tick)
 //! and gets [`Output`]s: journal [`Record`]s, to be written durably *before* the [`Effect`]s
@@ -19,7 +26,7 @@
 //!
 //! Must not touch: HTTP, files, the wall clock, how a gate is evaluated (`gates.rs`).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::Serialize;
 
@@ -82,6 +89,9 @@ pub enum Event {
     ApplyFailed { location: String, reason: String },
     /// A settled apply did not happen: the daemon still runs the expected generation.
     ApplyNotDone { location: String },
+    /// The apply, rollback or settle at `location` got no answer within its wave's stall bound:
+    /// what happened there is unknown (in doubt) and nothing is in flight there any more.
+    Stalled { location: String, reason: String },
     /// One evaluation of a gate (answer to `Evaluate`).
     GateEvaluated {
         wave: usize,
@@ -182,6 +192,9 @@ pub struct Machine {
     epoch: u64,
     rollback: Option<Rollback>,
     rollback_reason: Option<String>,
+    /// Locations in doubt whose last call stalled: nothing is in flight there until the machine
+    /// settles them again (on resume, on a rollback).
+    stalled: BTreeSet<String>,
 }
 
 impl Machine {
@@ -207,6 +220,7 @@ impl Machine {
             epoch: 0,
             rollback: None,
             rollback_reason: None,
+            stalled: BTreeSet::new(),
         }
     }
 
@@ -253,6 +267,11 @@ impl Machine {
         &self.locations
     }
 
+    /// Locations in doubt whose last call stalled (nothing in flight there).
+    pub fn stalled(&self) -> &BTreeSet<String> {
+        &self.stalled
+    }
+
     /// Locations in the order they were applied.
     pub fn applied_order(&self) -> &[String] {
         &self.applied_order
@@ -289,7 +308,8 @@ impl Machine {
     }
 
     /// Continues a restored machine: restarts the current wave's bake and gates, settles every
-    /// apply or rollback left in doubt, lifts a pause (`abort`: starts the rollback instead).
+    /// apply or rollback left in doubt, lifts a pause (`abort`: starts the rollback instead,
+    /// also again after a rollback that ended incomplete).
     pub fn resume(&mut self, now: u64, abort: bool) -> Vec<Output> {
         let mut out = Vec::new();
         if self.phase == Phase::Baking {
@@ -314,8 +334,11 @@ impl Machine {
                 _ => {}
             }
         }
+        // Every location in doubt is being settled above: none is stalled any more.
+        self.stalled.clear();
         if abort {
-            if !self.is_finished() && self.phase != Phase::RollingBack {
+            let again = self.phase == Phase::Finished(Outcome::RollbackIncomplete);
+            if again || (!self.is_finished() && self.phase != Phase::RollingBack) {
                 self.start_rollback("aborted by hand".into(), true, now, &mut out);
             }
         } else if self.paused.is_some() && self.is_active() {
@@ -380,10 +403,10 @@ impl Machine {
                 }
             }
             Event::ApplyNotDone { location } => {
-                if let Some(LocationState::Applying {
-                    expected_generation,
-                }) = self.location(&location)
-                {
+                if matches!(
+                    self.location(&location),
+                    Some(LocationState::Applying { .. })
+                ) {
                     if self.phase == Phase::RollingBack || self.is_finished() {
                         self.commit(
                             Record::ApplyFailed {
@@ -394,13 +417,12 @@ impl Machine {
                             &mut out,
                         );
                     } else {
-                        out.push(Output::Effect(Effect::Apply {
-                            location,
-                            expected_generation,
-                        }));
+                        // Pending again: applied afresh once the wave is not paused.
+                        self.commit(Record::ApplyNotDone { location }, now, &mut out);
                     }
                 }
             }
+            Event::Stalled { location, reason } => self.stalled_at(location, reason, now, &mut out),
             Event::GateEvaluated {
                 wave,
                 gate,
@@ -470,7 +492,9 @@ impl Machine {
             }
             Command::Resume => {
                 if self.is_active() && self.paused.is_some() {
+                    let stalled = self.stalled.clone();
                     self.commit(Record::Resumed, now, out);
+                    self.settle_again(&stalled, out);
                 }
             }
             Command::Promote => {
@@ -592,27 +616,6 @@ impl Machine {
         }
     }
 
-    fn start_rollback(&mut self, reason: String, abort: bool, now: u64, out: &mut Vec<Output>) {
-        let locations: Vec<String> = self
-            .applied_order
-            .iter()
-            .rev()
-            .filter(|location| {
-                matches!(self.location(location), Some(LocationState::Applied { .. }))
-            })
-            .cloned()
-            .collect();
-        self.commit(
-            Record::RollbackStarted {
-                reason,
-                abort,
-                locations,
-            },
-            now,
-            out,
-        );
-    }
-
     fn restart_gates(&mut self, now: u64) {
         self.epoch += 1;
         self.bake_started_ms = now;
@@ -667,6 +670,7 @@ impl Machine {
                     },
                 );
                 self.applied_order.push(location.clone());
+                self.stalled.remove(location);
                 if let Some(rollback) = &mut self.rollback
                     && self.phase == Phase::RollingBack
                 {
@@ -676,7 +680,17 @@ impl Machine {
             Record::ApplyFailed { location, .. } => {
                 self.locations
                     .insert(location.clone(), LocationState::ApplyFailed);
+                self.stalled.remove(location);
             }
+            Record::ApplyNotDone { location } => {
+                self.locations
+                    .insert(location.clone(), LocationState::Pending);
+                self.stalled.remove(location);
+            }
+            Record::Stalled { location, .. } => {
+                self.stalled.insert(location.clone());
+            }
+            Record::RollbackPending { .. } => {}
             Record::Baking { wave } => {
                 self.wave = *wave;
                 self.phase = Phase::Baking;
@@ -702,6 +716,7 @@ impl Machine {
             Record::Paused { reason } => self.paused = Some(reason.clone()),
             Record::Resumed => {
                 self.paused = None;
+                self.stalled.clear();
                 if self.phase == Phase::Baking {
                     self.restart_gates(now);
                 }
@@ -713,6 +728,7 @@ impl Machine {
             } => {
                 self.phase = Phase::RollingBack;
                 self.paused = None;
+                self.stalled.clear();
                 self.rollback_reason = Some(reason.clone());
                 self.rollback = Some(Rollback {
                     abort: *abort,
@@ -747,10 +763,12 @@ impl Machine {
                         generation: *generation,
                     },
                 );
+                self.stalled.remove(location);
             }
             Record::RollbackFailed { location, .. } => {
                 self.locations
                     .insert(location.clone(), LocationState::RollbackFailed);
+                self.stalled.remove(location);
                 if let Some(rollback) = &mut self.rollback {
                     rollback.failed = true;
                 }
@@ -776,56 +794,6 @@ impl Machine {
                 return;
             }
         }
-    }
-
-    /// Rolling back: the next location in the queue (one at a time), or the end.
-    fn advance_rollback(&mut self, now: u64, out: &mut Vec<Output>) -> Step {
-        if self.any_location(|state| {
-            matches!(
-                state,
-                LocationState::Applying { .. } | LocationState::RollingBack { .. }
-            )
-        }) {
-            return Step::Wait;
-        }
-        let Some(rollback) = self.rollback.clone() else {
-            return Step::Wait;
-        };
-        let Some(location) = rollback.queue.front() else {
-            let outcome = if rollback.failed {
-                Outcome::RollbackIncomplete
-            } else if rollback.abort {
-                Outcome::Aborted
-            } else {
-                Outcome::RolledBack
-            };
-            self.commit(Record::Finished { outcome }, now, out);
-            return Step::Wait;
-        };
-        let location = location.clone();
-        let to_generation = self.plan.before.get(&location).copied().unwrap_or(0);
-        let Some(LocationState::Applied { generation }) = self.location(&location) else {
-            // Not applied after all: nothing to roll back there.
-            if let Some(rollback) = &mut self.rollback {
-                rollback.queue.pop_front();
-            }
-            return Step::Again;
-        };
-        self.commit(
-            Record::RollingBack {
-                location: location.clone(),
-                to_generation,
-                expected_generation: generation,
-            },
-            now,
-            out,
-        );
-        out.push(Output::Effect(Effect::Rollback {
-            location,
-            to_generation,
-            expected_generation: generation,
-        }));
-        Step::Wait
     }
 
     /// Applying a wave: the next pending location (one at a time), or the bake once every
@@ -926,6 +894,7 @@ enum Step {
     Wait,
 }
 
+mod rollback;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;

@@ -295,6 +295,8 @@ impl Progress {
                                 "name": wave.name,
                                 "locations": wave.locations,
                                 "bake_seconds": wave.bake_seconds,
+                                "stall_seconds": wave.stall_seconds,
+                                "on_stall": wave.on_stall.as_str(),
                                 "gates": wave.gates.iter().filter_map(|index| self.gates.get(*index)).collect::<Vec<_>>(),
                                 "skipped_gates": wave.skipped_gates.iter().filter_map(|index| self.gates.get(*index)).collect::<Vec<_>>(),
                             }))
@@ -429,6 +431,18 @@ impl Progress {
             Record::RollbackFailed { location, reason } => {
                 format!("rollback at {location} FAILED: {reason}")
             }
+            Record::ApplyNotDone { location } => {
+                format!("{location} did not apply (settled); it is pending again")
+            }
+            Record::Stalled {
+                location,
+                reason,
+                stall_seconds,
+            } => format!("{location} STALLED: no answer within {stall_seconds} s ({reason})"),
+            Record::RollbackPending { locations } => format!(
+                "ROLLBACK PENDING at {}: never answered; run `topoctl rollout abort` again once they are reachable",
+                locations.join(", ")
+            ),
             Record::Finished { outcome } => format!("finished: {}", outcome.as_str()),
         }
     }
@@ -569,6 +583,8 @@ pub fn render_view(
             .iter()
             .map(|location| {
                 let symbol = match machine.location(location) {
+                    // In doubt, its last call unanswered within the stall bound.
+                    _ if machine.stalled().contains(location) => "?",
                     Some(LocationState::Pending) | None => "·",
                     Some(LocationState::Applying { .. }) => "…",
                     Some(LocationState::Applied { .. }) => "✓",

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use topologyd_config::{Attribute, Selector};
 use topologyd_topology::Location;
 
-use topologyd_config::fleet::{GateSpec, WaveSpec};
+use topologyd_config::fleet::{DEFAULT_STALL_SECONDS, GateSpec, OnStall, WaveSpec};
 
 /// One wave of the plan, as the machine runs it and the journal records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +30,17 @@ pub struct Wave {
     pub gates: Vec<usize>,
     /// Gates that would apply but are skipped here (`{control}` with no other location).
     pub skipped_gates: Vec<usize>,
+    /// How long an unreachable location of this wave is retried (journals written before the
+    /// stall bound existed read as the default).
+    #[serde(default = "default_stall_seconds")]
+    pub stall_seconds: u64,
+    /// What a stall does in this wave.
+    #[serde(default)]
+    pub on_stall: OnStall,
+}
+
+fn default_stall_seconds() -> u64 {
+    DEFAULT_STALL_SECONDS
 }
 
 /// A wave plan that cannot be made.
@@ -161,6 +172,8 @@ pub fn assign_waves(
                 bake_seconds: spec.bake_seconds,
                 gates: applicable,
                 skipped_gates: skipped,
+                stall_seconds: spec.stall_seconds,
+                on_stall: spec.on_stall,
             });
         }
     }

@@ -108,6 +108,7 @@ fn take_over(session: Session, abort: bool, standby: bool, flags: &RunFlags) -> 
                 session, leadership, existing, revision,
             ))))
         },
+        std::path::Path::new(""),
         abort,
         flags,
     )

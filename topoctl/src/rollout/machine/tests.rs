@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::rollout::journal::{Line, Outcome};
 use crate::rollout::waves::Wave;
-use topologyd_config::fleet::{GateKind, GateSpec};
+use topologyd_config::fleet::{GateKind, GateSpec, OnStall};
 
 fn gate(name: &str, count: u32, failure_limit: u32, inconclusive_limit: u32) -> GateSpec {
     GateSpec {
@@ -30,6 +30,8 @@ fn wave(name: &str, locations: &[&str], bake_seconds: u64, gates: Vec<usize>) ->
         bake_seconds,
         gates,
         skipped_gates: vec![],
+        stall_seconds: 30,
+        on_stall: OnStall::Pause,
     }
 }
 
@@ -74,6 +76,12 @@ struct Harness {
     issued_applies: BTreeMap<String, u32>,
     crash_at: Option<usize>,
     crashed: bool,
+    /// A machine was restored from the journal and resumed.
+    resumed: bool,
+    /// A rollback was journaled (the first `rollback_started`).
+    rolling_back: bool,
+    /// An apply was issued while paused or after a rollback started.
+    apply_after_stop: bool,
 }
 
 impl Harness {
@@ -104,19 +112,27 @@ impl Harness {
             issued_applies: BTreeMap::new(),
             crash_at: None,
             crashed: false,
+            resumed: false,
+            rolling_back: false,
+            apply_after_stop: false,
         }
     }
 
     fn take(&mut self, outputs: Vec<Output>) {
+        let stopped = self.machine.paused().is_some() || self.machine.phase() != Phase::Applying;
         for output in outputs {
             match output {
-                Output::Record(record) => self.journal.push(Line {
-                    time: self.now as f64,
-                    record,
-                }),
+                Output::Record(record) => {
+                    self.rolling_back |= matches!(record, Record::RollbackStarted { .. });
+                    self.journal.push(Line {
+                        time: self.now as f64,
+                        record,
+                    });
+                }
                 Output::Effect(effect) => {
                     if let Effect::Apply { location, .. } = &effect {
                         *self.issued_applies.entry(location.clone()).or_default() += 1;
+                        self.apply_after_stop |= self.rolling_back || stopped;
                     }
                     self.pending.push(effect);
                 }
@@ -143,6 +159,7 @@ impl Harness {
 
     /// A crash: everything in flight is lost, a new machine replays the journal and resumes.
     fn crash_and_resume(&mut self, abort: bool) {
+        self.resumed = true;
         self.pending.clear();
         let plan = self.machine.plan().clone();
         self.machine = Machine::restore(plan, &self.journal);
@@ -563,17 +580,175 @@ fn a_failed_rollback_is_reported_and_the_others_still_roll_back() {
         harness.run_step_pass();
     }
     harness.handle(Event::Command(Command::Abort));
-    // The apply in flight (lhr01) lands first; then lhr01 is the first to roll back: it fails.
-    while !matches!(harness.pending.first(), Some(Effect::Rollback { .. })) {
-        harness.run_step_pass();
-    }
-    harness.step(0, GateResultKind::Pass, false, false, true);
+    // Both applied locations are rolled back at once, in reverse order, without waiting for
+    // the apply in flight at lhr01.
+    assert_eq!(
+        harness.pending_rollbacks(),
+        ["fra01", "ams01"],
+        "{:?}",
+        harness.pending
+    );
+    let fra01 = harness
+        .pending
+        .iter()
+        .position(
+            |effect| matches!(effect, Effect::Rollback { location, .. } if location == "fra01"),
+        )
+        .unwrap();
+    harness.step(fra01, GateResultKind::Pass, false, false, true);
+    // lhr01's apply lands during the rollback: it is rolled back too.
     harness.run_to_end(GateResultKind::Pass);
     assert_eq!(harness.outcome(), Some(Outcome::RollbackIncomplete));
-    assert_eq!(harness.rolled_back, ["fra01", "ams01"]);
+    assert_eq!(harness.applied, ["ams01", "fra01", "lhr01"]);
+    assert_eq!(harness.rolled_back, ["ams01", "lhr01"]);
     assert_eq!(
-        harness.machine.location("lhr01"),
+        harness.machine.location("fra01"),
         Some(LocationState::RollbackFailed)
+    );
+}
+
+/// The plan with wave `eu` (fra01, lhr01) set to `on_stall`.
+fn plan_on_stall(on_stall: OnStall) -> MachinePlan {
+    let mut plan = plan();
+    plan.waves[1].on_stall = on_stall;
+    plan
+}
+
+/// Runs until fra01's apply (wave eu) is in flight.
+fn until_fra01_applying(harness: &mut Harness) {
+    harness.start();
+    while !harness
+        .pending
+        .iter()
+        .any(|effect| matches!(effect, Effect::Apply { location, .. } if location == "fra01"))
+    {
+        harness.run_step_pass();
+    }
+}
+
+#[test]
+fn a_stall_pauses_naming_the_location_and_resume_settles_it() {
+    let mut harness = Harness::new(plan());
+    until_fra01_applying(&mut harness);
+    // The daemon applied, but the answer never came within the stall bound.
+    harness.stall_location("fra01", true);
+    let records = harness.records();
+    assert_eq!(records[records.len() - 2..], ["location_stalled", "paused"]);
+    let reason = harness.machine.paused().unwrap().to_string();
+    assert!(
+        reason.contains("fra01") && reason.contains("30 s"),
+        "{reason}"
+    );
+    assert!(matches!(
+        harness.machine.location("fra01"),
+        Some(LocationState::Applying { .. })
+    ));
+    assert!(harness.pending.is_empty(), "{:?}", harness.pending);
+    harness.tick(60_000);
+    assert!(harness.pending.is_empty(), "nothing moves while paused");
+    harness.handle(Event::Command(Command::Resume));
+    assert!(matches!(
+        harness.pending.as_slice(),
+        [Effect::SettleApply { location, .. }] if location == "fra01"
+    ));
+    harness.run_to_end(GateResultKind::Pass);
+    assert_eq!(harness.outcome(), Some(Outcome::Completed));
+    assert_eq!(harness.daemons["fra01"].applies, 1);
+    assert_eq!(
+        harness.issued_applies["fra01"], 1,
+        "settled, not applied again"
+    );
+}
+
+#[test]
+fn a_stall_settled_as_not_applied_is_applied_again_only_after_resume() {
+    let mut harness = Harness::new(plan());
+    until_fra01_applying(&mut harness);
+    harness.stall_location("fra01", false);
+    harness.handle(Event::Command(Command::Resume));
+    harness.handle(Event::Command(Command::Pause));
+    // The settle answers "not applied" while paused: pending again, no apply issued.
+    harness.step(0, GateResultKind::Pass, false, false, false);
+    assert_eq!(
+        harness.machine.location("fra01"),
+        Some(LocationState::Pending)
+    );
+    assert!(harness.pending.is_empty(), "{:?}", harness.pending);
+    harness.handle(Event::Command(Command::Resume));
+    assert!(matches!(
+        harness.pending.as_slice(),
+        [Effect::Apply { location, .. }] if location == "fra01"
+    ));
+    harness.run_to_end(GateResultKind::Pass);
+    assert_eq!(harness.outcome(), Some(Outcome::Completed));
+}
+
+#[test]
+fn on_stall_rollback_rolls_back_and_reports_a_location_that_never_answers() {
+    let mut harness = Harness::new(plan_on_stall(OnStall::Rollback));
+    until_fra01_applying(&mut harness);
+    harness.stall_location("fra01", true);
+    assert_eq!(harness.machine.phase(), Phase::RollingBack);
+    let reason = harness.machine.rollback_reason().unwrap().to_string();
+    assert!(reason.contains("fra01"), "{reason}");
+    // ams01 is rolled back at once; fra01 (in doubt) is settled again at the same time.
+    assert_eq!(harness.pending_rollbacks(), ["ams01"]);
+    assert!(harness.pending.iter().any(
+        |effect| matches!(effect, Effect::SettleApply { location, .. } if location == "fra01")
+    ));
+    harness.stall_location("fra01", false);
+    harness.run_to_end(GateResultKind::Pass);
+    assert_eq!(harness.outcome(), Some(Outcome::RollbackIncomplete));
+    assert_eq!(harness.rolled_back, ["ams01"]);
+    assert!(harness.journal.iter().any(|line| matches!(
+        &line.record,
+        Record::RollbackPending { locations } if locations == &["fra01".to_string()]
+    )));
+    // fra01 answers again; `abort` (no controller running) settles it and rolls it back.
+    harness.crash_and_resume(true);
+    harness.run_to_end(GateResultKind::Pass);
+    assert_eq!(harness.outcome(), Some(Outcome::Aborted));
+    assert_eq!(harness.rolled_back, ["ams01", "fra01"]);
+    assert!(harness.daemons.values().all(|daemon| !daemon.new));
+}
+
+#[test]
+fn abort_never_waits_for_an_apply_in_flight_at_an_unreachable_location() {
+    let mut harness = Harness::new(plan());
+    until_fra01_applying(&mut harness);
+    harness.handle(Event::Command(Command::Abort));
+    assert_eq!(harness.pending_rollbacks(), ["ams01"]);
+    let ams01 = harness
+        .pending
+        .iter()
+        .position(|effect| matches!(effect, Effect::Rollback { .. }))
+        .unwrap();
+    harness.step(ams01, GateResultKind::Pass, false, false, false);
+    assert_eq!(harness.rolled_back, ["ams01"]);
+    assert_eq!(
+        harness.machine.phase(),
+        Phase::RollingBack,
+        "fra01 is in doubt"
+    );
+    // fra01 never answers: the rollback ends incomplete, naming it.
+    harness.stall_location("fra01", false);
+    assert_eq!(harness.outcome(), Some(Outcome::RollbackIncomplete));
+    assert_eq!(
+        harness.records()[harness.records().len() - 3..],
+        [
+            "location_stalled",
+            "rollback_pending",
+            "rollback_incomplete"
+        ]
+    );
+    // Abort again once it answers: it never applied, so nothing more to do.
+    harness.crash_and_resume(true);
+    harness.run_to_end(GateResultKind::Pass);
+    assert_eq!(harness.outcome(), Some(Outcome::Aborted));
+    assert_eq!(harness.daemons["fra01"].applies, 0);
+    assert_eq!(
+        harness.machine.location("fra01"),
+        Some(LocationState::ApplyFailed)
     );
 }
 
@@ -700,12 +875,86 @@ fn a_crash_after_every_record_resumes_without_double_application() {
 }
 
 impl Harness {
+    /// The locations of the pending rollbacks, in the order they were issued.
+    fn pending_rollbacks(&self) -> Vec<&str> {
+        self.pending
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Rollback { location, .. } => Some(location.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The pending apply, rollback or settle at `location` never gets an answer within the
+    /// stall bound; with `performed`, the daemon carried it out all the same.
+    fn stall_location(&mut self, location: &str, performed: bool) {
+        let index = self
+            .pending
+            .iter()
+            .position(|effect| mutation_location(effect).is_some_and(|name| name == location));
+        if let Some(index) = index {
+            self.stall(index, performed);
+        }
+    }
+
+    /// The `index`th pending mutation stalls (see [`Harness::stall_location`]).
+    fn stall(&mut self, index: usize, performed: bool) {
+        let mutations: Vec<usize> = (0..self.pending.len())
+            .filter(|position| mutation_location(&self.pending[*position]).is_some())
+            .collect();
+        if mutations.is_empty() {
+            return;
+        }
+        let effect = self.pending.remove(mutations[index % mutations.len()]);
+        let Some(location) = mutation_location(&effect).map(str::to_string) else {
+            return;
+        };
+        let daemon = self.daemons.get_mut(&location).unwrap();
+        match effect {
+            Effect::Apply {
+                expected_generation,
+                ..
+            } if performed && daemon.generation == expected_generation && !daemon.new => {
+                daemon.generation += 1;
+                daemon.new = true;
+                daemon.applies += 1;
+                self.applied.push(location.clone());
+            }
+            Effect::Rollback {
+                expected_generation,
+                ..
+            } if performed && daemon.generation == expected_generation && daemon.new => {
+                daemon.generation += 1;
+                daemon.new = false;
+                daemon.rollbacks += 1;
+                self.rolled_back.push(location.clone());
+            }
+            _ => {}
+        }
+        self.handle(Event::Stalled {
+            location,
+            reason: "no answer".into(),
+        });
+    }
+
     fn run_step_pass(&mut self) {
         if self.pending.is_empty() {
             self.tick(50);
         } else {
             self.step(0, GateResultKind::Pass, false, false, false);
         }
+    }
+}
+
+/// The location of an apply, rollback or settle.
+fn mutation_location(effect: &Effect) -> Option<&str> {
+    match effect {
+        Effect::Apply { location, .. }
+        | Effect::Rollback { location, .. }
+        | Effect::SettleApply { location, .. }
+        | Effect::SettleRollback { location, .. } => Some(location),
+        Effect::Evaluate { .. } => None,
     }
 }
 
@@ -718,6 +967,12 @@ enum Action {
         lose: bool,
         rollback_fails: bool,
     },
+    /// A pending apply, rollback or settle gets no answer within the stall bound (the daemon
+    /// may have carried it out).
+    Stall {
+        index: usize,
+        performed: bool,
+    },
     Tick(u64),
     Command(u8),
     Crash,
@@ -727,23 +982,102 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         8 => (any::<usize>(), 0u8..30, prop::bool::weighted(0.03), prop::bool::weighted(0.1), prop::bool::weighted(0.03))
             .prop_map(|(index, result, refuse, lose, rollback_fails)| Action::Step { index, result, refuse, lose, rollback_fails }),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(index, performed)| Action::Stall { index, performed }),
         4 => (1u64..1500).prop_map(Action::Tick),
         1 => (0u8..4).prop_map(Action::Command),
         1 => Just(Action::Crash),
     ]
 }
 
+/// What a journal replay must reproduce: everything but timers, in-flight gate evaluations
+/// and the stalled set (which says what this controller process has in flight; a restored
+/// controller settles every location in doubt anyway).
+#[allow(clippy::type_complexity)]
+fn durable(
+    machine: &Machine,
+) -> (
+    Phase,
+    usize,
+    BTreeMap<String, LocationState>,
+    Vec<String>,
+    Option<String>,
+    bool,
+    Option<Rollback>,
+    Option<String>,
+    Vec<(u32, u32, u32)>,
+) {
+    (
+        machine.phase,
+        machine.wave,
+        machine.locations.clone(),
+        machine.applied_order.clone(),
+        machine.paused.clone(),
+        machine.promoted,
+        machine.rollback.clone(),
+        machine.rollback_reason.clone(),
+        machine
+            .gates
+            .iter()
+            .map(|gate| (gate.passes, gate.failures, gate.inconclusive))
+            .collect(),
+    )
+}
+
+/// Every `rollback_started` lists the applied locations in reverse order of application.
+fn rollbacks_listed_in_reverse_order(journal: &[Line]) -> bool {
+    let mut applied: Vec<&str> = Vec::new();
+    for line in journal {
+        match &line.record {
+            Record::Applied { location, .. } => applied.push(location),
+            Record::RollbackStarted { locations, .. } => {
+                let expected: Vec<&str> = applied
+                    .iter()
+                    .rev()
+                    .copied()
+                    .filter(|location| locations.iter().any(|listed| listed == location))
+                    .collect();
+                if expected.len() != locations.len()
+                    || expected
+                        .iter()
+                        .zip(locations)
+                        .any(|(left, right)| left != right)
+                {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
+/// The locations a record of `kind` names (`rollback_failed`, `rollback_pending`).
+fn reported(journal: &[Line]) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in journal {
+        match &line.record {
+            Record::RollbackFailed { location, .. } => {
+                names.insert(location.clone());
+            }
+            Record::RollbackPending { locations } => names.extend(locations.iter().cloned()),
+            _ => {}
+        }
+    }
+    names
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// Whatever happens — gate results, refusals, lost answers, operator commands, crashes at
-    /// any point — a location is applied at most once, and when the rollout does not complete
-    /// every applied location is rolled back, in reverse order of application.
+    /// Whatever happens — gate results, refusals, lost answers, stalls, operator commands,
+    /// crashes at any point — a location is applied at most once; no apply is issued while
+    /// paused or after a rollback started; the journal replayed always gives the live
+    /// machine; and when the rollout does not complete every applied location is rolled back
+    /// (issued in reverse order of application) or reported by name (after `abort` again).
     #[test]
     fn never_applied_twice_and_always_rolled_back(actions in prop::collection::vec(action(), 1..300)) {
-        let mut harness = Harness::new(plan());
+        let mut harness = Harness::new(plan_on_stall(OnStall::Rollback));
         harness.start();
-        let mut rollback_failures = false;
         for action in actions {
             if harness.machine.is_finished() {
                 break;
@@ -755,10 +1089,9 @@ proptest! {
                         1 => GateResultKind::Inconclusive,
                         _ => GateResultKind::Pass,
                     };
-                    let rollback_pending = harness.pending.iter().any(|effect| matches!(effect, Effect::Rollback { .. }));
-                    rollback_failures |= rollback_fails && rollback_pending;
                     harness.step(index, result, refuse, lose, rollback_fails);
                 }
+                Action::Stall { index, performed } => harness.stall(index, performed),
                 Action::Tick(milliseconds) => harness.tick(milliseconds),
                 Action::Command(command) => harness.handle(Event::Command(match command {
                     0 => Command::Pause,
@@ -768,27 +1101,58 @@ proptest! {
                 })),
                 Action::Crash => harness.crash_and_resume(false),
             }
+            let restored = Machine::restore(harness.machine.plan().clone(), &harness.journal);
+            let (mut replayed, mut live) = (durable(&restored), durable(&harness.machine));
+            if harness.resumed {
+                // A resumed controller restarts the wave's gates from zero (unjournaled).
+                (replayed.8, live.8) = (Vec::new(), Vec::new());
+            }
+            prop_assert_eq!(replayed, live);
         }
-        // Wind down: abort if still running, and let everything settle.
+        // Wind down: abort if still running, and let everything settle; every location still
+        // changed is reported by name. A rollback that ended with locations unanswered is
+        // then aborted again (they answer now).
         if !harness.machine.is_finished() {
             harness.handle(Event::Command(Command::Abort));
             harness.run_to_end(GateResultKind::Pass);
         }
+        if harness.outcome() == Some(Outcome::RollbackIncomplete) {
+            let reported = reported(&harness.journal);
+            for (location, daemon) in &harness.daemons {
+                prop_assert!(!daemon.new || reported.contains(location), "{} still runs the change, unreported", location);
+            }
+        }
+        for _ in 0..3 {
+            if harness.outcome() == Some(Outcome::RollbackIncomplete) {
+                harness.crash_and_resume(true);
+                harness.run_to_end(GateResultKind::Pass);
+            }
+        }
         prop_assert!(harness.machine.is_finished());
+        prop_assert!(!harness.apply_after_stop, "an apply was issued while paused or rolling back");
         for (location, daemon) in &harness.daemons {
             prop_assert!(daemon.applies <= 1, "{} applied {} times", location, daemon.applies);
         }
+        prop_assert!(rollbacks_listed_in_reverse_order(&harness.journal));
+        let reported = reported(&harness.journal);
         match harness.outcome() {
             Some(Outcome::Completed) => {
                 prop_assert!(harness.daemons.values().all(|daemon| daemon.new && daemon.rollbacks == 0));
             }
             Some(Outcome::RolledBack | Outcome::Aborted) => {
                 prop_assert!(harness.daemons.values().all(|daemon| !daemon.new));
-                let mut reversed = harness.applied.clone();
-                reversed.reverse();
-                prop_assert_eq!(&harness.rolled_back, &reversed);
+                let mut applied = harness.applied.clone();
+                let mut rolled_back = harness.rolled_back.clone();
+                applied.sort();
+                rolled_back.sort();
+                prop_assert_eq!(applied, rolled_back);
             }
-            Some(Outcome::RollbackIncomplete) => prop_assert!(rollback_failures),
+            Some(Outcome::RollbackIncomplete) => {
+                prop_assert!(!reported.is_empty());
+                for (location, daemon) in &harness.daemons {
+                    prop_assert!(!daemon.new || reported.contains(location), "{} still runs the change, unreported", location);
+                }
+            }
             None => prop_assert!(false, "not finished"),
         }
     }

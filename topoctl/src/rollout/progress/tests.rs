@@ -5,7 +5,7 @@ use crate::rollout::journal::GateResultKind;
 use crate::rollout::machine::{Event, MachinePlan};
 use crate::rollout::waves::Wave;
 use topologyd::state_store::SourceBundle;
-use topologyd_config::fleet::{GateKind, GateSpec};
+use topologyd_config::fleet::{GateKind, GateSpec, OnStall};
 
 fn started() -> Started {
     Started {
@@ -21,6 +21,8 @@ fn started() -> Started {
                 bake_seconds: 10,
                 gates: vec![0],
                 skipped_gates: vec![],
+                stall_seconds: 120,
+                on_stall: OnStall::Pause,
             },
             Wave {
                 name: "rest-1".into(),
@@ -29,6 +31,8 @@ fn started() -> Started {
                 bake_seconds: 1,
                 gates: vec![0],
                 skipped_gates: vec![],
+                stall_seconds: 120,
+                on_stall: OnStall::Pause,
             },
         ],
         gates: vec![GateSpec {
@@ -95,7 +99,21 @@ fn json_events_name_waves_and_the_wave_of_each_location() {
     assert_eq!(event["event"], "planned");
     assert_eq!(event["waves"][1]["locations"], json!(["fra01", "iad01"]));
     assert_eq!(event["waves"][1]["gates"], json!(["daemons"]));
+    assert_eq!(event["waves"][1]["stall_seconds"], 120);
+    assert_eq!(event["waves"][1]["on_stall"], "pause");
     assert!(event.get("old_bundle").is_none());
+    let event = progress.event_json(&line(Record::Stalled {
+        location: "iad01".into(),
+        reason: "no answer".into(),
+        stall_seconds: 120,
+    }));
+    assert_eq!(event["event"], "location_stalled");
+    assert_eq!(event["wave"], "rest-1");
+    let event = progress.event_json(&line(Record::RollbackPending {
+        locations: vec!["iad01".into()],
+    }));
+    assert_eq!(event["event"], "rollback_pending");
+    assert_eq!(event["locations"], json!(["iad01"]));
 }
 
 #[test]
@@ -116,6 +134,26 @@ fn the_view_shows_every_wave_and_the_gates_of_the_current_one() {
         "rollout r1: baking, 6.0s left\n\
          ▶ canary       ✓ams01\n    gate daemons              0/2 passes, 0/1 failures, 0/3 inconclusive\n\
          \x20 rest-1       ·fra01 ·iad01\n"
+    );
+}
+
+#[test]
+fn a_stalled_location_is_shown_in_doubt() {
+    let started = started();
+    let mut machine = machine(&started);
+    machine.handle(Event::Start, 0);
+    machine.handle(
+        Event::Stalled {
+            location: "ams01".into(),
+            reason: "no answer".into(),
+        },
+        0,
+    );
+    let view = render_view("r1", &machine, 0, &["daemons".to_string()], &[]);
+    assert!(view.contains("?ams01"), "{view}");
+    assert!(
+        view.starts_with("rollout r1: PAUSED (ams01 did not answer"),
+        "{view}"
     );
 }
 

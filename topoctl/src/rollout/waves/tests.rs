@@ -1,7 +1,7 @@
 //! Tests of `waves.rs`.
 
 use super::*;
-use topologyd_config::fleet::GateKind;
+use topologyd_config::fleet::{GateKind, OnStall};
 use topologyd_config::{LocationState, Span, parse_selector};
 
 fn location(name: &str, region: &str, state: LocationState, tags: &[&str]) -> Location {
@@ -34,6 +34,8 @@ fn spec(name: &str, select: Option<&str>, share: f64, max: Option<usize>) -> Wav
         share,
         bake_seconds: 5,
         max_locations: max,
+        stall_seconds: 7,
+        on_stall: OnStall::Rollback,
     }
 }
 
@@ -121,6 +123,32 @@ fn share_rounds_up_and_max_locations_splits() {
     assert_eq!(share_count(10, 0.31), 4);
     assert_eq!(share_count(1, 0.01), 1);
     assert_eq!(share_count(0, 0.5), 0);
+}
+
+#[test]
+fn every_part_of_a_split_wave_keeps_its_stall_bound() {
+    let topology = topology();
+    let (waves, _) = assign_waves(
+        &[spec("rest", None, 1.0, Some(3))],
+        &[],
+        &names(&topology),
+        &topology,
+    )
+    .unwrap();
+    assert_eq!(waves.len(), 3);
+    assert!(
+        waves
+            .iter()
+            .all(|wave| wave.stall_seconds == 7 && wave.on_stall == OnStall::Rollback)
+    );
+    // A journal written before the stall bound existed reads with the defaults.
+    let mut old = serde_json::to_value(&waves[0]).unwrap();
+    let object = old.as_object_mut().unwrap();
+    object.remove("stall_seconds");
+    object.remove("on_stall");
+    let read: Wave = serde_json::from_value(old).unwrap();
+    assert_eq!(read.stall_seconds, DEFAULT_STALL_SECONDS);
+    assert_eq!(read.on_stall, OnStall::Pause);
 }
 
 #[test]
