@@ -205,6 +205,20 @@ fn apply_intents(fleet: &TestFleet, name: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Sends `signal` to the process `pid` (one this test started).
+#[allow(unsafe_code)]
+fn signal(pid: u32, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(pid).unwrap_or_else(|_| panic!("pid {pid}"));
+    // SAFETY: kill(2) has no memory effects; the pid is a child of this test.
+    let result = unsafe { libc::kill(pid, signal) };
+    assert_eq!(
+        result,
+        0,
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 fn step(test_started: Instant, name: &str) {
     eprintln!("\n==== [+{:.1?}] {name}", test_started.elapsed());
 }
@@ -452,24 +466,41 @@ fn rollouts_refuse_before_applying_anything_and_survive_a_controller_killed_mid_
         "rollout d",
     );
     assert_eq!(event_field(&applying, "location"), CANARY, "{applying}");
-    // The daemon's write-ahead record says the apply reached it and is about to take effect.
+    // The daemon's write-ahead record says the apply reached it and is about to take effect:
+    // the daemon is frozen there (before it can answer), the controller killed, the daemon
+    // let go; it finishes the apply for a client that is gone.
+    let canary = check(fleet.location(CANARY), "the canary");
+    let audit_log = canary.audit_log.clone();
+    let daemon_pid = canary
+        .daemon
+        .pid()
+        .unwrap_or_else(|| panic!("the canary runs"));
     let deadline = Instant::now() + WAIT;
-    while apply_intents(&fleet, CANARY).len() == intents_before[CANARY] {
+    let mut size = 0;
+    loop {
+        let now = std::fs::metadata(&audit_log).map_or(0, |metadata| metadata.len());
+        if now != size {
+            size = now;
+            if apply_intents(&fleet, CANARY).len() > intents_before[CANARY] {
+                break;
+            }
+        }
         assert!(
             Instant::now() < deadline,
             "the canary never wrote its write-ahead record:\n{}",
             fleet.report()
         );
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_micros(200));
     }
+    signal(daemon_pid, libc::SIGSTOP);
     controller.kill();
+    signal(daemon_pid, libc::SIGCONT);
     let events_before_kill = controller.events();
-    let answered = events_before_kill
-        .iter()
-        .any(|event| event_name(event) == "location_applied");
-    eprintln!(
-        "[d] controller killed {} the canary's answer was journaled",
-        if answered { "after" } else { "before" }
+    assert!(
+        !events_before_kill
+            .iter()
+            .any(|event| event_name(event) == "location_applied"),
+        "the controller was killed before the canary's answer: {events_before_kill:?}"
     );
     // The daemon finishes the apply on its own and its audit says so.
     let deadline = Instant::now() + WAIT;
