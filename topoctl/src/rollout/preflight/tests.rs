@@ -327,3 +327,69 @@ fn the_report_refuses_with_2_for_a_refusal_and_1_when_only_unreachable() {
     assert_eq!(event["locations"][2]["reason"], "guards\nG3");
     assert_eq!(event["locations"][2]["duration_ms"], 12.0);
 }
+
+/// Clients for `count` locations (never connected to: the calls below do not use them).
+fn idle_clients(count: usize) -> BTreeMap<String, ControlClient> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let config = Arc::new(config);
+    (0..count)
+        .map(|index| {
+            (
+                format!("loc{index:03}"),
+                ControlClient::new(address(), "localhost", Arc::clone(&config)).unwrap(),
+            )
+        })
+        .collect()
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Every location is asked exactly once, and never more than `concurrency` at once.
+        #[test]
+        fn the_fan_out_is_bounded_and_asks_everyone_once(
+            count in 0usize..40,
+            concurrency in 1usize..12,
+        ) {
+            let clients = idle_clients(count);
+            let in_flight = Arc::new(AtomicUsize::new(0));
+            let most = Arc::new(AtomicUsize::new(0));
+            let asked = Arc::new(AtomicUsize::new(0));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let answers = runtime.block_on(ask_every_location(&clients, concurrency, |name, _| {
+                let (in_flight, most, asked) =
+                    (Arc::clone(&in_flight), Arc::clone(&most), Arc::clone(&asked));
+                async move {
+                    asked.fetch_add(1, Ordering::SeqCst);
+                    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<String, ClientError>(name)
+                }
+            }));
+            prop_assert_eq!(asked.load(Ordering::SeqCst), count);
+            prop_assert!(most.load(Ordering::SeqCst) <= concurrency);
+            prop_assert_eq!(answers.len(), count);
+            for (name, (answer, _)) in &answers {
+                prop_assert_eq!(answer.as_ref().ok(), Some(name));
+            }
+            if count >= concurrency {
+                prop_assert_eq!(most.load(Ordering::SeqCst), concurrency);
+            }
+        }
+    }
+}
