@@ -197,8 +197,8 @@ fn stop_with(json: bool, stop: &Stop) -> i32 {
 /// `--dry-run`), open the journal, drive.
 async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
     let inputs = load_inputs(&options)?;
-    let preflight = check_statuses(&inputs.fleet, &inputs.clients, options.json).await?;
-    let (old_bundle, old) = running_topology(&inputs.fleet, &inputs.clients, &preflight).await?;
+    let converged = check_statuses(&inputs.fleet, &inputs.clients, options.json).await?;
+    let (old_bundle, old) = running_topology(&inputs.fleet, &inputs.clients, &converged).await?;
     let fleet_plan = guard_plan(&old, &inputs.new, &inputs.intent, options.json)?;
     let WaveCheck { waves, warnings } =
         preflight::check_waves(&inputs.fleet, &inputs.new, options.no_canary)
@@ -206,7 +206,7 @@ async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
     if !(options.dry_run && options.json) {
         preflight::print_warnings(&warnings, options.json);
     }
-    let expected: BTreeMap<String, u64> = preflight
+    let expected: BTreeMap<String, u64> = converged
         .before
         .iter()
         .map(|(name, before)| (name.clone(), before.generation))
@@ -227,7 +227,7 @@ async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
             plan: &fleet_plan,
             waves: &waves,
             warnings: &warnings,
-            before: &preflight.before,
+            before: &converged.before,
             preflight: &everywhere,
         };
         if options.json {
@@ -258,7 +258,7 @@ async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
         gates: inputs.fleet.gates.clone(),
         locations: inputs.fleet.locations.clone(),
         timeout_seconds: inputs.fleet.timeout_seconds,
-        before: preflight.before,
+        before: converged.before,
         old_bundle,
         new_bundle: inputs.new_bundle,
     });
