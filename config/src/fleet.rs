@@ -55,6 +55,10 @@ impl OnStall {
         }
     }
 }
+/// Default number of daemons asked for their plan at once in the pre-flight.
+pub const DEFAULT_PREFLIGHT_CONCURRENCY: usize = 32;
+/// Most daemons asked at once in the pre-flight (each holds a TLS connection).
+pub const MAXIMUM_PREFLIGHT_CONCURRENCY: usize = 1024;
 
 /// Client TLS files for one location.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +83,8 @@ pub struct WaveSpec {
     pub name: String,
     /// `None`: every location still unassigned.
     pub select: Option<Selector>,
+    /// Where the selector's expression is in the fleet file (for errors about what it selects).
+    pub select_span: Option<Span>,
     /// Fraction of the candidates taken, rounded up.
     pub share: f64,
     pub bake_seconds: u64,
@@ -144,6 +150,11 @@ pub struct Fleet {
     pub waves: Vec<WaveSpec>,
     pub gates: Vec<GateSpec>,
     pub timeout_seconds: u64,
+    /// How many daemons the pre-flight asks for their plan at once.
+    pub preflight_concurrency: usize,
+    /// The fleet file itself, so that later checks (wave selectors against the topology)
+    /// report at `file:line:column`.
+    pub source: Source,
 }
 
 impl Fleet {
@@ -188,6 +199,7 @@ struct RawDefaults {
     timeout_seconds: Option<Spanned<u64>>,
     stall_seconds: Option<Spanned<u64>>,
     on_stall: Option<Spanned<String>>,
+    preflight_concurrency: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -266,7 +278,7 @@ pub fn parse_fleet(source: &Source, base: &Path) -> Result<Fleet, Diagnostics> {
             return Err(collector.finish(&sources));
         }
     };
-    let fleet = convert(raw, &source.text, base, &mut collector);
+    let fleet = convert(raw, source, base, &mut collector);
     if collector.has_errors() {
         return Err(collector.finish(&sources));
     }
@@ -304,7 +316,8 @@ fn check_name(
     }
 }
 
-fn convert(raw: RawFleet, text: &str, base: &Path, collector: &mut Collector) -> Fleet {
+fn convert(raw: RawFleet, source: &Source, base: &Path, collector: &mut Collector) -> Fleet {
+    let text = source.text.as_str();
     let defaults = raw.defaults.unwrap_or_default();
     let timeout_seconds = match &defaults.timeout_seconds {
         Some(timeout) if *timeout.get_ref() == 0 => {
@@ -330,6 +343,31 @@ fn convert(raw: RawFleet, text: &str, base: &Path, collector: &mut Collector) ->
         waves,
         gates,
         timeout_seconds,
+        preflight_concurrency: preflight_concurrency(&defaults, collector),
+        source: source.clone(),
+    }
+}
+
+/// `[defaults] preflight_concurrency`: 1 to [`MAXIMUM_PREFLIGHT_CONCURRENCY`].
+fn preflight_concurrency(defaults: &RawDefaults, collector: &mut Collector) -> usize {
+    let Some(value) = &defaults.preflight_concurrency else {
+        return DEFAULT_PREFLIGHT_CONCURRENCY;
+    };
+    match usize::try_from(*value.get_ref()) {
+        Ok(count) if (1..=MAXIMUM_PREFLIGHT_CONCURRENCY).contains(&count) => count,
+        _ => {
+            collector.error(
+                Some(span_of(value)),
+                format!(
+                    "preflight_concurrency {} is outside 1..={MAXIMUM_PREFLIGHT_CONCURRENCY}",
+                    value.get_ref()
+                ),
+                Some(format!(
+                    "how many daemons the pre-flight asks at once; remove it for {DEFAULT_PREFLIGHT_CONCURRENCY}"
+                )),
+            );
+            DEFAULT_PREFLIGHT_CONCURRENCY
+        }
     }
 }
 
@@ -499,6 +537,15 @@ fn convert_waves(
     let mut waves = Vec::with_capacity(raw.len());
     for wave in raw {
         check_name(&wave.name, "wave", &mut seen, collector);
+        let select_span = wave.select.as_ref().map(|select| {
+            inside_string(
+                text,
+                span_of(select),
+                select.get_ref(),
+                0,
+                select.get_ref().len(),
+            )
+        });
         let select = wave.select.as_ref().and_then(|select| {
             let literal = span_of(select);
             match parse_selector(select.get_ref(), &|offset, length| {
@@ -552,6 +599,7 @@ fn convert_waves(
         waves.push(WaveSpec {
             name: wave.name.get_ref().clone(),
             select,
+            select_span,
             share,
             bake_seconds: wave
                 .bake_seconds
@@ -1026,6 +1074,38 @@ kind = "magic"
                 "missing {expected:?} in:\n{error}"
             );
         }
+    }
+
+    #[test]
+    fn preflight_concurrency_defaults_and_is_bounded() {
+        assert_eq!(
+            parse(GOOD).unwrap().preflight_concurrency,
+            DEFAULT_PREFLIGHT_CONCURRENCY
+        );
+        let text = GOOD.replace("[defaults]\n", "[defaults]\npreflight_concurrency = 4\n");
+        assert_eq!(parse(&text).unwrap().preflight_concurrency, 4);
+        for bad in ["0", "-3", "100000"] {
+            let text = GOOD.replace(
+                "[defaults]\n",
+                &format!("[defaults]\npreflight_concurrency = {bad}\n"),
+            );
+            let error = parse(&text).unwrap_err();
+            assert!(
+                error.contains(&format!(
+                    "fleet.toml:3:25: error: preflight_concurrency {bad} is outside 1..=1024"
+                )),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_selector_span_covers_the_expression_inside_the_quotes() {
+        let fleet = parse(GOOD).unwrap();
+        let span = fleet.waves[0].select_span.unwrap();
+        let text = &fleet.source.text[span.start as usize..span.end as usize];
+        assert_eq!(text, "state = 'test' or tag:canary");
+        assert_eq!(fleet.waves[1].select_span, None);
     }
 
     #[test]

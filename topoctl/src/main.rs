@@ -162,7 +162,9 @@ enum Command {
     /// Deploy a topology change to a fleet in gated canary waves (docs/rollouts.md).
     #[command(
         subcommand,
-        after_help = "Exit codes: 0 completed, 1 error, 2 refused by the plan guards, \
+        after_help = "Exit codes: 0 completed, 1 error (also: a location unreachable), 2 refused \
+                      before anything was applied (plan guards, wave selectors, no canary, a \
+                      daemon's own plan), \
                       3 a gate failed and everything was rolled back, 4 paused or aborted."
     )]
     Rollout(RolloutCommand),
@@ -186,6 +188,9 @@ enum RolloutCommand {
         /// Print every wave with its locations and their deltas; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Roll out even when the first wave (the canary) selects no location.
+        #[arg(long)]
+        no_canary: bool,
         #[command(flatten)]
         run: RolloutRunArguments,
     },
@@ -255,6 +260,7 @@ fn run_rollout(command: RolloutCommand) -> i32 {
             files,
             intent,
             dry_run,
+            no_canary,
             run,
         } => rollout::start(rollout::StartOptions {
             fleet,
@@ -263,6 +269,7 @@ fn run_rollout(command: RolloutCommand) -> i32 {
             intents: intent.intents,
             overrides: intent.overrides,
             dry_run,
+            no_canary,
             json: run.json,
             exit_on_pause: run.exit_on_pause,
             metrics_listen: run.metrics_listen,

@@ -3,8 +3,9 @@
 //! `pause` and `promote` (through the control file), `status` (from the journal).
 //!
 //! Owns: the preflight (every location's status and hash, the running bundle, local compile,
-//! plan and guards, the wave plan, `--dry-run`), the state directory's lock and control file
-//! protocol as seen by the commands, and exit codes (see [`super`]).
+//! plan and guards, then the checks of `preflight.rs`: the wave plan and every daemon's own plan;
+//! `--dry-run`), the state directory's lock and control file protocol as seen by the commands,
+//! and exit codes (see [`super`]).
 //!
 //! Must not touch: rollout decisions (`machine.rs`), effects (`driver.rs`), argument parsing
 //! (`topoctl.rs` owns the clap definitions).
@@ -28,8 +29,9 @@ use super::journal::{
     Command, Journal, JournalError, LocationBefore, Record, Started, read_journal, unix_time,
 };
 use super::machine::{Event, LocationState, Machine, Phase};
+use super::preflight::{self, PreflightReport, Stop, WaveCheck};
 use super::progress::{Mode, Progress, RolloutMetrics};
-use super::waves::{Wave, assign_waves};
+use super::waves::Wave;
 use super::{EXIT_COMPLETED, EXIT_ERROR, EXIT_REFUSED, exit_code_of};
 use topologyd::admin::{AdminServer, Readiness};
 use topologyd::control_client::ControlClient;
@@ -51,6 +53,8 @@ pub struct StartOptions {
     pub intents: Vec<String>,
     pub overrides: Vec<String>,
     pub dry_run: bool,
+    /// A first wave that selects no location is a warning, not a refusal.
+    pub no_canary: bool,
     pub json: bool,
     pub exit_on_pause: bool,
     pub metrics_listen: Option<SocketAddr>,
@@ -125,29 +129,24 @@ fn bundle_of(files: &[PathBuf]) -> Result<SourceBundle, String> {
     Ok(SourceBundle::from_files(sources))
 }
 
-/// `GET /v1/status` of every location, concurrently.
+/// `GET /v1/status` of every location, at most `concurrency` at once: each answer (or why
+/// there is none) and how long it took.
 async fn statuses(
     clients: &BTreeMap<String, ControlClient>,
-) -> BTreeMap<String, Result<StatusView, String>> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for (name, client) in clients {
-        let name = name.clone();
-        let client = client.clone();
-        tasks.spawn(async move {
-            let answer = client
-                .status()
-                .await
-                .map_err(|error| crate::error_chain(&error));
-            (name, answer)
-        });
-    }
-    let mut answers = BTreeMap::new();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok((name, answer)) = joined {
-            answers.insert(name, answer);
-        }
-    }
-    answers
+    concurrency: usize,
+) -> BTreeMap<String, (Result<StatusView, String>, Duration)> {
+    preflight::ask_every_location(clients, concurrency, |_, client| async move {
+        client.status().await
+    })
+    .await
+    .into_iter()
+    .map(|(name, (answer, duration))| {
+        (
+            name,
+            (answer.map_err(|error| crate::error_chain(&error)), duration),
+        )
+    })
+    .collect()
 }
 
 /// Why `rollout start` ended before driving the rollout: an error (printed by [`fail`]) or an
@@ -156,6 +155,8 @@ async fn statuses(
 enum Ended {
     Error(String),
     Exit(i32),
+    /// Refused or failed before anything was applied: printed like an error, with its code.
+    Stop(Stop),
 }
 
 impl From<String> for Ended {
@@ -169,17 +170,55 @@ async fn start_async(options: StartOptions) -> i32 {
     match start_checked(options).await {
         Ok(code) | Err(Ended::Exit(code)) => code,
         Err(Ended::Error(message)) => fail(json, &message),
+        Err(Ended::Stop(stop)) => stop_with(json, &stop),
     }
 }
 
-/// `rollout start`, phase by phase: load the inputs, check the fleet (preflight), plan and
-/// guard, assign waves (and stop there with `--dry-run`), open the journal, drive.
+/// Prints why `rollout start` stopped (a `refused` event for [`EXIT_REFUSED`], an `error`
+/// event otherwise, with `--json`) and answers its code.
+fn stop_with(json: bool, stop: &Stop) -> i32 {
+    if json {
+        let event = if stop.code == EXIT_REFUSED {
+            "refused"
+        } else {
+            "error"
+        };
+        println!(
+            "{}",
+            json!({"event": event, "time": unix_time(), "message": stop.message})
+        );
+    }
+    eprintln!("topoctl: {}", stop.message);
+    stop.code
+}
+
+/// `rollout start`, phase by phase: load the inputs, check the fleet (statuses), plan and
+/// guard, check the waves, ask every daemon for its own plan (pre-flight; stop there with
+/// `--dry-run`), open the journal, drive.
 async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
     let inputs = load_inputs(&options)?;
-    let preflight = preflight(&inputs.fleet, &inputs.clients).await?;
-    let (old_bundle, old) = running_topology(&inputs.fleet, &inputs.clients, &preflight).await?;
+    let converged = check_statuses(&inputs.fleet, &inputs.clients, options.json).await?;
+    let (old_bundle, old) = running_topology(&inputs.fleet, &inputs.clients, &converged).await?;
     let fleet_plan = guard_plan(&old, &inputs.new, &inputs.intent, options.json)?;
-    let (waves, warnings) = plan_waves(&inputs.fleet, &inputs.new)?;
+    let WaveCheck { waves, warnings } =
+        preflight::check_waves(&inputs.fleet, &inputs.new, options.no_canary)
+            .map_err(Ended::Stop)?;
+    if !(options.dry_run && options.json) {
+        preflight::print_warnings(&warnings, options.json);
+    }
+    let expected: BTreeMap<String, u64> = converged
+        .before
+        .iter()
+        .map(|(name, before)| (name.clone(), before.generation))
+        .collect();
+    let everywhere = preflight::plan_everywhere(
+        &inputs.clients,
+        inputs.fleet.preflight_concurrency,
+        &inputs.new_bundle,
+        &inputs.intent,
+        &expected,
+    )
+    .await;
     if options.dry_run {
         let report = DryRun {
             fleet: &inputs.fleet,
@@ -188,15 +227,23 @@ async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
             plan: &fleet_plan,
             waves: &waves,
             warnings: &warnings,
-            before: &preflight.before,
+            before: &converged.before,
+            preflight: &everywhere,
         };
         if options.json {
             report.print_json();
         } else {
             report.print_text();
         }
-        return Ok(EXIT_COMPLETED);
+        return Ok(match everywhere.refusal() {
+            Some(stop) => {
+                eprintln!("topoctl: {}", stop.message);
+                stop.code
+            }
+            None => EXIT_COMPLETED,
+        });
     }
+    report_preflight(&everywhere, options.json)?;
     let (lock, journal) = open_state(&options.state_dir)?;
     let started = Box::new(Started {
         rollout: format!(
@@ -211,7 +258,7 @@ async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
         gates: inputs.fleet.gates.clone(),
         locations: inputs.fleet.locations.clone(),
         timeout_seconds: inputs.fleet.timeout_seconds,
-        before: preflight.before,
+        before: converged.before,
         old_bundle,
         new_bundle: inputs.new_bundle,
     });
@@ -263,18 +310,43 @@ struct Preflight {
     fleet_hash: String,
 }
 
+/// The pre-flight's outcome: its `preflight` event with `--json` (its summary on stderr
+/// otherwise), and the refusal when a location did not answer `ok`.
+fn report_preflight(report: &PreflightReport, json: bool) -> Result<(), Ended> {
+    if json {
+        report.print(true);
+    }
+    match report.refusal() {
+        Some(stop) => Err(Ended::Stop(stop)),
+        None => {
+            if !json {
+                report.print(false);
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Phase 2: every location answers and runs the same topology; nothing is applied otherwise.
-async fn preflight(
+/// Locations that do not answer are reported as the `status` stage of the pre-flight.
+async fn check_statuses(
     fleet: &Fleet,
     clients: &BTreeMap<String, ControlClient>,
-) -> Result<Preflight, String> {
-    let answers = statuses(clients).await;
-    let mut unreachable = Vec::new();
+    json: bool,
+) -> Result<Preflight, Ended> {
+    let started = Instant::now();
+    let answers = statuses(clients, fleet.preflight_concurrency).await;
+    let mut results = Vec::new();
     let mut by_hash: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut before = BTreeMap::new();
     for location in &fleet.locations {
-        match answers.get(&location.name) {
-            Some(Ok(status)) => {
+        let no_answer = Err("no answer".to_string());
+        let (answer, duration) = match answers.get(&location.name) {
+            Some((answer, duration)) => (answer, *duration),
+            None => (&no_answer, Duration::ZERO),
+        };
+        let result = match answer {
+            Ok(status) => {
                 by_hash
                     .entry(status.hash.clone())
                     .or_default()
@@ -286,27 +358,34 @@ async fn preflight(
                         runtime_guard_refusals: status.runtime_guard_refusals,
                     },
                 );
+                preflight::Answer::Ok
             }
-            Some(Err(error)) => unreachable.push(format!("{}: {error}", location.name)),
-            None => unreachable.push(format!("{}: no answer", location.name)),
-        }
+            Err(error) => preflight::Answer::Unreachable(error.clone()),
+        };
+        results.push(preflight::LocationResult {
+            location: location.name.clone(),
+            answer: result,
+            duration,
+        });
     }
-    if !unreachable.is_empty() {
-        return Err(format!(
-            "{} location(s) did not answer; nothing was applied:\n  {}",
-            unreachable.len(),
-            unreachable.join("\n  ")
-        ));
+    let report = PreflightReport {
+        stage: "status",
+        results,
+        duration: started.elapsed(),
+        concurrency: fleet.preflight_concurrency,
+    };
+    if !report.passed() {
+        report_preflight(&report, json)?;
     }
     if by_hash.len() != 1 {
         let groups: Vec<String> = by_hash
             .iter()
             .map(|(hash, locations)| format!("{hash}: {}", locations.join(", ")))
             .collect();
-        return Err(format!(
+        return Err(Ended::Error(format!(
             "the fleet is not converged (locations run different topologies); nothing was applied:\n  {}",
             groups.join("\n  ")
-        ));
+        )));
     }
     let fleet_hash = by_hash.keys().next().cloned().unwrap_or_default();
     Ok(Preflight { before, fleet_hash })
@@ -381,21 +460,6 @@ fn guard_plan(old: &Topology, new: &Topology, intent: &Intent, json: bool) -> Re
     Ok(fleet_plan)
 }
 
-/// Phase 4: the waves, with the wave planner's warnings printed.
-fn plan_waves(fleet: &Fleet, new: &Topology) -> Result<(Vec<Wave>, Vec<String>), String> {
-    let fleet_names: Vec<String> = fleet
-        .locations
-        .iter()
-        .map(|location| location.name.clone())
-        .collect();
-    let (waves, warnings) = assign_waves(&fleet.waves, &fleet.gates, &fleet_names, new.locations())
-        .map_err(|error| error.to_string())?;
-    for warning in &warnings {
-        eprintln!("topoctl: warning: {warning}");
-    }
-    Ok((waves, warnings))
-}
-
 /// `rollout start --dry-run`: every wave with its gates, locations and their deltas.
 struct DryRun<'a> {
     fleet: &'a Fleet,
@@ -405,6 +469,7 @@ struct DryRun<'a> {
     waves: &'a [Wave],
     warnings: &'a [String],
     before: &'a BTreeMap<String, LocationBefore>,
+    preflight: &'a PreflightReport,
 }
 
 impl DryRun<'_> {
@@ -436,6 +501,7 @@ impl DryRun<'_> {
                 "new_hash": self.new.hash_hex(),
                 "verdict": self.plan.verdict(),
                 "warnings": self.warnings,
+                "preflight": self.preflight.to_json(),
                 "waves": waves_json,
             }))
             .unwrap_or_default()
@@ -473,6 +539,7 @@ impl DryRun<'_> {
                 self.print_location(location);
             }
         }
+        print!("{}", self.preflight.to_text());
     }
 
     fn print_location(&self, location: &str) {
