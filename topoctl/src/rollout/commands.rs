@@ -27,6 +27,7 @@ use super::driver::{
 use super::journal::{
     Command, Journal, JournalError, LocationBefore, Record, Started, read_journal, unix_time,
 };
+use super::lease;
 use super::machine::{Event, LocationState, Machine, Phase};
 use super::progress::{Mode, Progress, RolloutMetrics};
 use super::waves::{Wave, assign_waves};
@@ -197,13 +198,24 @@ async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
         }
         return Ok(EXIT_COMPLETED);
     }
-    let (lock, journal) = open_state(&options.state_dir)?;
+    let rollout_id = format!(
+        "{}-{}",
+        unix_time() as u64,
+        inputs.new.hash_hex().get(..8).unwrap_or("")
+    );
+    // The fleet lock, before anything is journaled or applied: refused, nothing happened.
+    let claim = lease::local_claim(&rollout_id);
+    lease::acquire_fleet(&inputs.clients, &claim, inputs.fleet.lease_seconds).await?;
+    let (lock, journal) = match open_state(&options.state_dir) {
+        Ok(opened) => opened,
+        Err(message) => {
+            let names: Vec<String> = inputs.clients.keys().cloned().collect();
+            lease::release_fleet(&inputs.clients, &names, &claim).await;
+            return Err(message.into());
+        }
+    };
     let started = Box::new(Started {
-        rollout: format!(
-            "{}-{}",
-            unix_time() as u64,
-            inputs.new.hash_hex().get(..8).unwrap_or("")
-        ),
+        rollout: rollout_id,
         old_hash: old.hash_hex(),
         new_hash: inputs.new.hash_hex(),
         intent: inputs.intent_lines,
@@ -211,6 +223,7 @@ async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
         gates: inputs.fleet.gates.clone(),
         locations: inputs.fleet.locations.clone(),
         timeout_seconds: inputs.fleet.timeout_seconds,
+        lease_seconds: inputs.fleet.lease_seconds,
         before: preflight.before,
         old_bundle,
         new_bundle: inputs.new_bundle,
@@ -523,8 +536,8 @@ async fn drive_started(
     progress.record(&line, &machine, 0);
     let metrics = serve_metrics(options.metrics_listen).await?;
     let initial = machine.handle(Event::Start, 0);
-    Ok(driver::run(
-        context,
+    let run = driver::run(
+        Arc::clone(&context),
         machine,
         journal,
         initial,
@@ -533,8 +546,8 @@ async fn drive_started(
             state_dir: options.state_dir.clone(),
             exit_on_pause: options.exit_on_pause,
         },
-    )
-    .await)
+    );
+    Ok(lease::hold_while(&context, &options.state_dir, run).await)
 }
 
 /// Starts the metrics listener when asked for.
@@ -603,13 +616,23 @@ fn take_over(dir: &Path, abort: bool, flags: &RunFlags) -> i32 {
         Err(error) => return fail(json, &error.to_string()),
     };
     let code = runtime.block_on(async {
+        // Take the fleet lock again, as the same holder, before acting on anything.
+        if let Err(message) = lease::acquire_fleet(
+            &context.clients,
+            &context.lease,
+            context.started.lease_seconds,
+        )
+        .await
+        {
+            return fail(json, &message);
+        }
         let metrics = match serve_metrics(flags.metrics_listen).await {
             Ok(metrics) => metrics,
             Err(message) => return fail(json, &message),
         };
         let initial = machine.resume(0, abort);
-        driver::run(
-            context,
+        let run = driver::run(
+            Arc::clone(&context),
             machine,
             journal,
             initial,
@@ -618,8 +641,8 @@ fn take_over(dir: &Path, abort: bool, flags: &RunFlags) -> i32 {
                 state_dir: dir.to_path_buf(),
                 exit_on_pause: flags.exit_on_pause,
             },
-        )
-        .await
+        );
+        lease::hold_while(&context, dir, run).await
     });
     drop(lock);
     code
@@ -796,6 +819,12 @@ pub fn status(dir: &Path, json: bool) -> i32 {
                 "wave": wave,
                 "wave_index": machine.wave(),
                 "controller_running": running,
+                "fleet_lock": {
+                    "holder": started.rollout,
+                    "token": lease::LOCAL_TOKEN,
+                    "ttl_seconds": started.lease_seconds,
+                    "held": running && !matches!(machine.phase(), Phase::Finished(_)),
+                },
                 "waves": started.waves.iter().map(|wave| json!({"name": wave.name, "locations": wave.locations, "bake_seconds": wave.bake_seconds})).collect::<Vec<_>>(),
                 "locations": locations,
                 "gates": last_gates,
@@ -817,6 +846,17 @@ pub fn status(dir: &Path, json: bool) -> i32 {
         println!(
             "controller: {}",
             if running { "running" } else { "not running" }
+        );
+        println!(
+            "fleet lock: holder `{}` token {}, lease {} s{}",
+            started.rollout,
+            lease::LOCAL_TOKEN,
+            started.lease_seconds,
+            if running {
+                ", renewed by the running controller"
+            } else {
+                " (not renewed: no controller runs; it expires unless `resume` takes it again)"
+            }
         );
         if let Some(reason) = machine.rollback_reason() {
             println!("rollback: {reason}");

@@ -23,13 +23,14 @@ use topologyd_topology::{AnnouncedRoute, Intent, Topology, compile_owned};
 
 use super::gates::{self, GateVerdict, HealthView};
 use super::journal::{Command, Journal, Record, Started};
+use super::lease::{LOCAL_TOKEN, LockWatch, is_lease_refusal};
 use super::machine::{Effect, Event, Machine, MachinePlan, Output};
 use super::progress::{Progress, RolloutMetrics};
 use super::{EXIT_ERROR, EXIT_PAUSED, exit_code_of};
 use topologyd::control_client::{ClientError, ControlClient};
 use topologyd::state_store::SourceBundle;
 use topologyd::tls::{TlsFiles, client_config};
-use topologyd_api::StatusView;
+use topologyd_api::{LeaseClaim, StatusView};
 use topologyd_config::fleet::{FleetLocation, GateKind};
 
 /// The control file in the state directory: one JSON command per line.
@@ -54,6 +55,11 @@ pub struct Context {
     pub intent: Intent,
     pub timeout: Duration,
     pub progress: Arc<Progress>,
+    /// The fleet lock claim every apply and rollback carries: the rollout id and the fencing
+    /// token (local controller: [`LOCAL_TOKEN`]; a leader elected elsewhere sets its own).
+    pub lease: LeaseClaim,
+    /// Says when the lock is lost (a renewal or a mutation refused by the fleet lock).
+    pub lock: Arc<LockWatch>,
 }
 
 /// Turns a control-API bundle into topology sources (the daemon's own conversion).
@@ -131,7 +137,13 @@ impl Context {
         let clients = clients_for(&started.locations, timeout)?;
         let intent = Intent::from_lines(&started.intent)
             .map_err(|error| format!("the journaled intent does not parse: {error}"))?;
+        let lease = LeaseClaim {
+            holder: started.rollout.clone(),
+            token: LOCAL_TOKEN,
+        };
         Ok(Context {
+            lease,
+            lock: Arc::new(LockWatch::default()),
             started,
             clients,
             expected_new,
@@ -258,7 +270,7 @@ async fn apply(context: &Context, location: &str, expected_generation: u64) -> E
             &context.started.new_bundle,
             &context.intent,
             Some(expected_generation),
-            None,
+            Some(&context.lease),
         )
         .await;
     match answer {
@@ -266,6 +278,7 @@ async fn apply(context: &Context, location: &str, expected_generation: u64) -> E
             location: location.into(),
             generation: outcome.generation_after,
         },
+        Err(error) if is_lease_refusal(&error) => lock_lost(context, location, &error),
         Err(ClientError::Status { status: 409, .. }) => {
             settle_apply(context, location, expected_generation).await
         }
@@ -368,7 +381,11 @@ async fn rollback(
         }
     };
     match client
-        .rollback(to_generation, Some(expected_generation), None)
+        .rollback(
+            to_generation,
+            Some(expected_generation),
+            Some(&context.lease),
+        )
         .await
     {
         Ok(outcome) => {
@@ -380,6 +397,7 @@ async fn rollback(
                 verified,
             }
         }
+        Err(error) if is_lease_refusal(&error) => lock_lost(context, location, &error),
         Err(ClientError::Status { status: 409, .. }) => {
             settle_rollback(context, location, expected_generation).await
         }
@@ -395,6 +413,20 @@ async fn rollback(
             location: location.into(),
             reason: describe(&error),
         },
+    }
+}
+
+/// A mutation refused by the fleet lock: this controller no longer holds it and stops acting
+/// (the run loop pauses before anything else is done). The event is never journaled.
+fn lock_lost(context: &Context, location: &str, error: &ClientError) -> Event {
+    let reason = format!(
+        "the fleet lock was lost: {location} refused a change ({}); stopped acting at once",
+        describe(error)
+    );
+    context.lock.lose(reason.clone());
+    Event::ApplyFailed {
+        location: location.into(),
+        reason,
     }
 }
 
@@ -632,6 +664,10 @@ pub async fn run(
     let mut outputs = initial;
     let mut mutations_in_flight = 0usize;
     loop {
+        if let Some(reason) = context.lock.lost_reason() {
+            // Nothing decided since is journaled or carried out: a resume starts from here.
+            return pause_with(&context, &mut machine, &mut journal, reason, now(clock));
+        }
         for output in std::mem::take(&mut outputs) {
             match output {
                 Output::Record(record) => match journal.append(&record) {
@@ -686,6 +722,7 @@ pub async fn run(
                 outputs.extend(machine.handle(Event::Tick, now(clock)));
                 context.progress.tick(&machine, now(clock));
             }
+            reason = context.lock.lost() => return pause_with(&context, &mut machine, &mut journal, reason, now(clock)),
             _ = interrupt.recv() => return interrupted(&context, &mut machine, &mut journal, "SIGINT", now(clock)),
             _ = terminate.recv() => return interrupted(&context, &mut machine, &mut journal, "SIGTERM", now(clock)),
         }
@@ -699,9 +736,20 @@ fn interrupted(
     signal: &str,
     now: u64,
 ) -> i32 {
-    let record = Record::Paused {
-        reason: format!("interrupted by {signal}; continue with `topoctl rollout resume`"),
-    };
+    let reason = format!("interrupted by {signal}; continue with `topoctl rollout resume`");
+    pause_with(context, machine, journal, reason, now)
+}
+
+/// Journals a pause for `reason` (if the rollout is active and not paused already) and
+/// answers [`EXIT_PAUSED`].
+fn pause_with(
+    context: &Context,
+    machine: &mut Machine,
+    journal: &mut Journal,
+    reason: String,
+    now: u64,
+) -> i32 {
+    let record = Record::Paused { reason };
     let active = matches!(
         machine.phase(),
         super::machine::Phase::Applying | super::machine::Phase::Baking
