@@ -311,6 +311,10 @@ async fn preflight(
             unreachable.join("\n  ")
         ));
     }
+    lease::refuse_if_held(answers.iter().filter_map(|(location, answer)| {
+        let lease = answer.as_ref().ok()?.lease.as_ref()?;
+        Some((location.as_str(), lease))
+    }))?;
     if by_hash.len() != 1 {
         let groups: Vec<String> = by_hash
             .iter()

@@ -247,6 +247,33 @@ pub async fn keep(
     }
 }
 
+/// The preflight's look at the lock: the leases the statuses show (`location`, lease). A
+/// rollout in flight is named before anything else is checked (the authoritative check is
+/// [`acquire_fleet`]'s compare-and-swap at each daemon).
+pub fn refuse_if_held<'a>(
+    leases: impl IntoIterator<Item = (&'a str, &'a LeaseView)>,
+) -> Result<(), String> {
+    let held: Vec<String> = leases
+        .into_iter()
+        .map(|(location, lease)| {
+            format!(
+                "{location}: held by `{}` token {}, {:.1} s left",
+                lease.holder,
+                lease.token,
+                lease.remaining_ms as f64 / 1000.0
+            )
+        })
+        .collect();
+    if held.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the fleet lock is not free: another rollout holds the lease at {} location(s); nothing was applied:\n  {}\nwait for it to finish, or, if its controller is dead, for its lease to expire (`topoctl lease show`) or break it (`topoctl lease break --yes`)",
+        held.len(),
+        held.join("\n  ")
+    ))
+}
+
 /// The claim of the local controller for `rollout`.
 pub fn local_claim(rollout: &str) -> LeaseClaim {
     LeaseClaim {
@@ -294,6 +321,26 @@ pub async fn hold_while(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_preflight_names_every_lease_it_sees() {
+        assert!(refuse_if_held(std::iter::empty()).is_ok());
+        let lease = LeaseView {
+            holder: "1700000000-abcd".to_owned(),
+            token: 1,
+            ttl_seconds: 60,
+            expires_unix_ms: 1,
+            remaining_ms: 42_500,
+        };
+        let error = refuse_if_held([("ams01", &lease), ("fra01", &lease)]).unwrap_err();
+        assert!(error.contains("the fleet lock is not free"), "{error}");
+        assert!(
+            error.contains("ams01: held by `1700000000-abcd` token 1, 42.5 s left"),
+            "{error}"
+        );
+        assert!(error.contains("2 location(s)"), "{error}");
+        assert!(error.contains("topoctl lease break --yes"), "{error}");
+    }
 
     #[tokio::test]
     async fn a_lost_lock_is_seen_by_every_waiter_with_its_first_reason() {
