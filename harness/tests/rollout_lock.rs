@@ -17,6 +17,12 @@
 //!   (nothing applied anywhere, the leases it took elsewhere given back) until it expires by
 //!   itself; then the rollout proceeds. `topoctl rollout status` names the holder.
 //!
+//! - (d) A controller whose lease is taken from it mid-bake (broken and re-taken by another
+//!   holder at a location not yet changed) stops acting at once: its next renewal is refused,
+//!   it journals a pause naming the lost lock and exits 4 without applying anything more;
+//!   once the other holder lets go, `rollout abort` takes the lease again and rolls the canary
+//!   back.
+//!
 //! Afterwards no process the fleet started is left (checked through `/proc`).
 
 use std::collections::BTreeMap;
@@ -39,7 +45,7 @@ const LOCATIONS: [(&str, &[&str]); 3] = [("ams01", &["canary"]), ("fra01", &[]),
 const RESOLVER_PREFIX: &str = "1.1.1.0/24";
 /// Version `k` onboards the first `k` of these (each version a different topology, and each
 /// later one adds to every earlier one: nothing is withdrawn).
-const TIME_PREFIXES: [&str; 7] = [
+const TIME_PREFIXES: [&str; 8] = [
     "162.159.200.0/24",
     "162.159.201.0/24",
     "162.159.202.0/24",
@@ -47,6 +53,7 @@ const TIME_PREFIXES: [&str; 7] = [
     "162.159.204.0/24",
     "162.159.205.0/24",
     "162.159.206.0/24",
+    "162.159.207.0/24",
 ];
 
 /// Canary alone, then the rest; a short lease (renewed every 3 s) so that a dead controller's
@@ -431,6 +438,86 @@ fn one_rollout_at_a_time_across_the_fleet() {
     let proceeded = lock.rollout(&arguments);
     assert_eq!(proceeded.code, EXIT_COMPLETED, "{proceeded}");
     lock.assert_everywhere(&planned_hash(&rollout_events(&proceeded.stdout)), 6);
+
+    // (d) ------------------------------------------------------------------------------------
+    lock.step("d: a controller that loses the lock stops at once");
+    let before = lock.generations();
+    let arguments = lock.start_arguments(7, "rollout-d");
+    let state_d = arguments[4].clone();
+    let mut run = spawn(&arguments);
+    check(
+        run.wait_event("the canary bake", ROLLOUT_TIMEOUT, |event| {
+            event_name(event) == "baking" && event_field(event, "wave") == "canary"
+        }),
+        "rollout d",
+    );
+    let holder = rollout_id(&run.events());
+    let pushes_at_bake = lock.applied_pushes();
+    // Another holder takes iad01's lease (retried: the keeper may renew in between).
+    let mut taken = false;
+    for _ in 0..5 {
+        assert_eq!(
+            lock.lease("iad01", "break", &["--yes"]).code,
+            EXIT_COMPLETED
+        );
+        let intruder = lock.lease("iad01", "acquire", &["--holder", "intruder", "--ttl", "60"]);
+        if intruder.code == EXIT_COMPLETED {
+            taken = true;
+            break;
+        }
+    }
+    assert!(taken, "could not take iad01's lease from {holder}");
+    let stopped = check(run.wait(ROLLOUT_TIMEOUT), "rollout d");
+    assert_eq!(stopped.code, Some(4), "{stopped}\n{}", lock.fleet.report());
+    let paused = rollout_events(&stopped.stdout)
+        .into_iter()
+        .rfind(|event| event_name(event) == "paused")
+        .map(|event| event_field(&event, "reason").to_owned())
+        .unwrap_or_default();
+    assert!(paused.contains("the fleet lock was lost"), "{stopped}");
+    assert!(
+        paused.contains("intruder"),
+        "the reason names the new holder: {paused}"
+    );
+    assert_eq!(
+        lock.applied_pushes(),
+        pushes_at_bake,
+        "applied after losing the lock"
+    );
+    let stopped_at = lock.generations();
+    for name in ["fra01", "iad01"] {
+        assert_eq!(stopped_at[name], before[name], "{name} changed");
+    }
+    assert_ne!(
+        stopped_at["ams01"], before["ams01"],
+        "the canary was applied"
+    );
+    let released = lock.lease(
+        "iad01",
+        "release",
+        &["--holder", "intruder", "--token", "1"],
+    );
+    assert_eq!(released.code, EXIT_COMPLETED, "{released}");
+    let aborted = lock.rollout(&[
+        "abort".into(),
+        "--state-dir".into(),
+        state_d,
+        "--json".into(),
+    ]);
+    assert_eq!(aborted.code, Some(4), "{aborted}\n{}", lock.fleet.report());
+    assert_eq!(
+        rollout_events(&aborted.stdout).last().map(event_name),
+        Some("aborted"),
+        "{aborted}"
+    );
+    let after = lock.generations();
+    assert_eq!(after["ams01"].hash, before["ams01"].hash, "{after:?}");
+    assert_eq!(
+        after["ams01"].number,
+        before["ams01"].number + 2,
+        "{after:?}"
+    );
+    lock.wait_no_lease(Duration::from_secs(5));
 
     eprintln!("==== [+{:.1?}] done", lock.test_started.elapsed());
     drop(lock);
