@@ -330,10 +330,15 @@ fn one_rollout_at_a_time_across_the_fleet() {
         let borrowed: Vec<&str> = arguments.iter().map(String::as_str).collect();
         check(lock.fleet.spawn_rollout(&borrowed), "starting a rollout")
     };
+    let started_at = Instant::now();
     let mut first = spawn(&first_arguments);
     let mut second = spawn(&second_arguments);
     let first_output = check(first.wait(ROLLOUT_TIMEOUT), "rollout a1");
     let second_output = check(second.wait(ROLLOUT_TIMEOUT), "rollout a2");
+    eprintln!(
+        "[a] both rollouts ended {:.1?} after they were started",
+        started_at.elapsed()
+    );
     let (winner, loser, loser_arguments) = match (first_output.code, second_output.code) {
         (EXIT_COMPLETED, EXIT_ERROR) => (first_output, second_output, second_arguments),
         (EXIT_ERROR, EXIT_COMPLETED) => (second_output, first_output, first_arguments),
@@ -467,7 +472,13 @@ fn one_rollout_at_a_time_across_the_fleet() {
         }
     }
     assert!(taken, "could not take iad01's lease from {holder}");
+    let taken_at = Instant::now();
     let stopped = check(run.wait(ROLLOUT_TIMEOUT), "rollout d");
+    eprintln!(
+        "[d] the controller stopped {:.1?} after its lease was taken (renewal every {} s)",
+        taken_at.elapsed(),
+        LEASE_SECONDS / 3
+    );
     assert_eq!(stopped.code, Some(4), "{stopped}\n{}", lock.fleet.report());
     let paused = rollout_events(&stopped.stdout)
         .into_iter()
