@@ -278,7 +278,13 @@ async fn apply(context: &Context, location: &str, expected_generation: u64) -> E
             location: location.into(),
             generation: outcome.generation_after,
         },
-        Err(error) if is_lease_refusal(&error) => lock_lost(context, location, &error),
+        Err(error) if is_lease_refusal(&error) => {
+            let reason = lock_lost(context, location, &error);
+            Event::ApplyFailed {
+                location: location.into(),
+                reason,
+            }
+        }
         Err(ClientError::Status { status: 409, .. }) => {
             settle_apply(context, location, expected_generation).await
         }
@@ -397,7 +403,13 @@ async fn rollback(
                 verified,
             }
         }
-        Err(error) if is_lease_refusal(&error) => lock_lost(context, location, &error),
+        Err(error) if is_lease_refusal(&error) => {
+            let reason = lock_lost(context, location, &error);
+            Event::RollbackFailed {
+                location: location.into(),
+                reason,
+            }
+        }
         Err(ClientError::Status { status: 409, .. }) => {
             settle_rollback(context, location, expected_generation).await
         }
@@ -417,17 +429,15 @@ async fn rollback(
 }
 
 /// A mutation refused by the fleet lock: this controller no longer holds it and stops acting
-/// (the run loop pauses before anything else is done). The event is never journaled.
-fn lock_lost(context: &Context, location: &str, error: &ClientError) -> Event {
+/// (the run loop pauses before anything else is done; the failure it answers is never
+/// journaled). Answers the reason.
+fn lock_lost(context: &Context, location: &str, error: &ClientError) -> String {
     let reason = format!(
         "the fleet lock was lost: {location} refused a change ({}); stopped acting at once",
         describe(error)
     );
     context.lock.lose(reason.clone());
-    Event::ApplyFailed {
-        location: location.into(),
-        reason,
-    }
+    reason
 }
 
 /// `GET /v1/health`; a daemon without the endpoint (404) reports everything announced.
