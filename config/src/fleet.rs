@@ -20,6 +20,12 @@ use toml::Spanned;
 pub const DEFAULT_SERVER_NAME: &str = "localhost";
 /// Default time limit of one control-API call, in seconds.
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
+/// `[defaults] lease_seconds`: how long the fleet lock's lease lasts at each daemon unless
+/// renewed (the controller renews it every third of that).
+pub const DEFAULT_LEASE_SECONDS: u64 = 60;
+/// The bounds of `lease_seconds` (the daemons accept 1 to 3600; the controller renews every
+/// third, so at least 3).
+pub const LEASE_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 3..=3600;
 /// Default bake time of a wave, in seconds.
 pub const DEFAULT_BAKE_SECONDS: u64 = 60;
 /// Default gate evaluation period, in milliseconds.
@@ -155,6 +161,8 @@ pub struct Fleet {
     /// The fleet file itself, so that later checks (wave selectors against the topology)
     /// report at `file:line:column`.
     pub source: Source,
+    /// The fleet lock's lease time to live, in seconds.
+    pub lease_seconds: u64,
 }
 
 impl Fleet {
@@ -200,6 +208,7 @@ struct RawDefaults {
     stall_seconds: Option<Spanned<u64>>,
     on_stall: Option<Spanned<String>>,
     preflight_concurrency: Option<Spanned<i64>>,
+    lease_seconds: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -331,6 +340,25 @@ fn convert(raw: RawFleet, source: &Source, base: &Path, collector: &mut Collecto
         Some(timeout) => *timeout.get_ref(),
         None => DEFAULT_TIMEOUT_SECONDS,
     };
+    let lease_seconds = match &defaults.lease_seconds {
+        Some(lease) if !LEASE_SECONDS_RANGE.contains(lease.get_ref()) => {
+            collector.error(
+                Some(span_of(lease)),
+                format!(
+                    "lease_seconds {} is outside {}..={}",
+                    lease.get_ref(),
+                    LEASE_SECONDS_RANGE.start(),
+                    LEASE_SECONDS_RANGE.end()
+                ),
+                Some(format!(
+                    "how long the fleet lock survives a dead controller, renewed every third; the default is {DEFAULT_LEASE_SECONDS}"
+                )),
+            );
+            DEFAULT_LEASE_SECONDS
+        }
+        Some(lease) => *lease.get_ref(),
+        None => DEFAULT_LEASE_SECONDS,
+    };
     let locations = convert_locations(&raw.location, &defaults, base, collector);
     let stall = (
         stall_seconds(&defaults.stall_seconds, DEFAULT_STALL_SECONDS, collector),
@@ -345,6 +373,7 @@ fn convert(raw: RawFleet, source: &Source, base: &Path, collector: &mut Collecto
         timeout_seconds,
         preflight_concurrency: preflight_concurrency(&defaults, collector),
         source: source.clone(),
+        lease_seconds,
     }
 }
 
@@ -937,6 +966,26 @@ min = 1
         assert!(fleet.gates[1].applies_to("canary-2", "canary"));
         assert!(!fleet.gates[1].applies_to("rest", "rest"));
         assert_eq!(fleet.timeout_seconds, DEFAULT_TIMEOUT_SECONDS);
+        assert_eq!(fleet.lease_seconds, DEFAULT_LEASE_SECONDS);
+    }
+
+    #[test]
+    fn lease_seconds_is_bounded() {
+        let fleet = |lease: &str| {
+            format!(
+                "[defaults]\nlease_seconds = {lease}\n[[location]]\nname = \"a\"\ncontrol = \"127.0.0.1:1\"\nca = \"c\"\ncertificate = \"c\"\nprivate_key = \"k\"\n[[wave]]\nname = \"w\"\n"
+            )
+        };
+        assert_eq!(parse(&fleet("5")).unwrap().lease_seconds, 5);
+        for bad in ["2", "3601"] {
+            let error = parse(&fleet(bad)).unwrap_err();
+            assert!(
+                error.contains(&format!(
+                    "fleet.toml:2:17: error: lease_seconds {bad} is outside 3..=3600"
+                )),
+                "{error}"
+            );
+        }
     }
 
     #[test]

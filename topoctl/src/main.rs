@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use serde_json::{Value, json};
 use topoctl::error_chain;
+use topoctl::lease_command::{LeaseCommand, parse_claim};
 use topoctl::rollout::commands as rollout;
 use topoctl::rollout::journal::Command as RolloutControl;
 use topologyd::control_client::{ClientError, ControlClient};
@@ -108,6 +109,9 @@ enum Command {
         /// Apply only if the daemon runs this generation (compare-and-swap).
         #[arg(long)]
         expect_generation: Option<u64>,
+        /// Act under the fleet lock's lease of HOLDER with fencing TOKEN.
+        #[arg(long, value_name = "HOLDER:TOKEN")]
+        lease: Option<String>,
         /// Ask the daemon for the plan and verdict; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -122,6 +126,9 @@ enum Command {
         generation: u64,
         #[arg(long)]
         expect_generation: Option<u64>,
+        /// Act under the fleet lock's lease of HOLDER with fencing TOKEN.
+        #[arg(long, value_name = "HOLDER:TOKEN")]
+        lease: Option<String>,
     },
     /// The daemon's generation, peers and route counts.
     Status {
@@ -159,6 +166,9 @@ enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// The fleet lock's lease at a daemon: who holds it; break it (docs/rollouts.md).
+    #[command(subcommand)]
+    Lease(LeaseCommand<DaemonArguments>),
     /// Deploy a topology change to a fleet in gated canary waves (docs/rollouts.md).
     #[command(
         subcommand,
@@ -169,6 +179,23 @@ enum Command {
     )]
     Rollout(RolloutCommand),
 }
+
+fn run_lease(command: LeaseCommand<DaemonArguments>) -> Result<i32, Stop> {
+    let daemon = command.daemon();
+    let request = command.request().map_err(Stop::Usage)?;
+    ask_daemon(daemon, |client| async move {
+        topoctl::lease_command::run(&client, request)
+            .await
+            .map(Printed)
+    })
+}
+
+/// A JSON answer printed as it is.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Printed(Value);
+
+impl Shown for Printed {}
 
 #[derive(Subcommand, Debug)]
 enum RolloutCommand {
@@ -456,6 +483,7 @@ fn report_diagnostics(diagnostics: &Diagnostics, json: bool) {
 fn run(command: Command) -> Result<i32, Stop> {
     match command {
         Command::Rollout(command) => Ok(run_rollout(command)),
+        Command::Lease(command) => run_lease(command),
         Command::Check { files, vrps, json } => check(&files, vrps.as_deref(), json),
         Command::Compile {
             location,
@@ -479,16 +507,30 @@ fn run(command: Command) -> Result<i32, Stop> {
             files,
             intent,
             expect_generation,
+            lease,
             dry_run,
             json,
-        } => push(&daemon, &files, &intent, expect_generation, dry_run, json),
+        } => {
+            let lease = lease.as_deref().map(parse_claim).transpose()?;
+            let apply = Apply {
+                expect_generation,
+                lease,
+            };
+            push(&daemon, &files, &intent, &apply, dry_run, json)
+        }
         Command::Rollback {
             daemon,
             generation,
             expect_generation,
-        } => ask_daemon(&daemon, |client| async move {
-            client.rollback(generation, expect_generation, None).await
-        }),
+            lease,
+        } => {
+            let lease = lease.as_deref().map(parse_claim).transpose()?;
+            ask_daemon(&daemon, |client| async move {
+                client
+                    .rollback(generation, expect_generation, lease.as_ref())
+                    .await
+            })
+        }
         Command::Status { daemon } => {
             ask_daemon(&daemon, |client| async move { client.status().await })
         }
@@ -739,11 +781,18 @@ fn explain(address: IpAddr, files: &[PathBuf], json: bool) -> Result<i32, Stop> 
 
 /// `topoctl push`: apply topology files on a running daemon, or with `--dry-run` ask for its
 /// plan and verdict.
+/// What an apply is conditioned on: the generation it was planned against, the lease it
+/// acts under.
+struct Apply {
+    expect_generation: Option<u64>,
+    lease: Option<topologyd_api::LeaseClaim>,
+}
+
 fn push(
     daemon: &DaemonArguments,
     files: &[PathBuf],
     intent: &IntentArguments,
-    expect_generation: Option<u64>,
+    apply: &Apply,
     dry_run: bool,
     json: bool,
 ) -> Result<i32, Stop> {
@@ -755,7 +804,12 @@ fn push(
         let answer = runtime.block_on(client.plan(&bundle, &intent));
         return Ok(print_answer(answer, json, true));
     }
-    let answer = runtime.block_on(client.apply(&bundle, &intent, expect_generation, None));
+    let answer = runtime.block_on(client.apply(
+        &bundle,
+        &intent,
+        apply.expect_generation,
+        apply.lease.as_ref(),
+    ));
     Ok(print_answer(answer, json, false))
 }
 

@@ -28,6 +28,7 @@ use super::driver::{
 use super::journal::{
     Command, Journal, JournalError, LocationBefore, Record, Started, read_journal, unix_time,
 };
+use super::lease;
 use super::machine::{Event, LocationState, Machine, Phase};
 use super::preflight::{self, PreflightReport, Stop, WaveCheck};
 use super::progress::{Mode, Progress, RolloutMetrics};
@@ -244,13 +245,24 @@ async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
         });
     }
     report_preflight(&everywhere, options.json)?;
-    let (lock, journal) = open_state(&options.state_dir)?;
+    let rollout_id = format!(
+        "{}-{}",
+        unix_time() as u64,
+        inputs.new.hash_hex().get(..8).unwrap_or("")
+    );
+    // The fleet lock, before anything is journaled or applied: refused, nothing happened.
+    let claim = lease::local_claim(&rollout_id);
+    lease::acquire_fleet(&inputs.clients, &claim, inputs.fleet.lease_seconds).await?;
+    let (lock, journal) = match open_state(&options.state_dir) {
+        Ok(opened) => opened,
+        Err(message) => {
+            let names: Vec<String> = inputs.clients.keys().cloned().collect();
+            lease::release_fleet(&inputs.clients, &names, &claim).await;
+            return Err(message.into());
+        }
+    };
     let started = Box::new(Started {
-        rollout: format!(
-            "{}-{}",
-            unix_time() as u64,
-            inputs.new.hash_hex().get(..8).unwrap_or("")
-        ),
+        rollout: rollout_id,
         old_hash: old.hash_hex(),
         new_hash: inputs.new.hash_hex(),
         intent: inputs.intent_lines,
@@ -258,6 +270,7 @@ async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
         gates: inputs.fleet.gates.clone(),
         locations: inputs.fleet.locations.clone(),
         timeout_seconds: inputs.fleet.timeout_seconds,
+        lease_seconds: inputs.fleet.lease_seconds,
         before: converged.before,
         old_bundle,
         new_bundle: inputs.new_bundle,
@@ -377,6 +390,10 @@ async fn check_statuses(
     if !report.passed() {
         report_preflight(&report, json)?;
     }
+    lease::refuse_if_held(answers.iter().filter_map(|(location, answer)| {
+        let lease = answer.0.as_ref().ok()?.lease.as_ref()?;
+        Some((location.as_str(), lease))
+    }))?;
     if by_hash.len() != 1 {
         let groups: Vec<String> = by_hash
             .iter()
@@ -590,8 +607,8 @@ async fn drive_started(
     progress.record(&line, &machine, 0);
     let metrics = serve_metrics(options.metrics_listen).await?;
     let initial = machine.handle(Event::Start, 0);
-    Ok(driver::run(
-        context,
+    let run = driver::run(
+        Arc::clone(&context),
         machine,
         journal,
         initial,
@@ -600,8 +617,8 @@ async fn drive_started(
             state_dir: options.state_dir.clone(),
             exit_on_pause: options.exit_on_pause,
         },
-    )
-    .await)
+    );
+    Ok(lease::hold_while(&context, &options.state_dir, run).await)
 }
 
 /// Starts the metrics listener when asked for.
@@ -675,13 +692,23 @@ fn take_over(dir: &Path, abort: bool, flags: &RunFlags) -> i32 {
         Err(error) => return fail(json, &error.to_string()),
     };
     let code = runtime.block_on(async {
+        // Take the fleet lock again, as the same holder, before acting on anything.
+        if let Err(message) = lease::acquire_fleet(
+            &context.clients,
+            &context.lease,
+            context.started.lease_seconds,
+        )
+        .await
+        {
+            return fail(json, &message);
+        }
         let metrics = match serve_metrics(flags.metrics_listen).await {
             Ok(metrics) => metrics,
             Err(message) => return fail(json, &message),
         };
         let initial = machine.resume(0, abort);
-        driver::run(
-            context,
+        let run = driver::run(
+            Arc::clone(&context),
             machine,
             journal,
             initial,
@@ -690,8 +717,8 @@ fn take_over(dir: &Path, abort: bool, flags: &RunFlags) -> i32 {
                 state_dir: dir.to_path_buf(),
                 exit_on_pause: flags.exit_on_pause,
             },
-        )
-        .await
+        );
+        lease::hold_while(&context, dir, run).await
     });
     drop(lock);
     code
@@ -870,6 +897,12 @@ pub fn status(dir: &Path, json: bool) -> i32 {
                 "wave": wave,
                 "wave_index": machine.wave(),
                 "controller_running": running,
+                "fleet_lock": {
+                    "holder": started.rollout,
+                    "token": lease::LOCAL_TOKEN,
+                    "ttl_seconds": started.lease_seconds,
+                    "held": running && !matches!(machine.phase(), Phase::Finished(_)),
+                },
                 "waves": started.waves.iter().map(|wave| json!({"name": wave.name, "locations": wave.locations, "bake_seconds": wave.bake_seconds})).collect::<Vec<_>>(),
                 "locations": locations,
                 "gates": last_gates,
@@ -891,6 +924,17 @@ pub fn status(dir: &Path, json: bool) -> i32 {
         println!(
             "controller: {}",
             if running { "running" } else { "not running" }
+        );
+        println!(
+            "fleet lock: holder `{}` token {}, lease {} s{}",
+            started.rollout,
+            lease::LOCAL_TOKEN,
+            started.lease_seconds,
+            if running {
+                ", renewed by the running controller"
+            } else {
+                " (not renewed: no controller runs; it expires unless `resume` takes it again)"
+            }
         );
         if let Some(reason) = machine.rollback_reason() {
             println!("rollback: {reason}");

@@ -32,6 +32,10 @@ pub struct LocationBefore {
     pub runtime_guard_refusals: u64,
 }
 
+fn default_lease_seconds() -> u64 {
+    topologyd_config::fleet::DEFAULT_LEASE_SECONDS
+}
+
 /// Everything a resumed controller needs: the plan, the fleet and both bundles.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Started {
@@ -44,6 +48,10 @@ pub struct Started {
     pub gates: Vec<GateSpec>,
     pub locations: Vec<FleetLocation>,
     pub timeout_seconds: u64,
+    /// The fleet lock's lease time to live (`[defaults] lease_seconds`); a journal written
+    /// before the lock existed reads the default.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
     pub before: BTreeMap<String, LocationBefore>,
     pub old_bundle: SourceBundle,
     pub new_bundle: SourceBundle,

@@ -23,6 +23,7 @@ pub mod commands;
 pub mod driver;
 pub mod gates;
 pub mod journal;
+pub mod lease;
 pub mod machine;
 pub mod preflight;
 pub mod progress;
