@@ -20,6 +20,12 @@ use toml::Spanned;
 pub const DEFAULT_SERVER_NAME: &str = "localhost";
 /// Default time limit of one control-API call, in seconds.
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
+/// `[defaults] lease_seconds`: how long the fleet lock's lease lasts at each daemon unless
+/// renewed (the controller renews it every third of that).
+pub const DEFAULT_LEASE_SECONDS: u64 = 60;
+/// The bounds of `lease_seconds` (the daemons accept 1 to 3600; the controller renews every
+/// third, so at least 3).
+pub const LEASE_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 3..=3600;
 /// Default bake time of a wave, in seconds.
 pub const DEFAULT_BAKE_SECONDS: u64 = 60;
 /// Default gate evaluation period, in milliseconds.
@@ -55,6 +61,10 @@ impl OnStall {
         }
     }
 }
+/// Default number of daemons asked for their plan at once in the pre-flight.
+pub const DEFAULT_PREFLIGHT_CONCURRENCY: usize = 32;
+/// Most daemons asked at once in the pre-flight (each holds a TLS connection).
+pub const MAXIMUM_PREFLIGHT_CONCURRENCY: usize = 1024;
 
 /// Client TLS files for one location.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +89,8 @@ pub struct WaveSpec {
     pub name: String,
     /// `None`: every location still unassigned.
     pub select: Option<Selector>,
+    /// Where the selector's expression is in the fleet file (for errors about what it selects).
+    pub select_span: Option<Span>,
     /// Fraction of the candidates taken, rounded up.
     pub share: f64,
     pub bake_seconds: u64,
@@ -144,6 +156,13 @@ pub struct Fleet {
     pub waves: Vec<WaveSpec>,
     pub gates: Vec<GateSpec>,
     pub timeout_seconds: u64,
+    /// How many daemons the pre-flight asks for their plan at once.
+    pub preflight_concurrency: usize,
+    /// The fleet file itself, so that later checks (wave selectors against the topology)
+    /// report at `file:line:column`.
+    pub source: Source,
+    /// The fleet lock's lease time to live, in seconds.
+    pub lease_seconds: u64,
 }
 
 impl Fleet {
@@ -188,6 +207,8 @@ struct RawDefaults {
     timeout_seconds: Option<Spanned<u64>>,
     stall_seconds: Option<Spanned<u64>>,
     on_stall: Option<Spanned<String>>,
+    preflight_concurrency: Option<Spanned<i64>>,
+    lease_seconds: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -266,7 +287,7 @@ pub fn parse_fleet(source: &Source, base: &Path) -> Result<Fleet, Diagnostics> {
             return Err(collector.finish(&sources));
         }
     };
-    let fleet = convert(raw, &source.text, base, &mut collector);
+    let fleet = convert(raw, source, base, &mut collector);
     if collector.has_errors() {
         return Err(collector.finish(&sources));
     }
@@ -304,7 +325,8 @@ fn check_name(
     }
 }
 
-fn convert(raw: RawFleet, text: &str, base: &Path, collector: &mut Collector) -> Fleet {
+fn convert(raw: RawFleet, source: &Source, base: &Path, collector: &mut Collector) -> Fleet {
+    let text = source.text.as_str();
     let defaults = raw.defaults.unwrap_or_default();
     let timeout_seconds = match &defaults.timeout_seconds {
         Some(timeout) if *timeout.get_ref() == 0 => {
@@ -318,6 +340,25 @@ fn convert(raw: RawFleet, text: &str, base: &Path, collector: &mut Collector) ->
         Some(timeout) => *timeout.get_ref(),
         None => DEFAULT_TIMEOUT_SECONDS,
     };
+    let lease_seconds = match &defaults.lease_seconds {
+        Some(lease) if !LEASE_SECONDS_RANGE.contains(lease.get_ref()) => {
+            collector.error(
+                Some(span_of(lease)),
+                format!(
+                    "lease_seconds {} is outside {}..={}",
+                    lease.get_ref(),
+                    LEASE_SECONDS_RANGE.start(),
+                    LEASE_SECONDS_RANGE.end()
+                ),
+                Some(format!(
+                    "how long the fleet lock survives a dead controller, renewed every third; the default is {DEFAULT_LEASE_SECONDS}"
+                )),
+            );
+            DEFAULT_LEASE_SECONDS
+        }
+        Some(lease) => *lease.get_ref(),
+        None => DEFAULT_LEASE_SECONDS,
+    };
     let locations = convert_locations(&raw.location, &defaults, base, collector);
     let stall = (
         stall_seconds(&defaults.stall_seconds, DEFAULT_STALL_SECONDS, collector),
@@ -330,6 +371,32 @@ fn convert(raw: RawFleet, text: &str, base: &Path, collector: &mut Collector) ->
         waves,
         gates,
         timeout_seconds,
+        preflight_concurrency: preflight_concurrency(&defaults, collector),
+        source: source.clone(),
+        lease_seconds,
+    }
+}
+
+/// `[defaults] preflight_concurrency`: 1 to [`MAXIMUM_PREFLIGHT_CONCURRENCY`].
+fn preflight_concurrency(defaults: &RawDefaults, collector: &mut Collector) -> usize {
+    let Some(value) = &defaults.preflight_concurrency else {
+        return DEFAULT_PREFLIGHT_CONCURRENCY;
+    };
+    match usize::try_from(*value.get_ref()) {
+        Ok(count) if (1..=MAXIMUM_PREFLIGHT_CONCURRENCY).contains(&count) => count,
+        _ => {
+            collector.error(
+                Some(span_of(value)),
+                format!(
+                    "preflight_concurrency {} is outside 1..={MAXIMUM_PREFLIGHT_CONCURRENCY}",
+                    value.get_ref()
+                ),
+                Some(format!(
+                    "how many daemons the pre-flight asks at once; remove it for {DEFAULT_PREFLIGHT_CONCURRENCY}"
+                )),
+            );
+            DEFAULT_PREFLIGHT_CONCURRENCY
+        }
     }
 }
 
@@ -499,6 +566,15 @@ fn convert_waves(
     let mut waves = Vec::with_capacity(raw.len());
     for wave in raw {
         check_name(&wave.name, "wave", &mut seen, collector);
+        let select_span = wave.select.as_ref().map(|select| {
+            inside_string(
+                text,
+                span_of(select),
+                select.get_ref(),
+                0,
+                select.get_ref().len(),
+            )
+        });
         let select = wave.select.as_ref().and_then(|select| {
             let literal = span_of(select);
             match parse_selector(select.get_ref(), &|offset, length| {
@@ -552,6 +628,7 @@ fn convert_waves(
         waves.push(WaveSpec {
             name: wave.name.get_ref().clone(),
             select,
+            select_span,
             share,
             bake_seconds: wave
                 .bake_seconds
@@ -889,6 +966,26 @@ min = 1
         assert!(fleet.gates[1].applies_to("canary-2", "canary"));
         assert!(!fleet.gates[1].applies_to("rest", "rest"));
         assert_eq!(fleet.timeout_seconds, DEFAULT_TIMEOUT_SECONDS);
+        assert_eq!(fleet.lease_seconds, DEFAULT_LEASE_SECONDS);
+    }
+
+    #[test]
+    fn lease_seconds_is_bounded() {
+        let fleet = |lease: &str| {
+            format!(
+                "[defaults]\nlease_seconds = {lease}\n[[location]]\nname = \"a\"\ncontrol = \"127.0.0.1:1\"\nca = \"c\"\ncertificate = \"c\"\nprivate_key = \"k\"\n[[wave]]\nname = \"w\"\n"
+            )
+        };
+        assert_eq!(parse(&fleet("5")).unwrap().lease_seconds, 5);
+        for bad in ["2", "3601"] {
+            let error = parse(&fleet(bad)).unwrap_err();
+            assert!(
+                error.contains(&format!(
+                    "fleet.toml:2:17: error: lease_seconds {bad} is outside 3..=3600"
+                )),
+                "{error}"
+            );
+        }
     }
 
     #[test]
@@ -1026,6 +1123,38 @@ kind = "magic"
                 "missing {expected:?} in:\n{error}"
             );
         }
+    }
+
+    #[test]
+    fn preflight_concurrency_defaults_and_is_bounded() {
+        assert_eq!(
+            parse(GOOD).unwrap().preflight_concurrency,
+            DEFAULT_PREFLIGHT_CONCURRENCY
+        );
+        let text = GOOD.replace("[defaults]\n", "[defaults]\npreflight_concurrency = 4\n");
+        assert_eq!(parse(&text).unwrap().preflight_concurrency, 4);
+        for bad in ["0", "-3", "100000"] {
+            let text = GOOD.replace(
+                "[defaults]\n",
+                &format!("[defaults]\npreflight_concurrency = {bad}\n"),
+            );
+            let error = parse(&text).unwrap_err();
+            assert!(
+                error.contains(&format!(
+                    "fleet.toml:3:25: error: preflight_concurrency {bad} is outside 1..=1024"
+                )),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_selector_span_covers_the_expression_inside_the_quotes() {
+        let fleet = parse(GOOD).unwrap();
+        let span = fleet.waves[0].select_span.unwrap();
+        let text = &fleet.source.text[span.start as usize..span.end as usize];
+        assert_eq!(text, "state = 'test' or tag:canary");
+        assert_eq!(fleet.waves[1].select_span, None);
     }
 
     #[test]

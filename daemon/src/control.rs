@@ -9,7 +9,8 @@
 //! carries requests and maps engine error kinds to statuses), engine state, BGP.
 //!
 //! Endpoints: `POST /v1/plan`, `POST /v1/apply`, `POST /v1/rollback`, `GET /v1/status`,
-//! `GET /v1/routes[?peer=NAME]`, `GET /v1/health`, `POST /v1/drain`, `GET /v1/topology`.
+//! `GET /v1/routes[?peer=NAME]`, `GET /v1/health`, `POST /v1/drain`, `GET /v1/topology`,
+//! `POST /v1/lease` (the fleet lock; admin only, audited like a mutation).
 //!
 //! Authentication happens in the TLS handshake: the server config requires a client
 //! certificate chaining to the client CA, so a client without one never reaches a handler.
@@ -384,6 +385,7 @@ enum Endpoint {
     Health,
     Drain,
     Topology,
+    Lease,
 }
 
 impl Endpoint {
@@ -397,12 +399,16 @@ impl Endpoint {
             "/v1/health" => (Endpoint::Health, Method::GET),
             "/v1/drain" => (Endpoint::Drain, Method::POST),
             "/v1/topology" => (Endpoint::Topology, Method::GET),
+            "/v1/lease" => (Endpoint::Lease, Method::POST),
             _ => return None,
         })
     }
 
     fn mutates(self) -> bool {
-        matches!(self, Endpoint::Apply | Endpoint::Rollback | Endpoint::Drain)
+        matches!(
+            self,
+            Endpoint::Apply | Endpoint::Rollback | Endpoint::Drain | Endpoint::Lease
+        )
     }
 }
 

@@ -35,7 +35,8 @@
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use topologyd_api::{
-    DrainView, ErrorDetail, HealthView, Intent, PlanView, RoutesView, StatusView, TopologyView,
+    DrainView, ErrorDetail, HealthView, Intent, LeaseClaim, LeaseRequest, LeaseView, PlanView,
+    RoutesView, StatusView, TopologyView,
 };
 
 pub use crate::audit::WriteAhead;
@@ -65,6 +66,8 @@ pub enum EngineCommand {
         intent: Intent,
         /// Compare-and-swap: apply only if this is the running generation (`None`: don't check).
         expected_generation: Option<u64>,
+        /// The fleet lock claim of whoever acts, checked in the same step as the swap.
+        lease: Option<LeaseClaim>,
         /// The pusher's identity from its client certificate.
         who: String,
         /// The audit record to write (and fsync) before the change takes effect; `None` when
@@ -79,6 +82,8 @@ pub enum EngineCommand {
         generation: u64,
         /// Compare-and-swap, as for apply.
         expected_generation: Option<u64>,
+        /// The fleet lock claim, as for apply.
+        lease: Option<LeaseClaim>,
         /// The requester's identity.
         who: String,
         /// As for apply.
@@ -120,6 +125,15 @@ pub enum EngineCommand {
         /// The health document.
         reply: Reply<HealthView>,
     },
+    /// Acquire, release or break the fleet lock's lease; persisted before it takes effect.
+    Lease {
+        /// What is asked.
+        request: LeaseRequest,
+        /// The requester's identity (for the log).
+        who: String,
+        /// The lease held afterwards, and one line saying what changed (for the audit log).
+        reply: Reply<(Option<LeaseView>, String)>,
+    },
     /// The running generation's sources, as `Apply` takes them (for rollout controllers).
     Topology {
         /// `{generation, hash, bundle}`.
@@ -147,6 +161,12 @@ pub enum EngineErrorKind {
     TooLarge,
     /// The compiles in flight use the compile memory budget; retry later (503).
     Busy,
+    /// Another holder's fleet lock lease is live here, or the request claims none (409).
+    LeaseHeld,
+    /// The claim's fencing token is below the highest seen for its holder (409).
+    StaleToken,
+    /// The claim names a lease not held here: the holder must acquire it again (409).
+    LeaseNotHeld,
 }
 
 impl EngineErrorKind {
@@ -161,6 +181,9 @@ impl EngineErrorKind {
             EngineErrorKind::NoSpace => 507,
             EngineErrorKind::TooLarge => 413,
             EngineErrorKind::Busy => 503,
+            EngineErrorKind::LeaseHeld
+            | EngineErrorKind::StaleToken
+            | EngineErrorKind::LeaseNotHeld => 409,
         }
     }
 }
@@ -218,10 +241,16 @@ mod tests {
             EngineErrorKind::NoSpace,
             EngineErrorKind::TooLarge,
             EngineErrorKind::Busy,
+            EngineErrorKind::LeaseHeld,
+            EngineErrorKind::StaleToken,
+            EngineErrorKind::LeaseNotHeld,
         ]
         .into_iter()
         .map(EngineErrorKind::http_status)
         .collect();
-        assert_eq!(statuses, vec![400, 422, 409, 404, 500, 507, 413, 503]);
+        assert_eq!(
+            statuses,
+            vec![400, 422, 409, 404, 500, 507, 413, 503, 409, 409, 409]
+        );
     }
 }

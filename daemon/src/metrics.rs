@@ -115,6 +115,10 @@ pub const PROBE_ROUNDS: &str = "topologyd_probe_rounds";
 /// Help for [`PROBE_ROUNDS`].
 pub const PROBE_ROUNDS_HELP: &str = "Health-check rounds of the service, by outcome: pass, fail (a check failed), error (a check could not run)";
 
+/// `topologyd_lease_held`: 1 while a rollout holds the fleet lock's lease at this daemon.
+pub const LEASE_HELD: &str = "topologyd_lease_held";
+/// Help for [`LEASE_HELD`].
+pub const LEASE_HELD_HELP: &str = "1 while a rollout holds the fleet lock's lease here (applies and rollbacks without its claim are refused); the holder is in /v1/status";
 /// `topologyd_health_fail_static`: 1 while the health checker is presumed broken.
 pub const HEALTH_FAIL_STATIC: &str = "topologyd_health_fail_static";
 /// Help for [`HEALTH_FAIL_STATIC`].
@@ -297,6 +301,7 @@ pub struct Metrics {
     service_health_transitions: Family<ServiceToLabels, Counter>,
     probe_rounds: Family<ServiceResultLabels, Counter>,
     health_fail_static: Gauge,
+    lease_held: Gauge,
     service_routes_announced: Family<ServiceLabels, Gauge>,
     service_action: Family<ServiceActionLabels, Gauge>,
     service_drained: Family<ServiceLabels, Gauge>,
@@ -396,6 +401,8 @@ impl Metrics {
             HEALTH_FAIL_STATIC_HELP,
             health_fail_static.clone(),
         );
+        let lease_held = Gauge::default();
+        registry.register(LEASE_HELD, LEASE_HELD_HELP, lease_held.clone());
         let service_routes_announced = Family::<ServiceLabels, Gauge>::default();
         registry.register(
             SERVICE_ROUTES_ANNOUNCED,
@@ -434,6 +441,7 @@ impl Metrics {
             service_health_transitions,
             probe_rounds,
             health_fail_static,
+            lease_held,
             service_routes_announced,
             service_action,
             service_drained,
@@ -645,6 +653,11 @@ impl Metrics {
         self.health_fail_static.set(i64::from(engaged));
     }
 
+    /// Records whether a fleet lock lease is held here.
+    pub fn set_lease_held(&self, held: bool) {
+        self.lease_held.set(i64::from(held));
+    }
+
     /// Records whether the whole location is drained.
     pub fn set_location_drained(&self, drained: bool) {
         self.location_drained.set(i64::from(drained));
@@ -745,6 +758,7 @@ mod tests {
         metrics.count_health_transition("resolver", "unhealthy");
         metrics.count_probe_rounds("resolver", "pass", 3);
         metrics.set_fail_static(true);
+        metrics.set_lease_held(true);
         let text = metrics.render().unwrap();
         for expected in [
             "# HELP topologyd_bgp_session_state BGP session state",
@@ -770,6 +784,7 @@ mod tests {
             "topologyd_service_health_transitions_total{service=\"resolver\",to=\"unhealthy\"} 1",
             "topologyd_probe_rounds_total{service=\"resolver\",result=\"pass\"} 3",
             "topologyd_health_fail_static 1",
+            "topologyd_lease_held 1",
             "# EOF",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");

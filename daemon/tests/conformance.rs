@@ -117,6 +117,7 @@ impl Replay {
         let now = Now {
             monotonic: Duration::from_millis(milliseconds),
             unix_seconds: 1_700_000_000 + milliseconds / 1000,
+            unix_ms: 1_700_000_000_000 + milliseconds,
         };
         let (named, bare) = arguments(rest);
         let event = match *name {
@@ -148,6 +149,7 @@ impl Replay {
                     .get("expect")
                     .map(|_| number(named.get("expect"), "expect"))
                     .transpose()?,
+                lease: None,
             },
             "compiled" => self.compiled(&named, &bare)?,
             "committed" => Event::Committed {
@@ -294,6 +296,7 @@ impl Replay {
                 .get("expect")
                 .map(|_| number(named.get("expect"), "expect"))
                 .transpose()?,
+            lease: None,
             result: Box::new(result),
             who: named.get("who").map_or("alice", |who| *who).to_owned(),
             rollback_of,

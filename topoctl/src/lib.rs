@@ -1,6 +1,7 @@
 //! topoctl's library: the fleet rollout controller (`rollout/`), used by the `topoctl` binary
 //! (`main.rs`) and by the end-to-end tests. The per-location daemon lives in `daemon/`; topoctl
 //! talks to it only through the control API.
+pub mod lease_command;
 pub mod rollout;
 
 /// An error and its sources, outermost first: a refused TLS handshake shows up as an HTTP

@@ -14,10 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use serde_json::{Value, json};
 use topoctl::error_chain;
-use topoctl::rollout::commands as rollout;
-use topoctl::rollout::etcd::EtcdOptions;
-use topoctl::rollout::etcd::commands as etcd;
-use topoctl::rollout::journal::Command as RolloutControl;
+use topoctl::lease_command::{LeaseCommand, parse_claim};
 use topologyd::control_client::{ClientError, ControlClient};
 use topologyd::engine_api::SourceBundle;
 use topologyd::tls::{TlsFiles, client_config};
@@ -29,6 +26,8 @@ use topologyd_topology::{
     Guard, GuardViolation, Intent, Topology, VrpSet, collapse_locations, compile_against,
     compile_owned, plan_with_vrps,
 };
+
+mod rollout_command;
 
 /// The daemon answered 507: its state directory's or audit log's file system is full and
 /// nothing changed.
@@ -110,6 +109,9 @@ enum Command {
         /// Apply only if the daemon runs this generation (compare-and-swap).
         #[arg(long)]
         expect_generation: Option<u64>,
+        /// Act under the fleet lock's lease of HOLDER with fencing TOKEN.
+        #[arg(long, value_name = "HOLDER:TOKEN")]
+        lease: Option<String>,
         /// Ask the daemon for the plan and verdict; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -124,6 +126,9 @@ enum Command {
         generation: u64,
         #[arg(long)]
         expect_generation: Option<u64>,
+        /// Act under the fleet lock's lease of HOLDER with fencing TOKEN.
+        #[arg(long, value_name = "HOLDER:TOKEN")]
+        lease: Option<String>,
     },
     /// The daemon's generation, peers and route counts.
     Status {
@@ -161,222 +166,36 @@ enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// The fleet lock's lease at a daemon: who holds it; break it (docs/rollouts.md).
+    #[command(subcommand)]
+    Lease(LeaseCommand<DaemonArguments>),
     /// Deploy a topology change to a fleet in gated canary waves (docs/rollouts.md).
     #[command(
         subcommand,
-        after_help = "Exit codes: 0 completed, 1 error, 2 refused by the plan guards, \
+        after_help = "Exit codes: 0 completed, 1 error (also: a location unreachable), 2 refused \
+                      before anything was applied (plan guards, wave selectors, no canary, a \
+                      daemon's own plan), \
                       3 a gate failed and everything was rolled back, 4 paused or aborted."
     )]
-    Rollout(RolloutCommand),
+    Rollout(rollout_command::RolloutCommand),
 }
 
-#[derive(Subcommand, Debug)]
-enum RolloutCommand {
-    /// Plan fleet-wide (every location converged, guards), then apply wave by wave.
-    Start {
-        /// The fleet file: locations, credentials, waves, gates.
-        #[arg(long)]
-        fleet: PathBuf,
-        #[command(flatten)]
-        store: RolloutStoreArguments,
-        /// The new topology's files.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        #[command(flatten)]
-        intent: IntentArguments,
-        /// Print every wave with its locations and their deltas; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        #[command(flatten)]
-        run: RolloutRunArguments,
-    },
-    /// Continue a rollout: tell the running controller, or take over its journal here.
-    Resume {
-        #[command(flatten)]
-        store: RolloutStoreArguments,
-        /// With --etcd: wait while another controller leads, and take over when its lease ends.
-        #[arg(long, requires = "etcd")]
-        standby: bool,
-        #[command(flatten)]
-        run: RolloutRunArguments,
-    },
-    /// Stop applying and gating until `resume` (needs a running controller).
-    Pause {
-        #[command(flatten)]
-        store: RolloutStoreArguments,
-    },
-    /// Skip the rest of the current wave's bake; its gates must still pass.
-    Promote {
-        #[command(flatten)]
-        store: RolloutStoreArguments,
-    },
-    /// Roll back every location already changed, at once in reverse order, and stop; again
-    /// after `rollback_incomplete`, retry the locations that did not answer.
-    Abort {
-        #[command(flatten)]
-        store: RolloutStoreArguments,
-        #[command(flatten)]
-        run: RolloutRunArguments,
-    },
-    /// The rollout's state from its journal.
-    Status {
-        #[command(flatten)]
-        store: RolloutStoreArguments,
-        #[arg(long)]
-        json: bool,
-    },
+fn run_lease(command: LeaseCommand<DaemonArguments>) -> Result<i32, Stop> {
+    let daemon = command.daemon();
+    let request = command.request().map_err(Stop::Usage)?;
+    ask_daemon(daemon, |client| async move {
+        topoctl::lease_command::run(&client, request)
+            .await
+            .map(Printed)
+    })
 }
 
-/// Where a rollout's journal, control commands and controller lock live.
-#[derive(Args, Debug)]
-struct RolloutStoreArguments {
-    /// A local state directory: journal, lock and control file (the default mode).
-    #[arg(long, required_unless_present = "etcd", conflicts_with = "etcd")]
-    state_dir: Option<PathBuf>,
-    /// The etcd mode: journal, control commands and leadership in this etcd cluster
-    /// (host:port[,host:port...]); a standby controller can take over (docs/rollouts.md).
-    #[arg(long)]
-    etcd: Option<String>,
-    /// The key prefix of the rollout in etcd (one rollout at a time per prefix).
-    #[arg(long, default_value = "/topoctl/rollout")]
-    etcd_prefix: String,
-    /// TLS to etcd: the CA its members' certificates are checked against (PEM).
-    #[arg(long, requires = "etcd")]
-    etcd_ca: Option<PathBuf>,
-    /// TLS to etcd: a client certificate (PEM), with --etcd-key.
-    #[arg(long, requires_all = ["etcd_ca", "etcd_key"])]
-    etcd_cert: Option<PathBuf>,
-    /// TLS to etcd: the client certificate's private key (PEM).
-    #[arg(long, requires_all = ["etcd_ca", "etcd_cert"])]
-    etcd_key: Option<PathBuf>,
-}
+/// A JSON answer printed as it is.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Printed(Value);
 
-/// A rollout's store, from its arguments.
-enum RolloutStore {
-    Directory(PathBuf),
-    Etcd(EtcdOptions),
-}
-
-impl RolloutStoreArguments {
-    fn store(&self) -> Result<RolloutStore, String> {
-        match (&self.etcd, &self.state_dir) {
-            (Some(endpoints), _) => EtcdOptions::parse(endpoints, &self.etcd_prefix)
-                .and_then(|options| {
-                    options.with_tls(
-                        self.etcd_ca.clone(),
-                        self.etcd_cert.clone(),
-                        self.etcd_key.clone(),
-                    )
-                })
-                .map(RolloutStore::Etcd)
-                .map_err(|error| error.to_string()),
-            (None, Some(dir)) => Ok(RolloutStore::Directory(dir.clone())),
-            (None, None) => Err("give --state-dir or --etcd".into()),
-        }
-    }
-}
-
-#[derive(Args, Debug)]
-struct RolloutRunArguments {
-    /// One JSON event per line on stdout.
-    #[arg(long)]
-    json: bool,
-    /// Exit with code 4 as soon as the rollout pauses (a call in flight stays in doubt in the
-    /// journal; `resume` settles it) instead of waiting for `resume`.
-    #[arg(long)]
-    exit_on_pause: bool,
-    /// Serve the rollout's metrics (GET /metrics) on this address.
-    #[arg(long)]
-    metrics_listen: Option<SocketAddr>,
-}
-
-impl RolloutRunArguments {
-    fn flags(&self) -> rollout::RunFlags {
-        rollout::RunFlags {
-            json: self.json,
-            exit_on_pause: self.exit_on_pause,
-            metrics_listen: self.metrics_listen,
-        }
-    }
-}
-
-fn run_rollout(command: RolloutCommand) -> i32 {
-    let store = match &command {
-        RolloutCommand::Start { store, .. }
-        | RolloutCommand::Resume { store, .. }
-        | RolloutCommand::Pause { store }
-        | RolloutCommand::Promote { store }
-        | RolloutCommand::Abort { store, .. }
-        | RolloutCommand::Status { store, .. } => store.store(),
-    };
-    let store = match store {
-        Ok(store) => store,
-        Err(message) => {
-            eprintln!("topoctl: {message}");
-            return 1;
-        }
-    };
-    match (command, store) {
-        (
-            RolloutCommand::Start {
-                fleet,
-                files,
-                intent,
-                dry_run,
-                run,
-                ..
-            },
-            store,
-        ) => {
-            let (state_dir, etcd) = match store {
-                RolloutStore::Directory(dir) => (dir, None),
-                RolloutStore::Etcd(options) => (PathBuf::new(), Some(options)),
-            };
-            rollout::start(rollout::StartOptions {
-                fleet,
-                state_dir,
-                files,
-                intents: intent.intents,
-                overrides: intent.overrides,
-                dry_run,
-                json: run.json,
-                exit_on_pause: run.exit_on_pause,
-                metrics_listen: run.metrics_listen,
-                etcd,
-            })
-        }
-        (RolloutCommand::Resume { run, .. }, RolloutStore::Directory(dir)) => {
-            rollout::resume(&dir, &run.flags())
-        }
-        (RolloutCommand::Resume { run, standby, .. }, RolloutStore::Etcd(options)) => {
-            etcd::resume(&options, standby, &run.flags())
-        }
-        (RolloutCommand::Pause { .. }, RolloutStore::Directory(dir)) => {
-            rollout::control(&dir, RolloutControl::Pause)
-        }
-        (RolloutCommand::Pause { .. }, RolloutStore::Etcd(options)) => {
-            etcd::control(&options, RolloutControl::Pause)
-        }
-        (RolloutCommand::Promote { .. }, RolloutStore::Directory(dir)) => {
-            rollout::control(&dir, RolloutControl::Promote)
-        }
-        (RolloutCommand::Promote { .. }, RolloutStore::Etcd(options)) => {
-            etcd::control(&options, RolloutControl::Promote)
-        }
-        (RolloutCommand::Abort { run, .. }, RolloutStore::Directory(dir)) => {
-            rollout::abort(&dir, &run.flags())
-        }
-        (RolloutCommand::Abort { run, .. }, RolloutStore::Etcd(options)) => {
-            etcd::abort(&options, &run.flags())
-        }
-        (RolloutCommand::Status { json, .. }, RolloutStore::Directory(dir)) => {
-            rollout::status(&dir, json)
-        }
-        (RolloutCommand::Status { json, .. }, RolloutStore::Etcd(options)) => {
-            etcd::status(&options, json)
-        }
-    }
-}
+impl Shown for Printed {}
 
 #[derive(Args, Debug)]
 struct IntentArguments {
@@ -549,7 +368,8 @@ fn report_diagnostics(diagnostics: &Diagnostics, json: bool) {
 
 fn run(command: Command) -> Result<i32, Stop> {
     match command {
-        Command::Rollout(command) => Ok(run_rollout(command)),
+        Command::Rollout(command) => Ok(rollout_command::run_rollout(command)),
+        Command::Lease(command) => run_lease(command),
         Command::Check { files, vrps, json } => check(&files, vrps.as_deref(), json),
         Command::Compile {
             location,
@@ -573,16 +393,30 @@ fn run(command: Command) -> Result<i32, Stop> {
             files,
             intent,
             expect_generation,
+            lease,
             dry_run,
             json,
-        } => push(&daemon, &files, &intent, expect_generation, dry_run, json),
+        } => {
+            let lease = lease.as_deref().map(parse_claim).transpose()?;
+            let apply = Apply {
+                expect_generation,
+                lease,
+            };
+            push(&daemon, &files, &intent, &apply, dry_run, json)
+        }
         Command::Rollback {
             daemon,
             generation,
             expect_generation,
-        } => ask_daemon(&daemon, |client| async move {
-            client.rollback(generation, expect_generation, None).await
-        }),
+            lease,
+        } => {
+            let lease = lease.as_deref().map(parse_claim).transpose()?;
+            ask_daemon(&daemon, |client| async move {
+                client
+                    .rollback(generation, expect_generation, lease.as_ref())
+                    .await
+            })
+        }
         Command::Status { daemon } => {
             ask_daemon(&daemon, |client| async move { client.status().await })
         }
@@ -833,11 +667,18 @@ fn explain(address: IpAddr, files: &[PathBuf], json: bool) -> Result<i32, Stop> 
 
 /// `topoctl push`: apply topology files on a running daemon, or with `--dry-run` ask for its
 /// plan and verdict.
+/// What an apply is conditioned on: the generation it was planned against, the lease it
+/// acts under.
+struct Apply {
+    expect_generation: Option<u64>,
+    lease: Option<topologyd_api::LeaseClaim>,
+}
+
 fn push(
     daemon: &DaemonArguments,
     files: &[PathBuf],
     intent: &IntentArguments,
-    expect_generation: Option<u64>,
+    apply: &Apply,
     dry_run: bool,
     json: bool,
 ) -> Result<i32, Stop> {
@@ -849,7 +690,12 @@ fn push(
         let answer = runtime.block_on(client.plan(&bundle, &intent));
         return Ok(print_answer(answer, json, true));
     }
-    let answer = runtime.block_on(client.apply(&bundle, &intent, expect_generation, None));
+    let answer = runtime.block_on(client.apply(
+        &bundle,
+        &intent,
+        apply.expect_generation,
+        apply.lease.as_ref(),
+    ));
     Ok(print_answer(answer, json, false))
 }
 

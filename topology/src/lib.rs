@@ -21,7 +21,7 @@ mod rpki;
 
 pub use compile::{
     INPUT_BYTES_PER_EXTRA_ROUTE, IntoSources, MAX_ROUTES_PER_PREFIX, ROUTE_ALLOWANCE, SourceBundle,
-    compile, compile_against, compile_owned, compile_raw,
+    compile, compile_against, compile_owned, compile_raw, suggestion,
 };
 pub use location_set::LocationSet;
 pub use model::{

@@ -192,6 +192,11 @@ pub enum ErrorDetail {
         /// One line per check.
         health_errors: Vec<String>,
     },
+    /// The fleet lock refused the request: the live lease it was measured against.
+    Lease {
+        /// The lease held.
+        lease: crate::lease::LeaseView,
+    },
     /// A detail of a shape this client does not know, carried as it is.
     Other(Document),
 }

@@ -101,6 +101,9 @@ impl Answer {
             EngineErrorKind::NoSpace => "no_space",
             EngineErrorKind::TooLarge => "too_large",
             EngineErrorKind::Busy => "busy",
+            EngineErrorKind::LeaseHeld => "lease_held",
+            EngineErrorKind::StaleToken => "stale_token",
+            EngineErrorKind::LeaseNotHeld => "lease_not_held",
         };
         let status = StatusCode::from_u16(error.kind.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
-use topologyd_api::{ApplyRequest, DrainRequest, PlanRequest, RollbackRequest};
+use topologyd_api::{ApplyRequest, DrainRequest, LeaseRequest, PlanRequest, RollbackRequest};
 
 use super::answer::Answer;
 use super::body::{query_parameter, read_json};
@@ -65,6 +65,7 @@ pub(super) async fn dispatch(
         Endpoint::Apply => apply(&call, request).await,
         Endpoint::Rollback => rollback(&call, request).await,
         Endpoint::Drain => drain(&call, request).await,
+        Endpoint::Lease => lease(&call, request).await,
         Endpoint::Status => answer(ask(engine, |reply| EngineCommand::Status { reply }).await),
         Endpoint::Routes => {
             let peer = match query_parameter(request.uri().query(), "peer") {
@@ -112,6 +113,7 @@ async fn apply(call: &Call<'_>, request: Request<Incoming>) -> Answer {
             bundle: body.bundle,
             intent: body.intent,
             expected_generation: body.expected_generation,
+            lease: body.lease,
             who,
             write_ahead,
             reply,
@@ -128,11 +130,13 @@ async fn rollback(call: &Call<'_>, request: Request<Incoming>) -> Answer {
     let summary = json!({
         "generation": body.generation,
         "expected_generation": body.expected_generation,
+        "lease": body.lease,
     });
     mutation(call, summary, |who, write_ahead, reply| {
         EngineCommand::Rollback {
             generation: body.generation,
             expected_generation: body.expected_generation,
+            lease: body.lease,
             who,
             write_ahead,
             reply,
@@ -210,6 +214,47 @@ async fn drain(call: &Call<'_>, request: Request<Incoming>) -> Answer {
     answer
 }
 
+/// `POST /v1/lease`: the engine decides and persists; the audit record says what changed or
+/// why it was refused.
+async fn lease(call: &Call<'_>, request: Request<Incoming>) -> Answer {
+    let body: LeaseRequest = match read_json(request, call.limit).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
+    let summary = json!({
+        "action": body.action.as_str(),
+        "holder": body.holder,
+        "token": body.token,
+        "ttl_seconds": body.ttl_seconds,
+    });
+    let what = format!(
+        "lease {} by `{}` token {}",
+        body.action.as_str(),
+        body.holder,
+        body.token
+    );
+    let mut answer = match ask(call.engine(), |reply| EngineCommand::Lease {
+        request: body,
+        who: call.caller.identity.clone(),
+        reply,
+    })
+    .await
+    {
+        Ok((view, line)) => {
+            let mut answer = Answer::ok(&view);
+            answer.verdict = "applied";
+            answer.message = Some(line);
+            answer
+        }
+        Err(mut answer) => {
+            answer.message = answer.message.map(|error| format!("{what}: {error}"));
+            answer
+        }
+    };
+    answer.request = Some(summary);
+    answer
+}
+
 /// What an apply asked for, as the audit log records it: the bundle's hash, not its text.
 fn apply_summary(body: &ApplyRequest) -> Value {
     use sha2::{Digest as _, Sha256};
@@ -233,6 +278,7 @@ fn apply_summary(body: &ApplyRequest) -> Value {
         "sources": body.bundle.sources.iter().map(|source| source.name.as_str()).collect::<Vec<_>>(),
         "intent": body.intent.to_lines(),
         "expected_generation": body.expected_generation,
+        "lease": body.lease,
     })
 }
 

@@ -352,6 +352,25 @@ async fn reader_may_read_and_plan_but_not_apply() {
     let record: AuditRecord = serde_json::from_str(audit.trim()).unwrap();
     assert_eq!(record.who, "robot-reader");
     assert_eq!(record.verdict, "forbidden");
+    // The fleet lock is the admin's too: a reader may not take, give back or break it.
+    let lease = topologyd_api::LeaseRequest {
+        holder: "robot-reader".to_owned(),
+        token: 1,
+        ttl_seconds: 60,
+        action: topologyd_api::LeaseAction::Break,
+    };
+    let error = reader.lease(&lease).await.unwrap_err();
+    assert_eq!(status_of(&error), Some(403), "{error}");
+    assert!(
+        running.seen.try_recv().is_err(),
+        "the lease reached the engine"
+    );
+    let audit = std::fs::read_to_string(&running.audit).unwrap();
+    let last: AuditRecord = serde_json::from_str(audit.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (last.endpoint.as_str(), last.verdict.as_str()),
+        ("POST /v1/lease", "forbidden")
+    );
 
     let stranger = client(&pki, &running, Some(&pki.stranger));
     let error = stranger.status().await.unwrap_err();

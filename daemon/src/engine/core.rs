@@ -19,10 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use topologyd_api::{Document, ErrorDetail, OutcomeDetail};
+use topologyd_api::{Document, ErrorDetail, LeaseClaim, OutcomeDetail};
 use topologyd_config::daemon::PeerConfig;
 use topologyd_topology::{Topology, Verdict};
 
+use super::lease::{LeaseBook, LeaseError};
 use super::peer_set::{PeerSetDiff, peer_set_diff};
 use super::prepare::Prepared;
 use crate::announce::LocationRoutes;
@@ -56,26 +57,30 @@ pub struct PeerSync {
     pub version_synced: Option<u64>,
 }
 
-/// The current time: monotonic (timers) and unix seconds (records).
+/// The current time: monotonic (timers), unix seconds (records) and unix milliseconds (the
+/// fleet lock's lease expiry, which must survive a restart).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Now {
     pub monotonic: Duration,
     pub unix_seconds: u64,
+    pub unix_ms: u64,
 }
 
 /// What happened, as the core sees it.
 #[derive(Debug)]
 pub enum Event {
-    /// An apply or rollback arrived: check its compare-and-swap.
+    /// An apply or rollback arrived: check its fleet lock claim and compare-and-swap.
     MutationRequested {
         request: RequestId,
         expected_generation: Option<u64>,
+        lease: Option<LeaseClaim>,
     },
     /// A mutation's compile (on the blocking pool) finished.
     Compiled {
         request: RequestId,
         base_generation: u64,
         expected_generation: Option<u64>,
+        lease: Option<LeaseClaim>,
         result: Box<Result<Prepared, EngineError>>,
         who: String,
         rollback_of: Option<u64>,
@@ -326,6 +331,9 @@ pub struct EngineCore {
     pub runtime_guard_refusals: u64,
     /// A prepared generation whose commit the shell is writing.
     committing: Option<(RequestId, Box<Prepared>, GenerationMeta)>,
+    /// The fleet lock: the lease held here and the fences (`engine/lease.rs`); changed by the
+    /// shell only after the new book is persisted.
+    pub lease: LeaseBook,
 }
 
 impl EngineCore {
@@ -355,6 +363,7 @@ impl EngineCore {
             peer_sync: BTreeMap::new(),
             runtime_guard_refusals: 0,
             committing: None,
+            lease: LeaseBook::default(),
         }
     }
 
@@ -392,19 +401,40 @@ impl EngineCore {
             Event::MutationRequested {
                 request,
                 expected_generation,
-            } => self.on_mutation_requested(request, expected_generation, &mut effects),
+                lease,
+            } => self.on_mutation_requested(
+                request,
+                expected_generation,
+                lease.as_ref(),
+                now,
+                &mut effects,
+            ),
             Event::Compiled {
                 request,
                 base_generation,
                 expected_generation,
+                lease,
                 result,
                 who,
                 rollback_of,
             } => {
                 if base_generation != self.running.meta.generation {
-                    // A commit ran meanwhile: check the compare-and-swap again, and plan again
-                    // against the new generation.
-                    self.on_mutation_requested(request, expected_generation, &mut effects);
+                    // A commit ran meanwhile: check the claim and the compare-and-swap again,
+                    // and plan again against the new generation.
+                    self.on_mutation_requested(
+                        request,
+                        expected_generation,
+                        lease.as_ref(),
+                        now,
+                        &mut effects,
+                    );
+                } else if let Err(error) = self.lease.check(lease.as_ref(), now.unix_ms) {
+                    // The lease changed (taken, broken, expired) while this compiled: the
+                    // commit is decided now, against the lease held now.
+                    effects.push(Effect::Reply {
+                        request,
+                        answer: Err(self.lease_error(error)),
+                    });
                 } else {
                     match *result {
                         Ok(prepared) => {
@@ -488,12 +518,37 @@ impl EngineCore {
         }
     }
 
+    /// The engine error of a fleet lock refusal (409, kind `lease_held`, `stale_token` or
+    /// `lease_not_held`, the live lease in the detail).
+    pub fn lease_error(&self, error: LeaseError) -> EngineError {
+        let kind = match &error {
+            LeaseError::Held { .. } => EngineErrorKind::LeaseHeld,
+            LeaseError::StaleToken { .. } => EngineErrorKind::StaleToken,
+            LeaseError::NotHeld { .. } => EngineErrorKind::LeaseNotHeld,
+            LeaseError::Invalid(_) => EngineErrorKind::Invalid,
+        };
+        let detail = error
+            .lease()
+            .cloned()
+            .map(|lease| ErrorDetail::Lease { lease });
+        self.error(kind, error.to_string(), detail)
+    }
+
     fn on_mutation_requested(
         &self,
         request: RequestId,
         expected: Option<u64>,
+        lease: Option<&LeaseClaim>,
+        now: Now,
         effects: &mut Vec<Effect>,
     ) {
+        if let Err(error) = self.lease.check(lease, now.unix_ms) {
+            effects.push(Effect::Reply {
+                request,
+                answer: Err(self.lease_error(error)),
+            });
+            return;
+        }
         let running = self.running.meta.generation;
         match expected {
             Some(expected) if expected != running => effects.push(Effect::Reply {

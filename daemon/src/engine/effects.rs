@@ -27,6 +27,7 @@ pub const TRIM_AFTER_PUBLISH: Duration = Duration::from_secs(2);
 pub(super) struct MutationRequest {
     pub input: CompileInput,
     pub expected_generation: Option<u64>,
+    pub lease: Option<topologyd_api::LeaseClaim>,
     pub who: String,
     pub write_ahead: Option<WriteAhead>,
     pub reply: crate::engine_api::Reply<MutationOutcome>,
@@ -303,6 +304,7 @@ impl Engine {
             }
             Err(error) => {
                 if let Some(mutation) = self.mutations.remove(&request) {
+                    self.log_lease_refusal(&error);
                     let _ = mutation.reply.send(Err(error));
                 } else {
                     self.reload_answer = Some(Err(error.message));

@@ -55,6 +55,8 @@ use topologyd_api::{Document, DrainView, ErrorDetail, PlanView, TopologyView};
 
 pub mod core;
 mod effects;
+mod fleet_lock;
+pub mod lease;
 pub mod peer_set;
 pub mod prepare;
 mod startup;
@@ -141,6 +143,8 @@ pub struct Engine {
     /// answer once the core gives it.
     reload_grace: Duration,
     reload_answer: Option<Result<String, String>>,
+    /// The fleet lock's lease was live at the last look (its expiry is noticed on a tick).
+    lease_live: bool,
 }
 
 /// The read-only views (`views.rs`) and the shell read the core's state through the engine.
@@ -168,6 +172,12 @@ fn unix_now() -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
 pub(crate) fn to_sources(bundle: &SourceBundle) -> Vec<Source> {
     bundle
         .sources
@@ -182,6 +192,7 @@ impl Engine {
         Now {
             monotonic: self.epoch.elapsed(),
             unix_seconds: unix_now(),
+            unix_ms: unix_now_ms(),
         }
     }
 
@@ -563,6 +574,7 @@ impl Engine {
                 _ = ticker.tick() => {
                     self.refresh_status();
                     self.handle(Event::Tick).await;
+                    self.notice_lease_expiry();
                 }
             }
         }
@@ -613,6 +625,7 @@ impl Engine {
                 bundle,
                 intent,
                 expected_generation,
+                lease,
                 who,
                 write_ahead,
                 reply,
@@ -620,6 +633,7 @@ impl Engine {
                 self.start_mutation(MutationRequest {
                     input: CompileInput::Bundle { bundle, intent },
                     expected_generation,
+                    lease,
                     who,
                     write_ahead,
                     reply,
@@ -631,6 +645,7 @@ impl Engine {
             EngineCommand::Rollback {
                 generation,
                 expected_generation,
+                lease,
                 who,
                 write_ahead,
                 reply,
@@ -638,6 +653,7 @@ impl Engine {
                 self.start_mutation(MutationRequest {
                     input: CompileInput::Rollback { generation },
                     expected_generation,
+                    lease,
                     who,
                     write_ahead,
                     reply,
@@ -668,6 +684,14 @@ impl Engine {
             }
             EngineCommand::Health { reply } => {
                 let _ = reply.send(Ok(self.health_json()));
+            }
+            EngineCommand::Lease {
+                request,
+                who,
+                reply,
+            } => {
+                let result = self.lease(request, who).await;
+                let _ = reply.send(result);
             }
             EngineCommand::Topology { reply } => {
                 let _ = reply.send(Ok(TopologyView {
@@ -710,10 +734,12 @@ impl Engine {
         let id = self.next_request;
         self.next_request += 1;
         let expected_generation = request.expected_generation;
+        let lease = request.lease.clone();
         self.mutations.insert(id, request);
         self.handle(Event::MutationRequested {
             request: id,
             expected_generation,
+            lease,
         })
         .await;
     }
@@ -729,10 +755,12 @@ impl Engine {
             CompileInput::Bundle { .. } => (request.who.clone(), None),
         };
         let expected_generation = request.expected_generation;
+        let lease = request.lease.clone();
         self.handle(Event::Compiled {
             request: done.request,
             base_generation: done.base_generation,
             expected_generation,
+            lease,
             result: Box::new(done.result),
             who,
             rollback_of,

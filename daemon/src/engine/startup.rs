@@ -125,12 +125,16 @@ impl Engine {
             restarting,
             "running generation loaded"
         );
-        let core = EngineCore::new(
+        let mut core = EngineCore::new(
             config.location.clone(),
             config.health.min_other_locations,
             running,
             drains,
         );
+        core.lease = store.load_lease()?;
+        if let Some(lease) = &core.lease.lease {
+            info!(holder = %lease.holder, token = lease.token, expires_unix_ms = lease.expires_unix_ms, "fleet lock lease reloaded");
+        }
         let mut engine = Engine {
             config,
             store: Arc::new(store),
@@ -159,12 +163,15 @@ impl Engine {
             next_request: 0,
             reload_grace: Duration::ZERO,
             reload_answer: None,
+            lease_live: false,
         };
         let now = engine.now();
         for effect in engine.core.start(now) {
             // Only a publication, the service report and their log lines: nothing to await.
             engine.run_local_effect(effect);
         }
+        engine.lease_live = engine.core.lease.live(now.unix_ms).is_some();
+        engine.metrics.set_lease_held(engine.lease_live);
         Ok(engine)
     }
 

@@ -50,7 +50,7 @@ impl Engine {
                 degraded: services_where(&|decision| decision.action == ServiceAction::Degrade),
             },
             peers: self.peer_statuses(),
-            lease: None,
+            lease: self.lease.view(super::unix_now_ms()),
         }
     }
 

@@ -18,6 +18,7 @@
 //! <state dir>/generations/00000000000000000042.json  one per kept generation
 //! <state dir>/quarantine/00000000000000000042.json.<unix seconds>[.<n>]  moved-aside corrupt files
 //! <state dir>/drain.json                           persisted drain state
+//! <state dir>/lease.json                           the fleet lock's lease and fences
 //! <state dir>/.tmp-*                               leftovers of a crash, removed on open
 //! ```
 //!
@@ -49,6 +50,7 @@ const GENERATIONS_DIR: &str = "generations";
 pub const QUARANTINE_DIR: &str = "quarantine";
 const LOCK_FILE: &str = "lock";
 const DRAIN_FILE: &str = "drain.json";
+const LEASE_FILE: &str = "lease.json";
 const TEMP_PREFIX: &str = ".tmp-";
 
 // The named TOML sources of a bundle are the control API's types (one type across crates).
@@ -585,6 +587,35 @@ impl StateStore {
     pub fn store_drain(&self, drain: &DrainState) -> Result<(), StateError> {
         let path = self.dir.join(DRAIN_FILE);
         let bytes = serde_json::to_vec_pretty(drain).map_err(|error| StateError::Corrupt {
+            path: path.clone(),
+            reason: format!("cannot serialise: {error}"),
+        })?;
+        self.write_atomically(&path, &bytes)
+            .map_err(|error| self.with_prunable(error, &[]))
+    }
+
+    /// Loads the fleet lock's book (the engine's `LeaseBook`); the default (no lease, no
+    /// fences) if none was ever stored. A corrupt file is an error naming it, never a guess.
+    pub fn load_lease<T: serde::de::DeserializeOwned + Default>(&self) -> Result<T, StateError> {
+        let path = self.dir.join(LEASE_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| StateError::Corrupt {
+                path,
+                reason: format!("{error}; remove the file to start with no lease and no fences"),
+            }),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(T::default()),
+            Err(source) => Err(StateError::Io {
+                what: "reading",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Durably stores the fleet lock's book (atomic write, fsync'd).
+    pub fn store_lease<T: Serialize>(&self, book: &T) -> Result<(), StateError> {
+        let path = self.dir.join(LEASE_FILE);
+        let bytes = serde_json::to_vec_pretty(book).map_err(|error| StateError::Corrupt {
             path: path.clone(),
             reason: format!("cannot serialise: {error}"),
         })?;

@@ -441,3 +441,37 @@ fn drain_state_round_trips_and_defaults_to_not_drained() {
         Err(StateError::Corrupt { .. })
     ));
 }
+
+#[test]
+fn the_fleet_lock_book_round_trips_and_a_corrupt_one_is_named() {
+    use crate::engine::lease::LeaseBook;
+    use topologyd_api::{LeaseAction, LeaseRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path(), DEFAULT_KEEP_PREVIOUS).unwrap();
+    assert_eq!(
+        store.load_lease::<LeaseBook>().unwrap(),
+        LeaseBook::default()
+    );
+    let request = LeaseRequest {
+        holder: "r-1".to_owned(),
+        token: 3,
+        ttl_seconds: 60,
+        action: LeaseAction::Acquire,
+    };
+    let (book, _) = LeaseBook::default()
+        .decide(&request, 1_700_000_000_000)
+        .unwrap();
+    store.store_lease(&book).unwrap();
+    drop(store);
+    let store = StateStore::open(dir.path(), DEFAULT_KEEP_PREVIOUS).unwrap();
+    assert_eq!(store.load_lease::<LeaseBook>().unwrap(), book);
+    let mode = fs::metadata(dir.path().join(LEASE_FILE))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, FILE_MODE);
+    fs::write(dir.path().join(LEASE_FILE), b"{ torn").unwrap();
+    let error = store.load_lease::<LeaseBook>().unwrap_err().to_string();
+    assert!(error.contains("lease.json"), "{error}");
+    assert!(error.contains("remove the file"), "{error}");
+}

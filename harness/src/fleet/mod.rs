@@ -104,6 +104,16 @@ impl TestFleet {
     /// (`(file name, text)`), waits until every daemon is ready and holds its routes at its BIRD,
     /// then starts Prometheus and waits until it has scraped every daemon.
     pub fn start(locations: &[&str], topology: &[(&str, &str)]) -> Result<TestFleet, FleetError> {
+        TestFleet::start_configured(locations, topology, &|_, _| {})
+    }
+
+    /// [`TestFleet::start`], with each daemon's configuration passed through `configure`
+    /// (location name, configuration) before it starts (e.g. `[health.vars]` at some only).
+    pub fn start_configured(
+        locations: &[&str],
+        topology: &[(&str, &str)],
+        configure: &dyn Fn(&str, &mut DaemonConfig),
+    ) -> Result<TestFleet, FleetError> {
         // Build (or find) the binaries first, so that the times below are the fleet's own.
         let build_started = Instant::now();
         binaries().map_err(|source| FleetError::Launch {
@@ -123,7 +133,13 @@ impl TestFleet {
         let client = pki.client(CONTROLLER_IDENTITY)?;
         let mut members = Vec::new();
         for name in locations {
-            members.push(start_location(name, topology, &pki, directory.path())?);
+            members.push(start_location(
+                name,
+                topology,
+                &pki,
+                directory.path(),
+                configure,
+            )?);
         }
         for member in &mut members {
             if let Err(error) = member.daemon.wait_ready(WAIT) {
@@ -457,6 +473,7 @@ fn start_location(
     topology: &[(&str, &str)],
     pki: &ControlPki,
     fleet_directory: &Path,
+    configure: &dyn Fn(&str, &mut DaemonConfig),
 ) -> Result<FleetLocation, FleetError> {
     let mut config = DaemonConfig::new(name, LOCAL_ASN);
     let mut control = ControlSection::new(
@@ -478,6 +495,7 @@ fn start_location(
     config
         .neighbors
         .push(NeighborConfig::new(PEER_NAME, endpoint, BIRD_ASN));
+    configure(name, &mut config);
     let daemon = Topologyd::start(config, topology).map_err(|source| FleetError::Launch {
         location: name.to_string(),
         source,

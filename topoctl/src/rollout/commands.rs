@@ -1,10 +1,11 @@
 //! The `topoctl rollout` subcommands: `start` (plan before anything moves, then run),
 //! `resume` and `abort` (through a running controller, or by taking over its journal),
-//! `pause` and `promote` (through the control file), `status` (from the journal).
+//! `pause` and `promote` (through the control file), `status` (`status.rs`).
 //!
 //! Owns: the preflight (every location's status and hash, the running bundle, local compile,
-//! plan and guards, the wave plan, `--dry-run`), the state directory's lock and control file
-//! protocol as seen by the commands, and exit codes (see [`super`]).
+//! plan and guards, then the checks of `preflight.rs`: the wave plan and every daemon's own plan;
+//! `--dry-run`), the state directory's lock and control file protocol as seen by the commands,
+//! and exit codes (see [`super`]).
 //!
 //! Must not touch: rollout decisions (`machine.rs`), effects (`driver.rs`), argument parsing
 //! (`topoctl.rs` owns the clap definitions).
@@ -15,6 +16,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -24,18 +26,20 @@ use topologyd_topology::{Intent, Plan, Topology, Verdict, compile_owned, plan};
 use super::driver::{
     self, CONTROL_FILE, Context, ControlLine, RunOptions, clients_for, delta_json, sources_of,
 };
-use super::journal::{
-    Command, Journal, JournalError, LocationBefore, Record, Started, read_journal, unix_time,
-};
-use super::machine::{Event, LocationState, Machine, Phase};
+use super::journal::{Command, Journal, LocationBefore, Record, Started, read_journal, unix_time};
+use super::lease;
+use super::machine::{Event, Machine, Phase};
+use super::preflight::{self, PreflightReport, Stop, WaveCheck};
 use super::progress::{Mode, Progress, RolloutMetrics};
-use super::waves::{Wave, assign_waves};
+use super::waves::Wave;
 use super::{EXIT_COMPLETED, EXIT_ERROR, EXIT_REFUSED, exit_code_of};
 use topologyd::admin::{AdminServer, Readiness};
 use topologyd::control_client::ControlClient;
 use topologyd::state_store::SourceBundle;
 use topologyd_api::StatusView;
 use topologyd_config::fleet::{Fleet, FleetError, load_fleet};
+
+pub use super::status::{report_status, status};
 
 /// The lock file a running controller holds (`flock`) in the state directory.
 pub const LOCK_FILE: &str = "lock";
@@ -51,6 +55,8 @@ pub struct StartOptions {
     pub intents: Vec<String>,
     pub overrides: Vec<String>,
     pub dry_run: bool,
+    /// A first wave that selects no location is a warning, not a refusal.
+    pub no_canary: bool,
     pub json: bool,
     pub exit_on_pause: bool,
     pub metrics_listen: Option<SocketAddr>,
@@ -128,29 +134,24 @@ fn bundle_of(files: &[PathBuf]) -> Result<SourceBundle, String> {
     Ok(SourceBundle::from_files(sources))
 }
 
-/// `GET /v1/status` of every location, concurrently.
+/// `GET /v1/status` of every location, at most `concurrency` at once: each answer (or why
+/// there is none) and how long it took.
 async fn statuses(
     clients: &BTreeMap<String, ControlClient>,
-) -> BTreeMap<String, Result<StatusView, String>> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for (name, client) in clients {
-        let name = name.clone();
-        let client = client.clone();
-        tasks.spawn(async move {
-            let answer = client
-                .status()
-                .await
-                .map_err(|error| crate::error_chain(&error));
-            (name, answer)
-        });
-    }
-    let mut answers = BTreeMap::new();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok((name, answer)) = joined {
-            answers.insert(name, answer);
-        }
-    }
-    answers
+    concurrency: usize,
+) -> BTreeMap<String, (Result<StatusView, String>, Duration)> {
+    preflight::ask_every_location(clients, concurrency, |_, client| async move {
+        client.status().await
+    })
+    .await
+    .into_iter()
+    .map(|(name, (answer, duration))| {
+        (
+            name,
+            (answer.map_err(|error| crate::error_chain(&error)), duration),
+        )
+    })
+    .collect()
 }
 
 /// Why `rollout start` ended before driving the rollout: an error (printed by [`fail`]) or an
@@ -159,6 +160,8 @@ async fn statuses(
 enum Ended {
     Error(String),
     Exit(i32),
+    /// Refused or failed before anything was applied: printed like an error, with its code.
+    Stop(Stop),
 }
 
 impl From<String> for Ended {
@@ -172,17 +175,55 @@ async fn start_async(options: StartOptions) -> i32 {
     match start_checked(options).await {
         Ok(code) | Err(Ended::Exit(code)) => code,
         Err(Ended::Error(message)) => fail(json, &message),
+        Err(Ended::Stop(stop)) => stop_with(json, &stop),
     }
 }
 
-/// `rollout start`, phase by phase: load the inputs, check the fleet (preflight), plan and
-/// guard, assign waves (and stop there with `--dry-run`), open the journal, drive.
+/// Prints why `rollout start` stopped (a `refused` event for [`EXIT_REFUSED`], an `error`
+/// event otherwise, with `--json`) and answers its code.
+fn stop_with(json: bool, stop: &Stop) -> i32 {
+    if json {
+        let event = if stop.code == EXIT_REFUSED {
+            "refused"
+        } else {
+            "error"
+        };
+        println!(
+            "{}",
+            json!({"event": event, "time": unix_time(), "message": stop.message})
+        );
+    }
+    eprintln!("topoctl: {}", stop.message);
+    stop.code
+}
+
+/// `rollout start`, phase by phase: load the inputs, check the fleet (statuses), plan and
+/// guard, check the waves, ask every daemon for its own plan (pre-flight; stop there with
+/// `--dry-run`), open the journal, drive.
 async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
     let inputs = load_inputs(&options)?;
-    let preflight = preflight(&inputs.fleet, &inputs.clients).await?;
-    let (old_bundle, old) = running_topology(&inputs.fleet, &inputs.clients, &preflight).await?;
+    let converged = check_statuses(&inputs.fleet, &inputs.clients, options.json).await?;
+    let (old_bundle, old) = running_topology(&inputs.fleet, &inputs.clients, &converged).await?;
     let fleet_plan = guard_plan(&old, &inputs.new, &inputs.intent, options.json)?;
-    let (waves, warnings) = plan_waves(&inputs.fleet, &inputs.new)?;
+    let WaveCheck { waves, warnings } =
+        preflight::check_waves(&inputs.fleet, &inputs.new, options.no_canary)
+            .map_err(Ended::Stop)?;
+    if !(options.dry_run && options.json) {
+        preflight::print_warnings(&warnings, options.json);
+    }
+    let expected: BTreeMap<String, u64> = converged
+        .before
+        .iter()
+        .map(|(name, before)| (name.clone(), before.generation))
+        .collect();
+    let everywhere = preflight::plan_everywhere(
+        &inputs.clients,
+        inputs.fleet.preflight_concurrency,
+        &inputs.new_bundle,
+        &inputs.intent,
+        &expected,
+    )
+    .await;
     if options.dry_run {
         let report = DryRun {
             fleet: &inputs.fleet,
@@ -191,28 +232,53 @@ async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
             plan: &fleet_plan,
             waves: &waves,
             warnings: &warnings,
-            before: &preflight.before,
+            before: &converged.before,
+            preflight: &everywhere,
         };
         if options.json {
             report.print_json();
         } else {
             report.print_text();
         }
-        return Ok(EXIT_COMPLETED);
+        return Ok(match everywhere.refusal() {
+            Some(stop) => {
+                eprintln!("topoctl: {}", stop.message);
+                stop.code
+            }
+            None => EXIT_COMPLETED,
+        });
     }
-    let (lock, journal) = match &options.etcd {
-        Some(etcd) => (
-            None,
-            super::etcd::commands::open_for_start(etcd, options.json)?,
-        ),
-        None => open_state(&options.state_dir).map(|(lock, journal)| (Some(lock), journal))?,
+    report_preflight(&everywhere, options.json)?;
+    let rollout_id = format!(
+        "{}-{}",
+        unix_time() as u64,
+        inputs.new.hash_hex().get(..8).unwrap_or("")
+    );
+    // The etcd mode: the leadership first (nothing else happens without it); its fencing token
+    // is the claim at the fleet lock.
+    let etcd_journal = match &options.etcd {
+        Some(etcd) => Some(super::etcd::commands::open_for_start(etcd, options.json)?),
+        None => None,
+    };
+    let mut claim = lease::local_claim(&rollout_id);
+    if let Some(token) = etcd_journal.as_ref().and_then(Journal::fencing_token) {
+        claim.token = token;
+    }
+    // The fleet lock, before anything is journaled or applied: refused, nothing happened.
+    lease::acquire_fleet(&inputs.clients, &claim, inputs.fleet.lease_seconds).await?;
+    let (lock, journal) = match etcd_journal {
+        Some(journal) => (None, journal),
+        None => match open_state(&options.state_dir) {
+            Ok((lock, journal)) => (Some(lock), journal),
+            Err(message) => {
+                let names: Vec<String> = inputs.clients.keys().cloned().collect();
+                lease::release_fleet(&inputs.clients, &names, &claim).await;
+                return Err(message.into());
+            }
+        },
     };
     let started = Box::new(Started {
-        rollout: format!(
-            "{}-{}",
-            unix_time() as u64,
-            inputs.new.hash_hex().get(..8).unwrap_or("")
-        ),
+        rollout: rollout_id,
         old_hash: old.hash_hex(),
         new_hash: inputs.new.hash_hex(),
         intent: inputs.intent_lines,
@@ -220,7 +286,8 @@ async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
         gates: inputs.fleet.gates.clone(),
         locations: inputs.fleet.locations.clone(),
         timeout_seconds: inputs.fleet.timeout_seconds,
-        before: preflight.before,
+        lease_seconds: inputs.fleet.lease_seconds,
+        before: converged.before,
         old_bundle,
         new_bundle: inputs.new_bundle,
     });
@@ -272,18 +339,43 @@ struct Preflight {
     fleet_hash: String,
 }
 
+/// The pre-flight's outcome: its `preflight` event with `--json` (its summary on stderr
+/// otherwise), and the refusal when a location did not answer `ok`.
+fn report_preflight(report: &PreflightReport, json: bool) -> Result<(), Ended> {
+    if json {
+        report.print(true);
+    }
+    match report.refusal() {
+        Some(stop) => Err(Ended::Stop(stop)),
+        None => {
+            if !json {
+                report.print(false);
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Phase 2: every location answers and runs the same topology; nothing is applied otherwise.
-async fn preflight(
+/// Locations that do not answer are reported as the `status` stage of the pre-flight.
+async fn check_statuses(
     fleet: &Fleet,
     clients: &BTreeMap<String, ControlClient>,
-) -> Result<Preflight, String> {
-    let answers = statuses(clients).await;
-    let mut unreachable = Vec::new();
+    json: bool,
+) -> Result<Preflight, Ended> {
+    let started = Instant::now();
+    let answers = statuses(clients, fleet.preflight_concurrency).await;
+    let mut results = Vec::new();
     let mut by_hash: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut before = BTreeMap::new();
     for location in &fleet.locations {
-        match answers.get(&location.name) {
-            Some(Ok(status)) => {
+        let no_answer = Err("no answer".to_string());
+        let (answer, duration) = match answers.get(&location.name) {
+            Some((answer, duration)) => (answer, *duration),
+            None => (&no_answer, Duration::ZERO),
+        };
+        let result = match answer {
+            Ok(status) => {
                 by_hash
                     .entry(status.hash.clone())
                     .or_default()
@@ -295,27 +387,38 @@ async fn preflight(
                         runtime_guard_refusals: status.runtime_guard_refusals,
                     },
                 );
+                preflight::Answer::Ok
             }
-            Some(Err(error)) => unreachable.push(format!("{}: {error}", location.name)),
-            None => unreachable.push(format!("{}: no answer", location.name)),
-        }
+            Err(error) => preflight::Answer::Unreachable(error.clone()),
+        };
+        results.push(preflight::LocationResult {
+            location: location.name.clone(),
+            answer: result,
+            duration,
+        });
     }
-    if !unreachable.is_empty() {
-        return Err(format!(
-            "{} location(s) did not answer; nothing was applied:\n  {}",
-            unreachable.len(),
-            unreachable.join("\n  ")
-        ));
+    let report = PreflightReport {
+        stage: "status",
+        results,
+        duration: started.elapsed(),
+        concurrency: fleet.preflight_concurrency,
+    };
+    if !report.passed() {
+        report_preflight(&report, json)?;
     }
+    lease::refuse_if_held(answers.iter().filter_map(|(location, answer)| {
+        let lease = answer.0.as_ref().ok()?.lease.as_ref()?;
+        Some((location.as_str(), lease))
+    }))?;
     if by_hash.len() != 1 {
         let groups: Vec<String> = by_hash
             .iter()
             .map(|(hash, locations)| format!("{hash}: {}", locations.join(", ")))
             .collect();
-        return Err(format!(
+        return Err(Ended::Error(format!(
             "the fleet is not converged (locations run different topologies); nothing was applied:\n  {}",
             groups.join("\n  ")
-        ));
+        )));
     }
     let fleet_hash = by_hash.keys().next().cloned().unwrap_or_default();
     Ok(Preflight { before, fleet_hash })
@@ -390,21 +493,6 @@ fn guard_plan(old: &Topology, new: &Topology, intent: &Intent, json: bool) -> Re
     Ok(fleet_plan)
 }
 
-/// Phase 4: the waves, with the wave planner's warnings printed.
-fn plan_waves(fleet: &Fleet, new: &Topology) -> Result<(Vec<Wave>, Vec<String>), String> {
-    let fleet_names: Vec<String> = fleet
-        .locations
-        .iter()
-        .map(|location| location.name.clone())
-        .collect();
-    let (waves, warnings) = assign_waves(&fleet.waves, &fleet.gates, &fleet_names, new.locations())
-        .map_err(|error| error.to_string())?;
-    for warning in &warnings {
-        eprintln!("topoctl: warning: {warning}");
-    }
-    Ok((waves, warnings))
-}
-
 /// `rollout start --dry-run`: every wave with its gates, locations and their deltas.
 struct DryRun<'a> {
     fleet: &'a Fleet,
@@ -414,6 +502,7 @@ struct DryRun<'a> {
     waves: &'a [Wave],
     warnings: &'a [String],
     before: &'a BTreeMap<String, LocationBefore>,
+    preflight: &'a PreflightReport,
 }
 
 impl DryRun<'_> {
@@ -445,6 +534,7 @@ impl DryRun<'_> {
                 "new_hash": self.new.hash_hex(),
                 "verdict": self.plan.verdict(),
                 "warnings": self.warnings,
+                "preflight": self.preflight.to_json(),
                 "waves": waves_json,
             }))
             .unwrap_or_default()
@@ -482,6 +572,7 @@ impl DryRun<'_> {
                 self.print_location(location);
             }
         }
+        print!("{}", self.preflight.to_text());
     }
 
     fn print_location(&self, location: &str) {
@@ -524,7 +615,12 @@ async fn drive_started(
     options: &StartOptions,
 ) -> Result<i32, String> {
     let progress = Arc::new(Progress::new(Mode::detect(options.json), &started));
-    let context = Arc::new(Context::new(started.clone(), Arc::clone(&progress))?);
+    let mut context = Context::new(started.clone(), Arc::clone(&progress))?;
+    if let Some(token) = journal.fencing_token() {
+        context.lease.token = token;
+    }
+    let context = Arc::new(context);
+    let finished = journal.finished_flag();
     let line = journal
         .append(&Record::Started(started))
         .map_err(|error| error.to_string())?;
@@ -532,8 +628,8 @@ async fn drive_started(
     progress.record(&line, &machine, 0);
     let metrics = serve_metrics(options.metrics_listen).await?;
     let initial = machine.handle(Event::Start, 0);
-    Ok(driver::run(
-        context,
+    let run = driver::run(
+        Arc::clone(&context),
         machine,
         journal,
         initial,
@@ -542,8 +638,8 @@ async fn drive_started(
             state_dir: options.state_dir.clone(),
             exit_on_pause: options.exit_on_pause,
         },
-    )
-    .await)
+    );
+    Ok(lease::hold_while_then(&context, run, || finished.load(Ordering::SeqCst)).await)
 }
 
 /// Starts the metrics listener when asked for.
@@ -610,8 +706,8 @@ pub fn continue_rollout(
         Err(message) => return fail(json, &message),
     };
     let progress = Arc::new(Progress::new(Mode::detect(json), &started));
-    let context = match Context::new(started, Arc::clone(&progress)) {
-        Ok(context) => Arc::new(context),
+    let mut context = match Context::new(started, Arc::clone(&progress)) {
+        Ok(context) => context,
         Err(message) => return fail(json, &message),
     };
     let mut machine = Machine::restore(context.machine_plan(), lines);
@@ -639,14 +735,30 @@ pub fn continue_rollout(
         Ok(journal) => journal,
         Err(message) => return fail(json, &message),
     };
+    if let Some(token) = journal.fencing_token() {
+        context.lease.token = token;
+    }
+    let context = Arc::new(context);
+    let finished = journal.finished_flag();
     runtime.block_on(async {
+        // Take the fleet lock again, as the same holder, before acting on anything (a new
+        // etcd leader with its higher token: the old leader's late calls are refused).
+        if let Err(message) = lease::acquire_fleet(
+            &context.clients,
+            &context.lease,
+            context.started.lease_seconds,
+        )
+        .await
+        {
+            return fail(json, &message);
+        }
         let metrics = match serve_metrics(flags.metrics_listen).await {
             Ok(metrics) => metrics,
             Err(message) => return fail(json, &message),
         };
         let initial = machine.resume(0, abort);
-        driver::run(
-            context,
+        let run = driver::run(
+            Arc::clone(&context),
             machine,
             journal,
             initial,
@@ -655,8 +767,8 @@ pub fn continue_rollout(
                 state_dir: state_dir.to_path_buf(),
                 exit_on_pause: flags.exit_on_pause,
             },
-        )
-        .await
+        );
+        lease::hold_while_then(&context, run, || finished.load(Ordering::SeqCst)).await
     })
 }
 
@@ -744,146 +856,6 @@ pub fn abort(dir: &Path, flags: &RunFlags) -> i32 {
         return control(dir, Command::Abort);
     }
     take_over(dir, true, flags)
-}
-
-/// `topoctl rollout status`.
-pub fn status(dir: &Path, json: bool) -> i32 {
-    let (started, lines) = match read_journal(dir) {
-        Ok(read) => read,
-        Err(JournalError::Io { source, path }) => {
-            return fail(json, &format!("{}: {source}", path.display()));
-        }
-        Err(error) => return fail(json, &error.to_string()),
-    };
-    let running = controller_running(dir);
-    report_status(&started, &lines, running, None, json)
-}
-
-/// Prints a rollout's state from its journal lines; `leader` describes the controller when
-/// the journal is elsewhere than in a state directory.
-pub fn report_status(
-    started: &Started,
-    lines: &[super::journal::Line],
-    running: bool,
-    leader: Option<&str>,
-    json: bool,
-) -> i32 {
-    let plan = super::machine::MachinePlan {
-        waves: started.waves.clone(),
-        gates: started.gates.clone(),
-        before: started
-            .before
-            .iter()
-            .map(|(location, before)| (location.clone(), before.generation))
-            .collect(),
-    };
-    let machine = Machine::restore(plan, lines);
-    let state = match (machine.phase(), machine.paused()) {
-        (Phase::Finished(outcome), _) => outcome.as_str().to_string(),
-        (_, Some(_)) => "paused".to_string(),
-        (Phase::Planned, None) => "planned".into(),
-        (Phase::Applying, None) => "applying".into(),
-        (Phase::Baking, None) => "baking".into(),
-        (Phase::RollingBack, None) => "rolling_back".into(),
-    };
-    let mut last_gates: BTreeMap<String, Value> = BTreeMap::new();
-    for line in lines {
-        if let Record::GateResult {
-            wave,
-            gate,
-            result,
-            detail,
-            passes,
-            failures,
-            inconclusive,
-        } = &line.record
-        {
-            last_gates.insert(
-                gate.clone(),
-                json!({
-                    "wave": started.waves.get(*wave).map(|wave| wave.name.clone()),
-                    "result": result.as_str(),
-                    "detail": detail,
-                    "passes": passes,
-                    "failures": failures,
-                    "inconclusive": inconclusive,
-                    "time": line.time,
-                }),
-            );
-        }
-    }
-    let locations: BTreeMap<String, Value> = started
-        .before
-        .iter()
-        .map(|(location, before)| {
-            let state = machine.location(location).unwrap_or(LocationState::Pending);
-            (
-                location.clone(),
-                json!({
-                    "before": before.generation,
-                    "state": state,
-                    // Its last call got no answer within the stall bound (in doubt).
-                    "stalled": machine.stalled().contains(location),
-                }),
-            )
-        })
-        .collect();
-    let wave = started
-        .waves
-        .get(machine.wave())
-        .map(|wave| wave.name.clone());
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "rollout": started.rollout,
-                "old_hash": started.old_hash,
-                "new_hash": started.new_hash,
-                "state": state,
-                "paused": machine.paused(),
-                "rollback_reason": machine.rollback_reason(),
-                "wave": wave,
-                "wave_index": machine.wave(),
-                "controller_running": running,
-                "leader": leader,
-                "waves": started.waves.iter().map(|wave| json!({"name": wave.name, "locations": wave.locations, "bake_seconds": wave.bake_seconds})).collect::<Vec<_>>(),
-                "locations": locations,
-                "gates": last_gates,
-                "records": lines.len(),
-            }))
-            .unwrap_or_default()
-        );
-    } else {
-        let gates: Vec<String> = started.gates.iter().map(|gate| gate.name.clone()).collect();
-        // The live view's rendering, without the recent events.
-        print!(
-            "{}",
-            super::progress::render_view(&started.rollout, &machine, 0, &gates, &[])
-        );
-        println!("state: {state}");
-        if let Some(reason) = machine.paused() {
-            println!("paused: {reason}");
-        }
-        println!(
-            "controller: {}",
-            match (running, leader) {
-                (_, Some(leader)) => leader,
-                (true, None) => "running",
-                (false, None) => "not running",
-            }
-        );
-        if let Some(reason) = machine.rollback_reason() {
-            println!("rollback: {reason}");
-        }
-        for (gate, last) in &last_gates {
-            println!(
-                "last {gate}: {} — {}",
-                last["result"].as_str().unwrap_or(""),
-                last["detail"].as_str().unwrap_or("")
-            );
-        }
-    }
-    EXIT_COMPLETED
 }
 
 #[cfg(test)]

@@ -29,13 +29,14 @@ use topologyd_topology::{AnnouncedRoute, Intent, Topology, compile_owned};
 
 use super::gates::{self, GateVerdict, HealthView};
 use super::journal::{Command, Journal, Record, Started};
+use super::lease::{LOCAL_TOKEN, LockWatch, is_lease_refusal};
 use super::machine::{Effect, Event, Machine, MachinePlan, Output};
 use super::progress::{Progress, RolloutMetrics};
 use super::{EXIT_ERROR, EXIT_PAUSED, exit_code_of};
 use topologyd::control_client::{ClientError, ControlClient};
 use topologyd::state_store::SourceBundle;
 use topologyd::tls::{TlsFiles, client_config};
-use topologyd_api::StatusView;
+use topologyd_api::{LeaseClaim, StatusView};
 use topologyd_config::fleet::{FleetLocation, GateKind};
 
 /// The control file in the state directory: one JSON command per line.
@@ -60,6 +61,11 @@ pub struct Context {
     pub intent: Intent,
     pub timeout: Duration,
     pub progress: Arc<Progress>,
+    /// The fleet lock claim every apply and rollback carries: the rollout id and the fencing
+    /// token (local controller: [`LOCAL_TOKEN`]; a leader elected elsewhere sets its own).
+    pub lease: LeaseClaim,
+    /// Says when the lock is lost (a renewal or a mutation refused by the fleet lock).
+    pub lock: Arc<LockWatch>,
 }
 
 /// Turns a control-API bundle into topology sources (the daemon's own conversion).
@@ -137,7 +143,13 @@ impl Context {
         let clients = clients_for(&started.locations, timeout)?;
         let intent = Intent::from_lines(&started.intent)
             .map_err(|error| format!("the journaled intent does not parse: {error}"))?;
+        let lease = LeaseClaim {
+            holder: started.rollout.clone(),
+            token: LOCAL_TOKEN,
+        };
         Ok(Context {
+            lease,
+            lock: Arc::new(LockWatch::default()),
             started,
             clients,
             expected_new,
@@ -344,7 +356,7 @@ async fn apply(
         &context.started.new_bundle,
         &context.intent,
         Some(expected_generation),
-        None,
+        Some(&context.lease),
     );
     let Some(answer) = answer_by(context, location, "apply", deadline, call).await else {
         return Event::Stalled {
@@ -357,6 +369,13 @@ async fn apply(
             location: location.into(),
             generation: outcome.generation_after,
         },
+        Err(error) if is_lease_refusal(&error) => {
+            let reason = lock_lost(context, location, &error);
+            Event::ApplyFailed {
+                location: location.into(),
+                reason,
+            }
+        }
         Err(ClientError::Status { status: 409, .. }) => {
             settle_apply(context, location, expected_generation, deadline).await
         }
@@ -464,7 +483,11 @@ async fn rollback(
             };
         }
     };
-    let call = client.rollback(to_generation, Some(expected_generation), None);
+    let call = client.rollback(
+        to_generation,
+        Some(expected_generation),
+        Some(&context.lease),
+    );
     let Some(answer) = answer_by(context, location, "rollback", deadline, call).await else {
         return Event::Stalled {
             location: location.into(),
@@ -479,6 +502,13 @@ async fn rollback(
                 location: location.into(),
                 generation,
                 verified,
+            }
+        }
+        Err(error) if is_lease_refusal(&error) => {
+            let reason = lock_lost(context, location, &error);
+            Event::RollbackFailed {
+                location: location.into(),
+                reason,
             }
         }
         Err(ClientError::Status { status: 409, .. }) => {
@@ -497,6 +527,18 @@ async fn rollback(
             reason: describe(&error),
         },
     }
+}
+
+/// A mutation refused by the fleet lock: this controller no longer holds it and stops acting
+/// (the run loop pauses before anything else is done; the failure it answers is never
+/// journaled). Answers the reason.
+fn lock_lost(context: &Context, location: &str, error: &ClientError) -> String {
+    let reason = format!(
+        "the fleet lock was lost: {location} refused a change ({}); stopped acting at once",
+        describe(error)
+    );
+    context.lock.lose(reason.clone());
+    reason
 }
 
 /// `GET /v1/health`; a daemon without the endpoint (404) reports everything announced.
@@ -752,6 +794,10 @@ pub async fn run(
     // Every effect in flight; dropped (aborted) when this function returns.
     let mut tasks = tokio::task::JoinSet::new();
     loop {
+        if let Some(reason) = context.lock.lost_reason() {
+            // Nothing decided since is journaled or carried out: a resume starts from here.
+            return pause_with(&context, &mut machine, &mut journal, reason, now(clock));
+        }
         for output in std::mem::take(&mut outputs) {
             match output {
                 Output::Record(record) => match journal.append(&record) {
@@ -801,6 +847,7 @@ pub async fn run(
                 outputs.extend(machine.handle(Event::Tick, now(clock)));
                 context.progress.tick(&machine, now(clock));
             }
+            reason = context.lock.lost() => return pause_with(&context, &mut machine, &mut journal, reason, now(clock)),
             _ = interrupt.recv() => return interrupted(&context, &mut machine, &mut journal, "SIGINT", now(clock)),
             _ = terminate.recv() => return interrupted(&context, &mut machine, &mut journal, "SIGTERM", now(clock)),
         }
@@ -814,9 +861,20 @@ fn interrupted(
     signal: &str,
     now: u64,
 ) -> i32 {
-    let record = Record::Paused {
-        reason: format!("interrupted by {signal}; continue with `topoctl rollout resume`"),
-    };
+    let reason = format!("interrupted by {signal}; continue with `topoctl rollout resume`");
+    pause_with(context, machine, journal, reason, now)
+}
+
+/// Journals a pause for `reason` (if the rollout is active and not paused already) and
+/// answers [`EXIT_PAUSED`].
+fn pause_with(
+    context: &Context,
+    machine: &mut Machine,
+    journal: &mut Journal,
+    reason: String,
+    now: u64,
+) -> i32 {
+    let record = Record::Paused { reason };
     let active = matches!(
         machine.phase(),
         super::machine::Phase::Applying | super::machine::Phase::Baking

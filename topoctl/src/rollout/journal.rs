@@ -13,6 +13,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -33,6 +35,10 @@ pub struct LocationBefore {
     pub runtime_guard_refusals: u64,
 }
 
+fn default_lease_seconds() -> u64 {
+    topologyd_config::fleet::DEFAULT_LEASE_SECONDS
+}
+
 /// Everything a resumed controller needs: the plan, the fleet and both bundles.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Started {
@@ -45,6 +51,10 @@ pub struct Started {
     pub gates: Vec<GateSpec>,
     pub locations: Vec<FleetLocation>,
     pub timeout_seconds: u64,
+    /// The fleet lock's lease time to live (`[defaults] lease_seconds`); a journal written
+    /// before the lock existed reads the default.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
     pub before: BTreeMap<String, LocationBefore>,
     pub old_bundle: SourceBundle,
     pub new_bundle: SourceBundle,
@@ -311,6 +321,8 @@ pub fn unix_time() -> f64 {
 pub struct Journal {
     path: PathBuf,
     backend: Backend,
+    /// Set once a `finished` record is appended (read after the journal is gone).
+    finished: Arc<AtomicBool>,
 }
 
 impl Journal {
@@ -362,6 +374,7 @@ impl Journal {
                 control,
                 control_offset,
             },
+            finished: Arc::default(),
         }
     }
 
@@ -370,7 +383,14 @@ impl Journal {
         Journal {
             path: PathBuf::from(remote.describe()),
             backend: Backend::Remote(remote),
+            finished: Arc::default(),
         }
+    }
+
+    /// Whether a `finished` record has been appended through this journal (a flag that
+    /// outlives it).
+    pub fn finished_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.finished)
     }
 
     /// The fencing token the writer of a remote journal presents to the daemons (`None` for
@@ -405,10 +425,12 @@ impl Journal {
             time: unix_time(),
             record: record.clone(),
         };
+        let finished = matches!(record, Record::Finished { .. });
         let file = match &mut self.backend {
             Backend::File { file, .. } => file,
             Backend::Remote(remote) => {
                 remote.append_line(&line)?;
+                self.finished.fetch_or(finished, Ordering::SeqCst);
                 return Ok(line);
             }
         };
@@ -423,6 +445,7 @@ impl Journal {
                 path: self.path.clone(),
                 source,
             })?;
+        self.finished.fetch_or(finished, Ordering::SeqCst);
         Ok(line)
     }
 

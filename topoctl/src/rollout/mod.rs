@@ -5,7 +5,8 @@
 //! ```text
 //! config::fleet (fleet file) ─┐
 //! topology (new) ────────┴─► waves.rs (wave plan) ─┐
-//! commands.rs: preflight (statuses, running bundle, compile, plan, guards) ─► journal `started`
+//! commands.rs: preflight (statuses, running bundle, compile, plan, guards)
+//!   ─► preflight.rs (wave selectors, canary, every daemon's own plan) ─► journal `started`
 //!        │
 //!        ▼
 //! driver.rs (tokio) ──Event──► machine.rs (pure) ──Output: Record ─► journal.rs (fsync) ─► progress.rs
@@ -23,8 +24,11 @@ pub mod driver;
 pub mod etcd;
 pub mod gates;
 pub mod journal;
+pub mod lease;
 pub mod machine;
+pub mod preflight;
 pub mod progress;
+pub mod status;
 pub mod waves;
 
 use journal::Outcome;
@@ -33,7 +37,8 @@ use journal::Outcome;
 pub const EXIT_COMPLETED: i32 = 0;
 /// An error: usage, invalid input, unreachable or non-converged fleet, failed rollback.
 pub const EXIT_ERROR: i32 = 1;
-/// The plan guards refused the change before anything was applied.
+/// Refused before anything was applied: the plan guards, the wave plan (unknown selector names,
+/// no canary), or a daemon's own plan in the pre-flight.
 pub const EXIT_REFUSED: i32 = 2;
 /// A gate failed or an apply was refused, and everything applied was rolled back.
 pub const EXIT_ROLLED_BACK: i32 = 3;

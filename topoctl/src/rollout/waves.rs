@@ -3,16 +3,18 @@
 //! out. Pure.
 //!
 //! Owns: selector evaluation against one location, `share` (rounded up, in name order),
-//! `max_locations` splitting into `NAME-1`, `NAME-2`, …, which gates apply to each wave, and
-//! the errors (a fleet location unknown to the topology, locations no wave takes).
+//! `max_locations` splitting into `NAME-1`, `NAME-2`, …, which gates apply to each wave, the
+//! errors (a fleet location unknown to the topology, locations no wave takes), the check of
+//! every value a wave selector names against the topology ([`unknown_selector_names`]) and
+//! whether the canary (the first `[[wave]]`) survived ([`canary_dropped`]).
 //!
 //! Must not touch: parsing (`fleet.rs`), running waves (`machine.rs`).
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-use topologyd_config::{Attribute, Selector};
-use topologyd_topology::Location;
+use topologyd_config::{Attribute, LocationState, Selector, Span};
+use topologyd_topology::{Location, suggestion};
 
 use topologyd_config::fleet::{DEFAULT_STALL_SECONDS, GateSpec, OnStall, WaveSpec};
 
@@ -186,6 +188,72 @@ pub fn assign_waves(
         ));
     }
     Ok((waves, warnings))
+}
+
+/// A value a wave selector names that no location of the topology has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownName {
+    /// Index of the `[[wave]]` in the fleet file.
+    pub wave: usize,
+    pub attribute: Attribute,
+    pub value: String,
+    /// The value inside the selector, in the fleet file.
+    pub span: Span,
+    /// "did you mean `x`?", or the known values.
+    pub help: String,
+}
+
+/// Every value a wave selector names (tag, region, metro, country, location, state) that no
+/// location of `topology` has, in file order.
+pub fn unknown_selector_names(specs: &[WaveSpec], topology: &[Location]) -> Vec<UnknownName> {
+    let mut unknown = Vec::new();
+    for (index, spec) in specs.iter().enumerate() {
+        let Some(select) = &spec.select else {
+            continue;
+        };
+        select.for_each_value(&mut |attribute, value| {
+            let name = value.value.as_str();
+            let help = if attribute == Attribute::State {
+                (LocationState::parse(name).is_none())
+                    .then(|| "states are live, offline, test and draining".to_string())
+            } else {
+                let known = topology
+                    .iter()
+                    .flat_map(move |location| attribute_values(location, attribute).into_iter());
+                (!known.clone().any(|known| known == name))
+                    .then(|| suggestion(name, known, attribute.keyword()))
+            };
+            if let Some(help) = help {
+                unknown.push(UnknownName {
+                    wave: index,
+                    attribute,
+                    value: name.to_string(),
+                    span: value.span,
+                    help,
+                });
+            }
+        });
+    }
+    unknown
+}
+
+/// The values `location` has for `attribute` (several for tags).
+fn attribute_values(location: &Location, attribute: Attribute) -> Vec<&str> {
+    match attribute {
+        Attribute::Region => vec![location.region.as_str()],
+        Attribute::Metro => vec![location.metro.as_str()],
+        Attribute::Country => vec![location.country.as_str()],
+        Attribute::Location => vec![location.name.as_str()],
+        Attribute::State => vec![location.state.as_str()],
+        Attribute::Tag => location.tags.iter().map(String::as_str).collect(),
+    }
+}
+
+/// Whether the first `[[wave]]` (the canary) selected no location and is not in `waves`.
+pub fn canary_dropped(specs: &[WaveSpec], waves: &[Wave]) -> bool {
+    specs
+        .first()
+        .is_some_and(|canary| waves.first().is_none_or(|wave| wave.base != canary.name))
 }
 
 /// `ceil(candidates × share)`, at most `candidates`.

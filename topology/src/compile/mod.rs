@@ -169,8 +169,10 @@ pub(crate) fn levenshtein(left: &str, right: &str) -> usize {
     row[right.len()]
 }
 
-/// "did you mean `x`?" or the list of known names.
-fn suggestion<'a>(
+/// "did you mean `x`?" (the closest of `known` to `wanted`, if close enough) or the list of
+/// known names of that `kind`. Shared with other checks of names against a topology (the
+/// rollout controller's wave selectors).
+pub fn suggestion<'a>(
     wanted: &str,
     known: impl Iterator<Item = &'a str> + Clone,
     kind: &str,

@@ -18,6 +18,7 @@ fn at(milliseconds: u64) -> Now {
     Now {
         monotonic: Duration::from_millis(milliseconds),
         unix_seconds: 1_700_000_000,
+        unix_ms: 1_700_000_000_000 + milliseconds,
     }
 }
 
@@ -61,6 +62,7 @@ fn compiled_error(request: RequestId, base_generation: u64, expected: Option<u64
         request,
         base_generation,
         expected_generation: expected,
+        lease: None,
         result: Box::new(Err(EngineError {
             kind: EngineErrorKind::Invalid,
             message: "does not compile".into(),
@@ -80,10 +82,71 @@ fn a_mutation_with_the_running_generation_is_compiled_off_the_engine_task() {
         Event::MutationRequested {
             request: 4,
             expected_generation: Some(1),
+            lease: None,
         },
         at(1),
     );
     assert_eq!(rendered(&effects), ["compile request=4 base=1"]);
+}
+
+/// The fleet lock's claim is decided in the same step as the compare-and-swap: refused
+/// before any compile while another holder's lease is live, and again when the compile
+/// comes back if the lease changed meanwhile — never committed.
+#[test]
+fn a_mutation_is_checked_against_the_lease_with_its_compare_and_swap() {
+    use topologyd_api::{LeaseAction, LeaseClaim, LeaseRequest};
+    let mut core = core();
+    let claim = |holder: &str| LeaseClaim {
+        holder: holder.to_owned(),
+        token: 1,
+    };
+    let acquire = |core: &mut EngineCore, holder: &str, now: Now| {
+        let request = LeaseRequest {
+            holder: holder.to_owned(),
+            token: 1,
+            ttl_seconds: 10,
+            action: LeaseAction::Acquire,
+        };
+        core.lease = core.lease.decide(&request, now.unix_ms).expect("granted").0;
+    };
+    acquire(&mut core, "r-1", at(0));
+    let requested = |lease: Option<LeaseClaim>| Event::MutationRequested {
+        request: 4,
+        expected_generation: Some(1),
+        lease,
+    };
+    for (lease, kind) in [(None, "LeaseHeld"), (Some(claim("r-2")), "LeaseHeld")] {
+        let effects = rendered(&core.handle(requested(lease), at(1)));
+        assert_eq!(effects.len(), 1, "{effects:?}");
+        assert!(
+            effects[0].starts_with(&format!("reply request=4 error {kind}")),
+            "{effects:?}"
+        );
+        assert!(effects[0].contains("`r-1`"), "{effects:?}");
+    }
+    let effects = rendered(&core.handle(requested(Some(claim("r-1"))), at(2)));
+    assert_eq!(effects, ["compile request=4 base=1"]);
+    // While it compiled the lease expired and r-2 took it: the commit is refused.
+    acquire(&mut core, "r-2", at(20_000));
+    let mut compiled = compiled_error(4, 1, Some(1));
+    if let Event::Compiled { lease, .. } = &mut compiled {
+        *lease = Some(claim("r-1"));
+    }
+    let effects = rendered(&core.handle(compiled, at(20_001)));
+    assert_eq!(effects.len(), 1, "{effects:?}");
+    assert!(
+        effects[0].starts_with("reply request=4 error LeaseHeld"),
+        "{effects:?}"
+    );
+    // Expired with no one holding it: the claim must be acquired again.
+    let effects = rendered(&core.handle(requested(Some(claim("r-2"))), at(40_000)));
+    assert!(
+        effects[0].starts_with("reply request=4 error LeaseNotHeld"),
+        "{effects:?}"
+    );
+    // No lease, no claim: a plain apply is compiled.
+    let effects = rendered(&core.handle(requested(None), at(40_001)));
+    assert_eq!(effects, ["compile request=4 base=1"]);
 }
 
 #[test]
@@ -181,6 +244,7 @@ fn an_address_is_unbound_only_when_every_peer_sent_the_withdrawal_or_after_the_t
     let now = Now {
         monotonic: due,
         unix_seconds: 0,
+        unix_ms: 0,
     };
     let effects = rendered(&core.handle(Event::Tick, now));
     assert!(

@@ -234,7 +234,15 @@ pub fn status(options: &EtcdOptions, json: bool) -> i32 {
         ),
         None => "not running (no leader holds the lease)".to_string(),
     };
-    let code = report_status(&started, &lines, leader.is_some(), Some(&described), json);
+    let token = leader.as_ref().map(|leader| leader.token.unsigned_abs());
+    let code = report_status(
+        &started,
+        &lines,
+        leader.is_some(),
+        Some(&described),
+        token,
+        json,
+    );
     if code == EXIT_COMPLETED {
         EXIT_COMPLETED
     } else {

@@ -12,6 +12,7 @@ pub(crate) fn started() -> Started {
         gates: vec![],
         locations: vec![],
         timeout_seconds: 30,
+        lease_seconds: 60,
         before: BTreeMap::new(),
         old_bundle: SourceBundle { sources: vec![] },
         new_bundle: SourceBundle { sources: vec![] },

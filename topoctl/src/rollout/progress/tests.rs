@@ -46,6 +46,7 @@ fn started() -> Started {
         }],
         locations: vec![],
         timeout_seconds: 30,
+        lease_seconds: 60,
         before: [("ams01", 1), ("fra01", 1), ("iad01", 1)]
             .into_iter()
             .map(|(location, generation)| {

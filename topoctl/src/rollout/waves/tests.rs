@@ -31,6 +31,7 @@ fn spec(name: &str, select: Option<&str>, share: f64, max: Option<usize>) -> Wav
     WaveSpec {
         name: name.into(),
         select: select.map(|text| parse_selector(text, &|_, _| Span::default()).unwrap()),
+        select_span: None,
         share,
         bake_seconds: 5,
         max_locations: max,
@@ -259,4 +260,232 @@ fn selector_semantics() {
         ["ams01", "lhr01"]
     );
     assert_eq!(select("none"), Vec::<&str>::new());
+}
+
+/// A spec whose selector values keep their offsets inside `text` (source 0).
+fn located_spec(name: &str, text: &str) -> WaveSpec {
+    WaveSpec {
+        name: name.into(),
+        select: Some(
+            parse_selector(text, &|offset, length| {
+                Span::new(0, offset..offset + length)
+            })
+            .unwrap(),
+        ),
+        select_span: Some(Span::new(0, 0..text.len())),
+        share: 1.0,
+        bake_seconds: 5,
+        max_locations: None,
+        stall_seconds: DEFAULT_STALL_SECONDS,
+        on_stall: OnStall::Pause,
+    }
+}
+
+#[test]
+fn unknown_selector_names_say_did_you_mean_at_the_value() {
+    let text = "tag:canry or region = \"us\" or metro = 'AMX' or state = 'tset'";
+    let specs = [
+        located_spec("canary", text),
+        located_spec("rest", "location in ['ord01', 'sfo1']"),
+    ];
+    let unknown = unknown_selector_names(&specs, &topology());
+    let found: Vec<(usize, Attribute, &str, Span, &str)> = unknown
+        .iter()
+        .map(|item| {
+            (
+                item.wave,
+                item.attribute,
+                item.value.as_str(),
+                item.span,
+                item.help.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (
+                0,
+                Attribute::Tag,
+                "canry",
+                Span::new(0, 4..9),
+                "did you mean `canary`?"
+            ),
+            (
+                0,
+                Attribute::Metro,
+                "AMX",
+                Span::new(0, 39..42),
+                "did you mean `AMS`?"
+            ),
+            (
+                0,
+                Attribute::State,
+                "tset",
+                Span::new(0, 56..60),
+                "states are live, offline, test and draining"
+            ),
+            (
+                1,
+                Attribute::Location,
+                "sfo1",
+                Span::new(0, 23..27),
+                "did you mean `sfo01`?"
+            ),
+        ]
+    );
+    // Far from every known name: the known names are listed instead.
+    let unknown =
+        unknown_selector_names(&[located_spec("w", "region = 'antarctica'")], &topology());
+    assert_eq!(unknown[0].help, "known regions: ap, eu, us");
+    // Known values, `all` and `none` and no selector at all are accepted.
+    let accepted = [
+        located_spec(
+            "a",
+            "region in ['eu', 'us'] and not tag:canary or state = 'draining'",
+        ),
+        located_spec("b", "all"),
+        located_spec("c", "none"),
+        spec("d", None, 1.0, None),
+    ];
+    assert!(unknown_selector_names(&accepted, &topology()).is_empty());
+}
+
+#[test]
+fn the_canary_is_dropped_only_when_the_first_wave_selects_nothing() {
+    let topology = topology();
+    let canary = spec("canary", Some("tag:nothing-has-this"), 1.0, None);
+    let rest = spec("rest", None, 1.0, None);
+    let (waves, warnings) = assign_waves(
+        &[canary.clone(), rest.clone()],
+        &[],
+        &names(&topology),
+        &topology,
+    )
+    .unwrap();
+    assert!(canary_dropped(&[canary, rest.clone()], &waves));
+    assert!(warnings.iter().any(|warning| warning.contains("`canary`")));
+    let canary = spec("canary", Some("tag:canary"), 1.0, None);
+    let (waves, _) = assign_waves(
+        &[canary.clone(), rest.clone()],
+        &[],
+        &names(&topology),
+        &topology,
+    )
+    .unwrap();
+    assert!(!canary_dropped(&[canary.clone(), rest.clone()], &waves));
+    // A split canary keeps its base name.
+    let split = spec("canary", Some("region = 'eu'"), 1.0, Some(1));
+    let (waves, _) =
+        assign_waves(&[split.clone(), rest], &[], &names(&topology), &topology).unwrap();
+    assert_eq!(waves[0].name, "canary-1");
+    assert!(!canary_dropped(&[split], &waves));
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ATTRIBUTES: [&str; 6] = ["region", "metro", "country", "location", "state", "tag"];
+    const STATES: [&str; 4] = ["live", "offline", "test", "draining"];
+    const WORDS: [&str; 8] = ["eu", "us", "ap", "canary", "edge", "AMS", "XX", "YY"];
+
+    fn generated_location(index: usize, pick: (usize, usize, usize, usize, bool)) -> Location {
+        let (region, metro, country, state, tagged) = pick;
+        Location {
+            name: format!("loc{index:02}"),
+            region: WORDS[region % 3].into(),
+            metro: WORDS[3 + metro % 3].into(),
+            country: WORDS[6 + country % 2].into(),
+            tags: if tagged {
+                vec![WORDS[3].into()]
+            } else {
+                Vec::new()
+            },
+            state: LocationState::parse(STATES[state % 4]).unwrap(),
+        }
+    }
+
+    /// A selector leaf over names drawn from the topology's own values, typos of them, and
+    /// words nothing has.
+    fn leaf() -> impl Strategy<Value = String> {
+        (0..ATTRIBUTES.len(), 0..12usize, 0..3usize, any::<bool>()).prop_map(
+            |(attribute, word, mangle, negated)| {
+                let attribute = ATTRIBUTES[attribute];
+                let base = match attribute {
+                    "state" => STATES[word % 4].to_string(),
+                    "location" => format!("loc{:02}", word),
+                    _ => WORDS[word % WORDS.len()].to_string(),
+                };
+                let value = match mangle {
+                    0 => base,
+                    1 => format!("{base}x"),
+                    _ => base.chars().rev().collect(),
+                };
+                let operator = if negated { "!=" } else { "=" };
+                format!("{attribute} {operator} '{value}'")
+            },
+        )
+    }
+
+    fn selector() -> impl Strategy<Value = String> {
+        prop::collection::vec(leaf(), 1..4).prop_flat_map(|leaves| {
+            prop::collection::vec(any::<bool>(), leaves.len()).prop_map(move |joins| {
+                let mut text = leaves[0].clone();
+                for (leaf, and) in leaves.iter().zip(joins).skip(1) {
+                    text += if and { " and " } else { " or " };
+                    text += leaf;
+                }
+                text
+            })
+        })
+    }
+
+    proptest! {
+        /// A selector the validator accepts names only values some location has, and never
+        /// makes wave assignment fail for the names that exist.
+        #[test]
+        fn accepted_selectors_never_fail_wave_assignment(
+            picks in prop::collection::vec(
+                (0..3usize, 0..3usize, 0..2usize, 0..4usize, any::<bool>()),
+                1..10,
+            ),
+            first in selector(),
+            second in selector(),
+        ) {
+            let topology: Vec<Location> = picks
+                .into_iter()
+                .enumerate()
+                .map(|(index, pick)| generated_location(index, pick))
+                .collect();
+            let specs = [
+                located_spec("canary", &first),
+                located_spec("middle", &second),
+                spec("rest", None, 1.0, None),
+            ];
+            let unknown = unknown_selector_names(&specs, &topology);
+            for spec in &specs {
+                if let Some(select) = &spec.select {
+                    select.for_each_value(&mut |attribute, value| {
+                        let rejected = unknown
+                            .iter()
+                            .any(|item| item.attribute == attribute && item.value == value.value);
+                        let exists = attribute == Attribute::State
+                            && LocationState::parse(&value.value).is_some()
+                            || topology.iter().any(|location| {
+                                attribute_values(location, attribute).contains(&value.value.as_str())
+                            });
+                        assert_eq!(rejected, !exists, "{attribute:?} {:?}", value.value);
+                    });
+                }
+            }
+            if unknown.is_empty() {
+                let result = assign_waves(&specs, &[], &names(&topology), &topology);
+                prop_assert!(result.is_ok(), "{result:?}");
+                let (waves, _) = result.unwrap();
+                let assigned: usize = waves.iter().map(|wave| wave.locations.len()).sum();
+                prop_assert_eq!(assigned, topology.len());
+            }
+        }
+    }
 }
