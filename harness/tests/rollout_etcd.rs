@@ -17,8 +17,9 @@
 //! - (b) The next change: the leader is stopped (SIGSTOP) in the canary's bake; a standby takes
 //!   over after the lease expires; the old leader is resumed (SIGCONT): it stops with exit 4
 //!   and "leadership lost", journals nothing after its resumption (every journal record
-//!   written by it precedes the standby's first), and no location is applied twice (every
-//!   daemon at generation 3).
+//!   written by it precedes the standby's first), every daemon's fleet-lock lease names the
+//!   rollout with the standby's higher token, a push carrying the old leader's claim is refused
+//!   `stale_token`, and no location is applied twice (every daemon at generation 3).
 //! - (e) The next change: the leader key is deleted under a live leader (as `etcdctl del`
 //!   would; its lease is still alive, so only the journal fence can notice): its next journal
 //!   write is refused, it exits 4 naming the refusal; a standby then completes the rollout,
@@ -247,6 +248,27 @@ fn assert_applied_once(fleet: &TestFleet, number: u64, pushes: usize, context: &
     }
 }
 
+/// The fencing token in a controller's "leading etcd:PREFIX (token N…" line.
+fn leading_token(stderr: &str) -> u64 {
+    stderr
+        .split("(token ")
+        .nth(1)
+        .and_then(|rest| {
+            rest.split(|character: char| !character.is_ascii_digit())
+                .next()
+        })
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("no `(token N` in: {stderr}"))
+}
+
+/// `topoctl status` of one daemon (its `GET /v1/status`).
+fn daemon_status(fleet: &TestFleet, name: &str) -> Value {
+    let topoctl = check(fleet.topoctl(name), "a topoctl client");
+    let output = check(topoctl.run::<&str>("status", &[]), "topoctl status");
+    assert_eq!(output.code, Some(0), "{name}: {output}");
+    check(output.json(), "the daemon's status")
+}
+
 /// `topoctl rollout status --etcd … --json`.
 fn etcd_status(fleet: &TestFleet, etcd: &EtcdCluster, prefix: &str) -> Value {
     let arguments = with_etcd(&["status", "--json"], etcd, prefix);
@@ -385,6 +407,43 @@ fn controller_crash_and_partition() {
         late.is_empty(),
         "the old leader journaled after the takeover: {late:?}"
     );
+    // Fencing at the daemons: the standby re-acquired every daemon's lease with its higher
+    // token, so the old leader's claim is refused as stale.
+    let rollout_id = leader
+        .events()
+        .iter()
+        .find(|event| event_name(event) == "planned")
+        .and_then(|event| event["rollout"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no planned event from the old leader"));
+    let old_token = leading_token(&old.stderr);
+    let new_token = leading_token(&standby.stderr());
+    assert!(
+        new_token > old_token,
+        "tokens: old {old_token}, new {new_token}"
+    );
+    for name in all_names() {
+        let status = daemon_status(&fleet, name);
+        assert_eq!(
+            status["lease"]["holder"],
+            rollout_id.as_str(),
+            "{name}: {status:#}"
+        );
+        assert_eq!(status["lease"]["token"], new_token, "{name}: {status:#}");
+    }
+    let topoctl = check(fleet.topoctl(CANARY), "a topoctl client");
+    let mut push: Vec<String> = files.clone();
+    push.extend([
+        "--json".to_string(),
+        "--lease".to_string(),
+        format!("{rollout_id}:{old_token}"),
+    ]);
+    let stale = check(
+        topoctl.run("push", &push),
+        "a push with the old leader's claim",
+    );
+    assert_eq!(stale.code, Some(1), "{stale}");
+    let body = check(stale.json(), "the refusal");
+    assert_eq!(body["error"]["kind"], "stale_token", "{stale}");
     let output = check(standby.wait(ROLLOUT_TIMEOUT), "the standby's rollout");
     assert_eq!(output.code, EXIT_COMPLETED, "{output}\n{}", fleet.report());
     assert_applied_once(&fleet, 3, 2, "(b)");
