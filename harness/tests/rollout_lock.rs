@@ -255,10 +255,13 @@ impl Lock {
 }
 
 fn rollout_id(events: &[Value]) -> String {
+    // The pre-flight's events come before the rollout has an id.
     events
-        .first()
-        .map(|event| event_field(event, "rollout").to_owned())
+        .iter()
+        .map(|event| event_field(event, "rollout"))
+        .find(|rollout| !rollout.is_empty())
         .unwrap_or_default()
+        .to_owned()
 }
 
 fn planned_hash(events: &[Value]) -> String {
