@@ -743,14 +743,21 @@ pub fn continue_rollout(
     runtime.block_on(async {
         // Take the fleet lock again, as the same holder, before acting on anything (a new
         // etcd leader with its higher token: the old leader's late calls are refused).
-        if let Err(message) = lease::acquire_fleet(
+        match lease::retake_fleet(
             &context.clients,
             &context.lease,
             context.started.lease_seconds,
         )
         .await
         {
-            return fail(json, &message);
+            Ok(unanswered) => {
+                for location in unanswered {
+                    context.progress.warn(&format!(
+                        "fleet lock: not taken again yet at {location}; the keeper retries"
+                    ));
+                }
+            }
+            Err(message) => return fail(json, &message),
         }
         let metrics = match serve_metrics(flags.metrics_listen).await {
             Ok(metrics) => metrics,

@@ -188,6 +188,57 @@ pub async fn acquire_fleet(
     Err(message)
 }
 
+/// How long a take-over waits for one daemon's answer before it goes on without it.
+pub const RETAKE_WAIT: Duration = Duration::from_secs(3);
+
+/// Takes the lock again for a take-over (`resume`, `abort`, a new etcd leader): the same
+/// holder, at every location at once. A refusal by the lock's rules (another holder, a higher
+/// token) means the lock is not ours: the answer is an error naming them. A daemon that does
+/// not answer within [`RETAKE_WAIT`] is not waited for (an abort must never wait on a dead
+/// location): it is named in the warnings, and the keeper takes its lease at its next round;
+/// until then its mutations are refused (`lease_not_held`) and retried.
+pub async fn retake_fleet(
+    clients: &BTreeMap<String, ControlClient>,
+    claim: &LeaseClaim,
+    ttl_seconds: u64,
+) -> Result<Vec<String>, String> {
+    let acquire = request(claim, ttl_seconds, LeaseAction::Acquire);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (location, client) in clients {
+        let (location, client, acquire) = (location.clone(), client.clone(), acquire.clone());
+        tasks.spawn(async move {
+            let answer = tokio::time::timeout(RETAKE_WAIT, client.lease(&acquire)).await;
+            (location, answer)
+        });
+    }
+    let mut refusals = Vec::new();
+    let mut unanswered = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((location, answer)) = joined else {
+            continue;
+        };
+        match answer {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) if is_lease_refusal(&error) => {
+                refusals.push(describe_refusal(&location, &error));
+            }
+            Ok(Err(error)) => unanswered.push(describe_refusal(&location, &error)),
+            Err(_) => unanswered.push(format!("{location}: no answer within {RETAKE_WAIT:?}")),
+        }
+    }
+    if refusals.is_empty() {
+        unanswered.sort();
+        return Ok(unanswered);
+    }
+    refusals.sort();
+    Err(format!(
+        "the fleet lock is not ours any more: {} location(s) refused the lease for rollout `{}`; nothing was done:\n  {}",
+        refusals.len(),
+        claim.holder,
+        refusals.join("\n  ")
+    ))
+}
+
 /// Gives the lease of `claim` back at `locations`; answers the failures (each expires by
 /// itself).
 pub async fn release_fleet(
@@ -196,15 +247,18 @@ pub async fn release_fleet(
     claim: &LeaseClaim,
 ) -> Vec<String> {
     let release = request(claim, 0, LeaseAction::Release);
-    ask_all(clients, locations, &release)
-        .await
-        .into_iter()
-        .filter_map(|(location, answer)| {
-            answer
-                .err()
-                .map(|error| describe_refusal(&location, &error))
-        })
-        .collect()
+    // A daemon that does not answer soon is not waited for: its lease expires by itself.
+    match tokio::time::timeout(RETAKE_WAIT, ask_all(clients, locations, &release)).await {
+        Ok(answers) => answers
+            .into_iter()
+            .filter_map(|(location, answer)| {
+                answer
+                    .err()
+                    .map(|error| describe_refusal(&location, &error))
+            })
+            .collect(),
+        Err(_) => vec![format!("not every daemon answered within {RETAKE_WAIT:?}")],
+    }
 }
 
 /// Renews the lease at every location every third of `ttl_seconds`, until the task is
