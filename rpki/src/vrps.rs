@@ -134,6 +134,38 @@ impl VrpSet {
         }
     }
 
+    /// Removes a VRP; false when the set did not hold it. An emptied prefix leaves its trie.
+    pub fn remove(&mut self, vrp: &Vrp) -> bool {
+        let entry = (vrp.asn, vrp.max_length);
+        let removed = match vrp.prefix.trunc() {
+            IpNet::V4(prefix) => remove_from(&mut self.ipv4, &prefix, entry),
+            IpNet::V6(prefix) => remove_from(&mut self.ipv6, &prefix, entry),
+        };
+        if removed {
+            self.count -= 1;
+        }
+        removed
+    }
+
+    /// Every VRP the set holds, IPv4 first, in trie order.
+    pub fn iter(&self) -> impl Iterator<Item = Vrp> + '_ {
+        let ipv4 = self.ipv4.iter().flat_map(|(prefix, list)| {
+            list.iter().map(move |(asn, max_length)| Vrp {
+                prefix: IpNet::V4(prefix),
+                max_length: *max_length,
+                asn: *asn,
+            })
+        });
+        let ipv6 = self.ipv6.iter().flat_map(|(prefix, list)| {
+            list.iter().map(move |(asn, max_length)| Vrp {
+                prefix: IpNet::V6(prefix),
+                max_length: *max_length,
+                asn: *asn,
+            })
+        });
+        ipv4.chain(ipv6)
+    }
+
     pub fn len(&self) -> usize {
         self.count
     }
@@ -223,6 +255,25 @@ impl VrpSet {
         };
         Validation { state, covering }
     }
+}
+
+/// Removes `entry` from `prefix`'s list in one family's trie, and the list when it empties.
+fn remove_from<P: prefix_trie::Prefix>(
+    trie: &mut PrefixMap<P, Vec<(u32, u8)>>,
+    prefix: &P,
+    entry: (u32, u8),
+) -> bool {
+    let Some(list) = trie.get_mut(prefix) else {
+        return false;
+    };
+    let Some(position) = list.iter().position(|held| *held == entry) else {
+        return false;
+    };
+    list.swap_remove(position);
+    if list.is_empty() {
+        trie.remove(prefix);
+    }
+    true
 }
 
 /// The VRPs one family's trie holds for `prefix` and every prefix containing it.
