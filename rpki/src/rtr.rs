@@ -332,7 +332,7 @@ async fn run(caches: Vec<CacheEndpoint>, sender: watch::Sender<RtrSnapshot>) {
     let mut backoff = INITIAL_BACKOFF;
     loop {
         let mut any_answered = false;
-        for index in 0..sessions.len() {
+        for (index, session) in sessions.iter_mut().enumerate() {
             if expire_if_due(&sender, &mut vrps) {
                 served_by = None;
             }
@@ -344,16 +344,16 @@ async fn run(caches: Vec<CacheEndpoint>, sender: watch::Sender<RtrSnapshot>) {
             };
             // Another cache's session state means nothing here: its set is replaced by a reset.
             let state = if served_by == Some(index) {
-                sessions[index].state
+                session.state
             } else {
                 None
             };
-            let address = sessions[index].endpoint.address.clone();
+            let address = session.endpoint.address.clone();
             let (store, state, error) = run_session(&address, store, state, &sender).await;
             if store.applied > 0 {
                 any_answered = true;
                 served_by = Some(index);
-                sessions[index].state = state;
+                session.state = state;
                 vrps = store.vrps;
                 backoff = INITIAL_BACKOFF;
             }
@@ -415,7 +415,11 @@ async fn run_session(
             snapshot.updated = Some(Instant::now());
             snapshot.last_error = None;
         });
-        tracing::debug!(cache = address, vrps = store.vrps.len(), "RTR update applied");
+        tracing::debug!(
+            cache = address,
+            vrps = store.vrps.len(),
+            "RTR update applied"
+        );
     }
 }
 

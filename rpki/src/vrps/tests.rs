@@ -108,10 +108,7 @@ fn naive_validate(list: &[Vrp], prefix: &IpNet, origin: u32) -> Validation {
         .any(|vrp| origin != 0 && vrp.asn == origin && prefix.prefix_len() <= vrp.max_length)
     {
         RpkiState::Valid
-    } else if covering
-        .iter()
-        .any(|vrp| origin != 0 && vrp.asn == origin)
-    {
+    } else if covering.iter().any(|vrp| origin != 0 && vrp.asn == origin) {
         RpkiState::InvalidLength
     } else {
         RpkiState::InvalidOrigin
@@ -125,13 +122,18 @@ fn arbitrary_prefix() -> impl proptest::strategy::Strategy<Value = IpNet> {
     use proptest::prelude::*;
     prop_oneof![
         (0u8..4, 0u8..4, 8u8..=26).prop_map(|(second, third, length)| {
-            IpNet::V4(Ipv4Net::new(std::net::Ipv4Addr::new(10, second, third * 64, 0), length).unwrap())
-                .trunc()
+            IpNet::V4(
+                Ipv4Net::new(std::net::Ipv4Addr::new(10, second, third * 64, 0), length).unwrap(),
+            )
+            .trunc()
         }),
         (0u16..4, 32u8..=50).prop_map(|(third, length)| {
             IpNet::V6(
-                Ipv6Net::new(std::net::Ipv6Addr::new(0x2001, 0xdb8, third << 14, 0, 0, 0, 0, 0), length)
-                    .unwrap(),
+                Ipv6Net::new(
+                    std::net::Ipv6Addr::new(0x2001, 0xdb8, third << 14, 0, 0, 0, 0, 0),
+                    length,
+                )
+                .unwrap(),
             )
             .trunc()
         }),
