@@ -1,0 +1,258 @@
+//! The RTR client against a small hand-written cache on loopback, for what a real cache never
+//! sends: malformed PDUs (bogus type, impossible length, truncation, random bytes — a clear
+//! error naming the cache, never a panic, the task keeps running) and End of Data timers short
+//! enough to test expiry (RFC 8210 §6: no cache for `expire` seconds empties the set).
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use topologyd_rpki::rtr::{CacheEndpoint, RtrError, SyncState, fetch_once, spawn};
+
+const SESSION: u16 = 7;
+
+/// Cache Response (RFC 8210 §5.5).
+fn cache_response(version: u8) -> Vec<u8> {
+    let mut pdu = vec![version, 3];
+    pdu.extend_from_slice(&SESSION.to_be_bytes());
+    pdu.extend_from_slice(&8u32.to_be_bytes());
+    pdu
+}
+
+/// IPv4 Prefix (§5.6), announce.
+fn ipv4_prefix(version: u8, octets: [u8; 4], length: u8, max_length: u8, asn: u32) -> Vec<u8> {
+    let mut pdu = vec![version, 4, 0, 0];
+    pdu.extend_from_slice(&20u32.to_be_bytes());
+    pdu.extend_from_slice(&[1, length, max_length, 0]);
+    pdu.extend_from_slice(&octets);
+    pdu.extend_from_slice(&asn.to_be_bytes());
+    pdu
+}
+
+/// End of Data (§5.8, version 1 and later: with the three timers).
+fn end_of_data(version: u8, serial: u32, refresh: u32, retry: u32, expire: u32) -> Vec<u8> {
+    let mut pdu = vec![version, 7];
+    pdu.extend_from_slice(&SESSION.to_be_bytes());
+    pdu.extend_from_slice(&24u32.to_be_bytes());
+    for value in [serial, refresh, retry, expire] {
+        pdu.extend_from_slice(&value.to_be_bytes());
+    }
+    pdu
+}
+
+/// A cache that, per connection, reads the client's first query and answers `answer(version)`,
+/// then closes. Returns its address; it serves until the runtime ends.
+async fn hand_cache(answer: impl Fn(u8) -> Vec<u8> + Send + Sync + 'static) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let answer = std::sync::Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let answer = std::sync::Arc::clone(&answer);
+            tokio::spawn(async move {
+                let mut query = [0u8; 8];
+                if stream.read_exact(&mut query).await.is_err() {
+                    return;
+                }
+                let _ = stream.write_all(&answer(query[0])).await;
+                let _ = stream.flush().await;
+                // Linger briefly so the client reads everything before the close.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            });
+        }
+    });
+    address
+}
+
+fn good_answer(version: u8, expire: u32) -> Vec<u8> {
+    [
+        cache_response(version),
+        ipv4_prefix(version, [192, 0, 2, 0], 24, 24, 64500),
+        end_of_data(version, 1, 1, 1, expire),
+    ]
+    .concat()
+}
+
+#[tokio::test]
+async fn a_complete_answer_is_read() {
+    let address = hand_cache(|version| good_answer(version, 600)).await;
+    let (vrps, cache) = fetch_once(&[address.clone()], Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(cache, address);
+    assert_eq!(vrps.len(), 1);
+    let vrp = vrps.iter().next().unwrap();
+    assert_eq!(vrp.to_string(), "192.0.2.0/24 max-length 24 AS64500");
+}
+
+/// Each malformed answer gives an error naming the cache; none panics.
+#[tokio::test]
+async fn malformed_pdus_give_a_clear_error() {
+    let cases: Vec<(&str, fn(u8) -> Vec<u8>)> = vec![
+        ("unknown PDU type", |version| {
+            [cache_response(version), vec![version, 99, 0, 0, 0, 0, 0, 8]].concat()
+        }),
+        ("impossible length", |version| {
+            [
+                cache_response(version),
+                vec![version, 4, 0, 0, 0xff, 0xff, 0xff, 0xff],
+            ]
+            .concat()
+        }),
+        ("truncated prefix", |version| {
+            let mut answer = [
+                cache_response(version),
+                ipv4_prefix(version, [192, 0, 2, 0], 24, 24, 64500),
+            ]
+            .concat();
+            answer.truncate(answer.len() - 5);
+            answer
+        }),
+        ("max-length shorter than the prefix", |version| {
+            [
+                cache_response(version),
+                ipv4_prefix(version, [192, 0, 2, 0], 24, 16, 64500),
+                end_of_data(version, 1, 1, 1, 600),
+            ]
+            .concat()
+        }),
+        ("prefix longer than 32", |version| {
+            [
+                cache_response(version),
+                ipv4_prefix(version, [192, 0, 2, 0], 40, 40, 64500),
+                end_of_data(version, 1, 1, 1, 600),
+            ]
+            .concat()
+        }),
+        ("no End of Data", cache_response),
+        ("a version above 2", |_| cache_response(9)),
+    ];
+    for (name, answer) in cases {
+        let address = hand_cache(answer).await;
+        let result = fetch_once(&[address.clone()], Duration::from_secs(10)).await;
+        match result {
+            Err(RtrError::AllFailed(errors)) => {
+                assert_eq!(errors.len(), 1, "{name}");
+                let message = errors[0].to_string();
+                assert!(
+                    message.starts_with(&format!("RTR cache {address}: ")),
+                    "{name}: {message}"
+                );
+            }
+            Ok((vrps, _)) => {
+                // A cache may be lenient about a bad entry; it must never be used as valid.
+                assert!(
+                    vrps.iter()
+                        .all(|vrp| vrp.max_length >= vrp.prefix.prefix_len()
+                            && vrp.max_length <= vrp.prefix.max_prefix_len()),
+                    "{name}: accepted a malformed VRP"
+                );
+            }
+            Err(other) => panic!("{name}: unexpected {other}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_running_client_survives_a_malformed_cache_and_falls_back() {
+    let broken = hand_cache(|version| [cache_response(version), vec![0xff; 40]].concat()).await;
+    let good = hand_cache(|version| good_answer(version, 600)).await;
+    let handle = spawn(vec![
+        CacheEndpoint {
+            address: broken.clone(),
+            preference: 1,
+        },
+        CacheEndpoint {
+            address: good.clone(),
+            preference: 2,
+        },
+    ])
+    .unwrap();
+    let mut snapshots = handle.snapshots.clone();
+    let synced = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            {
+                let snapshot = snapshots.borrow_and_update();
+                if snapshot.state == SyncState::InSync {
+                    return snapshot.clone();
+                }
+            }
+            snapshots.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(synced.cache.as_deref(), Some(good.as_str()));
+    assert_eq!(synced.vrps.len(), 1);
+    assert_eq!(synced.serial, Some(1));
+    assert_eq!(synced.session_id, Some(SESSION));
+}
+
+/// RFC 8210 §6: with `expire` = 1 s and the cache gone, the VRPs are dropped.
+#[tokio::test]
+async fn rfc8210_6_data_expires_without_a_cache() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    // Answers one connection, then closes the listener: every reconnection is refused.
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut query = [0u8; 8];
+        stream.read_exact(&mut query).await.unwrap();
+        stream.write_all(&good_answer(query[0], 1)).await.unwrap();
+        drop(listener);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    let handle = spawn(vec![CacheEndpoint {
+        address,
+        preference: 0,
+    }])
+    .unwrap();
+    let mut snapshots = handle.snapshots.clone();
+    let mut seen_data = false;
+    let expired = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            {
+                let snapshot = snapshots.borrow_and_update();
+                if snapshot.state == SyncState::InSync {
+                    seen_data = !snapshot.vrps.is_empty();
+                }
+                if snapshot.state == SyncState::Expired {
+                    return snapshot.clone();
+                }
+            }
+            snapshots.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    assert!(seen_data, "the cache's VRP was never published");
+    assert!(expired.vrps.is_empty());
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Whatever bytes a cache answers with (after a valid Cache Response, or without one), the
+    /// client returns — a set or an error naming the cache — and never panics.
+    #[test]
+    fn arbitrary_answers_never_panic(
+        bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+        with_response in proptest::bool::ANY,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let answer = move |version: u8| {
+                let mut out = if with_response { cache_response(version) } else { Vec::new() };
+                out.extend_from_slice(&bytes);
+                out
+            };
+            let address = hand_cache(answer).await;
+            match fetch_once(&[address.clone()], Duration::from_secs(5)).await {
+                Ok(_) => {}
+                Err(error) => assert!(error.to_string().contains(&address), "{error}"),
+            }
+        });
+    }
+}
