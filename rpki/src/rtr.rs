@@ -87,6 +87,8 @@ pub struct RtrSnapshot {
     pub expire: u32,
     /// When the last update completed (tokio's clock).
     pub updated: Option<Instant>,
+    /// Whether the last update was incremental (a Serial Query's answer), not a reset.
+    pub incremental: bool,
     /// The last connection or protocol error, naming the cache.
     pub last_error: Option<String>,
 }
@@ -307,6 +309,7 @@ pub fn spawn(caches: Vec<CacheEndpoint>) -> Result<RtrHandle, RtrError> {
         retry: 0,
         expire: 0,
         updated: None,
+        incremental: false,
         last_error: None,
     });
     let task = tokio::spawn(run(caches, sender));
@@ -401,6 +404,7 @@ async fn run_session(
             continue;
         }
         let timing = store.timing.unwrap_or_default();
+        let incremental = !store.reset;
         let state = client.state();
         let vrps = Arc::clone(&store.vrps);
         sender.send_modify(|snapshot| {
@@ -413,6 +417,7 @@ async fn run_session(
             snapshot.retry = timing.retry;
             snapshot.expire = timing.expire;
             snapshot.updated = Some(Instant::now());
+            snapshot.incremental = incremental;
             snapshot.last_error = None;
         });
         tracing::debug!(
