@@ -13,6 +13,9 @@ use topologyd_rpki::rtr::{CacheEndpoint, RtrError, SyncState, fetch_once, spawn}
 
 const SESSION: u16 = 7;
 
+/// A named way for a cache to answer a query of a given RTR version.
+type Answer = (&'static str, fn(u8) -> Vec<u8>);
+
 /// Cache Response (RFC 8210 §5.5).
 fn cache_response(version: u8) -> Vec<u8> {
     let mut pdu = vec![version, 3];
@@ -78,7 +81,7 @@ fn good_answer(version: u8, expire: u32) -> Vec<u8> {
 #[tokio::test]
 async fn a_complete_answer_is_read() {
     let address = hand_cache(|version| good_answer(version, 600)).await;
-    let (vrps, cache) = fetch_once(&[address.clone()], Duration::from_secs(10))
+    let (vrps, cache) = fetch_once(std::slice::from_ref(&address), Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(cache, address);
@@ -90,7 +93,7 @@ async fn a_complete_answer_is_read() {
 /// Each malformed answer gives an error naming the cache; none panics.
 #[tokio::test]
 async fn malformed_pdus_give_a_clear_error() {
-    let cases: Vec<(&str, fn(u8) -> Vec<u8>)> = vec![
+    let cases: Vec<Answer> = vec![
         ("unknown PDU type", |version| {
             [cache_response(version), vec![version, 99, 0, 0, 0, 0, 0, 8]].concat()
         }),
@@ -131,7 +134,7 @@ async fn malformed_pdus_give_a_clear_error() {
     ];
     for (name, answer) in cases {
         let address = hand_cache(answer).await;
-        let result = fetch_once(&[address.clone()], Duration::from_secs(10)).await;
+        let result = fetch_once(std::slice::from_ref(&address), Duration::from_secs(10)).await;
         match result {
             Err(RtrError::AllFailed(errors)) => {
                 assert_eq!(errors.len(), 1, "{name}");
@@ -249,7 +252,7 @@ proptest::proptest! {
                 out
             };
             let address = hand_cache(answer).await;
-            match fetch_once(&[address.clone()], Duration::from_secs(5)).await {
+            match fetch_once(std::slice::from_ref(&address), Duration::from_secs(5)).await {
                 Ok(_) => {}
                 Err(error) => assert!(error.to_string().contains(&address), "{error}"),
             }
