@@ -12,7 +12,9 @@
 //! ```
 //!
 //! - Preference: caches are tried in ascending `preference` (RFC 8210 §10: lower is preferred);
-//!   after a session ends the next round starts again from the most preferred cache.
+//!   after a session ends the next round starts again from the most preferred cache, and a
+//!   session on a less preferred cache ends when, tried every `retry` seconds, a more
+//!   preferred one accepts a connection.
 //! - Failover without a gap: the VRPs of the last cache stay published while the next one
 //!   answers its reset query; its set replaces them at once, on its End of Data.
 //! - Back-off: a round in which no cache answered waits 1 s, doubling up to the cache's
@@ -323,6 +325,7 @@ struct CacheSession {
 }
 
 async fn run(caches: Vec<CacheEndpoint>, sender: watch::Sender<RtrSnapshot>) {
+    let addresses: Vec<String> = caches.iter().map(|cache| cache.address.clone()).collect();
     let mut sessions: Vec<CacheSession> = caches
         .into_iter()
         .map(|endpoint| CacheSession {
@@ -352,7 +355,9 @@ async fn run(caches: Vec<CacheEndpoint>, sender: watch::Sender<RtrSnapshot>) {
                 None
             };
             let address = session.endpoint.address.clone();
-            let (store, state, error) = run_session(&address, store, state, &sender).await;
+            let preferred = &addresses[..index];
+            let (store, state, error) =
+                run_session(&address, preferred, store, state, &sender).await;
             if store.applied > 0 {
                 any_answered = true;
                 served_by = Some(index);
@@ -381,9 +386,13 @@ async fn run(caches: Vec<CacheEndpoint>, sender: watch::Sender<RtrSnapshot>) {
     }
 }
 
-/// Runs one session until it ends; returns the store, the session state and why it ended.
+/// Runs one session until it ends — or, on a less preferred cache, until one of the `preferred`
+/// caches accepts a connection (tried every `retry` seconds) — and returns the store, the
+/// session state and why it ended. Cancelling a step mid-update is safe: the store changes
+/// only when an update is complete.
 async fn run_session(
     address: &str,
+    preferred: &[String],
     store: Store,
     state: Option<State>,
     sender: &watch::Sender<RtrSnapshot>,
@@ -393,11 +402,29 @@ async fn run_session(
         Err(error) => return (store, state, error),
     };
     let mut client = Client::new(stream, store, state);
+    let mut probe_at = Instant::now() + retry_interval(&sender.borrow());
     loop {
         let before = client.target().applied;
-        if let Err(error) = client.step().await {
-            let state = client.state();
-            return (client.into_target(), state, protocol_error(address, error));
+        // The probe runs beside the step and resolves only when a preferred cache answers, so
+        // a step is never cancelled except to end the session.
+        let stepped = tokio::select! {
+            stepped = client.step() => Ok(stepped),
+            back = probe_preferred(preferred, &mut probe_at, sender) => Err(back),
+        };
+        match stepped {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                let state = client.state();
+                return (client.into_target(), state, protocol_error(address, error));
+            }
+            Err(back) => {
+                let state = client.state();
+                let reason = RtrError::Cache {
+                    address: address.to_string(),
+                    message: format!("left for the more preferred cache {back}"),
+                };
+                return (client.into_target(), state, reason);
+            }
         }
         let store = client.target();
         if store.applied == before {
@@ -425,7 +452,38 @@ async fn run_session(
             vrps = store.vrps.len(),
             "RTR update applied"
         );
+        probe_at =
+            probe_at.min(Instant::now() + Duration::from_secs(u64::from(timing.retry.max(1))));
     }
+}
+
+/// Resolves with the first of `preferred` to accept a connection, trying at `probe_at` and then
+/// every `retry` seconds; never resolves when there is no more preferred cache.
+async fn probe_preferred(
+    preferred: &[String],
+    probe_at: &mut Instant,
+    sender: &watch::Sender<RtrSnapshot>,
+) -> String {
+    if preferred.is_empty() {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep_until(*probe_at).await;
+        *probe_at = Instant::now() + retry_interval(&sender.borrow());
+        if let Some(back) = first_reachable(preferred).await {
+            return back;
+        }
+    }
+}
+
+/// The first of `addresses` that accepts a TCP connection (closed again at once).
+async fn first_reachable(addresses: &[String]) -> Option<String> {
+    for address in addresses {
+        if connect(address).await.is_ok() {
+            return Some(address.clone());
+        }
+    }
+    None
 }
 
 fn retry_interval(snapshot: &RtrSnapshot) -> Duration {

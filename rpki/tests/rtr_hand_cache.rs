@@ -193,6 +193,106 @@ async fn the_running_client_survives_a_malformed_cache_and_falls_back() {
     assert_eq!(synced.session_id, Some(SESSION));
 }
 
+/// Serves `answer` to every Reset Query on `listener`, and "no change" (Cache Response, End
+/// of Data with the same serial) to every Serial Query, keeping each session open as a real
+/// cache does.
+fn serve(listener: TcpListener, answer: fn(u8) -> Vec<u8>) {
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut header = [0u8; 8];
+                while stream.read_exact(&mut header).await.is_ok() {
+                    let version = header[0];
+                    let reply = match header[1] {
+                        1 => {
+                            let mut serial = [0u8; 4];
+                            if stream.read_exact(&mut serial).await.is_err() {
+                                return;
+                            }
+                            let serial = u32::from_be_bytes(serial);
+                            [
+                                cache_response(version),
+                                end_of_data(version, serial, 1, 1, 600),
+                            ]
+                            .concat()
+                        }
+                        _ => answer(version),
+                    };
+                    if stream.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// RFC 8210 §10: on a less preferred cache, the client goes back to the preferred one once it
+/// accepts connections again (tried every `retry` seconds), with no gap in between.
+#[tokio::test]
+async fn rfc8210_10_the_client_returns_to_the_preferred_cache() {
+    // The preferred cache's port, free for now.
+    let placeholder = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let preferred = placeholder.local_addr().unwrap();
+    drop(placeholder);
+    let fallback = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fallback_address = fallback.local_addr().unwrap().to_string();
+    // retry = 1 s in End of Data.
+    serve(fallback, |version| good_answer(version, 600));
+    let handle = spawn(vec![
+        CacheEndpoint {
+            address: preferred.to_string(),
+            preference: 1,
+        },
+        CacheEndpoint {
+            address: fallback_address.clone(),
+            preference: 2,
+        },
+    ])
+    .unwrap();
+    let mut snapshots = handle.snapshots.clone();
+    let wait = |snapshots: &mut tokio::sync::watch::Receiver<topologyd_rpki::rtr::RtrSnapshot>,
+                cache: String| {
+        let mut snapshots = snapshots.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(20), async {
+                loop {
+                    {
+                        let snapshot = snapshots.borrow_and_update();
+                        if snapshot.state != SyncState::Connecting {
+                            assert!(!snapshot.vrps.is_empty(), "a gap: {snapshot:?}");
+                        }
+                        if snapshot.state == SyncState::InSync
+                            && snapshot.cache.as_deref() == Some(cache.as_str())
+                        {
+                            return snapshot.clone();
+                        }
+                    }
+                    snapshots.changed().await.unwrap();
+                }
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let on_fallback = wait(&mut snapshots, fallback_address.clone()).await;
+    assert_eq!(on_fallback.vrps.len(), 1);
+    // The preferred cache comes up with two VRPs.
+    let listener = TcpListener::bind(preferred).await.unwrap();
+    serve(listener, |version| {
+        [
+            cache_response(version),
+            ipv4_prefix(version, [192, 0, 2, 0], 24, 24, 64500),
+            ipv4_prefix(version, [198, 51, 100, 0], 24, 24, 64500),
+            end_of_data(version, 5, 1, 1, 600),
+        ]
+        .concat()
+    });
+    let back = wait(&mut snapshots, preferred.to_string()).await;
+    assert_eq!(back.vrps.len(), 2);
+    assert_eq!(back.serial, Some(5));
+}
+
 /// RFC 8210 §6: with `expire` = 1 s and the cache gone, the VRPs are dropped.
 #[tokio::test]
 async fn rfc8210_6_data_expires_without_a_cache() {
