@@ -36,6 +36,7 @@ use ipnet::IpNet;
 use rpki::rtr::client::{Client, PayloadError, PayloadTarget};
 use rpki::rtr::payload::{Action, Payload, Timing};
 use rpki::rtr::state::State;
+use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, timeout};
@@ -196,8 +197,15 @@ impl PayloadTarget for Store {
     }
 }
 
+/// Reads are buffered (a full set is hundreds of thousands of small PDUs); writes go straight
+/// through (the `rpki` client flushes its queries).
+type CacheStream = BufReader<TcpStream>;
+
+/// Read buffer per session.
+const READ_BUFFER: usize = 64 * 1024;
+
 /// Connects to `address` within [`CONNECT_TIMEOUT`].
-async fn connect(address: &str) -> Result<TcpStream, RtrError> {
+async fn connect(address: &str) -> Result<CacheStream, RtrError> {
     let cache_error = |message: String| RtrError::Cache {
         address: address.to_string(),
         message,
@@ -209,7 +217,7 @@ async fn connect(address: &str) -> Result<TcpStream, RtrError> {
     let mut last = cache_error("resolves to no address".to_string());
     for socket_address in addresses {
         match timeout(CONNECT_TIMEOUT, TcpStream::connect(socket_address)).await {
-            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Ok(stream)) => return Ok(BufReader::with_capacity(READ_BUFFER, stream)),
             Ok(Err(error)) => last = cache_error(format!("cannot connect: {error}")),
             Err(_) => last = cache_error("connect timed out".to_string()),
         }

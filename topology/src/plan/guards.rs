@@ -519,10 +519,7 @@ fn rpki_invalid(
                 // origin (even another invalid one) is a new announcement of the route.
                 let invalid_before = before.filter(|before| {
                     before.origin_asn == route.origin_asn
-                        && vrps
-                            .validate(&before.prefix, before.origin_asn)
-                            .state
-                            .is_invalid()
+                        && vrps.state(&before.prefix, before.origin_asn).is_invalid()
                 });
                 let newly = match invalid_before {
                     Some(_) => announced.difference(announced_before),
