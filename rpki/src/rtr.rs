@@ -121,6 +121,8 @@ struct Store {
     reset: bool,
     timing: Option<Timing>,
     applied: u64,
+    /// Why the last update was refused, if it was (the `rpki` crate's own error is empty).
+    refused: Option<&'static str>,
 }
 
 impl fmt::Debug for Store {
@@ -173,9 +175,11 @@ impl PayloadTarget for Store {
             for (announce, vrp) in &changes {
                 let held = self.vrps.covering(&vrp.prefix).contains(vrp);
                 if *announce && held {
+                    self.refused = Some("it announced a VRP the client already holds");
                     return Err(PayloadError::DuplicateAnnounce);
                 }
                 if !*announce && !held && !probe.remove(vrp) {
+                    self.refused = Some("it withdrew a VRP the client does not hold");
                     return Err(PayloadError::UnknownWithdraw);
                 }
                 if *announce {
@@ -225,11 +229,18 @@ async fn connect(address: &str) -> Result<CacheStream, RtrError> {
     Err(last)
 }
 
-fn protocol_error(address: &str, error: io::Error) -> RtrError {
-    let message = match error.kind() {
-        io::ErrorKind::UnexpectedEof => "the cache closed the session".to_string(),
-        io::ErrorKind::TimedOut => "the cache did not answer in time".to_string(),
-        _ => format!("protocol error: {error}"),
+fn protocol_error(address: &str, error: io::Error, refused: Option<&str>) -> RtrError {
+    let message = match (refused, error.kind()) {
+        (Some(reason), _) => {
+            format!("update refused, an Error Report sent: {reason}; the next session resets")
+        }
+        (None, io::ErrorKind::UnexpectedEof) => "the cache closed the session".to_string(),
+        (None, io::ErrorKind::TimedOut) => "the cache did not answer in time".to_string(),
+        // The `rpki` crate answers a PDU it cannot use with an Error Report and an empty error.
+        (None, _) if error.to_string().is_empty() => {
+            "protocol error: a PDU the client cannot use (an Error Report was sent)".to_string()
+        }
+        (None, _) => format!("protocol error: {error}"),
     };
     RtrError::Cache {
         address: address.to_string(),
@@ -255,12 +266,13 @@ pub async fn fetch_once(
                 reset: true,
                 timing: None,
                 applied: 0,
+                refused: None,
             };
             let mut client = Client::new(stream, store, None);
-            client
-                .step()
-                .await
-                .map_err(|error| protocol_error(address, error))?;
+            if let Err(error) = client.step().await {
+                let refused = client.target().refused;
+                return Err(protocol_error(address, error, refused));
+            }
             Ok::<_, RtrError>(client.into_target())
         };
         match timeout(limit, attempt).await {
@@ -355,6 +367,7 @@ async fn run(caches: Vec<CacheEndpoint>, sender: watch::Sender<RtrSnapshot>) {
                 reset: true,
                 timing: None,
                 applied: 0,
+                refused: None,
             };
             // Another cache's session state means nothing here: its set is replaced by a reset.
             let state = if served_by == Some(index) {
@@ -366,10 +379,11 @@ async fn run(caches: Vec<CacheEndpoint>, sender: watch::Sender<RtrSnapshot>) {
             let preferred = &addresses[..index];
             let (store, state, error) =
                 run_session(&address, preferred, store, state, &sender).await;
+            // The state matches the set the store holds (None after a refused update).
+            session.state = state;
             if store.applied > 0 {
                 any_answered = true;
                 served_by = Some(index);
-                session.state = state;
                 vrps = store.vrps;
                 backoff = INITIAL_BACKOFF;
             }
@@ -410,6 +424,9 @@ async fn run_session(
         Err(error) => return (store, state, error),
     };
     let mut client = Client::new(stream, store, state);
+    // The session state that matches the store's set: the client's own advances at End of Data,
+    // before the update is applied (and perhaps refused).
+    let mut applied_state = state;
     let mut probe_at = Instant::now() + retry_interval(&sender.borrow());
     loop {
         let before = client.target().applied;
@@ -422,11 +439,17 @@ async fn run_session(
         match stepped {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
-                let state = client.state();
-                return (client.into_target(), state, protocol_error(address, error));
+                let store = client.into_target();
+                let error = protocol_error(address, error, store.refused);
+                let state = if store.refused.is_some() {
+                    None
+                } else {
+                    applied_state
+                };
+                return (store, state, error);
             }
             Err(back) => {
-                let state = client.state();
+                let state = applied_state;
                 let reason = RtrError::Cache {
                     address: address.to_string(),
                     message: format!("left for the more preferred cache {back}"),
@@ -441,6 +464,7 @@ async fn run_session(
         let timing = store.timing.unwrap_or_default();
         let incremental = !store.reset;
         let state = client.state();
+        applied_state = state;
         let vrps = Arc::clone(&store.vrps);
         sender.send_modify(|snapshot| {
             snapshot.vrps = vrps;

@@ -293,6 +293,86 @@ async fn rfc8210_10_the_client_returns_to_the_preferred_cache() {
     assert_eq!(back.serial, Some(5));
 }
 
+/// RFC 8210 §5.10/§12: an incremental update withdrawing a VRP the client does not hold is
+/// refused whole (the set stays as it was), named in the error, and the client's next session
+/// starts over with a Reset Query instead of skipping that serial.
+#[tokio::test]
+async fn a_refused_incremental_update_leads_to_a_reset() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let resets = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&resets);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let mut header = [0u8; 8];
+                while stream.read_exact(&mut header).await.is_ok() {
+                    let version = header[0];
+                    let reply = if header[1] == 1 {
+                        let mut serial = [0u8; 4];
+                        if stream.read_exact(&mut serial).await.is_err() {
+                            return;
+                        }
+                        // Withdraw a VRP that was never announced.
+                        let mut withdrawal = ipv4_prefix(version, [203, 0, 113, 0], 24, 24, 1);
+                        withdrawal[8] = 0;
+                        [
+                            cache_response(version),
+                            withdrawal,
+                            end_of_data(version, 2, 1, 1, 600),
+                        ]
+                        .concat()
+                    } else {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        good_answer(version, 600)
+                    };
+                    if stream.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let handle = spawn(vec![CacheEndpoint {
+        address: address.clone(),
+        preference: 0,
+    }])
+    .unwrap();
+    let mut snapshots = handle.snapshots.clone();
+    let refused = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            {
+                let snapshot = snapshots.borrow_and_update();
+                if let Some(error) = &snapshot.last_error {
+                    return (snapshot.clone(), error.clone());
+                }
+            }
+            snapshots.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let (snapshot, error) = refused;
+    assert!(
+        error.contains(&format!("RTR cache {address}: update refused"))
+            && error.contains("withdrew a VRP the client does not hold"),
+        "{error}"
+    );
+    assert_eq!(snapshot.vrps.len(), 1, "the set is as it was");
+    assert_eq!(snapshot.serial, Some(1));
+    // The next session asks for the whole set again.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while resets.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+}
+
 /// RFC 8210 §6: with `expire` = 1 s and the cache gone, the VRPs are dropped.
 #[tokio::test]
 async fn rfc8210_6_data_expires_without_a_cache() {
