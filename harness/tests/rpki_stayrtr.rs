@@ -4,7 +4,8 @@
 //! to the next `--rtr` when the first is down; the long-running client switches to a second
 //! StayRTR when the first is killed without ever publishing an empty or partial set; and a
 //! changed JSON file (StayRTR reloads it and sends Serial Notify) reaches the client as an
-//! incremental update, announcements and withdrawals both.
+//! incremental update, announcements and withdrawals both; and RTR v2 with ASPA objects present
+//! still delivers every VRP.
 
 #![allow(clippy::unwrap_used)]
 
@@ -171,6 +172,40 @@ fn roas(count: u8) -> Vec<Roa> {
     (0..count)
         .map(|index| Roa::new(&format!("10.{index}.0.0/16"), 24, 64500))
         .collect()
+}
+
+/// StayRTR's default is RTR v2, and with ASPA objects present it sends ASPA PDUs: the client
+/// must still take every VRP (and count the ASPA payloads it does not use).
+#[test]
+fn rtr_v2_with_aspa_present_delivers_every_vrp() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = StayRtr::start_with_aspas(
+        &roas(5),
+        &[(64500, vec![64501, 64502]), (64510, vec![64511])],
+        StayRtrOptions::default(),
+    )
+    .unwrap();
+    let handle = runtime.block_on(async {
+        spawn(vec![CacheEndpoint {
+            address: cache.address().to_string(),
+            preference: 0,
+        }])
+        .unwrap()
+    });
+    let mut snapshots = handle.snapshots.clone();
+    let synced = wait_for(
+        &runtime,
+        &mut snapshots,
+        "the set",
+        |_| {},
+        |snapshot| snapshot.state == SyncState::InSync,
+    );
+    assert_eq!(synced.vrps.len(), 5, "{}", cache.log_tail());
+    assert!(synced.ignored_payloads >= 2, "no ASPA arrived: {synced:?}");
+    drop(handle);
 }
 
 #[test]

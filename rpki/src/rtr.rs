@@ -94,6 +94,8 @@ pub struct RtrSnapshot {
     pub incremental: bool,
     /// The last connection or protocol error, naming the cache.
     pub last_error: Option<String>,
+    /// Payloads received but not used (router keys, ASPA), over the client's life.
+    pub ignored_payloads: u64,
 }
 
 /// An RTR failure: which cache, and what went wrong.
@@ -123,6 +125,8 @@ struct Store {
     applied: u64,
     /// Why the last update was refused, if it was (the `rpki` crate's own error is empty).
     refused: Option<&'static str>,
+    /// Router keys and ASPA payloads received in applied updates.
+    ignored: u64,
 }
 
 impl fmt::Debug for Store {
@@ -197,6 +201,10 @@ impl PayloadTarget for Store {
         }
         self.timing = Some(timing);
         self.applied += 1;
+        self.ignored += update
+            .iter()
+            .filter(|(_, payload)| payload.to_origin().is_none())
+            .count() as u64;
         Ok(())
     }
 }
@@ -267,6 +275,7 @@ pub async fn fetch_once(
                 timing: None,
                 applied: 0,
                 refused: None,
+                ignored: 0,
             };
             let mut client = Client::new(stream, store, None);
             if let Err(error) = client.step().await {
@@ -333,6 +342,7 @@ pub fn spawn(caches: Vec<CacheEndpoint>) -> Result<RtrHandle, RtrError> {
         updated: None,
         incremental: false,
         last_error: None,
+        ignored_payloads: 0,
     });
     let task = tokio::spawn(run(caches, sender));
     Ok(RtrHandle { snapshots, task })
@@ -368,6 +378,7 @@ async fn run(caches: Vec<CacheEndpoint>, sender: watch::Sender<RtrSnapshot>) {
                 timing: None,
                 applied: 0,
                 refused: None,
+                ignored: 0,
             };
             // Another cache's session state means nothing here: its set is replaced by a reset.
             let state = if served_by == Some(index) {
@@ -463,6 +474,7 @@ async fn run_session(
         }
         let timing = store.timing.unwrap_or_default();
         let incremental = !store.reset;
+        let ignored = store.ignored;
         let state = client.state();
         applied_state = state;
         let vrps = Arc::clone(&store.vrps);
@@ -477,6 +489,7 @@ async fn run_session(
             snapshot.expire = timing.expire;
             snapshot.updated = Some(Instant::now());
             snapshot.incremental = incremental;
+            snapshot.ignored_payloads = ignored;
             snapshot.last_error = None;
         });
         tracing::debug!(

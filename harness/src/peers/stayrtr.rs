@@ -69,12 +69,22 @@ pub struct StayRtr {
 impl StayRtr {
     /// Writes `roas`, starts StayRTR on a fresh loopback address and waits until it serves them.
     pub fn start(roas: &[Roa], options: StayRtrOptions) -> Result<StayRtr> {
+        StayRtr::start_with_aspas(roas, &[], options)
+    }
+
+    /// Like [`StayRtr::start`], with ASPA objects too (customer AS, provider ASes; for both
+    /// address families), which StayRTR sends to RTR v2 clients.
+    pub fn start_with_aspas(
+        roas: &[Roa],
+        aspas: &[(u32, Vec<u32>)],
+        options: StayRtrOptions,
+    ) -> Result<StayRtr> {
         let directory = process::temp_dir(DAEMON, "topologyd-stayrtr-")?;
         let address = alloc::endpoint(Transport::V4);
         let metrics = alloc::endpoint(Transport::V4);
         let cache_file = directory.path().join("vrps.json");
         let log = directory.path().join("daemon.log");
-        write_roas(&cache_file, roas)?;
+        write_file(&cache_file, roas, aspas)?;
         let mut command = Command::new("stayrtr");
         command
             .current_dir(directory.path())
@@ -122,7 +132,7 @@ impl StayRtr {
 
     /// Replaces the ROAs (write and rename); StayRTR picks them up within about a second.
     pub fn set_roas(&self, roas: &[Roa]) -> Result<()> {
-        write_roas(&self.cache_file, roas)
+        write_file(&self.cache_file, roas, &[])
     }
 
     /// SIGKILL: the cache disappears mid-session, as in a crash.
@@ -136,8 +146,9 @@ impl StayRtr {
     }
 }
 
-/// Writes the rpki-client JSON file atomically, with `buildtime` now and expiry in a day.
-fn write_roas(path: &std::path::Path, roas: &[Roa]) -> Result<()> {
+/// Writes the rpki-client JSON file atomically, with `buildtime` now and expiry in a day (ASPA
+/// in the `provider_authorizations` form StayRTR 0.5 reads).
+fn write_file(path: &std::path::Path, roas: &[Roa], aspas: &[(u32, Vec<u32>)]) -> Result<()> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs())
@@ -159,7 +170,26 @@ fn write_roas(path: &std::path::Path, roas: &[Roa]) -> Result<()> {
             now + 86_400
         );
     }
-    text.push_str("]}\n");
+    text.push(']');
+    if !aspas.is_empty() {
+        let entries: Vec<String> = aspas
+            .iter()
+            .map(|(customer, providers)| {
+                let providers: Vec<String> = providers.iter().map(ToString::to_string).collect();
+                format!(
+                    "{{\"customer_asid\":{customer},\"expires\":{},\"providers\":[{}]}}",
+                    now + 86_400,
+                    providers.join(",")
+                )
+            })
+            .collect();
+        let list = entries.join(",");
+        let _ = write!(
+            text,
+            ",\"provider_authorizations\":{{\"ipv4\":[{list}],\"ipv6\":[{list}]}}"
+        );
+    }
+    text.push_str("}\n");
     let temporary = path.with_extension("json.tmp");
     process::write_file(DAEMON, &temporary, &text)?;
     std::fs::rename(&temporary, path).map_err(|source| Error::Io {
