@@ -113,6 +113,23 @@ fn main() {
         validated.as_secs_f64() * 1e3
     );
 
+    // The same routes in address order (as a daemon holds its routes): the trie walks share
+    // their upper nodes, which stay in cache.
+    let mut sorted = routes.clone();
+    sorted.sort_unstable();
+    let started = Instant::now();
+    let mut invalid_sorted = 0usize;
+    for (prefix, origin) in &sorted {
+        if set.state(prefix, *origin).is_invalid() {
+            invalid_sorted += 1;
+        }
+    }
+    assert_eq!(invalid_sorted, invalid);
+    println!(
+        "validation: the same routes in address order in {:.0} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+
     // One update: withdraw a VRP and re-judge every route it covers (routes in a trie).
     let mut by_prefix: PrefixMap<Ipv4Net, u32> = PrefixMap::new();
     for (prefix, origin) in &routes {
