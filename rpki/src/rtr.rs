@@ -94,7 +94,7 @@ pub struct RtrSnapshot {
     pub incremental: bool,
     /// The last connection or protocol error, naming the cache.
     pub last_error: Option<String>,
-    /// Payloads received but not used (router keys, ASPA), over the client's life.
+    /// Payloads received but not used (router keys, ASPA) in the current session.
     pub ignored_payloads: u64,
 }
 
