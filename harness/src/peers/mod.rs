@@ -1,6 +1,7 @@
 //! Real-peer harness: launches the Debian BGP daemons (BIRD 2, FRR bgpd, GoBGP, ExaBGP), a real
-//! Prometheus and StayRTR (an RPKI cache) on loopback, each in its own temporary directory with its own control socket or API
-//! port, and reads back what the daemon itself believes (routes, session state, counters).
+//! Prometheus and StayRTR (an RPKI cache) on loopback, each in its own temporary directory with
+//! its own control socket or API port, and reads back what the daemon itself believes (routes,
+//! session state, counters).
 //!
 //! This module owns the shared vocabulary — [`PeerSpec`], [`Route`], [`ReceivedRoute`],
 //! [`SessionState`], [`ImportCounters`], the [`BgpPeer`] trait and [`Error`] — plus the address
