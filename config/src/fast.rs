@@ -4,7 +4,7 @@
 //! them. This scanner accepts a strict subset of TOML — bare keys, basic strings without
 //! escapes, literal strings, decimal integers, booleans, comments, and the two one-line inline
 //! tables of integers a prefix uses (`announce = { split = 24 }`, `roa = { asn = 13335,
-//! max_length = 24 }`) — and returns `None` for anything else (another table, any other inline
+//! max_length = 24 }`), and `rpki = "allow" | "warn" | "refuse"` — and returns `None` for anything else (another table, any other inline
 //! table, an escape, a duplicate or unknown key, a missing required key), in which case the
 //! caller parses the file with `toml` as usual. It
 //! never reports errors itself, so every diagnostic still comes from the one TOML parser, and
@@ -13,7 +13,7 @@
 use toml::Spanned;
 
 use crate::file::{AnnounceFile, BindingFile, PrefixFile, RoaFile};
-use crate::model::AnnounceMode;
+use crate::model::{AnnounceMode, NotFoundPolicy};
 
 enum Value<'a> {
     Text(&'a str),
@@ -34,6 +34,7 @@ struct PrefixFields {
     advertise: Option<bool>,
     announce: Option<Spanned<AnnounceFile>>,
     roa: Option<Spanned<RoaFile>>,
+    rpki: Option<NotFoundPolicy>,
     irr_token: Option<String>,
     rdns_token: Option<String>,
 }
@@ -72,6 +73,7 @@ fn finish(
             advertise: fields.advertise?,
             announce: fields.announce,
             roa: fields.roa,
+            rpki: fields.rpki,
             irr_token: fields.irr_token,
             rdns_token: fields.rdns_token,
         }),
@@ -275,6 +277,16 @@ pub(crate) fn parse_prefixes_and_bindings(
                 };
                 set(&mut fields.roa, Spanned::new(span, roa))?;
             }
+            (Table::Prefix(fields), "rpki", Value::Text(text)) => {
+                let policy = match text {
+                    "allow" => NotFoundPolicy::Allow,
+                    "warn" => NotFoundPolicy::Warn,
+                    "refuse" => NotFoundPolicy::Refuse,
+                    // Anything else is an error: `toml` (through serde) reports it.
+                    _ => return None,
+                };
+                set(&mut fields.rpki, policy)?;
+            }
             (Table::Prefix(fields), "irr_token", Value::Text(text)) => {
                 set(&mut fields.irr_token, text.to_string())?;
             }
@@ -304,7 +316,7 @@ mod tests {
         let mut out = String::new();
         for prefix in prefixes {
             out += &format!(
-                "prefix {:?}@{:?} {:?}@{:?} {} {} {:?} {:?} {:?} {:?}\n",
+                "prefix {:?}@{:?} {:?}@{:?} {} {} {:?} {:?} {:?} {:?} {:?}\n",
                 prefix.cidr.get_ref(),
                 prefix.cidr.span(),
                 prefix.origin_asn.get_ref(),
@@ -320,6 +332,7 @@ mod tests {
                     roa.get_ref().max_length,
                     roa.span()
                 )),
+                prefix.rpki,
                 prefix.irr_token,
                 prefix.rdns_token
             );
@@ -351,6 +364,9 @@ mod tests {
             "# bindings\r\n[[prefix]]   # first\r\ncidr = \"192.0.2.0/24\"\r\norigin_asn=13335\r\nowner = 'acme é'\r\nadvertise = true # yes\r\nannounce = \"aggregate\"\r\nirr_token = \"t\"\r\n\r\n  [[binding]]\n\tcidr   =   \"192.0.2.0/24\"\nservice = \"cdn\"\n[[binding]]\ncidr = \"198.51.100.0/24\"\nservice = \"x\"",
         );
         same_as_toml("");
+        same_as_toml(
+            "[[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nrpki = \"refuse\"\n",
+        );
     }
 
     #[test]
@@ -369,6 +385,9 @@ mod tests {
             "[[prefix]]\ncidr = \"a\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nroa = { asn = 1, max_length = 24, colour = 3 }\n",
             "[[prefix]]\ncidr = \"a\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nroa = { asn = \"1\", max_length = 24 }\n",
             "[[prefix]]\ncidr = \"a\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nroa = {}\n",
+            "[[prefix]]\ncidr = \"a\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nrpki = \"deny\"\n",
+            "[[prefix]]\ncidr = \"a\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nrpki = \"Warn\"\n",
+            "[[prefix]]\ncidr = \"a\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nrpki = \"warn\"\nrpki = \"allow\"\n",
             "[[binding]]\ncidr = \"a\" service = \"x\"\n",
             "cidr = \"a\"\n",
             "[[binding]]\r cidr = \"a\"\nservice = \"x\"\n",
@@ -414,6 +433,13 @@ mod tests {
                         )
                     },
                 ]
+                .into_iter()
+                .chain(
+                    ["allow", "warn", "refuse"]
+                        .get(index % 4)
+                        .map(|policy| format!("rpki{equals}\"{policy}\" # G5")),
+                )
+                .collect()
             } else {
                 vec![
                     format!("cidr{equals}\"10.{index}.0.0/16\""),

@@ -86,6 +86,7 @@ pub(crate) struct PrefixFile {
     pub(crate) advertise: bool,
     pub(crate) announce: Option<Spanned<AnnounceFile>>,
     pub(crate) roa: Option<Spanned<RoaFile>>,
+    pub(crate) rpki: Option<crate::model::NotFoundPolicy>,
     pub(crate) irr_token: Option<String>,
     pub(crate) rdns_token: Option<String>,
 }

@@ -104,6 +104,21 @@ impl fmt::Display for AnnounceMode {
     }
 }
 
+/// What guard G5 does with a newly announced route that no VRP covers (RPKI *not found*), per
+/// prefix: `rpki = "allow" | "warn" | "refuse"` (default [`NotFoundPolicy::Warn`]). An
+/// RPKI-invalid route is refused whatever this says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotFoundPolicy {
+    /// Not listed.
+    Allow,
+    /// Listed in the plan as a note (the default).
+    #[default]
+    Warn,
+    /// Refused by G5 at the locations that would newly announce it.
+    Refuse,
+}
+
 /// An RPKI Route Origin Authorisation for a prefix: who may originate it, down to which length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Roa {
@@ -191,6 +206,8 @@ pub struct RawPrefix {
     pub advertise: bool,
     pub announce: Located<AnnounceMode>,
     pub roa: Option<Located<Roa>>,
+    /// `rpki = "…"`: G5's policy for the prefix's routes when no VRP covers them.
+    pub rpki: NotFoundPolicy,
     pub irr_token: Option<String>,
     pub rdns_token: Option<String>,
 }

@@ -7,7 +7,7 @@
 //! (nothing changed; the message names what could be pruned).
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use topoctl::error_chain;
 use topoctl::lease_command::{LeaseCommand, parse_claim};
+use topoctl::vrp_source::VrpArguments;
 use topologyd::control_client::{ClientError, ControlClient};
 use topologyd::engine_api::SourceBundle;
 use topologyd::tls::{TlsFiles, client_config};
@@ -55,10 +56,8 @@ enum Command {
         /// The topology files (fleet, services, prefixes, bindings).
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Validate every announced route's origin (RFC 6811) against these VRPs
-        /// (rpki-client JSON); an RPKI-invalid route exits 3.
-        #[arg(long, value_name = "FILE")]
-        vrps: Option<PathBuf>,
+        #[command(flatten)]
+        vrps: VrpArguments,
         /// Print the diagnostics as JSON.
         #[arg(long)]
         json: bool,
@@ -83,10 +82,8 @@ enum Command {
         new: Vec<PathBuf>,
         #[command(flatten)]
         intent: IntentArguments,
-        /// Guard G5: refuse routes the change would announce RPKI-invalid against these VRPs
-        /// (rpki-client JSON).
-        #[arg(long, value_name = "FILE")]
-        vrps: Option<PathBuf>,
+        #[command(flatten)]
+        vrps: VrpArguments,
         #[arg(long)]
         json: bool,
     },
@@ -293,14 +290,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Reads an rpki-client JSON VRP file.
-fn read_vrps(path: &Path) -> Result<VrpSet, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| format!("reading the VRPs {}: {error}", path.display()))?;
-    VrpSet::from_rpki_client_json(&path.display().to_string(), &text)
-        .map_err(|error| error.to_string())
-}
-
 /// Why a command stopped early: a usage or connection error (exit 1, message printed by
 /// `main`), or an exit code whose report is already printed.
 #[derive(Debug)]
@@ -370,7 +359,7 @@ fn run(command: Command) -> Result<i32, Stop> {
     match command {
         Command::Rollout(command) => Ok(rollout_command::run_rollout(command)),
         Command::Lease(command) => run_lease(command),
-        Command::Check { files, vrps, json } => check(&files, vrps.as_deref(), json),
+        Command::Check { files, vrps, json } => check(&files, &vrps, json),
         Command::Compile {
             location,
             files,
@@ -382,7 +371,7 @@ fn run(command: Command) -> Result<i32, Stop> {
             intent,
             vrps,
             json,
-        } => plan(&old, &new, &intent, vrps.as_deref(), json),
+        } => plan(&old, &new, &intent, &vrps, json),
         Command::Explain {
             address,
             files,
@@ -447,9 +436,9 @@ fn read_and_compile(files: &[PathBuf], json: bool) -> Result<Result<Topology, i3
 }
 
 /// `topoctl check`: validate, and with `--vrps` judge every announced route's origin.
-fn check(files: &[PathBuf], vrps: Option<&Path>, json: bool) -> Result<i32, Stop> {
+fn check(files: &[PathBuf], vrps: &VrpArguments, json: bool) -> Result<i32, Stop> {
     let sources = read(files, json)?;
-    let vrps = vrps.map(read_vrps).transpose()?;
+    let vrps = vrps.load()?;
     match (compile_or_report(sources, 0, json), vrps) {
         (Ok(topology), Some(vrps)) => check_rpki(&topology, &vrps, json),
         (Ok(topology), None) => {
@@ -606,11 +595,11 @@ fn plan(
     old: &[PathBuf],
     new: &[PathBuf],
     intent: &IntentArguments,
-    vrps: Option<&Path>,
+    vrps: &VrpArguments,
     json: bool,
 ) -> Result<i32, Stop> {
     let intent = intent.intent()?;
-    let vrps = vrps.map(read_vrps).transpose()?;
+    let vrps = vrps.load()?;
     // The old topology's warnings are today's; the plan carries the new one's.
     let old = match compile_owned(read(old, json)?, 0) {
         Ok(topology) => topology,

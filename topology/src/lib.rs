@@ -17,7 +17,8 @@ mod location_set;
 mod model;
 mod plan;
 mod render;
-mod rpki;
+
+use topologyd_rpki as rpki;
 
 pub use compile::{
     INPUT_BYTES_PER_EXTRA_ROUTE, IntoSources, MAX_ROUTES_PER_PREFIX, ROUTE_ALLOWANCE, SourceBundle,

@@ -10,8 +10,8 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
 use serde::{Deserialize, Serialize};
 use topologyd_config::{
-    AnnounceMode, Community, Diagnostic, LargeCommunity, Lifecycle, LocationState, Roa, Settings,
-    Source, SourceLocation, SourceMap, Span,
+    AnnounceMode, Community, Diagnostic, LargeCommunity, Lifecycle, LocationState, NotFoundPolicy,
+    Roa, Settings, Source, SourceLocation, SourceMap, Span,
 };
 
 use crate::location_set::LocationSet;
@@ -85,6 +85,8 @@ pub struct Prefix {
     pub advertise: bool,
     pub announce: AnnounceMode,
     pub roa: Option<Roa>,
+    /// G5's policy for routes of this prefix that no VRP covers.
+    pub rpki: NotFoundPolicy,
     pub irr_token: Option<String>,
     pub rdns_token: Option<String>,
     #[serde(skip)]

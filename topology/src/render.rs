@@ -555,6 +555,15 @@ impl Plan {
                     vrps.join(", ")
                 )
             }
+            GuardViolation::RpkiNotFound {
+                route,
+                origin_asn,
+                locations,
+            } => format!(
+                "G5 route {route} from AS{origin_asn} would be announced RPKI-not-found (no VRP covers it) at {} location(s) where it was not before, and its prefix says rpki = \"refuse\": {}; publish a ROA authorising AS{origin_asn} for {route}, or set rpki = \"warn\" on the prefix",
+                locations.len(),
+                collapse_locations(locations)
+            ),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! against a VRP set. A split beyond a ROA's max-length and a change of origin are refused,
 //! naming the route and the covering VRPs; no intent or override lifts it; a route invalid
 //! before and kept as it is is reported, not refused, unless the change announces it at more
-//! locations or gives it another origin; declared ROAs the RPKI does not hold are called out. And, over random changes and
+//! locations or gives it another origin; declared ROAs the RPKI does not hold are called out;
+//! not-found routes follow their prefix's `rpki` policy (allow, warn, refuse). And, over random changes and
 //! VRP sets, G5 names exactly the (route, location) pairs an oracle computes from `desired`.
 
 #![allow(clippy::unwrap_used)]
@@ -282,4 +283,94 @@ fn moving_from_one_invalid_origin_to_another_is_refused() {
     let result = plan_with_vrps(&old, &new, &everything(), Some(&set));
     assert_eq!(g5(&result).len(), 1, "{}", result.render_text());
     assert_eq!(result.verdict(), Verdict::Refused);
+}
+
+fn prefix_with_policy(cidr: &str, origin: u32, policy: &str) -> String {
+    prefix(cidr, origin, "\"aggregate\"").replace(
+        "advertise = true\n",
+        &format!("advertise = true\nrpki = \"{policy}\"\n"),
+    )
+}
+
+#[test]
+fn not_found_routes_follow_their_prefix_policy() {
+    // One VRP elsewhere, so every route here is not found.
+    let set = vrps(&[("203.0.113.0/24", 24, 64500)]);
+    let old = topology(&prefix("192.0.2.0/24", 64500, "\"aggregate\""), "all");
+    let new_prefixes = [
+        prefix("192.0.2.0/24", 64500, "\"aggregate\""),
+        prefix_with_policy("198.51.100.0/24", 64500, "allow"),
+        prefix_with_policy("198.51.101.0/24", 64500, "warn"),
+        prefix_with_policy("198.51.102.0/24", 64500, "refuse"),
+    ]
+    .concat();
+    let new = topology(&new_prefixes, "all");
+    let result = plan_with_vrps(&old, &new, &everything(), Some(&set));
+    assert_eq!(
+        result.verdict(),
+        Verdict::Refused,
+        "{}",
+        result.render_text()
+    );
+    let refused: Vec<_> = result.violations_of(Guard::G5).collect();
+    assert_eq!(refused.len(), 1, "{}", result.render_text());
+    match refused[0] {
+        GuardViolation::RpkiNotFound {
+            route, locations, ..
+        } => {
+            assert_eq!(route.to_string(), "198.51.102.0/24");
+            assert_eq!(locations.len(), 4);
+        }
+        other => panic!("expected RpkiNotFound, got {other:?}"),
+    }
+    let summary = result.rpki.as_ref().unwrap();
+    assert_eq!(summary.not_found, 4);
+    // warn (and the default, announced before, not new) is listed; allow is not.
+    let listed: Vec<String> = summary
+        .not_found_new
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(listed, vec!["198.51.101.0/24".to_string()]);
+    let text = result.render_text();
+    assert!(
+        text.contains("G5 route 198.51.102.0/24 from AS64500 would be announced RPKI-not-found"),
+        "{text}"
+    );
+    assert!(text.contains("rpki = \"refuse\""), "{text}");
+    // The same route kept as it is (announced before) is not refused under `refuse`.
+    let kept = plan_with_vrps(&new, &new, &Intent::default(), Some(&set));
+    assert_eq!(
+        kept.violations_of(Guard::G5).count(),
+        0,
+        "{}",
+        kept.render_text()
+    );
+    // Another origin is a new announcement: refused again.
+    let moved = topology(
+        &new_prefixes.replace(
+            "cidr = \"198.51.102.0/24\"\norigin_asn = 64500",
+            "cidr = \"198.51.102.0/24\"\norigin_asn = 64501",
+        ),
+        "all",
+    );
+    let result = plan_with_vrps(&new, &moved, &everything(), Some(&set));
+    assert_eq!(
+        result.violations_of(Guard::G5).count(),
+        1,
+        "{}",
+        result.render_text()
+    );
+}
+
+#[test]
+fn an_unknown_rpki_policy_is_an_error_at_its_line() {
+    let text = format!(
+        "[[location]]\nname = \"ams01\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n[[service]]\nname = \"web\"\ntopology = 'all'\n{}",
+        prefix_with_policy("192.0.2.0/24", 64500, "deny")
+    );
+    let error = compile(&[Source::new("topology.toml", text)], 1).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("topology.toml:15:8:"), "{message}");
+    assert!(message.contains("allow"), "{message}");
 }

@@ -51,6 +51,7 @@ pub(super) fn convert_prefixes(
                     span,
                 )
             }),
+            rpki: prefix.rpki.unwrap_or_default(),
             irr_token: prefix.irr_token,
             rdns_token: prefix.rdns_token,
         });

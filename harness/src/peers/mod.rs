@@ -1,6 +1,7 @@
-//! Real-peer harness: launches the Debian BGP daemons (BIRD 2, FRR bgpd, GoBGP, ExaBGP) and a real
-//! Prometheus on loopback, each in its own temporary directory with its own control socket or API
-//! port, and reads back what the daemon itself believes (routes, session state, counters).
+//! Real-peer harness: launches the Debian BGP daemons (BIRD 2, FRR bgpd, GoBGP, ExaBGP), a real
+//! Prometheus and StayRTR (an RPKI cache) on loopback, each in its own temporary directory with
+//! its own control socket or API port, and reads back what the daemon itself believes (routes,
+//! session state, counters).
 //!
 //! This module owns the shared vocabulary — [`PeerSpec`], [`Route`], [`ReceivedRoute`],
 //! [`SessionState`], [`ImportCounters`], the [`BgpPeer`] trait and [`Error`] — plus the address
@@ -53,6 +54,7 @@ mod gobgp;
 mod gtsm;
 pub(crate) mod process;
 mod prometheus;
+mod stayrtr;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -66,6 +68,7 @@ pub use frr::FrrPeer;
 pub use gobgp::GobgpPeer;
 pub use gtsm::{TtlProbe, ttl_probe};
 pub use prometheus::{Labels, Prometheus};
+pub use stayrtr::{Roa, StayRtr, StayRtrOptions};
 
 /// Next hop used by [`Route::new`] for IPv4 prefixes (TEST-NET-1, RFC 5737): an attribute value only.
 pub const DEFAULT_NEXT_HOP_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -91,6 +94,8 @@ pub enum Daemon {
     Exabgp,
     /// The Prometheus server.
     Prometheus,
+    /// The StayRTR RPKI cache.
+    StayRtr,
 }
 
 impl fmt::Display for Daemon {
@@ -101,6 +106,7 @@ impl fmt::Display for Daemon {
             Daemon::Gobgp => "GoBGP",
             Daemon::Exabgp => "ExaBGP",
             Daemon::Prometheus => "Prometheus",
+            Daemon::StayRtr => "StayRTR",
         })
     }
 }

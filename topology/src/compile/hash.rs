@@ -4,8 +4,8 @@
 
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
-use topologyd_config::AnnounceMode;
 use topologyd_config::health::{DnsRecordType, ProbeSpec, UnhealthyAction};
+use topologyd_config::{AnnounceMode, NotFoundPolicy};
 
 use super::network_key;
 use crate::model::{Binding, Location, Prefix, Service};
@@ -109,6 +109,12 @@ pub(super) fn canonical_hash(
         }
         hasher.text(prefix.irr_token.as_deref().unwrap_or(""));
         hasher.text(prefix.rdns_token.as_deref().unwrap_or(""));
+        // The default policy adds nothing, so hashes are those of before the policy existed.
+        match prefix.rpki {
+            NotFoundPolicy::Warn => {}
+            NotFoundPolicy::Allow => hasher.number(RPKI_ALLOW_MARKER),
+            NotFoundPolicy::Refuse => hasher.number(RPKI_REFUSE_MARKER),
+        }
     }
     hasher.number(bindings.len() as u64);
     for binding in bindings {
@@ -123,6 +129,10 @@ pub(super) fn canonical_hash(
 /// existed; the marker cannot be mistaken for what may follow a service (the length of the next
 /// service's name, or the number of prefixes).
 const HEALTH_MARKER: u64 = u64::MAX - 1;
+/// Mark a prefix's non-default `rpki` policy; like [`HEALTH_MARKER`], no length or count that
+/// may follow a prefix (the next prefix's network, the number of bindings) takes these values.
+const RPKI_ALLOW_MARKER: u64 = u64::MAX - 2;
+const RPKI_REFUSE_MARKER: u64 = u64::MAX - 3;
 
 /// The health checks and local addresses of `service`, in canonical form: every field of the
 /// spec, the checks in their written order (that is the order a round reports them in), the

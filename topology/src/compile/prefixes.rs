@@ -50,6 +50,7 @@ fn compile_prefix(
             _ => AnnounceMode::Aggregate,
         },
         roa: raw_prefix.roa.as_ref().map(|roa| roa.value),
+        rpki: raw_prefix.rpki,
         irr_token: raw_prefix.irr_token.clone(),
         rdns_token: raw_prefix.rdns_token.clone(),
         span: raw_prefix.cidr.span,

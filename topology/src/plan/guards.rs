@@ -5,7 +5,8 @@
 //! - G3 ([`global_withdrawals`]): one invariant over the announced address space before and
 //!   after, whatever the cause;
 //! - G4 ([`blast_radius`]): the well-scoped floor, the two shares, and route concentration.
-//! - G5 ([`rpki_invalid`]): routes newly announced RPKI-invalid, when VRPs are given.
+//! - G5 ([`rpki_invalid`]): routes newly announced RPKI-invalid, when VRPs are given, and
+//!   routes newly announced RPKI-not-found under their prefix's `rpki = "refuse"`.
 //!
 //! [`judge`] runs them all into one [`GuardFindings`], the plan's only guard accumulator. Also
 //! [`rollback_overrides`], the G3 overrides a rollback carries by itself.
@@ -13,7 +14,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use ipnet::IpNet;
-use topologyd_config::Lifecycle;
+use topologyd_config::{Lifecycle, NotFoundPolicy};
 
 use super::context::Context;
 use super::diff::{RouteDiff, find};
@@ -486,8 +487,30 @@ fn rpki_invalid(
             RpkiState::Valid => summary.valid += 1,
             RpkiState::NotFound => {
                 summary.not_found += 1;
-                if announced_before.is_empty() {
-                    summary.not_found_new.push(route.prefix);
+                match new.prefixes[route.onboarded as usize].rpki {
+                    NotFoundPolicy::Allow => {}
+                    NotFoundPolicy::Warn => {
+                        if announced_before.is_empty() {
+                            summary.not_found_new.push(route.prefix);
+                        }
+                    }
+                    NotFoundPolicy::Refuse => {
+                        // As for invalid routes: one announced before with the same origin is
+                        // refused only where it is new.
+                        let newly = match before {
+                            Some(before) if before.origin_asn == route.origin_asn => {
+                                announced.difference(announced_before)
+                            }
+                            _ => announced.clone(),
+                        };
+                        if !newly.is_empty() {
+                            violations.push(GuardViolation::RpkiNotFound {
+                                route: route.prefix,
+                                origin_asn: route.origin_asn,
+                                locations: name_cache.get(&newly),
+                            });
+                        }
+                    }
                 }
             }
             RpkiState::InvalidOrigin | RpkiState::InvalidLength => {
@@ -496,10 +519,7 @@ fn rpki_invalid(
                 // origin (even another invalid one) is a new announcement of the route.
                 let invalid_before = before.filter(|before| {
                     before.origin_asn == route.origin_asn
-                        && vrps
-                            .validate(&before.prefix, before.origin_asn)
-                            .state
-                            .is_invalid()
+                        && vrps.state(&before.prefix, before.origin_asn).is_invalid()
                 });
                 let newly = match invalid_before {
                     Some(_) => announced.difference(announced_before),

@@ -311,6 +311,13 @@ pub enum GuardViolation {
         /// Locations that would announce it invalid and did not before.
         locations: LocationNames,
     },
+    /// G5 under a prefix's `rpki = "refuse"`: a route no VRP covers would be newly announced
+    /// (or announced with another origin) at these locations.
+    RpkiNotFound {
+        route: IpNet,
+        origin_asn: u32,
+        locations: LocationNames,
+    },
 }
 
 /// A route whose traffic would concentrate on less than half of the live locations that
@@ -353,7 +360,7 @@ impl GuardViolation {
             | GuardViolation::UndeclaredServiceChange { .. } => Guard::G2,
             GuardViolation::GlobalWithdrawal { .. } => Guard::G3,
             GuardViolation::BlastRadius { .. } => Guard::G4,
-            GuardViolation::RpkiInvalid { .. } => Guard::G5,
+            GuardViolation::RpkiInvalid { .. } | GuardViolation::RpkiNotFound { .. } => Guard::G5,
         }
     }
 
@@ -364,7 +371,8 @@ impl GuardViolation {
             | GuardViolation::UndeclaredServiceChange { route, .. }
             | GuardViolation::GlobalWithdrawal { route, .. } => Some(*route),
             GuardViolation::BlastRadius { .. } => None,
-            GuardViolation::RpkiInvalid { route, .. } => Some(*route),
+            GuardViolation::RpkiInvalid { route, .. }
+            | GuardViolation::RpkiNotFound { route, .. } => Some(*route),
         }
     }
 }
@@ -603,7 +611,7 @@ impl Plan {
                 arguments: vec!["--override blast-radius".to_string()],
                 still_refused_by_g3,
             },
-            GuardViolation::RpkiInvalid { .. } => Unlock {
+            GuardViolation::RpkiInvalid { .. } | GuardViolation::RpkiNotFound { .. } => Unlock {
                 by: UnlockKind::PublishRoa,
                 arguments: Vec::new(),
                 still_refused_by_g3,

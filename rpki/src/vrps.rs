@@ -134,6 +134,38 @@ impl VrpSet {
         }
     }
 
+    /// Removes a VRP; false when the set did not hold it. An emptied prefix leaves its trie.
+    pub fn remove(&mut self, vrp: &Vrp) -> bool {
+        let entry = (vrp.asn, vrp.max_length);
+        let removed = match vrp.prefix.trunc() {
+            IpNet::V4(prefix) => remove_from(&mut self.ipv4, &prefix, entry),
+            IpNet::V6(prefix) => remove_from(&mut self.ipv6, &prefix, entry),
+        };
+        if removed {
+            self.count -= 1;
+        }
+        removed
+    }
+
+    /// Every VRP the set holds, IPv4 first, in trie order.
+    pub fn iter(&self) -> impl Iterator<Item = Vrp> + '_ {
+        let ipv4 = self.ipv4.iter().flat_map(|(prefix, list)| {
+            list.iter().map(move |(asn, max_length)| Vrp {
+                prefix: IpNet::V4(prefix),
+                max_length: *max_length,
+                asn: *asn,
+            })
+        });
+        let ipv6 = self.ipv6.iter().flat_map(|(prefix, list)| {
+            list.iter().map(move |(asn, max_length)| Vrp {
+                prefix: IpNet::V6(prefix),
+                max_length: *max_length,
+                asn: *asn,
+            })
+        });
+        ipv4.chain(ipv6)
+    }
+
     pub fn len(&self) -> usize {
         self.count
     }
@@ -206,6 +238,16 @@ impl VrpSet {
         covering
     }
 
+    /// The RFC 6811 state alone, without listing the covering VRPs (no allocation): the hot
+    /// path for judging many routes. Always equal to `validate(prefix, origin).state`.
+    pub fn state(&self, prefix: &IpNet, origin: u32) -> RpkiState {
+        let length = prefix.prefix_len();
+        match prefix {
+            IpNet::V4(prefix) => state_in(&self.ipv4, prefix, length, origin),
+            IpNet::V6(prefix) => state_in(&self.ipv6, prefix, length, origin),
+        }
+    }
+
     /// RFC 6811 origin validation of `prefix` originated by `origin`.
     pub fn validate(&self, prefix: &IpNet, origin: u32) -> Validation {
         let covering = self.covering(prefix);
@@ -223,6 +265,54 @@ impl VrpSet {
         };
         Validation { state, covering }
     }
+}
+
+/// [`VrpSet::state`] in one family's trie.
+fn state_in<P: prefix_trie::Prefix>(
+    trie: &PrefixMap<P, Vec<(u32, u8)>>,
+    prefix: &P,
+    length: u8,
+    origin: u32,
+) -> RpkiState {
+    let mut covered = false;
+    let mut origin_authorised = false;
+    for (_, list) in trie.cover(prefix) {
+        for (asn, max_length) in list {
+            covered = true;
+            if origin != 0 && *asn == origin {
+                if length <= *max_length {
+                    return RpkiState::Valid;
+                }
+                origin_authorised = true;
+            }
+        }
+    }
+    if !covered {
+        RpkiState::NotFound
+    } else if origin_authorised {
+        RpkiState::InvalidLength
+    } else {
+        RpkiState::InvalidOrigin
+    }
+}
+
+/// Removes `entry` from `prefix`'s list in one family's trie, and the list when it empties.
+fn remove_from<P: prefix_trie::Prefix>(
+    trie: &mut PrefixMap<P, Vec<(u32, u8)>>,
+    prefix: &P,
+    entry: (u32, u8),
+) -> bool {
+    let Some(list) = trie.get_mut(prefix) else {
+        return false;
+    };
+    let Some(position) = list.iter().position(|held| *held == entry) else {
+        return false;
+    };
+    list.swap_remove(position);
+    if list.is_empty() {
+        trie.remove(prefix);
+    }
+    true
 }
 
 /// The VRPs one family's trie holds for `prefix` and every prefix containing it.
