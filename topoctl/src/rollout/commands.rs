@@ -666,6 +666,9 @@ fn take_over(dir: &Path, abort: bool, flags: &RunFlags) -> i32 {
         Ok(context) => Arc::new(context),
         Err(message) => return fail(json, &message),
     };
+    if let Ok(mut doubts) = context.doubts.lock() {
+        doubts.replay(&lines);
+    }
     let mut machine = Machine::restore(context.machine_plan(), &lines);
     // `abort` after a rollback that ended incomplete retries the locations it left.
     let retry =

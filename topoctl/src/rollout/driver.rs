@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use topologyd_config::Source;
 use topologyd_topology::{AnnouncedRoute, Intent, Topology, compile_owned};
 
+use super::doubt::Doubts;
 use super::gates::{self, GateVerdict, HealthView};
 use super::journal::{Command, Journal, Record, Started};
 use super::lease::{LOCAL_TOKEN, LockWatch, is_lease_refusal};
@@ -66,6 +67,9 @@ pub struct Context {
     pub lease: LeaseClaim,
     /// Says when the lock is lost (a renewal or a mutation refused by the fleet lock).
     pub lock: Arc<LockWatch>,
+    /// Where each location's doubt began and the deadlines of the calls dropped there: fed by
+    /// the run loop with every journaled record (rebuilt from the journal on resume).
+    pub doubts: std::sync::Mutex<Doubts>,
 }
 
 /// Turns a control-API bundle into topology sources (the daemon's own conversion).
@@ -149,6 +153,7 @@ impl Context {
         };
         Ok(Context {
             lease,
+            doubts: std::sync::Mutex::new(Doubts::new(&started.waves)),
             lock: Arc::new(LockWatch::default()),
             started,
             clients,
@@ -210,17 +215,68 @@ fn describe(error: &ClientError) -> String {
     }
 }
 
-/// When a call at `location` gives up: its wave's stall bound from now.
-fn stall_deadline(context: &Context, location: &str) -> Instant {
-    let seconds = context
-        .started
-        .waves
-        .iter()
-        .find(|wave| wave.locations.iter().any(|name| name == location))
-        .map_or(topologyd_config::fleet::DEFAULT_STALL_SECONDS, |wave| {
-            wave.stall_seconds
+/// Longest a settle keeps reading the status past the stall bound, for an answer the daemon
+/// gives after the deadline of the calls dropped there (the only answer that can say "not done").
+pub const SETTLE_GRACE: Duration = Duration::from_secs(5);
+/// The longest wait ever armed (an `Instant` cannot hold an unbounded one).
+const LONGEST_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The wall clock in unix milliseconds.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// The instant the wall clock reads `unix_ms` (now if past; never overflowing).
+fn instant_at(unix_ms: u64) -> Instant {
+    let wait = Duration::from_millis(unix_ms.saturating_sub(unix_now_ms())).min(LONGEST_WAIT);
+    let now = Instant::now();
+    now.checked_add(wait).unwrap_or(now)
+}
+
+/// A call at `location` now: the deadline it carries (unix milliseconds) and when the
+/// controller drops it, both the end of the stall bound measured from when the location's doubt
+/// began; [`Event::Stalled`] when that is over already (no call is made).
+fn call_deadline(context: &Context, location: &str, what: &str) -> Result<(u64, Instant), Event> {
+    let now = unix_now_ms();
+    let (deadline, bound) = match context.doubts.lock() {
+        Ok(mut doubts) => (doubts.begin(location, now, true), doubts.bound_ms(location)),
+        Err(_) => (now, 0),
+    };
+    if now >= deadline {
+        return Err(Event::Stalled {
+            location: location.into(),
+            reason: format!(
+                "in doubt for its whole stall bound ({} s) without a definitive answer; the {what} is not tried again",
+                bound / 1000
+            ),
         });
-    Instant::now() + Duration::from_secs(seconds.max(1))
+    }
+    Ok((deadline, instant_at(deadline)))
+}
+
+/// A settle at `location` now: when it gives up (the end of the location's stall bound plus
+/// [`SETTLE_GRACE`], and at least one status read away).
+fn settle_deadline(context: &Context, location: &str) -> Instant {
+    let now = unix_now_ms();
+    let deadline = match context.doubts.lock() {
+        Ok(mut doubts) => doubts.begin(location, now, false),
+        Err(_) => now,
+    };
+    let grace = u64::try_from(SETTLE_GRACE.as_millis()).unwrap_or(u64::MAX);
+    let earliest = Instant::now() + context.timeout;
+    instant_at(deadline.saturating_add(grace)).max(earliest)
+}
+
+/// Whether "not done" is final at `location` for a status answered at `time_unix_ms`.
+fn not_done_is_final(context: &Context, location: &str, time_unix_ms: u64) -> bool {
+    context
+        .doubts
+        .lock()
+        .is_ok_and(|doubts| doubts.not_done_is_final(location, time_unix_ms))
 }
 
 /// Awaits `call` to `location` until `deadline`, with a `warning` every [`MAX_RETRY_DELAY`]
@@ -301,48 +357,84 @@ async fn status_until_answered(
     }
 }
 
+/// The daemon still runs the generation a call dropped at `location` was made against, but
+/// its status was answered before that call's deadline (or it predates deadlines): the call may
+/// still commit. Waits to read again, or answers [`Event::Stalled`] (in doubt) at `deadline`.
+async fn still_in_doubt(
+    location: &str,
+    what: &str,
+    time_unix_ms: u64,
+    deadline: Instant,
+) -> Option<Event> {
+    let pause = Duration::from_millis(500);
+    if Instant::now() + pause < deadline {
+        tokio::time::sleep(pause).await;
+        return None;
+    }
+    let clock = if time_unix_ms == 0 {
+        "the daemon predates deadlines (it neither reports its clock nor refuses a late call)"
+            .to_string()
+    } else {
+        format!(
+            "its clock ({time_unix_ms} ms) has not passed the deadline of the {what} dropped there"
+        )
+    };
+    Some(Event::Stalled {
+        location: location.into(),
+        reason: format!(
+            "in doubt: it still runs the generation the {what} was made against, but {clock}, so the {what} may still take effect"
+        ),
+    })
+}
+
+/// Finds out from `GET /v1/status` whether an apply in doubt happened; "not done" only from a
+/// status answered after the deadline of every apply dropped there (see `doubt.rs`).
 async fn settle_apply(
     context: &Context,
     location: &str,
     expected_generation: u64,
     deadline: Instant,
 ) -> Event {
-    let status = match status_until_answered(context, location, deadline).await {
-        Ok(status) => status,
-        Err(unanswered) => {
-            return unanswered.event(location, |reason| Event::ApplyFailed {
+    loop {
+        let status = match status_until_answered(context, location, deadline).await {
+            Ok(status) => status,
+            Err(unanswered) => {
+                return unanswered.event(location, |reason| Event::ApplyFailed {
+                    location: location.into(),
+                    reason,
+                });
+            }
+        };
+        let generation = status.generation;
+        let hash = status.hash.as_str();
+        if hash == context.started.new_hash && generation > expected_generation {
+            return Event::Applied {
                 location: location.into(),
-                reason,
-            });
+                generation,
+            };
         }
-    };
-    let generation = status.generation;
-    let hash = status.hash.as_str();
-    if hash == context.started.new_hash && generation > expected_generation {
-        Event::Applied {
-            location: location.into(),
-            generation,
+        if generation != expected_generation {
+            return Event::ApplyFailed {
+                location: location.into(),
+                reason: format!(
+                    "the daemon runs generation {generation} (hash {hash}), neither the one we planned against ({expected_generation}) nor the new topology: someone else changed it"
+                ),
+            };
         }
-    } else if generation == expected_generation {
-        Event::ApplyNotDone {
-            location: location.into(),
+        if not_done_is_final(context, location, status.time_unix_ms) {
+            return Event::ApplyNotDone {
+                location: location.into(),
+            };
         }
-    } else {
-        Event::ApplyFailed {
-            location: location.into(),
-            reason: format!(
-                "the daemon runs generation {generation} (hash {hash}), neither the one we planned against ({expected_generation}) nor the new topology: someone else changed it"
-            ),
+        if let Some(stalled) =
+            still_in_doubt(location, "apply", status.time_unix_ms, deadline).await
+        {
+            return stalled;
         }
     }
 }
 
-async fn apply(
-    context: &Context,
-    location: &str,
-    expected_generation: u64,
-    deadline: Instant,
-) -> Event {
+async fn apply(context: &Context, location: &str, expected_generation: u64) -> Event {
     let client = match context.client(location) {
         Ok(client) => client,
         Err(reason) => {
@@ -352,11 +444,16 @@ async fn apply(
             };
         }
     };
-    let call = client.apply(
+    let (deadline_unix_ms, deadline) = match call_deadline(context, location, "apply") {
+        Ok(deadlines) => deadlines,
+        Err(stalled) => return stalled,
+    };
+    let call = client.apply_by(
         &context.started.new_bundle,
         &context.intent,
         Some(expected_generation),
         Some(&context.lease),
+        Some(deadline_unix_ms),
     );
     let Some(answer) = answer_by(context, location, "apply", deadline, call).await else {
         return Event::Stalled {
@@ -377,6 +474,7 @@ async fn apply(
             }
         }
         Err(ClientError::Status { status: 409, .. }) => {
+            let deadline = settle_deadline(context, location);
             settle_apply(context, location, expected_generation, deadline).await
         }
         Err(error) if transient(&error) => {
@@ -385,6 +483,7 @@ async fn apply(
                 describe(&error)
             ));
             tokio::time::sleep(Duration::from_millis(200)).await;
+            let deadline = settle_deadline(context, location);
             settle_apply(context, location, expected_generation, deadline).await
         }
         Err(error) => Event::ApplyFailed {
@@ -429,40 +528,50 @@ async fn verify_rollback(context: &Context, location: &str, generation: u64) -> 
     false
 }
 
+/// Finds out whether a rollback in doubt happened; "not done" as for [`settle_apply`].
 async fn settle_rollback(
     context: &Context,
     location: &str,
     expected_generation: u64,
     deadline: Instant,
 ) -> Event {
-    let status = match status_until_answered(context, location, deadline).await {
-        Ok(status) => status,
-        Err(unanswered) => {
-            return unanswered.event(location, |reason| Event::RollbackFailed {
+    loop {
+        let status = match status_until_answered(context, location, deadline).await {
+            Ok(status) => status,
+            Err(unanswered) => {
+                return unanswered.event(location, |reason| Event::RollbackFailed {
+                    location: location.into(),
+                    reason,
+                });
+            }
+        };
+        let generation = status.generation;
+        let hash = status.hash.as_str();
+        if hash == context.started.old_hash && generation > expected_generation {
+            let verified = verify_rollback(context, location, generation).await;
+            return Event::RolledBack {
                 location: location.into(),
-                reason,
-            });
+                generation,
+                verified,
+            };
         }
-    };
-    let generation = status.generation;
-    let hash = status.hash.as_str();
-    if hash == context.started.old_hash && generation > expected_generation {
-        let verified = verify_rollback(context, location, generation).await;
-        Event::RolledBack {
-            location: location.into(),
-            generation,
-            verified,
+        if generation != expected_generation {
+            return Event::RollbackFailed {
+                location: location.into(),
+                reason: format!(
+                    "the daemon runs generation {generation} (hash {hash}), not the one we applied ({expected_generation}): someone else changed it"
+                ),
+            };
         }
-    } else if generation == expected_generation {
-        Event::RollbackNotDone {
-            location: location.into(),
+        if not_done_is_final(context, location, status.time_unix_ms) {
+            return Event::RollbackNotDone {
+                location: location.into(),
+            };
         }
-    } else {
-        Event::RollbackFailed {
-            location: location.into(),
-            reason: format!(
-                "the daemon runs generation {generation} (hash {hash}), not the one we applied ({expected_generation}): someone else changed it"
-            ),
+        if let Some(stalled) =
+            still_in_doubt(location, "rollback", status.time_unix_ms, deadline).await
+        {
+            return stalled;
         }
     }
 }
@@ -472,7 +581,6 @@ async fn rollback(
     location: &str,
     to_generation: u64,
     expected_generation: u64,
-    deadline: Instant,
 ) -> Event {
     let client = match context.client(location) {
         Ok(client) => client,
@@ -483,10 +591,15 @@ async fn rollback(
             };
         }
     };
-    let call = client.rollback(
+    let (deadline_unix_ms, deadline) = match call_deadline(context, location, "rollback") {
+        Ok(deadlines) => deadlines,
+        Err(stalled) => return stalled,
+    };
+    let call = client.rollback_by(
         to_generation,
         Some(expected_generation),
         Some(&context.lease),
+        Some(deadline_unix_ms),
     );
     let Some(answer) = answer_by(context, location, "rollback", deadline, call).await else {
         return Event::Stalled {
@@ -512,6 +625,7 @@ async fn rollback(
             }
         }
         Err(ClientError::Status { status: 409, .. }) => {
+            let deadline = settle_deadline(context, location);
             settle_rollback(context, location, expected_generation, deadline).await
         }
         Err(error) if transient(&error) => {
@@ -520,6 +634,7 @@ async fn rollback(
                 describe(&error)
             ));
             tokio::time::sleep(Duration::from_millis(200)).await;
+            let deadline = settle_deadline(context, location);
             settle_rollback(context, location, expected_generation, deadline).await
         }
         Err(error) => Event::RollbackFailed {
@@ -672,38 +787,25 @@ async fn carry_out(context: Arc<Context>, effect: Effect) -> Event {
         Effect::Apply {
             location,
             expected_generation,
-        } => {
-            let deadline = stall_deadline(&context, &location);
-            apply(&context, &location, expected_generation, deadline).await
-        }
+        } => apply(&context, &location, expected_generation).await,
         Effect::SettleApply {
             location,
             expected_generation,
         } => {
-            let deadline = stall_deadline(&context, &location);
+            let deadline = settle_deadline(&context, &location);
             settle_apply(&context, &location, expected_generation, deadline).await
         }
         Effect::Rollback {
             location,
             to_generation,
             expected_generation,
-        } => {
-            let deadline = stall_deadline(&context, &location);
-            rollback(
-                &context,
-                &location,
-                to_generation,
-                expected_generation,
-                deadline,
-            )
-            .await
-        }
+        } => rollback(&context, &location, to_generation, expected_generation).await,
         Effect::SettleRollback {
             location,
             expected_generation,
             ..
         } => {
-            let deadline = stall_deadline(&context, &location);
+            let deadline = settle_deadline(&context, &location);
             settle_rollback(&context, &location, expected_generation, deadline).await
         }
         Effect::Evaluate { wave, gate, epoch } => {
@@ -716,6 +818,26 @@ async fn carry_out(context: Arc<Context>, effect: Effect) -> Event {
                 detail: verdict.detail,
             }
         }
+    }
+}
+
+/// The location an effect acts at (none for a gate evaluation).
+fn effect_location(effect: &Effect) -> Option<String> {
+    match effect {
+        Effect::Apply { location, .. }
+        | Effect::SettleApply { location, .. }
+        | Effect::Rollback { location, .. }
+        | Effect::SettleRollback { location, .. } => Some(location.clone()),
+        Effect::Evaluate { .. } => None,
+    }
+}
+
+/// The event for an effect task at `location` that panicked or could not be joined: what
+/// happened there is unknown, so it is in doubt ([`Event::Stalled`]), never silently dropped.
+fn task_failed(location: String, error: &tokio::task::JoinError) -> Event {
+    Event::Stalled {
+        location,
+        reason: format!("the task carrying out its call failed ({error}); in doubt"),
     }
 }
 
@@ -795,6 +917,8 @@ pub async fn run(
     let mut outputs = initial;
     // Every effect in flight; dropped (aborted) when this function returns.
     let mut tasks = tokio::task::JoinSet::new();
+    // The location of each effect task in flight: a task that panics stalls its location.
+    let mut task_locations = BTreeMap::new();
     loop {
         if let Some(reason) = context.lock.lost_reason() {
             // Nothing decided since is journaled or carried out: a resume starts from here.
@@ -804,6 +928,9 @@ pub async fn run(
             match output {
                 Output::Record(record) => match journal.append(&record) {
                     Ok(line) => {
+                        if let Ok(mut doubts) = context.doubts.lock() {
+                            doubts.observe(&line.record, super::doubt::unix_ms_of(line.time));
+                        }
                         context.progress.record(&line, &machine, now(clock));
                         if let Some(metrics) = &metrics {
                             metrics.observe(&line.record, &machine);
@@ -817,12 +944,16 @@ pub async fn run(
                     }
                 },
                 Output::Effect(effect) => {
+                    let location = effect_location(&effect);
                     let context = Arc::clone(&context);
                     let events = events.clone();
-                    tasks.spawn(async move {
+                    let task = tasks.spawn(async move {
                         let event = carry_out(context, effect).await;
                         let _ = events.send(event).await;
                     });
+                    if let Some(location) = location {
+                        task_locations.insert(task.id(), location);
+                    }
                 }
             }
         }
@@ -840,7 +971,16 @@ pub async fn run(
             Some(event) = incoming.recv() => {
                 outputs = machine.handle(event, now(clock));
             }
-            Some(_) = tasks.join_next() => {}
+            Some(joined) = tasks.join_next_with_id() => {
+                let (id, failure) = match joined {
+                    Ok((id, ())) => (id, None),
+                    Err(error) => (error.id(), Some(error)),
+                };
+                let location = task_locations.remove(&id);
+                if let (Some(error), Some(location)) = (failure, location) {
+                    outputs = machine.handle(task_failed(location, &error), now(clock));
+                }
+            }
             _ = ticker.tick() => {
                 let (commands, offset) = read_control(&control_path, control_offset);
                 control_offset = offset;
