@@ -38,9 +38,13 @@ pub struct StatusView {
     pub lease: Option<crate::lease::LeaseView>,
     /// The daemon's wall clock (unix milliseconds) the snapshot is valid at: every apply or
     /// rollback with a deadline before it that could ever commit is reflected in it. 0 from
-    /// daemons that predate deadlines.
-    #[serde(default)]
+    /// daemons that predate deadlines (and not written when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub time_unix_ms: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// Routes by family.
