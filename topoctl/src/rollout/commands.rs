@@ -695,15 +695,19 @@ fn take_over(dir: &Path, abort: bool, flags: &RunFlags) -> i32 {
         Err(error) => return fail(json, &error.to_string()),
     };
     let code = runtime.block_on(async {
-        // Take the fleet lock again, as the same holder, before acting on anything.
-        if let Err(message) = lease::acquire_fleet(
+        // Take the fleet lock again, as the same holder, before acting on anything (skipping
+        // locations that do not answer: an abort never waits for them).
+        match lease::reacquire_fleet(
             &context.clients,
             &context.lease,
             context.started.lease_seconds,
         )
         .await
         {
-            return fail(json, &message);
+            Ok(skipped) => skipped
+                .iter()
+                .for_each(|warning| context.progress.warn(warning)),
+            Err(message) => return fail(json, &message),
         }
         let metrics = match serve_metrics(flags.metrics_listen).await {
             Ok(metrics) => metrics,

@@ -188,6 +188,56 @@ pub async fn acquire_fleet(
     Err(message)
 }
 
+/// Takes the lease for `claim` again when a controller takes over a journaled rollout
+/// (`resume`, `abort`): as [`acquire_fleet`] at every location that answers, but a location
+/// that does not answer (connect, TLS, HTTP failure, timeout, 503) is skipped with a warning in
+/// the answer instead of refusing — an abort must never wait for a dead daemon. Its calls carry
+/// the claim, so it refuses them if another rollout took its lease meanwhile, and they are
+/// bounded by the stall bound like any other. Any refusal by a daemon that answers still refuses.
+pub async fn reacquire_fleet(
+    clients: &BTreeMap<String, ControlClient>,
+    claim: &LeaseClaim,
+    ttl_seconds: u64,
+) -> Result<Vec<String>, String> {
+    let names: Vec<String> = clients.keys().cloned().collect();
+    let acquire = request(claim, ttl_seconds, LeaseAction::Acquire);
+    let mut taken = Vec::new();
+    let mut refusals = Vec::new();
+    let mut skipped = Vec::new();
+    for (location, answer) in ask_all(clients, &names, &acquire).await {
+        match answer {
+            Ok(_) => taken.push(location),
+            Err(error) if unanswered(&error) => skipped.push(format!(
+                "{}; the fleet lock is not retaken there until it answers",
+                describe_refusal(&location, &error)
+            )),
+            Err(error) => refusals.push(describe_refusal(&location, &error)),
+        }
+    }
+    if refusals.is_empty() {
+        return Ok(skipped);
+    }
+    let _ = release_fleet(clients, &taken, claim).await;
+    Err(format!(
+        "the fleet lock is not free: {} location(s) refused the lease for rollout `{}`; nothing was done:\n  {}",
+        refusals.len(),
+        claim.holder,
+        refusals.join("\n  ")
+    ))
+}
+
+/// Whether a lease call got no answer from the daemon (as opposed to a refusal).
+fn unanswered(error: &ClientError) -> bool {
+    match error {
+        ClientError::Status { status, .. } => *status == 503,
+        ClientError::Connect { .. }
+        | ClientError::Tls { .. }
+        | ClientError::Http { .. }
+        | ClientError::Timeout { .. } => true,
+        _ => false,
+    }
+}
+
 /// Gives the lease of `claim` back at `locations`; answers the failures (each expires by
 /// itself).
 pub async fn release_fleet(
