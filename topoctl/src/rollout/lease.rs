@@ -199,12 +199,32 @@ pub async fn reacquire_fleet(
     claim: &LeaseClaim,
     ttl_seconds: u64,
 ) -> Result<Vec<String>, String> {
-    let names: Vec<String> = clients.keys().cloned().collect();
     let acquire = request(claim, ttl_seconds, LeaseAction::Acquire);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (location, client) in clients {
+        let (location, client, acquire) = (location.clone(), client.clone(), acquire.clone());
+        tasks.spawn(async move { (location, client.lease(&acquire).await) });
+    }
+    let until = tokio::time::Instant::now() + REACQUIRE_WAIT;
+    let mut answers = Vec::new();
+    while let Ok(Some(joined)) = tokio::time::timeout_at(until, tasks.join_next()).await {
+        if let Ok(answer) = joined {
+            answers.push(answer);
+        }
+    }
+    // Dropping the set stops the calls still waiting.
+    drop(tasks);
+    answers.sort_by(|left, right| left.0.cmp(&right.0));
     let mut taken = Vec::new();
     let mut refusals = Vec::new();
-    let mut skipped = Vec::new();
-    for (location, answer) in ask_all(clients, &names, &acquire).await {
+    let mut skipped: Vec<String> = clients
+        .keys()
+        .filter(|name| !answers.iter().any(|(answered, _)| answered == *name))
+        .map(|name| {
+            format!("{name}: no answer within {REACQUIRE_WAIT:?}; the fleet lock is not retaken there until it answers")
+        })
+        .collect();
+    for (location, answer) in answers {
         match answer {
             Ok(_) => taken.push(location),
             Err(error) if unanswered(&error) => skipped.push(format!(
@@ -225,6 +245,10 @@ pub async fn reacquire_fleet(
         refusals.join("\n  ")
     ))
 }
+
+/// How long a take-over waits for the daemons to answer its lease request before it goes on
+/// without the ones that did not.
+pub const REACQUIRE_WAIT: Duration = Duration::from_secs(3);
 
 /// Whether a lease call got no answer from the daemon (as opposed to a refusal).
 fn unanswered(error: &ClientError) -> bool {

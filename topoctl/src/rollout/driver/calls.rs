@@ -67,7 +67,10 @@ pub(super) fn settle_deadline(context: &Context, location: &str) -> Instant {
         Err(_) => now,
     };
     let grace = u64::try_from(SETTLE_GRACE.as_millis()).unwrap_or(u64::MAX);
-    let earliest = Instant::now() + context.timeout;
+    let now_instant = Instant::now();
+    let earliest = now_instant
+        .checked_add(context.timeout.min(LONGEST_WAIT))
+        .unwrap_or(now_instant);
     instant_at(deadline.saturating_add(grace)).max(earliest)
 }
 
