@@ -200,26 +200,12 @@ pub async fn reacquire_fleet(
     ttl_seconds: u64,
 ) -> Result<Vec<String>, String> {
     let acquire = request(claim, ttl_seconds, LeaseAction::Acquire);
-    let mut tasks = tokio::task::JoinSet::new();
-    for (location, client) in clients {
-        let (location, client, acquire) = (location.clone(), client.clone(), acquire.clone());
-        tasks.spawn(async move { (location, client.lease(&acquire).await) });
-    }
-    let until = tokio::time::Instant::now() + REACQUIRE_WAIT;
-    let mut answers = Vec::new();
-    while let Ok(Some(joined)) = tokio::time::timeout_at(until, tasks.join_next()).await {
-        if let Ok(answer) = joined {
-            answers.push(answer);
-        }
-    }
-    // Dropping the set stops the calls still waiting.
-    drop(tasks);
-    answers.sort_by(|left, right| left.0.cmp(&right.0));
+    let names: Vec<String> = clients.keys().cloned().collect();
+    let (answers, silent) = ask_within(clients, &names, &acquire, REACQUIRE_WAIT).await;
     let mut taken = Vec::new();
     let mut refusals = Vec::new();
-    let mut skipped: Vec<String> = clients
-        .keys()
-        .filter(|name| !answers.iter().any(|(answered, _)| answered == *name))
+    let mut skipped: Vec<String> = silent
+        .iter()
         .map(|name| {
             format!("{name}: no answer within {REACQUIRE_WAIT:?}; the fleet lock is not retaken there until it answers")
         })
@@ -246,8 +232,8 @@ pub async fn reacquire_fleet(
     ))
 }
 
-/// How long a take-over waits for the daemons to answer its lease request before it goes on
-/// without the ones that did not.
+/// How long a take-over (or the give-back at the end) waits for the daemons to answer its
+/// lease request before it goes on without the ones that did not.
 pub const REACQUIRE_WAIT: Duration = Duration::from_secs(3);
 
 /// Whether a lease call got no answer from the daemon (as opposed to a refusal).
@@ -270,15 +256,60 @@ pub async fn release_fleet(
     claim: &LeaseClaim,
 ) -> Vec<String> {
     let release = request(claim, 0, LeaseAction::Release);
-    ask_all(clients, locations, &release)
-        .await
+    // Bounded: a daemon that does not answer keeps the lease until it expires, and the
+    // controller does not wait for it (an abort never waits for a dead daemon).
+    let (answers, silent) = ask_within(clients, locations, &release, REACQUIRE_WAIT).await;
+    answers
         .into_iter()
         .filter_map(|(location, answer)| {
             answer
                 .err()
                 .map(|error| describe_refusal(&location, &error))
         })
+        .chain(
+            silent
+                .into_iter()
+                .map(|name| format!("{name}: no answer within {REACQUIRE_WAIT:?}")),
+        )
         .collect()
+}
+
+/// Asks every location in `locations` at once, waiting at most `wait`: the answers in name
+/// order, and the locations that did not answer in time (their calls are stopped).
+async fn ask_within(
+    clients: &BTreeMap<String, ControlClient>,
+    locations: &[String],
+    lease: &LeaseRequest,
+    wait: Duration,
+) -> (
+    Vec<(String, Result<Option<LeaseView>, ClientError>)>,
+    Vec<String>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for location in locations {
+        let Some(client) = clients.get(location).cloned() else {
+            continue;
+        };
+        let (location, lease) = (location.clone(), lease.clone());
+        tasks.spawn(async move { (location, client.lease(&lease).await) });
+    }
+    let until = tokio::time::Instant::now() + wait;
+    let mut answers = Vec::new();
+    while let Ok(Some(joined)) = tokio::time::timeout_at(until, tasks.join_next()).await {
+        if let Ok(answer) = joined {
+            answers.push(answer);
+        }
+    }
+    // Dropping the set stops the calls still waiting.
+    drop(tasks);
+    answers.sort_by(|left, right| left.0.cmp(&right.0));
+    let silent = locations
+        .iter()
+        .filter(|name| clients.contains_key(*name))
+        .filter(|name| !answers.iter().any(|(answered, _)| answered == *name))
+        .cloned()
+        .collect();
+    (answers, silent)
 }
 
 /// Renews the lease at every location every third of `ttl_seconds`, until the task is

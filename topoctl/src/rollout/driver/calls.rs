@@ -62,16 +62,21 @@ fn call_deadline(context: &Context, location: &str, what: &str) -> Result<(u64, 
 /// [`SETTLE_GRACE`], and at least one status read away).
 pub(super) fn settle_deadline(context: &Context, location: &str) -> Instant {
     let now = unix_now_ms();
-    let deadline = match context.doubts.lock() {
-        Ok(mut doubts) => doubts.begin(location, now, false),
-        Err(_) => now,
+    let (deadline, bound, dropped) = match context.doubts.lock() {
+        Ok(mut doubts) => (
+            doubts.begin(location, now, false),
+            doubts.bound_ms(location),
+            doubts.get(location).outlast_unix_ms.is_some(),
+        ),
+        Err(_) => (now, 0, false),
     };
-    let grace = u64::try_from(SETTLE_GRACE.as_millis()).unwrap_or(u64::MAX);
-    let now_instant = Instant::now();
-    let earliest = now_instant
-        .checked_add(context.timeout.min(LONGEST_WAIT))
-        .unwrap_or(now_instant);
-    instant_at(deadline.saturating_add(grace)).max(earliest)
+    // The grace only matters when a dropped call's deadline must be outlasted.
+    let grace = if dropped {
+        u64::try_from(SETTLE_GRACE.as_millis()).unwrap_or(u64::MAX)
+    } else {
+        0
+    };
+    instant_at(deadline.saturating_add(grace)).max(instant_at(now.saturating_add(bound)))
 }
 
 /// Whether "not done" is final at `location` for a status answered at `time_unix_ms`.
