@@ -33,6 +33,11 @@ pub struct ApplyRequest {
     /// The fleet lock claim of whoever acts (absent: no claim; refused while a lease is held).
     #[serde(default)]
     pub lease: Option<LeaseClaim>,
+    /// Unix milliseconds after which the daemon must not carry this out, by its own clock:
+    /// refused (409 `deadline_passed`) when it arrives later and again at commit. Lets a
+    /// caller that dropped the call know, from a status answered after it, that it never will.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_unix_ms: Option<u64>,
 }
 
 /// `POST /v1/rollback` body.
@@ -47,6 +52,9 @@ pub struct RollbackRequest {
     /// The fleet lock claim, as for apply.
     #[serde(default)]
     pub lease: Option<LeaseClaim>,
+    /// The deadline, as for apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_unix_ms: Option<u64>,
 }
 
 /// `POST /v1/drain` body.
@@ -108,6 +116,15 @@ mod tests {
             "lease": { "holder": "r-1", "token": 1 },
         }));
         assert_eq!(apply.expected_generation, Some(7));
+        assert_eq!(apply.deadline_unix_ms, None);
+        let with_deadline: ApplyRequest = round_trip(json!({
+            "bundle": bundle,
+            "intent": [],
+            "expected_generation": 7,
+            "lease": null,
+            "deadline_unix_ms": 1_700_000_000_000u64,
+        }));
+        assert_eq!(with_deadline.deadline_unix_ms, Some(1_700_000_000_000));
         let error = serde_json::from_value::<PlanRequest>(json!({
             "bundle": bundle, "intent": ["bogus"],
         }))
@@ -123,6 +140,11 @@ mod tests {
         let rollback: RollbackRequest =
             round_trip(json!({ "generation": 3, "expected_generation": null, "lease": null }));
         assert_eq!(rollback.generation, 3);
+        assert_eq!(rollback.deadline_unix_ms, None);
+        let with_deadline: RollbackRequest = round_trip(json!({
+            "generation": 3, "expected_generation": 2, "lease": null, "deadline_unix_ms": 1_700_000_000_000u64,
+        }));
+        assert_eq!(with_deadline.deadline_unix_ms, Some(1_700_000_000_000));
         let drain: DrainRequest = round_trip(json!({
             "service": "web", "drain": true, "force": false, "reason": "maintenance",
         }));

@@ -506,9 +506,26 @@ fn inside_string(text: &str, literal: Span, value: &str, offset: usize, length: 
     }
 }
 
-/// A stall bound: more than 0 seconds, else an error at the key (and `default`).
+/// The longest stall bound: 7 days (a longer one is a mistake, and would overflow a deadline).
+pub const MAX_STALL_SECONDS: u64 = 7 * 24 * 3600;
+
+/// A stall bound: 1 second to [`MAX_STALL_SECONDS`], else an error at the key (and `default`).
 fn stall_seconds(value: &Option<Spanned<u64>>, default: u64, collector: &mut Collector) -> u64 {
     match value {
+        Some(value) if *value.get_ref() > MAX_STALL_SECONDS => {
+            collector.error(
+                Some(span_of(value)),
+                format!(
+                    "stall_seconds = {} is longer than 7 days ({MAX_STALL_SECONDS} seconds)",
+                    value.get_ref()
+                ),
+                Some(
+                    "how long an unreachable location is retried before the rollout pauses or rolls back, in seconds: at most 604800"
+                        .into(),
+                ),
+            );
+            default
+        }
         Some(value) if *value.get_ref() == 0 => {
             collector.error(
                 Some(span_of(value)),
@@ -1123,6 +1140,21 @@ kind = "magic"
                 "missing {expected:?} in:\n{error}"
             );
         }
+    }
+
+    /// A huge bound (it would overflow a deadline) is an error at its value, not a panic later.
+    #[test]
+    fn a_stall_bound_over_seven_days_is_an_error_at_its_value() {
+        let text = "[defaults]\nca = \"c\"\ncertificate = \"c\"\nprivate_key = \"k\"\n[[location]]\nname = \"a\"\ncontrol = \"127.0.0.1:1\"\n[[wave]]\nname = \"w\"\nstall_seconds = 9223372036854775807\n";
+        let error = parse(text).unwrap_err();
+        assert!(
+            error.contains(
+                "fleet.toml:10:17: error: stall_seconds = 9223372036854775807 is longer than 7 days (604800 seconds)"
+            ),
+            "{error}"
+        );
+        let week = text.replace("9223372036854775807", "604800");
+        assert_eq!(parse(&week).unwrap().waves[0].stall_seconds, 604_800);
     }
 
     #[test]

@@ -178,11 +178,26 @@ impl ControlClient {
         expected_generation: Option<u64>,
         lease: Option<&LeaseClaim>,
     ) -> Result<MutationOutcome, ClientError> {
+        self.apply_by(bundle, intent, expected_generation, lease, None)
+            .await
+    }
+
+    /// `POST /v1/apply` that the daemon refuses (409 `deadline_passed`) once its clock is past
+    /// `deadline_unix_ms`, when it arrives or at commit.
+    pub async fn apply_by(
+        &self,
+        bundle: &SourceBundle,
+        intent: &Intent,
+        expected_generation: Option<u64>,
+        lease: Option<&LeaseClaim>,
+        deadline_unix_ms: Option<u64>,
+    ) -> Result<MutationOutcome, ClientError> {
         let request = ApplyRequest {
             bundle: bundle.clone(),
             intent: intent.clone(),
             expected_generation,
             lease: lease.cloned(),
+            deadline_unix_ms,
         };
         self.call(Method::POST, "/v1/apply", Some(&request)).await
     }
@@ -194,10 +209,23 @@ impl ControlClient {
         expected_generation: Option<u64>,
         lease: Option<&LeaseClaim>,
     ) -> Result<MutationOutcome, ClientError> {
+        self.rollback_by(generation, expected_generation, lease, None)
+            .await
+    }
+
+    /// `POST /v1/rollback` with a deadline, as [`ControlClient::apply_by`].
+    pub async fn rollback_by(
+        &self,
+        generation: u64,
+        expected_generation: Option<u64>,
+        lease: Option<&LeaseClaim>,
+        deadline_unix_ms: Option<u64>,
+    ) -> Result<MutationOutcome, ClientError> {
         let request = RollbackRequest {
             generation,
             expected_generation,
             lease: lease.cloned(),
+            deadline_unix_ms,
         };
         self.call(Method::POST, "/v1/rollback", Some(&request))
             .await

@@ -68,6 +68,9 @@ pub enum EngineCommand {
         expected_generation: Option<u64>,
         /// The fleet lock claim of whoever acts, checked in the same step as the swap.
         lease: Option<LeaseClaim>,
+        /// Unix milliseconds after which this is refused (`deadline_passed`), checked when it
+        /// arrives and again at commit.
+        deadline_unix_ms: Option<u64>,
         /// The pusher's identity from its client certificate.
         who: String,
         /// The audit record to write (and fsync) before the change takes effect; `None` when
@@ -84,6 +87,8 @@ pub enum EngineCommand {
         expected_generation: Option<u64>,
         /// The fleet lock claim, as for apply.
         lease: Option<LeaseClaim>,
+        /// The deadline, as for apply.
+        deadline_unix_ms: Option<u64>,
         /// The requester's identity.
         who: String,
         /// As for apply.
@@ -167,6 +172,8 @@ pub enum EngineErrorKind {
     StaleToken,
     /// The claim names a lease not held here: the holder must acquire it again (409).
     LeaseNotHeld,
+    /// The request's deadline passed (by this daemon's clock) before it could commit (409).
+    DeadlinePassed,
 }
 
 impl EngineErrorKind {
@@ -183,7 +190,8 @@ impl EngineErrorKind {
             EngineErrorKind::Busy => 503,
             EngineErrorKind::LeaseHeld
             | EngineErrorKind::StaleToken
-            | EngineErrorKind::LeaseNotHeld => 409,
+            | EngineErrorKind::LeaseNotHeld
+            | EngineErrorKind::DeadlinePassed => 409,
         }
     }
 }
@@ -244,13 +252,14 @@ mod tests {
             EngineErrorKind::LeaseHeld,
             EngineErrorKind::StaleToken,
             EngineErrorKind::LeaseNotHeld,
+            EngineErrorKind::DeadlinePassed,
         ]
         .into_iter()
         .map(EngineErrorKind::http_status)
         .collect();
         assert_eq!(
             statuses,
-            vec![400, 422, 409, 404, 500, 507, 413, 503, 409, 409, 409]
+            vec![400, 422, 409, 404, 500, 507, 413, 503, 409, 409, 409, 409]
         );
     }
 }

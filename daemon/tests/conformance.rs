@@ -150,6 +150,7 @@ impl Replay {
                     .map(|_| number(named.get("expect"), "expect"))
                     .transpose()?,
                 lease: None,
+                deadline_unix_ms: None,
             },
             "compiled" => self.compiled(&named, &bare)?,
             "committed" => Event::Committed {
@@ -297,6 +298,7 @@ impl Replay {
                 .map(|_| number(named.get("expect"), "expect"))
                 .transpose()?,
             lease: None,
+            deadline_unix_ms: None,
             result: Box::new(result),
             who: named.get("who").map_or("alice", |who| *who).to_owned(),
             rollback_of,

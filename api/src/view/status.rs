@@ -36,6 +36,15 @@ pub struct StatusView {
     /// as `None` when absent, so answers of daemons that predate the lock still parse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<crate::lease::LeaseView>,
+    /// The daemon's wall clock (unix milliseconds) the snapshot is valid at: every apply or
+    /// rollback with a deadline before it that could ever commit is reflected in it. 0 from
+    /// daemons that predate deadlines (and not written when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub time_unix_ms: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// Routes by family.

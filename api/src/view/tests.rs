@@ -67,6 +67,14 @@ fn status_round_trips_and_requires_its_fields() {
     });
     let view: StatusView = round_trip(&leased);
     assert_eq!(view.lease.map(|lease| lease.holder), Some("r-1".to_owned()));
+    // The daemon's clock at the snapshot; absent (a daemon before deadlines) reads as 0.
+    assert_eq!(round_trip::<StatusView>(&status()).time_unix_ms, 0);
+    let mut timed = status();
+    timed["time_unix_ms"] = json!(1_700_000_000_123u64);
+    assert_eq!(
+        round_trip::<StatusView>(&timed).time_unix_ms,
+        1_700_000_000_123
+    );
     each_field_is_required::<PeerStatus>(&peer());
 }
 

@@ -104,6 +104,7 @@ impl Answer {
             EngineErrorKind::LeaseHeld => "lease_held",
             EngineErrorKind::StaleToken => "stale_token",
             EngineErrorKind::LeaseNotHeld => "lease_not_held",
+            EngineErrorKind::DeadlinePassed => "deadline_passed",
         };
         let status = StatusCode::from_u16(error.kind.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

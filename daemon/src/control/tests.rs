@@ -105,6 +105,7 @@ fn status_view(generation: u64) -> StatusView {
         },
         peers: vec![],
         lease: None,
+        time_unix_ms: 0,
     }
 }
 

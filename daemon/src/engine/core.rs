@@ -23,7 +23,7 @@ use topologyd_api::{Document, ErrorDetail, LeaseClaim, OutcomeDetail};
 use topologyd_config::daemon::PeerConfig;
 use topologyd_topology::{Topology, Verdict};
 
-use super::lease::{LeaseBook, LeaseError};
+use super::lease::LeaseBook;
 use super::peer_set::{PeerSetDiff, peer_set_diff};
 use super::prepare::Prepared;
 use crate::announce::LocationRoutes;
@@ -74,6 +74,8 @@ pub enum Event {
         request: RequestId,
         expected_generation: Option<u64>,
         lease: Option<LeaseClaim>,
+        /// Refused once `now.unix_ms` is past it (`core/deadline.rs`).
+        deadline_unix_ms: Option<u64>,
     },
     /// A mutation's compile (on the blocking pool) finished.
     Compiled {
@@ -81,6 +83,7 @@ pub enum Event {
         base_generation: u64,
         expected_generation: Option<u64>,
         lease: Option<LeaseClaim>,
+        deadline_unix_ms: Option<u64>,
         result: Box<Result<Prepared, EngineError>>,
         who: String,
         rollback_of: Option<u64>,
@@ -331,6 +334,8 @@ pub struct EngineCore {
     pub runtime_guard_refusals: u64,
     /// A prepared generation whose commit the shell is writing.
     committing: Option<(RequestId, Box<Prepared>, GenerationMeta)>,
+    /// When the commit in `committing` was decided (unix milliseconds).
+    committing_decided_ms: u64,
     /// The fleet lock: the lease held here and the fences (`engine/lease.rs`); changed by the
     /// shell only after the new book is persisted.
     pub lease: LeaseBook,
@@ -363,6 +368,7 @@ impl EngineCore {
             peer_sync: BTreeMap::new(),
             runtime_guard_refusals: 0,
             committing: None,
+            committing_decided_ms: 0,
             lease: LeaseBook::default(),
         }
     }
@@ -402,10 +408,12 @@ impl EngineCore {
                 request,
                 expected_generation,
                 lease,
+                deadline_unix_ms,
             } => self.on_mutation_requested(
                 request,
                 expected_generation,
                 lease.as_ref(),
+                deadline_unix_ms,
                 now,
                 &mut effects,
             ),
@@ -414,6 +422,7 @@ impl EngineCore {
                 base_generation,
                 expected_generation,
                 lease,
+                deadline_unix_ms,
                 result,
                 who,
                 rollback_of,
@@ -425,9 +434,17 @@ impl EngineCore {
                         request,
                         expected_generation,
                         lease.as_ref(),
+                        deadline_unix_ms,
                         now,
                         &mut effects,
                     );
+                } else if let Err(error) = self.deadline_check(deadline_unix_ms, now) {
+                    // The commit is decided here, in one step with the check: a status answered
+                    // past the deadline shows every commit this request can make.
+                    effects.push(Effect::Reply {
+                        request,
+                        answer: Err(error),
+                    });
                 } else if let Err(error) = self.lease.check(lease.as_ref(), now.unix_ms) {
                     // The lease changed (taken, broken, expired) while this compiled: the
                     // commit is decided now, against the lease held now.
@@ -518,30 +535,22 @@ impl EngineCore {
         }
     }
 
-    /// The engine error of a fleet lock refusal (409, kind `lease_held`, `stale_token` or
-    /// `lease_not_held`, the live lease in the detail).
-    pub fn lease_error(&self, error: LeaseError) -> EngineError {
-        let kind = match &error {
-            LeaseError::Held { .. } => EngineErrorKind::LeaseHeld,
-            LeaseError::StaleToken { .. } => EngineErrorKind::StaleToken,
-            LeaseError::NotHeld { .. } => EngineErrorKind::LeaseNotHeld,
-            LeaseError::Invalid(_) => EngineErrorKind::Invalid,
-        };
-        let detail = error
-            .lease()
-            .cloned()
-            .map(|lease| ErrorDetail::Lease { lease });
-        self.error(kind, error.to_string(), detail)
-    }
-
     fn on_mutation_requested(
         &self,
         request: RequestId,
         expected: Option<u64>,
         lease: Option<&LeaseClaim>,
+        deadline_unix_ms: Option<u64>,
         now: Now,
         effects: &mut Vec<Effect>,
     ) {
+        if let Err(error) = self.deadline_check(deadline_unix_ms, now) {
+            effects.push(Effect::Reply {
+                request,
+                answer: Err(error),
+            });
+            return;
+        }
         if let Err(error) = self.lease.check(lease, now.unix_ms) {
             effects.push(Effect::Reply {
                 request,
@@ -676,6 +685,7 @@ impl EngineCore {
             rollback_of,
         });
         self.committing = Some((request, Box::new(prepared), meta));
+        self.committing_decided_ms = now.unix_ms;
     }
 
     /// The generation is on disk (or could not be written): run it, republish, answer.
@@ -982,6 +992,8 @@ impl EngineCore {
         }
     }
 }
+
+mod refusal;
 
 #[cfg(test)]
 mod tests;

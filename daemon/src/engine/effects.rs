@@ -28,6 +28,8 @@ pub(super) struct MutationRequest {
     pub input: CompileInput,
     pub expected_generation: Option<u64>,
     pub lease: Option<topologyd_api::LeaseClaim>,
+    /// Refused once the clock is past it (unix milliseconds).
+    pub deadline_unix_ms: Option<u64>,
     pub who: String,
     pub write_ahead: Option<WriteAhead>,
     pub reply: crate::engine_api::Reply<MutationOutcome>,

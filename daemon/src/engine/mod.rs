@@ -626,6 +626,7 @@ impl Engine {
                 intent,
                 expected_generation,
                 lease,
+                deadline_unix_ms,
                 who,
                 write_ahead,
                 reply,
@@ -634,6 +635,7 @@ impl Engine {
                     input: CompileInput::Bundle { bundle, intent },
                     expected_generation,
                     lease,
+                    deadline_unix_ms,
                     who,
                     write_ahead,
                     reply,
@@ -646,6 +648,7 @@ impl Engine {
                 generation,
                 expected_generation,
                 lease,
+                deadline_unix_ms,
                 who,
                 write_ahead,
                 reply,
@@ -654,6 +657,7 @@ impl Engine {
                     input: CompileInput::Rollback { generation },
                     expected_generation,
                     lease,
+                    deadline_unix_ms,
                     who,
                     write_ahead,
                     reply,
@@ -735,11 +739,13 @@ impl Engine {
         self.next_request += 1;
         let expected_generation = request.expected_generation;
         let lease = request.lease.clone();
+        let deadline_unix_ms = request.deadline_unix_ms;
         self.mutations.insert(id, request);
         self.handle(Event::MutationRequested {
             request: id,
             expected_generation,
             lease,
+            deadline_unix_ms,
         })
         .await;
     }
@@ -756,11 +762,13 @@ impl Engine {
         };
         let expected_generation = request.expected_generation;
         let lease = request.lease.clone();
+        let deadline_unix_ms = request.deadline_unix_ms;
         self.handle(Event::Compiled {
             request: done.request,
             base_generation: done.base_generation,
             expected_generation,
             lease,
+            deadline_unix_ms,
             result: Box::new(done.result),
             who,
             rollback_of,

@@ -51,6 +51,7 @@ impl Engine {
             },
             peers: self.peer_statuses(),
             lease: self.lease.view(super::unix_now_ms()),
+            time_unix_ms: self.core.snapshot_time_ms(super::unix_now_ms()),
         }
     }
 

@@ -710,6 +710,9 @@ pub fn continue_rollout(
         Ok(context) => context,
         Err(message) => return fail(json, &message),
     };
+    if let Ok(mut doubts) = context.doubts.lock() {
+        doubts.replay(lines);
+    }
     let mut machine = Machine::restore(context.machine_plan(), lines);
     // `abort` after a rollback that ended incomplete retries the locations it left.
     let retry =
@@ -742,21 +745,18 @@ pub fn continue_rollout(
     let finished = journal.finished_flag();
     runtime.block_on(async {
         // Take the fleet lock again, as the same holder, before acting on anything (a new
-        // etcd leader with its higher token: the old leader's late calls are refused).
-        match lease::retake_fleet(
+        // etcd leader with its higher token: the old leader's late calls are refused), skipping
+        // locations that do not answer: an abort never waits for them.
+        match lease::reacquire_fleet(
             &context.clients,
             &context.lease,
             context.started.lease_seconds,
         )
         .await
         {
-            Ok(unanswered) => {
-                for location in unanswered {
-                    context.progress.warn(&format!(
-                        "fleet lock: not taken again yet at {location}; the keeper retries"
-                    ));
-                }
-            }
+            Ok(skipped) => skipped
+                .iter()
+                .for_each(|warning| context.progress.warn(warning)),
             Err(message) => return fail(json, &message),
         }
         let metrics = match serve_metrics(flags.metrics_listen).await {

@@ -3,10 +3,10 @@
 //! before acting, polls the control file of the state directory for operator commands, and
 //! reports progress (a live view, plain lines or a JSON event stream) and metrics.
 //!
-//! Owns: the effect implementations (apply with compare-and-swap, settle an apply or rollback
-//! in doubt from `GET /v1/status`, rollback plus route verification, gate evaluation), retries
-//! of transport errors bounded by the wave's stall bound (then [`Event::Stalled`]), the
-//! control file protocol, signals, the event loop.
+//! Owns: carrying out effects (the calls that change a location, their deadlines and settling
+//! them are in `driver/calls.rs`; gate evaluation here), the control file protocol, signals,
+//! the event loop (which feeds every journaled record to the doubts, `doubt.rs`, and stalls
+//! the location of an effect task that panicked).
 //!
 //! Only the event loop writes the journal; the tasks carrying out effects answer with events.
 //! When the loop returns (finished, paused with `--exit-on-pause`, interrupted) it drops the
@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use topologyd_config::Source;
 use topologyd_topology::{AnnouncedRoute, Intent, Topology, compile_owned};
 
+use super::doubt::Doubts;
 use super::gates::{self, GateVerdict, HealthView};
 use super::journal::{Command, Journal, Record, Started};
 use super::lease::{LOCAL_TOKEN, LockWatch, is_lease_refusal};
@@ -36,7 +37,7 @@ use super::{EXIT_ERROR, EXIT_PAUSED, exit_code_of};
 use topologyd::control_client::{ClientError, ControlClient};
 use topologyd::state_store::SourceBundle;
 use topologyd::tls::{TlsFiles, client_config};
-use topologyd_api::{LeaseClaim, StatusView};
+use topologyd_api::LeaseClaim;
 use topologyd_config::fleet::{FleetLocation, GateKind};
 
 /// The control file in the state directory: one JSON command per line.
@@ -66,6 +67,9 @@ pub struct Context {
     pub lease: LeaseClaim,
     /// Says when the lock is lost (a renewal or a mutation refused by the fleet lock).
     pub lock: Arc<LockWatch>,
+    /// Where each location's doubt began and the deadlines of the calls dropped there: fed by
+    /// the run loop with every journaled record (rebuilt from the journal on resume).
+    pub doubts: std::sync::Mutex<Doubts>,
 }
 
 /// Turns a control-API bundle into topology sources (the daemon's own conversion).
@@ -149,6 +153,7 @@ impl Context {
         };
         Ok(Context {
             lease,
+            doubts: std::sync::Mutex::new(Doubts::new(&started.waves)),
             lock: Arc::new(LockWatch::default()),
             started,
             clients,
@@ -208,337 +213,6 @@ fn describe(error: &ClientError) -> String {
         }
         other => crate::error_chain(other),
     }
-}
-
-/// When a call at `location` gives up: its wave's stall bound from now.
-fn stall_deadline(context: &Context, location: &str) -> Instant {
-    let seconds = context
-        .started
-        .waves
-        .iter()
-        .find(|wave| wave.locations.iter().any(|name| name == location))
-        .map_or(topologyd_config::fleet::DEFAULT_STALL_SECONDS, |wave| {
-            wave.stall_seconds
-        });
-    Instant::now() + Duration::from_secs(seconds.max(1))
-}
-
-/// Awaits `call` to `location` until `deadline`, with a `warning` every [`MAX_RETRY_DELAY`]
-/// while it has no answer; `None` at the deadline (the call is dropped: in doubt).
-async fn answer_by<T>(
-    context: &Context,
-    location: &str,
-    what: &str,
-    deadline: Instant,
-    call: impl std::future::Future<Output = T>,
-) -> Option<T> {
-    let started = Instant::now();
-    let mut call = std::pin::pin!(call);
-    loop {
-        let next = (Instant::now() + MAX_RETRY_DELAY).min(deadline);
-        match tokio::time::timeout_at(tokio::time::Instant::from_std(next), call.as_mut()).await {
-            Ok(answer) => return Some(answer),
-            Err(_) if next >= deadline => return None,
-            Err(_) => context.progress.warn(&format!(
-                "{location}: no answer to the {what} after {:.1?}; waiting {:.1?} more (stall bound)",
-                started.elapsed(),
-                deadline.saturating_duration_since(Instant::now())
-            )),
-        }
-    }
-}
-
-/// Why a status read gave no usable answer.
-enum Unanswered {
-    /// The daemon answered with an error that would be the same again.
-    Error(String),
-    /// No answer before the deadline (the last error).
-    Stalled(String),
-}
-
-impl Unanswered {
-    /// The event for `location`: a stall, or `failed` with the error.
-    fn event(self, location: &str, failed: impl FnOnce(String) -> Event) -> Event {
-        match self {
-            Unanswered::Error(reason) => failed(reason),
-            Unanswered::Stalled(reason) => Event::Stalled {
-                location: location.into(),
-                reason,
-            },
-        }
-    }
-}
-
-/// `GET /v1/status`, retried with backoff until the daemon answers (a decision in doubt needs
-/// its answer) or `deadline` passes.
-async fn status_until_answered(
-    context: &Context,
-    location: &str,
-    deadline: Instant,
-) -> Result<StatusView, Unanswered> {
-    let client = context.client(location).map_err(Unanswered::Error)?;
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let error =
-            match answer_by(context, location, "status read", deadline, client.status()).await {
-                Some(Ok(status)) => return Ok(status),
-                Some(Err(error)) if transient(&error) => describe(&error),
-                Some(Err(error)) => return Err(Unanswered::Error(describe(&error))),
-                None => "no answer".to_string(),
-            };
-        let now = Instant::now();
-        if now + delay >= deadline {
-            return Err(Unanswered::Stalled(format!(
-                "cannot read its status: {error}"
-            )));
-        }
-        context.progress.warn(&format!(
-            "{location}: cannot read the status ({error}); retrying in {delay:?}, for {:?} more",
-            deadline.duration_since(now)
-        ));
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(MAX_RETRY_DELAY);
-    }
-}
-
-async fn settle_apply(
-    context: &Context,
-    location: &str,
-    expected_generation: u64,
-    deadline: Instant,
-) -> Event {
-    let status = match status_until_answered(context, location, deadline).await {
-        Ok(status) => status,
-        Err(unanswered) => {
-            return unanswered.event(location, |reason| Event::ApplyFailed {
-                location: location.into(),
-                reason,
-            });
-        }
-    };
-    let generation = status.generation;
-    let hash = status.hash.as_str();
-    if hash == context.started.new_hash && generation > expected_generation {
-        Event::Applied {
-            location: location.into(),
-            generation,
-        }
-    } else if generation == expected_generation {
-        Event::ApplyNotDone {
-            location: location.into(),
-        }
-    } else {
-        Event::ApplyFailed {
-            location: location.into(),
-            reason: format!(
-                "the daemon runs generation {generation} (hash {hash}), neither the one we planned against ({expected_generation}) nor the new topology: someone else changed it"
-            ),
-        }
-    }
-}
-
-async fn apply(
-    context: &Context,
-    location: &str,
-    expected_generation: u64,
-    deadline: Instant,
-) -> Event {
-    let client = match context.client(location) {
-        Ok(client) => client,
-        Err(reason) => {
-            return Event::ApplyFailed {
-                location: location.into(),
-                reason,
-            };
-        }
-    };
-    let call = client.apply(
-        &context.started.new_bundle,
-        &context.intent,
-        Some(expected_generation),
-        Some(&context.lease),
-    );
-    let Some(answer) = answer_by(context, location, "apply", deadline, call).await else {
-        return Event::Stalled {
-            location: location.into(),
-            reason: "the apply got no answer".into(),
-        };
-    };
-    match answer {
-        Ok(outcome) => Event::Applied {
-            location: location.into(),
-            generation: outcome.generation_after,
-        },
-        Err(error) if is_lease_refusal(&error) => {
-            let reason = lock_lost(context, location, &error);
-            Event::ApplyFailed {
-                location: location.into(),
-                reason,
-            }
-        }
-        Err(ClientError::Status { status: 409, .. }) => {
-            settle_apply(context, location, expected_generation, deadline).await
-        }
-        Err(error) if transient(&error) => {
-            context.progress.warn(&format!(
-                "{location}: apply answer lost ({}); asking the daemon what it runs",
-                describe(&error)
-            ));
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            settle_apply(context, location, expected_generation, deadline).await
-        }
-        Err(error) => Event::ApplyFailed {
-            location: location.into(),
-            reason: describe(&error),
-        },
-    }
-}
-
-/// Waits until `location` announces what the old topology desires there, every peer synced
-/// to `generation`.
-async fn verify_rollback(context: &Context, location: &str, generation: u64) -> bool {
-    let Ok(client) = context.client(location) else {
-        return false;
-    };
-    let Some(expected) = context.expected_old.get(location) else {
-        return false;
-    };
-    let deadline = Instant::now() + ROLLBACK_VERIFY_TIMEOUT;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        let outcome = async {
-            let status = client.status().await.map_err(|error| describe(&error))?;
-            gates::check_sessions(&status, generation).map_err(|verdict| verdict.detail)?;
-            let health = read_health(client).await?;
-            let routes = client
-                .routes(None)
-                .await
-                .map_err(|error| describe(&error))?;
-            gates::compare_routes(expected, &health, &routes)
-        }
-        .await;
-        match outcome {
-            Ok(()) => return true,
-            Err(problem) => last = problem,
-        }
-        tokio::time::sleep(VERIFY_INTERVAL).await;
-    }
-    context.progress.warn(&format!(
-        "{location}: routes not verified back within {ROLLBACK_VERIFY_TIMEOUT:?}: {last}"
-    ));
-    false
-}
-
-async fn settle_rollback(
-    context: &Context,
-    location: &str,
-    expected_generation: u64,
-    deadline: Instant,
-) -> Event {
-    let status = match status_until_answered(context, location, deadline).await {
-        Ok(status) => status,
-        Err(unanswered) => {
-            return unanswered.event(location, |reason| Event::RollbackFailed {
-                location: location.into(),
-                reason,
-            });
-        }
-    };
-    let generation = status.generation;
-    let hash = status.hash.as_str();
-    if hash == context.started.old_hash && generation > expected_generation {
-        let verified = verify_rollback(context, location, generation).await;
-        Event::RolledBack {
-            location: location.into(),
-            generation,
-            verified,
-        }
-    } else if generation == expected_generation {
-        Event::RollbackNotDone {
-            location: location.into(),
-        }
-    } else {
-        Event::RollbackFailed {
-            location: location.into(),
-            reason: format!(
-                "the daemon runs generation {generation} (hash {hash}), not the one we applied ({expected_generation}): someone else changed it"
-            ),
-        }
-    }
-}
-
-async fn rollback(
-    context: &Context,
-    location: &str,
-    to_generation: u64,
-    expected_generation: u64,
-    deadline: Instant,
-) -> Event {
-    let client = match context.client(location) {
-        Ok(client) => client,
-        Err(reason) => {
-            return Event::RollbackFailed {
-                location: location.into(),
-                reason,
-            };
-        }
-    };
-    let call = client.rollback(
-        to_generation,
-        Some(expected_generation),
-        Some(&context.lease),
-    );
-    let Some(answer) = answer_by(context, location, "rollback", deadline, call).await else {
-        return Event::Stalled {
-            location: location.into(),
-            reason: "the rollback got no answer".into(),
-        };
-    };
-    match answer {
-        Ok(outcome) => {
-            let generation = outcome.generation_after;
-            let verified = verify_rollback(context, location, generation).await;
-            Event::RolledBack {
-                location: location.into(),
-                generation,
-                verified,
-            }
-        }
-        Err(error) if is_lease_refusal(&error) => {
-            let reason = lock_lost(context, location, &error);
-            Event::RollbackFailed {
-                location: location.into(),
-                reason,
-            }
-        }
-        Err(ClientError::Status { status: 409, .. }) => {
-            settle_rollback(context, location, expected_generation, deadline).await
-        }
-        Err(error) if transient(&error) => {
-            context.progress.warn(&format!(
-                "{location}: rollback answer lost ({}); asking the daemon what it runs",
-                describe(&error)
-            ));
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            settle_rollback(context, location, expected_generation, deadline).await
-        }
-        Err(error) => Event::RollbackFailed {
-            location: location.into(),
-            reason: describe(&error),
-        },
-    }
-}
-
-/// A mutation refused by the fleet lock: this controller no longer holds it and stops acting
-/// (the run loop pauses before anything else is done; the failure it answers is never
-/// journaled). Answers the reason.
-fn lock_lost(context: &Context, location: &str, error: &ClientError) -> String {
-    let reason = format!(
-        "the fleet lock was lost: {location} refused a change ({}); stopped acting at once",
-        describe(error)
-    );
-    context.lock.lose(reason.clone());
-    reason
 }
 
 /// `GET /v1/health`; a daemon without the endpoint (404) reports everything announced.
@@ -672,38 +346,25 @@ async fn carry_out(context: Arc<Context>, effect: Effect) -> Event {
         Effect::Apply {
             location,
             expected_generation,
-        } => {
-            let deadline = stall_deadline(&context, &location);
-            apply(&context, &location, expected_generation, deadline).await
-        }
+        } => apply(&context, &location, expected_generation).await,
         Effect::SettleApply {
             location,
             expected_generation,
         } => {
-            let deadline = stall_deadline(&context, &location);
+            let deadline = settle_deadline(&context, &location);
             settle_apply(&context, &location, expected_generation, deadline).await
         }
         Effect::Rollback {
             location,
             to_generation,
             expected_generation,
-        } => {
-            let deadline = stall_deadline(&context, &location);
-            rollback(
-                &context,
-                &location,
-                to_generation,
-                expected_generation,
-                deadline,
-            )
-            .await
-        }
+        } => rollback(&context, &location, to_generation, expected_generation).await,
         Effect::SettleRollback {
             location,
             expected_generation,
             ..
         } => {
-            let deadline = stall_deadline(&context, &location);
+            let deadline = settle_deadline(&context, &location);
             settle_rollback(&context, &location, expected_generation, deadline).await
         }
         Effect::Evaluate { wave, gate, epoch } => {
@@ -716,6 +377,26 @@ async fn carry_out(context: Arc<Context>, effect: Effect) -> Event {
                 detail: verdict.detail,
             }
         }
+    }
+}
+
+/// The location an effect acts at (none for a gate evaluation).
+fn effect_location(effect: &Effect) -> Option<String> {
+    match effect {
+        Effect::Apply { location, .. }
+        | Effect::SettleApply { location, .. }
+        | Effect::Rollback { location, .. }
+        | Effect::SettleRollback { location, .. } => Some(location.clone()),
+        Effect::Evaluate { .. } => None,
+    }
+}
+
+/// The event for an effect task at `location` that panicked or could not be joined: what
+/// happened there is unknown, so it is in doubt ([`Event::Stalled`]), never silently dropped.
+fn task_failed(location: String, error: &tokio::task::JoinError) -> Event {
+    Event::Stalled {
+        location,
+        reason: format!("the task carrying out its call failed ({error}); in doubt"),
     }
 }
 
@@ -793,6 +474,8 @@ pub async fn run(
     let mut outputs = initial;
     // Every effect in flight; dropped (aborted) when this function returns.
     let mut tasks = tokio::task::JoinSet::new();
+    // The location of each effect task in flight: a task that panics stalls its location.
+    let mut task_locations = BTreeMap::new();
     loop {
         if let Some(reason) = context.lock.lost_reason() {
             // Nothing decided since is journaled or carried out: a resume starts from here.
@@ -802,6 +485,9 @@ pub async fn run(
             match output {
                 Output::Record(record) => match journal.append(&record) {
                     Ok(line) => {
+                        if let Ok(mut doubts) = context.doubts.lock() {
+                            doubts.observe(&line.record, super::doubt::unix_ms_of(line.time));
+                        }
                         context.progress.record(&line, &machine, now(clock));
                         if let Some(metrics) = &metrics {
                             metrics.observe(&line.record, &machine);
@@ -815,12 +501,16 @@ pub async fn run(
                     }
                 },
                 Output::Effect(effect) => {
+                    let location = effect_location(&effect);
                     let context = Arc::clone(&context);
                     let events = events.clone();
-                    tasks.spawn(async move {
+                    let task = tasks.spawn(async move {
                         let event = carry_out(context, effect).await;
                         let _ = events.send(event).await;
                     });
+                    if let Some(location) = location {
+                        task_locations.insert(task.id(), location);
+                    }
                 }
             }
         }
@@ -838,7 +528,16 @@ pub async fn run(
             Some(event) = incoming.recv() => {
                 outputs = machine.handle(event, now(clock));
             }
-            Some(_) = tasks.join_next() => {}
+            Some(joined) = tasks.join_next_with_id() => {
+                let (id, failure) = match joined {
+                    Ok((id, ())) => (id, None),
+                    Err(error) => (error.id(), Some(error)),
+                };
+                let location = task_locations.remove(&id);
+                if let (Some(error), Some(location)) = (failure, location) {
+                    outputs = machine.handle(task_failed(location, &error), now(clock));
+                }
+            }
             _ = ticker.tick() => {
                 for line in journal.poll_control() {
                     outputs.push(Output::Record(Record::Command { id: line.id, command: line.command }));
@@ -898,6 +597,11 @@ pub fn delta_json(delta: &topologyd_topology::LocationDelta) -> Value {
         "withdraw": delta.withdraw.iter().map(ToString::to_string).collect::<Vec<_>>(),
     })
 }
+
+mod calls;
+
+pub use calls::{SETTLE_GRACE, unix_now_ms};
+use calls::{apply, rollback, settle_apply, settle_deadline, settle_rollback};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -188,55 +188,64 @@ pub async fn acquire_fleet(
     Err(message)
 }
 
-/// How long a take-over waits for one daemon's answer before it goes on without it.
-pub const RETAKE_WAIT: Duration = Duration::from_secs(3);
-
-/// Takes the lock again for a take-over (`resume`, `abort`, a new etcd leader): the same
-/// holder, at every location at once. A refusal by the lock's rules (another holder, a higher
-/// token) means the lock is not ours: the answer is an error naming them. A daemon that does
-/// not answer within [`RETAKE_WAIT`] is not waited for (an abort must never wait on a dead
-/// location): it is named in the warnings, and the keeper takes its lease at its next round;
-/// until then its mutations are refused (`lease_not_held`) and retried.
-pub async fn retake_fleet(
+/// Takes the lease for `claim` again when a controller takes over a journaled rollout
+/// (`resume`, `abort`): as [`acquire_fleet`] at every location that answers, but a location
+/// that does not answer (connect, TLS, HTTP failure, timeout, 503) is skipped with a warning in
+/// the answer instead of refusing — an abort must never wait for a dead daemon. Its calls carry
+/// the claim, so it refuses them if another rollout took its lease meanwhile, and they are
+/// bounded by the stall bound like any other. Any refusal by a daemon that answers still refuses.
+pub async fn reacquire_fleet(
     clients: &BTreeMap<String, ControlClient>,
     claim: &LeaseClaim,
     ttl_seconds: u64,
 ) -> Result<Vec<String>, String> {
     let acquire = request(claim, ttl_seconds, LeaseAction::Acquire);
-    let mut tasks = tokio::task::JoinSet::new();
-    for (location, client) in clients {
-        let (location, client, acquire) = (location.clone(), client.clone(), acquire.clone());
-        tasks.spawn(async move {
-            let answer = tokio::time::timeout(RETAKE_WAIT, client.lease(&acquire)).await;
-            (location, answer)
-        });
-    }
+    let names: Vec<String> = clients.keys().cloned().collect();
+    let (answers, silent) = ask_within(clients, &names, &acquire, REACQUIRE_WAIT).await;
+    let mut taken = Vec::new();
     let mut refusals = Vec::new();
-    let mut unanswered = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        let Ok((location, answer)) = joined else {
-            continue;
-        };
+    let mut skipped: Vec<String> = silent
+        .iter()
+        .map(|name| {
+            format!("{name}: no answer within {REACQUIRE_WAIT:?}; the fleet lock is not retaken there until it answers")
+        })
+        .collect();
+    for (location, answer) in answers {
         match answer {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) if is_lease_refusal(&error) => {
-                refusals.push(describe_refusal(&location, &error));
-            }
-            Ok(Err(error)) => unanswered.push(describe_refusal(&location, &error)),
-            Err(_) => unanswered.push(format!("{location}: no answer within {RETAKE_WAIT:?}")),
+            Ok(_) => taken.push(location),
+            Err(error) if unanswered(&error) => skipped.push(format!(
+                "{}; the fleet lock is not retaken there until it answers",
+                describe_refusal(&location, &error)
+            )),
+            Err(error) => refusals.push(describe_refusal(&location, &error)),
         }
     }
     if refusals.is_empty() {
-        unanswered.sort();
-        return Ok(unanswered);
+        return Ok(skipped);
     }
-    refusals.sort();
+    let _ = release_fleet(clients, &taken, claim).await;
     Err(format!(
-        "the fleet lock is not ours any more: {} location(s) refused the lease for rollout `{}`; nothing was done:\n  {}",
+        "the fleet lock is not free: {} location(s) refused the lease for rollout `{}`; nothing was done:\n  {}",
         refusals.len(),
         claim.holder,
         refusals.join("\n  ")
     ))
+}
+
+/// How long a take-over (or the give-back at the end) waits for the daemons to answer its
+/// lease request before it goes on without the ones that did not.
+pub const REACQUIRE_WAIT: Duration = Duration::from_secs(3);
+
+/// Whether a lease call got no answer from the daemon (as opposed to a refusal).
+fn unanswered(error: &ClientError) -> bool {
+    match error {
+        ClientError::Status { status, .. } => *status == 503,
+        ClientError::Connect { .. }
+        | ClientError::Tls { .. }
+        | ClientError::Http { .. }
+        | ClientError::Timeout { .. } => true,
+        _ => false,
+    }
 }
 
 /// Gives the lease of `claim` back at `locations`; answers the failures (each expires by
@@ -247,18 +256,60 @@ pub async fn release_fleet(
     claim: &LeaseClaim,
 ) -> Vec<String> {
     let release = request(claim, 0, LeaseAction::Release);
-    // A daemon that does not answer soon is not waited for: its lease expires by itself.
-    match tokio::time::timeout(RETAKE_WAIT, ask_all(clients, locations, &release)).await {
-        Ok(answers) => answers
-            .into_iter()
-            .filter_map(|(location, answer)| {
-                answer
-                    .err()
-                    .map(|error| describe_refusal(&location, &error))
-            })
-            .collect(),
-        Err(_) => vec![format!("not every daemon answered within {RETAKE_WAIT:?}")],
+    // Bounded: a daemon that does not answer keeps the lease until it expires, and the
+    // controller does not wait for it (an abort never waits for a dead daemon).
+    let (answers, silent) = ask_within(clients, locations, &release, REACQUIRE_WAIT).await;
+    answers
+        .into_iter()
+        .filter_map(|(location, answer)| {
+            answer
+                .err()
+                .map(|error| describe_refusal(&location, &error))
+        })
+        .chain(
+            silent
+                .into_iter()
+                .map(|name| format!("{name}: no answer within {REACQUIRE_WAIT:?}")),
+        )
+        .collect()
+}
+
+/// Asks every location in `locations` at once, waiting at most `wait`: the answers in name
+/// order, and the locations that did not answer in time (their calls are stopped).
+async fn ask_within(
+    clients: &BTreeMap<String, ControlClient>,
+    locations: &[String],
+    lease: &LeaseRequest,
+    wait: Duration,
+) -> (
+    Vec<(String, Result<Option<LeaseView>, ClientError>)>,
+    Vec<String>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for location in locations {
+        let Some(client) = clients.get(location).cloned() else {
+            continue;
+        };
+        let (location, lease) = (location.clone(), lease.clone());
+        tasks.spawn(async move { (location, client.lease(&lease).await) });
     }
+    let until = tokio::time::Instant::now() + wait;
+    let mut answers = Vec::new();
+    while let Ok(Some(joined)) = tokio::time::timeout_at(until, tasks.join_next()).await {
+        if let Ok(answer) = joined {
+            answers.push(answer);
+        }
+    }
+    // Dropping the set stops the calls still waiting.
+    drop(tasks);
+    answers.sort_by(|left, right| left.0.cmp(&right.0));
+    let silent = locations
+        .iter()
+        .filter(|name| clients.contains_key(*name))
+        .filter(|name| !answers.iter().any(|(answered, _)| answered == *name))
+        .cloned()
+        .collect();
+    (answers, silent)
 }
 
 /// Renews the lease at every location every third of `ttl_seconds`, until the task is

@@ -20,6 +20,7 @@
 //! written before the effect it leads to, and replayed on resume through the same function.
 
 pub mod commands;
+pub mod doubt;
 pub mod driver;
 pub mod etcd;
 pub mod gates;

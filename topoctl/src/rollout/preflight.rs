@@ -56,6 +56,9 @@ pub struct WaveCheck {
 pub fn check_waves(fleet: &Fleet, new: &Topology, no_canary: bool) -> Result<WaveCheck, Stop> {
     let sources = SourceMap::new(vec![fleet.source.clone()]);
     let mut collector = Collector::new();
+    // Unknown names in the canary wave are decided once it is known whether that wave is
+    // dropped: only then does `--no-canary` make them warnings.
+    let mut canary_unknowns = Vec::new();
     for unknown in unknown_selector_names(&fleet.waves, new.locations()) {
         let wave = fleet
             .waves
@@ -66,8 +69,8 @@ pub fn check_waves(fleet: &Fleet, new: &Topology, no_canary: bool) -> Result<Wav
             unknown.attribute.keyword(),
             unknown.value
         );
-        if unknown.wave == 0 && no_canary {
-            collector.warning(Some(unknown.span), message, Some(unknown.help));
+        if unknown.wave == 0 {
+            canary_unknowns.push((unknown.span, message, unknown.help));
         } else {
             collector.error(Some(unknown.span), message, Some(unknown.help));
         }
@@ -77,13 +80,43 @@ pub fn check_waves(fleet: &Fleet, new: &Topology, no_canary: bool) -> Result<Wav
         .iter()
         .map(|location| location.name.clone())
         .collect();
-    let (waves, mut warnings) =
-        assign_waves(&fleet.waves, &fleet.gates, &fleet_names, new.locations()).map_err(
-            |error| Stop {
-                code: EXIT_ERROR,
-                message: error.to_string(),
-            },
-        )?;
+    let planned = assign_waves(&fleet.waves, &fleet.gates, &fleet_names, new.locations());
+    let canary_is_dropped = planned
+        .as_ref()
+        .is_ok_and(|(waves, _)| canary_dropped(&fleet.waves, waves));
+    for (span, message, help) in canary_unknowns {
+        if no_canary && canary_is_dropped {
+            collector.warning(Some(span), message, Some(help));
+        } else {
+            collector.error(Some(span), message, Some(help));
+        }
+    }
+    let (waves, mut warnings) = match planned {
+        Ok(planned) => planned,
+        Err(error) => {
+            // The unknown names usually explain why no plan could be made: report them (at
+            // their file:line:column), then the planner's error.
+            let diagnostics = collector.finish(&sources);
+            if !diagnostics.has_errors() {
+                return Err(Stop {
+                    code: EXIT_ERROR,
+                    message: error.to_string(),
+                });
+            }
+            return Err(Stop {
+                code: EXIT_REFUSED,
+                message: format!(
+                    "the wave plan is refused; nothing was applied:\n{}\n{error}",
+                    diagnostics
+                        .errors()
+                        .chain(diagnostics.warnings())
+                        .map(Diagnostic::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+            });
+        }
+    };
     if canary_dropped(&fleet.waves, &waves)
         && let Some(canary) = fleet.waves.first()
     {
@@ -416,6 +449,13 @@ pub fn classify(answer: &Result<PlanView, ClientError>, expected: Option<u64>) -
                 )));
             }
             Answer::Ok
+        }
+        // Busy or failing (503, 5xx): a daemon that cannot answer now, as the driver retries it.
+        Err(ClientError::Status { status, body }) if *status >= 500 => {
+            Answer::Unreachable(first_lines(&format!(
+                "answered {status} ({}): {}",
+                body.error.kind, body.error.message
+            )))
         }
         Err(ClientError::Status { status, body }) => {
             let mut reason = format!(

@@ -63,6 +63,7 @@ fn compiled_error(request: RequestId, base_generation: u64, expected: Option<u64
         base_generation,
         expected_generation: expected,
         lease: None,
+        deadline_unix_ms: None,
         result: Box::new(Err(EngineError {
             kind: EngineErrorKind::Invalid,
             message: "does not compile".into(),
@@ -83,6 +84,7 @@ fn a_mutation_with_the_running_generation_is_compiled_off_the_engine_task() {
             request: 4,
             expected_generation: Some(1),
             lease: None,
+            deadline_unix_ms: None,
         },
         at(1),
     );
@@ -114,6 +116,7 @@ fn a_mutation_is_checked_against_the_lease_with_its_compare_and_swap() {
         request: 4,
         expected_generation: Some(1),
         lease,
+        deadline_unix_ms: None,
     };
     for (lease, kind) in [(None, "LeaseHeld"), (Some(claim("r-2")), "LeaseHeld")] {
         let effects = rendered(&core.handle(requested(lease), at(1)));
@@ -147,6 +150,51 @@ fn a_mutation_is_checked_against_the_lease_with_its_compare_and_swap() {
     // No lease, no claim: a plain apply is compiled.
     let effects = rendered(&core.handle(requested(None), at(40_001)));
     assert_eq!(effects, ["compile request=4 base=1"]);
+}
+
+/// A request's deadline is checked by the daemon's clock when it arrives and again in the
+/// step that decides its commit: past it, refused (`DeadlinePassed`), never committed.
+#[test]
+fn a_mutation_past_its_deadline_is_refused_on_arrival_and_at_commit() {
+    let mut core = core();
+    let deadline = at(100).unix_ms;
+    let requested = Event::MutationRequested {
+        request: 5,
+        expected_generation: Some(1),
+        lease: None,
+        deadline_unix_ms: Some(deadline),
+    };
+    let effects = rendered(&core.handle(requested, at(100)));
+    assert_eq!(effects, ["compile request=5 base=1"]);
+    let late = Event::MutationRequested {
+        request: 6,
+        expected_generation: Some(1),
+        lease: None,
+        deadline_unix_ms: Some(deadline),
+    };
+    let effects = rendered(&core.handle(late, at(101)));
+    assert_eq!(effects.len(), 1, "{effects:?}");
+    assert!(
+        effects[0].starts_with("reply request=6 error DeadlinePassed"),
+        "{effects:?}"
+    );
+    // Compiled in time, but the commit is decided after the deadline: refused.
+    let mut compiled = compiled_error(5, 1, Some(1));
+    if let Event::Compiled {
+        deadline_unix_ms, ..
+    } = &mut compiled
+    {
+        *deadline_unix_ms = Some(deadline);
+    }
+    let effects = rendered(&core.handle(compiled, at(150)));
+    assert_eq!(effects.len(), 1, "{effects:?}");
+    assert!(
+        effects[0].starts_with("reply request=5 error DeadlinePassed"),
+        "{effects:?}"
+    );
+    assert_eq!(core.running.meta.generation, 1);
+    // No commit in flight: a snapshot is valid at the time it is taken.
+    assert_eq!(core.snapshot_time_ms(at(150).unix_ms), at(150).unix_ms);
 }
 
 #[test]

@@ -34,6 +34,7 @@ fn status_view() -> StatusView {
         },
         peers: vec![],
         lease: None,
+        time_unix_ms: 0,
     }
 }
 

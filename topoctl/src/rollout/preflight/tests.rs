@@ -155,6 +155,55 @@ fn unknown_names_in_later_waves_are_refused_even_without_a_canary() {
     }
 }
 
+/// `--no-canary` makes the canary wave's unknown names warnings only when that wave is
+/// dropped: a typo next to a working selector is still refused.
+#[test]
+fn no_canary_still_refuses_a_typo_in_a_canary_wave_that_selects_locations() {
+    let fleet = fleet(
+        "[[wave]]\nname = \"canary\"\nselect = \"location in ['ams01', 'ams1']\"\n[[wave]]\nname = \"rest\"\n",
+    );
+    let stop = check_waves(&fleet, &topology(), true).unwrap_err();
+    assert_eq!(stop.code, EXIT_REFUSED);
+    assert!(
+        stop.message.contains(&format!(
+            "{}: error: wave `canary` selects unknown location \"ams1\"",
+            position(&fleet, "ams1'")
+        )),
+        "{}",
+        stop.message
+    );
+}
+
+/// A wave plan that cannot be made because of a misspelt name is refused (2) with the name's
+/// position and did you mean, then the planner's error — not a bare error (1).
+#[test]
+fn unknown_names_are_reported_before_a_wave_plan_that_cannot_be_made() {
+    let fleet = fleet(
+        "[[wave]]\nname = \"canary\"\nselect = \"tag:canary\"\n[[wave]]\nname = \"rest\"\nselect = \"tag:canari\"\n",
+    );
+    let stop = check_waves(&fleet, &topology(), false).unwrap_err();
+    assert_eq!(stop.code, EXIT_REFUSED, "{}", stop.message);
+    let error = format!(
+        "{}: error: wave `rest` selects unknown tag \"canari\" (not in the new topology)\n  help: did you mean `canary`?",
+        position(&fleet, "canari")
+    );
+    assert!(stop.message.contains(&error), "{}", stop.message);
+    let known = fleet_names_unassigned_error(&fleet);
+    assert!(
+        stop.message.ends_with(&known),
+        "the planner's error last: {}",
+        stop.message
+    );
+}
+
+/// The planner's own error for `fleet` (what a bare exit 1 used to say).
+fn fleet_names_unassigned_error(fleet: &Fleet) -> String {
+    let names: Vec<String> = fleet.locations.iter().map(|l| l.name.clone()).collect();
+    assign_waves(&fleet.waves, &fleet.gates, &names, topology().locations())
+        .unwrap_err()
+        .to_string()
+}
+
 #[test]
 fn a_good_wave_plan_passes_with_the_planners_warnings() {
     let fleet = fleet(
@@ -267,6 +316,24 @@ fn plan_answers_are_ok_refused_or_unreachable() {
         timeout: Duration::from_secs(1),
     });
     assert!(matches!(classify(&slow, Some(4)), Answer::Unreachable(_)));
+    // Busy (503) or failing (5xx): unreachable for now (exit 1), as the driver retries it.
+    for (status, kind) in [(503, "busy"), (500, "internal")] {
+        let busy = Err(ClientError::Status {
+            status,
+            body: Box::new(ErrorBody {
+                error: ErrorView {
+                    kind: kind.into(),
+                    message: "the compile memory budget is in use".into(),
+                    detail: None,
+                },
+                audit_warning: None,
+            }),
+        });
+        assert!(
+            matches!(classify(&busy, Some(4)), Answer::Unreachable(reason) if reason.starts_with(&format!("answered {status} ({kind})"))),
+            "{status}"
+        );
+    }
 }
 
 fn report(answers: &[Answer]) -> PreflightReport {

@@ -1,0 +1,132 @@
+//! Tests of the doubt bookkeeping: the bound runs from the first unanswered call, "not done"
+//! is final only past every dropped call's deadline, and a replayed journal agrees.
+
+use super::*;
+use crate::rollout::journal::Line;
+
+fn waves() -> Vec<Wave> {
+    vec![Wave {
+        name: "canary".into(),
+        base: "canary".into(),
+        locations: vec!["ams1".into()],
+        bake_seconds: 0,
+        gates: Vec::new(),
+        skipped_gates: Vec::new(),
+        stall_seconds: 30,
+        on_stall: Default::default(),
+    }]
+}
+
+fn applying() -> Record {
+    Record::Applying {
+        location: "ams1".into(),
+        expected_generation: 4,
+    }
+}
+
+#[test]
+fn the_bound_runs_from_the_first_unanswered_call_not_from_each_retry() {
+    let mut doubts = Doubts::new(&waves());
+    doubts.observe(&applying(), 1_000);
+    assert_eq!(doubts.begin("ams1", 1_050, true), 31_000);
+    // Not done, pending again, applied afresh: the same doubt, the same deadline.
+    doubts.observe(
+        &Record::ApplyNotDone {
+            location: "ams1".into(),
+        },
+        20_000,
+    );
+    doubts.observe(&applying(), 20_001);
+    assert_eq!(doubts.begin("ams1", 20_002, true), 31_000);
+    // A definitive outcome ends it: the next apply begins a new one.
+    doubts.observe(
+        &Record::Applied {
+            location: "ams1".into(),
+            generation: 5,
+        },
+        21_000,
+    );
+    assert_eq!(doubts.get("ams1"), Doubt::default());
+    doubts.observe(&applying(), 40_000);
+    assert_eq!(doubts.begin("ams1", 40_001, true), 70_000);
+}
+
+#[test]
+fn not_done_is_final_only_from_a_status_past_every_dropped_deadline() {
+    let mut doubts = Doubts::new(&waves());
+    assert!(doubts.not_done_is_final("ams1", 5), "no call dropped");
+    doubts.observe(&applying(), 1_000);
+    let deadline = doubts.begin("ams1", 1_000, true);
+    assert!(!doubts.not_done_is_final("ams1", deadline - 1));
+    assert!(!doubts.not_done_is_final("ams1", deadline));
+    assert!(doubts.not_done_is_final("ams1", deadline + 1));
+    // A stall ends the doubt but not the deadline to outlast; a settle begins a new doubt.
+    doubts.observe(
+        &Record::Stalled {
+            location: "ams1".into(),
+            reason: "no answer".into(),
+            stall_seconds: 30,
+        },
+        31_000,
+    );
+    assert_eq!(doubts.get("ams1").since_unix_ms, None);
+    assert_eq!(doubts.begin("ams1", 50_000, false), 80_000);
+    assert_eq!(doubts.get("ams1").outlast_unix_ms, Some(deadline));
+    assert!(!doubts.not_done_is_final("ams1", deadline));
+}
+
+#[test]
+fn an_old_daemon_is_final_only_in_a_doubt_begun_after_the_deadline() {
+    let mut doubts = Doubts::new(&waves());
+    doubts.observe(&applying(), 1_000);
+    let deadline = doubts.begin("ams1", 1_000, true);
+    assert!(
+        !doubts.not_done_is_final("ams1", 0),
+        "the first doubt ends stalled"
+    );
+    doubts.observe(
+        &Record::Stalled {
+            location: "ams1".into(),
+            reason: "no answer".into(),
+            stall_seconds: 30,
+        },
+        deadline,
+    );
+    doubts.begin("ams1", deadline + 1, false);
+    assert!(doubts.not_done_is_final("ams1", 0));
+}
+
+#[test]
+fn a_replayed_journal_never_gives_an_earlier_deadline() {
+    let mut live = Doubts::new(&waves());
+    let line = |time: f64, record: Record| Line { time, record };
+    let lines = vec![
+        line(1.0, applying()),
+        line(
+            2.0,
+            Record::ApplyNotDone {
+                location: "ams1".into(),
+            },
+        ),
+        line(2.5, applying()),
+    ];
+    // Live: a settle began the doubt before the first journaled call.
+    live.begin("ams1", 900, false);
+    for line in &lines {
+        live.observe(&line.record, unix_ms_of(line.time));
+        live.begin("ams1", unix_ms_of(line.time) + 10, true);
+    }
+    let mut replayed = Doubts::new(&waves());
+    replayed.replay(&lines);
+    let (live, replayed) = (live.get("ams1"), replayed.get("ams1"));
+    assert!(replayed.outlast_unix_ms >= live.outlast_unix_ms);
+    assert_eq!(replayed.outlast_unix_ms, Some(31_000));
+}
+
+#[test]
+fn a_huge_bound_saturates_instead_of_overflowing() {
+    let mut waves = waves();
+    waves[0].stall_seconds = u64::MAX;
+    let mut doubts = Doubts::new(&waves);
+    assert_eq!(doubts.begin("ams1", 1_000, true), u64::MAX);
+}
