@@ -7,8 +7,10 @@
 //! one: the retry that follows stays in the same doubt). Its stall bound is measured from that
 //! moment, so apply → answer lost → not done → apply again cannot go on past the bound.
 //!
-//! Every apply or rollback carries the deadline `since + bound` (the daemon refuses it after
-//! that by its own clock, when it arrives and again at commit). A settle may conclude "not
+//! Every apply or rollback carries a deadline: `since + bound`, or sooner, `now + window` when
+//! a call window is set (the request timeout plus a margin), so that a lost answer is known
+//! "not done" one window later instead of at the end of the bound (the daemon refuses a call
+//! after its deadline by its own clock, when it arrives and again at commit). A settle may conclude "not
 //! done" only from a status the daemon answered after the deadline of every call dropped at
 //! that location ([`Doubts::not_done_is_final`]): the engine decides a commit in one step with
 //! its deadline check, so such a status reflects every commit those calls could ever make.
@@ -39,7 +41,14 @@ pub struct Doubt {
 pub struct Doubts {
     bound_ms: BTreeMap<String, u64>,
     entries: BTreeMap<String, Doubt>,
+    /// The longest a single call may stay undecided (`None`: the whole bound).
+    call_window_ms: Option<u64>,
 }
+
+/// How much later than its journal record a call may begin: the margin a journaled call's
+/// deadline is assumed to have, so that a replay never assumes a deadline earlier than the one
+/// the call carried.
+pub const JOURNAL_TO_CALL_MARGIN_MS: u64 = 10_000;
 
 impl Doubts {
     /// No location in doubt; each location's bound is its wave's stall bound.
@@ -54,6 +63,16 @@ impl Doubts {
         Doubts {
             bound_ms,
             entries: BTreeMap::new(),
+            call_window_ms: None,
+        }
+    }
+
+    /// As [`Doubts::new`], each call deciding within `call_window_ms` (the request timeout
+    /// plus a margin) unless the bound ends sooner.
+    pub fn with_call_window(waves: &[Wave], call_window_ms: u64) -> Doubts {
+        Doubts {
+            call_window_ms: Some(call_window_ms),
+            ..Doubts::new(waves)
         }
     }
 
@@ -80,7 +99,12 @@ impl Doubts {
     pub fn observe(&mut self, record: &Record, time_unix_ms: u64) {
         match record {
             Record::Applying { location, .. } | Record::RollingBack { location, .. } => {
-                self.begin(location, time_unix_ms, true);
+                // The call follows its record: assume its deadline as late as it can be.
+                let call_time = match self.call_window_ms {
+                    Some(_) => time_unix_ms.saturating_add(JOURNAL_TO_CALL_MARGIN_MS),
+                    None => time_unix_ms,
+                };
+                self.begin_at(location, time_unix_ms, call_time);
             }
             Record::Applied { location, .. }
             | Record::ApplyFailed { location, .. }
@@ -98,21 +122,39 @@ impl Doubts {
     }
 
     /// A `call` (or a settle) at `location` at `now_unix_ms`: begins a doubt there unless one
-    /// is under way, and answers the deadline of the doubt (`since + bound`), which a call
-    /// made now carries (and which it must outlast from then on).
+    /// is under way. A settle gets the deadline of the doubt (`since + bound`); a call gets
+    /// the deadline it carries (that, or `now + window` if sooner), which it must outlast from
+    /// then on.
     pub fn begin(&mut self, location: &str, now_unix_ms: u64, call: bool) -> u64 {
+        if call {
+            self.begin_at(location, now_unix_ms, now_unix_ms)
+        } else {
+            let bound = self.bound_ms(location);
+            let doubt = self.entries.entry(location.to_owned()).or_default();
+            doubt
+                .since_unix_ms
+                .get_or_insert(now_unix_ms)
+                .saturating_add(bound)
+        }
+    }
+
+    /// A call at `call_unix_ms` in a doubt begun at `now_unix_ms` at the latest: its deadline,
+    /// recorded as one to outlast.
+    fn begin_at(&mut self, location: &str, now_unix_ms: u64, call_unix_ms: u64) -> u64 {
         let bound = self.bound_ms(location);
+        let window = self.call_window_ms;
         let doubt = self.entries.entry(location.to_owned()).or_default();
         let since = *doubt.since_unix_ms.get_or_insert(now_unix_ms);
-        let deadline = since.saturating_add(bound);
-        if call {
-            doubt.outlast_unix_ms = Some(
-                doubt
-                    .outlast_unix_ms
-                    .map_or(deadline, |outlast| outlast.max(deadline)),
-            );
-        }
-        deadline
+        let end_of_bound = since.saturating_add(bound);
+        let carried = window.map_or(end_of_bound, |window| {
+            end_of_bound.min(call_unix_ms.saturating_add(window))
+        });
+        doubt.outlast_unix_ms = Some(
+            doubt
+                .outlast_unix_ms
+                .map_or(carried, |outlast| outlast.max(carried)),
+        );
+        carried
     }
 
     /// Whether "not done" (the daemon still runs the generation the call was made against) is

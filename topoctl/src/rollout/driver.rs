@@ -48,6 +48,10 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 pub const ROLLBACK_VERIFY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause between two route checks while verifying a rollback.
 pub const VERIFY_INTERVAL: Duration = Duration::from_millis(250);
+/// How much longer than the request timeout a single apply or rollback may stay undecided
+/// (the deadline it carries): once that is past by the daemon's clock, a lost answer's "not
+/// done" is final and the call can be made again within the location's stall bound.
+pub const CALL_WINDOW_MARGIN_MS: u64 = 2_000;
 /// Longest pause between two attempts to reach an unreachable daemon.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
@@ -153,7 +157,14 @@ impl Context {
         };
         Ok(Context {
             lease,
-            doubts: std::sync::Mutex::new(Doubts::new(&started.waves)),
+            doubts: std::sync::Mutex::new(Doubts::with_call_window(
+                &started.waves,
+                timeout
+                    .as_millis()
+                    .try_into()
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(CALL_WINDOW_MARGIN_MS),
+            )),
             lock: Arc::new(LockWatch::default()),
             started,
             clients,

@@ -37,6 +37,31 @@ pub fn is_lease_refusal(error: &ClientError) -> bool {
     matches!(error, ClientError::Status { status: 409, body } if LEASE_REFUSALS.contains(&body.error.kind.as_str()))
 }
 
+/// Whether `error` is a daemon refusing because our lease is not held there any more (it
+/// expired while the daemon or the controller could not be reached): taken again, the call
+/// can be settled and retried; the lock is not lost.
+pub fn is_lease_lapsed(error: &ClientError) -> bool {
+    matches!(error, ClientError::Status { status: 409, body } if body.error.kind == "lease_not_held")
+}
+
+/// Takes the lease of `claim` again at one location whose lease lapsed. `Err` with the
+/// daemon's refusal when the lock's rules refuse it (another holder took it, or a higher
+/// token): the lock is lost there.
+pub async fn retake_at(
+    client: &ControlClient,
+    claim: &LeaseClaim,
+    ttl_seconds: u64,
+) -> Result<(), ClientError> {
+    match client
+        .lease(&request(claim, ttl_seconds, LeaseAction::Acquire))
+        .await
+    {
+        Err(error) if is_lease_refusal(&error) => Err(error),
+        // Not answered: the settle that follows finds out; the keeper tries again.
+        _ => Ok(()),
+    }
+}
+
 /// Says when the lock is lost; the driver stops acting at once when it is.
 #[derive(Debug)]
 pub struct LockWatch {

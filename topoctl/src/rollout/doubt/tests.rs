@@ -130,3 +130,30 @@ fn a_huge_bound_saturates_instead_of_overflowing() {
     let mut doubts = Doubts::new(&waves);
     assert_eq!(doubts.begin("ams1", 1_000, true), u64::MAX);
 }
+
+#[test]
+fn with_a_call_window_a_lost_answer_is_decided_one_window_later_within_the_bound() {
+    let mut doubts = Doubts::with_call_window(&waves(), 5_000);
+    doubts.observe(&applying(), 1_000);
+    // The call carries now + window, well inside the 30 s bound.
+    let first = doubts.begin("ams1", 1_010, true);
+    assert_eq!(first, 6_010);
+    // The journal record assumed a later call: "not done" is final only past both.
+    let outlast = doubts.get("ams1").outlast_unix_ms.unwrap();
+    assert!(outlast >= first, "{outlast} < {first}");
+    assert!(!doubts.not_done_is_final("ams1", first));
+    assert!(doubts.not_done_is_final("ams1", outlast + 1));
+    doubts.observe(
+        &Record::ApplyNotDone {
+            location: "ams1".into(),
+        },
+        outlast + 2,
+    );
+    // The same doubt: the next call's deadline is capped by the bound, never past it.
+    doubts.observe(&applying(), 29_000);
+    assert_eq!(doubts.begin("ams1", 29_000, true), 31_000);
+    // A replay of the same journal never assumes an earlier deadline than a call carried.
+    let mut replayed = Doubts::with_call_window(&waves(), 5_000);
+    replayed.observe(&applying(), 1_000);
+    assert!(replayed.get("ams1").outlast_unix_ms.unwrap() >= first);
+}

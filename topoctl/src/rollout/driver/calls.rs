@@ -274,6 +274,27 @@ pub(super) async fn apply(context: &Context, location: &str, expected_generation
             location: location.into(),
             generation: outcome.generation_after,
         },
+        Err(error) if super::super::lease::is_lease_lapsed(&error) => {
+            context.progress.warn(&format!(
+                "{location}: our lease lapsed there ({}); taking it again",
+                describe(&error)
+            ));
+            if let Err(error) = super::super::lease::retake_at(
+                client,
+                &context.lease,
+                context.started.lease_seconds,
+            )
+            .await
+            {
+                let reason = lock_lost(context, location, &error);
+                return Event::ApplyFailed {
+                    location: location.into(),
+                    reason,
+                };
+            }
+            let deadline = settle_deadline(context, location);
+            settle_apply(context, location, expected_generation, deadline).await
+        }
         Err(error) if is_lease_refusal(&error) => {
             let reason = lock_lost(context, location, &error);
             Event::ApplyFailed {
@@ -424,6 +445,27 @@ pub(super) async fn rollback(
                 generation,
                 verified,
             }
+        }
+        Err(error) if super::super::lease::is_lease_lapsed(&error) => {
+            context.progress.warn(&format!(
+                "{location}: our lease lapsed there ({}); taking it again",
+                describe(&error)
+            ));
+            if let Err(error) = super::super::lease::retake_at(
+                client,
+                &context.lease,
+                context.started.lease_seconds,
+            )
+            .await
+            {
+                let reason = lock_lost(context, location, &error);
+                return Event::RollbackFailed {
+                    location: location.into(),
+                    reason,
+                };
+            }
+            let deadline = settle_deadline(context, location);
+            settle_rollback(context, location, expected_generation, deadline).await
         }
         Err(error) if is_lease_refusal(&error) => {
             let reason = lock_lost(context, location, &error);
