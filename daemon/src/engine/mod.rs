@@ -172,10 +172,20 @@ fn unix_now() -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
+/// The latest wall-clock reading the engine has handed out (unix milliseconds).
+static LATEST_UNIX_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The wall clock in unix milliseconds, never going backwards within this process: deadlines
+/// and the status time (`time_unix_ms`) are compared on it, and a clock stepped back (NTP, a
+/// migrated VM) must not let a call commit after a status already said its deadline had passed.
 fn unix_now_ms() -> u64 {
-    SystemTime::now()
+    let read = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        });
+    let previous = LATEST_UNIX_MS.fetch_max(read, std::sync::atomic::Ordering::SeqCst);
+    previous.max(read)
 }
 
 pub(crate) fn to_sources(bundle: &SourceBundle) -> Vec<Source> {

@@ -249,11 +249,7 @@ async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
         });
     }
     report_preflight(&everywhere, options.json)?;
-    let rollout_id = format!(
-        "{}-{}",
-        unix_time() as u64,
-        inputs.new.hash_hex().get(..8).unwrap_or("")
-    );
+    let rollout_id = new_rollout_id(&inputs.new.hash_hex());
     // The etcd mode: the leadership first (nothing else happens without it); its fencing token
     // is the claim at the fleet lock.
     let etcd_journal = match &options.etcd {
@@ -294,6 +290,27 @@ async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
     let code = drive_started(started, journal, &options).await?;
     drop(lock);
     Ok(code)
+}
+
+/// A rollout id no other start can have: unix seconds, the new hash's first 8 hex digits and
+/// 32 random bits (the fleet lock's holder: two starts of the same change in the same second
+/// must not share a lease). The standard library's randomly keyed hasher is the random source
+/// (keys from the operating system), so no crate is needed for four bytes.
+fn new_rollout_id(new_hash: &str) -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos()),
+    );
+    format!(
+        "{}-{}-{:08x}",
+        unix_time() as u64,
+        new_hash.get(..8).unwrap_or(""),
+        hasher.finish() as u32
+    )
 }
 
 /// What `rollout start` reads before asking the fleet anything.
@@ -619,6 +636,7 @@ async fn drive_started(
     if let Some(token) = journal.fencing_token() {
         context.lease.token = token;
     }
+    context.leadership = journal.leadership_check();
     let context = Arc::new(context);
     let finished = journal.finished_flag();
     let line = journal
@@ -741,6 +759,7 @@ pub fn continue_rollout(
     if let Some(token) = journal.fencing_token() {
         context.lease.token = token;
     }
+    context.leadership = journal.leadership_check();
     let context = Arc::new(context);
     let finished = journal.finished_flag();
     runtime.block_on(async {

@@ -74,6 +74,18 @@ pub struct Context {
     /// Where each location's doubt began and the deadlines of the calls dropped there: fed by
     /// the run loop with every journaled record (rebuilt from the journal on resume).
     pub doubts: std::sync::Mutex<Doubts>,
+    /// Whether this controller still leads (the etcd mode): asked before every call that
+    /// changes a daemon. `None`: the local mode.
+    pub leadership: Option<super::journal::LeadershipCheck>,
+}
+
+impl Context {
+    /// Ok unless this controller lost its leadership (the etcd mode).
+    pub fn still_leading(&self) -> Result<(), String> {
+        self.leadership
+            .as_ref()
+            .map_or(Ok(()), super::journal::LeadershipCheck::check)
+    }
 }
 
 /// Turns a control-API bundle into topology sources (the daemon's own conversion).
@@ -166,6 +178,7 @@ impl Context {
                     .saturating_add(CALL_WINDOW_MARGIN_MS),
             )),
             lock: Arc::new(LockWatch::default()),
+            leadership: None,
             started,
             clients,
             expected_new,

@@ -283,6 +283,25 @@ pub enum JournalError {
     Remote { store: String, message: String },
 }
 
+/// Whether the writer of a remote journal still leads (its lease confirmed): asked right
+/// before every call that changes a daemon, so a controller that lost its leadership makes
+/// none, even in the moments before its watchdog stops it.
+#[derive(Clone)]
+pub struct LeadershipCheck(pub std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
+
+impl LeadershipCheck {
+    /// Ok while the writer leads; why not otherwise.
+    pub fn check(&self) -> Result<(), String> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for LeadershipCheck {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("LeadershipCheck")
+    }
+}
+
 /// A journal kept elsewhere than in a local file (the etcd mode): appends are durable when
 /// they return, and control commands come from the same store.
 pub trait RemoteJournal: Send + std::fmt::Debug {
@@ -294,6 +313,8 @@ pub trait RemoteJournal: Send + std::fmt::Debug {
     fn describe(&self) -> String;
     /// The fencing token of the controller writing it (its claim at the daemons' fleet lock).
     fn fencing_token(&self) -> u64;
+    /// Whether the controller writing it still leads.
+    fn leadership_check(&self) -> LeadershipCheck;
 }
 
 /// Where an open journal appends.
@@ -399,6 +420,15 @@ impl Journal {
         match &self.backend {
             Backend::File { .. } => None,
             Backend::Remote(remote) => Some(remote.fencing_token()),
+        }
+    }
+
+    /// Whether the writer of a remote journal still leads (`None` for a local journal, whose
+    /// controller holds the state directory's lock for as long as it runs).
+    pub fn leadership_check(&self) -> Option<LeadershipCheck> {
+        match &self.backend {
+            Backend::File { .. } => None,
+            Backend::Remote(remote) => Some(remote.leadership_check()),
         }
     }
 

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::driver::Context;
+use super::journal::LeadershipCheck;
 use super::journal::read_journal;
 use super::machine::{Machine, Phase};
 
@@ -346,6 +347,7 @@ pub async fn keep(
     claim: LeaseClaim,
     ttl_seconds: u64,
     watch: Arc<LockWatch>,
+    leadership: Option<LeadershipCheck>,
     warn: impl Fn(&str),
 ) {
     let period =
@@ -354,8 +356,23 @@ pub async fn keep(
     let acquire = request(&claim, ttl_seconds, LeaseAction::Acquire);
     loop {
         tokio::time::sleep(period).await;
+        // A controller that lost its leadership renews nothing (its successor's token wins).
+        if leadership
+            .as_ref()
+            .is_some_and(|leadership| leadership.check().is_err())
+        {
+            return;
+        }
+        // Each round waits at most one period: a daemon that hangs must not hold back the
+        // renewal of the others until their leases lapse.
+        let (answers, silent) = ask_within(&clients, &names, &acquire, period).await;
+        for location in silent {
+            warn(&format!(
+                "fleet lock: {location} did not answer the renewal within {period:?}; retrying"
+            ));
+        }
         let mut lost = Vec::new();
-        for (location, answer) in ask_all(&clients, &names, &acquire).await {
+        for (location, answer) in answers {
             match answer {
                 Ok(_) => {}
                 Err(error) if is_lease_refusal(&error) => {
@@ -445,6 +462,7 @@ pub async fn hold_while_then(
         context.lease.clone(),
         context.started.lease_seconds,
         Arc::clone(&context.lock),
+        context.leadership.clone(),
         move |message| progress.warn(message),
     ));
     let code = run.await;

@@ -41,6 +41,14 @@ fn instant_at(unix_ms: u64) -> Instant {
 /// controller drops it, both the end of the stall bound measured from when the location's doubt
 /// began; [`Event::Stalled`] when that is over already (no call is made).
 fn call_deadline(context: &Context, location: &str, what: &str) -> Result<(u64, Instant), Event> {
+    // A controller that lost its leadership makes no call (the event it answers is never
+    // journaled: the fenced write fails and the process stops).
+    if let Err(reason) = context.still_leading() {
+        return Err(Event::Stalled {
+            location: location.into(),
+            reason: format!("leadership lost, the {what} is not made: {reason}"),
+        });
+    }
     let now = unix_now_ms();
     let (deadline, bound) = match context.doubts.lock() {
         Ok(mut doubts) => (doubts.begin(location, now, true), doubts.bound_ms(location)),
@@ -279,6 +287,12 @@ pub(super) async fn apply(context: &Context, location: &str, expected_generation
                 "{location}: our lease lapsed there ({}); taking it again",
                 describe(&error)
             ));
+            if let Err(reason) = context.still_leading() {
+                return Event::Stalled {
+                    location: location.into(),
+                    reason: format!("leadership lost, the lease is not taken again: {reason}"),
+                };
+            }
             if let Err(error) = super::super::lease::retake_at(
                 client,
                 &context.lease,
@@ -451,6 +465,12 @@ pub(super) async fn rollback(
                 "{location}: our lease lapsed there ({}); taking it again",
                 describe(&error)
             ));
+            if let Err(reason) = context.still_leading() {
+                return Event::Stalled {
+                    location: location.into(),
+                    reason: format!("leadership lost, the lease is not taken again: {reason}"),
+                };
+            }
             if let Err(error) = super::super::lease::retake_at(
                 client,
                 &context.lease,

@@ -168,7 +168,9 @@ impl LeaseState {
             .confirmed_until
             .lock()
             .map_or_else(|_| Instant::now(), |until| *until);
-        if Instant::now() >= until {
+        // A margin of two watchdog periods: the watchdog and the callers that ask stop
+        // before etcd's own expiry, never after it.
+        if Instant::now() + 2 * WATCHDOG_INTERVAL >= until {
             return Err(format!(
                 "the etcd lease could not be confirmed within its TTL ({LEASE_TTL_SECONDS} s): etcd is unreachable or has lost its quorum, or this process was not running (stopped, frozen)"
             ));
@@ -203,6 +205,12 @@ impl Leadership {
     /// Ok while the lease is confirmed; the reason otherwise.
     pub fn check(&self) -> Result<(), String> {
         self.state.check()
+    }
+
+    /// The same check, to be asked from anywhere (before every daemon call).
+    pub fn guard(&self) -> crate::rollout::journal::LeadershipCheck {
+        let state = Arc::clone(&self.state);
+        crate::rollout::journal::LeadershipCheck(Arc::new(move || state.check()))
     }
 }
 
@@ -356,6 +364,9 @@ impl Session {
             std::process::id()
         );
         let client = self.client.clone();
+        // The lease is confirmed from the moment we asked for it (never later than etcd's own
+        // expiry, which runs from when it granted it).
+        let asked = Instant::now();
         let lease = self
             .run(async move {
                 let granted = retrying("etcd did not grant a lease", || {
@@ -367,7 +378,7 @@ impl Session {
             })
             .map_err(CampaignError::Etcd)?;
         let state = Arc::new(LeaseState {
-            confirmed_until: Mutex::new(Instant::now() + lease_ttl()),
+            confirmed_until: Mutex::new(asked + lease_ttl()),
             lost: Mutex::new(None),
             json: self.json,
             armed: AtomicBool::new(true),
@@ -739,6 +750,10 @@ impl RemoteJournal for EtcdJournal {
 
     fn fencing_token(&self) -> u64 {
         self.leadership.fence.token.unsigned_abs()
+    }
+
+    fn leadership_check(&self) -> crate::rollout::journal::LeadershipCheck {
+        self.leadership.guard()
     }
 }
 
