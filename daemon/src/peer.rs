@@ -6,8 +6,8 @@
 //! ```text
 //!  engine ──watch<Arc<LocationRoutes>>──► peer task ──► TCP ──► edge router
 //!  engine ──mpsc<PeerCommand> (inbound connection, shutdown)─┘
-//!  peer task ──watch<PeerStatus>──► engine / admin (snapshots: counters, state)
-//!  peer task ──mpsc<PeerReport> (Established, publication N sent)──► engine
+//!  peer task ──watch<PeerStatus>──► engine / metrics collector (snapshots: counters, state)
+//!  peer task ──mpsc<PeerReport> (session state, publication N sent, task ended)──► engine
 //! ```
 //!
 //! Reconciling: when a new generation is published, the task hands the old and new route lists
@@ -35,6 +35,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use topologyd_bgp::codec::Family as WireFamily;
@@ -96,11 +97,13 @@ pub enum PeerCommand {
 /// shown as it is by `GET /v1/status`.
 pub use topologyd_api::PeerStatus;
 
-/// What a peer task tells the engine, as a message, whenever it changes: whether its session is
-/// Established and which publication it has sent completely. The engine decides readiness and
-/// address unbinding from these, without polling.
+/// What a peer task tells the engine, as a message, whenever it changes: its session state,
+/// whether it is Established and which publication it has sent completely (and, once, that the
+/// task ended). The engine decides readiness and address unbinding from these, without polling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerSynced {
+    /// The session state (RFC 4271 §8.2.2); a change re-evaluates readiness's reason line.
+    pub state: State,
     pub established: bool,
     /// The publication ([`LocationRoutes::version`]) whose routes have all been written.
     pub version_synced: Option<u64>,
@@ -121,6 +124,38 @@ pub struct PeerReport {
 pub struct ReportTo {
     pub sender: mpsc::UnboundedSender<PeerReport>,
     pub incarnation: u64,
+    /// Where each reconcile pass's duration is recorded (`topologyd_reconcile_duration`).
+    pub reconcile_duration: Histogram,
+}
+
+/// Whether the task publishing on `status` has ended (its sender is gone): such a peer holds no
+/// session, whatever it last published.
+pub fn task_ended(status: &watch::Receiver<PeerStatus>) -> bool {
+    status.has_changed().is_err()
+}
+
+/// Sends the engine a last report when the task ends, however it ends (returned, panicked or
+/// aborted). Declared after the status sender in [`PeerDriver`], so the channel is already
+/// closed ([`task_ended`]) when the report arrives.
+struct EndReport {
+    peer: String,
+    reports: ReportTo,
+}
+
+impl Drop for EndReport {
+    fn drop(&mut self) {
+        // The engine gone means the daemon is stopping: nobody to tell.
+        let _ = self.reports.sender.send(PeerReport {
+            peer: std::mem::take(&mut self.peer),
+            incarnation: self.reports.incarnation,
+            synced: PeerSynced {
+                state: State::Idle,
+                established: false,
+                version_synced: None,
+                generation_synced: None,
+            },
+        });
+    }
 }
 
 /// The engine's handle on a running peer task.
@@ -198,6 +233,10 @@ struct PeerDriver {
     /// A generation reconciled while Established whose first UPDATE is not yet written, and
     /// when it was reconciled: for the publish-to-wire latency log line.
     first_write_pending: Option<(u64, Instant)>,
+    /// The session state last published.
+    session_state: State,
+    /// Last field: dropped after `status`, it tells the engine the task ended.
+    _end_report: EndReport,
 }
 
 impl PeerDriver {
@@ -212,6 +251,10 @@ impl PeerDriver {
             .map_or(1, |elapsed| elapsed.as_nanos() as u64)
             ^ u64::from(spec.remote.port());
         let session = Session::new(spec.session.clone(), jitter_seed);
+        let end_report = EndReport {
+            peer: spec.name.clone(),
+            reports: reports.clone(),
+        };
         PeerDriver {
             spec,
             routes,
@@ -233,6 +276,8 @@ impl PeerDriver {
             synced: false,
             first_write_pending: None,
             withdrawing_then_stop: false,
+            session_state: State::Idle,
+            _end_report: end_report,
         }
     }
 
@@ -799,6 +844,9 @@ impl PeerDriver {
         if self.rib.has_pending() && self.is_established() {
             self.first_write_pending = Some((generation, reconcile_started));
         }
+        self.reports
+            .reconcile_duration
+            .observe(reconcile_started.elapsed().as_secs_f64());
         self.status.send_modify(|status| {
             status.generation_desired = generation;
             status.routes_desired_ipv4 = ipv4;
@@ -886,6 +934,7 @@ impl PeerDriver {
     }
 
     fn set_state(&mut self, state: State) {
+        self.session_state = state;
         self.status
             .send_modify(|status| status.state = format!("{state:?}"));
     }
@@ -915,6 +964,7 @@ impl PeerDriver {
         let synced = {
             let status = self.status.borrow();
             PeerSynced {
+                state: self.session_state,
                 established: status.established,
                 version_synced: status.version_synced,
                 generation_synced: status.generation_synced,
