@@ -666,6 +666,7 @@ mod tests {
         metrics.set_generation(42, "sha256:bbbb");
         let mut reference = Registry::default();
         type Labels = Vec<(String, String)>;
+        type Series = Vec<(Labels, i64)>;
         let labels = |pairs: &[(&str, &str)]| -> Labels {
             pairs
                 .iter()
@@ -673,7 +674,7 @@ mod tests {
                 .collect()
         };
         let peer = "192.0.2.1";
-        let gauges: [(&str, &str, Vec<(Labels, i64)>); 8] = [
+        let gauges: [(&str, &str, Series); 8] = [
             (
                 SESSION_STATE,
                 SESSION_STATE_HELP,
