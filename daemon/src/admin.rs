@@ -205,7 +205,7 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::metrics::{Metrics, SessionState};
+    use crate::metrics::Metrics;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn get(address: SocketAddr, path: &str) -> (u16, String) {
@@ -222,9 +222,14 @@ mod tests {
 
     #[tokio::test]
     async fn serves_live_ready_after_latch_and_metrics() {
-        let metrics = Metrics::new();
-        metrics.set_session_state("127.0.0.2", SessionState::Established);
         let readiness = Readiness::new();
+        let metrics = Metrics::with_readiness(readiness.clone());
+        let (_peer_status, status) = tokio::sync::watch::channel(crate::peer::PeerStatus {
+            state: "Established".into(),
+            established: true,
+            ..Default::default()
+        });
+        metrics.add_peer("127.0.0.2", status);
         let server = AdminServer::bind(
             "127.0.0.1:0".parse().unwrap(),
             metrics.registry(),
@@ -248,6 +253,8 @@ mod tests {
             body.contains("topologyd_bgp_session_state{peer=\"127.0.0.2\"} 6"),
             "{body}"
         );
+        // Readiness is read at scrape time: the release above shows at once.
+        assert!(body.contains("\ntopologyd_ready 1\n"), "{body}");
         assert_eq!(get(address, "/nope").await.0, 404);
 
         stop.send(()).unwrap();

@@ -19,14 +19,14 @@
 //!   health prober (later) ──EngineCommand──────►│ what each peer was sent, │
 //!                                               │ rollout state, state dir │
 //!                                               └──┬──────────▲────────┬───┘
-//!                          per-peer Adj-RIB-Out    │          │ session│ metrics handles,
-//!                          deltas (mpsc, bounded)  ▼          │ events │ readiness verdict,
-//!                                          ┌────────────────┐ │        ▼ sd_notify STATUS=
+//!                          the published routes    │          │ peer   │ peer directory,
+//!                          (one watch, all peers)  ▼          │ reports│ generation snapshot,
+//!                                          ┌────────────────┐ │        ▼ readiness, STATUS=
 //!                                          │ BGP peer task  │─┘   admin server (HTTP):
 //!                                          │ one per peer:  │     /metrics /ready /live
-//!                                          │ TCP (MD5/GTSM),│     reads snapshots only
-//!                                          │ FSM, timers    │
-//!                                          └────────────────┘
+//!                                          │ TCP (MD5/GTSM),│───► reads snapshots only: the
+//!                                          │ FSM, timers    │     metrics collector reads each
+//!                                          └────────────────┘     peer's status (watch) per scrape
 //! ```
 //!
 //! Every arrow into the engine is a bounded `tokio::sync::mpsc` channel; every reply is a

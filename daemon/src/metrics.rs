@@ -1,9 +1,16 @@
 //! Metric definitions: every `topologyd_*` metric, its help text and unit, declared as constants
 //! beside the handle that records it.
 //!
-//! Owns: the `prometheus_client` registry and typed handles to each metric. Handles are cheap to
-//! clone (shared atomics), so the engine and the peer tasks each keep a `Metrics` clone and
-//! record directly; the admin listener only renders the registry.
+//! Owns: the `prometheus_client` registry. Two kinds of metric live in it:
+//! - **Read at scrape time** (`metrics/collector.rs`): everything that is a state some task
+//!   already publishes — per-peer session state, routes desired, announced and unencodable, the
+//!   UPDATE and prefix counters the peer tasks keep in their status, readiness, the running
+//!   generation, the fleet lock's lease. The collector reads the peers' status channels, the
+//!   engine's snapshot and the readiness verdict when `/metrics` is scraped; nothing copies
+//!   them on a timer, so a scrape never shows an older state than `/v1/status`.
+//! - **Recorded where the event happens** (typed handles below, cheap to clone): guard refusals,
+//!   apply and reconcile durations, health transitions, probe rounds, the per-service state the
+//!   engine decides, quarantined state files.
 //!
 //! Must not touch: sockets, HTTP (see `admin`), or any state the engine owns — a metric is a
 //! report of that state, never a second copy that logic reads back.
@@ -12,15 +19,23 @@
 //! a unit get the unit as a suffix (`topologyd_apply_duration` → `topologyd_apply_duration_seconds`).
 
 use std::collections::BTreeSet;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+use tokio::sync::watch;
+
+mod collector;
+
+pub use self::collector::{EngineSnapshot, PeerDirectory};
+use self::collector::{Sources, StatusCollector};
+use crate::peer::PeerStatus;
+use crate::readiness::Readiness;
 
 /// `topologyd_bgp_session_state{peer}`: numeric BGP FSM state (RFC 4271 §8.2.2).
 pub const SESSION_STATE: &str = "topologyd_bgp_session_state";
@@ -185,66 +200,6 @@ pub enum SessionState {
     Established = 6,
 }
 
-/// Direction of BGP traffic.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum Direction {
-    /// To the peer.
-    Sent,
-    /// From the peer.
-    Received,
-}
-
-/// Whether a prefix was announced or withdrawn.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum PrefixKind {
-    /// Announced (NLRI / MP_REACH_NLRI).
-    Announced,
-    /// Withdrawn (withdrawn routes / MP_UNREACH_NLRI).
-    Withdrawn,
-}
-
-impl EncodeLabelValue for Direction {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
-        encoder.write_str(match self {
-            Direction::Sent => "sent",
-            Direction::Received => "received",
-        })
-    }
-}
-
-impl EncodeLabelValue for PrefixKind {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
-        encoder.write_str(match self {
-            PrefixKind::Announced => "announced",
-            PrefixKind::Withdrawn => "withdrawn",
-        })
-    }
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PeerLabels {
-    peer: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PeerFamilyLabels {
-    peer: String,
-    family: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PeerDirectionLabels {
-    peer: String,
-    direction: Direction,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PrefixLabels {
-    peer: String,
-    direction: Direction,
-    kind: PrefixKind,
-}
-
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServiceLabels {
     service: String,
@@ -273,27 +228,11 @@ struct GuardLabels {
     guard: String,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct GenerationLabels {
-    generation: String,
-    hash: String,
-}
-
 /// Typed handles to every metric plus the registry they are registered in.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
-    session_state: Family<PeerLabels, Gauge>,
-    routes_desired: Family<PeerFamilyLabels, Gauge>,
-    routes_announced: Family<PeerFamilyLabels, Gauge>,
-    routes_unencodable: Family<PeerLabels, Gauge>,
-    ready: Gauge,
-    peers_holding: Gauge,
-    update_messages: Family<PeerDirectionLabels, Counter>,
-    prefixes: Family<PrefixLabels, Counter>,
     guard_refusals: Family<GuardLabels, Counter>,
-    generation_info: Family<GenerationLabels, Gauge>,
-    generation: Gauge,
     apply_duration: Histogram,
     reconcile_duration: Histogram,
     last_apply_timestamp: Gauge,
@@ -301,7 +240,6 @@ pub struct Metrics {
     service_health_transitions: Family<ServiceToLabels, Counter>,
     probe_rounds: Family<ServiceResultLabels, Counter>,
     health_fail_static: Gauge,
-    lease_held: Gauge,
     service_routes_announced: Family<ServiceLabels, Gauge>,
     service_action: Family<ServiceActionLabels, Gauge>,
     service_drained: Family<ServiceLabels, Gauge>,
@@ -310,6 +248,8 @@ pub struct Metrics {
     state_quarantined: Counter,
     /// The services [`Metrics::set_services`] last reported.
     known_services: Arc<Mutex<BTreeSet<String>>>,
+    /// What the scrape-time collector reads: the engine writes it.
+    sources: Sources,
 }
 
 impl Default for Metrics {
@@ -319,47 +259,24 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Creates every metric and registers it.
+    /// Creates every metric and registers it, with a readiness verdict of its own (tests).
     pub fn new() -> Self {
+        Self::with_readiness(Readiness::new())
+    }
+
+    /// Creates every metric and registers it; `topologyd_ready` and
+    /// `topologyd_peers_holding_generation` are read from `readiness` at scrape time.
+    pub fn with_readiness(readiness: Readiness) -> Self {
         let mut registry = Registry::default();
-        let session_state = Family::<PeerLabels, Gauge>::default();
-        registry.register(SESSION_STATE, SESSION_STATE_HELP, session_state.clone());
-        let routes_desired = Family::<PeerFamilyLabels, Gauge>::default();
-        registry.register(ROUTES_DESIRED, ROUTES_DESIRED_HELP, routes_desired.clone());
-        let routes_announced = Family::<PeerFamilyLabels, Gauge>::default();
-        registry.register(
-            ROUTES_ANNOUNCED,
-            ROUTES_ANNOUNCED_HELP,
-            routes_announced.clone(),
-        );
-        let routes_unencodable = Family::<PeerLabels, Gauge>::default();
-        registry.register(
-            ROUTES_UNENCODABLE,
-            ROUTES_UNENCODABLE_HELP,
-            routes_unencodable.clone(),
-        );
-        let ready = Gauge::default();
-        registry.register(READY, READY_HELP, ready.clone());
-        let peers_holding = Gauge::default();
-        registry.register(PEERS_HOLDING, PEERS_HOLDING_HELP, peers_holding.clone());
-        let update_messages = Family::<PeerDirectionLabels, Counter>::default();
-        registry.register(
-            UPDATE_MESSAGES,
-            UPDATE_MESSAGES_HELP,
-            update_messages.clone(),
-        );
-        let prefixes = Family::<PrefixLabels, Counter>::default();
-        registry.register(PREFIXES, PREFIXES_HELP, prefixes.clone());
+        let (peers, peer_directory) = watch::channel(PeerDirectory::new());
+        let (engine, engine_snapshot) = watch::channel(EngineSnapshot::default());
+        registry.register_collector(Box::new(StatusCollector {
+            peers: peer_directory,
+            engine: engine_snapshot,
+            readiness,
+        }));
         let guard_refusals = Family::<GuardLabels, Counter>::default();
         registry.register(GUARD_REFUSALS, GUARD_REFUSALS_HELP, guard_refusals.clone());
-        let generation_info = Family::<GenerationLabels, Gauge>::default();
-        registry.register(
-            GENERATION_INFO,
-            GENERATION_INFO_HELP,
-            generation_info.clone(),
-        );
-        let generation = Gauge::default();
-        registry.register(GENERATION, GENERATION_HELP, generation.clone());
         let apply_duration = Histogram::new(latency_buckets());
         registry.register_with_unit(
             APPLY_DURATION,
@@ -401,8 +318,6 @@ impl Metrics {
             HEALTH_FAIL_STATIC_HELP,
             health_fail_static.clone(),
         );
-        let lease_held = Gauge::default();
-        registry.register(LEASE_HELD, LEASE_HELD_HELP, lease_held.clone());
         let service_routes_announced = Family::<ServiceLabels, Gauge>::default();
         registry.register(
             SERVICE_ROUTES_ANNOUNCED,
@@ -441,25 +356,18 @@ impl Metrics {
             service_health_transitions,
             probe_rounds,
             health_fail_static,
-            lease_held,
             service_routes_announced,
             service_action,
             service_drained,
             location_drained,
             local_addresses_bound,
             known_services: Arc::new(Mutex::new(BTreeSet::new())),
+            sources: Sources {
+                peers: Arc::new(peers),
+                engine: Arc::new(engine),
+            },
             registry: Arc::new(registry),
-            session_state,
-            routes_desired,
-            routes_announced,
-            routes_unencodable,
-            ready,
-            peers_holding,
-            update_messages,
-            prefixes,
             guard_refusals,
-            generation_info,
-            generation,
             apply_duration,
             reconcile_duration,
             last_apply_timestamp,
@@ -469,6 +377,11 @@ impl Metrics {
     /// The counter of quarantined state files, for the state store to increment.
     pub fn state_quarantined_counter(&self) -> Counter {
         self.state_quarantined.clone()
+    }
+
+    /// The reconcile-duration histogram, for the peer tasks to record each pass in.
+    pub fn reconcile_histogram(&self) -> Histogram {
+        self.reconcile_duration.clone()
     }
 
     /// The registry, for the admin listener to render.
@@ -481,54 +394,11 @@ impl Metrics {
         render(&self.registry)
     }
 
-    /// Records a peer's FSM state.
-    pub fn set_session_state(&self, peer: &str, state: SessionState) {
-        self.session_state
-            .get_or_create(&peer_labels(peer))
-            .set(state as i64);
-    }
-
-    /// Records routes desired at a peer for an address family (`ipv4-unicast`, `ipv6-unicast`).
-    pub fn set_routes_desired(&self, peer: &str, family: &str, routes: u64) {
-        self.routes_desired
-            .get_or_create(&peer_family_labels(peer, family))
-            .set(saturating_i64(routes));
-    }
-
-    /// Records routes currently announced to a peer for an address family.
-    pub fn set_routes_announced(&self, peer: &str, family: &str, routes: u64) {
-        self.routes_announced
-            .get_or_create(&peer_family_labels(peer, family))
-            .set(saturating_i64(routes));
-    }
-
-    /// Counts `messages` UPDATE messages and the prefixes they carried.
-    pub fn count_updates(
-        &self,
-        peer: &str,
-        direction: Direction,
-        messages: u64,
-        announced: u64,
-        withdrawn: u64,
-    ) {
-        self.update_messages
-            .get_or_create(&PeerDirectionLabels {
-                peer: peer.to_owned(),
-                direction,
-            })
-            .inc_by(messages);
-        for (kind, count) in [
-            (PrefixKind::Announced, announced),
-            (PrefixKind::Withdrawn, withdrawn),
-        ] {
-            self.prefixes
-                .get_or_create(&PrefixLabels {
-                    peer: peer.to_owned(),
-                    direction,
-                    kind,
-                })
-                .inc_by(count);
-        }
+    /// Lists a started peer task: its series are read from `status` at every scrape.
+    pub fn add_peer(&self, peer: &str, status: watch::Receiver<PeerStatus>) {
+        self.sources.peers.send_modify(|peers| {
+            peers.insert(peer.to_owned(), status);
+        });
     }
 
     /// Counts routes a guard refused (`G1`, `G2`, …).
@@ -542,14 +412,12 @@ impl Metrics {
 
     /// Records the running generation; the info series of the previous one disappears.
     pub fn set_generation(&self, generation: u64, hash: &str) {
-        self.generation_info.clear();
-        self.generation_info
-            .get_or_create(&GenerationLabels {
-                generation: generation.to_string(),
-                hash: hash.to_owned(),
-            })
-            .set(1);
-        self.generation.set(saturating_i64(generation));
+        self.sources.engine.send_if_modified(|snapshot| {
+            let changed = snapshot.generation != generation || snapshot.hash != hash;
+            snapshot.generation = generation;
+            hash.clone_into(&mut snapshot.hash);
+            changed
+        });
     }
 
     /// Records a successful apply: its latency, and the time it finished (unix seconds).
@@ -655,7 +523,11 @@ impl Metrics {
 
     /// Records whether a fleet lock lease is held here.
     pub fn set_lease_held(&self, held: bool) {
-        self.lease_held.set(i64::from(held));
+        self.sources.engine.send_if_modified(|snapshot| {
+            let changed = snapshot.lease_held != held;
+            snapshot.lease_held = held;
+            changed
+        });
     }
 
     /// Records whether the whole location is drained.
@@ -663,34 +535,16 @@ impl Metrics {
         self.location_drained.set(i64::from(drained));
     }
 
-    /// Records how many of a peer's routes could not be encoded for it.
-    pub fn set_routes_unencodable(&self, peer: &str, routes: u64) {
-        self.routes_unencodable
-            .get_or_create(&peer_labels(peer))
-            .set(saturating_i64(routes));
-    }
-
-    /// Records the readiness verdict and how many peers hold the running generation.
-    pub fn set_readiness(&self, ready: bool, peers_holding: usize) {
-        self.ready.set(i64::from(ready));
-        self.peers_holding.set(saturating_i64(peers_holding as u64));
-    }
-
     /// Records how many service addresses are bound locally.
     pub fn set_local_addresses_bound(&self, bound: usize) {
         self.local_addresses_bound.set(saturating_i64(bound as u64));
     }
 
-    /// Forgets every series of a removed peer.
+    /// Forgets a stopped peer task: its series disappear from the next scrape.
     pub fn remove_peer(&self, peer: &str) {
-        self.session_state.remove(&peer_labels(peer));
-        self.routes_unencodable.remove(&peer_labels(peer));
-        for family in [FAMILY_IPV4_UNICAST, FAMILY_IPV6_UNICAST] {
-            self.routes_desired
-                .remove(&peer_family_labels(peer, family));
-            self.routes_announced
-                .remove(&peer_family_labels(peer, family));
-        }
+        self.sources
+            .peers
+            .send_if_modified(|peers| peers.remove(peer).is_some());
     }
 }
 
@@ -713,20 +567,7 @@ pub fn render(registry: &Registry) -> Result<String, fmt::Error> {
     Ok(text)
 }
 
-fn peer_labels(peer: &str) -> PeerLabels {
-    PeerLabels {
-        peer: peer.to_owned(),
-    }
-}
-
-fn peer_family_labels(peer: &str, family: &str) -> PeerFamilyLabels {
-    PeerFamilyLabels {
-        peer: peer.to_owned(),
-        family: family.to_owned(),
-    }
-}
-
-fn saturating_i64(value: u64) -> i64 {
+pub(crate) fn saturating_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
@@ -735,14 +576,28 @@ fn saturating_i64(value: u64) -> i64 {
 mod tests {
     use super::*;
 
+    /// A peer's status channel as a peer task publishes it: Established, generation 42 sent.
+    fn established_peer() -> (watch::Sender<PeerStatus>, watch::Receiver<PeerStatus>) {
+        watch::channel(PeerStatus {
+            name: "192.0.2.1".into(),
+            state: "Established".into(),
+            established: true,
+            generation_synced: Some(42),
+            routes_desired_ipv4: 120,
+            updates_sent: 1,
+            prefixes_announced_sent: 7,
+            prefixes_withdrawn_sent: 2,
+            updates_received: 1,
+            ..PeerStatus::default()
+        })
+    }
+
     #[test]
     fn renders_every_metric_with_units_help_and_labels() {
-        let metrics = Metrics::new();
-        metrics.set_session_state("192.0.2.1", SessionState::Established);
-        metrics.set_routes_desired("192.0.2.1", "ipv4-unicast", 120);
-        metrics.set_routes_announced("192.0.2.1", "ipv4-unicast", 100);
-        metrics.count_updates("192.0.2.1", Direction::Sent, 1, 7, 2);
-        metrics.count_updates("192.0.2.1", Direction::Received, 1, 0, 0);
+        let readiness = Readiness::new();
+        let metrics = Metrics::with_readiness(readiness.clone());
+        let (_peer, status) = established_peer();
+        metrics.add_peer("192.0.2.1", status);
         metrics.count_guard_refusals("G2", 3);
         metrics.set_generation(41, "sha256:aaaa");
         metrics.set_generation(42, "sha256:bbbb");
@@ -759,19 +614,24 @@ mod tests {
         metrics.count_probe_rounds("resolver", "pass", 3);
         metrics.set_fail_static(true);
         metrics.set_lease_held(true);
+        readiness.release();
         let text = metrics.render().unwrap();
         for expected in [
             "# HELP topologyd_bgp_session_state BGP session state",
             "topologyd_bgp_session_state{peer=\"192.0.2.1\"} 6",
             "topologyd_routes_desired{peer=\"192.0.2.1\",family=\"ipv4-unicast\"} 120",
-            "topologyd_routes_announced{peer=\"192.0.2.1\",family=\"ipv4-unicast\"} 100",
+            "topologyd_routes_announced{peer=\"192.0.2.1\",family=\"ipv4-unicast\"} 120",
+            "topologyd_routes_unencodable{peer=\"192.0.2.1\"} 0",
             "# TYPE topologyd_bgp_update_messages counter",
             "topologyd_bgp_update_messages_total{peer=\"192.0.2.1\",direction=\"sent\"} 1",
+            "topologyd_bgp_update_messages_total{peer=\"192.0.2.1\",direction=\"received\"} 1",
             "topologyd_bgp_prefixes_total{peer=\"192.0.2.1\",direction=\"sent\",kind=\"announced\"} 7",
             "topologyd_bgp_prefixes_total{peer=\"192.0.2.1\",direction=\"sent\",kind=\"withdrawn\"} 2",
             "topologyd_guard_refusals_total{guard=\"G2\"} 3",
             "topologyd_generation_info{generation=\"42\",hash=\"sha256:bbbb\"} 1",
-            "topologyd_generation 42",
+            "\ntopologyd_generation 42\n",
+            "\ntopologyd_ready 1\n",
+            "\ntopologyd_peers_holding_generation 0\n",
             "# TYPE topologyd_apply_duration_seconds histogram",
             "# UNIT topologyd_apply_duration_seconds seconds",
             "topologyd_apply_duration_seconds_count 1",
@@ -792,6 +652,207 @@ mod tests {
         assert!(
             !text.contains("generation=\"41\""),
             "stale generation info:\n{text}"
+        );
+    }
+
+    /// The collector's exposition, line for line, is what the registry wrote when these were
+    /// gauge and counter families: names, labels, HELP (with the registry's full stop), TYPE.
+    #[test]
+    fn collector_lines_match_the_registry_encoding_of_the_same_values() {
+        let readiness = Readiness::new();
+        let metrics = Metrics::with_readiness(readiness);
+        let (_peer, status) = established_peer();
+        metrics.add_peer("192.0.2.1", status);
+        metrics.set_generation(42, "sha256:bbbb");
+        let mut reference = Registry::default();
+        type Labels = Vec<(String, String)>;
+        type Series = Vec<(Labels, i64)>;
+        let labels = |pairs: &[(&str, &str)]| -> Labels {
+            pairs
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect()
+        };
+        let peer = "192.0.2.1";
+        let gauges: [(&str, &str, Series); 8] = [
+            (
+                SESSION_STATE,
+                SESSION_STATE_HELP,
+                vec![(labels(&[("peer", peer)]), 6)],
+            ),
+            (
+                ROUTES_DESIRED,
+                ROUTES_DESIRED_HELP,
+                vec![
+                    (
+                        labels(&[("peer", peer), ("family", FAMILY_IPV4_UNICAST)]),
+                        120,
+                    ),
+                    (
+                        labels(&[("peer", peer), ("family", FAMILY_IPV6_UNICAST)]),
+                        0,
+                    ),
+                ],
+            ),
+            (
+                ROUTES_ANNOUNCED,
+                ROUTES_ANNOUNCED_HELP,
+                vec![
+                    (
+                        labels(&[("peer", peer), ("family", FAMILY_IPV4_UNICAST)]),
+                        120,
+                    ),
+                    (
+                        labels(&[("peer", peer), ("family", FAMILY_IPV6_UNICAST)]),
+                        0,
+                    ),
+                ],
+            ),
+            (
+                ROUTES_UNENCODABLE,
+                ROUTES_UNENCODABLE_HELP,
+                vec![(labels(&[("peer", peer)]), 0)],
+            ),
+            (READY, READY_HELP, vec![(Vec::new(), 0)]),
+            (PEERS_HOLDING, PEERS_HOLDING_HELP, vec![(Vec::new(), 0)]),
+            (
+                GENERATION_INFO,
+                GENERATION_INFO_HELP,
+                vec![(labels(&[("generation", "42"), ("hash", "sha256:bbbb")]), 1)],
+            ),
+            (GENERATION, GENERATION_HELP, vec![(Vec::new(), 42)]),
+        ];
+        for (name, help, series) in gauges {
+            if series[0].0.is_empty() {
+                let gauge = Gauge::<i64>::default();
+                gauge.set(series[0].1);
+                reference.register(name, help, gauge);
+            } else {
+                let family = Family::<Labels, Gauge>::default();
+                for (labels, value) in series {
+                    family.get_or_create(&labels).set(value);
+                }
+                reference.register(name, help, family);
+            }
+        }
+        reference.register(LEASE_HELD, LEASE_HELD_HELP, Gauge::<i64>::default());
+        let updates = Family::<Labels, Counter>::default();
+        let prefixes = Family::<Labels, Counter>::default();
+        for direction in ["sent", "received"] {
+            let sent = direction == "sent";
+            updates
+                .get_or_create(&labels(&[("peer", peer), ("direction", direction)]))
+                .inc();
+            for (kind, count) in [("announced", 7), ("withdrawn", 2)] {
+                prefixes
+                    .get_or_create(&labels(&[
+                        ("peer", peer),
+                        ("direction", direction),
+                        ("kind", kind),
+                    ]))
+                    .inc_by(if sent { count } else { 0 });
+            }
+        }
+        reference.register(UPDATE_MESSAGES, UPDATE_MESSAGES_HELP, updates);
+        reference.register(PREFIXES, PREFIXES_HELP, prefixes);
+        let mut expected: Vec<String> = render(&reference)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        expected.sort();
+        let collected = metrics.render().unwrap();
+        let mut lines: Vec<String> = collected
+            .lines()
+            .filter(|line| !line.starts_with("# EOF") && !line.starts_with("# UNIT"))
+            .filter(|line| {
+                expected.iter().any(|wanted| {
+                    let name = |line: &str| {
+                        line.trim_start_matches("# HELP ")
+                            .trim_start_matches("# TYPE ")
+                            .split(['{', ' '])
+                            .next()
+                            .unwrap_or_default()
+                            .trim_end_matches("_total")
+                            .to_owned()
+                    };
+                    name(wanted) == name(line)
+                })
+            })
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        expected.retain(|line| line != "# EOF");
+        assert_eq!(lines, expected, "collected:\n{collected}");
+    }
+
+    #[test]
+    fn a_scrape_right_after_a_state_change_shows_the_new_state() {
+        let readiness = Readiness::new();
+        let metrics = Metrics::with_readiness(readiness.clone());
+        let (peer, status) = watch::channel(PeerStatus {
+            state: "Active".into(),
+            ..PeerStatus::default()
+        });
+        metrics.add_peer("edge-a", status);
+        metrics.set_generation(7, "sha256:cccc");
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains("topologyd_bgp_session_state{peer=\"edge-a\"} 3"),
+            "{text}"
+        );
+        // The peer task publishes Established with generation 7 sent; the very next scrape
+        // shows it (no tick, no fold in between).
+        peer.send_modify(|status| {
+            status.state = "Established".into();
+            status.established = true;
+            status.generation_synced = Some(7);
+            status.routes_desired_ipv6 = 5;
+        });
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains("topologyd_bgp_session_state{peer=\"edge-a\"} 6"),
+            "{text}"
+        );
+        assert!(
+            text.contains("topologyd_routes_announced{peer=\"edge-a\",family=\"ipv6-unicast\"} 5"),
+            "{text}"
+        );
+        readiness.release();
+        assert!(metrics.render().unwrap().contains("\ntopologyd_ready 1\n"));
+        peer.send_modify(|status| {
+            status.state = "Idle".into();
+            status.established = false;
+            status.generation_synced = None;
+        });
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains("topologyd_bgp_session_state{peer=\"edge-a\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("topologyd_routes_announced{peer=\"edge-a\",family=\"ipv6-unicast\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_peer_whose_task_ended_shows_no_session() {
+        let metrics = Metrics::new();
+        let (peer, status) = established_peer();
+        metrics.add_peer("192.0.2.1", status);
+        metrics.set_generation(42, "sha256:bbbb");
+        drop(peer);
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains("topologyd_bgp_session_state{peer=\"192.0.2.1\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "topologyd_routes_announced{peer=\"192.0.2.1\",family=\"ipv4-unicast\"} 0"
+            ),
+            "{text}"
         );
     }
 
@@ -819,9 +880,21 @@ mod tests {
     #[test]
     fn removing_a_peer_drops_its_series() {
         let metrics = Metrics::new();
-        metrics.set_session_state("peer-a", SessionState::Idle);
-        metrics.set_routes_desired("peer-a", "ipv6-unicast", 1);
+        let (_peer_a, status_a) = established_peer();
+        let (_peer_b, status_b) = established_peer();
+        metrics.add_peer("peer-a", status_a);
+        metrics.add_peer("peer-b", status_b);
         metrics.remove_peer("peer-a");
-        assert!(!metrics.render().unwrap().contains("peer-a"));
+        let text = metrics.render().unwrap();
+        assert!(!text.contains("peer-a"), "{text}");
+        assert!(
+            text.contains("topologyd_bgp_session_state{peer=\"peer-b\"} 6"),
+            "{text}"
+        );
+        metrics.remove_peer("peer-b");
+        let text = metrics.render().unwrap();
+        // No peer left: the per-peer families are not written at all (as empty families were not).
+        assert!(!text.contains(SESSION_STATE), "{text}");
+        assert!(!text.contains(UPDATE_MESSAGES), "{text}");
     }
 }

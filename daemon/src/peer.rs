@@ -6,8 +6,8 @@
 //! ```text
 //!  engine ──watch<Arc<LocationRoutes>>──► peer task ──► TCP ──► edge router
 //!  engine ──mpsc<PeerCommand> (inbound connection, shutdown)─┘
-//!  peer task ──watch<PeerStatus>──► engine / admin (snapshots: counters, state)
-//!  peer task ──mpsc<PeerReport> (Established, publication N sent)──► engine
+//!  peer task ──watch<PeerStatus>──► engine / metrics collector (snapshots: counters, state)
+//!  peer task ──mpsc<PeerReport> (session state, publication N sent, task ended)──► engine
 //! ```
 //!
 //! Reconciling: when a new generation is published, the task hands the old and new route lists
@@ -49,10 +49,13 @@ use crate::reconcile::{self, Carried, FamilyAttributes, Interned, Side};
 use crate::sockopt::{self, SessionSecurity};
 
 mod connection;
+mod report;
 
 use self::connection::{
     Connection, poll_connect, read_some, sleep_until, split_halves, write_some,
 };
+use self::report::EndReport;
+pub use self::report::{PeerReport, PeerSynced, ReportTo, task_ended};
 
 /// Stop pulling UPDATEs from the Adj-RIB-Out while this much is waiting to be written.
 pub const OUTPUT_HIGH_WATER: usize = 512 * 1024;
@@ -95,33 +98,6 @@ pub enum PeerCommand {
 /// A snapshot of the peer, published after every change; read by the engine and metrics, and
 /// shown as it is by `GET /v1/status`.
 pub use topologyd_api::PeerStatus;
-
-/// What a peer task tells the engine, as a message, whenever it changes: whether its session is
-/// Established and which publication it has sent completely. The engine decides readiness and
-/// address unbinding from these, without polling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerSynced {
-    pub established: bool,
-    /// The publication ([`LocationRoutes::version`]) whose routes have all been written.
-    pub version_synced: Option<u64>,
-    pub generation_synced: Option<u64>,
-}
-
-/// A [`PeerSynced`] from one peer task.
-#[derive(Debug, Clone)]
-pub struct PeerReport {
-    pub peer: String,
-    /// Which task of the peer sent it (a reset peer's old task may still have reports queued).
-    pub incarnation: u64,
-    pub synced: PeerSynced,
-}
-
-/// Where a peer task sends its [`PeerReport`]s, and which incarnation it is.
-#[derive(Debug, Clone)]
-pub struct ReportTo {
-    pub sender: mpsc::UnboundedSender<PeerReport>,
-    pub incarnation: u64,
-}
 
 /// The engine's handle on a running peer task.
 #[derive(Debug)]
@@ -198,6 +174,10 @@ struct PeerDriver {
     /// A generation reconciled while Established whose first UPDATE is not yet written, and
     /// when it was reconciled: for the publish-to-wire latency log line.
     first_write_pending: Option<(u64, Instant)>,
+    /// The session state last published.
+    session_state: State,
+    /// Last field: dropped after `status`, it tells the engine the task ended.
+    _end_report: EndReport,
 }
 
 impl PeerDriver {
@@ -212,6 +192,10 @@ impl PeerDriver {
             .map_or(1, |elapsed| elapsed.as_nanos() as u64)
             ^ u64::from(spec.remote.port());
         let session = Session::new(spec.session.clone(), jitter_seed);
+        let end_report = EndReport {
+            peer: spec.name.clone(),
+            reports: reports.clone(),
+        };
         PeerDriver {
             spec,
             routes,
@@ -233,6 +217,8 @@ impl PeerDriver {
             synced: false,
             first_write_pending: None,
             withdrawing_then_stop: false,
+            session_state: State::Idle,
+            _end_report: end_report,
         }
     }
 
@@ -799,6 +785,9 @@ impl PeerDriver {
         if self.rib.has_pending() && self.is_established() {
             self.first_write_pending = Some((generation, reconcile_started));
         }
+        self.reports
+            .reconcile_duration
+            .observe(reconcile_started.elapsed().as_secs_f64());
         self.status.send_modify(|status| {
             status.generation_desired = generation;
             status.routes_desired_ipv4 = ipv4;
@@ -886,6 +875,7 @@ impl PeerDriver {
     }
 
     fn set_state(&mut self, state: State) {
+        self.session_state = state;
         self.status
             .send_modify(|status| status.state = format!("{state:?}"));
     }
@@ -915,6 +905,7 @@ impl PeerDriver {
         let synced = {
             let status = self.status.borrow();
             PeerSynced {
+                state: self.session_state,
                 established: status.established,
                 version_synced: status.version_synced,
                 generation_synced: status.generation_synced,

@@ -4,8 +4,9 @@
 //!
 //! A peer *holds* the running generation when its session is Established, every route of the
 //! generation has been written to it (End-of-RIB included) and none of its routes failed to
-//! encode. [`evaluate`] is pure: the engine calls it with the peers' snapshots on every status
-//! tick, so readiness is gained and lost as peers come and go. It never gates the start: READY=1
+//! encode. [`evaluate`] is pure: the engine calls it with the peers' snapshots whenever a peer
+//! reports a change (session state, publication sent, task ended), a peer starts or stops, or a
+//! generation is applied, so readiness is gained and lost as peers come and go, without polling. It never gates the start: READY=1
 //! goes to systemd once the daemon serves (see `bin/topologyd.rs`).
 //!
 //! Must not touch: sockets, the engine's state (it gets snapshots), HTTP.

@@ -75,7 +75,7 @@ const SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
 /// much of the command's answer shows that the peer's sync released the address, not the timer.
 const UNBIND_WITHIN: Duration = Duration::from_secs(4);
 /// The engine looks for bound addresses removed from outside every 2 s
-/// (`ADDRESS_VERIFY_INTERVAL`, on its 250 ms status tick): one removed just after a check is
+/// (`ADDRESS_VERIFY_INTERVAL`, on its 250 ms tick): one removed just after a check is
 /// bound again within about 2.25 s; this leaves room for a loaded machine.
 const REBIND_WITHIN: Duration = Duration::from_secs(4);
 /// How many samples [`Sampler::settle`] waits for in each steady state.

@@ -9,6 +9,9 @@
 //! - after a push through the control API: the apply latency histogram counts one apply, the
 //!   generation moves to 2, the per-family counts follow, the last-apply time is set, and the
 //!   prefix counters say one more route was sent.
+//! - the per-peer series are read at scrape time: the moment `/ready` shows a peer's session
+//!   went down (or came back), one scrape taken right then already shows the new session state,
+//!   routes announced and readiness — no waiting for a fold.
 
 use topologyd_harness::daemon_fixture;
 
@@ -162,6 +165,72 @@ fn prometheus_scrapes_session_state_routes_generation_and_apply_latency() {
         &prometheus,
         "topologyd_last_successful_apply_timestamp_seconds > bool 1700000000",
         1.0,
+    );
+    check(topologyd.check_running(), "topologyd");
+}
+
+/// The value of the sample whose line starts with `prefix` in one exposition text.
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+/// Polls `/ready` until it answers `status`, then scrapes `/metrics` once, at once.
+fn scrape_when_ready_is(topologyd: &Topologyd, status: u16) -> String {
+    check(
+        wait_until(
+            &format!("/ready to answer {status}"),
+            WAIT,
+            || match topologyd.admin_get("/ready") {
+                Ok((code, _)) if code == status => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        ),
+        "topologyd",
+    );
+    check(topologyd.admin_get("/metrics"), "GET /metrics").1
+}
+
+#[test]
+fn a_scrape_right_after_a_session_change_shows_the_new_state() {
+    let mut daemon = DaemonConfig::new("ams01", LOCAL_ASN);
+    let (bird, neighbor) = start_bird(&daemon, PEER);
+    daemon.neighbors.push(neighbor);
+    let mut topologyd = check(Topologyd::start(daemon, &topology()), "starting topologyd");
+    daemon_fixture::wait_converged(&mut topologyd, &[&bird]);
+    let state = format!("topologyd_bgp_session_state{{peer=\"{PEER}\"}} ");
+    let announced =
+        format!("topologyd_routes_announced{{peer=\"{PEER}\",family=\"ipv4-unicast\"}} ");
+
+    // The session goes down: the scrape taken as soon as /ready says so shows it.
+    check(bird.birdc(&["disable", "peer"]), "birdc disable");
+    let down = scrape_when_ready_is(&topologyd, 503);
+    assert_ne!(sample(&down, &state), Some(6.0), "{down}");
+    assert!(sample(&down, &state).is_some(), "{down}");
+    assert_eq!(sample(&down, &announced), Some(0.0), "{down}");
+    assert_eq!(sample(&down, "topologyd_ready "), Some(0.0), "{down}");
+    assert_eq!(
+        sample(&down, "topologyd_peers_holding_generation "),
+        Some(0.0),
+        "{down}"
+    );
+
+    // And back: Established with every route the moment /ready answers 200 again.
+    check(bird.birdc(&["enable", "peer"]), "birdc enable");
+    let up = scrape_when_ready_is(&topologyd, 200);
+    assert_eq!(sample(&up, &state), Some(6.0), "{up}");
+    assert_eq!(
+        sample(&up, &announced),
+        Some(AMS01_IPV4_ROUTES as f64),
+        "{up}"
+    );
+    assert_eq!(sample(&up, "topologyd_ready "), Some(1.0), "{up}");
+    assert_eq!(
+        sample(&up, "topologyd_peers_holding_generation "),
+        Some(1.0),
+        "{up}"
     );
     check(topologyd.check_running(), "topologyd");
 }

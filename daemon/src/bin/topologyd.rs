@@ -135,8 +135,8 @@ fn main() -> ExitCode {
 
 async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String> {
     let notifier = Notifier::from_env().map_err(|error| error.to_string())?;
-    let metrics = Metrics::new();
     let readiness = Readiness::new();
+    let metrics = Metrics::with_readiness(readiness.clone());
     let control_tls = match &config.control {
         Some(control) => Some(
             server_config(&TlsFiles {

@@ -127,6 +127,8 @@ impl Engine {
                     let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
                 });
                 self.metrics.set_generation(meta.generation, &meta.hash);
+                // The peers hold the previous generation until they report the new one sent.
+                self.refresh_readiness();
                 let (started, persist_ms) = self.mutations.get(&request).map_or_else(
                     || (Instant::now(), 0),
                     |request| (request.started, request.persist_ms),
@@ -240,6 +242,7 @@ impl Engine {
                     self.core.peer_sync.remove(&peer);
                     self.reload_answer = Some(Err(error.to_string()));
                 }
+                self.refresh_readiness();
                 None
             }
             Effect::ReconfigurePeer { peer } => {
@@ -377,6 +380,6 @@ impl Engine {
             task.abort();
         }
         self.metrics.remove_peer(name);
-        self.reported.remove(name);
+        self.refresh_readiness();
     }
 }

@@ -13,7 +13,12 @@
 //!    and drains through overlay.rs, address       fsync'd commits, publish (watch), netlink,
 //!    lifecycle, peer-set diff: peer_set.rs)       peer tasks, replies, metrics
 //!  views.rs: the status, routes and health answers (read-only)
+//!  status.rs: the peers' reports → the core and readiness (at once, no polling)
 //! ```
+//!
+//! The per-peer metrics, readiness and the generation are read at scrape time by the metrics
+//! collector (`metrics/collector.rs`) from what the engine and the peer tasks publish; the engine
+//! only tells it which peers run ([`Metrics::add_peer`], [`Metrics::remove_peer`]).
 //!
 //! A push goes: compile → plan against the running generation → guards (G1 at compile, G2–G4
 //! on the plan) → the runtime guard on what is about to be sent ([`prepare::runtime_guard`], the
@@ -45,9 +50,7 @@ use crate::health::{HealthEventKind, HealthView, RoundCounts};
 use crate::metrics::Metrics;
 use crate::metrics::ServiceReport;
 use crate::overlay;
-use crate::peer::{
-    PeerCommand, PeerHandle, PeerReport, PeerSpec, PeerStatus, ReportTo, spawn_peer,
-};
+use crate::peer::{PeerCommand, PeerHandle, PeerReport, PeerSpec, ReportTo, spawn_peer};
 use crate::readiness::Readiness;
 use crate::sockopt::SessionSecurity;
 use crate::state_store::{ServiceDrain, StateStore};
@@ -75,8 +78,10 @@ pub use self::startup::{StartError, read_md5_key};
 /// The connect-retry backoff stops growing at this multiple of `connect_retry_seconds`.
 pub const CONNECT_RETRY_BACKOFF_FACTOR: u32 = 4;
 
-/// How often peer snapshots are folded into the metrics and readiness is re-evaluated.
-pub const STATUS_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the core's timers are checked (address unbind timeouts and verification) and the
+/// fleet lock's lease expiry is noticed. Metrics and readiness do not wait for it: the metrics
+/// are read at scrape time and readiness follows the peers' reports.
+pub const TICK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Events from the daemon's other tasks.
 #[derive(Debug)]
@@ -122,8 +127,6 @@ pub struct Engine {
     peers: BTreeMap<String, PeerHandle>,
     metrics: Metrics,
     readiness: Readiness,
-    /// Per peer: the counters last folded into the metrics.
-    reported: HashMap<String, PeerStatus>,
     /// The daemon came up from a stored generation: advertise the Restart State bit.
     restarting: bool,
     /// The memory the compiles in flight may use together (`compile.rs`).
@@ -517,8 +520,10 @@ impl Engine {
         let reports = ReportTo {
             sender: self.peer_report_sender.clone(),
             incarnation: self.next_incarnation,
+            reconcile_duration: self.metrics.reconcile_histogram(),
         };
         let handle = spawn_peer(spec, self.routes.subscribe(), reports);
+        self.metrics.add_peer(&peer.name, handle.status.clone());
         self.peers.insert(peer.name.clone(), handle);
         self.core.peer_started(&peer.name);
         Ok(())
@@ -530,9 +535,11 @@ impl Engine {
         mut commands: mpsc::Receiver<EngineCommand>,
         mut events: mpsc::Receiver<EngineEvent>,
     ) {
-        let mut ticker = tokio::time::interval(STATUS_INTERVAL);
+        let mut ticker = tokio::time::interval(TICK_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.start_health();
+        // The first verdict over the peers just started (with no peer to wait for, ready now).
+        self.refresh_readiness();
         let (Some(mut compiled), Some(mut peer_reports)) =
             (self.compiled.take(), self.peer_reports.take())
         else {
@@ -582,7 +589,6 @@ impl Engine {
                 },
                 Some(report) = peer_reports.recv() => self.on_peer_report(report).await,
                 _ = ticker.tick() => {
-                    self.refresh_status();
                     self.handle(Event::Tick).await;
                     self.notice_lease_expiry();
                 }

@@ -151,7 +151,6 @@ impl Engine {
             peers: BTreeMap::new(),
             metrics,
             readiness,
-            reported: HashMap::new(),
             restarting,
             compile_budget: CompileBudget::new(compile_memory_bytes(&config_for_budget)),
             compiled_sender,

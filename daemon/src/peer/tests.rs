@@ -67,6 +67,7 @@ async fn reconciled(spec: PeerSpec) -> PeerStatus {
         ReportTo {
             sender,
             incarnation: 0,
+            reconcile_duration: crate::metrics::Metrics::new().reconcile_histogram(),
         },
     );
     let mut status = handle.status.clone();
