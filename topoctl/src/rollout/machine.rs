@@ -464,6 +464,17 @@ impl Machine {
                     expected_generation,
                 }) = self.location(&location)
                 {
+                    // The retry is journaled as the first call was, so that a replay knows
+                    // when it began (the deadline it carries runs from then).
+                    self.commit(
+                        Record::RollingBack {
+                            location: location.clone(),
+                            to_generation,
+                            expected_generation,
+                        },
+                        now,
+                        &mut out,
+                    );
                     out.push(Output::Effect(Effect::Rollback {
                         location,
                         to_generation,

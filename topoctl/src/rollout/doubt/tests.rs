@@ -157,3 +157,25 @@ fn with_a_call_window_a_lost_answer_is_decided_one_window_later_within_the_bound
     replayed.observe(&applying(), 1_000);
     assert!(replayed.get("ams1").outlast_unix_ms.unwrap() >= first);
 }
+
+#[test]
+fn a_journaled_rollback_retry_moves_the_deadline_a_replay_outlasts() {
+    let rolling_back = Record::RollingBack {
+        location: "ams1".into(),
+        to_generation: 4,
+        expected_generation: 5,
+    };
+    let mut live = Doubts::with_call_window(&waves(), 5_000);
+    live.observe(&rolling_back, 1_000);
+    live.begin("ams1", 1_000, true);
+    // Not done: the machine journals the retry before making it.
+    live.observe(&rolling_back, 20_000);
+    let retry = live.begin("ams1", 20_001, true);
+    assert_eq!(retry, 25_001);
+    let mut replayed = Doubts::with_call_window(&waves(), 5_000);
+    replayed.observe(&rolling_back, 1_000);
+    replayed.observe(&rolling_back, 20_000);
+    let outlast = replayed.get("ams1").outlast_unix_ms.unwrap();
+    assert!(outlast >= retry, "{outlast} < {retry}");
+    assert!(!replayed.not_done_is_final("ams1", retry));
+}
