@@ -283,31 +283,17 @@ pub(super) async fn apply(context: &Context, location: &str, expected_generation
             generation: outcome.generation_after,
         },
         Err(error) if super::super::lease::is_lease_lapsed(&error) => {
-            context.progress.warn(&format!(
-                "{location}: our lease lapsed there ({}); taking it again",
-                describe(&error)
-            ));
-            if let Err(reason) = context.still_leading() {
-                return Event::Stalled {
-                    location: location.into(),
-                    reason: format!("leadership lost, the lease is not taken again: {reason}"),
-                };
-            }
-            if let Err(error) = super::super::lease::retake_at(
-                client,
-                &context.lease,
-                context.started.lease_seconds,
-            )
-            .await
-            {
-                let reason = lock_lost(context, location, &error);
-                return Event::ApplyFailed {
+            match retake_lapsed(context, client, location, &error).await {
+                Ok(()) => {
+                    let deadline = settle_deadline(context, location);
+                    settle_apply(context, location, expected_generation, deadline).await
+                }
+                Err(RetakeRefused::Stalled(stalled)) => stalled,
+                Err(RetakeRefused::LockLost(reason)) => Event::ApplyFailed {
                     location: location.into(),
                     reason,
-                };
+                },
             }
-            let deadline = settle_deadline(context, location);
-            settle_apply(context, location, expected_generation, deadline).await
         }
         Err(error) if is_lease_refusal(&error) => {
             let reason = lock_lost(context, location, &error);
@@ -334,6 +320,37 @@ pub(super) async fn apply(context: &Context, location: &str, expected_generation
             reason: describe(&error),
         },
     }
+}
+
+/// Why a lapsed lease was not taken again at a location.
+enum RetakeRefused {
+    /// This controller lost its leadership: the call is not made (the event to answer).
+    Stalled(Event),
+    /// The lock's rules refused it (another holder, a higher token): the lock is lost.
+    LockLost(String),
+}
+
+/// Takes our lease again at `location`, where a call was refused `lease_not_held` (`error`):
+/// the lease lapsed while the daemon or the controller could not be reached.
+async fn retake_lapsed(
+    context: &Context,
+    client: &topologyd::control_client::ControlClient,
+    location: &str,
+    error: &ClientError,
+) -> Result<(), RetakeRefused> {
+    context.progress.warn(&format!(
+        "{location}: our lease lapsed there ({}); taking it again",
+        describe(error)
+    ));
+    if let Err(reason) = context.still_leading() {
+        return Err(RetakeRefused::Stalled(Event::Stalled {
+            location: location.into(),
+            reason: format!("leadership lost, the lease is not taken again: {reason}"),
+        }));
+    }
+    super::super::lease::retake_at(client, &context.lease, context.started.lease_seconds)
+        .await
+        .map_err(|error| RetakeRefused::LockLost(lock_lost(context, location, &error)))
 }
 
 /// Waits until `location` announces what the old topology desires there, every peer synced
@@ -461,31 +478,17 @@ pub(super) async fn rollback(
             }
         }
         Err(error) if super::super::lease::is_lease_lapsed(&error) => {
-            context.progress.warn(&format!(
-                "{location}: our lease lapsed there ({}); taking it again",
-                describe(&error)
-            ));
-            if let Err(reason) = context.still_leading() {
-                return Event::Stalled {
-                    location: location.into(),
-                    reason: format!("leadership lost, the lease is not taken again: {reason}"),
-                };
-            }
-            if let Err(error) = super::super::lease::retake_at(
-                client,
-                &context.lease,
-                context.started.lease_seconds,
-            )
-            .await
-            {
-                let reason = lock_lost(context, location, &error);
-                return Event::RollbackFailed {
+            match retake_lapsed(context, client, location, &error).await {
+                Ok(()) => {
+                    let deadline = settle_deadline(context, location);
+                    settle_rollback(context, location, expected_generation, deadline).await
+                }
+                Err(RetakeRefused::Stalled(stalled)) => stalled,
+                Err(RetakeRefused::LockLost(reason)) => Event::RollbackFailed {
                     location: location.into(),
                     reason,
-                };
+                },
             }
-            let deadline = settle_deadline(context, location);
-            settle_rollback(context, location, expected_generation, deadline).await
         }
         Err(error) if is_lease_refusal(&error) => {
             let reason = lock_lost(context, location, &error);
