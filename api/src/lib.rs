@@ -26,6 +26,8 @@ pub use request::{ApplyRequest, DrainRequest, PlanRequest, RollbackRequest};
 pub use source::{SourceBundle, SourceFile};
 pub use view::{
     Document, DrainView, ErrorBody, ErrorDetail, ErrorView, HealthView, MutationOutcome,
-    OutcomeDetail, PeerRoutesView, PeerStatus, PlanView, RouteCounts, RouteView, RoutesView,
-    ServiceAction, ServiceDecisionView, ServiceHealthView, StatusHealth, StatusView, TopologyView,
+    OutcomeDetail, PeerRoutesView, PeerStatus, PlanView, RouteCounts, RouteRpkiState, RouteView,
+    RoutesView, RpkiCacheView, RpkiInvalidPolicy, RpkiRouteCounts, RpkiRouteView, RpkiSyncState,
+    RpkiView, RpkiVrpView, ServiceAction, ServiceDecisionView, ServiceHealthView, StatusHealth,
+    StatusView, TopologyView,
 };

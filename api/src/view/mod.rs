@@ -2,7 +2,7 @@
 //! writes required: [`StatusView`] (`GET /v1/status`), [`RoutesView`] (`/v1/routes`),
 //! [`HealthView`] (`/v1/health`), [`PlanView`] (`POST /v1/plan`), [`MutationOutcome`]
 //! (apply, rollback), [`DrainView`] (`/v1/drain`), [`TopologyView`] (`/v1/topology`) and
-//! [`ErrorBody`] (any answer that is not 2xx). A client reading an answer gets every field or
+//! [`RpkiView`] (`/v1/rpki`) and [`ErrorBody`] (any answer that is not 2xx). A client reading an answer gets every field or
 //! a serde error naming the one missing or ill-typed.
 
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 mod answers;
 mod health;
 mod routes;
+mod rpki;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,10 @@ pub use health::{
     ServiceDrain, ServiceHealthView, UnhealthyActionView,
 };
 pub use routes::{PeerRoutesView, RouteView, RoutesView};
+pub use rpki::{
+    RouteRpkiState, RpkiCacheView, RpkiInvalidPolicy, RpkiRouteCounts, RpkiRouteView,
+    RpkiSyncState, RpkiView, RpkiVrpView,
+};
 pub use status::{PeerStatus, RouteCounts, StatusHealth, StatusView};
 
 /// Reads an `Option` field that the daemon always writes (as `null` when empty): a missing key
