@@ -1,9 +1,9 @@
 //! The views of the control API's answers, one type per answer, every field the daemon always
 //! writes required: [`StatusView`] (`GET /v1/status`), [`RoutesView`] (`/v1/routes`),
 //! [`HealthView`] (`/v1/health`), [`PlanView`] (`POST /v1/plan`), [`MutationOutcome`]
-//! (apply, rollback), [`DrainView`] (`/v1/drain`), [`TopologyView`] (`/v1/topology`) and
-//! [`RpkiView`] (`/v1/rpki`) and [`ErrorBody`] (any answer that is not 2xx). A client reading an answer gets every field or
-//! a serde error naming the one missing or ill-typed.
+//! (apply, rollback), [`DrainView`] (`/v1/drain`), [`TopologyView`] (`/v1/topology`),
+//! [`RpkiView`] (`/v1/rpki`) and [`ErrorBody`] (any answer that is not 2xx). A client reading
+//! an answer gets every field or a serde error naming the one missing or ill-typed.
 
 use serde::{Deserialize, Serialize};
 
