@@ -1,9 +1,7 @@
 //! The one way a pushed bundle becomes a topology: [`compile_bundle`] (the engine's push and plan,
-//! its restart from stored generations and its rollback all call it; the rollout controller
-//! converts with [`bundle_sources`]) and
-//! [`undecodable_file`], which the control API uses when a request body is not UTF-8 to report
-//! the file and `line:column` of the first bad byte exactly as `topoctl check` reports it for a
-//! file on disk (both go through `topologyd_config::decode_source`). Pure: no I/O, no tasks.
+//! its restart from stored generations and its rollback all call it) and [`undecodable_file`],
+//! which the control API uses when a request body is not UTF-8 to report the file and
+//! `line:column` of the first bad byte exactly as `topoctl check` reports it for a file on disk (both go through `topologyd_config::decode_source`). Pure: no I/O, no tasks.
 //!
 //! `topoctl check` and the daemon agree on validity because both end in the same pure
 //! `topologyd_topology::compile_owned`, which applies every input bound of `topologyd_config`
@@ -15,15 +13,6 @@ use topologyd_config::{Diagnostic, Source, decode_source};
 use topologyd_topology::{Diagnostics, Topology, compile_against, compile_owned};
 
 use crate::state_store::SourceBundle;
-
-/// The bundle's files as compiler sources, in the order pushed, named as pushed.
-pub fn bundle_sources(bundle: &SourceBundle) -> Vec<Source> {
-    bundle
-        .sources
-        .iter()
-        .map(|file| Source::new(file.name.clone(), file.text.clone()))
-        .collect()
-}
 
 /// Compiles a pushed bundle into generation `generation`. Takes the bundle by value so that its
 /// texts move into the compiled topology without another copy.

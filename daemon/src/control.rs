@@ -46,8 +46,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 use crate::engine_api::EngineCommand;
-use crate::listener_limits::{BusyMarker, ConnectionCaps, ConnectionLimiter};
 use answer::{Answer, respond};
+use topologyd_transport::listener_limits::{BusyMarker, ConnectionCaps, ConnectionLimiter};
 
 mod answer;
 mod body;
@@ -216,14 +216,14 @@ pub struct ControlServer {
 
 impl ControlServer {
     /// Binds the control address. `tls` must require client certificates
-    /// ([`crate::tls::server_config`] does).
+    /// ([`topologyd_transport::tls::server_config`] does).
     pub async fn bind(
         address: SocketAddr,
         tls: Arc<rustls::ServerConfig>,
         settings: ControlSettings,
         engine: mpsc::Sender<EngineCommand>,
     ) -> Result<Self, ControlError> {
-        let listener = crate::listener_limits::bind_listener(address)
+        let listener = topologyd_transport::listener_limits::bind_listener(address)
             .map_err(|source| ControlError::Bind { address, source })?;
         let address = listener
             .local_addr()
@@ -249,7 +249,7 @@ impl ControlServer {
     /// Serves until `shutdown` completes; connections in flight finish on their own tasks.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ControlError> {
         let address = self.address;
-        crate::listener_limits::accept_loop(
+        topologyd_transport::listener_limits::accept_loop(
             &self.listener,
             &self.connections,
             "control API",
@@ -271,10 +271,9 @@ async fn serve_connection(
     remote: SocketAddr,
     marker: BusyMarker,
 ) {
-    let (handshake, refused_identity) = crate::tls::record_refused_identity(tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        acceptor.accept(stream),
-    ))
+    let (handshake, refused_identity) = topologyd_transport::tls::record_refused_identity(
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)),
+    )
     .await;
     let tls = match handshake {
         Ok(Ok(tls)) => tls,
@@ -324,7 +323,7 @@ async fn serve_connection(
         .1
         .peer_certificates()
         .and_then(|chain| chain.first());
-    let identity = match leaf.map(crate::tls::certificate_identity) {
+    let identity = match leaf.map(topologyd_transport::tls::certificate_identity) {
         Some(Ok(identity)) => identity,
         Some(Err(error)) => {
             tracing::warn!(%remote, %error, "control API: client certificate refused");

@@ -1,19 +1,16 @@
-//! The topologyd daemon library: engine task, BGP session drivers, control and admin APIs.
+//! The topologyd daemon library: engine task, BGP session drivers, control API. TLS, the accept
+//! loop, one-shot HTTP and the admin listener come from `topologyd_transport`.
 pub mod addresses;
-pub mod admin;
 pub mod announce;
 pub mod api_views;
 pub mod audit;
 pub mod bundle;
 pub mod compile;
 pub mod control;
-pub mod control_client;
 pub mod engine;
 pub mod engine_api;
 pub mod health;
 pub mod health_task;
-pub mod http_client;
-pub mod listener_limits;
 pub mod memory;
 pub mod metrics;
 pub mod overlay;
@@ -28,4 +25,3 @@ pub mod sockopt;
 pub mod state_store;
 #[cfg(test)]
 mod test_support;
-pub mod tls;

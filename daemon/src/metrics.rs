@@ -560,12 +560,7 @@ pub struct ServiceReport {
     pub routes_announced: u64,
 }
 
-/// Renders a registry as OpenMetrics text.
-pub fn render(registry: &Registry) -> Result<String, fmt::Error> {
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, registry)?;
-    Ok(text)
-}
+pub use topologyd_transport::admin::render;
 
 pub(crate) fn saturating_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)

@@ -28,7 +28,7 @@ use topologyd_config::startup::{Finding, Key};
 use topologyd_topology::compile_owned;
 
 use crate::engine::{StartError, read_md5_key};
-use crate::tls::{load_certificates, load_private_key, server_config_from};
+use topologyd_transport::tls::{load_certificates, load_private_key, server_config_from};
 
 /// Who asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,7 +256,7 @@ fn check_control(config: &DaemonConfig, findings: &mut Vec<Finding>) {
     let Some(control) = &config.control else {
         return;
     };
-    let tls_error = |key: Key, error: crate::tls::TlsError, help: &str| {
+    let tls_error = |key: Key, error: topologyd_transport::tls::TlsError, help: &str| {
         finding(key, format!("control API {error}"), help)
     };
     let chain = load_certificates(&control.certificate).map_err(|error| {

@@ -23,7 +23,7 @@ use tokio::process::Command;
 use topologyd_config::health::{DnsRecordType, ProbeSpec};
 
 use crate::health::ProbeOutcome;
-use crate::http_client::{ExchangeError, OneShot, exchange};
+use topologyd_transport::http_client::{ExchangeError, OneShot, exchange};
 
 /// How much of an exec probe's output (stderr, else stdout) a failure's detail keeps.
 pub const EXEC_DETAIL_BYTES: usize = 200;

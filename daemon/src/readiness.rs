@@ -1,61 +1,21 @@
-//! Readiness: whether enough peers hold the running generation for `/ready` to answer 200, and
-//! the shared handle through which the engine publishes that verdict to the admin listener and
-//! the systemd STATUS= line.
+//! Readiness: whether enough peers hold the running generation for `/ready` to answer 200. The
+//! shared handle through which the engine publishes that verdict to the admin listener and the
+//! systemd STATUS= line is `topologyd_transport::readiness` (re-exported here).
 //!
 //! A peer *holds* the running generation when its session is Established, every route of the
 //! generation has been written to it (End-of-RIB included) and none of its routes failed to
 //! encode. [`evaluate`] is pure: the engine calls it with the peers' snapshots whenever a peer
 //! reports a change (session state, publication sent, task ended), a peer starts or stops, or a
-//! generation is applied, so readiness is gained and lost as peers come and go, without polling. It never gates the start: READY=1
-//! goes to systemd once the daemon serves (see `bin/topologyd.rs`).
+//! generation is applied, so readiness is gained and lost as peers come and go, without polling.
+//! It never gates the start: READY=1 goes to systemd once the daemon serves (see `bin/topologyd.rs`).
 //!
 //! Must not touch: sockets, the engine's state (it gets snapshots), HTTP.
 
-use std::sync::Arc;
-
-use tokio::sync::watch;
 use topologyd_config::daemon::ReadinessConfig;
 
 use crate::peer::PeerStatus;
 
-/// The verdict and its explanation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadinessState {
-    pub ready: bool,
-    /// Why, in one line for `/ready` and the logs.
-    pub reason: String,
-    /// Peers Established, peers holding the running generation, peers configured, and how
-    /// many must hold it.
-    pub established: usize,
-    pub holding: usize,
-    pub total: usize,
-    pub required: usize,
-}
-
-impl ReadinessState {
-    /// The state before the engine has evaluated anything.
-    pub fn starting() -> ReadinessState {
-        ReadinessState {
-            ready: false,
-            reason: "not ready: starting, the peers are not running yet".into(),
-            established: 0,
-            holding: 0,
-            total: 0,
-            required: 0,
-        }
-    }
-
-    /// The systemd STATUS= text: how many peers are up.
-    pub fn status_line(&self) -> String {
-        format!(
-            "{} of {} peers Established, {} hold the running generation; {}",
-            self.established,
-            self.total,
-            self.holding,
-            if self.ready { "ready" } else { "not ready" }
-        )
-    }
-}
+pub use topologyd_transport::readiness::{Readiness, ReadinessState};
 
 /// Whether `status` holds `generation`.
 pub fn holds(status: &PeerStatus, generation: u64) -> bool {
@@ -106,61 +66,6 @@ pub fn evaluate(config: &ReadinessConfig, generation: u64, peers: &[PeerStatus])
         holding,
         total,
         required,
-    }
-}
-
-/// The shared readiness verdict: written by the engine, read by `/ready` and the STATUS= task.
-#[derive(Debug, Clone)]
-pub struct Readiness(Arc<watch::Sender<ReadinessState>>);
-
-impl Default for Readiness {
-    fn default() -> Self {
-        Readiness(Arc::new(watch::channel(ReadinessState::starting()).0))
-    }
-}
-
-impl Readiness {
-    /// Not ready, starting.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Publishes a verdict (subscribers see any change); returns whether `ready` flipped.
-    pub fn set(&self, state: ReadinessState) -> bool {
-        let mut flipped = false;
-        self.0.send_if_modified(|current| {
-            if *current == state {
-                return false;
-            }
-            flipped = current.ready != state.ready;
-            *current = state;
-            true
-        });
-        flipped
-    }
-
-    /// Ready with no peers to wait for (a listener that has nothing else to report).
-    pub fn release(&self) {
-        self.set(ReadinessState {
-            ready: true,
-            reason: "ready".into(),
-            ..ReadinessState::starting()
-        });
-    }
-
-    /// Whether `/ready` answers 200.
-    pub fn is_ready(&self) -> bool {
-        self.0.borrow().ready
-    }
-
-    /// The current verdict.
-    pub fn state(&self) -> ReadinessState {
-        self.0.borrow().clone()
-    }
-
-    /// A receiver that sees every change of the verdict.
-    pub fn subscribe(&self) -> watch::Receiver<ReadinessState> {
-        self.0.subscribe()
     }
 }
 

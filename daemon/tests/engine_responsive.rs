@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
-use topologyd::control_client::ControlClient;
+use topoctl::control_client::ControlClient;
 use topologyd::engine_api::{SourceBundle, SourceFile};
-use topologyd::tls::{TlsFiles, client_config};
 use topologyd_api::Intent;
+use topologyd_transport::tls::{TlsFiles, client_config};
 
 /// The size of the planned bundle, as in the issue.
 const PLAN_BYTES: usize = 20 * 1024 * 1024;

@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use daemon_fixture::{AMS01_ROUTES, LOCAL_ASN, check, start_bird, topology, wait_for_routes};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpSocket, TcpStream};
-use topologyd::tls::{TlsFiles, client_config};
 use topologyd_harness::peers::BgpPeer;
 use topologyd_harness::topologyd::{
     ControlPki, ControlSection, DaemonConfig, Topoctl, Topologyd, http_get,
 };
+use topologyd_transport::tls::{TlsFiles, client_config};
 
 const ADMIN: &str = "sre-admin";
 const READER: &str = "sre-reader";

@@ -23,7 +23,7 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::http_client::{ExchangeError, OneShot, exchange};
+use topologyd_transport::http_client::{ExchangeError, OneShot, exchange};
 
 use topologyd_api::{
     ApplyRequest, DrainRequest, DrainView, ErrorBody, ErrorView, HealthView, Intent, LeaseClaim,
@@ -132,7 +132,7 @@ pub struct ControlClient {
 
 impl ControlClient {
     /// A client for the daemon at `address` whose certificate is valid for `server_name`.
-    /// `tls` comes from [`crate::tls::client_config`].
+    /// `tls` comes from [`topologyd_transport::tls::client_config`].
     pub fn new(
         address: SocketAddr,
         server_name: &str,
@@ -247,7 +247,7 @@ impl ControlClient {
         let path = match peer {
             Some(peer) => format!(
                 "/v1/routes?peer={}",
-                utf8_percent_encode(peer, crate::http_client::QUERY_VALUE)
+                utf8_percent_encode(peer, topologyd_transport::http_client::QUERY_VALUE)
             ),
             None => "/v1/routes".to_owned(),
         };

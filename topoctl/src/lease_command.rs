@@ -6,9 +6,9 @@
 //! Must not touch: the rules (the daemon decides), the rollout controller's lock
 //! (`rollout/lease.rs`).
 
+use crate::control_client::{ClientError, ControlClient};
 use clap::{Args, Subcommand};
 use serde_json::json;
-use topologyd::control_client::{ClientError, ControlClient};
 use topologyd_api::{LeaseAction, LeaseClaim, LeaseRequest, LeaseView};
 
 /// `topoctl lease …`; `D` is how the daemon is named (the binary's `--daemon` arguments).

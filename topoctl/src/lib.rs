@@ -1,6 +1,8 @@
-//! topoctl's library: the fleet rollout controller (`rollout/`), used by the `topoctl` binary
+//! topoctl's library: the control API client (`control_client.rs`) and the fleet rollout
+//! controller (`rollout/`), used by the `topoctl` binary
 //! (`main.rs`) and by the end-to-end tests. The per-location daemon lives in `daemon/`; topoctl
 //! talks to it only through the control API.
+pub mod control_client;
 pub mod lease_command;
 pub mod rollout;
 pub mod vrp_source;

@@ -13,12 +13,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use serde_json::{Value, json};
+use topoctl::control_client::{ClientError, ControlClient};
 use topoctl::error_chain;
 use topoctl::lease_command::{LeaseCommand, parse_claim};
 use topoctl::vrp_source::VrpArguments;
-use topologyd::control_client::{ClientError, ControlClient};
-use topologyd::engine_api::SourceBundle;
-use topologyd::tls::{TlsFiles, client_config};
+use topologyd_api::SourceBundle;
 use topologyd_api::{DrainView, HealthView, MutationOutcome, PlanView, RoutesView, StatusView};
 use topologyd_config::diagnostic::escape_text;
 use topologyd_config::{Source, load_sources};
@@ -27,6 +26,7 @@ use topologyd_topology::{
     Guard, GuardViolation, Intent, Topology, VrpSet, collapse_locations, compile_against,
     compile_owned, plan_with_vrps,
 };
+use topologyd_transport::tls::{TlsFiles, client_config};
 
 mod rollout_command;
 

@@ -1,4 +1,5 @@
-//! The admin listener: plain HTTP/1.1 on a local address, serving `/metrics`, `/ready`, `/live`.
+//! The admin listener of the daemon and of the rollout controller: plain HTTP/1.1 on a local
+//! address, serving `/metrics`, `/ready`, `/live`.
 //!
 //! Owns: the admin TCP listener and its per-connection tasks. `/metrics` renders the shared
 //! `prometheus_client` registry (OpenMetrics text); `/ready` answers 200 while the engine's
@@ -43,6 +44,13 @@ pub const CONNECTION_CAPS: ConnectionCaps = ConnectionCaps {
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub use crate::readiness::Readiness;
+
+/// The registry as OpenMetrics text, as `/metrics` serves it.
+pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry)?;
+    Ok(text)
+}
 
 /// A failure of the admin listener.
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +169,7 @@ fn respond(
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     }
     match request.uri().path() {
-        "/metrics" => match crate::metrics::render(registry) {
+        "/metrics" => match render(registry) {
             Ok(body) => {
                 let mut response = Response::new(Full::new(Bytes::from(body)));
                 response
@@ -205,7 +213,6 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::metrics::Metrics;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn get(address: SocketAddr, path: &str) -> (u16, String) {
@@ -223,16 +230,13 @@ mod tests {
     #[tokio::test]
     async fn serves_live_ready_after_latch_and_metrics() {
         let readiness = Readiness::new();
-        let metrics = Metrics::with_readiness(readiness.clone());
-        let (_peer_status, status) = tokio::sync::watch::channel(crate::peer::PeerStatus {
-            state: "Established".into(),
-            established: true,
-            ..Default::default()
-        });
-        metrics.add_peer("127.0.0.2", status);
+        let mut registry = Registry::default();
+        let sessions = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+        registry.register("example_sessions", "Sessions up", sessions.clone());
+        sessions.set(6);
         let server = AdminServer::bind(
             "127.0.0.1:0".parse().unwrap(),
-            metrics.registry(),
+            Arc::new(registry),
             readiness.clone(),
         )
         .await
@@ -247,14 +251,11 @@ mod tests {
         assert_eq!(get(address, "/ready").await.0, 503);
         readiness.release();
         assert_eq!(get(address, "/ready").await.0, 200);
+        // The registry is rendered at every scrape: a change shows at once.
+        sessions.set(7);
         let (status, body) = get(address, "/metrics").await;
         assert_eq!(status, 200);
-        assert!(
-            body.contains("topologyd_bgp_session_state{peer=\"127.0.0.2\"} 6"),
-            "{body}"
-        );
-        // Readiness is read at scrape time: the release above shows at once.
-        assert!(body.contains("\ntopologyd_ready 1\n"), "{body}");
+        assert!(body.contains("\nexample_sessions 7\n"), "{body}");
         assert_eq!(get(address, "/nope").await.0, 404);
 
         stop.send(()).unwrap();

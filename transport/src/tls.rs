@@ -5,7 +5,7 @@
 //! Owns: reading certificate and key files, building `rustls` configs on the `ring` provider
 //! (passed explicitly; the process-wide default provider is never installed or relied upon).
 //!
-//! Must not touch: sockets and HTTP (see `control.rs`, `control_client.rs`), roles (the control
+//! Must not touch: sockets and HTTP (see the daemon's `control.rs` and topoctl's `control_client.rs`), roles (the control
 //! server maps identities to roles).
 //!
 //! Identity: the subject CN of the client certificate. `rustls-webpki` (already in the tree

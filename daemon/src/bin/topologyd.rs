@@ -22,18 +22,19 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
-use topologyd::admin::{AdminServer, Readiness};
 use topologyd::control::{AuditLog, ControlServer, ControlSettings, Role};
 use topologyd::engine::{Engine, EngineEvent, read_md5_key};
 use topologyd::engine_api::EngineCommand;
 use topologyd::metrics::Metrics;
 use topologyd::preflight;
+use topologyd::readiness::Readiness;
 use topologyd::sd_notify::{Notifier, watchdog_timeout};
 use topologyd::sockopt;
-use topologyd::tls::{TlsFiles, server_config};
 use topologyd_config::Source;
 use topologyd_config::daemon::{DaemonConfig, parse_daemon_config};
 use topologyd_config::startup::locate;
+use topologyd_transport::admin::AdminServer;
+use topologyd_transport::tls::{TlsFiles, server_config};
 use tracing::{error, info, warn};
 
 /// Exit code for an invalid configuration.

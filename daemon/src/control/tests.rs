@@ -14,14 +14,14 @@ use topologyd_api::{
 
 use super::body::query_parameter;
 use super::*;
-use crate::control_client::{ClientError, ControlClient};
 use crate::engine_api::{EngineError, EngineErrorKind, MutationOutcome};
 use crate::state_store::SourceFile;
-use crate::tls::{self, TlsFiles};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use topoctl::control_client::{ClientError, ControlClient};
+use topologyd_transport::tls::{self, TlsFiles};
 
 struct Identity {
     chain: Vec<CertificateDer<'static>>,

@@ -33,11 +33,11 @@ use super::preflight::{self, PreflightReport, Stop, WaveCheck};
 use super::progress::{Mode, Progress, RolloutMetrics};
 use super::waves::Wave;
 use super::{EXIT_COMPLETED, EXIT_ERROR, EXIT_REFUSED, exit_code_of};
-use topologyd::admin::{AdminServer, Readiness};
-use topologyd::control_client::ControlClient;
-use topologyd::state_store::SourceBundle;
+use crate::control_client::ControlClient;
+use topologyd_api::SourceBundle;
 use topologyd_api::StatusView;
 use topologyd_config::fleet::{Fleet, FleetError, load_fleet};
+use topologyd_transport::admin::{AdminServer, Readiness};
 
 pub use super::status::{report_status, status};
 

@@ -34,11 +34,11 @@ use super::lease::{LOCAL_TOKEN, LockWatch, is_lease_refusal};
 use super::machine::{Effect, Event, Machine, MachinePlan, Output};
 use super::progress::{Progress, RolloutMetrics};
 use super::{EXIT_ERROR, EXIT_PAUSED, exit_code_of};
-use topologyd::control_client::{ClientError, ControlClient};
-use topologyd::state_store::SourceBundle;
-use topologyd::tls::{TlsFiles, client_config};
+use crate::control_client::{ClientError, ControlClient};
 use topologyd_api::LeaseClaim;
+use topologyd_api::SourceBundle;
 use topologyd_config::fleet::{FleetLocation, GateKind};
+use topologyd_transport::tls::{TlsFiles, client_config};
 
 /// The control file in the state directory: one JSON command per line.
 pub const CONTROL_FILE: &str = "control";
@@ -88,9 +88,14 @@ impl Context {
     }
 }
 
-/// Turns a control-API bundle into topology sources (the daemon's own conversion).
+/// Turns a control-API bundle into topology sources: the files in the order pushed, named as
+/// pushed (as the daemon compiles them).
 pub fn sources_of(bundle: &SourceBundle) -> Vec<Source> {
-    topologyd::bundle::bundle_sources(bundle)
+    bundle
+        .sources
+        .iter()
+        .map(|file| Source::new(file.name.clone(), file.text.clone()))
+        .collect()
 }
 
 /// A client for each location (TLS configurations shared between locations with the same files).

@@ -18,10 +18,10 @@ use hyper::header::ACCEPT;
 use percent_encoding::utf8_percent_encode;
 use serde::Deserialize as _;
 use serde_json::Value;
-use topologyd::http_client::{self, OneShot, QUERY_VALUE};
 use topologyd_api::view::CheckResult;
 use topologyd_api::{HealthView as HealthDocument, RouteView, RoutesView, StatusView};
 use topologyd_topology::AnnouncedRoute;
+use topologyd_transport::http_client::{self, OneShot, QUERY_VALUE};
 
 use super::journal::GateResultKind;
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::driver::{CONTROL_FILE, ControlLine, read_control};
 use super::waves::Wave;
-use topologyd::state_store::SourceBundle;
+use topologyd_api::SourceBundle;
 use topologyd_config::fleet::{FleetLocation, GateSpec};
 
 /// The journal's file name inside the state directory.

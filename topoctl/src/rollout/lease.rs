@@ -22,8 +22,8 @@ use super::journal::LeadershipCheck;
 use super::journal::read_journal;
 use super::machine::{Machine, Phase};
 
+use crate::control_client::{ClientError, ControlClient};
 use tokio::sync::watch;
-use topologyd::control_client::{ClientError, ControlClient};
 use topologyd_api::{LeaseAction, LeaseClaim, LeaseRequest, LeaseView};
 
 /// The error kinds with which a daemon refuses a lease (or a mutation under one).

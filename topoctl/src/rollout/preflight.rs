@@ -18,9 +18,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::control_client::{ClientError, ControlClient};
 use serde_json::{Value, json};
-use topologyd::control_client::{ClientError, ControlClient};
-use topologyd::state_store::SourceBundle;
+use topologyd_api::SourceBundle;
 use topologyd_api::{PlanView, Verdict};
 use topologyd_config::fleet::Fleet;
 use topologyd_config::{Collector, Diagnostic, SourceMap};

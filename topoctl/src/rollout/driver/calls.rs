@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use topologyd::control_client::ClientError;
+use crate::control_client::ClientError;
 use topologyd_api::StatusView;
 
 use super::{
@@ -334,7 +334,7 @@ enum RetakeRefused {
 /// the lease lapsed while the daemon or the controller could not be reached.
 async fn retake_lapsed(
     context: &Context,
-    client: &topologyd::control_client::ControlClient,
+    client: &crate::control_client::ControlClient,
     location: &str,
     error: &ClientError,
 ) -> Result<(), RetakeRefused> {

@@ -4,7 +4,7 @@ use super::*;
 use crate::rollout::journal::GateResultKind;
 use crate::rollout::machine::{Event, MachinePlan};
 use crate::rollout::waves::Wave;
-use topologyd::state_store::SourceBundle;
+use topologyd_api::SourceBundle;
 use topologyd_config::fleet::{GateKind, GateSpec, OnStall};
 
 fn started() -> Started {
@@ -196,7 +196,7 @@ fn metrics_follow_the_records() {
             metrics.observe(record, &machine);
         }
     }
-    let text = topologyd::metrics::render(&metrics.registry()).unwrap();
+    let text = topologyd_transport::admin::render(&metrics.registry()).unwrap();
     assert!(text.contains("topoctl_rollout_state 2\n"), "{text}");
     assert!(
         text.contains("topoctl_rollout_locations_applied 1\n"),
