@@ -368,6 +368,21 @@ async fn evaluate(context: Arc<Context>, wave: usize, gate: usize) -> GateVerdic
     }
 }
 
+/// The stream of `kind` signals, or `None` (the error said) when it cannot be handled.
+fn handle_signal(
+    context: &Context,
+    kind: tokio::signal::unix::SignalKind,
+    name: &str,
+) -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind)
+        .map_err(|error| {
+            context
+                .progress
+                .error(&format!("cannot handle {name}: {error}"));
+        })
+        .ok()
+}
+
 /// Carries out one effect and answers with the event it leads to; a call to a location gives
 /// up after its wave's stall bound ([`Event::Stalled`]).
 async fn carry_out(context: Arc<Context>, effect: Effect) -> Event {
@@ -381,7 +396,14 @@ async fn carry_out(context: Arc<Context>, effect: Effect) -> Event {
             expected_generation,
         } => {
             let deadline = settle_deadline(&context, &location);
-            settle_apply(&context, &location, expected_generation, deadline).await
+            settle(
+                &context,
+                Mutation::Apply,
+                &location,
+                expected_generation,
+                deadline,
+            )
+            .await
         }
         Effect::Rollback {
             location,
@@ -394,7 +416,14 @@ async fn carry_out(context: Arc<Context>, effect: Effect) -> Event {
             ..
         } => {
             let deadline = settle_deadline(&context, &location);
-            settle_rollback(&context, &location, expected_generation, deadline).await
+            settle(
+                &context,
+                Mutation::Rollback,
+                &location,
+                expected_generation,
+                deadline,
+            )
+            .await
         }
         Effect::Evaluate { wave, gate, epoch } => {
             let verdict = evaluate(Arc::clone(&context), wave, gate).await;
@@ -480,26 +509,13 @@ pub async fn run(
     let (events, mut incoming) = mpsc::channel::<Event>(64);
     let mut ticker = tokio::time::interval(POLL_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut interrupt =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                context
-                    .progress
-                    .error(&format!("cannot handle SIGINT: {error}"));
-                return EXIT_ERROR;
-            }
-        };
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                context
-                    .progress
-                    .error(&format!("cannot handle SIGTERM: {error}"));
-                return EXIT_ERROR;
-            }
-        };
+    use tokio::signal::unix::SignalKind;
+    let (Some(mut interrupt), Some(mut terminate)) = (
+        handle_signal(&context, SignalKind::interrupt(), "SIGINT"),
+        handle_signal(&context, SignalKind::terminate(), "SIGTERM"),
+    ) else {
+        return EXIT_ERROR;
+    };
     let mut outputs = initial;
     // Every effect in flight; dropped (aborted) when this function returns.
     let mut tasks = tokio::task::JoinSet::new();
@@ -629,8 +645,8 @@ pub fn delta_json(delta: &topologyd_topology::LocationDelta) -> Value {
 
 mod calls;
 
+use calls::{Mutation, apply, rollback, settle, settle_deadline};
 pub use calls::{SETTLE_GRACE, unix_now_ms};
-use calls::{apply, rollback, settle_apply, settle_deadline, settle_rollback};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::control_client::ClientError;
-use topologyd_api::StatusView;
+use crate::control_client::{ClientError, ControlClient};
+use topologyd_api::{MutationOutcome, StatusView};
 
 use super::{
     Context, Event, MAX_RETRY_DELAY, ROLLBACK_VERIFY_TIMEOUT, VERIFY_INTERVAL, describe, gates,
@@ -203,10 +203,87 @@ async fn still_in_doubt(
     })
 }
 
-/// Finds out from `GET /v1/status` whether an apply in doubt happened; "not done" only from a
-/// status answered after the deadline of every apply dropped there (see `doubt.rs`).
-pub(super) async fn settle_apply(
+/// The two calls that change a location. They are made, answered and settled alike; they
+/// differ only in the events they lead to and in what "done" means (a rollback's routes are
+/// verified back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mutation {
+    Apply,
+    Rollback,
+}
+
+impl Mutation {
+    fn name(self) -> &'static str {
+        match self {
+            Mutation::Apply => "apply",
+            Mutation::Rollback => "rollback",
+        }
+    }
+
+    /// The call failed at `location` for `reason`.
+    fn failed(self, location: &str, reason: String) -> Event {
+        let location = location.into();
+        match self {
+            Mutation::Apply => Event::ApplyFailed { location, reason },
+            Mutation::Rollback => Event::RollbackFailed { location, reason },
+        }
+    }
+
+    /// The call is known not to have taken effect at `location`.
+    fn not_done(self, location: &str) -> Event {
+        let location = location.into();
+        match self {
+            Mutation::Apply => Event::ApplyNotDone { location },
+            Mutation::Rollback => Event::RollbackNotDone { location },
+        }
+    }
+
+    /// The hash `location` runs once the call took effect.
+    fn target_hash(self, context: &Context) -> &str {
+        match self {
+            Mutation::Apply => &context.started.new_hash,
+            Mutation::Rollback => &context.started.old_hash,
+        }
+    }
+
+    /// Why a location that runs `generation` (`hash`), neither the one the call expected nor
+    /// the call's target, cannot be settled.
+    fn changed_by_someone_else(self, generation: u64, hash: &str, expected: u64) -> String {
+        match self {
+            Mutation::Apply => format!(
+                "the daemon runs generation {generation} (hash {hash}), neither the one we planned against ({expected}) nor the new topology: someone else changed it"
+            ),
+            Mutation::Rollback => format!(
+                "the daemon runs generation {generation} (hash {hash}), not the one we applied ({expected}): someone else changed it"
+            ),
+        }
+    }
+
+    /// The call took effect at `location`, which runs `generation` now (a rollback waits for
+    /// its routes to be verified back).
+    async fn done(self, context: &Context, location: &str, generation: u64) -> Event {
+        match self {
+            Mutation::Apply => Event::Applied {
+                location: location.into(),
+                generation,
+            },
+            Mutation::Rollback => {
+                let verified = verify_rollback(context, location, generation).await;
+                Event::RolledBack {
+                    location: location.into(),
+                    generation,
+                    verified,
+                }
+            }
+        }
+    }
+}
+
+/// Finds out from `GET /v1/status` whether a call in doubt happened; "not done" only from a
+/// status answered after the deadline of every call dropped there (see `doubt.rs`).
+pub(super) async fn settle(
     context: &Context,
+    mutation: Mutation,
     location: &str,
     expected_generation: u64,
     deadline: Instant,
@@ -215,35 +292,23 @@ pub(super) async fn settle_apply(
         let status = match status_until_answered(context, location, deadline).await {
             Ok(status) => status,
             Err(unanswered) => {
-                return unanswered.event(location, |reason| Event::ApplyFailed {
-                    location: location.into(),
-                    reason,
-                });
+                return unanswered.event(location, |reason| mutation.failed(location, reason));
             }
         };
         let generation = status.generation;
         let hash = status.hash.as_str();
-        if hash == context.started.new_hash && generation > expected_generation {
-            return Event::Applied {
-                location: location.into(),
-                generation,
-            };
+        if hash == mutation.target_hash(context) && generation > expected_generation {
+            return mutation.done(context, location, generation).await;
         }
         if generation != expected_generation {
-            return Event::ApplyFailed {
-                location: location.into(),
-                reason: format!(
-                    "the daemon runs generation {generation} (hash {hash}), neither the one we planned against ({expected_generation}) nor the new topology: someone else changed it"
-                ),
-            };
+            let reason = mutation.changed_by_someone_else(generation, hash, expected_generation);
+            return mutation.failed(location, reason);
         }
         if not_done_is_final(context, location, status.time_unix_ms) {
-            return Event::ApplyNotDone {
-                location: location.into(),
-            };
+            return mutation.not_done(location);
         }
         if let Some(stalled) =
-            still_in_doubt(location, "apply", status.time_unix_ms, deadline).await
+            still_in_doubt(location, mutation.name(), status.time_unix_ms, deadline).await
         {
             return stalled;
         }
@@ -251,74 +316,140 @@ pub(super) async fn settle_apply(
 }
 
 pub(super) async fn apply(context: &Context, location: &str, expected_generation: u64) -> Event {
+    let mutation = Mutation::Apply;
+    call(
+        context,
+        mutation,
+        location,
+        expected_generation,
+        |client, deadline_unix_ms| {
+            client.apply_by(
+                &context.started.new_bundle,
+                &context.intent,
+                Some(expected_generation),
+                Some(&context.lease),
+                Some(deadline_unix_ms),
+            )
+        },
+    )
+    .await
+}
+
+pub(super) async fn rollback(
+    context: &Context,
+    location: &str,
+    to_generation: u64,
+    expected_generation: u64,
+) -> Event {
+    let mutation = Mutation::Rollback;
+    call(
+        context,
+        mutation,
+        location,
+        expected_generation,
+        |client, deadline_unix_ms| {
+            client.rollback_by(
+                to_generation,
+                Some(expected_generation),
+                Some(&context.lease),
+                Some(deadline_unix_ms),
+            )
+        },
+    )
+    .await
+}
+
+/// Makes a call at `location` with `send` (given the client and the deadline the call carries,
+/// in unix milliseconds), waits for its answer up to the stall bound and answers with the event
+/// it leads to.
+async fn call<'context, Sent>(
+    context: &'context Context,
+    mutation: Mutation,
+    location: &str,
+    expected_generation: u64,
+    send: impl FnOnce(&'context ControlClient, u64) -> Sent,
+) -> Event
+where
+    Sent: std::future::Future<Output = Result<MutationOutcome, ClientError>>,
+{
     let client = match context.client(location) {
         Ok(client) => client,
-        Err(reason) => {
-            return Event::ApplyFailed {
-                location: location.into(),
-                reason,
-            };
-        }
+        Err(reason) => return mutation.failed(location, reason),
     };
-    let (deadline_unix_ms, deadline) = match call_deadline(context, location, "apply") {
+    let (deadline_unix_ms, deadline) = match call_deadline(context, location, mutation.name()) {
         Ok(deadlines) => deadlines,
         Err(stalled) => return stalled,
     };
-    let call = client.apply_by(
-        &context.started.new_bundle,
-        &context.intent,
-        Some(expected_generation),
-        Some(&context.lease),
-        Some(deadline_unix_ms),
-    );
-    let Some(answer) = answer_by(context, location, "apply", deadline, call).await else {
+    let answer = answer_by(
+        context,
+        location,
+        mutation.name(),
+        deadline,
+        send(client, deadline_unix_ms),
+    )
+    .await;
+    conclude(
+        context,
+        client,
+        mutation,
+        location,
+        expected_generation,
+        answer,
+    )
+    .await
+}
+
+/// The event a call's `answer` leads to: done, refused, or in doubt and settled from the
+/// status (a lost answer, a conflict, or our lapsed lease taken again first).
+async fn conclude(
+    context: &Context,
+    client: &ControlClient,
+    mutation: Mutation,
+    location: &str,
+    expected_generation: u64,
+    answer: Option<Result<MutationOutcome, ClientError>>,
+) -> Event {
+    let what = mutation.name();
+    let Some(answer) = answer else {
         return Event::Stalled {
             location: location.into(),
-            reason: "the apply got no answer".into(),
+            reason: format!("the {what} got no answer"),
         };
     };
     match answer {
-        Ok(outcome) => Event::Applied {
-            location: location.into(),
-            generation: outcome.generation_after,
-        },
+        Ok(outcome) => {
+            mutation
+                .done(context, location, outcome.generation_after)
+                .await
+        }
         Err(error) if super::super::lease::is_lease_lapsed(&error) => {
             match retake_lapsed(context, client, location, &error).await {
                 Ok(()) => {
                     let deadline = settle_deadline(context, location);
-                    settle_apply(context, location, expected_generation, deadline).await
+                    settle(context, mutation, location, expected_generation, deadline).await
                 }
                 Err(RetakeRefused::Stalled(stalled)) => stalled,
-                Err(RetakeRefused::LockLost(reason)) => Event::ApplyFailed {
-                    location: location.into(),
-                    reason,
-                },
+                Err(RetakeRefused::LockLost(reason)) => mutation.failed(location, reason),
             }
         }
         Err(error) if is_lease_refusal(&error) => {
             let reason = lock_lost(context, location, &error);
-            Event::ApplyFailed {
-                location: location.into(),
-                reason,
-            }
+            mutation.failed(location, reason)
         }
         Err(ClientError::Status { status: 409, .. }) => {
             let deadline = settle_deadline(context, location);
-            settle_apply(context, location, expected_generation, deadline).await
+            settle(context, mutation, location, expected_generation, deadline).await
         }
         Err(error) if transient(&error) => {
             context.progress.warn(&format!(
-                "{location}: apply answer lost ({}); asking the daemon what it runs",
+                "{location}: {what} answer lost ({}); asking the daemon what it runs",
                 describe(&error)
             ));
             tokio::time::sleep(Duration::from_millis(200)).await;
             let deadline = settle_deadline(context, location);
-            settle_apply(context, location, expected_generation, deadline).await
+            settle(context, mutation, location, expected_generation, deadline).await
         }
-        Err(error) => Event::ApplyFailed {
-            location: location.into(),
-            reason: describe(&error),
-        },
+        Err(error) => mutation.failed(location, describe(&error)),
     }
 }
 
@@ -334,7 +465,7 @@ enum RetakeRefused {
 /// the lease lapsed while the daemon or the controller could not be reached.
 async fn retake_lapsed(
     context: &Context,
-    client: &crate::control_client::ControlClient,
+    client: &ControlClient,
     location: &str,
     error: &ClientError,
 ) -> Result<(), RetakeRefused> {
@@ -386,135 +517,6 @@ async fn verify_rollback(context: &Context, location: &str, generation: u64) -> 
         "{location}: routes not verified back within {ROLLBACK_VERIFY_TIMEOUT:?}: {last}"
     ));
     false
-}
-
-/// Finds out whether a rollback in doubt happened; "not done" as for [`settle_apply`].
-pub(super) async fn settle_rollback(
-    context: &Context,
-    location: &str,
-    expected_generation: u64,
-    deadline: Instant,
-) -> Event {
-    loop {
-        let status = match status_until_answered(context, location, deadline).await {
-            Ok(status) => status,
-            Err(unanswered) => {
-                return unanswered.event(location, |reason| Event::RollbackFailed {
-                    location: location.into(),
-                    reason,
-                });
-            }
-        };
-        let generation = status.generation;
-        let hash = status.hash.as_str();
-        if hash == context.started.old_hash && generation > expected_generation {
-            let verified = verify_rollback(context, location, generation).await;
-            return Event::RolledBack {
-                location: location.into(),
-                generation,
-                verified,
-            };
-        }
-        if generation != expected_generation {
-            return Event::RollbackFailed {
-                location: location.into(),
-                reason: format!(
-                    "the daemon runs generation {generation} (hash {hash}), not the one we applied ({expected_generation}): someone else changed it"
-                ),
-            };
-        }
-        if not_done_is_final(context, location, status.time_unix_ms) {
-            return Event::RollbackNotDone {
-                location: location.into(),
-            };
-        }
-        if let Some(stalled) =
-            still_in_doubt(location, "rollback", status.time_unix_ms, deadline).await
-        {
-            return stalled;
-        }
-    }
-}
-
-pub(super) async fn rollback(
-    context: &Context,
-    location: &str,
-    to_generation: u64,
-    expected_generation: u64,
-) -> Event {
-    let client = match context.client(location) {
-        Ok(client) => client,
-        Err(reason) => {
-            return Event::RollbackFailed {
-                location: location.into(),
-                reason,
-            };
-        }
-    };
-    let (deadline_unix_ms, deadline) = match call_deadline(context, location, "rollback") {
-        Ok(deadlines) => deadlines,
-        Err(stalled) => return stalled,
-    };
-    let call = client.rollback_by(
-        to_generation,
-        Some(expected_generation),
-        Some(&context.lease),
-        Some(deadline_unix_ms),
-    );
-    let Some(answer) = answer_by(context, location, "rollback", deadline, call).await else {
-        return Event::Stalled {
-            location: location.into(),
-            reason: "the rollback got no answer".into(),
-        };
-    };
-    match answer {
-        Ok(outcome) => {
-            let generation = outcome.generation_after;
-            let verified = verify_rollback(context, location, generation).await;
-            Event::RolledBack {
-                location: location.into(),
-                generation,
-                verified,
-            }
-        }
-        Err(error) if super::super::lease::is_lease_lapsed(&error) => {
-            match retake_lapsed(context, client, location, &error).await {
-                Ok(()) => {
-                    let deadline = settle_deadline(context, location);
-                    settle_rollback(context, location, expected_generation, deadline).await
-                }
-                Err(RetakeRefused::Stalled(stalled)) => stalled,
-                Err(RetakeRefused::LockLost(reason)) => Event::RollbackFailed {
-                    location: location.into(),
-                    reason,
-                },
-            }
-        }
-        Err(error) if is_lease_refusal(&error) => {
-            let reason = lock_lost(context, location, &error);
-            Event::RollbackFailed {
-                location: location.into(),
-                reason,
-            }
-        }
-        Err(ClientError::Status { status: 409, .. }) => {
-            let deadline = settle_deadline(context, location);
-            settle_rollback(context, location, expected_generation, deadline).await
-        }
-        Err(error) if transient(&error) => {
-            context.progress.warn(&format!(
-                "{location}: rollback answer lost ({}); asking the daemon what it runs",
-                describe(&error)
-            ));
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let deadline = settle_deadline(context, location);
-            settle_rollback(context, location, expected_generation, deadline).await
-        }
-        Err(error) => Event::RollbackFailed {
-            location: location.into(),
-            reason: describe(&error),
-        },
-    }
 }
 
 /// A mutation refused by the fleet lock: this controller no longer holds it and stops acting
