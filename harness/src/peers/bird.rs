@@ -36,8 +36,8 @@ use ipnet::IpNet;
 
 use super::process::{self, DaemonProcess};
 use super::{
-    BgpPeer, COMMAND_TIMEOUT, DEFAULT_NEXT_HOP_V6, Daemon, Error, Family, ImportCounters, Origin,
-    PeerSpec, ReceivedRoute, Result, Route, STARTUP_TIMEOUT, SessionState,
+    BgpPeer, COMMAND_TIMEOUT, DEFAULT_NEXT_HOP_V6, Daemon, Error, Family, ImportCounters, Launched,
+    Origin, PeerSpec, ReceivedRoute, Result, Route, STARTUP_TIMEOUT, SessionState,
 };
 
 const DAEMON: Daemon = Daemon::Bird;
@@ -47,9 +47,8 @@ const PROTOCOL: &str = "peer";
 /// A running BIRD with one BGP session.
 #[derive(Debug)]
 pub struct BirdPeer {
-    spec: PeerSpec,
     originated: BTreeMap<IpNet, Route>,
-    process: DaemonProcess,
+    launched: Launched,
     socket: PathBuf,
     config: PathBuf,
     // Last field: removed after the process is killed.
@@ -88,9 +87,8 @@ impl BirdPeer {
             .arg(directory.path().join("bird.pid"));
         let process = DaemonProcess::spawn(DAEMON, command, &log)?;
         let mut peer = BirdPeer {
-            spec,
             originated,
-            process,
+            launched: Launched { spec, process },
             socket,
             config,
             directory,
@@ -107,7 +105,7 @@ impl BirdPeer {
             STARTUP_TIMEOUT,
             || process::file_tail(&log),
             || {
-                self.process.check_running()?;
+                self.launched.process.check_running()?;
                 Ok(match self.birdc(&["show", "status"]) {
                     Ok(output) if output.contains("Daemon is up and running") => Ok(()),
                     Ok(output) => Err(output),
@@ -120,7 +118,7 @@ impl BirdPeer {
     /// Runs one `birdc` command and returns its output without the greeting line.
     pub fn birdc(&self, arguments: &[&str]) -> Result<String> {
         // A dead daemon explains a failing control command better than the command does.
-        self.process.check_running()?;
+        self.launched.process.check_running()?;
         let mut command = Command::new("birdc");
         command.arg("-s").arg(&self.socket).args(arguments);
         let output = process::run(DAEMON, &mut command, COMMAND_TIMEOUT)?;
@@ -151,7 +149,7 @@ impl BirdPeer {
         process::write_file(
             DAEMON,
             &self.config,
-            &render_config(&self.spec, &self.originated, &log),
+            &render_config(&self.launched.spec, &self.originated, &log),
         )?;
         let config = self.config.to_string_lossy().into_owned();
         let output = self.birdc(&["configure", &format!("\"{config}\"")])?;
@@ -173,12 +171,8 @@ impl BirdPeer {
 }
 
 impl BgpPeer for BirdPeer {
-    fn daemon(&self) -> Daemon {
-        DAEMON
-    }
-
-    fn spec(&self) -> &PeerSpec {
-        &self.spec
+    fn launched(&self) -> &Launched {
+        &self.launched
     }
 
     fn session_state(&self) -> Result<SessionState> {
@@ -204,7 +198,7 @@ impl BgpPeer for BirdPeer {
             (Family::Ipv4Unicast, "master4"),
             (Family::Ipv6Unicast, "master6"),
         ] {
-            if self.spec.has_family(family) {
+            if self.launched.spec.has_family(family) {
                 let output =
                     self.birdc(&["show", "route", "table", table, "protocol", PROTOCOL, "all"])?;
                 routes.extend(parse_routes(&output, stale)?);
@@ -229,18 +223,6 @@ impl BgpPeer for BirdPeer {
             self.originated.remove(prefix);
         }
         self.reconfigure()
-    }
-
-    fn log_tail(&self) -> String {
-        self.process.log_tail()
-    }
-
-    fn stop(&mut self) -> Result<()> {
-        self.process.stop()
-    }
-
-    fn kill(&mut self) -> Result<()> {
-        self.process.kill()
     }
 }
 

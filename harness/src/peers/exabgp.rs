@@ -36,8 +36,8 @@ use serde_json::Value;
 
 use super::process::{self, DaemonProcess};
 use super::{
-    BgpPeer, Daemon, Error, Family, ImportCounters, Origin, PeerSpec, ReceivedRoute, Result, Route,
-    STARTUP_TIMEOUT, SessionState,
+    BgpPeer, Daemon, Error, Family, ImportCounters, Launched, Origin, PeerSpec, ReceivedRoute,
+    Result, Route, STARTUP_TIMEOUT, SessionState,
 };
 
 const DAEMON: Daemon = Daemon::Exabgp;
@@ -45,8 +45,7 @@ const DAEMON: Daemon = Daemon::Exabgp;
 /// A running ExaBGP with one neighbor.
 #[derive(Debug)]
 pub struct ExabgpPeer {
-    spec: PeerSpec,
-    process: DaemonProcess,
+    launched: Launched,
     received: PathBuf,
     commands: PathBuf,
     directory: tempfile::TempDir,
@@ -75,8 +74,7 @@ impl ExabgpPeer {
         process::write_file(DAEMON, &config, &render_config(&spec, &script))?;
         let process = DaemonProcess::spawn(DAEMON, exabgp_command(&config), &log)?;
         let mut peer = ExabgpPeer {
-            spec,
-            process,
+            launched: Launched { spec, process },
             received,
             commands,
             directory,
@@ -93,7 +91,7 @@ impl ExabgpPeer {
             STARTUP_TIMEOUT,
             || process::file_tail(log),
             || {
-                self.process.check_running()?;
+                self.launched.process.check_running()?;
                 Ok(if received.exists() {
                     Ok(())
                 } else {
@@ -107,7 +105,7 @@ impl ExabgpPeer {
     pub fn request_route_refresh(&self) -> Result<()> {
         let mut lines = Vec::new();
         for (family, name) in [(Family::Ipv4Unicast, "ipv4"), (Family::Ipv6Unicast, "ipv6")] {
-            if self.spec.has_family(family) {
+            if self.launched.spec.has_family(family) {
                 lines.push(format!("announce route-refresh {name} unicast"));
             }
         }
@@ -120,7 +118,7 @@ impl ExabgpPeer {
     }
 
     fn replay(&self) -> Result<Replay> {
-        self.process.check_running()?;
+        self.launched.process.check_running()?;
         let text = std::fs::read_to_string(&self.received).map_err(|source| Error::Io {
             daemon: DAEMON,
             context: format!("read {}", self.received.display()),
@@ -150,12 +148,8 @@ impl ExabgpPeer {
 }
 
 impl BgpPeer for ExabgpPeer {
-    fn daemon(&self) -> Daemon {
-        DAEMON
-    }
-
-    fn spec(&self) -> &PeerSpec {
-        &self.spec
+    fn launched(&self) -> &Launched {
+        &self.launched
     }
 
     fn session_state(&self) -> Result<SessionState> {
@@ -182,7 +176,7 @@ impl BgpPeer for ExabgpPeer {
     fn announce(&mut self, routes: &[Route]) -> Result<()> {
         let lines: Vec<String> = routes
             .iter()
-            .map(|route| format!("announce {}", route_text(&self.spec, route)))
+            .map(|route| format!("announce {}", route_text(&self.launched.spec, route)))
             .collect();
         self.send(&lines)
     }
@@ -198,17 +192,9 @@ impl BgpPeer for ExabgpPeer {
     fn log_tail(&self) -> String {
         format!(
             "{}\n--- received.jsonl ---\n{}",
-            self.process.log_tail(),
+            self.launched.process.log_tail(),
             process::file_tail(&self.received)
         )
-    }
-
-    fn stop(&mut self) -> Result<()> {
-        self.process.stop()
-    }
-
-    fn kill(&mut self) -> Result<()> {
-        self.process.kill()
     }
 }
 

@@ -41,7 +41,7 @@ use serde_json::Value;
 
 use super::process::{self, DaemonProcess};
 use super::{
-    BgpPeer, COMMAND_TIMEOUT, Daemon, Error, Family, ImportCounters, Origin, PeerSpec,
+    BgpPeer, COMMAND_TIMEOUT, Daemon, Error, Family, ImportCounters, Launched, Origin, PeerSpec,
     ReceivedRoute, Result, Route, STARTUP_TIMEOUT, SessionState,
 };
 
@@ -53,13 +53,12 @@ const EXPORT_DENY_SEQUENCE: u32 = 65535;
 /// A running FRR `bgpd` with one BGP session.
 #[derive(Debug)]
 pub struct FrrPeer {
-    spec: PeerSpec,
     /// Route-map sequence number of every prefix ever configured; its policy entries stay after
     /// a withdrawal and are reused.
     sequences: BTreeMap<IpNet, u32>,
     /// Routes currently announced (with a `network` statement).
     announced: BTreeMap<IpNet, Route>,
-    process: DaemonProcess,
+    launched: Launched,
     bgpd_log: PathBuf,
     directory: tempfile::TempDir,
 }
@@ -106,10 +105,9 @@ impl FrrPeer {
             .arg(spec.local.port().to_string());
         let process = DaemonProcess::spawn(DAEMON, command, &log)?;
         let mut peer = FrrPeer {
-            spec,
             sequences,
             announced,
-            process,
+            launched: Launched { spec, process },
             bgpd_log,
             directory,
         };
@@ -124,7 +122,7 @@ impl FrrPeer {
             STARTUP_TIMEOUT,
             || process::file_tail(log),
             || {
-                self.process.check_running()?;
+                self.launched.process.check_running()?;
                 Ok(super::answers_json(
                     self.vtysh(&["show bgp neighbors json"]),
                     '{',
@@ -136,7 +134,7 @@ impl FrrPeer {
     /// Runs vtysh commands in one session (configuration context carries over) and returns stdout.
     pub fn vtysh(&self, commands: &[&str]) -> Result<String> {
         // A dead daemon explains a failing control command better than the command does.
-        self.process.check_running()?;
+        self.launched.process.check_running()?;
         let mut command = Command::new("vtysh");
         command
             .arg("--vty_socket")
@@ -172,7 +170,10 @@ impl FrrPeer {
     }
 
     fn neighbor(&self) -> Result<Value> {
-        let command = format!("show bgp neighbors {} json", self.spec.neighbor.ip());
+        let command = format!(
+            "show bgp neighbors {} json",
+            self.launched.spec.neighbor.ip()
+        );
         let value = self.json(&command)?;
         value
             .as_object()
@@ -183,12 +184,8 @@ impl FrrPeer {
 }
 
 impl BgpPeer for FrrPeer {
-    fn daemon(&self) -> Daemon {
-        DAEMON
-    }
-
-    fn spec(&self) -> &PeerSpec {
-        &self.spec
+    fn launched(&self) -> &Launched {
+        &self.launched
     }
 
     fn session_state(&self) -> Result<SessionState> {
@@ -211,7 +208,7 @@ impl BgpPeer for FrrPeer {
     fn routes(&self) -> Result<Vec<ReceivedRoute>> {
         let mut routes = Vec::new();
         for (family, afi) in [(Family::Ipv4Unicast, "ipv4"), (Family::Ipv6Unicast, "ipv6")] {
-            if self.spec.has_family(family) {
+            if self.launched.spec.has_family(family) {
                 let command = format!("show bgp {afi} unicast json detail");
                 routes.extend(parse_routes(&command, &self.json(&command)?)?);
             }
@@ -258,7 +255,7 @@ impl BgpPeer for FrrPeer {
             };
             self.sequences.insert(route.prefix, sequence);
             commands.extend(policy_lines(route, sequence));
-            commands.push(format!("router bgp {}", self.spec.local_asn));
+            commands.push(format!("router bgp {}", self.launched.spec.local_asn));
             commands.push(format!("address-family {} unicast", afi(route.family())));
             commands.push(format!(
                 "network {} route-map ORIGINATE-{sequence}",
@@ -286,7 +283,7 @@ impl BgpPeer for FrrPeer {
             else {
                 continue;
             };
-            commands.push(format!("router bgp {}", self.spec.local_asn));
+            commands.push(format!("router bgp {}", self.launched.spec.local_asn));
             commands.push(format!("address-family {} unicast", afi(route.family())));
             commands.push(format!(
                 "no network {prefix} route-map ORIGINATE-{sequence}"
@@ -305,17 +302,9 @@ impl BgpPeer for FrrPeer {
     fn log_tail(&self) -> String {
         format!(
             "{}\n--- bgpd.log ---\n{}",
-            self.process.log_tail(),
+            self.launched.process.log_tail(),
             process::file_tail(&self.bgpd_log)
         )
-    }
-
-    fn stop(&mut self) -> Result<()> {
-        self.process.stop()
-    }
-
-    fn kill(&mut self) -> Result<()> {
-        self.process.kill()
     }
 }
 

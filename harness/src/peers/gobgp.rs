@@ -29,7 +29,7 @@ use serde_json::Value;
 
 use super::process::{self, DaemonProcess};
 use super::{
-    BgpPeer, COMMAND_TIMEOUT, Daemon, Error, Family, ImportCounters, Origin, PeerSpec,
+    BgpPeer, COMMAND_TIMEOUT, Daemon, Error, Family, ImportCounters, Launched, Origin, PeerSpec,
     ReceivedRoute, Result, Route, STARTUP_TIMEOUT, SessionState,
 };
 
@@ -40,9 +40,8 @@ const ESTABLISHED: u64 = 6;
 /// A running `gobgpd` with one neighbor.
 #[derive(Debug)]
 pub struct GobgpPeer {
-    spec: PeerSpec,
     originated: BTreeMap<IpNet, Route>,
-    process: DaemonProcess,
+    launched: Launched,
     api_target: String,
     log: PathBuf,
     directory: tempfile::TempDir,
@@ -65,14 +64,13 @@ impl GobgpPeer {
         let process = DaemonProcess::spawn(DAEMON, command, &log)?;
         let mut peer = GobgpPeer {
             originated: BTreeMap::new(),
-            process,
+            launched: Launched { spec, process },
             api_target,
             log,
             directory,
-            spec,
         };
         peer.wait_until_up()?;
-        let routes = peer.spec.originate.clone();
+        let routes = peer.launched.spec.originate.clone();
         peer.announce(&routes)?;
         Ok(peer)
     }
@@ -85,7 +83,7 @@ impl GobgpPeer {
             STARTUP_TIMEOUT,
             || process::file_tail(&log),
             || {
-                self.process.check_running()?;
+                self.launched.process.check_running()?;
                 Ok(super::answers_json(self.gobgp(&["neighbor", "-j"]), '['))
             },
         )
@@ -94,7 +92,7 @@ impl GobgpPeer {
     /// Runs one `gobgp` CLI command against this daemon and returns stdout.
     pub fn gobgp(&self, arguments: &[&str]) -> Result<String> {
         // A dead daemon explains a failing control command better than the command does.
-        self.process.check_running()?;
+        self.launched.process.check_running()?;
         let mut command = Command::new("gobgp");
         command
             .arg("--target")
@@ -118,18 +116,14 @@ impl GobgpPeer {
     }
 
     fn neighbor(&self) -> Result<Value> {
-        let address = self.spec.neighbor.ip().to_string();
+        let address = self.launched.spec.neighbor.ip().to_string();
         self.json(&["neighbor", &address, "-j"])
     }
 }
 
 impl BgpPeer for GobgpPeer {
-    fn daemon(&self) -> Daemon {
-        DAEMON
-    }
-
-    fn spec(&self) -> &PeerSpec {
-        &self.spec
+    fn launched(&self) -> &Launched {
+        &self.launched
     }
 
     fn session_state(&self) -> Result<SessionState> {
@@ -160,7 +154,7 @@ impl BgpPeer for GobgpPeer {
     fn routes(&self) -> Result<Vec<ReceivedRoute>> {
         let mut routes = Vec::new();
         for (family, name) in [(Family::Ipv4Unicast, "ipv4"), (Family::Ipv6Unicast, "ipv6")] {
-            if self.spec.has_family(family) {
+            if self.launched.spec.has_family(family) {
                 let value = self.json(&["global", "rib", "-a", name, "-j"])?;
                 routes.extend(parse_rib(&value)?);
             }
@@ -201,18 +195,6 @@ impl BgpPeer for GobgpPeer {
             }
         }
         Ok(())
-    }
-
-    fn log_tail(&self) -> String {
-        self.process.log_tail()
-    }
-
-    fn stop(&mut self) -> Result<()> {
-        self.process.stop()
-    }
-
-    fn kill(&mut self) -> Result<()> {
-        self.process.kill()
     }
 }
 

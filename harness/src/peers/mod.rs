@@ -502,13 +502,28 @@ pub enum Transport {
     V6,
 }
 
+/// What every launched peer daemon holds: the session it was started for and its process
+/// (whose log failure messages quote, and which `stop` and `kill` end).
+#[derive(Debug)]
+pub struct Launched {
+    spec: PeerSpec,
+    process: process::DaemonProcess,
+}
+
 /// The operations every peer launcher offers.
 pub trait BgpPeer {
-    /// Which daemon this is.
-    fn daemon(&self) -> Daemon;
+    /// The session this daemon was started for and its process.
+    fn launched(&self) -> &Launched;
 
     /// The session this daemon was started with.
-    fn spec(&self) -> &PeerSpec;
+    fn spec(&self) -> &PeerSpec {
+        &self.launched().spec
+    }
+
+    /// Which daemon this is.
+    fn daemon(&self) -> Daemon {
+        self.launched().process.daemon()
+    }
 
     /// The session state as the daemon reports it.
     fn session_state(&self) -> Result<SessionState>;
@@ -526,13 +541,19 @@ pub trait BgpPeer {
     fn withdraw(&mut self, prefixes: &[IpNet]) -> Result<()>;
 
     /// The last lines of the daemon's log, for failure messages.
-    fn log_tail(&self) -> String;
+    fn log_tail(&self) -> String {
+        self.launched().process.log_tail()
+    }
 
     /// Stops the daemon (SIGTERM to its process group, then SIGKILL after a grace period).
-    fn stop(&mut self) -> Result<()>;
+    fn stop(&mut self) -> Result<()> {
+        self.launched().process.stop()
+    }
 
     /// SIGKILLs the daemon's process group at once, as a crash would.
-    fn kill(&mut self) -> Result<()>;
+    fn kill(&mut self) -> Result<()> {
+        self.launched().process.kill()
+    }
 
     /// Polls until the session is Established.
     fn wait_established(&self, timeout: Duration) -> Result<()> {

@@ -23,7 +23,7 @@ const LOG_TAIL_BYTES: u64 = 4000;
 #[derive(Debug)]
 pub(crate) struct DaemonProcess {
     daemon: Daemon,
-    /// Behind a mutex so that `check_running` works through `&self` (queries take `&self`).
+    /// Behind a mutex so that queries, `stop` and `kill` all work through `&self`.
     child: Mutex<Option<Child>>,
     log_path: PathBuf,
 }
@@ -95,7 +95,7 @@ impl DaemonProcess {
     }
 
     /// SIGTERM to the group, then SIGKILL if it has not exited after a grace period.
-    pub(crate) fn stop(&mut self) -> Result<()> {
+    pub(crate) fn stop(&self) -> Result<()> {
         let Some(mut child) = self.take_child() else {
             return Ok(());
         };
@@ -113,16 +113,16 @@ impl DaemonProcess {
     }
 
     /// SIGKILL to the whole group at once.
-    pub(crate) fn kill(&mut self) -> Result<()> {
+    pub(crate) fn kill(&self) -> Result<()> {
         match self.take_child() {
             Some(child) => self.kill_child(child),
             None => Ok(()),
         }
     }
 
-    fn take_child(&mut self) -> Option<Child> {
+    fn take_child(&self) -> Option<Child> {
         self.child
-            .get_mut()
+            .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
     }
@@ -136,6 +136,11 @@ impl DaemonProcess {
             context: "reap the daemon".to_string(),
             source,
         })
+    }
+
+    /// Which daemon runs in it.
+    pub(crate) fn daemon(&self) -> Daemon {
+        self.daemon
     }
 
     /// The last few kilobytes of the daemon's log.
