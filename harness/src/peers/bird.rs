@@ -37,7 +37,7 @@ use ipnet::IpNet;
 use super::process::{self, DaemonProcess};
 use super::{
     BgpPeer, COMMAND_TIMEOUT, DEFAULT_NEXT_HOP_V6, Daemon, Error, Family, ImportCounters, Launched,
-    Origin, PeerSpec, ReceivedRoute, Result, Route, STARTUP_TIMEOUT, SessionState,
+    Origin, PeerSpec, ReceivedRoute, Result, Route, SessionState,
 };
 
 const DAEMON: Daemon = Daemon::Bird;
@@ -86,7 +86,7 @@ impl BirdPeer {
             .arg("-P")
             .arg(directory.path().join("bird.pid"));
         let process = DaemonProcess::spawn(DAEMON, command, &log)?;
-        let mut peer = BirdPeer {
+        let peer = BirdPeer {
             originated,
             launched: Launched { spec, process },
             socket,
@@ -97,22 +97,14 @@ impl BirdPeer {
         Ok(peer)
     }
 
-    fn wait_until_up(&mut self) -> Result<()> {
-        let log = self.directory.path().join("daemon.log");
-        super::poll(
-            DAEMON,
-            "the control socket",
-            STARTUP_TIMEOUT,
-            || process::file_tail(&log),
-            || {
-                self.launched.process.check_running()?;
-                Ok(match self.birdc(&["show", "status"]) {
-                    Ok(output) if output.contains("Daemon is up and running") => Ok(()),
-                    Ok(output) => Err(output),
-                    Err(error) => Err(error.to_string()),
-                })
-            },
-        )
+    fn wait_until_up(&self) -> Result<()> {
+        self.launched.wait_until_up("the control socket", || {
+            match self.birdc(&["show", "status"]) {
+                Ok(output) if output.contains("Daemon is up and running") => Ok(()),
+                Ok(output) => Err(output),
+                Err(error) => Err(error.to_string()),
+            }
+        })
     }
 
     /// Runs one `birdc` command and returns its output without the greeting line.

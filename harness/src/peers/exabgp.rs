@@ -37,7 +37,7 @@ use serde_json::Value;
 use super::process::{self, DaemonProcess};
 use super::{
     BgpPeer, Daemon, Error, Family, ImportCounters, Launched, Origin, PeerSpec, ReceivedRoute,
-    Result, Route, STARTUP_TIMEOUT, SessionState,
+    Result, Route, SessionState,
 };
 
 const DAEMON: Daemon = Daemon::Exabgp;
@@ -73,32 +73,24 @@ impl ExabgpPeer {
         make_executable(&script)?;
         process::write_file(DAEMON, &config, &render_config(&spec, &script))?;
         let process = DaemonProcess::spawn(DAEMON, exabgp_command(&config), &log)?;
-        let mut peer = ExabgpPeer {
+        let peer = ExabgpPeer {
             launched: Launched { spec, process },
             received,
             commands,
             directory,
         };
-        peer.wait_until_up(&log)?;
+        peer.wait_until_up()?;
         Ok(peer)
     }
 
-    fn wait_until_up(&mut self, log: &Path) -> Result<()> {
-        let received = self.received.clone();
-        super::poll(
-            DAEMON,
-            "the API process",
-            STARTUP_TIMEOUT,
-            || process::file_tail(log),
-            || {
-                self.launched.process.check_running()?;
-                Ok(if received.exists() {
-                    Ok(())
-                } else {
-                    Err("received.jsonl not created yet".to_string())
-                })
-            },
-        )
+    fn wait_until_up(&self) -> Result<()> {
+        self.launched.wait_until_up("the API process", || {
+            if self.received.exists() {
+                Ok(())
+            } else {
+                Err("received.jsonl not created yet".to_string())
+            }
+        })
     }
 
     /// Sends ROUTE-REFRESH (RFC 2918) for every family of the session, through the API.

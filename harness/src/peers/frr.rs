@@ -42,7 +42,7 @@ use serde_json::Value;
 use super::process::{self, DaemonProcess};
 use super::{
     BgpPeer, COMMAND_TIMEOUT, Daemon, Error, Family, ImportCounters, Launched, Origin, PeerSpec,
-    ReceivedRoute, Result, Route, STARTUP_TIMEOUT, SessionState,
+    ReceivedRoute, Result, Route, SessionState,
 };
 
 const DAEMON: Daemon = Daemon::Frr;
@@ -104,31 +104,21 @@ impl FrrPeer {
             .arg("-p")
             .arg(spec.local.port().to_string());
         let process = DaemonProcess::spawn(DAEMON, command, &log)?;
-        let mut peer = FrrPeer {
+        let peer = FrrPeer {
             sequences,
             announced,
             launched: Launched { spec, process },
             bgpd_log,
             directory,
         };
-        peer.wait_until_up(&log)?;
+        peer.wait_until_up()?;
         Ok(peer)
     }
 
-    fn wait_until_up(&mut self, log: &Path) -> Result<()> {
-        super::poll(
-            DAEMON,
-            "vtysh",
-            STARTUP_TIMEOUT,
-            || process::file_tail(log),
-            || {
-                self.launched.process.check_running()?;
-                Ok(super::answers_json(
-                    self.vtysh(&["show bgp neighbors json"]),
-                    '{',
-                ))
-            },
-        )
+    fn wait_until_up(&self) -> Result<()> {
+        self.launched.wait_until_up("vtysh", || {
+            super::answers_json(self.vtysh(&["show bgp neighbors json"]), '{')
+        })
     }
 
     /// Runs vtysh commands in one session (configuration context carries over) and returns stdout.

@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use ipnet::IpNet;
@@ -30,7 +30,7 @@ use serde_json::Value;
 use super::process::{self, DaemonProcess};
 use super::{
     BgpPeer, COMMAND_TIMEOUT, Daemon, Error, Family, ImportCounters, Launched, Origin, PeerSpec,
-    ReceivedRoute, Result, Route, STARTUP_TIMEOUT, SessionState,
+    ReceivedRoute, Result, Route, SessionState,
 };
 
 const DAEMON: Daemon = Daemon::Gobgp;
@@ -43,7 +43,6 @@ pub struct GobgpPeer {
     originated: BTreeMap<IpNet, Route>,
     launched: Launched,
     api_target: String,
-    log: PathBuf,
     directory: tempfile::TempDir,
 }
 
@@ -66,7 +65,6 @@ impl GobgpPeer {
             originated: BTreeMap::new(),
             launched: Launched { spec, process },
             api_target,
-            log,
             directory,
         };
         peer.wait_until_up()?;
@@ -75,18 +73,10 @@ impl GobgpPeer {
         Ok(peer)
     }
 
-    fn wait_until_up(&mut self) -> Result<()> {
-        let log = self.log.clone();
-        super::poll(
-            DAEMON,
-            "the gRPC API",
-            STARTUP_TIMEOUT,
-            || process::file_tail(&log),
-            || {
-                self.launched.process.check_running()?;
-                Ok(super::answers_json(self.gobgp(&["neighbor", "-j"]), '['))
-            },
-        )
+    fn wait_until_up(&self) -> Result<()> {
+        self.launched.wait_until_up("the gRPC API", || {
+            super::answers_json(self.gobgp(&["neighbor", "-j"]), '[')
+        })
     }
 
     /// Runs one `gobgp` CLI command against this daemon and returns stdout.

@@ -510,6 +510,27 @@ pub struct Launched {
     process: process::DaemonProcess,
 }
 
+impl Launched {
+    /// Polls `ready` until the daemon is up (`what` answers), failing at once with the log tail
+    /// if the daemon exits, and after [`STARTUP_TIMEOUT`].
+    fn wait_until_up(
+        &self,
+        what: &str,
+        mut ready: impl FnMut() -> std::result::Result<(), String>,
+    ) -> Result<()> {
+        poll(
+            self.process.daemon(),
+            what,
+            STARTUP_TIMEOUT,
+            || self.process.log_tail(),
+            || {
+                self.process.check_running()?;
+                Ok(ready())
+            },
+        )
+    }
+}
+
 /// The operations every peer launcher offers.
 pub trait BgpPeer {
     /// The session this daemon was started for and its process.
