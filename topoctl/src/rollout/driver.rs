@@ -394,17 +394,7 @@ async fn carry_out(context: Arc<Context>, effect: Effect) -> Event {
         Effect::SettleApply {
             location,
             expected_generation,
-        } => {
-            let deadline = settle_deadline(&context, &location);
-            settle(
-                &context,
-                Mutation::Apply,
-                &location,
-                expected_generation,
-                deadline,
-            )
-            .await
-        }
+        } => settle(&context, Mutation::Apply, &location, expected_generation).await,
         Effect::Rollback {
             location,
             to_generation,
@@ -414,17 +404,7 @@ async fn carry_out(context: Arc<Context>, effect: Effect) -> Event {
             location,
             expected_generation,
             ..
-        } => {
-            let deadline = settle_deadline(&context, &location);
-            settle(
-                &context,
-                Mutation::Rollback,
-                &location,
-                expected_generation,
-                deadline,
-            )
-            .await
-        }
+        } => settle(&context, Mutation::Rollback, &location, expected_generation).await,
         Effect::Evaluate { wave, gate, epoch } => {
             let verdict = evaluate(Arc::clone(&context), wave, gate).await;
             Event::GateEvaluated {
@@ -645,7 +625,7 @@ pub fn delta_json(delta: &topologyd_topology::LocationDelta) -> Value {
 
 mod calls;
 
-use calls::{Mutation, apply, rollback, settle, settle_deadline};
+use calls::{Mutation, apply, rollback, settle};
 pub use calls::{SETTLE_GRACE, unix_now_ms};
 
 #[cfg(test)]

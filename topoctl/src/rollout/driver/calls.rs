@@ -68,7 +68,7 @@ fn call_deadline(context: &Context, location: &str, what: &str) -> Result<(u64, 
 
 /// A settle at `location` now: when it gives up (the end of the location's stall bound plus
 /// [`SETTLE_GRACE`], and at least one status read away).
-pub(super) fn settle_deadline(context: &Context, location: &str) -> Instant {
+fn settle_deadline(context: &Context, location: &str) -> Instant {
     let now = unix_now_ms();
     let (deadline, bound, dropped) = match context.doubts.lock() {
         Ok(mut doubts) => (
@@ -280,14 +280,15 @@ impl Mutation {
 }
 
 /// Finds out from `GET /v1/status` whether a call in doubt happened; "not done" only from a
-/// status answered after the deadline of every call dropped there (see `doubt.rs`).
+/// status answered after the deadline of every call dropped there (see `doubt.rs`). Gives up
+/// at the location's [`settle_deadline`].
 pub(super) async fn settle(
     context: &Context,
     mutation: Mutation,
     location: &str,
     expected_generation: u64,
-    deadline: Instant,
 ) -> Event {
+    let deadline = settle_deadline(context, location);
     loop {
         let status = match status_until_answered(context, location, deadline).await {
             Ok(status) => status,
@@ -424,10 +425,7 @@ async fn conclude(
         }
         Err(error) if super::super::lease::is_lease_lapsed(&error) => {
             match retake_lapsed(context, client, location, &error).await {
-                Ok(()) => {
-                    let deadline = settle_deadline(context, location);
-                    settle(context, mutation, location, expected_generation, deadline).await
-                }
+                Ok(()) => settle(context, mutation, location, expected_generation).await,
                 Err(RetakeRefused::Stalled(stalled)) => stalled,
                 Err(RetakeRefused::LockLost(reason)) => mutation.failed(location, reason),
             }
@@ -437,8 +435,7 @@ async fn conclude(
             mutation.failed(location, reason)
         }
         Err(ClientError::Status { status: 409, .. }) => {
-            let deadline = settle_deadline(context, location);
-            settle(context, mutation, location, expected_generation, deadline).await
+            settle(context, mutation, location, expected_generation).await
         }
         Err(error) if transient(&error) => {
             context.progress.warn(&format!(
@@ -446,8 +443,7 @@ async fn conclude(
                 describe(&error)
             ));
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let deadline = settle_deadline(context, location);
-            settle(context, mutation, location, expected_generation, deadline).await
+            settle(context, mutation, location, expected_generation).await
         }
         Err(error) => mutation.failed(location, describe(&error)),
     }
