@@ -800,18 +800,8 @@ pub fn continue_rollout(
 
 /// Appends a command to the control file and waits for the controller to journal it.
 fn send_command(dir: &Path, command: Command) -> Result<(), String> {
-    let id = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_nanos())
-    );
-    let line = serde_json::to_string(&ControlLine {
-        id: id.clone(),
-        command,
-    })
-    .map_err(|error| error.to_string())?;
+    let control = ControlLine::new(command);
+    let line = serde_json::to_string(&control).map_err(|error| error.to_string())?;
     let path = dir.join(CONTROL_FILE);
     let mut file = OpenOptions::new()
         .create(true)
@@ -821,16 +811,8 @@ fn send_command(dir: &Path, command: Command) -> Result<(), String> {
     file.write_all(format!("{line}\n").as_bytes())
         .and_then(|()| file.sync_data())
         .map_err(|error| format!("{}: {error}", path.display()))?;
-    let deadline = Instant::now() + ACKNOWLEDGE_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Ok((_, lines)) = read_journal(dir)
-            && lines
-                .iter()
-                .any(|line| matches!(&line.record, Record::Command { id: seen, .. } if *seen == id))
-        {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if control.acknowledged(|| read_journal(dir).ok().map(|(_, lines)| lines)) {
+        return Ok(());
     }
     Err(format!(
         "the controller in {} did not acknowledge `{}` within {ACKNOWLEDGE_TIMEOUT:?}",

@@ -29,7 +29,7 @@ use topologyd_topology::{AnnouncedRoute, Intent, Topology, compile_owned};
 
 use super::doubt::Doubts;
 use super::gates::{self, GateVerdict, HealthView};
-use super::journal::{Command, Journal, Record, Started};
+use super::journal::{Command, Journal, Line, Record, Started};
 use super::lease::{LOCAL_TOKEN, LockWatch, is_lease_refusal};
 use super::machine::{Effect, Event, Machine, MachinePlan, Output};
 use super::progress::{Progress, RolloutMetrics};
@@ -443,6 +443,37 @@ fn task_failed(location: String, error: &tokio::task::JoinError) -> Event {
 pub struct ControlLine {
     pub id: String,
     pub command: Command,
+}
+
+impl ControlLine {
+    /// A line for `command`, with an id unique to this process and moment.
+    pub fn new(command: Command) -> ControlLine {
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_nanos())
+        );
+        ControlLine { id, command }
+    }
+
+    /// Waits until the journal, read with `journal_lines` (`None`: not readable now), holds
+    /// this command; whether it did within [`super::commands::ACKNOWLEDGE_TIMEOUT`].
+    pub fn acknowledged(&self, mut journal_lines: impl FnMut() -> Option<Vec<Line>>) -> bool {
+        let deadline = Instant::now() + super::commands::ACKNOWLEDGE_TIMEOUT;
+        while Instant::now() < deadline {
+            if journal_lines().is_some_and(|lines| {
+                lines.iter().any(
+                    |line| matches!(&line.record, Record::Command { id, .. } if *id == self.id),
+                )
+            }) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
 }
 
 /// Reads the control file from `offset`; answers the complete lines and the new offset.

@@ -8,8 +8,6 @@
 //!
 //! Must not touch: the preflight and the driving of the rollout (`commands.rs`, `driver.rs`).
 
-use std::time::{Duration, Instant};
-
 use super::EtcdOptions;
 use super::session::{CampaignError, EtcdJournal, Session};
 use crate::rollout::commands::{
@@ -116,27 +114,10 @@ fn take_over(session: Session, abort: bool, standby: bool, flags: &RunFlags) -> 
 
 /// Puts a control command and waits for the leader to journal it.
 fn send_command(session: &Session, command: Command) -> Result<(), String> {
-    let id = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_nanos())
-    );
-    session.put_control(&ControlLine {
-        id: id.clone(),
-        command,
-    })?;
-    let deadline = Instant::now() + ACKNOWLEDGE_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Ok((lines, _)) = session.read_journal()
-            && lines
-                .iter()
-                .any(|line| matches!(&line.record, Record::Command { id: seen, .. } if *seen == id))
-        {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let control = ControlLine::new(command);
+    session.put_control(&control)?;
+    if control.acknowledged(|| session.read_journal().ok().map(|(lines, _)| lines)) {
+        return Ok(());
     }
     Err(format!(
         "the leader of {} did not acknowledge `{}` within {ACKNOWLEDGE_TIMEOUT:?}",
