@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use topologyd_api::SourceBundle;
 use topologyd_api::{PlanView, Verdict};
 use topologyd_config::fleet::Fleet;
-use topologyd_config::{Collector, Diagnostic, SourceMap};
+use topologyd_config::{Collector, Diagnostic, Diagnostics, SourceMap};
 use topologyd_topology::{Intent, Topology};
 
 use super::journal::unix_time;
@@ -103,18 +103,7 @@ pub fn check_waves(fleet: &Fleet, new: &Topology, no_canary: bool) -> Result<Wav
                     message: error.to_string(),
                 });
             }
-            return Err(Stop {
-                code: EXIT_REFUSED,
-                message: format!(
-                    "the wave plan is refused; nothing was applied:\n{}\n{error}",
-                    diagnostics
-                        .errors()
-                        .chain(diagnostics.warnings())
-                        .map(Diagnostic::to_string)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                ),
-            });
+            return Err(wave_plan_refused(&diagnostics, Some(&error)));
         }
     };
     if canary_dropped(&fleet.waves, &waves)
@@ -148,18 +137,7 @@ pub fn check_waves(fleet: &Fleet, new: &Topology, no_canary: bool) -> Result<Wav
     }
     let diagnostics = collector.finish(&sources);
     if diagnostics.has_errors() {
-        return Err(Stop {
-            code: EXIT_REFUSED,
-            message: format!(
-                "the wave plan is refused; nothing was applied:\n{}",
-                diagnostics
-                    .errors()
-                    .chain(diagnostics.warnings())
-                    .map(Diagnostic::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
-        });
+        return Err(wave_plan_refused(&diagnostics, None));
     }
     let mut all = diagnostics
         .warnings()
@@ -182,6 +160,23 @@ pub fn check_waves(fleet: &Fleet, new: &Topology, no_canary: bool) -> Result<Wav
         waves,
         warnings: all,
     })
+}
+/// The refusal of a wave plan: every error and warning of `diagnostics`, then the planner's
+/// own `error` if it refused too.
+fn wave_plan_refused(diagnostics: &Diagnostics, error: Option<&dyn std::fmt::Display>) -> Stop {
+    let mut message = String::from("the wave plan is refused; nothing was applied:");
+    for diagnostic in diagnostics.errors().chain(diagnostics.warnings()) {
+        message.push('\n');
+        message.push_str(&diagnostic.to_string());
+    }
+    if let Some(error) = error {
+        message.push('\n');
+        message.push_str(&error.to_string());
+    }
+    Stop {
+        code: EXIT_REFUSED,
+        message,
+    }
 }
 
 /// Prints warnings: `{"event":"warning",…}` lines with `--json` (the rollout id is not known
