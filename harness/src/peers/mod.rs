@@ -69,6 +69,8 @@ pub use gobgp::GobgpPeer;
 pub use gtsm::{TtlProbe, ttl_probe};
 pub use prometheus::{Labels, Prometheus};
 pub use stayrtr::{Roa, StayRtr, StayRtrOptions};
+/// The ORIGIN attribute (RFC 4271 §5.1.1) of the routes the peers send: the codec's own type.
+pub use topologyd_bgp::codec::attributes::Origin;
 
 /// Next hop used by [`Route::new`] for IPv4 prefixes (TEST-NET-1, RFC 5737): an attribute value only.
 pub const DEFAULT_NEXT_HOP_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -188,18 +190,6 @@ impl Family {
             IpNet::V6(_) => Family::Ipv6Unicast,
         }
     }
-}
-
-/// The ORIGIN attribute (RFC 4271 §5.1.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Origin {
-    /// 0.
-    #[default]
-    Igp,
-    /// 1.
-    Egp,
-    /// 2.
-    Incomplete,
 }
 
 /// Graceful restart settings (RFC 4724) for the daemon; it always acts at least as a helper.
