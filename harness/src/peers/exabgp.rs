@@ -208,12 +208,7 @@ fn make_executable(path: &Path) -> Result<()> {
 /// `route PREFIX next-hop ... ;`-style text shared by the static section and the API.
 fn route_text(spec: &PeerSpec, route: &Route) -> String {
     let mut text = format!("route {} next-hop {}", route.prefix, route.next_hop);
-    let origin = match route.origin {
-        Origin::Igp => "igp",
-        Origin::Egp => "egp",
-        Origin::Incomplete => "incomplete",
-    };
-    let _ = write!(text, " origin {origin}");
+    let _ = write!(text, " origin {}", super::origin_keyword(route.origin));
     let mut as_path = Vec::new();
     if !spec.is_internal() {
         as_path.push(spec.local_asn);

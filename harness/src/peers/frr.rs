@@ -324,11 +324,7 @@ fn policy_lines(route: &Route, sequence: u32) -> Vec<String> {
     lines.push(format!("route-map ORIGINATE-{sequence} permit 10"));
     lines.push(format!(
         "set origin {}",
-        match route.origin {
-            Origin::Igp => "igp",
-            Origin::Egp => "egp",
-            Origin::Incomplete => "incomplete",
-        }
+        super::origin_keyword(route.origin)
     ));
     if !route.as_path.is_empty() {
         let path: Vec<String> = route.as_path.iter().map(u32::to_string).collect();
@@ -524,18 +520,7 @@ fn parse_routes(command: &str, value: &Value) -> Result<Vec<ReceivedRoute>> {
 
 fn parse_path(command: &str, prefix: IpNet, path: &Value) -> Result<ReceivedRoute> {
     let bad = |message: &str| parse_error(command, message, path);
-    let as_path = path
-        .pointer("/aspath/segments")
-        .and_then(Value::as_array)
-        .map(|segments| {
-            segments
-                .iter()
-                .filter_map(|segment| segment.get("list").and_then(Value::as_array))
-                .flatten()
-                .filter_map(|asn| asn.as_u64().and_then(|asn| u32::try_from(asn).ok()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let as_path = super::as_path_from_segments(path.pointer("/aspath/segments"), "list");
     let next_hop = path
         .get("nexthops")
         .and_then(Value::as_array)

@@ -204,14 +204,7 @@ fn add_arguments(route: &Route) -> Vec<String> {
     arguments.push("nexthop".to_string());
     arguments.push(route.next_hop.to_string());
     arguments.push("origin".to_string());
-    arguments.push(
-        match route.origin {
-            Origin::Igp => "igp",
-            Origin::Egp => "egp",
-            Origin::Incomplete => "incomplete",
-        }
-        .to_string(),
-    );
+    arguments.push(super::origin_keyword(route.origin).to_string());
     if !route.as_path.is_empty() {
         arguments.push("aspath".to_string());
         arguments.push(
@@ -385,18 +378,7 @@ fn parse_path(prefix: IpNet, path: &Value) -> Result<ReceivedRoute> {
                 }
             }
             Some(2) => {
-                route.as_path = attribute
-                    .get("as_paths")
-                    .and_then(Value::as_array)
-                    .map(|segments| {
-                        segments
-                            .iter()
-                            .filter_map(|segment| segment.get("asns").and_then(Value::as_array))
-                            .flatten()
-                            .filter_map(|asn| asn.as_u64().and_then(|asn| u32::try_from(asn).ok()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                route.as_path = super::as_path_from_segments(attribute.get("as_paths"), "asns");
             }
             Some(3) | Some(14) => {
                 let next_hop = match attribute.get("nexthop") {

@@ -635,6 +635,38 @@ pub trait BgpPeer {
     }
 }
 
+/// ORIGIN as the FRR, GoBGP and ExaBGP configuration languages spell it.
+pub(crate) fn origin_keyword(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Igp => "igp",
+        Origin::Egp => "egp",
+        Origin::Incomplete => "incomplete",
+    }
+}
+
+/// The AS numbers of an AS_PATH a daemon shows in JSON as an array of segments, each holding
+/// its numbers under `numbers_key` (`list` for FRR, `asns` for GoBGP); empty when absent.
+pub(crate) fn as_path_from_segments(
+    segments: Option<&serde_json::Value>,
+    numbers_key: &str,
+) -> Vec<u32> {
+    segments
+        .and_then(serde_json::Value::as_array)
+        .map(|segments| {
+            segments
+                .iter()
+                .filter_map(|segment| {
+                    segment
+                        .get(numbers_key)
+                        .and_then(serde_json::Value::as_array)
+                })
+                .flatten()
+                .filter_map(|asn| asn.as_u64().and_then(|asn| u32::try_from(asn).ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A [`poll`] attempt on a daemon's control command: done once it answers with JSON opening
 /// with `opening` (`{` or `[`); otherwise what it said, for the timeout's message.
 pub(crate) fn answers_json(
