@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,48 +17,18 @@ pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 /// How long one `birdc` call may take.
 const BIRDC_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs `birdc -s SOCKET ARGUMENTS…` with a timeout and returns its stdout.
+/// Runs `birdc -s SOCKET ARGUMENTS…` with a timeout and returns its stdout (the launchers'
+/// own command runner); a BIRD that does not answer on its socket is an error too.
 pub(super) fn birdc(socket: &Path, arguments: &[&str]) -> Result<String, String> {
-    let mut child = Command::new("birdc")
-        .arg("-s")
-        .arg(socket)
-        .args(arguments)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|error| format!("running birdc: {error}"))?;
-    let stdout = child.stdout.take();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = stdout {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
-        }
-        text
-    });
-    let started = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                let output = reader.join().unwrap_or_default();
-                if !status.success() || output.contains("Unable to connect to server") {
-                    return Err(format!("birdc {arguments:?}: {status}: {output}"));
-                }
-                return Ok(output);
-            }
-            Ok(None) if started.elapsed() < BIRDC_TIMEOUT => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "birdc {arguments:?}: killed after {BIRDC_TIMEOUT:?}"
-                ));
-            }
-            Err(error) => return Err(format!("waiting for birdc: {error}")),
-        }
+    let mut command = Command::new("birdc");
+    command.arg("-s").arg(socket).args(arguments);
+    let output =
+        crate::peers::process::run(crate::peers::Daemon::Bird, &mut command, BIRDC_TIMEOUT)
+            .map_err(|error| error.to_string())?;
+    if output.contains("Unable to connect to server") {
+        return Err(format!("birdc {arguments:?}: {output}"));
     }
+    Ok(output)
 }
 
 /// The prefixes in BIRD's two master tables learnt over the session with the daemon.
