@@ -453,3 +453,29 @@ fn a_cache_sending_malformed_pdus_never_stops_the_daemon_nor_its_session() {
         "the BGP session is up: {status}"
     );
 }
+
+#[test]
+fn with_only_a_malformed_cache_every_route_is_announced_and_pushes_say_g5_was_skipped() {
+    let bad = malformed_cache();
+    let mut setup = start(&[(bad.to_string(), 1)], "withdraw", AMS01_ROUTES);
+    let view = wait_rpki(&setup, "an error from the cache", |view| {
+        view["caches"][0]["last_error"].is_string()
+    });
+    assert_eq!(view["sync"], "connecting", "{view}");
+    assert_eq!(view["counts"]["not_found"], 6, "{view}");
+    let split = format!("{PREFIXES}{SPLIT_BEYOND_MAX_LENGTH}");
+    let (code, plan) = setup.curl.run(
+        "/v1/plan",
+        Some(&json!({ "bundle": bundle(&split), "intent": ["service:resolver"] })),
+    );
+    assert_eq!(code, 200, "{plan}");
+    assert_ne!(plan["verdict"], "refused", "{plan}");
+    assert!(
+        plan["text"]
+            .as_str()
+            .is_some_and(|text| text.contains("rpki: G5 skipped")),
+        "{plan}"
+    );
+    check(setup.topologyd.check_running(), "topologyd still running");
+    assert_eq!(bird_prefixes(&setup.bird).len(), AMS01_ROUTES);
+}
