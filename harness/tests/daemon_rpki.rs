@@ -377,6 +377,7 @@ fn failover_changes_no_route_and_expiry_makes_everything_not_found_withdrawing_n
     });
     assert_eq!(view["caches"][0]["address"], first.address().to_string());
     let held = bird_prefixes(&setup.bird);
+    let counters = check(setup.bird.counters(), "BIRD counters");
 
     check(first.kill(), "killing the preferred StayRTR");
     let view = wait_rpki(&setup, "the second cache serving", |view| {
@@ -384,8 +385,15 @@ fn failover_changes_no_route_and_expiry_makes_everything_not_found_withdrawing_n
     });
     assert_eq!(route(&view, "1.1.1.0/24")["state"], "invalid_origin");
     assert_eq!(bird_prefixes(&setup.bird), held, "failover changed routes");
+    let after = check(setup.bird.counters(), "BIRD counters");
+    assert_eq!(
+        (after.updates, after.withdrawals),
+        (counters.updates, counters.withdrawals),
+        "failover sent BIRD something"
+    );
 
     // No cache at all: after `expire` the set is dropped, every route is not found.
+    let before_expiry = check(setup.bird.counters(), "BIRD counters");
     check(second.kill(), "killing the second StayRTR");
     let view = wait_rpki(&setup, "the data expired", |view| view["sync"] == "expired");
     assert_eq!(view["counts"]["not_found"], 6, "{view}");
@@ -398,6 +406,11 @@ fn failover_changes_no_route_and_expiry_makes_everything_not_found_withdrawing_n
     assert_eq!(
         check(setup.topologyd.metric("topologyd_rpki_in_sync "), "metrics"),
         Some(0.0)
+    );
+    let after_expiry = check(setup.bird.counters(), "BIRD counters");
+    assert_eq!(
+        after_expiry.withdrawals, before_expiry.withdrawals,
+        "expiry withdrew something"
     );
 }
 
