@@ -17,7 +17,8 @@
 //!       └─ oneshot reply ◄──────────────────────│       engine task        │
 //!                                               │ owns: running generation,│
 //!   health prober (later) ──EngineCommand──────►│ what each peer was sent, │
-//!                                               │ rollout state, state dir │
+//!   RTR client ([rpki]) ──watch<RtrSnapshot>───►│ rollout state, state dir,│
+//!                                               │ every route's RPKI state │
 //!                                               └──┬──────────▲────────┬───┘
 //!                          the published routes    │          │ peer   │ peer directory,
 //!                          (one watch, all peers)  ▼          │ reports│ generation snapshot,
@@ -129,6 +130,11 @@ pub enum EngineCommand {
     Health {
         /// The health document.
         reply: Reply<HealthView>,
+    },
+    /// Where the VRPs stand and every route's RFC 6811 state (`GET /v1/rpki`).
+    Rpki {
+        /// The RPKI document.
+        reply: Reply<topologyd_api::RpkiView>,
     },
     /// Acquire, release or break the fleet lock's lease; persisted before it takes effect.
     Lease {

@@ -259,6 +259,11 @@ impl ControlClient {
         self.call::<(), _>(Method::GET, "/v1/health", None).await
     }
 
+    /// `GET /v1/rpki`: the VRPs' sync state and every route's RFC 6811 state.
+    pub async fn rpki(&self) -> Result<topologyd_api::RpkiView, ClientError> {
+        self.call::<(), _>(Method::GET, "/v1/rpki", None).await
+    }
+
     /// `GET /v1/topology`: the running generation's sources.
     pub async fn topology(&self) -> Result<TopologyView, ClientError> {
         self.call::<(), _>(Method::GET, "/v1/topology", None).await
