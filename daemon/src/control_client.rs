@@ -28,7 +28,7 @@ use crate::http_client::{ExchangeError, OneShot, exchange};
 use topologyd_api::{
     ApplyRequest, DrainRequest, DrainView, ErrorBody, ErrorView, HealthView, Intent, LeaseClaim,
     LeaseRequest, LeaseView, MutationOutcome, PlanRequest, PlanView, RollbackRequest, RoutesView,
-    SourceBundle, StatusView, TopologyView,
+    RpkiView, SourceBundle, StatusView, TopologyView,
 };
 
 /// How long one call may take, connect to last byte, unless configured otherwise.
@@ -257,6 +257,11 @@ impl ControlClient {
     /// `GET /v1/health`: per-service health, drains and actions at this location.
     pub async fn health(&self) -> Result<HealthView, ClientError> {
         self.call::<(), _>(Method::GET, "/v1/health", None).await
+    }
+
+    /// `GET /v1/rpki`: the VRP set's sync state and every route's RFC 6811 state.
+    pub async fn rpki(&self) -> Result<RpkiView, ClientError> {
+        self.call::<(), _>(Method::GET, "/v1/rpki", None).await
     }
 
     /// `GET /v1/topology`: the running generation's sources.

@@ -3,6 +3,7 @@
 //! talks to it only through the control API.
 pub mod lease_command;
 pub mod rollout;
+pub mod rpki_command;
 pub mod vrp_source;
 
 /// An error and its sources, outermost first: a refused TLS handshake shows up as an HTTP
