@@ -13,6 +13,12 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
 use serde::{Deserialize, Serialize};
 
+mod affected;
+mod index;
+
+pub use affected::RouteIndex;
+pub use index::VrpIndex;
+
 /// One Validated ROA Payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Vrp {
@@ -246,6 +252,11 @@ impl VrpSet {
             IpNet::V4(prefix) => state_in(&self.ipv4, prefix, length, origin),
             IpNet::V6(prefix) => state_in(&self.ipv6, prefix, length, origin),
         }
+    }
+
+    /// A frozen copy laid out for judging many routes fast ([`VrpIndex`]).
+    pub fn index(&self) -> VrpIndex {
+        VrpIndex::new(self)
     }
 
     /// RFC 6811 origin validation of `prefix` originated by `origin`.
