@@ -72,6 +72,9 @@ impl Address for u128 {
     }
 }
 
+/// A prefix (masked start, length) and its (ASN, max-length) entries.
+type PrefixEntries<'set, A> = (A, u8, &'set [(u32, u8)]);
+
 /// One family's prefixes in pre-order, with parents, entries and buckets (see the module doc).
 #[derive(Debug, Clone, Default)]
 struct FamilyIndex<A> {
@@ -88,7 +91,7 @@ struct FamilyIndex<A> {
 
 impl<A: Address> FamilyIndex<A> {
     /// From `(start, length, entries)` in any order; every start already masked.
-    fn build(mut prefixes: Vec<(A, u8, &[(u32, u8)])>) -> FamilyIndex<A> {
+    fn build(mut prefixes: Vec<PrefixEntries<'_, A>>) -> FamilyIndex<A> {
         prefixes.sort_unstable_by_key(|(start, length, _)| (*start, *length));
         let count = prefixes.len();
         let entry_count: usize = prefixes.iter().map(|(_, _, entries)| entries.len()).sum();
@@ -237,7 +240,7 @@ pub struct VrpIndex {
 fn family_prefixes<P, A>(
     trie: &PrefixMap<P, Vec<(u32, u8)>>,
     address: impl Fn(&P) -> A,
-) -> Vec<(A, u8, &[(u32, u8)])>
+) -> Vec<PrefixEntries<'_, A>>
 where
     P: prefix_trie::Prefix,
 {
