@@ -160,14 +160,11 @@ impl PayloadTarget for Store {
 
     fn apply(&mut self, update: Self::Update, timing: Timing) -> Result<(), PayloadError> {
         if self.reset {
-            let mut vrps = VrpSet::new();
-            for vrp in update
+            let vrps: VrpSet = update
                 .iter()
                 .filter(|(action, _)| action.is_announce())
                 .filter_map(|(_, payload)| payload_vrp(payload))
-            {
-                vrps.insert(vrp);
-            }
+                .collect();
             self.vrps = Arc::new(vrps);
         } else {
             // Check first, then change: a refused update leaves the set as it was.

@@ -20,7 +20,7 @@
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
 
-use super::{RpkiState, Validation, Vrp, VrpSet};
+use super::{Entries, RpkiState, Validation, Vrp, VrpSet};
 
 /// No parent.
 const NONE: u32 = u32::MAX;
@@ -238,7 +238,7 @@ pub struct VrpIndex {
 }
 
 fn family_prefixes<P, A>(
-    trie: &PrefixMap<P, Vec<(u32, u8)>>,
+    trie: &PrefixMap<P, Entries>,
     address: impl Fn(&P) -> A,
 ) -> Vec<PrefixEntries<'_, A>>
 where
