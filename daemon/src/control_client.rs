@@ -28,7 +28,7 @@ use crate::http_client::{ExchangeError, OneShot, exchange};
 use topologyd_api::{
     ApplyRequest, DrainRequest, DrainView, ErrorBody, ErrorView, HealthView, Intent, LeaseClaim,
     LeaseRequest, LeaseView, MutationOutcome, PlanRequest, PlanView, RollbackRequest, RoutesView,
-    RpkiView, SourceBundle, StatusView, TopologyView,
+    SourceBundle, StatusView, TopologyView,
 };
 
 /// How long one call may take, connect to last byte, unless configured otherwise.
@@ -259,8 +259,8 @@ impl ControlClient {
         self.call::<(), _>(Method::GET, "/v1/health", None).await
     }
 
-    /// `GET /v1/rpki`: the VRP set's sync state and every route's RFC 6811 state.
-    pub async fn rpki(&self) -> Result<RpkiView, ClientError> {
+    /// `GET /v1/rpki`: the VRPs' sync state and every route's RFC 6811 state.
+    pub async fn rpki(&self) -> Result<topologyd_api::RpkiView, ClientError> {
         self.call::<(), _>(Method::GET, "/v1/rpki", None).await
     }
 

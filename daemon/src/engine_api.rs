@@ -130,6 +130,11 @@ pub enum EngineCommand {
         /// The health document.
         reply: Reply<HealthView>,
     },
+    /// Where the VRPs stand and every route's RFC 6811 state (`GET /v1/rpki`).
+    Rpki {
+        /// The RPKI document.
+        reply: Reply<topologyd_api::RpkiView>,
+    },
     /// Acquire, release or break the fleet lock's lease; persisted before it takes effect.
     Lease {
         /// What is asked.

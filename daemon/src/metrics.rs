@@ -31,9 +31,11 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
 
 mod collector;
+mod rpki;
 
 pub use self::collector::{EngineSnapshot, PeerDirectory};
 use self::collector::{Sources, StatusCollector};
+pub use self::rpki::RpkiSample;
 use crate::peer::PeerStatus;
 use crate::readiness::Readiness;
 
@@ -250,6 +252,8 @@ pub struct Metrics {
     known_services: Arc<Mutex<BTreeSet<String>>>,
     /// What the scrape-time collector reads: the engine writes it.
     sources: Sources,
+    /// What the RPKI collector reads (`metrics/rpki.rs`).
+    rpki: Arc<watch::Sender<Arc<RpkiSample>>>,
 }
 
 impl Default for Metrics {
@@ -274,6 +278,10 @@ impl Metrics {
             peers: peer_directory,
             engine: engine_snapshot,
             readiness,
+        }));
+        let (rpki, rpki_sample) = watch::channel(Arc::new(RpkiSample::default()));
+        registry.register_collector(Box::new(rpki::RpkiCollector {
+            sample: rpki_sample,
         }));
         let guard_refusals = Family::<GuardLabels, Counter>::default();
         registry.register(GUARD_REFUSALS, GUARD_REFUSALS_HELP, guard_refusals.clone());
@@ -362,6 +370,7 @@ impl Metrics {
             location_drained,
             local_addresses_bound,
             known_services: Arc::new(Mutex::new(BTreeSet::new())),
+            rpki: Arc::new(rpki),
             sources: Sources {
                 peers: Arc::new(peers),
                 engine: Arc::new(engine),
@@ -408,6 +417,11 @@ impl Metrics {
                 guard: guard.to_owned(),
             })
             .inc_by(routes);
+    }
+
+    /// The RPKI sample the collector reads at the next scrape.
+    pub fn set_rpki(&self, sample: RpkiSample) {
+        self.rpki.send_replace(Arc::new(sample));
     }
 
     /// Records the running generation; the info series of the previous one disappears.

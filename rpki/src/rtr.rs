@@ -96,6 +96,12 @@ pub struct RtrSnapshot {
     pub last_error: Option<String>,
     /// Payloads received but not used (router keys, ASPA) in the current session.
     pub ignored_payloads: u64,
+    /// Counts the changes of `vrps`: every applied update, and the expiry.
+    pub vrps_version: u64,
+    /// The prefixes of the VRPs the change numbered `vrps_version` announced or withdrew, when
+    /// it was an incremental update; `None` when the whole set was replaced (a reset, the
+    /// expiry). A reader that missed a version must treat the whole set as replaced.
+    pub changed_prefixes: Option<Arc<[IpNet]>>,
 }
 
 /// An RTR failure: which cache, and what went wrong.
@@ -127,6 +133,8 @@ struct Store {
     refused: Option<&'static str>,
     /// Router keys and ASPA payloads received in applied updates.
     ignored: u64,
+    /// The prefixes the last applied update changed; `None` after a reset.
+    changed: Option<Vec<IpNet>>,
 }
 
 impl fmt::Debug for Store {
@@ -166,6 +174,7 @@ impl PayloadTarget for Store {
                 .filter_map(|(_, payload)| payload_vrp(payload))
                 .collect();
             self.vrps = Arc::new(vrps);
+            self.changed = None;
         } else {
             // Check first, then change: a refused update leaves the set as it was.
             let changes: Vec<(bool, Vrp)> = update
@@ -187,6 +196,7 @@ impl PayloadTarget for Store {
                     probe.insert(*vrp);
                 }
             }
+            self.changed = Some(changes.iter().map(|(_, vrp)| vrp.prefix).collect());
             let vrps = Arc::make_mut(&mut self.vrps);
             for (announce, vrp) in changes {
                 if announce {
@@ -273,6 +283,7 @@ pub async fn fetch_once(
                 applied: 0,
                 refused: None,
                 ignored: 0,
+                changed: None,
             };
             let mut client = Client::new(stream, store, None);
             if let Err(error) = client.step().await {
@@ -340,6 +351,8 @@ pub fn spawn(caches: Vec<CacheEndpoint>) -> Result<RtrHandle, RtrError> {
         incremental: false,
         last_error: None,
         ignored_payloads: 0,
+        vrps_version: 0,
+        changed_prefixes: None,
     });
     let task = tokio::spawn(run(caches, sender));
     Ok(RtrHandle { snapshots, task })
@@ -376,6 +389,7 @@ async fn run(caches: Vec<CacheEndpoint>, sender: watch::Sender<RtrSnapshot>) {
                 applied: 0,
                 refused: None,
                 ignored: 0,
+                changed: None,
             };
             // Another cache's session state means nothing here: its set is replaced by a reset.
             let state = if served_by == Some(index) {
@@ -475,8 +489,11 @@ async fn run_session(
         let state = client.state();
         applied_state = state;
         let vrps = Arc::clone(&store.vrps);
+        let changed: Option<Arc<[IpNet]>> = store.changed.as_deref().map(Arc::from);
         sender.send_modify(|snapshot| {
             snapshot.vrps = vrps;
+            snapshot.vrps_version += 1;
+            snapshot.changed_prefixes = changed;
             snapshot.state = SyncState::InSync;
             snapshot.cache = Some(address.to_string());
             snapshot.session_id = state.map(|state| state.session());
@@ -565,6 +582,8 @@ fn expire_if_due(sender: &watch::Sender<RtrSnapshot>, vrps: &mut Arc<VrpSet>) ->
         let emptied = Arc::clone(vrps);
         sender.send_modify(|snapshot| {
             snapshot.vrps = emptied;
+            snapshot.vrps_version += 1;
+            snapshot.changed_prefixes = None;
             snapshot.state = SyncState::Expired;
         });
         tracing::warn!("RTR data expired: no cache answered within the expire interval");

@@ -1,6 +1,6 @@
 //! Turning a parsed `topologyd.toml` into a [`DaemonConfig`]: the daemon's identity, listeners,
 //! graceful restart, shutdown, admin and control sections and `[readiness]`, each checked with
-//! its error at the value; peers and `[health]` are converted by their own modules.
+//! its error at the value; peers, `[health]` and `[rpki]` are converted by their own modules.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -12,6 +12,7 @@ use super::file::{
 use super::health_policy::convert_health;
 use super::model::*;
 use super::peer::convert_peers;
+use super::rpki_policy::convert_rpki;
 use crate::diagnostic::{Collector, Diagnostics};
 use crate::source::{Source, SourceMap, Span};
 
@@ -76,6 +77,7 @@ fn convert(file: DaemonFile, collector: &mut Collector) -> Option<DaemonConfig> 
         .map(|readiness| convert_readiness(readiness, peer_count, collector))
         .unwrap_or_default();
     let peers = convert_peers(file.peer, &bgp_listen, collector);
+    let rpki = file.rpki.map(|rpki| convert_rpki(rpki, collector));
     Some(DaemonConfig {
         location: file.location.into_inner(),
         local_asn: file.local_asn.into_inner(),
@@ -98,6 +100,7 @@ fn convert(file: DaemonFile, collector: &mut Collector) -> Option<DaemonConfig> 
             .unwrap_or_default(),
         readiness,
         peers,
+        rpki,
     })
 }
 

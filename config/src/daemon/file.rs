@@ -30,6 +30,7 @@ pub(super) struct DaemonFile {
     pub(super) readiness: Option<ReadinessFile>,
     #[serde(default)]
     pub(super) peer: Vec<PeerFile>,
+    pub(super) rpki: Option<super::rpki_policy::RpkiFile>,
 }
 
 #[derive(Deserialize)]

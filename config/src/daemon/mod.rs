@@ -1,8 +1,8 @@
 //! The daemon's own configuration file (`topologyd.toml`): which location this daemon is, its
 //! BGP identity, its peers, its listeners, where it keeps state and its health-check policy
-//! (`[health]`, `[health.vars]`). Parsed from TOML with unknown keys rejected and every value
-//! that a check can complain about kept with its span, so that all errors come out in one run as
-//! `file:line:column: error: … help: …`.
+//! (`[health]`, `[health.vars]`) and its RTR caches (`[rpki]`). Parsed from TOML with unknown
+//! keys rejected and every value that a check can complain about kept with its span, so that all
+//! errors come out in one run as `file:line:column: error: … help: …`.
 //!
 //! Pure: takes a [`Source`](crate::Source) and returns a [`DaemonConfig`] or
 //! [`Diagnostics`](crate::Diagnostics). Whether files it names exist (keys, certificates) is
@@ -12,13 +12,15 @@
 //!
 //! Split by concern: `model` (the validated configuration and its defaults), `file` (the TOML
 //! schema), `convert` (the whole file and its smaller sections), `peer` (one `[[peer]]`),
-//! `health_policy` (`[health]`); the modules depend on each other without cycles.
+//! `health_policy` (`[health]`), `rpki_policy` (`[rpki]`); the modules depend on each other
+//! without cycles.
 
 mod convert;
 mod file;
 mod health_policy;
 mod model;
 mod peer;
+mod rpki_policy;
 
 pub use convert::parse_daemon_config;
 pub use health_policy::MAX_INTERFACE_NAME_LENGTH;

@@ -77,6 +77,37 @@ pub struct DaemonConfig {
     pub health: HealthConfig,
     pub readiness: ReadinessConfig,
     pub peers: Vec<PeerConfig>,
+    /// `[rpki]`: route origin validation at run time and for pushes (`None`: off).
+    pub rpki: Option<RpkiConfig>,
+}
+
+/// An RTR cache's preference when none is written (lower is preferred, RFC 8210 §10).
+pub const DEFAULT_RPKI_CACHE_PREFERENCE: u8 = 100;
+
+/// `[rpki]`: where the daemon's VRPs come from and what it does with invalid routes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RpkiConfig {
+    /// At least one; tried in ascending preference.
+    pub caches: Vec<RpkiCacheConfig>,
+    pub invalid_policy: InvalidPolicy,
+}
+
+/// One RTR cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RpkiCacheConfig {
+    /// `HOST:PORT`.
+    pub address: String,
+    pub preference: u8,
+}
+
+/// What happens to an announced route that turns RPKI-invalid because the VRPs changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidPolicy {
+    /// Fail static (the default): keep it announced and raise the alarm.
+    Keep,
+    /// Withdraw it until it is valid or not found again.
+    Withdraw,
 }
 
 /// `[readiness]`: when `/ready` answers 200. A peer *holds* the running generation when its

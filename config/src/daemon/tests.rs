@@ -336,3 +336,58 @@ fn the_example_configuration_parses() {
     assert_eq!(config.health.address_interface, None);
     assert!(config.health.vars.contains_key("probe_host"));
 }
+
+#[test]
+fn rpki_section_takes_caches_and_the_keep_default() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.rpki, None);
+    let text = format!(
+        "{MINIMAL}\n[rpki]\ncaches = [{{ address = \"127.0.0.1:3323\", preference = 1 }}, {{ address = \"[::1]:3324\" }}]\n"
+    );
+    let rpki = parse(&text).unwrap().rpki.unwrap();
+    assert_eq!(rpki.invalid_policy, InvalidPolicy::Keep);
+    assert_eq!(
+        rpki.caches,
+        vec![
+            RpkiCacheConfig {
+                address: "127.0.0.1:3323".into(),
+                preference: 1
+            },
+            RpkiCacheConfig {
+                address: "[::1]:3324".into(),
+                preference: DEFAULT_RPKI_CACHE_PREFERENCE
+            },
+        ]
+    );
+    let text = text.replace("[rpki]\n", "[rpki]\ninvalid_policy = \"withdraw\"\n");
+    assert_eq!(
+        parse(&text).unwrap().rpki.unwrap().invalid_policy,
+        InvalidPolicy::Withdraw
+    );
+}
+
+#[test]
+fn rpki_errors_point_at_the_value() {
+    let text = format!(
+        "{MINIMAL}\n[rpki]\ninvalid_policy = \"drop\"\ncaches = [{{ address = \"127.0.0.1\" }}, {{ address = \"b:1\" }}, {{ address = \"b:1\" }}]\n"
+    );
+    let rendered = parse(&text).unwrap_err().to_string();
+    assert!(
+        rendered.contains("topologyd.toml:15:18: error: invalid_policy `drop` is not a policy"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("topologyd.toml:16:23: error: RTR cache address `127.0.0.1` has no port"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("RTR cache `b:1` is named twice"),
+        "{rendered}"
+    );
+    let empty = format!("{MINIMAL}\n[rpki]\ncaches = []\n");
+    let rendered = parse(&empty).unwrap_err().to_string();
+    assert!(rendered.contains("[rpki] names no cache"), "{rendered}");
+    let unknown = format!("{MINIMAL}\n[rpki]\ncaches = [{{ address = \"a:1\", weight = 2 }}]\n");
+    let rendered = parse(&unknown).unwrap_err().to_string();
+    assert!(rendered.contains("unknown field"), "{rendered}");
+}

@@ -75,6 +75,7 @@ pub(super) async fn dispatch(
             answer(ask(engine, |reply| EngineCommand::Routes { peer, reply }).await)
         }
         Endpoint::Health => answer(ask(engine, |reply| EngineCommand::Health { reply }).await),
+        Endpoint::Rpki => answer(ask(engine, |reply| EngineCommand::Rpki { reply }).await),
         Endpoint::Topology => answer(ask(engine, |reply| EngineCommand::Topology { reply }).await),
     }
 }

@@ -26,6 +26,7 @@ use topologyd_topology::{Topology, Verdict};
 use super::lease::LeaseBook;
 use super::peer_set::{PeerSetDiff, peer_set_diff};
 use super::prepare::Prepared;
+use super::rpki::{RouteRpkiChange, RpkiBook, RpkiUpdate};
 use crate::announce::LocationRoutes;
 use crate::engine_api::{EngineError, EngineErrorKind, MutationOutcome};
 use crate::overlay::{self, OverlayInput, ServiceAction, ServiceDecision};
@@ -123,6 +124,8 @@ pub enum Event {
     },
     /// The outcome of an [`Effect::ListAddresses`]: what the interface holds.
     AddressesListed { present: BTreeSet<IpNet> },
+    /// The RTR task published a VRP set (or a change of its sync state).
+    RpkiUpdated(Box<RpkiUpdate>),
     /// Time passed (the shell's ticker).
     Tick,
 }
@@ -181,106 +184,13 @@ pub enum Effect {
     StartPeer { peer: String },
     /// Hand a running peer task its new configuration (reload).
     ReconfigurePeer { peer: String },
+    /// A route's RPKI state or holding changed (logged and audited).
+    RouteRpki(Box<RouteRpkiChange>),
     /// Answer a request.
     Reply {
         request: RequestId,
         answer: Result<Answer, EngineError>,
     },
-}
-
-/// One line per effect, deterministic (the golden replays compare these).
-impl std::fmt::Display for Effect {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Effect::Compile {
-                request,
-                base_generation,
-            } => write!(
-                formatter,
-                "compile request={request} base={base_generation}"
-            ),
-            Effect::CountGuardRefusals { guard, count } => {
-                write!(formatter, "count-guard-refusals {guard} {count}")
-            }
-            Effect::Commit {
-                request,
-                stored,
-                generation_before,
-                intended_verdict,
-                rollback_of,
-                ..
-            } => write!(
-                formatter,
-                "commit request={request} generation {generation_before} -> {} verdict={intended_verdict} who={:?} intent={:?} rollback_of={rollback_of:?}",
-                stored.meta.generation, stored.meta.who, stored.meta.intent
-            ),
-            Effect::GenerationApplied { request, meta } => write!(
-                formatter,
-                "generation-applied request={request} generation={}",
-                meta.generation
-            ),
-            Effect::Release(previous) => {
-                write!(formatter, "release generation={}", previous.meta.generation)
-            }
-            Effect::UpdateHealthSpecs => write!(formatter, "update-health-specs"),
-            Effect::ServiceChanged {
-                service, decision, ..
-            } => write!(
-                formatter,
-                "service-changed {service} action={} healthy={:?} drained={} floor_held={}",
-                decision.action.as_str(),
-                decision.healthy,
-                decision.drained,
-                decision.floor_held
-            ),
-            Effect::Bind { address } => write!(formatter, "bind {address}"),
-            Effect::Unbind { address } => write!(formatter, "unbind {address}"),
-            Effect::ListAddresses => write!(formatter, "list-addresses"),
-            Effect::AddressVanished { address } => write!(formatter, "address-vanished {address}"),
-            Effect::Publish(routes) => {
-                write!(
-                    formatter,
-                    "publish version={} generation={}:",
-                    routes.version, routes.generation
-                )?;
-                for (prefix, index) in &routes.routes {
-                    match routes.intent(*index) {
-                        Some(intent) if intent.degraded => {
-                            write!(formatter, " {prefix}={}(degraded)", intent.service)?;
-                        }
-                        Some(intent) => write!(formatter, " {prefix}={}", intent.service)?,
-                        None => write!(formatter, " {prefix}=?")?,
-                    }
-                }
-                Ok(())
-            }
-            Effect::ReportServices => write!(formatter, "report-services"),
-            Effect::StopPeer {
-                peer,
-                withdraw_first,
-            } => write!(
-                formatter,
-                "stop-peer {peer} withdraw_first={withdraw_first}"
-            ),
-            Effect::StartPeer { peer } => write!(formatter, "start-peer {peer}"),
-            Effect::ReconfigurePeer { peer } => write!(formatter, "reconfigure-peer {peer}"),
-            Effect::Reply { request, answer } => match answer {
-                Ok(Answer::Mutation(outcome)) => write!(
-                    formatter,
-                    "reply request={request} ok generation {} -> {}",
-                    outcome.generation_before, outcome.generation_after
-                ),
-                Ok(Answer::Reload(report)) => {
-                    write!(formatter, "reply request={request} ok {report}")
-                }
-                Err(error) => write!(
-                    formatter,
-                    "reply request={request} error {:?}: {}",
-                    error.kind, error.message
-                ),
-            },
-        }
-    }
 }
 
 /// A successful answer.
@@ -339,6 +249,8 @@ pub struct EngineCore {
     /// The fleet lock: the lease held here and the fences (`engine/lease.rs`); changed by the
     /// shell only after the new book is persisted.
     pub lease: LeaseBook,
+    /// The VRP set and every running route's RPKI verdict (`engine/rpki.rs`).
+    pub rpki: RpkiBook,
 }
 
 impl EngineCore {
@@ -370,7 +282,13 @@ impl EngineCore {
             committing: None,
             committing_decided_ms: 0,
             lease: LeaseBook::default(),
+            rpki: RpkiBook::new(None),
         }
+    }
+
+    /// Judges the running routes under `[rpki]`'s policy from now on (before [`Self::start`]).
+    pub fn enable_rpki(&mut self, policy: topologyd_config::daemon::InvalidPolicy) {
+        self.rpki = RpkiBook::new(Some(policy));
     }
 
     /// A peer task started: it holds nothing until it reports otherwise.
@@ -382,6 +300,8 @@ impl EngineCore {
     pub fn start(&mut self, now: Now) -> Vec<Effect> {
         let mut effects = Vec::new();
         self.addresses_verified = now.monotonic;
+        let routes = self.running.routes.clone();
+        self.rpki.judge_generation(&routes, &routes, now.unix_ms);
         if let Some(next) = self.next_publication(&mut effects) {
             self.publish_version = next.version;
             self.published = Arc::new(next);
@@ -505,6 +425,23 @@ impl EngineCore {
             Event::AddressBound { address, result } => self.on_bound(address, result),
             Event::AddressUnbound { address, result } => self.on_unbound(address, result),
             Event::AddressesListed { present } => self.on_listed(&present, &mut effects),
+            Event::RpkiUpdated(update) => {
+                let routes = self.running.routes.clone();
+                let changes = self.rpki.update(*update, &routes, now.unix_ms);
+                let republish = changes
+                    .iter()
+                    .any(|change| change.held_before != change.held_after);
+                effects.extend(
+                    changes
+                        .into_iter()
+                        .map(|change| Effect::RouteRpki(Box::new(change))),
+                );
+                if republish {
+                    self.republish(now, &mut effects);
+                } else {
+                    effects.push(Effect::ReportServices);
+                }
+            }
             Event::Tick => {
                 self.unbind_withdrawn(now, &mut effects);
                 if self.addresses_managed
@@ -727,6 +664,15 @@ impl EngineCore {
                 routes: Arc::new(routes),
             },
         );
+        // A route the generation adds invalid is never newly announced (`engine/rpki.rs`).
+        let changes =
+            self.rpki
+                .judge_generation(&self.running.routes, &previous.routes, now.unix_ms);
+        effects.extend(
+            changes
+                .into_iter()
+                .map(|change| Effect::RouteRpki(Box::new(change))),
+        );
         // Freeing a large topology takes time too: not on the engine task.
         effects.push(Effect::Release(Box::new(previous)));
         effects.push(Effect::UpdateHealthSpecs);
@@ -830,12 +776,13 @@ impl EngineCore {
                 });
             }
         }
-        let next = overlay::apply(
+        let mut next = overlay::apply(
             &self.running.routes,
             &self.running.topology,
             &decisions,
             self.publish_version + 1,
         );
+        self.rpki.hold_back(&mut next);
         self.decisions = decisions;
         let current = &self.published;
         if next.generation == current.generation
@@ -993,6 +940,7 @@ impl EngineCore {
     }
 }
 
+mod display;
 mod refusal;
 
 #[cfg(test)]

@@ -84,7 +84,11 @@ impl Engine {
             Effect::Publish(routes) => {
                 self.routes.send_replace(routes);
             }
-            Effect::ReportServices => self.report_services(),
+            Effect::ReportServices => {
+                self.report_services();
+                self.report_rpki();
+            }
+            Effect::RouteRpki(change) => self.route_rpki_changed(&change),
             Effect::UpdateHealthSpecs => self.update_health_specs(),
             Effect::CountGuardRefusals { guard, count } => {
                 if guard == "runtime" {

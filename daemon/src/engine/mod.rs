@@ -62,6 +62,8 @@ mod fleet_lock;
 pub mod lease;
 pub mod peer_set;
 pub mod prepare;
+pub mod rpki;
+mod rpki_task;
 mod startup;
 mod status;
 mod views;
@@ -148,6 +150,11 @@ pub struct Engine {
     reload_answer: Option<Result<String, String>>,
     /// The fleet lock's lease was live at the last look (its expiry is noticed on a tick).
     lease_live: bool,
+    /// The RTR client (`[rpki]`), the last VRP version handed to the core, and the VRPs by
+    /// family (IPv4, IPv6) of that version (`rpki_task.rs`).
+    rtr: Option<topologyd_rpki::rtr::RtrHandle>,
+    rpki_version_seen: u64,
+    rpki_families: (u64, u64),
 }
 
 /// The read-only views (`views.rs`) and the shell read the core's state through the engine.
@@ -538,6 +545,7 @@ impl Engine {
         let mut ticker = tokio::time::interval(TICK_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.start_health();
+        self.start_rpki();
         // The first verdict over the peers just started (with no peer to wait for, ready now).
         self.refresh_readiness();
         let (Some(mut compiled), Some(mut peer_reports)) =
@@ -548,12 +556,14 @@ impl Engine {
         };
         let mut commands_open = true;
         loop {
-            let health_changed = async {
-                match self.health.as_mut() {
+            let (health, rtr) = (&mut self.health, &mut self.rtr);
+            let health_changed = async move {
+                match health.as_mut() {
                     Some(health) => health.changed().await.is_ok(),
                     None => std::future::pending().await,
                 }
             };
+            let rtr_changed = rpki_task::rtr_changed(rtr);
             tokio::select! {
                 alive = health_changed => {
                     if alive {
@@ -564,6 +574,14 @@ impl Engine {
                     }
                 }
                 Some(done) = compiled.recv() => self.on_compiled(done).await,
+                alive = rtr_changed => {
+                    if alive {
+                        self.on_rtr().await;
+                    } else {
+                        error!("the RTR client stopped; keeping the last VRP set");
+                        self.rtr = None;
+                    }
+                }
                 command = commands.recv(), if commands_open => match command {
                     Some(command) => self.on_command(command).await,
                     // No control API (none configured, or it stopped): keep serving everything
@@ -704,6 +722,9 @@ impl Engine {
             }
             EngineCommand::Health { reply } => {
                 let _ = reply.send(Ok(self.health_json()));
+            }
+            EngineCommand::Rpki { reply } => {
+                let _ = reply.send(Ok(self.rpki_view()));
             }
             EngineCommand::Lease {
                 request,

@@ -132,6 +132,9 @@ impl Engine {
             drains,
         );
         core.lease = store.load_lease()?;
+        if let Some(rpki) = &config.rpki {
+            core.enable_rpki(rpki.invalid_policy);
+        }
         if let Some(lease) = &core.lease.lease {
             info!(holder = %lease.holder, token = lease.token, expires_unix_ms = lease.expires_unix_ms, "fleet lock lease reloaded");
         }
@@ -163,6 +166,9 @@ impl Engine {
             reload_grace: Duration::ZERO,
             reload_answer: None,
             lease_live: false,
+            rtr: None,
+            rpki_version_seen: 0,
+            rpki_families: (0, 0),
         };
         let now = engine.now();
         for effect in engine.core.start(now) {
