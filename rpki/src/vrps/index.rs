@@ -2,13 +2,14 @@
 //!
 //! The trie of [`VrpSet`] takes updates one VRP at a time; walking it costs one cache miss per
 //! level (about twenty for a random IPv4 route in a global-sized set). The index trades updates
-//! for speed and size: per family, every distinct VRP prefix in one array sorted by (start
-//! address, length) — a pre-order walk of the prefix tree —, each with the position of its
-//! nearest enclosing prefix (its parent) and its (ASN, max-length) entries in flat arrays, and a
-//! table of 65,536 buckets by the address's top 16 bits pointing into the sorted array.
+//! for speed and size: per family, every distinct VRP prefix in one array of small nodes sorted
+//! by (start address, length) — a pre-order walk of the prefix tree —, each with the position
+//! of its nearest enclosing prefix (its parent) and its first (ASN, max-length) entry inline
+//! (further entries in a second array), and a table of 65,536 buckets by 16 address bits (those
+//! after the leading bits all the family's prefixes share) pointing into the node array.
 //!
 //! Finding the VRPs covering a route (address `a`, length `L`): the bucket narrows the array to
-//! the prefixes starting in the route's /16 (a handful), a binary search finds the last prefix
+//! the prefixes starting in the route's bucket (a handful), a binary search finds the last prefix
 //! `C` not after `(a, L)`, and the deepest covering prefix is `C` or the first of `C`'s
 //! ancestors that covers the route (prefixes nest or are disjoint; a covering prefix deeper
 //! than that would sort after `C`). Every ancestor of the deepest covering prefix covers the
@@ -24,21 +25,22 @@ use super::{Entries, RpkiState, Validation, Vrp, VrpSet};
 
 /// No parent.
 const NONE: u32 = u32::MAX;
-/// Buckets per family: the top 16 bits of the address.
+/// Buckets per family: 16 bits of the address, after the bits every prefix shares.
 const BUCKET_BITS: u32 = 16;
+const LAST_BUCKET: usize = (1 << BUCKET_BITS) - 1;
 
 /// An address of one family, as an unsigned integer.
 trait Address: Copy + Ord + Default {
-    /// The top [`BUCKET_BITS`] bits.
-    fn bucket(self) -> usize;
+    /// The address in the top bits of a `u128`.
+    fn wide(self) -> u128;
     /// The first `length` bits, the rest zero.
     fn masked(self, length: u8) -> Self;
     fn network(self, length: u8) -> IpNet;
 }
 
 impl Address for u32 {
-    fn bucket(self) -> usize {
-        (self >> (32 - BUCKET_BITS)) as usize
+    fn wide(self) -> u128 {
+        u128::from(self) << 96
     }
 
     fn masked(self, length: u8) -> u32 {
@@ -55,8 +57,8 @@ impl Address for u32 {
 }
 
 impl Address for u128 {
-    fn bucket(self) -> usize {
-        (self >> (128 - BUCKET_BITS)) as usize
+    fn wide(self) -> u128 {
+        self
     }
 
     fn masked(self, length: u8) -> u128 {
@@ -75,80 +77,122 @@ impl Address for u128 {
 /// A prefix (masked start, length) and its (ASN, max-length) entries.
 type PrefixEntries<'set, A> = (A, u8, &'set [(u32, u8)]);
 
+/// One prefix: where it starts, its length, its parent and its first entry inline (one cache
+/// line holds several nodes, so a lookup touches few lines).
+#[derive(Debug, Clone, Copy, Default)]
+struct Node<A> {
+    start: A,
+    parent: u32,
+    /// The entries after the first: `more[more_from..]` up to the next node's `more_from`.
+    more_from: u32,
+    asn: u32,
+    length: u8,
+    max_length: u8,
+}
+
+/// The bucket table: the 16 address bits after the `shared` leading bits every prefix start
+/// has in common (so that a family whose prefixes all sit in 2000::/16 still spreads).
+/// Monotonic in the address: an address below the shared range is bucket 0, above it the last.
+#[derive(Debug, Clone, Default)]
+struct Buckets {
+    shared: u32,
+    /// The shared bits, in the top bits.
+    common: u128,
+    /// `first[b]`: the first node whose start is in bucket `b` or a later one.
+    first: Vec<u32>,
+}
+
+impl Buckets {
+    fn of(&self, wide: u128) -> usize {
+        let shift = 128 - self.shared;
+        let mine = wide.checked_shr(shift).unwrap_or(0);
+        let common = self.common.checked_shr(shift).unwrap_or(0);
+        if mine < common {
+            0
+        } else if mine > common {
+            LAST_BUCKET
+        } else {
+            ((wide << self.shared) >> (128 - BUCKET_BITS)) as usize
+        }
+    }
+}
+
 /// One family's prefixes in pre-order, with parents, entries and buckets (see the module doc).
 #[derive(Debug, Clone, Default)]
 struct FamilyIndex<A> {
-    starts: Vec<A>,
-    lengths: Vec<u8>,
-    parents: Vec<u32>,
-    /// `entries_from[i]..entries_from[i + 1]` are prefix `i`'s entries.
-    entries_from: Vec<u32>,
-    asns: Vec<u32>,
-    max_lengths: Vec<u8>,
-    /// `buckets[b]`: the first prefix whose start's top bits are `b` or more.
-    buckets: Vec<u32>,
+    nodes: Vec<Node<A>>,
+    more: Vec<(u32, u8)>,
+    buckets: Buckets,
 }
 
 impl<A: Address> FamilyIndex<A> {
-    /// From `(start, length, entries)` in any order; every start already masked.
+    /// From `(start, length, entries)` in any order; every start already masked, every
+    /// prefix with at least one entry.
     fn build(mut prefixes: Vec<PrefixEntries<'_, A>>) -> FamilyIndex<A> {
+        prefixes.retain(|(_, _, entries)| !entries.is_empty());
         prefixes.sort_unstable_by_key(|(start, length, _)| (*start, *length));
-        let count = prefixes.len();
-        let entry_count: usize = prefixes.iter().map(|(_, _, entries)| entries.len()).sum();
-        let mut index = FamilyIndex {
-            starts: Vec::with_capacity(count),
-            lengths: Vec::with_capacity(count),
-            parents: Vec::with_capacity(count),
-            entries_from: Vec::with_capacity(count + 1),
-            asns: Vec::with_capacity(entry_count),
-            max_lengths: Vec::with_capacity(entry_count),
-            buckets: vec![0; (1 << BUCKET_BITS) + 1],
-        };
+        let mut nodes: Vec<Node<A>> = Vec::with_capacity(prefixes.len());
+        let mut more = Vec::new();
         // The prefixes enclosing the current one, innermost last.
         let mut open: Vec<u32> = Vec::new();
         for (position, (start, length, entries)) in prefixes.iter().enumerate() {
             while let Some(&top) = open.last() {
-                let top = top as usize;
-                if start.masked(index.lengths[top]) == index.starts[top] {
+                let top = &nodes[top as usize];
+                if start.masked(top.length) == top.start {
                     break;
                 }
                 open.pop();
             }
-            index.parents.push(open.last().copied().unwrap_or(NONE));
+            let (asn, max_length) = entries[0];
+            nodes.push(Node {
+                start: *start,
+                parent: open.last().copied().unwrap_or(NONE),
+                more_from: more.len() as u32,
+                asn,
+                length: *length,
+                max_length,
+            });
+            more.extend_from_slice(&entries[1..]);
             open.push(position as u32);
-            index.starts.push(*start);
-            index.lengths.push(*length);
-            index.entries_from.push(index.asns.len() as u32);
-            for (asn, max_length) in entries.iter() {
-                index.asns.push(*asn);
-                index.max_lengths.push(*max_length);
-            }
         }
-        index.entries_from.push(index.asns.len() as u32);
-        // buckets[b] = number of prefixes whose bucket is below b.
+        let shared = match (nodes.first(), nodes.last()) {
+            (Some(first), Some(last)) => (first.start.wide() ^ last.start.wide())
+                .leading_zeros()
+                .min(128 - BUCKET_BITS),
+            _ => 0,
+        };
+        let common = match nodes.first() {
+            Some(first) if shared > 0 => first.start.wide() & (u128::MAX << (128 - shared)),
+            _ => 0,
+        };
+        let mut buckets = Buckets {
+            shared,
+            common,
+            first: vec![0; LAST_BUCKET + 2],
+        };
         let mut position = 0usize;
-        for (bucket, first) in index.buckets.iter_mut().enumerate() {
-            while position < count && index.starts[position].bucket() < bucket {
+        for bucket in 0..buckets.first.len() {
+            while position < nodes.len() && buckets.of(nodes[position].start.wide()) < bucket {
                 position += 1;
             }
-            *first = position as u32;
+            buckets.first[bucket] = position as u32;
         }
-        index
+        FamilyIndex {
+            nodes,
+            more,
+            buckets,
+        }
     }
 
     /// The deepest prefix covering the route `address/length` (address masked), if any.
     fn deepest_covering(&self, address: A, length: u8) -> Option<usize> {
-        let bucket = address.bucket();
-        let low = *self.buckets.get(bucket)? as usize;
-        let high = *self.buckets.get(bucket + 1)? as usize;
-        let within = self.starts.get(low..high)?;
-        let lengths = self.lengths.get(low..high)?;
+        let bucket = self.buckets.of(address.wide());
+        let low = *self.buckets.first.get(bucket)? as usize;
+        let high = *self.buckets.first.get(bucket + 1)? as usize;
+        let within = self.nodes.get(low..high)?;
         // The last prefix in the bucket not after (address, length).
-        let after = within.partition_point(|start| *start <= address);
-        let mut not_after = after;
-        while not_after > 0 && within[not_after - 1] == address && lengths[not_after - 1] > length {
-            not_after -= 1;
-        }
+        let not_after =
+            within.partition_point(|node| (node.start, node.length) <= (address, length));
         let mut candidate = if not_after > 0 {
             (low + not_after - 1) as u32
         } else if low > 0 {
@@ -157,14 +201,23 @@ impl<A: Address> FamilyIndex<A> {
             NONE
         };
         while candidate != NONE {
-            let position = candidate as usize;
-            let prefix_length = self.lengths[position];
-            if prefix_length <= length && address.masked(prefix_length) == self.starts[position] {
-                return Some(position);
+            let node = &self.nodes[candidate as usize];
+            if node.length <= length && address.masked(node.length) == node.start {
+                return Some(candidate as usize);
             }
-            candidate = self.parents[position];
+            candidate = node.parent;
         }
         None
+    }
+
+    /// The entries of node `position` after its first.
+    fn more_of(&self, position: usize) -> &[(u32, u8)] {
+        let from = self.nodes[position].more_from as usize;
+        let to = self
+            .nodes
+            .get(position + 1)
+            .map_or(self.more.len(), |next| next.more_from as usize);
+        self.more.get(from..to).unwrap_or_default()
     }
 
     fn state(&self, address: A, length: u8, origin: u32) -> RpkiState {
@@ -173,19 +226,19 @@ impl<A: Address> FamilyIndex<A> {
         };
         let mut origin_authorised = false;
         loop {
-            let entries =
-                self.entries_from[position] as usize..self.entries_from[position + 1] as usize;
+            let node = &self.nodes[position];
             if origin != 0 {
-                for entry in entries {
-                    if self.asns[entry] == origin {
-                        if length <= self.max_lengths[entry] {
+                let first = std::iter::once((node.asn, node.max_length));
+                for (asn, max_length) in first.chain(self.more_of(position).iter().copied()) {
+                    if asn == origin {
+                        if length <= max_length {
                             return RpkiState::Valid;
                         }
                         origin_authorised = true;
                     }
                 }
             }
-            match self.parents[position] {
+            match node.parent {
                 NONE => break,
                 parent => position = parent as usize,
             }
@@ -203,28 +256,24 @@ impl<A: Address> FamilyIndex<A> {
             .map_or(NONE, |position| position as u32);
         while next != NONE {
             let position = next as usize;
-            let prefix = self.starts[position].network(self.lengths[position]);
-            for entry in
-                self.entries_from[position] as usize..self.entries_from[position + 1] as usize
-            {
+            let node = &self.nodes[position];
+            let prefix = node.start.network(node.length);
+            let first = std::iter::once((node.asn, node.max_length));
+            for (asn, max_length) in first.chain(self.more_of(position).iter().copied()) {
                 into.push(Vrp {
                     prefix,
-                    max_length: self.max_lengths[entry],
-                    asn: self.asns[entry],
+                    max_length,
+                    asn,
                 });
             }
-            next = self.parents[position];
+            next = node.parent;
         }
     }
 
     fn memory_bytes(&self) -> usize {
-        self.starts.capacity() * size_of::<A>()
-            + self.lengths.capacity()
-            + self.parents.capacity() * 4
-            + self.entries_from.capacity() * 4
-            + self.asns.capacity() * 4
-            + self.max_lengths.capacity()
-            + self.buckets.capacity() * 4
+        self.nodes.capacity() * size_of::<Node<A>>()
+            + self.more.capacity() * size_of::<(u32, u8)>()
+            + self.buckets.first.capacity() * 4
     }
 }
 
