@@ -204,9 +204,21 @@ fn validation(set: &VrpSet, routes: &[(IpNet, u32)], base: Duration) {
     let (index_random, invalid_index) = count_invalid(&by_index, routes);
     let (index_sorted, invalid_index_sorted) = count_invalid(&by_index, &sorted);
     assert_eq!((invalid_index, invalid_index_sorted), (invalid, invalid));
+    let batch = |routes: &[(IpNet, u32)]| {
+        let started = Instant::now();
+        let states = index.states(routes);
+        let elapsed = started.elapsed();
+        (
+            elapsed,
+            states.iter().filter(|state| state.is_invalid()).count(),
+        )
+    };
+    let (batch_random, invalid_batch) = batch(routes);
+    let (batch_sorted, invalid_batch_sorted) = batch(&sorted);
+    assert_eq!((invalid_batch, invalid_batch_sorted), (invalid, invalid));
     println!(
         "validation of {} routes ({invalid} invalid):\n  trie  random {}, address order {}\n  index random {} ({:.1}× faster than the trie), address order {} ({:.1}× faster); \
-         index build {}",
+         index build {}\n  index in groups (VrpIndex::states) random {} ({:.1}× faster than the trie), address order {} ({:.1}× faster)",
         routes.len(),
         timed(trie_random, base),
         timed(trie_sorted, base),
@@ -215,6 +227,10 @@ fn validation(set: &VrpSet, routes: &[(IpNet, u32)], base: Duration) {
         timed(index_sorted, base),
         trie_sorted.as_secs_f64() / index_sorted.as_secs_f64(),
         timed(build, base),
+        timed(batch_random, base),
+        trie_random.as_secs_f64() / batch_random.as_secs_f64(),
+        timed(batch_sorted, base),
+        trie_sorted.as_secs_f64() / batch_sorted.as_secs_f64(),
     );
 }
 

@@ -28,6 +28,8 @@ const NONE: u32 = u32::MAX;
 /// Buckets per family: 16 bits of the address, after the bits every prefix shares.
 const BUCKET_BITS: u32 = 16;
 const LAST_BUCKET: usize = (1 << BUCKET_BITS) - 1;
+/// How many routes [`VrpIndex::states`] judges together.
+const STATE_GROUP: usize = 16;
 
 /// An address of one family, as an unsigned integer.
 trait Address: Copy + Ord + Default {
@@ -210,6 +212,20 @@ impl<A: Address> FamilyIndex<A> {
         None
     }
 
+    /// See [`VrpIndex::touch`].
+    fn touch(&self, address: A, node: bool) -> u64 {
+        let bucket = self.buckets.of(address.wide());
+        let low = self.buckets.first.get(bucket).copied().unwrap_or(0);
+        if !node {
+            return u64::from(low);
+        }
+        let high = self.buckets.first.get(bucket + 1).copied().unwrap_or(low);
+        let middle = (low as usize + high as usize) / 2;
+        self.nodes
+            .get(middle)
+            .map_or(0, |node| u64::from(node.parent))
+    }
+
     /// The entries of node `position` after its first.
     fn more_of(&self, position: usize) -> &[(u32, u8)] {
         let from = self.nodes[position].more_from as usize;
@@ -362,15 +378,37 @@ impl VrpIndex {
         }
     }
 
-    /// The states of many routes, in their order. Routes in address order run fastest (the
-    /// buckets and prefixes they touch stay in cache).
-    pub fn states<'a>(
-        &'a self,
-        routes: impl IntoIterator<Item = &'a (IpNet, u32)> + 'a,
-    ) -> impl Iterator<Item = RpkiState> + 'a {
-        routes
-            .into_iter()
-            .map(|(prefix, origin)| self.state(prefix, *origin))
+    /// The states of many routes, in their order; equal to [`VrpIndex::state`] of each. Routes
+    /// are judged in groups: first every route's bucket is read, then the middle node of each
+    /// bucket, then the verdicts — the memory reads of a group overlap instead of waiting for
+    /// each other. Routes in address order run fastest (what they touch stays in cache).
+    pub fn states(&self, routes: &[(IpNet, u32)]) -> Vec<RpkiState> {
+        let mut states = Vec::with_capacity(routes.len());
+        for group in routes.chunks(STATE_GROUP) {
+            let mut touched = 0u64;
+            for (prefix, _) in group {
+                touched ^= self.touch(prefix, false);
+            }
+            for (prefix, _) in group {
+                touched ^= self.touch(prefix, true);
+            }
+            std::hint::black_box(touched);
+            states.extend(
+                group
+                    .iter()
+                    .map(|(prefix, origin)| self.state(prefix, *origin)),
+            );
+        }
+        states
+    }
+
+    /// Reads what a lookup of `prefix` reads first: its bucket, and with `node` the middle node
+    /// of the bucket (the first probe of the search). The value only keeps the reads.
+    fn touch(&self, prefix: &IpNet, node: bool) -> u64 {
+        match prefix {
+            IpNet::V4(prefix) => self.ipv4.touch(u32::from(prefix.network()), node),
+            IpNet::V6(prefix) => self.ipv6.touch(u128::from(prefix.network()), node),
+        }
     }
 
     /// Heap bytes it holds.

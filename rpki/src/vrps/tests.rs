@@ -264,7 +264,8 @@ proptest::proptest! {
         proptest::prop_assert_eq!(index.len(), list.len());
         let mut sorted = routes.clone();
         sorted.sort_unstable();
-        let batch: Vec<RpkiState> = index.states(&sorted).collect();
+        let batch = index.states(&sorted);
+        proptest::prop_assert_eq!(batch.len(), sorted.len());
         for ((prefix, origin), batch_state) in sorted.iter().zip(batch) {
             let expected = naive_validate(&list, prefix, *origin);
             proptest::prop_assert_eq!(index.state(prefix, *origin), expected.state);
