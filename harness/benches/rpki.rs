@@ -116,9 +116,14 @@ fn baseline() -> Duration {
 
 /// `123.4 ms (5.6× baseline)`.
 fn timed(duration: Duration, base: Duration) -> String {
+    let milliseconds = duration.as_secs_f64() * 1e3;
     format!(
-        "{:.1} ms ({:.2}× baseline)",
-        duration.as_secs_f64() * 1e3,
+        "{} ({:.3}× baseline)",
+        if milliseconds < 1.0 {
+            format!("{:.0} µs", milliseconds * 1e3)
+        } else {
+            format!("{milliseconds:.1} ms")
+        },
         duration.as_secs_f64() / base.as_secs_f64()
     )
 }
