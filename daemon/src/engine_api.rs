@@ -17,7 +17,8 @@
 //!       └─ oneshot reply ◄──────────────────────│       engine task        │
 //!                                               │ owns: running generation,│
 //!   health prober (later) ──EngineCommand──────►│ what each peer was sent, │
-//!                                               │ rollout state, state dir │
+//!   RTR client ([rpki]) ──watch<RtrSnapshot>───►│ rollout state, state dir,│
+//!                                               │ every route's RPKI state │
 //!                                               └──┬──────────▲────────┬───┘
 //!                          the published routes    │          │ peer   │ peer directory,
 //!                          (one watch, all peers)  ▼          │ reports│ generation snapshot,

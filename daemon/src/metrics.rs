@@ -5,9 +5,10 @@
 //! - **Read at scrape time** (`metrics/collector.rs`): everything that is a state some task
 //!   already publishes — per-peer session state, routes desired, announced and unencodable, the
 //!   UPDATE and prefix counters the peer tasks keep in their status, readiness, the running
-//!   generation, the fleet lock's lease. The collector reads the peers' status channels, the
-//!   engine's snapshot and the readiness verdict when `/metrics` is scraped; nothing copies
-//!   them on a timer, so a scrape never shows an older state than `/v1/status`.
+//!   generation, the fleet lock's lease, and the RPKI sample (`metrics/rpki.rs`). The
+//!   collector reads the peers' status channels, the engine's snapshot and the readiness
+//!   verdict when `/metrics` is scraped; nothing copies them on a timer, so a scrape never
+//!   shows an older state than `/v1/status`.
 //! - **Recorded where the event happens** (typed handles below, cheap to clone): guard refusals,
 //!   apply and reconcile durations, health transitions, probe rounds, the per-service state the
 //!   engine decides, quarantined state files.

@@ -286,6 +286,7 @@ impl Replay {
             next_generation: running.meta.generation + 1,
             location: &config.location,
             config: &config,
+            rpki: &Default::default(),
         };
         let intent = topologyd_topology::Intent::from_lines(&intent)
             .map_err(|error| format!("intent: {error}"))?;

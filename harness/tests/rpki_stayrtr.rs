@@ -308,5 +308,16 @@ fn a_changed_file_reaches_the_client_by_serial_notify() {
         .collect();
     assert!(!held.contains(&"10.0.0.0/16".to_string()), "{held:?}");
     assert!(held.contains(&"10.4.0.0/16".to_string()), "{held:?}");
+    // The snapshot names what the update changed (the daemon re-judges only those routes).
+    assert!(second.vrps_version > first.vrps_version);
+    let mut changed: Vec<String> = second
+        .changed_prefixes
+        .as_deref()
+        .unwrap_or_else(|| panic!("an incremental update names its changes: {second:?}"))
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    changed.sort();
+    assert_eq!(changed, vec!["10.0.0.0/16", "10.3.0.0/16", "10.4.0.0/16"]);
     drop(handle);
 }

@@ -766,6 +766,7 @@ impl Engine {
             config: self.config.clone(),
             store: Arc::clone(&self.store),
             budget: Arc::clone(&self.compile_budget),
+            rpki: self.push_rpki(),
         }
     }
 
@@ -896,6 +897,10 @@ impl Engine {
                 .health
                 .address_interface
                 .clone_from(&self.config.health.address_interface);
+        }
+        if config.rpki != self.config.rpki {
+            warn!("[rpki] changed: the RTR caches and invalid_policy apply at the next restart");
+            config.rpki.clone_from(&self.config.rpki);
         }
         // Peers stop within the grace time of the configuration being replaced.
         self.reload_grace = Duration::from_secs(u64::from(self.config.shutdown.grace_seconds));

@@ -15,7 +15,7 @@ use serde_json::Value;
 use topologyd_config::Source;
 use topologyd_config::daemon::DaemonConfig;
 use topologyd_config::health::HealthSpec;
-use topologyd_topology::{Intent, Plan, Topology, plan, rollback_overrides};
+use topologyd_topology::{Intent, Plan, Topology, plan_with_vrps, rollback_overrides};
 use tracing::info;
 
 use crate::announce::LocationRoutes;
@@ -193,6 +193,15 @@ pub(crate) struct CompileJob {
     pub config: DaemonConfig,
     pub store: Arc<StateStore>,
     pub budget: Arc<CompileBudget>,
+    pub rpki: PushRpki,
+}
+
+/// What G5 judges a push against: the daemon's VRP set when a cache served one (in sync or
+/// stale), or why it is skipped (`[rpki]` configured, but no data: connecting or expired).
+#[derive(Debug, Clone, Default)]
+pub struct PushRpki {
+    pub vrps: Option<Arc<topologyd_rpki::VrpSet>>,
+    pub skipped: Option<String>,
 }
 
 /// The compile memory budget configured for the control API's compiles.
@@ -255,6 +264,7 @@ impl CompileJob {
                 next_generation: self.next_generation,
                 location: &self.location,
                 config: &self.config,
+                rpki: &self.rpki,
             },
             bundle,
             intent,
@@ -274,6 +284,8 @@ pub struct PrepareContext<'a> {
     pub next_generation: u64,
     pub location: &'a str,
     pub config: &'a DaemonConfig,
+    /// G5's VRPs (`None`: skipped, the plan text says why when `[rpki]` is configured).
+    pub rpki: &'a PushRpki,
 }
 
 impl PrepareContext<'_> {
@@ -347,7 +359,7 @@ pub fn prepare(
         }
         intent = intent.with_override(topologyd_topology::Override::BlastRadius);
     }
-    let plan = plan(context.old, &new, &intent);
+    let plan = plan_with_vrps(context.old, &new, &intent, context.rpki.vrps.as_deref());
     let planned = started.elapsed() - compiled;
     let routes = location_routes(&new, context.location).map_err(|message| {
         context.error(
@@ -374,7 +386,10 @@ pub fn prepare(
     let runtime_guard = runtime_guard(&plan, context.location, context.old_routes, &routes, &new);
     let prepared = Prepared {
         plan_json: plan_json(&plan),
-        text: plan.render_text(),
+        text: match &context.rpki.skipped {
+            Some(reason) => format!("{}rpki: G5 skipped: {reason}\n", plan.render_text()),
+            None => plan.render_text(),
+        },
         hash: plan_hash(&plan),
         bundle: to_bundle(new.sources()),
         runtime_guard,

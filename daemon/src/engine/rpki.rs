@@ -183,10 +183,9 @@ impl RpkiBook {
         let mut changes = Vec::new();
         let mut verdicts = Vec::with_capacity(routes.routes.len());
         for (prefix, index) in &routes.routes {
-            let Some(intent) = routes.intent(*index) else {
-                continue;
-            };
-            let origin_asn = intent.origin_asn;
+            // Every route gets a verdict (they stay parallel to `routes.routes`).
+            let intent = routes.intent(*index);
+            let origin_asn = intent.map_or(0, |intent| intent.origin_asn);
             let kept = previous
                 .binary_search_by_key(prefix, |verdict| verdict.prefix)
                 .ok()
@@ -217,7 +216,7 @@ impl RpkiBook {
                 changes.push(RouteRpkiChange {
                     prefix: *prefix,
                     origin_asn,
-                    service: intent.service.clone(),
+                    service: intent.map_or_else(|| Arc::from(""), |intent| intent.service.clone()),
                     before: None,
                     after: verdict.state,
                     covering: verdict.covering.clone(),

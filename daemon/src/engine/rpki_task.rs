@@ -22,6 +22,7 @@ use topologyd_rpki::{RpkiState, Vrp};
 use tracing::{error, info, warn};
 
 use super::core::Event;
+use super::prepare::PushRpki;
 use super::rpki::{RouteRpkiChange, RpkiUpdate};
 use super::{Engine, unix_now_ms};
 use crate::metrics::RpkiSample;
@@ -166,6 +167,20 @@ impl Engine {
                 change.after
             ),
         );
+    }
+
+    /// What G5 judges a push against now.
+    pub(super) fn push_rpki(&self) -> PushRpki {
+        let book = &self.core.rpki;
+        let vrps = book.plan_vrps();
+        let skipped = (book.policy.is_some() && vrps.is_none()).then(|| {
+            let state = match book.status.sync {
+                RpkiSyncState::Expired => "expired (no cache for longer than expire)",
+                _ => "not there yet (no cache has answered)",
+            };
+            format!("the daemon's RPKI data is {state}: the push was not checked against the RPKI")
+        });
+        PushRpki { vrps, skipped }
     }
 
     /// `GET /v1/rpki`.

@@ -182,3 +182,54 @@ impl Collector for RpkiCollector {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn nothing_without_rpki_and_every_series_with_help_with_it() {
+        let metrics = Metrics::new();
+        let text = metrics.render().unwrap_or_default();
+        assert!(!text.contains("topologyd_rpki"), "{text}");
+        metrics.set_rpki(RpkiSample {
+            sync: Some(RpkiSyncState::InSync),
+            caches: vec![
+                ("127.0.0.1:3323".into(), true, true),
+                ("127.0.0.2:3323".into(), false, false),
+            ],
+            serial: Some(7),
+            last_update_unix_ms: Some(1_000_000),
+            vrps_ipv4: 3,
+            vrps_ipv6: 1,
+            counts: RpkiRouteCounts {
+                valid: 4,
+                invalid: 1,
+                not_found: 1,
+            },
+            invalid_announced: 1,
+        });
+        let text = metrics.render().unwrap_or_default();
+        for line in [
+            "topologyd_rpki_routes{state=\"invalid\"} 1",
+            "topologyd_rpki_invalid_announced 1",
+            "topologyd_rpki_in_sync 1",
+            "topologyd_rpki_cache_up{cache=\"127.0.0.1:3323\"} 1",
+            "topologyd_rpki_cache_serving{cache=\"127.0.0.2:3323\"} 0",
+            "topologyd_rpki_serial 7",
+            "topologyd_rpki_last_update_timestamp_seconds 1000",
+            "topologyd_rpki_vrps{family=\"ipv6\"} 1",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
+        for name in [
+            RPKI_ROUTES,
+            RPKI_INVALID_ANNOUNCED,
+            RPKI_LAST_UPDATE_AGE,
+            RPKI_VRPS,
+        ] {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}: {text}");
+        }
+    }
+}

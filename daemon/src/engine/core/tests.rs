@@ -23,6 +23,11 @@ fn at(milliseconds: u64) -> Now {
 }
 
 fn core() -> EngineCore {
+    core_with(|_| {})
+}
+
+/// A started core; `setup` runs before the start (as the shell enables RPKI).
+fn core_with(setup: impl FnOnce(&mut EngineCore)) -> EngineCore {
     let topology = compile_owned(vec![Source::new("v1.toml", TOPOLOGY)], 1)
         .unwrap_or_else(|diagnostics| panic!("{diagnostics}"));
     let routes = location_routes(&topology, "ams01").expect("ams01 is in the fleet");
@@ -38,6 +43,7 @@ fn core() -> EngineCore {
         routes: Arc::new(routes),
     };
     let mut core = EngineCore::new("ams01".into(), 1, running, DrainState::default());
+    setup(&mut core);
     let _ = core.start(at(0));
     core
 }
@@ -362,4 +368,63 @@ fn an_address_removed_from_outside_is_bound_again() {
             format!("bind {WEB_ADDRESS}")
         ]
     );
+}
+
+fn vrp_update(asn: u32) -> Event {
+    let mut vrps = topologyd_rpki::VrpSet::new();
+    vrps.insert(topologyd_rpki::Vrp {
+        prefix: "198.18.0.0/24".parse().expect("a prefix"),
+        max_length: 24,
+        asn,
+    });
+    Event::RpkiUpdated(Box::new(RpkiUpdate {
+        vrps: Arc::new(vrps),
+        ..RpkiUpdate::initial(topologyd_api::RpkiSyncState::InSync)
+    }))
+}
+
+fn published_prefixes(core: &EngineCore) -> Vec<String> {
+    core.published
+        .routes
+        .iter()
+        .map(|(prefix, _)| prefix.to_string())
+        .collect()
+}
+
+#[test]
+fn under_withdraw_an_invalid_route_is_published_away_and_back() {
+    let mut core =
+        core_with(|core| core.enable_rpki(topologyd_config::daemon::InvalidPolicy::Withdraw));
+    let announced = published_prefixes(&core);
+    assert!(announced.contains(&"198.18.0.0/24".to_owned()));
+    let effects = rendered(&core.handle(vrp_update(64999), at(10)));
+    assert!(
+        effects.iter().any(|line| line
+            == "route-rpki 198.18.0.0/24 AS13335 Some(NotFound) -> InvalidOrigin held false -> true"),
+        "{effects:?}"
+    );
+    assert!(effects.iter().any(|line| line.starts_with("publish ")));
+    assert!(!published_prefixes(&core).contains(&"198.18.0.0/24".to_owned()));
+    let effects = rendered(&core.handle(vrp_update(13335), at(20)));
+    assert!(
+        effects.iter().any(|line| line.starts_with("publish ")),
+        "{effects:?}"
+    );
+    assert_eq!(published_prefixes(&core), announced);
+}
+
+#[test]
+fn under_keep_an_invalid_route_stays_published() {
+    let mut core =
+        core_with(|core| core.enable_rpki(topologyd_config::daemon::InvalidPolicy::Keep));
+    let announced = published_prefixes(&core);
+    let effects = rendered(&core.handle(vrp_update(64999), at(10)));
+    assert!(
+        effects
+            .iter()
+            .any(|line| line.starts_with("route-rpki 198.18.0.0/24")),
+        "{effects:?}"
+    );
+    assert!(!effects.iter().any(|line| line.starts_with("publish ")));
+    assert_eq!(published_prefixes(&core), announced);
 }
