@@ -13,7 +13,9 @@
 //! `C` not after `(a, L)`, and the deepest covering prefix is `C` or the first of `C`'s
 //! ancestors that covers the route (prefixes nest or are disjoint; a covering prefix deeper
 //! than that would sort after `C`). Every ancestor of the deepest covering prefix covers the
-//! route too, so the covering VRPs are that prefix's chain of parents.
+//! route too, so the covering VRPs are that prefix's chain of parents. Each node carries a
+//! 64-bit filter of the ASNs of its and its ancestors' entries, so a route whose origin no
+//! covering VRP names is known invalid without walking the chain.
 //!
 //! Owns: building the index from a set, RFC 6811 `state`/`validate`/`covering` on it (always
 //! equal to the set's), and its memory size. Must not touch: updates (rebuild from the set).
@@ -88,8 +90,16 @@ struct Node<A> {
     /// The entries after the first: `more[more_from..]` up to the next node's `more_from`.
     more_from: u32,
     asn: u32,
+    /// One bit per ASN (of 64, by hash) of every entry of this prefix and its ancestors: an
+    /// origin whose bit is clear is named by no covering VRP, without walking the ancestors.
+    origins: u64,
     length: u8,
     max_length: u8,
+}
+
+/// The bit of `asn` in [`Node::origins`].
+fn origin_bit(asn: u32) -> u64 {
+    1 << (asn.wrapping_mul(0x9e37_79b1) >> 26)
 }
 
 /// The bucket table: the 16 address bits after the `shared` leading bits every prefix start
@@ -146,11 +156,19 @@ impl<A: Address> FamilyIndex<A> {
                 open.pop();
             }
             let (asn, max_length) = entries[0];
+            let parent = open.last().copied().unwrap_or(NONE);
+            let inherited = nodes
+                .get(parent as usize)
+                .map_or(0, |parent| parent.origins);
+            let origins = entries
+                .iter()
+                .fold(inherited, |bits, (asn, _)| bits | origin_bit(*asn));
             nodes.push(Node {
                 start: *start,
-                parent: open.last().copied().unwrap_or(NONE),
+                parent,
                 more_from: more.len() as u32,
                 asn,
+                origins,
                 length: *length,
                 max_length,
             });
@@ -240,6 +258,10 @@ impl<A: Address> FamilyIndex<A> {
         let Some(mut position) = self.deepest_covering(address, length) else {
             return RpkiState::NotFound;
         };
+        if origin == 0 || self.nodes[position].origins & origin_bit(origin) == 0 {
+            // Covered, and no covering VRP names the origin (AS0 never matches).
+            return RpkiState::InvalidOrigin;
+        }
         let mut origin_authorised = false;
         loop {
             let node = &self.nodes[position];
