@@ -298,10 +298,15 @@ impl RpkiBook {
             }
             verdict.state = validation.state;
             verdict.covering = validation.covering;
+            if held != verdict.held {
+                // Kept in step here: rebuilding it would cost a pass over every route.
+                if held {
+                    self.held.insert(*prefix);
+                } else {
+                    self.held.remove(prefix);
+                }
+            }
             verdict.held = held;
-        }
-        if !changes.is_empty() {
-            self.rebuild_held();
         }
         changes
     }
