@@ -117,6 +117,8 @@ pub enum GateKind {
         min: Option<f64>,
         max: Option<f64>,
     },
+    /// Each daemon of the wave's RPKI (`GET /v1/rpki`): VRPs in sync, no route invalid.
+    Rpki,
 }
 
 /// A `[[gate]]`.
@@ -714,11 +716,19 @@ fn gate_kind(gate: &RawGate, collector: &mut Collector) -> Option<GateKind> {
             reject_keys(gate, &["services"], collector);
             promql_kind(gate, collector)
         }
+        "rpki" => {
+            reject_keys(
+                gate,
+                &["services", "prometheus", "query", "min", "max"],
+                collector,
+            );
+            Some(GateKind::Rpki)
+        }
         other => {
             collector.error(
                 Some(span_of(&gate.kind)),
                 format!("unknown gate kind `{other}`"),
-                Some("use \"daemon\", \"probes\" or \"promql\"".into()),
+                Some("use \"daemon\", \"probes\", \"promql\" or \"rpki\"".into()),
             );
             None
         }
@@ -1091,6 +1101,21 @@ kind = "magic"
         let error = parse("").unwrap_err();
         assert!(error.contains("no [[location]]"), "{error}");
         assert!(error.contains("no [[wave]]"), "{error}");
+    }
+
+    #[test]
+    fn an_rpki_gate_takes_no_kind_keys_of_its_own() {
+        let head = "[[location]]\nname = \"a\"\ncontrol = \"127.0.0.1:1\"\nca = \"c\"\ncertificate = \"c\"\nprivate_key = \"k\"\n[[wave]]\nname = \"w\"\n[[gate]]\nname = \"origins\"\nkind = \"rpki\"\n";
+        let fleet = parse(&format!("{head}count = 2\n")).unwrap();
+        assert_eq!(fleet.gates[0].kind, GateKind::Rpki);
+        assert_eq!(fleet.gates[0].count, 2);
+        let error = parse(&format!("{head}services = [\"resolver\"]\n")).unwrap_err();
+        assert!(
+            error.contains(
+                "fleet.toml:12:12: error: `services` does not apply to a gate of kind rpki"
+            ),
+            "{error}"
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use rpki::rtr::client::{Client, PayloadError, PayloadTarget};
+use rpki::rtr::client::{Client, PayloadError, PayloadTarget, PayloadUpdate};
 use rpki::rtr::payload::{Action, Payload, Timing};
 use rpki::rtr::state::State;
 use tokio::io::BufReader;
@@ -158,32 +158,48 @@ fn payload_vrp(payload: &Payload) -> Option<Vrp> {
     })
 }
 
+/// One update as it arrives: each payload turned into a VRP at once (a full set is 600,000
+/// payloads; keeping the `rpki` crate's payloads until End of Data would hold them all twice).
+#[derive(Debug, Default)]
+struct Changes {
+    /// (announced, VRP), in the order received.
+    vrps: Vec<(bool, Vrp)>,
+    /// Router keys and ASPA payloads (not used).
+    ignored: u64,
+}
+
+impl PayloadUpdate for Changes {
+    fn push_update(&mut self, action: Action, payload: Payload) -> Result<(), PayloadError> {
+        match payload_vrp(&payload) {
+            Some(vrp) => self.vrps.push((action.is_announce(), vrp)),
+            None => self.ignored += 1,
+        }
+        Ok(())
+    }
+}
+
 impl PayloadTarget for Store {
-    type Update = Vec<(Action, Payload)>;
+    type Update = Changes;
 
     fn start(&mut self, reset: bool) -> Self::Update {
         self.reset = reset;
-        Vec::new()
+        Changes::default()
     }
 
     fn apply(&mut self, update: Self::Update, timing: Timing) -> Result<(), PayloadError> {
+        let ignored = update.ignored;
         if self.reset {
-            let mut vrps = VrpSet::new();
-            for vrp in update
-                .iter()
-                .filter(|(action, _)| action.is_announce())
-                .filter_map(|(_, payload)| payload_vrp(payload))
-            {
-                vrps.insert(vrp);
-            }
+            let vrps: VrpSet = update
+                .vrps
+                .into_iter()
+                .filter(|(announce, _)| *announce)
+                .map(|(_, vrp)| vrp)
+                .collect();
             self.vrps = Arc::new(vrps);
             self.changed = None;
         } else {
             // Check first, then change: a refused update leaves the set as it was.
-            let changes: Vec<(bool, Vrp)> = update
-                .iter()
-                .filter_map(|(action, payload)| Some((action.is_announce(), payload_vrp(payload)?)))
-                .collect();
+            let changes = update.vrps;
             let mut probe = VrpSet::new();
             for (announce, vrp) in &changes {
                 let held = self.vrps.covering(&vrp.prefix).contains(vrp);
@@ -211,10 +227,7 @@ impl PayloadTarget for Store {
         }
         self.timing = Some(timing);
         self.applied += 1;
-        self.ignored += update
-            .iter()
-            .filter(|(_, payload)| payload.to_origin().is_none())
-            .count() as u64;
+        self.ignored += ignored;
         Ok(())
     }
 }

@@ -13,6 +13,15 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
 use serde::{Deserialize, Serialize};
 
+mod affected;
+mod entries;
+mod index;
+
+use entries::Entries;
+
+pub use affected::RouteIndex;
+pub use index::VrpIndex;
+
 /// One Validated ROA Payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Vrp {
@@ -90,8 +99,8 @@ pub enum VrpFileError {
 /// VRPs held in one prefix trie per family; each prefix keeps its (ASN, max-length) pairs.
 #[derive(Debug, Clone, Default)]
 pub struct VrpSet {
-    ipv4: PrefixMap<Ipv4Net, Vec<(u32, u8)>>,
-    ipv6: PrefixMap<Ipv6Net, Vec<(u32, u8)>>,
+    ipv4: PrefixMap<Ipv4Net, Entries>,
+    ipv6: PrefixMap<Ipv6Net, Entries>,
     count: usize,
 }
 
@@ -128,8 +137,7 @@ impl VrpSet {
             IpNet::V4(prefix) => self.ipv4.entry(prefix).or_default(),
             IpNet::V6(prefix) => self.ipv6.entry(prefix).or_default(),
         };
-        if !list.contains(&entry) {
-            list.push(entry);
+        if list.insert(entry) {
             self.count += 1;
         }
     }
@@ -248,6 +256,11 @@ impl VrpSet {
         }
     }
 
+    /// A frozen copy laid out for judging many routes fast ([`VrpIndex`]).
+    pub fn index(&self) -> VrpIndex {
+        VrpIndex::new(self)
+    }
+
     /// RFC 6811 origin validation of `prefix` originated by `origin`.
     pub fn validate(&self, prefix: &IpNet, origin: u32) -> Validation {
         let covering = self.covering(prefix);
@@ -267,9 +280,29 @@ impl VrpSet {
     }
 }
 
+impl FromIterator<Vrp> for VrpSet {
+    /// Sorts the VRPs first: inserting in address order keeps the trie's upper nodes in cache
+    /// (how the RTR client builds the set of a reset).
+    fn from_iter<I: IntoIterator<Item = Vrp>>(vrps: I) -> VrpSet {
+        let mut vrps: Vec<Vrp> = vrps
+            .into_iter()
+            .map(|vrp| Vrp {
+                prefix: vrp.prefix.trunc(),
+                ..vrp
+            })
+            .collect();
+        vrps.sort_unstable();
+        let mut set = VrpSet::new();
+        for vrp in vrps {
+            set.insert(vrp);
+        }
+        set
+    }
+}
+
 /// [`VrpSet::state`] in one family's trie.
 fn state_in<P: prefix_trie::Prefix>(
-    trie: &PrefixMap<P, Vec<(u32, u8)>>,
+    trie: &PrefixMap<P, Entries>,
     prefix: &P,
     length: u8,
     origin: u32,
@@ -277,7 +310,7 @@ fn state_in<P: prefix_trie::Prefix>(
     let mut covered = false;
     let mut origin_authorised = false;
     for (_, list) in trie.cover(prefix) {
-        for (asn, max_length) in list {
+        for (asn, max_length) in list.iter() {
             covered = true;
             if origin != 0 && *asn == origin {
                 if length <= *max_length {
@@ -298,17 +331,16 @@ fn state_in<P: prefix_trie::Prefix>(
 
 /// Removes `entry` from `prefix`'s list in one family's trie, and the list when it empties.
 fn remove_from<P: prefix_trie::Prefix>(
-    trie: &mut PrefixMap<P, Vec<(u32, u8)>>,
+    trie: &mut PrefixMap<P, Entries>,
     prefix: &P,
     entry: (u32, u8),
 ) -> bool {
     let Some(list) = trie.get_mut(prefix) else {
         return false;
     };
-    let Some(position) = list.iter().position(|held| *held == entry) else {
+    if !list.remove(entry) {
         return false;
-    };
-    list.swap_remove(position);
+    }
     if list.is_empty() {
         trie.remove(prefix);
     }
@@ -316,7 +348,7 @@ fn remove_from<P: prefix_trie::Prefix>(
 }
 
 /// The VRPs one family's trie holds for `prefix` and every prefix containing it.
-fn covering_in<P>(trie: &PrefixMap<P, Vec<(u32, u8)>>, prefix: &P) -> Vec<Vrp>
+fn covering_in<P>(trie: &PrefixMap<P, Entries>, prefix: &P) -> Vec<Vrp>
 where
     P: prefix_trie::Prefix,
     IpNet: From<P>,

@@ -5,6 +5,7 @@
 pub mod control_client;
 pub mod lease_command;
 pub mod rollout;
+pub mod rpki_command;
 pub mod vrp_source;
 
 /// An error and its sources, outermost first: a refused TLS handshake shows up as an HTTP

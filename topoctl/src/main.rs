@@ -18,7 +18,9 @@ use topoctl::error_chain;
 use topoctl::lease_command::{LeaseCommand, parse_claim};
 use topoctl::vrp_source::VrpArguments;
 use topologyd_api::SourceBundle;
-use topologyd_api::{DrainView, HealthView, MutationOutcome, PlanView, RoutesView, StatusView};
+use topologyd_api::{
+    DrainView, HealthView, MutationOutcome, PlanView, RoutesView, RpkiView, StatusView,
+};
 use topologyd_config::diagnostic::escape_text;
 use topologyd_config::{Source, load_sources};
 use topologyd_topology::{
@@ -139,6 +141,17 @@ enum Command {
         /// Only this peer (name or address).
         #[arg(long)]
         peer: Option<String>,
+    },
+    /// The daemon's RPKI: VRP sync, caches, policy, and the invalid and not-found routes.
+    Rpki {
+        #[command(flatten)]
+        daemon: DaemonArguments,
+        /// List every route, not only the invalid and not-found ones.
+        #[arg(long)]
+        all: bool,
+        /// Print the daemon's view as it is.
+        #[arg(long)]
+        json: bool,
     },
     /// Per-service health checks, drains and what the location does with each service.
     Health {
@@ -412,6 +425,7 @@ fn run(command: Command) -> Result<i32, Stop> {
         Command::Routes { daemon, peer } => ask_daemon(&daemon, |client| async move {
             client.routes(peer.as_deref()).await
         }),
+        Command::Rpki { daemon, all, json } => rpki(&daemon, all, json),
         Command::Health { daemon } => {
             ask_daemon(&daemon, |client| async move { client.health().await })
         }
@@ -704,6 +718,24 @@ where
     Ok(print_answer(answer, true, false))
 }
 
+/// `topoctl rpki`: the daemon's `/v1/rpki`, as text or (`--json`) as the view.
+fn rpki(daemon: &DaemonArguments, all: bool, json: bool) -> Result<i32, Stop> {
+    use topoctl::rpki_command::{RouteSelection, render};
+    let client = daemon.client()?;
+    match runtime()?.block_on(client.rpki()) {
+        Ok(view) if !json => {
+            let selection = if all {
+                RouteSelection::All
+            } else {
+                RouteSelection::NeedingAttention
+            };
+            print!("{}", render(&view, selection));
+            Ok(EXIT_NO_CHANGE)
+        }
+        answer => Ok(print_answer(answer, true, false)),
+    }
+}
+
 fn bundle_of(files: &[PathBuf], json: bool) -> Result<SourceBundle, Stop> {
     Ok(SourceBundle::from_files(read(files, json)?))
 }
@@ -751,6 +783,7 @@ impl Shown for StatusView {}
 impl Shown for RoutesView {}
 impl Shown for HealthView {}
 impl Shown for DrainView {}
+impl Shown for RpkiView {}
 
 /// A view as pretty JSON, keys in order (as the daemon writes it).
 fn pretty<T: Serialize>(view: &T) -> String {

@@ -185,3 +185,154 @@ proptest::proptest! {
         }
     }
 }
+
+/// Prefixes of every length, around a few addresses across the whole IPv4 space (so that
+/// covering prefixes start in other /16 buckets than the routes) and 2001:db8::/32.
+fn spread_prefix() -> impl proptest::strategy::Strategy<Value = IpNet> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (
+            prop_oneof![Just(0u8), Just(10), Just(255)],
+            0u8..3,
+            0u8..4,
+            0u8..=32
+        )
+            .prop_map(|(first, second, third, length)| {
+                IpNet::V4(
+                    Ipv4Net::new(
+                        std::net::Ipv4Addr::new(first, second, third * 64, third),
+                        length,
+                    )
+                    .unwrap(),
+                )
+                .trunc()
+            }),
+        (0u16..3, 0u8..=128).prop_map(|(third, length)| {
+            IpNet::V6(
+                Ipv6Net::new(
+                    std::net::Ipv6Addr::new(0x2001, 0xdb8, third << 14, 0, 0, 0, 0, third),
+                    length,
+                )
+                .unwrap(),
+            )
+            .trunc()
+        }),
+    ]
+}
+
+fn spread_vrp() -> impl proptest::strategy::Strategy<Value = Vrp> {
+    use proptest::prelude::*;
+    (
+        prop_oneof![spread_prefix(), arbitrary_prefix()],
+        0u8..=8,
+        0u32..4,
+    )
+        .prop_map(|(prefix, extra, asn)| Vrp {
+            prefix,
+            max_length: (prefix.prefix_len() + extra).min(prefix.max_prefix_len()),
+            asn,
+        })
+}
+
+fn spread_route() -> impl proptest::strategy::Strategy<Value = (IpNet, u32)> {
+    use proptest::prelude::*;
+    (prop_oneof![spread_prefix(), arbitrary_prefix()], 0u32..4)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+    /// The compact index gives the naive RFC 6811 definition's state, covering VRPs and
+    /// verdict for every route, built after inserts and removals.
+    #[test]
+    fn rfc6811_index_agrees_with_a_naive_list(
+        inserted in proptest::collection::vec(spread_vrp(), 0..60),
+        removed in proptest::collection::vec(0usize..60, 0..10),
+        routes in proptest::collection::vec(spread_route(), 1..40),
+    ) {
+        let mut set = VrpSet::new();
+        for vrp in &inserted {
+            set.insert(*vrp);
+        }
+        for index in removed {
+            if let Some(vrp) = inserted.get(index) {
+                set.remove(vrp);
+            }
+        }
+        let list: Vec<Vrp> = set.iter().collect();
+        let index = set.index();
+        proptest::prop_assert_eq!(index.len(), list.len());
+        let mut sorted = routes.clone();
+        sorted.sort_unstable();
+        let batch = index.states(&sorted);
+        proptest::prop_assert_eq!(batch.len(), sorted.len());
+        for ((prefix, origin), batch_state) in sorted.iter().zip(batch) {
+            let expected = naive_validate(&list, prefix, *origin);
+            proptest::prop_assert_eq!(index.state(prefix, *origin), expected.state);
+            proptest::prop_assert_eq!(batch_state, expected.state);
+            proptest::prop_assert_eq!(index.validate(prefix, *origin), expected.clone());
+            proptest::prop_assert_eq!(set.validate(prefix, *origin), expected);
+        }
+    }
+
+    /// After any update, every route whose state changed is among the affected routes, and
+    /// the affected routes are exactly those inside a changed VRP's prefix; re-judging them
+    /// gives the naive verdict.
+    #[test]
+    fn affected_routes_hold_every_changed_verdict(
+        before in proptest::collection::vec(spread_vrp(), 0..40),
+        withdrawn in proptest::collection::vec(0usize..40, 0..6),
+        announced in proptest::collection::vec(spread_vrp(), 0..6),
+        routes in proptest::collection::vec(spread_route(), 1..40),
+    ) {
+        let mut set = VrpSet::new();
+        for vrp in &before {
+            set.insert(*vrp);
+        }
+        let old_list: Vec<Vrp> = set.iter().collect();
+        let mut changed = Vec::new();
+        for index in withdrawn {
+            if let Some(vrp) = before.get(index) && set.remove(vrp) {
+                changed.push(*vrp);
+            }
+        }
+        for vrp in &announced {
+            if !set.iter().any(|held| held == *vrp) {
+                set.insert(*vrp);
+                changed.push(*vrp);
+            }
+        }
+        let new_list: Vec<Vrp> = set.iter().collect();
+        let mut route_index = RouteIndex::new();
+        let mut held: Vec<(IpNet, u32)> = Vec::new();
+        for (prefix, origin) in &routes {
+            route_index.insert(*prefix, *origin);
+            if !held.contains(&(*prefix, *origin)) {
+                held.push((*prefix, *origin));
+            }
+        }
+        proptest::prop_assert_eq!(route_index.len(), held.len());
+        let affected = route_index.affected_routes(&changed);
+        let mut expected: Vec<(IpNet, u32)> = held
+            .iter()
+            .filter(|(prefix, _)| changed.iter().any(|vrp| vrp.prefix.contains(prefix)))
+            .copied()
+            .collect();
+        expected.sort_unstable();
+        proptest::prop_assert_eq!(&affected, &expected);
+        for (prefix, origin) in &held {
+            let old = naive_validate(&old_list, prefix, *origin).state;
+            let new = naive_validate(&new_list, prefix, *origin).state;
+            if old != new {
+                proptest::prop_assert!(affected.contains(&(*prefix, *origin)));
+            }
+        }
+        for (prefix, origin, state) in route_index.revalidate(&set, &changed) {
+            proptest::prop_assert_eq!(state, naive_validate(&new_list, &prefix, origin).state);
+        }
+        if let Some((prefix, origin)) = held.first() {
+            proptest::prop_assert!(route_index.remove(prefix, *origin));
+            proptest::prop_assert!(!route_index.remove(prefix, *origin));
+        }
+    }
+}

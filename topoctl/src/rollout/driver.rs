@@ -303,6 +303,22 @@ async fn probes_gate_at(context: &Context, location: &str, services: &[String]) 
     }
 }
 
+/// `GET /v1/rpki` at one location; an unreachable daemon, an answer missing a field or a
+/// daemon without the endpoint is inconclusive, never a pass.
+async fn rpki_gate_at(context: &Context, location: &str) -> GateVerdict {
+    let client = match context.client(location) {
+        Ok(client) => client,
+        Err(reason) => return GateVerdict::inconclusive(reason),
+    };
+    match client.rpki().await {
+        Ok(view) => gates::check_rpki(&view),
+        Err(ClientError::Status { status: 404, .. }) => GateVerdict::inconclusive(
+            "the daemon has no GET /v1/rpki (upgrade it before gating on RPKI)",
+        ),
+        Err(error) => GateVerdict::inconclusive(describe(&error)),
+    }
+}
+
 /// Evaluates gate `gate` of wave `wave`.
 async fn evaluate(context: Arc<Context>, wave: usize, gate: usize) -> GateVerdict {
     let (Some(wave_plan), Some(spec)) = (
@@ -313,7 +329,7 @@ async fn evaluate(context: Arc<Context>, wave: usize, gate: usize) -> GateVerdic
     };
     let locations = wave_plan.locations.clone();
     match &spec.kind {
-        GateKind::Daemon | GateKind::Probes { .. } => {
+        GateKind::Daemon | GateKind::Probes { .. } | GateKind::Rpki => {
             let mut tasks = tokio::task::JoinSet::new();
             for location in locations {
                 let context = Arc::clone(&context);
@@ -323,6 +339,7 @@ async fn evaluate(context: Arc<Context>, wave: usize, gate: usize) -> GateVerdic
                         GateKind::Probes { services } => {
                             probes_gate_at(&context, &location, services).await
                         }
+                        GateKind::Rpki => rpki_gate_at(&context, &location).await,
                         _ => daemon_gate_at(&context, &location).await,
                     };
                     (location, verdict)

@@ -1,7 +1,7 @@
 //! Gate evaluation: turning what the daemons and Prometheus report into pass / fail /
 //! inconclusive. *No data is never a pass.*
 //!
-//! Owns: the verdict rules of the three gate kinds (`daemon`, `probes`, `promql`; see
+//! Owns: the verdict rules of the four gate kinds (`daemon`, `probes`, `promql`, `rpki`; see
 //! `docs/rollouts.md`), the comparison of a daemon's per-peer routes (`GET /v1/routes`) with
 //! what a topology desires at its location minus what health or drain withdrew
 //! (`GET /v1/health`) — also used to verify a rollback —, PromQL placeholder expansion and
@@ -19,7 +19,9 @@ use percent_encoding::utf8_percent_encode;
 use serde::Deserialize as _;
 use serde_json::Value;
 use topologyd_api::view::CheckResult;
-use topologyd_api::{HealthView as HealthDocument, RouteView, RoutesView, StatusView};
+use topologyd_api::{
+    HealthView as HealthDocument, RouteView, RoutesView, RpkiSyncState, RpkiView, StatusView,
+};
 use topologyd_topology::AnnouncedRoute;
 use topologyd_transport::http_client::{self, OneShot, QUERY_VALUE};
 
@@ -414,6 +416,95 @@ pub fn check_probes(health: &HealthView, services: &[String]) -> GateVerdict {
     GateVerdict::pass(format!("healthy: {}", services.join(", ")))
 }
 
+/// How many invalid routes an `rpki` verdict names (the rest are counted).
+const RPKI_ROUTES_NAMED: usize = 5;
+
+/// The `rpki` gate at one location (`GET /v1/rpki`). Passes only when the daemon validates
+/// (`enabled`), its VRP set is the current data of a connected cache (`in_sync`, with the cache,
+/// serial and age of an End of Data) and no route is invalid — neither by the counts nor by any
+/// route's state. Invalid routes, or RPKI switched off at the location, fail; a set that is not
+/// (or no longer) in sync is inconclusive: no data is never a pass.
+pub fn check_rpki(view: &RpkiView) -> GateVerdict {
+    if !view.enabled {
+        return GateVerdict::fail(
+            "RPKI is disabled at this location (no [rpki] in its configuration):              no route's origin is validated",
+        );
+    }
+    let invalid: Vec<String> = view
+        .routes
+        .iter()
+        .filter(|route| route.state.is_invalid())
+        .map(|route| {
+            let covering: Vec<String> = route
+                .covering
+                .iter()
+                .map(|vrp| format!("{}-{} AS{}", vrp.prefix, vrp.max_length, vrp.asn))
+                .collect();
+            format!(
+                "{} from AS{} ({}; covered by {})",
+                route.prefix,
+                route.origin_asn,
+                match route.state {
+                    topologyd_api::RouteRpkiState::InvalidLength => "beyond max-length",
+                    _ => "origin not authorised",
+                },
+                if covering.is_empty() {
+                    "no VRP listed".to_string()
+                } else {
+                    covering.join(", ")
+                }
+            )
+        })
+        .collect();
+    if view.counts.invalid > 0 || !invalid.is_empty() {
+        let total = invalid
+            .len()
+            .max(usize::try_from(view.counts.invalid).unwrap_or(usize::MAX));
+        let mut named = invalid;
+        named.truncate(RPKI_ROUTES_NAMED);
+        let rest = total.saturating_sub(named.len());
+        return GateVerdict::fail(format!(
+            "{total} route(s) RPKI-invalid: {}{}",
+            if named.is_empty() {
+                "the counts say so, but no route is listed".to_string()
+            } else {
+                named.join("; ")
+            },
+            if rest > 0 && !named.is_empty() {
+                format!("; and {rest} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if view.sync != RpkiSyncState::InSync {
+        return GateVerdict::inconclusive(format!(
+            "the VRP set is not in sync ({}): no data is never a pass",
+            match view.sync {
+                RpkiSyncState::Disabled => "disabled",
+                RpkiSyncState::Connecting => "connecting: no cache has completed an update yet",
+                RpkiSyncState::Stale => "stale: the serving cache's session is gone",
+                RpkiSyncState::Expired => "expired: no cache for longer than expire",
+                RpkiSyncState::InSync => "in sync",
+            }
+        ));
+    }
+    let (Some(cache), Some(serial), Some(age)) =
+        (&view.cache, view.serial, view.last_update_age_seconds)
+    else {
+        return GateVerdict::inconclusive(
+            "the VRP set is said to be in sync but names no cache, serial or update age",
+        );
+    };
+    GateVerdict::pass(format!(
+        "in sync with {cache} (serial {serial}, {age} s old, {} VRPs); {} valid, {} not found, \
+         none invalid",
+        view.vrps_ipv4 + view.vrps_ipv6,
+        view.counts.valid,
+        view.counts.not_found
+    ))
+}
+
 fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
@@ -624,3 +715,6 @@ pub async fn evaluate_promql(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod rpki_tests;
