@@ -1,7 +1,8 @@
 //! The admin listener: plain HTTP/1.1 on a local address, serving `/metrics`, `/ready`, `/live`.
 //!
 //! Owns: the admin TCP listener and its per-connection tasks. `/metrics` renders the shared
-//! `prometheus_client` registry (OpenMetrics text); `/ready` answers 200 while the engine's
+//! `prometheus_client` registry: OpenMetrics text when the scraper's `Accept` asks for it, the
+//! classic Prometheus text format 0.0.4 otherwise (`metrics/exposition.rs`); `/ready` answers 200 while the engine's
 //! [`Readiness`] verdict says enough peers hold the running generation, and 503 with the
 //! reason otherwise (before the first convergence, and again when peers are lost); `/live`
 //! answers 200 while the process serves HTTP at all.
@@ -27,6 +28,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::listener_limits::{BusyMarker, ConnectionCaps, ConnectionLimiter};
+use crate::metrics::exposition::Exposition;
 
 /// How long a client may take to send its request head before the connection is closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,9 +40,6 @@ pub const CONNECTION_CAPS: ConnectionCaps = ConnectionCaps {
     total: 128,
     per_source: 16,
 };
-
-/// Content type of the `/metrics` answer (`prometheus_client` encodes OpenMetrics text).
-pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub use crate::readiness::Readiness;
 
@@ -161,19 +160,27 @@ fn respond(
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     }
     match request.uri().path() {
-        "/metrics" => match crate::metrics::render(registry) {
-            Ok(body) => {
-                let mut response = Response::new(Full::new(Bytes::from(body)));
-                response
-                    .headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
-                response
+        "/metrics" => {
+            let accept = request
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|value| value.to_str().ok());
+            let exposition = Exposition::negotiate(accept);
+            match crate::metrics::render_as(registry, exposition) {
+                Ok(body) => {
+                    let mut response = Response::new(Full::new(Bytes::from(body)));
+                    response.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static(exposition.content_type()),
+                    );
+                    response
+                }
+                Err(error) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("cannot render metrics: {error}\n"),
+                ),
             }
-            Err(error) => text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("cannot render metrics: {error}\n"),
-            ),
-        },
+        }
         "/ready" => {
             let state = readiness.state();
             let status = if state.ready {

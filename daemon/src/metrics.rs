@@ -27,10 +27,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
 
 mod collector;
+pub mod exposition;
 
 pub use self::collector::{EngineSnapshot, PeerDirectory};
 use self::collector::{Sources, StatusCollector};
@@ -167,6 +169,12 @@ pub const LOCAL_ADDRESSES_BOUND: &str = "topologyd_local_addresses_bound";
 pub const LOCAL_ADDRESSES_BOUND_HELP: &str =
     "Service addresses topologyd has bound on its local interface";
 
+/// `topologyd_build_info{version,commit}`: always 1, labels name this binary.
+pub const BUILD_INFO: &str = "topologyd_build";
+/// Help for [`BUILD_INFO`].
+pub const BUILD_INFO_HELP: &str =
+    "The topologyd version and the git commit it was built from (value is always 1)";
+
 /// `topologyd_state_quarantined_total`: unreadable generation files moved to quarantine.
 pub const STATE_QUARANTINED: &str = "topologyd_state_quarantined";
 /// Help for [`STATE_QUARANTINED`].
@@ -275,6 +283,14 @@ impl Metrics {
             engine: engine_snapshot,
             readiness,
         }));
+        registry.register(
+            BUILD_INFO,
+            BUILD_INFO_HELP,
+            Info::new(vec![
+                ("version", crate::build_info::VERSION),
+                ("commit", crate::build_info::COMMIT),
+            ]),
+        );
         let guard_refusals = Family::<GuardLabels, Counter>::default();
         registry.register(GUARD_REFUSALS, GUARD_REFUSALS_HELP, guard_refusals.clone());
         let apply_duration = Histogram::new(latency_buckets());
@@ -427,6 +443,13 @@ impl Metrics {
             .set(saturating_i64(finished_at_unix));
     }
 
+    /// Sets the time of the last successful apply (unix seconds) without observing a latency:
+    /// at start-up, from the running generation's commit time.
+    pub fn set_last_apply_timestamp(&self, applied_at_unix: u64) {
+        self.last_apply_timestamp
+            .set(saturating_i64(applied_at_unix));
+    }
+
     /// Records one reconcile pass's latency.
     pub fn observe_reconcile(&self, seconds: f64) {
         self.reconcile_duration.observe(seconds);
@@ -565,6 +588,18 @@ pub fn render(registry: &Registry) -> Result<String, fmt::Error> {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, registry)?;
     Ok(text)
+}
+
+/// Renders a registry in the exposition a scrape negotiated.
+pub fn render_as(
+    registry: &Registry,
+    exposition: exposition::Exposition,
+) -> Result<String, fmt::Error> {
+    let openmetrics = render(registry)?;
+    Ok(match exposition {
+        exposition::Exposition::OpenMetrics => openmetrics,
+        exposition::Exposition::PrometheusText => exposition::to_prometheus_text(&openmetrics),
+    })
 }
 
 pub(crate) fn saturating_i64(value: u64) -> i64 {

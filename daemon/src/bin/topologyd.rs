@@ -23,9 +23,11 @@ use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
 use topologyd::admin::{AdminServer, Readiness};
+use topologyd::build_info;
 use topologyd::control::{AuditLog, ControlServer, ControlSettings, Role};
 use topologyd::engine::{Engine, EngineEvent, read_md5_key};
 use topologyd::engine_api::EngineCommand;
+use topologyd::logging::{self, LogFormat};
 use topologyd::metrics::Metrics;
 use topologyd::preflight;
 use topologyd::sd_notify::{Notifier, watchdog_timeout};
@@ -44,7 +46,7 @@ const EXIT_START: u8 = 1;
 #[derive(Parser, Debug)]
 #[command(
     name = "topologyd",
-    version,
+    version = topologyd::build_info::LONG_VERSION,
     about = "Announces this location's share of the service topology to its BGP peers.",
     long_about = "Announces this location's share of the service topology to its BGP peers.\n\n\
         Reads the daemon configuration (TOML), loads the last applied topology generation from \
@@ -60,6 +62,11 @@ struct Arguments {
     /// and exit: 0 when start-up would get past them, 2 with the errors otherwise.
     #[arg(long)]
     check: bool,
+    /// Log line format: `text` (colours only on a terminal) or `json` (one object per line, for
+    /// journald, Loki or ELK). Which lines are written is set by `TOPOLOGYD_LOG` (a filter such
+    /// as `info` or `info,topologyd::peer=debug`; default `info`).
+    #[arg(long, value_enum, env = "TOPOLOGYD_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
 }
 
 fn load_config(path: &PathBuf) -> Result<DaemonConfig, String> {
@@ -80,14 +87,11 @@ fn load_config_source(path: &PathBuf) -> Result<(DaemonConfig, Source), String> 
 const MAX_BLOCKING_THREADS: usize = 64;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TOPOLOGYD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let arguments = Arguments::parse();
+    if let Err(error) = logging::install(arguments.log_format) {
+        eprintln!("topologyd: {error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let config = match load_config_source(&arguments.config) {
         Ok((config, source)) => {
             let mode = if arguments.check {
@@ -111,6 +115,15 @@ fn main() -> ExitCode {
         println!("{}: valid", arguments.config.display());
         return ExitCode::SUCCESS;
     }
+    info!(
+        version = build_info::VERSION,
+        commit = build_info::COMMIT,
+        config = %arguments.config.display(),
+        location = %config.location,
+        "topologyd {} (commit {}) starting",
+        build_info::VERSION,
+        build_info::COMMIT
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // Compiles, file writes and large body parses; well below the unit's TasksMax.
