@@ -175,6 +175,11 @@ pub const BUILD_INFO: &str = "topologyd_build";
 pub const BUILD_INFO_HELP: &str =
     "The topologyd version and the git commit it was built from (value is always 1)";
 
+/// `topologyd_local_address_errors_total{operation}`: service-address operations that failed.
+pub const LOCAL_ADDRESS_ERRORS: &str = "topologyd_local_address_errors";
+/// Help for [`LOCAL_ADDRESS_ERRORS`].
+pub const LOCAL_ADDRESS_ERRORS_HELP: &str = "Service-address operations on the local interface that failed, by operation: bind (the routes are announced anyway), unbind (retried), list";
+
 /// `topologyd_state_quarantined_total`: unreadable generation files moved to quarantine.
 pub const STATE_QUARANTINED: &str = "topologyd_state_quarantined";
 /// Help for [`STATE_QUARANTINED`].
@@ -232,6 +237,11 @@ struct ServiceActionLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GuardLabels {
     guard: String,
 }
@@ -253,6 +263,7 @@ pub struct Metrics {
     service_drained: Family<ServiceLabels, Gauge>,
     location_drained: Gauge,
     local_addresses_bound: Gauge,
+    local_address_errors: Family<OperationLabels, Counter>,
     state_quarantined: Counter,
     /// The services [`Metrics::set_services`] last reported.
     known_services: Arc<Mutex<BTreeSet<String>>>,
@@ -360,6 +371,12 @@ impl Metrics {
             LOCAL_ADDRESSES_BOUND_HELP,
             local_addresses_bound.clone(),
         );
+        let local_address_errors = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            LOCAL_ADDRESS_ERRORS,
+            LOCAL_ADDRESS_ERRORS_HELP,
+            local_address_errors.clone(),
+        );
         let state_quarantined = Counter::default();
         registry.register(
             STATE_QUARANTINED,
@@ -368,6 +385,7 @@ impl Metrics {
         );
         Metrics {
             state_quarantined,
+            local_address_errors,
             service_healthy,
             service_health_transitions,
             probe_rounds,
@@ -561,6 +579,15 @@ impl Metrics {
     /// Records how many service addresses are bound locally.
     pub fn set_local_addresses_bound(&self, bound: usize) {
         self.local_addresses_bound.set(saturating_i64(bound as u64));
+    }
+
+    /// Counts a failed service-address operation (`bind`, `unbind`, `list`).
+    pub fn count_address_error(&self, operation: &str) {
+        self.local_address_errors
+            .get_or_create(&OperationLabels {
+                operation: operation.to_owned(),
+            })
+            .inc();
     }
 
     /// Forgets a stopped peer task: its series disappear from the next scrape.
