@@ -19,6 +19,7 @@ mod file;
 mod health_policy;
 mod model;
 mod peer;
+pub mod reference;
 
 pub use convert::parse_daemon_config;
 pub use health_policy::MAX_INTERFACE_NAME_LENGTH;
