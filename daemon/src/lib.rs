@@ -19,6 +19,7 @@ pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod overlay;
+pub mod packaging;
 pub mod peer;
 pub mod preflight;
 pub mod probe;

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
 use topologyd::admin::{AdminServer, Readiness};
@@ -87,6 +87,9 @@ fn load_config_source(path: &PathBuf) -> Result<(DaemonConfig, Source), String> 
 const MAX_BLOCKING_THREADS: usize = 64;
 
 fn main() -> ExitCode {
+    if let Some(code) = topologyd::packaging::generate_if_asked(Arguments::command) {
+        return code;
+    }
     let arguments = Arguments::parse();
     if let Err(error) = logging::install(arguments.log_format) {
         eprintln!("topologyd: {error}");
