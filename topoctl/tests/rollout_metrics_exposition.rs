@@ -15,7 +15,10 @@ fn the_rollout_metrics_pass_promtool_in_the_classic_format() {
     let registry = metrics.registry();
     let classic = render_as(&registry, Exposition::PrometheusText)
         .unwrap_or_else(|error| panic!("render: {error}"));
-    assert!(classic.contains("# TYPE topoctl_rollout_state gauge"), "{classic}");
+    assert!(
+        classic.contains("# TYPE topoctl_rollout_state gauge"),
+        "{classic}"
+    );
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
