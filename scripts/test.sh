@@ -14,6 +14,11 @@ set +e
 cargo test --workspace --locked 2>&1 | tee target/test-output.log
 status=${PIPESTATUS[0]}
 set -e
+# The Debian package: built from the debug binaries the tests built, installed with dpkg -i,
+# `topologyd --check` on the installed configuration, then purged (packaging/check-deb.sh).
+if ! bash packaging/check-deb.sh debug 2>&1 | tee -a target/test-output.log; then
+  status=1
+fi
 echo "test.sh: finished in $(( $(date +%s) - started )) s"
 # One closing line for the whole run (cargo's last "test result" is the doc tests').
 awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }

@@ -52,6 +52,7 @@ pub mod adj_rib_out;
 pub mod codec;
 pub mod fuzz_entry;
 pub mod inbound;
+pub mod notification_text;
 pub mod session;
 
 pub use adj_rib_out::{AdjRibOut, RibCounters, RibError, check_encodable};

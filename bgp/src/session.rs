@@ -193,6 +193,8 @@ pub struct Session {
     jitter_state: u64,
     inbound: InboundRoutes,
     direction: Option<Direction>,
+    /// The AS number of the peer's last OPEN, accepted or not (for the words of Bad Peer AS).
+    peer_open_asn: Option<u32>,
 }
 
 impl Session {
@@ -212,6 +214,7 @@ impl Session {
                 jitter_seed
             },
             inbound: InboundRoutes::default(),
+            peer_open_asn: None,
             direction: None,
         }
     }
@@ -220,6 +223,13 @@ impl Session {
     #[must_use]
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// The AS number of the peer's last OPEN (its 4-octet capability's, if any), accepted or
+    /// not; `None` before one arrived.
+    #[must_use]
+    pub fn peer_open_asn(&self) -> Option<u32> {
+        self.peer_open_asn
     }
 
     /// The configuration.
@@ -652,27 +662,30 @@ impl Session {
                     out,
                 );
             }
-            (Message::Open(open), State::OpenSent) => match negotiate(&self.config, &open) {
-                Ok(negotiated) => {
-                    out.push(Output::OpenReceived {
-                        router_id: negotiated.remote_router_id,
-                        asn: negotiated.remote_asn,
-                    });
-                    self.negotiated = Some(negotiated);
-                    self.send(&Message::Keepalive, out);
-                    self.arm_hold(now, out);
-                    self.arm_keepalive(now, out);
-                    self.transition(State::OpenConfirm, out);
+            (Message::Open(open), State::OpenSent) => {
+                self.peer_open_asn = Some(open.asn());
+                match negotiate(&self.config, &open) {
+                    Ok(negotiated) => {
+                        out.push(Output::OpenReceived {
+                            router_id: negotiated.remote_router_id,
+                            asn: negotiated.remote_asn,
+                        });
+                        self.negotiated = Some(negotiated);
+                        self.send(&Message::Keepalive, out);
+                        self.arm_hold(now, out);
+                        self.arm_keepalive(now, out);
+                        self.transition(State::OpenConfirm, out);
+                    }
+                    Err(notification) => {
+                        self.down(
+                            now,
+                            Some(notification.clone()),
+                            DownReason::NotificationSent(notification),
+                            out,
+                        );
+                    }
                 }
-                Err(notification) => {
-                    self.down(
-                        now,
-                        Some(notification.clone()),
-                        DownReason::NotificationSent(notification),
-                        out,
-                    );
-                }
-            },
+            }
             (Message::Keepalive, State::OpenConfirm) => {
                 self.arm_hold(now, out);
                 self.failures = 0;

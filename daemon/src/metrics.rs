@@ -28,6 +28,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
 
@@ -170,6 +171,17 @@ pub const LOCAL_ADDRESSES_BOUND: &str = "topologyd_local_addresses_bound";
 pub const LOCAL_ADDRESSES_BOUND_HELP: &str =
     "Service addresses topologyd has bound on its local interface";
 
+/// `topologyd_build_info{version,commit}`: always 1, labels name this binary.
+pub const BUILD_INFO: &str = "topologyd_build";
+/// Help for [`BUILD_INFO`].
+pub const BUILD_INFO_HELP: &str =
+    "The topologyd version and the git commit it was built from (value is always 1)";
+
+/// `topologyd_local_address_errors_total{operation}`: service-address operations that failed.
+pub const LOCAL_ADDRESS_ERRORS: &str = "topologyd_local_address_errors";
+/// Help for [`LOCAL_ADDRESS_ERRORS`].
+pub const LOCAL_ADDRESS_ERRORS_HELP: &str = "Service-address operations on the local interface that failed, by operation: bind (the routes are announced anyway), unbind (retried), list";
+
 /// `topologyd_state_quarantined_total`: unreadable generation files moved to quarantine.
 pub const STATE_QUARANTINED: &str = "topologyd_state_quarantined";
 /// Help for [`STATE_QUARANTINED`].
@@ -227,6 +239,11 @@ struct ServiceActionLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GuardLabels {
     guard: String,
 }
@@ -248,6 +265,7 @@ pub struct Metrics {
     service_drained: Family<ServiceLabels, Gauge>,
     location_drained: Gauge,
     local_addresses_bound: Gauge,
+    local_address_errors: Family<OperationLabels, Counter>,
     state_quarantined: Counter,
     /// The services [`Metrics::set_services`] last reported.
     known_services: Arc<Mutex<BTreeSet<String>>>,
@@ -284,6 +302,14 @@ impl Metrics {
         registry.register_collector(Box::new(rpki::RpkiCollector {
             sample: rpki_sample,
         }));
+        registry.register(
+            BUILD_INFO,
+            BUILD_INFO_HELP,
+            Info::new(vec![
+                ("version", crate::build_info::VERSION),
+                ("commit", crate::build_info::COMMIT),
+            ]),
+        );
         let guard_refusals = Family::<GuardLabels, Counter>::default();
         registry.register(GUARD_REFUSALS, GUARD_REFUSALS_HELP, guard_refusals.clone());
         let apply_duration = Histogram::new(latency_buckets());
@@ -353,6 +379,12 @@ impl Metrics {
             LOCAL_ADDRESSES_BOUND_HELP,
             local_addresses_bound.clone(),
         );
+        let local_address_errors = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            LOCAL_ADDRESS_ERRORS,
+            LOCAL_ADDRESS_ERRORS_HELP,
+            local_address_errors.clone(),
+        );
         let state_quarantined = Counter::default();
         registry.register(
             STATE_QUARANTINED,
@@ -361,6 +393,7 @@ impl Metrics {
         );
         Metrics {
             state_quarantined,
+            local_address_errors,
             service_healthy,
             service_health_transitions,
             probe_rounds,
@@ -440,6 +473,13 @@ impl Metrics {
         self.apply_duration.observe(seconds);
         self.last_apply_timestamp
             .set(saturating_i64(finished_at_unix));
+    }
+
+    /// Sets the time of the last successful apply (unix seconds) without observing a latency:
+    /// at start-up, from the running generation's commit time.
+    pub fn set_last_apply_timestamp(&self, applied_at_unix: u64) {
+        self.last_apply_timestamp
+            .set(saturating_i64(applied_at_unix));
     }
 
     /// Records one reconcile pass's latency.
@@ -555,6 +595,15 @@ impl Metrics {
         self.local_addresses_bound.set(saturating_i64(bound as u64));
     }
 
+    /// Counts a failed service-address operation (`bind`, `unbind`, `list`).
+    pub fn count_address_error(&self, operation: &str) {
+        self.local_address_errors
+            .get_or_create(&OperationLabels {
+                operation: operation.to_owned(),
+            })
+            .inc();
+    }
+
     /// Forgets a stopped peer task: its series disappear from the next scrape.
     pub fn remove_peer(&self, peer: &str) {
         self.sources
@@ -575,7 +624,8 @@ pub struct ServiceReport {
     pub routes_announced: u64,
 }
 
-pub use topologyd_transport::admin::render;
+pub use topologyd_transport::admin::{render, render_as};
+pub use topologyd_transport::exposition;
 
 pub(crate) fn saturating_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)

@@ -48,14 +48,17 @@ use crate::announce::{LocationRoutes, PeerRouteContext};
 use crate::reconcile::{self, Carried, FamilyAttributes, Interned, Side};
 use crate::sockopt::{self, SessionSecurity};
 
+mod connect_failures;
 mod connection;
 mod report;
 
+use self::connect_failures::ConnectFailures;
 use self::connection::{
     Connection, poll_connect, read_some, sleep_until, split_halves, write_some,
 };
 use self::report::EndReport;
 pub use self::report::{PeerReport, PeerSynced, ReportTo, task_ended};
+use topologyd_bgp::notification_text::{NotificationContext, describe, describe_down_reason};
 
 /// Stop pulling UPDATEs from the Adj-RIB-Out while this much is waiting to be written.
 pub const OUTPUT_HIGH_WATER: usize = 512 * 1024;
@@ -176,6 +179,8 @@ struct PeerDriver {
     first_write_pending: Option<(u64, Instant)>,
     /// The session state last published.
     session_state: State,
+    /// Failed outbound connection attempts, summarised for the log.
+    connect_failures: ConnectFailures,
     /// Last field: dropped after `status`, it tells the engine the task ended.
     _end_report: EndReport,
 }
@@ -212,6 +217,7 @@ impl PeerDriver {
             connecting: None,
             idle_timers: BTreeMap::new(),
             idle_session: Some(session),
+            connect_failures: ConnectFailures::default(),
             stopping: None,
             jitter_seed,
             synced: false,
@@ -385,12 +391,19 @@ impl PeerDriver {
                     return;
                 };
                 debug!(peer = %self.spec.name, "outbound connection established");
+                if let Some(line) = self.connect_failures.connected(Instant::now()) {
+                    info!(peer = %self.spec.name, "{line}");
+                }
                 self.connection = Some(Connection::new(session, stream));
                 self.feed(Input::TcpConnected(Direction::Outbound), false);
             }
             Err(error) => {
                 debug!(peer = %self.spec.name, %error, "outbound connection failed");
-                self.set_error(error.to_string());
+                let error = format!("connect to {}: {error}", self.spec.remote);
+                if let Some(line) = self.connect_failures.failed(&error, Instant::now()) {
+                    warn!(peer = %self.spec.name, "{line}");
+                }
+                self.set_error(error);
                 self.feed_idle(Input::TcpFailed);
             }
         }
@@ -609,14 +622,21 @@ impl PeerDriver {
                         status.established_since = Some(since);
                         status.last_error = None;
                     });
-                    info!(peer = %self.spec.name, families = ?negotiated.families, "Established");
+                    info!(
+                        peer = %self.spec.name,
+                        remote_asn = negotiated.remote_asn,
+                        remote_router_id = %negotiated.remote_router_id,
+                        families = ?negotiated.families,
+                        "session up: Established"
+                    );
                 }
                 Output::SessionDown(reason) => {
                     if !parked {
-                        info!(peer = %self.spec.name, ?reason, "session down");
+                        let why = describe_down_reason(&reason, &self.words(parked, false));
+                        info!(peer = %self.spec.name, reason = %why, "session down");
                         self.rib.session_down();
                         self.synced = false;
-                        self.set_error(format!("{reason:?}"));
+                        self.set_error(why);
                         self.status.send_modify(|status| {
                             status.established = false;
                             status.generation_synced = None;
@@ -625,10 +645,12 @@ impl PeerDriver {
                     }
                 }
                 Output::NotificationSent(notification) => {
-                    warn!(peer = %self.spec.name, ?notification, "NOTIFICATION sent");
+                    let text = describe(&notification, &self.words(parked, true));
+                    warn!(peer = %self.spec.name, code = notification.code, subcode = notification.subcode, "NOTIFICATION sent: {text}");
                 }
                 Output::NotificationReceived(notification) => {
-                    warn!(peer = %self.spec.name, ?notification, "NOTIFICATION received");
+                    let text = describe(&notification, &self.words(parked, false));
+                    warn!(peer = %self.spec.name, code = notification.code, subcode = notification.subcode, "NOTIFICATION received: {text}");
                 }
                 Output::RouteRefreshRequested(family) => {
                     info!(peer = %self.spec.name, ?family, "route refresh requested: re-sending");
@@ -647,6 +669,21 @@ impl PeerDriver {
                     });
                 }
             }
+        }
+    }
+
+    /// What the words of a NOTIFICATION need: who sent it and each side's AS.
+    fn words(&self, parked: bool, sent: bool) -> NotificationContext {
+        let connection = if parked {
+            self.parked.as_ref()
+        } else {
+            self.connection.as_ref()
+        };
+        NotificationContext {
+            sent,
+            local_asn: self.spec.session.local_asn,
+            remote_asn: self.spec.session.remote_asn,
+            peer_open_asn: connection.and_then(|connection| connection.session.peer_open_asn()),
         }
     }
 

@@ -283,6 +283,12 @@ fn exit_quietly_on_broken_pipe() {
 
 fn main() -> ExitCode {
     exit_quietly_on_broken_pipe();
+    // Man pages and completions for the Debian package (packaging/build-deb.sh).
+    if let Some(code) =
+        topologyd_packaging::generate_if_asked(<Arguments as clap::CommandFactory>::command)
+    {
+        return code;
+    }
     let arguments = match Arguments::try_parse() {
         Ok(arguments) => arguments,
         Err(error) => {

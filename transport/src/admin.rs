@@ -2,7 +2,8 @@
 //! address, serving `/metrics`, `/ready`, `/live`.
 //!
 //! Owns: the admin TCP listener and its per-connection tasks. `/metrics` renders the shared
-//! `prometheus_client` registry (OpenMetrics text); `/ready` answers 200 while the engine's
+//! `prometheus_client` registry: OpenMetrics text when the scraper's `Accept` asks for it, the
+//! classic Prometheus text format 0.0.4 otherwise (`exposition.rs`); `/ready` answers 200 while the engine's
 //! [`Readiness`] verdict says enough peers hold the running generation, and 503 with the
 //! reason otherwise (before the first convergence, and again when peers are lost); `/live`
 //! answers 200 while the process serves HTTP at all.
@@ -27,6 +28,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use crate::exposition::Exposition;
 use crate::listener_limits::{BusyMarker, ConnectionCaps, ConnectionLimiter};
 
 /// How long a client may take to send its request head before the connection is closed.
@@ -40,9 +42,6 @@ pub const CONNECTION_CAPS: ConnectionCaps = ConnectionCaps {
     per_source: 16,
 };
 
-/// Content type of the `/metrics` answer (`prometheus_client` encodes OpenMetrics text).
-pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
 pub use crate::readiness::Readiness;
 
 /// The registry as OpenMetrics text, as `/metrics` serves it.
@@ -50,6 +49,15 @@ pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, registry)?;
     Ok(text)
+}
+
+/// The registry in the exposition a scrape negotiated.
+pub fn render_as(registry: &Registry, exposition: Exposition) -> Result<String, std::fmt::Error> {
+    let openmetrics = render(registry)?;
+    Ok(match exposition {
+        Exposition::OpenMetrics => openmetrics,
+        Exposition::PrometheusText => crate::exposition::to_prometheus_text(&openmetrics),
+    })
 }
 
 /// A failure of the admin listener.
@@ -169,19 +177,27 @@ fn respond(
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     }
     match request.uri().path() {
-        "/metrics" => match render(registry) {
-            Ok(body) => {
-                let mut response = Response::new(Full::new(Bytes::from(body)));
-                response
-                    .headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
-                response
+        "/metrics" => {
+            let accept = request
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|value| value.to_str().ok());
+            let exposition = Exposition::negotiate(accept);
+            match render_as(registry, exposition) {
+                Ok(body) => {
+                    let mut response = Response::new(Full::new(Bytes::from(body)));
+                    response.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static(exposition.content_type()),
+                    );
+                    response
+                }
+                Err(error) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("cannot render metrics: {error}\n"),
+                ),
             }
-            Err(error) => text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("cannot render metrics: {error}\n"),
-            ),
-        },
+        }
         "/ready" => {
             let state = readiness.state();
             let status = if state.ready {

@@ -7,6 +7,7 @@
 //! Must not touch: what the bytes mean (the control API, its client and the engine live in the
 //! daemon and topoctl), any state of either program.
 pub mod admin;
+pub mod exposition;
 pub mod http_client;
 pub mod listener_limits;
 pub mod readiness;

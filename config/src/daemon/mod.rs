@@ -20,6 +20,7 @@ mod file;
 mod health_policy;
 mod model;
 mod peer;
+pub mod reference;
 mod rpki_policy;
 
 pub use convert::parse_daemon_config;

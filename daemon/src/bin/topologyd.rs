@@ -19,12 +19,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
+use topologyd::build_info;
 use topologyd::control::{AuditLog, ControlServer, ControlSettings, Role};
 use topologyd::engine::{Engine, EngineEvent, read_md5_key};
 use topologyd::engine_api::EngineCommand;
+use topologyd::logging::{self, LogFormat};
 use topologyd::metrics::Metrics;
 use topologyd::preflight;
 use topologyd::readiness::Readiness;
@@ -45,7 +47,7 @@ const EXIT_START: u8 = 1;
 #[derive(Parser, Debug)]
 #[command(
     name = "topologyd",
-    version,
+    version = topologyd::build_info::LONG_VERSION,
     about = "Announces this location's share of the service topology to its BGP peers.",
     long_about = "Announces this location's share of the service topology to its BGP peers.\n\n\
         Reads the daemon configuration (TOML), loads the last applied topology generation from \
@@ -61,6 +63,11 @@ struct Arguments {
     /// and exit: 0 when start-up would get past them, 2 with the errors otherwise.
     #[arg(long)]
     check: bool,
+    /// Log line format: `text` (colours only on a terminal) or `json` (one object per line, for
+    /// journald, Loki or ELK). Which lines are written is set by `TOPOLOGYD_LOG` (a filter such
+    /// as `info` or `info,topologyd::peer=debug`; default `info`).
+    #[arg(long, value_enum, env = "TOPOLOGYD_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
 }
 
 fn load_config(path: &PathBuf) -> Result<DaemonConfig, String> {
@@ -81,14 +88,14 @@ fn load_config_source(path: &PathBuf) -> Result<(DaemonConfig, Source), String> 
 const MAX_BLOCKING_THREADS: usize = 64;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TOPOLOGYD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Some(code) = topologyd_packaging::generate_if_asked(Arguments::command) {
+        return code;
+    }
     let arguments = Arguments::parse();
+    if let Err(error) = logging::install(arguments.log_format) {
+        eprintln!("topologyd: {error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let config = match load_config_source(&arguments.config) {
         Ok((config, source)) => {
             let mode = if arguments.check {
@@ -112,6 +119,15 @@ fn main() -> ExitCode {
         println!("{}: valid", arguments.config.display());
         return ExitCode::SUCCESS;
     }
+    info!(
+        version = build_info::VERSION,
+        commit = build_info::COMMIT,
+        config = %arguments.config.display(),
+        location = %config.location,
+        "topologyd {} (commit {}) starting",
+        build_info::VERSION,
+        build_info::COMMIT
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // Compiles, file writes and large body parses; well below the unit's TasksMax.

@@ -198,6 +198,7 @@ impl Engine {
                     }
                     Err(error) => {
                         error!(%address, %error, "could not bind a service address; its routes are announced anyway");
+                        self.metrics.count_address_error("bind");
                         Err(error.to_string())
                     }
                 };
@@ -212,6 +213,7 @@ impl Engine {
                     }
                     Err(error) => {
                         error!(%address, %error, "could not unbind a service address; retrying");
+                        self.metrics.count_address_error("unbind");
                         Err(error.to_string())
                     }
                 };
@@ -223,6 +225,7 @@ impl Engine {
                     Ok(present) => Some(Event::AddressesListed { present }),
                     Err(error) => {
                         warn!(%error, "could not list the interface's addresses");
+                        self.metrics.count_address_error("list");
                         None
                     }
                 }

@@ -105,6 +105,9 @@ impl Engine {
             None => (Self::bootstrap(&store, &config)?, false),
         };
         metrics.set_generation(running.meta.generation, &running.meta.hash);
+        // The running generation was applied when it was committed (bootstrap or a push before
+        // this start): without this, the stale-apply alert would fire after every restart.
+        metrics.set_last_apply_timestamp(running.meta.applied_at);
         crate::memory::release_free_memory();
         let drains = store.load_drain()?;
         if drains.drained || !drains.services.is_empty() {
