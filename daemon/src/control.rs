@@ -385,6 +385,7 @@ enum Endpoint {
     Health,
     Drain,
     Topology,
+    Generations,
     Lease,
 }
 
@@ -399,6 +400,7 @@ impl Endpoint {
             "/v1/health" => (Endpoint::Health, Method::GET),
             "/v1/drain" => (Endpoint::Drain, Method::POST),
             "/v1/topology" => (Endpoint::Topology, Method::GET),
+            "/v1/generations" => (Endpoint::Generations, Method::GET),
             "/v1/lease" => (Endpoint::Lease, Method::POST),
             _ => return None,
         })
