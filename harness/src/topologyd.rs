@@ -889,8 +889,9 @@ impl Topoctl {
         arguments: &[S],
     ) -> Result<TopoctlOutput, LaunchError> {
         let binary = binaries()?.join("topoctl");
+        // A nested subcommand (`topology get`) is given as its words.
         let output = Command::new(binary)
-            .arg(subcommand)
+            .args(subcommand.split_whitespace())
             .arg("--daemon")
             .arg(self.daemon.to_string())
             .arg("--cert")

@@ -103,7 +103,10 @@ fn routes_round_trip_and_require_their_fields() {
     each_field_is_required::<RouteView>(&route);
     let older: RouteView = serde_json::from_value(route).unwrap();
     assert_eq!(older.next_hop, None);
-    assert_eq!(view.peers["bird"].routes[0].next_hop.as_deref(), Some("192.0.2.254"));
+    assert_eq!(
+        view.peers["bird"].routes[0].next_hop.as_deref(),
+        Some("192.0.2.254")
+    );
 }
 
 fn checked_service() -> Value {
@@ -199,7 +202,11 @@ fn plan_outcome_drain_and_topology_answers_round_trip() {
     });
     each_field_is_required::<DrainView>(&drain);
     // `changed` is new: read as `false` from daemons that predate it.
-    assert!(!serde_json::from_value::<DrainView>(drain.clone()).unwrap().changed);
+    assert!(
+        !serde_json::from_value::<DrainView>(drain.clone())
+            .unwrap()
+            .changed
+    );
     let mut changed = drain.clone();
     changed["changed"] = json!(true);
     assert!(round_trip::<DrainView>(&changed).changed);
