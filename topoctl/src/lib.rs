@@ -5,10 +5,12 @@
 //! JSON with `--json`; `connection` reaches the daemon and maps answers to exit codes, `render`
 //! holds the shared text helpers (RFC 3339 times, tables).
 pub mod connection;
+pub mod context;
 pub mod drain_command;
 pub mod generations_command;
 pub mod health_command;
 pub mod lease_command;
+pub mod pki_command;
 pub mod push_command;
 pub mod render;
 pub mod rollback_command;

@@ -199,6 +199,9 @@ enum Command {
     /// The topology the daemon runs (or keeps).
     #[command(subcommand)]
     Topology(TopologyCommand),
+    /// A certificate authority for the control API: init, server, issue.
+    #[command(subcommand)]
+    Pki(topoctl::pki_command::PkiCommand),
     /// The fleet lock's lease at a daemon: who holds it; break it (docs/rollouts.md).
     #[command(subcommand)]
     Lease(LeaseCommand<DaemonArguments>),
@@ -381,6 +384,7 @@ fn report_diagnostics(diagnostics: &Diagnostics, json: bool) {
 fn run(command: Command) -> Result<i32, Stop> {
     match command {
         Command::Rollout(command) => Ok(rollout_command::run_rollout(command)),
+        Command::Pki(command) => Ok(topoctl::pki_command::run(&command)),
         Command::Lease(command) => run_lease(command),
         Command::Check { files, vrps, json } => check(&files, &vrps, json),
         Command::Compile {

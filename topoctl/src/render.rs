@@ -24,7 +24,7 @@ pub fn rfc3339_millis(unix_ms: u64) -> String {
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (days ≥ 0).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
     // Shifted to an era starting on 0000-03-01 so that leap days end each year.
     let shifted = days + 719_468;
     let era = shifted / 146_097;
