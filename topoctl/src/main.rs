@@ -199,6 +199,32 @@ enum Command {
     /// The topology the daemon runs (or keeps).
     #[command(subcommand)]
     Topology(TopologyCommand),
+    /// Which service is announced where: services × locations (or regions), offline from
+    /// topology files or live from a fleet file.
+    Matrix {
+        /// The topology files (without --fleet).
+        #[arg(required_unless_present = "fleet", conflicts_with = "fleet")]
+        files: Vec<PathBuf>,
+        /// Ask every daemon of this fleet file (health, drains) instead.
+        #[arg(long, value_name = "FLEET_FILE")]
+        fleet: Option<PathBuf>,
+        /// Columns: locations, or regions (counts of locations).
+        #[arg(long, default_value = "location", value_parser = ["location", "region"])]
+        by: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The topology as a graph: prefixes → bindings → services → regions and locations.
+    Graph {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// `dot` (Graphviz source) or `svg` (runs Graphviz's `dot`).
+        #[arg(long, value_enum, default_value = "dot")]
+        format: topoctl::graph_command::Format,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// A certificate authority for the control API: init, server, issue.
     #[command(subcommand)]
     Pki(topoctl::pki_command::PkiCommand),
@@ -385,6 +411,26 @@ fn run(command: Command) -> Result<i32, Stop> {
     match command {
         Command::Rollout(command) => Ok(rollout_command::run_rollout(command)),
         Command::Pki(command) => Ok(topoctl::pki_command::run(&command)),
+        Command::Matrix {
+            files,
+            fleet: Some(fleet),
+            by,
+            json,
+        } if files.is_empty() => Ok(topoctl::matrix_command::live(&fleet, &by, json)),
+        Command::Matrix {
+            files, by, json, ..
+        } => Ok(match read_and_compile(&files, json)? {
+            Ok(topology) => topoctl::matrix_command::offline(&topology, &by, json),
+            Err(code) => code,
+        }),
+        Command::Graph {
+            files,
+            format,
+            output,
+        } => Ok(match read_and_compile(&files, false)? {
+            Ok(topology) => topoctl::graph_command::run(&topology, format, output.as_deref()),
+            Err(code) => code,
+        }),
         Command::Lease(command) => run_lease(command),
         Command::Check { files, vrps, json } => check(&files, &vrps, json),
         Command::Compile {
