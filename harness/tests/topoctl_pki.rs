@@ -210,6 +210,56 @@ fn from_nothing_to_status_with_topoctl_pki_and_a_context() {
         "{wrong_name}"
     );
 
+    // The fleet view, live: ams01 answers (a drained service shows), fra01 does not.
+    let drained = topoctl(
+        &contexts,
+        &["drain", "--service", "resolver", "--reason", "matrix"],
+    );
+    assert_eq!(drained.code, Some(2), "{drained}");
+    let dead_port = free_port(loopback);
+    let fleet = directory.path().join("fleet.toml");
+    let fleet_text = format!(
+        "[defaults]\nca = \"pki/ca.pem\"\ncertificate = \"pki/alice.pem\"\nprivate_key = \"pki/alice-key.pem\"\n\n\
+         [[location]]\nname = \"ams01\"\ncontrol = \"127.0.0.1:{port}\"\nserver_name = \"localhost\"\n\n\
+         [[location]]\nname = \"fra01\"\ncontrol = \"127.0.0.1:{dead_port}\"\nserver_name = \"localhost\"\n\n\
+         [[wave]]\nname = \"all\"\nshare = 1.0\n"
+    );
+    check(std::fs::write(&fleet, fleet_text), "writing the fleet file");
+    let fleet_arg = fleet.display().to_string();
+    let matrix = topoctl(&contexts, &["matrix", "--fleet", &fleet_arg]);
+    assert_eq!(matrix.code, Some(6), "fra01 is unreachable: {matrix}");
+    let header: Vec<&str> = matrix
+        .stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["SERVICE", "ams01", "fra01"], "{matrix}");
+    let row = |service: &str| -> Vec<String> {
+        matrix
+            .stdout
+            .lines()
+            .find(|line| line.starts_with(&format!("{service} ")))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(row("resolver"), ["resolver", "drained", "?"], "{matrix}");
+    assert_eq!(row("cdn"), ["cdn", "announced", "?"], "{matrix}");
+    assert!(matrix.stdout.contains("fra01: unreachable"), "{matrix}");
+    let by_region = topoctl(
+        &contexts,
+        &["matrix", "--fleet", &fleet_arg, "--by", "region", "--json"],
+    );
+    let view: serde_json::Value = check(serde_json::from_str(&by_region.stdout), "matrix --json");
+    assert_eq!(view["services"]["resolver"]["eu"]["drained"], 1, "{view}");
+    assert!(view["unreachable"]["fra01"].is_string(), "{view}");
+    eprintln!("--- sample: topoctl matrix --fleet\n{}", matrix.stdout);
+    eprintln!("--- sample: topoctl status\n{}", status.stdout);
+    eprintln!("--- sample: topoctl routes\n{}", default.stdout);
+
     // The reader reads, and may not drain.
     let read = topoctl(&contexts, &["health", "--context", "reader"]);
     assert_eq!(read.code, Some(0), "{read}");
