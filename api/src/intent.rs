@@ -18,8 +18,23 @@ pub const EXIT_USAGE: i32 = 1;
 pub const EXIT_CHANGES_ALLOWED: i32 = 2;
 /// Exit code: a guard refuses the plan.
 pub const EXIT_REFUSED: i32 = 3;
-/// Exit code: a topology does not compile (no plan could be made).
+/// Exit code: a topology does not compile (no plan could be made), or a request names what
+/// does not exist (a generation not kept, an unknown service or peer).
 pub const EXIT_INVALID: i32 = 4;
+/// Exit code: the compare-and-swap failed (another generation runs than expected), or the
+/// fleet lock or a deadline refused the change. Nothing changed.
+pub const EXIT_CONFLICT: i32 = 5;
+/// Exit code: the daemon could not be reached or could not act: connection, TLS, time-out,
+/// a certificate without the role, the daemon busy or its state disk full. Nothing changed.
+pub const EXIT_UNREACHABLE: i32 = 6;
+/// Exit code of `topoctl rollout`: a gate failed (or an apply was refused) and every applied
+/// location was rolled back.
+pub const EXIT_ROLLED_BACK: i32 = 7;
+/// Exit code of `topoctl rollout`: paused (or interrupted), or aborted and rolled back.
+pub const EXIT_PAUSED: i32 = 8;
+/// Exit code: changes were made (an apply, a rollback, a drain): the same as
+/// [`EXIT_CHANGES_ALLOWED`], for commands that act rather than plan.
+pub const EXIT_CHANGES_MADE: i32 = EXIT_CHANGES_ALLOWED;
 
 /// The outcome of a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

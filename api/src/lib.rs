@@ -18,16 +18,17 @@ pub mod source;
 pub mod view;
 
 pub use intent::{
-    EXIT_CHANGES_ALLOWED, EXIT_INVALID, EXIT_NO_CHANGE, EXIT_REFUSED, EXIT_USAGE, Intent,
-    IntentError, Override, Verdict,
+    EXIT_CHANGES_ALLOWED, EXIT_CHANGES_MADE, EXIT_CONFLICT, EXIT_INVALID, EXIT_NO_CHANGE,
+    EXIT_PAUSED, EXIT_REFUSED, EXIT_ROLLED_BACK, EXIT_UNREACHABLE, EXIT_USAGE, Intent, IntentError,
+    Override, Verdict,
 };
 pub use lease::{LeaseAction, LeaseClaim, LeaseRequest, LeaseView};
 pub use request::{ApplyRequest, DrainRequest, PlanRequest, RollbackRequest};
 pub use source::{SourceBundle, SourceFile};
 pub use view::{
-    Document, DrainView, ErrorBody, ErrorDetail, ErrorView, HealthView, MutationOutcome,
-    OutcomeDetail, PeerRoutesView, PeerStatus, PlanView, RouteCounts, RouteRpkiState, RouteView,
-    RoutesView, RpkiCacheView, RpkiInvalidPolicy, RpkiRouteCounts, RpkiRouteView, RpkiSyncState,
-    RpkiView, RpkiVrpView, ServiceAction, ServiceDecisionView, ServiceHealthView, StatusHealth,
-    StatusView, TopologyView,
+    Document, DrainView, ErrorBody, ErrorDetail, ErrorView, GenerationView, GenerationsView,
+    HealthView, MutationOutcome, OutcomeDetail, PeerRoutesView, PeerStatus, PlanView, RouteCounts,
+    RouteRpkiState, RouteView, RoutesView, RpkiCacheView, RpkiInvalidPolicy, RpkiRouteCounts,
+    RpkiRouteView, RpkiSyncState, RpkiView, RpkiVrpView, ServiceAction, ServiceDecisionView,
+    ServiceHealthView, StatusHealth, StatusView, TopologyView,
 };

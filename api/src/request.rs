@@ -72,6 +72,13 @@ pub struct DrainRequest {
     /// Why, for the record.
     #[serde(default)]
     pub reason: String,
+    /// Say what would change and change nothing (no state written, no audit record).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dry_run: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// The intent lines of a plan or apply body, read on their own: when a body does not parse,

@@ -385,6 +385,7 @@ enum Endpoint {
     Rpki,
     Drain,
     Topology,
+    Generations,
     Lease,
 }
 
@@ -400,6 +401,7 @@ impl Endpoint {
             "/v1/rpki" => (Endpoint::Rpki, Method::GET),
             "/v1/drain" => (Endpoint::Drain, Method::POST),
             "/v1/topology" => (Endpoint::Topology, Method::GET),
+            "/v1/generations" => (Endpoint::Generations, Method::GET),
             "/v1/lease" => (Endpoint::Lease, Method::POST),
             _ => return None,
         })

@@ -36,8 +36,8 @@
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use topologyd_api::{
-    DrainView, ErrorDetail, HealthView, Intent, LeaseClaim, LeaseRequest, LeaseView, PlanView,
-    RoutesView, StatusView, TopologyView,
+    DrainView, ErrorDetail, GenerationsView, HealthView, Intent, LeaseClaim, LeaseRequest,
+    LeaseView, PlanView, RoutesView, StatusView, TopologyView,
 };
 
 pub use crate::audit::WriteAhead;
@@ -123,6 +123,8 @@ pub enum EngineCommand {
         who: String,
         /// As for apply.
         write_ahead: Option<WriteAhead>,
+        /// Say whether the state would change; change nothing.
+        dry_run: bool,
         /// The per-service decisions after the change.
         reply: Reply<DrainView>,
     },
@@ -147,8 +149,15 @@ pub enum EngineCommand {
     },
     /// The running generation's sources, as `Apply` takes them (for rollout controllers).
     Topology {
+        /// A kept generation instead of the running one.
+        generation: Option<u64>,
         /// `{generation, hash, bundle}`.
         reply: Reply<TopologyView>,
+    },
+    /// The kept generations, newest first.
+    Generations {
+        /// `{location, running, generations}`.
+        reply: Reply<GenerationsView>,
     },
 }
 

@@ -42,8 +42,8 @@ pub const EXTRA_PREFIX: &str = "198.18.0.0/24";
 /// How long a session that must never come up is watched.
 pub const NEVER_WINDOW: Duration = Duration::from_secs(4);
 const ADMIN: &str = "interop-admin";
-/// Exit code of `topoctl push` when the change was applied.
-const EXIT_APPLIED: Option<i32> = Some(0);
+/// Exit code of `topoctl push` when the change was applied (changes made).
+const EXIT_APPLIED: Option<i32> = Some(2);
 
 const EXTRA_PREFIX_TOML: &str = r#"
 [[prefix]]

@@ -820,12 +820,24 @@ pub struct TopoctlOutput {
 }
 
 impl TopoctlOutput {
-    /// stdout as JSON (the daemon commands print the daemon's JSON answer).
+    /// stdout as JSON (the daemon commands print the daemon's JSON answer with `--json`).
     pub fn json(&self) -> Result<serde_json::Value, String> {
         serde_json::from_str(&self.stdout)
             .map_err(|error| format!("topoctl printed no JSON ({error}): {self}"))
     }
+
+    /// The daemon's error body a failed command printed on stderr with `--json`, after its
+    /// one-line summary.
+    pub fn error_json(&self) -> Result<serde_json::Value, String> {
+        let body = self.stderr.split_once('\n').map_or("", |(_, rest)| rest);
+        serde_json::from_str(body)
+            .map_err(|error| format!("topoctl printed no JSON error body ({error}): {self}"))
+    }
 }
+
+/// The daemon commands whose output the tests read as JSON: [`Topoctl::run`] adds `--json` to
+/// them ([`Topoctl::run_human`] does not).
+const JSON_COMMANDS: [&str; 5] = ["status", "routes", "health", "drain", "generations"];
 
 impl std::fmt::Display for TopoctlOutput {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -855,15 +867,31 @@ impl Topoctl {
         }
     }
 
-    /// Runs `topoctl SUBCOMMAND --daemon … --cert … --key … --ca … ARGUMENTS…`.
+    /// Runs `topoctl SUBCOMMAND --daemon … --cert … --key … --ca … ARGUMENTS…`, with `--json`
+    /// for the commands whose output tests read as JSON (`status`, `routes`, `health`,
+    /// `drain`, `generations`).
     pub fn run<S: AsRef<OsStr>>(
         &self,
         subcommand: &str,
         arguments: &[S],
     ) -> Result<TopoctlOutput, LaunchError> {
+        let mut arguments: Vec<&OsStr> = arguments.iter().map(AsRef::as_ref).collect();
+        if JSON_COMMANDS.contains(&subcommand) && !arguments.contains(&OsStr::new("--json")) {
+            arguments.push(OsStr::new("--json"));
+        }
+        self.run_human(subcommand, &arguments)
+    }
+
+    /// Runs `topoctl SUBCOMMAND --daemon … --cert … --key … --ca … ARGUMENTS…` as given.
+    pub fn run_human<S: AsRef<OsStr>>(
+        &self,
+        subcommand: &str,
+        arguments: &[S],
+    ) -> Result<TopoctlOutput, LaunchError> {
         let binary = binaries()?.join("topoctl");
+        // A nested subcommand (`topology get`) is given as its words.
         let output = Command::new(binary)
-            .arg(subcommand)
+            .args(subcommand.split_whitespace())
             .arg("--daemon")
             .arg(self.daemon.to_string())
             .arg("--cert")
@@ -902,6 +930,17 @@ impl Topoctl {
         }
         if !reason.is_empty() {
             arguments.extend(["--reason", reason]);
+        }
+        // A whole-location drain names the location to confirm it, as `status` shows it.
+        let location;
+        if service.is_none() && !undrain {
+            let status = self.run("status", &["--json"])?;
+            location = status
+                .json()
+                .ok()
+                .and_then(|status| status["location"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            arguments.extend(["--location", location.as_str()]);
         }
         self.run("drain", &arguments)
     }

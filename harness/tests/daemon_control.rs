@@ -34,13 +34,15 @@ use topologyd_harness::topologyd::{
 const ADMIN: &str = "sre-admin";
 const READER: &str = "sre-reader";
 
-/// topoctl's exit codes (README): 0 no change, 1 usage or connection error, 2 changes
-/// allowed, 3 refused by a guard, 4 invalid topology.
+/// topoctl's exit codes (README): 0 nothing to do, 2 changes made or allowed, 3 refused by a
+/// guard, 4 invalid topology, 5 conflict, 6 unreachable, TLS refused or no role.
 const EXIT_OK: Option<i32> = Some(0);
-const EXIT_ERROR: Option<i32> = Some(1);
 const EXIT_CHANGES_ALLOWED: Option<i32> = Some(2);
+const EXIT_CHANGES_MADE: Option<i32> = Some(2);
 const EXIT_REFUSED: Option<i32> = Some(3);
 const EXIT_INVALID: Option<i32> = Some(4);
+const EXIT_CONFLICT: Option<i32> = Some(5);
+const EXIT_UNREACHABLE: Option<i32> = Some(6);
 
 /// A resolver route added to the prefixes file: announced at every location.
 const ADDED_PREFIX: &str = r#"
@@ -232,7 +234,13 @@ fn push_plan_guard_refusal_conflict_rollback_and_audit_through_topoctl() {
 
     // Apply: BIRD gets exactly the new route.
     let applied = setup.topoctl("push", &with(paths(&added), &["--expect-generation", "1"]));
-    assert_eq!(applied.code, EXIT_OK, "{applied}");
+    assert_eq!(applied.code, EXIT_CHANGES_MADE, "{applied}");
+    assert!(
+        applied
+            .stdout
+            .contains("applied: generation 2 is running (was 1)"),
+        "{applied}"
+    );
     let routes = wait_for_routes(&setup.bird, AMS01_ROUTES + 1);
     let new_route = &routes[&prefix("192.0.2.0/24")];
     assert_eq!(new_route.as_path, vec![LOCAL_ASN]);
@@ -318,9 +326,13 @@ fn push_plan_guard_refusal_conflict_rollback_and_audit_through_topoctl() {
         "push",
         &with(paths(&stale), &["--expect-generation", "1", "--json"]),
     );
-    assert_eq!(conflict.code, EXIT_ERROR, "{conflict}");
+    assert_eq!(conflict.code, EXIT_CONFLICT, "{conflict}");
+    assert!(
+        conflict.stdout.is_empty(),
+        "errors go to stderr: {conflict}"
+    );
     assert_eq!(
-        check(conflict.json(), "conflict")["error"]["kind"],
+        check(conflict.error_json(), "conflict")["error"]["kind"],
         "conflict",
         "{conflict}"
     );
@@ -333,7 +345,7 @@ fn push_plan_guard_refusal_conflict_rollback_and_audit_through_topoctl() {
 
     // Rollback to generation 1: the new route is withdrawn, the others stay.
     let rollback = setup.topoctl("rollback", &["1".to_string()]);
-    assert_eq!(rollback.code, EXIT_OK, "{rollback}");
+    assert_eq!(rollback.code, EXIT_CHANGES_MADE, "{rollback}");
     let routes = wait_for_routes(&setup.bird, AMS01_ROUTES);
     assert_eq!(
         routes.into_values().collect::<Vec<_>>(),
@@ -436,9 +448,9 @@ fn roles_and_client_certificates_are_enforced() {
         reader.run("push", &with(paths(&added), &["--json"])),
         "topoctl push",
     );
-    assert_eq!(push.code, EXIT_ERROR, "{push}");
+    assert_eq!(push.code, EXIT_UNREACHABLE, "{push}");
     assert_eq!(
-        check(push.json(), "push")["error"]["kind"],
+        check(push.error_json(), "push")["error"]["kind"],
         "forbidden",
         "{push}"
     );
@@ -449,8 +461,8 @@ fn roles_and_client_certificates_are_enforced() {
         stranger.run("status", &Vec::<String>::new()),
         "topoctl status",
     );
-    assert_eq!(status.code, EXIT_ERROR, "{status}");
-    assert!(status.stdout.contains("forbidden"), "{status}");
+    assert_eq!(status.code, EXIT_UNREACHABLE, "{status}");
+    assert!(status.stderr.contains("forbidden"), "{status}");
 
     // The admin's name, but signed by a CA the daemon does not trust: refused in the handshake.
     let impostor = Topoctl::new(
@@ -462,7 +474,7 @@ fn roles_and_client_certificates_are_enforced() {
         ),
     );
     let push = check(impostor.run("push", &paths(&added)), "topoctl push");
-    assert_eq!(push.code, EXIT_ERROR, "{push}");
+    assert_eq!(push.code, EXIT_UNREACHABLE, "{push}");
     assert!(
         push.stderr.contains("UnknownCA") || push.stderr.to_lowercase().contains("certificate"),
         "{push}"

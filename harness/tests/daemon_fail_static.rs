@@ -55,7 +55,7 @@ fn a_stored_generation_wins_over_invalid_bootstrap_files_on_restart() {
         .map(|path| path.display().to_string())
         .collect();
     let push = check(admin.run("push", &arguments), "topoctl push");
-    assert_eq!(push.code, Some(0), "{push}");
+    assert_eq!(push.code, Some(2), "changes made: {push}");
     let before = wait_for_routes(&bird, AMS01_ROUTES + 1);
     let counters_before = check(bird.counters(), "BIRD counters");
 

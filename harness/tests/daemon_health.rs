@@ -360,9 +360,14 @@ impl Site {
 
     fn topoctl(&self, subcommand: &str, arguments: &[&str]) -> Value {
         let output = check(self.admin.run(subcommand, arguments), "running topoctl");
+        // 2: a drain or undrain changed the drain state; 0: a read.
+        let expected = if subcommand == "drain" {
+            Some(2)
+        } else {
+            Some(0)
+        };
         assert_eq!(
-            output.code,
-            Some(0),
+            output.code, expected,
             "topoctl {subcommand} {arguments:?}: {output}"
         );
         output.json().unwrap_or(Value::Null)
@@ -1048,7 +1053,10 @@ fn a_drain_survives_a_restart_and_undrain_brings_the_service_back() {
 
     // The whole location. `local` is announced from ams01 only: the floor keeps it, unless
     // --force (a global withdrawal).
-    site.topoctl("drain", &["--reason", "location maintenance"]);
+    site.topoctl(
+        "drain",
+        &["--location", "ams01", "--reason", "location maintenance"],
+    );
     site.wait_routes("only local", |routes| {
         routes.len() == 1 && routes.contains_key(&prefix(LOCAL))
     });
@@ -1059,7 +1067,13 @@ fn a_drain_survives_a_restart_and_undrain_brings_the_service_back() {
     assert_eq!(site.metric("topologyd_location_drained", &[]), Some(1.0));
     site.topoctl(
         "drain",
-        &["--force", "--reason", "location maintenance, local too"],
+        &[
+            "--location",
+            "ams01",
+            "--force",
+            "--reason",
+            "location maintenance, local too",
+        ],
     );
     site.wait_routes("nothing", |routes| routes.is_empty());
     let health = site.health().unwrap_or(Value::Null);

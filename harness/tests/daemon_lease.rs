@@ -177,11 +177,11 @@ impl Setup {
     }
 }
 
-/// A refused answer: exit 1 with the API's error body (JSON) of `kind`, its message
-/// containing `needle`.
+/// A refused answer: exit 5 (conflict) with the API's error body (JSON, on stderr) of `kind`,
+/// its message containing `needle`.
 fn assert_refused(output: &TopoctlOutput, kind: &str, needle: &str) {
-    assert_eq!(output.code, Some(1), "{output}");
-    let body = check(output.json(), "error body");
+    assert_eq!(output.code, Some(5), "{output}");
+    let body = check(output.error_json(), "error body");
     assert_eq!(body["error"]["kind"], kind, "{output}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains(needle), "{needle:?} not in {output}");
@@ -234,17 +234,17 @@ fn the_lease_refuses_other_holders_stale_tokens_and_claims_it_does_not_hold() {
 
     // The holder's own push and rollback apply.
     let applied = setup.push(&["--lease", "r-1:2", "--expect-generation", "1"]);
-    assert_eq!(applied.code, Some(0), "{applied}");
+    assert_eq!(applied.code, Some(2), "{applied}");
     assert_eq!(setup.generation(), 2);
     daemon_fixture::wait_for_routes(&setup.bird, AMS01_ROUTES + 1);
     let stale_rollback = setup.topoctl("rollback", &["1".into(), "--lease".into(), "r-1:1".into()]);
-    assert_eq!(stale_rollback.code, Some(1), "{stale_rollback}");
+    assert_eq!(stale_rollback.code, Some(5), "{stale_rollback}");
     assert!(
-        stale_rollback.stdout.contains("stale_token"),
+        stale_rollback.stderr.contains("stale_token"),
         "{stale_rollback}"
     );
     let rolled_back = setup.topoctl("rollback", &["1".into(), "--lease".into(), "r-1:2".into()]);
-    assert_eq!(rolled_back.code, Some(0), "{rolled_back}");
+    assert_eq!(rolled_back.code, Some(2), "{rolled_back}");
     assert_eq!(setup.generation(), 3);
 
     // A restart keeps the lease (the same expiry instant) and the fence.
@@ -300,7 +300,7 @@ fn the_lease_refuses_other_holders_stale_tokens_and_claims_it_does_not_hold() {
     assert_eq!(broken.code, Some(0), "{broken}");
     assert_eq!(setup.shown(), Value::Null);
     let applied = setup.push(&[]);
-    assert_eq!(applied.code, Some(0), "no lease, no claim: {applied}");
+    assert_eq!(applied.code, Some(2), "no lease, no claim: {applied}");
 
     // The audit log has every lease change and refusal.
     let records = setup.audit_records();

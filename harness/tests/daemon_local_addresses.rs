@@ -50,6 +50,8 @@ const ADMIN: &str = "sre-admin";
 
 /// topoctl's exit codes (README): 0 done or no change, 3 refused by a guard.
 const EXIT_OK: Option<i32> = Some(0);
+/// A push, rollback or drain that changed something.
+const EXIT_CHANGES_MADE: Option<i32> = Some(2);
 const EXIT_REFUSED: Option<i32> = Some(3);
 
 const DNS_V4_ROUTE: &str = "192.0.2.0/24";
@@ -589,7 +591,7 @@ fn service_addresses_are_bound_before_announcing_and_unbound_after_withdrawing()
         site.admin.drain(Some("dns"), false, "local address test"),
         "topoctl drain",
     );
-    assert_eq!(drain.code, EXIT_OK, "{drain}");
+    assert_eq!(drain.code, EXIT_CHANGES_MADE, "{drain}");
     let drained_at = Instant::now();
     site.wait_bird(&web_only, "the drain to withdraw the dns routes at BIRD");
     site.wait_lo(
@@ -612,7 +614,7 @@ fn service_addresses_are_bound_before_announcing_and_unbound_after_withdrawing()
         site.admin.drain(Some("dns"), true, ""),
         "topoctl drain --undrain",
     );
-    assert_eq!(undrain.code, EXIT_OK, "{undrain}");
+    assert_eq!(undrain.code, EXIT_CHANGES_MADE, "{undrain}");
     site.wait_bird(&all_routes, "the undrain to announce the dns routes again");
     assert_eq!(check(lo_addresses(), "lo"), everything_bound);
     site.wait_health_bound(&service_addresses);
@@ -623,7 +625,7 @@ fn service_addresses_are_bound_before_announcing_and_unbound_after_withdrawing()
         site.admin.drain(None, false, "location maintenance"),
         "topoctl drain (location)",
     );
-    assert_eq!(drain.code, EXIT_OK, "{drain}");
+    assert_eq!(drain.code, EXIT_CHANGES_MADE, "{drain}");
     site.wait_bird(
         &BTreeSet::new(),
         "the location drain to withdraw every route",
@@ -639,7 +641,7 @@ fn service_addresses_are_bound_before_announcing_and_unbound_after_withdrawing()
         site.admin.drain(None, true, ""),
         "topoctl drain --undrain (location)",
     );
-    assert_eq!(undrain.code, EXIT_OK, "{undrain}");
+    assert_eq!(undrain.code, EXIT_CHANGES_MADE, "{undrain}");
     site.wait_bird(
         &all_routes,
         "the location undrain to announce every route again",
@@ -683,7 +685,7 @@ fn service_addresses_are_bound_before_announcing_and_unbound_after_withdrawing()
         push.extend(["--override", route.as_str()]);
     }
     let pushed = site.topoctl("push", &push);
-    assert_eq!(pushed.code, EXIT_OK, "{pushed}");
+    assert_eq!(pushed.code, EXIT_CHANGES_MADE, "{pushed}");
     let pushed_at = Instant::now();
     assert_eq!(site.generation(), 2);
     site.wait_bird(&web_only, "the push to withdraw the dns routes at BIRD");
@@ -699,7 +701,7 @@ fn service_addresses_are_bound_before_announcing_and_unbound_after_withdrawing()
 
     // Rollback to generation 1: bindings and routes come back together.
     let rollback = site.topoctl("rollback", &["1"]);
-    assert_eq!(rollback.code, EXIT_OK, "{rollback}");
+    assert_eq!(rollback.code, EXIT_CHANGES_MADE, "{rollback}");
     site.wait_bird(&all_routes, "the rollback to announce the dns routes again");
     assert_eq!(check(lo_addresses(), "lo"), everything_bound);
     assert_eq!(site.generation(), 3);

@@ -6,7 +6,7 @@
 //!   `topologyd_state_quarantined_total`, and later pushes and rollbacks take the next free
 //!   generation number (no "generation N is already stored" wedge);
 //! - the state directory on a tmpfs filled to the last byte: a push and a rollback are refused
-//!   with `topoctl` exit code 5 and a message naming what could be pruned, nothing changes at
+//!   with `topoctl` exit code 6 and a message naming what could be pruned, nothing changes at
 //!   BIRD, and once room is made the same push applies;
 //! - write-ahead audit: with the audit log on a full tmpfs, a push, a rollback and a drain are
 //!   refused (exit 5, "nothing changed") and BIRD sees nothing; with room, every mutation's
@@ -31,8 +31,11 @@ use topologyd_harness::topologyd::{
 
 const ADMIN: &str = "sre-admin";
 const EXIT_OK: Option<i32> = Some(0);
-/// topoctl: the daemon's state (or audit) file system is full, nothing changed.
-const EXIT_NO_SPACE: Option<i32> = Some(5);
+/// topoctl: a push or rollback changed the running generation.
+const EXIT_CHANGES_MADE: Option<i32> = Some(2);
+/// topoctl: the daemon cannot act — here its state (or audit) file system is full; nothing
+/// changed.
+const EXIT_NO_SPACE: Option<i32> = Some(6);
 
 /// Two more resolver routes, announced at every location.
 const ADDED_A: &str = r#"
@@ -185,7 +188,7 @@ fn file_names(directory: &Path) -> Vec<String> {
 fn corrupt_newest_generation_is_quarantined_counted_and_pushes_and_rollbacks_continue() {
     let mut setup = start();
     let pushed = setup.push("a", &format!("{PREFIXES}{ADDED_A}"));
-    assert_eq!(pushed.code, EXIT_OK, "{pushed}");
+    assert_eq!(pushed.code, EXIT_CHANGES_MADE, "{pushed}");
     wait_for_routes(&setup.bird, AMS01_ROUTES + 1);
     assert_eq!(setup.generation(), 2);
 
@@ -232,11 +235,11 @@ fn corrupt_newest_generation_is_quarantined_counted_and_pushes_and_rollbacks_con
 
     // Pushes and rollbacks continue past the quarantined number.
     let pushed = setup.push("b", &format!("{PREFIXES}{ADDED_B}"));
-    assert_eq!(pushed.code, EXIT_OK, "{pushed}");
+    assert_eq!(pushed.code, EXIT_CHANGES_MADE, "{pushed}");
     assert_eq!(setup.generation(), 3);
     wait_for_routes(&setup.bird, AMS01_ROUTES + 1);
     let rolled_back = setup.rollback(1);
-    assert_eq!(rolled_back.code, EXIT_OK, "{rolled_back}");
+    assert_eq!(rolled_back.code, EXIT_CHANGES_MADE, "{rolled_back}");
     assert_eq!(setup.generation(), 4);
     wait_for_routes(&setup.bird, AMS01_ROUTES);
 
@@ -244,7 +247,7 @@ fn corrupt_newest_generation_is_quarantined_counted_and_pushes_and_rollbacks_con
     setup.restart();
     assert_eq!(setup.generation(), 4);
     let pushed = setup.push("a-again", &format!("{PREFIXES}{ADDED_A}"));
-    assert_eq!(pushed.code, EXIT_OK, "{pushed}");
+    assert_eq!(pushed.code, EXIT_CHANGES_MADE, "{pushed}");
     assert_eq!(setup.generation(), 5);
 
     // Every kept generation damaged: the daemon starts from its bootstrap topology, under the
@@ -276,7 +279,7 @@ fn full_state_disk_refuses_push_and_rollback_with_exit_5_naming_what_to_prune() 
         ("ab", format!("{PREFIXES}{ADDED_A}{ADDED_B}"), 3),
     ] {
         let pushed = setup.push(name, &prefixes);
-        assert_eq!(pushed.code, EXIT_OK, "{pushed}");
+        assert_eq!(pushed.code, EXIT_CHANGES_MADE, "{pushed}");
         assert_eq!(setup.generation(), generation);
     }
     wait_for_routes(&setup.bird, AMS01_ROUTES + 2);
@@ -343,7 +346,7 @@ fn full_state_disk_refuses_push_and_rollback_with_exit_5_naming_what_to_prune() 
     // Room made: the same push applies.
     check(std::fs::remove_file(filler), "removing the filler");
     let pushed = setup.push("abc", &abc);
-    assert_eq!(pushed.code, EXIT_OK, "{pushed}");
+    assert_eq!(pushed.code, EXIT_CHANGES_MADE, "{pushed}");
     check(
         wait_until("generation 4", WAIT, || match setup.generation() {
             4 => Ok(()),
@@ -370,7 +373,7 @@ fn mutations_are_refused_when_their_audit_record_cannot_be_written() {
     let audit_log = tmpfs.path().join("audit.jsonl");
     let setup = start_with_audit_dir(Some(tmpfs.path()));
     let pushed = setup.push("a", &format!("{PREFIXES}{ADDED_A}"));
-    assert_eq!(pushed.code, EXIT_OK, "{pushed}");
+    assert_eq!(pushed.code, EXIT_CHANGES_MADE, "{pushed}");
     wait_for_routes(&setup.bird, AMS01_ROUTES + 1);
     assert_eq!(setup.generation(), 2);
     let counters = check(setup.bird.counters(), "BIRD counters");
@@ -425,7 +428,7 @@ fn mutations_are_refused_when_their_audit_record_cannot_be_written() {
     // With room: the intent record, then the change, then the outcome record.
     check(std::fs::remove_file(filler), "removing the filler");
     let pushed = setup.push("ab", &format!("{PREFIXES}{ADDED_A}{ADDED_B}"));
-    assert_eq!(pushed.code, EXIT_OK, "{pushed}");
+    assert_eq!(pushed.code, EXIT_CHANGES_MADE, "{pushed}");
     wait_for_routes(&setup.bird, AMS01_ROUTES + 2);
     let records = audit_records(&audit_log);
     let new: Vec<&Value> = records[lines_before..].iter().collect();

@@ -17,7 +17,7 @@
 //!   route, every daemon runs the new hash, the journal ends `completed`.
 //! - (b) The incident's change as it would reach production (the resolver's prefixes bound to
 //!   `dls`, whose topology becomes `location = "tst01"`): refused by the plan guards without
-//!   intent (exit 2, nothing applied); forced with `--intent service:resolver --intent
+//!   intent (exit 3, nothing applied); forced with `--intent service:resolver --intent
 //!   service:dls --override global-withdrawal:CIDR… --override blast-radius`, it is applied at
 //!   the canary wave only, fails the canary-versus-control PromQL gate on
 //!   `topologyd_service_routes_announced{service="resolver"}` and is rolled back by itself: exit
@@ -31,7 +31,7 @@
 //!   with the new hash.
 //! - (d) A PromQL gate pointing at an address where nothing listens is inconclusive, which pauses
 //!   the rollout in the canary wave; a `promote` while paused promotes nothing, later waves are
-//!   never applied; `topoctl rollout abort` rolls the canary back (exit 4, `aborted`).
+//!   never applied; `topoctl rollout abort` rolls the canary back (exit 8, `aborted`).
 //!
 //! Afterwards no process the fleet started is left (checked through `/proc`).
 
@@ -53,9 +53,9 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// Exit codes of `topoctl rollout` (docs/rollouts.md).
 const EXIT_COMPLETED: Option<i32> = Some(0);
-const EXIT_REFUSED: Option<i32> = Some(2);
-const EXIT_ROLLED_BACK: Option<i32> = Some(3);
-const EXIT_ABORTED: Option<i32> = Some(4);
+const EXIT_REFUSED: Option<i32> = Some(3);
+const EXIT_ROLLED_BACK: Option<i32> = Some(7);
+const EXIT_ABORTED: Option<i32> = Some(8);
 
 /// (name, region, tags) of every location with a daemon.
 const LOCATIONS: [(&str, &str, &[&str]); 6] = [

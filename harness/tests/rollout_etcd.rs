@@ -15,21 +15,21 @@
 //!   at the end `status` says `completed`, no controller running, and a new `start` on the
 //!   prefix is refused (it holds a journal) with nothing applied.
 //! - (b) The next change: the leader is stopped (SIGSTOP) in the canary's bake; a standby takes
-//!   over after the lease expires; the old leader is resumed (SIGCONT): it stops with exit 4
+//!   over after the lease expires; the old leader is resumed (SIGCONT): it stops with exit 8
 //!   and "leadership lost", journals nothing after its resumption (every journal record
 //!   written by it precedes the standby's first), every daemon's fleet-lock lease names the
 //!   rollout with the standby's higher token, a push carrying the old leader's claim is refused
 //!   `stale_token`, and no location is applied twice (every daemon at generation 3).
 //! - (e) The next change: the leader key is deleted under a live leader (as `etcdctl del`
 //!   would; its lease is still alive, so only the journal fence can notice): its next journal
-//!   write is refused, it exits 4 naming the refusal; a standby then completes the rollout,
+//!   write is refused, it exits 8 naming the refusal; a standby then completes the rollout,
 //!   every daemon at generation 4.
 //!
 //! `etcd_member_and_quorum_loss` (the cluster speaks TLS only and asks for client
 //! certificates: topoctl's `--etcd-ca`, `--etcd-cert`, `--etcd-key`):
 //! - (c) One etcd member SIGKILLed in the canary's bake: the rollout completes (exit 0).
 //! - (d) The next change, with that member still dead: a second member SIGKILLed in the
-//!   canary's bake (quorum lost): the controller exits 4 with "leadership lost" within the TTL
+//!   canary's bake (quorum lost): the controller exits 8 with "leadership lost" within the TTL
 //!   plus a margin, and nothing is applied after the quorum loss (fra01 and iad01 keep their
 //!   generation; the canary keeps the one it was applied to).
 //!
@@ -50,7 +50,7 @@ const WAIT: Duration = Duration::from_secs(60);
 const TAKEOVER_BOUND: Duration = Duration::from_secs(15);
 
 const EXIT_COMPLETED: Option<i32> = Some(0);
-const EXIT_PAUSED: Option<i32> = Some(4);
+const EXIT_PAUSED: Option<i32> = Some(8);
 
 const LOCATIONS: [(&str, &str, &[&str]); 3] = [
     ("ams01", "eu", &["canary"]),
@@ -441,8 +441,8 @@ fn controller_crash_and_partition() {
         topoctl.run("push", &push),
         "a push with the old leader's claim",
     );
-    assert_eq!(stale.code, Some(1), "{stale}");
-    let body = check(stale.json(), "the refusal");
+    assert_eq!(stale.code, Some(5), "a conflict: {stale}");
+    let body = check(stale.error_json(), "the refusal");
     assert_eq!(body["error"]["kind"], "stale_token", "{stale}");
     let output = check(standby.wait(ROLLOUT_TIMEOUT), "the standby's rollout");
     assert_eq!(output.code, EXIT_COMPLETED, "{output}\n{}", fleet.report());

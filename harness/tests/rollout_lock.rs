@@ -19,7 +19,7 @@
 //!
 //! - (d) A controller whose lease is taken from it mid-bake (broken and re-taken by another
 //!   holder at a location not yet changed) stops acting at once: its next renewal is refused,
-//!   it journals a pause naming the lost lock and exits 4 without applying anything more;
+//!   it journals a pause naming the lost lock and exits 8 without applying anything more;
 //!   once the other holder lets go, `rollout abort` takes the lease again and rolls the canary
 //!   back.
 //!
@@ -482,7 +482,7 @@ fn one_rollout_at_a_time_across_the_fleet() {
         taken_at.elapsed(),
         LEASE_SECONDS / 3
     );
-    assert_eq!(stopped.code, Some(4), "{stopped}\n{}", lock.fleet.report());
+    assert_eq!(stopped.code, Some(8), "{stopped}\n{}", lock.fleet.report());
     let paused = rollout_events(&stopped.stdout)
         .into_iter()
         .rfind(|event| event_name(event) == "paused")
@@ -518,7 +518,7 @@ fn one_rollout_at_a_time_across_the_fleet() {
         state_d,
         "--json".into(),
     ]);
-    assert_eq!(aborted.code, Some(4), "{aborted}\n{}", lock.fleet.report());
+    assert_eq!(aborted.code, Some(8), "{aborted}\n{}", lock.fleet.report());
     assert_eq!(
         rollout_events(&aborted.stdout).last().map(event_name),
         Some("aborted"),

@@ -5,15 +5,15 @@
 //!
 //! One fleet, the scenarios in order:
 //!
-//! - (a) A canary wave whose selector misspells its tag (`tag:canry`): refused, exit 2, with the
+//! - (a) A canary wave whose selector misspells its tag (`tag:canry`): refused, exit 3, with the
 //!   selector's `file:line:column` in the fleet file, "did you mean `canary`" and what to do;
 //!   `--dry-run` refuses the same way; no daemon's generation moved. With `--no-canary` the same
 //!   rollout goes ahead (exit 0, every location applied once) and its warnings are `warning`
 //!   events in `--json`.
-//! - (b) A change whose health check names `{probe_host}`: refused at the pre-flight (exit 2)
+//! - (b) A change whose health check names `{probe_host}`: refused at the pre-flight (exit 3)
 //!   naming sin01 and the placeholder, with a `preflight` event (sin01 `refused`, the others
-//!   `ok`); `--dry-run --json` shows the same pre-flight and exits 2; no generation moved.
-//! - (c) sin01's daemon killed (SIGKILL): refused (exit 1) naming sin01 as unreachable in the
+//!   `ok`); `--dry-run --json` shows the same pre-flight and exits 3; no generation moved.
+//! - (c) sin01's daemon killed (SIGKILL): refused (exit 6) naming sin01 as unreachable in the
 //!   `preflight` event; nothing moved elsewhere. The daemon is started again afterwards.
 //! - (d) The controller SIGKILLed while the canary's apply is in flight (right after the
 //!   daemon's write-ahead `intent` audit record appears): the daemon finishes the apply and its
@@ -38,8 +38,8 @@ const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(120);
 const WAIT: Duration = Duration::from_secs(60);
 
 const EXIT_COMPLETED: Option<i32> = Some(0);
-const EXIT_ERROR: Option<i32> = Some(1);
-const EXIT_REFUSED: Option<i32> = Some(2);
+const EXIT_UNREACHABLE: Option<i32> = Some(6);
+const EXIT_REFUSED: Option<i32> = Some(3);
 
 /// (name, region, tags) of every location.
 const LOCATIONS: [(&str, &str, &[&str]); 4] = [
@@ -416,7 +416,7 @@ fn rollouts_refuse_before_applying_anything_and_survive_a_controller_killed_mid_
         &fleet,
         &start_arguments(&fleet, &good_file, "c", &["--json"], &files_c),
     );
-    assert_eq!(unreachable.code, EXIT_ERROR, "{unreachable}");
+    assert_eq!(unreachable.code, EXIT_UNREACHABLE, "{unreachable}");
     let events = rollout_events(&unreachable.stdout);
     let preflight = events
         .iter()

@@ -10,7 +10,7 @@
 //! the service `time` (its own prefix, announced everywhere) with one exec health check
 //! (200 ms interval, 150 ms timeout, rise 1, fall 1, `on_unhealthy = "withdraw"`):
 //!
-//! - (1) The check is `/bin/false`: exit 3 (rolled back); the event stream shows the `probes`
+//! - (1) The check is `/bin/false`: exit 7 (rolled back); the event stream shows the `probes`
 //!   gate's `gate_result` `fail` and its `gate_failed` in the canary wave naming ams01 and
 //!   `time`, no `daemons` gate failure, no wave passed, the rest wave never started; ams01 was
 //!   applied (generation 2) and rolled back (generation 3, verified) to the old hash, and its
@@ -45,7 +45,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// Exit codes of `topoctl rollout` (docs/rollouts.md).
 const EXIT_COMPLETED: Option<i32> = Some(0);
-const EXIT_ROLLED_BACK: Option<i32> = Some(3);
+const EXIT_ROLLED_BACK: Option<i32> = Some(7);
 
 /// (name, region, tags) of every location.
 const LOCATIONS: [(&str, &str, &[&str]); 3] = [

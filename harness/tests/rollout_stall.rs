@@ -9,11 +9,11 @@
 //!
 //! - (1) `on_stall = "pause"`, `stall_seconds = 4`, `--exit-on-pause`: the rollout pauses one
 //!   stall bound after iad01's apply started, naming iad01 (`location_stalled`, `paused`), and
-//!   the controller exits 4 at once; the journal holds iad01 `applying` without `applied` (in
+//!   the controller exits 8 at once; the journal holds iad01 `applying` without `applied` (in
 //!   doubt). `topoctl rollout abort` (no controller running) rolls ams01 and fra01 back while
 //!   iad01 is still stopped (their BIRDs hold the old routes again, their daemons the old hash),
 //!   then reports iad01 (`rollback_pending`) and exits 1 (`rollback_incomplete`). After SIGCONT,
-//!   `abort` again settles iad01 (it never applied) and ends `aborted` (exit 4).
+//!   `abort` again settles iad01 (it never applied) and ends `aborted` (exit 8).
 //! - (2) `on_stall = "rollback"`, `stall_seconds = 3`: the stall rolls ams01 and fra01 back by
 //!   itself (reason naming iad01), iad01 is reported, exit 1; SIGCONT and `abort` end it.
 //! - (3) `abort` mid-wave, `stall_seconds = 12`: while iad01's apply is in flight, `topoctl
@@ -22,7 +22,7 @@
 //!   and the controller exits 1 naming iad01 once its bound is over (`warning`s name it while
 //!   it waits); SIGCONT and `abort` again end it `aborted`.
 //! - (4) `--exit-on-pause` and `topoctl rollout pause` while iad01's apply is in flight
-//!   (`stall_seconds = 30`): the controller exits 4 at once, its journal ends with `paused` and
+//!   (`stall_seconds = 30`): the controller exits 8 at once, its journal ends with `paused` and
 //!   nothing is written to it afterwards; after SIGCONT, `abort` settles iad01 and ends it.
 //! - (5) iad01 applied, then stopped during the rest wave's bake (its gate cannot pass), and
 //!   `abort`: the rollbacks are issued at once in reverse order (iad01, fra01, ams01); ams01 and
@@ -51,7 +51,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Exit codes of `topoctl rollout` (docs/rollouts.md).
 const EXIT_COMPLETED: Option<i32> = Some(0);
 const EXIT_ERROR: Option<i32> = Some(1);
-const EXIT_PAUSED_OR_ABORTED: Option<i32> = Some(4);
+const EXIT_PAUSED_OR_ABORTED: Option<i32> = Some(8);
 
 /// (name, region, tags) of every location.
 const LOCATIONS: [(&str, &str, &[&str]); 3] = [

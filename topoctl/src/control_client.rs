@@ -26,9 +26,9 @@ use tokio_rustls::TlsConnector;
 use topologyd_transport::http_client::{ExchangeError, OneShot, exchange};
 
 use topologyd_api::{
-    ApplyRequest, DrainRequest, DrainView, ErrorBody, ErrorView, HealthView, Intent, LeaseClaim,
-    LeaseRequest, LeaseView, MutationOutcome, PlanRequest, PlanView, RollbackRequest, RoutesView,
-    SourceBundle, StatusView, TopologyView,
+    ApplyRequest, DrainRequest, DrainView, ErrorBody, ErrorView, GenerationsView, HealthView,
+    Intent, LeaseClaim, LeaseRequest, LeaseView, MutationOutcome, PlanRequest, PlanView,
+    RollbackRequest, RoutesView, SourceBundle, StatusView, TopologyView,
 };
 
 /// How long one call may take, connect to last byte, unless configured otherwise.
@@ -269,6 +269,24 @@ impl ControlClient {
         self.call::<(), _>(Method::GET, "/v1/topology", None).await
     }
 
+    /// `GET /v1/topology?generation=N`: a kept generation's sources (the running one's
+    /// without `generation`).
+    pub async fn topology_at(&self, generation: Option<u64>) -> Result<TopologyView, ClientError> {
+        match generation {
+            Some(generation) => {
+                let path = format!("/v1/topology?generation={generation}");
+                self.call::<(), _>(Method::GET, &path, None).await
+            }
+            None => self.topology().await,
+        }
+    }
+
+    /// `GET /v1/generations`: the kept generations, newest first.
+    pub async fn generations(&self) -> Result<GenerationsView, ClientError> {
+        self.call::<(), _>(Method::GET, "/v1/generations", None)
+            .await
+    }
+
     /// `POST /v1/drain`: drain (`drain = true`) or undrain a service, or the whole location.
     pub async fn drain(
         &self,
@@ -277,11 +295,24 @@ impl ControlClient {
         force: bool,
         reason: &str,
     ) -> Result<DrainView, ClientError> {
+        self.drain_with(service, drain, force, reason, false).await
+    }
+
+    /// `POST /v1/drain`, or with `dry_run` the answer of what would change (nothing changes).
+    pub async fn drain_with(
+        &self,
+        service: Option<&str>,
+        drain: bool,
+        force: bool,
+        reason: &str,
+        dry_run: bool,
+    ) -> Result<DrainView, ClientError> {
         let request = DrainRequest {
             service: service.map(str::to_owned),
             drain,
             force,
             reason: reason.to_owned(),
+            dry_run,
         };
         self.call(Method::POST, "/v1/drain", Some(&request)).await
     }

@@ -2,48 +2,47 @@
 //! roll back and inspect a running topologyd over its mTLS control API; roll a change out to a
 //! fleet in gated waves (`topoctl rollout`, docs/rollouts.md, exit codes of its own).
 //!
-//! Exit codes (documented in README): 0 no change / valid, 1 usage or connection error,
-//! 2 changes allowed, 3 refused by a guard, 4 invalid topology, 5 the daemon's disk is full
-//! (nothing changed; the message names what could be pruned).
+//! Each daemon command lives in its own module of the library (`status_command.rs`, …); this
+//! file parses arguments and dispatches. Human output by default, `--json` for the typed view.
+//!
+//! Exit codes (README, "Exit codes"; the constants in `topologyd_api`): 0 nothing to do or
+//! valid, 1 usage, 2 changes made or allowed, 3 refused by a guard, 4 invalid, 5 conflict
+//! (compare-and-swap, lease, deadline), 6 unreachable or TLS; errors on stderr.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use serde::Serialize;
 use serde_json::{Value, json};
-use topoctl::control_client::{ClientError, ControlClient};
-use topoctl::error_chain;
+use topoctl::connection::{DaemonArguments, call, report_error};
+use topoctl::drain_command::DrainArguments;
 use topoctl::lease_command::{LeaseCommand, parse_claim};
+use topoctl::push_command::Apply;
 use topoctl::vrp_source::VrpArguments;
-use topologyd_api::SourceBundle;
-use topologyd_api::{
-    DrainView, HealthView, MutationOutcome, PlanView, RoutesView, RpkiView, StatusView,
+use topoctl::{
+    drain_command, generations_command, health_command, push_command, rollback_command,
+    routes_command, rpki_command, status_command, topology_command,
 };
-use topologyd_config::diagnostic::escape_text;
+use topologyd_api::SourceBundle;
 use topologyd_config::{Source, load_sources};
 use topologyd_topology::{
-    Diagnostics, EXIT_CHANGES_ALLOWED, EXIT_INVALID, EXIT_NO_CHANGE, EXIT_REFUSED, EXIT_USAGE,
-    Guard, GuardViolation, Intent, Topology, VrpSet, collapse_locations, compile_against,
-    compile_owned, plan_with_vrps,
+    Diagnostics, EXIT_INVALID, EXIT_NO_CHANGE, EXIT_REFUSED, EXIT_USAGE, Guard, GuardViolation,
+    Intent, Topology, VrpSet, collapse_locations, compile_against, compile_owned, plan_with_vrps,
 };
-use topologyd_transport::tls::{TlsFiles, client_config};
 
 mod rollout_command;
-
-/// The daemon answered 507: its state directory's or audit log's file system is full and
-/// nothing changed.
-const EXIT_NO_SPACE: i32 = 5;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "topoctl",
     version,
     about = "Check, compile, plan and explain service topologies; push them to topologyd.",
-    after_help = "Exit codes: 0 no change (or valid), 1 usage or connection error, \
-                  2 changes allowed, 3 refused by a guard, 4 invalid topology, \
-                  5 the daemon's state or audit file system is full (nothing changed).\n\
+    after_help = "Exit codes: 0 nothing to do (or valid), 1 usage, 2 changes made or allowed, \
+                  3 refused by a guard, 4 invalid (topology, request, unknown generation), \
+                  5 conflict (compare-and-swap, lease, deadline), 6 the daemon unreachable, \
+                  TLS refused, busy or its disk full (rollout also: 7 rolled back, 8 paused or \
+                  aborted). Errors go to stderr, results to stdout.\n\
                   Topology files may be given in any order; together they form one topology."
 )]
 struct Arguments {
@@ -128,19 +127,31 @@ enum Command {
         /// Act under the fleet lock's lease of HOLDER with fencing TOKEN.
         #[arg(long, value_name = "HOLDER:TOKEN")]
         lease: Option<String>,
+        /// Show the daemon's plan for the rollback; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the outcome (or the dry run's plan) as JSON.
+        #[arg(long)]
+        json: bool,
     },
-    /// The daemon's generation, peers and route counts.
+    /// The daemon's generation, readiness, health summary and a table of its peers.
     Status {
         #[command(flatten)]
         daemon: DaemonArguments,
+        /// Print the status view as JSON.
+        #[arg(long)]
+        json: bool,
     },
-    /// The routes the daemon announces, per peer.
+    /// The routes the daemon announces, per peer (prefix, next hop, AS path, communities).
     Routes {
         #[command(flatten)]
         daemon: DaemonArguments,
         /// Only this peer (name or address).
         #[arg(long)]
         peer: Option<String>,
+        /// Print the routes view as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// The daemon's RPKI: VRP sync, caches, policy, and the invalid and not-found routes.
     Rpki {
@@ -157,8 +168,11 @@ enum Command {
     Health {
         #[command(flatten)]
         daemon: DaemonArguments,
+        /// Print the health view as JSON.
+        #[arg(long)]
+        json: bool,
     },
-    /// Withdraw a service (or, without --service, every service) at this location by hand;
+    /// Withdraw a service (or the whole location, confirmed with --location) here by hand;
     /// persisted across restarts until `--undrain`. The floor still holds unless --force.
     Drain {
         #[command(flatten)]
@@ -166,6 +180,9 @@ enum Command {
         /// The service to drain; without it, the whole location.
         #[arg(long)]
         service: Option<String>,
+        /// Confirms a whole-location drain: must be the daemon's location.
+        #[arg(long, value_name = "NAME")]
+        location: Option<String>,
         /// Undo a drain.
         #[arg(long)]
         undrain: bool,
@@ -175,37 +192,101 @@ enum Command {
         /// Why (kept in the drain state and the audit log).
         #[arg(long, default_value = "")]
         reason: String,
+        /// Say whether anything would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the drain view as JSON.
+        #[arg(long)]
+        json: bool,
     },
+    /// The generations the daemon keeps (time, author, hash, summary): what rollback can restore.
+    Generations {
+        #[command(flatten)]
+        daemon: DaemonArguments,
+        /// Print the generations view as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The topology the daemon runs (or keeps).
+    #[command(subcommand)]
+    Topology(TopologyCommand),
+    /// Which service is announced where: services × locations (or regions), offline from
+    /// topology files or live from a fleet file.
+    Matrix {
+        /// The topology files (without --fleet).
+        #[arg(required_unless_present = "fleet", conflicts_with = "fleet")]
+        files: Vec<PathBuf>,
+        /// Ask every daemon of this fleet file (health, drains) instead.
+        #[arg(long, value_name = "FLEET_FILE")]
+        fleet: Option<PathBuf>,
+        /// Columns: locations, or regions (counts of locations).
+        #[arg(long, default_value = "location", value_parser = ["location", "region"])]
+        by: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The topology as a graph: prefixes → bindings → services → regions and locations.
+    Graph {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// `dot` (Graphviz source) or `svg` (runs Graphviz's `dot`).
+        #[arg(long, value_enum, default_value = "dot")]
+        format: topoctl::graph_command::Format,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// A certificate authority for the control API: init, server, issue.
+    #[command(subcommand)]
+    Pki(topoctl::pki_command::PkiCommand),
     /// The fleet lock's lease at a daemon: who holds it; break it (docs/rollouts.md).
     #[command(subcommand)]
     Lease(LeaseCommand<DaemonArguments>),
     /// Deploy a topology change to a fleet in gated canary waves (docs/rollouts.md).
     #[command(
         subcommand,
-        after_help = "Exit codes: 0 completed, 1 error (also: a location unreachable), 2 refused \
-                      before anything was applied (plan guards, wave selectors, no canary, a \
-                      daemon's own plan), \
-                      3 a gate failed and everything was rolled back, 4 paused or aborted."
+        after_help = "Exit codes: 0 completed, 1 error, 3 refused before anything was applied \
+                      (plan guards, wave selectors, no canary, a daemon's own plan), 6 a \
+                      location unreachable in the pre-flight (nothing applied), 7 a gate failed \
+                      and everything was rolled back, 8 paused or aborted."
     )]
     Rollout(rollout_command::RolloutCommand),
 }
 
-fn run_lease(command: LeaseCommand<DaemonArguments>) -> Result<i32, Stop> {
-    let daemon = command.daemon();
-    let request = command.request().map_err(Stop::Usage)?;
-    ask_daemon(daemon, |client| async move {
-        topoctl::lease_command::run(&client, request)
-            .await
-            .map(Printed)
-    })
+#[derive(Subcommand, Debug)]
+enum TopologyCommand {
+    /// Print the running generation's sources (or a kept one's), or write them into a directory.
+    Get {
+        #[command(flatten)]
+        daemon: DaemonArguments,
+        /// A kept generation instead of the running one (`topoctl generations`).
+        #[arg(long)]
+        generation: Option<u64>,
+        /// Write the files into this directory instead of printing them.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Overwrite files that exist in --out.
+        #[arg(long)]
+        force: bool,
+        /// Print the topology view as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-/// A JSON answer printed as it is.
-#[derive(Serialize)]
-#[serde(transparent)]
-struct Printed(Value);
-
-impl Shown for Printed {}
+fn run_lease(command: LeaseCommand<DaemonArguments>) -> Result<i32, Stop> {
+    let daemon = command.daemon().clone();
+    let request = command.request().map_err(Stop::Usage)?;
+    Ok(call(&daemon, |client| async move {
+        match topoctl::lease_command::run(&client, request).await {
+            Ok(document) => {
+                topoctl::connection::print_json(&document);
+                EXIT_NO_CHANGE
+            }
+            Err(error) => report_error(&error, true),
+        }
+    }))
+}
 
 #[derive(Args, Debug)]
 struct IntentArguments {
@@ -220,37 +301,6 @@ struct IntentArguments {
 impl IntentArguments {
     fn intent(&self) -> Result<Intent, String> {
         Intent::from_arguments(&self.intents, &self.overrides).map_err(|error| error.to_string())
-    }
-}
-
-#[derive(Args, Debug)]
-struct DaemonArguments {
-    /// The daemon's control API address.
-    #[arg(long, env = "TOPOCTL_DAEMON", default_value = "127.0.0.1:9180")]
-    daemon: SocketAddr,
-    /// The name in the daemon's certificate.
-    #[arg(long, env = "TOPOCTL_SERVER_NAME", default_value = "localhost")]
-    server_name: String,
-    /// Our client certificate (PEM).
-    #[arg(long, env = "TOPOCTL_CERT")]
-    cert: PathBuf,
-    /// Our client private key (PEM).
-    #[arg(long, env = "TOPOCTL_KEY")]
-    key: PathBuf,
-    /// The CA that signed the daemon's certificate (PEM).
-    #[arg(long, env = "TOPOCTL_CA")]
-    ca: PathBuf,
-}
-
-impl DaemonArguments {
-    fn client(&self) -> Result<ControlClient, String> {
-        let tls = client_config(&TlsFiles {
-            certificate: self.cert.clone(),
-            private_key: self.key.clone(),
-            ca: self.ca.clone(),
-        })
-        .map_err(|error| error.to_string())?;
-        ControlClient::new(self.daemon, &self.server_name, tls).map_err(|error| error.to_string())
     }
 }
 
@@ -377,6 +427,27 @@ fn report_diagnostics(diagnostics: &Diagnostics, json: bool) {
 fn run(command: Command) -> Result<i32, Stop> {
     match command {
         Command::Rollout(command) => Ok(rollout_command::run_rollout(command)),
+        Command::Pki(command) => Ok(topoctl::pki_command::run(&command)),
+        Command::Matrix {
+            files,
+            fleet: Some(fleet),
+            by,
+            json,
+        } if files.is_empty() => Ok(topoctl::matrix_command::live(&fleet, &by, json)),
+        Command::Matrix {
+            files, by, json, ..
+        } => Ok(match read_and_compile(&files, json)? {
+            Ok(topology) => topoctl::matrix_command::offline(&topology, &by, json),
+            Err(code) => code,
+        }),
+        Command::Graph {
+            files,
+            format,
+            output,
+        } => Ok(match read_and_compile(&files, false)? {
+            Ok(topology) => topoctl::graph_command::run(&topology, format, output.as_deref()),
+            Err(code) => code,
+        }),
         Command::Lease(command) => run_lease(command),
         Command::Check { files, vrps, json } => check(&files, &vrps, json),
         Command::Compile {
@@ -410,42 +481,80 @@ fn run(command: Command) -> Result<i32, Stop> {
                 expect_generation,
                 lease,
             };
-            push(&daemon, &files, &intent, &apply, dry_run, json)
+            let intent = intent.intent()?;
+            let bundle = bundle_of(&files, json)?;
+            Ok(call(&daemon, |client| {
+                push_command::run(client, bundle, intent, apply, dry_run, json)
+            }))
         }
         Command::Rollback {
             daemon,
             generation,
             expect_generation,
             lease,
+            dry_run,
+            json,
         } => {
             let lease = lease.as_deref().map(parse_claim).transpose()?;
-            ask_daemon(&daemon, |client| async move {
-                client
-                    .rollback(generation, expect_generation, lease.as_ref())
-                    .await
-            })
+            Ok(call(&daemon, |client| {
+                rollback_command::run(client, generation, expect_generation, lease, dry_run, json)
+            }))
         }
-        Command::Status { daemon } => {
-            ask_daemon(&daemon, |client| async move { client.status().await })
+        command => Ok(run_read_or_drain(command)),
+    }
+}
+
+/// The daemon commands without local input: status, routes, health, drain, generations,
+/// topology get.
+fn run_read_or_drain(command: Command) -> i32 {
+    match command {
+        Command::Status { daemon, json } => {
+            call(&daemon, |client| status_command::run(client, json))
         }
-        Command::Routes { daemon, peer } => ask_daemon(&daemon, |client| async move {
-            client.routes(peer.as_deref()).await
+        Command::Routes { daemon, peer, json } => {
+            call(&daemon, |client| routes_command::run(client, peer, json))
+        }
+        Command::Health { daemon, json } => {
+            call(&daemon, |client| health_command::run(client, json))
+        }
+        Command::Generations { daemon, json } => {
+            call(&daemon, |client| generations_command::run(client, json))
+        }
+        Command::Topology(TopologyCommand::Get {
+            daemon,
+            generation,
+            out,
+            force,
+            json,
+        }) => call(&daemon, |client| {
+            topology_command::run(client, generation, out, force, json)
         }),
-        Command::Rpki { daemon, all, json } => rpki(&daemon, all, json),
-        Command::Health { daemon } => {
-            ask_daemon(&daemon, |client| async move { client.health().await })
+        Command::Rpki { daemon, all, json } => {
+            call(&daemon, |client| rpki_command::run(client, all, json))
         }
         Command::Drain {
             daemon,
             service,
+            location,
             undrain,
             force,
             reason,
-        } => ask_daemon(&daemon, |client| async move {
-            client
-                .drain(service.as_deref(), !undrain, force, &reason)
-                .await
-        }),
+            dry_run,
+            json,
+        } => {
+            let arguments = DrainArguments {
+                service,
+                location,
+                undrain,
+                force,
+                reason,
+                dry_run,
+            };
+            call(&daemon, |client| {
+                drain_command::run(client, arguments, json)
+            })
+        }
+        _ => EXIT_USAGE,
     }
 }
 
@@ -674,198 +783,6 @@ fn explain(address: IpAddr, files: &[PathBuf], json: bool) -> Result<i32, Stop> 
     Ok(EXIT_NO_CHANGE)
 }
 
-/// `topoctl push`: apply topology files on a running daemon, or with `--dry-run` ask for its
-/// plan and verdict.
-/// What an apply is conditioned on: the generation it was planned against, the lease it
-/// acts under.
-struct Apply {
-    expect_generation: Option<u64>,
-    lease: Option<topologyd_api::LeaseClaim>,
-}
-
-fn push(
-    daemon: &DaemonArguments,
-    files: &[PathBuf],
-    intent: &IntentArguments,
-    apply: &Apply,
-    dry_run: bool,
-    json: bool,
-) -> Result<i32, Stop> {
-    let intent = intent.intent()?;
-    let bundle = bundle_of(files, json)?;
-    let client = daemon.client()?;
-    let runtime = runtime()?;
-    if dry_run {
-        let answer = runtime.block_on(client.plan(&bundle, &intent));
-        return Ok(print_answer(answer, json, true));
-    }
-    let answer = runtime.block_on(client.apply(
-        &bundle,
-        &intent,
-        apply.expect_generation,
-        apply.lease.as_ref(),
-    ));
-    Ok(print_answer(answer, json, false))
-}
-
-/// The daemon commands that send one request and print its JSON answer (rollback, status,
-/// routes, health, drain).
-fn ask_daemon<Request, Answer, View>(
-    daemon: &DaemonArguments,
-    request: Request,
-) -> Result<i32, Stop>
-where
-    Request: FnOnce(ControlClient) -> Answer,
-    Answer: Future<Output = Result<View, ClientError>>,
-    View: Shown,
-{
-    let client = daemon.client()?;
-    let answer = runtime()?.block_on(request(client));
-    Ok(print_answer(answer, true, false))
-}
-
-/// `topoctl rpki`: the daemon's `/v1/rpki`, as text or (`--json`) as the view.
-fn rpki(daemon: &DaemonArguments, all: bool, json: bool) -> Result<i32, Stop> {
-    use topoctl::rpki_command::{RouteSelection, render};
-    let client = daemon.client()?;
-    match runtime()?.block_on(client.rpki()) {
-        Ok(view) if !json => {
-            let selection = if all {
-                RouteSelection::All
-            } else {
-                RouteSelection::NeedingAttention
-            };
-            print!("{}", render(&view, selection));
-            Ok(EXIT_NO_CHANGE)
-        }
-        answer => Ok(print_answer(answer, true, false)),
-    }
-}
-
 fn bundle_of(files: &[PathBuf], json: bool) -> Result<SourceBundle, Stop> {
     Ok(SourceBundle::from_files(read(files, json)?))
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| error.to_string())
-}
-
-/// A daemon's text made safe for a terminal: line by line, control and bidirectional characters
-/// escaped (an answer may echo what a client sent, such as an intent line).
-fn inert(text: &str) -> String {
-    text.split('\n')
-        .map(escape_text)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// What `topoctl` shows of a daemon's answer: its text, if it has one (otherwise its JSON), and
-/// for a dry run the exit code the daemon's plan gives.
-trait Shown: Serialize {
-    fn text(&self) -> Option<&str> {
-        None
-    }
-
-    fn exit_code(&self) -> Option<i32> {
-        None
-    }
-}
-
-impl Shown for PlanView {
-    fn text(&self) -> Option<&str> {
-        Some(&self.text)
-    }
-
-    fn exit_code(&self) -> Option<i32> {
-        Some(self.exit_code)
-    }
-}
-
-impl Shown for MutationOutcome {}
-impl Shown for StatusView {}
-impl Shown for RoutesView {}
-impl Shown for HealthView {}
-impl Shown for DrainView {}
-impl Shown for RpkiView {}
-
-/// A view as pretty JSON, keys in order (as the daemon writes it).
-fn pretty<T: Serialize>(view: &T) -> String {
-    serde_json::to_value(view)
-        .and_then(|value| serde_json::to_string_pretty(&value))
-        .unwrap_or_default()
-}
-
-/// Prints a daemon answer and maps it to an exit code.
-fn print_answer<V: Shown>(answer: Result<V, ClientError>, json: bool, dry_run: bool) -> i32 {
-    match answer {
-        Ok(view) => {
-            match (json, view.text()) {
-                (false, Some(text)) => print!("{}", inert(text)),
-                _ => println!("{}", pretty(&view)),
-            }
-            if dry_run {
-                view.exit_code().unwrap_or(EXIT_CHANGES_ALLOWED)
-            } else {
-                EXIT_NO_CHANGE
-            }
-        }
-        Err(ClientError::Status { status, body }) => {
-            // A compile error or a guard refusal carries its rendered text (file:line:column,
-            // violations) in `detail.text`.
-            let error = &body.error;
-            if json {
-                println!("{}", pretty(&body));
-            } else {
-                eprintln!(
-                    "topoctl: the daemon answered {status} ({}): {}",
-                    inert(&error.kind),
-                    inert(&error.message)
-                );
-                match (
-                    error.detail.as_ref(),
-                    error.detail.as_ref().and_then(|detail| detail.text()),
-                ) {
-                    (_, Some(text)) => {
-                        let text = inert(text);
-                        eprint!("{text}");
-                        if !text.ends_with('\n') {
-                            eprintln!();
-                        }
-                    }
-                    (Some(detail), None) => eprintln!("{}", pretty(detail)),
-                    (None, None) => {}
-                }
-            }
-            match status {
-                422 => EXIT_REFUSED,
-                507 => EXIT_NO_SPACE,
-                400 if error.kind == "invalid" => EXIT_INVALID,
-                _ => EXIT_USAGE,
-            }
-        }
-        Err(error) => {
-            eprintln!("topoctl: {}", error_chain(&error));
-            EXIT_USAGE
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::inert;
-
-    #[test]
-    fn daemon_text_keeps_its_lines_and_loses_its_escape_sequences() {
-        assert_eq!(
-            inert("a.toml:1:1: error: x\n  help: y\n"),
-            "a.toml:1:1: error: x\n  help: y\n"
-        );
-        assert_eq!(
-            inert("unknown intent `\u{1b}[2J\u{202e}`\r"),
-            "unknown intent `\\u{1b}[2J\\u{202e}`\\r"
-        );
-    }
 }

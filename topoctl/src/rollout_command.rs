@@ -127,7 +127,7 @@ pub(crate) struct RolloutRunArguments {
     /// One JSON event per line on stdout.
     #[arg(long)]
     json: bool,
-    /// Exit with code 4 as soon as the rollout pauses (a call in flight stays in doubt in the
+    /// Exit with code 8 as soon as the rollout pauses (a call in flight stays in doubt in the
     /// journal; `resume` settles it) instead of waiting for `resume`.
     #[arg(long)]
     exit_on_pause: bool,

@@ -3,8 +3,9 @@
 //! invalid, the routes by RFC 6811 state, and a table of the routes that need attention (invalid
 //! and not found, or every route with `--all`) with the VRPs that cover each.
 //!
-//! Owns: rendering the typed [`RpkiView`] as text. Must not touch: the call itself and exit codes
-//! (the `topoctl` binary), the JSON form (`--json` prints the view as the daemon sends it).
+//! Owns: the call and rendering the typed [`RpkiView`] as text. Must not touch: reaching the
+//! daemon and exit codes of failures (`connection.rs`), the JSON form (`--json` prints the
+//! view as the daemon sends it).
 
 use std::fmt::Write as _;
 
@@ -12,6 +13,25 @@ use topologyd_api::{
     RouteRpkiState, RpkiInvalidPolicy, RpkiRouteView, RpkiSyncState, RpkiView, RpkiVrpView,
 };
 use topologyd_config::diagnostic::escape_text;
+
+use crate::connection::show;
+use crate::control_client::ControlClient;
+
+/// Runs `topoctl rpki`: a view is information only, so it exits 0.
+pub async fn run(client: ControlClient, all: bool, json: bool) -> i32 {
+    let selection = if all {
+        RouteSelection::All
+    } else {
+        RouteSelection::NeedingAttention
+    };
+    let answer = client.rpki().await;
+    show(
+        answer,
+        json,
+        |view| render(view, selection),
+        |_| topologyd_api::EXIT_NO_CHANGE,
+    )
+}
 
 /// Which routes the table lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

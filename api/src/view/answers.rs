@@ -95,6 +95,10 @@ pub struct DrainView {
     pub target: String,
     /// `true` for a drain, `false` for an undrain.
     pub drained: bool,
+    /// The drain state changed (for a dry run: would change). Read as `false` from daemons
+    /// that predate the field.
+    #[serde(default)]
+    pub changed: bool,
     /// Drained services the floor keeps announced.
     pub floor_held: Vec<String>,
     /// Every service's decision.
@@ -129,6 +133,35 @@ pub struct TopologyView {
     pub hash: String,
     /// Its sources.
     pub bundle: SourceBundle,
+}
+
+/// `GET /v1/generations`: the generations the daemon keeps (the running one and those it can
+/// roll back to), newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationsView {
+    /// This daemon's location.
+    pub location: String,
+    /// The running generation.
+    pub running: u64,
+    /// Every kept generation that loads, newest first.
+    pub generations: Vec<GenerationView>,
+}
+
+/// One kept generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationView {
+    /// Its number.
+    pub generation: u64,
+    /// Its content hash.
+    pub hash: String,
+    /// When it was applied (unix seconds).
+    pub applied_at: u64,
+    /// Who applied it (the client certificate's identity, or `local`).
+    pub applied_by: String,
+    /// The intent lines given with the push (`service:NAME`, overrides; a rollback's own).
+    pub intent: Vec<String>,
+    /// The names of its sources.
+    pub sources: Vec<String>,
 }
 
 /// The body of every answer that is not 2xx.

@@ -2,7 +2,7 @@
 //! writes required: [`StatusView`] (`GET /v1/status`), [`RoutesView`] (`/v1/routes`),
 //! [`HealthView`] (`/v1/health`), [`PlanView`] (`POST /v1/plan`), [`MutationOutcome`]
 //! (apply, rollback), [`DrainView`] (`/v1/drain`), [`TopologyView`] (`/v1/topology`),
-//! [`RpkiView`] (`/v1/rpki`) and [`ErrorBody`] (any answer that is not 2xx). A client reading
+//! [`RpkiView`] (`/v1/rpki`), [`GenerationsView`] (`/v1/generations`) and [`ErrorBody`] (any answer that is not 2xx). A client reading
 //! an answer gets every field or a serde error naming the one missing or ill-typed.
 
 use serde::{Deserialize, Serialize};
@@ -16,8 +16,8 @@ mod status;
 mod tests;
 
 pub use answers::{
-    DrainView, ErrorBody, ErrorDetail, ErrorView, MutationOutcome, OutcomeDetail, PlanView,
-    ServiceAction, ServiceDecisionView, TopologyView,
+    DrainView, ErrorBody, ErrorDetail, ErrorView, GenerationView, GenerationsView, MutationOutcome,
+    OutcomeDetail, PlanView, ServiceAction, ServiceDecisionView, TopologyView,
 };
 pub use health::{
     CheckResult, CheckView, DrainState, HealthStateView, HealthView, ProbeStateView, RoundCounts,

@@ -36,8 +36,13 @@ pub struct RouteView {
     pub service: String,
     /// Announced with the service's degrade attributes.
     pub degraded: bool,
-    /// AS_PATH segments as text.
+    /// AS_PATH segments as text, one per segment: an AS_SEQUENCE as its numbers separated by
+    /// spaces (`64500 64501`), an AS_SET in braces (`{64500 64501}`).
     pub as_path: Vec<String>,
+    /// The NEXT_HOP the peer is sent; `null` when none is configured and the session's own
+    /// local address is used (also read as `null` from daemons that predate the field).
+    #[serde(default)]
+    pub next_hop: Option<String>,
     /// MULTI_EXIT_DISC.
     #[serde(deserialize_with = "super::required")]
     pub med: Option<u32>,

@@ -85,7 +85,7 @@ fn routes() -> Value {
             "families": ["ipv4", "ipv6"], "established": true, "generation_synced": 4,
             "routes": [{
                 "prefix": "192.0.2.0/24", "service": "web", "degraded": false,
-                "as_path": ["Sequence([65000])"], "med": null,
+                "as_path": ["65000 65001"], "next_hop": "192.0.2.254", "med": null,
                 "communities": ["65000:1"], "large_communities": [],
             }],
         } },
@@ -97,7 +97,16 @@ fn routes_round_trip_and_require_their_fields() {
     let view: RoutesView = round_trip(&routes());
     assert_eq!(view.peers["bird"].routes[0].prefix, "192.0.2.0/24");
     each_field_is_required::<RoutesView>(&routes());
-    each_field_is_required::<RouteView>(&routes()["peers"]["bird"]["routes"][0]);
+    // `next_hop` is new: daemons that predate it omit it, read as `null`.
+    let mut route = routes()["peers"]["bird"]["routes"][0].clone();
+    route.as_object_mut().unwrap().remove("next_hop");
+    each_field_is_required::<RouteView>(&route);
+    let older: RouteView = serde_json::from_value(route).unwrap();
+    assert_eq!(older.next_hop, None);
+    assert_eq!(
+        view.peers["bird"].routes[0].next_hop.as_deref(),
+        Some("192.0.2.254")
+    );
 }
 
 fn checked_service() -> Value {
@@ -191,8 +200,25 @@ fn plan_outcome_drain_and_topology_answers_round_trip() {
         "services": { "web": { "action": "announce", "healthy": null, "drained": true,
                                "floor_held": true, "other_live_locations": 0 } },
     });
-    round_trip::<DrainView>(&drain);
     each_field_is_required::<DrainView>(&drain);
+    // `changed` is new: read as `false` from daemons that predate it.
+    assert!(
+        !serde_json::from_value::<DrainView>(drain.clone())
+            .unwrap()
+            .changed
+    );
+    let mut changed = drain.clone();
+    changed["changed"] = json!(true);
+    assert!(round_trip::<DrainView>(&changed).changed);
+    let generations = json!({
+        "location": "ams01", "running": 3,
+        "generations": [{ "generation": 3, "hash": "ab12", "applied_at": 1_700_000_000u64,
+                          "applied_by": "sre-admin", "intent": ["service:web"],
+                          "sources": ["fleet.toml"] }],
+    });
+    round_trip::<GenerationsView>(&generations);
+    each_field_is_required::<GenerationsView>(&generations);
+    each_field_is_required::<GenerationView>(&generations["generations"][0]);
     let topology = json!({
         "generation": 4, "hash": "ab12",
         "bundle": { "sources": [{ "name": "fleet.toml", "text": "" }] },

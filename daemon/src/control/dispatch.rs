@@ -76,7 +76,29 @@ pub(super) async fn dispatch(
         }
         Endpoint::Health => answer(ask(engine, |reply| EngineCommand::Health { reply }).await),
         Endpoint::Rpki => answer(ask(engine, |reply| EngineCommand::Rpki { reply }).await),
-        Endpoint::Topology => answer(ask(engine, |reply| EngineCommand::Topology { reply }).await),
+        Endpoint::Topology => {
+            let generation = match query_parameter(request.uri().query(), "generation") {
+                Ok(None) => None,
+                Ok(Some(text)) => match text.parse::<u64>() {
+                    Ok(generation) => Some(generation),
+                    Err(_) => {
+                        let message = format!("generation `{text}` is not a whole number");
+                        return Answer::error(StatusCode::BAD_REQUEST, "invalid", message);
+                    }
+                },
+                Err(message) => return Answer::error(StatusCode::BAD_REQUEST, "invalid", message),
+            };
+            answer(
+                ask(engine, |reply| EngineCommand::Topology {
+                    generation,
+                    reply,
+                })
+                .await,
+            )
+        }
+        Endpoint::Generations => {
+            answer(ask(engine, |reply| EngineCommand::Generations { reply }).await)
+        }
     }
 }
 
@@ -190,6 +212,7 @@ async fn drain(call: &Call<'_>, request: Request<Incoming>) -> Answer {
         "drain": body.drain,
         "force": body.force,
         "reason": body.reason,
+        "dry_run": body.dry_run,
     });
     let mut answer = match ask(call.engine(), |reply| EngineCommand::Drain {
         service: body.service.clone(),
@@ -197,7 +220,10 @@ async fn drain(call: &Call<'_>, request: Request<Incoming>) -> Answer {
         force: body.force,
         reason: body.reason.clone(),
         who: call.caller.identity.clone(),
-        write_ahead: call.write_ahead(&summary),
+        write_ahead: (!body.dry_run)
+            .then(|| call.write_ahead(&summary))
+            .flatten(),
+        dry_run: body.dry_run,
         reply,
     })
     .await

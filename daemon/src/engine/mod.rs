@@ -361,15 +361,20 @@ impl Engine {
     }
 
     /// Drains or undrains a service, or the whole location; persisted before it takes effect.
+    /// A dry run answers whether the state would change and changes nothing.
     async fn drain(
         &mut self,
-        service: Option<String>,
-        drain: bool,
-        force: bool,
-        reason: String,
+        request: topologyd_api::DrainRequest,
         who: String,
         write_ahead: Option<WriteAhead>,
     ) -> Result<DrainView, EngineError> {
+        let topologyd_api::DrainRequest {
+            service,
+            drain,
+            force,
+            reason,
+            dry_run,
+        } = request;
         if let Some(name) = &service
             && self.running.topology.service(name).is_none()
             && !self.drains.services.contains_key(name)
@@ -405,6 +410,10 @@ impl Engine {
                 next.changed_at = now;
             }
         }
+        let changed = views::drain_changes(&self.drains, &next, service.as_deref());
+        if dry_run {
+            return Ok(self.drain_view(service, drain, changed));
+        }
         if let Some(write_ahead) = &write_ahead {
             let generation = self.running.meta.generation;
             write_ahead
@@ -426,28 +435,7 @@ impl Engine {
         let target = service.clone().unwrap_or_else(|| "location".into());
         info!(%target, drain, force, %who, %reason, "drain state changed");
         self.handle(Event::DrainsPersisted { drains: next }).await;
-        let held: Vec<String> = self
-            .decisions
-            .iter()
-            .filter(|(name, decision)| {
-                decision.floor_held
-                    && decision.drained
-                    && service.as_ref().is_none_or(|wanted| wanted == *name)
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        Ok(DrainView {
-            location: self.config.location.clone(),
-            target,
-            drained: drain,
-            floor_held: held,
-            services: self
-                .decisions
-                .iter()
-                .map(|(name, decision)| (name.clone(), crate::api_views::decision_view(decision)))
-                .collect(),
-            audit_warning: None,
-        })
+        Ok(self.drain_view(service, drain, changed))
     }
 
     /// The generation this engine runs.
@@ -713,11 +701,17 @@ impl Engine {
                 reason,
                 who,
                 write_ahead,
+                dry_run,
                 reply,
             } => {
-                let result = self
-                    .drain(service, drain, force, reason, who, write_ahead)
-                    .await;
+                let request = topologyd_api::DrainRequest {
+                    service,
+                    drain,
+                    force,
+                    reason,
+                    dry_run,
+                };
+                let result = self.drain(request, who, write_ahead).await;
                 let _ = reply.send(result);
             }
             EngineCommand::Health { reply } => {
@@ -734,7 +728,16 @@ impl Engine {
                 let result = self.lease(request, who).await;
                 let _ = reply.send(result);
             }
-            EngineCommand::Topology { reply } => {
+            EngineCommand::Generations { reply } => {
+                let _ = reply.send(self.generations().await);
+            }
+            EngineCommand::Topology {
+                generation: Some(generation),
+                reply,
+            } if generation != self.running.meta.generation => {
+                let _ = reply.send(self.kept_topology(generation).await);
+            }
+            EngineCommand::Topology { reply, .. } => {
                 let _ = reply.send(Ok(TopologyView {
                     generation: self.running.meta.generation,
                     hash: self.running.meta.hash.clone(),

@@ -1,13 +1,18 @@
 //! The engine's answers to the control API's read-only queries (`GET /v1/status`,
-//! `/v1/routes`, `/v1/health`): typed views (`topologyd-api`) over the engine's state, built on
-//! the engine task.
+//! `/v1/routes`, `/v1/health`, `/v1/generations`, `/v1/topology?generation=N`) and the drain
+//! answer (also a dry run's): typed views (`topologyd-api`) over the engine's state and the
+//! state directory's kept generations, built on the engine task.
 //!
 //! Must not touch: the engine's state (these only read it).
 
 use std::collections::BTreeMap;
 
 use ipnet::IpNet;
-use topologyd_api::{PeerRoutesView, RouteCounts, RouteView, RoutesView, StatusHealth, StatusView};
+use topologyd_api::view::DrainState;
+use topologyd_api::{
+    DrainView, GenerationView, GenerationsView, PeerRoutesView, RouteCounts, RouteView, RoutesView,
+    StatusHealth, StatusView, TopologyView,
+};
 use topologyd_config::daemon::{Family, PeerConfig};
 
 use super::Engine;
@@ -16,6 +21,97 @@ use crate::engine_api::{EngineError, EngineErrorKind};
 use crate::overlay::{self, ServiceAction, ServiceDecision};
 
 impl Engine {
+    /// The drain answer: every service's decision now, and the floor's holds among `service`
+    /// (or every service).
+    pub(super) fn drain_view(
+        &self,
+        service: Option<String>,
+        drain: bool,
+        changed: bool,
+    ) -> DrainView {
+        let floor_held = self
+            .decisions
+            .iter()
+            .filter(|(name, decision)| {
+                decision.floor_held
+                    && decision.drained
+                    && service.as_ref().is_none_or(|wanted| wanted == *name)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        DrainView {
+            location: self.config.location.clone(),
+            target: service.unwrap_or_else(|| "location".into()),
+            drained: drain,
+            changed,
+            floor_held,
+            services: self
+                .decisions
+                .iter()
+                .map(|(name, decision)| (name.clone(), crate::api_views::decision_view(decision)))
+                .collect(),
+            audit_warning: None,
+        }
+    }
+
+    /// `GET /v1/generations`: the kept generations' metadata and source names, newest first
+    /// (read on the blocking pool).
+    pub(super) async fn generations(&self) -> Result<GenerationsView, EngineError> {
+        let store = self.store.clone();
+        let listed = tokio::task::spawn_blocking(move || {
+            let metas = store.list()?;
+            Ok::<_, crate::state_store::StateError>(
+                metas
+                    .into_iter()
+                    .map(|meta| {
+                        let sources = store
+                            .load(meta.generation)
+                            .map(|stored| {
+                                stored.bundle.sources.into_iter().map(|s| s.name).collect()
+                            })
+                            .unwrap_or_default();
+                        GenerationView {
+                            generation: meta.generation,
+                            hash: meta.hash,
+                            applied_at: meta.applied_at,
+                            applied_by: meta.who,
+                            intent: meta.intent,
+                            sources,
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await
+        .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), None))?
+        .map_err(|error| self.error(EngineErrorKind::Internal, error.to_string(), None))?;
+        Ok(GenerationsView {
+            location: self.config.location.clone(),
+            running: self.running.meta.generation,
+            generations: listed,
+        })
+    }
+
+    /// `GET /v1/topology?generation=N` for a kept generation that is not the running one.
+    pub(super) async fn kept_topology(&self, generation: u64) -> Result<TopologyView, EngineError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.load(generation))
+            .await
+            .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), None))?
+            .map(|stored| TopologyView {
+                generation: stored.meta.generation,
+                hash: stored.meta.hash,
+                bundle: stored.bundle,
+            })
+            .map_err(|error| {
+                self.error(
+                    EngineErrorKind::NotFound,
+                    format!("generation {generation} is not kept: {error}"),
+                    None,
+                )
+            })
+    }
+
     pub(super) fn status_json(&self) -> StatusView {
         let (ipv4, ipv6) = self.routes.borrow().count_by_family();
         let (topology_ipv4, topology_ipv6) = self.running.routes.count_by_family();
@@ -104,11 +200,11 @@ impl Engine {
                         prefix: prefix.to_string(),
                         service: intent.service.to_string(),
                         degraded: intent.degraded,
-                        as_path: attributes
-                            .as_path
-                            .iter()
-                            .map(|segment| format!("{segment:?}"))
-                            .collect(),
+                        as_path: attributes.as_path.iter().map(as_path_text).collect(),
+                        next_hop: match prefix {
+                            IpNet::V4(_) => context.ipv4_next_hop.map(|hop| hop.to_string()),
+                            IpNet::V6(_) => context.ipv6_next_hop.map(|hop| hop.to_string()),
+                        },
                         med: attributes.med,
                         communities: intent
                             .attributes
@@ -187,5 +283,37 @@ impl Engine {
                 .collect(),
             services,
         }
+    }
+}
+
+/// An AS_PATH segment as operators write it: an AS_SEQUENCE as its numbers separated by spaces
+/// (`64500 64501`), an AS_SET in braces (`{64500 64501}`).
+fn as_path_text(segment: &topologyd_bgp::codec::AsPathSegment) -> String {
+    let join = |asns: &[u32]| {
+        asns.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match segment {
+        topologyd_bgp::codec::AsPathSegment::Sequence(asns) => join(asns),
+        topologyd_bgp::codec::AsPathSegment::Set(asns) => format!("{{{}}}", join(asns)),
+    }
+}
+
+/// Whether a drain request changes the drain state (who, why and when aside): a service drain
+/// adds the service or changes its force, an undrain removes it; a location drain flips the
+/// flag or, drained, its force.
+pub(super) fn drain_changes(
+    before: &DrainState,
+    after: &DrainState,
+    service: Option<&str>,
+) -> bool {
+    match service {
+        Some(name) => {
+            before.services.get(name).map(|drain| drain.force)
+                != after.services.get(name).map(|drain| drain.force)
+        }
+        None => before.drained != after.drained || (after.drained && before.force != after.force),
     }
 }

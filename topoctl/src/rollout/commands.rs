@@ -857,7 +857,7 @@ pub fn resume(dir: &Path, flags: &RunFlags) -> i32 {
 }
 
 /// `topoctl rollout abort`: through the running controller (answers once it has journaled
-/// the command; the controller then rolls back and exits 4), or by taking over the journal and
+/// the command; the controller then rolls back and exits 8), or by taking over the journal and
 /// rolling back here.
 pub fn abort(dir: &Path, flags: &RunFlags) -> i32 {
     if controller_running(dir) {

@@ -34,17 +34,23 @@ pub mod waves;
 
 use journal::Outcome;
 
+// The exit codes follow `topoctl`'s one table (README, "Exit codes"; `topologyd_api`): 3 for a
+// refusal and 6 for an unreachable fleet as everywhere, and 7 and 8 for what only a rollout
+// ends with.
+
 /// The rollout completed (also: a dry run, a status, an acknowledged command).
 pub const EXIT_COMPLETED: i32 = 0;
-/// An error: usage, invalid input, unreachable or non-converged fleet, failed rollback.
-pub const EXIT_ERROR: i32 = 1;
+/// An error: usage, invalid input, non-converged fleet, failed rollback.
+pub const EXIT_ERROR: i32 = topologyd_api::EXIT_USAGE;
 /// Refused before anything was applied: the plan guards, the wave plan (unknown selector names,
 /// no canary), or a daemon's own plan in the pre-flight.
-pub const EXIT_REFUSED: i32 = 2;
+pub const EXIT_REFUSED: i32 = topologyd_api::EXIT_REFUSED;
+/// Locations did not answer in the pre-flight (none refused): nothing was applied.
+pub const EXIT_UNREACHABLE: i32 = topologyd_api::EXIT_UNREACHABLE;
 /// A gate failed or an apply was refused, and everything applied was rolled back.
-pub const EXIT_ROLLED_BACK: i32 = 3;
+pub const EXIT_ROLLED_BACK: i32 = topologyd_api::EXIT_ROLLED_BACK;
 /// Paused (with `--exit-on-pause`, or interrupted), or aborted and rolled back.
-pub const EXIT_PAUSED: i32 = 4;
+pub const EXIT_PAUSED: i32 = topologyd_api::EXIT_PAUSED;
 
 /// The exit code of a finished rollout.
 pub fn exit_code_of(outcome: Outcome) -> i32 {

@@ -28,7 +28,7 @@ use topologyd_topology::{Intent, Topology};
 
 use super::journal::unix_time;
 use super::waves::{Wave, assign_waves, canary_dropped, unknown_selector_names};
-use super::{EXIT_ERROR, EXIT_REFUSED};
+use super::{EXIT_ERROR, EXIT_REFUSED, EXIT_UNREACHABLE};
 
 /// How many lines of a daemon's refusal detail a pre-flight reason keeps.
 pub const REASON_LINES: usize = 4;
@@ -310,7 +310,7 @@ impl PreflightReport {
     }
 
     /// The refusal when a location did not answer `ok`: [`EXIT_REFUSED`] if any refused,
-    /// [`EXIT_ERROR`] if they were only unreachable.
+    /// [`EXIT_UNREACHABLE`] if they were only unreachable.
     pub fn refusal(&self) -> Option<Stop> {
         if self.passed() {
             return None;
@@ -318,7 +318,7 @@ impl PreflightReport {
         let code = if self.count("refused") > 0 {
             EXIT_REFUSED
         } else {
-            EXIT_ERROR
+            EXIT_UNREACHABLE
         };
         Some(Stop {
             code,

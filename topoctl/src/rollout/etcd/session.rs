@@ -6,7 +6,7 @@
 //! journal interface the driver uses can wait for etcd without blocking the client, and so that
 //! the watchdog keeps running whatever the driver's runtime does.
 //!
-//! Owns: every etcd call, the leadership lifecycle, the stop on leadership loss (exit 4: no
+//! Owns: every etcd call, the leadership lifecycle, the stop on leadership loss (exit 8: no
 //! further journal write, no further daemon call; the daemons' lease fencing refuses what was
 //! already in flight).
 //!
@@ -131,7 +131,7 @@ pub struct LeaderInfo {
     pub token: i64,
 }
 
-/// Prints why the leadership is lost and ends the process with exit code 4 at once: nothing
+/// Prints why the leadership is lost and ends the process with exit code 8 at once: nothing
 /// after this point may write the journal or call a daemon.
 fn stop_leadership_lost(json: bool, reason: &str) -> ! {
     if json {
@@ -140,7 +140,7 @@ fn stop_leadership_lost(json: bool, reason: &str) -> ! {
             json!({"event": "leadership_lost", "time": unix_time(), "reason": reason})
         );
     }
-    eprintln!("topoctl: leadership lost: {reason}; stopping at once (exit 4)");
+    eprintln!("topoctl: leadership lost: {reason}; stopping at once (exit 8)");
     std::process::exit(EXIT_PAUSED);
 }
 

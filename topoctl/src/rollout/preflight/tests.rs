@@ -316,7 +316,7 @@ fn plan_answers_are_ok_refused_or_unreachable() {
         timeout: Duration::from_secs(1),
     });
     assert!(matches!(classify(&slow, Some(4)), Answer::Unreachable(_)));
-    // Busy (503) or failing (5xx): unreachable for now (exit 1), as the driver retries it.
+    // Busy (503) or failing (5xx): unreachable for now (exit 6), as the driver retries it.
     for (status, kind) in [(503, "busy"), (500, "internal")] {
         let busy = Err(ClientError::Status {
             status,
@@ -375,7 +375,7 @@ fn the_report_refuses_with_2_for_a_refusal_and_1_when_only_unreachable() {
     );
     assert!(!stop.message.contains("loc0"), "{}", stop.message);
     let unreachable = report(&[Answer::Unreachable("timeout".into()), Answer::Ok]);
-    assert_eq!(unreachable.refusal().unwrap().code, EXIT_ERROR);
+    assert_eq!(unreachable.refusal().unwrap().code, EXIT_UNREACHABLE);
     let event = mixed.to_json();
     assert_eq!(event["event"], "preflight");
     assert_eq!(event["stage"], "plan");
