@@ -33,7 +33,7 @@ use topologyd_harness::peers::{Roa, StayRtr, StayRtrOptions};
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(90);
 const WAIT: Duration = Duration::from_secs(60);
 const EXIT_COMPLETED: Option<i32> = Some(0);
-const EXIT_ROLLED_BACK: Option<i32> = Some(3);
+const EXIT_ROLLED_BACK: Option<i32> = Some(topologyd_api::EXIT_ROLLED_BACK);
 
 const CANARY: &str = "ams01";
 const REST: &str = "fra01";

@@ -782,7 +782,11 @@ impl EngineCore {
             &decisions,
             self.publish_version + 1,
         );
-        self.rpki.hold_back(&mut next);
+        let held = self.rpki.hold_back(&mut next, &self.published);
+        effects.extend(
+            held.into_iter()
+                .map(|change| Effect::RouteRpki(Box::new(change))),
+        );
         self.decisions = decisions;
         let current = &self.published;
         if next.generation == current.generation

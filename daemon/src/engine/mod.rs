@@ -150,10 +150,12 @@ pub struct Engine {
     reload_answer: Option<Result<String, String>>,
     /// The fleet lock's lease was live at the last look (its expiry is noticed on a tick).
     lease_live: bool,
-    /// The RTR client (`[rpki]`), the last VRP version handed to the core, and the VRPs by
+    /// The RTR client (`[rpki]`), the last VRP version handed to the core (`None`: the next
+    /// snapshot replaces the set), when a stopped client is started again, and the VRPs by
     /// family (IPv4, IPv6) of that version (`rpki_task.rs`).
     rtr: Option<topologyd_rpki::rtr::RtrHandle>,
-    rpki_version_seen: u64,
+    rpki_version_seen: Option<u64>,
+    rtr_restart_at: Option<std::time::Instant>,
     rpki_families: (u64, u64),
 }
 
@@ -566,8 +568,7 @@ impl Engine {
                     if alive {
                         self.on_rtr().await;
                     } else {
-                        error!("the RTR client stopped; keeping the last VRP set");
-                        self.rtr = None;
+                        self.rtr_stopped().await;
                     }
                 }
                 command = commands.recv(), if commands_open => match command {
@@ -595,6 +596,7 @@ impl Engine {
                 },
                 Some(report) = peer_reports.recv() => self.on_peer_report(report).await,
                 _ = ticker.tick() => {
+                    self.restart_rtr_when_due();
                     self.handle(Event::Tick).await;
                     self.notice_lease_expiry();
                 }

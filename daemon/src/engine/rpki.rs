@@ -6,8 +6,9 @@
 //! - `keep` (fail static, the default): a route that turns invalid while announced stays
 //!   announced (the alarm is the verdict, its log line and the metrics); `withdraw`: it is held
 //!   back until it is valid or not found again.
-//! - Either way, a route that is invalid when a generation is applied and was not announced
-//!   before (new, or held back) is never newly announced.
+//! - Either way, an invalid route is never newly announced: not when a generation adds it or
+//!   it was held back, and not when a drain or a health withdrawal of its service ends (under
+//!   `keep` it is held back from then on, until it is valid or not found again).
 //! - An empty set (no `[rpki]`, no cache yet, or expired) makes every route not found: nothing
 //!   is held back.
 //! - A VRP update re-judges only the routes a changed VRP covers (an address-range search in
@@ -96,6 +97,9 @@ impl RouteRpkiChange {
     /// What happens to the route, in words.
     pub fn action(&self) -> &'static str {
         match (self.held_before, self.held_after, self.after.is_invalid()) {
+            (false, true, _) if self.before == Some(self.after) => {
+                "held back: not announced again while invalid"
+            }
             (false, true, _) => "withdrawn from the peers",
             (true, false, _) => "announced again",
             (true, true, _) => "held back",
@@ -320,13 +324,55 @@ impl RpkiBook {
             .collect();
     }
 
-    /// Removes the held-back routes from what the peers are sent.
-    pub fn hold_back(&self, routes: &mut LocationRoutes) {
+    /// Removes the held-back routes from `routes`, what the peers are about to be sent.
+    /// `published` is what they are sent now: under `keep`, an invalid route is kept only while
+    /// the peers hold it, so one that `routes` would announce anew (undrained, back from a
+    /// health withdrawal) is held back too, from now until it is valid or not found again.
+    /// Returns the routes this newly holds back, for the log and the audit log.
+    pub fn hold_back(
+        &mut self,
+        routes: &mut LocationRoutes,
+        published: &LocationRoutes,
+    ) -> Vec<RouteRpkiChange> {
+        let mut changes = Vec::new();
+        if self.policy == Some(InvalidPolicy::Keep) {
+            for verdict in &mut self.verdicts {
+                if verdict.held || !verdict.state.is_invalid() {
+                    continue;
+                }
+                let sent = |routes: &LocationRoutes| {
+                    routes
+                        .routes
+                        .binary_search_by_key(&verdict.prefix, |(prefix, _)| *prefix)
+                        .ok()
+                        .and_then(|at| routes.routes.get(at))
+                        .map(|(_, index)| *index)
+                };
+                let (Some(index), None) = (sent(routes), sent(published)) else {
+                    continue;
+                };
+                verdict.held = true;
+                self.held.insert(verdict.prefix);
+                changes.push(RouteRpkiChange {
+                    prefix: verdict.prefix,
+                    origin_asn: verdict.origin_asn,
+                    service: routes
+                        .intent(index)
+                        .map_or_else(|| Arc::from(""), |intent| intent.service.clone()),
+                    before: Some(verdict.state),
+                    after: verdict.state,
+                    covering: verdict.covering.clone(),
+                    held_before: false,
+                    held_after: true,
+                });
+            }
+        }
         if !self.held.is_empty() {
             routes
                 .routes
                 .retain(|(prefix, _)| !self.held.contains(prefix));
         }
+        changes
     }
 }
 

@@ -58,12 +58,17 @@ fn covering_text(covering: &[Vrp]) -> String {
 
 /// The core's update from the RTR client's snapshot; `seen_version` is the last VRP version
 /// handed to the core (a skipped version means the whole set must be judged again).
+/// How long a stopped RTR client waits before it is started again (no busy loop if it keeps
+/// stopping at once).
+pub const RTR_RESTART_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub fn update_from_snapshot(
     snapshot: &RtrSnapshot,
-    seen_version: u64,
+    seen_version: Option<u64>,
     now_unix_ms: u64,
 ) -> RpkiUpdate {
-    let changed_prefixes = if snapshot.vrps_version == seen_version + 1 {
+    let follows = seen_version.and_then(|seen| seen.checked_add(1)) == Some(snapshot.vrps_version);
+    let changed_prefixes = if follows {
         snapshot.changed_prefixes.clone()
     } else {
         None
@@ -121,6 +126,39 @@ impl Engine {
         }
     }
 
+    /// The RTR client's task ended (it should not: a bug or a panic in it). The VRP set it
+    /// last served stays, marked stale (so the `rpki` gate and the in-sync metric no longer
+    /// count it as current), and the client is started again after [`RTR_RESTART_DELAY`]; its
+    /// first snapshot replaces the set.
+    pub(super) async fn rtr_stopped(&mut self) {
+        error!(
+            restart_in_seconds = RTR_RESTART_DELAY.as_secs(),
+            "the RTR client stopped; keeping its last VRP set as stale and starting it again"
+        );
+        self.rtr = None;
+        self.rpki_version_seen = None;
+        self.rtr_restart_at = Some(std::time::Instant::now() + RTR_RESTART_DELAY);
+        let mut update = self.core.rpki.status.clone();
+        if matches!(update.sync, RpkiSyncState::InSync) {
+            update.sync = RpkiSyncState::Stale;
+            update.changed_prefixes = None;
+            update.last_error = Some("the RTR client stopped; it is being started again".into());
+            self.handle(Event::RpkiUpdated(Box::new(update))).await;
+            self.report_rpki();
+        }
+    }
+
+    /// Starts a stopped RTR client again once its delay has passed (on the engine's tick).
+    pub(super) fn restart_rtr_when_due(&mut self) {
+        if self
+            .rtr_restart_at
+            .is_some_and(|at| std::time::Instant::now() >= at)
+        {
+            self.rtr_restart_at = None;
+            self.start_rpki();
+        }
+    }
+
     /// A new snapshot: the core re-judges the routes it may change.
     pub(super) async fn on_rtr(&mut self) {
         let Some(handle) = self.rtr.as_mut() else {
@@ -131,8 +169,8 @@ impl Engine {
         if update.sync != self.core.rpki.status.sync {
             info!(from = ?self.core.rpki.status.sync, to = ?update.sync, cache = ?update.cache, vrps = update.vrps.len(), "RPKI sync state changed");
         }
-        let version_changed = snapshot.vrps_version != self.rpki_version_seen;
-        self.rpki_version_seen = snapshot.vrps_version;
+        let version_changed = Some(snapshot.vrps_version) != self.rpki_version_seen;
+        self.rpki_version_seen = Some(snapshot.vrps_version);
         self.handle(Event::RpkiUpdated(Box::new(update))).await;
         if version_changed {
             // Counted after the verdicts: a small delta reaches the routes first.

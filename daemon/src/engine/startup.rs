@@ -170,7 +170,8 @@ impl Engine {
             reload_answer: None,
             lease_live: false,
             rtr: None,
-            rpki_version_seen: 0,
+            rpki_version_seen: None,
+            rtr_restart_at: None,
             rpki_families: (0, 0),
         };
         let now = engine.now();

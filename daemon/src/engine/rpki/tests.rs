@@ -55,10 +55,67 @@ fn update(vrps: &[Vrp], changed: Option<Vec<IpNet>>) -> RpkiUpdate {
     }
 }
 
-fn announced(book: &RpkiBook, routes: &LocationRoutes) -> Vec<IpNet> {
-    let mut published = routes.clone();
-    book.hold_back(&mut published);
-    published.routes.iter().map(|(prefix, _)| *prefix).collect()
+/// What the peers are sent of `routes` when they were sent all of them before.
+fn announced(book: &mut RpkiBook, routes: &LocationRoutes) -> Vec<IpNet> {
+    sent(book, routes, routes)
+}
+
+/// What the peers are sent of `wanted` (the routes after drains and health) when they are
+/// sent `published` now.
+fn sent(book: &mut RpkiBook, wanted: &LocationRoutes, published: &LocationRoutes) -> Vec<IpNet> {
+    let mut next = wanted.clone();
+    book.hold_back(&mut next, published);
+    next.routes.iter().map(|(prefix, _)| *prefix).collect()
+}
+
+/// `routes` without `drained`.
+fn without(routes: &LocationRoutes, drained: &[IpNet]) -> LocationRoutes {
+    let mut wanted = routes.clone();
+    wanted.routes.retain(|(prefix, _)| !drained.contains(prefix));
+    wanted
+}
+
+#[test]
+fn keep_does_not_announce_again_a_route_that_turned_invalid_while_drained() {
+    let routes = routes(&["192.0.2.0/24", "198.51.100.0/24"]);
+    let mut book = RpkiBook::new(Some(InvalidPolicy::Keep));
+    book.judge_generation(&routes, &routes, 0);
+    book.update(update(&[vrp("192.0.2.0/24", 24, ORIGIN)], None), &routes, 1);
+    // The service of 192.0.2.0/24 is drained: the peers are sent only the other route.
+    let drained = without(&routes, &[net("192.0.2.0/24")]);
+    assert_eq!(sent(&mut book, &drained, &routes), vec![net("198.51.100.0/24")]);
+    // While drained, its ROA names another AS.
+    book.update(
+        update(
+            &[vrp("192.0.2.0/24", 24, 64999)],
+            Some(vec![net("192.0.2.0/24")]),
+        ),
+        &routes,
+        2,
+    );
+    assert_eq!(book.verdicts[0].state, RpkiState::InvalidOrigin);
+    // The drain ends: the invalid route is held back, not announced again, and said so.
+    let mut next = routes.clone();
+    let changes = book.hold_back(&mut next, &drained);
+    let prefixes: Vec<IpNet> = next.routes.iter().map(|(prefix, _)| *prefix).collect();
+    assert_eq!(prefixes, vec![net("198.51.100.0/24")]);
+    assert_eq!(changes.len(), 1);
+    assert!(changes[0].held_after && !changes[0].held_before);
+    assert_eq!(
+        changes[0].action(),
+        "held back: not announced again while invalid"
+    );
+    // The ROA is fixed: the route goes out again.
+    let changes = book.update(
+        update(
+            &[vrp("192.0.2.0/24", 24, ORIGIN)],
+            Some(vec![net("192.0.2.0/24")]),
+        ),
+        &routes,
+        3,
+    );
+    assert!(changes.iter().any(|change| change.held_before && !change.held_after));
+    assert_eq!(sent(&mut book, &routes, &drained).len(), 2);
 }
 
 #[test]
@@ -82,7 +139,7 @@ fn keep_keeps_an_announced_route_that_turns_invalid_and_alarms() {
     assert_eq!(changes[0].after, RpkiState::InvalidOrigin);
     assert!(!changes[0].held_after);
     assert_eq!(book.verdicts[0].since_unix_ms, 2);
-    assert_eq!(announced(&book, &routes).len(), 2);
+    assert_eq!(announced(&mut book, &routes).len(), 2);
 }
 
 #[test]
@@ -92,7 +149,7 @@ fn withdraw_holds_an_invalid_route_back_until_it_is_valid_again() {
     book.judge_generation(&routes, &routes, 0);
     book.update(update(&[vrp("192.0.2.0/22", 22, ORIGIN)], None), &routes, 1);
     assert_eq!(book.verdicts[0].state, RpkiState::InvalidLength);
-    assert_eq!(announced(&book, &routes), vec![net("198.51.100.0/24")]);
+    assert_eq!(announced(&mut book, &routes), vec![net("198.51.100.0/24")]);
     let changes = book.update(
         update(
             &[vrp("192.0.2.0/22", 24, ORIGIN)],
@@ -103,7 +160,7 @@ fn withdraw_holds_an_invalid_route_back_until_it_is_valid_again() {
     );
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].action(), "announced again");
-    assert_eq!(announced(&book, &routes).len(), 2);
+    assert_eq!(announced(&mut book, &routes).len(), 2);
 }
 
 #[test]
@@ -127,7 +184,7 @@ fn a_route_a_generation_adds_invalid_is_never_newly_announced_even_under_keep() 
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert!(changes[0].held_after);
     // The route already announced stays (keep); the new one is held back.
-    assert_eq!(announced(&book, &after), vec![net("198.51.100.0/24")]);
+    assert_eq!(announced(&mut book, &after), vec![net("198.51.100.0/24")]);
 }
 
 #[test]
@@ -136,11 +193,11 @@ fn an_expired_set_makes_everything_not_found_and_holds_nothing() {
     let mut book = RpkiBook::new(Some(InvalidPolicy::Withdraw));
     book.judge_generation(&routes, &routes, 0);
     book.update(update(&[vrp("192.0.2.0/24", 24, 64999)], None), &routes, 1);
-    assert!(announced(&book, &routes).is_empty());
+    assert!(announced(&mut book, &routes).is_empty());
     let expired = RpkiUpdate::initial(RpkiSyncState::Expired);
     book.update(expired, &routes, 2);
     assert_eq!(book.verdicts[0].state, RpkiState::NotFound);
-    assert_eq!(announced(&book, &routes), vec![net("192.0.2.0/24")]);
+    assert_eq!(announced(&mut book, &routes), vec![net("192.0.2.0/24")]);
     assert!(book.plan_vrps().is_none());
 }
 
@@ -204,19 +261,22 @@ fn arbitrary_vrps() -> impl Strategy<Value = Vec<Vrp>> {
 }
 
 proptest! {
-    /// Under `keep`, no VRP change ever removes a route from what the peers are sent; under
-    /// `withdraw`, what they are sent is the topology's routes less the invalid ones — after
-    /// any sequence of sets, each handed over as a replacement or as an incremental delta.
+    /// Under `keep`, no VRP change ever removes a route from what the peers are sent, and no
+    /// invalid route is ever newly sent (when a drain ends, say); under `withdraw`, what they
+    /// are sent is the wanted routes less the invalid ones — after any sequence of sets (each
+    /// handed over as a replacement or as an incremental delta) and of drains.
     #[test]
-    fn policies_hold_over_any_vrp_changes(
+    fn policies_hold_over_any_vrp_changes_and_drains(
         sets in proptest::collection::vec(arbitrary_vrps(), 1..6),
         incremental in proptest::collection::vec(any::<bool>(), 6),
+        drains in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 5), 6),
     ) {
         let routes = routes(&["10.0.0.0/24", "10.0.1.0/24", "10.0.4.0/23", "10.0.8.0/24", "10.0.12.0/22"]);
         let all: Vec<IpNet> = routes.routes.iter().map(|(prefix, _)| *prefix).collect();
         for policy in [InvalidPolicy::Keep, InvalidPolicy::Withdraw] {
             let mut book = RpkiBook::new(Some(policy));
             book.judge_generation(&routes, &routes, 0);
+            let mut published = routes.clone();
             let mut previous: Vec<Vrp> = Vec::new();
             for (step, vrps) in sets.iter().enumerate() {
                 let changed = incremental[step].then(|| {
@@ -230,18 +290,42 @@ proptest! {
                 for verdict in &book.verdicts {
                     prop_assert_eq!(verdict.state, set.state(&verdict.prefix, verdict.origin_asn));
                 }
-                let sent = announced(&book, &routes);
+                let drained: Vec<IpNet> = all
+                    .iter()
+                    .zip(&drains[step])
+                    .filter(|(_, drained)| **drained)
+                    .map(|(prefix, _)| *prefix)
+                    .collect();
+                let wanted = without(&routes, &drained);
+                let before: Vec<IpNet> = published.routes.iter().map(|(prefix, _)| *prefix).collect();
+                let now = sent(&mut book, &wanted, &published);
                 match policy {
-                    InvalidPolicy::Keep => prop_assert_eq!(&sent, &all),
+                    InvalidPolicy::Keep => {
+                        for prefix in &now {
+                            prop_assert!(
+                                before.contains(prefix) || !set.state(prefix, ORIGIN).is_invalid(),
+                                "{prefix} newly announced while invalid"
+                            );
+                        }
+                        for prefix in &before {
+                            prop_assert!(
+                                drained.contains(prefix) || now.contains(prefix),
+                                "{prefix} withdrawn by keep"
+                            );
+                        }
+                    }
                     InvalidPolicy::Withdraw => {
                         let expected: Vec<IpNet> = all
                             .iter()
+                            .filter(|prefix| !drained.contains(prefix))
                             .filter(|prefix| !set.state(prefix, ORIGIN).is_invalid())
                             .copied()
                             .collect();
-                        prop_assert_eq!(&sent, &expected);
+                        prop_assert_eq!(&now, &expected);
                     }
                 }
+                published = wanted.clone();
+                published.routes.retain(|(prefix, _)| now.contains(prefix));
                 previous = vrps.clone();
             }
         }
