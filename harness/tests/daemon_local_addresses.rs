@@ -586,6 +586,20 @@ fn service_addresses_are_bound_before_announcing_and_unbound_after_withdrawing()
         Some(2.0)
     );
 
+    // A reason carrying a terminal escape sequence is refused, and nothing is drained.
+    let hostile = check(
+        site.admin
+            .drain(Some("dns"), false, "\u{1b}]52;c;aGk=\u{7}"),
+        "topoctl drain",
+    );
+    assert_eq!(hostile.code, Some(topologyd_api::EXIT_INVALID), "{hostile}");
+    assert!(
+        hostile
+            .stderr
+            .contains("control or bidirectional character"),
+        "{hostile}"
+    );
+
     // (2) Drain: the routes go at BIRD, then the addresses; undrain: addresses, then routes.
     let drain = check(
         site.admin.drain(Some("dns"), false, "local address test"),

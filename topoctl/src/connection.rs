@@ -96,10 +96,15 @@ impl DaemonArguments {
             private_key: file(&self.key, from_context.key.clone(), "key")?,
             ca: file(&self.ca, from_context.ca.clone(), "ca")?,
         };
+        // A context's server name belongs to its daemon: another daemon given with --daemon is
+        // verified against its own name.
+        let same_daemon = context
+            .as_ref()
+            .is_some_and(|context| context.daemon == daemon);
         let server_name = self
             .server_name
             .clone()
-            .or(from_context.server_name)
+            .or(from_context.server_name.filter(|_| same_daemon))
             .unwrap_or_else(|| default_server_name(&daemon));
         Ok(Target {
             daemon,
@@ -287,7 +292,9 @@ pub fn show<View: Serialize>(
             if json {
                 print_json(&view);
             } else {
-                print!("{}", human(&view));
+                // Every command's text, whatever it quotes of the daemon's answer (drain
+                // reasons, source names, errors), reaches the terminal inert.
+                print!("{}", crate::render::inert(&human(&view)));
             }
             code(&view)
         }

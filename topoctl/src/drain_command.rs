@@ -44,7 +44,9 @@ pub async fn run(client: ControlClient, arguments: DrainArguments, json: bool) -
         };
         if &location != confirmed {
             eprintln!(
-                "topoctl: --location {confirmed} does not match the daemon's location `{location}`; nothing was drained"
+                "topoctl: --location {} does not match the daemon's location `{}`; nothing was drained",
+                crate::render::inert(confirmed),
+                crate::render::inert(&location)
             );
             return EXIT_USAGE;
         }

@@ -220,7 +220,7 @@ fn print(view: &MatrixView, json: bool) {
     if json {
         crate::connection::print_json(view);
     } else {
-        print!("{}", render(view));
+        print!("{}", crate::render::inert(&render(view)));
     }
 }
 

@@ -173,12 +173,12 @@ fn server(common: &Common, sans: &[String], out: &str, days: u32) -> Result<Stri
         KeyUsagePurpose::KeyEncipherment,
     ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let written = sign(common, params, out, days)?;
-    // The certificate must verify for every name it was made for.
-    let (ca, certificate) = (load_der(&written.ca)?, load_der(&written.certificate)?);
-    for san in sans {
-        verify_server(&ca, &certificate, san)?;
-    }
+    refuse_ca_stem(out)?;
+    // The certificate must verify for every name it was made for, before anything is written.
+    let written = sign(common, params, out, days, |ca, certificate| {
+        sans.iter()
+            .try_for_each(|san| verify_server(ca, certificate, san))
+    })?;
     Ok(format!(
         "server certificate for {}: {} and {}\n[control] certificate = \"{}\", private_key = \"{}\", client_ca = \"{}\"\n",
         sans.join(", "),
@@ -200,9 +200,9 @@ fn issue(common: &Common, role: Role, name: &str, days: u32) -> Result<String, S
     params.distinguished_name.push(DnType::CommonName, name);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let written = sign(common, params, name, days)?;
-    let (ca, certificate) = (load_der(&written.ca)?, load_der(&written.certificate)?);
-    verify_client(&ca, &certificate)?;
+    refuse_ca_stem(name)?;
+    let written = sign(common, params, name, days, verify_client)?;
+    let certificate = load_der(&written.certificate)?;
     let identity = certificate_identity(&certificate).map_err(|error| error.to_string())?;
     Ok(format!(
         "client certificate for `{identity}`: {} and {}\nadd to the daemon's [control]: roles = {{ \"{identity}\" = \"{}\" }}\n",
@@ -219,12 +219,24 @@ struct Written {
     key: PathBuf,
 }
 
-/// Signs `params` with the CA in `common.dir` and writes `STEM.pem` and `STEM-key.pem`.
+/// `ca` names the CA's own files: no issued certificate may replace them, even with --force.
+fn refuse_ca_stem(stem: &str) -> Result<(), String> {
+    if stem == "ca" {
+        return Err(
+            "`ca` names the CA's own files (ca.pem, ca-key.pem); choose another name".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Signs `params` with the CA in `common.dir`, checks the certificate with `verify` (CA,
+/// certificate) and only then writes `STEM.pem` and `STEM-key.pem`.
 fn sign(
     common: &Common,
     mut params: CertificateParams,
     stem: &str,
     days: u32,
+    verify: impl FnOnce(&CertificateDer<'static>, &CertificateDer<'static>) -> Result<(), String>,
 ) -> Result<Written, String> {
     let (ca_path, ca_key_path) = paths(&common.dir, "ca");
     let (certificate_path, key_path) = paths(&common.dir, stem);
@@ -256,6 +268,7 @@ fn sign(
     let certificate = params
         .signed_by(&key, &issuer)
         .map_err(|error| format!("signing {stem}: {error}"))?;
+    verify(&ca_der, &CertificateDer::from(certificate.der().to_vec()))?;
     write_private(&key_path, &key.serialize_pem(), common.force)?;
     write_private(&certificate_path, &certificate.pem(), common.force)?;
     Ok(Written {
@@ -461,5 +474,24 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn nothing_is_written_for_a_certificate_that_does_not_verify_nor_over_the_ca() {
+        let Ok(directory) = tempfile::tempdir() else {
+            panic!("a temporary directory")
+        };
+        let dir = directory.path();
+        assert!(init(&common(dir, false), "test CA", 30).is_ok());
+        let ca_key = std::fs::read(dir.join("ca-key.pem")).ok();
+        // A wildcard is a valid IA5 string but no name a TLS client verifies against.
+        let wildcard = server(&common(dir, false), &["*.example.net".into()], "web", 30);
+        assert!(wildcard.is_err(), "{wildcard:?}");
+        assert!(!dir.join("web.pem").exists() && !dir.join("web-key.pem").exists());
+        for force in [false, true] {
+            assert!(issue(&common(dir, force), Role::Admin, "ca", 30).is_err());
+            assert!(server(&common(dir, force), &["localhost".into()], "ca", 30).is_err());
+        }
+        assert_eq!(std::fs::read(dir.join("ca-key.pem")).ok(), ca_key);
     }
 }

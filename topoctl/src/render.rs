@@ -170,6 +170,20 @@ mod tests {
 
     use super::*;
 
+    proptest! {
+        /// Whatever a daemon sends, what reaches the terminal has no control or bidirectional
+        /// character but its line breaks, and making it inert twice changes nothing (so a
+        /// command's text can be made inert whole, after its cells were).
+        #[test]
+        fn inert_text_has_no_control_characters_and_is_stable(text in "\\PC*|[\\x00-\\x1f\\x7f\u{202a}-\u{202e}a-z\n]*") {
+            let once = inert(&text);
+            prop_assert!(!once.chars().any(|character| character != '\n'
+                && topologyd_config::text::is_forbidden_in_name(character)), "{once:?}");
+            prop_assert_eq!(inert(&once), once.clone());
+            prop_assert_eq!(once.matches('\n').count(), text.matches('\n').count());
+        }
+    }
+
     #[test]
     fn times_are_rfc3339_utc() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");

@@ -1,13 +1,13 @@
 //! `topoctl rollback GENERATION`: make a kept generation the running one again. `--dry-run`
 //! shows the daemon's plan for it and changes nothing: the kept generation's sources
 //! (`GET /v1/topology?generation=N`) planned against the running ones (`POST /v1/plan`) with
-//! the guard exceptions a rollback carries by itself (`rollback_overrides`), as the daemon
+//! the intent a rollback carries by itself (`rollback_intent`), as the daemon
 //! would plan the rollback. `--json` prints [`topologyd_api::MutationOutcome`] (rolled back)
 //! or [`topologyd_api::PlanView`] (dry run).
 
 use crate::control_client::{ClientError, ControlClient};
-use topologyd_api::{EXIT_USAGE, Intent, LeaseClaim, SourceBundle};
-use topologyd_topology::{Topology, rollback_overrides};
+use topologyd_api::{EXIT_USAGE, LeaseClaim, SourceBundle};
+use topologyd_topology::{Topology, rollback_intent};
 
 use crate::connection::report_error;
 use crate::push_command::{show_outcome, show_plan};
@@ -36,10 +36,8 @@ async fn dry_run_plan(client: &ControlClient, generation: u64, json: bool) -> i3
         Err(error) => return report_error(&error, json),
     };
     let intent = match (compiled(&running.bundle), compiled(&target.bundle)) {
-        (Ok(running), Ok(target)) => Intent {
-            overrides: rollback_overrides(&running, &target).into_iter().collect(),
-            ..Intent::default()
-        },
+        // The intent the daemon's rollback uses, so the dry run's verdict is the rollback's.
+        (Ok(running), Ok(target)) => rollback_intent(&running, &target),
         (Err(message), _) | (_, Err(message)) => {
             eprintln!("topoctl: {message}");
             return EXIT_USAGE;

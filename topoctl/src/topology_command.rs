@@ -28,7 +28,7 @@ pub async fn run(
         Some(directory) => match write_sources(&view, &directory, force) {
             Ok(written) => {
                 for path in written {
-                    println!("{}", path.display());
+                    println!("{}", inert(&path.display().to_string()));
                 }
                 EXIT_NO_CHANGE
             }
@@ -42,7 +42,7 @@ pub async fn run(
             EXIT_NO_CHANGE
         }
         None => {
-            print!("{}", render(&view));
+            print!("{}", inert(&render(&view)));
             EXIT_NO_CHANGE
         }
     }
@@ -73,7 +73,9 @@ fn write_sources(
             directory.display()
         )
     })?;
-    let mut written = Vec::new();
+    // Every path is decided and checked before the first file is written: two sources with
+    // the same file name, or an existing file without --force, write nothing at all.
+    let mut planned: Vec<(PathBuf, &str)> = Vec::new();
     for source in &view.bundle.sources {
         let name = Path::new(&source.name)
             .file_name()
@@ -85,15 +87,74 @@ fn write_sources(
                 )
             })?;
         let path = directory.join(name);
+        if planned.iter().any(|(other, _)| *other == path) {
+            return Err(format!(
+                "two of the daemon's sources are named `{}`; nothing written",
+                inert(&name.to_string_lossy())
+            ));
+        }
         if path.exists() && !force {
             return Err(format!(
-                "{}: exists; not overwritten (add --force)",
+                "{}: exists; not overwritten (add --force); nothing written",
                 path.display()
             ));
         }
-        std::fs::write(&path, &source.text)
+        planned.push((path, &source.text));
+    }
+    let mut written = Vec::new();
+    for (path, text) in planned {
+        std::fs::write(&path, text)
             .map_err(|error| format!("{}: cannot write: {error}", path.display()))?;
         written.push(path);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use topologyd_api::{SourceBundle, SourceFile};
+
+    use super::*;
+
+    fn view(names: &[&str]) -> TopologyView {
+        TopologyView {
+            generation: 3,
+            hash: "sha256:00".into(),
+            bundle: SourceBundle {
+                sources: names
+                    .iter()
+                    .map(|name| SourceFile {
+                        name: (*name).into(),
+                        text: format!("# {name}\n"),
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn sources_are_written_whole_or_not_at_all() {
+        let Ok(directory) = tempfile::tempdir() else {
+            panic!("a temporary directory")
+        };
+        let dir = directory.path();
+        // Two sources that both end in x.toml: nothing written, even with --force.
+        for force in [false, true] {
+            let result = write_sources(&view(&["a.toml", "a/x.toml", "b/x.toml"]), dir, force);
+            assert!(result.is_err_and(|error| error.contains("nothing written")));
+            assert!(!dir.join("a.toml").exists());
+        }
+        // An existing file without --force: nothing written; with it, every file.
+        std::fs::write(dir.join("x.toml"), "mine\n").unwrap_or_else(|error| panic!("{error}"));
+        let refused = write_sources(&view(&["a.toml", "x.toml"]), dir, false);
+        assert!(refused.is_err_and(|error| error.contains("--force")));
+        assert!(!dir.join("a.toml").exists());
+        let written = write_sources(&view(&["../a.toml", "x.toml"]), dir, true);
+        assert_eq!(written.map(|paths| paths.len()), Ok(2));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("x.toml")).ok().as_deref(),
+            Some("# x.toml\n")
+        );
+        assert!(dir.join("a.toml").exists());
+    }
 }

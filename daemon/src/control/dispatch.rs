@@ -192,6 +192,25 @@ async fn drain(call: &Call<'_>, request: Request<Incoming>) -> Answer {
         Ok(body) => body,
         Err(answer) => return answer,
     };
+    // A drain's reason is shown to every later reader (status, health, logs): no control or
+    // bidirectional characters in it, nor in the service name.
+    if let Some(bad) = [Some(body.reason.as_str()), body.service.as_deref()]
+        .into_iter()
+        .flatten()
+        .find(|text| {
+            text.chars()
+                .any(topologyd_config::text::is_forbidden_in_name)
+        })
+    {
+        return Answer::error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!(
+                "`{}` holds a control or bidirectional character; write plain text",
+                topologyd_config::diagnostic::escape_text(bad)
+            ),
+        );
+    }
     // The audit line says what was asked, whatever the answer.
     let what = format!(
         "{} {}{}: {}",

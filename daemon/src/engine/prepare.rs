@@ -15,7 +15,7 @@ use serde_json::Value;
 use topologyd_config::Source;
 use topologyd_config::daemon::DaemonConfig;
 use topologyd_config::health::HealthSpec;
-use topologyd_topology::{Intent, Plan, Topology, plan_with_vrps, rollback_overrides};
+use topologyd_topology::{Intent, Plan, Topology, plan_with_vrps, rollback_intent};
 use tracing::info;
 
 use crate::announce::LocationRoutes;
@@ -345,19 +345,9 @@ pub fn prepare(
     )?;
     let compiled = started.elapsed();
     if rollback_of.is_some() {
-        // A rollback deliberately touches every service both generations have: name them
-        // all (G2), and allow it past the blast-radius budget (G4). G3 still applies, except
-        // to routes the target generation does not bind to an active service at all:
-        // undoing an onboarding or an activation withdraws those by design (see
-        // `rollback_overrides`).
-        intent = Intent::default();
-        for service in context.old.services().iter().chain(new.services().iter()) {
-            intent = intent.with_service(&service.name);
-        }
-        for item in rollback_overrides(context.old, &new) {
-            intent = intent.with_override(item);
-        }
-        intent = intent.with_override(topologyd_topology::Override::BlastRadius);
+        // A rollback names every service, may pass G4, and G3 lets go only the routes the
+        // target does not bind to an active service (`rollback_intent`).
+        intent = rollback_intent(context.old, &new);
     }
     let plan = plan_with_vrps(context.old, &new, &intent, context.rpki.vrps.as_deref());
     let planned = started.elapsed() - compiled;

@@ -427,7 +427,7 @@ const RPKI_ROUTES_NAMED: usize = 5;
 pub fn check_rpki(view: &RpkiView) -> GateVerdict {
     if !view.enabled {
         return GateVerdict::fail(
-            "RPKI is disabled at this location (no [rpki] in its configuration):              no route's origin is validated",
+            "RPKI is disabled at this location (no [rpki] in its configuration): no route's origin is validated",
         );
     }
     let invalid: Vec<String> = view

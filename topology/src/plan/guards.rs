@@ -9,7 +9,7 @@
 //!   routes newly announced RPKI-not-found under their prefix's `rpki = "refuse"`.
 //!
 //! [`judge`] runs them all into one [`GuardFindings`], the plan's only guard accumulator. Also
-//! [`rollback_overrides`], the G3 overrides a rollback carries by itself.
+//! [`rollback_overrides`], the G3 overrides a rollback carries by itself, and [`rollback_intent`].
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -338,6 +338,22 @@ pub fn rollback_overrides(running: &Topology, target: &Topology) -> Vec<Override
             _ => None,
         })
         .collect()
+}
+
+/// The intent of a rollback from `running` to `target`, the same wherever a rollback is
+/// planned (the daemon's rollback and `topoctl rollback --dry-run`): a rollback deliberately
+/// touches every service either generation has, so it names them all (G2) and is allowed past
+/// the blast-radius budget (G4); G3 still applies, except to the routes
+/// [`rollback_overrides`] lets go.
+pub fn rollback_intent(running: &Topology, target: &Topology) -> Intent {
+    let mut intent = Intent::default();
+    for service in running.services().iter().chain(target.services().iter()) {
+        intent = intent.with_service(&service.name);
+    }
+    for item in rollback_overrides(running, target) {
+        intent = intent.with_override(item);
+    }
+    intent.with_override(Override::BlastRadius)
 }
 
 /// The first and last address of `network`, as numbers.

@@ -55,7 +55,7 @@ mod view;
 
 pub use callouts::SIMILAR_VALUE_MINIMUM_LENGTH;
 // The plan vocabulary a request carries (intent, overrides, verdicts) is the control API's.
-pub use guards::rollback_overrides;
+pub use guards::{rollback_intent, rollback_overrides};
 pub use topologyd_api::{
     EXIT_CHANGES_ALLOWED, EXIT_INVALID, EXIT_NO_CHANGE, EXIT_REFUSED, EXIT_USAGE, Intent,
     IntentError, Override, Verdict,

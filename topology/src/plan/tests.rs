@@ -258,6 +258,38 @@ fn a_rollback_withdraws_what_it_undoes_but_not_what_the_target_still_binds() {
 }
 
 #[test]
+fn a_rollback_of_a_moved_prefix_names_both_services_and_passes_g2() {
+    let fleet = "[[location]]\nname = \"a1\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n\
+                 [[service]]\nname = \"a\"\ntopology = \"all\"\n\
+                 [[service]]\nname = \"b\"\ntopology = \"all\"\n\
+                 [[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n";
+    let bound_to = |service: &str| {
+        compile(
+            &[Source::new(
+                "t.toml",
+                format!("{fleet}[[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"{service}\"\n"),
+            )],
+            1,
+        )
+        .unwrap()
+    };
+    // The running generation moved the prefix from `a` to `b`; rolling back moves it again.
+    let (running, target) = (bound_to("b"), bound_to("a"));
+    assert!(
+        plan(&running, &target, &Intent::default())
+            .violations_of(Guard::G2)
+            .count()
+            > 0
+    );
+    let intent = rollback_intent(&running, &target);
+    assert!(intent.services.contains("a") && intent.services.contains("b"));
+    assert!(intent.overrides.contains(&Override::BlastRadius));
+    let rollback = plan(&running, &target, &intent);
+    assert_eq!(rollback.violations_of(Guard::G2).count(), 0);
+    assert_eq!(rollback.verdict, Verdict::ChangesAllowed);
+}
+
+#[test]
 fn a_split_that_rebinds_most_of_a_prefix_is_judged_on_every_address() {
     // The /16 leaves 19 of 20 locations: 255 of its 256 /24s now belong to a service at one
     // location. One /24 still announced everywhere does not make the others reachable.

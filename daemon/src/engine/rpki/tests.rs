@@ -71,7 +71,9 @@ fn sent(book: &mut RpkiBook, wanted: &LocationRoutes, published: &LocationRoutes
 /// `routes` without `drained`.
 fn without(routes: &LocationRoutes, drained: &[IpNet]) -> LocationRoutes {
     let mut wanted = routes.clone();
-    wanted.routes.retain(|(prefix, _)| !drained.contains(prefix));
+    wanted
+        .routes
+        .retain(|(prefix, _)| !drained.contains(prefix));
     wanted
 }
 
@@ -83,7 +85,10 @@ fn keep_does_not_announce_again_a_route_that_turned_invalid_while_drained() {
     book.update(update(&[vrp("192.0.2.0/24", 24, ORIGIN)], None), &routes, 1);
     // The service of 192.0.2.0/24 is drained: the peers are sent only the other route.
     let drained = without(&routes, &[net("192.0.2.0/24")]);
-    assert_eq!(sent(&mut book, &drained, &routes), vec![net("198.51.100.0/24")]);
+    assert_eq!(
+        sent(&mut book, &drained, &routes),
+        vec![net("198.51.100.0/24")]
+    );
     // While drained, its ROA names another AS.
     book.update(
         update(
@@ -114,7 +119,11 @@ fn keep_does_not_announce_again_a_route_that_turned_invalid_while_drained() {
         &routes,
         3,
     );
-    assert!(changes.iter().any(|change| change.held_before && !change.held_after));
+    assert!(
+        changes
+            .iter()
+            .any(|change| change.held_before && !change.held_after)
+    );
     assert_eq!(sent(&mut book, &routes, &drained).len(), 2);
 }
 
