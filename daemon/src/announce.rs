@@ -97,6 +97,30 @@ impl LocationRoutes {
     }
 }
 
+/// When each route of `next` was first published with its present attributes (unix seconds,
+/// parallel to `next.routes`): carried over from `previous` (`since` parallel to its routes)
+/// where the route was there with the same intent, `now` otherwise. One merge walk over the
+/// two sorted route lists.
+pub fn carry_since(
+    previous: &LocationRoutes,
+    since: &[u32],
+    next: &LocationRoutes,
+    now: u32,
+) -> Vec<u32> {
+    let mut carried = Vec::with_capacity(next.routes.len());
+    let mut old = previous.routes.iter().zip(since).peekable();
+    for (prefix, index) in &next.routes {
+        while old.next_if(|((before, _), _)| before < prefix).is_some() {}
+        let kept =
+            old.next_if(|((before, _), _)| before == prefix)
+                .and_then(|((_, old_index), at)| {
+                    (previous.intent(*old_index) == next.intent(*index)).then_some(*at)
+                });
+        carried.push(kept.unwrap_or(now));
+    }
+    carried
+}
+
 /// What one peer needs to turn a [`RouteIntent`] into path attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerRouteContext {
@@ -213,5 +237,48 @@ mod tests {
         let attributes = context(13335).path_attributes(&intent(13335, 0));
         assert!(as_sequence(&attributes).is_empty());
         assert_eq!(attributes.local_pref, Some(INTERNAL_LOCAL_PREF));
+    }
+
+    /// A location's routes from `(third octet, intent index)` pairs over two intents.
+    fn location_routes(routes: &[(u8, u32)]) -> LocationRoutes {
+        let mut routes: Vec<(IpNet, u32)> = routes
+            .iter()
+            .map(|(third, index)| {
+                let prefix: IpNet = format!("10.0.{third}.0/24")
+                    .parse()
+                    .unwrap_or_else(|_| panic!("a prefix"));
+                (prefix, *index)
+            })
+            .collect();
+        routes.sort_unstable();
+        routes.dedup_by_key(|(prefix, _)| *prefix);
+        LocationRoutes {
+            generation: 1,
+            version: 0,
+            routes,
+            intents: vec![intent(13335, 0), intent(13335, 1)],
+        }
+    }
+
+    proptest::proptest! {
+        /// A route keeps its age while it stays with the same attributes; a route that is new,
+        /// or whose attributes changed, is as old as the publication.
+        #[test]
+        fn ages_carry_over_exactly_the_unchanged_routes(
+            before in proptest::collection::vec((0u8..32, 0u32..2), 0..24),
+            after in proptest::collection::vec((0u8..32, 0u32..2), 0..24),
+        ) {
+            let (previous, next) = (location_routes(&before), location_routes(&after));
+            let since: Vec<u32> = (0..previous.routes.len()).map(|at| 100 + at as u32).collect();
+            let carried = carry_since(&previous, &since, &next, 5_000);
+            proptest::prop_assert_eq!(carried.len(), next.routes.len());
+            for ((prefix, index), age) in next.routes.iter().zip(&carried) {
+                let kept = previous
+                    .routes
+                    .iter()
+                    .position(|(old, old_index)| old == prefix && old_index == index);
+                proptest::prop_assert_eq!(*age, kept.map_or(5_000, |at| since[at]));
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `topoctl routes [--peer NAME]`: per peer, the routes it is sent, as a RIB table (prefix,
-//! next hop, AS path as text, MED, communities, service, degraded). `--json` prints
+//! next hop, AS path as text, MED, communities, service, degraded, age: how long the peer has
+//! been sent the route as it is). `--json` prints
 //! [`RoutesView`] as the daemon answers it.
 
 use std::fmt::Write as _;
@@ -8,7 +9,7 @@ use crate::control_client::ControlClient;
 use topologyd_api::{EXIT_NO_CHANGE, RoutesView};
 
 use crate::connection::show;
-use crate::render::Table;
+use crate::render::{Table, duration, now_unix};
 
 /// Runs `topoctl routes`.
 pub async fn run(client: ControlClient, peer: Option<String>, json: bool) -> i32 {
@@ -16,8 +17,13 @@ pub async fn run(client: ControlClient, peer: Option<String>, json: bool) -> i32
     show(answer, json, render, |_| EXIT_NO_CHANGE)
 }
 
-/// The routes as text: one table per peer.
+/// The routes as text: one table per peer, ages as of now.
 pub fn render(view: &RoutesView) -> String {
+    render_at(view, now_unix())
+}
+
+/// The routes as text, ages as of `now` (unix seconds).
+pub fn render_at(view: &RoutesView, now: u64) -> String {
     let mut text = String::new();
     let _ = writeln!(text, "generation {}", view.generation);
     for (name, peer) in &view.peers {
@@ -44,6 +50,7 @@ pub fn render(view: &RoutesView) -> String {
             "COMMUNITIES",
             "SERVICE",
             "DEGRADED",
+            "AGE",
         ]);
         for route in &peer.routes {
             let communities: Vec<String> = route
@@ -67,6 +74,10 @@ pub fn render(view: &RoutesView) -> String {
                 } else {
                     String::new()
                 },
+                route
+                    .announced_since
+                    .map(|since| duration(now.saturating_sub(since)))
+                    .unwrap_or_default(),
             ]);
         }
         if !table.is_empty() {
@@ -95,6 +106,7 @@ mod tests {
             med: Some(10),
             communities: vec!["64500:1".into()],
             large_communities: vec!["64500:1:2".into()],
+            announced_since: Some(1_000),
         };
         let view = RoutesView {
             generation: 3,
@@ -108,7 +120,7 @@ mod tests {
                 },
             )]),
         };
-        let text = render(&view);
+        let text = render_at(&view, 1_000 + 3_725);
         assert!(
             text.contains("peer edge (ipv4): Established, holds generation 3, 1 routes"),
             "{text}"
@@ -117,5 +129,6 @@ mod tests {
             text.contains("198.51.100.0/24  192.0.2.1  64500 64501  10   64500:1 64500:1:2  web"),
             "{text}"
         );
+        assert!(text.contains("AGE") && text.contains("1h02m"), "{text}");
     }
 }

@@ -50,4 +50,9 @@ pub struct RouteView {
     pub communities: Vec<String>,
     /// Large communities (`ASN:DATA1:DATA2`).
     pub large_communities: Vec<String>,
+    /// Since when (unix seconds) the peer has been sent the route as it is: the later of its
+    /// publication with these attributes and the session's establishment; `null` while the
+    /// session is down (and from daemons that predate the field).
+    #[serde(default)]
+    pub announced_since: Option<u64>,
 }

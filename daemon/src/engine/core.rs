@@ -67,6 +67,11 @@ pub struct Now {
     pub unix_ms: u64,
 }
 
+/// `now` in unix seconds as a route's age is kept (until 2106; later saturates).
+fn unix_seconds(now: Now) -> u32 {
+    u32::try_from(now.unix_seconds).unwrap_or(u32::MAX)
+}
+
 /// What happened, as the core sees it.
 #[derive(Debug)]
 pub enum Event {
@@ -219,6 +224,9 @@ pub struct EngineCore {
     pub published: Arc<LocationRoutes>,
     /// Publication counter of `published` ([`LocationRoutes::version`]).
     pub publish_version: u64,
+    /// Since when (unix seconds) each route of `published` has been published with its
+    /// present attributes, parallel to its routes (`topoctl routes`' age).
+    pub published_since: Vec<u32>,
     pub drains: DrainState,
     /// The health verdict of each checked service (frozen by the health board under fail static).
     pub health_verdicts: BTreeMap<String, bool>,
@@ -267,6 +275,7 @@ impl EngineCore {
             published: running.routes.clone(),
             running,
             publish_version: 0,
+            published_since: Vec::new(),
             drains,
             health_verdicts: BTreeMap::new(),
             health_fail_static: false,
@@ -302,10 +311,9 @@ impl EngineCore {
         self.addresses_verified = now.monotonic;
         let routes = self.running.routes.clone();
         self.rpki.judge_generation(&routes, &routes, now.unix_ms);
+        self.published_since = vec![unix_seconds(now); self.published.routes.len()];
         if let Some(next) = self.next_publication(&mut effects) {
-            self.publish_version = next.version;
-            self.published = Arc::new(next);
-            effects.push(Effect::Publish(self.published.clone()));
+            self.publish(next, now, &mut effects);
         }
         effects.push(Effect::ReportServices);
         effects
@@ -744,12 +752,23 @@ impl EngineCore {
         let desired = self.desired_addresses();
         self.bind_missing(&desired, effects);
         if let Some(next) = next {
-            self.publish_version = next.version;
-            self.published = Arc::new(next);
-            effects.push(Effect::Publish(self.published.clone()));
+            self.publish(next, now, effects);
         }
         self.schedule_unbind(&desired, now);
         effects.push(Effect::ReportServices);
+    }
+
+    /// Makes `next` what the peers are sent, carrying each unchanged route's age.
+    fn publish(&mut self, next: LocationRoutes, now: Now, effects: &mut Vec<Effect>) {
+        self.published_since = crate::announce::carry_since(
+            &self.published,
+            &self.published_since,
+            &next,
+            unix_seconds(now),
+        );
+        self.publish_version = next.version;
+        self.published = Arc::new(next);
+        effects.push(Effect::Publish(self.published.clone()));
     }
 
     /// Decides every service's action and returns the routes to publish, if they changed.

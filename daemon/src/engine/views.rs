@@ -174,6 +174,13 @@ impl Engine {
             None => self.config.peers.iter().collect(),
         };
         let routes = self.routes.borrow().clone();
+        // The ages are the core's, for the publication it holds (the same as the channel's
+        // but for a publication in flight, which then shows no age).
+        let ages: &[u32] = if std::sync::Arc::ptr_eq(&routes, &self.core.published) {
+            &self.core.published_since
+        } else {
+            &[]
+        };
         let mut peers = BTreeMap::new();
         for peer in selected {
             let status = self
@@ -186,14 +193,19 @@ impl Engine {
                 ipv4_next_hop: peer.ipv4_next_hop(),
                 ipv6_next_hop: peer.ipv6_next_hop(),
             };
+            let session_since = status
+                .as_ref()
+                .filter(|status| status.established)
+                .and_then(|status| status.established_since);
             let list: Vec<RouteView> = routes
                 .routes
                 .iter()
-                .filter(|(prefix, _)| match prefix {
+                .enumerate()
+                .filter(|(_, (prefix, _))| match prefix {
                     IpNet::V4(_) => peer.families.contains(&Family::Ipv4),
                     IpNet::V6(_) => peer.families.contains(&Family::Ipv6),
                 })
-                .filter_map(|(prefix, index)| {
+                .filter_map(|(at, (prefix, index))| {
                     let intent = routes.intent(*index)?;
                     let attributes = context.path_attributes(intent);
                     Some(RouteView {
@@ -218,6 +230,9 @@ impl Engine {
                             .iter()
                             .map(ToString::to_string)
                             .collect(),
+                        announced_since: session_since
+                            .zip(ages.get(at))
+                            .map(|(session, published)| session.max(u64::from(*published))),
                     })
                 })
                 .collect();
