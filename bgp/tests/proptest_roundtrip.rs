@@ -229,7 +229,10 @@ impl DrainOrder {
     fn check_ascending(&self) -> Result<(), TestCaseError> {
         let ascending = |prefixes: &[IpNet]| prefixes.windows(2).all(|pair| pair[0] < pair[1]);
         for prefixes in &self.withdrawn {
-            prop_assert!(ascending(prefixes), "withdrawals not ascending: {prefixes:?}");
+            prop_assert!(
+                ascending(prefixes),
+                "withdrawals not ascending: {prefixes:?}"
+            );
         }
         for ((ipv6, _), prefixes) in &self.announced {
             prop_assert!(

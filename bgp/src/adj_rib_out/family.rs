@@ -370,6 +370,8 @@ impl<K: RouteKey> FamilyTable<K> {
         }
         // Keys listed before may be stale or listed again below.
         self.withdrawals_need_validation |= !self.withdrawals.is_empty();
+        // One allocation for the whole list (growing it by doubling copies it several times).
+        self.withdrawals.reserve(self.routes.len());
         for (key, entry) in &mut self.routes {
             if entry.attributes == NO_ATTRIBUTES {
                 continue;
