@@ -20,10 +20,12 @@
 //! - pending announcements are lists of keys per attribute set (lazy: an entry that changed
 //!   again since it was queued is skipped when its list is drained), so a burst of changes to
 //!   one prefix costs one list slot each and a single UPDATE entry at most;
-//! - order: pending lists drain first in, first out (deltas go out in the order the caller made
-//!   them); a full-table send (session up, re-sync, route refresh) and a withdraw-all go out in
-//!   ascending prefix order per family and attribute set, because receivers ingest ordered
-//!   prefixes much faster than hash order;
+//! - order: every pending list drains in ascending prefix order per family and attribute set
+//!   (withdrawals per family), because receivers ingest ordered prefixes much faster than hash
+//!   or arrival order. A full-table send (session up, re-sync, route refresh) and a withdraw-all
+//!   sort their lists once (radix sort); incremental changes are appended and a list that was
+//!   appended to out of order is sorted when it next drains (a flag per list, so an ordered
+//!   list costs nothing);
 //! - prefixes are written straight into the output `BytesMut` (see `codec::nlri`).
 //!
 //! Layout: this file holds the public API and the send order; `family` the per-family route

@@ -28,6 +28,9 @@ pub(super) struct AttributeSlot {
     encoded_four_octet: bool,
     pub(super) pending_ipv4: VecDeque<Ipv4Key>,
     pub(super) pending_ipv6: VecDeque<Ipv6Key>,
+    /// Per family: some key was listed after a key not below it, so the list must be sorted
+    /// before it is drained (every list drains in ascending prefix order).
+    pub(super) unsorted: [bool; 2],
     queued: bool,
     /// Some key in the pending lists may be stale (its route moved to another set or was
     /// withdrawn) or duplicated. While false, every listed key is known to be current and
@@ -57,9 +60,20 @@ impl AttributeSlot {
         }
     }
 
+    /// Sorts the pending list of family `K` if a key was listed out of order since it was last
+    /// sorted (the packer calls this before it drains the list).
+    pub(super) fn sort_pending_if_needed<K: RouteKey>(&mut self) {
+        let index = slot_index(K::FAMILY);
+        if self.unsorted[index] {
+            sort_ascending(K::pending(self).make_contiguous());
+            self.unsorted[index] = false;
+        }
+    }
+
     fn clear_pending(&mut self) {
         self.pending_ipv4.clear();
         self.pending_ipv6.clear();
+        self.unsorted = [false; 2];
         self.queued = false;
         self.needs_validation = false;
     }
@@ -142,6 +156,7 @@ impl AttributeSets {
             encoded_four_octet: four_octet_as,
             pending_ipv4: VecDeque::new(),
             pending_ipv6: VecDeque::new(),
+            unsorted: [false; 2],
             queued: false,
             needs_validation: false,
         };
@@ -177,6 +192,7 @@ impl AttributeSets {
             self.interner.remove(&slot.attributes);
             slot.pending_ipv4 = VecDeque::new();
             slot.pending_ipv6 = VecDeque::new();
+            slot.unsorted = [false; 2];
             slot.needs_validation = false;
             if self
                 .last_interned
@@ -202,11 +218,17 @@ impl AttributeSets {
         self.release(id);
     }
 
-    /// Lists `key` as a pending announcement of set `id`.
+    /// Lists `key` as a pending announcement of set `id` (out of order if it is not above the
+    /// last listed key: the list is sorted before it drains).
     #[inline]
     pub(super) fn queue<K: RouteKey>(&mut self, id: u32, key: K) {
         if let Some(slot) = self.slots.get_mut(id as usize) {
-            K::pending(slot).push_back(key);
+            let pending = K::pending(slot);
+            let in_order = pending.back().is_none_or(|last| *last < key);
+            pending.push_back(key);
+            if !in_order {
+                slot.unsorted[slot_index(K::FAMILY)] = true;
+            }
             if !slot.queued {
                 slot.queued = true;
                 self.queue.push_back(id);
@@ -221,6 +243,7 @@ impl AttributeSets {
             if pending.len() > 1 {
                 sort_ascending(pending.make_contiguous());
             }
+            slot.unsorted[slot_index(K::FAMILY)] = false;
         }
     }
 

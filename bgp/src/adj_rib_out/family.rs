@@ -274,6 +274,8 @@ pub(super) struct FamilyTable<K> {
     /// Some listed withdrawal may be stale (re-announced since) or listed twice; only consulted
     /// while `sweep_withdrawn` (otherwise every withdrawal is checked as it is sent).
     withdrawals_need_validation: bool,
+    /// Some withdrawal was listed after one not below it: the list is sorted before it drains.
+    withdrawals_unsorted: bool,
 }
 
 impl<K> Default for FamilyTable<K> {
@@ -283,6 +285,7 @@ impl<K> Default for FamilyTable<K> {
             withdrawals: VecDeque::new(),
             sweep_withdrawn: false,
             withdrawals_need_validation: false,
+            withdrawals_unsorted: false,
         }
     }
 }
@@ -340,11 +343,19 @@ impl<K: RouteKey> FamilyTable<K> {
             // saw it is a no-op (RFC 4271 §9.1.3 / §4.3).
             entry.attributes = NO_ATTRIBUTES;
             entry.flags = QUEUED;
-            self.withdrawals.push_back(key);
+            self.list_withdrawal(key);
         } else {
             self.routes.remove(&key);
         }
         Some(previous)
+    }
+
+    /// Lists a withdrawal to send, noting when it breaks the list's ascending order.
+    fn list_withdrawal(&mut self, key: K) {
+        if self.withdrawals.back().is_some_and(|last| *last >= key) {
+            self.withdrawals_unsorted = true;
+        }
+        self.withdrawals.push_back(key);
     }
 
     /// Withdraws every route in one pass over the map; when `active` the withdrawals are
@@ -359,6 +370,8 @@ impl<K: RouteKey> FamilyTable<K> {
         }
         // Keys listed before may be stale or listed again below.
         self.withdrawals_need_validation |= !self.withdrawals.is_empty();
+        // One allocation for the whole list (growing it by doubling copies it several times).
+        self.withdrawals.reserve(self.routes.len());
         for (key, entry) in &mut self.routes {
             if entry.attributes == NO_ATTRIBUTES {
                 continue;
@@ -370,6 +383,7 @@ impl<K: RouteKey> FamilyTable<K> {
             self.withdrawals.push_back(*key);
         }
         sort_ascending(self.withdrawals.make_contiguous());
+        self.withdrawals_unsorted = false;
         self.sweep_withdrawn = true;
     }
 
@@ -377,6 +391,7 @@ impl<K: RouteKey> FamilyTable<K> {
     pub(super) fn clear_withdrawals(&mut self) {
         self.withdrawals.clear();
         self.withdrawals_need_validation = false;
+        self.withdrawals_unsorted = false;
     }
 
     /// Session down: withdrawn routes are forgotten and nothing is marked as queued.
@@ -411,6 +426,7 @@ impl<K: RouteKey> FamilyTable<K> {
             sets.queue(entry.attributes, *key);
         }
         sort_ascending(self.withdrawals.make_contiguous());
+        self.withdrawals_unsorted = false;
         sets.sort_pending::<K>();
     }
 
@@ -421,6 +437,10 @@ impl<K: RouteKey> FamilyTable<K> {
         out: &mut BytesMut,
         counters: &mut RibCounters,
     ) {
+        if self.withdrawals_unsorted {
+            sort_ascending(self.withdrawals.make_contiguous());
+            self.withdrawals_unsorted = false;
+        }
         let framing = K::begin_withdrawals(out, max_message_len);
         let sweep = self.sweep_withdrawn;
         let validate = !sweep || self.withdrawals_need_validation;
@@ -486,6 +506,7 @@ impl<K: RouteKey> FamilyTable<K> {
             pending.clear();
             return false;
         };
+        slot.sort_pending_if_needed::<K>();
         let validate = slot.needs_validation;
         let pending = K::pending(slot);
         let mut count = 0u64;

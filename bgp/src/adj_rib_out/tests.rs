@@ -457,6 +457,80 @@ fn withdraw_all_empties_the_peer() {
     assert!(rib.is_empty());
 }
 
+/// Octet lengths of every message pending, in order.
+fn message_lengths(rib: &mut AdjRibOut) -> Vec<usize> {
+    let mut lengths = Vec::new();
+    while let Some(mut bytes) = rib.next_update(256 * 1024) {
+        while let Ok(Frame::Complete { length }) = next_frame(&bytes, u16::MAX) {
+            lengths.push(length);
+            let _ = bytes.split_to(length);
+        }
+    }
+    lengths
+}
+
+#[test]
+fn withdraw_all_goes_out_ascending_in_maximal_updates() {
+    let mut rib = AdjRibOut::new();
+    let shared = attributes(1);
+    let mut prefixes = many_ipv4(20_000);
+    // Loaded in descending order: the order of the table must not matter.
+    prefixes.reverse();
+    for prefix in &prefixes {
+        rib.announce(*prefix, &shared).expect("ok");
+    }
+    rib.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
+    drain(&mut rib, 4096);
+    rib.withdraw_all();
+    let lengths = message_lengths(&mut rib);
+    // 4073 octets of withdrawn routes per 4096-octet UPDATE: 1018 /24s each.
+    assert_eq!(lengths.len(), 20_000usize.div_ceil(1018));
+    let (last, full) = lengths.split_last().expect("some");
+    assert!(full.iter().all(|length| *length >= 4096 - 4), "{lengths:?}");
+    assert!(*last > 19 + 4);
+    let mut again = AdjRibOut::new();
+    for prefix in &prefixes {
+        again.announce(*prefix, &shared).expect("ok");
+    }
+    again.session_established(&negotiated(false, false, &[Family::Ipv4Unicast]));
+    drain(&mut again, 4096);
+    again.withdraw_all();
+    let withdrawn: Vec<IpNet> = updates(&drain(&mut again, 4096))
+        .iter()
+        .flat_map(|update| update.withdrawn.clone())
+        .collect();
+    prefixes.reverse();
+    assert_eq!(withdrawn, prefixes, "every prefix once, ascending");
+}
+
+#[test]
+fn incremental_changes_go_out_ascending_per_attribute_set() {
+    let mut rib = AdjRibOut::new();
+    rib.session_established(&negotiated(false, false, &Family::ALL));
+    let mut prefixes = many_ipv4(3000);
+    prefixes.reverse();
+    for (index, prefix) in prefixes.iter().enumerate() {
+        let set = if index % 3 == 0 { 1 } else { 2 };
+        rib.announce(*prefix, &attributes(set)).expect("ok");
+    }
+    let (order, table) = sent_announcements(&drain(&mut rib, 4096));
+    assert_eq!(table.len(), 3000);
+    assert_eq!(order.len(), 2);
+    for prefixes in order.values() {
+        assert!(strictly_ascending(prefixes));
+    }
+    // Withdrawals made in descending order go out ascending too.
+    for prefix in prefixes.iter().step_by(2) {
+        rib.withdraw(*prefix);
+    }
+    let withdrawn: Vec<IpNet> = updates(&drain(&mut rib, 4096))
+        .iter()
+        .flat_map(|update| update.withdrawn.clone())
+        .collect();
+    assert_eq!(withdrawn.len(), 1500);
+    assert!(strictly_ascending(&withdrawn));
+}
+
 #[test]
 fn memory_per_route_is_bounded() {
     let mut rib = AdjRibOut::new();
