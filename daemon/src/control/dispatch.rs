@@ -13,7 +13,7 @@ use super::answer::Answer;
 use super::body::{query_parameter, read_json};
 use super::{Caller, Endpoint, Role, Shared};
 use crate::audit::{AuditRecord, WriteAhead};
-use crate::engine_api::{EngineCommand, MutationOutcome, Reply};
+use crate::engine_api::{EngineCommand, MutationChecks, MutationTerms, Reply};
 
 /// What one request needs besides its body: who asks, the body limit of their role, the
 /// engine, and the audit record so far (for a mutation's write-ahead).
@@ -131,17 +131,15 @@ async fn apply(call: &Call<'_>, request: Request<Incoming>) -> Answer {
         Err(answer) => return answer,
     };
     let summary = apply_summary(&body);
-    mutation(call, summary, |who, write_ahead, reply| {
-        EngineCommand::Apply {
-            bundle: body.bundle,
-            intent: body.intent,
-            expected_generation: body.expected_generation,
-            lease: body.lease,
-            deadline_unix_ms: body.deadline_unix_ms,
-            who,
-            write_ahead,
-            reply,
-        }
+    let checks = MutationChecks {
+        expected_generation: body.expected_generation,
+        lease: body.lease,
+        deadline_unix_ms: body.deadline_unix_ms,
+    };
+    mutation(call, summary, checks, |terms| EngineCommand::Apply {
+        bundle: body.bundle,
+        intent: body.intent,
+        terms,
     })
     .await
 }
@@ -156,16 +154,14 @@ async fn rollback(call: &Call<'_>, request: Request<Incoming>) -> Answer {
         "expected_generation": body.expected_generation,
         "lease": body.lease,
     });
-    mutation(call, summary, |who, write_ahead, reply| {
-        EngineCommand::Rollback {
-            generation: body.generation,
-            expected_generation: body.expected_generation,
-            lease: body.lease,
-            deadline_unix_ms: body.deadline_unix_ms,
-            who,
-            write_ahead,
-            reply,
-        }
+    let checks = MutationChecks {
+        expected_generation: body.expected_generation,
+        lease: body.lease,
+        deadline_unix_ms: body.deadline_unix_ms,
+    };
+    mutation(call, summary, checks, |terms| EngineCommand::Rollback {
+        generation: body.generation,
+        terms,
     })
     .await
 }
@@ -175,11 +171,16 @@ async fn rollback(call: &Call<'_>, request: Request<Incoming>) -> Answer {
 async fn mutation(
     call: &Call<'_>,
     summary: Value,
-    command: impl FnOnce(String, Option<WriteAhead>, Reply<MutationOutcome>) -> EngineCommand,
+    checks: MutationChecks,
+    command: impl FnOnce(MutationTerms) -> EngineCommand,
 ) -> Answer {
-    let who = call.caller.identity.clone();
-    let write_ahead = call.write_ahead(&summary);
-    let mut answer = match ask(call.engine(), |reply| command(who, write_ahead, reply)).await {
+    let terms = |reply| MutationTerms {
+        checks,
+        who: call.caller.identity.clone(),
+        write_ahead: call.write_ahead(&summary),
+        reply,
+    };
+    let mut answer = match ask(call.engine(), |reply| command(terms(reply))).await {
         Ok(outcome) => Answer::applied(outcome),
         Err(answer) => answer,
     };
