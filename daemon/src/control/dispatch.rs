@@ -59,35 +59,41 @@ pub(super) async fn dispatch(
         base,
         limit,
     };
+    serve(&call, endpoint, request)
+        .await
+        .unwrap_or_else(|unreadable| unreadable)
+}
+
+/// Reads the request (its JSON body or query) and serves it; `Err` is the answer to a request
+/// that could not be read.
+async fn serve(
+    call: &Call<'_>,
+    endpoint: Endpoint,
+    request: Request<Incoming>,
+) -> Result<Answer, Answer> {
     let engine = call.engine();
-    match endpoint {
-        Endpoint::Plan => plan(&call, request).await,
-        Endpoint::Apply => apply(&call, request).await,
-        Endpoint::Rollback => rollback(&call, request).await,
-        Endpoint::Drain => drain(&call, request).await,
-        Endpoint::Lease => lease(&call, request).await,
+    let limit = call.limit;
+    Ok(match endpoint {
+        Endpoint::Plan => plan(call, read_json(request, limit).await?).await,
+        Endpoint::Apply => apply(call, read_json(request, limit).await?).await,
+        Endpoint::Rollback => rollback(call, read_json(request, limit).await?).await,
+        Endpoint::Drain => drain(call, read_json(request, limit).await?).await,
+        Endpoint::Lease => lease(call, read_json(request, limit).await?).await,
         Endpoint::Status => answer(ask(engine, |reply| EngineCommand::Status { reply }).await),
         Endpoint::Routes => {
-            let peer = match query_parameter(request.uri().query(), "peer") {
-                Ok(peer) => peer,
-                Err(message) => return Answer::error(StatusCode::BAD_REQUEST, "invalid", message),
-            };
+            let peer = query_parameter(request.uri().query(), "peer").map_err(invalid)?;
             answer(ask(engine, |reply| EngineCommand::Routes { peer, reply }).await)
         }
         Endpoint::Health => answer(ask(engine, |reply| EngineCommand::Health { reply }).await),
         Endpoint::Rpki => answer(ask(engine, |reply| EngineCommand::Rpki { reply }).await),
         Endpoint::Topology => {
-            let generation = match query_parameter(request.uri().query(), "generation") {
-                Ok(None) => None,
-                Ok(Some(text)) => match text.parse::<u64>() {
-                    Ok(generation) => Some(generation),
-                    Err(_) => {
-                        let message = format!("generation `{text}` is not a whole number");
-                        return Answer::error(StatusCode::BAD_REQUEST, "invalid", message);
-                    }
-                },
-                Err(message) => return Answer::error(StatusCode::BAD_REQUEST, "invalid", message),
-            };
+            let generation = query_parameter(request.uri().query(), "generation")
+                .map_err(invalid)?
+                .map(|text| {
+                    text.parse::<u64>()
+                        .map_err(|_| invalid(format!("generation `{text}` is not a whole number")))
+                })
+                .transpose()?;
             answer(
                 ask(engine, |reply| EngineCommand::Topology {
                     generation,
@@ -99,7 +105,12 @@ pub(super) async fn dispatch(
         Endpoint::Generations => {
             answer(ask(engine, |reply| EngineCommand::Generations { reply }).await)
         }
-    }
+    })
+}
+
+/// The 400 answer to a request whose query could not be read.
+fn invalid(message: String) -> Answer {
+    Answer::error(StatusCode::BAD_REQUEST, "invalid", message)
 }
 
 /// The answer of a read: the view, or the error.
@@ -110,11 +121,7 @@ fn answer<T: serde::Serialize>(result: Result<T, Answer>) -> Answer {
     }
 }
 
-async fn plan(call: &Call<'_>, request: Request<Incoming>) -> Answer {
-    let body: PlanRequest = match read_json(request, call.limit).await {
-        Ok(body) => body,
-        Err(answer) => return answer,
-    };
+async fn plan(call: &Call<'_>, body: PlanRequest) -> Answer {
     answer(
         ask(call.engine(), |reply| EngineCommand::Plan {
             bundle: body.bundle,
@@ -125,11 +132,7 @@ async fn plan(call: &Call<'_>, request: Request<Incoming>) -> Answer {
     )
 }
 
-async fn apply(call: &Call<'_>, request: Request<Incoming>) -> Answer {
-    let body: ApplyRequest = match read_json(request, call.limit).await {
-        Ok(body) => body,
-        Err(answer) => return answer,
-    };
+async fn apply(call: &Call<'_>, body: ApplyRequest) -> Answer {
     let summary = apply_summary(&body);
     let checks = MutationChecks {
         expected_generation: body.expected_generation,
@@ -144,11 +147,7 @@ async fn apply(call: &Call<'_>, request: Request<Incoming>) -> Answer {
     .await
 }
 
-async fn rollback(call: &Call<'_>, request: Request<Incoming>) -> Answer {
-    let body: RollbackRequest = match read_json(request, call.limit).await {
-        Ok(body) => body,
-        Err(answer) => return answer,
-    };
+async fn rollback(call: &Call<'_>, body: RollbackRequest) -> Answer {
     let summary = json!({
         "generation": body.generation,
         "expected_generation": body.expected_generation,
@@ -188,11 +187,7 @@ async fn mutation(
     answer
 }
 
-async fn drain(call: &Call<'_>, request: Request<Incoming>) -> Answer {
-    let body: DrainRequest = match read_json(request, call.limit).await {
-        Ok(body) => body,
-        Err(answer) => return answer,
-    };
+async fn drain(call: &Call<'_>, body: DrainRequest) -> Answer {
     // The audit line says what was asked, whatever the answer.
     let what = format!(
         "{} {}{}: {}",
@@ -246,11 +241,7 @@ async fn drain(call: &Call<'_>, request: Request<Incoming>) -> Answer {
 
 /// `POST /v1/lease`: the engine decides and persists; the audit record says what changed or
 /// why it was refused.
-async fn lease(call: &Call<'_>, request: Request<Incoming>) -> Answer {
-    let body: LeaseRequest = match read_json(request, call.limit).await {
-        Ok(body) => body,
-        Err(answer) => return answer,
-    };
+async fn lease(call: &Call<'_>, body: LeaseRequest) -> Answer {
     let summary = json!({
         "action": body.action.as_str(),
         "holder": body.holder,
