@@ -159,24 +159,8 @@ enum Command {
     Drain {
         #[command(flatten)]
         daemon: DaemonArguments,
-        /// The service to drain; without it, the whole location.
-        #[arg(long)]
-        service: Option<String>,
-        /// Confirms a whole-location drain: must be the daemon's location.
-        #[arg(long, value_name = "NAME")]
-        location: Option<String>,
-        /// Undo a drain.
-        #[arg(long)]
-        undrain: bool,
-        /// Withdraw even services no other live location announces.
-        #[arg(long)]
-        force: bool,
-        /// Why (kept in the drain state and the audit log).
-        #[arg(long, default_value = "")]
-        reason: String,
-        /// Say whether anything would change; change nothing.
-        #[arg(long)]
-        dry_run: bool,
+        #[command(flatten)]
+        arguments: DrainArguments,
         /// Print the drain view as JSON.
         #[arg(long)]
         json: bool,
@@ -535,26 +519,11 @@ fn run_read_or_drain(command: Command) -> i32 {
         }
         Command::Drain {
             daemon,
-            service,
-            location,
-            undrain,
-            force,
-            reason,
-            dry_run,
+            arguments,
             json,
-        } => {
-            let arguments = DrainArguments {
-                service,
-                location,
-                undrain,
-                force,
-                reason,
-                dry_run,
-            };
-            call(&daemon, |client| {
-                drain_command::run(client, arguments, json)
-            })
-        }
+        } => call(&daemon, |client| {
+            drain_command::run(client, arguments, json)
+        }),
         _ => EXIT_USAGE,
     }
 }
