@@ -232,12 +232,7 @@ impl Engine {
                 None
             }
             Effect::StartPeer { peer } => {
-                let config = self
-                    .config
-                    .peers
-                    .iter()
-                    .find(|config| config.name == peer)?;
-                let config = config.clone();
+                let config = self.peer_config(&peer)?.clone();
                 if let Err(error) = self.start_peer(&config) {
                     // Not running: it must not hold back address unbinding forever.
                     self.core.peer_sync.remove(&peer);
@@ -247,11 +242,7 @@ impl Engine {
                 None
             }
             Effect::ReconfigurePeer { peer } => {
-                let config = self
-                    .config
-                    .peers
-                    .iter()
-                    .find(|config| config.name == peer)?;
+                let config = self.peer_config(&peer)?;
                 match self.peer_spec(config) {
                     Ok(spec) => {
                         if let Some(handle) = self.peers.get(&peer) {
@@ -270,6 +261,11 @@ impl Engine {
                 None
             }
         }
+    }
+
+    /// The configuration of the peer named `name`.
+    fn peer_config(&self, name: &str) -> Option<&topologyd_config::daemon::PeerConfig> {
+        self.config.peers.iter().find(|config| config.name == name)
     }
 
     /// Compiles a mutation's input against the running generation on the blocking pool.
