@@ -87,13 +87,13 @@ async fn serve(
         Endpoint::Health => answer(ask(engine, |reply| EngineCommand::Health { reply }).await),
         Endpoint::Rpki => answer(ask(engine, |reply| EngineCommand::Rpki { reply }).await),
         Endpoint::Topology => {
-            let generation = query_parameter(request.uri().query(), "generation")
-                .map_err(invalid)?
-                .map(|text| {
-                    text.parse::<u64>()
-                        .map_err(|_| invalid(format!("generation `{text}` is not a whole number")))
-                })
-                .transpose()?;
+            let generation =
+                match query_parameter(request.uri().query(), "generation").map_err(invalid)? {
+                    None => None,
+                    Some(text) => Some(text.parse::<u64>().map_err(|_| {
+                        invalid(format!("generation `{text}` is not a whole number"))
+                    })?),
+                };
             answer(
                 ask(engine, |reply| EngineCommand::Topology {
                     generation,
