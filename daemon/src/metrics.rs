@@ -29,8 +29,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::{Metric, Registry, Unit};
+use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
+use topologyd_transport::admin::registered;
 
 mod collector;
 mod rpki;
@@ -195,21 +196,6 @@ pub const FAMILY_IPV6_UNICAST: &str = "ipv6-unicast";
 /// Latency buckets shared by the histograms: 1 ms doubling up to about 32 s.
 fn latency_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.001, 2.0, 16)
-}
-
-/// Registers `metric` as `name` with `help` (and `unit`, which the exposition appends to the
-/// name), and answers the handle that records it.
-fn registered<M: Metric + Clone>(
-    registry: &mut Registry,
-    (name, help): (&str, &str),
-    unit: Option<Unit>,
-    metric: M,
-) -> M {
-    match unit {
-        Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
-        None => registry.register(name, help, metric.clone()),
-    }
-    metric
 }
 
 /// BGP FSM states as exported by [`SESSION_STATE`] (RFC 4271 §8.2.2).
