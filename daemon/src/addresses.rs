@@ -253,22 +253,25 @@ impl AddressBinder {
 
     /// Every address currently on the interface, ours or not.
     pub async fn bound(&self) -> Result<BTreeSet<IpNet>, AddressError> {
-        Ok(self
-            .addresses()
-            .await?
-            .into_iter()
-            .map(|address| address.network)
-            .collect())
+        self.networks(|_| true).await
     }
 
     /// The addresses on the interface that carry the marker: the ones topologyd bound, in
     /// this run or an earlier one.
     pub async fn owned(&self) -> Result<BTreeSet<IpNet>, AddressError> {
+        self.networks(|address| address.ours).await
+    }
+
+    /// The addresses on the interface that `keep` keeps.
+    async fn networks(
+        &self,
+        keep: impl Fn(&InterfaceAddress) -> bool,
+    ) -> Result<BTreeSet<IpNet>, AddressError> {
         Ok(self
             .addresses()
             .await?
             .into_iter()
-            .filter(|address| address.ours)
+            .filter(keep)
             .map(|address| address.network)
             .collect())
     }

@@ -47,6 +47,32 @@ pub use topologyd_api::MutationOutcome;
 /// How a command's answer travels back.
 pub type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
+/// What must hold for an apply or rollback to commit, checked when it arrives and again at
+/// commit (a commit may run while it compiles).
+#[derive(Debug, Clone, Default)]
+pub struct MutationChecks {
+    /// Compare-and-swap: only if this is the running generation (`None`: don't check).
+    pub expected_generation: Option<u64>,
+    /// The fleet lock claim of whoever acts, checked in the same step as the swap.
+    pub lease: Option<LeaseClaim>,
+    /// Unix milliseconds after which it is refused (`deadline_passed`).
+    pub deadline_unix_ms: Option<u64>,
+}
+
+/// What an apply and a rollback both carry besides their input.
+#[derive(Debug)]
+pub struct MutationTerms {
+    /// What must hold for it to commit.
+    pub checks: MutationChecks,
+    /// The requester's identity from their client certificate.
+    pub who: String,
+    /// The audit record to write (and fsync) before the change takes effect; `None` when no
+    /// audit log is configured.
+    pub write_ahead: Option<WriteAhead>,
+    /// What was applied.
+    pub reply: Reply<MutationOutcome>,
+}
+
 /// A request to the engine task.
 #[derive(Debug)]
 pub enum EngineCommand {
@@ -65,37 +91,15 @@ pub enum EngineCommand {
         bundle: SourceBundle,
         /// What the pusher means to do, parsed where the request arrived.
         intent: Intent,
-        /// Compare-and-swap: apply only if this is the running generation (`None`: don't check).
-        expected_generation: Option<u64>,
-        /// The fleet lock claim of whoever acts, checked in the same step as the swap.
-        lease: Option<LeaseClaim>,
-        /// Unix milliseconds after which this is refused (`deadline_passed`), checked when it
-        /// arrives and again at commit.
-        deadline_unix_ms: Option<u64>,
-        /// The pusher's identity from its client certificate.
-        who: String,
-        /// The audit record to write (and fsync) before the change takes effect; `None` when
-        /// no audit log is configured.
-        write_ahead: Option<WriteAhead>,
-        /// What was applied.
-        reply: Reply<MutationOutcome>,
+        /// Who asks, what must hold, the audit record and where the answer goes.
+        terms: MutationTerms,
     },
     /// Make a kept previous generation's sources the next generation.
     Rollback {
         /// The generation whose sources to restore.
         generation: u64,
-        /// Compare-and-swap, as for apply.
-        expected_generation: Option<u64>,
-        /// The fleet lock claim, as for apply.
-        lease: Option<LeaseClaim>,
-        /// The deadline, as for apply.
-        deadline_unix_ms: Option<u64>,
-        /// The requester's identity.
-        who: String,
         /// As for apply.
-        write_ahead: Option<WriteAhead>,
-        /// What was applied.
-        reply: Reply<MutationOutcome>,
+        terms: MutationTerms,
     },
     /// Generation, hash, per-peer session state and route counts.
     Status {

@@ -31,6 +31,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
+use topologyd_transport::admin::registered;
 
 mod collector;
 mod rpki;
@@ -310,99 +311,97 @@ impl Metrics {
                 ("commit", crate::build_info::COMMIT),
             ]),
         );
-        let guard_refusals = Family::<GuardLabels, Counter>::default();
-        registry.register(GUARD_REFUSALS, GUARD_REFUSALS_HELP, guard_refusals.clone());
-        let apply_duration = Histogram::new(latency_buckets());
-        registry.register_with_unit(
-            APPLY_DURATION,
-            APPLY_DURATION_HELP,
-            Unit::Seconds,
-            apply_duration.clone(),
-        );
-        let reconcile_duration = Histogram::new(latency_buckets());
-        registry.register_with_unit(
-            RECONCILE_DURATION,
-            RECONCILE_DURATION_HELP,
-            Unit::Seconds,
-            reconcile_duration.clone(),
-        );
-        let last_apply_timestamp = Gauge::default();
-        registry.register_with_unit(
-            LAST_APPLY_TIMESTAMP,
-            LAST_APPLY_TIMESTAMP_HELP,
-            Unit::Seconds,
-            last_apply_timestamp.clone(),
-        );
-        let service_healthy = Family::<ServiceLabels, Gauge>::default();
-        registry.register(
-            SERVICE_HEALTHY,
-            SERVICE_HEALTHY_HELP,
-            service_healthy.clone(),
-        );
-        let service_health_transitions = Family::<ServiceToLabels, Counter>::default();
-        registry.register(
-            SERVICE_HEALTH_TRANSITIONS,
-            SERVICE_HEALTH_TRANSITIONS_HELP,
-            service_health_transitions.clone(),
-        );
-        let probe_rounds = Family::<ServiceResultLabels, Counter>::default();
-        registry.register(PROBE_ROUNDS, PROBE_ROUNDS_HELP, probe_rounds.clone());
-        let health_fail_static = Gauge::default();
-        registry.register(
-            HEALTH_FAIL_STATIC,
-            HEALTH_FAIL_STATIC_HELP,
-            health_fail_static.clone(),
-        );
-        let service_routes_announced = Family::<ServiceLabels, Gauge>::default();
-        registry.register(
-            SERVICE_ROUTES_ANNOUNCED,
-            SERVICE_ROUTES_ANNOUNCED_HELP,
-            service_routes_announced.clone(),
-        );
-        let service_action = Family::<ServiceActionLabels, Gauge>::default();
-        registry.register(SERVICE_ACTION, SERVICE_ACTION_HELP, service_action.clone());
-        let service_drained = Family::<ServiceLabels, Gauge>::default();
-        registry.register(
-            SERVICE_DRAINED,
-            SERVICE_DRAINED_HELP,
-            service_drained.clone(),
-        );
-        let location_drained = Gauge::default();
-        registry.register(
-            LOCATION_DRAINED,
-            LOCATION_DRAINED_HELP,
-            location_drained.clone(),
-        );
-        let local_addresses_bound = Gauge::default();
-        registry.register(
-            LOCAL_ADDRESSES_BOUND,
-            LOCAL_ADDRESSES_BOUND_HELP,
-            local_addresses_bound.clone(),
-        );
-        let local_address_errors = Family::<OperationLabels, Counter>::default();
-        registry.register(
-            LOCAL_ADDRESS_ERRORS,
-            LOCAL_ADDRESS_ERRORS_HELP,
-            local_address_errors.clone(),
-        );
-        let state_quarantined = Counter::default();
-        registry.register(
-            STATE_QUARANTINED,
-            STATE_QUARANTINED_HELP,
-            state_quarantined.clone(),
-        );
         Metrics {
-            state_quarantined,
-            local_address_errors,
-            service_healthy,
-            service_health_transitions,
-            probe_rounds,
-            health_fail_static,
-            service_routes_announced,
-            service_action,
-            service_drained,
-            location_drained,
-            local_addresses_bound,
+            guard_refusals: registered(
+                &mut registry,
+                (GUARD_REFUSALS, GUARD_REFUSALS_HELP),
+                None,
+                Family::default(),
+            ),
+            apply_duration: registered(
+                &mut registry,
+                (APPLY_DURATION, APPLY_DURATION_HELP),
+                Some(Unit::Seconds),
+                Histogram::new(latency_buckets()),
+            ),
+            reconcile_duration: registered(
+                &mut registry,
+                (RECONCILE_DURATION, RECONCILE_DURATION_HELP),
+                Some(Unit::Seconds),
+                Histogram::new(latency_buckets()),
+            ),
+            last_apply_timestamp: registered(
+                &mut registry,
+                (LAST_APPLY_TIMESTAMP, LAST_APPLY_TIMESTAMP_HELP),
+                Some(Unit::Seconds),
+                Gauge::default(),
+            ),
+            service_healthy: registered(
+                &mut registry,
+                (SERVICE_HEALTHY, SERVICE_HEALTHY_HELP),
+                None,
+                Family::default(),
+            ),
+            service_health_transitions: registered(
+                &mut registry,
+                (SERVICE_HEALTH_TRANSITIONS, SERVICE_HEALTH_TRANSITIONS_HELP),
+                None,
+                Family::default(),
+            ),
+            probe_rounds: registered(
+                &mut registry,
+                (PROBE_ROUNDS, PROBE_ROUNDS_HELP),
+                None,
+                Family::default(),
+            ),
+            health_fail_static: registered(
+                &mut registry,
+                (HEALTH_FAIL_STATIC, HEALTH_FAIL_STATIC_HELP),
+                None,
+                Gauge::default(),
+            ),
+            service_routes_announced: registered(
+                &mut registry,
+                (SERVICE_ROUTES_ANNOUNCED, SERVICE_ROUTES_ANNOUNCED_HELP),
+                None,
+                Family::default(),
+            ),
+            service_action: registered(
+                &mut registry,
+                (SERVICE_ACTION, SERVICE_ACTION_HELP),
+                None,
+                Family::default(),
+            ),
+            service_drained: registered(
+                &mut registry,
+                (SERVICE_DRAINED, SERVICE_DRAINED_HELP),
+                None,
+                Family::default(),
+            ),
+            location_drained: registered(
+                &mut registry,
+                (LOCATION_DRAINED, LOCATION_DRAINED_HELP),
+                None,
+                Gauge::default(),
+            ),
+            local_addresses_bound: registered(
+                &mut registry,
+                (LOCAL_ADDRESSES_BOUND, LOCAL_ADDRESSES_BOUND_HELP),
+                None,
+                Gauge::default(),
+            ),
+            local_address_errors: registered(
+                &mut registry,
+                (LOCAL_ADDRESS_ERRORS, LOCAL_ADDRESS_ERRORS_HELP),
+                None,
+                Family::default(),
+            ),
+            state_quarantined: registered(
+                &mut registry,
+                (STATE_QUARANTINED, STATE_QUARANTINED_HELP),
+                None,
+                Counter::default(),
+            ),
             known_services: Arc::new(Mutex::new(BTreeSet::new())),
             rpki: Arc::new(rpki),
             sources: Sources {
@@ -410,10 +409,6 @@ impl Metrics {
                 engine: Arc::new(engine),
             },
             registry: Arc::new(registry),
-            guard_refusals,
-            apply_duration,
-            reconcile_duration,
-            last_apply_timestamp,
         }
     }
 

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use topologyd_config::daemon::DaemonConfig;
 use topologyd_config::startup::{Finding, Key};
-use topologyd_topology::compile_owned;
+use topologyd_topology::{Topology, compile_owned};
 
 use crate::engine::{StartError, read_md5_key};
 use topologyd_transport::tls::{load_certificates, load_private_key, server_config_from};
@@ -203,16 +203,28 @@ fn check_bootstrap(config: &DaemonConfig, findings: &mut Vec<Finding>) {
                 "fix the topology (`topoctl check` shows the same errors)",
             )
         }),
-        Ok(topology) => {
-            if topology.location(&config.location).is_none() {
-                findings.push(finding(
-                    Key::Location,
-                    StartError::UnknownLocation(config.location.clone()).to_string(),
-                    "name this daemon's location as the bootstrap topology's fleet does \
-                     ([[location]] name)",
-                ));
-            }
-        }
+        Ok(topology) => check_location(
+            config,
+            &topology,
+            "name this daemon's location as the bootstrap topology's fleet does ([[location]] name)",
+            findings,
+        ),
+    }
+}
+
+/// The topology start-up would run has this daemon's location; `help` says how to get one.
+fn check_location(
+    config: &DaemonConfig,
+    topology: &Topology,
+    help: &str,
+    findings: &mut Vec<Finding>,
+) {
+    if topology.location(&config.location).is_none() {
+        findings.push(finding(
+            Key::Location,
+            StartError::UnknownLocation(config.location.clone()).to_string(),
+            help,
+        ));
     }
 }
 
@@ -230,15 +242,13 @@ fn check_stored(config: &DaemonConfig, stored: &[(u64, PathBuf)], findings: &mut
         };
         match compile_owned(crate::engine::to_sources(&candidate.bundle), *generation) {
             Ok(topology) => {
-                if topology.location(&config.location).is_none() {
-                    findings.push(finding(
-                        Key::Location,
-                        StartError::UnknownLocation(config.location.clone()).to_string(),
-                        "name this daemon's location as the stored generation's fleet does \
-                         ([[location]] name), or push a topology that has it",
-                    ));
-                }
-                return;
+                return check_location(
+                    config,
+                    &topology,
+                    "name this daemon's location as the stored generation's fleet does \
+                     ([[location]] name), or push a topology that has it",
+                    findings,
+                );
             }
             Err(diagnostics) => last_error = diagnostics.to_string(),
         }

@@ -29,7 +29,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use topologyd::engine::core::{EngineCore, Event, Now, PeerSync, Running};
 use topologyd::engine::prepare::{PrepareContext, location_routes, prepare};
-use topologyd::engine_api::{EngineError, EngineErrorKind, SourceBundle, SourceFile};
+use topologyd::engine_api::{
+    EngineError, EngineErrorKind, MutationChecks, SourceBundle, SourceFile,
+};
 use topologyd::state_store::{DrainState, GenerationMeta, ServiceDrain};
 use topologyd_config::Source;
 use topologyd_config::daemon::{DaemonConfig, parse_daemon_config};
@@ -79,6 +81,17 @@ fn arguments<'a>(words: &[&'a str]) -> (BTreeMap<&'a str, &'a str>, Vec<&'a str>
         }
     }
     (named, bare)
+}
+
+/// The compare-and-swap a script's `expect=N` asks for (no lease, no deadline).
+fn expectation(named: &BTreeMap<&str, &str>) -> Result<MutationChecks, String> {
+    Ok(MutationChecks {
+        expected_generation: named
+            .get("expect")
+            .map(|_| number(named.get("expect"), "expect"))
+            .transpose()?,
+        ..MutationChecks::default()
+    })
 }
 
 fn number(text: Option<&&str>, what: &str) -> Result<u64, String> {
@@ -145,12 +158,7 @@ impl Replay {
             },
             "apply" | "rollback" => Event::MutationRequested {
                 request: number(bare.first(), "request id")?,
-                expected_generation: named
-                    .get("expect")
-                    .map(|_| number(named.get("expect"), "expect"))
-                    .transpose()?,
-                lease: None,
-                deadline_unix_ms: None,
+                checks: expectation(&named)?,
             },
             "compiled" => self.compiled(&named, &bare)?,
             "committed" => Event::Committed {
@@ -294,12 +302,7 @@ impl Replay {
         Ok(Event::Compiled {
             request,
             base_generation,
-            expected_generation: named
-                .get("expect")
-                .map(|_| number(named.get("expect"), "expect"))
-                .transpose()?,
-            lease: None,
-            deadline_unix_ms: None,
+            checks: expectation(named)?,
             result: Box::new(result),
             who: named.get("who").map_or("alice", |who| *who).to_owned(),
             rollback_of,

@@ -137,6 +137,21 @@ struct Store {
     changed: Option<Vec<IpNet>>,
 }
 
+impl Store {
+    /// A store holding `vrps`, before any update of this session.
+    fn starting_from(vrps: Arc<VrpSet>) -> Store {
+        Store {
+            vrps,
+            reset: true,
+            timing: None,
+            applied: 0,
+            refused: None,
+            ignored: 0,
+            changed: None,
+        }
+    }
+}
+
 impl fmt::Debug for Store {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
@@ -292,15 +307,7 @@ pub async fn fetch_once(
     for address in addresses {
         let attempt = async {
             let stream = connect(address).await?;
-            let store = Store {
-                vrps: Arc::new(VrpSet::new()),
-                reset: true,
-                timing: None,
-                applied: 0,
-                refused: None,
-                ignored: 0,
-                changed: None,
-            };
+            let store = Store::starting_from(Arc::new(VrpSet::new()));
             let mut client = Client::new(stream, store, None);
             if let Err(error) = client.step().await {
                 let refused = client.target().refused;
@@ -398,15 +405,7 @@ async fn run(caches: Vec<CacheEndpoint>, sender: watch::Sender<RtrSnapshot>) {
             if expire_if_due(&sender, &mut vrps) {
                 served_by = None;
             }
-            let store = Store {
-                vrps: Arc::clone(&vrps),
-                reset: true,
-                timing: None,
-                applied: 0,
-                refused: None,
-                ignored: 0,
-                changed: None,
-            };
+            let store = Store::starting_from(Arc::clone(&vrps));
             // Another cache's session state means nothing here: its set is replaced by a reset.
             let state = if served_by == Some(index) {
                 session.state

@@ -11,20 +11,26 @@ use topologyd_api::{DrainView, EXIT_CHANGES_MADE, EXIT_NO_CHANGE, EXIT_USAGE};
 use crate::connection::{report_error, show};
 use crate::render::{Table, yes_no};
 
-/// What `topoctl drain` was asked.
-#[derive(Debug, Clone)]
+/// What `topoctl drain` was asked (its arguments, but for the daemon and `--json`).
+#[derive(clap::Args, Debug, Clone)]
 pub struct DrainArguments {
-    /// The service, or `None` for the whole location.
+    /// The service to drain; without it, the whole location.
+    #[arg(long)]
     pub service: Option<String>,
-    /// The location the operator confirms (required without `service` when draining).
+    /// Confirms a whole-location drain: must be the daemon's location.
+    #[arg(long, value_name = "NAME")]
     pub location: Option<String>,
     /// Undo a drain.
+    #[arg(long)]
     pub undrain: bool,
-    /// Past the floor.
+    /// Withdraw even services no other live location announces.
+    #[arg(long)]
     pub force: bool,
-    /// Why.
+    /// Why (kept in the drain state and the audit log).
+    #[arg(long, default_value = "")]
     pub reason: String,
-    /// Show, change nothing.
+    /// Say whether anything would change; change nothing.
+    #[arg(long)]
     pub dry_run: bool,
 }
 

@@ -38,32 +38,12 @@ pub fn render(view: &HealthView) -> String {
     );
     let drains = &view.drains;
     if view.location_drained {
-        let _ = writeln!(
-            text,
-            "location DRAINED by {} at {}{}: {}",
-            drains.who,
-            rfc3339(drains.changed_at),
-            if drains.force { " (forced)" } else { "" },
-            if drains.reason.is_empty() {
-                "no reason given"
-            } else {
-                &drains.reason
-            }
-        );
+        let by = drained_by(&drains.who, drains.changed_at, drains.force, &drains.reason);
+        let _ = writeln!(text, "location DRAINED {by}");
     }
     for (service, drain) in &drains.services {
-        let _ = writeln!(
-            text,
-            "service {service} drained by {} at {}{}: {}",
-            drain.who,
-            rfc3339(drain.changed_at),
-            if drain.force { " (forced)" } else { "" },
-            if drain.reason.is_empty() {
-                "no reason given"
-            } else {
-                &drain.reason
-            }
-        );
+        let by = drained_by(&drain.who, drain.changed_at, drain.force, &drain.reason);
+        let _ = writeln!(text, "service {service} drained {by}");
     }
     if let Some(interface) = &view.address_interface {
         let _ = writeln!(
@@ -80,6 +60,20 @@ pub fn render(view: &HealthView) -> String {
     text.push('\n');
     text.push_str(&service_table(view).to_string());
     text
+}
+
+/// "by WHO at TIME[ (forced)]: REASON", of a location or service drain.
+fn drained_by(who: &str, changed_at: u64, force: bool, reason: &str) -> String {
+    format!(
+        "by {who} at {}{}: {}",
+        rfc3339(changed_at),
+        if force { " (forced)" } else { "" },
+        if reason.is_empty() {
+            "no reason given"
+        } else {
+            reason
+        }
+    )
 }
 
 fn service_table(view: &HealthView) -> Table {

@@ -32,10 +32,8 @@ pub enum LeaseCommand<D: Args> {
     Acquire {
         #[command(flatten)]
         daemon: D,
-        #[arg(long)]
-        holder: String,
-        #[arg(long, default_value_t = 1)]
-        token: u64,
+        #[command(flatten)]
+        holder: HolderArgs,
         /// Seconds (1 to 3600).
         #[arg(long, default_value_t = topologyd_config::fleet::DEFAULT_LEASE_SECONDS)]
         ttl: u64,
@@ -44,11 +42,18 @@ pub enum LeaseCommand<D: Args> {
     Release {
         #[command(flatten)]
         daemon: D,
-        #[arg(long)]
-        holder: String,
-        #[arg(long, default_value_t = 1)]
-        token: u64,
+        #[command(flatten)]
+        holder: HolderArgs,
     },
+}
+
+/// Who takes or gives back a lease by hand.
+#[derive(Args, Debug)]
+pub struct HolderArgs {
+    #[arg(long)]
+    holder: String,
+    #[arg(long, default_value_t = 1)]
+    token: u64,
 }
 
 impl<D: Args> LeaseCommand<D> {
@@ -70,6 +75,9 @@ impl<D: Args> LeaseCommand<D> {
             ttl_seconds,
             action,
         };
+        let by = |holder: &HolderArgs, ttl_seconds, action| {
+            request(&holder.holder, holder.token, ttl_seconds, action)
+        };
         match self {
             LeaseCommand::Show { .. } => Ok(None),
             LeaseCommand::Break { yes: false, .. } => Err(BREAK_NEEDS_YES.to_owned()),
@@ -79,12 +87,10 @@ impl<D: Args> LeaseCommand<D> {
                 0,
                 LeaseAction::Break,
             ))),
-            LeaseCommand::Acquire {
-                holder, token, ttl, ..
-            } => Ok(Some(request(holder, *token, *ttl, LeaseAction::Acquire))),
-            LeaseCommand::Release { holder, token, .. } => {
-                Ok(Some(request(holder, *token, 0, LeaseAction::Release)))
+            LeaseCommand::Acquire { holder, ttl, .. } => {
+                Ok(Some(by(holder, *ttl, LeaseAction::Acquire)))
             }
+            LeaseCommand::Release { holder, .. } => Ok(Some(by(holder, 0, LeaseAction::Release))),
         }
     }
 }

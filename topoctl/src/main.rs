@@ -104,17 +104,8 @@ enum Command {
         files: Vec<PathBuf>,
         #[command(flatten)]
         intent: IntentArguments,
-        /// Apply only if the daemon runs this generation (compare-and-swap).
-        #[arg(long)]
-        expect_generation: Option<u64>,
-        /// Act under the fleet lock's lease of HOLDER with fencing TOKEN.
-        #[arg(long, value_name = "HOLDER:TOKEN")]
-        lease: Option<String>,
-        /// Ask the daemon for the plan and verdict; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        mutation: MutationArguments,
     },
     /// Make a kept previous generation the running one again.
     Rollback {
@@ -122,17 +113,8 @@ enum Command {
         daemon: DaemonArguments,
         /// The generation whose topology to restore.
         generation: u64,
-        #[arg(long)]
-        expect_generation: Option<u64>,
-        /// Act under the fleet lock's lease of HOLDER with fencing TOKEN.
-        #[arg(long, value_name = "HOLDER:TOKEN")]
-        lease: Option<String>,
-        /// Show the daemon's plan for the rollback; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Print the outcome (or the dry run's plan) as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        mutation: MutationArguments,
     },
     /// The daemon's generation, readiness, health summary and a table of its peers.
     Status {
@@ -177,24 +159,8 @@ enum Command {
     Drain {
         #[command(flatten)]
         daemon: DaemonArguments,
-        /// The service to drain; without it, the whole location.
-        #[arg(long)]
-        service: Option<String>,
-        /// Confirms a whole-location drain: must be the daemon's location.
-        #[arg(long, value_name = "NAME")]
-        location: Option<String>,
-        /// Undo a drain.
-        #[arg(long)]
-        undrain: bool,
-        /// Withdraw even services no other live location announces.
-        #[arg(long)]
-        force: bool,
-        /// Why (kept in the drain state and the audit log).
-        #[arg(long, default_value = "")]
-        reason: String,
-        /// Say whether anything would change; change nothing.
-        #[arg(long)]
-        dry_run: bool,
+        #[command(flatten)]
+        arguments: DrainArguments,
         /// Print the drain view as JSON.
         #[arg(long)]
         json: bool,
@@ -296,6 +262,33 @@ struct IntentArguments {
     /// A guard exception: `global-withdrawal:CIDR` (G3) or `blast-radius` (G4). Repeatable.
     #[arg(long = "override", value_name = "OVERRIDE")]
     overrides: Vec<String>,
+}
+
+/// What `push` and `rollback` are conditioned on, and how they answer.
+#[derive(Args, Debug)]
+struct MutationArguments {
+    /// Act only if the daemon runs this generation (compare-and-swap).
+    #[arg(long)]
+    expect_generation: Option<u64>,
+    /// Act under the fleet lock's lease of HOLDER with fencing TOKEN.
+    #[arg(long, value_name = "HOLDER:TOKEN")]
+    lease: Option<String>,
+    /// Ask the daemon for the plan and verdict; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the outcome (or the dry run's plan) as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl MutationArguments {
+    /// The compare-and-swap and the lease claim (parsed).
+    fn apply(&self) -> Result<Apply, String> {
+        Ok(Apply {
+            expect_generation: self.expect_generation,
+            lease: self.lease.as_deref().map(parse_claim).transpose()?,
+        })
+    }
 }
 
 impl IntentArguments {
@@ -471,18 +464,12 @@ fn run(command: Command) -> Result<i32, Stop> {
             daemon,
             files,
             intent,
-            expect_generation,
-            lease,
-            dry_run,
-            json,
+            mutation,
         } => {
-            let lease = lease.as_deref().map(parse_claim).transpose()?;
-            let apply = Apply {
-                expect_generation,
-                lease,
-            };
+            let apply = mutation.apply()?;
             let intent = intent.intent()?;
-            let bundle = bundle_of(&files, json)?;
+            let bundle = bundle_of(&files, mutation.json)?;
+            let MutationArguments { dry_run, json, .. } = mutation;
             Ok(call(&daemon, |client| {
                 push_command::run(client, bundle, intent, apply, dry_run, json)
             }))
@@ -490,14 +477,12 @@ fn run(command: Command) -> Result<i32, Stop> {
         Command::Rollback {
             daemon,
             generation,
-            expect_generation,
-            lease,
-            dry_run,
-            json,
+            mutation,
         } => {
-            let lease = lease.as_deref().map(parse_claim).transpose()?;
+            let apply = mutation.apply()?;
+            let MutationArguments { dry_run, json, .. } = mutation;
             Ok(call(&daemon, |client| {
-                rollback_command::run(client, generation, expect_generation, lease, dry_run, json)
+                rollback_command::run(client, generation, apply, dry_run, json)
             }))
         }
         command => Ok(run_read_or_drain(command)),
@@ -534,26 +519,11 @@ fn run_read_or_drain(command: Command) -> i32 {
         }
         Command::Drain {
             daemon,
-            service,
-            location,
-            undrain,
-            force,
-            reason,
-            dry_run,
+            arguments,
             json,
-        } => {
-            let arguments = DrainArguments {
-                service,
-                location,
-                undrain,
-                force,
-                reason,
-                dry_run,
-            };
-            call(&daemon, |client| {
-                drain_command::run(client, arguments, json)
-            })
-        }
+        } => call(&daemon, |client| {
+            drain_command::run(client, arguments, json)
+        }),
         _ => EXIT_USAGE,
     }
 }

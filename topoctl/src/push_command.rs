@@ -13,8 +13,8 @@ use crate::connection::show;
 use crate::render::inert;
 use crate::status_command::short_hash;
 
-/// What an apply is conditioned on: the generation it was planned against, the lease it
-/// acts under.
+/// What an apply or rollback is conditioned on: the generation it was planned against, the
+/// lease it acts under.
 #[derive(Debug, Clone, Default)]
 pub struct Apply {
     /// Compare-and-swap on the running generation.

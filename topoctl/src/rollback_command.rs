@@ -6,18 +6,17 @@
 //! or [`topologyd_api::PlanView`] (dry run).
 
 use crate::control_client::{ClientError, ControlClient};
-use topologyd_api::{EXIT_USAGE, LeaseClaim, SourceBundle};
+use topologyd_api::{EXIT_USAGE, SourceBundle};
 use topologyd_topology::{Topology, rollback_intent};
 
 use crate::connection::report_error;
-use crate::push_command::{show_outcome, show_plan};
+use crate::push_command::{Apply, show_outcome, show_plan};
 
 /// Runs `topoctl rollback`.
 pub async fn run(
     client: ControlClient,
     generation: u64,
-    expect_generation: Option<u64>,
-    lease: Option<LeaseClaim>,
+    apply: Apply,
     dry_run: bool,
     json: bool,
 ) -> i32 {
@@ -25,7 +24,7 @@ pub async fn run(
         return dry_run_plan(&client, generation, json).await;
     }
     let answer = client
-        .rollback(generation, expect_generation, lease.as_ref())
+        .rollback(generation, apply.expect_generation, apply.lease.as_ref())
         .await;
     show_outcome(answer, json, "rolled back")
 }

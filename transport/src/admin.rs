@@ -6,7 +6,8 @@
 //! classic Prometheus text format 0.0.4 otherwise (`exposition.rs`); `/ready` answers 200 while the engine's
 //! [`Readiness`] verdict says enough peers hold the running generation, and 503 with the
 //! reason otherwise (before the first convergence, and again when peers are lost); `/live`
-//! answers 200 while the process serves HTTP at all.
+//! answers 200 while the process serves HTTP at all. Both programs fill the registry through
+//! [`registered`].
 //!
 //! Must not touch: engine state (it reads snapshots only: the registry and the latch), the
 //! control API (mutations never go through this unauthenticated listener), TLS.
@@ -25,7 +26,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry, Unit};
 use tokio::net::TcpListener;
 
 use crate::exposition::Exposition;
@@ -223,6 +224,21 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// Registers `metric` as `name` with `help` (and `unit`, which the exposition appends to the
+/// name), and answers the handle that records it.
+pub fn registered<M: Metric + Clone>(
+    registry: &mut Registry,
+    (name, help): (&str, &str),
+    unit: Option<Unit>,
+    metric: M,
+) -> M {
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
+        None => registry.register(name, help, metric.clone()),
+    }
+    metric
 }
 
 #[cfg(test)]

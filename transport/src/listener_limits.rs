@@ -287,11 +287,7 @@ fn evict(connections: &mut BTreeMap<u64, Entry>, id: u64) {
 impl Admission {
     /// Marks the connection busy with a request until the returned guard is dropped.
     pub fn busy(&self) -> Busy {
-        self.limiter.set_busy(self.id, true);
-        Busy {
-            limiter: Arc::clone(&self.limiter),
-            id: self.id,
-        }
+        self.marker().busy()
     }
 
     /// A handle that marks this connection busy from another task (the request handler).

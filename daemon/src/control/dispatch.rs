@@ -13,7 +13,7 @@ use super::answer::Answer;
 use super::body::{query_parameter, read_json};
 use super::{Caller, Endpoint, Role, Shared};
 use crate::audit::{AuditRecord, WriteAhead};
-use crate::engine_api::{EngineCommand, MutationOutcome, Reply};
+use crate::engine_api::{EngineCommand, MutationChecks, MutationTerms, Reply};
 
 /// What one request needs besides its body: who asks, the body limit of their role, the
 /// engine, and the audit record so far (for a mutation's write-ahead).
@@ -59,35 +59,41 @@ pub(super) async fn dispatch(
         base,
         limit,
     };
+    serve(&call, endpoint, request)
+        .await
+        .unwrap_or_else(|unreadable| unreadable)
+}
+
+/// Reads the request (its JSON body or query) and serves it; `Err` is the answer to a request
+/// that could not be read.
+async fn serve(
+    call: &Call<'_>,
+    endpoint: Endpoint,
+    request: Request<Incoming>,
+) -> Result<Answer, Answer> {
     let engine = call.engine();
-    match endpoint {
-        Endpoint::Plan => plan(&call, request).await,
-        Endpoint::Apply => apply(&call, request).await,
-        Endpoint::Rollback => rollback(&call, request).await,
-        Endpoint::Drain => drain(&call, request).await,
-        Endpoint::Lease => lease(&call, request).await,
+    let limit = call.limit;
+    Ok(match endpoint {
+        Endpoint::Plan => plan(call, read_json(request, limit).await?).await,
+        Endpoint::Apply => apply(call, read_json(request, limit).await?).await,
+        Endpoint::Rollback => rollback(call, read_json(request, limit).await?).await,
+        Endpoint::Drain => drain(call, read_json(request, limit).await?).await,
+        Endpoint::Lease => lease(call, read_json(request, limit).await?).await,
         Endpoint::Status => answer(ask(engine, |reply| EngineCommand::Status { reply }).await),
         Endpoint::Routes => {
-            let peer = match query_parameter(request.uri().query(), "peer") {
-                Ok(peer) => peer,
-                Err(message) => return Answer::error(StatusCode::BAD_REQUEST, "invalid", message),
-            };
+            let peer = query_parameter(request.uri().query(), "peer").map_err(invalid)?;
             answer(ask(engine, |reply| EngineCommand::Routes { peer, reply }).await)
         }
         Endpoint::Health => answer(ask(engine, |reply| EngineCommand::Health { reply }).await),
         Endpoint::Rpki => answer(ask(engine, |reply| EngineCommand::Rpki { reply }).await),
         Endpoint::Topology => {
-            let generation = match query_parameter(request.uri().query(), "generation") {
-                Ok(None) => None,
-                Ok(Some(text)) => match text.parse::<u64>() {
-                    Ok(generation) => Some(generation),
-                    Err(_) => {
-                        let message = format!("generation `{text}` is not a whole number");
-                        return Answer::error(StatusCode::BAD_REQUEST, "invalid", message);
-                    }
-                },
-                Err(message) => return Answer::error(StatusCode::BAD_REQUEST, "invalid", message),
-            };
+            let generation =
+                match query_parameter(request.uri().query(), "generation").map_err(invalid)? {
+                    None => None,
+                    Some(text) => Some(text.parse::<u64>().map_err(|_| {
+                        invalid(format!("generation `{text}` is not a whole number"))
+                    })?),
+                };
             answer(
                 ask(engine, |reply| EngineCommand::Topology {
                     generation,
@@ -99,7 +105,12 @@ pub(super) async fn dispatch(
         Endpoint::Generations => {
             answer(ask(engine, |reply| EngineCommand::Generations { reply }).await)
         }
-    }
+    })
+}
+
+/// The 400 answer to a request whose query could not be read.
+fn invalid(message: String) -> Answer {
+    Answer::error(StatusCode::BAD_REQUEST, "invalid", message)
 }
 
 /// The answer of a read: the view, or the error.
@@ -110,11 +121,7 @@ fn answer<T: serde::Serialize>(result: Result<T, Answer>) -> Answer {
     }
 }
 
-async fn plan(call: &Call<'_>, request: Request<Incoming>) -> Answer {
-    let body: PlanRequest = match read_json(request, call.limit).await {
-        Ok(body) => body,
-        Err(answer) => return answer,
-    };
+async fn plan(call: &Call<'_>, body: PlanRequest) -> Answer {
     answer(
         ask(call.engine(), |reply| EngineCommand::Plan {
             bundle: body.bundle,
@@ -125,47 +132,35 @@ async fn plan(call: &Call<'_>, request: Request<Incoming>) -> Answer {
     )
 }
 
-async fn apply(call: &Call<'_>, request: Request<Incoming>) -> Answer {
-    let body: ApplyRequest = match read_json(request, call.limit).await {
-        Ok(body) => body,
-        Err(answer) => return answer,
-    };
+async fn apply(call: &Call<'_>, body: ApplyRequest) -> Answer {
     let summary = apply_summary(&body);
-    mutation(call, summary, |who, write_ahead, reply| {
-        EngineCommand::Apply {
-            bundle: body.bundle,
-            intent: body.intent,
-            expected_generation: body.expected_generation,
-            lease: body.lease,
-            deadline_unix_ms: body.deadline_unix_ms,
-            who,
-            write_ahead,
-            reply,
-        }
+    let checks = MutationChecks {
+        expected_generation: body.expected_generation,
+        lease: body.lease,
+        deadline_unix_ms: body.deadline_unix_ms,
+    };
+    mutation(call, summary, checks, |terms| EngineCommand::Apply {
+        bundle: body.bundle,
+        intent: body.intent,
+        terms,
     })
     .await
 }
 
-async fn rollback(call: &Call<'_>, request: Request<Incoming>) -> Answer {
-    let body: RollbackRequest = match read_json(request, call.limit).await {
-        Ok(body) => body,
-        Err(answer) => return answer,
-    };
+async fn rollback(call: &Call<'_>, body: RollbackRequest) -> Answer {
     let summary = json!({
         "generation": body.generation,
         "expected_generation": body.expected_generation,
         "lease": body.lease,
     });
-    mutation(call, summary, |who, write_ahead, reply| {
-        EngineCommand::Rollback {
-            generation: body.generation,
-            expected_generation: body.expected_generation,
-            lease: body.lease,
-            deadline_unix_ms: body.deadline_unix_ms,
-            who,
-            write_ahead,
-            reply,
-        }
+    let checks = MutationChecks {
+        expected_generation: body.expected_generation,
+        lease: body.lease,
+        deadline_unix_ms: body.deadline_unix_ms,
+    };
+    mutation(call, summary, checks, |terms| EngineCommand::Rollback {
+        generation: body.generation,
+        terms,
     })
     .await
 }
@@ -175,11 +170,16 @@ async fn rollback(call: &Call<'_>, request: Request<Incoming>) -> Answer {
 async fn mutation(
     call: &Call<'_>,
     summary: Value,
-    command: impl FnOnce(String, Option<WriteAhead>, Reply<MutationOutcome>) -> EngineCommand,
+    checks: MutationChecks,
+    command: impl FnOnce(MutationTerms) -> EngineCommand,
 ) -> Answer {
-    let who = call.caller.identity.clone();
-    let write_ahead = call.write_ahead(&summary);
-    let mut answer = match ask(call.engine(), |reply| command(who, write_ahead, reply)).await {
+    let terms = |reply| MutationTerms {
+        checks,
+        who: call.caller.identity.clone(),
+        write_ahead: call.write_ahead(&summary),
+        reply,
+    };
+    let mut answer = match ask(call.engine(), |reply| command(terms(reply))).await {
         Ok(outcome) => Answer::applied(outcome),
         Err(answer) => answer,
     };
@@ -187,11 +187,7 @@ async fn mutation(
     answer
 }
 
-async fn drain(call: &Call<'_>, request: Request<Incoming>) -> Answer {
-    let body: DrainRequest = match read_json(request, call.limit).await {
-        Ok(body) => body,
-        Err(answer) => return answer,
-    };
+async fn drain(call: &Call<'_>, body: DrainRequest) -> Answer {
     // A drain's reason is shown to every later reader (status, health, logs): no control or
     // bidirectional characters in it, nor in the service name.
     if let Some(bad) = [Some(body.reason.as_str()), body.service.as_deref()]
@@ -264,11 +260,7 @@ async fn drain(call: &Call<'_>, request: Request<Incoming>) -> Answer {
 
 /// `POST /v1/lease`: the engine decides and persists; the audit record says what changed or
 /// why it was refused.
-async fn lease(call: &Call<'_>, request: Request<Incoming>) -> Answer {
-    let body: LeaseRequest = match read_json(request, call.limit).await {
-        Ok(body) => body,
-        Err(answer) => return answer,
-    };
+async fn lease(call: &Call<'_>, body: LeaseRequest) -> Answer {
     let summary = json!({
         "action": body.action.as_str(),
         "holder": body.holder,

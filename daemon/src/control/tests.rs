@@ -14,7 +14,7 @@ use topologyd_api::{
 
 use super::body::query_parameter;
 use super::*;
-use crate::engine_api::{EngineError, EngineErrorKind, MutationOutcome};
+use crate::engine_api::{EngineError, EngineErrorKind, MutationOutcome, MutationTerms};
 use crate::state_store::SourceFile;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -130,13 +130,14 @@ fn fake_engine() -> (mpsc::Sender<EngineCommand>, mpsc::UnboundedReceiver<String
                         location_delta: Document::default(),
                     }));
                 }
-                EngineCommand::Apply {
-                    expected_generation,
-                    who,
-                    write_ahead,
-                    reply,
-                    ..
-                } => {
+                EngineCommand::Apply { terms, .. } => {
+                    let MutationTerms {
+                        checks,
+                        who,
+                        write_ahead,
+                        reply,
+                    } = terms;
+                    let expected_generation = checks.expected_generation;
                     let _ = seen.send(format!("apply by {who}"));
                     // As the engine does: the intent record first, or no change.
                     let recorded = match (&write_ahead, expected_generation) {
@@ -177,7 +178,8 @@ fn fake_engine() -> (mpsc::Sender<EngineCommand>, mpsc::UnboundedReceiver<String
                     };
                     let _ = reply.send(answer);
                 }
-                EngineCommand::Rollback { reply, .. } => {
+                EngineCommand::Rollback { terms, .. } => {
+                    let reply = terms.reply;
                     let _ = reply.send(Err(EngineError::new(
                         EngineErrorKind::NotFound,
                         "generation 3 is not kept",

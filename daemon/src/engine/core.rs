@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use topologyd_api::{Document, ErrorDetail, LeaseClaim, OutcomeDetail};
+use topologyd_api::{Document, ErrorDetail, OutcomeDetail};
 use topologyd_config::daemon::PeerConfig;
 use topologyd_topology::{Topology, Verdict};
 
@@ -28,7 +28,7 @@ use super::peer_set::{PeerSetDiff, peer_set_diff};
 use super::prepare::Prepared;
 use super::rpki::{RouteRpkiChange, RpkiBook, RpkiUpdate};
 use crate::announce::LocationRoutes;
-use crate::engine_api::{EngineError, EngineErrorKind, MutationOutcome};
+use crate::engine_api::{EngineError, EngineErrorKind, MutationChecks, MutationOutcome};
 use crate::overlay::{self, OverlayInput, ServiceAction, ServiceDecision};
 use crate::state_store::{DrainState, GenerationMeta, StoredGeneration};
 
@@ -78,18 +78,14 @@ pub enum Event {
     /// An apply or rollback arrived: check its fleet lock claim and compare-and-swap.
     MutationRequested {
         request: RequestId,
-        expected_generation: Option<u64>,
-        lease: Option<LeaseClaim>,
-        /// Refused once `now.unix_ms` is past it (`core/deadline.rs`).
-        deadline_unix_ms: Option<u64>,
+        /// Its deadline is passed once `now.unix_ms` is past it (`core/deadline.rs`).
+        checks: MutationChecks,
     },
     /// A mutation's compile (on the blocking pool) finished.
     Compiled {
         request: RequestId,
         base_generation: u64,
-        expected_generation: Option<u64>,
-        lease: Option<LeaseClaim>,
-        deadline_unix_ms: Option<u64>,
+        checks: MutationChecks,
         result: Box<Result<Prepared, EngineError>>,
         who: String,
         rollback_of: Option<u64>,
@@ -332,25 +328,13 @@ impl EngineCore {
     pub fn handle(&mut self, event: Event, now: Now) -> Vec<Effect> {
         let mut effects = Vec::new();
         match event {
-            Event::MutationRequested {
-                request,
-                expected_generation,
-                lease,
-                deadline_unix_ms,
-            } => self.on_mutation_requested(
-                request,
-                expected_generation,
-                lease.as_ref(),
-                deadline_unix_ms,
-                now,
-                &mut effects,
-            ),
+            Event::MutationRequested { request, checks } => {
+                self.on_mutation_requested(request, &checks, now, &mut effects)
+            }
             Event::Compiled {
                 request,
                 base_generation,
-                expected_generation,
-                lease,
-                deadline_unix_ms,
+                checks,
                 result,
                 who,
                 rollback_of,
@@ -358,27 +342,14 @@ impl EngineCore {
                 if base_generation != self.running.meta.generation {
                     // A commit ran meanwhile: check the claim and the compare-and-swap again,
                     // and plan again against the new generation.
-                    self.on_mutation_requested(
-                        request,
-                        expected_generation,
-                        lease.as_ref(),
-                        deadline_unix_ms,
-                        now,
-                        &mut effects,
-                    );
-                } else if let Err(error) = self.deadline_check(deadline_unix_ms, now) {
-                    // The commit is decided here, in one step with the check: a status answered
-                    // past the deadline shows every commit this request can make.
+                    self.on_mutation_requested(request, &checks, now, &mut effects);
+                } else if let Err(error) = self.deadline_and_lease_check(&checks, now) {
+                    // The commit is decided here, in one step with the checks: a status answered
+                    // past the deadline shows every commit this request can make, and a lease
+                    // taken, broken or expired while this compiled is the one held now.
                     effects.push(Effect::Reply {
                         request,
                         answer: Err(error),
-                    });
-                } else if let Err(error) = self.lease.check(lease.as_ref(), now.unix_ms) {
-                    // The lease changed (taken, broken, expired) while this compiled: the
-                    // commit is decided now, against the lease held now.
-                    effects.push(Effect::Reply {
-                        request,
-                        answer: Err(self.lease_error(error)),
                     });
                 } else {
                     match *result {
@@ -483,28 +454,19 @@ impl EngineCore {
     fn on_mutation_requested(
         &self,
         request: RequestId,
-        expected: Option<u64>,
-        lease: Option<&LeaseClaim>,
-        deadline_unix_ms: Option<u64>,
+        checks: &MutationChecks,
         now: Now,
         effects: &mut Vec<Effect>,
     ) {
-        if let Err(error) = self.deadline_check(deadline_unix_ms, now) {
+        if let Err(error) = self.deadline_and_lease_check(checks, now) {
             effects.push(Effect::Reply {
                 request,
                 answer: Err(error),
             });
             return;
         }
-        if let Err(error) = self.lease.check(lease, now.unix_ms) {
-            effects.push(Effect::Reply {
-                request,
-                answer: Err(self.lease_error(error)),
-            });
-            return;
-        }
         let running = self.running.meta.generation;
-        match expected {
+        match checks.expected_generation {
             Some(expected) if expected != running => effects.push(Effect::Reply {
                 request,
                 answer: Err(self.error(

@@ -15,7 +15,7 @@ use super::core::{Answer, Effect, Event, RequestId};
 use super::prepare::{CompileInput, Prepared};
 use super::{Engine, stop_peer, unix_now};
 use crate::addresses::BindOutcome;
-use crate::engine_api::{EngineError, EngineErrorKind, MutationOutcome, WriteAhead};
+use crate::engine_api::{EngineError, EngineErrorKind, MutationTerms, WriteAhead};
 use crate::overlay::ServiceAction;
 use crate::peer::PeerCommand;
 use crate::state_store::StoredGeneration;
@@ -26,13 +26,7 @@ pub const TRIM_AFTER_PUBLISH: Duration = Duration::from_secs(2);
 /// An apply or rollback waiting for its compile and commit.
 pub(super) struct MutationRequest {
     pub input: CompileInput,
-    pub expected_generation: Option<u64>,
-    pub lease: Option<topologyd_api::LeaseClaim>,
-    /// Refused once the clock is past it (unix milliseconds).
-    pub deadline_unix_ms: Option<u64>,
-    pub who: String,
-    pub write_ahead: Option<WriteAhead>,
-    pub reply: crate::engine_api::Reply<MutationOutcome>,
+    pub terms: MutationTerms,
     /// When the request reached the engine (the apply latency metric starts here).
     pub started: Instant,
     /// How long its commit took to write and fsync.
@@ -168,7 +162,7 @@ impl Engine {
                 let write_ahead = self
                     .mutations
                     .get(&request)
-                    .and_then(|request| request.write_ahead.clone());
+                    .and_then(|request| request.terms.write_ahead.clone());
                 let result = self
                     .commit(
                         *stored,
@@ -238,12 +232,7 @@ impl Engine {
                 None
             }
             Effect::StartPeer { peer } => {
-                let config = self
-                    .config
-                    .peers
-                    .iter()
-                    .find(|config| config.name == peer)?;
-                let config = config.clone();
+                let config = self.peer_config(&peer)?.clone();
                 if let Err(error) = self.start_peer(&config) {
                     // Not running: it must not hold back address unbinding forever.
                     self.core.peer_sync.remove(&peer);
@@ -253,11 +242,7 @@ impl Engine {
                 None
             }
             Effect::ReconfigurePeer { peer } => {
-                let config = self
-                    .config
-                    .peers
-                    .iter()
-                    .find(|config| config.name == peer)?;
+                let config = self.peer_config(&peer)?;
                 match self.peer_spec(config) {
                     Ok(spec) => {
                         if let Some(handle) = self.peers.get(&peer) {
@@ -276,6 +261,11 @@ impl Engine {
                 None
             }
         }
+    }
+
+    /// The configuration of the peer named `name`.
+    fn peer_config(&self, name: &str) -> Option<&topologyd_config::daemon::PeerConfig> {
+        self.config.peers.iter().find(|config| config.name == name)
     }
 
     /// Compiles a mutation's input against the running generation on the blocking pool.
@@ -311,13 +301,13 @@ impl Engine {
             }
             Ok(Answer::Mutation(outcome)) => {
                 if let Some(mutation) = self.mutations.remove(&request) {
-                    let _ = mutation.reply.send(Ok(outcome));
+                    let _ = mutation.terms.reply.send(Ok(outcome));
                 }
             }
             Err(error) => {
                 if let Some(mutation) = self.mutations.remove(&request) {
                     self.log_lease_refusal(&error);
-                    let _ = mutation.reply.send(Err(error));
+                    let _ = mutation.terms.reply.send(Err(error));
                 } else {
                     self.reload_answer = Some(Err(error.message));
                 }

@@ -45,7 +45,9 @@ use crate::addresses::AddressBinder;
 use crate::announce::{LocationRoutes, PeerRouteContext};
 use crate::audit::{AuditError, AuditLog, AuditRecord};
 use crate::compile::CompileBudget;
-use crate::engine_api::{EngineCommand, EngineError, EngineErrorKind, SourceBundle, WriteAhead};
+use crate::engine_api::{
+    EngineCommand, EngineError, EngineErrorKind, MutationTerms, SourceBundle, WriteAhead,
+};
 use crate::health::{HealthEventKind, HealthView, RoundCounts};
 use crate::metrics::Metrics;
 use crate::metrics::ServiceReport;
@@ -648,47 +650,14 @@ impl Engine {
             EngineCommand::Apply {
                 bundle,
                 intent,
-                expected_generation,
-                lease,
-                deadline_unix_ms,
-                who,
-                write_ahead,
-                reply,
+                terms,
             } => {
-                self.start_mutation(MutationRequest {
-                    input: CompileInput::Bundle { bundle, intent },
-                    expected_generation,
-                    lease,
-                    deadline_unix_ms,
-                    who,
-                    write_ahead,
-                    reply,
-                    started: Instant::now(),
-                    persist_ms: 0,
-                })
-                .await;
+                self.start_mutation(CompileInput::Bundle { bundle, intent }, terms)
+                    .await;
             }
-            EngineCommand::Rollback {
-                generation,
-                expected_generation,
-                lease,
-                deadline_unix_ms,
-                who,
-                write_ahead,
-                reply,
-            } => {
-                self.start_mutation(MutationRequest {
-                    input: CompileInput::Rollback { generation },
-                    expected_generation,
-                    lease,
-                    deadline_unix_ms,
-                    who,
-                    write_ahead,
-                    reply,
-                    started: Instant::now(),
-                    persist_ms: 0,
-                })
-                .await;
+            EngineCommand::Rollback { generation, terms } => {
+                self.start_mutation(CompileInput::Rollback { generation }, terms)
+                    .await;
             }
             EngineCommand::Status { reply } => {
                 let _ = reply.send(Ok(self.status_json()));
@@ -777,18 +746,22 @@ impl Engine {
 
     /// Hands an apply or rollback to the core, which checks its compare-and-swap and has it
     /// compiled on the blocking pool ([`Effect::Compile`]); the engine keeps serving meanwhile.
-    async fn start_mutation(&mut self, request: MutationRequest) {
+    async fn start_mutation(&mut self, input: CompileInput, terms: MutationTerms) {
         let id = self.next_request;
         self.next_request += 1;
-        let expected_generation = request.expected_generation;
-        let lease = request.lease.clone();
-        let deadline_unix_ms = request.deadline_unix_ms;
-        self.mutations.insert(id, request);
+        let checks = terms.checks.clone();
+        self.mutations.insert(
+            id,
+            MutationRequest {
+                input,
+                terms,
+                started: Instant::now(),
+                persist_ms: 0,
+            },
+        );
         self.handle(Event::MutationRequested {
             request: id,
-            expected_generation,
-            lease,
-            deadline_unix_ms,
+            checks,
         })
         .await;
     }
@@ -799,21 +772,16 @@ impl Engine {
         let Some(request) = self.mutations.get(&done.request) else {
             return;
         };
-        let (who, rollback_of) = match &request.input {
-            CompileInput::Rollback { generation } => (request.who.clone(), Some(*generation)),
-            CompileInput::Bundle { .. } => (request.who.clone(), None),
+        let rollback_of = match &request.input {
+            CompileInput::Rollback { generation } => Some(*generation),
+            CompileInput::Bundle { .. } => None,
         };
-        let expected_generation = request.expected_generation;
-        let lease = request.lease.clone();
-        let deadline_unix_ms = request.deadline_unix_ms;
         self.handle(Event::Compiled {
             request: done.request,
             base_generation: done.base_generation,
-            expected_generation,
-            lease,
-            deadline_unix_ms,
+            checks: request.terms.checks.clone(),
             result: Box::new(done.result),
-            who,
+            who: request.terms.who.clone(),
             rollback_of,
         })
         .await;

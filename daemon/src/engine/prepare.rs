@@ -215,15 +215,6 @@ pub(crate) fn compile_memory_bytes(
 }
 
 impl CompileJob {
-    fn error(
-        &self,
-        kind: EngineErrorKind,
-        message: String,
-        detail: Option<ErrorDetail>,
-    ) -> EngineError {
-        base_error(self.base_generation, kind, message, detail)
-    }
-
     fn reserve(&self, bundle: &SourceBundle) -> Result<Reservation, EngineError> {
         let bytes: u64 = bundle
             .sources
@@ -235,7 +226,7 @@ impl CompileJob {
                 BudgetError::TooLarge { .. } => EngineErrorKind::TooLarge,
                 BudgetError::Busy { .. } => EngineErrorKind::Busy,
             };
-            self.error(kind, error.to_string(), None)
+            compile_error(self.base_generation, kind, error.to_string(), None)
         })
     }
 
@@ -246,7 +237,8 @@ impl CompileJob {
             CompileInput::Bundle { bundle, intent } => (bundle.clone(), intent.clone(), None),
             CompileInput::Rollback { generation } => {
                 let stored = self.store.load(*generation).map_err(|error| {
-                    self.error(
+                    compile_error(
+                        self.base_generation,
                         EngineErrorKind::NotFound,
                         format!("generation {generation} is not kept: {error}"),
                         None,
@@ -288,19 +280,8 @@ pub struct PrepareContext<'a> {
     pub rpki: &'a PushRpki,
 }
 
-impl PrepareContext<'_> {
-    fn error(
-        &self,
-        kind: EngineErrorKind,
-        message: String,
-        detail: Option<ErrorDetail>,
-    ) -> EngineError {
-        base_error(self.base_generation, kind, message, detail)
-    }
-}
-
 /// An error of a compile planned against `base_generation`.
-fn base_error(
+fn compile_error(
     base_generation: u64,
     kind: EngineErrorKind,
     message: String,
@@ -330,7 +311,8 @@ pub fn prepare(
     // bundle moves into the topology.
     let new = compile_bundle_against(bundle, context.next_generation, context.old).map_err(
         |diagnostics| {
-            context.error(
+            compile_error(
+                context.base_generation,
                 EngineErrorKind::Invalid,
                 format!(
                     "the topology does not compile: {} error(s)",
@@ -352,7 +334,8 @@ pub fn prepare(
     let plan = plan_with_vrps(context.old, &new, &intent, context.rpki.vrps.as_deref());
     let planned = started.elapsed() - compiled;
     let routes = location_routes(&new, context.location).map_err(|message| {
-        context.error(
+        compile_error(
+            context.base_generation,
             EngineErrorKind::Invalid,
             format!(
                 "this daemon's location `{}` is not in the new topology: {message}",
@@ -363,7 +346,8 @@ pub fn prepare(
     })?;
     let (_, health_errors) = expanded_health_specs(&new, context.config);
     if !health_errors.is_empty() {
-        return Err(context.error(
+        return Err(compile_error(
+            context.base_generation,
             EngineErrorKind::Invalid,
             format!(
                 "health checks cannot run at location `{}`: {}; define the placeholder in this daemon's [health.vars] or fix the check",

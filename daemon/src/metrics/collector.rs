@@ -124,6 +124,14 @@ fn encode_gauge(
         .encode_gauge(&value)
 }
 
+/// The series of a per-family count (IPv4 unicast, IPv6 unicast) for [`encode_peer_gauges`].
+fn per_family(counts: [u64; 2]) -> Vec<(Option<&'static str>, u64)> {
+    vec![
+        (Some(FAMILY_IPV4_UNICAST), counts[0]),
+        (Some(FAMILY_IPV6_UNICAST), counts[1]),
+    ]
+}
+
 /// A per-peer gauge family; `series` gives a peer's series as (family label, value).
 fn encode_peer_gauges(
     encoder: &mut DescriptorEncoder,
@@ -219,23 +227,13 @@ impl Collector for StatusCollector {
                 &mut encoder,
                 (ROUTES_DESIRED, ROUTES_DESIRED_HELP),
                 &samples,
-                |sample| {
-                    vec![
-                        (Some(FAMILY_IPV4_UNICAST), sample.desired[0]),
-                        (Some(FAMILY_IPV6_UNICAST), sample.desired[1]),
-                    ]
-                },
+                |sample| per_family(sample.desired),
             )?;
             encode_peer_gauges(
                 &mut encoder,
                 (ROUTES_ANNOUNCED, ROUTES_ANNOUNCED_HELP),
                 &samples,
-                |sample| {
-                    vec![
-                        (Some(FAMILY_IPV4_UNICAST), sample.announced[0]),
-                        (Some(FAMILY_IPV6_UNICAST), sample.announced[1]),
-                    ]
-                },
+                |sample| per_family(sample.announced),
             )?;
             encode_peer_gauges(
                 &mut encoder,

@@ -568,40 +568,40 @@ impl StateStore {
 
     /// Loads the persisted drain state; the default (not drained) if none was ever stored.
     pub fn load_drain(&self) -> Result<DrainState, StateError> {
-        let path = self.dir.join(DRAIN_FILE);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| StateError::Corrupt {
-                path,
-                reason: error.to_string(),
-            }),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(DrainState::default()),
-            Err(source) => Err(StateError::Io {
-                what: "reading",
-                path,
-                source,
-            }),
-        }
+        self.load_json(DRAIN_FILE, "")
     }
 
     /// Durably stores the drain state.
     pub fn store_drain(&self, drain: &DrainState) -> Result<(), StateError> {
-        let path = self.dir.join(DRAIN_FILE);
-        let bytes = serde_json::to_vec_pretty(drain).map_err(|error| StateError::Corrupt {
-            path: path.clone(),
-            reason: format!("cannot serialise: {error}"),
-        })?;
-        self.write_atomically(&path, &bytes)
-            .map_err(|error| self.with_prunable(error, &[]))
+        self.store_json(DRAIN_FILE, drain)
     }
 
     /// Loads the fleet lock's book (the engine's `LeaseBook`); the default (no lease, no
     /// fences) if none was ever stored. A corrupt file is an error naming it, never a guess.
     pub fn load_lease<T: serde::de::DeserializeOwned + Default>(&self) -> Result<T, StateError> {
-        let path = self.dir.join(LEASE_FILE);
+        self.load_json(
+            LEASE_FILE,
+            "; remove the file to start with no lease and no fences",
+        )
+    }
+
+    /// Durably stores the fleet lock's book (atomic write, fsync'd).
+    pub fn store_lease<T: Serialize>(&self, book: &T) -> Result<(), StateError> {
+        self.store_json(LEASE_FILE, book)
+    }
+
+    /// Loads the JSON state file `file`; the default if it was never stored. A file that does
+    /// not parse is [`StateError::Corrupt`], its reason followed by `if_corrupt`.
+    fn load_json<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        file: &str,
+        if_corrupt: &str,
+    ) -> Result<T, StateError> {
+        let path = self.dir.join(file);
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| StateError::Corrupt {
                 path,
-                reason: format!("{error}; remove the file to start with no lease and no fences"),
+                reason: format!("{error}{if_corrupt}"),
             }),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(T::default()),
             Err(source) => Err(StateError::Io {
@@ -612,10 +612,10 @@ impl StateStore {
         }
     }
 
-    /// Durably stores the fleet lock's book (atomic write, fsync'd).
-    pub fn store_lease<T: Serialize>(&self, book: &T) -> Result<(), StateError> {
-        let path = self.dir.join(LEASE_FILE);
-        let bytes = serde_json::to_vec_pretty(book).map_err(|error| StateError::Corrupt {
+    /// Durably stores `value` as the JSON state file `file` (atomic write, fsync'd).
+    fn store_json<T: Serialize>(&self, file: &str, value: &T) -> Result<(), StateError> {
+        let path = self.dir.join(file);
+        let bytes = serde_json::to_vec_pretty(value).map_err(|error| StateError::Corrupt {
             path: path.clone(),
             reason: format!("cannot serialise: {error}"),
         })?;

@@ -282,20 +282,17 @@ fn render_config(
         config.push_str("}\n");
     }
     let _ = writeln!(config, "protocol bgp {PROTOCOL} {{");
-    let _ = writeln!(
-        config,
-        "  local {} port {} as {};",
-        spec.local.ip(),
-        spec.local.port(),
-        spec.local_asn
-    );
-    let _ = writeln!(
-        config,
-        "  neighbor {} port {} as {};",
-        spec.neighbor.ip(),
-        spec.neighbor.port(),
-        spec.neighbor_asn
-    );
+    for (side, address, asn) in [
+        ("local", spec.local, spec.local_asn),
+        ("neighbor", spec.neighbor, spec.neighbor_asn),
+    ] {
+        let _ = writeln!(
+            config,
+            "  {side} {} port {} as {asn};",
+            address.ip(),
+            address.port()
+        );
+    }
     config.push_str("  strict bind yes;\n  multihop 1;\n");
     let _ = writeln!(config, "  hold time {};", spec.hold_time);
     // Retry fast: tests start both ends at about the same time.
@@ -489,6 +486,23 @@ fn parse_counters(details: &str) -> Result<ImportCounters> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_names_both_ends_of_the_session() {
+        let spec = PeerSpec::new(
+            64512,
+            "127.0.0.1:1790".parse().expect("an address"),
+            64513,
+            "127.0.0.2:179".parse().expect("an address"),
+        );
+        let config = render_config(&spec, &BTreeMap::new(), std::path::Path::new("/dev/null"));
+        assert!(
+            config.contains(
+                "  local 127.0.0.1 port 1790 as 64512;\n  neighbor 127.0.0.2 port 179 as 64513;\n"
+            ),
+            "{config}"
+        );
+    }
 
     #[test]
     fn parses_route_with_every_attribute() {

@@ -201,51 +201,40 @@ fn add_arguments(route: &Route) -> Vec<String> {
         .map(|part| part.to_string())
         .collect();
     arguments.push(route.prefix.to_string());
-    arguments.push("nexthop".to_string());
-    arguments.push(route.next_hop.to_string());
-    arguments.push("origin".to_string());
-    arguments.push(super::origin_keyword(route.origin).to_string());
-    if !route.as_path.is_empty() {
-        arguments.push("aspath".to_string());
-        arguments.push(
-            route
-                .as_path
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-    }
-    if let Some(med) = route.med {
-        arguments.push("med".to_string());
-        arguments.push(med.to_string());
-    }
-    if let Some(local_pref) = route.local_pref {
-        arguments.push("local-pref".to_string());
-        arguments.push(local_pref.to_string());
-    }
-    if !route.communities.is_empty() {
-        arguments.push("community".to_string());
-        arguments.push(
-            route
-                .communities
-                .iter()
-                .map(|(high, low)| format!("{high}:{low}"))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-    }
-    if !route.large_communities.is_empty() {
-        arguments.push("large-community".to_string());
-        arguments.push(
-            route
-                .large_communities
-                .iter()
-                .map(|(global, first, second)| format!("{global}:{first}:{second}"))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-    }
+    // `KEYWORD VALUE,VALUE…`, left out when there are no values.
+    let mut option = |keyword: &str, values: Vec<String>| {
+        if !values.is_empty() {
+            arguments.push(keyword.to_string());
+            arguments.push(values.join(","));
+        }
+    };
+    option("nexthop", vec![route.next_hop.to_string()]);
+    option(
+        "origin",
+        vec![super::origin_keyword(route.origin).to_string()],
+    );
+    option("aspath", route.as_path.iter().map(u32::to_string).collect());
+    option("med", route.med.iter().map(u32::to_string).collect());
+    option(
+        "local-pref",
+        route.local_pref.iter().map(u32::to_string).collect(),
+    );
+    option(
+        "community",
+        route
+            .communities
+            .iter()
+            .map(|(high, low)| format!("{high}:{low}"))
+            .collect(),
+    );
+    option(
+        "large-community",
+        route
+            .large_communities
+            .iter()
+            .map(|(global, first, second)| format!("{global}:{first}:{second}"))
+            .collect(),
+    );
     arguments
 }
 
@@ -436,6 +425,30 @@ fn parse_path(prefix: IpNet, path: &Value) -> Result<ReceivedRoute> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn add_arguments_name_every_attribute_set_and_only_those() {
+        let prefix: IpNet = "203.0.113.0/24".parse().expect("a prefix");
+        let plain = Route::new(prefix).next_hop("192.0.2.1".parse().expect("an address"));
+        assert_eq!(
+            add_arguments(&plain).join(" "),
+            "global rib add -a ipv4 203.0.113.0/24 nexthop 192.0.2.1 origin igp"
+        );
+        let full = plain
+            .as_path(vec![65002, 65003])
+            .origin(Origin::Incomplete)
+            .med(7)
+            .local_pref(200)
+            .community(65002, 9)
+            .community(65002, 10)
+            .large_community(65002, 1, 2);
+        assert_eq!(
+            add_arguments(&full).join(" "),
+            "global rib add -a ipv4 203.0.113.0/24 nexthop 192.0.2.1 origin incomplete \
+             aspath 65002,65003 med 7 local-pref 200 community 65002:9,65002:10 \
+             large-community 65002:1:2"
+        );
+    }
 
     #[test]
     fn parses_received_paths_only() {

@@ -28,7 +28,7 @@ use super::driver::{
 };
 use super::journal::{Command, Journal, LocationBefore, Record, Started, read_journal, unix_time};
 use super::lease;
-use super::machine::{Event, Machine, Phase};
+use super::machine::{Event, Machine, Output, Phase};
 use super::preflight::{self, PreflightReport, Stop, WaveCheck};
 use super::progress::{Mode, Progress, RolloutMetrics};
 use super::waves::Wave;
@@ -638,7 +638,6 @@ async fn drive_started(
     }
     context.leadership = journal.leadership_check();
     let context = Arc::new(context);
-    let finished = journal.finished_flag();
     let line = journal
         .append(&Record::Started(started))
         .map_err(|error| error.to_string())?;
@@ -646,18 +645,33 @@ async fn drive_started(
     progress.record(&line, &machine, 0);
     let metrics = serve_metrics(options.metrics_listen).await?;
     let initial = machine.handle(Event::Start, 0);
+    let options = RunOptions {
+        state_dir: options.state_dir.clone(),
+        exit_on_pause: options.exit_on_pause,
+    };
+    Ok(drive_holding_lease(context, machine, journal, initial, metrics, options).await)
+}
+
+/// Drives `machine` from its `initial` outputs ([`driver::run`]) while the fleet lock's lease
+/// is kept ([`lease::hold_while_then`], told by the journal whether the rollout finished).
+async fn drive_holding_lease(
+    context: Arc<Context>,
+    machine: Machine,
+    journal: Journal,
+    initial: Vec<Output>,
+    metrics: Option<RolloutMetrics>,
+    options: RunOptions,
+) -> i32 {
+    let finished = journal.finished_flag();
     let run = driver::run(
         Arc::clone(&context),
         machine,
         journal,
         initial,
         metrics,
-        RunOptions {
-            state_dir: options.state_dir.clone(),
-            exit_on_pause: options.exit_on_pause,
-        },
+        options,
     );
-    Ok(lease::hold_while_then(&context, run, || finished.load(Ordering::SeqCst)).await)
+    lease::hold_while_then(&context, run, || finished.load(Ordering::SeqCst)).await
 }
 
 /// Starts the metrics listener when asked for.
@@ -761,7 +775,6 @@ pub fn continue_rollout(
     }
     context.leadership = journal.leadership_check();
     let context = Arc::new(context);
-    let finished = journal.finished_flag();
     runtime.block_on(async {
         // Take the fleet lock again, as the same holder, before acting on anything (a new
         // etcd leader with its higher token: the old leader's late calls are refused), skipping
@@ -783,18 +796,11 @@ pub fn continue_rollout(
             Err(message) => return fail(json, &message),
         };
         let initial = machine.resume(0, abort);
-        let run = driver::run(
-            Arc::clone(&context),
-            machine,
-            journal,
-            initial,
-            metrics,
-            RunOptions {
-                state_dir: state_dir.to_path_buf(),
-                exit_on_pause: flags.exit_on_pause,
-            },
-        );
-        lease::hold_while_then(&context, run, || finished.load(Ordering::SeqCst)).await
+        let options = RunOptions {
+            state_dir: state_dir.to_path_buf(),
+            exit_on_pause: flags.exit_on_pause,
+        };
+        drive_holding_lease(context, machine, journal, initial, metrics, options).await
     })
 }
 

@@ -263,6 +263,16 @@ impl Machine {
         self.locations.get(name).copied()
     }
 
+    /// Whether an apply is in flight at `name` (its answer is awaited).
+    fn is_applying(&self, name: &str) -> bool {
+        matches!(self.location(name), Some(LocationState::Applying { .. }))
+    }
+
+    /// Whether a rollback is in flight at `name`.
+    fn is_rolling_back(&self, name: &str) -> bool {
+        matches!(self.location(name), Some(LocationState::RollingBack { .. }))
+    }
+
     pub fn locations(&self) -> &BTreeMap<String, LocationState> {
         &self.locations
     }
@@ -365,10 +375,7 @@ impl Machine {
                 location,
                 generation,
             } => {
-                if matches!(
-                    self.location(&location),
-                    Some(LocationState::Applying { .. })
-                ) {
+                if self.is_applying(&location) {
                     self.commit(
                         Record::Applied {
                             location,
@@ -380,10 +387,7 @@ impl Machine {
                 }
             }
             Event::ApplyFailed { location, reason } => {
-                if matches!(
-                    self.location(&location),
-                    Some(LocationState::Applying { .. })
-                ) {
+                if self.is_applying(&location) {
                     self.commit(
                         Record::ApplyFailed {
                             location: location.clone(),
@@ -403,10 +407,7 @@ impl Machine {
                 }
             }
             Event::ApplyNotDone { location } => {
-                if matches!(
-                    self.location(&location),
-                    Some(LocationState::Applying { .. })
-                ) {
+                if self.is_applying(&location) {
                     if self.phase == Phase::RollingBack || self.is_finished() {
                         self.commit(
                             Record::ApplyFailed {
@@ -435,10 +436,7 @@ impl Machine {
                 generation,
                 verified,
             } => {
-                if matches!(
-                    self.location(&location),
-                    Some(LocationState::RollingBack { .. })
-                ) {
+                if self.is_rolling_back(&location) {
                     self.commit(
                         Record::RolledBack {
                             location,
@@ -451,10 +449,7 @@ impl Machine {
                 }
             }
             Event::RollbackFailed { location, reason } => {
-                if matches!(
-                    self.location(&location),
-                    Some(LocationState::RollingBack { .. })
-                ) {
+                if self.is_rolling_back(&location) {
                     self.commit(Record::RollbackFailed { location, reason }, now, &mut out);
                 }
             }

@@ -18,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use serde_json::{Map, Value, json};
+use topologyd_transport::admin::registered;
 
 use super::journal::{Line, Outcome, Record, Started};
 use super::machine::{LocationState, Machine, Phase};
@@ -95,47 +96,40 @@ impl Default for RolloutMetrics {
 impl RolloutMetrics {
     pub fn new() -> RolloutMetrics {
         let mut registry = Registry::default();
-        let state = Gauge::default();
-        registry.register(STATE, STATE_HELP, state.clone());
-        let wave = Gauge::default();
-        registry.register(WAVE, WAVE_HELP, wave.clone());
-        let gate_evaluations = Family::<GateLabels, Counter>::default();
-        registry.register(
-            GATE_EVALUATIONS,
-            GATE_EVALUATIONS_HELP,
-            gate_evaluations.clone(),
-        );
-        let locations_applied = Gauge::default();
-        registry.register(
-            LOCATIONS_APPLIED,
-            LOCATIONS_APPLIED_HELP,
-            locations_applied.clone(),
-        );
-        let rollbacks = Counter::default();
-        registry.register(ROLLBACKS, ROLLBACKS_HELP, rollbacks.clone());
-        let wave_duration = Histogram::new(exponential_buckets(1.0, 2.0, 14));
-        registry.register_with_unit(
-            WAVE_DURATION,
-            WAVE_DURATION_HELP,
-            Unit::Seconds,
-            wave_duration.clone(),
-        );
-        let rollback_duration = Histogram::new(exponential_buckets(0.25, 2.0, 14));
-        registry.register_with_unit(
-            ROLLBACK_DURATION,
-            ROLLBACK_DURATION_HELP,
-            Unit::Seconds,
-            rollback_duration.clone(),
-        );
         RolloutMetrics {
+            state: registered(&mut registry, (STATE, STATE_HELP), None, Gauge::default()),
+            wave: registered(&mut registry, (WAVE, WAVE_HELP), None, Gauge::default()),
+            gate_evaluations: registered(
+                &mut registry,
+                (GATE_EVALUATIONS, GATE_EVALUATIONS_HELP),
+                None,
+                Family::default(),
+            ),
+            locations_applied: registered(
+                &mut registry,
+                (LOCATIONS_APPLIED, LOCATIONS_APPLIED_HELP),
+                None,
+                Gauge::default(),
+            ),
+            rollbacks: registered(
+                &mut registry,
+                (ROLLBACKS, ROLLBACKS_HELP),
+                None,
+                Counter::default(),
+            ),
+            wave_duration: registered(
+                &mut registry,
+                (WAVE_DURATION, WAVE_DURATION_HELP),
+                Some(Unit::Seconds),
+                Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            ),
+            rollback_duration: registered(
+                &mut registry,
+                (ROLLBACK_DURATION, ROLLBACK_DURATION_HELP),
+                Some(Unit::Seconds),
+                Histogram::new(exponential_buckets(0.25, 2.0, 14)),
+            ),
             registry: Arc::new(registry),
-            state,
-            wave,
-            gate_evaluations,
-            locations_applied,
-            rollbacks,
-            wave_duration,
-            rollback_duration,
             wave_started: Arc::new(Mutex::new(None)),
             rollback_started: Arc::new(Mutex::new(None)),
         }

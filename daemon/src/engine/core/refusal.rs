@@ -13,7 +13,7 @@ use topologyd_api::ErrorDetail;
 
 use super::{EngineCore, Now};
 use crate::engine::lease::LeaseError;
-use crate::engine_api::{EngineError, EngineErrorKind};
+use crate::engine_api::{EngineError, EngineErrorKind, MutationChecks};
 
 impl EngineCore {
     /// Refuses (409 `deadline_passed`) a request whose deadline is before `now`.
@@ -34,6 +34,18 @@ impl EngineCore {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Refuses a mutation whose deadline has passed or whose lease claim does not hold now.
+    pub fn deadline_and_lease_check(
+        &self,
+        checks: &MutationChecks,
+        now: Now,
+    ) -> Result<(), EngineError> {
+        self.deadline_check(checks.deadline_unix_ms, now)?;
+        self.lease
+            .check(checks.lease.as_ref(), now.unix_ms)
+            .map_err(|error| self.lease_error(error))
     }
 
     /// The wall-clock time (unix milliseconds) a status answered at `now_unix_ms` is valid at:

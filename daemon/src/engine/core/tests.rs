@@ -67,9 +67,10 @@ fn compiled_error(request: RequestId, base_generation: u64, expected: Option<u64
     Event::Compiled {
         request,
         base_generation,
-        expected_generation: expected,
-        lease: None,
-        deadline_unix_ms: None,
+        checks: MutationChecks {
+            expected_generation: expected,
+            ..MutationChecks::default()
+        },
         result: Box::new(Err(EngineError {
             kind: EngineErrorKind::Invalid,
             message: "does not compile".into(),
@@ -88,9 +89,10 @@ fn a_mutation_with_the_running_generation_is_compiled_off_the_engine_task() {
     let effects = core.handle(
         Event::MutationRequested {
             request: 4,
-            expected_generation: Some(1),
-            lease: None,
-            deadline_unix_ms: None,
+            checks: MutationChecks {
+                expected_generation: Some(1),
+                ..MutationChecks::default()
+            },
         },
         at(1),
     );
@@ -120,9 +122,11 @@ fn a_mutation_is_checked_against_the_lease_with_its_compare_and_swap() {
     acquire(&mut core, "r-1", at(0));
     let requested = |lease: Option<LeaseClaim>| Event::MutationRequested {
         request: 4,
-        expected_generation: Some(1),
-        lease,
-        deadline_unix_ms: None,
+        checks: MutationChecks {
+            expected_generation: Some(1),
+            lease,
+            deadline_unix_ms: None,
+        },
     };
     for (lease, kind) in [(None, "LeaseHeld"), (Some(claim("r-2")), "LeaseHeld")] {
         let effects = rendered(&core.handle(requested(lease), at(1)));
@@ -138,8 +142,8 @@ fn a_mutation_is_checked_against_the_lease_with_its_compare_and_swap() {
     // While it compiled the lease expired and r-2 took it: the commit is refused.
     acquire(&mut core, "r-2", at(20_000));
     let mut compiled = compiled_error(4, 1, Some(1));
-    if let Event::Compiled { lease, .. } = &mut compiled {
-        *lease = Some(claim("r-1"));
+    if let Event::Compiled { checks, .. } = &mut compiled {
+        checks.lease = Some(claim("r-1"));
     }
     let effects = rendered(&core.handle(compiled, at(20_001)));
     assert_eq!(effects.len(), 1, "{effects:?}");
@@ -166,17 +170,21 @@ fn a_mutation_past_its_deadline_is_refused_on_arrival_and_at_commit() {
     let deadline = at(100).unix_ms;
     let requested = Event::MutationRequested {
         request: 5,
-        expected_generation: Some(1),
-        lease: None,
-        deadline_unix_ms: Some(deadline),
+        checks: MutationChecks {
+            expected_generation: Some(1),
+            lease: None,
+            deadline_unix_ms: Some(deadline),
+        },
     };
     let effects = rendered(&core.handle(requested, at(100)));
     assert_eq!(effects, ["compile request=5 base=1"]);
     let late = Event::MutationRequested {
         request: 6,
-        expected_generation: Some(1),
-        lease: None,
-        deadline_unix_ms: Some(deadline),
+        checks: MutationChecks {
+            expected_generation: Some(1),
+            lease: None,
+            deadline_unix_ms: Some(deadline),
+        },
     };
     let effects = rendered(&core.handle(late, at(101)));
     assert_eq!(effects.len(), 1, "{effects:?}");
@@ -186,11 +194,8 @@ fn a_mutation_past_its_deadline_is_refused_on_arrival_and_at_commit() {
     );
     // Compiled in time, but the commit is decided after the deadline: refused.
     let mut compiled = compiled_error(5, 1, Some(1));
-    if let Event::Compiled {
-        deadline_unix_ms, ..
-    } = &mut compiled
-    {
-        *deadline_unix_ms = Some(deadline);
+    if let Event::Compiled { checks, .. } = &mut compiled {
+        checks.deadline_unix_ms = Some(deadline);
     }
     let effects = rendered(&core.handle(compiled, at(150)));
     assert_eq!(effects.len(), 1, "{effects:?}");
