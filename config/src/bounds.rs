@@ -112,12 +112,17 @@ impl Scan {
     }
 }
 
+/// The most the general parser may cost on a text of `length` bytes.
+pub fn parse_budget(length: usize) -> usize {
+    length
+        .saturating_mul(PARSE_BYTES_PER_INPUT_BYTE)
+        .saturating_add(PARSE_ALLOWANCE_BYTES)
+}
+
 /// Whether the estimated parse cost of a file of `length` bytes fits its budget; reports an
 /// error at the file's start when it does not.
 pub fn check_parse_cost(source: u32, length: usize, scan: Scan, collector: &mut Collector) -> bool {
-    let budget = length
-        .saturating_mul(PARSE_BYTES_PER_INPUT_BYTE)
-        .saturating_add(PARSE_ALLOWANCE_BYTES);
+    let budget = parse_budget(length);
     if scan.parse_cost() <= budget {
         return true;
     }

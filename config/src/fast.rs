@@ -173,6 +173,18 @@ fn inline_integers(text: &str) -> Option<(Value<'_>, usize)> {
 pub(crate) fn parse_prefixes_and_bindings(
     text: &str,
 ) -> Option<(Vec<PrefixFile>, Vec<BindingFile>)> {
+    read_range(text, 0..text.len())
+}
+
+/// [`parse_prefixes_and_bindings`] over the lines of `text[range]` (which starts at a line's
+/// start), with spans counted from the start of `text`: one table or a run of tables that the
+/// per-table reader (`split`) hands over.
+pub(crate) fn read_range(
+    text: &str,
+    range: std::ops::Range<usize>,
+) -> Option<(Vec<PrefixFile>, Vec<BindingFile>)> {
+    let first = range.start;
+    let text = text.get(range)?;
     // Control characters other than tab are invalid almost everywhere in TOML, and a carriage
     // return must end a line: leave such files to the full parser.
     let bytes = text.as_bytes();
@@ -190,7 +202,7 @@ pub(crate) fn parse_prefixes_and_bindings(
     let mut prefixes = Vec::new();
     let mut bindings = Vec::new();
     let mut table = Table::None;
-    let mut line_start = 0;
+    let mut line_start = first;
     for raw_line in text.split_inclusive('\n') {
         let start = line_start;
         line_start += raw_line.len();

@@ -47,6 +47,19 @@ pub fn parse_topology_sources_owned(sources: Vec<Source>) -> Result<RawTopology,
 /// Like [`parse_topology_sources`], but always returns what parsed (items with errors left out)
 /// together with the diagnostics.
 pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopology, Diagnostics) {
+    parse_with(sources, Reader::ByTables)
+}
+
+/// How a file's tables are read: the production path (line scanner, then table by table, then
+/// the whole document), or the whole document only, the reference the tests compare with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    ByTables,
+    #[cfg(test)]
+    WholeDocument,
+}
+
+fn parse_with(sources: Vec<Source>, reader: Reader) -> (RawTopology, Diagnostics) {
     let mut collector = Collector::new();
     let mut raw = RawTopology::default();
     let mut settings_seen: Option<Span> = None;
@@ -60,7 +73,7 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
     }
     for (index, source) in sources.iter().enumerate() {
         let source_id = u32::try_from(index).unwrap_or(u32::MAX);
-        let Some(file) = read_file(source_id, &source.text, &mut collector) else {
+        let Some(file) = read_file(source_id, &source.text, reader, &mut collector) else {
             continue;
         };
         if let Some(settings) = file.settings {
@@ -91,10 +104,23 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
 }
 
 /// One file's tables: through the fast path when it can read the file (bulk prefixes and
-/// bindings), else through TOML after the pre-scan; `None` (with the errors reported) when the
-/// file is refused or is not valid TOML for the schema.
-fn read_file(source_id: u32, text: &str, collector: &mut Collector) -> Option<FileModel> {
-    let fast = crate::fast::parse_prefixes_and_bindings(text).map(|(prefix, binding)| FileModel {
+/// bindings), else after the pre-scan table by table (`split`: its prefix and binding tables
+/// one at a time, whatever their syntax), else through TOML as one document; `None` (with the
+/// errors reported) when the file is refused or is not valid TOML for the schema. Every error
+/// comes from the whole-document parse: the other two report nothing and only read what it
+/// would read identically.
+fn read_file(
+    source_id: u32,
+    text: &str,
+    reader: Reader,
+    collector: &mut Collector,
+) -> Option<FileModel> {
+    let fast = match reader {
+        Reader::ByTables => crate::fast::parse_prefixes_and_bindings(text),
+        #[cfg(test)]
+        Reader::WholeDocument => None,
+    }
+    .map(|(prefix, binding)| FileModel {
         settings: None,
         location: Vec::new(),
         service: Vec::new(),
@@ -108,8 +134,15 @@ fn read_file(source_id: u32, text: &str, collector: &mut Collector) -> Option<Fi
     // find.
     if fast.is_none() || !text.is_ascii() {
         let scan = bounds::scan_file(source_id, text, collector)?;
-        if fast.is_none() && !bounds::check_parse_cost(source_id, text.len(), scan, collector) {
-            return None;
+        if fast.is_none() {
+            if reader == Reader::ByTables
+                && let Some(file) = crate::split::read_by_tables(text)
+            {
+                return Some(file);
+            }
+            if !bounds::check_parse_cost(source_id, text.len(), scan, collector) {
+                return None;
+            }
         }
     }
     match fast.map_or_else(|| toml::from_str(text), Ok) {
