@@ -15,6 +15,9 @@ mod settings;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests_split;
 mod values;
 
 use self::locations::convert_locations;
