@@ -209,6 +209,15 @@ proptest! {
         // Half the cases carry no defect.
         let defect = (if defect.0 < DEFECTS { defect.0 } else { 0 }, defect.1);
         let sources = topology(&prefixes, layout, defect, crlf);
+        // The line scanner reads every form but the multi-line inline table by itself.
+        let simple_lines = prefixes.iter().all(|(prefix, _)| prefix.form != 4);
+        if defect.0 == 0 && layout == 1 && simple_lines {
+            prop_assert!(
+                crate::fast::parse_prefixes_and_bindings(&sources[1].text).is_some(),
+                "not read by the line scanner: {}",
+                sources[1].text
+            );
+        }
         if defect.0 == 0 {
             for source in &sources {
                 let has_tables = source.name != "fleet.toml";
