@@ -297,15 +297,25 @@ fn key(content: &str) -> Option<Key<'_>> {
     })
 }
 
-/// A table header line starting at `offset` in the file: `[[prefix]]` and `[[binding]]` start
-/// a table (finishing the one before), `[prefix.announce]` and `[prefix.roa]` a sub-table of
-/// the current prefix; returns the context of the lines after it.
+/// Where the tables being read are appended, and where reading would resume after a failure:
+/// the start of the line of the current table's header (or of the first line read).
+struct Output<'v> {
+    prefixes: &'v mut Vec<PrefixFile>,
+    bindings: &'v mut Vec<BindingFile>,
+    stop: usize,
+}
+
+/// A table header line (its text from the first `[`, which is `offset` bytes into the file, on
+/// the line starting at `line`): `[[prefix]]` and `[[binding]]` start a table (finishing the
+/// one before), `[prefix.announce]` and `[prefix.roa]` a sub-table of the current prefix;
+/// returns the context of the lines after it. Another table's header finishes the current
+/// table and stops the scan at its line.
 fn header<'a>(
     content: &str,
     offset: usize,
+    line: usize,
     table: &mut Table<'a>,
-    prefixes: &mut Vec<PrefixFile>,
-    bindings: &mut Vec<BindingFile>,
+    output: &mut Output<'_>,
 ) -> Option<Context> {
     let array = content.starts_with("[[");
     let inner_start = if array { 2 } else { 1 };
@@ -348,45 +358,68 @@ fn header<'a>(
             set(slot, partial)?;
             return Some(context);
         }
+        (_, [Some(first), ..])
+            if first != "prefix"
+                && first != "binding"
+                && !first.is_empty()
+                && bare_key_length(first) == first.len() =>
+        {
+            finish(
+                std::mem::replace(table, Table::None),
+                output.prefixes,
+                output.bindings,
+            )?;
+            output.stop = line;
+            return None;
+        }
         _ => return None,
     };
-    finish(std::mem::replace(table, fresh), prefixes, bindings)?;
+    finish(
+        std::mem::replace(table, fresh),
+        output.prefixes,
+        output.bindings,
+    )?;
+    output.stop = line;
     Some(Context::Main)
 }
 
 /// Reads `text` if it is made only of `[[prefix]]` and `[[binding]]` tables in the simple
-/// subset described in the module comment; `None` means "parse it with `toml`".
+/// subset described in the module comment; `None` means "parse it with `toml`". (What the tests
+/// compare with `toml`; the parser goes through [`read_until`].)
+#[cfg(test)]
 pub(crate) fn parse_prefixes_and_bindings(
     text: &str,
 ) -> Option<(Vec<PrefixFile>, Vec<BindingFile>)> {
-    read_range(text, 0..text.len())
-}
-
-/// [`parse_prefixes_and_bindings`] over the lines of `text[range]` (which starts at a line's
-/// start), with spans counted from the start of `text`: one table or a run of tables that the
-/// per-table reader (`split`) hands over.
-pub(crate) fn read_range(
-    text: &str,
-    range: Range<usize>,
-) -> Option<(Vec<PrefixFile>, Vec<BindingFile>)> {
-    let first = range.start;
-    let text = text.get(range)?;
-    // Control characters other than tab are invalid almost everywhere in TOML, and a carriage
-    // return must end a line: leave such files to the full parser.
-    let bytes = text.as_bytes();
-    for (index, byte) in bytes.iter().enumerate() {
-        let invalid = match byte {
-            b'\r' => bytes.get(index + 1) != Some(&b'\n'),
-            b'\t' | b'\n' => false,
-            0x00..=0x1f | 0x7f => true,
-            _ => false,
-        };
-        if invalid {
-            return None;
-        }
-    }
     let mut prefixes = Vec::new();
     let mut bindings = Vec::new();
+    read_until(text, 0..text.len(), &mut prefixes, &mut bindings).ok()?;
+    Some((prefixes, bindings))
+}
+
+/// Reads the tables of `text[range]` (which starts at a line's start), spans counted from the
+/// start of `text`, appending each table it reads whole; stops at the first table it cannot
+/// read or at the header of another kind of table, and returns the offset of that table's
+/// line (`Err`), from where the per-table reader (`split`) goes on.
+pub(crate) fn read_until(
+    text: &str,
+    range: Range<usize>,
+    prefixes: &mut Vec<PrefixFile>,
+    bindings: &mut Vec<BindingFile>,
+) -> Result<(), usize> {
+    let mut output = Output {
+        prefixes,
+        bindings,
+        stop: range.start,
+    };
+    match read_lines(text, range, &mut output) {
+        Some(()) => Ok(()),
+        None => Err(output.stop),
+    }
+}
+
+fn read_lines(text: &str, range: Range<usize>, output: &mut Output<'_>) -> Option<()> {
+    let first = range.start;
+    let text = text.get(range)?;
     let mut table = Table::None;
     let mut context = Context::Main;
     let mut line_start = first;
@@ -396,13 +429,21 @@ pub(crate) fn read_range(
         let line = raw_line
             .strip_suffix('\n')
             .map_or(raw_line, |line| line.strip_suffix('\r').unwrap_or(line));
+        // Control characters other than tab are invalid almost everywhere in TOML, and a
+        // carriage return must end a line: leave such lines to the full parser.
+        if line
+            .bytes()
+            .any(|byte| matches!(byte, 0x00..=0x08 | 0x0a..=0x1f | 0x7f))
+        {
+            return None;
+        }
         let content = line.trim_start_matches([' ', '\t']);
         let key_start = start + (line.len() - content.len());
         if content.is_empty() || content.starts_with('#') {
             continue;
         }
         if content.starts_with('[') {
-            context = header(content, key_start, &mut table, &mut prefixes, &mut bindings)?;
+            context = header(content, key_start, start, &mut table, output)?;
             continue;
         }
         let key = key(content)?;
@@ -446,8 +487,7 @@ pub(crate) fn read_range(
             _ => return None,
         }
     }
-    finish(table, &mut prefixes, &mut bindings)?;
-    Some((prefixes, bindings))
+    finish(table, output.prefixes, output.bindings)
 }
 
 fn add_pair<'a>(partial: &mut Partial<'a>, name: &'a str, number: u64) -> Option<()> {

@@ -39,7 +39,7 @@ enum Kind {
     /// One `[[binding]]` table and the sub-tables written right after it.
     Binding,
     /// Anything else: root keys, `[settings]`, `[[location]]`, `[[service]]`, comments.
-    Other { content: bool },
+    Other,
 }
 
 #[derive(Debug)]
@@ -58,32 +58,36 @@ struct TableFile {
     binding: Vec<BindingFile>,
 }
 
-/// Reads `text` table by table; `None` when the file has no prefix or binding table, or when
-/// any piece cannot be read so (the caller then parses the whole document).
-pub(crate) fn read_by_tables(text: &str) -> Option<FileModel> {
-    let pieces = cut(text)?;
-    if pieces
-        .iter()
-        .all(|piece| matches!(piece.kind, Kind::Other { .. }))
-    {
-        return None;
-    }
+/// Reads `text` table by table; `None` when any piece cannot be read so (the caller then
+/// parses the whole document). When `scanned` is false (the caller skipped the pre-scan of the
+/// whole file because it is ASCII), the pieces the line scanner did not read are pre-scanned
+/// here, and any finding also means `None`: the lines it reads hold nothing the pre-scan
+/// reports (no control character, nothing non-ASCII, no nesting beyond two levels), so the
+/// file's pre-scan finds nothing either.
+pub(crate) fn read_by_tables(text: &str, scanned: bool) -> Option<FileModel> {
     let mut prefix = Vec::new();
     let mut binding = Vec::new();
-    let mut rest_end = 0;
-    for piece in &pieces {
+    let mut others: Vec<Range<usize>> = Vec::new();
+    let mut position = 0;
+    while let Err(stop) =
+        crate::fast::read_until(text, position..text.len(), &mut prefix, &mut binding)
+    {
+        let piece = piece_at(text, stop)?;
+        if !scanned && !scans_clean(text.get(piece.range.clone())?) {
+            return None;
+        }
         match piece.kind {
-            Kind::Other { content } => {
-                if content {
-                    rest_end = piece.range.end;
-                }
-            }
+            Kind::Other => others.push(piece.range.clone()),
             Kind::Prefix | Kind::Binding => {
                 read_table(text, piece.range.clone(), &mut prefix, &mut binding)?;
             }
         }
+        if piece.range.end <= stop {
+            return None;
+        }
+        position = piece.range.end;
     }
-    let mut model = if rest_end == 0 {
+    let mut model = if others.is_empty() {
         FileModel {
             settings: None,
             location: Vec::new(),
@@ -92,7 +96,7 @@ pub(crate) fn read_by_tables(text: &str) -> Option<FileModel> {
             binding: Vec::new(),
         }
     } else {
-        read_rest(text, &pieces, rest_end)?
+        read_rest(text, &others)?
     };
     if !model.prefix.is_empty() || !model.binding.is_empty() {
         return None;
@@ -102,18 +106,18 @@ pub(crate) fn read_by_tables(text: &str) -> Option<FileModel> {
     Some(model)
 }
 
-/// One prefix or binding table: the line scanner, else `toml` on its text alone.
+/// Whether the pre-scan finds nothing to report in `text` (a piece starting at a line's start).
+fn scans_clean(text: &str) -> bool {
+    bounds::scan_file(0, text, &mut Collector::new()).is_some()
+}
+
+/// One prefix or binding table the line scanner could not read: `toml` on its text alone.
 fn read_table(
     text: &str,
     range: Range<usize>,
     prefixes: &mut Vec<PrefixFile>,
     bindings: &mut Vec<BindingFile>,
 ) -> Option<()> {
-    if let Some((prefix, binding)) = crate::fast::read_range(text, range.clone()) {
-        prefixes.extend(prefix);
-        bindings.extend(binding);
-        return Some(());
-    }
     if range.len() > MAX_TABLE_BYTES {
         return None;
     }
@@ -139,26 +143,22 @@ fn shift<T>(value: Spanned<T>, offset: usize) -> Spanned<T> {
     Spanned::new(span.start + offset..span.end + offset, value.into_inner())
 }
 
-/// Everything but the prefix and binding tables, up to `end`, parsed as one document in which
-/// those tables are blanked (spaces, one newline), so that its spans are the file's.
-fn read_rest(text: &str, pieces: &[Piece], end: usize) -> Option<FileModel> {
+/// The pieces in `others` (in order), parsed as one document in which everything else is
+/// blanked (spaces, each blanked run ending with its newline), so that its spans are the file's.
+fn read_rest(text: &str, others: &[Range<usize>]) -> Option<FileModel> {
+    let end = others.last()?.end;
     let mut rest = String::with_capacity(end);
-    for piece in pieces {
-        if piece.range.start >= end {
-            break;
-        }
-        let part = text.get(piece.range.clone())?;
-        match piece.kind {
-            Kind::Other { .. } => rest.push_str(part),
-            Kind::Prefix | Kind::Binding => {
-                // Followed by another piece, so it ends with its last line's newline.
-                if !part.ends_with('\n') {
-                    return None;
-                }
-                rest.extend(std::iter::repeat_n(' ', part.len() - 1));
-                rest.push('\n');
+    for range in others {
+        let gap = range.start - rest.len();
+        if gap > 0 {
+            // A gap ends at a line's start, so with its last line's newline.
+            if !text.get(..range.start)?.ends_with('\n') {
+                return None;
             }
+            rest.extend(std::iter::repeat_n(' ', gap - 1));
+            rest.push('\n');
         }
+        rest.push_str(text.get(range.clone())?);
     }
     let mut scratch = Collector::new();
     let scan = bounds::scan_file(0, &rest, &mut scratch)?;
@@ -168,61 +168,71 @@ fn read_rest(text: &str, pieces: &[Piece], end: usize) -> Option<FileModel> {
     toml::from_str(&rest).ok()
 }
 
-/// The pieces of `text`, in order and covering it, cut at the start of the line of every
-/// top-level table header; `None` for a header or root key it does not expect (see the module
-/// comment) or brackets that do not balance.
-fn cut(text: &str) -> Option<Vec<Piece>> {
-    let source = toml_parser::Source::new(text);
+/// The piece of `text` that starts at `start` (a line's start at the top level, where the line
+/// scanner stopped): a prefix or binding table with the sub-tables written right after it, or
+/// other tables (and root keys) up to the next prefix or binding table. Cut with the lexer of
+/// the TOML parser; `None` for a header or root key it does not expect (see the module comment)
+/// or brackets that do not balance.
+fn piece_at(text: &str, start: usize) -> Option<Piece> {
+    let source = toml_parser::Source::new(text.get(start..)?);
     let mut tokens = source.lex().peekable();
-    let mut pieces = vec![Piece {
-        kind: Kind::Other { content: false },
-        range: 0..0,
-    }];
-    let mut line_begin = 0;
+    let mut kind: Option<Kind> = None;
+    let mut line_begin = start;
     let mut at_line_start = true;
     let mut depth = 0_usize;
-    let mut in_root = true;
     while let Some(token) = tokens.next() {
-        let kind = token.kind();
+        let token_kind = token.kind();
         if !at_line_start {
-            match kind {
+            match token_kind {
                 TokenKind::LeftSquareBracket | TokenKind::LeftCurlyBracket => depth += 1,
                 TokenKind::RightSquareBracket | TokenKind::RightCurlyBracket => {
                     depth = depth.checked_sub(1)?;
                 }
                 TokenKind::Newline if depth == 0 => {
                     at_line_start = true;
-                    line_begin = token.span().end();
+                    line_begin = start + token.span().end();
                 }
                 _ => {}
             }
             continue;
         }
-        match kind {
-            TokenKind::Whitespace | TokenKind::Comment | TokenKind::Newline => {
-                if kind == TokenKind::Newline {
-                    line_begin = token.span().end();
-                }
-            }
+        match token_kind {
+            TokenKind::Whitespace | TokenKind::Comment => {}
+            TokenKind::Newline => line_begin = start + token.span().end(),
             TokenKind::Eof => break,
             TokenKind::LeftSquareBracket => {
-                let header = header(text, &mut tokens)?;
-                in_root = false;
-                line_begin = start_piece(&mut pieces, header, line_begin)?;
+                let header = header(text.get(start..)?, &mut tokens)?;
+                match (kind, next_kind(kind, &header)?) {
+                    (None, Start(next)) => kind = Some(next),
+                    (None, Continue) => return None,
+                    // Other tables stay one piece; sub-tables stay with their table.
+                    (Some(Kind::Other), Start(Kind::Other)) | (Some(_), Continue) => {}
+                    (Some(current), Start(_)) => {
+                        return Some(Piece {
+                            kind: current,
+                            range: start..line_begin,
+                        });
+                    }
+                }
+                line_begin = start + header.line_end;
             }
             TokenKind::Atom | TokenKind::BasicString | TokenKind::LiteralString => {
-                // A key at the root could name `prefix` or `binding`: leave that to the parser.
-                let name = text.get(token.span().start()..token.span().end())?;
-                if in_root && (kind != TokenKind::Atom || name == "prefix" || name == "binding") {
-                    return None;
-                }
-                if let Some(last) = pieces.last_mut()
-                    && let Kind::Other { content } = &mut last.kind
-                {
-                    *content = true;
+                // A key before any header is a root key, which could name `prefix` or
+                // `binding`: leave that to the parser.
+                let name = source
+                    .input()
+                    .get(token.span().start()..token.span().end())?;
+                if kind.is_none() {
+                    if start != 0
+                        || token_kind != TokenKind::Atom
+                        || name == "prefix"
+                        || name == "binding"
+                    {
+                        return None;
+                    }
+                    kind = Some(Kind::Other);
                 }
                 at_line_start = false;
-                depth = 0;
             }
             _ => return None,
         }
@@ -230,9 +240,10 @@ fn cut(text: &str) -> Option<Vec<Piece>> {
     if !at_line_start && depth != 0 {
         return None;
     }
-    let last = pieces.len() - 1;
-    pieces[last].range.end = text.len();
-    Some(pieces)
+    Some(Piece {
+        kind: kind?,
+        range: start..text.len(),
+    })
 }
 
 /// A table header after its first `[`: whether it is an array of tables, its dotted key's
@@ -296,35 +307,29 @@ fn rest_of_line(tokens: &mut impl Iterator<Item = Token>) -> Option<usize> {
     None
 }
 
-/// Starts the piece of a header whose line starts at `line_begin` (or continues the current
-/// prefix or binding piece with its sub-table); returns where the next line starts.
-fn start_piece(pieces: &mut Vec<Piece>, header: Header<'_>, line_begin: usize) -> Option<usize> {
-    let kind = match header.parts.as_slice() {
-        ["prefix"] if header.array => Kind::Prefix,
-        ["binding"] if header.array => Kind::Binding,
+/// What a header means for the piece being cut (`current`, `None` before the first header).
+enum Next {
+    /// A header of this kind, which starts a piece unless it continues an `Other` piece.
+    Start(Kind),
+    /// A sub-table of the prefix or binding table of the current piece.
+    Continue,
+}
+use Next::{Continue, Start};
+
+fn next_kind(current: Option<Kind>, header: &Header<'_>) -> Option<Next> {
+    Some(match header.parts.as_slice() {
+        ["prefix"] if header.array => Start(Kind::Prefix),
+        ["binding"] if header.array => Start(Kind::Binding),
         [first, _, ..] if *first == "prefix" || *first == "binding" => {
-            let current = pieces.last()?.kind;
-            let same = matches!(
-                (current, *first),
-                (Kind::Prefix, "prefix") | (Kind::Binding, "binding")
-            );
             // A sub-table of the table just read belongs to its piece; anywhere else it would
             // reach across pieces.
-            return same.then_some(header.line_end);
+            let same = matches!(
+                (current?, *first),
+                (Kind::Prefix, "prefix") | (Kind::Binding, "binding")
+            );
+            return same.then_some(Continue);
         }
         [first, ..] if *first == "prefix" || *first == "binding" => return None,
-        _ => Kind::Other { content: true },
-    };
-    let last = pieces.last_mut()?;
-    if let (Kind::Other { content }, Kind::Other { .. }) = (&mut last.kind, kind) {
-        // Consecutive other tables stay one piece.
-        *content = true;
-        return Some(header.line_end);
-    }
-    last.range.end = line_begin;
-    pieces.push(Piece {
-        kind,
-        range: line_begin..line_begin,
-    });
-    Some(header.line_end)
+        _ => Start(Kind::Other),
+    })
 }

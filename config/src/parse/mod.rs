@@ -106,49 +106,44 @@ fn parse_with(sources: Vec<Source>, reader: Reader) -> (RawTopology, Diagnostics
     (raw, diagnostics)
 }
 
-/// One file's tables: through the fast path when it can read the file (bulk prefixes and
-/// bindings), else after the pre-scan table by table (`split`: its prefix and binding tables
-/// one at a time, whatever their syntax), else through TOML as one document; `None` (with the
-/// errors reported) when the file is refused or is not valid TOML for the schema. Every error
-/// comes from the whole-document parse: the other two report nothing and only read what it
-/// would read identically.
+/// One file's tables: table by table when it can (`split`: the line scanner reads the simple
+/// `[[prefix]]`/`[[binding]]` tables, `toml` each other one alone and the other tables as one
+/// document), else through TOML as one document after the pre-scan; `None` (with the errors
+/// reported) when the file is refused or is not valid TOML for the schema. Every error comes
+/// from the pre-scan and the whole-document parse: the per-table reader reports nothing and
+/// only reads what the whole-document parse would read identically.
 fn read_file(
     source_id: u32,
     text: &str,
     reader: Reader,
     collector: &mut Collector,
 ) -> Option<FileModel> {
-    let fast = match reader {
-        Reader::ByTables => crate::fast::parse_prefixes_and_bindings(text),
+    // The pre-scan looks for forbidden characters, nesting and parse cost. Of an ASCII file
+    // the per-table reader pre-scans only what the line scanner does not read (the lines it
+    // reads hold nothing the scan could find); of any other file, the whole file first.
+    let by_tables = match reader {
+        Reader::ByTables => true,
         #[cfg(test)]
-        Reader::WholeDocument => None,
+        Reader::WholeDocument => false,
+    };
+    let ascii = text.is_ascii();
+    if by_tables
+        && ascii
+        && let Some(file) = crate::split::read_by_tables(text, false)
+    {
+        return Some(file);
     }
-    .map(|(prefix, binding)| FileModel {
-        settings: None,
-        location: Vec::new(),
-        service: Vec::new(),
-        prefix,
-        binding,
-    });
-    // The pre-scan looks for forbidden characters, nesting and parse cost. A file the fast
-    // path read has no nesting and no parse-cost budget, and the fast path refuses control
-    // characters; if it is also ASCII it can hold no bidirectional or invisible character,
-    // so the scan (a pass over what are most of a large topology's bytes) has nothing to
-    // find.
-    if fast.is_none() || !text.is_ascii() {
-        let scan = bounds::scan_file(source_id, text, collector)?;
-        if fast.is_none() {
-            if reader == Reader::ByTables
-                && let Some(file) = crate::split::read_by_tables(text)
-            {
-                return Some(file);
-            }
-            if !bounds::check_parse_cost(source_id, text.len(), scan, collector) {
-                return None;
-            }
-        }
+    let scan = bounds::scan_file(source_id, text, collector)?;
+    if by_tables
+        && !ascii
+        && let Some(file) = crate::split::read_by_tables(text, true)
+    {
+        return Some(file);
     }
-    match fast.map_or_else(|| toml::from_str(text), Ok) {
+    if !bounds::check_parse_cost(source_id, text.len(), scan, collector) {
+        return None;
+    }
+    match toml::from_str(text) {
         Ok(file) => Some(file),
         Err(failure) => {
             let span = failure
