@@ -1,13 +1,13 @@
-//! `topology_scale [--style STYLE] BINDINGS [DIR]`: one measurement of the topology engine at a given size, in
-//! its own process so that its peak resident memory (VmHWM) is its own. Generates the synthetic
-//! topology (see `synth`), writes it to files, then times, in this order: a baseline parse of
-//! the full compile from the files (read, validate, tries, every location's desired set) and its
-//! peak RSS, a baseline parse of the same files into untyped TOML tables (after the compile, so
-//! it does not count in the compile's peak), and a plan of a change touching 1% of the bindings.
-//! Prints one JSON line. `--style` writes the prefix and binding tables in one of the
-//! generator's styles (`simple`, the default, `inline`, `dotted`, `subtables`, `quoted`,
-//! `one-file`; see `SynthStyle`). `benches/topology_scale.sh` runs it for the growth curve and
-//! for every style.
+//! `topology_scale [--style STYLE] BINDINGS [DIR]`: one measurement of the topology engine at
+//! a given size, in its own process so that its peak resident memory (VmHWM) is its own.
+//! Generates the synthetic topology (see `synth`), writes it to files, then times, in this
+//! order: the full compile from the files (read, validate, tries, every location's desired set)
+//! and its peak RSS, the parse alone (read and parse into the raw model), a baseline parse of
+//! the same files into untyped TOML tables (these two after the compile, so they do not count
+//! in its peak), and a plan of a change touching 1% of the bindings. Prints one JSON line.
+//! `--style` writes the prefix and binding tables in one of the generator's styles (`simple`,
+//! the default, `inline`, `dotted`, `subtables`, `quoted`, `one-file`; see `SynthStyle`).
+//! `benches/topology_scale.sh` runs it for every style and size.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -97,6 +97,14 @@ fn main() -> Result<(), String> {
     let compile_seconds = started.elapsed().as_secs_f64();
     let peak_after_compile = peak_resident_kib();
 
+    // The parse alone (read and parse into the raw model), after the compile so that it does
+    // not count in the compile's peak: the part of the compile the syntax can change.
+    let started = Instant::now();
+    let sources = load_sources(&old_paths).map_err(|error| error.to_string())?;
+    let raw = topologyd_config::parse_topology_sources_owned(sources).map_err(first_lines)?;
+    let parse_seconds = started.elapsed().as_secs_f64();
+    drop(raw);
+
     let started = Instant::now();
     let sources = load_sources(&old_paths).map_err(|error| error.to_string())?;
     for source in &sources {
@@ -113,7 +121,7 @@ fn main() -> Result<(), String> {
     let plan_seconds = started.elapsed().as_secs_f64();
 
     println!(
-        "{{\"style\":\"{}\",\"bindings\":{bindings},\"prefixes\":{},\"locations\":{},\"services\":{},\"input_mib\":{:.1},\"baseline_toml_parse_s\":{baseline_seconds:.3},\"compile_s\":{compile_seconds:.3},\"ratio_compile_to_parse\":{:.2},\"route_location_pairs\":{desired},\"peak_rss_after_compile_mib\":{:.0},\"resident_before_mib\":{:.0},\"plan_1pct_s\":{plan_seconds:.3},\"plan_changes\":{},\"plan_verdict\":\"{}\"}}",
+        "{{\"style\":\"{}\",\"bindings\":{bindings},\"prefixes\":{},\"locations\":{},\"services\":{},\"input_mib\":{:.1},\"baseline_toml_parse_s\":{baseline_seconds:.3},\"compile_s\":{compile_seconds:.3},\"parse_s\":{parse_seconds:.3},\"ratio_compile_to_parse\":{:.2},\"route_location_pairs\":{desired},\"peak_rss_after_compile_mib\":{:.0},\"resident_before_mib\":{:.0},\"plan_1pct_s\":{plan_seconds:.3},\"plan_changes\":{},\"plan_verdict\":\"{}\"}}",
         style.name(),
         spec.prefixes,
         spec.locations + 1,
