@@ -1,11 +1,12 @@
 //! Reading a topology file table by table, so that a large file costs about the same whatever
-//! its syntax. The file is cut at its top-level table headers with the lexer of the TOML parser
-//! itself (`toml_parser`, so strings, comments and multi-line arrays and inline tables are seen
-//! exactly as the parser sees them); every `[[prefix]]` or `[[binding]]` table (with the
-//! `[prefix.announce]`-style sub-tables right after it) is read alone — by the line scanner
-//! (`fast`) when its lines are simple, else by `toml` on that table's text only — and everything
-//! else (`[settings]`, `[[location]]`, `[[service]]`, …) is parsed by `toml` as one document in
-//! which the prefix and binding tables are blanked out, so every span stays the file's own.
+//! its syntax. The line scanner (`fast`) reads runs of `[[prefix]]` and `[[binding]]` tables
+//! and stops at the first table it cannot read or at another kind of table; from there, the
+//! lexer of the TOML parser itself (`toml_parser`, so strings, comments and multi-line arrays
+//! and inline tables are seen exactly as the parser sees them) finds where that piece ends: a
+//! prefix or binding table (with the `[prefix.roa]`-style sub-tables right after it), read alone
+//! by `toml`, or other tables (`[settings]`, `[[location]]`, `[[service]]`, root keys) up to the
+//! next prefix or binding table; then the scanner goes on. The other tables are parsed by `toml`
+//! as one document in which everything else is blanked, so every span stays the file's own.
 //!
 //! Owns: the cutting and the per-table reads. Must not touch: diagnostics. It reports nothing:
 //! `None` (a piece that does not parse, a header it does not expect, a budget exceeded) means
