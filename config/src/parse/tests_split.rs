@@ -55,7 +55,7 @@ fn prefix_table(index: usize, style: TableStyle, out: &mut String) {
         } else {
             format!("{}{equals}'owner {index}'", quote("owner"))
         },
-        format!("{}{equals}{}", quote("advertise"), index % 2 == 0),
+        format!("{}{equals}{}", quote("advertise"), index.is_multiple_of(2)),
     ];
     let mut after = String::new();
     match style.form {
