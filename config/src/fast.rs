@@ -12,6 +12,9 @@
 //! so every diagnostic still comes from the one TOML parser, and whatever it accepts it reads
 //! exactly as `toml` would, spans included (a unit test and the proptest in
 //! `parse/tests_split.rs` compare the two).
+//!
+//! Owns: reading the lines of prefix and binding tables. Must not touch: diagnostics, the other
+//! tables of a file (it stops at them and says where).
 
 use std::ops::Range;
 

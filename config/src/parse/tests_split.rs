@@ -3,6 +3,9 @@
 //! own form (inline tables, dotted keys, sub-tables, quoted keys, multi-line inline tables, key
 //! orders, comments, spacing, line endings), the fleet and services beside them or apart, and
 //! sometimes one defect. Both must give the same raw topology and the same diagnostics.
+//!
+//! Owns: the generated styles and the comparison. Must not touch: the parser's internals beyond
+//! choosing the reader.
 
 use proptest::prelude::*;
 
