@@ -160,7 +160,8 @@ fn inject(defect: usize, out: &mut String) {
 }
 
 /// The topology's files: `layout` 0 puts everything in one file, 1 the fleet and services
-/// apart, 2 a service (and the settings) between the prefix tables.
+/// apart, 2 a service (and the settings) between the prefix tables, 3 everything in one file
+/// with the prefix and binding tables first.
 fn topology(
     prefixes: &[(TableStyle, TableStyle)],
     layout: u8,
@@ -202,6 +203,10 @@ fn topology(
             "all.toml",
             ending(format!("{FLEET}{SERVICES}{tables}")),
         )],
+        3 => vec![Source::new(
+            "all.toml",
+            ending(format!("# prefixes first\n\n{tables}{FLEET}{SERVICES}")),
+        )],
         _ => vec![
             Source::new("fleet.toml", ending(format!("{FLEET}{SERVICES}"))),
             Source::new("prefixes.toml", ending(tables)),
@@ -215,7 +220,7 @@ proptest! {
     #[test]
     fn reading_by_tables_equals_the_whole_document_parse(
         prefixes in proptest::collection::vec((table_style(), table_style()), 1..6),
-        layout in 0..3_u8,
+        layout in 0..4_u8,
         defect in (0..DEFECTS * 2, any::<usize>()),
         crlf in any::<bool>(),
     ) {
