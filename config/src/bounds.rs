@@ -17,8 +17,9 @@ use crate::text::is_bidirectional_control;
 
 /// The largest topology accepted, all files together: 256 MiB. A 300,000-binding topology is
 /// about 26 MiB, the 1,000,000-binding one of the benchmarks 86 MiB, and the BGP benchmark's
-/// 1,200,000 routes written one `[[prefix]]` and `[[binding]]` each 167 MiB; such files go
-/// through the fast path (about 5 bytes of memory per input byte). A pushed bundle is held to
+/// 1,200,000 routes written one `[[prefix]]` and `[[binding]]` each 167 MiB; their prefix and
+/// binding tables are read one at a time (`split`, `fast`: about 5 bytes of memory per input
+/// byte). A pushed bundle is held to
 /// the control API's smaller request limits as well.
 pub const MAX_TOPOLOGY_BYTES: usize = 256 << 20;
 
@@ -58,8 +59,9 @@ pub const PARSE_BYTES_PER_INPUT_BYTE: usize = 8;
 /// …plus this allowance (32 MiB) per file, so that ordinary files fit: a fleet file of 2,048
 /// locations, or up to about 5,000 `[[prefix]]` tables with `announce = { split = .. }` and
 /// `roa = { .. }` in one file (the general parser costs some 45 times such a file's size).
-/// Longer lists go in several files (the allowance is per file, and files are parsed one after
-/// the other) or, for prefixes and bindings, in the plain form the fast path reads.
+/// The budget applies to what the general parser reads as one document: a file that parses
+/// table by table (`split`) is held to it for its tables other than prefixes and bindings only;
+/// a file that does not is parsed whole for its error, under the budget.
 pub const PARSE_ALLOWANCE_BYTES: usize = 32 << 20;
 
 /// Reports an error when the sources together exceed [`MAX_TOPOLOGY_BYTES`]; true when within.
@@ -112,12 +114,17 @@ impl Scan {
     }
 }
 
+/// The most the general parser may cost on a text of `length` bytes.
+pub fn parse_budget(length: usize) -> usize {
+    length
+        .saturating_mul(PARSE_BYTES_PER_INPUT_BYTE)
+        .saturating_add(PARSE_ALLOWANCE_BYTES)
+}
+
 /// Whether the estimated parse cost of a file of `length` bytes fits its budget; reports an
 /// error at the file's start when it does not.
 pub fn check_parse_cost(source: u32, length: usize, scan: Scan, collector: &mut Collector) -> bool {
-    let budget = length
-        .saturating_mul(PARSE_BYTES_PER_INPUT_BYTE)
-        .saturating_add(PARSE_ALLOWANCE_BYTES);
+    let budget = parse_budget(length);
     if scan.parse_cost() <= budget {
         return true;
     }

@@ -1,14 +1,22 @@
-//! A fast path for the bulk of large topologies: files made only of `[[prefix]]` and
-//! `[[binding]]` tables whose values are simple scalars. Such files hold nearly all the bytes of
-//! a 300,000-binding topology, and a general TOML parser spends most of the compile budget on
-//! them. This scanner accepts a strict subset of TOML — bare keys, basic strings without
-//! escapes, literal strings, decimal integers, booleans, comments, and the two one-line inline
-//! tables of integers a prefix uses (`announce = { split = 24 }`, `roa = { asn = 13335,
-//! max_length = 24 }`), and `rpki = "allow" | "warn" | "refuse"` — and returns `None` for anything else (another table, any other inline
-//! table, an escape, a duplicate or unknown key, a missing required key), in which case the
-//! caller parses the file with `toml` as usual. It
-//! never reports errors itself, so every diagnostic still comes from the one TOML parser, and
-//! whatever it accepts it reads exactly as `toml` would (a unit test compares the two).
+//! A fast path for the bulk of large topologies: `[[prefix]]` and `[[binding]]` tables whose
+//! lines are simple. Such tables hold nearly all the bytes of a 300,000-binding topology, and a
+//! general TOML parser spends most of the compile budget on them. This scanner accepts a strict
+//! subset of TOML — bare keys and quoted keys without escapes, basic strings without escapes,
+//! literal strings, decimal integers, booleans, comments, any key order, and the two tables a
+//! prefix uses (`announce` with `split`, `roa` with `asn` and `max_length`) written as one-line
+//! inline tables (`roa = { asn = 13335, max_length = 24 }`), as dotted keys (`roa.asn = 13335`)
+//! or as sub-tables after their prefix (`[prefix.roa]`), and `rpki = "allow" | "warn" |
+//! "refuse"` — and returns `None` for anything else (another table, any other inline table, an
+//! escape, a duplicate or unknown key, a missing required key), in which case the caller reads
+//! the table with `toml` (`split`) or the file as one document. It never reports errors itself,
+//! so every diagnostic still comes from the one TOML parser, and whatever it accepts it reads
+//! exactly as `toml` would, spans included (a unit test and the proptest in
+//! `parse/tests_split.rs` compare the two).
+//!
+//! Owns: reading the lines of prefix and binding tables. Must not touch: diagnostics, the other
+//! tables of a file (it stops at them and says where).
+
+use std::ops::Range;
 
 use toml::Spanned;
 
@@ -26,14 +34,25 @@ enum Value<'a> {
 /// At most this many keys in an inline table the fast path reads (a prefix uses two).
 const MAX_INLINE_KEYS: usize = 4;
 
+/// `announce` or `roa` written over several lines — dotted keys (`roa.asn = 1`) or a sub-table
+/// (`[prefix.roa]`) — with the span `toml` gives it (the first dotted key's first part, or the
+/// header from `[` to `]`) and the integers read so far.
+struct Partial<'a> {
+    span: Range<usize>,
+    header: bool,
+    pairs: Vec<(&'a str, u64)>,
+}
+
 #[derive(Default)]
-struct PrefixFields {
+struct PrefixFields<'a> {
     cidr: Option<Spanned<String>>,
     origin_asn: Option<Spanned<u32>>,
     owner: Option<String>,
     advertise: Option<bool>,
     announce: Option<Spanned<AnnounceFile>>,
     roa: Option<Spanned<RoaFile>>,
+    announce_parts: Option<Partial<'a>>,
+    roa_parts: Option<Partial<'a>>,
     rpki: Option<NotFoundPolicy>,
     irr_token: Option<String>,
     rdns_token: Option<String>,
@@ -45,10 +64,22 @@ struct BindingFields {
     service: Option<Spanned<String>>,
 }
 
-enum Table {
+// One value on the scanner's stack at a time, replaced per table: boxing the prefix's fields
+// would only add an allocation per prefix.
+#[allow(clippy::large_enum_variant)]
+enum Table<'a> {
     None,
-    Prefix(PrefixFields),
+    Prefix(PrefixFields<'a>),
     Binding(BindingFields),
+}
+
+/// Which table the lines being read belong to: the `[[prefix]]`/`[[binding]]` itself, or the
+/// `[prefix.announce]` or `[prefix.roa]` sub-table written after it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Context {
+    Main,
+    Announce,
+    Roa,
 }
 
 fn set<T>(slot: &mut Option<T>, value: T) -> Option<()> {
@@ -59,24 +90,61 @@ fn set<T>(slot: &mut Option<T>, value: T) -> Option<()> {
     Some(())
 }
 
+/// `{ split = N }` as `toml` reads it into an announce mode.
+fn announce_of(pairs: &[(&str, u64)]) -> Option<AnnounceFile> {
+    match pairs {
+        [("split", length)] => Some(AnnounceFile(AnnounceMode::Split(
+            u8::try_from(*length).ok()?,
+        ))),
+        _ => None,
+    }
+}
+
+/// `{ asn = N, max_length = N }` (either order) as `toml` reads it.
+fn roa_of(pairs: &[(&str, u64)]) -> Option<RoaFile> {
+    let find = |name: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| *value)
+    };
+    if pairs.len() != 2 {
+        return None;
+    }
+    Some(RoaFile {
+        asn: u32::try_from(find("asn")?).ok()?,
+        max_length: u8::try_from(find("max_length")?).ok()?,
+    })
+}
+
 fn finish(
-    table: Table,
+    table: Table<'_>,
     prefixes: &mut Vec<PrefixFile>,
     bindings: &mut Vec<BindingFile>,
 ) -> Option<()> {
     match table {
         Table::None => {}
-        Table::Prefix(fields) => prefixes.push(PrefixFile {
-            cidr: fields.cidr?,
-            origin_asn: fields.origin_asn?,
-            owner: fields.owner?,
-            advertise: fields.advertise?,
-            announce: fields.announce,
-            roa: fields.roa,
-            rpki: fields.rpki,
-            irr_token: fields.irr_token,
-            rdns_token: fields.rdns_token,
-        }),
+        Table::Prefix(mut fields) => {
+            if let Some(partial) = fields.announce_parts.take() {
+                let announce = announce_of(&partial.pairs)?;
+                set(&mut fields.announce, Spanned::new(partial.span, announce))?;
+            }
+            if let Some(partial) = fields.roa_parts.take() {
+                let roa = roa_of(&partial.pairs)?;
+                set(&mut fields.roa, Spanned::new(partial.span, roa))?;
+            }
+            prefixes.push(PrefixFile {
+                cidr: fields.cidr?,
+                origin_asn: fields.origin_asn?,
+                owner: fields.owner?,
+                advertise: fields.advertise?,
+                announce: fields.announce,
+                roa: fields.roa,
+                rpki: fields.rpki,
+                irr_token: fields.irr_token,
+                rdns_token: fields.rdns_token,
+            });
+        }
         Table::Binding(fields) => bindings.push(BindingFile {
             cidr: fields.cidr?,
             service: fields.service?,
@@ -95,20 +163,9 @@ fn ends_line(rest: &str) -> bool {
 fn value(text: &str) -> Option<(Value<'_>, usize)> {
     let first = *text.as_bytes().first()?;
     match first {
-        b'"' => {
-            let close = text[1..].find('"')? + 1;
-            let content = &text[1..close];
-            if content.contains('\\') || text.starts_with("\"\"\"") {
-                return None;
-            }
-            Some((Value::Text(content), close + 1))
-        }
-        b'\'' => {
-            if text.starts_with("'''") {
-                return None;
-            }
-            let close = text[1..].find('\'')? + 1;
-            Some((Value::Text(&text[1..close]), close + 1))
+        b'"' | b'\'' => {
+            let (content, length) = quoted(text)?;
+            Some((Value::Text(content), length))
         }
         b't' if text.starts_with("true") => Some((Value::Boolean(true), 4)),
         b'f' if text.starts_with("false") => Some((Value::Boolean(false), 5)),
@@ -121,6 +178,21 @@ fn value(text: &str) -> Option<(Value<'_>, usize)> {
     }
 }
 
+/// A one-line basic string without escapes or a literal string at the start of `text`: its
+/// content and its length with the quotes.
+fn quoted(text: &str) -> Option<(&str, usize)> {
+    let quote = *text.as_bytes().first()?;
+    if !matches!(quote, b'"' | b'\'') || text.as_bytes().get(1..3) == Some(&[quote, quote][..]) {
+        return None;
+    }
+    let close = text[1..].find(char::from(quote))? + 1;
+    let content = &text[1..close];
+    if quote == b'"' && content.contains('\\') {
+        return None;
+    }
+    Some((content, close + 1))
+}
+
 /// A decimal integer at the start of `text` (no sign, no leading zero, no underscores).
 fn integer(text: &str) -> Option<(u64, usize)> {
     let length = text.bytes().take_while(u8::is_ascii_digit).count();
@@ -130,10 +202,19 @@ fn integer(text: &str) -> Option<(u64, usize)> {
     Some((text[..length].parse().ok()?, length))
 }
 
+fn blank(rest: &str) -> usize {
+    rest.len() - rest.trim_start_matches([' ', '\t']).len()
+}
+
+fn bare_key_length(text: &str) -> usize {
+    text.bytes()
+        .take_while(|byte| byte.is_ascii_alphanumeric() || *byte == b'_' || *byte == b'-')
+        .count()
+}
+
 /// `{ key = INTEGER, key = INTEGER }` on one line: bare keys, single spaces or tabs, commas
 /// between pairs, none after the last (a trailing comma and newlines are left to `toml`).
 fn inline_integers(text: &str) -> Option<(Value<'_>, usize)> {
-    let blank = |rest: &str| rest.len() - rest.trim_start_matches([' ', '\t']).len();
     let mut position = 1;
     let mut pairs: Vec<(&str, u64)> = Vec::new();
     loop {
@@ -141,14 +222,16 @@ fn inline_integers(text: &str) -> Option<(Value<'_>, usize)> {
         if pairs.is_empty() && text[position..].starts_with('}') {
             return None;
         }
-        let key_length = text[position..]
-            .bytes()
-            .take_while(|byte| byte.is_ascii_alphanumeric() || *byte == b'_')
-            .count();
+        let (key, key_length) = match text.as_bytes().get(position)? {
+            b'"' | b'\'' => quoted(&text[position..])?,
+            _ => {
+                let length = bare_key_length(&text[position..]);
+                (&text[position..position + length], length)
+            }
+        };
         if key_length == 0 {
             return None;
         }
-        let key = &text[position..position + key_length];
         position += key_length;
         position += blank(&text[position..]);
         position += text[position..].strip_prefix('=').map(|_| 1)?;
@@ -168,142 +251,341 @@ fn inline_integers(text: &str) -> Option<(Value<'_>, usize)> {
     }
 }
 
+/// The key at the start of a line: a bare key, a quoted key without escapes, or a dotted key of
+/// two bare parts (`roa.asn`, blanks around the dot allowed); its parts, the first part's
+/// length, and the rest of the line.
+struct Key<'a> {
+    name: &'a str,
+    dotted: Option<&'a str>,
+    first_length: usize,
+    rest: &'a str,
+}
+
+fn key(content: &str) -> Option<Key<'_>> {
+    if matches!(content.as_bytes().first(), Some(b'"' | b'\'')) {
+        let (name, length) = quoted(content)?;
+        let rest = content[length..].trim_start_matches([' ', '\t']);
+        if rest.starts_with('.') {
+            return None;
+        }
+        return Some(Key {
+            name,
+            dotted: None,
+            first_length: length,
+            rest,
+        });
+    }
+    let first_length = bare_key_length(content);
+    if first_length == 0 {
+        return None;
+    }
+    let name = &content[..first_length];
+    let rest = content[first_length..].trim_start_matches([' ', '\t']);
+    let Some(after_dot) = rest.strip_prefix('.') else {
+        return Some(Key {
+            name,
+            dotted: None,
+            first_length,
+            rest,
+        });
+    };
+    let after_dot = after_dot.trim_start_matches([' ', '\t']);
+    let second_length = bare_key_length(after_dot);
+    let rest = after_dot[second_length..].trim_start_matches([' ', '\t']);
+    if second_length == 0 || rest.starts_with('.') {
+        return None;
+    }
+    Some(Key {
+        name,
+        dotted: Some(&after_dot[..second_length]),
+        first_length,
+        rest,
+    })
+}
+
+/// Where the tables being read are appended, and where reading would resume after a failure:
+/// the start of the line of the current table's header (or of the first line read).
+struct Output<'v> {
+    prefixes: &'v mut Vec<PrefixFile>,
+    bindings: &'v mut Vec<BindingFile>,
+    stop: usize,
+}
+
+/// A table header line (its text from the first `[`, which is `offset` bytes into the file, on
+/// the line starting at `line`): `[[prefix]]` and `[[binding]]` start a table (finishing the
+/// one before), `[prefix.announce]` and `[prefix.roa]` a sub-table of the current prefix;
+/// returns the context of the lines after it. Another table's header finishes the current
+/// table and stops the scan at its line.
+fn header<'a>(
+    content: &str,
+    offset: usize,
+    line: usize,
+    table: &mut Table<'a>,
+    output: &mut Output<'_>,
+) -> Option<Context> {
+    let array = content.starts_with("[[");
+    let inner_start = if array { 2 } else { 1 };
+    let close = content[inner_start..].find(']')? + inner_start;
+    if array && !content[close..].starts_with("]]") {
+        return None;
+    }
+    let after = close + inner_start;
+    if !ends_line(&content[after..]) {
+        return None;
+    }
+    let mut parts = content[inner_start..close]
+        .split('.')
+        .map(|part| part.trim_matches([' ', '\t']));
+    let parts = [parts.next(), parts.next(), parts.next()];
+    let fresh = match (array, parts) {
+        (true, [Some("prefix"), None, None]) => Table::Prefix(PrefixFields::default()),
+        (true, [Some("binding"), None, None]) => Table::Binding(BindingFields::default()),
+        (false, [Some("prefix"), Some(name @ ("announce" | "roa")), None]) => {
+            let Table::Prefix(fields) = table else {
+                return None;
+            };
+            let (done, slot, context) = if name == "announce" {
+                (
+                    fields.announce.is_some(),
+                    &mut fields.announce_parts,
+                    Context::Announce,
+                )
+            } else {
+                (fields.roa.is_some(), &mut fields.roa_parts, Context::Roa)
+            };
+            if done {
+                return None;
+            }
+            let partial = Partial {
+                span: offset..offset + after,
+                header: true,
+                pairs: Vec::new(),
+            };
+            set(slot, partial)?;
+            return Some(context);
+        }
+        (_, [Some(first), ..])
+            if first != "prefix"
+                && first != "binding"
+                && !first.is_empty()
+                && bare_key_length(first) == first.len() =>
+        {
+            finish(
+                std::mem::replace(table, Table::None),
+                output.prefixes,
+                output.bindings,
+            )?;
+            output.stop = line;
+            return None;
+        }
+        _ => return None,
+    };
+    finish(
+        std::mem::replace(table, fresh),
+        output.prefixes,
+        output.bindings,
+    )?;
+    output.stop = line;
+    Some(Context::Main)
+}
+
 /// Reads `text` if it is made only of `[[prefix]]` and `[[binding]]` tables in the simple
-/// subset described in the module comment; `None` means "parse it with `toml`".
+/// subset described in the module comment; `None` means "parse it with `toml`". (What the tests
+/// compare with `toml`; the parser goes through [`read_until`].)
+#[cfg(test)]
 pub(crate) fn parse_prefixes_and_bindings(
     text: &str,
 ) -> Option<(Vec<PrefixFile>, Vec<BindingFile>)> {
-    // Control characters other than tab are invalid almost everywhere in TOML, and a carriage
-    // return must end a line: leave such files to the full parser.
-    let bytes = text.as_bytes();
-    for (index, byte) in bytes.iter().enumerate() {
-        let invalid = match byte {
-            b'\r' => bytes.get(index + 1) != Some(&b'\n'),
-            b'\t' | b'\n' => false,
-            0x00..=0x1f | 0x7f => true,
-            _ => false,
-        };
-        if invalid {
-            return None;
-        }
-    }
     let mut prefixes = Vec::new();
     let mut bindings = Vec::new();
+    read_until(text, 0..text.len(), &mut prefixes, &mut bindings).ok()?;
+    Some((prefixes, bindings))
+}
+
+/// Reads the tables of `text[range]` (which starts at a line's start), spans counted from the
+/// start of `text`, appending each table it reads whole; stops at the first table it cannot
+/// read or at the header of another kind of table, and returns the offset of that table's
+/// line (`Err`), from where the per-table reader (`split`) goes on.
+pub(crate) fn read_until(
+    text: &str,
+    range: Range<usize>,
+    prefixes: &mut Vec<PrefixFile>,
+    bindings: &mut Vec<BindingFile>,
+) -> Result<(), usize> {
+    let mut output = Output {
+        prefixes,
+        bindings,
+        stop: range.start,
+    };
+    match read_lines(text, range, &mut output) {
+        Some(()) => Ok(()),
+        None => Err(output.stop),
+    }
+}
+
+fn read_lines(text: &str, range: Range<usize>, output: &mut Output<'_>) -> Option<()> {
+    let first = range.start;
+    let text = text.get(range)?;
     let mut table = Table::None;
-    let mut line_start = 0;
+    let mut context = Context::Main;
+    let mut line_start = first;
     for raw_line in text.split_inclusive('\n') {
         let start = line_start;
         line_start += raw_line.len();
         let line = raw_line
             .strip_suffix('\n')
             .map_or(raw_line, |line| line.strip_suffix('\r').unwrap_or(line));
+        // Control characters other than tab are invalid almost everywhere in TOML, and a
+        // carriage return must end a line: leave such lines to the full parser.
+        if line
+            .bytes()
+            .any(|byte| matches!(byte, 0x00..=0x08 | 0x0a..=0x1f | 0x7f))
+        {
+            return None;
+        }
         let content = line.trim_start_matches([' ', '\t']);
+        let key_start = start + (line.len() - content.len());
         if content.is_empty() || content.starts_with('#') {
             continue;
         }
-        if let Some(header) = content.strip_prefix("[[") {
-            let close = header.find("]]")?;
-            if !ends_line(&header[close + 2..]) {
-                return None;
-            }
-            finish(
-                std::mem::replace(&mut table, Table::None),
-                &mut prefixes,
-                &mut bindings,
-            )?;
-            table = match header[..close].trim_matches([' ', '\t']) {
-                "prefix" => Table::Prefix(PrefixFields::default()),
-                "binding" => Table::Binding(BindingFields::default()),
-                _ => return None,
-            };
+        if content.starts_with('[') {
+            context = header(content, key_start, start, &mut table, output)?;
             continue;
         }
-        let key_length = content
-            .bytes()
-            .take_while(|byte| byte.is_ascii_alphanumeric() || *byte == b'_')
-            .count();
-        let key = &content[..key_length];
-        let after_key = content[key_length..].trim_start_matches([' ', '\t']);
-        let after_equals = after_key.strip_prefix('=')?.trim_start_matches([' ', '\t']);
+        let key = key(content)?;
+        let after_equals = key.rest.strip_prefix('=')?.trim_start_matches([' ', '\t']);
         let value_start = start + (line.len() - after_equals.len());
         let (parsed, length) = value(after_equals)?;
         if !ends_line(&after_equals[length..]) {
             return None;
         }
         let span = value_start..value_start + length;
-        match (&mut table, key, parsed) {
-            (Table::Prefix(fields), "cidr", Value::Text(text)) => {
-                set(&mut fields.cidr, Spanned::new(span, text.to_string()))?;
-            }
-            (Table::Prefix(fields), "origin_asn", Value::Integer(number)) => {
-                let number = u32::try_from(number).ok()?;
-                set(&mut fields.origin_asn, Spanned::new(span, number))?;
-            }
-            (Table::Prefix(fields), "owner", Value::Text(text)) => {
-                set(&mut fields.owner, text.to_string())?;
-            }
-            (Table::Prefix(fields), "advertise", Value::Boolean(flag)) => {
-                set(&mut fields.advertise, flag)?;
-            }
-            (Table::Prefix(fields), "announce", Value::Text("aggregate")) => {
-                set(
-                    &mut fields.announce,
-                    Spanned::new(span, AnnounceFile(AnnounceMode::Aggregate)),
-                )?;
-            }
-            (Table::Prefix(fields), "announce", Value::Integers(pairs)) => match pairs.as_slice() {
-                [("split", length)] => {
-                    let length = u8::try_from(*length).ok()?;
-                    set(
-                        &mut fields.announce,
-                        Spanned::new(span, AnnounceFile(AnnounceMode::Split(length))),
-                    )?;
+        match (&mut table, context) {
+            (Table::Prefix(fields), Context::Main) => match key.dotted {
+                None => prefix_key(fields, key.name, parsed, span)?,
+                Some(inner) => {
+                    let key_span = key_start..key_start + key.first_length;
+                    dotted_key(fields, key.name, inner, parsed, key_span)?;
                 }
-                _ => return None,
             },
-            (Table::Prefix(fields), "roa", Value::Integers(pairs)) => {
-                let find = |name: &str| {
-                    pairs
-                        .iter()
-                        .find(|(key, _)| *key == name)
-                        .map(|(_, value)| *value)
-                };
-                if pairs.len() != 2 {
+            (Table::Prefix(fields), Context::Announce | Context::Roa) => {
+                let (Value::Integer(number), None) = (parsed, key.dotted) else {
                     return None;
-                }
-                let roa = RoaFile {
-                    asn: u32::try_from(find("asn")?).ok()?,
-                    max_length: u8::try_from(find("max_length")?).ok()?,
                 };
-                set(&mut fields.roa, Spanned::new(span, roa))?;
+                let partial = if context == Context::Announce {
+                    fields.announce_parts.as_mut()?
+                } else {
+                    fields.roa_parts.as_mut()?
+                };
+                add_pair(partial, key.name, number)?;
             }
-            (Table::Prefix(fields), "rpki", Value::Text(text)) => {
-                let policy = match text {
-                    "allow" => NotFoundPolicy::Allow,
-                    "warn" => NotFoundPolicy::Warn,
-                    "refuse" => NotFoundPolicy::Refuse,
-                    // Anything else is an error: `toml` (through serde) reports it.
+            (Table::Binding(fields), Context::Main) if key.dotted.is_none() => {
+                match (key.name, parsed) {
+                    ("cidr", Value::Text(text)) => {
+                        set(&mut fields.cidr, Spanned::new(span, text.to_string()))?;
+                    }
+                    ("service", Value::Text(text)) => {
+                        set(&mut fields.service, Spanned::new(span, text.to_string()))?;
+                    }
                     _ => return None,
-                };
-                set(&mut fields.rpki, policy)?;
-            }
-            (Table::Prefix(fields), "irr_token", Value::Text(text)) => {
-                set(&mut fields.irr_token, text.to_string())?;
-            }
-            (Table::Prefix(fields), "rdns_token", Value::Text(text)) => {
-                set(&mut fields.rdns_token, text.to_string())?;
-            }
-            (Table::Binding(fields), "cidr", Value::Text(text)) => {
-                set(&mut fields.cidr, Spanned::new(span, text.to_string()))?;
-            }
-            (Table::Binding(fields), "service", Value::Text(text)) => {
-                set(&mut fields.service, Spanned::new(span, text.to_string()))?;
+                }
             }
             _ => return None,
         }
     }
-    finish(table, &mut prefixes, &mut bindings)?;
-    Some((prefixes, bindings))
+    finish(table, output.prefixes, output.bindings)
+}
+
+fn add_pair<'a>(partial: &mut Partial<'a>, name: &'a str, number: u64) -> Option<()> {
+    if partial.pairs.iter().any(|(seen, _)| *seen == name) || partial.pairs.len() == MAX_INLINE_KEYS
+    {
+        return None;
+    }
+    partial.pairs.push((name, number));
+    Some(())
+}
+
+/// `announce.split = N`, `roa.asn = N`, `roa.max_length = N` in a prefix's own lines.
+fn dotted_key<'a>(
+    fields: &mut PrefixFields<'a>,
+    table: &str,
+    name: &'a str,
+    parsed: Value<'a>,
+    key_span: Range<usize>,
+) -> Option<()> {
+    let Value::Integer(number) = parsed else {
+        return None;
+    };
+    let (done, slot) = match table {
+        "announce" => (fields.announce.is_some(), &mut fields.announce_parts),
+        "roa" => (fields.roa.is_some(), &mut fields.roa_parts),
+        _ => return None,
+    };
+    if done {
+        return None;
+    }
+    let partial = slot.get_or_insert_with(|| Partial {
+        span: key_span,
+        header: false,
+        pairs: Vec::new(),
+    });
+    if partial.header {
+        return None;
+    }
+    add_pair(partial, name, number)
+}
+
+/// One `key = value` line of a prefix (not dotted).
+fn prefix_key<'a>(
+    fields: &mut PrefixFields<'a>,
+    key: &str,
+    parsed: Value<'a>,
+    span: Range<usize>,
+) -> Option<()> {
+    match (key, parsed) {
+        ("cidr", Value::Text(text)) => {
+            set(&mut fields.cidr, Spanned::new(span, text.to_string()))?;
+        }
+        ("origin_asn", Value::Integer(number)) => {
+            let number = u32::try_from(number).ok()?;
+            set(&mut fields.origin_asn, Spanned::new(span, number))?;
+        }
+        ("owner", Value::Text(text)) => {
+            set(&mut fields.owner, text.to_string())?;
+        }
+        ("advertise", Value::Boolean(flag)) => {
+            set(&mut fields.advertise, flag)?;
+        }
+        ("announce", parsed) if fields.announce_parts.is_none() => {
+            let announce = match parsed {
+                Value::Text("aggregate") => AnnounceFile(AnnounceMode::Aggregate),
+                Value::Integers(pairs) => announce_of(&pairs)?,
+                _ => return None,
+            };
+            set(&mut fields.announce, Spanned::new(span, announce))?;
+        }
+        ("roa", Value::Integers(pairs)) if fields.roa_parts.is_none() => {
+            set(&mut fields.roa, Spanned::new(span, roa_of(&pairs)?))?;
+        }
+        ("rpki", Value::Text(text)) => {
+            let policy = match text {
+                "allow" => NotFoundPolicy::Allow,
+                "warn" => NotFoundPolicy::Warn,
+                "refuse" => NotFoundPolicy::Refuse,
+                // Anything else is an error: `toml` (through serde) reports it.
+                _ => return None,
+            };
+            set(&mut fields.rpki, policy)?;
+        }
+        ("irr_token", Value::Text(text)) => {
+            set(&mut fields.irr_token, text.to_string())?;
+        }
+        ("rdns_token", Value::Text(text)) => {
+            set(&mut fields.rdns_token, text.to_string())?;
+        }
+        _ => return None,
+    }
+    Some(())
 }
 
 #[cfg(test)]
@@ -367,6 +649,40 @@ mod tests {
         same_as_toml(
             "[[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\nrpki = \"refuse\"\n",
         );
+    }
+
+    #[test]
+    fn reads_dotted_keys_sub_tables_and_quoted_keys_exactly_like_toml() {
+        let plain = "cidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n";
+        same_as_toml(&format!(
+            "[[prefix]]\nroa.asn = 1\n{plain}announce . split = 24 # x\nroa.max_length = 24\n"
+        ));
+        same_as_toml(&format!(
+            "[[prefix]]\n{plain}[ prefix . announce ]  # x\nsplit = 24\n[prefix.roa]\nmax_length = 24\n'asn' = 1\n[[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"s\"\n"
+        ));
+        same_as_toml(
+            "[[prefix]]\n\"cidr\" = '192.0.2.0/24'\n'origin_asn' = 1\n\"owner\" = \"o\"\n\"advertise\" = false\n\"roa\" = { \"asn\" = 1, 'max_length' = 24 }\n",
+        );
+        for text in [
+            format!("[[prefix]]\n{plain}announce.split = 24\nannounce = {{ split = 24 }}\n"),
+            format!(
+                "[[prefix]]\n{plain}announce = {{ split = 24 }}\n[prefix.announce]\nsplit = 24\n"
+            ),
+            format!("[[prefix]]\n{plain}announce.split = 24\n[prefix.announce]\nsplit = 24\n"),
+            format!("[[prefix]]\n{plain}[prefix.announce]\n"),
+            format!("[[prefix]]\n{plain}[prefix.roa]\nasn = 1\n"),
+            format!("[[prefix]]\n{plain}[prefix.roa]\nasn = 1\nmax_length = 24\ncidr = \"x\"\n"),
+            format!("[[prefix]]\n{plain}roa.asn = 1\nroa.asn = 2\nroa.max_length = 24\n"),
+            format!("[[prefix]]\n{plain}roa.asn.x = 1\n"),
+            format!("[[prefix]]\n{plain}\"roa\".asn = 1\nroa.max_length = 24\n"),
+            format!("[[prefix]]\n{plain}cidr.x = 1\n"),
+            "[[binding]]\ncidr = \"a\"\nservice = \"x\"\n[prefix.roa]\nasn = 1\n".to_string(),
+            format!("[[prefix]]\n{plain}[prefix.roa]]\n"),
+            format!("[[prefix]]\n{plain}[prefix]\n"),
+            "[[binding]]\n\"cidr\" = \"a\\u0041\"\nservice = \"x\"\n".to_string(),
+        ] {
+            assert!(parse_prefixes_and_bindings(&text).is_none(), "{text:?}");
+        }
     }
 
     #[test]

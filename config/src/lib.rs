@@ -10,7 +10,8 @@
 //! [`diagnostic`] (errors and warnings with help), [`selector`] (topology selector AST and
 //! parser), [`model`] (the raw model and its documented defaults), [`parse`] (TOML to raw model
 //! through the private `file` schema; a private fast path reads the bulk
-//! `[[prefix]]`/`[[binding]]` files of large topologies),
+//! `[[prefix]]`/`[[binding]]` files of large topologies, and `split` reads any other file that
+//! holds such tables one table at a time),
 //! [`health`] (health-check declarations and their conversion), [`daemon`] (the daemon's own
 //! `topologyd.toml`), [`bounds`] (size, nesting and character limits checked before parsing),
 //! [`fuzz_entry`] (the selector parser's properties, shared by the fuzz target and its replay).
@@ -33,6 +34,7 @@ pub mod model;
 pub mod parse;
 pub mod selector;
 pub mod source;
+mod split;
 pub mod startup;
 pub mod text;
 

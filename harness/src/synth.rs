@@ -7,7 +7,11 @@
 //! services of more-specific bindings are announced at least wherever the covering route is),
 //! so a benchmark measures the compiler's work, not its error path.
 //!
-//! Owns nothing but string building; it is deterministic for a given [`SynthSpec`].
+//! The same topology can be written in several styles ([`SynthStyle`]): the plain one, the
+//! README's inline tables with comments, dotted keys, sub-tables, quoted keys, or everything in
+//! one file; they compile to the same topology, so a benchmark can compare what syntax costs.
+//!
+//! Owns nothing but string building; it is deterministic for a given [`SynthSpec`] and style.
 
 use std::fmt::Write as _;
 
@@ -50,6 +54,55 @@ impl SynthSpec {
     }
 }
 
+/// How the prefix and binding tables are written (the fleet and services are the same in all).
+/// Every style but `Simple` adds `announce = { split = LENGTH }` (the prefix's own length, so
+/// the routes do not change) and `roa = { asn, max_length }` to every prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynthStyle {
+    /// `key = value` lines only, in schema order, no comments (the baseline of the benchmark).
+    Simple,
+    /// One-line inline tables as in README's example, keys in another order, trailing comments.
+    Inline,
+    /// `announce.split = 24`, `roa.asn = …`: dotted keys.
+    Dotted,
+    /// `[prefix.announce]` and `[prefix.roa]` sub-tables after each `[[prefix]]`.
+    Subtables,
+    /// Quoted keys and literal strings everywhere (`"cidr" = '…'`).
+    Quoted,
+    /// The inline style with the fleet, the services, prefixes and bindings all in one file.
+    OneFile,
+}
+
+impl SynthStyle {
+    pub const ALL: [SynthStyle; 6] = [
+        SynthStyle::Simple,
+        SynthStyle::Inline,
+        SynthStyle::Dotted,
+        SynthStyle::Subtables,
+        SynthStyle::Quoted,
+        SynthStyle::OneFile,
+    ];
+
+    /// The style's name on the command line (`--style`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SynthStyle::Simple => "simple",
+            SynthStyle::Inline => "inline",
+            SynthStyle::Dotted => "dotted",
+            SynthStyle::Subtables => "subtables",
+            SynthStyle::Quoted => "quoted",
+            SynthStyle::OneFile => "one-file",
+        }
+    }
+
+    /// The style called `name`, if any.
+    pub fn from_name(name: &str) -> Option<SynthStyle> {
+        SynthStyle::ALL
+            .into_iter()
+            .find(|style| style.name() == name)
+    }
+}
+
 /// One generated file, its name and TOML text: the one named-TOML-source type of the workspace.
 pub type SynthFile = topologyd_config::Source;
 
@@ -63,24 +116,35 @@ pub fn generate(spec: &SynthSpec) -> Vec<SynthFile> {
 /// routes move between locations; more-specifics to another global service): a change touching
 /// that share of the bindings, for plan benchmarks. Prefixes and locations are identical.
 pub fn generate_with_changes(spec: &SynthSpec, changed_per_mille: usize) -> Vec<SynthFile> {
-    vec![
-        SynthFile {
-            name: "fleet.toml".into(),
-            text: fleet(spec),
-        },
-        SynthFile {
-            name: "services.toml".into(),
-            text: services(spec),
-        },
-        SynthFile {
-            name: "prefixes.toml".into(),
-            text: prefixes(spec),
-        },
-        SynthFile {
-            name: "bindings.toml".into(),
-            text: bindings(spec, changed_per_mille),
-        },
-    ]
+    generate_styled(spec, changed_per_mille, SynthStyle::Simple)
+}
+
+/// [`generate_with_changes`] with the prefix and binding tables written in `style`.
+pub fn generate_styled(
+    spec: &SynthSpec,
+    changed_per_mille: usize,
+    style: SynthStyle,
+) -> Vec<SynthFile> {
+    let files = [
+        ("fleet.toml", fleet(spec)),
+        ("services.toml", services(spec)),
+        ("prefixes.toml", prefixes(spec, style)),
+        ("bindings.toml", bindings(spec, changed_per_mille, style)),
+    ];
+    if style == SynthStyle::OneFile {
+        let text = files.into_iter().map(|(_, text)| text).collect();
+        return vec![SynthFile {
+            name: "topology.toml".into(),
+            text,
+        }];
+    }
+    files
+        .into_iter()
+        .map(|(name, text)| SynthFile {
+            name: name.into(),
+            text,
+        })
+        .collect()
 }
 
 fn region_name(index: usize) -> String {
@@ -162,17 +226,54 @@ fn prefix_cidr(index: usize) -> (String, bool) {
     }
 }
 
-fn prefixes(spec: &SynthSpec) -> String {
-    let mut out = String::with_capacity(spec.prefixes * 100);
+fn prefixes(spec: &SynthSpec, style: SynthStyle) -> String {
+    let mut out = String::with_capacity(spec.prefixes * 200);
     for index in 0..spec.prefixes {
-        let (cidr, _) = prefix_cidr(index);
-        let _ = write!(
-            out,
-            "[[prefix]]\ncidr = \"{cidr}\"\norigin_asn = 64500\nowner = \"customer-{}\"\nadvertise = true\n\n",
-            index % 5_000
-        );
+        let (cidr, is_v4) = prefix_cidr(index);
+        let owner = index % 5_000;
+        let length = if is_v4 { 24 } else { 48 };
+        let _ = match style {
+            SynthStyle::Simple => write!(
+                out,
+                "[[prefix]]\ncidr = \"{cidr}\"\norigin_asn = 64500\nowner = \"customer-{owner}\"\nadvertise = true\n\n"
+            ),
+            SynthStyle::Inline | SynthStyle::OneFile => write!(
+                out,
+                "[[prefix]]                  # customer {owner}\nowner = \"customer-{owner}\"\ncidr = \"{cidr}\"\norigin_asn = 64500\nadvertise = true\nannounce = {{ split = {length} }}   # its own length\nroa = {{ asn = 64500, max_length = {length} }}\n\n"
+            ),
+            SynthStyle::Dotted => write!(
+                out,
+                "[[prefix]]\ncidr = \"{cidr}\"\norigin_asn = 64500\nowner = \"customer-{owner}\"\nadvertise = true\nannounce.split = {length}\nroa.asn = 64500\nroa.max_length = {length}\n\n"
+            ),
+            SynthStyle::Subtables => write!(
+                out,
+                "[[prefix]]\ncidr = \"{cidr}\"\norigin_asn = 64500\nowner = \"customer-{owner}\"\nadvertise = true\n[prefix.announce]\nsplit = {length}\n[prefix.roa]\nasn = 64500\nmax_length = {length}\n\n"
+            ),
+            SynthStyle::Quoted => write!(
+                out,
+                "[[prefix]]\n\"cidr\" = '{cidr}'\n\"origin_asn\" = 64500\n\"owner\" = 'customer-{owner}'\n\"advertise\" = true\n\"announce\" = {{ \"split\" = {length} }}\n\"roa\" = {{ \"asn\" = 64500, \"max_length\" = {length} }}\n\n"
+            ),
+        };
     }
     out
+}
+
+/// One `[[binding]]` table in `style`.
+fn binding(out: &mut String, cidr: &str, service: &str, style: SynthStyle) {
+    let _ = match style {
+        SynthStyle::Simple | SynthStyle::Dotted | SynthStyle::Subtables => write!(
+            out,
+            "[[binding]]\ncidr = \"{cidr}\"\nservice = \"{service}\"\n\n"
+        ),
+        SynthStyle::Inline | SynthStyle::OneFile => write!(
+            out,
+            "[[binding]]   # {service}\nservice = \"{service}\"\ncidr = \"{cidr}\"     # bound\n\n"
+        ),
+        SynthStyle::Quoted => write!(
+            out,
+            "[[binding]]\n\"cidr\" = '{cidr}'\n\"service\" = '{service}'\n\n"
+        ),
+    };
 }
 
 /// The `which`-th more-specific cidr inside prefix `index` (a /28 in IPv4, a /64 in IPv6).
@@ -187,7 +288,7 @@ fn more_specific_cidr(index: usize, which: usize) -> String {
     }
 }
 
-fn bindings(spec: &SynthSpec, changed_per_mille: usize) -> String {
+fn bindings(spec: &SynthSpec, changed_per_mille: usize, style: SynthStyle) -> String {
     let mut out = String::with_capacity(spec.bindings * 64);
     let global_services = spec.services.div_ceil(GLOBAL_SERVICE_EVERY).max(1);
     for index in 0..spec.prefixes.min(spec.bindings) {
@@ -196,11 +297,7 @@ fn bindings(spec: &SynthSpec, changed_per_mille: usize) -> String {
         if changed_per_mille > 0 && (index * 7919) % 1000 < changed_per_mille {
             service = (service + 1) % spec.services;
         }
-        let _ = write!(
-            out,
-            "[[binding]]\ncidr = \"{cidr}\"\nservice = \"{}\"\n\n",
-            service_name(service)
-        );
+        binding(&mut out, &cidr, &service_name(service), style);
     }
     let extra = spec.bindings.saturating_sub(spec.prefixes);
     for n in 0..extra {
@@ -210,11 +307,11 @@ fn bindings(spec: &SynthSpec, changed_per_mille: usize) -> String {
         if changed_per_mille > 0 && (n * 7919) % 1000 < changed_per_mille {
             global = (global + 1) % global_services;
         }
-        let _ = write!(
-            out,
-            "[[binding]]\ncidr = \"{}\"\nservice = \"{}\"\n\n",
-            more_specific_cidr(prefix_index, which),
-            service_name(global * GLOBAL_SERVICE_EVERY)
+        binding(
+            &mut out,
+            &more_specific_cidr(prefix_index, which),
+            &service_name(global * GLOBAL_SERVICE_EVERY),
+            style,
         );
     }
     out
@@ -246,6 +343,34 @@ mod tests {
     }
 
     #[test]
+    fn every_style_compiles_to_the_same_topology() {
+        let spec = SynthSpec {
+            locations: 12,
+            services: 30,
+            prefixes: 60,
+            bindings: 150,
+        };
+        let compiled = |style: SynthStyle| {
+            topologyd_topology::compile_owned(generate_styled(&spec, 0, style), 1)
+                .unwrap_or_else(|diagnostics| panic!("{}: {diagnostics}", style.name()))
+        };
+        let simple = compiled(SynthStyle::Simple);
+        let inline = compiled(SynthStyle::Inline);
+        let routes = |topology: &topologyd_topology::Topology| topology.routes().count();
+        assert_eq!(routes(&simple), routes(&inline));
+        for style in &SynthStyle::ALL[2..] {
+            let other = compiled(*style);
+            assert_eq!(other.hash_hex(), inline.hash_hex(), "{}", style.name());
+        }
+        assert_ne!(
+            simple.hash_hex(),
+            inline.hash_hex(),
+            "the inline style adds ROAs"
+        );
+        assert_eq!(SynthStyle::from_name("one-file"), Some(SynthStyle::OneFile));
+    }
+
+    #[test]
     fn a_change_moves_roughly_the_requested_share() {
         let spec = SynthSpec {
             locations: 10,
@@ -253,8 +378,8 @@ mod tests {
             prefixes: 1_000,
             bindings: 3_000,
         };
-        let before = bindings(&spec, 0);
-        let after = bindings(&spec, 10);
+        let before = bindings(&spec, 0, SynthStyle::Simple);
+        let after = bindings(&spec, 10, SynthStyle::Simple);
         let changed = before
             .lines()
             .zip(after.lines())

@@ -140,6 +140,24 @@ fn large_valid_topology(bindings: usize) -> Files {
     ]
 }
 
+/// [`large_valid_topology`] in one file and in other syntax: each prefix with a dotted
+/// `announce.split` and a `[prefix.roa]` sub-table, each binding with a quoted key and comments.
+/// Read table by table, it must cost what the plain files cost.
+fn large_valid_topology_in_one_file_in_other_syntax(bindings: usize) -> Files {
+    let text: String = large_valid_topology(bindings)
+        .into_iter()
+        .map(|(_, text)| {
+            text.replace(
+                "advertise = true\n\n",
+                "advertise = true\nannounce.split = 8\n[prefix.roa]\nasn = 64500\nmax_length = 8\n\n",
+            )
+            .replace("[[binding]]\ncidr = ", "[[binding]]   # bound\n'cidr' = ")
+            .replace("\nservice = ", "\n\"service\" = ")
+        })
+        .collect();
+    vec![("topology.toml", text)]
+}
+
 #[test]
 fn compile_memory_stays_within_ten_times_the_input_plus_a_constant() {
     let cases: Vec<(&str, Files, bool)> = vec![
@@ -259,6 +277,11 @@ fn compile_memory_stays_within_ten_times_the_input_plus_a_constant() {
         (
             "largest fleet, 32 distinct tags per location, 300,000 bindings",
             large_valid_topology(300_000),
+            true,
+        ),
+        (
+            "the same in one file, dotted keys, sub-tables, quoted keys and comments",
+            large_valid_topology_in_one_file_in_other_syntax(300_000),
             true,
         ),
     ];

@@ -15,6 +15,9 @@ mod settings;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests_split;
 mod values;
 
 use self::locations::convert_locations;
@@ -47,6 +50,19 @@ pub fn parse_topology_sources_owned(sources: Vec<Source>) -> Result<RawTopology,
 /// Like [`parse_topology_sources`], but always returns what parsed (items with errors left out)
 /// together with the diagnostics.
 pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopology, Diagnostics) {
+    parse_with(sources, Reader::ByTables)
+}
+
+/// How a file's tables are read: the production path (line scanner, then table by table, then
+/// the whole document), or the whole document only, the reference the tests compare with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    ByTables,
+    #[cfg(test)]
+    WholeDocument,
+}
+
+fn parse_with(sources: Vec<Source>, reader: Reader) -> (RawTopology, Diagnostics) {
     let mut collector = Collector::new();
     let mut raw = RawTopology::default();
     let mut settings_seen: Option<Span> = None;
@@ -60,7 +76,7 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
     }
     for (index, source) in sources.iter().enumerate() {
         let source_id = u32::try_from(index).unwrap_or(u32::MAX);
-        let Some(file) = read_file(source_id, &source.text, &mut collector) else {
+        let Some(file) = read_file(source_id, &source.text, reader, &mut collector) else {
             continue;
         };
         if let Some(settings) = file.settings {
@@ -90,29 +106,44 @@ pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopolog
     (raw, diagnostics)
 }
 
-/// One file's tables: through the fast path when it can read the file (bulk prefixes and
-/// bindings), else through TOML after the pre-scan; `None` (with the errors reported) when the
-/// file is refused or is not valid TOML for the schema.
-fn read_file(source_id: u32, text: &str, collector: &mut Collector) -> Option<FileModel> {
-    let fast = crate::fast::parse_prefixes_and_bindings(text).map(|(prefix, binding)| FileModel {
-        settings: None,
-        location: Vec::new(),
-        service: Vec::new(),
-        prefix,
-        binding,
-    });
-    // The pre-scan looks for forbidden characters, nesting and parse cost. A file the fast
-    // path read has no nesting and no parse-cost budget, and the fast path refuses control
-    // characters; if it is also ASCII it can hold no bidirectional or invisible character,
-    // so the scan (a pass over what are most of a large topology's bytes) has nothing to
-    // find.
-    if fast.is_none() || !text.is_ascii() {
-        let scan = bounds::scan_file(source_id, text, collector)?;
-        if fast.is_none() && !bounds::check_parse_cost(source_id, text.len(), scan, collector) {
-            return None;
-        }
+/// One file's tables: table by table when it can (`split`: the line scanner reads the simple
+/// `[[prefix]]`/`[[binding]]` tables, `toml` each other one alone and the other tables as one
+/// document), else through TOML as one document after the pre-scan; `None` (with the errors
+/// reported) when the file is refused or is not valid TOML for the schema. Every error comes
+/// from the pre-scan and the whole-document parse: the per-table reader reports nothing and
+/// only reads what the whole-document parse would read identically.
+fn read_file(
+    source_id: u32,
+    text: &str,
+    reader: Reader,
+    collector: &mut Collector,
+) -> Option<FileModel> {
+    // The pre-scan looks for forbidden characters, nesting and parse cost. Of an ASCII file
+    // the per-table reader pre-scans only what the line scanner does not read (the lines it
+    // reads hold nothing the scan could find); of any other file, the whole file first.
+    let by_tables = match reader {
+        Reader::ByTables => true,
+        #[cfg(test)]
+        Reader::WholeDocument => false,
+    };
+    let ascii = text.is_ascii();
+    if by_tables
+        && ascii
+        && let Some(file) = crate::split::read_by_tables(text, false)
+    {
+        return Some(file);
     }
-    match fast.map_or_else(|| toml::from_str(text), Ok) {
+    let scan = bounds::scan_file(source_id, text, collector)?;
+    if by_tables
+        && !ascii
+        && let Some(file) = crate::split::read_by_tables(text, true)
+    {
+        return Some(file);
+    }
+    if !bounds::check_parse_cost(source_id, text.len(), scan, collector) {
+        return None;
+    }
+    match toml::from_str(text) {
         Ok(file) => Some(file),
         Err(failure) => {
             let span = failure

@@ -1,16 +1,19 @@
-//! `topology_scale BINDINGS [DIR]`: one measurement of the topology engine at a given size, in
-//! its own process so that its peak resident memory (VmHWM) is its own. Generates the synthetic
-//! topology (see `synth`), writes it to files, then times, in this order: a baseline parse of
-//! the full compile from the files (read, validate, tries, every location's desired set) and its
-//! peak RSS, a baseline parse of the same files into untyped TOML tables (after the compile, so
-//! it does not count in the compile's peak), and a plan of a change touching 1% of the bindings.
-//! Prints one JSON line. `benches/topology_scale.sh` runs it for the growth curve.
+//! `topology_scale [--style STYLE] BINDINGS [DIR]`: one measurement of the topology engine at
+//! a given size, in its own process so that its peak resident memory (VmHWM) is its own.
+//! Generates the synthetic topology (see `synth`), writes it to files, then times, in this
+//! order: the full compile from the files (read, validate, tries, every location's desired set)
+//! and its peak RSS, the parse alone (read and parse into the raw model), a baseline parse of
+//! the same files into untyped TOML tables (these two after the compile, so they do not count
+//! in its peak), and a plan of a change touching 1% of the bindings. Prints one JSON line.
+//! `--style` writes the prefix and binding tables in one of the generator's styles (`simple`,
+//! the default, `inline`, `dotted`, `subtables`, `quoted`, `one-file`; see `SynthStyle`).
+//! `benches/topology_scale.sh` runs it for every style and size.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use topologyd_config::load_sources;
-use topologyd_harness::synth::{SynthSpec, generate, generate_with_changes};
+use topologyd_harness::synth::{SynthSpec, SynthStyle, generate_styled};
 use topologyd_topology::{Intent, compile_owned, plan};
 
 fn peak_resident_kib() -> u64 {
@@ -49,23 +52,33 @@ fn first_lines(error: impl std::fmt::Display) -> String {
 }
 
 fn main() -> Result<(), String> {
-    let mut arguments = std::env::args().skip(1);
+    const USAGE: &str = "usage: topology_scale [--style simple|inline|dotted|subtables|quoted|one-file] BINDINGS [DIR]";
+    let mut arguments: Vec<String> = std::env::args().skip(1).collect();
+    let mut style = SynthStyle::Simple;
+    if arguments.first().map(String::as_str) == Some("--style") {
+        style = arguments
+            .get(1)
+            .and_then(|name| SynthStyle::from_name(name))
+            .ok_or(USAGE)?;
+        arguments.drain(..2);
+    }
+    let mut arguments = arguments.into_iter();
     let bindings: usize = arguments
         .next()
         .and_then(|value| value.parse().ok())
-        .ok_or("usage: topology_scale BINDINGS [DIR]")?;
+        .ok_or(USAGE)?;
     let dir = PathBuf::from(
         arguments
             .next()
-            .unwrap_or_else(|| format!("target/topology-scale/{bindings}")),
+            .unwrap_or_else(|| format!("target/topology-scale/{bindings}-{}", style.name())),
     );
     let spec = if bindings == SynthSpec::ISSUE_SCALE.bindings {
         SynthSpec::ISSUE_SCALE
     } else {
         SynthSpec::with_bindings(bindings)
     };
-    let old_paths = write_files(&dir.join("old"), &generate(&spec))?;
-    let new_paths = write_files(&dir.join("new"), &generate_with_changes(&spec, 10))?;
+    let old_paths = write_files(&dir.join("old"), &generate_styled(&spec, 0, style))?;
+    let new_paths = write_files(&dir.join("new"), &generate_styled(&spec, 10, style))?;
     let input_bytes: u64 = old_paths
         .iter()
         .filter_map(|path| std::fs::metadata(path).ok())
@@ -84,6 +97,14 @@ fn main() -> Result<(), String> {
     let compile_seconds = started.elapsed().as_secs_f64();
     let peak_after_compile = peak_resident_kib();
 
+    // The parse alone (read and parse into the raw model), after the compile so that it does
+    // not count in the compile's peak: the part of the compile the syntax can change.
+    let started = Instant::now();
+    let sources = load_sources(&old_paths).map_err(|error| error.to_string())?;
+    let raw = topologyd_config::parse_topology_sources_owned(sources).map_err(first_lines)?;
+    let parse_seconds = started.elapsed().as_secs_f64();
+    drop(raw);
+
     let started = Instant::now();
     let sources = load_sources(&old_paths).map_err(|error| error.to_string())?;
     for source in &sources {
@@ -100,7 +121,8 @@ fn main() -> Result<(), String> {
     let plan_seconds = started.elapsed().as_secs_f64();
 
     println!(
-        "{{\"bindings\":{bindings},\"prefixes\":{},\"locations\":{},\"services\":{},\"input_mib\":{:.1},\"baseline_toml_parse_s\":{baseline_seconds:.3},\"compile_s\":{compile_seconds:.3},\"ratio_compile_to_parse\":{:.2},\"route_location_pairs\":{desired},\"peak_rss_after_compile_mib\":{:.0},\"resident_before_mib\":{:.0},\"plan_1pct_s\":{plan_seconds:.3},\"plan_changes\":{},\"plan_verdict\":\"{}\"}}",
+        "{{\"style\":\"{}\",\"bindings\":{bindings},\"prefixes\":{},\"locations\":{},\"services\":{},\"input_mib\":{:.1},\"baseline_toml_parse_s\":{baseline_seconds:.3},\"compile_s\":{compile_seconds:.3},\"parse_s\":{parse_seconds:.3},\"ratio_compile_to_parse\":{:.2},\"route_location_pairs\":{desired},\"peak_rss_after_compile_mib\":{:.0},\"resident_before_mib\":{:.0},\"plan_1pct_s\":{plan_seconds:.3},\"plan_changes\":{},\"plan_verdict\":\"{}\"}}",
+        style.name(),
         spec.prefixes,
         spec.locations + 1,
         spec.services,

@@ -1,0 +1,336 @@
+//! Reading a topology file table by table, so that a large file costs about the same whatever
+//! its syntax. The line scanner (`fast`) reads runs of `[[prefix]]` and `[[binding]]` tables
+//! and stops at the first table it cannot read or at another kind of table; from there, the
+//! lexer of the TOML parser itself (`toml_parser`, so strings, comments and multi-line arrays
+//! and inline tables are seen exactly as the parser sees them) finds where that piece ends: a
+//! prefix or binding table (with the `[prefix.roa]`-style sub-tables right after it), read alone
+//! by `toml`, or other tables (`[settings]`, `[[location]]`, `[[service]]`, root keys) up to the
+//! next prefix or binding table; then the scanner goes on. The other tables are parsed by `toml`
+//! as one document in which everything else is blanked, so every span stays the file's own.
+//!
+//! Owns: the cutting and the per-table reads. Must not touch: diagnostics. It reports nothing:
+//! `None` (a piece that does not parse, a header it does not expect, a budget exceeded) means
+//! "parse the whole document", which reports exactly what it always did. Whatever it accepts,
+//! the whole-document parse accepts and reads identically (a proptest in `parse/tests_split.rs`
+//! compares them): the pieces are cut where the parser is at the start of a top-level line, and
+//! no piece can touch another's tables — a header or root key naming `prefix` or `binding` in
+//! any other form than a plain `[[prefix]]`/`[[binding]]` (or its sub-table right after it)
+//! sends the file to the whole-document parse.
+
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml_parser::lexer::{Token, TokenKind};
+
+use crate::bounds;
+use crate::diagnostic::Collector;
+use crate::file::{BindingFile, FileModel, PrefixFile};
+
+/// The largest prefix or binding table (with its sub-tables) read alone by `toml`; a prefix
+/// table is about 200 bytes. A larger one sends the file to the whole-document parse and its
+/// parse-cost budget.
+const MAX_TABLE_BYTES: usize = 64 << 10;
+
+/// What a piece of the file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// One `[[prefix]]` table and the sub-tables written right after it.
+    Prefix,
+    /// One `[[binding]]` table and the sub-tables written right after it.
+    Binding,
+    /// Anything else: root keys, `[settings]`, `[[location]]`, `[[service]]`, comments.
+    Other,
+}
+
+#[derive(Debug)]
+struct Piece {
+    kind: Kind,
+    range: Range<usize>,
+}
+
+/// One `[[prefix]]` or `[[binding]]` table as `toml` reads it alone.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableFile {
+    #[serde(default)]
+    prefix: Vec<PrefixFile>,
+    #[serde(default)]
+    binding: Vec<BindingFile>,
+}
+
+/// Reads `text` table by table; `None` when any piece cannot be read so (the caller then
+/// parses the whole document). When `scanned` is false (the caller skipped the pre-scan of the
+/// whole file because it is ASCII), the pieces the line scanner did not read are pre-scanned
+/// here, and any finding also means `None`: the lines it reads hold nothing the pre-scan
+/// reports (no control character, nothing non-ASCII, no nesting beyond two levels), so the
+/// file's pre-scan finds nothing either.
+pub(crate) fn read_by_tables(text: &str, scanned: bool) -> Option<FileModel> {
+    let mut prefix = Vec::new();
+    let mut binding = Vec::new();
+    let mut others: Vec<Range<usize>> = Vec::new();
+    let mut position = 0;
+    while let Err(stop) =
+        crate::fast::read_until(text, position..text.len(), &mut prefix, &mut binding)
+    {
+        let piece = piece_at(text, stop)?;
+        if !scanned && !scans_clean(text.get(piece.range.clone())?) {
+            return None;
+        }
+        match piece.kind {
+            Kind::Other => others.push(piece.range.clone()),
+            Kind::Prefix | Kind::Binding => {
+                read_table(text, piece.range.clone(), &mut prefix, &mut binding)?;
+            }
+        }
+        if piece.range.end <= stop {
+            return None;
+        }
+        position = piece.range.end;
+    }
+    let mut model = if others.is_empty() {
+        FileModel {
+            settings: None,
+            location: Vec::new(),
+            service: Vec::new(),
+            prefix: Vec::new(),
+            binding: Vec::new(),
+        }
+    } else {
+        read_rest(text, &others)?
+    };
+    if !model.prefix.is_empty() || !model.binding.is_empty() {
+        return None;
+    }
+    model.prefix = prefix;
+    model.binding = binding;
+    Some(model)
+}
+
+/// Whether the pre-scan finds nothing to report in `text` (a piece starting at a line's start).
+fn scans_clean(text: &str) -> bool {
+    bounds::scan_file(0, text, &mut Collector::new()).is_some()
+}
+
+/// One prefix or binding table the line scanner could not read: `toml` on its text alone.
+fn read_table(
+    text: &str,
+    range: Range<usize>,
+    prefixes: &mut Vec<PrefixFile>,
+    bindings: &mut Vec<BindingFile>,
+) -> Option<()> {
+    if range.len() > MAX_TABLE_BYTES {
+        return None;
+    }
+    let offset = range.start;
+    let table: TableFile = toml::from_str(text.get(range)?).ok()?;
+    prefixes.extend(table.prefix.into_iter().map(|prefix| PrefixFile {
+        cidr: shift(prefix.cidr, offset),
+        origin_asn: shift(prefix.origin_asn, offset),
+        announce: prefix.announce.map(|announce| shift(announce, offset)),
+        roa: prefix.roa.map(|roa| shift(roa, offset)),
+        ..prefix
+    }));
+    bindings.extend(table.binding.into_iter().map(|binding| BindingFile {
+        cidr: shift(binding.cidr, offset),
+        service: shift(binding.service, offset),
+    }));
+    Some(())
+}
+
+/// A span read in a piece that starts `offset` bytes into the file, as a span of the file.
+fn shift<T>(value: Spanned<T>, offset: usize) -> Spanned<T> {
+    let span = value.span();
+    Spanned::new(span.start + offset..span.end + offset, value.into_inner())
+}
+
+/// The pieces in `others` (in order), parsed as one document in which everything else is
+/// blanked (spaces, each blanked run ending with its newline), so that its spans are the file's.
+fn read_rest(text: &str, others: &[Range<usize>]) -> Option<FileModel> {
+    let end = others.last()?.end;
+    let mut rest = String::with_capacity(end);
+    for range in others {
+        let gap = range.start - rest.len();
+        if gap > 0 {
+            // A gap ends at a line's start, so with its last line's newline.
+            if !text.get(..range.start)?.ends_with('\n') {
+                return None;
+            }
+            rest.extend(std::iter::repeat_n(' ', gap - 1));
+            rest.push('\n');
+        }
+        rest.push_str(text.get(range.clone())?);
+    }
+    let mut scratch = Collector::new();
+    let scan = bounds::scan_file(0, &rest, &mut scratch)?;
+    if scan.parse_cost() > bounds::parse_budget(rest.len()) {
+        return None;
+    }
+    toml::from_str(&rest).ok()
+}
+
+/// The piece of `text` that starts at `start` (a line's start at the top level, where the line
+/// scanner stopped): a prefix or binding table with the sub-tables written right after it, or
+/// other tables (and root keys) up to the next prefix or binding table. Cut with the lexer of
+/// the TOML parser; `None` for a header or root key it does not expect (see the module comment)
+/// or brackets that do not balance.
+fn piece_at(text: &str, start: usize) -> Option<Piece> {
+    let source = toml_parser::Source::new(text.get(start..)?);
+    let mut tokens = source.lex().peekable();
+    let mut kind: Option<Kind> = None;
+    let mut line_begin = start;
+    let mut at_line_start = true;
+    let mut depth = 0_usize;
+    while let Some(token) = tokens.next() {
+        let token_kind = token.kind();
+        if !at_line_start {
+            match token_kind {
+                TokenKind::LeftSquareBracket | TokenKind::LeftCurlyBracket => depth += 1,
+                TokenKind::RightSquareBracket | TokenKind::RightCurlyBracket => {
+                    depth = depth.checked_sub(1)?;
+                }
+                TokenKind::Newline if depth == 0 => {
+                    at_line_start = true;
+                    line_begin = start + token.span().end();
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match token_kind {
+            TokenKind::Whitespace | TokenKind::Comment => {}
+            TokenKind::Newline => line_begin = start + token.span().end(),
+            TokenKind::Eof => break,
+            TokenKind::LeftSquareBracket => {
+                let header = header(text.get(start..)?, &mut tokens)?;
+                match (kind, next_kind(kind, &header)?) {
+                    (None, Start(next)) => kind = Some(next),
+                    (None, Continue) => return None,
+                    // Other tables stay one piece; sub-tables stay with their table.
+                    (Some(Kind::Other), Start(Kind::Other)) | (Some(_), Continue) => {}
+                    (Some(current), Start(_)) => {
+                        return Some(Piece {
+                            kind: current,
+                            range: start..line_begin,
+                        });
+                    }
+                }
+                line_begin = start + header.line_end;
+            }
+            TokenKind::Atom | TokenKind::BasicString | TokenKind::LiteralString => {
+                // A key before any header is a root key, which could name `prefix` or
+                // `binding`: leave that to the parser.
+                let name = source
+                    .input()
+                    .get(token.span().start()..token.span().end())?;
+                if kind.is_none() {
+                    if start != 0
+                        || token_kind != TokenKind::Atom
+                        || name == "prefix"
+                        || name == "binding"
+                    {
+                        return None;
+                    }
+                    kind = Some(Kind::Other);
+                }
+                at_line_start = false;
+            }
+            _ => return None,
+        }
+    }
+    if !at_line_start && depth != 0 {
+        return None;
+    }
+    Some(Piece {
+        kind: kind?,
+        range: start..text.len(),
+    })
+}
+
+/// A table header after its first `[`: whether it is an array of tables, its dotted key's
+/// parts (bare keys only) and where its line ends.
+struct Header<'a> {
+    array: bool,
+    parts: Vec<&'a str>,
+    line_end: usize,
+}
+
+fn header<'a>(
+    text: &'a str,
+    tokens: &mut std::iter::Peekable<toml_parser::lexer::Lexer<'a>>,
+) -> Option<Header<'a>> {
+    let array = tokens
+        .next_if(|token| token.kind() == TokenKind::LeftSquareBracket)
+        .is_some();
+    let mut parts = Vec::new();
+    let mut closed = false;
+    let mut after_dot = true;
+    for token in tokens.by_ref() {
+        match token.kind() {
+            TokenKind::Whitespace => {}
+            TokenKind::Atom if after_dot => {
+                parts.push(text.get(token.span().start()..token.span().end())?);
+                after_dot = false;
+            }
+            TokenKind::Dot if !after_dot => after_dot = true,
+            TokenKind::RightSquareBracket if !after_dot => {
+                closed = true;
+                break;
+            }
+            _ => return None,
+        }
+    }
+    if !closed
+        || (array
+            && tokens
+                .next_if(|token| token.kind() == TokenKind::RightSquareBracket)
+                .is_none())
+    {
+        return None;
+    }
+    let line_end = rest_of_line(tokens)?;
+    Some(Header {
+        array,
+        parts,
+        line_end,
+    })
+}
+
+/// Consumes blanks and a comment up to the end of the line; the offset after its newline.
+fn rest_of_line(tokens: &mut impl Iterator<Item = Token>) -> Option<usize> {
+    for token in tokens {
+        match token.kind() {
+            TokenKind::Whitespace | TokenKind::Comment => {}
+            TokenKind::Newline | TokenKind::Eof => return Some(token.span().end()),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// What a header means for the piece being cut (`current`, `None` before the first header).
+enum Next {
+    /// A header of this kind, which starts a piece unless it continues an `Other` piece.
+    Start(Kind),
+    /// A sub-table of the prefix or binding table of the current piece.
+    Continue,
+}
+use Next::{Continue, Start};
+
+fn next_kind(current: Option<Kind>, header: &Header<'_>) -> Option<Next> {
+    Some(match header.parts.as_slice() {
+        ["prefix"] if header.array => Start(Kind::Prefix),
+        ["binding"] if header.array => Start(Kind::Binding),
+        [first, _, ..] if *first == "prefix" || *first == "binding" => {
+            // A sub-table of the table just read belongs to its piece; anywhere else it would
+            // reach across pieces.
+            let same = matches!(
+                (current?, *first),
+                (Kind::Prefix, "prefix") | (Kind::Binding, "binding")
+            );
+            return same.then_some(Continue);
+        }
+        [first, ..] if *first == "prefix" || *first == "binding" => return None,
+        _ => Start(Kind::Other),
+    })
+}
