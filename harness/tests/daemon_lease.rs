@@ -86,7 +86,7 @@ impl Setup {
         let binary = check(binaries(), "the binaries").join("topoctl");
         let output = check(
             Command::new(binary)
-                .args(["lease", action, "--daemon"])
+                .args(["lease", action, "--json", "--daemon"])
                 .arg(self.admin.daemon.to_string())
                 .arg("--cert")
                 .arg(&self.admin.identity.certificate)

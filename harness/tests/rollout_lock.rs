@@ -194,7 +194,7 @@ impl Lock {
         let binary = check(binaries(), "the binaries").join("topoctl");
         let output = check(
             Command::new(binary)
-                .args(["lease", action, "--daemon"])
+                .args(["lease", action, "--json", "--daemon"])
                 .arg(client.daemon.to_string())
                 .arg("--cert")
                 .arg(&client.identity.certificate)

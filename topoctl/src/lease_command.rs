@@ -18,12 +18,18 @@ pub enum LeaseCommand<D: Args> {
     Show {
         #[command(flatten)]
         daemon: D,
+        /// Print the lease document as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Clear whatever lease the daemon holds (audited): the emergency hatch for a dead
     /// controller whose lease has not expired yet.
     Break {
         #[command(flatten)]
         daemon: D,
+        /// Print the lease document as JSON.
+        #[arg(long)]
+        json: bool,
         /// Really break it.
         #[arg(long)]
         yes: bool,
@@ -32,6 +38,9 @@ pub enum LeaseCommand<D: Args> {
     Acquire {
         #[command(flatten)]
         daemon: D,
+        /// Print the lease document as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         holder: HolderArgs,
         /// Seconds (1 to 3600).
@@ -42,6 +51,9 @@ pub enum LeaseCommand<D: Args> {
     Release {
         #[command(flatten)]
         daemon: D,
+        /// Print the lease document as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         holder: HolderArgs,
     },
@@ -60,10 +72,20 @@ impl<D: Args> LeaseCommand<D> {
     /// The daemon asked.
     pub fn daemon(&self) -> &D {
         match self {
-            LeaseCommand::Show { daemon }
+            LeaseCommand::Show { daemon, .. }
             | LeaseCommand::Break { daemon, .. }
             | LeaseCommand::Acquire { daemon, .. }
             | LeaseCommand::Release { daemon, .. } => daemon,
+        }
+    }
+
+    /// Whether `--json` was given.
+    pub fn json(&self) -> bool {
+        match self {
+            LeaseCommand::Show { json, .. }
+            | LeaseCommand::Break { json, .. }
+            | LeaseCommand::Acquire { json, .. }
+            | LeaseCommand::Release { json, .. } => *json,
         }
     }
 
@@ -95,16 +117,76 @@ impl<D: Args> LeaseCommand<D> {
     }
 }
 
-/// Runs a `topoctl lease` request (`None`: show) and answers the document to print.
+/// What `topoctl lease` answers: the lease a daemon holds (show), or what an action left.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaseAnswer {
+    /// `lease show`: the daemon's location and its lease.
+    Shown {
+        location: String,
+        lease: Option<LeaseView>,
+    },
+    /// `break`, `acquire`, `release`: the action and the lease after it.
+    Acted {
+        action: &'static str,
+        lease: Option<LeaseView>,
+    },
+}
+
+impl LeaseAnswer {
+    /// The `--json` document: `{"location", "lease"}` or `{"action", "lease"}`.
+    pub fn document(&self) -> serde_json::Value {
+        match self {
+            LeaseAnswer::Shown { location, lease } => lease_document(location, lease.as_ref()),
+            LeaseAnswer::Acted { action, lease } => json!({ "action": action, "lease": lease }),
+        }
+    }
+
+    /// The answer for people: who holds the lease, its token and time left.
+    pub fn text(&self) -> String {
+        let (what, lease) = match self {
+            LeaseAnswer::Shown { location, lease } => (format!("location {location}"), lease),
+            LeaseAnswer::Acted { action, lease } => (format!("after {action}"), lease),
+        };
+        match lease {
+            None => format!("{what}: no lease held\n"),
+            Some(lease) => format!(
+                "{what}: lease held by {} (token {}), expires {} (in {}; granted for {})\n",
+                lease.holder,
+                lease.token,
+                crate::render::rfc3339(lease.expires_unix_ms / 1_000),
+                crate::render::duration(lease.remaining_ms / 1_000),
+                crate::render::duration(lease.ttl_seconds)
+            ),
+        }
+    }
+}
+
+/// `--json` prints [`LeaseAnswer::document`].
+impl serde::Serialize for LeaseAnswer {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.document().serialize(serializer)
+    }
+}
+
+/// Runs a `topoctl lease` request (`None`: show).
 pub async fn run(
     client: &ControlClient,
     request: Option<LeaseRequest>,
-) -> Result<serde_json::Value, ClientError> {
+) -> Result<LeaseAnswer, ClientError> {
     match request {
-        None => show(client).await,
+        None => {
+            let status = client.status().await?;
+            Ok(LeaseAnswer::Shown {
+                location: status.location,
+                lease: status.lease,
+            })
+        }
         Some(request) => {
             let lease = client.lease(&request).await?;
-            Ok(json!({ "action": request.action.as_str(), "lease": lease }))
+            Ok(LeaseAnswer::Acted {
+                action: request.action.as_str(),
+                lease,
+            })
         }
     }
 }
@@ -132,18 +214,42 @@ pub fn lease_document(location: &str, lease: Option<&LeaseView>) -> serde_json::
     json!({ "location": location, "lease": lease })
 }
 
-/// `topoctl lease show`: the daemon's status, reduced to its lease.
-pub async fn show(client: &ControlClient) -> Result<serde_json::Value, ClientError> {
-    let status = client.status().await?;
-    Ok(lease_document(&status.location, status.lease.as_ref()))
-}
-
 /// Why `lease break` needs `--yes`.
 pub const BREAK_NEEDS_YES: &str = "breaking the lease lets another rollout act on this daemon while its holder may still be running (its next renewal would take the lease again if it is still free); check `topoctl lease show` and `topoctl rollout status`, then add --yes";
 
 #[cfg(test)]
 mod tests {
-    use super::parse_claim;
+    use super::{LeaseAnswer, LeaseView, parse_claim};
+
+    #[test]
+    fn the_lease_reads_as_a_sentence_and_as_the_json_document() {
+        let lease = LeaseView {
+            holder: "r-1".into(),
+            token: 4,
+            ttl_seconds: 60,
+            expires_unix_ms: 1_764_921_541_000,
+            remaining_ms: 42_500,
+        };
+        let shown = LeaseAnswer::Shown {
+            location: "ams01".into(),
+            lease: Some(lease),
+        };
+        assert_eq!(
+            shown.text(),
+            "location ams01: lease held by r-1 (token 4), expires 2025-12-05T07:59:01Z (in 42s; granted for 1m00s)\n"
+        );
+        assert_eq!(shown.document()["lease"]["holder"], "r-1");
+        assert_eq!(shown.document()["location"], "ams01");
+        let released = LeaseAnswer::Acted {
+            action: "release",
+            lease: None,
+        };
+        assert_eq!(released.text(), "after release: no lease held\n");
+        assert_eq!(
+            serde_json::to_value(&released).ok(),
+            Some(serde_json::json!({"action": "release", "lease": null}))
+        );
+    }
 
     #[test]
     fn claims_parse_or_say_what_is_wrong() {

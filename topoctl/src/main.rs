@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
-use topoctl::connection::{DaemonArguments, call, report_error};
+use topoctl::connection::{DaemonArguments, call};
 use topoctl::drain_command::DrainArguments;
 use topoctl::lease_command::{LeaseCommand, parse_claim};
 use topoctl::push_command::Apply;
@@ -242,15 +242,16 @@ enum TopologyCommand {
 
 fn run_lease(command: LeaseCommand<DaemonArguments>) -> Result<i32, Stop> {
     let daemon = command.daemon().clone();
+    let json = command.json();
     let request = command.request().map_err(Stop::Usage)?;
     Ok(call(&daemon, |client| async move {
-        match topoctl::lease_command::run(&client, request).await {
-            Ok(document) => {
-                topoctl::connection::print_json(&document);
-                EXIT_NO_CHANGE
-            }
-            Err(error) => report_error(&error, true),
-        }
+        let answer = topoctl::lease_command::run(&client, request).await;
+        topoctl::connection::show(
+            answer,
+            json,
+            topoctl::lease_command::LeaseAnswer::text,
+            |_| EXIT_NO_CHANGE,
+        )
     }))
 }
 
