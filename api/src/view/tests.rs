@@ -87,6 +87,7 @@ fn routes() -> Value {
                 "prefix": "192.0.2.0/24", "service": "web", "degraded": false,
                 "as_path": ["65000 65001"], "next_hop": "192.0.2.254", "med": null,
                 "communities": ["65000:1"], "large_communities": [],
+                "announced_since": 1_764_921_481,
             }],
         } },
     })
@@ -97,12 +98,19 @@ fn routes_round_trip_and_require_their_fields() {
     let view: RoutesView = round_trip(&routes());
     assert_eq!(view.peers["bird"].routes[0].prefix, "192.0.2.0/24");
     each_field_is_required::<RoutesView>(&routes());
-    // `next_hop` is new: daemons that predate it omit it, read as `null`.
+    // `next_hop` and `announced_since` are new: daemons that predate them omit them, read as
+    // `null`.
     let mut route = routes()["peers"]["bird"]["routes"][0].clone();
     route.as_object_mut().unwrap().remove("next_hop");
+    route.as_object_mut().unwrap().remove("announced_since");
     each_field_is_required::<RouteView>(&route);
     let older: RouteView = serde_json::from_value(route).unwrap();
     assert_eq!(older.next_hop, None);
+    assert_eq!(older.announced_since, None);
+    assert_eq!(
+        view.peers["bird"].routes[0].announced_since,
+        Some(1_764_921_481)
+    );
     assert_eq!(
         view.peers["bird"].routes[0].next_hop.as_deref(),
         Some("192.0.2.254")
