@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: set up the machine, check formatting and lints, then run
-# every test of the workspace (unit, property, fuzz-corpus replay, and the end-to-end suites
+# every test of the workspace, all of them even after a failure so that one run names every
+# failure (unit, property, fuzz-corpus replay, and the end-to-end suites
 # against real BIRD, FRR, GoBGP, ExaBGP and Prometheus on loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 bash systemd/check.sh
 mkdir -p target
 set +e
-cargo test --workspace --locked 2>&1 | tee target/test-output.log
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.log
 status=${PIPESTATUS[0]}
 set -e
 # The Debian package: built from the debug binaries the tests built, installed with dpkg -i,
