@@ -219,12 +219,20 @@ struct Written {
     key: PathBuf,
 }
 
-/// `ca` names the CA's own files: no issued certificate may replace them, even with --force.
+/// A name for the files an issuance writes: a plain file name (no directory), and never one
+/// whose files would be the CA's own (`ca.pem`, `ca-key.pem`), even with --force.
 fn refuse_ca_stem(stem: &str) -> Result<(), String> {
-    if stem == "ca" {
-        return Err(
-            "`ca` names the CA's own files (ca.pem, ca-key.pem); choose another name".into(),
-        );
+    if stem.is_empty() || stem.contains(['/', '\\', '\0']) || stem == "." || stem == ".." {
+        return Err(format!(
+            "`{stem}`: a name for the files must be a plain file name, without `/`"
+        ));
+    }
+    let (certificate, key) = paths(Path::new(""), stem);
+    let ca_files = [Path::new("ca.pem"), Path::new("ca-key.pem")];
+    if ca_files.contains(&certificate.as_path()) || ca_files.contains(&key.as_path()) {
+        return Err(format!(
+            "`{stem}` would write over the CA's own files (ca.pem, ca-key.pem); choose another name"
+        ));
     }
     Ok(())
 }
@@ -489,8 +497,13 @@ mod tests {
         assert!(wildcard.is_err(), "{wildcard:?}");
         assert!(!dir.join("web.pem").exists() && !dir.join("web-key.pem").exists());
         for force in [false, true] {
-            assert!(issue(&common(dir, force), Role::Admin, "ca", 30).is_err());
-            assert!(server(&common(dir, force), &["localhost".into()], "ca", 30).is_err());
+            for name in ["ca", "ca-key"] {
+                assert!(issue(&common(dir, force), Role::Admin, name, 30).is_err());
+                assert!(server(&common(dir, force), &["localhost".into()], name, 30).is_err());
+            }
+            for out in ["./ca", "x/../ca", "sub/web"] {
+                assert!(server(&common(dir, force), &["localhost".into()], out, 30).is_err());
+            }
         }
         assert_eq!(std::fs::read(dir.join("ca-key.pem")).ok(), ca_key);
     }

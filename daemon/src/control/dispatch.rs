@@ -189,13 +189,16 @@ async fn mutation(
 
 async fn drain(call: &Call<'_>, body: DrainRequest) -> Answer {
     // A drain's reason is shown to every later reader (status, health, logs): no control or
-    // bidirectional characters in it, nor in the service name.
+    // bidirectional characters in it, nor in the service name (invisible joiners, which some
+    // scripts and emoji need, are allowed: readers show them escaped).
     if let Some(bad) = [Some(body.reason.as_str()), body.service.as_deref()]
         .into_iter()
         .flatten()
         .find(|text| {
-            text.chars()
-                .any(topologyd_config::text::is_forbidden_in_name)
+            text.chars().any(|character| {
+                character.is_control()
+                    || topologyd_config::text::is_bidirectional_control(character)
+            })
         })
     {
         return Answer::error(

@@ -598,7 +598,7 @@ impl Engine {
                 },
                 Some(report) = peer_reports.recv() => self.on_peer_report(report).await,
                 _ = ticker.tick() => {
-                    self.restart_rtr_when_due();
+                    self.rtr_tick().await;
                     self.handle(Event::Tick).await;
                     self.notice_lease_expiry();
                 }

@@ -56,12 +56,12 @@ fn covering_text(covering: &[Vrp]) -> String {
         .join(", ")
 }
 
-/// The core's update from the RTR client's snapshot; `seen_version` is the last VRP version
-/// handed to the core (a skipped version means the whole set must be judged again).
 /// How long a stopped RTR client waits before it is started again (no busy loop if it keeps
 /// stopping at once).
 pub const RTR_RESTART_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The core's update from the RTR client's snapshot; `seen_version` is the last VRP version
+/// handed to the core (`None` or a skipped version: the whole set is judged again).
 pub fn update_from_snapshot(
     snapshot: &RtrSnapshot,
     seen_version: Option<u64>,
@@ -128,8 +128,9 @@ impl Engine {
 
     /// The RTR client's task ended (it should not: a bug or a panic in it). The VRP set it
     /// last served stays, marked stale (so the `rpki` gate and the in-sync metric no longer
-    /// count it as current), and the client is started again after [`RTR_RESTART_DELAY`]; its
-    /// first snapshot replaces the set.
+    /// count it as current), and the client is started again after [`RTR_RESTART_DELAY`]. The
+    /// stale set stays until the new client delivers a set of its own, or until its expire
+    /// interval ends ([`Self::rtr_tick`]) — never replaced by the new client's empty start.
     pub(super) async fn rtr_stopped(&mut self) {
         error!(
             restart_in_seconds = RTR_RESTART_DELAY.as_secs(),
@@ -148,14 +149,33 @@ impl Engine {
         }
     }
 
-    /// Starts a stopped RTR client again once its delay has passed (on the engine's tick).
-    pub(super) fn restart_rtr_when_due(&mut self) {
+    /// On the engine's tick: starts a stopped RTR client again once its delay has passed, and
+    /// expires the set a stopped client left once its expire interval has ended with no new
+    /// set (RFC 8210 §6: every route is then not found, none is withdrawn).
+    pub(super) async fn rtr_tick(&mut self) {
         if self
             .rtr_restart_at
             .is_some_and(|at| std::time::Instant::now() >= at)
         {
             self.rtr_restart_at = None;
             self.start_rpki();
+        }
+        let status = &self.core.rpki.status;
+        let expired = self.rpki_version_seen.is_none()
+            && status.sync == RpkiSyncState::Stale
+            && status.expire_seconds > 0
+            && status.updated_unix_ms.is_some_and(|updated| {
+                unix_now_ms().saturating_sub(updated) >= u64::from(status.expire_seconds) * 1_000
+            });
+        if expired {
+            warn!(
+                "RTR data expired: the RTR client was restarted and no cache answered within the expire interval"
+            );
+            let mut update = RpkiUpdate::initial(RpkiSyncState::Expired);
+            update.last_error = status.last_error.clone();
+            self.handle(Event::RpkiUpdated(Box::new(update))).await;
+            self.rpki_families = (0, 0);
+            self.report_rpki();
         }
     }
 
@@ -165,6 +185,17 @@ impl Engine {
             return;
         };
         let snapshot = handle.snapshots.borrow_and_update().clone();
+        if snapshot.vrps_version == 0 && self.core.rpki.status.sync == RpkiSyncState::Stale {
+            // A restarted client with no set of its own yet: the stale set stays; only its
+            // errors are news.
+            let mut update = self.core.rpki.status.clone();
+            update.changed_prefixes = None;
+            if snapshot.last_error.is_some() {
+                update.last_error.clone_from(&snapshot.last_error);
+            }
+            self.handle(Event::RpkiUpdated(Box::new(update))).await;
+            return;
+        }
         let update = update_from_snapshot(&snapshot, self.rpki_version_seen, unix_now_ms());
         if update.sync != self.core.rpki.status.sync {
             info!(from = ?self.core.rpki.status.sync, to = ?update.sync, cache = ?update.cache, vrps = update.vrps.len(), "RPKI sync state changed");
