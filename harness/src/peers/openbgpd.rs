@@ -64,7 +64,11 @@ impl OpenbgpdPeer {
     /// Writes `bgpd.conf` (with the originated routes as `network` statements), checks it with
     /// `bgpd -n`, starts `bgpd -d` and waits until its control socket answers.
     pub fn start(spec: PeerSpec) -> Result<OpenbgpdPeer> {
-        if let Some(route) = spec.originate.iter().find(|route| !route.as_path.is_empty()) {
+        if let Some(route) = spec
+            .originate
+            .iter()
+            .find(|route| !route.as_path.is_empty())
+        {
             return Err(unsupported_as_path(route));
         }
         if spec.md5_password.is_some() {
