@@ -54,8 +54,7 @@ mod report;
 
 use self::connect_failures::ConnectFailures;
 use self::connection::{
-    Connection, close_gracefully, poll_connect, read_some, sleep_until, split_halves,
-    write_some,
+    Connection, close_gracefully, poll_connect, read_some, sleep_until, split_halves, write_some,
 };
 use self::report::EndReport;
 pub use self::report::{PeerReport, PeerSynced, ReportTo, task_ended};
