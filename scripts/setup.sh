@@ -6,7 +6,7 @@ export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 $SUDO apt-get update -qq
-# bird2, frr, gobgpd, exabgp: real BGP peers for the interop suite; prometheus: the real scraper;
+# bird2, frr, gobgpd, exabgp, openbgpd: real BGP peers for the interop suite; prometheus: the real scraper;
 # iproute2: network namespaces; systemd: systemd-analyze for the unit; busybox (httpd) and
 # dnsmasq-base: the real local HTTP and DNS services the health-check tests probe; etcd-server:
 # the real etcd cluster the rollout controller's etcd mode is tested against;
@@ -27,7 +27,7 @@ if [ ! -e "$policy" ]; then
 fi
 status=0
 $SUDO apt-get install -y -qq --no-install-recommends \
-  bird2 frr gobgpd exabgp prometheus iproute2 procps ca-certificates systemd \
+  bird2 frr gobgpd exabgp openbgpd prometheus iproute2 procps ca-certificates systemd \
   busybox curl dnsmasq-base etcd-server protobuf-compiler libprotobuf-dev stayrtr graphviz >/dev/null || status=$?
 if [ -n "$ours" ]; then $SUDO rm -f "$policy"; fi
 [ "$status" = 0 ] || { echo "setup: apt-get install failed ($status)" >&2; exit "$status"; }

@@ -54,7 +54,7 @@ mod report;
 
 use self::connect_failures::ConnectFailures;
 use self::connection::{
-    Connection, poll_connect, read_some, sleep_until, split_halves, write_some,
+    Connection, close_gracefully, poll_connect, read_some, sleep_until, split_halves, write_some,
 };
 use self::report::EndReport;
 pub use self::report::{PeerReport, PeerSynced, ReportTo, task_ended};
@@ -66,6 +66,9 @@ pub const OUTPUT_HIGH_WATER: usize = 512 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// How long an outbound connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closed connection waits for the peer to close its side (see
+/// [`connection::close_gracefully`]); a stopping task waits for its closes at most this long.
+const CLOSE_LIMIT: Duration = Duration::from_secs(3);
 
 /// Everything a peer task needs to run.
 #[derive(Debug, Clone)]
@@ -160,6 +163,8 @@ struct PeerDriver {
     applied_attributes: Vec<FamilyAttributes>,
     interned: Interned,
     connection: Option<Connection>,
+    /// Connections closed gracefully in the background (FIN sent, waiting for the peer's).
+    closing_connections: tokio::task::JoinSet<()>,
     /// An inbound connection waiting for collision resolution.
     parked: Option<Connection>,
     connecting: Option<ConnectFuture>,
@@ -213,6 +218,7 @@ impl PeerDriver {
             applied_attributes: Vec::new(),
             interned: HashMap::new(),
             connection: None,
+            closing_connections: tokio::task::JoinSet::new(),
             parked: None,
             connecting: None,
             idle_timers: BTreeMap::new(),
@@ -235,6 +241,7 @@ impl PeerDriver {
             if self.stopping.is_some() && self.connection.is_none() {
                 break;
             }
+            while self.closing_connections.try_join_next().is_some() {}
             self.pull_updates();
             self.stop_when_withdrawn();
             let deadline = self.next_deadline();
@@ -288,6 +295,8 @@ impl PeerDriver {
             }
             self.publish_status();
         }
+        let closing = std::mem::take(&mut self.closing_connections);
+        let _ = tokio::time::timeout(CLOSE_LIMIT, closing.join_all()).await;
         if let Some(done) = self.stopping.take() {
             let _ = done.send(());
         }
@@ -740,8 +749,12 @@ impl PeerDriver {
     }
 
     fn drop_connection(&mut self, why: &str) {
-        if self.connection.take().is_some() {
+        if let Some(connection) = self.connection.take() {
             debug!(peer = %self.spec.name, why, "connection dropped");
+            if let Some((reader, writer)) = connection.into_halves() {
+                self.closing_connections
+                    .spawn(close_gracefully(reader, writer, CLOSE_LIMIT));
+            }
             if self.is_established_status() {
                 self.rib.session_down();
             }

@@ -4,7 +4,7 @@
 #
 #   benches/bgp_peers.sh [--ipv4 1000000] [--ipv6 200000] [--runs 3] [--slow-runs 1]
 #                        [--senders blaster,topologyd,bird,frr,exabgp] [--multi-peers 10]
-#                        [--multi-routes 100000] [--timeout 900]
+#                        [--multi-routes 100000] [--timeout 900] [--receiver bird|openbgpd]
 #
 # Prints a markdown table and writes target/bench/bgp_peers.json (per-run numbers, medians,
 # ratios, methods). Needs bird/birdc, /usr/lib/frr/bgpd + vtysh, exabgp, gobgpd/gobgp; runs as
@@ -17,7 +17,11 @@
 #
 # RECEIVER (the same for every sender, a fresh process per run): BIRD 2, one passive eBGP
 # session per sender address (AS 64512, IPv4 + IPv6 unicast over IPv4 transport, `import all`,
-# `export none`, no graceful restart, hold 240 s), TZ=UTC.
+# `export none`, no graceful restart, hold 240 s), TZ=UTC. With `--receiver openbgpd`: OpenBGPD
+# 7.7 (`/usr/sbin/bgpd -d`, as root; `fib-update no`, `allow from any`, `deny to any`, no
+# graceful restart), read with `bgpctl -j show neighbor` (`stats.prefixes.received`,
+# `stats.update.received.withdraws`); it gives state-change times in whole seconds only, so
+# the announce clock starts at the first poll that sees the session Established (±20 ms).
 #
 # WHAT IS MEASURED (all from the receiver's side):
 # - announce: from the receiver's Established time (`show protocols`, `timeformat protocol iso

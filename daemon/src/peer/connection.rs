@@ -30,6 +30,8 @@ pub(super) struct Connection {
     pub(super) ledger: SendLedger,
     /// Close once `output` is written.
     pub(super) closing: bool,
+    /// Set by [`Connection::abort`]: the connection ends with a reset, not a graceful close.
+    pub(super) reset: bool,
     /// The peer's OPEN, once seen: (BGP Identifier, ASN).
     pub(super) remote_identity: Option<(Ipv4Addr, u32)>,
 }
@@ -46,6 +48,7 @@ impl Connection {
             timers: BTreeMap::new(),
             ledger: SendLedger::default(),
             closing: false,
+            reset: false,
             remote_identity: None,
         }
     }
@@ -85,7 +88,14 @@ impl Connection {
         }
         let _ = socket2::SockRef::from(self.writer.as_ref()).set_linger(Some(Duration::ZERO));
         self.closing = true;
+        self.reset = true;
         discarded
+    }
+
+    /// The socket's halves, for [`close_gracefully`]; `None` for a connection that was reset
+    /// (dropping it is the reset).
+    pub(super) fn into_halves(self) -> Option<(OwnedReadHalf, OwnedWriteHalf)> {
+        (!self.reset).then_some((self.reader, self.writer))
     }
 
     /// Applies the outputs of a session that is not yet the driver's (a parked connection
@@ -108,6 +118,29 @@ impl Connection {
             }
         }
     }
+}
+
+/// Closes a connection whose output is written: a FIN behind everything the kernel still
+/// holds, then reads and discards until the peer closes too (or `limit` passes). Dropping the
+/// socket at once would turn the close into a reset whenever input is unread (a KEEPALIVE
+/// will do), and a reset discards what the kernel has not sent yet: a stop's last withdrawals
+/// and its Cease would be lost, and the peer would flush the session's routes itself, which
+/// BIRD does several times slower than it applies the withdrawals.
+pub(super) async fn close_gracefully(
+    mut reader: OwnedReadHalf,
+    mut writer: OwnedWriteHalf,
+    limit: Duration,
+) {
+    let _ = tokio::time::timeout(limit, async {
+        let _ = writer.shutdown().await;
+        let mut discard = vec![0u8; READ_CHUNK];
+        while let Ok(read) = reader.read(&mut discard).await {
+            if read == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 pub(super) type ReadHalf<'a> = Option<(&'a mut OwnedReadHalf, &'a mut BytesMut)>;

@@ -1,4 +1,4 @@
-//! Real-peer harness: launches the Debian BGP daemons (BIRD 2, FRR bgpd, GoBGP, ExaBGP), a real
+//! Real-peer harness: launches the Debian BGP daemons (BIRD 2, FRR bgpd, GoBGP, ExaBGP, OpenBGPD), a real
 //! Prometheus and StayRTR (an RPKI cache) on loopback, each in its own temporary directory with
 //! its own control socket or API port, and reads back what the daemon itself believes (routes,
 //! session state, counters).
@@ -44,6 +44,7 @@
 //! | BIRD 2.0.12 | no per-route flag in `show route`; `show protocols all NAME` prints `Neighbor graceful restart active` (and a `Restart timer`) while the peer is down, so [`ReceivedRoute::stale`] is set on every route of the session then | `show protocols all NAME`, per channel: `Import withdraws` — column *received* counts withdrawals received in UPDATEs ([`ImportCounters::withdrawals`]); column *accepted* counts routes actually removed, **including stale routes flushed** at End-of-RIB, on restart-timer expiry, or immediately when the restarted peer's OPEN does not set the forwarding-state bit for the family ([`ImportCounters::removed`]). Counters survive session resets; assert both are zero. |
 //! | FRR 8.4 | `"stale": true` on the path in `show bgp <afi> unicast json detail`, with `gracefulRestartSecondsRemaining`; `show bgp neighbors json` says `"bgpStateIs": "passiveNSF"` | no counter; the launcher enables `debug bgp updates in` and counts log lines `rcvd UPDATE about <prefix> ... -- withdrawn` |
 //! | GoBGP 3.10 | `"stale": true` on the path in `gobgp global rib -j` | `gobgp neighbor ADDR -j`: `state.messages.received.withdraw_prefix` (absent when zero) |
+//! | OpenBGPD 7.7 | `"stale": true` on the path in `bgpctl -j show rib detail` | `bgpctl -j show neighbor ADDR`: `stats.update.received.withdraws` |
 //! | ExaBGP 4.2 | keeps no RIB; the harness replays the JSON API stream: routes of a session that went `down` are marked stale until re-announced, and dropped at the next End-of-RIB | withdrawn NLRI in the JSON stream, counted by the harness |
 
 pub mod alloc;
@@ -52,6 +53,7 @@ mod exabgp;
 mod frr;
 mod gobgp;
 mod gtsm;
+mod openbgpd;
 pub(crate) mod process;
 mod prometheus;
 mod stayrtr;
@@ -67,6 +69,7 @@ pub use exabgp::{ExabgpPeer, exabgp_command};
 pub use frr::FrrPeer;
 pub use gobgp::GobgpPeer;
 pub use gtsm::{TtlProbe, ttl_probe};
+pub use openbgpd::OpenbgpdPeer;
 pub use prometheus::{Labels, Prometheus};
 pub use stayrtr::{Roa, StayRtr, StayRtrOptions};
 /// The ORIGIN attribute (RFC 4271 §5.1.1) of the routes the peers send: the codec's own type.
@@ -94,6 +97,8 @@ pub enum Daemon {
     Gobgp,
     /// ExaBGP 4, observed through its JSON API process.
     Exabgp,
+    /// OpenBGPD (`/usr/sbin/bgpd`, queried with `bgpctl`).
+    Openbgpd,
     /// The Prometheus server.
     Prometheus,
     /// The StayRTR RPKI cache.
@@ -107,6 +112,7 @@ impl fmt::Display for Daemon {
             Daemon::Frr => "FRR bgpd",
             Daemon::Gobgp => "GoBGP",
             Daemon::Exabgp => "ExaBGP",
+            Daemon::Openbgpd => "OpenBGPD",
             Daemon::Prometheus => "Prometheus",
             Daemon::StayRtr => "StayRTR",
         })

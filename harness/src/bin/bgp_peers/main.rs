@@ -1,12 +1,13 @@
 //! Driver of the side-by-side benchmark `benches/bgp_peers.sh` (issue 3, item 9): the same routes
 //! (IPv4 /24s from 11.0.0.0, IPv6 /48s from 3fff::/20, one attribute set) announced to, then
-//! withdrawn from, a fresh BIRD 2 receiver on loopback by each sender in turn: the blaster
-//! (`bgp_blaster`, pre-encoded bytes: the receiver's ingest limit), topologyd, BIRD, FRR bgpd,
-//! GoBGP and ExaBGP. What each number measures, and how each sender is loaded, is documented in
-//! the script's header; these modules only implement it:
-//! `main.rs` (options, the run plan), `routes.rs` (the route set), `process.rs` (process groups,
-//! commands, RSS), `receiver.rs` (the BIRD receiver and its control socket), `senders/` (one
-//! module per sender), `run.rs` (one measured run), `report.rs` (table and JSON).
+//! withdrawn from, a fresh BIRD 2 (or, with `--receiver openbgpd`, OpenBGPD) receiver on
+//! loopback by each sender in turn: the blaster (`bgp_blaster`, pre-encoded bytes: the
+//! receiver's ingest limit), topologyd, BIRD, FRR bgpd, GoBGP and ExaBGP. What each number
+//! measures, and how each sender is loaded, is documented in the script's header; these modules
+//! only implement it: `main.rs` (options, the run plan), `routes.rs` (the route set),
+//! `process.rs` (process groups, commands, RSS), `receiver.rs` (the BIRD or OpenBGPD receiver
+//! and how its sessions are read), `senders/` (one module per sender), `run.rs` (one measured
+//! run), `report.rs` (table and JSON).
 //!
 //! Every daemon runs on a `127.0.0.0/8` address in its own process group; the process group ids
 //! are appended to `--pids FILE` so the script's trap can kill them even if this process dies,
@@ -46,6 +47,7 @@ pub(crate) struct Options {
     pub(crate) pids: Option<PathBuf>,
     pub(crate) bin: PathBuf,
     pub(crate) timeout: Duration,
+    pub(crate) receiver: receiver::ReceiverKind,
 }
 
 fn parse_options() -> Result<Options> {
@@ -61,6 +63,7 @@ fn parse_options() -> Result<Options> {
         pids: None,
         bin: PathBuf::from("target/release"),
         timeout: Duration::from_secs(900),
+        receiver: receiver::ReceiverKind::Bird,
     };
     let mut words = std::env::args().skip(1);
     while let Some(flag) = words.next() {
@@ -86,6 +89,7 @@ fn parse_options() -> Result<Options> {
             "--pids" => options.pids = Some(PathBuf::from(value)),
             "--bin" => options.bin = PathBuf::from(value),
             "--timeout" => options.timeout = Duration::from_secs(number(&value)?),
+            "--receiver" => options.receiver = receiver::ReceiverKind::parse(&value)?,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -107,11 +111,15 @@ fn main() {
     };
     let mut results = Vec::new();
     let mut failures = Vec::new();
-    let single = format!("1 peer × {} routes", options.ipv4 + options.ipv6);
+    let into = match options.receiver {
+        receiver::ReceiverKind::Bird => String::new(),
+        other => format!(" to {}", other.name()),
+    };
+    let single = format!("1 peer × {} routes{into}", options.ipv4 + options.ipv6);
     let multi_ipv4 = options.multi_routes - options.multi_routes / 6;
     let multi_ipv6 = options.multi_routes / 6;
     let multi = format!(
-        "{} peers × {} routes",
+        "{} peers × {} routes{into}",
         options.multi_peers, options.multi_routes
     );
     let mut plan: Vec<(String, String, usize, u32, u32)> = Vec::new();

@@ -1,5 +1,6 @@
-//! The receiving BIRD 2 (one passive eBGP session per sender address) and the BIRD control
-//! socket client, which also drives BIRD as a sender (`senders/bird.rs`).
+//! The receiver (one passive eBGP session per sender address): BIRD 2 by default, or OpenBGPD
+//! (`--receiver openbgpd`); the BIRD control socket client, which also drives BIRD as a sender
+//! (`senders/bird.rs`); and the OpenBGPD receiver's `bgpctl -j` reader.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use topologyd_harness::peers::alloc::{free_port, loopback_v4};
 
 use crate::Result;
-use crate::process::{Process, write_file};
+use crate::process::{Process, run_command, unix_ms, write_file};
 use crate::routes::{RECEIVER_ASN, SENDER_ASN};
 
 /// One receiving session's counters, from `show protocols all NAME`.
@@ -147,59 +148,247 @@ pub(crate) fn parse_time(date: &str, time: &str) -> Option<i64> {
     Some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis)
 }
 
+/// Which daemon receives the routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReceiverKind {
+    Bird,
+    Openbgpd,
+}
+
+impl ReceiverKind {
+    pub(crate) fn parse(name: &str) -> Result<ReceiverKind> {
+        match name {
+            "bird" => Ok(ReceiverKind::Bird),
+            "openbgpd" => Ok(ReceiverKind::Openbgpd),
+            other => Err(format!("unknown receiver {other}; known: bird, openbgpd")),
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ReceiverKind::Bird => "BIRD",
+            ReceiverKind::Openbgpd => "OpenBGPD",
+        }
+    }
+}
+
+/// How the receiver's sessions are read.
+#[derive(Debug)]
+pub(crate) enum ReceiverControl {
+    Bird(BirdControl),
+    Openbgpd(OpenbgpdControl),
+}
+
+impl ReceiverControl {
+    /// Every receiving session (r0, r1, ...) and its counters.
+    pub(crate) fn sessions(&mut self) -> Result<BTreeMap<String, Session>> {
+        match self {
+            ReceiverControl::Bird(control) => control.sessions(),
+            ReceiverControl::Openbgpd(control) => control.sessions(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Receiver {
     pub(crate) directory: tempfile::TempDir,
     pub(crate) _process: Process,
-    pub(crate) control: BirdControl,
+    pub(crate) control: ReceiverControl,
     /// The listening endpoint of each receiving session r0, r1, ...
     pub(crate) endpoints: Vec<SocketAddr>,
 }
 
 impl Receiver {
-    /// A BIRD with `sessions` passive eBGP sessions (IPv4 + IPv6 unicast over IPv4 transport,
-    /// import everything, export nothing, no graceful restart), all expecting `sender`.
-    pub(crate) fn start(senders: &[Ipv4Addr], pids: Option<&Path>) -> Result<Receiver> {
+    /// A receiver with one passive eBGP session per sender address (IPv4 + IPv6 unicast over
+    /// IPv4 transport, import everything, export nothing, no graceful restart).
+    pub(crate) fn start(
+        kind: ReceiverKind,
+        senders: &[Ipv4Addr],
+        pids: Option<&Path>,
+    ) -> Result<Receiver> {
         let directory = tempfile::Builder::new()
             .prefix("bgp-bench-receiver-")
             .tempdir()
             .map_err(|e| e.to_string())?;
-        let mut config = String::new();
-        let _ = writeln!(
-            config,
-            "log \"{}\" all;",
-            directory.path().join("bird.log").display()
-        );
-        config.push_str(
-            "router id 10.255.255.254;\ntimeformat protocol iso long ms;\nprotocol device {}\n",
-        );
-        let mut endpoints = Vec::new();
-        // BIRD matches an incoming connection to a session by the neighbor's address, so every
-        // session has its own sender address.
-        for (index, sender) in senders.iter().enumerate() {
-            let address = loopback_v4();
-            let endpoint = SocketAddr::new(IpAddr::V4(address), free_port(IpAddr::V4(address)));
-            endpoints.push(endpoint);
-            let _ = writeln!(
-                config,
-                "protocol bgp r{index} {{\n  local {address} port {} as {RECEIVER_ASN};\n  neighbor {sender} as {SENDER_ASN};\n  strict bind yes;\n  multihop 1;\n  passive yes;\n  hold time 240;\n  graceful restart no;\n  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}",
-                endpoint.port(),
-            );
-        }
-        let (process, control) = launch_bird(
-            "receiver BIRD",
-            directory.path(),
-            config,
-            pids,
-            Duration::from_secs(20),
-            Duration::from_millis(50),
-        )?;
+        // The daemons match an incoming connection to a session by the neighbor's address, so
+        // every session has its own sender address.
+        let endpoints: Vec<SocketAddr> = senders
+            .iter()
+            .map(|_| {
+                let address = loopback_v4();
+                SocketAddr::new(IpAddr::V4(address), free_port(IpAddr::V4(address)))
+            })
+            .collect();
+        let (process, control) = match kind {
+            ReceiverKind::Bird => {
+                let (process, control) = launch_bird(
+                    "receiver BIRD",
+                    directory.path(),
+                    bird_receiver_config(directory.path(), senders, &endpoints),
+                    pids,
+                    Duration::from_secs(20),
+                    Duration::from_millis(50),
+                )?;
+                (process, ReceiverControl::Bird(control))
+            }
+            ReceiverKind::Openbgpd => {
+                let (process, control) =
+                    launch_openbgpd(directory.path(), senders, &endpoints, pids)?;
+                (process, ReceiverControl::Openbgpd(control))
+            }
+        };
         Ok(Receiver {
             directory,
             _process: process,
             control,
             endpoints,
         })
+    }
+}
+
+fn bird_receiver_config(
+    directory: &Path,
+    senders: &[Ipv4Addr],
+    endpoints: &[SocketAddr],
+) -> String {
+    let mut config = String::new();
+    let _ = writeln!(
+        config,
+        "log \"{}\" all;",
+        directory.join("bird.log").display()
+    );
+    config.push_str(
+        "router id 10.255.255.254;\ntimeformat protocol iso long ms;\nprotocol device {}\n",
+    );
+    for (index, (sender, endpoint)) in senders.iter().zip(endpoints).enumerate() {
+        let _ = writeln!(
+            config,
+            "protocol bgp r{index} {{\n  local {} port {} as {RECEIVER_ASN};\n  neighbor {sender} as {SENDER_ASN};\n  strict bind yes;\n  multihop 1;\n  passive yes;\n  hold time 240;\n  graceful restart no;\n  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}",
+            endpoint.ip(),
+            endpoint.port(),
+        );
+    }
+    config
+}
+
+/// OpenBGPD 7.7 (`/usr/sbin/bgpd`, root: its privilege-separated processes chroot into
+/// `/run/openbgpd`, created if missing): one passive neighbor per sender, `fib-update no` (it
+/// would otherwise install every route in the kernel), everything allowed in, nothing out.
+fn launch_openbgpd(
+    directory: &Path,
+    senders: &[Ipv4Addr],
+    endpoints: &[SocketAddr],
+    pids: Option<&Path>,
+) -> Result<(Process, OpenbgpdControl)> {
+    std::fs::create_dir_all("/run/openbgpd").map_err(|e| format!("/run/openbgpd: {e}"))?;
+    let socket = directory.join("bgpd.sock");
+    let mut config = String::new();
+    let _ = writeln!(config, "socket \"{}\"", socket.display());
+    let _ = writeln!(
+        config,
+        "AS {RECEIVER_ASN}\nrouter-id 10.255.255.254\nfib-update no"
+    );
+    let mut names = BTreeMap::new();
+    for (index, (sender, endpoint)) in senders.iter().zip(endpoints).enumerate() {
+        let _ = writeln!(
+            config,
+            "listen on {} port {}\nneighbor {sender} {{\n  remote-as {SENDER_ASN}\n  local-address {}\n  passive\n  holdtime 240\n  announce IPv4 unicast\n  announce IPv6 unicast\n  announce restart no\n}}",
+            endpoint.ip(),
+            endpoint.port(),
+            endpoint.ip(),
+        );
+        names.insert(IpAddr::V4(*sender), format!("r{index}"));
+    }
+    config.push_str("allow from any\ndeny to any\n");
+    let conf = directory.join("bgpd.conf");
+    write_file(&conf, &config)?;
+    let mut command = Command::new("/usr/sbin/bgpd");
+    command.arg("-d").arg("-f").arg(&conf);
+    let process = Process::spawn(
+        "receiver OpenBGPD",
+        command,
+        &directory.join("daemon.log"),
+        pids,
+    )?;
+    let mut control = OpenbgpdControl {
+        socket,
+        names,
+        established_since: BTreeMap::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match control.sessions() {
+            Ok(_) => return Ok((process, control)),
+            Err(error) if Instant::now() > deadline => {
+                return Err(format!("receiver OpenBGPD: {error}"));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Reads the OpenBGPD receiver's sessions with `bgpctl -j show neighbor`. OpenBGPD gives the
+/// time of the last state change in whole seconds only, so a session's Established time is the
+/// first poll that saw it Established (the poll interval is the error, as for the counters).
+#[derive(Debug)]
+pub(crate) struct OpenbgpdControl {
+    socket: std::path::PathBuf,
+    /// Sender address → session name (r0, r1, ...).
+    names: BTreeMap<IpAddr, String>,
+    established_since: BTreeMap<String, i64>,
+}
+
+impl OpenbgpdControl {
+    fn sessions(&mut self) -> Result<BTreeMap<String, Session>> {
+        let socket = self.socket.display().to_string();
+        let output = run_command(
+            "/usr/sbin/bgpctl",
+            &["-s", &socket, "-j", "show", "neighbor"],
+            Duration::from_secs(30),
+        )?;
+        let now = unix_ms();
+        let value: serde_json::Value = serde_json::from_str(&output)
+            .map_err(|error| format!("bgpctl -j show neighbor: {error}"))?;
+        let mut sessions = BTreeMap::new();
+        let neighbors = value
+            .get("neighbors")
+            .and_then(serde_json::Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for neighbor in neighbors {
+            let Some(name) = neighbor
+                .get("remote_addr")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|address| address.parse::<IpAddr>().ok())
+                .and_then(|address| self.names.get(&address))
+            else {
+                continue;
+            };
+            let counter = |pointer: &str| {
+                neighbor
+                    .pointer(pointer)
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0)
+            };
+            let established =
+                neighbor.get("state").and_then(serde_json::Value::as_str) == Some("Established");
+            let since_ms = if established {
+                Some(*self.established_since.entry(name.clone()).or_insert(now))
+            } else {
+                self.established_since.remove(name);
+                None
+            };
+            sessions.insert(
+                name.clone(),
+                Session {
+                    established,
+                    since_ms,
+                    imported: counter("/stats/prefixes/received"),
+                    withdraws_received: counter("/stats/update/received/withdraws"),
+                },
+            );
+        }
+        Ok(sessions)
     }
 }
 

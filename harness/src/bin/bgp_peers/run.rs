@@ -90,7 +90,7 @@ impl RssPeak {
 /// failed run (or of every run with `BGP_PEERS_KEEP`) for inspection.
 pub(crate) fn run_once(options: &Options, case: &RunCase<'_>) -> Result<RunResult> {
     let sources: Vec<Ipv4Addr> = (0..case.peers).map(|_| loopback_v4()).collect();
-    let mut receiver = Receiver::start(&sources, options.pids.as_deref())?;
+    let mut receiver = Receiver::start(options.receiver, &sources, options.pids.as_deref())?;
     let directory = tempfile::Builder::new()
         .prefix(&format!("bgp-bench-{}-", case.sender))
         .tempdir()
