@@ -1,0 +1,1 @@
+//! The IRR ownership check (route objects over whois).
