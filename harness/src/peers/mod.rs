@@ -1,5 +1,6 @@
 //! Real-peer harness: launches the Debian BGP daemons (BIRD 2, FRR bgpd, GoBGP, ExaBGP), a real
-//! Prometheus and StayRTR (an RPKI cache) on loopback, each in its own temporary directory with
+//! Prometheus, StayRTR (an RPKI cache), Knot DNS (reverse zones) and IRRd 4 (an IRR whois
+//! server, with its PostgreSQL and Redis) on loopback, each in its own temporary directory with
 //! its own control socket or API port, and reads back what the daemon itself believes (routes,
 //! session state, counters).
 //!
@@ -52,6 +53,8 @@ mod exabgp;
 mod frr;
 mod gobgp;
 mod gtsm;
+mod irrd;
+mod knot;
 pub(crate) mod process;
 mod prometheus;
 mod stayrtr;
@@ -67,6 +70,8 @@ pub use exabgp::{ExabgpPeer, exabgp_command};
 pub use frr::FrrPeer;
 pub use gobgp::GobgpPeer;
 pub use gtsm::{TtlProbe, ttl_probe};
+pub use irrd::{Irrd, IrrdStartup};
+pub use knot::{Knot, ReverseZone};
 pub use prometheus::{Labels, Prometheus};
 pub use stayrtr::{Roa, StayRtr, StayRtrOptions};
 /// The ORIGIN attribute (RFC 4271 §5.1.1) of the routes the peers send: the codec's own type.
@@ -98,6 +103,14 @@ pub enum Daemon {
     Prometheus,
     /// The StayRTR RPKI cache.
     StayRtr,
+    /// Knot DNS (`knotd`), an authoritative server for the reverse zones.
+    Knot,
+    /// IRRd 4 (`irrd`), the IRR whois server.
+    Irrd,
+    /// The PostgreSQL server IRRd stores its objects in.
+    Postgres,
+    /// The Redis server IRRd keeps its preloaded data and worker state in.
+    Redis,
 }
 
 impl fmt::Display for Daemon {
@@ -109,6 +122,10 @@ impl fmt::Display for Daemon {
             Daemon::Exabgp => "ExaBGP",
             Daemon::Prometheus => "Prometheus",
             Daemon::StayRtr => "StayRTR",
+            Daemon::Knot => "Knot DNS",
+            Daemon::Irrd => "IRRd",
+            Daemon::Postgres => "PostgreSQL",
+            Daemon::Redis => "Redis",
         })
     }
 }
