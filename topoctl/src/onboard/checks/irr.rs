@@ -488,7 +488,11 @@ mod tests {
     #[test]
     fn exact_object_with_origin_and_token_is_valid() {
         let object = route("198.51.100.0/24", "AS64500", "TEST", TOKEN);
-        let evidence = judge_text("198.51.100.0/24", &[object.clone()], &[object]);
+        let evidence = judge_text(
+            "198.51.100.0/24",
+            std::slice::from_ref(&object),
+            std::slice::from_ref(&object),
+        );
         assert_eq!(evidence.status, CheckStatus::Valid, "{}", evidence.detail);
         assert!(evidence.found.contains(&format!("remarks: {TOKEN}")));
         assert_eq!(
