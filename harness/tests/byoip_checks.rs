@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use topoctl::onboard::checks::irr::{IrrSettings, MAX_ANSWER_BYTES, check_irr};
 use topoctl::onboard::checks::rdns::{RdnsSettings, check_rdns};
-use topoctl::onboard::checks::{CheckProgress, check_many};
+use topoctl::onboard::checks::{CheckProgress, CheckTally, check_many};
 use topologyd_harness::peers::{Irrd, Knot, ReverseZone, alloc};
 use topologyd_ownership::{CheckEvidence, CheckKind, CheckStatus, challenge_record_names};
 
@@ -415,7 +415,8 @@ fn thousand_prefixes_verify_concurrently() {
     let irr = irr_settings(irrd.whois());
     let runtime = runtime();
     let verify = |items: Vec<(IpNet, CheckKind)>, concurrency: usize| {
-        let mut last_percent = 0;
+        let mut tally = CheckTally::default();
+        let mut shown = 0;
         let started = Instant::now();
         let results = runtime.block_on(check_many(
             items,
@@ -430,14 +431,15 @@ fn thousand_prefixes_verify_concurrently() {
                 }
             },
             |progress: CheckProgress<'_>| {
-                let percent = progress.done * 100 / progress.total;
                 assert!(progress.done <= progress.total);
-                if percent >= last_percent + 25 {
-                    last_percent = percent;
-                    eprintln!("  {}/{} checked", progress.done, progress.total);
+                tally.record(&progress);
+                if progress.done * 4 >= (shown + 1) * progress.total {
+                    shown += 1;
+                    eprintln!("  {}", tally.line());
                 }
             },
         ));
+        assert_eq!(tally.valid, results.len(), "{}", tally.line());
         (started.elapsed(), results)
     };
     let both = |prefixes: &[IpNet]| -> Vec<(IpNet, CheckKind)> {

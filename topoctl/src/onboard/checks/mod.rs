@@ -1,6 +1,7 @@
 //! The ownership checks that ask real servers: the validation token in the prefix's reverse
 //! DNS ([`rdns`]) and in an IRR route object ([`irr`]), and [`check_many`], which runs many of
-//! them with a bound on how many are in flight and reports progress as each one finishes.
+//! them with a bound on how many are in flight and reports progress as each one finishes
+//! ([`CheckTally`] turns that into a one-line display).
 //!
 //! Each check returns a [`CheckEvidence`] whatever happens: a server that is down, slow or
 //! answers garbage gives `unreachable`, never an error and never `valid`.
@@ -15,7 +16,7 @@ use std::future::Future;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use topologyd_ownership::CheckEvidence;
+use topologyd_ownership::{CheckEvidence, CheckStatus};
 
 /// Where a batch of checks stands, passed to [`check_many`]'s progress callback after each
 /// check finishes.
@@ -65,6 +66,52 @@ where
     results.into_iter().flatten().collect()
 }
 
+/// Running counts of a batch's verdicts, for a progress display: feed it every
+/// [`CheckProgress`] and print [`CheckTally::line`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckTally {
+    pub done: usize,
+    pub total: usize,
+    pub valid: usize,
+    pub missing: usize,
+    pub invalid: usize,
+    pub mismatch_asn: usize,
+    pub unreachable: usize,
+}
+
+impl CheckTally {
+    /// Counts one finished check.
+    pub fn record(&mut self, progress: &CheckProgress<'_>) {
+        self.done = progress.done;
+        self.total = progress.total;
+        let count = match progress.evidence.status {
+            CheckStatus::Valid => &mut self.valid,
+            CheckStatus::Missing => &mut self.missing,
+            CheckStatus::Invalid => &mut self.invalid,
+            CheckStatus::MismatchAsn => &mut self.mismatch_asn,
+            CheckStatus::Unreachable => &mut self.unreachable,
+        };
+        *count += 1;
+    }
+
+    /// `checked 120/1000: 117 valid, 2 missing, 1 unreachable` (zero counts left out).
+    pub fn line(&self) -> String {
+        let counts = [
+            (self.valid, "valid"),
+            (self.missing, "missing"),
+            (self.invalid, "invalid"),
+            (self.mismatch_asn, "mismatch_asn"),
+            (self.unreachable, "unreachable"),
+        ];
+        let parts: Vec<String> = counts
+            .iter()
+            .filter(|(count, _)| *count > 0)
+            .map(|(count, name)| format!("{count} {name}"))
+            .collect();
+        format!("checked {}/{}: {}", self.done, self.total, parts.join(", "))
+    }
+}
+
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
@@ -77,7 +124,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
-    use topologyd_ownership::{CheckKind, CheckStatus};
+    use topologyd_ownership::CheckKind;
 
     fn evidence(n: u64) -> CheckEvidence {
         CheckEvidence {
@@ -127,5 +174,26 @@ mod tests {
                 .enumerate()
                 .all(|(i, (done, total, _))| *done == i + 1 && *total == 40)
         );
+    }
+
+    #[test]
+    fn tally_counts_every_status() {
+        let mut tally = CheckTally::default();
+        let statuses = [
+            CheckStatus::Valid,
+            CheckStatus::Valid,
+            CheckStatus::Unreachable,
+        ];
+        for (n, status) in statuses.into_iter().enumerate() {
+            let mut finished = evidence(n as u64);
+            finished.status = status;
+            tally.record(&CheckProgress {
+                done: n + 1,
+                total: 4,
+                index: n,
+                evidence: &finished,
+            });
+        }
+        assert_eq!(tally.line(), "checked 3/4: 2 valid, 1 unreachable");
     }
 }
