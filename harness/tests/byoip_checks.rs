@@ -325,8 +325,16 @@ fn fake_whois(answer: Option<Vec<u8>>) -> (SocketAddr, std::thread::JoinHandle<(
     let handle = std::thread::spawn(move || {
         use std::io::{Read, Write};
         if let Ok((mut stream, _)) = listener.accept() {
-            let mut query = [0u8; 256];
-            let _ = stream.read(&mut query);
+            // The whole query first: closing with unread bytes would reset the connection.
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut query = Vec::new();
+            let mut chunk = [0u8; 256];
+            while !query.ends_with(b"!q\n") {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => query.extend_from_slice(&chunk[..n]),
+                }
+            }
             match answer {
                 Some(answer) => {
                     let _ = stream.write_all(&answer);
