@@ -152,6 +152,16 @@ fn reverse_dns_against_knot() {
         "REFUSED (zone not served)",
     );
 
+    // A silent nameserver listed first: the resolver gets its answer from the other one.
+    let (silent, _udp, _tcp) = silent_endpoint();
+    let both = rdns_settings(vec![silent, knot.address()]);
+    let evidence = runtime.block_on(check_rdns(&both, net("198.51.100.0/23"), TOKEN));
+    expect(
+        &evidence,
+        CheckStatus::Valid,
+        "one of two nameservers silent",
+    );
+
     // Published while Knot runs, seen by the very next check: nothing is cached.
     let fresh = "198.51.20.0/24";
     expect(&check(fresh), CheckStatus::Missing, "before publishing");
