@@ -1,7 +1,8 @@
-//! Real-peer harness: launches the Debian BGP daemons (BIRD 2, FRR bgpd, GoBGP, ExaBGP, OpenBGPD), a real
-//! Prometheus and StayRTR (an RPKI cache) on loopback, each in its own temporary directory with
-//! its own control socket or API port, and reads back what the daemon itself believes (routes,
-//! session state, counters).
+//! Real-peer harness: launches the Debian BGP daemons (BIRD 2, FRR bgpd, GoBGP, ExaBGP,
+//! OpenBGPD), a real Prometheus, StayRTR (an RPKI cache), Knot DNS (reverse zones) and IRRd 4 (an
+//! IRR whois server, with its PostgreSQL and Redis) on loopback, each in its own temporary
+//! directory with its own control socket or API port, and reads back what the daemon itself
+//! believes (routes, session state, counters).
 //!
 //! This module owns the shared vocabulary — [`PeerSpec`], [`Route`], [`ReceivedRoute`],
 //! [`SessionState`], [`ImportCounters`], the [`BgpPeer`] trait and [`Error`] — plus the address
@@ -53,6 +54,8 @@ mod exabgp;
 mod frr;
 mod gobgp;
 mod gtsm;
+mod irrd;
+mod knot;
 mod openbgpd;
 pub(crate) mod process;
 mod prometheus;
@@ -69,6 +72,8 @@ pub use exabgp::{ExabgpPeer, exabgp_command};
 pub use frr::FrrPeer;
 pub use gobgp::GobgpPeer;
 pub use gtsm::{TtlProbe, ttl_probe};
+pub use irrd::{Irrd, IrrdStartup};
+pub use knot::{Knot, ReverseZone};
 pub use openbgpd::OpenbgpdPeer;
 pub use prometheus::{Labels, Prometheus};
 pub use stayrtr::{Roa, StayRtr, StayRtrOptions};
@@ -103,6 +108,14 @@ pub enum Daemon {
     Prometheus,
     /// The StayRTR RPKI cache.
     StayRtr,
+    /// Knot DNS (`knotd`), an authoritative server for the reverse zones.
+    Knot,
+    /// IRRd 4 (`irrd`), the IRR whois server.
+    Irrd,
+    /// The PostgreSQL server IRRd stores its objects in.
+    Postgres,
+    /// The Redis server IRRd keeps its preloaded data and worker state in.
+    Redis,
 }
 
 impl fmt::Display for Daemon {
@@ -115,6 +128,10 @@ impl fmt::Display for Daemon {
             Daemon::Openbgpd => "OpenBGPD",
             Daemon::Prometheus => "Prometheus",
             Daemon::StayRtr => "StayRTR",
+            Daemon::Knot => "Knot DNS",
+            Daemon::Irrd => "IRRd",
+            Daemon::Postgres => "PostgreSQL",
+            Daemon::Redis => "Redis",
         })
     }
 }
