@@ -66,6 +66,8 @@ pub const OUTPUT_HIGH_WATER: usize = 512 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// How long an outbound connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stop waits for the peer's EoRRs (the fence of [`StopFence`]) before its Cease.
+const STOP_FENCE_LIMIT: Duration = Duration::from_secs(5);
 /// How long a closed connection waits for the peer to close its side (see
 /// [`connection::close_gracefully`]); a stopping task waits for its closes at most this long.
 const CLOSE_LIMIT: Duration = Duration::from_secs(3);
@@ -148,6 +150,19 @@ pub fn spawn_peer(
 
 type ConnectFuture = Pin<Box<dyn Future<Output = Result<TcpStream, sockopt::SockoptError>> + Send>>;
 
+/// A processing fence before a stop's Cease. A peer that is sent a Cease right behind a table
+/// of withdrawals may take the session down before it has applied them all (OpenBGPD's session
+/// engine reads ahead of its route engine), and then removes the rest by flushing the session,
+/// several times slower than it applies withdrawals. A peer answers messages in order, so its
+/// answer to a route refresh request — with enhanced route refresh (RFC 7313), a BoRR and an
+/// EoRR even when it has nothing to send — comes after every withdrawal before the request.
+/// Bounded by [`STOP_FENCE_LIMIT`]; a session without enhanced route refresh stops at once.
+#[derive(Debug)]
+struct StopFence {
+    awaiting: Vec<WireFamily>,
+    until: Instant,
+}
+
 struct PeerDriver {
     spec: PeerSpec,
     routes: watch::Receiver<Arc<LocationRoutes>>,
@@ -174,8 +189,12 @@ struct PeerDriver {
     idle_session: Option<Session>,
     stopping: Option<oneshot::Sender<()>>,
     /// A stop with `withdraw_first` is streaming its withdrawals: once the Adj-RIB-Out has
-    /// nothing left to send, the session is stopped with a Cease.
+    /// nothing left to send, the session is stopped with a Cease (after [`StopFence`]).
     withdrawing_then_stop: bool,
+    /// The families of the session, when it negotiated enhanced route refresh (RFC 7313).
+    fence_families: Option<Vec<WireFamily>>,
+    /// A stop's withdrawals are written; the Cease waits for the peer's EoRRs.
+    stop_fence: Option<StopFence>,
     jitter_seed: u64,
     /// Whether the current session has sent everything the Adj-RIB-Out had (End-of-RIB included).
     synced: bool,
@@ -229,6 +248,8 @@ impl PeerDriver {
             synced: false,
             first_write_pending: None,
             withdrawing_then_stop: false,
+            fence_families: None,
+            stop_fence: None,
             session_state: State::Idle,
             _end_report: end_report,
         }
@@ -622,6 +643,9 @@ impl PeerDriver {
                         continue;
                     }
                     self.rib.session_established(&negotiated);
+                    self.fence_families = negotiated
+                        .enhanced_route_refresh
+                        .then(|| negotiated.families.clone());
                     self.synced = false;
                     let since = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
@@ -668,6 +692,11 @@ impl PeerDriver {
                 }
                 Output::RouteRefreshDemarcation { family, begin } => {
                     debug!(peer = %self.spec.name, ?family, begin, "route refresh demarcation");
+                    if let Some(fence) = self.stop_fence.as_mut()
+                        && !begin
+                    {
+                        fence.awaiting.retain(|awaited| *awaited != family);
+                    }
                 }
                 Output::RoutesReceived(summary) => {
                     self.status.send_modify(|status| {
@@ -854,6 +883,31 @@ impl PeerDriver {
     fn stop_when_withdrawn(&mut self) {
         if self.withdrawing_then_stop && !(self.is_established() && self.rib.has_pending()) {
             self.withdrawing_then_stop = false;
+            match self.fence_families.clone() {
+                Some(families) if self.is_established() && !families.is_empty() => {
+                    for family in &families {
+                        self.feed(Input::RequestRouteRefresh(*family), false);
+                    }
+                    info!(peer = %self.spec.name, ?families, "stop: every withdrawal written; the Cease waits for the peer's EoRR (route refresh as a fence)");
+                    self.stop_fence = Some(StopFence {
+                        awaiting: families,
+                        until: Instant::now() + STOP_FENCE_LIMIT,
+                    });
+                }
+                _ => self.feed(Input::ManualStop, false),
+            }
+        }
+        let fence_passed = self.stop_fence.as_ref().is_some_and(|fence| {
+            fence.awaiting.is_empty() || Instant::now() >= fence.until || !self.is_established()
+        });
+        if fence_passed {
+            if let Some(fence) = self.stop_fence.take() {
+                if fence.awaiting.is_empty() {
+                    info!(peer = %self.spec.name, "stop: the peer answered with its EoRR; sending the Cease");
+                } else {
+                    warn!(peer = %self.spec.name, awaiting = ?fence.awaiting, "stop: no EoRR from the peer in time; sending the Cease");
+                }
+            }
             self.feed(Input::ManualStop, false);
         }
     }
@@ -981,6 +1035,7 @@ impl PeerDriver {
             .values()
             .copied()
             .chain(connection_deadlines)
+            .chain(self.stop_fence.as_ref().map(|fence| fence.until))
             .min()
     }
 

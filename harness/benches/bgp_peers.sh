@@ -19,7 +19,7 @@
 # session per sender address (AS 64512, IPv4 + IPv6 unicast over IPv4 transport, `import all`,
 # `export none`, no graceful restart, hold 240 s), TZ=UTC. With `--receiver openbgpd`: OpenBGPD
 # 7.7 (`/usr/sbin/bgpd -d`, as root; `fib-update no`, `allow from any`, `deny to any`, no
-# graceful restart), read with `bgpctl -j show neighbor` (`stats.prefixes.received`,
+# graceful restart, enhanced route refresh on as in BIRD by default), read with `bgpctl -j show neighbor` (`stats.prefixes.received`,
 # `stats.update.received.withdraws`); it gives state-change times in whole seconds only, so
 # the announce clock starts at the first poll that sees the session Established (±20 ms).
 #

@@ -123,6 +123,14 @@ fn sigterm_with_withdraw_on_stop_withdraws_everything_first() {
     assert_eq!(exit, Some(0));
     bird.wait_for(|routes| routes.is_empty(), WAIT)
         .unwrap_or_else(|error| panic!("routes stayed after a withdrawing stop: {error}"));
+    // BIRD negotiates enhanced route refresh: the Cease waited for its EoRR, so every
+    // withdrawal was applied before the session went down (BIRD shows no counters for a
+    // channel that is down, so the log is the witness).
+    let log = topologyd.log();
+    assert!(
+        log.contains("the peer answered with its EoRR; sending the Cease"),
+        "the stop did not wait for BIRD's EoRR:\n{log}"
+    );
 }
 
 #[test]

@@ -273,7 +273,8 @@ fn bird_receiver_config(
 
 /// OpenBGPD 7.7 (`/usr/sbin/bgpd`, root: its privilege-separated processes chroot into
 /// `/run/openbgpd`, created if missing): one passive neighbor per sender, `fib-update no` (it
-/// would otherwise install every route in the kernel), everything allowed in, nothing out.
+/// would otherwise install every route in the kernel), everything allowed in, nothing out, and
+/// enhanced route refresh (RFC 7313) offered as BIRD offers it by default.
 fn launch_openbgpd(
     directory: &Path,
     senders: &[Ipv4Addr],
@@ -292,7 +293,7 @@ fn launch_openbgpd(
     for (index, (sender, endpoint)) in senders.iter().zip(endpoints).enumerate() {
         let _ = writeln!(
             config,
-            "listen on {} port {}\nneighbor {sender} {{\n  remote-as {SENDER_ASN}\n  local-address {}\n  passive\n  holdtime 240\n  announce IPv4 unicast\n  announce IPv6 unicast\n  announce restart no\n}}",
+            "listen on {} port {}\nneighbor {sender} {{\n  remote-as {SENDER_ASN}\n  local-address {}\n  passive\n  holdtime 240\n  announce IPv4 unicast\n  announce IPv6 unicast\n  announce restart no\n  announce enhanced refresh yes\n}}",
             endpoint.ip(),
             endpoint.port(),
             endpoint.ip(),
