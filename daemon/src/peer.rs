@@ -68,6 +68,8 @@ const READ_CHUNK: usize = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stop waits for the peer's EoRRs (the fence of [`StopFence`]) before its Cease.
 const STOP_FENCE_LIMIT: Duration = Duration::from_secs(5);
+/// What a stop keeps of its grace time for the Cease and the close after the fence.
+const STOP_MARGIN: Duration = Duration::from_secs(1);
 /// How long a closed connection waits for the peer to close its side (see
 /// [`connection::close_gracefully`]); a stopping task waits for its closes at most this long.
 const CLOSE_LIMIT: Duration = Duration::from_secs(3);
@@ -99,6 +101,8 @@ pub enum PeerCommand {
     /// peer keeps our routes as stale for the graceful-restart time (RFC 4724 §4.2).
     Shutdown {
         withdraw_first: bool,
+        /// When the stop's grace time ends: the EoRR fence and the graceful close end before.
+        deadline: Instant,
         done: oneshot::Sender<()>,
     },
 }
@@ -156,10 +160,12 @@ type ConnectFuture = Pin<Box<dyn Future<Output = Result<TcpStream, sockopt::Sock
 /// several times slower than it applies withdrawals. A peer answers messages in order, so its
 /// answer to a route refresh request — with enhanced route refresh (RFC 7313), a BoRR and an
 /// EoRR even when it has nothing to send — comes after every withdrawal before the request.
-/// Bounded by [`STOP_FENCE_LIMIT`]; a session without enhanced route refresh stops at once.
+/// Bounded by [`STOP_FENCE_LIMIT`] and by the stop's grace time (less [`STOP_MARGIN`] for the
+/// Cease and the close); a session without (enhanced) route refresh stops at once.
 #[derive(Debug)]
 struct StopFence {
-    awaiting: Vec<WireFamily>,
+    /// EoRRs still to come per family: the fence's own request and any earlier one in flight.
+    awaiting: BTreeMap<WireFamily, u32>,
     until: Instant,
 }
 
@@ -195,6 +201,11 @@ struct PeerDriver {
     fence_families: Option<Vec<WireFamily>>,
     /// A stop's withdrawals are written; the Cease waits for the peer's EoRRs.
     stop_fence: Option<StopFence>,
+    /// When the current stop's grace time ends (bounds the fence and the graceful close).
+    stop_deadline: Option<Instant>,
+    /// Route refresh requests sent and not yet answered by an EoRR, per family (with enhanced
+    /// route refresh): the fence waits for its own answer, not an earlier request's.
+    refresh_outstanding: BTreeMap<WireFamily, u32>,
     jitter_seed: u64,
     /// Whether the current session has sent everything the Adj-RIB-Out had (End-of-RIB included).
     synced: bool,
@@ -250,6 +261,8 @@ impl PeerDriver {
             withdrawing_then_stop: false,
             fence_families: None,
             stop_fence: None,
+            stop_deadline: None,
+            refresh_outstanding: BTreeMap::new(),
             session_state: State::Idle,
             _end_report: end_report,
         }
@@ -317,7 +330,10 @@ impl PeerDriver {
             self.publish_status();
         }
         let closing = std::mem::take(&mut self.closing_connections);
-        let _ = tokio::time::timeout(CLOSE_LIMIT, closing.join_all()).await;
+        let wait = self.stop_deadline.map_or(CLOSE_LIMIT, |deadline| {
+            CLOSE_LIMIT.min(deadline.saturating_duration_since(Instant::now()))
+        });
+        let _ = tokio::time::timeout(wait, closing.join_all()).await;
         if let Some(done) = self.stopping.take() {
             let _ = done.send(());
         }
@@ -332,14 +348,16 @@ impl PeerDriver {
             PeerCommand::Reconfigure(spec) => self.reconfigure(*spec),
             PeerCommand::RequestRouteRefresh => {
                 for family in [WireFamily::Ipv4Unicast, WireFamily::Ipv6Unicast] {
-                    self.feed(Input::RequestRouteRefresh(family), false);
+                    self.request_route_refresh(family);
                 }
             }
             PeerCommand::Shutdown {
                 withdraw_first,
+                deadline,
                 done,
             } => {
                 self.stopping = Some(done);
+                self.stop_deadline = Some(deadline);
                 self.on_command_shutdown(withdraw_first);
             }
         }
@@ -643,9 +661,12 @@ impl PeerDriver {
                         continue;
                     }
                     self.rib.session_established(&negotiated);
-                    self.fence_families = negotiated
-                        .enhanced_route_refresh
+                    // The session sends a refresh request only with route refresh negotiated;
+                    // the BoRR/EoRR answer needs enhanced route refresh.
+                    self.fence_families = (negotiated.route_refresh
+                        && negotiated.enhanced_route_refresh)
                         .then(|| negotiated.families.clone());
+                    self.refresh_outstanding.clear();
                     self.synced = false;
                     let since = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
@@ -692,10 +713,18 @@ impl PeerDriver {
                 }
                 Output::RouteRefreshDemarcation { family, begin } => {
                     debug!(peer = %self.spec.name, ?family, begin, "route refresh demarcation");
-                    if let Some(fence) = self.stop_fence.as_mut()
-                        && !begin
-                    {
-                        fence.awaiting.retain(|awaited| *awaited != family);
+                    if !begin {
+                        if let Some(outstanding) = self.refresh_outstanding.get_mut(&family) {
+                            *outstanding = outstanding.saturating_sub(1);
+                        }
+                        if let Some(fence) = self.stop_fence.as_mut()
+                            && let Some(awaited) = fence.awaiting.get_mut(&family)
+                        {
+                            *awaited = awaited.saturating_sub(1);
+                            if *awaited == 0 {
+                                fence.awaiting.remove(&family);
+                            }
+                        }
                     }
                 }
                 Output::RoutesReceived(summary) => {
@@ -878,20 +907,47 @@ impl PeerDriver {
         });
     }
 
+    /// Asks the peer for a route refresh of `family`, counting it while an EoRR can answer it.
+    fn request_route_refresh(&mut self, family: WireFamily) {
+        if self.is_established()
+            && self
+                .fence_families
+                .as_ref()
+                .is_some_and(|families| families.contains(&family))
+        {
+            *self.refresh_outstanding.entry(family).or_insert(0) += 1;
+        }
+        self.feed(Input::RequestRouteRefresh(family), false);
+    }
+
     /// After a stop with `withdraw_first`: once every withdrawal is in the output buffer (or
     /// the session is gone), stop the session with a Cease; it is written after them.
     fn stop_when_withdrawn(&mut self) {
         if self.withdrawing_then_stop && !(self.is_established() && self.rib.has_pending()) {
             self.withdrawing_then_stop = false;
+            let now = Instant::now();
+            let until = self
+                .stop_deadline
+                .map_or(now + STOP_FENCE_LIMIT, |deadline| {
+                    (now + STOP_FENCE_LIMIT).min(deadline.checked_sub(STOP_MARGIN).unwrap_or(now))
+                });
             match self.fence_families.clone() {
-                Some(families) if self.is_established() && !families.is_empty() => {
+                Some(families) if self.is_established() && !families.is_empty() && until > now => {
                     for family in &families {
-                        self.feed(Input::RequestRouteRefresh(*family), false);
+                        self.request_route_refresh(*family);
                     }
                     info!(peer = %self.spec.name, ?families, "stop: every withdrawal written; the Cease waits for the peer's EoRR (route refresh as a fence)");
                     self.stop_fence = Some(StopFence {
-                        awaiting: families,
-                        until: Instant::now() + STOP_FENCE_LIMIT,
+                        awaiting: families
+                            .iter()
+                            .map(|family| {
+                                (
+                                    *family,
+                                    self.refresh_outstanding.get(family).copied().unwrap_or(1),
+                                )
+                            })
+                            .collect(),
+                        until,
                     });
                 }
                 _ => self.feed(Input::ManualStop, false),

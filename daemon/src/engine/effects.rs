@@ -369,7 +369,8 @@ impl Engine {
         };
         let grace = self.reload_grace;
         let task = handle.task.abort_handle();
-        if tokio::time::timeout(grace, stop_peer(handle, withdraw_first))
+        let deadline = Instant::now() + grace;
+        if tokio::time::timeout(grace, stop_peer(handle, withdraw_first, deadline))
             .await
             .is_err()
         {

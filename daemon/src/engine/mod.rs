@@ -899,8 +899,9 @@ impl Engine {
         let grace = Duration::from_secs(u64::from(self.config.shutdown.grace_seconds));
         info!(withdraw_first, ?grace, "draining peers");
         let mut stops = tokio::task::JoinSet::new();
+        let deadline = Instant::now() + grace;
         for handle in std::mem::take(&mut self.peers).into_values() {
-            stops.spawn(stop_peer(handle, withdraw_first));
+            stops.spawn(stop_peer(handle, withdraw_first, deadline));
         }
         if tokio::time::timeout(grace, stops.join_all()).await.is_err() {
             warn!("shutdown grace time over; exiting with peers still draining");
@@ -908,12 +909,15 @@ impl Engine {
     }
 }
 
-async fn stop_peer(handle: PeerHandle, withdraw_first: bool) {
+/// Stops one peer task; `deadline` is when the stop's grace time ends (the task bounds its
+/// EoRR fence and its graceful close by it).
+async fn stop_peer(handle: PeerHandle, withdraw_first: bool, deadline: Instant) {
     let (done, finished) = oneshot::channel();
     if handle
         .commands
         .send(PeerCommand::Shutdown {
             withdraw_first,
+            deadline,
             done,
         })
         .await
