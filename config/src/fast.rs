@@ -143,6 +143,9 @@ fn finish(
                 rpki: fields.rpki,
                 irr_token: fields.irr_token,
                 rdns_token: fields.rdns_token,
+                // `[prefix.evidence]` is not read here: its header stops the scan at the
+                // prefix, whose table `split` then reads alone with `toml`.
+                evidence: None,
             });
         }
         Table::Binding(fields) => bindings.push(BindingFile {

@@ -192,7 +192,7 @@ pub struct WrittenEvidence<'a> {
 }
 
 /// One item ready for signature verification: its message, signature and key.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Prepared {
     message: Vec<u8>,
     signature: Signature,
