@@ -10,7 +10,8 @@
 //! Owns: the claim, its canonical message, signing, single and batch verification, key text
 //! (`ed25519:<hex>`) and key fingerprints. Must not touch: where keys are stored, the clock.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, Signer};
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

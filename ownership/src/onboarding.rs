@@ -49,6 +49,9 @@ impl OnboardingState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Onboarding {
     pub token: ValidationToken,
+    /// The longest route the topology will announce for the prefix (its own length, or the
+    /// split length): what the ROA's max-length must reach.
+    pub longest_announced: u8,
     pub state: OnboardingState,
     /// The latest evidence of each check run, in the order they ran.
     pub checks: Vec<CheckEvidence>,
@@ -70,8 +73,11 @@ pub enum TransitionError {
 }
 
 impl Onboarding {
-    pub fn new(token: ValidationToken) -> Onboarding {
+    /// A pending onboarding for `token`, announced as routes of `longest_announced` (at least
+    /// the prefix's own length).
+    pub fn new(token: ValidationToken, longest_announced: u8) -> Onboarding {
         Onboarding {
+            longest_announced: longest_announced.max(token.prefix.prefix_len()),
             updated_at_unix: token.issued_at_unix,
             token,
             state: OnboardingState::Pending,
@@ -180,14 +186,17 @@ mod tests {
     }
 
     fn onboarding() -> Onboarding {
-        Onboarding::new(ValidationToken::issue(
-            [1; crate::token::TOKEN_RANDOM_BYTES],
-            "198.51.100.0/24".parse().expect("a prefix"),
-            "acme",
-            64500,
-            0,
-            100,
-        ))
+        Onboarding::new(
+            ValidationToken::issue(
+                [1; crate::token::TOKEN_RANDOM_BYTES],
+                "198.51.100.0/24".parse().expect("a prefix"),
+                "acme",
+                64500,
+                0,
+                100,
+            ),
+            24,
+        )
     }
 
     use CheckKind::{Irr, Rdns, Roa};

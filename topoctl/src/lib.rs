@@ -14,6 +14,7 @@ pub mod graph_command;
 pub mod health_command;
 pub mod lease_command;
 pub mod matrix_command;
+pub mod onboard;
 pub mod pki_command;
 pub mod push_command;
 pub mod render;
