@@ -28,7 +28,7 @@ fi
 status=0
 $SUDO apt-get install -y -qq --no-install-recommends \
   bird2 frr gobgpd exabgp prometheus iproute2 procps ca-certificates systemd \
-  busybox curl dnsmasq-base etcd-server protobuf-compiler libprotobuf-dev stayrtr graphviz >/dev/null || status=$?
+  busybox curl dnsmasq-base etcd-server protobuf-compiler libprotobuf-dev stayrtr graphviz poppler-utils >/dev/null || status=$?
 if [ -n "$ours" ]; then $SUDO rm -f "$policy"; fi
 [ "$status" = 0 ] || { echo "setup: apt-get install failed ($status)" >&2; exit "$status"; }
 command -v cargo >/dev/null || { echo "setup: cargo is missing: install Rust with rustup" >&2; exit 1; }

@@ -38,6 +38,8 @@ pub struct LoaContent {
     pub public_key: String,
     pub key_fingerprint: String,
     pub signature: String,
+    /// The exact text the signature covers (UTF-8, one `name=value` per line).
+    pub signed_message: String,
     pub generated_at: String,
 }
 
@@ -74,6 +76,7 @@ pub fn content(
         public_key: key_text(&public),
         key_fingerprint: key_fingerprint(&public),
         signature: evidence.signature.clone(),
+        signed_message: String::from_utf8_lossy(&evidence.claim.message()).into_owned(),
         generated_at: rfc3339(now_unix),
     })
 }
@@ -181,6 +184,10 @@ fn lines(content: &LoaContent) -> Vec<(Style, String)> {
     push(Style::Mono, format!("  {}", content.public_key));
     push(Style::Body, "Ed25519 signature of the evidence:".into());
     push(Style::Mono, format!("  {}", content.signature));
+    push(Style::Body, "The signed text:".into());
+    for line in content.signed_message.lines() {
+        push(Style::Mono, format!("  {line}"));
+    }
     push(
         Style::Body,
         format!("Generated at {} by topoctl.", content.generated_at),
