@@ -247,7 +247,11 @@ fn onboard_verify_evidence_check_loa_and_revoke() {
         .unwrap_or_else(|error| panic!("pdftoppm (poppler-utils): {error}"));
     assert!(rendered.success());
     let png = std::fs::read(root.join("page-1.png")).unwrap_or_default();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 2_000, "{} bytes", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 2_000,
+        "{} bytes",
+        png.len()
+    );
     let json = topoctl(&["prefix", "loa", CIDR, "--json"], &settings);
     let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap_or_default();
     assert_eq!(json["authorised_origin_asn"], 64500);
