@@ -112,8 +112,7 @@ fn prefix_table(index: usize, style: TableStyle, out: &mut String) {
     }
     out.push_str(&after);
     if index % 3 == 1 {
-        // A customer prefix's signed evidence: the line scanner stops at its header, and the
-        // prefix table is read alone by `toml`.
+        // A customer prefix's signed evidence, as a sub-table after the prefix's own.
         out.push_str(&format!(
             "[prefix.evidence]\ntoken_sha256{equals}\"{:064x}\"\nchecks = [\"rdns\", \"roa\"]{note}\nverified_at = 1764936000\nkey = \"0123456789abcdef\"\nsignature = \"{:0128x}\"\n",
             index, index
@@ -235,9 +234,8 @@ proptest! {
         // Half the cases carry no defect.
         let defect = (if defect.0 < DEFECTS { defect.0 } else { 0 }, defect.1);
         let sources = topology(&prefixes, layout, defect, crlf);
-        // The line scanner reads every form but the multi-line inline table by itself, and
-        // leaves a prefix with `[prefix.evidence]` (the second of every three) to `toml`.
-        let simple_lines = prefixes.iter().all(|(prefix, _)| prefix.form != 4) && prefixes.len() < 2;
+        // The line scanner reads every form but the multi-line inline table by itself.
+        let simple_lines = prefixes.iter().all(|(prefix, _)| prefix.form != 4);
         if defect.0 == 0 && layout == 1 && simple_lines {
             prop_assert!(
                 crate::fast::parse_prefixes_and_bindings(&sources[1].text).is_some(),
