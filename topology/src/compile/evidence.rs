@@ -6,20 +6,29 @@
 //!
 //! Cost: only customer prefixes are verified, all of them in one Ed25519 batch (one
 //! multi-scalar multiplication instead of one check each); a failing batch is re-checked one by
-//! one to name the culprits.
+//! one to name the culprits. Compiled against a baseline (a push to a running daemon), a
+//! prefix whose cidr, owner, origin ASN and evidence are those the baseline advertised under the
+//! same `[settings.onboarding]` was verified then and is not verified again.
 //!
 //! Owns: G6. Must not touch: how evidence is produced (topoctl's onboarding), revocation (a
 //! plan-time refusal topoctl applies from its onboarding store).
 
+use std::collections::HashMap;
+
 use ipnet::IpNet;
-use topologyd_config::{Collector, PrefixEvidence, RawPrefix, RawTopology, Settings, Span};
+use topologyd_config::{
+    Collector, OnboardingPolicy, PrefixEvidence, RawPrefix, RawTopology, Settings, Span,
+};
 use topologyd_ownership::evidence::{EvidenceKeys, Prepared, WrittenEvidence, verify_all};
+
+use crate::model::{Prefix, Topology};
 
 /// Reports G6 for every advertised customer prefix whose evidence is missing or does not
 /// verify.
 pub(super) fn check_customer_evidence(
     raw: &RawTopology,
     settings: &Settings,
+    baseline: Option<&Topology>,
     collector: &mut Collector,
 ) {
     let Some(policy) = &settings.onboarding else {
@@ -39,6 +48,7 @@ pub(super) fn check_customer_evidence(
             EvidenceKeys::default()
         }
     };
+    let verified_before = verified_in(baseline, policy);
     let mut items: Vec<Prepared> = Vec::new();
     let mut verified: Vec<(&RawPrefix, Span)> = Vec::new();
     for prefix in raw
@@ -55,6 +65,14 @@ pub(super) fn check_customer_evidence(
             );
             continue;
         };
+        let unchanged = verified_before.get(&prefix.cidr.value).is_some_and(|old| {
+            old.owner == prefix.owner
+                && old.origin_asn == prefix.origin_asn.value
+                && old.evidence.as_ref() == Some(&evidence.value)
+        });
+        if unchanged {
+            continue;
+        }
         match keys.prepare(
             prefix.cidr.value.trunc(),
             &prefix.owner,
@@ -73,6 +91,31 @@ pub(super) fn check_customer_evidence(
             report(prefix, span, &error.to_string(), collector);
         }
     }
+}
+
+/// The customer prefixes `baseline` advertised with evidence under the same onboarding
+/// settings (so G6 verified them when it compiled), by cidr.
+fn verified_in<'a>(
+    baseline: Option<&'a Topology>,
+    policy: &OnboardingPolicy,
+) -> HashMap<IpNet, &'a Prefix> {
+    let Some(baseline) = baseline else {
+        return HashMap::new();
+    };
+    let same_policy = baseline.settings().onboarding.as_ref().is_some_and(|old| {
+        old.operator_owner == policy.operator_owner && old.evidence_keys == policy.evidence_keys
+    });
+    if !same_policy {
+        return HashMap::new();
+    }
+    baseline
+        .prefixes()
+        .iter()
+        .filter(|prefix| {
+            prefix.advertise && prefix.owner != policy.operator_owner && prefix.evidence.is_some()
+        })
+        .map(|prefix| (prefix.cidr, prefix))
+        .collect()
 }
 
 fn written(evidence: &PrefixEvidence) -> WrittenEvidence<'_> {

@@ -137,3 +137,50 @@ fn g6_names_each_bad_prefix_among_many_good_ones() {
     assert_eq!(error.matches("G6:").count(), 1, "{error}");
     assert!(error.contains("10.0.7.0/24"), "{error}");
 }
+
+fn compile_on(baseline: &Topology, settings: &str, prefixes: &str) -> Result<Topology, String> {
+    let sources = vec![
+        Source::new("fleet.toml", format!("{settings}\n{FLEET}")),
+        Source::new("prefixes.toml", prefixes.to_string()),
+    ];
+    compile_against(sources, 2, baseline).map_err(|diagnostics| diagnostics.to_string())
+}
+
+#[test]
+fn g6_against_a_baseline_verifies_again_whatever_it_did_not_verify_the_same_way() {
+    let two_keys = format!(
+        "[settings.onboarding]\noperator_owner = \"example-net\"\nevidence_keys = [\"{}\", \"{}\"]\n",
+        key_text(&signing_key([1; 32]).verifying_key()),
+        key_text(&signing_key([2; 32]).verifying_key())
+    );
+    let signed_by_first = prefix(
+        "198.51.100.0/24",
+        "acme",
+        true,
+        Some(("198.51.100.0/24", 1)),
+    );
+    let baseline = compile_with(&two_keys, &signed_by_first).unwrap();
+    // Unchanged: accepted (verified when the baseline compiled).
+    compile_on(&baseline, &two_keys, &signed_by_first).unwrap();
+    // The first key removed from the settings: verified again, and refused.
+    let error = compile_on(&baseline, &settings(2), &signed_by_first).unwrap_err();
+    assert!(
+        error.contains("not among the configured evidence keys"),
+        "{error}"
+    );
+    // Evidence the baseline did not advertise (so never verified) is verified when flipped.
+    let moved = prefix(
+        "198.51.100.0/24",
+        "acme",
+        false,
+        Some(("198.51.101.0/24", 1)),
+    );
+    let staged = compile_with(&two_keys, &moved).unwrap();
+    let error = compile_on(
+        &staged,
+        &two_keys,
+        &moved.replace("advertise = false", "advertise = true"),
+    )
+    .unwrap_err();
+    assert!(error.contains("the signature does not verify"), "{error}");
+}
