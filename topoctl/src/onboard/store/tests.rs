@@ -1,0 +1,125 @@
+//! The store: onboardings survive reopening, a token is accepted once, revocation feeds the
+//! revocation list, and a failed verification changes nothing.
+
+use topologyd_ownership::token::TOKEN_RANDOM_BYTES;
+use topologyd_ownership::{CheckKind, CheckStatus, EvidenceClaim, ValidationToken};
+
+use super::*;
+
+fn onboarding(prefix: &str, random: u8) -> Onboarding {
+    Onboarding::new(
+        ValidationToken::issue(
+            [random; TOKEN_RANDOM_BYTES],
+            prefix.parse().expect("a prefix"),
+            "acme",
+            64500,
+            1_000,
+            1_000,
+        ),
+        24,
+    )
+}
+
+fn passed(kind: CheckKind) -> CheckEvidence {
+    CheckEvidence {
+        kind,
+        status: CheckStatus::Valid,
+        queried: Vec::new(),
+        server: "test".into(),
+        found: Vec::new(),
+        checked_at_unix: 1_500,
+        detail: String::new(),
+    }
+}
+
+fn sign(onboarding: &Onboarding) -> SignedEvidence {
+    EvidenceClaim {
+        prefix: onboarding.token.prefix,
+        owner: onboarding.token.owner.clone(),
+        origin_asn: onboarding.token.origin_asn,
+        token_sha256: onboarding.token.digest(),
+        checks: onboarding.passed(),
+        verified_at_unix: 1_500,
+    }
+    .sign(&topologyd_ownership::evidence::signing_key([9; 32]))
+}
+
+#[test]
+fn a_valid_verification_is_durable_and_its_token_is_accepted_once() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let path = directory.path().join("state").join("onboarding.redb");
+    let prefix: IpNet = "198.51.100.0/24".parse().expect("a prefix");
+    {
+        let store = OnboardingStore::open(&path).expect("opens");
+        store
+            .insert_new(&onboarding("198.51.100.0/24", 1))
+            .expect("stored");
+        let valid = store
+            .record_verification(
+                prefix,
+                vec![passed(CheckKind::Rdns), passed(CheckKind::Roa)],
+                1_500,
+                sign,
+            )
+            .expect("recorded");
+        assert_eq!(valid.state, OnboardingState::Valid);
+        assert!(valid.evidence.is_some());
+    }
+    let store = OnboardingStore::open(&path).expect("reopens");
+    let stored = store.get(prefix).expect("reads").expect("present");
+    assert_eq!(stored.state, OnboardingState::Valid);
+    assert!(matches!(
+        store.record_verification(
+            prefix,
+            vec![passed(CheckKind::Rdns), passed(CheckKind::Roa)],
+            1_600,
+            sign
+        ),
+        Err(StoreError::Transition(_))
+    ));
+    assert!(matches!(
+        store.insert_new(&onboarding("198.51.100.0/24", 2)),
+        Err(StoreError::AlreadyValid(_))
+    ));
+    // The same token presented again in a new onboarding is refused at verification.
+    store.revoke(prefix, 1_700).expect("revoked");
+    store
+        .insert_new(&onboarding("198.51.100.0/24", 1))
+        .expect("stored again");
+    assert!(matches!(
+        store.record_verification(
+            prefix,
+            vec![passed(CheckKind::Irr), passed(CheckKind::Roa)],
+            1_800,
+            sign
+        ),
+        Err(StoreError::TokenReused(_))
+    ));
+    // The refused verification changed nothing.
+    assert_eq!(
+        store.get(prefix).expect("reads").expect("present").state,
+        OnboardingState::Pending
+    );
+}
+
+#[test]
+fn revocation_enters_the_list_and_unknown_prefixes_are_named() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let store = OnboardingStore::open(&directory.path().join("o.redb")).expect("opens");
+    let unknown: IpNet = "192.0.2.0/24".parse().expect("a prefix");
+    assert!(matches!(
+        store.revoke(unknown, 1),
+        Err(StoreError::NotOnboarded(_))
+    ));
+    let first = onboarding("198.51.100.0/24", 3);
+    store.insert_new(&first).expect("stored");
+    store
+        .insert_new(&onboarding("2001:db8::/32", 4))
+        .expect("stored");
+    assert_eq!(store.list().expect("lists").len(), 2);
+    let revoked = store.revoke(first.token.prefix, 2_000).expect("revoked");
+    assert_eq!(revoked.state, OnboardingState::Revoked);
+    let list = store.revocations().expect("reads");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[&first.token.digest()].revoked_at_unix, 2_000);
+}

@@ -1,0 +1,144 @@
+//! **G6**: a customer prefix is advertised only with valid signed evidence of its ownership and
+//! intent. When `[settings.onboarding]` names the operator's own `owner`, every prefix with
+//! another owner and `advertise = true` must carry a `[prefix.evidence]` that verifies, with one
+//! of `evidence_keys`, for the prefix's own cidr, owner and origin ASN. Pure: the public keys are
+//! in the settings, the signature check needs no network.
+//!
+//! Cost: only customer prefixes are verified, all of them in one Ed25519 batch (one
+//! multi-scalar multiplication instead of one check each); a failing batch is re-checked one by
+//! one to name the culprits. Compiled against a baseline (a push to a running daemon), a
+//! prefix whose cidr, owner, origin ASN and evidence are those the baseline advertised under the
+//! same `[settings.onboarding]` was verified then and is not verified again.
+//!
+//! Owns: G6. Must not touch: how evidence is produced (topoctl's onboarding), revocation (a
+//! plan-time refusal topoctl applies from its onboarding store).
+
+use std::collections::HashMap;
+
+use ipnet::IpNet;
+use topologyd_config::{
+    Collector, OnboardingPolicy, PrefixEvidence, RawPrefix, RawTopology, Settings, Span,
+};
+use topologyd_ownership::evidence::{EvidenceKeys, Prepared, WrittenEvidence, verify_all};
+
+use crate::model::{Prefix, Topology};
+
+/// Reports G6 for every advertised customer prefix whose evidence is missing or does not
+/// verify.
+pub(super) fn check_customer_evidence(
+    raw: &RawTopology,
+    settings: &Settings,
+    baseline: Option<&Topology>,
+    collector: &mut Collector,
+) {
+    let Some(policy) = &settings.onboarding else {
+        return;
+    };
+    let keys = match EvidenceKeys::parse(policy.evidence_keys.iter().map(String::as_str)) {
+        Ok(keys) => keys,
+        Err(error) => {
+            collector.error(
+                Some(policy.span),
+                format!("[settings.onboarding] evidence_keys: {error}"),
+                Some(
+                    "write each key as printed by `topoctl prefix key` (ed25519:<64 hex digits>)"
+                        .into(),
+                ),
+            );
+            EvidenceKeys::default()
+        }
+    };
+    let verified_before = verified_in(baseline, policy);
+    let mut items: Vec<Prepared> = Vec::new();
+    let mut verified: Vec<(&RawPrefix, Span)> = Vec::new();
+    for prefix in raw
+        .prefixes
+        .iter()
+        .filter(|prefix| prefix.advertise && prefix.owner != policy.operator_owner)
+    {
+        let Some(evidence) = &prefix.evidence else {
+            report(
+                prefix,
+                prefix.cidr.span,
+                "it has no [prefix.evidence]",
+                collector,
+            );
+            continue;
+        };
+        let unchanged = verified_before.get(&prefix.cidr.value).is_some_and(|old| {
+            old.owner == prefix.owner
+                && old.origin_asn == prefix.origin_asn.value
+                && old.evidence.as_ref() == Some(&evidence.value)
+        });
+        if unchanged {
+            continue;
+        }
+        match keys.prepare(
+            prefix.cidr.value.trunc(),
+            &prefix.owner,
+            prefix.origin_asn.value,
+            written(&evidence.value),
+        ) {
+            Ok(item) => {
+                items.push(item);
+                verified.push((prefix, evidence.span));
+            }
+            Err(error) => report(prefix, evidence.span, &error.to_string(), collector),
+        }
+    }
+    for (result, (prefix, span)) in verify_all(&items).into_iter().zip(verified) {
+        if let Err(error) = result {
+            report(prefix, span, &error.to_string(), collector);
+        }
+    }
+}
+
+/// The customer prefixes `baseline` advertised with evidence under the same onboarding
+/// settings (so G6 verified them when it compiled), by cidr.
+fn verified_in<'a>(
+    baseline: Option<&'a Topology>,
+    policy: &OnboardingPolicy,
+) -> HashMap<IpNet, &'a Prefix> {
+    let Some(baseline) = baseline else {
+        return HashMap::new();
+    };
+    let same_policy = baseline.settings().onboarding.as_ref().is_some_and(|old| {
+        old.operator_owner == policy.operator_owner && old.evidence_keys == policy.evidence_keys
+    });
+    if !same_policy {
+        return HashMap::new();
+    }
+    baseline
+        .prefixes()
+        .iter()
+        .filter(|prefix| {
+            prefix.advertise && prefix.owner != policy.operator_owner && prefix.evidence.is_some()
+        })
+        .map(|prefix| (prefix.cidr, prefix))
+        .collect()
+}
+
+fn written(evidence: &PrefixEvidence) -> WrittenEvidence<'_> {
+    WrittenEvidence {
+        token_sha256: &evidence.token_sha256,
+        checks: &evidence.checks,
+        verified_at_unix: evidence.verified_at,
+        key_id: &evidence.key,
+        signature: &evidence.signature,
+    }
+}
+
+fn report(prefix: &RawPrefix, span: Span, why: &str, collector: &mut Collector) {
+    let cidr: IpNet = prefix.cidr.value;
+    collector.error(
+        Some(span),
+        format!(
+            "G6: customer prefix {cidr} (owner \"{}\") is advertised without valid ownership evidence: {why}",
+            prefix.owner
+        ),
+        Some(format!(
+            "run `topoctl prefix onboard {cidr} --owner {}` and `topoctl prefix verify {cidr}`, and paste the [prefix.evidence] it prints; or set advertise = false until it is verified",
+            prefix.owner
+        )),
+    );
+}
