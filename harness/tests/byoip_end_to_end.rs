@@ -11,7 +11,8 @@
 //! carrying another token makes its onboarding invalid; verifying a valid onboarding again (its
 //! token already used) is refused, and so is onboarding it again.
 //!
-//! Each server starts once; IRRd (the slow one) starts while Knot does.
+//! Each server starts once; IRRd (the slow one) starts while Knot does and while the binaries
+//! build.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -55,7 +56,10 @@ fn topoctl(settings: &Path, args: &[&str]) -> (Option<i32>, String, String) {
 }
 
 fn json(text: &str) -> Value {
-    check(serde_json::from_str(text), &format!("topoctl's JSON: {text}"))
+    check(
+        serde_json::from_str(text),
+        &format!("topoctl's JSON: {text}"),
+    )
 }
 
 /// The onboarding settings: our ASN and owner, the key and store next to the file, and the
@@ -67,7 +71,10 @@ fn write_settings(directory: &Path, knot: &Knot, irrd: &Irrd) -> PathBuf {
         knot.address(),
         irrd.whois()
     );
-    check(std::fs::write(&path, text), "writing the onboarding settings");
+    check(
+        std::fs::write(&path, text),
+        "writing the onboarding settings",
+    );
     path
 }
 
@@ -187,7 +194,10 @@ fn without_evidence() -> String {
 }
 
 fn path_args(files: &[PathBuf]) -> Vec<String> {
-    files.iter().map(|file| file.display().to_string()).collect()
+    files
+        .iter()
+        .map(|file| file.display().to_string())
+        .collect()
 }
 
 /// Onboards the three prefixes through the CLI; answers the /23's TXT lines and the route
@@ -196,8 +206,17 @@ fn onboard_all(settings: &Path) -> (Vec<TxtLine>, String, String) {
     let (code, stdout, stderr) = topoctl(
         settings,
         &[
-            "prefix", "onboard", BY_RDNS, "--owner", OWNER, "--origin-asn", "64999", "--split",
-            "24", "--irr-source", "TEST",
+            "prefix",
+            "onboard",
+            BY_RDNS,
+            "--owner",
+            OWNER,
+            "--origin-asn",
+            "64999",
+            "--split",
+            "24",
+            "--irr-source",
+            "TEST",
         ],
     );
     assert_eq!(code, Some(0), "{stdout}{stderr}");
@@ -213,13 +232,25 @@ fn onboard_all(settings: &Path) -> (Vec<TxtLine>, String, String) {
         [zone_of("198.51.100.0/24"), zone_of("198.51.101.0/24")],
         "{stdout}"
     );
-    assert!(lines.iter().all(|line| line.owner == CHALLENGE && line.value == lines[0].value));
+    assert!(
+        lines
+            .iter()
+            .all(|line| line.owner == CHALLENGE && line.value == lines[0].value)
+    );
 
     let (code, stdout, stderr) = topoctl(
         settings,
         &[
-            "prefix", "onboard", BY_IRR, "--owner", OWNER, "--origin-asn", "64999",
-            "--irr-source", "TEST", "--json",
+            "prefix",
+            "onboard",
+            BY_IRR,
+            "--owner",
+            OWNER,
+            "--origin-asn",
+            "64999",
+            "--irr-source",
+            "TEST",
+            "--json",
         ],
     );
     assert_eq!(code, Some(0), "{stdout}{stderr}");
@@ -237,7 +268,15 @@ fn onboard_all(settings: &Path) -> (Vec<TxtLine>, String, String) {
 
     let (code, stdout, stderr) = topoctl(
         settings,
-        &["prefix", "onboard", IMPOSTOR, "--owner", OWNER, "--origin-asn", "64999"],
+        &[
+            "prefix",
+            "onboard",
+            IMPOSTOR,
+            "--owner",
+            OWNER,
+            "--origin-asn",
+            "64999",
+        ],
     );
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     (lines, object, token)
@@ -255,7 +294,10 @@ fn nothing_published_yet(settings: &Path, vrps: &str, bare: &[PathBuf]) {
         assert_eq!(outcome.status("rdns"), "missing", "{cidr}");
         assert_eq!(outcome.status("irr"), "missing", "{cidr}");
         assert_eq!(outcome.status("roa"), "valid", "{cidr}");
-        assert!(outcome.entry.is_none(), "{cidr}: evidence before publishing");
+        assert!(
+            outcome.entry.is_none(),
+            "{cidr}: evidence before publishing"
+        );
     }
     let mut args = vec!["check".to_string()];
     args.extend(path_args(bare));
@@ -275,6 +317,8 @@ fn nothing_published_yet(settings: &Path, vrps: &str, bare: &[PathBuf]) {
 fn onboard_publish_verify_and_announce_through_bird() {
     let began = Instant::now();
     let scratch = check(tempfile::tempdir(), "a scratch directory");
+    // The binaries build (when they need to) while IRRd starts.
+    let built = std::thread::spawn(binaries);
     let irrd = std::thread::spawn(|| Irrd::start(&[("TEST", UNRELATED_ROUTE)]));
     let knot = check(
         Knot::start(&[
@@ -286,8 +330,15 @@ fn onboard_publish_verify_and_announce_through_bird() {
         "starting Knot",
     );
     let irrd = check(
-        irrd.join().unwrap_or_else(|_| panic!("IRRd's start-up panicked")),
+        irrd.join()
+            .unwrap_or_else(|_| panic!("IRRd's start-up panicked")),
         "starting IRRd",
+    );
+    check(
+        built
+            .join()
+            .unwrap_or_else(|_| panic!("building the binaries panicked")),
+        "building topologyd and topoctl",
     );
     eprintln!("servers up after {:?}", began.elapsed());
     let settings = write_settings(scratch.path(), &knot, &irrd);
@@ -302,10 +353,16 @@ fn onboard_publish_verify_and_announce_through_bird() {
 
     // 1. Onboard: tokens issued, what to publish printed.
     let (txt, route_object, _) = onboard_all(&settings);
+    eprintln!("onboarded after {:?}", began.elapsed());
 
     // Nothing published yet: missing, and the bare topology is refused.
-    let bare = bundle(&scratch.path().join("bare"), &public_key, &without_evidence());
+    let bare = bundle(
+        &scratch.path().join("bare"),
+        &public_key,
+        &without_evidence(),
+    );
     nothing_published_yet(&settings, &vrps, &bare);
+    eprintln!("refused before publishing after {:?}", began.elapsed());
 
     // 2. Publish: the /23's TXT in both /24 zones, the route object into IRRd, and somebody
     // else's token in the impostor's zone.
@@ -313,18 +370,24 @@ fn onboard_publish_verify_and_announce_through_bird() {
         let zone = ReverseZone::new(&line.zone).txt(&line.owner, &line.value);
         check(knot.publish(&zone), "publishing a TXT record");
     }
-    let impostor = ReverseZone::new(&zone_of(IMPOSTOR))
-        .txt(CHALLENGE, "topologyd-verify-000000000000000000000000000000000000000000000000");
+    let impostor = ReverseZone::new(&zone_of(IMPOSTOR)).txt(
+        CHALLENGE,
+        "topologyd-verify-000000000000000000000000000000000000000000000000",
+    );
     check(knot.publish(&impostor), "publishing another token");
     check(
         irrd.load("TEST", &format!("{UNRELATED_ROUTE}{route_object}\n")),
         "loading the route object",
     );
 
+    eprintln!("published after {:?}", began.elapsed());
+
     // 3. Verify against Knot, IRRd and the VRPs.
     let (code, stdout, stderr) = topoctl(
         &settings,
-        &["prefix", "verify", BY_RDNS, BY_IRR, IMPOSTOR, "--vrps", &vrps, "--json"],
+        &[
+            "prefix", "verify", BY_RDNS, BY_IRR, IMPOSTOR, "--vrps", &vrps, "--json",
+        ],
     );
     assert_eq!(code, Some(3), "the impostor is not valid: {stdout}{stderr}");
     let document = json(&stdout);
@@ -348,12 +411,24 @@ fn onboard_publish_verify_and_announce_through_bird() {
     assert!(stdout.contains("error:"), "{stdout}");
     let (code, stdout, stderr) = topoctl(
         &settings,
-        &["prefix", "onboard", BY_RDNS, "--owner", OWNER, "--origin-asn", "64999"],
+        &[
+            "prefix",
+            "onboard",
+            BY_RDNS,
+            "--owner",
+            OWNER,
+            "--origin-asn",
+            "64999",
+        ],
     );
     assert_eq!(code, Some(4), "{stdout}{stderr}");
     let (code, stdout, _) = topoctl(&settings, &["prefix", "status", BY_RDNS, "--json"]);
     assert_eq!(code, Some(0));
-    assert_eq!(json(&stdout)["onboardings"][0]["state"], "valid", "{stdout}");
+    assert_eq!(
+        json(&stdout)["onboardings"][0]["state"],
+        "valid",
+        "{stdout}"
+    );
     drop(knot);
     drop(irrd);
     eprintln!("verified after {:?}", began.elapsed());
@@ -362,7 +437,11 @@ fn onboard_publish_verify_and_announce_through_bird() {
     let rdns_entry = by_rdns
         .entry
         .unwrap_or_else(|| panic!("no evidence for {BY_RDNS}"))
-        .replacen("\n\n[prefix.evidence]", "\nannounce = { split = 24 }\n\n[prefix.evidence]", 1);
+        .replacen(
+            "\n\n[prefix.evidence]",
+            "\nannounce = { split = 24 }\n\n[prefix.evidence]",
+            1,
+        );
     let irr_entry = by_irr
         .entry
         .unwrap_or_else(|| panic!("no evidence for {BY_IRR}"));
