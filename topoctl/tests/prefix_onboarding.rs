@@ -133,7 +133,7 @@ fn onboard_verify_evidence_check_loa_and_revoke() {
         text(&verify.stdout)
     );
     assert!(
-        text(&verify.stdout).contains("Roa Valid"),
+        text(&verify.stdout).contains("roa valid at"),
         "{}",
         text(&verify.stdout)
     );

@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use rand::Rng as _;
 use serde_json::json;
 use topologyd_api::{EXIT_CHANGES_ALLOWED, EXIT_INVALID, EXIT_NO_CHANGE, EXIT_REFUSED, EXIT_USAGE};
-use topologyd_ownership::evidence::{key_fingerprint, key_id, key_text};
+use topologyd_ownership::evidence::{check_name, key_fingerprint, key_id, key_text};
 use topologyd_ownership::token::TOKEN_RANDOM_BYTES;
 use topologyd_ownership::{Onboarding, OnboardingState, ValidationToken};
 
@@ -332,9 +332,9 @@ pub fn render_checks(onboarding: &Onboarding) -> String {
     let mut text = String::new();
     for check in &onboarding.checks {
         text.push_str(&format!(
-            "  {:?} {:?} at {} ({}): {}\n",
-            check.kind,
-            check.status,
+            "  {} {} at {} ({}): {}\n",
+            check_name(check.kind),
+            loa::status_name(check.status),
             rfc3339(check.checked_at_unix),
             inert(&check.server),
             inert(&check.detail)
