@@ -106,6 +106,7 @@ pub(crate) struct PrefixFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EvidenceFile {
+    pub(crate) longest_announced: u8,
     pub(crate) token_sha256: String,
     pub(crate) checks: Vec<String>,
     pub(crate) verified_at: u64,

@@ -161,6 +161,9 @@ pub struct OnboardingPolicy {
 /// A prefix's `[prefix.evidence]`, as written (checked by the topology compiler).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PrefixEvidence {
+    /// The longest announced route length the signed evidence vouches for (the ROA's
+    /// max-length reaches it).
+    pub longest_announced: u8,
     /// SHA-256 of the validation token, hex.
     pub token_sha256: String,
     /// The checks that passed: `rdns`, `irr`, `roa`.

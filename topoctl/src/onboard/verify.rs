@@ -98,6 +98,7 @@ pub fn complete_verification(
             prefix: onboarding.token.prefix,
             owner: onboarding.token.owner.clone(),
             origin_asn: onboarding.token.origin_asn,
+            longest_announced: onboarding.longest_announced,
             token_sha256: onboarding.token.digest(),
             checks: onboarding.passed(),
             verified_at_unix,

@@ -37,6 +37,7 @@ fn sign(onboarding: &Onboarding) -> SignedEvidence {
         prefix: onboarding.token.prefix,
         owner: onboarding.token.owner.clone(),
         origin_asn: onboarding.token.origin_asn,
+        longest_announced: onboarding.longest_announced,
         token_sha256: onboarding.token.digest(),
         checks: onboarding.passed(),
         verified_at_unix: 1_500,
@@ -151,8 +152,14 @@ fn another_owner_cannot_onboard_an_equal_covering_or_covered_prefix() {
             .insert_new(&onboarding_of(overlapping, "mallory", 2))
             .expect_err("overlaps a pending onboarding of acme");
         let text = error.to_string();
-        assert!(matches!(error, StoreError::OverlapsOtherOwner { .. }), "{text}");
-        assert!(text.contains("198.51.100.0/24") && text.contains("acme"), "{text}");
+        assert!(
+            matches!(error, StoreError::OverlapsOtherOwner { .. }),
+            "{text}"
+        );
+        assert!(
+            text.contains("198.51.100.0/24") && text.contains("acme"),
+            "{text}"
+        );
         assert!(text.contains("revoke"), "{text}");
     }
     store
