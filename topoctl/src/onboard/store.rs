@@ -56,6 +56,10 @@ pub enum StoreError {
         other_owner: String,
         state: &'static str,
     },
+    #[error(
+        "the onboarding of {0} changed while it was being verified (another onboard, verify or revoke ran meanwhile): nothing was signed; run `topoctl prefix status {0}` and verify again"
+    )]
+    ChangedDuringVerification(IpNet),
     #[error(transparent)]
     Transition(#[from] TransitionError),
 }
@@ -80,6 +84,15 @@ fn refuse_other_owner(new: &Onboarding, other: &Onboarding) -> Result<(), StoreE
         });
     }
     Ok(())
+}
+
+/// Whether `stored` is still the onboarding `checked` was: the same token, owner, origin ASN
+/// and announced length.
+fn same_request(stored: &Onboarding, checked: &Onboarding) -> bool {
+    stored.token.digest() == checked.token.digest()
+        && stored.token.owner == checked.token.owner
+        && stored.token.origin_asn == checked.token.origin_asn
+        && stored.longest_announced == checked.longest_announced
 }
 
 fn database_error(error: impl Into<redb::Error>) -> StoreError {
@@ -174,17 +187,20 @@ impl OnboardingStore {
         Ok(onboardings)
     }
 
-    /// Records a verification's checks at `now_unix` in one transaction. When they make the
-    /// onboarding valid, its token is consumed (a token already used refuses the whole
-    /// verification) and `sign` makes the evidence attached to it.
+    /// Records a verification's checks at `now_unix` in one transaction. `checked` is the
+    /// onboarding the checks ran for: when the stored one no longer has its token, owner,
+    /// origin ASN and announced length (it was replaced meanwhile), nothing is recorded or
+    /// signed. When the checks make the onboarding valid, its token is consumed (a token
+    /// already used refuses the whole verification) and `sign` makes the evidence attached to
+    /// it.
     pub fn record_verification(
         &self,
-        prefix: IpNet,
+        checked: &Onboarding,
         checks: Vec<CheckEvidence>,
         now_unix: u64,
         sign: impl FnOnce(&Onboarding) -> SignedEvidence,
     ) -> Result<Onboarding, StoreError> {
-        let prefix = prefix.trunc();
+        let prefix = checked.token.prefix.trunc();
         let key = prefix.to_string();
         let transaction = self.database.begin_write().map_err(database_error)?;
         let onboarding = {
@@ -196,6 +212,9 @@ impl OnboardingStore {
                     Some(value) => serde_json::from_slice(value.value())?,
                     None => return Err(StoreError::NotOnboarded(prefix)),
                 };
+            if !same_request(&onboarding, checked) {
+                return Err(StoreError::ChangedDuringVerification(prefix));
+            }
             let state = onboarding.record_checks(checks, now_unix)?;
             if state == OnboardingState::Valid {
                 let digest = onboarding.token.digest();

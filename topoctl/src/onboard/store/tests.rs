@@ -57,7 +57,7 @@ fn a_valid_verification_is_durable_and_its_token_is_accepted_once() {
             .expect("stored");
         let valid = store
             .record_verification(
-                prefix,
+                &onboarding("198.51.100.0/24", 1),
                 vec![passed(CheckKind::Rdns), passed(CheckKind::Roa)],
                 1_500,
                 sign,
@@ -71,7 +71,7 @@ fn a_valid_verification_is_durable_and_its_token_is_accepted_once() {
     assert_eq!(stored.state, OnboardingState::Valid);
     assert!(matches!(
         store.record_verification(
-            prefix,
+            &onboarding("198.51.100.0/24", 1),
             vec![passed(CheckKind::Rdns), passed(CheckKind::Roa)],
             1_600,
             sign
@@ -89,7 +89,7 @@ fn a_valid_verification_is_durable_and_its_token_is_accepted_once() {
         .expect("stored again");
     assert!(matches!(
         store.record_verification(
-            prefix,
+            &onboarding("198.51.100.0/24", 1),
             vec![passed(CheckKind::Irr), passed(CheckKind::Roa)],
             1_800,
             sign
@@ -164,7 +164,7 @@ fn another_owner_cannot_onboard_an_equal_covering_or_covered_prefix() {
     }
     store
         .record_verification(
-            "198.51.100.0/24".parse().expect("a prefix"),
+            &onboarding_of("198.51.100.0/24", "acme", 1),
             vec![passed(CheckKind::Rdns), passed(CheckKind::Roa)],
             1_500,
             sign,
@@ -193,4 +193,35 @@ fn another_owner_cannot_onboard_an_equal_covering_or_covered_prefix() {
     store
         .insert_new(&onboarding_of("198.51.100.0/24", "mallory", 6))
         .expect("free after revocation");
+}
+
+#[test]
+fn a_verification_of_an_onboarding_replaced_meanwhile_signs_nothing() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let store = OnboardingStore::open(&directory.path().join("o.redb")).expect("opens");
+    let checked = onboarding("198.51.100.0/24", 1);
+    store.insert_new(&checked).expect("stored");
+    // While the checks ran, the prefix was onboarded again: a new token, and a longer split.
+    let mut longer = checked.clone();
+    longer.longest_announced = 25;
+    for replacement in [onboarding("198.51.100.0/24", 2), longer] {
+        store.insert_new(&replacement).expect("replaced");
+        let outcome = store.record_verification(
+            &checked,
+            vec![passed(CheckKind::Rdns), passed(CheckKind::Roa)],
+            1_500,
+            |_| panic!("nothing may be signed"),
+        );
+        let error = outcome.expect_err("the stored onboarding changed");
+        assert!(
+            matches!(error, StoreError::ChangedDuringVerification(_)),
+            "{error}"
+        );
+        assert!(error.to_string().contains("verify again"), "{error}");
+        let stored = store
+            .get(checked.token.prefix)
+            .expect("reads")
+            .expect("present");
+        assert_eq!(stored, replacement);
+    }
 }
