@@ -39,6 +39,8 @@ pub(crate) struct OnboardingFile {
     pub(crate) operator_owner: Spanned<String>,
     #[serde(default)]
     pub(crate) evidence_keys: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) revoked: Vec<String>,
 }
 
 #[derive(Deserialize)]

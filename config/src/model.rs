@@ -153,6 +153,8 @@ pub struct OnboardingPolicy {
     pub operator_owner: String,
     /// `ed25519:<64 hex digits>` public keys.
     pub evidence_keys: Vec<String>,
+    /// Token digests (SHA-256, hex) of revoked onboardings: G6 refuses their evidence.
+    pub revoked: Vec<String>,
     /// Where `[settings.onboarding]` was written.
     #[serde(skip)]
     pub span: Span,

@@ -498,6 +498,12 @@ fn revoke(store: &OnboardingStore, cidr: IpNet, json: bool) -> i32 {
                     "{} revoked: a plan or push that still advertises it is refused; withdraw it with advertise = false",
                     onboarding.token.prefix
                 );
+                println!(
+                    "so that every topology compile (G6) refuses its evidence, add its token digest to [settings.onboarding]:\n  revoked = [\"{}\"]   # {} (owner {})",
+                    onboarding.token.digest(),
+                    onboarding.token.prefix,
+                    onboarding.token.owner
+                );
             }
             EXIT_CHANGES_ALLOWED
         }

@@ -3,7 +3,8 @@
 //! another owner and `advertise = true` must carry a `[prefix.evidence]` that verifies, with one
 //! of `evidence_keys`, for the prefix's own cidr, owner and origin ASN, and whose signed longest
 //! announced length (what the ROA check verified) is at least the length the entry announces
-//! (`announce = { split = N }`, or the prefix itself). Pure: the public keys are
+//! (`announce = { split = N }`, or the prefix itself), and whose token digest is not in the
+//! settings' `revoked` list. Pure: the public keys are
 //! in the settings, the signature check needs no network.
 //!
 //! Cost: only customer prefixes are verified, all of them in one Ed25519 batch (one
@@ -12,8 +13,9 @@
 //! prefix whose cidr, owner, origin ASN and evidence are those the baseline advertised under the
 //! same `[settings.onboarding]` was verified then and is not verified again.
 //!
-//! Owns: G6. Must not touch: how evidence is produced (topoctl's onboarding), revocation (a
-//! plan-time refusal topoctl applies from its onboarding store).
+//! Owns: G6. Must not touch: how evidence is produced (topoctl's onboarding), the onboarding
+//! store's revocation list (a plan-time refusal topoctl applies; G6 reads only the digests
+//! copied into `[settings.onboarding] revoked`).
 
 use std::collections::HashMap;
 
@@ -69,6 +71,18 @@ pub(super) fn check_customer_evidence(
             continue;
         };
         if !announce_is_covered(prefix, evidence, collector) {
+            continue;
+        }
+        let digest = evidence.value.token_sha256.to_ascii_lowercase();
+        if policy.revoked.contains(&digest) {
+            report(
+                prefix,
+                evidence.span,
+                &format!(
+                    "its evidence (token {digest}) is revoked in [settings.onboarding] revoked"
+                ),
+                collector,
+            );
             continue;
         }
         let unchanged = verified_before.get(&prefix.cidr.value).is_some_and(|old| {
@@ -139,7 +153,9 @@ fn verified_in<'a>(
         return HashMap::new();
     };
     let same_policy = baseline.settings().onboarding.as_ref().is_some_and(|old| {
-        old.operator_owner == policy.operator_owner && old.evidence_keys == policy.evidence_keys
+        old.operator_owner == policy.operator_owner
+            && old.evidence_keys == policy.evidence_keys
+            && old.revoked == policy.revoked
     });
     if !same_policy {
         return HashMap::new();

@@ -239,3 +239,35 @@ fn g6_refuses_an_entry_announcing_longer_routes_than_its_evidence_was_verified_f
     let forged = compile_with(&settings(1), &forged).unwrap_err();
     assert!(forged.contains("the signature does not verify"), "{forged}");
 }
+
+#[test]
+fn g6_refuses_evidence_whose_token_digest_is_revoked_in_the_settings() {
+    let text = prefix(
+        "198.51.100.0/24",
+        "acme",
+        true,
+        Some(("198.51.100.0/24", 1)),
+    );
+    let accepted = compile_with(&settings(1), &text).unwrap();
+    let revoked = format!(
+        "{}revoked = [\"{}\"]\n",
+        settings(1),
+        token_digest("topologyd-verify-test").to_ascii_uppercase()
+    );
+    let error = compile_with(&revoked, &text).unwrap_err();
+    assert!(error.contains("prefixes.toml:7:1"), "{error}");
+    assert!(
+        error.contains("is revoked in [settings.onboarding] revoked"),
+        "{error}"
+    );
+    // Pushed against a running generation that advertised it, it is still refused.
+    let error = compile_on(&accepted, &revoked, &text).unwrap_err();
+    assert!(error.contains("is revoked"), "{error}");
+    // Another token's digest leaves it alone.
+    let other = format!(
+        "{}revoked = [\"{}\"]\n",
+        settings(1),
+        token_digest("another")
+    );
+    compile_with(&other, &text).unwrap();
+}
