@@ -67,6 +67,7 @@ struct PrefixFields<'a> {
 #[derive(Default)]
 struct EvidenceParts {
     span: Range<usize>,
+    longest_announced: Option<u8>,
     token_sha256: Option<String>,
     checks: Option<Vec<String>>,
     verified_at: Option<u64>,
@@ -86,6 +87,9 @@ impl EvidenceParts {
             ("verified_at", Value::Integer(number)) if i64::try_from(number).is_ok() => {
                 set(&mut self.verified_at, number)
             }
+            ("longest_announced", Value::Integer(number)) => {
+                set(&mut self.longest_announced, u8::try_from(number).ok()?)
+            }
             ("key", Value::Text(text)) => set(&mut self.key, text.to_string()),
             ("signature", Value::Text(text)) => set(&mut self.signature, text.to_string()),
             _ => None,
@@ -96,6 +100,7 @@ impl EvidenceParts {
         Some(Spanned::new(
             self.span,
             EvidenceFile {
+                longest_announced: self.longest_announced?,
                 token_sha256: self.token_sha256?,
                 checks: self.checks?,
                 verified_at: self.verified_at?,
@@ -708,8 +713,9 @@ mod tests {
             if let Some(evidence) = &prefix.evidence {
                 let table = evidence.get_ref();
                 out += &format!(
-                    "  evidence@{:?} {} {:?} {} {} {}\n",
+                    "  evidence@{:?} {} {} {:?} {} {} {}\n",
                     evidence.span(),
+                    table.longest_announced,
                     table.token_sha256,
                     table.checks,
                     table.verified_at,
@@ -787,7 +793,7 @@ mod tests {
     #[test]
     fn reads_evidence_sub_tables_exactly_like_toml() {
         let plain = "[[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n";
-        let evidence = "[prefix.evidence]  # signed\ntoken_sha256 = \"ab\"\nchecks = [ 'irr' ,\"roa\"]\nverified_at = 17\nkey = \"k\"\nsignature = 's'\n";
+        let evidence = "[prefix.evidence]  # signed\nlongest_announced = 24\ntoken_sha256 = \"ab\"\nchecks = [ 'irr' ,\"roa\"]\nverified_at = 17\nkey = \"k\"\nsignature = 's'\n";
         same_as_toml(&format!(
             "{plain}{evidence}[prefix.roa]\nasn = 1\nmax_length = 24\n"
         ));
@@ -802,6 +808,7 @@ mod tests {
             ("key = \"k\"\n", ""),
             ("key = \"k\"\n", "key = \"k\"\nnote = \"n\"\n"),
             ("verified_at = 17", "verified_at = 9223372036854775808"),
+            ("longest_announced = 24", "longest_announced = 300"),
         ] {
             let text = format!("{plain}{}", evidence.replace(from, to));
             assert!(parse_prefixes_and_bindings(&text).is_none(), "{text}");

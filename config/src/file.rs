@@ -39,6 +39,8 @@ pub(crate) struct OnboardingFile {
     pub(crate) operator_owner: Spanned<String>,
     #[serde(default)]
     pub(crate) evidence_keys: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) revoked: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +108,7 @@ pub(crate) struct PrefixFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EvidenceFile {
+    pub(crate) longest_announced: u8,
     pub(crate) token_sha256: String,
     pub(crate) checks: Vec<String>,
     pub(crate) verified_at: u64,

@@ -153,6 +153,8 @@ pub struct OnboardingPolicy {
     pub operator_owner: String,
     /// `ed25519:<64 hex digits>` public keys.
     pub evidence_keys: Vec<String>,
+    /// Token digests (SHA-256, hex) of revoked onboardings: G6 refuses their evidence.
+    pub revoked: Vec<String>,
     /// Where `[settings.onboarding]` was written.
     #[serde(skip)]
     pub span: Span,
@@ -161,6 +163,9 @@ pub struct OnboardingPolicy {
 /// A prefix's `[prefix.evidence]`, as written (checked by the topology compiler).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PrefixEvidence {
+    /// The longest announced route length the signed evidence vouches for (the ROA's
+    /// max-length reaches it).
+    pub longest_announced: u8,
     /// SHA-256 of the validation token, hex.
     pub token_sha256: String,
     /// The checks that passed: `rdns`, `irr`, `roa`.

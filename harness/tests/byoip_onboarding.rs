@@ -107,7 +107,7 @@ fn onboard_and_verify(directory: &Path) -> (PathBuf, String, String) {
     };
     let checks = vec![ownership, roa_check(&onboarding, &vrps, now)];
     let valid = check(
-        complete_verification(&store, &key, prefix(CUSTOMER), checks, now),
+        complete_verification(&store, &key, &onboarding, checks, now),
         "verifying",
     );
     assert_eq!(valid.state, OnboardingState::Valid, "{:?}", valid.checks);

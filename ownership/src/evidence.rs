@@ -5,7 +5,9 @@
 //! The signature covers a canonical text ([`EvidenceClaim::message`]) binding the prefix, the
 //! owner and the origin ASN — taken from the prefix's own entry when verifying, never from the
 //! evidence, so evidence moved to another prefix, owner or ASN does not verify — plus the
-//! token's SHA-256, the checks that passed and when.
+//! longest announced prefix length the ROA check verified, the token's SHA-256, the checks that
+//! passed and when. The longest announced length is written in the evidence and signed: the
+//! topology compiler refuses an entry announcing longer routes than the evidence vouches for.
 //!
 //! Owns: the claim, its canonical message, signing, single and batch verification, key text
 //! (`ed25519:<hex>`) and key fingerprints. Must not touch: where keys are stored, the clock.
@@ -23,7 +25,8 @@ use crate::token::{hex, unhex};
 pub const KEY_TEXT_PREFIX: &str = "ed25519:";
 /// The first line of every signed message: a version, so that a later format cannot be
 /// confused with this one.
-const MESSAGE_HEADER: &str = "topologyd-byoip-evidence-v1";
+/// v2 binds the longest announced length; v1 (which did not) is no longer accepted.
+const MESSAGE_HEADER: &str = "topologyd-byoip-evidence-v2";
 
 /// What the onboarding key vouches for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +34,9 @@ pub struct EvidenceClaim {
     pub prefix: IpNet,
     pub owner: String,
     pub origin_asn: u32,
+    /// The longest route length announced for the prefix (its own length, or the split
+    /// length) that the ROA check verified the ROA's max-length reaches.
+    pub longest_announced: u8,
     /// SHA-256 of the validation token, hex.
     pub token_sha256: String,
     /// The checks that passed, in [`CheckKind`] order: an ownership check and `roa`.
@@ -75,10 +81,11 @@ impl EvidenceClaim {
     pub fn message(&self) -> Vec<u8> {
         let checks: Vec<&str> = self.checks.iter().map(|kind| check_name(*kind)).collect();
         format!(
-            "{MESSAGE_HEADER}\nprefix={}\nowner={}\norigin_asn={}\ntoken_sha256={}\nchecks={}\nverified_at={}\n",
+            "{MESSAGE_HEADER}\nprefix={}\nowner={}\norigin_asn={}\nlongest_announced={}\ntoken_sha256={}\nchecks={}\nverified_at={}\n",
             self.prefix.trunc(),
             self.owner,
             self.origin_asn,
+            self.longest_announced,
             self.token_sha256.to_ascii_lowercase(),
             checks.join(","),
             self.verified_at_unix,
@@ -185,6 +192,7 @@ pub struct EvidenceKeys {
 /// Evidence as the topology writes it, before its text is checked.
 #[derive(Debug, Clone, Copy)]
 pub struct WrittenEvidence<'a> {
+    pub longest_announced: u8,
     pub token_sha256: &'a str,
     pub checks: &'a [String],
     pub verified_at_unix: u64,
@@ -235,6 +243,7 @@ impl EvidenceKeys {
             prefix,
             owner: owner.to_string(),
             origin_asn,
+            longest_announced: written.longest_announced,
             token_sha256: written.token_sha256.to_string(),
             checks,
             verified_at_unix: written.verified_at_unix,
@@ -292,6 +301,7 @@ impl SignedEvidence {
     /// The evidence as the topology writes it.
     pub fn written<'a>(&'a self, checks: &'a [String]) -> WrittenEvidence<'a> {
         WrittenEvidence {
+            longest_announced: self.claim.longest_announced,
             token_sha256: &self.claim.token_sha256,
             checks,
             verified_at_unix: self.claim.verified_at_unix,
@@ -318,10 +328,11 @@ impl SignedEvidence {
             .map(|name| format!("\"{name}\""))
             .collect();
         format!(
-            "[[prefix]]\ncidr = \"{}\"\norigin_asn = {}\nowner = \"{}\"\nadvertise = {advertise}\n\n[prefix.evidence]\ntoken_sha256 = \"{}\"\nchecks = [{}]\nverified_at = {}\nkey = \"{}\"\nsignature = \"{}\"\n",
+            "[[prefix]]\ncidr = \"{}\"\norigin_asn = {}\nowner = \"{}\"\nadvertise = {advertise}\n\n[prefix.evidence]\nlongest_announced = {}\ntoken_sha256 = \"{}\"\nchecks = [{}]\nverified_at = {}\nkey = \"{}\"\nsignature = \"{}\"\n",
             self.claim.prefix,
             self.claim.origin_asn,
             self.claim.owner,
+            self.claim.longest_announced,
             self.claim.token_sha256,
             checks.join(", "),
             self.claim.verified_at_unix,

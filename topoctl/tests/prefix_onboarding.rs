@@ -133,7 +133,7 @@ fn onboard_verify_evidence_check_loa_and_revoke() {
         text(&verify.stdout)
     );
     assert!(
-        text(&verify.stdout).contains("Roa Valid"),
+        text(&verify.stdout).contains("roa valid at"),
         "{}",
         text(&verify.stdout)
     );
@@ -175,7 +175,7 @@ fn onboard_verify_evidence_check_loa_and_revoke() {
                 now,
             ),
         ];
-        let valid = complete_verification(&store, &signing, prefix, checks, now)
+        let valid = complete_verification(&store, &signing, &onboarding, checks, now)
             .unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(valid.state, OnboardingState::Valid);
     }

@@ -59,6 +59,7 @@ pub(super) fn convert_prefixes(
                 let evidence = evidence.into_inner();
                 Located::new(
                     PrefixEvidence {
+                        longest_announced: evidence.longest_announced,
                         token_sha256: evidence.token_sha256,
                         checks: evidence.checks,
                         verified_at: evidence.verified_at,

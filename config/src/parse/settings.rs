@@ -74,6 +74,11 @@ pub(super) fn convert_settings(
                 .into_iter()
                 .map(Spanned::into_inner)
                 .collect(),
+            revoked: onboarding
+                .revoked
+                .iter()
+                .map(|digest| digest.to_ascii_lowercase())
+                .collect(),
             span,
         });
     }

@@ -10,6 +10,7 @@ fn claim(prefix: &str) -> EvidenceClaim {
         prefix: prefix.parse().expect("a prefix"),
         owner: "acme".into(),
         origin_asn: 64500,
+        longest_announced: 24,
         token_sha256: crate::token::token_digest("topologyd-verify-00"),
         checks: vec![CheckKind::Roa, CheckKind::Rdns],
         verified_at_unix: 1_764_936_000,
@@ -48,6 +49,27 @@ fn evidence_verifies_for_its_own_prefix_owner_and_asn_only() {
         stranger.verify(prefix, "acme", 64500, written),
         Err(EvidenceError::UnknownKey(_))
     ));
+}
+
+#[test]
+fn the_longest_announced_length_is_signed() {
+    let key = signing_key([1; 32]);
+    let keys = keys_of(&key);
+    let evidence = claim("198.51.100.0/24").sign(&key);
+    let names = evidence.check_names();
+    let prefix: IpNet = "198.51.100.0/24".parse().expect("a prefix");
+    let mut written = evidence.written(&names);
+    assert_eq!(keys.verify(prefix, "acme", 64500, written), Ok(()));
+    written.longest_announced = 28;
+    assert_eq!(
+        keys.verify(prefix, "acme", 64500, written),
+        Err(EvidenceError::BadSignature)
+    );
+    assert!(
+        evidence
+            .topology_entry(true)
+            .contains("longest_announced = 24\n")
+    );
 }
 
 #[test]

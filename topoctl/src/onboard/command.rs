@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use rand::Rng as _;
 use serde_json::json;
 use topologyd_api::{EXIT_CHANGES_ALLOWED, EXIT_INVALID, EXIT_NO_CHANGE, EXIT_REFUSED, EXIT_USAGE};
-use topologyd_ownership::evidence::{key_fingerprint, key_id, key_text};
+use topologyd_ownership::evidence::{check_name, key_fingerprint, key_id, key_text};
 use topologyd_ownership::token::TOKEN_RANDOM_BYTES;
 use topologyd_ownership::{Onboarding, OnboardingState, ValidationToken};
 
@@ -332,9 +332,9 @@ pub fn render_checks(onboarding: &Onboarding) -> String {
     let mut text = String::new();
     for check in &onboarding.checks {
         text.push_str(&format!(
-            "  {:?} {:?} at {} ({}): {}\n",
-            check.kind,
-            check.status,
+            "  {} {} at {} ({}): {}\n",
+            check_name(check.kind),
+            loa::status_name(check.status),
             rfc3339(check.checked_at_unix),
             inert(&check.server),
             inert(&check.detail)
@@ -497,6 +497,12 @@ fn revoke(store: &OnboardingStore, cidr: IpNet, json: bool) -> i32 {
                 println!(
                     "{} revoked: a plan or push that still advertises it is refused; withdraw it with advertise = false",
                     onboarding.token.prefix
+                );
+                println!(
+                    "so that every topology compile (G6) refuses its evidence, add its token digest to [settings.onboarding]:\n  revoked = [\"{}\"]   # {} (owner {})",
+                    onboarding.token.digest(),
+                    onboarding.token.prefix,
+                    onboarding.token.owner
                 );
             }
             EXIT_CHANGES_ALLOWED

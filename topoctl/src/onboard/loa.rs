@@ -195,7 +195,8 @@ fn lines(content: &LoaContent) -> Vec<(Style, String)> {
     lines
 }
 
-fn status_name(status: CheckStatus) -> &'static str {
+/// A check's status as the JSON writes it.
+pub(crate) fn status_name(status: CheckStatus) -> &'static str {
     match status {
         CheckStatus::Valid => "valid",
         CheckStatus::Missing => "missing",

@@ -17,7 +17,7 @@
 //!
 //! [irr]
 //! server = "whois.example.net:43"
-//! sources = ["RIPE", "ARIN", "RADB"]
+//! sources = ["RIPE", "ARIN", "APNIC", "AFRINIC", "LACNIC"]   # RIR-authoritative only
 //! timeout_ms = 5000
 //! ```
 //!

@@ -47,8 +47,52 @@ pub enum StoreError {
     AlreadyValid(IpNet),
     #[error("the token of {0} was already used once: onboard again for a new token")]
     TokenReused(IpNet),
+    #[error(
+        "{prefix} overlaps {other}, which owner `{other_owner}` already has a {state} onboarding for: one prefix (or a covering or more-specific one) cannot be onboarded by two owners; revoke {other} first (`topoctl prefix revoke {other}`) if it no longer belongs to `{other_owner}`"
+    )]
+    OverlapsOtherOwner {
+        prefix: IpNet,
+        other: IpNet,
+        other_owner: String,
+        state: &'static str,
+    },
+    #[error(
+        "the onboarding of {0} changed while it was being verified (another onboard, verify or revoke ran meanwhile): nothing was signed; run `topoctl prefix status {0}` and verify again"
+    )]
+    ChangedDuringVerification(IpNet),
     #[error(transparent)]
     Transition(#[from] TransitionError),
+}
+
+/// Refuses `new` when `other` belongs to another owner, is valid or pending (with a token not
+/// yet expired when `new` was issued), and its prefix is equal to, covers or is covered by
+/// `new`'s.
+fn refuse_other_owner(new: &Onboarding, other: &Onboarding) -> Result<(), StoreError> {
+    let (prefix, other_prefix) = (new.token.prefix.trunc(), other.token.prefix.trunc());
+    let overlaps = prefix.contains(&other_prefix) || other_prefix.contains(&prefix);
+    let live = match other.state {
+        OnboardingState::Valid => true,
+        OnboardingState::Pending => !other.token.is_expired(new.token.issued_at_unix),
+        _ => false,
+    };
+    if overlaps && live && other.token.owner != new.token.owner {
+        return Err(StoreError::OverlapsOtherOwner {
+            prefix,
+            other: other_prefix,
+            other_owner: other.token.owner.clone(),
+            state: other.state.as_str(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether `stored` is still the onboarding `checked` was: the same token, owner, origin ASN
+/// and announced length.
+fn same_request(stored: &Onboarding, checked: &Onboarding) -> bool {
+    stored.token.digest() == checked.token.digest()
+        && stored.token.owner == checked.token.owner
+        && stored.token.origin_asn == checked.token.origin_asn
+        && stored.longest_announced == checked.longest_announced
 }
 
 fn database_error(error: impl Into<redb::Error>) -> StoreError {
@@ -85,7 +129,9 @@ impl OnboardingStore {
     }
 
     /// Stores a new onboarding (a fresh token), replacing any earlier one for the prefix unless
-    /// that one is valid.
+    /// that one is valid. A prefix that is equal to, covers or is covered by a valid or still
+    /// pending onboarding of another owner is refused: two owners never hold evidence for the
+    /// same addresses.
     pub fn insert_new(&self, onboarding: &Onboarding) -> Result<(), StoreError> {
         let prefix = onboarding.token.prefix;
         let key = prefix.to_string();
@@ -94,6 +140,11 @@ impl OnboardingStore {
             let mut table = transaction
                 .open_table(ONBOARDINGS)
                 .map_err(database_error)?;
+            for entry in table.iter().map_err(database_error)? {
+                let (_, value) = entry.map_err(database_error)?;
+                let other: Onboarding = serde_json::from_slice(value.value())?;
+                refuse_other_owner(onboarding, &other)?;
+            }
             let existing = match table.get(key.as_str()).map_err(database_error)? {
                 Some(value) => Some(serde_json::from_slice::<Onboarding>(value.value())?),
                 None => None,
@@ -136,17 +187,20 @@ impl OnboardingStore {
         Ok(onboardings)
     }
 
-    /// Records a verification's checks at `now_unix` in one transaction. When they make the
-    /// onboarding valid, its token is consumed (a token already used refuses the whole
-    /// verification) and `sign` makes the evidence attached to it.
+    /// Records a verification's checks at `now_unix` in one transaction. `checked` is the
+    /// onboarding the checks ran for: when the stored one no longer has its token, owner,
+    /// origin ASN and announced length (it was replaced meanwhile), nothing is recorded or
+    /// signed. When the checks make the onboarding valid, its token is consumed (a token
+    /// already used refuses the whole verification) and `sign` makes the evidence attached to
+    /// it.
     pub fn record_verification(
         &self,
-        prefix: IpNet,
+        checked: &Onboarding,
         checks: Vec<CheckEvidence>,
         now_unix: u64,
         sign: impl FnOnce(&Onboarding) -> SignedEvidence,
     ) -> Result<Onboarding, StoreError> {
-        let prefix = prefix.trunc();
+        let prefix = checked.token.prefix.trunc();
         let key = prefix.to_string();
         let transaction = self.database.begin_write().map_err(database_error)?;
         let onboarding = {
@@ -158,6 +212,9 @@ impl OnboardingStore {
                     Some(value) => serde_json::from_slice(value.value())?,
                     None => return Err(StoreError::NotOnboarded(prefix)),
                 };
+            if !same_request(&onboarding, checked) {
+                return Err(StoreError::ChangedDuringVerification(prefix));
+            }
             let state = onboarding.record_checks(checks, now_unix)?;
             if state == OnboardingState::Valid {
                 let digest = onboarding.token.digest();

@@ -78,16 +78,17 @@ pub fn roa_check(onboarding: &Onboarding, vrps: &VrpInput, now: u64) -> CheckEvi
     }
 }
 
-/// Records `checks` for `prefix` at `now`; when they make it valid, consumes the token and
+/// Records `checks`, run for `checked`, at `now` (refused when the stored onboarding is no
+/// longer `checked`'s); when they make it valid, consumes the token and
 /// attaches evidence signed with `key`. The one path from passed checks to evidence.
 pub fn complete_verification(
     store: &OnboardingStore,
     key: &SigningKey,
-    prefix: IpNet,
+    checked: &Onboarding,
     checks: Vec<CheckEvidence>,
     now: u64,
 ) -> Result<Onboarding, StoreError> {
-    store.record_verification(prefix, checks, now, |onboarding| {
+    store.record_verification(checked, checks, now, |onboarding| {
         let verified_at_unix = onboarding
             .checks
             .iter()
@@ -98,6 +99,7 @@ pub fn complete_verification(
             prefix: onboarding.token.prefix,
             owner: onboarding.token.owner.clone(),
             origin_asn: onboarding.token.origin_asn,
+            longest_announced: onboarding.longest_announced,
             token_sha256: onboarding.token.digest(),
             checks: onboarding.passed(),
             verified_at_unix,
@@ -172,7 +174,7 @@ async fn verify_one(
         .ok_or_else(|| StoreError::NotOnboarded(prefix).to_string())?;
     let now = now_unix();
     let checks = run_checks(settings, &onboarding, vrps, now).await;
-    complete_verification(store, key, prefix, checks, now).map_err(|error| error.to_string())
+    complete_verification(store, key, &onboarding, checks, now).map_err(|error| error.to_string())
 }
 
 /// The progress line: done of total, how many valid, failed and still pending, elapsed.

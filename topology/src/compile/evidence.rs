@@ -1,7 +1,10 @@
 //! **G6**: a customer prefix is advertised only with valid signed evidence of its ownership and
 //! intent. When `[settings.onboarding]` names the operator's own `owner`, every prefix with
 //! another owner and `advertise = true` must carry a `[prefix.evidence]` that verifies, with one
-//! of `evidence_keys`, for the prefix's own cidr, owner and origin ASN. Pure: the public keys are
+//! of `evidence_keys`, for the prefix's own cidr, owner and origin ASN, and whose signed longest
+//! announced length (what the ROA check verified) is at least the length the entry announces
+//! (`announce = { split = N }`, or the prefix itself), and whose token digest is not in the
+//! settings' `revoked` list. Pure: the public keys are
 //! in the settings, the signature check needs no network.
 //!
 //! Cost: only customer prefixes are verified, all of them in one Ed25519 batch (one
@@ -10,14 +13,16 @@
 //! prefix whose cidr, owner, origin ASN and evidence are those the baseline advertised under the
 //! same `[settings.onboarding]` was verified then and is not verified again.
 //!
-//! Owns: G6. Must not touch: how evidence is produced (topoctl's onboarding), revocation (a
-//! plan-time refusal topoctl applies from its onboarding store).
+//! Owns: G6. Must not touch: how evidence is produced (topoctl's onboarding), the onboarding
+//! store's revocation list (a plan-time refusal topoctl applies; G6 reads only the digests
+//! copied into `[settings.onboarding] revoked`).
 
 use std::collections::HashMap;
 
 use ipnet::IpNet;
 use topologyd_config::{
-    Collector, OnboardingPolicy, PrefixEvidence, RawPrefix, RawTopology, Settings, Span,
+    AnnounceMode, Collector, Located, OnboardingPolicy, PrefixEvidence, RawPrefix, RawTopology,
+    Settings, Span,
 };
 use topologyd_ownership::evidence::{EvidenceKeys, Prepared, WrittenEvidence, verify_all};
 
@@ -65,6 +70,21 @@ pub(super) fn check_customer_evidence(
             );
             continue;
         };
+        if !announce_is_covered(prefix, evidence, collector) {
+            continue;
+        }
+        let digest = evidence.value.token_sha256.to_ascii_lowercase();
+        if policy.revoked.contains(&digest) {
+            report(
+                prefix,
+                evidence.span,
+                &format!(
+                    "its evidence (token {digest}) is revoked in [settings.onboarding] revoked"
+                ),
+                collector,
+            );
+            continue;
+        }
         let unchanged = verified_before.get(&prefix.cidr.value).is_some_and(|old| {
             old.owner == prefix.owner
                 && old.origin_asn == prefix.origin_asn.value
@@ -93,6 +113,36 @@ pub(super) fn check_customer_evidence(
     }
 }
 
+/// Whether the entry announces no longer routes than its evidence's signed longest announced
+/// length; reports G6 at the entry's announce mode when it does.
+fn announce_is_covered(
+    prefix: &RawPrefix,
+    evidence: &Located<PrefixEvidence>,
+    collector: &mut Collector,
+) -> bool {
+    let cidr: IpNet = prefix.cidr.value;
+    let announced = match prefix.announce.value {
+        AnnounceMode::Aggregate => cidr.prefix_len(),
+        AnnounceMode::Split(length) => length,
+    };
+    let signed = evidence.value.longest_announced;
+    if announced <= signed {
+        return true;
+    }
+    collector.error(
+        Some(prefix.announce.span),
+        format!(
+            "G6: customer prefix {cidr} (owner \"{}\") announces routes of /{announced} ({}), but its evidence was verified for routes up to /{signed} only (the ROA check covered no longer routes)",
+            prefix.owner, prefix.announce.value
+        ),
+        Some(format!(
+            "verify again for the new length: `topoctl prefix onboard {cidr} --owner {} --split {announced}` (the ROA's max-length must reach /{announced}) and `topoctl prefix verify {cidr}`, then paste the new [prefix.evidence]; or announce as before",
+            prefix.owner
+        )),
+    );
+    false
+}
+
 /// The customer prefixes `baseline` advertised with evidence under the same onboarding
 /// settings (so G6 verified them when it compiled), by cidr.
 fn verified_in<'a>(
@@ -103,7 +153,9 @@ fn verified_in<'a>(
         return HashMap::new();
     };
     let same_policy = baseline.settings().onboarding.as_ref().is_some_and(|old| {
-        old.operator_owner == policy.operator_owner && old.evidence_keys == policy.evidence_keys
+        old.operator_owner == policy.operator_owner
+            && old.evidence_keys == policy.evidence_keys
+            && old.revoked == policy.revoked
     });
     if !same_policy {
         return HashMap::new();
@@ -120,6 +172,7 @@ fn verified_in<'a>(
 
 fn written(evidence: &PrefixEvidence) -> WrittenEvidence<'_> {
     WrittenEvidence {
+        longest_announced: evidence.longest_announced,
         token_sha256: &evidence.token_sha256,
         checks: &evidence.checks,
         verified_at_unix: evidence.verified_at,

@@ -28,6 +28,7 @@ fn prefix(cidr: &str, owner: &str, advertise: bool, signed_for: Option<(&str, u8
             prefix: signed_cidr.parse().unwrap(),
             owner: owner.to_string(),
             origin_asn: 64500,
+            longest_announced: signed_cidr.parse::<IpNet>().unwrap().prefix_len(),
             token_sha256: token_digest("topologyd-verify-test"),
             checks: vec![CheckKind::Rdns, CheckKind::Roa],
             verified_at_unix: 1_764_936_000,
@@ -183,4 +184,90 @@ fn g6_against_a_baseline_verifies_again_whatever_it_did_not_verify_the_same_way(
     )
     .unwrap_err();
     assert!(error.contains("the signature does not verify"), "{error}");
+}
+
+/// `prefix`'s text for 198.51.100.0/22 owned by acme, with evidence signed for routes up to
+/// `/signed_longest`, announced with `announce`.
+fn split_prefix(signed_longest: u8, announce: &str) -> String {
+    let evidence = EvidenceClaim {
+        prefix: "198.51.100.0/22".parse().unwrap(),
+        owner: "acme".into(),
+        origin_asn: 64500,
+        longest_announced: signed_longest,
+        token_sha256: token_digest("topologyd-verify-test"),
+        checks: vec![CheckKind::Rdns, CheckKind::Roa],
+        verified_at_unix: 1_764_936_000,
+    }
+    .sign(&signing_key([1; 32]));
+    let entry = evidence.topology_entry(true).replace(
+        "advertise = true\n",
+        &format!("advertise = true\n{announce}"),
+    );
+    format!("{entry}\n[[binding]]\ncidr = \"198.51.100.0/22\"\nservice = \"web\"\n")
+}
+
+#[test]
+fn g6_refuses_an_entry_announcing_longer_routes_than_its_evidence_was_verified_for() {
+    compile_with(&settings(1), &split_prefix(22, "")).unwrap();
+    compile_with(
+        &settings(1),
+        &split_prefix(24, "announce = { split = 24 }\n"),
+    )
+    .unwrap();
+    compile_with(
+        &settings(1),
+        &split_prefix(24, "announce = { split = 23 }\n"),
+    )
+    .unwrap();
+    let longer = compile_with(
+        &settings(1),
+        &split_prefix(22, "announce = { split = 24 }\n"),
+    )
+    .unwrap_err();
+    assert!(longer.contains("prefixes.toml:6:"), "{longer}");
+    assert!(
+        longer.contains("announces routes of /24 (split /24), but its evidence was verified for routes up to /22 only"),
+        "{longer}"
+    );
+    assert!(
+        longer.contains("topoctl prefix onboard 198.51.100.0/22 --owner acme --split 24"),
+        "{longer}"
+    );
+    // Raising the written length without signing it again breaks the signature.
+    let forged = split_prefix(22, "announce = { split = 24 }\n")
+        .replace("longest_announced = 22", "longest_announced = 24");
+    let forged = compile_with(&settings(1), &forged).unwrap_err();
+    assert!(forged.contains("the signature does not verify"), "{forged}");
+}
+
+#[test]
+fn g6_refuses_evidence_whose_token_digest_is_revoked_in_the_settings() {
+    let text = prefix(
+        "198.51.100.0/24",
+        "acme",
+        true,
+        Some(("198.51.100.0/24", 1)),
+    );
+    let accepted = compile_with(&settings(1), &text).unwrap();
+    let revoked = format!(
+        "{}revoked = [\"{}\"]\n",
+        settings(1),
+        token_digest("topologyd-verify-test").to_ascii_uppercase()
+    );
+    let error = compile_with(&revoked, &text).unwrap_err();
+    assert!(error.contains("prefixes.toml:7:1"), "{error}");
+    assert!(
+        error.contains("is revoked in [settings.onboarding] revoked"),
+        "{error}"
+    );
+    // Pushed against a running generation that advertised it, it is still refused.
+    let error = compile_on(&accepted, &revoked, &text).unwrap_err();
+    assert!(error.contains("is revoked"), "{error}");
+    // Another token's digest leaves it alone.
+    let other = format!(
+        "{}revoked = [\"{}\"]\n",
+        settings(1),
+        token_digest("another")
+    );
+    compile_with(&other, &text).unwrap();
 }

@@ -37,6 +37,7 @@ fn sign(onboarding: &Onboarding) -> SignedEvidence {
         prefix: onboarding.token.prefix,
         owner: onboarding.token.owner.clone(),
         origin_asn: onboarding.token.origin_asn,
+        longest_announced: onboarding.longest_announced,
         token_sha256: onboarding.token.digest(),
         checks: onboarding.passed(),
         verified_at_unix: 1_500,
@@ -56,7 +57,7 @@ fn a_valid_verification_is_durable_and_its_token_is_accepted_once() {
             .expect("stored");
         let valid = store
             .record_verification(
-                prefix,
+                &onboarding("198.51.100.0/24", 1),
                 vec![passed(CheckKind::Rdns), passed(CheckKind::Roa)],
                 1_500,
                 sign,
@@ -70,7 +71,7 @@ fn a_valid_verification_is_durable_and_its_token_is_accepted_once() {
     assert_eq!(stored.state, OnboardingState::Valid);
     assert!(matches!(
         store.record_verification(
-            prefix,
+            &onboarding("198.51.100.0/24", 1),
             vec![passed(CheckKind::Rdns), passed(CheckKind::Roa)],
             1_600,
             sign
@@ -88,7 +89,7 @@ fn a_valid_verification_is_durable_and_its_token_is_accepted_once() {
         .expect("stored again");
     assert!(matches!(
         store.record_verification(
-            prefix,
+            &onboarding("198.51.100.0/24", 1),
             vec![passed(CheckKind::Irr), passed(CheckKind::Roa)],
             1_800,
             sign
@@ -122,4 +123,105 @@ fn revocation_enters_the_list_and_unknown_prefixes_are_named() {
     let list = store.revocations().expect("reads");
     assert_eq!(list.len(), 1);
     assert_eq!(list[&first.token.digest()].revoked_at_unix, 2_000);
+}
+
+fn onboarding_of(prefix: &str, owner: &str, random: u8) -> Onboarding {
+    Onboarding::new(
+        ValidationToken::issue(
+            [random; TOKEN_RANDOM_BYTES],
+            prefix.parse().expect("a prefix"),
+            owner,
+            64500,
+            1_000,
+            1_000,
+        ),
+        24,
+    )
+}
+
+#[test]
+fn another_owner_cannot_onboard_an_equal_covering_or_covered_prefix() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let store = OnboardingStore::open(&directory.path().join("o.redb")).expect("opens");
+    store
+        .insert_new(&onboarding_of("198.51.100.0/24", "acme", 1))
+        .expect("stored");
+    // Pending: already refused for another owner.
+    for overlapping in ["198.51.100.0/24", "198.51.100.128/25", "198.51.0.0/16"] {
+        let error = store
+            .insert_new(&onboarding_of(overlapping, "mallory", 2))
+            .expect_err("overlaps a pending onboarding of acme");
+        let text = error.to_string();
+        assert!(
+            matches!(error, StoreError::OverlapsOtherOwner { .. }),
+            "{text}"
+        );
+        assert!(
+            text.contains("198.51.100.0/24") && text.contains("acme"),
+            "{text}"
+        );
+        assert!(text.contains("revoke"), "{text}");
+    }
+    store
+        .record_verification(
+            &onboarding_of("198.51.100.0/24", "acme", 1),
+            vec![passed(CheckKind::Rdns), passed(CheckKind::Roa)],
+            1_500,
+            sign,
+        )
+        .expect("valid");
+    for overlapping in ["198.51.100.0/24", "198.51.100.64/26", "198.0.0.0/8"] {
+        assert!(matches!(
+            store.insert_new(&onboarding_of(overlapping, "mallory", 3)),
+            Err(StoreError::OverlapsOtherOwner { .. })
+        ));
+    }
+    // The same owner may onboard a more-specific; a disjoint prefix is anyone's.
+    store
+        .insert_new(&onboarding_of("198.51.100.0/25", "acme", 4))
+        .expect("same owner");
+    store
+        .insert_new(&onboarding_of("198.51.101.0/24", "mallory", 5))
+        .expect("disjoint");
+    // Once revoked, the prefix is free for another owner.
+    store
+        .revoke("198.51.100.0/24".parse().expect("a prefix"), 1_600)
+        .expect("revoked");
+    store
+        .revoke("198.51.100.0/25".parse().expect("a prefix"), 1_600)
+        .expect("revoked");
+    store
+        .insert_new(&onboarding_of("198.51.100.0/24", "mallory", 6))
+        .expect("free after revocation");
+}
+
+#[test]
+fn a_verification_of_an_onboarding_replaced_meanwhile_signs_nothing() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let store = OnboardingStore::open(&directory.path().join("o.redb")).expect("opens");
+    let checked = onboarding("198.51.100.0/24", 1);
+    store.insert_new(&checked).expect("stored");
+    // While the checks ran, the prefix was onboarded again: a new token, and a longer split.
+    let mut longer = checked.clone();
+    longer.longest_announced = 25;
+    for replacement in [onboarding("198.51.100.0/24", 2), longer] {
+        store.insert_new(&replacement).expect("replaced");
+        let outcome = store.record_verification(
+            &checked,
+            vec![passed(CheckKind::Rdns), passed(CheckKind::Roa)],
+            1_500,
+            |_| panic!("nothing may be signed"),
+        );
+        let error = outcome.expect_err("the stored onboarding changed");
+        assert!(
+            matches!(error, StoreError::ChangedDuringVerification(_)),
+            "{error}"
+        );
+        assert!(error.to_string().contains("verify again"), "{error}");
+        let stored = store
+            .get(checked.token.prefix)
+            .expect("reads")
+            .expect("present");
+        assert_eq!(stored, replacement);
+    }
 }

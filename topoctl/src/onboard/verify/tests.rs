@@ -69,8 +69,7 @@ fn passed_checks_make_evidence_that_verifies_for_the_prefix() {
     .expect("issued");
     let key = signing_key([4; 32]);
     let checks = vec![rdns_passed(now), roa_check(&onboarding, &vrps(24), now)];
-    let valid = complete_verification(&store, &key, onboarding.token.prefix, checks, now)
-        .expect("recorded");
+    let valid = complete_verification(&store, &key, &onboarding, checks, now).expect("recorded");
     assert_eq!(valid.state, OnboardingState::Valid);
     let evidence = valid.evidence.expect("signed");
     let keys = EvidenceKeys::parse([key_text(&key.verifying_key()).as_str()]).expect("a key");
@@ -101,14 +100,12 @@ fn a_roa_too_short_for_the_split_or_an_expired_token_is_not_valid() {
     .expect("issued");
     let key = signing_key([4; 32]);
     let checks = vec![rdns_passed(now), roa_check(&onboarding, &vrps(23), now)];
-    let outcome = complete_verification(&store, &key, onboarding.token.prefix, checks, now)
-        .expect("recorded");
+    let outcome = complete_verification(&store, &key, &onboarding, checks, now).expect("recorded");
     assert_eq!(outcome.state, OnboardingState::Invalid);
     assert!(outcome.evidence.is_none());
     let late = now + settings.token_lifetime_seconds;
     let checks = vec![rdns_passed(late), roa_check(&onboarding, &vrps(24), late)];
-    let outcome = complete_verification(&store, &key, onboarding.token.prefix, checks, late)
-        .expect("recorded");
+    let outcome = complete_verification(&store, &key, &onboarding, checks, late).expect("recorded");
     assert_eq!(outcome.state, OnboardingState::Expired);
     // The operator's own prefixes and host bits are refused at onboarding.
     let mut own = request("203.0.113.0/24", None);
