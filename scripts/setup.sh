@@ -17,7 +17,8 @@ $SUDO apt-get update -qq
 # which `topoctl graph --format svg` runs; knot: the authoritative DNS server the BYOIP
 # reverse-DNS checks are tested against; postgresql and redis-server: the stores of IRRd 4,
 # the IRR whois server of the BYOIP IRR checks (IRRd itself comes from PyPI, below, into its own
-# virtualenv made with Debian's python3-venv).
+# virtualenv made with Debian's python3-venv); poppler-utils: pdftotext and pdftoppm, which read
+# back the LOA document `topoctl prefix loa` writes.
 # The packages' own instances are not wanted (the tests start and stop their own): while
 # installing, a policy-rc.d that refuses every start keeps them from starting, so that nothing
 # this script did not start has to be stopped. An existing policy-rc.d is left as it is.
@@ -32,7 +33,7 @@ status=0
 $SUDO apt-get install -y -qq --no-install-recommends \
   bird2 frr gobgpd exabgp openbgpd prometheus iproute2 procps ca-certificates systemd \
   busybox curl dnsmasq-base etcd-server protobuf-compiler libprotobuf-dev stayrtr graphviz \
-  knot postgresql redis-server python3-venv >/dev/null || status=$?
+  knot postgresql redis-server python3-venv poppler-utils >/dev/null || status=$?
 if [ -n "$ours" ]; then $SUDO rm -f "$policy"; fi
 [ "$status" = 0 ] || { echo "setup: apt-get install failed ($status)" >&2; exit "$status"; }
 # IRRd 4 for the IRR check tests (harness/src/peers/irrd.rs), pinned, in a virtualenv of its

@@ -5,8 +5,9 @@
 //! literal strings, decimal integers, booleans, comments, any key order, and the two tables a
 //! prefix uses (`announce` with `split`, `roa` with `asn` and `max_length`) written as one-line
 //! inline tables (`roa = { asn = 13335, max_length = 24 }`), as dotted keys (`roa.asn = 13335`)
-//! or as sub-tables after their prefix (`[prefix.roa]`), and `rpki = "allow" | "warn" |
-//! "refuse"` — and returns `None` for anything else (another table, any other inline table, an
+//! or as sub-tables after their prefix (`[prefix.roa]`), `rpki = "allow" | "warn" |
+//! "refuse"`, and a customer prefix's `[prefix.evidence]` sub-table (strings, `verified_at`, and
+//! `checks` as a one-line array of strings) — and returns `None` for anything else (another table, any other inline table, an
 //! escape, a duplicate or unknown key, a missing required key), in which case the caller reads
 //! the table with `toml` (`split`) or the file as one document. It never reports errors itself,
 //! so every diagnostic still comes from the one TOML parser, and whatever it accepts it reads
@@ -20,7 +21,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use crate::file::{AnnounceFile, BindingFile, PrefixFile, RoaFile};
+use crate::file::{AnnounceFile, BindingFile, EvidenceFile, PrefixFile, RoaFile};
 use crate::model::{AnnounceMode, NotFoundPolicy};
 
 enum Value<'a> {
@@ -29,6 +30,8 @@ enum Value<'a> {
     Boolean(bool),
     /// A one-line inline table of integers, keys in written order.
     Integers(Vec<(&'a str, u64)>),
+    /// A one-line array of strings without escapes (`checks = ["rdns", "roa"]`).
+    Strings(Vec<&'a str>),
 }
 
 /// At most this many keys in an inline table the fast path reads (a prefix uses two).
@@ -56,6 +59,56 @@ struct PrefixFields<'a> {
     rpki: Option<NotFoundPolicy>,
     irr_token: Option<String>,
     rdns_token: Option<String>,
+    evidence: Option<EvidenceParts>,
+}
+
+/// A `[prefix.evidence]` sub-table being read: the header's span (as `toml` gives it) and
+/// the keys so far.
+#[derive(Default)]
+struct EvidenceParts {
+    span: Range<usize>,
+    longest_announced: Option<u8>,
+    token_sha256: Option<String>,
+    checks: Option<Vec<String>>,
+    verified_at: Option<u64>,
+    key: Option<String>,
+    signature: Option<String>,
+}
+
+impl EvidenceParts {
+    fn add(&mut self, key: &str, value: Value<'_>) -> Option<()> {
+        match (key, value) {
+            ("token_sha256", Value::Text(text)) => set(&mut self.token_sha256, text.to_string()),
+            ("checks", Value::Strings(items)) => set(
+                &mut self.checks,
+                items.into_iter().map(str::to_string).collect(),
+            ),
+            // TOML integers are 64-bit signed: a larger one is `toml`'s error to report.
+            ("verified_at", Value::Integer(number)) if i64::try_from(number).is_ok() => {
+                set(&mut self.verified_at, number)
+            }
+            ("longest_announced", Value::Integer(number)) => {
+                set(&mut self.longest_announced, u8::try_from(number).ok()?)
+            }
+            ("key", Value::Text(text)) => set(&mut self.key, text.to_string()),
+            ("signature", Value::Text(text)) => set(&mut self.signature, text.to_string()),
+            _ => None,
+        }
+    }
+
+    fn finish(self) -> Option<Spanned<EvidenceFile>> {
+        Some(Spanned::new(
+            self.span,
+            EvidenceFile {
+                longest_announced: self.longest_announced?,
+                token_sha256: self.token_sha256?,
+                checks: self.checks?,
+                verified_at: self.verified_at?,
+                key: self.key?,
+                signature: self.signature?,
+            },
+        ))
+    }
 }
 
 #[derive(Default)]
@@ -80,6 +133,7 @@ enum Context {
     Main,
     Announce,
     Roa,
+    Evidence,
 }
 
 fn set<T>(slot: &mut Option<T>, value: T) -> Option<()> {
@@ -143,6 +197,10 @@ fn finish(
                 rpki: fields.rpki,
                 irr_token: fields.irr_token,
                 rdns_token: fields.rdns_token,
+                evidence: match fields.evidence {
+                    Some(parts) => Some(parts.finish()?),
+                    None => None,
+                },
             });
         }
         Table::Binding(fields) => bindings.push(BindingFile {
@@ -174,6 +232,7 @@ fn value(text: &str) -> Option<(Value<'_>, usize)> {
             Some((Value::Integer(number), length))
         }
         b'{' => inline_integers(text),
+        b'[' => inline_strings(text),
         _ => None,
     }
 }
@@ -246,6 +305,25 @@ fn inline_integers(text: &str) -> Option<(Value<'_>, usize)> {
         match text.as_bytes().get(position)? {
             b',' => position += 1,
             b'}' => return Some((Value::Integers(pairs), position + 1)),
+            _ => return None,
+        }
+    }
+}
+
+/// `["text", 'text']` on one line: strings without escapes, commas between them, none after
+/// the last, at least one (an empty array or a trailing comma is left to `toml`).
+fn inline_strings(text: &str) -> Option<(Value<'_>, usize)> {
+    let mut position = 1;
+    let mut items = Vec::new();
+    loop {
+        position += blank(&text[position..]);
+        let (item, length) = quoted(&text[position..])?;
+        items.push(item);
+        position += length;
+        position += blank(&text[position..]);
+        match text.as_bytes().get(position)? {
+            b',' => position += 1,
+            b']' => return Some((Value::Strings(items), position + 1)),
             _ => return None,
         }
     }
@@ -340,6 +418,17 @@ fn header<'a>(
     let fresh = match (array, parts) {
         (true, [Some("prefix"), None, None]) => Table::Prefix(PrefixFields::default()),
         (true, [Some("binding"), None, None]) => Table::Binding(BindingFields::default()),
+        (false, [Some("prefix"), Some("evidence"), None]) => {
+            let Table::Prefix(fields) = table else {
+                return None;
+            };
+            let parts = EvidenceParts {
+                span: offset..offset + after,
+                ..EvidenceParts::default()
+            };
+            set(&mut fields.evidence, parts)?;
+            return Some(Context::Evidence);
+        }
         (false, [Some("prefix"), Some(name @ ("announce" | "roa")), None]) => {
             let Table::Prefix(fields) = table else {
                 return None;
@@ -478,6 +567,9 @@ fn read_lines(text: &str, range: Range<usize>, output: &mut Output<'_>) -> Optio
                     fields.roa_parts.as_mut()?
                 };
                 add_pair(partial, key.name, number)?;
+            }
+            (Table::Prefix(fields), Context::Evidence) if key.dotted.is_none() => {
+                fields.evidence.as_mut()?.add(key.name, parsed)?;
             }
             (Table::Binding(fields), Context::Main) if key.dotted.is_none() => {
                 match (key.name, parsed) {
@@ -618,6 +710,19 @@ mod tests {
                 prefix.irr_token,
                 prefix.rdns_token
             );
+            if let Some(evidence) = &prefix.evidence {
+                let table = evidence.get_ref();
+                out += &format!(
+                    "  evidence@{:?} {} {} {:?} {} {} {}\n",
+                    evidence.span(),
+                    table.longest_announced,
+                    table.token_sha256,
+                    table.checks,
+                    table.verified_at,
+                    table.key,
+                    table.signature
+                );
+            }
         }
         for binding in bindings {
             out += &format!(
@@ -683,6 +788,32 @@ mod tests {
         ] {
             assert!(parse_prefixes_and_bindings(&text).is_none(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn reads_evidence_sub_tables_exactly_like_toml() {
+        let plain = "[[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n";
+        let evidence = "[prefix.evidence]  # signed\nlongest_announced = 24\ntoken_sha256 = \"ab\"\nchecks = [ 'irr' ,\"roa\"]\nverified_at = 17\nkey = \"k\"\nsignature = 's'\n";
+        same_as_toml(&format!(
+            "{plain}{evidence}[prefix.roa]\nasn = 1\nmax_length = 24\n"
+        ));
+        same_as_toml(&format!(
+            "{plain}{evidence}\n[[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"s\"\n"
+        ));
+        // Left to `toml`: a trailing comma, an empty array, a missing or unknown key, a second
+        // evidence table, a time beyond TOML's integers.
+        for (from, to) in [
+            ("\"roa\"]", "\"roa\",]"),
+            ("[ 'irr' ,\"roa\"]", "[]"),
+            ("key = \"k\"\n", ""),
+            ("key = \"k\"\n", "key = \"k\"\nnote = \"n\"\n"),
+            ("verified_at = 17", "verified_at = 9223372036854775808"),
+            ("longest_announced = 24", "longest_announced = 300"),
+        ] {
+            let text = format!("{plain}{}", evidence.replace(from, to));
+            assert!(parse_prefixes_and_bindings(&text).is_none(), "{text}");
+        }
+        assert!(parse_prefixes_and_bindings(&format!("{plain}{evidence}{evidence}")).is_none());
     }
 
     #[test]

@@ -29,6 +29,18 @@ pub(crate) struct SettingsFile {
     pub(crate) ipv4_announce_lengths: Option<LengthLimitsFile>,
     pub(crate) ipv6_announce_lengths: Option<LengthLimitsFile>,
     pub(crate) blast_radius: Option<BlastRadiusFile>,
+    pub(crate) onboarding: Option<Spanned<OnboardingFile>>,
+}
+
+/// `[settings.onboarding]`: who the operator is and the keys BYOIP evidence is signed with.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OnboardingFile {
+    pub(crate) operator_owner: Spanned<String>,
+    #[serde(default)]
+    pub(crate) evidence_keys: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) revoked: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +101,19 @@ pub(crate) struct PrefixFile {
     pub(crate) rpki: Option<crate::model::NotFoundPolicy>,
     pub(crate) irr_token: Option<String>,
     pub(crate) rdns_token: Option<String>,
+    pub(crate) evidence: Option<Spanned<EvidenceFile>>,
+}
+
+/// `[prefix.evidence]`: the signed proof of a customer prefix's ownership and intent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EvidenceFile {
+    pub(crate) longest_announced: u8,
+    pub(crate) token_sha256: String,
+    pub(crate) checks: Vec<String>,
+    pub(crate) verified_at: u64,
+    pub(crate) key: String,
+    pub(crate) signature: String,
 }
 
 #[derive(Deserialize)]

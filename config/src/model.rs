@@ -141,6 +141,41 @@ pub struct Settings {
     pub max_withdrawn_pair_share: f64,
     pub max_affected_location_share: f64,
     pub small_change_routes: u64,
+    /// `[settings.onboarding]`: when present, a customer prefix (owner other than
+    /// `operator_owner`) is advertised only with evidence signed by one of `evidence_keys`.
+    pub onboarding: Option<OnboardingPolicy>,
+}
+
+/// Who the operator is and which public keys sign BYOIP evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnboardingPolicy {
+    /// The `owner` of the operator's own prefixes; every other owner is a customer.
+    pub operator_owner: String,
+    /// `ed25519:<64 hex digits>` public keys.
+    pub evidence_keys: Vec<String>,
+    /// Token digests (SHA-256, hex) of revoked onboardings: G6 refuses their evidence.
+    pub revoked: Vec<String>,
+    /// Where `[settings.onboarding]` was written.
+    #[serde(skip)]
+    pub span: Span,
+}
+
+/// A prefix's `[prefix.evidence]`, as written (checked by the topology compiler).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PrefixEvidence {
+    /// The longest announced route length the signed evidence vouches for (the ROA's
+    /// max-length reaches it).
+    pub longest_announced: u8,
+    /// SHA-256 of the validation token, hex.
+    pub token_sha256: String,
+    /// The checks that passed: `rdns`, `irr`, `roa`.
+    pub checks: Vec<String>,
+    /// When the verification completed, seconds since the Unix epoch.
+    pub verified_at: u64,
+    /// The signing key's id (first 8 bytes of its SHA-256, hex).
+    pub key: String,
+    /// Ed25519 signature, hex.
+    pub signature: String,
 }
 
 impl Default for Settings {
@@ -157,6 +192,7 @@ impl Default for Settings {
             max_withdrawn_pair_share: DEFAULT_MAX_WITHDRAWN_PAIR_SHARE,
             max_affected_location_share: DEFAULT_MAX_AFFECTED_LOCATION_SHARE,
             small_change_routes: DEFAULT_SMALL_CHANGE_ROUTES,
+            onboarding: None,
         }
     }
 }
@@ -210,6 +246,8 @@ pub struct RawPrefix {
     pub rpki: NotFoundPolicy,
     pub irr_token: Option<String>,
     pub rdns_token: Option<String>,
+    /// `[prefix.evidence]`, at its table.
+    pub evidence: Option<Located<PrefixEvidence>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -129,6 +129,7 @@ fn read_table(
         origin_asn: shift(prefix.origin_asn, offset),
         announce: prefix.announce.map(|announce| shift(announce, offset)),
         roa: prefix.roa.map(|roa| shift(roa, offset)),
+        evidence: prefix.evidence.map(|evidence| shift(evidence, offset)),
         ..prefix
     }));
     bindings.extend(table.binding.into_iter().map(|binding| BindingFile {

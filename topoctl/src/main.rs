@@ -202,6 +202,8 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// BYOIP onboarding: tokens, ownership and ROA checks, signed evidence, the LOA document.
+    Prefix(topoctl::onboard::command::PrefixArguments),
     /// A certificate authority for the control API: init, server, issue.
     #[command(subcommand)]
     Pki(topoctl::pki_command::PkiCommand),
@@ -422,6 +424,7 @@ fn run(command: Command) -> Result<i32, Stop> {
     match command {
         Command::Rollout(command) => Ok(rollout_command::run_rollout(command)),
         Command::Pki(command) => Ok(topoctl::pki_command::run(&command)),
+        Command::Prefix(arguments) => Ok(topoctl::onboard::command::run(arguments)),
         Command::Matrix {
             files,
             fleet: Some(fleet),
@@ -470,6 +473,7 @@ fn run(command: Command) -> Result<i32, Stop> {
             let apply = mutation.apply()?;
             let intent = intent.intent()?;
             let bundle = bundle_of(&files, mutation.json)?;
+            refuse_revoked(&bundle.sources, mutation.json)?;
             let MutationArguments { dry_run, json, .. } = mutation;
             Ok(call(&daemon, |client| {
                 push_command::run(client, bundle, intent, apply, dry_run, json)
@@ -710,7 +714,9 @@ fn plan(
     };
     // Compiled against the old topology, so that a finding involving two places is
     // reported at the one the change added. Its warnings are part of the plan.
-    let new = match compile_against(read(new, json)?, 1, &old) {
+    let new = read(new, json)?;
+    refuse_revoked(&new, json)?;
+    let new = match compile_against(new, 1, &old) {
         Ok(topology) => topology,
         Err(diagnostics) => {
             report_diagnostics(&diagnostics, json);
@@ -752,6 +758,20 @@ fn explain(address: IpAddr, files: &[PathBuf], json: bool) -> Result<i32, Stop> 
         }
     }
     Ok(EXIT_NO_CHANGE)
+}
+
+/// Refuses (exit 3) a topology that still advertises a prefix whose onboarding was revoked.
+fn refuse_revoked(sources: &[Source], json: bool) -> Result<(), Stop> {
+    let refused = topoctl::onboard::revocation::check_sources(sources)?;
+    if refused.is_empty() {
+        return Ok(());
+    }
+    if json {
+        println!("{}", json!({"refused": refused}));
+    } else {
+        eprint!("{}", topoctl::onboard::revocation::render_refusal(&refused));
+    }
+    Err(Stop::Exit(EXIT_REFUSED))
 }
 
 fn bundle_of(files: &[PathBuf], json: bool) -> Result<SourceBundle, Stop> {

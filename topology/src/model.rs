@@ -11,7 +11,7 @@ use prefix_trie::PrefixMap;
 use serde::{Deserialize, Serialize};
 use topologyd_config::{
     AnnounceMode, Community, Diagnostic, LargeCommunity, Lifecycle, LocationState, NotFoundPolicy,
-    Roa, Settings, Source, SourceLocation, SourceMap, Span,
+    PrefixEvidence, Roa, Settings, Source, SourceLocation, SourceMap, Span,
 };
 
 use crate::location_set::LocationSet;
@@ -89,6 +89,8 @@ pub struct Prefix {
     pub rpki: NotFoundPolicy,
     pub irr_token: Option<String>,
     pub rdns_token: Option<String>,
+    /// `[prefix.evidence]`: the signed proof of a customer prefix's ownership (checked by G6).
+    pub evidence: Option<PrefixEvidence>,
     #[serde(skip)]
     pub(crate) span: Span,
 }

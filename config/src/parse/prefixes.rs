@@ -4,7 +4,7 @@
 use super::values::{check_name, check_spanned_name, located_string, parse_cidr};
 use crate::diagnostic::Collector;
 use crate::file::{BindingFile, PrefixFile};
-use crate::model::{AnnounceMode, Located, RawBinding, RawPrefix, Roa};
+use crate::model::{AnnounceMode, Located, PrefixEvidence, RawBinding, RawPrefix, Roa};
 use crate::source::span_of;
 
 /// Appends one file's prefixes to `prefixes`; a prefix whose CIDR does not parse is left out.
@@ -54,6 +54,21 @@ pub(super) fn convert_prefixes(
             rpki: prefix.rpki.unwrap_or_default(),
             irr_token: prefix.irr_token,
             rdns_token: prefix.rdns_token,
+            evidence: prefix.evidence.map(|evidence| {
+                let span = span_of(source_id, &evidence);
+                let evidence = evidence.into_inner();
+                Located::new(
+                    PrefixEvidence {
+                        longest_announced: evidence.longest_announced,
+                        token_sha256: evidence.token_sha256,
+                        checks: evidence.checks,
+                        verified_at: evidence.verified_at,
+                        key: evidence.key,
+                        signature: evidence.signature,
+                    },
+                    span,
+                )
+            }),
         });
     }
 }

@@ -3,9 +3,10 @@
 
 use toml::Spanned;
 
+use super::values::check_spanned_name;
 use crate::diagnostic::Collector;
 use crate::file::SettingsFile;
-use crate::model::{LengthLimits, Settings};
+use crate::model::{LengthLimits, OnboardingPolicy, Settings};
 use crate::source::{Span, span_of};
 
 /// Reads one file's `[settings]` into `settings_out`; a second `[settings]` in another file
@@ -56,6 +57,30 @@ pub(super) fn convert_settings(
                 )),
             );
         }
+    }
+    if let Some(onboarding) = settings.onboarding {
+        let span = span_of(source_id, &onboarding);
+        let onboarding = onboarding.into_inner();
+        check_spanned_name(
+            source_id,
+            "operator_owner",
+            &onboarding.operator_owner,
+            collector,
+        );
+        settings_out.onboarding = Some(OnboardingPolicy {
+            operator_owner: onboarding.operator_owner.into_inner(),
+            evidence_keys: onboarding
+                .evidence_keys
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect(),
+            revoked: onboarding
+                .revoked
+                .iter()
+                .map(|digest| digest.to_ascii_lowercase())
+                .collect(),
+            span,
+        });
     }
     if let Some(blast_radius) = settings.blast_radius {
         if let Some(routes) = &blast_radius.small_change_routes {

@@ -111,6 +111,13 @@ fn prefix_table(index: usize, style: TableStyle, out: &mut String) {
         out.push_str("# between tables\n");
     }
     out.push_str(&after);
+    if index % 3 == 1 {
+        // A customer prefix's signed evidence, as a sub-table after the prefix's own.
+        out.push_str(&format!(
+            "[prefix.evidence]\nlongest_announced = 24\ntoken_sha256{equals}\"{:064x}\"\nchecks = [\"rdns\", \"roa\"]{note}\nverified_at = 1764936000\nkey = \"0123456789abcdef\"\nsignature = \"{:0128x}\"\n",
+            index, index
+        ));
+    }
     out.push('\n');
 }
 

@@ -115,6 +115,12 @@ pub(super) fn canonical_hash(
             NotFoundPolicy::Allow => hasher.number(RPKI_ALLOW_MARKER),
             NotFoundPolicy::Refuse => hasher.number(RPKI_REFUSE_MARKER),
         }
+        // Evidence adds nothing when absent, so hashes are those of before it existed.
+        if let Some(evidence) = &prefix.evidence {
+            hasher.number(EVIDENCE_MARKER);
+            hasher.text(&evidence.token_sha256);
+            hasher.text(&evidence.signature);
+        }
     }
     hasher.number(bindings.len() as u64);
     for binding in bindings {
@@ -133,6 +139,8 @@ const HEALTH_MARKER: u64 = u64::MAX - 1;
 /// may follow a prefix (the next prefix's network, the number of bindings) takes these values.
 const RPKI_ALLOW_MARKER: u64 = u64::MAX - 2;
 const RPKI_REFUSE_MARKER: u64 = u64::MAX - 3;
+/// Marks a prefix's `[prefix.evidence]` (its token digest and signature follow).
+const EVIDENCE_MARKER: u64 = u64::MAX - 4;
 
 /// The health checks and local addresses of `service`, in canonical form: every field of the
 /// spec, the checks in their written order (that is the order a round reports them in), the

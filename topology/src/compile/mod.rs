@@ -44,6 +44,7 @@ use crate::model::Topology;
 
 mod bindings;
 mod checks;
+mod evidence;
 mod fleet;
 mod hash;
 mod prefixes;
@@ -338,6 +339,7 @@ fn compile_raw_with(
     let fleet = fleet::compile_locations(&raw, &mut collector);
     let catalogue = services::compile_services(&raw, &fleet, &mut collector);
     let prefixes = prefixes::compile_prefixes(&raw, &settings, &mut collector);
+    evidence::check_customer_evidence(&raw, &settings, baseline, &mut collector);
     let table = bindings::compile_bindings(&raw, &catalogue, &prefixes, baseline, &mut collector);
     let (routes, service_routes) = routes::compile_routes(
         &prefixes,
@@ -434,3 +436,5 @@ impl SourceBundle {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_evidence;

@@ -53,6 +53,10 @@ fn compile_prefix(
         rpki: raw_prefix.rpki,
         irr_token: raw_prefix.irr_token.clone(),
         rdns_token: raw_prefix.rdns_token.clone(),
+        evidence: raw_prefix
+            .evidence
+            .as_ref()
+            .map(|evidence| evidence.value.clone()),
         span: raw_prefix.cidr.span,
     }
 }
