@@ -12,7 +12,7 @@
 //!   reads and compiles, newest first as start-up falls back, and names this location;
 //! - the control API's certificate, key and client CA load and the certificate matches the key;
 //!   the audit log's directory exists and the log can be appended to;
-//! - no two listeners (`[bgp] listen`, `[admin]`, `[control]`) share an address and port;
+//! - no two listeners (`[bgp] listen`, `[bmp] listen`, `[admin]`, `[control]`) share an address and port;
 //! - every peer's MD5 key file is readable and holds a valid key.
 //!
 //! Side effects: a probe file is created and removed in directories checked for writing.
@@ -356,6 +356,14 @@ fn check_listeners(config: &DaemonConfig, findings: &mut Vec<Finding>) {
         .enumerate()
         .map(|(index, address)| (Key::BgpListen(index), "[bgp] listen", *address))
         .collect();
+    if let Some(bmp) = &config.bmp {
+        listeners.extend(
+            bmp.listen
+                .iter()
+                .enumerate()
+                .map(|(index, address)| (Key::BmpListen(index), "[bmp] listen", *address)),
+        );
+    }
     if let Some(admin) = &config.admin {
         listeners.push((Key::AdminListen, "[admin] listen", admin.listen));
     }

@@ -192,8 +192,36 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
             }
         });
     }
+    let visibility = match &config.bmp {
+        Some(bmp) => {
+            let (routes, engine_inputs) = engine.visibility_inputs();
+            let station = topologyd::bmp::listener::start(
+                bmp,
+                topologyd::bmp::listener::StationInputs {
+                    local_asn: config.local_asn,
+                    router_id: config.router_id,
+                    routes,
+                    engine: engine_inputs,
+                    metrics: metrics.clone(),
+                    shutdown: shutdown.clone(),
+                },
+            )
+            .await
+            .map_err(|error| error.to_string())?;
+            Some(station.view)
+        }
+        None => None,
+    };
     if let (Some(control), Some(tls)) = (&config.control, control_tls) {
-        start_control(control, tls, &mut engine, &command_sender, &shutdown).await?;
+        start_control(
+            control,
+            tls,
+            &mut engine,
+            &command_sender,
+            &shutdown,
+            visibility,
+        )
+        .await?;
     }
     engine
         .start_addresses()
@@ -332,6 +360,7 @@ async fn start_control(
     engine: &mut Engine,
     command_sender: &mpsc::Sender<EngineCommand>,
     shutdown: &watch::Receiver<bool>,
+    visibility: Option<watch::Receiver<Arc<topologyd_api::VisibilityView>>>,
 ) -> Result<(), String> {
     let roles = control
         .roles
@@ -359,6 +388,10 @@ async fn start_control(
     )
     .await
     .map_err(|error| error.to_string())?;
+    let server = match visibility {
+        Some(view) => server.with_visibility(view),
+        None => server,
+    };
     info!(address = %control.listen, "control API bound");
     let stop = shutdown.clone();
     tokio::spawn(async move {

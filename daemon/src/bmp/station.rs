@@ -46,6 +46,15 @@ pub struct RouterSummary {
     pub messages: u64,
 }
 
+/// What one router holds of the routes this location announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterHoldings {
+    pub router: String,
+    pub synchronised: bool,
+    pub held: Vec<IpNet>,
+    pub missing: Vec<IpNet>,
+}
+
 type RelevantKey = (RouterId, PeerKey, RibKind, IpNet);
 
 /// The visibility core.
@@ -294,6 +303,40 @@ impl Station {
                 }
             }
         }
+    }
+
+    /// Per router, whether its post-policy table of its session with us is synchronised, and
+    /// which routes this location announces it holds as we send them and which not.
+    pub fn holdings(&self) -> Vec<RouterHoldings> {
+        let router_id = self.expectation.router_id;
+        self.routers
+            .values()
+            .map(|state| {
+                let ours = state
+                    .rib
+                    .peers
+                    .iter()
+                    .find(|(peer, _)| Some(peer.bgp_id) == router_id)
+                    .map(|(_, ribs)| ribs);
+                let synchronised = ours
+                    .is_some_and(|ribs| ribs.end_of_rib.get(&RibKind::AdjRibInPost) == Some(&true));
+                let table = ours.and_then(|ribs| ribs.tables.get(&RibKind::AdjRibInPost));
+                let (held, missing) = self.expectation.announced.iter().partition::<Vec<_>, _>(
+                    |(prefix, expected)| {
+                        table
+                            .and_then(|table| table.get(*prefix))
+                            .and_then(|record| self.interner.get(record.attributes))
+                            .is_some_and(|attributes| expected.matches(attributes))
+                    },
+                );
+                RouterHoldings {
+                    router: state.name.clone(),
+                    synchronised,
+                    held: held.into_iter().map(|(prefix, _)| *prefix).collect(),
+                    missing: missing.into_iter().map(|(prefix, _)| *prefix).collect(),
+                }
+            })
+            .collect()
     }
 
     pub fn findings(&self) -> impl Iterator<Item = &Finding> {

@@ -556,3 +556,26 @@ proptest! {
         prop_assert!(station.relevant.is_empty());
     }
 }
+
+#[test]
+fn holdings_say_what_each_router_holds_of_ours() {
+    let mut station = station();
+    assert_eq!(
+        station.holdings(),
+        vec![RouterHoldings {
+            router: "edge1".into(),
+            synchronised: false,
+            held: vec![],
+            missing: vec![net("198.51.100.0/24"), net("198.51.101.0/24")],
+        }]
+    );
+    synced(&mut station);
+    station.handle(
+        ROUTER,
+        withdraw(us(), RibKind::AdjRibInPost, &["198.51.101.0/24"]),
+    );
+    let holdings = station.holdings();
+    assert!(holdings[0].synchronised);
+    assert_eq!(holdings[0].held, vec![net("198.51.100.0/24")]);
+    assert_eq!(holdings[0].missing, vec![net("198.51.101.0/24")]);
+}

@@ -86,6 +86,10 @@ async fn serve(
         }
         Endpoint::Health => answer(ask(engine, |reply| EngineCommand::Health { reply }).await),
         Endpoint::Rpki => answer(ask(engine, |reply| EngineCommand::Rpki { reply }).await),
+        Endpoint::Visibility => {
+            let view = std::sync::Arc::clone(&call.shared.visibility.borrow());
+            Answer::ok(&*view)
+        }
         Endpoint::Topology => {
             let generation =
                 match query_parameter(request.uri().query(), "generation").map_err(invalid)? {
