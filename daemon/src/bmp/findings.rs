@@ -15,7 +15,8 @@
 //! - `not_visible`: a route this location announces that the router does not hold in the
 //!   post-policy Adj-RIB-In of its session with us, or holds with another AS path or MED or
 //!   without a community we send. Raised only once the condition has lasted the settle time, and
-//!   only for a router that sent the End-of-RIB of that table after the session came up.
+//!   only for a router whose table is synchronised: it sent the End-of-RIB of that table, or
+//!   the session has been known for the settle time.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

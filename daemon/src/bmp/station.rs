@@ -21,7 +21,7 @@ use super::codec::{BmpEvent, PeerKey, RibKind, SeenAttributes};
 use super::findings::{
     Evidence, Expectation, Finding, FindingBook, FindingChange, FindingKey, FindingKind,
 };
-use super::rib::{AttributeInterner, NO_ORIGIN, RouterRib};
+use super::rib::{AttributeInterner, NO_ORIGIN, PeerRibs, RouterRib};
 
 /// The station's number for one router connection.
 pub type RouterId = u64;
@@ -68,6 +68,11 @@ pub struct Station {
     relevant: BTreeSet<RelevantKey>,
     book: FindingBook,
     settle_ms: u64,
+    /// When each router's peer was first seen by an evaluation: a peer whose router sends no
+    /// End-of-RIB for it (FRR sends them only after its initial dump) counts as synchronised
+    /// once it has been known for the settle time.
+    peers_known_since: BTreeMap<(RouterId, PeerKey), u64>,
+    last_evaluation_ms: u64,
 }
 
 impl Station {
@@ -119,10 +124,12 @@ impl Station {
                 // A new session: whatever an earlier one left is gone (RFC 7854 §4.10).
                 state.rib.drop_peer(&mut self.interner, &peer);
                 state.rib.peers.entry(peer).or_default();
+                self.peers_known_since.remove(&(router, peer));
                 self.relevant.retain(|key| key.0 != router || key.1 != peer);
             }
             BmpEvent::PeerDown { peer } => {
                 state.rib.drop_peer(&mut self.interner, &peer);
+                self.peers_known_since.remove(&(router, peer));
                 self.relevant.retain(|key| key.0 != router || key.1 != peer);
             }
             BmpEvent::Routes {
@@ -190,6 +197,19 @@ impl Station {
 
     /// Evaluates every condition now and merges them into the book.
     pub fn evaluate(&mut self, now_ms: u64) -> Vec<FindingChange> {
+        let mut known = BTreeMap::new();
+        for (router, state) in &self.routers {
+            for peer in state.rib.peers.keys() {
+                let since = self
+                    .peers_known_since
+                    .get(&(*router, *peer))
+                    .copied()
+                    .unwrap_or(now_ms);
+                known.insert((*router, *peer), since);
+            }
+        }
+        self.peers_known_since = known;
+        self.last_evaluation_ms = now_ms;
         let conditions = self.conditions();
         self.book.observe(conditions, now_ms, self.settle_ms)
     }
@@ -248,17 +268,27 @@ impl Station {
         conditions
     }
 
+    /// Whether `peer`'s post-policy table at `router` is complete enough to judge: the router
+    /// sent its End-of-RIB, or the peer has been known for the settle time.
+    fn synchronised(&self, router: RouterId, peer: &PeerKey, ribs: &PeerRibs) -> bool {
+        ribs.end_of_rib.get(&RibKind::AdjRibInPost) == Some(&true)
+            || self
+                .peers_known_since
+                .get(&(router, *peer))
+                .is_some_and(|since| {
+                    self.last_evaluation_ms.saturating_sub(*since) >= self.settle_ms
+                })
+    }
+
     /// `not_visible`: for each router with a synchronised post-policy table of its session
     /// with us, every announced route it does not hold as we send it.
     fn visibility_conditions(&self, conditions: &mut BTreeMap<FindingKey, Evidence>) {
         let Some(router_id) = self.expectation.router_id else {
             return;
         };
-        for state in self.routers.values() {
+        for (router, state) in &self.routers {
             for (peer, ribs) in &state.rib.peers {
-                if peer.bgp_id != router_id
-                    || ribs.end_of_rib.get(&RibKind::AdjRibInPost) != Some(&true)
-                {
+                if peer.bgp_id != router_id || !self.synchronised(*router, peer, ribs) {
                     continue;
                 }
                 let empty = Default::default();
@@ -310,16 +340,16 @@ impl Station {
     pub fn holdings(&self) -> Vec<RouterHoldings> {
         let router_id = self.expectation.router_id;
         self.routers
-            .values()
-            .map(|state| {
+            .iter()
+            .map(|(router, state)| {
                 let ours = state
                     .rib
                     .peers
                     .iter()
-                    .find(|(peer, _)| Some(peer.bgp_id) == router_id)
-                    .map(|(_, ribs)| ribs);
-                let synchronised = ours
-                    .is_some_and(|ribs| ribs.end_of_rib.get(&RibKind::AdjRibInPost) == Some(&true));
+                    .find(|(peer, _)| Some(peer.bgp_id) == router_id);
+                let synchronised =
+                    ours.is_some_and(|(peer, ribs)| self.synchronised(*router, peer, ribs));
+                let ours = ours.map(|(_, ribs)| ribs);
                 let table = ours.and_then(|ribs| ribs.tables.get(&RibKind::AdjRibInPost));
                 let (held, missing) = self.expectation.announced.iter().partition::<Vec<_>, _>(
                     |(prefix, expected)| {

@@ -579,3 +579,36 @@ fn holdings_say_what_each_router_holds_of_ours() {
     assert_eq!(holdings[0].held, vec![net("198.51.100.0/24")]);
     assert_eq!(holdings[0].missing, vec![net("198.51.101.0/24")]);
 }
+
+#[test]
+fn without_an_end_of_rib_a_session_is_judged_after_the_settle_time() {
+    let mut station = station();
+    station.handle(ROUTER, BmpEvent::PeerUp { peer: us() });
+    station.handle(
+        ROUTER,
+        announce(
+            us(),
+            RibKind::AdjRibInPost,
+            &["198.51.100.0/24"],
+            attributes(&[OURS], Some(10)),
+        ),
+    );
+    station.evaluate(1_000);
+    assert!(!station.holdings()[0].synchronised);
+    station.evaluate(6_000);
+    assert!(
+        station.holdings()[0].synchronised,
+        "known for the settle time"
+    );
+    station.evaluate(11_000);
+    assert_eq!(
+        kinds(&station),
+        vec![(FindingKind::NotVisible, net("198.51.101.0/24"))]
+    );
+    // A new session starts the wait again.
+    station.handle(ROUTER, BmpEvent::PeerDown { peer: us() });
+    station.handle(ROUTER, BmpEvent::PeerUp { peer: us() });
+    station.evaluate(12_000);
+    assert!(!station.holdings()[0].synchronised);
+    assert!(kinds(&station).is_empty());
+}
