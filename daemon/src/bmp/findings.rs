@@ -16,7 +16,8 @@
 //!   post-policy Adj-RIB-In of its session with us, or holds with another AS path or MED or
 //!   without a community we send. Raised only once the condition has lasted the settle time, and
 //!   only for a router whose table is synchronised: it sent the End-of-RIB of that table, or
-//!   the session has been known for the settle time.
+//!   the session has been known for the settle time; and only in a family the router has shown
+//!   any route of (a router that monitors no IPv6 route says nothing about IPv6 routes).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

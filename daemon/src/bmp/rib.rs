@@ -128,6 +128,9 @@ impl PeerRibs {
 #[derive(Debug, Default)]
 pub struct RouterRib {
     pub peers: BTreeMap<PeerKey, PeerRibs>,
+    /// Whether the router has sent any IPv4 / IPv6 route: a router that monitors no route of a
+    /// family says nothing about it.
+    pub families_seen: [bool; 2],
 }
 
 impl RouterRib {
@@ -154,6 +157,7 @@ impl RouterRib {
         };
         let origin_asn = attributes.origin_asn.unwrap_or(NO_ORIGIN);
         for prefix in announced {
+            self.families_seen[usize::from(matches!(prefix, IpNet::V6(_)))] = true;
             let id = interner.acquire(attributes);
             let record = RouteRecord {
                 origin_asn,
@@ -191,10 +195,16 @@ impl RouterRib {
         for (_, ribs) in std::mem::take(&mut self.peers) {
             release_all(interner, ribs);
         }
+        self.families_seen = [false; 2];
     }
 
     pub fn route_count(&self) -> usize {
         self.peers.values().map(PeerRibs::route_count).sum()
+    }
+
+    /// Whether the router has shown any route of `prefix`'s family.
+    pub fn monitors_family_of(&self, prefix: &IpNet) -> bool {
+        self.families_seen[usize::from(matches!(prefix, IpNet::V6(_)))]
     }
 
     /// Approximate heap bytes of the tables (buckets times entry size, plus control bytes).

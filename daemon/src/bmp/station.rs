@@ -294,6 +294,9 @@ impl Station {
                 let empty = Default::default();
                 let table = ribs.tables.get(&RibKind::AdjRibInPost).unwrap_or(&empty);
                 for (prefix, expected) in &self.expectation.announced {
+                    if !state.rib.monitors_family_of(prefix) {
+                        continue;
+                    }
                     let held = table
                         .get(prefix)
                         .and_then(|record| self.interner.get(record.attributes));
@@ -351,14 +354,17 @@ impl Station {
                     ours.is_some_and(|(peer, ribs)| self.synchronised(*router, peer, ribs));
                 let ours = ours.map(|(_, ribs)| ribs);
                 let table = ours.and_then(|ribs| ribs.tables.get(&RibKind::AdjRibInPost));
-                let (held, missing) = self.expectation.announced.iter().partition::<Vec<_>, _>(
-                    |(prefix, expected)| {
+                let (held, missing) = self
+                    .expectation
+                    .announced
+                    .iter()
+                    .filter(|(prefix, _)| state.rib.monitors_family_of(prefix))
+                    .partition::<Vec<_>, _>(|(prefix, expected)| {
                         table
                             .and_then(|table| table.get(*prefix))
                             .and_then(|record| self.interner.get(record.attributes))
                             .is_some_and(|attributes| expected.matches(attributes))
-                    },
-                );
+                    });
                 RouterHoldings {
                     router: state.name.clone(),
                     synchronised,
