@@ -26,6 +26,8 @@ use ipnet::IpNet;
 
 /// BMP version 3 (RFC 7854 §4.1): the only version routers send.
 pub const BMP_VERSION: u8 = 3;
+/// The 2-octet placeholder of a 4-octet AS number (RFC 6793 §9).
+const AS_TRANS: u32 = 23_456;
 /// The common header: version, length, type.
 pub const COMMON_HEADER_BYTES: usize = 6;
 /// The longest message accepted: a Peer Up carries two OPENs, a Route Monitoring one UPDATE of
@@ -110,8 +112,11 @@ pub enum BmpEvent {
     },
     /// RFC 7854 §4.5: the router ends the session; its state goes.
     Termination,
+    /// A session came up; `router_asn` is the router's own AS from the OPEN it sent (none when
+    /// it is AS_TRANS).
     PeerUp {
         peer: PeerKey,
+        router_asn: Option<u32>,
     },
     PeerDown {
         peer: PeerKey,
@@ -175,7 +180,13 @@ pub fn decode(message: Bytes) -> Result<BmpEvent, BmpError> {
                 .map(|tlv| tlv.info),
         },
         (BmpMessageBody::TerminationMessage(_), _) => BmpEvent::Termination,
-        (BmpMessageBody::PeerUpNotification(_), Some(peer)) => BmpEvent::PeerUp { peer },
+        (BmpMessageBody::PeerUpNotification(up), Some(peer)) => BmpEvent::PeerUp {
+            peer,
+            router_asn: match up.sent_open {
+                BgpMessage::Open(open) => Some(open.asn.to_u32()).filter(|asn| *asn != AS_TRANS),
+                _ => None,
+            },
+        },
         (BmpMessageBody::PeerDownNotification(_), Some(peer)) => BmpEvent::PeerDown { peer },
         (BmpMessageBody::StatsReport(_), Some(peer)) => BmpEvent::Statistics { peer },
         (BmpMessageBody::RouteMonitoring(monitoring), Some(peer)) => {

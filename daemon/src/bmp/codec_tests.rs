@@ -54,7 +54,13 @@ fn rfc7854_4_written_messages_read_back_as_events() {
             sys_name: Some("edge1".into())
         }
     );
-    assert_eq!(events[1], BmpEvent::PeerUp { peer: peer() });
+    assert_eq!(
+        events[1],
+        BmpEvent::PeerUp {
+            peer: peer(),
+            router_asn: Some(64_512)
+        }
+    );
     assert_eq!(
         events[2],
         BmpEvent::Routes {

@@ -49,9 +49,15 @@ pub struct ExpectedRoute {
 
 impl ExpectedRoute {
     /// Whether `held` is this route as we send it. The router may add communities of its own
-    /// (import policy); it must not drop ours nor change the path or the MED.
-    pub fn matches(&self, held: &SeenAttributes) -> bool {
-        held.as_path == self.as_path
+    /// (import policy); it must not drop ours nor change the path or the MED. Some routers
+    /// (FRR 8.4) report monitored routes with their own AS (`router_asn`) prepended, as they
+    /// would send them on: a path is also ours when it is ours after that one AS.
+    pub fn matches(&self, held: &SeenAttributes, router_asn: Option<u32>) -> bool {
+        let path = match (held.as_path.split_first(), router_asn) {
+            (Some((first, rest)), Some(router)) if *first == router && rest == self.as_path => rest,
+            _ => &held.as_path[..],
+        };
+        path == self.as_path
             && held.med == self.med
             && self
                 .communities

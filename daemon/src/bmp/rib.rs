@@ -131,6 +131,8 @@ pub struct RouterRib {
     /// Whether the router has sent any IPv4 / IPv6 route: a router that monitors no route of a
     /// family says nothing about it.
     pub families_seen: [bool; 2],
+    /// The router's own AS, from the OPEN of a Peer Up.
+    pub router_asn: Option<u32>,
 }
 
 impl RouterRib {

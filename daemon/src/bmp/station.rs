@@ -120,7 +120,10 @@ impl Station {
                 state.rib.clear(&mut self.interner);
                 self.relevant.retain(|key| key.0 != router);
             }
-            BmpEvent::PeerUp { peer } => {
+            BmpEvent::PeerUp { peer, router_asn } => {
+                if router_asn.is_some() {
+                    state.rib.router_asn = router_asn;
+                }
                 // A new session: whatever an earlier one left is gone (RFC 7854 §4.10).
                 state.rib.drop_peer(&mut self.interner, &peer);
                 state.rib.peers.entry(peer).or_default();
@@ -301,7 +304,9 @@ impl Station {
                         .get(prefix)
                         .and_then(|record| self.interner.get(record.attributes));
                     let (as_path, origin_asn, detail) = match held {
-                        Some(attributes) if expected.matches(attributes) => continue,
+                        Some(attributes) if expected.matches(attributes, state.rib.router_asn) => {
+                            continue;
+                        }
                         Some(attributes) => (
                             attributes.as_path.clone(),
                             attributes.origin_asn,
@@ -363,7 +368,9 @@ impl Station {
                         table
                             .and_then(|table| table.get(*prefix))
                             .and_then(|record| self.interner.get(record.attributes))
-                            .is_some_and(|attributes| expected.matches(attributes))
+                            .is_some_and(|attributes| {
+                                expected.matches(attributes, state.rib.router_asn)
+                            })
                     });
                 RouterHoldings {
                     router: state.name.clone(),

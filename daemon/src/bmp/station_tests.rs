@@ -136,7 +136,13 @@ fn kinds(station: &Station) -> Vec<(FindingKind, IpNet)> {
 
 /// The router holds both our /24s from us post-policy, and has said so completely.
 fn synced(station: &mut Station) {
-    station.handle(ROUTER, BmpEvent::PeerUp { peer: us() });
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: us(),
+            router_asn: None,
+        },
+    );
     station.handle(
         ROUTER,
         announce(
@@ -153,7 +159,13 @@ fn synced(station: &mut Station) {
 fn exact_and_subprefix_hijacks_raise_and_clear() {
     let mut station = station();
     synced(&mut station);
-    station.handle(ROUTER, BmpEvent::PeerUp { peer: transit() });
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: transit(),
+            router_asn: None,
+        },
+    );
     station.handle(
         ROUTER,
         announce(
@@ -207,7 +219,13 @@ fn exact_and_subprefix_hijacks_raise_and_clear() {
 fn our_own_routes_and_foreign_prefixes_raise_nothing() {
     let mut station = station();
     synced(&mut station);
-    station.handle(ROUTER, BmpEvent::PeerUp { peer: transit() });
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: transit(),
+            router_asn: None,
+        },
+    );
     station.handle(
         ROUTER,
         announce(
@@ -233,7 +251,13 @@ fn our_own_routes_and_foreign_prefixes_raise_nothing() {
 #[test]
 fn a_path_carrying_our_origin_elsewhere_is_unexpected() {
     let mut station = station();
-    station.handle(ROUTER, BmpEvent::PeerUp { peer: transit() });
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: transit(),
+            router_asn: None,
+        },
+    );
     station.handle(
         ROUTER,
         announce(
@@ -253,7 +277,13 @@ fn a_path_carrying_our_origin_elsewhere_is_unexpected() {
 #[test]
 fn a_filtered_route_is_not_visible_after_the_settle_time() {
     let mut station = station();
-    station.handle(ROUTER, BmpEvent::PeerUp { peer: us() });
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: us(),
+            router_asn: None,
+        },
+    );
     station.handle(
         ROUTER,
         announce(
@@ -305,7 +335,13 @@ fn a_peer_restart_raises_nothing_until_it_has_resynced() {
     synced(&mut station);
     station.evaluate(1_000);
     station.handle(ROUTER, BmpEvent::PeerDown { peer: us() });
-    station.handle(ROUTER, BmpEvent::PeerUp { peer: us() });
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: us(),
+            router_asn: None,
+        },
+    );
     station.evaluate(10_000);
     station.handle(
         ROUTER,
@@ -325,7 +361,13 @@ fn a_peer_restart_raises_nothing_until_it_has_resynced() {
 #[test]
 fn termination_and_disconnect_drop_the_router_and_its_findings() {
     let mut station = station();
-    station.handle(ROUTER, BmpEvent::PeerUp { peer: transit() });
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: transit(),
+            router_asn: None,
+        },
+    );
     station.handle(
         ROUTER,
         announce(
@@ -355,7 +397,13 @@ fn rpki_invalid_own_routes_are_found_with_a_vrp_set() {
     });
     let mut station = station();
     station.set_vrps(Some(Arc::new(vrps)));
-    station.handle(ROUTER, BmpEvent::PeerUp { peer: transit() });
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: transit(),
+            router_asn: None,
+        },
+    );
     station.handle(
         ROUTER,
         announce(
@@ -379,7 +427,13 @@ fn rpki_invalid_own_routes_are_found_with_a_vrp_set() {
 fn a_changed_expectation_re_indexes_routes_already_held() {
     let mut station = Station::new(0);
     station.connect(ROUTER, IpAddr::V4(Ipv4Addr::LOCALHOST));
-    station.handle(ROUTER, BmpEvent::PeerUp { peer: transit() });
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: transit(),
+            router_asn: None,
+        },
+    );
     station.handle(
         ROUTER,
         announce(
@@ -459,7 +513,10 @@ fn step() -> impl Strategy<Value = Step> {
 fn apply(station: &mut Station, step: &Step) {
     let peer = |ours: bool| if ours { us() } else { transit() };
     let event = match step {
-        Step::PeerUp(ours) => BmpEvent::PeerUp { peer: peer(*ours) },
+        Step::PeerUp(ours) => BmpEvent::PeerUp {
+            peer: peer(*ours),
+            router_asn: None,
+        },
         Step::PeerDown(ours) => BmpEvent::PeerDown { peer: peer(*ours) },
         Step::Announce {
             ours,
@@ -502,7 +559,13 @@ fn replayed(station: &Station) -> Station {
         fresh_state.rib.families_seen = state.rib.families_seen;
     }
     for (peer, ribs) in &state.rib.peers {
-        fresh.handle(ROUTER, BmpEvent::PeerUp { peer: *peer });
+        fresh.handle(
+            ROUTER,
+            BmpEvent::PeerUp {
+                peer: *peer,
+                router_asn: None,
+            },
+        );
         for (rib, table) in &ribs.tables {
             for (prefix, record) in table {
                 let attributes = station.interner.get(record.attributes).cloned();
@@ -588,7 +651,13 @@ fn holdings_say_what_each_router_holds_of_ours() {
 #[test]
 fn without_an_end_of_rib_a_session_is_judged_after_the_settle_time() {
     let mut station = station();
-    station.handle(ROUTER, BmpEvent::PeerUp { peer: us() });
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: us(),
+            router_asn: None,
+        },
+    );
     station.handle(
         ROUTER,
         announce(
@@ -612,8 +681,53 @@ fn without_an_end_of_rib_a_session_is_judged_after_the_settle_time() {
     );
     // A new session starts the wait again.
     station.handle(ROUTER, BmpEvent::PeerDown { peer: us() });
-    station.handle(ROUTER, BmpEvent::PeerUp { peer: us() });
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: us(),
+            router_asn: None,
+        },
+    );
     station.evaluate(12_000);
     assert!(!station.holdings()[0].synchronised);
     assert!(kinds(&station).is_empty());
+}
+
+#[test]
+fn a_path_reported_with_the_routers_own_as_prepended_is_still_ours() {
+    let mut station = station();
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: us(),
+            router_asn: Some(EDGE),
+        },
+    );
+    station.handle(
+        ROUTER,
+        announce(
+            us(),
+            RibKind::AdjRibInPost,
+            &["198.51.100.0/24", "198.51.101.0/24"],
+            attributes(&[EDGE, OURS], Some(10)),
+        ),
+    );
+    station.handle(ROUTER, end_of_rib(us(), RibKind::AdjRibInPost));
+    station.evaluate(1_000);
+    station.evaluate(10_000);
+    assert!(kinds(&station).is_empty(), "{:?}", kinds(&station));
+    assert_eq!(station.holdings()[0].held.len(), 2);
+    // Another AS in front is not the router's: not ours as we send it.
+    station.handle(
+        ROUTER,
+        announce(
+            us(),
+            RibKind::AdjRibInPost,
+            &["198.51.101.0/24"],
+            attributes(&[OTHER, OURS], Some(10)),
+        ),
+    );
+    station.evaluate(11_000);
+    station.evaluate(20_000);
+    assert_eq!(station.finding_count(FindingKind::NotVisible), 1);
 }
