@@ -119,6 +119,9 @@ pub enum GateKind {
     },
     /// Each daemon of the wave's RPKI (`GET /v1/rpki`): VRPs in sync, no route invalid.
     Rpki,
+    /// What each location's edge routers hold (`GET /v1/visibility`): every route the plan
+    /// announces there held post-policy.
+    Visibility,
 }
 
 /// A `[[gate]]`.
@@ -724,11 +727,19 @@ fn gate_kind(gate: &RawGate, collector: &mut Collector) -> Option<GateKind> {
             );
             Some(GateKind::Rpki)
         }
+        "visibility" => {
+            reject_keys(
+                gate,
+                &["services", "prometheus", "query", "min", "max"],
+                collector,
+            );
+            Some(GateKind::Visibility)
+        }
         other => {
             collector.error(
                 Some(span_of(&gate.kind)),
                 format!("unknown gate kind `{other}`"),
-                Some("use \"daemon\", \"probes\", \"promql\" or \"rpki\"".into()),
+                Some("use \"daemon\", \"probes\", \"promql\", \"rpki\" or \"visibility\"".into()),
             );
             None
         }
@@ -1101,6 +1112,14 @@ kind = "magic"
         let error = parse("").unwrap_err();
         assert!(error.contains("no [[location]]"), "{error}");
         assert!(error.contains("no [[wave]]"), "{error}");
+    }
+
+    #[test]
+    fn a_visibility_gate_takes_no_kind_keys_of_its_own() {
+        let head = "[[location]]\nname = \"a\"\ncontrol = \"127.0.0.1:1\"\nca = \"c\"\ncertificate = \"c\"\nprivate_key = \"k\"\n[[wave]]\nname = \"w\"\n[[gate]]\nname = \"held\"\nkind = \"visibility\"\n";
+        let fleet = parse(head).unwrap();
+        assert_eq!(fleet.gates[0].kind, GateKind::Visibility);
+        assert!(parse(&format!("{head}query = \"up\"\n")).is_err());
     }
 
     #[test]
