@@ -43,6 +43,8 @@ struct Setup {
     hijacker: BirdPeer,
     reader: Topoctl,
     station: SocketAddr,
+    /// Holds the certificates `reader` presents.
+    _pki: ControlPki,
 }
 
 fn start() -> Setup {
@@ -114,6 +116,7 @@ fn start() -> Setup {
         hijacker,
         reader,
         station,
+        _pki: pki,
     }
 }
 
