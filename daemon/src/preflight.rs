@@ -389,6 +389,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_bmp_listener_on_the_bgp_port_is_refused_at_its_key() {
+        let text = "location = \"ams01\"\nlocal_asn = 13335\nrouter_id = \"192.0.2.1\"\nstate_dir = \"/tmp/x\"\n[bgp]\nlisten = [\"127.0.0.1:1179\"]\n[bmp]\nlisten = [\"127.0.0.1:11019\", \"127.0.0.1:1179\"]\n";
+        let source = topologyd_config::Source::new("topologyd.toml", text);
+        let config = topologyd_config::daemon::parse_daemon_config(&source)
+            .unwrap_or_else(|diagnostics| unreachable!("{diagnostics}"));
+        let mut findings = Vec::new();
+        check_listeners(&config, &mut findings);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].key, Key::BmpListen(1));
+        assert!(
+            findings[0]
+                .message
+                .contains("[bmp] listen 127.0.0.1:1179 collides with [bgp] listen")
+        );
+    }
+
+    #[test]
     fn listeners_collide_on_one_port_of_one_address_or_of_every_address() {
         let address = |text: &str| {
             text.parse::<SocketAddr>()

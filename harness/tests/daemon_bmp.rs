@@ -11,6 +11,8 @@
 //! - FRR restarted (Peer Down, BMP reconnect, Peer Up, re-sync): no finding at any poll;
 //! - a garbage stream on the BMP port: that connection is closed and counted; FRR's feed and
 //!   topologyd's session with FRR carry on.
+//!
+//! And GoBGP's BMP export as a second kind of router (its own test).
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use topologyd_harness::daemon_fixture::{self, LOCAL_ASN, check, prefix, topology};
 use topologyd_harness::peers::{
-    BgpPeer as _, BirdPeer, EdgeNeighbor, FrrEdge, FrrEdgeSpec, PeerSpec, Route, alloc,
+    BgpPeer as _, BirdPeer, EdgeNeighbor, FrrEdge, FrrEdgeSpec, GobgpPeer, PeerSpec, Route, alloc,
 };
 use topologyd_harness::topologyd::{
     ControlPki, ControlSection, DaemonConfig, NeighborConfig, Topoctl, Topologyd, wait_until,
@@ -219,9 +221,10 @@ fn bmp_station_finds_hijacks_filtered_routes_and_survives_restarts_and_garbage()
     assert_eq!(hijack["peer_asn"], HIJACKER_ASN, "{hijack}");
     assert_eq!(hijack["origin_asn"], HIJACKER_ASN, "{hijack}");
     assert_eq!(hijack["expected_origin_asn"], LOCAL_ASN, "{hijack}");
+    // FRR 8.4 reports the path with its own AS in front.
     assert_eq!(
         hijack["as_path"],
-        serde_json::json!([HIJACKER_ASN]),
+        serde_json::json!([EDGE_ASN, HIJACKER_ASN]),
         "{hijack}"
     );
     let human = check(
@@ -318,4 +321,78 @@ fn bmp_station_finds_hijacks_filtered_routes_and_survives_restarts_and_garbage()
     assert_eq!(view["routers"].as_array().map(Vec::len), Some(1), "{view}");
     assert!(setup.edge.established(setup.topologyd.config.local.ip()));
     daemon_fixture::check(setup.topologyd.check_running(), "topologyd still runs");
+}
+
+/// GoBGP 3's BMP export as a second kind of router: it peers with topologyd, streams its
+/// Adj-RIB-In to the station, and the station judges it like FRR: every IPv4 route of ams01
+/// held as we send it, no finding; GoBGP stopped, the router and its state are gone.
+#[test]
+fn gobgp_bmp_export_is_read_like_frr() {
+    let pki = check(ControlPki::generate(), "generating the PKI");
+    let mut daemon = DaemonConfig::new("ams01", LOCAL_ASN);
+    daemon.control = Some(ControlSection::new(
+        daemon.local.ip(),
+        &pki,
+        &[("noc", "reader")],
+    ));
+    let station = SocketAddr::new(daemon.local.ip(), alloc::free_port(daemon.local.ip()));
+    daemon.extra = format!("[bmp]\nlisten = [\"{station}\"]\nsettle_seconds = 2\n");
+    let address = alloc::loopback_v4();
+    let endpoint = SocketAddr::new(IpAddr::V4(address), alloc::free_port(IpAddr::V4(address)));
+    let mut gobgp = check(
+        GobgpPeer::start_with_bmp(
+            PeerSpec::new(EDGE_ASN, endpoint, LOCAL_ASN, daemon.local).passive(true),
+            Some(station),
+        ),
+        "starting GoBGP with BMP export",
+    );
+    let mut neighbor = NeighborConfig::new("edge-gobgp", endpoint, EDGE_ASN);
+    neighbor.families = vec!["ipv4"];
+    daemon.neighbors.push(neighbor);
+    let topologyd = check(
+        Topologyd::start(daemon.clone(), &topology()),
+        "starting topologyd",
+    );
+    let reader = Topoctl::new(
+        daemon
+            .control
+            .as_ref()
+            .map(|control| control.listen)
+            .unwrap_or_else(|| panic!("no control listener")),
+        &pki.ca,
+        check(pki.client("noc"), "a reader certificate"),
+    );
+    let view = |reader: &Topoctl| -> Result<Value, String> {
+        reader
+            .run("visibility", &[] as &[&str])
+            .map_err(|error| error.to_string())?
+            .json()
+    };
+    let result = wait_until("GoBGP synchronised and holding all of ams01", WAIT, || {
+        let view = view(&reader)?;
+        if holds_all(&view) && findings(&view).is_empty() {
+            Ok(view)
+        } else {
+            Err(view.to_string())
+        }
+    });
+    if let Err(last) = result {
+        panic!(
+            "{last}\n--- GoBGP\n{}\n--- topologyd\n{}",
+            gobgp.log_tail(),
+            topologyd.log_tail()
+        );
+    }
+    check(gobgp.stop(), "stopping GoBGP");
+    let result = wait_until("the router gone", WAIT, || {
+        let view = view(&reader)?;
+        if view["routers"].as_array().is_some_and(Vec::is_empty) && findings(&view).is_empty() {
+            Ok(())
+        } else {
+            Err(view.to_string())
+        }
+    });
+    if let Err(last) = result {
+        panic!("{last}\n--- topologyd\n{}", topologyd.log_tail());
+    }
 }

@@ -192,26 +192,7 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
             }
         });
     }
-    let visibility = match &config.bmp {
-        Some(bmp) => {
-            let (routes, engine_inputs) = engine.visibility_inputs();
-            let station = topologyd::bmp::listener::start(
-                bmp,
-                topologyd::bmp::listener::StationInputs {
-                    local_asn: config.local_asn,
-                    router_id: config.router_id,
-                    routes,
-                    engine: engine_inputs,
-                    metrics: metrics.clone(),
-                    shutdown: shutdown.clone(),
-                },
-            )
-            .await
-            .map_err(|error| error.to_string())?;
-            Some(station.view)
-        }
-        None => None,
-    };
+    let visibility = start_bmp_station(&config, &engine, &metrics, &shutdown).await?;
     if let (Some(control), Some(tls)) = (&config.control, control_tls) {
         start_control(
             control,
@@ -354,6 +335,33 @@ fn bind_bgp_listeners(
 }
 
 /// Opens the audit log and binds the control API (mTLS), serving until `shutdown`.
+/// Starts the BMP station when `[bmp]` is configured; its view for the control API.
+async fn start_bmp_station(
+    config: &DaemonConfig,
+    engine: &Engine,
+    metrics: &Metrics,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Option<watch::Receiver<Arc<topologyd_api::VisibilityView>>>, String> {
+    let Some(bmp) = &config.bmp else {
+        return Ok(None);
+    };
+    let (routes, engine_inputs) = engine.visibility_inputs();
+    let station = topologyd::bmp::listener::start(
+        bmp,
+        topologyd::bmp::listener::StationInputs {
+            local_asn: config.local_asn,
+            router_id: config.router_id,
+            routes,
+            engine: engine_inputs,
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+        },
+    )
+    .await
+    .map_err(|error| error.to_string())?;
+    Ok(Some(station.view))
+}
+
 async fn start_control(
     control: &topologyd_config::daemon::ControlConfig,
     tls: Arc<rustls::ServerConfig>,
