@@ -348,6 +348,8 @@ fn gobgp_bmp_export_is_read_like_frr() {
     );
     let mut neighbor = NeighborConfig::new("edge-gobgp", endpoint, EDGE_ASN);
     neighbor.families = vec!["ipv4"];
+    // GoBGP treats a loopback next hop as a withdrawal.
+    neighbor.next_hop_ipv4 = Some(std::net::Ipv4Addr::new(192, 0, 2, 1));
     daemon.neighbors.push(neighbor);
     let topologyd = check(
         Topologyd::start(daemon.clone(), &topology()),

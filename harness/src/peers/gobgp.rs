@@ -52,7 +52,8 @@ impl GobgpPeer {
         GobgpPeer::start_with_bmp(spec, None)
     }
 
-    /// [`GobgpPeer::start`], exporting BMP (pre- and post-policy Adj-RIB-In) to `station`.
+    /// [`GobgpPeer::start`], exporting BMP (pre- and post-policy Adj-RIB-In and Loc-RIB,
+    /// `route-monitoring-policy = "all"`) to `station`.
     pub fn start_with_bmp(spec: PeerSpec, station: Option<SocketAddr>) -> Result<GobgpPeer> {
         let directory = process::temp_dir(DAEMON, "topologyd-gobgp-")?;
         let config = directory.path().join("gobgpd.toml");
@@ -62,7 +63,7 @@ impl GobgpPeer {
         if let Some(station) = station {
             let _ = writeln!(
                 text,
-                "[[bmp-servers]]\n  [bmp-servers.config]\n    address = \"{}\"\n    port = {}\n    route-monitoring-policy = \"both\"",
+                "[[bmp-servers]]\n  [bmp-servers.config]\n    address = \"{}\"\n    port = {}\n    route-monitoring-policy = \"all\"",
                 station.ip(),
                 station.port()
             );
