@@ -3,6 +3,8 @@
 //! to its end, every `garbage_*` seed ends in an error. The seeds are the ones `seeds()` writes
 //! (`REGENERATE_CORPUS=1 cargo test -p topologyd --test bmp_fuzz_corpus_replay` rewrites them).
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 

@@ -109,6 +109,7 @@ pub fn render(view: &VisibilityView) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use topologyd_api::view::{BmpRouterView, FindingView, RouterHoldsView};
 

@@ -326,5 +326,6 @@ fn community_value(community: Community) -> u32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 #[path = "codec_tests.rs"]
 mod tests;

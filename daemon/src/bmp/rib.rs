@@ -229,6 +229,7 @@ fn release_all(interner: &mut AttributeInterner, ribs: PeerRibs) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 

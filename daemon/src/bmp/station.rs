@@ -459,5 +459,6 @@ fn origin_detail(kind: FindingKind, own: IpNet, attributes: &SeenAttributes) -> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 #[path = "station_tests.rs"]
 mod tests;
