@@ -78,3 +78,34 @@ pub struct RouterHoldsView {
     /// Routes this location announces that it does not (filtered, or other attributes).
     pub missing: Vec<String>,
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finding_without_its_origin_field_is_an_error_not_a_default() {
+        let finding = FindingView {
+            kind: FindingKindView::NotVisible,
+            prefix: "198.51.102.0/24".into(),
+            router: "edge1".into(),
+            peer_address: "192.0.2.1".into(),
+            peer_asn: 13_335,
+            rib: "adj_rib_in_post".into(),
+            as_path: Vec::new(),
+            origin_asn: None,
+            expected_origin_asn: 13_335,
+            detail: "not held post-policy (filtered or rejected)".into(),
+            first_seen_unix_ms: 1,
+            last_seen_unix_ms: 2,
+        };
+        let mut json = serde_json::to_value(&finding).unwrap();
+        assert_eq!(json["kind"], "not_visible");
+        let back: FindingView = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, finding);
+        json.as_object_mut().unwrap().remove("origin_asn");
+        let error = serde_json::from_value::<FindingView>(json).unwrap_err();
+        assert!(error.to_string().contains("origin_asn"), "{error}");
+    }
+}
