@@ -339,13 +339,6 @@ fn gobgp_bmp_export_is_read_like_frr() {
     daemon.extra = format!("[bmp]\nlisten = [\"{station}\"]\nsettle_seconds = 2\n");
     let address = alloc::loopback_v4();
     let endpoint = SocketAddr::new(IpAddr::V4(address), alloc::free_port(IpAddr::V4(address)));
-    let mut gobgp = check(
-        GobgpPeer::start_with_bmp(
-            PeerSpec::new(EDGE_ASN, endpoint, LOCAL_ASN, daemon.local).passive(true),
-            Some(station),
-        ),
-        "starting GoBGP with BMP export",
-    );
     let mut neighbor = NeighborConfig::new("edge-gobgp", endpoint, EDGE_ASN);
     neighbor.families = vec!["ipv4"];
     // GoBGP treats a loopback next hop as a withdrawal.
@@ -354,6 +347,14 @@ fn gobgp_bmp_export_is_read_like_frr() {
     let topologyd = check(
         Topologyd::start(daemon.clone(), &topology()),
         "starting topologyd",
+    );
+    // After the station listens: GoBGP retries a refused BMP connection only after a while.
+    let mut gobgp = check(
+        GobgpPeer::start_with_bmp(
+            PeerSpec::new(EDGE_ASN, endpoint, LOCAL_ASN, daemon.local).passive(true),
+            Some(station),
+        ),
+        "starting GoBGP with BMP export",
     );
     let reader = Topoctl::new(
         daemon
