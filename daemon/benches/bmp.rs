@@ -1,6 +1,6 @@
 //! The BMP station's benchmark, printed as JSON lines; one command:
 //! `cargo bench -p topologyd --bench bmp` (`BMP_BENCH_ROUTES`, default 1,000,000;
-//! `BMP_BENCH_RUNS`, default 1).
+//! `BMP_BENCH_ANNOUNCE_ROUTES`, default the same; `BMP_BENCH_RUNS`, default 1).
 //!
 //! - `ingest`: a feed of ROUTES IPv4 /24s in post-policy Adj-RIB-In (16 attribute sets, 800
 //!   prefixes per Route Monitoring message, as a router packs a full table) read, decoded and
@@ -232,11 +232,12 @@ fn main() -> Result<(), String> {
     };
     let routes = setting("BMP_BENCH_ROUTES", 1_000_000);
     let runs = setting("BMP_BENCH_RUNS", 1);
+    let announce_routes = setting("BMP_BENCH_ANNOUNCE_ROUTES", routes);
     if std::env::args().any(|argument| argument == "--test" || argument == "--list") {
         // `cargo test --benches` runs the bench binary with --test: a small smoke run.
         bench_ingest(10_000);
         return Ok(());
     }
     bench_ingest(routes);
-    bench_announce(routes, runs)
+    bench_announce(announce_routes, runs)
 }
