@@ -192,7 +192,7 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
             }
         });
     }
-    let visibility = start_bmp_station(&config, &engine, &metrics, &shutdown).await?;
+    let visibility = start_bmp_station(&config, &engine, &metrics, &shutdown)?;
     if let (Some(control), Some(tls)) = (&config.control, control_tls) {
         start_control(
             control,
@@ -336,7 +336,7 @@ fn bind_bgp_listeners(
 
 /// Opens the audit log and binds the control API (mTLS), serving until `shutdown`.
 /// Starts the BMP station when `[bmp]` is configured; its view for the control API.
-async fn start_bmp_station(
+fn start_bmp_station(
     config: &DaemonConfig,
     engine: &Engine,
     metrics: &Metrics,
@@ -357,7 +357,6 @@ async fn start_bmp_station(
             shutdown: shutdown.clone(),
         },
     )
-    .await
     .map_err(|error| error.to_string())?;
     Ok(Some(station.view))
 }

@@ -46,6 +46,8 @@ pub enum BmpStartError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the BMP station's thread: {source}")]
+    Thread { source: std::io::Error },
 }
 
 /// What the rest of the daemon keeps of the running station.
@@ -87,59 +89,94 @@ pub struct StationInputs {
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// Binds the listeners and starts the station task and the accept loops.
-pub async fn start(
-    config: &BmpConfig,
-    inputs: StationInputs,
-) -> Result<StationHandle, BmpStartError> {
+/// How much lower than the speaker the station's thread runs (a nice increment): under load
+/// the kernel gives the BGP speaker's threads the CPU first.
+pub const STATION_NICE: i32 = 10;
+
+/// Binds the listeners, then runs the accept loops, the connection tasks and the station task
+/// on a thread of their own (with its own single-threaded runtime, at [`STATION_NICE`]): a
+/// busy feed competes with the speaker neither on the daemon's runtime nor for the CPU.
+pub fn start(config: &BmpConfig, inputs: StationInputs) -> Result<StationHandle, BmpStartError> {
     let mut listeners = Vec::new();
     let mut listening = Vec::new();
     for address in &config.listen {
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|source| BmpStartError::Bind {
-                address: *address,
-                source,
-            })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|source| BmpStartError::Bind {
-                address: *address,
-                source,
-            })?;
+        let bind_error = |source| BmpStartError::Bind {
+            address: *address,
+            source,
+        };
+        let listener = std::net::TcpListener::bind(address).map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let bound = listener.local_addr().map_err(bind_error)?;
         info!(address = %bound, "BMP station listening");
         listening.push(bound);
         listeners.push(listener);
     }
-    let (sender, receiver) = mpsc::channel(config.queue_messages);
     let (view_sender, view) = watch::channel(Arc::new(VisibilityView {
         enabled: true,
         ..disabled_view()
     }));
-    let counters = inputs.metrics.bmp_counters();
-    let routers = Arc::new(Semaphore::new(config.max_routers));
-    let next_router = Arc::new(std::sync::atomic::AtomicU64::new(1));
-    for listener in listeners {
-        let accept = AcceptLoop {
-            allow: config.allow.clone(),
-            routers: Arc::clone(&routers),
-            next_router: Arc::clone(&next_router),
-            sender: sender.clone(),
-            counters: Arc::clone(&counters),
-            shutdown: inputs.shutdown.clone(),
-        };
-        tokio::spawn(accept.run(listener));
-    }
-    drop(sender);
-    let task = StationTask {
-        station: Station::new(u64::from(config.settle_seconds) * 1000),
-        local_asn: inputs.local_asn,
-        router_id: inputs.router_id,
-        view: view_sender,
-        metrics: inputs.metrics,
-    };
-    tokio::spawn(task.run(receiver, inputs.routes, inputs.engine, inputs.shutdown));
+    let config = config.clone();
+    std::thread::Builder::new()
+        .name("bmp-station".into())
+        .spawn(move || run_station_thread(config, listeners, inputs, view_sender))
+        .map_err(|source| BmpStartError::Thread { source })?;
     Ok(StationHandle { view, listening })
+}
+
+fn run_station_thread(
+    config: BmpConfig,
+    listeners: Vec<std::net::TcpListener>,
+    inputs: StationInputs,
+    view: watch::Sender<Arc<VisibilityView>>,
+) {
+    // PRIO_PROCESS with no pid is the calling thread on Linux.
+    if let Err(error) = rustix::process::setpriority_process(None, STATION_NICE) {
+        warn!(%error, "cannot lower the BMP station's priority");
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            warn!(%error, "cannot start the BMP station's runtime; the station is off");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let (sender, receiver) = mpsc::channel(config.queue_messages);
+        let counters = inputs.metrics.bmp_counters();
+        let routers = Arc::new(Semaphore::new(config.max_routers));
+        let next_router = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        for listener in listeners {
+            let listener = match TcpListener::from_std(listener) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    warn!(%error, "cannot hand a BMP listener to the station");
+                    continue;
+                }
+            };
+            let accept = AcceptLoop {
+                allow: config.allow.clone(),
+                routers: Arc::clone(&routers),
+                next_router: Arc::clone(&next_router),
+                sender: sender.clone(),
+                counters: Arc::clone(&counters),
+                shutdown: inputs.shutdown.clone(),
+            };
+            tokio::spawn(accept.run(listener));
+        }
+        drop(sender);
+        let task = StationTask {
+            station: Station::new(u64::from(config.settle_seconds) * 1000),
+            local_asn: inputs.local_asn,
+            router_id: inputs.router_id,
+            view,
+            metrics: inputs.metrics,
+        };
+        task.run(receiver, inputs.routes, inputs.engine, inputs.shutdown)
+            .await;
+    });
 }
 
 struct AcceptLoop {

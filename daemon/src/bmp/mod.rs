@@ -7,7 +7,8 @@
 //! - `rib`: per-router state, peers and their RIBs in compact records (pure);
 //! - `findings`: what the topology expects and the finding book (pure);
 //! - `station`: the visibility core tying them together, `handle(router, event, now)` (pure);
-//! - `listener`: the async shell (listener, one task per router, bounded queues, metrics).
+//! - `listener`: the async shell (listener, one task per router, bounded queues, metrics), on
+//!   a thread and runtime of its own at a lower priority than the speaker.
 //!
 //! ```text
 //! router ─TCP─► connection task (split_message, decode) ─try_send─► station task ─► Station
