@@ -11,7 +11,6 @@
 //! A stream that is not BMP closes its connection only. Nothing here is awaited by the engine
 //! or the peers: a slow or hostile feed costs the station, never the speaker.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -428,18 +427,17 @@ impl StationTask {
 
 /// The `/v1/visibility` document of the station now.
 pub fn view(station: &Station, now_ms: u64) -> VisibilityView {
-    let mut held_by: BTreeMap<String, RouterHoldsView> = BTreeMap::new();
-    for holdings in station.holdings() {
-        held_by.insert(
-            holdings.router.clone(),
-            RouterHoldsView {
-                router: holdings.router,
-                synchronised: holdings.synchronised,
-                held: holdings.held.iter().map(ToString::to_string).collect(),
-                missing: holdings.missing.iter().map(ToString::to_string).collect(),
-            },
-        );
-    }
+    // One entry per connection, whatever the routers call themselves.
+    let held = station
+        .holdings()
+        .into_iter()
+        .map(|holdings| RouterHoldsView {
+            router: holdings.router,
+            synchronised: holdings.synchronised,
+            held: holdings.held.iter().map(ToString::to_string).collect(),
+            missing: holdings.missing.iter().map(ToString::to_string).collect(),
+        })
+        .collect();
     VisibilityView {
         enabled: true,
         routers: station
@@ -454,7 +452,7 @@ pub fn view(station: &Station, now_ms: u64) -> VisibilityView {
             })
             .collect(),
         findings: station.findings().map(finding_view).collect(),
-        held: held_by.into_values().collect(),
+        held,
         time_unix_ms: now_ms,
     }
 }

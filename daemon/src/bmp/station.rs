@@ -29,11 +29,24 @@ pub type RouterId = u64;
 /// One connected router.
 #[derive(Debug)]
 pub struct RouterState {
-    /// sysName from its Initiation, or its address until then.
+    /// sysName from its Initiation, or its address until then: what it calls itself, for
+    /// display only (two routers may say the same name).
     pub name: String,
     pub address: IpAddr,
     pub rib: RouterRib,
     pub messages: u64,
+}
+
+impl RouterState {
+    /// How findings and holdings name the router: its name and the address it connects from,
+    /// so that two routers reporting the same sysName stay apart.
+    pub fn label(&self) -> String {
+        if self.name == self.address.to_string() {
+            self.name.clone()
+        } else {
+            format!("{} ({})", self.name, self.address)
+        }
+    }
 }
 
 /// A summary of one router for views.
@@ -49,6 +62,9 @@ pub struct RouterSummary {
 /// What one router holds of the routes this location announces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouterHoldings {
+    /// The station's number for the router's connection: unique, unlike its name.
+    pub router_id: RouterId,
+    /// The router's [`RouterState::label`], for display.
     pub router: String,
     pub synchronised: bool,
     pub held: Vec<IpNet>,
@@ -240,7 +256,7 @@ impl Station {
                 let key = FindingKey {
                     kind,
                     prefix: *prefix,
-                    router: state.name.clone(),
+                    router: state.label(),
                     peer: *peer,
                 };
                 conditions.entry(key).or_insert_with(|| Evidence {
@@ -321,7 +337,7 @@ impl Station {
                     let key = FindingKey {
                         kind: FindingKind::NotVisible,
                         prefix: *prefix,
-                        router: state.name.clone(),
+                        router: state.label(),
                         peer: *peer,
                     };
                     conditions.insert(
@@ -373,7 +389,8 @@ impl Station {
                             })
                     });
                 RouterHoldings {
-                    router: state.name.clone(),
+                    router_id: *router,
+                    router: state.label(),
                     synchronised,
                     held: held.into_iter().map(|(prefix, _)| *prefix).collect(),
                     missing: missing.into_iter().map(|(prefix, _)| *prefix).collect(),

@@ -194,7 +194,7 @@ fn exact_and_subprefix_hijacks_raise_and_clear() {
         ]
     );
     let hijack = station.findings().next().unwrap();
-    assert_eq!(hijack.key.router, "edge1");
+    assert_eq!(hijack.key.router, "edge1 (127.0.0.2)");
     assert_eq!(hijack.key.peer, transit());
     assert_eq!(hijack.evidence.as_path, vec![OTHER]);
     assert_eq!(hijack.first_seen_ms, 1_000);
@@ -630,7 +630,8 @@ fn holdings_say_what_each_router_holds_of_ours() {
     assert_eq!(
         station.holdings(),
         vec![RouterHoldings {
-            router: "edge1".into(),
+            router_id: ROUTER,
+            router: "edge1 (127.0.0.2)".into(),
             synchronised: false,
             held: vec![],
             missing: vec![],
@@ -730,4 +731,34 @@ fn a_path_reported_with_the_routers_own_as_prepended_is_still_ours() {
     station.evaluate(11_000);
     station.evaluate(20_000);
     assert_eq!(station.finding_count(FindingKind::NotVisible), 1);
+}
+
+#[test]
+fn routers_with_the_same_name_stay_apart() {
+    let mut station = station();
+    synced(&mut station);
+    let twin: RouterId = ROUTER + 1;
+    station.connect(twin, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
+    station.handle(
+        twin,
+        BmpEvent::Initiation {
+            sys_name: Some("edge1".into()),
+        },
+    );
+    let holdings = station.holdings();
+    assert_eq!(holdings.len(), 2);
+    assert_eq!(
+        holdings
+            .iter()
+            .map(|holding| (holding.router_id, holding.router.as_str(), holding.synchronised))
+            .collect::<Vec<_>>(),
+        vec![
+            (ROUTER, "edge1 (127.0.0.2)", true),
+            (twin, "edge1 (127.0.0.3)", false)
+        ],
+        "the twin that has sent nothing must not hide behind the synchronised one"
+    );
+    let view = crate::bmp::listener::view(&station, 0);
+    assert_eq!(view.held.len(), 2, "{view:?}");
+    assert!(view.held.iter().any(|router| !router.synchronised));
 }
