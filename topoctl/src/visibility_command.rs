@@ -147,6 +147,7 @@ mod tests {
                 missing: vec!["198.51.101.0/24".into()],
             }],
             time_unix_ms: 1_000,
+            age_ms: None,
         };
         let text = render(&view);
         assert!(text.contains("edge1"), "{text}");

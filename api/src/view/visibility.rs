@@ -20,6 +20,11 @@ pub struct VisibilityView {
     pub held: Vec<RouterHoldsView>,
     /// The daemon's wall clock (unix milliseconds) at which the view was taken.
     pub time_unix_ms: u64,
+    /// How old the view was when the daemon answered, by its own clock (milliseconds): a view
+    /// that stopped being refreshed (a stalled station) grows old, and a gate must not pass on
+    /// it. Absent only in a view not served by the control API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_ms: Option<u64>,
 }
 
 /// One connected router.

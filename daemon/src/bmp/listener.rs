@@ -66,6 +66,47 @@ pub fn disabled_view() -> VisibilityView {
         findings: Vec::new(),
         held: Vec::new(),
         time_unix_ms: unix_ms(),
+        age_ms: None,
+    }
+}
+
+/// The view `GET /v1/visibility` answers now, with its age: `None` when the station has stopped
+/// (its thread ended and dropped the view's sender), whose last view must not be served as if
+/// it were current. A disabled view is always served (there is no station to stop).
+pub fn served_view(
+    view: &watch::Receiver<Arc<VisibilityView>>,
+    now_ms: u64,
+) -> Option<VisibilityView> {
+    let current = Arc::clone(&view.borrow());
+    if current.enabled && view.has_changed().is_err() {
+        return None;
+    }
+    let mut served = (*current).clone();
+    served.age_ms = Some(now_ms.saturating_sub(served.time_unix_ms));
+    Some(served)
+}
+
+/// Tells the station a connection ended when it is dropped, however its task ends: normally,
+/// on shutdown, or by a panic (in the decoder, say) that would otherwise leave the router's
+/// state looking connected and synchronised for good.
+struct ClosedOnDrop {
+    router: RouterId,
+    sender: mpsc::Sender<StationInput>,
+}
+
+impl Drop for ClosedOnDrop {
+    fn drop(&mut self) {
+        let closed = StationInput::Closed(self.router);
+        let Err(mpsc::error::TrySendError::Full(closed)) = self.sender.try_send(closed) else {
+            return;
+        };
+        // The queue is full: wait for room on the runtime rather than lose the close.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let sender = self.sender.clone();
+            runtime.spawn(async move {
+                let _ = sender.send(closed).await;
+            });
+        }
     }
 }
 
@@ -267,6 +308,10 @@ impl Connection {
         {
             return;
         }
+        let _closed = ClosedOnDrop {
+            router: self.router,
+            sender: self.sender.clone(),
+        };
         info!(remote = %self.remote, router = self.router, "BMP router connected");
         let ending = tokio::select! {
             ending = self.read(&mut stream) => ending,
@@ -285,7 +330,6 @@ impl Connection {
             }
         }
         drop(stream);
-        let _ = self.sender.send(StationInput::Closed(self.router)).await;
     }
 
     async fn read(&self, stream: &mut TcpStream) -> Ending {
@@ -454,6 +498,7 @@ pub fn view(station: &Station, now_ms: u64) -> VisibilityView {
         findings: station.findings().map(finding_view).collect(),
         held,
         time_unix_ms: now_ms,
+        age_ms: None,
     }
 }
 
@@ -480,8 +525,48 @@ fn finding_view(finding: &Finding) -> FindingView {
     }
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_task_that_panics_still_closes_its_router() {
+        let (sender, mut inputs) = mpsc::channel(1);
+        // A full queue: the close must still arrive once there is room.
+        sender
+            .try_send(StationInput::Connected(7, IpAddr::from([127, 0, 0, 2])))
+            .unwrap();
+        let task = tokio::spawn(async move {
+            let _closed = ClosedOnDrop { router: 7, sender };
+            panic!("a decoder bug");
+        });
+        assert!(task.await.is_err());
+        assert!(matches!(inputs.recv().await, Some(StationInput::Connected(7, _))));
+        assert!(matches!(inputs.recv().await, Some(StationInput::Closed(7))));
+    }
+
+    #[test]
+    fn a_stopped_station_serves_no_view_and_a_running_one_says_its_age() {
+        let running = VisibilityView {
+            enabled: true,
+            time_unix_ms: 1_000,
+            ..disabled_view()
+        };
+        let (sender, receiver) = watch::channel(Arc::new(running));
+        let served = served_view(&receiver, 1_750).unwrap();
+        assert_eq!(served.age_ms, Some(750));
+        drop(sender);
+        assert_eq!(served_view(&receiver, 1_750), None);
+        // Without a station the disabled view has no sender and is still served.
+        let disabled = watch::channel(Arc::new(disabled_view())).1;
+        assert!(served_view(&disabled, 1_750).is_some_and(|view| !view.enabled));
+    }
 }

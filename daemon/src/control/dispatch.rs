@@ -87,8 +87,17 @@ async fn serve(
         Endpoint::Health => answer(ask(engine, |reply| EngineCommand::Health { reply }).await),
         Endpoint::Rpki => answer(ask(engine, |reply| EngineCommand::Rpki { reply }).await),
         Endpoint::Visibility => {
-            let view = std::sync::Arc::clone(&call.shared.visibility.borrow());
-            Answer::ok(&*view)
+            match crate::bmp::listener::served_view(
+                &call.shared.visibility,
+                crate::bmp::listener::unix_ms(),
+            ) {
+                Some(view) => Answer::ok(&view),
+                None => Answer::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the BMP station has stopped: what the routers hold is unknown".to_string(),
+                ),
+            }
         }
         Endpoint::Topology => {
             let generation =

@@ -13,6 +13,9 @@ use super::GateVerdict;
 
 /// How many routes a verdict names (the rest are counted).
 const ROUTES_NAMED: usize = 5;
+/// The oldest view a verdict is drawn from (the station refreshes it every half second): an
+/// older one means a stalled station, whose routers may have changed since.
+pub const VIEW_MAX_AGE_MS: u64 = 10_000;
 
 fn named(routes: &[String]) -> String {
     let mut text = routes
@@ -33,6 +36,19 @@ pub fn check_visibility(view: &VisibilityView, expected: &[AnnouncedRoute]) -> G
         return GateVerdict::fail(
             "the BMP station is off at this location (no [bmp] in its configuration): what the routers hold is unknown",
         );
+    }
+    match view.age_ms {
+        None => {
+            return GateVerdict::inconclusive(
+                "the daemon did not say how old its view is: a view that may be stale is never a pass",
+            );
+        }
+        Some(age) if age > VIEW_MAX_AGE_MS => {
+            return GateVerdict::inconclusive(format!(
+                "the BMP station's view is {age} ms old (its station has stalled): a stale view is never a pass"
+            ));
+        }
+        Some(_) => {}
     }
     if view.held.is_empty() {
         return GateVerdict::inconclusive(
@@ -128,6 +144,7 @@ mod tests {
             findings: Vec::new(),
             held,
             time_unix_ms: 0,
+            age_ms: Some(500),
         }
     }
 
@@ -193,6 +210,27 @@ mod tests {
             check_visibility(&unjudged, &expected).result,
             GateResultKind::Inconclusive
         );
+    }
+
+    #[test]
+    fn a_stale_view_is_never_a_pass() {
+        let expected = vec![route("1.1.1.0/24")];
+        let fresh = view(vec![router("edge1", true, &["1.1.1.0/24"], &[])]);
+        assert_eq!(
+            check_visibility(&fresh, &expected).result,
+            GateResultKind::Pass
+        );
+        for age_ms in [None, Some(VIEW_MAX_AGE_MS + 1), Some(u64::MAX)] {
+            let stale = VisibilityView {
+                age_ms,
+                ..fresh.clone()
+            };
+            assert_eq!(
+                check_visibility(&stale, &expected).result,
+                GateResultKind::Inconclusive,
+                "{age_ms:?}"
+            );
+        }
     }
 
     fn holdings() -> impl Strategy<Value = Vec<(bool, Vec<u8>)>> {
