@@ -549,7 +549,10 @@ mod tests {
             panic!("a decoder bug");
         });
         assert!(task.await.is_err());
-        assert!(matches!(inputs.recv().await, Some(StationInput::Connected(7, _))));
+        assert!(matches!(
+            inputs.recv().await,
+            Some(StationInput::Connected(7, _))
+        ));
         assert!(matches!(inputs.recv().await, Some(StationInput::Closed(7))));
     }
 

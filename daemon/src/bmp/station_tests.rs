@@ -750,7 +750,11 @@ fn routers_with_the_same_name_stay_apart() {
     assert_eq!(
         holdings
             .iter()
-            .map(|holding| (holding.router_id, holding.router.as_str(), holding.synchronised))
+            .map(|holding| (
+                holding.router_id,
+                holding.router.as_str(),
+                holding.synchronised
+            ))
             .collect::<Vec<_>>(),
         vec![
             (ROUTER, "edge1 (127.0.0.2)", true),

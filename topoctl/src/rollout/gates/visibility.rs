@@ -30,8 +30,13 @@ fn named(routes: &[String]) -> String {
     text
 }
 
-/// The gate at one location: `expected` are the routes the plan announces there.
-pub fn check_visibility(view: &VisibilityView, expected: &[AnnouncedRoute]) -> GateVerdict {
+/// The gate at one location: `expected` are the routes the plan announces there, `routers` the
+/// fewest routers that must be connected (the gate's `routers` key).
+pub fn check_visibility(
+    view: &VisibilityView,
+    expected: &[AnnouncedRoute],
+    routers: Option<u32>,
+) -> GateVerdict {
     if !view.enabled {
         return GateVerdict::fail(
             "the BMP station is off at this location (no [bmp] in its configuration): what the routers hold is unknown",
@@ -54,6 +59,13 @@ pub fn check_visibility(view: &VisibilityView, expected: &[AnnouncedRoute]) -> G
         return GateVerdict::inconclusive(
             "no router is connected to the BMP station: no data is never a pass",
         );
+    }
+    let wanted = routers.unwrap_or(0) as usize;
+    if view.held.len() < wanted {
+        return GateVerdict::inconclusive(format!(
+            "{} router(s) connected to the BMP station, {wanted} expected: a router that dropped its BMP session is never a pass",
+            view.held.len()
+        ));
     }
     let unsynchronised: Vec<String> = view
         .held
@@ -167,14 +179,14 @@ mod tests {
             &[],
         )]);
         assert_eq!(
-            check_visibility(&all, &expected).result,
+            check_visibility(&all, &expected, None).result,
             GateResultKind::Pass
         );
         let filtered = view(vec![
             router("edge1", true, &["1.1.1.0/24", "198.51.100.0/24"], &[]),
             router("edge2", true, &["1.1.1.0/24"], &["198.51.100.0/24"]),
         ]);
-        let verdict = check_visibility(&filtered, &expected);
+        let verdict = check_visibility(&filtered, &expected, None);
         assert_eq!(verdict.result, GateResultKind::Fail);
         assert!(
             verdict
@@ -193,21 +205,21 @@ mod tests {
             ..view(vec![])
         };
         assert_eq!(
-            check_visibility(&off, &expected).result,
+            check_visibility(&off, &expected, None).result,
             GateResultKind::Fail
         );
         assert_eq!(
-            check_visibility(&view(vec![]), &expected).result,
+            check_visibility(&view(vec![]), &expected, None).result,
             GateResultKind::Inconclusive
         );
         let syncing = view(vec![router("edge1", false, &["1.1.1.0/24"], &[])]);
         assert_eq!(
-            check_visibility(&syncing, &expected).result,
+            check_visibility(&syncing, &expected, None).result,
             GateResultKind::Inconclusive
         );
         let unjudged = view(vec![router("edge1", true, &[], &[])]);
         assert_eq!(
-            check_visibility(&unjudged, &expected).result,
+            check_visibility(&unjudged, &expected, None).result,
             GateResultKind::Inconclusive
         );
     }
@@ -217,7 +229,7 @@ mod tests {
         let expected = vec![route("1.1.1.0/24")];
         let fresh = view(vec![router("edge1", true, &["1.1.1.0/24"], &[])]);
         assert_eq!(
-            check_visibility(&fresh, &expected).result,
+            check_visibility(&fresh, &expected, None).result,
             GateResultKind::Pass
         );
         for age_ms in [None, Some(VIEW_MAX_AGE_MS + 1), Some(u64::MAX)] {
@@ -226,11 +238,24 @@ mod tests {
                 ..fresh.clone()
             };
             assert_eq!(
-                check_visibility(&stale, &expected).result,
+                check_visibility(&stale, &expected, None).result,
                 GateResultKind::Inconclusive,
                 "{age_ms:?}"
             );
         }
+    }
+
+    #[test]
+    fn fewer_routers_than_the_gate_expects_is_never_a_pass() {
+        let expected = vec![route("1.1.1.0/24")];
+        let one = view(vec![router("edge1", true, &["1.1.1.0/24"], &[])]);
+        assert_eq!(
+            check_visibility(&one, &expected, Some(1)).result,
+            GateResultKind::Pass
+        );
+        let verdict = check_visibility(&one, &expected, Some(2));
+        assert_eq!(verdict.result, GateResultKind::Inconclusive);
+        assert!(verdict.detail.contains("2 expected"), "{}", verdict.detail);
     }
 
     fn holdings() -> impl Strategy<Value = Vec<(bool, Vec<u8>)>> {
@@ -251,7 +276,7 @@ mod tests {
                 let pick = |state: u8| PREFIXES.iter().zip(states).filter(|(_, s)| **s == state).map(|(p, _)| *p).collect::<Vec<_>>();
                 router(&format!("edge{index}"), *synchronised, &pick(1), &pick(2))
             }).collect();
-            let verdict = check_visibility(&view(held.clone()), &expected);
+            let verdict = check_visibility(&view(held.clone()), &expected, None);
             if verdict.result == GateResultKind::Pass {
                 prop_assert!(!held.is_empty());
                 prop_assert!(held.iter().all(|router| router.synchronised));
