@@ -30,5 +30,5 @@ pub use view::{
     HealthView, MutationOutcome, OutcomeDetail, PeerRoutesView, PeerStatus, PlanView, RouteCounts,
     RouteRpkiState, RouteView, RoutesView, RpkiCacheView, RpkiInvalidPolicy, RpkiRouteCounts,
     RpkiRouteView, RpkiSyncState, RpkiView, RpkiVrpView, ServiceAction, ServiceDecisionView,
-    ServiceHealthView, StatusHealth, StatusView, TopologyView,
+    ServiceHealthView, StatusHealth, StatusView, TopologyView, VisibilityView,
 };

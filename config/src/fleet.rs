@@ -119,6 +119,13 @@ pub enum GateKind {
     },
     /// Each daemon of the wave's RPKI (`GET /v1/rpki`): VRPs in sync, no route invalid.
     Rpki,
+    /// What each location's edge routers hold (`GET /v1/visibility`): every route the plan
+    /// announces there held post-policy; `routers`, the fewest routers each location must
+    /// have connected (a router that dropped its BMP session is otherwise not missed).
+    Visibility {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        routers: Option<u32>,
+    },
 }
 
 /// A `[[gate]]`.
@@ -251,6 +258,7 @@ struct RawGate {
     query: Option<Spanned<String>>,
     min: Option<Spanned<f64>>,
     max: Option<Spanned<f64>>,
+    routers: Option<Spanned<u32>>,
 }
 
 fn span_of<T>(spanned: &Spanned<T>) -> Span {
@@ -703,32 +711,46 @@ fn gate_kind(gate: &RawGate, collector: &mut Collector) -> Option<GateKind> {
         "daemon" => {
             reject_keys(
                 gate,
-                &["services", "prometheus", "query", "min", "max"],
+                &["services", "prometheus", "query", "min", "max", "routers"],
                 collector,
             );
             Some(GateKind::Daemon)
         }
         "probes" => {
-            reject_keys(gate, &["prometheus", "query", "min", "max"], collector);
+            reject_keys(
+                gate,
+                &["prometheus", "query", "min", "max", "routers"],
+                collector,
+            );
             probes_kind(gate, collector)
         }
         "promql" => {
-            reject_keys(gate, &["services"], collector);
+            reject_keys(gate, &["services", "routers"], collector);
             promql_kind(gate, collector)
         }
         "rpki" => {
             reject_keys(
                 gate,
-                &["services", "prometheus", "query", "min", "max"],
+                &["services", "prometheus", "query", "min", "max", "routers"],
                 collector,
             );
             Some(GateKind::Rpki)
+        }
+        "visibility" => {
+            reject_keys(
+                gate,
+                &["services", "prometheus", "query", "min", "max"],
+                collector,
+            );
+            Some(GateKind::Visibility {
+                routers: gate.routers.as_ref().map(|routers| *routers.get_ref()),
+            })
         }
         other => {
             collector.error(
                 Some(span_of(&gate.kind)),
                 format!("unknown gate kind `{other}`"),
-                Some("use \"daemon\", \"probes\", \"promql\" or \"rpki\"".into()),
+                Some("use \"daemon\", \"probes\", \"promql\", \"rpki\" or \"visibility\"".into()),
             );
             None
         }
@@ -744,6 +766,7 @@ fn reject_keys(gate: &RawGate, keys: &[&str], collector: &mut Collector) {
             "query" => gate.query.as_ref().map(span_of),
             "min" => gate.min.as_ref().map(span_of),
             "max" => gate.max.as_ref().map(span_of),
+            "routers" => gate.routers.as_ref().map(span_of),
             _ => None,
         };
         if let Some(span) = span {
@@ -1101,6 +1124,29 @@ kind = "magic"
         let error = parse("").unwrap_err();
         assert!(error.contains("no [[location]]"), "{error}");
         assert!(error.contains("no [[wave]]"), "{error}");
+    }
+
+    #[test]
+    fn a_visibility_gate_takes_no_kind_keys_of_its_own() {
+        let head = "[[location]]\nname = \"a\"\ncontrol = \"127.0.0.1:1\"\nca = \"c\"\ncertificate = \"c\"\nprivate_key = \"k\"\n[[wave]]\nname = \"w\"\n[[gate]]\nname = \"held\"\nkind = \"visibility\"\n";
+        let fleet = parse(head).unwrap();
+        assert_eq!(fleet.gates[0].kind, GateKind::Visibility { routers: None });
+        assert!(parse(&format!("{head}query = \"up\"\n")).is_err());
+    }
+
+    #[test]
+    fn a_visibility_gate_may_require_a_number_of_routers_and_only_it() {
+        let head = "[[location]]\nname = \"a\"\ncontrol = \"127.0.0.1:1\"\nca = \"c\"\ncertificate = \"c\"\nprivate_key = \"k\"\n[[wave]]\nname = \"w\"\n[[gate]]\nname = \"held\"\n";
+        let fleet = parse(&format!("{head}kind = \"visibility\"\nrouters = 2\n")).unwrap();
+        assert_eq!(
+            fleet.gates[0].kind,
+            GateKind::Visibility { routers: Some(2) }
+        );
+        let error = parse(&format!("{head}kind = \"rpki\"\nrouters = 2\n")).unwrap_err();
+        assert!(
+            error.contains("`routers` does not apply to a gate of kind rpki"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub enum Key {
     BootstrapTopology(usize),
     /// The n-th `[bgp] listen` address.
     BgpListen(usize),
+    /// The n-th `[bmp] listen` address.
+    BmpListen(usize),
     AdminListen,
     ControlListen,
     ControlCertificate,
@@ -50,6 +52,7 @@ struct File {
     state_dir: Option<Spanned<String>>,
     bootstrap_topology: Option<Spanned<Vec<Spanned<String>>>>,
     bgp: Option<Bgp>,
+    bmp: Option<Bgp>,
     admin: Option<Listen>,
     control: Option<Control>,
     #[serde(default)]
@@ -108,6 +111,7 @@ pub fn locate(source: &Source, findings: &[Finding]) -> Diagnostics {
                 .as_ref()
                 .map(|list| list.get_ref().get(*index).map_or_else(|| span(list), span)),
             Key::BgpListen(index) => file.bgp.as_ref()?.listen.get(*index).map(span),
+            Key::BmpListen(index) => file.bmp.as_ref()?.listen.get(*index).map(span),
             Key::AdminListen => file.admin.as_ref()?.listen.as_ref().map(span),
             Key::ControlListen => file.control.as_ref()?.listen.as_ref().map(span),
             Key::ControlCertificate => file.control.as_ref()?.certificate.as_ref().map(span),

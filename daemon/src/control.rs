@@ -9,7 +9,8 @@
 //! carries requests and maps engine error kinds to statuses), engine state, BGP.
 //!
 //! Endpoints: `POST /v1/plan`, `POST /v1/apply`, `POST /v1/rollback`, `GET /v1/status`,
-//! `GET /v1/routes[?peer=NAME]`, `GET /v1/health`, `POST /v1/drain`, `GET /v1/topology`,
+//! `GET /v1/routes[?peer=NAME]`, `GET /v1/health`, `GET /v1/visibility`, `POST /v1/drain`,
+//! `GET /v1/topology`,
 //! `POST /v1/lease` (the fleet lock; admin only, audited like a mutation).
 //!
 //! Authentication happens in the TLS handshake: the server config requires a client
@@ -42,7 +43,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::engine_api::EngineCommand;
@@ -154,6 +155,8 @@ struct Shared {
     settings: ControlSettings,
     engine: mpsc::Sender<EngineCommand>,
     refused_handshakes: std::sync::Mutex<RefusedHandshakeAudit>,
+    /// The BMP station's view (`GET /v1/visibility`), read without asking the engine.
+    visibility: watch::Receiver<Arc<topologyd_api::VisibilityView>>,
 }
 
 /// Refused handshakes are audited one by one up to [`REFUSED_HANDSHAKE_AUDITS_PER_MINUTE`] per
@@ -236,9 +239,22 @@ impl ControlServer {
                 settings,
                 engine,
                 refused_handshakes: std::sync::Mutex::new(RefusedHandshakeAudit::default()),
+                visibility: watch::channel(Arc::new(crate::bmp::listener::disabled_view())).1,
             }),
             connections: ConnectionLimiter::new(CONNECTION_CAPS),
         })
+    }
+
+    /// Serves `GET /v1/visibility` from the BMP station's view (without it the view says the
+    /// station is off).
+    pub fn with_visibility(
+        mut self,
+        view: watch::Receiver<Arc<topologyd_api::VisibilityView>>,
+    ) -> ControlServer {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.visibility = view;
+        }
+        self
     }
 
     /// The bound address.
@@ -383,6 +399,7 @@ enum Endpoint {
     Routes,
     Health,
     Rpki,
+    Visibility,
     Drain,
     Topology,
     Generations,
@@ -399,6 +416,7 @@ impl Endpoint {
             "/v1/routes" => (Endpoint::Routes, Method::GET),
             "/v1/health" => (Endpoint::Health, Method::GET),
             "/v1/rpki" => (Endpoint::Rpki, Method::GET),
+            "/v1/visibility" => (Endpoint::Visibility, Method::GET),
             "/v1/drain" => (Endpoint::Drain, Method::POST),
             "/v1/topology" => (Endpoint::Topology, Method::GET),
             "/v1/generations" => (Endpoint::Generations, Method::GET),

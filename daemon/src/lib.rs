@@ -4,6 +4,7 @@ pub mod addresses;
 pub mod announce;
 pub mod api_views;
 pub mod audit;
+pub mod bmp;
 pub mod build_info;
 pub mod bundle;
 pub mod compile;

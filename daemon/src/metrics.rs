@@ -33,9 +33,11 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
 use topologyd_transport::admin::registered;
 
+mod bmp;
 mod collector;
 mod rpki;
 
+pub use self::bmp::{BmpCounters, BmpSample};
 pub use self::collector::{EngineSnapshot, PeerDirectory};
 use self::collector::{Sources, StatusCollector};
 pub use self::rpki::RpkiSample;
@@ -274,6 +276,9 @@ pub struct Metrics {
     sources: Sources,
     /// What the RPKI collector reads (`metrics/rpki.rs`).
     rpki: Arc<watch::Sender<Arc<RpkiSample>>>,
+    /// What the BMP collector reads (`metrics/bmp.rs`).
+    bmp: Arc<watch::Sender<Arc<BmpSample>>>,
+    bmp_counters: Arc<BmpCounters>,
 }
 
 impl Default for Metrics {
@@ -302,6 +307,12 @@ impl Metrics {
         let (rpki, rpki_sample) = watch::channel(Arc::new(RpkiSample::default()));
         registry.register_collector(Box::new(rpki::RpkiCollector {
             sample: rpki_sample,
+        }));
+        let (bmp, bmp_sample) = watch::channel(Arc::new(BmpSample::default()));
+        let bmp_counters = Arc::new(BmpCounters::default());
+        registry.register_collector(Box::new(bmp::BmpCollector {
+            sample: bmp_sample,
+            counters: Arc::clone(&bmp_counters),
         }));
         registry.register(
             BUILD_INFO,
@@ -404,6 +415,8 @@ impl Metrics {
             ),
             known_services: Arc::new(Mutex::new(BTreeSet::new())),
             rpki: Arc::new(rpki),
+            bmp: Arc::new(bmp),
+            bmp_counters,
             sources: Sources {
                 peers: Arc::new(peers),
                 engine: Arc::new(engine),
@@ -451,6 +464,16 @@ impl Metrics {
     /// The RPKI sample the collector reads at the next scrape.
     pub fn set_rpki(&self, sample: RpkiSample) {
         self.rpki.send_replace(Arc::new(sample));
+    }
+
+    /// The BMP station's sample the collector reads at the next scrape.
+    pub fn set_bmp(&self, sample: BmpSample) {
+        self.bmp.send_replace(Arc::new(sample));
+    }
+
+    /// The counters the BMP connection tasks bump.
+    pub fn bmp_counters(&self) -> Arc<BmpCounters> {
+        Arc::clone(&self.bmp_counters)
     }
 
     /// Records the running generation; the info series of the previous one disappears.

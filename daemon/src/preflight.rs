@@ -12,7 +12,7 @@
 //!   reads and compiles, newest first as start-up falls back, and names this location;
 //! - the control API's certificate, key and client CA load and the certificate matches the key;
 //!   the audit log's directory exists and the log can be appended to;
-//! - no two listeners (`[bgp] listen`, `[admin]`, `[control]`) share an address and port;
+//! - no two listeners (`[bgp] listen`, `[bmp] listen`, `[admin]`, `[control]`) share an address and port;
 //! - every peer's MD5 key file is readable and holds a valid key.
 //!
 //! Side effects: a probe file is created and removed in directories checked for writing.
@@ -356,6 +356,14 @@ fn check_listeners(config: &DaemonConfig, findings: &mut Vec<Finding>) {
         .enumerate()
         .map(|(index, address)| (Key::BgpListen(index), "[bgp] listen", *address))
         .collect();
+    if let Some(bmp) = &config.bmp {
+        listeners.extend(
+            bmp.listen
+                .iter()
+                .enumerate()
+                .map(|(index, address)| (Key::BmpListen(index), "[bmp] listen", *address)),
+        );
+    }
     if let Some(admin) = &config.admin {
         listeners.push((Key::AdminListen, "[admin] listen", admin.listen));
     }
@@ -379,6 +387,23 @@ fn check_listeners(config: &DaemonConfig, findings: &mut Vec<Finding>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bmp_listener_on_the_bgp_port_is_refused_at_its_key() {
+        let text = "location = \"ams01\"\nlocal_asn = 13335\nrouter_id = \"192.0.2.1\"\nstate_dir = \"/tmp/x\"\n[bgp]\nlisten = [\"127.0.0.1:1179\"]\n[bmp]\nlisten = [\"127.0.0.1:11019\", \"127.0.0.1:1179\"]\n";
+        let source = topologyd_config::Source::new("topologyd.toml", text);
+        let config = topologyd_config::daemon::parse_daemon_config(&source)
+            .unwrap_or_else(|diagnostics| unreachable!("{diagnostics}"));
+        let mut findings = Vec::new();
+        check_listeners(&config, &mut findings);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].key, Key::BmpListen(1));
+        assert!(
+            findings[0]
+                .message
+                .contains("[bmp] listen 127.0.0.1:1179 collides with [bgp] listen")
+        );
+    }
 
     #[test]
     fn listeners_collide_on_one_port_of_one_address_or_of_every_address() {

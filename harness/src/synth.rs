@@ -317,6 +317,31 @@ fn bindings(spec: &SynthSpec, changed_per_mille: usize, style: SynthStyle) -> St
     out
 }
 
+/// The simplest large topology: one live location `loc0000`, one service announced `all`
+/// (community 13335:1), and `routes` onboarded IPv4 /24s from 11.0.0.0 up, each its own default
+/// binding: as `(file name, text)`. The daemon and BMP benchmarks announce it.
+pub fn flat_topology(routes: usize) -> Vec<(String, String)> {
+    use std::fmt::Write as _;
+    let fleet = "[[location]]\nname = \"loc0000\"\nregion = \"r\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n".to_string();
+    let services =
+        "[[service]]\nname = \"anycast\"\ntopology = \"all\"\ncommunities = [\"13335:1\"]\n"
+            .to_string();
+    let mut prefixes = String::with_capacity(routes * 120);
+    for index in 0..routes {
+        let base = (11u32 << 24) + ((index as u32) << 8);
+        let [a, b, c, _] = base.to_be_bytes();
+        let _ = write!(
+            prefixes,
+            "[[prefix]]\ncidr = \"{a}.{b}.{c}.0/24\"\norigin_asn = 13335\nowner = \"o\"\nadvertise = true\n\n[[binding]]\ncidr = \"{a}.{b}.{c}.0/24\"\nservice = \"anycast\"\n\n"
+        );
+    }
+    vec![
+        ("fleet.toml".into(), fleet),
+        ("services.toml".into(), services),
+        ("prefixes.toml".into(), prefixes),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

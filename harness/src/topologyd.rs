@@ -837,7 +837,14 @@ impl TopoctlOutput {
 
 /// The daemon commands whose output the tests read as JSON: [`Topoctl::run`] adds `--json` to
 /// them ([`Topoctl::run_human`] does not).
-const JSON_COMMANDS: [&str; 5] = ["status", "routes", "health", "drain", "generations"];
+const JSON_COMMANDS: [&str; 6] = [
+    "status",
+    "routes",
+    "health",
+    "drain",
+    "generations",
+    "visibility",
+];
 
 impl std::fmt::Display for TopoctlOutput {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

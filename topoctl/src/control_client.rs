@@ -264,6 +264,12 @@ impl ControlClient {
         self.call::<(), _>(Method::GET, "/v1/rpki", None).await
     }
 
+    /// `GET /v1/visibility`: the BMP station's routers and findings.
+    pub async fn visibility(&self) -> Result<topologyd_api::VisibilityView, ClientError> {
+        self.call::<(), _>(Method::GET, "/v1/visibility", None)
+            .await
+    }
+
     /// `GET /v1/topology`: the running generation's sources.
     pub async fn topology(&self) -> Result<TopologyView, ClientError> {
         self.call::<(), _>(Method::GET, "/v1/topology", None).await

@@ -24,6 +24,7 @@ pub mod routes_command;
 pub mod rpki_command;
 pub mod status_command;
 pub mod topology_command;
+pub mod visibility_command;
 pub mod vrp_source;
 
 /// An error and its sources, outermost first: a refused TLS handshake shows up as an HTTP

@@ -22,7 +22,7 @@ use topoctl::push_command::Apply;
 use topoctl::vrp_source::VrpArguments;
 use topoctl::{
     drain_command, generations_command, health_command, push_command, rollback_command,
-    routes_command, rpki_command, status_command, topology_command,
+    routes_command, rpki_command, status_command, topology_command, visibility_command,
 };
 use topologyd_api::SourceBundle;
 use topologyd_config::{Source, load_sources};
@@ -142,6 +142,14 @@ enum Command {
         /// List every route, not only the invalid and not-found ones.
         #[arg(long)]
         all: bool,
+        /// Print the daemon's view as it is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the edge routers hold (BMP): hijack, sub-prefix hijack and visibility findings.
+    Visibility {
+        #[command(flatten)]
+        daemon: DaemonArguments,
         /// Print the daemon's view as it is.
         #[arg(long)]
         json: bool,
@@ -519,6 +527,9 @@ fn run_read_or_drain(command: Command) -> i32 {
         }) => call(&daemon, |client| {
             topology_command::run(client, generation, out, force, json)
         }),
+        Command::Visibility { daemon, json } => {
+            call(&daemon, |client| visibility_command::run(client, json))
+        }
         Command::Rpki { daemon, all, json } => {
             call(&daemon, |client| rpki_command::run(client, all, json))
         }

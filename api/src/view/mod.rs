@@ -2,7 +2,7 @@
 //! writes required: [`StatusView`] (`GET /v1/status`), [`RoutesView`] (`/v1/routes`),
 //! [`HealthView`] (`/v1/health`), [`PlanView`] (`POST /v1/plan`), [`MutationOutcome`]
 //! (apply, rollback), [`DrainView`] (`/v1/drain`), [`TopologyView`] (`/v1/topology`),
-//! [`RpkiView`] (`/v1/rpki`), [`GenerationsView`] (`/v1/generations`) and [`ErrorBody`] (any answer that is not 2xx). A client reading
+//! [`RpkiView`] (`/v1/rpki`), [`VisibilityView`] (`/v1/visibility`), [`GenerationsView`] (`/v1/generations`) and [`ErrorBody`] (any answer that is not 2xx). A client reading
 //! an answer gets every field or a serde error naming the one missing or ill-typed.
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,7 @@ mod rpki;
 mod status;
 #[cfg(test)]
 mod tests;
+mod visibility;
 
 pub use answers::{
     DrainView, ErrorBody, ErrorDetail, ErrorView, GenerationView, GenerationsView, MutationOutcome,
@@ -29,6 +30,9 @@ pub use rpki::{
     RpkiSyncState, RpkiView, RpkiVrpView,
 };
 pub use status::{PeerStatus, RouteCounts, StatusHealth, StatusView};
+pub use visibility::{
+    BmpRouterView, FindingKindView, FindingView, RouterHoldsView, VisibilityView,
+};
 
 /// Reads an `Option` field that the daemon always writes (as `null` when empty): a missing key
 /// is an error naming it, where serde would otherwise read it as `None`.

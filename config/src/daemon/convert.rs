@@ -5,6 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+use super::bmp_station::convert_bmp;
 use super::file::{
     BgpFile, ControlFile, DaemonFile, GracefulRestartFile, ReadinessFile, ShutdownFile,
     checked_value, parse_value, span_of,
@@ -78,6 +79,7 @@ fn convert(file: DaemonFile, collector: &mut Collector) -> Option<DaemonConfig> 
         .unwrap_or_default();
     let peers = convert_peers(file.peer, &bgp_listen, collector);
     let rpki = file.rpki.map(|rpki| convert_rpki(rpki, collector));
+    let bmp = file.bmp.map(|bmp| convert_bmp(bmp, collector));
     Some(DaemonConfig {
         location: file.location.into_inner(),
         local_asn: file.local_asn.into_inner(),
@@ -101,6 +103,7 @@ fn convert(file: DaemonFile, collector: &mut Collector) -> Option<DaemonConfig> 
         readiness,
         peers,
         rpki,
+        bmp,
     })
 }
 

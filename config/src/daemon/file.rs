@@ -31,6 +31,7 @@ pub(super) struct DaemonFile {
     #[serde(default)]
     pub(super) peer: Vec<PeerFile>,
     pub(super) rpki: Option<super::rpki_policy::RpkiFile>,
+    pub(super) bmp: Option<super::bmp_station::BmpFile>,
 }
 
 #[derive(Deserialize)]

@@ -12,9 +12,10 @@
 //!
 //! Split by concern: `model` (the validated configuration and its defaults), `file` (the TOML
 //! schema), `convert` (the whole file and its smaller sections), `peer` (one `[[peer]]`),
-//! `health_policy` (`[health]`), `rpki_policy` (`[rpki]`); the modules depend on each other
+//! `health_policy` (`[health]`), `rpki_policy` (`[rpki]`), `bmp_station` (`[bmp]`); the modules depend on each other
 //! without cycles.
 
+mod bmp_station;
 mod convert;
 mod file;
 mod health_policy;

@@ -79,6 +79,29 @@ pub struct DaemonConfig {
     pub peers: Vec<PeerConfig>,
     /// `[rpki]`: route origin validation at run time and for pushes (`None`: off).
     pub rpki: Option<RpkiConfig>,
+    /// `[bmp]`: the BMP station that watches what the edge routers hold (`None`: off).
+    pub bmp: Option<BmpConfig>,
+}
+
+/// Routers the BMP station serves at once; more are refused at accept.
+pub const DEFAULT_BMP_MAX_ROUTERS: usize = 16;
+/// Decoded BMP messages queued between one router's connection and the station; a message that
+/// finds the queue full is dropped, counted, and its connection closed (the router reconnects
+/// and sends its tables again).
+pub const DEFAULT_BMP_QUEUE_MESSAGES: usize = 4096;
+/// How long a route we announce may be missing from a router's post-policy table before it is
+/// a `not_visible` finding (the time it takes to get there).
+pub const DEFAULT_BMP_SETTLE_SECONDS: u32 = 10;
+
+/// `[bmp]`: the BMP station (RFC 7854).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BmpConfig {
+    pub listen: Vec<SocketAddr>,
+    /// Source prefixes a router may connect from (default: loopback only).
+    pub allow: Vec<ipnet::IpNet>,
+    pub max_routers: usize,
+    pub queue_messages: usize,
+    pub settle_seconds: u32,
 }
 
 /// An RTR cache's preference when none is written (lower is preferred, RFC 8210 §10).

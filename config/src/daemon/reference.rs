@@ -9,7 +9,8 @@
 use std::fmt::Write as _;
 
 use super::model::{
-    DEFAULT_BGP_PORT, DEFAULT_COMPILE_MEMORY_BYTES, DEFAULT_CONNECT_RETRY_SECONDS,
+    DEFAULT_BGP_PORT, DEFAULT_BMP_MAX_ROUTERS, DEFAULT_BMP_QUEUE_MESSAGES,
+    DEFAULT_BMP_SETTLE_SECONDS, DEFAULT_COMPILE_MEMORY_BYTES, DEFAULT_CONNECT_RETRY_SECONDS,
     DEFAULT_CONTROL_MAX_BODY_BYTES, DEFAULT_CONTROL_MAX_READER_BODY_BYTES,
     DEFAULT_FAIL_STATIC_MIN_SERVICES, DEFAULT_FAIL_STATIC_SHARE,
     DEFAULT_HEALTH_MIN_OTHER_LOCATIONS, DEFAULT_HOLD_TIME_SECONDS, DEFAULT_READY_MIN_ESTABLISHED,
@@ -91,7 +92,7 @@ const REQUIRED: &str = "required";
 const ABSENT: &str = "absent";
 
 /// The tables in the order of the reference, with what each is for.
-pub const TABLES: [(&str, &str); 12] = [
+pub const TABLES: [(&str, &str); 13] = [
     ("", "The daemon's identity and state."),
     (
         "bgp",
@@ -126,6 +127,10 @@ pub const TABLES: [(&str, &str); 12] = [
     (
         "rpki",
         "RPKI origin validation (RFC 6811) against RTR caches (RFC 8210) (absent: no validation).",
+    ),
+    (
+        "bmp",
+        "The BMP station (RFC 7854): edge routers stream what they hold; hijack and visibility findings (absent: none).",
     ),
     ("peer", "One `[[peer]]` table per BGP peer."),
 ];
@@ -168,6 +173,11 @@ pub fn keys() -> Vec<KeyReference> {
         key("readiness", "min_established_share", "float (0 < share <= 1)", ABSENT, Applied, "And at least this share of the peers, rounded up."),
         key("rpki", "caches", "array of tables `{ address = \"HOST:PORT\", preference = N }`", format!("required; each preference {DEFAULT_RPKI_CACHE_PREFERENCE}"), Restart, "The RTR caches, at least one; the reachable one with the lowest preference serves the VRPs, the others stand by."),
         key("rpki", "invalid_policy", "string: \"keep\" or \"withdraw\"", "keep", Restart, "What happens to an announced route that turns RPKI-invalid at run time: keep it announced and raise the alarm, or withdraw it until it is valid again. Pushes are refused by guard G5 either way."),
+        key("bmp", "listen", "array of strings (address:port)", REQUIRED, Restart, "Where routers connect (e.g. `[\"127.0.0.1:11019\"]`)."),
+        key("bmp", "allow", "array of strings (prefixes)", "[\"127.0.0.0/8\", \"::1/128\"]", Restart, "Source prefixes a router may connect from; others are closed at accept."),
+        key("bmp", "max_routers", "integer", DEFAULT_BMP_MAX_ROUTERS, Restart, "Routers served at once; more are closed at accept."),
+        key("bmp", "queue_messages", "integer", DEFAULT_BMP_QUEUE_MESSAGES, Restart, "Decoded messages queued per station; a message finding it full is dropped and counted, and its router's connection closed (the router reconnects and re-sends)."),
+        key("bmp", "settle_seconds", "integer", DEFAULT_BMP_SETTLE_SECONDS, Restart, "How long an announced route may be missing from a router's post-policy table before it is a `not_visible` finding."),
         key("peer", "name", "string", REQUIRED, ResetsSession, "The peer's name in logs, status and metrics (unique; a rename is a removal and an addition)."),
         key("peer", "address", "string (IP address)", REQUIRED, ResetsSession, "The peer's address."),
         key("peer", "port", "integer", DEFAULT_BGP_PORT, ResetsSession, "The peer's BGP port."),

@@ -391,3 +391,31 @@ fn rpki_errors_point_at_the_value() {
     let rendered = parse(&unknown).unwrap_err().to_string();
     assert!(rendered.contains("unknown field"), "{rendered}");
 }
+
+#[test]
+fn bmp_section_defaults_and_errors() {
+    let with = |extra: &str| parse(&format!("{MINIMAL}\n{extra}"));
+    let config = with("[bmp]\nlisten = [\"127.0.0.1:11019\"]\n").unwrap();
+    let bmp = config.bmp.unwrap();
+    assert_eq!(bmp.listen, vec!["127.0.0.1:11019".parse().unwrap()]);
+    assert_eq!(bmp.allow.len(), 2, "loopback only by default");
+    assert_eq!(bmp.max_routers, DEFAULT_BMP_MAX_ROUTERS);
+    assert_eq!(bmp.queue_messages, DEFAULT_BMP_QUEUE_MESSAGES);
+    assert_eq!(bmp.settle_seconds, DEFAULT_BMP_SETTLE_SECONDS);
+    assert!(parse(MINIMAL).unwrap().bmp.is_none());
+    let errors =
+        with("[bmp]\nlisten = [\"nowhere\"]\nallow = [\"10.0.0.0/33\"]\nmax_routers = 0\n")
+            .unwrap_err()
+            .to_string();
+    assert!(
+        errors.contains("`nowhere` is not a valid socket address"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("`10.0.0.0/33` is not a valid prefix"),
+        "{errors}"
+    );
+    assert!(errors.contains("must be at least 1"), "{errors}");
+    let errors = with("[bmp]\nlisten = []\n").unwrap_err().to_string();
+    assert!(errors.contains("[bmp] has no listen address"), "{errors}");
+}

@@ -192,8 +192,17 @@ async fn serve(config_path: PathBuf, config: DaemonConfig) -> Result<(), String>
             }
         });
     }
+    let visibility = start_bmp_station(&config, &engine, &metrics, &shutdown)?;
     if let (Some(control), Some(tls)) = (&config.control, control_tls) {
-        start_control(control, tls, &mut engine, &command_sender, &shutdown).await?;
+        start_control(
+            control,
+            tls,
+            &mut engine,
+            &command_sender,
+            &shutdown,
+            visibility,
+        )
+        .await?;
     }
     engine
         .start_addresses()
@@ -326,12 +335,39 @@ fn bind_bgp_listeners(
 }
 
 /// Opens the audit log and binds the control API (mTLS), serving until `shutdown`.
+/// Starts the BMP station when `[bmp]` is configured; its view for the control API.
+fn start_bmp_station(
+    config: &DaemonConfig,
+    engine: &Engine,
+    metrics: &Metrics,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Option<watch::Receiver<Arc<topologyd_api::VisibilityView>>>, String> {
+    let Some(bmp) = &config.bmp else {
+        return Ok(None);
+    };
+    let (routes, engine_inputs) = engine.visibility_inputs();
+    let station = topologyd::bmp::listener::start(
+        bmp,
+        topologyd::bmp::listener::StationInputs {
+            local_asn: config.local_asn,
+            router_id: config.router_id,
+            routes,
+            engine: engine_inputs,
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+        },
+    )
+    .map_err(|error| error.to_string())?;
+    Ok(Some(station.view))
+}
+
 async fn start_control(
     control: &topologyd_config::daemon::ControlConfig,
     tls: Arc<rustls::ServerConfig>,
     engine: &mut Engine,
     command_sender: &mpsc::Sender<EngineCommand>,
     shutdown: &watch::Receiver<bool>,
+    visibility: Option<watch::Receiver<Arc<topologyd_api::VisibilityView>>>,
 ) -> Result<(), String> {
     let roles = control
         .roles
@@ -359,6 +395,10 @@ async fn start_control(
     )
     .await
     .map_err(|error| error.to_string())?;
+    let server = match visibility {
+        Some(view) => server.with_visibility(view),
+        None => server,
+    };
     info!(address = %control.listen, "control API bound");
     let stop = shutdown.clone();
     tokio::spawn(async move {

@@ -86,6 +86,19 @@ async fn serve(
         }
         Endpoint::Health => answer(ask(engine, |reply| EngineCommand::Health { reply }).await),
         Endpoint::Rpki => answer(ask(engine, |reply| EngineCommand::Rpki { reply }).await),
+        Endpoint::Visibility => {
+            match crate::bmp::listener::served_view(
+                &call.shared.visibility,
+                crate::bmp::listener::unix_ms(),
+            ) {
+                Some(view) => Answer::ok(&view),
+                None => Answer::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the BMP station has stopped: what the routers hold is unknown".to_string(),
+                ),
+            }
+        }
         Endpoint::Topology => {
             let generation =
                 match query_parameter(request.uri().query(), "generation").map_err(invalid)? {

@@ -77,6 +77,7 @@ impl Engine {
         match effect {
             Effect::Publish(routes) => {
                 self.routes.send_replace(routes);
+                self.publish_visibility_inputs();
             }
             Effect::ReportServices => {
                 self.report_services();

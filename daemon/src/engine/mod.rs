@@ -104,6 +104,14 @@ pub enum EngineEvent {
     Shutdown { done: oneshot::Sender<()> },
 }
 
+/// What the BMP station needs from the engine besides the published routes.
+#[derive(Debug, Clone)]
+pub struct VisibilityInputs {
+    pub topology: Arc<topologyd_topology::Topology>,
+    /// The VRP set pushes are judged against, when there is one.
+    pub vrps: Option<Arc<topologyd_rpki::VrpSet>>,
+}
+
 /// The engine's state; owned by its task.
 pub struct Engine {
     config: DaemonConfig,
@@ -115,6 +123,9 @@ pub struct Engine {
     epoch: Instant,
     /// What the peers are sent (the core's [`EngineCore::published`], on a channel).
     routes: watch::Sender<Arc<LocationRoutes>>,
+    /// The running topology and the VRP set, for the BMP station's expectation (it reads
+    /// them; nothing here waits for it).
+    visibility_inputs: watch::Sender<VisibilityInputs>,
     /// The health board's last view, as the API shows it.
     health_view: Arc<HealthView>,
     /// The expanded checks of the services announced here, for the health task.
@@ -502,6 +513,35 @@ impl Engine {
                 ipv6_next_hop: peer.ipv6_next_hop(),
             },
         })
+    }
+
+    /// The published routes and the running topology and VRPs, for the BMP station.
+    pub fn visibility_inputs(
+        &self,
+    ) -> (
+        watch::Receiver<Arc<LocationRoutes>>,
+        watch::Receiver<VisibilityInputs>,
+    ) {
+        (self.routes.subscribe(), self.visibility_inputs.subscribe())
+    }
+
+    /// Publishes the running topology and the VRP set when either changed.
+    fn publish_visibility_inputs(&self) {
+        let topology = &self.core.running.topology;
+        let vrps = self.core.rpki.plan_vrps();
+        self.visibility_inputs.send_if_modified(|inputs| {
+            let same_vrps = match (&inputs.vrps, &vrps) {
+                (Some(old), Some(new)) => Arc::ptr_eq(old, new),
+                (None, None) => true,
+                _ => false,
+            };
+            if Arc::ptr_eq(&inputs.topology, topology) && same_vrps {
+                return false;
+            }
+            inputs.topology = Arc::clone(topology);
+            inputs.vrps = vrps.clone();
+            true
+        });
     }
 
     /// Starts the task of every configured peer.

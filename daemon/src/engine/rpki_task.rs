@@ -338,6 +338,7 @@ impl Engine {
 
     /// The metrics' sample: the view without its routes, and the invalid routes announced.
     pub(super) fn report_rpki(&self) {
+        self.publish_visibility_inputs();
         let book = &self.core.rpki;
         if book.policy.is_none() {
             return;

@@ -118,6 +118,10 @@ impl Engine {
             );
         }
         let (routes, _) = watch::channel(running.routes.clone());
+        let (visibility_inputs, _) = watch::channel(super::VisibilityInputs {
+            topology: Arc::clone(&running.topology),
+            vrps: None,
+        });
         let (compiled_sender, compiled) = mpsc::unbounded_channel();
         let (peer_report_sender, peer_reports) = mpsc::unbounded_channel();
         let config_for_budget = config.control.clone();
@@ -147,6 +151,7 @@ impl Engine {
             core,
             epoch: Instant::now(),
             routes,
+            visibility_inputs,
             health_view: Arc::new(HealthView::disabled()),
             health_specs: watch::channel(Arc::new(BTreeMap::new())).0,
             health: None,

@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use topologyd_harness::peers::{BgpPeer, BirdPeer, Family, GracefulRestart, PeerSpec};
-use topologyd_harness::synth::{SynthSpec, generate, generate_with_changes};
+use topologyd_harness::synth::{SynthSpec, flat_topology, generate, generate_with_changes};
 use topologyd_harness::topologyd::{
     ControlPki, ControlSection, DaemonConfig, NeighborConfig, Topoctl, Topologyd, write_files,
 };
@@ -217,27 +217,6 @@ fn bench_push() -> Result<(), String> {
         process_memory_kib(pid, "VmHWM:") / 1024,
     );
     Ok(())
-}
-
-fn flat_topology(routes: usize) -> Vec<(String, String)> {
-    let fleet = "[[location]]\nname = \"loc0000\"\nregion = \"r\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n".to_string();
-    let services =
-        "[[service]]\nname = \"anycast\"\ntopology = \"all\"\ncommunities = [\"13335:1\"]\n"
-            .to_string();
-    let mut prefixes = String::with_capacity(routes * 120);
-    for index in 0..routes {
-        let base = (11u32 << 24) + ((index as u32) << 8);
-        let [a, b, c, _] = base.to_be_bytes();
-        let _ = write!(
-            prefixes,
-            "[[prefix]]\ncidr = \"{a}.{b}.{c}.0/24\"\norigin_asn = 13335\nowner = \"o\"\nadvertise = true\n\n[[binding]]\ncidr = \"{a}.{b}.{c}.0/24\"\nservice = \"anycast\"\n\n"
-        );
-    }
-    vec![
-        ("fleet.toml".into(), fleet),
-        ("services.toml".into(), services),
-        ("prefixes.toml".into(), prefixes),
-    ]
 }
 
 fn bench_memory(routes: usize) -> Result<(), String> {

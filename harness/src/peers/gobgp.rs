@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
 
@@ -49,11 +49,26 @@ pub struct GobgpPeer {
 impl GobgpPeer {
     /// Writes `gobgpd.toml`, starts `gobgpd`, waits for its API and adds the originated routes.
     pub fn start(spec: PeerSpec) -> Result<GobgpPeer> {
+        GobgpPeer::start_with_bmp(spec, None)
+    }
+
+    /// [`GobgpPeer::start`], exporting BMP (pre- and post-policy Adj-RIB-In and Loc-RIB,
+    /// `route-monitoring-policy = "all"`) to `station`.
+    pub fn start_with_bmp(spec: PeerSpec, station: Option<SocketAddr>) -> Result<GobgpPeer> {
         let directory = process::temp_dir(DAEMON, "topologyd-gobgp-")?;
         let config = directory.path().join("gobgpd.toml");
         let log = directory.path().join("daemon.log");
         let api_target = format!("unix://{}", directory.path().join("api.sock").display());
-        process::write_file(DAEMON, &config, &render_config(&spec))?;
+        let mut text = render_config(&spec);
+        if let Some(station) = station {
+            let _ = writeln!(
+                text,
+                "[[bmp-servers]]\n  [bmp-servers.config]\n    address = \"{}\"\n    port = {}\n    route-monitoring-policy = \"all\"",
+                station.ip(),
+                station.port()
+            );
+        }
+        process::write_file(DAEMON, &config, &text)?;
         let mut command = Command::new("gobgpd");
         command
             .arg("-f")

@@ -319,6 +319,29 @@ async fn rpki_gate_at(context: &Context, location: &str) -> GateVerdict {
     }
 }
 
+/// `GET /v1/visibility` at one location against the routes the plan announces there.
+async fn visibility_gate_at(
+    context: &Context,
+    location: &str,
+    routers: Option<u32>,
+) -> GateVerdict {
+    let client = match context.client(location) {
+        Ok(client) => client,
+        Err(reason) => return GateVerdict::inconclusive(reason),
+    };
+    let expected = context
+        .expected_new
+        .get(location)
+        .map_or(&[][..], Vec::as_slice);
+    match client.visibility().await {
+        Ok(view) => gates::check_visibility(&view, expected, routers),
+        Err(ClientError::Status { status: 404, .. }) => GateVerdict::inconclusive(
+            "the daemon has no GET /v1/visibility (upgrade it before gating on visibility)",
+        ),
+        Err(error) => GateVerdict::inconclusive(describe(&error)),
+    }
+}
+
 /// Evaluates gate `gate` of wave `wave`.
 async fn evaluate(context: Arc<Context>, wave: usize, gate: usize) -> GateVerdict {
     let (Some(wave_plan), Some(spec)) = (
@@ -329,7 +352,10 @@ async fn evaluate(context: Arc<Context>, wave: usize, gate: usize) -> GateVerdic
     };
     let locations = wave_plan.locations.clone();
     match &spec.kind {
-        GateKind::Daemon | GateKind::Probes { .. } | GateKind::Rpki => {
+        GateKind::Daemon
+        | GateKind::Probes { .. }
+        | GateKind::Rpki
+        | GateKind::Visibility { .. } => {
             let mut tasks = tokio::task::JoinSet::new();
             for location in locations {
                 let context = Arc::clone(&context);
@@ -340,6 +366,9 @@ async fn evaluate(context: Arc<Context>, wave: usize, gate: usize) -> GateVerdic
                             probes_gate_at(&context, &location, services).await
                         }
                         GateKind::Rpki => rpki_gate_at(&context, &location).await,
+                        GateKind::Visibility { routers } => {
+                            visibility_gate_at(&context, &location, *routers).await
+                        }
                         _ => daemon_gate_at(&context, &location).await,
                     };
                     (location, verdict)

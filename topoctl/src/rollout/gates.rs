@@ -1,7 +1,8 @@
 //! Gate evaluation: turning what the daemons and Prometheus report into pass / fail /
 //! inconclusive. *No data is never a pass.*
 //!
-//! Owns: the verdict rules of the four gate kinds (`daemon`, `probes`, `promql`, `rpki`; see
+//! Owns: the verdict rules of the gate kinds (`daemon`, `probes`, `promql`, `rpki`, and
+//! `visibility` in `gates/visibility.rs`; see
 //! `docs/rollouts.md`), the comparison of a daemon's per-peer routes (`GET /v1/routes`) with
 //! what a topology desires at its location minus what health or drain withdrew
 //! (`GET /v1/health`) — also used to verify a rollback —, PromQL placeholder expansion and
@@ -26,6 +27,9 @@ use topologyd_topology::AnnouncedRoute;
 use topologyd_transport::http_client::{self, OneShot, QUERY_VALUE};
 
 use super::journal::GateResultKind;
+
+mod visibility;
+pub use visibility::check_visibility;
 
 /// A gate verdict with its reason.
 #[derive(Debug, Clone, PartialEq, Eq)]

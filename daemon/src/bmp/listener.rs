@@ -1,0 +1,575 @@
+//! The BMP station's async shell: its listeners, one task per router connection, and the
+//! station task that owns the [`Station`] and publishes its view.
+//!
+//! Owns: the sockets, the tasks, the bounded queue between them, the clock readings handed to
+//! the core, the log lines of raised and cleared findings, the metrics sample.
+//! Must not touch: the engine (it only reads the engine's watch channels), the BGP speaker.
+//!
+//! A router's connection task reads, frames and decodes, then `try_send`s each event into the
+//! station's queue. A full queue drops the message (counted) and closes that connection: its
+//! state would be wrong from then on, and the router reconnects and sends its tables again.
+//! A stream that is not BMP closes its connection only. Nothing here is awaited by the engine
+//! or the peers: a slow or hostile feed costs the station, never the speaker.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use topologyd_api::VisibilityView;
+use topologyd_api::view::{BmpRouterView, FindingKindView, FindingView, RouterHoldsView};
+use topologyd_config::daemon::BmpConfig;
+use tracing::{info, warn};
+
+use super::codec::{BmpEvent, decode, split_message};
+use super::findings::{Expectation, Finding, FindingChange, FindingKind};
+use super::station::{RouterId, Station};
+use crate::announce::LocationRoutes;
+use crate::engine::VisibilityInputs;
+use crate::metrics::{BmpCounters, BmpSample, Metrics};
+
+/// How often findings are evaluated and the view published.
+pub const EVALUATION_INTERVAL: Duration = Duration::from_millis(500);
+/// Bytes read from a router at a time.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Why the station did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BmpStartError {
+    #[error("cannot listen for BMP on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the BMP station's thread: {source}")]
+    Thread { source: std::io::Error },
+}
+
+/// What the rest of the daemon keeps of the running station.
+#[derive(Debug, Clone)]
+pub struct StationHandle {
+    /// The `/v1/visibility` document, refreshed at every evaluation.
+    pub view: watch::Receiver<Arc<VisibilityView>>,
+    /// The addresses bound (a port 0 in the configuration becomes the kernel's choice).
+    pub listening: Vec<SocketAddr>,
+}
+
+/// The view of a daemon without `[bmp]`.
+pub fn disabled_view() -> VisibilityView {
+    VisibilityView {
+        enabled: false,
+        routers: Vec::new(),
+        findings: Vec::new(),
+        held: Vec::new(),
+        time_unix_ms: unix_ms(),
+        age_ms: None,
+    }
+}
+
+/// The view `GET /v1/visibility` answers now, with its age: `None` when the station has stopped
+/// (its thread ended and dropped the view's sender), whose last view must not be served as if
+/// it were current. A disabled view is always served (there is no station to stop).
+pub fn served_view(
+    view: &watch::Receiver<Arc<VisibilityView>>,
+    now_ms: u64,
+) -> Option<VisibilityView> {
+    let current = Arc::clone(&view.borrow());
+    if current.enabled && view.has_changed().is_err() {
+        return None;
+    }
+    let mut served = (*current).clone();
+    served.age_ms = Some(now_ms.saturating_sub(served.time_unix_ms));
+    Some(served)
+}
+
+/// Tells the station a connection ended when it is dropped, however its task ends: normally,
+/// on shutdown, or by a panic (in the decoder, say) that would otherwise leave the router's
+/// state looking connected and synchronised for good.
+struct ClosedOnDrop {
+    router: RouterId,
+    sender: mpsc::Sender<StationInput>,
+}
+
+impl Drop for ClosedOnDrop {
+    fn drop(&mut self) {
+        let closed = StationInput::Closed(self.router);
+        let Err(mpsc::error::TrySendError::Full(closed)) = self.sender.try_send(closed) else {
+            return;
+        };
+        // The queue is full: wait for room on the runtime rather than lose the close.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let sender = self.sender.clone();
+            runtime.spawn(async move {
+                let _ = sender.send(closed).await;
+            });
+        }
+    }
+}
+
+/// What a connection task tells the station task.
+#[derive(Debug)]
+enum StationInput {
+    Connected(RouterId, IpAddr),
+    Event(RouterId, BmpEvent),
+    Closed(RouterId),
+}
+
+/// What the station needs from the rest of the daemon.
+#[derive(Debug)]
+pub struct StationInputs {
+    pub local_asn: u32,
+    pub router_id: std::net::Ipv4Addr,
+    pub routes: watch::Receiver<Arc<LocationRoutes>>,
+    pub engine: watch::Receiver<VisibilityInputs>,
+    pub metrics: Metrics,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// How much lower than the speaker the station's thread runs (a nice increment): under load
+/// the kernel gives the BGP speaker's threads the CPU first.
+pub const STATION_NICE: i32 = 10;
+
+/// Binds the listeners, then runs the accept loops, the connection tasks and the station task
+/// on a thread of their own (with its own single-threaded runtime, at [`STATION_NICE`]): a
+/// busy feed competes with the speaker neither on the daemon's runtime nor for the CPU.
+pub fn start(config: &BmpConfig, inputs: StationInputs) -> Result<StationHandle, BmpStartError> {
+    let mut listeners = Vec::new();
+    let mut listening = Vec::new();
+    for address in &config.listen {
+        let bind_error = |source| BmpStartError::Bind {
+            address: *address,
+            source,
+        };
+        let listener = std::net::TcpListener::bind(address).map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let bound = listener.local_addr().map_err(bind_error)?;
+        info!(address = %bound, "BMP station listening");
+        listening.push(bound);
+        listeners.push(listener);
+    }
+    let (view_sender, view) = watch::channel(Arc::new(VisibilityView {
+        enabled: true,
+        ..disabled_view()
+    }));
+    let config = config.clone();
+    std::thread::Builder::new()
+        .name("bmp-station".into())
+        .spawn(move || run_station_thread(config, listeners, inputs, view_sender))
+        .map_err(|source| BmpStartError::Thread { source })?;
+    Ok(StationHandle { view, listening })
+}
+
+fn run_station_thread(
+    config: BmpConfig,
+    listeners: Vec<std::net::TcpListener>,
+    inputs: StationInputs,
+    view: watch::Sender<Arc<VisibilityView>>,
+) {
+    // PRIO_PROCESS with no pid is the calling thread on Linux.
+    if let Err(error) = rustix::process::setpriority_process(None, STATION_NICE) {
+        warn!(%error, "cannot lower the BMP station's priority");
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            warn!(%error, "cannot start the BMP station's runtime; the station is off");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let (sender, receiver) = mpsc::channel(config.queue_messages);
+        let counters = inputs.metrics.bmp_counters();
+        let routers = Arc::new(Semaphore::new(config.max_routers));
+        let next_router = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        for listener in listeners {
+            let listener = match TcpListener::from_std(listener) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    warn!(%error, "cannot hand a BMP listener to the station");
+                    continue;
+                }
+            };
+            let accept = AcceptLoop {
+                allow: config.allow.clone(),
+                routers: Arc::clone(&routers),
+                next_router: Arc::clone(&next_router),
+                sender: sender.clone(),
+                counters: Arc::clone(&counters),
+                shutdown: inputs.shutdown.clone(),
+            };
+            tokio::spawn(accept.run(listener));
+        }
+        drop(sender);
+        let task = StationTask {
+            station: Station::new(u64::from(config.settle_seconds) * 1000),
+            local_asn: inputs.local_asn,
+            router_id: inputs.router_id,
+            view,
+            metrics: inputs.metrics,
+        };
+        task.run(receiver, inputs.routes, inputs.engine, inputs.shutdown)
+            .await;
+    });
+}
+
+struct AcceptLoop {
+    allow: Vec<ipnet::IpNet>,
+    routers: Arc<Semaphore>,
+    next_router: Arc<std::sync::atomic::AtomicU64>,
+    sender: mpsc::Sender<StationInput>,
+    counters: Arc<BmpCounters>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl AcceptLoop {
+    async fn run(mut self, listener: TcpListener) {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = self.shutdown.wait_for(|stop| *stop) => return,
+            };
+            let (stream, remote) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "BMP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let source = canonical(remote.ip());
+            if !self.allow.iter().any(|prefix| prefix.contains(&source)) {
+                self.counters.refused_allow.fetch_add(1, Ordering::Relaxed);
+                warn!(%remote, "BMP connection from outside `allow` closed");
+                continue;
+            }
+            let Ok(permit) = Arc::clone(&self.routers).try_acquire_owned() else {
+                self.counters
+                    .refused_max_routers
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(%remote, "BMP connection closed: max_routers reached");
+                continue;
+            };
+            let router = self.next_router.fetch_add(1, Ordering::Relaxed);
+            let connection = Connection {
+                router,
+                remote,
+                sender: self.sender.clone(),
+                counters: Arc::clone(&self.counters),
+            };
+            let shutdown = self.shutdown.clone();
+            tokio::spawn(async move {
+                connection.run(stream, shutdown).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 source as the IPv4 address it is.
+fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        IpAddr::V4(_) => address,
+    }
+}
+
+struct Connection {
+    router: RouterId,
+    remote: SocketAddr,
+    sender: mpsc::Sender<StationInput>,
+    counters: Arc<BmpCounters>,
+}
+
+/// Why a connection ended.
+enum Ending {
+    Closed,
+    Garbage(String),
+    QueueFull,
+    Shutdown,
+}
+
+impl Connection {
+    async fn run(self, mut stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
+        if self
+            .sender
+            .send(StationInput::Connected(
+                self.router,
+                canonical(self.remote.ip()),
+            ))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let _closed = ClosedOnDrop {
+            router: self.router,
+            sender: self.sender.clone(),
+        };
+        info!(remote = %self.remote, router = self.router, "BMP router connected");
+        let ending = tokio::select! {
+            ending = self.read(&mut stream) => ending,
+            _ = shutdown.wait_for(|stop| *stop) => Ending::Shutdown,
+        };
+        match &ending {
+            Ending::Closed | Ending::Shutdown => {
+                info!(remote = %self.remote, router = self.router, "BMP router disconnected");
+            }
+            Ending::Garbage(error) => {
+                self.counters.stream_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(remote = %self.remote, router = self.router, %error, "BMP stream unreadable; connection closed");
+            }
+            Ending::QueueFull => {
+                warn!(remote = %self.remote, router = self.router, "BMP station queue full; message dropped and connection closed (the router re-sends on reconnect)");
+            }
+        }
+        drop(stream);
+    }
+
+    async fn read(&self, stream: &mut TcpStream) -> Ending {
+        let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        loop {
+            loop {
+                let message = match split_message(&mut buffer) {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break,
+                    Err(error) => return Ending::Garbage(error.to_string()),
+                };
+                let event = match decode(message) {
+                    Ok(event) => event,
+                    Err(error) => return Ending::Garbage(error.to_string()),
+                };
+                self.counters.messages.fetch_add(1, Ordering::Relaxed);
+                if self
+                    .sender
+                    .try_send(StationInput::Event(self.router, event))
+                    .is_err()
+                {
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    return Ending::QueueFull;
+                }
+            }
+            buffer.reserve(READ_CHUNK_BYTES);
+            match stream.read_buf(&mut buffer).await {
+                Ok(0) => return Ending::Closed,
+                Ok(_) => {}
+                Err(error) => return Ending::Garbage(error.to_string()),
+            }
+        }
+    }
+}
+
+struct StationTask {
+    station: Station,
+    local_asn: u32,
+    router_id: std::net::Ipv4Addr,
+    view: watch::Sender<Arc<VisibilityView>>,
+    metrics: Metrics,
+}
+
+impl StationTask {
+    async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<StationInput>,
+        mut routes: watch::Receiver<Arc<LocationRoutes>>,
+        mut engine: watch::Receiver<VisibilityInputs>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        self.refresh_expectation(&routes, &engine);
+        let mut tick = tokio::time::interval(EVALUATION_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(input) => self.apply(input),
+                    None => return,
+                },
+                changed = routes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    self.refresh_expectation(&routes, &engine);
+                }
+                changed = engine.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    self.refresh_expectation(&routes, &engine);
+                }
+                _ = tick.tick() => self.evaluate(),
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    fn apply(&mut self, input: StationInput) {
+        match input {
+            StationInput::Connected(router, address) => self.station.connect(router, address),
+            StationInput::Event(router, event) => self.station.handle(router, event),
+            StationInput::Closed(router) => self.station.disconnect(router),
+        }
+    }
+
+    fn refresh_expectation(
+        &mut self,
+        routes: &watch::Receiver<Arc<LocationRoutes>>,
+        engine: &watch::Receiver<VisibilityInputs>,
+    ) {
+        let routes = Arc::clone(&routes.borrow());
+        let inputs = engine.borrow().clone();
+        self.station.set_expectation(Arc::new(Expectation::new(
+            self.local_asn,
+            self.router_id,
+            inputs.topology.prefixes(),
+            &routes,
+        )));
+        self.station.set_vrps(inputs.vrps);
+    }
+
+    fn evaluate(&mut self) {
+        let now = unix_ms();
+        for change in self.station.evaluate(now) {
+            match change {
+                FindingChange::Raised(finding) => warn!(
+                    kind = finding.key.kind.as_str(),
+                    prefix = %finding.key.prefix,
+                    router = %finding.key.router,
+                    peer = %finding.key.peer.address,
+                    peer_asn = finding.key.peer.asn,
+                    as_path = ?finding.evidence.as_path,
+                    detail = %finding.evidence.detail,
+                    "visibility finding raised"
+                ),
+                FindingChange::Cleared(finding) => info!(
+                    kind = finding.key.kind.as_str(),
+                    prefix = %finding.key.prefix,
+                    router = %finding.key.router,
+                    peer = %finding.key.peer.address,
+                    "visibility finding cleared"
+                ),
+            }
+        }
+        self.metrics.set_bmp(BmpSample {
+            enabled: true,
+            routers: self.station.router_count() as u64,
+            routes: self.station.route_count() as u64,
+            memory_bytes: self.station.approximate_bytes() as u64,
+            findings: FindingKind::ALL
+                .iter()
+                .map(|kind| (kind.as_str(), self.station.finding_count(*kind) as u64))
+                .collect(),
+        });
+        self.view.send_replace(Arc::new(view(&self.station, now)));
+    }
+}
+
+/// The `/v1/visibility` document of the station now.
+pub fn view(station: &Station, now_ms: u64) -> VisibilityView {
+    // One entry per connection, whatever the routers call themselves.
+    let held = station
+        .holdings()
+        .into_iter()
+        .map(|holdings| RouterHoldsView {
+            router: holdings.router,
+            synchronised: holdings.synchronised,
+            held: holdings.held.iter().map(ToString::to_string).collect(),
+            missing: holdings.missing.iter().map(ToString::to_string).collect(),
+        })
+        .collect();
+    VisibilityView {
+        enabled: true,
+        routers: station
+            .routers()
+            .into_iter()
+            .map(|router| BmpRouterView {
+                name: router.name,
+                address: router.address.to_string(),
+                peers: router.peers as u64,
+                routes: router.routes as u64,
+                messages: router.messages,
+            })
+            .collect(),
+        findings: station.findings().map(finding_view).collect(),
+        held,
+        time_unix_ms: now_ms,
+        age_ms: None,
+    }
+}
+
+fn finding_view(finding: &Finding) -> FindingView {
+    FindingView {
+        kind: match finding.key.kind {
+            FindingKind::ExactHijack => FindingKindView::ExactHijack,
+            FindingKind::SubprefixHijack => FindingKindView::SubprefixHijack,
+            FindingKind::NotVisible => FindingKindView::NotVisible,
+            FindingKind::RpkiInvalid => FindingKindView::RpkiInvalid,
+            FindingKind::UnexpectedPath => FindingKindView::UnexpectedPath,
+        },
+        prefix: finding.key.prefix.to_string(),
+        router: finding.key.router.clone(),
+        peer_address: finding.key.peer.address.to_string(),
+        peer_asn: finding.key.peer.asn,
+        rib: finding.evidence.rib.as_str().to_string(),
+        as_path: finding.evidence.as_path.clone(),
+        origin_asn: finding.evidence.origin_asn,
+        expected_origin_asn: finding.evidence.expected_origin_asn,
+        detail: finding.evidence.detail.clone(),
+        first_seen_unix_ms: finding.first_seen_ms,
+        last_seen_unix_ms: finding.last_seen_ms,
+    }
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_task_that_panics_still_closes_its_router() {
+        let (sender, mut inputs) = mpsc::channel(1);
+        // A full queue: the close must still arrive once there is room.
+        sender
+            .try_send(StationInput::Connected(7, IpAddr::from([127, 0, 0, 2])))
+            .unwrap();
+        let task = tokio::spawn(async move {
+            let _closed = ClosedOnDrop { router: 7, sender };
+            panic!("a decoder bug");
+        });
+        assert!(task.await.is_err());
+        assert!(matches!(
+            inputs.recv().await,
+            Some(StationInput::Connected(7, _))
+        ));
+        assert!(matches!(inputs.recv().await, Some(StationInput::Closed(7))));
+    }
+
+    #[test]
+    fn a_stopped_station_serves_no_view_and_a_running_one_says_its_age() {
+        let running = VisibilityView {
+            enabled: true,
+            time_unix_ms: 1_000,
+            ..disabled_view()
+        };
+        let (sender, receiver) = watch::channel(Arc::new(running));
+        let served = served_view(&receiver, 1_750).unwrap();
+        assert_eq!(served.age_ms, Some(750));
+        drop(sender);
+        assert_eq!(served_view(&receiver, 1_750), None);
+        // Without a station the disabled view has no sender and is still served.
+        let disabled = watch::channel(Arc::new(disabled_view())).1;
+        assert!(served_view(&disabled, 1_750).is_some_and(|view| !view.enabled));
+    }
+}

@@ -1,0 +1,481 @@
+//! The visibility core: every connected router's state and the findings computed from it
+//! against the [`Expectation`]. Pure and synchronous: the shell (`listener.rs`) feeds it decoded
+//! events and the time, and reads the findings back.
+//!
+//! Owns: [`Station`] (the routers, the shared attribute interner, the index of routes inside
+//! own prefixes, the finding book). Must not touch: sockets, tasks, clocks, the engine.
+//!
+//! Evaluation is from scratch over the routes inside own prefixes (kept in a small index as they
+//! arrive, so a full table costs one containment check per route and nothing per evaluation)
+//! and over the routes this location announces; the book keeps first-seen times across
+//! evaluations.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use topologyd_rpki::VrpSet;
+
+use super::codec::{BmpEvent, PeerKey, RibKind, SeenAttributes};
+use super::findings::{
+    Evidence, Expectation, Finding, FindingBook, FindingChange, FindingKey, FindingKind,
+};
+use super::rib::{AttributeInterner, NO_ORIGIN, PeerRibs, RouterRib};
+
+/// The station's number for one router connection.
+pub type RouterId = u64;
+
+/// One connected router.
+#[derive(Debug)]
+pub struct RouterState {
+    /// sysName from its Initiation, or its address until then: what it calls itself, for
+    /// display only (two routers may say the same name).
+    pub name: String,
+    pub address: IpAddr,
+    pub rib: RouterRib,
+    pub messages: u64,
+}
+
+impl RouterState {
+    /// How findings and holdings name the router: its name and the address it connects from,
+    /// so that two routers reporting the same sysName stay apart.
+    pub fn label(&self) -> String {
+        if self.name == self.address.to_string() {
+            self.name.clone()
+        } else {
+            format!("{} ({})", self.name, self.address)
+        }
+    }
+}
+
+/// A summary of one router for views.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterSummary {
+    pub name: String,
+    pub address: IpAddr,
+    pub peers: usize,
+    pub routes: usize,
+    pub messages: u64,
+}
+
+/// What one router holds of the routes this location announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterHoldings {
+    /// The station's number for the router's connection: unique, unlike its name.
+    pub router_id: RouterId,
+    /// The router's [`RouterState::label`], for display.
+    pub router: String,
+    pub synchronised: bool,
+    pub held: Vec<IpNet>,
+    pub missing: Vec<IpNet>,
+}
+
+type RelevantKey = (RouterId, PeerKey, RibKind, IpNet);
+
+/// The visibility core.
+#[derive(Debug, Default)]
+pub struct Station {
+    routers: BTreeMap<RouterId, RouterState>,
+    interner: AttributeInterner,
+    expectation: Arc<Expectation>,
+    vrps: Option<Arc<VrpSet>>,
+    /// Held routes inside an own prefix: the only ones hijack findings look at.
+    relevant: BTreeSet<RelevantKey>,
+    book: FindingBook,
+    settle_ms: u64,
+    /// When each router's peer was first seen by an evaluation: a peer whose router sends no
+    /// End-of-RIB for it (FRR sends them only after its initial dump) counts as synchronised
+    /// once it has been known for the settle time.
+    peers_known_since: BTreeMap<(RouterId, PeerKey), u64>,
+    last_evaluation_ms: u64,
+}
+
+impl Station {
+    /// A station that raises a settling finding after `settle_ms`.
+    pub fn new(settle_ms: u64) -> Station {
+        Station {
+            settle_ms,
+            ..Station::default()
+        }
+    }
+
+    pub fn connect(&mut self, router: RouterId, address: IpAddr) {
+        self.routers.insert(
+            router,
+            RouterState {
+                name: address.to_string(),
+                address,
+                rib: RouterRib::default(),
+                messages: 0,
+            },
+        );
+    }
+
+    /// The connection closed: the router's state goes.
+    pub fn disconnect(&mut self, router: RouterId) {
+        if let Some(mut state) = self.routers.remove(&router) {
+            state.rib.clear(&mut self.interner);
+        }
+        self.relevant.retain(|key| key.0 != router);
+    }
+
+    /// Applies one decoded message of `router` (ignored for a router not connected).
+    pub fn handle(&mut self, router: RouterId, event: BmpEvent) {
+        let Some(state) = self.routers.get_mut(&router) else {
+            return;
+        };
+        state.messages += 1;
+        match event {
+            BmpEvent::Initiation { sys_name } => {
+                if let Some(name) = sys_name.filter(|name| !name.trim().is_empty()) {
+                    state.name = name.trim().chars().take(64).collect();
+                }
+            }
+            BmpEvent::Termination => {
+                state.rib.clear(&mut self.interner);
+                self.relevant.retain(|key| key.0 != router);
+            }
+            BmpEvent::PeerUp { peer, router_asn } => {
+                if router_asn.is_some() {
+                    state.rib.router_asn = router_asn;
+                }
+                // A new session: whatever an earlier one left is gone (RFC 7854 §4.10).
+                state.rib.drop_peer(&mut self.interner, &peer);
+                state.rib.peers.entry(peer).or_default();
+                self.peers_known_since.remove(&(router, peer));
+                self.relevant.retain(|key| key.0 != router || key.1 != peer);
+            }
+            BmpEvent::PeerDown { peer } => {
+                state.rib.drop_peer(&mut self.interner, &peer);
+                self.peers_known_since.remove(&(router, peer));
+                self.relevant.retain(|key| key.0 != router || key.1 != peer);
+            }
+            BmpEvent::Routes {
+                peer,
+                rib,
+                withdrawn,
+                announced,
+                attributes,
+                end_of_rib,
+            } => {
+                if end_of_rib {
+                    state.rib.mark_end_of_rib(peer, rib);
+                    return;
+                }
+                state.rib.apply_routes(
+                    &mut self.interner,
+                    peer,
+                    rib,
+                    &withdrawn,
+                    &announced,
+                    attributes.as_ref(),
+                );
+                for prefix in withdrawn {
+                    if self.expectation.covering(&prefix).is_some() {
+                        self.relevant.remove(&(router, peer, rib, prefix));
+                    }
+                }
+                if attributes.is_some() {
+                    for prefix in announced {
+                        if self.expectation.covering(&prefix).is_some() {
+                            self.relevant.insert((router, peer, rib, prefix));
+                        }
+                    }
+                }
+            }
+            BmpEvent::Statistics { .. } | BmpEvent::Ignored => {}
+        }
+    }
+
+    /// A new expectation (a new publication or generation). The index of relevant routes is
+    /// rebuilt when the onboarded prefixes changed.
+    pub fn set_expectation(&mut self, expectation: Arc<Expectation>) {
+        let rebuild = expectation.own_prefixes != self.expectation.own_prefixes;
+        self.expectation = expectation;
+        if !rebuild {
+            return;
+        }
+        self.relevant.clear();
+        for (router, state) in &self.routers {
+            for (peer, ribs) in &state.rib.peers {
+                for (rib, table) in &ribs.tables {
+                    for prefix in table.keys() {
+                        if self.expectation.covering(prefix).is_some() {
+                            self.relevant.insert((*router, *peer, *rib, *prefix));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn set_vrps(&mut self, vrps: Option<Arc<VrpSet>>) {
+        self.vrps = vrps;
+    }
+
+    /// Evaluates every condition now and merges them into the book.
+    pub fn evaluate(&mut self, now_ms: u64) -> Vec<FindingChange> {
+        let mut known = BTreeMap::new();
+        for (router, state) in &self.routers {
+            for peer in state.rib.peers.keys() {
+                let since = self
+                    .peers_known_since
+                    .get(&(*router, *peer))
+                    .copied()
+                    .unwrap_or(now_ms);
+                known.insert((*router, *peer), since);
+            }
+        }
+        self.peers_known_since = known;
+        self.last_evaluation_ms = now_ms;
+        let conditions = self.conditions();
+        self.book.observe(conditions, now_ms, self.settle_ms)
+    }
+
+    /// Every condition that holds now, from the current state alone.
+    pub fn conditions(&self) -> BTreeMap<FindingKey, Evidence> {
+        let mut conditions = BTreeMap::new();
+        for (router, peer, rib, prefix) in &self.relevant {
+            let Some(state) = self.routers.get(router) else {
+                continue;
+            };
+            let record = state
+                .rib
+                .peers
+                .get(peer)
+                .and_then(|ribs| ribs.tables.get(rib))
+                .and_then(|table| table.get(prefix));
+            let (Some(record), Some(own)) = (record, self.expectation.covering(prefix)) else {
+                continue;
+            };
+            let Some(attributes) = self.interner.get(record.attributes) else {
+                continue;
+            };
+            let mut raise = |kind: FindingKind, detail: String| {
+                let key = FindingKey {
+                    kind,
+                    prefix: *prefix,
+                    router: state.label(),
+                    peer: *peer,
+                };
+                conditions.entry(key).or_insert_with(|| Evidence {
+                    rib: *rib,
+                    as_path: attributes.as_path.clone(),
+                    origin_asn: attributes.origin_asn,
+                    expected_origin_asn: own.origin_asn,
+                    detail,
+                });
+            };
+            if let Some(kind) = origin_finding(
+                attributes,
+                own.origin_asn,
+                prefix.prefix_len() > own.announced_length,
+            ) {
+                raise(kind, origin_detail(kind, own.cidr, attributes));
+            }
+            if let Some(vrps) = &self.vrps
+                && record.origin_asn != NO_ORIGIN
+            {
+                let verdict = vrps.state(prefix, record.origin_asn);
+                if verdict.is_invalid() {
+                    raise(FindingKind::RpkiInvalid, format!("RPKI {verdict}"));
+                }
+            }
+        }
+        self.visibility_conditions(&mut conditions);
+        conditions
+    }
+
+    /// Whether `peer`'s post-policy table at `router` is complete enough to judge: the router
+    /// sent its End-of-RIB, or the peer has been known for the settle time.
+    fn synchronised(&self, router: RouterId, peer: &PeerKey, ribs: &PeerRibs) -> bool {
+        ribs.end_of_rib.get(&RibKind::AdjRibInPost) == Some(&true)
+            || self
+                .peers_known_since
+                .get(&(router, *peer))
+                .is_some_and(|since| {
+                    self.last_evaluation_ms.saturating_sub(*since) >= self.settle_ms
+                })
+    }
+
+    /// `not_visible`: for each router with a synchronised post-policy table of its session
+    /// with us, every announced route it does not hold as we send it.
+    fn visibility_conditions(&self, conditions: &mut BTreeMap<FindingKey, Evidence>) {
+        let Some(router_id) = self.expectation.router_id else {
+            return;
+        };
+        for (router, state) in &self.routers {
+            for (peer, ribs) in &state.rib.peers {
+                if peer.bgp_id != router_id || !self.synchronised(*router, peer, ribs) {
+                    continue;
+                }
+                let empty = Default::default();
+                let table = ribs.tables.get(&RibKind::AdjRibInPost).unwrap_or(&empty);
+                for (prefix, expected) in &self.expectation.announced {
+                    if !state.rib.monitors_family_of(prefix) {
+                        continue;
+                    }
+                    let held = table
+                        .get(prefix)
+                        .and_then(|record| self.interner.get(record.attributes));
+                    let (as_path, origin_asn, detail) = match held {
+                        Some(attributes) if expected.matches(attributes, state.rib.router_asn) => {
+                            continue;
+                        }
+                        Some(attributes) => (
+                            attributes.as_path.clone(),
+                            attributes.origin_asn,
+                            "held post-policy with other attributes than we send".to_string(),
+                        ),
+                        None => (
+                            Vec::new(),
+                            None,
+                            "not held post-policy (filtered or rejected)".to_string(),
+                        ),
+                    };
+                    let key = FindingKey {
+                        kind: FindingKind::NotVisible,
+                        prefix: *prefix,
+                        router: state.label(),
+                        peer: *peer,
+                    };
+                    conditions.insert(
+                        key,
+                        Evidence {
+                            rib: RibKind::AdjRibInPost,
+                            as_path,
+                            origin_asn,
+                            expected_origin_asn: expected
+                                .as_path
+                                .last()
+                                .copied()
+                                .unwrap_or_default(),
+                            detail,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Per router, whether its post-policy table of its session with us is synchronised, and
+    /// which routes this location announces it holds as we send them and which not.
+    pub fn holdings(&self) -> Vec<RouterHoldings> {
+        let router_id = self.expectation.router_id;
+        self.routers
+            .iter()
+            .map(|(router, state)| {
+                let ours = state
+                    .rib
+                    .peers
+                    .iter()
+                    .find(|(peer, _)| Some(peer.bgp_id) == router_id);
+                let synchronised =
+                    ours.is_some_and(|(peer, ribs)| self.synchronised(*router, peer, ribs));
+                let ours = ours.map(|(_, ribs)| ribs);
+                let table = ours.and_then(|ribs| ribs.tables.get(&RibKind::AdjRibInPost));
+                let (held, missing) = self
+                    .expectation
+                    .announced
+                    .iter()
+                    .filter(|(prefix, _)| state.rib.monitors_family_of(prefix))
+                    .partition::<Vec<_>, _>(|(prefix, expected)| {
+                        table
+                            .and_then(|table| table.get(*prefix))
+                            .and_then(|record| self.interner.get(record.attributes))
+                            .is_some_and(|attributes| {
+                                expected.matches(attributes, state.rib.router_asn)
+                            })
+                    });
+                RouterHoldings {
+                    router_id: *router,
+                    router: state.label(),
+                    synchronised,
+                    held: held.into_iter().map(|(prefix, _)| *prefix).collect(),
+                    missing: missing.into_iter().map(|(prefix, _)| *prefix).collect(),
+                }
+            })
+            .collect()
+    }
+
+    pub fn findings(&self) -> impl Iterator<Item = &Finding> {
+        self.book.raised()
+    }
+
+    pub fn finding_count(&self, kind: FindingKind) -> usize {
+        self.book.count(kind)
+    }
+
+    pub fn routers(&self) -> Vec<RouterSummary> {
+        self.routers
+            .values()
+            .map(|state| RouterSummary {
+                name: state.name.clone(),
+                address: state.address,
+                peers: state.rib.peers.len(),
+                routes: state.rib.route_count(),
+                messages: state.messages,
+            })
+            .collect()
+    }
+
+    pub fn router_count(&self) -> usize {
+        self.routers.len()
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.routers
+            .values()
+            .map(|state| state.rib.route_count())
+            .sum()
+    }
+
+    /// Approximate heap bytes of every router's tables and the interned attribute sets.
+    pub fn approximate_bytes(&self) -> usize {
+        self.routers
+            .values()
+            .map(|state| state.rib.approximate_bytes())
+            .sum::<usize>()
+            + self.interner.approximate_bytes()
+            + self.relevant.len() * 96
+    }
+}
+
+/// Which origin finding a route inside an own prefix raises, if any.
+fn origin_finding(
+    attributes: &SeenAttributes,
+    expected_origin: u32,
+    more_specific: bool,
+) -> Option<FindingKind> {
+    if attributes.as_path.is_empty() {
+        // Originated inside the router's own AS (no path to judge).
+        return None;
+    }
+    let carries_ours = attributes.as_path.contains(&expected_origin);
+    match attributes.origin_asn {
+        Some(origin) if origin == expected_origin => None,
+        Some(_) if !carries_ours => Some(if more_specific {
+            FindingKind::SubprefixHijack
+        } else {
+            FindingKind::ExactHijack
+        }),
+        _ => Some(FindingKind::UnexpectedPath),
+    }
+}
+
+fn origin_detail(kind: FindingKind, own: IpNet, attributes: &SeenAttributes) -> String {
+    let origin = attributes
+        .origin_asn
+        .map_or_else(|| "no single origin".to_string(), |asn| format!("AS{asn}"));
+    match kind {
+        FindingKind::SubprefixHijack => format!("more-specific of {own} originated by {origin}"),
+        FindingKind::ExactHijack => format!("{own} originated by {origin}"),
+        _ => format!("path carries our origin but ends in {origin}"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "station_tests.rs"]
+mod tests;

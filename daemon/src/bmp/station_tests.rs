@@ -1,0 +1,768 @@
+use std::net::Ipv4Addr;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::bmp::findings::{ExpectedRoute, OwnPrefix};
+
+const OURS: u32 = 13_335;
+const EDGE: u32 = 64_500;
+const OTHER: u32 = 64_666;
+const ROUTER: RouterId = 1;
+
+fn us() -> PeerKey {
+    PeerKey {
+        address: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+        asn: OURS,
+        bgp_id: Ipv4Addr::new(10, 0, 0, 1),
+        distinguisher: 0,
+    }
+}
+
+fn transit() -> PeerKey {
+    PeerKey {
+        address: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9)),
+        asn: OTHER,
+        bgp_id: Ipv4Addr::new(10, 0, 0, 9),
+        distinguisher: 0,
+    }
+}
+
+fn net(text: &str) -> IpNet {
+    text.parse().unwrap()
+}
+
+fn sent() -> ExpectedRoute {
+    ExpectedRoute {
+        as_path: vec![OURS],
+        med: Some(10),
+        communities: vec![(OURS << 16) | 10],
+        large_communities: vec![],
+    }
+}
+
+/// 198.51.100.0/23 split in /24s (both announced here), 203.0.113.0/24 aggregate.
+fn expectation() -> Arc<Expectation> {
+    Arc::new(Expectation {
+        router_id: Some(us().bgp_id),
+        own_prefixes: vec![
+            OwnPrefix {
+                cidr: net("198.51.100.0/23"),
+                origin_asn: OURS,
+                announced_length: 24,
+            },
+            OwnPrefix {
+                cidr: net("203.0.113.0/24"),
+                origin_asn: OURS,
+                announced_length: 24,
+            },
+        ],
+        announced: [
+            (net("198.51.100.0/24"), sent()),
+            (net("198.51.101.0/24"), sent()),
+        ]
+        .into_iter()
+        .collect(),
+    })
+}
+
+fn attributes(path: &[u32], med: Option<u32>) -> Arc<SeenAttributes> {
+    Arc::new(SeenAttributes {
+        as_path: path.to_vec(),
+        origin_asn: path.last().copied(),
+        med,
+        communities: vec![(OURS << 16) | 10],
+        large_communities: vec![],
+    })
+}
+
+fn announce(
+    peer: PeerKey,
+    rib: RibKind,
+    prefixes: &[&str],
+    attrs: Arc<SeenAttributes>,
+) -> BmpEvent {
+    BmpEvent::Routes {
+        peer,
+        rib,
+        withdrawn: vec![],
+        announced: prefixes.iter().map(|text| net(text)).collect(),
+        attributes: Some(attrs),
+        end_of_rib: false,
+    }
+}
+
+fn withdraw(peer: PeerKey, rib: RibKind, prefixes: &[&str]) -> BmpEvent {
+    BmpEvent::Routes {
+        peer,
+        rib,
+        withdrawn: prefixes.iter().map(|text| net(text)).collect(),
+        announced: vec![],
+        attributes: None,
+        end_of_rib: false,
+    }
+}
+
+fn end_of_rib(peer: PeerKey, rib: RibKind) -> BmpEvent {
+    BmpEvent::Routes {
+        peer,
+        rib,
+        withdrawn: vec![],
+        announced: vec![],
+        attributes: None,
+        end_of_rib: true,
+    }
+}
+
+fn station() -> Station {
+    let mut station = Station::new(5_000);
+    station.set_expectation(expectation());
+    station.connect(ROUTER, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    station.handle(
+        ROUTER,
+        BmpEvent::Initiation {
+            sys_name: Some("edge1".into()),
+        },
+    );
+    station
+}
+
+fn kinds(station: &Station) -> Vec<(FindingKind, IpNet)> {
+    station
+        .findings()
+        .map(|finding| (finding.key.kind, finding.key.prefix))
+        .collect()
+}
+
+/// The router holds both our /24s from us post-policy, and has said so completely.
+fn synced(station: &mut Station) {
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: us(),
+            router_asn: None,
+        },
+    );
+    station.handle(
+        ROUTER,
+        announce(
+            us(),
+            RibKind::AdjRibInPost,
+            &["198.51.100.0/24", "198.51.101.0/24"],
+            attributes(&[OURS], Some(10)),
+        ),
+    );
+    station.handle(ROUTER, end_of_rib(us(), RibKind::AdjRibInPost));
+}
+
+#[test]
+fn exact_and_subprefix_hijacks_raise_and_clear() {
+    let mut station = station();
+    synced(&mut station);
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: transit(),
+            router_asn: None,
+        },
+    );
+    station.handle(
+        ROUTER,
+        announce(
+            transit(),
+            RibKind::AdjRibInPre,
+            &["198.51.100.0/24"],
+            attributes(&[OTHER], None),
+        ),
+    );
+    station.handle(
+        ROUTER,
+        announce(
+            transit(),
+            RibKind::AdjRibInPre,
+            &["203.0.113.128/25"],
+            attributes(&[OTHER], None),
+        ),
+    );
+    let changes = station.evaluate(1_000);
+    assert_eq!(changes.len(), 2);
+    assert_eq!(
+        kinds(&station),
+        vec![
+            (FindingKind::ExactHijack, net("198.51.100.0/24")),
+            (FindingKind::SubprefixHijack, net("203.0.113.128/25")),
+        ]
+    );
+    let hijack = station.findings().next().unwrap();
+    assert_eq!(hijack.key.router, "edge1 (127.0.0.2)");
+    assert_eq!(hijack.key.peer, transit());
+    assert_eq!(hijack.evidence.as_path, vec![OTHER]);
+    assert_eq!(hijack.first_seen_ms, 1_000);
+    station.evaluate(2_000);
+    let hijack = station.findings().next().unwrap();
+    assert_eq!((hijack.first_seen_ms, hijack.last_seen_ms), (1_000, 2_000));
+
+    station.handle(
+        ROUTER,
+        withdraw(transit(), RibKind::AdjRibInPre, &["198.51.100.0/24"]),
+    );
+    let changes = station.evaluate(3_000);
+    assert!(
+        matches!(&changes[..], [FindingChange::Cleared(finding)] if finding.key.kind == FindingKind::ExactHijack)
+    );
+    station.handle(ROUTER, BmpEvent::PeerDown { peer: transit() });
+    station.evaluate(4_000);
+    assert!(kinds(&station).is_empty());
+}
+
+#[test]
+fn our_own_routes_and_foreign_prefixes_raise_nothing() {
+    let mut station = station();
+    synced(&mut station);
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: transit(),
+            router_asn: None,
+        },
+    );
+    station.handle(
+        ROUTER,
+        announce(
+            transit(),
+            RibKind::AdjRibInPre,
+            &["198.51.100.0/24"],
+            attributes(&[OTHER, OURS], Some(10)),
+        ),
+    );
+    station.handle(
+        ROUTER,
+        announce(
+            transit(),
+            RibKind::AdjRibInPre,
+            &["192.0.2.0/24"],
+            attributes(&[OTHER], None),
+        ),
+    );
+    station.evaluate(1_000);
+    assert!(kinds(&station).is_empty(), "{:?}", kinds(&station));
+}
+
+#[test]
+fn a_path_carrying_our_origin_elsewhere_is_unexpected() {
+    let mut station = station();
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: transit(),
+            router_asn: None,
+        },
+    );
+    station.handle(
+        ROUTER,
+        announce(
+            transit(),
+            RibKind::AdjRibInPost,
+            &["203.0.113.0/24"],
+            attributes(&[OTHER, OURS, 65_001], None),
+        ),
+    );
+    station.evaluate(1_000);
+    assert_eq!(
+        kinds(&station),
+        vec![(FindingKind::UnexpectedPath, net("203.0.113.0/24"))]
+    );
+}
+
+#[test]
+fn a_filtered_route_is_not_visible_after_the_settle_time() {
+    let mut station = station();
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: us(),
+            router_asn: None,
+        },
+    );
+    station.handle(
+        ROUTER,
+        announce(
+            us(),
+            RibKind::AdjRibInPost,
+            &["198.51.100.0/24"],
+            attributes(&[OURS], Some(10)),
+        ),
+    );
+    // Before the End-of-RIB, nothing is judged.
+    station.evaluate(1_000);
+    assert!(kinds(&station).is_empty());
+    station.handle(ROUTER, end_of_rib(us(), RibKind::AdjRibInPost));
+    assert!(station.evaluate(2_000).is_empty(), "settling");
+    station.evaluate(7_000);
+    let findings: Vec<&Finding> = station.findings().collect();
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].key.kind, FindingKind::NotVisible);
+    assert_eq!(findings[0].key.prefix, net("198.51.101.0/24"));
+    assert_eq!(findings[0].first_seen_ms, 2_000);
+    // Held with another MED: still not visible as we send it.
+    station.handle(
+        ROUTER,
+        announce(
+            us(),
+            RibKind::AdjRibInPost,
+            &["198.51.101.0/24"],
+            attributes(&[OURS], Some(99)),
+        ),
+    );
+    station.evaluate(8_000);
+    assert_eq!(station.finding_count(FindingKind::NotVisible), 1);
+    station.handle(
+        ROUTER,
+        announce(
+            us(),
+            RibKind::AdjRibInPost,
+            &["198.51.101.0/24"],
+            attributes(&[OURS], Some(10)),
+        ),
+    );
+    station.evaluate(9_000);
+    assert!(kinds(&station).is_empty());
+}
+
+#[test]
+fn a_peer_restart_raises_nothing_until_it_has_resynced() {
+    let mut station = station();
+    synced(&mut station);
+    station.evaluate(1_000);
+    station.handle(ROUTER, BmpEvent::PeerDown { peer: us() });
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: us(),
+            router_asn: None,
+        },
+    );
+    station.evaluate(10_000);
+    station.handle(
+        ROUTER,
+        announce(
+            us(),
+            RibKind::AdjRibInPost,
+            &["198.51.100.0/24", "198.51.101.0/24"],
+            attributes(&[OURS], Some(10)),
+        ),
+    );
+    station.evaluate(20_000);
+    station.handle(ROUTER, end_of_rib(us(), RibKind::AdjRibInPost));
+    station.evaluate(30_000);
+    assert!(kinds(&station).is_empty());
+}
+
+#[test]
+fn termination_and_disconnect_drop_the_router_and_its_findings() {
+    let mut station = station();
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: transit(),
+            router_asn: None,
+        },
+    );
+    station.handle(
+        ROUTER,
+        announce(
+            transit(),
+            RibKind::LocRib,
+            &["198.51.100.0/24"],
+            attributes(&[OTHER], None),
+        ),
+    );
+    station.evaluate(1_000);
+    assert_eq!(station.findings().count(), 1);
+    station.handle(ROUTER, BmpEvent::Termination);
+    station.evaluate(2_000);
+    assert_eq!(station.findings().count(), 0);
+    assert_eq!(station.route_count(), 0);
+    station.disconnect(ROUTER);
+    assert_eq!(station.router_count(), 0);
+}
+
+#[test]
+fn rpki_invalid_own_routes_are_found_with_a_vrp_set() {
+    let mut vrps = VrpSet::new();
+    vrps.insert(topologyd_rpki::Vrp {
+        prefix: net("203.0.113.0/24"),
+        max_length: 24,
+        asn: OURS,
+    });
+    let mut station = station();
+    station.set_vrps(Some(Arc::new(vrps)));
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: transit(),
+            router_asn: None,
+        },
+    );
+    station.handle(
+        ROUTER,
+        announce(
+            transit(),
+            RibKind::AdjRibInPre,
+            &["203.0.113.0/25"],
+            attributes(&[OTHER], None),
+        ),
+    );
+    station.evaluate(1_000);
+    assert_eq!(
+        kinds(&station),
+        vec![
+            (FindingKind::SubprefixHijack, net("203.0.113.0/25")),
+            (FindingKind::RpkiInvalid, net("203.0.113.0/25")),
+        ]
+    );
+}
+
+#[test]
+fn a_changed_expectation_re_indexes_routes_already_held() {
+    let mut station = Station::new(0);
+    station.connect(ROUTER, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: transit(),
+            router_asn: None,
+        },
+    );
+    station.handle(
+        ROUTER,
+        announce(
+            transit(),
+            RibKind::AdjRibInPre,
+            &["203.0.113.0/24"],
+            attributes(&[OTHER], None),
+        ),
+    );
+    station.evaluate(1);
+    assert!(kinds(&station).is_empty(), "nothing is ours yet");
+    station.set_expectation(expectation());
+    station.evaluate(2);
+    assert_eq!(
+        kinds(&station),
+        vec![(FindingKind::ExactHijack, net("203.0.113.0/24"))]
+    );
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    PeerUp(bool),
+    PeerDown(bool),
+    Announce {
+        ours: bool,
+        rib: usize,
+        prefix: usize,
+        origin: usize,
+        med: bool,
+    },
+    Withdraw {
+        ours: bool,
+        rib: usize,
+        prefix: usize,
+    },
+    EndOfRib(bool),
+    Termination,
+    Evaluate,
+}
+
+const PREFIXES: [&str; 6] = [
+    "198.51.100.0/24",
+    "198.51.101.0/24",
+    "198.51.100.0/23",
+    "198.51.101.128/25",
+    "203.0.113.0/24",
+    "192.0.2.0/24",
+];
+const ORIGINS: [&[u32]; 4] = [&[OURS], &[OTHER], &[OTHER, OURS, 1], &[EDGE, OURS]];
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        any::<bool>().prop_map(Step::PeerUp),
+        any::<bool>().prop_map(Step::PeerDown),
+        (
+            any::<bool>(),
+            0..5usize,
+            0..PREFIXES.len(),
+            0..ORIGINS.len(),
+            any::<bool>()
+        )
+            .prop_map(|(ours, rib, prefix, origin, med)| Step::Announce {
+                ours,
+                rib,
+                prefix,
+                origin,
+                med
+            }),
+        (any::<bool>(), 0..5usize, 0..PREFIXES.len())
+            .prop_map(|(ours, rib, prefix)| Step::Withdraw { ours, rib, prefix }),
+        any::<bool>().prop_map(Step::EndOfRib),
+        Just(Step::Termination),
+        Just(Step::Evaluate),
+    ]
+}
+
+fn apply(station: &mut Station, step: &Step) {
+    let peer = |ours: bool| if ours { us() } else { transit() };
+    let event = match step {
+        Step::PeerUp(ours) => BmpEvent::PeerUp {
+            peer: peer(*ours),
+            router_asn: None,
+        },
+        Step::PeerDown(ours) => BmpEvent::PeerDown { peer: peer(*ours) },
+        Step::Announce {
+            ours,
+            rib,
+            prefix,
+            origin,
+            med,
+        } => announce(
+            peer(*ours),
+            RibKind::ALL[*rib],
+            &[PREFIXES[*prefix]],
+            attributes(ORIGINS[*origin], med.then_some(10)),
+        ),
+        Step::Withdraw { ours, rib, prefix } => {
+            withdraw(peer(*ours), RibKind::ALL[*rib], &[PREFIXES[*prefix]])
+        }
+        Step::EndOfRib(ours) => end_of_rib(peer(*ours), RibKind::AdjRibInPost),
+        Step::Termination => BmpEvent::Termination,
+        Step::Evaluate => return,
+    };
+    station.handle(ROUTER, event);
+}
+
+/// A fresh station fed only what `station` holds now: each peer's routes and End-of-RIBs.
+fn replayed(station: &Station) -> Station {
+    let mut fresh = Station::new(0);
+    fresh.set_expectation(expectation());
+    fresh.connect(ROUTER, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    fresh.handle(
+        ROUTER,
+        BmpEvent::Initiation {
+            sys_name: Some("edge1".into()),
+        },
+    );
+    let Some(state) = station.routers.get(&ROUTER) else {
+        return fresh;
+    };
+    // Which families the router has shown is part of its state, not of its tables.
+    if let Some(fresh_state) = fresh.routers.get_mut(&ROUTER) {
+        fresh_state.rib.families_seen = state.rib.families_seen;
+    }
+    for (peer, ribs) in &state.rib.peers {
+        fresh.handle(
+            ROUTER,
+            BmpEvent::PeerUp {
+                peer: *peer,
+                router_asn: None,
+            },
+        );
+        for (rib, table) in &ribs.tables {
+            for (prefix, record) in table {
+                let attributes = station.interner.get(record.attributes).cloned();
+                fresh.handle(
+                    ROUTER,
+                    BmpEvent::Routes {
+                        peer: *peer,
+                        rib: *rib,
+                        withdrawn: vec![],
+                        announced: vec![*prefix],
+                        attributes,
+                        end_of_rib: false,
+                    },
+                );
+            }
+        }
+        for (rib, done) in &ribs.end_of_rib {
+            if *done {
+                fresh.handle(ROUTER, end_of_rib(*peer, *rib));
+            }
+        }
+    }
+    fresh
+}
+
+proptest! {
+    /// Findings depend on what the router holds now, never on how it got there: the findings
+    /// kept up incrementally over any event sequence equal those of a station fed only the
+    /// final state. And after a Termination nothing is left, neither routes nor findings.
+    #[test]
+    fn incremental_findings_equal_findings_from_scratch(steps in prop::collection::vec(step(), 1..60)) {
+        let mut station = station();
+        station.settle_ms = 0;
+        let mut now = 0;
+        for step in &steps {
+            apply(&mut station, step);
+            now += 1;
+            station.evaluate(now);
+        }
+        let mut fresh = replayed(&station);
+        fresh.evaluate(now);
+        let incremental: Vec<&FindingKey> = station.findings().map(|finding| &finding.key).collect();
+        let scratch: Vec<&FindingKey> = fresh.findings().map(|finding| &finding.key).collect();
+        prop_assert_eq!(incremental, scratch);
+        for finding in station.findings() {
+            prop_assert!(finding.first_seen_ms <= finding.last_seen_ms);
+            prop_assert_eq!(finding.last_seen_ms, now);
+        }
+
+        station.handle(ROUTER, BmpEvent::Termination);
+        station.evaluate(now + 1);
+        prop_assert_eq!(station.findings().count(), 0);
+        prop_assert_eq!(station.route_count(), 0);
+        prop_assert!(station.interner.is_empty());
+        prop_assert!(station.relevant.is_empty());
+    }
+}
+
+#[test]
+fn holdings_say_what_each_router_holds_of_ours() {
+    let mut station = station();
+    assert_eq!(
+        station.holdings(),
+        vec![RouterHoldings {
+            router_id: ROUTER,
+            router: "edge1 (127.0.0.2)".into(),
+            synchronised: false,
+            held: vec![],
+            missing: vec![],
+        }],
+        "a router that has shown no IPv4 route says nothing about ours"
+    );
+    synced(&mut station);
+    station.handle(
+        ROUTER,
+        withdraw(us(), RibKind::AdjRibInPost, &["198.51.101.0/24"]),
+    );
+    let holdings = station.holdings();
+    assert!(holdings[0].synchronised);
+    assert_eq!(holdings[0].held, vec![net("198.51.100.0/24")]);
+    assert_eq!(holdings[0].missing, vec![net("198.51.101.0/24")]);
+}
+
+#[test]
+fn without_an_end_of_rib_a_session_is_judged_after_the_settle_time() {
+    let mut station = station();
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: us(),
+            router_asn: None,
+        },
+    );
+    station.handle(
+        ROUTER,
+        announce(
+            us(),
+            RibKind::AdjRibInPost,
+            &["198.51.100.0/24"],
+            attributes(&[OURS], Some(10)),
+        ),
+    );
+    station.evaluate(1_000);
+    assert!(!station.holdings()[0].synchronised);
+    station.evaluate(6_000);
+    assert!(
+        station.holdings()[0].synchronised,
+        "known for the settle time"
+    );
+    station.evaluate(11_000);
+    assert_eq!(
+        kinds(&station),
+        vec![(FindingKind::NotVisible, net("198.51.101.0/24"))]
+    );
+    // A new session starts the wait again.
+    station.handle(ROUTER, BmpEvent::PeerDown { peer: us() });
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: us(),
+            router_asn: None,
+        },
+    );
+    station.evaluate(12_000);
+    assert!(!station.holdings()[0].synchronised);
+    assert!(kinds(&station).is_empty());
+}
+
+#[test]
+fn a_path_reported_with_the_routers_own_as_prepended_is_still_ours() {
+    let mut station = station();
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: us(),
+            router_asn: Some(EDGE),
+        },
+    );
+    station.handle(
+        ROUTER,
+        announce(
+            us(),
+            RibKind::AdjRibInPost,
+            &["198.51.100.0/24", "198.51.101.0/24"],
+            attributes(&[EDGE, OURS], Some(10)),
+        ),
+    );
+    station.handle(ROUTER, end_of_rib(us(), RibKind::AdjRibInPost));
+    station.evaluate(1_000);
+    station.evaluate(10_000);
+    assert!(kinds(&station).is_empty(), "{:?}", kinds(&station));
+    assert_eq!(station.holdings()[0].held.len(), 2);
+    // Another AS in front is not the router's: not ours as we send it.
+    station.handle(
+        ROUTER,
+        announce(
+            us(),
+            RibKind::AdjRibInPost,
+            &["198.51.101.0/24"],
+            attributes(&[OTHER, OURS], Some(10)),
+        ),
+    );
+    station.evaluate(11_000);
+    station.evaluate(20_000);
+    assert_eq!(station.finding_count(FindingKind::NotVisible), 1);
+}
+
+#[test]
+fn routers_with_the_same_name_stay_apart() {
+    let mut station = station();
+    synced(&mut station);
+    let twin: RouterId = ROUTER + 1;
+    station.connect(twin, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
+    station.handle(
+        twin,
+        BmpEvent::Initiation {
+            sys_name: Some("edge1".into()),
+        },
+    );
+    let holdings = station.holdings();
+    assert_eq!(holdings.len(), 2);
+    assert_eq!(
+        holdings
+            .iter()
+            .map(|holding| (
+                holding.router_id,
+                holding.router.as_str(),
+                holding.synchronised
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (ROUTER, "edge1 (127.0.0.2)", true),
+            (twin, "edge1 (127.0.0.3)", false)
+        ],
+        "the twin that has sent nothing must not hide behind the synchronised one"
+    );
+    let view = crate::bmp::listener::view(&station, 0);
+    assert_eq!(view.held.len(), 2, "{view:?}");
+    assert!(view.held.iter().any(|router| !router.synchronised));
+}

@@ -1,0 +1,407 @@
+//! End to end: the real `topologyd` with `[bmp]`, and a real FRR 8.4 `bgpd -M bmp` as its edge
+//! router, streaming pre- and post-policy Adj-RIB-In to the daemon's BMP station; a real BIRD 2
+//! as a second neighbor of FRR that originates a hijack of our resolver /24 and a
+//! more-specific of a BYOIP /24. All on loopback; `/v1/visibility` read with `topoctl`.
+//!
+//! One scenario, in steps (each waits for the station's view, at most [`WAIT`]):
+//! - steady state: FRR holds every IPv4 route of ams01 post-policy, no finding;
+//! - BIRD originates 1.1.1.0/24 and 198.51.101.128/25: `exact_hijack` and `subprefix_hijack`
+//!   raised (router, peer, path shown; the human table too), cleared when BIRD withdraws;
+//! - an import filter on FRR drops 198.51.102.0/24 from us: `not_visible`, cleared when lifted;
+//! - FRR restarted (Peer Down, BMP reconnect, Peer Up, re-sync): no finding at any poll;
+//! - a garbage stream on the BMP port: that connection is closed and counted; FRR's feed and
+//!   topologyd's session with FRR carry on.
+//!
+//! And GoBGP's BMP export as a second kind of router (its own test).
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use topologyd_harness::daemon_fixture::{self, LOCAL_ASN, check, prefix, topology};
+use topologyd_harness::peers::{
+    BgpPeer as _, BirdPeer, EdgeNeighbor, FrrEdge, FrrEdgeSpec, GobgpPeer, PeerSpec, Route, alloc,
+};
+use topologyd_harness::topologyd::{
+    ControlPki, ControlSection, DaemonConfig, NeighborConfig, Topoctl, Topologyd, wait_until,
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+const EDGE_ASN: u32 = 64500;
+const HIJACKER_ASN: u32 = 64666;
+/// ams01's IPv4 routes: the resolver /24 and the four /24s of the split BYOIP /22.
+const AMS01_IPV4: [&str; 5] = [
+    "1.1.1.0/24",
+    "198.51.100.0/24",
+    "198.51.101.0/24",
+    "198.51.102.0/24",
+    "198.51.103.0/24",
+];
+
+struct Setup {
+    topologyd: Topologyd,
+    edge: FrrEdge,
+    hijacker: BirdPeer,
+    reader: Topoctl,
+    station: SocketAddr,
+    /// Holds the certificates `reader` presents.
+    _pki: ControlPki,
+}
+
+fn start() -> Setup {
+    let pki = check(ControlPki::generate(), "generating the PKI");
+    let mut daemon = DaemonConfig::new("ams01", LOCAL_ASN);
+    daemon.control = Some(ControlSection::new(
+        daemon.local.ip(),
+        &pki,
+        &[("noc", "reader")],
+    ));
+    let station = SocketAddr::new(daemon.local.ip(), alloc::free_port(daemon.local.ip()));
+    daemon.extra =
+        format!("[bmp]\nlisten = [\"{station}\"]\nallow = [\"127.0.0.0/8\"]\nsettle_seconds = 2\n");
+    let edge_address = alloc::loopback_v4();
+    let edge_listen = SocketAddr::new(
+        IpAddr::V4(edge_address),
+        alloc::free_port(IpAddr::V4(edge_address)),
+    );
+    let hijacker_address = alloc::loopback_v4();
+    let hijacker_listen = SocketAddr::new(
+        IpAddr::V4(hijacker_address),
+        alloc::free_port(IpAddr::V4(hijacker_address)),
+    );
+    let mut neighbor = NeighborConfig::new("edge-frr", edge_listen, EDGE_ASN);
+    neighbor.families = vec!["ipv4"];
+    daemon.neighbors.push(neighbor);
+    let topologyd = check(
+        Topologyd::start(daemon.clone(), &topology()),
+        "starting topologyd",
+    );
+    let edge = check(
+        FrrEdge::start(FrrEdgeSpec {
+            hostname: "edge-frr".into(),
+            asn: EDGE_ASN,
+            router_id: edge_address,
+            listen: edge_listen,
+            neighbors: vec![
+                EdgeNeighbor {
+                    address: daemon.local,
+                    asn: LOCAL_ASN,
+                },
+                EdgeNeighbor {
+                    address: hijacker_listen,
+                    asn: HIJACKER_ASN,
+                },
+            ],
+            station,
+        }),
+        "starting FRR with BMP",
+    );
+    let hijacker = check(
+        BirdPeer::start(PeerSpec::new(
+            HIJACKER_ASN,
+            hijacker_listen,
+            EDGE_ASN,
+            edge_listen,
+        )),
+        "starting the hijacking BIRD",
+    );
+    let control = daemon.control.as_ref().map(|control| control.listen);
+    let reader = Topoctl::new(
+        control.unwrap_or_else(|| panic!("no control listener")),
+        &pki.ca,
+        check(pki.client("noc"), "a reader certificate"),
+    );
+    Setup {
+        topologyd,
+        edge,
+        hijacker,
+        reader,
+        station,
+        _pki: pki,
+    }
+}
+
+impl Setup {
+    fn view(&self) -> Result<Value, String> {
+        let output = self
+            .reader
+            .run("visibility", &[] as &[&str])
+            .map_err(|error| error.to_string())?;
+        if output.code != Some(0) {
+            return Err(output.to_string());
+        }
+        output.json()
+    }
+
+    /// Waits until `accept` holds for the view; panics with the view, FRR's and topologyd's
+    /// logs otherwise.
+    fn wait_view(&mut self, what: &str, accept: impl Fn(&Value) -> bool) -> Value {
+        let result = wait_until(what, WAIT, || {
+            let view = self.view()?;
+            if accept(&view) {
+                Ok(view)
+            } else {
+                Err(view.to_string())
+            }
+        });
+        match result {
+            Ok(view) => view,
+            Err(last) => panic!(
+                "{last}\n--- FRR\n{}\n--- topologyd\n{}",
+                self.edge.log_tail(),
+                self.topologyd.log_tail()
+            ),
+        }
+    }
+}
+
+fn findings(view: &Value) -> Vec<(String, String)> {
+    view["findings"]
+        .as_array()
+        .map(|findings| {
+            findings
+                .iter()
+                .map(|finding| {
+                    (
+                        finding["kind"].as_str().unwrap_or_default().to_string(),
+                        finding["prefix"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether the edge router is synchronised and holds every IPv4 route of ams01 as we send it.
+fn holds_all(view: &Value) -> bool {
+    view["held"].as_array().is_some_and(|routers| {
+        routers.len() == 1
+            && routers[0]["synchronised"] == Value::Bool(true)
+            && routers[0]["missing"].as_array().is_some_and(Vec::is_empty)
+            && AMS01_IPV4.iter().all(|route| {
+                routers[0]["held"]
+                    .as_array()
+                    .is_some_and(|held| held.iter().any(|entry| entry == route))
+            })
+    })
+}
+
+#[test]
+fn bmp_station_finds_hijacks_filtered_routes_and_survives_restarts_and_garbage() {
+    let mut setup = start();
+    let view = setup.wait_view("FRR synchronised and holding all of ams01", |view| {
+        view["enabled"] == Value::Bool(true) && holds_all(view)
+    });
+    assert_eq!(view["routers"][0]["name"], "edge-frr", "{view}");
+    assert!(findings(&view).is_empty(), "{view}");
+
+    // Hijacks: an exact one of the resolver /24, a more-specific inside the BYOIP /22.
+    check(
+        setup.hijacker.announce(&[
+            Route::new(prefix("1.1.1.0/24")),
+            Route::new(prefix("198.51.101.128/25")),
+        ]),
+        "announcing the hijacks",
+    );
+    let view = setup.wait_view("both hijacks found", |view| {
+        let found = findings(view);
+        found.contains(&("exact_hijack".into(), "1.1.1.0/24".into()))
+            && found.contains(&("subprefix_hijack".into(), "198.51.101.128/25".into()))
+    });
+    let hijack = view["findings"]
+        .as_array()
+        .and_then(|list| {
+            list.iter()
+                .find(|finding| finding["kind"] == "exact_hijack")
+        })
+        .cloned()
+        .unwrap_or_default();
+    // Findings name the router by its sysName and the address it connects from.
+    assert!(
+        hijack["router"]
+            .as_str()
+            .is_some_and(|router| router.starts_with("edge-frr (")),
+        "{hijack}"
+    );
+    assert_eq!(hijack["peer_asn"], HIJACKER_ASN, "{hijack}");
+    assert_eq!(hijack["origin_asn"], HIJACKER_ASN, "{hijack}");
+    assert_eq!(hijack["expected_origin_asn"], LOCAL_ASN, "{hijack}");
+    // FRR 8.4 reports the path with its own AS in front.
+    assert_eq!(
+        hijack["as_path"],
+        serde_json::json!([EDGE_ASN, HIJACKER_ASN]),
+        "{hijack}"
+    );
+    let human = check(
+        setup.reader.run_human("visibility", &[] as &[&str]),
+        "topoctl visibility",
+    );
+    assert!(human.stdout.contains("exact_hijack"), "{human}");
+    assert!(human.stdout.contains("198.51.101.128/25"), "{human}");
+    assert!(
+        setup.topologyd.log().contains("visibility finding raised"),
+        "the raise is logged"
+    );
+    let metric = check(
+        setup
+            .topologyd
+            .metric("topologyd_visibility_findings{kind=\"exact_hijack\"}"),
+        "reading the findings metric",
+    );
+    assert_eq!(metric, Some(1.0));
+
+    check(
+        setup
+            .hijacker
+            .withdraw(&[prefix("1.1.1.0/24"), prefix("198.51.101.128/25")]),
+        "withdrawing the hijacks",
+    );
+    setup.wait_view("hijacks cleared", |view| findings(view).is_empty());
+    assert!(setup.topologyd.log().contains("visibility finding cleared"));
+
+    // An import filter on the edge router drops one of our routes.
+    check(
+        setup.edge.block_imports(&[prefix("198.51.102.0/24")]),
+        "filtering 198.51.102.0/24 on FRR",
+    );
+    let view = setup.wait_view("the filtered route is not visible", |view| {
+        findings(view) == vec![("not_visible".to_string(), "198.51.102.0/24".to_string())]
+    });
+    assert_eq!(view["findings"][0]["peer_asn"], LOCAL_ASN, "{view}");
+    check(setup.edge.block_imports(&[]), "lifting the filter");
+    setup.wait_view("visible again", |view| {
+        findings(view).is_empty() && holds_all(view)
+    });
+
+    // A router restart: Peer Down, a new BMP session, Peer Up, re-sync. No finding at any poll.
+    check(setup.edge.restart(), "restarting FRR");
+    let deadline = Instant::now() + WAIT;
+    let mut resynced_at = None;
+    loop {
+        let view = setup.view().unwrap_or_default();
+        assert!(
+            findings(&view).is_empty(),
+            "a false finding during re-sync: {view}"
+        );
+        if holds_all(&view) && resynced_at.is_none() {
+            resynced_at = Some(Instant::now());
+        }
+        // Keep watching past the settle time after the re-sync.
+        if resynced_at.is_some_and(|at| at.elapsed() > Duration::from_secs(4)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "FRR never re-synced: {view}\n{}",
+            setup.edge.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Garbage on the BMP port: that connection is closed; nothing else is affected.
+    let mut garbage = check(
+        TcpStream::connect(setup.station),
+        "connecting to the station",
+    );
+    check(
+        garbage.set_read_timeout(Some(Duration::from_secs(10))),
+        "a read timeout",
+    );
+    check(
+        garbage.write_all(b"GET / HTTP/1.1\r\nHost: station\r\n\r\n"),
+        "sending garbage",
+    );
+    let mut rest = Vec::new();
+    let closed = garbage.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok(),
+        "the station closes the connection: {closed:?}"
+    );
+    let errors = check(
+        setup.topologyd.metric("topologyd_bmp_stream_errors_total"),
+        "reading the stream error counter",
+    );
+    assert_eq!(errors, Some(1.0));
+    let view = setup.wait_view("FRR's feed carries on", holds_all);
+    assert_eq!(view["routers"].as_array().map(Vec::len), Some(1), "{view}");
+    assert!(setup.edge.established(setup.topologyd.config.local.ip()));
+    daemon_fixture::check(setup.topologyd.check_running(), "topologyd still runs");
+}
+
+/// GoBGP 3's BMP export as a second kind of router: it peers with topologyd, streams its
+/// Adj-RIB-In to the station, and the station judges it like FRR: every IPv4 route of ams01
+/// held as we send it, no finding; GoBGP stopped, the router and its state are gone.
+#[test]
+fn gobgp_bmp_export_is_read_like_frr() {
+    let pki = check(ControlPki::generate(), "generating the PKI");
+    let mut daemon = DaemonConfig::new("ams01", LOCAL_ASN);
+    daemon.control = Some(ControlSection::new(
+        daemon.local.ip(),
+        &pki,
+        &[("noc", "reader")],
+    ));
+    let station = SocketAddr::new(daemon.local.ip(), alloc::free_port(daemon.local.ip()));
+    daemon.extra = format!("[bmp]\nlisten = [\"{station}\"]\nsettle_seconds = 2\n");
+    let address = alloc::loopback_v4();
+    let endpoint = SocketAddr::new(IpAddr::V4(address), alloc::free_port(IpAddr::V4(address)));
+    let mut neighbor = NeighborConfig::new("edge-gobgp", endpoint, EDGE_ASN);
+    neighbor.families = vec!["ipv4"];
+    // GoBGP treats a loopback next hop as a withdrawal.
+    neighbor.next_hop_ipv4 = Some(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    daemon.neighbors.push(neighbor);
+    let topologyd = check(
+        Topologyd::start(daemon.clone(), &topology()),
+        "starting topologyd",
+    );
+    // After the station listens: GoBGP retries a refused BMP connection only after a while.
+    let mut gobgp = check(
+        GobgpPeer::start_with_bmp(
+            PeerSpec::new(EDGE_ASN, endpoint, LOCAL_ASN, daemon.local).passive(true),
+            Some(station),
+        ),
+        "starting GoBGP with BMP export",
+    );
+    let reader = Topoctl::new(
+        daemon
+            .control
+            .as_ref()
+            .map(|control| control.listen)
+            .unwrap_or_else(|| panic!("no control listener")),
+        &pki.ca,
+        check(pki.client("noc"), "a reader certificate"),
+    );
+    let view = |reader: &Topoctl| -> Result<Value, String> {
+        reader
+            .run("visibility", &[] as &[&str])
+            .map_err(|error| error.to_string())?
+            .json()
+    };
+    let result = wait_until("GoBGP synchronised and holding all of ams01", WAIT, || {
+        let view = view(&reader)?;
+        if holds_all(&view) && findings(&view).is_empty() {
+            Ok(view)
+        } else {
+            Err(view.to_string())
+        }
+    });
+    if let Err(last) = result {
+        panic!(
+            "{last}\n--- GoBGP\n{}\n--- topologyd\n{}",
+            gobgp.log_tail(),
+            topologyd.log_tail()
+        );
+    }
+    check(gobgp.stop(), "stopping GoBGP");
+    let result = wait_until("the router gone", WAIT, || {
+        let view = view(&reader)?;
+        if view["routers"].as_array().is_some_and(Vec::is_empty) && findings(&view).is_empty() {
+            Ok(())
+        } else {
+            Err(view.to_string())
+        }
+    });
+    if let Err(last) = result {
+        panic!("{last}\n--- topologyd\n{}", topologyd.log_tail());
+    }
+}
