@@ -133,6 +133,8 @@ pub struct RouterRib {
     pub families_seen: [bool; 2],
     /// The router's own AS, from the OPEN of a Peer Up.
     pub router_asn: Option<u32>,
+    /// Routes held over every peer and RIB (kept as they change: the station bounds it).
+    routes_held: usize,
 }
 
 impl RouterRib {
@@ -152,6 +154,7 @@ impl RouterRib {
         for prefix in withdrawn {
             if let Some(old) = table.remove(prefix) {
                 interner.release(old.attributes);
+                self.routes_held -= 1;
             }
         }
         let Some(attributes) = attributes else {
@@ -172,6 +175,7 @@ impl RouterRib {
                 }
                 Entry::Vacant(slot) => {
                     slot.insert(record);
+                    self.routes_held += 1;
                 }
             }
         }
@@ -188,6 +192,7 @@ impl RouterRib {
     /// Forgets `peer` and its routes (Peer Down).
     pub fn drop_peer(&mut self, interner: &mut AttributeInterner, peer: &PeerKey) {
         if let Some(ribs) = self.peers.remove(peer) {
+            self.routes_held -= ribs.route_count();
             release_all(interner, ribs);
         }
     }
@@ -198,10 +203,11 @@ impl RouterRib {
             release_all(interner, ribs);
         }
         self.families_seen = [false; 2];
+        self.routes_held = 0;
     }
 
     pub fn route_count(&self) -> usize {
-        self.peers.values().map(PeerRibs::route_count).sum()
+        self.routes_held
     }
 
     /// Whether the router has shown any route of `prefix`'s family.

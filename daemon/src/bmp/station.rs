@@ -35,6 +35,10 @@ pub struct RouterState {
     pub address: IpAddr,
     pub rib: RouterRib,
     pub messages: u64,
+    /// The router sent more routes or peers than the station holds for one router: its state
+    /// was dropped and everything it sends is ignored until it reconnects (it is never
+    /// synchronised meanwhile, so no gate passes on it).
+    pub over_limit: bool,
 }
 
 impl RouterState {
@@ -73,6 +77,13 @@ pub struct RouterHoldings {
 
 type RelevantKey = (RouterId, PeerKey, RibKind, IpNet);
 
+/// Routes the station holds for one router (over all its peers and RIB kinds): a full table
+/// (≈ 1 M) in pre- and post-policy Adj-RIB-In, Loc-RIB and Adj-RIB-Out, with room to spare;
+/// at ≈ 70 bytes a route, ≈ 280 MB. A router that sends more is dropped, not followed.
+pub const MAX_ROUTES_PER_ROUTER: usize = 4_000_000;
+/// Monitored peers the station holds for one router.
+pub const MAX_PEERS_PER_ROUTER: usize = 1_024;
+
 /// The visibility core.
 #[derive(Debug, Default)]
 pub struct Station {
@@ -89,6 +100,11 @@ pub struct Station {
     /// once it has been known for the settle time.
     peers_known_since: BTreeMap<(RouterId, PeerKey), u64>,
     last_evaluation_ms: u64,
+    /// Bounds per router ([`MAX_ROUTES_PER_ROUTER`], [`MAX_PEERS_PER_ROUTER`]).
+    pub max_routes_per_router: usize,
+    pub max_peers_per_router: usize,
+    /// Routers whose state was dropped for going over a bound.
+    pub routers_over_limit: u64,
 }
 
 impl Station {
@@ -96,6 +112,8 @@ impl Station {
     pub fn new(settle_ms: u64) -> Station {
         Station {
             settle_ms,
+            max_routes_per_router: MAX_ROUTES_PER_ROUTER,
+            max_peers_per_router: MAX_PEERS_PER_ROUTER,
             ..Station::default()
         }
     }
@@ -108,6 +126,7 @@ impl Station {
                 address,
                 rib: RouterRib::default(),
                 messages: 0,
+                over_limit: false,
             },
         );
     }
@@ -126,6 +145,9 @@ impl Station {
             return;
         };
         state.messages += 1;
+        if state.over_limit && !matches!(event, BmpEvent::Termination) {
+            return;
+        }
         match event {
             BmpEvent::Initiation { sys_name } => {
                 if let Some(name) = sys_name.filter(|name| !name.trim().is_empty()) {
@@ -145,6 +167,9 @@ impl Station {
                 state.rib.peers.entry(peer).or_default();
                 self.peers_known_since.remove(&(router, peer));
                 self.relevant.retain(|key| key.0 != router || key.1 != peer);
+                if state.rib.peers.len() > self.max_peers_per_router {
+                    self.drop_over_limit(router);
+                }
             }
             BmpEvent::PeerDown { peer } => {
                 state.rib.drop_peer(&mut self.interner, &peer);
@@ -183,9 +208,31 @@ impl Station {
                         }
                     }
                 }
+                if state.rib.route_count() > self.max_routes_per_router {
+                    self.drop_over_limit(router);
+                }
             }
             BmpEvent::Statistics { .. } | BmpEvent::Ignored => {}
         }
+    }
+
+    /// Drops everything `router` told the station and ignores what it sends until it
+    /// reconnects: it went over a per-router bound.
+    fn drop_over_limit(&mut self, router: RouterId) {
+        if let Some(state) = self.routers.get_mut(&router) {
+            state.rib.clear(&mut self.interner);
+            state.over_limit = true;
+            self.routers_over_limit += 1;
+        }
+        self.relevant.retain(|key| key.0 != router);
+        self.peers_known_since.retain(|key, _| key.0 != router);
+    }
+
+    /// Whether `router` went over a per-router bound (its state is dropped).
+    pub fn is_over_limit(&self, router: RouterId) -> bool {
+        self.routers
+            .get(&router)
+            .is_some_and(|state| state.over_limit)
     }
 
     /// A new expectation (a new publication or generation). The index of relevant routes is
@@ -290,6 +337,9 @@ impl Station {
     /// Whether `peer`'s post-policy table at `router` is complete enough to judge: the router
     /// sent its End-of-RIB, or the peer has been known for the settle time.
     fn synchronised(&self, router: RouterId, peer: &PeerKey, ribs: &PeerRibs) -> bool {
+        if self.is_over_limit(router) {
+            return false;
+        }
         ribs.end_of_rib.get(&RibKind::AdjRibInPost) == Some(&true)
             || self
                 .peers_known_since

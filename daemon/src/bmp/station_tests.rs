@@ -766,3 +766,71 @@ fn routers_with_the_same_name_stay_apart() {
     assert_eq!(view.held.len(), 2, "{view:?}");
     assert!(view.held.iter().any(|router| !router.synchronised));
 }
+
+#[test]
+fn a_router_over_the_route_bound_is_dropped_and_ignored_until_it_reconnects() {
+    let mut station = station();
+    station.max_routes_per_router = 3;
+    let peer = transit();
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer,
+            router_asn: Some(64_512),
+        },
+    );
+    station.handle(
+        ROUTER,
+        announce(
+            peer,
+            RibKind::AdjRibInPre,
+            &["192.0.2.0/24", "192.0.2.128/25"],
+            attributes(&[64_999], None),
+        ),
+    );
+    assert!(!station.is_over_limit(ROUTER));
+    station.handle(
+        ROUTER,
+        announce(
+            peer,
+            RibKind::AdjRibInPost,
+            &["203.0.113.0/24", "203.0.113.128/25"],
+            attributes(&[64_999], None),
+        ),
+    );
+    assert!(station.is_over_limit(ROUTER));
+    assert_eq!(station.routers_over_limit, 1);
+    // Nothing it sends is held any more.
+    station.handle(
+        ROUTER,
+        announce(
+            peer,
+            RibKind::AdjRibInPre,
+            &["198.18.0.0/24"],
+            attributes(&[64_999], None),
+        ),
+    );
+    assert!(station.is_over_limit(ROUTER));
+    // A new connection starts afresh.
+    station.disconnect(ROUTER);
+    station.connect(ROUTER, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    assert!(!station.is_over_limit(ROUTER));
+}
+
+#[test]
+fn a_router_over_the_peer_bound_is_dropped() {
+    let mut station = station();
+    station.max_peers_per_router = 2;
+    for index in 0..3u8 {
+        let mut peer = transit();
+        peer.address = IpAddr::V4(Ipv4Addr::new(192, 0, 2, index + 10));
+        station.handle(
+            ROUTER,
+            BmpEvent::PeerUp {
+                peer,
+                router_asn: Some(64_512),
+            },
+        );
+    }
+    assert!(station.is_over_limit(ROUTER));
+}
