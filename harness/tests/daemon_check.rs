@@ -453,11 +453,15 @@ fn with_a_stored_generation_check_looks_at_it_as_start_up_does() {
         "starting topologyd",
     );
     let deadline = Instant::now() + Duration::from_secs(60);
+    // A committed generation, not the temporary file it is written to first (under a loaded
+    // disk its fsync and rename can take longer than the wait before the kill below).
     while !world.path("state/generations").is_dir()
         || check(
             std::fs::read_dir(world.path("state/generations")),
             "listing generations",
         )
+        .filter_map(Result::ok)
+        .filter(|entry| !entry.file_name().to_string_lossy().starts_with(".tmp-"))
         .count()
             == 0
     {
