@@ -142,6 +142,25 @@ fn resident_kib(pid: u32) -> u64 {
         .unwrap_or_else(|| panic!("no VmRSS in {status}"))
 }
 
+/// The `sent` counter once the previous session, if any, is gone: read before the next
+/// connection, because topologyd starts writing as soon as a session is Established (a reading
+/// taken after `establish` would already hold some of the new session's routes).
+fn sent_announced_between_sessions(topologyd: &Topologyd) -> f64 {
+    let state = format!("topologyd_bgp_session_state{{peer=\"{PEER_NAME}\"}}");
+    check(
+        wait_until("the previous session to be gone", WAIT, || {
+            // The admin listener may not be up yet right after start.
+            match topologyd.metric(&state) {
+                Ok(Some(value)) if value == 6.0 => Err("still Established".to_string()),
+                Ok(_) => Ok(()),
+                Err(error) => Err(error.to_string()),
+            }
+        }),
+        "session state",
+    );
+    sent_announced(topologyd)
+}
+
 fn sent_announced(topologyd: &Topologyd) -> f64 {
     let sample = format!(
         "topologyd_bgp_prefixes_total{{peer=\"{PEER_NAME}\",direction=\"sent\",kind=\"announced\"}}"
@@ -381,8 +400,8 @@ fn rfc9687_send_hold_resets_a_wedged_peer_and_counts_only_what_was_written() {
     // A peer that stops reading right after the OPEN exchange, four times over.
     let mut resident = Vec::new();
     for round in 1..=4 {
+        let before = sent_announced_between_sessions(&topologyd);
         let mut speaker = reconnect(&mut topologyd, source);
-        let before = sent_announced(&topologyd);
         let outcome = speaker.run(0, Duration::ZERO, send_hold * 4);
         outcome.assert_reset_on_time(&format!("stopped reader, round {round}"));
         // What was written fits in the two buffers; the rest was queued, then dropped.
@@ -428,8 +447,8 @@ fn rfc9687_send_hold_resets_a_wedged_peer_and_counts_only_what_was_written() {
     drop(speaker);
 
     // A peer that reads: every route arrives and is counted once written.
+    let before = sent_announced_between_sessions(&topologyd);
     let mut speaker = reconnect(&mut topologyd, source);
-    let before = sent_announced(&topologyd);
     let mut prefixes = 0u64;
     loop {
         let (kind, body) = speaker.read_message();
