@@ -201,18 +201,8 @@ impl OnboardingStore {
         sign: impl FnOnce(&Onboarding) -> SignedEvidence,
     ) -> Result<Onboarding, StoreError> {
         let prefix = checked.token.prefix.trunc();
-        let key = prefix.to_string();
-        let transaction = self.database.begin_write().map_err(database_error)?;
-        let onboarding = {
-            let mut table = transaction
-                .open_table(ONBOARDINGS)
-                .map_err(database_error)?;
-            let mut onboarding: Onboarding =
-                match table.get(key.as_str()).map_err(database_error)? {
-                    Some(value) => serde_json::from_slice(value.value())?,
-                    None => return Err(StoreError::NotOnboarded(prefix)),
-                };
-            if !same_request(&onboarding, checked) {
+        self.update(prefix, |transaction, onboarding| {
+            if !same_request(onboarding, checked) {
                 return Err(StoreError::ChangedDuringVerification(prefix));
             }
             let state = onboarding.record_checks(checks, now_unix)?;
@@ -224,36 +214,20 @@ impl OnboardingStore {
                 if used.get(digest.as_str()).map_err(database_error)?.is_some() {
                     return Err(StoreError::TokenReused(prefix));
                 }
-                used.insert(digest.as_str(), key.as_str())
+                used.insert(digest.as_str(), prefix.to_string().as_str())
                     .map_err(database_error)?;
-                let evidence = sign(&onboarding);
+                let evidence = sign(onboarding);
                 onboarding.attach_evidence(evidence);
             }
-            let value = serde_json::to_vec(&onboarding)?;
-            table
-                .insert(key.as_str(), value.as_slice())
-                .map_err(database_error)?;
-            onboarding
-        };
-        transaction.commit().map_err(database_error)?;
-        Ok(onboarding)
+            Ok(())
+        })
     }
 
     /// Revokes the onboarding of `prefix` at `now_unix`: its state becomes revoked and its
     /// token's digest enters the revocation list plan time consults.
     pub fn revoke(&self, prefix: IpNet, now_unix: u64) -> Result<Onboarding, StoreError> {
         let prefix = prefix.trunc();
-        let key = prefix.to_string();
-        let transaction = self.database.begin_write().map_err(database_error)?;
-        let onboarding = {
-            let mut table = transaction
-                .open_table(ONBOARDINGS)
-                .map_err(database_error)?;
-            let mut onboarding: Onboarding =
-                match table.get(key.as_str()).map_err(database_error)? {
-                    Some(value) => serde_json::from_slice(value.value())?,
-                    None => return Err(StoreError::NotOnboarded(prefix)),
-                };
+        self.update(prefix, |transaction, onboarding| {
             onboarding.revoke(now_unix);
             let revocation = Revocation {
                 prefix,
@@ -269,6 +243,29 @@ impl OnboardingStore {
                     revocation_value.as_slice(),
                 )
                 .map_err(database_error)?;
+            Ok(())
+        })
+    }
+
+    /// Reads the onboarding of `prefix`, lets `change` modify it (and other tables of the same
+    /// transaction), and writes it back: all of it commits, or nothing does.
+    fn update(
+        &self,
+        prefix: IpNet,
+        change: impl FnOnce(&redb::WriteTransaction, &mut Onboarding) -> Result<(), StoreError>,
+    ) -> Result<Onboarding, StoreError> {
+        let key = prefix.to_string();
+        let transaction = self.database.begin_write().map_err(database_error)?;
+        let onboarding = {
+            let mut table = transaction
+                .open_table(ONBOARDINGS)
+                .map_err(database_error)?;
+            let mut onboarding: Onboarding =
+                match table.get(key.as_str()).map_err(database_error)? {
+                    Some(value) => serde_json::from_slice(value.value())?,
+                    None => return Err(StoreError::NotOnboarded(prefix)),
+                };
+            change(&transaction, &mut onboarding)?;
             let value = serde_json::to_vec(&onboarding)?;
             table
                 .insert(key.as_str(), value.as_slice())
