@@ -21,7 +21,7 @@
 //!
 //! Afterwards no process the fleet started is left (checked through `/proc`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -293,8 +293,15 @@ impl Setup {
         output
     }
 
-    fn bird_holds(&self, name: &str, prefix: &str) -> bool {
-        check(self.fleet.bird_prefixes(name), "BIRD's prefixes").contains(&net(prefix))
+    /// Waits until the BIRD of every location in `names` holds exactly `prefixes`.
+    fn wait_for_birds(&self, names: &[&str], prefixes: &[&str]) {
+        let wanted: BTreeSet<IpNet> = prefixes.iter().map(|text| net(text)).collect();
+        let result =
+            self.fleet
+                .wait_for_birds(names, &format!("exactly {prefixes:?}"), WAIT, |_, held| {
+                    *held == wanted
+                });
+        check(result, "the BIRDs' routes");
     }
 
     fn generations(&self) -> BTreeMap<String, Generation> {
@@ -349,13 +356,7 @@ fn held_route_passes(setup: &Setup) {
         "the gate runs in the canary wave only: {output}"
     );
     assert!(gate_results(&events, "fail").is_empty(), "{output}");
-    for name in [WATCHED, QUIET] {
-        assert!(
-            setup.bird_holds(name, HELD_ADDED),
-            "{name}: {}",
-            setup.fleet.report()
-        );
-    }
+    setup.wait_for_birds(&[WATCHED, QUIET], &[RESOLVER, HELD_ADDED]);
     setup.wait_view("FRR holds the new route", |holds| {
         holds.held.contains(&HELD_ADDED.to_string()) && holds.missing.is_empty()
     });
@@ -414,14 +415,8 @@ fn filtered_route_rolls_back(setup: &mut Setup) {
         "ams01 applied, then rolled back"
     );
     assert_eq!(after[QUIET], before[QUIET], "fra01 never applied");
-    assert!(
-        !setup.bird_holds(WATCHED, FILTERED_ADDED),
-        "the route is withdrawn"
-    );
-    assert!(
-        setup.bird_holds(WATCHED, HELD_ADDED),
-        "the previous routes are still announced"
-    );
+    // The new route withdrawn again, the previous ones still announced.
+    setup.wait_for_birds(&[WATCHED, QUIET], &[RESOLVER, HELD_ADDED]);
     check(setup.edge.block_imports(&[]), "lifting the filter");
 }
 
@@ -464,11 +459,7 @@ fn no_router_never_passes(setup: &Setup) {
     assert!(named(&events, "wave_passed").is_empty(), "{output}");
     let after = setup.generations();
     assert_eq!(after[WATCHED], before[WATCHED], "ams01 never applied");
-    assert!(
-        !setup.bird_holds(WATCHED, UNSEEN_ADDED),
-        "{}",
-        setup.fleet.report()
-    );
+    setup.wait_for_birds(&[WATCHED], &[RESOLVER, HELD_ADDED]);
 }
 
 #[test]
