@@ -3,8 +3,11 @@
 //! ams01 (tag `bmp`) also peers with a real FRR 8.4 `bgpd -M bmp`, its edge router, which
 //! streams its pre- and post-policy Adj-RIB-In to ams01's station; no router ever connects to
 //! fra01's station (tag `quiet`). The topology is IPv4 only (the edge monitors IPv4 unicast): the
-//! resolver's 1.1.1.0/24, plus the prefixes each push adds. The gate `held` runs every 200 ms,
-//! two passes needed, one failure fails it, in the canary wave only.
+//! resolver's 1.1.1.0/24, plus the prefixes each push adds. The gate `held` runs in the canary
+//! wave only, every 600 ms, two passes needed, two failed evaluations fail it: the station
+//! refreshes its view every 500 ms, so two evaluations never read the same view, and a route
+//! announced a moment before the view was taken (not yet in the router's table: missing) fails
+//! one evaluation at most.
 //!
 //! One fleet, three pushes (`topoctl rollout start … --json`), in order:
 //! - (1) canary ams01 then rest fra01, adding 192.0.2.0/24: FRR holds it post-policy, the gate
@@ -69,9 +72,9 @@ bake_seconds = 1
 name = "held"
 kind = "visibility"
 routers = 1
-interval_ms = 200
+interval_ms = 600
 count = 2
-failure_limit = 1
+failure_limit = 2
 inconclusive_limit = {inconclusive_limit}
 waves = ["canary"]
 "#
@@ -355,7 +358,8 @@ fn held_route_passes(setup: &Setup) {
             .all(|event| event_field(event, "wave") == "canary"),
         "the gate runs in the canary wave only: {output}"
     );
-    assert!(gate_results(&events, "fail").is_empty(), "{output}");
+    // One view may have been taken before FRR's report of the new route arrived.
+    assert!(gate_results(&events, "fail").len() <= 1, "{output}");
     setup.wait_for_birds(&[WATCHED, QUIET], &[RESOLVER, HELD_ADDED]);
     setup.wait_view("FRR holds the new route", |holds| {
         holds.held.contains(&HELD_ADDED.to_string()) && holds.missing.is_empty()
@@ -389,6 +393,7 @@ fn filtered_route_rolls_back(setup: &mut Setup) {
     );
     let failed = named(&events, "gate_failed");
     assert_eq!(failed.len(), 1, "{output}");
+    assert_eq!(gate_results(&events, "fail").len(), 2, "{output}");
     assert_eq!(event_field(failed[0], "gate"), "held", "{output}");
     assert_eq!(event_field(failed[0], "wave"), "canary", "{output}");
     let detail = event_field(failed[0], "detail");
