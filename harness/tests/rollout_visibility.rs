@@ -20,7 +20,7 @@
 //!   after `inconclusive_limit` (3) evaluations (`--exit-on-pause`: exit 8); ams01 never
 //!   applied.
 //!
-//! Afterwards no process the fleet started is left (checked through `/proc`).
+//! Afterwards no process the test started (FRR included) is left (checked through `/proc`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
@@ -484,7 +484,8 @@ fn no_router_never_passes(setup: &Setup) {
 fn the_visibility_gate_passes_held_routes_rolls_back_filtered_ones_and_never_passes_without_data() {
     let started = Instant::now();
     let mut setup = start();
-    let markers = setup.fleet.process_markers();
+    let mut markers = setup.fleet.process_markers();
+    markers.push(setup.edge.directory().display().to_string());
     eprintln!("[setup] ready after {:.1?}", started.elapsed());
     held_route_passes(&setup);
     filtered_route_rolls_back(&mut setup);
