@@ -112,6 +112,12 @@ impl FrrEdge {
         self.directory.path().join("daemon.log")
     }
 
+    /// Its working directory (configuration, sockets, logs): on its command line, so a
+    /// leftover-process check can look for it.
+    pub fn directory(&self) -> &std::path::Path {
+        self.directory.path()
+    }
+
     /// The last few kilobytes of bgpd's log.
     pub fn log_tail(&self) -> String {
         process::file_tail(&self.log_path())

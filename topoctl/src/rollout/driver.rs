@@ -319,7 +319,8 @@ async fn rpki_gate_at(context: &Context, location: &str) -> GateVerdict {
     }
 }
 
-/// `GET /v1/visibility` at one location against the routes the plan announces there.
+/// `GET /v1/visibility` at one location against the routes the plan announces there, once
+/// `GET /v1/status` says the daemon runs the new topology (and since when).
 async fn visibility_gate_at(
     context: &Context,
     location: &str,
@@ -333,8 +334,17 @@ async fn visibility_gate_at(
         .expected_new
         .get(location)
         .map_or(&[][..], Vec::as_slice);
+    let status = match client.status().await {
+        Ok(status) => status,
+        Err(error) => return GateVerdict::inconclusive(describe(&error)),
+    };
+    let running = gates::RunningGeneration {
+        hash: &status.hash,
+        applied_at: status.applied_at,
+        new_hash: &context.started.new_hash,
+    };
     match client.visibility().await {
-        Ok(view) => gates::check_visibility(&view, expected, routers),
+        Ok(view) => gates::check_visibility(&view, &running, expected, routers),
         Err(ClientError::Status { status: 404, .. }) => GateVerdict::inconclusive(
             "the daemon has no GET /v1/visibility (upgrade it before gating on visibility)",
         ),

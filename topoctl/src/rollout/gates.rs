@@ -29,7 +29,7 @@ use topologyd_transport::http_client::{self, OneShot, QUERY_VALUE};
 use super::journal::GateResultKind;
 
 mod visibility;
-pub use visibility::check_visibility;
+pub use visibility::{RunningGeneration, check_visibility};
 
 /// A gate verdict with its reason.
 #[derive(Debug, Clone, PartialEq, Eq)]

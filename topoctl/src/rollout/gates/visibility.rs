@@ -1,8 +1,12 @@
 //! The `visibility` gate: after a wave, every route the plan announces at a location is held
 //! post-policy by that location's edge routers, as the daemon's BMP station sees them
 //! (`GET /v1/visibility`). No data is never a pass: no station, no router, a router not yet
-//! synchronised, or a route no router judges, is inconclusive; a route a synchronised router
-//! does not hold (or holds with other attributes) fails.
+//! synchronised, a view not yet of the new generation, or a route no router judges, is
+//! inconclusive; a route a synchronised router does not hold (or holds with other attributes)
+//! fails.
+//!
+//! Owns: the verdict on one location's view. Must not touch: fetching the views (the driver
+//! passes the view and the daemon's running generation in).
 
 use std::collections::BTreeSet;
 
@@ -16,6 +20,37 @@ const ROUTES_NAMED: usize = 5;
 /// The oldest view a verdict is drawn from (the station refreshes it every half second): an
 /// older one means a stalled station, whose routers may have changed since.
 pub const VIEW_MAX_AGE_MS: u64 = 10_000;
+/// How long after the new generation was applied a view must have been taken, by the daemon's
+/// clock, beyond the second `applied_at` is rounded down to: the station refreshes its view
+/// every half second, so an earlier one may still judge the previous routes (a route whose
+/// attributes the change alters looks held as before), and a route just sent may not have
+/// reached the router's table yet (it would look filtered).
+pub const VIEW_AFTER_APPLY_MS: u64 = 1_000;
+
+/// What the daemon runs when its view is read (`GET /v1/status`), and what the rollout applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunningGeneration<'a> {
+    /// The hash of the generation the daemon runs.
+    pub hash: &'a str,
+    /// When it was applied (unix seconds, the daemon's clock).
+    pub applied_at: u64,
+    /// The hash of the topology the rollout applies.
+    pub new_hash: &'a str,
+}
+
+impl RunningGeneration<'_> {
+    /// The earliest view time (unix ms, the daemon's clock) that judges the new generation.
+    fn views_from_ms(&self) -> u64 {
+        self.applied_at
+            .saturating_add(1)
+            .saturating_mul(1_000)
+            .saturating_add(VIEW_AFTER_APPLY_MS)
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
 
 fn named(routes: &[String]) -> String {
     let mut text = routes
@@ -31,9 +66,11 @@ fn named(routes: &[String]) -> String {
 }
 
 /// The gate at one location: `expected` are the routes the plan announces there, `routers` the
-/// fewest routers that must be connected (the gate's `routers` key).
+/// fewest routers that must be connected (the gate's `routers` key), `running` what the daemon
+/// ran when the view was read.
 pub fn check_visibility(
     view: &VisibilityView,
+    running: &RunningGeneration<'_>,
     expected: &[AnnouncedRoute],
     routers: Option<u32>,
 ) -> GateVerdict {
@@ -65,6 +102,20 @@ pub fn check_visibility(
         return GateVerdict::inconclusive(format!(
             "{} router(s) connected to the BMP station, {wanted} expected: a router that dropped its BMP session is never a pass",
             view.held.len()
+        ));
+    }
+    if running.hash != running.new_hash {
+        return GateVerdict::inconclusive(format!(
+            "the daemon runs {}, not the new topology {}: what its routers hold is not of the new routes",
+            short(running.hash),
+            short(running.new_hash)
+        ));
+    }
+    let views_from_ms = running.views_from_ms();
+    if view.time_unix_ms < views_from_ms {
+        return GateVerdict::inconclusive(format!(
+            "the view was taken {} ms too soon after the new topology was applied: it may still judge the previous routes",
+            views_from_ms - view.time_unix_ms
         ));
     }
     let unsynchronised: Vec<String> = view
@@ -139,6 +190,15 @@ mod tests {
         "2001:db8::/48",
     ];
 
+    const NEW_HASH: &str = "87d2f83fd7088e8ef67e1e3abdffcebb";
+    /// The new generation, applied 3 s before the views are taken.
+    const RUNNING: RunningGeneration<'static> = RunningGeneration {
+        hash: NEW_HASH,
+        applied_at: 1_700_000_000,
+        new_hash: NEW_HASH,
+    };
+    const TAKEN_MS: u64 = 1_700_000_003_000;
+
     fn route(prefix: &str) -> AnnouncedRoute {
         AnnouncedRoute {
             prefix: prefix.parse().unwrap(),
@@ -155,7 +215,7 @@ mod tests {
             routers: Vec::new(),
             findings: Vec::new(),
             held,
-            time_unix_ms: 0,
+            time_unix_ms: TAKEN_MS,
             age_ms: Some(500),
         }
     }
@@ -179,14 +239,14 @@ mod tests {
             &[],
         )]);
         assert_eq!(
-            check_visibility(&all, &expected, None).result,
+            check_visibility(&all, &RUNNING, &expected, None).result,
             GateResultKind::Pass
         );
         let filtered = view(vec![
             router("edge1", true, &["1.1.1.0/24", "198.51.100.0/24"], &[]),
             router("edge2", true, &["1.1.1.0/24"], &["198.51.100.0/24"]),
         ]);
-        let verdict = check_visibility(&filtered, &expected, None);
+        let verdict = check_visibility(&filtered, &RUNNING, &expected, None);
         assert_eq!(verdict.result, GateResultKind::Fail);
         assert!(
             verdict
@@ -205,21 +265,21 @@ mod tests {
             ..view(vec![])
         };
         assert_eq!(
-            check_visibility(&off, &expected, None).result,
+            check_visibility(&off, &RUNNING, &expected, None).result,
             GateResultKind::Fail
         );
         assert_eq!(
-            check_visibility(&view(vec![]), &expected, None).result,
+            check_visibility(&view(vec![]), &RUNNING, &expected, None).result,
             GateResultKind::Inconclusive
         );
         let syncing = view(vec![router("edge1", false, &["1.1.1.0/24"], &[])]);
         assert_eq!(
-            check_visibility(&syncing, &expected, None).result,
+            check_visibility(&syncing, &RUNNING, &expected, None).result,
             GateResultKind::Inconclusive
         );
         let unjudged = view(vec![router("edge1", true, &[], &[])]);
         assert_eq!(
-            check_visibility(&unjudged, &expected, None).result,
+            check_visibility(&unjudged, &RUNNING, &expected, None).result,
             GateResultKind::Inconclusive
         );
     }
@@ -229,7 +289,7 @@ mod tests {
         let expected = vec![route("1.1.1.0/24")];
         let fresh = view(vec![router("edge1", true, &["1.1.1.0/24"], &[])]);
         assert_eq!(
-            check_visibility(&fresh, &expected, None).result,
+            check_visibility(&fresh, &RUNNING, &expected, None).result,
             GateResultKind::Pass
         );
         for age_ms in [None, Some(VIEW_MAX_AGE_MS + 1), Some(u64::MAX)] {
@@ -238,7 +298,7 @@ mod tests {
                 ..fresh.clone()
             };
             assert_eq!(
-                check_visibility(&stale, &expected, None).result,
+                check_visibility(&stale, &RUNNING, &expected, None).result,
                 GateResultKind::Inconclusive,
                 "{age_ms:?}"
             );
@@ -250,12 +310,58 @@ mod tests {
         let expected = vec![route("1.1.1.0/24")];
         let one = view(vec![router("edge1", true, &["1.1.1.0/24"], &[])]);
         assert_eq!(
-            check_visibility(&one, &expected, Some(1)).result,
+            check_visibility(&one, &RUNNING, &expected, Some(1)).result,
             GateResultKind::Pass
         );
-        let verdict = check_visibility(&one, &expected, Some(2));
+        let verdict = check_visibility(&one, &RUNNING, &expected, Some(2));
         assert_eq!(verdict.result, GateResultKind::Inconclusive);
         assert!(verdict.detail.contains("2 expected"), "{}", verdict.detail);
+    }
+
+    #[test]
+    fn a_view_not_of_the_new_generation_is_never_a_pass() {
+        let expected = vec![route("1.1.1.0/24")];
+        let all = view(vec![router("edge1", true, &["1.1.1.0/24"], &[])]);
+        // Still on the previous topology (the route held is as the previous one sends it).
+        let previous = RunningGeneration {
+            hash: "df2fcdb430e75452b9a4cc4c477ebb2e",
+            ..RUNNING
+        };
+        let verdict = check_visibility(&all, &previous, &expected, None);
+        assert_eq!(verdict.result, GateResultKind::Inconclusive);
+        assert!(
+            verdict.detail.contains("not the new topology 87d2f83fd708"),
+            "{}",
+            verdict.detail
+        );
+        // Taken within a second after the second the new generation was applied in: the
+        // station may not have judged the new routes yet.
+        for taken_ms in [0, 1_699_999_999_999, 1_700_000_000_500, 1_700_000_001_999] {
+            let early = VisibilityView {
+                time_unix_ms: taken_ms,
+                ..all.clone()
+            };
+            let verdict = check_visibility(&early, &RUNNING, &expected, None);
+            assert_eq!(verdict.result, GateResultKind::Inconclusive, "{taken_ms}");
+            assert!(verdict.detail.contains("too soon"), "{}", verdict.detail);
+        }
+        let first = VisibilityView {
+            time_unix_ms: 1_700_000_002_000,
+            ..all.clone()
+        };
+        assert_eq!(
+            check_visibility(&first, &RUNNING, &expected, None).result,
+            GateResultKind::Pass
+        );
+        // A filtered route is only judged on a view of the new generation, too.
+        let filtered = VisibilityView {
+            time_unix_ms: 1_700_000_001_000,
+            ..view(vec![router("edge1", true, &[], &["1.1.1.0/24"])])
+        };
+        assert_eq!(
+            check_visibility(&filtered, &RUNNING, &expected, None).result,
+            GateResultKind::Inconclusive
+        );
     }
 
     fn holdings() -> impl Strategy<Value = Vec<(bool, Vec<u8>)>> {
@@ -270,14 +376,18 @@ mod tests {
         /// A pass means: some router, every router synchronised, every planned route held by
         /// some router and missing at none.
         #[test]
-        fn a_pass_is_always_backed_by_every_router(routers in holdings(), planned in prop::collection::vec(any::<bool>(), PREFIXES.len())) {
+        fn a_pass_is_always_backed_by_every_router(routers in holdings(), planned in prop::collection::vec(any::<bool>(), PREFIXES.len()), taken_ms in 1_699_999_999_000u64..1_700_000_004_000, on_new in any::<bool>()) {
             let expected: Vec<AnnouncedRoute> = PREFIXES.iter().zip(&planned).filter(|(_, wanted)| **wanted).map(|(prefix, _)| route(prefix)).collect();
             let held: Vec<RouterHoldsView> = routers.iter().enumerate().map(|(index, (synchronised, states))| {
                 let pick = |state: u8| PREFIXES.iter().zip(states).filter(|(_, s)| **s == state).map(|(p, _)| *p).collect::<Vec<_>>();
                 router(&format!("edge{index}"), *synchronised, &pick(1), &pick(2))
             }).collect();
-            let verdict = check_visibility(&view(held.clone()), &expected, None);
+            let running = RunningGeneration { hash: if on_new { NEW_HASH } else { "df2fcdb430e7" }, ..RUNNING };
+            let taken = VisibilityView { time_unix_ms: taken_ms, ..view(held.clone()) };
+            let verdict = check_visibility(&taken, &running, &expected, None);
             if verdict.result == GateResultKind::Pass {
+                prop_assert!(on_new);
+                prop_assert!(taken_ms >= (RUNNING.applied_at + 1) * 1_000 + VIEW_AFTER_APPLY_MS);
                 prop_assert!(!held.is_empty());
                 prop_assert!(held.iter().all(|router| router.synchronised));
                 for route in &expected {
