@@ -3,14 +3,22 @@
 # both binaries, the hardened unit, sysusers and tmpfiles snippets, a commented
 # /etc/topologyd/topologyd.toml with the example topology, man pages and shell completions
 # generated from the binaries' clap definitions. Prints the path of the .deb.
-#   bash packaging/build-deb.sh [release|debug]      (default: release)
+#   bash packaging/build-deb.sh [release|debug]      (default: release; debug takes the
+#   binaries in TOPOLOGYD_BIN_DIR when set)
 # The postinst creates the user and directories and never starts or enables the service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:-release}
 case "$profile" in
   release) cargo build --locked --release -p topologyd -p topoctl --bins >&2; binaries=target/release ;;
-  debug) cargo build --locked -p topologyd -p topoctl --bins >&2; binaries=target/debug ;;
+  debug)
+    # The test run's binaries when it names them (scripts/test.sh), else a build of their own.
+    if [ -n "${TOPOLOGYD_BIN_DIR:-}" ] && [ -x "$TOPOLOGYD_BIN_DIR/topologyd" ] \
+      && [ -x "$TOPOLOGYD_BIN_DIR/topoctl" ]; then
+      binaries=$TOPOLOGYD_BIN_DIR
+    else
+      cargo build --locked -p topologyd -p topoctl --bins >&2; binaries=target/debug
+    fi ;;
   *) echo "build-deb: profile must be release or debug, not $profile" >&2; exit 1 ;;
 esac
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)

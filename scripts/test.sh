@@ -12,8 +12,17 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 bash systemd/check.sh
 mkdir -p target
 set +e
-cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.log
+# Build every test, binary and example once, with the features the tests unify; the end-to-end
+# suites then start these binaries (TOPOLOGYD_BIN_DIR) instead of each test process asking cargo
+# to build them again with the packages' own features (a second build of the dependencies).
+cargo test --workspace --locked --no-run 2>&1 | tee target/test-output.log
 status=${PIPESTATUS[0]}
+if [ -x target/debug/topologyd ] && [ -x target/debug/topoctl ] \
+  && [ -x target/debug/examples/address_binder ]; then
+  export TOPOLOGYD_BIN_DIR="$PWD/target/debug"
+fi
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee -a target/test-output.log
+status=$(( status | PIPESTATUS[0] ))
 set -e
 # The Debian package: built from the debug binaries the tests built, installed with dpkg -i,
 # `topologyd --check` on the installed configuration, then purged (packaging/check-deb.sh).
