@@ -129,9 +129,11 @@ pub struct StationInputs {
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// How much lower than the speaker the station's thread runs (a nice increment): under load
-/// the kernel gives the BGP speaker's threads the CPU first.
-pub const STATION_NICE: i32 = 10;
+/// The nice value of the station's thread: the lowest priority there is. Under load the
+/// kernel weighs it 15 against 1,024 for each of the speaker's threads (about 1.5 % of a core
+/// the speaker wants), so a busy feed waits for idle CPU instead of slowing announcements; the
+/// router's TCP window holds what the station has not read yet.
+pub const STATION_NICE: i32 = 19;
 
 /// Binds the listeners, then runs the accept loops, the connection tasks and the station task
 /// on a thread of their own (with its own single-threaded runtime, at [`STATION_NICE`]): a
