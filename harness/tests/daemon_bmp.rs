@@ -243,13 +243,19 @@ fn bmp_station_finds_hijacks_filtered_routes_and_survives_restarts_and_garbage()
         setup.topologyd.log().contains("visibility finding raised"),
         "the raise is logged"
     );
-    let metric = check(
-        setup
-            .topologyd
-            .metric("topologyd_visibility_findings{kind=\"exact_hijack\"}"),
-        "reading the findings metric",
-    );
-    assert_eq!(metric, Some(1.0));
+    // The findings metric is labelled by kind and the own route concerned: the hijacked /25
+    // counts under the announced /24 that covers it.
+    const EXACT_SERIES: &str =
+        "topologyd_visibility_findings{kind=\"exact_hijack\",prefix=\"1.1.1.0/24\"}";
+    const SUBPREFIX_SERIES: &str =
+        "topologyd_visibility_findings{kind=\"subprefix_hijack\",prefix=\"198.51.101.0/24\"}";
+    for series in [EXACT_SERIES, SUBPREFIX_SERIES] {
+        let metric = check(
+            setup.topologyd.metric(series),
+            "reading the findings metric",
+        );
+        assert_eq!(metric, Some(1.0), "{series}");
+    }
 
     check(
         setup
@@ -259,6 +265,13 @@ fn bmp_station_finds_hijacks_filtered_routes_and_survives_restarts_and_garbage()
     );
     setup.wait_view("hijacks cleared", |view| findings(view).is_empty());
     assert!(setup.topologyd.log().contains("visibility finding cleared"));
+    for series in [EXACT_SERIES, SUBPREFIX_SERIES] {
+        let metric = check(
+            setup.topologyd.metric(series),
+            "reading the findings metric",
+        );
+        assert_eq!(metric, None, "{series} is gone once cleared");
+    }
 
     // An import filter on the edge router drops one of our routes.
     check(

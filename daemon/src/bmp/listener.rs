@@ -2,7 +2,8 @@
 //! station task that owns the [`Station`] and publishes its view.
 //!
 //! Owns: the sockets, the tasks, the bounded queue between them, the clock readings handed to
-//! the core, the log lines of raised and cleared findings, the metrics sample.
+//! the core, the log lines of raised and cleared findings, the metrics sample (findings by kind
+//! and own route).
 //! Must not touch: the engine (it only reads the engine's watch channels), the BGP speaker.
 //!
 //! A router's connection task reads, frames and decodes, then `try_send`s each event into the
@@ -30,7 +31,7 @@ use super::findings::{Expectation, Finding, FindingChange, FindingKind};
 use super::station::{RouterId, Station};
 use crate::announce::LocationRoutes;
 use crate::engine::VisibilityInputs;
-use crate::metrics::{BmpCounters, BmpSample, Metrics};
+use crate::metrics::{BmpCounters, BmpSample, FindingSeries, Metrics};
 
 /// How often findings are evaluated and the view published.
 pub const EVALUATION_INTERVAL: Duration = Duration::from_millis(500);
@@ -460,13 +461,23 @@ impl StationTask {
             routers: self.station.router_count() as u64,
             routes: self.station.route_count() as u64,
             memory_bytes: self.station.approximate_bytes() as u64,
-            findings: FindingKind::ALL
-                .iter()
-                .map(|kind| (kind.as_str(), self.station.finding_count(*kind) as u64))
-                .collect(),
+            findings: findings_series(&self.station),
         });
         self.view.send_replace(Arc::new(view(&self.station, now)));
     }
+}
+
+/// The findings metric's series: one per kind and own route with raised findings.
+pub fn findings_series(station: &Station) -> Vec<FindingSeries> {
+    station
+        .finding_counts_by_own_route()
+        .into_iter()
+        .map(|((kind, prefix), count)| FindingSeries {
+            kind: kind.as_str(),
+            prefix: prefix.to_string(),
+            count,
+        })
+        .collect()
 }
 
 /// The `/v1/visibility` document of the station now.
@@ -554,6 +565,81 @@ mod tests {
             Some(StationInput::Connected(7, _))
         ));
         assert!(matches!(inputs.recv().await, Some(StationInput::Closed(7))));
+    }
+
+    #[test]
+    fn hijacked_more_specifics_of_one_prefix_are_one_findings_series_that_goes_when_they_clear() {
+        use super::super::codec::{PeerKey, RibKind, SeenAttributes};
+        use super::super::findings::OwnPrefix;
+
+        let own: ipnet::IpNet = "203.0.113.0/24".parse().unwrap();
+        let mut station = Station::new(0);
+        station.set_expectation(Arc::new(Expectation {
+            router_id: Some(std::net::Ipv4Addr::new(10, 0, 0, 1)),
+            own_prefixes: vec![OwnPrefix {
+                cidr: own,
+                origin_asn: 64_500,
+                announced_length: 24,
+            }],
+            announced: Default::default(),
+        }));
+        station.connect(1, IpAddr::from([127, 0, 0, 2]));
+        let peer = PeerKey {
+            address: IpAddr::from([127, 0, 0, 9]),
+            asn: 64_666,
+            bgp_id: std::net::Ipv4Addr::new(10, 0, 0, 9),
+            distinguisher: 0,
+        };
+        let hijacks: Vec<ipnet::IpNet> = (0..4u8)
+            .map(|index| format!("203.0.113.{}/26", index * 64).parse().unwrap())
+            .collect();
+        let routes =
+            |announced: Vec<ipnet::IpNet>, withdrawn: Vec<ipnet::IpNet>| BmpEvent::Routes {
+                peer,
+                rib: RibKind::AdjRibInPre,
+                withdrawn,
+                announced,
+                attributes: Some(Arc::new(SeenAttributes {
+                    as_path: vec![64_666],
+                    origin_asn: Some(64_666),
+                    ..SeenAttributes::default()
+                })),
+                end_of_rib: false,
+            };
+        station.handle(1, routes(hijacks.clone(), Vec::new()));
+        station.evaluate(1_000);
+        let metrics = Metrics::new();
+        let render = |station: &Station| {
+            metrics.set_bmp(BmpSample {
+                enabled: true,
+                findings: findings_series(station),
+                ..BmpSample::default()
+            });
+            metrics.render().unwrap()
+        };
+        let text = render(&station);
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with("topologyd_visibility_findings{"))
+            .collect();
+        assert_eq!(
+            series,
+            vec![
+                "topologyd_visibility_findings{kind=\"subprefix_hijack\",prefix=\"203.0.113.0/24\"} 4"
+            ],
+            "{text}"
+        );
+        station.handle(1, routes(Vec::new(), hijacks));
+        station.evaluate(2_000);
+        let text = render(&station);
+        assert!(
+            !text.contains("topologyd_visibility_findings{"),
+            "no series once the findings cleared: {text}"
+        );
+        assert!(
+            text.contains("# TYPE topologyd_visibility_findings gauge"),
+            "{text}"
+        );
     }
 
     #[test]

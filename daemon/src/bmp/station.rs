@@ -457,6 +457,22 @@ impl Station {
         self.book.count(kind)
     }
 
+    /// Raised findings per kind and own route ([`Expectation::own_route_of`]): as many entries
+    /// as the topology has own routes at most, however many more-specifics a hijacker sends.
+    /// A finding on a prefix outside every own route (none is raised today) counts under the
+    /// finding's prefix.
+    pub fn finding_counts_by_own_route(&self) -> BTreeMap<(FindingKind, IpNet), u64> {
+        let mut counts = BTreeMap::new();
+        for finding in self.book.raised() {
+            let own = self
+                .expectation
+                .own_route_of(&finding.key.prefix)
+                .unwrap_or(finding.key.prefix);
+            *counts.entry((finding.key.kind, own)).or_insert(0) += 1;
+        }
+        counts
+    }
+
     pub fn routers(&self) -> Vec<RouterSummary> {
         self.routers
             .values()

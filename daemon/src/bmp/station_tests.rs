@@ -834,3 +834,120 @@ fn a_router_over_the_peer_bound_is_dropped() {
     }
     assert!(station.is_over_limit(ROUTER));
 }
+
+#[test]
+fn findings_count_by_the_own_route_they_concern_however_many_prefixes_a_hijacker_sends() {
+    let mut station = station();
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: transit(),
+            router_asn: None,
+        },
+    );
+    // Three more-specifics of the aggregate /24, two of one announced /24 of the split /23,
+    // and the /23 itself.
+    station.handle(
+        ROUTER,
+        announce(
+            transit(),
+            RibKind::AdjRibInPre,
+            &[
+                "203.0.113.0/25",
+                "203.0.113.128/26",
+                "203.0.113.192/27",
+                "198.51.101.0/25",
+                "198.51.101.128/25",
+                "198.51.100.0/23",
+            ],
+            attributes(&[OTHER], None),
+        ),
+    );
+    station.evaluate(1_000);
+    assert_eq!(station.findings().count(), 6);
+    let counts: Vec<_> = station.finding_counts_by_own_route().into_iter().collect();
+    assert_eq!(
+        counts,
+        vec![
+            ((FindingKind::ExactHijack, net("198.51.100.0/23")), 1),
+            ((FindingKind::SubprefixHijack, net("198.51.101.0/24")), 2),
+            ((FindingKind::SubprefixHijack, net("203.0.113.0/24")), 3),
+        ]
+    );
+    station.handle(
+        ROUTER,
+        withdraw(
+            transit(),
+            RibKind::AdjRibInPre,
+            &["203.0.113.0/25", "203.0.113.128/26", "203.0.113.192/27"],
+        ),
+    );
+    station.evaluate(2_000);
+    let counts = station.finding_counts_by_own_route();
+    assert!(
+        !counts.contains_key(&(FindingKind::SubprefixHijack, net("203.0.113.0/24"))),
+        "a cleared route has no entry: {counts:?}"
+    );
+    assert_eq!(counts.len(), 2);
+}
+
+#[test]
+fn the_own_route_of_a_prefix_is_the_most_specific_announced_or_onboarded_one() {
+    let expectation = expectation();
+    for (prefix, own) in [
+        ("198.51.100.0/23", Some("198.51.100.0/23")),
+        ("198.51.100.0/24", Some("198.51.100.0/24")),
+        ("198.51.100.77/32", Some("198.51.100.0/24")),
+        ("203.0.113.0/24", Some("203.0.113.0/24")),
+        ("203.0.113.200/29", Some("203.0.113.0/24")),
+        ("192.0.2.0/24", None),
+        ("198.51.100.0/22", None),
+    ] {
+        assert_eq!(
+            expectation.own_route_of(&net(prefix)),
+            own.map(net),
+            "{prefix}"
+        );
+    }
+}
+
+proptest! {
+    /// Whatever a router streams inside or outside our prefixes, the findings metric has at
+    /// most one series per kind and own route.
+    #[test]
+    fn findings_series_are_bounded_by_the_topology(
+        routes in proptest::collection::vec((any::<u32>(), 8u8..=32, any::<bool>()), 0..200),
+    ) {
+        let mut station = station();
+        station.handle(ROUTER, BmpEvent::PeerUp { peer: transit(), router_asn: None });
+        for (address, length, inside) in routes {
+            let base = if inside { u32::from(Ipv4Addr::new(203, 0, 113, 0)) } else { 0 };
+            let address = Ipv4Addr::from(base | (address & if inside { 0xff } else { u32::MAX }));
+            let prefix = IpNet::new(IpAddr::V4(address), length.max(if inside { 24 } else { 8 }))
+                .unwrap()
+                .trunc();
+            station.handle(
+                ROUTER,
+                BmpEvent::Routes {
+                    peer: transit(),
+                    rib: RibKind::AdjRibInPre,
+                    withdrawn: vec![],
+                    announced: vec![prefix],
+                    attributes: Some(attributes(&[OTHER], None)),
+                    end_of_rib: false,
+                },
+            );
+        }
+        station.evaluate(1_000);
+        let own_routes = [
+            net("198.51.100.0/23"),
+            net("198.51.100.0/24"),
+            net("198.51.101.0/24"),
+            net("203.0.113.0/24"),
+        ];
+        let counts = station.finding_counts_by_own_route();
+        prop_assert!(counts.len() <= FindingKind::ALL.len() * own_routes.len());
+        prop_assert!(counts.keys().all(|(_, own)| own_routes.contains(own)));
+        prop_assert_eq!(counts.values().sum::<u64>(), station.findings().count() as u64);
+    }
+}
