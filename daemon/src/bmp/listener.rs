@@ -208,8 +208,11 @@ fn run_station_thread(
             tokio::spawn(accept.run(listener));
         }
         drop(sender);
+        let mut station = Station::new(u64::from(config.settle_seconds) * 1000);
+        station.max_routes_per_router = config.max_routes_per_router;
+        station.max_peers_per_router = config.max_peers_per_router;
         let task = StationTask {
-            station: Station::new(u64::from(config.settle_seconds) * 1000),
+            station,
             local_asn: inputs.local_asn,
             router_id: inputs.router_id,
             view,
@@ -415,6 +418,16 @@ impl StationTask {
             StationInput::Event(router, event) => self.station.handle(router, event),
             StationInput::Closed(router) => self.station.disconnect(router),
         }
+        for dropped in self.station.take_dropped() {
+            warn!(
+                router = dropped.router,
+                address = %dropped.address,
+                name = %dropped.name,
+                bound = dropped.bound.as_str(),
+                limit = dropped.limit,
+                "BMP router over its per-router bound: its state is dropped and what it sends ignored until it reconnects"
+            );
+        }
     }
 
     fn refresh_expectation(
@@ -461,6 +474,8 @@ impl StationTask {
             routers: self.station.router_count() as u64,
             routes: self.station.route_count() as u64,
             memory_bytes: self.station.approximate_bytes() as u64,
+            routers_dropped_max_routes: self.station.routers_dropped_max_routes,
+            routers_dropped_max_peers: self.station.routers_dropped_max_peers,
             findings: findings_series(&self.station),
         });
         self.view.send_replace(Arc::new(view(&self.station, now)));
@@ -613,6 +628,7 @@ mod tests {
             metrics.set_bmp(BmpSample {
                 enabled: true,
                 findings: findings_series(station),
+                routers_dropped_max_peers: 2,
                 ..BmpSample::default()
             });
             metrics.render().unwrap()
@@ -640,6 +656,12 @@ mod tests {
             text.contains("# TYPE topologyd_visibility_findings gauge"),
             "{text}"
         );
+        for line in [
+            "topologyd_bmp_routers_dropped_total{reason=\"max_routes\"} 0",
+            "topologyd_bmp_routers_dropped_total{reason=\"max_peers\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in {text}");
+        }
     }
 
     #[test]

@@ -799,7 +799,24 @@ fn a_router_over_the_route_bound_is_dropped_and_ignored_until_it_reconnects() {
         ),
     );
     assert!(station.is_over_limit(ROUTER));
-    assert_eq!(station.routers_over_limit, 1);
+    assert_eq!(
+        (
+            station.routers_dropped_max_routes,
+            station.routers_dropped_max_peers
+        ),
+        (1, 0)
+    );
+    assert_eq!(
+        station.take_dropped(),
+        vec![RouterDropped {
+            router: ROUTER,
+            address: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+            name: "edge1".into(),
+            bound: Bound::MaxRoutes,
+            limit: 3,
+        }]
+    );
+    assert!(station.take_dropped().is_empty(), "taken once");
     // Nothing it sends is held any more.
     station.handle(
         ROUTER,
@@ -833,6 +850,42 @@ fn a_router_over_the_peer_bound_is_dropped() {
         );
     }
     assert!(station.is_over_limit(ROUTER));
+    // Dropped once: what it sends afterwards (more peers) is ignored, not counted again.
+    let mut peer = transit();
+    peer.address = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99));
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer,
+            router_asn: Some(64_512),
+        },
+    );
+    assert_eq!(
+        (
+            station.routers_dropped_max_routes,
+            station.routers_dropped_max_peers
+        ),
+        (0, 1)
+    );
+    let dropped = station.take_dropped();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!((dropped[0].bound, dropped[0].limit), (Bound::MaxPeers, 2));
+    assert_eq!(dropped[0].bound.as_str(), "max_peers");
+    // A second router over the peer bound counts again.
+    station.connect(2, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
+    for index in 0..3u8 {
+        let mut peer = transit();
+        peer.address = IpAddr::V4(Ipv4Addr::new(192, 0, 2, index + 10));
+        station.handle(
+            2,
+            BmpEvent::PeerUp {
+                peer,
+                router_asn: Some(64_512),
+            },
+        );
+    }
+    assert_eq!(station.routers_dropped_max_peers, 2);
+    assert_eq!(station.take_dropped()[0].address.to_string(), "127.0.0.3");
 }
 
 #[test]

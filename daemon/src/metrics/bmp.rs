@@ -44,6 +44,9 @@ pub const BMP_STREAM_ERRORS_HELP: &str =
 pub const BMP_REFUSED: &str = "topologyd_bmp_connections_refused";
 pub const BMP_REFUSED_HELP: &str =
     "BMP connections closed at accept: source outside `allow`, or `max_routers` reached";
+/// `topologyd_bmp_routers_dropped_total{reason}`: `max_routes` or `max_peers`.
+pub const BMP_ROUTERS_DROPPED: &str = "topologyd_bmp_routers_dropped";
+pub const BMP_ROUTERS_DROPPED_HELP: &str = "BMP routers whose state was dropped for going over a per-router bound (`max_routes_per_router`, `max_peers_per_router`), ignored until they reconnect";
 /// `topologyd_visibility_findings{kind,prefix}`: raised findings by kind and the own route
 /// (onboarded prefix or announced route) they concern.
 pub const VISIBILITY_FINDINGS: &str = "topologyd_visibility_findings";
@@ -56,6 +59,9 @@ pub struct BmpSample {
     pub routers: u64,
     pub routes: u64,
     pub memory_bytes: u64,
+    /// Routers dropped for going over `max_routes_per_router`, and `max_peers_per_router`.
+    pub routers_dropped_max_routes: u64,
+    pub routers_dropped_max_peers: u64,
     /// Raised findings per kind and own route, only those with a count.
     pub findings: Vec<FindingSeries>,
 }
@@ -149,6 +155,20 @@ impl Collector for BmpCollector {
             refused
                 .encode_family(&[("reason", reason)])?
                 .encode_counter::<NoLabelSet, _, u64>(&value.load(Ordering::Relaxed), None)?;
+        }
+        let mut dropped = encoder.encode_descriptor(
+            BMP_ROUTERS_DROPPED,
+            &format!("{BMP_ROUTERS_DROPPED_HELP}."),
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, value) in [
+            ("max_routes", sample.routers_dropped_max_routes),
+            ("max_peers", sample.routers_dropped_max_peers),
+        ] {
+            dropped
+                .encode_family(&[("reason", reason)])?
+                .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
         }
         let mut findings = encoder.encode_descriptor(
             VISIBILITY_FINDINGS,
