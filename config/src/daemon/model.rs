@@ -98,6 +98,12 @@ pub const DEFAULT_BMP_SETTLE_SECONDS: u32 = 10;
 pub const DEFAULT_BMP_MAX_ROUTES_PER_ROUTER: usize = 4_000_000;
 /// Monitored peers the station holds for one router; a router that reports more is dropped.
 pub const DEFAULT_BMP_MAX_PEERS_PER_ROUTER: usize = 1_024;
+/// Idle seconds before TCP keepalive probes a router's BMP connection: a router that vanished
+/// (powered off, half-open connection) is noticed and its slot and state freed. BMP itself has
+/// no keepalive, and a synchronised router may rightly say nothing for hours.
+pub const DEFAULT_BMP_TCP_KEEPALIVE_SECONDS: u32 = 60;
+/// The largest keepalive idle time Linux accepts (`TCP_KEEPIDLE`, `MAX_TCP_KEEPIDLE`).
+pub const MAX_BMP_TCP_KEEPALIVE_SECONDS: u32 = 32_767;
 
 /// `[bmp]`: the BMP station (RFC 7854).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -112,6 +118,8 @@ pub struct BmpConfig {
     pub max_routes_per_router: usize,
     /// Monitored peers held for one router at most; beyond, its state is dropped likewise.
     pub max_peers_per_router: usize,
+    /// Idle seconds before keepalive probes on a router's connection (0: no keepalive).
+    pub tcp_keepalive_seconds: u32,
 }
 
 /// An RTR cache's preference when none is written (lower is preferred, RFC 8210 §10).

@@ -465,3 +465,27 @@ fn bmp_per_router_bounds_are_configurable_and_checked_at_the_value() {
         .to_string();
     assert!(negative.contains("topologyd.toml:16:25"), "{negative}");
 }
+
+#[test]
+fn bmp_keepalive_defaults_can_be_off_and_is_bounded_by_the_kernel() {
+    let with = |extra: &str| {
+        parse(&format!(
+            "{MINIMAL}\n[bmp]\nlisten = [\"127.0.0.1:11019\"]\n{extra}"
+        ))
+    };
+    let keepalive = |extra: &str| with(extra).unwrap().bmp.unwrap().tcp_keepalive_seconds;
+    assert_eq!(keepalive(""), DEFAULT_BMP_TCP_KEEPALIVE_SECONDS);
+    assert_eq!(keepalive("tcp_keepalive_seconds = 0\n"), 0);
+    assert_eq!(keepalive("tcp_keepalive_seconds = 300\n"), 300);
+    let errors = with("tcp_keepalive_seconds = 40000\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("topologyd.toml:16:25: error: must be at most 32767"),
+        "{errors}"
+    );
+    let errors = with("tcp_keepalive_seconds = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(errors.contains("topologyd.toml:16:25"), "{errors}");
+}

@@ -39,7 +39,7 @@ pub const BMP_DROPPED_HELP: &str =
 /// `topologyd_bmp_stream_errors_total`: connections closed for a stream that is not BMP.
 pub const BMP_STREAM_ERRORS: &str = "topologyd_bmp_stream_errors";
 pub const BMP_STREAM_ERRORS_HELP: &str =
-    "BMP connections closed because their stream could not be read";
+    "BMP connections closed because their stream could not be read, or sent no Initiation in time";
 /// `topologyd_bmp_connections_refused_total{reason}`: `allow` or `max_routers`.
 pub const BMP_REFUSED: &str = "topologyd_bmp_connections_refused";
 pub const BMP_REFUSED_HELP: &str =
