@@ -12,7 +12,12 @@
 //! - a garbage stream on the BMP port: that connection is closed and counted; FRR's feed and
 //!   topologyd's session with FRR carry on.
 //!
-//! And GoBGP's BMP export as a second kind of router (its own test).
+//! The findings metric is read too: `{kind,prefix}` series labelled with our own route appear
+//! with the hijacks and go when they clear.
+//!
+//! And GoBGP's BMP export as a second kind of router (its own test), where the station's
+//! socket is checked for TCP keepalive and a connection that sends no Initiation is closed
+//! after the 30 s bound.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -344,7 +349,8 @@ fn bmp_station_finds_hijacks_filtered_routes_and_survives_restarts_and_garbage()
 
 /// GoBGP 3's BMP export as a second kind of router: it peers with topologyd, streams its
 /// Adj-RIB-In to the station, and the station judges it like FRR: every IPv4 route of ams01
-/// held as we send it, no finding; GoBGP stopped, the router and its state are gone.
+/// held as we send it, no finding; the station's socket has TCP keepalive; a connection that
+/// sends no Initiation is closed after 30 s; GoBGP stopped, the router and its state are gone.
 #[test]
 fn gobgp_bmp_export_is_read_like_frr() {
     let pki = check(ControlPki::generate(), "generating the PKI");
@@ -404,6 +410,58 @@ fn gobgp_bmp_export_is_read_like_frr() {
             gobgp.log_tail(),
             topologyd.log_tail()
         );
+    }
+    // The station's side of GoBGP's connection has TCP keepalive (default: after 60 s idle).
+    let sockets = check(
+        std::process::Command::new("ss")
+            .args(["-tnoH", "state", "established"])
+            .arg(format!("( sport = :{} )", station.port()))
+            .output(),
+        "running ss",
+    );
+    let sockets = String::from_utf8_lossy(&sockets.stdout).to_string();
+    assert!(
+        sockets.lines().count() == 1 && sockets.contains("timer:(keepalive,"),
+        "{sockets}"
+    );
+    // A connection that never sends an Initiation is closed after the bound (30 s) and
+    // counted; GoBGP's feed carries on.
+    let started = Instant::now();
+    let mut silent = check(TcpStream::connect(station), "connecting without a word");
+    check(
+        silent.set_read_timeout(Some(Duration::from_secs(60))),
+        "a read timeout",
+    );
+    let mut rest = Vec::new();
+    let closed = silent.read_to_end(&mut rest);
+    let elapsed = started.elapsed();
+    assert!(
+        closed.is_ok(),
+        "the station closes the silent connection: {closed:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(29) && elapsed < Duration::from_secs(45),
+        "closed after {elapsed:?}"
+    );
+    let errors = check(
+        topologyd.metric("topologyd_bmp_stream_errors_total"),
+        "reading the stream error counter",
+    );
+    assert_eq!(errors, Some(1.0));
+    let result = wait_until(
+        "the silent connection gone, GoBGP's feed intact",
+        WAIT,
+        || {
+            let view = view(&reader)?;
+            if holds_all(&view) {
+                Ok(())
+            } else {
+                Err(view.to_string())
+            }
+        },
+    );
+    if let Err(last) = result {
+        panic!("{last}\n--- topologyd\n{}", topologyd.log_tail());
     }
     check(gobgp.stop(), "stopping GoBGP");
     let result = wait_until("the router gone", WAIT, || {
