@@ -37,7 +37,7 @@ mod bmp;
 mod collector;
 mod rpki;
 
-pub use self::bmp::{BmpCounters, BmpSample};
+pub use self::bmp::{BmpCounters, BmpSample, FindingSeries};
 pub use self::collector::{EngineSnapshot, PeerDirectory};
 use self::collector::{Sources, StatusCollector};
 pub use self::rpki::RpkiSample;

@@ -12,7 +12,13 @@
 //! - a garbage stream on the BMP port: that connection is closed and counted; FRR's feed and
 //!   topologyd's session with FRR carry on.
 //!
-//! And GoBGP's BMP export as a second kind of router (its own test).
+//! The findings metric is read too: `{kind,prefix}` series labelled with our own route appear
+//! with the hijacks and go when they clear.
+//!
+//! And GoBGP's BMP export as a second kind of router (its own test), where the station's
+//! socket is checked for TCP keepalive and a connection that sends no Initiation is closed
+//! after the 30 s bound; and GoBGP again against a `max_routes_per_router` it exceeds: dropped,
+//! counted by reason, logged.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -243,13 +249,19 @@ fn bmp_station_finds_hijacks_filtered_routes_and_survives_restarts_and_garbage()
         setup.topologyd.log().contains("visibility finding raised"),
         "the raise is logged"
     );
-    let metric = check(
-        setup
-            .topologyd
-            .metric("topologyd_visibility_findings{kind=\"exact_hijack\"}"),
-        "reading the findings metric",
-    );
-    assert_eq!(metric, Some(1.0));
+    // The findings metric is labelled by kind and the own route concerned: the hijacked /25
+    // counts under the announced /24 that covers it.
+    const EXACT_SERIES: &str =
+        "topologyd_visibility_findings{kind=\"exact_hijack\",prefix=\"1.1.1.0/24\"}";
+    const SUBPREFIX_SERIES: &str =
+        "topologyd_visibility_findings{kind=\"subprefix_hijack\",prefix=\"198.51.101.0/24\"}";
+    for series in [EXACT_SERIES, SUBPREFIX_SERIES] {
+        let metric = check(
+            setup.topologyd.metric(series),
+            "reading the findings metric",
+        );
+        assert_eq!(metric, Some(1.0), "{series}");
+    }
 
     check(
         setup
@@ -259,6 +271,13 @@ fn bmp_station_finds_hijacks_filtered_routes_and_survives_restarts_and_garbage()
     );
     setup.wait_view("hijacks cleared", |view| findings(view).is_empty());
     assert!(setup.topologyd.log().contains("visibility finding cleared"));
+    for series in [EXACT_SERIES, SUBPREFIX_SERIES] {
+        let metric = check(
+            setup.topologyd.metric(series),
+            "reading the findings metric",
+        );
+        assert_eq!(metric, None, "{series} is gone once cleared");
+    }
 
     // An import filter on the edge router drops one of our routes.
     check(
@@ -329,11 +348,17 @@ fn bmp_station_finds_hijacks_filtered_routes_and_survives_restarts_and_garbage()
     daemon_fixture::check(setup.topologyd.check_running(), "topologyd still runs");
 }
 
-/// GoBGP 3's BMP export as a second kind of router: it peers with topologyd, streams its
-/// Adj-RIB-In to the station, and the station judges it like FRR: every IPv4 route of ams01
-/// held as we send it, no finding; GoBGP stopped, the router and its state are gone.
-#[test]
-fn gobgp_bmp_export_is_read_like_frr() {
+/// topologyd with `[bmp]` (plus `bmp_extra`) and GoBGP 3 peering with it and exporting BMP.
+struct GobgpSetup {
+    topologyd: Topologyd,
+    gobgp: GobgpPeer,
+    reader: Topoctl,
+    station: SocketAddr,
+    /// Holds the certificates `reader` presents.
+    _pki: ControlPki,
+}
+
+fn start_gobgp(bmp_extra: &str) -> GobgpSetup {
     let pki = check(ControlPki::generate(), "generating the PKI");
     let mut daemon = DaemonConfig::new("ams01", LOCAL_ASN);
     daemon.control = Some(ControlSection::new(
@@ -342,7 +367,7 @@ fn gobgp_bmp_export_is_read_like_frr() {
         &[("noc", "reader")],
     ));
     let station = SocketAddr::new(daemon.local.ip(), alloc::free_port(daemon.local.ip()));
-    daemon.extra = format!("[bmp]\nlisten = [\"{station}\"]\nsettle_seconds = 2\n");
+    daemon.extra = format!("[bmp]\nlisten = [\"{station}\"]\nsettle_seconds = 2\n{bmp_extra}");
     let address = alloc::loopback_v4();
     let endpoint = SocketAddr::new(IpAddr::V4(address), alloc::free_port(IpAddr::V4(address)));
     let mut neighbor = NeighborConfig::new("edge-gobgp", endpoint, EDGE_ASN);
@@ -355,7 +380,7 @@ fn gobgp_bmp_export_is_read_like_frr() {
         "starting topologyd",
     );
     // After the station listens: GoBGP retries a refused BMP connection only after a while.
-    let mut gobgp = check(
+    let gobgp = check(
         GobgpPeer::start_with_bmp(
             PeerSpec::new(EDGE_ASN, endpoint, LOCAL_ASN, daemon.local).passive(true),
             Some(station),
@@ -371,6 +396,28 @@ fn gobgp_bmp_export_is_read_like_frr() {
         &pki.ca,
         check(pki.client("noc"), "a reader certificate"),
     );
+    GobgpSetup {
+        topologyd,
+        gobgp,
+        reader,
+        station,
+        _pki: pki,
+    }
+}
+
+/// GoBGP 3's BMP export as a second kind of router: it peers with topologyd, streams its
+/// Adj-RIB-In to the station, and the station judges it like FRR: every IPv4 route of ams01
+/// held as we send it, no finding; the station's socket has TCP keepalive; a connection that
+/// sends no Initiation is closed after 30 s; GoBGP stopped, the router and its state are gone.
+#[test]
+fn gobgp_bmp_export_is_read_like_frr() {
+    let GobgpSetup {
+        topologyd,
+        mut gobgp,
+        reader,
+        station,
+        _pki,
+    } = start_gobgp("");
     let view = |reader: &Topoctl| -> Result<Value, String> {
         reader
             .run("visibility", &[] as &[&str])
@@ -392,6 +439,58 @@ fn gobgp_bmp_export_is_read_like_frr() {
             topologyd.log_tail()
         );
     }
+    // The station's side of GoBGP's connection has TCP keepalive (default: after 60 s idle).
+    let sockets = check(
+        std::process::Command::new("ss")
+            .args(["-tnoH", "state", "established"])
+            .arg(format!("( sport = :{} )", station.port()))
+            .output(),
+        "running ss",
+    );
+    let sockets = String::from_utf8_lossy(&sockets.stdout).to_string();
+    assert!(
+        sockets.lines().count() == 1 && sockets.contains("timer:(keepalive,"),
+        "{sockets}"
+    );
+    // A connection that never sends an Initiation is closed after the bound (30 s) and
+    // counted; GoBGP's feed carries on.
+    let started = Instant::now();
+    let mut silent = check(TcpStream::connect(station), "connecting without a word");
+    check(
+        silent.set_read_timeout(Some(Duration::from_secs(60))),
+        "a read timeout",
+    );
+    let mut rest = Vec::new();
+    let closed = silent.read_to_end(&mut rest);
+    let elapsed = started.elapsed();
+    assert!(
+        closed.is_ok(),
+        "the station closes the silent connection: {closed:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(29) && elapsed < Duration::from_secs(45),
+        "closed after {elapsed:?}"
+    );
+    let errors = check(
+        topologyd.metric("topologyd_bmp_stream_errors_total"),
+        "reading the stream error counter",
+    );
+    assert_eq!(errors, Some(1.0));
+    let result = wait_until(
+        "the silent connection gone, GoBGP's feed intact",
+        WAIT,
+        || {
+            let view = view(&reader)?;
+            if holds_all(&view) {
+                Ok(())
+            } else {
+                Err(view.to_string())
+            }
+        },
+    );
+    if let Err(last) = result {
+        panic!("{last}\n--- topologyd\n{}", topologyd.log_tail());
+    }
     check(gobgp.stop(), "stopping GoBGP");
     let result = wait_until("the router gone", WAIT, || {
         let view = view(&reader)?;
@@ -404,4 +503,57 @@ fn gobgp_bmp_export_is_read_like_frr() {
     if let Err(last) = result {
         panic!("{last}\n--- topologyd\n{}", topologyd.log_tail());
     }
+}
+
+/// A router over `max_routes_per_router` is dropped: its state is gone, it is never
+/// synchronised (so no gate passes on it), the drop is counted by reason and logged with the
+/// router's address and the bound.
+#[test]
+fn a_router_over_its_route_bound_is_dropped_counted_and_logged() {
+    let setup = start_gobgp("max_routes_per_router = 3\n");
+    let result = wait_until("GoBGP dropped for its routes", WAIT, || {
+        let dropped = setup
+            .topologyd
+            .metric("topologyd_bmp_routers_dropped_total{reason=\"max_routes\"}")
+            .map_err(|error| error.to_string())?;
+        if dropped == Some(1.0) {
+            Ok(())
+        } else {
+            Err(format!("dropped: {dropped:?}"))
+        }
+    });
+    if let Err(last) = result {
+        panic!(
+            "{last}\n--- GoBGP\n{}\n--- topologyd\n{}",
+            setup.gobgp.log_tail(),
+            setup.topologyd.log_tail()
+        );
+    }
+    let peers = check(
+        setup
+            .topologyd
+            .metric("topologyd_bmp_routers_dropped_total{reason=\"max_peers\"}"),
+        "reading the peer-bound drops",
+    );
+    assert_eq!(peers, Some(0.0));
+    let log = setup.topologyd.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("over its per-router bound"))
+        .unwrap_or_else(|| panic!("no drop logged:\n{log}"));
+    assert!(
+        line.contains("127.0.0.1")
+            && line.contains("max_routes")
+            && (line.contains("limit=3") || line.contains("\"limit\":3")),
+        "{line}"
+    );
+    let view: Value = check(
+        setup.reader.run("visibility", &[] as &[&str]),
+        "topoctl visibility",
+    )
+    .json()
+    .unwrap_or_default();
+    assert_eq!(view["routers"][0]["routes"], 0, "{view}");
+    assert!(!holds_all(&view), "{view}");
+    assert_eq!(view["held"][0]["synchronised"], false, "{view}");
 }

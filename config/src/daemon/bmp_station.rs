@@ -1,6 +1,7 @@
 //! The daemon's `[bmp]` section: the BMP station's listeners (RFC 7854: the routers connect to
 //! the station), which source addresses may connect, and its bounds (routers, queue, settle
-//! time), each checked with its error at the value.
+//! time, routes and peers per router) and the keepalive of router connections, each checked
+//! with its error at the value.
 
 use std::net::SocketAddr;
 
@@ -10,7 +11,9 @@ use toml::Spanned;
 
 use super::file::{checked_value, parse_value, span_of};
 use super::model::{
-    BmpConfig, DEFAULT_BMP_MAX_ROUTERS, DEFAULT_BMP_QUEUE_MESSAGES, DEFAULT_BMP_SETTLE_SECONDS,
+    BmpConfig, DEFAULT_BMP_MAX_PEERS_PER_ROUTER, DEFAULT_BMP_MAX_ROUTERS,
+    DEFAULT_BMP_MAX_ROUTES_PER_ROUTER, DEFAULT_BMP_QUEUE_MESSAGES, DEFAULT_BMP_SETTLE_SECONDS,
+    DEFAULT_BMP_TCP_KEEPALIVE_SECONDS, MAX_BMP_TCP_KEEPALIVE_SECONDS,
 };
 use crate::diagnostic::Collector;
 
@@ -23,6 +26,9 @@ pub(super) struct BmpFile {
     pub(super) max_routers: Option<Spanned<usize>>,
     pub(super) queue_messages: Option<Spanned<usize>>,
     pub(super) settle_seconds: Option<Spanned<u32>>,
+    pub(super) max_routes_per_router: Option<Spanned<usize>>,
+    pub(super) max_peers_per_router: Option<Spanned<usize>>,
+    pub(super) tcp_keepalive_seconds: Option<Spanned<u32>>,
 }
 
 /// `[bmp]`, defaults filled in.
@@ -77,11 +83,39 @@ pub(super) fn convert_bmp(file: BmpFile, collector: &mut Collector) -> BmpConfig
         collector,
         |_| None::<(&str, Option<String>)>,
     );
+    let max_routes_per_router = checked_value(
+        &file.max_routes_per_router,
+        DEFAULT_BMP_MAX_ROUTES_PER_ROUTER,
+        collector,
+        at_least_one,
+    );
+    let max_peers_per_router = checked_value(
+        &file.max_peers_per_router,
+        DEFAULT_BMP_MAX_PEERS_PER_ROUTER,
+        collector,
+        at_least_one,
+    );
+    let tcp_keepalive_seconds = checked_value(
+        &file.tcp_keepalive_seconds,
+        DEFAULT_BMP_TCP_KEEPALIVE_SECONDS,
+        collector,
+        |seconds| {
+            (seconds > MAX_BMP_TCP_KEEPALIVE_SECONDS).then(|| {
+                (
+                    format!("must be at most {MAX_BMP_TCP_KEEPALIVE_SECONDS} (the kernel's limit)"),
+                    Some("0 turns keepalive off".to_string()),
+                )
+            })
+        },
+    );
     BmpConfig {
         listen,
         allow,
         max_routers,
         queue_messages,
         settle_seconds,
+        max_routes_per_router,
+        max_peers_per_router,
+        tcp_keepalive_seconds,
     }
 }

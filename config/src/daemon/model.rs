@@ -92,6 +92,18 @@ pub const DEFAULT_BMP_QUEUE_MESSAGES: usize = 4096;
 /// How long a route we announce may be missing from a router's post-policy table before it is
 /// a `not_visible` finding (the time it takes to get there).
 pub const DEFAULT_BMP_SETTLE_SECONDS: u32 = 10;
+/// Routes the station holds for one router (over all its peers and RIB kinds): a full table
+/// (≈ 1 M) in pre- and post-policy Adj-RIB-In, Loc-RIB and Adj-RIB-Out, with room to spare; at
+/// ≈ 70 bytes a route, ≈ 280 MB. A router that sends more is dropped, not followed.
+pub const DEFAULT_BMP_MAX_ROUTES_PER_ROUTER: usize = 4_000_000;
+/// Monitored peers the station holds for one router; a router that reports more is dropped.
+pub const DEFAULT_BMP_MAX_PEERS_PER_ROUTER: usize = 1_024;
+/// Idle seconds before TCP keepalive probes a router's BMP connection: a router that vanished
+/// (powered off, half-open connection) is noticed and its slot and state freed. BMP itself has
+/// no keepalive, and a synchronised router may rightly say nothing for hours.
+pub const DEFAULT_BMP_TCP_KEEPALIVE_SECONDS: u32 = 60;
+/// The largest keepalive idle time Linux accepts (`TCP_KEEPIDLE`, `MAX_TCP_KEEPIDLE`).
+pub const MAX_BMP_TCP_KEEPALIVE_SECONDS: u32 = 32_767;
 
 /// `[bmp]`: the BMP station (RFC 7854).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -102,6 +114,12 @@ pub struct BmpConfig {
     pub max_routers: usize,
     pub queue_messages: usize,
     pub settle_seconds: u32,
+    /// Routes held for one router at most; beyond, its state is dropped until it reconnects.
+    pub max_routes_per_router: usize,
+    /// Monitored peers held for one router at most; beyond, its state is dropped likewise.
+    pub max_peers_per_router: usize,
+    /// Idle seconds before keepalive probes on a router's connection (0: no keepalive).
+    pub tcp_keepalive_seconds: u32,
 }
 
 /// An RTR cache's preference when none is written (lower is preferred, RFC 8210 §10).

@@ -9,8 +9,9 @@
 use std::fmt::Write as _;
 
 use super::model::{
-    DEFAULT_BGP_PORT, DEFAULT_BMP_MAX_ROUTERS, DEFAULT_BMP_QUEUE_MESSAGES,
-    DEFAULT_BMP_SETTLE_SECONDS, DEFAULT_COMPILE_MEMORY_BYTES, DEFAULT_CONNECT_RETRY_SECONDS,
+    DEFAULT_BGP_PORT, DEFAULT_BMP_MAX_PEERS_PER_ROUTER, DEFAULT_BMP_MAX_ROUTERS,
+    DEFAULT_BMP_MAX_ROUTES_PER_ROUTER, DEFAULT_BMP_QUEUE_MESSAGES, DEFAULT_BMP_SETTLE_SECONDS,
+    DEFAULT_BMP_TCP_KEEPALIVE_SECONDS, DEFAULT_COMPILE_MEMORY_BYTES, DEFAULT_CONNECT_RETRY_SECONDS,
     DEFAULT_CONTROL_MAX_BODY_BYTES, DEFAULT_CONTROL_MAX_READER_BODY_BYTES,
     DEFAULT_FAIL_STATIC_MIN_SERVICES, DEFAULT_FAIL_STATIC_SHARE,
     DEFAULT_HEALTH_MIN_OTHER_LOCATIONS, DEFAULT_HOLD_TIME_SECONDS, DEFAULT_READY_MIN_ESTABLISHED,
@@ -178,6 +179,9 @@ pub fn keys() -> Vec<KeyReference> {
         key("bmp", "max_routers", "integer", DEFAULT_BMP_MAX_ROUTERS, Restart, "Routers served at once; more are closed at accept."),
         key("bmp", "queue_messages", "integer", DEFAULT_BMP_QUEUE_MESSAGES, Restart, "Decoded messages queued per station; a message finding it full is dropped and counted, and its router's connection closed (the router reconnects and re-sends)."),
         key("bmp", "settle_seconds", "integer", DEFAULT_BMP_SETTLE_SECONDS, Restart, "How long an announced route may be missing from a router's post-policy table before it is a `not_visible` finding."),
+        key("bmp", "max_routes_per_router", "integer", DEFAULT_BMP_MAX_ROUTES_PER_ROUTER, Restart, "Routes held for one router (all its peers and RIB kinds); a router that sends more has its state dropped and is ignored until it reconnects (counted in `topologyd_bmp_routers_dropped_total{reason=\"max_routes\"}`, logged)."),
+        key("bmp", "max_peers_per_router", "integer", DEFAULT_BMP_MAX_PEERS_PER_ROUTER, Restart, "Monitored peers held for one router; a router that reports more is dropped likewise (`reason=\"max_peers\"`)."),
+        key("bmp", "tcp_keepalive_seconds", "integer (0-32767)", DEFAULT_BMP_TCP_KEEPALIVE_SECONDS, Restart, "Idle seconds before TCP keepalive probes a router's connection (then every 10 s, 3 unanswered: the connection is closed and the router's slot and state freed); 0: no keepalive. BMP has no keepalive of its own and a synchronised router may be silent for hours, so there is no idle timeout."),
         key("peer", "name", "string", REQUIRED, ResetsSession, "The peer's name in logs, status and metrics (unique; a rename is a removal and an addition)."),
         key("peer", "address", "string (IP address)", REQUIRED, ResetsSession, "The peer's address."),
         key("peer", "port", "integer", DEFAULT_BGP_PORT, ResetsSession, "The peer's BGP port."),

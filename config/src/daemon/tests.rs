@@ -419,3 +419,73 @@ fn bmp_section_defaults_and_errors() {
     let errors = with("[bmp]\nlisten = []\n").unwrap_err().to_string();
     assert!(errors.contains("[bmp] has no listen address"), "{errors}");
 }
+
+#[test]
+fn bmp_per_router_bounds_are_configurable_and_checked_at_the_value() {
+    let with = |extra: &str| {
+        parse(&format!(
+            "{MINIMAL}\n[bmp]\nlisten = [\"127.0.0.1:11019\"]\n{extra}"
+        ))
+    };
+    let defaults = with("").unwrap().bmp.unwrap();
+    assert_eq!(
+        defaults.max_routes_per_router,
+        DEFAULT_BMP_MAX_ROUTES_PER_ROUTER
+    );
+    assert_eq!(
+        defaults.max_peers_per_router,
+        DEFAULT_BMP_MAX_PEERS_PER_ROUTER
+    );
+    let set = with("max_routes_per_router = 2000000\nmax_peers_per_router = 64\n")
+        .unwrap()
+        .bmp
+        .unwrap();
+    assert_eq!(
+        (set.max_routes_per_router, set.max_peers_per_router),
+        (2_000_000, 64)
+    );
+    let zero = with("max_routes_per_router = 0\nmax_peers_per_router = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        zero.contains("topologyd.toml:16:25: error: must be at least 1"),
+        "{zero}"
+    );
+    assert!(
+        zero.contains("topologyd.toml:17:24: error: must be at least 1"),
+        "{zero}"
+    );
+    let typed = with("max_peers_per_router = \"many\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(typed.contains("topologyd.toml:16:24"), "{typed}");
+    assert!(typed.contains("invalid type"), "{typed}");
+    let negative = with("max_routes_per_router = -1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(negative.contains("topologyd.toml:16:25"), "{negative}");
+}
+
+#[test]
+fn bmp_keepalive_defaults_can_be_off_and_is_bounded_by_the_kernel() {
+    let with = |extra: &str| {
+        parse(&format!(
+            "{MINIMAL}\n[bmp]\nlisten = [\"127.0.0.1:11019\"]\n{extra}"
+        ))
+    };
+    let keepalive = |extra: &str| with(extra).unwrap().bmp.unwrap().tcp_keepalive_seconds;
+    assert_eq!(keepalive(""), DEFAULT_BMP_TCP_KEEPALIVE_SECONDS);
+    assert_eq!(keepalive("tcp_keepalive_seconds = 0\n"), 0);
+    assert_eq!(keepalive("tcp_keepalive_seconds = 300\n"), 300);
+    let errors = with("tcp_keepalive_seconds = 40000\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("topologyd.toml:16:25: error: must be at most 32767"),
+        "{errors}"
+    );
+    let errors = with("tcp_keepalive_seconds = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(errors.contains("topologyd.toml:16:25"), "{errors}");
+}

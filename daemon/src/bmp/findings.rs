@@ -172,6 +172,24 @@ impl Expectation {
     }
 }
 
+impl Expectation {
+    /// The own route a finding on `prefix` concerns: the most specific route this location
+    /// announces, or else onboarded prefix, that contains `prefix` (equal or shorter). `None`
+    /// for a prefix outside both. Every finding is on a route inside an onboarded prefix or on
+    /// an announced route, so what this returns is one of a set the topology fixes, whatever
+    /// the routers send: the findings metric is labelled with it.
+    pub fn own_route_of(&self, prefix: &IpNet) -> Option<IpNet> {
+        let own = self.covering(prefix);
+        let shortest = own.map_or(0, |own| own.cidr.prefix_len());
+        (shortest..=prefix.prefix_len())
+            .rev()
+            .filter_map(|length| IpNet::new(prefix.addr(), length).ok())
+            .map(|candidate| candidate.trunc())
+            .find(|candidate| self.announced.contains_key(candidate))
+            .or(own.map(|own| own.cidr))
+    }
+}
+
 /// What a finding says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FindingKind {

@@ -2,7 +2,8 @@
 //! station task that owns the [`Station`] and publishes its view.
 //!
 //! Owns: the sockets, the tasks, the bounded queue between them, the clock readings handed to
-//! the core, the log lines of raised and cleared findings, the metrics sample.
+//! the core, the log lines of raised and cleared findings, the metrics sample (findings by kind
+//! and own route).
 //! Must not touch: the engine (it only reads the engine's watch channels), the BGP speaker.
 //!
 //! A router's connection task reads, frames and decodes, then `try_send`s each event into the
@@ -10,6 +11,13 @@
 //! state would be wrong from then on, and the router reconnects and sends its tables again.
 //! A stream that is not BMP closes its connection only. Nothing here is awaited by the engine
 //! or the peers: a slow or hostile feed costs the station, never the speaker.
+//!
+//! A connection holds one of the `max_routers` slots, so none may hold it for nothing: one that
+//! sends no Initiation (RFC 7854 §4.3: the first message) within [`INITIATION_TIMEOUT`] of
+//! the accept is closed, and accepted sockets have TCP keepalive (`tcp_keepalive_seconds`), so
+//! a router that vanished (powered off, a half-open connection) is noticed and its slot and
+//! state freed. There is no idle timeout once a router has started: BMP has no keepalive of its
+//! own, and a synchronised router may rightly say nothing for hours.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -30,12 +38,17 @@ use super::findings::{Expectation, Finding, FindingChange, FindingKind};
 use super::station::{RouterId, Station};
 use crate::announce::LocationRoutes;
 use crate::engine::VisibilityInputs;
-use crate::metrics::{BmpCounters, BmpSample, Metrics};
+use crate::metrics::{BmpCounters, BmpSample, FindingSeries, Metrics};
 
 /// How often findings are evaluated and the view published.
 pub const EVALUATION_INTERVAL: Duration = Duration::from_millis(500);
 /// Bytes read from a router at a time.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// How long after the accept a connection has to send its Initiation before it is closed.
+pub const INITIATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Keepalive probes after the idle time: one every 10 s, and 3 unanswered close the connection.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
 
 /// Why the station did not start.
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +213,9 @@ fn run_station_thread(
             };
             let accept = AcceptLoop {
                 allow: config.allow.clone(),
+                keepalive_idle: (config.tcp_keepalive_seconds > 0)
+                    .then(|| Duration::from_secs(u64::from(config.tcp_keepalive_seconds))),
+                initiation_timeout: INITIATION_TIMEOUT,
                 routers: Arc::clone(&routers),
                 next_router: Arc::clone(&next_router),
                 sender: sender.clone(),
@@ -209,8 +225,11 @@ fn run_station_thread(
             tokio::spawn(accept.run(listener));
         }
         drop(sender);
+        let mut station = Station::new(u64::from(config.settle_seconds) * 1000);
+        station.max_routes_per_router = config.max_routes_per_router;
+        station.max_peers_per_router = config.max_peers_per_router;
         let task = StationTask {
-            station: Station::new(u64::from(config.settle_seconds) * 1000),
+            station,
             local_asn: inputs.local_asn,
             router_id: inputs.router_id,
             view,
@@ -223,6 +242,9 @@ fn run_station_thread(
 
 struct AcceptLoop {
     allow: Vec<ipnet::IpNet>,
+    /// Idle time before keepalive probes (`None`: no keepalive).
+    keepalive_idle: Option<Duration>,
+    initiation_timeout: Duration,
     routers: Arc<Semaphore>,
     next_router: Arc<std::sync::atomic::AtomicU64>,
     sender: mpsc::Sender<StationInput>,
@@ -258,10 +280,16 @@ impl AcceptLoop {
                 warn!(%remote, "BMP connection closed: max_routers reached");
                 continue;
             };
+            if let Some(idle) = self.keepalive_idle
+                && let Err(error) = enable_keepalive(&stream, idle)
+            {
+                warn!(%remote, %error, "cannot turn on TCP keepalive on a BMP connection");
+            }
             let router = self.next_router.fetch_add(1, Ordering::Relaxed);
             let connection = Connection {
                 router,
                 remote,
+                initiation_timeout: self.initiation_timeout,
                 sender: self.sender.clone(),
                 counters: Arc::clone(&self.counters),
             };
@@ -272,6 +300,17 @@ impl AcceptLoop {
             });
         }
     }
+}
+
+/// Turns on TCP keepalive on a router's connection: probes after `idle` without traffic, then
+/// every [`KEEPALIVE_INTERVAL`]; [`KEEPALIVE_RETRIES`] unanswered and reads fail, which ends
+/// the connection and its router's state.
+fn enable_keepalive(stream: &TcpStream, idle: Duration) -> std::io::Result<()> {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
 }
 
 /// An IPv4-mapped IPv6 source as the IPv4 address it is.
@@ -285,6 +324,7 @@ fn canonical(address: IpAddr) -> IpAddr {
 struct Connection {
     router: RouterId,
     remote: SocketAddr,
+    initiation_timeout: Duration,
     sender: mpsc::Sender<StationInput>,
     counters: Arc<BmpCounters>,
 }
@@ -293,6 +333,10 @@ struct Connection {
 enum Ending {
     Closed,
     Garbage(String),
+    /// No Initiation within the bound after the accept.
+    NoInitiation,
+    /// A read failed: reset, or keepalive found the router gone.
+    Lost(String),
     QueueFull,
     Shutdown,
 }
@@ -327,6 +371,13 @@ impl Connection {
                 self.counters.stream_errors.fetch_add(1, Ordering::Relaxed);
                 warn!(remote = %self.remote, router = self.router, %error, "BMP stream unreadable; connection closed");
             }
+            Ending::NoInitiation => {
+                self.counters.stream_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(remote = %self.remote, router = self.router, timeout_seconds = self.initiation_timeout.as_secs_f64(), "BMP connection sent no Initiation in time; closed");
+            }
+            Ending::Lost(error) => {
+                warn!(remote = %self.remote, router = self.router, %error, "BMP connection lost; the router's state is dropped");
+            }
             Ending::QueueFull => {
                 warn!(remote = %self.remote, router = self.router, "BMP station queue full; message dropped and connection closed (the router re-sends on reconnect)");
             }
@@ -336,6 +387,8 @@ impl Connection {
 
     async fn read(&self, stream: &mut TcpStream) -> Ending {
         let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        let initiation_deadline = tokio::time::Instant::now() + self.initiation_timeout;
+        let mut initiated = false;
         loop {
             loop {
                 let message = match split_message(&mut buffer) {
@@ -348,6 +401,7 @@ impl Connection {
                     Err(error) => return Ending::Garbage(error.to_string()),
                 };
                 self.counters.messages.fetch_add(1, Ordering::Relaxed);
+                initiated |= matches!(event, BmpEvent::Initiation { .. });
                 if self
                     .sender
                     .try_send(StationInput::Event(self.router, event))
@@ -358,10 +412,20 @@ impl Connection {
                 }
             }
             buffer.reserve(READ_CHUNK_BYTES);
-            match stream.read_buf(&mut buffer).await {
+            let read = if initiated {
+                stream.read_buf(&mut buffer).await
+            } else {
+                let bounded =
+                    tokio::time::timeout_at(initiation_deadline, stream.read_buf(&mut buffer));
+                match bounded.await {
+                    Ok(read) => read,
+                    Err(_) => return Ending::NoInitiation,
+                }
+            };
+            match read {
                 Ok(0) => return Ending::Closed,
                 Ok(_) => {}
-                Err(error) => return Ending::Garbage(error.to_string()),
+                Err(error) => return Ending::Lost(error.to_string()),
             }
         }
     }
@@ -416,6 +480,16 @@ impl StationTask {
             StationInput::Event(router, event) => self.station.handle(router, event),
             StationInput::Closed(router) => self.station.disconnect(router),
         }
+        for dropped in self.station.take_dropped() {
+            warn!(
+                router = dropped.router,
+                address = %dropped.address,
+                name = %dropped.name,
+                bound = dropped.bound.as_str(),
+                limit = dropped.limit,
+                "BMP router over its per-router bound: its state is dropped and what it sends ignored until it reconnects"
+            );
+        }
     }
 
     fn refresh_expectation(
@@ -462,13 +536,25 @@ impl StationTask {
             routers: self.station.router_count() as u64,
             routes: self.station.route_count() as u64,
             memory_bytes: self.station.approximate_bytes() as u64,
-            findings: FindingKind::ALL
-                .iter()
-                .map(|kind| (kind.as_str(), self.station.finding_count(*kind) as u64))
-                .collect(),
+            routers_dropped_max_routes: self.station.routers_dropped_max_routes,
+            routers_dropped_max_peers: self.station.routers_dropped_max_peers,
+            findings: findings_series(&self.station),
         });
         self.view.send_replace(Arc::new(view(&self.station, now)));
     }
+}
+
+/// The findings metric's series: one per kind and own route with raised findings.
+pub fn findings_series(station: &Station) -> Vec<FindingSeries> {
+    station
+        .finding_counts_by_own_route()
+        .into_iter()
+        .map(|((kind, prefix), count)| FindingSeries {
+            kind: kind.as_str(),
+            prefix: prefix.to_string(),
+            count,
+        })
+        .collect()
 }
 
 /// The `/v1/visibility` document of the station now.
@@ -556,6 +642,188 @@ mod tests {
             Some(StationInput::Connected(7, _))
         ));
         assert!(matches!(inputs.recv().await, Some(StationInput::Closed(7))));
+    }
+
+    #[test]
+    fn hijacked_more_specifics_of_one_prefix_are_one_findings_series_that_goes_when_they_clear() {
+        use super::super::codec::{PeerKey, RibKind, SeenAttributes};
+        use super::super::findings::OwnPrefix;
+
+        let own: ipnet::IpNet = "203.0.113.0/24".parse().unwrap();
+        let mut station = Station::new(0);
+        station.set_expectation(Arc::new(Expectation {
+            router_id: Some(std::net::Ipv4Addr::new(10, 0, 0, 1)),
+            own_prefixes: vec![OwnPrefix {
+                cidr: own,
+                origin_asn: 64_500,
+                announced_length: 24,
+            }],
+            announced: Default::default(),
+        }));
+        station.connect(1, IpAddr::from([127, 0, 0, 2]));
+        let peer = PeerKey {
+            address: IpAddr::from([127, 0, 0, 9]),
+            asn: 64_666,
+            bgp_id: std::net::Ipv4Addr::new(10, 0, 0, 9),
+            distinguisher: 0,
+        };
+        let hijacks: Vec<ipnet::IpNet> = (0..4u8)
+            .map(|index| format!("203.0.113.{}/26", index * 64).parse().unwrap())
+            .collect();
+        let routes =
+            |announced: Vec<ipnet::IpNet>, withdrawn: Vec<ipnet::IpNet>| BmpEvent::Routes {
+                peer,
+                rib: RibKind::AdjRibInPre,
+                withdrawn,
+                announced,
+                attributes: Some(Arc::new(SeenAttributes {
+                    as_path: vec![64_666],
+                    origin_asn: Some(64_666),
+                    ..SeenAttributes::default()
+                })),
+                end_of_rib: false,
+            };
+        station.handle(1, routes(hijacks.clone(), Vec::new()));
+        station.evaluate(1_000);
+        let metrics = Metrics::new();
+        let render = |station: &Station| {
+            metrics.set_bmp(BmpSample {
+                enabled: true,
+                findings: findings_series(station),
+                routers_dropped_max_peers: 2,
+                ..BmpSample::default()
+            });
+            metrics.render().unwrap()
+        };
+        let text = render(&station);
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with("topologyd_visibility_findings{"))
+            .collect();
+        assert_eq!(
+            series,
+            vec![
+                "topologyd_visibility_findings{kind=\"subprefix_hijack\",prefix=\"203.0.113.0/24\"} 4"
+            ],
+            "{text}"
+        );
+        station.handle(1, routes(Vec::new(), hijacks));
+        station.evaluate(2_000);
+        let text = render(&station);
+        assert!(
+            !text.contains("topologyd_visibility_findings{"),
+            "no series once the findings cleared: {text}"
+        );
+        assert!(
+            text.contains("# TYPE topologyd_visibility_findings gauge"),
+            "{text}"
+        );
+        for line in [
+            "topologyd_bmp_routers_dropped_total{reason=\"max_routes\"} 0",
+            "topologyd_bmp_routers_dropped_total{reason=\"max_peers\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_get_tcp_keepalive_as_configured() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(!socket2::SockRef::from(&accepted).keepalive().unwrap());
+        enable_keepalive(&accepted, Duration::from_secs(45)).unwrap();
+        let socket = socket2::SockRef::from(&accepted);
+        assert!(socket.keepalive().unwrap(), "SO_KEEPALIVE");
+        assert_eq!(
+            socket.tcp_keepalive_time().unwrap(),
+            Duration::from_secs(45),
+            "TCP_KEEPIDLE"
+        );
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), KEEPALIVE_RETRIES);
+        drop(client);
+    }
+
+    /// The accept loop with one router slot and a short Initiation bound.
+    fn accept_loop(
+        initiation_timeout: Duration,
+    ) -> (
+        AcceptLoop,
+        mpsc::Receiver<StationInput>,
+        Arc<BmpCounters>,
+        watch::Sender<bool>,
+    ) {
+        let (sender, inputs) = mpsc::channel(64);
+        let counters = Arc::new(BmpCounters::default());
+        let (stop, shutdown) = watch::channel(false);
+        let accept = AcceptLoop {
+            allow: vec!["127.0.0.0/8".parse().unwrap()],
+            keepalive_idle: Some(Duration::from_secs(60)),
+            initiation_timeout,
+            routers: Arc::new(Semaphore::new(1)),
+            next_router: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+            sender,
+            counters: Arc::clone(&counters),
+            shutdown,
+        };
+        (accept, inputs, counters, stop)
+    }
+
+    #[tokio::test]
+    async fn a_connection_without_an_initiation_is_closed_in_time_and_frees_its_slot() {
+        use tokio::io::AsyncWriteExt;
+
+        let bound = Duration::from_millis(400);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (accept, mut inputs, counters, _stop) = accept_loop(bound);
+        tokio::spawn(accept.run(listener));
+        let started = std::time::Instant::now();
+        let mut silent = TcpStream::connect(address).await.unwrap();
+        assert!(matches!(
+            inputs.recv().await,
+            Some(StationInput::Connected(1, _))
+        ));
+        // The only slot is held meanwhile: another connection is closed at accept.
+        let mut byte = [0u8; 1];
+        let mut refused = TcpStream::connect(address).await.unwrap();
+        assert!(!matches!(refused.read(&mut byte).await, Ok(1)));
+        assert_eq!(counters.refused_max_routers.load(Ordering::Relaxed), 1);
+        // The silent one is closed once the bound has passed, not before.
+        let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut byte))
+            .await
+            .unwrap();
+        let elapsed = started.elapsed();
+        assert!(!matches!(read, Ok(1)), "{read:?}");
+        assert!(
+            elapsed >= bound && elapsed < Duration::from_secs(5),
+            "{elapsed:?}"
+        );
+        assert!(matches!(inputs.recv().await, Some(StationInput::Closed(1))));
+        assert_eq!(counters.stream_errors.load(Ordering::Relaxed), 1);
+        // The slot is free again, and a router that sends its Initiation stays past the bound.
+        let mut router = TcpStream::connect(address).await.unwrap();
+        router
+            .write_all(&super::super::writer::initiation("edge1"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            inputs.recv().await,
+            Some(StationInput::Connected(2, _))
+        ));
+        assert!(matches!(
+            inputs.recv().await,
+            Some(StationInput::Event(2, BmpEvent::Initiation { .. }))
+        ));
+        tokio::time::sleep(bound * 2).await;
+        assert!(
+            inputs.try_recv().is_err(),
+            "the router is still connected past the bound"
+        );
+        assert_eq!(counters.refused_max_routers.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -15,6 +15,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
+use topologyd_config::daemon::{
+    DEFAULT_BMP_MAX_PEERS_PER_ROUTER, DEFAULT_BMP_MAX_ROUTES_PER_ROUTER,
+};
 use topologyd_rpki::VrpSet;
 
 use super::codec::{BmpEvent, PeerKey, RibKind, SeenAttributes};
@@ -77,12 +80,35 @@ pub struct RouterHoldings {
 
 type RelevantKey = (RouterId, PeerKey, RibKind, IpNet);
 
-/// Routes the station holds for one router (over all its peers and RIB kinds): a full table
-/// (≈ 1 M) in pre- and post-policy Adj-RIB-In, Loc-RIB and Adj-RIB-Out, with room to spare;
-/// at ≈ 70 bytes a route, ≈ 280 MB. A router that sends more is dropped, not followed.
-pub const MAX_ROUTES_PER_ROUTER: usize = 4_000_000;
-/// Monitored peers the station holds for one router.
-pub const MAX_PEERS_PER_ROUTER: usize = 1_024;
+/// Which per-router bound a router went over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// `[bmp] max_routes_per_router`.
+    MaxRoutes,
+    /// `[bmp] max_peers_per_router`.
+    MaxPeers,
+}
+
+impl Bound {
+    /// The metric's `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bound::MaxRoutes => "max_routes",
+            Bound::MaxPeers => "max_peers",
+        }
+    }
+}
+
+/// A router whose state was dropped for going over a bound: what the shell logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterDropped {
+    pub router: RouterId,
+    pub address: IpAddr,
+    pub name: String,
+    pub bound: Bound,
+    /// The bound's value.
+    pub limit: usize,
+}
 
 /// The visibility core.
 #[derive(Debug, Default)]
@@ -100,11 +126,14 @@ pub struct Station {
     /// once it has been known for the settle time.
     peers_known_since: BTreeMap<(RouterId, PeerKey), u64>,
     last_evaluation_ms: u64,
-    /// Bounds per router ([`MAX_ROUTES_PER_ROUTER`], [`MAX_PEERS_PER_ROUTER`]).
+    /// Bounds per router (`[bmp] max_routes_per_router`, `max_peers_per_router`).
     pub max_routes_per_router: usize,
     pub max_peers_per_router: usize,
-    /// Routers whose state was dropped for going over a bound.
-    pub routers_over_limit: u64,
+    /// Routers whose state was dropped for going over each bound, since the start.
+    pub routers_dropped_max_routes: u64,
+    pub routers_dropped_max_peers: u64,
+    /// Drops not yet taken by the shell ([`Station::take_dropped`]): one per connection at most.
+    dropped: Vec<RouterDropped>,
 }
 
 impl Station {
@@ -112,8 +141,8 @@ impl Station {
     pub fn new(settle_ms: u64) -> Station {
         Station {
             settle_ms,
-            max_routes_per_router: MAX_ROUTES_PER_ROUTER,
-            max_peers_per_router: MAX_PEERS_PER_ROUTER,
+            max_routes_per_router: DEFAULT_BMP_MAX_ROUTES_PER_ROUTER,
+            max_peers_per_router: DEFAULT_BMP_MAX_PEERS_PER_ROUTER,
             ..Station::default()
         }
     }
@@ -168,7 +197,7 @@ impl Station {
                 self.peers_known_since.remove(&(router, peer));
                 self.relevant.retain(|key| key.0 != router || key.1 != peer);
                 if state.rib.peers.len() > self.max_peers_per_router {
-                    self.drop_over_limit(router);
+                    self.drop_over_limit(router, Bound::MaxPeers);
                 }
             }
             BmpEvent::PeerDown { peer } => {
@@ -209,7 +238,7 @@ impl Station {
                     }
                 }
                 if state.rib.route_count() > self.max_routes_per_router {
-                    self.drop_over_limit(router);
+                    self.drop_over_limit(router, Bound::MaxRoutes);
                 }
             }
             BmpEvent::Statistics { .. } | BmpEvent::Ignored => {}
@@ -217,15 +246,36 @@ impl Station {
     }
 
     /// Drops everything `router` told the station and ignores what it sends until it
-    /// reconnects: it went over a per-router bound.
-    fn drop_over_limit(&mut self, router: RouterId) {
+    /// reconnects: it went over a per-router bound. Counted, and kept for the shell to log.
+    fn drop_over_limit(&mut self, router: RouterId, bound: Bound) {
         if let Some(state) = self.routers.get_mut(&router) {
             state.rib.clear(&mut self.interner);
             state.over_limit = true;
-            self.routers_over_limit += 1;
+            let limit = match bound {
+                Bound::MaxRoutes => {
+                    self.routers_dropped_max_routes += 1;
+                    self.max_routes_per_router
+                }
+                Bound::MaxPeers => {
+                    self.routers_dropped_max_peers += 1;
+                    self.max_peers_per_router
+                }
+            };
+            self.dropped.push(RouterDropped {
+                router,
+                address: state.address,
+                name: state.name.clone(),
+                bound,
+                limit,
+            });
         }
         self.relevant.retain(|key| key.0 != router);
         self.peers_known_since.retain(|key, _| key.0 != router);
+    }
+
+    /// The routers dropped for going over a bound since the last call, oldest first.
+    pub fn take_dropped(&mut self) -> Vec<RouterDropped> {
+        std::mem::take(&mut self.dropped)
     }
 
     /// Whether `router` went over a per-router bound (its state is dropped).
@@ -455,6 +505,22 @@ impl Station {
 
     pub fn finding_count(&self, kind: FindingKind) -> usize {
         self.book.count(kind)
+    }
+
+    /// Raised findings per kind and own route ([`Expectation::own_route_of`]): as many entries
+    /// as the topology has own routes at most, however many more-specifics a hijacker sends.
+    /// A finding on a prefix outside every own route (none is raised today) counts under the
+    /// finding's prefix.
+    pub fn finding_counts_by_own_route(&self) -> BTreeMap<(FindingKind, IpNet), u64> {
+        let mut counts = BTreeMap::new();
+        for finding in self.book.raised() {
+            let own = self
+                .expectation
+                .own_route_of(&finding.key.prefix)
+                .unwrap_or(finding.key.prefix);
+            *counts.entry((finding.key.kind, own)).or_insert(0) += 1;
+        }
+        counts
     }
 
     pub fn routers(&self) -> Vec<RouterSummary> {

@@ -799,7 +799,24 @@ fn a_router_over_the_route_bound_is_dropped_and_ignored_until_it_reconnects() {
         ),
     );
     assert!(station.is_over_limit(ROUTER));
-    assert_eq!(station.routers_over_limit, 1);
+    assert_eq!(
+        (
+            station.routers_dropped_max_routes,
+            station.routers_dropped_max_peers
+        ),
+        (1, 0)
+    );
+    assert_eq!(
+        station.take_dropped(),
+        vec![RouterDropped {
+            router: ROUTER,
+            address: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+            name: "edge1".into(),
+            bound: Bound::MaxRoutes,
+            limit: 3,
+        }]
+    );
+    assert!(station.take_dropped().is_empty(), "taken once");
     // Nothing it sends is held any more.
     station.handle(
         ROUTER,
@@ -833,4 +850,157 @@ fn a_router_over_the_peer_bound_is_dropped() {
         );
     }
     assert!(station.is_over_limit(ROUTER));
+    // Dropped once: what it sends afterwards (more peers) is ignored, not counted again.
+    let mut peer = transit();
+    peer.address = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99));
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer,
+            router_asn: Some(64_512),
+        },
+    );
+    assert_eq!(
+        (
+            station.routers_dropped_max_routes,
+            station.routers_dropped_max_peers
+        ),
+        (0, 1)
+    );
+    let dropped = station.take_dropped();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!((dropped[0].bound, dropped[0].limit), (Bound::MaxPeers, 2));
+    assert_eq!(dropped[0].bound.as_str(), "max_peers");
+    // A second router over the peer bound counts again.
+    station.connect(2, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
+    for index in 0..3u8 {
+        let mut peer = transit();
+        peer.address = IpAddr::V4(Ipv4Addr::new(192, 0, 2, index + 10));
+        station.handle(
+            2,
+            BmpEvent::PeerUp {
+                peer,
+                router_asn: Some(64_512),
+            },
+        );
+    }
+    assert_eq!(station.routers_dropped_max_peers, 2);
+    assert_eq!(station.take_dropped()[0].address.to_string(), "127.0.0.3");
+}
+
+#[test]
+fn findings_count_by_the_own_route_they_concern_however_many_prefixes_a_hijacker_sends() {
+    let mut station = station();
+    station.handle(
+        ROUTER,
+        BmpEvent::PeerUp {
+            peer: transit(),
+            router_asn: None,
+        },
+    );
+    // Three more-specifics of the aggregate /24, two of one announced /24 of the split /23,
+    // and the /23 itself.
+    station.handle(
+        ROUTER,
+        announce(
+            transit(),
+            RibKind::AdjRibInPre,
+            &[
+                "203.0.113.0/25",
+                "203.0.113.128/26",
+                "203.0.113.192/27",
+                "198.51.101.0/25",
+                "198.51.101.128/25",
+                "198.51.100.0/23",
+            ],
+            attributes(&[OTHER], None),
+        ),
+    );
+    station.evaluate(1_000);
+    assert_eq!(station.findings().count(), 6);
+    let counts: Vec<_> = station.finding_counts_by_own_route().into_iter().collect();
+    assert_eq!(
+        counts,
+        vec![
+            ((FindingKind::ExactHijack, net("198.51.100.0/23")), 1),
+            ((FindingKind::SubprefixHijack, net("198.51.101.0/24")), 2),
+            ((FindingKind::SubprefixHijack, net("203.0.113.0/24")), 3),
+        ]
+    );
+    station.handle(
+        ROUTER,
+        withdraw(
+            transit(),
+            RibKind::AdjRibInPre,
+            &["203.0.113.0/25", "203.0.113.128/26", "203.0.113.192/27"],
+        ),
+    );
+    station.evaluate(2_000);
+    let counts = station.finding_counts_by_own_route();
+    assert!(
+        !counts.contains_key(&(FindingKind::SubprefixHijack, net("203.0.113.0/24"))),
+        "a cleared route has no entry: {counts:?}"
+    );
+    assert_eq!(counts.len(), 2);
+}
+
+#[test]
+fn the_own_route_of_a_prefix_is_the_most_specific_announced_or_onboarded_one() {
+    let expectation = expectation();
+    for (prefix, own) in [
+        ("198.51.100.0/23", Some("198.51.100.0/23")),
+        ("198.51.100.0/24", Some("198.51.100.0/24")),
+        ("198.51.100.77/32", Some("198.51.100.0/24")),
+        ("203.0.113.0/24", Some("203.0.113.0/24")),
+        ("203.0.113.200/29", Some("203.0.113.0/24")),
+        ("192.0.2.0/24", None),
+        ("198.51.100.0/22", None),
+    ] {
+        assert_eq!(
+            expectation.own_route_of(&net(prefix)),
+            own.map(net),
+            "{prefix}"
+        );
+    }
+}
+
+proptest! {
+    /// Whatever a router streams inside or outside our prefixes, the findings metric has at
+    /// most one series per kind and own route.
+    #[test]
+    fn findings_series_are_bounded_by_the_topology(
+        routes in proptest::collection::vec((any::<u32>(), 8u8..=32, any::<bool>()), 0..200),
+    ) {
+        let mut station = station();
+        station.handle(ROUTER, BmpEvent::PeerUp { peer: transit(), router_asn: None });
+        for (address, length, inside) in routes {
+            let base = if inside { u32::from(Ipv4Addr::new(203, 0, 113, 0)) } else { 0 };
+            let address = Ipv4Addr::from(base | (address & if inside { 0xff } else { u32::MAX }));
+            let prefix = IpNet::new(IpAddr::V4(address), length.max(if inside { 24 } else { 8 }))
+                .unwrap()
+                .trunc();
+            station.handle(
+                ROUTER,
+                BmpEvent::Routes {
+                    peer: transit(),
+                    rib: RibKind::AdjRibInPre,
+                    withdrawn: vec![],
+                    announced: vec![prefix],
+                    attributes: Some(attributes(&[OTHER], None)),
+                    end_of_rib: false,
+                },
+            );
+        }
+        station.evaluate(1_000);
+        let own_routes = [
+            net("198.51.100.0/23"),
+            net("198.51.100.0/24"),
+            net("198.51.101.0/24"),
+            net("203.0.113.0/24"),
+        ];
+        let counts = station.finding_counts_by_own_route();
+        prop_assert!(counts.len() <= FindingKind::ALL.len() * own_routes.len());
+        prop_assert!(counts.keys().all(|(_, own)| own_routes.contains(own)));
+        prop_assert_eq!(counts.values().sum::<u64>(), station.findings().count() as u64);
+    }
 }

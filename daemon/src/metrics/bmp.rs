@@ -1,8 +1,11 @@
 //! The BMP station's series, read at scrape time from the sample the station task publishes
 //! after every evaluation, and from the counters its connection tasks bump. Label cardinality
-//! is bounded: findings by kind only (five values; the prefix, router and peer of each finding
-//! are in `/v1/visibility` and the log), refusals by one of two reasons. Nothing is exported
-//! without `[bmp]`.
+//! is bounded by the configuration and the topology, never by what a router streams: findings
+//! by kind (five values) and own route (the onboarded prefix or announced route the finding
+//! concerns, so a hijacker's thousand more-specifics of one prefix are one series with a
+//! count of a thousand; the exact prefix, router and peer of each finding are in
+//! `/v1/visibility` and the log), refusals and dropped routers by one of two reasons each.
+//! A findings series exists while its count is not zero. Nothing is exported without `[bmp]`.
 //!
 //! Must not touch: the station's state (it only borrows the sample), sockets, HTTP.
 
@@ -36,15 +39,18 @@ pub const BMP_DROPPED_HELP: &str =
 /// `topologyd_bmp_stream_errors_total`: connections closed for a stream that is not BMP.
 pub const BMP_STREAM_ERRORS: &str = "topologyd_bmp_stream_errors";
 pub const BMP_STREAM_ERRORS_HELP: &str =
-    "BMP connections closed because their stream could not be read";
+    "BMP connections closed because their stream could not be read, or sent no Initiation in time";
 /// `topologyd_bmp_connections_refused_total{reason}`: `allow` or `max_routers`.
 pub const BMP_REFUSED: &str = "topologyd_bmp_connections_refused";
 pub const BMP_REFUSED_HELP: &str =
     "BMP connections closed at accept: source outside `allow`, or `max_routers` reached";
-/// `topologyd_visibility_findings{kind}`: raised findings by kind.
+/// `topologyd_bmp_routers_dropped_total{reason}`: `max_routes` or `max_peers`.
+pub const BMP_ROUTERS_DROPPED: &str = "topologyd_bmp_routers_dropped";
+pub const BMP_ROUTERS_DROPPED_HELP: &str = "BMP routers whose state was dropped for going over a per-router bound (`max_routes_per_router`, `max_peers_per_router`), ignored until they reconnect";
+/// `topologyd_visibility_findings{kind,prefix}`: raised findings by kind and the own route
+/// (onboarded prefix or announced route) they concern.
 pub const VISIBILITY_FINDINGS: &str = "topologyd_visibility_findings";
-pub const VISIBILITY_FINDINGS_HELP: &str =
-    "Hijack and visibility findings raised now, by kind (details: /v1/visibility)";
+pub const VISIBILITY_FINDINGS_HELP: &str = "Hijack and visibility findings raised now, by kind and the own prefix or announced route they concern (details: /v1/visibility)";
 
 /// What the station task last published.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,8 +59,22 @@ pub struct BmpSample {
     pub routers: u64,
     pub routes: u64,
     pub memory_bytes: u64,
-    /// Raised findings per kind name.
-    pub findings: Vec<(&'static str, u64)>,
+    /// Routers dropped for going over `max_routes_per_router`, and `max_peers_per_router`.
+    pub routers_dropped_max_routes: u64,
+    pub routers_dropped_max_peers: u64,
+    /// Raised findings per kind and own route, only those with a count.
+    pub findings: Vec<FindingSeries>,
+}
+
+/// One series of `topologyd_visibility_findings`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingSeries {
+    /// The kind's name (`exact_hijack`, ...).
+    pub kind: &'static str,
+    /// The own route the findings concern, as text (`192.0.2.0/24`).
+    pub prefix: String,
+    /// Raised findings of that kind on that route.
+    pub count: u64,
 }
 
 /// Counters the connection tasks bump where the event happens.
@@ -136,16 +156,30 @@ impl Collector for BmpCollector {
                 .encode_family(&[("reason", reason)])?
                 .encode_counter::<NoLabelSet, _, u64>(&value.load(Ordering::Relaxed), None)?;
         }
+        let mut dropped = encoder.encode_descriptor(
+            BMP_ROUTERS_DROPPED,
+            &format!("{BMP_ROUTERS_DROPPED_HELP}."),
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, value) in [
+            ("max_routes", sample.routers_dropped_max_routes),
+            ("max_peers", sample.routers_dropped_max_peers),
+        ] {
+            dropped
+                .encode_family(&[("reason", reason)])?
+                .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+        }
         let mut findings = encoder.encode_descriptor(
             VISIBILITY_FINDINGS,
             &format!("{VISIBILITY_FINDINGS_HELP}."),
             None,
             MetricType::Gauge,
         )?;
-        for (kind, count) in &sample.findings {
+        for series in &sample.findings {
             findings
-                .encode_family(&[("kind", *kind)])?
-                .encode_gauge(&saturating_i64(*count))?;
+                .encode_family(&[("kind", series.kind), ("prefix", series.prefix.as_str())])?
+                .encode_gauge(&saturating_i64(series.count))?;
         }
         Ok(())
     }
