@@ -14,9 +14,10 @@ fn peer() -> PeerKey {
 
 fn all_events(bytes: &[u8]) -> Result<Vec<BmpEvent>, BmpError> {
     let mut buffer = BytesMut::from(bytes);
+    let mut decoder = Decoder::new();
     let mut events = Vec::new();
     while let Some(message) = split_message(&mut buffer)? {
-        events.push(decode(message)?);
+        events.push(decoder.decode(message)?);
     }
     assert!(buffer.is_empty(), "a partial message is left over");
     Ok(events)
@@ -67,7 +68,7 @@ fn rfc7854_4_written_messages_read_back_as_events() {
             peer: peer(),
             rib: RibKind::AdjRibInPost,
             withdrawn: vec![],
-            announced: vec!["198.51.100.0/24".parse().unwrap()],
+            announced: vec![RouteKey::single("198.51.100.0/24".parse().unwrap())],
             attributes: Some(Arc::new(attributes)),
             end_of_rib: false,
         }
@@ -131,7 +132,9 @@ fn every_corrupted_byte_of_a_valid_stream_is_read_or_refused_without_panicking()
         let mut buffer = BytesMut::from(&corrupted[..]);
         loop {
             match split_message(&mut buffer) {
-                Ok(Some(message)) => outcomes[usize::from(decode(message).is_ok())] += 1,
+                Ok(Some(message)) => {
+                    outcomes[usize::from(Decoder::new().decode(message).is_ok())] += 1
+                }
                 Ok(None) => break,
                 Err(_) => {
                     outcomes[0] += 1;

@@ -25,7 +25,7 @@ use topologyd_api::view::{BmpRouterView, FindingKindView, FindingView, RouterHol
 use topologyd_config::daemon::BmpConfig;
 use tracing::{info, warn};
 
-use super::codec::{BmpEvent, decode, split_message};
+use super::codec::{BmpEvent, Decoder, split_message};
 use super::findings::{Expectation, Finding, FindingChange, FindingKind};
 use super::station::{RouterId, Station};
 use crate::announce::LocationRoutes;
@@ -334,6 +334,7 @@ impl Connection {
 
     async fn read(&self, stream: &mut TcpStream) -> Ending {
         let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        let mut decoder = Decoder::new();
         loop {
             loop {
                 let message = match split_message(&mut buffer) {
@@ -341,7 +342,7 @@ impl Connection {
                     Ok(None) => break,
                     Err(error) => return Ending::Garbage(error.to_string()),
                 };
-                let event = match decode(message) {
+                let event = match decoder.decode(message) {
                     Ok(event) => event,
                     Err(error) => return Ending::Garbage(error.to_string()),
                 };

@@ -1,6 +1,8 @@
 //! What one monitored router holds, as its BMP feed says: its peers and, per peer and RIB kind,
-//! prefix → [`RouteRecord`] (the origin ASN and an interned attribute-set id, 8 bytes), plus the
-//! attribute sets themselves, interned once for every router and reference counted.
+//! route (prefix and ADD-PATH path id) → [`RouteRecord`] (the origin ASN and an interned
+//! attribute-set id, 8 bytes), plus the attribute sets themselves, interned once for every
+//! router and reference counted. A peer whose session carries path ids has one route per path;
+//! any other has path id 0, so one route per prefix.
 //!
 //! Owns: [`AttributeInterner`], [`RouterRib`] and [`PeerRibs`]. Must not touch: findings (what
 //! the routes mean, `findings.rs`), the wire (`codec.rs`), time.
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use rustc_hash::FxHashMap;
 
-use super::codec::{PeerKey, RibKind, SeenAttributes};
+use super::codec::{PeerKey, RibKind, RouteKey, SeenAttributes};
 
 /// An interned attribute set's id.
 pub type AttributeId = u32;
@@ -109,7 +111,19 @@ impl AttributeInterner {
 }
 
 /// One RIB of one peer.
-pub type RibTable = FxHashMap<IpNet, RouteRecord>;
+pub type RibTable = FxHashMap<RouteKey, RouteRecord>;
+
+/// Every path of `prefix` in `table`: the one route of a session without path ids, or each
+/// path of an ADD-PATH session. A scan: meant for the small tables of the session with us.
+pub fn paths_of<'t>(
+    table: &'t RibTable,
+    prefix: &'t IpNet,
+) -> impl Iterator<Item = &'t RouteRecord> + Clone + 't {
+    table
+        .iter()
+        .filter(move |(key, _)| key.prefix == *prefix)
+        .map(|(_, record)| record)
+}
 
 /// One peer's RIBs, and which of them have sent their End-of-RIB.
 #[derive(Debug, Default)]
@@ -145,14 +159,14 @@ impl RouterRib {
         interner: &mut AttributeInterner,
         peer: PeerKey,
         rib: RibKind,
-        withdrawn: &[IpNet],
-        announced: &[IpNet],
+        withdrawn: &[RouteKey],
+        announced: &[RouteKey],
         attributes: Option<&Arc<SeenAttributes>>,
     ) {
         let ribs = self.peers.entry(peer).or_default();
         let table = ribs.tables.entry(rib).or_default();
-        for prefix in withdrawn {
-            if let Some(old) = table.remove(prefix) {
+        for route in withdrawn {
+            if let Some(old) = table.remove(route) {
                 interner.release(old.attributes);
                 self.routes_held -= 1;
             }
@@ -161,14 +175,14 @@ impl RouterRib {
             return;
         };
         let origin_asn = attributes.origin_asn.unwrap_or(NO_ORIGIN);
-        for prefix in announced {
-            self.families_seen[usize::from(matches!(prefix, IpNet::V6(_)))] = true;
+        for route in announced {
+            self.families_seen[usize::from(matches!(route.prefix, IpNet::V6(_)))] = true;
             let id = interner.acquire(attributes);
             let record = RouteRecord {
                 origin_asn,
                 attributes: id,
             };
-            match table.entry(*prefix) {
+            match table.entry(*route) {
                 Entry::Occupied(mut held) => {
                     let old = held.insert(record);
                     interner.release(old.attributes);
@@ -217,7 +231,7 @@ impl RouterRib {
 
     /// Approximate heap bytes of the tables (buckets times entry size, plus control bytes).
     pub fn approximate_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<(IpNet, RouteRecord)>() + 1;
+        let entry = std::mem::size_of::<(RouteKey, RouteRecord)>() + 1;
         self.peers
             .values()
             .flat_map(|ribs| ribs.tables.values())
@@ -262,10 +276,10 @@ mod tests {
     fn interned_sets_go_with_their_last_route() {
         let mut interner = AttributeInterner::default();
         let mut rib = RouterRib::default();
-        let prefixes: Vec<IpNet> = vec![
-            "10.0.0.0/24".parse().unwrap(),
-            "10.0.1.0/24".parse().unwrap(),
-        ];
+        let prefixes: Vec<RouteKey> = ["10.0.0.0/24", "10.0.1.0/24"]
+            .iter()
+            .map(|prefix| RouteKey::single(prefix.parse().unwrap()))
+            .collect();
         rib.apply_routes(
             &mut interner,
             peer(),

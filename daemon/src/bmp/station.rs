@@ -17,11 +17,11 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use topologyd_rpki::VrpSet;
 
-use super::codec::{BmpEvent, PeerKey, RibKind, SeenAttributes};
+use super::codec::{BmpEvent, PeerKey, RibKind, RouteKey, SeenAttributes};
 use super::findings::{
     Evidence, Expectation, Finding, FindingBook, FindingChange, FindingKey, FindingKind,
 };
-use super::rib::{AttributeInterner, NO_ORIGIN, PeerRibs, RouterRib};
+use super::rib::{AttributeInterner, NO_ORIGIN, PeerRibs, RibTable, RouterRib, paths_of};
 
 /// The station's number for one router connection.
 pub type RouterId = u64;
@@ -75,7 +75,9 @@ pub struct RouterHoldings {
     pub missing: Vec<IpNet>,
 }
 
-type RelevantKey = (RouterId, PeerKey, RibKind, IpNet);
+/// One held route inside an own prefix: every path of an ADD-PATH session is one (a hijack
+/// seen as one of several paths is still a hijack).
+type RelevantKey = (RouterId, PeerKey, RibKind, RouteKey);
 
 /// Routes the station holds for one router (over all its peers and RIB kinds): a full table
 /// (≈ 1 M) in pre- and post-policy Adj-RIB-In, Loc-RIB and Adj-RIB-Out, with room to spare;
@@ -196,15 +198,15 @@ impl Station {
                     &announced,
                     attributes.as_ref(),
                 );
-                for prefix in withdrawn {
-                    if self.expectation.covering(&prefix).is_some() {
-                        self.relevant.remove(&(router, peer, rib, prefix));
+                for route in withdrawn {
+                    if self.expectation.covering(&route.prefix).is_some() {
+                        self.relevant.remove(&(router, peer, rib, route));
                     }
                 }
                 if attributes.is_some() {
-                    for prefix in announced {
-                        if self.expectation.covering(&prefix).is_some() {
-                            self.relevant.insert((router, peer, rib, prefix));
+                    for route in announced {
+                        if self.expectation.covering(&route.prefix).is_some() {
+                            self.relevant.insert((router, peer, rib, route));
                         }
                     }
                 }
@@ -247,9 +249,9 @@ impl Station {
         for (router, state) in &self.routers {
             for (peer, ribs) in &state.rib.peers {
                 for (rib, table) in &ribs.tables {
-                    for prefix in table.keys() {
-                        if self.expectation.covering(prefix).is_some() {
-                            self.relevant.insert((*router, *peer, *rib, *prefix));
+                    for route in table.keys() {
+                        if self.expectation.covering(&route.prefix).is_some() {
+                            self.relevant.insert((*router, *peer, *rib, *route));
                         }
                     }
                 }
@@ -283,7 +285,8 @@ impl Station {
     /// Every condition that holds now, from the current state alone.
     pub fn conditions(&self) -> BTreeMap<FindingKey, Evidence> {
         let mut conditions = BTreeMap::new();
-        for (router, peer, rib, prefix) in &self.relevant {
+        for (router, peer, rib, route) in &self.relevant {
+            let prefix = &route.prefix;
             let Some(state) = self.routers.get(router) else {
                 continue;
             };
@@ -292,7 +295,7 @@ impl Station {
                 .peers
                 .get(peer)
                 .and_then(|ribs| ribs.tables.get(rib))
-                .and_then(|table| table.get(prefix));
+                .and_then(|table| table.get(route));
             let (Some(record), Some(own)) = (record, self.expectation.covering(prefix)) else {
                 continue;
             };
@@ -366,13 +369,14 @@ impl Station {
                     if !state.rib.monitors_family_of(prefix) {
                         continue;
                     }
-                    let held = table
-                        .get(prefix)
-                        .and_then(|record| self.interner.get(record.attributes));
-                    let (as_path, origin_asn, detail) = match held {
-                        Some(attributes) if expected.matches(attributes, state.rib.router_asn) => {
-                            continue;
-                        }
+                    let mut held = self.held_paths(table, prefix);
+                    if held
+                        .clone()
+                        .any(|attributes| expected.matches(attributes, state.rib.router_asn))
+                    {
+                        continue;
+                    }
+                    let (as_path, origin_asn, detail) = match held.next() {
                         Some(attributes) => (
                             attributes.as_path.clone(),
                             attributes.origin_asn,
@@ -409,6 +413,16 @@ impl Station {
         }
     }
 
+    /// The attributes of every path of `prefix` in `table` (one without ADD-PATH): our route
+    /// is held when any path of our session has our attributes.
+    fn held_paths<'t>(
+        &'t self,
+        table: &'t RibTable,
+        prefix: &'t IpNet,
+    ) -> impl Iterator<Item = &'t Arc<SeenAttributes>> + Clone + 't {
+        paths_of(table, prefix).filter_map(|record| self.interner.get(record.attributes))
+    }
+
     /// Per router, whether its post-policy table of its session with us is synchronised, and
     /// which routes this location announces it holds as we send them and which not.
     pub fn holdings(&self) -> Vec<RouterHoldings> {
@@ -431,12 +445,11 @@ impl Station {
                     .iter()
                     .filter(|(prefix, _)| state.rib.monitors_family_of(prefix))
                     .partition::<Vec<_>, _>(|(prefix, expected)| {
-                        table
-                            .and_then(|table| table.get(*prefix))
-                            .and_then(|record| self.interner.get(record.attributes))
-                            .is_some_and(|attributes| {
+                        table.is_some_and(|table| {
+                            self.held_paths(table, prefix).any(|attributes| {
                                 expected.matches(attributes, state.rib.router_asn)
                             })
+                        })
                     });
                 RouterHoldings {
                     router_id: *router,

@@ -86,7 +86,10 @@ fn announce(
         peer,
         rib,
         withdrawn: vec![],
-        announced: prefixes.iter().map(|text| net(text)).collect(),
+        announced: prefixes
+            .iter()
+            .map(|text| RouteKey::single(net(text)))
+            .collect(),
         attributes: Some(attrs),
         end_of_rib: false,
     }
@@ -96,7 +99,10 @@ fn withdraw(peer: PeerKey, rib: RibKind, prefixes: &[&str]) -> BmpEvent {
     BmpEvent::Routes {
         peer,
         rib,
-        withdrawn: prefixes.iter().map(|text| net(text)).collect(),
+        withdrawn: prefixes
+            .iter()
+            .map(|text| RouteKey::single(net(text)))
+            .collect(),
         announced: vec![],
         attributes: None,
         end_of_rib: false,
