@@ -308,6 +308,11 @@ pub fn end_of_rib(out: &mut BytesMut, peer: &PeerKey, rib: RibKind) {
     route_monitoring(out, peer, rib, &[0, 0, 0, 0]);
 }
 
+/// A Route Monitoring message around an UPDATE body written by the caller, appended to `out`.
+pub fn raw_route_monitoring(out: &mut BytesMut, peer: &PeerKey, rib: RibKind, update_body: &[u8]) {
+    route_monitoring(out, peer, rib, update_body);
+}
+
 fn route_monitoring(out: &mut BytesMut, peer: &PeerKey, rib: RibKind, update_body: &[u8]) {
     let mut body = Vec::with_capacity(42 + 19 + update_body.len());
     per_peer_header(&mut body, peer, rib);
