@@ -180,6 +180,24 @@ pub fn split_message(buffer: &mut BytesMut) -> Result<Option<Bytes>, BmpError> {
 pub struct Decoder {
     /// Peers up whose session carries path identifiers in some family and RIB kind.
     path_ids: FxHashMap<PeerKey, PathIdFamilies>,
+    /// The router is one known to monitor routes without path identifiers whatever its
+    /// sessions negotiated (see [`never_sends_path_ids`]).
+    never_sends_path_ids: bool,
+}
+
+/// Whether a router's sysDescr names a router known to leave path identifiers out of Route
+/// Monitoring although its Peer Up OPENs negotiated ADD-PATH: FRR up to 8.x (its BMP
+/// documentation says the identifier is never included; seen with 8.4, whose OPEN always
+/// offers ADD-PATH Receive, so any peer that offers Send would otherwise be misread).
+pub fn never_sends_path_ids(sys_descr: &str) -> bool {
+    let Some(version) = sys_descr.strip_prefix("FRRouting ") else {
+        return false;
+    };
+    version
+        .split('.')
+        .next()
+        .and_then(|major| major.trim().parse::<u32>().ok())
+        .is_some_and(|major| major <= 8)
 }
 
 impl Decoder {
@@ -208,13 +226,20 @@ impl Decoder {
         }
         let peer = parsed.per_peer_header.as_ref().map(peer_key);
         Ok(match (parsed.message_body, peer) {
-            (BmpMessageBody::InitiationMessage(initiation), _) => BmpEvent::Initiation {
-                sys_name: initiation
-                    .tlvs
-                    .into_iter()
-                    .find(|tlv| tlv.info_type == InitiationTlvType::SysName)
-                    .map(|tlv| tlv.info),
-            },
+            (BmpMessageBody::InitiationMessage(initiation), _) => {
+                let text = |kind: InitiationTlvType| {
+                    initiation
+                        .tlvs
+                        .iter()
+                        .find(|tlv| tlv.info_type == kind)
+                        .map(|tlv| tlv.info.clone())
+                };
+                self.never_sends_path_ids = text(InitiationTlvType::SysDescr)
+                    .is_some_and(|descr| never_sends_path_ids(&descr));
+                BmpEvent::Initiation {
+                    sys_name: text(InitiationTlvType::SysName),
+                }
+            }
             (BmpMessageBody::TerminationMessage(_), _) => {
                 self.path_ids.clear();
                 BmpEvent::Termination
@@ -269,7 +294,10 @@ impl Decoder {
         data.advance(BGP_HEADER_BYTES);
         let peer = peer_key(&header);
         let rib = rib_kind(&header);
-        let families = self.path_ids.get(&peer);
+        let families = self
+            .path_ids
+            .get(&peer)
+            .filter(|_| !self.never_sends_path_ids);
         let read = read_update(data, &header.asn_length(), |family| {
             families.is_some_and(|families| families.carries(rib, family))
         })

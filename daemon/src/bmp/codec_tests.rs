@@ -423,3 +423,33 @@ fn peer_down_and_a_new_peer_up_forget_the_old_session_s_families() {
         .unwrap();
     assert!(decoder.path_id_families(&peer()).is_none());
 }
+
+#[test]
+fn frr_8_streams_are_read_without_the_path_ids_its_opens_negotiate() {
+    assert!(never_sends_path_ids("FRRouting 8.4.4"));
+    assert!(!never_sends_path_ids("FRRouting 10.2"));
+    assert!(!never_sends_path_ids("topologyd BMP writer"));
+    // FRR 8.4's OPENs: it offers Receive, the peer Send/Receive; its Route Monitoring
+    // carries none. Two /24s would also read as one route with an id.
+    let mut stream = BytesMut::new();
+    stream.extend_from_slice(&writer::initiation_describing("edge1", "FRRouting 8.4.4"));
+    stream.extend_from_slice(&writer::peer_up_with_add_path(
+        &peer(),
+        RibKind::AdjRibInPre,
+        &[(V4, writer::ADD_PATH_RECEIVE)],
+        &[(V4, writer::ADD_PATH_BOTH)],
+    ));
+    let sent = [route("1.1.1.0/24", 0), route("1.1.2.0/24", 0)];
+    writer::routes(
+        &mut stream,
+        &peer(),
+        RibKind::AdjRibInPre,
+        &[],
+        &sent,
+        Some(&origin(64_666)),
+        false,
+    );
+    let (events, error) = decode_stream(&stream);
+    assert_eq!(error, None);
+    assert_eq!(routes_of(&events[2]).1, sent.to_vec());
+}

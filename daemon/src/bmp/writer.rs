@@ -36,8 +36,13 @@ fn message(kind: u8, body: &[u8]) -> Vec<u8> {
 
 /// Initiation (RFC 7854 §4.3) with a sysName and a sysDescr.
 pub fn initiation(sys_name: &str) -> Vec<u8> {
+    initiation_describing(sys_name, "topologyd BMP writer")
+}
+
+/// Initiation with a sysName and the sysDescr `sys_descr`.
+pub fn initiation_describing(sys_name: &str, sys_descr: &str) -> Vec<u8> {
     let mut body = Vec::new();
-    for (kind, text) in [(2u16, sys_name), (1u16, "topologyd BMP writer")] {
+    for (kind, text) in [(2u16, sys_name), (1u16, sys_descr)] {
         body.extend_from_slice(&kind.to_be_bytes());
         body.extend_from_slice(&(text.len() as u16).to_be_bytes());
         body.extend_from_slice(text.as_bytes());
