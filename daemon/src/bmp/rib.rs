@@ -8,7 +8,6 @@
 //! the routes mean, `findings.rs`), the wire (`codec.rs`), time.
 
 use std::collections::BTreeMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -110,19 +109,88 @@ impl AttributeInterner {
     }
 }
 
-/// One RIB of one peer.
-pub type RibTable = FxHashMap<RouteKey, RouteRecord>;
+/// One RIB of one peer: route → record. Routes with path id 0 (every route of a session
+/// without ADD-PATH, the common case) are keyed by prefix alone, so that they cost no more
+/// than before path ids were read (a 28-byte entry); routes with another path id (ADD-PATH
+/// sessions only) are keyed by prefix and path id (32 bytes).
+#[derive(Debug, Default)]
+pub struct RibTable {
+    first_paths: FxHashMap<IpNet, RouteRecord>,
+    other_paths: FxHashMap<RouteKey, RouteRecord>,
+}
 
-/// Every path of `prefix` in `table`: the one route of a session without path ids, or each
-/// path of an ADD-PATH session. A scan: meant for the small tables of the session with us.
-pub fn paths_of<'t>(
-    table: &'t RibTable,
-    prefix: &'t IpNet,
-) -> impl Iterator<Item = &'t RouteRecord> + Clone + 't {
-    table
-        .iter()
-        .filter(move |(key, _)| key.prefix == *prefix)
-        .map(|(_, record)| record)
+impl RibTable {
+    pub fn get(&self, route: &RouteKey) -> Option<&RouteRecord> {
+        if route.path_id == 0 {
+            self.first_paths.get(&route.prefix)
+        } else {
+            self.other_paths.get(route)
+        }
+    }
+
+    pub fn remove(&mut self, route: &RouteKey) -> Option<RouteRecord> {
+        if route.path_id == 0 {
+            self.first_paths.remove(&route.prefix)
+        } else {
+            self.other_paths.remove(route)
+        }
+    }
+
+    /// Holds `record` for `route`; returns the record it replaces.
+    pub fn insert(&mut self, route: RouteKey, record: RouteRecord) -> Option<RouteRecord> {
+        if route.path_id == 0 {
+            self.first_paths.insert(route.prefix, record)
+        } else {
+            self.other_paths.insert(route, record)
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.first_paths.len() + self.other_paths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every route and its record, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (RouteKey, &RouteRecord)> {
+        self.first_paths
+            .iter()
+            .map(|(prefix, record)| (RouteKey::single(*prefix), record))
+            .chain(
+                self.other_paths
+                    .iter()
+                    .map(|(route, record)| (*route, record)),
+            )
+    }
+
+    /// Every path of `prefix`: a lookup, plus a scan of the other paths of an ADD-PATH
+    /// session (meant for the small table of the session with us).
+    pub fn paths_of<'t>(
+        &'t self,
+        prefix: &'t IpNet,
+    ) -> impl Iterator<Item = &'t RouteRecord> + Clone + 't {
+        self.first_paths.get(prefix).into_iter().chain(
+            self.other_paths
+                .iter()
+                .filter(move |(route, _)| route.prefix == *prefix)
+                .map(|(_, record)| record),
+        )
+    }
+
+    /// Approximate heap bytes (buckets times entry size, plus control bytes).
+    pub fn approximate_bytes(&self) -> usize {
+        let first = std::mem::size_of::<(IpNet, RouteRecord)>() + 1;
+        let other = std::mem::size_of::<(RouteKey, RouteRecord)>() + 1;
+        (self.first_paths.capacity() * first + self.other_paths.capacity() * other) * 8 / 7
+    }
+
+    fn into_records(self) -> impl Iterator<Item = RouteRecord> {
+        self.first_paths
+            .into_values()
+            .chain(self.other_paths.into_values())
+    }
 }
 
 /// One peer's RIBs, and which of them have sent their End-of-RIB.
@@ -182,15 +250,9 @@ impl RouterRib {
                 origin_asn,
                 attributes: id,
             };
-            match table.entry(*route) {
-                Entry::Occupied(mut held) => {
-                    let old = held.insert(record);
-                    interner.release(old.attributes);
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert(record);
-                    self.routes_held += 1;
-                }
+            match table.insert(*route, record) {
+                Some(old) => interner.release(old.attributes),
+                None => self.routes_held += 1,
             }
         }
     }
@@ -231,18 +293,17 @@ impl RouterRib {
 
     /// Approximate heap bytes of the tables (buckets times entry size, plus control bytes).
     pub fn approximate_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<(RouteKey, RouteRecord)>() + 1;
         self.peers
             .values()
             .flat_map(|ribs| ribs.tables.values())
-            .map(|table| table.capacity() * entry * 8 / 7)
+            .map(RibTable::approximate_bytes)
             .sum()
     }
 }
 
 fn release_all(interner: &mut AttributeInterner, ribs: PeerRibs) {
     for table in ribs.tables.into_values() {
-        for record in table.into_values() {
+        for record in table.into_records() {
             interner.release(record.attributes);
         }
     }
@@ -311,6 +372,50 @@ mod tests {
         rib.clear(&mut interner);
         assert!(interner.is_empty());
         assert_eq!(rib.route_count(), 0);
+    }
+
+    #[test]
+    fn every_path_of_a_prefix_is_held_and_withdrawn_alone() {
+        let mut interner = AttributeInterner::default();
+        let mut rib = RouterRib::default();
+        let prefix: IpNet = "10.0.0.0/24".parse().unwrap();
+        let paths: Vec<RouteKey> = [0, 1, 7]
+            .into_iter()
+            .map(|path_id| RouteKey { prefix, path_id })
+            .collect();
+        for (path, origin) in paths.iter().zip([5, 6, 7]) {
+            rib.apply_routes(
+                &mut interner,
+                peer(),
+                RibKind::AdjRibInPre,
+                &[],
+                &[*path],
+                Some(&attributes(origin)),
+            );
+        }
+        let table = &rib.peers[&peer()].tables[&RibKind::AdjRibInPre];
+        let mut origins: Vec<u32> = table.paths_of(&prefix).map(|r| r.origin_asn).collect();
+        origins.sort_unstable();
+        assert_eq!(origins, vec![5, 6, 7]);
+        rib.apply_routes(
+            &mut interner,
+            peer(),
+            RibKind::AdjRibInPre,
+            &paths[..2],
+            &[],
+            None,
+        );
+        let table = &rib.peers[&peer()].tables[&RibKind::AdjRibInPre];
+        let left: Vec<(RouteKey, u32)> = table.iter().map(|(k, r)| (k, r.origin_asn)).collect();
+        assert_eq!(left, vec![(paths[2], 7)]);
+        assert_eq!(rib.route_count(), 1);
+        assert_eq!(interner.len(), 1);
+    }
+
+    #[test]
+    fn routes_without_path_ids_keep_the_28_byte_entry() {
+        assert_eq!(std::mem::size_of::<(IpNet, RouteRecord)>(), 28);
+        assert_eq!(std::mem::size_of::<(RouteKey, RouteRecord)>(), 32);
     }
 
     #[test]

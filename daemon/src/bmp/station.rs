@@ -21,7 +21,7 @@ use super::codec::{BmpEvent, PeerKey, RibKind, RouteKey, SeenAttributes};
 use super::findings::{
     Evidence, Expectation, Finding, FindingBook, FindingChange, FindingKey, FindingKind,
 };
-use super::rib::{AttributeInterner, NO_ORIGIN, PeerRibs, RibTable, RouterRib, paths_of};
+use super::rib::{AttributeInterner, NO_ORIGIN, PeerRibs, RibTable, RouterRib};
 
 /// The station's number for one router connection.
 pub type RouterId = u64;
@@ -249,9 +249,9 @@ impl Station {
         for (router, state) in &self.routers {
             for (peer, ribs) in &state.rib.peers {
                 for (rib, table) in &ribs.tables {
-                    for route in table.keys() {
+                    for (route, _) in table.iter() {
                         if self.expectation.covering(&route.prefix).is_some() {
-                            self.relevant.insert((*router, *peer, *rib, *route));
+                            self.relevant.insert((*router, *peer, *rib, route));
                         }
                     }
                 }
@@ -420,7 +420,9 @@ impl Station {
         table: &'t RibTable,
         prefix: &'t IpNet,
     ) -> impl Iterator<Item = &'t Arc<SeenAttributes>> + Clone + 't {
-        paths_of(table, prefix).filter_map(|record| self.interner.get(record.attributes))
+        table
+            .paths_of(prefix)
+            .filter_map(|record| self.interner.get(record.attributes))
     }
 
     /// Per router, whether its post-policy table of its session with us is synchronised, and

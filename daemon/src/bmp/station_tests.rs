@@ -573,7 +573,7 @@ fn replayed(station: &Station) -> Station {
             },
         );
         for (rib, table) in &ribs.tables {
-            for (prefix, record) in table {
+            for (route, record) in table.iter() {
                 let attributes = station.interner.get(record.attributes).cloned();
                 fresh.handle(
                     ROUTER,
@@ -581,7 +581,7 @@ fn replayed(station: &Station) -> Station {
                         peer: *peer,
                         rib: *rib,
                         withdrawn: vec![],
-                        announced: vec![*prefix],
+                        announced: vec![route],
                         attributes,
                         end_of_rib: false,
                     },
@@ -981,7 +981,7 @@ proptest! {
         let held: BTreeMap<RouteKey, u32> = station.routers[&ROUTER].rib.peers[&transit()]
             .tables
             .get(&RibKind::AdjRibInPre)
-            .map(|table| table.iter().map(|(key, record)| (*key, record.origin_asn)).collect())
+            .map(|table| table.iter().map(|(key, record)| (key, record.origin_asn)).collect())
             .unwrap_or_default();
         prop_assert_eq!(&held, &model);
         let hijacked: Vec<(FindingKind, IpNet)> = PATH_PREFIXES[..2]
