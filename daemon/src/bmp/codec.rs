@@ -10,9 +10,12 @@
 //!
 //! Parser choice: `bgpkit-parser` with only its `parser` feature. It is already a test
 //! dependency of `topologyd-bgp` (the same version, so no new crate enters the lock file), its
-//! BMP reader covers every message type including Loc-RIB per-peer headers, and it hands back
-//! the UPDATE with MP_REACH/MP_UNREACH decoded. `netgauze-bmp-pkt` would add its own BGP model,
-//! the IANA tables and `nom` parsers on top of `netgauze-bgp-pkt`, for no coverage we need.
+//! BMP reader covers every message type including Loc-RIB per-peer headers and the OPENs'
+//! capabilities, and it decodes path attributes. Route Monitoring is the exception: its
+//! per-peer header and attributes come from the parser crate, but its NLRI are read in
+//! `update.rs`, because the crate takes one ADD-PATH flag for a whole UPDATE where sessions
+//! negotiate it per family. `netgauze-bmp-pkt` would add its own BGP model, the IANA tables and
+//! `nom` parsers on top of `netgauze-bgp-pkt`, for no coverage we need.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -205,7 +208,8 @@ impl Decoder {
         Decoder::default()
     }
 
-    /// Which families carry path identifiers in `peer`'s `rib` (for tests and views).
+    /// Which families carry path identifiers in each RIB kind of `peer` (none when no family
+    /// does, or the peer is not up).
     pub fn path_id_families(&self, peer: &PeerKey) -> Option<&PathIdFamilies> {
         self.path_ids.get(peer)
     }
