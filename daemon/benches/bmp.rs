@@ -7,6 +7,9 @@
 //!   held by the visibility core, in this process. The baseline, measured in the same run, is
 //!   reading and decoding the same bytes without keeping anything. Memory: the core's own
 //!   estimate of its tables per route held, and this process's resident memory growth per route.
+//! - `ingest_add_path`: the same table from a peer whose session negotiated ADD-PATH, each
+//!   prefix with a non-zero path id (the keyed-by-path-id map), against `ingest` in the same
+//!   run: time and estimated bytes per route as ratios.
 //! - `announce`: a real topologyd (the binaries the tests build, or `TOPOLOGYD_BIN_DIR`)
 //!   announcing ROUTES /24s to one BIRD, timed from BIRD's Established until it holds every
 //!   route; once without a BMP feed (the baseline) and once while a synthetic router streams the
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ipnet::Ipv4Net;
-use topologyd::bmp::codec::{PeerKey, RibKind, SeenAttributes, decode, split_message};
+use topologyd::bmp::codec::{Decoder, PeerKey, RibKind, RouteKey, SeenAttributes, split_message};
 use topologyd::bmp::station::Station;
 use topologyd::bmp::writer;
 use topologyd_harness::peers::{BgpPeer as _, BirdPeer, PeerSpec, alloc};
@@ -73,6 +76,51 @@ fn feed(routes: usize, withdraw_after: bool) -> Vec<u8> {
     out.to_vec()
 }
 
+/// The same table on an ADD-PATH session (Peer Up negotiating both ways), path id 1 on
+/// every route, in the same 16 attribute sets and 800 routes a message.
+fn add_path_feed(routes: usize) -> Vec<u8> {
+    let all = prefixes(routes);
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&writer::initiation("bench-router"));
+    let both = [((1u16, 1u8), writer::ADD_PATH_BOTH)];
+    out.extend_from_slice(&writer::peer_up_with_add_path(
+        &peer(),
+        RibKind::AdjRibInPre,
+        &both,
+        &both,
+    ));
+    for (set, chunk) in all.chunks(all.len().div_ceil(16).max(1)).enumerate() {
+        let set = set as u32;
+        let attributes = SeenAttributes {
+            as_path: vec![64_666, 3_356 + set, 65_000 + set],
+            origin_asn: Some(65_000 + set),
+            med: Some(set),
+            communities: vec![(64_666 << 16) | set],
+            large_communities: Vec::new(),
+        };
+        for message in chunk.chunks(writer::MAX_PREFIXES_PER_UPDATE) {
+            let routes: Vec<RouteKey> = message
+                .iter()
+                .map(|prefix| RouteKey {
+                    prefix: (*prefix).into(),
+                    path_id: 1,
+                })
+                .collect();
+            writer::routes(
+                &mut out,
+                &peer(),
+                RibKind::AdjRibInPost,
+                &[],
+                &routes,
+                Some(&attributes),
+                true,
+            );
+        }
+    }
+    writer::end_of_rib(&mut out, &peer(), RibKind::AdjRibInPost);
+    out.to_vec()
+}
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -88,35 +136,73 @@ fn rss_kib() -> u64 {
 
 fn read_all(bytes: &[u8], mut each: impl FnMut(topologyd::bmp::codec::BmpEvent)) {
     let mut buffer = BytesMut::from(bytes);
+    let mut decoder = Decoder::new();
     while let Ok(Some(message)) = split_message(&mut buffer) {
-        if let Ok(event) = decode(message) {
+        if let Ok(event) = decoder.decode(message) {
             each(event);
         }
     }
 }
 
-fn bench_ingest(routes: usize) {
-    let bytes = feed(routes, false);
+/// What one ingest run measured.
+struct Ingest {
+    held: usize,
+    messages: u64,
+    feed_bytes: usize,
+    ingest_s: f64,
+    decode_only_s: f64,
+    estimated_bytes_per_route: f64,
+    rss_growth_bytes_per_route: f64,
+}
+
+fn ingest(bytes: &[u8]) -> Ingest {
     let started = Instant::now();
     let mut messages = 0u64;
-    read_all(&bytes, |_| messages += 1);
-    let decode_only = started.elapsed().as_secs_f64();
+    read_all(bytes, |_| messages += 1);
+    let decode_only_s = started.elapsed().as_secs_f64();
 
     let rss_before = rss_kib();
     let started = Instant::now();
     let mut station = Station::new(0);
     station.connect(1, IpAddr::V4(Ipv4Addr::LOCALHOST));
-    read_all(&bytes, |event| station.handle(1, event));
+    read_all(bytes, |event| station.handle(1, event));
     station.evaluate(1);
-    let ingest = started.elapsed().as_secs_f64();
+    let ingest_s = started.elapsed().as_secs_f64();
     let held = station.route_count();
     let rss_growth = rss_kib().saturating_sub(rss_before) * 1024;
+    Ingest {
+        held,
+        messages,
+        feed_bytes: bytes.len(),
+        ingest_s,
+        decode_only_s,
+        estimated_bytes_per_route: station.approximate_bytes() as f64 / held.max(1) as f64,
+        rss_growth_bytes_per_route: rss_growth as f64 / held.max(1) as f64,
+    }
+}
+
+fn bench_ingest(routes: usize) {
+    let plain = ingest(&feed(routes, false));
     println!(
-        "{{\"bench\":\"bmp_ingest\",\"routes\":{routes},\"held\":{held},\"messages\":{messages},\"feed_bytes\":{},\"ingest_s\":{ingest:.3},\"decode_only_baseline_s\":{decode_only:.3},\"ingest_over_decode_only\":{:.2},\"estimated_bytes_per_route\":{:.1},\"rss_growth_bytes_per_route\":{:.1}}}",
-        bytes.len(),
-        ingest / decode_only.max(1e-9),
-        station.approximate_bytes() as f64 / held.max(1) as f64,
-        rss_growth as f64 / held.max(1) as f64,
+        "{{\"bench\":\"bmp_ingest\",\"routes\":{routes},\"held\":{},\"messages\":{},\"feed_bytes\":{},\"ingest_s\":{:.3},\"decode_only_baseline_s\":{:.3},\"ingest_over_decode_only\":{:.2},\"estimated_bytes_per_route\":{:.1},\"rss_growth_bytes_per_route\":{:.1}}}",
+        plain.held,
+        plain.messages,
+        plain.feed_bytes,
+        plain.ingest_s,
+        plain.decode_only_s,
+        plain.ingest_s / plain.decode_only_s.max(1e-9),
+        plain.estimated_bytes_per_route,
+        plain.rss_growth_bytes_per_route,
+    );
+    let add_path = ingest(&add_path_feed(routes));
+    println!(
+        "{{\"bench\":\"bmp_ingest_add_path\",\"routes\":{routes},\"held\":{},\"ingest_s\":{:.3},\"ingest_over_plain_ingest\":{:.2},\"estimated_bytes_per_route\":{:.1},\"estimated_bytes_over_plain\":{:.2},\"rss_growth_bytes_per_route\":{:.1}}}",
+        add_path.held,
+        add_path.ingest_s,
+        add_path.ingest_s / plain.ingest_s.max(1e-9),
+        add_path.estimated_bytes_per_route,
+        add_path.estimated_bytes_per_route / plain.estimated_bytes_per_route.max(1e-9),
+        add_path.rss_growth_bytes_per_route,
     );
 }
 

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use bytes::BytesMut;
-use topologyd::bmp::codec::{PeerKey, RibKind, SeenAttributes, decode_stream};
+use topologyd::bmp::codec::{BmpEvent, PeerKey, RibKind, RouteKey, SeenAttributes, decode_stream};
 use topologyd::bmp::writer;
 
 fn corpus() -> PathBuf {
@@ -51,6 +51,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     session.extend_from_slice(&writer::termination());
     vec![
         ("valid_session", session.to_vec()),
+        ("valid_add_path", add_path_session(&peer, &attributes)),
         ("valid_initiation", writer::initiation("edge1")),
         (
             "garbage_http",
@@ -59,6 +60,67 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("garbage_length", vec![3, 0xFF, 0xFF, 0xFF, 0xFF, 0]),
         ("garbage_type", vec![3, 0, 0, 0, 6, 9]),
     ]
+}
+
+/// A session with ADD-PATH negotiated both ways for IPv4 and IPv6 unicast: two paths of one
+/// prefix in each family, then one path of each withdrawn.
+fn add_path_session(peer: &PeerKey, attributes: &SeenAttributes) -> Vec<u8> {
+    let both = [
+        ((1u16, 1u8), writer::ADD_PATH_BOTH),
+        ((2, 1), writer::ADD_PATH_BOTH),
+    ];
+    let mut session = BytesMut::new();
+    session.extend_from_slice(&writer::initiation("edge1"));
+    session.extend_from_slice(&writer::peer_up_with_add_path(
+        peer,
+        RibKind::AdjRibInPre,
+        &both,
+        &both,
+    ));
+    let paths: Vec<RouteKey> = ["198.51.100.0/24", "2001:db8:1::/48"]
+        .iter()
+        .flat_map(|prefix| {
+            [1, 2].map(|path_id| RouteKey {
+                prefix: prefix.parse().unwrap(),
+                path_id,
+            })
+        })
+        .collect();
+    for rib in [RibKind::AdjRibInPre, RibKind::AdjRibInPost] {
+        writer::routes(&mut session, peer, rib, &[], &paths, Some(attributes), true);
+        writer::routes(
+            &mut session,
+            peer,
+            rib,
+            &[paths[0], paths[3]],
+            &[],
+            None,
+            true,
+        );
+    }
+    session.extend_from_slice(&writer::peer_down(peer));
+    session.to_vec()
+}
+
+#[test]
+fn the_add_path_seed_reads_its_paths() {
+    let peer = PeerKey {
+        address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        asn: 64_500,
+        bgp_id: Ipv4Addr::new(192, 0, 2, 1),
+        distinguisher: 0,
+    };
+    let (events, error) = decode_stream(&add_path_session(&peer, &SeenAttributes::default()));
+    assert_eq!(error, None);
+    let BmpEvent::Routes { announced, .. } = &events[2] else {
+        panic!("not routes: {:?}", events[2]);
+    };
+    let ids: Vec<u32> = announced.iter().map(|route| route.path_id).collect();
+    assert_eq!(ids, vec![1, 2, 1, 2]);
+    let BmpEvent::Routes { withdrawn, .. } = &events[3] else {
+        panic!("not routes: {:?}", events[3]);
+    };
+    assert_eq!(withdrawn.len(), 2);
 }
 
 #[test]

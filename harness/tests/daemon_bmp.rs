@@ -19,6 +19,10 @@
 //! socket is checked for TCP keepalive and a connection that sends no Initiation is closed
 //! after the 30 s bound; and GoBGP again against a `max_routes_per_router` it exceeds: dropped,
 //! counted by reason, logged.
+//!
+//! And an ADD-PATH session into FRR (ExaBGP sending two paths of one prefix): FRR's Peer Up
+//! negotiates ADD-PATH but its Route Monitoring carries no path ids, and the station reads it
+//! without bogus prefixes.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -27,7 +31,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use topologyd_harness::daemon_fixture::{self, LOCAL_ASN, check, prefix, topology};
 use topologyd_harness::peers::{
-    BgpPeer as _, BirdPeer, EdgeNeighbor, FrrEdge, FrrEdgeSpec, GobgpPeer, PeerSpec, Route, alloc,
+    BgpPeer as _, BirdPeer, EdgeNeighbor, ExabgpPeer, FrrEdge, FrrEdgeSpec, GobgpPeer, PeerSpec,
+    Route, alloc,
 };
 use topologyd_harness::topologyd::{
     ControlPki, ControlSection, DaemonConfig, NeighborConfig, Topoctl, Topologyd, wait_until,
@@ -516,7 +521,7 @@ fn a_router_over_its_route_bound_is_dropped_counted_and_logged() {
             .topologyd
             .metric("topologyd_bmp_routers_dropped_total{reason=\"max_routes\"}")
             .map_err(|error| error.to_string())?;
-        if dropped == Some(1.0) {
+        if dropped.is_some_and(|dropped| dropped >= 1.0) {
             Ok(())
         } else {
             Err(format!("dropped: {dropped:?}"))
@@ -556,4 +561,123 @@ fn a_router_over_its_route_bound_is_dropped_counted_and_logged() {
     assert_eq!(view["routers"][0]["routes"], 0, "{view}");
     assert!(!holds_all(&view), "{view}");
     assert_eq!(view["held"][0]["synchronised"], false, "{view}");
+}
+
+/// An ADD-PATH session into FRR 8.4: ExaBGP offers Send, FRR (which always offers Receive)
+/// takes two paths of 1.1.1.0/24 (both a hijack of our resolver /24, by different paths) and one
+/// of 192.0.2.0/24. FRR's Peer Up carries both OPENs with ADD-PATH, its Route Monitoring carries
+/// no path ids (and one path per prefix): the station raises the hijack on ExaBGP's session,
+/// holds exactly the routes FRR monitors (ours and one per ExaBGP prefix, pre- and post-policy),
+/// and no prefix that nobody sent appears.
+#[test]
+fn add_path_session_into_frr_is_read_without_bogus_prefixes() {
+    let pki = check(ControlPki::generate(), "generating the PKI");
+    let mut daemon = DaemonConfig::new("ams01", LOCAL_ASN);
+    daemon.control = Some(ControlSection::new(
+        daemon.local.ip(),
+        &pki,
+        &[("noc", "reader")],
+    ));
+    let station = SocketAddr::new(daemon.local.ip(), alloc::free_port(daemon.local.ip()));
+    daemon.extra =
+        format!("[bmp]\nlisten = [\"{station}\"]\nallow = [\"127.0.0.0/8\"]\nsettle_seconds = 2\n");
+    let edge_address = alloc::loopback_v4();
+    let edge_listen = SocketAddr::new(
+        IpAddr::V4(edge_address),
+        alloc::free_port(IpAddr::V4(edge_address)),
+    );
+    let speaker_address = alloc::loopback_v4();
+    let speaker_listen = SocketAddr::new(
+        IpAddr::V4(speaker_address),
+        alloc::free_port(IpAddr::V4(speaker_address)),
+    );
+    let mut neighbor = NeighborConfig::new("edge-frr", edge_listen, EDGE_ASN);
+    neighbor.families = vec!["ipv4"];
+    daemon.neighbors.push(neighbor);
+    let topologyd = check(
+        Topologyd::start(daemon.clone(), &topology()),
+        "starting topologyd",
+    );
+    let edge = check(
+        FrrEdge::start(FrrEdgeSpec {
+            hostname: "edge-frr".into(),
+            asn: EDGE_ASN,
+            router_id: edge_address,
+            listen: edge_listen,
+            neighbors: vec![
+                EdgeNeighbor {
+                    address: daemon.local,
+                    asn: LOCAL_ASN,
+                },
+                EdgeNeighbor {
+                    address: speaker_listen,
+                    asn: HIJACKER_ASN,
+                },
+            ],
+            station,
+        }),
+        "starting FRR with BMP",
+    );
+    let speaker = check(
+        ExabgpPeer::start(
+            PeerSpec::new(HIJACKER_ASN, speaker_listen, EDGE_ASN, edge_listen).add_path_send(true),
+        ),
+        "starting ExaBGP with ADD-PATH send",
+    );
+    let route = |text: &str, as_path: Vec<u32>| {
+        let mut route = Route::new(prefix(text));
+        route.next_hop = IpAddr::V4(speaker_address);
+        route.as_path = as_path;
+        route
+    };
+    check(
+        speaker.announce_paths(&[
+            (route("1.1.1.0/24", vec![]), 1),
+            (route("1.1.1.0/24", vec![64_777]), 2),
+            (route("192.0.2.0/24", vec![]), 5),
+        ]),
+        "announcing two paths",
+    );
+    let reader = Topoctl::new(
+        daemon
+            .control
+            .as_ref()
+            .map(|control| control.listen)
+            .unwrap_or_else(|| panic!("no control listener")),
+        &pki.ca,
+        check(pki.client("noc"), "a reader certificate"),
+    );
+    // Ours (5 IPv4 routes) and ExaBGP's two prefixes, each pre- and post-policy.
+    let expected_routes = 2 * (AMS01_IPV4.len() + 2);
+    let result = wait_until("the hijack on the ADD-PATH session", WAIT, || {
+        let view: Value = reader
+            .run("visibility", &[] as &[&str])
+            .map_err(|error| error.to_string())?
+            .json()?;
+        let routes = view["routers"][0]["routes"].as_u64();
+        if holds_all(&view)
+            && findings(&view) == vec![("exact_hijack".to_string(), "1.1.1.0/24".to_string())]
+            && routes == Some(expected_routes as u64)
+        {
+            Ok(view)
+        } else {
+            Err(view.to_string())
+        }
+    });
+    let view = match result {
+        Ok(view) => view,
+        Err(last) => panic!(
+            "{last}\n--- FRR\n{}\n--- ExaBGP\n{}\n--- topologyd\n{}",
+            edge.log_tail(),
+            speaker.log_tail(),
+            topologyd.log_tail()
+        ),
+    };
+    let finding = &view["findings"][0];
+    assert_eq!(finding["peer_asn"], Value::from(HIJACKER_ASN), "{view}");
+    let open = check(edge.vtysh(&["show bgp neighbors json"]), "FRR's neighbors");
+    assert!(
+        open.contains("addPath"),
+        "ADD-PATH negotiated with ExaBGP: {open}"
+    );
 }

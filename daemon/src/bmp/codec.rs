@@ -3,29 +3,46 @@
 //! vocabulary. The only module that touches the parser crate.
 //!
 //! Owns: framing (common header, length bounds), the translation of the parser's messages into
-//! [`BmpEvent`]s (peers, RIB kinds, prefixes, the attributes the visibility core compares).
-//! Must not touch: sockets, tasks, clocks, the routers' state (`station.rs`).
+//! [`BmpEvent`]s (peers, RIB kinds, routes, the attributes the visibility core compares), and
+//! per connection the [`Decoder`]'s record of which families each monitored peer's routes carry
+//! ADD-PATH path identifiers in (RFC 7911), learnt from the OPENs of its Peer Up. Must not
+//! touch: sockets, tasks, clocks, the routers' state (`station.rs`).
 //!
 //! Parser choice: `bgpkit-parser` with only its `parser` feature. It is already a test
 //! dependency of `topologyd-bgp` (the same version, so no new crate enters the lock file), its
-//! BMP reader covers every message type including Loc-RIB per-peer headers, and it hands back
-//! the UPDATE with MP_REACH/MP_UNREACH decoded. `netgauze-bmp-pkt` would add its own BGP model,
-//! the IANA tables and `nom` parsers on top of `netgauze-bgp-pkt`, for no coverage we need.
+//! BMP reader covers every message type including Loc-RIB per-peer headers and the OPENs'
+//! capabilities, and it decodes path attributes. Route Monitoring is the exception: its
+//! per-peer header and attributes come from the parser crate, but its NLRI are read in
+//! `update.rs`, because the crate takes one ADD-PATH flag for a whole UPDATE where sessions
+//! negotiate it per family. `netgauze-bmp-pkt` would add its own BGP model, the IANA tables and
+//! `nom` parsers on top of `netgauze-bgp-pkt`, for no coverage we need.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use bgpkit_parser::models::{
-    AsPathSegment, Attributes, BgpMessage, BgpUpdateMessage, Community, MetaCommunity,
-};
+use bgpkit_parser::models::{AsPathSegment, Attributes, BgpMessage, Community, MetaCommunity};
 use bgpkit_parser::parser::bmp::messages::{
     BmpMessageBody, BmpPeerType, BmpPerPeerHeader, InitiationTlvType, PerPeerFlags,
+    parse_per_peer_header,
 };
 use bytes::{Buf, Bytes, BytesMut};
-use ipnet::IpNet;
+use rustc_hash::FxHashMap;
+
+use super::path_ids::PathIdFamilies;
+pub use super::update::RouteKey;
+use super::update::read_update;
 
 /// BMP version 3 (RFC 7854 §4.1): the only version routers send.
 pub const BMP_VERSION: u8 = 3;
+/// The Route Monitoring message type (RFC 7854 §4.1).
+const TYPE_ROUTE_MONITORING: u8 = 0;
+/// The BGP header: marker, length, type (RFC 4271 §4.1).
+const BGP_HEADER_BYTES: usize = 19;
+const BGP_TYPE_UPDATE: u8 = 2;
+/// Peers whose ADD-PATH families one connection remembers: far above the peers the station
+/// holds for one router, so only a router the station has already dropped reaches it (its
+/// further peers are then read without path identifiers).
+pub const MAX_PATH_ID_PEERS: usize = 65_536;
 /// The 2-octet placeholder of a 4-octet AS number (RFC 6793 §9).
 const AS_TRANS: u32 = 23_456;
 /// The common header: version, length, type.
@@ -121,13 +138,13 @@ pub enum BmpEvent {
     PeerDown {
         peer: PeerKey,
     },
-    /// A Route Monitoring message: the prefixes withdrawn and the ones announced with
-    /// `attributes` in `rib`; neither list is empty unless `end_of_rib`.
+    /// A Route Monitoring message: the routes withdrawn and the ones announced with
+    /// `attributes` in `rib` (each route a prefix and, on an ADD-PATH session, its path id).
     Routes {
         peer: PeerKey,
         rib: RibKind,
-        withdrawn: Vec<IpNet>,
-        announced: Vec<IpNet>,
+        withdrawn: Vec<RouteKey>,
+        announced: Vec<RouteKey>,
         attributes: Option<Arc<SeenAttributes>>,
         end_of_rib: bool,
     },
@@ -159,47 +176,152 @@ pub fn split_message(buffer: &mut BytesMut) -> Result<Option<Bytes>, BmpError> {
     Ok(Some(buffer.split_to(length_bytes).freeze()))
 }
 
-/// Decodes one whole message (as [`split_message`] hands it over).
-pub fn decode(message: Bytes) -> Result<BmpEvent, BmpError> {
-    let mut data = message;
-    let parsed = bgpkit_parser::parser::bmp::parse_bmp_msg(&mut data)
-        .map_err(|error| BmpError::Malformed(error.to_string()))?;
-    if data.has_remaining() {
-        return Err(BmpError::Malformed(format!(
-            "{} bytes after the message",
-            data.remaining()
-        )));
+/// One router connection's reader: decodes whole messages (as [`split_message`] hands them
+/// over), remembering per monitored peer which families carry path identifiers, so that a
+/// Route Monitoring message is read as its session encodes it.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    /// Peers up whose session carries path identifiers in some family and RIB kind.
+    path_ids: FxHashMap<PeerKey, PathIdFamilies>,
+    /// The router is one known to monitor routes without path identifiers whatever its
+    /// sessions negotiated (see [`never_sends_path_ids`]).
+    never_sends_path_ids: bool,
+}
+
+/// Whether a router's sysDescr names a router known to leave path identifiers out of Route
+/// Monitoring although its Peer Up OPENs negotiated ADD-PATH: FRR up to 8.x (its BMP
+/// documentation says the identifier is never included; seen with 8.4, whose OPEN always
+/// offers ADD-PATH Receive, so any peer that offers Send would otherwise be misread).
+pub fn never_sends_path_ids(sys_descr: &str) -> bool {
+    let Some(version) = sys_descr.strip_prefix("FRRouting ") else {
+        return false;
+    };
+    version
+        .split('.')
+        .next()
+        .and_then(|major| major.trim().parse::<u32>().ok())
+        .is_some_and(|major| major <= 8)
+}
+
+impl Decoder {
+    pub fn new() -> Decoder {
+        Decoder::default()
     }
-    let peer = parsed.per_peer_header.as_ref().map(peer_key);
-    Ok(match (parsed.message_body, peer) {
-        (BmpMessageBody::InitiationMessage(initiation), _) => BmpEvent::Initiation {
-            sys_name: initiation
-                .tlvs
-                .into_iter()
-                .find(|tlv| tlv.info_type == InitiationTlvType::SysName)
-                .map(|tlv| tlv.info),
-        },
-        (BmpMessageBody::TerminationMessage(_), _) => BmpEvent::Termination,
-        (BmpMessageBody::PeerUpNotification(up), Some(peer)) => BmpEvent::PeerUp {
-            peer,
-            router_asn: match up.sent_open {
-                BgpMessage::Open(open) => Some(open.asn.to_u32()).filter(|asn| *asn != AS_TRANS),
-                _ => None,
-            },
-        },
-        (BmpMessageBody::PeerDownNotification(_), Some(peer)) => BmpEvent::PeerDown { peer },
-        (BmpMessageBody::StatsReport(_), Some(peer)) => BmpEvent::Statistics { peer },
-        (BmpMessageBody::RouteMonitoring(monitoring), Some(peer)) => {
-            let Some(header) = parsed.per_peer_header.as_ref() else {
-                return Ok(BmpEvent::Ignored);
-            };
-            match monitoring.bgp_message {
-                BgpMessage::Update(update) => routes(peer, rib_kind(header), update),
-                _ => BmpEvent::Ignored,
+
+    /// Which families carry path identifiers in each RIB kind of `peer` (none when no family
+    /// does, or the peer is not up).
+    pub fn path_id_families(&self, peer: &PeerKey) -> Option<&PathIdFamilies> {
+        self.path_ids.get(peer)
+    }
+
+    /// Decodes one whole message (as [`split_message`] hands it over).
+    pub fn decode(&mut self, message: Bytes) -> Result<BmpEvent, BmpError> {
+        if message.get(5) == Some(&TYPE_ROUTE_MONITORING) {
+            return self.route_monitoring(message);
+        }
+        let mut data = message;
+        let parsed = bgpkit_parser::parser::bmp::parse_bmp_msg(&mut data)
+            .map_err(|error| BmpError::Malformed(error.to_string()))?;
+        if data.has_remaining() {
+            return Err(BmpError::Malformed(format!(
+                "{} bytes after the message",
+                data.remaining()
+            )));
+        }
+        let peer = parsed.per_peer_header.as_ref().map(peer_key);
+        Ok(match (parsed.message_body, peer) {
+            (BmpMessageBody::InitiationMessage(initiation), _) => {
+                let text = |kind: InitiationTlvType| {
+                    initiation
+                        .tlvs
+                        .iter()
+                        .find(|tlv| tlv.info_type == kind)
+                        .map(|tlv| tlv.info.clone())
+                };
+                self.never_sends_path_ids = text(InitiationTlvType::SysDescr)
+                    .is_some_and(|descr| never_sends_path_ids(&descr));
+                BmpEvent::Initiation {
+                    sys_name: text(InitiationTlvType::SysName),
+                }
+            }
+            (BmpMessageBody::TerminationMessage(_), _) => {
+                self.path_ids.clear();
+                BmpEvent::Termination
+            }
+            (BmpMessageBody::PeerUpNotification(up), Some(peer)) => {
+                let families = PathIdFamilies::from_opens(&up.sent_open, &up.received_open);
+                self.path_ids.remove(&peer);
+                if !families.is_empty() && self.path_ids.len() < MAX_PATH_ID_PEERS {
+                    self.path_ids.insert(peer, families);
+                }
+                BmpEvent::PeerUp {
+                    peer,
+                    router_asn: match up.sent_open {
+                        BgpMessage::Open(open) => {
+                            Some(open.asn.to_u32()).filter(|asn| *asn != AS_TRANS)
+                        }
+                        _ => None,
+                    },
+                }
+            }
+            (BmpMessageBody::PeerDownNotification(_), Some(peer)) => {
+                self.path_ids.remove(&peer);
+                BmpEvent::PeerDown { peer }
+            }
+            (BmpMessageBody::StatsReport(_), Some(peer)) => BmpEvent::Statistics { peer },
+            _ => BmpEvent::Ignored,
+        })
+    }
+
+    /// A Route Monitoring message (RFC 7854 §4.6): the per-peer header by the parser crate, the
+    /// UPDATE by [`read_update`] with the path-identifier layout of the peer's session.
+    fn route_monitoring(&mut self, message: Bytes) -> Result<BmpEvent, BmpError> {
+        let malformed = |error: String| BmpError::Malformed(error);
+        let mut data = message.slice(COMMON_HEADER_BYTES..);
+        let header =
+            parse_per_peer_header(&mut data).map_err(|error| malformed(error.to_string()))?;
+        if data.remaining() < BGP_HEADER_BYTES {
+            return Err(malformed(
+                "route monitoring without a BGP message".to_string(),
+            ));
+        }
+        let length = usize::from(u16::from_be_bytes([data[16], data[17]]));
+        if length != data.remaining() {
+            return Err(malformed(format!(
+                "BGP message length {length} in {} bytes",
+                data.remaining()
+            )));
+        }
+        if data[18] != BGP_TYPE_UPDATE {
+            return Ok(BmpEvent::Ignored);
+        }
+        data.advance(BGP_HEADER_BYTES);
+        let peer = peer_key(&header);
+        let rib = rib_kind(&header);
+        let families = self
+            .path_ids
+            .get(&peer)
+            .filter(|_| !self.never_sends_path_ids);
+        let read = read_update(data, &header.asn_length(), |family| {
+            families.is_some_and(|families| families.carries(rib, family))
+        })
+        .map_err(malformed)?;
+        if let Some(families) = self.path_ids.get_mut(&peer) {
+            for family in &read.read_without_path_ids {
+                families.stripped(rib, *family);
             }
         }
-        _ => BmpEvent::Ignored,
-    })
+        let attributes =
+            (!read.announced.is_empty()).then(|| Arc::new(seen_attributes(&read.attributes)));
+        Ok(BmpEvent::Routes {
+            peer,
+            rib,
+            end_of_rib: read.end_of_rib,
+            withdrawn: read.withdrawn,
+            announced: read.announced,
+            attributes,
+        })
+    }
 }
 
 /// Reads a whole byte stream as a router connection does: messages until the first error or
@@ -207,9 +329,12 @@ pub fn decode(message: Bytes) -> Result<BmpEvent, BmpError> {
 /// `decode_bmp_stream` fuzz target and its corpus replay (it must never panic).
 pub fn decode_stream(data: &[u8]) -> (Vec<BmpEvent>, Option<BmpError>) {
     let mut buffer = BytesMut::from(data);
+    let mut decoder = Decoder::new();
     let mut events = Vec::new();
     loop {
-        match split_message(&mut buffer).and_then(|message| message.map(decode).transpose()) {
+        match split_message(&mut buffer)
+            .and_then(|message| message.map(|message| decoder.decode(message)).transpose())
+        {
             Ok(Some(event)) => events.push(event),
             Ok(None) => return (events, None),
             Err(error) => return (events, Some(error)),
@@ -237,35 +362,6 @@ fn rib_kind(header: &BmpPerPeerHeader) -> RibKind {
                 (true, true) => RibKind::AdjRibOutPost,
             }
         }
-    }
-}
-
-fn routes(peer: PeerKey, rib: RibKind, update: BgpUpdateMessage) -> BmpEvent {
-    let mut withdrawn: Vec<IpNet> = update
-        .withdrawn_prefixes
-        .iter()
-        .map(|prefix| prefix.prefix)
-        .collect();
-    let mut announced: Vec<IpNet> = update
-        .announced_prefixes
-        .iter()
-        .map(|prefix| prefix.prefix)
-        .collect();
-    if let Some(nlri) = update.attributes.get_unreachable_nlri() {
-        withdrawn.extend(nlri.prefixes.iter().map(|prefix| prefix.prefix));
-    }
-    if let Some(nlri) = update.attributes.get_reachable_nlri() {
-        announced.extend(nlri.prefixes.iter().map(|prefix| prefix.prefix));
-    }
-    let end_of_rib = withdrawn.is_empty() && announced.is_empty();
-    let attributes = (!announced.is_empty()).then(|| Arc::new(seen_attributes(&update.attributes)));
-    BmpEvent::Routes {
-        peer,
-        rib,
-        withdrawn,
-        announced,
-        attributes,
-        end_of_rib,
     }
 }
 

@@ -33,7 +33,7 @@ use topologyd_api::view::{BmpRouterView, FindingKindView, FindingView, RouterHol
 use topologyd_config::daemon::BmpConfig;
 use tracing::{info, warn};
 
-use super::codec::{BmpEvent, decode, split_message};
+use super::codec::{BmpEvent, Decoder, split_message};
 use super::findings::{Expectation, Finding, FindingChange, FindingKind};
 use super::station::{RouterId, Station};
 use crate::announce::LocationRoutes;
@@ -389,6 +389,7 @@ impl Connection {
         let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
         let initiation_deadline = tokio::time::Instant::now() + self.initiation_timeout;
         let mut initiated = false;
+        let mut decoder = Decoder::new();
         loop {
             loop {
                 let message = match split_message(&mut buffer) {
@@ -396,7 +397,7 @@ impl Connection {
                     Ok(None) => break,
                     Err(error) => return Ending::Garbage(error.to_string()),
                 };
-                let event = match decode(message) {
+                let event = match decoder.decode(message) {
                     Ok(event) => event,
                     Err(error) => return Ending::Garbage(error.to_string()),
                 };
@@ -624,6 +625,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::bmp::update::RouteKey;
 
     #[tokio::test]
     async fn a_connection_task_that_panics_still_closes_its_router() {
@@ -674,8 +676,8 @@ mod tests {
             |announced: Vec<ipnet::IpNet>, withdrawn: Vec<ipnet::IpNet>| BmpEvent::Routes {
                 peer,
                 rib: RibKind::AdjRibInPre,
-                withdrawn,
-                announced,
+                withdrawn: withdrawn.into_iter().map(RouteKey::single).collect(),
+                announced: announced.into_iter().map(RouteKey::single).collect(),
                 attributes: Some(Arc::new(SeenAttributes {
                     as_path: vec![64_666],
                     origin_asn: Some(64_666),

@@ -2,7 +2,9 @@
 //! that with what the topology expects and raises hijack and visibility findings.
 //!
 //! Split by concern:
-//! - `codec`: framing and decoding, the only user of the parser crate (pure);
+//! - `codec`: framing and decoding, the only user of the parser crate with `update` (the
+//!   UPDATE's routes, path identifiers read per family) and `path_ids` (which families carry
+//!   ADD-PATH identifiers, from a Peer Up's OPENs) (pure);
 //! - `writer`: a BMP writer for tests and the benchmark (pure);
 //! - `rib`: per-router state, peers and their RIBs in compact records (pure);
 //! - `findings`: what the topology expects and the finding book (pure);
@@ -20,6 +22,8 @@
 pub mod codec;
 pub mod findings;
 pub mod listener;
+pub mod path_ids;
 pub mod rib;
 pub mod station;
+pub mod update;
 pub mod writer;

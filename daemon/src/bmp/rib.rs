@@ -1,18 +1,19 @@
 //! What one monitored router holds, as its BMP feed says: its peers and, per peer and RIB kind,
-//! prefix → [`RouteRecord`] (the origin ASN and an interned attribute-set id, 8 bytes), plus the
-//! attribute sets themselves, interned once for every router and reference counted.
+//! route (prefix and ADD-PATH path id) → [`RouteRecord`] (the origin ASN and an interned
+//! attribute-set id, 8 bytes), plus the attribute sets themselves, interned once for every
+//! router and reference counted. A peer whose session carries path ids has one route per path;
+//! any other has path id 0, so one route per prefix.
 //!
 //! Owns: [`AttributeInterner`], [`RouterRib`] and [`PeerRibs`]. Must not touch: findings (what
 //! the routes mean, `findings.rs`), the wire (`codec.rs`), time.
 
 use std::collections::BTreeMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use ipnet::IpNet;
 use rustc_hash::FxHashMap;
 
-use super::codec::{PeerKey, RibKind, SeenAttributes};
+use super::codec::{PeerKey, RibKind, RouteKey, SeenAttributes};
 
 /// An interned attribute set's id.
 pub type AttributeId = u32;
@@ -108,8 +109,89 @@ impl AttributeInterner {
     }
 }
 
-/// One RIB of one peer.
-pub type RibTable = FxHashMap<IpNet, RouteRecord>;
+/// One RIB of one peer: route → record. Routes with path id 0 (every route of a session
+/// without ADD-PATH, the common case) are keyed by prefix alone, so that they cost no more
+/// than before path ids were read (a 28-byte entry); routes with another path id (ADD-PATH
+/// sessions only) are keyed by prefix and path id (32 bytes).
+#[derive(Debug, Default)]
+pub struct RibTable {
+    first_paths: FxHashMap<IpNet, RouteRecord>,
+    other_paths: FxHashMap<RouteKey, RouteRecord>,
+}
+
+impl RibTable {
+    pub fn get(&self, route: &RouteKey) -> Option<&RouteRecord> {
+        if route.path_id == 0 {
+            self.first_paths.get(&route.prefix)
+        } else {
+            self.other_paths.get(route)
+        }
+    }
+
+    pub fn remove(&mut self, route: &RouteKey) -> Option<RouteRecord> {
+        if route.path_id == 0 {
+            self.first_paths.remove(&route.prefix)
+        } else {
+            self.other_paths.remove(route)
+        }
+    }
+
+    /// Holds `record` for `route`; returns the record it replaces.
+    pub fn insert(&mut self, route: RouteKey, record: RouteRecord) -> Option<RouteRecord> {
+        if route.path_id == 0 {
+            self.first_paths.insert(route.prefix, record)
+        } else {
+            self.other_paths.insert(route, record)
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.first_paths.len() + self.other_paths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every route and its record, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (RouteKey, &RouteRecord)> {
+        self.first_paths
+            .iter()
+            .map(|(prefix, record)| (RouteKey::single(*prefix), record))
+            .chain(
+                self.other_paths
+                    .iter()
+                    .map(|(route, record)| (*route, record)),
+            )
+    }
+
+    /// Every path of `prefix`: a lookup, plus a scan of the other paths of an ADD-PATH
+    /// session (meant for the small table of the session with us).
+    pub fn paths_of<'t>(
+        &'t self,
+        prefix: &'t IpNet,
+    ) -> impl Iterator<Item = &'t RouteRecord> + Clone + 't {
+        self.first_paths.get(prefix).into_iter().chain(
+            self.other_paths
+                .iter()
+                .filter(move |(route, _)| route.prefix == *prefix)
+                .map(|(_, record)| record),
+        )
+    }
+
+    /// Approximate heap bytes (buckets times entry size, plus control bytes).
+    pub fn approximate_bytes(&self) -> usize {
+        let first = std::mem::size_of::<(IpNet, RouteRecord)>() + 1;
+        let other = std::mem::size_of::<(RouteKey, RouteRecord)>() + 1;
+        (self.first_paths.capacity() * first + self.other_paths.capacity() * other) * 8 / 7
+    }
+
+    fn into_records(self) -> impl Iterator<Item = RouteRecord> {
+        self.first_paths
+            .into_values()
+            .chain(self.other_paths.into_values())
+    }
+}
 
 /// One peer's RIBs, and which of them have sent their End-of-RIB.
 #[derive(Debug, Default)]
@@ -145,14 +227,14 @@ impl RouterRib {
         interner: &mut AttributeInterner,
         peer: PeerKey,
         rib: RibKind,
-        withdrawn: &[IpNet],
-        announced: &[IpNet],
+        withdrawn: &[RouteKey],
+        announced: &[RouteKey],
         attributes: Option<&Arc<SeenAttributes>>,
     ) {
         let ribs = self.peers.entry(peer).or_default();
         let table = ribs.tables.entry(rib).or_default();
-        for prefix in withdrawn {
-            if let Some(old) = table.remove(prefix) {
+        for route in withdrawn {
+            if let Some(old) = table.remove(route) {
                 interner.release(old.attributes);
                 self.routes_held -= 1;
             }
@@ -161,22 +243,16 @@ impl RouterRib {
             return;
         };
         let origin_asn = attributes.origin_asn.unwrap_or(NO_ORIGIN);
-        for prefix in announced {
-            self.families_seen[usize::from(matches!(prefix, IpNet::V6(_)))] = true;
+        for route in announced {
+            self.families_seen[usize::from(matches!(route.prefix, IpNet::V6(_)))] = true;
             let id = interner.acquire(attributes);
             let record = RouteRecord {
                 origin_asn,
                 attributes: id,
             };
-            match table.entry(*prefix) {
-                Entry::Occupied(mut held) => {
-                    let old = held.insert(record);
-                    interner.release(old.attributes);
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert(record);
-                    self.routes_held += 1;
-                }
+            match table.insert(*route, record) {
+                Some(old) => interner.release(old.attributes),
+                None => self.routes_held += 1,
             }
         }
     }
@@ -217,18 +293,17 @@ impl RouterRib {
 
     /// Approximate heap bytes of the tables (buckets times entry size, plus control bytes).
     pub fn approximate_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<(IpNet, RouteRecord)>() + 1;
         self.peers
             .values()
             .flat_map(|ribs| ribs.tables.values())
-            .map(|table| table.capacity() * entry * 8 / 7)
+            .map(RibTable::approximate_bytes)
             .sum()
     }
 }
 
 fn release_all(interner: &mut AttributeInterner, ribs: PeerRibs) {
     for table in ribs.tables.into_values() {
-        for record in table.into_values() {
+        for record in table.into_records() {
             interner.release(record.attributes);
         }
     }
@@ -262,10 +337,10 @@ mod tests {
     fn interned_sets_go_with_their_last_route() {
         let mut interner = AttributeInterner::default();
         let mut rib = RouterRib::default();
-        let prefixes: Vec<IpNet> = vec![
-            "10.0.0.0/24".parse().unwrap(),
-            "10.0.1.0/24".parse().unwrap(),
-        ];
+        let prefixes: Vec<RouteKey> = ["10.0.0.0/24", "10.0.1.0/24"]
+            .iter()
+            .map(|prefix| RouteKey::single(prefix.parse().unwrap()))
+            .collect();
         rib.apply_routes(
             &mut interner,
             peer(),
@@ -297,6 +372,50 @@ mod tests {
         rib.clear(&mut interner);
         assert!(interner.is_empty());
         assert_eq!(rib.route_count(), 0);
+    }
+
+    #[test]
+    fn every_path_of_a_prefix_is_held_and_withdrawn_alone() {
+        let mut interner = AttributeInterner::default();
+        let mut rib = RouterRib::default();
+        let prefix: IpNet = "10.0.0.0/24".parse().unwrap();
+        let paths: Vec<RouteKey> = [0, 1, 7]
+            .into_iter()
+            .map(|path_id| RouteKey { prefix, path_id })
+            .collect();
+        for (path, origin) in paths.iter().zip([5, 6, 7]) {
+            rib.apply_routes(
+                &mut interner,
+                peer(),
+                RibKind::AdjRibInPre,
+                &[],
+                &[*path],
+                Some(&attributes(origin)),
+            );
+        }
+        let table = &rib.peers[&peer()].tables[&RibKind::AdjRibInPre];
+        let mut origins: Vec<u32> = table.paths_of(&prefix).map(|r| r.origin_asn).collect();
+        origins.sort_unstable();
+        assert_eq!(origins, vec![5, 6, 7]);
+        rib.apply_routes(
+            &mut interner,
+            peer(),
+            RibKind::AdjRibInPre,
+            &paths[..2],
+            &[],
+            None,
+        );
+        let table = &rib.peers[&peer()].tables[&RibKind::AdjRibInPre];
+        let left: Vec<(RouteKey, u32)> = table.iter().map(|(k, r)| (k, r.origin_asn)).collect();
+        assert_eq!(left, vec![(paths[2], 7)]);
+        assert_eq!(rib.route_count(), 1);
+        assert_eq!(interner.len(), 1);
+    }
+
+    #[test]
+    fn routes_without_path_ids_keep_the_28_byte_entry() {
+        assert_eq!(std::mem::size_of::<(IpNet, RouteRecord)>(), 28);
+        assert_eq!(std::mem::size_of::<(RouteKey, RouteRecord)>(), 32);
     }
 
     #[test]

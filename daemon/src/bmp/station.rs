@@ -20,11 +20,11 @@ use topologyd_config::daemon::{
 };
 use topologyd_rpki::VrpSet;
 
-use super::codec::{BmpEvent, PeerKey, RibKind, SeenAttributes};
+use super::codec::{BmpEvent, PeerKey, RibKind, RouteKey, SeenAttributes};
 use super::findings::{
     Evidence, Expectation, Finding, FindingBook, FindingChange, FindingKey, FindingKind,
 };
-use super::rib::{AttributeInterner, NO_ORIGIN, PeerRibs, RouterRib};
+use super::rib::{AttributeInterner, NO_ORIGIN, PeerRibs, RibTable, RouterRib};
 
 /// The station's number for one router connection.
 pub type RouterId = u64;
@@ -78,7 +78,9 @@ pub struct RouterHoldings {
     pub missing: Vec<IpNet>,
 }
 
-type RelevantKey = (RouterId, PeerKey, RibKind, IpNet);
+/// One held route inside an own prefix: every path of an ADD-PATH session is one (a hijack
+/// seen as one of several paths is still a hijack).
+type RelevantKey = (RouterId, PeerKey, RibKind, RouteKey);
 
 /// Which per-router bound a router went over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,15 +227,15 @@ impl Station {
                     &announced,
                     attributes.as_ref(),
                 );
-                for prefix in withdrawn {
-                    if self.expectation.covering(&prefix).is_some() {
-                        self.relevant.remove(&(router, peer, rib, prefix));
+                for route in withdrawn {
+                    if self.expectation.covering(&route.prefix).is_some() {
+                        self.relevant.remove(&(router, peer, rib, route));
                     }
                 }
                 if attributes.is_some() {
-                    for prefix in announced {
-                        if self.expectation.covering(&prefix).is_some() {
-                            self.relevant.insert((router, peer, rib, prefix));
+                    for route in announced {
+                        if self.expectation.covering(&route.prefix).is_some() {
+                            self.relevant.insert((router, peer, rib, route));
                         }
                     }
                 }
@@ -297,9 +299,9 @@ impl Station {
         for (router, state) in &self.routers {
             for (peer, ribs) in &state.rib.peers {
                 for (rib, table) in &ribs.tables {
-                    for prefix in table.keys() {
-                        if self.expectation.covering(prefix).is_some() {
-                            self.relevant.insert((*router, *peer, *rib, *prefix));
+                    for (route, _) in table.iter() {
+                        if self.expectation.covering(&route.prefix).is_some() {
+                            self.relevant.insert((*router, *peer, *rib, route));
                         }
                     }
                 }
@@ -333,7 +335,8 @@ impl Station {
     /// Every condition that holds now, from the current state alone.
     pub fn conditions(&self) -> BTreeMap<FindingKey, Evidence> {
         let mut conditions = BTreeMap::new();
-        for (router, peer, rib, prefix) in &self.relevant {
+        for (router, peer, rib, route) in &self.relevant {
+            let prefix = &route.prefix;
             let Some(state) = self.routers.get(router) else {
                 continue;
             };
@@ -342,7 +345,7 @@ impl Station {
                 .peers
                 .get(peer)
                 .and_then(|ribs| ribs.tables.get(rib))
-                .and_then(|table| table.get(prefix));
+                .and_then(|table| table.get(route));
             let (Some(record), Some(own)) = (record, self.expectation.covering(prefix)) else {
                 continue;
             };
@@ -416,13 +419,14 @@ impl Station {
                     if !state.rib.monitors_family_of(prefix) {
                         continue;
                     }
-                    let held = table
-                        .get(prefix)
-                        .and_then(|record| self.interner.get(record.attributes));
-                    let (as_path, origin_asn, detail) = match held {
-                        Some(attributes) if expected.matches(attributes, state.rib.router_asn) => {
-                            continue;
-                        }
+                    let mut held = self.held_paths(table, prefix);
+                    if held
+                        .clone()
+                        .any(|attributes| expected.matches(attributes, state.rib.router_asn))
+                    {
+                        continue;
+                    }
+                    let (as_path, origin_asn, detail) = match held.next() {
                         Some(attributes) => (
                             attributes.as_path.clone(),
                             attributes.origin_asn,
@@ -459,6 +463,18 @@ impl Station {
         }
     }
 
+    /// The attributes of every path of `prefix` in `table` (one without ADD-PATH): our route
+    /// is held when any path of our session has our attributes.
+    fn held_paths<'t>(
+        &'t self,
+        table: &'t RibTable,
+        prefix: &'t IpNet,
+    ) -> impl Iterator<Item = &'t Arc<SeenAttributes>> + Clone + 't {
+        table
+            .paths_of(prefix)
+            .filter_map(|record| self.interner.get(record.attributes))
+    }
+
     /// Per router, whether its post-policy table of its session with us is synchronised, and
     /// which routes this location announces it holds as we send them and which not.
     pub fn holdings(&self) -> Vec<RouterHoldings> {
@@ -481,12 +497,11 @@ impl Station {
                     .iter()
                     .filter(|(prefix, _)| state.rib.monitors_family_of(prefix))
                     .partition::<Vec<_>, _>(|(prefix, expected)| {
-                        table
-                            .and_then(|table| table.get(*prefix))
-                            .and_then(|record| self.interner.get(record.attributes))
-                            .is_some_and(|attributes| {
+                        table.is_some_and(|table| {
+                            self.held_paths(table, prefix).any(|attributes| {
                                 expected.matches(attributes, state.rib.router_asn)
                             })
+                        })
                     });
                 RouterHoldings {
                     router_id: *router,

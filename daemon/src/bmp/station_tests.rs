@@ -86,7 +86,10 @@ fn announce(
         peer,
         rib,
         withdrawn: vec![],
-        announced: prefixes.iter().map(|text| net(text)).collect(),
+        announced: prefixes
+            .iter()
+            .map(|text| RouteKey::single(net(text)))
+            .collect(),
         attributes: Some(attrs),
         end_of_rib: false,
     }
@@ -96,7 +99,10 @@ fn withdraw(peer: PeerKey, rib: RibKind, prefixes: &[&str]) -> BmpEvent {
     BmpEvent::Routes {
         peer,
         rib,
-        withdrawn: prefixes.iter().map(|text| net(text)).collect(),
+        withdrawn: prefixes
+            .iter()
+            .map(|text| RouteKey::single(net(text)))
+            .collect(),
         announced: vec![],
         attributes: None,
         end_of_rib: false,
@@ -567,7 +573,7 @@ fn replayed(station: &Station) -> Station {
             },
         );
         for (rib, table) in &ribs.tables {
-            for (prefix, record) in table {
+            for (route, record) in table.iter() {
                 let attributes = station.interner.get(record.attributes).cloned();
                 fresh.handle(
                     ROUTER,
@@ -575,7 +581,7 @@ fn replayed(station: &Station) -> Station {
                         peer: *peer,
                         rib: *rib,
                         withdrawn: vec![],
-                        announced: vec![*prefix],
+                        announced: vec![route],
                         attributes,
                         end_of_rib: false,
                     },
@@ -985,7 +991,7 @@ proptest! {
                     peer: transit(),
                     rib: RibKind::AdjRibInPre,
                     withdrawn: vec![],
-                    announced: vec![prefix],
+                    announced: vec![RouteKey::single(prefix)],
                     attributes: Some(attributes(&[OTHER], None)),
                     end_of_rib: false,
                 },
@@ -1002,5 +1008,162 @@ proptest! {
         prop_assert!(counts.len() <= FindingKind::ALL.len() * own_routes.len());
         prop_assert!(counts.keys().all(|(_, own)| own_routes.contains(own)));
         prop_assert_eq!(counts.values().sum::<u64>(), station.findings().count() as u64);
+    }
+}
+
+fn path(prefix: &str, path_id: u32) -> RouteKey {
+    RouteKey {
+        prefix: net(prefix),
+        path_id,
+    }
+}
+
+fn paths_event(
+    peer: PeerKey,
+    rib: RibKind,
+    withdrawn: &[RouteKey],
+    announced: &[RouteKey],
+    attrs: Option<Arc<SeenAttributes>>,
+) -> BmpEvent {
+    BmpEvent::Routes {
+        peer,
+        rib,
+        withdrawn: withdrawn.to_vec(),
+        announced: announced.to_vec(),
+        attributes: attrs,
+        end_of_rib: false,
+    }
+}
+
+#[test]
+fn rfc7911_a_hijack_seen_as_one_of_several_paths_is_raised_and_one_path_withdrawn_clears_it() {
+    let mut station = station();
+    synced(&mut station);
+    let (ours, theirs) = (path("198.51.100.0/24", 1), path("198.51.100.0/24", 2));
+    for (route, attrs) in [
+        (ours, attributes(&[EDGE, OURS], None)),
+        (theirs, attributes(&[EDGE, OTHER], None)),
+    ] {
+        station.handle(
+            ROUTER,
+            paths_event(transit(), RibKind::AdjRibInPre, &[], &[route], Some(attrs)),
+        );
+    }
+    assert_eq!(
+        station.route_count(),
+        4,
+        "two of ours, two paths of one prefix"
+    );
+    station.evaluate(1_000);
+    assert_eq!(
+        kinds(&station),
+        vec![(FindingKind::ExactHijack, net("198.51.100.0/24"))]
+    );
+    station.handle(
+        ROUTER,
+        paths_event(transit(), RibKind::AdjRibInPre, &[theirs], &[], None),
+    );
+    assert_eq!(station.route_count(), 3, "the other path stays");
+    station.evaluate(2_000);
+    assert!(kinds(&station).is_empty());
+}
+
+#[test]
+fn rfc7911_our_route_is_held_while_any_path_of_our_session_has_our_attributes() {
+    let mut station = station();
+    synced(&mut station);
+    // Our session carries path ids: a second path of the same prefix with other attributes.
+    let (ours, changed) = (path("198.51.100.0/24", 0), path("198.51.100.0/24", 1));
+    station.handle(
+        ROUTER,
+        paths_event(
+            us(),
+            RibKind::AdjRibInPost,
+            &[],
+            &[changed],
+            Some(attributes(&[OURS], Some(99))),
+        ),
+    );
+    station.evaluate(1_000);
+    assert!(kinds(&station).is_empty(), "one path still has ours");
+    assert_eq!(station.holdings()[0].missing, Vec::<IpNet>::new());
+    station.handle(
+        ROUTER,
+        paths_event(us(), RibKind::AdjRibInPost, &[ours], &[], None),
+    );
+    station.evaluate(2_000);
+    station.evaluate(8_000);
+    assert_eq!(
+        kinds(&station),
+        vec![(FindingKind::NotVisible, net("198.51.100.0/24"))]
+    );
+    let finding = station.findings().next().unwrap();
+    assert_eq!(
+        finding.evidence.detail,
+        "held post-policy with other attributes than we send"
+    );
+    assert_eq!(station.holdings()[0].missing, vec![net("198.51.100.0/24")]);
+}
+
+/// Prefixes of the ADD-PATH model: two own (exact), one not.
+const PATH_PREFIXES: [&str; 3] = ["198.51.100.0/24", "203.0.113.0/24", "192.0.2.0/24"];
+
+proptest! {
+    /// Over generated (prefix, path id, origin) announcements and withdrawals written as BMP
+    /// bytes on an ADD-PATH session and read back by the codec, the station keeps exactly the
+    /// routes of a map keyed by (prefix, path id), and raises a hijack on an own prefix exactly
+    /// when some path of it is originated by another AS.
+    #[test]
+    fn add_path_routes_and_hijacks_equal_a_simple_model(
+        steps in prop::collection::vec((any::<bool>(), 0..3usize, 0..3u32, any::<bool>()), 1..40)
+    ) {
+        use crate::bmp::{codec, writer};
+        let mut bytes = bytes::BytesMut::new();
+        let both = [((1u16, 1u8), writer::ADD_PATH_BOTH)];
+        bytes.extend_from_slice(&writer::peer_up_with_add_path(
+            &transit(), RibKind::AdjRibInPre, &both, &both,
+        ));
+        let mut model: BTreeMap<RouteKey, u32> = BTreeMap::new();
+        for (announce, prefix, path_id, hijacker) in &steps {
+            let route = path(PATH_PREFIXES[*prefix], *path_id);
+            let origin = if *hijacker { OTHER } else { OURS };
+            if *announce {
+                let seen = SeenAttributes {
+                    as_path: vec![EDGE, origin],
+                    origin_asn: Some(origin),
+                    ..SeenAttributes::default()
+                };
+                writer::routes(&mut bytes, &transit(), RibKind::AdjRibInPre, &[], &[route], Some(&seen), true);
+                model.insert(route, origin);
+            } else {
+                writer::routes(&mut bytes, &transit(), RibKind::AdjRibInPre, &[route], &[], None, true);
+                model.remove(&route);
+            }
+        }
+        let (events, error) = codec::decode_stream(&bytes);
+        prop_assert_eq!(error, None);
+        let mut station = station();
+        station.settle_ms = 0;
+        for event in events {
+            station.handle(ROUTER, event);
+        }
+        station.evaluate(1);
+        let held: BTreeMap<RouteKey, u32> = station.routers[&ROUTER].rib.peers[&transit()]
+            .tables
+            .get(&RibKind::AdjRibInPre)
+            .map(|table| table.iter().map(|(key, record)| (key, record.origin_asn)).collect())
+            .unwrap_or_default();
+        prop_assert_eq!(&held, &model);
+        let hijacked: Vec<(FindingKind, IpNet)> = PATH_PREFIXES[..2]
+            .iter()
+            .map(|prefix| net(prefix))
+            .filter(|prefix| model.iter().any(|(key, origin)| key.prefix == *prefix && *origin == OTHER))
+            .map(|prefix| (FindingKind::ExactHijack, prefix))
+            .collect();
+        let mut raised = kinds(&station);
+        raised.sort();
+        let mut expected = hijacked;
+        expected.sort();
+        prop_assert_eq!(raised, expected);
     }
 }

@@ -93,6 +93,22 @@ impl ExabgpPeer {
         })
     }
 
+    /// Announces each route with its ADD-PATH path identifier (the session must offer
+    /// [`PeerSpec::add_path_send`]); several paths of one prefix go out as several routes.
+    pub fn announce_paths(&self, paths: &[(Route, u32)]) -> Result<()> {
+        let lines: Vec<String> = paths
+            .iter()
+            .map(|(route, path_id)| {
+                format!(
+                    "announce {} path-information {}",
+                    route_text(&self.launched.spec, route),
+                    std::net::Ipv4Addr::from(*path_id)
+                )
+            })
+            .collect();
+        self.send(&lines)
+    }
+
     /// Sends ROUTE-REFRESH (RFC 2918) for every family of the session, through the API.
     pub fn request_route_refresh(&self) -> Result<()> {
         let mut lines = Vec::new();
@@ -273,6 +289,9 @@ fn render_config(spec: &PeerSpec, script: &Path) -> String {
     config.push_str("  }\n");
     // Route refresh (RFC 2918) is offered so that [`ExabgpPeer::request_route_refresh`] works.
     config.push_str("  capability {\n    route-refresh;\n");
+    if spec.add_path_send {
+        config.push_str("    add-path send;\n");
+    }
     if let Some(graceful_restart) = spec.graceful_restart {
         let _ = writeln!(
             config,

@@ -406,6 +406,8 @@ pub struct PeerSpec {
     /// Routes the daemon announces from the start. Nothing else is exported; everything received
     /// is imported, with no max-prefix limit.
     pub originate: Vec<Route>,
+    /// Offer ADD-PATH Send for every family (RFC 7911); only ExaBGP's launcher reads it.
+    pub add_path_send: bool,
 }
 
 impl PeerSpec {
@@ -437,6 +439,7 @@ impl PeerSpec {
             ttl_security: false,
             graceful_restart: Some(GracefulRestart::default()),
             originate: Vec::new(),
+            add_path_send: false,
         }
     }
 
@@ -449,6 +452,12 @@ impl PeerSpec {
             PeerSpec::new(asn_a, a, asn_b, b),
             PeerSpec::new(asn_b, b, asn_a, a),
         )
+    }
+
+    /// Offers ADD-PATH Send for every family (ExaBGP only).
+    pub fn add_path_send(mut self, enabled: bool) -> PeerSpec {
+        self.add_path_send = enabled;
+        self
     }
 
     /// Sets the BGP identifier.
