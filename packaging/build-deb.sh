@@ -4,7 +4,7 @@
 # /etc/topologyd/topologyd.toml with the example topology, man pages and shell completions
 # generated from the binaries' clap definitions. Prints the path of the .deb.
 #   bash packaging/build-deb.sh [release|debug]      (default: release; debug takes the
-#   binaries in TOPOLOGYD_BIN_DIR when set)
+#   binaries in TOPOLOGYD_DEB_BINARIES when scripts/test.sh sets it)
 # The postinst creates the user and directories and never starts or enables the service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,10 +12,11 @@ profile=${1:-release}
 case "$profile" in
   release) cargo build --locked --release -p topologyd -p topoctl --bins >&2; binaries=target/release ;;
   debug)
-    # The test run's binaries when it names them (scripts/test.sh), else a build of their own.
-    if [ -n "${TOPOLOGYD_BIN_DIR:-}" ] && [ -x "$TOPOLOGYD_BIN_DIR/topologyd" ] \
-      && [ -x "$TOPOLOGYD_BIN_DIR/topoctl" ]; then
-      binaries=$TOPOLOGYD_BIN_DIR
+    # The test run's binaries when scripts/test.sh names them, else a build of their own.
+    if [ -n "${TOPOLOGYD_DEB_BINARIES:-}" ] && [ -x "$TOPOLOGYD_DEB_BINARIES/topologyd" ] \
+      && [ -x "$TOPOLOGYD_DEB_BINARIES/topoctl" ]; then
+      binaries=$TOPOLOGYD_DEB_BINARIES
+      echo "build-deb: packaging the test run's binaries in $binaries" >&2
     else
       cargo build --locked -p topologyd -p topoctl --bins >&2; binaries=target/debug
     fi ;;

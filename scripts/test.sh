@@ -15,11 +15,18 @@ set +e
 # Build every test, binary and example once, with the features the tests unify; the end-to-end
 # suites then start these binaries (TOPOLOGYD_BIN_DIR) instead of each test process asking cargo
 # to build them again with the packages' own features (a second build of the dependencies).
+# Only binaries this build wrote are used (newer than the stamp); otherwise each suite builds.
+touch target/.test-build-stamp
 cargo test --workspace --locked --no-run 2>&1 | tee target/test-output.log
 status=${PIPESTATUS[0]}
-if [ -x target/debug/topologyd ] && [ -x target/debug/topoctl ] \
-  && [ -x target/debug/examples/address_binder ]; then
+fresh() { [ -x "$1" ] && [ "$1" -nt target/.test-build-stamp ]; }
+if [ "$status" -eq 0 ] && fresh target/debug/topologyd && fresh target/debug/topoctl \
+  && fresh target/debug/examples/address_binder; then
   export TOPOLOGYD_BIN_DIR="$PWD/target/debug"
+  # The package check takes the same binaries (build-deb.sh reads only this variable).
+  export TOPOLOGYD_DEB_BINARIES="$TOPOLOGYD_BIN_DIR"
+else
+  echo "test.sh: the test build left no fresh binaries; each suite builds its own" >&2
 fi
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee -a target/test-output.log
 status=$(( status | PIPESTATUS[0] ))
