@@ -290,6 +290,7 @@ impl AcceptLoop {
                 router,
                 remote,
                 initiation_timeout: self.initiation_timeout,
+                initiation_deadline: tokio::time::Instant::now() + self.initiation_timeout,
                 sender: self.sender.clone(),
                 counters: Arc::clone(&self.counters),
             };
@@ -325,6 +326,9 @@ struct Connection {
     router: RouterId,
     remote: SocketAddr,
     initiation_timeout: Duration,
+    /// The accept plus [`Connection::initiation_timeout`]: the Initiation must have been read
+    /// by then, however long the station's queue kept the connection waiting.
+    initiation_deadline: tokio::time::Instant,
     sender: mpsc::Sender<StationInput>,
     counters: Arc<BmpCounters>,
 }
@@ -343,16 +347,19 @@ enum Ending {
 
 impl Connection {
     async fn run(self, mut stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
-        if self
-            .sender
-            .send(StationInput::Connected(
-                self.router,
-                canonical(self.remote.ip()),
-            ))
-            .await
-            .is_err()
-        {
-            return;
+        let connected = self.sender.send(StationInput::Connected(
+            self.router,
+            canonical(self.remote.ip()),
+        ));
+        match tokio::time::timeout_at(self.initiation_deadline, connected).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                // The station's queue stayed full past the bound: the slot is given back.
+                self.counters.stream_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(remote = %self.remote, router = self.router, "BMP station queue full until the Initiation bound; connection closed");
+                return;
+            }
         }
         let _closed = ClosedOnDrop {
             router: self.router,
@@ -387,7 +394,7 @@ impl Connection {
 
     async fn read(&self, stream: &mut TcpStream) -> Ending {
         let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
-        let initiation_deadline = tokio::time::Instant::now() + self.initiation_timeout;
+        let initiation_deadline = self.initiation_deadline;
         let mut initiated = false;
         let mut decoder = Decoder::new();
         loop {
@@ -749,16 +756,18 @@ mod tests {
         drop(client);
     }
 
-    /// The accept loop with one router slot and a short Initiation bound.
+    /// The accept loop with one router slot, a short Initiation bound and a station queue of
+    /// `queue` inputs.
     fn accept_loop(
         initiation_timeout: Duration,
+        queue: usize,
     ) -> (
         AcceptLoop,
         mpsc::Receiver<StationInput>,
         Arc<BmpCounters>,
         watch::Sender<bool>,
     ) {
-        let (sender, inputs) = mpsc::channel(64);
+        let (sender, inputs) = mpsc::channel(queue);
         let counters = Arc::new(BmpCounters::default());
         let (stop, shutdown) = watch::channel(false);
         let accept = AcceptLoop {
@@ -781,7 +790,7 @@ mod tests {
         let bound = Duration::from_millis(400);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let (accept, mut inputs, counters, _stop) = accept_loop(bound);
+        let (accept, mut inputs, counters, _stop) = accept_loop(bound, 64);
         tokio::spawn(accept.run(listener));
         let started = std::time::Instant::now();
         let mut silent = TcpStream::connect(address).await.unwrap();
@@ -826,6 +835,44 @@ mod tests {
             "the router is still connected past the bound"
         );
         assert_eq!(counters.refused_max_routers.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_kept_waiting_by_a_full_station_queue_is_closed_at_the_bound() {
+        let bound = Duration::from_millis(400);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (accept, mut inputs, counters, _stop) = accept_loop(bound, 1);
+        // The station is behind: its one-input queue is full and nothing drains it.
+        accept.sender.try_send(StationInput::Closed(99)).unwrap();
+        tokio::spawn(accept.run(listener));
+        let started = std::time::Instant::now();
+        let mut waiting = TcpStream::connect(address).await.unwrap();
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(10), waiting.read(&mut byte))
+            .await
+            .unwrap();
+        let elapsed = started.elapsed();
+        assert!(!matches!(read, Ok(1)), "{read:?}");
+        assert!(
+            elapsed >= bound && elapsed < Duration::from_secs(5),
+            "closed after {elapsed:?}, the bound is {bound:?}"
+        );
+        assert_eq!(counters.stream_errors.load(Ordering::Relaxed), 1);
+        // The slot was given back: once the station catches up, a router gets in.
+        assert!(matches!(
+            inputs.recv().await,
+            Some(StationInput::Closed(99))
+        ));
+        let _router = TcpStream::connect(address).await.unwrap();
+        let connected = tokio::time::timeout(Duration::from_secs(5), inputs.recv())
+            .await
+            .unwrap();
+        assert!(
+            matches!(connected, Some(StationInput::Connected(2, _))),
+            "{connected:?}"
+        );
+        assert_eq!(counters.refused_max_routers.load(Ordering::Relaxed), 0);
     }
 
     #[test]
