@@ -414,6 +414,35 @@ fn start_gobgp(bmp_extra: &str) -> GobgpSetup {
 /// Adj-RIB-In to the station, and the station judges it like FRR: every IPv4 route of ams01
 /// held as we send it, no finding; the station's socket has TCP keepalive; a connection that
 /// sends no Initiation is closed after 30 s; GoBGP stopped, the router and its state are gone.
+/// The nice value of topologyd's `bmp-station` thread (`/proc/PID/task/TID/stat`, field 19).
+fn station_nice(topologyd: &Topologyd) -> i64 {
+    let pid = topologyd
+        .pid()
+        .unwrap_or_else(|| panic!("topologyd has no pid"));
+    let tasks = check(
+        std::fs::read_dir(format!("/proc/{pid}/task")),
+        "listing topologyd's threads",
+    );
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "bmp-station" {
+            continue;
+        }
+        let stat = check(
+            std::fs::read_to_string(task.path().join("stat")),
+            "the station thread's stat",
+        );
+        // Fields after the parenthesised name: state is field 3, nice field 19.
+        let after_name = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        return fields
+            .get(16)
+            .and_then(|nice| nice.parse().ok())
+            .unwrap_or_else(|| panic!("no nice value in {stat}"));
+    }
+    panic!("topologyd has no bmp-station thread");
+}
+
 #[test]
 fn gobgp_bmp_export_is_read_like_frr() {
     let GobgpSetup {
@@ -423,6 +452,11 @@ fn gobgp_bmp_export_is_read_like_frr() {
         station,
         _pki,
     } = start_gobgp("");
+    assert_eq!(
+        station_nice(&topologyd),
+        19,
+        "the station's thread runs at the lowest priority, below the speaker's"
+    );
     let view = |reader: &Topoctl| -> Result<Value, String> {
         reader
             .run("visibility", &[] as &[&str])
