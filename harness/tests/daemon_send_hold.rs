@@ -151,7 +151,7 @@ fn sent_announced_between_sessions(topologyd: &Topologyd) -> f64 {
         wait_until("the previous session to be gone", WAIT, || {
             // The admin listener may not be up yet right after start.
             match topologyd.metric(&state) {
-                Ok(Some(value)) if value == 6.0 => Err("still Established".to_string()),
+                Ok(Some(6.0)) => Err("still Established".to_string()),
                 Ok(_) => Ok(()),
                 Err(error) => Err(error.to_string()),
             }

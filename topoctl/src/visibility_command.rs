@@ -148,6 +148,10 @@ mod tests {
             }],
             time_unix_ms: 1_000,
             age_ms: None,
+            generation: Some(4),
+            routes_version: Some(9),
+            judged_since_unix_ms: Some(500),
+            settle_ms: Some(60_000),
         };
         let text = render(&view);
         assert!(text.contains("edge1"), "{text}");

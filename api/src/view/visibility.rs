@@ -25,6 +25,23 @@ pub struct VisibilityView {
     /// it. Absent only in a view not served by the control API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub age_ms: Option<u64>,
+    /// The generation of this location's routes that `held` judges against (the station's
+    /// expectation; `generation` in `GET /v1/status` once it has caught up). Absent from a
+    /// daemon that does not say, and before the station's first evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// The publication of that generation (it bumps when health or a drain changes what is
+    /// announced within one generation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes_version: Option<u64>,
+    /// When the station first judged that publication (unix milliseconds, the daemon's
+    /// clock): a route sent since may not have reached the routers' tables yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged_since_unix_ms: Option<u64>,
+    /// The station's settle time (`[bmp] settle_seconds`, in milliseconds): how long a route
+    /// not held is given to arrive before it counts as not visible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_ms: Option<u64>,
 }
 
 /// One connected router.
@@ -88,6 +105,38 @@ pub struct RouterHoldsView {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_view_without_the_judged_generation_still_reads() {
+        let older = serde_json::json!({
+            "enabled": true, "routers": [], "findings": [], "held": [],
+            "time_unix_ms": 5_000u64, "age_ms": 100u64,
+        });
+        let view: VisibilityView = serde_json::from_value(older).unwrap();
+        assert_eq!(
+            (
+                view.generation,
+                view.routes_version,
+                view.judged_since_unix_ms,
+                view.settle_ms
+            ),
+            (None, None, None, None)
+        );
+        let newer = VisibilityView {
+            generation: Some(4),
+            routes_version: Some(9),
+            judged_since_unix_ms: Some(4_000),
+            settle_ms: Some(60_000),
+            ..view
+        };
+        let json = serde_json::to_value(&newer).unwrap();
+        assert_eq!(json["generation"], 4);
+        assert_eq!(json["judged_since_unix_ms"], 4_000);
+        assert_eq!(
+            serde_json::from_value::<VisibilityView>(json).unwrap(),
+            newer
+        );
+    }
 
     #[test]
     fn a_finding_without_its_origin_field_is_an_error_not_a_default() {

@@ -35,7 +35,7 @@ use tracing::{info, warn};
 
 use super::codec::{BmpEvent, Decoder, split_message};
 use super::findings::{Expectation, Finding, FindingChange, FindingKind};
-use super::station::{RouterId, Station};
+use super::station::{RouterId, RoutesRevision, Station};
 use crate::announce::LocationRoutes;
 use crate::engine::VisibilityInputs;
 use crate::metrics::{BmpCounters, BmpSample, FindingSeries, Metrics};
@@ -80,6 +80,10 @@ pub fn disabled_view() -> VisibilityView {
         held: Vec::new(),
         time_unix_ms: unix_ms(),
         age_ms: None,
+        generation: None,
+        routes_version: None,
+        judged_since_unix_ms: None,
+        settle_ms: None,
     }
 }
 
@@ -507,12 +511,19 @@ impl StationTask {
     ) {
         let routes = Arc::clone(&routes.borrow());
         let inputs = engine.borrow().clone();
-        self.station.set_expectation(Arc::new(Expectation::new(
-            self.local_asn,
-            self.router_id,
-            inputs.topology.prefixes(),
-            &routes,
-        )));
+        let revision = RoutesRevision {
+            generation: routes.generation,
+            version: routes.version,
+        };
+        self.station.set_expectation_of(
+            revision,
+            Arc::new(Expectation::new(
+                self.local_asn,
+                self.router_id,
+                inputs.topology.prefixes(),
+                &routes,
+            )),
+        );
         self.station.set_vrps(inputs.vrps);
     }
 
@@ -578,6 +589,7 @@ pub fn view(station: &Station, now_ms: u64) -> VisibilityView {
             missing: holdings.missing.iter().map(ToString::to_string).collect(),
         })
         .collect();
+    let judged = station.judged_revision();
     VisibilityView {
         enabled: true,
         routers: station
@@ -595,6 +607,10 @@ pub fn view(station: &Station, now_ms: u64) -> VisibilityView {
         held,
         time_unix_ms: now_ms,
         age_ms: None,
+        generation: judged.map(|judged| judged.revision.generation),
+        routes_version: judged.map(|judged| judged.revision.version),
+        judged_since_unix_ms: judged.map(|judged| judged.since_ms),
+        settle_ms: Some(station.settle_ms()),
     }
 }
 

@@ -101,6 +101,23 @@ impl Bound {
     }
 }
 
+/// Which publication of this location's routes an expectation was built from: the generation
+/// (`LocationRoutes::generation`) and its publication counter (`LocationRoutes::version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutesRevision {
+    pub generation: u64,
+    pub version: u64,
+}
+
+/// The revision the station judges now, and since when: what a gate needs to know whether a
+/// view is of the routes it waits for, and whether a route just sent had time to arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JudgedRevision {
+    pub revision: RoutesRevision,
+    /// The first evaluation against it (unix ms).
+    pub since_ms: u64,
+}
+
 /// A router whose state was dropped for going over a bound: what the shell logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouterDropped {
@@ -128,6 +145,10 @@ pub struct Station {
     /// once it has been known for the settle time.
     peers_known_since: BTreeMap<(RouterId, PeerKey), u64>,
     last_evaluation_ms: u64,
+    /// The revision of the routes the expectation was built from (`None` until the shell says).
+    revision: Option<RoutesRevision>,
+    /// When an evaluation first judged `revision` (unix ms): `None` until one has.
+    revision_judged_since_ms: Option<u64>,
     /// Bounds per router (`[bmp] max_routes_per_router`, `max_peers_per_router`).
     pub max_routes_per_router: usize,
     pub max_peers_per_router: usize,
@@ -309,6 +330,32 @@ impl Station {
         }
     }
 
+    /// A new expectation built from `revision` of this location's routes. A revision not
+    /// judged before restarts the clock [`Station::judged_revision`] reports: the first
+    /// evaluation after this one is when the station began judging it. The same revision again
+    /// (the onboarded prefixes changed, not the routes) keeps it.
+    pub fn set_expectation_of(&mut self, revision: RoutesRevision, expectation: Arc<Expectation>) {
+        if self.revision != Some(revision) {
+            self.revision = Some(revision);
+            self.revision_judged_since_ms = None;
+        }
+        self.set_expectation(expectation);
+    }
+
+    /// The revision every evaluation since `since_ms` judged against; `None` before the first
+    /// evaluation of the current one, or when the expectation came without a revision.
+    pub fn judged_revision(&self) -> Option<JudgedRevision> {
+        Some(JudgedRevision {
+            revision: self.revision?,
+            since_ms: self.revision_judged_since_ms?,
+        })
+    }
+
+    /// How long a condition that settles must last before it is raised (milliseconds).
+    pub fn settle_ms(&self) -> u64 {
+        self.settle_ms
+    }
+
     pub fn set_vrps(&mut self, vrps: Option<Arc<VrpSet>>) {
         self.vrps = vrps;
     }
@@ -328,6 +375,9 @@ impl Station {
         }
         self.peers_known_since = known;
         self.last_evaluation_ms = now_ms;
+        if self.revision.is_some() && self.revision_judged_since_ms.is_none() {
+            self.revision_judged_since_ms = Some(now_ms);
+        }
         let conditions = self.conditions();
         self.book.observe(conditions, now_ms, self.settle_ms)
     }

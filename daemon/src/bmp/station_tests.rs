@@ -1167,3 +1167,43 @@ proptest! {
         prop_assert_eq!(raised, expected);
     }
 }
+
+#[test]
+fn the_judged_revision_starts_at_its_first_evaluation_and_survives_a_prefix_change() {
+    let mut station = Station::new(5_000);
+    assert_eq!(station.settle_ms(), 5_000);
+    station.evaluate(1_000);
+    // An expectation without a revision: nothing to report.
+    assert_eq!(station.judged_revision(), None);
+    let first = RoutesRevision {
+        generation: 4,
+        version: 9,
+    };
+    station.set_expectation_of(first, expectation());
+    // Not judged until an evaluation ran against it.
+    assert_eq!(station.judged_revision(), None);
+    station.evaluate(2_000);
+    station.evaluate(2_500);
+    let judged = |revision, since_ms| Some(JudgedRevision { revision, since_ms });
+    assert_eq!(station.judged_revision(), judged(first, 2_000));
+    // The same revision again (the onboarded prefixes or the VRPs changed) keeps its clock.
+    station.set_expectation_of(first, Arc::new(Expectation::default()));
+    station.evaluate(3_000);
+    assert_eq!(station.judged_revision(), judged(first, 2_000));
+    // A new publication of the same generation, then a new generation: each restarts it.
+    let republished = RoutesRevision {
+        generation: 4,
+        version: 10,
+    };
+    station.set_expectation_of(republished, expectation());
+    assert_eq!(station.judged_revision(), None);
+    station.evaluate(3_500);
+    assert_eq!(station.judged_revision(), judged(republished, 3_500));
+    let next = RoutesRevision {
+        generation: 5,
+        version: 11,
+    };
+    station.set_expectation_of(next, expectation());
+    station.evaluate(4_000);
+    assert_eq!(station.judged_revision(), judged(next, 4_000));
+}

@@ -320,7 +320,7 @@ async fn rpki_gate_at(context: &Context, location: &str) -> GateVerdict {
 }
 
 /// `GET /v1/visibility` at one location against the routes the plan announces there, once
-/// `GET /v1/status` says the daemon runs the new topology (and since when).
+/// `GET /v1/status` says the daemon runs the new topology (and which generation number it is).
 async fn visibility_gate_at(
     context: &Context,
     location: &str,
@@ -339,8 +339,8 @@ async fn visibility_gate_at(
         Err(error) => return GateVerdict::inconclusive(describe(&error)),
     };
     let running = gates::RunningGeneration {
+        generation: status.generation,
         hash: &status.hash,
-        applied_at: status.applied_at,
         new_hash: &context.started.new_hash,
     };
     match client.visibility().await {
