@@ -36,6 +36,11 @@ pub const DEFAULT_COUNT: u32 = 3;
 pub const DEFAULT_FAILURE_LIMIT: u32 = 1;
 /// Default number of consecutive inconclusive evaluations that pause the rollout.
 pub const DEFAULT_INCONCLUSIVE_LIMIT: u32 = 5;
+/// How long a `visibility` gate waits by default before inconclusive evaluations pause the
+/// rollout: the station's default `settle_seconds` (10 s, during which a route not yet held is
+/// "not settled", not a failure) plus 5 s, so that a filtered route fails the gate and rolls
+/// back instead of pausing it.
+pub const DEFAULT_VISIBILITY_INCONCLUSIVE_MS: u64 = 15_000;
 /// Shortest gate interval accepted, in milliseconds.
 pub const MINIMUM_INTERVAL_MS: u64 = 10;
 /// Default stall bound: how long an unreachable location is retried during a wave, in seconds.
@@ -683,10 +688,18 @@ fn convert_gates(raw: &[RawGate], waves: &[WaveSpec], collector: &mut Collector)
             DEFAULT_FAILURE_LIMIT,
             collector,
         );
+        let inconclusive_default = match kind {
+            Some(GateKind::Visibility { .. }) => {
+                u32::try_from(DEFAULT_VISIBILITY_INCONCLUSIVE_MS.div_ceil(interval_ms.max(1)))
+                    .unwrap_or(u32::MAX)
+                    .max(DEFAULT_INCONCLUSIVE_LIMIT)
+            }
+            _ => DEFAULT_INCONCLUSIVE_LIMIT,
+        };
         let inconclusive_limit = at_least_one(
             &gate.inconclusive_limit,
             "inconclusive_limit",
-            DEFAULT_INCONCLUSIVE_LIMIT,
+            inconclusive_default,
             collector,
         );
         check_gate_waves(gate, waves, collector);
@@ -1132,6 +1145,19 @@ kind = "magic"
         let fleet = parse(head).unwrap();
         assert_eq!(fleet.gates[0].kind, GateKind::Visibility { routers: None });
         assert!(parse(&format!("{head}query = \"up\"\n")).is_err());
+    }
+
+    #[test]
+    fn a_visibility_gate_waits_out_the_station_settle_time_before_pausing() {
+        let head = "[[location]]\nname = \"a\"\ncontrol = \"127.0.0.1:1\"\nca = \"c\"\ncertificate = \"c\"\nprivate_key = \"k\"\n[[wave]]\nname = \"w\"\n[[gate]]\nname = \"held\"\nkind = \"visibility\"\n";
+        // 15 s of inconclusive evaluations at the default 1 s, 30 at 500 ms, at least 5.
+        assert_eq!(parse(head).unwrap().gates[0].inconclusive_limit, 15);
+        let fast = parse(&format!("{head}interval_ms = 500\n")).unwrap();
+        assert_eq!(fast.gates[0].inconclusive_limit, 30);
+        let slow = parse(&format!("{head}interval_ms = 60000\n")).unwrap();
+        assert_eq!(slow.gates[0].inconclusive_limit, DEFAULT_INCONCLUSIVE_LIMIT);
+        let given = parse(&format!("{head}inconclusive_limit = 2\n")).unwrap();
+        assert_eq!(given.gates[0].inconclusive_limit, 2);
     }
 
     #[test]
