@@ -6,7 +6,7 @@
 //! resolver's 1.1.1.0/24, plus the prefixes each push adds. The gate `held` runs in the canary
 //! wave only, every 300 ms, two passes needed, one failure fails it. Its first evaluations may be
 //! inconclusive ("not yet": the station, at low priority, still judges the previous generation,
-//! or the new route has not been held for the station's settle time of 3 s yet), never after
+//! or the new route has not been held for the station's settle time of 6 s yet), never after
 //! the first pass or fail; a route FRR does not hold yet only fails once settled, so a loaded
 //! machine where FRR takes a moment to take the route does not fail the gate.
 //!
@@ -59,7 +59,7 @@ const FILTERED_ADDED: &str = "198.51.100.0/24";
 const UNSEEN_ADDED: &str = "203.0.113.0/24";
 /// The stations' `[bmp] settle_seconds`: how long a route not held is "not settled yet" for
 /// the gate before it fails it.
-const SETTLE_SECONDS: u32 = 3;
+const SETTLE_SECONDS: u32 = 6;
 
 /// Waves canary (`tag:CANARY_TAG`) then rest, and the `held` visibility gate in the canary wave.
 fn plan(canary_tag: &str, inconclusive_limit: u32) -> String {
@@ -131,7 +131,7 @@ fn borrow<'a>(files: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str
 struct Setup {
     fleet: TestFleet,
     edge: FrrEdge,
-    /// Canary ams01 (40 inconclusive evaluations in a row pause: 12 s, well over the settle
+    /// Canary ams01 (60 inconclusive evaluations in a row pause: 18 s, well over the settle
     /// time a filtered route waits out before it fails).
     watched_first: String,
     /// Canary fra01 (3 inconclusive evaluations in a row pause).
@@ -186,7 +186,7 @@ fn start() -> Setup {
         "starting FRR with BMP",
     );
     let setup = Setup {
-        watched_first: write_fleet_file(&fleet, "fleet-watched-first.toml", &plan("bmp", 40)),
+        watched_first: write_fleet_file(&fleet, "fleet-watched-first.toml", &plan("bmp", 60)),
         quiet_first: write_fleet_file(&fleet, "fleet-quiet-first.toml", &plan("quiet", 3)),
         fleet,
         edge,

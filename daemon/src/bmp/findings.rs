@@ -47,6 +47,41 @@ pub struct ExpectedRoute {
     pub large_communities: Vec<[u32; 3]>,
 }
 
+/// Communities an earlier expectation of a prefix had and the current one has not (sorted): a
+/// router still holding one of them holds the route as it was, not as we send it now. Kept
+/// only for the prefixes whose communities changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NoLongerSent {
+    pub communities: Vec<u32>,
+    pub large_communities: Vec<[u32; 3]>,
+}
+
+impl NoLongerSent {
+    /// Whether `held` still carries one of them.
+    pub fn held_in(&self, held: &SeenAttributes) -> bool {
+        self.communities
+            .iter()
+            .any(|community| held.communities.binary_search(community).is_ok())
+            || self
+                .large_communities
+                .iter()
+                .any(|community| held.large_communities.binary_search(community).is_ok())
+    }
+}
+
+/// `(sent ∪ stopped) − now`, sorted, for sorted inputs.
+fn no_longer_sent<T: Ord + Copy>(sent: &[T], stopped: &[T], now: &[T]) -> Vec<T> {
+    let mut gone: Vec<T> = sent
+        .iter()
+        .chain(stopped)
+        .filter(|community| now.binary_search(community).is_err())
+        .copied()
+        .collect();
+    gone.sort_unstable();
+    gone.dedup();
+    gone
+}
+
 impl ExpectedRoute {
     /// Whether `held` is this route as we send it. The router may add communities of its own
     /// (import policy); it must not drop ours nor change the path or the MED. Some routers
@@ -79,6 +114,8 @@ pub struct Expectation {
     /// Sorted by cidr; onboarded prefixes never overlap (the compiler refuses it).
     pub own_prefixes: Vec<OwnPrefix>,
     pub announced: BTreeMap<IpNet, ExpectedRoute>,
+    /// Per announced prefix whose communities changed: the ones no longer sent.
+    pub no_longer_sent: BTreeMap<IpNet, NoLongerSent>,
 }
 
 impl Expectation {
@@ -156,6 +193,7 @@ impl Expectation {
             router_id: Some(router_id),
             own_prefixes,
             announced,
+            no_longer_sent: BTreeMap::new(),
         }
     }
 
@@ -173,6 +211,58 @@ impl Expectation {
 }
 
 impl Expectation {
+    /// Carries over from `previous` (the expectation this one replaces) the communities each
+    /// announced prefix no longer sends: what the previous one sent or had stopped sending,
+    /// minus what this one sends.
+    pub fn remember_no_longer_sent(&mut self, previous: &Expectation) {
+        let mut no_longer_sent_now = BTreeMap::new();
+        for (prefix, route) in &self.announced {
+            let Some(before) = previous.announced.get(prefix) else {
+                continue;
+            };
+            let stopped = previous.no_longer_sent.get(prefix);
+            let unchanged = before.communities == route.communities
+                && before.large_communities == route.large_communities;
+            if unchanged && stopped.is_none() {
+                continue;
+            }
+            let empty = NoLongerSent::default();
+            let stopped = stopped.unwrap_or(&empty);
+            let gone = NoLongerSent {
+                communities: no_longer_sent(
+                    &before.communities,
+                    &stopped.communities,
+                    &route.communities,
+                ),
+                large_communities: no_longer_sent(
+                    &before.large_communities,
+                    &stopped.large_communities,
+                    &route.large_communities,
+                ),
+            };
+            if gone != empty {
+                no_longer_sent_now.insert(*prefix, gone);
+            }
+        }
+        self.no_longer_sent = no_longer_sent_now;
+    }
+
+    /// Whether `held` is the route we send for `prefix` now (see [`ExpectedRoute::matches`]),
+    /// and carries no community we stopped sending.
+    pub fn holds_as_sent(
+        &self,
+        prefix: &IpNet,
+        expected: &ExpectedRoute,
+        held: &SeenAttributes,
+        router_asn: Option<u32>,
+    ) -> bool {
+        expected.matches(held, router_asn)
+            && !self
+                .no_longer_sent
+                .get(prefix)
+                .is_some_and(|gone| gone.held_in(held))
+    }
+
     /// The own route a finding on `prefix` concerns: the most specific route this location
     /// announces, or else onboarded prefix, that contains `prefix` (equal or shorter). `None`
     /// for a prefix outside both. Every finding is on a route inside an onboarded prefix or on

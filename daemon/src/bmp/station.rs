@@ -310,7 +310,10 @@ impl Station {
 
     /// A new expectation (a new publication or generation). The index of relevant routes is
     /// rebuilt when the onboarded prefixes changed.
-    pub fn set_expectation(&mut self, expectation: Arc<Expectation>) {
+    pub fn set_expectation(&mut self, mut expectation: Arc<Expectation>) {
+        // A route whose communities changed is held as sent only once the router dropped the
+        // ones we stopped sending (it may still hold the route as it was).
+        Arc::make_mut(&mut expectation).remember_no_longer_sent(&self.expectation);
         let rebuild = expectation.own_prefixes != self.expectation.own_prefixes;
         self.expectation = expectation;
         if !rebuild {
@@ -470,10 +473,14 @@ impl Station {
                         continue;
                     }
                     let mut held = self.held_paths(table, prefix);
-                    if held
-                        .clone()
-                        .any(|attributes| expected.matches(attributes, state.rib.router_asn))
-                    {
+                    if held.clone().any(|attributes| {
+                        self.expectation.holds_as_sent(
+                            prefix,
+                            expected,
+                            attributes,
+                            state.rib.router_asn,
+                        )
+                    }) {
                         continue;
                     }
                     let (as_path, origin_asn, detail) = match held.next() {
@@ -549,7 +556,12 @@ impl Station {
                     .partition::<Vec<_>, _>(|(prefix, expected)| {
                         table.is_some_and(|table| {
                             self.held_paths(table, prefix).any(|attributes| {
-                                expected.matches(attributes, state.rib.router_asn)
+                                self.expectation.holds_as_sent(
+                                    prefix,
+                                    expected,
+                                    attributes,
+                                    state.rib.router_asn,
+                                )
                             })
                         })
                     });

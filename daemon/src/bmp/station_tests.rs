@@ -63,6 +63,7 @@ fn expectation() -> Arc<Expectation> {
         ]
         .into_iter()
         .collect(),
+        no_longer_sent: BTreeMap::new(),
     })
 }
 
@@ -653,6 +654,55 @@ fn holdings_say_what_each_router_holds_of_ours() {
     assert!(holdings[0].synchronised);
     assert_eq!(holdings[0].held, vec![net("198.51.100.0/24")]);
     assert_eq!(holdings[0].missing, vec![net("198.51.101.0/24")]);
+}
+
+#[test]
+fn a_route_still_carrying_a_community_we_stopped_sending_is_not_held_as_sent() {
+    let mut station = station();
+    synced(&mut station);
+    let ours = (OURS << 16) | 10;
+    // The next revision sends 198.51.100.0/24 without our community.
+    let mut changed = (*expectation()).clone();
+    if let Some(route) = changed.announced.get_mut(&net("198.51.100.0/24")) {
+        route.communities.clear();
+    }
+    station.set_expectation(Arc::new(changed.clone()));
+    let holdings = station.holdings();
+    assert_eq!(
+        holdings[0].missing,
+        vec![net("198.51.100.0/24")],
+        "the router still holds the route as it was (with the community): not as we send it"
+    );
+    assert_eq!(holdings[0].held, vec![net("198.51.101.0/24")]);
+    // The router takes the update: held. A community of the router's own is still fine.
+    let router_own = (64_999 << 16) | 1;
+    station.handle(
+        ROUTER,
+        announce(
+            us(),
+            RibKind::AdjRibInPost,
+            &["198.51.100.0/24"],
+            Arc::new(SeenAttributes {
+                communities: vec![router_own],
+                ..(*attributes(&[OURS], Some(10))).clone()
+            }),
+        ),
+    );
+    assert_eq!(station.holdings()[0].missing, Vec::<IpNet>::new());
+    // The same revision set again (another input changed) keeps what was stopped.
+    station.set_expectation(Arc::new(changed));
+    assert_eq!(
+        station.expectation.no_longer_sent[&net("198.51.100.0/24")].communities,
+        vec![ours]
+    );
+    // Sending it again clears it.
+    station.set_expectation(expectation());
+    assert!(station.expectation.no_longer_sent.is_empty());
+    assert_eq!(
+        station.holdings()[0].missing,
+        vec![net("198.51.100.0/24")],
+        "now the community is expected again and the router holds the route without it"
+    );
 }
 
 #[test]

@@ -340,6 +340,7 @@ async fn visibility_gate_at(
     };
     let running = gates::RunningGeneration {
         generation: status.generation,
+        published_version: status.published_version,
         hash: &status.hash,
         new_hash: &context.started.new_hash,
     };

@@ -27,6 +27,9 @@ pub const VIEW_MAX_AGE_MS: u64 = 10_000;
 pub struct RunningGeneration<'a> {
     /// The number of the generation the daemon runs (`generation`).
     pub generation: u64,
+    /// The version of the routes it publishes (`published_version`: a drain, a health change or
+    /// a degrade publishes a new version within a generation).
+    pub published_version: u64,
     /// The hash of the generation the daemon runs.
     pub hash: &'a str,
     /// The hash of the topology the rollout applies.
@@ -102,7 +105,15 @@ fn unjudgeable(
             "the view judges generation {judged}, the daemon runs {}: its station has not caught up with the new routes yet",
             running.generation
         ))),
-        Some(_) => None,
+        Some(_) => match view.routes_version {
+            Some(judged) if judged != running.published_version => {
+                Some(GateVerdict::inconclusive(format!(
+                    "the view judges version {judged} of generation {}'s routes, the daemon publishes version {}: its station has not caught up yet",
+                    running.generation, running.published_version
+                )))
+            }
+            _ => None,
+        },
     }
 }
 
@@ -213,6 +224,7 @@ mod tests {
     /// The new generation, number 7.
     const RUNNING: RunningGeneration<'static> = RunningGeneration {
         generation: 7,
+        published_version: 3,
         hash: NEW_HASH,
         new_hash: NEW_HASH,
     };
@@ -342,6 +354,23 @@ mod tests {
         let verdict = check_visibility(&one, &RUNNING, &expected, Some(2));
         assert_eq!(verdict.result, GateResultKind::Inconclusive);
         assert!(verdict.detail.contains("2 expected"), "{}", verdict.detail);
+    }
+
+    #[test]
+    fn a_view_of_an_earlier_version_of_the_routes_is_never_a_pass() {
+        let expected: Vec<AnnouncedRoute> = PREFIXES[..3].iter().map(|p| route(p)).collect();
+        let all = view(vec![router("edge1", true, &PREFIXES[..3], &[])]);
+        assert_eq!(
+            check_visibility(&all, &RUNNING, &expected, None).result,
+            GateResultKind::Pass
+        );
+        let republished = RunningGeneration {
+            published_version: 4,
+            ..RUNNING
+        };
+        let verdict = check_visibility(&all, &republished, &expected, None);
+        assert_eq!(verdict.result, GateResultKind::Inconclusive);
+        assert!(verdict.detail.contains("version 3"), "{}", verdict.detail);
     }
 
     #[test]
