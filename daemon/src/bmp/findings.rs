@@ -13,8 +13,8 @@
 //!   other than at the end (a forged or leaked path), or ends in an AS_SET;
 //! - `rpki_invalid`: an own prefix's route that is RPKI-invalid under the daemon's VRP set;
 //! - `not_visible`: a route this location announces that the router does not hold in the
-//!   post-policy Adj-RIB-In of its session with us, or holds with another AS path or MED or
-//!   without a community we send. Raised only once the condition has lasted the settle time, and
+//!   post-policy Adj-RIB-In of its session with us, or holds with another AS path or MED,
+//!   without a community we send, or with one we stopped sending (the route as it was). Raised only once the condition has lasted the settle time, and
 //!   only for a router whose table is synchronised: it sent the End-of-RIB of that table, or
 //!   the session has been known for the settle time; and only in a family the router has shown
 //!   any route of (a router that monitors no IPv6 route says nothing about IPv6 routes).
