@@ -22,7 +22,8 @@ use topologyd_rpki::VrpSet;
 
 use super::codec::{BmpEvent, PeerKey, RibKind, RouteKey, SeenAttributes};
 use super::findings::{
-    Evidence, Expectation, Finding, FindingBook, FindingChange, FindingKey, FindingKind,
+    Evidence, Expectation, ExpectedRoute, Finding, FindingBook, FindingChange, FindingKey,
+    FindingKind,
 };
 use super::rib::{AttributeInterner, NO_ORIGIN, PeerRibs, RibTable, RouterRib};
 
@@ -455,67 +456,112 @@ impl Station {
                 })
     }
 
-    /// `not_visible`: for each router with a synchronised post-policy table of its session
-    /// with us, every announced route it does not hold as we send it.
-    fn visibility_conditions(&self, conditions: &mut BTreeMap<FindingKey, Evidence>) {
+    /// The router's sessions with us (the peers with our BGP identifier: one carrying every
+    /// family, or one per family, e.g. an IPv4 and an IPv6 session), and whether all of them
+    /// have a synchronised post-policy table (none: not).
+    fn our_sessions<'s>(
+        &self,
+        router: RouterId,
+        state: &'s RouterState,
+    ) -> (Vec<(&'s PeerKey, &'s PeerRibs)>, bool) {
         let Some(router_id) = self.expectation.router_id else {
-            return;
+            return (Vec::new(), false);
         };
-        for (router, state) in &self.routers {
-            for (peer, ribs) in &state.rib.peers {
-                if peer.bgp_id != router_id || !self.synchronised(*router, peer, ribs) {
-                    continue;
-                }
-                let empty = Default::default();
-                let table = ribs.tables.get(&RibKind::AdjRibInPost).unwrap_or(&empty);
-                for (prefix, expected) in &self.expectation.announced {
-                    if !state.rib.monitors_family_of(prefix) {
-                        continue;
-                    }
-                    let mut held = self.held_paths(table, prefix);
-                    if held.clone().any(|attributes| {
+        let sessions: Vec<(&PeerKey, &PeerRibs)> = state
+            .rib
+            .peers
+            .iter()
+            .filter(|(peer, _)| peer.bgp_id == router_id)
+            .collect();
+        let synchronised = !sessions.is_empty()
+            && sessions
+                .iter()
+                .all(|(peer, ribs)| self.synchronised(router, peer, ribs));
+        (sessions, synchronised)
+    }
+
+    /// Whether one of our `sessions` at the router holds `prefix` post-policy as we send it.
+    fn held_as_sent(
+        &self,
+        state: &RouterState,
+        sessions: &[(&PeerKey, &PeerRibs)],
+        prefix: &IpNet,
+        expected: &ExpectedRoute,
+    ) -> bool {
+        sessions.iter().any(|(_, ribs)| {
+            ribs.tables
+                .get(&RibKind::AdjRibInPost)
+                .is_some_and(|table| {
+                    self.held_paths(table, prefix).any(|attributes| {
                         self.expectation.holds_as_sent(
                             prefix,
                             expected,
                             attributes,
                             state.rib.router_asn,
                         )
-                    }) {
-                        continue;
-                    }
-                    let (as_path, origin_asn, detail) = match held.next() {
-                        Some(attributes) => (
-                            attributes.as_path.clone(),
-                            attributes.origin_asn,
-                            "held post-policy with other attributes than we send".to_string(),
-                        ),
-                        None => (
-                            Vec::new(),
-                            None,
-                            "not held post-policy (filtered or rejected)".to_string(),
-                        ),
-                    };
-                    let key = FindingKey {
-                        kind: FindingKind::NotVisible,
-                        prefix: *prefix,
-                        router: state.label(),
-                        peer: *peer,
-                    };
-                    conditions.insert(
-                        key,
-                        Evidence {
-                            rib: RibKind::AdjRibInPost,
-                            as_path,
-                            origin_asn,
-                            expected_origin_asn: expected
-                                .as_path
-                                .last()
-                                .copied()
-                                .unwrap_or_default(),
-                            detail,
-                        },
-                    );
+                    })
+                })
+        })
+    }
+
+    /// `not_visible`: for each router whose post-policy tables of its sessions with us are
+    /// synchronised, every announced route none of them holds as we send it.
+    fn visibility_conditions(&self, conditions: &mut BTreeMap<FindingKey, Evidence>) {
+        for (router, state) in &self.routers {
+            let (sessions, synchronised) = self.our_sessions(*router, state);
+            if !synchronised {
+                continue;
+            }
+            for (prefix, expected) in &self.expectation.announced {
+                if !state.rib.monitors_family_of(prefix)
+                    || self.held_as_sent(state, &sessions, prefix, expected)
+                {
+                    continue;
                 }
+                // The session that holds it otherwise, or else the one of its address family.
+                let shown = sessions.iter().find_map(|(peer, ribs)| {
+                    let table = ribs.tables.get(&RibKind::AdjRibInPost)?;
+                    self.held_paths(table, prefix)
+                        .next()
+                        .map(|attributes| (*peer, attributes))
+                });
+                let Some((of_family, _)) = sessions
+                    .iter()
+                    .find(|(peer, _)| peer.address.is_ipv4() == prefix.addr().is_ipv4())
+                    .or(sessions.first())
+                else {
+                    continue;
+                };
+                let (peer, as_path, origin_asn, detail) = match shown {
+                    Some((peer, attributes)) => (
+                        *peer,
+                        attributes.as_path.clone(),
+                        attributes.origin_asn,
+                        "held post-policy with other attributes than we send".to_string(),
+                    ),
+                    None => (
+                        **of_family,
+                        Vec::new(),
+                        None,
+                        "not held post-policy (filtered or rejected)".to_string(),
+                    ),
+                };
+                let key = FindingKey {
+                    kind: FindingKind::NotVisible,
+                    prefix: *prefix,
+                    router: state.label(),
+                    peer,
+                };
+                conditions.insert(
+                    key,
+                    Evidence {
+                        rib: RibKind::AdjRibInPost,
+                        as_path,
+                        origin_asn,
+                        expected_origin_asn: expected.as_path.last().copied().unwrap_or_default(),
+                        detail,
+                    },
+                );
             }
         }
     }
@@ -535,35 +581,17 @@ impl Station {
     /// Per router, whether its post-policy table of its session with us is synchronised, and
     /// which routes this location announces it holds as we send them and which not.
     pub fn holdings(&self) -> Vec<RouterHoldings> {
-        let router_id = self.expectation.router_id;
         self.routers
             .iter()
             .map(|(router, state)| {
-                let ours = state
-                    .rib
-                    .peers
-                    .iter()
-                    .find(|(peer, _)| Some(peer.bgp_id) == router_id);
-                let synchronised =
-                    ours.is_some_and(|(peer, ribs)| self.synchronised(*router, peer, ribs));
-                let ours = ours.map(|(_, ribs)| ribs);
-                let table = ours.and_then(|ribs| ribs.tables.get(&RibKind::AdjRibInPost));
+                let (sessions, synchronised) = self.our_sessions(*router, state);
                 let (held, missing) = self
                     .expectation
                     .announced
                     .iter()
                     .filter(|(prefix, _)| state.rib.monitors_family_of(prefix))
                     .partition::<Vec<_>, _>(|(prefix, expected)| {
-                        table.is_some_and(|table| {
-                            self.held_paths(table, prefix).any(|attributes| {
-                                self.expectation.holds_as_sent(
-                                    prefix,
-                                    expected,
-                                    attributes,
-                                    state.rib.router_asn,
-                                )
-                            })
-                        })
+                        self.held_as_sent(state, &sessions, prefix, expected)
                     });
                 RouterHoldings {
                     router_id: *router,

@@ -706,6 +706,70 @@ fn a_route_still_carrying_a_community_we_stopped_sending_is_not_held_as_sent() {
 }
 
 #[test]
+fn a_router_with_an_ipv4_and_an_ipv6_session_from_us_holds_each_family_on_its_own_session() {
+    let mut station = Station::new(5_000);
+    let mut both = (*expectation()).clone();
+    both.own_prefixes.push(OwnPrefix {
+        cidr: net("2001:db8::/48"),
+        origin_asn: OURS,
+        announced_length: 48,
+    });
+    both.announced.insert(net("2001:db8::/48"), sent());
+    station.set_expectation(Arc::new(both));
+    station.connect(ROUTER, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    // Two sessions from us (one BGP identifier): IPv4 routes on one, IPv6 on the other.
+    let over_ipv6 = PeerKey {
+        address: "::1".parse().unwrap(),
+        ..us()
+    };
+    for (peer, prefixes) in [
+        (us(), &["198.51.100.0/24", "198.51.101.0/24"][..]),
+        (over_ipv6, &["2001:db8::/48"][..]),
+    ] {
+        station.handle(
+            ROUTER,
+            BmpEvent::PeerUp {
+                peer,
+                router_asn: None,
+            },
+        );
+        station.handle(
+            ROUTER,
+            announce(
+                peer,
+                RibKind::AdjRibInPost,
+                prefixes,
+                attributes(&[OURS], Some(10)),
+            ),
+        );
+        station.handle(ROUTER, end_of_rib(peer, RibKind::AdjRibInPost));
+    }
+    station.evaluate(1_000);
+    station.evaluate(10_000);
+    let holdings = station.holdings();
+    assert!(holdings[0].synchronised);
+    assert_eq!(holdings[0].missing, Vec::<IpNet>::new());
+    assert_eq!(holdings[0].held.len(), 3);
+    assert_eq!(
+        kinds(&station),
+        vec![],
+        "no route is missing on the other family's session"
+    );
+    // The IPv6 route filtered: missing, and the finding names the IPv6 session.
+    station.handle(
+        ROUTER,
+        withdraw(over_ipv6, RibKind::AdjRibInPost, &["2001:db8::/48"]),
+    );
+    station.evaluate(20_000);
+    station.evaluate(30_000);
+    assert_eq!(station.holdings()[0].missing, vec![net("2001:db8::/48")]);
+    let findings: Vec<&Finding> = station.findings().collect();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].key.kind, FindingKind::NotVisible);
+    assert_eq!(findings[0].key.peer, over_ipv6);
+}
+
+#[test]
 fn without_an_end_of_rib_a_session_is_judged_after_the_settle_time() {
     let mut station = station();
     station.handle(
