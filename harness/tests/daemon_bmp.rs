@@ -50,17 +50,30 @@ const AMS01_IPV4: [&str; 5] = [
     "198.51.103.0/24",
 ];
 
-struct Setup {
+/// topologyd, the FRR edge streaming BMP to it, and a second speaker peering with FRR.
+struct Setup<S = BirdPeer> {
     topologyd: Topologyd,
     edge: FrrEdge,
-    hijacker: BirdPeer,
+    hijacker: S,
     reader: Topoctl,
     station: SocketAddr,
     /// Holds the certificates `reader` presents.
     _pki: ControlPki,
 }
 
+/// The edge's second speaker is a BIRD that originates what the test makes it announce.
 fn start() -> Setup {
+    start_with(|listen, edge_listen| {
+        check(
+            BirdPeer::start(PeerSpec::new(HIJACKER_ASN, listen, EDGE_ASN, edge_listen)),
+            "starting the hijacking BIRD",
+        )
+    })
+}
+
+/// `speaker(listen, edge_listen)` starts the edge's second speaker (AS [`HIJACKER_ASN`]) on
+/// `listen`, peering with FRR at `edge_listen`.
+fn start_with<S>(speaker: impl FnOnce(SocketAddr, SocketAddr) -> S) -> Setup<S> {
     let pki = check(ControlPki::generate(), "generating the PKI");
     let mut daemon = DaemonConfig::new("ams01", LOCAL_ASN);
     daemon.control = Some(ControlSection::new(
@@ -108,15 +121,7 @@ fn start() -> Setup {
         }),
         "starting FRR with BMP",
     );
-    let hijacker = check(
-        BirdPeer::start(PeerSpec::new(
-            HIJACKER_ASN,
-            hijacker_listen,
-            EDGE_ASN,
-            edge_listen,
-        )),
-        "starting the hijacking BIRD",
-    );
+    let hijacker = speaker(hijacker_listen, edge_listen);
     let control = daemon.control.as_ref().map(|control| control.listen);
     let reader = Topoctl::new(
         control.unwrap_or_else(|| panic!("no control listener")),
@@ -133,7 +138,7 @@ fn start() -> Setup {
     }
 }
 
-impl Setup {
+impl<S> Setup<S> {
     fn view(&self) -> Result<Value, String> {
         let output = self
             .reader
@@ -605,89 +610,33 @@ fn a_router_over_its_route_bound_is_dropped_counted_and_logged() {
 /// and no prefix that nobody sent appears.
 #[test]
 fn add_path_session_into_frr_is_read_without_bogus_prefixes() {
-    let pki = check(ControlPki::generate(), "generating the PKI");
-    let mut daemon = DaemonConfig::new("ams01", LOCAL_ASN);
-    daemon.control = Some(ControlSection::new(
-        daemon.local.ip(),
-        &pki,
-        &[("noc", "reader")],
-    ));
-    let station = SocketAddr::new(daemon.local.ip(), alloc::free_port(daemon.local.ip()));
-    daemon.extra =
-        format!("[bmp]\nlisten = [\"{station}\"]\nallow = [\"127.0.0.0/8\"]\nsettle_seconds = 2\n");
-    let edge_address = alloc::loopback_v4();
-    let edge_listen = SocketAddr::new(
-        IpAddr::V4(edge_address),
-        alloc::free_port(IpAddr::V4(edge_address)),
-    );
-    let speaker_address = alloc::loopback_v4();
-    let speaker_listen = SocketAddr::new(
-        IpAddr::V4(speaker_address),
-        alloc::free_port(IpAddr::V4(speaker_address)),
-    );
-    let mut neighbor = NeighborConfig::new("edge-frr", edge_listen, EDGE_ASN);
-    neighbor.families = vec!["ipv4"];
-    daemon.neighbors.push(neighbor);
-    let topologyd = check(
-        Topologyd::start(daemon.clone(), &topology()),
-        "starting topologyd",
-    );
-    let edge = check(
-        FrrEdge::start(FrrEdgeSpec {
-            hostname: "edge-frr".into(),
-            asn: EDGE_ASN,
-            router_id: edge_address,
-            listen: edge_listen,
-            neighbors: vec![
-                EdgeNeighbor {
-                    address: daemon.local,
-                    asn: LOCAL_ASN,
-                },
-                EdgeNeighbor {
-                    address: speaker_listen,
-                    asn: HIJACKER_ASN,
-                },
-            ],
-            station,
-        }),
-        "starting FRR with BMP",
-    );
-    let speaker = check(
-        ExabgpPeer::start(
-            PeerSpec::new(HIJACKER_ASN, speaker_listen, EDGE_ASN, edge_listen).add_path_send(true),
-        ),
-        "starting ExaBGP with ADD-PATH send",
-    );
+    let setup = start_with(|listen, edge_listen| {
+        check(
+            ExabgpPeer::start(
+                PeerSpec::new(HIJACKER_ASN, listen, EDGE_ASN, edge_listen).add_path_send(true),
+            ),
+            "starting ExaBGP with ADD-PATH send",
+        )
+    });
+    let speaker_address = setup.hijacker.spec().local.ip();
     let route = |text: &str, as_path: Vec<u32>| {
         let mut route = Route::new(prefix(text));
-        route.next_hop = IpAddr::V4(speaker_address);
+        route.next_hop = speaker_address;
         route.as_path = as_path;
         route
     };
     check(
-        speaker.announce_paths(&[
+        setup.hijacker.announce_paths(&[
             (route("1.1.1.0/24", vec![]), 1),
             (route("1.1.1.0/24", vec![64_777]), 2),
             (route("192.0.2.0/24", vec![]), 5),
         ]),
         "announcing two paths",
     );
-    let reader = Topoctl::new(
-        daemon
-            .control
-            .as_ref()
-            .map(|control| control.listen)
-            .unwrap_or_else(|| panic!("no control listener")),
-        &pki.ca,
-        check(pki.client("noc"), "a reader certificate"),
-    );
     // Ours (5 IPv4 routes) and ExaBGP's two prefixes, each pre- and post-policy.
     let expected_routes = 2 * (AMS01_IPV4.len() + 2);
     let result = wait_until("the hijack on the ADD-PATH session", WAIT, || {
-        let view: Value = reader
-            .run("visibility", &[] as &[&str])
-            .map_err(|error| error.to_string())?
-            .json()?;
+        let view = setup.view()?;
         let routes = view["routers"][0]["routes"].as_u64();
         if holds_all(&view)
             && findings(&view) == vec![("exact_hijack".to_string(), "1.1.1.0/24".to_string())]
@@ -702,14 +651,17 @@ fn add_path_session_into_frr_is_read_without_bogus_prefixes() {
         Ok(view) => view,
         Err(last) => panic!(
             "{last}\n--- FRR\n{}\n--- ExaBGP\n{}\n--- topologyd\n{}",
-            edge.log_tail(),
-            speaker.log_tail(),
-            topologyd.log_tail()
+            setup.edge.log_tail(),
+            setup.hijacker.log_tail(),
+            setup.topologyd.log_tail()
         ),
     };
     let finding = &view["findings"][0];
     assert_eq!(finding["peer_asn"], Value::from(HIJACKER_ASN), "{view}");
-    let open = check(edge.vtysh(&["show bgp neighbors json"]), "FRR's neighbors");
+    let open = check(
+        setup.edge.vtysh(&["show bgp neighbors json"]),
+        "FRR's neighbors",
+    );
     assert!(
         open.contains("addPath"),
         "ADD-PATH negotiated with ExaBGP: {open}"
