@@ -42,7 +42,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use topologyd_harness::etcd::EtcdCluster;
-use topologyd_harness::fleet::{Generation, RolloutRun, TestFleet, event_name, leftover_processes};
+use topologyd_harness::fleet::{
+    Generation, RolloutRun, TestFleet, borrow_files, event_name, leftover_processes,
+};
 
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(120);
 const WAIT: Duration = Duration::from_secs(60);
@@ -123,16 +125,9 @@ fn topology(time_prefixes: usize) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn borrow<'a>(files: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    files
-        .iter()
-        .map(|(file, text)| (*file, text.as_str()))
-        .collect()
-}
-
 fn write_topology(fleet: &TestFleet, name: &str, time_prefixes: usize) -> Vec<String> {
     check(
-        fleet.write_topology(name, &borrow(&topology(time_prefixes))),
+        fleet.write_topology(name, &borrow_files(&topology(time_prefixes))),
         "writing a topology",
     )
     .iter()
@@ -287,7 +282,7 @@ fn controller_crash_and_partition() {
     let etcd = check(EtcdCluster::start(3), "starting a 3-member etcd cluster");
     let base = topology(0);
     let fleet = check(
-        TestFleet::start(&all_names(), &borrow(&base)),
+        TestFleet::start(&all_names(), &borrow_files(&base)),
         "starting the fleet",
     );
     let mut markers = fleet.process_markers();
@@ -480,7 +475,7 @@ fn etcd_member_and_quorum_loss() {
     );
     let base = topology(0);
     let fleet = check(
-        TestFleet::start(&all_names(), &borrow(&base)),
+        TestFleet::start(&all_names(), &borrow_files(&base)),
         "starting the fleet",
     );
     let mut markers = fleet.process_markers();

@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use serde_json::Value;
 use topologyd_harness::fleet::{
-    Generation, TestFleet, WatchReport, event_field, event_name, journal_tail, leftover_processes,
-    rollout_events,
+    Generation, TestFleet, WatchReport, borrow_files, event_field, event_name, journal_tail,
+    leftover_processes, rollout_events,
 };
 
 /// How long one rollout may run before the test gives up on it.
@@ -134,13 +134,6 @@ fn topology(time_check: Option<&str>) -> Vec<(&'static str, String)> {
         ("services.toml", services),
         ("prefixes.toml", prefixes),
     ]
-}
-
-fn borrow<'a>(files: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    files
-        .iter()
-        .map(|(file, text)| (*file, text.as_str()))
-        .collect()
 }
 
 fn resolver_routes() -> BTreeSet<IpNet> {
@@ -277,7 +270,7 @@ fn start_rollout(
 
 fn write_topology(fleet: &TestFleet, name: &str, files: &[(&'static str, String)]) -> Vec<String> {
     check(
-        fleet.write_topology(name, &borrow(files)),
+        fleet.write_topology(name, &borrow_files(files)),
         "writing a topology",
     )
     .iter()
@@ -291,7 +284,7 @@ fn write_topology(fleet: &TestFleet, name: &str, files: &[(&'static str, String)
 fn the_probes_gate_rolls_back_a_failing_probe_and_promotes_a_passing_one() {
     let base = topology(None);
     let fleet = check(
-        TestFleet::start(&all_names(), &borrow(&base)),
+        TestFleet::start(&all_names(), &borrow_files(&base)),
         "starting the fleet",
     );
     let test_started = Instant::now();

@@ -26,7 +26,7 @@ use ipnet::IpNet;
 use serde_json::Value;
 use topologyd_api::{RouteRpkiState, RpkiSyncState, RpkiView};
 use topologyd_harness::fleet::{
-    TestFleet, event_field, event_name, leftover_processes, rollout_events,
+    TestFleet, borrow_files, event_field, event_name, leftover_processes, rollout_events,
 };
 use topologyd_harness::peers::{Roa, StayRtr, StayRtrOptions};
 
@@ -91,13 +91,6 @@ fn topology(added: &[&str]) -> Vec<(&'static str, String)> {
         ("services.toml", services),
         ("prefixes.toml", prefixes),
     ]
-}
-
-fn borrow<'a>(files: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    files
-        .iter()
-        .map(|(file, text)| (*file, text.as_str()))
-        .collect()
 }
 
 /// ROAs for every prefix of the test, the resolver's /24 naming `resolver_v4_asn`.
@@ -180,7 +173,7 @@ fn start_rollout(
 
 fn write_topology(fleet: &TestFleet, name: &str, added: &[&str]) -> Vec<String> {
     check(
-        fleet.write_topology(name, &borrow(&topology(added))),
+        fleet.write_topology(name, &borrow_files(&topology(added))),
         "writing a topology",
     )
     .iter()
@@ -208,7 +201,7 @@ fn the_rpki_gate_promotes_valid_origins_and_rolls_back_a_wave_with_an_invalid_ro
     );
     let base = topology(&[]);
     let fleet = check(
-        TestFleet::start_configured(&[CANARY, REST], &borrow(&base), &|_, config| {
+        TestFleet::start_configured(&[CANARY, REST], &borrow_files(&base), &|_, config| {
             config.extra.push_str(&rpki_section);
         }),
         "starting the fleet",

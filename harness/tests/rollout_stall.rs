@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use serde_json::Value;
 use topologyd_harness::fleet::{
-    RolloutRun, TestFleet, event_field, event_name, leftover_processes, rollout_events,
+    RolloutRun, TestFleet, borrow_files, event_field, event_name, leftover_processes,
+    rollout_events,
 };
 use topologyd_harness::topologyd::TopoctlOutput;
 
@@ -135,13 +136,6 @@ fn topology(time: bool) -> Vec<(&'static str, String)> {
         ("services.toml", services),
         ("prefixes.toml", prefixes),
     ]
-}
-
-fn borrow<'a>(files: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    files
-        .iter()
-        .map(|(file, text)| (*file, text.as_str()))
-        .collect()
 }
 
 fn resolver_routes() -> BTreeSet<IpNet> {
@@ -564,7 +558,7 @@ impl Scenario<'_> {
 fn an_unreachable_location_pauses_or_rolls_back_after_its_stall_bound_and_abort_never_waits() {
     let base = topology(false);
     let fleet = check(
-        TestFleet::start(&all_names(), &borrow(&base)),
+        TestFleet::start(&all_names(), &borrow_files(&base)),
         "starting the fleet",
     );
     let markers = fleet.process_markers();
@@ -576,7 +570,7 @@ fn an_unreachable_location_pauses_or_rolls_back_after_its_stall_bound_and_abort_
     );
     let base_hash = check(fleet.generation("ams01"), "ams01").hash;
     let files: Vec<String> = check(
-        fleet.write_topology("topology-time", &borrow(&topology(true))),
+        fleet.write_topology("topology-time", &borrow_files(&topology(true))),
         "writing a topology",
     )
     .iter()

@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use serde_json::Value;
 use topologyd_harness::fleet::{
-    Generation, TestFleet, event_field, event_name, leftover_processes, rollout_events,
+    Generation, TestFleet, borrow_files, event_field, event_name, leftover_processes,
+    rollout_events,
 };
 use topologyd_harness::peers::{EdgeNeighbor, FrrEdge, FrrEdgeSpec, alloc};
 use topologyd_harness::topologyd::{NeighborConfig, TopoctlOutput};
@@ -120,13 +121,6 @@ fn topology(added: &[&str]) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn borrow<'a>(files: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    files
-        .iter()
-        .map(|(file, text)| (*file, text.as_str()))
-        .collect()
-}
-
 /// The fleet, ams01's edge router, and the fleet files of the pushes.
 struct Setup {
     fleet: TestFleet,
@@ -157,7 +151,7 @@ fn start() -> Setup {
         .collect();
     let base = topology(&[]);
     let fleet = check(
-        TestFleet::start_configured(&[WATCHED, QUIET], &borrow(&base), &|name, config| {
+        TestFleet::start_configured(&[WATCHED, QUIET], &borrow_files(&base), &|name, config| {
             config.extra.push_str(&format!(
                 "\n[bmp]\nlisten = [\"{}\"]\nallow = [\"127.0.0.0/8\"]\nsettle_seconds = {SETTLE_SECONDS}\n",
                 stations[name]
@@ -267,7 +261,8 @@ impl Setup {
 
     fn write_topology(&self, name: &str, added: &[&str]) -> Vec<String> {
         check(
-            self.fleet.write_topology(name, &borrow(&topology(added))),
+            self.fleet
+                .write_topology(name, &borrow_files(&topology(added))),
             "writing a topology",
         )
         .iter()

@@ -508,6 +508,14 @@ fn start_location(
     })
 }
 
+/// Topology files written as owned strings, as the launchers take them (`(name, text)`).
+pub fn borrow_files<'a>(files: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    files
+        .iter()
+        .map(|(file, text)| (*file, text.as_str()))
+        .collect()
+}
+
 /// The `generation` and `hash` labels of the `topologyd_generation_info` sample whose value is 1.
 pub fn parse_generation_info(metrics: &str) -> Option<Generation> {
     metrics.lines().find_map(|line| {
