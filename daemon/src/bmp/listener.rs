@@ -391,6 +391,7 @@ impl Connection {
                 warn!(remote = %self.remote, router = self.router, timeout_seconds = self.initiation_timeout.as_secs_f64(), "BMP connection sent no Initiation in time; closed");
             }
             Ending::Lost(error) => {
+                self.counters.lost.fetch_add(1, Ordering::Relaxed);
                 warn!(remote = %self.remote, router = self.router, %error, "BMP connection lost; the router's state is dropped");
             }
             Ending::QueueFull => {
@@ -866,6 +867,33 @@ mod tests {
             "the router is still connected past the bound"
         );
         assert_eq!(counters.refused_max_routers.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_reset_by_the_router_is_counted_as_lost_and_closes_its_router() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (accept, mut inputs, counters, _stop) = accept_loop(Duration::from_secs(30), 64);
+        tokio::spawn(accept.run(listener));
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.connect(&address.into()).unwrap();
+        assert!(matches!(
+            inputs.recv().await,
+            Some(StationInput::Connected(1, _))
+        ));
+        // Linger 0: closing sends a RST, as a router that restarts its BMP process would.
+        socket.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(socket);
+        let closed = tokio::time::timeout(Duration::from_secs(5), inputs.recv())
+            .await
+            .unwrap();
+        assert!(
+            matches!(closed, Some(StationInput::Closed(1))),
+            "{closed:?}"
+        );
+        assert_eq!(counters.lost.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.stream_errors.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]

@@ -40,6 +40,10 @@ pub const BMP_DROPPED_HELP: &str =
 pub const BMP_STREAM_ERRORS: &str = "topologyd_bmp_stream_errors";
 pub const BMP_STREAM_ERRORS_HELP: &str =
     "BMP connections closed because their stream could not be read, or sent no Initiation in time";
+/// `topologyd_bmp_connections_lost_total`: connections whose reads failed.
+pub const BMP_LOST: &str = "topologyd_bmp_connections_lost";
+pub const BMP_LOST_HELP: &str =
+    "BMP connections whose reads failed: reset by the router, or found gone by TCP keepalive";
 /// `topologyd_bmp_connections_refused_total{reason}`: `allow` or `max_routers`.
 pub const BMP_REFUSED: &str = "topologyd_bmp_connections_refused";
 pub const BMP_REFUSED_HELP: &str =
@@ -83,6 +87,7 @@ pub struct BmpCounters {
     pub messages: AtomicU64,
     pub dropped: AtomicU64,
     pub stream_errors: AtomicU64,
+    pub lost: AtomicU64,
     pub refused_allow: AtomicU64,
     pub refused_max_routers: AtomicU64,
 }
@@ -142,6 +147,7 @@ impl Collector for BmpCollector {
             (BMP_STREAM_ERRORS, BMP_STREAM_ERRORS_HELP),
             &self.counters.stream_errors,
         )?;
+        counter(&mut encoder, (BMP_LOST, BMP_LOST_HELP), &self.counters.lost)?;
         let mut refused = encoder.encode_descriptor(
             BMP_REFUSED,
             &format!("{BMP_REFUSED_HELP}."),
