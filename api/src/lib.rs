@@ -5,18 +5,20 @@
 //!
 //! Owns: [`SourceFile`] and [`SourceBundle`] (the one named-TOML-source type: config, topology,
 //! state store and harness use it), [`Intent`] (parsed once, where a request arrives), the
-//! request bodies ([`request`]) and the views of every answer ([`view`]).
+//! request bodies ([`request`]), delta pushes ([`delta`]: only the changed files travel) and the views of every answer ([`view`]).
 //!
 //! Must not touch: I/O, HTTP, the meaning of a request (the daemon's engine decides). Pure data.
 //! Documents the topology crate renders (a plan, its summary, compile diagnostics) are carried
 //! whole as [`Document`]s: the API passes them on and never reads inside them.
 
+pub mod delta;
 pub mod intent;
 pub mod lease;
 pub mod request;
 pub mod source;
 pub mod view;
 
+pub use delta::{BundleDelta, DeltaError, SourceDigest, SourcesView};
 pub use intent::{
     EXIT_CHANGES_ALLOWED, EXIT_CHANGES_MADE, EXIT_CONFLICT, EXIT_INVALID, EXIT_NO_CHANGE,
     EXIT_PAUSED, EXIT_REFUSED, EXIT_ROLLED_BACK, EXIT_UNREACHABLE, EXIT_USAGE, Intent, IntentError,

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::delta::BundleDelta;
 use crate::intent::{Intent, lines};
 use crate::lease::LeaseClaim;
 use crate::source::SourceBundle;
@@ -12,8 +13,11 @@ use crate::source::SourceBundle;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanRequest {
-    /// The sources to plan.
+    /// The sources to plan (with `delta`: only the files that changed).
     pub bundle: SourceBundle,
+    /// A delta push: the base the bundle's files change and every file of the new bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<BundleDelta>,
     /// What the change means to do (absent: nothing deliberate).
     #[serde(default, with = "lines")]
     pub intent: Intent,
@@ -23,8 +27,11 @@ pub struct PlanRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplyRequest {
-    /// The sources to apply.
+    /// The sources to apply (with `delta`: only the files that changed).
     pub bundle: SourceBundle,
+    /// A delta push, as for plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<BundleDelta>,
     /// What the change means to do.
     #[serde(with = "lines")]
     pub intent: Intent,

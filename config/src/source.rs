@@ -69,6 +69,8 @@ impl fmt::Display for SourceLocation {
 pub struct SourceMap {
     sources: Vec<Source>,
     line_starts: Vec<OnceLock<Vec<u32>>>,
+    /// The texts were handed out ([`SourceMap::take_texts`]): names only, positions unknown.
+    released: bool,
 }
 
 impl Clone for SourceMap {
@@ -83,7 +85,26 @@ impl SourceMap {
         SourceMap {
             sources,
             line_starts,
+            released: false,
         }
+    }
+
+    /// Hands out the sources (names and texts) and keeps only their names: a long-lived holder
+    /// of a compiled topology (the daemon, whose state directory keeps the texts) need not hold
+    /// megabytes of TOML. Afterwards every text is empty and [`SourceMap::locate`] answers
+    /// line and column 0 (unknown).
+    pub fn take_texts(&mut self) -> Vec<Source> {
+        self.released = true;
+        self.line_starts = self.sources.iter().map(|_| OnceLock::new()).collect();
+        self.sources
+            .iter_mut()
+            .map(|source| Source::new(source.name.clone(), std::mem::take(&mut source.text)))
+            .collect()
+    }
+
+    /// Whether the texts were handed out.
+    pub fn texts_released(&self) -> bool {
+        self.released
     }
 
     /// The sources, in the order given.
@@ -100,6 +121,15 @@ impl SourceMap {
 
     /// Converts a span's start into `file:line:column`.
     pub fn locate(&self, span: Span) -> SourceLocation {
+        if let Some(source) = self.sources.get(span.source as usize)
+            && self.released
+        {
+            return SourceLocation {
+                file: source.name.clone(),
+                line: 0,
+                column: 0,
+            };
+        }
         let Some(source) = self.sources.get(span.source as usize) else {
             return SourceLocation {
                 file: String::from("<unknown>"),
@@ -204,5 +234,16 @@ mod tests {
         assert_eq!(map.locate(Span::new(0, 6..7)).to_string(), "a.toml:2:1");
         // "é" is two bytes but one column.
         assert_eq!(map.locate(Span::new(0, 15..16)).to_string(), "a.toml:2:9");
+    }
+
+    #[test]
+    fn taken_texts_leave_names_and_unknown_positions() {
+        let mut map = SourceMap::new(vec![Source::new("a.toml", "x = 1\ny = 2\n")]);
+        assert_eq!(map.locate(Span::new(0, 6..7)).to_string(), "a.toml:2:1");
+        let taken = map.take_texts();
+        assert_eq!(taken, vec![Source::new("a.toml", "x = 1\ny = 2\n")]);
+        assert!(map.texts_released());
+        assert_eq!(map.sources(), [Source::new("a.toml", "")]);
+        assert_eq!(map.locate(Span::new(0, 6..7)).to_string(), "a.toml:0:0");
     }
 }

@@ -10,7 +10,9 @@
 //!
 //! Endpoints: `POST /v1/plan`, `POST /v1/apply`, `POST /v1/rollback`, `GET /v1/status`,
 //! `GET /v1/routes[?peer=NAME]`, `GET /v1/health`, `GET /v1/visibility`, `POST /v1/drain`,
-//! `GET /v1/topology`,
+//! `GET /v1/topology`, `GET /v1/sources` (the running files by digest, what a delta push is
+//! made against; a plan or apply carrying a delta is resolved to the whole bundle in
+//! `control/delta.rs` before the engine sees it),
 //! `POST /v1/lease` (the fleet lock; admin only, audited like a mutation).
 //!
 //! Authentication happens in the TLS handshake: the server config requires a client
@@ -52,6 +54,7 @@ use topologyd_transport::listener_limits::{BusyMarker, ConnectionCaps, Connectio
 
 mod answer;
 mod body;
+mod delta;
 mod dispatch;
 #[cfg(test)]
 mod tests;
@@ -157,6 +160,8 @@ struct Shared {
     refused_handshakes: std::sync::Mutex<RefusedHandshakeAudit>,
     /// The BMP station's view (`GET /v1/visibility`), read without asking the engine.
     visibility: watch::Receiver<Arc<topologyd_api::VisibilityView>>,
+    /// The running generation's file digests, computed once per generation.
+    sources: delta::SourcesCache,
 }
 
 /// Refused handshakes are audited one by one up to [`REFUSED_HANDSHAKE_AUDITS_PER_MINUTE`] per
@@ -240,6 +245,7 @@ impl ControlServer {
                 engine,
                 refused_handshakes: std::sync::Mutex::new(RefusedHandshakeAudit::default()),
                 visibility: watch::channel(Arc::new(crate::bmp::listener::disabled_view())).1,
+                sources: delta::SourcesCache::default(),
             }),
             connections: ConnectionLimiter::new(CONNECTION_CAPS),
         })
@@ -404,6 +410,7 @@ enum Endpoint {
     Topology,
     Generations,
     Lease,
+    Sources,
 }
 
 impl Endpoint {
@@ -421,6 +428,7 @@ impl Endpoint {
             "/v1/topology" => (Endpoint::Topology, Method::GET),
             "/v1/generations" => (Endpoint::Generations, Method::GET),
             "/v1/lease" => (Endpoint::Lease, Method::POST),
+            "/v1/sources" => (Endpoint::Sources, Method::GET),
             _ => return None,
         })
     }

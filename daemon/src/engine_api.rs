@@ -158,6 +158,17 @@ pub enum EngineCommand {
         /// `{generation, hash, bundle}`.
         reply: Reply<TopologyView>,
     },
+    /// The running generation, its compiled topology (shared, not copied) and the state
+    /// store holding its sources: a delta push is resolved against them where the request
+    /// arrived, off the engine task.
+    Running {
+        /// The generation number, the topology and the store.
+        reply: Reply<(
+            u64,
+            std::sync::Arc<topologyd_topology::Topology>,
+            std::sync::Arc<crate::state_store::StateStore>,
+        )>,
+    },
     /// The kept generations, newest first.
     Generations {
         /// `{location, running, generations}`.

@@ -324,7 +324,10 @@ fn push_plan_guard_refusal_conflict_rollback_and_audit_through_topoctl() {
     let stale = setup.bundle("stale", SERVICES, PREFIXES);
     let conflict = setup.topoctl(
         "push",
-        &with(paths(&stale), &["--expect-generation", "1", "--json"]),
+        &with(
+            paths(&stale),
+            &["--expect-generation", "1", "--json", "--full-bundle"],
+        ),
     );
     assert_eq!(conflict.code, EXIT_CONFLICT, "{conflict}");
     assert!(
@@ -406,6 +409,33 @@ fn push_plan_guard_refusal_conflict_rollback_and_audit_through_topoctl() {
     assert_eq!(records[0]["generation_before"], 1);
     assert_eq!(records[0]["generation_after"], 2);
     assert!(records[0]["plan_hash"].is_string(), "{records:#?}");
+    // Pushes send only the files that differ from the running generation's: the refused push
+    // changed services.toml alone, and the daemon planned the whole bundle it stands for
+    // (its digest over all three files). `--full-bundle` sends every file.
+    let services_only = &records[1]["request"];
+    assert_eq!(services_only["delta_base_generation"], 2, "{services_only}");
+    assert_eq!(
+        services_only["sent_bytes"],
+        moved_services.len(),
+        "{services_only}"
+    );
+    let withdrawn_files: Vec<topologyd_api::SourceFile> = withdrawn
+        .iter()
+        .map(|path| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            let text = check(std::fs::read_to_string(path), "reading a pushed file");
+            topologyd_api::SourceFile::new(name, text)
+        })
+        .collect();
+    assert_eq!(
+        services_only["bundle_sha256"],
+        topologyd_api::delta::bundle_sha256(&topologyd_api::delta::digests(&withdrawn_files)),
+        "{services_only}"
+    );
+    assert!(
+        records[4]["request"]["delta_base_generation"].is_null(),
+        "{records:#?}"
+    );
     assert_eq!(records[5]["endpoint"], "POST /v1/rollback");
     assert_eq!(records[5]["generation_after"], 3);
     check(setup.topologyd.check_running(), "topologyd");

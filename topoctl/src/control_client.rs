@@ -25,10 +25,11 @@ use tokio_rustls::TlsConnector;
 
 use topologyd_transport::http_client::{ExchangeError, OneShot, exchange};
 
+use topologyd_api::delta::digests;
 use topologyd_api::{
-    ApplyRequest, DrainRequest, DrainView, ErrorBody, ErrorView, GenerationsView, HealthView,
-    Intent, LeaseClaim, LeaseRequest, LeaseView, MutationOutcome, PlanRequest, PlanView,
-    RollbackRequest, RoutesView, SourceBundle, StatusView, TopologyView,
+    ApplyRequest, BundleDelta, DrainRequest, DrainView, ErrorBody, ErrorView, GenerationsView,
+    HealthView, Intent, LeaseClaim, LeaseRequest, LeaseView, MutationOutcome, PlanRequest,
+    PlanView, RollbackRequest, RoutesView, SourceBundle, SourcesView, StatusView, TopologyView,
 };
 
 /// How long one call may take, connect to last byte, unless configured otherwise.
@@ -128,6 +129,8 @@ pub struct ControlClient {
     server_name: ServerName<'static>,
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
+    /// Send whole bundles instead of deltas against the running generation.
+    full_bundles: bool,
 }
 
 impl ControlClient {
@@ -147,6 +150,7 @@ impl ControlClient {
             server_name,
             tls,
             timeout: DEFAULT_TIMEOUT,
+            full_bundles: false,
         })
     }
 
@@ -156,17 +160,70 @@ impl ControlClient {
         self
     }
 
+    /// Plans and applies send the whole bundle (`true`) instead of a delta against the
+    /// running generation (the default).
+    pub fn with_full_bundles(mut self, full_bundles: bool) -> Self {
+        self.full_bundles = full_bundles;
+        self
+    }
+
+    /// `GET /v1/sources`: the running generation's files by digest.
+    pub async fn sources(&self) -> Result<SourcesView, ClientError> {
+        self.call::<(), _>(Method::GET, "/v1/sources", None).await
+    }
+
     /// `POST /v1/plan`: dry run.
     pub async fn plan(
         &self,
         bundle: &SourceBundle,
         intent: &Intent,
     ) -> Result<PlanView, ClientError> {
-        let request = PlanRequest {
-            bundle: bundle.clone(),
+        self.push("/v1/plan", bundle, |bundle, delta| PlanRequest {
+            bundle,
+            delta,
             intent: intent.clone(),
-        };
-        self.call(Method::POST, "/v1/plan", Some(&request)).await
+        })
+        .await
+    }
+
+    /// A plan or apply of `bundle`: by default only the files that differ from the running
+    /// generation's travel, with a delta naming the base (`GET /v1/sources` first). Made again
+    /// once when the running generation changed in between (409 `base_changed`); the whole
+    /// bundle goes when every file changed, when the daemon has no `/v1/sources` (404), or
+    /// when the base changed twice. Whatever travels, the daemon plans and applies exactly
+    /// `bundle` (each file's digest is checked), so the fallback never changes the outcome.
+    async fn push<R: Serialize, V: DeserializeOwned>(
+        &self,
+        path: &str,
+        bundle: &SourceBundle,
+        request: impl Fn(SourceBundle, Option<BundleDelta>) -> R,
+    ) -> Result<V, ClientError> {
+        if !self.full_bundles {
+            let new_digests = digests(&bundle.sources);
+            for _ in 0..2 {
+                let base = match self.sources().await {
+                    Ok(base) => base,
+                    Err(ClientError::Status { status: 404, .. }) => break,
+                    Err(error) => return Err(error),
+                };
+                let (carried, delta) = BundleDelta::against(&base, bundle, &new_digests);
+                if carried.sources.len() == bundle.sources.len() {
+                    break;
+                }
+                match self
+                    .call(Method::POST, path, Some(&request(carried, Some(delta))))
+                    .await
+                {
+                    // The base changed (or its texts are unreadable at the daemon): try again,
+                    // then send everything.
+                    Err(ClientError::Status { status: 409, body })
+                        if body.error.kind.starts_with("base_") => {}
+                    answer => return answer,
+                }
+            }
+        }
+        self.call(Method::POST, path, Some(&request(bundle.clone(), None)))
+            .await
     }
 
     /// `POST /v1/apply` with compare-and-swap on `expected_generation`, carrying the fleet
@@ -192,14 +249,15 @@ impl ControlClient {
         lease: Option<&LeaseClaim>,
         deadline_unix_ms: Option<u64>,
     ) -> Result<MutationOutcome, ClientError> {
-        let request = ApplyRequest {
-            bundle: bundle.clone(),
+        self.push("/v1/apply", bundle, |bundle, delta| ApplyRequest {
+            bundle,
+            delta,
             intent: intent.clone(),
             expected_generation,
             lease: lease.cloned(),
             deadline_unix_ms,
-        };
-        self.call(Method::POST, "/v1/apply", Some(&request)).await
+        })
+        .await
     }
 
     /// `POST /v1/rollback` to a kept generation, carrying the fleet lock claim (if any).

@@ -106,6 +106,10 @@ enum Command {
         intent: IntentArguments,
         #[command(flatten)]
         mutation: MutationArguments,
+        /// Send every file, not only those that differ from the running generation's (the
+        /// daemon plans and applies the same files either way).
+        #[arg(long)]
+        full_bundle: bool,
     },
     /// Make a kept previous generation the running one again.
     Rollback {
@@ -477,6 +481,7 @@ fn run(command: Command) -> Result<i32, Stop> {
             files,
             intent,
             mutation,
+            full_bundle,
         } => {
             let apply = mutation.apply()?;
             let intent = intent.intent()?;
@@ -484,6 +489,7 @@ fn run(command: Command) -> Result<i32, Stop> {
             refuse_revoked(&bundle.sources, mutation.json)?;
             let MutationArguments { dry_run, json, .. } = mutation;
             Ok(call(&daemon, |client| {
+                let client = client.with_full_bundles(full_bundle);
                 push_command::run(client, bundle, intent, apply, dry_run, json)
             }))
         }

@@ -266,8 +266,23 @@ impl Topology {
     }
 
     /// The sources this topology was compiled from (persist these, recompile on start).
+    /// The sources it was compiled from (names with empty texts once
+    /// [`Topology::take_sources`] handed them out).
     pub fn sources(&self) -> &[Source] {
         self.sources.sources()
+    }
+
+    /// Hands out the sources' texts, keeping their names: the daemon stores them in its state
+    /// directory and does not hold them in memory while the generation runs. Afterwards
+    /// [`Topology::explain`] names binding locations by file only (line and column 0);
+    /// everything else (routes, plans, guards, queries) is unchanged.
+    pub fn take_sources(&mut self) -> Vec<Source> {
+        self.sources.take_texts()
+    }
+
+    /// Whether [`Topology::take_sources`] handed the texts out.
+    pub fn sources_released(&self) -> bool {
+        self.sources.texts_released()
     }
 
     pub fn settings(&self) -> &Settings {

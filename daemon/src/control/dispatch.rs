@@ -7,7 +7,10 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
-use topologyd_api::{ApplyRequest, DrainRequest, LeaseRequest, PlanRequest, RollbackRequest};
+use topologyd_api::{
+    ApplyRequest, BundleDelta, DrainRequest, LeaseRequest, PlanRequest, RollbackRequest,
+    SourceBundle,
+};
 
 use super::answer::Answer;
 use super::body::{query_parameter, read_json};
@@ -118,6 +121,16 @@ async fn serve(
         Endpoint::Generations => {
             answer(ask(engine, |reply| EngineCommand::Generations { reply }).await)
         }
+        Endpoint::Sources => {
+            let running = ask(engine, |reply| EngineCommand::Running { reply }).await?;
+            answer(
+                call.shared
+                    .sources
+                    .view(running)
+                    .await
+                    .map(|view| (*view).clone()),
+            )
+        }
     })
 }
 
@@ -134,10 +147,27 @@ fn answer<T: serde::Serialize>(result: Result<T, Answer>) -> Answer {
     }
 }
 
+/// The whole bundle a plan or apply stands for (see `control/delta.rs`).
+async fn whole_bundle(
+    call: &Call<'_>,
+    bundle: SourceBundle,
+    delta: Option<BundleDelta>,
+) -> Result<SourceBundle, Answer> {
+    let Some(delta) = delta else {
+        return Ok(bundle);
+    };
+    let running = ask(call.engine(), |reply| EngineCommand::Running { reply }).await?;
+    super::delta::resolve(&call.shared.sources, bundle, delta, running).await
+}
+
 async fn plan(call: &Call<'_>, body: PlanRequest) -> Answer {
+    let bundle = match whole_bundle(call, body.bundle, body.delta).await {
+        Ok(bundle) => bundle,
+        Err(answer) => return answer,
+    };
     answer(
         ask(call.engine(), |reply| EngineCommand::Plan {
-            bundle: body.bundle,
+            bundle,
             intent: body.intent,
             reply,
         })
@@ -145,8 +175,30 @@ async fn plan(call: &Call<'_>, body: PlanRequest) -> Answer {
     )
 }
 
-async fn apply(call: &Call<'_>, body: ApplyRequest) -> Answer {
-    let summary = apply_summary(&body);
+async fn apply(call: &Call<'_>, mut body: ApplyRequest) -> Answer {
+    // A delta push is audited with its base and the bytes it carried; once resolved, with the
+    // digest of the whole bundle it stands for (what is compiled and stored).
+    let delta_terms = body.delta.as_ref().map(|delta| {
+        let sent_bytes: usize = body.bundle.sources.iter().map(|file| file.text.len()).sum();
+        (delta.base_generation, sent_bytes)
+    });
+    let with_delta_terms = |mut summary: Value| {
+        if let Some((base, sent_bytes)) = delta_terms {
+            summary["delta_base_generation"] = json!(base);
+            summary["sent_bytes"] = json!(sent_bytes);
+        }
+        summary
+    };
+    let asked = delta_terms.map(|_| with_delta_terms(apply_summary(&body)));
+    let carried = std::mem::take(&mut body.bundle);
+    body.bundle = match whole_bundle(call, carried, body.delta.take()).await {
+        Ok(bundle) => bundle,
+        Err(mut answer) => {
+            answer.request = asked;
+            return answer;
+        }
+    };
+    let summary = with_delta_terms(apply_summary(&body));
     let checks = MutationChecks {
         expected_generation: body.expected_generation,
         lease: body.lease,
@@ -311,23 +363,17 @@ async fn lease(call: &Call<'_>, body: LeaseRequest) -> Answer {
     answer
 }
 
-/// What an apply asked for, as the audit log records it: the bundle's hash, not its text.
+/// What an apply asked for, as the audit log records it: the bundle's digest (the one
+/// `GET /v1/sources` reports once it runs), not its text.
 fn apply_summary(body: &ApplyRequest) -> Value {
-    use sha2::{Digest as _, Sha256};
-    let mut hasher = Sha256::new();
-    let mut bytes = 0;
-    for source in &body.bundle.sources {
-        hasher.update(source.name.as_bytes());
-        hasher.update([0]);
-        hasher.update(source.text.as_bytes());
-        hasher.update([0]);
-        bytes += source.text.len();
-    }
-    let digest: String = hasher
-        .finalize()
+    let digest =
+        topologyd_api::delta::bundle_sha256(&topologyd_api::delta::digests(&body.bundle.sources));
+    let bytes: usize = body
+        .bundle
+        .sources
         .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+        .map(|source| source.text.len())
+        .sum();
     json!({
         "bundle_sha256": digest,
         "bundle_bytes": bytes,

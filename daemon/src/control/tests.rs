@@ -118,8 +118,34 @@ fn fake_engine() -> (mpsc::Sender<EngineCommand>, mpsc::UnboundedReceiver<String
     let (commands, mut receiver) = mpsc::channel::<EngineCommand>(8);
     let (seen, seen_receiver) = mpsc::unbounded_channel();
     tokio::spawn(async move {
+        // Generation 7 runs the example topology, whose texts only the state store holds.
+        let mut topology = topologyd_topology::compile(example_bundle().sources, 7).unwrap();
+        drop(topology.take_sources());
+        let running = std::sync::Arc::new(topology);
+        let state = tempfile::tempdir().unwrap();
+        let store =
+            std::sync::Arc::new(crate::state_store::StateStore::open(state.path(), 2).unwrap());
+        store
+            .commit(&crate::state_store::StoredGeneration {
+                meta: crate::state_store::GenerationMeta {
+                    generation: 7,
+                    hash: "sha256:feed".to_owned(),
+                    applied_at: 0,
+                    who: "test".to_owned(),
+                    intent: vec![],
+                },
+                bundle: example_bundle(),
+            })
+            .unwrap();
         while let Some(command) = receiver.recv().await {
             match command {
+                EngineCommand::Running { reply } => {
+                    let _ = reply.send(Ok((
+                        7,
+                        std::sync::Arc::clone(&running),
+                        std::sync::Arc::clone(&store),
+                    )));
+                }
                 EngineCommand::Plan { bundle, reply, .. } => {
                     let _ = seen.send(format!("plan {}", bundle.sources.len()));
                     let _ = reply.send(Ok(PlanView {
@@ -269,6 +295,26 @@ fn client(pki: &Pki, running: &Running, identity: Option<&Identity>) -> ControlC
     let config =
         tls::client_config_from(identity, vec![pki.ca.clone()], Path::new("test CA")).unwrap();
     ControlClient::new(running.address, "localhost", config).unwrap()
+}
+
+/// The bundled example topology: what the fake engine runs as generation 7.
+fn example_bundle() -> SourceBundle {
+    SourceBundle {
+        sources: vec![
+            SourceFile::new(
+                "fleet.toml",
+                include_str!("../../../examples/topology/fleet.toml"),
+            ),
+            SourceFile::new(
+                "services.toml",
+                include_str!("../../../examples/topology/services.toml"),
+            ),
+            SourceFile::new(
+                "prefixes.toml",
+                include_str!("../../../examples/topology/prefixes.toml"),
+            ),
+        ],
+    }
 }
 
 fn bundle() -> SourceBundle {
@@ -689,4 +735,122 @@ fn query_parameters_are_percent_decoded() {
     );
     assert_eq!(query_parameter(None, "peer").unwrap(), None);
     assert!(query_parameter(Some("peer=%zz"), "peer").is_err());
+}
+
+#[tokio::test]
+async fn a_delta_push_carries_only_the_changed_file_and_the_engine_gets_the_whole_bundle() {
+    use topologyd_api::delta::{bundle_sha256, digests, sources_view};
+    let pki = pki();
+    let mut running = start(&pki, DEFAULT_BODY_LIMIT).await;
+    let admin = client(&pki, &running, Some(&pki.admin));
+    let base = admin.sources().await.unwrap();
+    assert_eq!(base, sources_view(7, &example_bundle().sources));
+    let mut changed = example_bundle();
+    changed.sources[2].text.push_str("# reviewed\n");
+    changed
+        .sources
+        .push(SourceFile::new("extra.toml", "# empty\n"));
+    // A dry run: the engine plans all four files, though two travelled.
+    admin.plan(&changed, &Intent::default()).await.unwrap();
+    assert_eq!(running.seen.recv().await.unwrap(), "plan 4");
+    admin
+        .apply(&changed, &intent(&["service:x"]), Some(7), None)
+        .await
+        .unwrap();
+    assert_eq!(running.seen.recv().await.unwrap(), "apply by alice");
+    let records = wait_for_records(&running.audit, 2).await;
+    let request = records.last().unwrap().request.clone().unwrap();
+    // The audit names the whole bundle (its digest is the one /v1/sources reports once it
+    // runs) and what travelled.
+    assert_eq!(
+        request["bundle_sha256"],
+        json!(bundle_sha256(&digests(&changed.sources)))
+    );
+    assert_eq!(request["delta_base_generation"], json!(7));
+    assert_eq!(
+        request["sent_bytes"],
+        json!(changed.sources[2].text.len() + changed.sources[3].text.len())
+    );
+    assert_eq!(
+        request["sources"],
+        json!(["fleet.toml", "services.toml", "prefixes.toml", "extra.toml"])
+    );
+    // The whole bundle when asked for: the same plan.
+    admin
+        .clone()
+        .with_full_bundles(true)
+        .plan(&changed, &Intent::default())
+        .await
+        .unwrap();
+    assert_eq!(running.seen.recv().await.unwrap(), "plan 4");
+}
+
+#[tokio::test]
+async fn a_delta_against_another_base_or_with_a_wrong_digest_never_reaches_the_engine() {
+    use topologyd_api::delta::{BundleDelta, digests};
+    let pki = pki();
+    let mut running = start(&pki, DEFAULT_BODY_LIMIT).await;
+    let admin = client(&pki, &running, Some(&pki.admin));
+    let base = admin.sources().await.unwrap();
+    let mut changed = example_bundle();
+    changed.sources[0].text.push_str("# moved\n");
+    let (carried, delta) = BundleDelta::against(&base, &changed, &digests(&changed.sources));
+    let post = |carried: SourceBundle, delta: BundleDelta| {
+        let admin = admin.clone();
+        async move {
+            let body = json!({ "bundle": carried, "delta": delta, "intent": [] });
+            admin
+                .raw(
+                    Method::POST,
+                    "/v1/plan",
+                    Some(serde_json::to_vec(&body).unwrap()),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let stale = BundleDelta {
+        base_generation: 6,
+        ..delta.clone()
+    };
+    let (status, answer) = post(carried.clone(), stale).await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["kind"], "base_changed", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("generation 6") && message.contains("generation 7"),
+        "{message}"
+    );
+    let mut tampered = carried.clone();
+    tampered.sources[0].text.push('x');
+    let (status, answer) = post(tampered, delta.clone()).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fleet.toml"),
+        "{answer}"
+    );
+    // An apply refused this way is audited with what was asked.
+    let body = json!({
+        "bundle": SourceBundle::default(), "delta": delta, "intent": [], "expected_generation": 7,
+    });
+    let (status, answer) = admin
+        .raw(
+            Method::POST,
+            "/v1/apply",
+            Some(serde_json::to_vec(&body).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{answer}");
+    let records = wait_for_records(&running.audit, 1).await;
+    let request = records.last().unwrap().request.clone().unwrap();
+    assert_eq!(request["delta_base_generation"], json!(7));
+    assert_eq!(request["sent_bytes"], json!(0));
+    assert!(
+        running.seen.try_recv().is_err(),
+        "a refused delta reached the engine"
+    );
 }

@@ -56,7 +56,7 @@ use crate::peer::{PeerCommand, PeerHandle, PeerReport, PeerSpec, ReportTo, spawn
 use crate::readiness::Readiness;
 use crate::sockopt::SessionSecurity;
 use crate::state_store::{ServiceDrain, StateStore};
-use topologyd_api::{Document, DrainView, ErrorDetail, PlanView, TopologyView};
+use topologyd_api::{Document, DrainView, ErrorDetail, PlanView};
 
 pub mod core;
 mod effects;
@@ -75,7 +75,7 @@ use self::core::{EngineCore, Event, Now, RequestId};
 pub use self::effects::TRIM_AFTER_PUBLISH;
 use self::effects::{Compiled, MutationRequest};
 use self::peer_set::peer_set_diff;
-use self::prepare::{CompileInput, CompileJob, compile_memory_bytes, to_bundle};
+use self::prepare::{CompileInput, CompileJob, compile_memory_bytes};
 pub use self::prepare::{expanded_health_specs, runtime_guard};
 pub use self::startup::{StartError, read_md5_key};
 
@@ -742,18 +742,23 @@ impl Engine {
             EngineCommand::Generations { reply } => {
                 let _ = reply.send(self.generations().await);
             }
-            EngineCommand::Topology {
-                generation: Some(generation),
-                reply,
-            } if generation != self.running.meta.generation => {
-                let _ = reply.send(self.kept_topology(generation).await);
+            EngineCommand::Running { reply } => {
+                let _ = reply.send(Ok((
+                    self.running.meta.generation,
+                    Arc::clone(&self.running.topology),
+                    Arc::clone(&self.store),
+                )));
             }
-            EngineCommand::Topology { reply, .. } => {
-                let _ = reply.send(Ok(TopologyView {
-                    generation: self.running.meta.generation,
-                    hash: self.running.meta.hash.clone(),
-                    bundle: to_bundle(self.running.topology.sources()),
-                }));
+            EngineCommand::Topology { generation, reply } => {
+                // The texts are in the state directory only (the running topology does not
+                // keep them): read there on the blocking pool, answered from its own task so
+                // that the engine goes on meanwhile.
+                let running = self.running.meta.generation;
+                let generation = generation.unwrap_or(running);
+                let store = Arc::clone(&self.store);
+                tokio::spawn(async move {
+                    let _ = reply.send(views::stored_topology(store, generation, running).await);
+                });
             }
         }
     }

@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 use serde_json::Value;
-use topologyd_config::Source;
 use topologyd_config::daemon::DaemonConfig;
 use topologyd_config::health::HealthSpec;
 use topologyd_topology::{Intent, Plan, Topology, plan_with_vrps, rollback_intent};
@@ -21,22 +20,10 @@ use tracing::info;
 use crate::announce::LocationRoutes;
 use crate::bundle::compile_bundle_against;
 use crate::compile::{BudgetError, CompileBudget, Reservation};
-use crate::engine_api::{EngineError, EngineErrorKind, SourceBundle, SourceFile};
+use crate::engine_api::{EngineError, EngineErrorKind, SourceBundle};
 use crate::health::expand;
 use crate::state_store::StateStore;
 use topologyd_api::{Document, ErrorDetail};
-
-pub(crate) fn to_bundle(sources: &[Source]) -> SourceBundle {
-    SourceBundle {
-        sources: sources
-            .iter()
-            .map(|source| SourceFile {
-                name: source.name.clone(),
-                text: source.text.clone(),
-            })
-            .collect(),
-    }
-}
 
 fn plan_json(plan: &Plan) -> Value {
     serde_json::from_str(&plan.to_json()).unwrap_or(Value::Null)
@@ -309,7 +296,7 @@ pub fn prepare(
     // Compiled against the running topology, so that a finding involving two places (a
     // cidr bound twice) is reported at the one the push added, as `topoctl plan` does. The
     // bundle moves into the topology.
-    let new = compile_bundle_against(bundle, context.next_generation, context.old).map_err(
+    let mut new = compile_bundle_against(bundle, context.next_generation, context.old).map_err(
         |diagnostics| {
             compile_error(
                 context.base_generation,
@@ -365,7 +352,11 @@ pub fn prepare(
             None => plan.render_text(),
         },
         hash: plan_hash(&plan),
-        bundle: to_bundle(new.sources()),
+        // Moved out, not copied: the state directory keeps the texts, the running topology
+        // does not.
+        bundle: SourceBundle {
+            sources: new.take_sources(),
+        },
         runtime_guard,
         topology: new,
         plan,

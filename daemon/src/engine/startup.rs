@@ -16,11 +16,12 @@ use topologyd_topology::{Topology, compile_owned};
 use tracing::{error, info, warn};
 
 use super::core::{EngineCore, Running};
-use super::prepare::{compile_memory_bytes, location_routes, to_bundle};
+use super::prepare::{compile_memory_bytes, location_routes};
 use super::{Engine, unix_now};
 use crate::addresses::{AddressBinder, BindOutcome};
 use crate::bundle::compile_bundle;
 use crate::compile::CompileBudget;
+use crate::engine_api::SourceBundle;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::state_store::{GenerationMeta, StateStore, StoredGeneration};
@@ -230,9 +231,11 @@ impl Engine {
 
     pub(super) fn running_from(
         config: &DaemonConfig,
-        topology: Topology,
+        mut topology: Topology,
         meta: GenerationMeta,
     ) -> Result<Running, StartError> {
+        // The state directory holds the texts; the running generation does not.
+        drop(topology.take_sources());
         if topology.location(&config.location).is_none() {
             return Err(StartError::UnknownLocation(config.location.clone()));
         }
@@ -272,7 +275,7 @@ impl Engine {
                     }
                 }
             };
-            match compile_bundle(candidate.bundle.clone(), generation) {
+            match compile_bundle(candidate.bundle, generation) {
                 Ok(topology) => {
                     if generation != stored.meta.generation {
                         warn!(
@@ -305,7 +308,7 @@ impl Engine {
         // Generation 1 on a first start; after every stored generation was quarantined, the next
         // number past them (the store refuses to reuse one).
         let generation = store.next_generation();
-        let topology = compile_owned(sources, generation).map_err(StartError::Bootstrap)?;
+        let mut topology = compile_owned(sources, generation).map_err(StartError::Bootstrap)?;
         let meta = GenerationMeta {
             generation,
             hash: topology.hash_hex(),
@@ -313,7 +316,9 @@ impl Engine {
             who: "bootstrap".into(),
             intent: Vec::new(),
         };
-        let bundle = to_bundle(topology.sources());
+        let bundle = SourceBundle {
+            sources: topology.take_sources(),
+        };
         let running = Self::running_from(config, topology, meta.clone())?;
         store.commit(&StoredGeneration { meta, bundle })?;
         Ok(running)

@@ -6,6 +6,7 @@
 //! Must not touch: the engine's state (these only read it).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use topologyd_api::view::DrainState;
@@ -19,6 +20,7 @@ use super::Engine;
 use crate::announce::PeerRouteContext;
 use crate::engine_api::{EngineError, EngineErrorKind};
 use crate::overlay::{self, ServiceAction, ServiceDecision};
+use crate::state_store::StateStore;
 
 impl Engine {
     /// The drain answer: every service's decision now, and the floor's holds among `service`
@@ -90,26 +92,6 @@ impl Engine {
             running: self.running.meta.generation,
             generations: listed,
         })
-    }
-
-    /// `GET /v1/topology?generation=N` for a kept generation that is not the running one.
-    pub(super) async fn kept_topology(&self, generation: u64) -> Result<TopologyView, EngineError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.load(generation))
-            .await
-            .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), None))?
-            .map(|stored| TopologyView {
-                generation: stored.meta.generation,
-                hash: stored.meta.hash,
-                bundle: stored.bundle,
-            })
-            .map_err(|error| {
-                self.error(
-                    EngineErrorKind::NotFound,
-                    format!("generation {generation} is not kept: {error}"),
-                    None,
-                )
-            })
     }
 
     pub(super) fn status_json(&self) -> StatusView {
@@ -331,4 +313,32 @@ pub(super) fn drain_changes(
         }
         None => before.drained != after.drained || (after.drained && before.force != after.force),
     }
+}
+
+/// `GET /v1/topology[?generation=N]`: a kept generation's sources (the running one's too), read
+/// from the state directory; `running` names the running generation in an error.
+pub(super) async fn stored_topology(
+    store: Arc<StateStore>,
+    generation: u64,
+    running: u64,
+) -> Result<TopologyView, EngineError> {
+    let error = |kind, message: String| {
+        let mut error = EngineError::new(kind, message);
+        error.generation = Some(running);
+        error
+    };
+    tokio::task::spawn_blocking(move || store.load(generation))
+        .await
+        .map_err(|join| error(EngineErrorKind::Internal, join.to_string()))?
+        .map(|stored| TopologyView {
+            generation: stored.meta.generation,
+            hash: stored.meta.hash,
+            bundle: stored.bundle,
+        })
+        .map_err(|failure| {
+            error(
+                EngineErrorKind::NotFound,
+                format!("generation {generation} is not kept: {failure}"),
+            )
+        })
 }
