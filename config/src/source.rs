@@ -75,7 +75,10 @@ pub struct SourceMap {
 
 impl Clone for SourceMap {
     fn clone(&self) -> SourceMap {
-        SourceMap::new(self.sources.clone())
+        SourceMap {
+            released: self.released,
+            ..SourceMap::new(self.sources.clone())
+        }
     }
 }
 

@@ -294,7 +294,7 @@ fn push_plan_guard_refusal_conflict_rollback_and_audit_through_topoctl() {
         .position(|text| text.contains("nonexistent"))
         .map_or(0, |index| index + 1);
     let invalid = setup.bundle("unknown-service", SERVICES, &unknown_service);
-    let answer = setup.topoctl("push", &paths(&invalid));
+    let answer = setup.topoctl("push", &with(paths(&invalid), &["--full-bundle"]));
     assert_eq!(answer.code, EXIT_INVALID, "{answer}");
     let location = format!("prefixes.toml:{line}:11");
     assert!(
@@ -324,10 +324,7 @@ fn push_plan_guard_refusal_conflict_rollback_and_audit_through_topoctl() {
     let stale = setup.bundle("stale", SERVICES, PREFIXES);
     let conflict = setup.topoctl(
         "push",
-        &with(
-            paths(&stale),
-            &["--expect-generation", "1", "--json", "--full-bundle"],
-        ),
+        &with(paths(&stale), &["--expect-generation", "1", "--json"]),
     );
     assert_eq!(conflict.code, EXIT_CONFLICT, "{conflict}");
     assert!(
@@ -411,11 +408,20 @@ fn push_plan_guard_refusal_conflict_rollback_and_audit_through_topoctl() {
     assert!(records[0]["plan_hash"].is_string(), "{records:#?}");
     // Pushes send only the files that differ from the running generation's: the refused push
     // changed services.toml alone, and the daemon planned the whole bundle it stands for
-    // (its digest over all three files). `--full-bundle` sends every file.
+    // (its digest over all three files). `--full-bundle` sends every file. A delta carries the
+    // compare-and-swap on the generation like a whole bundle: the stale push is a conflict.
     let services_only = &records[1]["request"];
-    assert_eq!(services_only["delta_base_generation"], 2, "{services_only}");
     assert_eq!(
-        services_only["sent_bytes"],
+        services_only["delta"]["base_generation"], 2,
+        "{services_only}"
+    );
+    assert_eq!(
+        services_only["delta"]["sent_sources"],
+        serde_json::json!(["services.toml"]),
+        "{services_only}"
+    );
+    assert_eq!(
+        services_only["delta"]["sent_bytes"],
         moved_services.len(),
         "{services_only}"
     );
@@ -428,14 +434,44 @@ fn push_plan_guard_refusal_conflict_rollback_and_audit_through_topoctl() {
         })
         .collect();
     assert_eq!(
-        services_only["bundle_sha256"],
+        services_only["sources_sha256"],
         topologyd_api::delta::bundle_sha256(&topologyd_api::delta::digests(&withdrawn_files)),
         "{services_only}"
     );
-    assert!(
-        records[4]["request"]["delta_base_generation"].is_null(),
+    assert!(records[2]["request"]["delta"].is_null(), "{records:#?}");
+    assert_eq!(
+        records[4]["request"]["delta"]["base_generation"], 2,
         "{records:#?}"
     );
+    // The running generation's sources, which it no longer holds in memory, come back whole
+    // from the state directory.
+    let view = check(
+        setup
+            .topoctl("topology get", &["--json".to_string()])
+            .json(),
+        "topoctl topology get",
+    );
+    assert_eq!(view["generation"], 3, "{view}");
+    let texts: Vec<(&str, &str)> = view["bundle"]["sources"]
+        .as_array()
+        .map(|files| {
+            files
+                .iter()
+                .map(|file| {
+                    (
+                        file["name"].as_str().unwrap_or(""),
+                        file["text"].as_str().unwrap_or(""),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    // Bootstrapped from files: named by their paths.
+    assert_eq!(texts.len(), topology().len(), "{view}");
+    for ((name, text), (file, expected)) in texts.iter().zip(topology()) {
+        assert!(name.ends_with(&format!("/{file}")), "{name}");
+        assert_eq!(*text, expected, "the running generation's {file}");
+    }
     assert_eq!(records[5]["endpoint"], "POST /v1/rollback");
     assert_eq!(records[5]["generation_after"], 3);
     check(setup.topologyd.check_running(), "topologyd");

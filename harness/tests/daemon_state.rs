@@ -440,7 +440,7 @@ fn mutations_are_refused_when_their_audit_record_cannot_be_written() {
     assert_eq!(intent["intended_verdict"], "changes_allowed");
     assert_eq!(intent["generation_before"], 2);
     assert_eq!(intent["generation_after"], 3);
-    assert!(intent["request"]["bundle_sha256"].is_string(), "{intent}");
+    assert!(intent["request"]["sources_sha256"].is_string(), "{intent}");
     assert_eq!(outcome["phase"], "outcome");
     assert_eq!(outcome["verdict"], "applied");
     assert_eq!(outcome["id"], intent["id"]);

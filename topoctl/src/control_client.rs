@@ -187,11 +187,14 @@ impl ControlClient {
     }
 
     /// A plan or apply of `bundle`: by default only the files that differ from the running
-    /// generation's travel, with a delta naming the base (`GET /v1/sources` first). Made again
-    /// once when the running generation changed in between (409 `base_changed`); the whole
-    /// bundle goes when every file changed, when the daemon has no `/v1/sources` (404), or
-    /// when the base changed twice. Whatever travels, the daemon plans and applies exactly
-    /// `bundle` (each file's digest is checked), so the fallback never changes the outcome.
+    /// generation's travel, with a delta naming the base (`GET /v1/sources` first). The whole
+    /// bundle goes instead when the daemon does not answer `/v1/sources` with the view (an
+    /// older daemon, its running texts unreadable), when two files share a name, when every
+    /// file changed, and after a 409 `base_*` (the running generation changed in between, or
+    /// its texts cannot be read). Whatever travels, the daemon plans and applies exactly
+    /// `bundle` (each file's digest is checked) under the same conditions (an apply's
+    /// `expected_generation` goes with either), so the fallback never changes the outcome.
+    /// At most three calls.
     async fn push<R: Serialize, V: DeserializeOwned>(
         &self,
         path: &str,
@@ -199,23 +202,21 @@ impl ControlClient {
         request: impl Fn(SourceBundle, Option<BundleDelta>) -> R,
     ) -> Result<V, ClientError> {
         if !self.full_bundles {
-            let new_digests = digests(&bundle.sources);
-            for _ in 0..2 {
-                let base = match self.sources().await {
-                    Ok(base) => base,
-                    Err(ClientError::Status { status: 404, .. }) => break,
-                    Err(error) => return Err(error),
-                };
-                let (carried, delta) = BundleDelta::against(&base, bundle, &new_digests);
-                if carried.sources.len() == bundle.sources.len() {
-                    break;
-                }
+            let base = match self.sources().await {
+                Ok(base) => Some(base),
+                // The daemon answered, but not with the view: send everything.
+                Err(ClientError::Status { .. } | ClientError::View { .. }) => None,
+                Err(error) => return Err(error),
+            };
+            let delta = base.and_then(|base| {
+                BundleDelta::against(&base, bundle, &digests(&bundle.sources))
+                    .filter(|(carried, _)| carried.sources.len() < bundle.sources.len())
+            });
+            if let Some((carried, delta)) = delta {
                 match self
                     .call(Method::POST, path, Some(&request(carried, Some(delta))))
                     .await
                 {
-                    // The base changed (or its texts are unreadable at the daemon): try again,
-                    // then send everything.
                     Err(ClientError::Status { status: 409, body })
                         if body.error.kind.starts_with("base_") => {}
                     answer => return answer,

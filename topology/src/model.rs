@@ -81,16 +81,18 @@ impl Service {
 pub struct Prefix {
     pub cidr: IpNet,
     pub origin_asn: u32,
-    pub owner: String,
+    /// Shared by every prefix of the same owner (one allocation per owner, not per prefix).
+    pub owner: std::sync::Arc<str>,
     pub advertise: bool,
     pub announce: AnnounceMode,
     pub roa: Option<Roa>,
     /// G5's policy for routes of this prefix that no VRP covers.
     pub rpki: NotFoundPolicy,
-    pub irr_token: Option<String>,
-    pub rdns_token: Option<String>,
-    /// `[prefix.evidence]`: the signed proof of a customer prefix's ownership (checked by G6).
-    pub evidence: Option<PrefixEvidence>,
+    pub irr_token: Option<Box<str>>,
+    pub rdns_token: Option<Box<str>>,
+    /// `[prefix.evidence]`: the signed proof of a customer prefix's ownership (checked by G6);
+    /// boxed, as few prefixes have one and every prefix would otherwise hold its size.
+    pub evidence: Option<Box<PrefixEvidence>>,
     #[serde(skip)]
     pub(crate) span: Span,
 }

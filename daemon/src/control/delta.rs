@@ -10,6 +10,7 @@
 use std::sync::{Arc, Mutex, Weak};
 
 use hyper::StatusCode;
+use tokio::sync::Semaphore;
 use topologyd_api::delta::sources_view;
 use topologyd_api::{BundleDelta, DeltaError, SourceBundle, SourcesView};
 use topologyd_topology::Topology;
@@ -22,10 +23,25 @@ use crate::state_store::StateStore;
 pub(super) type RunningGeneration = (u64, Arc<Topology>, Arc<StateStore>);
 
 /// The digests of the running generation's files, kept for the topology they were computed
-/// from (a weak handle: the cache never keeps an old topology alive).
-#[derive(Debug, Default)]
+/// from (a weak handle: the cache never keeps an old topology alive), and the permits that
+/// bound how many resolutions read the state directory at once.
+#[derive(Debug)]
 pub(super) struct SourcesCache {
     cached: Mutex<Option<(Weak<Topology>, Arc<SourcesView>)>>,
+    reads: Semaphore,
+}
+
+/// At most this many delta resolutions (or digest computations) read and copy the running
+/// generation's texts at once; more wait.
+const CONCURRENT_READS: usize = 2;
+
+impl Default for SourcesCache {
+    fn default() -> SourcesCache {
+        SourcesCache {
+            cached: Mutex::default(),
+            reads: Semaphore::new(CONCURRENT_READS),
+        }
+    }
 }
 
 impl SourcesCache {
@@ -36,10 +52,12 @@ impl SourcesCache {
             .then(|| Arc::clone(view))
     }
 
-    fn put(&self, topology: &Arc<Topology>, view: &Arc<SourcesView>) {
+    fn put(&self, topology: &Arc<Topology>, view: SourcesView) -> Arc<SourcesView> {
+        let view = Arc::new(view);
         if let Ok(mut cached) = self.cached.lock() {
-            *cached = Some((Arc::downgrade(topology), Arc::clone(view)));
+            *cached = Some((Arc::downgrade(topology), Arc::clone(&view)));
         }
+        view
     }
 
     /// `GET /v1/sources`: the cached view, or one computed from the stored texts.
@@ -50,53 +68,59 @@ impl SourcesCache {
         if let Some(view) = self.get(generation, &topology) {
             return Ok(view);
         }
+        let _permit = self.reads.acquire().await.map_err(|_| closed())?;
         let view = tokio::task::spawn_blocking(move || {
             store
-                .load(generation)
-                .map(|stored| Arc::new(sources_view(generation, &stored.bundle.sources)))
+                .read(generation)
+                .map(|stored| sources_view(generation, &stored.bundle.sources))
         })
         .await
         .map_err(|error| internal(format!("digesting the running sources failed: {error}")))?
         .map_err(|error| unavailable(generation, &error))?;
-        self.put(&topology, &view);
-        Ok(view)
+        Ok(self.put(&topology, view))
     }
 }
 
 /// The whole bundle a request carrying `delta` stands for: the files it lists, the changed
-/// ones from `bundle` and the others copied from the running generation. A delta made against
-/// another generation is a conflict (409 `base_changed`, told before the store is read when the
-/// digests are cached); one that does not add up is invalid (400).
+/// ones from `bundle` and the others copied from the running generation (each checked against
+/// the digest listed). A delta made against another generation is a conflict (409
+/// `base_changed`, told before the store is read when the digests are cached); one that does
+/// not add up is invalid (400); one whose whole bundle is larger than `limit` (the caller's
+/// body limit) is refused as that body would be (413).
 pub(super) async fn resolve(
     cache: &SourcesCache,
     bundle: SourceBundle,
     delta: BundleDelta,
     (generation, topology, store): RunningGeneration,
+    limit: u64,
 ) -> Result<SourceBundle, Answer> {
-    let cached = cache.get(generation, &topology);
-    if let Some(view) = &cached
-        && (delta.base_generation != view.generation
-            || delta.base_sources_sha256 != view.sources_sha256)
+    if let Some(view) = cache.get(generation, &topology)
+        && !delta.is_against(&view)
     {
-        return Err(refusal(DeltaError::BaseChanged {
-            base_generation: delta.base_generation,
-            base_sources_sha256: delta.base_sources_sha256,
-            running_generation: view.generation,
-            running_sources_sha256: view.sources_sha256.clone(),
-        }));
+        return Err(refusal(delta.base_changed(&view)));
     }
-    let (view, resolved) = tokio::task::spawn_blocking(move || {
-        let stored = store.load(generation).map_err(|error| error.to_string())?;
-        let view =
-            cached.unwrap_or_else(|| Arc::new(sources_view(generation, &stored.bundle.sources)));
-        let resolved = delta.resolve(bundle, &view, &stored.bundle.sources);
-        Ok::<_, String>((view, resolved))
+    let _permit = cache.reads.acquire().await.map_err(|_| closed())?;
+    let resolved = tokio::task::spawn_blocking(move || {
+        let stored = store.read(generation).map_err(|error| error.to_string())?;
+        Ok::<_, String>(delta.resolve(bundle, generation, &stored.bundle.sources))
     })
     .await
     .map_err(|error| internal(format!("resolving the delta failed: {error}")))?
     .map_err(|error| unavailable(generation, &error))?;
-    cache.put(&topology, &view);
-    resolved.map_err(refusal)
+    let (view, resolved) = resolved;
+    cache.put(&topology, view);
+    let bundle = resolved.map_err(refusal)?;
+    let bytes: usize = bundle.sources.iter().map(|file| file.text.len()).sum();
+    if bytes as u64 > limit {
+        return Err(Answer::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "rejected",
+            format!(
+                "the bundle this delta stands for ({bytes} bytes) exceeds the limit of {limit} bytes"
+            ),
+        ));
+    }
+    Ok(bundle)
 }
 
 /// The answer to a delta that does not resolve.
@@ -109,7 +133,7 @@ fn refusal(error: DeltaError) -> Answer {
 }
 
 /// The running generation's texts cannot be read: a pusher sends the whole bundle instead
-/// (`topoctl` does so by itself on any `base_*` conflict).
+/// (`topoctl` does so by itself).
 fn unavailable(generation: u64, error: &dyn std::fmt::Display) -> Answer {
     Answer::error(
         StatusCode::CONFLICT,
@@ -118,6 +142,10 @@ fn unavailable(generation: u64, error: &dyn std::fmt::Display) -> Answer {
             "the running generation {generation}'s sources cannot be read from the state directory ({error}); push the whole bundle (topoctl push --full-bundle)"
         ),
     )
+}
+
+fn closed() -> Answer {
+    internal("the sources cache is closed".to_owned())
 }
 
 fn internal(message: String) -> Answer {

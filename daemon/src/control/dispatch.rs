@@ -157,7 +157,7 @@ async fn whole_bundle(
         return Ok(bundle);
     };
     let running = ask(call.engine(), |reply| EngineCommand::Running { reply }).await?;
-    super::delta::resolve(&call.shared.sources, bundle, delta, running).await
+    super::delta::resolve(&call.shared.sources, bundle, delta, running, call.limit).await
 }
 
 async fn plan(call: &Call<'_>, body: PlanRequest) -> Answer {
@@ -176,29 +176,18 @@ async fn plan(call: &Call<'_>, body: PlanRequest) -> Answer {
 }
 
 async fn apply(call: &Call<'_>, mut body: ApplyRequest) -> Answer {
-    // A delta push is audited with its base and the bytes it carried; once resolved, with the
-    // digest of the whole bundle it stands for (what is compiled and stored).
-    let delta_terms = body.delta.as_ref().map(|delta| {
-        let sent_bytes: usize = body.bundle.sources.iter().map(|file| file.text.len()).sum();
-        (delta.base_generation, sent_bytes)
-    });
-    let with_delta_terms = |mut summary: Value| {
-        if let Some((base, sent_bytes)) = delta_terms {
-            summary["delta_base_generation"] = json!(base);
-            summary["sent_bytes"] = json!(sent_bytes);
-        }
-        summary
-    };
-    let asked = delta_terms.map(|_| with_delta_terms(apply_summary(&body)));
+    let asked = AskedBundle::of(&body);
     let carried = std::mem::take(&mut body.bundle);
     body.bundle = match whole_bundle(call, carried, body.delta.take()).await {
         Ok(bundle) => bundle,
         Err(mut answer) => {
-            answer.request = asked;
+            // Refused before the engine: audited with what was asked.
+            answer.request = Some(asked.summary(&body, None));
             return answer;
         }
     };
-    let summary = with_delta_terms(apply_summary(&body));
+    let bytes = body.bundle.sources.iter().map(|file| file.text.len()).sum();
+    let summary = asked.summary(&body, Some(bytes));
     let checks = MutationChecks {
         expected_generation: body.expected_generation,
         lease: body.lease,
@@ -363,25 +352,60 @@ async fn lease(call: &Call<'_>, body: LeaseRequest) -> Answer {
     answer
 }
 
-/// What an apply asked for, as the audit log records it: the bundle's digest (the one
-/// `GET /v1/sources` reports once it runs), not its text.
-fn apply_summary(body: &ApplyRequest) -> Value {
-    let digest =
-        topologyd_api::delta::bundle_sha256(&topologyd_api::delta::digests(&body.bundle.sources));
-    let bytes: usize = body
-        .bundle
-        .sources
-        .iter()
-        .map(|source| source.text.len())
-        .sum();
-    json!({
-        "bundle_sha256": digest,
-        "bundle_bytes": bytes,
-        "sources": body.bundle.sources.iter().map(|source| source.name.as_str()).collect::<Vec<_>>(),
-        "intent": body.intent.to_lines(),
-        "expected_generation": body.expected_generation,
-        "lease": body.lease,
-    })
+/// What an apply asked for, as the audit log records it: the whole bundle's digest (the one
+/// `GET /v1/sources` reports once it runs) and file names, not its text; for a delta push also
+/// its base and what travelled.
+struct AskedBundle {
+    sources_sha256: String,
+    sources: Vec<String>,
+    delta: Option<Value>,
+}
+
+impl AskedBundle {
+    fn of(body: &ApplyRequest) -> AskedBundle {
+        use topologyd_api::delta::{bundle_sha256, digests};
+        let sent = || {
+            body.bundle
+                .sources
+                .iter()
+                .map(|source| source.name.clone())
+                .collect::<Vec<_>>()
+        };
+        match &body.delta {
+            // The digests the pusher listed: the resolved bundle has exactly these (each text is
+            // checked), so this is its digest without hashing it again.
+            Some(delta) => AskedBundle {
+                sources_sha256: bundle_sha256(&delta.files),
+                sources: delta.files.iter().map(|file| file.name.clone()).collect(),
+                delta: Some(json!({
+                    "base_generation": delta.base_generation,
+                    "sent_sources": sent(),
+                    "sent_bytes": body.bundle.sources.iter().map(|source| source.text.len()).sum::<usize>(),
+                })),
+            },
+            None => AskedBundle {
+                sources_sha256: bundle_sha256(&digests(&body.bundle.sources)),
+                sources: sent(),
+                delta: None,
+            },
+        }
+    }
+
+    /// The audit summary; `bytes` is the whole bundle's size once known.
+    fn summary(&self, body: &ApplyRequest, bytes: Option<usize>) -> Value {
+        let mut summary = json!({
+            "sources_sha256": self.sources_sha256,
+            "bundle_bytes": bytes,
+            "sources": self.sources,
+            "intent": body.intent.to_lines(),
+            "expected_generation": body.expected_generation,
+            "lease": body.lease,
+        });
+        if let Some(delta) = &self.delta {
+            summary["delta"] = delta.clone();
+        }
+        summary
+    }
 }
 
 /// Sends a command to the engine and waits for its answer.

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use hyper::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 use topologyd_api::view::{RouteCounts, StatusHealth};
 use topologyd_api::{
     Document, Intent, OutcomeDetail, PlanView, RoutesView, SourceBundle, StatusView, Verdict,
@@ -114,7 +114,11 @@ fn intent(lines: &[&str]) -> Intent {
 }
 
 /// A fake engine: answers every command and forwards a description of it to the test.
-fn fake_engine() -> (mpsc::Sender<EngineCommand>, mpsc::UnboundedReceiver<String>) {
+/// Generation 7 runs the example topology; its texts are in the fake engine's state store
+/// unless `store_holds_running` is false (a store that lost the running generation's file).
+fn fake_engine(
+    store_holds_running: bool,
+) -> (mpsc::Sender<EngineCommand>, mpsc::UnboundedReceiver<String>) {
     let (commands, mut receiver) = mpsc::channel::<EngineCommand>(8);
     let (seen, seen_receiver) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -128,7 +132,7 @@ fn fake_engine() -> (mpsc::Sender<EngineCommand>, mpsc::UnboundedReceiver<String
         store
             .commit(&crate::state_store::StoredGeneration {
                 meta: crate::state_store::GenerationMeta {
-                    generation: 7,
+                    generation: if store_holds_running { 7 } else { 6 },
                     hash: "sha256:feed".to_owned(),
                     applied_at: 0,
                     who: "test".to_owned(),
@@ -147,7 +151,11 @@ fn fake_engine() -> (mpsc::Sender<EngineCommand>, mpsc::UnboundedReceiver<String
                     )));
                 }
                 EngineCommand::Plan { bundle, reply, .. } => {
-                    let _ = seen.send(format!("plan {}", bundle.sources.len()));
+                    // The file count and the first digits of the bundle's digest.
+                    let digest = topologyd_api::delta::bundle_sha256(
+                        &topologyd_api::delta::digests(&bundle.sources),
+                    );
+                    let _ = seen.send(format!("plan {} {}", bundle.sources.len(), &digest[..12]));
                     let _ = reply.send(Ok(PlanView {
                         verdict: Verdict::ChangesAllowed,
                         exit_code: 2,
@@ -251,6 +259,16 @@ async fn start_with(
     reader_body_limit: u64,
     audit_dir: &Path,
 ) -> Running {
+    start_with_store(pki, body_limit, reader_body_limit, audit_dir, true).await
+}
+
+async fn start_with_store(
+    pki: &Pki,
+    body_limit: u64,
+    reader_body_limit: u64,
+    audit_dir: &Path,
+    store_holds_running: bool,
+) -> Running {
     // The server loads its material from PEM files, as the daemon does.
     let write = |name: &str, pem: &str| {
         let path = pki.dir.path().join(name);
@@ -272,7 +290,7 @@ async fn start_with(
         reader_body_limit,
         audit_log: AuditLog::open(&audit).unwrap(),
     };
-    let (engine, seen) = fake_engine();
+    let (engine, seen) = fake_engine(store_holds_running);
     let server = ControlServer::bind(
         "127.0.0.1:0".parse().unwrap(),
         tls::server_config(&files).unwrap(),
@@ -390,7 +408,7 @@ async fn reader_may_read_and_plan_but_not_apply() {
         "routes Some(\"192.0.2.1 x\")"
     );
     reader.plan(&bundle(), &Intent::default()).await.unwrap();
-    assert_eq!(running.seen.recv().await.unwrap(), "plan 1");
+    assert_eq!(running.seen.recv().await.unwrap(), planned(&bundle()));
     let error = reader
         .apply(&bundle(), &intent(&["service:x"]), Some(7), None)
         .await
@@ -481,7 +499,7 @@ async fn admin_apply_reaches_the_engine_and_is_audited() {
     assert_eq!(request["intent"], json!(["service:web"]));
     assert_eq!(request["sources"], json!(["services.toml"]));
     assert_eq!(request["expected_generation"], 7);
-    assert!(request["bundle_sha256"].as_str().unwrap().len() == 64);
+    assert!(request["sources_sha256"].as_str().unwrap().len() == 64);
     assert_eq!(records[1].phase.as_deref(), Some(PHASE_OUTCOME));
     assert_eq!(records[1].id, records[0].id);
     assert_eq!(records[1].verdict, "applied");
@@ -614,7 +632,7 @@ async fn readers_have_a_smaller_body_limit_than_admins() {
     );
     let admin = client(&pki, &running, Some(&pki.admin));
     admin.plan(&medium, &Intent::default()).await.unwrap();
-    assert_eq!(running.seen.recv().await.unwrap(), "plan 1");
+    assert_eq!(running.seen.recv().await.unwrap(), planned(&medium));
     // The reader's 413 is audited (a 413 on any path is).
     let records = wait_for_records(&running.audit, 1).await;
     assert_eq!(records[0].who, "robot-reader");
@@ -737,6 +755,13 @@ fn query_parameters_are_percent_decoded() {
     assert!(query_parameter(Some("peer=%zz"), "peer").is_err());
 }
 
+/// What the fake engine reports for a plan of `bundle`.
+fn planned(bundle: &SourceBundle) -> String {
+    let digest =
+        topologyd_api::delta::bundle_sha256(&topologyd_api::delta::digests(&bundle.sources));
+    format!("plan {} {}", bundle.sources.len(), &digest[..12])
+}
+
 #[tokio::test]
 async fn a_delta_push_carries_only_the_changed_file_and_the_engine_gets_the_whole_bundle() {
     use topologyd_api::delta::{bundle_sha256, digests, sources_view};
@@ -745,14 +770,16 @@ async fn a_delta_push_carries_only_the_changed_file_and_the_engine_gets_the_whol
     let admin = client(&pki, &running, Some(&pki.admin));
     let base = admin.sources().await.unwrap();
     assert_eq!(base, sources_view(7, &example_bundle().sources));
+    // One file changed, two moved, one added.
     let mut changed = example_bundle();
     changed.sources[2].text.push_str("# reviewed\n");
+    changed.sources.swap(0, 1);
     changed
         .sources
         .push(SourceFile::new("extra.toml", "# empty\n"));
-    // A dry run: the engine plans all four files, though two travelled.
+    // A dry run: the engine plans exactly the four files, in order, though two travelled.
     admin.plan(&changed, &Intent::default()).await.unwrap();
-    assert_eq!(running.seen.recv().await.unwrap(), "plan 4");
+    assert_eq!(running.seen.recv().await.unwrap(), planned(&changed));
     admin
         .apply(&changed, &intent(&["service:x"]), Some(7), None)
         .await
@@ -763,17 +790,31 @@ async fn a_delta_push_carries_only_the_changed_file_and_the_engine_gets_the_whol
     // The audit names the whole bundle (its digest is the one /v1/sources reports once it
     // runs) and what travelled.
     assert_eq!(
-        request["bundle_sha256"],
+        request["sources_sha256"],
         json!(bundle_sha256(&digests(&changed.sources)))
     );
-    assert_eq!(request["delta_base_generation"], json!(7));
     assert_eq!(
-        request["sent_bytes"],
+        request["bundle_bytes"],
+        json!(
+            changed
+                .sources
+                .iter()
+                .map(|file| file.text.len())
+                .sum::<usize>()
+        )
+    );
+    assert_eq!(request["delta"]["base_generation"], json!(7));
+    assert_eq!(
+        request["delta"]["sent_bytes"],
         json!(changed.sources[2].text.len() + changed.sources[3].text.len())
     );
     assert_eq!(
+        request["delta"]["sent_sources"],
+        json!(["prefixes.toml", "extra.toml"])
+    );
+    assert_eq!(
         request["sources"],
-        json!(["fleet.toml", "services.toml", "prefixes.toml", "extra.toml"])
+        json!(["services.toml", "fleet.toml", "prefixes.toml", "extra.toml"])
     );
     // The whole bundle when asked for: the same plan.
     admin
@@ -782,24 +823,54 @@ async fn a_delta_push_carries_only_the_changed_file_and_the_engine_gets_the_whol
         .plan(&changed, &Intent::default())
         .await
         .unwrap();
-    assert_eq!(running.seen.recv().await.unwrap(), "plan 4");
+    assert_eq!(running.seen.recv().await.unwrap(), planned(&changed));
+    // Two files of one name: no delta can name them, the whole bundle goes.
+    let mut twins = changed.clone();
+    twins
+        .sources
+        .push(SourceFile::new("extra.toml", "# other\n"));
+    admin.plan(&twins, &Intent::default()).await.unwrap();
+    assert_eq!(running.seen.recv().await.unwrap(), planned(&twins));
+}
+
+#[tokio::test]
+async fn a_daemon_that_cannot_read_its_running_sources_gets_the_whole_bundle() {
+    let pki = pki();
+    let mut running = start_with_store(
+        &pki,
+        DEFAULT_BODY_LIMIT,
+        DEFAULT_BODY_LIMIT,
+        pki.dir.path(),
+        false,
+    )
+    .await;
+    let admin = client(&pki, &running, Some(&pki.admin));
+    let error = admin.sources().await.unwrap_err();
+    assert_eq!(status_of(&error), Some(409), "{error}");
+    assert!(error.to_string().contains("--full-bundle"), "{error}");
+    let mut changed = example_bundle();
+    changed.sources[0].text.push_str("# moved\n");
+    admin.plan(&changed, &Intent::default()).await.unwrap();
+    assert_eq!(running.seen.recv().await.unwrap(), planned(&changed));
 }
 
 #[tokio::test]
 async fn a_delta_against_another_base_or_with_a_wrong_digest_never_reaches_the_engine() {
-    use topologyd_api::delta::{BundleDelta, digests};
+    use topologyd_api::delta::{BundleDelta, bundle_sha256, digests};
     let pki = pki();
-    let mut running = start(&pki, DEFAULT_BODY_LIMIT).await;
+    // Readers get a body limit below the example topology's size.
+    let mut running = start_with(&pki, DEFAULT_BODY_LIMIT, 2_000, pki.dir.path()).await;
     let admin = client(&pki, &running, Some(&pki.admin));
     let base = admin.sources().await.unwrap();
     let mut changed = example_bundle();
     changed.sources[0].text.push_str("# moved\n");
-    let (carried, delta) = BundleDelta::against(&base, &changed, &digests(&changed.sources));
-    let post = |carried: SourceBundle, delta: BundleDelta| {
-        let admin = admin.clone();
+    let (carried, delta) =
+        BundleDelta::against(&base, &changed, &digests(&changed.sources)).unwrap();
+    let post = |client: &ControlClient, carried: SourceBundle, delta: BundleDelta| {
+        let client = client.clone();
         async move {
             let body = json!({ "bundle": carried, "delta": delta, "intent": [] });
-            admin
+            client
                 .raw(
                     Method::POST,
                     "/v1/plan",
@@ -813,7 +884,7 @@ async fn a_delta_against_another_base_or_with_a_wrong_digest_never_reaches_the_e
         base_generation: 6,
         ..delta.clone()
     };
-    let (status, answer) = post(carried.clone(), stale).await;
+    let (status, answer) = post(&admin, carried.clone(), stale).await;
     assert_eq!(status, 409, "{answer}");
     assert_eq!(answer["error"]["kind"], "base_changed", "{answer}");
     let message = answer["error"]["message"].as_str().unwrap();
@@ -823,7 +894,7 @@ async fn a_delta_against_another_base_or_with_a_wrong_digest_never_reaches_the_e
     );
     let mut tampered = carried.clone();
     tampered.sources[0].text.push('x');
-    let (status, answer) = post(tampered, delta.clone()).await;
+    let (status, answer) = post(&admin, tampered, delta.clone()).await;
     assert_eq!(status, 400, "{answer}");
     assert!(
         answer["error"]["message"]
@@ -832,6 +903,10 @@ async fn a_delta_against_another_base_or_with_a_wrong_digest_never_reaches_the_e
             .contains("fleet.toml"),
         "{answer}"
     );
+    // A reader's small delta does not stand for more than a reader may send.
+    let reader = client(&pki, &running, Some(&pki.reader));
+    let (status, answer) = post(&reader, carried.clone(), delta.clone()).await;
+    assert_eq!(status, 413, "{answer}");
     // An apply refused this way is audited with what was asked.
     let body = json!({
         "bundle": SourceBundle::default(), "delta": delta, "intent": [], "expected_generation": 7,
@@ -847,8 +922,13 @@ async fn a_delta_against_another_base_or_with_a_wrong_digest_never_reaches_the_e
     assert_eq!(status, 400, "{answer}");
     let records = wait_for_records(&running.audit, 1).await;
     let request = records.last().unwrap().request.clone().unwrap();
-    assert_eq!(request["delta_base_generation"], json!(7));
-    assert_eq!(request["sent_bytes"], json!(0));
+    assert_eq!(
+        request["sources_sha256"],
+        json!(bundle_sha256(&delta.files))
+    );
+    assert_eq!(request["bundle_bytes"], Value::Null);
+    assert_eq!(request["delta"]["base_generation"], json!(7));
+    assert_eq!(request["delta"]["sent_bytes"], json!(0));
     assert!(
         running.seen.try_recv().is_err(),
         "a refused delta reached the engine"

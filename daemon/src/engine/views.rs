@@ -316,7 +316,9 @@ pub(super) fn drain_changes(
 }
 
 /// `GET /v1/topology[?generation=N]`: a kept generation's sources (the running one's too), read
-/// from the state directory; `running` names the running generation in an error.
+/// from the state directory; `running` is the running generation. The running generation's
+/// file is only read (never moved to quarantine: it is the only copy of its texts), and a
+/// failure to read it is the daemon's (500), not a generation that is not kept (404).
 pub(super) async fn stored_topology(
     store: Arc<StateStore>,
     generation: u64,
@@ -327,18 +329,31 @@ pub(super) async fn stored_topology(
         error.generation = Some(running);
         error
     };
-    tokio::task::spawn_blocking(move || store.load(generation))
-        .await
-        .map_err(|join| error(EngineErrorKind::Internal, join.to_string()))?
-        .map(|stored| TopologyView {
-            generation: stored.meta.generation,
-            hash: stored.meta.hash,
-            bundle: stored.bundle,
-        })
-        .map_err(|failure| {
+    tokio::task::spawn_blocking(move || {
+        if generation == running {
+            store.read(generation)
+        } else {
+            store.load(generation)
+        }
+    })
+    .await
+    .map_err(|join| error(EngineErrorKind::Internal, join.to_string()))?
+    .map(|stored| TopologyView {
+        generation: stored.meta.generation,
+        hash: stored.meta.hash,
+        bundle: stored.bundle,
+    })
+    .map_err(|failure| {
+        if generation == running {
+            error(
+                EngineErrorKind::Internal,
+                format!("the running generation {generation}'s sources cannot be read from the state directory: {failure}"),
+            )
+        } else {
             error(
                 EngineErrorKind::NotFound,
                 format!("generation {generation} is not kept: {failure}"),
             )
-        })
+        }
+    })
 }

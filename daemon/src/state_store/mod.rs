@@ -416,6 +416,20 @@ impl StateStore {
         })
     }
 
+    /// Reads one kept generation and leaves the file where it is whatever happens: the reads of
+    /// the running generation's sources (`/v1/topology`, delta pushes) must never move its
+    /// only copy aside; start-up and rollbacks, which [`StateStore::load`], judge the file.
+    pub fn read(&self, generation: u64) -> Result<StoredGeneration, StateError> {
+        let path = self.generation_path(generation);
+        if !path.exists() {
+            return Err(StateError::NotFound {
+                generation,
+                dir: self.generations.clone(),
+            });
+        }
+        read_generation(&path, generation)
+    }
+
     /// Moves an unreadable generation file aside (if `error` says the file is bad), logs it and
     /// counts it; returns where it went. Never deletes: a failure to move is logged and the
     /// file stays (the next generation number skips past it anyway).

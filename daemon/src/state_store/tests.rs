@@ -113,6 +113,20 @@ fn corrupt_current_falls_back_to_last_known_good_with_an_error_naming_the_file()
 }
 
 #[test]
+fn reading_a_corrupt_generation_leaves_it_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path(), 3).unwrap();
+    store.commit(&generation(1)).unwrap();
+    assert_eq!(store.read(1).unwrap(), generation(1));
+    let path = generation_file(dir.path(), 1);
+    fs::write(&path, b"{ torn").unwrap();
+    assert!(store.read(1).is_err());
+    assert!(path.exists(), "a read moved the file");
+    assert!(quarantine_entries(dir.path()).is_empty());
+    assert!(matches!(store.read(9), Err(StateError::NotFound { .. })));
+}
+
+#[test]
 fn all_generations_corrupt_yields_none_and_every_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::open(dir.path(), 3).unwrap();

@@ -1,6 +1,9 @@
 //! The prefixes phase of the compiler: host bits, origin ASN, announce lengths against the
 //! `[settings]` limits, the ROA's origin and max-length, and overlapping onboarded prefixes.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use ipnet::IpNet;
 use topologyd_config::{AnnounceMode, Collector, LengthLimits, RawPrefix, RawTopology, Settings};
 
@@ -13,19 +16,36 @@ pub(super) fn compile_prefixes(
     settings: &Settings,
     collector: &mut Collector,
 ) -> Vec<Prefix> {
+    let mut owners = Owners::default();
     let mut prefix_candidates: Vec<Prefix> = raw
         .prefixes
         .iter()
-        .map(|raw_prefix| compile_prefix(raw_prefix, settings, collector))
+        .map(|raw_prefix| compile_prefix(raw_prefix, settings, &mut owners, collector))
         .collect();
     prefix_candidates.sort_unstable_by_key(|prefix| (network_key(&prefix.cidr), prefix.span));
     drop_overlapping_prefixes(raw, prefix_candidates, collector)
+}
+
+/// One shared name per owner: a topology has a million prefixes and a handful of owners.
+#[derive(Default)]
+struct Owners(HashMap<String, Arc<str>>);
+
+impl Owners {
+    fn intern(&mut self, owner: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(owner) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(owner);
+        self.0.insert(owner.to_owned(), Arc::clone(&shared));
+        shared
+    }
 }
 
 /// One onboarded prefix, every problem with it reported (the prefix is kept, for later phases).
 fn compile_prefix(
     raw_prefix: &RawPrefix,
     settings: &Settings,
+    owners: &mut Owners,
     collector: &mut Collector,
 ) -> Prefix {
     let cidr = validate_network(&raw_prefix.cidr, "prefix", collector);
@@ -43,7 +63,7 @@ fn compile_prefix(
     Prefix {
         cidr,
         origin_asn: raw_prefix.origin_asn.value,
-        owner: raw_prefix.owner.clone(),
+        owner: owners.intern(&raw_prefix.owner),
         advertise: raw_prefix.advertise,
         announce: match raw_prefix.announce.value {
             AnnounceMode::Split(length) if length == route_length => AnnounceMode::Split(length),
@@ -51,12 +71,12 @@ fn compile_prefix(
         },
         roa: raw_prefix.roa.as_ref().map(|roa| roa.value),
         rpki: raw_prefix.rpki,
-        irr_token: raw_prefix.irr_token.clone(),
-        rdns_token: raw_prefix.rdns_token.clone(),
+        irr_token: raw_prefix.irr_token.as_deref().map(Box::from),
+        rdns_token: raw_prefix.rdns_token.as_deref().map(Box::from),
         evidence: raw_prefix
             .evidence
             .as_ref()
-            .map(|evidence| evidence.value.clone()),
+            .map(|evidence| Box::new(evidence.value.clone())),
         span: raw_prefix.cidr.span,
     }
 }
