@@ -11,7 +11,14 @@
 //!   resident memory once every peer holds every route, as bytes per route and per route per
 //!   peer. The baseline is the same daemon with the same topology and no peer.
 //!
-//! Run: `cargo run --release -p topologyd-harness --bin daemon_bench -- push` (or `memory 1000000`).
+//! - `toggle [PAIRS]`: the same topology plus one customer's file (one prefix and its binding),
+//!   whose `advertise` is toggled by `topoctl push`, alternately as a delta (the default: only
+//!   the customer's file travels) and with `--full-bundle` (every file), PAIRS times each:
+//!   the wall time of each push and the engine's compile time, as medians and as the delta's
+//!   ratio to the whole bundle measured in the same run.
+//!
+//! Run: `cargo run --release -p topologyd-harness --bin daemon_bench -- push` (or `memory 1000000`,
+//! `toggle 5`).
 //! The debug daemon binary is used (the one the tests build) unless `TOPOLOGYD_BIN_DIR` names
 //! another directory: for figures, point it at `target/release` after
 //! `cargo build --release -p topologyd --bins`.
@@ -108,9 +115,21 @@ fn push(
     files: &[(&str, &str)],
     intents: &[String],
 ) -> Result<(f64, Option<i32>), String> {
+    push_in(topologyd, topoctl, files, intents, "push")
+}
+
+/// [`push`] into its own directory named after `label` (the customer's file keeps its name).
+fn push_in(
+    topologyd: &Topologyd,
+    topoctl: &Topoctl,
+    files: &[(&str, &str)],
+    intents: &[String],
+    label: &str,
+) -> Result<(f64, Option<i32>), String> {
+    static PUSHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let directory = topologyd.directory().join(format!(
-        "push-{}",
-        Instant::now().elapsed().as_nanos() + u128::from(std::process::id())
+        "{label}-{}",
+        PUSHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let paths = write_files(&directory, files).map_err(|error| error.to_string())?;
     let mut arguments: Vec<String> = paths
@@ -219,6 +238,98 @@ fn bench_push() -> Result<(), String> {
     Ok(())
 }
 
+/// One customer's file: a prefix outside the synthetic ones and its default binding.
+fn customer_file(advertise: bool) -> String {
+    format!(
+        "[[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 13335\nowner = \"customer-0001\"\nadvertise = {advertise}\n\n[[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"svc0000\"\n"
+    )
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn bench_toggle(pairs: usize) -> Result<(), String> {
+    let spec = SynthSpec::ISSUE_SCALE;
+    let synthetic = generate(&spec);
+    let customer = [customer_file(true), customer_file(false)];
+    let files = |advertise: usize| -> Vec<(&str, &str)> {
+        synthetic
+            .iter()
+            .map(|file| (file.name.as_str(), file.text.as_str()))
+            .chain([("customer-0001.toml", customer[advertise].as_str())])
+            .collect()
+    };
+    let pki = ControlPki::generate().map_err(|error| error.to_string())?;
+    let mut daemon = DaemonConfig::new("loc0000", LOCAL_ASN);
+    daemon.control = Some(ControlSection::new(
+        daemon.local.ip(),
+        &pki,
+        &[("bench", "admin")],
+    ));
+    let control_address = daemon
+        .control
+        .as_ref()
+        .map(|control| control.listen)
+        .ok_or("no control section")?;
+    let mut topologyd = Topologyd::start(daemon, &files(0)).map_err(|error| error.to_string())?;
+    topologyd
+        .wait_ready(WAIT)
+        .map_err(|error| error.to_string())?;
+    let identity = pki.client("bench").map_err(|error| error.to_string())?;
+    let topoctl = Topoctl::new(control_address, &pki.ca, identity);
+    let intents: Vec<String> = [
+        "--intent",
+        "service:svc0000",
+        "--override",
+        "global-withdrawal:192.0.2.0/24",
+    ]
+    .map(str::to_string)
+    .to_vec();
+    // The bootstrap names its files by path: one whole push first, so that the running
+    // generation's files are named as a pusher names them.
+    push_in(&topologyd, &topoctl, &files(0), &intents, "same")?;
+    let whole_bytes: usize = files(0).iter().map(|(_, text)| text.len()).sum();
+    let mut walls = [Vec::new(), Vec::new()];
+    let mut compiles = [Vec::new(), Vec::new()];
+    for round in 0..pairs * 2 {
+        let full = round % 2 == 1;
+        let mut intents = intents.clone();
+        if full {
+            intents.push("--full-bundle".to_string());
+        }
+        let (wall_ms, code) = push_in(
+            &topologyd,
+            &topoctl,
+            &files((round + 1) % 2),
+            &intents,
+            "same",
+        )?;
+        if code != Some(2) {
+            return Err(format!(
+                "toggle {round} was not applied (exit {code:?}):\n{}",
+                topologyd.log_tail()
+            ));
+        }
+        let log = topologyd.log();
+        let compile_ms = log_field(&log, "push compiled and planned", None, "compile_ms");
+        walls[usize::from(full)].push(wall_ms);
+        compiles[usize::from(full)].push(compile_ms.unwrap_or(0) as f64);
+    }
+    let [delta_wall, full_wall] = walls.each_mut().map(|values| median(values));
+    let [delta_compile, full_compile] = compiles.each_mut().map(|values| median(values));
+    println!(
+        "{{\"bench\":\"toggle\",\"bindings\":{},\"pairs\":{pairs},\"whole_bundle_bytes\":{whole_bytes},\"delta_bytes\":{},\"delta_wall_ms\":{delta_wall:.0},\"full_wall_ms\":{full_wall:.0},\"delta_over_full_wall\":{:.2},\"delta_compile_ms\":{delta_compile:.0},\"full_compile_ms\":{full_compile:.0},\"delta_walls_ms\":{:?},\"full_walls_ms\":{:?}}}",
+        spec.bindings,
+        customer[0].len(),
+        delta_wall / full_wall.max(1.0),
+        walls[0].iter().map(|wall| wall.round()).collect::<Vec<_>>(),
+        walls[1].iter().map(|wall| wall.round()).collect::<Vec<_>>(),
+    );
+    Ok(())
+}
+
 fn bench_memory(routes: usize) -> Result<(), String> {
     let files = flat_topology(routes);
     let borrowed: Vec<(&str, &str)> = files
@@ -275,6 +386,12 @@ fn main() -> Result<(), String> {
                 .unwrap_or(1_000_000);
             bench_memory(routes)
         }
-        _ => Err("usage: daemon_bench push | memory [ROUTES]".into()),
+        Some("toggle") => bench_toggle(
+            arguments
+                .next()
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(5),
+        ),
+        _ => Err("usage: daemon_bench push | memory [ROUTES] | toggle [PAIRS]".into()),
     }
 }
