@@ -329,6 +329,7 @@ impl BundleDelta {
 }
 
 /// The base the `resolve_delta` fuzz target resolves against (generation 1).
+#[doc(hidden)]
 pub fn fuzz_base() -> Vec<SourceFile> {
     vec![
         SourceFile::new("fleet.toml", "[[location]]\nname = \"ams01\"\n"),
@@ -340,6 +341,7 @@ pub fn fuzz_base() -> Vec<SourceFile> {
 /// or apply, read as the control API reads it; a delta in it is resolved against
 /// [`fuzz_base`] (its base fields set to that base's, so that the rest is explored). Must never
 /// panic, and a delta that resolves gives exactly the files it lists, in order.
+#[doc(hidden)]
 pub fn fuzz_resolve(data: &[u8]) {
     let Ok(request) = serde_json::from_slice::<crate::ApplyRequest>(data) else {
         return;

@@ -67,7 +67,9 @@ pub struct AuditRecord {
     pub intended_verdict: Option<String>,
     /// `intent` on an intent record; otherwise `applied`, `invalid`, `refused`, `conflict`,
     /// `not_found`, `internal`, `no_space`, `forbidden`, `rejected` (unreadable request or
-    /// too large), `method_not_allowed`, `handshake_refused`, `unavailable` (engine not running).
+    /// too large), `method_not_allowed`, `handshake_refused`, `unavailable` (engine not running),
+    /// `base_changed` and `base_unavailable` (a delta push made against another generation, or
+    /// whose base cannot be read).
     pub verdict: String,
     /// The HTTP status answered.
     pub status: u16,

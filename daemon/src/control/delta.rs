@@ -28,7 +28,7 @@ pub(super) type RunningGeneration = (u64, Arc<Topology>, Arc<StateStore>);
 #[derive(Debug)]
 pub(super) struct SourcesCache {
     cached: Mutex<Option<(Weak<Topology>, Arc<SourcesView>)>>,
-    reads: Semaphore,
+    reads: Arc<Semaphore>,
 }
 
 /// At most this many delta resolutions (or digest computations) read and copy the running
@@ -39,7 +39,7 @@ impl Default for SourcesCache {
     fn default() -> SourcesCache {
         SourcesCache {
             cached: Mutex::default(),
-            reads: Semaphore::new(CONCURRENT_READS),
+            reads: Arc::new(Semaphore::new(CONCURRENT_READS)),
         }
     }
 }
@@ -68,8 +68,18 @@ impl SourcesCache {
         if let Some(view) = self.get(generation, &topology) {
             return Ok(view);
         }
-        let _permit = self.reads.acquire().await.map_err(|_| closed())?;
+        let permit = Arc::clone(&self.reads)
+            .acquire_owned()
+            .await
+            .map_err(|_| closed())?;
+        // Another request may have computed it meanwhile.
+        if let Some(view) = self.get(generation, &topology) {
+            return Ok(view);
+        }
+        // The permit goes with the blocking work: a request dropped meanwhile (its client
+        // gone) still counts against the bound until the read is over.
         let view = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             store
                 .read(generation)
                 .map(|stored| sources_view(generation, &stored.bundle.sources))
@@ -99,28 +109,55 @@ pub(super) async fn resolve(
     {
         return Err(refusal(delta.base_changed(&view)));
     }
-    let _permit = cache.reads.acquire().await.map_err(|_| closed())?;
+    let permit = Arc::clone(&cache.reads)
+        .acquire_owned()
+        .await
+        .map_err(|_| closed())?;
     let resolved = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let stored = store.read(generation).map_err(|error| error.to_string())?;
-        Ok::<_, String>(delta.resolve(bundle, generation, &stored.bundle.sources))
+        let (view, resolved) = delta.resolve(bundle, generation, &stored.bundle.sources);
+        // What this bundle would weigh as a whole push: the caller's body limit holds for it.
+        let encoded = resolved.as_ref().ok().map(encoded_size);
+        Ok::<_, String>((view, resolved, encoded))
     })
     .await
     .map_err(|error| internal(format!("resolving the delta failed: {error}")))?
     .map_err(|error| unavailable(generation, &error))?;
-    let (view, resolved) = resolved;
+    let (view, resolved, encoded) = resolved;
     cache.put(&topology, view);
     let bundle = resolved.map_err(refusal)?;
-    let bytes: usize = bundle.sources.iter().map(|file| file.text.len()).sum();
-    if bytes as u64 > limit {
+    if let Some(encoded) = encoded
+        && encoded > limit
+    {
         return Err(Answer::error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "rejected",
             format!(
-                "the bundle this delta stands for ({bytes} bytes) exceeds the limit of {limit} bytes"
+                "the bundle this delta stands for ({encoded} bytes as a whole push) exceeds the limit of {limit} bytes"
             ),
         ));
     }
     Ok(bundle)
+}
+
+/// The size of `bundle` as JSON (what a whole push of it would send), counted, not written.
+fn encoded_size(bundle: &SourceBundle) -> u64 {
+    struct Counter(u64);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len() as u64;
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    match serde_json::to_writer(&mut counter, bundle) {
+        Ok(()) => counter.0,
+        Err(_) => u64::MAX,
+    }
 }
 
 /// The answer to a delta that does not resolve.

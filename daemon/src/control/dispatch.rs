@@ -391,10 +391,12 @@ impl AskedBundle {
         }
     }
 
-    /// The audit summary; `bytes` is the whole bundle's size once known.
+    /// The audit summary; `bytes` is the whole bundle's size once known. A delta refused before
+    /// it resolved names no bundle: the digest its pusher listed is kept apart.
     fn summary(&self, body: &ApplyRequest, bytes: Option<usize>) -> Value {
+        let unresolved = bytes.is_none() && self.delta.is_some();
         let mut summary = json!({
-            "sources_sha256": self.sources_sha256,
+            "sources_sha256": (!unresolved).then_some(&self.sources_sha256),
             "bundle_bytes": bytes,
             "sources": self.sources,
             "intent": body.intent.to_lines(),
@@ -403,6 +405,9 @@ impl AskedBundle {
         });
         if let Some(delta) = &self.delta {
             summary["delta"] = delta.clone();
+            if unresolved {
+                summary["delta"]["listed_sources_sha256"] = json!(self.sources_sha256);
+            }
         }
         summary
     }

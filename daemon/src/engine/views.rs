@@ -60,14 +60,20 @@ impl Engine {
     /// (read on the blocking pool).
     pub(super) async fn generations(&self) -> Result<GenerationsView, EngineError> {
         let store = self.store.clone();
+        let running = self.running.meta.generation;
         let listed = tokio::task::spawn_blocking(move || {
-            let metas = store.list()?;
+            // The running generation's file is only read: it is the only copy of its texts.
+            let metas = store.list_protecting(Some(running))?;
             Ok::<_, crate::state_store::StateError>(
                 metas
                     .into_iter()
                     .map(|meta| {
-                        let sources = store
-                            .load(meta.generation)
+                        let stored = if meta.generation == running {
+                            store.read(meta.generation)
+                        } else {
+                            store.load(meta.generation)
+                        };
+                        let sources = stored
                             .map(|stored| {
                                 stored.bundle.sources.into_iter().map(|s| s.name).collect()
                             })

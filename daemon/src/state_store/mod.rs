@@ -382,13 +382,24 @@ impl StateStore {
     /// The metadata of every kept generation that loads, newest first. Unreadable files are
     /// moved to quarantine (and logged).
     pub fn list(&self) -> Result<Vec<GenerationMeta>, StateError> {
+        self.list_protecting(None)
+    }
+
+    /// [`StateStore::list`], but generation `protected` (the running one, whose file is the
+    /// only copy of its texts) is never moved to quarantine, only skipped when unreadable.
+    pub fn list_protecting(
+        &self,
+        protected: Option<u64>,
+    ) -> Result<Vec<GenerationMeta>, StateError> {
         let mut listed = Vec::new();
         for (generation, path) in self.generation_files()?.into_iter().rev() {
             match read_generation(&path, generation) {
                 Ok(stored) => listed.push(stored.meta),
                 Err(error) => {
                     tracing::warn!(%error, "skipping unreadable generation");
-                    self.quarantine_after(&path, &error);
+                    if protected != Some(generation) {
+                        self.quarantine_after(&path, &error);
+                    }
                 }
             }
         }

@@ -124,6 +124,11 @@ fn reading_a_corrupt_generation_leaves_it_in_place() {
     assert!(path.exists(), "a read moved the file");
     assert!(quarantine_entries(dir.path()).is_empty());
     assert!(matches!(store.read(9), Err(StateError::NotFound { .. })));
+    // Listing skips it but leaves it where it is when it is the protected (running) one.
+    assert!(store.list_protecting(Some(1)).unwrap().is_empty());
+    assert!(path.exists(), "listing moved the protected file");
+    assert!(store.list().unwrap().is_empty());
+    assert!(!path.exists(), "an unprotected unreadable file is quarantined as before");
 }
 
 #[test]

@@ -14,8 +14,9 @@
 //! - `toggle [PAIRS]`: the same topology plus one customer's file (one prefix and its binding),
 //!   whose `advertise` is toggled by `topoctl push`, alternately as a delta (the default: only
 //!   the customer's file travels) and with `--full-bundle` (every file), PAIRS times each:
-//!   the wall time of each push and the engine's compile time, as medians and as the delta's
-//!   ratio to the whole bundle measured in the same run.
+//!   2 × PAIRS times each (both directions equally often): the wall time of each push and the
+//!   engine's compile time, as medians and as the delta's ratio to the whole bundle measured
+//!   in the same run.
 //!
 //! Run: `cargo run --release -p topologyd-harness --bin daemon_bench -- push` (or `memory 1000000`,
 //! `toggle 5`).
@@ -293,8 +294,10 @@ fn bench_toggle(pairs: usize) -> Result<(), String> {
     let whole_bytes: usize = files(0).iter().map(|(_, text)| text.len()).sum();
     let mut walls = [Vec::new(), Vec::new()];
     let mut compiles = [Vec::new(), Vec::new()];
-    for round in 0..pairs * 2 {
-        let full = round % 2 == 1;
+    // Rounds withdraw and announce in turn; each mode takes two rounds in a row, so both
+    // modes see both directions equally often.
+    for round in 0..pairs * 4 {
+        let full = (round / 2) % 2 == 1;
         let mut intents = intents.clone();
         if full {
             intents.push("--full-bundle".to_string());
