@@ -128,7 +128,10 @@ fn reading_a_corrupt_generation_leaves_it_in_place() {
     assert!(store.list_protecting(Some(1)).unwrap().is_empty());
     assert!(path.exists(), "listing moved the protected file");
     assert!(store.list().unwrap().is_empty());
-    assert!(!path.exists(), "an unprotected unreadable file is quarantined as before");
+    assert!(
+        !path.exists(),
+        "an unprotected unreadable file is quarantined as before"
+    );
 }
 
 #[test]
