@@ -145,6 +145,48 @@ fn push_in(
     Ok((started.elapsed().as_secs_f64() * 1000.0, output.code))
 }
 
+/// topologyd for `loc0000` with a control API (the admin `bench`), ready, and the `topoctl`
+/// that talks to it; with four BIRD peers when `with_birds`.
+struct Controlled {
+    topologyd: Topologyd,
+    topoctl: Topoctl,
+    birds: Vec<BirdPeer>,
+    /// Holds the certificate files `topoctl` reads.
+    _pki: ControlPki,
+}
+
+fn start_controlled(files: &[(&str, &str)], with_birds: bool) -> Result<Controlled, String> {
+    let pki = ControlPki::generate().map_err(|error| error.to_string())?;
+    let mut daemon = DaemonConfig::new("loc0000", LOCAL_ASN);
+    daemon.control = Some(ControlSection::new(
+        daemon.local.ip(),
+        &pki,
+        &[("bench", "admin")],
+    ));
+    let birds = if with_birds {
+        start_birds(&mut daemon)?
+    } else {
+        Vec::new()
+    };
+    let control_address = daemon
+        .control
+        .as_ref()
+        .map(|control| control.listen)
+        .ok_or("no control section")?;
+    let mut topologyd = Topologyd::start(daemon, files).map_err(|error| error.to_string())?;
+    topologyd
+        .wait_ready(WAIT)
+        .map_err(|error| error.to_string())?;
+    let identity = pki.client("bench").map_err(|error| error.to_string())?;
+    let topoctl = Topoctl::new(control_address, &pki.ca, identity);
+    Ok(Controlled {
+        topologyd,
+        topoctl,
+        birds,
+        _pki: pki,
+    })
+}
+
 fn bench_push() -> Result<(), String> {
     let spec = SynthSpec::ISSUE_SCALE;
     let old = generate(&spec);
@@ -157,26 +199,13 @@ fn bench_push() -> Result<(), String> {
         .iter()
         .map(|file| (file.name.as_str(), file.text.as_str()))
         .collect();
-    let pki = ControlPki::generate().map_err(|error| error.to_string())?;
-    let mut daemon = DaemonConfig::new("loc0000", LOCAL_ASN);
-    daemon.control = Some(ControlSection::new(
-        daemon.local.ip(),
-        &pki,
-        &[("bench", "admin")],
-    ));
-    let birds = start_birds(&mut daemon)?;
-    let control_address = daemon
-        .control
-        .as_ref()
-        .map(|control| control.listen)
-        .ok_or("no control section")?;
-    let mut topologyd = Topologyd::start(daemon, &old_files).map_err(|error| error.to_string())?;
-    topologyd
-        .wait_ready(WAIT)
-        .map_err(|error| error.to_string())?;
+    let Controlled {
+        topologyd,
+        topoctl,
+        birds,
+        _pki,
+    } = start_controlled(&old_files, true)?;
     let routes = birds.first().map(route_count).unwrap_or(0);
-    let identity = pki.client("bench").map_err(|error| error.to_string())?;
-    let topoctl = Topoctl::new(control_address, &pki.ca, identity);
     let mut intents: Vec<String> = (0..spec.services)
         .flat_map(|index| ["--intent".to_string(), format!("service:svc{index:04}")])
         .collect();
@@ -262,24 +291,12 @@ fn bench_toggle(pairs: usize) -> Result<(), String> {
             .chain([("customer-0001.toml", customer[advertise].as_str())])
             .collect()
     };
-    let pki = ControlPki::generate().map_err(|error| error.to_string())?;
-    let mut daemon = DaemonConfig::new("loc0000", LOCAL_ASN);
-    daemon.control = Some(ControlSection::new(
-        daemon.local.ip(),
-        &pki,
-        &[("bench", "admin")],
-    ));
-    let control_address = daemon
-        .control
-        .as_ref()
-        .map(|control| control.listen)
-        .ok_or("no control section")?;
-    let mut topologyd = Topologyd::start(daemon, &files(0)).map_err(|error| error.to_string())?;
-    topologyd
-        .wait_ready(WAIT)
-        .map_err(|error| error.to_string())?;
-    let identity = pki.client("bench").map_err(|error| error.to_string())?;
-    let topoctl = Topoctl::new(control_address, &pki.ca, identity);
+    let Controlled {
+        topologyd,
+        topoctl,
+        _pki,
+        ..
+    } = start_controlled(&files(0), false)?;
     let intents: Vec<String> = [
         "--intent",
         "service:svc0000",
