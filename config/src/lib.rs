@@ -42,7 +42,8 @@ pub use diagnostic::{Collector, Diagnostic, Diagnostics, Severity, escape_text};
 pub use load::{LoadError, decode_source, load_sources};
 pub use model::*;
 pub use parse::{
-    parse_topology_sources, parse_topology_sources_owned, parse_topology_sources_with_warnings,
+    parse_topology_sources, parse_topology_sources_except, parse_topology_sources_owned,
+    parse_topology_sources_with_warnings,
 };
 pub use selector::{Attribute, Selector, SelectorError, SelectorValue, parse_selector};
 pub use source::{Source, SourceLocation, SourceMap, Span};

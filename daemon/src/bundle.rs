@@ -10,7 +10,7 @@
 
 use serde::Deserialize;
 use topologyd_config::{Diagnostic, Source, decode_source};
-use topologyd_topology::{Diagnostics, Topology, compile_against, compile_owned};
+use topologyd_topology::{CompileReuse, Diagnostics, Topology, compile_incremental, compile_owned};
 
 use crate::state_store::SourceBundle;
 
@@ -26,18 +26,20 @@ pub fn compile_bundle(bundle: SourceBundle, generation: u64) -> Result<Topology,
 }
 
 /// [`compile_bundle`] for a push onto `running`: a finding that involves two places (a cidr bound
-/// twice) is reported at the place the push added, as `topoctl plan` reports it.
+/// twice) is reported at the place the push added, as `topoctl plan` reports it. Files that
+/// `running` compiled with the same name, place and text are not parsed again (the result is
+/// the full compile's; see [`compile_incremental`]); the reuse says how many.
 pub fn compile_bundle_against(
     bundle: SourceBundle,
     generation: u64,
     running: &Topology,
-) -> Result<Topology, Diagnostics> {
+) -> (Result<Topology, Diagnostics>, CompileReuse) {
     let sources: Vec<Source> = bundle
         .sources
         .into_iter()
         .map(|file| Source::new(file.name, file.text))
         .collect();
-    compile_against(sources, generation, running)
+    compile_incremental(sources, generation, running)
 }
 
 /// A plan or apply request seen only for its files, with each text kept as raw bytes (JSON

@@ -283,6 +283,18 @@ fn push_plan_guard_refusal_conflict_rollback_and_audit_through_topoctl() {
         "a refused push changed the generation"
     );
     assert_counters_stay(&setup.bird, counters_applied);
+    // Compiled incrementally: prefixes.toml (prefixes and bindings only, unchanged) was taken
+    // from the running generation, fleet.toml (locations) and services.toml were parsed.
+    let log = setup.topologyd.log();
+    let compiled = log
+        .lines()
+        .rev()
+        .find(|line| line.contains("push compiled and planned"))
+        .unwrap_or_default();
+    assert!(
+        compiled.contains("files_reused=1 ") && compiled.contains("files_parsed=2 "),
+        "{compiled}"
+    );
 
     // Invalid: an unknown service and a syntax error, each located inside the pushed bundle.
     let unknown_service = format!(

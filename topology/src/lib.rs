@@ -21,8 +21,9 @@ mod render;
 use topologyd_rpki as rpki;
 
 pub use compile::{
-    INPUT_BYTES_PER_EXTRA_ROUTE, IntoSources, MAX_ROUTES_PER_PREFIX, ROUTE_ALLOWANCE, SourceBundle,
-    compile, compile_against, compile_owned, compile_raw, suggestion,
+    CompileReuse, INPUT_BYTES_PER_EXTRA_ROUTE, IntoSources, MAX_ROUTES_PER_PREFIX, ROUTE_ALLOWANCE,
+    SourceBundle, compile, compile_against, compile_against_in_full, compile_incremental,
+    compile_owned, compile_raw, suggestion,
 };
 pub use location_set::LocationSet;
 pub use model::{

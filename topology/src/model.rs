@@ -201,6 +201,9 @@ pub struct Topology {
     pub(crate) generation: u64,
     pub(crate) hash: [u8; 32],
     pub(crate) sources: SourceMap,
+    /// Per source: its digest and whether it holds only prefixes and bindings (what the next
+    /// compile against this one needs to reuse its items).
+    pub(crate) fingerprints: Vec<crate::compile::SourceFingerprint>,
     pub(crate) settings: Settings,
     /// Sorted by name.
     pub(crate) locations: Vec<Location>,

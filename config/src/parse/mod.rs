@@ -62,7 +62,31 @@ enum Reader {
     WholeDocument,
 }
 
+/// [`parse_topology_sources_with_warnings`] reading only the files whose `skip` entry is false
+/// (a missing entry reads the file): the result holds only their items, and every text in its
+/// source map (also when the diagnostics hold errors, so that the caller gets the texts back).
+/// For a compile that takes the skipped files' items from elsewhere (an earlier compile of the
+/// same texts), so the checks a skipped file passed before are not run again; the size of the
+/// whole topology is checked as always. Skip only files that hold nothing but `[[prefix]]` and
+/// `[[binding]]` tables: the checks across files (one `[settings]`, the number of locations)
+/// see only the files read.
+#[doc(hidden)]
+pub fn parse_topology_sources_except(
+    sources: Vec<Source>,
+    skip: &[bool],
+) -> (RawTopology, Diagnostics) {
+    parse_selected(sources, Reader::ByTables, skip)
+}
+
 fn parse_with(sources: Vec<Source>, reader: Reader) -> (RawTopology, Diagnostics) {
+    parse_selected(sources, reader, &[])
+}
+
+fn parse_selected(
+    sources: Vec<Source>,
+    reader: Reader,
+    skip: &[bool],
+) -> (RawTopology, Diagnostics) {
     let mut collector = Collector::new();
     let mut raw = RawTopology::default();
     let mut settings_seen: Option<Span> = None;
@@ -75,6 +99,9 @@ fn parse_with(sources: Vec<Source>, reader: Reader) -> (RawTopology, Diagnostics
         return (raw, diagnostics);
     }
     for (index, source) in sources.iter().enumerate() {
+        if skip.get(index).copied().unwrap_or(false) {
+            continue;
+        }
         let source_id = u32::try_from(index).unwrap_or(u32::MAX);
         let Some(file) = read_file(source_id, &source.text, reader, &mut collector) else {
             continue;

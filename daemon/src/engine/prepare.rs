@@ -296,22 +296,21 @@ pub fn prepare(
     // Compiled against the running topology, so that a finding involving two places (a
     // cidr bound twice) is reported at the one the push added, as `topoctl plan` does. The
     // bundle moves into the topology.
-    let mut new = compile_bundle_against(bundle, context.next_generation, context.old).map_err(
-        |diagnostics| {
-            compile_error(
-                context.base_generation,
-                EngineErrorKind::Invalid,
-                format!(
-                    "the topology does not compile: {} error(s)",
-                    diagnostics.errors().count()
-                ),
-                Some(ErrorDetail::Compile {
-                    diagnostics: Document::of(&diagnostics),
-                    text: diagnostics.to_string(),
-                }),
-            )
-        },
-    )?;
+    let (compiled, reuse) = compile_bundle_against(bundle, context.next_generation, context.old);
+    let mut new = compiled.map_err(|diagnostics| {
+        compile_error(
+            context.base_generation,
+            EngineErrorKind::Invalid,
+            format!(
+                "the topology does not compile: {} error(s)",
+                diagnostics.errors().count()
+            ),
+            Some(ErrorDetail::Compile {
+                diagnostics: Document::of(&diagnostics),
+                text: diagnostics.to_string(),
+            }),
+        )
+    })?;
     let compiled = started.elapsed();
     if rollback_of.is_some() {
         // A rollback names every service, may pass G4, and G3 lets go only the routes the
@@ -366,6 +365,8 @@ pub fn prepare(
     info!(
         generation = context.next_generation,
         compile_ms = compiled.as_millis() as u64,
+        files_reused = reuse.reused_files,
+        files_parsed = reuse.parsed_files,
         plan_ms = planned.as_millis() as u64,
         total_ms = started.elapsed().as_millis() as u64,
         "push compiled and planned (off the engine task)"

@@ -311,6 +311,9 @@ fn bench_toggle(pairs: usize) -> Result<(), String> {
     let whole_bytes: usize = files(0).iter().map(|(_, text)| text.len()).sum();
     let mut walls = [Vec::new(), Vec::new()];
     let mut compiles = [Vec::new(), Vec::new()];
+    // Files the daemon took from the running generation instead of parsing them (the last
+    // push of each mode): the incremental compile works alike for deltas and whole bundles.
+    let mut reused = [0_u64; 2];
     // Rounds withdraw and announce in turn; each mode takes two rounds in a row, so both
     // modes see both directions equally often.
     for round in 0..pairs * 4 {
@@ -334,16 +337,20 @@ fn bench_toggle(pairs: usize) -> Result<(), String> {
         }
         let log = topologyd.log();
         let compile_ms = log_field(&log, "push compiled and planned", None, "compile_ms");
+        reused[usize::from(full)] =
+            log_field(&log, "push compiled and planned", None, "files_reused").unwrap_or(0);
         walls[usize::from(full)].push(wall_ms);
         compiles[usize::from(full)].push(compile_ms.unwrap_or(0) as f64);
     }
     let [delta_wall, full_wall] = walls.each_mut().map(|values| median(values));
     let [delta_compile, full_compile] = compiles.each_mut().map(|values| median(values));
     println!(
-        "{{\"bench\":\"toggle\",\"bindings\":{},\"pairs\":{pairs},\"whole_bundle_bytes\":{whole_bytes},\"delta_bytes\":{},\"delta_wall_ms\":{delta_wall:.0},\"full_wall_ms\":{full_wall:.0},\"delta_over_full_wall\":{:.2},\"delta_compile_ms\":{delta_compile:.0},\"full_compile_ms\":{full_compile:.0},\"delta_walls_ms\":{:?},\"full_walls_ms\":{:?}}}",
+        "{{\"bench\":\"toggle\",\"bindings\":{},\"pairs\":{pairs},\"whole_bundle_bytes\":{whole_bytes},\"delta_bytes\":{},\"delta_wall_ms\":{delta_wall:.0},\"full_wall_ms\":{full_wall:.0},\"delta_over_full_wall\":{:.2},\"delta_compile_ms\":{delta_compile:.0},\"full_compile_ms\":{full_compile:.0},\"delta_files_reused\":{},\"full_files_reused\":{},\"delta_walls_ms\":{:?},\"full_walls_ms\":{:?}}}",
         spec.bindings,
         customer[0].len(),
         delta_wall / full_wall.max(1.0),
+        reused[0],
+        reused[1],
         walls[0].iter().map(|wall| wall.round()).collect::<Vec<_>>(),
         walls[1].iter().map(|wall| wall.round()).collect::<Vec<_>>(),
     );

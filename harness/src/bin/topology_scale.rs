@@ -4,7 +4,9 @@
 //! order: the full compile from the files (read, validate, tries, every location's desired set)
 //! and its peak RSS, the parse alone (read and parse into the raw model), a baseline parse of
 //! the same files into untyped TOML tables (these two after the compile, so they do not count
-//! in its peak), and a plan of a change touching 1% of the bindings. Prints one JSON line.
+//! in its peak), a plan of a change touching 1% of the bindings, and a customer file's
+//! `advertise` toggled compiled against the running generation twice, parsing every file and
+//! incrementally (only the files that changed), alternated, medians. Prints one JSON line.
 //! `--style` writes the prefix and binding tables in one of the generator's styles (`simple`,
 //! the default, `inline`, `dotted`, `subtables`, `quoted`, `one-file`; see `SynthStyle`).
 //! `benches/topology_scale.sh` runs it for every style and size.
@@ -12,9 +14,13 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use topologyd_config::Source;
 use topologyd_config::load_sources;
 use topologyd_harness::synth::{SynthSpec, SynthStyle, generate_styled};
-use topologyd_topology::{Intent, compile_owned, plan};
+use topologyd_topology::{
+    Intent, Topology, compile_against, compile_against_in_full, compile_incremental, compile_owned,
+    plan,
+};
 
 fn peak_resident_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -49,6 +55,57 @@ fn first_lines(error: impl std::fmt::Display) -> String {
     let text = error.to_string();
     let lines: Vec<&str> = text.lines().take(10).collect();
     lines.join("\n")
+}
+
+/// A customer's file: one prefix, advertised or not, bound to the first service.
+fn customer_file(advertise: bool) -> Source {
+    Source::new(
+        "customer-0001.toml",
+        format!(
+            "[[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 13335\nowner = \"customer-0001\"\nadvertise = {advertise}\n\n[[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"svc0000\"\n"
+        ),
+    )
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Seconds to compile a customer file's toggle onto `running` (which has it advertised), in
+/// full and incrementally, alternated `rounds` times each: (full median, incremental median,
+/// files the incremental compile reused).
+fn toggle_compiles(old: Vec<Source>, rounds: usize) -> Result<(f64, f64, usize), String> {
+    let with_customer = |advertise: bool| -> Vec<Source> {
+        let mut sources = old.clone();
+        sources.push(customer_file(advertise));
+        sources
+    };
+    let running: Topology = compile_owned(with_customer(true), 1).map_err(first_lines)?;
+    let (mut full, mut incremental, mut reused) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..rounds {
+        let sources = with_customer(false);
+        let started = Instant::now();
+        let topology = compile_against_in_full(sources, 2, &running).map_err(first_lines)?;
+        full.push(started.elapsed().as_secs_f64());
+        drop(topology);
+        let sources = with_customer(false);
+        let started = Instant::now();
+        let (topology, reuse) = compile_incremental(sources, 2, &running);
+        let topology = topology.map_err(first_lines)?;
+        incremental.push(started.elapsed().as_secs_f64());
+        drop(topology);
+        reused = reuse.reused_files;
+    }
+    // The same result either way (the property test checks it in general; this, at scale).
+    let full_topology =
+        compile_against_in_full(with_customer(false), 2, &running).map_err(first_lines)?;
+    let incremental_topology =
+        compile_against(with_customer(false), 2, &running).map_err(first_lines)?;
+    if full_topology.hash() != incremental_topology.hash() {
+        return Err("the incremental compile's hash differs from the full compile's".into());
+    }
+    Ok((median(&mut full), median(&mut incremental), reused))
 }
 
 fn main() -> Result<(), String> {
@@ -114,6 +171,10 @@ fn main() -> Result<(), String> {
     let baseline_seconds = started.elapsed().as_secs_f64();
     drop(sources);
 
+    let old_sources = load_sources(&old_paths).map_err(|error| error.to_string())?;
+    let (toggle_full_s, toggle_incremental_s, toggle_reused_files) =
+        toggle_compiles(old_sources, 5)?;
+
     let new_sources = load_sources(&new_paths).map_err(|error| error.to_string())?;
     let new = compile_owned(new_sources, 2).map_err(first_lines)?;
     let started = Instant::now();
@@ -121,7 +182,7 @@ fn main() -> Result<(), String> {
     let plan_seconds = started.elapsed().as_secs_f64();
 
     println!(
-        "{{\"style\":\"{}\",\"bindings\":{bindings},\"prefixes\":{},\"locations\":{},\"services\":{},\"input_mib\":{:.1},\"baseline_toml_parse_s\":{baseline_seconds:.3},\"compile_s\":{compile_seconds:.3},\"parse_s\":{parse_seconds:.3},\"ratio_compile_to_parse\":{:.2},\"route_location_pairs\":{desired},\"peak_rss_after_compile_mib\":{:.0},\"resident_before_mib\":{:.0},\"plan_1pct_s\":{plan_seconds:.3},\"plan_changes\":{},\"plan_verdict\":\"{}\"}}",
+        "{{\"style\":\"{}\",\"bindings\":{bindings},\"prefixes\":{},\"locations\":{},\"services\":{},\"input_mib\":{:.1},\"baseline_toml_parse_s\":{baseline_seconds:.3},\"compile_s\":{compile_seconds:.3},\"parse_s\":{parse_seconds:.3},\"ratio_compile_to_parse\":{:.2},\"route_location_pairs\":{desired},\"peak_rss_after_compile_mib\":{:.0},\"resident_before_mib\":{:.0},\"plan_1pct_s\":{plan_seconds:.3},\"plan_changes\":{},\"plan_verdict\":\"{}\",\"toggle_full_s\":{toggle_full_s:.3},\"toggle_incremental_s\":{toggle_incremental_s:.3},\"toggle_incremental_over_full\":{:.2},\"toggle_reused_files\":{toggle_reused_files}}}",
         style.name(),
         spec.prefixes,
         spec.locations + 1,
@@ -132,6 +193,7 @@ fn main() -> Result<(), String> {
         resident_before as f64 / 1024.0,
         plan.changes.len(),
         plan.verdict(),
+        toggle_incremental_s / toggle_full_s.max(1e-9),
     );
     Ok(())
 }

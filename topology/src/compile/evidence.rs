@@ -26,6 +26,7 @@ use topologyd_config::{
 };
 use topologyd_ownership::evidence::{EvidenceKeys, Prepared, WrittenEvidence, verify_all};
 
+use super::network_key;
 use crate::model::{Prefix, Topology};
 
 /// Reports G6 for every advertised customer prefix whose evidence is missing or does not
@@ -56,11 +57,16 @@ pub(super) fn check_customer_evidence(
     let verified_before = verified_in(baseline, policy);
     let mut items: Vec<Prepared> = Vec::new();
     let mut verified: Vec<(&RawPrefix, Span)> = Vec::new();
-    for prefix in raw
+    // In (cidr, place) order, not the raw list's: the batch check draws its coefficients from
+    // the items in order, and an incremental compile appends the prefixes it reuses.
+    let mut customer_prefixes: Vec<&RawPrefix> = raw
         .prefixes
         .iter()
         .filter(|prefix| prefix.advertise && prefix.owner != policy.operator_owner)
-    {
+        .collect();
+    customer_prefixes
+        .sort_unstable_by_key(|prefix| (network_key(&prefix.cidr.value), prefix.cidr.span));
+    for prefix in customer_prefixes {
         let Some(evidence) = &prefix.evidence else {
             report(
                 prefix,

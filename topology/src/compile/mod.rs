@@ -32,7 +32,8 @@
 //! ROAs, overlaps), `bindings` (services, duplicates, the longest-match tries), `routes` (G1 and
 //! the announced routes), `checks` (local addresses, blackholes, service-level findings) and
 //! `hash` (the canonical content hash). This file holds the entry points and the helpers the
-//! phases share.
+//! phases share; `incremental` compiles a change against a running generation without parsing
+//! again the files of prefixes and bindings that did not change.
 
 use ipnet::IpNet;
 use topologyd_config::{
@@ -42,11 +43,16 @@ use topologyd_config::{
 
 use crate::model::Topology;
 
+pub use incremental::CompileReuse;
+pub(crate) use incremental::SourceFingerprint;
+pub use incremental::compile_incremental;
+
 mod bindings;
 mod checks;
 mod evidence;
 mod fleet;
 mod hash;
+mod incremental;
 mod prefixes;
 mod routes;
 mod services;
@@ -92,9 +98,11 @@ impl<const N: usize> IntoSources for &[Source; N] {
 
 /// Parses and compiles `sources` into generation `generation` of the topology.
 pub fn compile(sources: impl IntoSources, generation: u64) -> Result<Topology, Diagnostics> {
-    compile_raw(
+    compile_raw_with(
         parse_topology_sources_owned(sources.into_sources())?,
         generation,
+        None,
+        Fingerprints::OfTexts,
     )
 }
 
@@ -106,8 +114,19 @@ pub fn compile_owned(sources: Vec<Source>, generation: u64) -> Result<Topology, 
 
 /// [`compile`] for a change to `baseline` (the topology running today): findings that involve
 /// two places, such as a cidr bound twice, are reported at the place the change added, with the
-/// place that was already there named in the help line.
+/// place that was already there named in the help line. Files the baseline compiled unchanged
+/// are not parsed again ([`compile_incremental`], whose result is this one's).
 pub fn compile_against(
+    sources: impl IntoSources,
+    generation: u64,
+    baseline: &Topology,
+) -> Result<Topology, Diagnostics> {
+    compile_incremental(sources.into_sources(), generation, baseline).0
+}
+
+/// [`compile_against`] parsing every file: the reference the incremental compile is checked
+/// against.
+pub fn compile_against_in_full(
     sources: impl IntoSources,
     generation: u64,
     baseline: &Topology,
@@ -116,6 +135,7 @@ pub fn compile_against(
         parse_topology_sources_owned(sources.into_sources())?,
         generation,
         Some(baseline),
+        Fingerprints::OfTexts,
     )
 }
 
@@ -324,16 +344,47 @@ fn validate_network(network: &Located<IpNet>, what: &str, collector: &mut Collec
     truncated
 }
 
-/// Compiles a parsed topology into generation `generation`.
+/// Compiles a parsed topology into generation `generation`. Nothing says its items are those
+/// of its source texts (a caller may have edited them), so a compile against the result parses
+/// every file again.
 pub fn compile_raw(raw: RawTopology, generation: u64) -> Result<Topology, Diagnostics> {
-    compile_raw_with(raw, generation, None)
+    compile_raw_with(raw, generation, None, Fingerprints::NotReusable)
 }
 
+/// What the compiled topology records of its files for the next incremental compile.
+enum Fingerprints {
+    /// The raw topology was parsed from its source texts: hash them.
+    OfTexts,
+    /// As `OfTexts`, with the texts' SHA-256 already computed.
+    Digests(Vec<[u8; 32]>),
+    /// Not parsed from its texts alone: no file may be reused.
+    NotReusable,
+}
+
+/// The phases, in order, over a parsed topology.
 fn compile_raw_with(
     raw: RawTopology,
     generation: u64,
     baseline: Option<&Topology>,
+    fingerprints: Fingerprints,
 ) -> Result<Topology, Diagnostics> {
+    compile_phases(raw, generation, baseline, fingerprints).map_err(|(diagnostics, _)| diagnostics)
+}
+
+/// [`compile_raw_with`] handing the sources back with the diagnostics of a failed compile.
+fn compile_phases(
+    raw: RawTopology,
+    generation: u64,
+    baseline: Option<&Topology>,
+    fingerprints: Fingerprints,
+) -> Result<Topology, (Diagnostics, topologyd_config::SourceMap)> {
+    let fingerprints = match fingerprints {
+        Fingerprints::OfTexts => {
+            incremental::fingerprints(&raw, incremental::digests(raw.sources.sources()))
+        }
+        Fingerprints::Digests(digests) => incremental::fingerprints(&raw, digests),
+        Fingerprints::NotReusable => Vec::new(),
+    };
     let mut collector = Collector::new();
     let settings = raw.settings.clone();
     let fleet = fleet::compile_locations(&raw, &mut collector);
@@ -371,7 +422,7 @@ fn compile_raw_with(
     let has_errors = collector.has_errors();
     let diagnostics = collector.finish(&raw.sources);
     if has_errors {
-        return Err(diagnostics);
+        return Err((diagnostics, raw.sources));
     }
     let services::Catalogue {
         services,
@@ -396,6 +447,7 @@ fn compile_raw_with(
         generation,
         hash,
         sources: raw.sources,
+        fingerprints,
         settings,
         locations,
         location_index,

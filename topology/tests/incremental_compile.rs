@@ -1,0 +1,873 @@
+//! The incremental compile equals the full compile: over random sequences of changes to a
+//! topology written in several files (a fleet file with settings, locations and services, and
+//! customer files of prefixes and bindings, in two table styles), each step is compiled against
+//! the previous generation both ways — `compile_incremental` (unchanged customer files taken
+//! from the previous generation) and `compile_against_in_full` (every file parsed) — and the
+//! results must be the same: the error text of a refused change, or the hash, summary, warnings,
+//! every location's routes, the prefixes and what `explain` says (file, line and column
+//! included) of an accepted one. A change the full compile accepts must never make the
+//! incremental one fall back, and the previous generation is sometimes one whose texts were
+//! handed out (as the daemon runs it).
+//!
+//! Changes: advertise toggled, announce changed, a default binding moved or removed (G1), a
+//! more-specific binding added or removed, a prefix added, removed or moved to another file, a
+//! prefix overlapping another file's, a prefix's ROA, RPKI policy, tokens and origin changed,
+//! its signed ownership evidence added, removed or signed with another key, `[settings]`
+//! announce lengths and `[settings.onboarding]` changed (so that prefixes of reused files become
+//! errors or need evidence), a file added anywhere, renamed, given another file's name, swapped
+//! or removed, a comment added, a file's table style changed, a service or location changed in
+//! the fleet file, a service defined in a customer file, a binding to an unknown service, a cidr
+//! bound twice. Owners include non-ASCII text and TOML escapes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use proptest::prelude::*;
+use topologyd_ownership::CheckKind;
+use topologyd_ownership::evidence::{EvidenceClaim, key_text, signing_key};
+use topologyd_ownership::token::token_digest;
+use topologyd_topology::{Source, Topology, compile, compile_against_in_full, compile_incremental};
+
+const SERVICES: usize = 4;
+const POOL: usize = 12;
+const SELECTORS: [&str; 4] = ["all", "region = \"r0\"", "not tag:a", "location = \"l1\""];
+const STATES: [&str; 3] = ["live", "test", "draining"];
+/// Owners as written in TOML and as read: plain, non-ASCII, with an escape, the operator's own.
+const OWNERS: [(&str, &str); 4] = [
+    ("\"acme\"", "acme"),
+    ("\"kunde-ü\"", "kunde-ü"),
+    ("\"c\\\"q\"", "c\"q"),
+    ("\"example-net\"", "example-net"),
+];
+/// `[settings] ipv4_announce_lengths` longest: 22 makes every IPv4 split (to /23) an error.
+const LONGEST: [u8; 3] = [24, 23, 22];
+
+#[derive(Debug, Clone)]
+struct Prefix {
+    /// Index into the pool of cidrs.
+    pool: usize,
+    advertise: bool,
+    split: bool,
+    default_service: Option<usize>,
+    /// A more-specific binding (the prefix's second quarter) and its service.
+    layered: Option<usize>,
+    /// The first half of the pool cidr instead of all of it.
+    narrow: bool,
+    /// 0: nothing more; 1: a ROA and `rpki = "refuse"`; 2: tokens, `rpki = "allow"` and
+    /// another origin; 3: a ROA whose max_length is the prefix's own (a split is RPKI-invalid).
+    extras: usize,
+    /// Ownership evidence signed with key `secret` for the prefix's cidr, owner and origin.
+    signed: Option<u8>,
+}
+
+#[derive(Debug, Clone)]
+struct CustomerFile {
+    name: String,
+    owner: usize,
+    prefixes: Vec<Prefix>,
+    comments: usize,
+    /// Written as inline arrays (`prefix = [{ … }]`) instead of `[[prefix]]` tables.
+    inline: bool,
+    /// Defines a service of its own (so it is not a file of prefixes and bindings only).
+    defines_service: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Model {
+    selectors: [usize; SERVICES],
+    pending: [bool; SERVICES],
+    states: [usize; 3],
+    files: Vec<CustomerFile>,
+    /// A binding naming a service nobody defines, in file 0.
+    unknown_service: bool,
+    /// The cidr of the first prefix of file 0 bound again in the last file.
+    bound_twice: bool,
+    longest: usize,
+    /// `[settings.onboarding]` with the evidence key of this secret.
+    onboarding: Option<u8>,
+}
+
+#[derive(Debug, Clone)]
+enum Change {
+    Advertise {
+        file: usize,
+        prefix: usize,
+    },
+    Split {
+        file: usize,
+        prefix: usize,
+    },
+    DefaultService {
+        file: usize,
+        prefix: usize,
+        service: Option<usize>,
+    },
+    Layered {
+        file: usize,
+        prefix: usize,
+        service: Option<usize>,
+    },
+    AddPrefix {
+        file: usize,
+        pool: usize,
+        service: usize,
+    },
+    Restyle {
+        file: usize,
+    },
+    RemovePrefix {
+        file: usize,
+        prefix: usize,
+    },
+    MovePrefix {
+        file: usize,
+        prefix: usize,
+        to: usize,
+    },
+    Rename {
+        file: usize,
+    },
+    Swap {
+        file: usize,
+        other: usize,
+    },
+    RemoveFile {
+        file: usize,
+    },
+    Comment {
+        file: usize,
+    },
+    Selector {
+        service: usize,
+        selector: usize,
+    },
+    Pending {
+        service: usize,
+    },
+    LocationState {
+        location: usize,
+        state: usize,
+    },
+    DefineService {
+        file: usize,
+    },
+    UnknownService,
+    BindTwice,
+    Extras {
+        file: usize,
+        prefix: usize,
+        extras: usize,
+    },
+    Sign {
+        file: usize,
+        prefix: usize,
+        secret: Option<u8>,
+    },
+    Overlap {
+        file: usize,
+        prefix: usize,
+        to: usize,
+    },
+    Longest {
+        longest: usize,
+    },
+    Onboarding {
+        secret: Option<u8>,
+    },
+    AddFile {
+        at: usize,
+        pool: usize,
+        owner: usize,
+    },
+    SameName {
+        file: usize,
+        other: usize,
+    },
+}
+
+fn pool_cidr(pool: usize) -> IpNet {
+    if pool < POOL - 2 {
+        format!("10.{}.0.0/22", pool * 4).parse().unwrap()
+    } else {
+        format!("2001:db8:{}::/46", (pool - (POOL - 2)) * 4)
+            .parse()
+            .unwrap()
+    }
+}
+
+fn prefix_cidr(prefix: &Prefix) -> IpNet {
+    let cidr = pool_cidr(prefix.pool);
+    if prefix.narrow {
+        cidr.subnets(cidr.prefix_len() + 1).unwrap().next().unwrap()
+    } else {
+        cidr
+    }
+}
+
+fn origin(prefix: &Prefix) -> u32 {
+    if prefix.extras == 2 { 64501 } else { 64500 }
+}
+
+/// The `[prefix.evidence]` of `prefix` owned by `owner`, signed with key `secret`, as an inline
+/// table.
+fn evidence(prefix: &Prefix, owner: &str, secret: u8) -> String {
+    let cidr = prefix_cidr(prefix);
+    let longest = match cidr {
+        IpNet::V4(_) => 24,
+        IpNet::V6(_) => 48,
+    };
+    let entry = EvidenceClaim {
+        prefix: cidr,
+        owner: owner.to_string(),
+        origin_asn: origin(prefix),
+        longest_announced: longest,
+        token_sha256: token_digest("incremental-compile-test"),
+        checks: vec![CheckKind::Rdns, CheckKind::Roa],
+        verified_at_unix: 1_764_936_000,
+    }
+    .sign(&signing_key([secret; 32]))
+    .topology_entry(true);
+    let table = entry.split("[prefix.evidence]\n").nth(1).unwrap();
+    let fields: Vec<&str> = table.lines().filter(|line| !line.is_empty()).collect();
+    format!("{{ {} }}", fields.join(", "))
+}
+
+fn quarter(cidr: IpNet) -> IpNet {
+    cidr.subnets(cidr.prefix_len() + 2).unwrap().nth(1).unwrap()
+}
+
+type Fields = Vec<(&'static str, String)>;
+
+/// A file's prefixes and bindings as `[[table]]`s, each prefix followed by its bindings, or as
+/// two inline arrays.
+fn render_items(entries: &[(Fields, Vec<Fields>)], extra: &[Fields], inline: bool) -> String {
+    let line = |fields: &Fields| {
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(key, value)| format!("{key} = {value}"))
+            .collect();
+        format!("{{ {} }}", body.join(", "))
+    };
+    let block = |kind: &str, fields: &Fields| {
+        let mut text = format!("[[{kind}]]\n");
+        for (key, value) in fields {
+            text += &format!("{key} = {value}\n");
+        }
+        text + "\n"
+    };
+    let bindings = entries
+        .iter()
+        .flat_map(|(_, bindings)| bindings)
+        .chain(extra);
+    if inline {
+        let prefixes: Vec<String> = entries.iter().map(|(prefix, _)| line(prefix)).collect();
+        let bindings: Vec<String> = bindings.map(line).collect();
+        let mut text = String::new();
+        if !prefixes.is_empty() {
+            text += &format!("prefix = [\n  {},\n]\n", prefixes.join(",\n  "));
+        }
+        if !bindings.is_empty() {
+            text += &format!("binding = [{}]\n\n", bindings.join(", "));
+        }
+        return text;
+    }
+    let mut text = String::new();
+    for (prefix, bindings) in entries {
+        text += &block("prefix", prefix);
+        for binding in bindings {
+            text += &block("binding", binding);
+        }
+    }
+    for binding in extra {
+        text += &block("binding", binding);
+    }
+    text
+}
+
+fn binding(cidr: IpNet, service: &str) -> Fields {
+    vec![
+        ("cidr", format!("\"{cidr}\"")),
+        ("service", format!("\"{service}\"")),
+    ]
+}
+
+impl Model {
+    fn fleet_text(&self) -> String {
+        let mut text = format!(
+            "[settings]\nipv4_announce_lengths = {{ shortest = 8, longest = {} }}\n\n",
+            LONGEST[self.longest]
+        );
+        if let Some(secret) = self.onboarding {
+            text += &format!(
+                "[settings.onboarding]\noperator_owner = \"example-net\"\nevidence_keys = [\"{}\"]\n\n",
+                key_text(&signing_key([secret; 32]).verifying_key())
+            );
+        }
+        for (index, state) in self.states.iter().enumerate() {
+            text += &format!(
+                "[[location]]\nname = \"l{index}\"\nregion = \"r{}\"\nmetro = \"m\"\ncountry = \"C\"\ntags = [{}]\nstate = \"{}\"\n\n",
+                index % 2,
+                if index == 2 { "\"a\"" } else { "" },
+                STATES[*state]
+            );
+        }
+        for service in 0..SERVICES {
+            text += &format!(
+                "[[service]]\nname = \"s{service}\"\nlifecycle = \"{}\"\ntopology = '{}'\ncommunities = [\"64500:{service}\"]\n\n",
+                if self.pending[service] {
+                    "pending"
+                } else {
+                    "active"
+                },
+                SELECTORS[self.selectors[service]]
+            );
+        }
+        text
+    }
+
+    fn customer_text(&self, index: usize) -> String {
+        let file = &self.files[index];
+        let mut text = String::new();
+        for comment in 0..file.comments {
+            text += &format!("# note {comment} of {}\n", file.name);
+        }
+        let mut entries: Vec<(Fields, Vec<Fields>)> = Vec::new();
+        let (owner_text, owner) = OWNERS[file.owner];
+        for prefix in &file.prefixes {
+            let cidr = prefix_cidr(prefix);
+            let split = match (prefix.split, cidr) {
+                (false, _) => "\"aggregate\"".to_string(),
+                (true, IpNet::V4(_)) => "{ split = 23 }".to_string(),
+                (true, IpNet::V6(_)) => "{ split = 47 }".to_string(),
+            };
+            let mut fields: Fields = vec![
+                ("cidr", format!("\"{cidr}\"")),
+                ("origin_asn", origin(prefix).to_string()),
+                ("owner", owner_text.to_string()),
+                ("advertise", prefix.advertise.to_string()),
+                ("announce", split),
+            ];
+            let longest = match cidr {
+                IpNet::V4(_) => 24,
+                IpNet::V6(_) => 48,
+            };
+            match prefix.extras {
+                1 => {
+                    fields.push(("roa", format!("{{ asn = 64500, max_length = {longest} }}")));
+                    fields.push(("rpki", "\"refuse\"".into()));
+                }
+                2 => {
+                    fields.push(("irr_token", "\"irr-token-1\"".into()));
+                    fields.push(("rdns_token", "\"rdns-token-1\"".into()));
+                    fields.push(("rpki", "\"allow\"".into()));
+                }
+                3 => fields.push((
+                    "roa",
+                    format!("{{ asn = 64500, max_length = {} }}", cidr.prefix_len()),
+                )),
+                _ => {}
+            }
+            if let Some(secret) = prefix.signed {
+                fields.push(("evidence", evidence(prefix, owner, secret)));
+            }
+            let mut bindings = Vec::new();
+            if let Some(service) = prefix.default_service {
+                bindings.push(binding(cidr, &format!("s{service}")));
+            }
+            if let Some(service) = prefix.layered {
+                bindings.push(binding(quarter(cidr), &format!("s{service}")));
+            }
+            entries.push((fields, bindings));
+        }
+        let mut extra = Vec::new();
+        if index == 0
+            && self.unknown_service
+            && let Some(prefix) = file.prefixes.first()
+        {
+            extra.push(binding(quarter(quarter(prefix_cidr(prefix))), "nobody"));
+        }
+        if index + 1 == self.files.len()
+            && self.bound_twice
+            && let Some(prefix) = self.files[0].prefixes.first()
+        {
+            extra.push(binding(prefix_cidr(prefix), "s0"));
+        }
+        text += &render_items(&entries, &extra, file.inline);
+        if file.defines_service {
+            text += &format!(
+                "[[service]]\nname = \"own{index}\"\nlifecycle = \"active\"\ntopology = 'all'\n\n"
+            );
+        }
+        text
+    }
+
+    fn sources(&self) -> Vec<Source> {
+        let mut sources = vec![Source::new("fleet.toml", self.fleet_text())];
+        for index in 0..self.files.len() {
+            sources.push(Source::new(
+                self.files[index].name.clone(),
+                self.customer_text(index),
+            ));
+        }
+        sources
+    }
+
+    fn used_pools(&self) -> Vec<usize> {
+        self.files
+            .iter()
+            .flat_map(|file| file.prefixes.iter().map(|prefix| prefix.pool))
+            .collect()
+    }
+
+    fn prefix_mut(&mut self, file: usize, prefix: usize) -> Option<&mut Prefix> {
+        let count = self.files.len();
+        let file = self.files.get_mut(file % count.max(1))?;
+        let count = file.prefixes.len();
+        file.prefixes.get_mut(prefix % count.max(1))
+    }
+
+    fn apply(&mut self, change: &Change, step: usize) {
+        let files = self.files.len().max(1);
+        match *change {
+            Change::Advertise { file, prefix } => {
+                if let Some(prefix) = self.prefix_mut(file, prefix) {
+                    prefix.advertise = !prefix.advertise;
+                }
+            }
+            Change::Split { file, prefix } => {
+                if let Some(prefix) = self.prefix_mut(file, prefix) {
+                    prefix.split = !prefix.split;
+                }
+            }
+            Change::DefaultService {
+                file,
+                prefix,
+                service,
+            } => {
+                if let Some(prefix) = self.prefix_mut(file, prefix) {
+                    prefix.default_service = service;
+                }
+            }
+            Change::Layered {
+                file,
+                prefix,
+                service,
+            } => {
+                if let Some(prefix) = self.prefix_mut(file, prefix) {
+                    prefix.layered = service;
+                }
+            }
+            Change::AddPrefix {
+                file,
+                pool,
+                service,
+            } => {
+                // Each cidr of the pool is onboarded at most once (overlaps are their own test).
+                if !self.used_pools().contains(&pool)
+                    && let Some(file) = self.files.get_mut(file % files)
+                {
+                    file.prefixes.push(Prefix {
+                        pool,
+                        advertise: true,
+                        split: false,
+                        default_service: Some(service),
+                        layered: None,
+                        narrow: false,
+                        extras: 0,
+                        signed: None,
+                    });
+                }
+            }
+            Change::RemovePrefix { file, prefix } => {
+                if let Some(file) = self.files.get_mut(file % files)
+                    && !file.prefixes.is_empty()
+                {
+                    let count = file.prefixes.len();
+                    file.prefixes.remove(prefix % count);
+                }
+            }
+            Change::MovePrefix { file, prefix, to } => {
+                if let Some(source) = self.files.get_mut(file % files)
+                    && !source.prefixes.is_empty()
+                {
+                    let count = source.prefixes.len();
+                    let moved = source.prefixes.remove(prefix % count);
+                    let to = to % files;
+                    self.files[to].prefixes.push(moved);
+                }
+            }
+            Change::Rename { file } => {
+                if let Some(file) = self.files.get_mut(file % files) {
+                    file.name = format!("renamed-{step}.toml");
+                }
+            }
+            Change::Swap { file, other } => {
+                if !self.files.is_empty() {
+                    self.files.swap(file % files, other % files);
+                }
+            }
+            Change::RemoveFile { file } => {
+                if self.files.len() > 1 {
+                    self.files.remove(file % files);
+                }
+            }
+            Change::Restyle { file } => {
+                if let Some(file) = self.files.get_mut(file % files) {
+                    file.inline = !file.inline;
+                }
+            }
+            Change::Comment { file } => {
+                if let Some(file) = self.files.get_mut(file % files) {
+                    file.comments += 1;
+                }
+            }
+            Change::Selector { service, selector } => self.selectors[service] = selector,
+            Change::Pending { service } => self.pending[service] = !self.pending[service],
+            Change::LocationState { location, state } => self.states[location] = state,
+            Change::DefineService { file } => {
+                if let Some(file) = self.files.get_mut(file % files) {
+                    file.defines_service = !file.defines_service;
+                }
+            }
+            Change::UnknownService => self.unknown_service = !self.unknown_service,
+            Change::BindTwice => self.bound_twice = !self.bound_twice,
+            Change::Extras {
+                file,
+                prefix,
+                extras,
+            } => {
+                if let Some(prefix) = self.prefix_mut(file, prefix) {
+                    prefix.extras = extras;
+                }
+            }
+            Change::Sign {
+                file,
+                prefix,
+                secret,
+            } => {
+                if let Some(prefix) = self.prefix_mut(file, prefix) {
+                    prefix.signed = secret;
+                }
+            }
+            Change::Overlap { file, prefix, to } => {
+                let copy = self.prefix_mut(file, prefix).map(|prefix| Prefix {
+                    narrow: !prefix.narrow,
+                    ..prefix.clone()
+                });
+                if let Some(copy) = copy {
+                    self.files[to % files].prefixes.push(copy);
+                }
+            }
+            Change::Longest { longest } => self.longest = longest,
+            Change::Onboarding { secret } => self.onboarding = secret,
+            Change::AddFile { at, pool, owner } => {
+                let mut prefixes = Vec::new();
+                if !self.used_pools().contains(&pool) {
+                    prefixes.push(Prefix {
+                        pool,
+                        advertise: true,
+                        split: false,
+                        default_service: Some(0),
+                        layered: None,
+                        narrow: false,
+                        extras: 0,
+                        signed: None,
+                    });
+                }
+                let at = at % (self.files.len() + 1);
+                self.files.insert(
+                    at,
+                    CustomerFile {
+                        name: format!("added-{step}.toml"),
+                        owner,
+                        prefixes,
+                        comments: 0,
+                        inline: false,
+                        defines_service: false,
+                    },
+                );
+            }
+            Change::SameName { file, other } => {
+                if !self.files.is_empty() {
+                    let name = self.files[other % files].name.clone();
+                    self.files[file % files].name = name;
+                }
+            }
+        }
+    }
+}
+
+fn model_strategy() -> impl Strategy<Value = Model> {
+    (
+        prop::array::uniform4(0..SELECTORS.len()),
+        prop::collection::vec((any::<bool>(), 0..SERVICES, 0..4_usize), 1..=6),
+        prop::array::uniform3((any::<bool>(), 0..OWNERS.len())),
+    )
+        .prop_map(|(selectors, prefixes, styles)| {
+            let mut files: Vec<CustomerFile> = (0..3)
+                .map(|index| CustomerFile {
+                    name: format!("customer-{index}.toml"),
+                    owner: styles[index].1,
+                    prefixes: Vec::new(),
+                    comments: 0,
+                    inline: styles[index].0,
+                    defines_service: false,
+                })
+                .collect();
+            for (pool, (split, service, extras)) in prefixes.into_iter().enumerate() {
+                files[pool % 3].prefixes.push(Prefix {
+                    pool,
+                    advertise: true,
+                    split,
+                    default_service: Some(service),
+                    layered: None,
+                    narrow: false,
+                    // No split-invalid ROA at the start: the first generation must compile.
+                    extras: if extras == 3 { 0 } else { extras },
+                    // Signed with the key `[settings.onboarding]` names most often.
+                    signed: Some(1),
+                });
+            }
+            Model {
+                selectors,
+                pending: [false; SERVICES],
+                states: [0; 3],
+                files,
+                unknown_service: false,
+                bound_twice: false,
+                longest: 0,
+                onboarding: None,
+            }
+        })
+}
+
+fn change_strategy() -> impl Strategy<Value = Change> {
+    let index = 0..8_usize;
+    let service = || prop::option::of(0..SERVICES);
+    prop_oneof![
+        4 => (index.clone(), index.clone()).prop_map(|(file, prefix)| Change::Advertise { file, prefix }),
+        2 => (index.clone(), index.clone()).prop_map(|(file, prefix)| Change::Split { file, prefix }),
+        2 => (index.clone(), index.clone(), service())
+            .prop_map(|(file, prefix, service)| Change::DefaultService { file, prefix, service }),
+        3 => (index.clone(), index.clone(), service())
+            .prop_map(|(file, prefix, service)| Change::Layered { file, prefix, service }),
+        2 => (index.clone(), 0..POOL, 0..SERVICES)
+            .prop_map(|(file, pool, service)| Change::AddPrefix { file, pool, service }),
+        1 => index.clone().prop_map(|file| Change::Restyle { file }),
+        1 => (index.clone(), index.clone()).prop_map(|(file, prefix)| Change::RemovePrefix { file, prefix }),
+        2 => (index.clone(), index.clone(), index.clone())
+            .prop_map(|(file, prefix, to)| Change::MovePrefix { file, prefix, to }),
+        1 => index.clone().prop_map(|file| Change::Rename { file }),
+        1 => (index.clone(), index.clone()).prop_map(|(file, other)| Change::Swap { file, other }),
+        1 => index.clone().prop_map(|file| Change::RemoveFile { file }),
+        2 => index.clone().prop_map(|file| Change::Comment { file }),
+        1 => (0..SERVICES, 0..SELECTORS.len())
+            .prop_map(|(service, selector)| Change::Selector { service, selector }),
+        1 => (0..SERVICES).prop_map(|service| Change::Pending { service }),
+        1 => (0..3_usize, 0..STATES.len())
+            .prop_map(|(location, state)| Change::LocationState { location, state }),
+        1 => index.clone().prop_map(|file| Change::DefineService { file }),
+        1 => Just(Change::UnknownService),
+        1 => Just(Change::BindTwice),
+        2 => (index.clone(), index.clone(), 0..4_usize)
+            .prop_map(|(file, prefix, extras)| Change::Extras { file, prefix, extras }),
+        2 => (index.clone(), index.clone(), prop::option::of(1..3_u8))
+            .prop_map(|(file, prefix, secret)| Change::Sign { file, prefix, secret }),
+        1 => (index.clone(), index.clone(), index.clone())
+            .prop_map(|(file, prefix, to)| Change::Overlap { file, prefix, to }),
+        1 => (0..LONGEST.len()).prop_map(|longest| Change::Longest { longest }),
+        2 => prop_oneof![3 => Just(Some(1_u8)), 1 => Just(Some(2)), 1 => Just(None)]
+            .prop_map(|secret| Change::Onboarding { secret }),
+        1 => (index.clone(), 0..POOL, 0..OWNERS.len())
+            .prop_map(|(at, pool, owner)| Change::AddFile { at, pool, owner }),
+        1 => (index.clone(), index.clone()).prop_map(|(file, other)| Change::SameName { file, other }),
+    ]
+}
+
+/// Addresses `explain` is asked about: the first address of every pool cidr and of its second
+/// quarter (where layered bindings are).
+fn probes() -> Vec<IpAddr> {
+    (0..POOL)
+        .flat_map(|pool| {
+            let cidr = pool_cidr(pool);
+            [cidr.addr(), quarter(cidr).addr()]
+        })
+        .collect()
+}
+
+/// Everything a compiled topology shows, as text: equal texts, equal topologies.
+fn observed(topology: &Topology) -> String {
+    let mut text = format!("{:?}\nhash {}\n", topology.summary(), topology.hash_hex());
+    for warning in topology.warnings() {
+        text += &format!("warning {warning}\n");
+    }
+    for location in topology.locations() {
+        text += &format!(
+            "{}: {:?}\n",
+            location.name,
+            topology.desired(&location.name).unwrap()
+        );
+    }
+    text += &serde_json::to_string(topology.prefixes()).unwrap();
+    text += &serde_json::to_string(topology.services()).unwrap();
+    for (route, announcing) in topology.routes() {
+        text += &format!(
+            "\nroute {route:?} at {:?}",
+            topology.location_names(announcing)
+        );
+    }
+    text += &format!("\n{:?}", topology.settings());
+    for (cidr, service) in topology.bindings() {
+        text += &format!("\nbinding {cidr} {service}");
+    }
+    for address in probes() {
+        text += &format!("\n{:?}", topology.explain(address));
+    }
+    let names: Vec<&str> = topology
+        .sources()
+        .iter()
+        .map(|source| source.name.as_str())
+        .collect();
+    text + &format!("\nsources {names:?}")
+}
+
+/// How many files of `sources` an incremental compile against a generation compiled from
+/// `previous` takes from it: those with the name and text of a previous file (each previous
+/// file matched once) that holds only prefixes and bindings.
+fn expected_reuse(previous: &[Source], sources: &[Source]) -> usize {
+    let mut unmatched: Vec<&Source> = previous
+        .iter()
+        .filter(|source| {
+            !["[settings", "[[location]]", "[[service]]"]
+                .iter()
+                .any(|table| source.text.contains(table))
+        })
+        .collect();
+    sources
+        .iter()
+        .filter(|source| {
+            let found = unmatched
+                .iter()
+                .position(|old| old.name == source.name && old.text == source.text);
+            found.map(|index| unmatched.remove(index)).is_some()
+        })
+        .count()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn the_incremental_compile_equals_the_full_compile(
+        model in model_strategy(),
+        changes in prop::collection::vec((change_strategy(), any::<bool>(), any::<bool>()), 1..12),
+    ) {
+        let mut model = model;
+        let mut previous_sources = model.sources();
+        let mut previous = compile(previous_sources.clone(), 1).unwrap();
+        for (step, (change, release_texts, keep_full)) in changes.iter().enumerate() {
+            model.apply(change, step);
+            let generation = step as u64 + 2;
+            let sources = model.sources();
+            let expected = expected_reuse(&previous_sources, &sources);
+            let full = compile_against_in_full(sources.clone(), generation, &previous);
+            let (incremental, reuse) = compile_incremental(sources.clone(), generation, &previous);
+            match (&full, &incremental) {
+                (Ok(full), Ok(incremental)) => {
+                    prop_assert_eq!(observed(full), observed(incremental), "after {:?}", change);
+                    prop_assert!(!reuse.fell_back, "the full compile accepts {:?}, the incremental fell back", change);
+                    prop_assert_eq!(reuse.reused_files, expected, "after {:?}", change);
+                    prop_assert_eq!(reuse.parsed_files, sources.len() - expected);
+                }
+                (Err(full), Err(incremental)) => {
+                    prop_assert_eq!(full.to_string(), incremental.to_string(), "after {:?}", change);
+                    prop_assert!(reuse.fell_back || expected == 0, "after {:?}", change);
+                }
+                _ => prop_assert!(
+                    false,
+                    "after {:?}: full {:?}, incremental {:?}",
+                    change,
+                    full.as_ref().map(|_| ()),
+                    incremental.as_ref().map(|_| ())
+                ),
+            }
+            // The next step is compiled against either result (they are equal).
+            let next = if *keep_full { full.ok() } else { incremental.ok() };
+            if let Some(mut next) = next {
+                if *release_texts {
+                    // As the daemon runs a generation: texts in the state directory only.
+                    next.take_sources();
+                }
+                previous = next;
+                previous_sources = sources;
+            }
+        }
+    }
+}
+
+/// The case the incremental compile is for: one customer file changed among many, every other
+/// file taken from the previous generation, and the same topology as a full compile.
+#[test]
+fn a_toggle_in_one_customer_file_parses_only_that_file_and_the_fleet_file() {
+    let mut model = Model {
+        selectors: [0; SERVICES],
+        pending: [false; SERVICES],
+        states: [0; 3],
+        files: (0..6)
+            .map(|index| CustomerFile {
+                name: format!("customer-{index}.toml"),
+                owner: index % OWNERS.len(),
+                prefixes: vec![Prefix {
+                    pool: index,
+                    advertise: true,
+                    split: index % 2 == 0,
+                    default_service: Some(index % SERVICES),
+                    layered: Some((index + 1) % SERVICES).filter(|_| index % 3 == 0),
+                    narrow: false,
+                    extras: index % 3,
+                    signed: None,
+                }],
+                comments: index % 2,
+                inline: index % 2 == 1,
+                defines_service: false,
+            })
+            .collect(),
+        unknown_service: false,
+        bound_twice: false,
+        longest: 0,
+        onboarding: None,
+    };
+    let mut previous = compile(model.sources(), 1).unwrap();
+    previous.take_sources();
+    model.files[3].prefixes[0].advertise = false;
+    let (incremental, reuse) = compile_incremental(model.sources(), 2, &previous);
+    let incremental = incremental.unwrap();
+    assert_eq!(
+        (reuse.reused_files, reuse.parsed_files, reuse.fell_back),
+        (5, 2, false)
+    );
+    let full = compile_against_in_full(model.sources(), 2, &previous).unwrap();
+    assert_eq!(observed(&full), observed(&incremental));
+    assert_ne!(full.hash(), previous.hash());
+
+    // A file that defines a service is parsed even when unchanged; an error is the full
+    // compile's error, with its place.
+    model.files[1].defines_service = true;
+    let previous = incremental;
+    let next = compile_against_in_full(model.sources(), 3, &previous).unwrap();
+    model.files[4].prefixes[0].default_service = None;
+    model.files[4].prefixes[0].layered = Some(0);
+    let (result, reuse) = compile_incremental(model.sources(), 4, &next);
+    assert_eq!((reuse.reused_files, reuse.fell_back), (0, true));
+    let error = result.unwrap_err().to_string();
+    assert!(error.contains("customer-4.toml:2:8: error: G1"), "{error}");
+    assert!(error.contains("G1"), "{error}");
+    assert_eq!(
+        error,
+        compile_against_in_full(model.sources(), 4, &next)
+            .unwrap_err()
+            .to_string()
+    );
+}
