@@ -342,6 +342,19 @@ fn bench_toggle(pairs: usize) -> Result<(), String> {
         walls[usize::from(full)].push(wall_ms);
         compiles[usize::from(full)].push(compile_ms.unwrap_or(0) as f64);
     }
+    // Where the time of the last push went, as the daemon logged it (compile, plan, persist,
+    // apply), on stderr beside the figures.
+    let log = topologyd.log();
+    let accounted: Vec<&str> = log
+        .lines()
+        .filter(|line| {
+            line.contains("push compiled and planned") || line.contains("generation applied")
+        })
+        .collect();
+    eprintln!(
+        "the last push as the daemon logged it:\n{}",
+        accounted[accounted.len().saturating_sub(2)..].join("\n")
+    );
     let [delta_wall, full_wall] = walls.each_mut().map(|values| median(values));
     let [delta_compile, full_compile] = compiles.each_mut().map(|values| median(values));
     println!(

@@ -34,9 +34,20 @@ impl BindingTable {
     }
 }
 
-/// Bindings: services resolved, sorted once, placed in their onboarded prefixes.
+/// A binding an incremental compile takes from the running generation instead of parsing its
+/// file again: its cidr, its service's name (borrowed from there) and its place in the new
+/// bundle.
+pub(super) struct ReusedBinding<'a> {
+    pub(super) cidr: IpNet,
+    pub(super) service: &'a str,
+    pub(super) span: Span,
+}
+
+/// Bindings (the parsed ones and the `reused` ones): services resolved, sorted once, placed in
+/// their onboarded prefixes.
 pub(super) fn compile_bindings(
     raw: &RawTopology,
+    reused: &[ReusedBinding<'_>],
     catalogue: &Catalogue,
     prefixes: &[Prefix],
     baseline: Option<&Topology>,
@@ -46,25 +57,44 @@ pub(super) fn compile_bindings(
     let (services, service_index) = (&catalogue.services, &catalogue.service_index);
     // Bindings: resolve services, sort once, then find each binding's onboarded prefix with a
     // single merge sweep over the (also sorted, disjoint) prefixes.
-    let mut binding_candidates: Vec<(u32, Span, IpNet)> = Vec::with_capacity(raw.bindings.len());
+    let mut binding_candidates: Vec<(u32, Span, IpNet)> =
+        Vec::with_capacity(raw.bindings.len() + reused.len());
+    let mut resolve =
+        |cidr: IpNet, name: &str, name_span: Span, span: Span, collector: &mut Collector| {
+            let Some(service) = service_index.get(name) else {
+                collector.error(
+                    Some(name_span),
+                    format!("binding {cidr} names unknown service `{name}`"),
+                    Some(suggestion(
+                        name,
+                        services.iter().map(|service| service.name.as_str()),
+                        "service",
+                    )),
+                );
+                return;
+            };
+            binding_candidates.push((*service, span, cidr));
+        };
     for raw_binding in &raw.bindings {
         let cidr = validate_network(&raw_binding.cidr, "binding", collector);
-        let Some(service) = service_index.get(&raw_binding.service.value) else {
-            collector.error(
-                Some(raw_binding.service.span),
-                format!(
-                    "binding {cidr} names unknown service `{}`",
-                    raw_binding.service.value
-                ),
-                Some(suggestion(
-                    &raw_binding.service.value,
-                    services.iter().map(|service| service.name.as_str()),
-                    "service",
-                )),
-            );
-            continue;
-        };
-        binding_candidates.push((*service, raw_binding.cidr.span, cidr));
+        let service = &raw_binding.service;
+        resolve(
+            cidr,
+            &service.value,
+            service.span,
+            raw_binding.cidr.span,
+            collector,
+        );
+    }
+    // A reused binding compiled before: its cidr has no host bits.
+    for binding in reused {
+        resolve(
+            binding.cidr,
+            binding.service,
+            binding.span,
+            binding.span,
+            collector,
+        );
     }
     binding_candidates.sort_unstable_by_key(|(_, span, cidr)| (network_key(cidr), *span));
     let mut bindings: Vec<Binding> = Vec::with_capacity(binding_candidates.len());

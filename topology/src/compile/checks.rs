@@ -8,8 +8,8 @@ use topologyd_config::{Collector, Lifecycle, RawTopology};
 
 use super::bindings::BindingTable;
 use super::fleet::Fleet;
-use super::list_names;
 use super::services::Catalogue;
+use super::{list_names, network_key};
 use crate::model::{Binding, Location, Route, Service};
 
 /// Local addresses: the longest binding covering each must be one of the service's own, and
@@ -88,13 +88,26 @@ pub(super) fn blackholes(
     locations: &[Location],
     collector: &mut Collector,
 ) {
+    // Both lists are sorted (the same order as `network_key`) and routes are disjoint: the
+    // route containing each binding, if any, is the last route not after it, found by one
+    // sweep instead of a binary search per binding.
+    let route_keys: Vec<(u8, u128, u8)> = routes
+        .iter()
+        .map(|route| network_key(&route.prefix))
+        .collect();
+    let mut not_after = 0_usize;
     for binding in bindings {
-        let Some(route_index) =
-            crate::model::find_containing(routes, &binding.cidr, |route| route.prefix)
+        let key = network_key(&binding.cidr);
+        while not_after < route_keys.len() && route_keys[not_after] <= key {
+            not_after += 1;
+        }
+        let Some(route) = not_after
+            .checked_sub(1)
+            .map(|index| &routes[index])
+            .filter(|route| route.prefix.contains(&binding.cidr))
         else {
             continue;
         };
-        let route = &routes[route_index];
         if route.prefix == binding.cidr {
             continue;
         }

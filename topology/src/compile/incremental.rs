@@ -20,10 +20,11 @@ use std::collections::{HashMap, VecDeque};
 
 use sha2::{Digest, Sha256};
 use topologyd_config::{
-    Diagnostics, Located, RawBinding, RawPrefix, RawTopology, Source, Span,
-    parse_topology_sources_except, parse_topology_sources_owned,
+    Diagnostics, Located, RawPrefix, RawTopology, Source, Span, parse_topology_sources_except,
+    parse_topology_sources_owned,
 };
 
+use super::bindings::ReusedBinding;
 use crate::model::Topology;
 
 /// What a compiled topology remembers of each of its files, so that the next compile can take
@@ -110,9 +111,10 @@ pub fn compile_incremental(
     let result = if diagnostics.has_errors() {
         Err(raw.sources)
     } else {
-        rebuild_items(&mut raw, &moved_to, baseline);
+        let reused_bindings = rebuild_items(&mut raw, &moved_to, baseline);
         super::compile_phases(
             raw,
+            &reused_bindings,
             generation,
             Some(baseline),
             super::Fingerprints::Digests(digests.clone()),
@@ -175,14 +177,20 @@ fn full(
     )
 }
 
-/// Adds the reused files' prefixes and bindings, rebuilt from the baseline, to `raw`, each span
+/// Adds the reused files' prefixes, rebuilt from the baseline, to `raw`, and returns their
+/// bindings (borrowed from the baseline: the bindings phase reads them beside the parsed ones,
+/// without a raw copy of each), each span
 /// moved to the file's place in the new bundle (`moved_to`, per baseline file; the offsets stay,
 /// the text is the same). Every field's span is the item's cidr span: the compiled items keep
 /// only that one, and it is the only one a successful compile reports at (a failure is compiled
 /// again in full). They are appended, not placed in file order: the phases order items by
 /// (cidr, span) before they read them, so the order of the raw lists changes nothing a
 /// compile produces.
-fn rebuild_items(raw: &mut RawTopology, moved_to: &[Option<u32>], baseline: &Topology) {
+fn rebuild_items<'a>(
+    raw: &mut RawTopology,
+    moved_to: &[Option<u32>],
+    baseline: &'a Topology,
+) -> Vec<ReusedBinding<'a>> {
     let moved = |span: Span| {
         moved_to
             .get(span.source as usize)
@@ -209,20 +217,20 @@ fn rebuild_items(raw: &mut RawTopology, moved_to: &[Option<u32>], baseline: &Top
                     .map(|evidence| Located::new(evidence.clone(), span)),
             })
         }));
-    raw.bindings
-        .extend(baseline.bindings.iter().filter_map(|binding| {
-            let span = moved(binding.span)?;
-            Some(RawBinding {
-                cidr: Located::new(binding.cidr, span),
+    baseline
+        .bindings
+        .iter()
+        .filter_map(|binding| {
+            Some(ReusedBinding {
+                cidr: binding.cidr,
                 // A service index the baseline does not hold cannot happen; were it to, the
                 // empty name fails the compile, which then runs in full.
-                service: Located::new(
-                    baseline
-                        .services
-                        .get(binding.service as usize)
-                        .map_or_else(String::new, |service| service.name.clone()),
-                    span,
-                ),
+                service: baseline
+                    .services
+                    .get(binding.service as usize)
+                    .map_or("", |service| service.name.as_str()),
+                span: moved(binding.span)?,
             })
-        }));
+        })
+        .collect()
 }

@@ -368,12 +368,15 @@ fn compile_raw_with(
     baseline: Option<&Topology>,
     fingerprints: Fingerprints,
 ) -> Result<Topology, Diagnostics> {
-    compile_phases(raw, generation, baseline, fingerprints).map_err(|(diagnostics, _)| diagnostics)
+    compile_phases(raw, &[], generation, baseline, fingerprints)
+        .map_err(|(diagnostics, _)| diagnostics)
 }
 
-/// [`compile_raw_with`] handing the sources back with the diagnostics of a failed compile.
+/// [`compile_raw_with`] with the bindings an incremental compile reuses, handing the sources
+/// back with the diagnostics of a failed compile.
 fn compile_phases(
     raw: RawTopology,
+    reused_bindings: &[bindings::ReusedBinding<'_>],
     generation: u64,
     baseline: Option<&Topology>,
     fingerprints: Fingerprints,
@@ -391,7 +394,14 @@ fn compile_phases(
     let catalogue = services::compile_services(&raw, &fleet, &mut collector);
     let prefixes = prefixes::compile_prefixes(&raw, &settings, &mut collector);
     evidence::check_customer_evidence(&raw, &settings, baseline, &mut collector);
-    let table = bindings::compile_bindings(&raw, &catalogue, &prefixes, baseline, &mut collector);
+    let table = bindings::compile_bindings(
+        &raw,
+        reused_bindings,
+        &catalogue,
+        &prefixes,
+        baseline,
+        &mut collector,
+    );
     let (routes, service_routes) = routes::compile_routes(
         &prefixes,
         &catalogue.services,
