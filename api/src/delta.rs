@@ -159,6 +159,26 @@ pub fn sources_view(generation: u64, files: &[SourceFile]) -> SourcesView {
     }
 }
 
+/// The view of generation `generation` from its files' names and SHA-256 digests (as
+/// [`file_sha256`] computes them, in bytes), without their texts.
+pub fn sources_view_of_digests<'a>(
+    generation: u64,
+    files: impl IntoIterator<Item = (&'a str, [u8; 32])>,
+) -> SourcesView {
+    let files: Vec<SourceDigest> = files
+        .into_iter()
+        .map(|(name, digest)| SourceDigest {
+            name: name.to_owned(),
+            sha256: hex(&digest),
+        })
+        .collect();
+    SourcesView {
+        generation,
+        sources_sha256: bundle_sha256(&files),
+        files,
+    }
+}
+
 /// Whether `digest` is a SHA-256 as [`file_sha256`] writes it (64 lower-case hex digits).
 fn is_sha256(digest: &str) -> bool {
     digest.len() == 64
@@ -397,6 +417,25 @@ mod tests {
         let (view, resolved) = delta.resolve(carried, generation, &running.sources);
         assert_eq!(view, sources_view(generation, &running.sources));
         resolved
+    }
+
+    #[test]
+    fn a_view_from_digests_is_the_view_from_texts() {
+        let files = bundle(&[("fleet.toml", "a"), ("b.toml", "ü\n"), ("b.toml", "")]);
+        let digests: Vec<(&str, [u8; 32])> = files
+            .sources
+            .iter()
+            .map(|file| {
+                (
+                    file.name.as_str(),
+                    Sha256::digest(file.text.as_bytes()).into(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            sources_view_of_digests(3, digests),
+            sources_view(3, &files.sources)
+        );
     }
 
     #[test]

@@ -285,6 +285,20 @@ impl Topology {
         self.sources.take_texts()
     }
 
+    /// Each source's name and the SHA-256 of its text as compiled (kept when the texts are
+    /// handed out), or `None` for a topology compiled from a raw topology a caller built
+    /// ([`crate::compile_raw`]), whose items need not be its texts'.
+    pub fn source_digests(&self) -> Option<Vec<(&str, [u8; 32])>> {
+        let sources = self.sources.sources();
+        (self.fingerprints.len() == sources.len()).then(|| {
+            sources
+                .iter()
+                .zip(&self.fingerprints)
+                .map(|(source, fingerprint)| (source.name.as_str(), fingerprint.sha256))
+                .collect()
+        })
+    }
+
     /// Whether [`Topology::take_sources`] handed the texts out.
     pub fn sources_released(&self) -> bool {
         self.sources.texts_released()

@@ -1,5 +1,5 @@
 //! Delta pushes at the control API: the running generation's file digests (`GET /v1/sources`,
-//! computed once per generation) and the resolution of a plan or apply that carries a
+//! kept by the compiled topology, without reading the state directory) and the resolution of a plan or apply that carries a
 //! [`BundleDelta`] into the whole bundle, before the engine sees it. The engine, the state
 //! directory and the audit log only ever see complete bundles. The running topology does not
 //! keep its texts: they are read from the state directory, on the blocking pool.
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use hyper::StatusCode;
 use tokio::sync::Semaphore;
-use topologyd_api::delta::sources_view;
+use topologyd_api::delta::{sources_view, sources_view_of_digests};
 use topologyd_api::{BundleDelta, DeltaError, SourceBundle, SourcesView};
 use topologyd_topology::Topology;
 
@@ -60,13 +60,17 @@ impl SourcesCache {
         view
     }
 
-    /// `GET /v1/sources`: the cached view, or one computed from the stored texts.
+    /// `GET /v1/sources`: the cached view, or one made from the digests the compiled topology
+    /// keeps of its texts, or (a topology that keeps none) one computed from the stored texts.
     pub(super) async fn view(
         &self,
         (generation, topology, store): RunningGeneration,
     ) -> Result<Arc<SourcesView>, Answer> {
         if let Some(view) = self.get(generation, &topology) {
             return Ok(view);
+        }
+        if let Some(digests) = topology.source_digests() {
+            return Ok(self.put(&topology, sources_view_of_digests(generation, digests)));
         }
         let permit = Arc::clone(&self.reads)
             .acquire_owned()
