@@ -1,12 +1,16 @@
-//! The one way a pushed bundle becomes a topology: [`compile_bundle`] (the engine's push and plan,
-//! its restart from stored generations and its rollback all call it) and [`undecodable_file`],
-//! which the control API uses when a request body is not UTF-8 to report the file and
-//! `line:column` of the first bad byte exactly as `topoctl check` reports it for a file on disk (both go through `topologyd_config::decode_source`). Pure: no I/O, no tasks.
+//! How a bundle becomes a topology in the daemon: [`compile_bundle`] (start-up from a stored
+//! generation, and the bootstrap), [`compile_bundle_against`] (pushes, plans and rollbacks,
+//! compiled against the running generation: incrementally, with the full compile's result)
+//! and [`undecodable_file`], which the control API uses when a request body is not UTF-8 to
+//! report the file and `line:column` of the first bad byte exactly as `topoctl check` reports
+//! it for a file on disk (both go through `topologyd_config::decode_source`). Pure: no I/O, no
+//! tasks.
 //!
-//! `topoctl check` and the daemon agree on validity because both end in the same pure
-//! `topologyd_topology::compile_owned`, which applies every input bound of `topologyd_config`
-//! (sizes, nesting, selector limits, names) before anything else; this module only turns a
-//! bundle into its sources.
+//! `topoctl check` and the daemon agree on validity because both end in the pure compile of
+//! `topologyd_topology`, which applies every input bound of `topologyd_config` (sizes, nesting,
+//! selector limits, names) before anything else; the incremental compile's result is the full
+//! compile's (a property test checks it; any failure is compiled again in full). This module
+//! only turns a bundle into its sources.
 
 use serde::Deserialize;
 use topologyd_config::{Diagnostic, Source, decode_source};
@@ -27,7 +31,7 @@ pub fn compile_bundle(bundle: SourceBundle, generation: u64) -> Result<Topology,
 
 /// [`compile_bundle`] for a push onto `running`: a finding that involves two places (a cidr bound
 /// twice) is reported at the place the push added, as `topoctl plan` reports it. Files that
-/// `running` compiled with the same name, place and text are not parsed again (the result is
+/// `running` compiled with the same name and text are not parsed again (the result is
 /// the full compile's; see [`compile_incremental`]); the reuse says how many.
 pub fn compile_bundle_against(
     bundle: SourceBundle,

@@ -189,7 +189,7 @@ impl ControlClient {
     /// A plan or apply of `bundle`: by default only the files that differ from the running
     /// generation's travel, with a delta naming the base (`GET /v1/sources` first). The whole
     /// bundle goes instead when the daemon does not answer `/v1/sources` with the view (an
-    /// older daemon, its running texts unreadable), when two files share a name, when every
+    /// older daemon), when two files share a name, when every
     /// file changed, and after a 409 `base_*` (the running generation changed in between, or
     /// its texts cannot be read). Whatever travels, the daemon plans and applies exactly
     /// `bundle` (each file's digest is checked) under the same conditions (an apply's

@@ -1,7 +1,7 @@
 //! The compiled topology ([`Topology`]) and its read-only queries: the routes each location must
 //! announce ([`Topology::desired`]), where a route is announced, and why an address is handled
-//! the way it is ([`Topology::explain`]). Building it is `compile.rs`'s job; comparing two is
-//! `plan.rs`'s.
+//! the way it is ([`Topology::explain`]). Building it is `compile/`'s job; comparing two is
+//! `plan/`'s.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -204,6 +204,8 @@ pub struct Topology {
     /// Per source: its digest and whether it holds only prefixes and bindings (what the next
     /// compile against this one needs to reuse its items).
     pub(crate) fingerprints: Vec<crate::compile::SourceFingerprint>,
+    /// `fingerprints` were made from the texts (false for [`crate::compile_raw`]).
+    pub(crate) digests_kept: bool,
     pub(crate) settings: Settings,
     /// Sorted by name.
     pub(crate) locations: Vec<Location>,
@@ -290,7 +292,7 @@ impl Topology {
     /// ([`crate::compile_raw`]), whose items need not be its texts'.
     pub fn source_digests(&self) -> Option<Vec<(&str, [u8; 32])>> {
         let sources = self.sources.sources();
-        (self.fingerprints.len() == sources.len()).then(|| {
+        (self.digests_kept && self.fingerprints.len() == sources.len()).then(|| {
             sources
                 .iter()
                 .zip(&self.fingerprints)

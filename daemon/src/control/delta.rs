@@ -1,5 +1,5 @@
 //! Delta pushes at the control API: the running generation's file digests (`GET /v1/sources`,
-//! kept by the compiled topology, without reading the state directory) and the resolution of a plan or apply that carries a
+//! kept by the compiled topology: no read of the state directory) and the resolution of a plan or apply that carries a
 //! [`BundleDelta`] into the whole bundle, before the engine sees it. The engine, the state
 //! directory and the audit log only ever see complete bundles. The running topology does not
 //! keep its texts: they are read from the state directory, on the blocking pool.
@@ -31,8 +31,8 @@ pub(super) struct SourcesCache {
     reads: Arc<Semaphore>,
 }
 
-/// At most this many delta resolutions (or digest computations) read and copy the running
-/// generation's texts at once; more wait.
+/// At most this many delta resolutions (or digest computations, for a topology that keeps no
+/// digests) read and copy the running generation's texts at once; more wait.
 const CONCURRENT_READS: usize = 2;
 
 impl Default for SourcesCache {
@@ -129,7 +129,13 @@ pub(super) async fn resolve(
     .map_err(|error| internal(format!("resolving the delta failed: {error}")))?
     .map_err(|error| unavailable(generation, &error))?;
     let (view, resolved, encoded) = resolved;
-    cache.put(&topology, view);
+    // The view of the stored texts replaces the cached one only for a topology that keeps no
+    // digests of its own: the running topology's digests are what runs (were the stored texts
+    // changed behind the daemon's back, a delta made against what runs is refused below as
+    // made against another base).
+    if topology.source_digests().is_none() {
+        cache.put(&topology, view);
+    }
     let bundle = resolved.map_err(refusal)?;
     if let Some(encoded) = encoded
         && encoded > limit

@@ -91,14 +91,13 @@ pub(super) fn blackholes(
     // Both lists are sorted (the same order as `network_key`) and routes are disjoint: the
     // route containing each binding, if any, is the last route not after it, found by one
     // sweep instead of a binary search per binding.
-    let route_keys: Vec<(u8, u128, u8)> = routes
-        .iter()
-        .map(|route| network_key(&route.prefix))
-        .collect();
     let mut not_after = 0_usize;
     for binding in bindings {
         let key = network_key(&binding.cidr);
-        while not_after < route_keys.len() && route_keys[not_after] <= key {
+        while routes
+            .get(not_after)
+            .is_some_and(|route| network_key(&route.prefix) <= key)
+        {
             not_after += 1;
         }
         let Some(route) = not_after

@@ -1,8 +1,9 @@
 //! Incremental compile of a change to a compiled topology: a file whose name and text are those
 //! of a baseline file (wherever it now is in the bundle), and that holds only `[[prefix]]` and
-//! `[[binding]]` tables, is not parsed again — its items are rebuilt from the baseline's compiled prefixes and
-//! bindings (which keep every value a raw item has, and the spans later phases report at) and
-//! every phase then runs over the whole topology as a full compile does. A self-serve BYOIP
+//! `[[binding]]` tables, is not parsed again — its prefixes are rebuilt from the baseline's
+//! compiled ones and its bindings read from there (they keep every value a raw item has, and
+//! the spans later phases report at), and every phase then runs over the whole topology as a
+//! full compile does. A self-serve BYOIP
 //! change touches one customer file among thousands; parsing is the larger part of a compile
 //! (≈ 60 % at 300,000 bindings), so skipping the files that did not change is where most of the
 //! time goes.
@@ -11,7 +12,7 @@
 //! the property test in `tests/incremental_compile.rs` checks it over generated change
 //! sequences. Whenever anything fails, the full compile runs instead and its diagnostics are
 //! returned: errors are reported exactly as a full compile reports them, never from rebuilt
-//! items.
+//! items (so a refused push whose parse succeeds runs the phases twice).
 //!
 //! Owns: which files are reused, the rebuilt raw items, the fallback. Must not touch: the
 //! phases themselves (they are the full compile's).

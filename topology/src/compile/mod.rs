@@ -23,7 +23,7 @@
 //!
 //! Cost model (so large topologies stay fast): selectors are evaluated as bitset algebra over
 //! per-attribute location sets; prefixes, bindings and routes are sorted once and searched by
-//! binary search; a route stores only its governing service, whose bitset says where it is
+//! binary search or matched by one sweep; a route stores only its governing service, whose bitset says where it is
 //! announced, so no (route, location) pair is ever materialised.
 
 //!
@@ -381,6 +381,7 @@ fn compile_phases(
     baseline: Option<&Topology>,
     fingerprints: Fingerprints,
 ) -> Result<Topology, (Diagnostics, topologyd_config::SourceMap)> {
+    let digests_kept = !matches!(fingerprints, Fingerprints::NotReusable);
     let fingerprints = match fingerprints {
         Fingerprints::OfTexts => {
             incremental::fingerprints(&raw, incremental::digests(raw.sources.sources()))
@@ -458,6 +459,7 @@ fn compile_phases(
         hash,
         sources: raw.sources,
         fingerprints,
+        digests_kept,
         settings,
         locations,
         location_index,
