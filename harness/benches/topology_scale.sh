@@ -4,7 +4,8 @@
 # SynthStyle in harness/src/synth.rs), one process (so peak RSS is its own) generates the
 # synthetic topology, and measures a baseline TOML parse of the same files, the full compile
 # (read, validate, tries, every location's desired set), its peak RSS (VmHWM), the parse alone,
-# and the plan of a change touching 1% of the bindings. Prints one JSON line per run, then per
+# the plan of a change touching 1% of the bindings, and a customer file's toggle compiled
+# against the running generation in full and incrementally. Prints one JSON line per run, then per
 # size a table of each style's compile time, parse time and peak RSS (medians over the runs) as
 # ratios to the simple style measured in the same run. With --runs N the styles are run N times
 # in turn (simple, inline, ..., simple, inline, ...), so a load that comes and goes hits each.
@@ -46,7 +47,8 @@ for size in dict.fromkeys(run["bindings"] for run in runs):
     for style in dict.fromkeys(run["style"] for run in runs):
         same = [run for run in runs if run["bindings"] == size and run["style"] == style]
         medians[style] = {key: statistics.median(run[key] for run in same)
-                          for key in ("input_mib", "compile_s", "parse_s", "peak_rss_after_compile_mib")}
+                          for key in ("input_mib", "compile_s", "parse_s", "peak_rss_after_compile_mib",
+                                      "toggle_full_s", "toggle_incremental_s")}
         medians[style]["runs"] = len(same)
     base = medians["simple"]
     print(f"\n{size} bindings, medians: each style against the simple style of this run")
@@ -57,4 +59,10 @@ for size in dict.fromkeys(run["bindings"] for run in runs):
               f"{m['compile_s'] / base['compile_s']:>8.2f} {m['parse_s']:>8.3f} "
               f"{m['parse_s'] / base['parse_s']:>8.2f} {m['peak_rss_after_compile_mib']:>8.0f} "
               f"{m['peak_rss_after_compile_mib'] / base['peak_rss_after_compile_mib']:>8.2f}")
+    print("a customer file's toggle compiled against the running generation, same run: "
+          "incremental against full")
+    for style, m in medians.items():
+        print(f"{style:<10} full {m['toggle_full_s']:.3f} s, incremental "
+              f"{m['toggle_incremental_s']:.3f} s "
+              f"({m['toggle_incremental_s'] / m['toggle_full_s']:.2f}x)")
 EOF
