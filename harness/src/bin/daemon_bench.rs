@@ -18,8 +18,14 @@
 //!   engine's compile time, as medians and as the delta's ratio to the whole bundle measured
 //!   in the same run.
 //!
+//! - `sustain [SECONDS]`: the same toggle as a delta, pushed for SECONDS (default 60) at up to
+//!   20 per second (each push starts 50 ms after the previous one started, or at once when that
+//!   one took longer), every guard evaluated: the rate reached, the wall time of each push
+//!   (`topoctl push` → applied) as median, p99 and maximum, and the daemon's resident memory
+//!   after the first ten pushes and at the end.
+//!
 //! Run: `cargo run --release -p topologyd-harness --bin daemon_bench -- push` (or `memory 1000000`,
-//! `toggle 5`).
+//! `toggle 5`, `sustain 60`).
 //! The debug daemon binary is used (the one the tests build) unless `TOPOLOGYD_BIN_DIR` names
 //! another directory: for figures, point it at `target/release` after
 //! `cargo build --release -p topologyd --bins`.
@@ -280,6 +286,97 @@ fn median(values: &mut [f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// The intents every toggle push carries: the customer's route may move, and its withdrawal
+/// from every location is intended.
+fn toggle_intents() -> Vec<String> {
+    [
+        "--intent",
+        "service:svc0000",
+        "--override",
+        "global-withdrawal:192.0.2.0/24",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+/// The value at `share` (0–1) of sorted `values`.
+fn percentile(values: &[f64], share: f64) -> f64 {
+    let index = ((values.len() as f64 - 1.0) * share).round() as usize;
+    values.get(index).copied().unwrap_or(0.0)
+}
+
+fn bench_sustain(seconds: u64) -> Result<(), String> {
+    const INTERVAL: Duration = Duration::from_millis(50);
+    let synthetic = generate(&SynthSpec::ISSUE_SCALE);
+    let customer = [customer_file(true), customer_file(false)];
+    let files: Vec<(&str, &str)> = synthetic
+        .iter()
+        .map(|file| (file.name.as_str(), file.text.as_str()))
+        .chain([("customer-0001.toml", customer[0].as_str())])
+        .collect();
+    let Controlled {
+        topologyd,
+        topoctl,
+        _pki,
+        ..
+    } = start_controlled(&files, false)?;
+    let intents = toggle_intents();
+    push_in(&topologyd, &topoctl, &files, &intents, "same")?;
+    // The files are written once; the customer's is rewritten in place before each push.
+    let paths = write_files(&topologyd.directory().join("sustain"), &files)
+        .map_err(|error| error.to_string())?;
+    let customer_path = paths.last().cloned().ok_or("no files written")?;
+    let mut arguments: Vec<String> = paths
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect();
+    arguments.extend(intents);
+    let pid = topologyd.pid().unwrap_or(0);
+    let mut warm_rss = 0;
+    let mut walls: Vec<f64> = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let slot = started + INTERVAL * u32::try_from(walls.len()).unwrap_or(u32::MAX);
+        if let Some(wait) = slot.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        std::fs::write(&customer_path, &customer[(walls.len() + 1) % 2])
+            .map_err(|error| error.to_string())?;
+        let pushed = Instant::now();
+        let output = topoctl
+            .run("push", &arguments)
+            .map_err(|error| error.to_string())?;
+        walls.push(pushed.elapsed().as_secs_f64() * 1000.0);
+        if output.code != Some(2) {
+            return Err(format!(
+                "push {} was not applied (exit {:?}): {output}\n{}",
+                walls.len(),
+                output.code,
+                topologyd.log_tail()
+            ));
+        }
+        if walls.len() == 10 {
+            warm_rss = process_memory_kib(pid, "VmRSS:");
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let end_rss = process_memory_kib(pid, "VmRSS:");
+    let count = walls.len();
+    walls.sort_by(f64::total_cmp);
+    println!(
+        "{{\"bench\":\"sustain\",\"bindings\":{},\"seconds\":{elapsed:.1},\"pushes\":{count},\"target_per_s\":20,\"reached_per_s\":{:.2},\"wall_p50_ms\":{:.0},\"wall_p99_ms\":{:.0},\"wall_max_ms\":{:.0},\"rss_after_10_mib\":{},\"rss_end_mib\":{},\"rss_growth_mib\":{}}}",
+        SynthSpec::ISSUE_SCALE.bindings,
+        count as f64 / elapsed,
+        percentile(&walls, 0.5),
+        percentile(&walls, 0.99),
+        walls.last().copied().unwrap_or(0.0),
+        warm_rss / 1024,
+        end_rss / 1024,
+        (end_rss as i64 - warm_rss as i64) / 1024,
+    );
+    Ok(())
+}
+
 fn bench_toggle(pairs: usize) -> Result<(), String> {
     let spec = SynthSpec::ISSUE_SCALE;
     let synthetic = generate(&spec);
@@ -297,14 +394,7 @@ fn bench_toggle(pairs: usize) -> Result<(), String> {
         _pki,
         ..
     } = start_controlled(&files(0), false)?;
-    let intents: Vec<String> = [
-        "--intent",
-        "service:svc0000",
-        "--override",
-        "global-withdrawal:192.0.2.0/24",
-    ]
-    .map(str::to_string)
-    .to_vec();
+    let intents = toggle_intents();
     // The bootstrap names its files by path: one whole push first, so that the running
     // generation's files are named as a pusher names them.
     push_in(&topologyd, &topoctl, &files(0), &intents, "same")?;
@@ -432,6 +522,15 @@ fn main() -> Result<(), String> {
                 .and_then(|value| value.parse().ok())
                 .unwrap_or(5),
         ),
-        _ => Err("usage: daemon_bench push | memory [ROUTES] | toggle [PAIRS]".into()),
+        Some("sustain") => bench_sustain(
+            arguments
+                .next()
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(60),
+        ),
+        _ => Err(
+            "usage: daemon_bench push | memory [ROUTES] | toggle [PAIRS] | sustain [SECONDS]"
+                .into(),
+        ),
     }
 }
