@@ -263,6 +263,37 @@ impl BundleDelta {
         (running_view, resolved)
     }
 
+    /// [`BundleDelta::resolve`] with the running texts' SHA-256 already known (`digests`, one
+    /// per file in order, lower-case hex, each checked against its text by the caller — the
+    /// daemon's state directory checks every text it reads). Digests that do not pair with
+    /// `running` one to one are ignored and the texts hashed.
+    pub fn resolve_with_digests(
+        &self,
+        carried: SourceBundle,
+        running_generation: u64,
+        running: &[SourceFile],
+        digests: &[String],
+    ) -> (SourcesView, Result<SourceBundle, DeltaError>) {
+        if digests.len() != running.len() {
+            return self.resolve(carried, running_generation, running);
+        }
+        let files: Vec<SourceDigest> = running
+            .iter()
+            .zip(digests)
+            .map(|(file, sha256)| SourceDigest {
+                name: file.name.clone(),
+                sha256: sha256.clone(),
+            })
+            .collect();
+        let running_view = SourcesView {
+            generation: running_generation,
+            sources_sha256: bundle_sha256(&files),
+            files,
+        };
+        let resolved = self.resolve_against(carried, &running_view, running);
+        (running_view, resolved)
+    }
+
     fn resolve_against(
         &self,
         carried: SourceBundle,
@@ -436,6 +467,25 @@ mod tests {
             sources_view_of_digests(3, digests),
             sources_view(3, &files.sources)
         );
+    }
+
+    #[test]
+    fn resolving_with_known_digests_is_resolving_with_hashed_texts() {
+        let base = bundle(&[("fleet.toml", "a"), ("b.toml", "b"), ("b.toml", "c")]);
+        let new = bundle(&[("b.toml", "c"), ("fleet.toml", "a2")]);
+        let (carried, delta) = delta(&base, 7, &new).unwrap();
+        let digests: Vec<String> = base
+            .sources
+            .iter()
+            .map(|file| file_sha256(&file.text))
+            .collect();
+        let hashed = delta.resolve(carried.clone(), 7, &base.sources);
+        let known = delta.resolve_with_digests(carried.clone(), 7, &base.sources, &digests);
+        assert_eq!(known, hashed);
+        assert_eq!(known.1.unwrap(), new);
+        // Digests that do not pair with the files are not used.
+        let short = delta.resolve_with_digests(carried, 7, &base.sources, &digests[..1]);
+        assert_eq!(short, hashed);
     }
 
     #[test]

@@ -432,21 +432,12 @@ fn check_refuses_what_start_up_refuses_with_the_same_message() {
     }
 }
 
-/// With a generation stored, start-up runs it and never reads the bootstrap topology: `--check`
-/// then checks the stored generation instead (it loads, compiles and has this location), and a
-/// missing bootstrap file is no error, as it is none at start-up.
-#[test]
-fn with_a_stored_generation_check_looks_at_it_as_start_up_does() {
-    let world = World::new();
-    let valid = world.valid_config();
-    let path = world.write_config(&valid);
-    let config = path.display().to_string();
-    // A first start stores generation 1 (compiled from the bootstrap topology); then it is
-    // killed, as a crash would.
+/// Starts topologyd with `config` and returns once its first generation is committed.
+fn start_until_stored(world: &World, config: &str) -> std::process::Child {
     let binary = check(binaries(), "building topologyd").join("topologyd");
-    let mut first = check(
+    let child = check(
         Command::new(binary)
-            .args(["--config", &config])
+            .args(["--config", config])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn(),
@@ -454,7 +445,7 @@ fn with_a_stored_generation_check_looks_at_it_as_start_up_does() {
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     // A committed generation, not the temporary file it is written to first (under a loaded
-    // disk its fsync and rename can take longer than the wait before the kill below).
+    // disk its fsync and rename can take longer than the wait below).
     while !world.path("state/generations").is_dir()
         || check(
             std::fs::read_dir(world.path("state/generations")),
@@ -469,6 +460,64 @@ fn with_a_stored_generation_check_looks_at_it_as_start_up_does() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(500));
+    child
+}
+
+/// A downgrade to a release that reads only state format 1: `--write-state-format-1` refuses
+/// while the daemon holds the state directory, then rewrites the stored generation with its
+/// texts inline (what such a release reads), and the result still checks and starts.
+#[test]
+fn write_state_format_1_rewrites_the_generations_for_an_older_release() {
+    let world = World::new();
+    let path = world.write_config(&world.valid_config());
+    let config = path.display().to_string();
+    let mut daemon = start_until_stored(&world, &config);
+    let (code, refused) = run(&["--write-state-format-1", "--config", &config]);
+    assert_eq!(code, Some(1), "{refused}");
+    assert!(refused.contains("locked"), "{refused}");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+
+    let stored = world.path("state/generations/00000000000000000001.json");
+    let before: serde_json::Value = check(
+        serde_json::from_slice(&check(std::fs::read(&stored), "reading generation 1")),
+        "generation 1",
+    );
+    assert_eq!(before["format"], 2, "{before}");
+    let (code, stderr) = run(&["--write-state-format-1", "--config", &config]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let after: serde_json::Value = check(
+        serde_json::from_slice(&check(std::fs::read(&stored), "reading generation 1")),
+        "generation 1",
+    );
+    assert_eq!(after["format"], 1, "{after}");
+    assert_eq!(after["meta"], before["meta"]);
+    let sources = after["bundle"]["sources"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(sources.len(), world.topology.len(), "{after}");
+    for (file, written) in sources.iter().zip(&world.topology) {
+        let text = check(std::fs::read_to_string(written), "reading the topology");
+        assert_eq!(file["text"].as_str(), Some(text.as_str()));
+    }
+    // What start-up would recover still checks.
+    let (code, stderr) = run(&["--check", "--config", &config]);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// With a generation stored, start-up runs it and never reads the bootstrap topology: `--check`
+/// then checks the stored generation instead (it loads, compiles and has this location), and a
+/// missing bootstrap file is no error, as it is none at start-up.
+#[test]
+fn with_a_stored_generation_check_looks_at_it_as_start_up_does() {
+    let world = World::new();
+    let valid = world.valid_config();
+    let path = world.write_config(&valid);
+    let config = path.display().to_string();
+    // A first start stores generation 1 (compiled from the bootstrap topology); then it is
+    // killed, as a crash would.
+    let mut first = start_until_stored(&world, &config);
     let _ = first.kill();
     let _ = first.wait();
 

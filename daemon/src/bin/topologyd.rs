@@ -63,11 +63,46 @@ struct Arguments {
     /// and exit: 0 when start-up would get past them, 2 with the errors otherwise.
     #[arg(long)]
     check: bool,
+    /// Rewrite every generation kept in the state directory in state format 1 (each source
+    /// text inline), the format releases before format 2 read, and exit: run it with the
+    /// daemon stopped, just before installing such a release (docs/upgrade.md, Downgrading).
+    #[arg(long, conflicts_with = "check")]
+    write_state_format_1: bool,
     /// Log line format: `text` (colours only on a terminal) or `json` (one object per line, for
     /// journald, Loki or ELK). Which lines are written is set by `TOPOLOGYD_LOG` (a filter such
     /// as `info` or `info,topologyd::peer=debug`; default `info`).
     #[arg(long, value_enum, env = "TOPOLOGYD_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+}
+
+/// `--write-state-format-1`: the state directory's generations rewritten for an older release.
+fn write_state_format_1(config: &PathBuf) -> ExitCode {
+    let config = match load_config(config) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let rewritten =
+        topologyd::state_store::StateStore::open(&config.state_dir, config.retained_generations)
+            .and_then(|store| store.rewrite_inline());
+    match rewritten {
+        Ok(generations) => {
+            println!(
+                "{}: {} generation file(s) rewritten in state format 1 ({generations:?}); a release before format 2 can read them now",
+                config.state_dir.display(),
+                generations.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "topologyd: {error}; run it again once fixed (files already in format 1 are skipped; stop the daemon first: it holds the state directory's lock)"
+            );
+            ExitCode::from(EXIT_START)
+        }
+    }
 }
 
 fn load_config(path: &PathBuf) -> Result<DaemonConfig, String> {
@@ -95,6 +130,9 @@ fn main() -> ExitCode {
     if let Err(error) = logging::install(arguments.log_format) {
         eprintln!("topologyd: {error}");
         return ExitCode::from(EXIT_CONFIG);
+    }
+    if arguments.write_state_format_1 {
+        return write_state_format_1(&arguments.config);
     }
     let config = match load_config_source(&arguments.config) {
         Ok((config, source)) => {

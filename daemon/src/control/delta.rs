@@ -119,10 +119,22 @@ pub(super) async fn resolve(
         .map_err(|_| closed())?;
     let resolved = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let stored = store.read(generation).map_err(|error| error.to_string())?;
-        let (view, resolved) = delta.resolve(bundle, generation, &stored.bundle.sources);
+        let (stored, digests) = store
+            .read_digested(generation)
+            .map_err(|error| error.to_string())?;
+        // The store checked every text against the digest it names: no second hashing.
+        let (view, resolved) = match &digests {
+            Some(digests) => {
+                delta.resolve_with_digests(bundle, generation, &stored.bundle.sources, digests)
+            }
+            None => delta.resolve(bundle, generation, &stored.bundle.sources),
+        };
         // What this bundle would weigh as a whole push: the caller's body limit holds for it.
-        let encoded = resolved.as_ref().ok().map(encoded_size);
+        let encoded = resolved
+            .as_ref()
+            .ok()
+            .filter(|bundle| !surely_within(bundle, limit))
+            .map(encoded_size);
         Ok::<_, String>((view, resolved, encoded))
     })
     .await
@@ -149,6 +161,18 @@ pub(super) async fn resolve(
         ));
     }
     Ok(bundle)
+}
+
+/// Whether `bundle` as JSON is surely no larger than `limit` bytes without encoding it: each
+/// byte of a name or text takes at most 6 bytes escaped (`\u00XX`), each file's framing less
+/// than 64 bytes.
+fn surely_within(bundle: &SourceBundle, limit: u64) -> bool {
+    let worst: u64 = bundle
+        .sources
+        .iter()
+        .map(|file| 6 * (file.name.len() as u64 + file.text.len() as u64) + 64)
+        .sum();
+    worst.saturating_add(64) <= limit
 }
 
 /// The size of `bundle` as JSON (what a whole push of it would send), counted, not written.
@@ -197,4 +221,32 @@ fn closed() -> Answer {
 
 fn internal(message: String) -> Answer {
     Answer::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use topologyd_api::SourceFile;
+
+    use super::*;
+
+    proptest! {
+        /// The shortcut never lets through a bundle whose JSON is over the limit, whatever its
+        /// names and texts (control characters, quotes, non-ASCII).
+        #[test]
+        fn surely_within_never_passes_a_bundle_over_the_limit(
+            files in proptest::collection::vec(("\\PC{0,8}|[\\x00-\\x1f\"\\\\]{0,8}", "\\PC{0,40}|[\\x00-\\x1f\"\\\\]{0,40}"), 0..6),
+            limit in 0u64..2_000,
+        ) {
+            let bundle = SourceBundle {
+                sources: files
+                    .into_iter()
+                    .map(|(name, text)| SourceFile { name, text })
+                    .collect(),
+            };
+            if surely_within(&bundle, limit) {
+                prop_assert!(encoded_size(&bundle) <= limit);
+            }
+        }
+    }
 }

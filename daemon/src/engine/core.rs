@@ -147,6 +147,9 @@ pub enum Effect {
     Commit {
         request: RequestId,
         stored: Box<StoredGeneration>,
+        /// The SHA-256 of each source text, as the compile computed them (a text already in
+        /// the state directory is then neither hashed nor written again).
+        digests: Option<crate::state_store::SourceDigests>,
         generation_before: u64,
         plan_hash: String,
         intended_verdict: String,
@@ -585,6 +588,12 @@ impl EngineCore {
                 meta: meta.clone(),
                 // Moved, not copied: a pushed bundle can be tens of megabytes.
                 bundle: std::mem::take(&mut prepared.bundle),
+            }),
+            digests: prepared.topology.source_digests().map(|digests| {
+                digests
+                    .into_iter()
+                    .map(|(name, digest)| (name.to_owned(), digest))
+                    .collect()
             }),
             generation_before,
             plan_hash: prepared.hash.clone(),

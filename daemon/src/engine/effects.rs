@@ -155,6 +155,7 @@ impl Engine {
             Effect::Commit {
                 request,
                 stored,
+                digests,
                 generation_before,
                 plan_hash,
                 intended_verdict,
@@ -166,7 +167,7 @@ impl Engine {
                     .and_then(|request| request.terms.write_ahead.clone());
                 let result = self
                     .commit(
-                        *stored,
+                        (*stored, digests),
                         write_ahead,
                         generation_before,
                         plan_hash,
@@ -317,11 +318,11 @@ impl Engine {
     }
 
     /// Writes the intent record ahead (if any), then the generation, fsync'd, off the engine
-    /// task. `rollback_of` names a rollback's target, which a full-disk error never offers to
-    /// prune.
+    /// task (with its texts' names and digests, when the compile gave them). `rollback_of`
+    /// names a rollback's target, which a full-disk error never offers to prune.
     async fn commit(
         &self,
-        stored: StoredGeneration,
+        (stored, digests): (StoredGeneration, Option<crate::state_store::SourceDigests>),
         write_ahead: Option<WriteAhead>,
         generation_before: u64,
         plan_hash: String,
@@ -348,7 +349,7 @@ impl Engine {
         let needed: Vec<u64> = rollback_of.into_iter().collect();
         tokio::task::spawn_blocking(move || {
             store
-                .commit(&stored)
+                .commit_with_digests(&stored, digests.as_deref())
                 .map_err(|error| store.with_prunable(error, &needed))
         })
         .await

@@ -57,35 +57,24 @@ impl Engine {
     }
 
     /// `GET /v1/generations`: the kept generations' metadata and source names, newest first
-    /// (read on the blocking pool).
+    /// (their files read on the blocking pool; not their texts).
     pub(super) async fn generations(&self) -> Result<GenerationsView, EngineError> {
         let store = self.store.clone();
         let running = self.running.meta.generation;
         let listed = tokio::task::spawn_blocking(move || {
-            // The running generation's file is only read: it is the only copy of its texts.
-            let metas = store.list_protecting(Some(running))?;
+            // Listed from the generation files alone (the texts are not read); the running
+            // generation's file is never moved aside.
+            let summaries = store.list_protecting(Some(running))?;
             Ok::<_, crate::state_store::StateError>(
-                metas
+                summaries
                     .into_iter()
-                    .map(|meta| {
-                        let stored = if meta.generation == running {
-                            store.read(meta.generation)
-                        } else {
-                            store.load(meta.generation)
-                        };
-                        let sources = stored
-                            .map(|stored| {
-                                stored.bundle.sources.into_iter().map(|s| s.name).collect()
-                            })
-                            .unwrap_or_default();
-                        GenerationView {
-                            generation: meta.generation,
-                            hash: meta.hash,
-                            applied_at: meta.applied_at,
-                            applied_by: meta.who,
-                            intent: meta.intent,
-                            sources,
-                        }
+                    .map(|summary| GenerationView {
+                        generation: summary.meta.generation,
+                        hash: summary.meta.hash,
+                        applied_at: summary.meta.applied_at,
+                        applied_by: summary.meta.who,
+                        intent: summary.meta.intent,
+                        sources: summary.sources,
                     })
                     .collect::<Vec<_>>(),
             )

@@ -1,7 +1,8 @@
 //! Crash-safe persistence of applied generations in the daemon's state dir.
 //!
 //! Owns: the files under the state dir — one JSON file per applied generation (its metadata and
-//! the source bundle it was compiled from), the persisted drain state, and the lock file that
+//! the names and digests of the sources it was compiled from), the source texts themselves
+//! (once per distinct text, in `sources.rs`), the persisted drain state, and the lock file that
 //! keeps a second daemon away. Every write is atomic: a temp file in the same dir, write, fsync
 //! the file, rename over the target, fsync the directory. A crash at any point leaves either the
 //! old file or the new one, never a torn one; a temp file left behind by a crash is removed when
@@ -15,7 +16,10 @@
 //!
 //! ```text
 //! <state dir>/lock                                 held (flock) while the store is open
-//! <state dir>/generations/00000000000000000042.json  one per kept generation
+//! <state dir>/generations/00000000000000000042.json  one per kept generation (format 2: its
+//!                                                  sources by name, SHA-256 and length)
+//! <state dir>/sources/<sha256>                     one per distinct source text a kept
+//!                                                  generation names
 //! <state dir>/quarantine/00000000000000000042.json.<unix seconds>[.<n>]  moved-aside corrupt files
 //! <state dir>/drain.json                           persisted drain state
 //! <state dir>/lease.json                           the fleet lock's lease and fences
@@ -24,8 +28,11 @@
 //!
 //! Generations are monotonic: the current generation is the newest one on disk, and a rollback
 //! is committed by the engine as a new generation carrying an older generation's sources. The
-//! current generation and the `keep_previous` ones before it (last known good) are kept.
+//! current generation and the `keep_previous` ones before it (last known good) are kept, and
+//! the texts they name; a text no kept generation names is removed. A format-1 file (every
+//! text inline, as releases before format 2 wrote) is still read; it is never rewritten.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -38,9 +45,17 @@ use serde::{Deserialize, Serialize};
 /// How many generations before the current one are kept when none is configured.
 pub const DEFAULT_KEEP_PREVIOUS: usize = 10;
 
-/// Version of the on-disk generation file format; a file with another version is reported as
-/// corrupt rather than misread.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the on-disk generation file format this daemon writes (sources by digest, their
+/// texts under `sources/`); a file of a version it does not read is reported as corrupt rather
+/// than misread.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Each source's name and the SHA-256 of its text, in bundle order, as the compile computed
+/// them: handed to [`StateStore::commit_with_digests`].
+pub type SourceDigests = Vec<(String, [u8; 32])>;
+
+/// The format older releases wrote (every text inline in the generation file); still read.
+pub const FORMAT_INLINE: u32 = 1;
 
 /// The mode of every file the store writes (owner read and write only).
 pub const FILE_MODE: u32 = 0o600;
@@ -80,13 +95,13 @@ pub struct StoredGeneration {
     pub bundle: SourceBundle,
 }
 
-/// The on-disk wrapper of a generation file.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GenerationFile {
-    format: u32,
-    meta: GenerationMeta,
-    bundle: SourceBundle,
+/// A kept generation as listed: its metadata and its sources' names, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationSummary {
+    /// Metadata.
+    pub meta: GenerationMeta,
+    /// The names of the sources it was compiled from.
+    pub sources: Vec<String>,
 }
 
 /// The persisted drain state (whether this location, or some of its services, are drained; see
@@ -167,6 +182,24 @@ pub enum StateError {
         /// Files that could go to make room, largest first (quarantined files, then generations
         /// the current one and a rollback target do not need).
         prunable: Vec<Prunable>,
+    },
+    /// A source text a generation names is missing or does not match its digest. The
+    /// generation file itself is intact (it is not moved aside); a text found corrupt is.
+    #[error(
+        "state store: source `{name}` of generation {generation} ({}) {reason}; the generation cannot be read until the text is back (a push carrying the same file stores it again)",
+        path.display()
+    )]
+    Source {
+        /// The generation naming the text.
+        generation: u64,
+        /// The source's name in the bundle.
+        name: String,
+        /// The file that should hold the text.
+        path: PathBuf,
+        /// Whether the file exists but holds another text (it is moved to quarantine).
+        corrupt: bool,
+        /// What is wrong.
+        reason: String,
     },
     /// A commit whose generation number does not exceed the newest stored one.
     #[error("state store: cannot commit generation {new}: generation {newest} is already stored")]
@@ -260,6 +293,7 @@ pub struct StateStore {
     dir: PathBuf,
     generations: PathBuf,
     quarantine: PathBuf,
+    texts: SourceTexts,
     keep_previous: usize,
     // Held for the lifetime of the store: the OS releases the lock when it is closed.
     _lock: File,
@@ -298,7 +332,12 @@ impl StateStore {
             }
         }
         let quarantine = dir.join(QUARANTINE_DIR);
+        let texts = SourceTexts::at(&dir);
+        texts.create()?;
+        // The new directories' entries are durable before anything is written in them.
+        sync_dir(&dir)?;
         let store = StateStore {
+            texts,
             dir,
             generations,
             quarantine,
@@ -310,6 +349,7 @@ impl StateStore {
         };
         store.remove_temp_files(&store.dir)?;
         store.remove_temp_files(&store.generations)?;
+        store.remove_temp_files(store.texts.dir())?;
         for (generation, path) in store.generation_files()? {
             // Files written by older versions (or restored by hand) may be world-readable.
             if let Ok(metadata) = fs::metadata(&path)
@@ -356,7 +396,7 @@ impl StateStore {
         let mut skipped = Vec::new();
         let mut quarantined = Vec::new();
         for (generation, path) in self.generation_files()?.into_iter().rev() {
-            match read_generation(&path, generation) {
+            match read_generation(&path, generation, &self.texts) {
                 Ok(stored) => {
                     return Ok(Recovered {
                         current: Some(stored),
@@ -380,21 +420,28 @@ impl StateStore {
     }
 
     /// The metadata of every kept generation that loads, newest first. Unreadable files are
-    /// moved to quarantine (and logged).
+    /// moved to quarantine (and logged). The texts are not read (a format-2 file names them).
     pub fn list(&self) -> Result<Vec<GenerationMeta>, StateError> {
-        self.list_protecting(None)
+        Ok(self
+            .list_protecting(None)?
+            .into_iter()
+            .map(|summary| summary.meta)
+            .collect())
     }
 
-    /// [`StateStore::list`], but generation `protected` (the running one, whose file is the
-    /// only copy of its texts) is never moved to quarantine, only skipped when unreadable.
+    /// [`StateStore::list`] with each generation's source names, but generation `protected`
+    /// (the running one) is never moved to quarantine, only skipped when unreadable.
     pub fn list_protecting(
         &self,
         protected: Option<u64>,
-    ) -> Result<Vec<GenerationMeta>, StateError> {
+    ) -> Result<Vec<GenerationSummary>, StateError> {
         let mut listed = Vec::new();
         for (generation, path) in self.generation_files()?.into_iter().rev() {
-            match read_generation(&path, generation) {
-                Ok(stored) => listed.push(stored.meta),
+            match read_header(&path, generation) {
+                Ok(header) => listed.push(GenerationSummary {
+                    sources: header.source_names(),
+                    meta: header.meta,
+                }),
                 Err(error) => {
                     tracing::warn!(%error, "skipping unreadable generation");
                     if protected != Some(generation) {
@@ -416,21 +463,38 @@ impl StateStore {
                 dir: self.generations.clone(),
             });
         }
-        read_generation(&path, generation).map_err(|error| {
-            match self.quarantine_after(&path, &error) {
-                Some(moved) => StateError::Corrupt {
+        read_generation(&path, generation, &self.texts).map_err(|error| {
+            match (self.quarantine_after(&path, &error), &error) {
+                // The generation file is intact; the corrupt text went aside.
+                (Some(moved), StateError::Source { .. }) => StateError::Corrupt {
+                    path: moved,
+                    reason: format!("{error}; the text was moved to quarantine"),
+                },
+                (Some(moved), _) => StateError::Corrupt {
                     path: moved,
                     reason: format!("{error}; moved to quarantine"),
                 },
-                None => error,
+                (None, _) => error,
             }
         })
     }
 
-    /// Reads one kept generation and leaves the file where it is whatever happens: the reads of
-    /// the running generation's sources (`/v1/topology`, delta pushes) must never move its
-    /// only copy aside; start-up and rollbacks, which [`StateStore::load`], judge the file.
+    /// Reads one kept generation and leaves its file where it is whatever happens: the reads
+    /// of the running generation's sources (`/v1/topology`, delta pushes) must never move its
+    /// only copy aside; start-up and rollbacks, which [`StateStore::load`], judge the file. A
+    /// text that does not match its digest is moved aside, though (it is no good copy of
+    /// anything), so that the next push carrying the file stores it again.
     pub fn read(&self, generation: u64) -> Result<StoredGeneration, StateError> {
+        self.read_digested(generation).map(|(stored, _)| stored)
+    }
+
+    /// [`StateStore::read`], with the SHA-256 of each source text (lower-case hex, in order)
+    /// when the generation file names them (format 2: each text was checked against it while
+    /// read, so they need not be computed again).
+    pub fn read_digested(
+        &self,
+        generation: u64,
+    ) -> Result<(StoredGeneration, Option<Vec<String>>), StateError> {
         let path = self.generation_path(generation);
         if !path.exists() {
             return Err(StateError::NotFound {
@@ -438,16 +502,28 @@ impl StateStore {
                 dir: self.generations.clone(),
             });
         }
-        read_generation(&path, generation)
+        read_generation_digested(&path, generation, &self.texts).inspect_err(|error| {
+            if matches!(error, StateError::Source { corrupt: true, .. }) {
+                self.quarantine_after(&path, error);
+            }
+        })
     }
 
     /// Moves an unreadable generation file aside (if `error` says the file is bad), logs it and
     /// counts it; returns where it went. Never deletes: a failure to move is logged and the
     /// file stays (the next generation number skips past it anyway).
+    /// A text found corrupt ([`StateError::Source`]) is moved aside instead of the generation
+    /// file naming it, so that the next push carrying the same text stores it again.
     fn quarantine_after(&self, path: &Path, error: &StateError) -> Option<PathBuf> {
-        if !is_quarantinable(error) {
-            return None;
-        }
+        let path = match error {
+            StateError::Source {
+                corrupt: true,
+                path: text,
+                ..
+            } => text.as_path(),
+            _ if is_quarantinable(error) => path,
+            _ => return None,
+        };
         match self.quarantine(path) {
             Ok(moved) => {
                 self.quarantined.inc();
@@ -482,7 +558,7 @@ impl StateStore {
         }
         fs::rename(path, &target).map_err(io_error("moving to quarantine", path))?;
         sync_dir(&self.quarantine)?;
-        sync_dir(&self.generations)?;
+        sync_dir(path.parent().unwrap_or(&self.generations))?;
         Ok(target)
     }
 
@@ -508,25 +584,53 @@ impl StateStore {
     /// kept generation not in `needed` (the running one, a rollback target).
     pub fn prunable(&self, needed: &[u64]) -> Vec<Prunable> {
         let size = |path: &Path| fs::metadata(path).map_or(0, |metadata| metadata.len());
-        let mut quarantined: Vec<Prunable> = self
-            .quarantined_files()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(_, path)| Prunable {
-                bytes: size(&path),
-                what: "quarantined".to_owned(),
-                path,
+        // Every quarantined file: generation files and source texts moved aside.
+        let mut quarantined: Vec<Prunable> = fs::read_dir(&self.quarantine)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|entry| entry.path())
+                    .filter(|path| path.is_file())
+                    .map(|path| Prunable {
+                        bytes: size(&path),
+                        what: "quarantined".to_owned(),
+                        path,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // A generation's size: its file and the texts no other kept generation names (what
+        // deleting its file frees at the next commit).
+        let files = self.generation_files().unwrap_or_default();
+        let named: Vec<HashSet<String>> = files
+            .iter()
+            .map(|(generation, path)| {
+                read_header(path, *generation)
+                    .map(|header| header.digests().map(str::to_owned).collect())
+                    .unwrap_or_default()
             })
             .collect();
-        let mut generations: Vec<Prunable> = self
-            .generation_files()
-            .unwrap_or_default()
+        let mut generations: Vec<Prunable> = files
             .into_iter()
-            .filter(|(generation, _)| !needed.contains(generation))
-            .map(|(generation, path)| Prunable {
-                bytes: size(&path),
-                what: format!("kept generation {generation}"),
-                path,
+            .zip(&named)
+            .enumerate()
+            .filter(|(_, ((generation, _), _))| !needed.contains(generation))
+            .map(|(index, ((generation, path), digests))| {
+                let own: u64 = digests
+                    .iter()
+                    .filter(|digest| {
+                        named
+                            .iter()
+                            .enumerate()
+                            .all(|(other, set)| other == index || !set.contains(*digest))
+                    })
+                    .map(|digest| self.texts.size(digest))
+                    .sum();
+                Prunable {
+                    bytes: size(&path) + own,
+                    what: format!("kept generation {generation}"),
+                    path,
+                }
             })
             .collect();
         quarantined.sort_by_key(|file| std::cmp::Reverse(file.bytes));
@@ -540,6 +644,17 @@ impl StateStore {
     /// file system is [`StateError::NoSpace`], listing what could go except the generations in
     /// `needed` and `new`'s predecessor.
     pub fn commit(&self, new: &StoredGeneration) -> Result<(), StateError> {
+        self.commit_with_digests(new, None)
+    }
+
+    /// [`StateStore::commit`], given the name and SHA-256 of each source text as the compile
+    /// computed them (one per file, in order; not used where a name does not pair): a text
+    /// already stored is then neither hashed nor written again.
+    pub fn commit_with_digests(
+        &self,
+        new: &StoredGeneration,
+        digests: Option<&[(String, [u8; 32])]>,
+    ) -> Result<(), StateError> {
         let files = self.generation_files()?;
         let newest = files
             .last()
@@ -551,17 +666,36 @@ impl StateStore {
                 newest,
             });
         }
+        // A text left by a generation pruned by hand (to make room) goes before anything is
+        // written.
+        self.sweep_texts();
+        // The texts are durable before the file naming them.
+        let refs = self
+            .texts
+            .store(&new.bundle.sources, digests, |path, bytes| {
+                self.place(path, bytes)
+            })
+            .map_err(|error| {
+                // The texts this commit did write are named by no generation: they go.
+                self.sweep_texts();
+                self.with_prunable(error, &[])
+            })?;
         let file = GenerationFile {
             format: FORMAT_VERSION,
             meta: new.meta.clone(),
-            bundle: new.bundle.clone(),
+            bundle: None,
+            files: Some(refs),
         };
         let bytes = serde_json::to_vec(&file).map_err(|error| StateError::Corrupt {
             path: self.generation_path(new.meta.generation),
             reason: format!("cannot serialise: {error}"),
         })?;
         self.write_atomically(&self.generation_path(new.meta.generation), &bytes)
-            .map_err(|error| self.with_prunable(error, &[]))?;
+            .map_err(|error| {
+                // The texts this commit wrote are named by no generation: they go.
+                self.sweep_texts();
+                self.with_prunable(error, &[])
+            })?;
         self.highest
             .fetch_max(new.meta.generation, Ordering::Relaxed);
         // The generation is durable now: a failed prune only leaves old files behind, and
@@ -569,7 +703,68 @@ impl StateStore {
         if let Err(error) = self.prune() {
             tracing::warn!(%error, "old generations could not be pruned; they stay on disk");
         }
+        self.sweep_texts();
         Ok(())
+    }
+
+    /// Removes the texts no kept generation names. Nothing is removed when a generation file
+    /// cannot be read (the texts it names are unknown); a failure only leaves texts behind.
+    fn sweep_texts(&self) {
+        let mut referenced = HashSet::new();
+        let Ok(files) = self.generation_files() else {
+            return;
+        };
+        for (generation, path) in files {
+            match read_header(&path, generation) {
+                Ok(header) => referenced.extend(header.digests().map(str::to_owned)),
+                Err(_) => return,
+            }
+        }
+        // A generation file moved aside (a transient read error, an older release's
+        // downgrade) keeps its texts: it may be moved back by hand.
+        for (generation, path) in self.quarantined_files().unwrap_or_default() {
+            if let Ok(header) = read_header(&path, generation) {
+                referenced.extend(header.digests().map(str::to_owned));
+            }
+        }
+        match self.texts.sweep(&referenced) {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::debug!(removed, "removed source texts no kept generation names")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "unnamed source texts could not be removed; they stay on disk")
+            }
+        }
+    }
+
+    /// Rewrites every kept format-2 generation file as format 1 (its texts inline), which
+    /// releases before format 2 read: for a downgrade, with the daemon stopped (the store's
+    /// lock keeps a running one away). Each file is checked (texts against their digests)
+    /// and replaced atomically; the texts stay until a format-2 daemon prunes them. Returns
+    /// the generations rewritten, oldest first.
+    pub fn rewrite_inline(&self) -> Result<Vec<u64>, StateError> {
+        let mut rewritten = Vec::new();
+        for (generation, path) in self.generation_files()? {
+            if read_header(&path, generation)?.format == FORMAT_INLINE {
+                continue;
+            }
+            let stored = read_generation(&path, generation, &self.texts)?;
+            let file = GenerationFile {
+                format: FORMAT_INLINE,
+                meta: stored.meta,
+                bundle: Some(stored.bundle),
+                files: None,
+            };
+            let bytes = serde_json::to_vec(&file).map_err(|error| StateError::Corrupt {
+                path: path.clone(),
+                reason: format!("cannot serialise: {error}"),
+            })?;
+            self.write_atomically(&path, &bytes)
+                .map_err(|error| self.with_prunable(error, &[]))?;
+            rewritten.push(generation);
+        }
+        Ok(rewritten)
     }
 
     /// Fills in what could be pruned on a [`StateError::NoSpace`]; the newest intact
@@ -708,6 +903,13 @@ impl StateStore {
 
     /// Temp file in the target's dir, write, fsync, rename, fsync the dir.
     fn write_atomically(&self, target: &Path, bytes: &[u8]) -> Result<(), StateError> {
+        self.place(target, bytes)?;
+        sync_dir(target.parent().unwrap_or(&self.dir))
+    }
+
+    /// Temp file in the target's dir, write, fsync, rename; the caller syncs the dir (once
+    /// for several files).
+    fn place(&self, target: &Path, bytes: &[u8]) -> Result<(), StateError> {
         let dir = target.parent().unwrap_or(&self.dir);
         let file_name = target
             .file_name()
@@ -731,8 +933,7 @@ impl StateStore {
             file.write_all(bytes).map_err(io_error("writing", &temp))?;
             file.sync_all().map_err(io_error("syncing", &temp))?;
             drop(file);
-            fs::rename(&temp, target).map_err(io_error("renaming into place", target))?;
-            sync_dir(dir)
+            fs::rename(&temp, target).map_err(io_error("renaming into place", target))
         })();
         if result.is_err() {
             // Best effort: a leftover is also removed on the next open.
@@ -756,66 +957,13 @@ fn sync_dir(dir: &Path) -> Result<(), StateError> {
         .map_err(io_error("syncing directory", dir))
 }
 
-fn read_generation(path: &Path, generation: u64) -> Result<StoredGeneration, StateError> {
-    let bytes = fs::read(path).map_err(io_error("reading", path))?;
-    let file: GenerationFile =
-        serde_json::from_slice(&bytes).map_err(|error| StateError::Corrupt {
-            path: path.to_path_buf(),
-            reason: error.to_string(),
-        })?;
-    if file.format != FORMAT_VERSION {
-        return Err(StateError::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!(
-                "format version {} (this topologyd reads {FORMAT_VERSION})",
-                file.format
-            ),
-        });
-    }
-    if file.meta.generation != generation {
-        return Err(StateError::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!(
-                "file name says generation {generation} but it holds generation {}",
-                file.meta.generation
-            ),
-        });
-    }
-    Ok(StoredGeneration {
-        meta: file.meta,
-        bundle: file.bundle,
-    })
-}
-
-/// The generation files of the state directory `dir`, newest first, found without opening the
-/// store (no lock taken, nothing created or moved): for `topologyd --check`, which looks at what
-/// start-up would recover. Read one with [`read_stored_generation`].
-pub fn stored_generations(dir: &Path) -> Vec<(u64, PathBuf)> {
-    let Ok(entries) = fs::read_dir(dir.join(GENERATIONS_DIR)) else {
-        return Vec::new();
-    };
-    let mut files: Vec<(u64, PathBuf)> = entries
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name();
-            let number = name.to_str()?.strip_suffix(".json")?;
-            if number.len() != 20 || !number.bytes().all(|byte| byte.is_ascii_digit()) {
-                return None;
-            }
-            Some((number.parse().ok()?, entry.path()))
-        })
-        .collect();
-    files.sort_unstable_by_key(|(generation, _)| std::cmp::Reverse(*generation));
-    files
-}
-
-/// Reads one generation file found by [`stored_generations`] (read-only).
-pub fn read_stored_generation(
-    path: &Path,
-    generation: u64,
-) -> Result<StoredGeneration, StateError> {
-    read_generation(path, generation)
-}
+mod generation_file;
+mod sources;
+use generation_file::{GenerationFile, read_generation, read_generation_digested, read_header};
+pub use generation_file::{read_stored_generation, stored_generations};
+use sources::SourceTexts;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod texts_tests;

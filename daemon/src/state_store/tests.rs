@@ -146,7 +146,8 @@ fn all_generations_corrupt_yields_none_and_every_error() {
     let mut wrong = serde_json::to_value(GenerationFile {
         format: FORMAT_VERSION,
         meta: generation(7).meta,
-        bundle: SourceBundle::default(),
+        bundle: None,
+        files: Some(Vec::new()),
     })
     .unwrap();
     fs::write(&path, wrong.to_string()).unwrap();

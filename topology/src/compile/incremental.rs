@@ -199,6 +199,14 @@ fn rebuild_items<'a>(
             .flatten()
             .map(|source| Span { source, ..span })
     };
+    // Reserved once: the raw prefixes are large, and growing the list by doubling copies
+    // them over and over.
+    let reused_prefixes = baseline
+        .prefixes
+        .iter()
+        .filter(|prefix| moved(prefix.span).is_some())
+        .count();
+    raw.prefixes.reserve_exact(reused_prefixes);
     raw.prefixes
         .extend(baseline.prefixes.iter().filter_map(|prefix| {
             let span = moved(prefix.span)?;

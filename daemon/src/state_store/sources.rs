@@ -1,0 +1,261 @@
+//! The source texts of the stored generations, kept once per distinct text (format 2).
+//!
+//! Owns: `<state dir>/sources/`, one file per distinct source text, named by the lower-case hex
+//! SHA-256 of its bytes, and the list of references a generation file keeps instead of its
+//! texts ([`SourceRef`]: name, digest, length). A push that changes one file of a 27 MB bundle
+//! writes that file's text and a generation file of a few hundred bytes, instead of the whole
+//! bundle again; a rollback writes no text at all. Every read checks each text against its
+//! digest and length, so a stored generation stays complete and verifiable.
+//!
+//! Must not touch: generation files and their numbering (the parent module writes those, after
+//! [`SourceTexts::store`] made the texts durable), what a text means.
+//!
+//! Hand-written rather than a content-addressed store crate: the store is a directory of
+//! immutable files written with the same atomic write (temp file, fsync, rename, fsync the
+//! directory) and the same error and quarantine rules as every other state file.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+use topologyd_api::delta::file_sha256;
+
+use super::{SourceFile, StateError, TEMP_PREFIX, io_error};
+
+/// The directory of the texts under the state dir.
+pub(super) const SOURCES_DIR: &str = "sources";
+
+/// How a format-2 generation file names one of its sources.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SourceRef {
+    /// The file's name in the bundle.
+    pub name: String,
+    /// The SHA-256 of its text, lower-case hex: the name of the file holding the text.
+    pub sha256: String,
+    /// The text's length in bytes.
+    pub bytes: u64,
+}
+
+/// Whether `digest` can name a text file: 64 lower-case hex digits (never a path).
+pub(super) fn is_digest(digest: &str) -> bool {
+    digest.len() == 64
+        && digest
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+}
+
+/// The texts' directory of a state dir.
+#[derive(Debug)]
+pub(super) struct SourceTexts {
+    dir: PathBuf,
+}
+
+impl SourceTexts {
+    /// The texts under `state_dir` (the directory is created by [`SourceTexts::create`]).
+    pub(super) fn at(state_dir: &Path) -> SourceTexts {
+        SourceTexts {
+            dir: state_dir.join(SOURCES_DIR),
+        }
+    }
+
+    pub(super) fn create(&self) -> Result<(), StateError> {
+        fs::create_dir_all(&self.dir).map_err(io_error("creating", &self.dir))
+    }
+
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file holding the text of digest `sha256` (checked by the caller with [`is_digest`]).
+    pub(super) fn path(&self, sha256: &str) -> PathBuf {
+        self.dir.join(sha256)
+    }
+
+    /// Makes every text of `files` durable (each one not already stored is written with
+    /// `place`, which writes a file atomically but does not sync its directory; the directory
+    /// is synced once after, on every call, so that a text an earlier failed commit left
+    /// behind is durable too) and returns the references a generation file keeps. `digests`,
+    /// when given, are the files' names and SHA-256 as already computed (one per file, in
+    /// order; not used when a name does not pair): a text already stored under its digest
+    /// with the same length is neither hashed nor written again, and a text about to be
+    /// written is always hashed (its name is then its own digest, whatever was given).
+    pub(super) fn store(
+        &self,
+        files: &[SourceFile],
+        digests: Option<&[(String, [u8; 32])]>,
+        place: impl Fn(&Path, &[u8]) -> Result<(), StateError>,
+    ) -> Result<Vec<SourceRef>, StateError> {
+        let digests = digests.filter(|digests| {
+            digests.len() == files.len()
+                && digests
+                    .iter()
+                    .zip(files)
+                    .all(|((name, _), file)| *name == file.name)
+        });
+        let mut refs = Vec::with_capacity(files.len());
+        for (index, file) in files.iter().enumerate() {
+            let bytes = file.text.len() as u64;
+            let given = digests.map(|digests| hex(&digests[index].1));
+            let stored = given.filter(|sha256| {
+                fs::metadata(self.path(sha256)).is_ok_and(|metadata| metadata.len() == bytes)
+            });
+            let sha256 = match stored {
+                Some(sha256) => sha256,
+                None => {
+                    let sha256 = file_sha256(&file.text);
+                    let path = self.path(&sha256);
+                    if !fs::metadata(&path).is_ok_and(|metadata| metadata.len() == bytes) {
+                        place(&path, file.text.as_bytes())?;
+                    }
+                    sha256
+                }
+            };
+            refs.push(SourceRef {
+                name: file.name.clone(),
+                sha256,
+                bytes,
+            });
+        }
+        if !refs.is_empty() {
+            super::sync_dir(&self.dir)?;
+        }
+        Ok(refs)
+    }
+
+    /// The texts `refs` name, each checked against its length and digest. A text that is
+    /// missing or does not match is [`StateError::Source`] naming the file.
+    pub(super) fn load(
+        &self,
+        file: &Path,
+        generation: u64,
+        refs: Vec<SourceRef>,
+    ) -> Result<Vec<SourceFile>, StateError> {
+        let mut files = Vec::with_capacity(refs.len());
+        for reference in refs {
+            let text = self.load_one(file, generation, &reference)?;
+            files.push(SourceFile {
+                name: reference.name,
+                text,
+            });
+        }
+        Ok(files)
+    }
+
+    fn load_one(
+        &self,
+        file: &Path,
+        generation: u64,
+        reference: &SourceRef,
+    ) -> Result<String, StateError> {
+        let failure = |path: PathBuf, corrupt: bool, reason: String| StateError::Source {
+            generation,
+            name: reference.name.clone(),
+            path,
+            corrupt,
+            reason,
+        };
+        // `check_file` refused a generation file naming anything but digests; checked again
+        // here because a path must never come from a file.
+        if !is_digest(&reference.sha256) {
+            return Err(StateError::Corrupt {
+                path: file.to_path_buf(),
+                reason: format!(
+                    "generation {generation} names source `{}` by `{}`, which is not a SHA-256",
+                    reference.name, reference.sha256
+                ),
+            });
+        }
+        let path = self.path(&reference.sha256);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(failure(path, false, "is missing".to_owned()));
+            }
+            Err(error) => return Err(failure(path, false, format!("cannot be read: {error}"))),
+        };
+        if bytes.len() as u64 != reference.bytes {
+            // The text still hashing to its name is intact: the generation file's length is
+            // what is wrong, and the text (other generations may name it) stays.
+            if hex(&sha2::Sha256::digest(&bytes).into()) == reference.sha256 {
+                return Err(StateError::Corrupt {
+                    path: file.to_path_buf(),
+                    reason: format!(
+                        "generation {generation} says source `{}` ({}) is {} bytes long; it is {}",
+                        reference.name,
+                        reference.sha256,
+                        reference.bytes,
+                        bytes.len()
+                    ),
+                });
+            }
+            return Err(failure(
+                path,
+                true,
+                format!(
+                    "holds {} bytes where {} were stored",
+                    bytes.len(),
+                    reference.bytes
+                ),
+            ));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| failure(path.clone(), true, "is not UTF-8".to_owned()))?;
+        let actual = file_sha256(&text);
+        if actual != reference.sha256 {
+            return Err(failure(
+                path,
+                true,
+                format!("holds a text of SHA-256 {actual}"),
+            ));
+        }
+        Ok(text)
+    }
+
+    /// Removes every stored text no kept generation references (`referenced`), and temp
+    /// files a crash left; returns how many texts went.
+    pub(super) fn sweep(&self, referenced: &HashSet<String>) -> Result<usize, StateError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => return Err(io_error("listing", &self.dir)(source)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry.map_err(io_error("listing", &self.dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let unreferenced = is_digest(name) && !referenced.contains(name);
+            if unreferenced || name.starts_with(TEMP_PREFIX) {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(io_error("removing", &path))?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            super::sync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// The size of the stored text of digest `sha256` (0 when it is not stored).
+    pub(super) fn size(&self, sha256: &str) -> u64 {
+        if !is_digest(sha256) {
+            return 0;
+        }
+        fs::metadata(self.path(sha256)).map_or(0, |metadata| metadata.len())
+    }
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(64), |mut text, byte| {
+            let _ = write!(text, "{byte:02x}");
+            text
+        })
+}

@@ -1,0 +1,419 @@
+//! The stored source texts (format 2) against real files: each distinct text stored once and
+//! checked on every read, texts no kept generation names removed, format-1 files still read,
+//! a corrupt or missing text named and healed by the next push carrying it, and (property)
+//! any sequence of commits, prunes and restarts keeps every kept generation whole.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+use topologyd_api::delta::file_sha256;
+
+use super::*;
+
+fn bundle(files: &[(&str, &str)]) -> SourceBundle {
+    SourceBundle {
+        sources: files
+            .iter()
+            .map(|(name, text)| SourceFile {
+                name: (*name).to_owned(),
+                text: (*text).to_owned(),
+            })
+            .collect(),
+    }
+}
+
+fn stored(number: u64, files: &[(&str, &str)]) -> StoredGeneration {
+    StoredGeneration {
+        meta: GenerationMeta {
+            generation: number,
+            hash: format!("sha256:{number:064x}"),
+            applied_at: 1_700_000_000 + number,
+            who: "alice".to_owned(),
+            intent: vec![format!("push {number}")],
+        },
+        bundle: bundle(files),
+    }
+}
+
+fn texts_on_disk(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir.join(sources::SOURCES_DIR))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn generation_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(GENERATIONS_DIR).join(format!("{number:020}.json"))
+}
+
+#[test]
+fn each_distinct_text_is_stored_once_and_the_generation_file_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    let big = "# prefixes\n".repeat(10_000);
+    store
+        .commit(&stored(
+            1,
+            &[("fleet.toml", "a = 1\n"), ("prefixes.toml", &big)],
+        ))
+        .unwrap();
+    // A one-file change writes one text; the unchanged one is named again.
+    store
+        .commit(&stored(
+            2,
+            &[("fleet.toml", "a = 2\n"), ("prefixes.toml", &big)],
+        ))
+        .unwrap();
+    // A rollback's bundle writes no text.
+    store
+        .commit(&stored(
+            3,
+            &[("fleet.toml", "a = 1\n"), ("prefixes.toml", &big)],
+        ))
+        .unwrap();
+    let expected: BTreeSet<String> = ["a = 1\n", "a = 2\n", big.as_str()]
+        .iter()
+        .map(|text| file_sha256(text))
+        .collect();
+    assert_eq!(texts_on_disk(dir.path()), expected);
+    // The generation file is small: names, digests, lengths.
+    let file = fs::read(generation_path(dir.path(), 2)).unwrap();
+    assert!(file.len() < 1_000, "{} bytes", file.len());
+    let json: serde_json::Value = serde_json::from_slice(&file).unwrap();
+    assert_eq!(json["format"], 2);
+    assert_eq!(json["files"][1]["name"], "prefixes.toml");
+    assert_eq!(json["files"][1]["sha256"], file_sha256(&big));
+    assert_eq!(json["files"][1]["bytes"], big.len());
+    for number in 1..=3 {
+        let loaded = store.load(number).unwrap();
+        assert_eq!(loaded.meta.generation, number);
+    }
+    assert_eq!(store.load(2).unwrap().bundle.sources[0].text, "a = 2\n");
+    // Each text 0600.
+    for name in texts_on_disk(dir.path()) {
+        let path = dir.path().join(sources::SOURCES_DIR).join(name);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            FILE_MODE
+        );
+    }
+}
+
+#[test]
+fn pruning_removes_the_texts_no_kept_generation_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path(), 1).unwrap();
+    store.commit(&stored(1, &[("a.toml", "one")])).unwrap();
+    store.commit(&stored(2, &[("a.toml", "two")])).unwrap();
+    store
+        .commit(&stored(3, &[("a.toml", "two"), ("b.toml", "three")]))
+        .unwrap();
+    // 1 is pruned (keep 1 previous): its text goes, 2's stays (3 names it too).
+    assert!(store.load(1).is_err());
+    let expected: BTreeSet<String> = ["two", "three"].iter().map(|t| file_sha256(t)).collect();
+    assert_eq!(texts_on_disk(dir.path()), expected);
+}
+
+#[test]
+fn a_format_1_file_is_read_and_its_texts_stay_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join(GENERATIONS_DIR)).unwrap();
+    let old = stored(4, &[("fleet.toml", "x = 1\n"), ("b.toml", "# é\n")]);
+    let file = serde_json::json!({"format": 1, "meta": old.meta, "bundle": old.bundle});
+    fs::write(generation_path(dir.path(), 4), file.to_string()).unwrap();
+    let store = StateStore::open(dir.path(), 3).unwrap();
+    assert_eq!(store.load_current().unwrap().current, Some(old.clone()));
+    let listed = store.list_protecting(None).unwrap();
+    assert_eq!(listed[0].sources, vec!["fleet.toml", "b.toml"]);
+    assert_eq!(store.next_generation(), 5);
+    // The next commit writes format 2 beside it; the format-1 file names no text, and is
+    // never rewritten.
+    store
+        .commit(&stored(5, &[("fleet.toml", "x = 1\n")]))
+        .unwrap();
+    assert_eq!(store.load(4).unwrap(), old);
+    assert_eq!(texts_on_disk(dir.path()).len(), 1);
+    let json: serde_json::Value =
+        serde_json::from_slice(&fs::read(generation_path(dir.path(), 4)).unwrap()).unwrap();
+    assert_eq!(json["format"], 1);
+}
+
+#[test]
+fn a_corrupt_text_is_named_moved_aside_and_stored_again_by_the_next_push_carrying_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = StateStore::open(dir.path(), 5).unwrap();
+        store.commit(&stored(1, &[("a.toml", "good")])).unwrap();
+        store.commit(&stored(2, &[("a.toml", "newer")])).unwrap();
+    }
+    let text = dir
+        .path()
+        .join(sources::SOURCES_DIR)
+        .join(file_sha256("newer"));
+    // Same length, other bytes: only the digest tells.
+    fs::write(&text, "NEWER").unwrap();
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    // Start-up falls back to 1, naming the text; the text goes to quarantine (it is no good
+    // copy of anything), generation 2's file stays.
+    let recovered = store.load_current().unwrap();
+    assert_eq!(recovered.current.unwrap().meta.generation, 1);
+    let error = recovered.skipped[0].to_string();
+    assert!(error.contains("source `a.toml` of generation 2"), "{error}");
+    assert!(error.contains(&text.display().to_string()), "{error}");
+    assert!(error.contains("holds a text of SHA-256"), "{error}");
+    assert!(!text.exists());
+    assert!(generation_path(dir.path(), 2).exists());
+    assert_eq!(store.quarantined_count(), 1);
+    // Missing now: named as missing, nothing else moved.
+    let error = store.load(2).unwrap_err().to_string();
+    assert!(error.contains("is missing"), "{error}");
+    assert!(generation_path(dir.path(), 2).exists());
+    // A push carrying the same text stores it again: 2 reads again.
+    store.commit(&stored(3, &[("a.toml", "newer")])).unwrap();
+    assert_eq!(store.load(2).unwrap().bundle.sources[0].text, "newer");
+    // A read of the running generation (`read`, which never moves a generation file) moves
+    // a corrupt text aside too, so that the very next push stores it again instead of naming
+    // the corrupt one.
+    fs::write(&text, "NEWER").unwrap();
+    let error = store.read(3).unwrap_err().to_string();
+    assert!(error.contains("holds a text of SHA-256"), "{error}");
+    assert!(!text.exists());
+    assert!(generation_path(dir.path(), 3).exists());
+    store.commit(&stored(4, &[("a.toml", "newer")])).unwrap();
+    assert_eq!(store.read(3).unwrap().bundle.sources[0].text, "newer");
+    // Another length with the right bytes elsewhere: the text is what is wrong.
+    fs::write(&text, "newer!").unwrap();
+    let error = store.read(4).unwrap_err().to_string();
+    assert!(
+        error.contains("holds 6 bytes where 5 were stored"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_generation_file_with_a_wrong_length_is_blamed_not_the_text_other_generations_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    store.commit(&stored(1, &[("a.toml", "shared")])).unwrap();
+    store.commit(&stored(2, &[("a.toml", "shared")])).unwrap();
+    let path = generation_path(dir.path(), 1);
+    let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    json["files"][0]["bytes"] = 7.into();
+    fs::write(&path, json.to_string()).unwrap();
+    let error = store.load(1).unwrap_err();
+    assert!(matches!(error, StateError::Corrupt { .. }), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("is 7 bytes long; it is 6"), "{message}");
+    // Generation 1's file went aside; the text stays for 2.
+    assert!(!path.exists());
+    assert_eq!(store.read(2).unwrap().bundle.sources[0].text, "shared");
+}
+
+#[test]
+fn the_texts_of_a_quarantined_generation_file_are_kept_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    store.commit(&stored(1, &[("a.toml", "one")])).unwrap();
+    store.commit(&stored(2, &[("a.toml", "two")])).unwrap();
+    // Moved aside by hand (as an older release, or a transient read error, would).
+    fs::create_dir_all(dir.path().join(QUARANTINE_DIR)).unwrap();
+    let moved = dir
+        .path()
+        .join(QUARANTINE_DIR)
+        .join("00000000000000000001.json.1700000000");
+    fs::rename(generation_path(dir.path(), 1), &moved).unwrap();
+    store.commit(&stored(3, &[("a.toml", "three")])).unwrap();
+    assert!(texts_on_disk(dir.path()).contains(&file_sha256("one")));
+    // Moved back, it reads.
+    fs::rename(&moved, generation_path(dir.path(), 1)).unwrap();
+    assert_eq!(store.load(1).unwrap().bundle.sources[0].text, "one");
+}
+
+#[test]
+fn a_generation_file_naming_a_path_instead_of_a_digest_reads_nothing_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    store.commit(&stored(1, &[("a.toml", "a")])).unwrap();
+    fs::write(dir.path().join("secret"), "a").unwrap();
+    let path = generation_path(dir.path(), 1);
+    let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    json["files"][0]["sha256"] = "../secret".into();
+    fs::write(&path, json.to_string()).unwrap();
+    let error = store.read(1).unwrap_err();
+    assert!(matches!(error, StateError::Corrupt { .. }), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("which is not a SHA-256"), "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    // Pruning does not follow it either.
+    store.commit(&stored(2, &[("a.toml", "b")])).unwrap();
+    assert!(dir.path().join("secret").exists());
+}
+
+#[test]
+fn a_crash_between_the_texts_and_the_generation_file_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = StateStore::open(dir.path(), 5).unwrap();
+        store.commit(&stored(1, &[("a.toml", "a")])).unwrap();
+    }
+    // A text written by a commit that never wrote its generation file, and a torn temp file.
+    let orphan = dir
+        .path()
+        .join(sources::SOURCES_DIR)
+        .join(file_sha256("orphan"));
+    fs::write(&orphan, "orphan").unwrap();
+    let torn = dir.path().join(sources::SOURCES_DIR).join(".tmp-x-1-0");
+    fs::write(&torn, "orph").unwrap();
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    assert!(!torn.exists());
+    assert_eq!(
+        store
+            .load_current()
+            .unwrap()
+            .current
+            .unwrap()
+            .meta
+            .generation,
+        1
+    );
+    store.commit(&stored(2, &[("a.toml", "a")])).unwrap();
+    assert!(!orphan.exists());
+    assert_eq!(texts_on_disk(dir.path()).len(), 1);
+}
+
+#[test]
+fn digests_given_with_a_commit_name_the_texts_and_a_wrong_count_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    let generation = stored(1, &[("a.toml", "a"), ("b.toml", "b")]);
+    let digests: Vec<(String, [u8; 32])> = generation
+        .bundle
+        .sources
+        .iter()
+        .map(|file| {
+            (
+                file.name.clone(),
+                sha2::Sha256::digest(file.text.as_bytes()).into(),
+            )
+        })
+        .collect();
+    store
+        .commit_with_digests(&generation, Some(&digests))
+        .unwrap();
+    assert_eq!(store.read(1).unwrap(), generation);
+    // Too few, or in another order than the files (the names do not pair): not used.
+    let next = stored(2, &[("a.toml", "c"), ("b.toml", "b")]);
+    store
+        .commit_with_digests(&next, Some(&digests[..1]))
+        .unwrap();
+    assert_eq!(store.read(2).unwrap(), next);
+    let swapped = stored(3, &[("b.toml", "b"), ("a.toml", "a")]);
+    store.commit_with_digests(&swapped, Some(&digests)).unwrap();
+    assert_eq!(store.read(3).unwrap(), swapped);
+    // A text to be written is hashed whatever digest was given with it.
+    let wrong = vec![
+        ("a.toml".to_owned(), [7; 32]),
+        ("b.toml".to_owned(), digests[1].1),
+    ];
+    let fresh = stored(4, &[("a.toml", "new"), ("b.toml", "b")]);
+    store.commit_with_digests(&fresh, Some(&wrong)).unwrap();
+    assert_eq!(store.read(4).unwrap(), fresh);
+    assert!(!texts_on_disk(dir.path()).contains(&"07".repeat(32)));
+}
+
+#[test]
+fn a_downgrade_rewrites_the_kept_generations_inline_and_they_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    let one = stored(1, &[("a.toml", "a"), ("b.toml", "b")]);
+    let two = stored(2, &[("a.toml", "c"), ("b.toml", "b")]);
+    store.commit(&one).unwrap();
+    store.commit(&two).unwrap();
+    assert_eq!(store.rewrite_inline().unwrap(), vec![1, 2]);
+    // What a format-1 reader (releases before format 2) expects: the texts inline.
+    for generation in [&one, &two] {
+        let path = generation_path(dir.path(), generation.meta.generation);
+        let json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(json["format"], 1);
+        assert_eq!(json.as_object().unwrap().len(), 3, "{json}");
+        let bundle: SourceBundle = serde_json::from_value(json["bundle"].clone()).unwrap();
+        assert_eq!(&bundle, &generation.bundle);
+        assert_eq!(&store.read(generation.meta.generation).unwrap(), generation);
+    }
+    // Again: nothing to do.
+    assert!(store.rewrite_inline().unwrap().is_empty());
+    // Upgraded again: the next commit writes format 2, and the inline files' texts are not
+    // needed from `sources/`.
+    store.commit(&stored(3, &[("a.toml", "d")])).unwrap();
+    assert_eq!(store.read(1).unwrap(), one);
+    assert_eq!(texts_on_disk(dir.path()).len(), 1);
+}
+
+use sha2::Digest as _;
+
+/// One step of the property test.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Commit a bundle: (file name index, text index) pairs.
+    Commit(Vec<(u8, u8)>),
+    /// Close and open the store again.
+    Reopen,
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    let commit = proptest::collection::vec((0u8..4, 0u8..6), 0..5).prop_map(Step::Commit);
+    proptest::collection::vec(prop_oneof![4 => commit, 1 => Just(Step::Reopen)], 1..14)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Whatever the commits (texts shared between files and generations, files repeated,
+    /// empty bundles) and restarts: every kept generation reads back exactly as committed,
+    /// the kept ones are the newest `keep + 1`, and the texts on disk are exactly those the
+    /// kept generations name.
+    #[test]
+    fn kept_generations_read_back_whole_and_only_their_texts_stay(
+        keep in 0usize..4,
+        steps in steps(),
+    ) {
+        let names = ["fleet.toml", "a.toml", "b.toml", "customers/c.toml"];
+        let texts = ["", "x", "y = 1\n", "# ü\n", "[[prefix]]\n", "y = 2\n"];
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path(), keep).unwrap();
+        let mut committed: Vec<StoredGeneration> = Vec::new();
+        for step in steps {
+            match step {
+                Step::Reopen => {
+                    drop(store);
+                    store = StateStore::open(dir.path(), keep).unwrap();
+                }
+                Step::Commit(files) => {
+                    let files: Vec<(&str, &str)> = files
+                        .iter()
+                        .map(|(name, text)| (names[*name as usize], texts[*text as usize]))
+                        .collect();
+                    let number = store.next_generation();
+                    let generation = stored(number, &files);
+                    store.commit(&generation).unwrap();
+                    committed.push(generation);
+                }
+            }
+            let kept: Vec<&StoredGeneration> =
+                committed.iter().rev().take(keep + 1).collect();
+            for generation in &kept {
+                prop_assert_eq!(&store.read(generation.meta.generation).unwrap(), *generation);
+            }
+            let listed: Vec<u64> = store.list().unwrap().iter().map(|meta| meta.generation).collect();
+            let expected: Vec<u64> = kept.iter().map(|generation| generation.meta.generation).collect();
+            prop_assert_eq!(listed, expected);
+            let named: BTreeSet<String> = kept
+                .iter()
+                .flat_map(|generation| generation.bundle.sources.iter())
+                .map(|file| file_sha256(&file.text))
+                .collect();
+            prop_assert_eq!(texts_on_disk(dir.path()), named);
+        }
+    }
+}
