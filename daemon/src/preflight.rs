@@ -232,10 +232,14 @@ fn check_location(
 /// location.
 fn check_stored(config: &DaemonConfig, stored: &[(u64, PathBuf)], findings: &mut Vec<Finding>) {
     let mut last_error = String::new();
+    let mut unreadable_texts = Vec::new();
     for (generation, path) in stored {
         let candidate = match crate::state_store::read_stored_generation(path, *generation) {
             Ok(candidate) => candidate,
             Err(error) => {
+                if matches!(error, crate::state_store::StateError::Source { .. }) {
+                    unreadable_texts.push(error.to_string());
+                }
                 last_error = error.to_string();
                 continue;
             }
@@ -252,6 +256,15 @@ fn check_stored(config: &DaemonConfig, stored: &[(u64, PathBuf)], findings: &mut
             }
             Err(diagnostics) => last_error = diagnostics.to_string(),
         }
+    }
+    if !unreadable_texts.is_empty() {
+        // Start-up refuses this case rather than bootstrap (its message says what to do).
+        findings.push(finding(
+            Key::StateDir,
+            StartError::SourcesUnreadable(unreadable_texts.join("\n")).to_string(),
+            "restore the texts, or move the generation files aside to start from bootstrap_topology",
+        ));
+        return;
     }
     findings.push(finding(
         Key::StateDir,

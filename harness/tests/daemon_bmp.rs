@@ -420,7 +420,25 @@ fn start_gobgp(bmp_extra: &str) -> GobgpSetup {
 /// held as we send it, no finding; the station's socket has TCP keepalive; a connection that
 /// sends no Initiation is closed after 30 s; GoBGP stopped, the router and its state are gone.
 /// The nice value of topologyd's `bmp-station` thread (`/proc/PID/task/TID/stat`, field 19).
+/// The thread is started with the station's listener and lowers its own priority first; on a
+/// loaded machine both are waited for (up to 30 s), and the last value seen is returned.
 fn station_nice(topologyd: &Topologyd) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = None;
+    while Instant::now() < deadline {
+        seen = station_thread_nice(topologyd);
+        if seen == Some(STATION_NICE) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    seen.unwrap_or_else(|| panic!("topologyd has no bmp-station thread"))
+}
+
+/// The nice value the station's thread runs at.
+const STATION_NICE: i64 = 19;
+
+fn station_thread_nice(topologyd: &Topologyd) -> Option<i64> {
     let pid = topologyd
         .pid()
         .unwrap_or_else(|| panic!("topologyd has no pid"));
@@ -440,12 +458,14 @@ fn station_nice(topologyd: &Topologyd) -> i64 {
         // Fields after the parenthesised name: state is field 3, nice field 19.
         let after_name = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
         let fields: Vec<&str> = after_name.split_whitespace().collect();
-        return fields
-            .get(16)
-            .and_then(|nice| nice.parse().ok())
-            .unwrap_or_else(|| panic!("no nice value in {stat}"));
+        return Some(
+            fields
+                .get(16)
+                .and_then(|nice| nice.parse().ok())
+                .unwrap_or_else(|| panic!("no nice value in {stat}")),
+        );
     }
-    panic!("topologyd has no bmp-station thread");
+    None
 }
 
 #[test]
@@ -459,7 +479,7 @@ fn gobgp_bmp_export_is_read_like_frr() {
     } = start_gobgp("");
     assert_eq!(
         station_nice(&topologyd),
-        19,
+        STATION_NICE,
         "the station's thread runs at the lowest priority, below the speaker's"
     );
     let view = |reader: &Topoctl| -> Result<Value, String> {

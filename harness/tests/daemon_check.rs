@@ -472,6 +472,10 @@ fn write_state_format_1_rewrites_the_generations_for_an_older_release() {
     let path = world.write_config(&world.valid_config());
     let config = path.display().to_string();
     let mut daemon = start_until_stored(&world, &config);
+    assert!(
+        matches!(daemon.try_wait(), Ok(None)),
+        "topologyd exited after storing its first generation"
+    );
     let (code, refused) = run(&["--write-state-format-1", "--config", &config]);
     assert_eq!(code, Some(1), "{refused}");
     assert!(refused.contains("locked"), "{refused}");

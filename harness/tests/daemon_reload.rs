@@ -21,6 +21,22 @@ use topologyd_harness::topologyd::{DaemonConfig, Topologyd, wait_until};
 
 /// BIRD's `show protocols` line of the BGP session: its `Since` column is the time of the last
 /// state change, so an unchanged line means the session was not reset.
+/// BIRD's protocol line once it has settled, as the baseline a later line is compared with:
+/// BIRD may stamp its last change a millisecond after the session is up (a channel
+/// finishing), so the line is taken once two reads 300 ms apart agree.
+fn settled_protocol_line(bird: &BirdPeer) -> String {
+    let mut line = protocol_line(bird);
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let again = protocol_line(bird);
+        if again == line {
+            return line;
+        }
+        line = again;
+    }
+    line
+}
+
 fn protocol_line(bird: &BirdPeer) -> String {
     let output = check(bird.birdc(&["show", "protocols"]), "birdc show protocols");
     output
@@ -48,7 +64,7 @@ fn sighup_adds_and_removes_peers_without_resetting_the_others() {
     daemon_fixture::wait_converged(&mut topologyd, &[&kept, &removed]);
     wait_for_routes(&kept, AMS01_ROUTES);
     wait_for_routes(&removed, AMS01_ROUTES);
-    let kept_line = protocol_line(&kept);
+    let kept_line = settled_protocol_line(&kept);
     let kept_counters = check(kept.counters(), "BIRD counters");
 
     daemon.neighbors = vec![kept_neighbor, added_neighbor];
@@ -135,7 +151,7 @@ fn sighup_adds_and_removes_peers_without_resetting_the_others() {
     );
 
     // An invalid configuration: refused, logged, nothing changes.
-    let added_line = protocol_line(&added);
+    let added_line = settled_protocol_line(&added);
     check(
         std::fs::write(
             config_file(&topologyd),
@@ -183,7 +199,7 @@ fn sighup_applies_a_next_hop_change_in_place_and_resets_on_a_hold_time_change() 
     );
     daemon_fixture::wait_converged(&mut topologyd, &[&bird]);
     wait_for_routes(&bird, AMS01_ROUTES);
-    let line = protocol_line(&bird);
+    let line = settled_protocol_line(&bird);
     let counters = check(bird.counters(), "BIRD counters");
 
     // The next hop applies in place (PeerConfig::session_reset_needed): the one IPv6 route is

@@ -5,6 +5,9 @@
 //!   to `state/quarantine/` (kept, not deleted), counts it in
 //!   `topologyd_state_quarantined_total`, and later pushes and rollbacks take the next free
 //!   generation number (no "generation N is already stored" wedge);
+//! - source texts stored once: a push that changes one file adds that file's text only, and
+//!   with the texts gone the daemon refuses to start (naming them and how to put them back)
+//!   rather than announce its bootstrap topology; put back, it starts at the same generation;
 //! - the state directory on a tmpfs filled to the last byte: a push and a rollback are refused
 //!   with `topoctl` exit code 6 and a message naming what could be pruned, nothing changes at
 //!   BIRD, and once room is made the same push applies;
@@ -269,6 +272,66 @@ fn corrupt_newest_generation_is_quarantined_counted_and_pushes_and_rollbacks_con
     assert_eq!(setup.generation(), 6);
     wait_for_routes(&setup.bird, AMS01_ROUTES);
     check(setup.topologyd.check_running(), "topologyd");
+}
+
+#[test]
+fn missing_source_texts_stop_start_up_until_they_are_put_back() {
+    let mut setup = start();
+    let texts_dir = setup.state_dir().join("sources");
+    let before = file_names(&texts_dir);
+    let pushed = setup.push("a", &format!("{PREFIXES}{ADDED_A}"));
+    assert_eq!(pushed.code, EXIT_CHANGES_MADE, "{pushed}");
+    wait_for_routes(&setup.bird, AMS01_ROUTES + 1);
+    assert_eq!(setup.generation(), 2);
+    // The push changed one file: one text more, the others shared with generation 1.
+    let after = file_names(&texts_dir);
+    assert_eq!(after.len(), before.len() + 1, "{before:?} -> {after:?}");
+    assert!(before.iter().all(|name| after.contains(name)));
+
+    check(setup.topologyd.terminate(WAIT), "stopping topologyd");
+    let saved: Vec<(String, Vec<u8>)> = after
+        .iter()
+        .map(|name| {
+            let path = texts_dir.join(name);
+            let bytes = check(std::fs::read(&path), "reading a text");
+            check(std::fs::remove_file(&path), "removing a text");
+            (name.clone(), bytes)
+        })
+        .collect();
+    check(
+        setup.topologyd.spawn(),
+        "starting topologyd without its texts",
+    );
+    check(
+        wait_until("topologyd to refuse to start", WAIT, || {
+            match setup.topologyd.check_running() {
+                Ok(()) => Err("still running".to_owned()),
+                Err(_) => Ok(()),
+            }
+        }),
+        "topologyd",
+    );
+    let log = setup.topologyd.log();
+    assert!(
+        log.contains("source texts are missing or damaged"),
+        "not refused for its texts:\n{log}"
+    );
+    assert!(log.contains("sha256sum"), "no way back named:\n{log}");
+    assert!(
+        !generation_file(&setup.state_dir(), 3).exists(),
+        "the bootstrap topology was committed"
+    );
+
+    for (name, bytes) in saved {
+        check(
+            std::fs::write(texts_dir.join(name), bytes),
+            "restoring a text",
+        );
+    }
+    check(setup.topologyd.spawn(), "starting topologyd again");
+    daemon_fixture::wait_converged(&mut setup.topologyd, &[&setup.bird]);
+    assert_eq!(setup.generation(), 2);
+    wait_for_routes(&setup.bird, AMS01_ROUTES + 1);
 }
 
 #[test]

@@ -227,7 +227,14 @@ impl CompileJob {
                     compile_error(
                         self.base_generation,
                         EngineErrorKind::NotFound,
-                        format!("generation {generation} is not kept: {error}"),
+                        match &error {
+                            crate::state_store::StateError::NotFound { .. } => {
+                                format!("generation {generation} is not kept: {error}")
+                            }
+                            _ => format!(
+                                "generation {generation} is kept but cannot be read: {error}"
+                            ),
+                        },
                         None,
                     )
                 })?;

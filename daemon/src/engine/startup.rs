@@ -46,6 +46,13 @@ pub enum StartError {
     UnknownLocation(String),
     #[error("no stored generation compiles; last error:\n{0}")]
     NoGoodGeneration(String),
+    /// Stored generations exist but none can be read because source texts they name are
+    /// missing or damaged: starting from the bootstrap topology would announce what may be a
+    /// very old topology, so the daemon stops instead.
+    #[error(
+        "no stored generation can be read: source texts are missing or damaged:\n{0}\nput each text back under its SHA-256 in the state directory's sources/ (cp FILE STATE_DIR/sources/$(sha256sum FILE | cut -d' ' -f1)), or move the generation files to quarantine/ to start from bootstrap_topology"
+    )]
+    SourcesUnreadable(String),
     #[error("peer `{peer}`: {message}")]
     Peer { peer: String, message: String },
     #[error("local service addresses: {0}")]
@@ -101,8 +108,17 @@ impl Engine {
                 "fell back past unreadable generations; pushes and rollbacks continue from the next free number"
             );
         }
+        let unreadable_texts: Vec<String> = recovered
+            .skipped
+            .iter()
+            .filter(|error| matches!(error, crate::state_store::StateError::Source { .. }))
+            .map(ToString::to_string)
+            .collect();
         let (running, restarting) = match recovered.current {
             Some(stored) => (Self::recover(&store, &config, stored)?, true),
+            None if !unreadable_texts.is_empty() => {
+                return Err(StartError::SourcesUnreadable(unreadable_texts.join("\n")));
+            }
             None => (Self::bootstrap(&store, &config)?, false),
         };
         metrics.set_generation(running.meta.generation, &running.meta.hash);

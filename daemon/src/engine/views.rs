@@ -347,7 +347,12 @@ pub(super) async fn stored_topology(
         } else {
             error(
                 EngineErrorKind::NotFound,
-                format!("generation {generation} is not kept: {failure}"),
+                match &failure {
+                    crate::state_store::StateError::NotFound { .. } => {
+                        format!("generation {generation} is not kept: {failure}")
+                    }
+                    _ => format!("generation {generation} is kept but cannot be read: {failure}"),
+                },
             )
         }
     })

@@ -108,6 +108,18 @@ fn unreachable_shape(path: &Path) -> Result<Vec<SourceFile>, StateError> {
     })
 }
 
+/// Whether the file at `path` starts as this daemon writes a format-1 file (`{"format":1,`):
+/// such a file names no text, and need not be parsed to know it. Anything else (another
+/// layout, an unreadable file) is `false`.
+pub(super) fn is_inline(path: &Path) -> bool {
+    use std::io::Read as _;
+    const INLINE: &[u8] = br#"{"format":1,"#;
+    let mut start = [0_u8; INLINE.len()];
+    fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut start))
+        .is_ok_and(|()| start == INLINE)
+}
+
 /// Reads a generation file without its texts (a format-1 file's texts are skipped).
 pub(super) fn read_header(path: &Path, generation: u64) -> Result<GenerationHeader, StateError> {
     let bytes = fs::read(path).map_err(io_error("reading", path))?;

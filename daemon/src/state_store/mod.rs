@@ -186,7 +186,7 @@ pub enum StateError {
     /// A source text a generation names is missing or does not match its digest. The
     /// generation file itself is intact (it is not moved aside); a text found corrupt is.
     #[error(
-        "state store: source `{name}` of generation {generation} ({}) {reason}; the generation cannot be read until the text is back (a push carrying the same file stores it again)",
+        "state store: source `{name}` of generation {generation} ({}) {reason}; until then the generation cannot be read",
         path.display()
     )]
     Source {
@@ -464,17 +464,29 @@ impl StateStore {
             });
         }
         read_generation(&path, generation, &self.texts).map_err(|error| {
-            match (self.quarantine_after(&path, &error), &error) {
+            match (self.quarantine_after(&path, &error), error) {
                 // The generation file is intact; the corrupt text went aside.
-                (Some(moved), StateError::Source { .. }) => StateError::Corrupt {
-                    path: moved,
-                    reason: format!("{error}; the text was moved to quarantine"),
+                (
+                    Some(moved),
+                    StateError::Source {
+                        generation,
+                        name,
+                        path,
+                        corrupt,
+                        reason,
+                    },
+                ) => StateError::Source {
+                    generation,
+                    name,
+                    path,
+                    corrupt,
+                    reason: format!("{reason} (moved to {})", moved.display()),
                 },
-                (Some(moved), _) => StateError::Corrupt {
+                (Some(moved), error) => StateError::Corrupt {
                     path: moved,
                     reason: format!("{error}; moved to quarantine"),
                 },
-                (None, _) => error,
+                (None, error) => error,
             }
         })
     }
@@ -515,16 +527,18 @@ impl StateStore {
     /// A text found corrupt ([`StateError::Source`]) is moved aside instead of the generation
     /// file naming it, so that the next push carrying the same text stores it again.
     fn quarantine_after(&self, path: &Path, error: &StateError) -> Option<PathBuf> {
-        let path = match error {
+        let moved = match error {
             StateError::Source {
                 corrupt: true,
                 path: text,
                 ..
-            } => text.as_path(),
-            _ if is_quarantinable(error) => path,
+            } => self
+                .texts
+                .quarantine_if_corrupt(text, |text| self.quarantine(text))?,
+            _ if is_quarantinable(error) => self.quarantine(path),
             _ => return None,
         };
-        match self.quarantine(path) {
+        match moved {
             Ok(moved) => {
                 self.quarantined.inc();
                 tracing::error!(
@@ -655,6 +669,8 @@ impl StateStore {
         new: &StoredGeneration,
         digests: Option<&[(String, [u8; 32])]>,
     ) -> Result<(), StateError> {
+        // No text is moved aside while this commit stores and names texts.
+        let _writing = self.texts.lock();
         let files = self.generation_files()?;
         let newest = files
             .last()
@@ -715,6 +731,10 @@ impl StateStore {
             return;
         };
         for (generation, path) in files {
+            // A format-1 file names no text: not parsed (it weighs a whole bundle).
+            if generation_file::is_inline(&path) {
+                continue;
+            }
             match read_header(&path, generation) {
                 Ok(header) => referenced.extend(header.digests().map(str::to_owned)),
                 Err(_) => return,

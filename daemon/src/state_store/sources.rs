@@ -14,10 +14,12 @@
 //! immutable files written with the same atomic write (temp file, fsync, rename, fsync the
 //! directory) and the same error and quarantine rules as every other state file.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
@@ -52,6 +54,25 @@ pub(super) fn is_digest(digest: &str) -> bool {
 #[derive(Debug)]
 pub(super) struct SourceTexts {
     dir: PathBuf,
+    /// Held while a commit stores texts and writes the generation file naming them, and
+    /// while a text found corrupt is moved aside: a reader never moves a text a commit has
+    /// just written or checked.
+    writing: Mutex<()>,
+    /// The texts this process wrote or compared byte for byte, by digest, with the file's
+    /// identity then (a commit trusts such a file without reading it again).
+    verified: Mutex<HashMap<String, FileStamp>>,
+}
+
+/// What identifies a file's content without reading it: inode, length, modification time.
+type FileStamp = (u64, u64, i64, i64);
+
+fn stamp(metadata: &fs::Metadata) -> FileStamp {
+    (
+        metadata.ino(),
+        metadata.len(),
+        metadata.mtime(),
+        metadata.mtime_nsec(),
+    )
 }
 
 impl SourceTexts {
@@ -59,7 +80,70 @@ impl SourceTexts {
     pub(super) fn at(state_dir: &Path) -> SourceTexts {
         SourceTexts {
             dir: state_dir.join(SOURCES_DIR),
+            writing: Mutex::default(),
+            verified: Mutex::default(),
         }
+    }
+
+    /// Taken by a commit for as long as it stores texts and writes the generation file.
+    pub(super) fn lock(&self) -> MutexGuard<'_, ()> {
+        self.writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the text of digest `sha256` is stored as `text`: a regular file of its length
+    /// this process already checked, or whose bytes are `text`'s (then remembered). Anything
+    /// else (missing, another length, other bytes, not a file, unreadable) is written again.
+    fn holds(&self, sha256: &str, text: &str) -> bool {
+        let path = self.path(sha256);
+        let Ok(metadata) = fs::symlink_metadata(&path) else {
+            return false;
+        };
+        if !metadata.is_file() || metadata.len() != text.len() as u64 {
+            return false;
+        }
+        let mut verified = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verified.get(sha256) == Some(&stamp(&metadata)) {
+            return true;
+        }
+        let same = fs::read(&path).is_ok_and(|bytes| bytes == text.as_bytes());
+        if same {
+            verified.insert(sha256.to_owned(), stamp(&metadata));
+        }
+        same
+    }
+
+    fn remember(&self, sha256: &str) {
+        if let Ok(metadata) = fs::symlink_metadata(self.path(sha256)) {
+            self.verified
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(sha256.to_owned(), stamp(&metadata));
+        }
+    }
+
+    /// Moves the text at `path` aside with `quarantine` if it still does not hash to its
+    /// name (a commit may have written it again since it was read); `None` when it stays.
+    pub(super) fn quarantine_if_corrupt(
+        &self,
+        path: &Path,
+        quarantine: impl FnOnce(&Path) -> Result<PathBuf, StateError>,
+    ) -> Option<Result<PathBuf, StateError>> {
+        let _writing = self.lock();
+        let name = path.file_name()?.to_str()?;
+        // Gone meanwhile (swept, or moved by another reader): nothing to move.
+        let bytes = fs::read(path).ok()?;
+        if hex(&sha2::Sha256::digest(&bytes).into()) == name {
+            return None;
+        }
+        if let Ok(mut verified) = self.verified.lock() {
+            verified.remove(name);
+        }
+        Some(quarantine(path))
     }
 
     pub(super) fn create(&self) -> Result<(), StateError> {
@@ -78,11 +162,13 @@ impl SourceTexts {
     /// Makes every text of `files` durable (each one not already stored is written with
     /// `place`, which writes a file atomically but does not sync its directory; the directory
     /// is synced once after, on every call, so that a text an earlier failed commit left
-    /// behind is durable too) and returns the references a generation file keeps. `digests`,
-    /// when given, are the files' names and SHA-256 as already computed (one per file, in
-    /// order; not used when a name does not pair): a text already stored under its digest
-    /// with the same length is neither hashed nor written again, and a text about to be
-    /// written is always hashed (its name is then its own digest, whatever was given).
+    /// behind is durable too) and returns the references a generation file keeps. A stored
+    /// text is trusted only once compared byte for byte (or written) by this process and
+    /// unchanged since; otherwise it is written again. `digests`, when given, are the files'
+    /// names and SHA-256 as already computed (one per file, in order; not used when a name
+    /// does not pair): a text already stored under its digest is then not hashed, and a text
+    /// about to be written is always hashed (its name is its own digest, whatever was given).
+    /// The caller holds [`SourceTexts::lock`].
     pub(super) fn store(
         &self,
         files: &[SourceFile],
@@ -100,16 +186,14 @@ impl SourceTexts {
         for (index, file) in files.iter().enumerate() {
             let bytes = file.text.len() as u64;
             let given = digests.map(|digests| hex(&digests[index].1));
-            let stored = given.filter(|sha256| {
-                fs::metadata(self.path(sha256)).is_ok_and(|metadata| metadata.len() == bytes)
-            });
+            let stored = given.filter(|sha256| self.holds(sha256, &file.text));
             let sha256 = match stored {
                 Some(sha256) => sha256,
                 None => {
                     let sha256 = file_sha256(&file.text);
-                    let path = self.path(&sha256);
-                    if !fs::metadata(&path).is_ok_and(|metadata| metadata.len() == bytes) {
-                        place(&path, file.text.as_bytes())?;
+                    if !self.holds(&sha256, &file.text) {
+                        place(&self.path(&sha256), file.text.as_bytes())?;
+                        self.remember(&sha256);
                     }
                     sha256
                 }
@@ -173,9 +257,21 @@ impl SourceTexts {
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                return Err(failure(path, false, "is missing".to_owned()));
+                return Err(failure(
+                    path,
+                    false,
+                    "is missing; put the file's text back there (the file's name is the SHA-256 of its bytes: `sha256sum FILE`), or push the same file again".to_owned(),
+                ));
             }
-            Err(error) => return Err(failure(path, false, format!("cannot be read: {error}"))),
+            Err(error) => {
+                return Err(failure(
+                    path,
+                    false,
+                    format!(
+                        "cannot be read ({error}); give it back to the daemon's user (mode 0600)"
+                    ),
+                ));
+            }
         };
         if bytes.len() as u64 != reference.bytes {
             // The text still hashing to its name is intact: the generation file's length is
@@ -196,7 +292,7 @@ impl SourceTexts {
                 path,
                 true,
                 format!(
-                    "holds {} bytes where {} were stored",
+                    "holds {} bytes where {} were stored; it is moved to quarantine and the next push carrying the same file stores it again",
                     bytes.len(),
                     reference.bytes
                 ),
@@ -209,9 +305,13 @@ impl SourceTexts {
             return Err(failure(
                 path,
                 true,
-                format!("holds a text of SHA-256 {actual}"),
+                format!(
+                    "holds a text of SHA-256 {actual}; it is moved to quarantine and the next push carrying the same file stores it again"
+                ),
             ));
         }
+        // Checked against its name: a commit naming it need not compare it again.
+        self.remember(&reference.sha256);
         Ok(text)
     }
 
@@ -229,6 +329,9 @@ impl SourceTexts {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             let unreferenced = is_digest(name) && !referenced.contains(name);
+            if unreferenced && let Ok(mut verified) = self.verified.lock() {
+                verified.remove(name);
+            }
             if unreferenced || name.starts_with(TEMP_PREFIX) {
                 let path = entry.path();
                 fs::remove_file(&path).map_err(io_error("removing", &path))?;

@@ -417,3 +417,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_damaged_text_of_the_same_length_is_stored_again_by_the_next_commit_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir
+        .path()
+        .join(sources::SOURCES_DIR)
+        .join(file_sha256("abc"));
+    {
+        let store = StateStore::open(dir.path(), 5).unwrap();
+        store.commit(&stored(1, &[("a.toml", "abc")])).unwrap();
+        // Damaged behind this process's back (same length, other bytes): its next commit
+        // naming the text compares it and writes it again.
+        fs::write(&text, "xbc").unwrap();
+        store.commit(&stored(2, &[("a.toml", "abc")])).unwrap();
+        assert_eq!(fs::read(&text).unwrap(), b"abc");
+    }
+    // A new process has checked nothing yet: it compares before naming the text again.
+    fs::write(&text, "abx").unwrap();
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    store.commit(&stored(3, &[("a.toml", "abc")])).unwrap();
+    assert_eq!(store.read(1).unwrap().bundle.sources[0].text, "abc");
+    // Not a file at all: replaced by one.
+    fs::remove_file(&text).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("elsewhere"), &text).unwrap();
+    store.commit(&stored(4, &[("a.toml", "abc")])).unwrap();
+    assert!(fs::symlink_metadata(&text).unwrap().is_file());
+    assert_eq!(store.read(4).unwrap().bundle.sources[0].text, "abc");
+}
