@@ -10,6 +10,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::sources::{self, SourceRef, SourceTexts};
@@ -19,33 +20,27 @@ use super::{
 };
 
 /// The on-disk wrapper of a generation file: format 2 names its sources (`files`), format 1
-/// holds them (`bundle`).
+/// holds them (`bundle`, read as `B`: the whole bundle, or only its names).
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct GenerationFile {
+#[serde(deny_unknown_fields, bound(deserialize = "B: Deserialize<'de>"))]
+pub(super) struct GenerationFileOf<B> {
     pub(super) format: u32,
     pub(super) meta: GenerationMeta,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) bundle: Option<SourceBundle>,
+    pub(super) bundle: Option<B>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) files: Option<Vec<SourceRef>>,
 }
 
+/// A generation file as written, and as read whole.
+pub(super) type GenerationFile = GenerationFileOf<SourceBundle>;
+
 /// A generation file read without its sources' texts: what listing and pruning need.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct GenerationHeader {
-    pub(super) format: u32,
-    pub(super) meta: GenerationMeta,
-    #[serde(default)]
-    bundle: Option<BundleNames>,
-    #[serde(default)]
-    files: Option<Vec<SourceRef>>,
-}
+pub(super) type GenerationHeader = GenerationFileOf<BundleNames>;
 
 /// The file names of a format-1 bundle (its texts skipped while reading).
 #[derive(Debug, Deserialize)]
-struct BundleNames {
+pub(super) struct BundleNames {
     sources: Vec<NameOnly>,
 }
 
@@ -71,21 +66,7 @@ pub(super) fn read_generation_digested(
     generation: u64,
     texts: &SourceTexts,
 ) -> Result<(StoredGeneration, Option<Vec<String>>), StateError> {
-    let bytes = fs::read(path).map_err(io_error("reading", path))?;
-    let file: GenerationFile =
-        serde_json::from_slice(&bytes).map_err(|error| StateError::Corrupt {
-            path: path.to_path_buf(),
-            reason: error.to_string(),
-        })?;
-    check_file(
-        path,
-        generation,
-        file.format,
-        &file.meta,
-        file.bundle.is_some(),
-        file.files.is_some(),
-    )?;
-    check_refs(path, file.files.as_deref())?;
+    let file: GenerationFile = read_checked(path, generation)?;
     let (sources, digests) = match (file.bundle, file.files) {
         (Some(bundle), None) => (bundle.sources, None),
         (None, Some(refs)) => {
@@ -122,8 +103,17 @@ pub(super) fn is_inline(path: &Path) -> bool {
 
 /// Reads a generation file without its texts (a format-1 file's texts are skipped).
 pub(super) fn read_header(path: &Path, generation: u64) -> Result<GenerationHeader, StateError> {
+    read_checked(path, generation)
+}
+
+/// Reads and parses the generation file at `path` (as a whole file or as its header) and
+/// runs the checks every generation file passes.
+fn read_checked<B: DeserializeOwned>(
+    path: &Path,
+    generation: u64,
+) -> Result<GenerationFileOf<B>, StateError> {
     let bytes = fs::read(path).map_err(io_error("reading", path))?;
-    let header: GenerationHeader =
+    let file: GenerationFileOf<B> =
         serde_json::from_slice(&bytes).map_err(|error| StateError::Corrupt {
             path: path.to_path_buf(),
             reason: error.to_string(),
@@ -131,13 +121,13 @@ pub(super) fn read_header(path: &Path, generation: u64) -> Result<GenerationHead
     check_file(
         path,
         generation,
-        header.format,
-        &header.meta,
-        header.bundle.is_some(),
-        header.files.is_some(),
+        file.format,
+        &file.meta,
+        file.bundle.is_some(),
+        file.files.is_some(),
     )?;
-    check_refs(path, header.files.as_deref())?;
-    Ok(header)
+    check_refs(path, file.files.as_deref())?;
+    Ok(file)
 }
 
 /// A format-2 file names every text by a SHA-256 (a path never comes from a file).

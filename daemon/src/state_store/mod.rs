@@ -456,13 +456,7 @@ impl StateStore {
     /// Loads one kept generation. A file that cannot be read is moved to quarantine and the
     /// error says where it went.
     pub fn load(&self, generation: u64) -> Result<StoredGeneration, StateError> {
-        let path = self.generation_path(generation);
-        if !path.exists() {
-            return Err(StateError::NotFound {
-                generation,
-                dir: self.generations.clone(),
-            });
-        }
+        let path = self.kept_path(generation)?;
         read_generation(&path, generation, &self.texts).map_err(|error| {
             match (self.quarantine_after(&path, &error), error) {
                 // The generation file is intact; the corrupt text went aside.
@@ -507,13 +501,7 @@ impl StateStore {
         &self,
         generation: u64,
     ) -> Result<(StoredGeneration, Option<Vec<String>>), StateError> {
-        let path = self.generation_path(generation);
-        if !path.exists() {
-            return Err(StateError::NotFound {
-                generation,
-                dir: self.generations.clone(),
-            });
-        }
+        let path = self.kept_path(generation)?;
         read_generation_digested(&path, generation, &self.texts).inspect_err(|error| {
             if matches!(error, StateError::Source { corrupt: true, .. }) {
                 self.quarantine_after(&path, error);
@@ -861,6 +849,19 @@ impl StateStore {
         })?;
         self.write_atomically(&path, &bytes)
             .map_err(|error| self.with_prunable(error, &[]))
+    }
+
+    /// The file of kept generation `generation`, or [`StateError::NotFound`].
+    fn kept_path(&self, generation: u64) -> Result<PathBuf, StateError> {
+        let path = self.generation_path(generation);
+        if path.exists() {
+            Ok(path)
+        } else {
+            Err(StateError::NotFound {
+                generation,
+                dir: self.generations.clone(),
+            })
+        }
     }
 
     fn generation_path(&self, generation: u64) -> PathBuf {
