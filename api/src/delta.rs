@@ -112,6 +112,26 @@ fn short(digest: &str) -> &str {
     digest.get(..12).unwrap_or(digest)
 }
 
+/// A SHA-256 written as 64 hex digits, as bytes.
+fn digest_bytes(text: &str) -> Option<[u8; 32]> {
+    let digits: Vec<u8> = text
+        .chars()
+        .map(|digit| {
+            digit
+                .to_digit(16)
+                .and_then(|value| u8::try_from(value).ok())
+        })
+        .collect::<Option<_>>()?;
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0_u8; 32];
+    for (byte, pair) in bytes.iter_mut().zip(digits.chunks(2)) {
+        *byte = pair.iter().fold(0, |value, digit| value << 4 | digit);
+    }
+    Some(bytes)
+}
+
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     bytes.iter().fold(String::new(), |mut text, byte| {
@@ -229,6 +249,17 @@ impl BundleDelta {
         ))
     }
 
+    /// Each listed file's SHA-256 as bytes, in order (`None` when one is not 64 hex digits).
+    /// Once the delta resolved, each is the SHA-256 of its file in the resolved bundle: the
+    /// carried texts were checked against it and the others taken from the base by it, so a
+    /// compile may use them instead of hashing the texts again.
+    pub fn file_digests(&self) -> Option<Vec<[u8; 32]>> {
+        self.files
+            .iter()
+            .map(|file| digest_bytes(&file.sha256))
+            .collect()
+    }
+
     /// The files this delta lists, checked: each name once, each digest a SHA-256.
     fn checked_files(&self) -> Result<HashSet<&str>, DeltaError> {
         let mut listed = HashSet::new();
@@ -251,14 +282,16 @@ impl BundleDelta {
 
     /// The view of the running generation `running_generation`'s files `running` (hashed here:
     /// what is copied out is checked against the digest the pusher listed, whatever a caller
-    /// cached), and the whole bundle this delta and the `carried` files stand for. The running texts are only read: the unchanged ones are copied.
+    /// cached), and the whole bundle this delta and the `carried` files stand for. The running
+    /// files are taken by value: the unchanged texts move into the bundle, not copied (a
+    /// topology's files are tens of megabytes).
     pub fn resolve(
         &self,
         carried: SourceBundle,
         running_generation: u64,
-        running: &[SourceFile],
+        running: Vec<SourceFile>,
     ) -> (SourcesView, Result<SourceBundle, DeltaError>) {
-        let running_view = sources_view(running_generation, running);
+        let running_view = sources_view(running_generation, &running);
         let resolved = self.resolve_against(carried, &running_view, running);
         (running_view, resolved)
     }
@@ -271,7 +304,7 @@ impl BundleDelta {
         &self,
         carried: SourceBundle,
         running_generation: u64,
-        running: &[SourceFile],
+        running: Vec<SourceFile>,
         digests: &[String],
     ) -> (SourcesView, Result<SourceBundle, DeltaError>) {
         if digests.len() != running.len() {
@@ -298,7 +331,7 @@ impl BundleDelta {
         &self,
         carried: SourceBundle,
         running_view: &SourcesView,
-        running: &[SourceFile],
+        mut running: Vec<SourceFile>,
     ) -> Result<SourceBundle, DeltaError> {
         if !self.is_against(running_view) {
             return Err(self.base_changed(running_view));
@@ -320,16 +353,14 @@ impl BundleDelta {
             }
             carried_by_name.insert(file.name, file.text);
         }
-        // By name and digest: a base may hold two files of one name (pushed whole).
-        let base: HashMap<(&str, &str), &str> = running
+        // By name and digest: a base may hold two files of one name (pushed whole). Each
+        // (name, digest) is listed at most once (names are), so each text moves out once.
+        let base: HashMap<(&str, &str), usize> = running_view
+            .files
             .iter()
-            .zip(&running_view.files)
-            .map(|(file, digest)| {
-                (
-                    (file.name.as_str(), digest.sha256.as_str()),
-                    file.text.as_str(),
-                )
-            })
+            .take(running.len())
+            .enumerate()
+            .map(|(index, file)| ((file.name.as_str(), file.sha256.as_str()), index))
             .collect();
         let mut sources = Vec::with_capacity(self.files.len());
         for file in &self.files {
@@ -345,8 +376,11 @@ impl BundleDelta {
                     }
                     text
                 }
-                None => match base.get(&(file.name.as_str(), file.sha256.as_str())) {
-                    Some(text) => (*text).to_owned(),
+                None => match base
+                    .get(&(file.name.as_str(), file.sha256.as_str()))
+                    .and_then(|index| running.get_mut(*index))
+                {
+                    Some(base_file) => std::mem::take(&mut base_file.text),
                     None => {
                         return Err(DeltaError::MissingFile {
                             name: file.name.clone(),
@@ -407,7 +441,7 @@ pub fn fuzz_resolve(data: &[u8]) {
         base_sources_sha256: view.sources_sha256.clone(),
         ..delta
     };
-    let (_, resolved) = delta.resolve(request.bundle, 1, &base);
+    let (_, resolved) = delta.resolve(request.bundle, 1, base);
     if let Ok(bundle) = resolved {
         assert_eq!(digests(&bundle.sources), delta.files);
     }
@@ -445,7 +479,7 @@ mod tests {
         generation: u64,
         running: &SourceBundle,
     ) -> Result<SourceBundle, DeltaError> {
-        let (view, resolved) = delta.resolve(carried, generation, &running.sources);
+        let (view, resolved) = delta.resolve(carried, generation, running.sources.clone());
         assert_eq!(view, sources_view(generation, &running.sources));
         resolved
     }
@@ -470,6 +504,32 @@ mod tests {
     }
 
     #[test]
+    fn file_digests_are_the_listed_digests_as_bytes() {
+        let text = "[[prefix]]\n";
+        let mut delta = BundleDelta {
+            base_generation: 1,
+            base_sources_sha256: String::new(),
+            files: vec![SourceDigest {
+                name: "a.toml".into(),
+                sha256: file_sha256(text),
+            }],
+        };
+        let expected: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        assert_eq!(delta.file_digests(), Some(vec![expected]));
+        for bad in [
+            "+f".repeat(32),
+            "ab".repeat(31),
+            "é".repeat(32),
+            "AB".repeat(33),
+        ] {
+            delta.files[0].sha256 = bad;
+            assert_eq!(delta.file_digests(), None);
+        }
+        delta.files[0].sha256 = "AB".repeat(32);
+        assert_eq!(delta.file_digests(), Some(vec![[0xab; 32]]));
+    }
+
+    #[test]
     fn resolving_with_known_digests_is_resolving_with_hashed_texts() {
         let base = bundle(&[("fleet.toml", "a"), ("b.toml", "b"), ("b.toml", "c")]);
         let new = bundle(&[("b.toml", "c"), ("fleet.toml", "a2")]);
@@ -479,12 +539,12 @@ mod tests {
             .iter()
             .map(|file| file_sha256(&file.text))
             .collect();
-        let hashed = delta.resolve(carried.clone(), 7, &base.sources);
-        let known = delta.resolve_with_digests(carried.clone(), 7, &base.sources, &digests);
+        let hashed = delta.resolve(carried.clone(), 7, base.sources.clone());
+        let known = delta.resolve_with_digests(carried.clone(), 7, base.sources.clone(), &digests);
         assert_eq!(known, hashed);
         assert_eq!(known.1.unwrap(), new);
         // Digests that do not pair with the files are not used.
-        let short = delta.resolve_with_digests(carried, 7, &base.sources, &digests[..1]);
+        let short = delta.resolve_with_digests(carried, 7, base.sources.clone(), &digests[..1]);
         assert_eq!(short, hashed);
     }
 

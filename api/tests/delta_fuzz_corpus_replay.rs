@@ -77,7 +77,7 @@ fn the_seed_corpus_replays_without_a_panic() {
         if name.starts_with("valid_") {
             let request: ApplyRequest = serde_json::from_slice(&bytes).unwrap();
             let delta = request.delta.unwrap();
-            let (_, resolved) = delta.resolve(request.bundle, 1, &fuzz_base());
+            let (_, resolved) = delta.resolve(request.bundle, 1, fuzz_base());
             assert!(resolved.is_ok(), "{name}: {resolved:?}");
         }
         replayed += 1;

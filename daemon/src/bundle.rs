@@ -14,7 +14,9 @@
 
 use serde::Deserialize;
 use topologyd_config::{Diagnostic, Source, decode_source};
-use topologyd_topology::{CompileReuse, Diagnostics, Topology, compile_incremental, compile_owned};
+use topologyd_topology::{
+    CompileReuse, Diagnostics, Topology, compile_incremental_with_digests, compile_owned,
+};
 
 use crate::state_store::SourceBundle;
 
@@ -31,10 +33,13 @@ pub fn compile_bundle(bundle: SourceBundle, generation: u64) -> Result<Topology,
 
 /// [`compile_bundle`] for a push onto `running`: a finding that involves two places (a cidr bound
 /// twice) is reported at the place the push added, as `topoctl plan` reports it. Files that
-/// `running` compiled with the same name and text are not parsed again (the result is
-/// the full compile's; see [`compile_incremental`]); the reuse says how many.
+/// `running` compiled with the same name and text are not parsed again (the result is the full
+/// compile's; see [`compile_incremental_with_digests`]); the reuse says how many. `digests` are
+/// the files' SHA-256 when the caller checked them (a resolved delta's), so the texts are not
+/// hashed again.
 pub fn compile_bundle_against(
     bundle: SourceBundle,
+    digests: Option<Vec<[u8; 32]>>,
     generation: u64,
     running: &Topology,
 ) -> (Result<Topology, Diagnostics>, CompileReuse) {
@@ -43,7 +48,7 @@ pub fn compile_bundle_against(
         .into_iter()
         .map(|file| Source::new(file.name, file.text))
         .collect();
-    compile_incremental(sources, generation, running)
+    compile_incremental_with_digests(sources, digests, generation, running)
 }
 
 /// A plan or apply request seen only for its files, with each text kept as raw bytes (JSON

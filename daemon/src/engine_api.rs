@@ -80,6 +80,8 @@ pub enum EngineCommand {
     Plan {
         /// The pushed sources.
         bundle: SourceBundle,
+        /// Each file's SHA-256, when the control API checked them (a delta's files).
+        digests: Option<Vec<[u8; 32]>>,
         /// What the pusher means to do, parsed where the request arrived.
         intent: Intent,
         /// The plan and guard verdicts.
@@ -89,6 +91,8 @@ pub enum EngineCommand {
     Apply {
         /// The pushed sources.
         bundle: SourceBundle,
+        /// Each file's SHA-256, when the control API checked them (a delta's files).
+        digests: Option<Vec<[u8; 32]>>,
         /// What the pusher means to do, parsed where the request arrived.
         intent: Intent,
         /// Who asks, what must hold, the audit record and where the answer goes.

@@ -298,7 +298,7 @@ impl Replay {
         };
         let intent = topologyd_topology::Intent::from_lines(&intent)
             .map_err(|error| format!("intent: {error}"))?;
-        let result = prepare(&context, bundle, intent, rollback_of);
+        let result = prepare(&context, bundle, None, intent, rollback_of);
         Ok(Event::Compiled {
             request,
             base_generation,

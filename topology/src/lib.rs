@@ -1,13 +1,13 @@
 //! topologyd-topology: the service-topology engine. Pure and synchronous (no I/O, no clock).
 //!
 //! ```text
-//! sources ─► compile (validate, LPM tries, per-service location bitsets) ─► Topology
+//! sources ─► compile (validate, LPM index, per-service location bitsets) ─► Topology
 //! Topology ─► desired(location) / explain(address)
 //! (old Topology, new Topology, Intent) ─► plan ─► guards G2–G4 ─► Plan { verdict, … }
 //! ```
 //!
 //! Modules: `compile` (building and validation, G1 and blackhole checks), `model` (the
-//! compiled topology and its queries), `location_set` (the bitset), `plan` (diffs, causes,
+//! compiled topology and its queries), `location_set` (the bitset), `nesting` (longest-prefix match over the sorted bindings), `plan` (diffs, causes,
 //! guards, verdicts and exit codes), `render` (the human-readable plan), [`fuzz_entry`] (the
 //! compile path's properties on arbitrary bytes, shared by the fuzz target and its replay).
 
@@ -15,6 +15,7 @@ mod compile;
 pub mod fuzz_entry;
 mod location_set;
 mod model;
+mod nesting;
 mod plan;
 mod render;
 
@@ -23,7 +24,7 @@ use topologyd_rpki as rpki;
 pub use compile::{
     CompileReuse, INPUT_BYTES_PER_EXTRA_ROUTE, IntoSources, MAX_ROUTES_PER_PREFIX, ROUTE_ALLOWANCE,
     SourceBundle, compile, compile_against, compile_against_in_full, compile_incremental,
-    compile_owned, compile_raw, suggestion,
+    compile_incremental_with_digests, compile_owned, compile_raw, suggestion,
 };
 pub use location_set::LocationSet;
 pub use model::{

@@ -6,8 +6,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use prefix_trie::PrefixMap;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use topologyd_config::{
     AnnounceMode, Community, Diagnostic, LargeCommunity, Lifecycle, LocationState, NotFoundPolicy,
@@ -15,6 +14,7 @@ use topologyd_config::{
 };
 
 use crate::location_set::LocationSet;
+use crate::nesting::Nesting;
 
 /// A location of the fleet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,8 +219,8 @@ pub struct Topology {
     pub(crate) prefixes: Vec<Prefix>,
     /// Sorted by cidr.
     pub(crate) bindings: Vec<Binding>,
-    pub(crate) bindings_v4: PrefixMap<Ipv4Net, u32>,
-    pub(crate) bindings_v6: PrefixMap<Ipv6Net, u32>,
+    /// Longest-prefix match over `bindings`.
+    pub(crate) binding_nesting: Nesting,
     /// Sorted by prefix; disjoint.
     pub(crate) routes: Vec<Route>,
     /// `routes[i].service`, densely, for the per-location scan of [`Topology::desired`].
@@ -369,7 +369,7 @@ impl Topology {
     }
 
     /// The longest binding covering `network` (equal or shorter), as (cidr, service name):
-    /// longest-prefix match in the binding trie.
+    /// longest-prefix match over the bindings.
     pub fn longest_binding(&self, network: &IpNet) -> Option<(IpNet, &str)> {
         self.longest_binding_index(network).map(|index| {
             let binding = &self.bindings[index as usize];
@@ -381,10 +381,8 @@ impl Topology {
     }
 
     pub(crate) fn longest_binding_index(&self, network: &IpNet) -> Option<u32> {
-        match network {
-            IpNet::V4(network) => self.bindings_v4.get_lpm(network).map(|(_, index)| *index),
-            IpNet::V6(network) => self.bindings_v6.get_lpm(network).map(|(_, index)| *index),
-        }
+        self.binding_nesting
+            .longest(&self.bindings, |binding| binding.cidr, network)
     }
 
     pub(crate) fn prefix_containing(&self, network: &IpNet) -> Option<usize> {

@@ -125,9 +125,9 @@ pub(super) async fn resolve(
         // The store checked every text against the digest it names: no second hashing.
         let (view, resolved) = match &digests {
             Some(digests) => {
-                delta.resolve_with_digests(bundle, generation, &stored.bundle.sources, digests)
+                delta.resolve_with_digests(bundle, generation, stored.bundle.sources, digests)
             }
-            None => delta.resolve(bundle, generation, &stored.bundle.sources),
+            None => delta.resolve(bundle, generation, stored.bundle.sources),
         };
         // What this bundle would weigh as a whole push: the caller's body limit holds for it.
         let encoded = resolved

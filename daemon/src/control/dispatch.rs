@@ -147,27 +147,32 @@ fn answer<T: serde::Serialize>(result: Result<T, Answer>) -> Answer {
     }
 }
 
-/// The whole bundle a plan or apply stands for (see `control/delta.rs`).
+/// The whole bundle a plan or apply stands for (see `control/delta.rs`), and for a delta each
+/// file's SHA-256 (every one checked while resolving it, so the compile need not hash them).
 async fn whole_bundle(
     call: &Call<'_>,
     bundle: SourceBundle,
     delta: Option<BundleDelta>,
-) -> Result<SourceBundle, Answer> {
+) -> Result<(SourceBundle, Option<Vec<[u8; 32]>>), Answer> {
     let Some(delta) = delta else {
-        return Ok(bundle);
+        return Ok((bundle, None));
     };
+    let digests = delta.file_digests();
     let running = ask(call.engine(), |reply| EngineCommand::Running { reply }).await?;
-    super::delta::resolve(&call.shared.sources, bundle, delta, running, call.limit).await
+    let bundle =
+        super::delta::resolve(&call.shared.sources, bundle, delta, running, call.limit).await?;
+    Ok((bundle, digests))
 }
 
 async fn plan(call: &Call<'_>, body: PlanRequest) -> Answer {
-    let bundle = match whole_bundle(call, body.bundle, body.delta).await {
-        Ok(bundle) => bundle,
+    let (bundle, digests) = match whole_bundle(call, body.bundle, body.delta).await {
+        Ok(resolved) => resolved,
         Err(answer) => return answer,
     };
     answer(
         ask(call.engine(), |reply| EngineCommand::Plan {
             bundle,
+            digests,
             intent: body.intent,
             reply,
         })
@@ -178,8 +183,9 @@ async fn plan(call: &Call<'_>, body: PlanRequest) -> Answer {
 async fn apply(call: &Call<'_>, mut body: ApplyRequest) -> Answer {
     let asked = AskedBundle::of(&body);
     let carried = std::mem::take(&mut body.bundle);
-    body.bundle = match whole_bundle(call, carried, body.delta.take()).await {
-        Ok(bundle) => bundle,
+    let digests;
+    (body.bundle, digests) = match whole_bundle(call, carried, body.delta.take()).await {
+        Ok(resolved) => resolved,
         Err(mut answer) => {
             // Refused before the engine: audited with what was asked.
             answer.request = Some(asked.summary(&body, None));
@@ -195,6 +201,7 @@ async fn apply(call: &Call<'_>, mut body: ApplyRequest) -> Answer {
     };
     mutation(call, summary, checks, |terms| EngineCommand::Apply {
         bundle: body.bundle,
+        digests,
         intent: body.intent,
         terms,
     })

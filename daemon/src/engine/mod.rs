@@ -670,11 +670,16 @@ impl Engine {
         match command {
             EngineCommand::Plan {
                 bundle,
+                digests,
                 intent,
                 reply,
             } => {
                 // Compiled, planned and rendered on the blocking pool, answered from there.
-                let job = self.compile_job(CompileInput::Bundle { bundle, intent });
+                let job = self.compile_job(CompileInput::Bundle {
+                    bundle: Arc::new(bundle),
+                    digests,
+                    intent,
+                });
                 tokio::task::spawn_blocking(move || {
                     let location = job.location.clone();
                     let result = job.run().map(|prepared| PlanView {
@@ -689,11 +694,19 @@ impl Engine {
             }
             EngineCommand::Apply {
                 bundle,
+                digests,
                 intent,
                 terms,
             } => {
-                self.start_mutation(CompileInput::Bundle { bundle, intent }, terms)
-                    .await;
+                self.start_mutation(
+                    CompileInput::Bundle {
+                        bundle: Arc::new(bundle),
+                        digests,
+                        intent,
+                    },
+                    terms,
+                )
+                .await;
             }
             EngineCommand::Rollback { generation, terms } => {
                 self.start_mutation(CompileInput::Rollback { generation }, terms)

@@ -160,9 +160,13 @@ impl std::fmt::Debug for Prepared {
 /// What a compile job compiles.
 #[derive(Debug, Clone)]
 pub(crate) enum CompileInput {
-    /// A pushed bundle and its intent.
+    /// A pushed bundle and its intent. Shared: a mutation keeps it until it commits (it may be
+    /// compiled again against a newer generation), and copying megabytes of TOML on the engine
+    /// task to hand a job its own would hold up everything else the engine does.
     Bundle {
-        bundle: SourceBundle,
+        bundle: Arc<SourceBundle>,
+        /// Each file's SHA-256, when the control API checked them.
+        digests: Option<Vec<[u8; 32]>>,
         intent: Intent,
     },
     /// The sources of a kept generation (a rollback).
@@ -219,11 +223,23 @@ impl CompileJob {
 
     /// Loads a rollback's sources, reserves the compile memory, then [`prepare`]s; blocking
     /// (runs on the blocking pool).
-    pub fn run(self) -> Result<Prepared, EngineError> {
-        let (bundle, intent, rollback_of) = match &self.input {
-            CompileInput::Bundle { bundle, intent } => (bundle.clone(), intent.clone(), None),
+    pub fn run(mut self) -> Result<Prepared, EngineError> {
+        let input = std::mem::replace(&mut self.input, CompileInput::Rollback { generation: 0 });
+        let (bundle, digests, intent, rollback_of) = match input {
+            // The compile takes the texts: the only copy made is when a mutation still holds
+            // the bundle (a plan's is this job's alone).
+            CompileInput::Bundle {
+                bundle,
+                digests,
+                intent,
+            } => (
+                Arc::try_unwrap(bundle).unwrap_or_else(|shared| (*shared).clone()),
+                digests,
+                intent,
+                None,
+            ),
             CompileInput::Rollback { generation } => {
-                let stored = self.store.load(*generation).map_err(|error| {
+                let stored = self.store.load(generation).map_err(|error| {
                     compile_error(
                         self.base_generation,
                         EngineErrorKind::NotFound,
@@ -238,7 +254,7 @@ impl CompileJob {
                         None,
                     )
                 })?;
-                (stored.bundle, Intent::default(), Some(*generation))
+                (stored.bundle, None, Intent::default(), Some(generation))
             }
         };
         let _reservation = self.reserve(&bundle)?;
@@ -253,6 +269,7 @@ impl CompileJob {
                 rpki: &self.rpki,
             },
             bundle,
+            digests,
             intent,
             rollback_of,
         )
@@ -296,6 +313,7 @@ fn compile_error(
 pub fn prepare(
     context: &PrepareContext<'_>,
     bundle: SourceBundle,
+    digests: Option<Vec<[u8; 32]>>,
     mut intent: Intent,
     rollback_of: Option<u64>,
 ) -> Result<Prepared, EngineError> {
@@ -303,7 +321,8 @@ pub fn prepare(
     // Compiled against the running topology, so that a finding involving two places (a
     // cidr bound twice) is reported at the one the push added, as `topoctl plan` does. The
     // bundle moves into the topology.
-    let (compiled, reuse) = compile_bundle_against(bundle, context.next_generation, context.old);
+    let (compiled, reuse) =
+        compile_bundle_against(bundle, digests, context.next_generation, context.old);
     let mut new = compiled.map_err(|diagnostics| {
         compile_error(
             context.base_generation,

@@ -5,7 +5,10 @@
 //! texts ([`SourceRef`]: name, digest, length). A push that changes one file of a 27 MB bundle
 //! writes that file's text and a generation file of a few hundred bytes, instead of the whole
 //! bundle again; a rollback writes no text at all. Every read checks each text against its
-//! digest and length, so a stored generation stays complete and verifiable.
+//! length, and against its digest unless this process already hashed or compared that very
+//! file (same inode, length and modification time before and after the read; a delta push
+//! reads the running generation's texts each time, and hashing 27 MB again told nothing new),
+//! so a stored generation stays complete and verifiable.
 //!
 //! Must not touch: generation files and their numbering (the parent module writes those, after
 //! [`SourceTexts::store`] made the texts durable), what a text means.
@@ -16,7 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io;
+use std::io::{self, Read as _};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -58,13 +61,30 @@ pub(super) struct SourceTexts {
     /// while a text found corrupt is moved aside: a reader never moves a text a commit has
     /// just written or checked.
     writing: Mutex<()>,
-    /// The texts this process wrote or compared byte for byte, by digest, with the file's
-    /// identity then (a commit trusts such a file without reading it again).
+    /// The texts this process wrote, hashed or compared byte for byte, by digest, with the
+    /// file's identity then (a commit trusts such a file without reading it again, a read
+    /// without hashing it again); only files last modified [`SETTLED_AFTER`] before.
     verified: Mutex<HashMap<String, FileStamp>>,
 }
 
 /// What identifies a file's content without reading it: inode, length, modification time.
 type FileStamp = (u64, u64, i64, i64);
+
+/// How old a file's modification time must be before its stamp may stand for its content. The
+/// kernel stamps writes with a coarse clock (a tick of a few milliseconds), so a file changed
+/// in place within a tick of being checked could keep its stamp; one last modified longer ago
+/// than this cannot be changed without its stamp changing (git's "racily clean" entries, the
+/// same way round).
+const SETTLED_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether `metadata`'s modification time is old enough for its stamp to be trusted.
+fn settled(metadata: &fs::Metadata) -> bool {
+    metadata
+        .modified()
+        .ok()
+        .and_then(|modified| modified.elapsed().ok())
+        .is_some_and(|age| age >= SETTLED_AFTER)
+}
 
 fn stamp(metadata: &fs::Metadata) -> FileStamp {
     (
@@ -111,14 +131,16 @@ impl SourceTexts {
             return true;
         }
         let same = fs::read(&path).is_ok_and(|bytes| bytes == text.as_bytes());
-        if same {
+        if same && settled(&metadata) {
             verified.insert(sha256.to_owned(), stamp(&metadata));
         }
         same
     }
 
     fn remember(&self, sha256: &str) {
-        if let Ok(metadata) = fs::symlink_metadata(self.path(sha256)) {
+        if let Ok(metadata) = fs::symlink_metadata(self.path(sha256))
+            && settled(&metadata)
+        {
             self.verified
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -254,8 +276,8 @@ impl SourceTexts {
             });
         }
         let path = self.path(&reference.sha256);
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
+        let (bytes, checked) = match self.read_text(&path, &reference.sha256) {
+            Ok(read) => read,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 return Err(failure(
                     path,
@@ -300,6 +322,9 @@ impl SourceTexts {
         }
         let text = String::from_utf8(bytes)
             .map_err(|_| failure(path.clone(), true, "is not UTF-8".to_owned()))?;
+        if checked {
+            return Ok(text);
+        }
         let actual = file_sha256(&text);
         if actual != reference.sha256 {
             return Err(failure(
@@ -313,6 +338,26 @@ impl SourceTexts {
         // Checked against its name: a commit naming it need not compare it again.
         self.remember(&reference.sha256);
         Ok(text)
+    }
+
+    /// The bytes of the text at `path`, and whether this process checked them already: it
+    /// hashed or compared this very file (its inode, length and modification time unchanged
+    /// since, before and after this read), so hashing it again would tell nothing new. Every
+    /// text is hashed at least once per process; a file changed in place gets a new stamp and
+    /// is hashed again.
+    fn read_text(&self, path: &Path, sha256: &str) -> io::Result<(Vec<u8>, bool)> {
+        let mut file = fs::File::open(path)?;
+        let before = stamp(&file.metadata()?);
+        let mut bytes = Vec::with_capacity(usize::try_from(before.1).unwrap_or(0));
+        file.read_to_end(&mut bytes)?;
+        let after = stamp(&file.metadata()?);
+        let known = self
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(sha256)
+            .copied();
+        Ok((bytes, before == after && known == Some(before)))
     }
 
     /// Removes every stored text no kept generation references (`referenced`), and temp

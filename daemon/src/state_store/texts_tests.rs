@@ -446,3 +446,60 @@ fn a_damaged_text_of_the_same_length_is_stored_again_by_the_next_commit_naming_i
     assert!(fs::symlink_metadata(&text).unwrap().is_file());
     assert_eq!(store.read(4).unwrap().bundle.sources[0].text, "abc");
 }
+
+/// Sets a file's modification time `seconds` back, as if it had been written that long ago.
+fn age(path: &Path, seconds: u64) {
+    let file = fs::File::options().append(true).open(path).unwrap();
+    let when = std::time::SystemTime::now() - std::time::Duration::from_secs(seconds);
+    file.set_modified(when).unwrap();
+}
+
+#[test]
+fn a_text_read_again_is_hashed_again_unless_checked_and_unchanged_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let text_path = dir
+        .path()
+        .join(sources::SOURCES_DIR)
+        .join(file_sha256("abc"));
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    store.commit(&stored(1, &[("a.toml", "abc")])).unwrap();
+    // Racily clean: written just now, so a change within the clock's tick could keep its
+    // stamp. It is hashed on every read, and damage in place is found even when the damage
+    // keeps the inode, the length and the modification time.
+    let written = fs::metadata(&text_path).unwrap().modified().unwrap();
+    assert_eq!(store.read(1).unwrap().bundle.sources[0].text, "abc");
+    fs::write(&text_path, "xbc").unwrap();
+    fs::File::options()
+        .append(true)
+        .open(&text_path)
+        .unwrap()
+        .set_modified(written)
+        .unwrap();
+    assert!(matches!(
+        store.read(1),
+        Err(StateError::Source { corrupt: true, .. })
+    ));
+    // Settled: a read that hashed it once trusts it while its stamp holds, and a change
+    // in place (which stamps the file anew) is hashed and found.
+    store.commit(&stored(2, &[("a.toml", "abc")])).unwrap();
+    age(&text_path, 60);
+    assert_eq!(store.read(2).unwrap().bundle.sources[0].text, "abc");
+    assert_eq!(store.read(2).unwrap().bundle.sources[0].text, "abc");
+    fs::write(&text_path, "abx").unwrap();
+    assert!(matches!(
+        store.read(2),
+        Err(StateError::Source { corrupt: true, .. })
+    ));
+    // A new process trusts nothing it has not hashed itself.
+    store.commit(&stored(3, &[("a.toml", "abc")])).unwrap();
+    age(&text_path, 60);
+    assert_eq!(store.read(3).unwrap().bundle.sources[0].text, "abc");
+    drop(store);
+    fs::write(&text_path, "xyz").unwrap();
+    age(&text_path, 30);
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    assert!(matches!(
+        store.read(3),
+        Err(StateError::Source { corrupt: true, .. })
+    ));
+}

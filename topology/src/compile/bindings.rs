@@ -1,21 +1,22 @@
 //! The bindings phase of the compiler: each binding's service resolved, a cidr bound twice
 //! reported (at the binding a change added, when compiling against the running topology), each
-//! binding placed in its onboarded prefix by one merge sweep, and the longest-match tries built.
+//! binding placed in its onboarded prefix by one merge sweep, and the longest-match index made.
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use prefix_trie::PrefixMap;
+use ipnet::IpNet;
 use topologyd_config::{Collector, RawTopology, Span};
 
+use super::incremental::Reused;
 use super::services::Catalogue;
-use super::{baseline_binds, network_key, suggestion, validate_network};
+use super::{baseline_binds, merge_sorted, network_key, suggestion, validate_network};
 use crate::model::{Binding, Prefix, Topology};
+use crate::nesting::Nesting;
 
 /// The compiled bindings and the indexes the later phases use.
 pub(super) struct BindingTable {
     /// Sorted by cidr, one per cidr.
     pub(super) bindings: Vec<Binding>,
-    pub(super) bindings_v4: PrefixMap<Ipv4Net, u32>,
-    pub(super) bindings_v6: PrefixMap<Ipv6Net, u32>,
+    /// Longest-prefix match over `bindings`.
+    pub(super) nesting: Nesting,
     /// Per prefix: the binding of exactly its cidr, if any.
     pub(super) default_binding: Vec<Option<u32>>,
     /// Per prefix: how many more-specific bindings it holds.
@@ -27,27 +28,16 @@ pub(super) struct BindingTable {
 impl BindingTable {
     /// The index of the longest binding covering `network`.
     pub(super) fn longest(&self, network: &IpNet) -> Option<u32> {
-        match network {
-            IpNet::V4(network) => self.bindings_v4.get_lpm(network).map(|(_, index)| *index),
-            IpNet::V6(network) => self.bindings_v6.get_lpm(network).map(|(_, index)| *index),
-        }
+        self.nesting
+            .longest(&self.bindings, |binding| binding.cidr, network)
     }
-}
-
-/// A binding an incremental compile takes from the running generation instead of parsing its
-/// file again: its cidr, its service's name (borrowed from there) and its place in the new
-/// bundle.
-pub(super) struct ReusedBinding<'a> {
-    pub(super) cidr: IpNet,
-    pub(super) service: &'a str,
-    pub(super) span: Span,
 }
 
 /// Bindings (the parsed ones and the `reused` ones): services resolved, sorted once, placed in
 /// their onboarded prefixes.
 pub(super) fn compile_bindings(
     raw: &RawTopology,
-    reused: &[ReusedBinding<'_>],
+    reused: &Reused<'_>,
     catalogue: &Catalogue,
     prefixes: &[Prefix],
     baseline: Option<&Topology>,
@@ -57,46 +47,50 @@ pub(super) fn compile_bindings(
     let (services, service_index) = (&catalogue.services, &catalogue.service_index);
     // Bindings: resolve services, sort once, then find each binding's onboarded prefix with a
     // single merge sweep over the (also sorted, disjoint) prefixes.
-    let mut binding_candidates: Vec<(u32, Span, IpNet)> =
-        Vec::with_capacity(raw.bindings.len() + reused.len());
-    let mut resolve =
-        |cidr: IpNet, name: &str, name_span: Span, span: Span, collector: &mut Collector| {
-            let Some(service) = service_index.get(name) else {
-                collector.error(
-                    Some(name_span),
-                    format!("binding {cidr} names unknown service `{name}`"),
-                    Some(suggestion(
-                        name,
-                        services.iter().map(|service| service.name.as_str()),
-                        "service",
-                    )),
-                );
-                return;
-            };
-            binding_candidates.push((*service, span, cidr));
-        };
+    let resolve = |cidr: IpNet, name: &str, name_span: Span, collector: &mut Collector| {
+        let service = service_index.get(name).copied();
+        if service.is_none() {
+            collector.error(
+                Some(name_span),
+                format!("binding {cidr} names unknown service `{name}`"),
+                Some(suggestion(
+                    name,
+                    services.iter().map(|service| service.name.as_str()),
+                    "service",
+                )),
+            );
+        }
+        service
+    };
+    let mut parsed: Vec<(u32, Span, IpNet)> = Vec::with_capacity(raw.bindings.len());
     for raw_binding in &raw.bindings {
         let cidr = validate_network(&raw_binding.cidr, "binding", collector);
         let service = &raw_binding.service;
-        resolve(
-            cidr,
-            &service.value,
-            service.span,
-            raw_binding.cidr.span,
-            collector,
-        );
+        if let Some(service) = resolve(cidr, &service.value, service.span, collector) {
+            parsed.push((service, raw_binding.cidr.span, cidr));
+        }
     }
-    // A reused binding compiled before: its cidr has no host bits.
-    for binding in reused {
-        resolve(
-            binding.cidr,
-            binding.service,
-            binding.span,
-            binding.span,
-            collector,
-        );
-    }
-    binding_candidates.sort_unstable_by_key(|(_, span, cidr)| (network_key(cidr), *span));
+    let key = |(_, span, cidr): &(u32, Span, IpNet)| (network_key(cidr), *span);
+    parsed.sort_unstable_by_key(key);
+    // A reused binding compiled before (its cidr has no host bits); its service is looked up
+    // by name once per service of its generation, not once per binding.
+    let reused_services = reused.services();
+    let mut renumbered: Vec<Option<u32>> = vec![None; reused_services.len()];
+    let kept = reused.bindings().filter_map(|(old, span, cidr)| {
+        let old = old as usize;
+        if let Some(service) = renumbered.get(old).copied().flatten() {
+            return Some((service, span, cidr));
+        }
+        let name = reused_services
+            .get(old)
+            .map_or("", |service| service.name.as_str());
+        let service = resolve(cidr, name, span, collector)?;
+        if let Some(slot) = renumbered.get_mut(old) {
+            *slot = Some(service);
+        }
+        Some((service, span, cidr))
+    });
+    let binding_candidates = merge_sorted(kept, parsed, key);
     let mut bindings: Vec<Binding> = Vec::with_capacity(binding_candidates.len());
     let mut prefix_cursor = 0_usize;
     for (service, span, cidr) in binding_candidates {
@@ -162,20 +156,11 @@ pub(super) fn compile_bindings(
             span,
         });
     }
-    let mut bindings_v4 = PrefixMap::new();
-    let mut bindings_v6 = PrefixMap::new();
+    let nesting = Nesting::of_sorted(bindings.iter().map(|binding| binding.cidr));
     let mut default_binding: Vec<Option<u32>> = vec![None; prefixes.len()];
     let mut more_specific_count: Vec<u32> = vec![0; prefixes.len()];
     let mut service_binding_count: Vec<u32> = vec![0; services.len()];
     for (index, binding) in bindings.iter().enumerate() {
-        match binding.cidr {
-            IpNet::V4(network) => {
-                bindings_v4.insert(network, index as u32);
-            }
-            IpNet::V6(network) => {
-                bindings_v6.insert(network, index as u32);
-            }
-        }
         service_binding_count[binding.service as usize] += 1;
         if prefixes[binding.prefix as usize].cidr == binding.cidr {
             default_binding[binding.prefix as usize] = Some(index as u32);
@@ -186,8 +171,7 @@ pub(super) fn compile_bindings(
 
     BindingTable {
         bindings,
-        bindings_v4,
-        bindings_v6,
+        nesting,
         default_binding,
         more_specific_count,
         service_binding_count,

@@ -1,9 +1,12 @@
 //! Incremental compile of a change to a compiled topology: a file whose name and text are those
 //! of a baseline file (wherever it now is in the bundle), and that holds only `[[prefix]]` and
-//! `[[binding]]` tables, is not parsed again — its prefixes are rebuilt from the baseline's
-//! compiled ones and its bindings read from there (they keep every value a raw item has, and
-//! the spans later phases report at), and every phase then runs over the whole topology as a
-//! full compile does. A self-serve BYOIP
+//! `[[binding]]` tables, is not parsed again — its prefixes and bindings are taken, already
+//! compiled and sorted, from the baseline (they keep every value a raw item has, and the spans
+//! later phases report at): under the baseline's `[settings]` a prefix's own checks passed
+//! there and are not run again, under other settings it is rebuilt as a raw item and checked
+//! anew. Every check that involves several items (overlaps, bindings placed in prefixes, G1,
+//! blackholes, services) then runs over the whole topology as a full compile does, merging the
+//! sorted reused items with the parsed ones instead of sorting them all. A self-serve BYOIP
 //! change touches one customer file among thousands; parsing is the larger part of a compile
 //! (≈ 60 % at 300,000 bindings), so skipping the files that did not change is where most of the
 //! time goes.
@@ -14,19 +17,19 @@
 //! returned: errors are reported exactly as a full compile reports them, never from rebuilt
 //! items (so a refused push whose parse succeeds runs the phases twice).
 //!
-//! Owns: which files are reused, the rebuilt raw items, the fallback. Must not touch: the
+//! Owns: which files are reused, the reused and rebuilt items, the fallback. Must not touch: the
 //! phases themselves (they are the full compile's).
 
 use std::collections::{HashMap, VecDeque};
 
+use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use topologyd_config::{
     Diagnostics, Located, RawPrefix, RawTopology, Source, Span, parse_topology_sources_except,
     parse_topology_sources_owned,
 };
 
-use super::bindings::ReusedBinding;
-use crate::model::Topology;
+use crate::model::{Prefix, Service, Topology};
 
 /// What a compiled topology remembers of each of its files, so that the next compile can take
 /// an unchanged file's items from it instead of parsing the file again.
@@ -92,7 +95,23 @@ pub fn compile_incremental(
     generation: u64,
     baseline: &Topology,
 ) -> (Result<Topology, Diagnostics>, CompileReuse) {
-    let digests = digests(&sources);
+    compile_incremental_with_digests(sources, None, generation, baseline)
+}
+
+/// [`compile_incremental`] with each text's SHA-256 already known (`known`, one per source in
+/// order), so that the texts are not hashed again. The caller vouches for them: a digest that
+/// is not its text's would have the compile take another text's items. Digests that do not
+/// pair with the sources one to one are ignored and the texts hashed.
+pub fn compile_incremental_with_digests(
+    sources: Vec<Source>,
+    known: Option<Vec<[u8; 32]>>,
+    generation: u64,
+    baseline: &Topology,
+) -> (Result<Topology, Diagnostics>, CompileReuse) {
+    let digests = match known {
+        Some(known) if known.len() == sources.len() => known,
+        _ => digests(&sources),
+    };
     // Per baseline file: the index of the new file that reuses it.
     let moved_to = reused_files(&sources, &digests, baseline);
     let mut reusable = vec![false; sources.len()];
@@ -112,10 +131,10 @@ pub fn compile_incremental(
     let result = if diagnostics.has_errors() {
         Err(raw.sources)
     } else {
-        let reused_bindings = rebuild_items(&mut raw, &moved_to, baseline);
+        let reused = reused_items(&mut raw, moved_to, baseline);
         super::compile_phases(
             raw,
-            &reused_bindings,
+            reused,
             generation,
             Some(baseline),
             super::Fingerprints::Digests(digests.clone()),
@@ -178,68 +197,101 @@ fn full(
     )
 }
 
-/// Adds the reused files' prefixes, rebuilt from the baseline, to `raw`, and returns their
-/// bindings (borrowed from the baseline: the bindings phase reads them beside the parsed ones,
-/// without a raw copy of each), each span
-/// moved to the file's place in the new bundle (`moved_to`, per baseline file; the offsets stay,
-/// the text is the same). Every field's span is the item's cidr span: the compiled items keep
-/// only that one, and it is the only one a successful compile reports at (a failure is compiled
-/// again in full). They are appended, not placed in file order: the phases order items by
-/// (cidr, span) before they read them, so the order of the raw lists changes nothing a
-/// compile produces.
-fn rebuild_items<'a>(
-    raw: &mut RawTopology,
-    moved_to: &[Option<u32>],
-    baseline: &'a Topology,
-) -> Vec<ReusedBinding<'a>> {
-    let moved = |span: Span| {
-        moved_to
+/// What an incremental compile takes from the running generation instead of parsing it: the
+/// reused files' compiled prefixes (when `[settings]` are the running generation's: every check
+/// of a single prefix passed there and would pass again, so only overlaps are checked anew) and
+/// their bindings, each in cidr order, read straight from there with their spans moved to the
+/// file's place in the new bundle (the offsets stay, the text is the same). Every field's span
+/// is the item's cidr span: the compiled items keep only that one, and it is the only one a
+/// successful compile reports at (a failure is compiled again in full).
+#[derive(Default)]
+pub(super) struct Reused<'a> {
+    baseline: Option<&'a Topology>,
+    /// Per baseline file: the index of the new file that reuses it.
+    moved_to: Vec<Option<u32>>,
+    /// The prefixes are taken compiled (else they were rebuilt as raw items).
+    compiled_prefixes: bool,
+}
+
+impl<'a> Reused<'a> {
+    fn moved(&self, span: Span) -> Option<Span> {
+        self.moved_to
             .get(span.source as usize)
             .copied()
             .flatten()
             .map(|source| Span { source, ..span })
-    };
-    // Reserved once: the raw prefixes are large, and growing the list by doubling copies
-    // them over and over.
-    let reused_prefixes = baseline
-        .prefixes
-        .iter()
-        .filter(|prefix| moved(prefix.span).is_some())
-        .count();
-    raw.prefixes.reserve_exact(reused_prefixes);
-    raw.prefixes
-        .extend(baseline.prefixes.iter().filter_map(|prefix| {
-            let span = moved(prefix.span)?;
-            Some(RawPrefix {
-                cidr: Located::new(prefix.cidr, span),
-                origin_asn: Located::new(prefix.origin_asn, span),
-                owner: prefix.owner.to_string(),
-                advertise: prefix.advertise,
-                announce: Located::new(prefix.announce, span),
-                roa: prefix.roa.map(|roa| Located::new(roa, span)),
-                rpki: prefix.rpki,
-                irr_token: prefix.irr_token.as_deref().map(str::to_owned),
-                rdns_token: prefix.rdns_token.as_deref().map(str::to_owned),
-                evidence: prefix
-                    .evidence
-                    .as_deref()
-                    .map(|evidence| Located::new(evidence.clone(), span)),
-            })
-        }));
-    baseline
-        .bindings
-        .iter()
-        .filter_map(|binding| {
-            Some(ReusedBinding {
-                cidr: binding.cidr,
-                // A service index the baseline does not hold cannot happen; were it to, the
-                // empty name fails the compile, which then runs in full.
-                service: baseline
-                    .services
-                    .get(binding.service as usize)
-                    .map_or("", |service| service.name.as_str()),
-                span: moved(binding.span)?,
+    }
+
+    /// The reused prefixes, compiled, in cidr order (none when they were rebuilt as raw items).
+    pub(super) fn prefixes(&self) -> impl Iterator<Item = Prefix> + '_ {
+        let prefixes = match self.baseline {
+            Some(baseline) if self.compiled_prefixes => baseline.prefixes.as_slice(),
+            _ => &[],
+        };
+        prefixes.iter().filter_map(|prefix| {
+            let span = self.moved(prefix.span)?;
+            Some(Prefix {
+                span,
+                ..prefix.clone()
             })
         })
-        .collect()
+    }
+
+    /// The reused bindings in cidr order, as (the service's index in [`Self::services`], span,
+    /// cidr).
+    pub(super) fn bindings(&self) -> impl Iterator<Item = (u32, Span, IpNet)> + '_ {
+        let bindings = self.baseline.map_or(&[][..], |baseline| &baseline.bindings);
+        bindings
+            .iter()
+            .filter_map(|binding| Some((binding.service, self.moved(binding.span)?, binding.cidr)))
+    }
+
+    /// The services of the generation the bindings come from.
+    pub(super) fn services(&self) -> &'a [Service] {
+        self.baseline.map_or(&[], |baseline| &baseline.services)
+    }
+}
+
+/// The reused files' items ([`Reused`]). Under other settings than the baseline's, the
+/// prefixes are rebuilt as raw items and appended to `raw` instead, to be checked again one by
+/// one: the phases order items by (cidr, span) before they read them, so the order of the raw
+/// lists changes nothing a compile produces.
+fn reused_items<'a>(
+    raw: &mut RawTopology,
+    moved_to: Vec<Option<u32>>,
+    baseline: &'a Topology,
+) -> Reused<'a> {
+    let reused = Reused {
+        baseline: Some(baseline),
+        moved_to,
+        compiled_prefixes: raw.settings == baseline.settings,
+    };
+    if reused.compiled_prefixes {
+        return reused;
+    }
+    let rebuilt = baseline
+        .prefixes
+        .iter()
+        .filter_map(|prefix| Some((prefix, reused.moved(prefix.span)?)));
+    // Reserved once: the raw prefixes are large, and growing the list by doubling copies
+    // them over and over.
+    raw.prefixes.reserve_exact(rebuilt.clone().count());
+    raw.prefixes.extend(rebuilt.map(|(prefix, span)| {
+        RawPrefix {
+            cidr: Located::new(prefix.cidr, span),
+            origin_asn: Located::new(prefix.origin_asn, span),
+            owner: prefix.owner.to_string(),
+            advertise: prefix.advertise,
+            announce: Located::new(prefix.announce, span),
+            roa: prefix.roa.map(|roa| Located::new(roa, span)),
+            rpki: prefix.rpki,
+            irr_token: prefix.irr_token.as_deref().map(str::to_owned),
+            rdns_token: prefix.rdns_token.as_deref().map(str::to_owned),
+            evidence: prefix
+                .evidence
+                .as_deref()
+                .map(|evidence| Located::new(evidence.clone(), span)),
+        }
+    }));
+    reused
 }

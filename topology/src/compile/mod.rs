@@ -1,7 +1,7 @@
 //! The compiler: [`RawTopology`] → validated [`Topology`]. Resolves every cross-reference,
 //! reports every error of a run at once (with `file:line:column` and a fix), computes each
 //! service's location set as a bitset, enumerates the announced routes, and builds the binding
-//! tries used for longest-prefix match.
+//! index used for longest-prefix match.
 //!
 //! Errors: duplicate location, service or prefix names; unknown services, regions, metros,
 //! countries, locations, states or tags (with "did you mean"); host bits set; split lengths or
@@ -29,7 +29,7 @@
 //!
 //! One function per phase, each in its own file, sharing one [`Collector`]: `fleet`
 //! (locations, attribute index), `services` (selectors, announcing sets), `prefixes` (lengths,
-//! ROAs, overlaps), `bindings` (services, duplicates, the longest-match tries), `routes` (G1 and
+//! ROAs, overlaps), `bindings` (services, duplicates, the longest-match index), `routes` (G1 and
 //! the announced routes), `checks` (local addresses, blackholes, service-level findings) and
 //! `hash` (the canonical content hash). This file holds the entry points and the helpers the
 //! phases share; `incremental` compiles a change against a running generation without parsing
@@ -45,7 +45,7 @@ use crate::model::Topology;
 
 pub use incremental::CompileReuse;
 pub(crate) use incremental::SourceFingerprint;
-pub use incremental::compile_incremental;
+pub use incremental::{compile_incremental, compile_incremental_with_digests};
 
 mod bindings;
 mod checks;
@@ -231,6 +231,28 @@ fn list_names(names: &[&str]) -> String {
     format!("{}{more}", names[..shown].join(", "))
 }
 
+/// Merges `left` and `right`, each sorted by `key`, into one sorted list; of equal keys,
+/// `left`'s come first. One pass: an incremental compile's reused items are already in order
+/// (and come straight from the running generation, never collected on their own), and sorting
+/// them again with the few parsed ones would cost a sort of the whole topology.
+fn merge_sorted<T, K: Ord>(
+    left: impl Iterator<Item = T>,
+    right: Vec<T>,
+    key: impl Fn(&T) -> K,
+) -> Vec<T> {
+    let (least, most) = left.size_hint();
+    let mut merged = Vec::with_capacity(most.unwrap_or(least) + right.len());
+    let mut right = right.into_iter().peekable();
+    for item in left {
+        while let Some(next) = right.next_if(|next| key(next) < key(&item)) {
+            merged.push(next);
+        }
+        merged.push(item);
+    }
+    merged.extend(right);
+    merged
+}
+
 /// Sorts `items` by `key` (stable, so the first in source order comes first) and reports every
 /// later duplicate; returns the indices of the first of each key, in key order.
 fn sort_and_deduplicate<K: Ord + Clone, T>(
@@ -368,15 +390,21 @@ fn compile_raw_with(
     baseline: Option<&Topology>,
     fingerprints: Fingerprints,
 ) -> Result<Topology, Diagnostics> {
-    compile_phases(raw, &[], generation, baseline, fingerprints)
-        .map_err(|(diagnostics, _)| diagnostics)
+    compile_phases(
+        raw,
+        incremental::Reused::default(),
+        generation,
+        baseline,
+        fingerprints,
+    )
+    .map_err(|(diagnostics, _)| diagnostics)
 }
 
-/// [`compile_raw_with`] with the bindings an incremental compile reuses, handing the sources
-/// back with the diagnostics of a failed compile.
+/// [`compile_raw_with`] with the items an incremental compile reuses, handing the sources back
+/// with the diagnostics of a failed compile.
 fn compile_phases(
     raw: RawTopology,
-    reused_bindings: &[bindings::ReusedBinding<'_>],
+    reused: incremental::Reused<'_>,
     generation: u64,
     baseline: Option<&Topology>,
     fingerprints: Fingerprints,
@@ -393,42 +421,60 @@ fn compile_phases(
     let settings = raw.settings.clone();
     let fleet = fleet::compile_locations(&raw, &mut collector);
     let catalogue = services::compile_services(&raw, &fleet, &mut collector);
-    let prefixes = prefixes::compile_prefixes(&raw, &settings, &mut collector);
+    let prefixes = prefixes::compile_prefixes(&raw, &reused, &settings, &mut collector);
     evidence::check_customer_evidence(&raw, &settings, baseline, &mut collector);
     let table = bindings::compile_bindings(
         &raw,
-        reused_bindings,
+        &reused,
         &catalogue,
         &prefixes,
         baseline,
         &mut collector,
     );
-    let (routes, service_routes) = routes::compile_routes(
-        &prefixes,
-        &catalogue.services,
-        &table,
-        raw.sources
-            .sources()
-            .iter()
-            .map(|source| source.text.len())
-            .sum(),
-        &mut collector,
-    );
-    checks::local_addresses(&raw, &catalogue, &table, &mut collector);
-    checks::blackholes(
-        &routes,
-        &catalogue.services,
-        &table.bindings,
-        &fleet.locations,
-        &mut collector,
-    );
-    checks::service_findings(
-        &catalogue.services,
-        &table.service_binding_count,
-        &service_routes,
-        &fleet,
-        &mut collector,
-    );
+    // The canonical hash reads only what the phases so far made; it runs on a thread of its
+    // own beside the routes and the checks (it is a tenth of a compile, and a push waits for
+    // the whole compile).
+    let (hash, routes) = std::thread::scope(|scope| {
+        let hash = scope.spawn(|| {
+            hash::canonical_hash(
+                &settings,
+                &fleet.locations,
+                &catalogue.services,
+                &prefixes,
+                &table.bindings,
+            )
+        });
+        let (routes, service_routes) = routes::compile_routes(
+            &prefixes,
+            &catalogue.services,
+            &table,
+            raw.sources
+                .sources()
+                .iter()
+                .map(|source| source.text.len())
+                .sum(),
+            &mut collector,
+        );
+        checks::local_addresses(&raw, &catalogue, &table, &mut collector);
+        checks::blackholes(
+            &routes,
+            &catalogue.services,
+            &table.bindings,
+            &fleet.locations,
+            &mut collector,
+        );
+        checks::service_findings(
+            &catalogue.services,
+            &table.service_binding_count,
+            &service_routes,
+            &fleet,
+            &mut collector,
+        );
+        let hash = hash
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (hash, routes)
+    });
 
     let has_errors = collector.has_errors();
     let diagnostics = collector.finish(&raw.sources);
@@ -441,10 +487,7 @@ fn compile_phases(
         ..
     } = catalogue;
     let bindings::BindingTable {
-        bindings,
-        bindings_v4,
-        bindings_v6,
-        ..
+        bindings, nesting, ..
     } = table;
     let fleet::Fleet {
         locations,
@@ -452,7 +495,6 @@ fn compile_phases(
         live,
         ..
     } = fleet;
-    let hash = hash::canonical_hash(&settings, &locations, &services, &prefixes, &bindings);
     let route_services = routes.iter().map(|route| route.service).collect();
     Ok(Topology {
         generation,
@@ -468,8 +510,7 @@ fn compile_phases(
         service_index,
         prefixes,
         bindings,
-        bindings_v4,
-        bindings_v6,
+        binding_nesting: nesting,
         routes,
         route_services,
         warnings: diagnostics.items,

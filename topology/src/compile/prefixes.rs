@@ -7,12 +7,19 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use topologyd_config::{AnnounceMode, Collector, LengthLimits, RawPrefix, RawTopology, Settings};
 
-use super::{MAX_ROUTES_PER_PREFIX, family_bits, family_name, network_key, validate_network};
+use super::incremental::Reused;
+use super::{
+    MAX_ROUTES_PER_PREFIX, family_bits, family_name, merge_sorted, network_key, validate_network,
+};
 use crate::model::Prefix;
 
-/// Onboarded prefixes, sorted and disjoint (a later overlapping one is an error and dropped).
+/// Onboarded prefixes, sorted and disjoint (a later overlapping one is an error and dropped):
+/// the parsed ones checked one by one, and `reused` ones an incremental compile took, already
+/// compiled, from the running generation (sorted by cidr; checked there under the same
+/// settings, so only the overlaps are checked again).
 pub(super) fn compile_prefixes(
     raw: &RawTopology,
+    reused: &Reused<'_>,
     settings: &Settings,
     collector: &mut Collector,
 ) -> Vec<Prefix> {
@@ -22,8 +29,13 @@ pub(super) fn compile_prefixes(
         .iter()
         .map(|raw_prefix| compile_prefix(raw_prefix, settings, &mut owners, collector))
         .collect();
-    prefix_candidates.sort_unstable_by_key(|prefix| (network_key(&prefix.cidr), prefix.span));
-    drop_overlapping_prefixes(raw, prefix_candidates, collector)
+    let key = |prefix: &Prefix| (network_key(&prefix.cidr), prefix.span);
+    prefix_candidates.sort_unstable_by_key(key);
+    drop_overlapping_prefixes(
+        raw,
+        merge_sorted(reused.prefixes(), prefix_candidates, key),
+        collector,
+    )
 }
 
 /// One shared name per owner: a topology has a million prefixes and a handful of owners.
@@ -204,37 +216,35 @@ fn check_roa(raw_prefix: &RawPrefix, cidr: &IpNet, route_length: u8, collector: 
 }
 
 /// Keeps the first of overlapping prefixes (sorted by network, then by where they were written)
-/// and reports each later one that repeats or sits inside it.
+/// and reports each later one that repeats or sits inside it. In place: the list is the whole
+/// topology's.
 fn drop_overlapping_prefixes(
     raw: &RawTopology,
-    sorted_candidates: Vec<Prefix>,
+    mut prefixes: Vec<Prefix>,
     collector: &mut Collector,
 ) -> Vec<Prefix> {
-    let mut prefixes: Vec<Prefix> = Vec::with_capacity(sorted_candidates.len());
-    for prefix in sorted_candidates {
-        if let Some(last) = prefixes.last()
-            && last.cidr.contains(&prefix.cidr)
-        {
-            let message = if last.cidr == prefix.cidr {
-                format!("prefix {} is onboarded twice", prefix.cidr)
-            } else {
-                format!(
-                    "onboarded prefix {} overlaps onboarded prefix {}",
-                    prefix.cidr, last.cidr
-                )
-            };
-            collector.error(
-                Some(prefix.span),
-                message,
-                Some(format!(
-                    "{} is onboarded at {}; onboard each address once (use bindings to give part of a prefix to another service)",
-                    last.cidr,
-                    raw.sources.locate(last.span)
-                )),
-            );
-            continue;
+    prefixes.dedup_by(|prefix, last| {
+        if !last.cidr.contains(&prefix.cidr) {
+            return false;
         }
-        prefixes.push(prefix);
-    }
+        let message = if last.cidr == prefix.cidr {
+            format!("prefix {} is onboarded twice", prefix.cidr)
+        } else {
+            format!(
+                "onboarded prefix {} overlaps onboarded prefix {}",
+                prefix.cidr, last.cidr
+            )
+        };
+        collector.error(
+            Some(prefix.span),
+            message,
+            Some(format!(
+                "{} is onboarded at {}; onboard each address once (use bindings to give part of a prefix to another service)",
+                last.cidr,
+                raw.sources.locate(last.span)
+            )),
+        );
+        true
+    });
     prefixes
 }
