@@ -26,6 +26,11 @@
 //! [`resolve_collision`] decides which connection lives. An inbound connection arriving while a
 //! session is Established replaces it (the peer restarted: RFC 4724 §4.2).
 //!
+//! Beside it: `peer/stop.rs` (a stop, and the EoRR fence before a withdrawing stop's Cease),
+//! `peer/status.rs` (the status channel and the reports to the engine), `peer/connection.rs`
+//! (one TCP connection's buffers and I/O), `peer/report.rs` (the report messages),
+//! `peer/connect_failures.rs` (logging repeated connect failures once).
+//!
 //! Must not touch: topology compilation, state files, HTTP.
 
 use std::collections::{BTreeMap, HashMap};
@@ -51,6 +56,8 @@ use crate::sockopt::{self, SessionSecurity};
 mod connect_failures;
 mod connection;
 mod report;
+mod status;
+mod stop;
 
 use self::connect_failures::ConnectFailures;
 use self::connection::{
@@ -58,6 +65,7 @@ use self::connection::{
 };
 use self::report::EndReport;
 pub use self::report::{PeerReport, PeerSynced, ReportTo, task_ended};
+use self::stop::StopFence;
 use topologyd_bgp::notification_text::{NotificationContext, describe, describe_down_reason};
 
 /// Stop pulling UPDATEs from the Adj-RIB-Out while this much is waiting to be written.
@@ -66,10 +74,6 @@ pub const OUTPUT_HIGH_WATER: usize = 512 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// How long an outbound connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a stop waits for the peer's EoRRs (the fence of [`StopFence`]) before its Cease.
-const STOP_FENCE_LIMIT: Duration = Duration::from_secs(5);
-/// What a stop keeps of its grace time for the Cease and the close after the fence.
-const STOP_MARGIN: Duration = Duration::from_secs(1);
 /// How long a closed connection waits for the peer to close its side (see
 /// [`connection::close_gracefully`]); a stopping task waits for its closes at most this long.
 const CLOSE_LIMIT: Duration = Duration::from_secs(3);
@@ -153,21 +157,6 @@ pub fn spawn_peer(
 }
 
 type ConnectFuture = Pin<Box<dyn Future<Output = Result<TcpStream, sockopt::SockoptError>> + Send>>;
-
-/// A processing fence before a stop's Cease. A peer that is sent a Cease right behind a table
-/// of withdrawals may take the session down before it has applied them all (OpenBGPD's session
-/// engine reads ahead of its route engine), and then removes the rest by flushing the session,
-/// several times slower than it applies withdrawals. A peer answers messages in order, so its
-/// answer to a route refresh request — with enhanced route refresh (RFC 7313), a BoRR and an
-/// EoRR even when it has nothing to send — comes after every withdrawal before the request.
-/// Bounded by [`STOP_FENCE_LIMIT`] and by the stop's grace time (less [`STOP_MARGIN`] for the
-/// Cease and the close); a session without (enhanced) route refresh stops at once.
-#[derive(Debug)]
-struct StopFence {
-    /// EoRRs still to come per family: the fence's own request and any earlier one in flight.
-    awaiting: BTreeMap<WireFamily, u32>,
-    until: Instant,
-}
 
 struct PeerDriver {
     spec: PeerSpec,
@@ -373,28 +362,6 @@ impl PeerDriver {
             self.applied_attributes.clear();
             self.reconcile();
         }
-    }
-
-    fn on_command_shutdown(&mut self, withdraw_first: bool) {
-        self.connecting = None;
-        self.idle_timers.clear();
-        self.parked = None;
-        if self.stopping.is_none() {
-            let (done, _) = oneshot::channel();
-            self.stopping = Some(done);
-        }
-        if withdraw_first && self.is_established() {
-            // The withdrawals are pulled like any UPDATE (below the output high-water mark), so
-            // encoding overlaps with the peer reading them; the Cease follows the last one
-            // (`stop_when_withdrawn`).
-            self.rib.withdraw_all();
-            self.withdrawing_then_stop = true;
-        } else if let Some(connection) = self.connection.as_mut() {
-            // No NOTIFICATION: the peer keeps our routes as stale (RFC 4724 §4.2).
-            connection.closing = true;
-            connection.discard_queue();
-        }
-        self.idle_session = None;
     }
 
     fn on_inbound(&mut self, stream: TcpStream) {
@@ -907,67 +874,6 @@ impl PeerDriver {
         });
     }
 
-    /// Asks the peer for a route refresh of `family`, counting it while an EoRR can answer it.
-    fn request_route_refresh(&mut self, family: WireFamily) {
-        if self.is_established()
-            && self
-                .fence_families
-                .as_ref()
-                .is_some_and(|families| families.contains(&family))
-        {
-            *self.refresh_outstanding.entry(family).or_insert(0) += 1;
-        }
-        self.feed(Input::RequestRouteRefresh(family), false);
-    }
-
-    /// After a stop with `withdraw_first`: once every withdrawal is in the output buffer (or
-    /// the session is gone), stop the session with a Cease; it is written after them.
-    fn stop_when_withdrawn(&mut self) {
-        if self.withdrawing_then_stop && !(self.is_established() && self.rib.has_pending()) {
-            self.withdrawing_then_stop = false;
-            let now = Instant::now();
-            let until = self
-                .stop_deadline
-                .map_or(now + STOP_FENCE_LIMIT, |deadline| {
-                    (now + STOP_FENCE_LIMIT).min(deadline.checked_sub(STOP_MARGIN).unwrap_or(now))
-                });
-            match self.fence_families.clone() {
-                Some(families) if self.is_established() && !families.is_empty() && until > now => {
-                    for family in &families {
-                        self.request_route_refresh(*family);
-                    }
-                    info!(peer = %self.spec.name, ?families, "stop: every withdrawal written; the Cease waits for the peer's EoRR (route refresh as a fence)");
-                    self.stop_fence = Some(StopFence {
-                        awaiting: families
-                            .iter()
-                            .map(|family| {
-                                (
-                                    *family,
-                                    self.refresh_outstanding.get(family).copied().unwrap_or(1),
-                                )
-                            })
-                            .collect(),
-                        until,
-                    });
-                }
-                _ => self.feed(Input::ManualStop, false),
-            }
-        }
-        let fence_passed = self.stop_fence.as_ref().is_some_and(|fence| {
-            fence.awaiting.is_empty() || Instant::now() >= fence.until || !self.is_established()
-        });
-        if fence_passed {
-            if let Some(fence) = self.stop_fence.take() {
-                if fence.awaiting.is_empty() {
-                    info!(peer = %self.spec.name, "stop: the peer answered with its EoRR; sending the Cease");
-                } else {
-                    warn!(peer = %self.spec.name, awaiting = ?fence.awaiting, "stop: no EoRR from the peer in time; sending the Cease");
-                }
-            }
-            self.feed(Input::ManualStop, false);
-        }
-    }
-
     /// Moves UPDATEs from the Adj-RIB-Out into the output buffer while there is room.
     fn pull_updates(&mut self) {
         if !self.is_established() {
@@ -1000,86 +906,6 @@ impl PeerDriver {
             }
         }
         self.update_synced();
-    }
-
-    fn update_synced(&mut self) {
-        let flushed = self
-            .connection
-            .as_ref()
-            .is_some_and(|connection| connection.output.is_empty());
-        if self.is_established() && flushed && !self.rib.has_pending() && !self.synced {
-            self.synced = true;
-            let generation = self.applied.generation;
-            let version = self.applied.version;
-            let counters = self.written;
-            self.status.send_modify(|status| {
-                status.generation_synced = Some(generation);
-                status.version_synced = Some(version);
-                status.updates_sent = counters.updates;
-                status.prefixes_announced_sent = counters.announced;
-                status.prefixes_withdrawn_sent = counters.withdrawn;
-            });
-        }
-    }
-
-    // ----- status --------------------------------------------------------------------------
-
-    fn is_established(&self) -> bool {
-        self.connection
-            .as_ref()
-            .is_some_and(|connection| connection.session.state() == State::Established)
-    }
-
-    fn is_established_status(&self) -> bool {
-        self.status.borrow().established
-    }
-
-    fn set_state(&mut self, state: State) {
-        self.session_state = state;
-        self.status
-            .send_modify(|status| status.state = format!("{state:?}"));
-    }
-
-    fn set_error(&mut self, error: String) {
-        self.status
-            .send_modify(|status| status.last_error = Some(error));
-    }
-
-    fn publish_status(&mut self) {
-        let counters = self.written;
-        self.status.send_if_modified(|status| {
-            let changed = status.updates_sent != counters.updates
-                || status.prefixes_announced_sent != counters.announced
-                || status.prefixes_withdrawn_sent != counters.withdrawn;
-            status.updates_sent = counters.updates;
-            status.prefixes_announced_sent = counters.announced;
-            status.prefixes_withdrawn_sent = counters.withdrawn;
-            changed
-        });
-        self.report_synced();
-    }
-
-    /// Tells the engine when the session came up or went down, or a publication was sent
-    /// completely.
-    fn report_synced(&mut self) {
-        let synced = {
-            let status = self.status.borrow();
-            PeerSynced {
-                state: self.session_state,
-                established: status.established,
-                version_synced: status.version_synced,
-                generation_synced: status.generation_synced,
-            }
-        };
-        if self.reported != Some(synced) {
-            self.reported = Some(synced);
-            // The engine gone means the daemon is stopping: nobody to tell.
-            let _ = self.reports.sender.send(PeerReport {
-                peer: self.spec.name.clone(),
-                incarnation: self.reports.incarnation,
-                synced,
-            });
-        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
