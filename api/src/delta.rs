@@ -160,12 +160,78 @@ pub fn bundle_sha256(files: &[SourceDigest]) -> String {
 
 /// The digests of `files`, in order.
 pub fn digests(files: &[SourceFile]) -> Vec<SourceDigest> {
+    let texts: Vec<&str> = files.iter().map(|file| file.text.as_str()).collect();
     files
         .iter()
-        .map(|file| SourceDigest {
+        .zip(sha256_each(&texts))
+        .map(|(file, digest)| SourceDigest {
             name: file.name.clone(),
-            sha256: file_sha256(&file.text),
+            sha256: hex(&digest),
         })
+        .collect()
+}
+
+/// Texts shorter than this are hashed on the calling thread.
+const PARALLEL_HASH_BYTES: usize = 1 << 20;
+
+/// The SHA-256 of each text, in order. The large ones are shared out, largest first, among
+/// as many threads as there are cores (at most four): a topology is a few files of tens of
+/// megabytes and many small ones, and is hashed on every push by the pusher and the daemon.
+pub fn sha256_each(texts: &[&str]) -> Vec<[u8; 32]> {
+    let sha256 = |text: &str| -> [u8; 32] { Sha256::digest(text.as_bytes()).into() };
+    let mut large: Vec<usize> = (0..texts.len())
+        .filter(|index| texts[*index].len() >= PARALLEL_HASH_BYTES)
+        .collect();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 4)
+        .min(large.len());
+    if workers < 2 {
+        return texts.iter().map(|text| sha256(text)).collect();
+    }
+    // Longest first, each to the least loaded worker.
+    large.sort_unstable_by_key(|index| std::cmp::Reverse(texts[*index].len()));
+    let mut shares: Vec<(usize, Vec<usize>)> = vec![(0, Vec::new()); workers];
+    for index in large {
+        if let Some(share) = shares.iter_mut().min_by_key(|(load, _)| *load) {
+            share.0 += texts[index].len();
+            share.1.push(index);
+        }
+    }
+    let mut digests: Vec<Option<[u8; 32]>> = vec![None; texts.len()];
+    std::thread::scope(|scope| {
+        // A share whose thread cannot be made (the process's limit reached) is hashed below.
+        let handles: Vec<_> = shares
+            .into_iter()
+            .filter_map(|(_, share)| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || {
+                        share
+                            .into_iter()
+                            .map(|index| (index, sha256(texts[index])))
+                            .collect::<Vec<_>>()
+                    })
+                    .ok()
+            })
+            .collect();
+        for (index, text) in texts.iter().enumerate() {
+            if text.len() < PARALLEL_HASH_BYTES {
+                digests[index] = Some(sha256(text));
+            }
+        }
+        for handle in handles {
+            let hashed = handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            for (index, digest) in hashed {
+                digests[index] = Some(digest);
+            }
+        }
+    });
+    texts
+        .iter()
+        .zip(digests)
+        .map(|(text, digest)| digest.unwrap_or_else(|| sha256(text)))
         .collect()
 }
 
@@ -501,6 +567,26 @@ mod tests {
             sources_view_of_digests(3, digests),
             sources_view(3, &files.sources)
         );
+    }
+
+    #[test]
+    fn texts_hashed_on_threads_have_their_own_digests_in_order() {
+        let large: Vec<String> = (0..5_u8)
+            .map(|seed| {
+                char::from(b'a' + seed)
+                    .to_string()
+                    .repeat(PARALLEL_HASH_BYTES + usize::from(seed))
+            })
+            .collect();
+        let mut texts: Vec<&str> = vec!["", "small"];
+        texts.extend(large.iter().map(String::as_str));
+        texts.insert(3, "between");
+        let expected: Vec<[u8; 32]> = texts
+            .iter()
+            .map(|text| Sha256::digest(text.as_bytes()).into())
+            .collect();
+        assert_eq!(sha256_each(&texts), expected);
+        assert_eq!(sha256_each(&[]), Vec::<[u8; 32]>::new());
     }
 
     #[test]

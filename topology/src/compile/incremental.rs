@@ -23,7 +23,6 @@
 use std::collections::{HashMap, VecDeque};
 
 use ipnet::IpNet;
-use sha2::{Digest, Sha256};
 use topologyd_config::{
     Diagnostics, Located, RawPrefix, RawTopology, Source, Span, parse_topology_sources_except,
     parse_topology_sources_owned,
@@ -40,12 +39,10 @@ pub(crate) struct SourceFingerprint {
     pub(crate) items_only: bool,
 }
 
-/// The SHA-256 of every text, in order.
+/// The SHA-256 of every text, in order (the large ones on threads of their own).
 pub(super) fn digests(sources: &[Source]) -> Vec<[u8; 32]> {
-    sources
-        .iter()
-        .map(|source| Sha256::digest(source.text.as_bytes()).into())
-        .collect()
+    let texts: Vec<&str> = sources.iter().map(|source| source.text.as_str()).collect();
+    topologyd_api::delta::sha256_each(&texts)
 }
 
 /// Each file's fingerprint: its digest, and whether the parsed `raw` holds anything but prefixes

@@ -240,6 +240,11 @@ fn merge_sorted<T, K: Ord>(
     right: Vec<T>,
     key: impl Fn(&T) -> K,
 ) -> Vec<T> {
+    let mut left = left.peekable();
+    if left.peek().is_none() {
+        // A full compile: nothing reused, and the parsed list stays where it is.
+        return right;
+    }
     let (least, most) = left.size_hint();
     let mut merged = Vec::with_capacity(most.unwrap_or(least) + right.len());
     let mut right = right.into_iter().peekable();
@@ -403,7 +408,7 @@ fn compile_raw_with(
 /// [`compile_raw_with`] with the items an incremental compile reuses, handing the sources back
 /// with the diagnostics of a failed compile.
 fn compile_phases(
-    raw: RawTopology,
+    mut raw: RawTopology,
     reused: incremental::Reused<'_>,
     generation: u64,
     baseline: Option<&Topology>,
@@ -423,6 +428,9 @@ fn compile_phases(
     let catalogue = services::compile_services(&raw, &fleet, &mut collector);
     let prefixes = prefixes::compile_prefixes(&raw, &reused, &settings, &mut collector);
     evidence::check_customer_evidence(&raw, &settings, baseline, &mut collector);
+    // The raw items are not read past their phase: freed there, not at the end, so that the
+    // compile's peak holds one form of each (a million raw prefixes are ~200 MB).
+    drop(std::mem::take(&mut raw.prefixes));
     let table = bindings::compile_bindings(
         &raw,
         &reused,
@@ -431,11 +439,12 @@ fn compile_phases(
         baseline,
         &mut collector,
     );
+    drop(std::mem::take(&mut raw.bindings));
     // The canonical hash reads only what the phases so far made; it runs on a thread of its
     // own beside the routes and the checks (it is a tenth of a compile, and a push waits for
     // the whole compile).
     let (hash, routes) = std::thread::scope(|scope| {
-        let hash = scope.spawn(|| {
+        let canonical_hash = || {
             hash::canonical_hash(
                 &settings,
                 &fleet.locations,
@@ -443,7 +452,12 @@ fn compile_phases(
                 &prefixes,
                 &table.bindings,
             )
-        });
+        };
+        // A thread that cannot be made (the process's limit reached) hashes here instead.
+        let hash = std::thread::Builder::new()
+            .name("compile-hash".into())
+            .spawn_scoped(scope, canonical_hash)
+            .map_err(|_| canonical_hash);
         let (routes, service_routes) = routes::compile_routes(
             &prefixes,
             &catalogue.services,
@@ -470,9 +484,12 @@ fn compile_phases(
             &fleet,
             &mut collector,
         );
-        let hash = hash
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let hash = match hash {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(canonical_hash) => canonical_hash(),
+        };
         (hash, routes)
     });
 
