@@ -112,14 +112,15 @@ fn short(digest: &str) -> &str {
     digest.get(..12).unwrap_or(digest)
 }
 
-/// A SHA-256 written as 64 hex digits, as bytes.
+/// A SHA-256 written as 64 lower-case hex digits (as [`is_sha256`] wants it), as bytes.
 fn digest_bytes(text: &str) -> Option<[u8; 32]> {
     let digits: Vec<u8> = text
         .chars()
-        .map(|digit| {
-            digit
+        .map(|digit| match digit {
+            '0'..='9' | 'a'..='f' => digit
                 .to_digit(16)
-                .and_then(|value| u8::try_from(value).ok())
+                .and_then(|value| u8::try_from(value).ok()),
+            _ => None,
         })
         .collect::<Option<_>>()?;
     if digits.len() != 64 {
@@ -200,7 +201,9 @@ pub fn sha256_each(texts: &[&str]) -> Vec<[u8; 32]> {
     }
     let mut digests: Vec<Option<[u8; 32]>> = vec![None; texts.len()];
     std::thread::scope(|scope| {
-        // A share whose thread cannot be made (the process's limit reached) is hashed below.
+        // The calling thread hashes the first share and the small texts; a share whose thread
+        // cannot be made (the process's limit reached) is hashed at the end.
+        let own = shares.remove(0).1;
         let handles: Vec<_> = shares
             .into_iter()
             .filter_map(|(_, share)| {
@@ -214,6 +217,9 @@ pub fn sha256_each(texts: &[&str]) -> Vec<[u8; 32]> {
                     .ok()
             })
             .collect();
+        for index in own {
+            digests[index] = Some(sha256(texts[index]));
+        }
         for (index, text) in texts.iter().enumerate() {
             if text.len() < PARALLEL_HASH_BYTES {
                 digests[index] = Some(sha256(text));
@@ -315,7 +321,8 @@ impl BundleDelta {
         ))
     }
 
-    /// Each listed file's SHA-256 as bytes, in order (`None` when one is not 64 hex digits).
+    /// Each listed file's SHA-256 as bytes, in order (`None` when one is not 64 lower-case hex
+    /// digits, which [`BundleDelta::resolve`] refuses too).
     /// Once the delta resolved, each is the SHA-256 of its file in the resolved bundle: the
     /// carried texts were checked against it and the others taken from the base by it, so a
     /// compile may use them instead of hashing the texts again.
@@ -606,12 +613,13 @@ mod tests {
             "+f".repeat(32),
             "ab".repeat(31),
             "é".repeat(32),
-            "AB".repeat(33),
+            "AB".repeat(32),
+            "ab".repeat(33),
         ] {
             delta.files[0].sha256 = bad;
             assert_eq!(delta.file_digests(), None);
         }
-        delta.files[0].sha256 = "AB".repeat(32);
+        delta.files[0].sha256 = "ab".repeat(32);
         assert_eq!(delta.file_digests(), Some(vec![[0xab; 32]]));
     }
 

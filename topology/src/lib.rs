@@ -7,9 +7,10 @@
 //! ```
 //!
 //! Modules: `compile` (building and validation, G1 and blackhole checks), `model` (the
-//! compiled topology and its queries), `location_set` (the bitset), `nesting` (longest-prefix match over the sorted bindings), `plan` (diffs, causes,
-//! guards, verdicts and exit codes), `render` (the human-readable plan), [`fuzz_entry`] (the
-//! compile path's properties on arbitrary bytes, shared by the fuzz target and its replay).
+//! compiled topology and its queries), `location_set` (the bitset), `nesting` (longest-prefix
+//! match over the sorted bindings), `plan` (diffs, causes, guards, verdicts and exit codes),
+//! `render` (the human-readable plan), [`fuzz_entry`] (the compile path's properties on
+//! arbitrary bytes, shared by the fuzz target and its replay).
 
 mod compile;
 pub mod fuzz_entry;

@@ -122,7 +122,8 @@ pub(super) async fn resolve(
         let (stored, digests) = store
             .read_digested(generation)
             .map_err(|error| error.to_string())?;
-        // The store checked every text against the digest it names: no second hashing.
+        // The store checked every text against the digest it names (hashed, or hashed by this
+        // process within minutes with the file unchanged since): no second hashing.
         let (view, resolved) = match &digests {
             Some(digests) => {
                 delta.resolve_with_digests(bundle, generation, stored.bundle.sources, digests)

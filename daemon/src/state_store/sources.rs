@@ -5,10 +5,11 @@
 //! texts ([`SourceRef`]: name, digest, length). A push that changes one file of a 27 MB bundle
 //! writes that file's text and a generation file of a few hundred bytes, instead of the whole
 //! bundle again; a rollback writes no text at all. Every read checks each text against its
-//! length, and against its digest unless this process already hashed or compared that very
-//! file (same inode, length and modification time before and after the read; a delta push
-//! reads the running generation's texts each time, and hashing 27 MB again told nothing new),
-//! so a stored generation stays complete and verifiable.
+//! length, and against its digest unless this process hashed or compared that very file less
+//! than ten minutes ago (the same device, inode, length, modification and change times, before
+//! and after the read, all more than 2 s old when it was checked; a delta push reads the
+//! running generation's texts each time, and hashing 27 MB again told nothing new), so a
+//! stored generation stays complete and verifiable.
 //!
 //! Must not touch: generation files and their numbering (the parent module writes those, after
 //! [`SourceTexts::store`] made the texts durable), what a text means.
@@ -61,38 +62,67 @@ pub(super) struct SourceTexts {
     /// while a text found corrupt is moved aside: a reader never moves a text a commit has
     /// just written or checked.
     writing: Mutex<()>,
-    /// The texts this process wrote, hashed or compared byte for byte, by digest, with the
-    /// file's identity then (a commit trusts such a file without reading it again, a read
-    /// without hashing it again); only files last modified [`SETTLED_AFTER`] before.
-    verified: Mutex<HashMap<String, FileStamp>>,
+    /// The texts this process hashed or compared byte for byte, by digest, with the file's
+    /// stamp then and when: a commit trusts such a file without reading it again, a read
+    /// without hashing it again, for [`TRUSTED_FOR`] and while the stamp holds.
+    verified: Mutex<HashMap<String, Checked>>,
+    /// How many texts reads have hashed (the others were trusted by their stamp).
+    hashed_reads: std::sync::atomic::AtomicU64,
 }
 
-/// What identifies a file's content without reading it: inode, length, modification time.
-type FileStamp = (u64, u64, i64, i64);
-
-/// How old a file's modification time must be before its stamp may stand for its content. The
-/// kernel stamps writes with a coarse clock (a tick of a few milliseconds), so a file changed
-/// in place within a tick of being checked could keep its stamp; one last modified longer ago
-/// than this cannot be changed without its stamp changing (git's "racily clean" entries, the
-/// same way round).
-const SETTLED_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Whether `metadata`'s modification time is old enough for its stamp to be trusted.
-fn settled(metadata: &fs::Metadata) -> bool {
-    metadata
-        .modified()
-        .ok()
-        .and_then(|modified| modified.elapsed().ok())
-        .is_some_and(|age| age >= SETTLED_AFTER)
+/// What identifies a file's content without reading it: device, inode, length, modification
+/// and change times. The change time cannot be set from user space, so a rewrite that keeps
+/// the modification time (`cp -p`, `touch -d`) changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    device: u64,
+    inode: u64,
+    length: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
 }
 
-fn stamp(metadata: &fs::Metadata) -> FileStamp {
-    (
-        metadata.ino(),
-        metadata.len(),
-        metadata.mtime(),
-        metadata.mtime_nsec(),
-    )
+/// How old a file's modification and change times must be before its stamp may stand for its
+/// content. The kernel stamps writes with a coarse clock (a tick of a few milliseconds), so a
+/// file changed in place within a tick of being checked could keep its stamp; one changed
+/// longer ago than this cannot be changed again without its stamp changing (git's "racily
+/// clean" entries, the same way round).
+const SETTLED_AFTER_SECONDS: i64 = 2;
+
+/// How long a check stands: damage below the file system (a bad sector read back after the
+/// page cache dropped the file) changes no stamp, so every text is hashed again at least this
+/// often while pushes read it.
+const TRUSTED_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl FileStamp {
+    fn of(metadata: &fs::Metadata) -> FileStamp {
+        FileStamp {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            length: metadata.len(),
+            modified: (metadata.mtime(), metadata.mtime_nsec()),
+            changed: (metadata.ctime(), metadata.ctime_nsec()),
+        }
+    }
+
+    /// Whether both times are old enough for the stamp to be trusted.
+    fn settled(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+            });
+        [self.modified.0, self.changed.0]
+            .iter()
+            .all(|seconds| now.saturating_sub(*seconds) >= SETTLED_AFTER_SECONDS)
+    }
+}
+
+/// A check of a text: the file's stamp then, and when.
+#[derive(Debug, Clone, Copy)]
+struct Checked {
+    stamp: FileStamp,
+    at: std::time::Instant,
 }
 
 impl SourceTexts {
@@ -102,6 +132,7 @@ impl SourceTexts {
             dir: state_dir.join(SOURCES_DIR),
             writing: Mutex::default(),
             verified: Mutex::default(),
+            hashed_reads: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -123,28 +154,41 @@ impl SourceTexts {
         if !metadata.is_file() || metadata.len() != text.len() as u64 {
             return false;
         }
-        let mut verified = self
-            .verified
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if verified.get(sha256) == Some(&stamp(&metadata)) {
+        let stamp = FileStamp::of(&metadata);
+        if self.trusted(sha256, stamp) {
             return true;
         }
         let same = fs::read(&path).is_ok_and(|bytes| bytes == text.as_bytes());
-        if same && settled(&metadata) {
-            verified.insert(sha256.to_owned(), stamp(&metadata));
+        if same {
+            self.remember(sha256, stamp);
         }
         same
     }
 
-    fn remember(&self, sha256: &str) {
-        if let Ok(metadata) = fs::symlink_metadata(self.path(sha256))
-            && settled(&metadata)
-        {
+    /// Whether the text of digest `sha256` was checked, with this stamp, less than
+    /// [`TRUSTED_FOR`] ago.
+    fn trusted(&self, sha256: &str, stamp: FileStamp) -> bool {
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(sha256)
+            .is_some_and(|checked| checked.stamp == stamp && checked.at.elapsed() < TRUSTED_FOR)
+    }
+
+    /// Remembers that the text of digest `sha256` was checked with `stamp` (a settled one
+    /// only: see [`SETTLED_AFTER_SECONDS`]).
+    fn remember(&self, sha256: &str, stamp: FileStamp) {
+        if stamp.settled() {
             self.verified
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(sha256.to_owned(), stamp(&metadata));
+                .insert(
+                    sha256.to_owned(),
+                    Checked {
+                        stamp,
+                        at: std::time::Instant::now(),
+                    },
+                );
         }
     }
 
@@ -215,7 +259,6 @@ impl SourceTexts {
                     let sha256 = file_sha256(&file.text);
                     if !self.holds(&sha256, &file.text) {
                         place(&self.path(&sha256), file.text.as_bytes())?;
-                        self.remember(&sha256);
                     }
                     sha256
                 }
@@ -276,7 +319,7 @@ impl SourceTexts {
             });
         }
         let path = self.path(&reference.sha256);
-        let (bytes, checked) = match self.read_text(&path, &reference.sha256) {
+        let (bytes, stamp) = match read_text(&path) {
             Ok(read) => read,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 return Err(failure(
@@ -322,9 +365,11 @@ impl SourceTexts {
         }
         let text = String::from_utf8(bytes)
             .map_err(|_| failure(path.clone(), true, "is not UTF-8".to_owned()))?;
-        if checked {
+        if stamp.is_some_and(|stamp| self.trusted(&reference.sha256, stamp)) {
             return Ok(text);
         }
+        self.hashed_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let actual = file_sha256(&text);
         if actual != reference.sha256 {
             return Err(failure(
@@ -336,28 +381,16 @@ impl SourceTexts {
             ));
         }
         // Checked against its name: a commit naming it need not compare it again.
-        self.remember(&reference.sha256);
+        if let Some(stamp) = stamp {
+            self.remember(&reference.sha256, stamp);
+        }
         Ok(text)
     }
 
-    /// The bytes of the text at `path`, and whether this process checked them already: it
-    /// hashed or compared this very file (its inode, length and modification time unchanged
-    /// since, before and after this read), so hashing it again would tell nothing new. Every
-    /// text is hashed at least once per process; a file changed in place gets a new stamp and
-    /// is hashed again.
-    fn read_text(&self, path: &Path, sha256: &str) -> io::Result<(Vec<u8>, bool)> {
-        let mut file = fs::File::open(path)?;
-        let before = stamp(&file.metadata()?);
-        let mut bytes = Vec::with_capacity(usize::try_from(before.1).unwrap_or(0));
-        file.read_to_end(&mut bytes)?;
-        let after = stamp(&file.metadata()?);
-        let known = self
-            .verified
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(sha256)
-            .copied();
-        Ok((bytes, before == after && known == Some(before)))
+    /// How many texts reads have hashed so far.
+    #[cfg(test)]
+    pub(super) fn hashed_reads(&self) -> u64 {
+        self.hashed_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Removes every stored text no kept generation references (`referenced`), and temp
@@ -396,6 +429,17 @@ impl SourceTexts {
         }
         fs::metadata(self.path(sha256)).map_or(0, |metadata| metadata.len())
     }
+}
+
+/// The bytes of the file at `path`, and its stamp when it was the same before and after the
+/// read (taken from the open file, so it is the stamp of the bytes read).
+fn read_text(path: &Path) -> io::Result<(Vec<u8>, Option<FileStamp>)> {
+    let mut file = fs::File::open(path)?;
+    let before = FileStamp::of(&file.metadata()?);
+    let mut bytes = Vec::with_capacity(usize::try_from(before.length).unwrap_or(0));
+    file.read_to_end(&mut bytes)?;
+    let after = FileStamp::of(&file.metadata()?);
+    Ok((bytes, (before == after).then_some(before)))
 }
 
 fn hex(bytes: &[u8; 32]) -> String {

@@ -447,15 +447,8 @@ fn a_damaged_text_of_the_same_length_is_stored_again_by_the_next_commit_naming_i
     assert_eq!(store.read(4).unwrap().bundle.sources[0].text, "abc");
 }
 
-/// Sets a file's modification time `seconds` back, as if it had been written that long ago.
-fn age(path: &Path, seconds: u64) {
-    let file = fs::File::options().append(true).open(path).unwrap();
-    let when = std::time::SystemTime::now() - std::time::Duration::from_secs(seconds);
-    file.set_modified(when).unwrap();
-}
-
 #[test]
-fn a_text_read_again_is_hashed_again_unless_checked_and_unchanged_since() {
+fn a_text_read_again_is_hashed_again_unless_checked_settled_and_unchanged_since() {
     let dir = tempfile::tempdir().unwrap();
     let text_path = dir
         .path()
@@ -463,11 +456,14 @@ fn a_text_read_again_is_hashed_again_unless_checked_and_unchanged_since() {
         .join(file_sha256("abc"));
     let store = StateStore::open(dir.path(), 5).unwrap();
     store.commit(&stored(1, &[("a.toml", "abc")])).unwrap();
+    let hashed = |expected: u64| assert_eq!(store.texts.hashed_reads(), expected);
     // Racily clean: written just now, so a change within the clock's tick could keep its
-    // stamp. It is hashed on every read, and damage in place is found even when the damage
-    // keeps the inode, the length and the modification time.
+    // stamp. Hashed on every read, and damage in place is found even when it keeps the
+    // modification time.
     let written = fs::metadata(&text_path).unwrap().modified().unwrap();
     assert_eq!(store.read(1).unwrap().bundle.sources[0].text, "abc");
+    assert_eq!(store.read(1).unwrap().bundle.sources[0].text, "abc");
+    hashed(2);
     fs::write(&text_path, "xbc").unwrap();
     fs::File::options()
         .append(true)
@@ -479,27 +475,28 @@ fn a_text_read_again_is_hashed_again_unless_checked_and_unchanged_since() {
         store.read(1),
         Err(StateError::Source { corrupt: true, .. })
     ));
-    // Settled: a read that hashed it once trusts it while its stamp holds, and a change
-    // in place (which stamps the file anew) is hashed and found.
+    hashed(3);
+    // Settled (changed more than 2 s before the check): a read that hashed it once trusts it
+    // while its stamp holds; a change in place stamps it anew and is hashed and found.
     store.commit(&stored(2, &[("a.toml", "abc")])).unwrap();
-    age(&text_path, 60);
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
     assert_eq!(store.read(2).unwrap().bundle.sources[0].text, "abc");
+    hashed(4);
     assert_eq!(store.read(2).unwrap().bundle.sources[0].text, "abc");
+    assert_eq!(store.read(1).unwrap().bundle.sources[0].text, "abc");
+    hashed(4);
     fs::write(&text_path, "abx").unwrap();
     assert!(matches!(
         store.read(2),
         Err(StateError::Source { corrupt: true, .. })
     ));
+    hashed(5);
     // A new process trusts nothing it has not hashed itself.
     store.commit(&stored(3, &[("a.toml", "abc")])).unwrap();
-    age(&text_path, 60);
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
     assert_eq!(store.read(3).unwrap().bundle.sources[0].text, "abc");
     drop(store);
-    fs::write(&text_path, "xyz").unwrap();
-    age(&text_path, 30);
     let store = StateStore::open(dir.path(), 5).unwrap();
-    assert!(matches!(
-        store.read(3),
-        Err(StateError::Source { corrupt: true, .. })
-    ));
+    assert_eq!(store.read(3).unwrap().bundle.sources[0].text, "abc");
+    assert_eq!(store.texts.hashed_reads(), 1);
 }

@@ -24,8 +24,8 @@ use std::collections::{HashMap, VecDeque};
 
 use ipnet::IpNet;
 use topologyd_config::{
-    Diagnostics, Located, RawPrefix, RawTopology, Source, Span, parse_topology_sources_except,
-    parse_topology_sources_owned,
+    Diagnostics, Located, RawPrefix, RawTopology, Settings, Source, Span,
+    parse_topology_sources_except, parse_topology_sources_owned,
 };
 
 use crate::model::{Prefix, Service, Topology};
@@ -249,6 +249,19 @@ impl<'a> Reused<'a> {
     }
 }
 
+/// Whether two `[settings]` are the same but for where they are written: a prefix's own checks
+/// read the values only (a file added before the settings' file moves their span).
+fn same_settings(new: &Settings, old: &Settings) -> bool {
+    let without_place = |settings: &Settings| {
+        let mut settings = settings.clone();
+        if let Some(onboarding) = settings.onboarding.as_mut() {
+            onboarding.span = Span::default();
+        }
+        settings
+    };
+    without_place(new) == without_place(old)
+}
+
 /// The reused files' items ([`Reused`]). Under other settings than the baseline's, the
 /// prefixes are rebuilt as raw items and appended to `raw` instead, to be checked again one by
 /// one: the phases order items by (cidr, span) before they read them, so the order of the raw
@@ -261,7 +274,7 @@ fn reused_items<'a>(
     let reused = Reused {
         baseline: Some(baseline),
         moved_to,
-        compiled_prefixes: raw.settings == baseline.settings,
+        compiled_prefixes: same_settings(&raw.settings, &baseline.settings),
     };
     if reused.compiled_prefixes {
         return reused;
