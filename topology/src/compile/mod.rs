@@ -248,12 +248,17 @@ fn merge_sorted<T, K: Ord>(
     let (least, most) = left.size_hint();
     let mut merged = Vec::with_capacity(most.unwrap_or(least) + right.len());
     let mut right = right.into_iter().peekable();
-    for item in left {
+    while right.peek().is_some() {
+        let Some(item) = left.next() else {
+            break;
+        };
         while let Some(next) = right.next_if(|next| key(next) < key(&item)) {
             merged.push(next);
         }
         merged.push(item);
     }
+    // One of them is used up: the rest of the other goes as it is, without comparing keys.
+    merged.extend(left);
     merged.extend(right);
     merged
 }

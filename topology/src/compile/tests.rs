@@ -542,3 +542,20 @@ fn names_differing_only_in_case_are_warned_about() {
         "{warnings:?}"
     );
 }
+
+proptest::proptest! {
+    /// Merging two sorted lists is a stable sort of the first followed by the second: the
+    /// incremental compile relies on it to order reused and parsed items as a full sort would.
+    #[test]
+    fn merge_sorted_is_a_stable_sort_of_both(
+        mut left in proptest::collection::vec((0_u8..16, 0_u16..1000), 0..60),
+        mut right in proptest::collection::vec((0_u8..16, 0_u16..1000), 0..60),
+    ) {
+        left.sort_by_key(|item| item.0);
+        right.sort_by_key(|item| item.0);
+        let mut expected: Vec<(u8, u16)> = left.iter().chain(&right).copied().collect();
+        expected.sort_by_key(|item| item.0);
+        let merged = merge_sorted(left.into_iter(), right, |item| item.0);
+        proptest::prop_assert_eq!(merged, expected);
+    }
+}
