@@ -153,6 +153,19 @@ impl Collector {
                 .any(|(severity, ..)| *severity == Severity::Error)
     }
 
+    /// Adds `other`'s findings after this one's, as if each had been reported here in turn
+    /// (those past [`MAX_REPORTED_DIAGNOSTICS`] are counted, not kept).
+    pub(crate) fn append(&mut self, other: Collector) {
+        for (severity, span, message, help) in other.pending {
+            match severity {
+                Severity::Error => self.error(span, message, help),
+                Severity::Warning => self.warning(span, message, help),
+            }
+        }
+        self.dropped_errors += other.dropped_errors;
+        self.dropped_warnings += other.dropped_warnings;
+    }
+
     /// Resolves every span and sorts by source order, then position; findings without a
     /// position come last in the order they were reported.
     pub fn finish(self, sources: &SourceMap) -> Diagnostics {

@@ -198,7 +198,7 @@ fn finish(
                 irr_token: fields.irr_token,
                 rdns_token: fields.rdns_token,
                 evidence: match fields.evidence {
-                    Some(parts) => Some(parts.finish()?),
+                    Some(parts) => Some(Box::new(parts.finish()?)),
                     None => None,
                 },
             });

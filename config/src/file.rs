@@ -101,7 +101,8 @@ pub(crate) struct PrefixFile {
     pub(crate) rpki: Option<crate::model::NotFoundPolicy>,
     pub(crate) irr_token: Option<String>,
     pub(crate) rdns_token: Option<String>,
-    pub(crate) evidence: Option<Spanned<EvidenceFile>>,
+    /// Boxed: few prefixes carry it, and unboxed it would be a third of every prefix's size.
+    pub(crate) evidence: Option<Box<Spanned<EvidenceFile>>>,
 }
 
 /// `[prefix.evidence]`: the signed proof of a customer prefix's ownership and intent.

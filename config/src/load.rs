@@ -36,6 +36,10 @@ pub fn load_sources<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Source>, LoadErro
             let mut bytes = Vec::new();
             std::fs::File::open(path)
                 .and_then(|file| {
+                    // Sized from the file's length: a buffer grown by doubling while it reads
+                    // would hold up to twice the text at the compile's peak.
+                    let length = file.metadata().map_or(0, |metadata| metadata.len());
+                    bytes.reserve_exact(usize::try_from(length.min(limit as u64 + 1)).unwrap_or(0));
                     std::io::Read::read_to_end(
                         &mut std::io::Read::take(file, limit as u64 + 1),
                         &mut bytes,

@@ -247,7 +247,8 @@ pub struct RawPrefix {
     pub irr_token: Option<String>,
     pub rdns_token: Option<String>,
     /// `[prefix.evidence]`, at its table.
-    pub evidence: Option<Located<PrefixEvidence>>,
+    /// Boxed: few prefixes carry it, and unboxed it would be a third of every prefix's size.
+    pub evidence: Option<Box<Located<PrefixEvidence>>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

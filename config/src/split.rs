@@ -8,7 +8,11 @@
 //! next prefix or binding table; then the scanner goes on. The other tables are parsed by `toml`
 //! as one document in which everything else is blanked, so every span stays the file's own.
 //!
-//! Owns: the cutting and the per-table reads. Must not touch: diagnostics. It reports nothing:
+//! The prefix and binding tables read are handed on about every 256 KiB (a chunk ends where a
+//! `[[prefix]]` or `[[binding]]` table starts), so that the parser converts them as they come
+//! and a large file's tables are never all held twice.
+//!
+//! Owns: the cutting, the chunks and the per-table reads. Must not touch: diagnostics. It reports nothing:
 //! `None` (a piece that does not parse, a header it does not expect, a budget exceeded) means
 //! "parse the whole document", which reports exactly what it always did. Whatever it accepts,
 //! the whole-document parse accepts and reads identically (a proptest in `parse/tests_split.rs`
@@ -59,36 +63,93 @@ struct TableFile {
     binding: Vec<BindingFile>,
 }
 
-/// Reads `text` table by table; `None` when any piece cannot be read so (the caller then
-/// parses the whole document). When `scanned` is false (the caller skipped the pre-scan of the
-/// whole file because it is ASCII), the pieces the line scanner did not read are pre-scanned
-/// here, and any finding also means `None`: the lines it reads hold nothing the pre-scan
-/// reports (no control character, nothing non-ASCII, no nesting beyond two levels), so the
-/// file's pre-scan finds nothing either.
+/// Where the per-table reader hands the prefix and binding tables it has read, a chunk at a
+/// time and in file order: `take` empties both lists. The parser converts each chunk at once,
+/// so a large file's tables are never all held twice (as read and as converted).
+pub(crate) trait Tables {
+    fn take(&mut self, prefixes: &mut Vec<PrefixFile>, bindings: &mut Vec<BindingFile>);
+
+    /// About this many prefix and binding tables are coming (a count of their headers, to size
+    /// the lists they are converted into once instead of growing them).
+    fn expect(&mut self, _prefixes: usize, _bindings: usize) {}
+}
+
+/// Collects every table handed over (what the tests compare with the whole-document parse).
+#[cfg(test)]
+impl Tables for (Vec<PrefixFile>, Vec<BindingFile>) {
+    fn take(&mut self, prefixes: &mut Vec<PrefixFile>, bindings: &mut Vec<BindingFile>) {
+        self.0.append(prefixes);
+        self.1.append(bindings);
+    }
+}
+
+/// About this many bytes of the file are scanned before the tables read so far are handed
+/// over (a prefix table is about 200 bytes: some thousand tables a chunk).
+pub(crate) const CHUNK_BYTES: usize = 256 << 10;
+
+/// [`read_by_tables_into`] keeping the prefix and binding tables in the returned model.
+#[cfg(test)]
 pub(crate) fn read_by_tables(text: &str, scanned: bool) -> Option<FileModel> {
+    let mut tables = (Vec::new(), Vec::new());
+    let mut model = read_by_tables_into(text, scanned, CHUNK_BYTES, &mut tables)?;
+    (model.prefix, model.binding) = tables;
+    Some(model)
+}
+
+/// Reads `text` table by table, handing its prefix and binding tables to `tables` about every
+/// `chunk_bytes` ([`CHUNK_BYTES`] in production) and returning the file's other tables; `None`
+/// when any piece cannot be read so (the caller then parses the whole document, and must drop
+/// what `tables` was handed: the file is read again whole). When `scanned` is false (the caller skipped the pre-scan of the whole file
+/// because it is ASCII), the pieces the line scanner did not read are pre-scanned here, and
+/// any finding also means `None`: the lines it reads hold nothing the pre-scan reports (no
+/// control character, nothing non-ASCII, no nesting beyond two levels), so the file's
+/// pre-scan finds nothing either.
+pub(crate) fn read_by_tables_into(
+    text: &str,
+    scanned: bool,
+    chunk_bytes: usize,
+    tables: &mut impl Tables,
+) -> Option<FileModel> {
     let mut prefix = Vec::new();
     let mut binding = Vec::new();
     let mut others: Vec<Range<usize>> = Vec::new();
+    if text.len() > chunk_bytes {
+        // Capped at what the text could hold: a header inside a multi-line string counts too.
+        let (prefixes, bindings) = count_headers(text);
+        tables.expect(
+            prefixes.min(text.len() / MIN_PREFIX_TABLE_BYTES),
+            bindings.min(text.len() / MIN_BINDING_TABLE_BYTES),
+        );
+    }
     let mut position = 0;
-    while let Err(stop) =
-        crate::fast::read_until(text, position..text.len(), &mut prefix, &mut binding)
-    {
-        let piece = piece_at(text, stop)?;
-        if !scanned && !scans_clean(text.get(piece.range.clone())?) {
-            return None;
+    let mut end = 0;
+    while position < text.len() {
+        // A cut stays good until passed: it is where a table starts, past `position`.
+        if end <= position {
+            end = chunk_end(text, position, chunk_bytes);
         }
-        match piece.kind {
-            Kind::Other => others.push(piece.range.clone()),
-            Kind::Prefix | Kind::Binding => {
-                read_table(text, piece.range.clone(), &mut prefix, &mut binding)?;
+        match crate::fast::read_until(text, position..end, &mut prefix, &mut binding) {
+            Ok(()) => position = end,
+            Err(stop) => {
+                let piece = piece_at(text, stop)?;
+                if !scanned && !scans_clean(text.get(piece.range.clone())?) {
+                    return None;
+                }
+                match piece.kind {
+                    Kind::Other => others.push(piece.range.clone()),
+                    Kind::Prefix | Kind::Binding => {
+                        read_table(text, piece.range.clone(), &mut prefix, &mut binding)?;
+                    }
+                }
+                if piece.range.end <= stop {
+                    return None;
+                }
+                position = piece.range.end;
             }
         }
-        if piece.range.end <= stop {
-            return None;
-        }
-        position = piece.range.end;
+        tables.take(&mut prefix, &mut binding);
     }
-    let mut model = if others.is_empty() {
+    let model = if others.is_empty() {
         FileModel {
             settings: None,
             location: Vec::new(),
@@ -102,9 +163,70 @@ pub(crate) fn read_by_tables(text: &str, scanned: bool) -> Option<FileModel> {
     if !model.prefix.is_empty() || !model.binding.is_empty() {
         return None;
     }
-    model.prefix = prefix;
-    model.binding = binding;
     Some(model)
+}
+
+/// The fewest bytes a `[[prefix]]` table can take (header, `cidr = "::/0"`, `origin_asn`,
+/// `owner`, `advertise`, written without spaces), and a `[[binding]]` table.
+const MIN_PREFIX_TABLE_BYTES: usize = 60;
+const MIN_BINDING_TABLE_BYTES: usize = 36;
+
+/// The number of `[[prefix]]` and of `[[binding]]` header lines: about the number of tables (a
+/// multi-line string may hold such a line too; only a size hint). One pass of `memchr`'s
+/// substring search, a few milliseconds for 100 MB.
+pub(crate) fn count_headers(text: &str) -> (usize, usize) {
+    header_lines(text.as_bytes(), 0).fold((0, 0), |(prefixes, bindings), (_, kind)| match kind {
+        Kind::Prefix => (prefixes + 1, bindings),
+        Kind::Binding | Kind::Other => (prefixes, bindings + 1),
+    })
+}
+
+/// Where the chunk of `text` that starts at `start` ends: the start of the first
+/// `[[prefix]]` or `[[binding]]` header line found from `chunk_bytes` on (and past `start`),
+/// or the end of the text. The line scanner reads only one-line values, so when it reads a
+/// chunk whole, the chunk's end is a line of the top level, and a table and its sub-tables
+/// are never cut apart. (A header the scanner does not read stops it there, cut or not.)
+fn chunk_end(text: &str, start: usize, chunk_bytes: usize) -> usize {
+    let from = start.saturating_add(chunk_bytes).min(text.len());
+    header_lines(text.as_bytes(), from)
+        .map(|(line, _)| line)
+        .find(|&line| line > start)
+        .unwrap_or(text.len())
+}
+
+/// The start of every line whose `[[` is at or after `from` and that is a `[[prefix]]` or
+/// `[[binding]]` header (spaces and tabs allowed before the brackets and around the name; what
+/// follows the `]]` is not looked at), with its kind.
+fn header_lines(bytes: &[u8], from: usize) -> impl Iterator<Item = (usize, Kind)> + '_ {
+    let rest = bytes.get(from..).unwrap_or_default();
+    memchr::memmem::find_iter(rest, b"[[").filter_map(move |at| {
+        let at = from + at;
+        let before = bytes.get(..at)?;
+        let indent = before
+            .iter()
+            .rev()
+            .take_while(|&&byte| byte == b' ' || byte == b'\t')
+            .count();
+        let line = at - indent;
+        if line > 0 && before.get(line - 1) != Some(&b'\n') {
+            return None;
+        }
+        Some((line, header_kind(bytes.get(at + 2..)?)?))
+    })
+}
+
+/// The kind of the header whose name and closing brackets begin `rest` (after its `[[`).
+fn header_kind(rest: &[u8]) -> Option<Kind> {
+    let blank = |byte: &u8| *byte == b' ' || *byte == b'\t';
+    let name_start = rest.iter().position(|byte| !blank(byte))?;
+    let name = rest.get(name_start..)?;
+    let (kind, after) = if let Some(after) = name.strip_prefix(b"prefix") {
+        (Kind::Prefix, after)
+    } else {
+        (Kind::Binding, name.strip_prefix(b"binding")?)
+    };
+    let close = after.iter().position(|byte| !blank(byte))?;
+    after.get(close..)?.starts_with(b"]]").then_some(kind)
 }
 
 /// Whether the pre-scan finds nothing to report in `text` (a piece starting at a line's start).
@@ -124,13 +246,17 @@ fn read_table(
     }
     let offset = range.start;
     let table: TableFile = toml::from_str(text.get(range)?).ok()?;
-    prefixes.extend(table.prefix.into_iter().map(|prefix| PrefixFile {
-        cidr: shift(prefix.cidr, offset),
-        origin_asn: shift(prefix.origin_asn, offset),
-        announce: prefix.announce.map(|announce| shift(announce, offset)),
-        roa: prefix.roa.map(|roa| shift(roa, offset)),
-        evidence: prefix.evidence.map(|evidence| shift(evidence, offset)),
-        ..prefix
+    prefixes.extend(table.prefix.into_iter().map(|prefix| {
+        PrefixFile {
+            cidr: shift(prefix.cidr, offset),
+            origin_asn: shift(prefix.origin_asn, offset),
+            announce: prefix.announce.map(|announce| shift(announce, offset)),
+            roa: prefix.roa.map(|roa| shift(roa, offset)),
+            evidence: prefix
+                .evidence
+                .map(|evidence| Box::new(shift(*evidence, offset))),
+            ..prefix
+        }
     }));
     bindings.extend(table.binding.into_iter().map(|binding| BindingFile {
         cidr: shift(binding.cidr, offset),

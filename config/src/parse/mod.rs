@@ -21,7 +21,7 @@ mod tests_split;
 mod values;
 
 use self::locations::convert_locations;
-use self::prefixes::{convert_bindings, convert_prefixes};
+use self::prefixes::{StreamedTables, convert_bindings, convert_prefixes};
 use self::service::convert_services;
 use self::settings::convert_settings;
 use crate::bounds;
@@ -50,14 +50,15 @@ pub fn parse_topology_sources_owned(sources: Vec<Source>) -> Result<RawTopology,
 /// Like [`parse_topology_sources`], but always returns what parsed (items with errors left out)
 /// together with the diagnostics.
 pub fn parse_topology_sources_with_warnings(sources: Vec<Source>) -> (RawTopology, Diagnostics) {
-    parse_with(sources, Reader::ByTables)
+    parse_with(sources, Reader::BY_TABLES)
 }
 
 /// How a file's tables are read: the production path (line scanner, then table by table, then
 /// the whole document), or the whole document only, the reference the tests compare with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reader {
-    ByTables,
+    /// Table by table, the tables read handed on about every `chunk_bytes` of the file.
+    ByTables { chunk_bytes: usize },
     #[cfg(test)]
     WholeDocument,
 }
@@ -75,7 +76,13 @@ pub fn parse_topology_sources_except(
     sources: Vec<Source>,
     skip: &[bool],
 ) -> (RawTopology, Diagnostics) {
-    parse_selected(sources, Reader::ByTables, skip)
+    parse_selected(sources, Reader::BY_TABLES, skip)
+}
+
+impl Reader {
+    const BY_TABLES: Reader = Reader::ByTables {
+        chunk_bytes: crate::split::CHUNK_BYTES,
+    };
 }
 
 fn parse_with(sources: Vec<Source>, reader: Reader) -> (RawTopology, Diagnostics) {
@@ -103,7 +110,15 @@ fn parse_selected(
             continue;
         }
         let source_id = u32::try_from(index).unwrap_or(u32::MAX);
-        let Some(file) = read_file(source_id, &source.text, reader, &mut collector) else {
+        let mut streamed = StreamedTables::new(source_id, &mut raw.prefixes, &mut raw.bindings);
+        let read = read_file(
+            source_id,
+            &source.text,
+            reader,
+            &mut streamed,
+            &mut collector,
+        );
+        let Some(file) = read else {
             continue;
         };
         if let Some(settings) = file.settings {
@@ -123,8 +138,19 @@ fn parse_selected(
             &mut raw.services,
             &mut collector,
         );
-        convert_prefixes(source_id, file.prefix, &mut raw.prefixes, &mut collector);
-        convert_bindings(source_id, file.binding, &mut raw.bindings, &mut collector);
+        streamed.finish(&mut collector);
+        convert_prefixes(
+            source_id,
+            file.prefix.into_iter(),
+            &mut raw.prefixes,
+            &mut collector,
+        );
+        convert_bindings(
+            source_id,
+            file.binding.into_iter(),
+            &mut raw.bindings,
+            &mut collector,
+        );
     }
     check_location_count(&raw.locations, &mut collector);
     raw.settings_span = settings_seen;
@@ -136,36 +162,40 @@ fn parse_selected(
 /// One file's tables: table by table when it can (`split`: the line scanner reads the simple
 /// `[[prefix]]`/`[[binding]]` tables, `toml` each other one alone and the other tables as one
 /// document), else through TOML as one document after the pre-scan; `None` (with the errors
-/// reported) when the file is refused or is not valid TOML for the schema. Every error comes
-/// from the pre-scan and the whole-document parse: the per-table reader reports nothing and
-/// only reads what the whole-document parse would read identically.
+/// reported) when the file is refused or is not valid TOML for the schema. Read table by
+/// table, the file's prefix and binding tables are in `streamed` (converted as they were read)
+/// and the model returned holds none; parsed as one document, `streamed` holds none of them
+/// (it was rolled back) and the model holds them all. Every error comes from the pre-scan and
+/// the whole-document parse: the per-table reader reports nothing and only reads what the
+/// whole-document parse would read identically.
 fn read_file(
     source_id: u32,
     text: &str,
     reader: Reader,
+    streamed: &mut StreamedTables<'_>,
     collector: &mut Collector,
 ) -> Option<FileModel> {
     // The pre-scan looks for forbidden characters, nesting and parse cost. Of an ASCII file
     // the per-table reader pre-scans only what the line scanner does not read (the lines it
     // reads hold nothing the scan could find); of any other file, the whole file first.
-    let by_tables = match reader {
-        Reader::ByTables => true,
+    let (by_tables, chunk_bytes) = match reader {
+        Reader::ByTables { chunk_bytes } => (true, chunk_bytes),
         #[cfg(test)]
-        Reader::WholeDocument => false,
+        Reader::WholeDocument => (false, 0),
     };
     let ascii = text.is_ascii();
-    if by_tables
-        && ascii
-        && let Some(file) = crate::split::read_by_tables(text, false)
-    {
-        return Some(file);
+    if by_tables && ascii {
+        match crate::split::read_by_tables_into(text, false, chunk_bytes, streamed) {
+            Some(file) => return Some(file),
+            None => streamed.roll_back(),
+        }
     }
     let scan = bounds::scan_file(source_id, text, collector)?;
-    if by_tables
-        && !ascii
-        && let Some(file) = crate::split::read_by_tables(text, true)
-    {
-        return Some(file);
+    if by_tables && !ascii {
+        match crate::split::read_by_tables_into(text, true, chunk_bytes, streamed) {
+            Some(file) => return Some(file),
+            None => streamed.roll_back(),
+        }
     }
     if !bounds::check_parse_cost(source_id, text.len(), scan, collector) {
         return None;

@@ -6,14 +6,96 @@ use crate::diagnostic::Collector;
 use crate::file::{BindingFile, PrefixFile};
 use crate::model::{AnnounceMode, Located, PrefixEvidence, RawBinding, RawPrefix, Roa};
 use crate::source::span_of;
+use crate::split::Tables;
+
+/// One file's prefix and binding tables converted as the per-table reader hands them over.
+/// Their findings are kept apart, prefixes' and bindings', and [`Self::finish`] adds them to
+/// the parse's findings in the order converting the whole file at once reports them (which
+/// decides which findings are kept past the limit). A file the reader gives up on is rolled
+/// back, items and findings ([`Self::roll_back`]), and read again whole.
+pub(super) struct StreamedTables<'a> {
+    source_id: u32,
+    prefixes: &'a mut Vec<RawPrefix>,
+    bindings: &'a mut Vec<RawBinding>,
+    /// The lengths of `prefixes` and `bindings` before this file.
+    before: (usize, usize),
+    prefix_findings: Collector,
+    binding_findings: Collector,
+}
+
+impl<'a> StreamedTables<'a> {
+    pub(super) fn new(
+        source_id: u32,
+        prefixes: &'a mut Vec<RawPrefix>,
+        bindings: &'a mut Vec<RawBinding>,
+    ) -> Self {
+        let before = (prefixes.len(), bindings.len());
+        StreamedTables {
+            source_id,
+            prefixes,
+            bindings,
+            before,
+            prefix_findings: Collector::new(),
+            binding_findings: Collector::new(),
+        }
+    }
+
+    /// Forgets every table taken from this file.
+    pub(super) fn roll_back(&mut self) {
+        self.prefixes.truncate(self.before.0);
+        self.bindings.truncate(self.before.1);
+        self.prefix_findings = Collector::new();
+        self.binding_findings = Collector::new();
+    }
+
+    /// Adds the findings of the tables taken to `collector`: prefixes', then bindings'.
+    pub(super) fn finish(self, collector: &mut Collector) {
+        collector.append(self.prefix_findings);
+        collector.append(self.binding_findings);
+    }
+}
+
+impl Tables for StreamedTables<'_> {
+    fn take(&mut self, prefixes: &mut Vec<PrefixFile>, bindings: &mut Vec<BindingFile>) {
+        convert_prefixes(
+            self.source_id,
+            prefixes.drain(..),
+            self.prefixes,
+            &mut self.prefix_findings,
+        );
+        convert_bindings(
+            self.source_id,
+            bindings.drain(..),
+            self.bindings,
+            &mut self.binding_findings,
+        );
+    }
+
+    /// Sized exactly for the first file that holds tables; grown as usual (doubling) for
+    /// later ones, so many large files do not copy the list once each.
+    fn expect(&mut self, prefixes: usize, bindings: usize) {
+        reserve_for(self.prefixes, prefixes);
+        reserve_for(self.bindings, bindings);
+    }
+}
+
+/// Room in `list` for `coming` more items.
+fn reserve_for<T>(list: &mut Vec<T>, coming: usize) {
+    if list.is_empty() {
+        list.reserve_exact(coming);
+    } else {
+        list.reserve(coming);
+    }
+}
 
 /// Appends one file's prefixes to `prefixes`; a prefix whose CIDR does not parse is left out.
 pub(super) fn convert_prefixes(
     source_id: u32,
-    files: Vec<PrefixFile>,
+    files: impl ExactSizeIterator<Item = PrefixFile>,
     prefixes: &mut Vec<RawPrefix>,
     collector: &mut Collector,
 ) {
+    prefixes.reserve(files.len());
     for prefix in files {
         // `owner` and the tokens keep no span of their own: reported at the prefix's cidr.
         let prefix_span = span_of(source_id, &prefix.cidr);
@@ -55,9 +137,9 @@ pub(super) fn convert_prefixes(
             irr_token: prefix.irr_token,
             rdns_token: prefix.rdns_token,
             evidence: prefix.evidence.map(|evidence| {
-                let span = span_of(source_id, &evidence);
+                let span = span_of(source_id, &*evidence);
                 let evidence = evidence.into_inner();
-                Located::new(
+                Box::new(Located::new(
                     PrefixEvidence {
                         longest_announced: evidence.longest_announced,
                         token_sha256: evidence.token_sha256,
@@ -67,7 +149,7 @@ pub(super) fn convert_prefixes(
                         signature: evidence.signature,
                     },
                     span,
-                )
+                ))
             }),
         });
     }
@@ -76,7 +158,7 @@ pub(super) fn convert_prefixes(
 /// Appends one file's bindings to `bindings`; a binding whose CIDR does not parse is left out.
 pub(super) fn convert_bindings(
     source_id: u32,
-    files: Vec<BindingFile>,
+    files: impl ExactSizeIterator<Item = BindingFile>,
     bindings: &mut Vec<RawBinding>,
     collector: &mut Collector,
 ) {

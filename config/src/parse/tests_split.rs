@@ -230,6 +230,7 @@ proptest! {
         layout in 0..4_u8,
         defect in (0..DEFECTS * 2, any::<usize>()),
         crlf in any::<bool>(),
+        chunk_bytes in prop_oneof![Just(0_usize), 1..400_usize, Just(crate::split::CHUNK_BYTES)],
     ) {
         // Half the cases carry no defect.
         let defect = (if defect.0 < DEFECTS { defect.0 } else { 0 }, defect.1);
@@ -250,7 +251,9 @@ proptest! {
                 prop_assert!(!has_tables || read, "not read by tables: {}", source.text);
             }
         }
-        let (fast, fast_diagnostics) = parse_with(sources.clone(), Reader::ByTables);
+        // Handed on table by table (0), every few tables, or the whole file at once.
+        let (fast, fast_diagnostics) =
+            parse_with(sources.clone(), Reader::ByTables { chunk_bytes });
         let (whole, whole_diagnostics) = parse_with(sources, Reader::WholeDocument);
         prop_assert_eq!(fast_diagnostics.to_string(), whole_diagnostics.to_string());
         prop_assert_eq!(format!("{:?}", fast.settings), format!("{:?}", whole.settings));
@@ -264,4 +267,59 @@ proptest! {
             prop_assert_eq!(whole.prefixes.len(), prefixes.len());
         }
     }
+}
+
+/// A large file is handed on in chunks that end before a `[[prefix]]` or `[[binding]]` line,
+/// and the lists it is converted into are sized once from the count of those lines.
+#[test]
+fn a_large_file_is_read_in_chunks_into_lists_sized_once() {
+    let mut text = String::from("[[binding]]\ncidr = \"10.0.0.0/8\"\nservice = \"s\"\n\n");
+    for index in 0..3000 {
+        text.push_str(&format!(
+            "[[prefix]]\ncidr = \"10.{}.{}.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n[prefix.roa]\nasn = 1\nmax_length = 24\n\n",
+            index / 256,
+            index % 256
+        ));
+    }
+    text.push_str("[[prefix.not_a_header_counted]]\n");
+    assert_eq!(crate::split::count_headers(&text), (3000, 1));
+    // Headers with spaces and tabs before the brackets and around the name count; arrays of
+    // arrays, sub-tables and other names do not.
+    let forms = "  [[ prefix ]]  # a\r\n\t[[binding\t]]\n[[prefix]]x\nx = [[1]]\n[[prefixes]]\n[[binding.a]]\n# [[prefix]]\n";
+    assert_eq!(crate::split::count_headers(forms), (2, 1));
+
+    struct Chunks {
+        taken: Vec<(usize, usize)>,
+        expected: Option<(usize, usize)>,
+    }
+    impl crate::split::Tables for Chunks {
+        fn take(
+            &mut self,
+            prefixes: &mut Vec<crate::file::PrefixFile>,
+            bindings: &mut Vec<crate::file::BindingFile>,
+        ) {
+            self.taken.push((prefixes.len(), bindings.len()));
+            prefixes.clear();
+            bindings.clear();
+        }
+        fn expect(&mut self, prefixes: usize, bindings: usize) {
+            self.expected = Some((prefixes, bindings));
+        }
+    }
+    let text = text.replace("[[prefix.not_a_header_counted]]\n", "");
+    let mut chunks = Chunks {
+        taken: Vec::new(),
+        expected: None,
+    };
+    let model = crate::split::read_by_tables_into(&text, false, 16 << 10, &mut chunks).unwrap();
+    assert!(model.prefix.is_empty() && model.binding.is_empty());
+    assert_eq!(chunks.expected, Some((3000, 1)));
+    let (prefixes, bindings) = chunks
+        .taken
+        .iter()
+        .fold((0, 0), |sum, chunk| (sum.0 + chunk.0, sum.1 + chunk.1));
+    assert_eq!((prefixes, bindings), (3000, 1));
+    // About 100 tables of about 100 bytes in each 16 KiB chunk, the roa sub-tables never
+    // cut from their prefix (each would then be read as a table of its own and fail).
+    assert!(chunks.taken.len() > 10, "{:?}", chunks.taken.len());
 }

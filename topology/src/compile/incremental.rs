@@ -300,7 +300,7 @@ fn reused_items<'a>(
             evidence: prefix
                 .evidence
                 .as_deref()
-                .map(|evidence| Located::new(evidence.clone(), span)),
+                .map(|evidence| Box::new(Located::new(evidence.clone(), span))),
         }
     }));
     reused
