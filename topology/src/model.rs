@@ -422,13 +422,18 @@ impl Topology {
             .iter()
             .map(|service| service.announcing.contains(index))
             .collect();
-        Ok(self
-            .route_services
-            .iter()
-            .enumerate()
-            .filter(|(_, service)| present[**service as usize])
-            .map(|(route, _)| self.desired_route(&self.routes[route]))
-            .collect())
+        let announced = |service: &u32| present.get(*service as usize).copied().unwrap_or(false);
+        // Counted first, so that a million routes fill a list made once at their size.
+        let mut desired =
+            Vec::with_capacity(self.route_services.iter().filter(|s| announced(s)).count());
+        desired.extend(
+            self.route_services
+                .iter()
+                .zip(&self.routes)
+                .filter(|(service, _)| announced(service))
+                .map(|(_, route)| self.desired_route(route)),
+        );
+        Ok(desired)
     }
 
     /// Every route with the locations announcing it, ordered by prefix (routes announced

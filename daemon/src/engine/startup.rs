@@ -335,8 +335,15 @@ impl Engine {
         let bundle = SourceBundle {
             sources: topology.take_sources(),
         };
-        let running = Self::running_from(config, topology, meta.clone())?;
-        store.commit(&StoredGeneration { meta, bundle })?;
-        Ok(running)
+        if topology.location(&config.location).is_none() {
+            return Err(StartError::UnknownLocation(config.location.clone()));
+        }
+        // Stored (and its texts freed) before this location's routes are listed, so that the
+        // texts and the list are not held at once.
+        store.commit(&StoredGeneration {
+            meta: meta.clone(),
+            bundle,
+        })?;
+        Self::running_from(config, topology, meta)
     }
 }

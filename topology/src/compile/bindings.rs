@@ -3,7 +3,7 @@
 //! binding placed in its onboarded prefix by one merge sweep, and the longest-match index made.
 
 use ipnet::IpNet;
-use topologyd_config::{Collector, RawTopology, Span};
+use topologyd_config::{Collector, RawBinding, RawTopology, Span};
 
 use super::incremental::Reused;
 use super::services::Catalogue;
@@ -36,6 +36,7 @@ impl BindingTable {
 /// Bindings (the parsed ones and the `reused` ones): services resolved, sorted once, placed in
 /// their onboarded prefixes.
 pub(super) fn compile_bindings(
+    raw_bindings: Vec<RawBinding>,
     raw: &RawTopology,
     reused: &Reused<'_>,
     catalogue: &Catalogue,
@@ -62,14 +63,19 @@ pub(super) fn compile_bindings(
         }
         service
     };
-    let mut parsed: Vec<(u32, Span, IpNet)> = Vec::with_capacity(raw.bindings.len());
-    for raw_binding in &raw.bindings {
-        let cidr = validate_network(&raw_binding.cidr, "binding", collector);
-        let service = &raw_binding.service;
-        if let Some(service) = resolve(cidr, &service.value, service.span, collector) {
-            parsed.push((service, raw_binding.cidr.span, cidr));
-        }
-    }
+    // Each raw binding is consumed as it is resolved (the list made is written into the raw
+    // list's memory where the allocator allows, and freed with it otherwise), so that the raw
+    // and the compiled bindings are not held at once.
+    let mut parsed: Vec<(u32, Span, IpNet)> = raw_bindings
+        .into_iter()
+        .filter_map(|raw_binding| {
+            let cidr = validate_network(&raw_binding.cidr, "binding", collector);
+            let service = &raw_binding.service;
+            let service = resolve(cidr, &service.value, service.span, collector)?;
+            Some((service, raw_binding.cidr.span, cidr))
+        })
+        .collect();
+    parsed.shrink_to_fit();
     let key = |(_, span, cidr): &(u32, Span, IpNet)| (network_key(cidr), *span);
     parsed.sort_unstable_by_key(key);
     // A reused binding compiled before (its cidr has no host bits); its service is looked up

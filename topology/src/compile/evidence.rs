@@ -21,18 +21,30 @@ use std::collections::HashMap;
 
 use ipnet::IpNet;
 use topologyd_config::{
-    AnnounceMode, Collector, Located, OnboardingPolicy, PrefixEvidence, RawPrefix, RawTopology,
-    Settings, Span,
+    AnnounceMode, Collector, Located, OnboardingPolicy, PrefixEvidence, RawPrefix, Settings, Span,
 };
 use topologyd_ownership::evidence::{EvidenceKeys, Prepared, WrittenEvidence, verify_all};
 
 use super::network_key;
 use crate::model::{Prefix, Topology};
 
+/// The prefixes G6 checks: advertised, of another owner than the operator (a copy; none
+/// without an onboarding policy).
+pub(super) fn customer_prefixes(prefixes: &[RawPrefix], settings: &Settings) -> Vec<RawPrefix> {
+    let Some(policy) = &settings.onboarding else {
+        return Vec::new();
+    };
+    prefixes
+        .iter()
+        .filter(|prefix| prefix.advertise && prefix.owner != policy.operator_owner)
+        .cloned()
+        .collect()
+}
+
 /// Reports G6 for every advertised customer prefix whose evidence is missing or does not
-/// verify.
+/// verify (`customer_prefixes`: what [`customer_prefixes`] gave).
 pub(super) fn check_customer_evidence(
-    raw: &RawTopology,
+    customer_prefixes: &[RawPrefix],
     settings: &Settings,
     baseline: Option<&Topology>,
     collector: &mut Collector,
@@ -59,11 +71,7 @@ pub(super) fn check_customer_evidence(
     let mut verified: Vec<(&RawPrefix, Span)> = Vec::new();
     // In (cidr, place) order, not the raw list's: the batch check draws its coefficients from
     // the items in order, and an incremental compile appends the prefixes it reuses.
-    let mut customer_prefixes: Vec<&RawPrefix> = raw
-        .prefixes
-        .iter()
-        .filter(|prefix| prefix.advertise && prefix.owner != policy.operator_owner)
-        .collect();
+    let mut customer_prefixes: Vec<&RawPrefix> = customer_prefixes.iter().collect();
     customer_prefixes
         .sort_unstable_by_key(|prefix| (network_key(&prefix.cidr.value), prefix.cidr.span));
     for prefix in customer_prefixes {

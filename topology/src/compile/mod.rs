@@ -431,12 +431,18 @@ fn compile_phases(
     let settings = raw.settings.clone();
     let fleet = fleet::compile_locations(&raw, &mut collector);
     let catalogue = services::compile_services(&raw, &fleet, &mut collector);
-    let prefixes = prefixes::compile_prefixes(&raw, &reused, &settings, &mut collector);
-    evidence::check_customer_evidence(&raw, &settings, baseline, &mut collector);
-    // The raw items are not read past their phase: freed there, not at the end, so that the
-    // compile's peak holds one form of each (a million raw prefixes are ~200 MB).
-    drop(std::mem::take(&mut raw.prefixes));
+    // The raw items are not read past their phase: consumed or freed there, not at the end,
+    // so that the compile's peak holds one form of each (a million raw prefixes are ~180 MB).
+    // G6 reads the customer prefixes as written (few, and none without an onboarding policy).
+    let customer_prefixes = evidence::customer_prefixes(&raw.prefixes, &settings);
+    let raw_prefixes = std::mem::take(&mut raw.prefixes);
+    let prefixes =
+        prefixes::compile_prefixes(raw_prefixes, &raw, &reused, &settings, &mut collector);
+    evidence::check_customer_evidence(&customer_prefixes, &settings, baseline, &mut collector);
+    drop(customer_prefixes);
+    let raw_bindings = std::mem::take(&mut raw.bindings);
     let table = bindings::compile_bindings(
+        raw_bindings,
         &raw,
         &reused,
         &catalogue,
@@ -444,7 +450,6 @@ fn compile_phases(
         baseline,
         &mut collector,
     );
-    drop(std::mem::take(&mut raw.bindings));
     // The canonical hash reads only what the phases so far made; it runs on a thread of its
     // own beside the routes and the checks (it is a tenth of a compile, and a push waits for
     // the whole compile).

@@ -14,21 +14,25 @@ use super::{
 use crate::model::Prefix;
 
 /// Onboarded prefixes, sorted and disjoint (a later overlapping one is an error and dropped):
-/// the parsed ones checked one by one, and `reused` ones an incremental compile took, already
-/// compiled, from the running generation (sorted by cidr; checked there under the same
-/// settings, so only the overlaps are checked again).
+/// the parsed ones (`raw_prefixes`, taken out of `raw`) checked one by one, and `reused` ones an
+/// incremental compile took, already compiled, from the running generation (sorted by cidr;
+/// checked there under the same settings, so only the overlaps are checked again).
 pub(super) fn compile_prefixes(
+    raw_prefixes: Vec<RawPrefix>,
     raw: &RawTopology,
     reused: &Reused<'_>,
     settings: &Settings,
     collector: &mut Collector,
 ) -> Vec<Prefix> {
     let mut owners = Owners::default();
-    let mut prefix_candidates: Vec<Prefix> = raw
-        .prefixes
-        .iter()
-        .map(|raw_prefix| compile_prefix(raw_prefix, settings, &mut owners, collector))
+    // Each raw prefix is consumed as it is compiled: the compiled list is written into the
+    // raw list's memory (a compiled prefix is smaller), then cut to its size, so that a
+    // million prefixes are never held in both forms at once.
+    let mut prefix_candidates: Vec<Prefix> = raw_prefixes
+        .into_iter()
+        .map(|raw_prefix| compile_prefix(&raw_prefix, settings, &mut owners, collector))
         .collect();
+    prefix_candidates.shrink_to_fit();
     let key = |prefix: &Prefix| (network_key(&prefix.cidr), prefix.span);
     prefix_candidates.sort_unstable_by_key(key);
     drop_overlapping_prefixes(
