@@ -63,19 +63,16 @@ pub(super) fn compile_bindings(
         }
         service
     };
-    // Each raw binding is consumed as it is resolved (the list made is written into the raw
-    // list's memory where the allocator allows, and freed with it otherwise), so that the raw
-    // and the compiled bindings are not held at once.
-    let mut parsed: Vec<(u32, Span, IpNet)> = raw_bindings
-        .into_iter()
-        .filter_map(|raw_binding| {
-            let cidr = validate_network(&raw_binding.cidr, "binding", collector);
-            let service = &raw_binding.service;
-            let service = resolve(cidr, &service.value, service.span, collector)?;
-            Some((service, raw_binding.cidr.span, cidr))
-        })
-        .collect();
-    parsed.shrink_to_fit();
+    // Each raw binding is consumed as it is resolved (its service name freed there), and the
+    // raw list is freed before the sort and the table are built beside the resolved ones.
+    let mut parsed: Vec<(u32, Span, IpNet)> = Vec::with_capacity(raw_bindings.len());
+    for raw_binding in raw_bindings {
+        let cidr = validate_network(&raw_binding.cidr, "binding", collector);
+        let service = &raw_binding.service;
+        if let Some(service) = resolve(cidr, &service.value, service.span, collector) {
+            parsed.push((service, raw_binding.cidr.span, cidr));
+        }
+    }
     let key = |(_, span, cidr): &(u32, Span, IpNet)| (network_key(cidr), *span);
     parsed.sort_unstable_by_key(key);
     // A reused binding compiled before (its cidr has no host bits); its service is looked up

@@ -431,9 +431,10 @@ fn compile_phases(
     let settings = raw.settings.clone();
     let fleet = fleet::compile_locations(&raw, &mut collector);
     let catalogue = services::compile_services(&raw, &fleet, &mut collector);
-    // The raw items are not read past their phase: consumed or freed there, not at the end,
-    // so that the compile's peak holds one form of each (a million raw prefixes are ~180 MB).
-    // G6 reads the customer prefixes as written (few, and none without an onboarding policy).
+    // The raw items are not read past their phase: consumed there, not freed at the end, so
+    // that the compile's peak holds one form of each (a million raw prefixes are ~180 MB).
+    // G6 reads a copy of the customer prefixes as written: none without an onboarding policy,
+    // and in a fleet of mostly customer prefixes about the raw list again.
     let customer_prefixes = evidence::customer_prefixes(&raw.prefixes, &settings);
     let raw_prefixes = std::mem::take(&mut raw.prefixes);
     let prefixes =
