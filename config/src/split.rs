@@ -12,13 +12,13 @@
 //! `[[prefix]]` or `[[binding]]` table starts), so that the parser converts them as they come
 //! and a large file's tables are never all held twice.
 //!
-//! Owns: the cutting, the chunks and the per-table reads. Must not touch: diagnostics. It reports nothing:
-//! `None` (a piece that does not parse, a header it does not expect, a budget exceeded) means
-//! "parse the whole document", which reports exactly what it always did. Whatever it accepts,
+//! Owns: the cutting, the chunks and the per-table reads. Must not touch: diagnostics. It reports
+//! nothing: `None` (a piece that does not parse, a header it does not expect, a budget exceeded)
+//! means "parse the whole document", which reports exactly what it always did. Whatever it accepts,
 //! the whole-document parse accepts and reads identically (a proptest in `parse/tests_split.rs`
-//! compares them): the pieces are cut where the parser is at the start of a top-level line, and
-//! no piece can touch another's tables — a header or root key naming `prefix` or `binding` in
-//! any other form than a plain `[[prefix]]`/`[[binding]]` (or its sub-table right after it)
+//! compares them): the pieces are cut where the parser is at the start of a top-level line, and no
+//! piece can touch another's tables — a header or root key naming `prefix` or `binding` in any
+//! other form than a plain `[[prefix]]`/`[[binding]]` (or its sub-table right after it)
 //! sends the file to the whole-document parse.
 
 use std::ops::Range;
@@ -97,13 +97,13 @@ pub(crate) fn read_by_tables(text: &str, scanned: bool) -> Option<FileModel> {
 }
 
 /// Reads `text` table by table, handing its prefix and binding tables to `tables` about every
-/// `chunk_bytes` ([`CHUNK_BYTES`] in production) and returning the file's other tables; `None`
-/// when any piece cannot be read so (the caller then parses the whole document, and must drop
-/// what `tables` was handed: the file is read again whole). When `scanned` is false (the caller skipped the pre-scan of the whole file
-/// because it is ASCII), the pieces the line scanner did not read are pre-scanned here, and
-/// any finding also means `None`: the lines it reads hold nothing the pre-scan reports (no
-/// control character, nothing non-ASCII, no nesting beyond two levels), so the file's
-/// pre-scan finds nothing either.
+/// `chunk_bytes` ([`CHUNK_BYTES`] in production) and returning the file's other tables; `None` when
+/// any piece cannot be read so (the caller then parses the whole document, and must drop what
+/// `tables` was handed: the file is read again whole). When `scanned` is false (the caller skipped
+/// the pre-scan of the whole file because it is ASCII), the pieces the line scanner did not read
+/// are pre-scanned here, and any finding also means `None`: the lines it reads hold nothing the
+/// pre-scan reports (no control character, nothing non-ASCII, no nesting beyond two levels), so the
+/// file's pre-scan finds nothing either.
 pub(crate) fn read_by_tables_into(
     text: &str,
     scanned: bool,
