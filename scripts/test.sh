@@ -6,6 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
+# The build and the suites need room: a full test build of the workspace takes several GB. Say
+# how much there is, so that a run that dies of a full disk says so at its top.
+disk_free() { df -Pk . | awk 'NR == 2 { printf "%d", $4 / 1048576 }'; }
+echo "test.sh: $(disk_free) GiB free on the disk of $PWD"
+if [ "$(disk_free)" -lt 8 ]; then
+  echo "test.sh: warning: less than 8 GiB free; the build may fail with 'No space left on device'" >&2
+fi
 bash scripts/setup.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -36,7 +43,8 @@ set -e
 if ! bash packaging/check-deb.sh debug 2>&1 | tee -a target/test-output.log; then
   status=1
 fi
-echo "test.sh: finished in $(( $(date +%s) - started )) s"
+echo "test.sh: finished in $(( $(date +%s) - started )) s, $(du -sh target | cut -f1) in target/," \
+  "$(disk_free) GiB left free"
 # One closing line for the whole run (cargo's last "test result" is the doc tests').
 awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
      END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' \
