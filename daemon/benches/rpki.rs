@@ -34,7 +34,7 @@ fn workload() -> (LocationRoutes, VrpSet) {
     let routes = LocationRoutes {
         generation: 1,
         version: 0,
-        routes: (0..ROUTES).map(|index| (route_prefix(index), 0)).collect(),
+        routes: Arc::new((0..ROUTES).map(|index| (route_prefix(index), 0)).collect()),
         intents: vec![RouteIntent {
             origin_asn: ORIGIN,
             attributes: RouteAttributes::default(),

@@ -41,8 +41,11 @@ pub struct LocationRoutes {
     /// Publication counter: bumps on every publish, also when health or a drain changes what
     /// is announced within one generation (peers report the version they have sent).
     pub version: u64,
-    /// Sorted by prefix, each with an index into `intents`.
-    pub routes: Vec<(IpNet, u32)>,
+    /// Sorted by prefix, each with an index into `intents`. Shared: a publication that
+    /// changes no route (no service withdrawn or degraded here, none held back) shares the
+    /// running generation's list instead of holding a second copy (24 bytes a route); a change
+    /// copies it first (`Arc::make_mut`).
+    pub routes: Arc<Vec<(IpNet, u32)>>,
     /// Distinct attribute sets; routes sharing one are packed together.
     pub intents: Vec<RouteIntent>,
 }
@@ -77,7 +80,7 @@ impl LocationRoutes {
         LocationRoutes {
             generation,
             version: 0,
-            routes,
+            routes: Arc::new(routes),
             intents,
         }
     }
@@ -109,7 +112,7 @@ pub fn carry_since(
 ) -> Vec<u32> {
     let mut carried = Vec::with_capacity(next.routes.len());
     let mut old = previous.routes.iter().zip(since).peekable();
-    for (prefix, index) in &next.routes {
+    for (prefix, index) in next.routes.iter() {
         while old.next_if(|((before, _), _)| before < prefix).is_some() {}
         let kept =
             old.next_if(|((before, _), _)| before == prefix)
@@ -255,7 +258,7 @@ mod tests {
         LocationRoutes {
             generation: 1,
             version: 0,
-            routes,
+            routes: Arc::new(routes),
             intents: vec![intent(13335, 0), intent(13335, 1)],
         }
     }

@@ -152,17 +152,28 @@ pub fn apply(
         });
         remap.push(Some(index));
     }
-    let routes = base
-        .routes
+    // No service withdrawn and no two intents merged (the usual case: every service announced
+    // as the topology says): the same route list, shared with `base` rather than copied.
+    let unchanged = remap
         .iter()
-        .filter_map(|(prefix, index)| {
-            remap
-                .get(*index as usize)
-                .copied()
-                .flatten()
-                .map(|new| (*prefix, new))
-        })
-        .collect();
+        .enumerate()
+        .all(|(old, new)| usize::try_from(new.unwrap_or(u32::MAX)).ok() == Some(old));
+    let routes = if unchanged {
+        base.routes.clone()
+    } else {
+        Arc::new(
+            base.routes
+                .iter()
+                .filter_map(|(prefix, index)| {
+                    remap
+                        .get(*index as usize)
+                        .copied()
+                        .flatten()
+                        .map(|new| (*prefix, new))
+                })
+                .collect(),
+        )
+    };
     LocationRoutes {
         generation: base.generation,
         version,
@@ -204,7 +215,7 @@ fn degraded(intent: &RouteIntent, topology: &Topology) -> RouteIntent {
 /// Routes announced per service in `routes`.
 pub fn routes_per_service(routes: &LocationRoutes) -> BTreeMap<Arc<str>, u64> {
     let mut counts: BTreeMap<Arc<str>, u64> = BTreeMap::new();
-    for (_, index) in &routes.routes {
+    for (_, index) in routes.routes.iter() {
         if let Some(intent) = routes.intent(*index) {
             *counts.entry(intent.service.clone()).or_default() += 1;
         }
@@ -216,6 +227,7 @@ pub fn routes_per_service(routes: &LocationRoutes) -> BTreeMap<Arc<str>, u64> {
 mod tests {
     use super::*;
     use crate::state_store::ServiceDrain;
+    use ipnet::IpNet;
     use topologyd_config::Source;
     use topologyd_topology::compile;
 
@@ -349,6 +361,61 @@ service = "local"
         assert_eq!(published.routes.len(), 3);
         assert_eq!(published.version, 7);
         assert_eq!(published.intents, base.intents);
+        // Nothing changed: the route list is the running one, not a copy.
+        assert!(Arc::ptr_eq(&published.routes, &base.routes));
+    }
+
+    /// Every combination of the services' health: the published routes are the base's less
+    /// the withdrawn services', each with its service's (possibly degraded) intent; the list is
+    /// shared with the base exactly when no service is withdrawn, and the base never changes.
+    #[test]
+    fn every_health_combination_publishes_the_base_less_withdrawn_services() {
+        let topology = topology();
+        let base = base(&topology);
+        let before = base.clone();
+        let services = ["web", "dns", "local"];
+        for mask in 0..(1u32 << services.len()) {
+            let verdicts: Vec<(&str, bool)> = services
+                .iter()
+                .enumerate()
+                .map(|(bit, name)| (*name, mask & (1 << bit) == 0))
+                .collect();
+            let decisions = decide_with(&topology, &health(&verdicts), &DrainState::default());
+            let published = apply(&base, &topology, &decisions, 1);
+            let action = |service: &str| decisions.get(service).map(|decision| decision.action);
+            let expected: Vec<(IpNet, &str, bool)> = base
+                .routes
+                .iter()
+                .filter_map(|(prefix, index)| {
+                    let service = base.intents[*index as usize].service.as_ref();
+                    match action(service) {
+                        Some(ServiceAction::Withdraw) => None,
+                        Some(ServiceAction::Degrade) => Some((*prefix, service, true)),
+                        _ => Some((*prefix, service, false)),
+                    }
+                })
+                .collect();
+            let got: Vec<(IpNet, &str, bool)> = published
+                .routes
+                .iter()
+                .map(|(prefix, index)| {
+                    let intent = &published.intents[*index as usize];
+                    (*prefix, intent.service.as_ref(), intent.degraded)
+                })
+                .collect();
+            assert_eq!(got, expected, "health {verdicts:?}");
+            // Shared whenever no route is withdrawn (degraded services keep their routes and
+            // intent indices; only the intents differ), a copy otherwise.
+            let withdrawn = decisions
+                .values()
+                .any(|decision| decision.action == ServiceAction::Withdraw);
+            assert_eq!(
+                Arc::ptr_eq(&published.routes, &base.routes),
+                !withdrawn,
+                "health {verdicts:?}"
+            );
+            assert_eq!(base, before);
+        }
     }
 
     #[test]

@@ -221,7 +221,7 @@ pub fn count_unencodable(
     }
     let mut count = 0u64;
     let mut first = None;
-    for (prefix, intent) in &routes.routes {
+    for (prefix, intent) in routes.routes.iter() {
         if !carried.carries(prefix) {
             continue;
         }

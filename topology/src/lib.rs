@@ -29,8 +29,8 @@ pub use compile::{
 };
 pub use location_set::LocationSet;
 pub use model::{
-    AnnouncedRoute, DesiredRoute, Explanation, Location, Prefix, RouteAttributes, Service,
-    Topology, TopologyError, TopologySummary,
+    AnnouncedRoute, DesiredRoute, Explanation, Location, Prefix, PrefixOwnership, RouteAttributes,
+    Service, Topology, TopologyError, TopologySummary,
 };
 pub use plan::*;
 pub use render::collapse_locations;

@@ -780,7 +780,7 @@ impl EngineCore {
         self.decisions = decisions;
         let current = &self.published;
         if next.generation == current.generation
-            && next.routes == current.routes
+            && (Arc::ptr_eq(&next.routes, &current.routes) || next.routes == current.routes)
             && next.intents == current.intents
         {
             return None;

@@ -115,7 +115,7 @@ pub fn runtime_guard(
             "runtime: {prefix} would be announced here, but the plan approved no such announcement"
         ));
     }
-    for (prefix, _) in &after.routes {
+    for (prefix, _) in after.routes.iter() {
         match topology.longest_binding(prefix) {
             Some((binding, _)) if binding.contains(prefix) => {}
             _ => problems.push(format!(

@@ -186,7 +186,7 @@ impl RpkiBook {
         let previous = std::mem::take(&mut self.verdicts);
         let mut changes = Vec::new();
         let mut verdicts = Vec::with_capacity(routes.routes.len());
-        for (prefix, index) in &routes.routes {
+        for (prefix, index) in routes.routes.iter() {
             // Every route gets a verdict (they stay parallel to `routes.routes`).
             let intent = routes.intent(*index);
             let origin_asn = intent.map_or(0, |intent| intent.origin_asn);
@@ -368,9 +368,7 @@ impl RpkiBook {
             }
         }
         if !self.held.is_empty() {
-            routes
-                .routes
-                .retain(|(prefix, _)| !self.held.contains(prefix));
+            Arc::make_mut(&mut routes.routes).retain(|(prefix, _)| !self.held.contains(prefix));
         }
         changes
     }

@@ -33,7 +33,7 @@ fn routes() -> LocationRoutes {
     LocationRoutes {
         generation: 1,
         version: 1,
-        routes,
+        routes: Arc::new(routes),
         intents: vec![intent],
     }
 }

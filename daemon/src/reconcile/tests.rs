@@ -67,7 +67,7 @@ fn routes(generation: u64, list: &[(&str, u32)]) -> LocationRoutes {
     LocationRoutes {
         generation,
         version: generation,
-        routes,
+        routes: Arc::new(routes),
         intents: meds.into_iter().map(intent).collect(),
     }
 }

@@ -102,7 +102,7 @@ pub(super) fn check_customer_evidence(
         let unchanged = verified_before.get(&prefix.cidr.value).is_some_and(|old| {
             *old.owner == *prefix.owner
                 && old.origin_asn == prefix.origin_asn.value
-                && old.evidence.as_deref() == Some(&evidence.value)
+                && old.evidence() == Some(&evidence.value)
         });
         if unchanged {
             continue;
@@ -178,7 +178,9 @@ fn verified_in<'a>(
         .prefixes()
         .iter()
         .filter(|prefix| {
-            prefix.advertise && *prefix.owner != *policy.operator_owner && prefix.evidence.is_some()
+            prefix.advertise
+                && *prefix.owner != *policy.operator_owner
+                && prefix.evidence().is_some()
         })
         .map(|prefix| (prefix.cidr, prefix))
         .collect()

@@ -107,8 +107,8 @@ pub(super) fn canonical_hash(
             }
             None => hasher.number(u64::MAX),
         }
-        hasher.text(prefix.irr_token.as_deref().unwrap_or(""));
-        hasher.text(prefix.rdns_token.as_deref().unwrap_or(""));
+        hasher.text(prefix.irr_token().unwrap_or(""));
+        hasher.text(prefix.rdns_token().unwrap_or(""));
         // The default policy adds nothing, so hashes are those of before the policy existed.
         match prefix.rpki {
             NotFoundPolicy::Warn => {}
@@ -116,7 +116,7 @@ pub(super) fn canonical_hash(
             NotFoundPolicy::Refuse => hasher.number(RPKI_REFUSE_MARKER),
         }
         // Evidence adds nothing when absent, so hashes are those of before it existed.
-        if let Some(evidence) = &prefix.evidence {
+        if let Some(evidence) = prefix.evidence() {
             hasher.number(EVIDENCE_MARKER);
             hasher.text(&evidence.token_sha256);
             hasher.text(&evidence.signature);

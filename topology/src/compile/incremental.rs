@@ -295,11 +295,10 @@ fn reused_items<'a>(
             announce: Located::new(prefix.announce, span),
             roa: prefix.roa.map(|roa| Located::new(roa, span)),
             rpki: prefix.rpki,
-            irr_token: prefix.irr_token.as_deref().map(str::to_owned),
-            rdns_token: prefix.rdns_token.as_deref().map(str::to_owned),
+            irr_token: prefix.irr_token().map(str::to_owned),
+            rdns_token: prefix.rdns_token().map(str::to_owned),
             evidence: prefix
-                .evidence
-                .as_deref()
+                .evidence()
                 .map(|evidence| Box::new(Located::new(evidence.clone(), span))),
         }
     }));

@@ -11,7 +11,7 @@ use super::incremental::Reused;
 use super::{
     MAX_ROUTES_PER_PREFIX, family_bits, family_name, merge_sorted, network_key, validate_network,
 };
-use crate::model::Prefix;
+use crate::model::{Prefix, PrefixOwnership};
 
 /// Onboarded prefixes, sorted and disjoint (a later overlapping one is an error and dropped):
 /// the parsed ones (`raw_prefixes`, taken out of `raw`) checked one by one, and `reused` ones an
@@ -87,12 +87,14 @@ fn compile_prefix(
         },
         roa: raw_prefix.roa.as_ref().map(|roa| roa.value),
         rpki: raw_prefix.rpki,
-        irr_token: raw_prefix.irr_token.as_deref().map(Box::from),
-        rdns_token: raw_prefix.rdns_token.as_deref().map(Box::from),
-        evidence: raw_prefix
-            .evidence
-            .as_ref()
-            .map(|evidence| Box::new(evidence.value.clone())),
+        ownership: PrefixOwnership::boxed(
+            raw_prefix.irr_token.as_deref(),
+            raw_prefix.rdns_token.as_deref(),
+            raw_prefix
+                .evidence
+                .as_deref()
+                .map(|evidence| &evidence.value),
+        ),
         span: raw_prefix.cidr.span,
     }
 }

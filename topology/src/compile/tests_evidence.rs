@@ -86,7 +86,7 @@ fn g6_accepts_valid_evidence_and_leaves_the_operator_alone() {
         topology
             .prefixes()
             .iter()
-            .any(|prefix| prefix.evidence.is_some())
+            .any(|prefix| prefix.evidence().is_some())
     );
     // Without [settings.onboarding] nothing is required.
     compile_with("", &prefix("192.0.2.0/24", "other", true, None)).unwrap();

@@ -58,7 +58,7 @@ impl std::fmt::Display for Effect {
                     "publish version={} generation={}:",
                     routes.version, routes.generation
                 )?;
-                for (prefix, index) in &routes.routes {
+                for (prefix, index) in routes.routes.iter() {
                     match routes.intent(*index) {
                         Some(intent) if intent.degraded => {
                             write!(formatter, " {prefix}={}(degraded)", intent.service)?;

@@ -25,7 +25,7 @@ fn routes(prefixes: &[&str]) -> LocationRoutes {
     LocationRoutes {
         generation: 1,
         version: 0,
-        routes,
+        routes: Arc::new(routes),
         intents: vec![RouteIntent {
             origin_asn: ORIGIN,
             attributes: RouteAttributes::default(),
@@ -71,9 +71,7 @@ fn sent(book: &mut RpkiBook, wanted: &LocationRoutes, published: &LocationRoutes
 /// `routes` without `drained`.
 fn without(routes: &LocationRoutes, drained: &[IpNet]) -> LocationRoutes {
     let mut wanted = routes.clone();
-    wanted
-        .routes
-        .retain(|(prefix, _)| !drained.contains(prefix));
+    Arc::make_mut(&mut wanted.routes).retain(|(prefix, _)| !drained.contains(prefix));
     wanted
 }
 
@@ -334,7 +332,7 @@ proptest! {
                     }
                 }
                 published = wanted.clone();
-                published.routes.retain(|(prefix, _)| now.contains(prefix));
+                Arc::make_mut(&mut published.routes).retain(|(prefix, _)| now.contains(prefix));
                 previous = vrps.clone();
             }
         }
