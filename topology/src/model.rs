@@ -606,6 +606,10 @@ mod tests {
             "Binding: {} bytes",
             size_of::<Binding>()
         );
-        assert!(size_of::<Route>() <= 36, "Route: {} bytes", size_of::<Route>());
+        assert!(
+            size_of::<Route>() <= 36,
+            "Route: {} bytes",
+            size_of::<Route>()
+        );
     }
 }

@@ -133,7 +133,8 @@ pub struct RpkiRouteView {
     /// Whether the peers are sent it (false when the `withdraw` policy holds it back, or when
     /// health or a drain does).
     pub announced: bool,
-    /// Since when (unix milliseconds) the route has had this state.
+    /// Since when (unix milliseconds) the route has had this state. Without `[rpki]` routes are
+    /// not judged one by one: every route is not found since its generation was applied.
     pub since_unix_ms: u64,
 }
 

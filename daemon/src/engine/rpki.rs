@@ -17,6 +17,7 @@
 //! Every change of a route's state or of its holding is returned as a [`RouteRpkiChange`] for
 //! the shell to log and audit. Must not touch: the clock, channels, the RTR client.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -117,7 +118,11 @@ pub struct RpkiBook {
     /// The last update (its set is the one routes are judged against).
     pub status: RpkiUpdate,
     /// Parallel to the running generation's `LocationRoutes::routes` (sorted by prefix).
+    /// Empty without `[rpki]`: every route would have the same verdict (not found, never
+    /// held), and a million routes would hold 56 MB of them; see [`RpkiBook::verdict`].
     pub verdicts: Vec<RouteVerdict>,
+    /// When the running generation was last judged (unix milliseconds).
+    pub judged_unix_ms: u64,
     /// The prefixes held back (the `verdicts` with `held`).
     pub held: HashSet<IpNet>,
 }
@@ -161,7 +166,24 @@ impl RpkiBook {
             policy,
             status: RpkiUpdate::initial(sync),
             verdicts: Vec::new(),
+            judged_unix_ms: 0,
             held: HashSet::new(),
+        }
+    }
+
+    /// The verdict of the running route at `at` (`prefix`, from `origin_asn`): the stored one,
+    /// or, without `[rpki]`, not found since the generation was judged.
+    pub fn verdict(&self, at: usize, prefix: IpNet, origin_asn: u32) -> Cow<'_, RouteVerdict> {
+        match self.verdicts.get(at) {
+            Some(verdict) if verdict.prefix == prefix => Cow::Borrowed(verdict),
+            _ => Cow::Owned(RouteVerdict {
+                prefix,
+                origin_asn,
+                state: RpkiState::NotFound,
+                covering: Vec::new(),
+                since_unix_ms: self.judged_unix_ms,
+                held: false,
+            }),
         }
     }
 
@@ -183,6 +205,12 @@ impl RpkiBook {
         announced_before: &LocationRoutes,
         now_unix_ms: u64,
     ) -> Vec<RouteRpkiChange> {
+        self.judged_unix_ms = now_unix_ms;
+        if self.policy.is_none() {
+            self.verdicts = Vec::new();
+            self.held.clear();
+            return Vec::new();
+        }
         let previous = std::mem::take(&mut self.verdicts);
         let mut changes = Vec::new();
         let mut verdicts = Vec::with_capacity(routes.routes.len());

@@ -264,11 +264,19 @@ impl Engine {
                 .is_ok()
         };
         let mut counts = RpkiRouteCounts::default();
-        let routes: Vec<RpkiRouteView> = book
-            .verdicts
+        let routes: Vec<RpkiRouteView> = self
+            .running
+            .routes
+            .routes
             .iter()
-            .zip(self.running.routes.routes.iter())
-            .map(|(verdict, (_, index))| {
+            .enumerate()
+            .map(|(at, (prefix, index))| {
+                let origin_asn = self
+                    .running
+                    .routes
+                    .intent(*index)
+                    .map_or(0, |intent| intent.origin_asn);
+                let verdict = book.verdict(at, *prefix, origin_asn);
                 count(&mut counts, verdict.state);
                 RpkiRouteView {
                     prefix: verdict.prefix,

@@ -238,9 +238,22 @@ fn an_incremental_update_rejudges_only_the_routes_it_covers() {
 fn without_rpki_nothing_is_judged_or_held() {
     let routes = routes(&["192.0.2.0/24"]);
     let mut book = RpkiBook::new(None);
-    assert!(book.judge_generation(&routes, &routes, 0).is_empty());
+    assert!(book.judge_generation(&routes, &routes, 7).is_empty());
     assert_eq!(book.status.sync, RpkiSyncState::Disabled);
     assert!(book.plan_vrps().is_none());
+    // Nothing is kept per route; each route reads as not found, since it was judged.
+    assert!(book.verdicts.is_empty());
+    let prefix = net("192.0.2.0/24");
+    let verdict = book.verdict(0, prefix, ORIGIN);
+    assert_eq!(
+        (verdict.prefix, verdict.origin_asn, verdict.state),
+        (prefix, ORIGIN, RpkiState::NotFound)
+    );
+    assert_eq!((verdict.since_unix_ms, verdict.held), (7, false));
+    assert!(verdict.covering.is_empty());
+    let mut next = routes.clone();
+    assert!(book.hold_back(&mut next, &routes).is_empty());
+    assert_eq!(next, routes);
 }
 
 fn arbitrary_vrps() -> impl Strategy<Value = Vec<Vrp>> {
