@@ -134,7 +134,8 @@ pub struct RpkiRouteView {
     /// health or a drain does).
     pub announced: bool,
     /// Since when (unix milliseconds) the route has had this state. Without `[rpki]` routes are
-    /// not judged one by one: every route is not found since its generation was applied.
+    /// not judged one by one: every route is not found since the running generation was loaded
+    /// or applied.
     pub since_unix_ms: u64,
 }
 
