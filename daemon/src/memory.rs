@@ -1,9 +1,10 @@
-//! Returning memory to the kernel after a compile.
+//! Returning memory to the kernel after a compile or a large sync.
 //!
 //! Compiling a large topology allocates several times the memory the compiled result keeps (the
-//! TOML text, the raw model, temporary maps). glibc's allocator keeps those freed pages mapped,
-//! so without a trim the daemon's resident memory stays at the compile's peak for its whole
-//! life. `malloc_trim(0)` hands the free pages back; it is cheap and safe to call at any time.
+//! TOML text, the raw model, temporary maps), and a peer's full-table send its queues and sort
+//! buffers. glibc's allocator keeps those freed pages mapped, so without a trim the daemon's
+//! resident memory stays at the compile's peak for its whole life. The engine trims after a
+//! generation is applied, a peer task after a sync that wrote many prefixes. `malloc_trim(0)` hands the free pages back; it is cheap and safe to call at any time.
 //! No crate wraps it (it is a single glibc call), hence the one `unsafe` block here.
 
 /// Releases free heap pages to the kernel (glibc only; a no-op elsewhere).

@@ -168,6 +168,8 @@ struct PeerDriver {
     rib: AdjRibOut,
     /// What has been written to the socket, over all connections (the "sent" counters).
     written: RibCounters,
+    /// Prefixes written (announced and withdrawn) when the task last gave freed memory back.
+    written_at_trim: u64,
     /// The generation the Adj-RIB-Out holds, and its per-intent path attributes.
     applied: Arc<LocationRoutes>,
     applied_attributes: Vec<FamilyAttributes>,
@@ -233,6 +235,7 @@ impl PeerDriver {
             reported: None,
             rib: AdjRibOut::new(),
             written: RibCounters::default(),
+            written_at_trim: 0,
             applied: Arc::new(LocationRoutes::default()),
             applied_attributes: Vec::new(),
             interned: HashMap::new(),

@@ -9,6 +9,11 @@ use topologyd_bgp::State;
 
 use super::{PeerDriver, PeerReport, PeerSynced};
 
+/// A sync that wrote at least this many prefixes (a full table at session up or route refresh,
+/// a large change) is followed by a trim of the allocator: its send queues and sort buffers
+/// are freed, and glibc keeps freed pages mapped (see `crate::memory`).
+const TRIM_AFTER_PREFIXES_WRITTEN: u64 = 100_000;
+
 impl PeerDriver {
     pub(super) fn update_synced(&mut self) {
         let flushed = self
@@ -27,6 +32,17 @@ impl PeerDriver {
                 status.prefixes_announced_sent = counters.announced;
                 status.prefixes_withdrawn_sent = counters.withdrawn;
             });
+            let prefixes_written = counters.announced + counters.withdrawn;
+            if prefixes_written.saturating_sub(self.written_at_trim) >= TRIM_AFTER_PREFIXES_WRITTEN
+            {
+                self.written_at_trim = prefixes_written;
+                // Later, and off the runtime's threads: a trim holds the allocator's locks,
+                // which the other peers may still need to finish their own sync.
+                tokio::spawn(async {
+                    tokio::time::sleep(crate::engine::TRIM_AFTER_PUBLISH).await;
+                    let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
+                });
+            }
         }
     }
 
