@@ -13,8 +13,9 @@
 //!
 //! Memory and speed (target: 1 M IPv4 /24 + 200 k IPv6 /48 with one attribute set, ≤ 150 octets
 //! per route per peer, within 1.5× of writing pre-encoded bytes):
-//! - one hash map per family with compact keys: IPv4 `u64` = address << 8 | length, IPv6
-//!   `(u128, u8)`, value 8 octets (attribute-set index + flags);
+//! - one hash map per family with compact keys aligned to four octets: IPv4 (address, length),
+//!   8 octets, IPv6 (four address words, length), 20 octets; value 4 octets (attribute-set
+//!   index and the queued flag), so a slot is 12 octets for IPv4 and 24 for IPv6;
 //! - attribute sets are interned once per peer (`Arc<PathAttributes>` → index) and their
 //!   attribute block is encoded once per session and copied into every UPDATE;
 //! - pending announcements are lists of keys per attribute set (lazy: an entry that changed
@@ -53,10 +54,6 @@ use crate::session::Negotiated;
 
 /// Attribute-set index meaning "withdrawn".
 const NO_ATTRIBUTES: u32 = u32::MAX;
-/// Flag: the key was put in a pending list (of its attribute set, or of withdrawals) and may
-/// not have been sent yet. Cleared only when a validated drain sends it; the fast drain of a
-/// clean list leaves it set, which is conservative (see `AttributeSlot::needs_validation`).
-const QUEUED: u8 = 1;
 
 /// A route cannot be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -13,14 +13,14 @@
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 
 use bytes::{BufMut, BytesMut};
 use ipnet::{Ipv4Net, Ipv6Net};
 use rustc_hash::FxHashMap;
 
 use super::attribute_sets::{AttributeSets, AttributeSlot};
-use super::{NO_ATTRIBUTES, QUEUED, RibCounters, release_if_large};
+use super::{NO_ATTRIBUTES, RibCounters, release_if_large};
 use crate::codec::Family;
 use crate::codec::nlri::{prefix_wire_len, put_ipv4_prefix, put_ipv6_prefix};
 use crate::codec::update::{
@@ -28,30 +28,106 @@ use crate::codec::update::{
     mp_reach_overhead, patch_u16,
 };
 
-/// One route's state: its attribute-set index (or [`NO_ATTRIBUTES`]) and flags.
+/// One route's state in four octets: its attribute-set index (or [`NO_ATTRIBUTES`]) in the low
+/// 31 bits and whether it is queued ([`Entry::queued`]) in the top bit. With the
+/// four-octet-aligned keys below, an IPv4 route takes 12 octets of map slot instead of 16 (an
+/// IPv6 route 24 instead of 48): at a million routes, 9 MB per peer.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Entry {
-    pub(super) attributes: u32,
-    pub(super) flags: u8,
+pub(super) struct Entry(u32);
+
+/// The index bits of an [`Entry`]; all ones stands for [`NO_ATTRIBUTES`]. Attribute-set
+/// indices stay far below it (each set is an allocation of its own).
+const INDEX_BITS: u32 = u32::MAX >> 1;
+const QUEUED_BIT: u32 = !INDEX_BITS;
+
+impl Entry {
+    pub(super) fn new(attributes: u32, queued: bool) -> Entry {
+        let mut entry = Entry(0);
+        entry.set_attributes(attributes);
+        entry.set_queued(queued);
+        entry
+    }
+
+    pub(super) fn attributes(self) -> u32 {
+        match self.0 & INDEX_BITS {
+            INDEX_BITS => NO_ATTRIBUTES,
+            index => index,
+        }
+    }
+
+    /// The key was put in a pending list (of its attribute set, or of withdrawals) and may not
+    /// have been sent yet. Cleared only when a validated drain sends it; the fast drain of a
+    /// clean list leaves it set, which is conservative (see `AttributeSlot::needs_validation`).
+    pub(super) fn queued(self) -> bool {
+        self.0 & QUEUED_BIT != 0
+    }
+
+    pub(super) fn set_attributes(&mut self, attributes: u32) {
+        debug_assert!(attributes == NO_ATTRIBUTES || attributes < INDEX_BITS);
+        self.0 = (self.0 & QUEUED_BIT) | attributes.min(INDEX_BITS);
+    }
+
+    pub(super) fn set_queued(&mut self, queued: bool) {
+        self.0 = if queued {
+            self.0 | QUEUED_BIT
+        } else {
+            self.0 & INDEX_BITS
+        };
+    }
 }
 
-/// An IPv4 prefix as a map key: address << 8 | length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(super) struct Ipv4Key(u64);
+/// An IPv4 prefix as a map key, ordered by address then length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Ipv4Key {
+    address: u32,
+    length: u8,
+}
 
-/// An IPv6 prefix as a map key: (address, length).
+impl Hash for Ipv4Key {
+    /// One word for the hasher (FxHash costs a step per write).
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64((u64::from(self.address) << 8) | u64::from(self.length));
+    }
+}
+
+/// An IPv6 prefix as a map key, ordered by address then length: the address as four
+/// big-endian words (most significant first), so that the key is aligned to four octets
+/// (a `u128` would align the map's slots to sixteen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(super) struct Ipv6Key(u128, u8);
+pub(super) struct Ipv6Key {
+    words: [u32; 4],
+    length: u8,
+}
+
+impl Ipv6Key {
+    fn address(self) -> u128 {
+        self.words
+            .iter()
+            .fold(0u128, |address, word| (address << 32) | u128::from(*word))
+    }
+}
 
 impl From<&Ipv4Net> for Ipv4Key {
     fn from(prefix: &Ipv4Net) -> Self {
-        Self((u64::from(u32::from(prefix.network())) << 8) | u64::from(prefix.prefix_len()))
+        Self {
+            address: u32::from(prefix.network()),
+            length: prefix.prefix_len(),
+        }
     }
 }
 
 impl From<&Ipv6Net> for Ipv6Key {
     fn from(prefix: &Ipv6Net) -> Self {
-        Self(u128::from(prefix.network()), prefix.prefix_len())
+        let address = u128::from(prefix.network());
+        Self {
+            words: [
+                (address >> 96) as u32,
+                (address >> 64) as u32,
+                (address >> 32) as u32,
+                address as u32,
+            ],
+            length: prefix.prefix_len(),
+        }
     }
 }
 
@@ -110,15 +186,18 @@ impl RouteKey for Ipv4Key {
     const DIGITS: usize = 5;
 
     fn digit(self, index: usize) -> u8 {
-        (self.0 >> (8 * index)) as u8
+        match index {
+            0 => self.length,
+            _ => (self.address >> (8 * (index - 1))) as u8,
+        }
     }
 
     fn wire_len(self) -> usize {
-        prefix_wire_len((self.0 & 0xff) as u8)
+        prefix_wire_len(self.length)
     }
 
     fn put(self, out: &mut BytesMut) {
-        put_ipv4_prefix(out, (self.0 >> 8) as u32, (self.0 & 0xff) as u8);
+        put_ipv4_prefix(out, self.address, self.length);
     }
 
     fn table(tables: &mut FamilyTables) -> &mut FamilyTable<Self> {
@@ -183,17 +262,20 @@ impl RouteKey for Ipv6Key {
 
     fn digit(self, index: usize) -> u8 {
         match index {
-            0 => self.1,
-            _ => (self.0 >> (8 * (index - 1))) as u8,
+            0 => self.length,
+            _ => {
+                let octet = index - 1;
+                (self.words[3 - octet / 4] >> (8 * (octet % 4))) as u8
+            }
         }
     }
 
     fn wire_len(self) -> usize {
-        prefix_wire_len(self.1)
+        prefix_wire_len(self.length)
     }
 
     fn put(self, out: &mut BytesMut) {
-        put_ipv6_prefix(out, self.0, self.1);
+        put_ipv6_prefix(out, self.address(), self.length);
     }
 
     fn table(tables: &mut FamilyTables) -> &mut FamilyTable<Self> {
@@ -310,20 +392,20 @@ impl<K: RouteKey> FamilyTable<K> {
         active: bool,
         sets: &mut AttributeSets,
     ) -> Option<Previous> {
-        let entry = self.routes.entry(key).or_insert(Entry {
-            attributes: NO_ATTRIBUTES,
-            flags: 0,
-        });
-        if entry.attributes == id {
+        let entry = self
+            .routes
+            .entry(key)
+            .or_insert(Entry::new(NO_ATTRIBUTES, false));
+        if entry.attributes() == id {
             return None;
         }
-        let previous = (entry.attributes, entry.flags & QUEUED != 0);
+        let previous = (entry.attributes(), entry.queued());
         if previous == (NO_ATTRIBUTES, true) {
             // Its withdrawal may still be listed.
             self.withdrawals_need_validation = true;
         }
-        entry.attributes = id;
-        entry.flags = if active { QUEUED } else { 0 };
+        entry.set_attributes(id);
+        entry.set_queued(active);
         if active {
             sets.queue(id, key);
         }
@@ -333,7 +415,7 @@ impl<K: RouteKey> FamilyTable<K> {
     /// Withdraws `key`; `None` when it was not announced.
     pub(super) fn withdraw(&mut self, key: K, active: bool) -> Option<Previous> {
         let entry = self.routes.get_mut(&key)?;
-        let previous = (entry.attributes, entry.flags & QUEUED != 0);
+        let previous = (entry.attributes(), entry.queued());
         if previous.0 == NO_ATTRIBUTES {
             return None;
         }
@@ -341,8 +423,8 @@ impl<K: RouteKey> FamilyTable<K> {
             // Whether the announcement already went out is not tracked (the fast drain does
             // not touch the map), so a withdrawal is always sent; for a prefix the peer never
             // saw it is a no-op (RFC 4271 §9.1.3 / §4.3).
-            entry.attributes = NO_ATTRIBUTES;
-            entry.flags = QUEUED;
+            entry.set_attributes(NO_ATTRIBUTES);
+            entry.set_queued(true);
             self.list_withdrawal(key);
         } else {
             self.routes.remove(&key);
@@ -363,7 +445,7 @@ impl<K: RouteKey> FamilyTable<K> {
     pub(super) fn withdraw_all(&mut self, active: bool, sets: &mut AttributeSets) {
         if !active {
             for entry in self.routes.values() {
-                sets.leave(entry.attributes, entry.flags & QUEUED != 0);
+                sets.leave(entry.attributes(), entry.queued());
             }
             self.routes.clear();
             return;
@@ -373,13 +455,13 @@ impl<K: RouteKey> FamilyTable<K> {
         // One allocation for the whole list (growing it by doubling copies it several times).
         self.withdrawals.reserve(self.routes.len());
         for (key, entry) in &mut self.routes {
-            if entry.attributes == NO_ATTRIBUTES {
+            if entry.attributes() == NO_ATTRIBUTES {
                 continue;
             }
-            sets.leave(entry.attributes, entry.flags & QUEUED != 0);
+            sets.leave(entry.attributes(), entry.queued());
             // Always sent, as in `withdraw`.
-            entry.attributes = NO_ATTRIBUTES;
-            entry.flags = QUEUED;
+            entry.set_attributes(NO_ATTRIBUTES);
+            entry.set_queued(true);
             self.withdrawals.push_back(*key);
         }
         sort_ascending(self.withdrawals.make_contiguous());
@@ -397,9 +479,9 @@ impl<K: RouteKey> FamilyTable<K> {
     /// Session down: withdrawn routes are forgotten and nothing is marked as queued.
     pub(super) fn forget_sent_state(&mut self) {
         self.routes
-            .retain(|_, entry| entry.attributes != NO_ATTRIBUTES);
+            .retain(|_, entry| entry.attributes() != NO_ATTRIBUTES);
         for entry in self.routes.values_mut() {
-            entry.flags = 0;
+            entry.set_queued(false);
         }
         self.clear_withdrawals();
         self.sweep_withdrawn = false;
@@ -416,14 +498,14 @@ impl<K: RouteKey> FamilyTable<K> {
         sets.expect_duplicates::<K>();
         self.withdrawals_need_validation |= !self.withdrawals.is_empty();
         for (key, entry) in &mut self.routes {
-            if entry.attributes == NO_ATTRIBUTES {
-                if entry.flags & QUEUED != 0 {
+            if entry.attributes() == NO_ATTRIBUTES {
+                if entry.queued() {
                     self.withdrawals.push_back(*key);
                 }
                 continue;
             }
-            entry.flags = QUEUED;
-            sets.queue(entry.attributes, *key);
+            entry.set_queued(true);
+            sets.queue(entry.attributes(), *key);
         }
         sort_ascending(self.withdrawals.make_contiguous());
         self.withdrawals_unsorted = false;
@@ -450,14 +532,14 @@ impl<K: RouteKey> FamilyTable<K> {
                 let Some(entry) = self.routes.get_mut(&key) else {
                     continue;
                 };
-                if entry.attributes != NO_ATTRIBUTES || entry.flags & QUEUED == 0 {
+                if entry.attributes() != NO_ATTRIBUTES || !entry.queued() {
                     continue;
                 }
                 if out.len() + key.wire_len() > framing.limit {
                     self.withdrawals.push_front(key);
                     break;
                 }
-                entry.flags = 0;
+                entry.set_queued(false);
             } else if out.len() + key.wire_len() > framing.limit {
                 self.withdrawals.push_front(key);
                 break;
@@ -472,7 +554,7 @@ impl<K: RouteKey> FamilyTable<K> {
             if sweep {
                 // Every withdrawn route left in the map has been sent.
                 self.routes
-                    .retain(|_, entry| entry.attributes != NO_ATTRIBUTES);
+                    .retain(|_, entry| entry.attributes() != NO_ATTRIBUTES);
                 self.sweep_withdrawn = false;
             }
             self.withdrawals_need_validation = false;
@@ -515,15 +597,15 @@ impl<K: RouteKey> FamilyTable<K> {
                 let Some(entry) = self.routes.get_mut(&key) else {
                     continue;
                 };
-                if entry.attributes != id || entry.flags & QUEUED == 0 {
+                if entry.attributes() != id || !entry.queued() {
                     continue;
                 }
-                entry.flags = 0;
+                entry.set_queued(false);
             }
             if out.len() + key.wire_len() > framing.limit {
                 pending.push_front(key);
                 if validate && let Some(entry) = self.routes.get_mut(&key) {
-                    entry.flags = QUEUED;
+                    entry.set_queued(true);
                 }
                 break;
             }

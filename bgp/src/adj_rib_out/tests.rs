@@ -682,29 +682,62 @@ proptest::proptest! {
         shared_high in proptest::prelude::any::<bool>(),
     ) {
         use super::family::{Ipv4Key, Ipv6Key, sort_ascending};
-        let mut ipv4: Vec<Ipv4Key> = ipv4
+        let ipv4_nets: Vec<ipnet::Ipv4Net> = ipv4
             .into_iter()
             .filter_map(|(address, length)| {
                 let address = if shared_high { address & 0x00ff_ffff | 0x0a00_0000 } else { address };
                 ipnet::Ipv4Net::new(Ipv4Addr::from(address), length).ok()
             })
-            .map(|net| Ipv4Key::from(&net.trunc()))
+            .map(|net| net.trunc())
             .collect();
+        let mut ipv4: Vec<Ipv4Key> = ipv4_nets.iter().map(Ipv4Key::from).collect();
         let mut expected = ipv4.clone();
         expected.sort_unstable();
         sort_ascending(&mut ipv4);
-        proptest::prop_assert_eq!(ipv4, expected);
-        let mut ipv6: Vec<Ipv6Key> = ipv6
+        proptest::prop_assert_eq!(&ipv4, &expected);
+        // The keys' order is the prefixes' (address, then length).
+        let mut nets: Vec<ipnet::Ipv4Net> = ipv4_nets.clone();
+        nets.sort_unstable();
+        let by_net: Vec<Ipv4Key> = nets.iter().map(Ipv4Key::from).collect();
+        proptest::prop_assert_eq!(ipv4, by_net);
+        let ipv6_nets: Vec<ipnet::Ipv6Net> = ipv6
             .into_iter()
             .filter_map(|(bits, length)| {
                 let address = (0x2001_0db8_u128 << 96) | (u128::from(bits) << 16);
                 ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(address), length).ok()
             })
-            .map(|net| Ipv6Key::from(&net))
+            .map(|net| net.trunc())
             .collect();
+        let mut ipv6: Vec<Ipv6Key> = ipv6_nets.iter().map(Ipv6Key::from).collect();
         let mut expected = ipv6.clone();
         expected.sort_unstable();
         sort_ascending(&mut ipv6);
-        proptest::prop_assert_eq!(ipv6, expected);
+        proptest::prop_assert_eq!(&ipv6, &expected);
+        let mut nets: Vec<ipnet::Ipv6Net> = ipv6_nets.clone();
+        nets.sort_unstable();
+        let by_net: Vec<Ipv6Key> = nets.iter().map(Ipv6Key::from).collect();
+        proptest::prop_assert_eq!(ipv6, by_net);
     }
+}
+
+/// A route's state packs its attribute-set index and queued flag into four octets without one
+/// disturbing the other, and the map slots stay at 12 (IPv4) and 24 (IPv6) octets.
+#[test]
+fn entries_pack_index_and_flag_into_four_octets() {
+    use super::NO_ATTRIBUTES;
+    use super::family::{Entry, Ipv4Key, Ipv6Key};
+    for attributes in [0, 1, 7, 0x7fff_fffe, NO_ATTRIBUTES] {
+        for queued in [false, true] {
+            let mut entry = Entry::new(attributes, queued);
+            assert_eq!((entry.attributes(), entry.queued()), (attributes, queued));
+            entry.set_queued(!queued);
+            assert_eq!((entry.attributes(), entry.queued()), (attributes, !queued));
+            for other in [0, 3, NO_ATTRIBUTES] {
+                entry.set_attributes(other);
+                assert_eq!((entry.attributes(), entry.queued()), (other, !queued));
+            }
+        }
+    }
+    assert_eq!(std::mem::size_of::<(Ipv4Key, Entry)>(), 12);
+    assert_eq!(std::mem::size_of::<(Ipv6Key, Entry)>(), 24);
 }
