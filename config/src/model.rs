@@ -238,7 +238,8 @@ pub struct RawPrefix {
     /// As written (host bits may be set; the compiler reports that).
     pub cidr: Located<IpNet>,
     pub origin_asn: Located<u32>,
-    pub owner: String,
+    /// Shared by every prefix of the same owner (the parse keeps one copy of each name).
+    pub owner: std::sync::Arc<str>,
     pub advertise: bool,
     pub announce: Located<AnnounceMode>,
     pub roa: Option<Located<Roa>>,
@@ -255,7 +256,8 @@ pub struct RawPrefix {
 pub struct RawBinding {
     /// As written (host bits may be set; the compiler reports that).
     pub cidr: Located<IpNet>,
-    pub service: Located<String>,
+    /// Shared by every binding of the same service (the parse keeps one copy of each name).
+    pub service: Located<std::sync::Arc<str>>,
 }
 
 /// Every file of a topology combined, in file order then declaration order.

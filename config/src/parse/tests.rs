@@ -34,10 +34,53 @@ fn parses_all_kinds_across_files() {
     assert_eq!(raw.services[0].communities, vec![Community(13335, 100)]);
     assert_eq!(raw.prefixes[0].announce.value, AnnounceMode::Split(25));
     assert_eq!(raw.settings.ipv4_announce_lengths.longest, 25);
-    assert_eq!(raw.bindings[0].service.value, "cdn");
+    assert_eq!(&*raw.bindings[0].service.value, "cdn");
     assert_eq!(
         raw.sources.locate(raw.bindings[0].cidr.span).to_string(),
         "prefixes.toml:13:8"
+    );
+}
+
+/// Owner and service names are kept once per parse, across files and both readers (the
+/// per-table reader and the whole-document parse), each item sharing its name's one copy.
+#[test]
+fn owner_and_service_names_are_shared() {
+    let table = |third: u32, owner: &str, service: &str| {
+        format!(
+            "[[prefix]]\ncidr = \"10.0.{third}.0/24\"\norigin_asn = 13335\nowner = \"{owner}\"\n\
+             advertise = true\n\n[[binding]]\ncidr = \"10.0.{third}.0/24\"\nservice = \"{service}\"\n\n"
+        )
+    };
+    let simple: String = (0..4)
+        .map(|third| table(third, ["acme", "zeta"][third as usize % 2], "cdn"))
+        .collect();
+    // An inline table the line scanner does not read: this file is parsed as one document.
+    let whole = table(9, "acme", "cdn").replace(
+        "advertise = true\n",
+        "advertise = true\nroa = { asn = 13335, max_length = 24 }\n",
+    );
+    let raw = parse_topology_sources(&sources(&[
+        ("a.toml", simple.as_str()),
+        ("b.toml", whole.as_str()),
+    ]))
+    .unwrap();
+    assert_eq!(raw.prefixes.len(), 5);
+    let acme: Vec<&std::sync::Arc<str>> = raw
+        .prefixes
+        .iter()
+        .map(|prefix| &prefix.owner)
+        .filter(|owner| owner.as_ref() == "acme")
+        .collect();
+    assert_eq!(acme.len(), 3);
+    assert!(
+        acme.iter()
+            .all(|owner| std::sync::Arc::ptr_eq(owner, acme[0]))
+    );
+    let cdn = &raw.bindings[0].service.value;
+    assert!(
+        raw.bindings
+            .iter()
+            .all(|binding| std::sync::Arc::ptr_eq(&binding.service.value, cdn))
     );
 }
 

@@ -36,7 +36,7 @@ pub(super) fn customer_prefixes(prefixes: &[RawPrefix], settings: &Settings) -> 
     };
     prefixes
         .iter()
-        .filter(|prefix| prefix.advertise && prefix.owner != policy.operator_owner)
+        .filter(|prefix| prefix.advertise && *prefix.owner != *policy.operator_owner)
         .cloned()
         .collect()
 }

@@ -290,7 +290,7 @@ fn reused_items<'a>(
         RawPrefix {
             cidr: Located::new(prefix.cidr, span),
             origin_asn: Located::new(prefix.origin_asn, span),
-            owner: prefix.owner.to_string(),
+            owner: std::sync::Arc::clone(&prefix.owner),
             advertise: prefix.advertise,
             announce: Located::new(prefix.announce, span),
             roa: prefix.roa.map(|roa| Located::new(roa, span)),
