@@ -123,6 +123,7 @@ fn load_config_source(path: &PathBuf) -> Result<(DaemonConfig, Source), String> 
 const MAX_BLOCKING_THREADS: usize = 64;
 
 fn main() -> ExitCode {
+    topologyd::memory::configure_allocator();
     if let Some(code) = topologyd_packaging::generate_if_asked(Arguments::command) {
         return code;
     }
