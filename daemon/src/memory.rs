@@ -22,8 +22,7 @@ const MMAP_THRESHOLD_BYTES: i32 = 128 * 1024;
 /// operator takes precedence.
 pub fn configure_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if !std::env::var("GLIBC_TUNABLES").is_ok_and(|tunables| tunables.contains("mmap_threshold"))
-    {
+    if !std::env::var("GLIBC_TUNABLES").is_ok_and(|tunables| tunables.contains("mmap_threshold")) {
         #[allow(unsafe_code)]
         // SAFETY: mallopt only changes an allocator setting; it is thread-safe in glibc and
         // touches no memory the program owns.

@@ -154,6 +154,11 @@ pub(crate) struct Binding {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Route {
     pub(crate) prefix: IpNet,
+    /// The cidr of `binding`, kept here so that listing routes touches one array: listing
+    /// every location's routes reads the routes once per location, and reading the bindings
+    /// beside them made that half as slow again (at a million routes and 500 locations,
+    /// 2.3 s became 3.5 s) for 16 MB saved.
+    pub(crate) binding_cidr: IpNet,
     pub(crate) origin_asn: u32,
     pub(crate) onboarded: u32,
     pub(crate) binding: u32,
@@ -446,9 +451,7 @@ impl Topology {
             prefix: route.prefix,
             origin_asn: route.origin_asn,
             attributes: &service.attributes,
-            // Routes and bindings are both sorted by address, so listing routes reads the
-            // bindings in order too (the cidr is not copied into every route: 16 bytes each).
-            binding: self.bindings[route.binding as usize].cidr,
+            binding: route.binding_cidr,
             service: &service.name,
         }
     }
@@ -607,7 +610,7 @@ mod tests {
             size_of::<Binding>()
         );
         assert!(
-            size_of::<Route>() <= 36,
+            size_of::<Route>() <= 52,
             "Route: {} bytes",
             size_of::<Route>()
         );
