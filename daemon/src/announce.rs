@@ -41,10 +41,10 @@ pub struct LocationRoutes {
     /// Publication counter: bumps on every publish, also when health or a drain changes what
     /// is announced within one generation (peers report the version they have sent).
     pub version: u64,
-    /// Sorted by prefix, each with an index into `intents`. Shared: a publication that
-    /// changes no route (no service withdrawn or degraded here, none held back) shares the
-    /// running generation's list instead of holding a second copy (24 bytes a route); a change
-    /// copies it first (`Arc::make_mut`).
+    /// Sorted by prefix, each with an index into `intents`. Shared: a publication that keeps
+    /// every route and its intent index (no service withdrawn here, no two intents merged by a
+    /// degrade, none held back by RPKI) shares the running generation's list instead of
+    /// holding a second copy (24 bytes a route); a change copies it first (`Arc::make_mut`).
     pub routes: Arc<Vec<(IpNet, u32)>>,
     /// Distinct attribute sets; routes sharing one are packed together.
     pub intents: Vec<RouteIntent>,

@@ -11,18 +11,27 @@
 //! ones of that size come from the heap and leave holes a trim cannot return (smaller than a
 //! page, or between live allocations). The daemon fixes the threshold at glibc's initial
 //! 128 KiB ([`configure_allocator`]): at a million routes and one peer, 12 MB less resident
-//! after start-up, for a few more `mmap` calls per compile. `malloc_trim(0)` hands the free pages back; it is cheap and safe to call at any time.
-//! No crate wraps it (it is a single glibc call), hence the one `unsafe` block here.
+//! after start-up, for a few more `mmap` calls per compile.
+//!
+//! `malloc_trim(0)` hands the free pages back; it is cheap and safe to call at any time, and
+//! requests that come while one is waiting to run are merged into it. No crate wraps these
+//! (single glibc calls), hence the `unsafe` blocks here.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// Allocations of this size and larger get a mapping of their own, returned whole when freed.
 const MMAP_THRESHOLD_BYTES: i32 = 128 * 1024;
 
 /// Fixes glibc's mapping threshold (see the module comment); call once, first thing in `main`
-/// (glibc only; a no-op elsewhere). `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=N` set by an
-/// operator takes precedence.
+/// (glibc only; a no-op elsewhere). A threshold an operator set takes precedence
+/// (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=N` or `MALLOC_MMAP_THRESHOLD_=N`).
 pub fn configure_allocator() {
+    let operator_set = std::env::var("GLIBC_TUNABLES")
+        .is_ok_and(|tunables| tunables.contains("mmap_threshold"))
+        || std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if !std::env::var("GLIBC_TUNABLES").is_ok_and(|tunables| tunables.contains("mmap_threshold")) {
+    if !operator_set {
         #[allow(unsafe_code)]
         // SAFETY: mallopt only changes an allocator setting; it is thread-safe in glibc and
         // touches no memory the program owns.
@@ -41,4 +50,21 @@ pub fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// A trim is waiting to run.
+static TRIM_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Releases free heap pages after `delay`, off the runtime's worker threads (a trim holds the
+/// allocator's locks, which other threads then wait for). A request made while another is
+/// waiting is merged into it. Call from within a tokio runtime.
+pub fn release_free_memory_after(delay: Duration) {
+    if TRIM_PENDING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        TRIM_PENDING.store(false, Ordering::Release);
+        let _ = tokio::task::spawn_blocking(release_free_memory).await;
+    });
 }

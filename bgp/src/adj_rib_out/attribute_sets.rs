@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::family::{Ipv4Key, Ipv6Key, RouteKey, sort_ascending};
+use super::family::{INDEX_BITS, Ipv4Key, Ipv6Key, RouteKey, sort_ascending};
 use super::{NO_ATTRIBUTES, RibError, release_if_large, slot_index};
 use crate::codec::attributes::{NextHopPlacement, encode_attributes};
 use crate::codec::update::{UPDATE_FIXED_LEN, mp_reach_overhead};
@@ -168,8 +168,15 @@ impl AttributeSets {
                 id
             }
             None => {
+                // A route's entry has room for indices below INDEX_BITS only.
+                let id = u32::try_from(self.slots.len())
+                    .ok()
+                    .filter(|id| *id < INDEX_BITS)
+                    .ok_or(RibError::Encode(EncodeError::Invalid(
+                        "too many distinct attribute sets",
+                    )))?;
                 self.slots.push(slot);
-                u32::try_from(self.slots.len() - 1).unwrap_or(NO_ATTRIBUTES - 1)
+                id
             }
         };
         self.interner.insert(Arc::clone(attributes), id);

@@ -37,7 +37,7 @@ pub(super) struct Entry(u32);
 
 /// The index bits of an [`Entry`]; all ones stands for [`NO_ATTRIBUTES`]. Attribute-set
 /// indices stay far below it (each set is an allocation of its own).
-const INDEX_BITS: u32 = u32::MAX >> 1;
+pub(super) const INDEX_BITS: u32 = u32::MAX >> 1;
 const QUEUED_BIT: u32 = !INDEX_BITS;
 
 impl Entry {

@@ -121,10 +121,7 @@ impl Engine {
                 // Give the compile's freed pages back once the peers have sent the change: a
                 // trim holds the allocator's locks, which the peer tasks need right after a
                 // publish.
-                tokio::spawn(async {
-                    tokio::time::sleep(TRIM_AFTER_PUBLISH).await;
-                    let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
-                });
+                crate::memory::release_free_memory_after(TRIM_AFTER_PUBLISH);
                 self.metrics.set_generation(meta.generation, &meta.hash);
                 // The peers hold the previous generation until they report the new one sent.
                 self.refresh_readiness();

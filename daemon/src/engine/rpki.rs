@@ -1,6 +1,7 @@
 //! Route origin validation at run time, pure: [`RpkiBook`] holds the daemon's VRP set (as the
 //! RTR task last published it), the RFC 6811 verdict of every route of the running generation at
-//! this location, and which routes the `[rpki] invalid_policy` holds back from the peers.
+//! this location (none kept without `[rpki]`: see [`RpkiBook::verdict`]), and which routes the
+//! `[rpki] invalid_policy` holds back from the peers.
 //!
 //! The rules (the policy is [`InvalidPolicy`]):
 //! - `keep` (fail static, the default): a route that turns invalid while announced stays
@@ -172,7 +173,8 @@ impl RpkiBook {
     }
 
     /// The verdict of the running route at `at` (`prefix`, from `origin_asn`): the stored one,
-    /// or, without `[rpki]`, not found since the generation was judged.
+    /// or, when there is none for it (always without `[rpki]`), not found since the generation
+    /// was judged.
     pub fn verdict(&self, at: usize, prefix: IpNet, origin_asn: u32) -> Cow<'_, RouteVerdict> {
         match self.verdicts.get(at) {
             Some(verdict) if verdict.prefix == prefix => Cow::Borrowed(verdict),
@@ -198,7 +200,7 @@ impl RpkiBook {
 
     /// Judges the routes of a new generation (`routes`); `announced_before` are the routes
     /// of the one it replaces (a route not among them is new). Keeps the verdicts (and their
-    /// `since`) of the routes that stay with the same origin.
+    /// `since`) of the routes that stay with the same origin; without `[rpki]` keeps none.
     pub fn judge_generation(
         &mut self,
         routes: &LocationRoutes,
@@ -244,7 +246,7 @@ impl RpkiBook {
                 since_unix_ms: now_unix_ms,
                 held,
             };
-            if self.policy.is_some() && (verdict.state != RpkiState::NotFound || held) {
+            if verdict.state != RpkiState::NotFound || held {
                 changes.push(RouteRpkiChange {
                     prefix: *prefix,
                     origin_asn,

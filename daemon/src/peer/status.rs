@@ -36,12 +36,9 @@ impl PeerDriver {
             if prefixes_written.saturating_sub(self.written_at_trim) >= TRIM_AFTER_PREFIXES_WRITTEN
             {
                 self.written_at_trim = prefixes_written;
-                // Later, and off the runtime's threads: a trim holds the allocator's locks,
-                // which the other peers may still need to finish their own sync.
-                tokio::spawn(async {
-                    tokio::time::sleep(crate::engine::TRIM_AFTER_PUBLISH).await;
-                    let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
-                });
+                // Later (other peers may still be sending their own full tables), and merged
+                // with any trim already waiting.
+                crate::memory::release_free_memory_after(crate::engine::TRIM_AFTER_PUBLISH);
             }
         }
     }
