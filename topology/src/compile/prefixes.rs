@@ -1,7 +1,6 @@
 //! The prefixes phase of the compiler: host bits, origin ASN, announce lengths against the
 //! `[settings]` limits, the ROA's origin and max-length, and overlapping onboarded prefixes.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -24,13 +23,12 @@ pub(super) fn compile_prefixes(
     settings: &Settings,
     collector: &mut Collector,
 ) -> Vec<Prefix> {
-    let mut owners = Owners::default();
     // Each raw prefix is consumed as it is compiled: the compiled list is written into the
     // raw list's memory (a compiled prefix is smaller), then cut to its size, so that a
     // million prefixes are never held in both forms at once.
     let mut prefix_candidates: Vec<Prefix> = raw_prefixes
         .into_iter()
-        .map(|raw_prefix| compile_prefix(&raw_prefix, settings, &mut owners, collector))
+        .map(|raw_prefix| compile_prefix(&raw_prefix, settings, collector))
         .collect();
     prefix_candidates.shrink_to_fit();
     let key = |prefix: &Prefix| (network_key(&prefix.cidr), prefix.span);
@@ -42,26 +40,10 @@ pub(super) fn compile_prefixes(
     )
 }
 
-/// One shared name per owner: a topology has a million prefixes and a handful of owners.
-#[derive(Default)]
-struct Owners(HashMap<String, Arc<str>>);
-
-impl Owners {
-    fn intern(&mut self, owner: &str) -> Arc<str> {
-        if let Some(shared) = self.0.get(owner) {
-            return Arc::clone(shared);
-        }
-        let shared: Arc<str> = Arc::from(owner);
-        self.0.insert(owner.to_owned(), Arc::clone(&shared));
-        shared
-    }
-}
-
 /// One onboarded prefix, every problem with it reported (the prefix is kept, for later phases).
 fn compile_prefix(
     raw_prefix: &RawPrefix,
     settings: &Settings,
-    owners: &mut Owners,
     collector: &mut Collector,
 ) -> Prefix {
     let cidr = validate_network(&raw_prefix.cidr, "prefix", collector);
@@ -79,7 +61,9 @@ fn compile_prefix(
     Prefix {
         cidr,
         origin_asn: raw_prefix.origin_asn.value,
-        owner: owners.intern(&raw_prefix.owner),
+        // Already one shared name per owner: the parse interns them (and a prefix rebuilt
+        // from the running generation keeps that generation's).
+        owner: Arc::clone(&raw_prefix.owner),
         advertise: raw_prefix.advertise,
         announce: match raw_prefix.announce.value {
             AnnounceMode::Split(length) if length == route_length => AnnounceMode::Split(length),
