@@ -245,11 +245,53 @@ pub struct RawPrefix {
     pub roa: Option<Located<Roa>>,
     /// `rpki = "…"`: G5's policy for the prefix's routes when no VRP covers them.
     pub rpki: NotFoundPolicy,
+    /// `irr_token`, `rdns_token` and `[prefix.evidence]`, boxed together: few prefixes carry
+    /// any (customer prefixes being onboarded), and unboxed they would be a third of every raw
+    /// prefix's size, held for every prefix while a large topology is parsed.
+    pub ownership: Option<Box<RawOwnership>>,
+}
+
+/// A raw prefix's proofs of ownership and intent ([`RawPrefix::ownership`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawOwnership {
     pub irr_token: Option<String>,
     pub rdns_token: Option<String>,
     /// `[prefix.evidence]`, at its table.
-    /// Boxed: few prefixes carry it, and unboxed it would be a third of every prefix's size.
-    pub evidence: Option<Box<Located<PrefixEvidence>>>,
+    pub evidence: Option<Located<PrefixEvidence>>,
+}
+
+impl RawOwnership {
+    /// The boxed proofs, or `None` when there are none (what most prefixes hold).
+    pub fn boxed(
+        irr_token: Option<String>,
+        rdns_token: Option<String>,
+        evidence: Option<Located<PrefixEvidence>>,
+    ) -> Option<Box<RawOwnership>> {
+        (irr_token.is_some() || rdns_token.is_some() || evidence.is_some()).then(|| {
+            Box::new(RawOwnership {
+                irr_token,
+                rdns_token,
+                evidence,
+            })
+        })
+    }
+}
+
+impl RawPrefix {
+    /// `irr_token`, if the prefix has one.
+    pub fn irr_token(&self) -> Option<&str> {
+        self.ownership.as_ref()?.irr_token.as_deref()
+    }
+
+    /// `rdns_token`, if the prefix has one.
+    pub fn rdns_token(&self) -> Option<&str> {
+        self.ownership.as_ref()?.rdns_token.as_deref()
+    }
+
+    /// `[prefix.evidence]`, at its table, if the prefix has one.
+    pub fn evidence(&self) -> Option<&Located<PrefixEvidence>> {
+        self.ownership.as_ref()?.evidence.as_ref()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -271,4 +313,19 @@ pub struct RawTopology {
     pub services: Vec<RawService>,
     pub prefixes: Vec<RawPrefix>,
     pub bindings: Vec<RawBinding>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A large topology's parse holds one raw prefix per `[[prefix]]` and one raw binding per
+    /// `[[binding]]` at once, beside the texts: their sizes are the parse's peak.
+    #[test]
+    fn the_raw_records_stay_small() {
+        let prefix = std::mem::size_of::<RawPrefix>();
+        let binding = std::mem::size_of::<RawBinding>();
+        assert!(prefix <= 120, "RawPrefix: {prefix} bytes");
+        assert!(binding <= 64, "RawBinding: {binding} bytes");
+    }
 }

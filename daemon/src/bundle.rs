@@ -36,19 +36,22 @@ pub fn compile_bundle(bundle: SourceBundle, generation: u64) -> Result<Topology,
 /// `running` compiled with the same name and text are not parsed again (the result is the full
 /// compile's; see [`compile_incremental_with_digests`]); the reuse says how many. `digests` are
 /// the files' SHA-256 when the caller checked them (a resolved delta's), so the texts are not
-/// hashed again.
+/// hashed again. A bundle that does not compile is handed back with the diagnostics.
 pub fn compile_bundle_against(
     bundle: SourceBundle,
     digests: Option<Vec<[u8; 32]>>,
     generation: u64,
     running: &Topology,
-) -> (Result<Topology, Diagnostics>, CompileReuse) {
+) -> (Result<Topology, (Diagnostics, SourceBundle)>, CompileReuse) {
     let sources: Vec<Source> = bundle
         .sources
         .into_iter()
         .map(|file| Source::new(file.name, file.text))
         .collect();
-    compile_incremental_with_digests(sources, digests, generation, running)
+    let (compiled, reuse) = compile_incremental_with_digests(sources, digests, generation, running);
+    let compiled =
+        compiled.map_err(|(diagnostics, sources)| (diagnostics, SourceBundle { sources }));
+    (compiled, reuse)
 }
 
 /// A plan or apply request seen only for its files, with each text kept as raw bytes (JSON

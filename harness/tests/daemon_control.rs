@@ -619,3 +619,88 @@ fn a_reader_cannot_crash_the_daemon_with_a_deeply_nested_selector() {
     assert_eq!(setup.generation(), 1);
     assert_eq!(check(setup.bird.routes(), "BIRD routes"), routes_before);
 }
+
+/// `count` onboarded prefixes that are not advertised, each bound to the resolver: a file
+/// large enough that its push compiles for a while, changing no route.
+fn quiet_prefixes(count: usize) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(count * 140);
+    for index in 0..count {
+        let (high, low) = (index / 256, index % 256);
+        let _ = write!(
+            text,
+            "[[prefix]]\ncidr = \"10.{high}.{low}.0/24\"\norigin_asn = 13335\nowner = \"resolver\"\nadvertise = false\n\n[[binding]]\ncidr = \"10.{high}.{low}.0/24\"\nservice = \"resolver\"\n\n"
+        );
+    }
+    text
+}
+
+/// The CPU time `pid` has used, in clock ticks (`/proc/PID/stat`: utime + stime).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command (which may hold spaces) start after its closing `)`.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let field = |index: usize| -> u64 {
+        fields
+            .get(index)
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
+    field(11) + field(12)
+}
+
+/// Two pushes at once: a large one (slow to compile) and, while it compiles, a small one that
+/// commits first. The large one, planned against a generation that is no longer running, is
+/// planned again against the new one with the files it was pushed with — its compile job was
+/// lent the bundle, not given a copy, and handed it back — and applies on top of it.
+#[test]
+fn a_push_planned_again_after_another_committed_keeps_its_files() {
+    let setup = start();
+    let before = setup.generation();
+    let added = format!("{PREFIXES}{ADDED_PREFIX}");
+    let small = setup.bundle("small", SERVICES, &added);
+    let mut large = setup.bundle("large", SERVICES, &added);
+    large.extend(check(
+        write_files(
+            &setup.bundles.path().join("large-extra"),
+            &[("quiet.toml", quiet_prefixes(60_000).as_str())],
+        ),
+        "writing the large file",
+    ));
+    let compiles = |log: &str| log.matches("push compiled and planned").count();
+    let compiled_before = compiles(&setup.topologyd.log());
+    let pid = setup.topologyd.pid().unwrap_or(0);
+    let ticks_before = cpu_ticks(pid);
+    let large_push = {
+        let admin = client(&setup.topologyd, &setup.pki, ADMIN);
+        let arguments = paths(&large);
+        std::thread::spawn(move || admin.run("push", &arguments))
+    };
+    // The small push goes once the daemon has worked on the large one for half a second (of
+    // a compile that takes seconds in a debug build).
+    let _ = wait_until("the daemon to work on the large push", WAIT, || {
+        if cpu_ticks(pid) >= ticks_before + 50 {
+            Ok(())
+        } else {
+            Err(String::from("idle"))
+        }
+    });
+    let small_output = setup.topoctl("push", &paths(&small));
+    assert_eq!(small_output.code, EXIT_CHANGES_MADE, "{small_output}");
+    let large_output = match large_push.join() {
+        Ok(output) => check(output, "running topoctl"),
+        Err(_) => panic!("the large push's thread panicked"),
+    };
+    assert!(
+        matches!(large_output.code, EXIT_CHANGES_MADE | EXIT_OK),
+        "the large push, planned again, was not applied: {large_output}"
+    );
+    assert_eq!(setup.generation(), before + 2, "both pushes applied");
+    let planned_again = compiles(&setup.topologyd.log()) - compiled_before > 2;
+    eprintln!("the large push was planned again after the small one committed: {planned_again}");
+}

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use super::values::{check_name, check_spanned_name, parse_cidr};
 use crate::diagnostic::Collector;
 use crate::file::{BindingFile, PrefixFile};
-use crate::model::{AnnounceMode, Located, PrefixEvidence, RawBinding, RawPrefix, Roa};
+use crate::model::{
+    AnnounceMode, Located, PrefixEvidence, RawBinding, RawOwnership, RawPrefix, Roa,
+};
 use crate::source::span_of;
 use crate::split::Tables;
 
@@ -160,23 +162,25 @@ pub(super) fn convert_prefixes(
                 )
             }),
             rpki: prefix.rpki.unwrap_or_default(),
-            irr_token: prefix.irr_token,
-            rdns_token: prefix.rdns_token,
-            evidence: prefix.evidence.map(|evidence| {
-                let span = span_of(source_id, &*evidence);
-                let evidence = evidence.into_inner();
-                Box::new(Located::new(
-                    PrefixEvidence {
-                        longest_announced: evidence.longest_announced,
-                        token_sha256: evidence.token_sha256,
-                        checks: evidence.checks,
-                        verified_at: evidence.verified_at,
-                        key: evidence.key,
-                        signature: evidence.signature,
-                    },
-                    span,
-                ))
-            }),
+            ownership: RawOwnership::boxed(
+                prefix.irr_token,
+                prefix.rdns_token,
+                prefix.evidence.map(|evidence| {
+                    let span = span_of(source_id, &*evidence);
+                    let evidence = evidence.into_inner();
+                    Located::new(
+                        PrefixEvidence {
+                            longest_announced: evidence.longest_announced,
+                            token_sha256: evidence.token_sha256,
+                            checks: evidence.checks,
+                            verified_at: evidence.verified_at,
+                            key: evidence.key,
+                            signature: evidence.signature,
+                        },
+                        span,
+                    )
+                }),
+            ),
         });
     }
 }

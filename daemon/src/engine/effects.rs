@@ -39,6 +39,8 @@ pub(super) struct Compiled {
     /// The running generation it was planned against.
     pub base_generation: u64,
     pub result: Result<Prepared, EngineError>,
+    /// The bundle the job was lent, when it did not prepare (a prepared push carries it).
+    pub returned: Option<crate::engine_api::SourceBundle>,
 }
 
 impl Engine {
@@ -269,10 +271,11 @@ impl Engine {
 
     /// Compiles a mutation's input against the running generation on the blocking pool.
     fn spawn_compile(&mut self, request: RequestId, base_generation: u64) {
+        // The pushed bundle is lent to the job, not copied; it comes back in `Compiled`.
         let Some(input) = self
             .mutations
-            .get(&request)
-            .map(|request| request.input.clone())
+            .get_mut(&request)
+            .map(|request| request.input.lend())
         else {
             return;
         };
@@ -281,13 +284,51 @@ impl Engine {
         let sender = self.compiled_sender.clone();
         tokio::task::spawn_blocking(move || {
             let base_generation = job.base_generation;
-            let result = job.run();
+            let (result, returned) = job.run_lent();
             let _ = sender.send(Compiled {
                 request,
                 base_generation,
                 result,
+                returned,
             });
         });
+    }
+
+    /// A mutation's compile finished: the core commits it if the running generation is still
+    /// the one it was planned against, or has it planned again.
+    pub(super) async fn on_compiled(&mut self, mut done: Compiled) {
+        let running = self.running.meta.generation;
+        let Some(request) = self.mutations.get_mut(&done.request) else {
+            return;
+        };
+        // The lent bundle comes back to the mutation: from the error, or, when a commit ran
+        // meanwhile and the core is about to have it planned again, from the discarded
+        // preparation (committed, it goes to the state directory from there).
+        let returned = match &mut done.result {
+            Ok(prepared) if done.base_generation != running => {
+                Some(std::mem::take(&mut prepared.bundle))
+            }
+            Ok(_) => None,
+            Err(_) => done.returned.take(),
+        };
+        if let Some(bundle) = returned {
+            request.input.give_back(bundle);
+        }
+        let rollback_of = match &request.input {
+            CompileInput::Rollback { generation } => Some(*generation),
+            CompileInput::Bundle { .. } => None,
+        };
+        let checks = request.terms.checks.clone();
+        let who = request.terms.who.clone();
+        self.handle(Event::Compiled {
+            request: done.request,
+            base_generation: done.base_generation,
+            checks,
+            result: Box::new(done.result),
+            who,
+            rollback_of,
+        })
+        .await;
     }
 
     /// Sends a request its answer.

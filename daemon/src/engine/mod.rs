@@ -676,7 +676,7 @@ impl Engine {
             } => {
                 // Compiled, planned and rendered on the blocking pool, answered from there.
                 let job = self.compile_job(CompileInput::Bundle {
-                    bundle: Arc::new(bundle),
+                    bundle: Some(Arc::new(bundle)),
                     digests,
                     intent,
                 });
@@ -700,7 +700,7 @@ impl Engine {
             } => {
                 self.start_mutation(
                     CompileInput::Bundle {
-                        bundle: Arc::new(bundle),
+                        bundle: Some(Arc::new(bundle)),
                         digests,
                         intent,
                     },
@@ -820,27 +820,6 @@ impl Engine {
         self.handle(Event::MutationRequested {
             request: id,
             checks,
-        })
-        .await;
-    }
-
-    /// A mutation's compile finished: the core commits it if the running generation is still
-    /// the one it was planned against, or has it planned again.
-    async fn on_compiled(&mut self, done: Compiled) {
-        let Some(request) = self.mutations.get(&done.request) else {
-            return;
-        };
-        let rollback_of = match &request.input {
-            CompileInput::Rollback { generation } => Some(*generation),
-            CompileInput::Bundle { .. } => None,
-        };
-        self.handle(Event::Compiled {
-            request: done.request,
-            base_generation: done.base_generation,
-            checks: request.terms.checks.clone(),
-            result: Box::new(done.result),
-            who: request.terms.who.clone(),
-            rollback_of,
         })
         .await;
     }

@@ -160,17 +160,47 @@ impl std::fmt::Debug for Prepared {
 /// What a compile job compiles.
 #[derive(Debug, Clone)]
 pub(crate) enum CompileInput {
-    /// A pushed bundle and its intent. Shared: a mutation keeps it until it commits (it may be
-    /// compiled again against a newer generation), and copying megabytes of TOML on the engine
-    /// task to hand a job its own would hold up everything else the engine does.
+    /// A pushed bundle and its intent. A mutation keeps it until it commits (it may be
+    /// compiled again against a newer generation) but lends it to its compile job
+    /// ([`CompileInput::lend`]), which hands it back ([`CompileJob::run_lent`]): the texts are
+    /// never copied (a copy of tens of megabytes was a tenth of a delta push's CPU).
     Bundle {
-        bundle: Arc<SourceBundle>,
+        /// `None` while lent to a compile job.
+        bundle: Option<Arc<SourceBundle>>,
         /// Each file's SHA-256, when the control API checked them.
         digests: Option<Vec<[u8; 32]>>,
         intent: Intent,
     },
     /// The sources of a kept generation (a rollback).
     Rollback { generation: u64 },
+}
+
+impl CompileInput {
+    /// What a compile job of this input compiles, the bundle moved out of `self` (given
+    /// back with [`CompileInput::give_back`]).
+    pub(crate) fn lend(&mut self) -> CompileInput {
+        match self {
+            CompileInput::Bundle {
+                bundle,
+                digests,
+                intent,
+            } => CompileInput::Bundle {
+                bundle: bundle.take(),
+                digests: digests.clone(),
+                intent: intent.clone(),
+            },
+            CompileInput::Rollback { generation } => CompileInput::Rollback {
+                generation: *generation,
+            },
+        }
+    }
+
+    /// Takes back the bundle a compile job was lent.
+    pub(crate) fn give_back(&mut self, returned: SourceBundle) {
+        if let CompileInput::Bundle { bundle, .. } = self {
+            *bundle = Some(Arc::new(returned));
+        }
+    }
 }
 
 /// A compile on the blocking pool, with snapshots of what it needs from the engine.
@@ -223,56 +253,71 @@ impl CompileJob {
 
     /// Loads a rollback's sources, reserves the compile memory, then [`prepare`]s; blocking
     /// (runs on the blocking pool).
-    pub fn run(mut self) -> Result<Prepared, EngineError> {
+    pub fn run(self) -> Result<Prepared, EngineError> {
+        self.run_lent().0
+    }
+
+    /// [`CompileJob::run`], handing back the pushed bundle when the job did not prepare (a
+    /// prepared push carries it in [`Prepared::bundle`]).
+    pub fn run_lent(mut self) -> (Result<Prepared, EngineError>, Option<SourceBundle>) {
         let input = std::mem::replace(&mut self.input, CompileInput::Rollback { generation: 0 });
         let (bundle, digests, intent, rollback_of) = match input {
-            // The compile takes the texts: the only copy made is when a mutation still holds
-            // the bundle (a plan's is this job's alone).
             CompileInput::Bundle {
-                bundle,
+                bundle: Some(bundle),
                 digests,
                 intent,
             } => (
+                // Unshared but for a plan whose client is gone: no copy.
                 Arc::try_unwrap(bundle).unwrap_or_else(|shared| (*shared).clone()),
                 digests,
                 intent,
                 None,
             ),
-            CompileInput::Rollback { generation } => {
-                let stored = self.store.load(generation).map_err(|error| {
-                    compile_error(
+            CompileInput::Bundle { bundle: None, .. } => {
+                let error = compile_error(
+                    self.base_generation,
+                    EngineErrorKind::Internal,
+                    "the push's sources are with another compile of it".to_owned(),
+                    None,
+                );
+                return (Err(error), None);
+            }
+            CompileInput::Rollback { generation } => match self.store.load(generation) {
+                Ok(stored) => (stored.bundle, None, Intent::default(), Some(generation)),
+                Err(error) => {
+                    let message = match &error {
+                        crate::state_store::StateError::NotFound { .. } => {
+                            format!("generation {generation} is not kept: {error}")
+                        }
+                        _ => format!("generation {generation} is kept but cannot be read: {error}"),
+                    };
+                    let error = compile_error(
                         self.base_generation,
                         EngineErrorKind::NotFound,
-                        match &error {
-                            crate::state_store::StateError::NotFound { .. } => {
-                                format!("generation {generation} is not kept: {error}")
-                            }
-                            _ => format!(
-                                "generation {generation} is kept but cannot be read: {error}"
-                            ),
-                        },
+                        message,
                         None,
-                    )
-                })?;
-                (stored.bundle, None, Intent::default(), Some(generation))
-            }
-        };
-        let _reservation = self.reserve(&bundle)?;
-        prepare(
-            &PrepareContext {
-                old: &self.old,
-                old_routes: &self.old_routes,
-                base_generation: self.base_generation,
-                next_generation: self.next_generation,
-                location: &self.location,
-                config: &self.config,
-                rpki: &self.rpki,
+                    );
+                    return (Err(error), None);
+                }
             },
-            bundle,
-            digests,
-            intent,
-            rollback_of,
-        )
+        };
+        let _reservation = match self.reserve(&bundle) {
+            Ok(reservation) => reservation,
+            Err(error) => return (Err(error), Some(bundle)),
+        };
+        let context = PrepareContext {
+            old: &self.old,
+            old_routes: &self.old_routes,
+            base_generation: self.base_generation,
+            next_generation: self.next_generation,
+            location: &self.location,
+            config: &self.config,
+            rpki: &self.rpki,
+        };
+        match prepare_lent(&context, bundle, digests, intent, rollback_of) {
+            Ok(prepared) => (Ok(prepared), None),
+            Err((error, bundle)) => (Err(error), bundle),
+        }
     }
 }
 
@@ -314,17 +359,29 @@ pub fn prepare(
     context: &PrepareContext<'_>,
     bundle: SourceBundle,
     digests: Option<Vec<[u8; 32]>>,
-    mut intent: Intent,
+    intent: Intent,
     rollback_of: Option<u64>,
 ) -> Result<Prepared, EngineError> {
+    prepare_lent(context, bundle, digests, intent, rollback_of).map_err(|(error, _)| error)
+}
+
+/// [`prepare`], handing the bundle back with the error when it does not prepare (`None` only
+/// if it was lost, which no path does today).
+fn prepare_lent(
+    context: &PrepareContext<'_>,
+    bundle: SourceBundle,
+    digests: Option<Vec<[u8; 32]>>,
+    mut intent: Intent,
+    rollback_of: Option<u64>,
+) -> Result<Prepared, (EngineError, Option<SourceBundle>)> {
     let started = Instant::now();
     // Compiled against the running topology, so that a finding involving two places (a
     // cidr bound twice) is reported at the one the push added, as `topoctl plan` does. The
     // bundle moves into the topology.
     let (compiled, reuse) =
         compile_bundle_against(bundle, digests, context.next_generation, context.old);
-    let mut new = compiled.map_err(|diagnostics| {
-        compile_error(
+    let mut new = compiled.map_err(|(diagnostics, bundle)| {
+        let error = compile_error(
             context.base_generation,
             EngineErrorKind::Invalid,
             format!(
@@ -335,7 +392,8 @@ pub fn prepare(
                 diagnostics: Document::of(&diagnostics),
                 text: diagnostics.to_string(),
             }),
-        )
+        );
+        (error, Some(bundle))
     })?;
     let compiled = started.elapsed();
     if rollback_of.is_some() {
@@ -345,20 +403,24 @@ pub fn prepare(
     }
     let plan = plan_with_vrps(context.old, &new, &intent, context.rpki.vrps.as_deref());
     let planned = started.elapsed() - compiled;
-    let routes = location_routes(&new, context.location).map_err(|message| {
-        compile_error(
-            context.base_generation,
-            EngineErrorKind::Invalid,
-            format!(
-                "this daemon's location `{}` is not in the new topology: {message}",
-                context.location
-            ),
-            None,
-        )
-    })?;
+    let routes = match location_routes(&new, context.location) {
+        Ok(routes) => routes,
+        Err(message) => {
+            let error = compile_error(
+                context.base_generation,
+                EngineErrorKind::Invalid,
+                format!(
+                    "this daemon's location `{}` is not in the new topology: {message}",
+                    context.location
+                ),
+                None,
+            );
+            return Err((error, Some(sources_of(&mut new))));
+        }
+    };
     let (_, health_errors) = expanded_health_specs(&new, context.config);
     if !health_errors.is_empty() {
-        return Err(compile_error(
+        let error = compile_error(
             context.base_generation,
             EngineErrorKind::Invalid,
             format!(
@@ -367,7 +429,8 @@ pub fn prepare(
                 health_errors.join("; ")
             ),
             Some(ErrorDetail::HealthChecks { health_errors }),
-        ));
+        );
+        return Err((error, Some(sources_of(&mut new))));
     }
     let runtime_guard = runtime_guard(&plan, context.location, context.old_routes, &routes, &new);
     let prepared = Prepared {
@@ -379,9 +442,7 @@ pub fn prepare(
         hash: plan_hash(&plan),
         // Moved out, not copied: the state directory keeps the texts, the running topology
         // does not.
-        bundle: SourceBundle {
-            sources: new.take_sources(),
-        },
+        bundle: sources_of(&mut new),
         runtime_guard,
         topology: new,
         plan,
@@ -398,4 +459,11 @@ pub fn prepare(
         "push compiled and planned (off the engine task)"
     );
     Ok(prepared)
+}
+
+/// The texts of a compiled topology, moved out of it.
+fn sources_of(topology: &mut Topology) -> SourceBundle {
+    SourceBundle {
+        sources: topology.take_sources(),
+    }
 }

@@ -38,7 +38,7 @@ pub fn revoked_advertisements(
         .iter()
         .filter(|prefix| prefix.advertise)
         .filter_map(|prefix| {
-            let evidence = prefix.evidence.as_ref()?;
+            let evidence = prefix.evidence()?;
             let revocation = revocations.get(&evidence.value.token_sha256.to_ascii_lowercase())?;
             Some(RevokedAdvertisement {
                 location: raw.sources.locate(prefix.cidr.span).to_string(),

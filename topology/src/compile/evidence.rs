@@ -75,7 +75,7 @@ pub(super) fn check_customer_evidence(
     customer_prefixes
         .sort_unstable_by_key(|prefix| (network_key(&prefix.cidr.value), prefix.cidr.span));
     for prefix in customer_prefixes {
-        let Some(evidence) = &prefix.evidence else {
+        let Some(evidence) = prefix.evidence() else {
             report(
                 prefix,
                 prefix.cidr.span,

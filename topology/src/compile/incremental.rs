@@ -25,7 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use ipnet::IpNet;
 use topologyd_config::{
     Diagnostics, Located, RawPrefix, RawTopology, Settings, Source, Span,
-    parse_topology_sources_except, parse_topology_sources_owned,
+    parse_topology_sources_except, parse_topology_sources_with_warnings,
 };
 
 use crate::model::{Prefix, Service, Topology};
@@ -92,19 +92,22 @@ pub fn compile_incremental(
     generation: u64,
     baseline: &Topology,
 ) -> (Result<Topology, Diagnostics>, CompileReuse) {
-    compile_incremental_with_digests(sources, None, generation, baseline)
+    let (result, reuse) = compile_incremental_with_digests(sources, None, generation, baseline);
+    (result.map_err(|(diagnostics, _)| diagnostics), reuse)
 }
 
 /// [`compile_incremental`] with each text's SHA-256 already known (`known`, one per source in
 /// order), so that the texts are not hashed again. The caller vouches for them: a digest that
 /// is not its text's would have the compile take another text's items. Digests that do not
-/// pair with the sources one to one are ignored and the texts hashed.
+/// pair with the sources one to one are ignored and the texts hashed. A compile that fails
+/// hands the sources back, as they were given, with its diagnostics (a caller that may have
+/// to compile them again, against a newer baseline, then keeps no copy of its own).
 pub fn compile_incremental_with_digests(
     sources: Vec<Source>,
     known: Option<Vec<[u8; 32]>>,
     generation: u64,
     baseline: &Topology,
-) -> (Result<Topology, Diagnostics>, CompileReuse) {
+) -> (Result<Topology, (Diagnostics, Vec<Source>)>, CompileReuse) {
     let digests = match known {
         Some(known) if known.len() == sources.len() => known,
         _ => digests(&sources),
@@ -180,18 +183,25 @@ fn reused_files(sources: &[Source], digests: &[[u8; 32]], baseline: &Topology) -
         .collect()
 }
 
+/// The full compile against `baseline`, handing the sources back when it fails.
 fn full(
     sources: Vec<Source>,
     generation: u64,
     baseline: &Topology,
     digests: Vec<[u8; 32]>,
-) -> Result<Topology, Diagnostics> {
-    super::compile_raw_with(
-        parse_topology_sources_owned(sources)?,
+) -> Result<Topology, (Diagnostics, Vec<Source>)> {
+    let (mut raw, diagnostics) = parse_topology_sources_with_warnings(sources);
+    if diagnostics.has_errors() {
+        return Err((diagnostics, raw.sources.take_texts()));
+    }
+    super::compile_phases(
+        raw,
+        Reused::default(),
         generation,
         Some(baseline),
         super::Fingerprints::Digests(digests),
     )
+    .map_err(|(diagnostics, mut sources)| (diagnostics, sources.take_texts()))
 }
 
 /// What an incremental compile takes from the running generation instead of parsing it: the
@@ -295,11 +305,13 @@ fn reused_items<'a>(
             announce: Located::new(prefix.announce, span),
             roa: prefix.roa.map(|roa| Located::new(roa, span)),
             rpki: prefix.rpki,
-            irr_token: prefix.irr_token().map(str::to_owned),
-            rdns_token: prefix.rdns_token().map(str::to_owned),
-            evidence: prefix
-                .evidence()
-                .map(|evidence| Box::new(Located::new(evidence.clone(), span))),
+            ownership: topologyd_config::RawOwnership::boxed(
+                prefix.irr_token().map(str::to_owned),
+                prefix.rdns_token().map(str::to_owned),
+                prefix
+                    .evidence()
+                    .map(|evidence| Located::new(evidence.clone(), span)),
+            ),
         }
     }));
     reused

@@ -72,12 +72,9 @@ fn compile_prefix(
         roa: raw_prefix.roa.as_ref().map(|roa| roa.value),
         rpki: raw_prefix.rpki,
         ownership: PrefixOwnership::boxed(
-            raw_prefix.irr_token.as_deref(),
-            raw_prefix.rdns_token.as_deref(),
-            raw_prefix
-                .evidence
-                .as_deref()
-                .map(|evidence| &evidence.value),
+            raw_prefix.irr_token(),
+            raw_prefix.rdns_token(),
+            raw_prefix.evidence().map(|evidence| &evidence.value),
         ),
         span: raw_prefix.cidr.span,
     }
