@@ -683,13 +683,16 @@ fn a_push_planned_again_after_another_committed_keeps_its_files() {
     };
     // The small push goes once the daemon has worked on the large one for half a second (of
     // a compile that takes seconds in a debug build).
-    let _ = wait_until("the daemon to work on the large push", WAIT, || {
-        if cpu_ticks(pid) >= ticks_before + 50 {
-            Ok(())
-        } else {
-            Err(String::from("idle"))
-        }
-    });
+    check(
+        wait_until("the daemon to work on the large push", WAIT, || {
+            if cpu_ticks(pid) >= ticks_before + 50 {
+                Ok(())
+            } else {
+                Err(String::from("idle"))
+            }
+        }),
+        "topologyd",
+    );
     let small_output = setup.topoctl("push", &paths(&small));
     assert_eq!(small_output.code, EXIT_CHANGES_MADE, "{small_output}");
     let large_output = match large_push.join() {
@@ -701,6 +704,12 @@ fn a_push_planned_again_after_another_committed_keeps_its_files() {
         "the large push, planned again, was not applied: {large_output}"
     );
     assert_eq!(setup.generation(), before + 2, "both pushes applied");
-    let planned_again = compiles(&setup.topologyd.log()) - compiled_before > 2;
-    eprintln!("the large push was planned again after the small one committed: {planned_again}");
+    // Three compiles: the small push's, and the large one's twice (planned against the
+    // generation before the small one, then again against it).
+    let log = setup.topologyd.log();
+    assert_eq!(
+        compiles(&log) - compiled_before,
+        3,
+        "the large push was not planned again:\n{log}"
+    );
 }

@@ -140,6 +140,13 @@ pub enum Effect {
         request: RequestId,
         base_generation: u64,
     },
+    /// The mutation takes back the pushed bundle its discarded preparation holds: it is
+    /// planned again (a [`Effect::Compile`] follows), and its compile job was lent the bundle,
+    /// not given a copy.
+    KeepSources {
+        request: RequestId,
+        bundle: crate::engine_api::SourceBundle,
+    },
     /// Count guard refusals in the metrics.
     CountGuardRefusals { guard: String, count: u64 },
     /// Write the intent record ahead (if the request has one), then the generation, fsync'd;
@@ -344,7 +351,14 @@ impl EngineCore {
             } => {
                 if base_generation != self.running.meta.generation {
                     // A commit ran meanwhile: check the claim and the compare-and-swap again,
-                    // and plan again against the new generation.
+                    // and plan again against the new generation, with the pushed files the
+                    // preparation holds.
+                    if let Ok(prepared) = *result {
+                        effects.push(Effect::KeepSources {
+                            request,
+                            bundle: prepared.bundle,
+                        });
+                    }
                     self.on_mutation_requested(request, &checks, now, &mut effects);
                 } else if let Err(error) = self.deadline_and_lease_check(&checks, now) {
                     // The commit is decided here, in one step with the checks: a status answered

@@ -39,7 +39,8 @@ pub(super) struct Compiled {
     /// The running generation it was planned against.
     pub base_generation: u64,
     pub result: Result<Prepared, EngineError>,
-    /// The bundle the job was lent, when it did not prepare (a prepared push carries it).
+    /// The pushed bundle the job was lent, when it did not prepare (a prepared push carries
+    /// it in [`Prepared::bundle`]; a rollback's job returns none).
     pub returned: Option<crate::engine_api::SourceBundle>,
 }
 
@@ -114,6 +115,11 @@ impl Engine {
                     .as_ref()
                     .map(|binder| binder.interface().to_owned());
                 error!(%address, ?interface, "a bound service address was removed from outside; binding it again");
+            }
+            Effect::KeepSources { request, bundle } => {
+                if let Some(mutation) = self.mutations.get_mut(&request) {
+                    mutation.input.give_back(bundle);
+                }
             }
             Effect::Compile {
                 request,
@@ -297,21 +303,14 @@ impl Engine {
     /// A mutation's compile finished: the core commits it if the running generation is still
     /// the one it was planned against, or has it planned again.
     pub(super) async fn on_compiled(&mut self, mut done: Compiled) {
-        let running = self.running.meta.generation;
         let Some(request) = self.mutations.get_mut(&done.request) else {
             return;
         };
-        // The lent bundle comes back to the mutation: from the error, or, when a commit ran
-        // meanwhile and the core is about to have it planned again, from the discarded
-        // preparation (committed, it goes to the state directory from there).
-        let returned = match &mut done.result {
-            Ok(prepared) if done.base_generation != running => {
-                Some(std::mem::take(&mut prepared.bundle))
-            }
-            Ok(_) => None,
-            Err(_) => done.returned.take(),
-        };
-        if let Some(bundle) = returned {
+        // A job that did not prepare hands the lent bundle back with its error: the mutation
+        // keeps it whatever the core decides (answered, it goes with the mutation; planned
+        // again, it is compiled again). A prepared one carries it, and the core has it kept
+        // ([`Effect::KeepSources`]) when it plans the mutation again.
+        if let Some(bundle) = done.returned.take() {
             request.input.give_back(bundle);
         }
         let rollback_of = match &request.input {

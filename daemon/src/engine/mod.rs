@@ -676,7 +676,7 @@ impl Engine {
             } => {
                 // Compiled, planned and rendered on the blocking pool, answered from there.
                 let job = self.compile_job(CompileInput::Bundle {
-                    bundle: Some(Arc::new(bundle)),
+                    bundle: Some(bundle),
                     digests,
                     intent,
                 });
@@ -700,7 +700,7 @@ impl Engine {
             } => {
                 self.start_mutation(
                     CompileInput::Bundle {
-                        bundle: Some(Arc::new(bundle)),
+                        bundle: Some(bundle),
                         digests,
                         intent,
                     },

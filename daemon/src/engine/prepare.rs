@@ -162,11 +162,13 @@ impl std::fmt::Debug for Prepared {
 pub(crate) enum CompileInput {
     /// A pushed bundle and its intent. A mutation keeps it until it commits (it may be
     /// compiled again against a newer generation) but lends it to its compile job
-    /// ([`CompileInput::lend`]), which hands it back ([`CompileJob::run_lent`]): the texts are
-    /// never copied (a copy of tens of megabytes was a tenth of a delta push's CPU).
+    /// ([`CompileInput::lend`]), which hands it back when it does not prepare
+    /// ([`CompileJob::run_lent`]); a preparation discarded to plan the mutation again gives it
+    /// back through the core (`Effect::KeepSources`). The texts are never copied (a copy of
+    /// tens of megabytes was a tenth of a delta push's CPU).
     Bundle {
         /// `None` while lent to a compile job.
-        bundle: Option<Arc<SourceBundle>>,
+        bundle: Option<SourceBundle>,
         /// Each file's SHA-256, when the control API checked them.
         digests: Option<Vec<[u8; 32]>>,
         intent: Intent,
@@ -198,7 +200,7 @@ impl CompileInput {
     /// Takes back the bundle a compile job was lent.
     pub(crate) fn give_back(&mut self, returned: SourceBundle) {
         if let CompileInput::Bundle { bundle, .. } = self {
-            *bundle = Some(Arc::new(returned));
+            *bundle = Some(returned);
         }
     }
 }
@@ -261,18 +263,13 @@ impl CompileJob {
     /// prepared push carries it in [`Prepared::bundle`]).
     pub fn run_lent(mut self) -> (Result<Prepared, EngineError>, Option<SourceBundle>) {
         let input = std::mem::replace(&mut self.input, CompileInput::Rollback { generation: 0 });
+        let pushed = matches!(input, CompileInput::Bundle { .. });
         let (bundle, digests, intent, rollback_of) = match input {
             CompileInput::Bundle {
                 bundle: Some(bundle),
                 digests,
                 intent,
-            } => (
-                // Unshared but for a plan whose client is gone: no copy.
-                Arc::try_unwrap(bundle).unwrap_or_else(|shared| (*shared).clone()),
-                digests,
-                intent,
-                None,
-            ),
+            } => (bundle, digests, intent, None),
             CompileInput::Bundle { bundle: None, .. } => {
                 let error = compile_error(
                     self.base_generation,
@@ -301,9 +298,12 @@ impl CompileJob {
                 }
             },
         };
+        // Only a pushed bundle goes back (a rollback's is read from the store again, and is
+        // freed here, off the engine task).
+        let returned = |bundle: Option<SourceBundle>| bundle.filter(|_| pushed);
         let _reservation = match self.reserve(&bundle) {
             Ok(reservation) => reservation,
-            Err(error) => return (Err(error), Some(bundle)),
+            Err(error) => return (Err(error), returned(Some(bundle))),
         };
         let context = PrepareContext {
             old: &self.old,
@@ -316,7 +316,7 @@ impl CompileJob {
         };
         match prepare_lent(&context, bundle, digests, intent, rollback_of) {
             Ok(prepared) => (Ok(prepared), None),
-            Err((error, bundle)) => (Err(error), bundle),
+            Err((error, bundle)) => (Err(error), returned(bundle)),
         }
     }
 }

@@ -14,6 +14,11 @@ impl std::fmt::Display for Effect {
                 formatter,
                 "compile request={request} base={base_generation}"
             ),
+            Effect::KeepSources { request, bundle } => write!(
+                formatter,
+                "keep-sources request={request} files={}",
+                bundle.sources.len()
+            ),
             Effect::CountGuardRefusals { guard, count } => {
                 write!(formatter, "count-guard-refusals {guard} {count}")
             }
