@@ -283,8 +283,9 @@ fn push_plan_guard_refusal_conflict_rollback_and_audit_through_topoctl() {
         "a refused push changed the generation"
     );
     assert_counters_stay(&setup.bird, counters_applied);
-    // Compiled incrementally: prefixes.toml (prefixes and bindings only, unchanged) was taken
-    // from the running generation, fleet.toml (locations) and services.toml were parsed.
+    // Compiled incrementally: prefixes.toml (prefixes and bindings only, unchanged) and
+    // fleet.toml (locations only, unchanged at its place) were taken from the running
+    // generation; services.toml, changed, was parsed.
     let log = setup.topologyd.log();
     let compiled = log
         .lines()
@@ -292,7 +293,7 @@ fn push_plan_guard_refusal_conflict_rollback_and_audit_through_topoctl() {
         .find(|line| line.contains("push compiled and planned"))
         .unwrap_or_default();
     assert!(
-        compiled.contains("files_reused=1 ") && compiled.contains("files_parsed=2 "),
+        compiled.contains("files_reused=2 ") && compiled.contains("files_parsed=1 "),
         "{compiled}"
     );
 

@@ -272,6 +272,8 @@ pub struct Topology {
     /// `routes[i].service`, densely, for the per-location scan of [`Topology::desired`].
     pub(crate) route_services: Vec<u32>,
     pub(crate) warnings: Vec<Diagnostic>,
+    /// The settings, locations and services as parsed, for the next incremental compile.
+    pub(crate) definitions: crate::compile::Definitions,
 }
 
 /// The index of the last element of a sorted, disjoint list of networks containing `network`.

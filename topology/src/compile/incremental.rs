@@ -9,7 +9,10 @@
 //! sorted reused items with the parsed ones instead of sorting them all. A self-serve BYOIP
 //! change touches one customer file among thousands; parsing is the larger part of a compile
 //! (≈ 60 % at 300,000 bindings), so skipping the files that did not change is where most of the
-//! time goes.
+//! time goes. A file that holds only `[settings]`, locations and services (the fleet and service
+//! files), unchanged at the same place in the bundle, is not parsed either: its definitions are
+//! taken as the baseline parsed them ([`Definitions`]), spans and all, and every phase runs on
+//! them as on parsed ones.
 //!
 //! Exactness: the result equals a full compile of the same sources (routes, warnings, hash) —
 //! the property test in `tests/incremental_compile.rs` checks it over generated change
@@ -24,7 +27,7 @@ use std::collections::{HashMap, VecDeque};
 
 use ipnet::IpNet;
 use topologyd_config::{
-    Diagnostics, Located, RawPrefix, RawTopology, Settings, Source, Span,
+    Diagnostics, Located, RawLocation, RawPrefix, RawService, RawTopology, Settings, Source, Span,
     parse_topology_sources_except, parse_topology_sources_with_warnings,
 };
 
@@ -37,6 +40,21 @@ pub(crate) struct SourceFingerprint {
     pub(crate) sha256: [u8; 32],
     /// The file defines prefixes and bindings only: no settings, location or service.
     pub(crate) items_only: bool,
+    /// The file defines no prefix and no binding (its definitions, if any, are all it holds).
+    pub(crate) definitions_only: bool,
+}
+
+/// The settings, locations and services a compiled topology was compiled from, as parsed (in
+/// file order, spans into its sources): the next compile against it takes those of a file
+/// that holds nothing else and is unchanged at the same place in the bundle instead of
+/// parsing that file again. A few kilobytes a service; the fleet and service files are most
+/// of what a push of one customer's file parses.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Definitions {
+    pub(crate) locations: Vec<RawLocation>,
+    pub(crate) services: Vec<RawService>,
+    /// `[settings]` and where it was written, if a file wrote it.
+    pub(crate) settings: Option<(Settings, Span)>,
 }
 
 /// The SHA-256 of every text, in order (the large ones on threads of their own).
@@ -47,26 +65,46 @@ pub(super) fn digests(sources: &[Source]) -> Vec<[u8; 32]> {
 
 /// Each file's fingerprint: its digest, and whether the parsed `raw` holds anything but prefixes
 /// and bindings from it.
+/// Whether the files define anything (the first list) and hold any item (the second) is read
+/// from the raw topology: a file whose items an incremental compile reused holds no
+/// definition (it was reused for that) and its items are not in `raw`, so it is marked as
+/// holding none; it is not a file whose definitions the next compile may reuse either way.
 pub(super) fn fingerprints(raw: &RawTopology, digests: Vec<[u8; 32]>) -> Vec<SourceFingerprint> {
-    let mut definitions = vec![false; digests.len()];
-    let mut mark = |source: u32| {
-        if let Some(flag) = definitions.get_mut(source as usize) {
-            *flag = true;
+    let mark_all = |spans: &mut dyn Iterator<Item = u32>| {
+        let mut marked = vec![false; digests.len()];
+        for source in spans {
+            if let Some(flag) = marked.get_mut(source as usize) {
+                *flag = true;
+            }
         }
+        marked
     };
-    raw.settings_span.iter().for_each(|span| mark(span.source));
-    raw.locations
-        .iter()
-        .for_each(|location| mark(location.name.span.source));
-    raw.services
-        .iter()
-        .for_each(|service| mark(service.name.span.source));
+    let defines = mark_all(
+        &mut raw
+            .settings_span
+            .iter()
+            .map(|span| span.source)
+            .chain(
+                raw.locations
+                    .iter()
+                    .map(|location| location.name.span.source),
+            )
+            .chain(raw.services.iter().map(|service| service.name.span.source)),
+    );
+    let holds_items = mark_all(
+        &mut raw
+            .prefixes
+            .iter()
+            .map(|prefix| prefix.cidr.span.source)
+            .chain(raw.bindings.iter().map(|binding| binding.cidr.span.source)),
+    );
     digests
         .into_iter()
-        .zip(definitions)
-        .map(|(sha256, defines)| SourceFingerprint {
+        .zip(defines.into_iter().zip(holds_items))
+        .map(|(sha256, (defines, holds_items))| SourceFingerprint {
             sha256,
             items_only: !defines,
+            definitions_only: defines && !holds_items,
         })
         .collect()
 }
@@ -75,7 +113,9 @@ pub(super) fn fingerprints(raw: &RawTopology, digests: Vec<[u8; 32]>) -> Vec<Sou
 /// of parsed, and whether it fell back to the full compile.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CompileReuse {
-    /// Files whose items were rebuilt from the baseline (not parsed).
+    /// Files taken from the baseline instead of parsed: files of prefixes and bindings (their
+    /// items rebuilt from it) and files of definitions only (their definitions as it parsed
+    /// them).
     pub reused_files: usize,
     /// Files parsed.
     pub parsed_files: usize,
@@ -114,7 +154,8 @@ pub fn compile_incremental_with_digests(
     };
     // Per baseline file: the index of the new file that reuses it.
     let moved_to = reused_files(&sources, &digests, baseline);
-    let mut reusable = vec![false; sources.len()];
+    let kept_definitions = kept_definition_files(&sources, &digests, baseline);
+    let mut reusable = kept_definitions.clone();
     for index in moved_to.iter().flatten() {
         reusable[*index as usize] = true;
     }
@@ -128,7 +169,9 @@ pub fn compile_incremental_with_digests(
         return (full(sources, generation, baseline, digests), reuse);
     }
     let (mut raw, diagnostics) = parse_topology_sources_except(sources, &reusable);
-    let result = if diagnostics.has_errors() {
+    let result = if diagnostics.has_errors()
+        || !take_definitions(&mut raw, &kept_definitions, &baseline.definitions)
+    {
         Err(raw.sources)
     } else {
         let reused = reused_items(&mut raw, moved_to, baseline);
@@ -184,6 +227,92 @@ fn reused_files(sources: &[Source], digests: &[[u8; 32]], baseline: &Topology) -
 }
 
 /// The full compile against `baseline`, handing the sources back when it fails.
+/// Per new file: whether it is a baseline file that defines settings, locations or services
+/// and nothing else, unchanged (name and SHA-256) at the same place in the bundle, so that its
+/// definitions, parsed for the baseline with their spans, can be taken as they are.
+fn kept_definition_files(
+    sources: &[Source],
+    digests: &[[u8; 32]],
+    baseline: &Topology,
+) -> Vec<bool> {
+    let old_sources = baseline.sources();
+    sources
+        .iter()
+        .zip(digests)
+        .enumerate()
+        .map(|(index, (source, digest))| {
+            baseline
+                .fingerprints
+                .get(index)
+                .zip(old_sources.get(index))
+                .is_some_and(|(fingerprint, old)| {
+                    fingerprint.definitions_only
+                        && fingerprint.sha256 == *digest
+                        && old.name == source.name
+                })
+        })
+        .collect()
+}
+
+/// Adds to `raw` (parsed without the kept files) the baseline's definitions from the kept
+/// files, in file order as a parse of every file lists them. `false` when the whole parse
+/// would have reported what the parse of the other files alone could not see (`[settings]`
+/// written twice, too many locations): the full compile then runs and reports it.
+fn take_definitions(raw: &mut RawTopology, kept: &[bool], baseline: &Definitions) -> bool {
+    let is_kept = |span: Span| kept.get(span.source as usize).copied().unwrap_or(false);
+    if let Some((settings, span)) = &baseline.settings
+        && is_kept(*span)
+    {
+        if raw.settings_span.is_some() {
+            return false;
+        }
+        raw.settings = settings.clone();
+        raw.settings_span = Some(*span);
+    }
+    raw.locations = in_file_order(
+        std::mem::take(&mut raw.locations),
+        &baseline.locations,
+        |location| location.name.span,
+        is_kept,
+    );
+    raw.services = in_file_order(
+        std::mem::take(&mut raw.services),
+        &baseline.services,
+        |service| service.name.span,
+        is_kept,
+    );
+    raw.locations.len() <= topologyd_config::bounds::MAX_LOCATIONS
+}
+
+/// `parsed` (in file order) with the `baseline` items (in file order) of the kept files put
+/// in their files' places.
+fn in_file_order<T: Clone>(
+    parsed: Vec<T>,
+    baseline: &[T],
+    span: impl Fn(&T) -> Span,
+    is_kept: impl Fn(Span) -> bool,
+) -> Vec<T> {
+    let kept: Vec<T> = baseline
+        .iter()
+        .filter(|item| is_kept(span(item)))
+        .cloned()
+        .collect();
+    if kept.is_empty() {
+        return parsed;
+    }
+    let mut merged = Vec::with_capacity(parsed.len() + kept.len());
+    let mut kept = kept.into_iter().peekable();
+    for item in parsed {
+        let source = span(&item).source;
+        while let Some(next) = kept.next_if(|next| span(next).source < source) {
+            merged.push(next);
+        }
+        merged.push(item);
+    }
+    merged.extend(kept);
+    merged
+}
+
 fn full(
     sources: Vec<Source>,
     generation: u64,

@@ -44,7 +44,7 @@ use topologyd_config::{
 use crate::model::Topology;
 
 pub use incremental::CompileReuse;
-pub(crate) use incremental::SourceFingerprint;
+pub(crate) use incremental::{Definitions, SourceFingerprint};
 pub use incremental::{compile_incremental, compile_incremental_with_digests};
 
 mod bindings;
@@ -524,6 +524,11 @@ fn compile_phases(
         ..
     } = fleet;
     let route_services = routes.iter().map(|route| route.service).collect();
+    let definitions = incremental::Definitions {
+        locations: raw.locations,
+        services: raw.services,
+        settings: raw.settings_span.map(|span| (raw.settings, span)),
+    };
     Ok(Topology {
         generation,
         hash,
@@ -542,6 +547,7 @@ fn compile_phases(
         routes,
         route_services,
         warnings: diagnostics.items,
+        definitions,
     })
 }
 
