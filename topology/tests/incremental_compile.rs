@@ -887,3 +887,53 @@ fn a_toggle_in_one_customer_file_parses_only_that_file() {
             .to_string()
     );
 }
+
+/// What only a parse of every file sees is still reported when a definitions file is taken
+/// from the previous generation instead of parsed: `[settings]` written in a second file, and
+/// more locations than the limit once another file adds one. Each is the full compile's error.
+#[test]
+fn a_kept_definitions_file_hides_no_error_of_the_whole_parse() {
+    let fleet = |locations: usize| {
+        let mut text =
+            String::from("[settings]\nipv4_announce_lengths = { shortest = 8, longest = 24 }\n\n");
+        for index in 0..locations {
+            text += &format!(
+                "[[location]]\nname = \"l{index}\"\nregion = \"r0\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n\n"
+            );
+        }
+        text += "[[service]]\nname = \"s0\"\ntopology = \"all\"\n";
+        text
+    };
+    let customer = "[[prefix]]\ncidr = \"198.51.100.0/24\"\norigin_asn = 64500\nowner = \"acme\"\nadvertise = true\n\n[[binding]]\ncidr = \"198.51.100.0/24\"\nservice = \"s0\"\n";
+    let cases = [
+        (
+            fleet(3),
+            format!(
+                "{customer}\n[settings]\nipv4_announce_lengths = {{ shortest = 8, longest = 24 }}\n"
+            ),
+        ),
+        (
+            fleet(topologyd_config::bounds::MAX_LOCATIONS),
+            format!(
+                "{customer}\n[[location]]\nname = \"extra\"\nregion = \"r0\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n"
+            ),
+        ),
+    ];
+    for (fleet, changed) in cases {
+        let before = vec![
+            Source::new("fleet.toml", fleet.clone()),
+            Source::new("customer.toml", customer),
+        ];
+        let previous = compile(before, 1).unwrap();
+        let after = vec![
+            Source::new("fleet.toml", fleet),
+            Source::new("customer.toml", changed),
+        ];
+        let full = compile_against_in_full(after.clone(), 2, &previous)
+            .unwrap_err()
+            .to_string();
+        let (incremental, reuse) = compile_incremental(after, 2, &previous);
+        assert!(reuse.fell_back, "{reuse:?}");
+        assert_eq!(incremental.unwrap_err().to_string(), full);
+    }
+}
