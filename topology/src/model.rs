@@ -247,8 +247,9 @@ pub struct Topology {
     pub(crate) generation: u64,
     pub(crate) hash: [u8; 32],
     pub(crate) sources: SourceMap,
-    /// Per source: its digest and whether it holds only prefixes and bindings (what the next
-    /// compile against this one needs to reuse its items).
+    /// Per source: its digest, whether it holds only prefixes and bindings, and whether it
+    /// holds only definitions (what the next compile against this one needs to reuse its
+    /// items or its definitions).
     pub(crate) fingerprints: Vec<crate::compile::SourceFingerprint>,
     /// `fingerprints` were made from the texts (false for [`crate::compile_raw`]).
     pub(crate) digests_kept: bool,

@@ -937,3 +937,52 @@ fn a_kept_definitions_file_hides_no_error_of_the_whole_parse() {
         assert_eq!(incremental.unwrap_err().to_string(), full);
     }
 }
+
+/// Definitions split over several files between files of items: each kept file's definitions
+/// go back in their file's place (a kept file after a parsed one, several kept at once, a
+/// file of `[settings]` alone, one of services alone), and each step equals the full compile.
+#[test]
+fn definitions_in_several_files_are_taken_in_their_places() {
+    let settings = |shortest: u8| {
+        format!("[settings]\nipv4_announce_lengths = {{ shortest = {shortest}, longest = 24 }}\n")
+    };
+    let locations = "[[location]]\nname = \"ams01\"\nregion = \"eu\"\nmetro = \"AMS\"\ncountry = \"NL\"\nstate = \"live\"\n\n[[location]]\nname = \"AMS01\"\nregion = \"eu\"\nmetro = \"AMS\"\ncountry = \"NL\"\nstate = \"live\"\n";
+    let services = "[[service]]\nname = \"web\"\ntopology = \"all\"\n\n[[service]]\nname = \"idle\"\ntopology = \"all\"\n";
+    let customer = |third: u8, advertise: bool| {
+        format!(
+            "[[prefix]]\ncidr = \"198.51.{third}.0/24\"\norigin_asn = 64500\nowner = \"acme\"\nadvertise = {advertise}\n\n[[binding]]\ncidr = \"198.51.{third}.0/24\"\nservice = \"web\"\n"
+        )
+    };
+    let bundle = |shortest: u8, advertise: bool| {
+        vec![
+            Source::new("a.toml", customer(100, true)),
+            Source::new("settings.toml", settings(shortest)),
+            Source::new("locations.toml", locations),
+            Source::new("b.toml", customer(101, advertise)),
+            Source::new("services.toml", services),
+        ]
+    };
+    let mut previous = compile(bundle(8, true), 1).unwrap();
+    // Both location names differing in case and the service without bindings are warnings
+    // located in kept files.
+    assert!(previous.warnings().len() >= 2, "{:?}", previous.warnings());
+    let steps = [
+        ((8, false), 4), // b.toml changed: a.toml and the three definition files taken
+        ((8, true), 4),
+        ((9, false), 3), // settings changed too: settings.toml parsed as well
+        ((9, true), 4),
+    ];
+    for (generation, ((shortest, advertise), taken)) in (2..).zip(steps) {
+        let sources = bundle(shortest, advertise);
+        let full = compile_against_in_full(sources.clone(), generation, &previous).unwrap();
+        let (incremental, reuse) = compile_incremental(sources, generation, &previous);
+        let incremental = incremental.unwrap();
+        assert_eq!(
+            (reuse.reused_files, reuse.fell_back),
+            (taken, false),
+            "{generation}"
+        );
+        assert_eq!(observed(&full), observed(&incremental), "{generation}");
+        previous = incremental;
+    }
+}

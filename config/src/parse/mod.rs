@@ -68,9 +68,10 @@ enum Reader {
 /// source map (also when the diagnostics hold errors, so that the caller gets the texts back).
 /// For a compile that takes the skipped files' items from elsewhere (an earlier compile of the
 /// same texts), so the checks a skipped file passed before are not run again; the size of the
-/// whole topology is checked as always. Skip only files that hold nothing but `[[prefix]]` and
-/// `[[binding]]` tables: the checks across files (one `[settings]`, the number of locations)
-/// see only the files read.
+/// whole topology is checked as always. The checks across files (one `[settings]`, the number
+/// of locations) see only the files read: a caller that skips a file holding settings or
+/// locations adds them itself and must make those two checks again (the incremental compile
+/// falls back to a full one when they would fail).
 #[doc(hidden)]
 pub fn parse_topology_sources_except(
     sources: Vec<Source>,

@@ -63,12 +63,11 @@ pub(super) fn digests(sources: &[Source]) -> Vec<[u8; 32]> {
     topologyd_api::delta::sha256_each(&texts)
 }
 
-/// Each file's fingerprint: its digest, and whether the parsed `raw` holds anything but prefixes
-/// and bindings from it.
-/// Whether the files define anything (the first list) and hold any item (the second) is read
-/// from the raw topology: a file whose items an incremental compile reused holds no
-/// definition (it was reused for that) and its items are not in `raw`, so it is marked as
-/// holding none; it is not a file whose definitions the next compile may reuse either way.
+/// Each file's fingerprint: its digest, whether it defines anything (settings, locations,
+/// services) and whether it holds any prefix or binding, both read from the raw topology. A
+/// file whose items an incremental compile reused defines nothing (it was reused for that)
+/// and its items are not in `raw`, so it is marked as holding none; either way it is not a
+/// file whose definitions the next compile may take.
 pub(super) fn fingerprints(raw: &RawTopology, digests: Vec<[u8; 32]>) -> Vec<SourceFingerprint> {
     let mark_all = |spans: &mut dyn Iterator<Item = u32>| {
         let mut marked = vec![false; digests.len()];
@@ -226,7 +225,6 @@ fn reused_files(sources: &[Source], digests: &[[u8; 32]], baseline: &Topology) -
         .collect()
 }
 
-/// The full compile against `baseline`, handing the sources back when it fails.
 /// Per new file: whether it is a baseline file that defines settings, locations or services
 /// and nothing else, unchanged (name and SHA-256) at the same place in the bundle, so that its
 /// definitions, parsed for the baseline with their spans, can be taken as they are.
@@ -313,6 +311,7 @@ fn in_file_order<T: Clone>(
     merged
 }
 
+/// The full compile against `baseline`, handing the sources back when it fails.
 fn full(
     sources: Vec<Source>,
     generation: u64,
