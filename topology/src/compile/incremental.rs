@@ -283,32 +283,16 @@ fn take_definitions(raw: &mut RawTopology, kept: &[bool], baseline: &Definitions
 }
 
 /// `parsed` (in file order) with the `baseline` items (in file order) of the kept files put
-/// in their files' places.
+/// in their files' places: the two lists never share a file, so merging them by file keeps
+/// each file's items in their order.
 fn in_file_order<T: Clone>(
     parsed: Vec<T>,
     baseline: &[T],
     span: impl Fn(&T) -> Span,
     is_kept: impl Fn(Span) -> bool,
 ) -> Vec<T> {
-    let kept: Vec<T> = baseline
-        .iter()
-        .filter(|item| is_kept(span(item)))
-        .cloned()
-        .collect();
-    if kept.is_empty() {
-        return parsed;
-    }
-    let mut merged = Vec::with_capacity(parsed.len() + kept.len());
-    let mut kept = kept.into_iter().peekable();
-    for item in parsed {
-        let source = span(&item).source;
-        while let Some(next) = kept.next_if(|next| span(next).source < source) {
-            merged.push(next);
-        }
-        merged.push(item);
-    }
-    merged.extend(kept);
-    merged
+    let kept = baseline.iter().filter(|item| is_kept(span(item))).cloned();
+    super::merge_sorted(kept, parsed, |item| span(item).source)
 }
 
 /// The full compile against `baseline`, handing the sources back when it fails.
