@@ -2,11 +2,12 @@
 //! one source), [`SourceLocation`] (`file:line:column`, what people read) and [`SourceMap`], which
 //! turns the first into the second; [`Located`] (a value and its span) and the crate-internal
 //! helpers that turn a TOML value's span (and offsets inside a string value) into a [`Span`].
-//! Owns no parsing, no validation and no I/O (reading files is `load`). A leaf module: everything
-//! else in the crate points into sources through it.
+//! Owns no parsing, no validation and no I/O (reading files is `load`; a map whose texts were
+//! put away reads them back through the [`ReadText`] its owner gave it). A leaf module:
+//! everything else in the crate points into sources through it.
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -63,20 +64,53 @@ impl fmt::Display for SourceLocation {
     }
 }
 
+/// Reads the text of source `index` back from where its owner keeps it (a state directory),
+/// checked against what was parsed; `None` when it cannot (positions are then unknown).
+pub type ReadText = Arc<dyn Fn(u32) -> Option<String> + Send + Sync>;
+
+/// The texts of a map that put them away after the parse ([`SourceMap::put_away_texts`]):
+/// their lengths, how to read them back, and each one read back (only when a position in it is
+/// reported).
+struct PutAway {
+    lengths: Vec<usize>,
+    read: ReadText,
+    texts: Vec<OnceLock<Option<String>>>,
+}
+
 /// The sources of one topology, with a lazily built line index per source (built only when a
 /// position is reported, so a clean compile never pays for it).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct SourceMap {
     sources: Vec<Source>,
     line_starts: Vec<OnceLock<Vec<u32>>>,
     /// The texts were handed out ([`SourceMap::take_texts`]): names only, positions unknown.
     released: bool,
+    /// The texts were put away after the parse, and are read back to report a position.
+    put_away: Option<Box<PutAway>>,
+}
+
+impl fmt::Debug for SourceMap {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("SourceMap")
+            .field("sources", &self.sources)
+            .field("released", &self.released)
+            .field("put_away", &self.put_away.is_some())
+            .finish()
+    }
 }
 
 impl Clone for SourceMap {
     fn clone(&self) -> SourceMap {
         SourceMap {
             released: self.released,
+            put_away: self.put_away.as_ref().map(|put_away| {
+                Box::new(PutAway {
+                    lengths: put_away.lengths.clone(),
+                    read: Arc::clone(&put_away.read),
+                    texts: put_away.texts.iter().map(|_| OnceLock::new()).collect(),
+                })
+            }),
             ..SourceMap::new(self.sources.clone())
         }
     }
@@ -89,7 +123,55 @@ impl SourceMap {
             sources,
             line_starts,
             released: false,
+            put_away: None,
         }
+    }
+
+    /// Drops the texts, keeping their names and lengths, and reads a text back through `read`
+    /// only to report a position in it: a compile whose texts are kept elsewhere (the daemon
+    /// writes a bootstrap topology into its state directory before compiling it) does not hold
+    /// megabytes of TOML beside the compiled topology. Nothing else changes: positions are the
+    /// same, and [`SourceMap::text_len`] still gives each text's length.
+    pub fn put_away_texts(&mut self, read: ReadText) {
+        if self.released {
+            return;
+        }
+        let lengths = self
+            .sources
+            .iter_mut()
+            .map(|source| std::mem::take(&mut source.text).len())
+            .collect();
+        self.put_away = Some(Box::new(PutAway {
+            lengths,
+            read,
+            texts: self.sources.iter().map(|_| OnceLock::new()).collect(),
+        }));
+    }
+
+    /// The length in bytes of the text of source `index` as parsed (0 for an unknown index, or
+    /// once the texts were handed out).
+    pub fn text_len(&self, index: u32) -> usize {
+        match &self.put_away {
+            Some(put_away) => put_away.lengths.get(index as usize).copied().unwrap_or(0),
+            None => self
+                .sources
+                .get(index as usize)
+                .map_or(0, |source| source.text.len()),
+        }
+    }
+
+    /// The text positions in source `index` are counted in: its own, or read back when put
+    /// away (`None` when it cannot be read back).
+    fn text_for_positions(&self, index: usize) -> Option<&str> {
+        let Some(put_away) = &self.put_away else {
+            return self.sources.get(index).map(|source| source.text.as_str());
+        };
+        let slot = put_away.texts.get(index)?;
+        slot.get_or_init(|| {
+            let text = (put_away.read)(u32::try_from(index).ok()?)?;
+            (Some(&text.len()) == put_away.lengths.get(index)).then_some(text)
+        })
+        .as_deref()
     }
 
     /// Hands out the sources (names and texts) and keeps only their names: a long-lived holder
@@ -98,6 +180,7 @@ impl SourceMap {
     /// line and column 0 (unknown).
     pub fn take_texts(&mut self) -> Vec<Source> {
         self.released = true;
+        self.put_away = None;
         self.line_starts = self.sources.iter().map(|_| OnceLock::new()).collect();
         self.sources
             .iter_mut()
@@ -115,11 +198,9 @@ impl SourceMap {
         &self.sources
     }
 
-    /// The text of source `index` (empty for an unknown index).
+    /// The text of source `index` (empty for an unknown index; read back if put away).
     pub fn text(&self, index: u32) -> &str {
-        self.sources
-            .get(index as usize)
-            .map_or("", |source| source.text.as_str())
+        self.text_for_positions(index as usize).unwrap_or("")
     }
 
     /// Converts a span's start into `file:line:column`.
@@ -140,12 +221,17 @@ impl SourceMap {
                 column: 0,
             };
         };
+        let Some(text) = self.text_for_positions(span.source as usize) else {
+            return SourceLocation {
+                file: source.name.clone(),
+                line: 0,
+                column: 0,
+            };
+        };
         let starts = self.line_starts[span.source as usize].get_or_init(|| {
             std::iter::once(0)
                 .chain(
-                    source
-                        .text
-                        .bytes()
+                    text.bytes()
                         .enumerate()
                         .filter(|(_, byte)| *byte == b'\n')
                         .map(|(offset, _)| u32::try_from(offset + 1).unwrap_or(u32::MAX)),
@@ -154,13 +240,12 @@ impl SourceMap {
         });
         let offset = span
             .start
-            .min(u32::try_from(source.text.len()).unwrap_or(u32::MAX));
+            .min(u32::try_from(text.len()).unwrap_or(u32::MAX));
         let line_index = starts
             .partition_point(|start| *start <= offset)
             .saturating_sub(1);
         let line_start = starts.get(line_index).copied().unwrap_or(0) as usize;
-        let column = source
-            .text
+        let column = text
             .get(line_start..offset as usize)
             .map_or(0, |prefix| prefix.chars().count());
         SourceLocation {
@@ -248,5 +333,41 @@ mod tests {
         assert!(map.texts_released());
         assert_eq!(map.sources(), [Source::new("a.toml", "")]);
         assert_eq!(map.locate(Span::new(0, 6..7)).to_string(), "a.toml:0:0");
+    }
+
+    #[test]
+    fn put_away_texts_are_read_back_only_to_locate() {
+        let text = "x = 1\ny = \"é\" z\n";
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut map = SourceMap::new(vec![Source::new("a.toml", text), Source::new("b.toml", "")]);
+        let counter = Arc::clone(&reads);
+        map.put_away_texts(Arc::new(move |index| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (index == 0).then(|| text.to_string())
+        }));
+        assert_eq!(map.sources()[0].text, "", "the text is not held");
+        assert_eq!(map.text_len(0), text.len());
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(map.locate(Span::new(0, 15..16)).to_string(), "a.toml:2:9");
+        assert_eq!(map.locate(Span::new(0, 6..7)).to_string(), "a.toml:2:1");
+        assert_eq!(
+            reads.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "read back once"
+        );
+        // A text that cannot be read back (or comes back another length): positions unknown.
+        assert_eq!(map.locate(Span::new(1, 0..0)).to_string(), "b.toml:0:0");
+        let mut short = SourceMap::new(vec![Source::new("c.toml", "abc\n")]);
+        short.put_away_texts(Arc::new(|_| Some("ab".to_string())));
+        assert_eq!(short.locate(Span::new(0, 1..2)).to_string(), "c.toml:0:0");
+        // A copy reads back on its own; handing the texts out forgets the reader.
+        assert_eq!(
+            map.clone().locate(Span::new(0, 6..7)).to_string(),
+            "a.toml:2:1"
+        );
+        let taken = map.take_texts();
+        assert_eq!(taken[0].text, "");
+        assert_eq!(map.locate(Span::new(0, 6..7)).to_string(), "a.toml:0:0");
+        assert_eq!(map.text_len(0), 0);
     }
 }

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use topologyd_config::daemon::DaemonConfig;
 use topologyd_config::startup::{Finding, Key};
-use topologyd_topology::{Topology, compile_owned};
+use topologyd_topology::{Topology, compile_owned, compile_put_away};
 
 use crate::engine::{StartError, read_md5_key};
 use topologyd_transport::tls::{load_certificates, load_private_key, server_config_from};
@@ -192,7 +192,15 @@ fn check_bootstrap(config: &DaemonConfig, findings: &mut Vec<Finding>) {
     if sources.len() != config.bootstrap_topology.len() {
         return;
     }
-    match compile_owned(sources, 1) {
+    // As start-up compiles it: each text dropped once parsed (read back from its file, checked
+    // against its digest, only to report a position), so that this check does not hold the
+    // texts beside the compiled topology either.
+    let digests = {
+        let texts: Vec<&str> = sources.iter().map(|source| source.text.as_str()).collect();
+        topologyd_api::delta::sha256_each(&texts)
+    };
+    let read = read_back_files(config.bootstrap_topology.clone(), digests.clone());
+    match compile_put_away(sources, digests, read, 1) {
         // The compile errors follow on their own lines, at their own positions (a message
         // holding them would have its line breaks escaped).
         Err(diagnostics) => findings.push(Finding {
@@ -210,6 +218,17 @@ fn check_bootstrap(config: &DaemonConfig, findings: &mut Vec<Finding>) {
             findings,
         ),
     }
+}
+
+/// Reads bootstrap file `index` again, `None` unless it still has the digest it was compiled
+/// with.
+fn read_back_files(paths: Vec<PathBuf>, digests: Vec<[u8; 32]>) -> topologyd_config::ReadText {
+    std::sync::Arc::new(move |index| {
+        let path = paths.get(index as usize)?;
+        let text = std::fs::read_to_string(path).ok()?;
+        let digest = topologyd_api::delta::sha256_each(&[text.as_str()]);
+        (digests.get(index as usize) == digest.first()).then_some(text)
+    })
 }
 
 /// The topology start-up would run has this daemon's location; `help` says how to get one.

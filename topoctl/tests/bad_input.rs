@@ -131,7 +131,7 @@ fn daemon_path(files: &[(&str, Vec<u8>)]) -> (bool, usize) {
     }
     let request: PlanRequest = serde_json::from_slice(&body)
         .unwrap_or_else(|error| panic!("the body of UTF-8 files must decode: {error}"));
-    let (result, peak) = measured(|| compile_bundle(request.bundle, 1));
+    let (result, peak, _) = measured(|| compile_bundle(request.bundle, 1));
     (result.is_ok(), peak)
 }
 
@@ -146,7 +146,7 @@ fn check_path(directory: &Path, files: &[(&str, Vec<u8>)]) -> (bool, usize) {
             return (false, 0);
         }
     };
-    let (result, peak) = measured(|| compile_owned(sources, 0));
+    let (result, peak, _) = measured(|| compile_owned(sources, 0));
     (result.is_ok(), peak)
 }
 

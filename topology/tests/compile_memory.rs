@@ -9,12 +9,14 @@
 // A global allocator is an `unsafe impl` by definition; it forwards to `System` unchanged.
 #![allow(unsafe_code)]
 
+use std::sync::Arc;
 use topologyd_config::bounds::{
     MAX_LOCATIONS, MAX_TAGS_PER_LOCATION, PARSE_ALLOWANCE_BYTES, PARSE_BYTES_PER_INPUT_BYTE,
     scan_file,
 };
 use topologyd_config::{Collector, Source};
-use topologyd_topology::compile_owned;
+
+use topologyd_topology::{compile_owned, compile_put_away};
 
 mod support {
     pub mod counting_allocator;
@@ -41,7 +43,7 @@ fn measure(files: Files) -> Measured {
         .into_iter()
         .map(|(name, text)| Source::new(name, text))
         .collect();
-    let (result, peak) = measured(|| compile_owned(sources, 0));
+    let (result, peak, _) = measured(|| compile_owned(sources, 0));
     let (valid, first) = match &result {
         Ok(_) => (true, String::new()),
         Err(diagnostics) => (
@@ -314,4 +316,42 @@ fn compile_memory_stays_within_ten_times_the_input_plus_a_constant() {
     }
     eprint!("{report}");
     assert!(failures.is_empty(), "{failures:#?}");
+    texts_put_away_are_not_held_beside_the_compiled_topology();
+}
+
+/// [`compile_put_away`] (the daemon's bootstrap, whose texts are in its state directory) drops
+/// each text once parsed: it ends holding the compiled topology without the texts that
+/// [`compile_owned`] still holds, and peaks no higher. Both measured from before the texts were
+/// made, so that the texts count. (Called from the one test function: see the module comment.)
+fn texts_put_away_are_not_held_beside_the_compiled_topology() {
+    let files = large_valid_topology(200_000);
+    let input: usize = files.iter().map(|(_, text)| text.len()).sum();
+    let sources = |files: &Files| -> Vec<Source> {
+        files
+            .iter()
+            .map(|(name, text)| Source::new(*name, text.clone()))
+            .collect()
+    };
+    let (owned, owned_peak, owned_held) = measured(|| compile_owned(sources(&files), 0));
+    let texts: Vec<String> = files.iter().map(|(_, text)| text.clone()).collect();
+    let read = Arc::new(move |index: u32| texts.get(index as usize).cloned());
+    let (put_away, put_away_peak, put_away_held) =
+        measured(|| compile_put_away(sources(&files), Vec::new(), read, 0));
+    let (Ok(owned), Ok(put_away)) = (owned, put_away) else {
+        panic!("the large valid topology must compile both ways");
+    };
+    assert_eq!(owned.hash_hex(), put_away.hash_hex());
+    assert_eq!(owned.summary(), put_away.summary());
+    eprintln!(
+        "texts put away: input {input} B; compile_owned peak {owned_peak} B, held {owned_held} B; \
+         compile_put_away peak {put_away_peak} B, held {put_away_held} B"
+    );
+    assert!(
+        put_away_held + (input as isize) * 99 / 100 <= owned_held,
+        "the texts ({input} B) are still held: {put_away_held} B against {owned_held} B"
+    );
+    assert!(
+        put_away_peak <= owned_peak,
+        "{put_away_peak} > {owned_peak}"
+    );
 }

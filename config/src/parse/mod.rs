@@ -21,7 +21,7 @@ mod tests_split;
 mod values;
 
 use self::locations::convert_locations;
-use self::prefixes::{Names, StreamedTables, convert_bindings, convert_prefixes};
+use self::prefixes::{StreamedTables, convert_bindings, convert_prefixes};
 use self::service::convert_services;
 use self::settings::convert_settings;
 use crate::bounds;
@@ -106,14 +106,14 @@ fn parse_selected(
         let diagnostics = collector.finish(&raw.sources);
         return (raw, diagnostics);
     }
-    let mut names = Names::default();
+    let names = &mut raw.names;
     for (index, source) in sources.iter().enumerate() {
         if skip.get(index).copied().unwrap_or(false) {
             continue;
         }
         let source_id = u32::try_from(index).unwrap_or(u32::MAX);
         let mut streamed =
-            StreamedTables::new(source_id, &mut raw.prefixes, &mut raw.bindings, &mut names);
+            StreamedTables::new(source_id, &mut raw.prefixes, &mut raw.bindings, names);
         let read = read_file(
             source_id,
             &source.text,
@@ -146,14 +146,14 @@ fn parse_selected(
             source_id,
             file.prefix.into_iter(),
             &mut raw.prefixes,
-            &mut names,
+            names,
             &mut collector,
         );
         convert_bindings(
             source_id,
             file.binding.into_iter(),
             &mut raw.bindings,
-            &mut names,
+            names,
             &mut collector,
         );
     }

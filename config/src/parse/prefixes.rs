@@ -1,34 +1,15 @@
 //! `[[prefix]]` and `[[binding]]` tables, the bulk of a large topology (the fast path reads most of
 //! them): CIDR text, announce modes, ROAs, and the owner, token and service names checked.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-
 use super::values::{check_name, check_spanned_name, parse_cidr};
 use crate::diagnostic::Collector;
 use crate::file::{BindingFile, PrefixFile};
 use crate::model::{
-    AnnounceMode, Located, PrefixEvidence, RawBinding, RawOwnership, RawPrefix, Roa,
+    AnnounceMode, Located, Names, PrefixEvidence, RawBinding, RawOwnership, RawPrefix, Roa,
+    ValueSpans,
 };
 use crate::source::span_of;
 use crate::split::Tables;
-
-/// One copy of each owner and service name of a parse: a million prefixes of a few owners, and
-/// bindings of a few services, share them instead of holding a small allocation each (which
-/// costs the allocator 32 bytes however short the name).
-#[derive(Debug, Default)]
-pub(super) struct Names(HashSet<Arc<str>>);
-
-impl Names {
-    pub(super) fn intern(&mut self, name: String) -> Arc<str> {
-        if let Some(shared) = self.0.get(name.as_str()) {
-            return Arc::clone(shared);
-        }
-        let shared: Arc<str> = Arc::from(name);
-        self.0.insert(Arc::clone(&shared));
-        shared
-    }
-}
 
 /// One file's prefix and binding tables converted as the per-table reader hands them over.
 /// Their findings are kept apart, prefixes' and bindings', and [`Self::finish`] adds them to
@@ -141,26 +122,31 @@ pub(super) fn convert_prefixes(
             Some(announce) => (announce.get_ref().0, span_of(source_id, announce)),
             None => (AnnounceMode::Aggregate, cidr.span),
         };
-        prefixes.push(RawPrefix {
-            cidr,
-            origin_asn: Located::new(
-                *prefix.origin_asn.get_ref(),
-                span_of(source_id, &prefix.origin_asn),
-            ),
-            owner: names.intern(prefix.owner),
-            advertise: prefix.advertise,
-            announce: Located::new(announce, announce_span),
-            roa: prefix.roa.map(|roa| {
+        let (roa, roa_span) = match prefix.roa {
+            Some(roa) => {
                 let span = span_of(source_id, &roa);
                 let roa = roa.into_inner();
-                Located::new(
-                    Roa {
-                        asn: roa.asn,
-                        max_length: roa.max_length,
-                    },
-                    span,
-                )
-            }),
+                let roa = Roa {
+                    asn: roa.asn,
+                    max_length: roa.max_length,
+                };
+                (Some(roa), span)
+            }
+            None => (None, cidr.span),
+        };
+        prefixes.push(RawPrefix {
+            cidr: cidr.value,
+            origin_asn: *prefix.origin_asn.get_ref(),
+            owner: names.intern(&prefix.owner),
+            advertise: prefix.advertise,
+            announce,
+            roa,
+            spans: ValueSpans::new([
+                cidr.span,
+                span_of(source_id, &prefix.origin_asn),
+                announce_span,
+                roa_span,
+            ]),
             rpki: prefix.rpki.unwrap_or_default(),
             ownership: RawOwnership::boxed(
                 prefix.irr_token,
@@ -200,11 +186,9 @@ pub(super) fn convert_bindings(
             continue;
         };
         bindings.push(RawBinding {
-            cidr,
-            service: {
-                let span = span_of(source_id, &binding.service);
-                Located::new(names.intern(binding.service.into_inner()), span)
-            },
+            cidr: cidr.value,
+            service: names.intern(binding.service.get_ref()),
+            spans: ValueSpans::new([cidr.span, span_of(source_id, &binding.service)]),
         });
     }
 }

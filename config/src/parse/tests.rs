@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::health::*;
-use crate::model::{AnnounceMode, Community, Lifecycle};
+use crate::model::{AnnounceMode, Community, Lifecycle, NameId};
 
 fn sources(files: &[(&str, &str)]) -> Vec<Source> {
     files
@@ -32,17 +32,27 @@ fn parses_all_kinds_across_files() {
     assert_eq!(raw.locations.len(), 1);
     assert_eq!(raw.services[0].lifecycle.value, Lifecycle::Active);
     assert_eq!(raw.services[0].communities, vec![Community(13335, 100)]);
-    assert_eq!(raw.prefixes[0].announce.value, AnnounceMode::Split(25));
+    assert_eq!(raw.prefixes[0].announce, AnnounceMode::Split(25));
     assert_eq!(raw.settings.ipv4_announce_lengths.longest, 25);
-    assert_eq!(&*raw.bindings[0].service.value, "cdn");
+    assert_eq!(&**raw.names.get(raw.bindings[0].service), "cdn");
+    let located = |span| raw.sources.locate(span).to_string();
+    assert_eq!(located(raw.bindings[0].cidr_span()), "prefixes.toml:13:8");
     assert_eq!(
-        raw.sources.locate(raw.bindings[0].cidr.span).to_string(),
-        "prefixes.toml:13:8"
+        located(raw.bindings[0].service_span()),
+        "prefixes.toml:14:11"
+    );
+    let prefix = &raw.prefixes[0];
+    assert_eq!(located(prefix.cidr_span()), "prefixes.toml:5:8");
+    assert_eq!(located(prefix.origin_asn_span()), "prefixes.toml:6:14");
+    assert_eq!(located(prefix.announce_span()), "prefixes.toml:9:12");
+    assert_eq!(
+        prefix.roa_span().map(located).as_deref(),
+        Some("prefixes.toml:10:7")
     );
 }
 
 /// Owner and service names are kept once per parse, across files and both readers (the
-/// per-table reader and the whole-document parse), each item sharing its name's one copy.
+/// per-table reader and the whole-document parse), each item naming its name's one entry.
 #[test]
 fn owner_and_service_names_are_shared() {
     let table = |third: u32, owner: &str, service: &str| {
@@ -65,23 +75,17 @@ fn owner_and_service_names_are_shared() {
     ]))
     .unwrap();
     assert_eq!(raw.prefixes.len(), 5);
-    let acme: Vec<&std::sync::Arc<str>> = raw
+    assert_eq!(raw.names.len(), 3, "acme, zeta and cdn");
+    let acme: Vec<NameId> = raw
         .prefixes
         .iter()
-        .map(|prefix| &prefix.owner)
-        .filter(|owner| owner.as_ref() == "acme")
+        .map(|prefix| prefix.owner)
+        .filter(|owner| &**raw.names.get(*owner) == "acme")
         .collect();
     assert_eq!(acme.len(), 3);
-    assert!(
-        acme.iter()
-            .all(|owner| std::sync::Arc::ptr_eq(owner, acme[0]))
-    );
-    let cdn = &raw.bindings[0].service.value;
-    assert!(
-        raw.bindings
-            .iter()
-            .all(|binding| std::sync::Arc::ptr_eq(&binding.service.value, cdn))
-    );
+    let cdn = raw.bindings[0].service;
+    assert_eq!(&**raw.names.get(cdn), "cdn");
+    assert!(raw.bindings.iter().all(|binding| binding.service == cdn));
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::health::HealthView;
 use tokio::sync::{mpsc, watch};
 use topologyd_config::daemon::{DaemonConfig, PeerConfig};
-use topologyd_topology::{Topology, compile_owned};
+use topologyd_topology::{Topology, compile_put_away};
 use tracing::{error, info, warn};
 
 use super::core::{EngineCore, Running};
@@ -21,7 +21,6 @@ use super::{Engine, unix_now};
 use crate::addresses::{AddressBinder, BindOutcome};
 use crate::bundle::compile_bundle;
 use crate::compile::CompileBudget;
-use crate::engine_api::SourceBundle;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::state_store::{GenerationMeta, StateStore, StoredGeneration};
@@ -324,7 +323,14 @@ impl Engine {
         // Generation 1 on a first start; after every stored generation was quarantined, the next
         // number past them (the store refuses to reuse one).
         let generation = store.next_generation();
-        let mut topology = compile_owned(sources, generation).map_err(StartError::Bootstrap)?;
+        // The texts go into the state directory first, so that the compile drops each one once
+        // parsed (read back only to report a position): a large topology's text is never held
+        // beside its compiled records. Texts of a compile that fails are named by no generation
+        // and go at the next commit.
+        let staged = store.stage_texts(&sources)?;
+        let mut topology =
+            compile_put_away(sources, staged.digests(), staged.read_back(), generation)
+                .map_err(StartError::Bootstrap)?;
         let meta = GenerationMeta {
             generation,
             hash: topology.hash_hex(),
@@ -332,18 +338,12 @@ impl Engine {
             who: "bootstrap".into(),
             intent: Vec::new(),
         };
-        let bundle = SourceBundle {
-            sources: topology.take_sources(),
-        };
+        // The compiled topology holds names and no texts from here on.
+        drop(topology.take_sources());
         if topology.location(&config.location).is_none() {
             return Err(StartError::UnknownLocation(config.location.clone()));
         }
-        // Stored (and its texts freed) before this location's routes are listed, so that the
-        // texts and the list are not held at once.
-        store.commit(&StoredGeneration {
-            meta: meta.clone(),
-            bundle,
-        })?;
+        store.commit_staged(&meta, &staged)?;
         Self::running_from(config, topology, meta)
     }
 }

@@ -218,24 +218,6 @@ impl StateError {
     }
 }
 
-fn describe_prunable(prunable: &[Prunable]) -> String {
-    if prunable.is_empty() {
-        return "files outside the state directory (nothing in it can go)".to_owned();
-    }
-    prunable
-        .iter()
-        .map(|file| {
-            format!(
-                "{} ({}, {} bytes)",
-                file.path.display(),
-                file.what,
-                file.bytes
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// True when `error` says the file system is full or the quota is exhausted.
 pub fn is_storage_full(error: &io::Error) -> bool {
     matches!(
@@ -582,65 +564,6 @@ impl StateStore {
         Ok(files)
     }
 
-    /// What could be deleted to make room, largest first: every quarantined file, then every
-    /// kept generation not in `needed` (the running one, a rollback target).
-    pub fn prunable(&self, needed: &[u64]) -> Vec<Prunable> {
-        let size = |path: &Path| fs::metadata(path).map_or(0, |metadata| metadata.len());
-        // Every quarantined file: generation files and source texts moved aside.
-        let mut quarantined: Vec<Prunable> = fs::read_dir(&self.quarantine)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .map(|entry| entry.path())
-                    .filter(|path| path.is_file())
-                    .map(|path| Prunable {
-                        bytes: size(&path),
-                        what: "quarantined".to_owned(),
-                        path,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        // A generation's size: its file and the texts no other kept generation names (what
-        // deleting its file frees at the next commit).
-        let files = self.generation_files().unwrap_or_default();
-        let named: Vec<HashSet<String>> = files
-            .iter()
-            .map(|(generation, path)| {
-                read_header(path, *generation)
-                    .map(|header| header.digests().map(str::to_owned).collect())
-                    .unwrap_or_default()
-            })
-            .collect();
-        let mut generations: Vec<Prunable> = files
-            .into_iter()
-            .zip(&named)
-            .enumerate()
-            .filter(|(_, ((generation, _), _))| !needed.contains(generation))
-            .map(|(index, ((generation, path), digests))| {
-                let own: u64 = digests
-                    .iter()
-                    .filter(|digest| {
-                        named
-                            .iter()
-                            .enumerate()
-                            .all(|(other, set)| other == index || !set.contains(*digest))
-                    })
-                    .map(|digest| self.texts.size(digest))
-                    .sum();
-                Prunable {
-                    bytes: size(&path) + own,
-                    what: format!("kept generation {generation}"),
-                    path,
-                }
-            })
-            .collect();
-        quarantined.sort_by_key(|file| std::cmp::Reverse(file.bytes));
-        generations.sort_by_key(|file| std::cmp::Reverse(file.bytes));
-        quarantined.extend(generations);
-        quarantined
-    }
-
     /// Durably records `new` as the current generation, then prunes all but the newest
     /// `keep_previous + 1`. When this returns `Ok`, the generation survives a crash. A full
     /// file system is [`StateError::NoSpace`], listing what could go except the generations in
@@ -657,6 +580,46 @@ impl StateStore {
         new: &StoredGeneration,
         digests: Option<&[(String, [u8; 32])]>,
     ) -> Result<(), StateError> {
+        self.commit_naming(&new.meta, None, |store| {
+            store
+                .texts
+                .store(&new.bundle.sources, digests, |path, bytes| {
+                    store.place(path, bytes)
+                })
+        })
+    }
+
+    /// Writes `files`' texts durably ahead of the generation that will name them (the
+    /// bootstrap's, whose compile then need not hold them: see [`StagedTexts`]). Nothing names
+    /// them until [`StateStore::commit_staged`]; the next commit's sweep removes them if that
+    /// never comes.
+    pub fn stage_texts(&self, files: &[SourceFile]) -> Result<StagedTexts, StateError> {
+        let _writing = self.texts.lock();
+        let refs = self
+            .texts
+            .store(files, None, |path, bytes| self.place(path, bytes))
+            .map_err(|error| self.with_prunable(error, &[]))?;
+        Ok(self.texts.staged(refs))
+    }
+
+    /// [`StateStore::commit`] of generation `meta` naming the texts `staged` wrote (each still
+    /// there with its length, else [`StateError::Source`]).
+    pub fn commit_staged(
+        &self,
+        meta: &GenerationMeta,
+        staged: &StagedTexts,
+    ) -> Result<(), StateError> {
+        self.commit_naming(meta, Some(staged), |store| store.texts.still_staged(staged))
+    }
+
+    /// The commit: `texts` stores (or checks) the texts and gives their references; a sweep
+    /// before it leaves the `staged` ones.
+    fn commit_naming(
+        &self,
+        meta: &GenerationMeta,
+        staged: Option<&StagedTexts>,
+        texts: impl FnOnce(&Self) -> Result<Vec<sources::SourceRef>, StateError>,
+    ) -> Result<(), StateError> {
         // No text is moved aside while this commit stores and names texts.
         let _writing = self.texts.lock();
         let files = self.generation_files()?;
@@ -664,57 +627,51 @@ impl StateStore {
             .last()
             .map_or(0, |(newest, _)| *newest)
             .max(self.highest.load(Ordering::Relaxed));
-        if newest >= new.meta.generation {
+        if newest >= meta.generation {
             return Err(StateError::NotNewer {
-                new: new.meta.generation,
+                new: meta.generation,
                 newest,
             });
         }
         // A text left by a generation pruned by hand (to make room) goes before anything is
-        // written.
-        self.sweep_texts();
+        // written; staged texts stay.
+        self.sweep_texts(staged.map(StagedTexts::digest_set).unwrap_or_default());
         // The texts are durable before the file naming them.
-        let refs = self
-            .texts
-            .store(&new.bundle.sources, digests, |path, bytes| {
-                self.place(path, bytes)
-            })
-            .map_err(|error| {
-                // The texts this commit did write are named by no generation: they go.
-                self.sweep_texts();
-                self.with_prunable(error, &[])
-            })?;
+        let refs = texts(self).map_err(|error| {
+            // The texts this commit did write are named by no generation: they go.
+            self.sweep_texts(HashSet::new());
+            self.with_prunable(error, &[])
+        })?;
         let file = GenerationFile {
             format: FORMAT_VERSION,
-            meta: new.meta.clone(),
+            meta: meta.clone(),
             bundle: None,
             files: Some(refs),
         };
         let bytes = serde_json::to_vec(&file).map_err(|error| StateError::Corrupt {
-            path: self.generation_path(new.meta.generation),
+            path: self.generation_path(meta.generation),
             reason: format!("cannot serialise: {error}"),
         })?;
-        self.write_atomically(&self.generation_path(new.meta.generation), &bytes)
+        self.write_atomically(&self.generation_path(meta.generation), &bytes)
             .map_err(|error| {
                 // The texts this commit wrote are named by no generation: they go.
-                self.sweep_texts();
+                self.sweep_texts(HashSet::new());
                 self.with_prunable(error, &[])
             })?;
-        self.highest
-            .fetch_max(new.meta.generation, Ordering::Relaxed);
+        self.highest.fetch_max(meta.generation, Ordering::Relaxed);
         // The generation is durable now: a failed prune only leaves old files behind, and
         // must not report the commit as failed (a restart would run it).
         if let Err(error) = self.prune() {
             tracing::warn!(%error, "old generations could not be pruned; they stay on disk");
         }
-        self.sweep_texts();
+        self.sweep_texts(HashSet::new());
         Ok(())
     }
 
-    /// Removes the texts no kept generation names. Nothing is removed when a generation file
-    /// cannot be read (the texts it names are unknown); a failure only leaves texts behind.
-    fn sweep_texts(&self) {
-        let mut referenced = HashSet::new();
+    /// Removes the texts no kept generation names, except those in `referenced`. Nothing is
+    /// removed when a generation file cannot be read (the texts it names are unknown); a
+    /// failure only leaves texts behind.
+    fn sweep_texts(&self, mut referenced: HashSet<String>) {
         let Ok(files) = self.generation_files() else {
             return;
         };
@@ -773,25 +730,6 @@ impl StateStore {
             rewritten.push(generation);
         }
         Ok(rewritten)
-    }
-
-    /// Fills in what could be pruned on a [`StateError::NoSpace`]; the newest intact
-    /// generation (the running one) and `needed` are never listed.
-    pub fn with_prunable(&self, error: StateError, needed: &[u64]) -> StateError {
-        match error {
-            StateError::NoSpace { what, path, .. } => {
-                let mut keep = needed.to_vec();
-                if let Some((newest, _)) = self.generation_files().unwrap_or_default().last() {
-                    keep.push(*newest);
-                }
-                StateError::NoSpace {
-                    what,
-                    path,
-                    prunable: self.prunable(&keep),
-                }
-            }
-            other => other,
-        }
     }
 
     /// Loads the persisted drain state; the default (not drained) if none was ever stored.
@@ -979,10 +917,13 @@ fn sync_dir(dir: &Path) -> Result<(), StateError> {
 }
 
 mod generation_file;
+mod prunable;
 mod sources;
 use generation_file::{GenerationFile, read_generation, read_generation_digested, read_header};
 pub use generation_file::{read_stored_generation, stored_generations};
+use prunable::describe_prunable;
 use sources::SourceTexts;
+pub use sources::StagedTexts;
 
 #[cfg(test)]
 mod tests;

@@ -442,6 +442,95 @@ fn read_text(path: &Path) -> io::Result<(Vec<u8>, Option<FileStamp>)> {
     Ok((bytes, (before == after).then_some(before)))
 }
 
+/// Texts written into the store ahead of the generation that will name them
+/// ([`super::StateStore::stage_texts`]): the references the commit writes
+/// ([`super::StateStore::commit_staged`]), and a way to read each text back while the texts
+/// are not held in memory (the compile of a large bootstrap topology puts them away once
+/// parsed).
+#[derive(Debug, Clone)]
+pub struct StagedTexts {
+    pub(super) refs: Vec<SourceRef>,
+    dir: PathBuf,
+}
+
+impl StagedTexts {
+    /// Each text's SHA-256, in order.
+    pub fn digests(&self) -> Vec<[u8; 32]> {
+        self.refs
+            .iter()
+            .map(|reference| unhex(&reference.sha256).unwrap_or_default())
+            .collect()
+    }
+
+    /// Reads text `index` back from the store, `None` unless it still has the staged length
+    /// and SHA-256.
+    pub fn read_back(&self) -> topologyd_config::ReadText {
+        let texts: Vec<(PathBuf, SourceRef)> = self
+            .refs
+            .iter()
+            .map(|reference| (self.dir.join(&reference.sha256), reference.clone()))
+            .collect();
+        std::sync::Arc::new(move |index| {
+            let (path, reference) = texts.get(index as usize)?;
+            let text = fs::read_to_string(path).ok()?;
+            (text.len() as u64 == reference.bytes && file_sha256(&text) == reference.sha256)
+                .then_some(text)
+        })
+    }
+
+    /// The digests, for the sweep that must leave them.
+    pub(super) fn digest_set(&self) -> HashSet<String> {
+        self.refs
+            .iter()
+            .map(|reference| reference.sha256.clone())
+            .collect()
+    }
+}
+
+impl SourceTexts {
+    /// The staged form of `refs`, just stored.
+    pub(super) fn staged(&self, refs: Vec<SourceRef>) -> StagedTexts {
+        StagedTexts {
+            refs,
+            dir: self.dir.clone(),
+        }
+    }
+
+    /// The staged texts' references, each text still a regular file of its staged length (a
+    /// commit names only texts that are there).
+    pub(super) fn still_staged(&self, staged: &StagedTexts) -> Result<Vec<SourceRef>, StateError> {
+        for reference in &staged.refs {
+            let path = self.path(&reference.sha256);
+            let there = fs::symlink_metadata(&path)
+                .is_ok_and(|metadata| metadata.is_file() && metadata.len() == reference.bytes);
+            if !there {
+                return Err(StateError::Source {
+                    generation: 0,
+                    name: reference.name.clone(),
+                    path,
+                    corrupt: false,
+                    reason: "was written before the compile and is gone or changed since; \
+                             start again (nothing else may write the state directory)"
+                        .to_owned(),
+                });
+            }
+        }
+        Ok(staged.refs.clone())
+    }
+}
+
+/// The 32 bytes of a lower-case hex SHA-256 ([`is_digest`]).
+fn unhex(digest: &str) -> Option<[u8; 32]> {
+    let mut bytes = [0_u8; 32];
+    if !is_digest(digest) {
+        return None;
+    }
+    for (byte, pair) in bytes.iter_mut().zip(digest.as_bytes().chunks_exact(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(bytes)
+}
+
 fn hex(bytes: &[u8; 32]) -> String {
     use std::fmt::Write as _;
     bytes

@@ -500,3 +500,79 @@ fn a_text_read_again_is_hashed_again_unless_checked_settled_and_unchanged_since(
     assert_eq!(store.read(3).unwrap().bundle.sources[0].text, "abc");
     assert_eq!(store.texts.hashed_reads(), 1);
 }
+
+#[test]
+fn staged_texts_are_named_by_the_commit_that_follows_and_read_back_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    let big = "[[prefix]]\n".repeat(1_000);
+    let generation = stored(1, &[("fleet.toml", "a = 1\n"), ("prefixes.toml", &big)]);
+    let staged = store.stage_texts(&generation.bundle.sources).unwrap();
+    // Durable before any generation names them, under their digests.
+    let expected: BTreeSet<String> = ["a = 1\n", big.as_str()]
+        .iter()
+        .map(|text| file_sha256(text))
+        .collect();
+    assert_eq!(texts_on_disk(dir.path()), expected);
+    let digests = staged.digests();
+    assert_eq!(digests.len(), 2);
+    assert_eq!(
+        digests[1],
+        topologyd_api::delta::sha256_each(&[big.as_str()])[0]
+    );
+    // Read back checked: a text whose bytes changed under the same name reads as nothing.
+    let read = staged.read_back();
+    assert_eq!(read(1).as_deref(), Some(big.as_str()));
+    assert_eq!(read(2), None);
+    // The commit's sweep leaves the staged texts; the generation names them.
+    store.commit_staged(&generation.meta, &staged).unwrap();
+    assert_eq!(texts_on_disk(dir.path()), expected);
+    assert_eq!(store.load(1).unwrap(), generation);
+    let path = dir
+        .path()
+        .join(sources::SOURCES_DIR)
+        .join(file_sha256("a = 1\n"));
+    fs::write(&path, "a = 9\n").unwrap();
+    assert_eq!(
+        read(0),
+        None,
+        "another text of the same length is not read back"
+    );
+}
+
+#[test]
+fn a_staged_text_gone_before_the_commit_fails_it_and_unnamed_ones_go_next_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    let first = stored(1, &[("a.toml", "one")]);
+    let staged = store.stage_texts(&first.bundle.sources).unwrap();
+    fs::remove_file(
+        dir.path()
+            .join(sources::SOURCES_DIR)
+            .join(file_sha256("one")),
+    )
+    .unwrap();
+    let error = store.commit_staged(&first.meta, &staged).unwrap_err();
+    assert!(
+        matches!(&error, StateError::Source { name, .. } if name == "a.toml"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("start again"), "{error}");
+    assert!(
+        store.list().unwrap().is_empty(),
+        "no generation was written"
+    );
+    // Texts staged for a compile that failed are named by nothing: the next commit removes
+    // them, and its own staged texts stay.
+    store
+        .stage_texts(&stored(1, &[("b.toml", "abandoned")]).bundle.sources)
+        .unwrap();
+    let second = stored(1, &[("c.toml", "kept")]);
+    let staged = store.stage_texts(&second.bundle.sources).unwrap();
+    store.commit_staged(&second.meta, &staged).unwrap();
+    assert_eq!(
+        texts_on_disk(dir.path()),
+        BTreeSet::from([file_sha256("kept")])
+    );
+    assert_eq!(store.load(1).unwrap(), second);
+}

@@ -41,7 +41,7 @@ pub fn revoked_advertisements(
             let evidence = prefix.evidence()?;
             let revocation = revocations.get(&evidence.value.token_sha256.to_ascii_lowercase())?;
             Some(RevokedAdvertisement {
-                location: raw.sources.locate(prefix.cidr.span).to_string(),
+                location: raw.sources.locate(prefix.cidr_span()).to_string(),
                 revocation: revocation.clone(),
             })
         })

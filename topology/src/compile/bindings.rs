@@ -3,7 +3,7 @@
 //! binding placed in its onboarded prefix by one merge sweep, and the longest-match index made.
 
 use ipnet::IpNet;
-use topologyd_config::{Collector, RawBinding, RawTopology, Span};
+use topologyd_config::{Collector, Located, RawBinding, RawTopology, Span};
 
 use super::incremental::Reused;
 use super::services::Catalogue;
@@ -65,12 +65,30 @@ pub(super) fn compile_bindings(
     };
     // Each raw binding is consumed as it is resolved (its service name freed there), and the
     // raw list is freed before the sort and the table are built beside the resolved ones.
+    // A name found is looked up once per name, not once per binding; an unknown one is
+    // reported at every binding naming it.
+    let mut found: Vec<Option<u32>> = vec![None; raw.names.len()];
     let mut parsed: Vec<(u32, Span, IpNet)> = Vec::with_capacity(raw_bindings.len());
     for raw_binding in raw_bindings {
-        let cidr = validate_network(&raw_binding.cidr, "binding", collector);
-        let service = &raw_binding.service;
-        if let Some(service) = resolve(cidr, &service.value, service.span, collector) {
-            parsed.push((service, raw_binding.cidr.span, cidr));
+        let cidr_span = raw_binding.cidr_span();
+        let cidr = validate_network(
+            &Located::new(raw_binding.cidr, cidr_span),
+            "binding",
+            collector,
+        );
+        let slot = found.get_mut(raw_binding.service.0 as usize);
+        let service = match slot {
+            Some(Some(service)) => Some(*service),
+            Some(slot) => {
+                let name = raw.names.get(raw_binding.service);
+                let service = resolve(cidr, name, raw_binding.service_span(), collector);
+                *slot = service;
+                service
+            }
+            None => None,
+        };
+        if let Some(service) = service {
+            parsed.push((service, cidr_span, cidr));
         }
     }
     let key = |(_, span, cidr): &(u32, Span, IpNet)| (network_key(cidr), *span);

@@ -18,10 +18,12 @@
 //! copied into `[settings.onboarding] revoked`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use topologyd_config::{
-    AnnounceMode, Collector, Located, OnboardingPolicy, PrefixEvidence, RawPrefix, Settings, Span,
+    AnnounceMode, Collector, Located, Names, OnboardingPolicy, PrefixEvidence, RawPrefix, Settings,
+    Span,
 };
 use topologyd_ownership::evidence::{EvidenceKeys, Prepared, WrittenEvidence, verify_all};
 
@@ -30,21 +32,34 @@ use crate::model::{Prefix, Topology};
 
 /// The prefixes G6 checks: advertised, of another owner than the operator (a copy; none
 /// without an onboarding policy).
-pub(super) fn customer_prefixes(prefixes: &[RawPrefix], settings: &Settings) -> Vec<RawPrefix> {
+pub(super) fn customer_prefixes(
+    prefixes: &[RawPrefix],
+    names: &Names,
+    settings: &Settings,
+) -> Vec<CustomerPrefix> {
     let Some(policy) = &settings.onboarding else {
         return Vec::new();
     };
     prefixes
         .iter()
-        .filter(|prefix| prefix.advertise && *prefix.owner != *policy.operator_owner)
-        .cloned()
+        .filter(|prefix| prefix.advertise && **names.get(prefix.owner) != *policy.operator_owner)
+        .map(|prefix| CustomerPrefix {
+            owner: Arc::clone(names.get(prefix.owner)),
+            prefix: prefix.clone(),
+        })
         .collect()
+}
+
+/// A customer prefix as written, with its owner's name.
+pub(super) struct CustomerPrefix {
+    prefix: RawPrefix,
+    owner: Arc<str>,
 }
 
 /// Reports G6 for every advertised customer prefix whose evidence is missing or does not
 /// verify (`customer_prefixes`: what [`customer_prefixes`] gave).
 pub(super) fn check_customer_evidence(
-    customer_prefixes: &[RawPrefix],
+    customer_prefixes: &[CustomerPrefix],
     settings: &Settings,
     baseline: Option<&Topology>,
     collector: &mut Collector,
@@ -68,29 +83,34 @@ pub(super) fn check_customer_evidence(
     };
     let verified_before = verified_in(baseline, policy);
     let mut items: Vec<Prepared> = Vec::new();
-    let mut verified: Vec<(&RawPrefix, Span)> = Vec::new();
+    let mut verified: Vec<(&CustomerPrefix, Span)> = Vec::new();
     // In (cidr, place) order, not the raw list's: the batch check draws its coefficients from
     // the items in order, and an incremental compile appends the prefixes it reuses.
-    let mut customer_prefixes: Vec<&RawPrefix> = customer_prefixes.iter().collect();
-    customer_prefixes
-        .sort_unstable_by_key(|prefix| (network_key(&prefix.cidr.value), prefix.cidr.span));
-    for prefix in customer_prefixes {
+    let mut customer_prefixes: Vec<&CustomerPrefix> = customer_prefixes.iter().collect();
+    customer_prefixes.sort_unstable_by_key(|customer| {
+        (
+            network_key(&customer.prefix.cidr),
+            customer.prefix.cidr_span(),
+        )
+    });
+    for customer in customer_prefixes {
+        let prefix = &customer.prefix;
         let Some(evidence) = prefix.evidence() else {
             report(
-                prefix,
-                prefix.cidr.span,
+                customer,
+                prefix.cidr_span(),
                 "it has no [prefix.evidence]",
                 collector,
             );
             continue;
         };
-        if !announce_is_covered(prefix, evidence, collector) {
+        if !announce_is_covered(customer, evidence, collector) {
             continue;
         }
         let digest = evidence.value.token_sha256.to_ascii_lowercase();
         if policy.revoked.contains(&digest) {
             report(
-                prefix,
+                customer,
                 evidence.span,
                 &format!(
                     "its evidence (token {digest}) is revoked in [settings.onboarding] revoked"
@@ -99,25 +119,25 @@ pub(super) fn check_customer_evidence(
             );
             continue;
         }
-        let unchanged = verified_before.get(&prefix.cidr.value).is_some_and(|old| {
-            *old.owner == *prefix.owner
-                && old.origin_asn == prefix.origin_asn.value
+        let unchanged = verified_before.get(&prefix.cidr).is_some_and(|old| {
+            *old.owner == *customer.owner
+                && old.origin_asn == prefix.origin_asn
                 && old.evidence() == Some(&evidence.value)
         });
         if unchanged {
             continue;
         }
         match keys.prepare(
-            prefix.cidr.value.trunc(),
-            &prefix.owner,
-            prefix.origin_asn.value,
+            prefix.cidr.trunc(),
+            &customer.owner,
+            prefix.origin_asn,
             written(&evidence.value),
         ) {
             Ok(item) => {
                 items.push(item);
-                verified.push((prefix, evidence.span));
+                verified.push((customer, evidence.span));
             }
-            Err(error) => report(prefix, evidence.span, &error.to_string(), collector),
+            Err(error) => report(customer, evidence.span, &error.to_string(), collector),
         }
     }
     for (result, (prefix, span)) in verify_all(&items).into_iter().zip(verified) {
@@ -130,12 +150,13 @@ pub(super) fn check_customer_evidence(
 /// Whether the entry announces no longer routes than its evidence's signed longest announced
 /// length; reports G6 at the entry's announce mode when it does.
 fn announce_is_covered(
-    prefix: &RawPrefix,
+    customer: &CustomerPrefix,
     evidence: &Located<PrefixEvidence>,
     collector: &mut Collector,
 ) -> bool {
-    let cidr: IpNet = prefix.cidr.value;
-    let announced = match prefix.announce.value {
+    let prefix = &customer.prefix;
+    let cidr: IpNet = prefix.cidr;
+    let announced = match prefix.announce {
         AnnounceMode::Aggregate => cidr.prefix_len(),
         AnnounceMode::Split(length) => length,
     };
@@ -144,14 +165,14 @@ fn announce_is_covered(
         return true;
     }
     collector.error(
-        Some(prefix.announce.span),
+        Some(prefix.announce_span()),
         format!(
             "G6: customer prefix {cidr} (owner \"{}\") announces routes of /{announced} ({}), but its evidence was verified for routes up to /{signed} only (the ROA check covered no longer routes)",
-            prefix.owner, prefix.announce.value
+            customer.owner, prefix.announce
         ),
         Some(format!(
             "verify again for the new length: `topoctl prefix onboard {cidr} --owner {} --split {announced}` (the ROA's max-length must reach /{announced}) and `topoctl prefix verify {cidr}`, then paste the new [prefix.evidence]; or announce as before",
-            prefix.owner
+            customer.owner
         )),
     );
     false
@@ -197,17 +218,17 @@ fn written(evidence: &PrefixEvidence) -> WrittenEvidence<'_> {
     }
 }
 
-fn report(prefix: &RawPrefix, span: Span, why: &str, collector: &mut Collector) {
-    let cidr: IpNet = prefix.cidr.value;
+fn report(customer: &CustomerPrefix, span: Span, why: &str, collector: &mut Collector) {
+    let cidr: IpNet = customer.prefix.cidr;
     collector.error(
         Some(span),
         format!(
             "G6: customer prefix {cidr} (owner \"{}\") is advertised without valid ownership evidence: {why}",
-            prefix.owner
+            customer.owner
         ),
         Some(format!(
             "run `topoctl prefix onboard {cidr} --owner {}` and `topoctl prefix verify {cidr}`, and paste the [prefix.evidence] it prints; or set advertise = false until it is verified",
-            prefix.owner
+            customer.owner
         )),
     );
 }

@@ -28,7 +28,7 @@ use std::collections::{HashMap, VecDeque};
 use ipnet::IpNet;
 use topologyd_config::{
     Diagnostics, Located, RawLocation, RawPrefix, RawService, RawTopology, Settings, Source, Span,
-    parse_topology_sources_except, parse_topology_sources_with_warnings,
+    ValueSpans, parse_topology_sources_except, parse_topology_sources_with_warnings,
 };
 
 use crate::model::{Prefix, Service, Topology};
@@ -94,8 +94,8 @@ pub(super) fn fingerprints(raw: &RawTopology, digests: Vec<[u8; 32]>) -> Vec<Sou
         &mut raw
             .prefixes
             .iter()
-            .map(|prefix| prefix.cidr.span.source)
-            .chain(raw.bindings.iter().map(|binding| binding.cidr.span.source)),
+            .map(|prefix| prefix.spans.source())
+            .chain(raw.bindings.iter().map(|binding| binding.spans.source())),
     );
     digests
         .into_iter()
@@ -410,13 +410,14 @@ fn reused_items<'a>(
     raw.prefixes.reserve_exact(rebuilt.clone().count());
     raw.prefixes.extend(rebuilt.map(|(prefix, span)| {
         RawPrefix {
-            cidr: Located::new(prefix.cidr, span),
-            origin_asn: Located::new(prefix.origin_asn, span),
-            owner: std::sync::Arc::clone(&prefix.owner),
+            cidr: prefix.cidr,
+            origin_asn: prefix.origin_asn,
+            owner: raw.names.intern(&prefix.owner),
             advertise: prefix.advertise,
-            announce: Located::new(prefix.announce, span),
-            roa: prefix.roa.map(|roa| Located::new(roa, span)),
+            announce: prefix.announce,
+            roa: prefix.roa,
             rpki: prefix.rpki,
+            spans: ValueSpans::new([span; 4]),
             ownership: topologyd_config::RawOwnership::boxed(
                 prefix.irr_token().map(str::to_owned),
                 prefix.rdns_token().map(str::to_owned),

@@ -112,6 +112,29 @@ pub fn compile_owned(sources: Vec<Source>, generation: u64) -> Result<Topology, 
     compile(sources, generation)
 }
 
+/// [`compile_owned`] for texts their owner keeps elsewhere (the daemon writes a bootstrap
+/// topology into its state directory first): each text is dropped once parsed and read back
+/// through `read` only to report a position in it, so that the compile never holds the texts
+/// beside the compiled topology (at a million prefixes, 140 MB of TOML beside 190 MB of
+/// records). `digests` are the texts' SHA-256, one per source (hashed here when they do not
+/// pair). The result is [`compile_owned`]'s, with the texts put away
+/// ([`topologyd_config::SourceMap::put_away_texts`]).
+pub fn compile_put_away(
+    sources: Vec<Source>,
+    digests: Vec<[u8; 32]>,
+    read: topologyd_config::ReadText,
+    generation: u64,
+) -> Result<Topology, Diagnostics> {
+    let digests = if digests.len() == sources.len() {
+        digests
+    } else {
+        incremental::digests(&sources)
+    };
+    let mut raw = parse_topology_sources_owned(sources)?;
+    raw.sources.put_away_texts(read);
+    compile_raw_with(raw, generation, None, Fingerprints::Digests(digests))
+}
+
 /// [`compile`] for a change to `baseline` (the topology running today): findings that involve
 /// two places, such as a cidr bound twice, are reported at the place the change added, with the
 /// place that was already there named in the help line. Files the baseline compiled unchanged
@@ -435,7 +458,7 @@ fn compile_phases(
     // that the compile's peak holds one form of each (a million raw prefixes are ~180 MB).
     // G6 reads a copy of the customer prefixes as written: none without an onboarding policy,
     // and in a fleet of mostly customer prefixes about the raw list again.
-    let customer_prefixes = evidence::customer_prefixes(&raw.prefixes, &settings);
+    let customer_prefixes = evidence::customer_prefixes(&raw.prefixes, &raw.names, &settings);
     let raw_prefixes = std::mem::take(&mut raw.prefixes);
     let prefixes =
         prefixes::compile_prefixes(raw_prefixes, &raw, &reused, &settings, &mut collector);
@@ -473,10 +496,11 @@ fn compile_phases(
             &prefixes,
             &catalogue.services,
             &table,
-            raw.sources
-                .sources()
-                .iter()
-                .map(|source| source.text.len())
+            (0..raw.sources.sources().len())
+                .map(|index| {
+                    raw.sources
+                        .text_len(u32::try_from(index).unwrap_or(u32::MAX))
+                })
                 .sum(),
             &mut collector,
         );

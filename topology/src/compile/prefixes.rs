@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use topologyd_config::{AnnounceMode, Collector, LengthLimits, RawPrefix, RawTopology, Settings};
+use topologyd_config::{
+    AnnounceMode, Collector, LengthLimits, Located, Names, RawPrefix, RawTopology, Settings,
+};
 
 use super::incremental::Reused;
 use super::{
@@ -28,7 +30,7 @@ pub(super) fn compile_prefixes(
     // million prefixes are never held in both forms at once.
     let mut prefix_candidates: Vec<Prefix> = raw_prefixes
         .into_iter()
-        .map(|raw_prefix| compile_prefix(&raw_prefix, settings, collector))
+        .map(|raw_prefix| compile_prefix(&raw_prefix, &raw.names, settings, collector))
         .collect();
     prefix_candidates.shrink_to_fit();
     let key = |prefix: &Prefix| (network_key(&prefix.cidr), prefix.span);
@@ -43,14 +45,19 @@ pub(super) fn compile_prefixes(
 /// One onboarded prefix, every problem with it reported (the prefix is kept, for later phases).
 fn compile_prefix(
     raw_prefix: &RawPrefix,
+    names: &Names,
     settings: &Settings,
     collector: &mut Collector,
 ) -> Prefix {
-    let cidr = validate_network(&raw_prefix.cidr, "prefix", collector);
+    let cidr = validate_network(
+        &Located::new(raw_prefix.cidr, raw_prefix.cidr_span()),
+        "prefix",
+        collector,
+    );
     let limits = settings.limits_for(&cidr);
-    if raw_prefix.origin_asn.value == 0 {
+    if raw_prefix.origin_asn == 0 {
         collector.error(
-            Some(raw_prefix.origin_asn.span),
+            Some(raw_prefix.origin_asn_span()),
             format!("prefix {cidr} has origin AS0, which may never be announced (RFC 7607)"),
             Some("set origin_asn to the ASN that originates the prefix".into()),
         );
@@ -60,23 +67,23 @@ fn compile_prefix(
     check_roa(raw_prefix, &cidr, route_length, collector);
     Prefix {
         cidr,
-        origin_asn: raw_prefix.origin_asn.value,
-        // Already one shared name per owner: the parse interns them (and a prefix rebuilt
-        // from the running generation keeps that generation's).
-        owner: Arc::clone(&raw_prefix.owner),
+        origin_asn: raw_prefix.origin_asn,
+        // One shared name per owner: the parse interns them (and a prefix rebuilt from the
+        // running generation interns that generation's).
+        owner: Arc::clone(names.get(raw_prefix.owner)),
         advertise: raw_prefix.advertise,
-        announce: match raw_prefix.announce.value {
+        announce: match raw_prefix.announce {
             AnnounceMode::Split(length) if length == route_length => AnnounceMode::Split(length),
             _ => AnnounceMode::Aggregate,
         },
-        roa: raw_prefix.roa.as_ref().map(|roa| roa.value),
+        roa: raw_prefix.roa,
         rpki: raw_prefix.rpki,
         ownership: PrefixOwnership::boxed(
             raw_prefix.irr_token(),
             raw_prefix.rdns_token(),
             raw_prefix.evidence().map(|evidence| &evidence.value),
         ),
-        span: raw_prefix.cidr.span,
+        span: raw_prefix.cidr_span(),
     }
 }
 
@@ -88,7 +95,7 @@ fn route_length(
     limits: LengthLimits,
     collector: &mut Collector,
 ) -> u8 {
-    let AnnounceMode::Split(length) = raw_prefix.announce.value else {
+    let AnnounceMode::Split(length) = raw_prefix.announce else {
         return cidr.prefix_len();
     };
     let bits = family_bits(cidr);
@@ -121,7 +128,7 @@ fn route_length(
     };
     match problem {
         Some((message, fix)) => {
-            collector.error(Some(raw_prefix.announce.span), message, Some(fix));
+            collector.error(Some(raw_prefix.announce_span()), message, Some(fix));
             cidr.prefix_len()
         }
         None => length,
@@ -152,7 +159,7 @@ fn check_announce_limits(
         )
     };
     collector.error(
-        Some(raw_prefix.announce.span),
+        Some(raw_prefix.announce_span()),
         format!(
             "prefix {cidr} would be announced as /{route_length} routes, outside the {} limits /{}–/{}",
             family_name(cidr),
@@ -165,35 +172,35 @@ fn check_announce_limits(
 
 /// The ROA, when there is one, must authorise the origin ASN and the announced route length.
 fn check_roa(raw_prefix: &RawPrefix, cidr: &IpNet, route_length: u8, collector: &mut Collector) {
-    let Some(roa) = &raw_prefix.roa else {
+    let (Some(roa), Some(roa_span)) = (raw_prefix.roa, raw_prefix.roa_span()) else {
         return;
     };
-    if roa.value.asn != raw_prefix.origin_asn.value {
+    if roa.asn != raw_prefix.origin_asn {
         collector.error(
-            Some(roa.span),
+            Some(roa_span),
             format!(
                 "RPKI-invalid: the ROA of {cidr} authorises AS{}, but the prefix is originated by AS{}",
-                roa.value.asn, raw_prefix.origin_asn.value
+                roa.asn, raw_prefix.origin_asn
             ),
             Some("fix origin_asn, or publish a ROA for the originating ASN".into()),
         );
     }
-    if roa.value.max_length > family_bits(cidr) {
+    if roa.max_length > family_bits(cidr) {
         collector.error(
-            Some(roa.span),
+            Some(roa_span),
             format!(
                 "family mismatch: ROA max_length {} is longer than an {} address",
-                roa.value.max_length,
+                roa.max_length,
                 family_name(cidr)
             ),
             None,
         );
-    } else if roa.value.max_length < route_length {
+    } else if roa.max_length < route_length {
         collector.error(
-            Some(roa.span),
+            Some(roa_span),
             format!(
                 "RPKI-invalid: routes of {cidr} are /{route_length}, longer than the ROA's max_length {}",
-                roa.value.max_length
+                roa.max_length
             ),
             Some(format!(
                 "publish a ROA with max_length ≥ {route_length}, or announce shorter routes"

@@ -38,7 +38,12 @@ fn errors(services: &str, prefixes: &str) -> String {
         Source::new("services.toml", services),
         Source::new("prefixes.toml", prefixes),
     ];
-    match compile(&sources, 1) {
+    outcome(compile(&sources, 1))
+}
+
+/// What [`errors`] shows of a compile: `OK` and the warnings, or the diagnostics.
+fn outcome(result: Result<Topology, Diagnostics>) -> String {
+    match result {
         Ok(topology) => {
             let warnings: Vec<String> = topology
                 .warnings()
@@ -558,4 +563,72 @@ proptest::proptest! {
         let merged = merge_sorted(left.into_iter(), right, |item| item.0);
         proptest::prop_assert_eq!(merged, expected);
     }
+}
+
+/// A compile whose texts are put away once parsed (the daemon's bootstrap) reports every error
+/// and warning at the position the full compile gives, reading a text back only for that, and
+/// compiles the same topology.
+#[test]
+fn texts_put_away_are_read_back_to_report_the_same_positions() {
+    let case = "[[location]]\nname = \"a1\"\nregion = \"eu\"\nmetro = \"AMS\"\ncountry = \"NL\"\nstate = \"live\"\n\
+                [[location]]\nname = \"a3\"\nregion = \"EU\"\nmetro = \"AMS\"\ncountry = \"NL\"\nstate = \"live\"\n";
+    let bound = "[[service]]\nname = \"web\"\ntopology = \"all\"\n\
+                 [[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n\
+                 [[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"web\"\n";
+    let broken = bound.replace("service = \"web\"\n", "service = \"webb\"\n")
+        + "[[binding]]\ncidr = \"198.51.100.1/24\"\nservice = \"web\"\n";
+    let mut reported_cases = 0;
+    for files in [
+        vec![
+            ("fleet.toml", FLEET.to_string()),
+            ("a.toml", bound.to_string()),
+        ],
+        vec![
+            ("fleet.toml", case.to_string()),
+            ("a.toml", bound.to_string()),
+        ],
+        vec![
+            ("fleet.toml", FLEET.to_string()),
+            ("a.toml", broken.clone()),
+        ],
+        vec![
+            ("fleet.toml", FLEET.to_string()),
+            ("a.toml", format!("{bound}\n{broken}")),
+        ],
+    ] {
+        let sources: Vec<Source> = files
+            .iter()
+            .map(|(name, text)| Source::new(*name, text.as_str()))
+            .collect();
+        let texts: Vec<String> = files.iter().map(|(_, text)| text.clone()).collect();
+        let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&reads);
+        let read: topologyd_config::ReadText = std::sync::Arc::new(move |index| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            texts.get(index as usize).cloned()
+        });
+        let full = compile(&sources, 1);
+        let full_hash = full.as_ref().map(Topology::hash_hex).ok();
+        let expected = outcome(full);
+        let put_away = compile_put_away(sources, Vec::new(), read, 1);
+        assert_eq!(put_away.as_ref().map(Topology::hash_hex).ok(), full_hash);
+        if let Ok(topology) = &put_away {
+            assert!(
+                topology
+                    .sources()
+                    .iter()
+                    .all(|source| source.text.is_empty())
+            );
+        }
+        assert_eq!(outcome(put_away), expected);
+        // Read back only where something is reported: once per file that has a position.
+        let reported = expected.lines().count() > 1;
+        assert_eq!(
+            reads.load(std::sync::atomic::Ordering::SeqCst) > 0,
+            reported,
+            "{expected}"
+        );
+        reported_cases += usize::from(reported);
+    }
+    assert_eq!(reported_cases, 3, "a warning, errors, and both");
 }

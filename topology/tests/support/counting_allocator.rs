@@ -59,10 +59,17 @@ unsafe impl GlobalAlloc for CountingAllocator {
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// Runs `work` and returns its result with the peak of bytes it allocated beyond what was
-/// allocated when it started. Only meaningful while nothing else in the process allocates.
-pub fn measured<T>(work: impl FnOnce() -> T) -> (T, usize) {
+/// allocated when it started, and the bytes it left allocated (its result included; negative
+/// when it freed more than it kept). Only meaningful while nothing else in the process
+/// allocates.
+pub fn measured<T>(work: impl FnOnce() -> T) -> (T, usize, isize) {
     let base = CURRENT.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let result = work();
-    (result, PEAK.load(Ordering::Relaxed).saturating_sub(base))
+    let held = CURRENT.load(Ordering::Relaxed) as isize - base as isize;
+    (
+        result,
+        PEAK.load(Ordering::Relaxed).saturating_sub(base),
+        held,
+    )
 }
