@@ -122,12 +122,12 @@ pub(super) fn compile_bindings(
             let (kept, added) = if baseline_binds(baseline, &cidr, &services[service as usize].name)
                 && !baseline_binds(baseline, &cidr, &services[last.service as usize].name)
             {
-                let replaced = (last.service, last.span);
+                let replaced = (last.service, last.span.get());
                 last.service = service;
-                last.span = span;
+                last.span = span.into();
                 ((service, span), replaced)
             } else {
-                ((last.service, last.span), (service, span))
+                ((last.service, last.span.get()), (service, span))
             };
             collector.error(
                 Some(added.1),
@@ -174,7 +174,7 @@ pub(super) fn compile_bindings(
             cidr,
             service,
             prefix: prefix_cursor as u32,
-            span,
+            span: span.into(),
         });
     }
     let nesting = Nesting::of_sorted(bindings.iter().map(|binding| binding.cidr));

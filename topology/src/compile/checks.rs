@@ -54,7 +54,7 @@ pub(super) fn local_addresses(
                         address.value,
                         services[binding.service as usize].name,
                         binding.cidr,
-                        sources.locate(binding.span)
+                        sources.locate(binding.span.get())
                     ),
                     Some(format!(
                         "a service binds only addresses of its own bindings: bind a cidr \
@@ -119,7 +119,7 @@ pub(super) fn blackholes(
             // A pending service runs nowhere: the binding's addresses would arrive with the
             // covering route and find no service to handle them.
             collector.error(
-                Some(binding.span),
+                Some(binding.span.get()),
                 format!(
                     "blackhole by construction: binding {} is bound to pending service `{}` under route {} (service `{}`), which is announced at {} location(s): its traffic would arrive where no service handles it",
                     binding.cidr,
@@ -144,7 +144,7 @@ pub(super) fn blackholes(
                 .map(|index| locations[index].name.as_str())
                 .collect();
             collector.error(
-                Some(binding.span),
+                Some(binding.span.get()),
                 format!(
                     "blackhole by construction: binding {} (service `{}`) lies under route {} (service `{}`), which is announced at {} location(s) where `{}` is absent: {}",
                     binding.cidr,

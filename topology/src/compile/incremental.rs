@@ -348,9 +348,9 @@ impl<'a> Reused<'a> {
             _ => &[],
         };
         prefixes.iter().filter_map(|prefix| {
-            let span = self.moved(prefix.span)?;
+            let span = self.moved(prefix.span.get())?;
             Some(Prefix {
-                span,
+                span: span.into(),
                 ..prefix.clone()
             })
         })
@@ -360,9 +360,13 @@ impl<'a> Reused<'a> {
     /// cidr).
     pub(super) fn bindings(&self) -> impl Iterator<Item = (u32, Span, IpNet)> + '_ {
         let bindings = self.baseline.map_or(&[][..], |baseline| &baseline.bindings);
-        bindings
-            .iter()
-            .filter_map(|binding| Some((binding.service, self.moved(binding.span)?, binding.cidr)))
+        bindings.iter().filter_map(|binding| {
+            Some((
+                binding.service,
+                self.moved(binding.span.get())?,
+                binding.cidr,
+            ))
+        })
     }
 
     /// The services of the generation the bindings come from.
@@ -404,7 +408,7 @@ fn reused_items<'a>(
     let rebuilt = baseline
         .prefixes
         .iter()
-        .filter_map(|prefix| Some((prefix, reused.moved(prefix.span)?)));
+        .filter_map(|prefix| Some((prefix, reused.moved(prefix.span.get())?)));
     // Reserved once: the raw prefixes are large, and growing the list by doubling copies
     // them over and over.
     raw.prefixes.reserve_exact(rebuilt.clone().count());

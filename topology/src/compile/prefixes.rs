@@ -83,7 +83,7 @@ fn compile_prefix(
             raw_prefix.rdns_token(),
             raw_prefix.evidence().map(|evidence| &evidence.value),
         ),
-        span: raw_prefix.cidr_span(),
+        span: raw_prefix.cidr_span().into(),
     }
 }
 
@@ -230,12 +230,12 @@ fn drop_overlapping_prefixes(
             )
         };
         collector.error(
-            Some(prefix.span),
+            Some(prefix.span.get()),
             message,
             Some(format!(
                 "{} is onboarded at {}; onboard each address once (use bindings to give part of a prefix to another service)",
                 last.cidr,
-                raw.sources.locate(last.span)
+                raw.sources.locate(last.span.get())
             )),
         );
         true

@@ -66,7 +66,7 @@ pub(super) fn compile_routes(
                 )
             };
             collector.error(
-                Some(prefix.span),
+                Some(prefix.span.get()),
                 format!(
                     "G1: prefix {} is advertised but has no default binding, so it is not announced: {detail}",
                     prefix.cidr
@@ -92,7 +92,7 @@ pub(super) fn compile_routes(
             }
             exceeded = true;
             collector.error(
-                Some(prefix.span),
+                Some(prefix.span.get()),
                 format!(
                     "announcing prefix {} as {count} route(s) would bring the topology past {budget} routes, the most {input_bytes} bytes of topology text may produce ({ROUTE_ALLOWANCE} plus one per {INPUT_BYTES_PER_EXTRA_ROUTE} bytes)",
                     prefix.cidr
@@ -124,7 +124,7 @@ pub(super) fn compile_routes(
                 && pending_warned.insert((prefix_index, service), ()).is_none()
             {
                 collector.warning(
-                    Some(prefix.span),
+                    Some(prefix.span.get()),
                     format!(
                         "prefix {} is advertised, but its route(s) are bound to pending service `{}` and are not announced",
                         prefix.cidr, services[service as usize].name
@@ -135,7 +135,6 @@ pub(super) fn compile_routes(
             routes.push(Route {
                 prefix: piece,
                 binding_cidr: bindings[binding as usize].cidr,
-                origin_asn: prefix.origin_asn,
                 onboarded: prefix_index as u32,
                 binding,
                 service,
