@@ -135,6 +135,7 @@ pub(super) fn compile_routes(
             routes.push(Route {
                 prefix: piece,
                 binding_cidr: bindings[binding as usize].cidr,
+                origin_asn: prefix.origin_asn,
                 onboarded: prefix_index as u32,
                 binding,
                 service,

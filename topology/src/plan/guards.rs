@@ -493,14 +493,12 @@ fn rpki_invalid(
         if announced.is_empty() {
             continue;
         }
-        let origin_asn = new.route_origin(route);
-        let validation = vrps.validate(&route.prefix, origin_asn);
+        let validation = vrps.validate(&route.prefix, route.origin_asn);
         let before = old
             .route_index(&route.prefix)
-            .map(|index| (&old.routes[index], old.route_origin(&old.routes[index])));
-        let announced_before = before.map_or(&empty, |(before, _)| {
-            &context.old_sets[before.service as usize]
-        });
+            .map(|index| &old.routes[index]);
+        let announced_before =
+            before.map_or(&empty, |before| &context.old_sets[before.service as usize]);
         match validation.state {
             RpkiState::Valid => summary.valid += 1,
             RpkiState::NotFound => {
@@ -516,7 +514,7 @@ fn rpki_invalid(
                         // As for invalid routes: one announced before with the same origin is
                         // refused only where it is new.
                         let newly = match before {
-                            Some((_, before_origin)) if before_origin == origin_asn => {
+                            Some(before) if before.origin_asn == route.origin_asn => {
                                 announced.difference(announced_before)
                             }
                             _ => announced.clone(),
@@ -524,7 +522,7 @@ fn rpki_invalid(
                         if !newly.is_empty() {
                             violations.push(GuardViolation::RpkiNotFound {
                                 route: route.prefix,
-                                origin_asn,
+                                origin_asn: route.origin_asn,
                                 locations: name_cache.get(&newly),
                             });
                         }
@@ -535,9 +533,9 @@ fn rpki_invalid(
                 summary.invalid += 1;
                 // Invalid before with the same origin: the change did not make it so. Another
                 // origin (even another invalid one) is a new announcement of the route.
-                let invalid_before = before.filter(|(before, before_origin)| {
-                    *before_origin == origin_asn
-                        && vrps.state(&before.prefix, *before_origin).is_invalid()
+                let invalid_before = before.filter(|before| {
+                    before.origin_asn == route.origin_asn
+                        && vrps.state(&before.prefix, before.origin_asn).is_invalid()
                 });
                 let newly = match invalid_before {
                     Some(_) => announced.difference(announced_before),
@@ -548,7 +546,7 @@ fn rpki_invalid(
                 } else {
                     violations.push(GuardViolation::RpkiInvalid {
                         route: route.prefix,
-                        origin_asn,
+                        origin_asn: route.origin_asn,
                         state: validation.state,
                         covering: validation.covering,
                         locations: name_cache.get(&newly),
