@@ -46,4 +46,4 @@ pub use parse::{
     parse_topology_sources_with_warnings,
 };
 pub use selector::{Attribute, Selector, SelectorError, SelectorValue, parse_selector};
-pub use source::{PackedSpan, ReadText, Source, SourceLocation, SourceMap, Span};
+pub use source::{PackedSpan, ReadText, Source, SourceLocation, SourceMap, Span, TextReader};

@@ -1,5 +1,6 @@
 //! The raw topology model: what the files say, after syntax checks, with a [`Span`] on every
-//! value a later check may need to point at. Cross-references (does this service exist? do
+//! value a later check may need to point at (packed for prefixes and bindings, held a million
+//! at a time: [`ValueSpans`]). Cross-references (does this service exist? do
 //! prefixes overlap?) are the topology compiler's job, not this module's.
 
 use std::fmt;

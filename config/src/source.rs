@@ -97,17 +97,23 @@ impl fmt::Display for SourceLocation {
     }
 }
 
-/// Reads the text of source `index` back from where its owner keeps it (a state directory),
-/// checked against what was parsed; `None` when it cannot (positions are then unknown).
-pub type ReadText = Arc<dyn Fn(u32) -> Option<String> + Send + Sync>;
+/// Something a put-away text is read again from: a file, or any reader that can seek.
+pub trait TextReader: std::io::Read + std::io::Seek + Send {}
+
+impl<T: std::io::Read + std::io::Seek + Send> TextReader for T {}
+
+/// Opens the text of source `index` again where its owner keeps it (a state directory),
+/// checked against what was parsed (its digest); `None` when it cannot (positions in it are
+/// then unknown).
+pub type ReadText = Arc<dyn Fn(u32) -> Option<Box<dyn TextReader>> + Send + Sync>;
 
 /// The texts of a map that put them away after the parse ([`SourceMap::put_away_texts`]):
-/// their lengths, how to read them back, and each one read back (only when a position in it is
-/// reported).
+/// their lengths and how to read them again. A put-away text's line index is built by reading
+/// it through once, when a position in it is first reported (4 bytes a line); the text itself
+/// is never held again: a column is counted in its line, read alone.
 struct PutAway {
     lengths: Vec<usize>,
     read: ReadText,
-    texts: Vec<OnceLock<Option<String>>>,
 }
 
 /// The sources of one topology, with a lazily built line index per source (built only when a
@@ -141,7 +147,6 @@ impl Clone for SourceMap {
                 Box::new(PutAway {
                     lengths: put_away.lengths.clone(),
                     read: Arc::clone(&put_away.read),
-                    texts: put_away.texts.iter().map(|_| OnceLock::new()).collect(),
                 })
             }),
             ..SourceMap::new(self.sources.clone())
@@ -160,13 +165,15 @@ impl SourceMap {
         }
     }
 
-    /// Drops the texts, keeping their names and lengths, and reads a text back through `read`
+    /// Drops the texts, keeping their names and lengths, and reads a text again through `read`
     /// only to report a position in it: a compile whose texts are kept elsewhere (the daemon
     /// writes a bootstrap topology into its state directory before compiling it) does not hold
-    /// megabytes of TOML beside the compiled topology. Nothing else changes: positions are the
-    /// same, and [`SourceMap::text_len`] still gives each text's length.
+    /// megabytes of TOML beside the compiled topology, not even to report a warning. Positions
+    /// are the same while `read` gives back the texts as parsed (unknown otherwise), and
+    /// [`SourceMap::text_len`] still gives each text's length. Once is enough: a map whose
+    /// texts are already put away or handed out is left as it is.
     pub fn put_away_texts(&mut self, read: ReadText) {
-        if self.released {
+        if self.released || self.put_away.is_some() {
             return;
         }
         let lengths = self
@@ -174,11 +181,8 @@ impl SourceMap {
             .iter_mut()
             .map(|source| std::mem::take(&mut source.text).len())
             .collect();
-        self.put_away = Some(Box::new(PutAway {
-            lengths,
-            read,
-            texts: self.sources.iter().map(|_| OnceLock::new()).collect(),
-        }));
+        self.line_starts = self.sources.iter().map(|_| OnceLock::new()).collect();
+        self.put_away = Some(Box::new(PutAway { lengths, read }));
     }
 
     /// The length in bytes of the text of source `index` as parsed (0 for an unknown index, or
@@ -193,18 +197,39 @@ impl SourceMap {
         }
     }
 
-    /// The text positions in source `index` are counted in: its own, or read back when put
-    /// away (`None` when it cannot be read back).
-    fn text_for_positions(&self, index: usize) -> Option<&str> {
-        let Some(put_away) = &self.put_away else {
-            return self.sources.get(index).map(|source| source.text.as_str());
-        };
-        let slot = put_away.texts.get(index)?;
-        slot.get_or_init(|| {
-            let text = (put_away.read)(u32::try_from(index).ok()?)?;
-            (Some(&text.len()) == put_away.lengths.get(index)).then_some(text)
-        })
-        .as_deref()
+    /// The line and column of `offset` in the put-away text `index`: its line from the line
+    /// index (built by reading the text through once, then kept), its column counted in that
+    /// line read alone. `None` when the text cannot be read again as it was parsed.
+    fn locate_put_away(&self, put_away: &PutAway, index: usize, offset: u32) -> Option<(u32, u32)> {
+        use std::io::{Read as _, Seek as _};
+        let length = *put_away.lengths.get(index)?;
+        let starts = self.line_starts.get(index)?.get_or_init(|| {
+            u32::try_from(index)
+                .ok()
+                .and_then(|source| (put_away.read)(source))
+                .and_then(|mut reader| line_starts_of(&mut *reader, length))
+                .unwrap_or_default()
+        });
+        // An empty index: the text could not be read again (a text has at least one line).
+        let offset = offset.min(u32::try_from(length).unwrap_or(u32::MAX));
+        let line_index = starts
+            .partition_point(|start| *start <= offset)
+            .checked_sub(1)?;
+        let line_start = *starts.get(line_index)?;
+        let mut reader = (put_away.read)(u32::try_from(index).ok()?)?;
+        reader
+            .seek(std::io::SeekFrom::Start(u64::from(line_start)))
+            .ok()?;
+        let mut before = Vec::new();
+        reader
+            .take(u64::from(offset - line_start))
+            .read_to_end(&mut before)
+            .ok()?;
+        let column = String::from_utf8_lossy(&before).chars().count();
+        Some((
+            u32::try_from(line_index + 1).unwrap_or(u32::MAX),
+            u32::try_from(column + 1).unwrap_or(u32::MAX),
+        ))
     }
 
     /// Hands out the sources (names and texts) and keeps only their names: a long-lived holder
@@ -221,9 +246,9 @@ impl SourceMap {
             .collect()
     }
 
-    /// Whether the texts were handed out.
+    /// Whether the texts are not held: handed out, or put away after the parse.
     pub fn texts_released(&self) -> bool {
-        self.released
+        self.released || self.put_away.is_some()
     }
 
     /// The sources, in the order given.
@@ -231,9 +256,12 @@ impl SourceMap {
         &self.sources
     }
 
-    /// The text of source `index` (empty for an unknown index; read back if put away).
+    /// The text of source `index` (empty for an unknown index, and once handed out or put
+    /// away).
     pub fn text(&self, index: u32) -> &str {
-        self.text_for_positions(index as usize).unwrap_or("")
+        self.sources
+            .get(index as usize)
+            .map_or("", |source| source.text.as_str())
     }
 
     /// Converts a span's start into `file:line:column`.
@@ -254,13 +282,17 @@ impl SourceMap {
                 column: 0,
             };
         };
-        let Some(text) = self.text_for_positions(span.source as usize) else {
+        if let Some(put_away) = &self.put_away {
+            let (line, column) = self
+                .locate_put_away(put_away, span.source as usize, span.start)
+                .unwrap_or((0, 0));
             return SourceLocation {
                 file: source.name.clone(),
-                line: 0,
-                column: 0,
+                line,
+                column,
             };
-        };
+        }
+        let text = source.text.as_str();
         let starts = self.line_starts[span.source as usize].get_or_init(|| {
             std::iter::once(0)
                 .chain(
@@ -287,6 +319,32 @@ impl SourceMap {
             column: u32::try_from(column + 1).unwrap_or(u32::MAX),
         }
     }
+}
+
+/// The offset of every line's start in the text `reader` gives, read through once in blocks;
+/// `None` unless it is `length` bytes long.
+fn line_starts_of(reader: &mut dyn TextReader, length: usize) -> Option<Vec<u32>> {
+    let mut starts = vec![0_u32];
+    let mut block = vec![0_u8; 1 << 16];
+    let mut offset = 0_usize;
+    loop {
+        let read = match reader.read(&mut block) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        };
+        let bytes = block.get(..read)?;
+        starts.extend(
+            memchr::memchr_iter(b'\n', bytes)
+                .map(|at| u32::try_from(offset + at + 1).unwrap_or(u32::MAX)),
+        );
+        offset += read;
+        if offset > length {
+            return None;
+        }
+    }
+    (offset == length).then_some(starts)
 }
 
 /// A value and where it was written.
@@ -392,31 +450,42 @@ mod tests {
     }
 
     #[test]
-    fn put_away_texts_are_read_back_only_to_locate() {
+    fn put_away_texts_are_read_again_only_to_locate() {
         let text = "x = 1\ny = \"é\" z\n";
         let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut map = SourceMap::new(vec![Source::new("a.toml", text), Source::new("b.toml", "")]);
         let counter = Arc::clone(&reads);
         map.put_away_texts(Arc::new(move |index| {
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            (index == 0).then(|| text.to_string())
+            (index == 0).then(|| {
+                Box::new(std::io::Cursor::new(text.as_bytes().to_vec())) as Box<dyn TextReader>
+            })
         }));
         assert_eq!(map.sources()[0].text, "", "the text is not held");
+        assert_eq!(map.text(0), "");
+        assert!(map.texts_released());
         assert_eq!(map.text_len(0), text.len());
         assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 0);
         assert_eq!(map.locate(Span::new(0, 15..16)).to_string(), "a.toml:2:9");
         assert_eq!(map.locate(Span::new(0, 6..7)).to_string(), "a.toml:2:1");
-        assert_eq!(
-            reads.load(std::sync::atomic::Ordering::SeqCst),
-            1,
-            "read back once"
-        );
-        // A text that cannot be read back (or comes back another length): positions unknown.
+        assert_eq!(map.locate(Span::new(0, 0..1)).to_string(), "a.toml:1:1");
+        assert_eq!(map.locate(Span::new(0, 99..99)).to_string(), "a.toml:3:1");
+        // Read through once for the line index, then one line for each position.
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 5);
+        // A text that cannot be read again, or comes back another length: positions unknown.
         assert_eq!(map.locate(Span::new(1, 0..0)).to_string(), "b.toml:0:0");
         let mut short = SourceMap::new(vec![Source::new("c.toml", "abc\n")]);
-        short.put_away_texts(Arc::new(|_| Some("ab".to_string())));
+        short.put_away_texts(Arc::new(|_| {
+            Some(Box::new(std::io::Cursor::new(b"ab".to_vec())) as Box<dyn TextReader>)
+        }));
         assert_eq!(short.locate(Span::new(0, 1..2)).to_string(), "c.toml:0:0");
-        // A copy reads back on its own; handing the texts out forgets the reader.
+        // Put away once: a second reader is not taken.
+        short.put_away_texts(Arc::new(|_| {
+            Some(Box::new(std::io::Cursor::new(b"abc\n".to_vec())) as Box<dyn TextReader>)
+        }));
+        assert_eq!(short.text_len(0), 4);
+        assert_eq!(short.locate(Span::new(0, 1..2)).to_string(), "c.toml:0:0");
+        // A copy reads again on its own; handing the texts out forgets the reader.
         assert_eq!(
             map.clone().locate(Span::new(0, 6..7)).to_string(),
             "a.toml:2:1"
@@ -425,5 +494,39 @@ mod tests {
         assert_eq!(taken[0].text, "");
         assert_eq!(map.locate(Span::new(0, 6..7)).to_string(), "a.toml:0:0");
         assert_eq!(map.text_len(0), 0);
+    }
+
+    /// Over generated texts, a put-away map locates every offset as the map holding the text.
+    #[test]
+    fn put_away_positions_are_those_of_the_text() {
+        let lines = [
+            "",
+            "a = 1",
+            "# é ü",
+            "[[prefix]]",
+            "cidr = \"10.0.0.0/8\"",
+            "\t x",
+        ];
+        for seed in 0..64_usize {
+            let text: String = (0..seed % 9 + 1)
+                .map(|at| lines[(seed * 7 + at * 3) % lines.len()])
+                .collect::<Vec<_>>()
+                .join(if seed % 3 == 0 { "\r\n" } else { "\n" });
+            let held = SourceMap::new(vec![Source::new("t.toml", text.as_str())]);
+            let mut put_away = SourceMap::new(vec![Source::new("t.toml", text.as_str())]);
+            let copy = text.clone();
+            put_away.put_away_texts(Arc::new(move |_| {
+                Some(Box::new(std::io::Cursor::new(copy.clone().into_bytes()))
+                    as Box<dyn TextReader>)
+            }));
+            for (offset, _) in text.char_indices().chain([(text.len(), ' ')]) {
+                let span = Span::new(0, offset..offset);
+                assert_eq!(
+                    put_away.locate(span),
+                    held.locate(span),
+                    "{text:?} at {offset}"
+                );
+            }
+        }
     }
 }

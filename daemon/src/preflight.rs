@@ -199,7 +199,8 @@ fn check_bootstrap(config: &DaemonConfig, findings: &mut Vec<Finding>) {
         let texts: Vec<&str> = sources.iter().map(|source| source.text.as_str()).collect();
         topologyd_api::delta::sha256_each(&texts)
     };
-    let read = read_back_files(config.bootstrap_topology.clone(), digests.clone());
+    let lengths = sources.iter().map(|source| source.text.len()).collect();
+    let read = read_back_files(config.bootstrap_topology.clone(), lengths, digests.clone());
     match compile_put_away(sources, digests, read, 1) {
         // The compile errors follow on their own lines, at their own positions (a message
         // holding them would have its line breaks escaped).
@@ -220,14 +221,33 @@ fn check_bootstrap(config: &DaemonConfig, findings: &mut Vec<Finding>) {
     }
 }
 
-/// Reads bootstrap file `index` again, `None` unless it still has the digest it was compiled
-/// with.
-fn read_back_files(paths: Vec<PathBuf>, digests: Vec<[u8; 32]>) -> topologyd_config::ReadText {
+/// Opens bootstrap file `index` again, `None` unless it is still a regular file of the length
+/// it had, whose bytes have the digest it was compiled with (hashed the first time only).
+fn read_back_files(
+    paths: Vec<PathBuf>,
+    lengths: Vec<usize>,
+    digests: Vec<[u8; 32]>,
+) -> topologyd_config::ReadText {
+    let checked: Vec<std::sync::OnceLock<bool>> =
+        paths.iter().map(|_| std::sync::OnceLock::new()).collect();
     std::sync::Arc::new(move |index| {
-        let path = paths.get(index as usize)?;
-        let text = std::fs::read_to_string(path).ok()?;
-        let digest = topologyd_api::delta::sha256_each(&[text.as_str()]);
-        (digests.get(index as usize) == digest.first()).then_some(text)
+        use sha2::Digest as _;
+        use std::io::Seek as _;
+        let index = index as usize;
+        let mut file = std::fs::File::open(paths.get(index)?).ok()?;
+        let metadata = file.metadata().ok()?;
+        if !metadata.is_file() || metadata.len() != *lengths.get(index)? as u64 {
+            return None;
+        }
+        let same = *checked.get(index)?.get_or_init(|| {
+            let mut hasher = sha2::Sha256::new();
+            std::io::copy(&mut file, &mut hasher).is_ok()
+                && Some(&<[u8; 32]>::from(hasher.finalize())) == digests.get(index)
+        });
+        file.rewind().ok()?;
+        same.then(|| {
+            Box::new(std::io::BufReader::new(file)) as Box<dyn topologyd_config::TextReader>
+        })
     })
 }
 

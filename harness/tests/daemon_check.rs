@@ -257,6 +257,34 @@ fn cases() -> Vec<Case> {
             }),
         },
         Case {
+            // Found by the compile after the parse, when the texts are no longer held: the
+            // position comes from the file read again.
+            name: "bootstrap topology binds an unknown service",
+            breaking: Box::new(|world, text| {
+                check(
+                    std::fs::write(
+                        world.path("renamed.toml"),
+                        "[[service]]\nname = \"dns\"\ntopology = \"all\"\n",
+                    ),
+                    "writing a services file without the bound service",
+                );
+                text.replace(
+                    &world.topology[1].display().to_string(),
+                    &world.path("renamed.toml").display().to_string(),
+                )
+            }),
+            marker: "bootstrap_topology = [",
+            message: Box::new(|world| {
+                format!(
+                    "the bootstrap topology does not compile:\n  help: fix the topology (`topoctl check` shows the same errors)\n\
+                     {}:2:8: warning: service `dns` has no bindings\n  help: bind a cidr to it, or remove it\n\
+                     {}:3:8: error: G1: prefix 1.1.1.0/24 is advertised but has no default binding",
+                    world.path("renamed.toml").display(),
+                    world.topology[2].display()
+                )
+            }),
+        },
+        Case {
             name: "TLS certificate missing",
             breaking: Box::new(|world, text| {
                 replace_line(

@@ -325,9 +325,9 @@ impl Topology {
         self.hash.iter().map(|byte| format!("{byte:02x}")).collect()
     }
 
-    /// The sources this topology was compiled from (persist these, recompile on start).
-    /// The sources it was compiled from (names with empty texts once
-    /// [`Topology::take_sources`] handed them out).
+    /// The sources this topology was compiled from (names with empty texts once
+    /// [`Topology::take_sources`] handed them out, or once put away after the parse:
+    /// [`crate::compile_put_away`]).
     pub fn sources(&self) -> &[Source] {
         self.sources.sources()
     }

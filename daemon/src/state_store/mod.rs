@@ -8,8 +8,9 @@
 //! old file or the new one, never a torn one; a temp file left behind by a crash is removed when
 //! the store is opened.
 //!
-//! Must not touch: compiling or validating the sources (the engine does that before `commit`),
-//! nor any socket or task. All functions here block on the file system; async callers run them
+//! Must not touch: compiling or validating the sources (the engine does that before `commit`;
+//! a first start stages its texts before the compile and commits the generation naming them
+//! after it: `stage_texts`, `commit_staged`), nor any socket or task. All functions here block on the file system; async callers run them
 //! through `tokio::task::spawn_blocking`.
 //!
 //! Layout:
@@ -19,7 +20,8 @@
 //! <state dir>/generations/00000000000000000042.json  one per kept generation (format 2: its
 //!                                                  sources by name, SHA-256 and length)
 //! <state dir>/sources/<sha256>                     one per distinct source text a kept
-//!                                                  generation names
+//!                                                  generation names (or a first start staged
+//!                                                  for the generation it is compiling)
 //! <state dir>/quarantine/00000000000000000042.json.<unix seconds>[.<n>]  moved-aside corrupt files
 //! <state dir>/drain.json                           persisted drain state
 //! <state dir>/lease.json                           the fleet lock's lease and fences
@@ -595,10 +597,16 @@ impl StateStore {
     /// never comes.
     pub fn stage_texts(&self, files: &[SourceFile]) -> Result<StagedTexts, StateError> {
         let _writing = self.texts.lock();
+        // Texts staged before by a start that failed are named by nothing: they go first, so
+        // that failed starts cannot fill the disk.
+        self.sweep_texts(HashSet::new());
         let refs = self
             .texts
             .store(files, None, |path, bytes| self.place(path, bytes))
-            .map_err(|error| self.with_prunable(error, &[]))?;
+            .map_err(|error| {
+                self.sweep_texts(HashSet::new());
+                self.with_prunable(error, &[])
+            })?;
         Ok(self.texts.staged(refs))
     }
 
@@ -609,7 +617,9 @@ impl StateStore {
         meta: &GenerationMeta,
         staged: &StagedTexts,
     ) -> Result<(), StateError> {
-        self.commit_naming(meta, Some(staged), |store| store.texts.still_staged(staged))
+        self.commit_naming(meta, Some(staged), |store| {
+            store.texts.still_staged(staged, meta.generation)
+        })
     }
 
     /// The commit: `texts` stores (or checks) the texts and gives their references; a sweep

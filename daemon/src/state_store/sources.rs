@@ -58,9 +58,9 @@ pub(super) fn is_digest(digest: &str) -> bool {
 #[derive(Debug)]
 pub(super) struct SourceTexts {
     dir: PathBuf,
-    /// Held while a commit stores texts and writes the generation file naming them, and
-    /// while a text found corrupt is moved aside: a reader never moves a text a commit has
-    /// just written or checked.
+    /// Held while a commit (or a first start's staging) stores texts and writes the generation
+    /// file naming them, and while a text found corrupt is moved aside: a reader never moves a
+    /// text a commit has just written or checked.
     writing: Mutex<()>,
     /// The texts this process hashed or compared byte for byte, by digest, with the file's
     /// stamp then and when: a commit trusts such a file without reading it again, a read
@@ -136,7 +136,8 @@ impl SourceTexts {
         }
     }
 
-    /// Taken by a commit for as long as it stores texts and writes the generation file.
+    /// Taken by a commit for as long as it stores texts and writes the generation file, and by
+    /// staging while it stores texts.
     pub(super) fn lock(&self) -> MutexGuard<'_, ()> {
         self.writing
             .lock()
@@ -462,19 +463,20 @@ impl StagedTexts {
             .collect()
     }
 
-    /// Reads text `index` back from the store, `None` unless it still has the staged length
-    /// and SHA-256.
+    /// Opens text `index` again in the store, `None` unless it is a regular file of the staged
+    /// length whose bytes have the staged SHA-256 (hashed the first time only: a compile
+    /// reporting many positions opens it once per position).
     pub fn read_back(&self) -> topologyd_config::ReadText {
         let texts: Vec<(PathBuf, SourceRef)> = self
             .refs
             .iter()
             .map(|reference| (self.dir.join(&reference.sha256), reference.clone()))
             .collect();
+        let checked: Vec<std::sync::OnceLock<bool>> =
+            texts.iter().map(|_| std::sync::OnceLock::new()).collect();
         std::sync::Arc::new(move |index| {
             let (path, reference) = texts.get(index as usize)?;
-            let text = fs::read_to_string(path).ok()?;
-            (text.len() as u64 == reference.bytes && file_sha256(&text) == reference.sha256)
-                .then_some(text)
+            open_checked(path, reference, checked.get(index as usize)?)
         })
     }
 
@@ -497,26 +499,54 @@ impl SourceTexts {
     }
 
     /// The staged texts' references, each text still a regular file of its staged length (a
-    /// commit names only texts that are there).
-    pub(super) fn still_staged(&self, staged: &StagedTexts) -> Result<Vec<SourceRef>, StateError> {
+    /// commit names only texts that are there), for generation `generation`.
+    pub(super) fn still_staged(
+        &self,
+        staged: &StagedTexts,
+        generation: u64,
+    ) -> Result<Vec<SourceRef>, StateError> {
         for reference in &staged.refs {
             let path = self.path(&reference.sha256);
             let there = fs::symlink_metadata(&path)
                 .is_ok_and(|metadata| metadata.is_file() && metadata.len() == reference.bytes);
             if !there {
                 return Err(StateError::Source {
-                    generation: 0,
+                    generation,
                     name: reference.name.clone(),
                     path,
                     corrupt: false,
-                    reason: "was written before the compile and is gone or changed since; \
-                             start again (nothing else may write the state directory)"
-                        .to_owned(),
+                    reason: format!(
+                        "was written before the compile and is gone, or no longer {} bytes long, \
+                         since; start again (nothing else may write the state directory)",
+                        reference.bytes
+                    ),
                 });
             }
         }
         Ok(staged.refs.clone())
     }
+}
+
+/// The text at `path` opened at its start, if it is a regular file of `reference`'s length
+/// whose bytes hash to its digest (`checked` remembers that they did).
+fn open_checked(
+    path: &Path,
+    reference: &SourceRef,
+    checked: &std::sync::OnceLock<bool>,
+) -> Option<Box<dyn topologyd_config::TextReader>> {
+    use std::io::Seek as _;
+    let mut file = fs::File::open(path).ok()?;
+    let metadata = file.metadata().ok()?;
+    if !metadata.is_file() || metadata.len() != reference.bytes {
+        return None;
+    }
+    let same = *checked.get_or_init(|| {
+        let mut hasher = sha2::Sha256::new();
+        io::copy(&mut file, &mut hasher).is_ok()
+            && hex(&hasher.finalize().into()) == reference.sha256
+    });
+    file.rewind().ok()?;
+    same.then(|| Box::new(io::BufReader::new(file)) as Box<dyn topologyd_config::TextReader>)
 }
 
 /// The 32 bytes of a lower-case hex SHA-256 ([`is_digest`]).

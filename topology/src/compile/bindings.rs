@@ -63,10 +63,10 @@ pub(super) fn compile_bindings(
         }
         service
     };
-    // Each raw binding is consumed as it is resolved (its service name freed there), and the
-    // raw list is freed before the sort and the table are built beside the resolved ones.
-    // A name found is looked up once per name, not once per binding; an unknown one is
-    // reported at every binding naming it.
+    // Each raw binding is consumed as it is resolved, and the raw list is freed before the sort
+    // and the table are built beside the resolved ones.
+    // A name found is looked up once per name, not once per binding; an unknown one (or an id
+    // outside the names, in a raw topology a caller built) is reported at every binding.
     let mut found: Vec<Option<u32>> = vec![None; raw.names.len()];
     let mut parsed: Vec<(u32, Span, IpNet)> = Vec::with_capacity(raw_bindings.len());
     for raw_binding in raw_bindings {
@@ -85,7 +85,7 @@ pub(super) fn compile_bindings(
                 *slot = service;
                 service
             }
-            None => None,
+            None => resolve(cidr, "", raw_binding.service_span(), collector),
         };
         if let Some(service) = service {
             parsed.push((service, cidr_span, cidr));

@@ -455,7 +455,7 @@ fn compile_phases(
     let fleet = fleet::compile_locations(&raw, &mut collector);
     let catalogue = services::compile_services(&raw, &fleet, &mut collector);
     // The raw items are not read past their phase: consumed there, not freed at the end, so
-    // that the compile's peak holds one form of each (a million raw prefixes are ~180 MB).
+    // that the compile's peak holds one form of each (a million raw prefixes are 80 MB).
     // G6 reads a copy of the customer prefixes as written: none without an onboarding policy,
     // and in a fleet of mostly customer prefixes about the raw list again.
     let customer_prefixes = evidence::customer_prefixes(&raw.prefixes, &raw.names, &settings);

@@ -6,6 +6,7 @@
 use super::hash::{CanonicalHasher, hash_health};
 use super::*;
 use sha2::{Digest, Sha256};
+use topologyd_config::TextReader;
 use topologyd_config::health::ProbeSpec;
 
 const FLEET: &str = r#"
@@ -566,7 +567,7 @@ proptest::proptest! {
 }
 
 /// A compile whose texts are put away once parsed (the daemon's bootstrap) reports every error
-/// and warning at the position the full compile gives, reading a text back only for that, and
+/// and warning at the position the full compile gives, reading a text again only for that, and
 /// compiles the same topology.
 #[test]
 fn texts_put_away_are_read_back_to_report_the_same_positions() {
@@ -605,7 +606,8 @@ fn texts_put_away_are_read_back_to_report_the_same_positions() {
         let counter = std::sync::Arc::clone(&reads);
         let read: topologyd_config::ReadText = std::sync::Arc::new(move |index| {
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            texts.get(index as usize).cloned()
+            let text = texts.get(index as usize)?.clone();
+            Some(Box::new(std::io::Cursor::new(text.into_bytes())) as Box<dyn TextReader>)
         });
         let full = compile(&sources, 1);
         let full_hash = full.as_ref().map(Topology::hash_hex).ok();
