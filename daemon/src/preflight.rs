@@ -231,23 +231,13 @@ fn read_back_files(
     let checked: Vec<std::sync::OnceLock<bool>> =
         paths.iter().map(|_| std::sync::OnceLock::new()).collect();
     std::sync::Arc::new(move |index| {
-        use sha2::Digest as _;
-        use std::io::Seek as _;
         let index = index as usize;
-        let mut file = std::fs::File::open(paths.get(index)?).ok()?;
-        let metadata = file.metadata().ok()?;
-        if !metadata.is_file() || metadata.len() != *lengths.get(index)? as u64 {
-            return None;
-        }
-        let same = *checked.get(index)?.get_or_init(|| {
-            let mut hasher = sha2::Sha256::new();
-            std::io::copy(&mut file, &mut hasher).is_ok()
-                && Some(&<[u8; 32]>::from(hasher.finalize())) == digests.get(index)
-        });
-        file.rewind().ok()?;
-        same.then(|| {
-            Box::new(std::io::BufReader::new(file)) as Box<dyn topologyd_config::TextReader>
-        })
+        crate::state_store::open_checked(
+            paths.get(index)?,
+            *lengths.get(index)? as u64,
+            digests.get(index)?,
+            checked.get(index)?,
+        )
     })
 }
 

@@ -467,16 +467,19 @@ impl StagedTexts {
     /// length whose bytes have the staged SHA-256 (hashed the first time only: a compile
     /// reporting many positions opens it once per position).
     pub fn read_back(&self) -> topologyd_config::ReadText {
-        let texts: Vec<(PathBuf, SourceRef)> = self
+        let texts: Vec<(PathBuf, u64, [u8; 32])> = self
             .refs
             .iter()
-            .map(|reference| (self.dir.join(&reference.sha256), reference.clone()))
+            .map(|reference| {
+                let digest = unhex(&reference.sha256).unwrap_or_default();
+                (self.dir.join(&reference.sha256), reference.bytes, digest)
+            })
             .collect();
         let checked: Vec<std::sync::OnceLock<bool>> =
             texts.iter().map(|_| std::sync::OnceLock::new()).collect();
         std::sync::Arc::new(move |index| {
-            let (path, reference) = texts.get(index as usize)?;
-            open_checked(path, reference, checked.get(index as usize)?)
+            let (path, bytes, digest) = texts.get(index as usize)?;
+            open_checked(path, *bytes, digest, checked.get(index as usize)?)
         })
     }
 
@@ -527,23 +530,25 @@ impl SourceTexts {
     }
 }
 
-/// The text at `path` opened at its start, if it is a regular file of `reference`'s length
-/// whose bytes hash to its digest (`checked` remembers that they did).
-fn open_checked(
+/// The text at `path` opened at its start, if it is a regular file `bytes` long whose bytes
+/// hash to `digest` (SHA-256; hashed once: `checked` remembers the answer, and a later open
+/// checks the kind and length only). How a compile reads a put-away text again: the staged
+/// texts here, the bootstrap files in `preflight.rs`.
+pub(crate) fn open_checked(
     path: &Path,
-    reference: &SourceRef,
+    bytes: u64,
+    digest: &[u8; 32],
     checked: &std::sync::OnceLock<bool>,
 ) -> Option<Box<dyn topologyd_config::TextReader>> {
     use std::io::Seek as _;
     let mut file = fs::File::open(path).ok()?;
     let metadata = file.metadata().ok()?;
-    if !metadata.is_file() || metadata.len() != reference.bytes {
+    if !metadata.is_file() || metadata.len() != bytes {
         return None;
     }
     let same = *checked.get_or_init(|| {
         let mut hasher = sha2::Sha256::new();
-        io::copy(&mut file, &mut hasher).is_ok()
-            && hex(&hasher.finalize().into()) == reference.sha256
+        io::copy(&mut file, &mut hasher).is_ok() && <[u8; 32]>::from(hasher.finalize()) == *digest
     });
     file.rewind().ok()?;
     same.then(|| Box::new(io::BufReader::new(file)) as Box<dyn topologyd_config::TextReader>)
