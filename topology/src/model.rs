@@ -354,7 +354,8 @@ impl Topology {
         })
     }
 
-    /// Whether [`Topology::take_sources`] handed the texts out.
+    /// Whether the texts are not held: [`Topology::take_sources`] handed them out, or the
+    /// compile put them away once parsed ([`crate::compile_put_away`]).
     pub fn sources_released(&self) -> bool {
         self.sources.texts_released()
     }
