@@ -10,8 +10,8 @@
 //!
 //! Must not touch: compiling or validating the sources (the engine does that before `commit`;
 //! a first start stages its texts before the compile and commits the generation naming them
-//! after it: `stage_texts`, `commit_staged`), nor any socket or task. All functions here block on the file system; async callers run them
-//! through `tokio::task::spawn_blocking`.
+//! after it: `stage_texts`, `commit_staged`), nor any socket or task. All functions here block
+//! on the file system; async callers run them through `tokio::task::spawn_blocking`.
 //!
 //! Layout:
 //!
@@ -593,8 +593,8 @@ impl StateStore {
 
     /// Writes `files`' texts durably ahead of the generation that will name them (the
     /// bootstrap's, whose compile then need not hold them: see [`StagedTexts`]). Nothing names
-    /// them until [`StateStore::commit_staged`]; the next commit's sweep removes them if that
-    /// never comes.
+    /// them until [`StateStore::commit_staged`]; the next staging or commit removes them if
+    /// that never comes.
     pub fn stage_texts(&self, files: &[SourceFile]) -> Result<StagedTexts, StateError> {
         let _writing = self.texts.lock();
         // Texts staged before by a start that failed are named by nothing: they go first, so
