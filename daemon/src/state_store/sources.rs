@@ -541,6 +541,11 @@ pub(crate) fn open_checked(
     checked: &std::sync::OnceLock<bool>,
 ) -> Option<Box<dyn topologyd_config::TextReader>> {
     use std::io::Seek as _;
+    // Looked at before it is opened: opening a FIFO put in a file's place would wait for a
+    // writer.
+    if !fs::metadata(path).is_ok_and(|metadata| metadata.is_file()) {
+        return None;
+    }
     let mut file = fs::File::open(path).ok()?;
     let metadata = file.metadata().ok()?;
     if !metadata.is_file() || metadata.len() != bytes {

@@ -586,3 +586,24 @@ fn a_staged_text_gone_before_the_commit_fails_it_and_unnamed_ones_go_next_time()
     );
     assert_eq!(store.load(1).unwrap(), second);
 }
+
+#[test]
+fn a_fifo_in_a_staged_text_s_place_is_not_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    let staged = store
+        .stage_texts(&stored(1, &[("a.toml", "abc")]).bundle.sources)
+        .unwrap();
+    let path = dir
+        .path()
+        .join(sources::SOURCES_DIR)
+        .join(file_sha256("abc"));
+    fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Opening the FIFO for reading would wait for a writer that never comes.
+    assert!(staged.read_back()(0).is_none());
+}
