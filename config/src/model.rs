@@ -319,20 +319,17 @@ impl<const N: usize> ValueSpans<N> {
         ValueSpans {
             source: spans.first().map_or(0, |span| span.source),
             starts: spans.map(|span| span.start),
-            lengths: spans
-                .map(|span| u16::try_from(span.end.saturating_sub(span.start)).unwrap_or(u16::MAX)),
+            lengths: spans.map(Span::packed_length),
         }
     }
 
     /// The span of value `index` (an empty span at 0 past `N`).
     pub fn get(&self, index: usize) -> Span {
-        let start = self.starts.get(index).copied().unwrap_or(0);
-        let length = self.lengths.get(index).copied().unwrap_or(0);
-        Span {
-            source: self.source,
-            start,
-            end: start.saturating_add(u32::from(length)),
-        }
+        Span::unpacked(
+            self.source,
+            self.starts.get(index).copied().unwrap_or(0),
+            self.lengths.get(index).copied().unwrap_or(0),
+        )
     }
 
     /// The source every value is in.

@@ -37,6 +37,21 @@ impl Span {
         }
     }
 
+    /// Its length as the packed forms keep it ([`PackedSpan`], `model::ValueSpans`): cut at
+    /// 65,535 bytes (a position is its start).
+    pub fn packed_length(self) -> u16 {
+        u16::try_from(self.end.saturating_sub(self.start)).unwrap_or(u16::MAX)
+    }
+
+    /// The span a packed form gives back: `length` bytes from `start` in `source`.
+    pub fn unpacked(source: u32, start: u32, length: u16) -> Span {
+        Span {
+            source,
+            start,
+            end: start.saturating_add(u32::from(length)),
+        }
+    }
+
     /// The span of `length` bytes starting `offset` bytes after this span's start.
     pub fn sub(self, offset: usize, length: usize) -> Span {
         let start = self
@@ -64,12 +79,7 @@ pub struct PackedSpan {
 impl PackedSpan {
     /// The span (its end cut to 65,535 bytes past its start).
     pub fn get(self) -> Span {
-        let (source, start, length) = (self.source, self.start, self.length);
-        Span {
-            source,
-            start,
-            end: start.saturating_add(u32::from(length)),
-        }
+        Span::unpacked(self.source, self.start, self.length)
     }
 }
 
@@ -78,7 +88,7 @@ impl From<Span> for PackedSpan {
         PackedSpan {
             source: span.source,
             start: span.start,
-            length: u16::try_from(span.end.saturating_sub(span.start)).unwrap_or(u16::MAX),
+            length: span.packed_length(),
         }
     }
 }

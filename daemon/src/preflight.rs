@@ -199,8 +199,15 @@ fn check_bootstrap(config: &DaemonConfig, findings: &mut Vec<Finding>) {
         let texts: Vec<&str> = sources.iter().map(|source| source.text.as_str()).collect();
         topologyd_api::delta::sha256_each(&texts)
     };
-    let lengths = sources.iter().map(|source| source.text.len()).collect();
-    let read = read_back_files(config.bootstrap_topology.clone(), lengths, digests.clone());
+    let read = crate::state_store::read_again(
+        config
+            .bootstrap_topology
+            .iter()
+            .zip(&sources)
+            .zip(&digests)
+            .map(|((path, source), digest)| (path.clone(), source.text.len() as u64, *digest))
+            .collect(),
+    );
     match compile_put_away(sources, digests, read, 1) {
         // The compile errors follow on their own lines, at their own positions (a message
         // holding them would have its line breaks escaped).
@@ -219,26 +226,6 @@ fn check_bootstrap(config: &DaemonConfig, findings: &mut Vec<Finding>) {
             findings,
         ),
     }
-}
-
-/// Opens bootstrap file `index` again, `None` unless it is still a regular file of the length
-/// it had, whose bytes have the digest it was compiled with (hashed the first time only).
-fn read_back_files(
-    paths: Vec<PathBuf>,
-    lengths: Vec<usize>,
-    digests: Vec<[u8; 32]>,
-) -> topologyd_config::ReadText {
-    let checked: Vec<std::sync::OnceLock<bool>> =
-        paths.iter().map(|_| std::sync::OnceLock::new()).collect();
-    std::sync::Arc::new(move |index| {
-        let index = index as usize;
-        crate::state_store::open_checked(
-            paths.get(index)?,
-            *lengths.get(index)? as u64,
-            digests.get(index)?,
-            checked.get(index)?,
-        )
-    })
 }
 
 /// The topology start-up would run has this daemon's location; `help` says how to get one.

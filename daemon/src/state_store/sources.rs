@@ -467,20 +467,15 @@ impl StagedTexts {
     /// length whose bytes have the staged SHA-256 (hashed the first time only: a compile
     /// reporting many positions opens it once per position).
     pub fn read_back(&self) -> topologyd_config::ReadText {
-        let texts: Vec<(PathBuf, u64, [u8; 32])> = self
-            .refs
-            .iter()
-            .map(|reference| {
-                let digest = unhex(&reference.sha256).unwrap_or_default();
-                (self.dir.join(&reference.sha256), reference.bytes, digest)
-            })
-            .collect();
-        let checked: Vec<std::sync::OnceLock<bool>> =
-            texts.iter().map(|_| std::sync::OnceLock::new()).collect();
-        std::sync::Arc::new(move |index| {
-            let (path, bytes, digest) = texts.get(index as usize)?;
-            open_checked(path, *bytes, digest, checked.get(index as usize)?)
-        })
+        read_again(
+            self.refs
+                .iter()
+                .map(|reference| {
+                    let digest = unhex(&reference.sha256).unwrap_or_default();
+                    (self.dir.join(&reference.sha256), reference.bytes, digest)
+                })
+                .collect(),
+        )
     }
 
     /// The digests, for the sweep that must leave them.
@@ -530,11 +525,22 @@ impl SourceTexts {
     }
 }
 
+/// Opens text `index` of `texts` (path, length, SHA-256) again with [`open_checked`], each
+/// hashed the first time only. How a compile reads a put-away text again: the staged texts
+/// here, the bootstrap files in `preflight.rs`.
+pub(crate) fn read_again(texts: Vec<(PathBuf, u64, [u8; 32])>) -> topologyd_config::ReadText {
+    let checked: Vec<std::sync::OnceLock<bool>> =
+        texts.iter().map(|_| std::sync::OnceLock::new()).collect();
+    std::sync::Arc::new(move |index| {
+        let (path, bytes, digest) = texts.get(index as usize)?;
+        open_checked(path, *bytes, digest, checked.get(index as usize)?)
+    })
+}
+
 /// The text at `path` opened at its start, if it is a regular file `bytes` long whose bytes
 /// hash to `digest` (SHA-256; hashed once: `checked` remembers the answer, and a later open
-/// checks the kind and length only). How a compile reads a put-away text again: the staged
-/// texts here, the bootstrap files in `preflight.rs`.
-pub(crate) fn open_checked(
+/// checks the kind and length only).
+fn open_checked(
     path: &Path,
     bytes: u64,
     digest: &[u8; 32],
