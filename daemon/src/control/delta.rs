@@ -7,6 +7,7 @@
 //! Owns: the per-generation digest cache. Must not touch: the engine's state (it reads the
 //! running topology and the store through shared handles), what the bundle means.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use hyper::StatusCode;
@@ -29,6 +30,10 @@ pub(super) type RunningGeneration = (u64, Arc<Topology>, Arc<StateStore>);
 pub(super) struct SourcesCache {
     cached: Mutex<Option<(Weak<Topology>, Arc<SourcesView>)>>,
     reads: Arc<Semaphore>,
+    /// The size as a JSON string of each text of the last bundle a delta resolved to, by
+    /// SHA-256 (every text a resolution hands on was checked against its digest): a delta's
+    /// unchanged files are counted once, not at every push.
+    quoted_sizes: Mutex<HashMap<[u8; 32], u64>>,
 }
 
 /// At most this many delta resolutions (or digest computations, for a topology that keeps no
@@ -40,6 +45,7 @@ impl Default for SourcesCache {
         SourcesCache {
             cached: Mutex::default(),
             reads: Arc::new(Semaphore::new(CONCURRENT_READS)),
+            quoted_sizes: Mutex::default(),
         }
     }
 }
@@ -113,6 +119,12 @@ pub(super) async fn resolve(
     {
         return Err(refusal(delta.base_changed(&view)));
     }
+    let listed = delta.file_digests();
+    let known_sizes = cache
+        .quoted_sizes
+        .lock()
+        .map(|sizes| sizes.clone())
+        .unwrap_or_default();
     let permit = Arc::clone(&cache.reads)
         .acquire_owned()
         .await
@@ -135,13 +147,19 @@ pub(super) async fn resolve(
             .as_ref()
             .ok()
             .filter(|bundle| !surely_within(bundle, limit))
-            .map(encoded_size);
+            .map(|bundle| encoded_size(bundle, listed.as_deref(), known_sizes));
         Ok::<_, String>((view, resolved, encoded))
     })
     .await
     .map_err(|error| internal(format!("resolving the delta failed: {error}")))?
     .map_err(|error| unavailable(generation, &error))?;
     let (view, resolved, encoded) = resolved;
+    let encoded = encoded.map(|(encoded, sizes)| {
+        if let Ok(mut cached) = cache.quoted_sizes.lock() {
+            *cached = sizes;
+        }
+        encoded
+    });
     // The view of the stored texts replaces the cached one only for a topology that keeps no
     // digests of its own: the running topology's digests are what runs (were the stored texts
     // changed behind the daemon's back, a delta made against what runs is refused below as
@@ -180,22 +198,33 @@ fn surely_within(bundle: &SourceBundle, limit: u64) -> bool {
 /// `serde_json`'s compact form, each string escaped as it escapes them. Counted by hand
 /// because serialising tens of megabytes only to count them was a tenth of a delta push's
 /// CPU; these are counts of byte classes, which the compiler vectorises. A test checks the
-/// figure against `serde_json` itself.
-fn encoded_size(bundle: &SourceBundle) -> u64 {
+/// figure against `serde_json` itself. With `digests` (each file's SHA-256, checked), a text
+/// whose size `known` holds is not counted again; the sizes of this bundle's texts are
+/// handed back, to be known at the next push.
+fn encoded_size(
+    bundle: &SourceBundle,
+    digests: Option<&[[u8; 32]]>,
+    known: HashMap<[u8; 32], u64>,
+) -> (u64, HashMap<[u8; 32], u64>) {
     // `{"sources":[` … `]}`, a comma between two files, and per file
     // `{"name":` NAME `,"text":` TEXT `}`.
     const BUNDLE_FRAMING: u64 = 14;
     const FILE_FRAMING: u64 = 17;
-    let files = bundle.sources.len() as u64;
-    BUNDLE_FRAMING
-        + files.saturating_sub(1)
-        + bundle
-            .sources
-            .iter()
-            .map(|file| {
-                FILE_FRAMING + quoted_size(file.name.as_bytes()) + quoted_size(file.text.as_bytes())
-            })
-            .sum::<u64>()
+    let digests = digests.filter(|digests| digests.len() == bundle.sources.len());
+    let mut sizes = HashMap::new();
+    let mut total = BUNDLE_FRAMING + (bundle.sources.len() as u64).saturating_sub(1);
+    for (index, file) in bundle.sources.iter().enumerate() {
+        let digest = digests.and_then(|digests| digests.get(index));
+        let text = match digest.and_then(|digest| known.get(digest)) {
+            Some(size) => *size,
+            None => quoted_size(file.text.as_bytes()),
+        };
+        if let Some(digest) = digest {
+            sizes.insert(*digest, text);
+        }
+        total += FILE_FRAMING + quoted_size(file.name.as_bytes()) + text;
+    }
+    (total, sizes)
 }
 
 /// The length of `bytes` as a JSON string, quotes included: `"` and `\\` and the control
@@ -271,7 +300,7 @@ mod tests {
                     .collect(),
             };
             if surely_within(&bundle, limit) {
-                prop_assert!(encoded_size(&bundle) <= limit);
+                prop_assert!(encoded_size(&bundle, None, HashMap::new()).0 <= limit);
             }
         }
 
@@ -287,7 +316,14 @@ mod tests {
                     .collect(),
             };
             let json = serde_json::to_vec(&bundle).map_err(|error| TestCaseError::fail(error.to_string()))?;
-            prop_assert_eq!(encoded_size(&bundle), json.len() as u64);
+            prop_assert_eq!(encoded_size(&bundle, None, HashMap::new()).0, json.len() as u64);
+            // Counted with the texts' digests, then again with the sizes the first count
+            // handed back (what the next push of the same texts does): the same figure.
+            let texts: Vec<&str> = bundle.sources.iter().map(|file| file.text.as_str()).collect();
+            let digests = topologyd_api::delta::sha256_each(&texts);
+            let (first, known) = encoded_size(&bundle, Some(&digests), HashMap::new());
+            prop_assert_eq!(first, json.len() as u64);
+            prop_assert_eq!(encoded_size(&bundle, Some(&digests), known).0, json.len() as u64);
         }
     }
 }

@@ -181,6 +181,13 @@ async fn plan(call: &Call<'_>, body: PlanRequest) -> Answer {
 }
 
 async fn apply(call: &Call<'_>, mut body: ApplyRequest) -> Answer {
+    // Where a push's latency starts: `daemon_bench` measures from this line to the first
+    // UPDATE of the new generation on the wire.
+    tracing::info!(
+        files = body.bundle.sources.len(),
+        delta = body.delta.is_some(),
+        "apply request received"
+    );
     let asked = AskedBundle::of(&body);
     let carried = std::mem::take(&mut body.bundle);
     let digests;

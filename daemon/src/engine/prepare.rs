@@ -454,6 +454,7 @@ fn prepare_lent(
         compile_ms = compiled.as_millis() as u64,
         files_reused = reuse.reused_files,
         files_parsed = reuse.parsed_files,
+        items_patched = reuse.items_patched,
         plan_ms = planned.as_millis() as u64,
         total_ms = started.elapsed().as_millis() as u64,
         "push compiled and planned (off the engine task)"

@@ -14,15 +14,17 @@
 //! - `toggle [PAIRS]`: the same topology plus one customer's file (one prefix and its binding),
 //!   whose `advertise` is toggled by `topoctl push`, alternately as a delta (the default: only
 //!   the customer's file travels) and with `--full-bundle` (every file), PAIRS times each:
-//!   2 × PAIRS times each (both directions equally often): the wall time of each push and the
-//!   engine's compile time, as medians and as the delta's ratio to the whole bundle measured
-//!   in the same run.
+//!   2 × PAIRS times each (both directions equally often), four BIRD peers: the time from the
+//!   request reaching the daemon to the first UPDATE on the wire (the issue's measure, from the
+//!   daemon's log), the wall time of each push (`topoctl` included) and the engine's compile
+//!   time, as medians and as the delta's ratio to the whole bundle measured in the same run.
 //!
 //! - `sustain [SECONDS]`: the same toggle as a delta, pushed for SECONDS (default 60) at up to
 //!   20 per second (each push starts 50 ms after the previous one started, or at once when that
-//!   one took longer), every guard evaluated: the rate reached, the wall time of each push
-//!   (`topoctl push` → applied) as median, p99 and maximum, and the daemon's resident memory
-//!   after the first ten pushes and at the end.
+//!   one took longer), every guard evaluated, four BIRD peers: the rate reached, the time from
+//!   each request to its first UPDATE on the wire and the wall time of each push (`topoctl
+//!   push` → applied) as median, p99 and maximum, and the daemon's resident memory after the
+//!   first ten pushes and at the end.
 //!
 //! Run: `cargo run --release -p topologyd-harness --bin daemon_bench -- push` (or `memory 1000000`,
 //! `toggle 5`, `sustain 60`).
@@ -103,6 +105,70 @@ fn log_field(log: &str, message: &str, peer: Option<&str>, key: &str) -> Option<
                 .find_map(|field| field.strip_prefix(&format!("{key}=")))
                 .and_then(|value| value.parse().ok())
         })
+}
+
+/// Microseconds since midnight (UTC) of a daemon log line's timestamp
+/// (`2026-12-06T14:47:24.522582Z  INFO …`).
+fn log_time_us(line: &str) -> Option<i64> {
+    let time = line.split_whitespace().next()?.split_once('T')?.1;
+    let mut parts = time.strip_suffix('Z')?.split(':');
+    let hours: i64 = parts.next()?.parse().ok()?;
+    let minutes: i64 = parts.next()?.parse().ok()?;
+    let seconds: f64 = parts.next()?.parse().ok()?;
+    Some((hours * 3600 + minutes * 60) * 1_000_000 + (seconds * 1e6).round() as i64)
+}
+
+/// Per generation a push made, the time in ms from its request reaching the control API
+/// (`apply request received`) to the first UPDATE of that generation written to any peer
+/// (what the issue's targets measure), read from the daemon's log. Pushes are sequential:
+/// a generation's request is the last one received before it was applied.
+fn request_to_wire_ms(log: &str) -> Vec<(u64, f64)> {
+    let field = |line: &str, key: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|field| field.strip_prefix(key))
+            .and_then(|value| value.parse().ok())
+    };
+    let mut requested = std::collections::BTreeMap::new();
+    let mut first_write = std::collections::BTreeMap::new();
+    let mut last_request = None;
+    for line in log.lines() {
+        let Some(time) = log_time_us(line) else {
+            continue;
+        };
+        if line.contains("apply request received") {
+            last_request = Some(time);
+        } else if line.contains("generation applied") {
+            if let (Some(generation), Some(request)) =
+                (field(line, "generation="), last_request.take())
+            {
+                requested.insert(generation, request);
+            }
+        } else if line.contains("first UPDATE of the generation written")
+            && let Some(generation) = field(line, "generation=")
+        {
+            first_write.entry(generation).or_insert(time);
+        }
+    }
+    requested
+        .into_iter()
+        .filter_map(|(generation, request)| {
+            let written = *first_write.get(&generation)?;
+            // Past midnight between the two lines.
+            let micros = (written - request).rem_euclid(86_400 * 1_000_000);
+            Some((generation, micros as f64 / 1000.0))
+        })
+        .collect()
+}
+
+/// Waits until the first UPDATE of `generation` is written to a peer (the route toggled is
+/// announced at this location, so every push sends one).
+fn wait_for_wire(topologyd: &Topologyd, generation: u64) -> Result<(), String> {
+    wait_until("the first UPDATE of the new generation", || {
+        topologyd.log().lines().any(|line| {
+            line.contains("first UPDATE of the generation written")
+                && line.contains(&format!(" generation={generation} "))
+        })
+    })
 }
 
 fn wait_until(what: &str, mut condition: impl FnMut() -> bool) -> Result<(), String> {
@@ -318,8 +384,8 @@ fn bench_sustain(seconds: u64) -> Result<(), String> {
         topologyd,
         topoctl,
         _pki,
-        ..
-    } = start_controlled(&files, false)?;
+        birds: _birds,
+    } = start_controlled(&files, true)?;
     let intents = toggle_intents();
     push_in(&topologyd, &topoctl, &files, &intents, "same")?;
     // The files are written once; the customer's is rewritten in place before each push.
@@ -363,10 +429,21 @@ fn bench_sustain(seconds: u64) -> Result<(), String> {
     let end_rss = process_memory_kib(pid, "VmRSS:");
     let count = walls.len();
     walls.sort_by(f64::total_cmp);
+    let last = log_field(&topologyd.log(), "generation applied", None, "generation").unwrap_or(0);
+    wait_for_wire(&topologyd, last)?;
+    // The first, whole push changes no route: it sends nothing and is not counted.
+    let mut wires: Vec<f64> = request_to_wire_ms(&topologyd.log())
+        .into_iter()
+        .map(|(_, ms)| ms)
+        .collect();
+    wires.sort_by(f64::total_cmp);
     println!(
-        "{{\"bench\":\"sustain\",\"bindings\":{},\"seconds\":{elapsed:.1},\"pushes\":{count},\"target_per_s\":20,\"reached_per_s\":{:.2},\"wall_p50_ms\":{:.0},\"wall_p99_ms\":{:.0},\"wall_max_ms\":{:.0},\"rss_after_10_mib\":{},\"rss_end_mib\":{},\"rss_growth_mib\":{}}}",
+        "{{\"bench\":\"sustain\",\"bindings\":{},\"seconds\":{elapsed:.1},\"pushes\":{count},\"target_per_s\":20,\"reached_per_s\":{:.2},\"request_to_wire_p50_ms\":{:.1},\"request_to_wire_p99_ms\":{:.1},\"request_to_wire_max_ms\":{:.1},\"wall_p50_ms\":{:.0},\"wall_p99_ms\":{:.0},\"wall_max_ms\":{:.0},\"rss_after_10_mib\":{},\"rss_end_mib\":{},\"rss_growth_mib\":{}}}",
         SynthSpec::ISSUE_SCALE.bindings,
         count as f64 / elapsed,
+        percentile(&wires, 0.5),
+        percentile(&wires, 0.99),
+        wires.last().copied().unwrap_or(0.0),
         percentile(&walls, 0.5),
         percentile(&walls, 0.99),
         walls.last().copied().unwrap_or(0.0),
@@ -388,12 +465,13 @@ fn bench_toggle(pairs: usize) -> Result<(), String> {
             .chain([("customer-0001.toml", customer[advertise].as_str())])
             .collect()
     };
+    // The peers live as long as the bench (the route toggled is sent to them).
     let Controlled {
         topologyd,
         topoctl,
         _pki,
-        ..
-    } = start_controlled(&files(0), false)?;
+        birds: _birds,
+    } = start_controlled(&files(0), true)?;
     let intents = toggle_intents();
     // The bootstrap names its files by path: one whole push first, so that the running
     // generation's files are named as a pusher names them.
@@ -404,6 +482,8 @@ fn bench_toggle(pairs: usize) -> Result<(), String> {
     // Files the daemon took from the running generation instead of parsing them (the last
     // push of each mode): the incremental compile works alike for deltas and whole bundles.
     let mut reused = [0_u64; 2];
+    // The generations each mode made, for the request → wire times the log gives.
+    let mut generations: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
     // Rounds withdraw and announce in turn; each mode takes two rounds in a row, so both
     // modes see both directions equally often.
     for round in 0..pairs * 4 {
@@ -431,7 +511,18 @@ fn bench_toggle(pairs: usize) -> Result<(), String> {
             log_field(&log, "push compiled and planned", None, "files_reused").unwrap_or(0);
         walls[usize::from(full)].push(wall_ms);
         compiles[usize::from(full)].push(compile_ms.unwrap_or(0) as f64);
+        let generation = log_field(&log, "generation applied", None, "generation").unwrap_or(0);
+        wait_for_wire(&topologyd, generation)?;
+        generations[usize::from(full)].push(generation);
     }
+    let on_wire = request_to_wire_ms(&topologyd.log());
+    let mut wires = generations.each_ref().map(|generations| {
+        on_wire
+            .iter()
+            .filter(|(generation, _)| generations.contains(generation))
+            .map(|(_, ms)| *ms)
+            .collect::<Vec<f64>>()
+    });
     // Where the time of the last push went, as the daemon logged it (compile, plan, persist,
     // apply), on stderr beside the figures.
     let log = topologyd.log();
@@ -447,8 +538,9 @@ fn bench_toggle(pairs: usize) -> Result<(), String> {
     );
     let [delta_wall, full_wall] = walls.each_mut().map(|values| median(values));
     let [delta_compile, full_compile] = compiles.each_mut().map(|values| median(values));
+    let [delta_wire, full_wire] = wires.each_mut().map(|values| median(values));
     println!(
-        "{{\"bench\":\"toggle\",\"bindings\":{},\"pairs\":{pairs},\"whole_bundle_bytes\":{whole_bytes},\"delta_bytes\":{},\"delta_wall_ms\":{delta_wall:.0},\"full_wall_ms\":{full_wall:.0},\"delta_over_full_wall\":{:.2},\"delta_compile_ms\":{delta_compile:.0},\"full_compile_ms\":{full_compile:.0},\"delta_files_reused\":{},\"full_files_reused\":{},\"delta_walls_ms\":{:?},\"full_walls_ms\":{:?}}}",
+        "{{\"bench\":\"toggle\",\"bindings\":{},\"pairs\":{pairs},\"whole_bundle_bytes\":{whole_bytes},\"delta_bytes\":{},\"delta_request_to_wire_ms\":{delta_wire:.1},\"full_request_to_wire_ms\":{full_wire:.1},\"delta_wall_ms\":{delta_wall:.0},\"full_wall_ms\":{full_wall:.0},\"delta_over_full_wall\":{:.2},\"delta_compile_ms\":{delta_compile:.0},\"full_compile_ms\":{full_compile:.0},\"delta_files_reused\":{},\"full_files_reused\":{},\"delta_walls_ms\":{:?},\"full_walls_ms\":{:?}}}",
         spec.bindings,
         customer[0].len(),
         delta_wall / full_wall.max(1.0),

@@ -178,23 +178,35 @@ pub(super) fn compile_bindings(
         });
     }
     let nesting = Nesting::of_sorted(bindings.iter().map(|binding| binding.cidr));
-    let mut default_binding: Vec<Option<u32>> = vec![None; prefixes.len()];
-    let mut more_specific_count: Vec<u32> = vec![0; prefixes.len()];
-    let mut service_binding_count: Vec<u32> = vec![0; services.len()];
-    for (index, binding) in bindings.iter().enumerate() {
-        service_binding_count[binding.service as usize] += 1;
-        if prefixes[binding.prefix as usize].cidr == binding.cidr {
-            default_binding[binding.prefix as usize] = Some(index as u32);
-        } else {
-            more_specific_count[binding.prefix as usize] += 1;
-        }
-    }
+    BindingTable::of(bindings, nesting, prefixes, services.len())
+}
 
-    BindingTable {
-        bindings,
-        nesting,
-        default_binding,
-        more_specific_count,
-        service_binding_count,
+impl BindingTable {
+    /// The table of `bindings` (sorted by cidr, each placed in its prefix) and their `nesting`:
+    /// the per-prefix default binding and more-specific count, the per-service binding count.
+    pub(super) fn of(
+        bindings: Vec<Binding>,
+        nesting: Nesting,
+        prefixes: &[Prefix],
+        services: usize,
+    ) -> BindingTable {
+        let mut default_binding: Vec<Option<u32>> = vec![None; prefixes.len()];
+        let mut more_specific_count: Vec<u32> = vec![0; prefixes.len()];
+        let mut service_binding_count: Vec<u32> = vec![0; services];
+        for (index, binding) in bindings.iter().enumerate() {
+            service_binding_count[binding.service as usize] += 1;
+            if prefixes[binding.prefix as usize].cidr == binding.cidr {
+                default_binding[binding.prefix as usize] = Some(index as u32);
+            } else {
+                more_specific_count[binding.prefix as usize] += 1;
+            }
+        }
+        BindingTable {
+            bindings,
+            nesting,
+            default_binding,
+            more_specific_count,
+            service_binding_count,
+        }
     }
 }

@@ -135,6 +135,11 @@ pub(super) fn blackholes(
             );
             continue;
         }
+        // Most layered bindings are fine: the subset test allocates nothing, the difference
+        // is made only for the error.
+        if route_service.announcing.is_subset(&layered_service.matched) {
+            continue;
+        }
         let missing = route_service
             .announcing
             .difference(&layered_service.matched);

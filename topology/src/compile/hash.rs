@@ -10,23 +10,56 @@ use topologyd_config::{AnnounceMode, NotFoundPolicy};
 use super::network_key;
 use crate::model::{Binding, Location, Prefix, Service};
 
-/// Feeds a canonical, length-prefixed serialisation into SHA-256.
-pub(super) struct CanonicalHasher(pub(super) Sha256);
+/// Feeds a canonical, length-prefixed serialisation into SHA-256, through a staging buffer:
+/// the canonical form is mostly 2- to 16-byte pieces, and SHA-256 handed whole blocks by the
+/// thousand runs about twice as fast as when each piece goes to it alone. The byte stream, and
+/// so the hash, is the same either way.
+pub(super) struct CanonicalHasher {
+    sha256: Sha256,
+    staged: Vec<u8>,
+}
+
+/// How many bytes are staged before they go to SHA-256 (a multiple of its 64-byte block).
+const STAGED_BYTES: usize = 64 * 1024;
 
 impl CanonicalHasher {
+    pub(super) fn new() -> CanonicalHasher {
+        CanonicalHasher {
+            sha256: Sha256::new(),
+            staged: Vec::with_capacity(STAGED_BYTES),
+        }
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        if self.staged.len() + bytes.len() > STAGED_BYTES {
+            self.sha256.update(&self.staged);
+            self.staged.clear();
+            if bytes.len() > STAGED_BYTES {
+                self.sha256.update(bytes);
+                return;
+            }
+        }
+        self.staged.extend_from_slice(bytes);
+    }
+
     pub(super) fn text(&mut self, text: &str) {
-        self.0.update((text.len() as u64).to_le_bytes());
-        self.0.update(text.as_bytes());
+        self.bytes(&(text.len() as u64).to_le_bytes());
+        self.bytes(text.as_bytes());
     }
 
     fn number(&mut self, number: u64) {
-        self.0.update(number.to_le_bytes());
+        self.bytes(&number.to_le_bytes());
     }
 
     fn network(&mut self, network: &IpNet) {
         let (family, address, length) = network_key(network);
-        self.0.update([family, length]);
-        self.0.update(address.to_le_bytes());
+        self.bytes(&[family, length]);
+        self.bytes(&address.to_le_bytes());
+    }
+
+    pub(super) fn finish(mut self) -> [u8; 32] {
+        self.sha256.update(&self.staged);
+        self.sha256.finalize().into()
     }
 }
 
@@ -37,7 +70,7 @@ pub(super) fn canonical_hash(
     prefixes: &[Prefix],
     bindings: &[Binding],
 ) -> [u8; 32] {
-    let mut hasher = CanonicalHasher(Sha256::new());
+    let mut hasher = CanonicalHasher::new();
     hasher.text("topologyd-topology-v1");
     for limits in [
         settings.ipv4_announce_lengths,
@@ -127,7 +160,7 @@ pub(super) fn canonical_hash(
         hasher.network(&binding.cidr);
         hasher.text(&services[binding.service as usize].name);
     }
-    hasher.0.finalize().into()
+    hasher.finish()
 }
 
 /// Marks the optional health part of a service in the canonical form. Services without health

@@ -121,6 +121,10 @@ pub struct CompileReuse {
     /// The incremental compile failed and the full compile ran instead (its result is the one
     /// returned).
     pub fell_back: bool,
+    /// The changed files onboard and bind the same cidrs as before: the running generation's
+    /// prefixes and bindings were taken whole, the changed ones patched in (no merge, sort or
+    /// placement; see `compile/patch.rs`).
+    pub items_patched: bool,
 }
 
 /// Compiles `sources` as a change to `baseline`; equal to
@@ -163,6 +167,7 @@ pub fn compile_incremental_with_digests(
         reused_files,
         parsed_files: sources.len() - reused_files,
         fell_back: false,
+        items_patched: false,
     };
     if reused_files == 0 {
         return (full(sources, generation, baseline, digests), reuse);
@@ -173,15 +178,16 @@ pub fn compile_incremental_with_digests(
     {
         Err(raw.sources)
     } else {
-        let reused = reused_items(&mut raw, moved_to, baseline);
-        super::compile_phases(
+        let reused = reused_items(&mut raw, moved_to, kept_definitions, baseline);
+        let compiled = super::compile_phases(
             raw,
-            reused,
+            &reused,
             generation,
             Some(baseline),
             super::Fingerprints::Digests(digests.clone()),
-        )
-        .map_err(|(_, sources)| sources)
+        );
+        reuse.items_patched = reused.patched.get() && compiled.is_ok();
+        compiled.map_err(|(_, sources)| sources)
     };
     match result {
         Ok(topology) => (Ok(topology), reuse),
@@ -308,7 +314,7 @@ fn full(
     }
     super::compile_phases(
         raw,
-        Reused::default(),
+        &Reused::default(),
         generation,
         Some(baseline),
         super::Fingerprints::Digests(digests),
@@ -330,9 +336,33 @@ pub(super) struct Reused<'a> {
     moved_to: Vec<Option<u32>>,
     /// The prefixes are taken compiled (else they were rebuilt as raw items).
     compiled_prefixes: bool,
+    /// Per new file: its definitions are taken from the baseline (it was not parsed).
+    kept_definitions: Vec<bool>,
+    /// The compile patched the changed files' items into the baseline's.
+    patched: std::cell::Cell<bool>,
 }
 
 impl<'a> Reused<'a> {
+    /// The baseline, when its prefixes are taken compiled (its `[settings]` are the new ones).
+    pub(super) fn baseline_in_place(&self) -> Option<&'a Topology> {
+        self.baseline.filter(|_| self.compiled_prefixes)
+    }
+
+    /// The index in the new bundle of the baseline's file `index`, when its items are reused.
+    pub(super) fn place_of(&self, index: usize) -> Option<usize> {
+        let place = self.moved_to.get(index).copied().flatten()?;
+        usize::try_from(place).ok()
+    }
+
+    pub(super) fn set_patched(&self, patched: bool) {
+        self.patched.set(patched);
+    }
+
+    /// Whether the new file `index` is a baseline file whose definitions were taken unparsed.
+    pub(super) fn kept_definitions(&self, index: usize) -> bool {
+        self.kept_definitions.get(index).copied().unwrap_or(false)
+    }
+
     fn moved(&self, span: Span) -> Option<Span> {
         self.moved_to
             .get(span.source as usize)
@@ -395,12 +425,15 @@ fn same_settings(new: &Settings, old: &Settings) -> bool {
 fn reused_items<'a>(
     raw: &mut RawTopology,
     moved_to: Vec<Option<u32>>,
+    kept_definitions: Vec<bool>,
     baseline: &'a Topology,
 ) -> Reused<'a> {
     let reused = Reused {
         baseline: Some(baseline),
         moved_to,
         compiled_prefixes: same_settings(&raw.settings, &baseline.settings),
+        kept_definitions,
+        patched: std::cell::Cell::new(false),
     };
     if reused.compiled_prefixes {
         return reused;

@@ -33,7 +33,9 @@
 //! the announced routes), `checks` (local addresses, blackholes, service-level findings) and
 //! `hash` (the canonical content hash). This file holds the entry points and the helpers the
 //! phases share; `incremental` compiles a change against a running generation without parsing
-//! again the files of prefixes and bindings that did not change.
+//! again the files of prefixes and bindings that did not change, and `patch` takes the running
+//! generation's prefixes and bindings whole when the changed files hold the same cidrs (a
+//! toggle), in place of the prefixes and bindings phases.
 
 use ipnet::IpNet;
 use topologyd_config::{
@@ -53,6 +55,7 @@ mod evidence;
 mod fleet;
 mod hash;
 mod incremental;
+mod patch;
 mod prefixes;
 mod routes;
 mod services;
@@ -425,7 +428,7 @@ fn compile_raw_with(
 ) -> Result<Topology, Diagnostics> {
     compile_phases(
         raw,
-        incremental::Reused::default(),
+        &incremental::Reused::default(),
         generation,
         baseline,
         fingerprints,
@@ -437,7 +440,7 @@ fn compile_raw_with(
 /// with the diagnostics of a failed compile.
 fn compile_phases(
     mut raw: RawTopology,
-    reused: incremental::Reused<'_>,
+    reused: &incremental::Reused<'_>,
     generation: u64,
     baseline: Option<&Topology>,
     fingerprints: Fingerprints,
@@ -460,20 +463,50 @@ fn compile_phases(
     // and in a fleet of mostly customer prefixes about the raw list again.
     let customer_prefixes = evidence::customer_prefixes(&raw.prefixes, &raw.names, &settings);
     let raw_prefixes = std::mem::take(&mut raw.prefixes);
-    let prefixes =
-        prefixes::compile_prefixes(raw_prefixes, &raw, &reused, &settings, &mut collector);
-    evidence::check_customer_evidence(&customer_prefixes, &settings, baseline, &mut collector);
-    drop(customer_prefixes);
     let raw_bindings = std::mem::take(&mut raw.bindings);
-    let table = bindings::compile_bindings(
-        raw_bindings,
+    let patched = patch::same_cidrs(
+        &raw_prefixes,
+        &raw_bindings,
         &raw,
-        &reused,
+        reused,
         &catalogue,
-        &prefixes,
-        baseline,
+        &settings,
         &mut collector,
     );
+    reused.set_patched(patched.is_some());
+    let (prefixes, table) = match patched {
+        Some(patched) => {
+            evidence::check_customer_evidence(
+                &customer_prefixes,
+                &settings,
+                baseline,
+                &mut collector,
+            );
+            drop(customer_prefixes);
+            patched
+        }
+        None => {
+            let prefixes =
+                prefixes::compile_prefixes(raw_prefixes, &raw, reused, &settings, &mut collector);
+            evidence::check_customer_evidence(
+                &customer_prefixes,
+                &settings,
+                baseline,
+                &mut collector,
+            );
+            drop(customer_prefixes);
+            let table = bindings::compile_bindings(
+                raw_bindings,
+                &raw,
+                reused,
+                &catalogue,
+                &prefixes,
+                baseline,
+                &mut collector,
+            );
+            (prefixes, table)
+        }
+    };
     // The canonical hash reads only what the phases so far made; it runs on a thread of its
     // own beside the routes and the checks (it is a tenth of a compile, and a push waits for
     // the whole compile).

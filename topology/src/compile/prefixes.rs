@@ -43,7 +43,7 @@ pub(super) fn compile_prefixes(
 }
 
 /// One onboarded prefix, every problem with it reported (the prefix is kept, for later phases).
-fn compile_prefix(
+pub(super) fn compile_prefix(
     raw_prefix: &RawPrefix,
     names: &Names,
     settings: &Settings,

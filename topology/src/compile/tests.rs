@@ -5,6 +5,7 @@
 
 use super::hash::{CanonicalHasher, hash_health};
 use super::*;
+use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 use topologyd_config::TextReader;
 use topologyd_config::health::ProbeSpec;
@@ -488,13 +489,13 @@ fn hash_covers_health_and_local_addresses_but_not_their_layout() {
     )
     .unwrap();
     assert_ne!(base, without.hash());
-    let mut plain = CanonicalHasher(Sha256::new());
+    let mut plain = CanonicalHasher::new();
     plain.text("web");
-    let mut marked = CanonicalHasher(Sha256::new());
+    let mut marked = CanonicalHasher::new();
     marked.text("web");
     hash_health(&mut marked, &without.services()[1]);
     assert_eq!(without.services()[1].name, "web");
-    assert_eq!(plain.0.finalize(), marked.0.finalize());
+    assert_eq!(plain.finish(), marked.finish());
 }
 
 #[test]
@@ -633,4 +634,85 @@ fn texts_put_away_are_read_back_to_report_the_same_positions() {
         reported_cases += usize::from(reported);
     }
     assert_eq!(reported_cases, 3, "a warning, errors, and both");
+}
+
+/// The canonical hash is a generation's name across the fleet: daemons of two releases must
+/// agree on it during a rollout, so its byte stream may not change. Pinned here for the
+/// bundled example and for a topology with health checks, local addresses, ROAs, `announce`
+/// splits, tokens, RPKI policies and a non-default setting; a change that alters a value must
+/// be a deliberate, versioned change of the canonical form.
+#[test]
+fn the_canonical_hash_is_the_same_from_release_to_release() {
+    let hex = |hash: [u8; 32]| {
+        hash.iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect::<String>()
+    };
+    let example = compile(
+        &[
+            Source::new(
+                "fleet.toml",
+                include_str!("../../../examples/topology/fleet.toml"),
+            ),
+            Source::new(
+                "services.toml",
+                include_str!("../../../examples/topology/services.toml"),
+            ),
+            Source::new(
+                "prefixes.toml",
+                include_str!("../../../examples/topology/prefixes.toml"),
+            ),
+        ],
+        1,
+    )
+    .unwrap_or_else(|diagnostics| panic!("{diagnostics}"));
+    let health = compile_health(&health_services(
+        "\"192.0.2.10/32\", \"2001:db8::10/128\"",
+        "\"192.0.2.130/32\"",
+        "kind = \"dns\"\nserver = \"127.0.0.1:53\"\nname = \"{location}.example.test\"\nrecord_type = \"AAAA\"\nexpect = \"2001:db8::1\"",
+    ))
+    .unwrap_or_else(|diagnostics| panic!("{diagnostics}"));
+    let prefixes = "[settings.blast_radius]\nsmall_change_routes = 7\nmax_withdrawn_pair_share = 0.25\n\n[[prefix]]\ncidr = \"198.51.100.0/24\"\norigin_asn = 64500\nowner = \"customer-a\"\nadvertise = true\nroa = { asn = 64500, max_length = 24 }\nrpki = \"refuse\"\nirr_token = \"irr-a\"\nrdns_token = \"rdns-a\"\n\n[[prefix]]\ncidr = \"2001:db8:100::/40\"\norigin_asn = 64501\nowner = \"customer-b\"\nadvertise = true\nannounce = { split = 48 }\nrpki = \"allow\"\n\n[[binding]]\ncidr = \"198.51.100.0/24\"\nservice = \"web\"\n\n[[binding]]\ncidr = \"198.51.100.128/25\"\nservice = \"api\"\n\n[[binding]]\ncidr = \"2001:db8:100::/40\"\nservice = \"web\"\n";
+    let varied = compile(
+        &[
+            Source::new("fleet.toml", FLEET),
+            Source::new(
+                "services.toml",
+                "[[service]]\nname = \"web\"\ntopology = \"region = 'eu'\"\nlifecycle = \"active\"\ncommunities = [\"13335:1\"]\nlarge_communities = [\"13335:1:2\"]\nmed = 10\nas_path_prepend = 2\nannounce_at_test_locations = true\n\n[[service]]\nname = \"api\"\ntopology = \"all\"\n",
+            ),
+            Source::new("prefixes.toml", prefixes),
+        ],
+        1,
+    )
+    .unwrap_or_else(|diagnostics| panic!("{diagnostics}"));
+    assert_eq!(
+        [hex(example.hash()), hex(health.hash()), hex(varied.hash())],
+        [
+            "b087e338e98f09f03bb6455b0a28f32e7af7b798d068ece4f863ed6cfdf6c8b0",
+            "66a13f4b770691d2bf9248cb530a3f7da671a311629736e27cadefae6154afef",
+            "a563e330a5a25b37a86e7c518e9ade9e5b23fd5fc9df8a43794cab8f03a3dfe8",
+        ]
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Staging never changes the stream: any sequence of pieces, small or larger than the
+    /// staging buffer, hashes as SHA-256 of the same bytes handed over directly.
+    #[test]
+    fn staged_pieces_hash_as_the_same_bytes_unstaged(
+        pieces in proptest::collection::vec((0_usize..140_000, any::<u8>()), 0..12),
+    ) {
+        let mut staged = CanonicalHasher::new();
+        let mut direct = Sha256::new();
+        for (length, byte) in pieces {
+            let text = char::from(byte % 26 + b'a').to_string().repeat(length);
+            staged.text(&text);
+            direct.update((text.len() as u64).to_le_bytes());
+            direct.update(text.as_bytes());
+        }
+        let direct: [u8; 32] = direct.finalize().into();
+        prop_assert_eq!(staged.finish(), direct);
+    }
 }

@@ -1,0 +1,171 @@
+//! The prefixes and bindings of an incremental compile whose changed files onboard the same
+//! prefixes and bind the same cidrs to the same services as before (an `advertise` toggled, an
+//! `announce` split changed, a ROA or a token set, a table moved within its file): the
+//! running generation's sorted prefixes and bindings are taken whole, the changed files'
+//! prefixes compiled again in their places and their bindings given their new spans. Nothing
+//! is merged, sorted, placed or checked for overlaps: with the same cidrs in the same places,
+//! the merge would give back the running generation's order, placements and nesting. A
+//! self-serve BYOIP toggle is this case, and it was the bindings phase over every binding
+//! that most of its compile went to.
+//!
+//! Exactness: the result is the one the merge of the incremental compile makes (and so a full
+//! compile's; the property test in `tests/incremental_compile.rs` toggles, splits and moves
+//! items within a file). Whenever a condition does not hold, nothing is taken and the phases
+//! run as they do for any other incremental compile; nothing is reported before every
+//! condition is known to hold, so a patch never adds a diagnostic the phases would not.
+//!
+//! Owns: the conditions under which the running items are taken whole, and the patching. Must
+//! not touch: the checks of a single prefix (those of the prefixes phase).
+
+use ipnet::IpNet;
+use topologyd_config::{Collector, RawBinding, RawPrefix, RawTopology, Settings, Span};
+
+use super::bindings::BindingTable;
+use super::incremental::Reused;
+use super::network_key;
+use super::prefixes::compile_prefix;
+use super::services::Catalogue;
+use crate::model::{Prefix, Topology};
+
+/// The running generation's prefixes and bindings with the changed files' patched in, when
+/// the changed files hold the same cidrs (see the module comment); `None`, having reported
+/// nothing, when they do not. `raw_prefixes` and `raw_bindings` are the parsed ones (those of
+/// the changed files), `reused` says which files were reused where.
+pub(super) fn same_cidrs(
+    raw_prefixes: &[RawPrefix],
+    raw_bindings: &[RawBinding],
+    raw: &RawTopology,
+    reused: &Reused<'_>,
+    catalogue: &Catalogue,
+    settings: &Settings,
+    collector: &mut Collector,
+) -> Option<(Vec<Prefix>, BindingTable)> {
+    let baseline = reused.baseline_in_place()?;
+    let changed = changed_files(raw, reused, baseline)?;
+    same_services(catalogue, baseline)?;
+    let prefix_places = places(
+        raw_prefixes
+            .iter()
+            .map(|prefix| (prefix.cidr, prefix.cidr_span())),
+        &baseline.prefixes,
+        |prefix| (prefix.cidr, prefix.span.get()),
+        &changed,
+    )?;
+    let binding_places = places(
+        raw_bindings
+            .iter()
+            .map(|binding| (binding.cidr, binding.cidr_span())),
+        &baseline.bindings,
+        |binding| (binding.cidr, binding.span.get()),
+        &changed,
+    )?;
+    // Each changed binding names the service it named: same names, same indices.
+    for (raw_binding, place) in raw_bindings.iter().zip(&binding_places) {
+        let name = raw.names.get(raw_binding.service);
+        let running = baseline.bindings.get(*place)?.service;
+        if catalogue.service_index.get(name.as_ref()) != Some(&running) {
+            return None;
+        }
+    }
+    // Every condition holds: from here on, the result is the merge's.
+    let mut prefixes = baseline.prefixes.clone();
+    for (raw_prefix, place) in raw_prefixes.iter().zip(prefix_places) {
+        prefixes[place] = compile_prefix(raw_prefix, &raw.names, settings, collector);
+    }
+    let mut bindings = baseline.bindings.clone();
+    for (raw_binding, place) in raw_bindings.iter().zip(binding_places) {
+        bindings[place].span = raw_binding.cidr_span().into();
+    }
+    let nesting = baseline.binding_nesting.clone();
+    let table = BindingTable::of(bindings, nesting, &prefixes, catalogue.services.len());
+    Some((prefixes, table))
+}
+
+/// Per file of the new bundle, whether it is a changed file whose items may be patched: every
+/// file is where it was in the running generation, under the same name, and is either reused
+/// there (its items, or its definitions, taken unchanged) or a changed file that held only
+/// prefixes and bindings there and defines nothing now.
+fn changed_files(raw: &RawTopology, reused: &Reused<'_>, baseline: &Topology) -> Option<Vec<bool>> {
+    let new = raw.sources.sources();
+    let old = baseline.sources();
+    if new.len() != old.len() || baseline.fingerprints.len() != old.len() {
+        return None;
+    }
+    let mut changed = vec![false; new.len()];
+    for (index, ((new, old), fingerprint)) in
+        new.iter().zip(old).zip(&baseline.fingerprints).enumerate()
+    {
+        if new.name != old.name {
+            return None;
+        }
+        match reused.place_of(index) {
+            Some(place) if place == index => {}
+            Some(_) => return None,
+            None if reused.kept_definitions(index) => {}
+            None if fingerprint.items_only => changed[index] = true,
+            None => return None,
+        }
+    }
+    let in_changed = |span: Span| changed.get(span.source as usize).copied().unwrap_or(true);
+    let defines = raw.settings_span.is_some_and(in_changed)
+        || raw
+            .locations
+            .iter()
+            .any(|location| in_changed(location.name.span))
+        || raw
+            .services
+            .iter()
+            .any(|service| in_changed(service.name.span));
+    (!defines).then_some(changed)
+}
+
+/// Whether the compiled services are the running generation's, in the same order (so that a
+/// running binding's service index names the same service).
+fn same_services(catalogue: &Catalogue, baseline: &Topology) -> Option<()> {
+    let same = catalogue.services.len() == baseline.services.len()
+        && catalogue
+            .services
+            .iter()
+            .zip(&baseline.services)
+            .all(|(new, old)| new.name == old.name);
+    same.then_some(())
+}
+
+/// The place in `running` (sorted by cidr, one item per cidr) of each of the `parsed` items,
+/// when they are, one for one, the running items written in the changed files: as many,
+/// written without host bits, each cidr found once, in a changed file.
+fn places<T>(
+    parsed: impl ExactSizeIterator<Item = (IpNet, Span)>,
+    running: &[T],
+    cidr_and_span: impl Fn(&T) -> (IpNet, Span),
+    changed: &[bool],
+) -> Option<Vec<usize>> {
+    let in_changed = |span: Span| changed.get(span.source as usize).copied().unwrap_or(false);
+    let running_in_changed = running
+        .iter()
+        .filter(|item| in_changed(cidr_and_span(item).1))
+        .count();
+    if parsed.len() != running_in_changed {
+        return None;
+    }
+    let mut places = Vec::with_capacity(parsed.len());
+    for (cidr, span) in parsed {
+        if cidr.trunc() != cidr || !in_changed(span) {
+            return None;
+        }
+        let key = network_key(&cidr);
+        let place = running.partition_point(|item| network_key(&cidr_and_span(item).0) < key);
+        let (found, found_span) = cidr_and_span(running.get(place)?);
+        if found != cidr || !in_changed(found_span) {
+            return None;
+        }
+        places.push(place);
+    }
+    // Each running item is taken once (a cidr written twice is not this case).
+    let mut sorted = places.clone();
+    sorted.sort_unstable();
+    if sorted.windows(2).any(|pair| pair[0] == pair[1]) {
+        return None;
+    }
+    Some(places)
+}
