@@ -925,6 +925,19 @@ fn a_toggle_in_one_customer_file_parses_only_that_file() {
     assert_eq!(observed(&full), observed(&incremental));
     assert_ne!(full.hash(), previous.hash());
 
+    // A binding given another service, or a cidr bound twice, is not a change of values: it
+    // is compiled by the merge (or refused, as the full compile refuses it).
+    let mut moved = model.clone();
+    moved.files[3].prefixes[0].default_service = Some((3 + 1) % SERVICES);
+    let (result, reuse) = compile_incremental(moved.sources(), 3, &incremental);
+    assert!(!reuse.items_patched, "{reuse:?}");
+    let full = compile_against_in_full(moved.sources(), 3, &incremental).unwrap();
+    assert_eq!(observed(&full), observed(&result.unwrap()));
+    let mut twice = model.clone();
+    twice.bound_twice = true;
+    let (result, reuse) = compile_incremental(twice.sources(), 3, &incremental);
+    assert!(!reuse.items_patched && result.is_err(), "{reuse:?}");
+
     // A file that defines a service is parsed even when unchanged; an error is the full
     // compile's error, with its place.
     model.files[1].defines_service = true;

@@ -4,7 +4,8 @@
 //! directory and the audit log only ever see complete bundles. The running topology does not
 //! keep its texts: they are read from the state directory, on the blocking pool.
 //!
-//! Owns: the per-generation digest cache. Must not touch: the engine's state (it reads the
+//! Owns: the per-generation digest cache, the quoted sizes of the last resolved bundle's texts
+//! (for the body limit). Must not touch: the engine's state (it reads the
 //! running topology and the store through shared handles), what the bundle means.
 
 use std::collections::HashMap;

@@ -6,7 +6,9 @@
 //! there and are not run again, under other settings it is rebuilt as a raw item and checked
 //! anew. Every check that involves several items (overlaps, bindings placed in prefixes, G1,
 //! blackholes, services) then runs over the whole topology as a full compile does, merging the
-//! sorted reused items with the parsed ones instead of sorting them all. A self-serve BYOIP
+//! sorted reused items with the parsed ones instead of sorting them all — unless the changed
+//! files hold the same cidrs as before, when `patch.rs` takes the baseline's prefixes and
+//! bindings whole instead of merging, checking overlaps and placing them. A self-serve BYOIP
 //! change touches one customer file among thousands; parsing is the larger part of a compile
 //! (≈ 60 % at 300,000 bindings), so skipping the files that did not change is where most of the
 //! time goes. A file that holds only `[settings]`, locations and services (the fleet and service

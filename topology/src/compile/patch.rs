@@ -1,6 +1,6 @@
 //! The prefixes and bindings of an incremental compile whose changed files onboard the same
 //! prefixes and bind the same cidrs to the same services as before (an `advertise` toggled, an
-//! `announce` split changed, a ROA or a token set, a table moved within its file): the
+//! `announce` split changed, a ROA or a token set, a comment or a table style changed): the
 //! running generation's sorted prefixes and bindings are taken whole, the changed files'
 //! prefixes compiled again in their places and their bindings given their new spans. Nothing
 //! is merged, sorted, placed or checked for overlaps: with the same cidrs in the same places,
@@ -9,10 +9,11 @@
 //! that most of its compile went to.
 //!
 //! Exactness: the result is the one the merge of the incremental compile makes (and so a full
-//! compile's; the property test in `tests/incremental_compile.rs` toggles, splits and moves
-//! items within a file). Whenever a condition does not hold, nothing is taken and the phases
-//! run as they do for any other incremental compile; nothing is reported before every
-//! condition is known to hold, so a patch never adds a diagnostic the phases would not.
+//! compile's; a property test in `tests/incremental_compile.rs` changes values, comments and
+//! table styles, which move the items' positions). Whenever a condition does not hold, nothing
+//! is taken and the phases run as they do for any other incremental compile; nothing is
+//! reported before every condition is known to hold, so a patch never adds a diagnostic the
+//! phases would not.
 //!
 //! Owns: the conditions under which the running items are taken whole, and the patching. Must
 //! not touch: the checks of a single prefix (those of the prefixes phase).
