@@ -44,6 +44,7 @@ use topologyd_config::{
 };
 
 use crate::model::Topology;
+use bindings::BindingTable;
 
 pub use incremental::CompileReuse;
 pub(crate) use incremental::{Definitions, SourceFingerprint};
@@ -438,6 +439,12 @@ fn compile_raw_with(
 
 /// [`compile_raw_with`] with the items an incremental compile reuses, handing the sources back
 /// with the diagnostics of a failed compile.
+/// The bindings of a compile: compiled by their phase, or patched from the running ones.
+enum Bindings<'a> {
+    Compiled(bindings::BindingTable),
+    Patched(patch::PatchedBindings<'a>),
+}
+
 fn compile_phases(
     mut raw: RawTopology,
     reused: &incremental::Reused<'_>,
@@ -474,8 +481,8 @@ fn compile_phases(
         &mut collector,
     );
     reused.set_patched(patched.is_some());
-    let (prefixes, table) = match patched {
-        Some(patched) => {
+    let (prefixes, bindings) = match patched {
+        Some((prefixes, bindings)) => {
             evidence::check_customer_evidence(
                 &customer_prefixes,
                 &settings,
@@ -483,7 +490,7 @@ fn compile_phases(
                 &mut collector,
             );
             drop(customer_prefixes);
-            patched
+            (prefixes, Bindings::Patched(bindings))
         }
         None => {
             let prefixes =
@@ -504,20 +511,25 @@ fn compile_phases(
                 baseline,
                 &mut collector,
             );
-            (prefixes, table)
+            (prefixes, Bindings::Compiled(table))
         }
     };
     // The canonical hash reads only what the phases so far made; it runs on a thread of its
     // own beside the routes and the checks (it is a tenth of a compile, and a push waits for
-    // the whole compile).
-    let (hash, routes) = std::thread::scope(|scope| {
+    // the whole compile). A patched compile's bindings hash as the running ones: the hash
+    // starts before their table is copied.
+    let hashed_bindings = match &bindings {
+        Bindings::Compiled(table) => table.bindings.as_slice(),
+        Bindings::Patched(patched) => patched.hashed(),
+    };
+    let (hash, routes, patched_table) = std::thread::scope(|scope| {
         let canonical_hash = || {
             hash::canonical_hash(
                 &settings,
                 &fleet.locations,
                 &catalogue.services,
                 &prefixes,
-                &table.bindings,
+                hashed_bindings,
             )
         };
         // A thread that cannot be made (the process's limit reached) hashes here instead.
@@ -525,10 +537,17 @@ fn compile_phases(
             .name("compile-hash".into())
             .spawn_scoped(scope, canonical_hash)
             .map_err(|_| canonical_hash);
+        let mut patched_table = None;
+        let table: &BindingTable = match &bindings {
+            Bindings::Compiled(table) => table,
+            Bindings::Patched(patched) => {
+                patched_table.insert(patched.table(&prefixes, catalogue.services.len()))
+            }
+        };
         let (routes, service_routes) = routes::compile_routes(
             &prefixes,
             &catalogue.services,
-            &table,
+            table,
             (0..raw.sources.sources().len())
                 .map(|index| {
                     raw.sources
@@ -537,7 +556,7 @@ fn compile_phases(
                 .sum(),
             &mut collector,
         );
-        checks::local_addresses(&raw, &catalogue, &table, &mut collector);
+        checks::local_addresses(&raw, &catalogue, table, &mut collector);
         checks::blackholes(
             &routes,
             &catalogue.services,
@@ -558,8 +577,12 @@ fn compile_phases(
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
             Err(canonical_hash) => canonical_hash(),
         };
-        (hash, routes)
+        (hash, routes, patched_table)
     });
+    let table = match (bindings, patched_table) {
+        (Bindings::Compiled(table), _) | (Bindings::Patched(_), Some(table)) => table,
+        (Bindings::Patched(patched), None) => patched.table(&prefixes, catalogue.services.len()),
+    };
 
     let has_errors = collector.has_errors();
     let diagnostics = collector.finish(&raw.sources);
@@ -571,7 +594,7 @@ fn compile_phases(
         service_index,
         ..
     } = catalogue;
-    let bindings::BindingTable {
+    let BindingTable {
         bindings, nesting, ..
     } = table;
     let fleet::Fleet {

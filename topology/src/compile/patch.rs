@@ -26,21 +26,48 @@ use super::incremental::Reused;
 use super::network_key;
 use super::prefixes::compile_prefix;
 use super::services::Catalogue;
-use crate::model::{Prefix, Topology};
+use crate::model::{Binding, Prefix, Topology};
+use crate::nesting::Nesting;
 
-/// The running generation's prefixes and bindings with the changed files' patched in, when
-/// the changed files hold the same cidrs (see the module comment); `None`, having reported
-/// nothing, when they do not. `raw_prefixes` and `raw_bindings` are the parsed ones (those of
-/// the changed files), `reused` says which files were reused where.
-pub(super) fn same_cidrs(
+/// The bindings of a patched compile: the running generation's, the changed ones to be given
+/// their new spans ([`PatchedBindings::table`]).
+pub(super) struct PatchedBindings<'a> {
+    running: &'a [Binding],
+    nesting: &'a Nesting,
+    /// Per changed binding: its place in `running` and its new span.
+    moved: Vec<(usize, Span)>,
+}
+
+impl<'a> PatchedBindings<'a> {
+    /// What the canonical hash reads of the bindings (cidr and service), which a patch does
+    /// not change: the running bindings, readable before the table is made.
+    pub(super) fn hashed(&self) -> &'a [Binding] {
+        self.running
+    }
+
+    /// The binding table: the running bindings with the changed ones' spans.
+    pub(super) fn table(&self, prefixes: &[Prefix], services: usize) -> BindingTable {
+        let mut bindings = self.running.to_vec();
+        for (place, span) in &self.moved {
+            bindings[*place].span = (*span).into();
+        }
+        BindingTable::of(bindings, self.nesting.clone(), prefixes, services)
+    }
+}
+
+/// The running generation's prefixes with the changed files' patched in, and its bindings to
+/// be patched, when the changed files hold the same cidrs (see the module comment); `None`,
+/// having reported nothing, when they do not. `raw_prefixes` and `raw_bindings` are the
+/// parsed ones (those of the changed files), `reused` says which files were reused where.
+pub(super) fn same_cidrs<'a>(
     raw_prefixes: &[RawPrefix],
     raw_bindings: &[RawBinding],
     raw: &RawTopology,
-    reused: &Reused<'_>,
+    reused: &Reused<'a>,
     catalogue: &Catalogue,
     settings: &Settings,
     collector: &mut Collector,
-) -> Option<(Vec<Prefix>, BindingTable)> {
+) -> Option<(Vec<Prefix>, PatchedBindings<'a>)> {
     let baseline = reused.baseline_in_place()?;
     let changed = changed_files(raw, reused, baseline)?;
     same_services(catalogue, baseline)?;
@@ -73,13 +100,16 @@ pub(super) fn same_cidrs(
     for (raw_prefix, place) in raw_prefixes.iter().zip(prefix_places) {
         prefixes[place] = compile_prefix(raw_prefix, &raw.names, settings, collector);
     }
-    let mut bindings = baseline.bindings.clone();
-    for (raw_binding, place) in raw_bindings.iter().zip(binding_places) {
-        bindings[place].span = raw_binding.cidr_span().into();
-    }
-    let nesting = baseline.binding_nesting.clone();
-    let table = BindingTable::of(bindings, nesting, &prefixes, catalogue.services.len());
-    Some((prefixes, table))
+    let moved = binding_places
+        .into_iter()
+        .zip(raw_bindings.iter().map(RawBinding::cidr_span))
+        .collect();
+    let bindings = PatchedBindings {
+        running: &baseline.bindings,
+        nesting: &baseline.binding_nesting,
+        moved,
+    };
+    Some((prefixes, bindings))
 }
 
 /// Per file of the new bundle, whether it is a changed file whose items may be patched: every
