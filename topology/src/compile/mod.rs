@@ -437,14 +437,14 @@ fn compile_raw_with(
     .map_err(|(diagnostics, _)| diagnostics)
 }
 
-/// [`compile_raw_with`] with the items an incremental compile reuses, handing the sources back
-/// with the diagnostics of a failed compile.
 /// The bindings of a compile: compiled by their phase, or patched from the running ones.
 enum Bindings<'a> {
     Compiled(bindings::BindingTable),
     Patched(patch::PatchedBindings<'a>),
 }
 
+/// [`compile_raw_with`] with the items an incremental compile reuses, handing the sources back
+/// with the diagnostics of a failed compile.
 fn compile_phases(
     mut raw: RawTopology,
     reused: &incremental::Reused<'_>,
