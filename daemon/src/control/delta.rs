@@ -1,8 +1,9 @@
 //! Delta pushes at the control API: the running generation's file digests (`GET /v1/sources`,
-//! kept by the compiled topology: no read of the state directory) and the resolution of a plan or apply that carries a
-//! [`BundleDelta`] into the whole bundle, before the engine sees it. The engine, the state
-//! directory and the audit log only ever see complete bundles. The running topology does not
-//! keep its texts: they are read from the state directory, on the blocking pool.
+//! kept by the compiled topology: no read of the state directory) and the resolution of a plan
+//! or apply that carries a [`BundleDelta`] into the whole bundle, before the engine sees it.
+//! The engine, the state directory and the audit log only ever see complete bundles. The
+//! running topology does not keep its texts: they are read from the state directory, on the
+//! blocking pool.
 //!
 //! Owns: the per-generation digest cache, the quoted sizes of the last resolved bundle's texts
 //! (for the body limit). Must not touch: the engine's state (it reads the

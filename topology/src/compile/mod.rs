@@ -15,16 +15,17 @@
 //! A more-specific binding to a *pending* service under an announced route is a blackhole by
 //! construction too: a pending service runs nowhere.
 //! Warnings: a service without bindings; location attribute values that differ only in case
-//! (`eu` and `EU` select different locations); an advertised prefix whose routes belong to a pending service; an active service with
-//! bound routes whose topology matches locations but no live one. That last case is a warning,
-//! not an error, on purpose: it is how a topology change withdraws routes that are announced
-//! today (the resolver incident), and refusing that is the plan's job (G3), which names every
-//! route and location lost; a compile error would hide the plan.
+//! (`eu` and `EU` select different locations); an advertised prefix whose routes belong to a
+//! pending service; an active service with bound routes whose topology matches locations but
+//! no live one. That last case is a warning, not an error, on purpose: it is how a topology
+//! change withdraws routes that are announced today (the resolver incident), and refusing that
+//! is the plan's job (G3), which names every route and location lost; a compile error would
+//! hide the plan.
 //!
 //! Cost model (so large topologies stay fast): selectors are evaluated as bitset algebra over
 //! per-attribute location sets; prefixes, bindings and routes are sorted once and searched by
-//! binary search or matched by one sweep; a route stores only its governing service, whose bitset says where it is
-//! announced, so no (route, location) pair is ever materialised.
+//! binary search or matched by one sweep; a route stores only its governing service, whose
+//! bitset says where it is announced, so no (route, location) pair is ever materialised.
 
 //!
 //! One function per phase, each in its own file, sharing one [`Collector`]: `fleet`
