@@ -482,38 +482,26 @@ fn compile_phases(
         &mut collector,
     );
     reused.set_patched(patched.is_some());
-    let (prefixes, bindings) = match patched {
-        Some((prefixes, bindings)) => {
-            evidence::check_customer_evidence(
-                &customer_prefixes,
-                &settings,
-                baseline,
-                &mut collector,
-            );
-            drop(customer_prefixes);
-            (prefixes, Bindings::Patched(bindings))
-        }
-        None => {
-            let prefixes =
-                prefixes::compile_prefixes(raw_prefixes, &raw, reused, &settings, &mut collector);
-            evidence::check_customer_evidence(
-                &customer_prefixes,
-                &settings,
-                baseline,
-                &mut collector,
-            );
-            drop(customer_prefixes);
-            let table = bindings::compile_bindings(
-                raw_bindings,
-                &raw,
-                reused,
-                &catalogue,
-                &prefixes,
-                baseline,
-                &mut collector,
-            );
-            (prefixes, Bindings::Compiled(table))
-        }
+    let (prefixes, patched) = match patched {
+        Some((prefixes, bindings)) => (prefixes, Some(bindings)),
+        None => (
+            prefixes::compile_prefixes(raw_prefixes, &raw, reused, &settings, &mut collector),
+            None,
+        ),
+    };
+    evidence::check_customer_evidence(&customer_prefixes, &settings, baseline, &mut collector);
+    drop(customer_prefixes);
+    let bindings = match patched {
+        Some(bindings) => Bindings::Patched(bindings),
+        None => Bindings::Compiled(bindings::compile_bindings(
+            raw_bindings,
+            &raw,
+            reused,
+            &catalogue,
+            &prefixes,
+            baseline,
+            &mut collector,
+        )),
     };
     // The canonical hash reads only what the phases so far made; it runs on a thread of its
     // own beside the routes and the checks (it is a tenth of a compile, and a push waits for
