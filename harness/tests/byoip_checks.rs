@@ -207,9 +207,9 @@ fn reverse_dns_nameserver_silent_or_down() {
     );
 
     // Nothing listening: ICMP port unreachable over UDP, refused over TCP.
-    let down = alloc::endpoint(topologyd_harness::peers::Transport::V4);
+    let down = alloc::RefusingEndpoint::new(topologyd_harness::peers::Transport::V4);
     let evidence = runtime.block_on(check_rdns(
-        &rdns_settings(vec![down]),
+        &rdns_settings(vec![down.address()]),
         net("192.0.2.0/24"),
         TOKEN,
     ));
@@ -366,8 +366,8 @@ fn irr_server_down_silent_garbage_or_too_much() {
         runtime.block_on(check_irr(&settings, prefix, ASN, TOKEN))
     };
 
-    let down = alloc::endpoint(topologyd_harness::peers::Transport::V4);
-    let evidence = run(down, Duration::from_secs(2));
+    let down = alloc::RefusingEndpoint::new(topologyd_harness::peers::Transport::V4);
+    let evidence = run(down.address(), Duration::from_secs(2));
     expect(&evidence, CheckStatus::Unreachable, "server down");
     assert!(evidence.detail.contains("connect"), "{}", evidence.detail);
 

@@ -8,7 +8,6 @@
 //!   back-off summary promised, not once per attempt (the per-attempt lines are DEBUG), and the
 //!   refusal is the status's `last_error`.
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use topologyd_harness::daemon_fixture::{BIRD_ASN, LOCAL_ASN, WAIT, check, start_bird, topology};
@@ -123,8 +122,8 @@ fn a_wrong_peer_asn_is_worded_in_the_status_and_the_log() {
 fn refused_connections_are_summarised_not_logged_per_attempt() {
     let mut daemon = DaemonConfig::new("ams01", LOCAL_ASN);
     // A loopback address and port nobody listens on: every connect is refused.
-    let address = IpAddr::V4(alloc::loopback_v4());
-    let nobody = SocketAddr::new(address, alloc::free_port(address));
+    let refusing = alloc::RefusingEndpoint::new(topologyd_harness::peers::Transport::V4);
+    let nobody = refusing.address();
     daemon
         .neighbors
         .push(NeighborConfig::new("edge-gone", nobody, BIRD_ASN));

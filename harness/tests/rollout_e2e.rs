@@ -720,8 +720,8 @@ fn rollouts_promote_good_changes_roll_back_the_resolver_incident_resume_and_paus
         test_started,
         "d: an erroring PromQL gate pauses the rollout; abort rolls it back",
     );
-    let dead = alloc::endpoint(topologyd_harness::peers::Transport::V4);
-    let dead_plan = format!("{WAVES}{}", resolver_gate(&dead.to_string()));
+    let dead = alloc::RefusingEndpoint::new(topologyd_harness::peers::Transport::V4);
+    let dead_plan = format!("{WAVES}{}", resolver_gate(&dead.address().to_string()));
     let dead_fleet_file = check(
         fleet.write_fleet_file("fleet-dead-prometheus.toml", &dead_plan),
         "writing the fleet file",

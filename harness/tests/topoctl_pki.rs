@@ -15,7 +15,8 @@ use std::process::{Command, Stdio};
 use topologyd_harness::daemon_fixture::{
     self, AMS01_ROUTES, LOCAL_ASN, check, start_bird, topology, wait_for_routes,
 };
-use topologyd_harness::peers::alloc::free_port;
+use topologyd_harness::peers::Transport;
+use topologyd_harness::peers::alloc::{RefusingEndpoint, free_port};
 use topologyd_harness::topologyd::{
     ControlSection, DaemonConfig, TopoctlOutput, Topologyd, binaries,
 };
@@ -216,12 +217,13 @@ fn from_nothing_to_status_with_topoctl_pki_and_a_context() {
         &["drain", "--service", "resolver", "--reason", "matrix"],
     );
     assert_eq!(drained.code, Some(2), "{drained}");
-    let dead_port = free_port(loopback);
+    let refusing = RefusingEndpoint::new(Transport::V4);
+    let dead = refusing.address();
     let fleet = directory.path().join("fleet.toml");
     let fleet_text = format!(
         "[defaults]\nca = \"pki/ca.pem\"\ncertificate = \"pki/alice.pem\"\nprivate_key = \"pki/alice-key.pem\"\n\n\
          [[location]]\nname = \"ams01\"\ncontrol = \"127.0.0.1:{port}\"\nserver_name = \"localhost\"\n\n\
-         [[location]]\nname = \"fra01\"\ncontrol = \"127.0.0.1:{dead_port}\"\nserver_name = \"localhost\"\n\n\
+         [[location]]\nname = \"fra01\"\ncontrol = \"{dead}\"\nserver_name = \"localhost\"\n\n\
          [[wave]]\nname = \"all\"\nshare = 1.0\n"
     );
     check(std::fs::write(&fleet, fleet_text), "writing the fleet file");

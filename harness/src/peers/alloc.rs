@@ -6,6 +6,9 @@
 //! `127.0.0.0/8` to `lo`, so these addresses work without configuration. IPv6 has only `::1`, so IPv6
 //! endpoints differ by port: ports come from the kernel (bind port 0) and are remembered so that
 //! this process never hands the same one out twice. Nothing here touches a non-loopback address.
+//!
+//! A test that needs connections refused takes a [`RefusingEndpoint`]: a port that is only free
+//! when it is picked may be taken by another process before the test connects.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
@@ -59,6 +62,46 @@ pub fn endpoint(transport: Transport) -> SocketAddr {
     SocketAddr::new(ip, free_port(ip))
 }
 
+/// A loopback endpoint where every TCP connection is refused, for as long as the value lives.
+///
+/// A port that is merely free when it is picked can be taken by any process that binds a port
+/// afterwards (a wildcard listener with an ephemeral port is enough), and a test expecting
+/// "connection refused" then reaches that process instead. This one holds the port with a bound
+/// socket that never listens, without `SO_REUSEADDR`, so that nobody else can bind it: the kernel
+/// answers every connection attempt with a reset.
+#[derive(Debug)]
+pub struct RefusingEndpoint {
+    address: SocketAddr,
+    _held: socket2::Socket,
+}
+
+impl RefusingEndpoint {
+    /// A new one on a fresh address (IPv4) or port (IPv6).
+    pub fn new(transport: Transport) -> Self {
+        loop {
+            let address = endpoint(transport);
+            let held = socket2::Socket::new(
+                socket2::Domain::for_address(address),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )
+            .and_then(|socket| socket.bind(&address.into()).map(|()| socket));
+            // A port taken between the pick and the bind: pick another.
+            if let Ok(held) = held {
+                return Self {
+                    address,
+                    _held: held,
+                };
+            }
+        }
+    }
+
+    /// The address connections to which are refused.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +114,23 @@ mod tests {
             seen.iter()
                 .all(|address| address.is_loopback() && address.octets()[1] != 0)
         );
+    }
+
+    #[test]
+    fn a_refusing_endpoint_refuses_and_cannot_be_taken() {
+        for transport in [Transport::V4, Transport::V6] {
+            let refusing = RefusingEndpoint::new(transport);
+            let error = std::net::TcpStream::connect(refusing.address())
+                .expect_err("nothing listens on a refusing endpoint");
+            assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
+            assert!(TcpListener::bind(refusing.address()).is_err());
+            let wildcard = match transport {
+                Transport::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                Transport::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            };
+            let port = refusing.address().port();
+            assert!(TcpListener::bind(SocketAddr::new(wildcard, port)).is_err());
+        }
     }
 
     #[test]
