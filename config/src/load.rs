@@ -24,66 +24,110 @@ pub struct LoadError {
 
 /// Reads each path into a [`Source`] named by the path as given. The only file access in this
 /// crate; everything after it works on strings.
-pub fn load_sources<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Source>, LoadError> {
-    paths
-        .iter()
-        .map(|path| {
-            let path = path.as_ref();
-            let name = path.display().to_string();
-            // Read at most one byte past the limit: a huge file (or /dev/zero) is refused
-            // without being read whole.
-            let limit = MAX_TOPOLOGY_BYTES;
-            let mut bytes = Vec::new();
-            std::fs::File::open(path)
-                .and_then(|file| {
-                    // Sized from the file's length: a buffer grown by doubling while it reads
-                    // would hold up to twice the text at the compile's peak.
-                    let length = file.metadata().map_or(0, |metadata| metadata.len());
-                    bytes.reserve_exact(usize::try_from(length.min(limit as u64 + 1)).unwrap_or(0));
-                    std::io::Read::read_to_end(
-                        &mut std::io::Read::take(file, limit as u64 + 1),
-                        &mut bytes,
-                    )
-                })
-                .map_err(|error| LoadError {
-                    path: name.clone(),
-                    error,
-                    invalid: None,
-                })?;
-            if bytes.len() > limit {
-                let diagnostic = Diagnostic {
-                    severity: Severity::Error,
-                    location: Some(SourceLocation {
-                        file: escape_text(&name),
-                        line: 1,
-                        column: 1,
-                    }),
-                    message: format!(
-                        "the file holds more than {} MiB, the most a whole topology may hold",
-                        limit >> 20
-                    ),
-                    help: Some(
-                        "check that this is the topology file meant; a topology larger than that \
-                         is refused"
-                            .to_string(),
-                    ),
+///
+/// With several files and cores, the files are shared out among up to four threads, each
+/// reading whole files (a topology is a few files of tens of megabytes and many small ones, read
+/// at every `topoctl push`). The answer is the same as one after the other: every source in
+/// order, or the error of the first file in order that cannot be read.
+pub fn load_sources<P: AsRef<Path> + Sync>(paths: &[P]) -> Result<Vec<Source>, LoadError> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 4)
+        .min(paths.len());
+    if workers < 2 {
+        return paths
+            .iter()
+            .map(|path| load_source(path.as_ref()))
+            .collect();
+    }
+    // Each thread takes the next file not taken yet: the large ones are spread out without
+    // knowing their sizes first.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut loaded: Vec<(usize, Result<Source, LoadError>)> = std::thread::scope(|scope| {
+        let take = || {
+            let mut taken = Vec::new();
+            loop {
+                let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(path) = paths.get(index) else {
+                    return taken;
                 };
-                return Err(LoadError {
-                    path: name.clone(),
-                    error: std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        diagnostic.to_string(),
-                    ),
-                    invalid: Some(diagnostic),
-                });
+                taken.push((index, load_source(path.as_ref())));
             }
-            decode_source(&name, bytes).map_err(|diagnostic| LoadError {
-                path: name.clone(),
-                error: std::io::Error::new(std::io::ErrorKind::InvalidData, diagnostic.to_string()),
-                invalid: Some(diagnostic),
-            })
+        };
+        // A thread that cannot be made (the process's limit reached) leaves its files to the
+        // others and to the calling thread.
+        let handles: Vec<_> = (1..workers)
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, take).ok())
+            .collect();
+        let mut loaded = take();
+        for handle in handles {
+            // A reading thread does not panic; were it to, its files are read again below.
+            loaded.extend(handle.join().unwrap_or_default());
+        }
+        loaded
+    });
+    loaded.sort_unstable_by_key(|(index, _)| *index);
+    let mut sources = Vec::with_capacity(paths.len());
+    let mut loaded = loaded.into_iter().peekable();
+    for (index, path) in paths.iter().enumerate() {
+        let source = match loaded.next_if(|(taken, _)| *taken == index) {
+            Some((_, source)) => source,
+            None => load_source(path.as_ref()),
+        };
+        sources.push(source?);
+    }
+    Ok(sources)
+}
+
+/// Reads one file into a [`Source`] named by the path as given.
+fn load_source(path: &Path) -> Result<Source, LoadError> {
+    let name = path.display().to_string();
+    // Read at most one byte past the limit: a huge file (or /dev/zero) is refused
+    // without being read whole.
+    let limit = MAX_TOPOLOGY_BYTES;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            // Sized from the file's length: a buffer grown by doubling while it reads
+            // would hold up to twice the text at the compile's peak.
+            let length = file.metadata().map_or(0, |metadata| metadata.len());
+            bytes.reserve_exact(usize::try_from(length.min(limit as u64 + 1)).unwrap_or(0));
+            std::io::Read::read_to_end(&mut std::io::Read::take(file, limit as u64 + 1), &mut bytes)
         })
-        .collect()
+        .map_err(|error| LoadError {
+            path: name.clone(),
+            error,
+            invalid: None,
+        })?;
+    if bytes.len() > limit {
+        let diagnostic = Diagnostic {
+            severity: Severity::Error,
+            location: Some(SourceLocation {
+                file: escape_text(&name),
+                line: 1,
+                column: 1,
+            }),
+            message: format!(
+                "the file holds more than {} MiB, the most a whole topology may hold",
+                limit >> 20
+            ),
+            help: Some(
+                "check that this is the topology file meant; a topology larger than that \
+                 is refused"
+                    .to_string(),
+            ),
+        };
+        return Err(LoadError {
+            path: name.clone(),
+            error: std::io::Error::new(std::io::ErrorKind::InvalidData, diagnostic.to_string()),
+            invalid: Some(diagnostic),
+        });
+    }
+    decode_source(&name, bytes).map_err(|diagnostic| LoadError {
+        path: name.clone(),
+        error: std::io::Error::new(std::io::ErrorKind::InvalidData, diagnostic.to_string()),
+        invalid: Some(diagnostic),
+    })
 }
 
 /// The [`Source`] `name` with text `bytes`, or an error at `file:line:column` of the first byte
@@ -123,7 +167,95 @@ pub fn decode_source(name: &str, bytes: Vec<u8>) -> Result<Source, Diagnostic> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// What one generated file is: a UTF-8 text of some size, bytes that are not UTF-8, or no
+    /// file at all.
+    #[derive(Debug, Clone)]
+    enum File {
+        Text(usize),
+        NotUtf8,
+        Missing,
+    }
+
+    fn file() -> impl Strategy<Value = File> {
+        prop_oneof![
+            6 => prop_oneof![0usize..64, 1usize..(3 << 20)].prop_map(File::Text),
+            1 => Just(File::NotUtf8),
+            1 => Just(File::Missing),
+        ]
+    }
+
+    /// A directory of its own under the system's temporary directory, removed when dropped.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new() -> Scratch {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir()
+                .join(format!("topologyd-config-load-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Read in parallel, the files give what reading them one after the other gives: every
+        /// source in order, or the first file's error in order.
+        #[test]
+        fn files_read_in_parallel_are_read_as_one_after_the_other(
+            files in proptest::collection::vec(file(), 0..12),
+        ) {
+            let scratch = Scratch::new();
+            let mut paths = Vec::new();
+            for (index, file) in files.iter().enumerate() {
+                let path = scratch.0.join(format!("{index}.toml"));
+                match file {
+                    File::Text(size) => {
+                        let line = format!("# file {index}\n");
+                        let text: String = line.chars().cycle().take(*size).collect();
+                        std::fs::write(&path, text).unwrap();
+                    }
+                    File::NotUtf8 => std::fs::write(&path, b"a = 1\n\xff\n").unwrap(),
+                    File::Missing => {}
+                }
+                paths.push(path);
+            }
+            let sequential: Result<Vec<Source>, LoadError> =
+                paths.iter().map(|path| load_source(path)).collect();
+            match (load_sources(&paths), sequential) {
+                (Ok(parallel), Ok(sequential)) => {
+                    prop_assert_eq!(parallel.len(), files.len());
+                    for (parallel, sequential) in parallel.iter().zip(&sequential) {
+                        prop_assert_eq!(&parallel.name, &sequential.name);
+                        prop_assert_eq!(&parallel.text, &sequential.text);
+                    }
+                }
+                (Err(parallel), Err(sequential)) => {
+                    prop_assert_eq!(&parallel.path, &sequential.path);
+                    prop_assert_eq!(parallel.to_string(), sequential.to_string());
+                    prop_assert_eq!(parallel.invalid.is_some(), sequential.invalid.is_some());
+                }
+                (parallel, sequential) => prop_assert!(
+                    false,
+                    "parallel {:?}, one after the other {:?}",
+                    parallel.map(|sources| sources.len()),
+                    sequential.map(|sources| sources.len())
+                ),
+            }
+        }
+    }
 
     #[test]
     fn non_utf8_bytes_are_located_by_line_and_character_column() {

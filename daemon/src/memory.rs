@@ -1,4 +1,5 @@
-//! Returning memory to the kernel after a compile or a large sync.
+//! Returning memory to the kernel after a compile or a large sync, and mapping in at once the
+//! pages of a large buffer about to be filled ([`prefault_spare_capacity`]).
 //!
 //! Compiling a large topology allocates several times the memory the compiled result keeps (the
 //! TOML text, the raw model, temporary maps), and a peer's full-table send its queues and sort
@@ -41,6 +42,51 @@ pub fn configure_allocator() {
     }
 }
 
+/// Below this many bytes of spare capacity, [`prefault_spare_capacity`] does nothing: the
+/// faults it saves are not worth a system call.
+const PREFAULT_MIN_BYTES: usize = 1 << 20;
+
+/// Maps in, in one system call, the pages of `buffer`'s spare capacity that the caller is
+/// about to fill (Linux 5.14's `MADV_POPULATE_WRITE`; older kernels refuse it and nothing
+/// changes). A large buffer is a fresh mapping of untouched pages (see the module comment),
+/// and filling it page by page takes one fault per 4 KiB: reading back a delta's 27 MB of
+/// running texts spent as much time in faults as in copying. Populated at once, the same pages
+/// cost half. Only for a buffer about to be filled whole: populated pages are resident.
+pub fn prefault_spare_capacity<T>(buffer: &mut Vec<T>) {
+    let spare = buffer.spare_capacity_mut();
+    let bytes = std::mem::size_of_val(spare);
+    if bytes < PREFAULT_MIN_BYTES {
+        return;
+    }
+    let Some((start, length)) = whole_pages(spare.as_mut_ptr() as usize, bytes) else {
+        return;
+    };
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    // SAFETY: `start..start + length` lies inside the buffer's spare capacity (`whole_pages`),
+    // memory this process owns and nothing reads yet; populating maps its pages in and
+    // changes no byte of it (untouched anonymous pages read as zero either way).
+    unsafe {
+        libc::madvise(
+            start as *mut libc::c_void,
+            length,
+            libc::MADV_POPULATE_WRITE,
+        );
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (start, length);
+}
+
+/// The whole 4 KiB pages inside `size` bytes at address `start`: their first address and
+/// their length, or None when there is none.
+fn whole_pages(start: usize, size: usize) -> Option<(usize, usize)> {
+    const PAGE_BYTES: usize = 4096;
+    let end = start.checked_add(size)?;
+    let first = start.checked_next_multiple_of(PAGE_BYTES)?;
+    let last = end - end % PAGE_BYTES;
+    (last > first).then(|| (first, last - first))
+}
+
 /// Releases free heap pages to the kernel (glibc only; a no-op elsewhere).
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -67,4 +113,69 @@ pub fn release_free_memory_after(delay: Duration) {
         TRIM_PENDING.store(false, Ordering::Release);
         let _ = tokio::task::spawn_blocking(release_free_memory).await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// The populated range is made of whole pages inside the spare capacity, and leaves no
+        /// whole page of it out.
+        #[test]
+        fn the_populated_range_is_the_whole_pages_inside(
+            start in 0usize..(1 << 40),
+            size in 0usize..(64 << 20),
+        ) {
+            match whole_pages(start, size) {
+                Some((first, length)) => {
+                    prop_assert_eq!(first % 4096, 0);
+                    prop_assert_eq!(length % 4096, 0);
+                    prop_assert!(length > 0);
+                    prop_assert!(first >= start && first + length <= start + size);
+                    prop_assert!(first - start < 4096);
+                    prop_assert!(start + size - (first + length) < 4096);
+                }
+                None => prop_assert!(size < 2 * 4096),
+            }
+        }
+    }
+
+    #[test]
+    fn no_range_at_the_end_of_the_address_space() {
+        assert_eq!(whole_pages(usize::MAX - 10, 100), None);
+    }
+
+    /// Populating changes neither the buffer's contents nor its length, for buffers with and
+    /// without contents, small and large, of bytes and of wider items.
+    #[test]
+    fn a_prefaulted_buffer_keeps_its_contents() {
+        let mut bytes: Vec<u8> = Vec::with_capacity(8 << 20);
+        bytes.extend((0..5000_u32).map(|index| (index % 251) as u8));
+        prefault_spare_capacity(&mut bytes);
+        assert_eq!(bytes.len(), 5000);
+        assert!(
+            bytes
+                .iter()
+                .enumerate()
+                .all(|(index, byte)| *byte == (index % 251) as u8)
+        );
+        bytes.resize(8 << 20, 7);
+        assert!(bytes[5000..].iter().all(|byte| *byte == 7));
+
+        let mut wide: Vec<(u64, u32)> = Vec::with_capacity(300_000);
+        prefault_spare_capacity(&mut wide);
+        wide.extend((0..300_000_u64).map(|index| (index, index as u32)));
+        assert!(
+            wide.iter()
+                .enumerate()
+                .all(|(index, item)| item.0 == index as u64)
+        );
+
+        let mut small: Vec<u8> = vec![1, 2, 3];
+        prefault_spare_capacity(&mut small);
+        assert_eq!(small, [1, 2, 3]);
+    }
 }

@@ -21,7 +21,7 @@
 //! only tells it which peers run ([`Metrics::add_peer`], [`Metrics::remove_peer`]).
 //!
 //! A push goes: compile → plan against the running generation → guards (G1 at compile, G2–G4
-//! on the plan) → the runtime guard on what is about to be sent ([`prepare::runtime_guard`], the
+//! on the plan) → the runtime guard on what is about to be sent ([`runtime_guard::runtime_guard`], the
 //! last line of defence) → atomic commit to the state directory → publish to every peer at once
 //! through one `watch` channel. Any failure before the commit leaves the running generation
 //! untouched (fail static); the peers move to generation N+1 together or not at all.
@@ -66,6 +66,7 @@ pub mod peer_set;
 pub mod prepare;
 pub mod rpki;
 mod rpki_task;
+pub mod runtime_guard;
 mod startup;
 mod status;
 mod views;
@@ -75,8 +76,9 @@ use self::core::{EngineCore, Event, Now, RequestId};
 pub use self::effects::TRIM_AFTER_PUBLISH;
 use self::effects::{Compiled, MutationRequest};
 use self::peer_set::peer_set_diff;
+pub use self::prepare::expanded_health_specs;
 use self::prepare::{CompileInput, CompileJob, compile_memory_bytes};
-pub use self::prepare::{expanded_health_specs, runtime_guard};
+pub use self::runtime_guard::runtime_guard;
 pub use self::startup::{StartError, read_md5_key};
 
 /// The connect-retry backoff stops growing at this multiple of `connect_retry_seconds`.

@@ -6,17 +6,17 @@
 //!
 //! Must not touch: the running generation, the peers, the state directory's writes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ipnet::IpNet;
 use serde_json::Value;
 use topologyd_config::daemon::DaemonConfig;
 use topologyd_config::health::HealthSpec;
 use topologyd_topology::{Intent, Plan, Topology, plan_with_vrps, rollback_intent};
 use tracing::info;
 
+use super::runtime_guard::runtime_guard;
 use crate::announce::LocationRoutes;
 use crate::bundle::compile_bundle_against;
 use crate::compile::{BudgetError, CompileBudget, Reservation};
@@ -86,48 +86,6 @@ pub fn expanded_health_specs(
         }
     }
     (specs, errors)
-}
-
-/// The last line of defence, on what is about to be sent from this location: the routes that
-/// would change must be exactly the ones the plan (and so its guards) approved for this
-/// location, and every route announced must still have a binding covering all of it (G1).
-pub fn runtime_guard(
-    plan: &Plan,
-    location: &str,
-    before: &LocationRoutes,
-    after: &LocationRoutes,
-    topology: &Topology,
-) -> Result<(), Vec<String>> {
-    let mut problems = Vec::new();
-    let delta = plan.delta(location);
-    let before_set: BTreeSet<IpNet> = before.routes.iter().map(|(prefix, _)| *prefix).collect();
-    let after_set: BTreeSet<IpNet> = after.routes.iter().map(|(prefix, _)| *prefix).collect();
-    let withdrawn: BTreeSet<IpNet> = before_set.difference(&after_set).copied().collect();
-    let announced: BTreeSet<IpNet> = after_set.difference(&before_set).copied().collect();
-    let planned_withdrawn: BTreeSet<IpNet> = delta.withdraw.iter().copied().collect();
-    let planned_announced: BTreeSet<IpNet> =
-        delta.announce.iter().map(|route| route.prefix).collect();
-    for prefix in withdrawn.difference(&planned_withdrawn) {
-        problems.push(format!("G2/G3 runtime: {prefix} would be withdrawn here, but the plan approved no such withdrawal"));
-    }
-    for prefix in announced.difference(&planned_announced) {
-        problems.push(format!(
-            "runtime: {prefix} would be announced here, but the plan approved no such announcement"
-        ));
-    }
-    for (prefix, _) in after.routes.iter() {
-        match topology.longest_binding(prefix) {
-            Some((binding, _)) if binding.contains(prefix) => {}
-            _ => problems.push(format!(
-                "G1 runtime: {prefix} has no binding covering all of it"
-            )),
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems)
-    }
 }
 
 /// A compiled, planned and guarded push, ready to commit; everything expensive (compile,

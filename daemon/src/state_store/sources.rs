@@ -438,6 +438,7 @@ fn read_text(path: &Path) -> io::Result<(Vec<u8>, Option<FileStamp>)> {
     let mut file = fs::File::open(path)?;
     let before = FileStamp::of(&file.metadata()?);
     let mut bytes = Vec::with_capacity(usize::try_from(before.length).unwrap_or(0));
+    crate::memory::prefault_spare_capacity(&mut bytes);
     file.read_to_end(&mut bytes)?;
     let after = FileStamp::of(&file.metadata()?);
     Ok((bytes, (before == after).then_some(before)))
