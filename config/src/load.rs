@@ -1,5 +1,6 @@
 //! Reading topology files into [`Source`] values: [`load_sources`] (the only file access in the
-//! crate, refusing a file over [`MAX_TOPOLOGY_BYTES`] without reading it whole) and
+//! crate, refusing a file over [`MAX_TOPOLOGY_BYTES`] without reading it whole, and reading
+//! several regular files on a few threads at once) and
 //! [`decode_source`], which turns bytes into a [`Source`] or says where the first byte that is
 //! not UTF-8 is. Both report with a [`Diagnostic`] at `file:line:column`.
 
@@ -25,33 +26,50 @@ pub struct LoadError {
 /// Reads each path into a [`Source`] named by the path as given. The only file access in this
 /// crate; everything after it works on strings.
 ///
-/// With several files and cores, the files are shared out among up to four threads, each
-/// reading whole files (a topology is a few files of tens of megabytes and many small ones, read
-/// at every `topoctl push`). The answer is the same as one after the other: every source in
-/// order, or the error of the first file in order that cannot be read.
+/// With several regular files and cores, the files are shared out among up to four threads,
+/// each reading whole files (a topology is a few files of tens of megabytes and many small
+/// ones, read at every `topoctl push`). The answer is the same as one after the other: every
+/// source in order, or the error of the first file in order that cannot be read; once a file
+/// has failed, no file after it is started. A list with anything else in it (a missing file,
+/// a FIFO, `/dev/stdin`) is read one file after the other, so that nothing after a failure is
+/// opened.
 pub fn load_sources<P: AsRef<Path> + Sync>(paths: &[P]) -> Result<Vec<Source>, LoadError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .clamp(1, 4)
         .min(paths.len());
-    if workers < 2 {
+    let regular = || {
+        paths
+            .iter()
+            .all(|path| std::fs::metadata(path.as_ref()).is_ok_and(|metadata| metadata.is_file()))
+    };
+    if workers < 2 || !regular() {
         return paths
             .iter()
             .map(|path| load_source(path.as_ref()))
             .collect();
     }
-    // Each thread takes the next file not taken yet: the large ones are spread out without
-    // knowing their sizes first.
-    let next = std::sync::atomic::AtomicUsize::new(0);
+    // Each thread takes the next file not taken yet (the large ones are spread out without
+    // knowing their sizes first), until the files run out or one before it failed.
+    let next = AtomicUsize::new(0);
+    let first_failed = AtomicUsize::new(usize::MAX);
     let mut loaded: Vec<(usize, Result<Source, LoadError>)> = std::thread::scope(|scope| {
         let take = || {
             let mut taken = Vec::new();
             loop {
-                let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let index = next.fetch_add(1, Ordering::Relaxed);
                 let Some(path) = paths.get(index) else {
                     return taken;
                 };
-                taken.push((index, load_source(path.as_ref())));
+                if index > first_failed.load(Ordering::Relaxed) {
+                    return taken;
+                }
+                let source = load_source(path.as_ref());
+                if source.is_err() {
+                    first_failed.fetch_min(index, Ordering::Relaxed);
+                }
+                taken.push((index, source));
             }
         };
         // A thread that cannot be made (the process's limit reached) leaves its files to the
@@ -70,6 +88,8 @@ pub fn load_sources<P: AsRef<Path> + Sync>(paths: &[P]) -> Result<Vec<Source>, L
     let mut sources = Vec::with_capacity(paths.len());
     let mut loaded = loaded.into_iter().peekable();
     for (index, path) in paths.iter().enumerate() {
+        // Every file before the first failure was taken (none is skipped before it); one that
+        // was not is read here.
         let source = match loaded.next_if(|(taken, _)| *taken == index) {
             Some((_, source)) => source,
             None => load_source(path.as_ref()),
@@ -206,6 +226,32 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    /// A FIFO after a file that cannot be read is never opened (opening it would wait for a
+    /// writer), as when the files were read one after the other.
+    #[test]
+    fn nothing_after_a_missing_file_is_opened() {
+        let scratch = Scratch::new();
+        let fifo = scratch.0.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|status| status.success()), "mkfifo");
+        std::fs::write(scratch.0.join("a.toml"), "# a\n").unwrap();
+        let paths = vec![
+            scratch.0.join("a.toml"),
+            scratch.0.join("missing.toml"),
+            fifo,
+        ];
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sender.send(load_sources(&paths).map(|sources| sources.len()));
+        });
+        let answer = receiver
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("load_sources returns without opening the FIFO");
+        let error = answer.expect_err("a missing file");
+        assert!(error.path.ends_with("missing.toml"), "{error}");
+        assert!(error.invalid.is_none());
     }
 
     proptest! {

@@ -396,6 +396,11 @@ impl Topology {
         &self.prefixes
     }
 
+    /// Every binding's cidr, sorted.
+    pub fn binding_cidrs(&self) -> impl ExactSizeIterator<Item = IpNet> + '_ {
+        self.bindings.iter().map(|binding| binding.cidr)
+    }
+
     /// Every binding as (cidr, service name), sorted by cidr.
     pub fn bindings(&self) -> impl Iterator<Item = (IpNet, &str)> {
         self.bindings.iter().map(|binding| {

@@ -62,38 +62,56 @@ pub fn endpoint(transport: Transport) -> SocketAddr {
     SocketAddr::new(ip, free_port(ip))
 }
 
-/// A loopback endpoint where every TCP connection is refused, for as long as the value lives.
+/// A loopback endpoint where every TCP connection is refused and every UDP datagram answered
+/// with "port unreachable", for as long as the value lives.
 ///
 /// A port that is merely free when it is picked can be taken by any process that binds a port
 /// afterwards (a wildcard listener with an ephemeral port is enough), and a test expecting
-/// "connection refused" then reaches that process instead. This one holds the port with a bound
-/// socket that never listens, without `SO_REUSEADDR`, so that nobody else can bind it: the kernel
-/// answers every connection attempt with a reset.
+/// "connection refused" then reaches that process instead. This one holds the port without
+/// `SO_REUSEADDR`, so that nobody else can bind it: over TCP with a bound socket that never
+/// listens (the kernel resets every connection attempt), over UDP with a socket connected to
+/// another port (datagrams from anyone else find no socket, as if nothing were bound).
 #[derive(Debug)]
 pub struct RefusingEndpoint {
     address: SocketAddr,
-    _held: socket2::Socket,
+    _held: [socket2::Socket; 2],
 }
 
 impl RefusingEndpoint {
     /// A new one on a fresh address (IPv4) or port (IPv6).
+    ///
+    /// # Panics
+    ///
+    /// When a hundred fresh endpoints in a row cannot be held (no loopback address, no file
+    /// descriptors left): the test cannot run.
     pub fn new(transport: Transport) -> Self {
-        loop {
+        let mut last_error = None;
+        for _ in 0..100 {
             let address = endpoint(transport);
-            let held = socket2::Socket::new(
-                socket2::Domain::for_address(address),
-                socket2::Type::STREAM,
-                Some(socket2::Protocol::TCP),
-            )
-            .and_then(|socket| socket.bind(&address.into()).map(|()| socket));
-            // A port taken between the pick and the bind: pick another.
-            if let Ok(held) = held {
-                return Self {
-                    address,
-                    _held: held,
-                };
+            match Self::hold(address) {
+                Ok(held) => {
+                    return Self {
+                        address,
+                        _held: held,
+                    };
+                }
+                // A port taken between the pick and the bind: pick another.
+                Err(error) => last_error = Some(error),
             }
         }
+        panic!("no refusing endpoint could be held on loopback: {last_error:?}")
+    }
+
+    fn hold(address: SocketAddr) -> std::io::Result<[socket2::Socket; 2]> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let domain = Domain::for_address(address);
+        let tcp = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+        tcp.bind(&address.into())?;
+        let udp = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        udp.bind(&address.into())?;
+        // Port 9 (discard) on the same loopback address; connecting a UDP socket sends nothing.
+        udp.connect(&SocketAddr::new(address.ip(), 9).into())?;
+        Ok([tcp, udp])
     }
 
     /// The address connections to which are refused.
@@ -130,6 +148,24 @@ mod tests {
             };
             let port = refusing.address().port();
             assert!(TcpListener::bind(SocketAddr::new(wildcard, port)).is_err());
+            assert!(std::net::UdpSocket::bind(refusing.address()).is_err());
+            assert!(std::net::UdpSocket::bind(SocketAddr::new(wildcard, port)).is_err());
+            // A datagram to it comes back as "port unreachable".
+            let client = std::net::UdpSocket::bind(SocketAddr::new(refusing.address().ip(), 0))
+                .expect("a loopback UDP socket");
+            client
+                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .expect("a read timeout");
+            client.connect(refusing.address()).expect("connect");
+            client.send(b"anyone?").expect("send");
+            let error = client
+                .recv(&mut [0u8; 16])
+                .expect_err("nothing answers a refusing endpoint");
+            assert_eq!(
+                error.kind(),
+                std::io::ErrorKind::ConnectionRefused,
+                "{error}"
+            );
         }
     }
 
