@@ -8,10 +8,12 @@
 //!
 //! Modules: `compile` (building and validation, G1 and blackhole checks), `model` (the
 //! compiled topology and its queries), `location_set` (the bitset), `nesting` (longest-prefix
-//! match over the sorted bindings), `plan` (diffs, causes, guards, verdicts and exit codes),
-//! `render` (the human-readable plan), [`fuzz_entry`] (the compile path's properties on
-//! arbitrary bytes, shared by the fuzz target and its replay).
+//! match over the sorted bindings), `binding_list` (the bindings, shared between generations),
+//! `plan` (diffs, causes, guards, verdicts and exit codes), `render` (the human-readable
+//! plan), [`fuzz_entry`] (the compile path's properties on arbitrary bytes, shared by the fuzz
+//! target and its replay).
 
+mod binding_list;
 mod compile;
 pub mod fuzz_entry;
 mod location_set;

@@ -13,8 +13,8 @@ use topologyd_config::{
     PackedSpan, PrefixEvidence, Roa, Settings, Source, SourceLocation, SourceMap, Span,
 };
 
+use crate::binding_list::BindingList;
 use crate::location_set::LocationSet;
-use crate::nesting::Nesting;
 
 /// A location of the fleet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,8 +147,10 @@ pub(crate) struct Binding {
     pub(crate) cidr: IpNet,
     pub(crate) service: u32,
     pub(crate) prefix: u32,
-    /// Where its cidr was written (packed: 36 bytes a binding instead of 40).
-    pub(crate) span: PackedSpan,
+    /// Where its cidr was written when this record was made (packed: 36 bytes a binding
+    /// instead of 40). A record in a [`BindingList`] may have moved since: read its span with
+    /// [`BindingList::span`].
+    pub(crate) made_span: PackedSpan,
 }
 
 /// One announced route: a prefix (the onboarded prefix or one of its split more-specifics) and
@@ -268,10 +270,9 @@ pub struct Topology {
     pub(crate) service_index: HashMap<String, u32>,
     /// Sorted by cidr; disjoint.
     pub(crate) prefixes: Vec<Prefix>,
-    /// Sorted by cidr.
-    pub(crate) bindings: Vec<Binding>,
-    /// Longest-prefix match over `bindings`.
-    pub(crate) binding_nesting: Nesting,
+    /// Sorted by cidr, with their longest-prefix match index; shared with the generation a
+    /// patched compile took them from.
+    pub(crate) bindings: BindingList,
     /// Sorted by prefix; disjoint.
     pub(crate) routes: Vec<Route>,
     /// `routes[i].service`, densely, for the per-location scan of [`Topology::desired`].
@@ -440,8 +441,7 @@ impl Topology {
     }
 
     pub(crate) fn longest_binding_index(&self, network: &IpNet) -> Option<u32> {
-        self.binding_nesting
-            .longest(&self.bindings, |binding| binding.cidr, network)
+        self.bindings.longest(network)
     }
 
     pub(crate) fn prefix_containing(&self, network: &IpNet) -> Option<usize> {
@@ -545,14 +545,15 @@ impl Topology {
         if let Some(binding_index) = self.longest_binding_index(&host) {
             let binding = &self.bindings[binding_index as usize];
             let service = &self.services[binding.service as usize];
+            let written = self
+                .sources
+                .locate(self.bindings.span(binding_index as usize));
             explanation.binding = Some(binding.cidr);
-            explanation.binding_location = Some(self.sources.locate(binding.span.get()));
+            explanation.binding_location = Some(written.clone());
             explanation.service = Some(service.name.clone());
             explanation.reasons.push(format!(
                 "the longest binding covering it is {} ({}), so service `{}` handles its traffic",
-                binding.cidr,
-                self.sources.locate(binding.span.get()),
-                service.name
+                binding.cidr, written, service.name
             ));
         } else {
             explanation

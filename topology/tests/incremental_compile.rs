@@ -858,9 +858,11 @@ proptest! {
             let sources = model.sources();
             let full = compile_against_in_full(sources.clone(), generation, &previous);
             let (incremental, reuse) = compile_incremental(sources, generation, &previous);
+            prop_assert_eq!(full.is_err(), incremental.is_err(), "after {:?}", change);
             let (Ok(full), Ok(incremental)) = (full, incremental) else {
                 // A refused change (a split the ROA does not cover, evidence signed with an
-                // unknown key) is the other test's; the next step starts from the same place.
+                // unknown key) is refused both ways (its text is the full compile's, the
+                // other test compares it); the next step starts from the same place.
                 continue;
             };
             prop_assert!(reuse.items_patched, "after {:?}: {:?}", change, reuse);
@@ -1055,4 +1057,84 @@ fn definitions_in_several_files_are_taken_in_their_places() {
         assert_eq!(observed(&full), observed(&incremental), "{generation}");
         previous = incremental;
     }
+}
+
+/// A patched compile checks for blackholes only under the prefixes it compiled again (the
+/// others' routes are the running generation's, which had none): a toggle that would announce
+/// a route over a layered binding whose service is pending, or runs at fewer locations, is
+/// still refused exactly as the full compile refuses it, also when another prefix toggled with
+/// it sorts first.
+#[test]
+fn a_toggle_that_would_blackhole_a_layered_binding_is_refused_as_in_full() {
+    // Service 0 runs everywhere; 1 is pending; 2 runs at location l1 only.
+    let mut model = Model {
+        selectors: [0, 0, 3, 0],
+        pending: [false, true, false, false],
+        states: [0; 3],
+        files: (0..6)
+            .map(|index| CustomerFile {
+                name: format!("customer-{index}.toml"),
+                owner: index % OWNERS.len(),
+                prefixes: vec![Prefix {
+                    pool: index,
+                    advertise: index < 2,
+                    split: false,
+                    default_service: Some(0),
+                    layered: [None, None, None, Some(1), Some(2), None][index],
+                    narrow: false,
+                    extras: 0,
+                    signed: None,
+                }],
+                comments: 0,
+                inline: false,
+                defines_service: false,
+            })
+            .collect(),
+        unknown_service: false,
+        bound_twice: false,
+        longest: 0,
+        onboarding: None,
+    };
+    let running = compile(model.sources(), 1).unwrap();
+    // The prefixes of files 2 and 5 are harmless to announce; 2 sorts before the others, 5
+    // after them. A refusal's text is always the full compile's (the incremental compile falls
+    // back to it): what tells a missed blackhole is a compile that succeeds.
+    for toggled in [
+        vec![3],
+        vec![4],
+        vec![3, 4],
+        vec![2, 4],
+        vec![2, 3],
+        vec![3, 5],
+        vec![2, 4, 5],
+    ] {
+        let mut changed = model.clone();
+        for file in &toggled {
+            changed.files[*file].prefixes[0].advertise = true;
+        }
+        let full = compile_against_in_full(changed.sources(), 2, &running)
+            .expect_err("announcing over the layered binding is a blackhole");
+        let (incremental, reuse) = compile_incremental(changed.sources(), 2, &running);
+        let incremental = incremental.expect_err("the incremental compile refuses it too");
+        assert_eq!(full.to_string(), incremental.to_string(), "{toggled:?}");
+        assert!(
+            full.to_string().contains("blackhole by construction"),
+            "{full}"
+        );
+        for file in toggled.iter().filter(|file| [3, 4].contains(*file)) {
+            let name = format!("customer-{file}.toml:");
+            assert!(full.to_string().contains(&name), "{toggled:?}: {full}");
+        }
+        assert!(reuse.fell_back, "{reuse:?}");
+    }
+    // The same toggle with the layered service made to run everywhere is patched and accepted.
+    model.selectors[2] = 0;
+    let running = compile(model.sources(), 1).unwrap();
+    let mut changed = model.clone();
+    changed.files[2].prefixes[0].advertise = true;
+    changed.files[4].prefixes[0].advertise = true;
+    let (incremental, reuse) = compile_incremental(changed.sources(), 2, &running);
+    assert!(reuse.items_patched, "{reuse:?}");
+    let full = compile_against_in_full(changed.sources(), 2, &running).unwrap();
+    assert_eq!(observed(&full), observed(&incremental.unwrap()));
 }

@@ -8,15 +8,13 @@ use topologyd_config::{Collector, Located, RawBinding, RawTopology, Span};
 use super::incremental::Reused;
 use super::services::Catalogue;
 use super::{baseline_binds, merge_sorted, network_key, suggestion, validate_network};
+use crate::binding_list::BindingList;
 use crate::model::{Binding, Prefix, Topology};
-use crate::nesting::Nesting;
 
 /// The compiled bindings and the indexes the later phases use.
 pub(super) struct BindingTable {
-    /// Sorted by cidr, one per cidr.
-    pub(super) bindings: Vec<Binding>,
-    /// Longest-prefix match over `bindings`.
-    pub(super) nesting: Nesting,
+    /// Sorted by cidr, one per cidr, with their longest-prefix match index.
+    pub(super) bindings: BindingList,
     /// Per prefix: the binding of exactly its cidr, if any.
     pub(super) default_binding: Vec<Option<u32>>,
     /// Per prefix: how many more-specific bindings it holds.
@@ -28,8 +26,7 @@ pub(super) struct BindingTable {
 impl BindingTable {
     /// The index of the longest binding covering `network`.
     pub(super) fn longest(&self, network: &IpNet) -> Option<u32> {
-        self.nesting
-            .longest(&self.bindings, |binding| binding.cidr, network)
+        self.bindings.longest(network)
     }
 }
 
@@ -122,12 +119,12 @@ pub(super) fn compile_bindings(
             let (kept, added) = if baseline_binds(baseline, &cidr, &services[service as usize].name)
                 && !baseline_binds(baseline, &cidr, &services[last.service as usize].name)
             {
-                let replaced = (last.service, last.span.get());
+                let replaced = (last.service, last.made_span.get());
                 last.service = service;
-                last.span = span.into();
+                last.made_span = span.into();
                 ((service, span), replaced)
             } else {
-                ((last.service, last.span.get()), (service, span))
+                ((last.service, last.made_span.get()), (service, span))
             };
             collector.error(
                 Some(added.1),
@@ -174,22 +171,16 @@ pub(super) fn compile_bindings(
             cidr,
             service,
             prefix: prefix_cursor as u32,
-            span: span.into(),
+            made_span: span.into(),
         });
     }
-    let nesting = Nesting::of_sorted(bindings.iter().map(|binding| binding.cidr));
-    BindingTable::of(bindings, nesting, prefixes, services.len())
+    BindingTable::of(BindingList::new(bindings), prefixes, services.len())
 }
 
 impl BindingTable {
-    /// The table of `bindings` (sorted by cidr, each placed in its prefix) and their `nesting`:
-    /// the per-prefix default binding and more-specific count, the per-service binding count.
-    pub(super) fn of(
-        bindings: Vec<Binding>,
-        nesting: Nesting,
-        prefixes: &[Prefix],
-        services: usize,
-    ) -> BindingTable {
+    /// The table of `bindings` (sorted by cidr, each placed in its prefix): the per-prefix
+    /// default binding and more-specific count, the per-service binding count.
+    pub(super) fn of(bindings: BindingList, prefixes: &[Prefix], services: usize) -> BindingTable {
         let mut default_binding: Vec<Option<u32>> = vec![None; prefixes.len()];
         let mut more_specific_count: Vec<u32> = vec![0; prefixes.len()];
         let mut service_binding_count: Vec<u32> = vec![0; services];
@@ -203,7 +194,6 @@ impl BindingTable {
         }
         BindingTable {
             bindings,
-            nesting,
             default_binding,
             more_specific_count,
             service_binding_count,

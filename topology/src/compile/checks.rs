@@ -10,7 +10,8 @@ use super::bindings::BindingTable;
 use super::fleet::Fleet;
 use super::services::Catalogue;
 use super::{list_names, network_key};
-use crate::model::{Binding, Location, Route, Service};
+use crate::binding_list::BindingList;
+use crate::model::{Location, Route, Service};
 
 /// Local addresses: the longest binding covering each must be one of the service's own, and
 /// cover all of it, or the address would take traffic another service handles.
@@ -34,7 +35,8 @@ pub(super) fn local_addresses(
             let network = address.value.trunc();
             let host = IpNet::from(address.value.addr());
             let service = &services[index].name;
-            match longest(&host).map(|binding| &bindings[binding as usize]) {
+            let covering = longest(&host).map(|index| index as usize);
+            match covering.map(|index| (index, &bindings[index])) {
                 None => collector.error(
                     Some(address.span),
                     format!(
@@ -46,23 +48,24 @@ pub(super) fn local_addresses(
                          [[prefix]]), or remove it from local_addresses"
                     )),
                 ),
-                Some(binding) if binding.service as usize != index => collector.error(
-                    Some(address.span),
-                    format!(
-                        "local address {} of service `{service}` is handled by service `{}`: \
+                Some((binding_index, binding)) if binding.service as usize != index => collector
+                    .error(
+                        Some(address.span),
+                        format!(
+                            "local address {} of service `{service}` is handled by service `{}`: \
                          the longest binding covering it is {} ({})",
-                        address.value,
-                        services[binding.service as usize].name,
-                        binding.cidr,
-                        sources.locate(binding.span.get())
-                    ),
-                    Some(format!(
-                        "a service binds only addresses of its own bindings: bind a cidr \
+                            address.value,
+                            services[binding.service as usize].name,
+                            binding.cidr,
+                            sources.locate(bindings.span(binding_index))
+                        ),
+                        Some(format!(
+                            "a service binds only addresses of its own bindings: bind a cidr \
                          containing {} to `{service}`, or remove the address",
-                        address.value.addr()
-                    )),
-                ),
-                Some(binding) if !binding.cidr.contains(&network) => collector.error(
+                            address.value.addr()
+                        )),
+                    ),
+                Some((_, binding)) if !binding.cidr.contains(&network) => collector.error(
                     Some(address.span),
                     format!(
                         "local address {} of service `{service}` is wider than its binding {}",
@@ -80,19 +83,61 @@ pub(super) fn local_addresses(
 }
 
 /// Blackholes by construction: a layered binding whose service is absent where the route
-/// covering it is announced.
+/// covering it is announced. Only the bindings of the prefixes at `checked` (ascending places
+/// in the topology's prefixes) are looked at, or every binding when `checked` is `None`: a
+/// compile that patched a few prefixes into an error-free generation, with its bindings,
+/// services and locations unchanged (`compile/patch.rs`), can only have a blackhole under those
+/// prefixes' routes, the others' being the running generation's (or dropped where the route
+/// budget is crossed, itself an error).
 pub(super) fn blackholes(
     routes: &[Route],
     services: &[Service],
-    bindings: &[Binding],
+    bindings: &BindingList,
+    locations: &[Location],
+    checked: Option<&[usize]>,
+    collector: &mut Collector,
+) {
+    let Some(places) = checked else {
+        blackholes_in(
+            routes,
+            services,
+            bindings,
+            0..bindings.len(),
+            locations,
+            collector,
+        );
+        return;
+    };
+    for place in places {
+        let place = u32::try_from(*place).unwrap_or(u32::MAX);
+        // A prefix's bindings are contiguous: both lists are sorted by cidr and the prefixes
+        // are disjoint.
+        let range = bindings.partition_point(|binding| binding.prefix < place)
+            ..bindings.partition_point(|binding| binding.prefix <= place);
+        blackholes_in(routes, services, bindings, range, locations, collector);
+    }
+}
+
+/// [`blackholes`] over the bindings at `range`.
+fn blackholes_in(
+    routes: &[Route],
+    services: &[Service],
+    bindings: &BindingList,
+    range: std::ops::Range<usize>,
     locations: &[Location],
     collector: &mut Collector,
 ) {
+    let Some(in_range) = bindings.get(range.clone()) else {
+        return;
+    };
     // Both lists are sorted (the same order as `network_key`) and routes are disjoint: the
     // route containing each binding, if any, is the last route not after it, found by one
-    // sweep instead of a binary search per binding.
-    let mut not_after = 0_usize;
-    for binding in bindings {
+    // sweep (from the first binding's place) instead of a binary search per binding.
+    let mut not_after = in_range.first().map_or(0, |first| {
+        let key = network_key(&first.cidr);
+        routes.partition_point(|route| network_key(&route.prefix) <= key)
+    });
+    for (index, binding) in range.zip(in_range) {
         let key = network_key(&binding.cidr);
         while routes
             .get(not_after)
@@ -119,7 +164,7 @@ pub(super) fn blackholes(
             // A pending service runs nowhere: the binding's addresses would arrive with the
             // covering route and find no service to handle them.
             collector.error(
-                Some(binding.span.get()),
+                Some(bindings.span(index)),
                 format!(
                     "blackhole by construction: binding {} is bound to pending service `{}` under route {} (service `{}`), which is announced at {} location(s): its traffic would arrive where no service handles it",
                     binding.cidr,
@@ -149,7 +194,7 @@ pub(super) fn blackholes(
                 .map(|index| locations[index].name.as_str())
                 .collect();
             collector.error(
-                Some(binding.span.get()),
+                Some(bindings.span(index)),
                 format!(
                     "blackhole by construction: binding {} (service `{}`) lies under route {} (service `{}`), which is announced at {} location(s) where `{}` is absent: {}",
                     binding.cidr,

@@ -505,8 +505,8 @@ fn compile_phases(
     };
     // The canonical hash reads only what the phases so far made; it runs on a thread of its
     // own beside the routes and the checks (it is a tenth of a compile, and a push waits for
-    // the whole compile). A patched compile's bindings hash as the running ones: the hash
-    // starts before their table is copied.
+    // the whole compile). A patched compile's bindings hash as the running ones (it shares
+    // them, with the changed ones' spans beside them).
     let hashed_bindings = match &bindings {
         Bindings::Compiled(table) => table.bindings.as_slice(),
         Bindings::Patched(patched) => patched.hashed(),
@@ -551,6 +551,10 @@ fn compile_phases(
             &catalogue.services,
             &table.bindings,
             &fleet.locations,
+            match &bindings {
+                Bindings::Compiled(_) => None,
+                Bindings::Patched(patched) => Some(patched.patched_prefixes()),
+            },
             &mut collector,
         );
         checks::service_findings(
@@ -583,9 +587,7 @@ fn compile_phases(
         service_index,
         ..
     } = catalogue;
-    let BindingTable {
-        bindings, nesting, ..
-    } = table;
+    let BindingTable { bindings, .. } = table;
     let fleet::Fleet {
         locations,
         location_index,
@@ -612,7 +614,6 @@ fn compile_phases(
         service_index,
         prefixes,
         bindings,
-        binding_nesting: nesting,
         routes,
         route_services,
         warnings: diagnostics.items,

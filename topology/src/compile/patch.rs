@@ -6,7 +6,10 @@
 //! is merged, sorted, placed or checked for overlaps: with the same cidrs in the same places,
 //! the merge would give back the running generation's order, placements and nesting. A
 //! self-serve BYOIP toggle is this case, and it was the bindings phase over every binding
-//! that most of its compile went to.
+//! that most of its compile went to. The bindings are shared with the running generation (the
+//! changed ones' new spans kept beside them, `binding_list.rs`), and blackholes are looked for
+//! only under the prefixes compiled again: the others' routes are the running generation's,
+//! which had none.
 //!
 //! Exactness: the result is the one the merge of the incremental compile makes (and so a full
 //! compile's; a property test in `tests/incremental_compile.rs` changes values, comments and
@@ -26,32 +29,37 @@ use super::incremental::Reused;
 use super::network_key;
 use super::prefixes::compile_prefix;
 use super::services::Catalogue;
+use crate::binding_list::BindingList;
 use crate::model::{Binding, Prefix, Topology};
-use crate::nesting::Nesting;
 
 /// The bindings of a patched compile: the running generation's, the changed ones to be given
 /// their new spans ([`PatchedBindings::table`]).
 pub(super) struct PatchedBindings<'a> {
-    running: &'a [Binding],
-    nesting: &'a Nesting,
+    running: &'a BindingList,
     /// Per changed binding: its place in `running` and its new span.
     moved: Vec<(usize, Span)>,
+    /// The places of the prefixes compiled again, ascending.
+    patched_prefixes: Vec<usize>,
 }
 
 impl<'a> PatchedBindings<'a> {
     /// What the canonical hash reads of the bindings (cidr and service), which a patch does
     /// not change: the running bindings, readable before the table is made.
     pub(super) fn hashed(&self) -> &'a [Binding] {
-        self.running
+        self.running.as_slice()
     }
 
-    /// The binding table: the running bindings with the changed ones' spans.
+    /// The places of the prefixes compiled again (those of the changed files), ascending: the
+    /// only ones whose routes may differ from the running generation's (but for routes dropped
+    /// where the route budget is crossed, which is itself an error).
+    pub(super) fn patched_prefixes(&self) -> &[usize] {
+        &self.patched_prefixes
+    }
+
+    /// The binding table: the running bindings, shared, with the changed ones' spans.
     pub(super) fn table(&self, prefixes: &[Prefix], services: usize) -> BindingTable {
-        let mut bindings = self.running.to_vec();
-        for (place, span) in &self.moved {
-            bindings[*place].span = (*span).into();
-        }
-        BindingTable::of(bindings, self.nesting.clone(), prefixes, services)
+        let bindings = self.running.with_moved_spans(self.moved.iter().copied());
+        BindingTable::of(bindings, prefixes, services)
     }
 }
 
@@ -76,15 +84,19 @@ pub(super) fn same_cidrs<'a>(
             .iter()
             .map(|prefix| (prefix.cidr, prefix.cidr_span())),
         &baseline.prefixes,
-        |prefix| (prefix.cidr, prefix.span.get()),
+        |prefix| prefix.cidr,
+        baseline.prefixes.iter().map(|prefix| prefix.span.get()),
+        |place| baseline.prefixes.get(place).map(|prefix| prefix.span.get()),
         &changed,
     )?;
     let binding_places = places(
         raw_bindings
             .iter()
             .map(|binding| (binding.cidr, binding.cidr_span())),
-        &baseline.bindings,
-        |binding| (binding.cidr, binding.span.get()),
+        baseline.bindings.as_slice(),
+        |binding| binding.cidr,
+        baseline.bindings.spans(),
+        |place| Some(baseline.bindings.span(place)),
         &changed,
     )?;
     // Each changed binding names the service it named: same names, same indices.
@@ -97,17 +109,19 @@ pub(super) fn same_cidrs<'a>(
     }
     // Every condition holds: from here on, the result is the merge's.
     let mut prefixes = baseline.prefixes.clone();
-    for (raw_prefix, place) in raw_prefixes.iter().zip(prefix_places) {
-        prefixes[place] = compile_prefix(raw_prefix, &raw.names, settings, collector);
+    for (raw_prefix, place) in raw_prefixes.iter().zip(&prefix_places) {
+        prefixes[*place] = compile_prefix(raw_prefix, &raw.names, settings, collector);
     }
+    let mut patched_prefixes = prefix_places;
+    patched_prefixes.sort_unstable();
     let moved = binding_places
         .into_iter()
         .zip(raw_bindings.iter().map(RawBinding::cidr_span))
         .collect();
     let bindings = PatchedBindings {
         running: &baseline.bindings,
-        nesting: &baseline.binding_nesting,
         moved,
+        patched_prefixes,
     };
     Some((prefixes, bindings))
 }
@@ -162,32 +176,31 @@ fn same_services(catalogue: &Catalogue, baseline: &Topology) -> Option<()> {
     same.then_some(())
 }
 
-/// The place in `running` (sorted by cidr, one item per cidr) of each of the `parsed` items,
-/// when they are, one for one, the running items written in the changed files: as many,
-/// written without host bits, each cidr found once, in a changed file.
+/// The place in `running` (sorted by cidr, one item per cidr; `cidr` reads an item's, `spans`
+/// gives where each is written, in order, and `span` where the item at a place is) of each of
+/// the `parsed` items, when they are, one for one, the running items written in the changed
+/// files: as many, written without host bits, each cidr found once, in a changed file.
 fn places<T>(
     parsed: impl ExactSizeIterator<Item = (IpNet, Span)>,
     running: &[T],
-    cidr_and_span: impl Fn(&T) -> (IpNet, Span),
+    cidr: impl Fn(&T) -> IpNet,
+    spans: impl Iterator<Item = Span>,
+    span: impl Fn(usize) -> Option<Span>,
     changed: &[bool],
 ) -> Option<Vec<usize>> {
     let in_changed = |span: Span| changed.get(span.source as usize).copied().unwrap_or(false);
-    let running_in_changed = running
-        .iter()
-        .filter(|item| in_changed(cidr_and_span(item).1))
-        .count();
+    let running_in_changed = spans.filter(|span| in_changed(*span)).count();
     if parsed.len() != running_in_changed {
         return None;
     }
     let mut places = Vec::with_capacity(parsed.len());
-    for (cidr, span) in parsed {
-        if cidr.trunc() != cidr || !in_changed(span) {
+    for (parsed_cidr, parsed_span) in parsed {
+        if parsed_cidr.trunc() != parsed_cidr || !in_changed(parsed_span) {
             return None;
         }
-        let key = network_key(&cidr);
-        let place = running.partition_point(|item| network_key(&cidr_and_span(item).0) < key);
-        let (found, found_span) = cidr_and_span(running.get(place)?);
-        if found != cidr || !in_changed(found_span) {
+        let key = network_key(&parsed_cidr);
+        let place = running.partition_point(|item| network_key(&cidr(item)) < key);
+        if cidr(running.get(place)?) != parsed_cidr || !in_changed(span(place)?) {
             return None;
         }
         places.push(place);
