@@ -251,7 +251,7 @@ pub struct TopologySummary {
 #[derive(Debug)]
 pub struct Topology {
     pub(crate) generation: u64,
-    pub(crate) hash: [u8; 32],
+    pub(crate) hash: crate::compile::TopologyHash,
     pub(crate) sources: SourceMap,
     /// Per source: its digest, whether it holds only prefixes and bindings, and whether it
     /// holds only definitions (what the next compile against this one needs to reuse its
@@ -268,8 +268,8 @@ pub struct Topology {
     /// Sorted by name.
     pub(crate) services: Vec<Service>,
     pub(crate) service_index: HashMap<String, u32>,
-    /// Sorted by cidr; disjoint.
-    pub(crate) prefixes: Vec<Prefix>,
+    /// Sorted by cidr; disjoint. Shared with the thread hashing them (see `hash`).
+    pub(crate) prefixes: std::sync::Arc<Vec<Prefix>>,
     /// Sorted by cidr, with their longest-prefix match index; shared with the generation a
     /// patched compile took them from.
     pub(crate) bindings: BindingList,
@@ -303,8 +303,9 @@ impl Topology {
     /// SHA-256 over a canonical, sorted serialisation of the model (not the file text): the
     /// same topology split differently over files, reordered, reformatted or commented has the
     /// same hash. The generation is not part of it.
+    /// The canonical hash (waiting, the first time, for the thread computing it).
     pub fn hash(&self) -> [u8; 32] {
-        self.hash
+        self.hash.get()
     }
 
     pub fn summary(&self) -> TopologySummary {
@@ -323,7 +324,10 @@ impl Topology {
 
     /// [`Topology::hash`] as lower-case hex.
     pub fn hash_hex(&self) -> String {
-        self.hash.iter().map(|byte| format!("{byte:02x}")).collect()
+        self.hash()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
     }
 
     /// The sources this topology was compiled from (names with empty texts once

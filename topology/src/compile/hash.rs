@@ -1,6 +1,11 @@
 //! The canonical content hash of a compiled topology: SHA-256 over a length-prefixed,
 //! canonical serialisation, so that file order and formatting do not change it and content
-//! does.
+//! does. The items' part (most of it: tens of megabytes of canonical form at 300,000
+//! bindings) is hashed on a thread of its own, which a compile starts and does not wait for:
+//! [`TopologyHash`] is joined when the hash is first read (by a push, at the end of its plan).
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
 
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
@@ -8,15 +13,20 @@ use topologyd_config::health::{DnsRecordType, ProbeSpec, UnhealthyAction};
 use topologyd_config::{AnnounceMode, NotFoundPolicy};
 
 use super::network_key;
+use crate::binding_list::BindingList;
 use crate::model::{Binding, Location, Prefix, Service};
 
 /// Feeds a canonical, length-prefixed serialisation into SHA-256, through a staging buffer:
 /// the canonical form is mostly 2- to 16-byte pieces, and SHA-256 handed whole blocks by the
 /// thousand runs about twice as fast as when each piece goes to it alone. The byte stream, and
-/// so the hash, is the same either way.
+/// so the hash, is the same either way. The pieces are copied in inline, each of a size known
+/// where it is written (a call and a length check per piece were more than half of a large
+/// topology's hash, the SHA-256 itself less).
 pub(super) struct CanonicalHasher {
     sha256: Sha256,
-    staged: Vec<u8>,
+    staged: Box<[u8; STAGED_BYTES]>,
+    /// How many bytes of `staged` are filled.
+    filled: usize,
 }
 
 /// How many bytes are staged before they go to SHA-256 (a multiple of its 64-byte block).
@@ -26,50 +36,66 @@ impl CanonicalHasher {
     pub(super) fn new() -> CanonicalHasher {
         CanonicalHasher {
             sha256: Sha256::new(),
-            staged: Vec::with_capacity(STAGED_BYTES),
+            staged: Box::new([0; STAGED_BYTES]),
+            filled: 0,
         }
     }
 
+    #[inline]
     fn bytes(&mut self, bytes: &[u8]) {
-        if self.staged.len() + bytes.len() > STAGED_BYTES {
-            self.sha256.update(&self.staged);
-            self.staged.clear();
+        if bytes.len() > STAGED_BYTES - self.filled {
+            self.flush();
             if bytes.len() > STAGED_BYTES {
                 self.sha256.update(bytes);
                 return;
             }
         }
-        self.staged.extend_from_slice(bytes);
+        let end = self.filled + bytes.len();
+        self.staged[self.filled..end].copy_from_slice(bytes);
+        self.filled = end;
     }
 
+    #[inline(never)]
+    fn flush(&mut self) {
+        self.sha256.update(&self.staged[..self.filled]);
+        self.filled = 0;
+    }
+
+    #[inline]
     pub(super) fn text(&mut self, text: &str) {
-        self.bytes(&(text.len() as u64).to_le_bytes());
+        self.number(text.len() as u64);
         self.bytes(text.as_bytes());
     }
 
+    #[inline]
     fn number(&mut self, number: u64) {
         self.bytes(&number.to_le_bytes());
     }
 
+    /// Family and length, then the address (16 bytes, little-endian): one piece.
+    #[inline]
     fn network(&mut self, network: &IpNet) {
         let (family, address, length) = network_key(network);
-        self.bytes(&[family, length]);
-        self.bytes(&address.to_le_bytes());
+        let mut piece = [0_u8; 18];
+        piece[0] = family;
+        piece[1] = length;
+        piece[2..].copy_from_slice(&address.to_le_bytes());
+        self.bytes(&piece);
     }
 
     pub(super) fn finish(mut self) -> [u8; 32] {
-        self.sha256.update(&self.staged);
+        self.flush();
         self.sha256.finalize().into()
     }
 }
 
-pub(super) fn canonical_hash(
+/// The first part of the canonical form: the settings, locations and services (small beside
+/// the items; [`hash_items`] goes on from here).
+pub(super) fn hash_definitions(
     settings: &topologyd_config::Settings,
     locations: &[Location],
     services: &[Service],
-    prefixes: &[Prefix],
-    bindings: &[Binding],
-) -> [u8; 32] {
+) -> CanonicalHasher {
     let mut hasher = CanonicalHasher::new();
     hasher.text("topologyd-topology-v1");
     for limits in [
@@ -123,6 +149,17 @@ pub(super) fn canonical_hash(
         hasher.number(u64::from(attributes.as_path_prepend));
         hash_health(&mut hasher, service);
     }
+    hasher
+}
+
+/// The rest of the canonical form, the prefixes and the bindings (each binding's service by
+/// its name, `service_names` in the services' order), and the hash.
+pub(super) fn hash_items<Name: AsRef<str>>(
+    mut hasher: CanonicalHasher,
+    prefixes: &[Prefix],
+    bindings: &[Binding],
+    service_names: &[Name],
+) -> [u8; 32] {
     hasher.number(prefixes.len() as u64);
     for prefix in prefixes {
         hasher.network(&prefix.cidr);
@@ -158,7 +195,8 @@ pub(super) fn canonical_hash(
     hasher.number(bindings.len() as u64);
     for binding in bindings {
         hasher.network(&binding.cidr);
-        hasher.text(&services[binding.service as usize].name);
+        let name = service_names.get(binding.service as usize);
+        hasher.text(name.map_or("", AsRef::as_ref));
     }
     hasher.finish()
 }
@@ -255,5 +293,85 @@ pub(super) fn hash_health(hasher: &mut CanonicalHasher, service: &Service) {
                 }
             }
         }
+    }
+}
+
+/// What [`TopologyHash::spawn`] hands its thread.
+type ItemsToHash = (CanonicalHasher, Arc<Vec<Prefix>>, BindingList, Vec<String>);
+
+/// A compiled topology's canonical hash: known, or being computed on a thread of its own and
+/// joined when first read. The thread holds shares of what it hashes (the prefixes and the
+/// bindings are shared, not copied), so the topology may be used, moved or dropped meanwhile.
+#[derive(Debug)]
+pub(crate) struct TopologyHash {
+    value: OnceLock<[u8; 32]>,
+    computing: Mutex<Option<JoinHandle<[u8; 32]>>>,
+}
+
+impl TopologyHash {
+    /// Hashes the items after `definitions` (see [`hash_items`]) on a thread of its own, or on
+    /// this one when no thread can be made (the process's limit reached).
+    pub(super) fn spawn(
+        definitions: CanonicalHasher,
+        prefixes: Arc<Vec<Prefix>>,
+        bindings: BindingList,
+        service_names: Vec<String>,
+    ) -> TopologyHash {
+        // The work goes to the thread in a slot it takes it from, so that a thread that cannot
+        // be made leaves it here.
+        let work = Arc::new(Mutex::new(Some((
+            definitions,
+            prefixes,
+            bindings,
+            service_names,
+        ))));
+        fn run(work: &Mutex<Option<ItemsToHash>>) -> Option<[u8; 32]> {
+            let taken = work.lock().unwrap_or_else(PoisonError::into_inner).take();
+            taken.map(|(definitions, prefixes, bindings, names)| {
+                hash_items(definitions, &prefixes, &bindings, &names)
+            })
+        }
+        let shared = Arc::clone(&work);
+        let spawned = std::thread::Builder::new()
+            .name("compile-hash".into())
+            .spawn(move || run(&shared).unwrap_or_default());
+        match spawned {
+            Ok(handle) => TopologyHash {
+                value: OnceLock::new(),
+                computing: Mutex::new(Some(handle)),
+            },
+            Err(_) => TopologyHash::known(run(&work).unwrap_or_default()),
+        }
+    }
+
+    /// A hash already computed.
+    pub(crate) fn known(value: [u8; 32]) -> TopologyHash {
+        TopologyHash {
+            value: OnceLock::from(value),
+            computing: Mutex::new(None),
+        }
+    }
+
+    /// The hash, waiting for its thread the first time. A panic of that thread is resumed
+    /// here, as if the hash had been computed on this thread.
+    pub(crate) fn get(&self) -> [u8; 32] {
+        if let Some(value) = self.value.get() {
+            return *value;
+        }
+        let mut computing = self
+            .computing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Another reader may have joined it while this one waited for the lock.
+        if let Some(value) = self.value.get() {
+            return *value;
+        }
+        let value = match computing.take() {
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => panic!("the canonical hash's thread panicked when it was first read"),
+        };
+        *self.value.get_or_init(|| value)
     }
 }

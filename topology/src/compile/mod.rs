@@ -38,6 +38,8 @@
 //! generation's prefixes and bindings whole when the changed files hold the same cidrs (a
 //! toggle), in place of the prefixes and bindings phases.
 
+use std::sync::Arc;
+
 use ipnet::IpNet;
 use topologyd_config::{
     Collector, Diagnostics, Located, RawLocation, RawService, RawTopology, Source, escape_text,
@@ -47,6 +49,7 @@ use topologyd_config::{
 use crate::model::Topology;
 use bindings::BindingTable;
 
+pub(crate) use hash::TopologyHash;
 pub use incremental::CompileReuse;
 pub(crate) use incremental::{Definitions, SourceFingerprint};
 pub use incremental::{compile_incremental, compile_incremental_with_digests};
@@ -503,79 +506,59 @@ fn compile_phases(
             &mut collector,
         )),
     };
-    // The canonical hash reads only what the phases so far made; it runs on a thread of its
-    // own beside the routes and the checks (it is a tenth of a compile, and a push waits for
-    // the whole compile). A patched compile's bindings hash as the running ones (it shares
-    // them, with the changed ones' spans beside them).
-    let hashed_bindings = match &bindings {
-        Bindings::Compiled(table) => table.bindings.as_slice(),
-        Bindings::Patched(patched) => patched.hashed(),
+    // The canonical hash reads only what the phases so far made; its items' part runs on a
+    // thread of its own, beside the routes and the checks and past the end of the compile (a
+    // push reads it at the end of its plan). A patched compile's bindings hash as the running
+    // ones (it shares them, with the changed ones' spans beside them).
+    let prefixes = Arc::new(prefixes);
+    let hash = hash::TopologyHash::spawn(
+        hash::hash_definitions(&settings, &fleet.locations, &catalogue.services),
+        Arc::clone(&prefixes),
+        match &bindings {
+            Bindings::Compiled(table) => table.bindings.clone(),
+            Bindings::Patched(patched) => patched.hashed().clone(),
+        },
+        catalogue
+            .services
+            .iter()
+            .map(|service| service.name.clone())
+            .collect(),
+    );
+    let (table, patched_prefixes) = match bindings {
+        Bindings::Compiled(table) => (table, None),
+        Bindings::Patched(patched) => (
+            patched.table(&prefixes, catalogue.services.len()),
+            Some(patched.into_patched_prefixes()),
+        ),
     };
-    let (hash, routes, patched_table) = std::thread::scope(|scope| {
-        let canonical_hash = || {
-            hash::canonical_hash(
-                &settings,
-                &fleet.locations,
-                &catalogue.services,
-                &prefixes,
-                hashed_bindings,
-            )
-        };
-        // A thread that cannot be made (the process's limit reached) hashes here instead.
-        let hash = std::thread::Builder::new()
-            .name("compile-hash".into())
-            .spawn_scoped(scope, canonical_hash)
-            .map_err(|_| canonical_hash);
-        let mut patched_table = None;
-        let table: &BindingTable = match &bindings {
-            Bindings::Compiled(table) => table,
-            Bindings::Patched(patched) => {
-                patched_table.insert(patched.table(&prefixes, catalogue.services.len()))
-            }
-        };
-        let (routes, service_routes) = routes::compile_routes(
-            &prefixes,
-            &catalogue.services,
-            table,
-            (0..raw.sources.sources().len())
-                .map(|index| {
-                    raw.sources
-                        .text_len(u32::try_from(index).unwrap_or(u32::MAX))
-                })
-                .sum(),
-            &mut collector,
-        );
-        checks::local_addresses(&raw, &catalogue, table, &mut collector);
-        checks::blackholes(
-            &routes,
-            &catalogue.services,
-            &table.bindings,
-            &fleet.locations,
-            match &bindings {
-                Bindings::Compiled(_) => None,
-                Bindings::Patched(patched) => Some(patched.patched_prefixes()),
-            },
-            &mut collector,
-        );
-        checks::service_findings(
-            &catalogue.services,
-            &table.service_binding_count,
-            &service_routes,
-            &fleet,
-            &mut collector,
-        );
-        let hash = match hash {
-            Ok(thread) => thread
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            Err(canonical_hash) => canonical_hash(),
-        };
-        (hash, routes, patched_table)
-    });
-    let table = match (bindings, patched_table) {
-        (Bindings::Compiled(table), _) | (Bindings::Patched(_), Some(table)) => table,
-        (Bindings::Patched(patched), None) => patched.table(&prefixes, catalogue.services.len()),
-    };
+    let (routes, service_routes) = routes::compile_routes(
+        &prefixes,
+        &catalogue.services,
+        &table,
+        (0..raw.sources.sources().len())
+            .map(|index| {
+                raw.sources
+                    .text_len(u32::try_from(index).unwrap_or(u32::MAX))
+            })
+            .sum(),
+        &mut collector,
+    );
+    checks::local_addresses(&raw, &catalogue, &table, &mut collector);
+    checks::blackholes(
+        &routes,
+        &catalogue.services,
+        &table.bindings,
+        &fleet.locations,
+        patched_prefixes.as_deref(),
+        &mut collector,
+    );
+    checks::service_findings(
+        &catalogue.services,
+        &table.service_binding_count,
+        &service_routes,
+        &fleet,
+        &mut collector,
+    );
 
     let has_errors = collector.has_errors();
     let diagnostics = collector.finish(&raw.sources);

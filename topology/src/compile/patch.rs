@@ -30,7 +30,7 @@ use super::network_key;
 use super::prefixes::compile_prefix;
 use super::services::Catalogue;
 use crate::binding_list::BindingList;
-use crate::model::{Binding, Prefix, Topology};
+use crate::model::{Prefix, Topology};
 
 /// The bindings of a patched compile: the running generation's, the changed ones to be given
 /// their new spans ([`PatchedBindings::table`]).
@@ -45,15 +45,15 @@ pub(super) struct PatchedBindings<'a> {
 impl<'a> PatchedBindings<'a> {
     /// What the canonical hash reads of the bindings (cidr and service), which a patch does
     /// not change: the running bindings, readable before the table is made.
-    pub(super) fn hashed(&self) -> &'a [Binding] {
-        self.running.as_slice()
+    pub(super) fn hashed(&self) -> &'a BindingList {
+        self.running
     }
 
     /// The places of the prefixes compiled again (those of the changed files), ascending: the
     /// only ones whose routes may differ from the running generation's (but for routes dropped
     /// where the route budget is crossed, which is itself an error).
-    pub(super) fn patched_prefixes(&self) -> &[usize] {
-        &self.patched_prefixes
+    pub(super) fn into_patched_prefixes(self) -> Vec<usize> {
+        self.patched_prefixes
     }
 
     /// The binding table: the running bindings, shared, with the changed ones' spans.
@@ -108,7 +108,7 @@ pub(super) fn same_cidrs<'a>(
         }
     }
     // Every condition holds: from here on, the result is the merge's.
-    let mut prefixes = baseline.prefixes.clone();
+    let mut prefixes = Vec::clone(&baseline.prefixes);
     for (raw_prefix, place) in raw_prefixes.iter().zip(&prefix_places) {
         prefixes[*place] = compile_prefix(raw_prefix, &raw.names, settings, collector);
     }

@@ -695,6 +695,60 @@ fn the_canonical_hash_is_the_same_from_release_to_release() {
     );
 }
 
+/// The hash computed beside the compile is the one computed on the reading thread, whoever
+/// reads it first and however many read it at once; a topology dropped before its hash was
+/// read leaves nothing behind to wait for.
+#[test]
+fn a_hash_computed_beside_the_compile_is_read_alike_from_every_thread() {
+    let sources = [
+        Source::new(
+            "fleet.toml",
+            include_str!("../../../examples/topology/fleet.toml"),
+        ),
+        Source::new(
+            "services.toml",
+            include_str!("../../../examples/topology/services.toml"),
+        ),
+        Source::new(
+            "prefixes.toml",
+            include_str!("../../../examples/topology/prefixes.toml"),
+        ),
+    ];
+    let reference = compile(&sources, 1).unwrap();
+    let names: Vec<&str> = reference
+        .services
+        .iter()
+        .map(|service| service.name.as_str())
+        .collect();
+    let inline = hash::hash_items(
+        hash::hash_definitions(
+            &reference.settings,
+            &reference.locations,
+            &reference.services,
+        ),
+        &reference.prefixes,
+        &reference.bindings,
+        &names,
+    );
+    assert_eq!(reference.hash(), inline);
+    let topology = compile(&sources, 2).unwrap();
+    let read: Vec<[u8; 32]> = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..8).map(|_| scope.spawn(|| topology.hash())).collect();
+        readers
+            .into_iter()
+            .map(|reader| reader.join().unwrap())
+            .collect()
+    });
+    assert!(read.iter().all(|hash| *hash == inline));
+    assert_eq!(topology.hash_hex(), reference.hash_hex());
+    drop(compile(&sources, 3).unwrap());
+    assert_eq!(
+        hash::TopologyHash::known(inline).get(),
+        reference.hash(),
+        "a known hash"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
