@@ -141,8 +141,8 @@ impl BindingList {
             .longest(&self.shared.bindings, |binding| binding.cidr, network)
     }
 
-    /// Whether `other` holds these very records (shared, not equal copies).
-    #[cfg(test)]
+    /// Whether `other` holds these very records (shared, not equal copies: the same cidrs,
+    /// services and prefixes, whatever their spans).
     pub(crate) fn shares_records_with(&self, other: &BindingList) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
     }

@@ -926,6 +926,13 @@ fn a_toggle_in_one_customer_file_parses_only_that_file() {
     let full = compile_against_in_full(model.sources(), 2, &previous).unwrap();
     assert_eq!(observed(&full), observed(&incremental));
     assert_ne!(full.hash(), previous.hash());
+    // The plan of the patched compile (whose bindings are the running ones, shared) and of
+    // the full compile (copies) agree: no binding changed.
+    let intent = topologyd_topology::Intent::default();
+    let patched_plan = topologyd_topology::plan(&previous, &incremental, &intent);
+    let full_plan = topologyd_topology::plan(&previous, &full, &intent);
+    assert!(patched_plan.binding_changes.is_empty());
+    assert_eq!(patched_plan.to_json(), full_plan.to_json());
 
     // A binding given another service, or a cidr bound twice, is not a change of values: it
     // is compiled by the merge (or refused, as the full compile refuses it).
@@ -934,7 +941,15 @@ fn a_toggle_in_one_customer_file_parses_only_that_file() {
     let (result, reuse) = compile_incremental(moved.sources(), 3, &incremental);
     assert!(!reuse.items_patched, "{reuse:?}");
     let full = compile_against_in_full(moved.sources(), 3, &incremental).unwrap();
-    assert_eq!(observed(&full), observed(&result.unwrap()));
+    let result = result.unwrap();
+    assert_eq!(observed(&full), observed(&result));
+    let moved_plan = topologyd_topology::plan(&incremental, &result, &intent);
+    assert_eq!(
+        moved_plan.binding_changes.len(),
+        1,
+        "{:?}",
+        moved_plan.binding_changes
+    );
     let mut twice = model.clone();
     twice.bound_twice = true;
     let (result, reuse) = compile_incremental(twice.sources(), 3, &incremental);
