@@ -303,7 +303,9 @@ impl Topology {
     /// SHA-256 over a canonical, sorted serialisation of the model (not the file text): the
     /// same topology split differently over files, reordered, reformatted or commented has the
     /// same hash. The generation is not part of it.
-    /// The canonical hash (waiting, the first time, for the thread computing it).
+    ///
+    /// Computed beside the compile: the first read (of this, [`Topology::hash_hex`] or
+    /// [`Topology::summary`]) waits for the thread computing it.
     pub fn hash(&self) -> [u8; 32] {
         self.hash.get()
     }

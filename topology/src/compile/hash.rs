@@ -4,6 +4,7 @@
 //! bindings) is hashed on a thread of its own, which a compile starts and does not wait for:
 //! [`TopologyHash`] is joined when the hash is first read (by a push, at the end of its plan).
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 
@@ -153,15 +154,24 @@ pub(super) fn hash_definitions(
 }
 
 /// The rest of the canonical form, the prefixes and the bindings (each binding's service by
-/// its name, `service_names` in the services' order), and the hash.
+/// its name, `service_names` in the services' order), and the hash; `None` once `cancelled`
+/// is set (looked at every [`CANCEL_CHECK_ITEMS`] items).
 pub(super) fn hash_items<Name: AsRef<str>>(
     mut hasher: CanonicalHasher,
     prefixes: &[Prefix],
     bindings: &[Binding],
     service_names: &[Name],
-) -> [u8; 32] {
+    cancelled: &AtomicBool,
+) -> Option<[u8; 32]> {
+    let go_on = |index: usize| {
+        !index.is_multiple_of(CANCEL_CHECK_ITEMS)
+            || !cancelled.load(std::sync::atomic::Ordering::Relaxed)
+    };
     hasher.number(prefixes.len() as u64);
-    for prefix in prefixes {
+    for (index, prefix) in prefixes.iter().enumerate() {
+        if !go_on(index) {
+            return None;
+        }
         hasher.network(&prefix.cidr);
         hasher.number(u64::from(prefix.origin_asn));
         hasher.text(&prefix.owner);
@@ -193,13 +203,19 @@ pub(super) fn hash_items<Name: AsRef<str>>(
         }
     }
     hasher.number(bindings.len() as u64);
-    for binding in bindings {
+    for (index, binding) in bindings.iter().enumerate() {
+        if !go_on(index) {
+            return None;
+        }
         hasher.network(&binding.cidr);
-        let name = service_names.get(binding.service as usize);
-        hasher.text(name.map_or("", AsRef::as_ref));
+        // Every binding's service is one of the topology's (the compile resolved it).
+        hasher.text(service_names[binding.service as usize].as_ref());
     }
-    hasher.finish()
+    Some(hasher.finish())
 }
+
+/// How many items [`hash_items`] hashes between two looks at its cancel flag.
+const CANCEL_CHECK_ITEMS: usize = 4096;
 
 /// Marks the optional health part of a service in the canonical form. Services without health
 /// checks or local addresses add nothing, so their hashes are those of before health checks
@@ -301,11 +317,13 @@ type ItemsToHash = (CanonicalHasher, Arc<Vec<Prefix>>, BindingList, Vec<String>)
 
 /// A compiled topology's canonical hash: known, or being computed on a thread of its own and
 /// joined when first read. The thread holds shares of what it hashes (the prefixes and the
-/// bindings are shared, not copied), so the topology may be used, moved or dropped meanwhile.
+/// bindings are shared, not copied), so the topology may be used or moved meanwhile; dropped
+/// before its hash was read (a compile that failed), it has the thread stop early.
 #[derive(Debug)]
 pub(crate) struct TopologyHash {
     value: OnceLock<[u8; 32]>,
-    computing: Mutex<Option<JoinHandle<[u8; 32]>>>,
+    computing: Mutex<Option<JoinHandle<Option<[u8; 32]>>>>,
+    cancelled: Arc<AtomicBool>,
 }
 
 impl TopologyHash {
@@ -317,6 +335,7 @@ impl TopologyHash {
         bindings: BindingList,
         service_names: Vec<String>,
     ) -> TopologyHash {
+        let cancelled = Arc::new(AtomicBool::new(false));
         // The work goes to the thread in a slot it takes it from, so that a thread that cannot
         // be made leaves it here.
         let work = Arc::new(Mutex::new(Some((
@@ -325,22 +344,28 @@ impl TopologyHash {
             bindings,
             service_names,
         ))));
-        fn run(work: &Mutex<Option<ItemsToHash>>) -> Option<[u8; 32]> {
+        fn run(work: &Mutex<Option<ItemsToHash>>, cancelled: &AtomicBool) -> Option<[u8; 32]> {
             let taken = work.lock().unwrap_or_else(PoisonError::into_inner).take();
-            taken.map(|(definitions, prefixes, bindings, names)| {
-                hash_items(definitions, &prefixes, &bindings, &names)
-            })
+            let (definitions, prefixes, bindings, names) =
+                taken.expect("the items are taken once, by the thread or by its caller");
+            hash_items(definitions, &prefixes, &bindings, &names, cancelled)
         }
-        let shared = Arc::clone(&work);
+        let (shared, flag) = (Arc::clone(&work), Arc::clone(&cancelled));
         let spawned = std::thread::Builder::new()
             .name("compile-hash".into())
-            .spawn(move || run(&shared).unwrap_or_default());
-        match spawned {
-            Ok(handle) => TopologyHash {
-                value: OnceLock::new(),
-                computing: Mutex::new(Some(handle)),
-            },
-            Err(_) => TopologyHash::known(run(&work).unwrap_or_default()),
+            .spawn(move || run(&shared, &flag));
+        let computing = match spawned {
+            Ok(handle) => Some(handle),
+            Err(_) => {
+                let value = run(&work, &cancelled)
+                    .expect("only a dropped hash is cancelled, and this one is being made");
+                return TopologyHash::known(value);
+            }
+        };
+        TopologyHash {
+            value: OnceLock::new(),
+            computing: Mutex::new(computing),
+            cancelled,
         }
     }
 
@@ -349,6 +374,7 @@ impl TopologyHash {
         TopologyHash {
             value: OnceLock::from(value),
             computing: Mutex::new(None),
+            cancelled: Arc::default(),
         }
     }
 
@@ -366,12 +392,78 @@ impl TopologyHash {
         if let Some(value) = self.value.get() {
             return *value;
         }
-        let value = match computing.take() {
-            Some(handle) => handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            None => panic!("the canonical hash's thread panicked when it was first read"),
-        };
+        let handle = computing
+            .take()
+            .expect("the canonical hash's thread panicked (resumed at the first read)");
+        let value = handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .expect("only a dropped hash is cancelled, and this one is being read");
         *self.value.get_or_init(|| value)
+    }
+}
+
+impl Drop for TopologyHash {
+    fn drop(&mut self) {
+        if self.value.get().is_none() {
+            self.cancelled
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A hash dropped unread stops its thread; one read is the hash computed on this thread.
+    #[test]
+    fn an_unread_hash_is_cancelled_and_a_read_one_is_the_inline_one() {
+        let prefixes: Vec<Prefix> = Vec::new();
+        let bindings = BindingList::new(vec![Binding {
+            cidr: "192.0.2.0/24".parse().unwrap(),
+            service: 0,
+            prefix: 0,
+            made_span: topologyd_config::Span::default().into(),
+        }]);
+        let names = vec!["web".to_owned()];
+        let inline = hash_items(
+            CanonicalHasher::new(),
+            &prefixes,
+            &bindings,
+            &names,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        let cancelled = AtomicBool::new(true);
+        let stopped = hash_items(
+            CanonicalHasher::new(),
+            &prefixes,
+            &bindings,
+            &names,
+            &cancelled,
+        );
+        assert_eq!(stopped, None, "a cancelled hash stops at its first item");
+        let spawned = TopologyHash::spawn(
+            CanonicalHasher::new(),
+            Arc::new(prefixes),
+            bindings.clone(),
+            names.clone(),
+        );
+        let flag = Arc::clone(&spawned.cancelled);
+        assert_eq!(spawned.get(), inline);
+        drop(spawned);
+        assert!(
+            !flag.load(std::sync::atomic::Ordering::Relaxed),
+            "read: not cancelled"
+        );
+        let unread = TopologyHash::spawn(CanonicalHasher::new(), Arc::default(), bindings, names);
+        let flag = Arc::clone(&unread.cancelled);
+        drop(unread);
+        assert!(
+            flag.load(std::sync::atomic::Ordering::Relaxed),
+            "dropped unread: cancelled"
+        );
     }
 }

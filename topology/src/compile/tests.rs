@@ -696,10 +696,18 @@ fn the_canonical_hash_is_the_same_from_release_to_release() {
 }
 
 /// The hash computed beside the compile is the one computed on the reading thread, whoever
-/// reads it first and however many read it at once; a topology dropped before its hash was
-/// read leaves nothing behind to wait for.
+/// reads it first and however many read it at once (a topology of 20,000 prefixes, so that
+/// the readers find it still being computed), and a topology dropped unread does not hold up
+/// the next compile.
 #[test]
 fn a_hash_computed_beside_the_compile_is_read_alike_from_every_thread() {
+    let mut many = String::new();
+    for index in 0..20_000_u32 {
+        let cidr = format!("10.{}.{}.0/24", index / 256, index % 256);
+        many += &format!(
+            "[[prefix]]\ncidr = \"{cidr}\"\norigin_asn = 64500\nowner = \"o\"\nadvertise = false\n\n[[binding]]\ncidr = \"{cidr}\"\nservice = \"cdn\"\n\n"
+        );
+    }
     let sources = [
         Source::new(
             "fleet.toml",
@@ -713,6 +721,7 @@ fn a_hash_computed_beside_the_compile_is_read_alike_from_every_thread() {
             "prefixes.toml",
             include_str!("../../../examples/topology/prefixes.toml"),
         ),
+        Source::new("many.toml", many),
     ];
     let reference = compile(&sources, 1).unwrap();
     let names: Vec<&str> = reference
@@ -729,7 +738,9 @@ fn a_hash_computed_beside_the_compile_is_read_alike_from_every_thread() {
         &reference.prefixes,
         &reference.bindings,
         &names,
-    );
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+    .unwrap();
     assert_eq!(reference.hash(), inline);
     let topology = compile(&sources, 2).unwrap();
     let read: Vec<[u8; 32]> = std::thread::scope(|scope| {
