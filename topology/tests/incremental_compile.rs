@@ -876,31 +876,25 @@ proptest! {
     }
 }
 
-/// The case the incremental compile is for: one customer file changed among many, every other
-/// file (the fleet file too) taken from the previous generation, and the same topology as a
-/// full compile.
-#[test]
-fn a_toggle_in_one_customer_file_parses_only_that_file() {
-    let mut model = Model {
-        selectors: [0; SERVICES],
-        pending: [false; SERVICES],
+/// A model of six customer files of one prefix each (`prefix(index)`; `style(index)` gives a
+/// file's number of comments and whether it is written inline), every location live.
+fn one_prefix_files(
+    selectors: [usize; SERVICES],
+    pending: [bool; SERVICES],
+    prefix: impl Fn(usize) -> Prefix,
+    style: impl Fn(usize) -> (usize, bool),
+) -> Model {
+    Model {
+        selectors,
+        pending,
         states: [0; 3],
         files: (0..6)
             .map(|index| CustomerFile {
                 name: format!("customer-{index}.toml"),
                 owner: index % OWNERS.len(),
-                prefixes: vec![Prefix {
-                    pool: index,
-                    advertise: true,
-                    split: index % 2 == 0,
-                    default_service: Some(index % SERVICES),
-                    layered: Some((index + 1) % SERVICES).filter(|_| index % 3 == 0),
-                    narrow: false,
-                    extras: index % 3,
-                    signed: None,
-                }],
-                comments: index % 2,
-                inline: index % 2 == 1,
+                prefixes: vec![prefix(index)],
+                comments: style(index).0,
+                inline: style(index).1,
                 defines_service: false,
             })
             .collect(),
@@ -908,7 +902,29 @@ fn a_toggle_in_one_customer_file_parses_only_that_file() {
         bound_twice: false,
         longest: 0,
         onboarding: None,
-    };
+    }
+}
+
+/// The case the incremental compile is for: one customer file changed among many, every other
+/// file (the fleet file too) taken from the previous generation, and the same topology as a
+/// full compile.
+#[test]
+fn a_toggle_in_one_customer_file_parses_only_that_file() {
+    let mut model = one_prefix_files(
+        [0; SERVICES],
+        [false; SERVICES],
+        |index| Prefix {
+            pool: index,
+            advertise: true,
+            split: index % 2 == 0,
+            default_service: Some(index % SERVICES),
+            layered: Some((index + 1) % SERVICES).filter(|_| index % 3 == 0),
+            narrow: false,
+            extras: index % 3,
+            signed: None,
+        },
+        |index| (index % 2, index % 2 == 1),
+    );
     let mut previous = compile(model.sources(), 1).unwrap();
     previous.take_sources();
     model.files[3].prefixes[0].advertise = false;
@@ -1082,34 +1098,21 @@ fn definitions_in_several_files_are_taken_in_their_places() {
 #[test]
 fn a_toggle_that_would_blackhole_a_layered_binding_is_refused_as_in_full() {
     // Service 0 runs everywhere; 1 is pending; 2 runs at location l1 only.
-    let mut model = Model {
-        selectors: [0, 0, 3, 0],
-        pending: [false, true, false, false],
-        states: [0; 3],
-        files: (0..6)
-            .map(|index| CustomerFile {
-                name: format!("customer-{index}.toml"),
-                owner: index % OWNERS.len(),
-                prefixes: vec![Prefix {
-                    pool: index,
-                    advertise: index < 2,
-                    split: false,
-                    default_service: Some(0),
-                    layered: [None, None, None, Some(1), Some(2), None][index],
-                    narrow: false,
-                    extras: 0,
-                    signed: None,
-                }],
-                comments: 0,
-                inline: false,
-                defines_service: false,
-            })
-            .collect(),
-        unknown_service: false,
-        bound_twice: false,
-        longest: 0,
-        onboarding: None,
-    };
+    let mut model = one_prefix_files(
+        [0, 0, 3, 0],
+        [false, true, false, false],
+        |index| Prefix {
+            pool: index,
+            advertise: index < 2,
+            split: false,
+            default_service: Some(0),
+            layered: [None, None, None, Some(1), Some(2), None][index],
+            narrow: false,
+            extras: 0,
+            signed: None,
+        },
+        |_| (0, false),
+    );
     let running = compile(model.sources(), 1).unwrap();
     // The prefixes of files 2 and 5 are harmless to announce; 2 sorts before the others, 5
     // after them. A refusal's text is always the full compile's (the incremental compile falls

@@ -636,6 +636,24 @@ fn texts_put_away_are_read_back_to_report_the_same_positions() {
     assert_eq!(reported_cases, 3, "a warning, errors, and both");
 }
 
+/// The bundled example topology's three files.
+fn example_sources() -> Vec<Source> {
+    vec![
+        Source::new(
+            "fleet.toml",
+            include_str!("../../../examples/topology/fleet.toml"),
+        ),
+        Source::new(
+            "services.toml",
+            include_str!("../../../examples/topology/services.toml"),
+        ),
+        Source::new(
+            "prefixes.toml",
+            include_str!("../../../examples/topology/prefixes.toml"),
+        ),
+    ]
+}
+
 /// The canonical hash is a generation's name across the fleet: daemons of two releases must
 /// agree on it during a rollout, so its byte stream may not change. Pinned here for the
 /// bundled example and for a topology with health checks, local addresses, ROAs, `announce`
@@ -648,24 +666,8 @@ fn the_canonical_hash_is_the_same_from_release_to_release() {
             .map(|byte| format!("{byte:02x}"))
             .collect::<String>()
     };
-    let example = compile(
-        &[
-            Source::new(
-                "fleet.toml",
-                include_str!("../../../examples/topology/fleet.toml"),
-            ),
-            Source::new(
-                "services.toml",
-                include_str!("../../../examples/topology/services.toml"),
-            ),
-            Source::new(
-                "prefixes.toml",
-                include_str!("../../../examples/topology/prefixes.toml"),
-            ),
-        ],
-        1,
-    )
-    .unwrap_or_else(|diagnostics| panic!("{diagnostics}"));
+    let example =
+        compile(example_sources(), 1).unwrap_or_else(|diagnostics| panic!("{diagnostics}"));
     let health = compile_health(&health_services(
         "\"192.0.2.10/32\", \"2001:db8::10/128\"",
         "\"192.0.2.130/32\"",
@@ -708,21 +710,8 @@ fn a_hash_computed_beside_the_compile_is_read_alike_from_every_thread() {
             "[[prefix]]\ncidr = \"{cidr}\"\norigin_asn = 64500\nowner = \"o\"\nadvertise = false\n\n[[binding]]\ncidr = \"{cidr}\"\nservice = \"cdn\"\n\n"
         );
     }
-    let sources = [
-        Source::new(
-            "fleet.toml",
-            include_str!("../../../examples/topology/fleet.toml"),
-        ),
-        Source::new(
-            "services.toml",
-            include_str!("../../../examples/topology/services.toml"),
-        ),
-        Source::new(
-            "prefixes.toml",
-            include_str!("../../../examples/topology/prefixes.toml"),
-        ),
-        Source::new("many.toml", many),
-    ];
+    let mut sources = example_sources();
+    sources.push(Source::new("many.toml", many));
     let reference = compile(&sources, 1).unwrap();
     let names: Vec<&str> = reference
         .services
