@@ -161,15 +161,23 @@ pub fn bundle_sha256(files: &[SourceDigest]) -> String {
 
 /// The digests of `files`, in order.
 pub fn digests(files: &[SourceFile]) -> Vec<SourceDigest> {
+    digests_and_sha256(files).0
+}
+
+/// [`digests`], and each file's SHA-256 as bytes (what a compile takes, so that it does not
+/// hash the texts again).
+pub fn digests_and_sha256(files: &[SourceFile]) -> (Vec<SourceDigest>, Vec<[u8; 32]>) {
     let texts: Vec<&str> = files.iter().map(|file| file.text.as_str()).collect();
-    files
+    let sha256 = sha256_each(&texts);
+    let listed = files
         .iter()
-        .zip(sha256_each(&texts))
+        .zip(&sha256)
         .map(|(file, digest)| SourceDigest {
             name: file.name.clone(),
-            sha256: hex(&digest),
+            sha256: hex(digest),
         })
-        .collect()
+        .collect();
+    (listed, sha256)
 }
 
 /// Texts shorter than this are hashed on the calling thread.
@@ -555,6 +563,30 @@ mod tests {
         let (view, resolved) = delta.resolve(carried, generation, running.sources.clone());
         assert_eq!(view, sources_view(generation, &running.sources));
         resolved
+    }
+
+    /// The bytes handed to a compile are the digests listed, and each is its text's SHA-256
+    /// (a large text is hashed on another thread).
+    #[test]
+    fn the_sha256_bytes_are_the_listed_digests_of_the_texts() {
+        let large = "x".repeat(PARALLEL_HASH_BYTES + 1);
+        let files = bundle(&[
+            ("a.toml", "a"),
+            ("b.toml", &large),
+            ("c.toml", ""),
+            ("d", &large),
+        ]);
+        let (listed, sha256) = digests_and_sha256(&files.sources);
+        assert_eq!(listed, digests(&files.sources));
+        assert_eq!(sha256.len(), files.sources.len());
+        for ((file, digest), bytes) in files.sources.iter().zip(&listed).zip(&sha256) {
+            assert_eq!(digest.name, file.name);
+            assert_eq!(
+                *bytes,
+                <[u8; 32]>::from(Sha256::digest(file.text.as_bytes()))
+            );
+            assert_eq!(digest.sha256, hex(bytes));
+        }
     }
 
     #[test]

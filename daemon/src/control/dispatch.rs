@@ -188,11 +188,13 @@ async fn apply(call: &Call<'_>, mut body: ApplyRequest) -> Answer {
         delta = body.delta.is_some(),
         "apply request received"
     );
-    let asked = AskedBundle::of(&body);
+    let (asked, whole_digests) = AskedBundle::of(&body);
     let carried = std::mem::take(&mut body.bundle);
     let digests;
+    // A delta's digests were checked while resolving it; a whole bundle's were just computed
+    // from its texts.
     (body.bundle, digests) = match whole_bundle(call, carried, body.delta.take()).await {
-        Ok(resolved) => resolved,
+        Ok((bundle, digests)) => (bundle, digests.or(whole_digests)),
         Err(mut answer) => {
             // Refused before the engine: audited with what was asked.
             answer.request = Some(asked.summary(&body, None));
@@ -376,8 +378,10 @@ struct AskedBundle {
 }
 
 impl AskedBundle {
-    fn of(body: &ApplyRequest) -> AskedBundle {
-        use topologyd_api::delta::{bundle_sha256, digests};
+    /// What `body` asks for, and for a whole bundle each file's SHA-256 (hashed here for the
+    /// audit record, handed to the compile so that it does not hash the texts again).
+    fn of(body: &ApplyRequest) -> (AskedBundle, Option<Vec<[u8; 32]>>) {
+        use topologyd_api::delta::{bundle_sha256, digests_and_sha256};
         let sent = || {
             body.bundle
                 .sources
@@ -388,20 +392,27 @@ impl AskedBundle {
         match &body.delta {
             // The digests the pusher listed: the resolved bundle has exactly these (each text is
             // checked), so this is its digest without hashing it again.
-            Some(delta) => AskedBundle {
-                sources_sha256: bundle_sha256(&delta.files),
-                sources: delta.files.iter().map(|file| file.name.clone()).collect(),
-                delta: Some(json!({
-                    "base_generation": delta.base_generation,
-                    "sent_sources": sent(),
-                    "sent_bytes": body.bundle.sources.iter().map(|source| source.text.len()).sum::<usize>(),
-                })),
-            },
-            None => AskedBundle {
-                sources_sha256: bundle_sha256(&digests(&body.bundle.sources)),
-                sources: sent(),
-                delta: None,
-            },
+            Some(delta) => {
+                let asked = AskedBundle {
+                    sources_sha256: bundle_sha256(&delta.files),
+                    sources: delta.files.iter().map(|file| file.name.clone()).collect(),
+                    delta: Some(json!({
+                        "base_generation": delta.base_generation,
+                        "sent_sources": sent(),
+                        "sent_bytes": body.bundle.sources.iter().map(|source| source.text.len()).sum::<usize>(),
+                    })),
+                };
+                (asked, None)
+            }
+            None => {
+                let (listed, sha256) = digests_and_sha256(&body.bundle.sources);
+                let asked = AskedBundle {
+                    sources_sha256: bundle_sha256(&listed),
+                    sources: sent(),
+                    delta: None,
+                };
+                (asked, Some(sha256))
+            }
         }
     }
 
