@@ -35,8 +35,8 @@ pub fn compile_bundle(bundle: SourceBundle, generation: u64) -> Result<Topology,
 /// twice) is reported at the place the push added, as `topoctl plan` reports it. Files that
 /// `running` compiled with the same name and text are not parsed again (the result is the full
 /// compile's; see [`compile_incremental_with_digests`]); the reuse says how many. `digests` are
-/// the files' SHA-256 when the caller checked them (a resolved delta's), so the texts are not
-/// hashed again. A bundle that does not compile is handed back with the diagnostics.
+/// the files' SHA-256 when the caller checked or computed them (a resolved delta's, a whole
+/// push's), so the texts are not hashed again. A bundle that does not compile is handed back with the diagnostics.
 pub fn compile_bundle_against(
     bundle: SourceBundle,
     digests: Option<Vec<[u8; 32]>>,

@@ -91,7 +91,8 @@ pub enum EngineCommand {
     Apply {
         /// The pushed sources.
         bundle: SourceBundle,
-        /// Each file's SHA-256, when the control API checked them (a delta's files).
+        /// Each file's SHA-256, when the control API checked them (a delta's files) or
+        /// computed them from the texts (a whole bundle's, hashed for the audit record).
         digests: Option<Vec<[u8; 32]>>,
         /// What the pusher means to do, parsed where the request arrived.
         intent: Intent,

@@ -164,7 +164,12 @@ fn fake_engine(
                         location_delta: Document::default(),
                     }));
                 }
-                EngineCommand::Apply { terms, .. } => {
+                EngineCommand::Apply {
+                    bundle,
+                    digests,
+                    terms,
+                    ..
+                } => {
                     let MutationTerms {
                         checks,
                         who,
@@ -172,7 +177,21 @@ fn fake_engine(
                         reply,
                     } = terms;
                     let expected_generation = checks.expected_generation;
-                    let _ = seen.send(format!("apply by {who}"));
+                    // The compile trusts the digests that come with a bundle: each must be
+                    // its text's SHA-256, in order (a whole push's and a resolved delta's).
+                    let texts: Vec<&str> = bundle
+                        .sources
+                        .iter()
+                        .map(|file| file.text.as_str())
+                        .collect();
+                    let digests = match digests {
+                        Some(digests) if digests == topologyd_api::delta::sha256_each(&texts) => {
+                            "its texts' digests"
+                        }
+                        Some(_) => "wrong digests",
+                        None => "no digests",
+                    };
+                    let _ = seen.send(format!("apply by {who} with {digests}"));
                     // As the engine does: the intent record first, or no change.
                     let recorded = match (&write_ahead, expected_generation) {
                         (Some(write_ahead), Some(7)) => write_ahead
@@ -470,7 +489,10 @@ async fn admin_apply_reaches_the_engine_and_is_audited() {
         .await
         .unwrap();
     assert_eq!(outcome.generation_after, 8);
-    assert_eq!(running.seen.recv().await.unwrap(), "apply by alice");
+    assert_eq!(
+        running.seen.recv().await.unwrap(),
+        "apply by alice with its texts' digests"
+    );
     let error = admin
         .apply(&bundle(), &Intent::default(), Some(6), None)
         .await
@@ -784,7 +806,10 @@ async fn a_delta_push_carries_only_the_changed_file_and_the_engine_gets_the_whol
         .apply(&changed, &intent(&["service:x"]), Some(7), None)
         .await
         .unwrap();
-    assert_eq!(running.seen.recv().await.unwrap(), "apply by alice");
+    assert_eq!(
+        running.seen.recv().await.unwrap(),
+        "apply by alice with its texts' digests"
+    );
     let records = wait_for_records(&running.audit, 2).await;
     let request = records.last().unwrap().request.clone().unwrap();
     // The audit names the whole bundle (its digest is the one /v1/sources reports once it

@@ -127,7 +127,7 @@ pub(crate) enum CompileInput {
     Bundle {
         /// `None` while lent to a compile job.
         bundle: Option<SourceBundle>,
-        /// Each file's SHA-256, when the control API checked them.
+        /// Each file's SHA-256, when the control API checked or computed them.
         digests: Option<Vec<[u8; 32]>>,
         intent: Intent,
     },
