@@ -121,12 +121,32 @@ pub(crate) fn read_by_tables_into(
             bindings.min(text.len() / MIN_BINDING_TABLE_BYTES),
         );
     }
+    let workers = scan_workers(text.len(), chunk_bytes);
+    let mut ahead = std::collections::VecDeque::new();
     let mut position = 0;
     let mut end = 0;
     while position < text.len() {
         // A cut stays good until passed: it is where a table starts, past `position`.
         if end <= position {
             end = chunk_end(text, position, chunk_bytes);
+        }
+        if ahead.is_empty() && workers > 1 {
+            ahead = scan_ahead(text, position..end, chunk_bytes, workers);
+        }
+        // A chunk scanned ahead is the one this loop would scan next when it starts here and
+        // was read whole; anything else (a table the scanner stopped at) is read here, one
+        // piece after the other, and what was scanned past it is dropped.
+        match ahead.pop_front() {
+            Some(scanned) if scanned.range.start == position && scanned.whole => {
+                let (mut prefixes, mut bindings) = scanned.tables;
+                prefix.append(&mut prefixes);
+                binding.append(&mut bindings);
+                position = scanned.range.end;
+                tables.take(&mut prefix, &mut binding);
+                continue;
+            }
+            Some(_) => ahead.clear(),
+            None => {}
         }
         match crate::fast::read_until(text, position..end, &mut prefix, &mut binding) {
             Ok(()) => position = end,
@@ -164,6 +184,79 @@ pub(crate) fn read_by_tables_into(
         return None;
     }
     Some(model)
+}
+
+/// One chunk the line scanner read on another thread: its range, whether it read it whole
+/// (else what it read is not used) and the tables it read.
+struct Scanned {
+    range: Range<usize>,
+    whole: bool,
+    tables: (Vec<PrefixFile>, Vec<BindingFile>),
+}
+
+/// Chunks scanned ahead at once per thread: enough to keep the threads busy between two
+/// hand-overs, few enough that what is held before conversion stays a few chunks.
+const CHUNKS_AHEAD_PER_WORKER: usize = 2;
+
+/// How many threads scan a text of `length` bytes cut every `chunk_bytes`: one (no thread of
+/// its own) for a text of one or two chunks, else up to four, as the machine has cores.
+fn scan_workers(length: usize, chunk_bytes: usize) -> usize {
+    if length <= chunk_bytes.saturating_mul(2) {
+        return 1;
+    }
+    std::thread::available_parallelism().map_or(1, |cores| cores.get().min(4))
+}
+
+/// The line scanner over the next chunks, the first `first` and each after it cut where the
+/// one-by-one loop would cut it, on `workers` threads (the calling one among them): the
+/// scanner is most of a large file's parse, and chunks start where tables start, so each is
+/// read on its own. In file order. A thread that cannot be made leaves its chunks to the
+/// others.
+fn scan_ahead(
+    text: &str,
+    first: Range<usize>,
+    chunk_bytes: usize,
+    workers: usize,
+) -> std::collections::VecDeque<Scanned> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut ranges = vec![first];
+    while ranges.len() < workers * CHUNKS_AHEAD_PER_WORKER {
+        let Some(start) = ranges.last().map(|range| range.end) else {
+            break;
+        };
+        if start >= text.len() {
+            break;
+        }
+        ranges.push(start..chunk_end(text, start, chunk_bytes));
+    }
+    let next = AtomicUsize::new(0);
+    let scan = || {
+        let mut scanned = Vec::new();
+        while let Some(range) = ranges.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let mut tables = (Vec::new(), Vec::new());
+            let whole =
+                crate::fast::read_until(text, range.clone(), &mut tables.0, &mut tables.1).is_ok();
+            scanned.push(Scanned {
+                range: range.clone(),
+                whole,
+                tables,
+            });
+        }
+        scanned
+    };
+    let mut scanned = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..workers.min(ranges.len()))
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, scan).ok())
+            .collect();
+        let mut scanned = scan();
+        for handle in handles {
+            // A scanner thread that panicked leaves its chunks out: they are read here.
+            scanned.extend(handle.join().unwrap_or_default());
+        }
+        scanned
+    });
+    scanned.sort_unstable_by_key(|chunk| chunk.range.start);
+    scanned.into()
 }
 
 /// The fewest bytes a `[[prefix]]` table can take (header, `cidr = "::/0"`, `origin_asn`,

@@ -4,7 +4,8 @@
 //! `compile/patch.rs`) takes them without copying them, and two generations alive at once (the
 //! running one and a push being planned) hold one copy. What such a compile changes of a
 //! binding is only where it is written (the changed file's text moved): those spans are kept
-//! beside the shared list, and every span is read through [`BindingList::span`].
+//! beside the shared list, and every span is read through [`BindingList::span`]. A compile that
+//! binds the same cidrs to other services writes a copy with them, and keeps the index.
 //!
 //! Owns: the list, its nesting index and the moved spans. Must not touch: what the bindings
 //! mean (the compile's phases decide that).
@@ -91,6 +92,44 @@ impl BindingList {
         BindingList {
             shared: Arc::clone(&self.shared),
             moved: moved.into_boxed_slice(),
+        }
+    }
+
+    /// The same cidrs with the spans at `moves` replaced (as [`BindingList::with_moved_spans`])
+    /// and the services at `services` replaced: with no service replaced, the records stay
+    /// shared; with any, they are written into a copy (every reader reads a binding's service
+    /// from its record), which keeps the longest-match index (it depends on the cidrs only).
+    /// Indices past the end are ignored; of two changes of one index the last one counts.
+    pub(crate) fn with_changes(
+        &self,
+        moves: impl IntoIterator<Item = (usize, Span)>,
+        services: &[(usize, u32)],
+    ) -> BindingList {
+        if services.is_empty() {
+            return self.with_moved_spans(moves);
+        }
+        // One copy, the changes written into it in order (no sort of the moves).
+        let mut bindings = self.shared.bindings.clone();
+        let earlier = self
+            .moved
+            .iter()
+            .map(|(index, span)| (*index as usize, span.get()));
+        for (index, span) in earlier.chain(moves) {
+            if let Some(binding) = bindings.get_mut(index) {
+                binding.made_span = span.into();
+            }
+        }
+        for (index, service) in services {
+            if let Some(binding) = bindings.get_mut(*index) {
+                binding.service = *service;
+            }
+        }
+        BindingList {
+            shared: Arc::new(Shared {
+                bindings,
+                nesting: Arc::clone(&self.shared.nesting),
+            }),
+            moved: Box::default(),
         }
     }
 
@@ -225,6 +264,48 @@ mod tests {
         assert_eq!(moved.span(7 * 1299), Span::new(3, 1299..1300));
         assert_eq!(moved.span(1), list.span(1));
         assert_eq!(list.span(7), Span::new(0, 7..8));
+    }
+
+    proptest! {
+        /// Services changed with spans read as a copy with both written in (the last change of
+        /// an index counting), keep the index, and never share the records they changed.
+        #[test]
+        fn changed_services_read_as_a_copy_with_them_written(
+            length in 1_usize..2000,
+            earlier in proptest::collection::vec((0_usize..2100, 0_u32..1_000), 0..300),
+            moves in proptest::collection::vec((0_usize..2100, 0_u32..1_000), 0..300),
+            services in proptest::collection::vec((0_usize..2100, 0_u32..50), 0..300),
+        ) {
+            let span = |start: u32, source: u32| Span::new(source, start as usize..start as usize + 3);
+            let list = BindingList::new((0..length as u32).map(binding).collect())
+                .with_moved_spans(earlier.iter().map(|(index, start)| (*index, span(*start, 1))));
+            let changed =
+                list.with_changes(moves.iter().map(|(index, start)| (*index, span(*start, 2))), &services);
+            let mut expected: Vec<Binding> = (0..length)
+                .map(|index| Binding { made_span: list.span(index).into(), ..list[index] })
+                .collect();
+            for (index, start) in &moves {
+                if let Some(binding) = expected.get_mut(*index) {
+                    binding.made_span = span(*start, 2).into();
+                }
+            }
+            for (index, service) in &services {
+                if let Some(binding) = expected.get_mut(*index) {
+                    binding.service = *service;
+                }
+            }
+            for (index, binding) in expected.iter().enumerate() {
+                prop_assert_eq!(changed.span(index), binding.made_span.get());
+                prop_assert_eq!(changed[index].service, binding.service);
+                prop_assert_eq!(changed[index].cidr, binding.cidr);
+            }
+            prop_assert_eq!(changed.len(), length);
+            prop_assert!(Arc::ptr_eq(&changed.shared.nesting, &list.shared.nesting));
+            if !services.is_empty() {
+                prop_assert!(!changed.shares_records_with(&list));
+                prop_assert!(list.iter().all(|binding| binding.service == 0));
+            }
+        }
     }
 
     #[test]

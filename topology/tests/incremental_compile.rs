@@ -111,6 +111,14 @@ enum Change {
         prefix: usize,
         service: Option<usize>,
     },
+    /// The default binding (or the layered one) of a prefix, where it has one, bound to
+    /// `service` instead: the same cidrs, other services.
+    Reassign {
+        file: usize,
+        prefix: usize,
+        layered: bool,
+        service: usize,
+    },
     AddPrefix {
         file: usize,
         pool: usize,
@@ -452,6 +460,23 @@ impl Model {
                     prefix.default_service = service;
                 }
             }
+            Change::Reassign {
+                file,
+                prefix,
+                layered,
+                service,
+            } => {
+                if let Some(prefix) = self.prefix_mut(file, prefix) {
+                    let binding = if layered {
+                        &mut prefix.layered
+                    } else {
+                        &mut prefix.default_service
+                    };
+                    if let Some(bound) = binding {
+                        *bound = service;
+                    }
+                }
+            }
             Change::Layered {
                 file,
                 prefix,
@@ -655,6 +680,9 @@ fn change_strategy() -> impl Strategy<Value = Change> {
             .prop_map(|(file, prefix, service)| Change::DefaultService { file, prefix, service }),
         3 => (index.clone(), index.clone(), service())
             .prop_map(|(file, prefix, service)| Change::Layered { file, prefix, service }),
+        2 => (index.clone(), index.clone(), any::<bool>(), 0..SERVICES).prop_map(
+            |(file, prefix, layered, service)| Change::Reassign { file, prefix, layered, service }
+        ),
         2 => (index.clone(), 0..POOL, 0..SERVICES)
             .prop_map(|(file, pool, service)| Change::AddPrefix { file, pool, service }),
         1 => index.clone().prop_map(|file| Change::Restyle { file }),
@@ -835,6 +863,9 @@ fn same_cidrs_change_strategy() -> impl Strategy<Value = Change> {
             .prop_map(|(file, prefix, secret)| Change::Sign { file, prefix, secret }),
         1 => index.clone().prop_map(|file| Change::Comment { file }),
         1 => index.clone().prop_map(|file| Change::Restyle { file }),
+        3 => (index.clone(), index.clone(), any::<bool>(), 0..SERVICES).prop_map(
+            |(file, prefix, layered, service)| Change::Reassign { file, prefix, layered, service }
+        ),
     ]
 }
 
@@ -842,20 +873,24 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// A change whose files onboard and bind the same cidrs as before (a toggle, a split, a
-    /// ROA, a comment) takes the running generation's prefixes and bindings whole and patches
-    /// the changed ones in: it never merges, and its result is still the full compile's
-    /// (positions of the moved items included).
+    /// ROA, a comment, a binding given another service) takes the running generation's
+    /// prefixes and bindings whole and patches the changed ones in: it never merges, and its
+    /// result is still the full compile's (positions of the moved items, services, blackholes
+    /// refused and the hash included).
     #[test]
     fn a_change_of_values_only_is_patched_and_equals_the_full_compile(
         model in model_strategy(),
         changes in prop::collection::vec((same_cidrs_change_strategy(), any::<bool>()), 1..10),
+        apart in any::<bool>(),
     ) {
         let mut model = model;
-        let mut previous = compile(model.sources(), 1).unwrap();
+        // The bindings in their prefixes' files, or all in one file of their own.
+        let sources_of = |model: &Model| if apart { bindings_apart(model) } else { model.sources() };
+        let mut previous = compile(sources_of(&model), 1).unwrap();
         for (step, (change, release_texts)) in changes.iter().enumerate() {
             model.apply(change, step);
             let generation = step as u64 + 2;
-            let sources = model.sources();
+            let sources = sources_of(&model);
             let full = compile_against_in_full(sources.clone(), generation, &previous);
             let (incremental, reuse) = compile_incremental(sources, generation, &previous);
             prop_assert_eq!(full.is_err(), incremental.is_err(), "after {:?}", change);
@@ -950,15 +985,17 @@ fn a_toggle_in_one_customer_file_parses_only_that_file() {
     assert!(patched_plan.binding_changes.is_empty());
     assert_eq!(patched_plan.to_json(), full_plan.to_json());
 
-    // A binding given another service, or a cidr bound twice, is not a change of values: it
-    // is compiled by the merge (or refused, as the full compile refuses it).
+    // A binding given another service keeps its cidr: it is patched, into a copy of the
+    // bindings (the running generation keeps its own), and equals the full compile.
     let mut moved = model.clone();
     moved.files[3].prefixes[0].default_service = Some((3 + 1) % SERVICES);
     let (result, reuse) = compile_incremental(moved.sources(), 3, &incremental);
-    assert!(!reuse.items_patched, "{reuse:?}");
+    assert!(reuse.items_patched, "{reuse:?}");
     let full = compile_against_in_full(moved.sources(), 3, &incremental).unwrap();
     let result = result.unwrap();
     assert_eq!(observed(&full), observed(&result));
+    assert_eq!(full.hash(), result.hash());
+    assert_ne!(result.hash(), incremental.hash());
     let moved_plan = topologyd_topology::plan(&incremental, &result, &intent);
     assert_eq!(
         moved_plan.binding_changes.len(),
@@ -966,10 +1003,21 @@ fn a_toggle_in_one_customer_file_parses_only_that_file() {
         "{:?}",
         moved_plan.binding_changes
     );
+    // A cidr bound twice, or a binding naming a service nobody defines, is not patched: the
+    // merge refuses it as the full compile does.
     let mut twice = model.clone();
     twice.bound_twice = true;
     let (result, reuse) = compile_incremental(twice.sources(), 3, &incremental);
     assert!(!reuse.items_patched && result.is_err(), "{reuse:?}");
+    let mut unknown = model.clone();
+    unknown.unknown_service = true;
+    let (result, reuse) = compile_incremental(unknown.sources(), 3, &incremental);
+    let full = compile_against_in_full(unknown.sources(), 3, &incremental);
+    assert!(!reuse.items_patched, "{reuse:?}");
+    let (Err(result), Err(full)) = (result, full) else {
+        panic!("a binding to an unknown service is refused")
+    };
+    assert_eq!(result.to_string(), full.to_string());
 
     // A file that defines a service is parsed even when unchanged; an error is the full
     // compile's error, with its place.
@@ -1154,5 +1202,137 @@ fn a_toggle_that_would_blackhole_a_layered_binding_is_refused_as_in_full() {
     let (incremental, reuse) = compile_incremental(changed.sources(), 2, &running);
     assert!(reuse.items_patched, "{reuse:?}");
     let full = compile_against_in_full(changed.sources(), 2, &running).unwrap();
+    assert_eq!(observed(&full), observed(&incremental.unwrap()));
+}
+
+/// Six customer files of one announced prefix each, bound to service 0 with a layered
+/// binding to service 3: services 0 and 3 run everywhere, 1 is pending, 2 runs at location l1
+/// only.
+fn layered_everywhere() -> Model {
+    one_prefix_files(
+        [0, 0, 3, 0],
+        [false, true, false, false],
+        |index| Prefix {
+            pool: index,
+            advertise: true,
+            split: false,
+            default_service: Some(0),
+            layered: Some(3),
+            narrow: false,
+            extras: 0,
+            signed: None,
+        },
+        |_| (0, false),
+    )
+}
+
+/// A binding moved to another service is patched, and blackholes are looked for under its
+/// prefix too: a layered binding moved to a service that is pending, or that runs at fewer
+/// locations than the route over it, is refused exactly as the full compile refuses it, also
+/// with a harmless move in a prefix that sorts before or after it.
+#[test]
+fn a_binding_moved_to_a_service_that_would_blackhole_is_refused_as_in_full() {
+    let model = layered_everywhere();
+    let running = compile(model.sources(), 1).unwrap();
+    // (file, the layered binding's new service); files 2 and 5 sort before and after 3 and 4.
+    for moves in [
+        vec![(3, 1)],
+        vec![(4, 2)],
+        vec![(2, 0), (4, 2)],
+        vec![(3, 1), (5, 0)],
+        vec![(2, 0), (3, 2), (5, 0)],
+    ] {
+        let mut changed = model.clone();
+        for (file, service) in &moves {
+            changed.files[*file].prefixes[0].layered = Some(*service);
+        }
+        let full = compile_against_in_full(changed.sources(), 2, &running)
+            .expect_err("the layered binding's service is missing where the route is announced");
+        let (incremental, reuse) = compile_incremental(changed.sources(), 2, &running);
+        let Err(incremental) = incremental else {
+            panic!("{moves:?}: the incremental compile accepts a blackhole")
+        };
+        assert_eq!(full.to_string(), incremental.to_string(), "{moves:?}");
+        assert!(
+            full.to_string().contains("blackhole by construction"),
+            "{full}"
+        );
+        assert!(reuse.fell_back, "{reuse:?}");
+    }
+    // Harmless moves (a default binding and a layered one, in two files) are patched: the
+    // result, hash included, is the full compile's, and the plan names both bindings.
+    let mut changed = model.clone();
+    changed.files[2].prefixes[0].layered = Some(0);
+    changed.files[4].prefixes[0].default_service = Some(3);
+    let (incremental, reuse) = compile_incremental(changed.sources(), 2, &running);
+    assert!(reuse.items_patched, "{reuse:?}");
+    let incremental = incremental.unwrap();
+    let full = compile_against_in_full(changed.sources(), 2, &running).unwrap();
+    assert_eq!(observed(&full), observed(&incremental));
+    let intent = topologyd_topology::Intent::default();
+    let plan = topologyd_topology::plan(&running, &incremental, &intent);
+    assert_eq!(plan.binding_changes.len(), 2, "{:?}", plan.binding_changes);
+    assert_eq!(
+        plan.to_json(),
+        topologyd_topology::plan(&running, &full, &intent).to_json()
+    );
+}
+
+/// The model's sources with every binding moved out of the customer files into one file of
+/// bindings, after them (as a generated topology writes them: prefixes and bindings apart).
+fn bindings_apart(model: &Model) -> Vec<Source> {
+    let mut bindings = String::new();
+    let mut sources: Vec<Source> = model
+        .sources()
+        .into_iter()
+        .map(|source| {
+            if source.name == "fleet.toml" {
+                return source;
+            }
+            let mut kept = String::new();
+            for table in source.text.split("\n\n") {
+                let target = if table.trim_start().starts_with("[[binding]]") {
+                    &mut bindings
+                } else {
+                    &mut kept
+                };
+                target.push_str(table);
+                target.push_str("\n\n");
+            }
+            Source::new(source.name, kept)
+        })
+        .collect();
+    sources.push(Source::new("bindings.toml", bindings));
+    sources
+}
+
+/// A binding moved to another service in a file of bindings alone: its prefix's file did not
+/// change, yet blackholes are looked for under that prefix, and a move that would make one is
+/// refused as the full compile refuses it; a harmless one is patched and equals it.
+#[test]
+fn a_binding_moved_in_a_file_of_bindings_is_checked_under_its_prefix() {
+    let model = layered_everywhere();
+    let running = compile(bindings_apart(&model), 1).unwrap();
+    for (file, service) in [(3, 1), (4, 2), (0, 2), (5, 1)] {
+        let mut changed = model.clone();
+        changed.files[file].prefixes[0].layered = Some(service);
+        let full = compile_against_in_full(bindings_apart(&changed), 2, &running)
+            .expect_err("the layered binding's service is missing where the route is announced");
+        let (incremental, reuse) = compile_incremental(bindings_apart(&changed), 2, &running);
+        let Err(incremental) = incremental else {
+            panic!("{file}: the incremental compile accepts a blackhole")
+        };
+        assert_eq!(full.to_string(), incremental.to_string(), "{file}");
+        assert!(
+            full.to_string().contains("blackhole by construction"),
+            "{full}"
+        );
+        assert!(reuse.fell_back, "{reuse:?}");
+    }
+    let mut changed = model.clone();
+    changed.files[4].prefixes[0].layered = Some(0);
+    let (incremental, reuse) = compile_incremental(bindings_apart(&changed), 2, &running);
+    assert!(reuse.items_patched && reuse.parsed_files == 1, "{reuse:?}");
+    let full = compile_against_in_full(bindings_apart(&changed), 2, &running).unwrap();
     assert_eq!(observed(&full), observed(&incremental.unwrap()));
 }

@@ -253,6 +253,9 @@ proptest! {
             return Ok(());
         };
         let result = plan(&old, &new, &Intent::default());
+        // The document handed out as JSON is the JSON text's.
+        let parsed: serde_json::Value = serde_json::from_str(&result.to_json()).unwrap();
+        prop_assert_eq!(result.to_value(), parsed);
         for location in location_names(&old, &new) {
             let mut routes = desired_map(&old, &location);
             result.delta(&location).apply(&mut routes);

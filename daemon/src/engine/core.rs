@@ -535,7 +535,7 @@ impl EngineCore {
                     "refused by the guards: {} violation(s)",
                     prepared.plan.violations.len()
                 ),
-                ErrorDetail::refused(Document(prepared.plan_json.clone()), prepared.text.clone()),
+                ErrorDetail::refused(prepared.plan_document(), prepared.text.clone()),
                 &prepared.hash,
             );
             effects.push(Effect::Reply {

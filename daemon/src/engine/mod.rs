@@ -689,7 +689,7 @@ impl Engine {
                         verdict: prepared.plan.verdict(),
                         exit_code: prepared.plan.exit_code(),
                         location_delta: Document::of(&prepared.plan.delta(&location)),
-                        plan: Document(prepared.plan_json),
+                        plan: prepared.plan_document(),
                         text: prepared.text,
                     });
                     let _ = reply.send(result);

@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde_json::Value;
 use topologyd_config::daemon::DaemonConfig;
 use topologyd_config::health::HealthSpec;
-use topologyd_topology::{Intent, Plan, Topology, plan_with_vrps, rollback_intent};
+use topologyd_topology::{Intent, Plan, Topology, Verdict, plan_with_vrps, rollback_intent};
 use tracing::info;
 
 use super::runtime_guard::runtime_guard;
@@ -24,10 +24,6 @@ use crate::engine_api::{EngineError, EngineErrorKind, SourceBundle};
 use crate::health::expand;
 use crate::state_store::StateStore;
 use topologyd_api::{Document, ErrorDetail};
-
-fn plan_json(plan: &Plan) -> Value {
-    serde_json::from_str(&plan.to_json()).unwrap_or(Value::Null)
-}
 
 fn plan_hash(plan: &Plan) -> String {
     use sha2::{Digest, Sha256};
@@ -95,13 +91,28 @@ pub struct Prepared {
     pub plan: Plan,
     pub routes: LocationRoutes,
     pub intent: Intent,
-    pub plan_json: Value,
+    /// The plan as a JSON document when the guards refused it (the refusal carries it); else
+    /// `None`, and whoever needs it makes it from `plan` ([`Prepared::plan_document`]): an
+    /// applied push never sends it, and a plan of thousands of binding changes takes tens of
+    /// milliseconds to make.
+    pub plan_json: Option<Value>,
     pub text: String,
     pub hash: String,
     /// The runtime guard's verdict against the routes the plan was made against.
     pub runtime_guard: Result<(), Vec<String>>,
     /// The sources as stored.
     pub bundle: SourceBundle,
+}
+
+impl Prepared {
+    /// The plan as a JSON document.
+    pub fn plan_document(&self) -> Document {
+        Document(
+            self.plan_json
+                .clone()
+                .unwrap_or_else(|| self.plan.to_value()),
+        )
+    }
 }
 
 impl std::fmt::Debug for Prepared {
@@ -376,7 +387,21 @@ fn prepare_lent(
             return Err((error, Some(sources_of(&mut new))));
         }
     };
-    let (_, health_errors) = expanded_health_specs(&new, context.config);
+    // The plan's text and hash (and its JSON, for a refusal) are made on a thread of their
+    // own while this one makes the location's routes and runs the health and runtime checks:
+    // for a plan of thousands of binding changes, each side is tens of milliseconds.
+    let (rendered, (health_errors, runtime_guard)) = std::thread::scope(|scope| {
+        let render = || render_plan(&plan, context);
+        let rendering = std::thread::Builder::new().spawn_scoped(scope, render).ok();
+        let (_, health_errors) = expanded_health_specs(&new, context.config);
+        let runtime_guard =
+            runtime_guard(&plan, context.location, context.old_routes, &routes, &new);
+        // A rendering thread that could not be made, or panicked, is done again here.
+        let rendered = rendering
+            .and_then(|handle| handle.join().ok())
+            .unwrap_or_else(render);
+        (rendered, (health_errors, runtime_guard))
+    });
     if !health_errors.is_empty() {
         let error = compile_error(
             context.base_generation,
@@ -390,14 +415,11 @@ fn prepare_lent(
         );
         return Err((error, Some(sources_of(&mut new))));
     }
-    let runtime_guard = runtime_guard(&plan, context.location, context.old_routes, &routes, &new);
+    let (plan_json, text, hash) = rendered;
     let prepared = Prepared {
-        plan_json: plan_json(&plan),
-        text: match &context.rpki.skipped {
-            Some(reason) => format!("{}rpki: G5 skipped: {reason}\n", plan.render_text()),
-            None => plan.render_text(),
-        },
-        hash: plan_hash(&plan),
+        plan_json,
+        text,
+        hash,
         // Moved out, not copied: the state directory keeps the texts, the running topology
         // does not.
         bundle: sources_of(&mut new),
@@ -418,6 +440,17 @@ fn prepare_lent(
         "push compiled and planned (off the engine task)"
     );
     Ok(prepared)
+}
+
+/// What a prepared push says of its plan: its JSON when the guards refused it, its text and
+/// its hash.
+fn render_plan(plan: &Plan, context: &PrepareContext<'_>) -> (Option<Value>, String, String) {
+    let json = (plan.verdict() == Verdict::Refused).then(|| plan.to_value());
+    let text = match &context.rpki.skipped {
+        Some(reason) => format!("{}rpki: G5 skipped: {reason}\n", plan.render_text()),
+        None => plan.render_text(),
+    };
+    (json, text, plan_hash(plan))
 }
 
 /// The texts of a compiled topology, moved out of it.

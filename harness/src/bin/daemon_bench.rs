@@ -33,6 +33,7 @@
 //! `cargo build --release -p topologyd --bins`.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use topologyd_harness::peers::{BgpPeer, BirdPeer, Family, GracefulRestart, PeerSpec};
@@ -182,13 +183,34 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) -> Result<(), Str
     Ok(())
 }
 
-fn push(
-    topologyd: &Topologyd,
+/// The wall time of a push that changed the running generation (`topoctl push` exits 2).
+fn expect_applied((wall_ms, code): (f64, Option<i32>), what: &str) -> Result<f64, String> {
+    if code == Some(2) {
+        Ok(wall_ms)
+    } else {
+        Err(format!("{what} was not applied (exit {code:?})"))
+    }
+}
+
+/// Writes `files` into `directory` (replacing what is there) and runs `topoctl push` on them:
+/// the wall time and the exit code.
+fn push_from(
     topoctl: &Topoctl,
+    directory: &Path,
     files: &[(&str, &str)],
     intents: &[String],
 ) -> Result<(f64, Option<i32>), String> {
-    push_in(topologyd, topoctl, files, intents, "push")
+    let paths = write_files(directory, files).map_err(|error| error.to_string())?;
+    let mut arguments: Vec<String> = paths
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect();
+    arguments.extend(intents.iter().cloned());
+    let started = Instant::now();
+    let output = topoctl
+        .run("push", &arguments)
+        .map_err(|error| error.to_string())?;
+    Ok((started.elapsed().as_secs_f64() * 1000.0, output.code))
 }
 
 /// [`push`] into its own directory named after `label` (the customer's file keeps its name).
@@ -204,17 +226,7 @@ fn push_in(
         "{label}-{}",
         PUSHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-    let paths = write_files(&directory, files).map_err(|error| error.to_string())?;
-    let mut arguments: Vec<String> = paths
-        .iter()
-        .map(|path| path.display().to_string())
-        .collect();
-    arguments.extend(intents.iter().cloned());
-    let started = Instant::now();
-    let output = topoctl
-        .run("push", &arguments)
-        .map_err(|error| error.to_string())?;
-    Ok((started.elapsed().as_secs_f64() * 1000.0, output.code))
+    push_from(topoctl, &directory, files, intents)
 }
 
 /// topologyd for `loc0000` with a control API (the admin `bench`), ready, and the `topoctl`
@@ -283,57 +295,78 @@ fn bench_push() -> Result<(), String> {
         .collect();
     intents.extend(["--override".to_string(), "blast-radius".to_string()]);
 
+    // The pushes come from one directory, changed in place as an operator's checkout is. The
+    // bootstrap named its files by path, a pusher names them by file name: a first change
+    // travels whole and lands, so that the running generation names its files as the pusher
+    // does; the change back is a delta. Then the 1 % change is measured as `topoctl push` sends
+    // it by default (the changed file alone) and, the other way, as a whole bundle.
+    let directory = topologyd.directory().join("checkout");
+    expect_applied(
+        push_from(&topoctl, &directory, &new_files, &intents)?,
+        "warm-up",
+    )?;
+    expect_applied(
+        push_from(&topoctl, &directory, &old_files, &intents)?,
+        "warm-up back",
+    )?;
     // Baseline: the unchanged topology (compile and plan, nothing to send).
-    let (baseline_wall_ms, baseline_code) = push(&topologyd, &topoctl, &old_files, &intents)?;
+    let (baseline_wall_ms, baseline_code) = push_from(&topoctl, &directory, &old_files, &intents)?;
     let log = topologyd.log();
     let baseline_compile = log_field(&log, "push compiled and planned", None, "compile_ms");
 
-    let (wall_ms, code) = push(&topologyd, &topoctl, &new_files, &intents)?;
-    // 2: the push changed the running generation.
-    if code != Some(2) {
-        return Err(format!(
-            "the 1% push was not applied (exit {code:?}):\n{}",
-            topologyd.log_tail()
-        ));
-    }
-    wait_until("every peer to write the new generation", || {
+    let mut measured = String::new();
+    for (label, extra) in [("delta", None), ("whole", Some("--full-bundle"))] {
+        let files = if extra.is_none() {
+            &new_files
+        } else {
+            &old_files
+        };
+        let arguments: Vec<String> = intents
+            .iter()
+            .cloned()
+            .chain(extra.map(str::to_string))
+            .collect();
+        let wall_ms = expect_applied(
+            push_from(&topoctl, &directory, files, &arguments)?,
+            "the 1% push",
+        )?;
         let log = topologyd.log();
-        (0..PEERS).all(|index| {
-            log_field(
-                &log,
-                "first UPDATE of the generation written",
-                Some(&format!("edge{index}")),
-                "generation",
-            ) == Some(2)
-        })
-    })?;
-    let log = topologyd.log();
-    let compile_ms = log_field(&log, "push compiled and planned", None, "compile_ms");
-    let plan_ms = log_field(&log, "push compiled and planned", None, "plan_ms");
-    let apply_ms = log_field(&log, "generation applied", None, "apply_ms");
-    let persist_ms = log_field(&log, "generation applied", None, "persist_ms");
-    let mut wire = String::new();
-    for index in 0..PEERS {
-        let peer = format!("edge{index}");
-        let micros = log_field(
-            &log,
-            "first UPDATE of the generation written",
-            Some(&peer),
-            "publish_to_wire_us",
+        let generation = log_field(&log, "generation applied", None, "generation")
+            .ok_or("no generation applied")?;
+        wait_until("every peer to write the new generation", || {
+            let log = topologyd.log();
+            (0..PEERS).all(|index| {
+                log_field(
+                    &log,
+                    "first UPDATE of the generation written",
+                    Some(&format!("edge{index}")),
+                    "generation",
+                ) == Some(generation)
+            })
+        })?;
+        let log = topologyd.log();
+        let field = |message, key| log_field(&log, message, None, key).unwrap_or(0);
+        let request_to_wire = request_to_wire_ms(&log)
+            .into_iter()
+            .find(|(applied, _)| *applied == generation)
+            .map_or(0.0, |(_, ms)| ms);
+        let _ = write!(
+            measured,
+            "\"{label}\":{{\"wall_ms\":{wall_ms:.0},\"request_to_wire_ms\":{request_to_wire:.1},\"compile_ms\":{},\"files_reused\":{},\"plan_ms\":{},\"apply_ms\":{},\"persist_ms\":{}}},",
+            field("push compiled and planned", "compile_ms"),
+            field("push compiled and planned", "files_reused"),
+            field("push compiled and planned", "plan_ms"),
+            field("generation applied", "apply_ms"),
+            field("generation applied", "persist_ms"),
         );
-        let _ = write!(wire, "\"{peer}\":{},", micros.unwrap_or(0));
     }
-    wire.pop();
+    measured.pop();
     let pid = topologyd.pid().unwrap_or(0);
     println!(
-        "{{\"bench\":\"push_1_percent\",\"bindings\":{},\"routes_at_location\":{routes},\"peers\":{PEERS},\"baseline_unchanged_push_wall_ms\":{baseline_wall_ms:.0},\"baseline_exit\":{},\"baseline_compile_ms\":{},\"push_wall_ms\":{wall_ms:.0},\"compile_ms\":{},\"plan_ms\":{},\"apply_ms\":{},\"persist_ms\":{},\"publish_to_first_update_us\":{{{wire}}},\"daemon_rss_mib\":{},\"daemon_peak_rss_mib\":{}}}",
+        "{{\"bench\":\"push_1_percent\",\"bindings\":{},\"routes_at_location\":{routes},\"peers\":{PEERS},\"baseline_unchanged_push_wall_ms\":{baseline_wall_ms:.0},\"baseline_exit\":{},\"baseline_compile_ms\":{},{measured},\"daemon_rss_mib\":{},\"daemon_peak_rss_mib\":{}}}",
         spec.bindings,
         baseline_code.unwrap_or(-1),
         baseline_compile.unwrap_or(0),
-        compile_ms.unwrap_or(0),
-        plan_ms.unwrap_or(0),
-        apply_ms.unwrap_or(0),
-        persist_ms.unwrap_or(0),
         process_memory_kib(pid, "VmRSS:") / 1024,
         process_memory_kib(pid, "VmHWM:") / 1024,
     );

@@ -442,9 +442,9 @@ fn compile_raw_with(
 }
 
 /// The bindings of a compile: compiled by their phase, or patched from the running ones.
-enum Bindings<'a> {
+enum Bindings {
     Compiled(bindings::BindingTable),
-    Patched(patch::PatchedBindings<'a>),
+    Patched(patch::PatchedBindings),
 }
 
 /// [`compile_raw_with`] with the items an incremental compile reuses, handing the sources back
@@ -508,8 +508,8 @@ fn compile_phases(
     };
     // The canonical hash reads only what the phases so far made; its items' part runs on a
     // thread of its own, beside the routes and the checks and past the end of the compile (a
-    // push reads it at the end of its plan). A patched compile's bindings hash as the running
-    // ones (it shares them, with the changed ones' spans beside them).
+    // push reads it at the end of its plan). A patched compile's bindings are hashed as
+    // patched (shared with the running ones when no service changed).
     let prefixes = Arc::new(prefixes);
     let hash = hash::TopologyHash::spawn(
         hash::hash_definitions(&settings, &fleet.locations, &catalogue.services),

@@ -1,22 +1,25 @@
 //! The prefixes and bindings of an incremental compile whose changed files onboard the same
-//! prefixes and bind the same cidrs to the same services as before (an `advertise` toggled, an
-//! `announce` split changed, a ROA or a token set, a comment or a table style changed): the
-//! running generation's sorted prefixes and bindings are taken whole, the changed files'
-//! prefixes compiled again in their places and their bindings given their new spans. Nothing
-//! is merged, sorted, placed or checked for overlaps: with the same cidrs in the same places,
-//! the merge would give back the running generation's order, placements and nesting. A
-//! self-serve BYOIP toggle is this case, and it was the bindings phase over every binding
-//! that most of its compile went to. The bindings are shared with the running generation (the
-//! changed ones' new spans kept beside them, `binding_list.rs`), and blackholes are looked for
-//! only under the prefixes compiled again: the others' routes are the running generation's,
+//! prefixes and bind the same cidrs as before, to the same services or to others the compile
+//! knows (an `advertise` toggled, an `announce` split changed, a ROA or a token set, a comment
+//! or a table style changed, bindings moved to other services): the running generation's sorted
+//! prefixes and bindings are taken whole, the changed files' prefixes compiled again in their
+//! places and their bindings given their new spans and services. Nothing is merged, sorted,
+//! placed or checked for overlaps: with the same cidrs in the same places, the merge would give
+//! back the running generation's order, placements and nesting. A self-serve BYOIP toggle is
+//! this case, and so is a change that moves a share of the bindings to other services; it was
+//! the bindings phase over every binding that most of their compile went to. The bindings are
+//! shared with the running generation when no service changed (the changed ones' new spans kept
+//! beside them, `binding_list.rs`), written into a copy that keeps the longest-match index
+//! when some did; blackholes are looked for only under the prefixes compiled again and those
+//! holding a binding whose service changed: the others' routes are the running generation's,
 //! which had none.
 //!
 //! Exactness: the result is the one the merge of the incremental compile makes (and so a full
-//! compile's; a property test in `tests/incremental_compile.rs` changes values, comments and
-//! table styles, which move the items' positions). Whenever a condition does not hold, nothing
-//! is taken and the phases run as they do for any other incremental compile; nothing is
-//! reported before every condition is known to hold, so a patch never adds a diagnostic the
-//! phases would not.
+//! compile's; a property test in `tests/incremental_compile.rs` changes values, services,
+//! comments and table styles, which move the items' positions). Whenever a condition does not
+//! hold, nothing is taken and the phases run as they do for any other incremental compile;
+//! nothing is reported before every condition is known to hold, so a patch never adds a
+//! diagnostic the phases would not (a binding naming an unknown service is left to them).
 //!
 //! Owns: the conditions under which the running items are taken whole, and the patching. Must
 //! not touch: the checks of a single prefix (those of the prefixes phase).
@@ -32,50 +35,49 @@ use super::services::Catalogue;
 use crate::binding_list::BindingList;
 use crate::model::{Prefix, Topology};
 
-/// The bindings of a patched compile: the running generation's, the changed ones to be given
-/// their new spans ([`PatchedBindings::table`]).
-pub(super) struct PatchedBindings<'a> {
-    running: &'a BindingList,
-    /// Per changed binding: its place in `running` and its new span.
-    moved: Vec<(usize, Span)>,
-    /// The places of the prefixes compiled again, ascending.
+/// The bindings of a patched compile: the running generation's with the changed ones' new
+/// spans and services.
+pub(super) struct PatchedBindings {
+    bindings: BindingList,
+    /// The places of the prefixes compiled again and of those holding a binding whose service
+    /// changed, ascending, each once.
     patched_prefixes: Vec<usize>,
 }
 
-impl<'a> PatchedBindings<'a> {
-    /// What the canonical hash reads of the bindings (cidr and service), which a patch does
-    /// not change: the running bindings, readable before the table is made.
-    pub(super) fn hashed(&self) -> &'a BindingList {
-        self.running
+impl PatchedBindings {
+    /// The patched bindings, which the canonical hash reads (cidr and service) before the
+    /// table is made.
+    pub(super) fn hashed(&self) -> &BindingList {
+        &self.bindings
     }
 
-    /// The places of the prefixes compiled again (those of the changed files), ascending: the
-    /// only ones whose routes may differ from the running generation's (but for routes dropped
-    /// where the route budget is crossed, which is itself an error).
+    /// The places of the prefixes compiled again (those of the changed files) and of those
+    /// holding a binding whose service changed, ascending: the only ones whose routes may
+    /// differ from the running generation's (but for routes dropped where the route budget is
+    /// crossed, which is itself an error).
     pub(super) fn into_patched_prefixes(self) -> Vec<usize> {
         self.patched_prefixes
     }
 
-    /// The binding table: the running bindings, shared, with the changed ones' spans.
+    /// The binding table of the patched bindings.
     pub(super) fn table(&self, prefixes: &[Prefix], services: usize) -> BindingTable {
-        let bindings = self.running.with_moved_spans(self.moved.iter().copied());
-        BindingTable::of(bindings, prefixes, services)
+        BindingTable::of(self.bindings.clone(), prefixes, services)
     }
 }
 
-/// The running generation's prefixes with the changed files' patched in, and its bindings to
-/// be patched, when the changed files hold the same cidrs (see the module comment); `None`,
+/// The running generation's prefixes with the changed files' patched in, and its bindings
+/// patched, when the changed files hold the same cidrs (see the module comment); `None`,
 /// having reported nothing, when they do not. `raw_prefixes` and `raw_bindings` are the
 /// parsed ones (those of the changed files), `reused` says which files were reused where.
-pub(super) fn same_cidrs<'a>(
+pub(super) fn same_cidrs(
     raw_prefixes: &[RawPrefix],
     raw_bindings: &[RawBinding],
     raw: &RawTopology,
-    reused: &Reused<'a>,
+    reused: &Reused<'_>,
     catalogue: &Catalogue,
     settings: &Settings,
     collector: &mut Collector,
-) -> Option<(Vec<Prefix>, PatchedBindings<'a>)> {
+) -> Option<(Vec<Prefix>, PatchedBindings)> {
     let baseline = reused.baseline_in_place()?;
     let changed = changed_files(raw, reused, baseline)?;
     same_services(catalogue, baseline)?;
@@ -99,12 +101,23 @@ pub(super) fn same_cidrs<'a>(
         |place| Some(baseline.bindings.span(place)),
         &changed,
     )?;
-    // Each changed binding names the service it named: same names, same indices.
+    // Each changed binding names a service the compile knows (an unknown one is the bindings
+    // phase's to report): the running one (same names, same indices) or another. A name is
+    // looked up once, not once per binding.
+    let mut found: Vec<Option<Option<u32>>> = vec![None; raw.names.len()];
+    let mut reassigned: Vec<(usize, u32)> = Vec::new();
+    let mut reassigned_prefixes: Vec<usize> = Vec::new();
     for (raw_binding, place) in raw_bindings.iter().zip(&binding_places) {
-        let name = raw.names.get(raw_binding.service);
-        let running = baseline.bindings.get(*place)?.service;
-        if catalogue.service_index.get(name.as_ref()) != Some(&running) {
-            return None;
+        let slot = found.get_mut(raw_binding.service.0 as usize)?;
+        let service = *slot.get_or_insert_with(|| {
+            let name = raw.names.get(raw_binding.service);
+            catalogue.service_index.get(name.as_ref()).copied()
+        });
+        let running = baseline.bindings.get(*place)?;
+        let service = service?;
+        if service != running.service {
+            reassigned.push((*place, service));
+            reassigned_prefixes.push(running.prefix as usize);
         }
     }
     // Every condition holds: from here on, the result is the merge's.
@@ -113,14 +126,14 @@ pub(super) fn same_cidrs<'a>(
         prefixes[*place] = compile_prefix(raw_prefix, &raw.names, settings, collector);
     }
     let mut patched_prefixes = prefix_places;
+    patched_prefixes.extend(reassigned_prefixes);
     patched_prefixes.sort_unstable();
+    patched_prefixes.dedup();
     let moved = binding_places
         .into_iter()
-        .zip(raw_bindings.iter().map(RawBinding::cidr_span))
-        .collect();
+        .zip(raw_bindings.iter().map(RawBinding::cidr_span));
     let bindings = PatchedBindings {
-        running: &baseline.bindings,
-        moved,
+        bindings: baseline.bindings.with_changes(moved, &reassigned),
         patched_prefixes,
     };
     Some((prefixes, bindings))
@@ -193,13 +206,32 @@ fn places<T>(
     if parsed.len() != running_in_changed {
         return None;
     }
-    let mut places = Vec::with_capacity(parsed.len());
+    let mut places: Vec<usize> = Vec::with_capacity(parsed.len());
     for (parsed_cidr, parsed_span) in parsed {
         if parsed_cidr.trunc() != parsed_cidr || !in_changed(parsed_span) {
             return None;
         }
+        // Items written in address order (or in runs of it) are found by galloping on from
+        // the place of the one before, not by a search over every item.
         let key = network_key(&parsed_cidr);
-        let place = running.partition_point(|item| network_key(&cidr(item)) < key);
+        let before = |place: usize| {
+            running
+                .get(place)
+                .is_some_and(|item| network_key(&cidr(item)) < key)
+        };
+        let next = places.last().map_or(0, |last| last + 1);
+        let place = if next > 0 && !before(next - 1) {
+            running.partition_point(|item| network_key(&cidr(item)) < key)
+        } else {
+            let mut step = 1;
+            while before(next + step - 1) {
+                step *= 2;
+            }
+            // The first place not before the key is in next + step / 2 - 1 .. next + step.
+            let low = (next + step / 2).saturating_sub(1).min(running.len());
+            let high = (next + step).min(running.len());
+            low + running[low..high].partition_point(|item| network_key(&cidr(item)) < key)
+        };
         if cidr(running.get(place)?) != parsed_cidr || !in_changed(span(place)?) {
             return None;
         }

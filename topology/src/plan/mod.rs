@@ -640,6 +640,12 @@ impl Plan {
         serde_json::to_string_pretty(self)
             .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"))
     }
+
+    /// The JSON form as a document: what [`Plan::to_json`] parses back into, made without
+    /// printing and parsing it (a plan of a few thousand binding changes is megabytes of JSON).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 /// Compares `old` and `new` and evaluates the guards under `intent`: the diff first, then G2,
