@@ -21,6 +21,7 @@
 //! other form than a plain `[[prefix]]`/`[[binding]]` (or its sub-table right after it)
 //! sends the file to the whole-document parse.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 
 use serde::Deserialize;
@@ -110,9 +111,6 @@ pub(crate) fn read_by_tables_into(
     chunk_bytes: usize,
     tables: &mut impl Tables,
 ) -> Option<FileModel> {
-    let mut prefix = Vec::new();
-    let mut binding = Vec::new();
-    let mut others: Vec<Range<usize>> = Vec::new();
     if text.len() > chunk_bytes {
         // Capped at what the text could hold: a header inside a multi-line string counts too.
         let (prefixes, bindings) = count_headers(text);
@@ -121,8 +119,27 @@ pub(crate) fn read_by_tables_into(
             bindings.min(text.len() / MIN_BINDING_TABLE_BYTES),
         );
     }
-    let workers = scan_workers(text.len(), chunk_bytes);
-    let mut ahead = std::collections::VecDeque::new();
+    read_by_tables_with(
+        text,
+        scanned,
+        chunk_bytes,
+        scan_workers(text.len(), chunk_bytes),
+        tables,
+    )
+}
+
+/// [`read_by_tables_into`] with the line scanner run on `workers` threads (1: none of its own).
+pub(crate) fn read_by_tables_with(
+    text: &str,
+    scanned: bool,
+    chunk_bytes: usize,
+    workers: usize,
+    tables: &mut impl Tables,
+) -> Option<FileModel> {
+    let mut prefix = Vec::new();
+    let mut binding = Vec::new();
+    let mut others: Vec<Range<usize>> = Vec::new();
+    let mut ahead = VecDeque::new();
     let mut position = 0;
     let mut end = 0;
     while position < text.len() {
@@ -130,25 +147,33 @@ pub(crate) fn read_by_tables_into(
         if end <= position {
             end = chunk_end(text, position, chunk_bytes);
         }
+        // Chunks scanned ahead that a piece read past are dropped; the next one is used when
+        // it is the very range this loop scans next (the scanner reads the same tables from
+        // the same range on any thread), else the range is scanned here.
+        while ahead
+            .front()
+            .is_some_and(|chunk: &Scanned| chunk.range.start < position)
+        {
+            ahead.pop_front();
+        }
         if ahead.is_empty() && workers > 1 {
             ahead = scan_ahead(text, position..end, chunk_bytes, workers);
         }
-        // A chunk scanned ahead is the one this loop would scan next when it starts here and
-        // was read whole; anything else (a table the scanner stopped at) is read here, one
-        // piece after the other, and what was scanned past it is dropped.
-        match ahead.pop_front() {
-            Some(scanned) if scanned.range.start == position && scanned.whole => {
-                let (mut prefixes, mut bindings) = scanned.tables;
+        let read = match ahead.pop_front() {
+            Some(chunk) if chunk.range == (position..end) => {
+                let (mut prefixes, mut bindings) = chunk.tables;
                 prefix.append(&mut prefixes);
                 binding.append(&mut bindings);
-                position = scanned.range.end;
-                tables.take(&mut prefix, &mut binding);
-                continue;
+                chunk.read
             }
-            Some(_) => ahead.clear(),
-            None => {}
-        }
-        match crate::fast::read_until(text, position..end, &mut prefix, &mut binding) {
+            other => {
+                if let Some(chunk) = other {
+                    ahead.push_front(chunk);
+                }
+                crate::fast::read_until(text, position..end, &mut prefix, &mut binding)
+            }
+        };
+        match read {
             Ok(()) => position = end,
             Err(stop) => {
                 let piece = piece_at(text, stop)?;
@@ -186,11 +211,11 @@ pub(crate) fn read_by_tables_into(
     Some(model)
 }
 
-/// One chunk the line scanner read on another thread: its range, whether it read it whole
-/// (else what it read is not used) and the tables it read.
+/// One chunk the line scanner read ahead: its range, what the scanner answered (where it
+/// stopped, if it did) and the tables it read up to there.
 struct Scanned {
     range: Range<usize>,
-    whole: bool,
+    read: Result<(), usize>,
     tables: (Vec<PrefixFile>, Vec<BindingFile>),
 }
 
@@ -211,13 +236,13 @@ fn scan_workers(length: usize, chunk_bytes: usize) -> usize {
 /// one-by-one loop would cut it, on `workers` threads (the calling one among them): the
 /// scanner is most of a large file's parse, and chunks start where tables start, so each is
 /// read on its own. In file order. A thread that cannot be made leaves its chunks to the
-/// others.
+/// others; a chunk missing (its thread panicked) is scanned by the loop.
 fn scan_ahead(
     text: &str,
     first: Range<usize>,
     chunk_bytes: usize,
     workers: usize,
-) -> std::collections::VecDeque<Scanned> {
+) -> VecDeque<Scanned> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let mut ranges = vec![first];
     while ranges.len() < workers * CHUNKS_AHEAD_PER_WORKER {
@@ -234,11 +259,10 @@ fn scan_ahead(
         let mut scanned = Vec::new();
         while let Some(range) = ranges.get(next.fetch_add(1, Ordering::Relaxed)) {
             let mut tables = (Vec::new(), Vec::new());
-            let whole =
-                crate::fast::read_until(text, range.clone(), &mut tables.0, &mut tables.1).is_ok();
+            let read = crate::fast::read_until(text, range.clone(), &mut tables.0, &mut tables.1);
             scanned.push(Scanned {
                 range: range.clone(),
-                whole,
+                read,
                 tables,
             });
         }

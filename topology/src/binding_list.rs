@@ -5,7 +5,8 @@
 //! running one and a push being planned) hold one copy. What such a compile changes of a
 //! binding is only where it is written (the changed file's text moved): those spans are kept
 //! beside the shared list, and every span is read through [`BindingList::span`]. A compile that
-//! binds the same cidrs to other services writes a copy with them, and keeps the index.
+//! binds the same cidrs to other services (`compile/patch.rs` too) writes a copy of the records
+//! with them, and shares the index.
 //!
 //! Owns: the list, its nesting index and the moved spans. Must not touch: what the bindings
 //! mean (the compile's phases decide that).
@@ -95,11 +96,12 @@ impl BindingList {
         }
     }
 
-    /// The same cidrs with the spans at `moves` replaced (as [`BindingList::with_moved_spans`])
-    /// and the services at `services` replaced: with no service replaced, the records stay
-    /// shared; with any, they are written into a copy (every reader reads a binding's service
-    /// from its record), which keeps the longest-match index (it depends on the cidrs only).
-    /// Indices past the end are ignored; of two changes of one index the last one counts.
+    /// The same cidrs with the spans at `moves` replaced and the services at `services`
+    /// replaced: with no service listed, [`BindingList::with_moved_spans`]; with any, the
+    /// records are written into a copy (every reader reads a binding's service from its
+    /// record; 300,000 records are about 11 MB), which shares the longest-match index (it
+    /// depends on the cidrs only). Indices past the end are ignored; of two changes of one
+    /// index the last one counts.
     pub(crate) fn with_changes(
         &self,
         moves: impl IntoIterator<Item = (usize, Span)>,

@@ -271,7 +271,8 @@ pub struct Topology {
     /// Sorted by cidr; disjoint. Shared with the thread hashing them (see `hash`).
     pub(crate) prefixes: std::sync::Arc<Vec<Prefix>>,
     /// Sorted by cidr, with their longest-prefix match index; shared with the generation a
-    /// patched compile took them from.
+    /// patched compile took them from when it moved no binding to another service (else a
+    /// copy that shares the index).
     pub(crate) bindings: BindingList,
     /// Sorted by prefix; disjoint.
     pub(crate) routes: Vec<Route>,

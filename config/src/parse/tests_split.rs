@@ -356,3 +356,78 @@ fn a_large_file_is_read_in_chunks_into_lists_sized_once() {
     // cut from their prefix (each would then be read as a table of its own and fail).
     assert!(chunks.taken.len() > 10, "{:?}", chunks.taken.len());
 }
+
+/// What a reader was handed, table by table: each prefix's cidr, its place and the values the
+/// line scanner and `toml` both read, each binding's cidr and service with their places.
+#[derive(Default)]
+struct Handed(Vec<String>);
+
+impl crate::split::Tables for Handed {
+    fn take(
+        &mut self,
+        prefixes: &mut Vec<crate::file::PrefixFile>,
+        bindings: &mut Vec<crate::file::BindingFile>,
+    ) {
+        for prefix in prefixes.drain(..) {
+            self.0.push(format!(
+                "prefix {} {:?} {} {:?} {} {:?} {:?} {:?} {}",
+                prefix.cidr.get_ref(),
+                prefix.cidr.span(),
+                prefix.origin_asn.get_ref(),
+                prefix.origin_asn.span(),
+                prefix.owner,
+                prefix.advertise,
+                prefix.announce.map(|announce| announce.span()),
+                prefix.roa.map(|roa| roa.span()),
+                prefix.evidence.is_some(),
+            ));
+        }
+        for binding in bindings.drain(..) {
+            self.0.push(format!(
+                "binding {} {:?} {} {:?}",
+                binding.cidr.get_ref(),
+                binding.cidr.span(),
+                binding.service.get_ref(),
+                binding.service.span(),
+            ));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Scanned ahead on several threads or one chunk after the other, a file's tables are
+    /// handed on alike (the same tables, places and values, in file order) and the file is
+    /// read, or given up on, alike: also where the scanner stops at tables it cannot read
+    /// and pieces are read past the chunks scanned ahead.
+    #[test]
+    fn scanning_ahead_on_threads_reads_as_one_chunk_after_the_other(
+        prefixes in proptest::collection::vec((table_style(), table_style()), 1..6),
+        layout in 0..4_u8,
+        defect in (0..DEFECTS * 2, any::<usize>()),
+        crlf in any::<bool>(),
+        chunk_bytes in prop_oneof![Just(0_usize), 1..400_usize],
+        workers in 2..5_usize,
+    ) {
+        let defect = (if defect.0 < DEFECTS { defect.0 } else { 0 }, defect.1);
+        for source in topology(&prefixes, layout, defect, crlf) {
+            let mut alone = Handed::default();
+            let mut threaded = Handed::default();
+            let read_alone =
+                crate::split::read_by_tables_with(&source.text, false, chunk_bytes, 1, &mut alone);
+            let read_threaded = crate::split::read_by_tables_with(
+                &source.text,
+                false,
+                chunk_bytes,
+                workers,
+                &mut threaded,
+            );
+            let others = |model: &crate::file::FileModel| {
+                (model.settings.is_some(), model.location.len(), model.service.len())
+            };
+            prop_assert_eq!(read_alone.as_ref().map(others), read_threaded.as_ref().map(others));
+            prop_assert_eq!(&alone.0, &threaded.0, "{}", source.text);
+        }
+    }
+}

@@ -85,11 +85,11 @@ pub(super) fn local_addresses(
 /// Blackholes by construction: a layered binding whose service is absent where the route
 /// covering it is announced. Only the bindings of the prefixes at `checked` (ascending places
 /// in the topology's prefixes) are looked at, or every binding when `checked` is `None`: a
-/// compile that patched a few prefixes into an error-free generation, with its cidrs, services
-/// and locations unchanged (`compile/patch.rs`), can only have a blackhole under those prefixes'
-/// routes (the ones compiled again and those holding a binding whose service changed), the
-/// others' being the running generation's (or dropped where the route budget is crossed,
-/// itself an error).
+/// compile that patched a few prefixes into an error-free generation, with its cidrs, its
+/// service and location definitions unchanged (`compile/patch.rs`), can only have a blackhole
+/// under those prefixes' routes (the ones compiled again and those holding a binding moved to
+/// another service), the others' being the running generation's (or dropped where the route
+/// budget is crossed, itself an error).
 pub(super) fn blackholes(
     routes: &[Route],
     services: &[Service],

@@ -227,7 +227,8 @@ fn places<T>(
             while before(next + step - 1) {
                 step *= 2;
             }
-            // The first place not before the key is in next + step / 2 - 1 .. next + step.
+            // The first place not before the key is in next + step / 2 ..= next + step - 1 (or
+            // is `next` itself when step is 1): searched from one place before.
             let low = (next + step / 2).saturating_sub(1).min(running.len());
             let high = (next + step).min(running.len());
             low + running[low..high].partition_point(|item| network_key(&cidr(item)) < key)

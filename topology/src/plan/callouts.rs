@@ -17,8 +17,8 @@ use crate::rpki::VrpSet;
 
 pub(super) fn binding_changes(context: &Context<'_>) -> Vec<BindingChange> {
     let (old, new) = (context.old, context.new);
-    // The very records of the running generation (a patched compile shares them), each
-    // service where it was: nothing to walk.
+    // The very records of the running generation (a patched compile that moved no binding
+    // to another service shares them), each service where it was: nothing to walk.
     let services_in_place = context
         .old_to_new
         .iter()
