@@ -682,11 +682,12 @@ fn prefix_key<'a>(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::file::FileModel;
 
-    fn describe(prefixes: &[PrefixFile], bindings: &[BindingFile]) -> String {
+    /// Every value read of `prefixes` and `bindings`, with its place, one line each.
+    pub(crate) fn describe(prefixes: &[PrefixFile], bindings: &[BindingFile]) -> String {
         let mut out = String::new();
         for prefix in prefixes {
             out += &format!(

@@ -144,17 +144,27 @@ pub(crate) fn read_by_tables_with(
     let mut end = 0;
     while position < text.len() {
         // A cut stays good until passed: it is where a table starts, past `position`.
-        if end <= position {
+        let cut_anew = end <= position;
+        if cut_anew {
             end = chunk_end(text, position, chunk_bytes);
         }
-        // Chunks scanned ahead that a piece read past are dropped; the next one is used when
-        // it is the very range this loop scans next (the scanner reads the same tables from
-        // the same range on any thread), else the range is scanned here.
+        // The next chunk scanned ahead is used when it is the very range this loop scans next
+        // (the scanner reads the same tables from the same range on any thread), else the
+        // range is scanned here. Chunks a piece was read past are dropped; and once a piece
+        // was read past a cut, this loop cuts elsewhere than the chunks scanned ahead: they
+        // are dropped, and scanned again from here.
         while ahead
             .front()
             .is_some_and(|chunk: &Scanned| chunk.range.start < position)
         {
             ahead.pop_front();
+        }
+        if cut_anew
+            && ahead
+                .front()
+                .is_some_and(|chunk| chunk.range != (position..end))
+        {
+            ahead.clear();
         }
         if ahead.is_empty() && workers > 1 {
             ahead = scan_ahead(text, position..end, chunk_bytes, workers);
@@ -233,10 +243,11 @@ fn scan_workers(length: usize, chunk_bytes: usize) -> usize {
 }
 
 /// The line scanner over the next chunks, the first `first` and each after it cut where the
-/// one-by-one loop would cut it, on `workers` threads (the calling one among them): the
-/// scanner is most of a large file's parse, and chunks start where tables start, so each is
-/// read on its own. In file order. A thread that cannot be made leaves its chunks to the
-/// others; a chunk missing (its thread panicked) is scanned by the loop.
+/// loop cuts after the one before (until a piece is read past a cut), on `workers` threads
+/// (the calling one among them): the scanner is most of a large file's parse, and chunks start
+/// where tables start, so each is read on its own. In file order. A thread that cannot be made
+/// leaves its chunks to the others; a chunk missing (its thread panicked) is scanned by the
+/// loop.
 fn scan_ahead(
     text: &str,
     first: Range<usize>,

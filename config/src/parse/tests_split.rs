@@ -357,8 +357,8 @@ fn a_large_file_is_read_in_chunks_into_lists_sized_once() {
     assert!(chunks.taken.len() > 10, "{:?}", chunks.taken.len());
 }
 
-/// What a reader was handed, table by table: each prefix's cidr, its place and the values the
-/// line scanner and `toml` both read, each binding's cidr and service with their places.
+/// What a reader was handed, hand-over by hand-over: every value of every table, with its
+/// place.
 #[derive(Default)]
 struct Handed(Vec<String>);
 
@@ -368,29 +368,10 @@ impl crate::split::Tables for Handed {
         prefixes: &mut Vec<crate::file::PrefixFile>,
         bindings: &mut Vec<crate::file::BindingFile>,
     ) {
-        for prefix in prefixes.drain(..) {
-            self.0.push(format!(
-                "prefix {} {:?} {} {:?} {} {:?} {:?} {:?} {}",
-                prefix.cidr.get_ref(),
-                prefix.cidr.span(),
-                prefix.origin_asn.get_ref(),
-                prefix.origin_asn.span(),
-                prefix.owner,
-                prefix.advertise,
-                prefix.announce.map(|announce| announce.span()),
-                prefix.roa.map(|roa| roa.span()),
-                prefix.evidence.is_some(),
-            ));
-        }
-        for binding in bindings.drain(..) {
-            self.0.push(format!(
-                "binding {} {:?} {} {:?}",
-                binding.cidr.get_ref(),
-                binding.cidr.span(),
-                binding.service.get_ref(),
-                binding.service.span(),
-            ));
-        }
+        self.0
+            .push(crate::fast::tests::describe(prefixes, bindings));
+        prefixes.clear();
+        bindings.clear();
     }
 }
 
