@@ -10,11 +10,14 @@
 //!
 //! The prefix and binding tables read are handed on about every 256 KiB (a chunk ends where a
 //! `[[prefix]]` or `[[binding]]` table starts), so that the parser converts them as they come
-//! and a large file's tables are never all held twice.
+//! and a large file's tables are never all held twice. With several cores, a batch of chunks is
+//! scanned ahead on up to four threads; a chunk scanned ahead is used only for the very range
+//! the one-by-one reading would scan next, so what is handed on is the same.
 //!
-//! Owns: the cutting, the chunks and the per-table reads. Must not touch: diagnostics. It reports
-//! nothing: `None` (a piece that does not parse, a header it does not expect, a budget exceeded)
-//! means "parse the whole document", which reports exactly what it always did. Whatever it accepts,
+//! Owns: the cutting, the chunks, the threads that scan them ahead and the per-table reads.
+//! Must not touch: diagnostics. It reports nothing: `None` (a piece that does not parse, a
+//! header it does not expect, a budget exceeded) means "parse the whole document", which
+//! reports exactly what it always did. Whatever it accepts,
 //! the whole-document parse accepts and reads identically (a proptest in `parse/tests_split.rs`
 //! compares them): the pieces are cut where the parser is at the start of a top-level line, and no
 //! piece can touch another's tables — a header or root key naming `prefix` or `binding` in any

@@ -388,8 +388,8 @@ fn prepare_lent(
         }
     };
     // The plan's text and hash (and its JSON, for a refusal) are made on a thread of their
-    // own while this one makes the location's routes and runs the health and runtime checks:
-    // for a plan of thousands of binding changes, each side is tens of milliseconds.
+    // own while this one expands the health checks and runs the runtime guard: for a plan of
+    // thousands of binding changes, the rendering is tens of milliseconds.
     let (rendered, (health_errors, runtime_guard)) = std::thread::scope(|scope| {
         let render = || render_plan(&plan, context);
         let rendering = std::thread::Builder::new().spawn_scoped(scope, render).ok();

@@ -2,11 +2,14 @@
 //! loopback, printed as JSON lines.
 //!
 //! - `push`: topologyd for location `loc0000` of the synthetic 300,000-binding topology
-//!   (`synth::SynthSpec::ISSUE_SCALE`), four BIRD peers. A change touching 1% of the bindings is
-//!   pushed with `topoctl push`; from topologyd's log come the compile and plan time, the apply
-//!   time (request in the engine → committed and published) and, per peer, the time from the
-//!   publish to the first UPDATE of the new generation written to the socket. The baseline,
-//!   measured in the same run, is a push of the unchanged topology (compile + plan + no-op).
+//!   (`synth::SynthSpec::ISSUE_SCALE`), four BIRD peers. The files are pushed from one directory
+//!   changed in place; two warm-up pushes (the change and back) make the daemon name its files
+//!   as the pusher does. Then a change touching 1% of the bindings is pushed with `topoctl push`
+//!   as a delta (the default), and back as a whole bundle (`--full-bundle`); for each, from
+//!   topologyd's log: the time from the request reaching the daemon to the first UPDATE on the
+//!   wire, the compile, plan, apply (request in the engine → committed and published) and
+//!   persist times and the files reused, with the `topoctl` wall time. The baseline, measured
+//!   in the same run, is a push of the unchanged topology (compile + plan + no-op).
 //! - `memory ROUTES`: one location announcing ROUTES IPv4 /24s to four BIRD peers; topologyd's
 //!   resident memory once every peer holds every route, as bytes per route and per route per
 //!   peer. The baseline is the same daemon with the same topology and no peer.
@@ -192,8 +195,8 @@ fn expect_applied((wall_ms, code): (f64, Option<i32>), what: &str) -> Result<f64
     }
 }
 
-/// Writes `files` into `directory` (replacing what is there) and runs `topoctl push` on them:
-/// the wall time and the exit code.
+/// Writes `files` into `directory` (over the files of the same names) and runs `topoctl push`
+/// on them: the wall time and the exit code.
 fn push_from(
     topoctl: &Topoctl,
     directory: &Path,
@@ -213,7 +216,8 @@ fn push_from(
     Ok((started.elapsed().as_secs_f64() * 1000.0, output.code))
 }
 
-/// [`push`] into its own directory named after `label` (the customer's file keeps its name).
+/// [`push_from`] a directory of its own named after `label` (the customer's file keeps its
+/// name).
 fn push_in(
     topologyd: &Topologyd,
     topoctl: &Topoctl,
@@ -345,14 +349,18 @@ fn bench_push() -> Result<(), String> {
             })
         })?;
         let log = topologyd.log();
-        let field = |message, key| log_field(&log, message, None, key).unwrap_or(0);
+        // A figure the log does not give is `null`, not a measurement of 0.
+        let field = |message, key| {
+            log_field(&log, message, None, key)
+                .map_or("null".to_string(), |value| value.to_string())
+        };
         let request_to_wire = request_to_wire_ms(&log)
             .into_iter()
             .find(|(applied, _)| *applied == generation)
-            .map_or(0.0, |(_, ms)| ms);
+            .map_or("null".to_string(), |(_, ms)| format!("{ms:.1}"));
         let _ = write!(
             measured,
-            "\"{label}\":{{\"wall_ms\":{wall_ms:.0},\"request_to_wire_ms\":{request_to_wire:.1},\"compile_ms\":{},\"files_reused\":{},\"plan_ms\":{},\"apply_ms\":{},\"persist_ms\":{}}},",
+            "\"{label}\":{{\"wall_ms\":{wall_ms:.0},\"request_to_wire_ms\":{request_to_wire},\"compile_ms\":{},\"files_reused\":{},\"plan_ms\":{},\"apply_ms\":{},\"persist_ms\":{}}},",
             field("push compiled and planned", "compile_ms"),
             field("push compiled and planned", "files_reused"),
             field("push compiled and planned", "plan_ms"),
