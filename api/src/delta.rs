@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::source::{SourceBundle, SourceFile};
+use crate::source::{SourceBundle, SourceFile, Text};
 
 /// One file of a bundle by name and digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -418,7 +418,7 @@ impl BundleDelta {
             return Err(self.base_changed(running_view));
         }
         let listed = self.checked_files()?;
-        let mut carried_by_name: HashMap<String, String> = HashMap::new();
+        let mut carried_by_name: HashMap<String, Text> = HashMap::new();
         for file in carried.sources {
             if !listed.contains(file.name.as_str()) {
                 return Err(DeltaError::Malformed {

@@ -26,7 +26,7 @@ pub use intent::{
 };
 pub use lease::{LeaseAction, LeaseClaim, LeaseRequest, LeaseView};
 pub use request::{ApplyRequest, DrainRequest, PlanRequest, RollbackRequest};
-pub use source::{SourceBundle, SourceFile};
+pub use source::{SharedText, SourceBundle, SourceFile, Text};
 pub use view::{
     Document, DrainView, ErrorBody, ErrorDetail, ErrorView, GenerationView, GenerationsView,
     HealthView, MutationOutcome, OutcomeDetail, PeerRoutesView, PeerStatus, PlanView, RouteCounts,

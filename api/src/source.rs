@@ -1,11 +1,164 @@
-//! Named TOML sources: [`SourceFile`] (a file's name as diagnostics show it, and its text) and
-//! [`SourceBundle`] (the files of one topology, in order, as a push carries them and the state
-//! directory keeps them). The configuration parser, the topology compiler, the state store and
-//! the test harness all use these; `topologyd_config::Source` is [`SourceFile`].
+//! Named TOML sources: [`SourceFile`] (a file's name as diagnostics show it, and its [`Text`])
+//! and [`SourceBundle`] (the files of one topology, in order, as a push carries them and the
+//! state directory keeps them). The configuration parser, the topology compiler, the state store
+//! and the test harness all use these; `topologyd_config::Source` is [`SourceFile`].
 
+use std::fmt;
+use std::ops::Deref;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+/// A source's text, read as a `str`: owned, or shared with an owner that keeps it unchanged for
+/// as long as it lives ([`SharedText`]). The daemon maps the large texts of its state directory
+/// (files written once and never changed) instead of copying them: a delta push that changes
+/// one file of a 27 MB bundle used to read the other 27 MB into memory each time. A clone of a
+/// shared text shares it; equality, order and the wire form are the `str`'s.
+#[derive(Clone, Default)]
+pub struct Text {
+    /// The text, when it is held (empty when shared).
+    owned: String,
+    /// Its owner, when it is shared.
+    shared: Option<Arc<dyn SharedText>>,
+}
+
+/// A text its owner keeps: [`SharedText::text`] gives the same `str` every time, for as long as
+/// the owner lives (a read-only mapping of a file nobody changes, for one).
+pub trait SharedText: Send + Sync {
+    /// The text.
+    fn text(&self) -> &str;
+}
+
+impl Text {
+    /// A text kept by `owner` (see [`SharedText`]).
+    pub fn shared(owner: Arc<dyn SharedText>) -> Text {
+        Text {
+            owned: String::new(),
+            shared: Some(owner),
+        }
+    }
+
+    /// The text as a `str`.
+    pub fn as_str(&self) -> &str {
+        match &self.shared {
+            Some(owner) => owner.text(),
+            None => &self.owned,
+        }
+    }
+
+    /// Whether the text is shared with an owner rather than held (and copied when cloned).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// The text to change in place (a shared text is copied first, as `Cow::to_mut` does).
+    pub fn to_mut(&mut self) -> &mut String {
+        if let Some(owner) = self.shared.take() {
+            self.owned = owner.text().to_owned();
+        }
+        &mut self.owned
+    }
+
+    /// The text as a `String`: moved out when held, copied when shared.
+    pub fn into_string(self) -> String {
+        match self.shared {
+            Some(owner) => owner.text().to_owned(),
+            None => self.owned,
+        }
+    }
+}
+
+impl Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<[u8]> for Text {
+    fn as_ref(&self) -> &[u8] {
+        self.as_str().as_bytes()
+    }
+}
+
+impl From<String> for Text {
+    fn from(owned: String) -> Text {
+        Text {
+            owned,
+            shared: None,
+        }
+    }
+}
+
+impl From<&str> for Text {
+    fn from(text: &str) -> Text {
+        Text::from(text.to_owned())
+    }
+}
+
+impl From<&String> for Text {
+    fn from(text: &String) -> Text {
+        Text::from(text.clone())
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), formatter)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Text {}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Text {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Text, D::Error> {
+        String::deserialize(deserializer).map(Text::from)
+    }
+}
 
 /// One named TOML source: its name as it appears in `file:line:column` diagnostics, and its text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,12 +166,12 @@ pub struct SourceFile {
     /// The name (a path, or the file name a pushing client gave it).
     pub name: String,
     /// The TOML text.
-    pub text: String,
+    pub text: Text,
 }
 
 impl SourceFile {
     /// A source from its name and text.
-    pub fn new(name: impl Into<String>, text: impl Into<String>) -> SourceFile {
+    pub fn new(name: impl Into<String>, text: impl Into<Text>) -> SourceFile {
         SourceFile {
             name: name.into(),
             text: text.into(),
@@ -70,6 +223,43 @@ mod tests {
         assert_eq!(serde_json::to_string(&bundle).unwrap(), text);
         assert!(serde_json::from_str::<SourceBundle>(r#"{"sources":[],"extra":1}"#).is_err());
         assert!(serde_json::from_str::<SourceBundle>(r#"{"sources":[{"name":"a"}]}"#).is_err());
+    }
+
+    /// A text kept elsewhere, for the tests.
+    struct Kept(String);
+
+    impl SharedText for Kept {
+        fn text(&self) -> &str {
+            &self.0
+        }
+    }
+
+    #[test]
+    fn a_shared_text_reads_compares_and_travels_as_the_same_text_held() {
+        let held = Text::from("[[prefix]]\ncidr = \"198.51.100.0/24\"\n");
+        let shared = Text::shared(Arc::new(Kept(held.as_str().to_owned())));
+        assert!(shared.is_shared() && !held.is_shared());
+        assert_eq!(shared, held);
+        assert_eq!(shared.len(), held.len());
+        assert_eq!(format!("{shared:?}"), format!("{held:?}"));
+        let file = SourceFile::new("p.toml", shared.clone());
+        let json = serde_json::to_string(&file).unwrap();
+        assert_eq!(
+            json,
+            serde_json::to_string(&SourceFile::new("p.toml", held.clone())).unwrap()
+        );
+        let back: SourceFile = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.text, held);
+        assert!(!back.text.is_shared());
+        // A clone shares; a change copies first and leaves the other as it was.
+        let mut changed = shared.clone();
+        assert_eq!(changed.as_ptr(), shared.as_ptr());
+        changed.to_mut().push_str("# more\n");
+        assert!(!changed.is_shared());
+        assert_eq!(shared, held);
+        assert!(changed.ends_with("# more\n"));
+        assert_eq!(shared.into_string(), held.clone().into_string());
+        assert_eq!(Text::default(), "");
     }
 
     #[test]

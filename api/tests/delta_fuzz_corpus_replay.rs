@@ -40,7 +40,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     ];
     let unchanged = request(&base);
     let mut tampered = request(&changed);
-    tampered.bundle.sources[0].text.push('x');
+    tampered.bundle.sources[0].text.to_mut().push('x');
     vec![
         (
             "valid_changed",

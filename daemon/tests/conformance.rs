@@ -58,7 +58,7 @@ fn bundle(path: &Path) -> Result<SourceBundle, String> {
     Ok(SourceBundle {
         sources: vec![SourceFile {
             name,
-            text: read(path)?,
+            text: read(path)?.into(),
         }],
     })
 }

@@ -110,7 +110,7 @@ fn large_bundle(bytes: usize) -> SourceBundle {
             },
             SourceFile {
                 name: "prefixes.toml".into(),
-                text: prefixes,
+                text: prefixes.into(),
             },
         ],
     }

@@ -132,17 +132,17 @@ pub fn generate_styled(
         ("bindings.toml", bindings(spec, changed_per_mille, style)),
     ];
     if style == SynthStyle::OneFile {
-        let text = files.into_iter().map(|(_, text)| text).collect();
+        let text: String = files.into_iter().map(|(_, text)| text).collect();
         return vec![SynthFile {
             name: "topology.toml".into(),
-            text,
+            text: text.into(),
         }];
     }
     files
         .into_iter()
         .map(|(name, text)| SynthFile {
             name: name.into(),
-            text,
+            text: text.into(),
         })
         .collect()
 }

@@ -125,7 +125,7 @@ mod tests {
                     .iter()
                     .map(|name| SourceFile {
                         name: (*name).into(),
-                        text: format!("# {name}\n"),
+                        text: format!("# {name}\n").into(),
                     })
                     .collect(),
             },

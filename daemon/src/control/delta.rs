@@ -3,7 +3,7 @@
 //! or apply that carries a [`BundleDelta`] into the whole bundle, before the engine sees it.
 //! The engine, the state directory and the audit log only ever see complete bundles. The
 //! running topology does not keep its texts: they are read from the state directory, on the
-//! blocking pool.
+//! blocking pool (the large ones mapped, not copied: see `state_store::sources`).
 //!
 //! Owns: the per-generation digest cache, the quoted sizes of the last resolved bundle's texts
 //! (for the body limit). Must not touch: the engine's state (it reads the
@@ -298,7 +298,7 @@ mod tests {
             let bundle = SourceBundle {
                 sources: files
                     .into_iter()
-                    .map(|(name, text)| SourceFile { name, text })
+                    .map(|(name, text)| SourceFile { name, text: text.into() })
                     .collect(),
             };
             if surely_within(&bundle, limit) {
@@ -314,7 +314,7 @@ mod tests {
             let bundle = SourceBundle {
                 sources: files
                     .into_iter()
-                    .map(|(name, text)| SourceFile { name, text })
+                    .map(|(name, text)| SourceFile { name, text: text.into() })
                     .collect(),
             };
             let json = serde_json::to_vec(&bundle).map_err(|error| TestCaseError::fail(error.to_string()))?;

@@ -358,7 +358,7 @@ fn bundle() -> SourceBundle {
     SourceBundle {
         sources: vec![SourceFile {
             name: "services.toml".to_owned(),
-            text: "[service.web]\n".to_owned(),
+            text: "[service.web]\n".to_owned().into(),
         }],
     }
 }
@@ -572,7 +572,7 @@ async fn oversize_and_malformed_bodies_are_refused_before_the_engine() {
     let mut running = start(&pki, 1024).await;
     let admin = client(&pki, &running, Some(&pki.admin));
     let mut large = bundle();
-    large.sources[0].text = "#".repeat(4096);
+    large.sources[0].text = "#".repeat(4096).into();
     let error = admin
         .apply(&large, &Intent::default(), Some(7), None)
         .await
@@ -644,7 +644,7 @@ async fn readers_have_a_smaller_body_limit_than_admins() {
     let pki = pki();
     let mut running = start_with(&pki, 64 * 1024, 4 * 1024, pki.dir.path()).await;
     let mut medium = bundle();
-    medium.sources[0].text = "#".repeat(16 * 1024);
+    medium.sources[0].text = "#".repeat(16 * 1024).into();
     let reader = client(&pki, &running, Some(&pki.reader));
     let error = reader.plan(&medium, &Intent::default()).await.unwrap_err();
     assert_eq!(status_of(&error), Some(413), "{error}");
@@ -794,7 +794,7 @@ async fn a_delta_push_carries_only_the_changed_file_and_the_engine_gets_the_whol
     assert_eq!(base, sources_view(7, &example_bundle().sources));
     // One file changed, two moved, one added.
     let mut changed = example_bundle();
-    changed.sources[2].text.push_str("# reviewed\n");
+    changed.sources[2].text.to_mut().push_str("# reviewed\n");
     changed.sources.swap(0, 1);
     changed
         .sources
@@ -875,7 +875,7 @@ async fn a_daemon_that_cannot_read_its_running_sources_gets_the_whole_bundle() {
     let expected = topologyd_api::delta::sources_view(7, &example_bundle().sources);
     assert_eq!(view, expected);
     let mut changed = example_bundle();
-    changed.sources[0].text.push_str("# moved\n");
+    changed.sources[0].text.to_mut().push_str("# moved\n");
     // ...but a delta needs the texts: refused as base_unavailable, naming the way out.
     let (carried, delta) = topologyd_api::delta::BundleDelta::against(
         &view,
@@ -910,7 +910,7 @@ async fn a_delta_against_another_base_or_with_a_wrong_digest_never_reaches_the_e
     let admin = client(&pki, &running, Some(&pki.admin));
     let base = admin.sources().await.unwrap();
     let mut changed = example_bundle();
-    changed.sources[0].text.push_str("# moved\n");
+    changed.sources[0].text.to_mut().push_str("# moved\n");
     let (carried, delta) =
         BundleDelta::against(&base, &changed, &digests(&changed.sources)).unwrap();
     let post = |client: &ControlClient, carried: SourceBundle, delta: BundleDelta| {
@@ -940,7 +940,7 @@ async fn a_delta_against_another_base_or_with_a_wrong_digest_never_reaches_the_e
         "{message}"
     );
     let mut tampered = carried.clone();
-    tampered.sources[0].text.push('x');
+    tampered.sources[0].text.to_mut().push('x');
     let (status, answer) = post(&admin, tampered, delta.clone()).await;
     assert_eq!(status, 400, "{answer}");
     assert!(

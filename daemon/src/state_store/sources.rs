@@ -9,7 +9,11 @@
 //! than ten minutes ago (the same device, inode, length, modification and change times, before
 //! and after the read, all more than 2 s old when it was checked; a delta push reads the
 //! running generation's texts each time, and hashing 27 MB again told nothing new), so a
-//! stored generation stays complete and verifiable.
+//! stored generation stays complete and verifiable. A text of a megabyte or more is mapped
+//! read-only instead of copied into memory ([`topologyd_api::Text`] shares the mapping): the
+//! store never writes a text file in place (a text is written under a temporary name and
+//! renamed, then only renamed or unlinked), so a mapping keeps the bytes that were checked.
+//! Editing a file under `sources/` in place while the daemon runs is not supported.
 //!
 //! Must not touch: generation files and their numbering (the parent module writes those, after
 //! [`SourceTexts::store`] made the texts durable), what a text means.
@@ -27,6 +31,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
+use topologyd_api::Text;
 use topologyd_api::delta::file_sha256;
 
 use super::{SourceFile, StateError, TEMP_PREFIX, io_error};
@@ -300,7 +305,7 @@ impl SourceTexts {
         file: &Path,
         generation: u64,
         reference: &SourceRef,
-    ) -> Result<String, StateError> {
+    ) -> Result<Text, StateError> {
         let failure = |path: PathBuf, corrupt: bool, reason: String| StateError::Source {
             generation,
             name: reference.name.clone(),
@@ -320,7 +325,7 @@ impl SourceTexts {
             });
         }
         let path = self.path(&reference.sha256);
-        let (bytes, stamp) = match read_text(&path) {
+        let (stored, stamp) = match read_text(&path) {
             Ok(read) => read,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 return Err(failure(
@@ -339,10 +344,11 @@ impl SourceTexts {
                 ));
             }
         };
+        let bytes = stored.bytes();
         if bytes.len() as u64 != reference.bytes {
             // The text still hashing to its name is intact: the generation file's length is
             // what is wrong, and the text (other generations may name it) stays.
-            if hex(&sha2::Sha256::digest(&bytes).into()) == reference.sha256 {
+            if hex(&sha2::Sha256::digest(bytes).into()) == reference.sha256 {
                 return Err(StateError::Corrupt {
                     path: file.to_path_buf(),
                     reason: format!(
@@ -364,8 +370,9 @@ impl SourceTexts {
                 ),
             ));
         }
-        let text = String::from_utf8(bytes)
-            .map_err(|_| failure(path.clone(), true, "is not UTF-8".to_owned()))?;
+        let text = stored
+            .into_text()
+            .ok_or_else(|| failure(path.clone(), true, "is not UTF-8".to_owned()))?;
         if stamp.is_some_and(|stamp| self.trusted(&reference.sha256, stamp)) {
             return Ok(text);
         }
@@ -432,16 +439,78 @@ impl SourceTexts {
     }
 }
 
-/// The bytes of the file at `path`, and its stamp when it was the same before and after the
-/// read (taken from the open file, so it is the stamp of the bytes read).
-fn read_text(path: &Path) -> io::Result<(Vec<u8>, Option<FileStamp>)> {
+/// Texts of at least this many bytes are mapped rather than read ([`StoredBytes::Mapped`]):
+/// below it, a copy costs less than setting up and tearing down a mapping.
+pub(super) const MAP_MIN_BYTES: u64 = 1 << 20;
+
+/// A stored text's bytes: read into memory, or (a large one) mapped read-only, with whether
+/// they are UTF-8 (checked once, as the mapping was read through).
+enum StoredBytes {
+    Read(Vec<u8>),
+    Mapped { map: memmap2::Mmap, utf8: bool },
+}
+
+impl StoredBytes {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            StoredBytes::Read(bytes) => bytes,
+            StoredBytes::Mapped { map, .. } => map,
+        }
+    }
+
+    /// The text, or `None` when the bytes are not UTF-8.
+    fn into_text(self) -> Option<Text> {
+        match self {
+            StoredBytes::Read(bytes) => String::from_utf8(bytes).ok().map(Text::from),
+            StoredBytes::Mapped { map, utf8 } => {
+                utf8.then(|| Text::shared(std::sync::Arc::new(MappedText(map))))
+            }
+        }
+    }
+}
+
+/// A stored text mapped from its file, checked to be UTF-8 before it was made
+/// ([`read_text`], [`StoredBytes::into_text`]). The store's files are never changed in place: each is
+/// written once under a temporary name and renamed to the digest of its bytes, then only
+/// renamed (to quarantine) or unlinked, which leaves a mapping's pages as they were.
+struct MappedText(memmap2::Mmap);
+
+impl topologyd_api::SharedText for MappedText {
+    fn text(&self) -> &str {
+        #[allow(unsafe_code)]
+        // SAFETY: the bytes were checked to be UTF-8 when this was made, and they do not
+        // change: the mapping is read-only and its file is never written in place (see the
+        // type's comment).
+        unsafe {
+            std::str::from_utf8_unchecked(&self.0)
+        }
+    }
+}
+
+/// The bytes of the file at `path` (mapped when large: [`MAP_MIN_BYTES`]), and its stamp when
+/// it was the same before and after they were read (taken from the open file, so it is the
+/// stamp of the bytes read; a mapped file's bytes are read through once, in full, before the
+/// second stamp).
+fn read_text(path: &Path) -> io::Result<(StoredBytes, Option<FileStamp>)> {
     let mut file = fs::File::open(path)?;
     let before = FileStamp::of(&file.metadata()?);
-    let mut bytes = Vec::with_capacity(usize::try_from(before.length).unwrap_or(0));
-    crate::memory::prefault_spare_capacity(&mut bytes);
-    file.read_to_end(&mut bytes)?;
+    let stored = if before.length >= MAP_MIN_BYTES {
+        #[allow(unsafe_code)]
+        // SAFETY: the file is one of the store's texts, which nothing writes in place (see
+        // `MappedText`); a text truncated or rewritten in place behind the daemon's back is
+        // outside what the store supports, as is any other write to its private directory.
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
+        // Read through now, as a read would, so that the second stamp is taken after every
+        // byte was seen.
+        let utf8 = std::str::from_utf8(&map).is_ok();
+        StoredBytes::Mapped { map, utf8 }
+    } else {
+        let mut bytes = Vec::with_capacity(usize::try_from(before.length).unwrap_or(0));
+        file.read_to_end(&mut bytes)?;
+        StoredBytes::Read(bytes)
+    };
     let after = FileStamp::of(&file.metadata()?);
-    Ok((bytes, (before == after).then_some(before)))
+    Ok((stored, (before == after).then_some(before)))
 }
 
 /// Texts written into the store ahead of the generation that will name them

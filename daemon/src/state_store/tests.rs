@@ -17,11 +17,11 @@ fn generation(number: u64) -> StoredGeneration {
             sources: vec![
                 SourceFile {
                     name: "services.toml".to_owned(),
-                    text: format!("[service.web]\nport = {number}\n"),
+                    text: format!("[service.web]\nport = {number}\n").into(),
                 },
                 SourceFile {
                     name: "sites/fra.toml".to_owned(),
-                    text: "[location.fra]\n".to_owned(),
+                    text: "[location.fra]\n".to_owned().into(),
                 },
             ],
         },
@@ -365,7 +365,10 @@ fn files_are_written_0600_whatever_the_umask() {
 
 fn big_generation(number: u64, bytes: usize) -> StoredGeneration {
     let mut stored = generation(number);
-    stored.bundle.sources[0].text.push_str(&"#".repeat(bytes));
+    stored.bundle.sources[0]
+        .text
+        .to_mut()
+        .push_str(&"#".repeat(bytes));
     stored
 }
 

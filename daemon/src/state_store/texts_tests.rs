@@ -17,7 +17,7 @@ fn bundle(files: &[(&str, &str)]) -> SourceBundle {
             .iter()
             .map(|(name, text)| SourceFile {
                 name: (*name).to_owned(),
-                text: (*text).to_owned(),
+                text: (*text).to_owned().into(),
             })
             .collect(),
     }
@@ -606,4 +606,60 @@ fn a_fifo_in_a_staged_text_s_place_is_not_opened() {
     assert!(made.success());
     // Opening the FIFO for reading would wait for a writer that never comes.
     assert!(staged.read_back()(0).is_none());
+}
+
+/// A text of a megabyte or more is mapped from its file, not copied, and checked as a text
+/// read into memory is: against its length, as UTF-8 and against its digest, and moved aside
+/// when it fails. Small texts are still read.
+#[test]
+fn a_large_text_is_mapped_and_checked_as_a_read_one_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let large = "[[binding]]\ncidr = \"10.0.0.0/24\"\nservice = \"web\"\n".repeat(25_000);
+    assert!(large.len() as u64 >= sources::MAP_MIN_BYTES);
+    let files = [("bindings.toml", large.as_str()), ("fleet.toml", "x = 1\n")];
+    StateStore::open(dir.path(), 5)
+        .unwrap()
+        .commit(&stored(1, &files))
+        .unwrap();
+    let path = dir
+        .path()
+        .join(sources::SOURCES_DIR)
+        .join(file_sha256(&large));
+    {
+        let store = StateStore::open(dir.path(), 5).unwrap();
+        let read = store.read(1).unwrap();
+        let texts = &read.bundle.sources;
+        assert!(texts[0].text.is_shared(), "a large text is mapped");
+        assert!(!texts[1].text.is_shared(), "a small one is read");
+        assert_eq!(texts[0].text, large);
+        assert_eq!(texts[1].text, "x = 1\n");
+        // A clone shares the mapping; changing one copies it first.
+        let mut copy = texts[0].text.clone();
+        assert!(copy.is_shared());
+        assert_eq!(copy.as_ptr(), texts[0].text.as_ptr());
+        copy.to_mut().push('#');
+        assert!(!copy.is_shared());
+        assert_eq!(texts[0].text, large, "the mapped text is unchanged");
+        // Stored again by a commit naming it: trusted by its stamp, not written again.
+        store.commit(&stored(2, &files)).unwrap();
+        assert_eq!(texts_on_disk(dir.path()).len(), 2);
+    }
+    // Damaged behind the daemon's back, once nothing maps it: not UTF-8, at the same length.
+    let mut damaged = large.clone().into_bytes();
+    damaged[1_000_000] = 0xFF;
+    fs::write(&path, &damaged).unwrap();
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    let error = store.read(2).unwrap_err().to_string();
+    assert!(error.contains("is not UTF-8"), "{error}");
+    assert!(!path.exists(), "moved aside");
+    // Stored again by the next push carrying it; then other UTF-8 bytes of the same length.
+    store.commit(&stored(3, &files)).unwrap();
+    assert_eq!(store.read(2).unwrap().bundle.sources[0].text, large);
+    drop(store);
+    damaged[1_000_000] = b'#';
+    fs::write(&path, &damaged).unwrap();
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    let error = store.read(3).unwrap_err().to_string();
+    assert!(error.contains("holds a text of SHA-256"), "{error}");
+    assert!(!path.exists(), "moved aside");
 }
