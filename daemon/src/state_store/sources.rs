@@ -325,7 +325,8 @@ impl SourceTexts {
             });
         }
         let path = self.path(&reference.sha256);
-        let (stored, stamp) = match read_text(&path) {
+        let trusted = |stamp| self.trusted(&reference.sha256, stamp);
+        let (stored, stamp) = match read_text(&path, trusted) {
             Ok(read) => read,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 return Err(failure(
@@ -373,7 +374,7 @@ impl SourceTexts {
         let text = stored
             .into_text()
             .ok_or_else(|| failure(path.clone(), true, "is not UTF-8".to_owned()))?;
-        if stamp.is_some_and(|stamp| self.trusted(&reference.sha256, stamp)) {
+        if stamp.is_some_and(trusted) {
             return Ok(text);
         }
         self.hashed_reads
@@ -470,7 +471,8 @@ impl StoredBytes {
 }
 
 /// A stored text mapped from its file, checked to be UTF-8 before it was made
-/// ([`read_text`], [`StoredBytes::into_text`]). The store's files are never changed in place: each is
+/// ([`read_text`], [`StoredBytes::into_text`]): by that read, or by an earlier check of this
+/// process with the file's stamp unchanged since (a file rewritten changes its stamp). The store's files are never changed in place: each is
 /// written once under a temporary name and renamed to the digest of its bytes, then only
 /// renamed (to quarantine) or unlinked, which leaves a mapping's pages as they were.
 struct MappedText(memmap2::Mmap);
@@ -489,20 +491,23 @@ impl topologyd_api::SharedText for MappedText {
 
 /// The bytes of the file at `path` (mapped when large: [`MAP_MIN_BYTES`]), and its stamp when
 /// it was the same before and after they were read (taken from the open file, so it is the
-/// stamp of the bytes read; a mapped file's bytes are read through once, in full, before the
-/// second stamp).
-fn read_text(path: &Path) -> io::Result<(StoredBytes, Option<FileStamp>)> {
+/// stamp of the bytes read). A mapped file is read through once, to check it is UTF-8, before
+/// the second stamp — unless `checked` says this process already checked the file with the
+/// stamp it has (hashed or compared with a text, so UTF-8 then); should the stamp have moved
+/// meanwhile, it is read through after all.
+fn read_text(
+    path: &Path,
+    checked: impl Fn(FileStamp) -> bool,
+) -> io::Result<(StoredBytes, Option<FileStamp>)> {
     let mut file = fs::File::open(path)?;
     let before = FileStamp::of(&file.metadata()?);
-    let stored = if before.length >= MAP_MIN_BYTES {
+    let mut stored = if before.length >= MAP_MIN_BYTES {
         #[allow(unsafe_code)]
         // SAFETY: the file is one of the store's texts, which nothing writes in place (see
         // `MappedText`); a text truncated or rewritten in place behind the daemon's back is
         // outside what the store supports, as is any other write to its private directory.
         let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
-        // Read through now, as a read would, so that the second stamp is taken after every
-        // byte was seen.
-        let utf8 = std::str::from_utf8(&map).is_ok();
+        let utf8 = checked(before) || std::str::from_utf8(&map).is_ok();
         StoredBytes::Mapped { map, utf8 }
     } else {
         let mut bytes = Vec::with_capacity(usize::try_from(before.length).unwrap_or(0));
@@ -510,7 +515,13 @@ fn read_text(path: &Path) -> io::Result<(StoredBytes, Option<FileStamp>)> {
         StoredBytes::Read(bytes)
     };
     let after = FileStamp::of(&file.metadata()?);
-    Ok((stored, (before == after).then_some(before)))
+    let stamp = (before == after).then_some(before);
+    if stamp.is_none()
+        && let StoredBytes::Mapped { map, utf8 } = &mut stored
+    {
+        *utf8 = std::str::from_utf8(map).is_ok();
+    }
+    Ok((stored, stamp))
 }
 
 /// Texts written into the store ahead of the generation that will name them

@@ -663,3 +663,31 @@ fn a_large_text_is_mapped_and_checked_as_a_read_one_is() {
     assert!(error.contains("holds a text of SHA-256"), "{error}");
     assert!(!path.exists(), "moved aside");
 }
+
+/// A large text this process checked, settled and unchanged since, is mapped without being
+/// hashed again; one changed in place since is checked again, as UTF-8 first.
+#[test]
+fn a_large_text_checked_before_is_trusted_until_its_stamp_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let large = "# a comment line of the bindings file\n".repeat(30_000);
+    let files = [("bindings.toml", large.as_str())];
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    store.commit(&stored(1, &files)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    let hashed = |expected: u64| assert_eq!(store.texts.hashed_reads(), expected);
+    for _ in 0..3 {
+        let read = store.read(1).unwrap();
+        assert!(read.bundle.sources[0].text.is_shared());
+        assert_eq!(read.bundle.sources[0].text, large);
+    }
+    hashed(1);
+    let path = dir
+        .path()
+        .join(sources::SOURCES_DIR)
+        .join(file_sha256(&large));
+    let mut damaged = large.clone().into_bytes();
+    damaged[600_000] = 0xC0;
+    fs::write(&path, &damaged).unwrap();
+    let error = store.read(1).unwrap_err().to_string();
+    assert!(error.contains("is not UTF-8"), "{error}");
+}
