@@ -1333,6 +1333,13 @@ fn a_binding_moved_in_a_file_of_bindings_is_checked_under_its_prefix() {
     changed.files[4].prefixes[0].layered = Some(0);
     let (incremental, reuse) = compile_incremental(bindings_apart(&changed), 2, &running);
     assert!(reuse.items_patched && reuse.parsed_files == 1, "{reuse:?}");
+    let incremental = incremental.unwrap();
+    // Only bindings changed: the running prefixes are shared, not copied.
+    assert_eq!(
+        incremental.prefixes().as_ptr(),
+        running.prefixes().as_ptr(),
+        "the prefixes are the running generation's"
+    );
     let full = compile_against_in_full(bindings_apart(&changed), 2, &running).unwrap();
-    assert_eq!(observed(&full), observed(&incremental.unwrap()));
+    assert_eq!(observed(&full), observed(&incremental));
 }

@@ -528,10 +528,14 @@ impl Engine {
         (self.routes.subscribe(), self.visibility_inputs.subscribe())
     }
 
-    /// Publishes the running topology and the VRP set when either changed.
+    /// Publishes the running topology and the VRP set when either changed. The topology it
+    /// replaces is often the last share of the previous generation: it is freed on the
+    /// blocking pool, not on the engine task while the channel is locked (a large topology
+    /// takes milliseconds to free, right when the peers read the routes just published).
     fn publish_visibility_inputs(&self) {
         let topology = &self.core.running.topology;
         let vrps = self.core.rpki.plan_vrps();
+        let mut replaced = None;
         self.visibility_inputs.send_if_modified(|inputs| {
             let same_vrps = match (&inputs.vrps, &vrps) {
                 (Some(old), Some(new)) => Arc::ptr_eq(old, new),
@@ -541,10 +545,16 @@ impl Engine {
             if Arc::ptr_eq(&inputs.topology, topology) && same_vrps {
                 return false;
             }
-            inputs.topology = Arc::clone(topology);
+            replaced = Some(std::mem::replace(
+                &mut inputs.topology,
+                Arc::clone(topology),
+            ));
             inputs.vrps = vrps.clone();
             true
         });
+        if let Some(previous) = replaced.filter(|previous| Arc::strong_count(previous) == 1) {
+            tokio::task::spawn_blocking(move || drop(previous));
+        }
     }
 
     /// Starts the task of every configured peer.

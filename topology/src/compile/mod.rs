@@ -488,7 +488,13 @@ fn compile_phases(
     let (prefixes, patched) = match patched {
         Some((prefixes, bindings)) => (prefixes, Some(bindings)),
         None => (
-            prefixes::compile_prefixes(raw_prefixes, &raw, reused, &settings, &mut collector),
+            Arc::new(prefixes::compile_prefixes(
+                raw_prefixes,
+                &raw,
+                reused,
+                &settings,
+                &mut collector,
+            )),
             None,
         ),
     };
@@ -510,7 +516,6 @@ fn compile_phases(
     // thread of its own, beside the routes and the checks and past the end of the compile (a
     // push reads it at the end of its plan). A patched compile's bindings are hashed as
     // patched (shared with the running ones when no service changed).
-    let prefixes = Arc::new(prefixes);
     let hash = hash::TopologyHash::spawn(
         hash::hash_definitions(&settings, &fleet.locations, &catalogue.services),
         Arc::clone(&prefixes),

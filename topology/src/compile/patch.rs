@@ -7,7 +7,8 @@
 //! placed or checked for overlaps: with the same cidrs in the same places, the merge would give
 //! back the running generation's order, placements and nesting. A self-serve BYOIP toggle is
 //! this case, and so is a change that moves a share of the bindings to other services; it was
-//! the bindings phase over every binding that most of their compile went to. The bindings are
+//! the bindings phase over every binding that most of their compile went to. The prefixes are
+//! shared with the running generation when no changed file holds one, the bindings are
 //! shared with the running generation when no service changed (the changed ones' new spans kept
 //! beside them, `binding_list.rs`), written into a copy that keeps the longest-match index
 //! when some did; blackholes are looked for only under the prefixes compiled again and those
@@ -23,6 +24,8 @@
 //!
 //! Owns: the conditions under which the running items are taken whole, and the patching. Must
 //! not touch: the checks of a single prefix (those of the prefixes phase).
+
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use topologyd_config::{Collector, RawBinding, RawPrefix, RawTopology, Settings, Span};
@@ -77,7 +80,7 @@ pub(super) fn same_cidrs(
     catalogue: &Catalogue,
     settings: &Settings,
     collector: &mut Collector,
-) -> Option<(Vec<Prefix>, PatchedBindings)> {
+) -> Option<(Arc<Vec<Prefix>>, PatchedBindings)> {
     let baseline = reused.baseline_in_place()?;
     let changed = changed_files(raw, reused, baseline)?;
     same_services(catalogue, baseline)?;
@@ -121,10 +124,18 @@ pub(super) fn same_cidrs(
         }
     }
     // Every condition holds: from here on, the result is the merge's.
-    let mut prefixes = Vec::clone(&baseline.prefixes);
-    for (raw_prefix, place) in raw_prefixes.iter().zip(&prefix_places) {
-        prefixes[*place] = compile_prefix(raw_prefix, &raw.names, settings, collector);
-    }
+    // Changed files that hold no prefix now held none before (every running prefix of theirs
+    // has a place above): the running prefixes are shared, not copied (a change of bindings
+    // alone, such as the 1 % push, copied 100,000 prefixes).
+    let prefixes = if raw_prefixes.is_empty() {
+        Arc::clone(&baseline.prefixes)
+    } else {
+        let mut prefixes = Vec::clone(&baseline.prefixes);
+        for (raw_prefix, place) in raw_prefixes.iter().zip(&prefix_places) {
+            prefixes[*place] = compile_prefix(raw_prefix, &raw.names, settings, collector);
+        }
+        Arc::new(prefixes)
+    };
     let mut patched_prefixes = prefix_places;
     patched_prefixes.extend(reassigned_prefixes);
     patched_prefixes.sort_unstable();
