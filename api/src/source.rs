@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 /// as long as it lives ([`SharedText`]). The daemon maps the large texts of its state directory
 /// (files written once and never changed) instead of copying them: a delta push that changes
 /// one file of a 27 MB bundle used to read the other 27 MB into memory each time. A clone of a
-/// shared text shares it; equality, order and the wire form are the `str`'s.
+/// shared text shares it; equality and the wire form are the `str`'s.
 #[derive(Clone, Default)]
 pub struct Text {
     /// The text, when it is held (empty when shared).

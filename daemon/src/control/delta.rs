@@ -39,7 +39,7 @@ pub(super) struct SourcesCache {
 }
 
 /// At most this many delta resolutions (or digest computations, for a topology that keeps no
-/// digests) read and copy the running generation's texts at once; more wait.
+/// digests) read the running generation's texts at once; more wait.
 const CONCURRENT_READS: usize = 2;
 
 impl Default for SourcesCache {

@@ -325,8 +325,7 @@ impl SourceTexts {
             });
         }
         let path = self.path(&reference.sha256);
-        let trusted = |stamp| self.trusted(&reference.sha256, stamp);
-        let (stored, stamp) = match read_text(&path, trusted) {
+        let (stored, stamp) = match read_text(&path) {
             Ok(read) => read,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 return Err(failure(
@@ -374,7 +373,7 @@ impl SourceTexts {
         let text = stored
             .into_text()
             .ok_or_else(|| failure(path.clone(), true, "is not UTF-8".to_owned()))?;
-        if stamp.is_some_and(trusted) {
+        if stamp.is_some_and(|stamp| self.trusted(&reference.sha256, stamp)) {
             return Ok(text);
         }
         self.hashed_reads
@@ -445,7 +444,7 @@ impl SourceTexts {
 pub(super) const MAP_MIN_BYTES: u64 = 1 << 20;
 
 /// A stored text's bytes: read into memory, or (a large one) mapped read-only, with whether
-/// they are UTF-8 (checked once, as the mapping was read through).
+/// they are UTF-8 (checked as the mapping was read through).
 enum StoredBytes {
     Read(Vec<u8>),
     Mapped { map: memmap2::Mmap, utf8: bool },
@@ -470,44 +469,45 @@ impl StoredBytes {
     }
 }
 
-/// A stored text mapped from its file, checked to be UTF-8 before it was made
-/// ([`read_text`], [`StoredBytes::into_text`]): by that read, or by an earlier check of this
-/// process with the file's stamp unchanged since (a file rewritten changes its stamp). The store's files are never changed in place: each is
-/// written once under a temporary name and renamed to the digest of its bytes, then only
-/// renamed (to quarantine) or unlinked, which leaves a mapping's pages as they were.
+/// A stored text mapped from its file, whose bytes this very read checked to be UTF-8
+/// ([`read_text`]). The store never writes a text file in place: each is written once under a
+/// temporary name and renamed to the digest of its bytes, then only renamed (to quarantine)
+/// or unlinked, which leaves a mapping's pages as they were. Only a regular file with one
+/// link, named itself (not a symbolic link), is mapped.
 struct MappedText(memmap2::Mmap);
 
 impl topologyd_api::SharedText for MappedText {
     fn text(&self) -> &str {
         #[allow(unsafe_code)]
-        // SAFETY: the bytes were checked to be UTF-8 when this was made, and they do not
-        // change: the mapping is read-only and its file is never written in place (see the
-        // type's comment).
+        // SAFETY: the bytes were checked to be UTF-8 after they were mapped, and they stay
+        // what was checked: the mapping is read-only and its file is never written in place
+        // (see the type's comment). This holds while the storage gives back the bytes written
+        // (a page evicted and read again is read from the file).
         unsafe {
             std::str::from_utf8_unchecked(&self.0)
         }
     }
 }
 
-/// The bytes of the file at `path` (mapped when large: [`MAP_MIN_BYTES`]), and its stamp when
-/// it was the same before and after they were read (taken from the open file, so it is the
-/// stamp of the bytes read). A mapped file is read through once, to check it is UTF-8, before
-/// the second stamp — unless `checked` says this process already checked the file with the
-/// stamp it has (hashed or compared with a text, so UTF-8 then); should the stamp have moved
-/// meanwhile, it is read through after all.
-fn read_text(
-    path: &Path,
-    checked: impl Fn(FileStamp) -> bool,
-) -> io::Result<(StoredBytes, Option<FileStamp>)> {
+/// The bytes of the file at `path`, and its stamp when it was the same before and after they
+/// were read (taken from the open file, so it is the stamp of the bytes read). A large one
+/// ([`MAP_MIN_BYTES`]) that is a regular file of one link is mapped, and read through once to
+/// check it is UTF-8 before the second stamp; should the stamp have moved meanwhile
+/// (something wrote the file in place), its bytes are copied and the mapping dropped.
+fn read_text(path: &Path) -> io::Result<(StoredBytes, Option<FileStamp>)> {
     let mut file = fs::File::open(path)?;
-    let before = FileStamp::of(&file.metadata()?);
-    let mut stored = if before.length >= MAP_MIN_BYTES {
+    let metadata = file.metadata()?;
+    let before = FileStamp::of(&metadata);
+    // The file itself, not a link to one elsewhere; anything else is read, as before.
+    let own_file = fs::symlink_metadata(path).is_ok_and(|link| link.file_type().is_file());
+    let mappable = own_file && metadata.is_file() && metadata.nlink() == 1;
+    let stored = if mappable && before.length >= MAP_MIN_BYTES {
         #[allow(unsafe_code)]
         // SAFETY: the file is one of the store's texts, which nothing writes in place (see
         // `MappedText`); a text truncated or rewritten in place behind the daemon's back is
         // outside what the store supports, as is any other write to its private directory.
         let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
-        let utf8 = checked(before) || std::str::from_utf8(&map).is_ok();
+        let utf8 = std::str::from_utf8(&map).is_ok();
         StoredBytes::Mapped { map, utf8 }
     } else {
         let mut bytes = Vec::with_capacity(usize::try_from(before.length).unwrap_or(0));
@@ -516,11 +516,10 @@ fn read_text(
     };
     let after = FileStamp::of(&file.metadata()?);
     let stamp = (before == after).then_some(before);
-    if stamp.is_none()
-        && let StoredBytes::Mapped { map, utf8 } = &mut stored
-    {
-        *utf8 = std::str::from_utf8(map).is_ok();
-    }
+    let stored = match stored {
+        StoredBytes::Mapped { map, .. } if stamp.is_none() => StoredBytes::Read(map.to_vec()),
+        stored => stored,
+    };
     Ok((stored, stamp))
 }
 

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt as _;
 
 use proptest::prelude::*;
 use topologyd_api::delta::file_sha256;
@@ -640,10 +641,33 @@ fn a_large_text_is_mapped_and_checked_as_a_read_one_is() {
         copy.to_mut().push('#');
         assert!(!copy.is_shared());
         assert_eq!(texts[0].text, large, "the mapped text is unchanged");
-        // Stored again by a commit naming it: trusted by its stamp, not written again.
+        // A commit naming it while it is mapped finds it stored (compared with itself) and
+        // does not write it again: the mapped file is the stored one.
+        let inode = fs::metadata(&path).unwrap().ino();
         store.commit(&stored(2, &files)).unwrap();
         assert_eq!(texts_on_disk(dir.path()).len(), 2);
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
     }
+    // A text with a second link (or reached through a symbolic link) is read, not mapped: the
+    // store cannot tell who else writes it.
+    let linked = dir.path().join("elsewhere");
+    fs::hard_link(&path, &linked).unwrap();
+    {
+        let store = StateStore::open(dir.path(), 5).unwrap();
+        let read = store.read(1).unwrap();
+        assert!(!read.bundle.sources[0].text.is_shared());
+        assert_eq!(read.bundle.sources[0].text, large);
+    }
+    fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&linked, &path).unwrap();
+    {
+        let store = StateStore::open(dir.path(), 5).unwrap();
+        let read = store.read(1).unwrap();
+        assert!(!read.bundle.sources[0].text.is_shared());
+        assert_eq!(read.bundle.sources[0].text, large);
+    }
+    fs::remove_file(&path).unwrap();
+    fs::rename(&linked, &path).unwrap();
     // Damaged behind the daemon's back, once nothing maps it: not UTF-8, at the same length.
     let mut damaged = large.clone().into_bytes();
     damaged[1_000_000] = 0xFF;
@@ -665,7 +689,8 @@ fn a_large_text_is_mapped_and_checked_as_a_read_one_is() {
 }
 
 /// A large text this process checked, settled and unchanged since, is mapped without being
-/// hashed again; one changed in place since is checked again, as UTF-8 first.
+/// hashed again (its UTF-8 is checked at every read); one changed in place since is checked
+/// again, and found.
 #[test]
 fn a_large_text_checked_before_is_trusted_until_its_stamp_moves() {
     let dir = tempfile::tempdir().unwrap();
