@@ -49,7 +49,7 @@ pub enum StartError {
     /// missing or damaged: starting from the bootstrap topology would announce what may be a
     /// very old topology, so the daemon stops instead.
     #[error(
-        "no stored generation can be read: source texts are missing or damaged:\n{0}\nput each text back under its SHA-256 in the state directory's sources/ (cp FILE STATE_DIR/sources/$(sha256sum FILE | cut -d' ' -f1)), or move the generation files to quarantine/ to start from bootstrap_topology"
+        "no stored generation can be read: source texts are missing or damaged:\n{0}\nput each text back under its SHA-256 in the state directory's sources/, copied beside it and renamed (cp FILE STATE_DIR/sources/new.tmp && mv STATE_DIR/sources/new.tmp STATE_DIR/sources/$(sha256sum FILE | cut -d' ' -f1)), or move the generation files to quarantine/ to start from bootstrap_topology"
     )]
     SourcesUnreadable(String),
     #[error("peer `{peer}`: {message}")]

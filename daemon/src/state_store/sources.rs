@@ -24,7 +24,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{self, Read as _};
+use std::io::{self, Read as _, Seek as _};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -473,7 +473,8 @@ impl StoredBytes {
 /// ([`read_text`]). The store never writes a text file in place: each is written once under a
 /// temporary name and renamed to the digest of its bytes, then only renamed (to quarantine)
 /// or unlinked, which leaves a mapping's pages as they were. Only a regular file with one
-/// link, named itself (not a symbolic link), is mapped.
+/// link, named itself (not a symbolic link), is mapped, and kept only when its stamp held
+/// while it was checked.
 struct MappedText(memmap2::Mmap);
 
 impl topologyd_api::SharedText for MappedText {
@@ -491,36 +492,41 @@ impl topologyd_api::SharedText for MappedText {
 
 /// The bytes of the file at `path`, and its stamp when it was the same before and after they
 /// were read (taken from the open file, so it is the stamp of the bytes read). A large one
-/// ([`MAP_MIN_BYTES`]) that is a regular file of one link is mapped, and read through once to
-/// check it is UTF-8 before the second stamp; should the stamp have moved meanwhile
-/// (something wrote the file in place), its bytes are copied and the mapping dropped.
+/// ([`MAP_MIN_BYTES`]) that is a regular file of one link, named itself, is mapped and read
+/// through once to check it is UTF-8 before the second stamp; should the stamp have moved
+/// meanwhile (something wrote the file in place), the mapping is dropped and the file read
+/// instead. A file that cannot be mapped (a file system that refuses it) is read too.
 fn read_text(path: &Path) -> io::Result<(StoredBytes, Option<FileStamp>)> {
     let mut file = fs::File::open(path)?;
     let metadata = file.metadata()?;
     let before = FileStamp::of(&metadata);
-    // The file itself, not a link to one elsewhere; anything else is read, as before.
-    let own_file = fs::symlink_metadata(path).is_ok_and(|link| link.file_type().is_file());
-    let mappable = own_file && metadata.is_file() && metadata.nlink() == 1;
-    let stored = if mappable && before.length >= MAP_MIN_BYTES {
+    // The file opened is the one the name holds, not one a link leads to.
+    let own_file = fs::symlink_metadata(path).is_ok_and(|link| {
+        link.file_type().is_file() && link.dev() == metadata.dev() && link.ino() == metadata.ino()
+    });
+    if own_file && metadata.nlink() == 1 && before.length >= MAP_MIN_BYTES {
         #[allow(unsafe_code)]
         // SAFETY: the file is one of the store's texts, which nothing writes in place (see
         // `MappedText`); a text truncated or rewritten in place behind the daemon's back is
         // outside what the store supports, as is any other write to its private directory.
-        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
-        let utf8 = std::str::from_utf8(&map).is_ok();
-        StoredBytes::Mapped { map, utf8 }
-    } else {
-        let mut bytes = Vec::with_capacity(usize::try_from(before.length).unwrap_or(0));
-        file.read_to_end(&mut bytes)?;
-        StoredBytes::Read(bytes)
-    };
+        let mapped = unsafe { memmap2::MmapOptions::new().populate().map(&file) };
+        if let Ok(map) = mapped {
+            let utf8 = std::str::from_utf8(&map).is_ok();
+            let after = FileStamp::of(&file.metadata()?);
+            if before == after {
+                return Ok((StoredBytes::Mapped { map, utf8 }, Some(before)));
+            }
+            drop(map);
+            file.rewind()?;
+        }
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(before.length).unwrap_or(0));
+    file.read_to_end(&mut bytes)?;
     let after = FileStamp::of(&file.metadata()?);
-    let stamp = (before == after).then_some(before);
-    let stored = match stored {
-        StoredBytes::Mapped { map, .. } if stamp.is_none() => StoredBytes::Read(map.to_vec()),
-        stored => stored,
-    };
-    Ok((stored, stamp))
+    Ok((
+        StoredBytes::Read(bytes),
+        (before == after).then_some(before),
+    ))
 }
 
 /// Texts written into the store ahead of the generation that will name them

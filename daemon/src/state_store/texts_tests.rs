@@ -711,6 +711,17 @@ fn a_large_text_checked_before_is_trusted_until_its_stamp_moves() {
         .join(sources::SOURCES_DIR)
         .join(file_sha256(&large));
     let mut damaged = large.clone().into_bytes();
+    // Rewritten in place with other UTF-8 of the same length: the stamp moved, so the text is
+    // hashed again and found.
+    damaged[600_000] = b'%';
+    fs::write(&path, &damaged).unwrap();
+    let error = store.read(1).unwrap_err().to_string();
+    assert!(error.contains("holds a text of SHA-256"), "{error}");
+    hashed(2);
+    // Stored again, checked again once settled; then rewritten with bytes that are not UTF-8.
+    store.commit(&stored(2, &files)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    assert_eq!(store.read(1).unwrap().bundle.sources[0].text, large);
     damaged[600_000] = 0xC0;
     fs::write(&path, &damaged).unwrap();
     let error = store.read(1).unwrap_err().to_string();
