@@ -497,6 +497,14 @@ impl topologyd_api::SharedText for MappedText {
 /// meanwhile (something wrote the file in place), the mapping is dropped and the file read
 /// instead. A file that cannot be mapped (a file system that refuses it) is read too.
 fn read_text(path: &Path) -> io::Result<(StoredBytes, Option<FileStamp>)> {
+    read_text_mapping_from(path, MAP_MIN_BYTES)
+}
+
+/// [`read_text`], mapping files of `map_min_bytes` or more (the tests map small ones too).
+fn read_text_mapping_from(
+    path: &Path,
+    map_min_bytes: u64,
+) -> io::Result<(StoredBytes, Option<FileStamp>)> {
     let mut file = fs::File::open(path)?;
     let metadata = file.metadata()?;
     let before = FileStamp::of(&metadata);
@@ -504,7 +512,7 @@ fn read_text(path: &Path) -> io::Result<(StoredBytes, Option<FileStamp>)> {
     let own_file = fs::symlink_metadata(path).is_ok_and(|link| {
         link.file_type().is_file() && link.dev() == metadata.dev() && link.ino() == metadata.ino()
     });
-    if own_file && metadata.nlink() == 1 && before.length >= MAP_MIN_BYTES {
+    if own_file && metadata.nlink() == 1 && before.length >= map_min_bytes {
         #[allow(unsafe_code)]
         // SAFETY: the file is one of the store's texts, which nothing writes in place (see
         // `MappedText`); a text truncated or rewritten in place behind the daemon's back is
@@ -671,4 +679,59 @@ fn hex(bytes: &[u8; 32]) -> String {
             let _ = write!(text, "{byte:02x}");
             text
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Mapped or read, a stored file reads back as exactly its bytes, becomes a text iff
+        /// they are UTF-8, and is mapped iff it is at least the threshold long: over generated
+        /// texts and byte strings (empty ones and ones broken inside a character included)
+        /// and thresholds below, at and past their length.
+        #[test]
+        fn a_file_mapped_or_read_gives_back_its_bytes_and_is_a_text_iff_utf8(
+            text in "(\\PC|\n){0,300}",
+            cut in any::<prop::sample::Index>(),
+            broken in any::<bool>(),
+            threshold in prop_oneof![Just(0usize), Just(1), Just(usize::MAX)],
+            near in -1i64..=1,
+        ) {
+            let dir = tempfile::tempdir().map_err(|error| TestCaseError::fail(error.to_string()))?;
+            let path = dir.path().join("text");
+            let mut bytes = text.into_bytes();
+            if broken && !bytes.is_empty() {
+                // Cut anywhere, a character's tail may go; a stray continuation byte is added.
+                bytes.truncate(cut.index(bytes.len() + 1));
+                bytes.push(0x80);
+            }
+            fs::write(&path, &bytes).map_err(|error| TestCaseError::fail(error.to_string()))?;
+            let length = bytes.len() as i64;
+            let map_min = match threshold {
+                usize::MAX => (length + near).max(0) as u64,
+                small => small as u64,
+            };
+            let (stored, stamp) = read_text_mapping_from(&path, map_min)
+                .map_err(|error| TestCaseError::fail(error.to_string()))?;
+            prop_assert!(stamp.is_some(), "nothing wrote the file meanwhile");
+            prop_assert_eq!(stored.bytes(), bytes.as_slice());
+            let mapped = matches!(stored, StoredBytes::Mapped { .. });
+            // An empty file may be refused a mapping; it is then read.
+            prop_assert!(mapped == (bytes.len() as u64 >= map_min) || bytes.is_empty());
+            let utf8 = std::str::from_utf8(&bytes).is_ok();
+            match stored.into_text() {
+                Some(text) => {
+                    prop_assert!(utf8);
+                    prop_assert_eq!(text.as_bytes(), bytes.as_slice());
+                    prop_assert_eq!(text.is_shared(), mapped);
+                }
+                None => prop_assert!(!utf8),
+            }
+        }
+    }
 }
