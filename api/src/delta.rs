@@ -133,7 +133,8 @@ fn digest_bytes(text: &str) -> Option<[u8; 32]> {
     Some(bytes)
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Bytes as lower-case hex (a SHA-256 as [`file_sha256`] writes it).
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     bytes.iter().fold(String::new(), |mut text, byte| {
         let _ = write!(text, "{byte:02x}");
@@ -280,7 +281,7 @@ pub fn sources_view_of_digests<'a>(
 }
 
 /// Whether `digest` is a SHA-256 as [`file_sha256`] writes it (64 lower-case hex digits).
-fn is_sha256(digest: &str) -> bool {
+pub fn is_sha256(digest: &str) -> bool {
     digest.len() == 64
         && digest
             .bytes()
@@ -298,6 +299,20 @@ impl BundleDelta {
         new: &SourceBundle,
         new_digests: &[SourceDigest],
     ) -> Option<(SourceBundle, BundleDelta)> {
+        let (changed, delta) = BundleDelta::changed(base, new_digests)?;
+        let sources = changed
+            .into_iter()
+            .filter_map(|index| new.sources.get(index).cloned())
+            .collect();
+        Some((SourceBundle { sources }, delta))
+    }
+
+    /// [`BundleDelta::against`] from the new bundle's digests alone: the indices (into
+    /// `new_digests`) of the files to send, and the delta.
+    pub fn changed(
+        base: &SourcesView,
+        new_digests: &[SourceDigest],
+    ) -> Option<(Vec<usize>, BundleDelta)> {
         let mut names = HashSet::new();
         if !new_digests
             .iter()
@@ -310,17 +325,16 @@ impl BundleDelta {
             .iter()
             .map(|file| (file.name.as_str(), file.sha256.as_str()))
             .collect();
-        let changed = new
-            .sources
+        let changed = new_digests
             .iter()
-            .zip(new_digests)
+            .enumerate()
             .filter(|(_, digest)| {
                 !in_base.contains(&(digest.name.as_str(), digest.sha256.as_str()))
             })
-            .map(|(file, _)| file.clone())
+            .map(|(index, _)| index)
             .collect();
         Some((
-            SourceBundle { sources: changed },
+            changed,
             BundleDelta {
                 base_generation: base.generation,
                 base_sources_sha256: base.sources_sha256.clone(),

@@ -195,15 +195,18 @@ impl SourceBundle {
             sources: sources
                 .into_iter()
                 .map(|source| SourceFile {
-                    name: Path::new(&source.name)
-                        .file_name()
-                        .map_or(source.name.clone(), |name| {
-                            name.to_string_lossy().into_owned()
-                        }),
+                    name: SourceBundle::name_of(&source.name),
                     text: source.text,
                 })
                 .collect(),
         }
+    }
+
+    /// The name a file read from `path` is sent under: its file name alone.
+    pub fn name_of(path: &str) -> String {
+        Path::new(path)
+            .file_name()
+            .map_or(path.to_owned(), |name| name.to_string_lossy().into_owned())
     }
 }
 

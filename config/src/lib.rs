@@ -39,7 +39,7 @@ pub mod startup;
 pub mod text;
 
 pub use diagnostic::{Collector, Diagnostic, Diagnostics, Severity, escape_text};
-pub use load::{LoadError, decode_source, load_sources};
+pub use load::{LoadError, decode_source, load_sources, load_sources_stamped};
 pub use model::*;
 pub use parse::{
     parse_topology_sources, parse_topology_sources_except, parse_topology_sources_owned,

@@ -34,6 +34,20 @@ pub struct LoadError {
 /// a FIFO, `/dev/stdin`) is read one file after the other, so that nothing after a failure is
 /// opened.
 pub fn load_sources<P: AsRef<Path> + Sync>(paths: &[P]) -> Result<Vec<Source>, LoadError> {
+    Ok(load_sources_stamped(paths)?
+        .into_iter()
+        .map(|(source, _)| source)
+        .collect())
+}
+
+/// A source with the metadata of the file it was read from.
+pub type StampedSource = (Source, std::fs::Metadata);
+
+/// [`load_sources`], each source with the metadata of the file it was read from (taken from the
+/// file opened, before it was read): what a pusher keys the digests it remembers by.
+pub fn load_sources_stamped<P: AsRef<Path> + Sync>(
+    paths: &[P],
+) -> Result<Vec<StampedSource>, LoadError> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let workers = std::thread::available_parallelism()
         .map_or(1, usize::from)
@@ -54,7 +68,7 @@ pub fn load_sources<P: AsRef<Path> + Sync>(paths: &[P]) -> Result<Vec<Source>, L
     // knowing their sizes first), until the files run out or one before it failed.
     let next = AtomicUsize::new(0);
     let first_failed = AtomicUsize::new(usize::MAX);
-    let mut loaded: Vec<(usize, Result<Source, LoadError>)> = std::thread::scope(|scope| {
+    let mut loaded: Vec<(usize, Result<StampedSource, LoadError>)> = std::thread::scope(|scope| {
         let take = || {
             let mut taken = Vec::new();
             loop {
@@ -99,20 +113,25 @@ pub fn load_sources<P: AsRef<Path> + Sync>(paths: &[P]) -> Result<Vec<Source>, L
     Ok(sources)
 }
 
-/// Reads one file into a [`Source`] named by the path as given.
-fn load_source(path: &Path) -> Result<Source, LoadError> {
+/// Reads one file into a [`Source`] named by the path as given, with the file's metadata.
+fn load_source(path: &Path) -> Result<StampedSource, LoadError> {
     let name = path.display().to_string();
     // Read at most one byte past the limit: a huge file (or /dev/zero) is refused
     // without being read whole.
     let limit = MAX_TOPOLOGY_BYTES;
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
+    let metadata = std::fs::File::open(path)
         .and_then(|file| {
+            let metadata = file.metadata()?;
             // Sized from the file's length: a buffer grown by doubling while it reads
             // would hold up to twice the text at the compile's peak.
-            let length = file.metadata().map_or(0, |metadata| metadata.len());
+            let length = metadata.len();
             bytes.reserve_exact(usize::try_from(length.min(limit as u64 + 1)).unwrap_or(0));
-            std::io::Read::read_to_end(&mut std::io::Read::take(file, limit as u64 + 1), &mut bytes)
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(file, limit as u64 + 1),
+                &mut bytes,
+            )?;
+            Ok(metadata)
         })
         .map_err(|error| LoadError {
             path: name.clone(),
@@ -143,11 +162,13 @@ fn load_source(path: &Path) -> Result<Source, LoadError> {
             invalid: Some(diagnostic),
         });
     }
-    decode_source(&name, bytes).map_err(|diagnostic| LoadError {
-        path: name.clone(),
-        error: std::io::Error::new(std::io::ErrorKind::InvalidData, diagnostic.to_string()),
-        invalid: Some(diagnostic),
-    })
+    decode_source(&name, bytes)
+        .map(|source| (source, metadata))
+        .map_err(|diagnostic| LoadError {
+            path: name.clone(),
+            error: std::io::Error::new(std::io::ErrorKind::InvalidData, diagnostic.to_string()),
+            invalid: Some(diagnostic),
+        })
 }
 
 /// The [`Source`] `name` with text `bytes`, or an error at `file:line:column` of the first byte
@@ -278,8 +299,10 @@ mod tests {
                 }
                 paths.push(path);
             }
-            let sequential: Result<Vec<Source>, LoadError> =
-                paths.iter().map(|path| load_source(path)).collect();
+            let sequential: Result<Vec<Source>, LoadError> = paths
+                .iter()
+                .map(|path| load_source(path).map(|(source, _)| source))
+                .collect();
             match (load_sources(&paths), sequential) {
                 (Ok(parallel), Ok(sequential)) => {
                     prop_assert_eq!(parallel.len(), files.len());

@@ -889,6 +889,15 @@ impl Topoctl {
         self.run_human(subcommand, &arguments)
     }
 
+    /// Where `topoctl push` keeps the digests it remembers: beside this client's certificate.
+    pub fn cache_directory(&self) -> PathBuf {
+        self.identity
+            .certificate
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("topoctl-cache")
+    }
+
     /// Runs `topoctl SUBCOMMAND --daemon … --cert … --key … --ca … ARGUMENTS…` as given.
     pub fn run_human<S: AsRef<OsStr>>(
         &self,
@@ -910,6 +919,9 @@ impl Topoctl {
             .args(arguments)
             .env_remove("TOPOCTL_DAEMON")
             .env_remove("TOPOCTL_SERVER_NAME")
+            // The digests `push` remembers stay beside this client's certificate, in a
+            // directory the test owns, not in the home directory.
+            .env("TOPOCTL_CACHE_DIR", self.cache_directory())
             .stdin(Stdio::null())
             .output()
             .map_err(io_error("running topoctl"))?;

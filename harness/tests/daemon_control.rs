@@ -714,3 +714,90 @@ fn a_push_planned_again_after_another_committed_keeps_its_files() {
         "the large push was not planned again:\n{log}"
     );
 }
+
+/// `topoctl push` remembers the digests of settled files by their stamps and reads them only
+/// when they travel: pushes of settled files, one rewritten in place at the same size, one
+/// replaced by a rename, each plan what the files hold as they are — never a remembered text.
+#[test]
+fn pushes_of_remembered_files_send_what_the_files_hold_now() {
+    let setup = start();
+    let added = format!("{PREFIXES}{ADDED_PREFIX}");
+    let files = setup.bundle("remembered", SERVICES, &added);
+    // Settled: last written more than 2 s before the push.
+    std::thread::sleep(Duration::from_millis(2_200));
+    let first = setup.topoctl("push", &paths(&files));
+    assert_eq!(first.code, EXIT_CHANGES_MADE, "{first}");
+    let cache = setup.admin.cache_directory().join("push-digests.json");
+    let remembered = check(std::fs::read_to_string(&cache), "reading the digest cache");
+    for file in &files {
+        let text = check(std::fs::read_to_string(file), "reading a pushed file");
+        assert!(
+            remembered.contains(&topologyd_api::delta::file_sha256(&text)),
+            "{} is not remembered: {remembered}",
+            file.display()
+        );
+    }
+    // Nothing changed: nothing to do.
+    let same = setup.topoctl("push", &paths(&files));
+    assert_eq!(same.code, EXIT_OK, "{same}");
+
+    // Rewritten in place, same length: the added prefix no longer advertised.
+    let withdrawn = format!(
+        "{PREFIXES}{}",
+        ADDED_PREFIX.replace("advertise = true", "advertise = fals")
+    );
+    assert_eq!(withdrawn.len(), added.len());
+    check(
+        std::fs::write(&files[2], &withdrawn),
+        "rewriting prefixes.toml",
+    );
+    let refused = setup.topoctl("push", &paths(&files));
+    assert_eq!(
+        refused.code, EXIT_INVALID,
+        "the rewrite was not seen: {refused}"
+    );
+    let withdrawn = format!(
+        "{PREFIXES}{}",
+        ADDED_PREFIX.replace("advertise = true", "advertise =false")
+    );
+    assert_eq!(withdrawn.len(), added.len());
+    check(
+        std::fs::write(&files[2], &withdrawn),
+        "rewriting prefixes.toml",
+    );
+    let generation = setup.generation();
+    let applied = setup.topoctl(
+        "push",
+        &with(
+            paths(&files),
+            &[
+                "--intent",
+                "service:resolver",
+                "--override",
+                "global-withdrawal:192.0.2.0/24",
+            ],
+        ),
+    );
+    assert_eq!(applied.code, EXIT_CHANGES_MADE, "{applied}");
+    assert_eq!(setup.generation(), generation + 1);
+    let records = setup.audit_records();
+    let last = records.last().cloned().unwrap_or_default();
+    assert_eq!(
+        last["request"]["delta"]["sent_sources"],
+        serde_json::json!(["prefixes.toml"]),
+        "{last}"
+    );
+
+    // Replaced by a rename with the text running before: the route comes back.
+    std::thread::sleep(Duration::from_millis(2_200));
+    assert_eq!(setup.topoctl("push", &paths(&files)).code, EXIT_OK);
+    let replacement = setup.bundles.path().join("prefixes.toml.new");
+    check(
+        std::fs::write(&replacement, &added),
+        "writing the replacement",
+    );
+    check(std::fs::rename(&replacement, &files[2]), "renaming it over");
+    let restored = setup.topoctl("push", &paths(&files));
+    assert_eq!(restored.code, EXIT_CHANGES_MADE, "{restored}");
+    assert_eq!(setup.generation(), generation + 2);
+}

@@ -227,6 +227,7 @@ pub fn exit_code_of(error: &ClientError) -> i32 {
             (401 | 403 | 503 | 507, _) => EXIT_UNREACHABLE,
             _ => EXIT_USAGE,
         },
+        ClientError::SourceChanged { .. } => EXIT_CONFLICT,
         ClientError::ServerName { .. }
         | ClientError::Connect { .. }
         | ClientError::Tls { .. }

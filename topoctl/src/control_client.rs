@@ -29,8 +29,39 @@ use topologyd_api::delta::digests;
 use topologyd_api::{
     ApplyRequest, BundleDelta, DrainRequest, DrainView, ErrorBody, ErrorView, GenerationsView,
     HealthView, Intent, LeaseClaim, LeaseRequest, LeaseView, MutationOutcome, PlanRequest,
-    PlanView, RollbackRequest, RoutesView, SourceBundle, SourcesView, StatusView, TopologyView,
+    PlanView, RollbackRequest, RoutesView, SourceBundle, SourceDigest, SourceFile, SourcesView,
+    StatusView, TopologyView,
 };
+
+/// What a plan or apply sends: every file's name and digest, and the texts of the files that
+/// travel. A bundle in memory is one; `topoctl push`'s files on disk, read only as far as
+/// needed, are another ([`crate::local_bundle::LocalBundle`]).
+pub trait PushSources: Sync {
+    /// How many files.
+    fn count(&self) -> usize;
+    /// Every file by name and digest, in order.
+    fn digests(&self) -> Vec<SourceDigest>;
+    /// The files at `indices` of [`PushSources::digests`], in that order, with their texts;
+    /// each text is the one its digest was taken of.
+    fn files(&self, indices: &[usize]) -> Result<Vec<SourceFile>, ClientError>;
+}
+
+impl PushSources for SourceBundle {
+    fn count(&self) -> usize {
+        self.sources.len()
+    }
+
+    fn digests(&self) -> Vec<SourceDigest> {
+        digests(&self.sources)
+    }
+
+    fn files(&self, indices: &[usize]) -> Result<Vec<SourceFile>, ClientError> {
+        Ok(indices
+            .iter()
+            .filter_map(|index| self.sources.get(*index).cloned())
+            .collect())
+    }
+}
 
 /// How long one call may take, connect to last byte, unless configured otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -112,6 +143,15 @@ pub enum ClientError {
         #[source]
         source: serde_json::Error,
     },
+    /// A file of the push could not be read when its text had to travel, or its text is not
+    /// the one hashed when the push began (it changed in between).
+    #[error("{path}: {message}; push again")]
+    SourceChanged {
+        /// The file, as given.
+        path: String,
+        /// What happened.
+        message: String,
+    },
     /// The daemon answered with a non-2xx status; `body` is its error document.
     #[error("control API answered {status}: {}", body.error.message)]
     Status {
@@ -175,7 +215,7 @@ impl ControlClient {
     /// `POST /v1/plan`: dry run.
     pub async fn plan(
         &self,
-        bundle: &SourceBundle,
+        bundle: &(impl PushSources + ?Sized),
         intent: &Intent,
     ) -> Result<PlanView, ClientError> {
         self.push("/v1/plan", bundle, |bundle, delta| PlanRequest {
@@ -198,7 +238,7 @@ impl ControlClient {
     async fn push<R: Serialize, V: DeserializeOwned>(
         &self,
         path: &str,
-        bundle: &SourceBundle,
+        bundle: &(impl PushSources + ?Sized),
         request: impl Fn(SourceBundle, Option<BundleDelta>) -> R,
     ) -> Result<V, ClientError> {
         if !self.full_bundles {
@@ -208,11 +248,15 @@ impl ControlClient {
                 Err(ClientError::Status { .. } | ClientError::View { .. }) => None,
                 Err(error) => return Err(error),
             };
+            let listed = bundle.digests();
             let delta = base.and_then(|base| {
-                BundleDelta::against(&base, bundle, &digests(&bundle.sources))
-                    .filter(|(carried, _)| carried.sources.len() < bundle.sources.len())
+                BundleDelta::changed(&base, &listed)
+                    .filter(|(carried, _)| carried.len() < listed.len())
             });
             if let Some((carried, delta)) = delta {
+                let carried = SourceBundle {
+                    sources: bundle.files(&carried)?,
+                };
                 match self
                     .call(Method::POST, path, Some(&request(carried, Some(delta))))
                     .await
@@ -223,7 +267,10 @@ impl ControlClient {
                 }
             }
         }
-        self.call(Method::POST, path, Some(&request(bundle.clone(), None)))
+        let whole = SourceBundle {
+            sources: bundle.files(&(0..bundle.count()).collect::<Vec<_>>())?,
+        };
+        self.call(Method::POST, path, Some(&request(whole, None)))
             .await
     }
 
@@ -231,7 +278,7 @@ impl ControlClient {
     /// lock claim `lease` of whoever acts (if any).
     pub async fn apply(
         &self,
-        bundle: &SourceBundle,
+        bundle: &(impl PushSources + ?Sized),
         intent: &Intent,
         expected_generation: Option<u64>,
         lease: Option<&LeaseClaim>,
@@ -244,7 +291,7 @@ impl ControlClient {
     /// `deadline_unix_ms`, when it arrives or at commit.
     pub async fn apply_by(
         &self,
-        bundle: &SourceBundle,
+        bundle: &(impl PushSources + ?Sized),
         intent: &Intent,
         expected_generation: Option<u64>,
         lease: Option<&LeaseClaim>,

@@ -4,7 +4,8 @@
 //! talks to it only through the control API. Each daemon command has its own module
 //! (`status_command`, `routes_command`, …) printing the daemon's typed view for people, or as
 //! JSON with `--json`; `connection` reaches the daemon and maps answers to exit codes, `render`
-//! holds the shared text helpers (RFC 3339 times, tables).
+//! holds the shared text helpers (RFC 3339 times, tables), and `local_bundle` the files a push
+//! sends (digests remembered by stamp, texts read only when they travel).
 pub mod connection;
 pub mod context;
 pub mod control_client;
@@ -13,6 +14,7 @@ pub mod generations_command;
 pub mod graph_command;
 pub mod health_command;
 pub mod lease_command;
+pub mod local_bundle;
 pub mod matrix_command;
 pub mod onboard;
 pub mod pki_command;

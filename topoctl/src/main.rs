@@ -18,14 +18,14 @@ use serde_json::{Value, json};
 use topoctl::connection::{DaemonArguments, call};
 use topoctl::drain_command::DrainArguments;
 use topoctl::lease_command::{LeaseCommand, parse_claim};
+use topoctl::local_bundle::{DigestCache, LocalBundle};
 use topoctl::push_command::Apply;
 use topoctl::vrp_source::VrpArguments;
 use topoctl::{
     drain_command, generations_command, health_command, push_command, rollback_command,
     routes_command, rpki_command, status_command, topology_command, visibility_command,
 };
-use topologyd_api::SourceBundle;
-use topologyd_config::{Source, load_sources};
+use topologyd_config::{LoadError, Source, load_sources};
 use topologyd_topology::{
     Diagnostics, EXIT_INVALID, EXIT_NO_CHANGE, EXIT_REFUSED, EXIT_USAGE, Guard, GuardViolation,
     Intent, Topology, VrpSet, collapse_locations, compile_against, compile_owned, plan_with_vrps,
@@ -110,6 +110,11 @@ enum Command {
         /// daemon plans and applies the same files either way).
         #[arg(long)]
         full_bundle: bool,
+        /// Read and hash every file, not trusting the digests remembered for files whose size
+        /// and times have not changed (kept in $TOPOCTL_CACHE_DIR, else
+        /// $XDG_CACHE_HOME/topoctl, else ~/.cache/topoctl).
+        #[arg(long)]
+        no_digest_cache: bool,
     },
     /// Make a kept previous generation the running one again.
     Rollback {
@@ -385,7 +390,13 @@ impl From<String> for Stop {
 /// not UTF-8 is an invalid topology, reported at `file:line:column` of its first bad byte
 /// (exit 4), as the daemon reports it for a pushed bundle.
 fn read(files: &[PathBuf], json: bool) -> Result<Vec<Source>, Stop> {
-    load_sources(files).map_err(|error| match error.invalid {
+    load_sources(files).map_err(|error| load_failure(error, json))
+}
+
+/// A file that cannot be read stops the command: an invalid one (not UTF-8, too large) with
+/// its diagnostic, anything else as a usage error.
+fn load_failure(error: LoadError, json: bool) -> Stop {
+    match error.invalid {
         Some(diagnostic) => {
             report_diagnostics(
                 &Diagnostics {
@@ -396,7 +407,7 @@ fn read(files: &[PathBuf], json: bool) -> Result<Vec<Source>, Stop> {
             Stop::Exit(EXIT_INVALID)
         }
         None => Stop::Usage(error.to_string()),
-    })
+    }
 }
 
 /// Compiles, printing diagnostics; `Err(code)` when it does not compile.
@@ -482,11 +493,12 @@ fn run(command: Command) -> Result<i32, Stop> {
             intent,
             mutation,
             full_bundle,
+            no_digest_cache,
         } => {
             let apply = mutation.apply()?;
             let intent = intent.intent()?;
-            let bundle = bundle_of(&files, mutation.json)?;
-            refuse_revoked(&bundle.sources, mutation.json)?;
+            let bundle = local_bundle_of(&files, !no_digest_cache, mutation.json)?;
+            refuse_revoked(|| bundle.sources(), mutation.json)?;
             let MutationArguments { dry_run, json, .. } = mutation;
             Ok(call(&daemon, |client| {
                 let client = client.with_full_bundles(full_bundle);
@@ -732,7 +744,7 @@ fn plan(
     // Compiled against the old topology, so that a finding involving two places is
     // reported at the one the change added. Its warnings are part of the plan.
     let new = read(new, json)?;
-    refuse_revoked(&new, json)?;
+    refuse_revoked(|| Ok(new.clone()), json)?;
     let new = match compile_against(new, 1, &old) {
         Ok(topology) => topology,
         Err(diagnostics) => {
@@ -778,8 +790,11 @@ fn explain(address: IpAddr, files: &[PathBuf], json: bool) -> Result<i32, Stop> 
 }
 
 /// Refuses (exit 3) a topology that still advertises a prefix whose onboarding was revoked.
-fn refuse_revoked(sources: &[Source], json: bool) -> Result<(), Stop> {
-    let refused = topoctl::onboard::revocation::check_sources(sources)?;
+fn refuse_revoked(
+    sources: impl FnOnce() -> Result<Vec<Source>, String>,
+    json: bool,
+) -> Result<(), Stop> {
+    let refused = topoctl::onboard::revocation::check_sources_with(sources)?;
     if refused.is_empty() {
         return Ok(());
     }
@@ -791,6 +806,19 @@ fn refuse_revoked(sources: &[Source], json: bool) -> Result<(), Stop> {
     Err(Stop::Exit(EXIT_REFUSED))
 }
 
-fn bundle_of(files: &[PathBuf], json: bool) -> Result<SourceBundle, Stop> {
-    Ok(SourceBundle::from_files(read(files, json)?))
+/// The files of a push, each file's digest remembered from an earlier push when `cached` and
+/// its size and times have not moved; errors as [`read`] reports them.
+fn local_bundle_of(files: &[PathBuf], cached: bool, json: bool) -> Result<LocalBundle, Stop> {
+    let mut cache = cached
+        .then(DigestCache::default_directory)
+        .flatten()
+        .map(|directory| DigestCache::open(&directory));
+    let bundle =
+        LocalBundle::load(files, cache.as_mut()).map_err(|error| load_failure(error, json))?;
+    if let Some(cache) = &mut cache
+        && let Err(error) = cache.save(bundle.stamps())
+    {
+        eprintln!("topoctl: the digests of the files pushed are not remembered: {error}");
+    }
+    Ok(bundle)
 }

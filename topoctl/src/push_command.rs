@@ -4,9 +4,9 @@
 
 use std::fmt::Write as _;
 
-use crate::control_client::ControlClient;
+use crate::control_client::{ControlClient, PushSources};
 use topologyd_api::{
-    EXIT_CHANGES_MADE, EXIT_NO_CHANGE, Intent, LeaseClaim, MutationOutcome, PlanView, SourceBundle,
+    EXIT_CHANGES_MADE, EXIT_NO_CHANGE, Intent, LeaseClaim, MutationOutcome, PlanView,
 };
 
 use crate::connection::show;
@@ -26,7 +26,7 @@ pub struct Apply {
 /// Runs `topoctl push` with the bundle read and the intent parsed.
 pub async fn run(
     client: ControlClient,
-    bundle: SourceBundle,
+    bundle: impl PushSources,
     intent: Intent,
     apply: Apply,
     dry_run: bool,

@@ -69,10 +69,13 @@ pub fn render_refusal(refused: &[RevokedAdvertisement]) -> String {
     text
 }
 
-/// The revoked prefixes `sources` still advertise, by the store named in the onboarding
-/// settings; empty when there are no onboarding settings or the sources do not parse (the
-/// compiler reports that).
-pub fn check_sources(sources: &[Source]) -> Result<Vec<RevokedAdvertisement>, String> {
+/// The revoked prefixes the sources `load` gives still advertise, by the store named in the
+/// onboarding settings; empty when there are no onboarding settings or the sources do not
+/// parse (the compiler reports that). `load` is called only when there are revocations to
+/// check against (a push reads no file for it otherwise).
+pub fn check_sources_with(
+    load: impl FnOnce() -> Result<Vec<Source>, String>,
+) -> Result<Vec<RevokedAdvertisement>, String> {
     let Some(path) = default_settings_path().filter(|path| path.exists()) else {
         return Ok(Vec::new());
     };
@@ -85,7 +88,8 @@ pub fn check_sources(sources: &[Source]) -> Result<Vec<RevokedAdvertisement>, St
     if revocations.is_empty() {
         return Ok(Vec::new());
     }
-    let Ok(raw) = parse_topology_sources(sources) else {
+    let sources = load()?;
+    let Ok(raw) = parse_topology_sources(&sources) else {
         return Ok(Vec::new());
     };
     Ok(revoked_advertisements(&raw, &revocations))

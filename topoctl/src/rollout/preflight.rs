@@ -393,7 +393,7 @@ pub async fn plan_everywhere(
     let answers = ask_every_location(clients, concurrency, |_, client| {
         let bundle = Arc::clone(&bundle);
         let intent = Arc::clone(&intent);
-        async move { client.plan(&bundle, &intent).await }
+        async move { client.plan(bundle.as_ref(), &intent).await }
     })
     .await;
     let results = clients
