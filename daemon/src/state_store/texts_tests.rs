@@ -706,6 +706,9 @@ fn a_large_text_checked_before_is_trusted_until_its_stamp_moves() {
         assert_eq!(read.bundle.sources[0].text, large);
     }
     hashed(1);
+    // Nor read through for UTF-8: the reads after the one that hashed it took the mapping as
+    // the text checked.
+    assert_eq!(store.texts.trusted_maps(), 2);
     let path = dir
         .path()
         .join(sources::SOURCES_DIR)
@@ -718,6 +721,11 @@ fn a_large_text_checked_before_is_trusted_until_its_stamp_moves() {
     let error = store.read(1).unwrap_err().to_string();
     assert!(error.contains("holds a text of SHA-256"), "{error}");
     hashed(2);
+    assert_eq!(
+        store.texts.trusted_maps(),
+        2,
+        "a moved stamp is checked again"
+    );
     // Stored again, checked again once settled; then rewritten with bytes that are not UTF-8.
     store.commit(&stored(2, &files)).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2_100));
