@@ -169,6 +169,10 @@ fn push(
             .args(["--intent", "service:cdn"])
             .args(files)
             .env("TOPOCTL_ONBOARDING", settings)
+            .env(
+                "TOPOCTL_CACHE_DIR",
+                settings.with_extension("topoctl-cache"),
+            )
             .env_remove("TOPOCTL_DAEMON")
             .stdin(Stdio::null())
             .output(),

@@ -723,8 +723,8 @@ fn pushes_of_remembered_files_send_what_the_files_hold_now() {
     let setup = start();
     let added = format!("{PREFIXES}{ADDED_PREFIX}");
     let files = setup.bundle("remembered", SERVICES, &added);
-    // Settled: last written more than 2 s before the push.
-    std::thread::sleep(Duration::from_millis(2_200));
+    // Settled: last written more than 3 s before the push.
+    std::thread::sleep(Duration::from_millis(3_200));
     let first = setup.topoctl("push", &paths(&files));
     assert_eq!(first.code, EXIT_CHANGES_MADE, "{first}");
     let cache = setup.admin.cache_directory().join("push-digests.json");
@@ -789,7 +789,7 @@ fn pushes_of_remembered_files_send_what_the_files_hold_now() {
     );
 
     // Replaced by a rename with the text running before: the route comes back.
-    std::thread::sleep(Duration::from_millis(2_200));
+    std::thread::sleep(Duration::from_millis(3_200));
     assert_eq!(setup.topoctl("push", &paths(&files)).code, EXIT_OK);
     let replacement = setup.bundles.path().join("prefixes.toml.new");
     check(

@@ -11,12 +11,16 @@
 //!
 //! Only a settled file is remembered: one whose modification and change times are at least
 //! [`SETTLED`] before the clock read before it was opened. Any later write sets its change time
-//! (which only the kernel sets) to a later tick than the one remembered, so its stamp no longer
-//! matches and it is hashed again; a file written within [`SETTLED`] of its reading is hashed at
-//! every push until it settles.
+//! (which only the kernel, or a network file system's server, sets) to a later tick than the
+//! one remembered, so its stamp no longer matches and it is hashed again; a file written within
+//! [`SETTLED`] of its reading is hashed at every push until it settles. Each stamp is taken from
+//! the file opened (on NFS, an open fetches its attributes afresh); nothing is remembered of a
+//! file on a FUSE file system, whose attributes the kernel may answer from a cache.
 //!
-//! The cache is one JSON file, written whole under a temporary name and renamed into place; one
-//! that cannot be read or parsed is ignored (and written anew). It holds digests, never texts.
+//! The cache is one JSON file, written whole under a fresh temporary name and renamed into
+//! place; one that cannot be read or parsed is ignored (and written anew). It holds digests,
+//! never texts. A file found changed since it was hashed is forgotten, so that the next push
+//! hashes it again.
 //!
 //! Owns: the digest cache file and the texts read lazily. Must not touch: the network.
 
@@ -33,9 +37,14 @@ use topologyd_config::{LoadError, Source, load_sources, load_sources_stamped};
 use crate::control_client::{ClientError, PushSources};
 
 /// How long before a file was opened its last write must be for its digest to be remembered:
-/// far more than the coarsest timestamp tick of a Linux file system (a jiffy, or NFS's and
-/// FAT's seconds).
-pub const SETTLED: Duration = Duration::from_secs(2);
+/// more than the coarsest timestamp tick of a Linux file system (a jiffy; FAT's 2 s).
+pub const SETTLED: Duration = Duration::from_secs(3);
+
+/// The most bytes a cache file may hold to be read (a few thousand entries are ≈ 1 MB).
+const MOST_CACHE_BYTES: u64 = 16 << 20;
+
+/// `statfs`'s type of a FUSE file system.
+const FUSE_SUPER_MAGIC: u64 = 0x6573_5546;
 
 /// The most files the cache remembers; past it, only the files of the latest push are kept.
 const MOST_ENTRIES: usize = 4096;
@@ -126,10 +135,14 @@ impl DigestCache {
         })
     }
 
-    /// The cache in `directory`, with what it holds; empty when it holds nothing readable.
+    /// The cache in `directory`, with what it holds; empty when it holds nothing readable (no
+    /// regular file, one too large, or not the cache's JSON).
     pub fn open(directory: &Path) -> DigestCache {
-        let entries = std::fs::read(directory.join(CACHE_FILE))
+        let path = directory.join(CACHE_FILE);
+        let entries = std::fs::symlink_metadata(&path)
             .ok()
+            .filter(|metadata| metadata.is_file() && metadata.len() <= MOST_CACHE_BYTES)
+            .and_then(|_| std::fs::read(&path).ok())
             .and_then(|bytes| serde_json::from_slice::<CacheFile>(&bytes).ok())
             .filter(|file| file.version == 1)
             .map(|file| {
@@ -177,8 +190,19 @@ impl DigestCache {
         self.changed = true;
     }
 
-    /// Writes the cache if it changed: the whole file under a temporary name, renamed into
-    /// place. A cache that cannot be written is not an error (the next push hashes again).
+    /// Forgets what is remembered of the file of `stamp`.
+    fn forget(&mut self, stamp: &Stamp) {
+        self.changed |= self.entries.remove(&(stamp.dev, stamp.ino)).is_some();
+    }
+
+    /// The cache file.
+    pub fn path(&self) -> PathBuf {
+        self.directory.join(CACHE_FILE)
+    }
+
+    /// Writes the cache if it changed: the whole file under a fresh temporary name (never
+    /// one that exists, nor a link), renamed into place. A cache that cannot be written costs
+    /// only speed (the next push hashes again).
     pub fn save(&mut self, keep: &[Stamp]) -> std::io::Result<()> {
         if !self.changed {
             return Ok(());
@@ -201,8 +225,12 @@ impl DigestCache {
         let temporary = self
             .directory
             .join(format!(".{CACHE_FILE}.{}.tmp", std::process::id()));
-        std::fs::write(&temporary, bytes)
-            .and_then(|()| std::fs::rename(&temporary, self.directory.join(CACHE_FILE)))
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temporary)?;
+        std::io::Write::write_all(&mut file, &bytes)
+            .and_then(|()| std::fs::rename(&temporary, self.path()))
             .inspect_err(|_| {
                 let _ = std::fs::remove_file(&temporary);
             })?;
@@ -219,6 +247,8 @@ struct LocalFile {
     digest: SourceDigest,
     /// Its text, when it was read to be hashed.
     text: Option<Text>,
+    /// Its stamp when its digest came from the cache.
+    remembered: Option<Stamp>,
 }
 
 /// The files of a push: each file's digest, its text only when it was read.
@@ -226,6 +256,24 @@ struct LocalFile {
 pub struct LocalBundle {
     files: Vec<LocalFile>,
     stamps: Vec<Stamp>,
+    /// The cache's directory, where a file found changed is forgotten.
+    cache: Option<PathBuf>,
+}
+
+/// The stamp of the regular file at `path`, taken from the file opened; `None` for anything
+/// else, for a file that cannot be opened, and for one on FUSE.
+fn stamp_of(path: &Path) -> Option<Stamp> {
+    // Only a regular file is opened here (opening a FIFO would wait for a writer).
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
+    let file = std::fs::File::open(path).ok()?;
+    let on_fuse =
+        rustix::fs::fstatfs(&file).map_or(true, |statfs| statfs.f_type as u64 == FUSE_SUPER_MAGIC);
+    if on_fuse {
+        return None;
+    }
+    Stamp::of(&file.metadata().ok()?)
 }
 
 impl LocalBundle {
@@ -248,9 +296,7 @@ impl LocalBundle {
         let mut known: Vec<Option<(String, Stamp)>> = vec![None; paths.len()];
         if let Some(cache) = cache.as_deref() {
             for (slot, path) in known.iter_mut().zip(paths) {
-                *slot = std::fs::metadata(path)
-                    .ok()
-                    .and_then(|metadata| Stamp::of(&metadata))
+                *slot = stamp_of(path)
                     .and_then(|stamp| Some((cache.digest(&stamp)?.to_owned(), stamp)));
             }
         }
@@ -271,10 +317,10 @@ impl LocalBundle {
         let mut stamps = Vec::with_capacity(paths.len());
         for (path, known) in paths.iter().zip(known) {
             let name = SourceBundle::name_of(&path.display().to_string());
-            let (sha256, text) = match known {
+            let (sha256, text, remembered) = match known {
                 Some((sha256, stamp)) => {
                     stamps.push(stamp);
-                    (sha256, None)
+                    (sha256, None, Some(stamp))
                 }
                 None => {
                     let Some(((source, metadata), digest)) = read.next() else {
@@ -282,21 +328,28 @@ impl LocalBundle {
                         unreachable_read(path)?
                     };
                     let sha256 = hex(&digest);
-                    if let (Some(cache), Some(stamp)) = (cache.as_deref_mut(), Stamp::of(&metadata))
+                    if let Some(cache) = cache.as_deref_mut()
+                        && let Some(stamp) = Stamp::of(&metadata)
+                        && !on_fuse(path)
                     {
                         cache.remember(stamp, &sha256, clock);
                         stamps.push(stamp);
                     }
-                    (sha256, Some(source.text))
+                    (sha256, Some(source.text), None)
                 }
             };
             files.push(LocalFile {
                 path: path.clone(),
                 digest: SourceDigest { name, sha256 },
                 text,
+                remembered,
             });
         }
-        Ok(LocalBundle { files, stamps })
+        Ok(LocalBundle {
+            files,
+            stamps,
+            cache: cache.map(|cache| cache.directory.clone()),
+        })
     }
 
     /// The stamps of the files (to keep in the cache).
@@ -310,14 +363,11 @@ impl LocalBundle {
     }
 
     /// Every file with its text (those not read yet are read now and checked against their
-    /// digests), named by its path as given: what the revocation check parses.
-    pub fn sources(&self) -> Result<Vec<Source>, String> {
+    /// digests), named as it is sent: what the revocation check parses.
+    pub fn sources(&self) -> Result<Vec<Source>, ClientError> {
         self.files
             .iter()
-            .map(|file| {
-                let text = self.text_of(file).map_err(|error| error.to_string())?;
-                Ok(Source::new(file.path.display().to_string(), text))
-            })
+            .map(|file| Ok(Source::new(file.digest.name.clone(), self.text_of(file)?)))
             .collect()
     }
 
@@ -336,14 +386,34 @@ impl LocalBundle {
             .ok_or_else(|| changed("it was not read".to_owned()))?;
         let sha256 = file_sha256(&source.text);
         if sha256 != file.digest.sha256 {
+            // Forgotten, so that the next push hashes the file whatever its stamp says.
+            if let (Some(directory), Some(stamp)) = (&self.cache, &file.remembered) {
+                let mut cache = DigestCache::open(directory);
+                cache.forget(stamp);
+                let _ = cache.save(&[]);
+            }
             return Err(changed(format!(
-                "it changed since it was hashed (sha256 {} then, {} now)",
+                "it changed since it was hashed (sha256 {} then, {} now){}",
                 short(&file.digest.sha256),
-                short(&sha256)
+                short(&sha256),
+                if file.remembered.is_some() {
+                    " (its digest was remembered by its stamp; should this repeat, the file \
+                     system keeps stamps that do not move: push with --no-digest-cache)"
+                } else {
+                    ""
+                }
             )));
         }
         Ok(source.text)
     }
+}
+
+/// Whether the file at `path` is on FUSE (or cannot be asked).
+fn on_fuse(path: &Path) -> bool {
+    std::fs::File::open(path)
+        .ok()
+        .and_then(|file| rustix::fs::fstatfs(&file).ok())
+        .is_none_or(|statfs| statfs.f_type as u64 == FUSE_SUPER_MAGIC)
 }
 
 /// A file `load_sources` answered for without reading it: not possible (it reads every file

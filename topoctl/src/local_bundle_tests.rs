@@ -67,7 +67,9 @@ fn a_settled_file_is_known_by_its_stamp_and_read_only_when_it_travels() {
     assert_eq!(travelled[0].name, "file-1.toml");
     assert_eq!(travelled[0].text, "b = 2\n");
 
-    // A rewrite of the same size moves the change time: the file is hashed again.
+    // A rewrite of the same size moves the change time (a tick later: the coarsest a kernel
+    // stamps with is 10 ms): the file is hashed again.
+    std::thread::sleep(Duration::from_millis(25));
     write(&paths[1], "b = 3\n");
     let third = load(&paths, &cache, later());
     assert_eq!(third.read_count(), 1);
@@ -131,6 +133,31 @@ fn a_file_changed_after_it_was_hashed_stops_the_push() {
         known.files(&[1]),
         Err(ClientError::SourceChanged { .. })
     ));
+}
+
+#[test]
+fn a_remembered_digest_found_wrong_is_forgotten() {
+    let directory = tempfile::tempdir().unwrap();
+    let cache = directory.path().join("cache");
+    let paths = files(directory.path(), &["a = 1\n"]);
+    load(&paths, &cache, later());
+    // The cache says another digest for the file's very stamp (a file system whose stamps do
+    // not move): the text read to travel is found changed, and the entry forgotten.
+    let mut file: CacheFile =
+        serde_json::from_slice(&std::fs::read(cache.join(CACHE_FILE)).unwrap()).unwrap();
+    file.entries[0].sha256 = file_sha256("a = 2\n");
+    std::fs::write(cache.join(CACHE_FILE), serde_json::to_vec(&file).unwrap()).unwrap();
+    let wrong = load(&paths, &cache, later());
+    assert_eq!(wrong.read_count(), 0);
+    match wrong.files(&[0]) {
+        Err(ClientError::SourceChanged { message, .. }) => {
+            assert!(message.contains("--no-digest-cache"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let again = load(&paths, &cache, later());
+    assert_eq!(again.read_count(), 1, "hashed again");
+    assert_eq!(again.digests(), expected(&paths));
 }
 
 #[test]

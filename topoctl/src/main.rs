@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 use topoctl::connection::{DaemonArguments, call};
+use topoctl::control_client::ClientError;
 use topoctl::drain_command::DrainArguments;
 use topoctl::lease_command::{LeaseCommand, parse_claim};
 use topoctl::local_bundle::{DigestCache, LocalBundle};
@@ -790,11 +791,24 @@ fn explain(address: IpAddr, files: &[PathBuf], json: bool) -> Result<i32, Stop> 
 }
 
 /// Refuses (exit 3) a topology that still advertises a prefix whose onboarding was revoked.
+/// `sources` is called only when there are revocations; a file it finds changed since it was
+/// hashed stops the command as the push would (exit 5).
 fn refuse_revoked(
-    sources: impl FnOnce() -> Result<Vec<Source>, String>,
+    sources: impl FnOnce() -> Result<Vec<Source>, ClientError>,
     json: bool,
 ) -> Result<(), Stop> {
-    let refused = topoctl::onboard::revocation::check_sources_with(sources)?;
+    let mut failure = None;
+    let refused = topoctl::onboard::revocation::check_sources_with(|| {
+        sources().map_err(|error| {
+            let message = error.to_string();
+            failure = Some(error);
+            message
+        })
+    });
+    if let Some(error) = failure {
+        return Err(Stop::Exit(topoctl::connection::report_error(&error, json)));
+    }
+    let refused = refused?;
     if refused.is_empty() {
         return Ok(());
     }
@@ -818,7 +832,10 @@ fn local_bundle_of(files: &[PathBuf], cached: bool, json: bool) -> Result<LocalB
     if let Some(cache) = &mut cache
         && let Err(error) = cache.save(bundle.stamps())
     {
-        eprintln!("topoctl: the digests of the files pushed are not remembered: {error}");
+        eprintln!(
+            "topoctl: the digests of the files pushed are not remembered in {} ({error}): the next push hashes them again; set TOPOCTL_CACHE_DIR to a directory of yours, or push with --no-digest-cache",
+            cache.path().display()
+        );
     }
     Ok(bundle)
 }
