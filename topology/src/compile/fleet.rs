@@ -20,21 +20,28 @@ pub(super) struct Fleet {
     pub(super) attribute_index: AttributeIndex,
 }
 
-/// Location sets per attribute value, for evaluating selectors as bitset algebra.
+/// Location sets per attribute value, for evaluating selectors as bitset algebra. Keyed by
+/// attribute, then value, so that a lookup borrows the value (a selector's values are looked
+/// up once per service at every compile).
 pub(super) struct AttributeIndex {
     capacity: usize,
-    pub(super) by_attribute: HashMap<(Attribute, String), LocationSet>,
+    by_attribute: HashMap<Attribute, HashMap<String, LocationSet>>,
 }
 
 impl AttributeIndex {
     fn new(locations: &[Location]) -> AttributeIndex {
         let capacity = locations.len();
-        let mut by_attribute: HashMap<(Attribute, String), LocationSet> = HashMap::new();
+        let mut by_attribute: HashMap<Attribute, HashMap<String, LocationSet>> = HashMap::new();
         let mut add = |attribute, value: &str, index| {
-            by_attribute
-                .entry((attribute, value.to_string()))
-                .or_insert_with(|| LocationSet::empty(capacity))
-                .insert(index);
+            let values = by_attribute.entry(attribute).or_default();
+            match values.get_mut(value) {
+                Some(members) => members.insert(index),
+                None => {
+                    let mut members = LocationSet::empty(capacity);
+                    members.insert(index);
+                    values.insert(value.to_string(), members);
+                }
+            }
         };
         for (index, location) in locations.iter().enumerate() {
             add(Attribute::Location, &location.name, index);
@@ -54,9 +61,14 @@ impl AttributeIndex {
 
     pub(super) fn known(&self, attribute: Attribute) -> impl Iterator<Item = &str> + Clone {
         self.by_attribute
-            .keys()
-            .filter(move |(kind, _)| *kind == attribute)
-            .map(|(_, value)| value.as_str())
+            .get(&attribute)
+            .into_iter()
+            .flat_map(|values| values.keys().map(String::as_str))
+    }
+
+    /// The locations whose `attribute` is `value`.
+    pub(super) fn members(&self, attribute: Attribute, value: &str) -> Option<&LocationSet> {
+        self.by_attribute.get(&attribute)?.get(value)
     }
 
     pub(super) fn evaluate(&self, selector: &Selector) -> LocationSet {
@@ -70,8 +82,7 @@ impl AttributeIndex {
             } => {
                 let mut set = LocationSet::empty(self.capacity);
                 for value in values {
-                    if let Some(members) = self.by_attribute.get(&(*attribute, value.value.clone()))
-                    {
+                    if let Some(members) = self.members(*attribute, &value.value) {
                         set.union_with(members);
                     }
                 }

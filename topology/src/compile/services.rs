@@ -39,17 +39,22 @@ pub(super) fn compile_services(
     super::warn_names_differing_in_case(&raw.services, "service", sources, collector);
     let service_order = deduplicate_definitions(&raw.services, "service", sources, collector);
     let mut services: Vec<Service> = Vec::with_capacity(service_order.len());
+    // Services share selectors (`region = "eu"`, `all`): each distinct one, by its canonical
+    // text, is evaluated once (a selector whose values hold a double quote, whose text may be
+    // another's, every time).
+    let mut evaluated: HashMap<String, LocationSet> = HashMap::new();
     for index in &service_order {
         let raw_service = &raw.services[*index];
+        // A value holding a double quote would make two selectors print alike.
+        let mut quoted = false;
         raw_service
             .topology
             .value
             .for_each_value(&mut |attribute, value| {
+                quoted |= value.value.contains('"');
                 let known = match attribute {
                     Attribute::State => LocationState::parse(&value.value).is_some(),
-                    _ => attribute_index
-                        .by_attribute
-                        .contains_key(&(attribute, value.value.clone())),
+                    _ => attribute_index.members(attribute, &value.value).is_some(),
                 };
                 if !known {
                     let help = match attribute {
@@ -74,7 +79,17 @@ pub(super) fn compile_services(
                     );
                 }
             });
-        let matched = attribute_index.evaluate(&raw_service.topology.value);
+        let topology = raw_service.topology.value.to_string();
+        let matched = match evaluated.get(&topology) {
+            Some(matched) if !quoted => matched.clone(),
+            _ => {
+                let matched = attribute_index.evaluate(&raw_service.topology.value);
+                if !quoted {
+                    evaluated.insert(topology.clone(), matched.clone());
+                }
+                matched
+            }
+        };
         let announcing = match raw_service.lifecycle.value {
             Lifecycle::Pending => LocationSet::empty(capacity),
             Lifecycle::Active if raw_service.announce_at_test_locations => {
@@ -91,7 +106,7 @@ pub(super) fn compile_services(
         services.push(Service {
             name: raw_service.name.value.clone(),
             lifecycle: raw_service.lifecycle.value,
-            topology: raw_service.topology.value.to_string(),
+            topology,
             announce_at_test_locations: raw_service.announce_at_test_locations,
             attributes: RouteAttributes {
                 communities,

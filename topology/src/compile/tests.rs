@@ -770,3 +770,194 @@ proptest! {
         prop_assert_eq!(staged.finish(), direct);
     }
 }
+
+/// A fleet whose region values include `a`, `b` and `a", "b`: the selectors
+/// `region in ['a', 'b', 'eu']` and `region in ['a", "b', 'eu']` print alike.
+const QUOTED_FLEET: &str = r#"
+[[location]]
+name = "l0"
+region = "eu"
+metro = "m1"
+country = "NL"
+state = "live"
+tags = ["x"]
+
+[[location]]
+name = "l1"
+region = "us"
+metro = "m2"
+country = "US"
+state = "live"
+tags = ["y"]
+
+[[location]]
+name = "l2"
+region = "a"
+metro = "m1"
+country = "NL"
+state = "live"
+tags = ["x", "y"]
+
+[[location]]
+name = "l3"
+region = "b"
+metro = "m2"
+country = "US"
+state = "live"
+
+[[location]]
+name = 'l4'
+region = 'a", "b'
+metro = "m1"
+country = "NL"
+state = "live"
+tags = ["y"]
+"#;
+
+/// The values a generated selector may name, per attribute keyword.
+const SELECTOR_VALUES: [(&str, &[&str]); 3] = [
+    ("region", &["eu", "us", "a", "b", "a\", \"b"]),
+    ("metro", &["m1", "m2"]),
+    ("tag", &["x", "y"]),
+];
+
+/// A generated selector's text (values single-quoted, so that a double quote may be inside).
+fn selector_text() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        Just("all".to_string()),
+        Just("none".to_string()),
+        (0..3_usize, 0..5_usize, any::<bool>()).prop_map(|(attribute, value, negated)| {
+            let (keyword, values) = SELECTOR_VALUES[attribute];
+            let operator = if negated { "!=" } else { "=" };
+            format!("{keyword} {operator} '{}'", values[value % values.len()])
+        }),
+        (0..3_usize, proptest::collection::vec(0..5_usize, 1..4)).prop_map(
+            |(attribute, picked)| {
+                let (keyword, values) = SELECTOR_VALUES[attribute];
+                let listed: Vec<String> = picked
+                    .iter()
+                    .map(|value| format!("'{}'", values[value % values.len()]))
+                    .collect();
+                format!("{keyword} in [{}]", listed.join(", "))
+            }
+        ),
+    ];
+    leaf.prop_recursive(2, 8, 2, |inner| {
+        prop_oneof![
+            inner
+                .clone()
+                .prop_map(|selector| format!("not ({selector})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a}) and ({b})")),
+            (inner.clone(), inner).prop_map(|(a, b)| format!("({a}) or ({b})")),
+        ]
+    })
+}
+
+/// Whether `selector` selects `location`, evaluated at that location alone.
+fn selects(selector: &topologyd_config::Selector, location: &crate::model::Location) -> bool {
+    use topologyd_config::{Attribute, Selector};
+    match selector {
+        Selector::All => true,
+        Selector::None => false,
+        Selector::Match {
+            attribute,
+            values,
+            negated,
+        } => {
+            let has = |value: &str| match attribute {
+                Attribute::Region => location.region == value,
+                Attribute::Metro => location.metro == value,
+                Attribute::Country => location.country == value,
+                Attribute::Location => location.name == value,
+                Attribute::State => location.state.as_str() == value,
+                Attribute::Tag => location.tags.iter().any(|tag| tag == value),
+            };
+            values.iter().any(|value| has(&value.value)) != *negated
+        }
+        Selector::Not(inner) => !selects(inner, location),
+        Selector::And(items) => items.iter().all(|item| selects(item, location)),
+        Selector::Or(items) => items.iter().any(|item| selects(item, location)),
+    }
+}
+
+#[test]
+fn selectors_that_print_alike_are_each_evaluated_for_what_they_say() {
+    let services = r#"
+[[service]]
+name = "plain"
+topology = "region in ['a', 'b', 'eu']"
+
+[[service]]
+name = "quoted"
+topology = "region in ['a\", \"b', 'eu']"
+"#;
+    let topology = compile(
+        &[
+            Source::new("fleet.toml", QUOTED_FLEET),
+            Source::new("services.toml", services),
+        ],
+        1,
+    )
+    .unwrap();
+    let matched = |name: &str| -> Vec<String> {
+        let service = topology
+            .services()
+            .iter()
+            .find(|service| service.name == name)
+            .unwrap();
+        service
+            .matched()
+            .iter()
+            .map(|index| topology.locations()[index].name.clone())
+            .collect()
+    };
+    assert_eq!(matched("plain"), ["l0", "l2", "l3"]);
+    assert_eq!(matched("quoted"), ["l0", "l4"]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Every service's matched locations are those its selector selects, evaluated at each
+    /// location alone — however many services share a selector or print alike.
+    #[test]
+    fn every_service_matches_what_its_selector_selects(
+        selectors in proptest::collection::vec(selector_text(), 1..12)
+    ) {
+        let services: String = selectors
+            .iter()
+            .enumerate()
+            .map(|(index, selector)| {
+                let escaped = selector.replace('\\', "\\\\").replace('"', "\\\"");
+                format!("[[service]]\nname = \"s{index:02}\"\ntopology = \"{escaped}\"\n\n")
+            })
+            .collect();
+        let topology = compile(
+            &[
+                Source::new("fleet.toml", QUOTED_FLEET),
+                Source::new("services.toml", services.as_str()),
+            ],
+            1,
+        );
+        let topology = match topology {
+            Ok(topology) => topology,
+            Err(diagnostics) => return Err(TestCaseError::fail(diagnostics.to_string())),
+        };
+        for (index, text) in selectors.iter().enumerate() {
+            let selector = topologyd_config::parse_selector(text, &|_, _| {
+                topologyd_config::Span::default()
+            })
+            .unwrap();
+            let service = &topology.services()[index];
+            prop_assert_eq!(&service.name, &format!("s{index:02}"));
+            let expected: Vec<usize> = topology
+                .locations()
+                .iter()
+                .enumerate()
+                .filter(|(_, location)| selects(&selector, location))
+                .map(|(index, _)| index)
+                .collect();
+            prop_assert_eq!(service.matched().iter().collect::<Vec<_>>(), expected, "{}", text);
+        }
+    }
+}
