@@ -44,6 +44,10 @@ pub trait PushSources: Sync {
     /// The files at `indices` of [`PushSources::digests`], in that order, with their texts;
     /// each text is the one its digest was taken of.
     fn files(&self, indices: &[usize]) -> Result<Vec<SourceFile>, ClientError>;
+    /// Every file, with its text, for a request that lists no digest (the whole bundle).
+    fn whole(&self) -> Result<Vec<SourceFile>, ClientError> {
+        self.files(&(0..self.count()).collect::<Vec<_>>())
+    }
 }
 
 impl PushSources for SourceBundle {
@@ -268,7 +272,7 @@ impl ControlClient {
             }
         }
         let whole = SourceBundle {
-            sources: bundle.files(&(0..bundle.count()).collect::<Vec<_>>())?,
+            sources: bundle.whole()?,
         };
         self.call(Method::POST, path, Some(&request(whole, None)))
             .await

@@ -439,6 +439,38 @@ impl PushSources for LocalBundle {
         self.files.iter().map(|file| file.digest.clone()).collect()
     }
 
+    /// The files not read yet are read as they are now (on a few threads), not checked against
+    /// their digests: a whole bundle lists none, and the daemon takes what it is sent.
+    fn whole(&self) -> Result<Vec<SourceFile>, ClientError> {
+        let unread: Vec<&PathBuf> = self
+            .files
+            .iter()
+            .filter(|file| file.text.is_none())
+            .map(|file| &file.path)
+            .collect();
+        let mut read = load_sources(&unread)
+            .map_err(|error| ClientError::SourceChanged {
+                path: error.path.clone(),
+                message: error.to_string(),
+            })?
+            .into_iter();
+        self.files
+            .iter()
+            .map(|file| {
+                let text = match &file.text {
+                    Some(text) => text.clone(),
+                    None => read.next().map(|source| source.text).ok_or_else(|| {
+                        ClientError::SourceChanged {
+                            path: file.path.display().to_string(),
+                            message: "it was not read".to_owned(),
+                        }
+                    })?,
+                };
+                Ok(SourceFile::new(file.digest.name.clone(), text))
+            })
+            .collect()
+    }
+
     fn files(&self, indices: &[usize]) -> Result<Vec<SourceFile>, ClientError> {
         indices
             .iter()

@@ -128,6 +128,14 @@ fn a_file_changed_after_it_was_hashed_stops_the_push() {
     }
     // The file the push has not changed still travels.
     assert_eq!(known.files(&[1]).unwrap()[0].text, "b = 2\n");
+    // A whole bundle lists no digest: it carries the files as they are now.
+    let whole = known.whole().unwrap();
+    assert_eq!(whole.len(), 2);
+    assert_eq!(
+        (whole[0].name.as_str(), whole[0].text.as_str()),
+        ("file-0.toml", "a = 9\n")
+    );
+    assert_eq!(whole[1].text, "b = 2\n");
     std::fs::remove_file(&paths[1]).unwrap();
     assert!(matches!(
         known.files(&[1]),

@@ -26,6 +26,7 @@ use topoctl::{
     drain_command, generations_command, health_command, push_command, rollback_command,
     routes_command, rpki_command, status_command, topology_command, visibility_command,
 };
+use topologyd_api::SourceBundle;
 use topologyd_config::{LoadError, Source, load_sources};
 use topologyd_topology::{
     Diagnostics, EXIT_INVALID, EXIT_NO_CHANGE, EXIT_REFUSED, EXIT_USAGE, Guard, GuardViolation,
@@ -498,11 +499,19 @@ fn run(command: Command) -> Result<i32, Stop> {
         } => {
             let apply = mutation.apply()?;
             let intent = intent.intent()?;
-            let bundle = local_bundle_of(&files, !no_digest_cache, mutation.json)?;
-            refuse_revoked(|| bundle.sources(), mutation.json)?;
             let MutationArguments { dry_run, json, .. } = mutation;
+            if full_bundle {
+                // Every file travels: read them all, hash none.
+                let bundle = SourceBundle::from_files(read(&files, json)?);
+                refuse_revoked(|| Ok(bundle.sources.clone()), json)?;
+                return Ok(call(&daemon, |client| {
+                    let client = client.with_full_bundles(true);
+                    push_command::run(client, bundle, intent, apply, dry_run, json)
+                }));
+            }
+            let bundle = local_bundle_of(&files, !no_digest_cache, json)?;
+            refuse_revoked(|| bundle.sources(), json)?;
             Ok(call(&daemon, |client| {
-                let client = client.with_full_bundles(full_bundle);
                 push_command::run(client, bundle, intent, apply, dry_run, json)
             }))
         }
