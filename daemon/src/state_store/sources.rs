@@ -73,8 +73,6 @@ pub(super) struct SourceTexts {
     verified: Mutex<HashMap<String, Checked>>,
     /// How many texts reads have hashed (the others were trusted by their stamp).
     hashed_reads: std::sync::atomic::AtomicU64,
-    /// How many mapped texts reads took as UTF-8 by their stamp, without reading them through.
-    trusted_maps: std::sync::atomic::AtomicU64,
 }
 
 /// What identifies a file's content without reading it: device, inode, length, modification
@@ -140,7 +138,6 @@ impl SourceTexts {
             writing: Mutex::default(),
             verified: Mutex::default(),
             hashed_reads: std::sync::atomic::AtomicU64::new(0),
-            trusted_maps: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -328,8 +325,7 @@ impl SourceTexts {
             });
         }
         let path = self.path(&reference.sha256);
-        let trusted = |stamp: FileStamp| self.trusted(&reference.sha256, stamp);
-        let (stored, stamp) = match read_text(&path, &trusted) {
+        let (stored, stamp) = match read_text(&path) {
             Ok(read) => read,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 return Err(failure(
@@ -348,10 +344,6 @@ impl SourceTexts {
                 ));
             }
         };
-        if matches!(stored, StoredBytes::Mapped { .. }) && stamp.is_some_and(trusted) {
-            self.trusted_maps
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
         let bytes = stored.bytes();
         if bytes.len() as u64 != reference.bytes {
             // The text still hashing to its name is intact: the generation file's length is
@@ -409,12 +401,6 @@ impl SourceTexts {
         self.hashed_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// How many mapped texts reads have taken as UTF-8 by their stamp so far.
-    #[cfg(test)]
-    pub(super) fn trusted_maps(&self) -> u64 {
-        self.trusted_maps.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     /// Removes every stored text no kept generation references (`referenced`), and temp
     /// files a crash left; returns how many texts went.
     pub(super) fn sweep(&self, referenced: &HashSet<String>) -> Result<usize, StateError> {
@@ -458,8 +444,7 @@ impl SourceTexts {
 pub(super) const MAP_MIN_BYTES: u64 = 1 << 20;
 
 /// A stored text's bytes: read into memory, or (a large one) mapped read-only, with whether
-/// they are UTF-8 (checked as the mapping was read through, or known from an earlier check of
-/// the same file with the same stamp).
+/// they are UTF-8 (checked as the mapping was read through).
 enum StoredBytes {
     Read(Vec<u8>),
     Mapped { map: memmap2::Mmap, utf8: bool },
@@ -484,23 +469,21 @@ impl StoredBytes {
     }
 }
 
-/// A stored text mapped from its file, whose bytes are UTF-8 ([`read_text`]): this read
-/// checked them, or this process hashed or compared byte for byte the text of the same file
-/// with the same settled stamp, which no write since could have left in place. The
-/// store never writes a text file in place: each is written once under a temporary name and
-/// renamed to the digest of its bytes, then only renamed (to quarantine) or unlinked, which
-/// leaves a mapping's pages as they were. Only a regular file with one link, named itself (not
-/// a symbolic link), is mapped, and kept only when its stamp held while it was mapped.
+/// A stored text mapped from its file, whose bytes this very read checked to be UTF-8
+/// ([`read_text`]). The store never writes a text file in place: each is written once under a
+/// temporary name and renamed to the digest of its bytes, then only renamed (to quarantine)
+/// or unlinked, which leaves a mapping's pages as they were. Only a regular file with one
+/// link, named itself (not a symbolic link), is mapped, and kept only when its stamp held
+/// while it was checked.
 struct MappedText(memmap2::Mmap);
 
 impl topologyd_api::SharedText for MappedText {
     fn text(&self) -> &str {
         #[allow(unsafe_code)]
-        // SAFETY: the bytes are UTF-8: checked after they were mapped, or the file's settled
-        // stamp is the one it had when this process last checked its text, so it was not
-        // written since. They stay what was checked: the mapping is read-only and its file is
-        // never written in place (see the type's comment). This holds while the storage gives
-        // back the bytes written (a page evicted and read again is read from the file).
+        // SAFETY: the bytes were checked to be UTF-8 after they were mapped, and they stay
+        // what was checked: the mapping is read-only and its file is never written in place
+        // (see the type's comment). This holds while the storage gives back the bytes written
+        // (a page evicted and read again is read from the file).
         unsafe {
             std::str::from_utf8_unchecked(&self.0)
         }
@@ -510,25 +493,17 @@ impl topologyd_api::SharedText for MappedText {
 /// The bytes of the file at `path`, and its stamp when it was the same before and after they
 /// were read (taken from the open file, so it is the stamp of the bytes read). A large one
 /// ([`MAP_MIN_BYTES`]) that is a regular file of one link, named itself, is mapped and read
-/// through once to check it is UTF-8 before the second stamp — unless `trusted` says its text
-/// was checked with this very stamp (a settled one: the file was not written since), which
-/// spares a push scanning tens of megabytes it has checked before (≈ 3 ms of each push at
-/// 300,000 bindings). Like the hash a trusted stamp spares, that check comes back once
-/// [`TRUSTED_FOR`] has passed. Should the stamp have moved
+/// through once to check it is UTF-8 before the second stamp; should the stamp have moved
 /// meanwhile (something wrote the file in place), the mapping is dropped and the file read
 /// instead. A file that cannot be mapped (a file system that refuses it) is read too.
-fn read_text(
-    path: &Path,
-    trusted: &dyn Fn(FileStamp) -> bool,
-) -> io::Result<(StoredBytes, Option<FileStamp>)> {
-    read_text_mapping_from(path, MAP_MIN_BYTES, trusted)
+fn read_text(path: &Path) -> io::Result<(StoredBytes, Option<FileStamp>)> {
+    read_text_mapping_from(path, MAP_MIN_BYTES)
 }
 
 /// [`read_text`], mapping files of `map_min_bytes` or more (the tests map small ones too).
 fn read_text_mapping_from(
     path: &Path,
     map_min_bytes: u64,
-    trusted: &dyn Fn(FileStamp) -> bool,
 ) -> io::Result<(StoredBytes, Option<FileStamp>)> {
     let mut file = fs::File::open(path)?;
     let metadata = file.metadata()?;
@@ -544,7 +519,7 @@ fn read_text_mapping_from(
         // outside what the store supports, as is any other write to its private directory.
         let mapped = unsafe { memmap2::MmapOptions::new().populate().map(&file) };
         if let Ok(map) = mapped {
-            let utf8 = trusted(before) || std::str::from_utf8(&map).is_ok();
+            let utf8 = std::str::from_utf8(&map).is_ok();
             let after = FileStamp::of(&file.metadata()?);
             if before == after {
                 return Ok((StoredBytes::Mapped { map, utf8 }, Some(before)));
@@ -741,7 +716,7 @@ mod tests {
                 usize::MAX => (length + near).max(0) as u64,
                 small => small as u64,
             };
-            let (stored, stamp) = read_text_mapping_from(&path, map_min, &|_| false)
+            let (stored, stamp) = read_text_mapping_from(&path, map_min)
                 .map_err(|error| TestCaseError::fail(error.to_string()))?;
             prop_assert!(stamp.is_some(), "nothing wrote the file meanwhile");
             prop_assert_eq!(stored.bytes(), bytes.as_slice());
