@@ -107,6 +107,25 @@ pub enum Selector {
 }
 
 impl Selector {
+    /// Whether the selector selects one location, evaluated at that location alone: `has`
+    /// answers whether the location's `attribute` is `value` (for tags: includes it). The
+    /// compile evaluates selectors over the whole fleet at once, as bitsets; this is the
+    /// rollout's wave assignment, and the tests' reference.
+    pub fn selects(&self, has: &dyn Fn(Attribute, &str) -> bool) -> bool {
+        match self {
+            Selector::All => true,
+            Selector::None => false,
+            Selector::Match {
+                attribute,
+                values,
+                negated,
+            } => values.iter().any(|value| has(*attribute, &value.value)) != *negated,
+            Selector::Not(inner) => !inner.selects(has),
+            Selector::And(items) => items.iter().all(|item| item.selects(has)),
+            Selector::Or(items) => items.iter().any(|item| item.selects(has)),
+        }
+    }
+
     /// Visits every literal with its attribute (for reference checks).
     pub fn for_each_value(&self, visit: &mut dyn FnMut(Attribute, &SelectorValue)) {
         match self {

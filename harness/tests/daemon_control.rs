@@ -741,30 +741,23 @@ fn pushes_of_remembered_files_send_what_the_files_hold_now() {
     let same = setup.topoctl("push", &paths(&files));
     assert_eq!(same.code, EXIT_OK, "{same}");
 
-    // Rewritten in place, same length: the added prefix no longer advertised.
-    let withdrawn = format!(
-        "{PREFIXES}{}",
-        ADDED_PREFIX.replace("advertise = true", "advertise = fals")
-    );
-    assert_eq!(withdrawn.len(), added.len());
-    check(
-        std::fs::write(&files[2], &withdrawn),
-        "rewriting prefixes.toml",
-    );
+    // Rewritten in place at the same length, with the added prefix's `advertise` as given.
+    let rewrite = |advertise: &str| {
+        let text = format!(
+            "{PREFIXES}{}",
+            ADDED_PREFIX.replace("advertise = true", advertise)
+        );
+        assert_eq!(text.len(), added.len());
+        check(std::fs::write(&files[2], &text), "rewriting prefixes.toml");
+    };
+    rewrite("advertise = fals");
     let refused = setup.topoctl("push", &paths(&files));
     assert_eq!(
         refused.code, EXIT_INVALID,
         "the rewrite was not seen: {refused}"
     );
-    let withdrawn = format!(
-        "{PREFIXES}{}",
-        ADDED_PREFIX.replace("advertise = true", "advertise =false")
-    );
-    assert_eq!(withdrawn.len(), added.len());
-    check(
-        std::fs::write(&files[2], &withdrawn),
-        "rewriting prefixes.toml",
-    );
+    // No longer advertised.
+    rewrite("advertise =false");
     let generation = setup.generation();
     let applied = setup.topoctl(
         "push",

@@ -28,6 +28,27 @@ pub struct Location {
     pub state: LocationState,
 }
 
+impl Location {
+    /// Whether this location's `attribute` is `value` (for tags: includes it).
+    pub fn has(&self, attribute: topologyd_config::Attribute, value: &str) -> bool {
+        use topologyd_config::Attribute;
+        match attribute {
+            Attribute::Region => self.region == value,
+            Attribute::Metro => self.metro == value,
+            Attribute::Country => self.country == value,
+            Attribute::Location => self.name == value,
+            Attribute::State => self.state.as_str() == value,
+            Attribute::Tag => self.tags.iter().any(|tag| tag == value),
+        }
+    }
+
+    /// Whether `selector` selects this location, evaluated at it alone (the compile evaluates
+    /// a service's selector over the whole fleet at once).
+    pub fn selected_by(&self, selector: &topologyd_config::Selector) -> bool {
+        selector.selects(&|attribute, value| self.has(attribute, value))
+    }
+}
+
 /// The BGP attributes a service gives its routes (the origin ASN comes from the prefix).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct RouteAttributes {

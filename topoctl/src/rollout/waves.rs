@@ -58,31 +58,7 @@ pub enum WaveError {
 
 /// Whether `selector` matches `location`.
 pub fn matches(selector: &Selector, location: &Location) -> bool {
-    match selector {
-        Selector::All => true,
-        Selector::None => false,
-        Selector::Match {
-            attribute,
-            values,
-            negated,
-        } => {
-            let any = values.iter().any(|value| {
-                let value = value.value.as_str();
-                match attribute {
-                    Attribute::Region => location.region == value,
-                    Attribute::Metro => location.metro == value,
-                    Attribute::Country => location.country == value,
-                    Attribute::Location => location.name == value,
-                    Attribute::State => location.state.as_str() == value,
-                    Attribute::Tag => location.tags.iter().any(|tag| tag == value),
-                }
-            });
-            any != *negated
-        }
-        Selector::Not(inner) => !matches(inner, location),
-        Selector::And(items) => items.iter().all(|item| matches(item, location)),
-        Selector::Or(items) => items.iter().any(|item| matches(item, location)),
-    }
+    location.selected_by(selector)
 }
 
 /// Assigns the fleet's locations to waves. Returns the waves and warnings (dropped empty waves,

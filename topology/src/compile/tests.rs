@@ -853,33 +853,6 @@ fn selector_text() -> impl Strategy<Value = String> {
     })
 }
 
-/// Whether `selector` selects `location`, evaluated at that location alone.
-fn selects(selector: &topologyd_config::Selector, location: &crate::model::Location) -> bool {
-    use topologyd_config::{Attribute, Selector};
-    match selector {
-        Selector::All => true,
-        Selector::None => false,
-        Selector::Match {
-            attribute,
-            values,
-            negated,
-        } => {
-            let has = |value: &str| match attribute {
-                Attribute::Region => location.region == value,
-                Attribute::Metro => location.metro == value,
-                Attribute::Country => location.country == value,
-                Attribute::Location => location.name == value,
-                Attribute::State => location.state.as_str() == value,
-                Attribute::Tag => location.tags.iter().any(|tag| tag == value),
-            };
-            values.iter().any(|value| has(&value.value)) != *negated
-        }
-        Selector::Not(inner) => !selects(inner, location),
-        Selector::And(items) => items.iter().all(|item| selects(item, location)),
-        Selector::Or(items) => items.iter().any(|item| selects(item, location)),
-    }
-}
-
 #[test]
 fn selectors_that_print_alike_are_each_evaluated_for_what_they_say() {
     let services = r#"
@@ -954,7 +927,7 @@ proptest! {
                 .locations()
                 .iter()
                 .enumerate()
-                .filter(|(_, location)| selects(&selector, location))
+                .filter(|(_, location)| location.selected_by(&selector))
                 .map(|(index, _)| index)
                 .collect();
             prop_assert_eq!(service.matched().iter().collect::<Vec<_>>(), expected, "{}", text);
