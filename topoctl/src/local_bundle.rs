@@ -121,6 +121,8 @@ pub struct DigestCache {
     changed: bool,
     /// [`SETTLED`], but in tests.
     settled: Duration,
+    /// Whether the directory is this user's alone (else nothing is read or written there).
+    usable: bool,
 }
 
 impl DigestCache {
@@ -136,11 +138,22 @@ impl DigestCache {
     }
 
     /// The cache in `directory`, with what it holds; empty when it holds nothing readable (no
-    /// regular file, one too large, or not the cache's JSON).
+    /// regular file, one too large, or not the cache's JSON), and unused (neither read nor
+    /// written) when the directory is not this user's own or others may write to it: an
+    /// entry planted there could keep a change from being sent.
     pub fn open(directory: &Path) -> DigestCache {
         let path = directory.join(CACHE_FILE);
+        let usable = match std::fs::symlink_metadata(directory) {
+            Ok(metadata) => {
+                metadata.is_dir()
+                    && metadata.uid() == rustix::process::geteuid().as_raw()
+                    && metadata.mode() & 0o022 == 0
+            }
+            Err(_) => true,
+        };
         let entries = std::fs::symlink_metadata(&path)
             .ok()
+            .filter(|_| usable)
             .filter(|metadata| metadata.is_file() && metadata.len() <= MOST_CACHE_BYTES)
             .and_then(|_| std::fs::read(&path).ok())
             .and_then(|bytes| serde_json::from_slice::<CacheFile>(&bytes).ok())
@@ -158,6 +171,7 @@ impl DigestCache {
             entries,
             changed: false,
             settled: SETTLED,
+            usable,
         }
     }
 
@@ -204,6 +218,15 @@ impl DigestCache {
     /// one that exists, nor a link), renamed into place. A cache that cannot be written costs
     /// only speed (the next push hashes again).
     pub fn save(&mut self, keep: &[Stamp]) -> std::io::Result<()> {
+        if !self.usable {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is not this user's own, or others may write to it",
+                    self.directory.display()
+                ),
+            ));
+        }
         if !self.changed {
             return Ok(());
         }
@@ -381,7 +404,12 @@ impl LocalBundle {
             message,
         };
         let source = load_sources(std::slice::from_ref(&file.path))
-            .map_err(|error| changed(error.to_string()))?
+            .map_err(|error| {
+                changed(match error.invalid {
+                    Some(diagnostic) => format!("it changed since it was hashed: {diagnostic}"),
+                    None => format!("it cannot be read any more ({})", error.error),
+                })
+            })?
             .pop()
             .ok_or_else(|| changed("it was not read".to_owned()))?;
         let sha256 = file_sha256(&source.text);
@@ -390,7 +418,7 @@ impl LocalBundle {
             if let (Some(directory), Some(stamp)) = (&self.cache, &file.remembered) {
                 let mut cache = DigestCache::open(directory);
                 cache.forget(stamp);
-                let _ = cache.save(&[]);
+                let _ = cache.save(&self.stamps);
             }
             return Err(changed(format!(
                 "it changed since it was hashed (sha256 {} then, {} now){}",
@@ -437,38 +465,6 @@ impl PushSources for LocalBundle {
 
     fn digests(&self) -> Vec<SourceDigest> {
         self.files.iter().map(|file| file.digest.clone()).collect()
-    }
-
-    /// The files not read yet are read as they are now (on a few threads), not checked against
-    /// their digests: a whole bundle lists none, and the daemon takes what it is sent.
-    fn whole(&self) -> Result<Vec<SourceFile>, ClientError> {
-        let unread: Vec<&PathBuf> = self
-            .files
-            .iter()
-            .filter(|file| file.text.is_none())
-            .map(|file| &file.path)
-            .collect();
-        let mut read = load_sources(&unread)
-            .map_err(|error| ClientError::SourceChanged {
-                path: error.path.clone(),
-                message: error.to_string(),
-            })?
-            .into_iter();
-        self.files
-            .iter()
-            .map(|file| {
-                let text = match &file.text {
-                    Some(text) => text.clone(),
-                    None => read.next().map(|source| source.text).ok_or_else(|| {
-                        ClientError::SourceChanged {
-                            path: file.path.display().to_string(),
-                            message: "it was not read".to_owned(),
-                        }
-                    })?,
-                };
-                Ok(SourceFile::new(file.digest.name.clone(), text))
-            })
-            .collect()
     }
 
     fn files(&self, indices: &[usize]) -> Result<Vec<SourceFile>, ClientError> {

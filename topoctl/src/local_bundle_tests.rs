@@ -128,14 +128,12 @@ fn a_file_changed_after_it_was_hashed_stops_the_push() {
     }
     // The file the push has not changed still travels.
     assert_eq!(known.files(&[1]).unwrap()[0].text, "b = 2\n");
-    // A whole bundle lists no digest: it carries the files as they are now.
-    let whole = known.whole().unwrap();
-    assert_eq!(whole.len(), 2);
-    assert_eq!(
-        (whole[0].name.as_str(), whole[0].text.as_str()),
-        ("file-0.toml", "a = 9\n")
-    );
-    assert_eq!(whole[1].text, "b = 2\n");
+    // Nor does the whole bundle: what travels is always what was hashed (and checked for
+    // revoked prefixes).
+    assert!(matches!(
+        known.whole(),
+        Err(ClientError::SourceChanged { .. })
+    ));
     std::fs::remove_file(&paths[1]).unwrap();
     assert!(matches!(
         known.files(&[1]),
@@ -166,6 +164,22 @@ fn a_remembered_digest_found_wrong_is_forgotten() {
     let again = load(&paths, &cache, later());
     assert_eq!(again.read_count(), 1, "hashed again");
     assert_eq!(again.digests(), expected(&paths));
+}
+
+#[test]
+fn a_cache_directory_others_may_write_to_is_not_used() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let directory = tempfile::tempdir().unwrap();
+    let cache = directory.path().join("cache");
+    let paths = files(directory.path(), &["a = 1\n"]);
+    load(&paths, &cache, later());
+    assert_eq!(load(&paths, &cache, later()).read_count(), 0);
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut opened = DigestCache::open(&cache);
+    let bundle = LocalBundle::load_at(&paths, Some(&mut opened), later()).unwrap();
+    assert_eq!(bundle.read_count(), 1, "nothing is read from it");
+    let error = opened.save(bundle.stamps()).unwrap_err();
+    assert!(error.to_string().contains("others may write"), "{error}");
 }
 
 #[test]

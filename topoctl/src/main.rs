@@ -7,7 +7,8 @@
 //!
 //! Exit codes (README, "Exit codes"; the constants in `topologyd_api`): 0 nothing to do or
 //! valid, 1 usage, 2 changes made or allowed, 3 refused by a guard, 4 invalid, 5 conflict
-//! (compare-and-swap, lease, deadline), 6 unreachable or TLS; errors on stderr.
+//! (compare-and-swap, lease, deadline, a pushed file changed while read), 6 unreachable or
+//! TLS; errors on stderr.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
