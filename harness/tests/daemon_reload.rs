@@ -19,8 +19,6 @@ use daemon_fixture::{AMS01_ROUTES, LOCAL_ASN, WAIT, check, start_bird, topology,
 use topologyd_harness::peers::{BgpPeer, BirdPeer};
 use topologyd_harness::topologyd::{DaemonConfig, Topologyd, wait_until};
 
-/// BIRD's `show protocols` line of the BGP session: its `Since` column is the time of the last
-/// state change, so an unchanged line means the session was not reset.
 /// BIRD's protocol line once it has settled, as the baseline a later line is compared with:
 /// BIRD may stamp its last change a millisecond after the session is up (a channel
 /// finishing), so the line is taken once two reads 300 ms apart agree.
@@ -37,6 +35,9 @@ fn settled_protocol_line(bird: &BirdPeer) -> String {
     line
 }
 
+/// BIRD's `show protocols` line of the BGP session: its `Since` column is the time of the last
+/// state change, so a line whose other columns are unchanged and whose `Since` has not moved
+/// means the session was not reset.
 fn protocol_line(bird: &BirdPeer) -> String {
     let output = check(bird.birdc(&["show", "protocols"]), "birdc show protocols");
     output
@@ -44,6 +45,57 @@ fn protocol_line(bird: &BirdPeer) -> String {
         .find(|line| line.split_whitespace().nth(1) == Some("BGP"))
         .unwrap_or_else(|| panic!("no BGP protocol in:\n{output}"))
         .to_string()
+}
+
+/// How far BIRD's `Since` column may move without a state change. BIRD keeps the time of the
+/// last change on its monotonic clock and prints it as wall time, by the offset between the
+/// two clocks at the time of printing, so the same instant can print a millisecond apart. A
+/// reset moves it by the time the session takes to come back up, hundreds of milliseconds at
+/// least.
+const SINCE_JITTER_MS: i64 = 50;
+
+/// Asserts that two of BIRD's protocol lines show the same session: every column equal but
+/// `Since`, and `Since` within [`SINCE_JITTER_MS`].
+fn assert_same_session(after: &str, before: &str, what: &str) {
+    let columns = |line: &str| -> Vec<String> {
+        line.split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let (after_columns, before_columns) = (columns(after), columns(before));
+    let since = |columns: &[String]| columns.get(4).and_then(|since| since_ms(since));
+    let moved = match (since(&after_columns), since(&before_columns)) {
+        (Some(after_ms), Some(before_ms)) => {
+            // A day has 86,400,000 ms: the shorter way round the clock face.
+            let difference = (after_ms - before_ms).rem_euclid(86_400_000);
+            difference.min(86_400_000 - difference)
+        }
+        _ => i64::MAX,
+    };
+    let others = |columns: &[String]| {
+        columns
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| *index != 4)
+            .map(|(_, column)| column.clone())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        others(&after_columns) == others(&before_columns) && moved <= SINCE_JITTER_MS,
+        "{what}:\nbefore: {before}\nafter:  {after}"
+    );
+}
+
+/// Milliseconds since midnight of BIRD's `hh:mm:ss.fff` time column.
+fn since_ms(column: &str) -> Option<i64> {
+    let (clock, fraction) = column.split_once('.')?;
+    let mut parts = clock.split(':').map(|part| part.parse::<i64>().ok());
+    let (hours, minutes, seconds) = (parts.next()??, parts.next()??, parts.next()??);
+    if parts.next().is_some() || fraction.len() != 3 {
+        return None;
+    }
+    let milliseconds = fraction.parse::<i64>().ok()?;
+    Some(((hours * 60 + minutes) * 60 + seconds) * 1000 + milliseconds)
 }
 
 fn config_file(topologyd: &Topologyd) -> std::path::PathBuf {
@@ -108,10 +160,10 @@ fn sighup_adds_and_removes_peers_without_resetting_the_others() {
         }),
         "topologyd",
     );
-    assert_eq!(
-        protocol_line(&kept),
-        kept_line,
-        "the untouched peer's session was reset"
+    assert_same_session(
+        &protocol_line(&kept),
+        &kept_line,
+        "the untouched peer's session was reset",
     );
     assert!(
         !topologyd.log().contains("session down peer=kept"),
@@ -180,8 +232,16 @@ fn sighup_adds_and_removes_peers_without_resetting_the_others() {
         topologyd.check_running(),
         "topologyd after a refused reload",
     );
-    assert_eq!(protocol_line(&kept), kept_line);
-    assert_eq!(protocol_line(&added), added_line);
+    assert_same_session(
+        &protocol_line(&kept),
+        &kept_line,
+        "a refused reload reset the untouched peer's session",
+    );
+    assert_same_session(
+        &protocol_line(&added),
+        &added_line,
+        "a refused reload reset the added peer's session",
+    );
     assert_eq!(check(kept.counters(), "BIRD counters"), kept_counters);
     assert_eq!(check(added.routes(), "BIRD routes").len(), AMS01_ROUTES);
     let (status, _) = check(topologyd.admin_get("/ready"), "GET /ready");
@@ -230,10 +290,10 @@ fn sighup_applies_a_next_hop_change_in_place_and_resets_on_a_hold_time_change() 
         }),
         "BIRD",
     );
-    assert_eq!(
-        protocol_line(&bird),
-        line,
-        "a next-hop change reset the session"
+    assert_same_session(
+        &protocol_line(&bird),
+        &line,
+        "a next-hop change reset the session",
     );
     let after = check(bird.counters(), "BIRD counters");
     assert_eq!(
@@ -280,4 +340,32 @@ fn sighup_applies_a_next_hop_change_in_place_and_resets_on_a_hold_time_change() 
     );
     wait_for_routes(&bird, AMS01_ROUTES);
     check(topologyd.check_running(), "topologyd");
+}
+
+#[test]
+fn the_same_session_allows_the_clock_jitter_and_nothing_else() {
+    let line = |since: &str, state: &str| {
+        format!("kept       BGP        ---        up     {since}  {state}   ")
+    };
+    let before = line("04:09:24.785", "Established");
+    assert_same_session(&line("04:09:24.786", "Established"), &before, "jitter");
+    assert_same_session(&line("04:09:24.785", "Established"), &before, "unchanged");
+    assert_eq!(since_ms("23:59:59.999"), Some(86_399_999));
+    assert_eq!(since_ms("04:09:24"), None);
+    assert_same_session(
+        &line("00:00:00.010", "Established"),
+        &line("23:59:59.990", "Established"),
+        "across midnight",
+    );
+    for (after, why) in [
+        (line("04:09:25.400", "Established"), "a reset moves Since"),
+        (line("04:09:24.785", "Active"), "a session not up"),
+        (
+            line("2026-12-07", "Established"),
+            "a Since that is not a time",
+        ),
+    ] {
+        let caught = std::panic::catch_unwind(|| assert_same_session(&after, &before, why));
+        assert!(caught.is_err(), "{why} was taken for the same session");
+    }
 }
