@@ -20,6 +20,7 @@ mod location_set;
 mod model;
 mod nesting;
 mod plan;
+mod prefix_list;
 mod render;
 
 use topologyd_rpki as rpki;
@@ -35,6 +36,7 @@ pub use model::{
     Service, Topology, TopologyError, TopologySummary,
 };
 pub use plan::*;
+pub use prefix_list::{Iter as PrefixIter, PrefixList};
 pub use render::collapse_locations;
 pub use rpki::{RpkiState, Validation, Vrp, VrpFileError, VrpSet};
 pub use topologyd_config::{Diagnostic, Diagnostics, Severity, Source, SourceLocation};

@@ -290,7 +290,7 @@ pub struct Topology {
     pub(crate) services: Vec<Service>,
     pub(crate) service_index: HashMap<String, u32>,
     /// Sorted by cidr; disjoint. Shared with the thread hashing them (see `hash`).
-    pub(crate) prefixes: std::sync::Arc<Vec<Prefix>>,
+    pub(crate) prefixes: crate::PrefixList,
     /// Sorted by cidr, with their longest-prefix match index; shared with the generation a
     /// patched compile took them from when it moved no binding to another service (else a
     /// copy that shares the index).
@@ -421,7 +421,7 @@ impl Topology {
     }
 
     /// Onboarded prefixes, sorted.
-    pub fn prefixes(&self) -> &[Prefix] {
+    pub fn prefixes(&self) -> &crate::PrefixList {
         &self.prefixes
     }
 
@@ -473,7 +473,11 @@ impl Topology {
     }
 
     pub(crate) fn prefix_containing(&self, network: &IpNet) -> Option<usize> {
-        find_containing(&self.prefixes, network, |prefix| prefix.cidr)
+        let place = self
+            .prefixes
+            .partition_point(|prefix| prefix.cidr <= *network)
+            .checked_sub(1)?;
+        self.prefixes[place].cidr.contains(network).then_some(place)
     }
 
     pub(crate) fn route_index(&self, prefix: &IpNet) -> Option<usize> {

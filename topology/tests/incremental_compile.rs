@@ -1336,10 +1336,54 @@ fn a_binding_moved_in_a_file_of_bindings_is_checked_under_its_prefix() {
     let incremental = incremental.unwrap();
     // Only bindings changed: the running prefixes are shared, not copied.
     assert_eq!(
-        incremental.prefixes().as_ptr(),
-        running.prefixes().as_ptr(),
+        incremental.prefixes().chunks_shared_with(running.prefixes()),
+        running.prefixes().chunk_count(),
         "the prefixes are the running generation's"
     );
     let full = compile_against_in_full(bindings_apart(&changed), 2, &running).unwrap();
     assert_eq!(observed(&full), observed(&incremental));
+}
+
+/// A toggle among thousands of prefixes (the prefixes stored in shared chunks) copies the one
+/// chunk holding the toggled prefix and shares every other with the running generation,
+/// wherever the prefix falls (first, inside, last chunk); its result is the full compile's.
+#[test]
+fn a_toggle_copies_only_the_chunk_holding_its_prefix() {
+    const PREFIXES: usize = 3000;
+    let fleet = "[[location]]\nname = \"l0\"\nregion = \"r0\"\nmetro = \"m\"\ncountry = \"C\"\nstate = \"live\"\n\n[[service]]\nname = \"s0\"\nlifecycle = \"active\"\ntopology = 'all'\n\n";
+    let item = |index: usize, advertise: bool| {
+        let cidr = format!("10.{}.{}.0/24", index / 256, index % 256);
+        format!(
+            "[[prefix]]\ncidr = \"{cidr}\"\norigin_asn = 64500\nowner = \"acme\"\nadvertise = {advertise}\n\n[[binding]]\ncidr = \"{cidr}\"\nservice = \"s0\"\n\n"
+        )
+    };
+    for toggled in [0, 1500, PREFIXES - 1] {
+        let sources = |advertise: bool| {
+            let rest: String = (0..PREFIXES)
+                .filter(|index| *index != toggled)
+                .map(|index| item(index, true))
+                .collect();
+            vec![
+                Source::new("fleet.toml", fleet),
+                Source::new("prefixes.toml", rest),
+                Source::new("customer.toml", item(toggled, advertise)),
+            ]
+        };
+        let running = compile(sources(true), 1).unwrap();
+        let chunks = running.prefixes().chunk_count();
+        assert!(chunks >= 3, "{chunks} chunks");
+        let (incremental, reuse) = compile_incremental(sources(false), 2, &running);
+        assert!(reuse.items_patched, "{toggled}: {reuse:?}");
+        let incremental = incremental.unwrap();
+        assert_eq!(
+            incremental.prefixes().chunks_shared_with(running.prefixes()),
+            chunks - 1,
+            "{toggled}: one chunk copied"
+        );
+        assert!(!incremental.prefixes()[toggled].advertise);
+        assert!(running.prefixes()[toggled].advertise, "the running one kept");
+        let full = compile_against_in_full(sources(false), 2, &running).unwrap();
+        assert_eq!(observed(&full), observed(&incremental), "{toggled}");
+        assert_eq!(full.hash(), incremental.hash());
+    }
 }

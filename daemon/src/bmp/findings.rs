@@ -24,7 +24,6 @@ use std::net::Ipv4Addr;
 
 use ipnet::IpNet;
 use topologyd_bgp::codec::AsPathSegment;
-use topologyd_topology::Prefix;
 
 use super::codec::{PeerKey, RibKind, SeenAttributes};
 use crate::announce::{LocationRoutes, PeerRouteContext};
@@ -124,7 +123,7 @@ impl Expectation {
     pub fn new(
         local_asn: u32,
         router_id: Ipv4Addr,
-        prefixes: &[Prefix],
+        prefixes: &topologyd_topology::PrefixList,
         routes: &LocationRoutes,
     ) -> Expectation {
         let mut own_prefixes: Vec<OwnPrefix> = prefixes

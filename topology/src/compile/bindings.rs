@@ -9,7 +9,8 @@ use super::incremental::Reused;
 use super::services::Catalogue;
 use super::{baseline_binds, merge_sorted, network_key, suggestion, validate_network};
 use crate::binding_list::BindingList;
-use crate::model::{Binding, Prefix, Topology};
+use crate::PrefixList;
+use crate::model::{Binding, Topology};
 
 /// The compiled bindings and the indexes the later phases use.
 pub(super) struct BindingTable {
@@ -37,7 +38,7 @@ pub(super) fn compile_bindings(
     raw: &RawTopology,
     reused: &Reused<'_>,
     catalogue: &Catalogue,
-    prefixes: &[Prefix],
+    prefixes: &PrefixList,
     baseline: Option<&Topology>,
     collector: &mut Collector,
 ) -> BindingTable {
@@ -180,7 +181,11 @@ pub(super) fn compile_bindings(
 impl BindingTable {
     /// The table of `bindings` (sorted by cidr, each placed in its prefix): the per-prefix
     /// default binding and more-specific count, the per-service binding count.
-    pub(super) fn of(bindings: BindingList, prefixes: &[Prefix], services: usize) -> BindingTable {
+    pub(super) fn of(
+        bindings: BindingList,
+        prefixes: &PrefixList,
+        services: usize,
+    ) -> BindingTable {
         let mut default_binding: Vec<Option<u32>> = vec![None; prefixes.len()];
         let mut more_specific_count: Vec<u32> = vec![0; prefixes.len()];
         let mut service_binding_count: Vec<u32> = vec![0; services];

@@ -15,7 +15,8 @@ use topologyd_config::{AnnounceMode, NotFoundPolicy};
 
 use super::network_key;
 use crate::binding_list::BindingList;
-use crate::model::{Binding, Location, Prefix, Service};
+use crate::PrefixList;
+use crate::model::{Binding, Location, Service};
 
 /// Feeds a canonical, length-prefixed serialisation into SHA-256, through a staging buffer:
 /// the canonical form is mostly 2- to 16-byte pieces, and SHA-256 handed whole blocks by the
@@ -158,7 +159,7 @@ pub(super) fn hash_definitions(
 /// is set (looked at every [`CANCEL_CHECK_ITEMS`] items).
 pub(super) fn hash_items<Name: AsRef<str>>(
     mut hasher: CanonicalHasher,
-    prefixes: &[Prefix],
+    prefixes: &PrefixList,
     bindings: &[Binding],
     service_names: &[Name],
     cancelled: &AtomicBool,
@@ -313,7 +314,7 @@ pub(super) fn hash_health(hasher: &mut CanonicalHasher, service: &Service) {
 }
 
 /// What [`TopologyHash::spawn`] hands its thread.
-type ItemsToHash = (CanonicalHasher, Arc<Vec<Prefix>>, BindingList, Vec<String>);
+type ItemsToHash = (CanonicalHasher, PrefixList, BindingList, Vec<String>);
 
 /// A compiled topology's canonical hash: known, or being computed on a thread of its own and
 /// joined when first read. The thread holds shares of what it hashes (the prefixes and the
@@ -331,7 +332,7 @@ impl TopologyHash {
     /// this one when no thread can be made (the process's limit reached).
     pub(super) fn spawn(
         definitions: CanonicalHasher,
-        prefixes: Arc<Vec<Prefix>>,
+        prefixes: PrefixList,
         bindings: BindingList,
         service_names: Vec<String>,
     ) -> TopologyHash {
@@ -420,7 +421,7 @@ mod tests {
     /// A hash dropped unread stops its thread; one read is the hash computed on this thread.
     #[test]
     fn an_unread_hash_is_cancelled_and_a_read_one_is_the_inline_one() {
-        let prefixes: Vec<Prefix> = Vec::new();
+        let prefixes = PrefixList::default();
         let bindings = BindingList::new(vec![Binding {
             cidr: "192.0.2.0/24".parse().unwrap(),
             service: 0,
@@ -447,7 +448,7 @@ mod tests {
         assert_eq!(stopped, None, "a cancelled hash stops at its first item");
         let spawned = TopologyHash::spawn(
             CanonicalHasher::new(),
-            Arc::new(prefixes),
+            prefixes,
             bindings.clone(),
             names.clone(),
         );
@@ -458,7 +459,12 @@ mod tests {
             !flag.load(std::sync::atomic::Ordering::Relaxed),
             "read: not cancelled"
         );
-        let unread = TopologyHash::spawn(CanonicalHasher::new(), Arc::default(), bindings, names);
+        let unread = TopologyHash::spawn(
+            CanonicalHasher::new(),
+            PrefixList::default(),
+            bindings,
+            names,
+        );
         let flag = Arc::clone(&unread.cancelled);
         drop(unread);
         assert!(

@@ -377,11 +377,11 @@ impl<'a> Reused<'a> {
 
     /// The reused prefixes, compiled, in cidr order (none when they were rebuilt as raw items).
     pub(super) fn prefixes(&self) -> impl Iterator<Item = Prefix> + '_ {
-        let prefixes = match self.baseline {
-            Some(baseline) if self.compiled_prefixes => baseline.prefixes.as_slice(),
-            _ => &[],
-        };
-        prefixes.iter().filter_map(|prefix| {
+        let prefixes = self
+            .baseline
+            .filter(|_| self.compiled_prefixes)
+            .map(|baseline| baseline.prefixes.iter());
+        prefixes.into_iter().flatten().filter_map(|prefix| {
             let span = self.moved(prefix.span.get())?;
             Some(Prefix {
                 span: span.into(),

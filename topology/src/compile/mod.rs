@@ -38,7 +38,6 @@
 //! generation's prefixes and bindings whole when the changed files hold the same cidrs (a
 //! toggle), in place of the prefixes and bindings phases.
 
-use std::sync::Arc;
 
 use ipnet::IpNet;
 use topologyd_config::{
@@ -46,6 +45,7 @@ use topologyd_config::{
     parse_topology_sources_owned,
 };
 
+use crate::PrefixList;
 use crate::model::Topology;
 use bindings::BindingTable;
 
@@ -488,7 +488,7 @@ fn compile_phases(
     let (prefixes, patched) = match patched {
         Some((prefixes, bindings)) => (prefixes, Some(bindings)),
         None => (
-            Arc::new(prefixes::compile_prefixes(
+            PrefixList::from_vec(prefixes::compile_prefixes(
                 raw_prefixes,
                 &raw,
                 reused,
@@ -518,7 +518,7 @@ fn compile_phases(
     // patched (shared with the running ones when no service changed).
     let hash = hash::TopologyHash::spawn(
         hash::hash_definitions(&settings, &fleet.locations, &catalogue.services),
-        Arc::clone(&prefixes),
+        prefixes.clone(),
         match &bindings {
             Bindings::Compiled(table) => table.bindings.clone(),
             Bindings::Patched(patched) => patched.hashed().clone(),

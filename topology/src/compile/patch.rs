@@ -25,8 +25,6 @@
 //! Owns: the conditions under which the running items are taken whole, and the patching. Must
 //! not touch: the checks of a single prefix (those of the prefixes phase).
 
-use std::sync::Arc;
-
 use ipnet::IpNet;
 use topologyd_config::{Collector, RawBinding, RawPrefix, RawTopology, Settings, Span};
 
@@ -36,7 +34,8 @@ use super::network_key;
 use super::prefixes::compile_prefix;
 use super::services::Catalogue;
 use crate::binding_list::BindingList;
-use crate::model::{Prefix, Topology};
+use crate::PrefixList;
+use crate::model::Topology;
 
 /// The bindings of a patched compile: the running generation's with the changed ones' new
 /// spans and services.
@@ -63,7 +62,7 @@ impl PatchedBindings {
     }
 
     /// The binding table of the patched bindings.
-    pub(super) fn table(&self, prefixes: &[Prefix], services: usize) -> BindingTable {
+    pub(super) fn table(&self, prefixes: &PrefixList, services: usize) -> BindingTable {
         BindingTable::of(self.bindings.clone(), prefixes, services)
     }
 }
@@ -80,7 +79,7 @@ pub(super) fn same_cidrs(
     catalogue: &Catalogue,
     settings: &Settings,
     collector: &mut Collector,
-) -> Option<(Arc<Vec<Prefix>>, PatchedBindings)> {
+) -> Option<(PrefixList, PatchedBindings)> {
     let baseline = reused.baseline_in_place()?;
     let changed = changed_files(raw, reused, baseline)?;
     same_services(catalogue, baseline)?;
@@ -88,8 +87,8 @@ pub(super) fn same_cidrs(
         raw_prefixes
             .iter()
             .map(|prefix| (prefix.cidr, prefix.cidr_span())),
-        &baseline.prefixes,
-        |prefix| prefix.cidr,
+        baseline.prefixes.len(),
+        |place| baseline.prefixes[place].cidr,
         baseline.prefixes.iter().map(|prefix| prefix.span.get()),
         |place| baseline.prefixes.get(place).map(|prefix| prefix.span.get()),
         &changed,
@@ -98,8 +97,8 @@ pub(super) fn same_cidrs(
         raw_bindings
             .iter()
             .map(|binding| (binding.cidr, binding.cidr_span())),
-        baseline.bindings.as_slice(),
-        |binding| binding.cidr,
+        baseline.bindings.len(),
+        |place| baseline.bindings.as_slice()[place].cidr,
         baseline.bindings.spans(),
         |place| Some(baseline.bindings.span(place)),
         &changed,
@@ -124,18 +123,19 @@ pub(super) fn same_cidrs(
         }
     }
     // Every condition holds: from here on, the result is the merge's.
-    // Changed files that hold no prefix now held none before (every running prefix of theirs
-    // has a place above): the running prefixes are shared, not copied (a change of bindings
-    // alone, such as the 1 % push, copied 100,000 prefixes).
-    let prefixes = if raw_prefixes.is_empty() {
-        Arc::clone(&baseline.prefixes)
-    } else {
-        let mut prefixes = Vec::clone(&baseline.prefixes);
-        for (raw_prefix, place) in raw_prefixes.iter().zip(&prefix_places) {
-            prefixes[*place] = compile_prefix(raw_prefix, &raw.names, settings, collector);
-        }
-        Arc::new(prefixes)
-    };
+    // The running prefixes are shared, but for the chunks holding one compiled again (a
+    // toggle copied 100,000 prefixes when they were one vector).
+    let prefixes = baseline.prefixes.with_replaced(
+        raw_prefixes
+            .iter()
+            .zip(&prefix_places)
+            .map(|(raw_prefix, place)| {
+                (
+                    *place,
+                    compile_prefix(raw_prefix, &raw.names, settings, collector),
+                )
+            }),
+    );
     let mut patched_prefixes = prefix_places;
     patched_prefixes.extend(reassigned_prefixes);
     patched_prefixes.sort_unstable();
@@ -148,6 +148,20 @@ pub(super) fn same_cidrs(
         patched_prefixes,
     };
     Some((prefixes, bindings))
+}
+
+/// The first place in `low..high` that is not `before`, the places being partitioned by it
+/// (as [`slice::partition_point`], over places rather than items).
+fn first_not_before(mut low: usize, mut high: usize, before: impl Fn(usize) -> bool) -> usize {
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if before(middle) {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    low
 }
 
 /// Per file of the new bundle, whether it is a changed file whose items may be patched: every
@@ -200,14 +214,15 @@ fn same_services(catalogue: &Catalogue, baseline: &Topology) -> Option<()> {
     same.then_some(())
 }
 
-/// The place in `running` (sorted by cidr, one item per cidr; `cidr` reads an item's, `spans`
-/// gives where each is written, in order, and `span` where the item at a place is) of each of
-/// the `parsed` items, when they are, one for one, the running items written in the changed
-/// files: as many, written without host bits, each cidr found once, in a changed file.
-fn places<T>(
+/// The place among the `running` items (sorted by cidr, one item per cidr; `cidr` reads the
+/// one at a place, below `running`, `spans` gives where each is written, in order, and `span`
+/// where the item at a place is) of each of the `parsed` items, when they are, one for one,
+/// the running items written in the changed files: as many, written without host bits, each
+/// cidr found once, in a changed file.
+fn places(
     parsed: impl ExactSizeIterator<Item = (IpNet, Span)>,
-    running: &[T],
-    cidr: impl Fn(&T) -> IpNet,
+    running: usize,
+    cidr: impl Fn(usize) -> IpNet,
     spans: impl Iterator<Item = Span>,
     span: impl Fn(usize) -> Option<Span>,
     changed: &[bool],
@@ -225,14 +240,10 @@ fn places<T>(
         // Items written in address order (or in runs of it) are found by galloping on from
         // the place of the one before, not by a search over every item.
         let key = network_key(&parsed_cidr);
-        let before = |place: usize| {
-            running
-                .get(place)
-                .is_some_and(|item| network_key(&cidr(item)) < key)
-        };
+        let before = |place: usize| place < running && network_key(&cidr(place)) < key;
         let next = places.last().map_or(0, |last| last + 1);
         let place = if next > 0 && !before(next - 1) {
-            running.partition_point(|item| network_key(&cidr(item)) < key)
+            first_not_before(0, running, before)
         } else {
             let mut step = 1;
             while before(next + step - 1) {
@@ -240,11 +251,11 @@ fn places<T>(
             }
             // The first place not before the key is in next + step / 2 ..= next + step - 1 (or
             // is `next` itself when step is 1): searched from one place before.
-            let low = (next + step / 2).saturating_sub(1).min(running.len());
-            let high = (next + step).min(running.len());
-            low + running[low..high].partition_point(|item| network_key(&cidr(item)) < key)
+            let low = (next + step / 2).saturating_sub(1).min(running);
+            let high = (next + step).min(running);
+            first_not_before(low, high, before)
         };
-        if cidr(running.get(place)?) != parsed_cidr || !in_changed(span(place)?) {
+        if place >= running || cidr(place) != parsed_cidr || !in_changed(span(place)?) {
             return None;
         }
         places.push(place);

@@ -9,7 +9,8 @@ use topologyd_config::{AnnounceMode, Collector, Lifecycle};
 
 use super::bindings::BindingTable;
 use super::{INPUT_BYTES_PER_EXTRA_ROUTE, ROUTE_ALLOWANCE};
-use crate::model::{Prefix, Route, Service};
+use crate::PrefixList;
+use crate::model::{Route, Service};
 
 /// Routes in prefix order, and per service how many routes it governs. At most
 /// [`ROUTE_ALLOWANCE`] routes plus one per [`INPUT_BYTES_PER_EXTRA_ROUTE`] bytes of topology
@@ -17,7 +18,7 @@ use crate::model::{Prefix, Route, Service};
 /// about 60 bytes compiled, so this keeps a compile's memory within a small multiple of its
 /// input (a 35 KB file of 256 IPv6 /32s split into /48s would otherwise make 16.7 million).
 pub(super) fn compile_routes(
-    prefixes: &[Prefix],
+    prefixes: &PrefixList,
     services: &[Service],
     table: &BindingTable,
     input_bytes: usize,
