@@ -1336,7 +1336,9 @@ fn a_binding_moved_in_a_file_of_bindings_is_checked_under_its_prefix() {
     let incremental = incremental.unwrap();
     // Only bindings changed: the running prefixes are shared, not copied.
     assert_eq!(
-        incremental.prefixes().chunks_shared_with(running.prefixes()),
+        incremental
+            .prefixes()
+            .chunks_shared_with(running.prefixes()),
         running.prefixes().chunk_count(),
         "the prefixes are the running generation's"
     );
@@ -1376,14 +1378,66 @@ fn a_toggle_copies_only_the_chunk_holding_its_prefix() {
         assert!(reuse.items_patched, "{toggled}: {reuse:?}");
         let incremental = incremental.unwrap();
         assert_eq!(
-            incremental.prefixes().chunks_shared_with(running.prefixes()),
+            incremental
+                .prefixes()
+                .chunks_shared_with(running.prefixes()),
             chunks - 1,
             "{toggled}: one chunk copied"
         );
         assert!(!incremental.prefixes()[toggled].advertise);
-        assert!(running.prefixes()[toggled].advertise, "the running one kept");
+        assert!(
+            running.prefixes()[toggled].advertise,
+            "the running one kept"
+        );
         let full = compile_against_in_full(sources(false), 2, &running).unwrap();
         assert_eq!(observed(&full), observed(&incremental), "{toggled}");
         assert_eq!(full.hash(), incremental.hash());
     }
+}
+
+/// A patched change that grows one prefix's routes so that a later prefix, not changed, crosses
+/// the route budget: the later prefix's running routes are not simply taken, the budget is
+/// reported at it, as the full compile reports it.
+#[test]
+fn a_patched_change_past_the_route_budget_is_refused_as_in_full() {
+    let fleet = "[settings]\nipv6_announce_lengths = { shortest = 8, longest = 64 }\n\n[[location]]\nname = \"l0\"\nregion = \"r0\"\nmetro = \"m\"\ncountry = \"C\"\nstate = \"live\"\n\n[[service]]\nname = \"s0\"\nlifecycle = \"active\"\ntopology = 'all'\n\n";
+    let item = |cidr: &str, announce: &str| {
+        format!(
+            "[[prefix]]\ncidr = \"{cidr}\"\norigin_asn = 64500\nowner = \"acme\"\nadvertise = true\nannounce = {announce}\n\n[[binding]]\ncidr = \"{cidr}\"\nservice = \"s0\"\n\n"
+        )
+    };
+    // 2^16 routes a prefix split into /48s (the most one prefix may make): fifteen fit the
+    // budget of about a million, sixteen do not.
+    let sources = |first: &str| {
+        let rest: String = (0..15)
+            .map(|index| item(&format!("2001:{:x}::/32", 0xdc0 + index), "{ split = 48 }"))
+            .collect();
+        vec![
+            Source::new("fleet.toml", fleet),
+            Source::new("first.toml", item("2001:db8::/32", first)),
+            Source::new("rest.toml", rest),
+        ]
+    };
+    let running = compile(sources("\"aggregate\""), 1).unwrap();
+    // Within the budget, such a change is patched: the rest's routes are the running ones.
+    let (within, reuse) = compile_incremental(sources("{ split = 40 }"), 2, &running);
+    assert!(reuse.items_patched, "{reuse:?}");
+    let full = compile_against_in_full(sources("{ split = 40 }"), 2, &running).unwrap();
+    let within = within.unwrap();
+    assert_eq!(
+        (format!("{:?}", full.summary()), full.warnings(), full.hash()),
+        (format!("{:?}", within.summary()), within.warnings(), within.hash())
+    );
+    // Past it, the patched compile finds the crossing (then reports it as the full compile).
+    let (incremental, reuse) = compile_incremental(sources("{ split = 48 }"), 2, &running);
+    assert!(reuse.fell_back, "{reuse:?}");
+    let Err(incremental) = incremental else {
+        panic!("the budget is crossed, yet the patched compile was accepted")
+    };
+    let full = compile_against_in_full(sources("{ split = 48 }"), 2, &running).unwrap_err();
+    assert_eq!(full.to_string(), incremental.to_string());
+    assert!(
+        full.to_string().contains("rest.toml") && full.to_string().contains("past 1000"),
+        "{full}"
+    );
 }

@@ -8,8 +8,8 @@ use topologyd_config::{Collector, Located, RawBinding, RawTopology, Span};
 use super::incremental::Reused;
 use super::services::Catalogue;
 use super::{baseline_binds, merge_sorted, network_key, suggestion, validate_network};
-use crate::binding_list::BindingList;
 use crate::PrefixList;
+use crate::binding_list::BindingList;
 use crate::model::{Binding, Topology};
 
 /// The compiled bindings and the indexes the later phases use.

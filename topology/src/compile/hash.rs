@@ -14,8 +14,8 @@ use topologyd_config::health::{DnsRecordType, ProbeSpec, UnhealthyAction};
 use topologyd_config::{AnnounceMode, NotFoundPolicy};
 
 use super::network_key;
-use crate::binding_list::BindingList;
 use crate::PrefixList;
+use crate::binding_list::BindingList;
 use crate::model::{Binding, Location, Service};
 
 /// Feeds a canonical, length-prefixed serialisation into SHA-256, through a staging buffer:

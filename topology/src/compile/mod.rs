@@ -38,7 +38,6 @@
 //! generation's prefixes and bindings whole when the changed files hold the same cidrs (a
 //! toggle), in place of the prefixes and bindings phases.
 
-
 use ipnet::IpNet;
 use topologyd_config::{
     Collector, Diagnostics, Located, RawLocation, RawService, RawTopology, Source, escape_text,
@@ -546,6 +545,13 @@ fn compile_phases(
                     .text_len(u32::try_from(index).unwrap_or(u32::MAX))
             })
             .sum(),
+        patched_prefixes.as_deref().and_then(|patched| {
+            let baseline = reused.baseline_in_place()?;
+            Some(routes::RunningRoutes {
+                routes: &baseline.routes,
+                patched,
+            })
+        }),
         &mut collector,
     );
     checks::local_addresses(&raw, &catalogue, &table, &mut collector);

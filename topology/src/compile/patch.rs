@@ -8,12 +8,12 @@
 //! back the running generation's order, placements and nesting. A self-serve BYOIP toggle is
 //! this case, and so is a change that moves a share of the bindings to other services; it was
 //! the bindings phase over every binding that most of their compile went to. The prefixes are
-//! shared with the running generation when no changed file holds one, the bindings are
-//! shared with the running generation when no service changed (the changed ones' new spans kept
-//! beside them, `binding_list.rs`), written into a copy that keeps the longest-match index
-//! when some did; blackholes are looked for only under the prefixes compiled again and those
-//! holding a binding whose service changed: the others' routes are the running generation's,
-//! which had none.
+//! shared with the running generation but for the chunks holding one compiled again
+//! (`prefix_list.rs`); the bindings are shared with it when no service changed (the changed
+//! ones' new spans kept beside them, `binding_list.rs`), written into a copy that keeps the
+//! longest-match index when some did. Only the prefixes compiled again and those holding a binding whose service
+//! changed have their routes made again and blackholes looked for under them: the others'
+//! routes are the running generation's, copied (`routes.rs`), which had none.
 //!
 //! Exactness: the result is the one the merge of the incremental compile makes (and so a full
 //! compile's; a property test in `tests/incremental_compile.rs` changes values, services,
@@ -33,8 +33,8 @@ use super::incremental::Reused;
 use super::network_key;
 use super::prefixes::compile_prefix;
 use super::services::Catalogue;
-use crate::binding_list::BindingList;
 use crate::PrefixList;
+use crate::binding_list::BindingList;
 use crate::model::Topology;
 
 /// The bindings of a patched compile: the running generation's with the changed ones' new
@@ -125,17 +125,19 @@ pub(super) fn same_cidrs(
     // Every condition holds: from here on, the result is the merge's.
     // The running prefixes are shared, but for the chunks holding one compiled again (a
     // toggle copied 100,000 prefixes when they were one vector).
-    let prefixes = baseline.prefixes.with_replaced(
-        raw_prefixes
-            .iter()
-            .zip(&prefix_places)
-            .map(|(raw_prefix, place)| {
-                (
-                    *place,
-                    compile_prefix(raw_prefix, &raw.names, settings, collector),
-                )
-            }),
-    );
+    let prefixes = baseline
+        .prefixes
+        .with_replaced(
+            raw_prefixes
+                .iter()
+                .zip(&prefix_places)
+                .map(|(raw_prefix, place)| {
+                    (
+                        *place,
+                        compile_prefix(raw_prefix, &raw.names, settings, collector),
+                    )
+                }),
+        );
     let mut patched_prefixes = prefix_places;
     patched_prefixes.extend(reassigned_prefixes);
     patched_prefixes.sort_unstable();

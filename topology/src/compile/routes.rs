@@ -10,23 +10,38 @@ use topologyd_config::{AnnounceMode, Collector, Lifecycle};
 use super::bindings::BindingTable;
 use super::{INPUT_BYTES_PER_EXTRA_ROUTE, ROUTE_ALLOWANCE};
 use crate::PrefixList;
-use crate::model::{Route, Service};
+use crate::model::{Prefix, Route, Service};
+
+/// The running generation's routes, for a patched compile (`patch.rs`): every prefix at the
+/// same place with the same cidr, and only those at the `patched` places (ascending) compiled
+/// again; the others' routes are the running ones (a compiled generation has all its routes,
+/// none dropped), copied with their counts and warnings.
+pub(super) struct RunningRoutes<'running> {
+    pub(super) routes: &'running [Route],
+    pub(super) patched: &'running [usize],
+}
 
 /// Routes in prefix order, and per service how many routes it governs. At most
 /// [`ROUTE_ALLOWANCE`] routes plus one per [`INPUT_BYTES_PER_EXTRA_ROUTE`] bytes of topology
 /// text (`input_bytes`): splitting multiplies routes without multiplying text, and a route costs
 /// about 60 bytes compiled, so this keeps a compile's memory within a small multiple of its
 /// input (a 35 KB file of 256 IPv6 /32s split into /48s would otherwise make 16.7 million).
+/// With `running`, the prefixes not patched take their running routes (the same checks made in
+/// the same order, so the same routes and diagnostics as compiling them again).
 pub(super) fn compile_routes(
     prefixes: &PrefixList,
     services: &[Service],
     table: &BindingTable,
     input_bytes: usize,
+    running: Option<RunningRoutes<'_>>,
     collector: &mut Collector,
 ) -> (Vec<Route>, Vec<u32>) {
-    let budget = ROUTE_ALLOWANCE.saturating_add(input_bytes as u64 / INPUT_BYTES_PER_EXTRA_ROUTE);
-    let mut planned = 0_u64;
-    let mut exceeded = false;
+    let mut budget = Budget {
+        budget: ROUTE_ALLOWANCE.saturating_add(input_bytes as u64 / INPUT_BYTES_PER_EXTRA_ROUTE),
+        input_bytes,
+        planned: 0,
+        exceeded: false,
+    };
     let BindingTable {
         bindings,
         default_binding,
@@ -34,10 +49,38 @@ pub(super) fn compile_routes(
         ..
     } = table;
     let longest = |network: &IpNet| table.longest(network);
-    let mut routes: Vec<Route> = Vec::with_capacity(prefixes.len());
-    let mut service_routes: Vec<u32> = vec![0; services.len()];
-    let mut pending_warned: BTreeMap<(usize, u32), ()> = BTreeMap::new();
+    let mut routes: Vec<Route> = Vec::with_capacity(
+        running
+            .as_ref()
+            .map_or(prefixes.len(), |running| running.routes.len() + 16),
+    );
+    let mut counts = RouteCounts {
+        services,
+        service_routes: vec![0; services.len()],
+        pending_warned: BTreeMap::new(),
+    };
+    // Where the running routes of the prefix at hand start, and the next patched place.
+    let (mut running_at, mut patched_at) = (0_usize, 0_usize);
     for (prefix_index, prefix) in prefixes.iter().enumerate() {
+        if let Some(running) = &running {
+            let of_prefix = running.routes[running_at..]
+                .iter()
+                .take_while(|route| route.onboarded as usize == prefix_index)
+                .count();
+            let taken = &running.routes[running_at..running_at + of_prefix];
+            running_at += of_prefix;
+            if running.patched.get(patched_at) == Some(&prefix_index) {
+                patched_at += 1;
+            } else {
+                if !taken.is_empty() && budget.admits(prefix, taken.len() as u64, collector) {
+                    for route in taken {
+                        counts.count(prefix_index, prefix, route.service, collector);
+                    }
+                    routes.extend_from_slice(taken);
+                }
+                continue;
+            }
+        }
         if !prefix.advertise {
             continue;
         }
@@ -85,27 +128,9 @@ pub(super) fn compile_routes(
                 1_u64 << u32::from(length.saturating_sub(prefix.cidr.prefix_len())).min(63)
             }
         };
-        if planned.saturating_add(count) > budget {
-            // Reported once, at the prefix that crosses: the topology does not compile, and
-            // repeating it for every later prefix says nothing new.
-            if exceeded {
-                continue;
-            }
-            exceeded = true;
-            collector.error(
-                Some(prefix.span.get()),
-                format!(
-                    "announcing prefix {} as {count} route(s) would bring the topology past {budget} routes, the most {input_bytes} bytes of topology text may produce ({ROUTE_ALLOWANCE} plus one per {INPUT_BYTES_PER_EXTRA_ROUTE} bytes)",
-                    prefix.cidr
-                ),
-                Some(
-                    "announce shorter routes (a smaller split length, or the aggregate), or onboard fewer prefixes"
-                        .into(),
-                ),
-            );
+        if !budget.admits(prefix, count, collector) {
             continue;
         }
-        planned += count;
         let pieces: Box<dyn Iterator<Item = IpNet>> = match prefix.announce {
             AnnounceMode::Aggregate => Box::new(std::iter::once(prefix.cidr)),
             AnnounceMode::Split(length) => match prefix.cidr.subnets(length) {
@@ -120,19 +145,7 @@ pub(super) fn compile_routes(
                 longest(&piece).unwrap_or(default)
             };
             let service = bindings[binding as usize].service;
-            service_routes[service as usize] += 1;
-            if services[service as usize].lifecycle == Lifecycle::Pending
-                && pending_warned.insert((prefix_index, service), ()).is_none()
-            {
-                collector.warning(
-                    Some(prefix.span.get()),
-                    format!(
-                        "prefix {} is advertised, but its route(s) are bound to pending service `{}` and are not announced",
-                        prefix.cidr, services[service as usize].name
-                    ),
-                    Some("activate the service (lifecycle = \"active\") when it is ready".into()),
-                );
-            }
+            counts.count(prefix_index, prefix, service, collector);
             routes.push(Route {
                 prefix: piece,
                 binding_cidr: bindings[binding as usize].cidr,
@@ -144,5 +157,78 @@ pub(super) fn compile_routes(
         }
     }
 
-    (routes, service_routes)
+    (routes, counts.service_routes)
+}
+
+/// The route budget of a compile and the routes planned so far.
+struct Budget {
+    budget: u64,
+    input_bytes: usize,
+    planned: u64,
+    exceeded: bool,
+}
+
+impl Budget {
+    /// Whether `prefix`'s `count` routes fit (then they are planned); the prefix that first
+    /// crosses the budget is reported.
+    fn admits(&mut self, prefix: &Prefix, count: u64, collector: &mut Collector) -> bool {
+        if self.planned.saturating_add(count) <= self.budget {
+            self.planned += count;
+            return true;
+        }
+        // Reported once, at the prefix that crosses: the topology does not compile, and
+        // repeating it for every later prefix says nothing new.
+        if !self.exceeded {
+            self.exceeded = true;
+            let (budget, input_bytes) = (self.budget, self.input_bytes);
+            collector.error(
+                Some(prefix.span.get()),
+                format!(
+                    "announcing prefix {} as {count} route(s) would bring the topology past {budget} routes, the most {input_bytes} bytes of topology text may produce ({ROUTE_ALLOWANCE} plus one per {INPUT_BYTES_PER_EXTRA_ROUTE} bytes)",
+                    prefix.cidr
+                ),
+                Some(
+                    "announce shorter routes (a smaller split length, or the aggregate), or onboard fewer prefixes"
+                        .into(),
+                ),
+            );
+        }
+        false
+    }
+}
+
+/// Per service how many routes it governs, and the warning for each prefix with routes bound
+/// to a pending service (once per prefix and service).
+struct RouteCounts<'services> {
+    services: &'services [Service],
+    service_routes: Vec<u32>,
+    pending_warned: BTreeMap<(usize, u32), ()>,
+}
+
+impl RouteCounts<'_> {
+    fn count(
+        &mut self,
+        prefix_index: usize,
+        prefix: &Prefix,
+        service: u32,
+        collector: &mut Collector,
+    ) {
+        self.service_routes[service as usize] += 1;
+        let governing = &self.services[service as usize];
+        if governing.lifecycle == Lifecycle::Pending
+            && self
+                .pending_warned
+                .insert((prefix_index, service), ())
+                .is_none()
+        {
+            collector.warning(
+                Some(prefix.span.get()),
+                format!(
+                    "prefix {} is advertised, but its route(s) are bound to pending service `{}` and are not announced",
+                    prefix.cidr, governing.name
+                ),
+                Some("activate the service (lifecycle = \"active\") when it is ready".into()),
+            );
+        }
+    }
 }
