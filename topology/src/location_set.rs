@@ -11,6 +11,11 @@ pub struct LocationSet {
 }
 
 impl LocationSet {
+    /// Whether the set is made for indices `0..capacity` (as [`LocationSet::empty`] makes it).
+    pub(crate) fn sized_for(&self, capacity: usize) -> bool {
+        self.words.len() == capacity.div_ceil(64)
+    }
+
     /// The empty set able to hold indices `0..capacity`.
     pub fn empty(capacity: usize) -> LocationSet {
         LocationSet {

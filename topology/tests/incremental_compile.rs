@@ -1425,8 +1425,16 @@ fn a_patched_change_past_the_route_budget_is_refused_as_in_full() {
     let full = compile_against_in_full(sources("{ split = 40 }"), 2, &running).unwrap();
     let within = within.unwrap();
     assert_eq!(
-        (format!("{:?}", full.summary()), full.warnings(), full.hash()),
-        (format!("{:?}", within.summary()), within.warnings(), within.hash())
+        (
+            format!("{:?}", full.summary()),
+            full.warnings(),
+            full.hash()
+        ),
+        (
+            format!("{:?}", within.summary()),
+            within.warnings(),
+            within.hash()
+        )
     );
     // Past it, the patched compile finds the crossing (then reports it as the full compile).
     let (incremental, reuse) = compile_incremental(sources("{ split = 48 }"), 2, &running);

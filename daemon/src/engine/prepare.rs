@@ -16,7 +16,7 @@ use topologyd_config::health::HealthSpec;
 use topologyd_topology::{Intent, Plan, Topology, Verdict, plan_with_vrps, rollback_intent};
 use tracing::info;
 
-use super::runtime_guard::runtime_guard;
+use super::runtime_guard;
 use crate::announce::LocationRoutes;
 use crate::bundle::compile_bundle_against;
 use crate::compile::{BudgetError, CompileBudget, Reservation};
@@ -370,8 +370,8 @@ fn prepare_lent(
         // target does not bind to an active service (`rollback_intent`).
         intent = rollback_intent(context.old, &new);
     }
-    let plan = plan_with_vrps(context.old, &new, &intent, context.rpki.vrps.as_deref());
-    let planned = started.elapsed() - compiled;
+    // This location's routes, and the runtime guard's half that needs no plan, come first:
+    // the plan ends waiting for the canonical hash, which its thread computes meanwhile.
     let routes = match location_routes(&new, context.location) {
         Ok(routes) => routes,
         Err(message) => {
@@ -387,6 +387,10 @@ fn prepare_lent(
             return Err((error, Some(sources_of(&mut new))));
         }
     };
+    let uncovered = runtime_guard::uncovered(&routes, &new);
+    let before_plan = started.elapsed();
+    let plan = plan_with_vrps(context.old, &new, &intent, context.rpki.vrps.as_deref());
+    let planned = started.elapsed() - before_plan;
     // The plan's text and hash (and its JSON, for a refusal) are made on a thread of their
     // own while this one expands the health checks and runs the runtime guard: for a plan of
     // thousands of binding changes, the rendering is tens of milliseconds.
@@ -394,8 +398,10 @@ fn prepare_lent(
         let render = || render_plan(&plan, context);
         let rendering = std::thread::Builder::new().spawn_scoped(scope, render).ok();
         let (_, health_errors) = expanded_health_specs(&new, context.config);
-        let runtime_guard =
-            runtime_guard(&plan, context.location, context.old_routes, &routes, &new);
+        let runtime_guard = runtime_guard::verdict(
+            runtime_guard::unplanned(&plan, context.location, context.old_routes, &routes),
+            uncovered,
+        );
         // A rendering thread that could not be made, or panicked, is done again here.
         let rendered = rendering
             .and_then(|handle| handle.join().ok())

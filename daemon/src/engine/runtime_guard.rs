@@ -19,7 +19,7 @@ use topologyd_topology::{Plan, Topology};
 use crate::announce::LocationRoutes;
 
 /// The problems with sending `after` in place of `before` from `location` under `plan`, or
-/// `Ok` when there are none.
+/// `Ok` when there are none: [`unplanned`]'s, then [`uncovered`]'s.
 pub fn runtime_guard(
     plan: &Plan,
     location: &str,
@@ -27,12 +27,36 @@ pub fn runtime_guard(
     after: &LocationRoutes,
     topology: &Topology,
 ) -> Result<(), Vec<String>> {
+    verdict(
+        unplanned(plan, location, before, after),
+        uncovered(after, topology),
+    )
+}
+
+/// The guard's verdict of the problems of its two halves.
+pub fn verdict(unplanned: Vec<String>, uncovered: Vec<String>) -> Result<(), Vec<String>> {
+    let mut problems = unplanned;
+    problems.extend(uncovered);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// The routes that would change (withdrawn or announced) from `location` that the plan did
+/// not approve there.
+pub fn unplanned(
+    plan: &Plan,
+    location: &str,
+    before: &LocationRoutes,
+    after: &LocationRoutes,
+) -> Vec<String> {
     let delta = plan.delta(location);
     let planned_withdrawn: BTreeSet<IpNet> = delta.withdraw.iter().copied().collect();
     let planned_announced: BTreeSet<IpNet> =
         delta.announce.iter().map(|route| route.prefix).collect();
-    let (before, after) = (routes_of(before), routes_of(after));
-    let (withdrawn, announced) = changes(before, after);
+    let (withdrawn, announced) = changes(routes_of(before), routes_of(after));
     let mut problems = Vec::new();
     for prefix in withdrawn
         .iter()
@@ -50,6 +74,13 @@ pub fn runtime_guard(
             "runtime: {prefix} would be announced here, but the plan approved no such announcement"
         ));
     }
+    problems
+}
+
+/// G1 at runtime: every route of `after` that no binding of `topology` covers whole. Needs no
+/// plan (a push runs it before its plan, which ends waiting for the canonical hash).
+pub fn uncovered(after: &LocationRoutes, topology: &Topology) -> Vec<String> {
+    let after = routes_of(after);
     let bindings = topology.binding_cidrs();
     // The walk reads the bindings up to the last route; a search per route reads about
     // log2(bindings) of them: a location with few routes searches.
@@ -68,18 +99,12 @@ pub fn runtime_guard(
             })
             .collect()
     });
-    for ((prefix, _), covered) in after.iter().zip(covered) {
-        if !covered {
-            problems.push(format!(
-                "G1 runtime: {prefix} has no binding covering all of it"
-            ));
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems)
-    }
+    after
+        .iter()
+        .zip(covered)
+        .filter(|(_, covered)| !covered)
+        .map(|((prefix, _), _)| format!("G1 runtime: {prefix} has no binding covering all of it"))
+        .collect()
 }
 
 /// A location's routes: each prefix with the index of its attribute set.

@@ -168,12 +168,8 @@ pub(super) fn callouts(context: &Context<'_>, diffs: &[RouteDiff]) -> Vec<Callou
             continue;
         };
         let new_service = &context.new.services[new_index as usize];
-        let matched_before = context
-            .universe
-            .map(&service.matched, &context.universe.old_map);
-        let matched_after = context
-            .universe
-            .map(&new_service.matched, &context.universe.new_map);
+        let matched_before = context.universe.map_old(&service.matched);
+        let matched_after = context.universe.map_new(&new_service.matched);
         let before = matched_before.intersection(&old_counted);
         let after = matched_after.intersection(&new_counted);
         let (count_before, count_after) = (before.len(), after.len());

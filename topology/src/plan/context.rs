@@ -16,6 +16,9 @@ pub(super) struct Universe {
     pub(super) names: Vec<String>,
     pub(super) old_map: Vec<usize>,
     pub(super) new_map: Vec<usize>,
+    /// Whether a map is the identity (the universe is that topology's locations).
+    old_identity: bool,
+    new_identity: bool,
 }
 
 impl Universe {
@@ -33,24 +36,44 @@ impl Universe {
                 .binary_search_by(|item| item.as_str().cmp(name))
                 .unwrap_or(0)
         };
-        let old_map = old
+        let old_map: Vec<usize> = old
             .locations
             .iter()
             .map(|location| position(&location.name))
             .collect();
-        let new_map = new
+        let new_map: Vec<usize> = new
             .locations
             .iter()
             .map(|location| position(&location.name))
             .collect();
+        let identity = |map: &[usize]| {
+            map.len() == names.len() && map.iter().enumerate().all(|(index, to)| index == *to)
+        };
         Universe {
+            old_identity: identity(&old_map),
+            new_identity: identity(&new_map),
             names,
             old_map,
             new_map,
         }
     }
 
-    pub(super) fn map(&self, set: &LocationSet, map: &[usize]) -> LocationSet {
+    /// `set`, a set of the old topology's locations, as a set of the universe's.
+    pub(super) fn map_old(&self, set: &LocationSet) -> LocationSet {
+        self.map(set, &self.old_map, self.old_identity)
+    }
+
+    /// `set`, a set of the new topology's locations, as a set of the universe's.
+    pub(super) fn map_new(&self, set: &LocationSet) -> LocationSet {
+        self.map(set, &self.new_map, self.new_identity)
+    }
+
+    fn map(&self, set: &LocationSet, map: &[usize], identity: bool) -> LocationSet {
+        // The common case, a push that changes no location: the universe is the topology's
+        // own locations, in the same order, and a set is itself (a plan maps thousands).
+        if identity && set.sized_for(self.names.len()) {
+            return set.clone();
+        }
         let mut mapped = LocationSet::empty(self.names.len());
         for index in set.iter() {
             if let Some(target) = map.get(index) {
@@ -90,12 +113,12 @@ impl<'a> Context<'a> {
         let old_sets: Vec<LocationSet> = old
             .services
             .iter()
-            .map(|service| universe.map(&service.announcing, &universe.old_map))
+            .map(|service| universe.map_old(&service.announcing))
             .collect();
         let new_sets: Vec<LocationSet> = new
             .services
             .iter()
-            .map(|service| universe.map(&service.announcing, &universe.new_map))
+            .map(|service| universe.map_new(&service.announcing))
             .collect();
         let old_to_new: Vec<Option<u32>> = old
             .services
@@ -127,8 +150,8 @@ impl<'a> Context<'a> {
                 state_changed.insert(index);
             }
         }
-        let old_live = universe.map(&old.live, &universe.old_map);
-        let new_live = universe.map(&new.live, &universe.new_map);
+        let old_live = universe.map_old(&old.live);
+        let new_live = universe.map_new(&new.live);
         let old_service_live = old_sets
             .iter()
             .map(|set| set.intersection_len(&old_live) > 0)

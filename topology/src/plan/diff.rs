@@ -126,14 +126,13 @@ pub(super) fn diff_routes(context: &Context<'_>) -> Vec<RouteDiff> {
 }
 
 /// Whether a route present on both sides is announced exactly as before: same service (by
-/// name) with the same attributes and announcing set, same binding, same origin.
+/// name) with the same attributes and announcing set, same binding, same origin (read from the
+/// routes themselves, which carry their binding's cidr and their prefix's origin).
 fn unchanged(context: &Context<'_>, left: &Route, right: &Route) -> bool {
-    let (old, new) = (context.old, context.new);
     context.old_to_new[left.service as usize] == Some(right.service)
         && context.service_unchanged[left.service as usize]
-        && old.bindings[left.binding as usize].cidr == new.bindings[right.binding as usize].cidr
-        && old.prefixes[left.onboarded as usize].origin_asn
-            == new.prefixes[right.onboarded as usize].origin_asn
+        && left.binding_cidr == right.binding_cidr
+        && left.origin_asn == right.origin_asn
 }
 
 /// The withdrawals of `old_route` from `withdrawn`, grouped by cause: locations whose state

@@ -336,3 +336,49 @@ fn a_split_that_rebinds_most_of_a_prefix_is_judged_on_every_address() {
     );
     assert_eq!(result.summary.lost_pairs, 19, "{text}");
 }
+
+/// A topology of the named locations (in any order: the compile sorts them), with one service
+/// announced at every location.
+fn fleet_of(names: &[&str]) -> Topology {
+    let mut text = String::new();
+    for name in names {
+        text += &format!(
+            "[[location]]\nname = \"{name}\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n"
+        );
+    }
+    text += "[[service]]\nname = \"web\"\ntopology = \"all\"\n";
+    compile(&[Source::new("t.toml", text)], 1).unwrap()
+}
+
+/// The universe maps each topology's location sets into one location list: the sets of a
+/// topology whose locations are the universe's are taken as they are, the others' indices
+/// moved (locations added, removed, or both).
+#[test]
+fn sets_map_into_the_universe_whether_or_not_the_fleet_changed() {
+    let names_of = |context: &context::Context<'_>, set: &crate::location_set::LocationSet| {
+        set.iter()
+            .map(|index| context.universe.names[index].clone())
+            .collect::<Vec<_>>()
+    };
+    for (old, new) in [
+        (vec!["b", "a", "c"], vec!["a", "b", "c"]),
+        (vec!["a", "c"], vec!["a", "b", "c", "d"]),
+        (vec!["a", "b", "c", "d"], vec!["b", "d"]),
+        (vec!["a", "x"], vec!["b", "y", "z"]),
+    ] {
+        let (old_topology, new_topology) = (fleet_of(&old), fleet_of(&new));
+        let context = context::Context::new(&old_topology, &new_topology);
+        let mut expected_old = old.clone();
+        expected_old.sort_unstable();
+        let mut expected_new = new.clone();
+        expected_new.sort_unstable();
+        assert_eq!(names_of(&context, &context.old_live), expected_old);
+        assert_eq!(names_of(&context, &context.new_live), expected_new);
+        assert_eq!(names_of(&context, &context.old_sets[0]), expected_old);
+        assert_eq!(names_of(&context, &context.new_sets[0]), expected_new);
+        let universe = context.universe.names.len();
+        for set in [&context.old_live, &context.new_live, &context.old_sets[0]] {
+            assert!(set.sized_for(universe), "{old:?} → {new:?}");
+        }
+    }
+}
