@@ -56,6 +56,10 @@ pub(super) fn compile_routes(
     );
     let mut counts = RouteCounts {
         services,
+        pending: services
+            .iter()
+            .map(|service| service.lifecycle == Lifecycle::Pending)
+            .collect(),
         service_routes: vec![0; services.len()],
         pending_warned: BTreeMap::new(),
     };
@@ -201,6 +205,8 @@ impl Budget {
 /// to a pending service (once per prefix and service).
 struct RouteCounts<'services> {
     services: &'services [Service],
+    /// Per service, whether it is pending (read for every route: a flag, not the service).
+    pending: Vec<bool>,
     service_routes: Vec<u32>,
     pending_warned: BTreeMap<(usize, u32), ()>,
 }
@@ -214,8 +220,7 @@ impl RouteCounts<'_> {
         collector: &mut Collector,
     ) {
         self.service_routes[service as usize] += 1;
-        let governing = &self.services[service as usize];
-        if governing.lifecycle == Lifecycle::Pending
+        if self.pending[service as usize]
             && self
                 .pending_warned
                 .insert((prefix_index, service), ())
@@ -225,7 +230,7 @@ impl RouteCounts<'_> {
                 Some(prefix.span.get()),
                 format!(
                     "prefix {} is advertised, but its route(s) are bound to pending service `{}` and are not announced",
-                    prefix.cidr, governing.name
+                    prefix.cidr, self.services[service as usize].name
                 ),
                 Some("activate the service (lifecycle = \"active\") when it is ready".into()),
             );
