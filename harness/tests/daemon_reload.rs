@@ -20,14 +20,14 @@ use topologyd_harness::peers::{BgpPeer, BirdPeer};
 use topologyd_harness::topologyd::{DaemonConfig, Topologyd, wait_until};
 
 /// BIRD's protocol line once it has settled, as the baseline a later line is compared with:
-/// BIRD may stamp its last change a millisecond after the session is up (a channel
-/// finishing), so the line is taken once two reads 300 ms apart agree.
+/// the session up and its state no longer changing (a channel may still finish after the
+/// session is up), taken once two reads 300 ms apart show the same session.
 fn settled_protocol_line(bird: &BirdPeer) -> String {
     let mut line = protocol_line(bird);
     for _ in 0..50 {
         std::thread::sleep(std::time::Duration::from_millis(300));
         let again = protocol_line(bird);
-        if again == line {
+        if same_session(&again, &line) {
             return line;
         }
         line = again;
@@ -54,9 +54,17 @@ fn protocol_line(bird: &BirdPeer) -> String {
 /// least.
 const SINCE_JITTER_MS: i64 = 50;
 
-/// Asserts that two of BIRD's protocol lines show the same session: every column equal but
-/// `Since`, and `Since` within [`SINCE_JITTER_MS`].
+/// Asserts that two of BIRD's protocol lines show the same session (see [`same_session`]).
 fn assert_same_session(after: &str, before: &str, what: &str) {
+    assert!(
+        same_session(after, before),
+        "{what}:\nbefore: {before}\nafter:  {after}"
+    );
+}
+
+/// Whether two of BIRD's protocol lines show the same session: every column equal but
+/// `Since`, and `Since` within [`SINCE_JITTER_MS`].
+fn same_session(after: &str, before: &str) -> bool {
     let columns = |line: &str| -> Vec<String> {
         line.split_whitespace()
             .map(str::to_string)
@@ -80,10 +88,7 @@ fn assert_same_session(after: &str, before: &str, what: &str) {
             .map(|(_, column)| column.clone())
             .collect::<Vec<_>>()
     };
-    assert!(
-        others(&after_columns) == others(&before_columns) && moved <= SINCE_JITTER_MS,
-        "{what}:\nbefore: {before}\nafter:  {after}"
-    );
+    others(&after_columns) == others(&before_columns) && moved <= SINCE_JITTER_MS
 }
 
 /// Milliseconds since midnight of BIRD's `hh:mm:ss.fff` time column.

@@ -289,7 +289,8 @@ pub struct Topology {
     /// Sorted by name.
     pub(crate) services: Vec<Service>,
     pub(crate) service_index: HashMap<String, u32>,
-    /// Sorted by cidr; disjoint. Shared with the thread hashing them (see `hash`).
+    /// Sorted by cidr; disjoint. In chunks shared with the thread hashing them (see `hash`)
+    /// and with the generations patched from this one (`prefix_list.rs`).
     pub(crate) prefixes: crate::PrefixList,
     /// Sorted by cidr, with their longest-prefix match index; shared with the generation a
     /// patched compile took them from when it moved no binding to another service (else a

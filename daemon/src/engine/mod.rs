@@ -21,8 +21,9 @@
 //! only tells it which peers run ([`Metrics::add_peer`], [`Metrics::remove_peer`]).
 //!
 //! A push goes: compile → plan against the running generation → guards (G1 at compile, G2–G4
-//! on the plan) → the runtime guard on what is about to be sent
-//! ([`runtime_guard::runtime_guard`], the last line of defence) → atomic commit to the state
+//! on the plan) → the runtime guard on what is about to be sent (`runtime_guard.rs`, the last
+//! line of defence: its coverage half runs before the plan, which ends waiting for the
+//! canonical hash, its half that compares with the plan after it) → atomic commit to the state
 //! directory → publish to every peer at once
 //! through one `watch` channel. Any failure before the commit leaves the running generation
 //! untouched (fail static); the peers move to generation N+1 together or not at all.

@@ -389,6 +389,7 @@ fn prepare_lent(
     };
     let uncovered = runtime_guard::uncovered(&routes, &new);
     let before_plan = started.elapsed();
+    let routed = before_plan - compiled;
     let plan = plan_with_vrps(context.old, &new, &intent, context.rpki.vrps.as_deref());
     let planned = started.elapsed() - before_plan;
     // The plan's text and hash (and its JSON, for a refusal) are made on a thread of their
@@ -441,6 +442,7 @@ fn prepare_lent(
         files_reused = reuse.reused_files,
         files_parsed = reuse.parsed_files,
         items_patched = reuse.items_patched,
+        routes_ms = routed.as_millis() as u64,
         plan_ms = planned.as_millis() as u64,
         total_ms = started.elapsed().as_millis() as u64,
         "push compiled and planned (off the engine task)"

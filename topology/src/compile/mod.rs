@@ -36,7 +36,8 @@
 //! phases share; `incremental` compiles a change against a running generation without parsing
 //! again the files of prefixes and bindings that did not change, and `patch` takes the running
 //! generation's prefixes and bindings whole when the changed files hold the same cidrs (a
-//! toggle), in place of the prefixes and bindings phases.
+//! toggle), in place of the prefixes and bindings phases, and names the prefixes whose routes
+//! the routes phase makes again (it copies the others' running routes).
 
 use ipnet::IpNet;
 use topologyd_config::{

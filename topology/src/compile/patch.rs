@@ -11,9 +11,10 @@
 //! shared with the running generation but for the chunks holding one compiled again
 //! (`prefix_list.rs`); the bindings are shared with it when no service changed (the changed
 //! ones' new spans kept beside them, `binding_list.rs`), written into a copy that keeps the
-//! longest-match index when some did. Only the prefixes compiled again and those holding a binding whose service
-//! changed have their routes made again and blackholes looked for under them: the others'
-//! routes are the running generation's, copied (`routes.rs`), which had none.
+//! longest-match index when some did. Only the prefixes compiled again and those holding a
+//! binding whose service changed have their routes made again and blackholes looked for under
+//! them: the others' routes are the running generation's, copied (`routes.rs`), and the
+//! running generation had no blackhole under them.
 //!
 //! Exactness: the result is the one the merge of the incremental compile makes (and so a full
 //! compile's; a property test in `tests/incremental_compile.rs` changes values, services,

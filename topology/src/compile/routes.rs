@@ -1,6 +1,7 @@
 //! The routes phase of the compiler: **G1** (an advertised prefix without a default binding is
 //! an error and is never announced) and the announced routes (the prefix itself, or its split
-//! more-specifics), each governed by the longest binding covering it.
+//! more-specifics), each governed by the longest binding covering it. A patched compile
+//! (`patch.rs`) copies the running routes of the prefixes it did not compile again.
 
 use std::collections::BTreeMap;
 
@@ -78,6 +79,17 @@ pub(super) fn compile_routes(
             } else {
                 if !taken.is_empty() && budget.admits(prefix, taken.len() as u64, collector) {
                     for route in taken {
+                        // What the copy relies on (and the plan's diff reads from a route):
+                        // its prefix's origin, and its binding, at the same place, as before.
+                        debug_assert!(
+                            route.origin_asn == prefix.origin_asn
+                                && bindings.get(route.binding as usize).is_some_and(|binding| {
+                                    binding.cidr == route.binding_cidr
+                                        && binding.service == route.service
+                                }),
+                            "a running route of {} is not the patched compile's",
+                            prefix.cidr
+                        );
                         counts.count(prefix_index, prefix, route.service, collector);
                     }
                     routes.extend_from_slice(taken);
