@@ -674,19 +674,34 @@ fn a_push_planned_again_after_another_committed_keeps_its_files() {
         "writing the large file",
     ));
     let compiles = |log: &str| log.matches("push compiled and planned").count();
+    let started = |log: &str| log.matches("compile started").count();
     let compiled_before = compiles(&setup.topologyd.log());
+    let started_before = started(&setup.topologyd.log());
     let pid = setup.topologyd.pid().unwrap_or(0);
-    let ticks_before = cpu_ticks(pid);
     let large_push = {
         let admin = client(&setup.topologyd, &setup.pki, ADMIN);
         let arguments = paths(&large);
         std::thread::spawn(move || admin.run("push", &arguments))
     };
-    // The small push goes once the daemon has worked on the large one for half a second (of
-    // a compile that takes seconds in a debug build).
+    // The small push goes once the large one's compile has started and the daemon has
+    // worked on it for a fifth of a second (of a compile that takes seconds in a debug build).
+    // Its request may take longer to read and digest than that: counting the daemon's CPU
+    // from the push alone let the small push overtake it on a slow machine.
     check(
-        wait_until("the daemon to work on the large push", WAIT, || {
-            if cpu_ticks(pid) >= ticks_before + 50 {
+        wait_until("the large push's compile to start", WAIT, || {
+            let log = setup.topologyd.log();
+            if started(&log) > started_before {
+                Ok(())
+            } else {
+                Err(setup.topologyd.log_tail())
+            }
+        }),
+        "topologyd",
+    );
+    let ticks_started = cpu_ticks(pid);
+    check(
+        wait_until("the daemon to work on the large compile", WAIT, || {
+            if cpu_ticks(pid) >= ticks_started + 20 {
                 Ok(())
             } else {
                 Err(String::from("idle"))

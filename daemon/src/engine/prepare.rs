@@ -274,6 +274,14 @@ impl CompileJob {
             Ok(reservation) => reservation,
             Err(error) => return (Err(error), returned(Some(bundle))),
         };
+        // Where a push's compile starts (its request may have waited for the engine, or for
+        // another compile's memory): the time from "apply request received" to this line.
+        info!(
+            generation = self.next_generation,
+            base = self.base_generation,
+            rollback = rollback_of.is_some(),
+            "compile started"
+        );
         let context = PrepareContext {
             old: &self.old,
             old_routes: &self.old_routes,
