@@ -31,8 +31,8 @@ use std::collections::{HashMap, VecDeque};
 
 use ipnet::IpNet;
 use topologyd_config::{
-    Diagnostics, Located, RawLocation, RawPrefix, RawService, RawTopology, Settings, Source, Span,
-    ValueSpans, parse_topology_sources_except, parse_topology_sources_with_warnings,
+    Diagnostics, Located, RawBinding, RawLocation, RawPrefix, RawService, RawTopology, Settings,
+    Source, Span, ValueSpans, parse_topology_sources_except, parse_topology_sources_with_warnings,
 };
 
 use crate::model::{Prefix, Service, Topology};
@@ -46,6 +46,77 @@ pub(crate) struct SourceFingerprint {
     pub(crate) items_only: bool,
     /// The file defines no prefix and no binding (its definitions, if any, are all it holds).
     pub(crate) definitions_only: bool,
+    /// How many of the compiled topology's prefixes and bindings are written in the file
+    /// (filled in once they are compiled: [`count_items`]). A patched compile checks a changed
+    /// file's parsed items against these instead of walking every item's span.
+    pub(crate) items: ItemCounts,
+}
+
+/// How many compiled prefixes and bindings a file holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ItemCounts {
+    pub(crate) prefixes: usize,
+    pub(crate) bindings: usize,
+}
+
+/// How many prefixes and bindings each of `files` files holds among the parsed ones.
+pub(super) fn parsed_item_counts(
+    files: usize,
+    prefixes: &[RawPrefix],
+    bindings: &[RawBinding],
+) -> Vec<ItemCounts> {
+    let mut counts = vec![ItemCounts::default(); files];
+    for prefix in prefixes {
+        if let Some(count) = counts.get_mut(prefix.spans.source() as usize) {
+            count.prefixes += 1;
+        }
+    }
+    for binding in bindings {
+        if let Some(count) = counts.get_mut(binding.spans.source() as usize) {
+            count.bindings += 1;
+        }
+    }
+    counts
+}
+
+/// Fills in each fingerprint's [`ItemCounts`]. Of a patched compile (`patched`: what it
+/// reused, and [`parsed_item_counts`]), a file reused in place holds what it held in the
+/// running generation, and any other file what was parsed of it: a patched compile compiles
+/// every parsed item, one for one with a running one (an item may move from one changed file
+/// to another, so a changed file's count is not the running one's). Of any other compile,
+/// counted from where each compiled item is written.
+pub(super) fn count_items(
+    fingerprints: &mut [SourceFingerprint],
+    patched: Option<(&Reused<'_>, Vec<ItemCounts>)>,
+    prefix_sources: impl Iterator<Item = u32>,
+    binding_sources: impl Iterator<Item = u32>,
+) {
+    if let Some((reused, parsed)) = patched
+        && let Some(baseline) = reused.baseline_in_place()
+        && baseline.fingerprints.len() == fingerprints.len()
+        && parsed.len() == fingerprints.len()
+    {
+        for (index, fingerprint) in fingerprints.iter_mut().enumerate() {
+            fingerprint.items = match reused.place_of(index) {
+                Some(place) if place == index => baseline.fingerprints[index].items,
+                _ => parsed[index],
+            };
+        }
+        return;
+    }
+    for fingerprint in fingerprints.iter_mut() {
+        fingerprint.items = ItemCounts::default();
+    }
+    for source in prefix_sources {
+        if let Some(fingerprint) = fingerprints.get_mut(source as usize) {
+            fingerprint.items.prefixes += 1;
+        }
+    }
+    for source in binding_sources {
+        if let Some(fingerprint) = fingerprints.get_mut(source as usize) {
+            fingerprint.items.bindings += 1;
+        }
+    }
 }
 
 /// The settings, locations and services a compiled topology was compiled from, as parsed (in
@@ -108,6 +179,7 @@ pub(super) fn fingerprints(raw: &RawTopology, digests: Vec<[u8; 32]>) -> Vec<Sou
             sha256,
             items_only: !defines,
             definitions_only: defines && !holds_items,
+            items: ItemCounts::default(),
         })
         .collect()
 }

@@ -457,7 +457,7 @@ fn compile_phases(
     fingerprints: Fingerprints,
 ) -> Result<Topology, (Diagnostics, topologyd_config::SourceMap)> {
     let digests_kept = !matches!(fingerprints, Fingerprints::NotReusable);
-    let fingerprints = match fingerprints {
+    let mut fingerprints = match fingerprints {
         Fingerprints::OfTexts => {
             incremental::fingerprints(&raw, incremental::digests(raw.sources.sources()))
         }
@@ -475,6 +475,8 @@ fn compile_phases(
     let customer_prefixes = evidence::customer_prefixes(&raw.prefixes, &raw.names, &settings);
     let raw_prefixes = std::mem::take(&mut raw.prefixes);
     let raw_bindings = std::mem::take(&mut raw.bindings);
+    let parsed_items =
+        incremental::parsed_item_counts(fingerprints.len(), &raw_prefixes, &raw_bindings);
     let patched = patch::same_cidrs(
         &raw_prefixes,
         &raw_bindings,
@@ -536,6 +538,12 @@ fn compile_phases(
             Some(patched.into_patched_prefixes()),
         ),
     };
+    incremental::count_items(
+        &mut fingerprints,
+        patched_prefixes.as_ref().map(|_| (reused, parsed_items)),
+        prefixes.iter().map(|prefix| prefix.span.get().source),
+        table.bindings.spans().map(|span| span.source),
+    );
     let (routes, service_routes) = routes::compile_routes(
         &prefixes,
         &catalogue.services,

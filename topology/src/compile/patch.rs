@@ -84,13 +84,41 @@ pub(super) fn same_cidrs(
     let baseline = reused.baseline_in_place()?;
     let changed = changed_files(raw, reused, baseline)?;
     same_services(catalogue, baseline)?;
+    // How many running items the changed files hold, from the running generation's counts
+    // (walking every item's span for them was a tenth of a toggle's compile).
+    let (running_prefixes, running_bindings) = changed
+        .iter()
+        .zip(&baseline.fingerprints)
+        .filter(|(changed, _)| **changed)
+        .fold((0, 0), |(prefixes, bindings), (_, fingerprint)| {
+            (
+                prefixes + fingerprint.items.prefixes,
+                bindings + fingerprint.items.bindings,
+            )
+        });
+    debug_assert_eq!(
+        (running_prefixes, running_bindings),
+        (
+            baseline
+                .prefixes
+                .iter()
+                .filter(|prefix| in_files(&changed, prefix.span.get()))
+                .count(),
+            baseline
+                .bindings
+                .spans()
+                .filter(|span| in_files(&changed, *span))
+                .count()
+        ),
+        "the running generation's item counts per file are those of its items"
+    );
     let prefix_places = places(
         raw_prefixes
             .iter()
             .map(|prefix| (prefix.cidr, prefix.cidr_span())),
         baseline.prefixes.len(),
         |place| baseline.prefixes[place].cidr,
-        baseline.prefixes.iter().map(|prefix| prefix.span.get()),
+        running_prefixes,
         |place| baseline.prefixes.get(place).map(|prefix| prefix.span.get()),
         &changed,
     )?;
@@ -100,7 +128,7 @@ pub(super) fn same_cidrs(
             .map(|binding| (binding.cidr, binding.cidr_span())),
         baseline.bindings.len(),
         |place| baseline.bindings.as_slice()[place].cidr,
-        baseline.bindings.spans(),
+        running_bindings,
         |place| Some(baseline.bindings.span(place)),
         &changed,
     )?;
@@ -217,21 +245,25 @@ fn same_services(catalogue: &Catalogue, baseline: &Topology) -> Option<()> {
     same.then_some(())
 }
 
+/// Whether `span` is in one of the files marked in `files`.
+fn in_files(files: &[bool], span: Span) -> bool {
+    files.get(span.source as usize).copied().unwrap_or(false)
+}
+
 /// The place among the `running` items (sorted by cidr, one item per cidr; `cidr` reads the
-/// one at a place, below `running`, `spans` gives where each is written, in order, and `span`
-/// where the item at a place is) of each of the `parsed` items, when they are, one for one,
-/// the running items written in the changed files: as many, written without host bits, each
-/// cidr found once, in a changed file.
+/// one at a place, below `running`, and `span` where the item at a place is written; the
+/// changed files hold `running_in_changed` of them) of each of the `parsed` items, when they
+/// are, one for one, the running items written in the changed files: as many, written without
+/// host bits, each cidr found once, in a changed file.
 fn places(
     parsed: impl ExactSizeIterator<Item = (IpNet, Span)>,
     running: usize,
     cidr: impl Fn(usize) -> IpNet,
-    spans: impl Iterator<Item = Span>,
+    running_in_changed: usize,
     span: impl Fn(usize) -> Option<Span>,
     changed: &[bool],
 ) -> Option<Vec<usize>> {
-    let in_changed = |span: Span| changed.get(span.source as usize).copied().unwrap_or(false);
-    let running_in_changed = spans.filter(|span| in_changed(*span)).count();
+    let in_changed = |span: Span| in_files(changed, span);
     if parsed.len() != running_in_changed {
         return None;
     }
