@@ -153,6 +153,11 @@ impl Collector {
                 .any(|(severity, ..)| *severity == Severity::Error)
     }
 
+    /// Whether nothing was reported.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.dropped_errors == 0 && self.dropped_warnings == 0
+    }
+
     /// Adds `other`'s findings after this one's, as if each had been reported here in turn
     /// (those past [`MAX_REPORTED_DIAGNOSTICS`] are counted, not kept).
     pub(crate) fn append(&mut self, other: Collector) {

@@ -43,7 +43,7 @@ pub use load::{LoadError, decode_source, load_sources, load_sources_stamped};
 pub use model::*;
 pub use parse::{
     parse_topology_sources, parse_topology_sources_except, parse_topology_sources_owned,
-    parse_topology_sources_with_warnings,
+    parse_topology_sources_with_warnings, read_binding_tables,
 };
 pub use selector::{Attribute, Selector, SelectorError, SelectorValue, parse_selector};
 pub use source::{PackedSpan, ReadText, Source, SourceLocation, SourceMap, Span, TextReader};

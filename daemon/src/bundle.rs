@@ -15,7 +15,8 @@
 use serde::Deserialize;
 use topologyd_config::{Diagnostic, Source, decode_source};
 use topologyd_topology::{
-    CompileReuse, Diagnostics, Topology, compile_incremental_with_digests, compile_owned,
+    CompileReuse, Diagnostics, RunningText, Topology, compile_incremental_with_previous,
+    compile_owned,
 };
 
 use crate::state_store::SourceBundle;
@@ -34,21 +35,36 @@ pub fn compile_bundle(bundle: SourceBundle, generation: u64) -> Result<Topology,
 /// [`compile_bundle`] for a push onto `running`: a finding that involves two places (a cidr bound
 /// twice) is reported at the place the push added, as `topoctl plan` reports it. Files that
 /// `running` compiled with the same name and text are not parsed again (the result is the full
-/// compile's; see [`compile_incremental_with_digests`]); the reuse says how many. `digests` are
-/// the files' SHA-256 when the caller checked or computed them (a resolved delta's, a whole
-/// push's), so the texts are not hashed again. A bundle that does not compile is handed back with the diagnostics.
+/// compile's; see [`topologyd_topology::compile_incremental_with_digests`]); the reuse says how
+/// many. `digests` are the files' SHA-256 when the caller checked or computed them (a resolved
+/// delta's, a whole push's), so the texts are not hashed again. A bundle that does not compile
+/// is handed back with the diagnostics.
 pub fn compile_bundle_against(
     bundle: SourceBundle,
     digests: Option<Vec<[u8; 32]>>,
     generation: u64,
     running: &Topology,
 ) -> (Result<Topology, (Diagnostics, SourceBundle)>, CompileReuse) {
+    compile_bundle_against_texts(bundle, digests, generation, running, &[])
+}
+
+/// [`compile_bundle_against`] with the texts `running` was compiled from, as the state
+/// directory keeps them: a large file of bindings changed in a few tables has only those read
+/// (see [`compile_incremental_with_previous`]).
+pub fn compile_bundle_against_texts(
+    bundle: SourceBundle,
+    digests: Option<Vec<[u8; 32]>>,
+    generation: u64,
+    running: &Topology,
+    running_texts: &[RunningText<'_>],
+) -> (Result<Topology, (Diagnostics, SourceBundle)>, CompileReuse) {
     let sources: Vec<Source> = bundle
         .sources
         .into_iter()
         .map(|file| Source::new(file.name, file.text))
         .collect();
-    let (compiled, reuse) = compile_incremental_with_digests(sources, digests, generation, running);
+    let (compiled, reuse) =
+        compile_incremental_with_previous(sources, digests, generation, running, running_texts);
     let compiled =
         compiled.map_err(|(diagnostics, sources)| (diagnostics, SourceBundle { sources }));
     (compiled, reuse)

@@ -809,3 +809,74 @@ fn pushes_of_remembered_files_send_what_the_files_hold_now() {
     assert_eq!(restored.code, EXIT_CHANGES_MADE, "{restored}");
     assert_eq!(setup.generation(), generation + 2);
 }
+
+/// A large file of bindings (over the 256 KiB from which the daemon reads the running
+/// generation's texts back from its state directory) changed in one table: the daemon reads
+/// that table alone against the running text (`files_read_in_part=1` in its log), and BIRD gets
+/// the route with the new service's attributes.
+#[test]
+fn a_large_file_of_bindings_changed_in_one_table_is_read_in_part() {
+    let setup = start();
+    let block = prefix("198.18.0.0/15");
+    let prefixes = format!(
+        "{PREFIXES}\n[[prefix]]\ncidr = \"{block}\"\norigin_asn = 13335\nowner = \"bench\"\nadvertise = true\n"
+    );
+    // The default binding, then 40 more-specific ones, each after a block of comments.
+    let bindings = |default_service: &str| {
+        let mut text =
+            format!("[[binding]]\ncidr = \"{block}\"\nservice = \"{default_service}\"\n\n");
+        for index in 0..40 {
+            text += &"# padding: a file of bindings as large as a fleet's\n".repeat(140);
+            text +=
+                &format!("[[binding]]\ncidr = \"198.18.{index}.0/24\"\nservice = \"resolver\"\n\n");
+        }
+        assert!(text.len() > 256 << 10, "{} bytes", text.len());
+        text
+    };
+    let write = |default_service: &str| {
+        check(
+            write_files(
+                &setup.bundles.path().join("large"),
+                &[
+                    ("fleet.toml", FLEET),
+                    ("services.toml", SERVICES),
+                    ("prefixes.toml", &prefixes),
+                    ("bindings.toml", &bindings(default_service)),
+                ],
+            ),
+            "writing the bundle",
+        )
+    };
+    let intents = ["--intent", "service:cdn", "--intent", "service:resolver"];
+    let first = setup.topoctl("push", &with(paths(&write("cdn")), &intents));
+    assert_eq!(first.code, EXIT_CHANGES_MADE, "{first}");
+    let routes = wait_for_routes(&setup.bird, AMS01_ROUTES + 1);
+    assert_eq!(routes[&block].communities, vec![(13335, 20000), (65000, 1)]);
+
+    let second = setup.topoctl("push", &with(paths(&write("resolver")), &intents));
+    assert_eq!(second.code, EXIT_CHANGES_MADE, "{second}");
+    check(
+        wait_until(
+            "BIRD to hold the route with the resolver's attributes",
+            WAIT,
+            || {
+                let routes = setup.bird.routes().map_err(|error| error.to_string())?;
+                match routes.iter().find(|route| route.prefix == block) {
+                    Some(route) if route.communities == [(13335, 10000)] => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        ),
+        "the changed route",
+    );
+    let log = setup.topologyd.log();
+    let compiled = log
+        .lines()
+        .rev()
+        .find(|line| line.contains("push compiled and planned"))
+        .unwrap_or_default();
+    assert!(
+        compiled.contains("files_read_in_part=1 ") && compiled.contains("items_patched=true "),
+        "{compiled}"
+    );
+}

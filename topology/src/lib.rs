@@ -27,8 +27,9 @@ use topologyd_rpki as rpki;
 
 pub use compile::{
     CompileReuse, INPUT_BYTES_PER_EXTRA_ROUTE, IntoSources, MAX_ROUTES_PER_PREFIX, ROUTE_ALLOWANCE,
-    SourceBundle, compile, compile_against, compile_against_in_full, compile_incremental,
-    compile_incremental_with_digests, compile_owned, compile_put_away, compile_raw, suggestion,
+    RunningText, SourceBundle, compile, compile_against, compile_against_in_full,
+    compile_incremental, compile_incremental_with_digests, compile_incremental_with_previous,
+    compile_owned, compile_put_away, compile_raw, suggestion,
 };
 pub use location_set::LocationSet;
 pub use model::{

@@ -20,6 +20,8 @@ mod tests;
 mod tests_split;
 mod values;
 
+pub use self::prefixes::read_binding_tables;
+
 use self::locations::convert_locations;
 use self::prefixes::{StreamedTables, convert_bindings, convert_prefixes};
 use self::service::convert_services;

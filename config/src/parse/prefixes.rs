@@ -192,3 +192,39 @@ pub(super) fn convert_bindings(
         });
     }
 }
+
+/// The bindings of the tables in `ranges` of `text` (each range starting at a line's start,
+/// spans counted from the start of `text`, the file being source `source_id`), read by the line
+/// scanner: `None` unless every range is ASCII and holds only `[[binding]]` tables in its
+/// simple subset (`fast.rs`) that convert without a finding. What an incremental compile
+/// reads of a large file of bindings of which a push changed a few tables: for those tables,
+/// when each range starts at the top level of the file (not inside a multi-line value), the
+/// items, spans and names a parse of the whole file gives, the names interned in `names`.
+pub fn read_binding_tables(
+    source_id: u32,
+    text: &str,
+    ranges: &[std::ops::Range<usize>],
+    names: &mut Names,
+) -> Option<Vec<RawBinding>> {
+    let mut prefix_files = Vec::new();
+    let mut binding_files = Vec::new();
+    for range in ranges {
+        if !text.get(range.clone())?.is_ascii() {
+            return None;
+        }
+        crate::fast::read_until(text, range.clone(), &mut prefix_files, &mut binding_files).ok()?;
+        if !prefix_files.is_empty() {
+            return None;
+        }
+    }
+    let mut bindings = Vec::new();
+    let mut findings = Collector::new();
+    convert_bindings(
+        source_id,
+        binding_files.into_iter(),
+        &mut bindings,
+        names,
+        &mut findings,
+    );
+    findings.is_empty().then_some(bindings)
+}

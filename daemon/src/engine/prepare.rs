@@ -13,12 +13,14 @@ use std::time::Instant;
 use serde_json::Value;
 use topologyd_config::daemon::DaemonConfig;
 use topologyd_config::health::HealthSpec;
-use topologyd_topology::{Intent, Plan, Topology, Verdict, plan_with_vrps, rollback_intent};
+use topologyd_topology::{
+    Intent, Plan, RunningText, Topology, Verdict, plan_with_vrps, rollback_intent,
+};
 use tracing::info;
 
 use super::runtime_guard;
 use crate::announce::LocationRoutes;
-use crate::bundle::compile_bundle_against;
+use crate::bundle::compile_bundle_against_texts;
 use crate::compile::{BudgetError, CompileBudget, Reservation};
 use crate::engine_api::{EngineError, EngineErrorKind, SourceBundle};
 use crate::health::expand;
@@ -282,6 +284,20 @@ impl CompileJob {
             rollback = rollback_of.is_some(),
             "compile started"
         );
+        let stored = if pushed {
+            self.stored_running_texts(&bundle, digests.as_deref())
+        } else {
+            None
+        };
+        let running_texts: Vec<RunningText<'_>> = stored
+            .iter()
+            .flat_map(|(files, digests)| files.iter().zip(digests))
+            .map(|(file, sha256)| RunningText {
+                name: &file.name,
+                text: file.text.as_str(),
+                sha256: *sha256,
+            })
+            .collect();
         let context = PrepareContext {
             old: &self.old,
             old_routes: &self.old_routes,
@@ -291,10 +307,54 @@ impl CompileJob {
             config: &self.config,
             rpki: &self.rpki,
         };
-        match prepare_lent(&context, bundle, digests, intent, rollback_of) {
+        match prepare_lent(
+            &context,
+            bundle,
+            digests,
+            intent,
+            rollback_of,
+            &running_texts,
+        ) {
             Ok(prepared) => (Ok(prepared), None),
             Err((error, bundle)) => (Err(error), returned(bundle)),
         }
+    }
+}
+
+/// A pushed file at least this large, changed, at its place under the same name as a running
+/// file, has the running generation's texts read back from the state directory, so that its
+/// compile may read only its changed tables: below it, parsing the file whole is about as
+/// quick as the read and the comparison.
+const PARTLY_READ_MIN_BYTES: usize = 256 << 10;
+
+impl CompileJob {
+    /// The running generation's texts and their SHA-256, as the state directory keeps them (the
+    /// large ones mapped), when a pushed file may be read in part ([`PARTLY_READ_MIN_BYTES`]);
+    /// `None` when none may, when the push's digests are not known, or when the store does not
+    /// give the texts with the digests it checked them against (the files are then parsed
+    /// whole).
+    fn stored_running_texts(
+        &self,
+        bundle: &SourceBundle,
+        digests: Option<&[[u8; 32]]>,
+    ) -> Option<(Vec<topologyd_api::SourceFile>, Vec<[u8; 32]>)> {
+        let running = self.old.source_digests()?;
+        let wanted = bundle.sources.iter().zip(digests?).zip(&running).any(
+            |((file, digest), (name, running_digest))| {
+                file.text.len() >= PARTLY_READ_MIN_BYTES
+                    && file.name == *name
+                    && digest != running_digest
+            },
+        );
+        if !wanted {
+            return None;
+        }
+        let (stored, digests) = self.store.read_digested(self.base_generation).ok()?;
+        let digests = digests?
+            .iter()
+            .map(|digest| crate::state_store::unhex(digest))
+            .collect::<Option<Vec<[u8; 32]>>>()?;
+        (digests.len() == stored.bundle.sources.len()).then_some((stored.bundle.sources, digests))
     }
 }
 
@@ -339,7 +399,7 @@ pub fn prepare(
     intent: Intent,
     rollback_of: Option<u64>,
 ) -> Result<Prepared, EngineError> {
-    prepare_lent(context, bundle, digests, intent, rollback_of).map_err(|(error, _)| error)
+    prepare_lent(context, bundle, digests, intent, rollback_of, &[]).map_err(|(error, _)| error)
 }
 
 /// [`prepare`], handing the bundle back with the error when it does not prepare (`None` only
@@ -350,13 +410,19 @@ fn prepare_lent(
     digests: Option<Vec<[u8; 32]>>,
     mut intent: Intent,
     rollback_of: Option<u64>,
+    running_texts: &[RunningText<'_>],
 ) -> Result<Prepared, (EngineError, Option<SourceBundle>)> {
     let started = Instant::now();
     // Compiled against the running topology, so that a finding involving two places (a
     // cidr bound twice) is reported at the one the push added, as `topoctl plan` does. The
     // bundle moves into the topology.
-    let (compiled, reuse) =
-        compile_bundle_against(bundle, digests, context.next_generation, context.old);
+    let (compiled, reuse) = compile_bundle_against_texts(
+        bundle,
+        digests,
+        context.next_generation,
+        context.old,
+        running_texts,
+    );
     let mut new = compiled.map_err(|(diagnostics, bundle)| {
         let error = compile_error(
             context.base_generation,
@@ -449,6 +515,8 @@ fn prepare_lent(
         compile_ms = compiled.as_millis() as u64,
         files_reused = reuse.reused_files,
         files_parsed = reuse.parsed_files,
+        files_read_in_part = reuse.partly_read_files,
+        read_in_part_refused = reuse.partly_read_refused,
         items_patched = reuse.items_patched,
         routes_ms = routed.as_millis() as u64,
         plan_ms = planned.as_millis() as u64,

@@ -934,7 +934,7 @@ pub use generation_file::{read_stored_generation, stored_generations};
 use prunable::describe_prunable;
 use sources::SourceTexts;
 pub use sources::StagedTexts;
-pub(crate) use sources::read_again;
+pub(crate) use sources::{read_again, unhex};
 
 #[cfg(test)]
 mod tests;

@@ -660,7 +660,7 @@ fn open_checked(
 }
 
 /// The 32 bytes of a lower-case hex SHA-256 ([`is_digest`]).
-fn unhex(digest: &str) -> Option<[u8; 32]> {
+pub(crate) fn unhex(digest: &str) -> Option<[u8; 32]> {
     let mut bytes = [0_u8; 32];
     if !is_digest(digest) {
         return None;

@@ -18,13 +18,22 @@
 //! taken as the baseline parsed them ([`Definitions`]), spans and all, and every phase runs on
 //! them as on parsed ones.
 //!
+//! Given the texts the running generation was compiled from
+//! ([`compile_incremental_with_previous`]), a large file of bindings that a push changed in a
+//! few tables is read in part: only its changed tables (`table_diff.rs`), the running
+//! bindings of the others taken, moved (a 1 % change of 300,000 bindings changes tables all
+//! over its file, and parsing it whole was most of that push's compile). Such a compile must
+//! patch (`patch.rs`); when it cannot, it stops and runs again without reading any file in
+//! part.
+//!
 //! Exactness: the result equals a full compile of the same sources (routes, warnings, hash) —
 //! the property test in `tests/incremental_compile.rs` checks it over generated change
 //! sequences. Whenever anything fails, the full compile runs instead and its diagnostics are
 //! returned: errors are reported exactly as a full compile reports them, never from rebuilt
 //! items (so a refused push whose parse succeeds runs the phases twice).
 //!
-//! Owns: which files are reused, the reused and rebuilt items, the fallback. Must not touch: the
+//! Owns: which files are reused or read in part, the reused and rebuilt items, the per-file
+//! item counts, the fallback. Must not touch: the
 //! phases themselves (they are the full compile's).
 
 use std::collections::{HashMap, VecDeque};
@@ -33,8 +42,10 @@ use ipnet::IpNet;
 use topologyd_config::{
     Diagnostics, Located, RawBinding, RawLocation, RawPrefix, RawService, RawTopology, Settings,
     Source, Span, ValueSpans, parse_topology_sources_except, parse_topology_sources_with_warnings,
+    read_binding_tables,
 };
 
+use super::table_diff::{TableDiff, diff_tables};
 use crate::model::{Prefix, Service, Topology};
 
 /// What a compiled topology remembers of each of its files, so that the next compile can take
@@ -97,8 +108,15 @@ pub(super) fn count_items(
         && parsed.len() == fingerprints.len()
     {
         for (index, fingerprint) in fingerprints.iter_mut().enumerate() {
-            fingerprint.items = match reused.place_of(index) {
-                Some(place) if place == index => baseline.fingerprints[index].items,
+            let running = baseline.fingerprints[index].items;
+            fingerprint.items = match (reused.place_of(index), reused.partly_read(index)) {
+                (Some(place), _) if place == index => running,
+                // Its kept tables' bindings, and those read from its changed tables.
+                (_, Some(file)) => ItemCounts {
+                    prefixes: 0,
+                    bindings: running.bindings.saturating_sub(file.running_in_changed)
+                        + parsed[index].bindings,
+                },
                 _ => parsed[index],
             };
         }
@@ -192,8 +210,14 @@ pub struct CompileReuse {
     /// items rebuilt from it) and files of definitions only (their definitions as it parsed
     /// them).
     pub reused_files: usize,
-    /// Files parsed.
+    /// Files parsed whole.
     pub parsed_files: usize,
+    /// Large files of bindings of which only the changed tables were read, the running
+    /// bindings of the others taken ([`compile_incremental_with_previous`]).
+    pub partly_read_files: usize,
+    /// A file was read in part, its changed tables did not patch into the running bindings,
+    /// and the compile ran again without reading any file in part (this is its result).
+    pub partly_read_refused: bool,
     /// The incremental compile failed and the full compile ran instead (its result is the one
     /// returned).
     pub fell_back: bool,
@@ -227,10 +251,73 @@ pub fn compile_incremental_with_digests(
     generation: u64,
     baseline: &Topology,
 ) -> (Result<Topology, (Diagnostics, Vec<Source>)>, CompileReuse) {
+    compile_incremental_with_previous(sources, known, generation, baseline, &[])
+}
+
+/// A text the running generation was compiled from, as its caller read it back (the daemon's
+/// state directory keeps them; the running topology does not).
+#[derive(Debug, Clone, Copy)]
+pub struct RunningText<'a> {
+    pub name: &'a str,
+    pub text: &'a str,
+    /// The text's SHA-256, which the caller vouches for (as for `known` digests).
+    pub sha256: [u8; 32],
+}
+
+/// [`compile_incremental_with_digests`] with the `running` texts of the baseline: a large file
+/// of bindings that a push changed in a few tables has only those tables read, and the running
+/// bindings of the others taken (`table_diff.rs`). A running text is used only for the file at
+/// its place in the baseline, with its name and the digest the baseline was compiled from. The
+/// result is the one without them: when the changed tables do not patch into the running
+/// items (`patch.rs`), the compile runs again without reading any file in part.
+pub fn compile_incremental_with_previous(
+    sources: Vec<Source>,
+    known: Option<Vec<[u8; 32]>>,
+    generation: u64,
+    baseline: &Topology,
+    running: &[RunningText<'_>],
+) -> (Result<Topology, (Diagnostics, Vec<Source>)>, CompileReuse) {
     let digests = match known {
         Some(known) if known.len() == sources.len() => known,
         _ => digests(&sources),
     };
+    match attempt(sources, digests.clone(), generation, baseline, running) {
+        Ok(compiled) => compiled,
+        Err(sources) => match attempt(sources, digests.clone(), generation, baseline, &[]) {
+            Ok((compiled, reuse)) => (
+                compiled,
+                CompileReuse {
+                    partly_read_refused: true,
+                    ..reuse
+                },
+            ),
+            // Without running texts no file is read in part, so this is not reached; were it,
+            // the full compile's result is this one's.
+            Err(sources) => {
+                let reuse = CompileReuse {
+                    parsed_files: sources.len(),
+                    fell_back: true,
+                    ..CompileReuse::default()
+                };
+                (full(sources, generation, baseline, digests), reuse)
+            }
+        },
+    }
+}
+
+/// A compile's result (the sources handed back with the diagnostics when it fails) and how
+/// it reused the baseline.
+type Compiled = (Result<Topology, (Diagnostics, Vec<Source>)>, CompileReuse);
+
+/// One incremental compile; `Err` with the sources when a file was read in part and its
+/// changed tables did not patch into the running items (then compiled again without).
+fn attempt(
+    sources: Vec<Source>,
+    digests: Vec<[u8; 32]>,
+    generation: u64,
+    baseline: &Topology,
+    running: &[RunningText<'_>],
+) -> Result<Compiled, Vec<Source>> {
     // Per baseline file: the index of the new file that reuses it.
     let moved_to = reused_files(&sources, &digests, baseline);
     let kept_definitions = kept_definition_files(&sources, &digests, baseline);
@@ -242,19 +329,47 @@ pub fn compile_incremental_with_digests(
     let mut reuse = CompileReuse {
         reused_files,
         parsed_files: sources.len() - reused_files,
-        fell_back: false,
-        items_patched: false,
+        ..CompileReuse::default()
     };
     if reused_files == 0 {
-        return (full(sources, generation, baseline, digests), reuse);
+        return Ok((full(sources, generation, baseline, digests), reuse));
     }
-    let (mut raw, diagnostics) = parse_topology_sources_except(sources, &reusable);
+    let partly = partly_read_files(&sources, &reusable, baseline, running);
+    let partly_read = partly.iter().filter(|file| file.is_some()).count();
+    reuse.parsed_files -= partly_read;
+    reuse.partly_read_files = partly_read;
+    let mut skip = reusable;
+    for (index, file) in partly.iter().enumerate() {
+        skip[index] |= file.is_some();
+    }
+    let (mut raw, diagnostics) = parse_topology_sources_except(sources, &skip);
+    let (partly, read_bindings): (Vec<_>, Vec<_>) = partly
+        .into_iter()
+        .map(|file| match file {
+            Some((file, bindings)) => (Some(file), bindings),
+            None => (None, Vec::new()),
+        })
+        .unzip();
+    if partly_read > 0 {
+        raw.bindings = super::merge_sorted(
+            read_bindings
+                .into_iter()
+                .flatten()
+                .map(|(mut binding, name)| {
+                    binding.service = raw.names.intern(&name);
+                    binding
+                }),
+            std::mem::take(&mut raw.bindings),
+            |binding| binding.spans.source(),
+        );
+    }
     let result = if diagnostics.has_errors()
         || !take_definitions(&mut raw, &kept_definitions, &baseline.definitions)
     {
         Err(raw.sources)
     } else {
-        let reused = reused_items(&mut raw, moved_to, kept_definitions, baseline);
+        let mut reused = reused_items(&mut raw, moved_to, kept_definitions, baseline);
+        reused.partly_read = partly;
         let compiled = super::compile_phases(
             raw,
             &reused,
@@ -263,19 +378,125 @@ pub fn compile_incremental_with_digests(
             super::Fingerprints::Digests(digests.clone()),
         );
         reuse.items_patched = reused.patched.get() && compiled.is_ok();
-        compiled.map_err(|(_, sources)| sources)
+        match compiled {
+            Err((_, mut sources)) if reused.partly_refused.get() => {
+                return Err(sources.take_texts());
+            }
+            compiled => compiled.map_err(|(_, sources)| sources),
+        }
     };
-    match result {
+    Ok(match result {
         Ok(topology) => (Ok(topology), reuse),
         Err(mut sources) => {
             // Reported exactly as a full compile reports it, never from rebuilt items.
             reuse.fell_back = true;
             reuse.reused_files = 0;
+            reuse.partly_read_files = 0;
             reuse.parsed_files = sources.sources().len();
             let sources = sources.take_texts();
             (full(sources, generation, baseline, digests), reuse)
         }
-    }
+    })
+}
+
+/// A file of the new bundle read in part ([`compile_incremental_with_previous`]): its changed
+/// tables, and how many bindings they held in the running text.
+#[derive(Debug)]
+pub(super) struct PartlyRead {
+    pub(super) diff: TableDiff,
+    pub(super) running_in_changed: usize,
+}
+
+/// Whether `text` holds a multi-line string's quotes: such a string may hold lines that start
+/// with a table's header, where the file is cut (`table_diff.rs`), so a file holding one in
+/// either text is parsed whole.
+fn holds_multi_line_strings(text: &str) -> bool {
+    memchr::memmem::find(text.as_bytes(), b"\"\"\"").is_some()
+        || memchr::memmem::find(text.as_bytes(), b"'''").is_some()
+}
+
+/// A file read in part, and the bindings read from its changed tables, each with its
+/// service's name.
+type ReadInPart = (PartlyRead, Vec<(RawBinding, std::sync::Arc<str>)>);
+
+/// Per new file, when it is read in part: the changed tables, and the bindings read from them
+/// (each with its service's name, interned into the raw topology once it is parsed). A file
+/// is read in part when it is not reused, is at its place in the baseline under the same name
+/// with a running text of the digest it was compiled from, held bindings only there (no
+/// definition, no prefix), neither text holds a multi-line string, its changed tables, in
+/// both texts, are read by the line scanner, and those of the running text read as the
+/// running bindings written there (see `table_diff.rs`).
+fn partly_read_files(
+    sources: &[Source],
+    reusable: &[bool],
+    baseline: &Topology,
+    running: &[RunningText<'_>],
+) -> Vec<Option<ReadInPart>> {
+    let old_sources = baseline.sources();
+    sources
+        .iter()
+        .enumerate()
+        .map(|(index, source)| {
+            if reusable.get(index).copied().unwrap_or(true) {
+                return None;
+            }
+            let old = running.get(index)?;
+            let fingerprint = baseline.fingerprints.get(index)?;
+            let usable = old.name == source.name
+                && old_sources.get(index)?.name == source.name
+                && old.sha256 == fingerprint.sha256
+                && fingerprint.items_only
+                && fingerprint.items.prefixes == 0;
+            if !usable {
+                return None;
+            }
+            if holds_multi_line_strings(old.text) || holds_multi_line_strings(&source.text) {
+                return None;
+            }
+            let diff = diff_tables(old.text, &source.text, source.text.len() / 2)?;
+            let source_id = u32::try_from(index).ok()?;
+            let mut names = topologyd_config::Names::default();
+            let running_read =
+                read_binding_tables(source_id, old.text, &diff.old_changed, &mut names)?;
+            // The running text's changed tables read as the running bindings written there,
+            // cidr, place and service (a text that is not the one compiled, or lines that are
+            // not what the line scanner takes them for, read otherwise).
+            let as_running = running_read.iter().all(|binding| {
+                let place = baseline
+                    .bindings
+                    .longest(&binding.cidr)
+                    .map(|place| place as usize);
+                place.is_some_and(|place| {
+                    let record = &baseline.bindings.as_slice()[place];
+                    record.cidr == binding.cidr
+                        && baseline.bindings.span(place) == binding.cidr_span()
+                        && baseline
+                            .services
+                            .get(record.service as usize)
+                            .is_some_and(|service| *service.name == **names.get(binding.service))
+                })
+            });
+            if !as_running {
+                return None;
+            }
+            let running_in_changed = running_read.len();
+            let read = read_binding_tables(source_id, &source.text, &diff.new_changed, &mut names)?;
+            let read = read
+                .into_iter()
+                .map(|binding| {
+                    let name = std::sync::Arc::clone(names.get(binding.service));
+                    (binding, name)
+                })
+                .collect();
+            Some((
+                PartlyRead {
+                    diff,
+                    running_in_changed,
+                },
+                read,
+            ))
+        })
+        .collect()
 }
 
 /// Which baseline files the new bundle holds unchanged: per baseline file, the index of the new
@@ -416,6 +637,11 @@ pub(super) struct Reused<'a> {
     kept_definitions: Vec<bool>,
     /// The compile patched the changed files' items into the baseline's.
     patched: std::cell::Cell<bool>,
+    /// Per new file, when it was read in part.
+    partly_read: Vec<Option<PartlyRead>>,
+    /// A file was read in part and the changed items did not patch into the running ones: the
+    /// compile stopped, to run again with every file parsed whole.
+    partly_refused: std::cell::Cell<bool>,
 }
 
 impl<'a> Reused<'a> {
@@ -432,6 +658,21 @@ impl<'a> Reused<'a> {
 
     pub(super) fn set_patched(&self, patched: bool) {
         self.patched.set(patched);
+    }
+
+    /// How new file `index` was read in part, if it was.
+    pub(super) fn partly_read(&self, index: usize) -> Option<&PartlyRead> {
+        self.partly_read.get(index).and_then(Option::as_ref)
+    }
+
+    /// Whether a file was read in part: then the compile must patch, or stop
+    /// ([`Reused::refuse_partly_read`]) to run again with every file parsed whole.
+    pub(super) fn reads_partly(&self) -> bool {
+        self.partly_read.iter().any(Option::is_some)
+    }
+
+    pub(super) fn refuse_partly_read(&self) {
+        self.partly_refused.set(true);
     }
 
     /// Whether the new file `index` is a baseline file whose definitions were taken unparsed.
@@ -509,6 +750,8 @@ fn reused_items<'a>(
         compiled_prefixes: same_settings(&raw.settings, &baseline.settings),
         kept_definitions,
         patched: std::cell::Cell::new(false),
+        partly_read: Vec::new(),
+        partly_refused: std::cell::Cell::new(false),
     };
     if reused.compiled_prefixes {
         return reused;

@@ -52,7 +52,10 @@ use bindings::BindingTable;
 pub(crate) use hash::TopologyHash;
 pub use incremental::CompileReuse;
 pub(crate) use incremental::{Definitions, SourceFingerprint};
-pub use incremental::{compile_incremental, compile_incremental_with_digests};
+pub use incremental::{
+    RunningText, compile_incremental, compile_incremental_with_digests,
+    compile_incremental_with_previous,
+};
 
 mod bindings;
 mod checks;
@@ -64,6 +67,7 @@ mod patch;
 mod prefixes;
 mod routes;
 mod services;
+mod table_diff;
 
 /// An onboarded prefix may be split into at most this many routes.
 pub const MAX_ROUTES_PER_PREFIX: u32 = 65_536;
@@ -487,6 +491,12 @@ fn compile_phases(
         &mut collector,
     );
     reused.set_patched(patched.is_some());
+    if patched.is_none() && reused.reads_partly() {
+        // The items of a file read in part are not all here: compiled again, parsed whole.
+        reused.refuse_partly_read();
+        let diagnostics = collector.finish(&raw.sources);
+        return Err((diagnostics, raw.sources));
+    }
     let (prefixes, patched) = match patched {
         Some((prefixes, bindings)) => (prefixes, Some(bindings)),
         None => (

@@ -16,6 +16,11 @@
 //! them: the others' routes are the running generation's, copied (`routes.rs`), and the
 //! running generation had no blackhole under them.
 //!
+//! A file read in part (`table_diff.rs`) is a changed file whose changed tables alone were
+//! parsed: its parsed bindings replace the running ones written in those tables, one for one,
+//! and the running bindings of its other tables stay, their spans moved by how far their table
+//! moved in the file.
+//!
 //! Exactness: the result is the one the merge of the incremental compile makes (and so a full
 //! compile's; a property test in `tests/incremental_compile.rs` changes values, services,
 //! comments and table styles, which move the items' positions). Whenever a condition does not
@@ -30,7 +35,7 @@ use ipnet::IpNet;
 use topologyd_config::{Collector, RawBinding, RawPrefix, RawTopology, Settings, Span};
 
 use super::bindings::BindingTable;
-use super::incremental::Reused;
+use super::incremental::{PartlyRead, Reused};
 use super::network_key;
 use super::prefixes::compile_prefix;
 use super::services::Catalogue;
@@ -84,18 +89,31 @@ pub(super) fn same_cidrs(
     let baseline = reused.baseline_in_place()?;
     let changed = changed_files(raw, reused, baseline)?;
     same_services(catalogue, baseline)?;
+    // Of a file read in part: its changed tables hold as many running bindings as were read
+    // there, and its kept tables' bindings move with their tables.
+    let kept_moved = kept_tables_moved(reused, baseline)?;
     // How many running items the changed files hold, from the running generation's counts
-    // (walking every item's span for them was a tenth of a toggle's compile).
+    // (walking every item's span for them was a tenth of a toggle's compile); of a file read
+    // in part, the bindings its changed tables held.
     let (running_prefixes, running_bindings) = changed
         .iter()
         .zip(&baseline.fingerprints)
-        .filter(|(changed, _)| **changed)
-        .fold((0, 0), |(prefixes, bindings), (_, fingerprint)| {
-            (
-                prefixes + fingerprint.items.prefixes,
-                bindings + fingerprint.items.bindings,
-            )
+        .enumerate()
+        .filter(|(_, (changed, _))| **changed)
+        .fold((0, 0), |(prefixes, bindings), (index, (_, fingerprint))| {
+            let held = reused
+                .partly_read(index)
+                .map_or(fingerprint.items.bindings, |file| file.running_in_changed);
+            (prefixes + fingerprint.items.prefixes, bindings + held)
         });
+    // A running binding the changed items replace: in a changed file, and in a changed table
+    // of a file read in part.
+    let replaced = |span: Span| {
+        in_files(&changed, span)
+            && reused
+                .partly_read(span.source as usize)
+                .is_none_or(|file| file.diff.in_changed(span.start as usize))
+    };
     debug_assert_eq!(
         (running_prefixes, running_bindings),
         (
@@ -107,7 +125,7 @@ pub(super) fn same_cidrs(
             baseline
                 .bindings
                 .spans()
-                .filter(|span| in_files(&changed, *span))
+                .filter(|span| replaced(*span))
                 .count()
         ),
         "the running generation's item counts per file are those of its items"
@@ -119,7 +137,10 @@ pub(super) fn same_cidrs(
         baseline.prefixes.len(),
         |place| baseline.prefixes[place].cidr,
         running_prefixes,
-        |place| baseline.prefixes.get(place).map(|prefix| prefix.span.get()),
+        |place| {
+            let span = baseline.prefixes.get(place)?.span.get();
+            in_files(&changed, span).then_some(span)
+        },
         &changed,
     )?;
     let binding_places = places(
@@ -129,7 +150,7 @@ pub(super) fn same_cidrs(
         baseline.bindings.len(),
         |place| baseline.bindings.as_slice()[place].cidr,
         running_bindings,
-        |place| Some(baseline.bindings.span(place)),
+        |place| Some(baseline.bindings.span(place)).filter(|span| replaced(*span)),
         &changed,
     )?;
     // Each changed binding names a service the compile knows (an unknown one is the bindings
@@ -171,9 +192,11 @@ pub(super) fn same_cidrs(
     patched_prefixes.extend(reassigned_prefixes);
     patched_prefixes.sort_unstable();
     patched_prefixes.dedup();
-    let moved = binding_places
-        .into_iter()
-        .zip(raw_bindings.iter().map(RawBinding::cidr_span));
+    let moved = kept_moved.into_iter().chain(
+        binding_places
+            .into_iter()
+            .zip(raw_bindings.iter().map(RawBinding::cidr_span)),
+    );
     let bindings = PatchedBindings {
         bindings: baseline.bindings.with_changes(moved, &reassigned),
         patched_prefixes,
@@ -251,16 +274,16 @@ fn in_files(files: &[bool], span: Span) -> bool {
 }
 
 /// The place among the `running` items (sorted by cidr, one item per cidr; `cidr` reads the
-/// one at a place, below `running`, and `span` where the item at a place is written; the
-/// changed files hold `running_in_changed` of them) of each of the `parsed` items, when they
-/// are, one for one, the running items written in the changed files: as many, written without
-/// host bits, each cidr found once, in a changed file.
+/// one at a place, below `running`, and `replaced` where the item at a place is written when
+/// the changed items replace it, `running_in_changed` of them) of each of the `parsed` items,
+/// when they are, one for one, the running items they replace: as many, written without host
+/// bits, each cidr found once, in a changed file.
 fn places(
     parsed: impl ExactSizeIterator<Item = (IpNet, Span)>,
     running: usize,
     cidr: impl Fn(usize) -> IpNet,
     running_in_changed: usize,
-    span: impl Fn(usize) -> Option<Span>,
+    replaced: impl Fn(usize) -> Option<Span>,
     changed: &[bool],
 ) -> Option<Vec<usize>> {
     let in_changed = |span: Span| in_files(changed, span);
@@ -290,7 +313,7 @@ fn places(
             let high = (next + step).min(running);
             first_not_before(low, high, before)
         };
-        if place >= running || cidr(place) != parsed_cidr || !in_changed(span(place)?) {
+        if place >= running || cidr(place) != parsed_cidr || replaced(place).is_none() {
             return None;
         }
         places.push(place);
@@ -302,4 +325,50 @@ fn places(
         return None;
     }
     Some(places)
+}
+
+/// The new spans of the running bindings in the kept tables of files read in part, where a
+/// changed table before them changed length; `None` when a span would not fit, or when their
+/// changed tables do not hold as many running bindings as the line scanner read there (the
+/// compile then runs again without reading any file in part). One walk over the running
+/// bindings, only when a file was read in part.
+fn kept_tables_moved(reused: &Reused<'_>, baseline: &Topology) -> Option<Vec<(usize, Span)>> {
+    let files: Vec<(usize, &PartlyRead)> = (0..baseline.fingerprints.len())
+        .filter_map(|index| Some((index, reused.partly_read(index)?)))
+        .collect();
+    if files.is_empty() {
+        return Some(Vec::new());
+    }
+    let mut in_changed = vec![0_usize; files.len()];
+    let mut moved = Vec::new();
+    for (place, span) in baseline.bindings.spans().enumerate() {
+        let Some(at) = files
+            .iter()
+            .position(|(index, _)| *index == span.source as usize)
+        else {
+            continue;
+        };
+        let diff = &files[at].1.diff;
+        if diff.in_changed(span.start as usize) {
+            in_changed[at] += 1;
+            continue;
+        }
+        let shift = diff.shift_at(span.start as usize);
+        if shift != 0 {
+            let moved_to = |offset: u32| u32::try_from(i64::from(offset) + shift).ok();
+            moved.push((
+                place,
+                Span {
+                    start: moved_to(span.start)?,
+                    end: moved_to(span.end)?,
+                    ..span
+                },
+            ));
+        }
+    }
+    let as_read = files
+        .iter()
+        .zip(&in_changed)
+        .all(|((_, file), held)| file.running_in_changed == *held);
+    as_read.then_some(moved)
 }

@@ -1,0 +1,177 @@
+//! Which tables of a large file of bindings a push changed, found by comparing the file's new
+//! text with the one the running generation was compiled from, table by table: a push that
+//! moves 1 % of 300,000 bindings to other services sends their file whole (15 MB), and parsing
+//! all of it again was most of its compile. The file is cut before every line that starts
+//! with `[[binding]]`; the two texts must hold as many such lines, and the n-th table of one is
+//! compared with the n-th of the other. A table that differs is read again (`config`'s
+//! `read_binding_tables`), one that does not keeps its running items, moved by how far its
+//! table moved in the file.
+//!
+//! Why a table compared equal holds the same items in both texts (the caller checks the
+//! conditions, `incremental.rs`): the running text compiled, and neither text holds a
+//! multi-line string. Then every line that starts with `[[binding]]` is a table's header at
+//! the top level (no other value may span lines and hold such a line: an array or an inline
+//! table holding it is not TOML), so each cut starts a table in both texts, and a table's
+//! items depend on its own text only. A changed table must be read by the line scanner in both
+//! texts, and the running one must read as the running bindings written there.
+//!
+//! Owns: the cut, the comparison, where each kept table moved. Must not touch: the items (the
+//! patched compile matches them, `patch.rs`).
+
+use std::ops::Range;
+
+/// What starts a cut: a `[[binding]]` header at the start of a line.
+const HEADER: &[u8] = b"\n[[binding]]";
+
+/// The tables a push changed in a file of bindings (see the module comment).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TableDiff {
+    /// Where the changed tables are in the new text, ascending (adjacent ones joined).
+    pub(crate) new_changed: Vec<Range<usize>>,
+    /// Where the same tables were in the running text, ascending.
+    pub(crate) old_changed: Vec<Range<usize>>,
+    /// How far the kept tables moved: from each running offset on, ascending, until the next.
+    shifts: Vec<(usize, i64)>,
+}
+
+impl TableDiff {
+    /// Whether the running text's `offset` is in a changed table.
+    pub(crate) fn in_changed(&self, offset: usize) -> bool {
+        let after = self
+            .old_changed
+            .partition_point(|range| range.start <= offset);
+        after > 0 && self.old_changed[after - 1].contains(&offset)
+    }
+
+    /// How far a kept table at the running text's `offset` moved in the new text.
+    pub(crate) fn shift_at(&self, offset: usize) -> i64 {
+        let after = self.shifts.partition_point(|(from, _)| *from <= offset);
+        after.checked_sub(1).map_or(0, |at| self.shifts[at].1)
+    }
+}
+
+/// The tables of `new` that differ from those of `old` (see the module comment), or `None`
+/// when the two do not hold as many tables, or when the changed tables are more than
+/// `max_changed_bytes` of `new` (reading the whole file is then as quick).
+pub(crate) fn diff_tables(old: &str, new: &str, max_changed_bytes: usize) -> Option<TableDiff> {
+    let finder = memchr::memmem::Finder::new(HEADER);
+    let mut old_cuts = cuts(&finder, old);
+    let mut new_cuts = cuts(&finder, new);
+    let mut diff = TableDiff::default();
+    let (mut old_at, mut new_at) = (0, 0);
+    let mut shift = 0_i64;
+    let mut changed_bytes = 0;
+    loop {
+        let (old_end, new_end) = match (old_cuts.next(), new_cuts.next()) {
+            (Some(old_end), Some(new_end)) => (old_end, new_end),
+            (None, None) => (old.len(), new.len()),
+            _ => return None,
+        };
+        let (old_table, new_table) = (old_at..old_end, new_at..new_end);
+        if old.as_bytes()[old_table.clone()] == new.as_bytes()[new_table.clone()] {
+            let moved = i64::try_from(new_at).ok()? - i64::try_from(old_at).ok()?;
+            if moved != shift {
+                diff.shifts.push((old_at, moved));
+                shift = moved;
+            }
+        } else {
+            changed_bytes += new_table.len();
+            if changed_bytes > max_changed_bytes {
+                return None;
+            }
+            join(&mut diff.new_changed, new_table);
+            join(&mut diff.old_changed, old_table);
+        }
+        if old_end == old.len() && new_end == new.len() {
+            return Some(diff);
+        }
+        (old_at, new_at) = (old_end, new_end);
+    }
+}
+
+/// Where `text` is cut: before every line that starts with a `[[binding]]` header, and at 0
+/// when the text starts with one (its first part, what comes before the first table, is then
+/// empty, so that a comment added before the first table or taken away changes that part
+/// alone).
+fn cuts<'a>(
+    finder: &'a memchr::memmem::Finder<'a>,
+    text: &'a str,
+) -> impl Iterator<Item = usize> + 'a {
+    let first = text.as_bytes().starts_with(&HEADER[1..]).then_some(0);
+    first
+        .into_iter()
+        .chain(finder.find_iter(text.as_bytes()).map(|at| at + 1))
+}
+
+/// Appends `range` to `ranges`, joined to the last one when they touch.
+fn join(ranges: &mut Vec<Range<usize>>, range: Range<usize>) {
+    match ranges.last_mut() {
+        Some(last) if last.end == range.start => last.end = range.end,
+        _ => ranges.push(range),
+    }
+}
+
+#[cfg(test)]
+// Lists of one changed range are what the tests expect, not ranges meant as lists.
+#[allow(clippy::single_range_in_vec_init)]
+mod tests {
+    use super::*;
+
+    fn table(cidr: &str, service: &str) -> String {
+        format!("[[binding]]\ncidr = \"{cidr}\"\nservice = \"{service}\"\n\n")
+    }
+
+    #[test]
+    fn finds_the_changed_tables_and_how_far_the_kept_ones_moved() {
+        let old = format!(
+            "# bindings\n{}{}{}",
+            table("192.0.2.0/24", "web"),
+            table("198.51.100.0/24", "web"),
+            table("203.0.113.0/24", "dns")
+        );
+        let new = format!(
+            "# bindings\n{}{}{}",
+            table("192.0.2.0/24", "web"),
+            table("198.51.100.0/24", "resolver"),
+            table("203.0.113.0/24", "dns")
+        );
+        let diff = diff_tables(&old, &new, usize::MAX).expect("as many tables");
+        let second = old.find("[[binding]]\ncidr = \"198").expect("second table");
+        let third = old.find("[[binding]]\ncidr = \"203").expect("third table");
+        assert_eq!(diff.old_changed, [second..third]);
+        assert_eq!(
+            diff.new_changed,
+            [second..third + "resolver".len() - "web".len()]
+        );
+        assert!(diff.in_changed(second) && diff.in_changed(third - 1));
+        assert!(!diff.in_changed(second - 1) && !diff.in_changed(third));
+        assert_eq!(diff.shift_at(0), 0);
+        assert_eq!(diff.shift_at(third), 5);
+        // The preamble is a table like any other: changed, it is read again.
+        let commented = format!("# all bindings\n{}", &old["# bindings\n".len()..]);
+        let diff = diff_tables(&old, &commented, usize::MAX).expect("as many tables");
+        assert_eq!(diff.old_changed, [0.."# bindings\n".len()]);
+        assert_eq!(diff.shift_at(old.len() - 1), 4);
+        // Taken away, the first part is empty.
+        let bare = &old["# bindings\n".len()..];
+        let diff = diff_tables(&old, bare, usize::MAX).expect("as many tables");
+        assert_eq!(diff.old_changed, [0.."# bindings\n".len()]);
+        assert_eq!(diff.new_changed, [0..0]);
+        assert_eq!(diff.shift_at(old.len() - 1), -11);
+    }
+
+    #[test]
+    fn refuses_other_table_counts_and_large_changes() {
+        let old = format!(
+            "{}{}",
+            table("192.0.2.0/24", "web"),
+            table("198.51.100.0/24", "web")
+        );
+        let added = format!("{old}{}", table("203.0.113.0/24", "dns"));
+        assert_eq!(diff_tables(&old, &added, usize::MAX), None);
+        let changed = old.replace("web", "dns");
+        assert_eq!(diff_tables(&old, &changed, 10), None);
+        let same = diff_tables(&old, &old, 0).expect("nothing changed");
+        assert!(same.new_changed.is_empty() && same.shift_at(old.len() - 1) == 0);
+    }
+}
