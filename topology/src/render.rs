@@ -3,9 +3,10 @@
 //! refuses, every other hint says that it is not enough), then the changes per service with
 //! collapsed location lists (`ams01..ams09 (9), fra01`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
+use crate::LocationSet;
 use crate::plan::{Callout, Guard, GuardViolation, Plan, RouteChange};
 
 /// At most this many routes are named in one sentence.
@@ -314,11 +315,20 @@ impl Plan {
     }
 
     /// Route changes grouped by service, at most `LISTED_ROUTES` per service.
-    fn write_changes_per_service(&self, out: &mut String) {
+    fn write_changes_per_service<'p>(&'p self, out: &mut String) {
         let mut by_service: BTreeMap<&str, Vec<&RouteChange>> = BTreeMap::new();
         for change in &self.changes {
             by_service.entry(change.service()).or_default().push(change);
         }
+        // The changes share few location sets (their services'): each is collapsed once, not
+        // once a change (thousands of changes, hundreds of locations each).
+        let mut collapsed: HashMap<&'p LocationSet, String> = HashMap::new();
+        let mut names_of = |set: &'p LocationSet| -> String {
+            collapsed
+                .entry(set)
+                .or_insert_with(|| collapse_locations(&self.location_names(set)))
+                .clone()
+        };
         for (service, changes) in by_service {
             let _ = writeln!(out, "\nservice `{service}`: {} route(s)", changes.len());
             if changes.len() > LISTED_ROUTES {
@@ -327,11 +337,7 @@ impl Plan {
             for change in changes.into_iter().take(LISTED_ROUTES) {
                 let _ = writeln!(out, "  {}", change.prefix);
                 if !change.announce.is_empty() {
-                    let _ = writeln!(
-                        out,
-                        "    announce at {}",
-                        collapse_locations(&self.location_names(&change.announce))
-                    );
+                    let _ = writeln!(out, "    announce at {}", names_of(&change.announce));
                 }
                 if !change.update.is_empty() {
                     let what = match (&change.old, &change.new) {
@@ -343,17 +349,13 @@ impl Plan {
                         }
                         _ => "attributes".to_string(),
                     };
-                    let _ = writeln!(
-                        out,
-                        "    update ({what}) at {}",
-                        collapse_locations(&self.location_names(&change.update))
-                    );
+                    let _ = writeln!(out, "    update ({what}) at {}", names_of(&change.update));
                 }
                 for withdrawal in &change.withdrawals {
                     let _ = writeln!(
                         out,
                         "    withdraw from {}: {}",
-                        collapse_locations(&self.location_names(&withdrawal.locations)),
+                        names_of(&withdrawal.locations),
                         withdrawal.cause
                     );
                 }
