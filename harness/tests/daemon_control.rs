@@ -133,6 +133,16 @@ impl Setup {
         check(output.json(), "topoctl status")
     }
 
+    /// The daemon's log line of the last push compiled and planned.
+    fn last_compile_line(&self) -> String {
+        let log = self.topologyd.log();
+        log.lines()
+            .rev()
+            .find(|line| line.contains("push compiled and planned"))
+            .unwrap_or_default()
+            .to_string()
+    }
+
     fn generation(&self) -> u64 {
         self.status()["generation"]
             .as_u64()
@@ -286,12 +296,7 @@ fn push_plan_guard_refusal_conflict_rollback_and_audit_through_topoctl() {
     // Compiled incrementally: prefixes.toml (prefixes and bindings only, unchanged) and
     // fleet.toml (locations only, unchanged at its place) were taken from the running
     // generation; services.toml, changed, was parsed.
-    let log = setup.topologyd.log();
-    let compiled = log
-        .lines()
-        .rev()
-        .find(|line| line.contains("push compiled and planned"))
-        .unwrap_or_default();
+    let compiled = setup.last_compile_line();
     assert!(
         compiled.contains("files_reused=2 ") && compiled.contains("files_parsed=1 "),
         "{compiled}"
@@ -869,12 +874,7 @@ fn a_large_file_of_bindings_changed_in_one_table_is_read_in_part() {
         ),
         "the changed route",
     );
-    let log = setup.topologyd.log();
-    let compiled = log
-        .lines()
-        .rev()
-        .find(|line| line.contains("push compiled and planned"))
-        .unwrap_or_default();
+    let compiled = setup.last_compile_line();
     assert!(
         compiled.contains("files_read_in_part=1 ") && compiled.contains("items_patched=true "),
         "{compiled}"

@@ -256,6 +256,46 @@ fn sha256(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
 
+/// `sources` as the running texts a daemon reads back from its state directory.
+fn running_texts(sources: &[Source]) -> Vec<RunningText<'_>> {
+    sources
+        .iter()
+        .map(|source| RunningText {
+            name: &source.name,
+            text: &source.text,
+            sha256: sha256(&source.text),
+        })
+        .collect()
+}
+
+/// Compiles the bindings text `new` against a generation compiled from `old` (with the fleet
+/// `fleet_text` and the prefixes), with the running texts: not read in part, and refused as
+/// the full compile refuses it. Returns the running generation's first binding's service.
+fn refused_whole(fleet_text: &str, old: &str, new: &str) -> Option<String> {
+    let sources = |bindings: &str| {
+        vec![
+            Source::new("fleet.toml", fleet_text),
+            Source::new("prefixes.toml", prefixes()),
+            Source::new("bindings.toml", bindings),
+        ]
+    };
+    let running_sources = sources(old);
+    let previous = compile(running_sources.clone(), 1).unwrap();
+    let running = running_texts(&running_sources);
+    let full = compile_against_in_full(sources(new), 2, &previous);
+    let (partly, reuse) =
+        compile_incremental_with_previous(sources(new), None, 2, &previous, &running);
+    assert_eq!(reuse.partly_read_files, 0, "{reuse:?}");
+    let (Err(full), Err((partly, _))) = (full, partly) else {
+        panic!("the new text is refused both ways");
+    };
+    assert_eq!(full.to_string(), partly.to_string());
+    previous
+        .bindings()
+        .next()
+        .map(|(_, service)| service.to_string())
+}
+
 /// Everything a compiled topology shows, as text: equal texts, equal topologies.
 fn observed(topology: &Topology) -> String {
     let mut text = format!("{:?}\nhash {}\n", topology.summary(), topology.hash_hex());
@@ -303,14 +343,7 @@ proptest! {
             since_running.extend(step_edits.iter().cloned());
             let generation = step as u64 + 2;
             let sources = bindings.sources();
-            let running: Vec<RunningText<'_>> = running_sources
-                .iter()
-                .map(|source| RunningText {
-                    name: &source.name,
-                    text: &source.text,
-                    sha256: sha256(&source.text),
-                })
-                .collect();
+            let running = running_texts(&running_sources);
             let full = compile_against_in_full(sources.clone(), generation, &previous);
             let (partly, reuse) =
                 compile_incremental_with_previous(sources.clone(), None, generation, &previous, &running);
@@ -368,14 +401,7 @@ fn one_changed_table_is_read_and_the_later_ones_move() {
     }
     .apply(&mut bindings);
     let sources = bindings.sources();
-    let running: Vec<RunningText<'_>> = running_sources
-        .iter()
-        .map(|source| RunningText {
-            name: &source.name,
-            text: &source.text,
-            sha256: sha256(&source.text),
-        })
-        .collect();
+    let running = running_texts(&running_sources);
     let (partly, reuse) =
         compile_incremental_with_previous(sources.clone(), None, 2, &previous, &running);
     let partly = partly.map_err(|(diagnostics, _)| diagnostics).unwrap();
@@ -415,35 +441,10 @@ fn a_table_inside_a_running_multi_line_string_is_not_read_in_part() {
         "[[binding]]\nservice = \"\"\"web\\\n[[binding]]\ncidr = \"{}\"\nservice = \"web\"\n\n{tables}",
         prefix(0)
     );
-    let sources = |bindings: &str| {
-        vec![
-            Source::new("fleet.toml", fleet_text.clone()),
-            Source::new("prefixes.toml", prefixes()),
-            Source::new("bindings.toml", bindings),
-        ]
-    };
-    let running_sources = sources(&old);
-    let previous = compile(running_sources.clone(), 1).unwrap();
     assert_eq!(
-        previous.bindings().next().map(|(_, service)| service),
+        refused_whole(&fleet_text, &old, &new).as_deref(),
         Some("web[[binding]]")
     );
-    let running: Vec<RunningText<'_>> = running_sources
-        .iter()
-        .map(|source| RunningText {
-            name: &source.name,
-            text: &source.text,
-            sha256: sha256(&source.text),
-        })
-        .collect();
-    let full = compile_against_in_full(sources(&new), 2, &previous);
-    let (partly, reuse) =
-        compile_incremental_with_previous(sources(&new), None, 2, &previous, &running);
-    assert_eq!(reuse.partly_read_files, 0, "{reuse:?}");
-    let (Err(full), Err((partly, _))) = (full, partly) else {
-        panic!("the new text does not parse: refused both ways");
-    };
-    assert_eq!(full.to_string(), partly.to_string());
 }
 
 /// The same with a string whose lines the line scanner would read as a table: a service named
@@ -467,33 +468,8 @@ fn lines_of_a_running_string_read_as_a_table_are_not_read_in_part() {
             prefix(0)
         )
     };
-    let sources = |bindings: &str| {
-        vec![
-            Source::new("fleet.toml", fleet_text.clone()),
-            Source::new("prefixes.toml", prefixes()),
-            Source::new("bindings.toml", bindings),
-        ]
-    };
-    let running_sources = sources(&text("x"));
-    let previous = compile(running_sources.clone(), 1).unwrap();
     assert_eq!(
-        previous.bindings().next().map(|(_, service)| service),
+        refused_whole(&fleet_text, &text("x"), &text("web")).as_deref(),
         Some("[[binding]] # service = \"x\" # ")
     );
-    let running: Vec<RunningText<'_>> = running_sources
-        .iter()
-        .map(|source| RunningText {
-            name: &source.name,
-            text: &source.text,
-            sha256: sha256(&source.text),
-        })
-        .collect();
-    let new = sources(&text("web"));
-    let full = compile_against_in_full(new.clone(), 2, &previous);
-    let (partly, reuse) = compile_incremental_with_previous(new, None, 2, &previous, &running);
-    assert_eq!(reuse.partly_read_files, 0, "{reuse:?}");
-    let (Err(full), Err((partly, _))) = (full, partly) else {
-        panic!("the new text binds an unknown service: refused both ways");
-    };
-    assert_eq!(full.to_string(), partly.to_string());
 }

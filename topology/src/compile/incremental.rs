@@ -9,9 +9,9 @@
 //! sorted reused items with the parsed ones instead of sorting them all — unless the changed
 //! files hold the same cidrs as before, when `patch.rs` takes the baseline's prefixes and
 //! bindings whole instead of merging, checking overlaps and placing them (the bindings shared,
-//! not copied, and the prefixes too when no changed file holds one), and blackholes are looked for only under the prefixes it compiled again. A
-//! self-serve BYOIP
-//! change touches one customer file among thousands; parsing is the larger part of a compile
+//! not copied, and the prefixes too when no changed file holds one), and blackholes are
+//! looked for only under the prefixes it compiled again. A self-serve BYOIP change touches
+//! one customer file among thousands; parsing is the larger part of a compile
 //! (≈ 60 % at 300,000 bindings), so skipping the files that did not change is where most of the
 //! time goes. A file that holds only `[settings]`, locations and services (the fleet and service
 //! files), unchanged at the same place in the bundle, is not parsed either: its definitions are
