@@ -384,6 +384,15 @@ impl Topology {
         })
     }
 
+    /// Whether source `index` holds bindings only (no definition, no prefix): the kind of file
+    /// a compile given the running texts may read in part
+    /// ([`crate::compile_incremental_with_previous`]).
+    pub fn holds_bindings_only(&self, index: usize) -> bool {
+        self.fingerprints
+            .get(index)
+            .is_some_and(|fingerprint| fingerprint.items_only && fingerprint.items.prefixes == 0)
+    }
+
     /// Whether the texts are not held: [`Topology::take_sources`] handed them out, or the
     /// compile put them away once parsed ([`crate::compile_put_away`]).
     pub fn sources_released(&self) -> bool {

@@ -10,9 +10,11 @@
 //! move), a pending service (a warning), an unknown service (an error), a table restyled (key
 //! order, spaces, indentation, a comment inside), a comment before the first table, two tables
 //! swapped, a cidr changed (to a free one, or to one bound already), a table added or removed,
-//! and a service written with a TOML escape (which the line scanner leaves to `toml`). Edits
-//! that keep the tables and cidrs and stay in the line scanner's subset must be read in part
-//! and patched; the others compile as without running texts.
+//! a service written with a TOML escape (which the line scanner leaves to `toml`), and a
+//! service added to the fleet file (the bindings file is then read in part but cannot be
+//! patched, and is compiled again parsed whole). Edits that keep the tables and cidrs and stay
+//! in the line scanner's subset must be read in part and patched; the others compile as
+//! without running texts.
 
 #![allow(clippy::unwrap_used)]
 
@@ -31,7 +33,16 @@ const SERVICES: [&str; 4] = ["web", "resolver", "cdn-edge-cache", "later"];
 const PREFIXES: usize = 6;
 
 fn fleet() -> String {
+    fleet_with(false)
+}
+
+/// The fleet file, with one service more when `extra` (the services then differ from the
+/// running generation's, and a compile cannot patch).
+fn fleet_with(extra: bool) -> String {
     let mut text = String::new();
+    if extra {
+        text += "[[service]]\nname = \"extra\"\ntopology = 'all'\n\n";
+    }
     for index in 0..3 {
         text += &format!(
             "[[location]]\nname = \"l{index}\"\nregion = \"r{}\"\nmetro = \"m\"\ncountry = \"C\"\nstate = \"live\"\n\n",
@@ -87,6 +98,8 @@ struct Table {
 
 #[derive(Debug, Clone)]
 struct Bindings {
+    /// A service more in the fleet file.
+    extra_service: bool,
     preamble: bool,
     tables: Vec<Table>,
 }
@@ -111,6 +124,7 @@ impl Bindings {
             }
         }
         Bindings {
+            extra_service: false,
             preamble: true,
             tables,
         }
@@ -143,7 +157,7 @@ impl Bindings {
 
     fn sources(&self) -> Vec<Source> {
         vec![
-            Source::new("fleet.toml", fleet()),
+            Source::new("fleet.toml", fleet_with(self.extra_service)),
             Source::new("prefixes.toml", prefixes()),
             Source::new("bindings.toml", self.text()),
         ]
@@ -179,6 +193,9 @@ enum Edit {
     Remove {
         table: usize,
     },
+    /// A service added to the fleet file or taken away: the bindings file is read in part,
+    /// cannot be patched, and is compiled again parsed whole.
+    Services,
 }
 
 impl Edit {
@@ -205,6 +222,7 @@ impl Edit {
                 }
             }
             Edit::Preamble => bindings.preamble = !bindings.preamble,
+            Edit::Services => bindings.extra_service = !bindings.extra_service,
             Edit::Swap { table, other } => {
                 if count > 0 {
                     bindings.tables.swap(table % count, other % count);
@@ -249,6 +267,7 @@ fn edit_strategy() -> impl Strategy<Value = Edit> {
         1 => (table.clone(), 1..6_u8).prop_map(|(table, slot)| Edit::Recidr { table, slot }),
         1 => (0..PREFIXES, 1..6_u8, service).prop_map(|(prefix, slot, service)| Edit::Add { prefix, slot, service }),
         1 => table.prop_map(|table| Edit::Remove { table }),
+        1 => Just(Edit::Services),
     ]
 }
 

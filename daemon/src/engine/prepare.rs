@@ -284,20 +284,11 @@ impl CompileJob {
             rollback = rollback_of.is_some(),
             "compile started"
         );
-        let stored = if pushed {
-            self.stored_running_texts(&bundle, digests.as_deref())
+        let read_back = if pushed {
+            self.read_back(&bundle, digests.as_deref())
         } else {
             None
         };
-        let running_texts: Vec<RunningText<'_>> = stored
-            .iter()
-            .flat_map(|(files, digests)| files.iter().zip(digests))
-            .map(|(file, sha256)| RunningText {
-                name: &file.name,
-                text: file.text.as_str(),
-                sha256: *sha256,
-            })
-            .collect();
         let context = PrepareContext {
             old: &self.old,
             old_routes: &self.old_routes,
@@ -307,14 +298,7 @@ impl CompileJob {
             config: &self.config,
             rpki: &self.rpki,
         };
-        match prepare_lent(
-            &context,
-            bundle,
-            digests,
-            intent,
-            rollback_of,
-            &running_texts,
-        ) {
+        match prepare_lent(&context, bundle, digests, intent, rollback_of, read_back) {
             Ok(prepared) => (Ok(prepared), None),
             Err((error, bundle)) => (Err(error), returned(bundle)),
         }
@@ -327,25 +311,37 @@ impl CompileJob {
 /// quick as the read and the comparison.
 const PARTLY_READ_MIN_BYTES: usize = 256 << 10;
 
+/// The running generation's texts as read back from the state directory, with their SHA-256
+/// (as the store checked them: hashed, or known by their unchanged stamp), and how long the
+/// read took.
+#[derive(Debug)]
+struct ReadBack {
+    files: Vec<topologyd_api::SourceFile>,
+    digests: Vec<[u8; 32]>,
+    took: std::time::Duration,
+}
+
 impl CompileJob {
-    /// The running generation's texts and their SHA-256, as the state directory keeps them (the
-    /// large ones mapped), when a pushed file may be read in part ([`PARTLY_READ_MIN_BYTES`]);
-    /// `None` when none may, when the push's digests are not known, or when the store does not
-    /// give the texts with the digests it checked them against (the files are then parsed
-    /// whole).
-    fn stored_running_texts(
-        &self,
-        bundle: &SourceBundle,
-        digests: Option<&[[u8; 32]]>,
-    ) -> Option<(Vec<topologyd_api::SourceFile>, Vec<[u8; 32]>)> {
+    /// The running generation's texts (the large ones mapped) when a pushed file may be read
+    /// in part: of [`PARTLY_READ_MIN_BYTES`] or more, changed, at its place under the same
+    /// name as a running file of bindings only. `None` when none may, when the push's digests
+    /// are not known, or when the store does not give the texts with their digests (the files
+    /// are then parsed whole).
+    fn read_back(&self, bundle: &SourceBundle, digests: Option<&[[u8; 32]]>) -> Option<ReadBack> {
+        let started = Instant::now();
         let running = self.old.source_digests()?;
-        let wanted = bundle.sources.iter().zip(digests?).zip(&running).any(
-            |((file, digest), (name, running_digest))| {
+        let wanted = bundle
+            .sources
+            .iter()
+            .zip(digests?)
+            .zip(&running)
+            .enumerate()
+            .any(|(index, ((file, digest), (name, running_digest)))| {
                 file.text.len() >= PARTLY_READ_MIN_BYTES
                     && file.name == *name
                     && digest != running_digest
-            },
-        );
+                    && self.old.holds_bindings_only(index)
+            });
         if !wanted {
             return None;
         }
@@ -354,7 +350,11 @@ impl CompileJob {
             .iter()
             .map(|digest| crate::state_store::unhex(digest))
             .collect::<Option<Vec<[u8; 32]>>>()?;
-        (digests.len() == stored.bundle.sources.len()).then_some((stored.bundle.sources, digests))
+        (digests.len() == stored.bundle.sources.len()).then(|| ReadBack {
+            files: stored.bundle.sources,
+            digests,
+            took: started.elapsed(),
+        })
     }
 }
 
@@ -399,7 +399,7 @@ pub fn prepare(
     intent: Intent,
     rollback_of: Option<u64>,
 ) -> Result<Prepared, EngineError> {
-    prepare_lent(context, bundle, digests, intent, rollback_of, &[]).map_err(|(error, _)| error)
+    prepare_lent(context, bundle, digests, intent, rollback_of, None).map_err(|(error, _)| error)
 }
 
 /// [`prepare`], handing the bundle back with the error when it does not prepare (`None` only
@@ -410,19 +410,30 @@ fn prepare_lent(
     digests: Option<Vec<[u8; 32]>>,
     mut intent: Intent,
     rollback_of: Option<u64>,
-    running_texts: &[RunningText<'_>],
+    read_back: Option<ReadBack>,
 ) -> Result<Prepared, (EngineError, Option<SourceBundle>)> {
     let started = Instant::now();
     // Compiled against the running topology, so that a finding involving two places (a
     // cidr bound twice) is reported at the one the push added, as `topoctl plan` does. The
-    // bundle moves into the topology.
+    // bundle moves into the topology. The texts read back are let go once it is compiled.
+    let running_texts: Vec<RunningText<'_>> = read_back
+        .iter()
+        .flat_map(|read| read.files.iter().zip(&read.digests))
+        .map(|(file, sha256)| RunningText {
+            name: &file.name,
+            text: file.text.as_str(),
+            sha256: *sha256,
+        })
+        .collect();
     let (compiled, reuse) = compile_bundle_against_texts(
         bundle,
         digests,
         context.next_generation,
         context.old,
-        running_texts,
+        &running_texts,
     );
+    drop(running_texts);
+    let read_back_ms = read_back.map_or(0, |read| read.took.as_millis() as u64);
     let mut new = compiled.map_err(|(diagnostics, bundle)| {
         let error = compile_error(
             context.base_generation,
@@ -515,6 +526,7 @@ fn prepare_lent(
         compile_ms = compiled.as_millis() as u64,
         files_reused = reuse.reused_files,
         files_parsed = reuse.parsed_files,
+        read_back_ms,
         files_read_in_part = reuse.partly_read_files,
         read_in_part_refused = reuse.partly_read_refused,
         items_patched = reuse.items_patched,

@@ -19,8 +19,8 @@
 //! them as on parsed ones.
 //!
 //! Given the texts the running generation was compiled from
-//! ([`compile_incremental_with_previous`]), a large file of bindings that a push changed in a
-//! few tables is read in part: only its changed tables (`table_diff.rs`), the running
+//! ([`compile_incremental_with_previous`]), a file of bindings that a push changed in a few
+//! tables is read in part (the daemon gives them for large files only): only its changed tables (`table_diff.rs`), the running
 //! bindings of the others taken, moved (a 1 % change of 300,000 bindings changes tables all
 //! over its file, and parsing it whole was most of that push's compile). Such a compile must
 //! patch (`patch.rs`); when it cannot, it stops and runs again without reading any file in
@@ -264,8 +264,8 @@ pub struct RunningText<'a> {
     pub sha256: [u8; 32],
 }
 
-/// [`compile_incremental_with_digests`] with the `running` texts of the baseline: a large file
-/// of bindings that a push changed in a few tables has only those tables read, and the running
+/// [`compile_incremental_with_digests`] with the `running` texts of the baseline: a file of
+/// bindings that a push changed in a few tables has only those tables read, and the running
 /// bindings of the others taken (`table_diff.rs`). A running text is used only for the file at
 /// its place in the baseline, with its name and the digest the baseline was compiled from. The
 /// result is the one without them: when the changed tables do not patch into the running
@@ -421,11 +421,13 @@ type ReadInPart = (PartlyRead, Vec<(RawBinding, std::sync::Arc<str>)>);
 
 /// Per new file, when it is read in part: the changed tables, and the bindings read from them
 /// (each with its service's name, interned into the raw topology once it is parsed). A file
-/// is read in part when it is not reused, is at its place in the baseline under the same name
-/// with a running text of the digest it was compiled from, held bindings only there (no
-/// definition, no prefix), neither text holds a multi-line string, its changed tables, in
-/// both texts, are read by the line scanner, and those of the running text read as the
-/// running bindings written there (see `table_diff.rs`).
+/// is read in part when the bundle holds as many files as the baseline, the file is not
+/// reused, is at its place in the baseline under the same name with a running text of the
+/// digest it was compiled from, held bindings only there (no definition, no prefix), neither
+/// text holds a multi-line string's quotes (`"""` or `'''`, even in a comment), both hold as
+/// many tables, the changed ones are at most half the new text, ASCII and read by the line
+/// scanner in both texts, those of the running text read as the running bindings written
+/// there, and the changed tables bind the cidrs they bound (see `table_diff.rs`).
 fn partly_read_files(
     sources: &[Source],
     reusable: &[bool],
@@ -442,11 +444,11 @@ fn partly_read_files(
             }
             let old = running.get(index)?;
             let fingerprint = baseline.fingerprints.get(index)?;
-            let usable = old.name == source.name
+            let usable = sources.len() == old_sources.len()
+                && old.name == source.name
                 && old_sources.get(index)?.name == source.name
                 && old.sha256 == fingerprint.sha256
-                && fingerprint.items_only
-                && fingerprint.items.prefixes == 0;
+                && baseline.holds_bindings_only(index);
             if !usable {
                 return None;
             }
@@ -481,6 +483,19 @@ fn partly_read_files(
             }
             let running_in_changed = running_read.len();
             let read = read_binding_tables(source_id, &source.text, &diff.new_changed, &mut names)?;
+            // The changed tables bind the cidrs they bound (else the compile could not patch,
+            // and the file is parsed whole at once rather than after a refused attempt).
+            let cidrs = |bindings: &[RawBinding]| {
+                let mut cidrs: Vec<_> = bindings
+                    .iter()
+                    .map(|binding| super::network_key(&binding.cidr))
+                    .collect();
+                cidrs.sort_unstable();
+                cidrs
+            };
+            if cidrs(&running_read) != cidrs(&read) {
+                return None;
+            }
             let read = read
                 .into_iter()
                 .map(|binding| {

@@ -11,9 +11,12 @@
 //! conditions, `incremental.rs`): the running text compiled, and neither text holds a
 //! multi-line string. Then every line that starts with `[[binding]]` is a table's header at
 //! the top level (no other value may span lines and hold such a line: an array or an inline
-//! table holding it is not TOML), so each cut starts a table in both texts, and a table's
-//! items depend on its own text only. A changed table must be read by the line scanner in both
-//! texts, and the running one must read as the running bindings written there.
+//! table holding it is not TOML), so each cut of the running text starts a table, and a
+//! table's items depend on its own text only. A changed table must be read by the line
+//! scanner in both texts (one-line values only, so it ends at the top level), and the running
+//! one must read as the running bindings written there. In the new text, by induction from
+//! its start, every cut then starts a table too: what comes before it is kept tables, equal to
+//! the running text's, and changed tables, which end at the top level.
 //!
 //! Owns: the cut, the comparison, where each kept table moved. Must not touch: the items (the
 //! patched compile matches them, `patch.rs`).
