@@ -435,9 +435,12 @@ fn rfc9687_send_hold_resets_a_wedged_peer_and_counts_only_what_was_written() {
     assert!(outcome.read_octets > 0, "{outcome:?}");
     outcome.assert_reset_on_time("one byte per second");
 
-    // A slow but steady reader: every message written restarts the timer.
+    // A slow but steady reader: every message written restarts the timer. It takes 32 KiB
+    // every half second: the receiver may open its window again only once about an MSS is
+    // free (64 KiB on loopback), and a reader of 4 KiB a half second once left it shut for
+    // longer than the send hold time on a loaded machine (a CI run failed so).
     let mut speaker = reconnect(&mut topologyd, source);
-    let outcome = speaker.run(4096, Duration::from_millis(500), send_hold * 3);
+    let outcome = speaker.run(32 * 1024, Duration::from_millis(500), send_hold * 3);
     assert_eq!(
         outcome.gone,
         None,
