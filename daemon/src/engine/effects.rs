@@ -354,9 +354,12 @@ impl Engine {
         }
     }
 
-    /// Writes the intent record ahead (if any), then the generation, fsync'd, off the engine
-    /// task (with its texts' names and digests, when the compile gave them). `rollback_of`
-    /// names a rollback's target, which a full-disk error never offers to prune.
+    /// Makes the generation durable, off the engine task: its texts (with their names and
+    /// digests, when the compile gave them) are stored while the intent record (if any) is
+    /// written ahead, each fsync'd; then the generation file naming the texts. Nothing names
+    /// the texts before that file, so a failure of either leaves only texts the next commit
+    /// sweeps. `rollback_of` names a rollback's target, which a full-disk error never offers
+    /// to prune. Returns how long the texts and the generation file took, in milliseconds.
     async fn commit(
         &self,
         (stored, digests): (StoredGeneration, Option<crate::state_store::SourceDigests>),
@@ -366,27 +369,40 @@ impl Engine {
         intended_verdict: &str,
         rollback_of: Option<u64>,
     ) -> Result<u64, EngineError> {
-        if let Some(write_ahead) = &write_ahead {
-            write_ahead
-                .record(
-                    generation_before,
-                    stored.meta.generation,
-                    Some(plan_hash.clone()),
-                    intended_verdict,
-                )
-                .await
-                .map_err(|error| {
-                    let mut error = self.audit_error(error);
-                    error.plan_hash = Some(plan_hash.clone());
-                    error
-                })?;
-        }
         let store = self.store.clone();
         let persist_started = Instant::now();
         let needed: Vec<u64> = rollback_of.into_iter().collect();
+        let meta = stored.meta.clone();
+        let staging = tokio::task::spawn_blocking({
+            let store = store.clone();
+            move || store.stage_texts_with_digests(&stored.bundle.sources, digests.as_deref())
+        });
+        let recorded = match &write_ahead {
+            Some(write_ahead) => {
+                write_ahead
+                    .record(
+                        generation_before,
+                        meta.generation,
+                        Some(plan_hash.clone()),
+                        intended_verdict,
+                    )
+                    .await
+            }
+            None => Ok(()),
+        };
+        // Waited for whatever the record did: a staging left running could meet the next
+        // commit's.
+        let staged = staging.await;
+        recorded.map_err(|error| {
+            let mut error = self.audit_error(error);
+            error.plan_hash = Some(plan_hash.clone());
+            error
+        })?;
+        let staged =
+            staged.map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), None))?;
         tokio::task::spawn_blocking(move || {
-            store
-                .commit_with_digests(&stored, digests.as_deref())
+            staged
+                .and_then(|staged| store.commit_staged(&meta, &staged))
                 .map_err(|error| store.with_prunable(error, &needed))
         })
         .await

@@ -596,13 +596,26 @@ impl StateStore {
     /// them until [`StateStore::commit_staged`]; the next staging or commit removes them if
     /// that never comes.
     pub fn stage_texts(&self, files: &[SourceFile]) -> Result<StagedTexts, StateError> {
+        self.stage_texts_with_digests(files, None)
+    }
+
+    /// [`StateStore::stage_texts`], given the name and SHA-256 of each text as the compile
+    /// computed them (as [`StateStore::commit_with_digests`] takes them). A push stages its
+    /// texts while its intent record is written, then commits them with
+    /// [`StateStore::commit_staged`]: the texts and the record are made durable side by side,
+    /// and both before the generation file that names the texts.
+    pub fn stage_texts_with_digests(
+        &self,
+        files: &[SourceFile],
+        digests: Option<&[(String, [u8; 32])]>,
+    ) -> Result<StagedTexts, StateError> {
         let _writing = self.texts.lock();
         // Texts staged before by a start that failed are named by nothing: they go first, so
         // that failed starts cannot fill the disk.
         self.sweep_texts(HashSet::new());
         let refs = self
             .texts
-            .store(files, None, |path, bytes| self.place(path, bytes))
+            .store(files, digests, |path, bytes| self.place(path, bytes))
             .map_err(|error| {
                 self.sweep_texts(HashSet::new());
                 self.with_prunable(error, &[])

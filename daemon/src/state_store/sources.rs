@@ -164,7 +164,7 @@ impl SourceTexts {
         if self.trusted(sha256, stamp) {
             return true;
         }
-        let same = fs::read(&path).is_ok_and(|bytes| bytes == text.as_bytes());
+        let same = same_bytes(&path, text.as_bytes()).unwrap_or(false);
         if same {
             self.remember(sha256, stamp);
         }
@@ -619,6 +619,29 @@ impl SourceTexts {
     }
 }
 
+/// Whether the file at `path` holds exactly `expected`, read a block at a time (a text of
+/// tens of megabytes is compared without a copy of it in memory).
+fn same_bytes(path: &Path, expected: &[u8]) -> io::Result<bool> {
+    const BLOCK: usize = 1 << 20;
+    let mut file = fs::File::open(path)?;
+    let mut block = vec![0_u8; BLOCK.min(expected.len().max(1))];
+    let mut at = 0;
+    loop {
+        let read = match file.read(&mut block) {
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        if read == 0 {
+            return Ok(at == expected.len());
+        }
+        if expected.get(at..at + read) != Some(&block[..read]) {
+            return Ok(false);
+        }
+        at += read;
+    }
+}
+
 /// Opens text `index` of `texts` (path, length, SHA-256) again with [`open_checked`], each
 /// hashed the first time only. How a compile reads a put-away text again: the staged texts
 /// here, the bootstrap files in `preflight.rs`.
@@ -733,5 +756,43 @@ mod tests {
                 None => prop_assert!(!utf8),
             }
         }
+
+        /// A stored file holds the expected bytes iff they are equal, compared a block at a
+        /// time: over files of up to three blocks and expectations equal to them, cut short,
+        /// made longer, or with one byte changed anywhere (on either side of a block's end).
+        #[test]
+        fn a_stored_file_holds_exactly_the_bytes_it_equals(
+            blocks in 0usize..3,
+            tail in 0usize..4,
+            seed in any::<u8>(),
+            edit in 0u8..4,
+            at in any::<prop::sample::Index>(),
+        ) {
+            let dir = tempfile::tempdir().map_err(|error| TestCaseError::fail(error.to_string()))?;
+            let path = dir.path().join("text");
+            let length = blocks * (1 << 20) + tail;
+            let stored: Vec<u8> = (0..length).map(|index| (index as u8).wrapping_mul(seed | 1)).collect();
+            fs::write(&path, &stored).map_err(|error| TestCaseError::fail(error.to_string()))?;
+            let mut expected = stored.clone();
+            match edit {
+                0 => {}
+                1 => expected.truncate(at.index(length + 1)),
+                2 => expected.push(seed),
+                _ if length > 0 => {
+                    let index = at.index(length);
+                    expected[index] ^= 1 << (seed % 8);
+                }
+                _ => {}
+            }
+            let same = same_bytes(&path, &expected)
+                .map_err(|error| TestCaseError::fail(error.to_string()))?;
+            prop_assert_eq!(same, expected == stored);
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_not_a_match() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        assert!(same_bytes(&dir.path().join("absent"), b"").is_err());
     }
 }

@@ -13,6 +13,50 @@ use super::{list_names, network_key};
 use crate::binding_list::BindingList;
 use crate::model::{Location, Route, Service};
 
+/// What the checks of the whole compiled picture read.
+pub(super) struct Picture<'compile> {
+    pub(super) raw: &'compile RawTopology,
+    pub(super) fleet: &'compile Fleet,
+    pub(super) catalogue: &'compile Catalogue,
+    pub(super) table: &'compile BindingTable,
+    pub(super) routes: &'compile [Route],
+    /// Per service, how many routes it governs.
+    pub(super) service_routes: &'compile [u32],
+}
+
+/// Every check of this module, in order: local addresses, blackholes (under the prefixes at
+/// `checked` only, see [`blackholes`]), service findings.
+pub(super) fn whole_picture(
+    picture: Picture<'_>,
+    checked: Option<&[usize]>,
+    collector: &mut Collector,
+) {
+    let Picture {
+        raw,
+        fleet,
+        catalogue,
+        table,
+        routes,
+        service_routes,
+    } = picture;
+    local_addresses(raw, catalogue, table, collector);
+    blackholes(
+        routes,
+        &catalogue.services,
+        &table.bindings,
+        &fleet.locations,
+        checked,
+        collector,
+    );
+    service_findings(
+        &catalogue.services,
+        &table.service_binding_count,
+        service_routes,
+        fleet,
+        collector,
+    );
+}
+
 /// Local addresses: the longest binding covering each must be one of the service's own, and
 /// cover all of it, or the address would take traffic another service handles.
 pub(super) fn local_addresses(

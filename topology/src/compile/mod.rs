@@ -451,6 +451,76 @@ enum Bindings {
     Patched(patch::PatchedBindings),
 }
 
+/// The raw items of a compile, taken from the raw topology so that each is consumed by its
+/// phase (see [`compile_phases`]).
+struct Items {
+    raw_prefixes: Vec<topologyd_config::RawPrefix>,
+    raw_bindings: Vec<topologyd_config::RawBinding>,
+    /// G6's copy of the customer prefixes as written.
+    customer_prefixes: Vec<evidence::CustomerPrefix>,
+}
+
+/// The prefixes and bindings phases: patched from the running ones when every cidr is where it
+/// was (`patch.rs`), compiled otherwise; then G6 over the customer prefixes. `None` when a file
+/// read in part could not be patched (its items are not all here: the caller compiles again).
+fn compile_items(
+    items: Items,
+    raw: &RawTopology,
+    reused: &incremental::Reused<'_>,
+    catalogue: &services::Catalogue,
+    baseline: Option<&Topology>,
+    collector: &mut Collector,
+) -> Option<(PrefixList, Bindings)> {
+    let Items {
+        raw_prefixes,
+        raw_bindings,
+        customer_prefixes,
+    } = items;
+    let settings = &raw.settings;
+    let patched = patch::same_cidrs(
+        &raw_prefixes,
+        &raw_bindings,
+        raw,
+        reused,
+        catalogue,
+        settings,
+        collector,
+    );
+    reused.set_patched(patched.is_some());
+    if patched.is_none() && reused.reads_partly() {
+        reused.refuse_partly_read();
+        return None;
+    }
+    let (prefixes, patched) = match patched {
+        Some((prefixes, bindings)) => (prefixes, Some(bindings)),
+        None => (
+            PrefixList::from_vec(prefixes::compile_prefixes(
+                raw_prefixes,
+                raw,
+                reused,
+                settings,
+                collector,
+            )),
+            None,
+        ),
+    };
+    evidence::check_customer_evidence(&customer_prefixes, settings, baseline, collector);
+    drop(customer_prefixes);
+    let bindings = match patched {
+        Some(bindings) => Bindings::Patched(bindings),
+        None => Bindings::Compiled(bindings::compile_bindings(
+            raw_bindings,
+            raw,
+            reused,
+            catalogue,
+            &prefixes,
+            baseline,
+            collector,
+        )),
+    };
+    Some((prefixes, bindings))
+}
+
 /// [`compile_raw_with`] with the items an incremental compile reuses, handing the sources back
 /// with the diagnostics of a failed compile.
 fn compile_phases(
@@ -481,48 +551,21 @@ fn compile_phases(
     let raw_bindings = std::mem::take(&mut raw.bindings);
     let parsed_items =
         incremental::parsed_item_counts(fingerprints.len(), &raw_prefixes, &raw_bindings);
-    let patched = patch::same_cidrs(
-        &raw_prefixes,
-        &raw_bindings,
+    let Some((prefixes, bindings)) = compile_items(
+        Items {
+            raw_prefixes,
+            raw_bindings,
+            customer_prefixes,
+        },
         &raw,
         reused,
         &catalogue,
-        &settings,
+        baseline,
         &mut collector,
-    );
-    reused.set_patched(patched.is_some());
-    if patched.is_none() && reused.reads_partly() {
+    ) else {
         // The items of a file read in part are not all here: compiled again, parsed whole.
-        reused.refuse_partly_read();
         let diagnostics = collector.finish(&raw.sources);
         return Err((diagnostics, raw.sources));
-    }
-    let (prefixes, patched) = match patched {
-        Some((prefixes, bindings)) => (prefixes, Some(bindings)),
-        None => (
-            PrefixList::from_vec(prefixes::compile_prefixes(
-                raw_prefixes,
-                &raw,
-                reused,
-                &settings,
-                &mut collector,
-            )),
-            None,
-        ),
-    };
-    evidence::check_customer_evidence(&customer_prefixes, &settings, baseline, &mut collector);
-    drop(customer_prefixes);
-    let bindings = match patched {
-        Some(bindings) => Bindings::Patched(bindings),
-        None => Bindings::Compiled(bindings::compile_bindings(
-            raw_bindings,
-            &raw,
-            reused,
-            &catalogue,
-            &prefixes,
-            baseline,
-            &mut collector,
-        )),
     };
     // The canonical hash reads only what the phases so far made; its items' part runs on a
     // thread of its own, beside the routes and the checks and past the end of the compile (a
@@ -573,20 +616,16 @@ fn compile_phases(
         }),
         &mut collector,
     );
-    checks::local_addresses(&raw, &catalogue, &table, &mut collector);
-    checks::blackholes(
-        &routes,
-        &catalogue.services,
-        &table.bindings,
-        &fleet.locations,
+    checks::whole_picture(
+        checks::Picture {
+            raw: &raw,
+            fleet: &fleet,
+            catalogue: &catalogue,
+            table: &table,
+            routes: &routes,
+            service_routes: &service_routes,
+        },
         patched_prefixes.as_deref(),
-        &mut collector,
-    );
-    checks::service_findings(
-        &catalogue.services,
-        &table.service_binding_count,
-        &service_routes,
-        &fleet,
         &mut collector,
     );
 
