@@ -444,6 +444,46 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// The plan's JSON names each route change's location sets (announce, update, every
+    /// withdrawal's) as [`topologyd_topology::Plan::location_names`] does, in the changes'
+    /// order: the JSON is written as it is read, without the lists, and must say the same.
+    #[test]
+    fn the_plan_json_names_every_change_s_locations(
+        base in model(),
+        changes in prop::collection::vec(change(), 1..4),
+    ) {
+        let Some(old) = base.compile(1) else {
+            return Ok(());
+        };
+        let mut changed = base.clone();
+        for change in &changes {
+            changed.apply(change);
+        }
+        let Some(new) = changed.compile(2) else {
+            return Ok(());
+        };
+        let planned = plan(&old, &new, &Intent::default());
+        let json: serde_json::Value =
+            serde_json::from_slice(&serde_json::to_vec(&planned).unwrap()).unwrap();
+        let names = |set| serde_json::json!(planned.location_names(set));
+        let written = json["changes"].as_array().unwrap();
+        prop_assert_eq!(written.len(), planned.changes.len());
+        for (change, written) in planned.changes.iter().zip(written) {
+            prop_assert_eq!(&written["prefix"], &serde_json::json!(change.prefix));
+            prop_assert_eq!(&written["announce"], &names(&change.announce));
+            prop_assert_eq!(&written["update"], &names(&change.update));
+            let withdrawals = written["withdrawals"].as_array().unwrap();
+            prop_assert_eq!(withdrawals.len(), change.withdrawals.len());
+            for (withdrawal, written) in change.withdrawals.iter().zip(withdrawals) {
+                prop_assert_eq!(&written["locations"], &names(&withdrawal.locations));
+            }
+        }
+    }
+}
+
 /// The generator must actually reach every cause class with changes that compile, or the
 /// property above proves little: count, over a fixed seed, how often each class produces a
 /// compiled change with a global withdrawal.

@@ -27,9 +27,18 @@ use crate::health::expand;
 use crate::state_store::StateStore;
 use topologyd_api::{Document, ErrorDetail};
 
+/// The plan's hash: the SHA-256 of its JSON (`serde_json::to_vec`), hashed as it is written
+/// (a plan of thousands of route changes is megabytes of JSON), through a buffer so that
+/// SHA-256 is handed whole blocks. A plan that does not serialise hashes as no bytes.
 fn plan_hash(plan: &Plan) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(serde_json::to_vec(plan).unwrap_or_default());
+    let mut writer = std::io::BufWriter::with_capacity(64 * 1024, Sha256::new());
+    let digest = match serde_json::to_writer(&mut writer, plan) {
+        Ok(()) => writer
+            .into_inner()
+            .map_or_else(|_| Sha256::digest([]), Digest::finalize),
+        Err(_) => Sha256::digest([]),
+    };
     digest.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
@@ -553,5 +562,56 @@ fn render_plan(plan: &Plan, context: &PrepareContext<'_>) -> (Option<Value>, Str
 fn sources_of(topology: &mut Topology) -> SourceBundle {
     SourceBundle {
         sources: topology.take_sources(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+    use topologyd_topology::{Intent, Source, compile, plan};
+
+    use super::plan_hash;
+
+    /// A topology of two locations and two services with `prefixes` /24s, each bound to
+    /// `first` or the other service by the prefix's parity.
+    fn topology(prefixes: usize, first: &str, generation: u64) -> topologyd_topology::Topology {
+        let mut text = String::from(
+            "[[location]]\nname = \"ams01\"\nregion = \"eu\"\nmetro = \"AMS\"\ncountry = \"NL\"\n\
+             state = \"live\"\n\n[[location]]\nname = \"fra01\"\nregion = \"eu\"\nmetro = \"FRA\"\n\
+             country = \"DE\"\nstate = \"live\"\n\n[[service]]\nname = \"a\"\ntopology = \"all\"\n\n\
+             [[service]]\nname = \"b\"\ntopology = \"location = 'ams01'\"\n",
+        );
+        for index in 0..prefixes {
+            let cidr = format!("10.{}.{}.0/24", index / 256, index % 256);
+            let service = if index % 2 == 0 { first } else { "a" };
+            text.push_str(&format!(
+                "\n[[prefix]]\ncidr = \"{cidr}\"\norigin_asn = 13335\nowner = \"us\"\n\
+                 advertise = true\n\n[[binding]]\ncidr = \"{cidr}\"\nservice = \"{service}\"\n"
+            ));
+        }
+        match compile(vec![Source::new("topology.toml", text)], generation) {
+            Ok(topology) => topology,
+            Err(diagnostics) => panic!("{diagnostics}"),
+        }
+    }
+
+    /// The hash written as the JSON is made is the SHA-256 of the JSON whole: for plans of no
+    /// change, a few, and enough that the JSON is many times the hash's buffer.
+    #[test]
+    fn the_plan_hash_is_the_sha256_of_the_plan_json() {
+        for prefixes in [0, 3, 2_000] {
+            let old = topology(prefixes, "a", 1);
+            let new = topology(prefixes, "b", 2);
+            let planned = plan(&old, &new, &Intent::default());
+            let json = serde_json::to_vec(&planned).expect("a plan serialises");
+            if prefixes == 2_000 {
+                assert!(json.len() > 4 * 64 * 1024, "{} bytes", json.len());
+            }
+            let whole: String = Sha256::digest(&json)
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+            assert_eq!(plan_hash(&planned), whole, "{prefixes} prefixes");
+        }
     }
 }

@@ -300,13 +300,14 @@ fn merge_sorted<T, K: Ord>(
 
 /// Sorts `items` by `key` (stable, so the first in source order comes first) and reports every
 /// later duplicate; returns the indices of the first of each key, in key order.
-fn sort_and_deduplicate<K: Ord + Clone, T>(
+fn sort_and_deduplicate<K: Ord + ?Sized, T>(
     items: &[T],
-    key: impl Fn(&T) -> K,
+    key: impl Fn(&T) -> &K,
     mut duplicate: impl FnMut(&T, &T),
 ) -> Vec<usize> {
     let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by_key(|index| key(&items[*index]));
+    // Stable: of equal keys, the first written stays first (and is the one kept).
+    order.sort_by(|left, right| key(&items[*left]).cmp(key(&items[*right])));
     let mut kept: Vec<usize> = Vec::with_capacity(order.len());
     for index in order {
         if let Some(last) = kept.last()
@@ -347,7 +348,7 @@ fn deduplicate_definitions<T: Definition>(
 ) -> Vec<usize> {
     sort_and_deduplicate(
         items,
-        |item| item.name().value.clone(),
+        |item| item.name().value.as_str(),
         |duplicate, first| {
             collector.error(
                 Some(duplicate.name().span),
@@ -369,12 +370,22 @@ fn warn_names_differing_in_case<T: Definition>(
     sources: &topologyd_config::SourceMap,
     collector: &mut Collector,
 ) {
-    let mut seen: std::collections::HashMap<String, &Located<String>> =
-        std::collections::HashMap::new();
+    let mut seen: std::collections::HashMap<std::borrow::Cow<'_, str>, &Located<String>> =
+        std::collections::HashMap::with_capacity(items.len());
     let mut names: Vec<&Located<String>> = items.iter().map(Definition::name).collect();
     names.sort_by_key(|name| name.span);
     for name in names {
-        match seen.entry(name.value.to_lowercase()) {
+        // Most names are lower-case ASCII already: their own key, not a copy.
+        let folded = if name
+            .value
+            .bytes()
+            .any(|byte| byte.is_ascii_uppercase() || !byte.is_ascii())
+        {
+            std::borrow::Cow::Owned(name.value.to_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(name.value.as_str())
+        };
+        match seen.entry(folded) {
             std::collections::hash_map::Entry::Vacant(entry) => {
                 entry.insert(name);
             }

@@ -550,6 +550,59 @@ fn names_differing_only_in_case_are_warned_about() {
     );
 }
 
+#[test]
+fn names_differing_only_in_case_beyond_ascii_are_warned_about_and_others_are_not() {
+    let text = "[[location]]\nname = \"ämter\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n\
+                [[location]]\nname = \"Ämter\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n\
+                [[location]]\nname = \"amter\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n\
+                [[service]]\nname = \"web\"\ntopology = \"all\"\n\
+                [[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n\
+                [[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"web\"\n";
+    let topology = compile(&[Source::new("t.toml", text)], 1).unwrap();
+    let warnings: Vec<String> = topology
+        .warnings()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with(
+            "t.toml:8:8: warning: location `Ämter` differs only in case from location `ämter`"
+        ),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn a_name_defined_twice_is_an_error_at_the_later_definition_naming_the_first() {
+    let text = "[[location]]\nname = \"ams01\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n\
+                [[location]]\nname = \"fra01\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n\
+                [[location]]\nname = \"ams01\"\nregion = \"us\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n\
+                [[service]]\nname = \"web\"\ntopology = \"all\"\n\
+                [[service]]\nname = \"dns\"\ntopology = \"all\"\n\
+                [[service]]\nname = \"web\"\ntopology = \"region = 'us'\"\n\
+                [[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n\
+                [[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"web\"\n";
+    let errors: Vec<String> = compile(&[Source::new("t.toml", text)], 1)
+        .unwrap_err()
+        .errors()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors.iter().any(|error| error
+            .starts_with("t.toml:14:8: error: location `ams01` is defined twice")
+            && error.contains("it is first defined at t.toml:2:8")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|error| error
+            .starts_with("t.toml:26:8: error: service `web` is defined twice")
+            && error.contains("it is first defined at t.toml:20:8")),
+        "{errors:?}"
+    );
+}
+
 proptest::proptest! {
     /// Merging two sorted lists is a stable sort of the first followed by the second: the
     /// incremental compile relies on it to order reused and parsed items as a full sort would.

@@ -7,14 +7,15 @@ use topologyd_config::Diagnostic;
 
 use super::{
     BindingChange, Callout, Guard, GuardViolation, Intent, Override, Plan, PlanSummary,
-    RpkiSummary, Unlock, UnlockKind, Verdict, WithdrawalCause,
+    RouteChange, RpkiSummary, Unlock, UnlockKind, Verdict, WithdrawalCause,
 };
+use crate::location_set::LocationSet;
 use crate::model::AnnouncedRoute;
 
 #[derive(Serialize)]
 struct WithdrawalView<'a> {
     cause: &'a WithdrawalCause,
-    locations: Vec<&'a str>,
+    locations: Names<'a>,
 }
 
 #[derive(Serialize)]
@@ -23,9 +24,75 @@ struct RouteChangeView<'a> {
     service: &'a str,
     old: &'a Option<AnnouncedRoute>,
     new: &'a Option<AnnouncedRoute>,
-    announce: Vec<&'a str>,
-    update: Vec<&'a str>,
-    withdrawals: Vec<WithdrawalView<'a>>,
+    announce: Names<'a>,
+    update: Names<'a>,
+    withdrawals: Withdrawals<'a>,
+}
+
+/// A location set as the array of its locations' names ([`Plan::location_names`]), written as
+/// it is read: a plan of thousands of route changes over hundreds of locations would otherwise
+/// hold every name list at once. The JSON is the same as that of the list.
+struct Names<'a> {
+    plan: &'a Plan,
+    set: &'a LocationSet,
+}
+
+impl Serialize for Names<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(
+            self.set
+                .iter()
+                .filter_map(|index| self.plan.locations.get(index).map(String::as_str)),
+        )
+    }
+}
+
+/// A route change's withdrawals, written as they are read (as [`Names`]).
+struct Withdrawals<'a> {
+    plan: &'a Plan,
+    change: &'a RouteChange,
+}
+
+impl Serialize for Withdrawals<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let plan = self.plan;
+        serializer.collect_seq(
+            self.change
+                .withdrawals
+                .iter()
+                .map(|withdrawal| WithdrawalView {
+                    cause: &withdrawal.cause,
+                    locations: Names {
+                        plan,
+                        set: &withdrawal.locations,
+                    },
+                }),
+        )
+    }
+}
+
+/// The route changes, written as they are read (as [`Names`]).
+struct Changes<'a>(&'a Plan);
+
+impl Serialize for Changes<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let plan = self.0;
+        serializer.collect_seq(plan.changes.iter().map(|change| RouteChangeView {
+            prefix: change.prefix,
+            service: change.service(),
+            old: &change.old,
+            new: &change.new,
+            announce: Names {
+                plan,
+                set: &change.announce,
+            },
+            update: Names {
+                plan,
+                set: &change.update,
+            },
+            withdrawals: Withdrawals { plan, change },
+        }))
+    }
 }
 
 #[derive(Serialize)]
@@ -69,7 +136,7 @@ struct PlanView<'a> {
     rpki: &'a Option<RpkiSummary>,
     refusal: Option<RefusalView>,
     violations: Vec<ViolationView<'a>>,
-    changes: Vec<RouteChangeView<'a>>,
+    changes: Changes<'a>,
     binding_changes: &'a [BindingChange],
 }
 
@@ -117,26 +184,7 @@ impl Serialize for Plan {
                     unlock: self.unlock(violation),
                 })
                 .collect(),
-            changes: self
-                .changes
-                .iter()
-                .map(|change| RouteChangeView {
-                    prefix: change.prefix,
-                    service: change.service(),
-                    old: &change.old,
-                    new: &change.new,
-                    announce: self.location_names(&change.announce),
-                    update: self.location_names(&change.update),
-                    withdrawals: change
-                        .withdrawals
-                        .iter()
-                        .map(|withdrawal| WithdrawalView {
-                            cause: &withdrawal.cause,
-                            locations: self.location_names(&withdrawal.locations),
-                        })
-                        .collect(),
-                })
-                .collect(),
+            changes: Changes(self),
             binding_changes: &self.binding_changes,
         }
         .serialize(serializer)
