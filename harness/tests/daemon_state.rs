@@ -463,6 +463,9 @@ fn mutations_are_refused_when_their_audit_record_cannot_be_written() {
         "{pushed}"
     );
     assert!(pushed.stderr.contains("nothing changed"), "{pushed}");
+    // A text no later push sends: its push stages it beside the intent record that fails.
+    let pushed = setup.push("ab", &format!("{PREFIXES}{ADDED_A}{ADDED_B}# refused\n"));
+    assert_eq!(pushed.code, EXIT_NO_SPACE, "{pushed}");
     let rolled_back = setup.rollback(1);
     assert_eq!(rolled_back.code, EXIT_NO_SPACE, "{rolled_back}");
     let drained = check(
@@ -508,6 +511,29 @@ fn mutations_are_refused_when_their_audit_record_cannot_be_written() {
     assert_eq!(outcome["verdict"], "applied");
     assert_eq!(outcome["id"], intent["id"]);
     assert_eq!(outcome["plan_hash"], intent["plan_hash"]);
+    // The texts of the refused pushes went with the next commit: every stored text is one a
+    // kept generation names.
+    let state_dir = setup.state_dir();
+    let mut named: Vec<String> = file_names(&state_dir.join("generations"))
+        .iter()
+        .flat_map(|name| {
+            let file = check(
+                std::fs::read(state_dir.join("generations").join(name)),
+                "reading a generation file",
+            );
+            let file: Value = check(serde_json::from_slice(&file), "a generation file");
+            file["files"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|reference| reference["sha256"].as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    named.sort();
+    named.dedup();
+    assert!(!named.is_empty());
+    assert_eq!(file_names(&state_dir.join("sources")), named);
     let mut setup = setup;
     check(setup.topologyd.terminate(WAIT), "stopping topologyd");
     drop(tmpfs);

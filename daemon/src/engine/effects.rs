@@ -29,7 +29,8 @@ pub(super) struct MutationRequest {
     pub terms: MutationTerms,
     /// When the request reached the engine (the apply latency metric starts here).
     pub started: Instant,
-    /// How long its commit took to write and fsync.
+    /// How long its commit took to write and fsync: its texts (beside its intent record)
+    /// and its generation file.
     pub persist_ms: u64,
 }
 
