@@ -340,6 +340,7 @@ fn kept_tables_moved(reused: &Reused<'_>, baseline: &Topology) -> Option<Vec<(us
         return Some(Vec::new());
     }
     let mut in_changed = vec![0_usize; files.len()];
+    let locators: Vec<_> = files.iter().map(|(_, file)| file.diff.locator()).collect();
     let mut moved = Vec::new();
     for (place, span) in baseline.bindings.spans().enumerate() {
         let Some(at) = files
@@ -348,12 +349,10 @@ fn kept_tables_moved(reused: &Reused<'_>, baseline: &Topology) -> Option<Vec<(us
         else {
             continue;
         };
-        let diff = &files[at].1.diff;
-        if diff.in_changed(span.start as usize) {
+        let Some(shift) = locators[at].locate(span.start as usize) else {
             in_changed[at] += 1;
             continue;
-        }
-        let shift = diff.shift_at(span.start as usize);
+        };
         if shift != 0 {
             let moved_to = |offset: u32| u32::try_from(i64::from(offset) + shift).ok();
             moved.push((
