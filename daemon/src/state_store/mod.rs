@@ -10,7 +10,8 @@
 //!
 //! Must not touch: compiling or validating the sources (the engine does that before `commit`;
 //! a first start stages its texts before the compile and commits the generation naming them
-//! after it: `stage_texts`, `commit_staged`), nor any socket or task. All functions here block
+//! after it: `stage_texts`, `commit_staged`; a push stages its texts while its intent record
+//! is written: `stage_texts_with_digests`), nor any socket or task. All functions here block
 //! on the file system; async callers run them through `tokio::task::spawn_blocking`.
 //!
 //! Layout:
@@ -20,8 +21,8 @@
 //! <state dir>/generations/00000000000000000042.json  one per kept generation (format 2: its
 //!                                                  sources by name, SHA-256 and length)
 //! <state dir>/sources/<sha256>                     one per distinct source text a kept
-//!                                                  generation names (or a first start staged
-//!                                                  for the generation it is compiling)
+//!                                                  generation names (or a first start or a
+//!                                                  push staged for the generation it commits)
 //! <state dir>/quarantine/00000000000000000042.json.<unix seconds>[.<n>]  moved-aside corrupt files
 //! <state dir>/drain.json                           persisted drain state
 //! <state dir>/lease.json                           the fleet lock's lease and fences
