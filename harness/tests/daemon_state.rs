@@ -430,6 +430,29 @@ fn audit_records(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The texts the kept generations of `state_dir` name, sorted, each once.
+fn named_texts(state_dir: &Path) -> Vec<String> {
+    let mut named: Vec<String> = file_names(&state_dir.join("generations"))
+        .iter()
+        .flat_map(|name| {
+            let file = check(
+                std::fs::read(state_dir.join("generations").join(name)),
+                "reading a generation file",
+            );
+            let file: Value = check(serde_json::from_slice(&file), "a generation file");
+            file["files"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|reference| reference["sha256"].as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    named.sort();
+    named.dedup();
+    named
+}
+
 #[test]
 fn mutations_are_refused_when_their_audit_record_cannot_be_written() {
     let tmpfs = check(SmallTmpfs::mount(64 * 1024), "mounting a tmpfs");
@@ -466,6 +489,11 @@ fn mutations_are_refused_when_their_audit_record_cannot_be_written() {
     // A text no later push sends: its push stages it beside the intent record that fails.
     let pushed = setup.push("ab", &format!("{PREFIXES}{ADDED_A}{ADDED_B}# refused\n"));
     assert_eq!(pushed.code, EXIT_NO_SPACE, "{pushed}");
+    // Its texts were removed with the refusal, not left for the next commit.
+    assert_eq!(
+        file_names(&setup.state_dir().join("sources")),
+        named_texts(&setup.state_dir())
+    );
     let rolled_back = setup.rollback(1);
     assert_eq!(rolled_back.code, EXIT_NO_SPACE, "{rolled_back}");
     let drained = check(
@@ -511,29 +539,10 @@ fn mutations_are_refused_when_their_audit_record_cannot_be_written() {
     assert_eq!(outcome["verdict"], "applied");
     assert_eq!(outcome["id"], intent["id"]);
     assert_eq!(outcome["plan_hash"], intent["plan_hash"]);
-    // The texts of the refused pushes went with the next commit: every stored text is one a
-    // kept generation names.
-    let state_dir = setup.state_dir();
-    let mut named: Vec<String> = file_names(&state_dir.join("generations"))
-        .iter()
-        .flat_map(|name| {
-            let file = check(
-                std::fs::read(state_dir.join("generations").join(name)),
-                "reading a generation file",
-            );
-            let file: Value = check(serde_json::from_slice(&file), "a generation file");
-            file["files"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|reference| reference["sha256"].as_str().map(str::to_owned))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    named.sort();
-    named.dedup();
+    // Every stored text is one a kept generation names.
+    let named = named_texts(&setup.state_dir());
     assert!(!named.is_empty());
-    assert_eq!(file_names(&state_dir.join("sources")), named);
+    assert_eq!(file_names(&setup.state_dir().join("sources")), named);
     let mut setup = setup;
     check(setup.topologyd.terminate(WAIT), "stopping topologyd");
     drop(tmpfs);

@@ -29,8 +29,8 @@ pub(super) struct MutationRequest {
     pub terms: MutationTerms,
     /// When the request reached the engine (the apply latency metric starts here).
     pub started: Instant,
-    /// How long its commit took to write and fsync: its texts (beside its intent record)
-    /// and its generation file.
+    /// How long its commit took to write and fsync: its texts and its intent record, side by
+    /// side, then its generation file.
     pub persist_ms: u64,
 }
 
@@ -358,9 +358,10 @@ impl Engine {
     /// Makes the generation durable, off the engine task: its texts (with their names and
     /// digests, when the compile gave them) are stored while the intent record (if any) is
     /// written ahead, each fsync'd; then the generation file naming the texts. Nothing names
-    /// the texts before that file, so a failure of either leaves only texts the next commit
-    /// sweeps. `rollback_of` names a rollback's target, which a full-disk error never offers
-    /// to prune. Returns how long the texts and the generation file took, in milliseconds.
+    /// the texts before that file: when the record or the commit fails, the texts it staged
+    /// are removed again. `rollback_of` names a rollback's target, which a full-disk error
+    /// never offers to prune. Returns how long the texts, the record and the generation file
+    /// took together, in milliseconds.
     async fn commit(
         &self,
         (stored, digests): (StoredGeneration, Option<crate::state_store::SourceDigests>),
@@ -394,17 +395,45 @@ impl Engine {
         // Waited for whatever the record did: a staging left running could meet the next
         // commit's.
         let staged = staging.await;
-        recorded.map_err(|error| {
-            let mut error = self.audit_error(error);
+        if let Err(error) = recorded {
+            let (store, needed) = (store.clone(), needed.clone());
+            let staging_full = tokio::task::spawn_blocking(move || {
+                store.sweep_unnamed_texts();
+                match staged {
+                    Ok(Err(staging)) if staging.is_no_space() => {
+                        Some(store.with_prunable(staging, &needed))
+                    }
+                    Ok(Err(staging)) => {
+                        warn!(error = %staging, "the texts of a mutation whose intent record failed could not be stored either");
+                        None
+                    }
+                    _ => None,
+                }
+            })
+            .await
+            .ok()
+            .flatten();
+            let mut error = match staging_full {
+                // The texts and the record found the same disk full: what could be pruned is
+                // the answer that helps.
+                Some(staging) => {
+                    error!(%error, "the audit record could not be written ahead of a change; refused");
+                    self.state_write_error(staging, "the generation")
+                }
+                None => self.audit_error(error),
+            };
             error.plan_hash = Some(plan_hash.clone());
-            error
-        })?;
+            return Err(error);
+        }
         let staged =
             staged.map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), None))?;
         tokio::task::spawn_blocking(move || {
             staged
                 .and_then(|staged| store.commit_staged(&meta, &staged))
-                .map_err(|error| store.with_prunable(error, &needed))
+                .map_err(|error| {
+                    store.sweep_unnamed_texts();
+                    store.with_prunable(error, &needed)
+                })
         })
         .await
         .map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), None))?

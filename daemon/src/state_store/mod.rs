@@ -624,6 +624,14 @@ impl StateStore {
         Ok(self.texts.staged(refs))
     }
 
+    /// Removes the texts no kept generation names: those a push staged for a generation that
+    /// will not be written (its intent record or its commit failed), at once rather than at
+    /// the next commit, so that a disk they filled does not stay full for them.
+    pub fn sweep_unnamed_texts(&self) {
+        let _writing = self.texts.lock();
+        self.sweep_texts(HashSet::new());
+    }
+
     /// [`StateStore::commit`] of generation `meta` naming the texts `staged` wrote (each still
     /// there with its length, else [`StateError::Source`]).
     pub fn commit_staged(
