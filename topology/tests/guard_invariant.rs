@@ -364,6 +364,17 @@ fn refused_by_g3(result: &topologyd_topology::Plan) -> BTreeSet<IpNet> {
         .collect()
 }
 
+/// `base` compiled as generation 1, and with `changes` applied as generation 2; `None` when
+/// either does not compile (the generator may draw such changes).
+fn before_and_after(base: &Model, changes: &[Change]) -> Option<(Topology, Topology)> {
+    let old = base.compile(1)?;
+    let mut changed = base.clone();
+    for change in changes {
+        changed.apply(change);
+    }
+    Some((old, changed.compile(2)?))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -374,14 +385,7 @@ proptest! {
         intents in prop::collection::vec(any::<bool>(), SERVICES),
         blast_radius in any::<bool>(),
     ) {
-        let Some(old) = base.compile(1) else {
-            return Ok(());
-        };
-        let mut changed = base.clone();
-        for change in &changes {
-            changed.apply(change);
-        }
-        let Some(new) = changed.compile(2) else {
+        let Some((old, new)) = before_and_after(&base, &changes) else {
             return Ok(());
         };
         let expected = expected_global_withdrawals(&old, &new);
@@ -455,14 +459,7 @@ proptest! {
         base in model(),
         changes in prop::collection::vec(change(), 1..4),
     ) {
-        let Some(old) = base.compile(1) else {
-            return Ok(());
-        };
-        let mut changed = base.clone();
-        for change in &changes {
-            changed.apply(change);
-        }
-        let Some(new) = changed.compile(2) else {
+        let Some((old, new)) = before_and_after(&base, &changes) else {
             return Ok(());
         };
         let planned = plan(&old, &new, &Intent::default());

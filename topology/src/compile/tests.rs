@@ -221,6 +221,16 @@ service = "later"
     );
 }
 
+/// The warnings of a compile of `text` (as `t.toml`), which must compile.
+fn warnings_of(text: &str) -> Vec<String> {
+    let topology = compile(&[Source::new("t.toml", text)], 1).unwrap();
+    topology
+        .warnings()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
 #[test]
 fn attribute_values_differing_only_in_case_are_warned_about() {
     let fleet = "[[location]]\nname = \"a1\"\nregion = \"eu\"\nmetro = \"AMS\"\ncountry = \"NL\"\nstate = \"live\"\n\
@@ -229,12 +239,7 @@ fn attribute_values_differing_only_in_case_are_warned_about() {
                  [[service]]\nname = \"web\"\ntopology = \"all\"\n\
                  [[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n\
                  [[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"web\"\n";
-    let topology = compile(&[Source::new("t.toml", fleet)], 1).unwrap();
-    let warnings: Vec<String> = topology
-        .warnings()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let warnings = warnings_of(fleet);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].starts_with("t.toml:15:10: warning: region `EU` (1 location(s)) differs only in case from `eu` (2 location(s))"),
@@ -530,12 +535,7 @@ fn names_differing_only_in_case_are_warned_about() {
                 [[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"cdn\"\n\
                 [[prefix]]\ncidr = \"198.51.100.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n\
                 [[binding]]\ncidr = \"198.51.100.0/24\"\nservice = \"CDN\"\n";
-    let topology = compile(&[Source::new("t.toml", text)], 1).unwrap();
-    let warnings: Vec<String> = topology
-        .warnings()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let warnings = warnings_of(text);
     assert!(
         warnings.iter().any(|warning| warning.starts_with(
             "t.toml:8:8: warning: location `AMS01` differs only in case from location `ams01`"
@@ -558,12 +558,7 @@ fn names_differing_only_in_case_beyond_ascii_are_warned_about_and_others_are_not
                 [[service]]\nname = \"web\"\ntopology = \"all\"\n\
                 [[prefix]]\ncidr = \"192.0.2.0/24\"\norigin_asn = 1\nowner = \"o\"\nadvertise = true\n\
                 [[binding]]\ncidr = \"192.0.2.0/24\"\nservice = \"web\"\n";
-    let topology = compile(&[Source::new("t.toml", text)], 1).unwrap();
-    let warnings: Vec<String> = topology
-        .warnings()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let warnings = warnings_of(text);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].starts_with(
