@@ -11,6 +11,8 @@
 //! - the state directory on a tmpfs filled to the last byte: a push and a rollback are refused
 //!   with `topoctl` exit code 6 and a message naming what could be pruned, nothing changes at
 //!   BIRD, and once room is made the same push applies;
+//! - a generation stored by a release whose canonical hash differs: after a restart the
+//!   daemon reports it by this release's hash, so the same topology pushed again is no change;
 //! - write-ahead audit: with the audit log on a full tmpfs, a push, a rollback and a drain are
 //!   refused (exit 5, "nothing changed") and BIRD sees nothing; with room, every mutation's
 //!   `intent` record (identity, request, plan hash, intended verdict) precedes its `outcome`.
@@ -272,6 +274,67 @@ fn corrupt_newest_generation_is_quarantined_counted_and_pushes_and_rollbacks_con
     assert_eq!(setup.generation(), 6);
     wait_for_routes(&setup.bird, AMS01_ROUTES);
     check(setup.topologyd.check_running(), "topologyd");
+}
+
+/// A generation stored by a release whose canonical form differs (its file names the
+/// topology by another hash) is reported, once restarted, by the hash this release computes:
+/// the one it reported before the restart. So the same topology pushed again is no change, and
+/// the stored file, history, is left as written.
+#[test]
+fn a_generation_stored_under_another_canonical_form_is_reported_by_this_releases_hash() {
+    let mut setup = start();
+    let pushed = setup.push("a", &format!("{PREFIXES}{ADDED_A}"));
+    assert_eq!(pushed.code, EXIT_CHANGES_MADE, "{pushed}");
+    let status = |setup: &Setup| -> Value {
+        let output = check(
+            setup.admin.run("status", &Vec::<String>::new()),
+            "topoctl status",
+        );
+        assert_eq!(output.code, EXIT_OK, "{output}");
+        check(output.json(), "status")
+    };
+    let hash = status(&setup)["hash"].clone();
+    assert_eq!(hash.as_str().map(str::len), Some(64), "{hash}");
+
+    check(setup.topologyd.terminate(WAIT), "stopping topologyd");
+    let file = generation_file(&setup.state_dir(), 2);
+    let mut stored: Value = check(
+        serde_json::from_slice(&check(std::fs::read(&file), "reading generation 2")),
+        "generation 2",
+    );
+    assert_eq!(stored["meta"]["hash"], hash);
+    let older_form = "0123456789abcdef".repeat(4);
+    stored["meta"]["hash"] = Value::from(older_form.as_str());
+    check(
+        std::fs::write(&file, stored.to_string()),
+        "writing generation 2",
+    );
+    check(setup.topologyd.spawn(), "starting topologyd again");
+    daemon_fixture::wait_converged(&mut setup.topologyd, &[&setup.bird]);
+
+    let restarted = status(&setup);
+    assert_eq!(restarted["generation"], 2);
+    assert_eq!(restarted["hash"], hash, "not this release's hash");
+    let log = setup.topologyd.log();
+    assert!(
+        log.contains("canonical form") && log.contains(&older_form),
+        "the new hash is not logged beside the stored one:\n{log}"
+    );
+    let again = setup.push("a-again", &format!("{PREFIXES}{ADDED_A}"));
+    assert_eq!(
+        again.code, EXIT_OK,
+        "the same topology is a change: {again}"
+    );
+    assert_eq!(setup.generation(), 2);
+    let kept: Value = check(
+        serde_json::from_slice(&check(std::fs::read(&file), "reading generation 2")),
+        "generation 2",
+    );
+    assert_eq!(
+        kept["meta"]["hash"],
+        older_form.as_str(),
+        "history rewritten"
+    );
 }
 
 #[test]

@@ -8,10 +8,15 @@
 //! binds the same cidrs to other services (`compile/patch.rs` too) writes a copy of the records
 //! with them, and shares the index.
 //!
-//! Owns: the list, its nesting index and the moved spans. Must not touch: what the bindings
+//! The list keeps its digest in the canonical hash once read (`compile/hash.rs`), with the
+//! service names it was taken under, so that a generation sharing the records does not hash
+//! 300,000 bindings again; a copy with moved spans keeps it (spans are not hashed), one with
+//! other services starts without.
+//!
+//! Owns: the list, its nesting index, its digest and the moved spans. Must not touch: what the bindings
 //! mean (the compile's phases decide that).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use ipnet::IpNet;
 use topologyd_config::{PackedSpan, Span};
@@ -32,6 +37,9 @@ struct Shared {
     bindings: Vec<Binding>,
     /// Depends on the cidrs only: a list written anew with its moved spans keeps it.
     nesting: Arc<Nesting>,
+    /// The digest of the cidrs and services, and the digest of the service names it was
+    /// taken under (a binding names its service by number); see [`BindingList::digest`].
+    digest: OnceLock<([u8; 32], [u8; 32])>,
 }
 
 /// Moved spans beyond this share of the list (and at least [`MOVED_FLOOR`]) are written into a
@@ -48,7 +56,11 @@ impl BindingList {
             bindings.iter().map(|binding| binding.cidr),
         ));
         BindingList {
-            shared: Arc::new(Shared { bindings, nesting }),
+            shared: Arc::new(Shared {
+                bindings,
+                nesting,
+                digest: OnceLock::new(),
+            }),
             moved: Box::default(),
         }
     }
@@ -86,6 +98,8 @@ impl BindingList {
                 shared: Arc::new(Shared {
                     bindings,
                     nesting: Arc::clone(&self.shared.nesting),
+                    // Spans are not hashed.
+                    digest: self.shared.digest.clone(),
                 }),
                 moved: Box::default(),
             };
@@ -130,9 +144,29 @@ impl BindingList {
             shared: Arc::new(Shared {
                 bindings,
                 nesting: Arc::clone(&self.shared.nesting),
+                digest: OnceLock::new(),
             }),
             moved: Box::default(),
         }
+    }
+
+    /// The records' digest in the canonical hash under the service names whose digest is
+    /// `names`: kept from an earlier read under the same names, else computed by `digest_of`
+    /// and kept (the first names a list is read under are the ones kept); `None` when
+    /// `digest_of` gives up (a cancelled hash), and nothing is kept.
+    pub(crate) fn digest(
+        &self,
+        names: [u8; 32],
+        digest_of: impl FnOnce(&[Binding]) -> Option<[u8; 32]>,
+    ) -> Option<[u8; 32]> {
+        if let Some((kept_names, digest)) = self.shared.digest.get()
+            && *kept_names == names
+        {
+            return Some(*digest);
+        }
+        let digest = digest_of(&self.shared.bindings)?;
+        let _ = self.shared.digest.set((names, digest));
+        Some(digest)
     }
 
     /// The bindings, sorted by cidr. Their `made_span` fields may be stale: read spans through
@@ -252,6 +286,38 @@ mod tests {
             }
             prop_assert_eq!(list.span(length), Span::default());
         }
+    }
+
+    /// The digest is computed once per list and names: kept by shares and by copies with moved
+    /// spans, computed again for other names or other services, and not kept when given up.
+    #[test]
+    fn the_digest_is_kept_with_the_records_and_the_names() {
+        let list = BindingList::new((0..2_000).map(binding).collect());
+        let computed = std::cell::Cell::new(0);
+        let digest_of = |records: &[Binding]| {
+            computed.set(computed.get() + 1);
+            let mut digest = [0_u8; 32];
+            digest[0] = records.iter().map(|binding| binding.service as u8).sum();
+            digest[1] = records.len() as u8;
+            Some(digest)
+        };
+        let (names, other_names) = ([1_u8; 32], [2_u8; 32]);
+        assert_eq!(list.digest(names, |_| None), None, "given up: nothing kept");
+        let digest = list.digest(names, digest_of).unwrap();
+        assert_eq!(computed.get(), 1);
+        assert_eq!(list.clone().digest(names, digest_of), Some(digest));
+        let few = list.with_moved_spans([(3, Span::new(1, 0..1))]);
+        let many = list.with_moved_spans((0..1_500).map(|index| (index, Span::new(1, 0..1))));
+        assert!(!many.shares_records_with(&list));
+        assert_eq!(few.digest(names, digest_of), Some(digest));
+        assert_eq!(many.digest(names, digest_of), Some(digest));
+        assert_eq!(computed.get(), 1, "spans are not hashed: kept");
+        assert_eq!(list.digest(other_names, digest_of), Some(digest));
+        assert_eq!(computed.get(), 2, "other names: computed again");
+        let changed = list.with_changes([], &[(5, 1)]);
+        let changed_digest = changed.digest(names, digest_of).unwrap();
+        assert_eq!(computed.get(), 3, "other services: computed again");
+        assert_ne!(changed_digest, digest);
     }
 
     #[test]

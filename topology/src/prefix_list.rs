@@ -6,13 +6,15 @@
 //! generation's drop free it all again.
 //!
 //! A chunk is small enough (72 KB) to come from the allocator's heap, not a mapping of its own.
+//! It keeps its digest in the canonical hash once that was read (`compile/hash.rs`), so that a
+//! generation sharing it does not hash it again; a copied chunk starts without one.
 //! The slice API is not kept (the chunks are not one slice): readers index, iterate, search
 //! with [`PrefixList::partition_point`].
 //!
 //! Owns: the storage and its sharing. Must not touch: what a prefix is or how it is checked
 //! (the compile's prefixes phase).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::model::Prefix;
 
@@ -25,8 +27,31 @@ const CHUNK_LEN: usize = 1 << CHUNK_BITS;
 #[derive(Clone, Default)]
 pub struct PrefixList {
     /// Every chunk holds [`CHUNK_LEN`] prefixes but the last, which holds at least one.
-    chunks: Vec<Arc<Vec<Prefix>>>,
+    chunks: Vec<Arc<Chunk>>,
     len: usize,
+}
+
+/// Up to [`CHUNK_LEN`] prefixes and, once read, their digest in the canonical hash.
+#[derive(Debug)]
+struct Chunk {
+    prefixes: Vec<Prefix>,
+    digest: OnceLock<[u8; 32]>,
+}
+
+impl Chunk {
+    fn new(prefixes: Vec<Prefix>) -> Chunk {
+        Chunk {
+            prefixes,
+            digest: OnceLock::new(),
+        }
+    }
+}
+
+/// A copy is made to be changed: it starts without a digest.
+impl Clone for Chunk {
+    fn clone(&self) -> Chunk {
+        Chunk::new(self.prefixes.clone())
+    }
 }
 
 impl PrefixList {
@@ -34,10 +59,10 @@ impl PrefixList {
     /// it goes, so that the list's peak holds the prefixes about once, not twice.
     pub(crate) fn from_vec(mut prefixes: Vec<Prefix>) -> PrefixList {
         let len = prefixes.len();
-        let mut chunks: Vec<Arc<Vec<Prefix>>> = Vec::with_capacity(len.div_ceil(CHUNK_LEN));
+        let mut chunks: Vec<Arc<Chunk>> = Vec::with_capacity(len.div_ceil(CHUNK_LEN));
         while !prefixes.is_empty() {
             let start = (prefixes.len() - 1) & !(CHUNK_LEN - 1);
-            chunks.push(Arc::new(prefixes.split_off(start)));
+            chunks.push(Arc::new(Chunk::new(prefixes.split_off(start))));
             prefixes.shrink_to_fit();
         }
         chunks.reverse();
@@ -59,6 +84,7 @@ impl PrefixList {
     pub fn get(&self, place: usize) -> Option<&Prefix> {
         self.chunks
             .get(place >> CHUNK_BITS)?
+            .prefixes
             .get(place & (CHUNK_LEN - 1))
     }
 
@@ -77,9 +103,9 @@ impl PrefixList {
         // The chunks whose last prefix is before are wholly before.
         let chunk = self
             .chunks
-            .partition_point(|chunk| chunk.last().is_some_and(&before));
+            .partition_point(|chunk| chunk.prefixes.last().is_some_and(&before));
         match self.chunks.get(chunk) {
-            Some(prefixes) => (chunk << CHUNK_BITS) + prefixes.partition_point(before),
+            Some(prefixes) => (chunk << CHUNK_BITS) + prefixes.prefixes.partition_point(before),
             None => self.len,
         }
     }
@@ -96,12 +122,34 @@ impl PrefixList {
                 continue;
             }
             if let Some(chunk) = list.chunks.get_mut(place >> CHUNK_BITS)
-                && let Some(slot) = Arc::make_mut(chunk).get_mut(place & (CHUNK_LEN - 1))
+                && let Some(slot) = Arc::make_mut(chunk)
+                    .prefixes
+                    .get_mut(place & (CHUNK_LEN - 1))
             {
                 *slot = prefix;
             }
         }
         list
+    }
+
+    /// The canonical digest of every chunk in order, each computed by `digest_of` from the
+    /// chunk's prefixes the first time it is read and kept with the chunk (shared with the
+    /// generations that share the chunk); `None` as soon as `digest_of` gives up (a cancelled
+    /// hash), and nothing is kept for that chunk.
+    pub(crate) fn chunk_digests(
+        &self,
+        mut digest_of: impl FnMut(&[Prefix]) -> Option<[u8; 32]>,
+    ) -> Option<Vec<[u8; 32]>> {
+        self.chunks
+            .iter()
+            .map(|chunk| match chunk.digest.get() {
+                Some(digest) => Some(*digest),
+                None => {
+                    let digest = digest_of(&chunk.prefixes)?;
+                    Some(*chunk.digest.get_or_init(|| digest))
+                }
+            })
+            .collect()
     }
 
     /// How many of this list's chunks are shared with `other`'s at the same place (a test
@@ -129,7 +177,7 @@ impl std::ops::Index<usize> for PrefixList {
     /// always within the list).
     #[inline]
     fn index(&self, place: usize) -> &Prefix {
-        &self.chunks[place >> CHUNK_BITS][place & (CHUNK_LEN - 1)]
+        &self.chunks[place >> CHUNK_BITS].prefixes[place & (CHUNK_LEN - 1)]
     }
 }
 
@@ -157,7 +205,7 @@ impl<'list> IntoIterator for &'list PrefixList {
 /// The prefixes of a [`PrefixList`] in order.
 #[derive(Debug, Clone)]
 pub struct Iter<'list> {
-    chunks: std::slice::Iter<'list, Arc<Vec<Prefix>>>,
+    chunks: std::slice::Iter<'list, Arc<Chunk>>,
     current: std::slice::Iter<'list, Prefix>,
     left: usize,
 }
@@ -172,7 +220,7 @@ impl<'list> Iterator for Iter<'list> {
                 self.left -= 1;
                 return Some(prefix);
             }
-            self.current = self.chunks.next()?.iter();
+            self.current = self.chunks.next()?.prefixes.iter();
         }
     }
 
@@ -251,6 +299,39 @@ mod tests {
                 patched.chunks_shared_with(&list),
                 list.chunk_count() - touched.len()
             );
+
+            // Digests: each chunk's is computed once, kept with the chunk, shared with the
+            // patched list, and the copied chunks' are computed again from what they hold.
+            let summed = |prefixes: &[Prefix]| {
+                let sum: u64 = prefixes.iter().map(|prefix| u64::from(prefix.origin_asn)).sum();
+                let mut digest = [0_u8; 32];
+                digest[..8].copy_from_slice(&sum.to_le_bytes());
+                digest[8..16].copy_from_slice(&(prefixes.len() as u64).to_le_bytes());
+                digest
+            };
+            let expected_of = |prefixes: &[Prefix]| -> Vec<[u8; 32]> {
+                prefixes.chunks(CHUNK_LEN).map(summed).collect()
+            };
+            let mut computed = 0;
+            let digests = list.chunk_digests(|prefixes| {
+                computed += 1;
+                Some(summed(prefixes))
+            });
+            prop_assert_eq!(digests, Some(expected_of(&vector)));
+            prop_assert_eq!(computed, list.chunk_count());
+            let again = list.chunk_digests(|_| None);
+            prop_assert_eq!(again, Some(expected_of(&vector)), "kept: not computed again");
+            let mut computed = 0;
+            let digests = patched.chunk_digests(|prefixes| {
+                computed += 1;
+                Some(summed(prefixes))
+            });
+            prop_assert_eq!(digests, Some(expected_of(&expected)));
+            prop_assert_eq!(computed, touched.len(), "only the copied chunks are digested");
+            if !touched.is_empty() {
+                let fresh = PrefixList::from_vec(expected.clone());
+                prop_assert_eq!(fresh.chunk_digests(|_| None), None, "a cancelled digest");
+            }
         }
     }
 }

@@ -298,7 +298,21 @@ impl Engine {
                             "fell back to an older stored generation (last known good)"
                         );
                     }
-                    return Self::running_from(config, topology, candidate.meta);
+                    let mut meta = candidate.meta;
+                    let hash = topology.hash_hex();
+                    if meta.hash != hash {
+                        // Stored by a release whose canonical form differs: the generation
+                        // is reported (status, metrics, the next push's no-change check) by
+                        // the hash this release's `topoctl` computes for it.
+                        info!(
+                            generation,
+                            stored = %meta.hash,
+                            hash = %hash,
+                            "the running generation's hash is taken in this release's canonical form"
+                        );
+                        meta.hash = hash;
+                    }
+                    return Self::running_from(config, topology, meta);
                 }
                 Err(diagnostics) => {
                     error!(generation, %diagnostics, "stored generation does not compile");

@@ -277,6 +277,8 @@ async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
         rollout: rollout_id,
         old_hash: old.hash_hex(),
         new_hash: inputs.new.hash_hex(),
+        old_hash_previous_form: old.previous_form_hash_hex(),
+        new_hash_previous_form: inputs.new.previous_form_hash_hex(),
         intent: inputs.intent_lines,
         waves,
         gates: inputs.fleet.gates.clone(),
@@ -349,11 +351,24 @@ fn load_inputs(options: &StartOptions) -> Result<StartInputs, String> {
     })
 }
 
-/// What the preflight learnt: every location's state before the rollout, and the one
-/// topology hash they all run.
+/// What the preflight learnt: every location's state before the rollout, and the locations
+/// by the hash they report: one topology's, in one canonical form or in two (daemons of this
+/// release and of the previous one during an upgrade; the running bundle's compile tells).
 struct Preflight {
     before: BTreeMap<String, LocationBefore>,
-    fleet_hash: String,
+    by_hash: BTreeMap<String, Vec<String>>,
+}
+
+/// The refusal of a fleet whose locations run different topologies.
+fn not_converged(by_hash: &BTreeMap<String, Vec<String>>) -> String {
+    let groups: Vec<String> = by_hash
+        .iter()
+        .map(|(hash, locations)| format!("{hash}: {}", locations.join(", ")))
+        .collect();
+    format!(
+        "the fleet is not converged (locations run different topologies); nothing was applied:\n  {}",
+        groups.join("\n  ")
+    )
 }
 
 /// The pre-flight's outcome: its `preflight` event with `--json` (its summary on stderr
@@ -427,18 +442,11 @@ async fn check_statuses(
         let lease = answer.0.as_ref().ok()?.lease.as_ref()?;
         Some((location.as_str(), lease))
     }))?;
-    if by_hash.len() != 1 {
-        let groups: Vec<String> = by_hash
-            .iter()
-            .map(|(hash, locations)| format!("{hash}: {}", locations.join(", ")))
-            .collect();
-        return Err(Ended::Error(format!(
-            "the fleet is not converged (locations run different topologies); nothing was applied:\n  {}",
-            groups.join("\n  ")
-        )));
+    // One topology is named by at most two hashes, one per canonical form.
+    if by_hash.is_empty() || by_hash.len() > 2 {
+        return Err(Ended::Error(not_converged(&by_hash)));
     }
-    let fleet_hash = by_hash.keys().next().cloned().unwrap_or_default();
-    Ok(Preflight { before, fleet_hash })
+    Ok(Preflight { before, by_hash })
 }
 
 /// Phase 2, continued: the running bundle, from the first location, compiled here to the hash
@@ -465,15 +473,31 @@ async fn running_topology(
     let old = compile_owned(sources_of(&old_bundle), 0).map_err(|diagnostics| {
         format!("the running topology does not compile here:\n{diagnostics}")
     })?;
-    if old.hash_hex() != preflight.fleet_hash {
-        return Err(format!(
-            "the running topology from {} compiles to hash {}, but the fleet reports {}",
-            first.name,
-            old.hash_hex(),
-            preflight.fleet_hash
-        ));
-    }
+    let names = [old.hash_hex(), old.previous_form_hash_hex()];
+    check_fleet_runs(&preflight.by_hash, &names, &first.name)?;
     Ok((old_bundle, old))
+}
+
+/// That every location reports the running topology compiled here, named by `names` (its
+/// hash in this release's canonical form, then in the previous one's): locations reporting
+/// anything else make the fleet not converged, or, when they all report one other hash, the
+/// bundle read from `first` not the one they run.
+fn check_fleet_runs(
+    by_hash: &BTreeMap<String, Vec<String>>,
+    names: &[String; 2],
+    first: &str,
+) -> Result<(), String> {
+    let unnamed = |hash: &String| !names.contains(hash);
+    if by_hash.len() > 1 && by_hash.keys().any(unnamed) {
+        return Err(not_converged(by_hash));
+    }
+    match by_hash.keys().find(|hash| unnamed(hash)) {
+        Some(reported) => Err(format!(
+            "the running topology from {first} compiles to hash {}, but the fleet reports {reported}",
+            names[0]
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Phase 3: the fleet-wide plan and its guards. A refused plan ends with [`EXIT_REFUSED`], a

@@ -36,7 +36,7 @@ use super::progress::{Progress, RolloutMetrics};
 use super::{EXIT_ERROR, EXIT_PAUSED, exit_code_of};
 use crate::control_client::{ClientError, ControlClient};
 use topologyd_api::LeaseClaim;
-use topologyd_api::SourceBundle;
+use topologyd_api::{SourceBundle, StatusView};
 use topologyd_config::fleet::{FleetLocation, GateKind};
 use topologyd_transport::tls::{TlsFiles, client_config};
 
@@ -279,6 +279,11 @@ async fn daemon_gate_at(context: &Context, location: &str) -> GateVerdict {
         .expected_new
         .get(location)
         .map_or(&[][..], Vec::as_slice);
+    // A daemon of the previous release names the topologies in its canonical form.
+    let status = StatusView {
+        hash: context.started.in_current_form(&status.hash).to_owned(),
+        ..status
+    };
     gates::check_daemon(
         &status,
         &routes,
@@ -341,7 +346,7 @@ async fn visibility_gate_at(
     let running = gates::RunningGeneration {
         generation: status.generation,
         published_version: status.published_version,
-        hash: &status.hash,
+        hash: context.started.in_current_form(&status.hash),
         new_hash: &context.started.new_hash,
     };
     match client.visibility().await {

@@ -45,6 +45,13 @@ pub struct Started {
     pub rollout: String,
     pub old_hash: String,
     pub new_hash: String,
+    /// `old_hash` and `new_hash` in the canonical form of the previous release, which its
+    /// daemons report (`Topology::previous_form_hash_hex`); empty in a journal written before
+    /// the form changed.
+    #[serde(default)]
+    pub old_hash_previous_form: String,
+    #[serde(default)]
+    pub new_hash_previous_form: String,
     /// Intent and override lines, as sent with every apply.
     pub intent: Vec<String>,
     pub waves: Vec<Wave>,
@@ -58,6 +65,23 @@ pub struct Started {
     pub before: BTreeMap<String, LocationBefore>,
     pub old_bundle: SourceBundle,
     pub new_bundle: SourceBundle,
+}
+
+impl Started {
+    /// `hash` as a daemon reported it, in this release's canonical form: the old or the new
+    /// topology's hash when it is theirs in the previous release's form (a daemon not yet
+    /// upgraded), else `hash` itself.
+    pub fn in_current_form<'hash>(&'hash self, hash: &'hash str) -> &'hash str {
+        if hash.is_empty() {
+            hash
+        } else if hash == self.new_hash_previous_form {
+            &self.new_hash
+        } else if hash == self.old_hash_previous_form {
+            &self.old_hash
+        } else {
+            hash
+        }
+    }
 }
 
 /// The result of one gate evaluation.

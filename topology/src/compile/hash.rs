@@ -1,8 +1,19 @@
 //! The canonical content hash of a compiled topology: SHA-256 over a length-prefixed,
 //! canonical serialisation, so that file order and formatting do not change it and content
-//! does. The items' part (most of it: tens of megabytes of canonical form at 300,000
-//! bindings) is hashed on a thread of its own, which a compile starts and does not wait for:
-//! [`TopologyHash`] is joined when the hash is first read (by a push, at the end of its plan).
+//! does.
+//!
+//! Form 2 (this release's) hashes the settings, locations and services in line, then the
+//! digest of every chunk of 1,024 prefixes (the chunks of [`PrefixList`], which keep their
+//! digest once read) and the digest of the bindings (kept by [`BindingList`] likewise): a
+//! generation that shares all but one chunk with the running one (an `advertise` toggled)
+//! hashes that chunk and a few kilobytes, not the tens of megabytes of canonical form a
+//! topology of 300,000 bindings has. Form 1 (the releases before) hashed every item in line;
+//! it is kept ([`Topology::previous_form_hash`]) so that `topoctl` recognises daemons of the
+//! previous release during an upgrade. The items' part is hashed on a thread of its own, which
+//! a compile starts and does not wait for: [`TopologyHash`] is joined when the hash is first
+//! read (by a push, at the end of its plan).
+//!
+//! [`Topology::previous_form_hash`]: crate::Topology::previous_form_hash
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -89,17 +100,38 @@ impl CanonicalHasher {
         self.flush();
         self.sha256.finalize().into()
     }
+
+    /// The digest of what was fed so far; the hasher starts again empty (its staging buffer
+    /// is kept for the next digest).
+    fn finish_and_reset(&mut self) -> [u8; 32] {
+        self.flush();
+        self.sha256.finalize_reset().into()
+    }
+}
+
+/// The canonical form a hash is taken in: see the module comment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HashForm {
+    /// The releases before: every item in line.
+    Previous,
+    /// This release's: chunk digests.
+    Chunked,
 }
 
 /// The first part of the canonical form: the settings, locations and services (small beside
-/// the items; [`hash_items`] goes on from here).
+/// the items; [`hash_items`] or [`hash_items_in_line`] goes on from here), the same in both
+/// forms but for the label that starts them.
 pub(super) fn hash_definitions(
+    form: HashForm,
     settings: &topologyd_config::Settings,
     locations: &[Location],
     services: &[Service],
 ) -> CanonicalHasher {
     let mut hasher = CanonicalHasher::new();
-    hasher.text("topologyd-topology-v1");
+    hasher.text(match form {
+        HashForm::Previous => "topologyd-topology-v1",
+        HashForm::Chunked => "topologyd-topology-v2",
+    });
     for limits in [
         settings.ipv4_announce_lengths,
         settings.ipv6_announce_lengths,
@@ -154,10 +186,55 @@ pub(super) fn hash_definitions(
     hasher
 }
 
-/// The rest of the canonical form, the prefixes and the bindings (each binding's service by
-/// its name, `service_names` in the services' order), and the hash; `None` once `cancelled`
-/// is set (looked at every [`CANCEL_CHECK_ITEMS`] items).
+/// The rest of the canonical form 2: the number of prefixes, the digest of each chunk of
+/// them, the number of bindings and their digest (each binding's service by its name,
+/// `service_names` in the services' order), and the hash. Digests kept by the chunks and the
+/// binding list from an earlier read are not computed again. `None` once `cancelled` is set
+/// (looked at every chunk, and every [`CANCEL_CHECK_ITEMS`] bindings).
 pub(super) fn hash_items<Name: AsRef<str>>(
+    mut hasher: CanonicalHasher,
+    prefixes: &PrefixList,
+    bindings: &BindingList,
+    service_names: &[Name],
+    cancelled: &AtomicBool,
+) -> Option<[u8; 32]> {
+    let is_cancelled = || cancelled.load(std::sync::atomic::Ordering::Relaxed);
+    let mut items = CanonicalHasher::new();
+    let chunk_digests = prefixes.chunk_digests(|chunk| {
+        if is_cancelled() {
+            return None;
+        }
+        for prefix in chunk {
+            hash_prefix(&mut items, prefix);
+        }
+        Some(items.finish_and_reset())
+    })?;
+    hasher.number(prefixes.len() as u64);
+    for digest in &chunk_digests {
+        hasher.bytes(digest);
+    }
+    let mut names = CanonicalHasher::new();
+    names.number(service_names.len() as u64);
+    for name in service_names {
+        names.text(name.as_ref());
+    }
+    let bindings_digest = bindings.digest(names.finish(), |records| {
+        for (index, binding) in records.iter().enumerate() {
+            if index.is_multiple_of(CANCEL_CHECK_ITEMS) && is_cancelled() {
+                return None;
+            }
+            hash_binding(&mut items, binding, service_names);
+        }
+        Some(items.finish_and_reset())
+    })?;
+    hasher.number(bindings.len() as u64);
+    hasher.bytes(&bindings_digest);
+    Some(hasher.finish())
+}
+
+/// The rest of the canonical form 1: every prefix and every binding in line, and the hash;
+/// `None` once `cancelled` is set (looked at every [`CANCEL_CHECK_ITEMS`] items).
+pub(super) fn hash_items_in_line<Name: AsRef<str>>(
     mut hasher: CanonicalHasher,
     prefixes: &PrefixList,
     bindings: &[Binding],
@@ -173,46 +250,62 @@ pub(super) fn hash_items<Name: AsRef<str>>(
         if !go_on(index) {
             return None;
         }
-        hasher.network(&prefix.cidr);
-        hasher.number(u64::from(prefix.origin_asn));
-        hasher.text(&prefix.owner);
-        hasher.number(u64::from(prefix.advertise));
-        hasher.number(match prefix.announce {
-            AnnounceMode::Aggregate => 0,
-            AnnounceMode::Split(length) => u64::from(length) + 1,
-        });
-        match prefix.roa {
-            Some(roa) => {
-                hasher.number(u64::from(roa.asn));
-                hasher.number(u64::from(roa.max_length));
-            }
-            None => hasher.number(u64::MAX),
-        }
-        hasher.text(prefix.irr_token().unwrap_or(""));
-        hasher.text(prefix.rdns_token().unwrap_or(""));
-        // The default policy adds nothing, so hashes are those of before the policy existed.
-        match prefix.rpki {
-            NotFoundPolicy::Warn => {}
-            NotFoundPolicy::Allow => hasher.number(RPKI_ALLOW_MARKER),
-            NotFoundPolicy::Refuse => hasher.number(RPKI_REFUSE_MARKER),
-        }
-        // Evidence adds nothing when absent, so hashes are those of before it existed.
-        if let Some(evidence) = prefix.evidence() {
-            hasher.number(EVIDENCE_MARKER);
-            hasher.text(&evidence.token_sha256);
-            hasher.text(&evidence.signature);
-        }
+        hash_prefix(&mut hasher, prefix);
     }
     hasher.number(bindings.len() as u64);
     for (index, binding) in bindings.iter().enumerate() {
         if !go_on(index) {
             return None;
         }
-        hasher.network(&binding.cidr);
-        // Every binding's service is one of the topology's (the compile resolved it).
-        hasher.text(service_names[binding.service as usize].as_ref());
+        hash_binding(&mut hasher, binding, service_names);
     }
     Some(hasher.finish())
+}
+
+/// One prefix in canonical form (the same in both forms).
+#[inline]
+fn hash_prefix(hasher: &mut CanonicalHasher, prefix: &crate::model::Prefix) {
+    hasher.network(&prefix.cidr);
+    hasher.number(u64::from(prefix.origin_asn));
+    hasher.text(&prefix.owner);
+    hasher.number(u64::from(prefix.advertise));
+    hasher.number(match prefix.announce {
+        AnnounceMode::Aggregate => 0,
+        AnnounceMode::Split(length) => u64::from(length) + 1,
+    });
+    match prefix.roa {
+        Some(roa) => {
+            hasher.number(u64::from(roa.asn));
+            hasher.number(u64::from(roa.max_length));
+        }
+        None => hasher.number(u64::MAX),
+    }
+    hasher.text(prefix.irr_token().unwrap_or(""));
+    hasher.text(prefix.rdns_token().unwrap_or(""));
+    // The default policy adds nothing, so hashes are those of before the policy existed.
+    match prefix.rpki {
+        NotFoundPolicy::Warn => {}
+        NotFoundPolicy::Allow => hasher.number(RPKI_ALLOW_MARKER),
+        NotFoundPolicy::Refuse => hasher.number(RPKI_REFUSE_MARKER),
+    }
+    // Evidence adds nothing when absent, so hashes are those of before it existed.
+    if let Some(evidence) = prefix.evidence() {
+        hasher.number(EVIDENCE_MARKER);
+        hasher.text(&evidence.token_sha256);
+        hasher.text(&evidence.signature);
+    }
+}
+
+/// One binding in canonical form (the same in both forms): its cidr and its service's name.
+#[inline]
+fn hash_binding<Name: AsRef<str>>(
+    hasher: &mut CanonicalHasher,
+    binding: &Binding,
+    service_names: &[Name],
+) {
+    hasher.network(&binding.cidr);
+    // Every binding's service is one of the topology's (the compile resolved it).
+    hasher.text(service_names[binding.service as usize].as_ref());
 }
 
 /// How many items [`hash_items`] hashes between two looks at its cancel flag.
@@ -311,6 +404,29 @@ pub(super) fn hash_health(hasher: &mut CanonicalHasher, service: &Service) {
             }
         }
     }
+}
+
+/// `topology`'s hash in the canonical form 1 (see the module comment), on this thread.
+pub(crate) fn previous_form_hash(topology: &crate::Topology) -> [u8; 32] {
+    let names: Vec<&str> = topology
+        .services
+        .iter()
+        .map(|service| service.name.as_str())
+        .collect();
+    let definitions = hash_definitions(
+        HashForm::Previous,
+        &topology.settings,
+        &topology.locations,
+        &topology.services,
+    );
+    hash_items_in_line(
+        definitions,
+        &topology.prefixes,
+        &topology.bindings,
+        &names,
+        &AtomicBool::new(false),
+    )
+    .unwrap_or_else(|| unreachable!("a hash that nothing cancels runs to its end"))
 }
 
 /// What [`TopologyHash::spawn`] hands its thread.
@@ -418,6 +534,89 @@ impl Drop for TopologyHash {
 mod tests {
     use super::*;
 
+    /// Form 2 written out from its definition, chunks of 1,024 prefixes cut here from the
+    /// prefixes in order, is the compile's hash (2,500 prefixes: two whole chunks and a short
+    /// one); the chunks' kept digests change nothing; form 1 written out is the previous
+    /// form's hash.
+    #[test]
+    fn form_2_is_its_definition_and_form_1_the_items_in_line() {
+        let mut text = String::new();
+        text += "[[location]]\nname = \"ams01\"\nregion = \"eu\"\nmetro = \"ams\"\ncountry = \"NL\"\nstate = \"live\"\n\n";
+        text += "[[service]]\nname = \"cdn\"\ntopology = \"all\"\nlifecycle = \"active\"\n\n";
+        text += "[[service]]\nname = \"api\"\ntopology = \"all\"\nlifecycle = \"active\"\n\n";
+        for index in 0..2_500_u32 {
+            let cidr = format!("10.{}.{}.0/24", index / 256, index % 256);
+            text += &format!(
+                "[[prefix]]\ncidr = \"{cidr}\"\norigin_asn = {}\nowner = \"o\"\nadvertise = {}\n\n[[binding]]\ncidr = \"{cidr}\"\nservice = \"{}\"\n\n",
+                64_500 + index % 5,
+                index % 2 == 0,
+                if index % 3 == 0 { "api" } else { "cdn" }
+            );
+        }
+        let topology = crate::compile(&[topologyd_config::Source::new("all.toml", text)], 1)
+            .unwrap_or_else(|diagnostics| panic!("{diagnostics}"));
+        let names: Vec<&str> = topology
+            .services
+            .iter()
+            .map(|service| service.name.as_str())
+            .collect();
+        let prefixes: Vec<&crate::model::Prefix> = topology.prefixes.iter().collect();
+        assert_eq!(prefixes.len(), 2_500);
+
+        let mut form_2 = hash_definitions(
+            HashForm::Chunked,
+            &topology.settings,
+            &topology.locations,
+            &topology.services,
+        );
+        form_2.number(2_500);
+        for chunk in prefixes.chunks(1_024) {
+            let mut digest = CanonicalHasher::new();
+            for prefix in chunk {
+                hash_prefix(&mut digest, prefix);
+            }
+            form_2.bytes(&digest.finish());
+        }
+        let mut records = CanonicalHasher::new();
+        for binding in topology.bindings.iter() {
+            hash_binding(&mut records, binding, &names);
+        }
+        form_2.number(topology.bindings.len() as u64);
+        form_2.bytes(&records.finish());
+        let written_out = form_2.finish();
+        assert_eq!(topology.hash(), written_out);
+        let again = hash_items(
+            hash_definitions(
+                HashForm::Chunked,
+                &topology.settings,
+                &topology.locations,
+                &topology.services,
+            ),
+            &topology.prefixes,
+            &topology.bindings,
+            &names,
+            &AtomicBool::new(true),
+        );
+        assert_eq!(again, Some(written_out), "kept digests: nothing to cancel");
+
+        let mut form_1 = hash_definitions(
+            HashForm::Previous,
+            &topology.settings,
+            &topology.locations,
+            &topology.services,
+        );
+        form_1.number(2_500);
+        for prefix in &prefixes {
+            hash_prefix(&mut form_1, prefix);
+        }
+        form_1.number(topology.bindings.len() as u64);
+        for binding in topology.bindings.iter() {
+            hash_binding(&mut form_1, binding, &names);
+        }
+        assert_eq!(previous_form_hash(&topology), form_1.finish());
+        assert_ne!(previous_form_hash(&topology), written_out);
+    }
+
     /// A hash dropped unread stops its thread; one read is the hash computed on this thread.
     #[test]
     fn an_unread_hash_is_cancelled_and_a_read_one_is_the_inline_one() {
@@ -429,14 +628,6 @@ mod tests {
             made_span: topologyd_config::Span::default().into(),
         }]);
         let names = vec!["web".to_owned()];
-        let inline = hash_items(
-            CanonicalHasher::new(),
-            &prefixes,
-            &bindings,
-            &names,
-            &AtomicBool::new(false),
-        )
-        .unwrap();
         let cancelled = AtomicBool::new(true);
         let stopped = hash_items(
             CanonicalHasher::new(),
@@ -446,6 +637,22 @@ mod tests {
             &cancelled,
         );
         assert_eq!(stopped, None, "a cancelled hash stops at its first item");
+        let inline = hash_items(
+            CanonicalHasher::new(),
+            &prefixes,
+            &bindings,
+            &names,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        let mut in_line = CanonicalHasher::new();
+        in_line.number(0);
+        let mut records = CanonicalHasher::new();
+        records.network(&bindings[0].cidr);
+        records.text("web");
+        in_line.number(1);
+        in_line.bytes(&records.finish());
+        assert_eq!(inline, in_line.finish(), "the form 2 items, written out");
         let spawned = TopologyHash::spawn(
             CanonicalHasher::new(),
             prefixes,

@@ -49,7 +49,7 @@ use crate::PrefixList;
 use crate::model::Topology;
 use bindings::BindingTable;
 
-pub(crate) use hash::TopologyHash;
+pub(crate) use hash::{TopologyHash, previous_form_hash};
 pub use incremental::CompileReuse;
 pub(crate) use incremental::{Definitions, SourceFingerprint};
 pub use incremental::{
@@ -583,7 +583,12 @@ fn compile_phases(
     // push reads it at the end of its plan). A patched compile's bindings are hashed as
     // patched (shared with the running ones when no service changed).
     let hash = hash::TopologyHash::spawn(
-        hash::hash_definitions(&settings, &fleet.locations, &catalogue.services),
+        hash::hash_definitions(
+            hash::HashForm::Chunked,
+            &settings,
+            &fleet.locations,
+            &catalogue.services,
+        ),
         prefixes.clone(),
         match &bindings {
             Bindings::Compiled(table) => table.bindings.clone(),

@@ -702,11 +702,12 @@ fn example_sources() -> Vec<Source> {
     ]
 }
 
-/// The canonical hash is a generation's name across the fleet: daemons of two releases must
-/// agree on it during a rollout, so its byte stream may not change. Pinned here for the
-/// bundled example and for a topology with health checks, local addresses, ROAs, `announce`
-/// splits, tokens, RPKI policies and a non-default setting; a change that alters a value must
-/// be a deliberate, versioned change of the canonical form.
+/// The canonical hash is a generation's name across the fleet: `topoctl` compares it with what
+/// daemons of this release and of the previous one report, so neither form's byte stream may
+/// change. Pinned here in both forms for the bundled example, for a topology with health
+/// checks, local addresses, ROAs, `announce` splits, tokens, RPKI policies and a non-default
+/// setting, and for 2,500 prefixes (three chunks, the last one short); a change that alters a
+/// value must be a deliberate, versioned change of the canonical form.
 #[test]
 fn the_canonical_hash_is_the_same_from_release_to_release() {
     let hex = |hash: [u8; 32]| {
@@ -735,14 +736,45 @@ fn the_canonical_hash_is_the_same_from_release_to_release() {
         1,
     )
     .unwrap_or_else(|diagnostics| panic!("{diagnostics}"));
+    let mut many = String::new();
+    for index in 0..2_500_u32 {
+        let cidr = format!("10.{}.{}.0/24", index / 256, index % 256);
+        many += &format!(
+            "[[prefix]]\ncidr = \"{cidr}\"\norigin_asn = 64500\nowner = \"o{}\"\nadvertise = {}\n\n[[binding]]\ncidr = \"{cidr}\"\nservice = \"cdn\"\n\n",
+            index % 7,
+            index % 3 == 0
+        );
+    }
+    let mut sources = example_sources();
+    sources.push(Source::new("many.toml", many));
+    let chunked = compile(&sources, 1).unwrap_or_else(|diagnostics| panic!("{diagnostics}"));
+    let topologies = [&example, &health, &varied, &chunked];
     assert_eq!(
-        [hex(example.hash()), hex(health.hash()), hex(varied.hash())],
+        topologies.map(|topology| topology.previous_form_hash_hex()),
         [
             "b087e338e98f09f03bb6455b0a28f32e7af7b798d068ece4f863ed6cfdf6c8b0",
             "66a13f4b770691d2bf9248cb530a3f7da671a311629736e27cadefae6154afef",
             "a563e330a5a25b37a86e7c518e9ade9e5b23fd5fc9df8a43794cab8f03a3dfe8",
-        ]
+            "a08854364ff44c4489fac2ca531b334197a52ea178d808aa43c0a8ddd51b7ab8",
+        ],
+        "form 1, as the releases before computed it"
     );
+    assert_eq!(
+        topologies.map(|topology| hex(topology.hash())),
+        [
+            "dd6038044e189b8c08d14897a4923a0bd6073a9db743e41def187570d8568126",
+            "2c243dd03e377c18ecae2de2b18162198c85fb0dd76dab83af7c0f0e1703d26b",
+            "e311f6753ab464520954e3f3c5521d5612765aecafc78292ffaa495c36f9cc75",
+            "ad25a69ee6099e7013a57a5e0bc14410b56553bd57ff362ac3ae1e2a8c7c914c",
+        ],
+        "form 2"
+    );
+    for topology in topologies {
+        assert!(topology.is_named_by(&topology.hash_hex()));
+        assert!(topology.is_named_by(&topology.previous_form_hash_hex()));
+    }
+    assert!(!example.is_named_by(&health.hash_hex()));
+    assert!(!example.is_named_by(&health.previous_form_hash_hex()));
 }
 
 /// The hash computed beside the compile is the one computed on the reading thread, whoever
@@ -768,6 +800,7 @@ fn a_hash_computed_beside_the_compile_is_read_alike_from_every_thread() {
         .collect();
     let inline = hash::hash_items(
         hash::hash_definitions(
+            hash::HashForm::Chunked,
             &reference.settings,
             &reference.locations,
             &reference.services,

@@ -24,6 +24,8 @@ fn control_commands_need_a_journal_and_a_controller() {
             rollout: "r".into(),
             old_hash: "a".into(),
             new_hash: "b".into(),
+            old_hash_previous_form: String::new(),
+            new_hash_previous_form: String::new(),
             intent: vec![],
             waves: vec![],
             gates: vec![],
@@ -55,6 +57,8 @@ fn a_running_controller_acknowledges_through_the_journal() {
             rollout: "r".into(),
             old_hash: "a".into(),
             new_hash: "b".into(),
+            old_hash_previous_form: String::new(),
+            new_hash_previous_form: String::new(),
             intent: vec![],
             waves: vec![],
             gates: vec![],
@@ -111,4 +115,45 @@ fn intent_lines_are_checked_and_kept_in_order() {
     );
     assert!(parse_intent(&["resolver".into()], &[]).is_err());
     assert!(parse_intent(&[], &["everything".into()]).is_err());
+}
+
+/// A fleet runs the running topology when every location reports one of its two names (the
+/// hash in this release's canonical form or in the previous one's: daemons not yet upgraded),
+/// in one group or two; a group reporting anything else is a fleet not converged, or, alone,
+/// a running bundle that is not what the fleet runs.
+#[test]
+fn a_fleet_runs_the_topology_in_either_canonical_form() {
+    let names = ["current".to_string(), "previous".to_string()];
+    let fleet = |groups: &[(&str, &[&str])]| -> BTreeMap<String, Vec<String>> {
+        groups
+            .iter()
+            .map(|(hash, locations)| {
+                (
+                    hash.to_string(),
+                    locations.iter().map(|name| name.to_string()).collect(),
+                )
+            })
+            .collect()
+    };
+    for runs in [
+        fleet(&[("current", &["ams01", "fra01"])]),
+        fleet(&[("previous", &["ams01", "fra01"])]),
+        fleet(&[("current", &["ams01"]), ("previous", &["fra01"])]),
+    ] {
+        assert_eq!(check_fleet_runs(&runs, &names, "ams01"), Ok(()), "{runs:?}");
+    }
+    let mixed = check_fleet_runs(
+        &fleet(&[("current", &["ams01"]), ("other", &["fra01"])]),
+        &names,
+        "ams01",
+    )
+    .unwrap_err();
+    assert!(mixed.contains("not converged"), "{mixed}");
+    assert!(mixed.contains("other: fra01"), "{mixed}");
+    let elsewhere =
+        check_fleet_runs(&fleet(&[("other", &["ams01", "fra01"])]), &names, "ams01").unwrap_err();
+    assert!(
+        elsewhere.contains("from ams01 compiles to hash current, but the fleet reports other"),
+        "{elsewhere}"
+    );
 }

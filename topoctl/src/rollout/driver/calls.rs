@@ -297,7 +297,8 @@ pub(super) async fn settle(
             }
         };
         let generation = status.generation;
-        let hash = status.hash.as_str();
+        // A daemon of the previous release names the topologies in its canonical form.
+        let hash = context.started.in_current_form(&status.hash);
         if hash == mutation.target_hash(context) && generation > expected_generation {
             return mutation.done(context, location, generation).await;
         }

@@ -7,6 +7,8 @@ pub(crate) fn started() -> Started {
         rollout: "r1".into(),
         old_hash: "old".into(),
         new_hash: "new".into(),
+        old_hash_previous_form: "old-v1".into(),
+        new_hash_previous_form: "new-v1".into(),
         intent: vec!["service:resolver".into()],
         waves: vec![],
         gates: vec![],
@@ -17,6 +19,27 @@ pub(crate) fn started() -> Started {
         old_bundle: SourceBundle { sources: vec![] },
         new_bundle: SourceBundle { sources: vec![] },
     }
+}
+
+/// A daemon of the previous release reports the old and the new topology by their hashes in
+/// its canonical form: they read as this release's; any other hash (or none) reads as itself.
+/// A journal written before the forms recognises nothing more.
+#[test]
+fn hashes_of_the_previous_form_read_as_this_releases() {
+    let started = started();
+    assert_eq!(started.in_current_form("new-v1"), "new");
+    assert_eq!(started.in_current_form("old-v1"), "old");
+    assert_eq!(started.in_current_form("new"), "new");
+    assert_eq!(started.in_current_form("other"), "other");
+    assert_eq!(started.in_current_form(""), "");
+    let mut line = serde_json::to_value(&started).unwrap();
+    let fields = line.as_object_mut().unwrap();
+    fields.remove("old_hash_previous_form");
+    fields.remove("new_hash_previous_form");
+    let older: Started = serde_json::from_value(line).unwrap();
+    assert_eq!(older.in_current_form("new-v1"), "new-v1");
+    assert_eq!(older.in_current_form(""), "");
+    assert_eq!(older.in_current_form("new"), "new");
 }
 
 #[test]

@@ -12,6 +12,8 @@ fn started() -> Started {
         rollout: "r1".into(),
         old_hash: "old".into(),
         new_hash: "new".into(),
+        old_hash_previous_form: String::new(),
+        new_hash_previous_form: String::new(),
         intent: vec![],
         waves: vec![
             Wave {
