@@ -13,8 +13,8 @@
 //! 300,000 bindings again; a copy with moved spans keeps it (spans are not hashed), one with
 //! other services starts without.
 //!
-//! Owns: the list, its nesting index, its digest and the moved spans. Must not touch: what the bindings
-//! mean (the compile's phases decide that).
+//! Owns: the list, its nesting index, its digest and the moved spans. Must not touch: what the
+//! bindings mean (the compile's phases decide that).
 
 use std::sync::{Arc, OnceLock};
 
@@ -214,6 +214,17 @@ impl BindingList {
         self.shared
             .nesting
             .longest(&self.shared.bindings, |binding| binding.cidr, network)
+    }
+
+    /// [`BindingList::longest`] of each of `networks`, fastest when they ascend (see
+    /// `Nesting::longest_each`).
+    pub(crate) fn longest_each<'network>(
+        &self,
+        networks: impl Iterator<Item = &'network IpNet>,
+    ) -> Vec<Option<u32>> {
+        self.shared
+            .nesting
+            .longest_each(&self.shared.bindings, |binding| binding.cidr, networks)
     }
 
     /// Whether `other` holds these very records (shared, not equal copies: the same cidrs,

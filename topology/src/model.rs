@@ -296,6 +296,9 @@ pub struct Topology {
     /// patched compile took them from when it moved no binding to another service (else a
     /// copy that shares the index).
     pub(crate) bindings: BindingList,
+    /// Per service: how many bindings name it (a patched compile that shares the records
+    /// takes them).
+    pub(crate) service_binding_count: Vec<u32>,
     /// Sorted by prefix; disjoint.
     pub(crate) routes: Vec<Route>,
     /// `routes[i].service`, densely, for the per-location scan of [`Topology::desired`].
@@ -487,6 +490,23 @@ impl Topology {
                 self.services[binding.service as usize].name.as_str(),
             )
         })
+    }
+
+    /// For each of `networks`, whether a binding covers all of it (its longest binding
+    /// contains it): G1 asked of a location's routes at once. Answered for networks in any
+    /// order, fastest when they ascend (each search starts where the last one ended).
+    pub fn covered_by_bindings<'network>(
+        &self,
+        networks: impl Iterator<Item = &'network IpNet> + Clone,
+    ) -> Vec<bool> {
+        self.bindings
+            .longest_each(networks.clone())
+            .into_iter()
+            .zip(networks)
+            .map(|(longest, network)| {
+                longest.is_some_and(|index| self.bindings[index as usize].cidr.contains(network))
+            })
+            .collect()
     }
 
     pub(crate) fn longest_binding_index(&self, network: &IpNet) -> Option<u32> {

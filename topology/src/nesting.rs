@@ -58,11 +58,57 @@ impl Nesting {
         network: &IpNet,
     ) -> Option<u32> {
         let network = network.trunc();
-        let mut index = items
-            .partition_point(|item| key(item) <= network)
-            .checked_sub(1)?;
+        let index = items.partition_point(|item| key(item) <= network);
+        self.walk_up(items, key, &network, index)
+    }
+
+    /// [`Nesting::longest`] of each of `networks` in turn: a search starts where the last one
+    /// ended when the networks ascend, and gallops forward from there (a location's routes
+    /// against every binding: about log2 of the gap between two routes' places read a route,
+    /// instead of log2 of the whole list); a network before the last one is searched whole.
+    pub(crate) fn longest_each<'network, T>(
+        &self,
+        items: &[T],
+        key: impl Fn(&T) -> IpNet + Copy,
+        networks: impl Iterator<Item = &'network IpNet>,
+    ) -> Vec<Option<u32>> {
+        let mut found = Vec::with_capacity(networks.size_hint().0);
+        // Every item before `start` is not after the last network searched.
+        let (mut start, mut last) = (0_usize, None::<IpNet>);
+        for network in networks {
+            let network = network.trunc();
+            if last.is_some_and(|last| network < last) {
+                start = 0;
+            }
+            last = Some(network);
+            let (mut low, mut step, mut high) = (start, 1_usize, items.len());
+            while let Some(probe) = low.checked_add(step).filter(|probe| *probe <= items.len()) {
+                if key(&items[probe - 1]) <= network {
+                    low = probe;
+                    step = step.saturating_mul(2);
+                } else {
+                    high = probe;
+                    break;
+                }
+            }
+            start = low + items[low..high].partition_point(|item| key(item) <= network);
+            found.push(self.walk_up(items, key, &network, start));
+        }
+        found
+    }
+
+    /// From the last item before `after` (the place of the first item after `network`), up
+    /// its containers to the first that contains `network`.
+    fn walk_up<T>(
+        &self,
+        items: &[T],
+        key: impl Fn(&T) -> IpNet,
+        network: &IpNet,
+        after: usize,
+    ) -> Option<u32> {
+        let mut index = after.checked_sub(1)?;
         loop {
-            if key(items.get(index)?).contains(&network) {
+            if key(items.get(index)?).contains(network) {
                 return u32::try_from(index).ok();
             }
             match self.parent.get(index) {
@@ -150,6 +196,17 @@ mod tests {
             for query in queries.iter().chain(networks.iter()) {
                 let expected = trie_longest(&v4, &v6, query).map(|index| index as u32);
                 prop_assert_eq!(nesting.longest(&networks, |n| *n, query), expected, "query {}", query);
+            }
+            // Searched in turn, galloping from the last place: in the queries' order (a network
+            // before the last one searched whole) and ascending, each as searched alone.
+            let mut ascending = queries.clone();
+            ascending.sort_unstable();
+            for order in [&queries, &ascending, &networks] {
+                let alone: Vec<Option<u32>> = order
+                    .iter()
+                    .map(|query| nesting.longest(&networks, |n| *n, query))
+                    .collect();
+                prop_assert_eq!(nesting.longest_each(&networks, |n| *n, order.iter()), alone);
             }
         }
     }

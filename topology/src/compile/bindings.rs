@@ -16,18 +16,71 @@ use crate::model::{Binding, Topology};
 pub(super) struct BindingTable {
     /// Sorted by cidr, one per cidr, with their longest-prefix match index.
     pub(super) bindings: BindingList,
-    /// Per prefix: the binding of exactly its cidr, if any.
-    pub(super) default_binding: Vec<Option<u32>>,
-    /// Per prefix: how many more-specific bindings it holds.
-    pub(super) more_specific_count: Vec<u32>,
+    /// Per prefix: its default binding and more-specific count.
+    per_prefix: PerPrefix,
     /// Per service: how many bindings name it.
     pub(super) service_binding_count: Vec<u32>,
+}
+
+/// Per prefix place: the binding of exactly its cidr, if any, and how many more-specific
+/// bindings it holds.
+enum PerPrefix {
+    /// Made for every place in one sweep (a full compile reads every place).
+    Every {
+        default_binding: Vec<Option<u32>>,
+        more_specific_count: Vec<u32>,
+    },
+    /// Searched in the bindings when read: a patched compile reads only the places it
+    /// patched, and sweeping 300,000 bindings for them was a tenth of a toggle's compile.
+    Searched,
 }
 
 impl BindingTable {
     /// The index of the longest binding covering `network`.
     pub(super) fn longest(&self, network: &IpNet) -> Option<u32> {
         self.bindings.longest(network)
+    }
+
+    /// The index of the binding of exactly the cidr of the prefix at `place`, if any.
+    pub(super) fn default_binding(&self, place: usize, prefixes: &PrefixList) -> Option<u32> {
+        match &self.per_prefix {
+            PerPrefix::Every {
+                default_binding, ..
+            } => default_binding.get(place).copied().flatten(),
+            PerPrefix::Searched => self.searched(place, prefixes).0,
+        }
+    }
+
+    /// How many bindings more specific than the prefix at `place` it holds.
+    pub(super) fn more_specific_count(&self, place: usize, prefixes: &PrefixList) -> u32 {
+        match &self.per_prefix {
+            PerPrefix::Every {
+                more_specific_count,
+                ..
+            } => more_specific_count.get(place).copied().unwrap_or(0),
+            PerPrefix::Searched => self.searched(place, prefixes).1,
+        }
+    }
+
+    /// The default binding and more-specific count of the prefix at `place`, from the
+    /// bindings it holds: sorted by cidr, each in its prefix, the bindings come in their
+    /// prefixes' order, so a prefix's are one run found by two binary searches.
+    fn searched(&self, place: usize, prefixes: &PrefixList) -> (Option<u32>, u32) {
+        let Some(prefix) = prefixes.get(place) else {
+            return (None, 0);
+        };
+        let bindings = self.bindings.as_slice();
+        let start = bindings.partition_point(|binding| (binding.prefix as usize) < place);
+        let end = bindings.partition_point(|binding| (binding.prefix as usize) <= place);
+        let mut found = (None, 0);
+        for (index, binding) in bindings.iter().enumerate().take(end).skip(start) {
+            if binding.cidr == prefix.cidr {
+                found.0 = Some(index as u32);
+            } else {
+                found.1 += 1;
+            }
+        }
+        found
     }
 }
 
@@ -212,9 +265,113 @@ impl BindingTable {
         }
         BindingTable {
             bindings,
-            default_binding,
-            more_specific_count,
+            per_prefix: PerPrefix::Every {
+                default_binding,
+                more_specific_count,
+            },
             service_binding_count,
+        }
+    }
+
+    /// The table of a patched compile's `bindings`, whose per-prefix figures are searched when
+    /// read (see [`PerPrefix::Searched`]); the per-service counts are `running_counts` (those
+    /// of the running generation whose records `bindings` shares) or counted.
+    pub(super) fn searched_when_read(
+        bindings: BindingList,
+        services: usize,
+        running_counts: Option<&[u32]>,
+    ) -> BindingTable {
+        let service_binding_count = match running_counts {
+            Some(counts) if counts.len() == services => counts.to_vec(),
+            _ => {
+                let mut counts = vec![0; services];
+                for binding in bindings.iter() {
+                    if let Some(count) = counts.get_mut(binding.service as usize) {
+                        *count += 1;
+                    }
+                }
+                counts
+            }
+        };
+        BindingTable {
+            bindings,
+            per_prefix: PerPrefix::Searched,
+            service_binding_count,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn prefix(cidr: IpNet) -> crate::model::Prefix {
+        crate::model::Prefix {
+            cidr,
+            origin_asn: 64500,
+            owner: std::sync::Arc::from("o"),
+            advertise: true,
+            announce: topologyd_config::AnnounceMode::Aggregate,
+            roa: None,
+            rpki: topologyd_config::NotFoundPolicy::Warn,
+            ownership: None,
+            span: Span::default().into(),
+        }
+    }
+
+    proptest! {
+        /// Searched when read, a table gives every prefix the default binding and
+        /// more-specific count the sweep gives it, and counts the services alike: for /16
+        /// prefixes holding any mix of their own cidr and /24s, some holding none.
+        #[test]
+        fn a_searched_table_reads_as_the_swept_one(
+            held in proptest::collection::vec(
+                (any::<bool>(), proptest::collection::btree_set(0u8..8, 0..5)),
+                0..40,
+            ),
+            services in 1usize..4,
+        ) {
+            let mut prefixes = Vec::new();
+            let mut bindings = Vec::new();
+            for (place, (whole, subnets)) in held.iter().enumerate() {
+                let base = [10, place as u8, 0, 0];
+                let cidr: IpNet = format!("{}.{}.0.0/16", base[0], base[1]).parse().unwrap();
+                prefixes.push(prefix(cidr));
+                let mut cidrs: Vec<IpNet> = Vec::new();
+                if *whole {
+                    cidrs.push(cidr);
+                }
+                cidrs.extend(subnets.iter().map(|third| {
+                    format!("{}.{}.{third}.0/24", base[0], base[1]).parse::<IpNet>().unwrap()
+                }));
+                for cidr in cidrs {
+                    bindings.push(Binding {
+                        cidr,
+                        service: (bindings.len() % services) as u32,
+                        prefix: place as u32,
+                        made_span: Span::default().into(),
+                    });
+                }
+            }
+            let prefixes = PrefixList::from_vec(prefixes);
+            let list = BindingList::new(bindings);
+            let swept = BindingTable::of(list.clone(), &prefixes, services);
+            let searched = BindingTable::searched_when_read(list.clone(), services, None);
+            prop_assert_eq!(&searched.service_binding_count, &swept.service_binding_count);
+            for place in 0..=prefixes.len() {
+                prop_assert_eq!(
+                    searched.default_binding(place, &prefixes),
+                    swept.default_binding(place, &prefixes)
+                );
+                prop_assert_eq!(
+                    searched.more_specific_count(place, &prefixes),
+                    swept.more_specific_count(place, &prefixes)
+                );
+            }
+            let taken = BindingTable::searched_when_read(list, services, Some(&[7; 3][..services]));
+            prop_assert_eq!(taken.service_binding_count, vec![7; services], "the running counts");
         }
     }
 }

@@ -603,7 +603,14 @@ fn compile_phases(
     let (table, patched_prefixes) = match bindings {
         Bindings::Compiled(table) => (table, None),
         Bindings::Patched(patched) => (
-            patched.table(&prefixes, catalogue.services.len()),
+            match reused.baseline_in_place() {
+                Some(running) => patched.table(catalogue.services.len(), running),
+                None => BindingTable::of(
+                    patched.hashed().clone(),
+                    &prefixes,
+                    catalogue.services.len(),
+                ),
+            },
             Some(patched.into_patched_prefixes()),
         ),
     };
@@ -655,7 +662,11 @@ fn compile_phases(
         service_index,
         ..
     } = catalogue;
-    let BindingTable { bindings, .. } = table;
+    let BindingTable {
+        bindings,
+        service_binding_count,
+        ..
+    } = table;
     let fleet::Fleet {
         locations,
         location_index,
@@ -682,6 +693,7 @@ fn compile_phases(
         service_index,
         prefixes,
         bindings,
+        service_binding_count,
         routes,
         route_services,
         warnings: diagnostics.items,

@@ -67,9 +67,15 @@ impl PatchedBindings {
         self.patched_prefixes
     }
 
-    /// The binding table of the patched bindings.
-    pub(super) fn table(&self, prefixes: &PrefixList, services: usize) -> BindingTable {
-        BindingTable::of(self.bindings.clone(), prefixes, services)
+    /// The binding table of the patched bindings: its per-prefix figures searched when read
+    /// (the routes read them at the patched places only), its per-service counts those of
+    /// `running` when the records are its own.
+    pub(super) fn table(&self, services: usize, running: &Topology) -> BindingTable {
+        let running_counts = self
+            .bindings
+            .shares_records_with(&running.bindings)
+            .then_some(running.service_binding_count.as_slice());
+        BindingTable::searched_when_read(self.bindings.clone(), services, running_counts)
     }
 }
 

@@ -43,12 +43,7 @@ pub(super) fn compile_routes(
         planned: 0,
         exceeded: false,
     };
-    let BindingTable {
-        bindings,
-        default_binding,
-        more_specific_count,
-        ..
-    } = table;
+    let bindings = &table.bindings;
     let longest = |network: &IpNet| table.longest(network);
     let mut routes: Vec<Route> = Vec::with_capacity(
         running
@@ -100,7 +95,7 @@ pub(super) fn compile_routes(
         if !prefix.advertise {
             continue;
         }
-        let Some(default) = default_binding[prefix_index] else {
+        let Some(default) = table.default_binding(prefix_index, prefixes) else {
             let layered: Vec<String> = bindings
                 .iter()
                 .filter(|binding| binding.prefix as usize == prefix_index)
@@ -118,7 +113,7 @@ pub(super) fn compile_routes(
                 format!(
                     "it has only more-specific bindings ({}{})",
                     layered.join(", "),
-                    if more_specific_count[prefix_index] > 3 {
+                    if table.more_specific_count(prefix_index, prefixes) > 3 {
                         ", …"
                     } else {
                         ""

@@ -202,10 +202,11 @@ fn blast_radius(
             .min(new.settings.small_change_routes),
         ..PlanSummary::default()
     };
-    // Pairs before, per location.
+    // Pairs before, per location. The routes' services are read from their dense copy (4
+    // bytes a route, not the route records' tens).
     let mut routes_per_service = vec![0_u64; old.services.len()];
-    for route in &old.routes {
-        routes_per_service[route.service as usize] += 1;
+    for service in &old.route_services {
+        routes_per_service[*service as usize] += 1;
     }
     let mut announcing_before = LocationSet::empty(capacity);
     let mut pairs_before = vec![0_u64; capacity];
