@@ -278,8 +278,9 @@ fn corrupt_newest_generation_is_quarantined_counted_and_pushes_and_rollbacks_con
 
 /// A generation stored by a release whose canonical form differs (its file names the
 /// topology by another hash) is reported, once restarted, by the hash this release computes:
-/// the one it reported before the restart. So the same topology pushed again is no change, and
-/// the stored file, history, is left as written.
+/// the one it reported before the restart, in its status, its list of generations and its
+/// sources' view alike. So the same topology pushed again is no change, and the stored file,
+/// history, is left as written.
 #[test]
 fn a_generation_stored_under_another_canonical_form_is_reported_by_this_releases_hash() {
     let mut setup = start();
@@ -315,6 +316,31 @@ fn a_generation_stored_under_another_canonical_form_is_reported_by_this_releases
     let restarted = status(&setup);
     assert_eq!(restarted["generation"], 2);
     assert_eq!(restarted["hash"], hash, "not this release's hash");
+    let listed = check(
+        setup.admin.run("generations", &Vec::<String>::new()),
+        "topoctl generations",
+    );
+    assert_eq!(listed.code, EXIT_OK, "{listed}");
+    let listed: Value = check(listed.json(), "generations");
+    let running = listed["generations"]
+        .as_array()
+        .and_then(|generations| {
+            generations
+                .iter()
+                .find(|generation| generation["generation"] == 2)
+        })
+        .unwrap_or_else(|| panic!("generation 2 not listed: {listed}"));
+    assert_eq!(running["hash"], hash, "listed by another hash: {listed}");
+    let sources = check(
+        setup.admin.run("topology get", &["--json".to_string()]),
+        "topoctl topology",
+    );
+    assert_eq!(sources.code, EXIT_OK, "{sources}");
+    let sources: Value = check(sources.json(), "topology");
+    assert_eq!(
+        sources["hash"], hash,
+        "its sources' view names another hash"
+    );
     let log = setup.topologyd.log();
     assert!(
         log.contains("canonical form") && log.contains(&older_form),

@@ -363,12 +363,6 @@ impl Topology {
         hex(&crate::compile::previous_form_hash(self))
     }
 
-    /// Whether `hash` (hex, as a daemon reports it) names this topology, in this release's
-    /// canonical form or the previous one's.
-    pub fn is_named_by(&self, hash: &str) -> bool {
-        hash == self.hash_hex() || hash == self.previous_form_hash_hex()
-    }
-
     /// The sources this topology was compiled from (names with empty texts once
     /// [`Topology::take_sources`] handed them out, or once put away after the parse:
     /// [`crate::compile_put_away`]).
@@ -447,11 +441,6 @@ impl Topology {
     /// Onboarded prefixes, sorted.
     pub fn prefixes(&self) -> &crate::PrefixList {
         &self.prefixes
-    }
-
-    /// Every binding's cidr, sorted.
-    pub fn binding_cidrs(&self) -> impl ExactSizeIterator<Item = IpNet> + '_ {
-        self.bindings.iter().map(|binding| binding.cidr)
     }
 
     /// Every binding as (cidr, service name), sorted by cidr.

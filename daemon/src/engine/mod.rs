@@ -780,8 +780,8 @@ impl Engine {
                 // The texts are in the state directory only (the running topology does not
                 // keep them): read there on the blocking pool, answered from its own task so
                 // that the engine goes on meanwhile.
-                let running = self.running.meta.generation;
-                let generation = generation.unwrap_or(running);
+                let running = (self.running.meta.generation, self.running.meta.hash.clone());
+                let generation = generation.unwrap_or(running.0);
                 let store = Arc::clone(&self.store);
                 tokio::spawn(async move {
                     let _ = reply.send(views::stored_topology(store, generation, running).await);

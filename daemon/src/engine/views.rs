@@ -61,6 +61,8 @@ impl Engine {
     pub(super) async fn generations(&self) -> Result<GenerationsView, EngineError> {
         let store = self.store.clone();
         let running = self.running.meta.generation;
+        // The running generation by the hash `status` reports (see `stored_topology`).
+        let running_hash = self.running.meta.hash.clone();
         let listed = tokio::task::spawn_blocking(move || {
             // Listed from the generation files alone (the texts are not read); the running
             // generation's file is never moved aside.
@@ -70,7 +72,11 @@ impl Engine {
                     .into_iter()
                     .map(|summary| GenerationView {
                         generation: summary.meta.generation,
-                        hash: summary.meta.hash,
+                        hash: if summary.meta.generation == running {
+                            running_hash.clone()
+                        } else {
+                            summary.meta.hash
+                        },
                         applied_at: summary.meta.applied_at,
                         applied_by: summary.meta.who,
                         intent: summary.meta.intent,
@@ -311,13 +317,15 @@ pub(super) fn drain_changes(
 }
 
 /// `GET /v1/topology[?generation=N]`: a kept generation's sources (the running one's too), read
-/// from the state directory; `running` is the running generation. The running generation's
-/// file is only read (never moved to quarantine: it is the only copy of its texts), and a
-/// failure to read it is the daemon's (500), not a generation that is not kept (404).
+/// from the state directory; `running` is the running generation and its hash (which `status`
+/// reports: taken anew at start-up, in this release's canonical form, where the file may keep
+/// an earlier release's). The running generation's file is only read (never moved to
+/// quarantine: it is the only copy of its texts), and a failure to read it is the daemon's
+/// (500), not a generation that is not kept (404).
 pub(super) async fn stored_topology(
     store: Arc<StateStore>,
     generation: u64,
-    running: u64,
+    (running, running_hash): (u64, String),
 ) -> Result<TopologyView, EngineError> {
     let error = |kind, message: String| {
         let mut error = EngineError::new(kind, message);
@@ -335,7 +343,11 @@ pub(super) async fn stored_topology(
     .map_err(|join| error(EngineErrorKind::Internal, join.to_string()))?
     .map(|stored| TopologyView {
         generation: stored.meta.generation,
-        hash: stored.meta.hash,
+        hash: if generation == running {
+            running_hash
+        } else {
+            stored.meta.hash
+        },
         bundle: stored.bundle,
     })
     .map_err(|failure| {

@@ -116,12 +116,17 @@ fn main() -> Result<(), String> {
     const USAGE: &str = "usage: topology_scale [--style simple|inline|dotted|subtables|quoted|one-file] BINDINGS [DIR]";
     let mut arguments: Vec<String> = std::env::args().skip(1).collect();
     let mut style = SynthStyle::Simple;
-    if arguments.first().map(String::as_str) == Some("--style") {
+    // `--style NAME` anywhere; any other argument starting with `--` is refused, so that a
+    // misplaced option is never taken for the output directory.
+    if let Some(at) = arguments.iter().position(|argument| argument == "--style") {
         style = arguments
-            .get(1)
+            .get(at + 1)
             .and_then(|name| SynthStyle::from_name(name))
             .ok_or(USAGE)?;
-        arguments.drain(..2);
+        arguments.drain(at..at + 2);
+    }
+    if arguments.iter().any(|argument| argument.starts_with("--")) {
+        return Err(USAGE.into());
     }
     let mut arguments = arguments.into_iter();
     let bindings: usize = arguments

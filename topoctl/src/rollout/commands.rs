@@ -471,7 +471,16 @@ async fn running_topology(
     })?;
     let old_bundle: SourceBundle = running.bundle;
     let old = compile_owned(sources_of(&old_bundle), 0).map_err(|diagnostics| {
-        format!("the running topology does not compile here:\n{diagnostics}")
+        if preflight.by_hash.len() > 1 {
+            // Two hashes may be one topology in two canonical forms: only its compile tells.
+            format!(
+                "{}\nand the running topology from {} does not compile here, so whether they are one topology in two canonical forms cannot be told:\n{diagnostics}",
+                not_converged(&preflight.by_hash),
+                first.name
+            )
+        } else {
+            format!("the running topology does not compile here:\n{diagnostics}")
+        }
     })?;
     let names = [old.hash_hex(), old.previous_form_hash_hex()];
     check_fleet_runs(&preflight.by_hash, &names, &first.name)?;
@@ -493,8 +502,8 @@ fn check_fleet_runs(
     }
     match by_hash.keys().find(|hash| unnamed(hash)) {
         Some(reported) => Err(format!(
-            "the running topology from {first} compiles to hash {}, but the fleet reports {reported}",
-            names[0]
+            "the running topology from {first} compiles to hash {} ({} in the canonical form of the releases before), but the fleet reports {reported}",
+            names[0], names[1]
         )),
         None => Ok(()),
     }

@@ -7,13 +7,12 @@
 //! digest once read) and the digest of the bindings (kept by [`BindingList`] likewise): a
 //! generation that shares all but one chunk with the running one (an `advertise` toggled)
 //! hashes that chunk and a few kilobytes, not the tens of megabytes of canonical form a
-//! topology of 300,000 bindings has. Form 1 (the releases before) hashed every item in line;
-//! it is kept ([`Topology::previous_form_hash`]) so that `topoctl` recognises daemons of the
-//! previous release during an upgrade. The items' part is hashed on a thread of its own, which
-//! a compile starts and does not wait for: [`TopologyHash`] is joined when the hash is first
-//! read (by a push, at the end of its plan).
-//!
-//! [`Topology::previous_form_hash`]: crate::Topology::previous_form_hash
+//! topology of 300,000 bindings has (a change that adds or removes items, or moves bindings to
+//! other services, makes new lists and hashes them whole). Form 1 (the releases before) hashed
+//! every item in line; it is kept ([`crate::Topology::previous_form_hash_hex`]) so that
+//! `topoctl` recognises daemons of the previous release during an upgrade. The items' part is
+//! hashed on a thread of its own, which a compile starts and does not wait for:
+//! [`TopologyHash`] is joined when the hash is first read (by a push, at the end of its plan).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};

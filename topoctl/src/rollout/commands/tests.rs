@@ -153,7 +153,9 @@ fn a_fleet_runs_the_topology_in_either_canonical_form() {
     let elsewhere =
         check_fleet_runs(&fleet(&[("other", &["ams01", "fra01"])]), &names, "ams01").unwrap_err();
     assert!(
-        elsewhere.contains("from ams01 compiles to hash current, but the fleet reports other"),
+        elsewhere.contains(
+            "from ams01 compiles to hash current (previous in the canonical form of the releases before), but the fleet reports other"
+        ),
         "{elsewhere}"
     );
 }
