@@ -19,6 +19,9 @@ use std::sync::{Arc, OnceLock};
 use crate::model::Prefix;
 
 /// How many prefixes a chunk holds (a power of two: a place is split by a shift and a mask).
+/// Part of the canonical hash's form 2, which digests each chunk: another length changes every
+/// topology's hash, which needs a form of its own (`compile/hash.rs`); a test pins hashes of
+/// 2,500 prefixes.
 const CHUNK_BITS: u32 = 10;
 const CHUNK_LEN: usize = 1 << CHUNK_BITS;
 

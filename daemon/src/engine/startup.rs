@@ -302,8 +302,8 @@ impl Engine {
                     let hash = topology.hash_hex();
                     if meta.hash != hash {
                         // Stored by a release whose canonical form differs: the generation
-                        // is reported (status, metrics, the next push's no-change check) by
-                        // the hash this release's `topoctl` computes for it.
+                        // is reported (status, generations, sources, metrics) and the next
+                        // push's no-change check made by the hash this release computes.
                         info!(
                             generation,
                             stored = %meta.hash,
