@@ -203,7 +203,8 @@ fn stop_with(json: bool, stop: &Stop) -> i32 {
 async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
     let inputs = load_inputs(&options)?;
     let converged = check_statuses(&inputs.fleet, &inputs.clients, options.json).await?;
-    let (old_bundle, old) = running_topology(&inputs.fleet, &inputs.clients, &converged).await?;
+    let (old_bundle, old, old_previous_form) =
+        running_topology(&inputs.fleet, &inputs.clients, &converged).await?;
     let fleet_plan = guard_plan(&old, &inputs.new, &inputs.intent, options.json)?;
     let WaveCheck { waves, warnings } =
         preflight::check_waves(&inputs.fleet, &inputs.new, options.no_canary)
@@ -277,7 +278,7 @@ async fn start_checked(options: StartOptions) -> Result<i32, Ended> {
         rollout: rollout_id,
         old_hash: old.hash_hex(),
         new_hash: inputs.new.hash_hex(),
-        old_hash_previous_form: old.previous_form_hash_hex(),
+        old_hash_previous_form: old_previous_form,
         new_hash_previous_form: inputs.new.previous_form_hash_hex(),
         intent: inputs.intent_lines,
         waves,
@@ -450,12 +451,13 @@ async fn check_statuses(
 }
 
 /// Phase 2, continued: the running bundle, from the first location, compiled here to the hash
-/// the fleet reports.
+/// the fleet reports; with its hash in the previous releases' canonical form (computed once,
+/// for the journal too).
 async fn running_topology(
     fleet: &Fleet,
     clients: &BTreeMap<String, ControlClient>,
     preflight: &Preflight,
-) -> Result<(SourceBundle, Topology), String> {
+) -> Result<(SourceBundle, Topology, String), String> {
     let first = fleet
         .locations
         .first()
@@ -484,7 +486,8 @@ async fn running_topology(
     })?;
     let names = [old.hash_hex(), old.previous_form_hash_hex()];
     check_fleet_runs(&preflight.by_hash, &names, &first.name)?;
-    Ok((old_bundle, old))
+    let [_, previous_form] = names;
+    Ok((old_bundle, old, previous_form))
 }
 
 /// That every location reports the running topology compiled here, named by `names` (its

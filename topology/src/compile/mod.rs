@@ -603,14 +603,7 @@ fn compile_phases(
     let (table, patched_prefixes) = match bindings {
         Bindings::Compiled(table) => (table, None),
         Bindings::Patched(patched) => (
-            match reused.baseline_in_place() {
-                Some(running) => patched.table(catalogue.services.len(), running),
-                None => BindingTable::of(
-                    patched.hashed().clone(),
-                    &prefixes,
-                    catalogue.services.len(),
-                ),
-            },
+            patched.table(catalogue.services.len(), reused.baseline_in_place()),
             Some(patched.into_patched_prefixes()),
         ),
     };

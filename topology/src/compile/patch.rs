@@ -69,12 +69,11 @@ impl PatchedBindings {
 
     /// The binding table of the patched bindings: its per-prefix figures searched when read
     /// (the routes read them at the patched places only), its per-service counts those of
-    /// `running` when the records are its own.
-    pub(super) fn table(&self, services: usize, running: &Topology) -> BindingTable {
-        let running_counts = self
-            .bindings
-            .shares_records_with(&running.bindings)
-            .then_some(running.service_binding_count.as_slice());
+    /// `running` when the records are its own, else counted.
+    pub(super) fn table(&self, services: usize, running: Option<&Topology>) -> BindingTable {
+        let running_counts = running
+            .filter(|running| self.bindings.shares_records_with(&running.bindings))
+            .map(|running| running.service_binding_count.as_slice());
         BindingTable::searched_when_read(self.bindings.clone(), services, running_counts)
     }
 }
