@@ -107,7 +107,7 @@ impl fmt::Display for Diagnostics {
 impl std::error::Error for Diagnostics {}
 
 /// Gathers findings with spans; [`Collector::finish`] resolves them into [`Diagnostics`].
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Collector {
     pending: Vec<(Severity, Option<Span>, String, Option<String>)>,
     /// Findings past [`MAX_REPORTED_DIAGNOSTICS`]: counted, not kept.
@@ -160,7 +160,7 @@ impl Collector {
 
     /// Adds `other`'s findings after this one's, as if each had been reported here in turn
     /// (those past [`MAX_REPORTED_DIAGNOSTICS`] are counted, not kept).
-    pub(crate) fn append(&mut self, other: Collector) {
+    pub fn append(&mut self, other: Collector) {
         for (severity, span, message, help) in other.pending {
             match severity {
                 Severity::Error => self.error(span, message, help),

@@ -15,6 +15,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use ipnet::IpNet;
+use rustc_hash::FxHashMap;
 use topologyd_bgp::PathAttributes;
 use topologyd_bgp::codec::{Ipv6NextHop, LargeCommunity, Origin};
 use topologyd_topology::{DesiredRoute, RouteAttributes};
@@ -54,10 +55,24 @@ impl LocationRoutes {
     /// Builds the set from a topology's desired routes for one location.
     pub fn from_desired(generation: u64, desired: &[DesiredRoute<'_>]) -> LocationRoutes {
         let mut index_of: HashMap<(u32, &RouteAttributes, &str), u32> = HashMap::new();
+        // In front of `index_of`: the routes of one service borrow one attribute set and one
+        // name, so their addresses find the index without hashing the attributes (communities
+        // and all) of every route. The same addresses are the same contents: the same index.
+        let mut index_at: FxHashMap<(u32, usize, usize, usize), u32> = FxHashMap::default();
         let mut names: HashMap<&str, Arc<str>> = HashMap::new();
         let mut intents = Vec::new();
         let mut routes = Vec::with_capacity(desired.len());
         for route in desired {
+            let address = (
+                route.origin_asn,
+                std::ptr::from_ref(route.attributes) as usize,
+                route.service.as_ptr() as usize,
+                route.service.len(),
+            );
+            if let Some(&index) = index_at.get(&address) {
+                routes.push((route.prefix, index));
+                continue;
+            }
             let index = *index_of
                 .entry((route.origin_asn, route.attributes, route.service))
                 .or_insert_with(|| {
@@ -73,6 +88,7 @@ impl LocationRoutes {
                     });
                     u32::try_from(intents.len() - 1).unwrap_or(u32::MAX)
                 });
+            index_at.insert(address, index);
             routes.push((route.prefix, index));
         }
         routes.sort_unstable_by_key(|(prefix, _)| *prefix);
@@ -222,6 +238,56 @@ mod tests {
                 | topologyd_bgp::codec::AsPathSegment::Set(asns) => asns.clone(),
             })
             .collect()
+    }
+
+    /// Routes whose attributes are equal share one intent whether they borrow one attribute set
+    /// or two copies of it; other attributes, another name or another origin make another.
+    #[test]
+    fn routes_share_an_intent_exactly_when_their_intents_are_equal() {
+        let plain = RouteAttributes::default();
+        let copy = plain.clone();
+        let prepended = RouteAttributes {
+            as_path_prepend: 1,
+            ..RouteAttributes::default()
+        };
+        let (web, web_copy) = ("web".to_owned(), "web".to_owned());
+        let kinds = [
+            (13335, &plain, web.as_str()),
+            (13335, &copy, web_copy.as_str()),
+            (13335, &prepended, web.as_str()),
+            (13335, &plain, "dns"),
+            (64500, &plain, web.as_str()),
+        ];
+        let desired: Vec<DesiredRoute<'_>> = (0..40_u32)
+            .map(|place| {
+                let (origin_asn, attributes, service) = kinds[(place * 7 % 5) as usize];
+                let prefix = IpNet::V4(
+                    ipnet::Ipv4Net::new(Ipv4Addr::from(0x0A00_0000 | (place << 8)), 24)
+                        .unwrap_or_else(|_| unreachable!()),
+                );
+                DesiredRoute {
+                    prefix,
+                    origin_asn,
+                    attributes,
+                    binding: prefix,
+                    service,
+                }
+            })
+            .collect();
+        let routes = LocationRoutes::from_desired(1, &desired);
+        assert_eq!(routes.intents.len(), 4, "{:?}", routes.intents);
+        for (route, (prefix, index)) in desired.iter().zip(routes.routes.iter()) {
+            let intent = &routes.intents[*index as usize];
+            assert_eq!(route.prefix, *prefix);
+            assert_eq!(
+                (
+                    intent.origin_asn,
+                    &intent.attributes,
+                    intent.service.as_ref()
+                ),
+                (route.origin_asn, route.attributes, route.service)
+            );
+        }
     }
 
     #[test]

@@ -212,12 +212,20 @@ fn degraded(intent: &RouteIntent, topology: &Topology) -> RouteIntent {
     worse
 }
 
-/// Routes announced per service in `routes`.
+/// Routes announced per service in `routes`: counted per attribute set first (an index
+/// each), then summed by name, so that a route costs an increment, not a name compared in a
+/// map (tens of thousands of routes at every publication, a few hundred sets).
 pub fn routes_per_service(routes: &LocationRoutes) -> BTreeMap<Arc<str>, u64> {
-    let mut counts: BTreeMap<Arc<str>, u64> = BTreeMap::new();
+    let mut per_intent = vec![0_u64; routes.intents.len()];
     for (_, index) in routes.routes.iter() {
-        if let Some(intent) = routes.intent(*index) {
-            *counts.entry(intent.service.clone()).or_default() += 1;
+        if let Some(count) = per_intent.get_mut(*index as usize) {
+            *count += 1;
+        }
+    }
+    let mut counts: BTreeMap<Arc<str>, u64> = BTreeMap::new();
+    for (intent, count) in routes.intents.iter().zip(per_intent) {
+        if count > 0 {
+            *counts.entry(intent.service.clone()).or_default() += count;
         }
     }
     counts
@@ -501,5 +509,39 @@ service = "local"
         let counts = routes_per_service(&base(&topology));
         assert_eq!(counts.get("web"), Some(&1));
         assert_eq!(counts.len(), 3);
+        // Two attribute sets of one service (one degraded) count together; a set no route
+        // uses names no service, and a route naming no set is not counted.
+        let intent = |service: &str, degraded: bool| crate::announce::RouteIntent {
+            origin_asn: 13335,
+            attributes: topologyd_topology::RouteAttributes::default(),
+            service: Arc::from(service),
+            degraded,
+        };
+        let net = |third: u32| {
+            IpNet::V4(
+                ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x0A00_0000 | (third << 8)), 24)
+                    .unwrap_or_else(|_| unreachable!()),
+            )
+        };
+        let routes = LocationRoutes {
+            routes: Arc::new(vec![
+                (net(0), 0),
+                (net(1), 2),
+                (net(2), 0),
+                (net(3), 1),
+                (net(4), 9),
+            ]),
+            intents: vec![
+                intent("web", false),
+                intent("dns", false),
+                intent("web", true),
+                intent("idle", false),
+            ],
+            ..LocationRoutes::default()
+        };
+        assert_eq!(
+            routes_per_service(&routes),
+            BTreeMap::from([(Arc::from("dns"), 1), (Arc::from("web"), 3)])
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! Modules: `compile` (building and validation, G1 and blackhole checks), `model` (the
 //! compiled topology and its queries), `location_set` (the bitset), `nesting` (longest-prefix
 //! match over the sorted bindings), `binding_list` (the bindings, shared between generations),
+//! `route_coverage` (G1 asked of a location's routes, remembered for the next generation),
 //! `plan` (diffs, causes, guards, verdicts and exit codes), `render` (the human-readable
 //! plan), [`fuzz_entry`] (the compile path's properties on arbitrary bytes, shared by the fuzz
 //! target and its replay).
@@ -22,6 +23,7 @@ mod nesting;
 mod plan;
 mod prefix_list;
 mod render;
+mod route_coverage;
 
 use topologyd_rpki as rpki;
 
@@ -39,5 +41,6 @@ pub use model::{
 pub use plan::*;
 pub use prefix_list::{Iter as PrefixIter, PrefixList};
 pub use render::collapse_locations;
+pub use route_coverage::TaggedRoutes;
 pub use rpki::{RpkiState, Validation, Vrp, VrpFileError, VrpSet};
 pub use topologyd_config::{Diagnostic, Diagnostics, Severity, Source, SourceLocation};

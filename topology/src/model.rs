@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,7 @@ use topologyd_config::{
 
 use crate::binding_list::BindingList;
 use crate::location_set::LocationSet;
+use crate::route_coverage::{RouteCoverage, TaggedRoutes};
 
 /// A location of the fleet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,6 +308,12 @@ pub struct Topology {
     pub(crate) warnings: Vec<Diagnostic>,
     /// The settings, locations and services as parsed, for the next incremental compile.
     pub(crate) definitions: crate::compile::Definitions,
+    /// The first answer [`Topology::uncovered_routes`] gave, for the next generation that
+    /// shares these binding records.
+    pub(crate) route_coverage: OnceLock<RouteCoverage>,
+    /// The locations and services as compiled, for the next compile whose definitions are
+    /// these.
+    pub(crate) compiled_definitions: std::sync::Arc<crate::compile::CompiledDefinitions>,
 }
 
 /// The index of the last element of a sorted, disjoint list of networks containing `network`.
@@ -481,21 +489,27 @@ impl Topology {
         })
     }
 
-    /// For each of `networks`, whether a binding covers all of it (its longest binding
-    /// contains it): G1 asked of a location's routes at once. Answered for networks in any
-    /// order, fastest when they ascend (each search starts where the last one ended).
-    pub fn covered_by_bindings<'network>(
+    /// The networks of `routes` (a location's routes, ascending as the daemon keeps them; any
+    /// order is answered) that no binding covers whole: G1 asked of every route at once, a route
+    /// being covered only when the longest binding found contains all of it, so that a wrong
+    /// search can only be a refusal. `previous`, the generation this one was compiled against,
+    /// answers from what it was asked, when the two share their binding records: only the
+    /// routes it was not asked about are searched for (see `route_coverage.rs`). The first
+    /// answer is remembered for the next generation.
+    pub fn uncovered_routes(
         &self,
-        networks: impl Iterator<Item = &'network IpNet> + Clone,
-    ) -> Vec<bool> {
-        self.bindings
-            .longest_each(networks.clone())
-            .into_iter()
-            .zip(networks)
-            .map(|(longest, network)| {
-                longest.is_some_and(|index| self.bindings[index as usize].cidr.contains(network))
-            })
-            .collect()
+        routes: &TaggedRoutes,
+        previous: Option<&Topology>,
+    ) -> Vec<IpNet> {
+        let known = previous
+            .filter(|previous| previous.bindings.shares_records_with(&self.bindings))
+            .and_then(|previous| previous.route_coverage.get());
+        let (uncovered, remembered) = RouteCoverage::answer(&self.bindings, routes, known);
+        if let Some(remembered) = remembered {
+            // A second answer is not kept: the first one stays (each one is whole in itself).
+            let _ = self.route_coverage.set(remembered);
+        }
+        uncovered
     }
 
     pub(crate) fn longest_binding_index(&self, network: &IpNet) -> Option<u32> {

@@ -970,9 +970,10 @@ fn a_toggle_in_one_customer_file_parses_only_that_file() {
             reuse.reused_files,
             reuse.parsed_files,
             reuse.fell_back,
-            reuse.items_patched
+            reuse.items_patched,
+            reuse.definitions_reused,
         ),
-        (6, 1, false, true)
+        (6, 1, false, true, true)
     );
     let full = compile_against_in_full(model.sources(), 2, &previous).unwrap();
     assert_eq!(observed(&full), observed(&incremental));
@@ -1003,6 +1004,14 @@ fn a_toggle_in_one_customer_file_parses_only_that_file() {
         "{:?}",
         moved_plan.binding_changes
     );
+    // A selector changed in the fleet file: the definitions are compiled again, and the
+    // result is the full compile's.
+    let mut selected = model.clone();
+    selected.selectors[0] = (selected.selectors[0] + 1) % SELECTORS.len();
+    let (result, reuse) = compile_incremental(selected.sources(), 3, &incremental);
+    assert!(!reuse.definitions_reused, "{reuse:?}");
+    let full = compile_against_in_full(selected.sources(), 3, &incremental).unwrap();
+    assert_eq!(observed(&full), observed(&result.unwrap()));
     // A cidr bound twice, or a binding naming a service nobody defines, is not patched: the
     // merge refuses it as the full compile does.
     let mut twice = model.clone();

@@ -174,6 +174,9 @@ pub struct Engine {
     rpki_version_seen: Option<u64>,
     rtr_restart_at: Option<std::time::Instant>,
     rpki_families: (u64, u64),
+    /// The sweep of the texts the last commit's pruning left unnamed, run once that
+    /// generation was committed (`StateStore::commit_staged`); the next commit waits for it.
+    texts_sweep: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The read-only views (`views.rs`) and the shell read the core's state through the engine.

@@ -481,7 +481,7 @@ fn prepare_lent(
             return Err((error, Some(sources_of(&mut new))));
         }
     };
-    let uncovered = runtime_guard::uncovered(&routes, &new);
+    let uncovered = runtime_guard::uncovered(&routes, &new, Some(context.old));
     let before_plan = started.elapsed();
     let routed = before_plan - compiled;
     let plan = plan_with_vrps(context.old, &new, &intent, context.rpki.vrps.as_deref());
@@ -539,6 +539,7 @@ fn prepare_lent(
         files_read_in_part = reuse.partly_read_files,
         read_in_part_refused = reuse.partly_read_refused,
         items_patched = reuse.items_patched,
+        definitions_reused = reuse.definitions_reused,
         routes_ms = routed.as_millis() as u64,
         plan_ms = planned.as_millis() as u64,
         total_ms = started.elapsed().as_millis() as u64,

@@ -194,6 +194,7 @@ impl Engine {
             rpki_version_seen: None,
             rtr_restart_at: None,
             rpki_families: (0, 0),
+            texts_sweep: None,
         };
         let now = engine.now();
         for effect in engine.core.start(now) {
@@ -358,6 +359,7 @@ impl Engine {
             return Err(StartError::UnknownLocation(config.location.clone()));
         }
         store.commit_staged(&meta, &staged)?;
+        store.sweep_unnamed_texts();
         Self::running_from(config, topology, meta)
     }
 }

@@ -519,7 +519,7 @@ fn read_text_mapping_from(
         // outside what the store supports, as is any other write to its private directory.
         let mapped = unsafe { memmap2::MmapOptions::new().populate().map(&file) };
         if let Ok(map) = mapped {
-            let utf8 = std::str::from_utf8(&map).is_ok();
+            let utf8 = simdutf8::basic::from_utf8(&map).is_ok();
             let after = FileStamp::of(&file.metadata()?);
             if before == after {
                 return Ok((StoredBytes::Mapped { map, utf8 }, Some(before)));
@@ -570,14 +570,6 @@ impl StagedTexts {
                 })
                 .collect(),
         )
-    }
-
-    /// The digests, for the sweep that must leave them.
-    pub(super) fn digest_set(&self) -> HashSet<String> {
-        self.refs
-            .iter()
-            .map(|reference| reference.sha256.clone())
-            .collect()
     }
 }
 

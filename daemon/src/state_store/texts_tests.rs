@@ -356,14 +356,19 @@ use sha2::Digest as _;
 /// One step of the property test.
 #[derive(Debug, Clone)]
 enum Step {
-    /// Commit a bundle: (file name index, text index) pairs.
-    Commit(Vec<(u8, u8)>),
+    /// Commit a bundle: (file name index, text index) pairs; staged first (as a push does,
+    /// the sweep after the commit) or not.
+    Commit(Vec<(u8, u8)>, bool),
     /// Close and open the store again.
     Reopen,
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
-    let commit = proptest::collection::vec((0u8..4, 0u8..6), 0..5).prop_map(Step::Commit);
+    let commit = (
+        proptest::collection::vec((0u8..4, 0u8..6), 0..5),
+        any::<bool>(),
+    )
+        .prop_map(|(files, staged)| Step::Commit(files, staged));
     proptest::collection::vec(prop_oneof![4 => commit, 1 => Just(Step::Reopen)], 1..14)
 }
 
@@ -390,14 +395,33 @@ proptest! {
                     drop(store);
                     store = StateStore::open(dir.path(), keep).unwrap();
                 }
-                Step::Commit(files) => {
+                Step::Commit(files, staged) => {
                     let files: Vec<(&str, &str)> = files
                         .iter()
                         .map(|(name, text)| (names[*name as usize], texts[*text as usize]))
                         .collect();
                     let number = store.next_generation();
                     let generation = stored(number, &files);
-                    store.commit(&generation).unwrap();
+                    if staged {
+                        let before = texts_on_disk(dir.path());
+                        let texts = store.stage_texts(&generation.bundle.sources).unwrap();
+                        store.commit_staged(&generation.meta, &texts).unwrap();
+                        // The commit sweeps nothing (the texts of a generation it pruned stay
+                        // until the sweep after it): what was there and what the generation
+                        // names are all there.
+                        let named: BTreeSet<String> = generation
+                            .bundle
+                            .sources
+                            .iter()
+                            .map(|file| file_sha256(&file.text))
+                            .collect();
+                        let on_disk = texts_on_disk(dir.path());
+                        prop_assert!(named.is_subset(&on_disk));
+                        prop_assert!(before.is_subset(&on_disk));
+                        store.sweep_unnamed_texts();
+                    } else {
+                        store.commit(&generation).unwrap();
+                    }
                     committed.push(generation);
                 }
             }

@@ -11,6 +11,7 @@ use crate::location_set::LocationSet;
 use crate::model::Location;
 
 /// The compiled locations and what the later phases look up in them.
+#[derive(Debug)]
 pub(super) struct Fleet {
     /// Sorted by name.
     pub(super) locations: Vec<Location>,
@@ -23,6 +24,7 @@ pub(super) struct Fleet {
 /// Location sets per attribute value, for evaluating selectors as bitset algebra. Keyed by
 /// attribute, then value, so that a lookup borrows the value (a selector's values are looked
 /// up once per service at every compile).
+#[derive(Debug)]
 pub(super) struct AttributeIndex {
     capacity: usize,
     by_attribute: HashMap<Attribute, HashMap<String, LocationSet>>,

@@ -37,6 +37,7 @@
 //! phases themselves (they are the full compile's).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use topologyd_config::{
@@ -225,6 +226,9 @@ pub struct CompileReuse {
     /// prefixes and bindings were taken whole, the changed ones patched in (no merge, sort or
     /// placement; see `compile/patch.rs`).
     pub items_patched: bool,
+    /// The definitions are the baseline's (no parsed file defines anything): its compiled
+    /// locations and services were taken, not compiled again.
+    pub definitions_reused: bool,
 }
 
 /// Compiles `sources` as a change to `baseline`; equal to
@@ -363,6 +367,12 @@ fn attempt(
             |binding| binding.spans.source(),
         );
     }
+    // The parsed files define nothing, and every definition of the baseline is taken: the
+    // definitions are the baseline's, and so are the locations and services compiled from them.
+    let definitions_unchanged = raw.settings_span.is_none()
+        && raw.locations.is_empty()
+        && raw.services.is_empty()
+        && all_kept(&baseline.definitions, &kept_definitions);
     let result = if diagnostics.has_errors()
         || !take_definitions(&mut raw, &kept_definitions, &baseline.definitions)
     {
@@ -370,6 +380,7 @@ fn attempt(
     } else {
         let mut reused = reused_items(&mut raw, moved_to, kept_definitions, baseline);
         reused.partly_read = partly;
+        reused.definitions_unchanged = definitions_unchanged;
         let compiled = super::compile_phases(
             raw,
             &reused,
@@ -378,6 +389,7 @@ fn attempt(
             super::Fingerprints::Digests(digests.clone()),
         );
         reuse.items_patched = reused.patched.get() && compiled.is_ok();
+        reuse.definitions_reused = definitions_unchanged && compiled.is_ok();
         match compiled {
             Err((_, mut sources)) if reused.partly_refused.get() => {
                 return Err(sources.take_texts());
@@ -570,6 +582,24 @@ fn kept_definition_files(
         .collect()
 }
 
+/// Whether every definition of the baseline (`[settings]`, locations, services) is in a file
+/// `kept` takes its definitions from.
+fn all_kept(baseline: &Definitions, kept: &[bool]) -> bool {
+    let is_kept = |span: Span| kept.get(span.source as usize).copied().unwrap_or(false);
+    baseline
+        .settings
+        .as_ref()
+        .is_none_or(|(_, span)| is_kept(*span))
+        && baseline
+            .locations
+            .iter()
+            .all(|location| is_kept(location.name.span))
+        && baseline
+            .services
+            .iter()
+            .all(|service| is_kept(service.name.span))
+}
+
 /// Adds to `raw` (parsed without the kept files) the baseline's definitions from the kept
 /// files, in file order as a parse of every file lists them. `false` when the whole parse
 /// would have reported what the parse of the other files alone could not see (`[settings]`
@@ -657,9 +687,19 @@ pub(super) struct Reused<'a> {
     /// A file was read in part and the changed items did not patch into the running ones: the
     /// compile stopped, to run again with every file parsed whole.
     partly_refused: std::cell::Cell<bool>,
+    /// The definitions are exactly the baseline's (no parsed file defines anything, and every
+    /// baseline file that does is taken unchanged at its place).
+    definitions_unchanged: bool,
 }
 
 impl<'a> Reused<'a> {
+    /// The baseline's compiled locations and services, when the definitions are its own.
+    pub(super) fn compiled_definitions(&self) -> Option<&'a Arc<super::CompiledDefinitions>> {
+        self.baseline
+            .filter(|_| self.definitions_unchanged)
+            .map(|baseline| &baseline.compiled_definitions)
+    }
+
     /// The baseline, when its prefixes are taken compiled (its `[settings]` are the new ones).
     pub(super) fn baseline_in_place(&self) -> Option<&'a Topology> {
         self.baseline.filter(|_| self.compiled_prefixes)
@@ -767,6 +807,7 @@ fn reused_items<'a>(
         patched: std::cell::Cell::new(false),
         partly_read: Vec::new(),
         partly_refused: std::cell::Cell::new(false),
+        definitions_unchanged: false,
     };
     if reused.compiled_prefixes {
         return reused;

@@ -39,6 +39,8 @@
 //! toggle), in place of the prefixes and bindings phases, and names the prefixes whose routes
 //! the routes phase makes again (it copies the others' running routes).
 
+use std::sync::Arc;
+
 use ipnet::IpNet;
 use topologyd_config::{
     Collector, Diagnostics, Located, RawLocation, RawService, RawTopology, Source, escape_text,
@@ -551,8 +553,15 @@ fn compile_phases(
     };
     let mut collector = Collector::new();
     let settings = raw.settings.clone();
-    let fleet = fleet::compile_locations(&raw, &mut collector);
-    let catalogue = services::compile_services(&raw, &fleet, &mut collector);
+    // The locations and services: the baseline's as they are when this compile's definitions
+    // are the baseline's (the same files, unchanged, at the same places), else compiled; their
+    // findings reported here either way, as the phases reported them.
+    let compiled = match reused.compiled_definitions() {
+        Some(compiled) => Arc::clone(compiled),
+        None => Arc::new(CompiledDefinitions::of(&raw)),
+    };
+    collector.append(compiled.findings.clone());
+    let (fleet, catalogue) = (&compiled.fleet, &compiled.catalogue);
     // The raw items are not read past their phase: consumed there, not freed at the end, so
     // that the compile's peak holds one form of each (a million raw prefixes are 80 MB).
     // G6 reads a copy of the customer prefixes as written: none without an onboarding policy,
@@ -570,7 +579,7 @@ fn compile_phases(
         },
         &raw,
         reused,
-        &catalogue,
+        catalogue,
         baseline,
         &mut collector,
     ) else {
@@ -635,8 +644,8 @@ fn compile_phases(
     checks::whole_picture(
         checks::Picture {
             raw: &raw,
-            fleet: &fleet,
-            catalogue: &catalogue,
+            fleet,
+            catalogue,
             table: &table,
             routes: &routes,
             service_routes: &service_routes,
@@ -650,22 +659,19 @@ fn compile_phases(
     if has_errors {
         return Err((diagnostics, raw.sources));
     }
-    let services::Catalogue {
-        services,
-        service_index,
-        ..
-    } = catalogue;
+    // The running generation keeps its own copy (a few hundred kilobytes at 2,000 services):
+    // its fields are read everywhere, the shared form only by the next compile.
+    let (services, service_index) = (catalogue.services.clone(), catalogue.service_index.clone());
+    let (locations, location_index, live) = (
+        fleet.locations.clone(),
+        fleet.location_index.clone(),
+        fleet.live.clone(),
+    );
     let BindingTable {
         bindings,
         service_binding_count,
         ..
     } = table;
-    let fleet::Fleet {
-        locations,
-        location_index,
-        live,
-        ..
-    } = fleet;
     let route_services = routes.iter().map(|route| route.service).collect();
     let definitions = incremental::Definitions {
         locations: raw.locations,
@@ -691,7 +697,34 @@ fn compile_phases(
         route_services,
         warnings: diagnostics.items,
         definitions,
+        route_coverage: std::sync::OnceLock::new(),
+        compiled_definitions: compiled,
     })
+}
+
+/// The locations and services as compiled from a topology's definitions, with the findings
+/// their phases made: kept by the topology, and shared with the next one whose definitions are
+/// the same (the same files, unchanged, at the same places: `incremental.rs`), which takes
+/// them instead of compiling them again (≈ 6 ms of a toggle at 500 locations and 2,000
+/// services).
+#[derive(Debug)]
+pub(crate) struct CompiledDefinitions {
+    fleet: fleet::Fleet,
+    catalogue: services::Catalogue,
+    findings: Collector,
+}
+
+impl CompiledDefinitions {
+    fn of(raw: &RawTopology) -> CompiledDefinitions {
+        let mut findings = Collector::new();
+        let fleet = fleet::compile_locations(raw, &mut findings);
+        let catalogue = services::compile_services(raw, &fleet, &mut findings);
+        CompiledDefinitions {
+            fleet,
+            catalogue,
+            findings,
+        }
+    }
 }
 
 /// The sources of a compiled topology, serialisable so that the daemon can persist them and

@@ -13,6 +13,7 @@ use crate::location_set::LocationSet;
 use crate::model::{RouteAttributes, Service};
 
 /// The compiled services.
+#[derive(Debug)]
 pub(super) struct Catalogue {
     /// Sorted by name.
     pub(super) services: Vec<Service>,
