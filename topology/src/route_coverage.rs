@@ -17,8 +17,8 @@ use ipnet::IpNet;
 
 use crate::binding_list::BindingList;
 
-/// A location's routes as the daemon keeps them: each network, sorted, with a tag of the
-/// caller's (the index of its attribute set) that is never read here.
+/// A location's routes as the daemon keeps them: each network (ascending there; any order is
+/// answered) with a tag of the caller's (the index of its attribute set) never read here.
 pub type TaggedRoutes = Arc<Vec<(IpNet, u32)>>;
 
 /// The answer for one list of routes: the list (shared with whoever keeps it, never copied)
@@ -116,8 +116,8 @@ mod tests {
         )
     }
 
-    /// Networks over a small space (the top byte 10, the next two bits free) so that the
-    /// generated bindings and routes nest, overlap and coincide often.
+    /// Networks over a small space (10.0.0.0/8, ten bits of it free) so that the generated
+    /// bindings and routes nest, overlap and coincide often.
     fn network() -> impl Strategy<Value = IpNet> {
         (0_u32..1024, 14_u8..=26).prop_map(|(bits, length)| net(0x0A00_0000 | (bits << 12), length))
     }

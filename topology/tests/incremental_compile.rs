@@ -1460,3 +1460,85 @@ fn a_patched_change_past_the_route_budget_is_refused_as_in_full() {
         "{full}"
     );
 }
+
+/// The findings of the definitions' phases (names and attribute values differing only in
+/// case) are reported by a compile that takes the running locations and services as by one
+/// that compiles them: the same warnings, at the same places, as the full compile's.
+#[test]
+fn definitions_taken_from_the_running_generation_report_their_findings() {
+    let fleet = r#"
+[[location]]
+name = "ams01"
+region = "eu"
+metro = "AMS"
+country = "NL"
+state = "live"
+
+[[location]]
+name = "AMS02"
+region = "EU"
+metro = "AMS"
+country = "NL"
+state = "live"
+
+[[location]]
+name = "ams02"
+region = "eu"
+metro = "AMS"
+country = "NL"
+state = "live"
+
+[[service]]
+name = "web"
+topology = 'region = "eu"'
+
+[[service]]
+name = "Web"
+topology = 'all'
+"#;
+    let customer = |advertise: bool| {
+        format!(
+            r#"
+[[prefix]]
+cidr = "198.51.100.0/24"
+origin_asn = 64500
+owner = "c"
+advertise = {advertise}
+
+[[binding]]
+cidr = "198.51.100.0/24"
+service = "web"
+"#
+        )
+    };
+    let sources = |advertise: bool| {
+        vec![
+            Source::new("fleet.toml", fleet),
+            Source::new("customers/c.toml", customer(advertise)),
+        ]
+    };
+    let mut previous = compile(sources(true), 1).unwrap();
+    previous.take_sources();
+    let (incremental, reuse) = compile_incremental(sources(false), 2, &previous);
+    assert!(reuse.definitions_reused, "{reuse:?}");
+    let incremental = incremental.unwrap();
+    let full = compile_against_in_full(sources(false), 2, &previous).unwrap();
+    let warnings = |topology: &Topology| -> Vec<String> {
+        topology
+            .warnings()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    assert_eq!(warnings(&incremental), warnings(&full));
+    for expected in ["region `EU`", "location `AMS02`", "service `Web`"] {
+        assert!(
+            warnings(&full)
+                .iter()
+                .any(|warning| warning.contains(expected)),
+            "{expected}: {:?}",
+            warnings(&full)
+        );
+    }
+    assert_eq!(observed(&incremental), observed(&full));
+}

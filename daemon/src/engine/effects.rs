@@ -186,12 +186,12 @@ impl Engine {
                         rollback_of,
                     )
                     .await;
-                if let (Ok(persist_ms), Some(mutation)) =
+                if let (Ok((persist_ms, _)), Some(mutation)) =
                     (&result, self.mutations.get_mut(&request))
                 {
                     mutation.persist_ms = *persist_ms;
                 }
-                if result.is_ok() {
+                if let Ok((_, true)) = result {
                     // The generation is durable: its routes go out while the texts of the one
                     // it pruned are swept.
                     let store = std::sync::Arc::clone(&self.store);
@@ -374,7 +374,8 @@ impl Engine {
     /// the texts before that file: when the record or the commit fails, the texts it staged
     /// are removed again. `rollback_of` names a rollback's target, which a full-disk error
     /// never offers to prune. Returns how long the texts, the record and the generation file
-    /// took together, in milliseconds.
+    /// took together, in milliseconds, and whether a generation was pruned (its texts are
+    /// then to be swept).
     async fn commit(
         &self,
         (stored, digests): (StoredGeneration, Option<crate::state_store::SourceDigests>),
@@ -383,7 +384,7 @@ impl Engine {
         plan_hash: String,
         intended_verdict: &str,
         rollback_of: Option<u64>,
-    ) -> Result<u64, EngineError> {
+    ) -> Result<(u64, bool), EngineError> {
         let store = self.store.clone();
         let persist_started = Instant::now();
         let needed: Vec<u64> = rollback_of.into_iter().collect();
@@ -448,7 +449,7 @@ impl Engine {
         }
         let staged =
             staged.map_err(|join| self.error(EngineErrorKind::Internal, join.to_string(), None))?;
-        tokio::task::spawn_blocking(move || {
+        let pruned = tokio::task::spawn_blocking(move || {
             staged
                 .and_then(|staged| store.commit_staged(&meta, &staged))
                 .map_err(|error| {
@@ -463,7 +464,7 @@ impl Engine {
             error.plan_hash = Some(plan_hash.clone());
             error
         })?;
-        Ok(persist_started.elapsed().as_millis() as u64)
+        Ok((persist_started.elapsed().as_millis() as u64, pruned))
     }
 
     /// Stops one peer task (a reload): a peer that cannot take its withdrawals (a full TCP

@@ -341,7 +341,7 @@ impl Engine {
         // The texts go into the state directory first, so that the compile drops each one once
         // parsed (read back only to report a position): a large topology's text is never held
         // beside its compiled records. Texts of a compile that fails are named by no generation
-        // and go at the next commit.
+        // and go at the next staging.
         let staged = store.stage_texts(&sources)?;
         let mut topology =
             compile_put_away(sources, staged.digests(), staged.read_back(), generation)

@@ -590,6 +590,7 @@ impl StateStore {
                     store.place(path, bytes)
                 })
         })
+        .map(|_| ())
     }
 
     /// Writes `files`' texts durably ahead of the generation that will name them (the
@@ -635,28 +636,30 @@ impl StateStore {
 
     /// [`StateStore::commit`] of generation `meta` naming the texts `staged` wrote (each still
     /// there with its length, else [`StateError::Source`]). The staging swept the texts just
-    /// before, so the commit does not sweep them again, and the texts of the generation it
+    /// before, so the commit does not sweep them again, and the texts of a generation it
     /// prunes stay until [`StateStore::sweep_unnamed_texts`], which the caller runs once the
-    /// generation is in use: reading every kept generation file twice more is not on the way
-    /// from a push to its routes (at 3 kept generations, ≈ 3 ms of a toggle).
+    /// generation is in use, when this returns `true` (a generation was pruned): reading every
+    /// kept generation file twice more is not on the way from a push to its routes (at 3 kept
+    /// generations, ≈ 3 ms of a toggle).
     pub fn commit_staged(
         &self,
         meta: &GenerationMeta,
         staged: &StagedTexts,
-    ) -> Result<(), StateError> {
+    ) -> Result<bool, StateError> {
         self.commit_naming(meta, Some(staged), |store| {
             store.texts.still_staged(staged, meta.generation)
         })
     }
 
-    /// The commit: `texts` stores (or checks) the texts and gives their references; a sweep
-    /// before it leaves the `staged` ones.
+    /// The commit: `texts` stores (or checks) the texts and gives their references, after a
+    /// sweep of unnamed texts when nothing was `staged` (a staging sweeps before it stores).
+    /// Whether a generation was pruned.
     fn commit_naming(
         &self,
         meta: &GenerationMeta,
         staged: Option<&StagedTexts>,
         texts: impl FnOnce(&Self) -> Result<Vec<sources::SourceRef>, StateError>,
-    ) -> Result<(), StateError> {
+    ) -> Result<bool, StateError> {
         // No text is moved aside while this commit stores and names texts.
         let _writing = self.texts.lock();
         let files = self.generation_files()?;
@@ -700,14 +703,19 @@ impl StateStore {
         self.highest.fetch_max(meta.generation, Ordering::Relaxed);
         // The generation is durable now: a failed prune only leaves old files behind, and
         // must not report the commit as failed (a restart would run it).
-        if let Err(error) = self.prune() {
-            tracing::warn!(%error, "old generations could not be pruned; they stay on disk");
-        }
+        let pruned = match self.prune() {
+            Ok(pruned) => pruned > 0,
+            Err(error) => {
+                tracing::warn!(%error, "old generations could not be pruned; they stay on disk");
+                // Some may have gone before the error: their texts are swept as theirs.
+                true
+            }
+        };
         // A staged commit's caller sweeps once the generation is in use (`commit_staged`).
         if staged.is_none() {
             self.sweep_texts(HashSet::new());
         }
-        Ok(())
+        Ok(pruned)
     }
 
     /// Removes the texts no kept generation names, except those in `referenced`. Nothing is
@@ -872,7 +880,8 @@ impl StateStore {
         Ok(files)
     }
 
-    fn prune(&self) -> Result<(), StateError> {
+    /// Removes the generations past the newest `keep_previous + 1`; how many.
+    fn prune(&self) -> Result<usize, StateError> {
         let files = self.generation_files()?;
         let excess = files.len().saturating_sub(self.keep_previous + 1);
         for (_, path) in files.iter().take(excess) {
@@ -881,7 +890,7 @@ impl StateStore {
         if excess > 0 {
             sync_dir(&self.generations)?;
         }
-        Ok(())
+        Ok(excess)
     }
 
     fn remove_temp_files(&self, dir: &Path) -> Result<(), StateError> {
