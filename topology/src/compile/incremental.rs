@@ -16,7 +16,9 @@
 //! time goes. A file that holds only `[settings]`, locations and services (the fleet and service
 //! files), unchanged at the same place in the bundle, is not parsed either: its definitions are
 //! taken as the baseline parsed them ([`Definitions`]), spans and all, and every phase runs on
-//! them as on parsed ones.
+//! them as on parsed ones — but for the locations and services phases when every definition is
+//! the baseline's and no parsed file defines anything (a customer's push): their results are
+//! then the baseline's, taken with the findings they made (`CompiledDefinitions`).
 //!
 //! Given the texts the running generation was compiled from
 //! ([`compile_incremental_with_previous`]), a file of bindings that a push changed in a few
