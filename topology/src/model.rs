@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -284,13 +284,13 @@ pub struct Topology {
     pub(crate) digests_kept: bool,
     pub(crate) settings: Settings,
     /// Sorted by name.
-    pub(crate) locations: Vec<Location>,
-    pub(crate) location_index: HashMap<String, u32>,
+    pub(crate) locations: Arc<Vec<Location>>,
+    pub(crate) location_index: Arc<HashMap<String, u32>>,
     /// Locations in state `live`.
     pub(crate) live: LocationSet,
     /// Sorted by name.
-    pub(crate) services: Vec<Service>,
-    pub(crate) service_index: HashMap<String, u32>,
+    pub(crate) services: Arc<Vec<Service>>,
+    pub(crate) service_index: Arc<HashMap<String, u32>>,
     /// Sorted by cidr; disjoint. In chunks shared with the thread hashing them (see `hash`)
     /// and with the generations patched from this one (`prefix_list.rs`).
     pub(crate) prefixes: crate::PrefixList,

@@ -3,6 +3,7 @@
 //! attribute values that differ only in case.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use topologyd_config::{Attribute, Collector, Located, LocationState, RawTopology, Selector};
 
@@ -14,8 +15,8 @@ use crate::model::Location;
 #[derive(Debug)]
 pub(super) struct Fleet {
     /// Sorted by name.
-    pub(super) locations: Vec<Location>,
-    pub(super) location_index: HashMap<String, u32>,
+    pub(super) locations: Arc<Vec<Location>>,
+    pub(super) location_index: Arc<HashMap<String, u32>>,
     pub(super) live: LocationSet,
     pub(super) test: LocationSet,
     pub(super) attribute_index: AttributeIndex,
@@ -157,8 +158,8 @@ pub(super) fn compile_locations(raw: &RawTopology, collector: &mut Collector) ->
     super::warn_names_differing_in_case(&raw.locations, "location", sources, collector);
 
     Fleet {
-        locations,
-        location_index,
+        locations: Arc::new(locations),
+        location_index: Arc::new(location_index),
         live,
         test,
         attribute_index,

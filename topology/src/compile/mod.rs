@@ -661,12 +661,15 @@ fn compile_phases(
     if has_errors {
         return Err((diagnostics, raw.sources));
     }
-    // The running generation keeps its own copy (a few hundred kilobytes at 2,000 services):
-    // its fields are read everywhere, the shared form only by the next compile.
-    let (services, service_index) = (catalogue.services.clone(), catalogue.service_index.clone());
+    // Shared with the compiled definitions, not copied: a copy of 2,000 services and their
+    // index was ≈ 2 ms of a toggle.
+    let (services, service_index) = (
+        Arc::clone(&catalogue.services),
+        Arc::clone(&catalogue.service_index),
+    );
     let (locations, location_index, live) = (
-        fleet.locations.clone(),
-        fleet.location_index.clone(),
+        Arc::clone(&fleet.locations),
+        Arc::clone(&fleet.location_index),
         fleet.live.clone(),
     );
     let BindingTable {

@@ -268,7 +268,7 @@ fn same_services(catalogue: &Catalogue, baseline: &Topology) -> Option<()> {
         && catalogue
             .services
             .iter()
-            .zip(&baseline.services)
+            .zip(baseline.services.iter())
             .all(|(new, old)| new.name == old.name);
     same.then_some(())
 }

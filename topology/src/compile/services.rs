@@ -3,6 +3,7 @@
 //! bitsets, and the attributes in canonical order.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use topologyd_config::{Attribute, Collector, Lifecycle, LocationState, RawTopology};
@@ -16,8 +17,8 @@ use crate::model::{RouteAttributes, Service};
 #[derive(Debug)]
 pub(super) struct Catalogue {
     /// Sorted by name.
-    pub(super) services: Vec<Service>,
-    pub(super) service_index: HashMap<String, u32>,
+    pub(super) services: Arc<Vec<Service>>,
+    pub(super) service_index: Arc<HashMap<String, u32>>,
     /// For each service, the index of its raw definition.
     pub(super) service_order: Vec<usize>,
 }
@@ -141,8 +142,8 @@ pub(super) fn compile_services(
         .collect();
 
     Catalogue {
-        services,
-        service_index,
+        services: Arc::new(services),
+        service_index: Arc::new(service_index),
         service_order,
     }
 }

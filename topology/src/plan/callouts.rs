@@ -221,7 +221,7 @@ pub(super) fn callouts(context: &Context<'_>, diffs: &[RouteDiff]) -> Vec<Callou
         if known.is_empty() {
             continue;
         }
-        for location in &context.new.locations {
+        for location in context.new.locations.iter() {
             let value = value_of(location);
             if known.contains(value) {
                 continue;

@@ -26,7 +26,7 @@ impl Universe {
         let mut names: Vec<String> = old
             .locations
             .iter()
-            .chain(&new.locations)
+            .chain(new.locations.iter())
             .map(|location| location.name.clone())
             .collect();
         names.sort_unstable();
