@@ -24,6 +24,7 @@ mod plan;
 mod prefix_list;
 mod render;
 mod route_coverage;
+mod route_list;
 
 use topologyd_rpki as rpki;
 

@@ -301,10 +301,10 @@ pub struct Topology {
     /// Per service: how many bindings name it (a patched compile that shares the records
     /// takes them).
     pub(crate) service_binding_count: Vec<u32>,
-    /// Sorted by prefix; disjoint.
-    pub(crate) routes: Vec<Route>,
-    /// `routes[i].service`, densely, for the per-location scan of [`Topology::desired`].
-    pub(crate) route_services: Vec<u32>,
+    /// Sorted by prefix; disjoint. In chunks shared with the generations patched from this
+    /// one, each with its routes' services densely, for the per-location scan of
+    /// [`Topology::desired`] (`route_list.rs`).
+    pub(crate) routes: crate::route_list::RouteList,
     pub(crate) warnings: Vec<Diagnostic>,
     /// The settings, locations and services as parsed, for the next incremental compile.
     pub(crate) definitions: crate::compile::Definitions,
@@ -314,18 +314,6 @@ pub struct Topology {
     /// The locations and services as compiled, for the next compile whose definitions are
     /// these.
     pub(crate) compiled_definitions: std::sync::Arc<crate::compile::CompiledDefinitions>,
-}
-
-/// The index of the last element of a sorted, disjoint list of networks containing `network`.
-pub(crate) fn find_containing<T>(
-    items: &[T],
-    network: &IpNet,
-    key: impl Fn(&T) -> IpNet,
-) -> Option<usize> {
-    let index = items
-        .partition_point(|item| key(item) <= *network)
-        .checked_sub(1)?;
-    key(&items[index]).contains(network).then_some(index)
 }
 
 impl Topology {
@@ -451,6 +439,17 @@ impl Topology {
         &self.prefixes
     }
 
+    /// How many of this topology's route chunks are `other`'s at the same place, and how many
+    /// chunks hold its routes (a test reads it to see that a patch copied only what it
+    /// changed).
+    #[doc(hidden)]
+    pub fn route_chunks_shared_with(&self, other: &Topology) -> (usize, usize) {
+        (
+            self.routes.chunks_shared_with(&other.routes),
+            self.routes.chunk_count(),
+        )
+    }
+
     /// Every binding as (cidr, service name), sorted by cidr.
     pub fn bindings(&self) -> impl Iterator<Item = (IpNet, &str)> {
         self.bindings.iter().map(|binding| {
@@ -525,13 +524,19 @@ impl Topology {
     }
 
     pub(crate) fn route_index(&self, prefix: &IpNet) -> Option<usize> {
+        let place = self.routes.partition_point(|route| route.prefix < *prefix);
         self.routes
-            .binary_search_by(|route| route.prefix.cmp(prefix))
-            .ok()
+            .get(place)
+            .is_some_and(|route| route.prefix == *prefix)
+            .then_some(place)
     }
 
     pub(crate) fn route_containing(&self, network: &IpNet) -> Option<usize> {
-        find_containing(&self.routes, network, |route| route.prefix)
+        let place = self
+            .routes
+            .partition_point(|route| route.prefix <= *network)
+            .checked_sub(1)?;
+        self.routes[place].prefix.contains(network).then_some(place)
     }
 
     pub(crate) fn desired_route(&self, route: &Route) -> DesiredRoute<'_> {
@@ -559,15 +564,21 @@ impl Topology {
             .collect();
         let announced = |service: &u32| present.get(*service as usize).copied().unwrap_or(false);
         // Counted first, so that a million routes fill a list made once at their size.
-        let mut desired =
-            Vec::with_capacity(self.route_services.iter().filter(|s| announced(s)).count());
-        desired.extend(
-            self.route_services
-                .iter()
-                .zip(&self.routes)
-                .filter(|(service, _)| announced(service))
-                .map(|(_, route)| self.desired_route(route)),
-        );
+        let chunks = || self.routes.chunks().map(|(_, chunk)| chunk);
+        let count = chunks()
+            .map(|chunk| chunk.services().iter().filter(|s| announced(s)).count())
+            .sum();
+        let mut desired = Vec::with_capacity(count);
+        for chunk in chunks() {
+            desired.extend(
+                chunk
+                    .services()
+                    .iter()
+                    .zip(chunk.routes())
+                    .filter(|(service, _)| announced(service))
+                    .map(|(_, route)| self.desired_route(route)),
+            );
+        }
         Ok(desired)
     }
 

@@ -23,7 +23,7 @@ use crate::model::Prefix;
 /// topology's hash, which needs a form of its own (`compile/hash.rs`); a test pins hashes of
 /// 2,500 prefixes.
 const CHUNK_BITS: u32 = 10;
-const CHUNK_LEN: usize = 1 << CHUNK_BITS;
+pub(crate) const CHUNK_LEN: usize = 1 << CHUNK_BITS;
 
 /// Prefixes sorted by cidr in shared chunks; see the module comment. Cloning it shares every
 /// chunk.

@@ -902,6 +902,14 @@ proptest! {
             };
             prop_assert!(reuse.items_patched, "after {:?}: {:?}", change, reuse);
             prop_assert_eq!(observed(&full), observed(&incremental), "after {:?}", change);
+            // The plan against the patched compile (whose route chunks it shares, when nothing
+            // changed their routes) is the plan against the full compile (which shares none).
+            let intent = topologyd_topology::Intent::default();
+            prop_assert_eq!(
+                topologyd_topology::plan(&previous, &incremental, &intent).to_json(),
+                topologyd_topology::plan(&previous, &full, &intent).to_json(),
+                "after {:?}", change
+            );
             let mut next = incremental;
             if *release_texts {
                 next.take_sources();
@@ -1393,6 +1401,11 @@ fn a_toggle_copies_only_the_chunk_holding_its_prefix() {
             chunks - 1,
             "{toggled}: one chunk copied"
         );
+        assert_eq!(
+            incremental.route_chunks_shared_with(&running),
+            (chunks - 1, chunks),
+            "{toggled}: the routes of one prefix chunk built again, the others shared"
+        );
         assert!(!incremental.prefixes()[toggled].advertise);
         assert!(
             running.prefixes()[toggled].advertise,
@@ -1401,6 +1414,108 @@ fn a_toggle_copies_only_the_chunk_holding_its_prefix() {
         let full = compile_against_in_full(sources(false), 2, &running).unwrap();
         assert_eq!(observed(&full), observed(&incremental), "{toggled}");
         assert_eq!(full.hash(), incremental.hash());
+    }
+}
+
+/// The fleet file of [`chunked_sources`]: three locations (`states`: live, or draining when
+/// false) and three active services, on every location, on `l0` and `l1`, on `l2`.
+fn chunked_fleet(states: [bool; 3]) -> String {
+    let mut text = String::new();
+    for (index, live) in states.iter().enumerate() {
+        let state = if *live { "live" } else { "draining" };
+        text += &format!(
+            "[[location]]\nname = \"l{index}\"\nregion = \"r{index}\"\nmetro = \"m\"\ncountry = \"C\"\nstate = \"{state}\"\n\n"
+        );
+    }
+    for (index, topology) in [
+        "all",
+        "region = \"r0\" or region = \"r1\"",
+        "region = \"r2\"",
+    ]
+    .iter()
+    .enumerate()
+    {
+        text += &format!(
+            "[[service]]\nname = \"s{index}\"\nlifecycle = \"active\"\ntopology = '{topology}'\n\n"
+        );
+    }
+    text
+}
+
+/// 2,500 /23 prefixes (three prefix chunks, so three route chunks), each advertised or not,
+/// split in two /24s or not, and bound whole to a service; in files of 128 prefixes (a
+/// patched compile compiles again the prefixes of the files it parses, so the prefixes of
+/// one file, inside one chunk).
+fn chunked_sources(states: [bool; 3], prefixes: &[(bool, bool, usize)]) -> Vec<Source> {
+    let mut sources = vec![Source::new("fleet.toml", chunked_fleet(states))];
+    let mut items = String::new();
+    for (index, (advertise, split, service)) in prefixes.iter().enumerate() {
+        let cidr = format!("10.{}.{}.0/23", index * 2 / 256, index * 2 % 256);
+        let announce = if *split {
+            "announce = { split = 24 }\n"
+        } else {
+            ""
+        };
+        items += &format!(
+            "[[prefix]]\ncidr = \"{cidr}\"\norigin_asn = 64500\nowner = \"acme\"\nadvertise = {advertise}\n{announce}\n[[binding]]\ncidr = \"{cidr}\"\nservice = \"s{service}\"\n\n"
+        );
+        if index % 128 == 127 || index + 1 == prefixes.len() {
+            let name = format!("items-{:02}.toml", index / 128);
+            sources.push(Source::new(&name, std::mem::take(&mut items)));
+        }
+    }
+    sources
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Route chunks shared between generations: over generated sequences of changes to 2,500
+    /// prefixes in three chunks (a prefix toggled, split or bound to another service; a
+    /// location drained or made live again), the compile against the running generation
+    /// (patched when only values changed, sharing the route chunks it did not build again)
+    /// equals the full compile, and so does the plan against it: its diff and G3 pass over the
+    /// shared chunks only when that changes nothing (a withdrawal a toggle makes is still
+    /// refused, whichever chunk holds it).
+    #[test]
+    fn a_plan_against_shared_route_chunks_is_the_plan_against_the_full_compile(
+        changes in prop::collection::vec((0usize..2500, 0u8..4, 0usize..3), 1..6),
+    ) {
+        let mut states = [true; 3];
+        let mut prefixes: Vec<(bool, bool, usize)> =
+            (0..2500).map(|index| (true, index % 5 == 0, index % 3)).collect();
+        let mut previous = compile(chunked_sources(states, &prefixes), 1).unwrap();
+        let intent = topologyd_topology::Intent::default();
+        for (step, (index, kind, value)) in changes.iter().enumerate() {
+            let before = prefixes[*index];
+            match kind {
+                0 => prefixes[*index].0 = !prefixes[*index].0,
+                1 => prefixes[*index].1 = !prefixes[*index].1,
+                2 => prefixes[*index].2 = *value,
+                _ => states[*value] = !states[*value],
+            }
+            let item_changed = prefixes[*index] != before;
+            let generation = step as u64 + 2;
+            let sources = chunked_sources(states, &prefixes);
+            let full = compile_against_in_full(sources.clone(), generation, &previous).unwrap();
+            let (incremental, reuse) = compile_incremental(sources, generation, &previous);
+            let incremental = incremental.unwrap();
+            prop_assert!(!reuse.fell_back, "{:?}", reuse);
+            prop_assert_eq!(observed(&full), observed(&incremental), "step {}", step);
+            if item_changed {
+                // One file's routes built again; the other chunks shared.
+                let (shared, chunks) = incremental.route_chunks_shared_with(&previous);
+                prop_assert_eq!((shared, chunks), (2, 3), "step {}: {:?}", step, reuse);
+            }
+            prop_assert_eq!(
+                topologyd_topology::plan(&previous, &incremental, &intent).to_json(),
+                topologyd_topology::plan(&previous, &full, &intent).to_json(),
+                "step {}", step
+            );
+            // Each step plans against the generation it was compiled against, wherever the
+            // last one was refused.
+            previous = incremental;
+        }
     }
 }
 

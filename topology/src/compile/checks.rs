@@ -11,7 +11,8 @@ use super::fleet::Fleet;
 use super::services::Catalogue;
 use super::{list_names, network_key};
 use crate::binding_list::BindingList;
-use crate::model::{Location, Route, Service};
+use crate::model::{Location, Service};
+use crate::route_list::RouteList;
 
 /// What the checks of the whole compiled picture read.
 pub(super) struct Picture<'compile> {
@@ -19,7 +20,7 @@ pub(super) struct Picture<'compile> {
     pub(super) fleet: &'compile Fleet,
     pub(super) catalogue: &'compile Catalogue,
     pub(super) table: &'compile BindingTable,
-    pub(super) routes: &'compile [Route],
+    pub(super) routes: &'compile RouteList,
     /// Per service, how many routes it governs.
     pub(super) service_routes: &'compile [u32],
 }
@@ -135,7 +136,7 @@ pub(super) fn local_addresses(
 /// another service), the others' being the running generation's (or dropped where the route
 /// budget is crossed, itself an error).
 pub(super) fn blackholes(
-    routes: &[Route],
+    routes: &RouteList,
     services: &[Service],
     bindings: &BindingList,
     locations: &[Location],
@@ -165,7 +166,7 @@ pub(super) fn blackholes(
 
 /// [`blackholes`] over the bindings at `range`.
 fn blackholes_in(
-    routes: &[Route],
+    routes: &RouteList,
     services: &[Service],
     bindings: &BindingList,
     range: std::ops::Range<usize>,
@@ -178,22 +179,18 @@ fn blackholes_in(
     // Both lists are sorted (the same order as `network_key`) and routes are disjoint: the
     // route containing each binding, if any, is the last route not after it, found by one
     // sweep (from the first binding's place) instead of a binary search per binding.
-    let mut not_after = in_range.first().map_or(0, |first| {
+    let not_after = in_range.first().map_or(0, |first| {
         let key = network_key(&first.cidr);
         routes.partition_point(|route| network_key(&route.prefix) <= key)
     });
+    let mut last_not_after = not_after.checked_sub(1).and_then(|place| routes.get(place));
+    let mut after = routes.iter_from(not_after).peekable();
     for (index, binding) in range.zip(in_range) {
         let key = network_key(&binding.cidr);
-        while routes
-            .get(not_after)
-            .is_some_and(|route| network_key(&route.prefix) <= key)
-        {
-            not_after += 1;
+        while let Some(route) = after.next_if(|route| network_key(&route.prefix) <= key) {
+            last_not_after = Some(route);
         }
-        let Some(route) = not_after
-            .checked_sub(1)
-            .map(|index| &routes[index])
-            .filter(|route| route.prefix.contains(&binding.cidr))
+        let Some(route) = last_not_after.filter(|route| route.prefix.contains(&binding.cidr))
         else {
             continue;
         };

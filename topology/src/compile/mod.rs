@@ -677,7 +677,6 @@ fn compile_phases(
         service_binding_count,
         ..
     } = table;
-    let route_services = routes.iter().map(|route| route.service).collect();
     let definitions = incremental::Definitions {
         locations: raw.locations,
         services: raw.services,
@@ -699,7 +698,6 @@ fn compile_phases(
         bindings,
         service_binding_count,
         routes,
-        route_services,
         warnings: diagnostics.items,
         definitions,
         route_coverage: std::sync::OnceLock::new(),

@@ -12,13 +12,15 @@ use super::bindings::BindingTable;
 use super::{INPUT_BYTES_PER_EXTRA_ROUTE, ROUTE_ALLOWANCE};
 use crate::PrefixList;
 use crate::model::{Prefix, Route, Service};
+use crate::prefix_list::CHUNK_LEN as PREFIX_CHUNK_LEN;
+use crate::route_list::{RouteList, RouteListBuilder};
 
 /// The running generation's routes, for a patched compile (`patch.rs`): every prefix at the
 /// same place with the same cidr, and only those at the `patched` places (ascending) compiled
 /// again; the others' routes are the running ones (a compiled generation has all its routes,
 /// none dropped), copied with their counts and warnings.
 pub(super) struct RunningRoutes<'running> {
-    pub(super) routes: &'running [Route],
+    pub(super) routes: &'running RouteList,
     pub(super) patched: &'running [usize],
 }
 
@@ -36,7 +38,7 @@ pub(super) fn compile_routes(
     input_bytes: usize,
     running: Option<RunningRoutes<'_>>,
     collector: &mut Collector,
-) -> (Vec<Route>, Vec<u32>) {
+) -> (RouteList, Vec<u32>) {
     let mut budget = Budget {
         budget: ROUTE_ALLOWANCE.saturating_add(input_bytes as u64 / INPUT_BYTES_PER_EXTRA_ROUTE),
         input_bytes,
@@ -44,12 +46,7 @@ pub(super) fn compile_routes(
         exceeded: false,
     };
     let bindings = &table.bindings;
-    let longest = |network: &IpNet| table.longest(network);
-    let mut routes: Vec<Route> = Vec::with_capacity(
-        running
-            .as_ref()
-            .map_or(prefixes.len(), |running| running.routes.len() + 16),
-    );
+    let mut routes = RouteListBuilder::default();
     let mut counts = RouteCounts {
         services,
         pending: services
@@ -59,20 +56,51 @@ pub(super) fn compile_routes(
         service_routes: vec![0; services.len()],
         pending_warned: BTreeMap::new(),
     };
-    // Where the running routes of the prefix at hand start, and the next patched place.
-    let (mut running_at, mut patched_at) = (0_usize, 0_usize);
-    for (prefix_index, prefix) in prefixes.iter().enumerate() {
-        if let Some(running) = &running {
-            let of_prefix = running.routes[running_at..]
-                .iter()
-                .take_while(|route| route.onboarded as usize == prefix_index)
-                .count();
-            let taken = &running.routes[running_at..running_at + of_prefix];
-            running_at += of_prefix;
-            if running.patched.get(patched_at) == Some(&prefix_index) {
-                patched_at += 1;
-            } else {
-                if !taken.is_empty() && budget.admits(prefix, taken.len() as u64, collector) {
+    // The running routes are taken a chunk at a time: their chunk `k` holds the routes of
+    // the prefixes at the places of prefix chunk `k`, which are the same prefixes here.
+    let chunk_count = prefixes.len().div_ceil(PREFIX_CHUNK_LEN);
+    let running = running.filter(|running| running.routes.chunk_count() == chunk_count);
+    let mut patched_at = 0_usize;
+    for chunk in 0..chunk_count {
+        let places = chunk * PREFIX_CHUNK_LEN..((chunk + 1) * PREFIX_CHUNK_LEN).min(prefixes.len());
+        let running_chunk = running
+            .as_ref()
+            .and_then(|running| Some((running.patched, running.routes.chunk(chunk)?)));
+        // A running chunk none of whose prefixes is compiled again is shared whole, unless a
+        // prefix of it is refused by the budget (the compile fails then).
+        let mut sharing = running_chunk.as_ref().is_some_and(|(patched, _)| {
+            patched
+                .get(patched_at)
+                .is_none_or(|place| *place >= places.end)
+        });
+        // Where the running routes of the prefix at hand start in the running chunk.
+        let mut running_at = 0_usize;
+        for prefix_index in places {
+            let prefix = &prefixes[prefix_index];
+            if let Some((patched, running_chunk)) = &running_chunk {
+                let of_chunk = &running_chunk.routes()[running_at..];
+                let of_prefix = of_chunk
+                    .iter()
+                    .take_while(|route| route.onboarded as usize == prefix_index)
+                    .count();
+                let taken = &of_chunk[..of_prefix];
+                running_at += of_prefix;
+                if patched.get(patched_at) == Some(&prefix_index) {
+                    patched_at += 1;
+                } else {
+                    if taken.is_empty() {
+                        continue;
+                    }
+                    if !budget.admits(prefix, taken.len() as u64, collector) {
+                        if sharing {
+                            // The prefixes before it were all taken: copied after all.
+                            sharing = false;
+                            for route in &running_chunk.routes()[..running_at - of_prefix] {
+                                routes.push(*route);
+                            }
+                        }
+                        continue;
+                    }
                     for route in taken {
                         // What the copy relies on (and the plan's diff reads from a route):
                         // its prefix's origin, and its binding, at the same place, as before.
@@ -86,14 +114,45 @@ pub(super) fn compile_routes(
                             prefix.cidr
                         );
                         counts.count(prefix_index, prefix, route.service, collector);
+                        if !sharing {
+                            routes.push(*route);
+                        }
                     }
-                    routes.extend_from_slice(taken);
+                    continue;
                 }
-                continue;
             }
+            compile_prefix(
+                (prefix_index, prefix),
+                prefixes,
+                services,
+                table,
+                (&mut budget, &mut counts, collector),
+                &mut routes,
+            );
         }
+        match running_chunk {
+            Some((_, running_chunk)) if sharing => routes.share(running_chunk),
+            _ => routes.end_chunk(),
+        }
+    }
+    (routes.finish(), counts.service_routes)
+}
+
+/// The routes of the prefix at `prefix_index`, compiled (G1 checked, split, each piece's
+/// longest binding found), pushed into `routes`.
+fn compile_prefix(
+    (prefix_index, prefix): (usize, &Prefix),
+    prefixes: &PrefixList,
+    services: &[Service],
+    table: &BindingTable,
+    (budget, counts, collector): (&mut Budget, &mut RouteCounts<'_>, &mut Collector),
+    routes: &mut RouteListBuilder,
+) {
+    let bindings = &table.bindings;
+    let longest = |network: &IpNet| table.longest(network);
+    {
         if !prefix.advertise {
-            continue;
+            return;
         }
         let Some(default) = table.default_binding(prefix_index, prefixes) else {
             let layered: Vec<String> = bindings
@@ -131,7 +190,7 @@ pub(super) fn compile_routes(
                     prefix.cidr
                 )),
             );
-            continue;
+            return;
         };
         let count = match prefix.announce {
             AnnounceMode::Aggregate => 1,
@@ -140,7 +199,7 @@ pub(super) fn compile_routes(
             }
         };
         if !budget.admits(prefix, count, collector) {
-            continue;
+            return;
         }
         let pieces: Box<dyn Iterator<Item = IpNet>> = match prefix.announce {
             AnnounceMode::Aggregate => Box::new(std::iter::once(prefix.cidr)),
@@ -167,8 +226,6 @@ pub(super) fn compile_routes(
             });
         }
     }
-
-    (routes, counts.service_routes)
 }
 
 /// The route budget of a compile and the routes planned so far.

@@ -104,6 +104,12 @@ pub(super) struct Context<'a> {
     /// Per service: whether it announces at a live location, before and after.
     pub(super) old_service_live: Vec<bool>,
     pub(super) new_service_live: Vec<bool>,
+    /// Every service is unchanged at the same index: a route the two topologies share is
+    /// unchanged (the diff passes over their shared route chunks).
+    pub(super) services_unchanged_in_place: bool,
+    /// Every service live before is live after at the same index: a route the two topologies
+    /// share stays announced live (G3 passes over their shared route chunks).
+    pub(super) live_kept_in_place: bool,
 }
 
 impl<'a> Context<'a> {
@@ -125,7 +131,7 @@ impl<'a> Context<'a> {
             .iter()
             .map(|service| new.service_index.get(&service.name).copied())
             .collect();
-        let service_unchanged = old
+        let service_unchanged: Vec<bool> = old
             .services
             .iter()
             .enumerate()
@@ -136,6 +142,10 @@ impl<'a> Context<'a> {
                 })
             })
             .collect();
+        let services_unchanged_in_place = old.services.len() == new.services.len()
+            && old_to_new.iter().zip(&service_unchanged).enumerate().all(
+                |(index, (new_index, unchanged))| *unchanged && *new_index == Some(index as u32),
+            );
         let mut old_states = vec![None; universe.names.len()];
         for (index, location) in old.locations.iter().enumerate() {
             old_states[universe.old_map[index]] = Some(location.state);
@@ -152,20 +162,27 @@ impl<'a> Context<'a> {
         }
         let old_live = universe.map_old(&old.live);
         let new_live = universe.map_new(&new.live);
-        let old_service_live = old_sets
+        let old_service_live: Vec<bool> = old_sets
             .iter()
             .map(|set| set.intersection_len(&old_live) > 0)
             .collect();
-        let new_service_live = new_sets
+        let new_service_live: Vec<bool> = new_sets
             .iter()
             .map(|set| set.intersection_len(&new_live) > 0)
             .collect();
+        let live_kept_in_place = old_service_live.len() == new_service_live.len()
+            && old_service_live
+                .iter()
+                .zip(&new_service_live)
+                .all(|(before, after)| !before || *after);
         Context {
             state_changed,
             old_live,
             new_live,
             old_service_live,
             new_service_live,
+            services_unchanged_in_place,
+            live_kept_in_place,
             universe,
             old,
             new,
@@ -249,8 +266,10 @@ impl<'a> Context<'a> {
             .new
             .routes
             .partition_point(|route| route.prefix < *prefix);
-        for route in self.new.routes[start..]
-            .iter()
+        for route in self
+            .new
+            .routes
+            .iter_from(start)
             .take_while(|route| prefix.contains(&route.prefix))
         {
             let Some(needed) = next else {

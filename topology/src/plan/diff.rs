@@ -41,29 +41,20 @@ pub(super) fn diff_routes(context: &Context<'_>) -> Vec<RouteDiff> {
     let capacity = context.universe.names.len();
     let empty = LocationSet::empty(capacity);
     let mut diffs = Vec::new();
-    let (mut old_position, mut new_position) = (0, 0);
+    // A route chunk both share holds routes that are unchanged when every service is.
+    let pass_over = context.services_unchanged_in_place;
+    let mut old_routes = old.routes.outside_shared(&new.routes, pass_over).peekable();
+    let mut new_routes = new.routes.outside_shared(&old.routes, pass_over).peekable();
     loop {
-        let (old_route, new_route) =
-            match (old.routes.get(old_position), new.routes.get(new_position)) {
-                (None, None) => break,
-                (Some(left), Some(right)) if left.prefix == right.prefix => {
-                    old_position += 1;
-                    new_position += 1;
-                    (Some(left), Some(right))
-                }
-                (Some(left), Some(right)) if left.prefix < right.prefix => {
-                    old_position += 1;
-                    (Some(left), None)
-                }
-                (Some(left), None) => {
-                    old_position += 1;
-                    (Some(left), None)
-                }
-                (_, Some(right)) => {
-                    new_position += 1;
-                    (None, Some(right))
-                }
-            };
+        let (old_route, new_route) = match (old_routes.peek(), new_routes.peek()) {
+            (None, None) => break,
+            (Some(left), Some(right)) if left.prefix == right.prefix => {
+                (old_routes.next(), new_routes.next())
+            }
+            (Some(left), Some(right)) if left.prefix < right.prefix => (old_routes.next(), None),
+            (Some(_), None) => (old_routes.next(), None),
+            (_, Some(_)) => (None, new_routes.next()),
+        };
         if let (Some(left), Some(right)) = (old_route, new_route)
             && unchanged(context, left, right)
         {

@@ -205,8 +205,10 @@ fn blast_radius(
     // Pairs before, per location. The routes' services are read from their dense copy (4
     // bytes a route, not the route records' tens).
     let mut routes_per_service = vec![0_u64; old.services.len()];
-    for service in &old.route_services {
-        routes_per_service[*service as usize] += 1;
+    for (_, chunk) in old.routes.chunks() {
+        for service in chunk.services() {
+            routes_per_service[*service as usize] += 1;
+        }
     }
     let mut announcing_before = LocationSet::empty(capacity);
     let mut pairs_before = vec![0_u64; capacity];
@@ -384,8 +386,9 @@ fn covered_after(new: &Topology, new_service_live: &[bool], prefix: &IpNet) -> b
     // The first address not yet known to be covered; `None` once past the last address.
     let mut next = Some(first);
     let start = new.routes.partition_point(|route| route.prefix < *prefix);
-    for route in new.routes[start..]
-        .iter()
+    for route in new
+        .routes
+        .iter_from(start)
         .take_while(|route| prefix.contains(&route.prefix))
         .filter(|route| live(route))
     {
@@ -419,21 +422,17 @@ fn global_withdrawals(
     let (old, new) = (context.old, context.new);
     let mut violations = Vec::new();
     // Both route lists are sorted: walk them together, so that the common case — the same
-    // route announced live after — costs one comparison, not a search.
-    let mut new_position = 0;
-    for old_route in &old.routes {
+    // route announced live after — costs one comparison, not a search. A route chunk both
+    // share stays announced live when every service live before is live after.
+    let pass_over = context.live_kept_in_place;
+    let mut new_routes = new.routes.outside_shared(&old.routes, pass_over).peekable();
+    for old_route in old.routes.outside_shared(&new.routes, pass_over) {
         let prefix = old_route.prefix;
         if !old_service_live[old_route.service as usize] {
             continue;
         }
-        while new
-            .routes
-            .get(new_position)
-            .is_some_and(|route| route.prefix < prefix)
-        {
-            new_position += 1;
-        }
-        let same_route_live = new.routes.get(new_position).is_some_and(|route| {
+        while new_routes.next_if(|route| route.prefix < prefix).is_some() {}
+        let same_route_live = new_routes.peek().is_some_and(|route| {
             route.prefix == prefix && new_service_live[route.service as usize]
         });
         if same_route_live || covered_after(new, new_service_live, &prefix) {

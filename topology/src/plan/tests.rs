@@ -382,3 +382,86 @@ fn sets_map_into_the_universe_whether_or_not_the_fleet_changed() {
         }
     }
 }
+
+/// The diff and G3 pass over the route chunks two topologies share only when that changes
+/// nothing: with a service's locations changed (a compile would not share chunks then, but
+/// the plan must not rely on it), a plan against a topology sharing chunks with the running
+/// one equals the plan against the same topology whose routes share nothing.
+#[test]
+fn shared_route_chunks_are_passed_over_only_when_their_services_are_unchanged() {
+    let sources = |advertised: bool| {
+        let mut fleet = String::new();
+        for index in 0..3 {
+            fleet += &format!(
+                "[[location]]\nname = \"edge{index}\"\nregion = \"eu\"\nmetro = \"M\"\ncountry = \"C\"\nstate = \"live\"\n"
+            );
+        }
+        fleet += "[[service]]\nname = \"web\"\ntopology = \"all\"\n";
+        fleet += "[[service]]\nname = \"dns\"\ntopology = 'metro = \"M\"'\n";
+        // Prefix 2,000 (in the third prefix chunk) alone in a file of its own.
+        let (mut items, mut toggled) = (String::new(), String::new());
+        for index in 0..2_100 {
+            let cidr = format!("10.{}.{}.0/24", index / 256, index % 256);
+            let advertise = advertised || index != 2_000;
+            let service = if index % 2 == 0 { "web" } else { "dns" };
+            let item = format!(
+                "[[prefix]]\ncidr = \"{cidr}\"\norigin_asn = 64500\nowner = \"o\"\nadvertise = {advertise}\n[[binding]]\ncidr = \"{cidr}\"\nservice = \"{service}\"\n"
+            );
+            if index == 2_000 {
+                toggled = item;
+            } else {
+                items += &item;
+            }
+        }
+        vec![
+            Source::new("fleet.toml", fleet),
+            Source::new("items.toml", items),
+            Source::new("customer.toml", toggled),
+        ]
+    };
+    let running = compile(sources(true), 1).unwrap();
+    let patched = || {
+        let (result, reuse) = crate::compile_incremental(sources(false), 2, &running);
+        assert!(reuse.items_patched, "{reuse:?}");
+        result.unwrap()
+    };
+    let intent = Intent::default();
+    // Nothing changed; a service announced at one location fewer; one announced nowhere (its
+    // routes withdrawn everywhere: G3).
+    for changed in [None, Some(("web", 1)), Some(("dns", 3))] {
+        let (mut shared, mut apart) = (patched(), patched());
+        assert_eq!(shared.route_chunks_shared_with(&running), (2, 3));
+        apart.routes = apart.routes.unshared();
+        assert_eq!(apart.route_chunks_shared_with(&running), (0, 3));
+        if let Some((name, fewer)) = changed {
+            for topology in [&mut shared, &mut apart] {
+                let index = topology.service_index[name] as usize;
+                let service = &mut std::sync::Arc::make_mut(&mut topology.services)[index];
+                for location in 0..fewer {
+                    service.announcing.remove(location);
+                }
+            }
+        }
+        let (by_shared, by_apart) = (
+            plan(&running, &shared, &intent),
+            plan(&running, &apart, &intent),
+        );
+        assert_eq!(by_shared.to_json(), by_apart.to_json(), "{changed:?}");
+        let routes_changed = by_apart.changes.len();
+        match changed {
+            None => assert_eq!(routes_changed, 1, "the toggled route alone"),
+            Some(_) => assert!(routes_changed > 1_000, "{routes_changed}"),
+        }
+        let withdrawn_everywhere = by_apart
+            .violations
+            .iter()
+            .filter(|violation| matches!(violation, GuardViolation::GlobalWithdrawal { .. }))
+            .count();
+        let expected = match changed {
+            // The toggled route, and every route of the service announced nowhere.
+            Some((_, 3)) => 1 + 1_050,
+            _ => 1,
+        };
+        assert_eq!(withdrawn_everywhere, expected, "{changed:?}");
+    }
+}
