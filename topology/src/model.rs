@@ -307,7 +307,7 @@ pub struct Topology {
     pub(crate) routes: crate::route_list::RouteList,
     pub(crate) warnings: Vec<Diagnostic>,
     /// The settings, locations and services as parsed, for the next incremental compile.
-    pub(crate) definitions: crate::compile::Definitions,
+    pub(crate) definitions: Arc<crate::compile::Definitions>,
     /// The first answer [`Topology::uncovered_routes`] gave, for the next generation that
     /// shares these binding records.
     pub(crate) route_coverage: OnceLock<RouteCoverage>,

@@ -4,7 +4,7 @@
 //! (no bindings; an active service with bound routes matching no location, or no live one).
 
 use ipnet::IpNet;
-use topologyd_config::{Collector, Lifecycle, RawTopology};
+use topologyd_config::{Collector, Lifecycle, RawService, RawTopology};
 
 use super::bindings::BindingTable;
 use super::fleet::Fleet;
@@ -17,6 +17,8 @@ use crate::route_list::RouteList;
 /// What the checks of the whole compiled picture read.
 pub(super) struct Picture<'compile> {
     pub(super) raw: &'compile RawTopology,
+    /// The services as parsed (`raw`'s, or the baseline's when they are shared with it).
+    pub(super) raw_services: &'compile [RawService],
     pub(super) fleet: &'compile Fleet,
     pub(super) catalogue: &'compile Catalogue,
     pub(super) table: &'compile BindingTable,
@@ -34,13 +36,14 @@ pub(super) fn whole_picture(
 ) {
     let Picture {
         raw,
+        raw_services,
         fleet,
         catalogue,
         table,
         routes,
         service_routes,
     } = picture;
-    local_addresses(raw, catalogue, table, collector);
+    local_addresses(raw, raw_services, catalogue, table, collector);
     blackholes(
         routes,
         &catalogue.services,
@@ -62,6 +65,7 @@ pub(super) fn whole_picture(
 /// cover all of it, or the address would take traffic another service handles.
 pub(super) fn local_addresses(
     raw: &RawTopology,
+    raw_services: &[RawService],
     catalogue: &Catalogue,
     table: &BindingTable,
     collector: &mut Collector,
@@ -75,7 +79,7 @@ pub(super) fn local_addresses(
     let bindings = &table.bindings;
     let longest = |network: &IpNet| table.longest(network);
     for (index, raw_index) in service_order.iter().enumerate() {
-        let raw_service = &raw.services[*raw_index];
+        let raw_service = &raw_services[*raw_index];
         for address in &raw_service.local_addresses {
             let network = address.value.trunc();
             let host = IpNet::from(address.value.addr());

@@ -546,11 +546,18 @@ fn compile_phases(
     fingerprints: Fingerprints,
 ) -> Result<Topology, (Diagnostics, topologyd_config::SourceMap)> {
     let digests_kept = !matches!(fingerprints, Fingerprints::NotReusable);
+    // The baseline's locations and services as parsed, when they are this compile's: they are
+    // then not in `raw` (`incremental.rs`), and are read from there.
+    let shared_definitions = reused.shared_definitions();
     let mut fingerprints = match fingerprints {
-        Fingerprints::OfTexts => {
-            incremental::fingerprints(&raw, incremental::digests(raw.sources.sources()))
+        Fingerprints::OfTexts => incremental::fingerprints(
+            &raw,
+            shared_definitions.map(|shared| &**shared),
+            incremental::digests(raw.sources.sources()),
+        ),
+        Fingerprints::Digests(digests) => {
+            incremental::fingerprints(&raw, shared_definitions.map(|shared| &**shared), digests)
         }
-        Fingerprints::Digests(digests) => incremental::fingerprints(&raw, digests),
         Fingerprints::NotReusable => Vec::new(),
     };
     let mut collector = Collector::new();
@@ -646,6 +653,7 @@ fn compile_phases(
     checks::whole_picture(
         checks::Picture {
             raw: &raw,
+            raw_services: shared_definitions.map_or(&raw.services, |shared| &shared.services),
             fleet,
             catalogue,
             table: &table,
@@ -677,10 +685,13 @@ fn compile_phases(
         service_binding_count,
         ..
     } = table;
-    let definitions = incremental::Definitions {
-        locations: raw.locations,
-        services: raw.services,
-        settings: raw.settings_span.map(|span| (raw.settings, span)),
+    let definitions = match shared_definitions {
+        Some(shared) => Arc::clone(shared),
+        None => Arc::new(incremental::Definitions {
+            locations: raw.locations,
+            services: raw.services,
+            settings: raw.settings_span.map(|span| (raw.settings, span)),
+        }),
     };
     Ok(Topology {
         generation,

@@ -73,6 +73,16 @@ pub(super) fn compile_routes(
                 .get(patched_at)
                 .is_none_or(|place| *place >= places.end)
         });
+        // Shared whole at once when none of its routes is a pending service's (whose prefixes
+        // are warned about one by one) and all of them fit the budget: the same counts and
+        // findings as taking them prefix by prefix.
+        if sharing
+            && let Some((_, running_chunk)) = &running_chunk
+            && counts.take_chunk(running_chunk.services(), &mut budget)
+        {
+            routes.share(running_chunk);
+            continue;
+        }
         // Where the running routes of the prefix at hand start in the running chunk.
         let mut running_at = 0_usize;
         for prefix_index in places {
@@ -276,6 +286,24 @@ struct RouteCounts<'services> {
 }
 
 impl RouteCounts<'_> {
+    /// Counts a whole chunk of running routes (their services given), when none is a pending
+    /// service's and `budget` admits all of them; `false` (and nothing counted) otherwise.
+    fn take_chunk(&mut self, services: &[u32], budget: &mut Budget) -> bool {
+        let routes = services.len() as u64;
+        if budget.planned.saturating_add(routes) > budget.budget
+            || services
+                .iter()
+                .any(|service| self.pending[*service as usize])
+        {
+            return false;
+        }
+        budget.planned += routes;
+        for service in services {
+            self.service_routes[*service as usize] += 1;
+        }
+        true
+    }
+
     fn count(
         &mut self,
         prefix_index: usize,

@@ -121,27 +121,42 @@ impl<'a> Context<'a> {
             .iter()
             .map(|service| universe.map_old(&service.announcing))
             .collect();
-        let new_sets: Vec<LocationSet> = new
-            .services
-            .iter()
-            .map(|service| universe.map_new(&service.announcing))
-            .collect();
-        let old_to_new: Vec<Option<u32>> = old
-            .services
-            .iter()
-            .map(|service| new.service_index.get(&service.name).copied())
-            .collect();
-        let service_unchanged: Vec<bool> = old
-            .services
-            .iter()
-            .enumerate()
-            .map(|(index, service)| {
-                old_to_new[index].is_some_and(|new_index| {
-                    new.services[new_index as usize].attributes == service.attributes
-                        && new_sets[new_index as usize] == old_sets[index]
+        // The same services over the same locations (a change of prefixes or bindings only,
+        // whose compile shared them with the running generation): each is itself, unchanged.
+        let same_services = std::sync::Arc::ptr_eq(&old.services, &new.services)
+            && std::sync::Arc::ptr_eq(&old.locations, &new.locations);
+        let new_sets: Vec<LocationSet> = if same_services {
+            old_sets.clone()
+        } else {
+            new.services
+                .iter()
+                .map(|service| universe.map_new(&service.announcing))
+                .collect()
+        };
+        let old_to_new: Vec<Option<u32>> = if same_services {
+            (0..old.services.len())
+                .map(|index| u32::try_from(index).ok())
+                .collect()
+        } else {
+            old.services
+                .iter()
+                .map(|service| new.service_index.get(&service.name).copied())
+                .collect()
+        };
+        let service_unchanged: Vec<bool> = if same_services {
+            vec![true; old.services.len()]
+        } else {
+            old.services
+                .iter()
+                .enumerate()
+                .map(|(index, service)| {
+                    old_to_new[index].is_some_and(|new_index| {
+                        new.services[new_index as usize].attributes == service.attributes
+                            && new_sets[new_index as usize] == old_sets[index]
+                    })
                 })
-            })
-            .collect();
+                .collect()
+        };
         let services_unchanged_in_place = old.services.len() == new.services.len()
             && old_to_new.iter().zip(&service_unchanged).enumerate().all(
                 |(index, (new_index, unchanged))| *unchanged && *new_index == Some(index as u32),
