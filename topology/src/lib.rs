@@ -8,7 +8,8 @@
 //!
 //! Modules: `compile` (building and validation, G1 and blackhole checks), `model` (the
 //! compiled topology and its queries), `location_set` (the bitset), `nesting` (longest-prefix
-//! match over the sorted bindings), `binding_list` (the bindings, shared between generations),
+//! match over the sorted bindings), `binding_list`, `prefix_list` and `route_list` (the
+//! bindings, prefixes and routes, shared between generations),
 //! `route_coverage` (G1 asked of a location's routes, remembered for the next generation),
 //! `plan` (diffs, causes, guards, verdicts and exit codes), `render` (the human-readable
 //! plan), [`fuzz_entry`] (the compile path's properties on arbitrary bytes, shared by the fuzz

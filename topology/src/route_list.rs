@@ -3,8 +3,9 @@
 //! `k` (`prefix_list.rs`), with each route's service beside it in a dense array (the
 //! per-location scan of [`crate::Topology::desired`] reads 4 bytes a route, not 52). A patched
 //! compile (an `advertise` toggled, see `compile/patch.rs`) builds the chunks holding the
-//! prefixes it compiled again and shares the others with the running generation; the plan
-//! then skips the shared chunks where nothing about their services changed. One vector of
+//! prefixes it compiled again and shares the others with the running generation; the plan's
+//! diff then passes over the shared chunks when no service changed, and G3 when every service
+//! live before is live after. One vector of
 //! every route made a toggle copy all of them (≈ 20 MB at 300,000 bindings, ≈ 5 ms, half of
 //! it in page faults), and the running generation's drop free them all again.
 //!
@@ -28,6 +29,8 @@ pub(crate) struct RouteList {
     /// The place of each chunk's first route, and the list's length last (one more entry
     /// than there are chunks).
     starts: Vec<usize>,
+    /// The chunks that hold a route, by index: a search decides by a chunk's last route.
+    nonempty: Vec<usize>,
 }
 
 /// The routes of up to one prefix chunk, and their services.
@@ -124,18 +127,15 @@ impl RouteList {
     /// The first place whose route does not satisfy `before` (the list being partitioned by
     /// it: every route that does comes first), as [`slice::partition_point`].
     pub(crate) fn partition_point(&self, before: impl Fn(&Route) -> bool) -> usize {
-        // A binary search over the places: the chunks' own lengths vary, and an empty one
-        // has no last route to decide by.
-        let (mut low, mut high) = (0, self.len());
-        while low < high {
-            let middle = low + (high - low) / 2;
-            if self.get(middle).is_some_and(&before) {
-                low = middle + 1;
-            } else {
-                high = middle;
-            }
+        // The chunks holding routes whose last route is before are wholly before; the search
+        // ends in the first other one (empty chunks have no last route to decide by).
+        let found = self
+            .nonempty
+            .partition_point(|chunk| self.chunks[*chunk].routes.last().is_some_and(&before));
+        match self.nonempty.get(found) {
+            Some(chunk) => self.starts[*chunk] + self.chunks[*chunk].routes.partition_point(before),
+            None => self.len(),
         }
-        low
     }
 
     /// The routes in order, passing over (when `pass_over_shared`) the chunks that are
@@ -258,6 +258,9 @@ impl RouteListBuilder {
     }
 
     fn add(&mut self, chunk: Arc<RouteChunk>) {
+        if !chunk.routes.is_empty() {
+            self.list.nonempty.push(self.list.chunks.len());
+        }
         self.list.starts.push(self.len);
         self.len += chunk.routes.len();
         self.list.chunks.push(chunk);

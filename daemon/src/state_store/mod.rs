@@ -287,6 +287,12 @@ pub struct StateStore {
     highest: AtomicU64,
     /// Counts files moved to quarantine (the daemon registers it as a metric).
     quarantined: Counter,
+    /// Whether texts no kept generation names may be on disk, other than those of generations
+    /// pruned since (which the caller of [`StateStore::commit_staged`] sweeps): true from the
+    /// start, and from a staging until its commit names the texts; false once a sweep read
+    /// every generation and removed what none names. A staging sweeps only when it is true:
+    /// reading every kept generation file is not on the way from a push to its routes.
+    unnamed_texts: std::sync::atomic::AtomicBool,
 }
 
 impl StateStore {
@@ -331,6 +337,7 @@ impl StateStore {
             temp_counter: AtomicU64::new(0),
             highest: AtomicU64::new(0),
             quarantined: Counter::default(),
+            unnamed_texts: std::sync::atomic::AtomicBool::new(true),
         };
         store.remove_temp_files(&store.dir)?;
         store.remove_temp_files(&store.generations)?;
@@ -614,7 +621,12 @@ impl StateStore {
         let _writing = self.texts.lock();
         // Texts staged before by a start that failed are named by nothing: they go first, so
         // that failed starts cannot fill the disk.
-        self.sweep_texts(HashSet::new());
+        if self.unnamed_texts.load(Ordering::Relaxed) {
+            self.sweep_texts(HashSet::new());
+        }
+        // Whether the texts this staging writes are the only unnamed ones: then its commit,
+        // naming them, leaves none.
+        let clean_before = !self.unnamed_texts.swap(true, Ordering::Relaxed);
         let refs = self
             .texts
             .store(files, digests, |path, bytes| self.place(path, bytes))
@@ -622,7 +634,7 @@ impl StateStore {
                 self.sweep_texts(HashSet::new());
                 self.with_prunable(error, &[])
             })?;
-        Ok(self.texts.staged(refs))
+        Ok(self.texts.staged(refs, clean_before))
     }
 
     /// Removes the texts no kept generation names: those a push staged for a generation that
@@ -711,9 +723,12 @@ impl StateStore {
                 true
             }
         };
-        // A staged commit's caller sweeps once the generation is in use (`commit_staged`).
+        // A staged commit's caller sweeps once the generation is in use (`commit_staged`); its
+        // texts are named now, and were the only unnamed ones unless it pruned.
         if staged.is_none() {
             self.sweep_texts(HashSet::new());
+        } else if staged.is_some_and(StagedTexts::clean_before) && !pruned {
+            self.unnamed_texts.store(false, Ordering::Relaxed);
         }
         Ok(pruned)
     }
@@ -743,8 +758,9 @@ impl StateStore {
             }
         }
         match self.texts.sweep(&referenced) {
-            Ok(0) => {}
+            Ok(0) => self.unnamed_texts.store(false, Ordering::Relaxed),
             Ok(removed) => {
+                self.unnamed_texts.store(false, Ordering::Relaxed);
                 tracing::debug!(removed, "removed source texts no kept generation names")
             }
             Err(error) => {

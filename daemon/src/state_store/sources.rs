@@ -325,8 +325,7 @@ impl SourceTexts {
             });
         }
         let path = self.path(&reference.sha256);
-        let trusted = |stamp: &FileStamp| self.trusted(&reference.sha256, *stamp);
-        let (stored, stamp) = match read_text(&path, trusted) {
+        let (stored, stamp) = match read_text(&path) {
             Ok(read) => read,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 return Err(failure(
@@ -374,7 +373,7 @@ impl SourceTexts {
         let text = stored
             .into_text()
             .ok_or_else(|| failure(path.clone(), true, "is not UTF-8".to_owned()))?;
-        if stamp.is_some_and(|stamp| trusted(&stamp)) {
+        if stamp.is_some_and(|stamp| self.trusted(&reference.sha256, stamp)) {
             return Ok(text);
         }
         self.hashed_reads
@@ -445,8 +444,7 @@ impl SourceTexts {
 pub(super) const MAP_MIN_BYTES: u64 = 1 << 20;
 
 /// A stored text's bytes: read into memory, or (a large one) mapped read-only, with whether
-/// they are UTF-8 (checked as the mapping was read through, or known from the check the file
-/// passed with the same stamp: see [`read_text`]).
+/// they are UTF-8 (checked as the mapping was read through).
 enum StoredBytes {
     Read(Vec<u8>),
     Mapped { map: memmap2::Mmap, utf8: bool },
@@ -471,8 +469,8 @@ impl StoredBytes {
     }
 }
 
-/// A stored text mapped from its file, whose bytes this very read checked to be UTF-8, or
-/// which this process checked against its digest with the same stamp ([`read_text`]). The store never writes a text file in place: each is written once under a
+/// A stored text mapped from its file, whose bytes this very read checked to be UTF-8
+/// ([`read_text`]). The store never writes a text file in place: each is written once under a
 /// temporary name and renamed to the digest of its bytes, then only renamed (to quarantine)
 /// or unlinked, which leaves a mapping's pages as they were. Only a regular file with one
 /// link, named itself (not a symbolic link), is mapped, and kept only when its stamp held
@@ -482,10 +480,8 @@ struct MappedText(memmap2::Mmap);
 impl topologyd_api::SharedText for MappedText {
     fn text(&self) -> &str {
         #[allow(unsafe_code)]
-        // SAFETY: the bytes were checked to be UTF-8 after they were mapped, or the file was,
-        // with the same stamp before and after the mapping was made (the stamp changes with
-        // any write), when this process hashed its text to its name; and they stay what was
-        // checked: the mapping is read-only and its file is never written in place
+        // SAFETY: the bytes were checked to be UTF-8 after they were mapped, and they stay
+        // what was checked: the mapping is read-only and its file is never written in place
         // (see the type's comment). This holds while the storage gives back the bytes written
         // (a page evicted and read again is read from the file).
         unsafe {
@@ -500,23 +496,14 @@ impl topologyd_api::SharedText for MappedText {
 /// through once to check it is UTF-8 before the second stamp; should the stamp have moved
 /// meanwhile (something wrote the file in place), the mapping is dropped and the file read
 /// instead. A file that cannot be mapped (a file system that refuses it) is read too.
-///
-/// A mapped file whose stamp `trusted` holds (its text was hashed to its name, or compared
-/// byte for byte, by this process with that stamp: it was UTF-8 then, and the stamp changes
-/// with any write) is neither read through nor checked again: a delta push maps the running
-/// generation's 27 MB each time, and checking them again was ≈ 2 ms of a toggle.
-fn read_text(
-    path: &Path,
-    trusted: impl Fn(&FileStamp) -> bool,
-) -> io::Result<(StoredBytes, Option<FileStamp>)> {
-    read_text_mapping_from(path, MAP_MIN_BYTES, trusted)
+fn read_text(path: &Path) -> io::Result<(StoredBytes, Option<FileStamp>)> {
+    read_text_mapping_from(path, MAP_MIN_BYTES)
 }
 
 /// [`read_text`], mapping files of `map_min_bytes` or more (the tests map small ones too).
 fn read_text_mapping_from(
     path: &Path,
     map_min_bytes: u64,
-    trusted: impl Fn(&FileStamp) -> bool,
 ) -> io::Result<(StoredBytes, Option<FileStamp>)> {
     let mut file = fs::File::open(path)?;
     let metadata = file.metadata()?;
@@ -526,19 +513,13 @@ fn read_text_mapping_from(
         link.file_type().is_file() && link.dev() == metadata.dev() && link.ino() == metadata.ino()
     });
     if own_file && metadata.nlink() == 1 && before.length >= map_min_bytes {
-        let known = trusted(&before);
-        let mut options = memmap2::MmapOptions::new();
-        if !known {
-            // Read through at once: faulting the pages in one by one costs more.
-            options.populate();
-        }
         #[allow(unsafe_code)]
         // SAFETY: the file is one of the store's texts, which nothing writes in place (see
         // `MappedText`); a text truncated or rewritten in place behind the daemon's back is
         // outside what the store supports, as is any other write to its private directory.
-        let mapped = unsafe { options.map(&file) };
+        let mapped = unsafe { memmap2::MmapOptions::new().populate().map(&file) };
         if let Ok(map) = mapped {
-            let utf8 = known || simdutf8::basic::from_utf8(&map).is_ok();
+            let utf8 = simdutf8::basic::from_utf8(&map).is_ok();
             let after = FileStamp::of(&file.metadata()?);
             if before == after {
                 return Ok((StoredBytes::Mapped { map, utf8 }, Some(before)));
@@ -565,9 +546,16 @@ fn read_text_mapping_from(
 pub struct StagedTexts {
     pub(super) refs: Vec<SourceRef>,
     dir: PathBuf,
+    /// No other text named by no generation was on disk when these were staged.
+    clean_before: bool,
 }
 
 impl StagedTexts {
+    /// Whether no other text named by no generation was on disk when these were staged.
+    pub(super) fn clean_before(&self) -> bool {
+        self.clean_before
+    }
+
     /// Each text's SHA-256, in order.
     pub fn digests(&self) -> Vec<[u8; 32]> {
         self.refs
@@ -594,10 +582,11 @@ impl StagedTexts {
 
 impl SourceTexts {
     /// The staged form of `refs`, just stored.
-    pub(super) fn staged(&self, refs: Vec<SourceRef>) -> StagedTexts {
+    pub(super) fn staged(&self, refs: Vec<SourceRef>, clean_before: bool) -> StagedTexts {
         StagedTexts {
             refs,
             dir: self.dir.clone(),
+            clean_before,
         }
     }
 
@@ -750,7 +739,7 @@ mod tests {
                 usize::MAX => (length + near).max(0) as u64,
                 small => small as u64,
             };
-            let (stored, stamp) = read_text_mapping_from(&path, map_min, |_| false)
+            let (stored, stamp) = read_text_mapping_from(&path, map_min)
                 .map_err(|error| TestCaseError::fail(error.to_string()))?;
             prop_assert!(stamp.is_some(), "nothing wrote the file meanwhile");
             prop_assert_eq!(stored.bytes(), bytes.as_slice());

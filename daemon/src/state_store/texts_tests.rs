@@ -729,8 +729,8 @@ fn a_large_text_is_mapped_and_checked_as_a_read_one_is() {
 }
 
 /// A large text this process checked, settled and unchanged since, is mapped without being
-/// hashed or checked as UTF-8 again; one changed in place since is checked again, and found
-/// (bytes that are not UTF-8 as such, not as a wrong digest).
+/// hashed again (its UTF-8 is checked at every read); one changed in place since is checked
+/// again, and found.
 #[test]
 fn a_large_text_checked_before_is_trusted_until_its_stamp_moves() {
     let dir = tempfile::tempdir().unwrap();

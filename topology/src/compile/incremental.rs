@@ -160,7 +160,8 @@ pub(super) fn digests(sources: &[Source]) -> Vec<[u8; 32]> {
 }
 
 /// Each file's fingerprint: its digest, whether it defines anything (settings, locations,
-/// services) and whether it holds any prefix or binding, both read from the raw topology. A
+/// services) and whether it holds any prefix or binding, both read from the raw topology and
+/// from the baseline's definitions when they are `shared` (then not in `raw`). A
 /// file whose items an incremental compile reused defines nothing (it was reused for that)
 /// and its items are not in `raw`, so it is marked as holding none; either way it is not a
 /// file whose definitions the next compile may take.

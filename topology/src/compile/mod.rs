@@ -37,7 +37,7 @@
 //! again the files of prefixes and bindings that did not change, and `patch` takes the running
 //! generation's prefixes and bindings whole when the changed files hold the same cidrs (a
 //! toggle), in place of the prefixes and bindings phases, and names the prefixes whose routes
-//! the routes phase makes again (it copies the others' running routes). A topology keeps its
+//! the routes phase makes again (it shares or copies the others' running routes). A topology keeps its
 //! compiled locations and services with their findings ([`CompiledDefinitions`]) for the next
 //! compile whose definitions are its own, which takes them in place of those two phases.
 

@@ -13,7 +13,7 @@
 //! ones' new spans kept beside them, `binding_list.rs`), written into a copy that keeps the
 //! longest-match index when some did. Only the prefixes compiled again and those holding a
 //! binding whose service changed have their routes made again and blackholes looked for under
-//! them: the others' routes are the running generation's, copied (`routes.rs`), and the
+//! them: the others' routes are the running generation's, shared (`routes.rs`), and the
 //! running generation had no blackhole under them.
 //!
 //! A file read in part (`table_diff.rs`) is a changed file whose changed tables alone were
@@ -249,6 +249,8 @@ fn changed_files(raw: &RawTopology, reused: &Reused<'_>, baseline: &Topology) ->
         }
     }
     let in_changed = |span: Span| changed.get(span.source as usize).copied().unwrap_or(true);
+    // Definitions shared with the baseline (not in `raw`, see `incremental.rs`) are all in
+    // kept files, none in a changed one: reading `raw`'s alone gives the same answer.
     let defines = raw.settings_span.is_some_and(in_changed)
         || raw
             .locations

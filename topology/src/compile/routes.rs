@@ -1,7 +1,9 @@
 //! The routes phase of the compiler: **G1** (an advertised prefix without a default binding is
 //! an error and is never announced) and the announced routes (the prefix itself, or its split
-//! more-specifics), each governed by the longest binding covering it. A patched compile
-//! (`patch.rs`) copies the running routes of the prefixes it did not compile again.
+//! more-specifics), each governed by the longest binding covering it, in chunks of one prefix
+//! chunk's routes (`route_list.rs`). A patched compile (`patch.rs`) shares the running chunks
+//! none of whose prefixes it compiled again, and copies the running routes of the others'
+//! prefixes it did not compile again beside the ones it did.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +20,9 @@ use crate::route_list::{RouteList, RouteListBuilder};
 /// The running generation's routes, for a patched compile (`patch.rs`): every prefix at the
 /// same place with the same cidr, and only those at the `patched` places (ascending) compiled
 /// again; the others' routes are the running ones (a compiled generation has all its routes,
-/// none dropped), copied with their counts and warnings.
+/// none dropped), shared by chunk or copied, counted and warned about as compiled ones are.
+/// A debug build checks each copied route against its prefix and binding; a chunk shared
+/// whole is not read route by route.
 pub(super) struct RunningRoutes<'running> {
     pub(super) routes: &'running RouteList,
     pub(super) patched: &'running [usize],
