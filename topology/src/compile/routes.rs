@@ -87,6 +87,29 @@ pub(super) fn compile_routes(
             routes.share(running_chunk);
             continue;
         }
+        // At most the running chunk's routes and the patched prefixes' own, or every prefix's
+        // (none when the running chunk may still be shared).
+        if !sharing {
+            routes.reserve(
+                places
+                    .clone()
+                    .filter(|place| {
+                        running_chunk
+                            .as_ref()
+                            .is_none_or(|(patched, _)| patched.binary_search(place).is_ok())
+                    })
+                    .map(|place| route_count(&prefixes[place]))
+                    .sum::<u64>()
+                    .saturating_add(
+                        running_chunk
+                            .as_ref()
+                            .map_or(0, |(_, chunk)| chunk.routes().len() as u64),
+                    )
+                    .min(budget.budget.saturating_sub(budget.planned))
+                    .try_into()
+                    .unwrap_or(0),
+            );
+        }
         // Where the running routes of the prefix at hand start in the running chunk.
         let mut running_at = 0_usize;
         for prefix_index in places {
@@ -206,12 +229,7 @@ fn compile_prefix(
             );
             return;
         };
-        let count = match prefix.announce {
-            AnnounceMode::Aggregate => 1,
-            AnnounceMode::Split(length) => {
-                1_u64 << u32::from(length.saturating_sub(prefix.cidr.prefix_len())).min(63)
-            }
-        };
+        let count = route_count(prefix);
         if !budget.admits(prefix, count, collector) {
             return;
         }
@@ -238,6 +256,19 @@ fn compile_prefix(
                 binding,
                 service,
             });
+        }
+    }
+}
+
+/// How many routes `prefix` is announced as, when it is announced.
+fn route_count(prefix: &Prefix) -> u64 {
+    if !prefix.advertise {
+        return 0;
+    }
+    match prefix.announce {
+        AnnounceMode::Aggregate => 1,
+        AnnounceMode::Split(length) => {
+            1_u64 << u32::from(length.saturating_sub(prefix.cidr.prefix_len())).min(63)
         }
     }
 }
