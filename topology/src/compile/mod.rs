@@ -443,6 +443,24 @@ enum Fingerprints {
     NotReusable,
 }
 
+impl Fingerprints {
+    /// The files' fingerprints (`incremental::fingerprints`), the definitions read from `raw`
+    /// and from `shared` (the baseline's, when they are not in `raw`).
+    fn of(
+        self,
+        raw: &RawTopology,
+        shared: Option<&incremental::Definitions>,
+    ) -> Vec<SourceFingerprint> {
+        match self {
+            Fingerprints::OfTexts => {
+                incremental::fingerprints(raw, shared, incremental::digests(raw.sources.sources()))
+            }
+            Fingerprints::Digests(digests) => incremental::fingerprints(raw, shared, digests),
+            Fingerprints::NotReusable => Vec::new(),
+        }
+    }
+}
+
 /// The phases, in order, over a parsed topology.
 fn compile_raw_with(
     raw: RawTopology,
@@ -549,17 +567,7 @@ fn compile_phases(
     // The baseline's locations and services as parsed, when they are this compile's: they are
     // then not in `raw` (`incremental.rs`), and are read from there.
     let shared_definitions = reused.shared_definitions();
-    let mut fingerprints = match fingerprints {
-        Fingerprints::OfTexts => incremental::fingerprints(
-            &raw,
-            shared_definitions.map(|shared| &**shared),
-            incremental::digests(raw.sources.sources()),
-        ),
-        Fingerprints::Digests(digests) => {
-            incremental::fingerprints(&raw, shared_definitions.map(|shared| &**shared), digests)
-        }
-        Fingerprints::NotReusable => Vec::new(),
-    };
+    let mut fingerprints = fingerprints.of(&raw, shared_definitions.map(|shared| &**shared));
     let mut collector = Collector::new();
     let settings = raw.settings.clone();
     // The locations and services: the baseline's as they are when this compile's definitions
@@ -596,28 +604,7 @@ fn compile_phases(
         let diagnostics = collector.finish(&raw.sources);
         return Err((diagnostics, raw.sources));
     };
-    // The canonical hash reads only what the phases so far made; its items' part runs on a
-    // thread of its own, beside the routes and the checks and past the end of the compile (a
-    // push reads it at the end of its plan). A patched compile's bindings are hashed as
-    // patched (shared with the running ones when no service changed).
-    let hash = hash::TopologyHash::spawn(
-        hash::hash_definitions(
-            hash::HashForm::Chunked,
-            &settings,
-            &fleet.locations,
-            &catalogue.services,
-        ),
-        prefixes.clone(),
-        match &bindings {
-            Bindings::Compiled(table) => table.bindings.clone(),
-            Bindings::Patched(patched) => patched.hashed().clone(),
-        },
-        catalogue
-            .services
-            .iter()
-            .map(|service| service.name.clone())
-            .collect(),
-    );
+    let hash = spawn_hash(&settings, &compiled, &prefixes, &bindings);
     let (table, patched_prefixes) = match bindings {
         Bindings::Compiled(table) => (table, None),
         Bindings::Patched(patched) => (
@@ -669,17 +656,6 @@ fn compile_phases(
     if has_errors {
         return Err((diagnostics, raw.sources));
     }
-    // Shared with the compiled definitions, not copied: a copy of 2,000 services and their
-    // index was ≈ 2 ms of a toggle.
-    let (services, service_index) = (
-        Arc::clone(&catalogue.services),
-        Arc::clone(&catalogue.service_index),
-    );
-    let (locations, location_index, live) = (
-        Arc::clone(&fleet.locations),
-        Arc::clone(&fleet.location_index),
-        fleet.live.clone(),
-    );
     let BindingTable {
         bindings,
         service_binding_count,
@@ -700,11 +676,13 @@ fn compile_phases(
         fingerprints,
         digests_kept,
         settings,
-        locations,
-        location_index,
-        live,
-        services,
-        service_index,
+        // Shared with the compiled definitions, not copied: a copy of 2,000 services and their
+        // index was ≈ 2 ms of a toggle.
+        locations: Arc::clone(&fleet.locations),
+        location_index: Arc::clone(&fleet.location_index),
+        live: fleet.live.clone(),
+        services: Arc::clone(&catalogue.services),
+        service_index: Arc::clone(&catalogue.service_index),
         prefixes,
         bindings,
         service_binding_count,
@@ -714,6 +692,37 @@ fn compile_phases(
         route_coverage: std::sync::OnceLock::new(),
         compiled_definitions: compiled,
     })
+}
+
+/// The canonical hash of what the phases so far made; its items' part runs on a thread of its
+/// own, beside the routes and the checks and past the end of the compile (a push reads it at
+/// the end of its plan). A patched compile's bindings are hashed as patched (shared with the
+/// running ones when no service changed).
+fn spawn_hash(
+    settings: &topologyd_config::Settings,
+    compiled: &CompiledDefinitions,
+    prefixes: &PrefixList,
+    bindings: &Bindings,
+) -> hash::TopologyHash {
+    let (fleet, catalogue) = (&compiled.fleet, &compiled.catalogue);
+    hash::TopologyHash::spawn(
+        hash::hash_definitions(
+            hash::HashForm::Chunked,
+            settings,
+            &fleet.locations,
+            &catalogue.services,
+        ),
+        prefixes.clone(),
+        match bindings {
+            Bindings::Compiled(table) => table.bindings.clone(),
+            Bindings::Patched(patched) => patched.hashed().clone(),
+        },
+        catalogue
+            .services
+            .iter()
+            .map(|service| service.name.clone())
+            .collect(),
+    )
 }
 
 /// The locations and services as compiled from a topology's definitions, with the findings
