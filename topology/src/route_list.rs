@@ -361,6 +361,11 @@ mod tests {
             }
             let again = again.finish();
             prop_assert!(again.iter().map(key).eq(vector.iter().map(key)));
+            for (place, route) in vector.iter().enumerate() {
+                prop_assert_eq!(key(&again[place]), key(route));
+            }
+            prop_assert!(again.iter_from(from).map(key).eq(vector.iter().skip(from).map(key)));
+            prop_assert_eq!(again.partition_point(before), vector.partition_point(before));
             let built_routes: Vec<_> = list
                 .chunks()
                 .enumerate()

@@ -287,11 +287,14 @@ pub struct StateStore {
     highest: AtomicU64,
     /// Counts files moved to quarantine (the daemon registers it as a metric).
     quarantined: Counter,
-    /// Whether texts no kept generation names may be on disk, other than those of generations
-    /// pruned since (which the caller of [`StateStore::commit_staged`] sweeps): true from the
-    /// start, and from a staging until its commit names the texts; false once a sweep read
-    /// every generation and removed what none names. A staging sweeps only when it is true:
-    /// reading every kept generation file is not on the way from a push to its routes.
+    /// Whether texts no kept generation names may be on disk: true from the start, from a
+    /// staging (or a commit's writing) until the commit names its texts without pruning, from
+    /// a prune until the sweep after it, from a full-disk error (whose listed generation files
+    /// the operator deletes by hand) and from a generation file moved to quarantine; false once
+    /// a sweep read every generation and removed what none names. A staging sweeps only when
+    /// it is true: reading every kept generation file is not on the way from a push to its
+    /// routes. Read and written under the texts' lock, but for the marks, which only ask for
+    /// a sweep.
     unnamed_texts: std::sync::atomic::AtomicBool,
 }
 
@@ -536,6 +539,8 @@ impl StateStore {
     }
 
     fn quarantine(&self, path: &Path) -> Result<PathBuf, StateError> {
+        // A generation file moved aside may have named texts the sweep can no longer read.
+        self.mark_unnamed_texts();
         fs::create_dir_all(&self.quarantine).map_err(io_error("creating", &self.quarantine))?;
         let name = path
             .file_name()
@@ -637,6 +642,11 @@ impl StateStore {
         Ok(self.texts.staged(refs, clean_before))
     }
 
+    /// Says that texts no kept generation names may be on disk: the next staging sweeps.
+    pub(super) fn mark_unnamed_texts(&self) {
+        self.unnamed_texts.store(true, Ordering::Relaxed);
+    }
+
     /// Removes the texts no kept generation names: those a push staged for a generation that
     /// will not be written (its intent record or its commit failed), at once rather than at
     /// the next commit, so that a disk they filled does not stay full for them; and those of
@@ -648,7 +658,7 @@ impl StateStore {
 
     /// [`StateStore::commit`] of generation `meta` naming the texts `staged` wrote (each still
     /// there with its length, else [`StateError::Source`]). The staging swept the texts just
-    /// before, so the commit does not sweep them again, and the texts of a generation it
+    /// before when some may have been left, so the commit does not sweep them again, and the texts of a generation it
     /// prunes stay until [`StateStore::sweep_unnamed_texts`], which the caller runs once the
     /// generation is in use, when this returns `true` (a generation was pruned): reading every
     /// kept generation file twice more is not on the way from a push to its routes (at 3 kept
@@ -686,9 +696,11 @@ impl StateStore {
             });
         }
         // A text left by a generation pruned by hand (to make room) goes before anything is
-        // written; the staging of staged texts swept just before.
+        // written; the staging of staged texts swept just before, if any may have been left.
         if staged.is_none() {
             self.sweep_texts(HashSet::new());
+            // The texts this commit writes are named by nothing until its generation file is.
+            self.mark_unnamed_texts();
         }
         // The texts are durable before the file naming them.
         let refs = texts(self).map_err(|error| {

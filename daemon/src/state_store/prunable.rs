@@ -95,6 +95,9 @@ impl StateStore {
     pub fn with_prunable(&self, error: StateError, needed: &[u64]) -> StateError {
         match error {
             StateError::NoSpace { what, path, .. } => {
+                // The files it lists are for the operator to delete: the texts they name are
+                // then named by nothing, and the next staging sweeps them before it writes.
+                self.mark_unnamed_texts();
                 let mut keep = needed.to_vec();
                 if let Some((newest, _)) = self.generation_files().unwrap_or_default().last() {
                     keep.push(*newest);

@@ -767,3 +767,51 @@ fn a_large_text_checked_before_is_trusted_until_its_stamp_moves() {
     let error = store.read(1).unwrap_err().to_string();
     assert!(error.contains("is not UTF-8"), "{error}");
 }
+
+/// A staging sweeps the texts no generation names only when some may be on disk. A full
+/// disk's error lists generation files for the operator to delete, and once one is, the next
+/// staging sweeps the texts it named before it writes its own (skipping that sweep, it would
+/// find the disk as full as before); a generation file moved to quarantine asks for the same.
+#[test]
+fn texts_of_generations_gone_by_hand_or_to_quarantine_go_at_the_next_staging() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    let commit_staged = |number: u64, text: &str| {
+        let generation = stored(number, &[("a.toml", text)]);
+        let staged = store.stage_texts(&generation.bundle.sources).unwrap();
+        assert!(!store.commit_staged(&generation.meta, &staged).unwrap());
+    };
+    commit_staged(1, "one = 1\n");
+    commit_staged(2, "two = 2\n");
+    commit_staged(3, "three = 3\n");
+    // Deleted by hand after a full disk's error listed it.
+    fs::remove_file(generation_path(dir.path(), 1)).unwrap();
+    let full = StateError::NoSpace {
+        what: "writing",
+        path: dir.path().to_path_buf(),
+        prunable: Vec::new(),
+    };
+    assert!(store.with_prunable(full, &[]).is_no_space());
+    commit_staged(4, "four = 4\n");
+    let on_disk = texts_on_disk(dir.path());
+    assert!(!on_disk.contains(&file_sha256("one = 1\n")), "{on_disk:?}");
+    // Moved to quarantine (unreadable) as the listing finds it.
+    fs::write(generation_path(dir.path(), 2), b"{ not json").unwrap();
+    let listed: Vec<u64> = store
+        .list()
+        .unwrap()
+        .iter()
+        .map(|meta| meta.generation)
+        .collect();
+    assert_eq!(listed, [4, 3]);
+    assert!(
+        !generation_path(dir.path(), 2).exists(),
+        "moved to quarantine"
+    );
+    commit_staged(5, "five = 5\n");
+    let on_disk = texts_on_disk(dir.path());
+    assert!(!on_disk.contains(&file_sha256("two = 2\n")), "{on_disk:?}");
+    for kept in ["three = 3\n", "four = 4\n", "five = 5\n"] {
+        assert!(on_disk.contains(&file_sha256(kept)), "{kept}: {on_disk:?}");
+    }
+}
