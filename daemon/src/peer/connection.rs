@@ -95,7 +95,16 @@ impl Connection {
     /// The socket's halves, for [`close_gracefully`]; `None` for a connection that was reset
     /// (dropping it is the reset).
     pub(super) fn into_halves(self) -> Option<(OwnedReadHalf, OwnedWriteHalf)> {
-        (!self.reset).then_some((self.reader, self.writer))
+        if self.reset {
+            // Dropping the write half shuts it down before the socket closes: a FIN queued
+            // behind the unsent octets puts the socket in FIN-WAIT-1 for a moment, which a
+            // loaded machine stretches. The reset must be the only thing the connection's end
+            // does, so the write half goes without a shutdown and the read half's drop (the
+            // socket's close, with SO_LINGER 0) is the reset.
+            self.writer.forget();
+            return None;
+        }
+        Some((self.reader, self.writer))
     }
 
     /// Applies the outputs of a session that is not yet the driver's (a parked connection
