@@ -54,6 +54,16 @@ pub struct LocationRoutes {
 impl LocationRoutes {
     /// Builds the set from a topology's desired routes for one location.
     pub fn from_desired(generation: u64, desired: &[DesiredRoute<'_>]) -> LocationRoutes {
+        LocationRoutes::from_desired_routes(generation, desired.len(), desired.iter().cloned())
+    }
+
+    /// [`LocationRoutes::from_desired`] from the routes as they come
+    /// ([`topologyd_topology::Topology::desired_routes`]), `count` of them.
+    pub fn from_desired_routes<'t>(
+        generation: u64,
+        count: usize,
+        desired: impl Iterator<Item = DesiredRoute<'t>>,
+    ) -> LocationRoutes {
         let mut index_of: HashMap<(u32, &RouteAttributes, &str), u32> = HashMap::new();
         // In front of `index_of`: the routes of one service borrow one attribute set and one
         // name, so their addresses find the index without hashing the attributes (communities
@@ -61,7 +71,7 @@ impl LocationRoutes {
         let mut index_at: FxHashMap<(u32, usize, usize, usize), u32> = FxHashMap::default();
         let mut names: HashMap<&str, Arc<str>> = HashMap::new();
         let mut intents = Vec::new();
-        let mut routes = Vec::with_capacity(desired.len());
+        let mut routes = Vec::with_capacity(count);
         for route in desired {
             let address = (
                 route.origin_asn,

@@ -552,34 +552,48 @@ impl Topology {
 
     /// The routes `location` must announce, ordered by prefix (IPv4 before IPv6).
     pub fn desired(&self, location: &str) -> Result<Vec<DesiredRoute<'_>>, TopologyError> {
+        let (count, routes) = self.desired_routes(location)?;
+        // Counted first, so that a million routes fill a list made once at their size.
+        let mut desired = Vec::with_capacity(count);
+        desired.extend(routes);
+        Ok(desired)
+    }
+
+    /// [`Topology::desired`] without the list: how many routes `location` must announce, and
+    /// the routes in prefix order (a list of a million routes is tens of megabytes that a
+    /// caller building its own would write and read once).
+    pub fn desired_routes(
+        &self,
+        location: &str,
+    ) -> Result<(usize, impl Iterator<Item = DesiredRoute<'_>> + '_), TopologyError> {
         let index = *self
             .location_index
             .get(location)
             .ok_or_else(|| TopologyError::UnknownLocation(location.to_string()))?
             as usize;
-        let present: Vec<bool> = self
+        // Shared by the filter of every chunk.
+        let present: Arc<[bool]> = self
             .services
             .iter()
             .map(|service| service.announcing.contains(index))
             .collect();
-        let announced = |service: &u32| present.get(*service as usize).copied().unwrap_or(false);
-        // Counted first, so that a million routes fill a list made once at their size.
-        let chunks = || self.routes.chunks().map(|(_, chunk)| chunk);
-        let count = chunks()
-            .map(|chunk| chunk.services().iter().filter(|s| announced(s)).count())
+        let announced =
+            move |service: &u32| present.get(*service as usize).copied().unwrap_or(false);
+        let count = self
+            .routes
+            .chunks()
+            .map(|(_, chunk)| chunk.services().iter().filter(|s| announced(s)).count())
             .sum();
-        let mut desired = Vec::with_capacity(count);
-        for chunk in chunks() {
-            desired.extend(
-                chunk
-                    .services()
-                    .iter()
-                    .zip(chunk.routes())
-                    .filter(|(service, _)| announced(service))
-                    .map(|(_, route)| self.desired_route(route)),
-            );
-        }
-        Ok(desired)
+        let routes = self.routes.chunks().flat_map(move |(_, chunk)| {
+            let announced = announced.clone();
+            chunk
+                .services()
+                .iter()
+                .zip(chunk.routes())
+                .filter(move |(service, _)| announced(service))
+                .map(|(_, route)| self.desired_route(route))
+        });
+        Ok((count, routes))
     }
 
     /// Every route with the locations announcing it, ordered by prefix (routes announced

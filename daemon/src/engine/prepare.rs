@@ -44,12 +44,13 @@ fn plan_hash(plan: &Plan) -> String {
 
 /// The routes `topology` makes `location` announce.
 pub fn location_routes(topology: &Topology, location: &str) -> Result<LocationRoutes, String> {
-    let desired = topology
-        .desired(location)
+    let (count, desired) = topology
+        .desired_routes(location)
         .map_err(|error| error.to_string())?;
-    Ok(LocationRoutes::from_desired(
+    Ok(LocationRoutes::from_desired_routes(
         topology.generation(),
-        &desired,
+        count,
+        desired,
     ))
 }
 
@@ -464,9 +465,30 @@ fn prepare_lent(
         // target does not bind to an active service (`rollback_intent`).
         intent = rollback_intent(context.old, &new);
     }
-    // This location's routes, and the runtime guard's half that needs no plan, come first:
-    // the plan ends waiting for the canonical hash, which its thread computes meanwhile.
-    let routes = match location_routes(&new, context.location) {
+    // This location's routes, and the runtime guard's half that needs no plan, are made on a
+    // thread of their own while this one plans (each is milliseconds at a million routes, and
+    // neither reads what the other makes); the plan ends waiting for the canonical hash, which
+    // its own thread computes meanwhile.
+    let ((routes, routed), (plan, planned)) = std::thread::scope(|scope| {
+        let route = || {
+            let started = Instant::now();
+            let routes = location_routes(&new, context.location).map(|routes| {
+                let uncovered = runtime_guard::uncovered(&routes, &new, Some(context.old));
+                (routes, uncovered)
+            });
+            (routes, started.elapsed())
+        };
+        let routing = std::thread::Builder::new().spawn_scoped(scope, route).ok();
+        let plan_started = Instant::now();
+        let plan = plan_with_vrps(context.old, &new, &intent, context.rpki.vrps.as_deref());
+        let planned = plan_started.elapsed();
+        // A thread that could not be made, or panicked, is done again here.
+        let routes = routing
+            .and_then(|handle| handle.join().ok())
+            .unwrap_or_else(route);
+        (routes, (plan, planned))
+    });
+    let (routes, uncovered) = match routes {
         Ok(routes) => routes,
         Err(message) => {
             let error = compile_error(
@@ -481,11 +503,6 @@ fn prepare_lent(
             return Err((error, Some(sources_of(&mut new))));
         }
     };
-    let uncovered = runtime_guard::uncovered(&routes, &new, Some(context.old));
-    let before_plan = started.elapsed();
-    let routed = before_plan - compiled;
-    let plan = plan_with_vrps(context.old, &new, &intent, context.rpki.vrps.as_deref());
-    let planned = started.elapsed() - before_plan;
     // The plan's text and hash (and its JSON, for a refusal) are made on a thread of their
     // own while this one expands the health checks and runs the runtime guard: for a plan of
     // thousands of binding changes, the rendering is tens of milliseconds.

@@ -428,8 +428,13 @@ pub(crate) fn previous_form_hash(topology: &crate::Topology) -> [u8; 32] {
     .unwrap_or_else(|| unreachable!("a hash that nothing cancels runs to its end"))
 }
 
-/// What [`TopologyHash::spawn`] hands its thread.
-type ItemsToHash = (CanonicalHasher, PrefixList, BindingList, Vec<String>);
+/// What [`TopologyHash::spawn`] hands its thread: the definitions' part (a hasher that has
+/// taken them, and the services' names in order), made on the thread, then the items.
+type ItemsToHash = (DefinitionsToHash, PrefixList, BindingList);
+
+/// Hashes the definitions into a new hasher and gives the services' names (see
+/// [`TopologyHash::spawn`]).
+pub(super) type DefinitionsToHash = Box<dyn FnOnce() -> (CanonicalHasher, Vec<String>) + Send>;
 
 /// A compiled topology's canonical hash: known, or being computed on a thread of its own and
 /// joined when first read. The thread holds shares of what it hashes (the prefixes and the
@@ -443,28 +448,24 @@ pub(crate) struct TopologyHash {
 }
 
 impl TopologyHash {
-    /// Hashes the items after `definitions` (see [`hash_items`]) on a thread of its own, or on
-    /// this one when no thread can be made (the process's limit reached).
+    /// Hashes the definitions (`definitions` gives their hasher and the services' names),
+    /// then the items after them (see [`hash_items`]), on a thread of its own, or on this one
+    /// when no thread can be made (the process's limit reached).
     pub(super) fn spawn(
-        definitions: CanonicalHasher,
+        definitions: DefinitionsToHash,
         prefixes: PrefixList,
         bindings: BindingList,
-        service_names: Vec<String>,
     ) -> TopologyHash {
         let cancelled = Arc::new(AtomicBool::new(false));
         // The work goes to the thread in a slot it takes it from, so that a thread that cannot
         // be made leaves it here.
-        let work = Arc::new(Mutex::new(Some((
-            definitions,
-            prefixes,
-            bindings,
-            service_names,
-        ))));
+        let work = Arc::new(Mutex::new(Some((definitions, prefixes, bindings))));
         fn run(work: &Mutex<Option<ItemsToHash>>, cancelled: &AtomicBool) -> Option<[u8; 32]> {
             let taken = work.lock().unwrap_or_else(PoisonError::into_inner).take();
-            let (definitions, prefixes, bindings, names) =
+            let (definitions, prefixes, bindings) =
                 taken.expect("the items are taken once, by the thread or by its caller");
-            hash_items(definitions, &prefixes, &bindings, &names, cancelled)
+            let (hasher, names) = definitions();
+            hash_items(hasher, &prefixes, &bindings, &names, cancelled)
         }
         let (shared, flag) = (Arc::clone(&work), Arc::clone(&cancelled));
         let spawned = std::thread::Builder::new()
@@ -652,12 +653,11 @@ mod tests {
         in_line.number(1);
         in_line.bytes(&records.finish());
         assert_eq!(inline, in_line.finish(), "the form 2 items, written out");
-        let spawned = TopologyHash::spawn(
-            CanonicalHasher::new(),
-            prefixes,
-            bindings.clone(),
-            names.clone(),
-        );
+        let definitions = {
+            let names = names.clone();
+            Box::new(move || (CanonicalHasher::new(), names))
+        };
+        let spawned = TopologyHash::spawn(definitions, prefixes, bindings.clone());
         let flag = Arc::clone(&spawned.cancelled);
         assert_eq!(spawned.get(), inline);
         drop(spawned);
@@ -666,10 +666,9 @@ mod tests {
             "read: not cancelled"
         );
         let unread = TopologyHash::spawn(
-            CanonicalHasher::new(),
+            Box::new(move || (CanonicalHasher::new(), names)),
             PrefixList::default(),
             bindings,
-            names,
         );
         let flag = Arc::clone(&unread.cancelled);
         drop(unread);

@@ -704,24 +704,27 @@ fn spawn_hash(
     prefixes: &PrefixList,
     bindings: &Bindings,
 ) -> hash::TopologyHash {
-    let (fleet, catalogue) = (&compiled.fleet, &compiled.catalogue);
+    // The definitions are hashed on the thread too (shares of them go there): at 500
+    // locations and 2,000 services they are ≈ 0.5 ms that a toggle would otherwise wait for.
+    let settings = settings.clone();
+    let locations = Arc::clone(&compiled.fleet.locations);
+    let services = Arc::clone(&compiled.catalogue.services);
+    let definitions: hash::DefinitionsToHash = Box::new(move || {
+        let hasher =
+            hash::hash_definitions(hash::HashForm::Chunked, &settings, &locations, &services);
+        let names = services
+            .iter()
+            .map(|service| service.name.clone())
+            .collect();
+        (hasher, names)
+    });
     hash::TopologyHash::spawn(
-        hash::hash_definitions(
-            hash::HashForm::Chunked,
-            settings,
-            &fleet.locations,
-            &catalogue.services,
-        ),
+        definitions,
         prefixes.clone(),
         match bindings {
             Bindings::Compiled(table) => table.bindings.clone(),
             Bindings::Patched(patched) => patched.hashed().clone(),
         },
-        catalogue
-            .services
-            .iter()
-            .map(|service| service.name.clone())
-            .collect(),
     )
 }
 

@@ -142,6 +142,26 @@ pub(super) fn callouts(context: &Context<'_>, diffs: &[RouteDiff]) -> Vec<Callou
             }
         }
     }
+    // A topology whose services and locations are the running one's (a change of prefixes
+    // or bindings only) has no selector, test location or attribute value to call out.
+    if !context.same_definitions {
+        selector_callouts(context, &mut callouts);
+    }
+    for ((from, to), routes) in hands {
+        callouts.push(Callout::ServiceChangedHands { from, to, routes });
+    }
+    for (service, routes) in to_pending {
+        callouts.push(Callout::BoundToPendingService { service, routes });
+    }
+    if !context.same_definitions {
+        attribute_callouts(context, &mut callouts);
+    }
+    callouts
+}
+
+/// Selectors that matched far fewer or far more counted locations than before, and production
+/// services newly announced at test locations.
+fn selector_callouts(context: &Context<'_>, callouts: &mut Vec<Callout>) {
     let names = |set: &LocationSet| -> Vec<String> {
         set.iter()
             .map(|index| context.universe.names[index].clone())
@@ -203,13 +223,10 @@ pub(super) fn callouts(context: &Context<'_>, diffs: &[RouteDiff]) -> Vec<Callou
             }
         }
     }
-    for ((from, to), routes) in hands {
-        callouts.push(Callout::ServiceChangedHands { from, to, routes });
-    }
-    for (service, routes) in to_pending {
-        callouts.push(Callout::BoundToPendingService { service, routes });
-    }
-    // Attribute values the old fleet did not use, one slip from one it did.
+}
+
+/// Attribute values the old fleet did not use, one slip from one it did.
+fn attribute_callouts(context: &Context<'_>, callouts: &mut Vec<Callout>) {
     type Attribute = fn(&crate::model::Location) -> &str;
     let attributes: [(&str, Attribute); 3] = [
         ("region", |location| location.region.as_str()),
@@ -236,7 +253,6 @@ pub(super) fn callouts(context: &Context<'_>, diffs: &[RouteDiff]) -> Vec<Callou
             }
         }
     }
-    callouts
 }
 
 /// Declared ROAs (`roa = { asn, max_length }` on a prefix) that the RPKI does not hold: no VRP

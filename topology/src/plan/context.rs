@@ -110,6 +110,10 @@ pub(super) struct Context<'a> {
     /// Every service live before is live after at the same index: a route the two topologies
     /// share stays announced live (G3 passes over their shared route chunks).
     pub(super) live_kept_in_place: bool,
+    /// The two topologies hold the same services and locations (shared by a compile that
+    /// changed prefixes or bindings only), with the same live locations: nothing a location
+    /// or a service's selector is called out for can differ.
+    pub(super) same_definitions: bool,
 }
 
 impl<'a> Context<'a> {
@@ -190,7 +194,9 @@ impl<'a> Context<'a> {
                 .iter()
                 .zip(&new_service_live)
                 .all(|(before, after)| !before || *after);
+        let same_definitions = same_services && old.live == new.live;
         Context {
+            same_definitions,
             state_changed,
             old_live,
             new_live,
