@@ -60,12 +60,31 @@ impl Text {
         &mut self.owned
     }
 
+    /// A second handle on the text without a copy: a held text becomes shared first (its
+    /// `String` moved behind an `Arc`), so that this one and the handle returned share it.
+    pub fn share(&mut self) -> Text {
+        if self.shared.is_none() {
+            let held: Arc<dyn SharedText> = Arc::new(HeldText(std::mem::take(&mut self.owned)));
+            self.shared = Some(held);
+        }
+        self.clone()
+    }
+
     /// The text as a `String`: moved out when held, copied when shared.
     pub fn into_string(self) -> String {
         match self.shared {
             Some(owner) => owner.text().to_owned(),
             None => self.owned,
         }
+    }
+}
+
+/// A text made shared by [`Text::share`]: the `String` it held.
+struct HeldText(String);
+
+impl SharedText for HeldText {
+    fn text(&self) -> &str {
+        &self.0
     }
 }
 
@@ -263,6 +282,22 @@ mod tests {
         assert!(changed.ends_with("# more\n"));
         assert_eq!(shared.into_string(), held.clone().into_string());
         assert_eq!(Text::default(), "");
+    }
+
+    #[test]
+    fn a_held_text_shared_moves_behind_one_owner_and_reads_the_same() {
+        let mut held = Text::from("[[binding]]\ncidr = \"198.51.100.0/25\"\n");
+        let before = held.as_ptr();
+        let second = held.share();
+        assert!(held.is_shared() && second.is_shared());
+        assert_eq!(held.as_ptr(), before, "moved, not copied");
+        assert_eq!(second.as_ptr(), before);
+        assert_eq!(second, "[[binding]]\ncidr = \"198.51.100.0/25\"\n");
+        // A shared text shares again as it is.
+        let mut shared = second.clone();
+        assert_eq!(shared.share().as_ptr(), before);
+        drop((held, second));
+        assert_eq!(shared, "[[binding]]\ncidr = \"198.51.100.0/25\"\n");
     }
 
     #[test]

@@ -15,7 +15,9 @@
 //!   daemon reports it by this release's hash, so the same topology pushed again is no change;
 //! - write-ahead audit: with the audit log on a full tmpfs, a push, a rollback and a drain are
 //!   refused (exit 5, "nothing changed") and BIRD sees nothing; with room, every mutation's
-//!   `intent` record (identity, request, plan hash, intended verdict) precedes its `outcome`.
+//!   `intent` record (identity, request, plan hash, intended verdict) precedes its `outcome`;
+//! - a push writes its texts while it compiles: one that does not compile or that a guard
+//!   refuses leaves no text that no kept generation names.
 
 use topologyd_harness::daemon_fixture;
 
@@ -41,6 +43,10 @@ const EXIT_CHANGES_MADE: Option<i32> = Some(2);
 /// topoctl: the daemon cannot act — here its state (or audit) file system is full; nothing
 /// changed.
 const EXIT_NO_SPACE: Option<i32> = Some(6);
+/// topoctl: refused by a guard.
+const EXIT_REFUSED: Option<i32> = Some(3);
+/// topoctl: the topology does not compile.
+const EXIT_INVALID: Option<i32> = Some(4);
 
 /// Two more resolver routes, announced at every location.
 const ADDED_A: &str = r#"
@@ -635,4 +641,57 @@ fn mutations_are_refused_when_their_audit_record_cannot_be_written() {
     let mut setup = setup;
     check(setup.topologyd.terminate(WAIT), "stopping topologyd");
     drop(tmpfs);
+}
+
+/// A push writes its texts into the state directory while it compiles. One that does not
+/// apply — it does not compile, or a guard refuses it — leaves no text that no kept
+/// generation names, and the next push's texts are named by its generation.
+#[test]
+fn the_texts_of_a_push_that_does_not_apply_do_not_stay_in_the_state_directory() {
+    let setup = start();
+    let pushed = setup.push("a", &format!("{PREFIXES}{ADDED_A}"));
+    assert_eq!(pushed.code, EXIT_CHANGES_MADE, "{pushed}");
+    let state = setup.state_dir();
+    let only_named = |what: &str| {
+        check(
+            wait_until(what, WAIT, || {
+                let (on_disk, named) = (file_names(&state.join("sources")), named_texts(&state));
+                if on_disk == named {
+                    Ok(())
+                } else {
+                    Err(format!("texts {on_disk:?}, named {named:?}"))
+                }
+            }),
+            "the state directory",
+        );
+    };
+    only_named("the applied push's texts, named");
+    let not_applied = [
+        // Does not compile: a prefix longer than an IPv4 address.
+        (
+            format!(
+                "{PREFIXES}{ADDED_A}{}",
+                ADDED_B.replace("198.18.0.0/24", "198.18.0.0/33")
+            ),
+            EXIT_INVALID,
+        ),
+        // Refused: the added routes withdrawn while still bound to their service, unasked.
+        (
+            format!(
+                "{PREFIXES}{}",
+                ADDED_A.replace("advertise = true", "advertise = false")
+            ),
+            EXIT_REFUSED,
+        ),
+    ];
+    for (prefixes, code) in not_applied {
+        let pushed = setup.push("not-applied", &prefixes);
+        assert_eq!(pushed.code, code, "{pushed}");
+        only_named(&format!("no text of the push that exited {code:?}"));
+    }
+    assert_eq!(setup.generation(), 2);
+    let pushed = setup.push("ab", &format!("{PREFIXES}{ADDED_A}{ADDED_B}"));
+    assert_eq!(pushed.code, EXIT_CHANGES_MADE, "{pushed}");
+    assert_eq!(setup.generation(), 3);
+    only_named("the next push's texts, named");
 }

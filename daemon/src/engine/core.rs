@@ -157,6 +157,8 @@ pub enum Effect {
         /// The SHA-256 of each source text, as the compile computed them (a text already in
         /// the state directory is then neither hashed nor written again).
         digests: Option<crate::state_store::SourceDigests>,
+        /// The texts as the compile staged them, if it did (else the commit stages them).
+        staging: Option<super::prepare::EarlyStaging>,
         generation_before: u64,
         plan_hash: String,
         intended_verdict: String,
@@ -609,6 +611,7 @@ impl EngineCore {
                     .map(|(name, digest)| (name.to_owned(), digest))
                     .collect()
             }),
+            staging: prepared.staging.take(),
             generation_before,
             plan_hash: prepared.hash.clone(),
             intended_verdict,

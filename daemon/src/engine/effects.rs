@@ -162,6 +162,7 @@ impl Engine {
                 request,
                 stored,
                 digests,
+                staging,
                 generation_before,
                 plan_hash,
                 intended_verdict,
@@ -178,7 +179,7 @@ impl Engine {
                 }
                 let result = self
                     .commit(
-                        (*stored, digests),
+                        (*stored, digests, staging),
                         write_ahead,
                         generation_before,
                         plan_hash,
@@ -299,7 +300,9 @@ impl Engine {
         else {
             return;
         };
-        let job = self.compile_job(input);
+        let mut job = self.compile_job(input);
+        // An apply's texts are written while it compiles: its commit waits for less.
+        job.stage_early = true;
         debug_assert_eq!(job.base_generation, base_generation);
         let sender = self.compiled_sender.clone();
         tokio::task::spawn_blocking(move || {
@@ -361,6 +364,18 @@ impl Engine {
                 if let Some(mutation) = self.mutations.remove(&request) {
                     self.log_lease_refusal(&error);
                     let _ = mutation.terms.reply.send(Err(error));
+                    // The texts a refused mutation staged while it compiled go now, not at
+                    // the next staging (one still being written is kept, and goes then),
+                    // after the sweep before it, which the next commit waits for in turn.
+                    let (before, store) =
+                        (self.texts_sweep.take(), std::sync::Arc::clone(&self.store));
+                    self.texts_sweep = Some(tokio::spawn(async move {
+                        if let Some(before) = before {
+                            let _ = before.await;
+                        }
+                        let sweep = move || store.sweep_unnamed_texts_if_any();
+                        let _ = tokio::task::spawn_blocking(sweep).await;
+                    }));
                 } else {
                     self.reload_answer = Some(Err(error.message));
                 }
@@ -370,7 +385,9 @@ impl Engine {
 
     /// Makes the generation durable, off the engine task: its texts (with their names and
     /// digests, when the compile gave them) are stored while the intent record (if any) is
-    /// written ahead, each fsync'd; then the generation file naming the texts. Nothing names
+    /// written ahead, each fsync'd — a push's were staged while it compiled (`early`), and
+    /// only what is left of that staging is waited for; then the generation file naming the
+    /// texts. Nothing names
     /// the texts before that file: when the record or the commit fails, the texts it staged
     /// are removed again. `rollback_of` names a rollback's target, which a full-disk error
     /// never offers to prune. Returns how long the texts, the record and the generation file
@@ -378,7 +395,11 @@ impl Engine {
     /// then to be swept).
     async fn commit(
         &self,
-        (stored, digests): (StoredGeneration, Option<crate::state_store::SourceDigests>),
+        (stored, digests, early): (
+            StoredGeneration,
+            Option<crate::state_store::SourceDigests>,
+            Option<super::prepare::EarlyStaging>,
+        ),
         write_ahead: Option<WriteAhead>,
         generation_before: u64,
         plan_hash: String,
@@ -392,8 +413,11 @@ impl Engine {
         let staging = tokio::task::spawn_blocking({
             let store = store.clone();
             move || {
-                let staged =
-                    store.stage_texts_with_digests(&stored.bundle.sources, digests.as_deref());
+                // Staged while the push compiled, if that went well; else here, now.
+                let staged = match early.and_then(super::prepare::EarlyStaging::wait) {
+                    Some(Ok(staged)) => Ok(staged),
+                    _ => store.stage_texts_with_digests(&stored.bundle.sources, digests.as_deref()),
+                };
                 // The texts (tens of megabytes, mapped or read) are let go on a thread of their
                 // own: the commit, and the routes' publication after it, do not wait for the
                 // memory to be given back (≈ 1 ms of a toggle).
@@ -420,16 +444,25 @@ impl Engine {
         if let Err(error) = recorded {
             let (store, needed) = (store.clone(), needed.clone());
             let staging_full = tokio::task::spawn_blocking(move || {
+                // The texts staged for the mutation are given up before the sweep, which
+                // would keep them for their staging otherwise.
+                let staging = match staged {
+                    Ok(Err(staging)) => Some(staging),
+                    given_up => {
+                        drop(given_up);
+                        None
+                    }
+                };
                 store.sweep_unnamed_texts();
-                match staged {
-                    Ok(Err(staging)) if staging.is_no_space() => {
+                match staging {
+                    Some(staging) if staging.is_no_space() => {
                         Some(store.with_prunable(staging, &needed))
                     }
-                    Ok(Err(staging)) => {
+                    Some(staging) => {
                         warn!(error = %staging, "the texts of a mutation whose intent record failed could not be stored either");
                         None
                     }
-                    _ => None,
+                    None => None,
                 }
             })
             .await

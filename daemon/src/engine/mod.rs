@@ -816,6 +816,7 @@ impl Engine {
             store: Arc::clone(&self.store),
             budget: Arc::clone(&self.compile_budget),
             rpki: self.push_rpki(),
+            stage_early: false,
         }
     }
 

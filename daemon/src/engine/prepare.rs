@@ -24,7 +24,7 @@ use crate::bundle::compile_bundle_against_texts;
 use crate::compile::{BudgetError, CompileBudget, Reservation};
 use crate::engine_api::{EngineError, EngineErrorKind, SourceBundle};
 use crate::health::expand;
-use crate::state_store::StateStore;
+use crate::state_store::{StagedTexts, StateError, StateStore};
 use topologyd_api::{Document, ErrorDetail};
 
 /// The plan's hash: the SHA-256 of its JSON (`serde_json::to_vec`), hashed as it is written
@@ -114,6 +114,32 @@ pub struct Prepared {
     pub runtime_guard: Result<(), Vec<String>>,
     /// The sources as stored.
     pub bundle: SourceBundle,
+    /// The sources being written into the state directory since the compile started (a
+    /// push's, not a plan's or a rollback's); the commit waits for them.
+    pub staging: Option<EarlyStaging>,
+}
+
+/// A push's texts written into the state directory on a thread of their own while the push
+/// compiles ([`CompileJob::start_staging`]): the commit then only waits for what is left of
+/// the write (a changed file of 15 MB is tens of milliseconds of hashing, writing and
+/// fsyncing). Until a generation file names them, a sweep keeps them; dropped without a
+/// commit (a refused push), they are swept by the next staging.
+pub struct EarlyStaging(std::thread::JoinHandle<Result<StagedTexts, StateError>>);
+
+impl EarlyStaging {
+    /// The staging's outcome, once it is done; `None` when its thread panicked.
+    pub fn wait(self) -> Option<Result<StagedTexts, StateError>> {
+        self.0.join().ok()
+    }
+}
+
+impl std::fmt::Debug for EarlyStaging {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("EarlyStaging")
+            .field("finished", &self.0.is_finished())
+            .finish()
+    }
 }
 
 impl Prepared {
@@ -198,6 +224,9 @@ pub(crate) struct CompileJob {
     pub store: Arc<StateStore>,
     pub budget: Arc<CompileBudget>,
     pub rpki: PushRpki,
+    /// Whether a pushed bundle's texts are written into the state directory while it
+    /// compiles (an apply's: a plan's never commit).
+    pub stage_early: bool,
 }
 
 /// What G5 judges a push against: the daemon's VRP set when a cache served one (in sync or
@@ -219,6 +248,39 @@ pub(crate) fn compile_memory_bytes(
 }
 
 impl CompileJob {
+    /// Starts writing `bundle`'s texts into the state directory on a thread of their own
+    /// ([`EarlyStaging`]); its texts become shared (not copied) with that thread. `None` when
+    /// no thread can be made: the commit stages them then.
+    fn start_staging(
+        &self,
+        bundle: &mut SourceBundle,
+        digests: Option<&[[u8; 32]]>,
+    ) -> Option<EarlyStaging> {
+        let files: Vec<topologyd_api::SourceFile> = bundle
+            .sources
+            .iter_mut()
+            .map(|file| topologyd_api::SourceFile {
+                name: file.name.clone(),
+                text: file.text.share(),
+            })
+            .collect();
+        let named: Option<crate::state_store::SourceDigests> = digests
+            .filter(|digests| digests.len() == files.len())
+            .map(|digests| {
+                files
+                    .iter()
+                    .zip(digests)
+                    .map(|(file, digest)| (file.name.clone(), *digest))
+                    .collect()
+            });
+        let store = Arc::clone(&self.store);
+        std::thread::Builder::new()
+            .name("stage-texts".into())
+            .spawn(move || store.stage_texts_with_digests(&files, named.as_deref()))
+            .ok()
+            .map(EarlyStaging)
+    }
+
     fn reserve(&self, bundle: &SourceBundle) -> Result<Reservation, EngineError> {
         let bytes: u64 = bundle
             .sources
@@ -245,7 +307,7 @@ impl CompileJob {
     pub fn run_lent(mut self) -> (Result<Prepared, EngineError>, Option<SourceBundle>) {
         let input = std::mem::replace(&mut self.input, CompileInput::Rollback { generation: 0 });
         let pushed = matches!(input, CompileInput::Bundle { .. });
-        let (bundle, digests, intent, rollback_of) = match input {
+        let (mut bundle, digests, intent, rollback_of) = match input {
             CompileInput::Bundle {
                 bundle: Some(bundle),
                 digests,
@@ -294,6 +356,9 @@ impl CompileJob {
             rollback = rollback_of.is_some(),
             "compile started"
         );
+        let staging = (pushed && self.stage_early)
+            .then(|| self.start_staging(&mut bundle, digests.as_deref()))
+            .flatten();
         let read_back = if pushed {
             self.read_back(&bundle, digests.as_deref())
         } else {
@@ -309,8 +374,22 @@ impl CompileJob {
             rpki: &self.rpki,
         };
         match prepare_lent(&context, bundle, digests, intent, rollback_of, read_back) {
-            Ok(prepared) => (Ok(prepared), None),
-            Err((error, bundle)) => (Err(error), returned(bundle)),
+            Ok(mut prepared) => {
+                if prepared.plan.verdict() == Verdict::Refused {
+                    // A push its guards refuse gives its texts up before its answer too (one
+                    // committed all the same stages them again).
+                    drop(staging.and_then(EarlyStaging::wait));
+                } else {
+                    prepared.staging = staging;
+                }
+                (Ok(prepared), None)
+            }
+            Err((error, bundle)) => {
+                // Its texts are given up once written, before the answer: the sweep that
+                // follows a refusal finds them released.
+                drop(staging.and_then(EarlyStaging::wait));
+                (Err(error), returned(bundle))
+            }
         }
     }
 }
@@ -541,6 +620,7 @@ fn prepare_lent(
         // Moved out, not copied: the state directory keeps the texts, the running topology
         // does not.
         bundle: sources_of(&mut new),
+        staging: None,
         runtime_guard,
         topology: new,
         plan,

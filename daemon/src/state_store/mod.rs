@@ -10,8 +10,9 @@
 //!
 //! Must not touch: compiling or validating the sources (the engine does that before `commit`;
 //! a first start stages its texts before the compile and commits the generation naming them
-//! after it: `stage_texts`, `commit_staged`; a push stages its texts while its intent record
-//! is written: `stage_texts_with_digests`), nor any socket or task. All functions here block
+//! after it: `stage_texts`, `commit_staged`; a push stages its texts while it compiles:
+//! `stage_texts_with_digests`, and a sweep keeps the texts of a staging until a generation
+//! names them or the staging is given up), nor any socket or task. All functions here block
 //! on the file system; async callers run them through `tokio::task::spawn_blocking`.
 //!
 //! Layout:
@@ -40,6 +41,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::metrics::counter::Counter;
@@ -295,7 +297,7 @@ pub struct StateStore {
     /// it is true: reading every kept generation file is not on the way from a push to its
     /// routes. Read and written under the texts' lock, but for the marks, which only ask for
     /// a sweep.
-    unnamed_texts: std::sync::atomic::AtomicBool,
+    unnamed_texts: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl StateStore {
@@ -340,7 +342,7 @@ impl StateStore {
             temp_counter: AtomicU64::new(0),
             highest: AtomicU64::new(0),
             quarantined: Counter::default(),
-            unnamed_texts: std::sync::atomic::AtomicBool::new(true),
+            unnamed_texts: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         };
         store.remove_temp_files(&store.dir)?;
         store.remove_temp_files(&store.generations)?;
@@ -639,7 +641,7 @@ impl StateStore {
                 self.sweep_texts(HashSet::new());
                 self.with_prunable(error, &[])
             })?;
-        Ok(self.texts.staged(refs, clean_before))
+        Ok(self.texts.staged(refs, clean_before, &self.unnamed_texts))
     }
 
     /// Says that texts no kept generation names may be on disk: the next staging sweeps.
@@ -654,6 +656,15 @@ impl StateStore {
     pub fn sweep_unnamed_texts(&self) {
         let _writing = self.texts.lock();
         self.sweep_texts(HashSet::new());
+    }
+
+    /// [`StateStore::sweep_unnamed_texts`] when texts no generation names may be on disk (a
+    /// staging given up, a prune), else nothing.
+    pub fn sweep_unnamed_texts_if_any(&self) {
+        let _writing = self.texts.lock();
+        if self.unnamed_texts.load(Ordering::Relaxed) {
+            self.sweep_texts(HashSet::new());
+        }
     }
 
     /// [`StateStore::commit`] of generation `meta` naming the texts `staged` wrote (each still
@@ -725,6 +736,9 @@ impl StateStore {
                 self.with_prunable(error, &[])
             })?;
         self.highest.fetch_max(meta.generation, Ordering::Relaxed);
+        if let Some(staged) = staged {
+            staged.named();
+        }
         // The generation is durable now: a failed prune only leaves old files behind, and
         // must not report the commit as failed (a restart would run it).
         let pruned = match self.prune() {
@@ -739,7 +753,11 @@ impl StateStore {
         // texts are named now, and were the only unnamed ones unless it pruned.
         if staged.is_none() {
             self.sweep_texts(HashSet::new());
-        } else if staged.is_some_and(StagedTexts::clean_before) && !pruned {
+        } else if staged.is_some_and(|staged| {
+            staged.clean_before() && self.texts.staged_last(staged) && !self.texts.any_pinned()
+        }) && !pruned
+        {
+            // Its texts were the only unnamed ones, and no staging came after it.
             self.unnamed_texts.store(false, Ordering::Relaxed);
         }
         Ok(pruned)
@@ -769,10 +787,12 @@ impl StateStore {
                 referenced.extend(header.digests().map(str::to_owned));
             }
         }
+        // Texts a staging holds stay unnamed after the sweep: the flag stays up for them.
+        let unnamed_left = || self.texts.any_pinned();
         match self.texts.sweep(&referenced) {
-            Ok(0) => self.unnamed_texts.store(false, Ordering::Relaxed),
+            Ok(0) => self.unnamed_texts.store(unnamed_left(), Ordering::Relaxed),
             Ok(removed) => {
-                self.unnamed_texts.store(false, Ordering::Relaxed);
+                self.unnamed_texts.store(unnamed_left(), Ordering::Relaxed);
                 tracing::debug!(removed, "removed source texts no kept generation names")
             }
             Err(error) => {

@@ -27,7 +27,8 @@ use std::fs;
 use std::io::{self, Read as _, Seek as _};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
@@ -73,6 +74,72 @@ pub(super) struct SourceTexts {
     verified: Mutex<HashMap<String, Checked>>,
     /// How many texts reads have hashed (the others were trusted by their stamp).
     hashed_reads: std::sync::atomic::AtomicU64,
+    /// The texts staged and not yet named by a generation file (nor given up), by digest,
+    /// with how many stagings hold each: a sweep keeps them. A push stages its texts while it
+    /// compiles, before the commit, so the commit's sweep of the generation before can meet
+    /// them on disk.
+    pinned: Arc<Mutex<HashMap<String, usize>>>,
+    /// Counts stagings, so that a commit knows whether another staging came after its own.
+    stagings: AtomicU64,
+}
+
+/// The pin a staging holds on the texts it wrote (see [`SourceTexts`]'s `pinned`), shared by
+/// the clones of its [`StagedTexts`]. Released when the generation file naming the texts is
+/// written ([`StagedTexts::named`]), or when the last clone goes without that: then the texts
+/// are named by nothing, and the store is told a staging should sweep.
+#[derive(Debug)]
+struct StagePin {
+    pinned: Arc<Mutex<HashMap<String, usize>>>,
+    digests: Vec<String>,
+    /// The store's flag for texts no generation names (see `StateStore::unnamed_texts`).
+    unnamed_texts: Arc<AtomicBool>,
+    released: AtomicBool,
+}
+
+impl StagePin {
+    fn new(
+        pinned: &Arc<Mutex<HashMap<String, usize>>>,
+        digests: Vec<String>,
+        unnamed_texts: &Arc<AtomicBool>,
+    ) -> StagePin {
+        let mut counts = pinned.lock().unwrap_or_else(PoisonError::into_inner);
+        for digest in &digests {
+            *counts.entry(digest.clone()).or_default() += 1;
+        }
+        StagePin {
+            pinned: Arc::clone(pinned),
+            digests,
+            unnamed_texts: Arc::clone(unnamed_texts),
+            released: AtomicBool::new(false),
+        }
+    }
+
+    /// Lets the texts go (once): named by a generation file, or given up.
+    fn release(&self, named: bool) {
+        if self.released.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        {
+            let mut counts = self.pinned.lock().unwrap_or_else(PoisonError::into_inner);
+            for digest in &self.digests {
+                if let Some(count) = counts.get_mut(digest) {
+                    *count -= 1;
+                    if *count == 0 {
+                        counts.remove(digest);
+                    }
+                }
+            }
+        }
+        if !named {
+            self.unnamed_texts.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for StagePin {
+    fn drop(&mut self) {
+        self.release(false);
+    }
 }
 
 /// What identifies a file's content without reading it: device, inode, length, modification
@@ -138,7 +205,18 @@ impl SourceTexts {
             writing: Mutex::default(),
             verified: Mutex::default(),
             hashed_reads: std::sync::atomic::AtomicU64::new(0),
+            pinned: Arc::default(),
+            stagings: AtomicU64::new(0),
         }
+    }
+
+    /// Whether some staging holds texts no generation names yet.
+    pub(super) fn any_pinned(&self) -> bool {
+        !self
+            .pinned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
     }
 
     /// Taken by a commit for as long as it stores texts and writes the generation file, and by
@@ -409,12 +487,20 @@ impl SourceTexts {
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
             Err(source) => return Err(io_error("listing", &self.dir)(source)),
         };
+        let pinned: HashSet<String> = self
+            .pinned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
         let mut removed = 0;
         for entry in entries {
             let entry = entry.map_err(io_error("listing", &self.dir))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let unreferenced = is_digest(name) && !referenced.contains(name);
+            let unreferenced =
+                is_digest(name) && !referenced.contains(name) && !pinned.contains(name);
             if unreferenced && let Ok(mut verified) = self.verified.lock() {
                 verified.remove(name);
             }
@@ -548,12 +634,21 @@ pub struct StagedTexts {
     dir: PathBuf,
     /// No other text named by no generation was on disk when these were staged.
     clean_before: bool,
+    /// Which staging of the store this was (see `SourceTexts::stagings`).
+    staging: u64,
+    /// Keeps the texts from sweeps until a generation names them.
+    pin: Arc<StagePin>,
 }
 
 impl StagedTexts {
     /// Whether no other text named by no generation was on disk when these were staged.
     pub(super) fn clean_before(&self) -> bool {
         self.clean_before
+    }
+
+    /// A generation file names the texts now: sweeps need not keep them for this staging.
+    pub(super) fn named(&self) {
+        self.pin.release(true);
     }
 
     /// Each text's SHA-256, in order.
@@ -582,12 +677,28 @@ impl StagedTexts {
 
 impl SourceTexts {
     /// The staged form of `refs`, just stored.
-    pub(super) fn staged(&self, refs: Vec<SourceRef>, clean_before: bool) -> StagedTexts {
+    pub(super) fn staged(
+        &self,
+        refs: Vec<SourceRef>,
+        clean_before: bool,
+        unnamed_texts: &Arc<AtomicBool>,
+    ) -> StagedTexts {
+        let digests = refs
+            .iter()
+            .map(|reference| reference.sha256.clone())
+            .collect();
         StagedTexts {
+            pin: Arc::new(StagePin::new(&self.pinned, digests, unnamed_texts)),
+            staging: self.stagings.fetch_add(1, Ordering::AcqRel) + 1,
             refs,
             dir: self.dir.clone(),
             clean_before,
         }
+    }
+
+    /// Whether `staged` is the last staging of this store (no other came after it).
+    pub(super) fn staged_last(&self, staged: &StagedTexts) -> bool {
+        self.stagings.load(Ordering::Acquire) == staged.staging
     }
 
     /// The staged texts' references, each text still a regular file of its staged length (a

@@ -815,3 +815,103 @@ fn texts_of_generations_gone_by_hand_or_to_quarantine_go_at_the_next_staging() {
         assert!(on_disk.contains(&file_sha256(kept)), "{kept}: {on_disk:?}");
     }
 }
+
+/// One step of the early staging property test: a push stages its texts while it compiles,
+/// so stagings wait beside commits and sweeps, and some are given up (a refused push).
+#[derive(Debug, Clone)]
+enum EarlyStep {
+    /// Stage a bundle of one file with this text, and hold it.
+    Stage(u8),
+    /// Commit the held staging at this place (modulo how many are held).
+    Commit(u8),
+    /// Give up the held staging at this place.
+    GiveUp(u8),
+    /// The sweep a push runs once its generation is in use.
+    Sweep,
+    /// Commit a bundle of one file with this text without staging it.
+    CommitDirect(u8),
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever the order of stagings, commits, give-ups and sweeps: a text a held staging
+    /// wrote stays on disk until its commit names it (which never fails for want of it), a
+    /// kept generation reads back whole, and the texts of stagings given up go at the next
+    /// staging or sweep, which leave exactly the texts the kept generations and the held
+    /// stagings name.
+    #[test]
+    fn held_stagings_keep_their_texts_and_given_up_ones_go_at_the_next_sweep(
+        steps in proptest::collection::vec(
+            prop_oneof![
+                3 => (0u8..5).prop_map(EarlyStep::Stage),
+                2 => any::<u8>().prop_map(EarlyStep::Commit),
+                2 => any::<u8>().prop_map(EarlyStep::GiveUp),
+                1 => Just(EarlyStep::Sweep),
+                1 => (0u8..5).prop_map(EarlyStep::CommitDirect),
+            ],
+            1..16,
+        ),
+    ) {
+        let texts = ["x", "y = 1\n", "# ü\n", "[[prefix]]\n", "y = 2\n"];
+        let dir = tempfile::tempdir().unwrap();
+        // Nothing is pruned: every generation committed is kept.
+        let store = StateStore::open(dir.path(), 32).unwrap();
+        let mut committed: Vec<StoredGeneration> = Vec::new();
+        let mut held: Vec<(&str, StagedTexts)> = Vec::new();
+        // Texts given up since the last sweep: they may still be on disk.
+        let mut given_up: BTreeSet<String> = BTreeSet::new();
+        for step in steps {
+            let mut swept = false;
+            match step {
+                EarlyStep::Stage(text) => {
+                    let text = texts[text as usize];
+                    let files = bundle(&[("a.toml", text)]).sources;
+                    held.push((text, store.stage_texts(&files).unwrap()));
+                    swept = true;
+                }
+                EarlyStep::Commit(place) if !held.is_empty() => {
+                    let (text, staged) = held.remove(place as usize % held.len());
+                    let generation = stored(store.next_generation(), &[("a.toml", text)]);
+                    store.commit_staged(&generation.meta, &staged).unwrap();
+                    committed.push(generation);
+                }
+                EarlyStep::GiveUp(place) if !held.is_empty() => {
+                    let (text, staged) = held.remove(place as usize % held.len());
+                    drop(staged);
+                    given_up.insert(file_sha256(text));
+                }
+                EarlyStep::Sweep => {
+                    store.sweep_unnamed_texts();
+                    swept = true;
+                }
+                EarlyStep::CommitDirect(text) => {
+                    let generation =
+                        stored(store.next_generation(), &[("a.toml", texts[text as usize])]);
+                    store.commit(&generation).unwrap();
+                    committed.push(generation);
+                    swept = true;
+                }
+                EarlyStep::Commit(_) | EarlyStep::GiveUp(_) => {}
+            }
+            for generation in &committed {
+                prop_assert_eq!(&store.read(generation.meta.generation).unwrap(), generation);
+            }
+            let named: BTreeSet<String> = committed
+                .iter()
+                .flat_map(|generation| generation.bundle.sources.iter())
+                .map(|file| file_sha256(&file.text))
+                .chain(held.iter().map(|(text, _)| file_sha256(text)))
+                .collect();
+            let on_disk = texts_on_disk(dir.path());
+            prop_assert!(named.is_subset(&on_disk), "{:?} not all in {:?}", named, on_disk);
+            if swept {
+                given_up.clear();
+                prop_assert_eq!(on_disk, named);
+            } else {
+                let allowed: BTreeSet<String> = named.union(&given_up).cloned().collect();
+                prop_assert!(on_disk.is_subset(&allowed), "{:?} beyond {:?}", on_disk, allowed);
+            }
+        }
+    }
+}
