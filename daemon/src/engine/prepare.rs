@@ -375,7 +375,7 @@ impl CompileJob {
         };
         match prepare_lent(&context, bundle, digests, intent, rollback_of, read_back) {
             Ok(mut prepared) => {
-                if prepared.plan.verdict() == Verdict::Refused {
+                if prepared.plan.verdict() == Verdict::Refused || prepared.runtime_guard.is_err() {
                     // A push its guards refuse gives its texts up before its answer too (one
                     // committed all the same stages them again).
                     drop(staging.and_then(EarlyStaging::wait));

@@ -297,7 +297,7 @@ pub struct StateStore {
     /// it is true: reading every kept generation file is not on the way from a push to its
     /// routes. Read and written under the texts' lock, but for the marks, which only ask for
     /// a sweep.
-    unnamed_texts: Arc<std::sync::atomic::AtomicBool>,
+    unnamed_texts: Arc<sources::UnnamedTexts>,
 }
 
 impl StateStore {
@@ -342,7 +342,7 @@ impl StateStore {
             temp_counter: AtomicU64::new(0),
             highest: AtomicU64::new(0),
             quarantined: Counter::default(),
-            unnamed_texts: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            unnamed_texts: Arc::new(sources::UnnamedTexts::new()),
         };
         store.remove_temp_files(&store.dir)?;
         store.remove_temp_files(&store.generations)?;
@@ -628,12 +628,9 @@ impl StateStore {
         let _writing = self.texts.lock();
         // Texts staged before by a start that failed are named by nothing: they go first, so
         // that failed starts cannot fill the disk.
-        if self.unnamed_texts.load(Ordering::Relaxed) {
+        if self.unnamed_texts.may_be_any() {
             self.sweep_texts(HashSet::new());
         }
-        // Whether the texts this staging writes are the only unnamed ones: then its commit,
-        // naming them, leaves none.
-        let clean_before = !self.unnamed_texts.swap(true, Ordering::Relaxed);
         let refs = self
             .texts
             .store(files, digests, |path, bytes| self.place(path, bytes))
@@ -641,12 +638,14 @@ impl StateStore {
                 self.sweep_texts(HashSet::new());
                 self.with_prunable(error, &[])
             })?;
-        Ok(self.texts.staged(refs, clean_before, &self.unnamed_texts))
+        // Whether the texts this staging wrote are the only unnamed ones (then its commit,
+        // naming them, leaves none) is asked as they are marked.
+        Ok(self.texts.staged(refs, &self.unnamed_texts))
     }
 
     /// Says that texts no kept generation names may be on disk: the next staging sweeps.
     pub(super) fn mark_unnamed_texts(&self) {
-        self.unnamed_texts.store(true, Ordering::Relaxed);
+        self.unnamed_texts.mark();
     }
 
     /// Removes the texts no kept generation names: those a push staged for a generation that
@@ -662,7 +661,7 @@ impl StateStore {
     /// staging given up, a prune), else nothing.
     pub fn sweep_unnamed_texts_if_any(&self) {
         let _writing = self.texts.lock();
-        if self.unnamed_texts.load(Ordering::Relaxed) {
+        if self.unnamed_texts.may_be_any() {
             self.sweep_texts(HashSet::new());
         }
     }
@@ -753,12 +752,13 @@ impl StateStore {
         // texts are named now, and were the only unnamed ones unless it pruned.
         if staged.is_none() {
             self.sweep_texts(HashSet::new());
-        } else if staged.is_some_and(|staged| {
-            staged.clean_before() && self.texts.staged_last(staged) && !self.texts.any_pinned()
-        }) && !pruned
+        } else if let Some(staged) = staged
+            && staged.clean_before()
+            && !pruned
         {
-            // Its texts were the only unnamed ones, and no staging came after it.
-            self.unnamed_texts.store(false, Ordering::Relaxed);
+            // Its texts were the only unnamed ones: none are left, unless a mark (another
+            // staging, a staging given up, a prune, a quarantine) came after its own.
+            self.unnamed_texts.clear_as_of(staged.marks());
         }
         Ok(pruned)
     }
@@ -767,6 +767,9 @@ impl StateStore {
     /// removed when a generation file cannot be read (the texts it names are unknown); a
     /// failure only leaves texts behind.
     fn sweep_texts(&self, mut referenced: HashSet<String>) {
+        // What the sweep finds is as of now: a mark while it runs (a prune, a staging given
+        // up) keeps the flag up.
+        let seen = self.unnamed_texts.marks();
         let Ok(files) = self.generation_files() else {
             return;
         };
@@ -788,12 +791,14 @@ impl StateStore {
             }
         }
         // Texts a staging holds stay unnamed after the sweep: the flag stays up for them.
-        let unnamed_left = || self.texts.any_pinned();
         match self.texts.sweep(&referenced) {
-            Ok(0) => self.unnamed_texts.store(unnamed_left(), Ordering::Relaxed),
-            Ok(removed) => {
-                self.unnamed_texts.store(unnamed_left(), Ordering::Relaxed);
-                tracing::debug!(removed, "removed source texts no kept generation names")
+            Ok((removed, held)) => {
+                if !held {
+                    self.unnamed_texts.clear_as_of(seen);
+                }
+                if removed > 0 {
+                    tracing::debug!(removed, "removed source texts no kept generation names");
+                }
             }
             Err(error) => {
                 tracing::warn!(%error, "unnamed source texts could not be removed; they stay on disk")

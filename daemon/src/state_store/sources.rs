@@ -27,7 +27,7 @@ use std::fs;
 use std::io::{self, Read as _, Seek as _};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
@@ -79,8 +79,67 @@ pub(super) struct SourceTexts {
     /// compiles, before the commit, so the commit's sweep of the generation before can meet
     /// them on disk.
     pinned: Arc<Mutex<HashMap<String, usize>>>,
-    /// Counts stagings, so that a commit knows whether another staging came after its own.
-    stagings: AtomicU64,
+}
+
+/// Whether texts no kept generation names may be on disk (see `StateStore::unnamed_texts`),
+/// and how many times that was said since the store opened: a sweep or a commit that found
+/// none clears it only if no mark came after the moment it looked as of.
+#[derive(Debug)]
+pub(super) struct UnnamedTexts(Mutex<UnnamedState>);
+
+#[derive(Debug)]
+struct UnnamedState {
+    may_be_any: bool,
+    marks: u64,
+}
+
+impl UnnamedTexts {
+    /// Some may be on disk: true from the start.
+    pub(super) fn new() -> UnnamedTexts {
+        UnnamedTexts(Mutex::new(UnnamedState {
+            may_be_any: true,
+            marks: 0,
+        }))
+    }
+
+    fn state(&self) -> MutexGuard<'_, UnnamedState> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Says some may be on disk now.
+    pub(super) fn mark(&self) {
+        let mut state = self.state();
+        state.may_be_any = true;
+        state.marks += 1;
+    }
+
+    /// A staging's mark (it writes texts nothing names yet): whether none were said to be on
+    /// disk before it, and the count of marks with it.
+    fn mark_staging(&self) -> (bool, u64) {
+        let mut state = self.state();
+        let clean_before = !state.may_be_any;
+        state.may_be_any = true;
+        state.marks += 1;
+        (clean_before, state.marks)
+    }
+
+    /// Whether some may be on disk.
+    pub(super) fn may_be_any(&self) -> bool {
+        self.state().may_be_any
+    }
+
+    /// The count of marks so far: what a sweep starting now clears as of.
+    pub(super) fn marks(&self) -> u64 {
+        self.state().marks
+    }
+
+    /// None are on disk as of the count `seen`: cleared unless a mark came since.
+    pub(super) fn clear_as_of(&self, seen: u64) {
+        let mut state = self.state();
+        if state.marks == seen {
+            state.may_be_any = false;
+        }
+    }
 }
 
 /// The pin a staging holds on the texts it wrote (see [`SourceTexts`]'s `pinned`), shared by
@@ -91,8 +150,8 @@ pub(super) struct SourceTexts {
 struct StagePin {
     pinned: Arc<Mutex<HashMap<String, usize>>>,
     digests: Vec<String>,
-    /// The store's flag for texts no generation names (see `StateStore::unnamed_texts`).
-    unnamed_texts: Arc<AtomicBool>,
+    /// The store's account of texts no generation names (see `StateStore::unnamed_texts`).
+    unnamed_texts: Arc<UnnamedTexts>,
     released: AtomicBool,
 }
 
@@ -100,7 +159,7 @@ impl StagePin {
     fn new(
         pinned: &Arc<Mutex<HashMap<String, usize>>>,
         digests: Vec<String>,
-        unnamed_texts: &Arc<AtomicBool>,
+        unnamed_texts: &Arc<UnnamedTexts>,
     ) -> StagePin {
         let mut counts = pinned.lock().unwrap_or_else(PoisonError::into_inner);
         for digest in &digests {
@@ -119,19 +178,19 @@ impl StagePin {
         if self.released.swap(true, Ordering::AcqRel) {
             return;
         }
-        {
-            let mut counts = self.pinned.lock().unwrap_or_else(PoisonError::into_inner);
-            for digest in &self.digests {
-                if let Some(count) = counts.get_mut(digest) {
-                    *count -= 1;
-                    if *count == 0 {
-                        counts.remove(digest);
-                    }
+        let mut counts = self.pinned.lock().unwrap_or_else(PoisonError::into_inner);
+        // Marked while the pins are held: a sweep that took the pins before sees the mark
+        // after it, one that takes them after finds the texts unpinned.
+        if !named {
+            self.unnamed_texts.mark();
+        }
+        for digest in &self.digests {
+            if let Some(count) = counts.get_mut(digest) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(digest);
                 }
             }
-        }
-        if !named {
-            self.unnamed_texts.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -206,17 +265,7 @@ impl SourceTexts {
             verified: Mutex::default(),
             hashed_reads: std::sync::atomic::AtomicU64::new(0),
             pinned: Arc::default(),
-            stagings: AtomicU64::new(0),
         }
-    }
-
-    /// Whether some staging holds texts no generation names yet.
-    pub(super) fn any_pinned(&self) -> bool {
-        !self
-            .pinned
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
     }
 
     /// Taken by a commit for as long as it stores texts and writes the generation file, and by
@@ -479,12 +528,13 @@ impl SourceTexts {
         self.hashed_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Removes every stored text no kept generation references (`referenced`), and temp
-    /// files a crash left; returns how many texts went.
-    pub(super) fn sweep(&self, referenced: &HashSet<String>) -> Result<usize, StateError> {
+    /// Removes every stored text no kept generation references (`referenced`) and no staging
+    /// holds, and temp files a crash left; returns how many texts went, and whether some
+    /// staging held texts (kept, and named by nothing yet).
+    pub(super) fn sweep(&self, referenced: &HashSet<String>) -> Result<(usize, bool), StateError> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok((0, false)),
             Err(source) => return Err(io_error("listing", &self.dir)(source)),
         };
         let pinned: HashSet<String> = self
@@ -513,7 +563,7 @@ impl SourceTexts {
         if removed > 0 {
             super::sync_dir(&self.dir)?;
         }
-        Ok(removed)
+        Ok((removed, !pinned.is_empty()))
     }
 
     /// The size of the stored text of digest `sha256` (0 when it is not stored).
@@ -634,8 +684,8 @@ pub struct StagedTexts {
     dir: PathBuf,
     /// No other text named by no generation was on disk when these were staged.
     clean_before: bool,
-    /// Which staging of the store this was (see `SourceTexts::stagings`).
-    staging: u64,
+    /// The count of marks of unnamed texts with this staging's own (see [`UnnamedTexts`]).
+    marks: u64,
     /// Keeps the texts from sweeps until a generation names them.
     pin: Arc<StagePin>,
 }
@@ -644,6 +694,11 @@ impl StagedTexts {
     /// Whether no other text named by no generation was on disk when these were staged.
     pub(super) fn clean_before(&self) -> bool {
         self.clean_before
+    }
+
+    /// The count of marks of unnamed texts with this staging's own.
+    pub(super) fn marks(&self) -> u64 {
+        self.marks
     }
 
     /// A generation file names the texts now: sweeps need not keep them for this staging.
@@ -677,28 +732,26 @@ impl StagedTexts {
 
 impl SourceTexts {
     /// The staged form of `refs`, just stored.
+    /// The texts of a staging are written: `refs`, pinned. Marks the texts unnamed, and
+    /// says whether none were before.
     pub(super) fn staged(
         &self,
         refs: Vec<SourceRef>,
-        clean_before: bool,
-        unnamed_texts: &Arc<AtomicBool>,
+        unnamed_texts: &Arc<UnnamedTexts>,
     ) -> StagedTexts {
         let digests = refs
             .iter()
             .map(|reference| reference.sha256.clone())
             .collect();
+        let pin = Arc::new(StagePin::new(&self.pinned, digests, unnamed_texts));
+        let (clean_before, marks) = unnamed_texts.mark_staging();
         StagedTexts {
-            pin: Arc::new(StagePin::new(&self.pinned, digests, unnamed_texts)),
-            staging: self.stagings.fetch_add(1, Ordering::AcqRel) + 1,
+            pin,
+            marks,
             refs,
             dir: self.dir.clone(),
             clean_before,
         }
-    }
-
-    /// Whether `staged` is the last staging of this store (no other came after it).
-    pub(super) fn staged_last(&self, staged: &StagedTexts) -> bool {
-        self.stagings.load(Ordering::Acquire) == staged.staging
     }
 
     /// The staged texts' references, each text still a regular file of its staged length (a

@@ -905,6 +905,10 @@ proptest! {
                 .collect();
             let on_disk = texts_on_disk(dir.path());
             prop_assert!(named.is_subset(&on_disk), "{:?} not all in {:?}", named, on_disk);
+            // Said to be none, there are none: the next staging would not sweep.
+            if !store.unnamed_texts.may_be_any() {
+                prop_assert_eq!(&on_disk, &named);
+            }
             if swept {
                 given_up.clear();
                 prop_assert_eq!(on_disk, named);
@@ -914,4 +918,36 @@ proptest! {
             }
         }
     }
+}
+
+/// A staging given up while an earlier one waits for its commit: the commit, whose staging
+/// found no unnamed text, does not say none are left (the later staging's are), so the next
+/// staging sweeps them.
+#[test]
+fn a_staging_given_up_behind_one_that_commits_is_swept_by_the_next_staging() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path(), 8).unwrap();
+    store.sweep_unnamed_texts();
+    assert!(!store.unnamed_texts.may_be_any());
+    let staged = |text: &str| {
+        store
+            .stage_texts(&bundle(&[("a.toml", text)]).sources)
+            .unwrap()
+    };
+    let first = staged("first = 1\n");
+    let second = staged("second = 2\n");
+    drop(second);
+    let generation = stored(store.next_generation(), &[("a.toml", "first = 1\n")]);
+    store.commit_staged(&generation.meta, &first).unwrap();
+    assert!(
+        store.unnamed_texts.may_be_any(),
+        "the given-up texts are unnamed"
+    );
+    assert!(texts_on_disk(dir.path()).contains(&file_sha256("second = 2\n")));
+    drop(staged("third = 3\n"));
+    let on_disk = texts_on_disk(dir.path());
+    assert!(
+        !on_disk.contains(&file_sha256("second = 2\n")),
+        "{on_disk:?}"
+    );
 }
