@@ -387,9 +387,8 @@ impl Engine {
     /// digests, when the compile gave them) are stored while the intent record (if any) is
     /// written ahead, each fsync'd — a push's were staged while it compiled (`early`), and
     /// only what is left of that staging is waited for; then the generation file naming the
-    /// texts. Nothing names
-    /// the texts before that file: when the record or the commit fails, the texts it staged
-    /// are removed again. `rollback_of` names a rollback's target, which a full-disk error
+    /// texts. Nothing names the texts before that file: when the record or the commit fails,
+    /// the texts it staged are removed again. `rollback_of` names a rollback's target, which a full-disk error
     /// never offers to prune. Returns how long the texts, the record and the generation file
     /// took together, in milliseconds, and whether a generation was pruned (its texts are
     /// then to be swept).

@@ -122,8 +122,9 @@ pub struct Prepared {
 /// A push's texts written into the state directory on a thread of their own while the push
 /// compiles ([`CompileJob::start_staging`]): the commit then only waits for what is left of
 /// the write (a changed file of 15 MB is tens of milliseconds of hashing, writing and
-/// fsyncing). Until a generation file names them, a sweep keeps them; dropped without a
-/// commit (a refused push), they are swept by the next staging.
+/// fsyncing). Until a generation file names them, a sweep keeps them; given up (a push that
+/// does not compile, or is refused), they go at the sweep that follows the refusal, or at
+/// the next staging.
 pub struct EarlyStaging(std::thread::JoinHandle<Result<StagedTexts, StateError>>);
 
 impl EarlyStaging {

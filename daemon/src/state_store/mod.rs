@@ -291,12 +291,13 @@ pub struct StateStore {
     quarantined: Counter,
     /// Whether texts no kept generation names may be on disk: true from the start, from a
     /// staging (or a commit's writing) until the commit names its texts without pruning, from
-    /// a prune until the sweep after it, from a full-disk error (whose listed generation files
-    /// the operator deletes by hand) and from a generation file moved to quarantine; false once
-    /// a sweep read every generation and removed what none names. A staging sweeps only when
-    /// it is true: reading every kept generation file is not on the way from a push to its
-    /// routes. Read and written under the texts' lock, but for the marks, which only ask for
-    /// a sweep.
+    /// a staging given up, from a prune until the sweep after it, from a full-disk error
+    /// (whose listed generation files the operator deletes by hand) and from a generation file
+    /// moved to quarantine; false once a sweep read every generation and removed what none
+    /// names (and no staging held texts). A staging sweeps only when it is true: reading every
+    /// kept generation file is not on the way from a push to its routes. A sweep or a commit
+    /// sets it false only as of the count of marks it looked at (see `UnnamedTexts`): a mark
+    /// made meanwhile keeps it true.
     unnamed_texts: Arc<sources::UnnamedTexts>,
 }
 
