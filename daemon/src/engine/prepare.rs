@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use topologyd_config::daemon::DaemonConfig;
@@ -545,29 +545,7 @@ fn prepare_lent(
         // target does not bind to an active service (`rollback_intent`).
         intent = rollback_intent(context.old, &new);
     }
-    // This location's routes, and the runtime guard's half that needs no plan, are made on a
-    // thread of their own while this one plans (each is milliseconds at a million routes, and
-    // neither reads what the other makes); the plan ends waiting for the canonical hash, which
-    // its own thread computes meanwhile.
-    let ((routes, routed), (plan, planned)) = std::thread::scope(|scope| {
-        let route = || {
-            let started = Instant::now();
-            let routes = location_routes(&new, context.location).map(|routes| {
-                let uncovered = runtime_guard::uncovered(&routes, &new, Some(context.old));
-                (routes, uncovered)
-            });
-            (routes, started.elapsed())
-        };
-        let routing = std::thread::Builder::new().spawn_scoped(scope, route).ok();
-        let plan_started = Instant::now();
-        let plan = plan_with_vrps(context.old, &new, &intent, context.rpki.vrps.as_deref());
-        let planned = plan_started.elapsed();
-        // A thread that could not be made, or panicked, is done again here.
-        let routes = routing
-            .and_then(|handle| handle.join().ok())
-            .unwrap_or_else(route);
-        (routes, (plan, planned))
-    });
+    let ((routes, routed), (plan, planned)) = routes_beside_plan(context, &new, &intent);
     let (routes, uncovered) = match routes {
         Ok(routes) => routes,
         Err(message) => {
@@ -644,6 +622,40 @@ fn prepare_lent(
         "push compiled and planned (off the engine task)"
     );
     Ok(prepared)
+}
+
+/// A location's routes and the runtime guard's findings that need no plan, or why the
+/// location has none (it is not in the topology).
+type RoutesAndUncovered = Result<(LocationRoutes, Vec<String>), String>;
+
+/// The location's routes with the runtime guard's half that needs no plan, and the plan, each
+/// with how long it took. The routes are made on a thread of their own while this one plans
+/// (each is milliseconds at a million routes, and neither reads what the other makes); the
+/// plan ends waiting for the canonical hash, which its own thread computes meanwhile.
+fn routes_beside_plan(
+    context: &PrepareContext<'_>,
+    new: &Topology,
+    intent: &Intent,
+) -> ((RoutesAndUncovered, Duration), (Plan, Duration)) {
+    std::thread::scope(|scope| {
+        let route = || {
+            let started = Instant::now();
+            let routes = location_routes(new, context.location).map(|routes| {
+                let uncovered = runtime_guard::uncovered(&routes, new, Some(context.old));
+                (routes, uncovered)
+            });
+            (routes, started.elapsed())
+        };
+        let routing = std::thread::Builder::new().spawn_scoped(scope, route).ok();
+        let plan_started = Instant::now();
+        let plan = plan_with_vrps(context.old, new, intent, context.rpki.vrps.as_deref());
+        let planned = plan_started.elapsed();
+        // A thread that could not be made, or panicked, is done again here.
+        let routes = routing
+            .and_then(|handle| handle.join().ok())
+            .unwrap_or_else(route);
+        (routes, (plan, planned))
+    })
 }
 
 /// What a prepared push says of its plan: its JSON when the guards refused it, its text and
