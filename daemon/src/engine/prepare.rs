@@ -1,10 +1,11 @@
 //! Preparing a push or a rollback: compile, plan against the running generation, render, hash
 //! and run the runtime guard — everything expensive, done off the engine task (the shell runs
 //! [`CompileJob::run`] on the blocking pool for applies and rollbacks alike). [`prepare`] is
-//! pure; the job adds the state-store read of a rollback's sources and the compile memory
-//! reservation.
+//! pure; the job adds the state-store read of a rollback's sources, the compile memory
+//! reservation, and an apply's staging of its texts while it compiles ([`EarlyStaging`]).
 //!
-//! Must not touch: the running generation, the peers, the state directory's writes.
+//! Must not touch: the running generation, the peers, the state directory's writes but for
+//! that staging (texts no generation names until the commit writes the generation file).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -120,7 +121,7 @@ pub struct Prepared {
 }
 
 /// A push's texts written into the state directory on a thread of their own while the push
-/// compiles ([`CompileJob::start_staging`]): the commit then only waits for what is left of
+/// compiles (`CompileJob::start_staging`): the commit then only waits for what is left of
 /// the write (a changed file of 15 MB is tens of milliseconds of hashing, writing and
 /// fsyncing). Until a generation file names them, a sweep keeps them; given up (a push that
 /// does not compile, or is refused), they go at the sweep that follows the refusal, or at
