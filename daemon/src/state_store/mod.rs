@@ -427,6 +427,16 @@ impl StateStore {
             .collect())
     }
 
+    /// The numbers of the generations [`StateStore::list`] gives, newest first.
+    #[cfg(test)]
+    pub(super) fn listed_generations(&self) -> Vec<u64> {
+        self.list()
+            .expect("the generations list")
+            .iter()
+            .map(|meta| meta.generation)
+            .collect()
+    }
+
     /// [`StateStore::list`] with each generation's source names, but generation `protected`
     /// (the running one) is never moved to quarantine, only skipped when unreadable.
     pub fn list_protecting(

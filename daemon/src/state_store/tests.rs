@@ -42,12 +42,7 @@ fn commit_then_load_round_trips() {
     assert!(recovered.skipped.is_empty());
     assert_eq!(recovered.current, Some(generation(2)));
     assert_eq!(store.load(1).unwrap(), generation(1));
-    let listed: Vec<u64> = store
-        .list()
-        .unwrap()
-        .iter()
-        .map(|meta| meta.generation)
-        .collect();
+    let listed = store.listed_generations();
     assert_eq!(listed, vec![2, 1]);
 }
 
@@ -176,12 +171,7 @@ fn pruning_keeps_current_and_n_previous() {
     for number in 1..=10 {
         store.commit(&generation(number)).unwrap();
     }
-    let listed: Vec<u64> = store
-        .list()
-        .unwrap()
-        .iter()
-        .map(|meta| meta.generation)
-        .collect();
+    let listed = store.listed_generations();
     assert_eq!(listed, vec![10, 9, 8, 7]);
     assert!(matches!(
         store.load(6),
@@ -287,12 +277,7 @@ fn corrupt_older_generation_is_quarantined_when_listed_or_loaded() {
     let message = error.to_string();
     assert!(message.contains("quarantine"), "{message}");
     assert!(!generation_file(dir.path(), 3).exists());
-    let listed: Vec<u64> = store
-        .list()
-        .unwrap()
-        .iter()
-        .map(|meta| meta.generation)
-        .collect();
+    let listed = store.listed_generations();
     assert_eq!(listed, vec![4, 1]);
     assert!(!generation_file(dir.path(), 2).exists());
     assert_eq!(quarantine_entries(dir.path()).len(), 2);

@@ -444,7 +444,7 @@ proptest! {
             for generation in &kept {
                 prop_assert_eq!(&store.read(generation.meta.generation).unwrap(), *generation);
             }
-            let listed: Vec<u64> = store.list().unwrap().iter().map(|meta| meta.generation).collect();
+            let listed = store.listed_generations();
             let expected: Vec<u64> = kept.iter().map(|generation| generation.meta.generation).collect();
             prop_assert_eq!(listed, expected);
             let named = named_by(&kept);
@@ -797,12 +797,7 @@ fn texts_of_generations_gone_by_hand_or_to_quarantine_go_at_the_next_staging() {
     assert!(!on_disk.contains(&file_sha256("one = 1\n")), "{on_disk:?}");
     // Moved to quarantine (unreadable) as the listing finds it.
     fs::write(generation_path(dir.path(), 2), b"{ not json").unwrap();
-    let listed: Vec<u64> = store
-        .list()
-        .unwrap()
-        .iter()
-        .map(|meta| meta.generation)
-        .collect();
+    let listed = store.listed_generations();
     assert_eq!(listed, [4, 3]);
     assert!(
         !generation_path(dir.path(), 2).exists(),
