@@ -78,7 +78,11 @@ async fn serve(
     let limit = call.limit;
     Ok(match endpoint {
         Endpoint::Plan => plan(call, read_json(request, limit).await?).await,
-        Endpoint::Apply => apply(call, read_json(request, limit).await?).await,
+        Endpoint::Apply => {
+            let arrived = std::time::Instant::now();
+            let body = read_json(request, limit).await?;
+            apply(call, body, arrived).await
+        }
         Endpoint::Rollback => rollback(call, read_json(request, limit).await?).await,
         Endpoint::Drain => drain(call, read_json(request, limit).await?).await,
         Endpoint::Lease => lease(call, read_json(request, limit).await?).await,
@@ -180,12 +184,15 @@ async fn plan(call: &Call<'_>, body: PlanRequest) -> Answer {
     )
 }
 
-async fn apply(call: &Call<'_>, mut body: ApplyRequest) -> Answer {
-    // Where a push's latency starts: `daemon_bench` measures from this line to the first
-    // UPDATE of the new generation on the wire.
+/// An apply whose request reached the control API at `arrived` (its head read, its body not).
+async fn apply(call: &Call<'_>, mut body: ApplyRequest, arrived: std::time::Instant) -> Answer {
+    // Where a push's latency starts: `daemon_bench` measures from `body_us` before this line
+    // (when the request's head was read) to the first UPDATE of the new generation on the
+    // wire. Reading and parsing a bundle of tens of megabytes is part of what a push waits for.
     tracing::info!(
         files = body.bundle.sources.len(),
         delta = body.delta.is_some(),
+        body_us = arrived.elapsed().as_micros(),
         "apply request received"
     );
     let (asked, whole_digests) = AskedBundle::of(&body);

@@ -126,8 +126,9 @@ fn log_time_us(line: &str) -> Option<i64> {
 }
 
 /// Per generation a push made, the time in ms from its request reaching the control API
-/// (`apply request received`) to the first UPDATE of that generation written to any peer
-/// (what the targets measure), read from the daemon's log. Pushes are sequential:
+/// (`apply request received`, less the `body_us` it logs reading the body) to the first
+/// UPDATE of that generation written to any peer (what the targets measure), read from
+/// the daemon's log. Pushes are sequential:
 /// a generation's request is the last one received before it was applied. A generation
 /// whose first UPDATE was not logged (the next one was published before it was written) has
 /// no figure: the benches print how many they have.
@@ -140,7 +141,9 @@ fn request_to_wire_ms(log: &str) -> Vec<(u64, f64)> {
             continue;
         };
         if line.contains("apply request received") {
-            last_request = Some(time);
+            // The request's head was read `body_us` before this line: its body's reading and
+            // parsing are part of the push's latency.
+            last_request = Some(time - line_field(line, "body_us").map_or(0, |us| us as i64));
         } else if line.contains("generation applied") {
             if let (Some(generation), Some(request)) =
                 (line_field(line, "generation"), last_request.take())
