@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::patch::{FilePatch, PatchError};
 use crate::source::{SourceBundle, SourceFile, Text};
 
 /// One file of a bundle by name and digest.
@@ -39,6 +40,10 @@ pub struct SourcesView {
     pub sources_sha256: String,
     /// Its files, in order.
     pub files: Vec<SourceDigest>,
+    /// Whether this daemon takes changed files as edits of its own ([`BundleDelta::patches`]);
+    /// absent from an older daemon's view, which does not.
+    #[serde(default)]
+    pub takes_patches: bool,
 }
 
 /// What a delta push carries besides the changed files: the base it was made against and the
@@ -53,6 +58,11 @@ pub struct BundleDelta {
     pub base_sources_sha256: String,
     /// Every file of the new bundle, in order.
     pub files: Vec<SourceDigest>,
+    /// Changed files sent as edits of the base's file of the same name (see [`crate::patch`]),
+    /// when the pusher keeps a copy of that file: listed in `files`, with the digest the edited
+    /// text must have, and not carried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<FilePatch>,
 }
 
 /// Why a delta does not resolve.
@@ -97,6 +107,27 @@ pub enum DeltaError {
         listed: String,
         /// The text's digest.
         actual: String,
+    },
+    /// A patched file's base is not the base generation's file of that name.
+    #[error(
+        "`{name}` is sent as edits of a text (sha256 {}) the base generation holds under no file of that name; send its text",
+        short(base_sha256)
+    )]
+    PatchBase {
+        /// The file.
+        name: String,
+        /// The digest the patch gave its base.
+        base_sha256: String,
+    },
+    /// A patched file's edits do not apply to its base.
+    #[error(
+        "the edits sent for `{name}` do not apply to the base generation's file: {error}; send its text"
+    )]
+    Patch {
+        /// The file.
+        name: String,
+        /// Why.
+        error: PatchError,
     },
     /// A carried file is not listed, or a name is listed twice.
     #[error("`{name}` {what}; list every file of the new bundle once, in order")]
@@ -257,6 +288,7 @@ pub fn sources_view(generation: u64, files: &[SourceFile]) -> SourcesView {
         generation,
         sources_sha256: bundle_sha256(&files),
         files,
+        takes_patches: true,
     }
 }
 
@@ -277,6 +309,7 @@ pub fn sources_view_of_digests<'a>(
         generation,
         sources_sha256: bundle_sha256(&files),
         files,
+        takes_patches: true,
     }
 }
 
@@ -339,6 +372,7 @@ impl BundleDelta {
                 base_generation: base.generation,
                 base_sources_sha256: base.sources_sha256.clone(),
                 files: new_digests.to_vec(),
+                patches: Vec::new(),
             },
         ))
     }
@@ -417,6 +451,7 @@ impl BundleDelta {
             generation: running_generation,
             sources_sha256: bundle_sha256(&files),
             files,
+            takes_patches: true,
         };
         let resolved = self.resolve_against(carried, &running_view, running);
         (running_view, resolved)
@@ -448,6 +483,24 @@ impl BundleDelta {
             }
             carried_by_name.insert(file.name, file.text);
         }
+        let mut patched_by_name: HashMap<&str, &FilePatch> = HashMap::new();
+        for patch in &self.patches {
+            let what = if !listed.contains(patch.name.as_str()) {
+                Some("is sent as edits but not listed in the delta")
+            } else if carried_by_name.contains_key(&patch.name) {
+                Some("is sent both whole and as edits")
+            } else if patched_by_name.insert(&patch.name, patch).is_some() {
+                Some("is sent as edits twice")
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Err(DeltaError::Malformed {
+                    name: patch.name.clone(),
+                    what,
+                });
+            }
+        }
         // By name and digest: a base may hold two files of one name (pushed whole). Each
         // (name, digest) is listed at most once (names are), so each text moves out once.
         let base: HashMap<(&str, &str), usize> = running_view
@@ -459,7 +512,11 @@ impl BundleDelta {
             .collect();
         let mut sources = Vec::with_capacity(self.files.len());
         for file in &self.files {
-            let text = match carried_by_name.remove(&file.name) {
+            let patched = patched_by_name
+                .get(file.name.as_str())
+                .map(|patch| patched_text(patch, &base, &running))
+                .transpose()?;
+            let text = match patched.or_else(|| carried_by_name.remove(&file.name)) {
                 Some(text) => {
                     let actual = file_sha256(&text);
                     if actual != file.sha256 {
@@ -492,6 +549,11 @@ impl BundleDelta {
         Ok(SourceBundle { sources })
     }
 
+    /// Whether this delta sends any file as edits.
+    pub fn has_patches(&self) -> bool {
+        !self.patches.is_empty()
+    }
+
     /// The refusal of this delta against `running_view`, which is not its base.
     pub fn base_changed(&self, running_view: &SourcesView) -> DeltaError {
         DeltaError::BaseChanged {
@@ -506,6 +568,28 @@ impl BundleDelta {
     pub fn is_against(&self, view: &SourcesView) -> bool {
         self.base_generation == view.generation && self.base_sources_sha256 == view.sources_sha256
     }
+}
+
+/// The text `patch` makes of its base, the running file `base` finds by name and digest.
+fn patched_text(
+    patch: &FilePatch,
+    base: &HashMap<(&str, &str), usize>,
+    running: &[SourceFile],
+) -> Result<Text, DeltaError> {
+    let base_text = base
+        .get(&(patch.name.as_str(), patch.base_sha256.as_str()))
+        .and_then(|index| running.get(*index))
+        .ok_or_else(|| DeltaError::PatchBase {
+            name: patch.name.clone(),
+            base_sha256: patch.base_sha256.clone(),
+        })?;
+    patch
+        .apply(&base_text.text)
+        .map(Text::from)
+        .map_err(|error| DeltaError::Patch {
+            name: patch.name.clone(),
+            error,
+        })
 }
 
 /// The base the `resolve_delta` fuzz target resolves against (generation 1).
@@ -657,6 +741,7 @@ mod tests {
                 name: "a.toml".into(),
                 sha256: file_sha256(text),
             }],
+            patches: Vec::new(),
         };
         let expected: [u8; 32] = Sha256::digest(text.as_bytes()).into();
         assert_eq!(delta.file_digests(), Some(vec![expected]));
@@ -672,6 +757,111 @@ mod tests {
         }
         delta.files[0].sha256 = "ab".repeat(32);
         assert_eq!(delta.file_digests(), Some(vec![[0xab; 32]]));
+    }
+
+    /// A delta whose changed file travels as edits of the base's file resolves to the same
+    /// bundle as the one carrying it whole; edits that name another base, do not apply, make
+    /// another text, or come with the text itself are refused, naming the file.
+    #[test]
+    fn a_file_sent_as_edits_resolves_as_if_sent_whole() {
+        let old_bindings: String = (0..200)
+            .map(|index| format!("[[binding]]\ncidr = \"10.0.{index}.0/24\"\nservice = \"a\"\n\n"))
+            .collect();
+        let new_bindings = old_bindings.replacen("service = \"a\"", "service = \"b\"", 3);
+        let running = bundle(&[("fleet.toml", "f"), ("bindings.toml", &old_bindings)]);
+        let new = bundle(&[
+            ("fleet.toml", "f2"),
+            ("bindings.toml", &new_bindings),
+            ("added.toml", "x"),
+        ]);
+        let (carried, delta) = delta(&running, 4, &new).unwrap();
+        let whole = resolve(&delta, carried.clone(), 4, &running).unwrap();
+        assert_eq!(whole, new);
+        let patch = FilePatch::between(
+            "bindings.toml",
+            &file_sha256(&old_bindings),
+            &old_bindings,
+            &new_bindings,
+        )
+        .unwrap();
+        assert_eq!(patch.base_sha256, file_sha256(&old_bindings));
+        assert_eq!(patch.edits.len(), 3);
+        let patched_delta = BundleDelta {
+            patches: vec![patch.clone()],
+            ..delta.clone()
+        };
+        let without_bindings = SourceBundle {
+            sources: carried
+                .sources
+                .iter()
+                .filter(|file| file.name != "bindings.toml")
+                .cloned()
+                .collect(),
+        };
+        assert_eq!(
+            resolve(&patched_delta, without_bindings.clone(), 4, &running).unwrap(),
+            new
+        );
+        // Through JSON, as it travels.
+        let travelled: BundleDelta =
+            serde_json::from_str(&serde_json::to_string(&patched_delta).unwrap()).unwrap();
+        assert_eq!(travelled, patched_delta);
+        let refused = |patches: Vec<FilePatch>, carried: &SourceBundle| {
+            let delta = BundleDelta {
+                patches,
+                ..delta.clone()
+            };
+            resolve(&delta, carried.clone(), 4, &running).unwrap_err()
+        };
+        let other_base = FilePatch {
+            base_sha256: file_sha256("another text"),
+            ..patch.clone()
+        };
+        assert!(matches!(
+            refused(vec![other_base], &without_bindings),
+            DeltaError::PatchBase { name, .. } if name == "bindings.toml"
+        ));
+        let mut past_end = patch.clone();
+        past_end.edits.push(crate::patch::TextEdit {
+            at: old_bindings.len() as u64 + 1,
+            remove: 0,
+            insert: String::new(),
+        });
+        assert!(matches!(
+            refused(vec![past_end], &without_bindings),
+            DeltaError::Patch { name, error: PatchError::PastEnd { .. } } if name == "bindings.toml"
+        ));
+        let mut other_text = patch.clone();
+        other_text.edits[0].insert.push('#');
+        assert!(matches!(
+            refused(vec![other_text], &without_bindings),
+            DeltaError::DigestMismatch { name, .. } if name == "bindings.toml"
+        ));
+        assert!(matches!(
+            refused(vec![patch.clone()], &carried),
+            DeltaError::Malformed {
+                what: "is sent both whole and as edits",
+                ..
+            }
+        ));
+        assert!(matches!(
+            refused(vec![patch.clone(), patch.clone()], &without_bindings),
+            DeltaError::Malformed {
+                what: "is sent as edits twice",
+                ..
+            }
+        ));
+        let unlisted = FilePatch {
+            name: "unlisted.toml".into(),
+            ..patch
+        };
+        assert!(matches!(
+            refused(vec![unlisted], &without_bindings),
+            DeltaError::Malformed {
+                what: "is sent as edits but not listed in the delta",
+                ..
+            }
+        ));
     }
 
     #[test]

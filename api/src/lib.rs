@@ -5,7 +5,7 @@
 //!
 //! Owns: [`SourceFile`] and [`SourceBundle`] (the one named-TOML-source type: config, topology,
 //! state store and harness use it), [`Intent`] (parsed once, where a request arrives), the
-//! request bodies ([`request`]), delta pushes ([`delta`]: only the changed files travel) and the views of every answer ([`view`]).
+//! request bodies ([`request`]), delta pushes ([`delta`]: only the changed files travel, large ones as edits: [`patch`]) and the views of every answer ([`view`]).
 //!
 //! Must not touch: I/O, HTTP, the meaning of a request (the daemon's engine decides). Pure data.
 //! Documents the topology crate renders (a plan, its summary, compile diagnostics) are carried
@@ -14,6 +14,7 @@
 pub mod delta;
 pub mod intent;
 pub mod lease;
+pub mod patch;
 pub mod request;
 pub mod source;
 pub mod view;
@@ -25,6 +26,7 @@ pub use intent::{
     Override, Verdict,
 };
 pub use lease::{LeaseAction, LeaseClaim, LeaseRequest, LeaseView};
+pub use patch::{FilePatch, PatchError, TextEdit};
 pub use request::{ApplyRequest, DrainRequest, PlanRequest, RollbackRequest};
 pub use source::{SharedText, SourceBundle, SourceFile, Text};
 pub use view::{

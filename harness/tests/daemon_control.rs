@@ -815,10 +815,29 @@ fn pushes_of_remembered_files_send_what_the_files_hold_now() {
     assert_eq!(setup.generation(), generation + 2);
 }
 
+/// Waits until BIRD holds the route of `prefix` with `communities`.
+fn wait_for_routes_where(setup: &Setup, prefix: &ipnet::IpNet, communities: &[(u16, u16)]) {
+    check(
+        wait_until(
+            &format!("BIRD to hold {prefix} with communities {communities:?}"),
+            WAIT,
+            || {
+                let routes = setup.bird.routes().map_err(|error| error.to_string())?;
+                match routes.iter().find(|route| route.prefix == *prefix) {
+                    Some(route) if route.communities == communities => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        ),
+        "the changed route",
+    );
+}
+
 /// A large file of bindings (over the 256 KiB from which the daemon reads the running
 /// generation's texts back from its state directory) changed in one table: the daemon reads
 /// that table alone against the running text (`files_read_in_part=1` in its log), and BIRD gets
-/// the route with the new service's attributes.
+/// the route with the new service's attributes. `topoctl` sends that file as edits of the text
+/// it pushed before; a kept text found damaged is not used (the file travels whole).
 #[test]
 fn a_large_file_of_bindings_changed_in_one_table_is_read_in_part() {
     let setup = start();
@@ -860,23 +879,44 @@ fn a_large_file_of_bindings_changed_in_one_table_is_read_in_part() {
 
     let second = setup.topoctl("push", &with(paths(&write("resolver")), &intents));
     assert_eq!(second.code, EXIT_CHANGES_MADE, "{second}");
-    check(
-        wait_until(
-            "BIRD to hold the route with the resolver's attributes",
-            WAIT,
-            || {
-                let routes = setup.bird.routes().map_err(|error| error.to_string())?;
-                match routes.iter().find(|route| route.prefix == block) {
-                    Some(route) if route.communities == [(13335, 10000)] => Ok(()),
-                    other => Err(format!("{other:?}")),
-                }
-            },
-        ),
-        "the changed route",
-    );
+    wait_for_routes_where(&setup, &block, &[(13335, 10000)]);
     let compiled = setup.last_compile_line();
     assert!(
         compiled.contains("files_read_in_part=1 ") && compiled.contains("items_patched=true "),
         "{compiled}"
     );
+    // `topoctl` kept the text it pushed first: the changed file travelled as edits of it.
+    let records = setup.audit_records();
+    let delta = &records.last().cloned().unwrap_or_default()["request"]["delta"];
+    assert_eq!(delta["sent_sources"], serde_json::json!([]), "{delta}");
+    assert_eq!(
+        delta["patched_sources"][0]["name"],
+        serde_json::json!("bindings.toml"),
+        "{delta}"
+    );
+    assert_eq!(
+        delta["patched_sources"][0]["base_sha256"],
+        serde_json::json!(topologyd_api::delta::file_sha256(&bindings("cdn"))),
+        "{delta}"
+    );
+    assert_eq!(delta["patched_sources"][0]["edits"], serde_json::json!(1));
+
+    // The kept text damaged: the file travels whole, and the change lands all the same.
+    let kept = setup
+        .admin
+        .cache_directory()
+        .join("texts")
+        .join(topologyd_api::delta::file_sha256(&bindings("resolver")));
+    check(std::fs::write(&kept, "damaged"), "damaging the kept text");
+    let third = setup.topoctl("push", &with(paths(&write("cdn")), &intents));
+    assert_eq!(third.code, EXIT_CHANGES_MADE, "{third}");
+    let records = setup.audit_records();
+    let delta = &records.last().cloned().unwrap_or_default()["request"]["delta"];
+    assert_eq!(
+        delta["sent_sources"],
+        serde_json::json!(["bindings.toml"]),
+        "{delta}"
+    );
+    assert_eq!(delta["patched_sources"], serde_json::json!([]), "{delta}");
+    wait_for_routes_where(&setup, &block, &[(13335, 20000), (65000, 1)]);
 }

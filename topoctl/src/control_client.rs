@@ -7,6 +7,7 @@
 //!
 //! Must not touch: printing or exit codes (the `topoctl` binary decides), the daemon's state.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,13 +26,61 @@ use tokio_rustls::TlsConnector;
 
 use topologyd_transport::http_client::{ExchangeError, OneShot, exchange};
 
+use crate::text_cache::{PATCH_MIN_BYTES, TextCache};
+
 use topologyd_api::delta::digests;
 use topologyd_api::{
-    ApplyRequest, BundleDelta, DrainRequest, DrainView, ErrorBody, ErrorView, GenerationsView,
-    HealthView, Intent, LeaseClaim, LeaseRequest, LeaseView, MutationOutcome, PlanRequest,
-    PlanView, RollbackRequest, RoutesView, SourceBundle, SourceDigest, SourceFile, SourcesView,
-    StatusView, TopologyView,
+    ApplyRequest, BundleDelta, DrainRequest, DrainView, ErrorBody, ErrorView, FilePatch,
+    GenerationsView, HealthView, Intent, LeaseClaim, LeaseRequest, LeaseView, MutationOutcome,
+    PlanRequest, PlanView, RollbackRequest, RoutesView, SourceBundle, SourceDigest, SourceFile,
+    SourcesView, StatusView, TopologyView,
 };
+
+/// Keeps the large texts of `files` (each with its digest as listed) in `texts`, to send edits
+/// of them next time. A cache that cannot keep one costs only the next push's size.
+fn keep_texts<'a>(
+    texts: &TextCache,
+    files: impl Iterator<Item = (&'a SourceFile, &'a SourceDigest)>,
+) {
+    for (file, digest) in files {
+        let _ = texts.put(&digest.sha256, &file.text);
+    }
+}
+
+/// Moves each large file of `carried` whose name the base lists once, under another digest,
+/// and whose base text `texts` keeps, into `delta` as edits of that text, when they weigh less
+/// than a quarter of the file (`FilePatch::between`).
+fn patch_carried(
+    texts: &TextCache,
+    base: &SourcesView,
+    carried: &mut Vec<SourceFile>,
+    delta: &mut BundleDelta,
+) {
+    let mut base_digests: HashMap<&str, Option<&str>> = HashMap::new();
+    for file in &base.files {
+        base_digests
+            .entry(file.name.as_str())
+            // A name listed twice: which text is the base is not clear.
+            .and_modify(|digest| *digest = None)
+            .or_insert(Some(file.sha256.as_str()));
+    }
+    carried.retain(|file| {
+        let patch = (file.text.len() >= PATCH_MIN_BYTES)
+            .then(|| base_digests.get(file.name.as_str()).copied().flatten())
+            .flatten()
+            .and_then(|base_sha256| {
+                let base_text = texts.get(base_sha256)?;
+                FilePatch::between(&file.name, base_sha256, &base_text, &file.text)
+            });
+        match patch {
+            Some(patch) => {
+                delta.patches.push(patch);
+                false
+            }
+            None => true,
+        }
+    });
+}
 
 /// What a plan or apply sends: every file's name and digest, and the texts of the files that
 /// travel. A bundle in memory is one; `topoctl push`'s files on disk, read only as far as
@@ -175,6 +224,8 @@ pub struct ControlClient {
     timeout: Duration,
     /// Send whole bundles instead of deltas against the running generation.
     full_bundles: bool,
+    /// The texts of large files pushed before, to send a changed one as edits.
+    texts: Option<TextCache>,
 }
 
 impl ControlClient {
@@ -195,6 +246,7 @@ impl ControlClient {
             tls,
             timeout: DEFAULT_TIMEOUT,
             full_bundles: false,
+            texts: None,
         })
     }
 
@@ -208,6 +260,13 @@ impl ControlClient {
     /// running generation (the default).
     pub fn with_full_bundles(mut self, full_bundles: bool) -> Self {
         self.full_bundles = full_bundles;
+        self
+    }
+
+    /// A delta push keeps the large texts it sends in `texts`, and sends a large changed file
+    /// as edits of the running text when `texts` keeps that (see `text_cache.rs`).
+    pub fn with_text_cache(mut self, texts: Option<TextCache>) -> Self {
+        self.texts = texts;
         self
     }
 
@@ -235,7 +294,9 @@ impl ControlClient {
     /// bundle goes instead when the daemon does not answer `/v1/sources` with the view (an
     /// older daemon), when two files share a name, when every
     /// file changed, and after a 409 `base_*` (the running generation changed in between, or
-    /// its texts cannot be read). Whatever travels, the daemon plans and applies exactly
+    /// its texts cannot be read). A large changed file travels as edits of the running text
+    /// when the text cache keeps that text and the daemon takes edits
+    /// ([`SourcesView::takes_patches`]). Whatever travels, the daemon plans and applies exactly
     /// `bundle` (each file's digest is checked) under the same conditions (an apply's
     /// `expected_generation` goes with either), so the fallback never changes the outcome.
     /// At most three calls.
@@ -245,6 +306,7 @@ impl ControlClient {
         bundle: &(impl PushSources + ?Sized),
         request: impl Fn(SourceBundle, Option<BundleDelta>) -> R,
     ) -> Result<V, ClientError> {
+        let mut listed = None;
         if !self.full_bundles {
             let base = match self.sources().await {
                 Ok(base) => Some(base),
@@ -252,15 +314,21 @@ impl ControlClient {
                 Err(ClientError::Status { .. } | ClientError::View { .. }) => None,
                 Err(error) => return Err(error),
             };
-            let listed = bundle.digests();
-            let delta = base.and_then(|base| {
-                BundleDelta::changed(&base, &listed)
-                    .filter(|(carried, _)| carried.len() < listed.len())
+            let digests = bundle.digests();
+            let delta = base.as_ref().and_then(|base| {
+                BundleDelta::changed(base, &digests)
+                    .filter(|(carried, _)| carried.len() < digests.len())
             });
-            if let Some((carried, delta)) = delta {
-                let carried = SourceBundle {
-                    sources: bundle.files(&carried)?,
-                };
+            if let (Some((carried, mut delta)), Some(base)) = (delta, base) {
+                let mut sources = bundle.files(&carried)?;
+                if let Some(texts) = &self.texts {
+                    let carried_digests = carried.iter().filter_map(|index| digests.get(*index));
+                    keep_texts(texts, sources.iter().zip(carried_digests));
+                    if base.takes_patches {
+                        patch_carried(texts, &base, &mut sources, &mut delta);
+                    }
+                }
+                let carried = SourceBundle { sources };
                 match self
                     .call(Method::POST, path, Some(&request(carried, Some(delta))))
                     .await
@@ -270,10 +338,15 @@ impl ControlClient {
                     answer => return answer,
                 }
             }
+            listed = Some(digests);
         }
         let whole = SourceBundle {
             sources: bundle.whole()?,
         };
+        // Every file changed, or the delta was refused: the next push may send edits of these.
+        if let (Some(texts), Some(listed)) = (&self.texts, &listed) {
+            keep_texts(texts, whole.sources.iter().zip(listed));
+        }
         self.call(Method::POST, path, Some(&request(whole, None)))
             .await
     }

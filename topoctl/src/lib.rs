@@ -5,7 +5,8 @@
 //! (`status_command`, `routes_command`, …) printing the daemon's typed view for people, or as
 //! JSON with `--json`; `connection` reaches the daemon and maps answers to exit codes, `render`
 //! holds the shared text helpers (RFC 3339 times, tables), and `local_bundle` the files a push
-//! sends (digests remembered by stamp, texts read only when they travel).
+//! sends (digests remembered by stamp, texts read only when they travel), `text_cache` the
+//! large texts a push sent (a changed one travels as edits of its last version).
 pub mod connection;
 pub mod context;
 pub mod control_client;
@@ -25,6 +26,7 @@ pub mod rollout;
 pub mod routes_command;
 pub mod rpki_command;
 pub mod status_command;
+pub mod text_cache;
 pub mod topology_command;
 pub mod visibility_command;
 pub mod vrp_source;

@@ -22,6 +22,7 @@ use topoctl::drain_command::DrainArguments;
 use topoctl::lease_command::{LeaseCommand, parse_claim};
 use topoctl::local_bundle::{DigestCache, LocalBundle};
 use topoctl::push_command::Apply;
+use topoctl::text_cache::TextCache;
 use topoctl::vrp_source::VrpArguments;
 use topoctl::{
     drain_command, generations_command, health_command, push_command, rollback_command,
@@ -114,7 +115,8 @@ enum Command {
         #[arg(long)]
         full_bundle: bool,
         /// Read and hash every file, not trusting the digests remembered for files whose size
-        /// and times have not changed (kept in $TOPOCTL_CACHE_DIR, else
+        /// and times have not changed, and send a large changed file whole, not as edits of
+        /// its last version pushed (both kept in $TOPOCTL_CACHE_DIR, else
         /// $XDG_CACHE_HOME/topoctl, else ~/.cache/topoctl).
         #[arg(long)]
         no_digest_cache: bool,
@@ -512,7 +514,12 @@ fn run(command: Command) -> Result<i32, Stop> {
             }
             let bundle = local_bundle_of(&files, !no_digest_cache, json)?;
             refuse_revoked(|| bundle.sources(), json)?;
+            let texts = (!no_digest_cache)
+                .then(DigestCache::default_directory)
+                .flatten()
+                .and_then(|directory| TextCache::open(&directory));
             Ok(call(&daemon, |client| {
+                let client = client.with_text_cache(texts);
                 push_command::run(client, bundle, intent, apply, dry_run, json)
             }))
         }

@@ -192,6 +192,7 @@ async fn apply(call: &Call<'_>, mut body: ApplyRequest, arrived: std::time::Inst
     tracing::info!(
         files = body.bundle.sources.len(),
         delta = body.delta.is_some(),
+        patched = body.delta.as_ref().map_or(0, |delta| delta.patches.len()),
         body_us = arrived.elapsed().as_micros(),
         "apply request received"
     );
@@ -407,6 +408,12 @@ impl AskedBundle {
                         "base_generation": delta.base_generation,
                         "sent_sources": sent(),
                         "sent_bytes": body.bundle.sources.iter().map(|source| source.text.len()).sum::<usize>(),
+                        "patched_sources": delta.patches.iter().map(|patch| json!({
+                            "name": patch.name,
+                            "base_sha256": patch.base_sha256,
+                            "edits": patch.edits.len(),
+                            "inserted_bytes": patch.edits.iter().map(|edit| edit.insert.len()).sum::<usize>(),
+                        })).collect::<Vec<_>>(),
                     })),
                 };
                 (asked, None)

@@ -5,11 +5,13 @@
 //!   (`synth::SynthSpec::ISSUE_SCALE`), four BIRD peers. The files are pushed from one directory
 //!   changed in place; two warm-up pushes (the change and back) make the daemon name its files
 //!   as the pusher does. Then a change touching 1% of the bindings is pushed with `topoctl push`
-//!   as a delta (the default), and back as a whole bundle (`--full-bundle`); for each, from
-//!   topologyd's log: the time from the request reaching the daemon to the first UPDATE on the
-//!   wire, the compile, plan, apply (request in the engine → committed and published) and
-//!   persist times and the files reused, with the `topoctl` wall time. The baseline, measured
-//!   in the same run, is a push of the unchanged topology (compile + plan + no-op).
+//!   as a delta (the default: the changed file as edits of the text `topoctl` kept of it), back
+//!   as a whole bundle (`--full-bundle`), and again as a delta whose changed file travels whole
+//!   (`--no-digest-cache`); for each, from topologyd's log: the time from the request reaching
+//!   the daemon (its head read) to the first UPDATE on the wire, the files sent as edits, the
+//!   compile, plan, apply (request in the engine → committed and published) and persist times
+//!   and the files reused, with the `topoctl` wall time. The baseline, measured in the same
+//!   run, is a push of the unchanged topology (compile + plan + no-op).
 //! - `memory ROUTES`: one location announcing ROUTES IPv4 /24s to four BIRD peers; topologyd's
 //!   resident memory once every peer holds every route, as bytes per route and per route per
 //!   peer. The baseline is the same daemon with the same topology and no peer.
@@ -322,12 +324,14 @@ fn bench_push() -> Result<(), String> {
     let baseline_compile = log_field(&log, "push compiled and planned", None, "compile_ms");
 
     let mut measured = String::new();
-    for (label, extra) in [("delta", None), ("whole", Some("--full-bundle"))] {
-        let files = if extra.is_none() {
-            &new_files
-        } else {
-            &old_files
-        };
+    // The delta as `topoctl push` sends it (its changed file as edits of the text it pushed
+    // before), the change back as a whole bundle, and the change again as a delta whose
+    // changed file travels whole (`--no-digest-cache`: nothing remembered between pushes).
+    for (label, extra, files) in [
+        ("delta", None, &new_files),
+        ("whole", Some("--full-bundle"), &old_files),
+        ("delta_whole_files", Some("--no-digest-cache"), &new_files),
+    ] {
         let arguments: Vec<String> = intents
             .iter()
             .cloned()
@@ -363,7 +367,8 @@ fn bench_push() -> Result<(), String> {
             .map_or("null".to_string(), |(_, ms)| format!("{ms:.1}"));
         let _ = write!(
             measured,
-            "\"{label}\":{{\"wall_ms\":{wall_ms:.0},\"request_to_wire_ms\":{request_to_wire},\"compile_ms\":{},\"files_reused\":{},\"plan_ms\":{},\"apply_ms\":{},\"persist_ms\":{}}},",
+            "\"{label}\":{{\"wall_ms\":{wall_ms:.0},\"request_to_wire_ms\":{request_to_wire},\"files_patched\":{},\"compile_ms\":{},\"files_reused\":{},\"plan_ms\":{},\"apply_ms\":{},\"persist_ms\":{}}},",
+            field("apply request received", "patched"),
             field("push compiled and planned", "compile_ms"),
             field("push compiled and planned", "files_reused"),
             field("push compiled and planned", "plan_ms"),
