@@ -278,7 +278,7 @@ impl CompileJob {
         let store = Arc::clone(&self.store);
         std::thread::Builder::new()
             .name("stage-texts".into())
-            .spawn(move || store.stage_texts_with_digests(&files, named.as_deref()))
+            .spawn(move || store.stage_pushed_texts(&files, named.as_deref()))
             .ok()
             .map(EarlyStaging)
     }

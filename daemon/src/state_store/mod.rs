@@ -11,7 +11,7 @@
 //! Must not touch: compiling or validating the sources (the engine does that before `commit`;
 //! a first start stages its texts before the compile and commits the generation naming them
 //! after it: `stage_texts`, `commit_staged`; a push stages its texts while it compiles:
-//! `stage_texts_with_digests`, and a sweep keeps the texts of a staging until a generation
+//! `stage_pushed_texts`, and a sweep keeps the texts of a staging until a generation
 //! names them or the staging is given up), nor any socket or task. All functions here block
 //! on the file system; async callers run them through `tokio::task::spawn_blocking`.
 //!
@@ -611,7 +611,7 @@ impl StateStore {
         self.commit_naming(&new.meta, None, |store| {
             store
                 .texts
-                .store(&new.bundle.sources, digests, |path, bytes| {
+                .store(&new.bundle.sources, digests, false, |path, bytes| {
                     store.place(path, bytes)
                 })
         })
@@ -636,6 +636,33 @@ impl StateStore {
         files: &[SourceFile],
         digests: Option<&[(String, [u8; 32])]>,
     ) -> Result<StagedTexts, StateError> {
+        self.stage(files, digests, false)
+    }
+
+    /// [`StateStore::stage_texts_with_digests`] of a push: its large texts (shared with it, not
+    /// copied) are also kept in memory until their files' stamps settle, so that a push right
+    /// after reads them without hashing them again (see `sources.rs`; the caller lets them go
+    /// with [`StateStore::forget_recent_texts`]).
+    pub fn stage_pushed_texts(
+        &self,
+        files: &[SourceFile],
+        digests: Option<&[(String, [u8; 32])]>,
+    ) -> Result<StagedTexts, StateError> {
+        self.stage(files, digests, true)
+    }
+
+    /// Lets go of the texts a push stored that have settled since; how many are still kept
+    /// (call again after [`RECENT_TEXTS_FOR`] while some are).
+    pub fn forget_recent_texts(&self) -> usize {
+        self.texts.forget_recent(None)
+    }
+
+    fn stage(
+        &self,
+        files: &[SourceFile],
+        digests: Option<&[(String, [u8; 32])]>,
+        keep_recent: bool,
+    ) -> Result<StagedTexts, StateError> {
         let _writing = self.texts.lock();
         // Texts staged before by a start that failed are named by nothing: they go first, so
         // that failed starts cannot fill the disk.
@@ -644,7 +671,9 @@ impl StateStore {
         }
         let refs = self
             .texts
-            .store(files, digests, |path, bytes| self.place(path, bytes))
+            .store(files, digests, keep_recent, |path, bytes| {
+                self.place(path, bytes)
+            })
             .map_err(|error| {
                 self.sweep_texts(HashSet::new());
                 self.with_prunable(error, &[])
@@ -1039,7 +1068,7 @@ pub use generation_file::{read_stored_generation, stored_generations};
 use prunable::describe_prunable;
 use sources::SourceTexts;
 pub use sources::StagedTexts;
-pub(crate) use sources::{read_again, unhex};
+pub(crate) use sources::{RECENT_FOR as RECENT_TEXTS_FOR, read_again, unhex};
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,10 @@
 //! than ten minutes ago (the same device, inode, length, modification and change times, before
 //! and after the read, all more than 2 s old when it was checked; a delta push reads the
 //! running generation's texts each time, and hashing 27 MB again told nothing new), so a
-//! stored generation stays complete and verifiable. A text of a megabyte or more is mapped
+//! stored generation stays complete and verifiable. A large text a push wrote (or compared)
+//! moments ago, whose stamp cannot stand for its content yet, is read as the very bytes that
+//! were hashed and written, kept shared with the push for [`RECENT_FOR`] ([`RecentText`]): a
+//! push right after another does not hash the tens of megabytes it just wrote again. A text of a megabyte or more is mapped
 //! read-only instead of copied into memory ([`topologyd_api::Text`] shares the mapping): the
 //! store never writes a text file in place (a text is written under a temporary name and
 //! renamed, then only renamed or unlinked), so a mapping keeps the bytes that were checked.
@@ -74,6 +77,8 @@ pub(super) struct SourceTexts {
     verified: Mutex<HashMap<String, Checked>>,
     /// How many texts reads have hashed (the others were trusted by their stamp).
     hashed_reads: std::sync::atomic::AtomicU64,
+    /// The large texts a push stored in the last [`RECENT_FOR`], oldest first.
+    recent: Mutex<Vec<RecentText>>,
     /// The texts staged and not yet named by a generation file (nor given up), by digest,
     /// with how many stagings hold each: a sweep keeps them. A push stages its texts while it
     /// compiles, before the commit, so the commit's sweep of the generation before can meet
@@ -249,6 +254,27 @@ impl FileStamp {
     }
 }
 
+/// A large text a push stored (wrote, or found stored and compared) with its digest and when:
+/// its file's stamp is too new to stand for its content, so for [`RECENT_FOR`] a read takes
+/// these bytes (shared with the push, not copied) instead of the file's, hashed again.
+#[derive(Debug)]
+struct RecentText {
+    sha256: String,
+    text: Text,
+    stored: std::time::Instant,
+}
+
+/// How long a text a push stored is read from memory: until its stamp has settled (and a
+/// second more), when a read hashes the file once and then trusts its stamp.
+pub(crate) const RECENT_FOR: std::time::Duration =
+    std::time::Duration::from_secs(SETTLED_AFTER_SECONDS.unsigned_abs() + 1);
+
+/// Texts smaller than this are not kept: hashing them again costs little.
+const RECENT_LEAST_BYTES: usize = 1 << 20;
+
+/// The most bytes of recent texts kept at once (the oldest go first).
+const RECENT_MOST_BYTES: usize = 64 << 20;
+
 /// A check of a text: the file's stamp then, and when.
 #[derive(Debug, Clone, Copy)]
 struct Checked {
@@ -264,6 +290,7 @@ impl SourceTexts {
             writing: Mutex::default(),
             verified: Mutex::default(),
             hashed_reads: std::sync::atomic::AtomicU64::new(0),
+            recent: Mutex::default(),
             pinned: Arc::default(),
         }
     }
@@ -296,6 +323,54 @@ impl SourceTexts {
             self.remember(sha256, stamp);
         }
         same
+    }
+
+    /// Keeps `text` (of digest `sha256`, just stored) for [`RECENT_FOR`] when it is large,
+    /// shared (never a copy) and not already trusted by a settled stamp.
+    fn keep_recent(&self, sha256: &str, text: &Text) {
+        if text.len() < RECENT_LEAST_BYTES || !text.is_shared() {
+            return;
+        }
+        let remembered = self
+            .verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sha256)
+            .is_some_and(|checked| checked.at.elapsed() < TRUSTED_FOR);
+        if remembered {
+            return;
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.retain(|kept| kept.stored.elapsed() < RECENT_FOR && kept.sha256 != sha256);
+        recent.push(RecentText {
+            sha256: sha256.to_owned(),
+            text: text.clone(),
+            stored: std::time::Instant::now(),
+        });
+        let mut bytes: usize = recent.iter().map(|kept| kept.text.len()).sum();
+        while bytes > RECENT_MOST_BYTES && !recent.is_empty() {
+            bytes -= recent.remove(0).text.len();
+        }
+    }
+
+    /// The text of digest `sha256` a push stored less than [`RECENT_FOR`] ago.
+    fn recent_text(&self, sha256: &str) -> Option<Text> {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.retain(|kept| kept.stored.elapsed() < RECENT_FOR);
+        recent
+            .iter()
+            .find(|kept| kept.sha256 == sha256)
+            .map(|kept| kept.text.clone())
+    }
+
+    /// Lets go of the recent texts older than [`RECENT_FOR`] (or of `sha256`'s); how many are
+    /// still kept.
+    pub(super) fn forget_recent(&self, sha256: Option<&str>) -> usize {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.retain(|kept| {
+            kept.stored.elapsed() < RECENT_FOR && Some(kept.sha256.as_str()) != sha256
+        });
+        recent.len()
     }
 
     /// Whether the text of digest `sha256` was checked, with this stamp, less than
@@ -367,11 +442,13 @@ impl SourceTexts {
     /// names and SHA-256 as already computed (one per file, in order; not used when a name
     /// does not pair): a text already stored under its digest is then not hashed, and a text
     /// about to be written is always hashed (its name is its own digest, whatever was given).
+    /// With `keep_recent` (a push's texts), the large shared ones are kept for [`RECENT_FOR`].
     /// The caller holds [`SourceTexts::lock`].
     pub(super) fn store(
         &self,
         files: &[SourceFile],
         digests: Option<&[(String, [u8; 32])]>,
+        keep_recent: bool,
         place: impl Fn(&Path, &[u8]) -> Result<(), StateError>,
     ) -> Result<Vec<SourceRef>, StateError> {
         let digests = digests.filter(|digests| {
@@ -396,6 +473,9 @@ impl SourceTexts {
                     sha256
                 }
             };
+            if keep_recent {
+                self.keep_recent(&sha256, &file.text);
+            }
             refs.push(SourceRef {
                 name: file.name.clone(),
                 sha256,
@@ -450,6 +530,12 @@ impl SourceTexts {
                     reference.name, reference.sha256
                 ),
             });
+        }
+        if let Some(text) = self
+            .recent_text(&reference.sha256)
+            .filter(|text| text.len() as u64 == reference.bytes)
+        {
+            return Ok(text);
         }
         let path = self.path(&reference.sha256);
         let (stored, stamp) = match read_text(&path) {
@@ -553,6 +639,9 @@ impl SourceTexts {
                 is_digest(name) && !referenced.contains(name) && !pinned.contains(name);
             if unreferenced && let Ok(mut verified) = self.verified.lock() {
                 verified.remove(name);
+            }
+            if unreferenced {
+                self.forget_recent(Some(name));
             }
             if unreferenced || name.starts_with(TEMP_PREFIX) {
                 let path = entry.path();

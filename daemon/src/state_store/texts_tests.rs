@@ -946,3 +946,60 @@ fn a_staging_given_up_behind_one_that_commits_is_swept_by_the_next_staging() {
         "{on_disk:?}"
     );
 }
+
+/// A large text a push stored (shared with it) is read from memory until its stamp settles:
+/// no second hashing of what was just hashed and written. Texts staged otherwise (a first
+/// start), small ones, and copies are read from the file and hashed as before; a text swept
+/// (named by no generation) is let go at once.
+#[test]
+fn a_large_pushed_text_is_read_as_stored_until_its_stamp_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    let large = "[[binding]]\n".repeat((1 << 20) / 12 + 1);
+    let mut pushed = stored(1, &[("small.toml", "a = 1\n"), ("large.toml", &large)]);
+    let shared: Vec<SourceFile> = pushed
+        .bundle
+        .sources
+        .iter_mut()
+        .map(|file| SourceFile::new(file.name.clone(), file.text.share()))
+        .collect();
+    let staged = store.stage_pushed_texts(&shared, None).unwrap();
+    store.commit_staged(&pushed.meta, &staged).unwrap();
+    let read = store.read(1).unwrap();
+    assert_eq!(read.bundle.sources[1].text, large);
+    assert!(read.bundle.sources[1].text.is_shared());
+    // The small text was hashed; the large one was not.
+    assert_eq!(store.texts.hashed_reads(), 1);
+    assert_eq!(store.forget_recent_texts(), 1);
+
+    // Staged by a first start: read from the file, hashed (not settled yet).
+    let other = "[[prefix]]\n".repeat((1 << 20) / 11 + 1);
+    let mut first_start = stored(2, &[("large.toml", &other)]);
+    let shared: Vec<SourceFile> = first_start
+        .bundle
+        .sources
+        .iter_mut()
+        .map(|file| SourceFile::new(file.name.clone(), file.text.share()))
+        .collect();
+    let staged = store.stage_texts(&shared).unwrap();
+    store.commit_staged(&first_start.meta, &staged).unwrap();
+    assert_eq!(store.read(2).unwrap().bundle.sources[0].text, other);
+    assert_eq!(store.texts.hashed_reads(), 2);
+
+    // An owned text is not copied to be kept.
+    let copied = "# copied\n".repeat((1 << 20) / 9 + 1);
+    let owned = stored(3, &[("large.toml", &copied)]);
+    let staged = store
+        .stage_pushed_texts(&owned.bundle.sources, None)
+        .unwrap();
+    store.commit_staged(&owned.meta, &staged).unwrap();
+    assert_eq!(store.read(3).unwrap().bundle.sources[0].text, copied);
+    assert_eq!(store.texts.hashed_reads(), 3);
+
+    // Let go of by digest (as a sweep does the texts it removes): read from the file again.
+    assert_eq!(store.forget_recent_texts(), 1);
+    store.texts.forget_recent(Some(&file_sha256(&large)));
+    assert_eq!(store.forget_recent_texts(), 0);
+    assert_eq!(store.read(1).unwrap().bundle.sources[1].text, large);
+    assert_eq!(store.texts.hashed_reads(), 5);
+}
