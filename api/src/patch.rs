@@ -252,11 +252,13 @@ fn resync(
             if best.is_some_and(|best| cost(best) <= old_at - old_line) {
                 break;
             }
+            // In ascending order: past the best's cost, none nearer follows.
             for new_at in at_new.get(old.line(old_at)).into_iter().flatten() {
                 let candidate = (old_at, *new_at);
-                if best.is_none_or(|best| cost(candidate) < cost(best))
-                    && agree_from(old, new, old_at, *new_at)
-                {
+                if best.is_some_and(|best| cost(candidate) >= cost(best)) {
+                    break;
+                }
+                if agree_from(old, new, old_at, *new_at) {
                     best = Some(candidate);
                 }
             }

@@ -8,8 +8,11 @@
 
 use std::path::PathBuf;
 
-use topologyd_api::delta::{BundleDelta, digests, fuzz_base, fuzz_resolve, sources_view};
-use topologyd_api::{ApplyRequest, Intent, SourceBundle, SourceFile};
+use topologyd_api::delta::{
+    BundleDelta, digests, file_sha256, fuzz_base, fuzz_resolve, sources_view,
+};
+use topologyd_api::patch::edits_between;
+use topologyd_api::{ApplyRequest, FilePatch, Intent, SourceBundle, SourceFile};
 
 fn corpus() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/resolve_delta")
@@ -41,7 +44,24 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let unchanged = request(&base);
     let mut tampered = request(&changed);
     tampered.bundle.sources[0].text.to_mut().push('x');
+    // The services file sent as edits of the base's.
+    let services = "[[service]]\nname = \"web\"\n\n[[service]]\nname = \"dns\"\n";
+    let mut patched = request(&[base[0].clone(), SourceFile::new("services.toml", services)]);
+    patched.bundle.sources.clear();
+    // Made directly: `FilePatch::between` sends files this small whole.
+    patched.delta.as_mut().unwrap().patches = vec![FilePatch {
+        name: "services.toml".to_owned(),
+        base_sha256: file_sha256(&base[1].text),
+        edits: edits_between(&base[1].text, services),
+    }];
+    let mut patch_tampered = patched.clone();
+    patch_tampered.delta.as_mut().unwrap().patches[0].edits[0].at += 1;
     vec![
+        ("valid_patched", serde_json::to_vec(&patched).unwrap()),
+        (
+            "garbage_patch_tampered",
+            serde_json::to_vec(&patch_tampered).unwrap(),
+        ),
         (
             "valid_changed",
             serde_json::to_vec(&request(&changed)).unwrap(),

@@ -99,10 +99,14 @@ pub fn sources_of(bundle: &SourceBundle) -> Vec<Source> {
 }
 
 /// A client for each location (TLS configurations shared between locations with the same files).
+/// They keep the large texts they push in `topoctl push`'s cache directory, so that a changed
+/// file of the next rollout travels to every location as edits of the text running there.
 pub fn clients_for(
     locations: &[FleetLocation],
     timeout: Duration,
 ) -> Result<BTreeMap<String, ControlClient>, String> {
+    let texts = crate::local_bundle::DigestCache::default_directory()
+        .and_then(|directory| crate::text_cache::TextCache::open(&directory));
     let mut configs: BTreeMap<(PathBuf, PathBuf, PathBuf), Arc<rustls::ClientConfig>> =
         BTreeMap::new();
     let mut clients = BTreeMap::new();
@@ -127,7 +131,8 @@ pub fn clients_for(
         };
         let client = ControlClient::new(location.control, &location.server_name, config)
             .map_err(|error| format!("location {}: {error}", location.name))?
-            .with_timeout(timeout);
+            .with_timeout(timeout)
+            .with_text_cache(texts.clone());
         clients.insert(location.name.clone(), client);
     }
     Ok(clients)
