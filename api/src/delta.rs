@@ -144,7 +144,7 @@ fn short(digest: &str) -> &str {
 }
 
 /// A SHA-256 written as 64 lower-case hex digits (as [`is_sha256`] wants it), as bytes.
-fn digest_bytes(text: &str) -> Option<[u8; 32]> {
+pub(crate) fn digest_bytes(text: &str) -> Option<[u8; 32]> {
     let digits: Vec<u8> = text
         .chars()
         .map(|digit| match digit {
@@ -213,7 +213,7 @@ pub fn digests_and_sha256(files: &[SourceFile]) -> (Vec<SourceDigest>, Vec<[u8; 
 }
 
 /// Texts shorter than this are hashed on the calling thread.
-const PARALLEL_HASH_BYTES: usize = 1 << 20;
+pub(crate) const PARALLEL_HASH_BYTES: usize = 1 << 20;
 
 /// The SHA-256 of each text, in order. The large ones are shared out, largest first, among
 /// as many threads as there are cores (at most four): a topology is a few files of tens of
@@ -516,9 +516,14 @@ impl BundleDelta {
                 .get(file.name.as_str())
                 .map(|patch| patched_text(patch, &base, &running))
                 .transpose()?;
-            let text = match patched.or_else(|| carried_by_name.remove(&file.name)) {
-                Some(text) => {
+            let sent = patched.or_else(|| {
+                carried_by_name.remove(&file.name).map(|text| {
                     let actual = file_sha256(&text);
+                    (text, actual)
+                })
+            });
+            let text = match sent {
+                Some((text, actual)) => {
                     if actual != file.sha256 {
                         return Err(DeltaError::DigestMismatch {
                             name: file.name.clone(),
@@ -570,12 +575,13 @@ impl BundleDelta {
     }
 }
 
-/// The text `patch` makes of its base, the running file `base` finds by name and digest.
+/// The text `patch` makes of its base, the running file `base` finds by name and digest, and
+/// its SHA-256.
 fn patched_text(
     patch: &FilePatch,
     base: &HashMap<(&str, &str), usize>,
     running: &[SourceFile],
-) -> Result<Text, DeltaError> {
+) -> Result<(Text, String), DeltaError> {
     let base_text = base
         .get(&(patch.name.as_str(), patch.base_sha256.as_str()))
         .and_then(|index| running.get(*index))
@@ -584,8 +590,8 @@ fn patched_text(
             base_sha256: patch.base_sha256.clone(),
         })?;
     patch
-        .apply(&base_text.text)
-        .map(Text::from)
+        .apply_hashed(&base_text.text)
+        .map(|(text, digest)| (Text::from(text), hex(&digest)))
         .map_err(|error| DeltaError::Patch {
             name: patch.name.clone(),
             error,
