@@ -149,54 +149,135 @@ impl Buckets {
 /// The tables of `new` that differ from those of `old` (see the module comment), or `None`
 /// when the two do not hold as many tables, or when the changed tables are more than
 /// `max_changed_bytes` of `new` (reading the whole file is then as quick).
+///
+/// The texts are walked side by side, compared a block at a time where they agree: only
+/// around each difference are the cuts looked for (back to the last one both texts share
+/// before it, on to the next one in each). The pairs of tables are the ones cutting both
+/// texts whole and pairing the n-th tables would give (a test checks it against that), and a
+/// 1 % change of a 17 MB file no longer searches both texts for every header (a fifth of its
+/// compile).
 pub(crate) fn diff_tables(old: &str, new: &str, max_changed_bytes: usize) -> Option<TableDiff> {
     let finder = memchr::memmem::Finder::new(HEADER);
-    let mut old_cuts = cuts(&finder, old);
-    let mut new_cuts = cuts(&finder, new);
-    let mut diff = TableDiff::default();
-    let (mut old_at, mut new_at) = (0, 0);
-    let mut shift = 0_i64;
-    let mut changed_bytes = 0;
-    loop {
-        let (old_end, new_end) = match (old_cuts.next(), new_cuts.next()) {
-            (Some(old_end), Some(new_end)) => (old_end, new_end),
-            (None, None) => (old.len(), new.len()),
-            _ => return None,
-        };
-        let (old_table, new_table) = (old_at..old_end, new_at..new_end);
-        if old.as_bytes()[old_table.clone()] == new.as_bytes()[new_table.clone()] {
-            let moved = i64::try_from(new_at).ok()? - i64::try_from(old_at).ok()?;
-            if moved != shift {
-                diff.shifts.push((old_at, moved));
-                shift = moved;
-            }
+    let last_header = memchr::memmem::FinderRev::new(HEADER);
+    let mut walk = Walk {
+        diff: TableDiff::default(),
+        shift: 0,
+        changed_bytes: 0,
+        max_changed_bytes,
+    };
+    // The part before the first table (empty when the text starts with one) is the first pair.
+    let first = |text: &str| {
+        if text.as_bytes().starts_with(&HEADER[1..]) {
+            Some(0)
         } else {
-            changed_bytes += new_table.len();
-            if changed_bytes > max_changed_bytes {
-                return None;
-            }
-            join(&mut diff.new_changed, new_table);
-            join(&mut diff.old_changed, old_table);
+            next_cut(&finder, text, 0)
         }
-        if old_end == old.len() && new_end == new.len() {
-            return Some(diff);
+    };
+    let (mut old_at, mut new_at) = both_or_neither(old, new, first(old), first(new))?;
+    walk.pair(old, new, 0..old_at, 0..new_at)?;
+    // Both at a cut of the same rank, or both at their ends.
+    while old_at < old.len() {
+        let agreeing = agreeing_length(&old.as_bytes()[old_at..], &new.as_bytes()[new_at..]);
+        if old_at + agreeing == old.len() && new_at + agreeing == new.len() {
+            walk.kept(old_at, new_at)?;
+            break;
         }
+        // The tables before the last cut whose header is whole in what agrees are kept.
+        if let Some(header) = last_header.rfind(&old.as_bytes()[old_at..old_at + agreeing]) {
+            walk.kept(old_at, new_at)?;
+            (old_at, new_at) = (old_at + header + 1, new_at + header + 1);
+        }
+        let (old_end, new_end) = both_or_neither(
+            old,
+            new,
+            next_cut(&finder, old, old_at),
+            next_cut(&finder, new, new_at),
+        )?;
+        walk.pair(old, new, old_at..old_end, new_at..new_end)?;
         (old_at, new_at) = (old_end, new_end);
+    }
+    Some(walk.diff)
+}
+
+/// The next cuts of both texts, or both ends when neither has one; `None` when one has a cut
+/// and the other none (they do not hold as many tables).
+fn both_or_neither(
+    old: &str,
+    new: &str,
+    old_cut: Option<usize>,
+    new_cut: Option<usize>,
+) -> Option<(usize, usize)> {
+    match (old_cut, new_cut) {
+        (Some(old_cut), Some(new_cut)) => Some((old_cut, new_cut)),
+        (None, None) => Some((old.len(), new.len())),
+        _ => None,
     }
 }
 
-/// Where `text` is cut: before every line that starts with a `[[binding]]` header, and at 0
-/// when the text starts with one (its first part, what comes before the first table, is then
-/// empty, so that a comment added before the first table or taken away changes that part
-/// alone).
-fn cuts<'a>(
-    finder: &'a memchr::memmem::Finder<'a>,
-    text: &'a str,
-) -> impl Iterator<Item = usize> + 'a {
-    let first = text.as_bytes().starts_with(&HEADER[1..]).then_some(0);
-    first
-        .into_iter()
-        .chain(finder.find_iter(text.as_bytes()).map(|at| at + 1))
+/// The first cut of `text` after `from` (a cut, or 0): before the next `[[binding]]` header.
+fn next_cut(finder: &memchr::memmem::Finder<'_>, text: &str, from: usize) -> Option<usize> {
+    finder
+        .find(text.as_bytes().get(from..)?)
+        .map(|header| from + header + 1)
+}
+
+/// How many leading bytes `old` and `new` share, compared a block at a time.
+fn agreeing_length(old: &[u8], new: &[u8]) -> usize {
+    const BLOCK: usize = 4096;
+    let shorter = old.len().min(new.len());
+    let mut agreeing = 0;
+    while agreeing + BLOCK <= shorter
+        && old[agreeing..agreeing + BLOCK] == new[agreeing..agreeing + BLOCK]
+    {
+        agreeing += BLOCK;
+    }
+    agreeing
+        + old[agreeing..shorter]
+            .iter()
+            .zip(&new[agreeing..shorter])
+            .take_while(|(old, new)| old == new)
+            .count()
+}
+
+/// The diff as the pairs of tables are met, in order.
+struct Walk {
+    diff: TableDiff,
+    shift: i64,
+    changed_bytes: usize,
+    max_changed_bytes: usize,
+}
+
+impl Walk {
+    /// Kept tables from `old_at` (moved to `new_at`) on.
+    fn kept(&mut self, old_at: usize, new_at: usize) -> Option<()> {
+        let moved = i64::try_from(new_at).ok()? - i64::try_from(old_at).ok()?;
+        if moved != self.shift {
+            self.diff.shifts.push((old_at, moved));
+            self.shift = moved;
+        }
+        Some(())
+    }
+
+    /// A pair of tables (or of the parts before the first): kept when equal, else changed;
+    /// `None` once the changed ones pass the bound.
+    fn pair(
+        &mut self,
+        old: &str,
+        new: &str,
+        old_table: Range<usize>,
+        new_table: Range<usize>,
+    ) -> Option<()> {
+        if old.as_bytes()[old_table.clone()] == new.as_bytes()[new_table.clone()] {
+            return self.kept(old_table.start, new_table.start);
+        }
+        self.changed_bytes += new_table.len();
+        if self.changed_bytes > self.max_changed_bytes {
+            return None;
+        }
+        join(&mut self.diff.new_changed, new_table);
+        join(&mut self.diff.old_changed, old_table);
+        Some(())
+    }
 }
 
 /// Appends `range` to `ranges`, joined to the last one when they touch.
@@ -214,6 +295,58 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// The diff as it was made before the walk: both texts cut whole, the n-th tables paired
+    /// (the oracle [`diff_tables`] is checked against).
+    fn diff_tables_by_cuts(old: &str, new: &str, max_changed_bytes: usize) -> Option<TableDiff> {
+        let finder = memchr::memmem::Finder::new(HEADER);
+        let mut old_cuts = cuts(&finder, old);
+        let mut new_cuts = cuts(&finder, new);
+        let mut diff = TableDiff::default();
+        let (mut old_at, mut new_at) = (0, 0);
+        let mut shift = 0_i64;
+        let mut changed_bytes = 0;
+        loop {
+            let (old_end, new_end) = match (old_cuts.next(), new_cuts.next()) {
+                (Some(old_end), Some(new_end)) => (old_end, new_end),
+                (None, None) => (old.len(), new.len()),
+                _ => return None,
+            };
+            let (old_table, new_table) = (old_at..old_end, new_at..new_end);
+            if old.as_bytes()[old_table.clone()] == new.as_bytes()[new_table.clone()] {
+                let moved = i64::try_from(new_at).ok()? - i64::try_from(old_at).ok()?;
+                if moved != shift {
+                    diff.shifts.push((old_at, moved));
+                    shift = moved;
+                }
+            } else {
+                changed_bytes += new_table.len();
+                if changed_bytes > max_changed_bytes {
+                    return None;
+                }
+                join(&mut diff.new_changed, new_table);
+                join(&mut diff.old_changed, old_table);
+            }
+            if old_end == old.len() && new_end == new.len() {
+                return Some(diff);
+            }
+            (old_at, new_at) = (old_end, new_end);
+        }
+    }
+
+    /// Where `text` is cut: before every line that starts with a `[[binding]]` header, and at 0
+    /// when the text starts with one (its first part, what comes before the first table, is then
+    /// empty, so that a comment added before the first table or taken away changes that part
+    /// alone).
+    fn cuts<'a>(
+        finder: &'a memchr::memmem::Finder<'a>,
+        text: &'a str,
+    ) -> impl Iterator<Item = usize> + 'a {
+        let first = text.as_bytes().starts_with(&HEADER[1..]).then_some(0);
+        first
+            .into_iter()
+            .chain(finder.find_iter(text.as_bytes()).map(|at| at + 1))
+    }
 
     proptest! {
         /// Through the buckets, the partition of any offset is `partition_point`'s: over
@@ -253,6 +386,60 @@ mod tests {
                 let expected = (!diff.in_changed(offset)).then(|| diff.shift_at(offset));
                 prop_assert_eq!(locator.locate(offset), expected, "at {}", offset);
             }
+        }
+    }
+
+    /// Pieces of a file of bindings, some looking like headers but not at a line's start, or
+    /// broken.
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => (0_u8..6, prop::sample::select(vec!["web", "dns", "resolver"]))
+                .prop_map(|(index, service)| table(&format!("10.0.{index}.0/24"), service)),
+            1 => Just("[[binding]]\n".to_owned()),
+            1 => Just("[[bindinX]]\n".to_owned()),
+            1 => Just("# [[binding]]\n".to_owned()),
+            1 => Just("\n".to_owned()),
+            1 => Just("x = 1".to_owned()),
+            1 => Just("[[binding".to_owned()),
+        ]
+    }
+
+    /// A text of pieces, and another made of it by replacing, adding and removing pieces.
+    fn text_and_edited() -> impl Strategy<Value = (String, String)> {
+        (
+            prop::collection::vec(piece(), 0..25),
+            prop::collection::vec(
+                (
+                    0..25_usize,
+                    0..3_usize,
+                    prop::collection::vec(piece(), 0..3),
+                ),
+                0..5,
+            ),
+        )
+            .prop_map(|(pieces, changes)| {
+                let mut edited = pieces.clone();
+                for (at, removed, inserted) in changes {
+                    let at = at.min(edited.len());
+                    let removed = removed.min(edited.len() - at);
+                    edited.splice(at..at + removed, inserted);
+                }
+                (pieces.concat(), edited.concat())
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// The walk finds what cutting both texts whole and pairing their n-th tables finds:
+        /// the same changed tables, shifts and refusals, whatever the texts (headers at the
+        /// start, in the middle of a line, broken across a change, tables added or removed).
+        #[test]
+        fn the_walk_pairs_the_tables_as_cutting_both_texts_whole_does(
+            (old, new) in text_and_edited(),
+            bound in prop_oneof![Just(usize::MAX), 0_usize..200],
+        ) {
+            prop_assert_eq!(diff_tables(&old, &new, bound), diff_tables_by_cuts(&old, &new, bound));
         }
     }
 
