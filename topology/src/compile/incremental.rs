@@ -501,11 +501,16 @@ fn partly_read_files(
             // The running text's changed tables read as the running bindings written there,
             // cidr, place and service (a text that is not the one compiled, or lines that are
             // not what the line scanner takes them for, read otherwise).
-            let as_running = running_read.iter().all(|binding| {
-                let place = baseline
-                    .bindings
-                    .longest(&binding.cidr)
-                    .map(|place| place as usize);
+            // Looked up in cidr order, each search galloping on from the place before (a file
+            // need not be written in cidr order: 3,000 searches of 300,000 records from the
+            // start, a cache miss a probe, were ≈ 4 ms of a 1 % change's compile).
+            let mut order: Vec<&RawBinding> = running_read.iter().collect();
+            order.sort_unstable_by_key(|binding| binding.cidr.trunc());
+            let places = baseline
+                .bindings
+                .longest_each(order.iter().map(|binding| &binding.cidr));
+            let as_running = order.iter().zip(places).all(|(binding, place)| {
+                let place = place.map(|place| place as usize);
                 place.is_some_and(|place| {
                     let record = &baseline.bindings.as_slice()[place];
                     record.cidr == binding.cidr
