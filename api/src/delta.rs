@@ -7,8 +7,8 @@
 //! what is compiled, stored and audited is always a complete bundle.
 //!
 //! Owns: the digests ([`file_sha256`], [`bundle_sha256`]), the pusher's side
-//! ([`BundleDelta::against`]) and the daemon's ([`BundleDelta::resolve`]), and the reasons a
-//! delta does not resolve ([`DeltaError`]).
+//! ([`BundleDelta::against`]) and the daemon's ([`BundleDelta::resolve`], files sent as edits
+//! included: [`crate::patch`]), and the reasons a delta does not resolve ([`DeltaError`]).
 //!
 //! Must not touch: I/O. Pure functions over texts and digests.
 
@@ -47,8 +47,8 @@ pub struct SourcesView {
 }
 
 /// What a delta push carries besides the changed files: the base it was made against and the
-/// new bundle's files in order. A file listed here whose text the request does not carry is
-/// the base's file of that name, which must have that digest.
+/// new bundle's files in order. A file listed here whose text the request neither carries nor
+/// patches is the base's file of that name, which must have that digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BundleDelta {
@@ -110,7 +110,7 @@ pub enum DeltaError {
     },
     /// A patched file's base is not the base generation's file of that name.
     #[error(
-        "`{name}` is sent as edits of a text (sha256 {}) the base generation holds under no file of that name; send its text",
+        "`{name}` is sent as edits of a text (sha256 {}) the base generation holds under no file of that name; send the file whole (topoctl does so by itself when this is refused)",
         short(base_sha256)
     )]
     PatchBase {
@@ -119,9 +119,9 @@ pub enum DeltaError {
         /// The digest the patch gave its base.
         base_sha256: String,
     },
-    /// A patched file's edits do not apply to its base.
+    /// A patched file's edits do not apply to its base, or make another text than listed.
     #[error(
-        "the edits sent for `{name}` do not apply to the base generation's file: {error}; send its text"
+        "the edits sent for `{name}` do not make its text from the base generation's file: {error}; send the file whole (topoctl does so by itself when this is refused; `topoctl push --no-digest-cache` sends changed files whole)"
     )]
     Patch {
         /// The file.
@@ -524,6 +524,15 @@ impl BundleDelta {
             });
             let text = match sent {
                 Some((text, actual)) => {
+                    if actual != file.sha256 && patched_by_name.contains_key(file.name.as_str()) {
+                        return Err(DeltaError::Patch {
+                            name: file.name.clone(),
+                            error: PatchError::OtherText {
+                                listed: file.sha256.clone(),
+                                actual,
+                            },
+                        });
+                    }
                     if actual != file.sha256 {
                         return Err(DeltaError::DigestMismatch {
                             name: file.name.clone(),
@@ -552,11 +561,6 @@ impl BundleDelta {
             });
         }
         Ok(SourceBundle { sources })
-    }
-
-    /// Whether this delta sends any file as edits.
-    pub fn has_patches(&self) -> bool {
-        !self.patches.is_empty()
     }
 
     /// The refusal of this delta against `running_view`, which is not its base.
@@ -841,7 +845,7 @@ mod tests {
         other_text.edits[0].insert.push('#');
         assert!(matches!(
             refused(vec![other_text], &without_bindings),
-            DeltaError::DigestMismatch { name, .. } if name == "bindings.toml"
+            DeltaError::Patch { name, error: PatchError::OtherText { .. } } if name == "bindings.toml"
         ));
         assert!(matches!(
             refused(vec![patch.clone()], &carried),

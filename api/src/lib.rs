@@ -5,7 +5,8 @@
 //!
 //! Owns: [`SourceFile`] and [`SourceBundle`] (the one named-TOML-source type: config, topology,
 //! state store and harness use it), [`Intent`] (parsed once, where a request arrives), the
-//! request bodies ([`request`]), delta pushes ([`delta`]: only the changed files travel, large ones as edits: [`patch`]) and the views of every answer ([`view`]).
+//! request bodies ([`request`]), delta pushes ([`delta`]: only the changed files travel, large
+//! ones as edits: [`patch`]) and the views of every answer ([`view`]).
 //!
 //! Must not touch: I/O, HTTP, the meaning of a request (the daemon's engine decides). Pure data.
 //! Documents the topology crate renders (a plan, its summary, compile diagnostics) are carried

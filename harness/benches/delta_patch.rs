@@ -1,12 +1,12 @@
 //! Delta pushes with edits (`cargo bench -p topologyd-harness --bench delta_patch`): the 1 %
 //! change of the synthetic 300,000-binding topology (`SynthSpec::ISSUE_SCALE`, 3,000 bindings
-//! moved to other services across its 15 MB bindings file):
+//! moved to other services across its 17.4 MB bindings file):
 //!
 //! - `topoctl`'s side: the edits between the running text and the new one (`edits_between`);
 //! - the daemon's side: the request body parsed, carrying the file as edits, then the edits
 //!   applied to the running text and the result hashed (on a second thread, from its pieces:
-//!   what a resolution does before it checks the digest listed); the baseline, measured in the same run, is the same body carrying the
-//!   whole file, parsed and the file hashed.
+//!   what a resolution does before it checks the digest listed); the baseline, measured in the
+//!   same run, is the same body carrying the whole file, parsed and the file hashed.
 
 #![allow(clippy::unwrap_used)]
 

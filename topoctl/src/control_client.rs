@@ -49,13 +49,13 @@ fn keep_texts<'a>(
 
 /// Moves each large file of `carried` whose name the base lists once, under another digest,
 /// and whose base text `texts` keeps, into `delta` as edits of that text, when they weigh less
-/// than a quarter of the file (`FilePatch::between`).
+/// than a quarter of the file (`FilePatch::between`); gives back the files so moved.
 fn patch_carried(
     texts: &TextCache,
     base: &SourcesView,
     carried: &mut Vec<SourceFile>,
     delta: &mut BundleDelta,
-) {
+) -> Vec<SourceFile> {
     let mut base_digests: HashMap<&str, Option<&str>> = HashMap::new();
     for file in &base.files {
         base_digests
@@ -64,7 +64,8 @@ fn patch_carried(
             .and_modify(|digest| *digest = None)
             .or_insert(Some(file.sha256.as_str()));
     }
-    carried.retain(|file| {
+    let mut patched = Vec::new();
+    for file in std::mem::take(carried) {
         let patch = (file.text.len() >= PATCH_MIN_BYTES)
             .then(|| base_digests.get(file.name.as_str()).copied().flatten())
             .flatten()
@@ -75,11 +76,12 @@ fn patch_carried(
         match patch {
             Some(patch) => {
                 delta.patches.push(patch);
-                false
+                patched.push(file);
             }
-            None => true,
+            None => carried.push(file),
         }
-    });
+    }
+    patched
 }
 
 /// What a plan or apply sends: every file's name and digest, and the texts of the files that
@@ -321,12 +323,38 @@ impl ControlClient {
             });
             if let (Some((carried, mut delta)), Some(base)) = (delta, base) {
                 let mut sources = bundle.files(&carried)?;
-                if let Some(texts) = &self.texts {
-                    let carried_digests = carried.iter().filter_map(|index| digests.get(*index));
-                    keep_texts(texts, sources.iter().zip(carried_digests));
-                    if base.takes_patches {
-                        patch_carried(texts, &base, &mut sources, &mut delta);
-                    }
+                if let Some(texts) = self.texts.clone() {
+                    // By name: each is listed once in a delta.
+                    let digest_of: HashMap<String, String> = carried
+                        .iter()
+                        .filter_map(|index| digests.get(*index))
+                        .map(|digest| (digest.name.clone(), digest.sha256.clone()))
+                        .collect();
+                    // Reading, hashing, comparing and writing tens of megabytes: not on the
+                    // runtime (the rollout controller drives every location from one thread).
+                    (sources, delta) = tokio::task::spawn_blocking(move || {
+                        // Edits first: keeping the new texts could let the base texts go.
+                        let patched = if base.takes_patches {
+                            patch_carried(&texts, &base, &mut sources, &mut delta)
+                        } else {
+                            Vec::new()
+                        };
+                        for file in sources.iter().chain(&patched) {
+                            if let Some(sha256) = digest_of.get(&file.name) {
+                                // A cache that cannot keep it costs only the next push's size.
+                                let _ = texts.put(sha256, &file.text);
+                            }
+                        }
+                        (sources, delta)
+                    })
+                    .await
+                    .map_err(|join| match join.try_into_panic() {
+                        Ok(panic) => std::panic::resume_unwind(panic),
+                        Err(_) => ClientError::SourceChanged {
+                            path: "the push's files".to_owned(),
+                            message: "preparing their edits was cancelled".to_owned(),
+                        },
+                    })?;
                 }
                 let carried = SourceBundle { sources };
                 match self

@@ -14,7 +14,7 @@
 //!
 //! Owns: the `texts/` directory. Must not touch: the network.
 
-use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -28,6 +28,9 @@ pub const MOST_TEXTS: usize = 16;
 
 /// The most bytes kept, all texts together.
 pub const MOST_BYTES: u64 = 512 << 20;
+
+/// How old a temporary file must be to count as the leftover of a write that did not finish.
+const UNFINISHED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The texts a push applied, by digest.
 #[derive(Debug, Clone)]
@@ -89,6 +92,16 @@ impl TextCache {
             .recursive(true)
             .mode(0o700)
             .create(&self.directory)?;
+        // Made just now, or by someone else meanwhile: used only if it is this user's alone.
+        if !self.directory.parent().is_some_and(is_own) || !is_own(&self.directory) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is not this user's own, or others may write to it",
+                    self.directory.display()
+                ),
+            ));
+        }
         let path = self.directory.join(sha256);
         if std::fs::symlink_metadata(&path).is_ok_and(|metadata| metadata.is_file()) {
             if let Ok(file) = std::fs::File::options().append(true).open(&path) {
@@ -102,9 +115,11 @@ impl TextCache {
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |since| since.subsec_nanos())
             ));
+            // The texts are a topology's: readable by this user alone.
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(&temporary)?;
             std::io::Write::write_all(&mut file, text.as_bytes())
                 .and_then(|()| std::fs::rename(&temporary, &path))
@@ -117,13 +132,32 @@ impl TextCache {
     }
 
     /// Drops the least recently used texts until at most [`MOST_TEXTS`] and [`MOST_BYTES`]
-    /// are kept.
+    /// are kept, and the temporary files of writes that did not finish (a push killed while it
+    /// wrote) once an hour old.
     fn evict(&self) {
         let Ok(entries) = std::fs::read_dir(&self.directory) else {
             return;
         };
+        let entries: Vec<std::fs::DirEntry> = entries.filter_map(Result::ok).collect();
+        for entry in &entries {
+            let stale = entry
+                .metadata()
+                .ok()
+                .and_then(|metadata| metadata.modified().ok());
+            let unfinished = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.starts_with('.') && name.ends_with(".tmp"));
+            if unfinished
+                && stale.is_some_and(|modified| {
+                    modified.elapsed().is_ok_and(|age| age > UNFINISHED_AFTER)
+                })
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         let mut kept: Vec<(SystemTime, u64, PathBuf)> = entries
-            .filter_map(Result::ok)
+            .into_iter()
             .filter(|entry| entry.file_name().to_str().is_some_and(is_sha256))
             .filter_map(|entry| {
                 let metadata = entry.metadata().ok()?;
@@ -159,6 +193,9 @@ mod tests {
         assert_eq!(cache.get(&sha256), None);
         cache.put(&sha256, &text).unwrap();
         assert_eq!(cache.get(&sha256).as_deref(), Some(text.as_str()));
+        // A topology's text: this user's alone.
+        let kept = std::fs::metadata(root.path().join("texts").join(&sha256)).unwrap();
+        assert_eq!(kept.mode() & 0o777, 0o600);
         // Small texts travel whole: not kept.
         cache.put(&file_sha256("small"), "small").unwrap();
         assert_eq!(cache.get(&file_sha256("small")), None);

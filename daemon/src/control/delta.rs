@@ -255,6 +255,11 @@ fn quoted_size(bytes: &[u8]) -> u64 {
 fn refusal(error: DeltaError) -> Answer {
     let (status, kind) = match error {
         DeltaError::BaseChanged { .. } => (StatusCode::CONFLICT, "base_changed"),
+        // Edits that do not make the file from the running text: the pusher sends it whole
+        // (`topoctl` does on any 409 `base_*`).
+        DeltaError::PatchBase { .. } | DeltaError::Patch { .. } => {
+            (StatusCode::CONFLICT, "base_patch")
+        }
         _ => (StatusCode::BAD_REQUEST, "invalid"),
     };
     Answer::error(status, kind, format!("delta push: {error}"))

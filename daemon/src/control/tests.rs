@@ -950,6 +950,45 @@ async fn a_delta_against_another_base_or_with_a_wrong_digest_never_reaches_the_e
             .contains("fleet.toml"),
         "{answer}"
     );
+    // Edits that do not make the listed text, or name another base: 409 `base_patch`, which
+    // `topoctl` answers by sending the file whole.
+    let edited = changed.sources[0].clone();
+    let running_text = example_bundle().sources[0].text.to_string();
+    let good = topologyd_api::FilePatch {
+        name: edited.name.clone(),
+        base_sha256: topologyd_api::delta::file_sha256(&running_text),
+        edits: topologyd_api::patch::edits_between(&running_text, &edited.text),
+    };
+    let mut other_text = good.clone();
+    other_text.edits[0].insert.push('#');
+    let other_base = topologyd_api::FilePatch {
+        base_sha256: topologyd_api::delta::file_sha256("another"),
+        ..good.clone()
+    };
+    let without_edited = SourceBundle {
+        sources: carried
+            .sources
+            .iter()
+            .filter(|file| file.name != edited.name)
+            .cloned()
+            .collect(),
+    };
+    for patch in [other_text, other_base] {
+        let patched = BundleDelta {
+            patches: vec![patch],
+            ..delta.clone()
+        };
+        let (status, answer) = post(&admin, without_edited.clone(), patched).await;
+        assert_eq!(status, 409, "{answer}");
+        assert_eq!(answer["error"]["kind"], "base_patch", "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&edited.name),
+            "{answer}"
+        );
+    }
     // A reader's small delta does not stand for more than a reader may send.
     let reader = client(&pki, &running, Some(&pki.reader));
     let (status, answer) = post(&reader, carried.clone(), delta.clone()).await;

@@ -303,17 +303,8 @@ impl Engine {
         let mut job = self.compile_job(input);
         // An apply's texts are written while it compiles: its commit waits for less. Its large
         // texts stay in memory until their files' stamps settle (a push right after reads them
-        // without hashing them again); they are let go here after that.
+        // without hashing them again); the engine's tick lets them go after that.
         job.stage_early = true;
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(crate::state_store::RECENT_TEXTS_FOR).await;
-                if store.forget_recent_texts() == 0 {
-                    break;
-                }
-            }
-        });
         debug_assert_eq!(job.base_generation, base_generation);
         let sender = self.compiled_sender.clone();
         tokio::task::spawn_blocking(move || {

@@ -655,6 +655,9 @@ impl Engine {
                 },
                 Some(report) = peer_reports.recv() => self.on_peer_report(report).await,
                 _ = ticker.tick() => {
+                    // The texts a push kept in memory until their stamps settled (a lock and a
+                    // look at a list of a few).
+                    self.store.forget_recent_texts();
                     self.rtr_tick().await;
                     self.handle(Event::Tick).await;
                     self.notice_lease_expiry();

@@ -641,7 +641,7 @@ impl StateStore {
 
     /// [`StateStore::stage_texts_with_digests`] of a push: its large texts (shared with it, not
     /// copied) are also kept in memory until their files' stamps settle, so that a push right
-    /// after reads them without hashing them again (see `sources.rs`; the caller lets them go
+    /// after reads them without hashing them again (see `sources.rs`; the owner lets them go
     /// with [`StateStore::forget_recent_texts`]).
     pub fn stage_pushed_texts(
         &self,
@@ -651,8 +651,8 @@ impl StateStore {
         self.stage(files, digests, true)
     }
 
-    /// Lets go of the texts a push stored that have settled since; how many are still kept
-    /// (call again after [`RECENT_TEXTS_FOR`] while some are).
+    /// Lets go of the texts a push stored that have settled since; how many are still kept.
+    /// The engine calls it at every tick; reads and stores let them go too.
     pub fn forget_recent_texts(&self) -> usize {
         self.texts.forget_recent(None)
     }
@@ -1068,7 +1068,7 @@ pub use generation_file::{read_stored_generation, stored_generations};
 use prunable::describe_prunable;
 use sources::SourceTexts;
 pub use sources::StagedTexts;
-pub(crate) use sources::{RECENT_FOR as RECENT_TEXTS_FOR, read_again, unhex};
+pub(crate) use sources::{read_again, unhex};
 
 #[cfg(test)]
 mod tests;

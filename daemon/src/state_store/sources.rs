@@ -12,8 +12,8 @@
 //! stored generation stays complete and verifiable. A large text a push wrote (or compared)
 //! moments ago, whose stamp cannot stand for its content yet, is read as the very bytes that
 //! were hashed and written, kept shared with the push for [`RECENT_FOR`] ([`RecentText`]): a
-//! push right after another does not hash the tens of megabytes it just wrote again. A text of a megabyte or more is mapped
-//! read-only instead of copied into memory ([`topologyd_api::Text`] shares the mapping): the
+//! push right after another does not hash the tens of megabytes it just wrote again. A text of
+//! a megabyte or more is otherwise mapped read-only instead of copied into memory ([`topologyd_api::Text`] shares the mapping): the
 //! store never writes a text file in place (a text is written under a temporary name and
 //! renamed, then only renamed or unlinked), so a mapping keeps the bytes that were checked.
 //! Editing a file under `sources/` in place while the daemon runs is not supported.
@@ -79,6 +79,8 @@ pub(super) struct SourceTexts {
     hashed_reads: std::sync::atomic::AtomicU64,
     /// The large texts a push stored in the last [`RECENT_FOR`], oldest first.
     recent: Mutex<Vec<RecentText>>,
+    /// [`RECENT_FOR`], but in tests that must not depend on the machine's speed.
+    recent_for: std::time::Duration,
     /// The texts staged and not yet named by a generation file (nor given up), by digest,
     /// with how many stagings hold each: a sweep keeps them. A push stages its texts while it
     /// compiles, before the commit, so the commit's sweep of the generation before can meet
@@ -266,7 +268,7 @@ struct RecentText {
 
 /// How long a text a push stored is read from memory: until its stamp has settled (and a
 /// second more), when a read hashes the file once and then trusts its stamp.
-pub(crate) const RECENT_FOR: std::time::Duration =
+const RECENT_FOR: std::time::Duration =
     std::time::Duration::from_secs(SETTLED_AFTER_SECONDS.unsigned_abs() + 1);
 
 /// Texts smaller than this are not kept: hashing them again costs little.
@@ -291,6 +293,7 @@ impl SourceTexts {
             verified: Mutex::default(),
             hashed_reads: std::sync::atomic::AtomicU64::new(0),
             recent: Mutex::default(),
+            recent_for: RECENT_FOR,
             pinned: Arc::default(),
         }
     }
@@ -341,7 +344,7 @@ impl SourceTexts {
             return;
         }
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        recent.retain(|kept| kept.stored.elapsed() < RECENT_FOR && kept.sha256 != sha256);
+        recent.retain(|kept| kept.stored.elapsed() < self.recent_for && kept.sha256 != sha256);
         recent.push(RecentText {
             sha256: sha256.to_owned(),
             text: text.clone(),
@@ -353,10 +356,16 @@ impl SourceTexts {
         }
     }
 
+    /// Keeps recent texts for `recent_for` instead of [`RECENT_FOR`].
+    #[cfg(test)]
+    pub(super) fn set_recent_for(&mut self, recent_for: std::time::Duration) {
+        self.recent_for = recent_for;
+    }
+
     /// The text of digest `sha256` a push stored less than [`RECENT_FOR`] ago.
     fn recent_text(&self, sha256: &str) -> Option<Text> {
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        recent.retain(|kept| kept.stored.elapsed() < RECENT_FOR);
+        recent.retain(|kept| kept.stored.elapsed() < self.recent_for);
         recent
             .iter()
             .find(|kept| kept.sha256 == sha256)
@@ -368,7 +377,7 @@ impl SourceTexts {
     pub(super) fn forget_recent(&self, sha256: Option<&str>) -> usize {
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
         recent.retain(|kept| {
-            kept.stored.elapsed() < RECENT_FOR && Some(kept.sha256.as_str()) != sha256
+            kept.stored.elapsed() < self.recent_for && Some(kept.sha256.as_str()) != sha256
         });
         recent.len()
     }

@@ -23,6 +23,8 @@
 
 use std::ops::Range;
 
+use topologyd_api::patch::agreeing_length;
+
 /// What starts a cut: a `[[binding]]` header at the start of a line.
 const HEADER: &[u8] = b"\n[[binding]]";
 
@@ -219,24 +221,6 @@ fn next_cut(finder: &memchr::memmem::Finder<'_>, text: &str, from: usize) -> Opt
     finder
         .find(text.as_bytes().get(from..)?)
         .map(|header| from + header + 1)
-}
-
-/// How many leading bytes `old` and `new` share, compared a block at a time.
-fn agreeing_length(old: &[u8], new: &[u8]) -> usize {
-    const BLOCK: usize = 4096;
-    let shorter = old.len().min(new.len());
-    let mut agreeing = 0;
-    while agreeing + BLOCK <= shorter
-        && old[agreeing..agreeing + BLOCK] == new[agreeing..agreeing + BLOCK]
-    {
-        agreeing += BLOCK;
-    }
-    agreeing
-        + old[agreeing..shorter]
-            .iter()
-            .zip(&new[agreeing..shorter])
-            .take_while(|(old, new)| old == new)
-            .count()
 }
 
 /// The diff as the pairs of tables are met, in order.
