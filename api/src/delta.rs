@@ -436,24 +436,35 @@ impl BundleDelta {
         running: Vec<SourceFile>,
         digests: &[String],
     ) -> (SourcesView, Result<SourceBundle, DeltaError>) {
-        if digests.len() != running.len() {
+        let Some(running_view) = digested_view(running_generation, &running, digests) else {
             return self.resolve(carried, running_generation, running);
-        }
-        let files: Vec<SourceDigest> = running
-            .iter()
-            .zip(digests)
-            .map(|(file, sha256)| SourceDigest {
-                name: file.name.clone(),
-                sha256: sha256.clone(),
-            })
-            .collect();
-        let running_view = SourcesView {
-            generation: running_generation,
-            sources_sha256: bundle_sha256(&files),
-            files,
-            takes_patches: true,
         };
         let resolved = self.resolve_against(carried, &running_view, running);
+        (running_view, resolved)
+    }
+
+    /// [`BundleDelta::resolve_with_digests`], except that the texts its edits make are not
+    /// hashed: with the bundle come the places of those files, whose listed digests the
+    /// caller must check before it trusts them (the daemon hashes them beside the compile, as
+    /// it stores them: hashing a 17 MB text is ≈ 10 ms on the way to the wire). Such a file
+    /// whose text is not the one listed is then [`DeltaError::Patch`] with
+    /// [`PatchError::OtherText`]. Without digests that pair with `running`, every text is
+    /// hashed here, and no place is handed back.
+    /// Each such text is built by `build` from its size and pieces ([`owned_text`] builds a
+    /// `String`).
+    pub fn resolve_leaving_patched_unhashed(
+        &self,
+        carried: SourceBundle,
+        running_generation: u64,
+        running: Vec<SourceFile>,
+        digests: &[String],
+        build: BuildText<'_>,
+    ) -> (SourcesView, Result<(SourceBundle, Vec<usize>), DeltaError>) {
+        let Some(running_view) = digested_view(running_generation, &running, digests) else {
+            let (view, resolved) = self.resolve(carried, running_generation, running);
+            return (view, resolved.map(|bundle| (bundle, Vec::new())));
+        };
+        let resolved = self.resolve_hashing(carried, &running_view, running, Some(build));
         (running_view, resolved)
     }
 
@@ -461,8 +472,21 @@ impl BundleDelta {
         &self,
         carried: SourceBundle,
         running_view: &SourcesView,
-        mut running: Vec<SourceFile>,
+        running: Vec<SourceFile>,
     ) -> Result<SourceBundle, DeltaError> {
+        self.resolve_hashing(carried, running_view, running, None)
+            .map(|(bundle, _)| bundle)
+    }
+
+    /// The whole bundle, and the places of the files made by edits that were not hashed: those
+    /// `build_unhashed` builds (none without it: every text is hashed and checked here).
+    fn resolve_hashing(
+        &self,
+        carried: SourceBundle,
+        running_view: &SourcesView,
+        mut running: Vec<SourceFile>,
+        build_unhashed: Option<BuildText<'_>>,
+    ) -> Result<(SourceBundle, Vec<usize>), DeltaError> {
         if !self.is_against(running_view) {
             return Err(self.base_changed(running_view));
         }
@@ -511,20 +535,19 @@ impl BundleDelta {
             .map(|(index, file)| ((file.name.as_str(), file.sha256.as_str()), index))
             .collect();
         let mut sources = Vec::with_capacity(self.files.len());
+        let mut unhashed = Vec::new();
         for file in &self.files {
             let patched = patched_by_name
                 .get(file.name.as_str())
-                .map(|patch| patched_text(patch, &base, &running))
+                .map(|patch| patched_text(patch, &base, &running, build_unhashed))
                 .transpose()?;
-            let sent = patched.or_else(|| {
-                carried_by_name.remove(&file.name).map(|text| {
-                    let actual = file_sha256(&text);
-                    (text, actual)
-                })
-            });
-            let text = match sent {
-                Some((text, actual)) => {
-                    if actual != file.sha256 && patched_by_name.contains_key(file.name.as_str()) {
+            let text = match patched {
+                Some((text, None)) => {
+                    unhashed.push(sources.len());
+                    text
+                }
+                Some((text, Some(actual))) => {
+                    if actual != file.sha256 {
                         return Err(DeltaError::Patch {
                             name: file.name.clone(),
                             error: PatchError::OtherText {
@@ -533,26 +556,32 @@ impl BundleDelta {
                             },
                         });
                     }
-                    if actual != file.sha256 {
-                        return Err(DeltaError::DigestMismatch {
-                            name: file.name.clone(),
-                            listed: file.sha256.clone(),
-                            actual,
-                        });
-                    }
                     text
                 }
-                None => match base
-                    .get(&(file.name.as_str(), file.sha256.as_str()))
-                    .and_then(|index| running.get_mut(*index))
-                {
-                    Some(base_file) => std::mem::take(&mut base_file.text),
-                    None => {
-                        return Err(DeltaError::MissingFile {
-                            name: file.name.clone(),
-                            sha256: file.sha256.clone(),
-                        });
+                None => match carried_by_name.remove(&file.name) {
+                    Some(text) => {
+                        let actual = file_sha256(&text);
+                        if actual != file.sha256 {
+                            return Err(DeltaError::DigestMismatch {
+                                name: file.name.clone(),
+                                listed: file.sha256.clone(),
+                                actual,
+                            });
+                        }
+                        text
                     }
+                    None => match base
+                        .get(&(file.name.as_str(), file.sha256.as_str()))
+                        .and_then(|index| running.get_mut(*index))
+                    {
+                        Some(base_file) => std::mem::take(&mut base_file.text),
+                        None => {
+                            return Err(DeltaError::MissingFile {
+                                name: file.name.clone(),
+                                sha256: file.sha256.clone(),
+                            });
+                        }
+                    },
                 },
             };
             sources.push(SourceFile {
@@ -560,7 +589,7 @@ impl BundleDelta {
                 text,
             });
         }
-        Ok(SourceBundle { sources })
+        Ok((SourceBundle { sources }, unhashed))
     }
 
     /// The refusal of this delta against `running_view`, which is not its base.
@@ -579,13 +608,50 @@ impl BundleDelta {
     }
 }
 
+/// How a text made by edits is built from its size in bytes and its pieces, in order.
+pub type BuildText<'a> = &'a dyn Fn(usize, &mut crate::patch::Pieces<'_>) -> Text;
+
+/// A text made by edits built as a `String` of its own.
+pub fn owned_text(size: usize, pieces: &mut crate::patch::Pieces<'_>) -> Text {
+    let mut text = String::with_capacity(size);
+    pieces.for_each(|piece| text.push_str(piece));
+    Text::from(text)
+}
+
+/// The view of the running generation `generation`'s files `running` whose SHA-256 are
+/// `digests` (checked by the caller), or `None` when they do not pair one to one.
+fn digested_view(
+    generation: u64,
+    running: &[SourceFile],
+    digests: &[String],
+) -> Option<SourcesView> {
+    if digests.len() != running.len() {
+        return None;
+    }
+    let files: Vec<SourceDigest> = running
+        .iter()
+        .zip(digests)
+        .map(|(file, sha256)| SourceDigest {
+            name: file.name.clone(),
+            sha256: sha256.clone(),
+        })
+        .collect();
+    Some(SourcesView {
+        generation,
+        sources_sha256: bundle_sha256(&files),
+        files,
+        takes_patches: true,
+    })
+}
+
 /// The text `patch` makes of its base, the running file `base` finds by name and digest, and
-/// its SHA-256.
+/// its SHA-256 (`None` when not `hash`).
 fn patched_text(
     patch: &FilePatch,
     base: &HashMap<(&str, &str), usize>,
     running: &[SourceFile],
-) -> Result<(Text, String), DeltaError> {
+    unhashed: Option<BuildText<'_>>,
+) -> Result<(Text, Option<String>), DeltaError> {
     let base_text = base
         .get(&(patch.name.as_str(), patch.base_sha256.as_str()))
         .and_then(|index| running.get(*index))
@@ -593,13 +659,18 @@ fn patched_text(
             name: patch.name.clone(),
             base_sha256: patch.base_sha256.clone(),
         })?;
-    patch
-        .apply_hashed(&base_text.text)
-        .map(|(text, digest)| (Text::from(text), hex(&digest)))
-        .map_err(|error| DeltaError::Patch {
-            name: patch.name.clone(),
-            error,
-        })
+    let made = match unhashed {
+        None => patch
+            .apply_hashed(&base_text.text)
+            .map(|(text, digest)| (Text::from(text), Some(hex(&digest)))),
+        Some(build) => patch
+            .apply_built(&base_text.text, build)
+            .map(|text| (text, None)),
+    };
+    made.map_err(|error| DeltaError::Patch {
+        name: patch.name.clone(),
+        error,
+    })
 }
 
 /// The base the `resolve_delta` fuzz target resolves against (generation 1).
@@ -630,7 +701,28 @@ pub fn fuzz_resolve(data: &[u8]) {
         base_sources_sha256: view.sources_sha256.clone(),
         ..delta
     };
+    let base_digests: Vec<String> = base.iter().map(|file| file_sha256(&file.text)).collect();
+    let (_, unhashed) = delta.resolve_leaving_patched_unhashed(
+        request.bundle.clone(),
+        1,
+        base.clone(),
+        &base_digests,
+        &owned_text,
+    );
     let (_, resolved) = delta.resolve(request.bundle, 1, base);
+    // Left unhashed, the texts edits made are the same; only their digests are not checked.
+    match (&resolved, unhashed) {
+        (Ok(bundle), Ok((same, _))) => assert_eq!(*bundle, same),
+        (
+            Err(DeltaError::Patch {
+                error: PatchError::OtherText { .. },
+                ..
+            }),
+            Ok((_, places)),
+        ) => assert!(!places.is_empty()),
+        (Err(error), Err(other)) => assert_eq!(error.to_string(), other.to_string()),
+        (resolved, unhashed) => panic!("{resolved:?} but unhashed {unhashed:?}"),
+    }
     if let Ok(bundle) = resolved {
         assert_eq!(digests(&bundle.sources), delta.files);
     }
@@ -844,8 +936,79 @@ mod tests {
         let mut other_text = patch.clone();
         other_text.edits[0].insert.push('#');
         assert!(matches!(
-            refused(vec![other_text], &without_bindings),
+            refused(vec![other_text.clone()], &without_bindings),
             DeltaError::Patch { name, error: PatchError::OtherText { .. } } if name == "bindings.toml"
+        ));
+        // Left unhashed: the same bundle, with the place of the file the edits made (whose
+        // digest the caller checks), the other text included; refusals otherwise the same.
+        let running_digests: Vec<String> = running
+            .sources
+            .iter()
+            .map(|file| file_sha256(&file.text))
+            .collect();
+        let unhashed = |patches: Vec<FilePatch>, carried: &SourceBundle| {
+            let delta = BundleDelta {
+                patches,
+                ..delta.clone()
+            };
+            let (view, resolved) = delta.resolve_leaving_patched_unhashed(
+                carried.clone(),
+                4,
+                running.sources.clone(),
+                &running_digests,
+                &owned_text,
+            );
+            assert_eq!(view, sources_view(4, &running.sources));
+            resolved
+        };
+        let place = new
+            .sources
+            .iter()
+            .position(|file| file.name == "bindings.toml")
+            .unwrap();
+        assert_eq!(
+            unhashed(vec![patch.clone()], &without_bindings).unwrap(),
+            (new.clone(), vec![place])
+        );
+        let (made, places) = unhashed(vec![other_text.clone()], &without_bindings).unwrap();
+        assert_eq!(places, vec![place]);
+        assert_ne!(
+            file_sha256(&made.sources[place].text),
+            delta.files[place].sha256
+        );
+        assert!(matches!(
+            unhashed(vec![patch.clone()], &carried).unwrap_err(),
+            DeltaError::Malformed { .. }
+        ));
+        // Without digests that pair with the running files, everything is hashed here.
+        let short = delta.resolve_leaving_patched_unhashed(
+            without_bindings.clone(),
+            4,
+            running.sources.clone(),
+            &running_digests[..1],
+            &owned_text,
+        );
+        let patched_short = BundleDelta {
+            patches: vec![other_text],
+            ..delta.clone()
+        };
+        assert!(
+            short.1.is_err(),
+            "the delta without its patch lacks the file"
+        );
+        let (_, hashed) = patched_short.resolve_leaving_patched_unhashed(
+            without_bindings.clone(),
+            4,
+            running.sources.clone(),
+            &running_digests[..1],
+            &owned_text,
+        );
+        assert!(matches!(
+            hashed.unwrap_err(),
+            DeltaError::Patch {
+                error: PatchError::OtherText { .. },
+                ..
+            }
         ));
         assert!(matches!(
             refused(vec![patch.clone()], &carried),

@@ -105,6 +105,15 @@ impl FilePatch {
         apply_edits(base, &self.edits)
     }
 
+    /// [`FilePatch::apply`], the text built by `build` (see [`apply_edits_built`]).
+    pub fn apply_built<T>(
+        &self,
+        base: &str,
+        build: impl FnOnce(usize, &mut Pieces<'_>) -> T,
+    ) -> Result<T, PatchError> {
+        apply_edits_built(base, &self.edits, build)
+    }
+
     /// [`FilePatch::apply`], and the text's SHA-256 (see [`apply_edits_hashed`]).
     pub fn apply_hashed(&self, base: &str) -> Result<(String, [u8; 32]), PatchError> {
         apply_edits_hashed(base, &self.edits)
@@ -128,6 +137,21 @@ const EDIT_FRAMING: usize = 48;
 pub fn apply_edits(base: &str, edits: &[TextEdit]) -> Result<String, PatchError> {
     let (runs, size) = checked_runs(base, edits)?;
     Ok(build(base, edits, &runs, size))
+}
+
+/// The pieces of a text made by edits, in order: the base's kept runs and the edits' texts.
+pub type Pieces<'a> = dyn Iterator<Item = &'a str> + 'a;
+
+/// [`apply_edits`], the text built by `build` from its size in bytes and its pieces (every
+/// edit checked first): a caller may put a large text in memory of its own choosing.
+pub fn apply_edits_built<T>(
+    base: &str,
+    edits: &[TextEdit],
+    build: impl FnOnce(usize, &mut Pieces<'_>) -> T,
+) -> Result<T, PatchError> {
+    let (runs, size) = checked_runs(base, edits)?;
+    let mut pieces = pieces(base, edits, &runs);
+    Ok(build(size, &mut pieces))
 }
 
 /// [`apply_edits`], and the SHA-256 of the text it makes. The text is hashed from its pieces

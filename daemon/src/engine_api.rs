@@ -82,6 +82,9 @@ pub enum EngineCommand {
         bundle: SourceBundle,
         /// Each file's SHA-256, when the control API checked them (a delta's files).
         digests: Option<Vec<[u8; 32]>>,
+        /// The places of the files whose digest in `digests` is listed, not yet checked (the
+        /// texts a delta's edits made): the compile checks them.
+        unchecked: Vec<usize>,
         /// What the pusher means to do, parsed where the request arrived.
         intent: Intent,
         /// The plan and guard verdicts.
@@ -94,6 +97,8 @@ pub enum EngineCommand {
         /// Each file's SHA-256, when the control API checked them (a delta's files) or
         /// computed them from the texts (a whole bundle's, hashed for the audit record).
         digests: Option<Vec<[u8; 32]>>,
+        /// As for plan.
+        unchecked: Vec<usize>,
         /// What the pusher means to do, parsed where the request arrived.
         intent: Intent,
         /// Who asks, what must hold, the audit record and where the answer goes.
@@ -201,6 +206,9 @@ pub enum EngineErrorKind {
     TooLarge,
     /// The compiles in flight use the compile memory budget; retry later (503).
     Busy,
+    /// A file a delta sent as edits is not the text its digest names once they are applied:
+    /// the pusher sends the whole bundle (409 `base_patch`).
+    BasePatch,
     /// Another holder's fleet lock lease is live here, or the request claims none (409).
     LeaseHeld,
     /// The claim's fencing token is below the highest seen for its holder (409).
@@ -223,7 +231,8 @@ impl EngineErrorKind {
             EngineErrorKind::NoSpace => 507,
             EngineErrorKind::TooLarge => 413,
             EngineErrorKind::Busy => 503,
-            EngineErrorKind::LeaseHeld
+            EngineErrorKind::BasePatch
+            | EngineErrorKind::LeaseHeld
             | EngineErrorKind::StaleToken
             | EngineErrorKind::LeaseNotHeld
             | EngineErrorKind::DeadlinePassed => 409,
@@ -284,6 +293,7 @@ mod tests {
             EngineErrorKind::NoSpace,
             EngineErrorKind::TooLarge,
             EngineErrorKind::Busy,
+            EngineErrorKind::BasePatch,
             EngineErrorKind::LeaseHeld,
             EngineErrorKind::StaleToken,
             EngineErrorKind::LeaseNotHeld,
@@ -294,7 +304,9 @@ mod tests {
         .collect();
         assert_eq!(
             statuses,
-            vec![400, 422, 409, 404, 500, 507, 413, 503, 409, 409, 409, 409]
+            vec![
+                400, 422, 409, 404, 500, 507, 413, 503, 409, 409, 409, 409, 409
+            ]
         );
     }
 }

@@ -920,3 +920,99 @@ fn a_large_file_of_bindings_changed_in_one_table_is_read_in_part() {
     assert_eq!(delta["patched_sources"], serde_json::json!([]), "{delta}");
     wait_for_routes_where(&setup, &block, &[(13335, 20000), (65000, 1)]);
 }
+
+/// A delta whose edits make another text than the digest it lists is refused with 409
+/// `base_patch` (the daemon checks such a text beside its compile, not before it), for a plan
+/// and an apply alike, and also when the digest listed is the running text's own (which the
+/// compile reads as an unchanged file): nothing changes, and the honest edits then land.
+#[test]
+fn edits_that_make_another_text_than_listed_are_refused_and_change_nothing() {
+    use topologyd_api::delta::{BundleDelta, digests, file_sha256};
+    use topologyd_api::{FilePatch, SourceBundle, SourceFile};
+    let setup = start();
+    // Onboarded, not advertised: a change that lands, and names the files as they are named
+    // below.
+    let quiet = format!(
+        "{PREFIXES}{}",
+        ADDED_PREFIX.replace("advertise = true", "advertise = false")
+    );
+    let files = setup.bundle("edited", SERVICES, &quiet);
+    let first = setup.topoctl("push", &paths(&files));
+    assert_eq!(first.code, EXIT_CHANGES_MADE, "{first}");
+    let generation = setup.generation();
+    let arguments = topoctl::connection::DaemonArguments {
+        daemon: Some(control_address(&setup.topologyd).to_string()),
+        server_name: Some("localhost".to_owned()),
+        context: None,
+        cert: Some(setup.admin.identity.certificate.clone()),
+        key: Some(setup.admin.identity.private_key.clone()),
+        ca: Some(setup.admin.ca.clone()),
+    };
+    let client = check(arguments.client(), "a control client");
+    let runtime = check(topoctl::connection::runtime(), "a runtime");
+    let base = check(runtime.block_on(client.sources()), "GET /v1/sources");
+    let bundle = |prefixes: &str| SourceBundle {
+        sources: vec![
+            SourceFile::new("fleet.toml", FLEET),
+            SourceFile::new("services.toml", SERVICES),
+            SourceFile::new("prefixes.toml", prefixes),
+        ],
+    };
+    let added = format!("{PREFIXES}{ADDED_PREFIX}");
+    let changed = bundle(&added);
+    let (_, delta) = BundleDelta::against(&base, &changed, &digests(&changed.sources))
+        .unwrap_or_else(|| panic!("no delta against {base:?}"));
+    let honest = FilePatch {
+        name: "prefixes.toml".to_owned(),
+        base_sha256: file_sha256(&quiet),
+        edits: topologyd_api::patch::edits_between(&quiet, &added),
+    };
+    let mut other_text = honest.clone();
+    other_text.edits[0]
+        .insert
+        .push_str("# not the text the digest names\n");
+    // The file listed as unchanged (the running text's digest) but sent as edits.
+    let mut listed_running = delta.clone();
+    for file in &mut listed_running.files {
+        if file.name == "prefixes.toml" {
+            file.sha256 = file_sha256(&quiet);
+        }
+    }
+    let post = |path: &str, delta: &BundleDelta, patch: &FilePatch| {
+        let delta = BundleDelta {
+            patches: vec![patch.clone()],
+            ..delta.clone()
+        };
+        let mut body = serde_json::json!({
+            "bundle": SourceBundle::default(), "delta": delta, "intent": [],
+        });
+        if path == "/v1/apply" {
+            body["expected_generation"] = serde_json::json!(generation);
+        }
+        let body = check(serde_json::to_vec(&body), "the request body");
+        check(
+            runtime.block_on(client.raw(hyper::Method::POST, path, Some(body))),
+            path,
+        )
+    };
+    for (what, delta, patch) in [
+        ("edits making another text", &delta, &other_text),
+        ("edits listed as the running text", &listed_running, &honest),
+    ] {
+        for path in ["/v1/plan", "/v1/apply"] {
+            let (status, answer) = post(path, delta, patch);
+            assert_eq!(status, 409, "{what}, {path}: {answer}");
+            assert_eq!(answer["error"]["kind"], "base_patch", "{what}: {answer}");
+            let message = answer["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("prefixes.toml"), "{what}: {message}");
+            assert_eq!(setup.generation(), generation, "{what}, {path}");
+        }
+    }
+    let routes = wait_for_routes(&setup.bird, AMS01_ROUTES);
+    assert!(!routes.contains_key(&prefix("192.0.2.0/24")), "{routes:?}");
+    // The honest edits land.
+    let (status, answer) = post("/v1/apply", &delta, &honest);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(setup.generation(), generation + 1);
+    wait_for_routes(&setup.bird, AMS01_ROUTES + 1);
+}

@@ -101,6 +101,7 @@ impl Answer {
             EngineErrorKind::NoSpace => "no_space",
             EngineErrorKind::TooLarge => "too_large",
             EngineErrorKind::Busy => "busy",
+            EngineErrorKind::BasePatch => "base_patch",
             EngineErrorKind::LeaseHeld => "lease_held",
             EngineErrorKind::StaleToken => "stale_token",
             EngineErrorKind::LeaseNotHeld => "lease_not_held",

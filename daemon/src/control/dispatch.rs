@@ -151,37 +151,55 @@ fn answer<T: serde::Serialize>(result: Result<T, Answer>) -> Answer {
     }
 }
 
-/// The whole bundle a plan or apply stands for (see `control/delta.rs`), and for a delta each
-/// file's SHA-256 (every one checked while resolving it, so the compile need not hash them).
+/// The whole bundle a plan or apply stands for (see `control/delta.rs`); for a delta each
+/// file's SHA-256 (checked while resolving it, so the compile need not hash them, but for
+/// the texts made by edits, whose places come with them: the compile checks those).
 async fn whole_bundle(
     call: &Call<'_>,
     bundle: SourceBundle,
     delta: Option<BundleDelta>,
-) -> Result<(SourceBundle, Option<Vec<[u8; 32]>>), Answer> {
+) -> Result<(SourceBundle, Option<Vec<[u8; 32]>>, Vec<usize>), Answer> {
     let Some(delta) = delta else {
-        return Ok((bundle, None));
+        return Ok((bundle, None, Vec::new()));
     };
     let digests = delta.file_digests();
     let running = ask(call.engine(), |reply| EngineCommand::Running { reply }).await?;
-    let bundle =
+    let (bundle, unchecked) =
         super::delta::resolve(&call.shared.sources, bundle, delta, running, call.limit).await?;
-    Ok((bundle, digests))
+    // Digests the delta does not list in full cannot be checked later: none are handed on.
+    let unchecked = if digests.is_some() {
+        unchecked
+    } else {
+        Vec::new()
+    };
+    Ok((bundle, digests, unchecked))
 }
 
 async fn plan(call: &Call<'_>, body: PlanRequest) -> Answer {
-    let (bundle, digests) = match whole_bundle(call, body.bundle, body.delta).await {
+    let (bundle, digests, unchecked) = match whole_bundle(call, body.bundle, body.delta).await {
         Ok(resolved) => resolved,
         Err(answer) => return answer,
     };
-    answer(
+    let planned = answer(
         ask(call.engine(), |reply| EngineCommand::Plan {
             bundle,
             digests,
+            unchecked,
             intent: body.intent,
             reply,
         })
         .await,
-    )
+    );
+    forget_sizes_of_another_text(call, &planned);
+    planned
+}
+
+/// A push whose edits made another text than it listed leaves no size known under that
+/// digest (see `control/delta.rs`).
+fn forget_sizes_of_another_text(call: &Call<'_>, answer: &Answer) {
+    if answer.verdict == "base_patch" {
+        call.shared.sources.forget_sizes();
+    }
 }
 
 /// An apply whose request reached the control API at `arrived` (its head read, its body not).
@@ -198,11 +216,11 @@ async fn apply(call: &Call<'_>, mut body: ApplyRequest, arrived: std::time::Inst
     );
     let (asked, whole_digests) = AskedBundle::of(&body);
     let carried = std::mem::take(&mut body.bundle);
-    let digests;
-    // A delta's digests were checked while resolving it; a whole bundle's were just computed
-    // from its texts.
-    (body.bundle, digests) = match whole_bundle(call, carried, body.delta.take()).await {
-        Ok((bundle, digests)) => (bundle, digests.or(whole_digests)),
+    let (digests, unchecked);
+    // A delta's digests were checked while resolving it (but for the texts made by edits,
+    // which the compile checks); a whole bundle's were just computed from its texts.
+    (body.bundle, digests, unchecked) = match whole_bundle(call, carried, body.delta.take()).await {
+        Ok((bundle, digests, unchecked)) => (bundle, digests.or(whole_digests), unchecked),
         Err(mut answer) => {
             // Refused before the engine: audited with what was asked.
             answer.request = Some(asked.summary(&body, None));
@@ -216,13 +234,16 @@ async fn apply(call: &Call<'_>, mut body: ApplyRequest, arrived: std::time::Inst
         lease: body.lease,
         deadline_unix_ms: body.deadline_unix_ms,
     };
-    mutation(call, summary, checks, |terms| EngineCommand::Apply {
+    let applied = mutation(call, summary, checks, |terms| EngineCommand::Apply {
         bundle: body.bundle,
         digests,
+        unchecked,
         intent: body.intent,
         terms,
     })
-    .await
+    .await;
+    forget_sizes_of_another_text(call, &applied);
+    applied
 }
 
 async fn rollback(call: &Call<'_>, body: RollbackRequest) -> Answer {

@@ -150,12 +150,27 @@ fn fake_engine(
                         std::sync::Arc::clone(&store),
                     )));
                 }
-                EngineCommand::Plan { bundle, reply, .. } => {
-                    // The file count and the first digits of the bundle's digest.
+                EngineCommand::Plan {
+                    bundle,
+                    unchecked,
+                    reply,
+                    ..
+                } => {
+                    // The file count and the first digits of the bundle's digest, and the
+                    // places of the texts whose digests the compile is to check.
                     let digest = topologyd_api::delta::bundle_sha256(
                         &topologyd_api::delta::digests(&bundle.sources),
                     );
-                    let _ = seen.send(format!("plan {} {}", bundle.sources.len(), &digest[..12]));
+                    let unchecked = if unchecked.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" unchecked {unchecked:?}")
+                    };
+                    let _ = seen.send(format!(
+                        "plan {} {}{unchecked}",
+                        bundle.sources.len(),
+                        &digest[..12]
+                    ));
                     let _ = reply.send(Ok(PlanView {
                         verdict: Verdict::ChangesAllowed,
                         exit_code: 2,
@@ -950,8 +965,9 @@ async fn a_delta_against_another_base_or_with_a_wrong_digest_never_reaches_the_e
             .contains("fleet.toml"),
         "{answer}"
     );
-    // Edits that do not make the listed text, or name another base: 409 `base_patch`, which
-    // `topoctl` answers by sending the file whole.
+    // Edits that name another base: 409 `base_patch`, which `topoctl` answers by sending the
+    // file whole. Edits that make another text than listed reach the engine with the file's
+    // place as unchecked: the compile checks it (tests/daemon_control.rs in the harness).
     let edited = changed.sources[0].clone();
     let running_text = example_bundle().sources[0].text.to_string();
     let good = topologyd_api::FilePatch {
@@ -973,22 +989,33 @@ async fn a_delta_against_another_base_or_with_a_wrong_digest_never_reaches_the_e
             .cloned()
             .collect(),
     };
-    for patch in [other_text, other_base] {
-        let patched = BundleDelta {
-            patches: vec![patch],
-            ..delta.clone()
-        };
-        let (status, answer) = post(&admin, without_edited.clone(), patched).await;
-        assert_eq!(status, 409, "{answer}");
-        assert_eq!(answer["error"]["kind"], "base_patch", "{answer}");
-        assert!(
-            answer["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains(&edited.name),
-            "{answer}"
-        );
-    }
+    let patched = BundleDelta {
+        patches: vec![other_text],
+        ..delta.clone()
+    };
+    let (status, answer) = post(&admin, without_edited.clone(), patched).await;
+    assert_eq!(status, 200, "{answer}");
+    let place = delta
+        .files
+        .iter()
+        .position(|file| file.name == edited.name)
+        .unwrap();
+    let seen = running.seen.recv().await.unwrap();
+    assert!(seen.ends_with(&format!(" unchecked [{place}]")), "{seen}");
+    let patched = BundleDelta {
+        patches: vec![other_base],
+        ..delta.clone()
+    };
+    let (status, answer) = post(&admin, without_edited.clone(), patched).await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["kind"], "base_patch", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&edited.name),
+        "{answer}"
+    );
     // A reader's small delta does not stand for more than a reader may send.
     let reader = client(&pki, &running, Some(&pki.reader));
     let (status, answer) = post(&reader, carried.clone(), delta.clone()).await;

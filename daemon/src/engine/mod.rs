@@ -691,6 +691,7 @@ impl Engine {
             EngineCommand::Plan {
                 bundle,
                 digests,
+                unchecked,
                 intent,
                 reply,
             } => {
@@ -698,6 +699,7 @@ impl Engine {
                 let job = self.compile_job(CompileInput::Bundle {
                     bundle: Some(bundle),
                     digests,
+                    unchecked,
                     intent,
                 });
                 tokio::task::spawn_blocking(move || {
@@ -715,6 +717,7 @@ impl Engine {
             EngineCommand::Apply {
                 bundle,
                 digests,
+                unchecked,
                 intent,
                 terms,
             } => {
@@ -722,6 +725,7 @@ impl Engine {
                     CompileInput::Bundle {
                         bundle: Some(bundle),
                         digests,
+                        unchecked,
                         intent,
                     },
                     terms,

@@ -126,22 +126,155 @@ pub struct Prepared {
 /// fsyncing). Until a generation file names them, a sweep keeps them; given up (a push that
 /// does not compile, or is refused), they go at the sweep that follows the refusal, or at
 /// the next staging.
-pub struct EarlyStaging(std::thread::JoinHandle<Result<StagedTexts, StateError>>);
+pub struct EarlyStaging(Staging);
+
+/// Where an [`EarlyStaging`] is.
+enum Staging {
+    Running(std::thread::JoinHandle<Result<StagedTexts, StateError>>),
+    /// Waited for already (its texts' digests checked the push's unchecked ones); `None` when
+    /// its thread panicked.
+    Done(Option<Result<StagedTexts, StateError>>),
+}
 
 impl EarlyStaging {
     /// The staging's outcome, once it is done; `None` when its thread panicked.
     pub fn wait(self) -> Option<Result<StagedTexts, StateError>> {
-        self.0.join().ok()
+        match self.0 {
+            Staging::Running(thread) => thread.join().ok(),
+            Staging::Done(outcome) => outcome,
+        }
     }
 }
 
 impl std::fmt::Debug for EarlyStaging {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let finished = match &self.0 {
+            Staging::Running(thread) => thread.is_finished(),
+            Staging::Done(_) => true,
+        };
         formatter
             .debug_struct("EarlyStaging")
-            .field("finished", &self.0.is_finished())
+            .field("finished", &finished)
             .finish()
     }
+}
+
+/// The texts of a push whose SHA-256 its pusher listed and nobody checked yet (those a
+/// delta's edits made: hashing a 17 MB text at the control API was ≈ 10 ms on the way to the
+/// wire). They are checked beside the compile: by the staging, which hashes them anyway to
+/// store them, or else by a thread of their own. A push whose text is not the one listed is
+/// refused (409 `base_patch`: the pusher sends it whole), and nothing it staged is named.
+struct UncheckedTexts {
+    /// Each one's place in the bundle, name, listed digest and text (shared with the bundle).
+    files: Vec<(usize, String, [u8; 32], topologyd_api::Text)>,
+    /// Their digests, hashed on a thread of their own when no staging hashes them.
+    hashing: Option<std::thread::JoinHandle<Vec<[u8; 32]>>>,
+}
+
+impl UncheckedTexts {
+    /// The texts at `places` of `bundle` with their digests in `digests` (none without them:
+    /// the compile then hashes every text itself).
+    fn of(
+        bundle: &mut SourceBundle,
+        digests: Option<&[[u8; 32]]>,
+        places: &[usize],
+    ) -> UncheckedTexts {
+        let files = digests
+            .map(|digests| {
+                places
+                    .iter()
+                    .filter_map(|&place| {
+                        let digest = *digests.get(place)?;
+                        let file = bundle.sources.get_mut(place)?;
+                        Some((place, file.name.clone(), digest, file.text.share()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        UncheckedTexts {
+            files,
+            hashing: None,
+        }
+    }
+
+    /// The places to hash whatever their listed digests say.
+    fn places(&self) -> Vec<usize> {
+        self.files.iter().map(|(place, ..)| *place).collect()
+    }
+
+    /// Starts hashing them on a thread of their own (when no staging will).
+    fn start_hashing(&mut self) {
+        if self.files.is_empty() {
+            return;
+        }
+        let texts: Vec<topologyd_api::Text> =
+            self.files.iter().map(|(.., text)| text.clone()).collect();
+        self.hashing = std::thread::Builder::new()
+            .name("check-texts".into())
+            .spawn(move || sha256_of(&texts))
+            .ok();
+    }
+
+    /// The staging back (waited for when it checked these texts), and the refusal when one
+    /// text is not the one listed. A staging that failed, or a hashing thread that did not
+    /// run, has the texts hashed here.
+    fn check(
+        self,
+        staging: Option<EarlyStaging>,
+        base_generation: u64,
+    ) -> (Option<EarlyStaging>, Result<(), EngineError>) {
+        if self.files.is_empty() {
+            return (staging, Ok(()));
+        }
+        let mut actual: Option<Vec<[u8; 32]>> = None;
+        let staging = staging.map(|staging| {
+            let outcome = staging.wait();
+            if let Some(Ok(staged)) = &outcome {
+                let stored = staged.digests();
+                actual = self
+                    .files
+                    .iter()
+                    .map(|(place, ..)| stored.get(*place).copied())
+                    .collect();
+            }
+            EarlyStaging(Staging::Done(outcome))
+        });
+        let actual = actual
+            .or_else(|| self.hashing.and_then(|thread| thread.join().ok()))
+            .unwrap_or_else(|| {
+                let texts: Vec<topologyd_api::Text> =
+                    self.files.iter().map(|(.., text)| text.clone()).collect();
+                sha256_of(&texts)
+            });
+        let other = self
+            .files
+            .iter()
+            .zip(&actual)
+            .find(|((_, _, listed, _), actual)| listed != *actual);
+        let Some(((_, name, listed, _), actual)) = other else {
+            return (staging, Ok(()));
+        };
+        let refusal = topologyd_api::delta::DeltaError::Patch {
+            name: name.clone(),
+            error: topologyd_api::patch::PatchError::OtherText {
+                listed: topologyd_api::delta::hex(listed),
+                actual: topologyd_api::delta::hex(actual),
+            },
+        };
+        let error = compile_error(
+            base_generation,
+            EngineErrorKind::BasePatch,
+            format!("delta push: {refusal}"),
+            None,
+        );
+        (staging, Err(error))
+    }
+}
+
+/// The SHA-256 of each of `texts`.
+fn sha256_of(texts: &[topologyd_api::Text]) -> Vec<[u8; 32]> {
+    let texts: Vec<&str> = texts.iter().map(|text| text.as_str()).collect();
+    topologyd_api::delta::sha256_each(&texts)
 }
 
 impl Prepared {
@@ -180,6 +313,10 @@ pub(crate) enum CompileInput {
         bundle: Option<SourceBundle>,
         /// Each file's SHA-256, when the control API checked or computed them.
         digests: Option<Vec<[u8; 32]>>,
+        /// The places of the files whose digest in `digests` was listed by the pusher and not
+        /// checked (texts a delta's edits made): the compile job checks them beside the
+        /// compile ([`CompileJob::run_lent`]).
+        unchecked: Vec<usize>,
         intent: Intent,
     },
     /// The sources of a kept generation (a rollback).
@@ -194,10 +331,12 @@ impl CompileInput {
             CompileInput::Bundle {
                 bundle,
                 digests,
+                unchecked,
                 intent,
             } => CompileInput::Bundle {
                 bundle: bundle.take(),
                 digests: digests.clone(),
+                unchecked: unchecked.clone(),
                 intent: intent.clone(),
             },
             CompileInput::Rollback { generation } => CompileInput::Rollback {
@@ -257,6 +396,7 @@ impl CompileJob {
         &self,
         bundle: &mut SourceBundle,
         digests: Option<&[[u8; 32]]>,
+        unchecked: Vec<usize>,
     ) -> Option<EarlyStaging> {
         let files: Vec<topologyd_api::SourceFile> = bundle
             .sources
@@ -278,9 +418,9 @@ impl CompileJob {
         let store = Arc::clone(&self.store);
         std::thread::Builder::new()
             .name("stage-texts".into())
-            .spawn(move || store.stage_pushed_texts(&files, named.as_deref()))
+            .spawn(move || store.stage_pushed_texts(&files, named.as_deref(), &unchecked))
             .ok()
-            .map(EarlyStaging)
+            .map(|thread| EarlyStaging(Staging::Running(thread)))
     }
 
     fn reserve(&self, bundle: &SourceBundle) -> Result<Reservation, EngineError> {
@@ -309,12 +449,13 @@ impl CompileJob {
     pub fn run_lent(mut self) -> (Result<Prepared, EngineError>, Option<SourceBundle>) {
         let input = std::mem::replace(&mut self.input, CompileInput::Rollback { generation: 0 });
         let pushed = matches!(input, CompileInput::Bundle { .. });
-        let (mut bundle, digests, intent, rollback_of) = match input {
+        let (mut bundle, digests, unchecked, intent, rollback_of) = match input {
             CompileInput::Bundle {
                 bundle: Some(bundle),
                 digests,
+                unchecked,
                 intent,
-            } => (bundle, digests, intent, None),
+            } => (bundle, digests, unchecked, intent, None),
             CompileInput::Bundle { bundle: None, .. } => {
                 let error = compile_error(
                     self.base_generation,
@@ -325,7 +466,13 @@ impl CompileJob {
                 return (Err(error), None);
             }
             CompileInput::Rollback { generation } => match self.store.load(generation) {
-                Ok(stored) => (stored.bundle, None, Intent::default(), Some(generation)),
+                Ok(stored) => (
+                    stored.bundle,
+                    None,
+                    Vec::new(),
+                    Intent::default(),
+                    Some(generation),
+                ),
                 Err(error) => {
                     let message = match &error {
                         crate::state_store::StateError::NotFound { .. } => {
@@ -358,9 +505,13 @@ impl CompileJob {
             rollback = rollback_of.is_some(),
             "compile started"
         );
+        let mut unchecked = UncheckedTexts::of(&mut bundle, digests.as_deref(), &unchecked);
         let staging = (pushed && self.stage_early)
-            .then(|| self.start_staging(&mut bundle, digests.as_deref()))
+            .then(|| self.start_staging(&mut bundle, digests.as_deref(), unchecked.places()))
             .flatten();
+        if staging.is_none() {
+            unchecked.start_hashing();
+        }
         let read_back = if pushed {
             self.read_back(&bundle, digests.as_deref())
         } else {
@@ -375,7 +526,19 @@ impl CompileJob {
             config: &self.config,
             rpki: &self.rpki,
         };
-        match prepare_lent(&context, bundle, digests, intent, rollback_of, read_back) {
+        let prepared = prepare_lent(&context, bundle, digests, intent, rollback_of, read_back);
+        // A text that is not the one listed makes the push fail whatever its compile said
+        // (the compile trusted the listed digest): nothing it staged is named.
+        let (staging, checked) = unchecked.check(staging, self.base_generation);
+        if let Err(error) = checked {
+            drop(staging.and_then(EarlyStaging::wait));
+            let bundle = match prepared {
+                Ok(mut prepared) => Some(std::mem::take(&mut prepared.bundle)),
+                Err((_, bundle)) => bundle,
+            };
+            return (Err(error), returned(bundle));
+        }
+        match prepared {
             Ok(mut prepared) => {
                 if prepared.plan.verdict() == Verdict::Refused || prepared.runtime_guard.is_err() {
                     // A push its guards refuse gives its texts up before its answer too (one

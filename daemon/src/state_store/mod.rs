@@ -611,7 +611,7 @@ impl StateStore {
         self.commit_naming(&new.meta, None, |store| {
             store
                 .texts
-                .store(&new.bundle.sources, digests, false, |path, bytes| {
+                .store(&new.bundle.sources, digests, &[], false, |path, bytes| {
                     store.place(path, bytes)
                 })
         })
@@ -636,19 +636,23 @@ impl StateStore {
         files: &[SourceFile],
         digests: Option<&[(String, [u8; 32])]>,
     ) -> Result<StagedTexts, StateError> {
-        self.stage(files, digests, false)
+        self.stage(files, digests, &[], false)
     }
 
     /// [`StateStore::stage_texts_with_digests`] of a push: its large texts (shared with it, not
     /// copied) are also kept in memory until their files' stamps settle, so that a push right
     /// after reads them without hashing them again (see `sources.rs`; the owner lets them go
-    /// with [`StateStore::forget_recent_texts`]).
+    /// with [`StateStore::forget_recent_texts`]). The digests `digests` gives of the texts at
+    /// the places `unchecked` were listed, not checked: such a text is compared with the text
+    /// stored under that digest, and hashed unless it is the same; the staged texts' digests
+    /// are then what checks them.
     pub fn stage_pushed_texts(
         &self,
         files: &[SourceFile],
         digests: Option<&[(String, [u8; 32])]>,
+        unchecked: &[usize],
     ) -> Result<StagedTexts, StateError> {
-        self.stage(files, digests, true)
+        self.stage(files, digests, unchecked, true)
     }
 
     /// Lets go of the texts a push stored that have settled since; how many are still kept.
@@ -661,6 +665,7 @@ impl StateStore {
         &self,
         files: &[SourceFile],
         digests: Option<&[(String, [u8; 32])]>,
+        unchecked: &[usize],
         keep_recent: bool,
     ) -> Result<StagedTexts, StateError> {
         let _writing = self.texts.lock();
@@ -671,7 +676,7 @@ impl StateStore {
         }
         let refs = self
             .texts
-            .store(files, digests, keep_recent, |path, bytes| {
+            .store(files, digests, unchecked, keep_recent, |path, bytes| {
                 self.place(path, bytes)
             })
             .map_err(|error| {

@@ -307,9 +307,11 @@ impl SourceTexts {
     }
 
     /// Whether the text of digest `sha256` is stored as `text`: a regular file of its length
-    /// this process already checked, or whose bytes are `text`'s (then remembered). Anything
-    /// else (missing, another length, other bytes, not a file, unreadable) is written again.
-    fn holds(&self, sha256: &str, text: &str) -> bool {
+    /// this process already checked (with `trust_stamp`), or whose bytes are `text`'s (then
+    /// remembered). Anything else (missing, another length, other bytes, not a file,
+    /// unreadable) is written again. Without `trust_stamp`, `text` is only ever compared: a
+    /// text whose digest was listed, not checked, is its digest's only when its bytes are.
+    fn holds(&self, sha256: &str, text: &str, trust_stamp: bool) -> bool {
         let path = self.path(sha256);
         let Ok(metadata) = fs::symlink_metadata(&path) else {
             return false;
@@ -318,7 +320,7 @@ impl SourceTexts {
             return false;
         }
         let stamp = FileStamp::of(&metadata);
-        if self.trusted(sha256, stamp) {
+        if trust_stamp && self.trusted(sha256, stamp) {
             return true;
         }
         let same = same_bytes(&path, text.as_bytes()).unwrap_or(false);
@@ -450,13 +452,15 @@ impl SourceTexts {
     /// unchanged since; otherwise it is written again. `digests`, when given, are the files'
     /// names and SHA-256 as already computed (one per file, in order; not used when a name
     /// does not pair): a text already stored under its digest is then not hashed, and a text
-    /// about to be written is always hashed (its name is its own digest, whatever was given).
-    /// With `keep_recent` (a push's texts), the large shared ones are kept for [`RECENT_FOR`].
+    /// about to be written is always hashed (its name is its own digest, whatever was given);
+    /// a text at one of the places `unchecked` is compared byte for byte with the text stored
+    /// under the digest given, never trusted by that file's stamp, and hashed unless the same. With `keep_recent` (a push's texts), the large shared ones are kept for [`RECENT_FOR`].
     /// The caller holds [`SourceTexts::lock`].
     pub(super) fn store(
         &self,
         files: &[SourceFile],
         digests: Option<&[(String, [u8; 32])]>,
+        unchecked: &[usize],
         keep_recent: bool,
         place: impl Fn(&Path, &[u8]) -> Result<(), StateError>,
     ) -> Result<Vec<SourceRef>, StateError> {
@@ -470,13 +474,16 @@ impl SourceTexts {
         let mut refs = Vec::with_capacity(files.len());
         for (index, file) in files.iter().enumerate() {
             let bytes = file.text.len() as u64;
+            // A digest listed, not checked, stands for the text only if the text stored
+            // under it has the same bytes; else the text is hashed.
+            let checked = !unchecked.contains(&index);
             let given = digests.map(|digests| hex(&digests[index].1));
-            let stored = given.filter(|sha256| self.holds(sha256, &file.text));
+            let stored = given.filter(|sha256| self.holds(sha256, &file.text, checked));
             let sha256 = match stored {
                 Some(sha256) => sha256,
                 None => {
                     let sha256 = file_sha256(&file.text);
-                    if !self.holds(&sha256, &file.text) {
+                    if !self.holds(&sha256, &file.text, true) {
                         place(&self.path(&sha256), file.text.as_bytes())?;
                     }
                     sha256

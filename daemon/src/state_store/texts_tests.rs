@@ -967,7 +967,7 @@ fn a_large_pushed_text_is_read_as_stored_until_its_stamp_settles() {
         .iter_mut()
         .map(|file| SourceFile::new(file.name.clone(), file.text.share()))
         .collect();
-    let staged = store.stage_pushed_texts(&shared, None).unwrap();
+    let staged = store.stage_pushed_texts(&shared, None, &[]).unwrap();
     store.commit_staged(&pushed.meta, &staged).unwrap();
     let read = store.read(1).unwrap();
     assert_eq!(read.bundle.sources[1].text, large);
@@ -994,7 +994,7 @@ fn a_large_pushed_text_is_read_as_stored_until_its_stamp_settles() {
     let copied = "# copied\n".repeat((1 << 20) / 9 + 1);
     let owned = stored(3, &[("large.toml", &copied)]);
     let staged = store
-        .stage_pushed_texts(&owned.bundle.sources, None)
+        .stage_pushed_texts(&owned.bundle.sources, None, &[])
         .unwrap();
     store.commit_staged(&owned.meta, &staged).unwrap();
     assert_eq!(store.read(3).unwrap().bundle.sources[0].text, copied);
@@ -1006,4 +1006,47 @@ fn a_large_pushed_text_is_read_as_stored_until_its_stamp_settles() {
     assert_eq!(store.forget_recent_texts(), 0);
     assert_eq!(store.read(1).unwrap().bundle.sources[1].text, large);
     assert_eq!(store.texts.hashed_reads(), 5);
+}
+
+/// A text whose digest its pusher listed but nobody checked (made by a delta's edits) is
+/// compared with the text stored under that digest and hashed unless the same, even when that
+/// file is of its length and this process checked it (a checked digest would trust its
+/// stamp): the staged digest is the text's own, so the push's check sees the difference.
+#[test]
+fn a_staged_text_whose_digest_is_unchecked_is_hashed_whatever_is_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path(), 5).unwrap();
+    let running = stored(1, &[("a.toml", "a = 1\n")]);
+    let listed: Vec<(String, [u8; 32])> = vec![(
+        "a.toml".to_owned(),
+        sha2::Sha256::digest("a = 1\n".as_bytes()).into(),
+    )];
+    store.commit_with_digests(&running, Some(&listed)).unwrap();
+    // Its file settled (2 s after its last change), and compared once since: trusted by its
+    // stamp from then on.
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    drop(store.stage_pushed_texts(&running.bundle.sources, Some(&listed), &[]));
+    // Same length, other bytes, listed under the running text's digest.
+    let pushed = vec![SourceFile::new("a.toml", "a = 2\n")];
+    let trusting = store
+        .stage_pushed_texts(&pushed, Some(&listed), &[])
+        .unwrap();
+    assert_eq!(
+        trusting.digests(),
+        vec![listed[0].1],
+        "the digest given is used"
+    );
+    drop(trusting);
+    let checking = store
+        .stage_pushed_texts(&pushed, Some(&listed), &[0])
+        .unwrap();
+    let own: [u8; 32] = sha2::Sha256::digest("a = 2\n".as_bytes()).into();
+    assert_eq!(checking.digests(), vec![own]);
+    assert!(texts_on_disk(dir.path()).contains(&file_sha256("a = 2\n")));
+    drop(checking);
+    // The very text stored under the digest listed: confirmed by its bytes.
+    let same = store
+        .stage_pushed_texts(&running.bundle.sources, Some(&listed), &[0])
+        .unwrap();
+    assert_eq!(same.digests(), vec![listed[0].1]);
 }
