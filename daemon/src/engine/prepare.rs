@@ -725,22 +725,24 @@ fn prepare_lent(
             return Err((error, Some(sources_of(&mut new))));
         }
     };
-    // The plan's text and hash (and its JSON, for a refusal) are made on a thread of their
-    // own while this one expands the health checks and runs the runtime guard: for a plan of
-    // thousands of binding changes, the rendering is tens of milliseconds.
-    let (rendered, (health_errors, runtime_guard)) = std::thread::scope(|scope| {
-        let render = || render_plan(&plan, context);
-        let rendering = std::thread::Builder::new().spawn_scoped(scope, render).ok();
+    // The plan's hash (its JSON written through SHA-256: for a plan of thousands of binding
+    // changes, megabytes and ≈ 10 ms) is made on a thread of its own while this one expands
+    // the health checks, runs the runtime guard and renders the plan's text (and its JSON,
+    // for a refusal).
+    let (rendered, hash, (health_errors, runtime_guard)) = std::thread::scope(|scope| {
+        let hash = || plan_hash(&plan);
+        let hashing = std::thread::Builder::new().spawn_scoped(scope, hash).ok();
         let (_, health_errors) = expanded_health_specs(&new, context.config);
         let runtime_guard = runtime_guard::verdict(
             runtime_guard::unplanned(&plan, context.location, context.old_routes, &routes),
             uncovered,
         );
-        // A rendering thread that could not be made, or panicked, is done again here.
-        let rendered = rendering
+        let rendered = render_plan(&plan, context);
+        // A hashing thread that could not be made, or panicked, is done again here.
+        let hash = hashing
             .and_then(|handle| handle.join().ok())
-            .unwrap_or_else(render);
-        (rendered, (health_errors, runtime_guard))
+            .unwrap_or_else(hash);
+        (rendered, hash, (health_errors, runtime_guard))
     });
     if !health_errors.is_empty() {
         let error = compile_error(
@@ -755,7 +757,7 @@ fn prepare_lent(
         );
         return Err((error, Some(sources_of(&mut new))));
     }
-    let (plan_json, text, hash) = rendered;
+    let (plan_json, text) = rendered;
     let prepared = Prepared {
         plan_json,
         text,
@@ -822,15 +824,14 @@ fn routes_beside_plan(
     })
 }
 
-/// What a prepared push says of its plan: its JSON when the guards refused it, its text and
-/// its hash.
-fn render_plan(plan: &Plan, context: &PrepareContext<'_>) -> (Option<Value>, String, String) {
+/// What a prepared push says of its plan: its JSON when the guards refused it, and its text.
+fn render_plan(plan: &Plan, context: &PrepareContext<'_>) -> (Option<Value>, String) {
     let json = (plan.verdict() == Verdict::Refused).then(|| plan.to_value());
     let text = match &context.rpki.skipped {
         Some(reason) => format!("{}rpki: G5 skipped: {reason}\n", plan.render_text()),
         None => plan.render_text(),
     };
-    (json, text, plan_hash(plan))
+    (json, text)
 }
 
 /// The texts of a compiled topology, moved out of it.
@@ -888,5 +889,82 @@ mod tests {
                 .collect();
             assert_eq!(plan_hash(&planned), whole, "{prefixes} prefixes");
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod unchecked_tests {
+    use super::{EarlyStaging, EngineErrorKind, SourceBundle, Staging, UncheckedTexts};
+    use crate::state_store::StateError;
+    use topologyd_api::SourceFile;
+
+    fn bundle() -> SourceBundle {
+        SourceBundle {
+            sources: vec![
+                SourceFile::new("fleet.toml", "a = 1\n"),
+                SourceFile::new("bindings.toml", "b = 2\n"),
+            ],
+        }
+    }
+
+    fn digests(texts: &[&str]) -> Vec<[u8; 32]> {
+        topologyd_api::delta::sha256_each(texts)
+    }
+
+    /// The texts listed but not checked are checked whichever way their digests come: by a
+    /// thread of their own, hashed in place (no staging, no thread), or hashed in place when
+    /// the staging failed (its failure kept for the commit to report). Another text than the
+    /// one listed is refused with `BasePatch` naming the file; texts not listed as unchecked
+    /// are not looked at.
+    #[test]
+    fn unchecked_texts_are_checked_however_their_digests_come() {
+        let right = digests(&["a = 1\n", "b = 2\n"]);
+        let wrong = digests(&["a = 1\n", "b = 3\n"]);
+        let refused = |outcome: Result<(), crate::engine_api::EngineError>| {
+            let error = outcome.unwrap_err();
+            assert_eq!(error.kind, EngineErrorKind::BasePatch);
+            assert!(error.message.contains("bindings.toml"), "{}", error.message);
+        };
+        for threaded in [true, false] {
+            let check = |listed: &[[u8; 32]], places: &[usize]| {
+                let mut bundle = bundle();
+                let mut unchecked = UncheckedTexts::of(&mut bundle, Some(listed), places);
+                if threaded {
+                    unchecked.start_hashing();
+                }
+                let (staging, outcome) = unchecked.check(None, 7);
+                assert!(staging.is_none());
+                outcome
+            };
+            check(&right, &[1]).unwrap();
+            refused(check(&wrong, &[1]));
+            // Only the listed places are checked.
+            check(&wrong, &[0]).unwrap();
+        }
+        let failed = || {
+            EarlyStaging(Staging::Done(Some(Err(StateError::Corrupt {
+                path: "texts".into(),
+                reason: "test".into(),
+            }))))
+        };
+        for (listed, fine) in [(&right, true), (&wrong, false)] {
+            let mut bundle = bundle();
+            let unchecked = UncheckedTexts::of(&mut bundle, Some(listed), &[1]);
+            let (staging, outcome) = unchecked.check(Some(failed()), 7);
+            assert!(matches!(
+                staging.and_then(EarlyStaging::wait),
+                Some(Err(StateError::Corrupt { .. }))
+            ));
+            if fine {
+                outcome.unwrap();
+            } else {
+                refused(outcome);
+            }
+        }
+        // Without digests nothing is unchecked (the compile hashes every text itself).
+        let mut bundle = bundle();
+        let (_, outcome) = UncheckedTexts::of(&mut bundle, None, &[1]).check(None, 7);
+        outcome.unwrap();
     }
 }
