@@ -35,10 +35,10 @@ pub(super) struct SourcesCache {
     cached: Mutex<Option<(Weak<Topology>, Arc<SourcesView>)>>,
     reads: Arc<Semaphore>,
     /// The size as a JSON string of each text of the last bundle a delta resolved to, by
-    /// SHA-256 (every text a resolution hands on was checked against its digest, but for
-    /// those edits made, checked by the compile: a push refused for one forgets them all): a
-    /// delta's unchanged files are counted once, not at every push, and a file sent as edits
-    /// is counted from its base's size and the edits.
+    /// SHA-256 (each text checked against its digest: those edits made once their compile
+    /// checked them, see [`SourcesCache::learn_sizes`]): a delta's unchanged files are counted
+    /// once, not at every push, and a file sent as edits is counted from its base's size and
+    /// the edits.
     quoted_sizes: Mutex<HashMap<[u8; 32], u64>>,
 }
 
@@ -57,10 +57,11 @@ impl Default for SourcesCache {
 }
 
 impl SourcesCache {
-    /// Forgets the texts' sizes (a push whose edits made another text than it listed).
-    pub(super) fn forget_sizes(&self) {
-        if let Ok(mut sizes) = self.quoted_sizes.lock() {
-            sizes.clear();
+    /// Learns the sizes of texts made by edits (a [`Resolved`]'s), once a compile checked
+    /// their digests: the next delta made against them counts them from their size.
+    pub(super) fn learn_sizes(&self, sizes: Vec<([u8; 32], u64)>) {
+        if let Ok(mut known) = self.quoted_sizes.lock() {
+            known.extend(sizes);
         }
     }
 
@@ -114,10 +115,21 @@ impl SourcesCache {
     }
 }
 
+/// A delta resolved into a whole bundle.
+#[derive(Debug)]
+pub(super) struct Resolved {
+    pub(super) bundle: SourceBundle,
+    /// The places of the files made by edits, whose listed digests are still to be checked
+    /// (the compile job does).
+    pub(super) unchecked: Vec<usize>,
+    /// Those files' sizes as JSON by their listed digests, to learn once they are checked
+    /// ([`SourcesCache::learn_sizes`] after a successful answer).
+    pub(super) sizes_once_checked: Vec<([u8; 32], u64)>,
+}
+
 /// The whole bundle a request carrying `delta` stands for: the files it lists, the changed
 /// ones from `bundle` and the others copied from the running generation (each checked against
-/// the digest listed), with the places of the files made by edits, whose digests are still to
-/// be checked (the compile job does). A delta made against another generation is a conflict
+/// the digest listed, but for the files made by edits: see [`Resolved`]). A delta made against another generation is a conflict
 /// (409 `base_changed`, told before the store is read when the digests are cached); one that
 /// does not add up is invalid (400); one whose whole bundle is larger than `limit` (the
 /// caller's body limit) is refused as that body would be (413).
@@ -127,14 +139,14 @@ pub(super) async fn resolve(
     delta: BundleDelta,
     (generation, topology, store): RunningGeneration,
     limit: u64,
-) -> Result<(SourceBundle, Vec<usize>), Answer> {
+) -> Result<Resolved, Answer> {
     if let Some(view) = cache.get(generation, &topology)
         && !delta.is_against(&view)
     {
         return Err(refusal(delta.base_changed(&view)));
     }
     let listed = delta.file_digests();
-    let mut known_sizes = cache
+    let known_sizes = cache
         .quoted_sizes
         .lock()
         .map(|sizes| sizes.clone())
@@ -148,14 +160,12 @@ pub(super) async fn resolve(
         let (stored, digests) = store
             .read_digested(generation)
             .map_err(|error| error.to_string())?;
-        if let Some(digests) = &digests {
-            known_sizes.extend(patched_sizes(
-                &delta,
-                &stored.bundle.sources,
-                digests,
-                &known_sizes,
-            ));
-        }
+        // The sizes of the texts edits make, at their places (never by the digest listed,
+        // which is not checked yet).
+        let made_sizes = digests
+            .as_ref()
+            .map(|digests| patched_sizes(&delta, &stored.bundle.sources, digests, &known_sizes))
+            .unwrap_or_default();
         // The store checked every text against the digest it names (hashed, or hashed by this
         // process within minutes with the file unchanged since): no second hashing.
         // The texts edits make are not hashed here: the compile job checks their digests
@@ -177,20 +187,28 @@ pub(super) async fn resolve(
         let encoded = resolved
             .as_ref()
             .ok()
-            .map(|(bundle, _)| bundle)
-            .filter(|bundle| !surely_within(bundle, limit))
-            .map(|bundle| encoded_size(bundle, listed.as_deref(), known_sizes));
+            .filter(|(bundle, _)| !surely_within(bundle, limit))
+            .map(|(bundle, unchecked)| {
+                let sizes = KnownSizes {
+                    by_digest: known_sizes,
+                    made: made_sizes,
+                    unchecked,
+                };
+                encoded_size(bundle, listed.as_deref(), sizes)
+            });
         Ok::<_, String>((view, resolved, encoded))
     })
     .await
     .map_err(|error| internal(format!("resolving the delta failed: {error}")))?
     .map_err(|error| unavailable(generation, &error))?;
     let (view, resolved, encoded) = resolved;
-    let encoded = encoded.map(|(encoded, sizes)| {
+    let mut sizes_once_checked = Vec::new();
+    let encoded = encoded.map(|counted| {
         if let Ok(mut cached) = cache.quoted_sizes.lock() {
-            *cached = sizes;
+            *cached = counted.checked;
         }
-        encoded
+        sizes_once_checked = counted.unchecked;
+        counted.total
     });
     // The view of the stored texts replaces the cached one only for a topology that keeps no
     // digests of its own: the running topology's digests are what runs (were the stored texts
@@ -199,7 +217,7 @@ pub(super) async fn resolve(
     if topology.source_digests().is_none() {
         cache.put(&topology, view);
     }
-    let resolved = resolved.map_err(refusal)?;
+    let (bundle, unchecked) = resolved.map_err(refusal)?;
     if let Some(encoded) = encoded
         && encoded > limit
     {
@@ -211,7 +229,11 @@ pub(super) async fn resolve(
             ),
         ));
     }
-    Ok(resolved)
+    Ok(Resolved {
+        bundle,
+        unchecked,
+        sizes_once_checked,
+    })
 }
 
 /// A text made by edits from this many bytes is built in an anonymous mapping of its own.
@@ -282,37 +304,81 @@ fn surely_within(bundle: &SourceBundle, limit: u64) -> bool {
 /// `serde_json`'s compact form, each string escaped as it escapes them. Counted by hand
 /// because serialising tens of megabytes only to count them was a tenth of a delta push's
 /// CPU; these are counts of byte classes, which the compiler vectorises. A test checks the
-/// figure against `serde_json` itself. With `digests` (each file's SHA-256, checked), a text
-/// whose size `known` holds is not counted again; the sizes of this bundle's texts are
-/// handed back, to be known at the next push.
+/// figure against `serde_json` itself. With `digests` (each file's SHA-256, listed), a text
+/// whose size `sizes` knows is not counted again: a text made by edits by its size derived at
+/// its place, any other checked text by its digest. The sizes of this bundle's texts are
+/// handed back by digest, to be known at the next push: the checked ones at once, those of
+/// the texts made by edits once their digests are checked.
 fn encoded_size(
     bundle: &SourceBundle,
     digests: Option<&[[u8; 32]]>,
-    known: HashMap<[u8; 32], u64>,
-) -> (u64, HashMap<[u8; 32], u64>) {
+    sizes: KnownSizes<'_>,
+) -> CountedSize {
     // `{"sources":[` … `]}`, a comma between two files, and per file
     // `{"name":` NAME `,"text":` TEXT `}`.
     const BUNDLE_FRAMING: u64 = 14;
     const FILE_FRAMING: u64 = 17;
     let digests = digests.filter(|digests| digests.len() == bundle.sources.len());
-    let mut sizes = HashMap::new();
-    let mut total = BUNDLE_FRAMING + (bundle.sources.len() as u64).saturating_sub(1);
+    let mut counted = CountedSize {
+        total: BUNDLE_FRAMING + (bundle.sources.len() as u64).saturating_sub(1),
+        checked: HashMap::new(),
+        unchecked: Vec::new(),
+    };
     for (index, file) in bundle.sources.iter().enumerate() {
         let digest = digests.and_then(|digests| digests.get(index));
-        let text = match digest.and_then(|digest| known.get(digest)) {
-            Some(size) => *size,
-            None => quoted_size(file.text.as_bytes()),
+        let unchecked = sizes.unchecked.contains(&index);
+        let known = if unchecked {
+            sizes.made.get(&index)
+        } else {
+            digest.and_then(|digest| sizes.by_digest.get(digest))
         };
-        if let Some(digest) = digest {
-            sizes.insert(*digest, text);
+        let text = known
+            .copied()
+            .unwrap_or_else(|| quoted_size(file.text.as_bytes()));
+        match digest {
+            Some(digest) if unchecked => counted.unchecked.push((*digest, text)),
+            Some(digest) => {
+                counted.checked.insert(*digest, text);
+            }
+            None => {}
         }
-        total += FILE_FRAMING + quoted_size(file.name.as_bytes()) + text;
+        counted.total += FILE_FRAMING + quoted_size(file.name.as_bytes()) + text;
     }
-    (total, sizes)
+    counted
+}
+
+/// The sizes as JSON strings [`encoded_size`] need not count again.
+struct KnownSizes<'a> {
+    /// Of checked texts, by SHA-256.
+    by_digest: HashMap<[u8; 32], u64>,
+    /// Of the texts made by edits, by place ([`patched_sizes`]).
+    made: HashMap<usize, u64>,
+    /// The places of the texts whose digests are listed, not checked.
+    unchecked: &'a [usize],
+}
+
+#[cfg(test)]
+impl KnownSizes<'static> {
+    /// Sizes of checked texts only.
+    fn checked(by_digest: HashMap<[u8; 32], u64>) -> KnownSizes<'static> {
+        KnownSizes {
+            by_digest,
+            made: HashMap::new(),
+            unchecked: &[],
+        }
+    }
+}
+
+/// A bundle's size as JSON, and its texts' sizes by digest: of the checked texts, and of
+/// those whose digests are still to be checked.
+struct CountedSize {
+    total: u64,
+    checked: HashMap<[u8; 32], u64>,
+    unchecked: Vec<([u8; 32], u64)>,
 }
 
 /// The size as a JSON string of each text `delta`'s edits make whose base's size `known`
-/// holds, by the digest listed for it: the base's size with what the edits remove counted off
+/// holds, by its place in the bundle: the base's size with what the edits remove counted off
 /// and what they insert counted in (each byte's escape is its own, so sizes add up), instead
 /// of counting tens of megabytes again. Edits that do not apply to `running` (the resolution
 /// refuses them) give no size.
@@ -321,7 +387,7 @@ fn patched_sizes(
     running: &[topologyd_api::SourceFile],
     running_digests: &[String],
     known: &HashMap<[u8; 32], u64>,
-) -> Vec<([u8; 32], u64)> {
+) -> HashMap<usize, u64> {
     delta
         .patches
         .iter()
@@ -335,7 +401,10 @@ fn patched_sizes(
                     file.name == patch.name && *digest == patch.base_sha256
                 })?;
             let base = running.get(place)?.text.as_bytes();
-            let listed = delta.files.iter().find(|file| file.name == patch.name)?;
+            let listed = delta
+                .files
+                .iter()
+                .position(|file| file.name == patch.name)?;
             let mut size = base_size;
             for edit in &patch.edits {
                 let from = usize::try_from(edit.at).ok()?;
@@ -345,7 +414,7 @@ fn patched_sizes(
                     .checked_sub(quoted_size(base.get(from..to)?) - 2)?
                     .checked_add(quoted_size(edit.insert.as_bytes()) - 2)?;
             }
-            Some((crate::state_store::unhex(&listed.sha256)?, size))
+            Some((listed, size))
         })
         .collect()
 }
@@ -433,6 +502,36 @@ mod tests {
         assert_eq!(small.as_str(), "a\nb\n");
     }
 
+    /// A text made by edits is counted at its place, never by the digest listed for it
+    /// (not checked yet): a small one listed under a large file's digest does not make that
+    /// file count small, and its size is handed back apart, to learn once it is checked.
+    #[test]
+    fn a_size_made_by_edits_counts_at_its_place_only() {
+        let large = "x".repeat(10_000);
+        let bundle = SourceBundle {
+            sources: vec![
+                SourceFile::new("large.toml", large.clone()),
+                SourceFile::new("small.toml", "s\n"),
+            ],
+        };
+        let large_digest = topologyd_api::delta::sha256_each(&[large.as_str()])[0];
+        // The small file lists the large one's digest.
+        let digests = [large_digest, large_digest];
+        let sizes = KnownSizes {
+            by_digest: HashMap::new(),
+            made: HashMap::from([(1, quoted_size(b"s\n"))]),
+            unchecked: &[1],
+        };
+        let counted = encoded_size(&bundle, Some(&digests), sizes);
+        let json = serde_json::to_vec(&bundle).unwrap();
+        assert_eq!(counted.total, json.len() as u64);
+        assert_eq!(
+            counted.checked,
+            HashMap::from([(large_digest, quoted_size(large.as_bytes()))])
+        );
+        assert_eq!(counted.unchecked, vec![(large_digest, quoted_size(b"s\n"))]);
+    }
+
     proptest! {
         /// The shortcut never lets through a bundle whose JSON is over the limit, whatever its
         /// names and texts (control characters, quotes, non-ASCII).
@@ -448,7 +547,7 @@ mod tests {
                     .collect(),
             };
             if surely_within(&bundle, limit) {
-                prop_assert!(encoded_size(&bundle, None, HashMap::new()).0 <= limit);
+                prop_assert!(encoded_size(&bundle, None, KnownSizes::checked(HashMap::new())).total <= limit);
             }
         }
 
@@ -464,14 +563,17 @@ mod tests {
                     .collect(),
             };
             let json = serde_json::to_vec(&bundle).map_err(|error| TestCaseError::fail(error.to_string()))?;
-            prop_assert_eq!(encoded_size(&bundle, None, HashMap::new()).0, json.len() as u64);
+            prop_assert_eq!(encoded_size(&bundle, None, KnownSizes::checked(HashMap::new())).total, json.len() as u64);
             // Counted with the texts' digests, then again with the sizes the first count
             // handed back (what the next push of the same texts does): the same figure.
             let texts: Vec<&str> = bundle.sources.iter().map(|file| file.text.as_str()).collect();
             let digests = topologyd_api::delta::sha256_each(&texts);
-            let (first, known) = encoded_size(&bundle, Some(&digests), HashMap::new());
-            prop_assert_eq!(first, json.len() as u64);
-            prop_assert_eq!(encoded_size(&bundle, Some(&digests), known).0, json.len() as u64);
+            let first = encoded_size(&bundle, Some(&digests), KnownSizes::checked(HashMap::new()));
+            prop_assert_eq!(first.total, json.len() as u64);
+            prop_assert_eq!(
+                encoded_size(&bundle, Some(&digests), KnownSizes::checked(first.checked)).total,
+                json.len() as u64
+            );
         }
 
         /// The size of a text made by edits, derived from its base's size and the edits, is
@@ -499,8 +601,7 @@ mod tests {
             let base_digest = crate::state_store::unhex(&running_digests[0]).unwrap();
             let known = HashMap::from([(base_digest, quoted_size(old.as_bytes()))]);
             let derived = patched_sizes(&delta, &running, &running_digests, &known);
-            let new_digest = crate::state_store::unhex(&delta.files[0].sha256).unwrap();
-            prop_assert_eq!(derived, vec![(new_digest, quoted_size(new.as_bytes()))]);
+            prop_assert_eq!(derived, HashMap::from([(0, quoted_size(new.as_bytes()))]));
             // Unknown base size, or edits past the base's end: nothing derived.
             prop_assert!(patched_sizes(&delta, &running, &running_digests, &HashMap::new()).is_empty());
             let mut past_end = delta.clone();

@@ -151,55 +151,78 @@ fn answer<T: serde::Serialize>(result: Result<T, Answer>) -> Answer {
     }
 }
 
-/// The whole bundle a plan or apply stands for (see `control/delta.rs`); for a delta each
-/// file's SHA-256 (checked while resolving it, so the compile need not hash them, but for
-/// the texts made by edits, whose places come with them: the compile checks those).
+/// The whole bundle a plan or apply stands for.
+struct WholeBundle {
+    bundle: SourceBundle,
+    /// For a delta, each file's SHA-256: checked while resolving it (so the compile need not
+    /// hash them), but for the texts made by edits, at the places `unchecked`, which the
+    /// compile checks.
+    digests: Option<Vec<[u8; 32]>>,
+    unchecked: Vec<usize>,
+    /// The sizes of those texts, to learn once an answer says they were checked.
+    sizes_once_checked: Vec<([u8; 32], u64)>,
+}
+
+/// Learns the sizes of texts made by edits when `answer` is a success (their compile
+/// checked their digests).
+fn learn_checked_sizes(call: &Call<'_>, sizes: Vec<([u8; 32], u64)>, answer: &Answer) {
+    if answer.status.is_success() && !sizes.is_empty() {
+        call.shared.sources.learn_sizes(sizes);
+    }
+}
+
+/// The whole bundle a plan or apply stands for (see `control/delta.rs`).
 async fn whole_bundle(
     call: &Call<'_>,
     bundle: SourceBundle,
     delta: Option<BundleDelta>,
-) -> Result<(SourceBundle, Option<Vec<[u8; 32]>>, Vec<usize>), Answer> {
+) -> Result<WholeBundle, Answer> {
     let Some(delta) = delta else {
-        return Ok((bundle, None, Vec::new()));
+        return Ok(WholeBundle {
+            bundle,
+            digests: None,
+            unchecked: Vec::new(),
+            sizes_once_checked: Vec::new(),
+        });
     };
     let digests = delta.file_digests();
     let running = ask(call.engine(), |reply| EngineCommand::Running { reply }).await?;
-    let (bundle, unchecked) =
+    let resolved =
         super::delta::resolve(&call.shared.sources, bundle, delta, running, call.limit).await?;
-    // Digests the delta does not list in full cannot be checked later: none are handed on.
-    let unchecked = if digests.is_some() {
-        unchecked
-    } else {
-        Vec::new()
-    };
-    Ok((bundle, digests, unchecked))
+    // A text whose digest is to be checked against none cannot be: no such delta resolves
+    // (its digests are checked hex), but none goes on unchecked either.
+    if digests.is_none() && !resolved.unchecked.is_empty() {
+        return Err(Answer::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "delta push: files made by edits have no digest to be checked against; push the whole bundle (topoctl push --full-bundle)".to_owned(),
+        ));
+    }
+    Ok(WholeBundle {
+        bundle: resolved.bundle,
+        digests,
+        unchecked: resolved.unchecked,
+        sizes_once_checked: resolved.sizes_once_checked,
+    })
 }
 
 async fn plan(call: &Call<'_>, body: PlanRequest) -> Answer {
-    let (bundle, digests, unchecked) = match whole_bundle(call, body.bundle, body.delta).await {
-        Ok(resolved) => resolved,
+    let whole = match whole_bundle(call, body.bundle, body.delta).await {
+        Ok(whole) => whole,
         Err(answer) => return answer,
     };
     let planned = answer(
         ask(call.engine(), |reply| EngineCommand::Plan {
-            bundle,
-            digests,
-            unchecked,
+            bundle: whole.bundle,
+            digests: whole.digests,
+            unchecked: whole.unchecked,
             intent: body.intent,
             reply,
         })
         .await,
     );
-    forget_sizes_of_another_text(call, &planned);
+    learn_checked_sizes(call, whole.sizes_once_checked, &planned);
     planned
-}
-
-/// A push whose edits made another text than it listed leaves no size known under that
-/// digest (see `control/delta.rs`).
-fn forget_sizes_of_another_text(call: &Call<'_>, answer: &Answer) {
-    if answer.verdict == "base_patch" {
-        call.shared.sources.forget_sizes();
-    }
 }
 
 /// An apply whose request reached the control API at `arrived` (its head read, its body not).
@@ -216,17 +239,23 @@ async fn apply(call: &Call<'_>, mut body: ApplyRequest, arrived: std::time::Inst
     );
     let (asked, whole_digests) = AskedBundle::of(&body);
     let carried = std::mem::take(&mut body.bundle);
-    let (digests, unchecked);
+    let (digests, unchecked, sizes_once_checked);
     // A delta's digests were checked while resolving it (but for the texts made by edits,
     // which the compile checks); a whole bundle's were just computed from its texts.
-    (body.bundle, digests, unchecked) = match whole_bundle(call, carried, body.delta.take()).await {
-        Ok((bundle, digests, unchecked)) => (bundle, digests.or(whole_digests), unchecked),
-        Err(mut answer) => {
-            // Refused before the engine: audited with what was asked.
-            answer.request = Some(asked.summary(&body, None));
-            return answer;
-        }
-    };
+    (body.bundle, digests, unchecked, sizes_once_checked) =
+        match whole_bundle(call, carried, body.delta.take()).await {
+            Ok(whole) => (
+                whole.bundle,
+                whole.digests.or(whole_digests),
+                whole.unchecked,
+                whole.sizes_once_checked,
+            ),
+            Err(mut answer) => {
+                // Refused before the engine: audited with what was asked.
+                answer.request = Some(asked.summary(&body, None));
+                return answer;
+            }
+        };
     let bytes = body.bundle.sources.iter().map(|file| file.text.len()).sum();
     let summary = asked.summary(&body, Some(bytes));
     let checks = MutationChecks {
@@ -242,7 +271,7 @@ async fn apply(call: &Call<'_>, mut body: ApplyRequest, arrived: std::time::Inst
         terms,
     })
     .await;
-    forget_sizes_of_another_text(call, &applied);
+    learn_checked_sizes(call, sizes_once_checked, &applied);
     applied
 }
 

@@ -169,31 +169,33 @@ struct UncheckedTexts {
     files: Vec<(usize, String, [u8; 32], topologyd_api::Text)>,
     /// Their digests, hashed on a thread of their own when no staging hashes them.
     hashing: Option<std::thread::JoinHandle<Vec<[u8; 32]>>>,
+    /// A place with no digest or no file: nothing to check it against, so the push fails.
+    unmatched: Option<usize>,
 }
 
 impl UncheckedTexts {
-    /// The texts at `places` of `bundle` with their digests in `digests` (none without them:
-    /// the compile then hashes every text itself).
+    /// The texts at `places` of `bundle` with their digests in `digests`; a place with no
+    /// digest there (or no file) makes the check fail.
     fn of(
         bundle: &mut SourceBundle,
         digests: Option<&[[u8; 32]]>,
         places: &[usize],
     ) -> UncheckedTexts {
-        let files = digests
-            .map(|digests| {
-                places
-                    .iter()
-                    .filter_map(|&place| {
-                        let digest = *digests.get(place)?;
-                        let file = bundle.sources.get_mut(place)?;
-                        Some((place, file.name.clone(), digest, file.text.share()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut unmatched = None;
+        let mut files = Vec::with_capacity(places.len());
+        for &place in places {
+            let digest = digests.and_then(|digests| digests.get(place));
+            match (digest, bundle.sources.get_mut(place)) {
+                (Some(digest), Some(file)) => {
+                    files.push((place, file.name.clone(), *digest, file.text.share()));
+                }
+                _ => unmatched = unmatched.or(Some(place)),
+            }
+        }
         UncheckedTexts {
             files,
             hashing: None,
+            unmatched,
         }
     }
 
@@ -223,6 +225,17 @@ impl UncheckedTexts {
         staging: Option<EarlyStaging>,
         base_generation: u64,
     ) -> (Option<EarlyStaging>, Result<(), EngineError>) {
+        if let Some(place) = self.unmatched {
+            let error = compile_error(
+                base_generation,
+                EngineErrorKind::Internal,
+                format!(
+                    "delta push: file {place} was made by edits but has no digest to check it against; push the whole bundle (topoctl push --full-bundle)"
+                ),
+                None,
+            );
+            return (staging, Err(error));
+        }
         if self.files.is_empty() {
             return (staging, Ok(()));
         }
@@ -916,7 +929,7 @@ mod unchecked_tests {
     /// thread of their own, hashed in place (no staging, no thread), or hashed in place when
     /// the staging failed (its failure kept for the commit to report). Another text than the
     /// one listed is refused with `BasePatch` naming the file; texts not listed as unchecked
-    /// are not looked at.
+    /// are not looked at; a place that cannot be checked fails the push.
     #[test]
     fn unchecked_texts_are_checked_however_their_digests_come() {
         let right = digests(&["a = 1\n", "b = 2\n"]);
@@ -962,9 +975,11 @@ mod unchecked_tests {
                 refused(outcome);
             }
         }
-        // Without digests nothing is unchecked (the compile hashes every text itself).
-        let mut bundle = bundle();
-        let (_, outcome) = UncheckedTexts::of(&mut bundle, None, &[1]).check(None, 7);
-        outcome.unwrap();
+        // A place with no digest, or no file, cannot be checked: the push fails.
+        for (listed, place) in [(None, 1), (Some(&right[..]), 5)] {
+            let mut bundle = bundle();
+            let (_, outcome) = UncheckedTexts::of(&mut bundle, listed, &[place]).check(None, 7);
+            assert_eq!(outcome.unwrap_err().kind, EngineErrorKind::Internal);
+        }
     }
 }
